@@ -1,0 +1,1 @@
+"""Data cards, case sources, loaders and synthetic phantoms."""

@@ -1,0 +1,1 @@
+"""SAM2 loading, presets, preprocessing and freezing."""

@@ -1,0 +1,51 @@
+"""A tiny random SAM2 configuration for tests and offline smoke runs.
+
+The sizes follow transformers' own SAM2 test configuration (hidden size 12, image 128),
+so every code path of the real architecture runs in well under a second on a CPU.
+"""
+
+from __future__ import annotations
+
+from transformers import (
+    Sam2Config,
+    Sam2HieraDetConfig,
+    Sam2MaskDecoderConfig,
+    Sam2PromptEncoderConfig,
+    Sam2VisionConfig,
+)
+
+TINY_IMAGE_SIZE = 128
+
+
+def tiny_config(image_size: int = TINY_IMAGE_SIZE) -> Sam2Config:
+    """Return a SAM2 config with the real architecture at toy size.
+
+    Args:
+        image_size: input side in pixels; must be a multiple of 64 (the Hiera stride chain).
+    """
+    if image_size % 64:
+        raise ValueError(f"tiny model image_size must be a multiple of 64, got {image_size}")
+    stride = 4
+    sizes = [[image_size // (stride * 2**i)] * 2 for i in range(3)]
+    backbone = Sam2HieraDetConfig(
+        hidden_size=12,
+        image_size=image_size,
+        blocks_per_stage=[1, 2, 7, 2],
+        embed_dim_per_stage=[12, 24, 48, 96],
+        num_attention_heads_per_stage=[1, 2, 4, 8],
+    )
+    vision = Sam2VisionConfig(
+        backbone_config=backbone,
+        backbone_channel_list=[96, 48, 24, 12],
+        backbone_feature_sizes=sizes,
+        fpn_hidden_size=32,
+    )
+    prompt = Sam2PromptEncoderConfig(
+        hidden_size=32, image_size=image_size, patch_size=16, mask_input_channels=8
+    )
+    decoder = Sam2MaskDecoderConfig(
+        hidden_size=32, mlp_dim=64, num_attention_heads=4, iou_head_hidden_dim=32
+    )
+    return Sam2Config(
+        vision_config=vision, prompt_encoder_config=prompt, mask_decoder_config=decoder
+    )

@@ -1,0 +1,1 @@
+"""MONAI-style dictionary transforms: intensity, slices, prompts."""
