@@ -1,0 +1,27 @@
+"""User-facing errors: raised early, printed without a traceback by the command-line entry points.
+
+Every message names what is wrong (file, field or model id) and how to fix it, so a user
+never has to read a stack trace from inside a library to learn that a path is missing.
+"""
+
+from __future__ import annotations
+
+
+class AdaptError(Exception):
+    """Base class of errors whose message alone tells the user what to do."""
+
+
+class ConfigError(AdaptError):
+    """A configuration value is invalid or inconsistent (names the key and the valid choices)."""
+
+
+class ModelNotFoundError(AdaptError):
+    """SAM2 weights cannot be found locally or on the Hugging Face Hub."""
+
+
+class DataError(AdaptError):
+    """A dataset file is missing, unreadable or inconsistent (names the file and the problem)."""
+
+
+class DataNotFoundError(DataError):
+    """The data a card points to is not on disk (says where it looked and how to get it)."""
