@@ -11,6 +11,7 @@ from transformers import (
     Sam2HieraDetConfig,
     Sam2MaskDecoderConfig,
     Sam2PromptEncoderConfig,
+    Sam2VideoConfig,
     Sam2VisionConfig,
 )
 
@@ -48,4 +49,29 @@ def tiny_config(image_size: int = TINY_IMAGE_SIZE) -> Sam2Config:
     )
     return Sam2Config(
         vision_config=vision, prompt_encoder_config=prompt, mask_decoder_config=decoder
+    )
+
+
+def tiny_video_config(image_size: int = TINY_IMAGE_SIZE) -> Sam2VideoConfig:
+    """The tiny model with SAM2's memory (memory attention, memory encoder, object pointers).
+
+    Its image-model weights carry the same names as ``tiny_config``'s, so an adapter trained
+    on the image model applies to the video model unchanged, as with the real checkpoints.
+    """
+    image = tiny_config(image_size)
+    hidden = image.vision_config.fpn_hidden_size
+    return Sam2VideoConfig(
+        vision_config=image.vision_config.to_dict(),
+        prompt_encoder_config=image.prompt_encoder_config.to_dict(),
+        mask_decoder_config=image.mask_decoder_config.to_dict(),
+        image_size=image_size,
+        memory_attention_hidden_size=hidden,
+        memory_attention_num_layers=2,
+        memory_attention_feed_forward_hidden_size=64,
+        memory_attention_rope_feat_sizes=[image_size // 16] * 2,
+        memory_encoder_hidden_size=hidden,
+        memory_encoder_output_channels=16,
+        mask_downsampler_embed_dim=hidden,
+        memory_fuser_embed_dim=hidden,
+        memory_fuser_intermediate_dim=4 * hidden,
     )
