@@ -1,0 +1,54 @@
+"""Adapter kinds and the one entry point that applies them to a frozen SAM2.
+
+Kinds: ``lora`` and ``dora`` (peft), ``bottleneck`` (ours, Medical-SAM-Adapter style),
+``decoder`` (mask decoder trained, encoder frozen) and ``full`` (everything trained).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from torch import nn
+
+from adapt.adapters.bottleneck import BottleneckConfig, apply_bottleneck
+from adapt.adapters.lora import TARGET_PRESETS, apply_lora
+from adapt.adapters.partial import apply_partial
+from adapt.errors import ConfigError
+from adapt.models.sam2 import freeze
+
+ADAPTER_KINDS = ("lora", "dora", "bottleneck", "decoder", "full")
+
+__all__ = ["ADAPTER_KINDS", "TARGET_PRESETS", "apply_adapter", "adapter_options"]
+
+
+def adapter_options(spec: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+    """Split an adapter spec (the Hydra ``adapter`` node) into its kind and its options."""
+    options = dict(spec)
+    kind = options.pop("kind", None)
+    if kind not in ADAPTER_KINDS:
+        raise ConfigError(f"adapter.kind {kind!r} is not one of {ADAPTER_KINDS}")
+    return kind, options
+
+
+def apply_adapter(model: nn.Module, spec: Mapping[str, Any]) -> nn.Module:
+    """Freeze ``model`` and add the adapter described by ``spec``; return the model to train.
+
+    Args:
+        model: a SAM2 model.
+        spec: ``{"kind": ..., **options}``; options per kind:
+            lora/dora: ``rank``, ``alpha``, ``dropout``, ``targets``, ``modules_to_save``;
+            bottleneck: ``reduction``, ``placement``, ``blocks``, ``mlp_scale``;
+            decoder: ``modules`` (default ``["mask_decoder"]``); full: none.
+    """
+    kind, options = adapter_options(spec)
+    freeze(model)
+    try:
+        if kind in ("lora", "dora"):
+            return apply_lora(model, use_dora=kind == "dora", **options)
+        if kind == "bottleneck":
+            return apply_bottleneck(model, BottleneckConfig(**options))
+        if kind == "decoder":
+            return apply_partial(model, options.get("modules", ["mask_decoder"]))
+        return apply_partial(model, ["*"])
+    except TypeError as err:
+        raise ConfigError(f"adapter={kind}: unknown option ({err})") from None

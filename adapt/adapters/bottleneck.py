@@ -1,0 +1,119 @@
+"""Bottleneck adapters inside the Hiera blocks, in the style of Medical-SAM-Adapter.
+
+Each adapted block gets a small down-project / GELU / up-project MLP in one or both places:
+
+- ``attn``: in series after the windowed attention (``y = attn(x); y + adapter(y)``);
+- ``mlp``: in parallel with the block's MLP (``mlp(x) + scale * adapter(x)``).
+
+Adapters are attached with forward hooks, so the frozen base keeps its parameter names and
+its checkpoint loads unchanged; the adapters live as new submodules of each block
+(``...blocks.3.adapter_attn.down.weight``). The up-projection starts at zero, so before
+training the adapted model computes exactly what the base model does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from adapt.errors import ConfigError
+
+PLACEMENTS = ("attn", "mlp")
+PEFT_TYPE = "BOTTLENECK"
+
+
+class Bottleneck(nn.Module):
+    """``up(gelu(down(x)))`` over the last dimension, with the up-projection zero-initialised."""
+
+    def __init__(self, dim: int, hidden: int):
+        super().__init__()
+        self.down = nn.Linear(dim, hidden)
+        self.act = nn.GELU()
+        self.up = nn.Linear(hidden, dim)
+        nn.init.zeros_(self.up.weight)
+        nn.init.zeros_(self.up.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.up(self.act(self.down(x)))
+
+    def serial_hook(self, module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
+        """Forward hook: the adapter after ``module``, with a residual connection."""
+        return output + self(output)
+
+
+class ParallelBottleneck(Bottleneck):
+    """A bottleneck run beside ``module`` on the same input, its output scaled and added."""
+
+    def __init__(self, dim: int, hidden: int, scale: float):
+        super().__init__(dim, hidden)
+        self.scale = scale
+
+    def parallel_hook(self, module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
+        """Forward hook: ``module(x) + scale * adapter(x)``."""
+        return output + self.scale * self(args[0])
+
+
+@dataclass
+class BottleneckConfig:
+    """Where and how large the adapters are; saved as ``adapter_config.json``.
+
+    Attributes:
+        reduction: hidden width = block width // reduction (Medical-SAM-Adapter: 4).
+        placement: any of ``attn`` (serial after attention) and ``mlp`` (parallel to the MLP).
+        blocks: indices of the Hiera blocks to adapt; empty = all.
+        mlp_scale: weight of the parallel adapter's output (Medical-SAM-Adapter: 0.5).
+    """
+
+    reduction: int = 4
+    placement: list[str] = field(default_factory=lambda: list(PLACEMENTS))
+    blocks: list[int] = field(default_factory=list)
+    mlp_scale: float = 0.5
+    peft_type: str = PEFT_TYPE
+
+    def __post_init__(self) -> None:
+        self.placement = list(self.placement)
+        self.blocks = list(self.blocks)
+        bad = [p for p in self.placement if p not in PLACEMENTS]
+        if bad or not self.placement:
+            raise ConfigError(f"adapter.placement {self.placement} must be a non-empty subset of {PLACEMENTS}")
+        if self.reduction < 1:
+            raise ConfigError(f"adapter.reduction must be >= 1, got {self.reduction}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def hiera_blocks(model: nn.Module) -> Sequence[nn.Module]:
+    """The Hiera blocks of a SAM2 model (image or video, wrapped or not)."""
+    for name, module in model.named_modules():
+        if name.endswith("vision_encoder.backbone.blocks") or name == "backbone.blocks":
+            return module
+    raise ConfigError("bottleneck adapters need a SAM2 Hiera image encoder; none found in the model")
+
+
+def apply_bottleneck(model: nn.Module, config: BottleneckConfig) -> nn.Module:
+    """Insert bottleneck adapters into ``model`` in place and return it.
+
+    Only the adapters are left trainable; call on a frozen model.
+    """
+    blocks = hiera_blocks(model)
+    chosen = config.blocks or range(len(blocks))
+    for index in chosen:
+        if not 0 <= index < len(blocks):
+            raise ConfigError(f"adapter.blocks: index {index} out of range (the trunk has {len(blocks)} blocks)")
+        block = blocks[index]
+        width = block.dim_out
+        hidden = max(width // config.reduction, 1)
+        if "attn" in config.placement:
+            block.adapter_attn = Bottleneck(width, hidden)
+            block.attn.register_forward_hook(block.adapter_attn.serial_hook)
+        if "mlp" in config.placement:
+            block.adapter_mlp = ParallelBottleneck(width, hidden, config.mlp_scale)
+            block.mlp.register_forward_hook(block.adapter_mlp.parallel_hook)
+    for name, param in model.named_parameters():
+        if ".adapter_attn." in name or ".adapter_mlp." in name:
+            param.requires_grad_(True)
+    return model

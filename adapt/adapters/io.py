@@ -1,0 +1,93 @@
+"""Save and load adapters in peft's file layout, whatever their kind.
+
+An adapter directory holds ``adapter_config.json`` + ``adapter_model.safetensors`` (+ a
+``README.md`` model card) exactly as peft writes them, so LoRA/DoRA adapters load with plain
+``peft.PeftModel.from_pretrained``; our own kinds use the same two files with their own
+``peft_type``. ``sam2_adapt.json`` beside them records what a user needs to reuse the
+adapter: base model id and revision, adapter kind, recipe, data card, preprocessing and
+label map.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Mapping
+
+from peft import PeftModel
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from adapt.adapters import apply_adapter
+from adapt.adapters.bottleneck import PEFT_TYPE as BOTTLENECK
+from adapt.adapters.partial import PEFT_TYPE as PARTIAL
+from adapt.errors import ConfigError
+
+CONFIG_FILE = "adapter_config.json"
+WEIGHTS_FILE = "adapter_model.safetensors"
+METADATA_FILE = "sam2_adapt.json"
+
+
+def trainable_state_dict(model: nn.Module) -> dict[str, Any]:
+    """The trainable weights only, named as in the unwrapped base model."""
+    base = model.get_base_model() if isinstance(model, PeftModel) else model
+    return {n: p.detach().cpu().contiguous() for n, p in base.named_parameters() if p.requires_grad}
+
+
+def save_adapter(
+    model: nn.Module, spec: Mapping[str, Any], out_dir: str | Path, metadata: Mapping[str, Any]
+) -> Path:
+    """Write the adapter of ``model`` (built by ``apply_adapter(spec)``) to ``out_dir``.
+
+    Args:
+        model: the adapted model.
+        spec: the adapter spec it was built with (``{"kind": ..., **options}``).
+        out_dir: target directory; created if needed.
+        metadata: base model, recipe, data card, preprocessing, label map, metrics.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    kind = spec["kind"]
+    if isinstance(model, PeftModel):
+        model.save_pretrained(out_dir)
+    else:
+        peft_type = BOTTLENECK if kind == "bottleneck" else PARTIAL
+        config = {"peft_type": peft_type, **{k: v for k, v in spec.items()}}
+        (out_dir / CONFIG_FILE).write_text(json.dumps(config, indent=2))
+        save_file(trainable_state_dict(model), out_dir / WEIGHTS_FILE)
+    (out_dir / METADATA_FILE).write_text(json.dumps({"adapter": dict(spec), **metadata}, indent=2, default=str))
+    return out_dir
+
+
+def read_metadata(adapter_dir: str | Path) -> dict[str, Any]:
+    """The ``sam2_adapt.json`` of an adapter directory (empty if it was written by plain peft)."""
+    path = Path(adapter_dir) / METADATA_FILE
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def load_adapter_weights(base: nn.Module, adapter_dir: str | Path) -> nn.Module:
+    """Apply the adapter saved in ``adapter_dir`` to a fresh base model and return it (eval mode).
+
+    Raises:
+        ConfigError: the directory is not an adapter, or its weights do not fit ``base``.
+    """
+    adapter_dir = Path(adapter_dir)
+    config_path = adapter_dir / CONFIG_FILE
+    if not config_path.exists():
+        raise ConfigError(f"{adapter_dir} is not an adapter directory: {CONFIG_FILE} is missing")
+    config = json.loads(config_path.read_text())
+    if config.get("peft_type") not in (BOTTLENECK, PARTIAL):
+        return PeftModel.from_pretrained(base, adapter_dir).eval()
+    spec = {k: v for k, v in config.items() if k != "peft_type"}
+    model = apply_adapter(base, spec)
+    weights = load_file(adapter_dir / WEIGHTS_FILE)
+    expected = set(trainable_state_dict(model))
+    missing, unknown = expected - set(weights), set(weights) - expected
+    if missing or unknown:
+        raise ConfigError(
+            f"{adapter_dir / WEIGHTS_FILE} does not fit this base model: "
+            f"{len(missing)} missing (e.g. {sorted(missing)[:3]}), {len(unknown)} unknown "
+            f"(e.g. {sorted(unknown)[:3]}). Was it trained on another SAM2 size?"
+        )
+    model.load_state_dict(weights, strict=False)
+    return model.eval()

@@ -1,0 +1,90 @@
+"""LoRA and DoRA from ``peft``, with target presets named after SAM2's parts.
+
+Presets are regular expressions over module names that are the same in ``Sam2Model`` and
+``Sam2VideoModel`` (and in the Hub checkpoints), so a preset means the same layers on
+every model size and in image or video mode.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from peft import LoraConfig, PeftModel, get_peft_model
+from torch import nn
+
+from adapt.errors import ConfigError
+
+TARGET_PRESETS = {
+    # Hiera trunk: fused qkv and output projection of every block (the SAMed / MedSAM2 choice).
+    "encoder_attn": r"vision_encoder\.backbone\.blocks\.\d+\.attn\.(qkv|proj)",
+    "encoder_qkv": r"vision_encoder\.backbone\.blocks\.\d+\.attn\.qkv",
+    "encoder_mlp": r"vision_encoder\.backbone\.blocks\.\d+\.mlp\.(proj_in|proj_out)",
+    # Two-way transformer of the mask decoder: self, token-to-image and image-to-token attention.
+    "decoder_attn": r"mask_decoder\.transformer\.(layers\.\d+\.)?\w+\.(q_proj|k_proj|v_proj|o_proj)",
+    # SAM2's memory: attention over the memory bank and the memory fuser's pointwise layers.
+    "memory": (
+        r"memory_attention\.layers\.\d+\.(self_attn|cross_attn_image)\.(q_proj|k_proj|v_proj|o_proj)"
+        r"|memory_encoder\.memory_fuser\.layers\.\d+\.(pointwise_conv1|pointwise_conv2)"
+    ),
+}
+TARGET_PRESETS["all"] = "|".join(
+    TARGET_PRESETS[k] for k in ("encoder_attn", "encoder_mlp", "decoder_attn", "memory")
+)
+
+
+def target_regex(targets: str | Sequence[str]) -> str:
+    """One regex matching the union of the named presets (or raw regexes containing ``\\``).
+
+    Raises:
+        ConfigError: a name is neither a preset nor a regex; lists the presets.
+    """
+    names = [targets] if isinstance(targets, str) else list(targets)
+    if not names:
+        raise ConfigError(f"adapter.targets is empty; choose from {sorted(TARGET_PRESETS)}")
+    parts = []
+    for name in names:
+        if name in TARGET_PRESETS:
+            parts.append(TARGET_PRESETS[name])
+        elif "\\" in name or "(" in name:
+            parts.append(name)
+        else:
+            raise ConfigError(
+                f"adapter.targets: unknown preset {name!r}; choose from {sorted(TARGET_PRESETS)} "
+                "or give a regular expression over module names"
+            )
+    return "|".join(f"(?:{p})" for p in parts)
+
+
+def apply_lora(
+    model: nn.Module,
+    rank: int = 8,
+    alpha: float = 16.0,
+    dropout: float = 0.0,
+    targets: str | Sequence[str] = ("encoder_attn", "decoder_attn"),
+    use_dora: bool = False,
+    modules_to_save: Sequence[str] | None = None,
+) -> PeftModel:
+    """Wrap ``model`` with peft LoRA (or DoRA) on the preset layers; the rest stays frozen.
+
+    Args:
+        model: a SAM2 model (``Sam2Model`` or ``Sam2VideoModel``).
+        rank: LoRA rank r.
+        alpha: LoRA scaling numerator (scale = alpha / r).
+        dropout: dropout on the LoRA input.
+        targets: preset names from ``TARGET_PRESETS`` or regexes.
+        use_dora: weight-decomposed LoRA (DoRA).
+        modules_to_save: extra modules trained in full and saved with the adapter.
+    """
+    regex = target_regex(targets)
+    config = LoraConfig(
+        r=rank,
+        lora_alpha=alpha,
+        lora_dropout=dropout,
+        target_modules=regex,
+        use_dora=use_dora,
+        modules_to_save=list(modules_to_save) if modules_to_save else None,
+    )
+    try:
+        return get_peft_model(model, config)
+    except ValueError as err:
+        raise ConfigError(f"adapter.targets {targets!r} match no layer of this model: {err}") from None

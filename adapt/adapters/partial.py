@@ -1,0 +1,35 @@
+"""Partial fine-tuning without new layers: train named submodules (the mask decoder) or all.
+
+``decoder`` is MedSAM-style decoder tuning with the image encoder frozen; ``full`` trains
+every weight and exists as the reference the parameter-efficient kinds are compared with.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from torch import nn
+
+from adapt.errors import ConfigError
+
+PEFT_TYPE = "PARTIAL"
+
+
+def apply_partial(model: nn.Module, modules: Sequence[str]) -> nn.Module:
+    """Unfreeze the parameters under each named submodule (``["*"]`` = all) and return the model.
+
+    Raises:
+        ConfigError: a name matches no submodule; lists the top-level ones.
+    """
+    if list(modules) == ["*"]:
+        for param in model.parameters():
+            param.requires_grad_(True)
+        return model
+    children = dict(model.named_modules())
+    for name in modules:
+        if name not in children:
+            top = sorted(n for n in children if n and "." not in n)
+            raise ConfigError(f"adapter.modules: {name!r} is not a submodule; top-level ones are {top}")
+        for param in children[name].parameters():
+            param.requires_grad_(True)
+    return model

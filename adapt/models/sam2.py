@@ -1,0 +1,294 @@
+"""Load SAM2 from the Hub, a local directory or a tiny random config; preprocess; freeze.
+
+SAM2 comes from ``transformers`` (``Sam2Model`` for images, ``Sam2VideoModel`` when the
+memory is needed). Both share the image model's parameter names, so an adapter trained on
+one loads onto the other. Loading never hangs on an unreachable Hub: a model that is not in
+the local cache is checked against the Hub endpoint with a short timeout first, and a
+missing model stops the run with a ``ModelNotFoundError`` that says how to supply it.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+import torch
+import torch.nn.functional as F
+from huggingface_hub import constants as hub_constants
+from huggingface_hub import try_to_load_from_cache
+from transformers import (
+    Sam2Config,
+    Sam2HieraDetConfig,
+    Sam2Model,
+    Sam2VideoConfig,
+    Sam2VideoModel,
+    Sam2VisionConfig,
+)
+
+from adapt.errors import ConfigError, ModelNotFoundError
+from adapt.models.tiny import tiny_config
+
+log = logging.getLogger(__name__)
+
+#: Released SAM2.1 checkpoints on the Hugging Face Hub.
+HUB_IDS = {
+    "sam2.1_hiera_tiny": "facebook/sam2.1-hiera-tiny",
+    "sam2.1_hiera_small": "facebook/sam2.1-hiera-small",
+    "sam2.1_hiera_base_plus": "facebook/sam2.1-hiera-base-plus",
+    "sam2.1_hiera_large": "facebook/sam2.1-hiera-large",
+}
+
+#: Hiera trunk of each release (Meta's sam2.1 configs), to build the same architecture with
+#: random weights when the checkpoint cannot be downloaded (offline demos, benchmarks).
+HIERA_ARCHITECTURES = {
+    "facebook/sam2.1-hiera-tiny": dict(
+        hidden_size=96, num_attention_heads=1, blocks_per_stage=[1, 2, 7, 2],
+        global_attention_blocks=[5, 7, 9], window_positional_embedding_background_size=[7, 7],
+    ),
+    "facebook/sam2.1-hiera-small": dict(
+        hidden_size=96, num_attention_heads=1, blocks_per_stage=[1, 2, 11, 2],
+        global_attention_blocks=[7, 10, 13], window_positional_embedding_background_size=[7, 7],
+    ),
+    "facebook/sam2.1-hiera-base-plus": dict(
+        hidden_size=112, num_attention_heads=2, blocks_per_stage=[2, 3, 16, 3],
+        global_attention_blocks=[12, 16, 20], window_positional_embedding_background_size=[14, 14],
+    ),
+    "facebook/sam2.1-hiera-large": dict(
+        hidden_size=144, num_attention_heads=2, blocks_per_stage=[2, 6, 36, 4],
+        global_attention_blocks=[23, 33, 43], window_positional_embedding_background_size=[7, 7],
+        window_size_per_stage=[8, 4, 16, 8],
+    ),
+}
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What was loaded, for the run summary and the adapter's metadata."""
+
+    name: str
+    revision: str | None
+    pretrained: bool
+    image_size: int
+    video: bool
+    checkpoint: str | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def random_config(name: str, image_size: int = 1024) -> Sam2Config:
+    """The architecture of a released checkpoint (or ``tiny``) with no weights attached."""
+    if name == "tiny":
+        return tiny_config(image_size)
+    hub_id = HUB_IDS.get(name, name)
+    if hub_id not in HIERA_ARCHITECTURES:
+        raise ConfigError(
+            f"no known architecture for {name!r}; random weights are available for "
+            f"'tiny' and {sorted(HUB_IDS)}"
+        )
+    arch = dict(HIERA_ARCHITECTURES[hub_id])
+    hidden, heads = arch.pop("hidden_size"), arch.pop("num_attention_heads")
+    dims = [hidden * 2**i for i in range(4)]
+    backbone = Sam2HieraDetConfig(
+        hidden_size=hidden,
+        embed_dim_per_stage=dims,
+        num_attention_heads_per_stage=[heads * 2**i for i in range(4)],
+        **arch,
+    )
+    vision = Sam2VisionConfig(backbone_config=backbone, backbone_channel_list=dims[::-1])
+    config = Sam2Config(vision_config=vision)
+    return set_image_size(config, image_size)
+
+
+def set_image_size(config: Sam2Config | Sam2VideoConfig, image_size: int) -> Sam2Config:
+    """Change the input side of a SAM2 config in place (e.g. 512 as MedSAM2 trains).
+
+    Hiera's positional embedding is interpolated to the feature grid, so pretrained weights
+    load unchanged at any multiple of 64 (SAM2's total stride in the trunk and decoder).
+    """
+    if image_size % 64:
+        raise ConfigError(f"model.image_size must be a multiple of 64, got {image_size}")
+    stride = config.vision_config.backbone_config.patch_stride
+    stride = stride[0] if isinstance(stride, (list, tuple)) else stride
+    config.vision_config.backbone_config.image_size = [image_size, image_size]
+    config.vision_config.backbone_feature_sizes = [
+        [image_size // (stride * 2**i)] * 2 for i in range(3)
+    ]
+    config.prompt_encoder_config.image_size = image_size
+    if isinstance(config, Sam2VideoConfig):
+        config.image_size = image_size
+        config.memory_attention_rope_feat_sizes = [image_size // 16] * 2
+    return config
+
+
+def config_image_size(config: Sam2Config | Sam2VideoConfig) -> int:
+    """The square input side a SAM2 config expects."""
+    return int(config.prompt_encoder_config.image_size)
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the Hub endpoint answers a TCP connect within ``timeout`` (no retries)."""
+    if hub_constants.HF_HUB_OFFLINE:
+        return False
+    url = urlparse(hub_constants.ENDPOINT)
+    try:
+        with socket.create_connection((url.hostname, url.port or 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _is_cached(repo_id: str, revision: str | None) -> bool:
+    path = try_to_load_from_cache(repo_id, "config.json", revision=revision)
+    return isinstance(path, str)
+
+
+def load_sam2(
+    name: str,
+    revision: str | None = None,
+    checkpoint: str | None = None,
+    image_size: int | None = None,
+    video: bool = False,
+    offline_fallback: str = "error",
+) -> tuple[Sam2Model | Sam2VideoModel, ModelInfo]:
+    """Load SAM2 weights and return the model with a description of what was loaded.
+
+    Args:
+        name: ``tiny`` (random toy config), ``random:<preset or hub id>`` (architecture with
+            random weights), a preset key of ``HUB_IDS``, a Hub id, or a local directory
+            holding ``config.json`` + weights saved by ``save_pretrained``.
+        revision: Hub branch, tag or commit to pin.
+        checkpoint: a Meta-format ``.pt`` file (MedSAM2, Medical-SAM2, ...) loaded over the
+            architecture of ``name`` through our key converter.
+        image_size: input side; ``None`` keeps the checkpoint's (1024 for SAM2.1).
+        video: build ``Sam2VideoModel`` (memory attention and encoder) instead of ``Sam2Model``.
+        offline_fallback: ``error`` (default) stops when the weights cannot be had;
+            ``random`` builds the same architecture with random weights and says so.
+
+    Raises:
+        ModelNotFoundError: weights are neither local nor downloadable, with the fix.
+    """
+    model_cls, config_cls = (Sam2VideoModel, Sam2VideoConfig) if video else (Sam2Model, Sam2Config)
+    source = HUB_IDS.get(name, name)
+    random_name = None
+    if source.startswith("random:"):
+        source = random_name = HUB_IDS.get(source.removeprefix("random:"), source.removeprefix("random:"))
+    elif source == "tiny":
+        random_name = "tiny"
+
+    if random_name is None and not Path(source).is_dir():
+        if not _is_cached(source, revision) and not hub_reachable():
+            if offline_fallback != "random":
+                raise ModelNotFoundError(_missing_model_message(source, revision))
+            log.warning("%s cannot be downloaded: using RANDOM weights of its architecture", source)
+            random_name = source
+
+    if random_name is not None:
+        image_config = random_config(random_name, image_size or (128 if random_name == "tiny" else 1024))
+        config = _as_video_config(image_config) if video else image_config
+        model = model_cls(config)
+        pretrained = False
+    else:
+        local = Path(source).is_dir()
+        try:
+            config = config_cls.from_pretrained(source, revision=revision, local_files_only=local)
+        except (OSError, ValueError) as err:
+            raise ModelNotFoundError(
+                f"cannot read a SAM2 config from {source!r}: {err}\n"
+                + _missing_model_message(source, revision)
+            ) from None
+        if image_size:
+            set_image_size(config, image_size)
+        model = model_cls.from_pretrained(source, config=config, revision=revision)
+        pretrained = True
+
+    if checkpoint:
+        from adapt.models.meta_checkpoint import load_meta_checkpoint
+
+        load_meta_checkpoint(model, checkpoint)
+        pretrained = True
+    info = ModelInfo(
+        name=source,
+        revision=revision,
+        pretrained=pretrained,
+        image_size=config_image_size(model.config),
+        video=video,
+        checkpoint=str(checkpoint) if checkpoint else None,
+    )
+    return model, info
+
+
+def _as_video_config(config: Sam2Config) -> Sam2VideoConfig:
+    """The memory-enabled config around an image config (same sub-configs)."""
+    if config.vision_config.fpn_hidden_size != 256:  # the tiny model: small memory too
+        from adapt.models.tiny import tiny_video_config
+
+        return tiny_video_config(config_image_size(config))
+    video = Sam2VideoConfig(
+        vision_config=config.vision_config.to_dict(),
+        prompt_encoder_config=config.prompt_encoder_config.to_dict(),
+        mask_decoder_config=config.mask_decoder_config.to_dict(),
+    )
+    return set_image_size(video, config_image_size(config))
+
+
+def _missing_model_message(source: str, revision: str | None) -> str:
+    rev = f" --revision {revision}" if revision else ""
+    return (
+        f"SAM2 weights {source!r} are not in the local Hugging Face cache and the Hub "
+        f"({hub_constants.ENDPOINT}) cannot be reached.\n"
+        "Fix one of:\n"
+        f"  - go online once (the weights are cached for later offline runs), or\n"
+        f"  - download them elsewhere: `hf download {source}{rev} --local-dir DIR`, copy DIR "
+        "here and pass `model.name=DIR`, or\n"
+        "  - run an offline smoke test with `model=tiny` (random weights), or allow random "
+        "weights of the same architecture with `model.offline_fallback=random`."
+    )
+
+
+def preprocess(image: torch.Tensor, image_size: int | None = None) -> torch.Tensor:
+    """Images in [0, 1] to SAM2's input: 3 channels, ImageNet mean/std, square side.
+
+    Channels: 1 is repeated to RGB (grey CT/MR); 3 is kept; 2 becomes ``(c0, c1, mean)``;
+    more than 3 are averaged in three contiguous groups, a fixed parameter-free mapping
+    (choose bands in the data card to control it instead).
+
+    Args:
+        image: ``[B, C, H, W]`` float in [0, 1].
+        image_size: resize (bilinear) to this square side if the input differs.
+    """
+    if image.ndim != 4:
+        raise ValueError(f"preprocess expects [B, C, H, W], got shape {tuple(image.shape)}")
+    channels = image.shape[1]
+    if channels == 1:
+        image = image.expand(-1, 3, -1, -1)
+    elif channels == 2:
+        image = torch.cat([image, image.mean(1, keepdim=True)], dim=1)
+    elif channels > 3:
+        groups = torch.tensor_split(image, 3, dim=1)
+        image = torch.cat([g.mean(1, keepdim=True) for g in groups], dim=1)
+    if image_size is not None and image.shape[-2:] != (image_size, image_size):
+        image = F.interpolate(image, size=(image_size, image_size), mode="bilinear", align_corners=False)
+    mean = image.new_tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = image.new_tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    return (image - mean) / std
+
+
+def freeze(model: torch.nn.Module) -> torch.nn.Module:
+    """Make every parameter of ``model`` non-trainable; adapters then unfreeze their own."""
+    for param in model.parameters():
+        param.requires_grad_(False)
+    return model
+
+
+def count_parameters(model: torch.nn.Module) -> tuple[int, int]:
+    """``(trainable, total)`` parameter counts."""
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    return trainable, total
