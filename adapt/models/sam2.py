@@ -63,6 +63,7 @@ HIERA_ARCHITECTURES = {
     ),
 }
 
+RANDOM_INIT_SEED = 0
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -192,7 +193,11 @@ def load_sam2(
     if random_name is not None:
         image_config = random_config(random_name, image_size or (128 if random_name == "tiny" else 1024))
         config = _as_video_config(image_config) if video else image_config
-        model = model_cls(config)
+        # A fixed seed makes "random weights" one reproducible base: an adapter trained on
+        # it can be re-applied to a fresh instance, as with a downloaded checkpoint.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(RANDOM_INIT_SEED)
+            model = model_cls(config)
         pretrained = False
     else:
         local = Path(source).is_dir()

@@ -1,0 +1,47 @@
+"""Where configs, recipes and data cards live, and the Hydra registrations that use them.
+
+Recipes are flat YAML files in ``recipes/``; ``register_recipes`` stores each in Hydra's
+ConfigStore as group ``recipe`` with ``package="_global_"``, so ``recipe=ct_liver`` works
+from any working directory without a search-path plugin.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import OmegaConf
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+CONFIG_DIR = REPO_ROOT / "configs"
+RECIPE_DIR = REPO_ROOT / "recipes"
+CARD_DIR = REPO_ROOT / "data_cards"
+
+
+def recipe_names() -> list[str]:
+    """Stems of the recipes shipped in ``recipes/``."""
+    return sorted(p.stem for p in RECIPE_DIR.glob("*.yaml"))
+
+
+def register_recipes() -> None:
+    """Put every ``recipes/*.yaml`` into the ConfigStore as ``recipe=<stem>``."""
+    store = ConfigStore.instance()
+    for path in sorted(RECIPE_DIR.glob("*.yaml")):
+        store.store(group="recipe", name=path.stem, node=OmegaConf.load(path), package="_global_")
+
+
+def _auto_precision(preferred: str = "bf16-mixed") -> str:
+    """``preferred`` on a CUDA GPU that supports it, full precision elsewhere (CPU runs)."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return "32-true"
+    if preferred.startswith("bf16") and not torch.cuda.is_bf16_supported():
+        return "16-mixed"
+    return preferred
+
+
+def register_resolvers() -> None:
+    """OmegaConf resolvers used in configs (idempotent)."""
+    if not OmegaConf.has_resolver("auto_precision"):
+        OmegaConf.register_new_resolver("auto_precision", _auto_precision)

@@ -1,0 +1,1 @@
+"""Lightning tasks: what is predicted from a batch, which loss, which metrics."""

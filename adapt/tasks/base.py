@@ -1,0 +1,107 @@
+"""The LightningModule every task builds on: model, adapter, optimizer, lean checkpoints.
+
+A task builds its SAM2 in ``configure_models`` (frozen base + adapter), hands only the
+trainable parameters to AdamW with linear warm-up and cosine decay, and saves only the
+trainable weights in its checkpoints: a LoRA checkpoint of hiera-large is megabytes, not
+a gigabyte, and resuming loads them over the same frozen base.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping
+
+import lightning as L
+import torch
+from torch.optim.lr_scheduler import LambdaLR
+
+from adapt.adapters import apply_adapter
+from adapt.models.sam2 import ModelInfo, count_parameters, load_sam2
+
+#: The metric that selects checkpoints and summarises a run; defined once, here.
+MONITOR = "val/dice"
+
+
+def warmup_cosine(step: int, warmup: int, total: int, min_ratio: float) -> float:
+    """Learning-rate factor: linear warm-up to 1, then cosine decay to ``min_ratio``."""
+    if step < warmup:
+        return (step + 1) / max(warmup, 1)
+    progress = min((step - warmup) / max(total - warmup, 1), 1.0)
+    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+class BaseTask(L.LightningModule):
+    """Frozen SAM2 + adapter + AdamW/warm-up/cosine; subclasses define the step.
+
+    Args:
+        model: options of ``adapt.models.sam2.load_sam2`` (``name``, ``revision``,
+            ``checkpoint``, ``image_size``, ``offline_fallback``) plus ``gradient_checkpointing``.
+        adapter: the adapter spec (``{"kind": ..., **options}``).
+        optim: ``lr``, ``weight_decay``, ``warmup_steps``, ``min_lr_ratio``.
+        loss: loss weights (see ``adapt.losses.LossWeights``).
+    """
+
+    video: bool = False
+
+    def __init__(
+        self,
+        model: Mapping[str, Any],
+        adapter: Mapping[str, Any],
+        optim: Mapping[str, Any],
+        loss: Mapping[str, Any],
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.strict_loading = False  # checkpoints hold the trainable weights only
+        self.model_info: ModelInfo
+        self.model: torch.nn.Module
+        self.configure_models()
+        self.configure_losses()
+
+    def configure_models(self) -> None:
+        """Load SAM2, freeze it and apply the adapter."""
+        options = dict(self.hparams.model)
+        checkpointing = options.pop("gradient_checkpointing", False)
+        model, self.model_info = load_sam2(video=self.video, **options)
+        if checkpointing:
+            model.gradient_checkpointing_enable()
+        self.model = apply_adapter(model, self.hparams.adapter)
+
+    def configure_losses(self) -> None:
+        """Subclasses set up their loss terms."""
+
+    @property
+    def image_size(self) -> int:
+        return self.model_info.image_size
+
+    def parameter_counts(self) -> tuple[int, int]:
+        """``(trainable, total)`` parameters of the adapted model."""
+        return count_parameters(self.model)
+
+    def on_fit_start(self) -> None:
+        trainable, total = self.parameter_counts()
+        for logger in self.loggers:
+            logger.log_hyperparams({"params/trainable": trainable, "params/total": total})
+
+    def trainable_names(self) -> set[str]:
+        return {f"model.{n}" for n, p in self.model.named_parameters() if p.requires_grad}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        keep = self.trainable_names()
+        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in keep}
+
+    def build_optimizer(self) -> torch.optim.Optimizer:
+        """AdamW over the trainable parameters only (frozen ones get no optimizer state)."""
+        opt = self.hparams.optim
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        return torch.optim.AdamW(params, lr=opt["lr"], weight_decay=opt["weight_decay"])
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        opt = self.hparams.optim
+        optimizer = self.build_optimizer()
+        total = int(self.trainer.estimated_stepping_batches)
+        warmup = min(int(opt["warmup_steps"]), max(total - 1, 0))
+        schedule = LambdaLR(
+            optimizer, lambda step: warmup_cosine(step, warmup, total, float(opt["min_lr_ratio"]))
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}

@@ -1,0 +1,161 @@
+"""``python -m adapt.train recipe=<name> [overrides]``: fine-tune SAM2 with an adapter.
+
+``train(cfg)`` does the work and returns ``(metrics, objects)`` so notebooks and tests can
+call it without a subprocess; ``main`` is the Hydra entry point that prints user errors
+(missing model, missing data, bad option) as one clear message instead of a traceback.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning as L
+from omegaconf import DictConfig, OmegaConf
+
+from adapt.adapters.io import save_adapter
+from adapt.callbacks import build_callbacks, build_logger
+from adapt.conf import CONFIG_DIR, register_recipes, register_resolvers
+from adapt.errors import AdaptError, ConfigError
+from adapt.summary import print_summary
+from adapt.tasks.base import MONITOR
+
+log = logging.getLogger(__name__)
+
+#: task name -> "module:Class"; imported on use so a task's extra dependencies stay optional.
+TASKS = {
+    "segmentation": "adapt.tasks.segmentation:SegmentationTask",
+    "propagation": "adapt.tasks.propagation:PropagationTask",
+}
+
+
+def task_class(name: str) -> type:
+    """The LightningModule class registered under ``name``."""
+    if name not in TASKS:
+        raise ConfigError(f"task={name!r} is not one of {sorted(TASKS)}")
+    module, cls = TASKS[name].split(":")
+    try:
+        return getattr(importlib.import_module(module), cls)
+    except ModuleNotFoundError as err:
+        raise ConfigError(f"task={name!r} is not available in this version ({err})") from None
+
+
+def prepare_run_dir(cfg: DictConfig) -> Path:
+    """The run directory, refusing to overwrite a finished run unless ``overwrite=true``."""
+    run_dir = Path(cfg.out_dir)
+    if (run_dir / "adapter").exists() and not cfg.overwrite and cfg.ckpt_path is None:
+        raise ConfigError(
+            f"{run_dir} already holds a trained adapter; choose another hydra.run.dir, "
+            "resume with ckpt_path=last, or pass overwrite=true"
+        )
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return run_dir
+
+
+def build_trainer(cfg: DictConfig, run_dir: Path) -> L.Trainer:
+    """A Lightning Trainer from the ``trainer`` group, with our logger and callbacks."""
+    options = OmegaConf.to_container(cfg.trainer, resolve=True)
+    options = {k: v for k, v in options.items() if v is not None}
+    return L.Trainer(
+        default_root_dir=run_dir,
+        logger=build_logger(cfg.logger, run_dir, cfg.name),
+        callbacks=build_callbacks(run_dir),
+        **options,
+    )
+
+
+def _validate(trainer: L.Trainer, task: L.LightningModule, datamodule: Any) -> dict[str, float]:
+    results = trainer.validate(task, datamodule=datamodule, verbose=False)
+    return {k: float(v) for k, v in (results[0] if results else {}).items()}
+
+
+def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Fine-tune, validate before and after, save the adapter, and summarise.
+
+    Returns:
+        ``(metrics, objects)``: the ``metrics.json`` content, and the ``task``,
+        ``datamodule`` and ``trainer`` for interactive use.
+    """
+    from adapt.data.datamodule import build_datamodule
+
+    start = time.perf_counter()
+    L.seed_everything(cfg.seed, workers=True)
+    run_dir = prepare_run_dir(cfg)
+    # Data first: a missing dataset is reported before minutes of model loading.
+    datamodule = build_datamodule(cfg.data, image_size=cfg.model.image_size, seed=cfg.seed)
+    task = task_class(cfg.task)(
+        model=OmegaConf.to_container(cfg.model, resolve=True),
+        adapter=OmegaConf.to_container(cfg.adapter, resolve=True),
+        optim=OmegaConf.to_container(cfg.optim, resolve=True),
+        loss=OmegaConf.to_container(cfg.loss, resolve=True),
+    )
+    trainer = build_trainer(cfg, run_dir)
+    if trainer.is_global_zero:
+        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    trainable, total = task.parameter_counts()
+    log.info("trainable parameters: %s / %s (%.3f%%)", f"{trainable:,}", f"{total:,}", 100 * trainable / total)
+
+    before = _validate(trainer, task, datamodule) if cfg.validate_before else {}
+    ckpt = cfg.ckpt_path
+    trainer.fit(task, datamodule=datamodule, ckpt_path=ckpt)
+    after = _validate(trainer, task, datamodule)
+
+    metrics = {
+        "name": cfg.name,
+        "model": task.model_info.to_dict(),
+        "adapter": OmegaConf.to_container(cfg.adapter, resolve=True),
+        "params": {"trainable": trainable, "total": total},
+        "data": {"card": datamodule.card.name, "bad_cases": datamodule.num_bad_cases},
+        "monitor": MONITOR,
+        "before": before,
+        "after": after,
+        "steps": trainer.global_step,
+        "seconds": time.perf_counter() - start,
+        "run_dir": str(run_dir),
+    }
+    if trainer.is_global_zero:
+        save_adapter(
+            task.model,
+            metrics["adapter"],
+            run_dir / "adapter",
+            metadata={
+                "base_model": {"name": task.model_info.name, "revision": task.model_info.revision},
+                "model": task.model_info.to_dict(),
+                "task": cfg.task,
+                "recipe": cfg.name,
+                "data_card": datamodule.card.name,
+                "license": getattr(datamodule.card, "license", None),
+                "preprocessing": datamodule.preprocessing,
+                "label_map": datamodule.label_map,
+                "prompt": OmegaConf.to_container(cfg.data.prompt, resolve=True),
+                "metrics": after,
+            },
+        )
+        (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        print_summary(metrics)
+    return metrics, {"task": task, "datamodule": datamodule, "trainer": trainer}
+
+
+register_resolvers()
+register_recipes()
+
+
+@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    """Hydra entry point; returns the monitored metric for sweepers."""
+    try:
+        metrics, _ = train(cfg)
+    except AdaptError as err:
+        print(f"\nsam2-adapt: {type(err).__name__}: {err}", file=sys.stderr)
+        sys.exit(2)
+    return metrics["after"].get(MONITOR)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,33 @@
+"""Shared fixtures. Tests never touch the network: the Hub is switched off before imports."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+@pytest.fixture(autouse=True)
+def _data_cache(tmp_path_factory, monkeypatch):
+    """Generated datasets go to a per-session temp dir, never to the user's cache."""
+    monkeypatch.setenv("SAM2_ADAPT_DATA", str(tmp_path_factory.getbasetemp() / "data-cache"))
+
+
+@pytest.fixture
+def box_batch():
+    """Two 128 px images with one square object each, box prompts in pixel coordinates."""
+    torch.manual_seed(0)
+    image = torch.rand(2, 1, 128, 128) * 0.2
+    label = torch.zeros(2, 1, 128, 128)
+    label[0, 0, 30:70, 40:90] = 1
+    label[1, 0, 60:100, 20:60] = 1
+    image = image + 0.6 * label
+    boxes = torch.tensor([[[40.0, 30.0, 89.0, 69.0]], [[20.0, 60.0, 59.0, 99.0]]])
+    return {"image": image, "label": label, "boxes": boxes}
