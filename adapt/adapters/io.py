@@ -22,6 +22,7 @@ from adapt.adapters import apply_adapter
 from adapt.adapters.bottleneck import PEFT_TYPE as BOTTLENECK
 from adapt.adapters.partial import PEFT_TYPE as PARTIAL
 from adapt.errors import ConfigError
+from adapt.models.sam2 import freeze
 
 CONFIG_FILE = "adapter_config.json"
 WEIGHTS_FILE = "adapter_model.safetensors"
@@ -65,8 +66,13 @@ def read_metadata(adapter_dir: str | Path) -> dict[str, Any]:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
-def load_adapter_weights(base: nn.Module, adapter_dir: str | Path) -> nn.Module:
+def load_adapter_weights(base: nn.Module, adapter_dir: str | Path, trainable: bool = False) -> nn.Module:
     """Apply the adapter saved in ``adapter_dir`` to a fresh base model and return it (eval mode).
+
+    Args:
+        base: a freshly loaded base model of the architecture the adapter was trained on.
+        adapter_dir: directory written by ``save_adapter`` (or by peft for LoRA/DoRA).
+        trainable: keep the adapter's weights trainable (to continue training); frozen otherwise.
 
     Raises:
         ConfigError: the directory is not an adapter, or its weights do not fit ``base``.
@@ -77,7 +83,7 @@ def load_adapter_weights(base: nn.Module, adapter_dir: str | Path) -> nn.Module:
         raise ConfigError(f"{adapter_dir} is not an adapter directory: {CONFIG_FILE} is missing")
     config = json.loads(config_path.read_text())
     if config.get("peft_type") not in (BOTTLENECK, PARTIAL):
-        return PeftModel.from_pretrained(base, adapter_dir).eval()
+        return PeftModel.from_pretrained(base, adapter_dir, is_trainable=trainable).eval()
     spec = {k: v for k, v in config.items() if k != "peft_type"}
     model = apply_adapter(base, spec)
     weights = load_file(adapter_dir / WEIGHTS_FILE)
@@ -90,4 +96,6 @@ def load_adapter_weights(base: nn.Module, adapter_dir: str | Path) -> nn.Module:
             f"(e.g. {sorted(unknown)[:3]}). Was it trained on another SAM2 size?"
         )
     model.load_state_dict(weights, strict=False)
+    if not trainable:
+        freeze(model)
     return model.eval()
