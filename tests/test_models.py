@@ -89,3 +89,31 @@ def test_preprocess_channels_and_normalisation():
     raw = preprocess(six) * torch.tensor(IMAGENET_STD).view(1, 3, 1, 1) + torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
     assert torch.allclose(raw[0, :, 0, 0], torch.tensor([0.05, 0.25, 0.45]), atol=1e-6)
     assert preprocess(torch.rand(2, 3, 64, 64), image_size=128).shape == (2, 3, 128, 128)
+
+
+@pytest.mark.parametrize("kind", ["lora", "bottleneck"])
+def test_gradient_checkpointing_gives_the_same_gradients(kind):
+    from adapt.adapters import apply_adapter
+    from adapt.models.sam2 import enable_gradient_checkpointing
+
+    def gradients(checkpointing: bool) -> dict[str, torch.Tensor]:
+        model, _ = load_sam2("tiny")
+        if checkpointing:
+            assert enable_gradient_checkpointing(model) == 12  # every Hiera block of the tiny trunk
+        spec = {"kind": "lora", "rank": 4, "targets": ["encoder_attn"]} if kind == "lora" else {"kind": kind}
+        model = apply_adapter(model, spec).train()
+        torch.manual_seed(0)
+        for name, param in model.named_parameters():
+            if "lora_B" in name or ".up." in name:  # zero-initialised halves: make the gradient path non-trivial
+                torch.nn.init.normal_(param, std=0.1)
+        pixels = preprocess(torch.rand(2, 1, 128, 128, generator=torch.Generator().manual_seed(1)))
+        out = model(pixel_values=pixels, input_boxes=torch.tensor([[[10.0, 10, 60, 60]]] * 2), multimask_output=False)
+        out.pred_masks.square().mean().backward()
+        return {n: p.grad for n, p in model.named_parameters() if p.requires_grad}
+
+    plain, checkpointed = gradients(False), gradients(True)
+    assert plain.keys() == checkpointed.keys()
+    scale = max(g.abs().max() for g in plain.values())
+    assert scale > 0
+    for name in plain:
+        assert (plain[name] - checkpointed[name]).abs().max() <= 1e-4 * scale, name

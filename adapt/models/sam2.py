@@ -12,11 +12,13 @@ from __future__ import annotations
 import logging
 import socket
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from urllib.parse import urlparse
 
 import torch
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 from huggingface_hub import constants as hub_constants
 from huggingface_hub import try_to_load_from_cache
 from transformers import (
@@ -27,6 +29,7 @@ from transformers import (
     Sam2VideoModel,
     Sam2VisionConfig,
 )
+from transformers.models.sam2.modeling_sam2 import Sam2MultiScaleBlock
 
 from adapt.errors import ConfigError, ModelNotFoundError
 from adapt.models.tiny import tiny_config
@@ -283,6 +286,22 @@ def preprocess(image: torch.Tensor, image_size: int | None = None) -> torch.Tens
     mean = image.new_tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
     std = image.new_tensor(IMAGENET_STD).view(1, 3, 1, 1)
     return (image - mean) / std
+
+
+def enable_gradient_checkpointing(model: torch.nn.Module) -> int:
+    """Recompute the Hiera blocks' activations in the backward pass instead of storing them.
+
+    ``Sam2Model`` does not declare checkpointing support to ``transformers``, but its Hiera
+    blocks are checkpointable layers; we switch them on directly (non-reentrant, so frozen
+    inputs and adapter hooks inside the blocks work). Returns how many blocks were switched.
+    """
+    switched = 0
+    for module in model.modules():
+        if isinstance(module, Sam2MultiScaleBlock):
+            module.gradient_checkpointing = True
+            module._gradient_checkpointing_func = partial(checkpoint, use_reentrant=False)
+            switched += 1
+    return switched
 
 
 def freeze(model: torch.nn.Module) -> torch.nn.Module:

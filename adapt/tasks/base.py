@@ -16,7 +16,7 @@ import torch
 from torch.optim.lr_scheduler import LambdaLR
 
 from adapt.adapters import apply_adapter
-from adapt.models.sam2 import ModelInfo, count_parameters, load_sam2
+from adapt.models.sam2 import ModelInfo, count_parameters, enable_gradient_checkpointing, load_sam2
 
 #: The metric that selects checkpoints and summarises a run; defined once, here.
 MONITOR = "val/dice"
@@ -64,7 +64,7 @@ class BaseTask(L.LightningModule):
         checkpointing = options.pop("gradient_checkpointing", False)
         model, self.model_info = load_sam2(video=self.video, **options)
         if checkpointing:
-            model.gradient_checkpointing_enable()
+            enable_gradient_checkpointing(model)
         self.model = apply_adapter(model, self.hparams.adapter)
 
     def configure_losses(self) -> None:

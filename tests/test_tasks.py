@@ -1,0 +1,63 @@
+import math
+
+import pytest
+import torch
+
+from adapt.tasks.base import warmup_cosine
+
+TASK_ARGS = dict(
+    model={"name": "tiny", "image_size": 128},
+    adapter={"kind": "lora", "rank": 4, "targets": ["decoder_attn"]},
+    optim={"lr": 1e-3, "weight_decay": 0.0, "warmup_steps": 2, "min_lr_ratio": 0.1},
+    loss={"dice": 1.0, "pixel_term": 1.0, "iou": 1.0, "pixel": "bce"},
+)
+
+
+def test_warmup_then_cosine_schedule():
+    factors = [warmup_cosine(s, warmup=4, total=14, min_ratio=0.1) for s in range(16)]
+    assert factors[:4] == [0.25, 0.5, 0.75, 1.0]
+    assert factors[4] == pytest.approx(1.0)
+    assert factors[9] == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 0.5)))
+    assert factors[14] == pytest.approx(0.1) and factors[15] == pytest.approx(0.1)
+    assert all(a >= b for a, b in zip(factors[4:], factors[5:]))
+
+
+def test_optimizer_sees_only_trainable_parameters():
+    from adapt.tasks.segmentation import SegmentationTask
+
+    task = SegmentationTask(**TASK_ARGS)
+    optimizer = task.build_optimizer()
+    in_optimizer = {id(p) for group in optimizer.param_groups for p in group["params"]}
+    trainable = {id(p) for p in task.model.parameters() if p.requires_grad}
+    assert in_optimizer == trainable and len(trainable) > 0
+    assert task.parameter_counts()[0] == sum(p.numel() for p in task.model.parameters() if p.requires_grad)
+
+
+def test_single_point_gets_three_candidates_and_box_gets_one(box_batch):
+    from adapt.tasks.segmentation import SegmentationTask
+
+    task = SegmentationTask(**TASK_ARGS)
+    logits, iou = task(box_batch)
+    assert logits.shape == (2, 1, 1, 128, 128) and iou.shape == (2, 1, 1)
+    point_batch = {
+        "image": box_batch["image"],
+        "points": torch.tensor([[[[60.0, 50.0]]], [[[40.0, 80.0]]]]),
+        "point_labels": torch.ones(2, 1, 1, dtype=torch.long),
+    }
+    assert SegmentationTask.wants_multimask(point_batch)
+    logits, iou = task(point_batch)
+    assert logits.shape == (2, 1, 3, 128, 128) and iou.shape == (2, 1, 3)
+    two_points = {**point_batch, "points": point_batch["points"].repeat(1, 1, 2, 1),
+                  "point_labels": torch.ones(2, 1, 2, dtype=torch.long)}
+    assert not SegmentationTask.wants_multimask(two_points)
+
+
+def test_checkpoint_keeps_only_trainable_weights():
+    from adapt.tasks.segmentation import SegmentationTask
+
+    task = SegmentationTask(**TASK_ARGS)
+    checkpoint = {"state_dict": task.state_dict()}
+    task.on_save_checkpoint(checkpoint)
+    kept = set(checkpoint["state_dict"])
+    assert kept == {f"model.{n}" for n, p in task.model.named_parameters() if p.requires_grad}
+    assert all("lora_" in k for k in kept)
