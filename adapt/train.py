@@ -62,6 +62,8 @@ def build_trainer(cfg: DictConfig, run_dir: Path) -> L.Trainer:
     """A Lightning Trainer from the ``trainer`` group, with our logger and callbacks."""
     options = OmegaConf.to_container(cfg.trainer, resolve=True)
     options = {k: v for k, v in options.items() if v is not None}
+    if isinstance(options.get("strategy"), dict):  # e.g. FSDPStrategy with its options
+        options["strategy"] = hydra.utils.instantiate(options["strategy"], _convert_="all")
     return L.Trainer(
         default_root_dir=run_dir,
         logger=build_logger(cfg.logger, run_dir, cfg.name),
@@ -94,6 +96,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
         adapter=OmegaConf.to_container(cfg.adapter, resolve=True),
         optim=OmegaConf.to_container(cfg.optim, resolve=True),
         loss=OmegaConf.to_container(cfg.loss, resolve=True),
+        compile=cfg.compile,
     )
     trainer = build_trainer(cfg, run_dir)
     if trainer.is_global_zero:

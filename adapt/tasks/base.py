@@ -16,6 +16,7 @@ import torch
 from torch.optim.lr_scheduler import LambdaLR
 
 from adapt.adapters import apply_adapter
+from adapt.adapters.bottleneck import hiera_blocks
 from adapt.models.sam2 import ModelInfo, count_parameters, enable_gradient_checkpointing, load_sam2
 
 #: The metric that selects checkpoints and summarises a run; defined once, here.
@@ -39,6 +40,8 @@ class BaseTask(L.LightningModule):
         adapter: the adapter spec (``{"kind": ..., **options}``).
         optim: ``lr``, ``weight_decay``, ``warmup_steps``, ``min_lr_ratio``.
         loss: loss weights (see ``adapt.losses.LossWeights``).
+        compile: ``torch.compile`` each Hiera block in place (names, and so checkpoints and
+            adapters, are unchanged); the trunk is where the time goes.
     """
 
     video: bool = False
@@ -49,6 +52,7 @@ class BaseTask(L.LightningModule):
         adapter: Mapping[str, Any],
         optim: Mapping[str, Any],
         loss: Mapping[str, Any],
+        compile: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -66,6 +70,9 @@ class BaseTask(L.LightningModule):
         if checkpointing:
             enable_gradient_checkpointing(model)
         self.model = apply_adapter(model, self.hparams.adapter)
+        if self.hparams.compile:
+            for block in hiera_blocks(self.model):
+                block.compile()
 
     def configure_losses(self) -> None:
         """Subclasses set up their loss terms."""
