@@ -14,12 +14,11 @@ training the adapted model computes exactly what the base model does.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Sequence
-
 import torch
 from torch import nn
 
 from adapt.errors import ConfigError
+from adapt.models.sam2 import hiera_blocks
 
 PLACEMENTS = ("attn", "mlp")
 PEFT_TYPE = "BOTTLENECK"
@@ -84,14 +83,6 @@ class BottleneckConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-def hiera_blocks(model: nn.Module) -> Sequence[nn.Module]:
-    """The Hiera blocks of a SAM2 model (image or video, wrapped or not)."""
-    for name, module in model.named_modules():
-        if name.endswith("vision_encoder.backbone.blocks") or name == "backbone.blocks":
-            return module
-    raise ConfigError("bottleneck adapters need a SAM2 Hiera image encoder; none found in the model")
 
 
 def apply_bottleneck(model: nn.Module, config: BottleneckConfig) -> nn.Module:

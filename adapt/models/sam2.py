@@ -14,6 +14,7 @@ import socket
 from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
+from typing import Sequence
 from urllib.parse import urlparse
 
 import torch
@@ -286,6 +287,14 @@ def preprocess(image: torch.Tensor, image_size: int | None = None) -> torch.Tens
     mean = image.new_tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
     std = image.new_tensor(IMAGENET_STD).view(1, 3, 1, 1)
     return (image - mean) / std
+
+
+def hiera_blocks(model: torch.nn.Module) -> Sequence[torch.nn.Module]:
+    """The Hiera blocks of a SAM2 model (image or video, wrapped or not)."""
+    for name, module in model.named_modules():
+        if name.endswith("vision_encoder.backbone.blocks") or name == "backbone.blocks":
+            return module
+    raise ConfigError("bottleneck adapters need a SAM2 Hiera image encoder; none found in the model")
 
 
 def enable_gradient_checkpointing(model: torch.nn.Module) -> int:

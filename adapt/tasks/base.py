@@ -16,8 +16,13 @@ import torch
 from torch.optim.lr_scheduler import LambdaLR
 
 from adapt.adapters import apply_adapter
-from adapt.adapters.bottleneck import hiera_blocks
-from adapt.models.sam2 import ModelInfo, count_parameters, enable_gradient_checkpointing, load_sam2
+from adapt.models.sam2 import (
+    ModelInfo,
+    count_parameters,
+    enable_gradient_checkpointing,
+    hiera_blocks,
+    load_sam2,
+)
 
 #: The metric that selects checkpoints and summarises a run; defined once, here.
 MONITOR = "val/dice"
