@@ -14,6 +14,7 @@ training the adapted model computes exactly what the base model does.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+
 import torch
 from torch import nn
 
