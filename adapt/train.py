@@ -96,6 +96,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
         adapter=OmegaConf.to_container(cfg.adapter, resolve=True),
         optim=OmegaConf.to_container(cfg.optim, resolve=True),
         loss=OmegaConf.to_container(cfg.loss, resolve=True),
+        prompts=OmegaConf.to_container(cfg.prompts, resolve=True),
         compile=cfg.compile,
     )
     trainer = build_trainer(cfg, run_dir)

@@ -45,6 +45,8 @@ class BaseTask(L.LightningModule):
         adapter: the adapter spec (``{"kind": ..., **options}``).
         optim: ``lr``, ``weight_decay``, ``warmup_steps``, ``min_lr_ratio``.
         loss: loss weights (see ``adapt.losses.LossWeights``).
+        prompts: how a task prompts beyond the data's simulated prompt (e.g. correction
+            clicks: ``iterations``, ``grad``, ``seed``); each task reads what it uses.
         compile: ``torch.compile`` each Hiera block in place (names, and so checkpoints and
             adapters, are unchanged); the trunk is where the time goes.
     """
@@ -57,10 +59,12 @@ class BaseTask(L.LightningModule):
         adapter: Mapping[str, Any],
         optim: Mapping[str, Any],
         loss: Mapping[str, Any],
+        prompts: Mapping[str, Any] | None = None,
         compile: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
+        self.hparams.prompts = dict(prompts or {})
         self.strict_loading = False  # checkpoints hold the trainable weights only
         self.model_info: ModelInfo
         self.model: torch.nn.Module

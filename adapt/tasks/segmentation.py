@@ -4,69 +4,120 @@ A batch carries images and, per object, a binary mask and its simulated prompt (
 and/or points). SAM2's low-resolution logits are upsampled to the label's grid before the
 loss. With a single ambiguous point SAM2 returns three candidate masks; training
 supervises the best one (as SAM does) and evaluation keeps the one with the highest
-predicted IoU, which is what a user of the model gets.
+predicted IoU, which is what a user of the model gets. With ``clicks.rounds > 0`` every
+step continues with correction clicks (SAM2's interactive training), the previous logits
+fed back as the mask prompt.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Mapping
 
 import torch
 import torch.nn.functional as F
 
+from adapt.errors import ConfigError
 from adapt.losses import LossWeights, segmentation_loss
 from adapt.metrics import dice_score, iou_score
+from adapt.models.interactive import Prediction, click_rounds, decode, image_embeddings
 from adapt.models.sam2 import preprocess
 from adapt.tasks.base import BaseTask
 
 
 class SegmentationTask(BaseTask):
-    """Promptable segmentation of every object of a batch, trained with Dice + BCE/focal + IoU."""
+    """Promptable segmentation of every object of a batch, trained with Dice + BCE/focal + IoU.
+
+    The ``prompts`` option of ``BaseTask`` sets the correction clicks: ``iterations`` after
+    the first prompt (0 = none), ``grad`` (``last``: backpropagate through the last round
+    only, as SAM2 trains; ``all``: through every round) and ``seed``.
+    """
+
+    @property
+    def clicks(self) -> dict[str, Any]:
+        prompts = {"iterations": 0, "grad": "last", "seed": 0, **self.hparams.prompts}
+        if prompts["grad"] not in ("last", "all"):
+            raise ConfigError(f"prompts.grad must be 'last' or 'all', got {prompts['grad']!r}")
+        return {"rounds": int(prompts["iterations"]), "grad_all": prompts["grad"] == "all", "seed": int(prompts["seed"])}
 
     def configure_losses(self) -> None:
         self.loss_weights = LossWeights(**self.hparams.loss)
 
     @staticmethod
-    def wants_multimask(batch: dict[str, Any]) -> bool:
+    def wants_multimask(batch: Mapping[str, Any]) -> bool:
         """Three candidates only for a single point with no box: the ambiguous prompt."""
         points = batch.get("points")
         return batch.get("boxes") is None and points is not None and points.shape[-2] == 1
 
-    def forward(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Mask logits ``[B, N, M, H, W]`` at the image's resolution and IoU predictions ``[B, N, M]``."""
-        image = batch["image"]
-        output = self.model(
-            pixel_values=preprocess(image, self.image_size),
+    def encode(self, image: torch.Tensor) -> list[torch.Tensor]:
+        """Image embeddings of ``[B, C, H, W]`` images in [0, 1]."""
+        return image_embeddings(self.model, preprocess(image, self.image_size))
+
+    def decode(self, embeddings: list[torch.Tensor], batch: Mapping[str, Any]) -> Prediction:
+        """The first prediction from the batch's simulated prompts."""
+        return decode(
+            self.model,
+            embeddings,
+            multimask=self.wants_multimask(batch),
             input_boxes=batch.get("boxes"),
             input_points=batch.get("points"),
             input_labels=batch.get("point_labels"),
-            multimask_output=self.wants_multimask(batch),
         )
-        low_res = output.pred_masks
-        b, n, m = low_res.shape[:3]
-        logits = F.interpolate(
-            low_res.flatten(0, 2).unsqueeze(1).float(),
-            size=image.shape[-2:],
-            mode="bilinear",
-            align_corners=False,
-        )
-        return logits.view(b, n, m, *image.shape[-2:]), output.iou_scores
 
-    def _step(self, batch: dict[str, Any], stage: str) -> torch.Tensor:
-        logits, iou_pred = self(batch)
+    @staticmethod
+    def upsample(pred: Prediction, size: tuple[int, int]) -> torch.Tensor:
+        """Low-res logits ``[B, N, M, h, w]`` to ``[B, N, M, *size]``."""
+        b, n, m = pred.low_res.shape[:3]
+        logits = F.interpolate(pred.low_res.flatten(0, 2).unsqueeze(1).float(), size=size, mode="bilinear", align_corners=False)
+        return logits.view(b, n, m, *size)
+
+    def forward(self, batch: Mapping[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mask logits ``[B, N, M, H, W]`` at the image's resolution and IoU predictions ``[B, N, M]``."""
+        pred = self.decode(self.encode(batch["image"]), batch)
+        return self.upsample(pred, batch["image"].shape[-2:]), pred.iou
+
+    def predictions(self, batch: Mapping[str, Any], stage: str) -> dict[int, Prediction]:
+        """Predictions by number of correction clicks (0 = the first prompt alone).
+
+        Training keeps the rounds that carry gradients (the first, and the last or all);
+        evaluation keeps every round, for the Dice-versus-clicks curve.
+        """
+        embeddings = self.encode(batch["image"])
+        first = self.decode(embeddings, batch)
+        rounds = int(self.clicks["rounds"])
+        if rounds == 0:
+            return {0: first}
+        b, n = batch["label"].shape[:2]
+        offset = (self.global_step if stage == "train" else 0) * b * n
+        keys = [offset + i for i in range(b * n)]
+        later = click_rounds(self.model, embeddings, first, batch, rounds, seed=int(self.clicks["seed"]),
+                             grad_all=bool(self.clicks["grad_all"]), keys=keys)
+        kept = {0: first, **{r: p for r, p in enumerate(later, start=1)}}
+        if stage == "train" and not self.clicks["grad_all"]:
+            kept = {0: first, rounds: later[-1]}
+        return kept
+
+    def _step(self, batch: Mapping[str, Any], stage: str) -> torch.Tensor:
         target = batch["label"]
-        loss, parts, best = segmentation_loss(logits, target, iou_pred, self.loss_weights)
-        if stage != "train":
-            best = iou_pred.argmax(dim=2)  # what inference picks, without the ground truth
-        chosen = logits.gather(2, best[:, :, None, None, None].expand(-1, -1, 1, *logits.shape[-2:]))
-        pred = chosen.squeeze(2) > 0
+        truth = target > 0.5
+        size = target.shape[-2:]
         objects = target.shape[0] * target.shape[1]
         log = dict(on_step=stage == "train", on_epoch=True, batch_size=objects, sync_dist=stage != "train")
+        losses = []
+        for clicks, pred in self.predictions(batch, stage).items():
+            logits = self.upsample(pred, size)
+            loss, parts, best = segmentation_loss(logits, target, pred.iou, self.loss_weights)
+            losses.append(loss)
+            # Training scores the supervised (best) mask; evaluation the one inference would pick.
+            pick = best if stage == "train" else pred.iou.argmax(dim=2)
+            mask = logits.gather(2, pick[:, :, None, None, None].expand(-1, -1, 1, *size)).squeeze(2) > 0
+            suffix = f"_click{clicks}" if clicks else ""
+            self.log(f"{stage}/dice{suffix}", dice_score(mask, truth).mean(), prog_bar=not clicks and stage != "train", **log)
+            self.log(f"{stage}/iou{suffix}", iou_score(mask, truth).mean(), **log)
+            if not clicks:
+                for name, value in parts.items():
+                    self.log(f"{stage}/loss_{name}", value, **log)
+        loss = torch.stack(losses).mean()
         self.log(f"{stage}/loss", loss, prog_bar=True, **log)
-        for name, value in parts.items():
-            self.log(f"{stage}/loss_{name}", value, **log)
-        self.log(f"{stage}/dice", dice_score(pred, target > 0.5).mean(), prog_bar=stage != "train", **log)
-        self.log(f"{stage}/iou", iou_score(pred, target > 0.5).mean(), **log)
         return loss
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
