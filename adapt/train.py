@@ -23,6 +23,7 @@ from adapt.adapters.io import save_adapter
 from adapt.callbacks import build_callbacks, build_logger
 from adapt.conf import CONFIG_DIR, register_recipes, register_resolvers
 from adapt.errors import AdaptError, ConfigError
+from adapt.models.embedding_cache import encoder_is_frozen, namespace
 from adapt.summary import print_summary
 from adapt.tasks.base import MONITOR
 
@@ -72,6 +73,28 @@ def build_trainer(cfg: DictConfig, run_dir: Path) -> L.Trainer:
     )
 
 
+def resolve_embedding_cache(cfg: DictConfig) -> dict[str, Any]:
+    """Turn ``embedding_cache.mode=auto`` into a mode; caching switches pixel augmentation off.
+
+    Cached embeddings stand for the un-augmented image, so augmenting pixels would train on
+    images the cache does not hold; the run says so instead of silently diverging.
+    """
+    spec = OmegaConf.to_container(cfg.embedding_cache, resolve=True)
+    adapter = OmegaConf.to_container(cfg.adapter, resolve=True)
+    frozen = encoder_is_frozen(adapter)
+    if spec["mode"] == "auto":
+        spec["mode"] = "memory" if frozen and cfg.task == "segmentation" else "off"
+    if spec["mode"] != "off":
+        if not frozen:
+            raise ConfigError(f"embedding_cache.mode={spec['mode']} needs a frozen image encoder; "
+                              f"adapter={adapter['kind']} trains it")
+        if cfg.data.get("augment"):
+            log.warning("frozen encoder: image embeddings are cached (%s), so pixel augmentation is OFF",
+                        spec["mode"])
+            cfg.data.augment = False
+    return spec
+
+
 def _validate(trainer: L.Trainer, task: L.LightningModule, datamodule: Any) -> dict[str, float]:
     results = trainer.validate(task, datamodule=datamodule, verbose=False)
     return {k: float(v) for k, v in (results[0] if results else {}).items()}
@@ -89,8 +112,10 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     start = time.perf_counter()
     L.seed_everything(cfg.seed, workers=True)
     run_dir = prepare_run_dir(cfg)
+    cache = resolve_embedding_cache(cfg)
     # Data first: a missing dataset is reported before minutes of model loading.
     datamodule = build_datamodule(cfg.data, image_size=cfg.model.image_size, seed=cfg.seed)
+    cache["namespace"] = namespace(OmegaConf.to_container(cfg.model, resolve=True), datamodule.preprocessing)
     task = task_class(cfg.task)(
         model=OmegaConf.to_container(cfg.model, resolve=True),
         adapter=OmegaConf.to_container(cfg.adapter, resolve=True),
@@ -98,6 +123,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
         loss=OmegaConf.to_container(cfg.loss, resolve=True),
         prompts=OmegaConf.to_container(cfg.prompts, resolve=True),
         compile=cfg.compile,
+        embedding_cache=cache,
     )
     trainer = build_trainer(cfg, run_dir)
     if trainer.is_global_zero:

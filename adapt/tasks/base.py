@@ -9,6 +9,7 @@ a gigabyte, and resuming loads them over the same frozen base.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any, Mapping
 
 import lightning as L
@@ -16,6 +17,9 @@ import torch
 from torch.optim.lr_scheduler import LambdaLR
 
 from adapt.adapters import apply_adapter
+from adapt.errors import ConfigError
+from adapt.models.embedding_cache import EmbeddingCache
+from adapt.models.interactive import base_model
 from adapt.models.sam2 import (
     ModelInfo,
     count_parameters,
@@ -49,6 +53,8 @@ class BaseTask(L.LightningModule):
             clicks: ``iterations``, ``grad``, ``seed``); each task reads what it uses.
         compile: ``torch.compile`` each Hiera block in place (names, and so checkpoints and
             adapters, are unchanged); the trunk is where the time goes.
+        embedding_cache: ``{"mode": "memory" | "disk", "directory", "namespace", "dtype"}``
+            to compute image embeddings once per image; only valid with a frozen encoder.
     """
 
     video: bool = False
@@ -61,6 +67,7 @@ class BaseTask(L.LightningModule):
         loss: Mapping[str, Any],
         prompts: Mapping[str, Any] | None = None,
         compile: bool = False,
+        embedding_cache: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -79,9 +86,34 @@ class BaseTask(L.LightningModule):
         if checkpointing:
             enable_gradient_checkpointing(model)
         self.model = apply_adapter(model, self.hparams.adapter)
+        self.embedding_cache = self._build_embedding_cache()
         if self.hparams.compile:
             for block in hiera_blocks(self.model):
                 block.compile()
+
+    def _build_embedding_cache(self) -> EmbeddingCache | None:
+        """The cache of frozen-encoder outputs, or ``None`` when off or impossible.
+
+        The encoder-side projections ``conv_s0``/``conv_s1`` (stored in the mask decoder)
+        produce part of the cached embeddings, so they are frozen while caching.
+        """
+        spec = dict(self.hparams.embedding_cache or {})
+        mode = spec.get("mode", "off")
+        if mode == "off":
+            return None
+        if mode not in ("memory", "disk"):
+            raise ConfigError(f"embedding_cache.mode must be off, memory or disk, got {mode!r}")
+        sam = base_model(self.model)
+        if any(p.requires_grad for p in sam.vision_encoder.parameters()):
+            raise ConfigError(
+                "embedding_cache needs a frozen image encoder, but adapter="
+                f"{self.hparams.adapter['kind']} trains it; use embedding_cache.mode=off"
+            )
+        for conv in (sam.mask_decoder.conv_s0, sam.mask_decoder.conv_s1):
+            conv.requires_grad_(False)
+        directory = Path(spec["directory"]).expanduser() if mode == "disk" else None
+        dtype = getattr(torch, str(spec.get("dtype", "float32")))
+        return EmbeddingCache(directory, spec.get("namespace", "default"), dtype)
 
     def configure_losses(self) -> None:
         """Subclasses set up their loss terms."""

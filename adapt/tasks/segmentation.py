@@ -24,6 +24,15 @@ from adapt.models.sam2 import preprocess
 from adapt.tasks.base import BaseTask
 
 
+def sample_keys(batch: Mapping[str, Any]) -> list[str]:
+    """``case#slice`` per sample: what identifies an image for the embedding cache."""
+    meta = batch.get("meta") or {}
+    if "case" not in meta or "slice" not in meta:
+        raise ConfigError("the embedding cache needs meta.case and meta.slice in every batch; "
+                          "set embedding_cache.mode=off for this data")
+    return [f"{case}#{int(index)}" for case, index in zip(meta["case"], meta["slice"])]
+
+
 class SegmentationTask(BaseTask):
     """Promptable segmentation of every object of a batch, trained with Dice + BCE/focal + IoU.
 
@@ -48,9 +57,20 @@ class SegmentationTask(BaseTask):
         points = batch.get("points")
         return batch.get("boxes") is None and points is not None and points.shape[-2] == 1
 
-    def encode(self, image: torch.Tensor) -> list[torch.Tensor]:
-        """Image embeddings of ``[B, C, H, W]`` images in [0, 1]."""
-        return image_embeddings(self.model, preprocess(image, self.image_size))
+    def encode(self, batch: Mapping[str, Any]) -> list[torch.Tensor]:
+        """Image embeddings of the batch's images (``[B, C, H, W]`` in [0, 1]).
+
+        With an embedding cache the frozen encoder runs only for images not seen before.
+        """
+        image = batch["image"]
+        if self.embedding_cache is None:
+            return image_embeddings(self.model, preprocess(image, self.image_size))
+
+        def compute(indices: list[int]) -> list[torch.Tensor]:
+            with torch.no_grad():
+                return image_embeddings(self.model, preprocess(image[indices], self.image_size))
+
+        return self.embedding_cache.fetch(sample_keys(batch), compute, image.device, torch.float32)
 
     def decode(self, embeddings: list[torch.Tensor], batch: Mapping[str, Any]) -> Prediction:
         """The first prediction from the batch's simulated prompts."""
@@ -72,7 +92,7 @@ class SegmentationTask(BaseTask):
 
     def forward(self, batch: Mapping[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
         """Mask logits ``[B, N, M, H, W]`` at the image's resolution and IoU predictions ``[B, N, M]``."""
-        pred = self.decode(self.encode(batch["image"]), batch)
+        pred = self.decode(self.encode(batch), batch)
         return self.upsample(pred, batch["image"].shape[-2:]), pred.iou
 
     def predictions(self, batch: Mapping[str, Any], stage: str) -> dict[int, Prediction]:
@@ -81,7 +101,7 @@ class SegmentationTask(BaseTask):
         Training keeps the rounds that carry gradients (the first, and the last or all);
         evaluation keeps every round, for the Dice-versus-clicks curve.
         """
-        embeddings = self.encode(batch["image"])
+        embeddings = self.encode(batch)
         first = self.decode(embeddings, batch)
         rounds = int(self.clicks["rounds"])
         if rounds == 0:

@@ -1,0 +1,103 @@
+"""Image embeddings of a frozen encoder, computed once per image and reused.
+
+When nothing in SAM2's image encoder trains (``adapter=decoder``, or LoRA only in the
+decoder), the encoder — nearly all of SAM2's compute — gives the same embeddings for a
+slice at every epoch. Caching them (in memory, or on disk for datasets that do not fit)
+turns decoder tuning into a decoder-only loop after the first epoch. Entries are keyed by
+the sample's identity (case and slice) inside a namespace that hashes the model and the
+preprocessing, so a disk cache is never read by a run that would compute other embeddings.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import torch
+
+#: Adapter targets that leave the image encoder untouched.
+DECODER_ONLY_TARGETS = {"decoder_attn", "memory"}
+
+
+def encoder_is_frozen(adapter: Mapping[str, Any]) -> bool:
+    """Whether an adapter spec trains nothing in the image encoder (decided before building it)."""
+    kind = adapter.get("kind")
+    if kind == "decoder":
+        return all(not m.startswith("vision_encoder") for m in adapter.get("modules", ["mask_decoder"]))
+    if kind in ("lora", "dora"):
+        targets = adapter.get("targets", [])
+        targets = [targets] if isinstance(targets, str) else list(targets)
+        return bool(targets) and set(targets) <= DECODER_ONLY_TARGETS
+    return False
+
+
+def namespace(*parts: Any) -> str:
+    """A short stable hash of what the embeddings depend on (model, preprocessing, size)."""
+    text = json.dumps(parts, sort_keys=True, default=str)
+    return hashlib.sha1(text.encode()).hexdigest()[:16]
+
+
+class EmbeddingCache:
+    """Per-image lists of embedding tensors, in memory or under ``directory/namespace``.
+
+    Args:
+        directory: where to keep entries on disk; ``None`` keeps them in memory.
+        namespace: hash of the model and preprocessing (see ``namespace``).
+        dtype: storage dtype; float32 reproduces uncached training exactly, bfloat16 halves memory.
+    """
+
+    def __init__(self, directory: str | Path | None = None, namespace: str = "default",
+                 dtype: torch.dtype = torch.float32) -> None:
+        self.directory = Path(directory) / namespace if directory is not None else None
+        if self.directory is not None:
+            self.directory.mkdir(parents=True, exist_ok=True)
+        self.dtype = dtype
+        self._memory: dict[str, list[torch.Tensor]] = {}
+        self.hits = 0
+        self.misses = 0
+
+    def _path(self, key: str) -> Path:
+        return self.directory / f"{hashlib.sha1(key.encode()).hexdigest()}.pt"
+
+    def _load(self, key: str) -> list[torch.Tensor] | None:
+        if self.directory is None:
+            return self._memory.get(key)
+        path = self._path(key)
+        return torch.load(path, weights_only=True) if path.exists() else None
+
+    def _store(self, key: str, tensors: list[torch.Tensor]) -> None:
+        tensors = [t.detach().to(self.dtype) for t in tensors]
+        if self.directory is None:
+            self._memory[key] = tensors
+        else:
+            torch.save([t.cpu() for t in tensors], self._path(key))
+
+    def __len__(self) -> int:
+        return len(self._memory) if self.directory is None else sum(1 for _ in self.directory.glob("*.pt"))
+
+    def fetch(self, keys: Sequence[str], compute: Callable[[list[int]], list[torch.Tensor]],
+              device: torch.device, dtype: torch.dtype) -> list[torch.Tensor]:
+        """Embeddings for ``keys``, computing (``compute(indices)``) only those not cached yet.
+
+        Args:
+            keys: one key per image of the batch (repeats allowed: one object per sample).
+            compute: returns the embedding levels ``[k, C, H, W]`` for the given batch indices.
+            device: device of the returned batch.
+            dtype: dtype of the returned batch.
+        """
+        found = {key: self._load(key) for key in dict.fromkeys(keys)}
+        missing = [key for key, value in found.items() if value is None]
+        self.hits += len(found) - len(missing)
+        self.misses += len(missing)
+        if missing:
+            first_index = {key: keys.index(key) for key in missing}
+            levels = compute([first_index[key] for key in missing])
+            for row, key in enumerate(missing):
+                found[key] = [level[row] for level in levels]
+                self._store(key, found[key])
+        return [
+            torch.stack([found[key][level] for key in keys]).to(device=device, dtype=dtype)
+            for level in range(len(found[keys[0]]))
+        ]
