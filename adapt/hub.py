@@ -1,0 +1,205 @@
+"""Share adapters on the Hugging Face Hub, pull them back, and merge them for deployment.
+
+::
+
+    python -m adapt.hub push adapter=outputs/demo/<run> repo_id=user/sam2-ct-liver [private=true]
+    python -m adapt.hub pull repo_id=user/sam2-ct-liver [revision=v1] [merge=true out_dir=DIR]
+
+What is uploaded is the adapter in peft's layout, ``sam2_adapt.json`` (base model and
+revision, data card and licence, preprocessing, label map, prompt protocol, metrics) and a
+model card generated from that file (``adapt.model_card``). Loading onto the recorded base
+lives in ``adapt.loading``. ``merge=true`` folds LoRA into the base weights and writes a
+plain ``transformers`` model for deployment.
+Every Hub call goes through an ``HfApi``-like client that tests replace with a local one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import hydra
+from hydra.core.config_store import ConfigStore
+from omegaconf import DictConfig, OmegaConf
+
+from adapt.adapters.io import CONFIG_FILE, METADATA_FILE, WEIGHTS_FILE, read_metadata
+from adapt.conf import CONFIG_DIR
+from adapt.errors import AdaptError, ConfigError
+from adapt.loading import REPO_ID, LoadedAdapter, adapter_dir, check_base, default_api, load_adapter, resolve
+from adapt.model_card import render_card
+
+log = logging.getLogger(__name__)
+
+ACTIONS = ("push", "pull")
+CARD_FILE = "README.md"
+__all__ = ["LoadedAdapter", "check_base", "load_adapter", "merge_adapter", "pull", "push", "stage"]
+
+
+def _empty_target(out_dir: Path, overwrite: bool) -> Path:
+    if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
+        raise ConfigError(f"{out_dir} exists and is not empty; choose another out_dir or pass overwrite=true")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return out_dir
+
+
+def merge_adapter(loaded: LoadedAdapter, out_dir: str | Path, repo_id: str | None = None, overwrite: bool = False) -> Path:
+    """Fold the adapter into the base weights and save a plain ``transformers`` SAM2.
+
+    The result loads with ``load_sam2(out_dir)`` or ``Sam2Model.from_pretrained``, with no peft
+    at inference. ``loaded.model`` is merged in place and should not be reused.
+
+    Raises:
+        ConfigError: the adapter adds layers (bottleneck) that cannot be folded into SAM2.
+    """
+    from peft import PeftModel
+
+    kind = (loaded.metadata.get("adapter") or {}).get("kind")
+    if kind == "bottleneck":
+        raise ConfigError("bottleneck adapters add layers that SAM2's weights cannot hold; share the adapter unmerged")
+    model = loaded.model.merge_and_unload() if isinstance(loaded.model, PeftModel) else loaded.model
+    out_dir = _empty_target(Path(out_dir), overwrite)
+    model.save_pretrained(out_dir)
+    metadata = {**loaded.metadata, "merged": True}
+    (out_dir / METADATA_FILE).write_text(json.dumps(metadata, indent=2, default=str))
+    render_card(metadata, repo_id or out_dir.name, merged=True).save(out_dir / CARD_FILE)
+    return out_dir
+
+
+def stage(adapter: str | Path, repo_id: str, out_dir: str | Path, merge: bool = False, overwrite: bool = False) -> Path:
+    """Write exactly what ``push`` uploads into ``out_dir``: adapter files (or merged model) + card."""
+    source = adapter_dir(adapter)
+    metadata = read_metadata(source)
+    if not metadata:
+        raise ConfigError(f"{source} has no {METADATA_FILE}; push adapters written by `python -m adapt.train`")
+    if not (metadata.get("model") or {}).get("pretrained", True):
+        log.warning("%s was trained on RANDOM base weights; the card says so", source)
+    out_dir = Path(out_dir)
+    if merge:
+        return merge_adapter(load_adapter(source), out_dir, repo_id, overwrite)
+    out_dir = _empty_target(out_dir, overwrite)
+    for name in (CONFIG_FILE, WEIGHTS_FILE, METADATA_FILE):
+        if not (source / name).exists():
+            raise ConfigError(f"{source / name} is missing; re-save the adapter")
+        shutil.copy2(source / name, out_dir / name)
+    render_card(metadata, repo_id).save(out_dir / CARD_FILE)
+    return out_dir
+
+
+def push(
+    adapter: str | Path,
+    repo_id: str,
+    private: bool = False,
+    revision: str | None = None,
+    merge: bool = False,
+    commit_message: str | None = None,
+    api: Any = None,
+) -> Any:
+    """Upload an adapter (or its merged model) with its model card; returns the commit info.
+
+    The token comes from ``HF_TOKEN`` or ``hf auth login`` as usual for ``huggingface_hub``.
+    """
+    if not REPO_ID.match(repo_id):
+        raise ConfigError(f"repo_id={repo_id!r} is not of the form user/name")
+    if api is None:
+        from huggingface_hub import constants
+
+        if constants.HF_HUB_OFFLINE:
+            raise ConfigError("HF_HUB_OFFLINE=1 is set: pushing needs the network (unset it, or use dry_run=true)")
+        api = default_api()
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = stage(adapter, repo_id, Path(tmp) / "upload", merge=merge)
+        try:
+            api.create_repo(repo_id, private=private, exist_ok=True)
+            if revision and revision != "main":
+                api.create_branch(repo_id, branch=revision, exist_ok=True)
+            return api.upload_folder(repo_id=repo_id, folder_path=str(folder), revision=revision,
+                                     commit_message=commit_message or f"Upload sam2-adapt {'merged model' if merge else 'adapter'}")
+        except Exception as err:  # HTTP 401/403/404 and connection errors alike
+            if isinstance(err, AdaptError):
+                raise
+            raise ConfigError(
+                f"pushing to {repo_id} failed: {type(err).__name__}: {err}\n"
+                "Check that you are logged in with write access (`hf auth login` or HF_TOKEN) and online."
+            ) from None
+
+
+def pull(repo_id: str, revision: str | None = None, out_dir: str | Path | None = None, merge: bool = False,
+         overwrite: bool = False, api: Any = None) -> tuple[LoadedAdapter, Path | None]:
+    """Download an adapter, load it onto its base (checking they fit) and optionally merge it.
+
+    Returns:
+        The loaded adapter and the merged model's folder (``None`` without ``merge``).
+    """
+    local = None
+    if out_dir is not None and not merge:
+        local = _empty_target(Path(out_dir), overwrite)
+    loaded = load_adapter(resolve(repo_id, revision, api, local_dir=local))
+    merged = merge_adapter(loaded, out_dir or f"{Path(str(repo_id)).name}-merged", str(repo_id), overwrite) if merge else None
+    return loaded, merged
+
+
+def run(cfg: DictConfig) -> Any:
+    """Run one hub action from the ``configs/hub.yaml`` config."""
+    if cfg.action not in ACTIONS:
+        raise ConfigError(f"action={cfg.action!r}: say what to do, e.g. `python -m adapt.hub push adapter=DIR repo_id=user/name`")
+    if cfg.action == "push":
+        if not cfg.adapter or not cfg.repo_id:
+            raise ConfigError("push needs adapter=<run or adapter dir> and repo_id=<user/name>")
+        if cfg.dry_run:
+            if not cfg.out_dir:
+                raise ConfigError("dry_run=true writes the upload folder locally: pass out_dir=DIR")
+            folder = stage(cfg.adapter, cfg.repo_id, cfg.out_dir, merge=cfg.merge, overwrite=cfg.overwrite)
+            print(f"would upload {sorted(p.name for p in folder.iterdir())} from {folder} to {cfg.repo_id}")
+            return folder
+        info = push(cfg.adapter, cfg.repo_id, cfg.private, cfg.revision, cfg.merge, cfg.commit_message)
+        print(f"pushed to {getattr(info, 'commit_url', None) or cfg.repo_id}")
+        return info
+    source = cfg.repo_id or cfg.adapter
+    if not source:
+        raise ConfigError("pull needs repo_id=<user/name> (or adapter=<dir>)")
+    loaded, merged = pull(source, cfg.revision, cfg.out_dir, cfg.merge, cfg.overwrite)
+    meta = loaded.metadata
+    print(f"adapter {meta.get('adapter', {}).get('kind')} at {loaded.path}\n"
+          f"base {loaded.model_info.name} (revision {loaded.model_info.revision}), image size {loaded.model_info.image_size}\n"
+          f"labels {loaded.label_map}\npreprocessing {loaded.preprocessing}")
+    if merged:
+        print(f"merged model written to {merged} (load it with load_sam2({str(merged)!r}))")
+    return loaded
+
+
+def register_cli_config(name: str) -> str:
+    """Store ``configs/<name>.yaml`` in the ConfigStore and return its name for ``@hydra.main``.
+
+    The command-line tools take ``adapter=<path>``, but ``configs/`` also holds the training
+    group ``adapter/``; read from there, Hydra would take ``adapter=`` as a group choice. From
+    the ConfigStore (``config_path=None``) no group is in reach and every key is a plain value.
+    """
+    ConfigStore.instance().store(name=name, node=OmegaConf.load(CONFIG_DIR / f"{name}.yaml"))
+    return name
+
+
+@hydra.main(version_base="1.3", config_path=None, config_name=register_cli_config("hub"))
+def main(cfg: DictConfig) -> None:
+    """Hydra entry point; user errors are printed without a traceback (exit code 2)."""
+    try:
+        run(cfg)
+    except AdaptError as err:
+        print(f"\nsam2-adapt: {type(err).__name__}: {err}", file=sys.stderr)
+        sys.exit(2)
+
+
+def action_argv(argv: list[str]) -> list[str]:
+    """``hub push k=v`` -> ``hub action=push k=v``: the action reads like a subcommand."""
+    if len(argv) > 1 and argv[1] in ACTIONS:
+        return [argv[0], f"action={argv[1]}", *argv[2:]]
+    return argv
+
+
+if __name__ == "__main__":
+    sys.argv = action_argv(sys.argv)
+    main()

@@ -1,0 +1,253 @@
+"""Load an adapter (local folder, run directory or Hub repo) onto the base it was trained on.
+
+An adapter is only useful on the exact base it was trained on, so ``sam2_adapt.json``
+records the base model id and revision (and the image size, and whether the weights were
+pretrained or seeded random ones) and ``load_adapter`` rebuilds that base itself. A base
+passed explicitly must be the same model -- same Hub id, same architecture -- or it is
+refused before any weight is touched, rather than failing later on a shape error or,
+worse, loading silently onto the wrong weights.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from adapt.adapters.io import CONFIG_FILE, METADATA_FILE, load_adapter_weights, read_metadata
+from adapt.errors import ConfigError, ModelNotFoundError
+from adapt.models.sam2 import HIERA_ARCHITECTURES, HUB_IDS, ModelInfo, load_sam2, random_config
+
+log = logging.getLogger(__name__)
+
+REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+def default_api() -> Any:
+    """``huggingface_hub.HfApi()``: token from ``HF_TOKEN`` or ``hf auth login``."""
+    from huggingface_hub import HfApi
+
+    return HfApi()
+
+
+@dataclass
+class LoadedAdapter:
+    """A ready-to-use adapted SAM2 and what is needed to feed it.
+
+    Attributes:
+        model: base model with the adapter applied (or merged), in eval mode.
+        preprocessing: the data card's intensity preprocessing the adapter was trained with.
+        label_map: label names and values of the training data.
+        metadata: the full ``sam2_adapt.json``.
+        model_info: what base was loaded (id, revision, image size, pretrained or not).
+        path: the local directory the adapter was read from.
+    """
+
+    model: nn.Module
+    preprocessing: dict[str, Any]
+    label_map: dict[str, Any]
+    metadata: dict[str, Any] = field(repr=False)
+    model_info: ModelInfo
+    path: Path
+
+    @property
+    def prompt(self) -> dict[str, Any]:
+        """The prompt protocol of training (kind, jitter, ...)."""
+        return dict(self.metadata.get("prompt") or {})
+
+
+def architecture(config: Any) -> dict[str, Any]:
+    """The fields of a SAM2 config that decide whether adapter weights fit (not image size)."""
+    backbone = config.vision_config.backbone_config
+    return {
+        "hidden_size": backbone.hidden_size,
+        "blocks_per_stage": list(backbone.blocks_per_stage),
+        "embed_dim_per_stage": list(backbone.embed_dim_per_stage),
+        "num_attention_heads_per_stage": list(backbone.num_attention_heads_per_stage),
+        "global_attention_blocks": list(backbone.global_attention_blocks),
+        "fpn_hidden_size": config.vision_config.fpn_hidden_size,
+        "mask_decoder_hidden_size": config.mask_decoder_config.hidden_size,
+    }
+
+
+def expected_architecture(metadata: dict[str, Any]) -> dict[str, Any] | None:
+    """The base architecture an adapter needs: recorded, or known from its base id; else ``None``."""
+    if metadata.get("architecture"):
+        return dict(metadata["architecture"])
+    name = (metadata.get("base_model") or {}).get("name")
+    if name == "tiny" or name in HIERA_ARCHITECTURES:
+        return architecture(random_config(name))
+    return None
+
+
+def adapter_dir(path: str | Path) -> Path:
+    """The adapter folder of ``path``: itself, or the ``adapter/`` subfolder of a run directory.
+
+    Raises:
+        ConfigError: neither holds ``adapter_config.json`` (or a merged model's ``config.json``).
+    """
+    path = Path(path)
+    for candidate in (path, path / "adapter"):
+        merged = (candidate / METADATA_FILE).exists() and (candidate / "config.json").exists()
+        if (candidate / CONFIG_FILE).exists() or merged:
+            return candidate
+    raise ConfigError(
+        f"{path} is not an adapter: neither it nor {path / 'adapter'} holds {CONFIG_FILE}. "
+        "Pass a run directory written by `python -m adapt.train` or its adapter/ folder."
+    )
+
+
+def default_api() -> Any:
+    from huggingface_hub import HfApi
+
+    return HfApi()
+
+
+def resolve(source: str | Path, revision: str | None = None, api: Any = None, local_dir: str | Path | None = None) -> Path:
+    """A local adapter folder for ``source``: a path as is, a Hub repo id downloaded (or cached).
+
+    Raises:
+        ModelNotFoundError: the repo is neither cached nor downloadable (offline, private, typo).
+        ConfigError: ``source`` is neither an existing path nor a repo id.
+    """
+    if Path(source).exists():
+        return adapter_dir(source)
+    source = str(source)
+    if not REPO_ID.match(source):
+        raise ConfigError(f"adapter={source!r}: no such directory, and not a Hub repo id of the form user/name")
+    api = api or default_api()
+    try:
+        path = api.snapshot_download(repo_id=source, revision=revision, local_dir=local_dir)
+    except Exception as err:  # huggingface_hub raises many types: offline, 401, 404, bad revision
+        rev = f" (revision {revision})" if revision else ""
+        raise ModelNotFoundError(
+            f"cannot download the adapter {source}{rev}: {type(err).__name__}: {err}\n"
+            f"{source!r} is not a local directory, so it was looked up on the Hub. Fix one of: check the "
+            "repo id and revision, log in (`hf auth login` or HF_TOKEN) for a private repo, go online once "
+            f"(unset HF_HUB_OFFLINE), or download it elsewhere with `hf download {source} --local-dir DIR` "
+            "and pass the directory."
+        ) from None
+    return adapter_dir(path)
+
+
+def _base_name(metadata: dict[str, Any]) -> str:
+    base = metadata.get("base_model") or {}
+    if not base.get("name"):
+        raise ConfigError(f"{METADATA_FILE} has no base_model.name: the adapter cannot say what it was trained on")
+    return str(base["name"])
+
+
+def check_base(metadata: dict[str, Any], base: str | nn.Module) -> None:
+    """Refuse a base model that is not the one the adapter was trained on.
+
+    A Hub id must equal the recorded one; a local directory or a model object must have the
+    recorded architecture (when it is known).
+
+    Raises:
+        ConfigError: the id or the architecture differs; says which base to use.
+    """
+    expected = _base_name(metadata)
+    if isinstance(base, (str, Path)) and not Path(base).is_dir():
+        given = HUB_IDS.get(str(base), str(base)).removeprefix("random:")
+        if given != expected:
+            raise ConfigError(
+                f"base={str(base)!r} does not match the adapter's base model {expected!r} "
+                f"(revision {(metadata.get('base_model') or {}).get('revision')}); an adapter only works on "
+                "the base it was trained on. Drop base= to load the recorded one."
+            )
+        return
+    if isinstance(base, nn.Module):
+        name = getattr(base.config, "_name_or_path", "") or ""
+        if REPO_ID.match(name) and not Path(name).exists() and name != expected:
+            raise ConfigError(f"the base model passed was loaded from {name!r}, but the adapter needs {expected!r}")
+        config = base.config
+    else:
+        from transformers import AutoConfig
+
+        config = AutoConfig.from_pretrained(str(base))
+    wanted = expected_architecture(metadata)
+    if wanted is None:
+        log.warning("architecture of %s is unknown offline; trusting the base model passed", expected)
+        return
+    got = architecture(config)
+    if got != wanted:
+        diff = {k: (got[k], wanted[k]) for k in wanted if got.get(k) != wanted[k]}
+        raise ConfigError(
+            f"the base model passed has another architecture than the adapter's base {expected!r}: "
+            f"{diff} (given, expected). Use the SAM2 size the adapter was trained on."
+        )
+
+
+def _load_base(metadata: dict[str, Any], base: str | nn.Module | None, checkpoint: str | None, video: bool) -> tuple[nn.Module, ModelInfo]:
+    """The recorded base (same id, revision, image size, random seed), or ``base`` once checked."""
+    recorded = metadata.get("model") or {}
+    if isinstance(base, nn.Module):
+        check_base(metadata, base)
+        name = getattr(base.config, "_name_or_path", "") or _base_name(metadata)
+        info = ModelInfo(name=name, revision=None, pretrained=True, image_size=int(base.config.prompt_encoder_config.image_size), video=video)
+        return base, info
+    if base is not None:
+        check_base(metadata, base)
+    name = str(base) if base is not None else _base_name(metadata)
+    revision = (metadata.get("base_model") or {}).get("revision")
+    checkpoint = checkpoint or recorded.get("checkpoint")
+    if checkpoint and not Path(checkpoint).exists():
+        raise ModelNotFoundError(
+            f"the adapter's base uses the checkpoint {checkpoint!r}, which is not on this machine; "
+            "pass checkpoint=<path to that .pt file>"
+        )
+    if not recorded.get("pretrained", True) and name != "tiny" and not checkpoint and base is None:
+        # Trained on seeded random weights of this architecture: rebuild exactly those.
+        log.warning("adapter was trained on RANDOM weights of %s (offline/test run)", name)
+        name = f"random:{name}"
+    return load_sam2(name, revision=revision, checkpoint=checkpoint, image_size=recorded.get("image_size"),
+                     video=video, offline_fallback="random" if checkpoint else "error")
+
+
+def load_adapter(
+    source: str | Path,
+    revision: str | None = None,
+    base: str | nn.Module | None = None,
+    checkpoint: str | None = None,
+    video: bool | None = None,
+    trainable: bool = False,
+    api: Any = None,
+) -> LoadedAdapter:
+    """Load an adapter (Hub repo id, run directory or adapter folder) onto its base model.
+
+    Args:
+        source: ``user/name`` on the Hub, a run directory or an adapter folder; a merged
+            model folder (``merge=true``) loads as is.
+        revision: Hub branch, tag or commit of the adapter repo.
+        base: a base model id, directory or model to use instead of the recorded one; it must
+            be the same model (refused otherwise).
+        checkpoint: the Meta ``.pt`` checkpoint when the base was built from one.
+        video: load ``Sam2VideoModel``; default: as in training.
+        trainable: keep the adapter weights trainable (to continue training).
+        api: an ``HfApi``-like client (tests pass a local one).
+
+    Raises:
+        ConfigError: not an adapter, or a mismatching ``base``.
+        ModelNotFoundError: the adapter or its base cannot be had.
+    """
+    path = resolve(source, revision, api)
+    metadata = read_metadata(path)
+    if not metadata:
+        raise ConfigError(f"{path} has no {METADATA_FILE}: it was not written by sam2-adapt, so its base model is unknown")
+    video = bool((metadata.get("model") or {}).get("video", False)) if video is None else video
+    if not (path / CONFIG_FILE).exists():  # a merged model: the weights are the whole model
+        if base is not None:
+            raise ConfigError(f"{path} is a merged model (adapter already folded in); base= does not apply")
+        model, info = load_sam2(str(path), video=video)
+    else:
+        base_model, info = _load_base(metadata, base, checkpoint, video)
+        try:
+            model = load_adapter_weights(base_model, path, trainable=trainable)
+        except (RuntimeError, ValueError, KeyError) as err:
+            raise ConfigError(f"the adapter in {path} does not fit the base {info.name!r}: {err}") from None
+    return LoadedAdapter(model.eval(), dict(metadata.get("preprocessing") or {}),
+                         dict(metadata.get("label_map") or {}), metadata, info, path)

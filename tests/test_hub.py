@@ -1,0 +1,247 @@
+"""Hub sharing without the network: local round trips, the model card, push/pull through a local Hub."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+from huggingface_hub import ModelCard
+from omegaconf import OmegaConf
+
+import adapt
+from adapt import hub
+from adapt.adapters import apply_adapter
+from adapt.adapters.io import save_adapter
+from adapt.conf import CONFIG_DIR
+from adapt.errors import ConfigError, ModelNotFoundError
+from adapt.model_card import render_card
+from adapt.models.sam2 import load_sam2, preprocess
+from adapt.models.tiny import tiny_config
+
+SPECS = {
+    "lora": {"kind": "lora", "rank": 4, "alpha": 8, "dropout": 0.0, "targets": ["encoder_attn", "decoder_attn"]},
+    "bottleneck": {"kind": "bottleneck", "reduction": 4, "placement": ["attn", "mlp"], "blocks": [], "mlp_scale": 0.5},
+    "decoder": {"kind": "decoder", "modules": ["mask_decoder"]},
+}
+METADATA = {
+    "task": "segmentation",
+    "recipe": "demo",
+    "data_card": "ct_phantom",
+    "license": "CC-BY-SA-4.0",
+    "preprocessing": {"window": [-100, 240]},
+    "label_map": {"background": 0, "liver": 1},
+    "prompt": {"kind": "box", "jitter": 0.1},
+    "metrics": {"val/dice": 0.8123, "val/iou": 0.7001},
+}
+
+
+class LocalHub:
+    """An ``HfApi`` stand-in whose repos are folders ``root/<user>/<name>/<revision>``."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.repos: dict[str, dict] = {}
+
+    def create_repo(self, repo_id, private=None, exist_ok=False, **kw):
+        if repo_id in self.repos and not exist_ok:
+            raise RuntimeError("exists")
+        self.repos.setdefault(repo_id, {"private": private, "branches": {"main"}})
+
+    def create_branch(self, repo_id, branch, exist_ok=False, **kw):
+        self.repos[repo_id]["branches"].add(branch)
+
+    def upload_folder(self, repo_id, folder_path, revision=None, commit_message=None, **kw):
+        assert (revision or "main") in self.repos[repo_id]["branches"], "upload to a branch that was not created"
+        target = self.root / repo_id / (revision or "main")
+        shutil.copytree(folder_path, target, dirs_exist_ok=True)
+        return SimpleNamespace(commit_url=f"local://{repo_id}@{revision or 'main'}", message=commit_message)
+
+    def snapshot_download(self, repo_id, revision=None, local_dir=None, **kw):
+        path = self.root / repo_id / (revision or "main")
+        if not path.exists():
+            raise FileNotFoundError(f"{repo_id}@{revision} not on the local hub")
+        if local_dir:
+            shutil.copytree(path, local_dir, dirs_exist_ok=True)
+            return str(local_dir)
+        return str(path)
+
+
+def make_adapter(kind: str, run_dir: Path) -> torch.nn.Module:
+    """A tiny adapted model with non-trivial adapter weights, saved as a run directory."""
+    base, info = load_sam2("tiny")
+    model = apply_adapter(base, SPECS[kind])
+    gen = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for p in (p for p in model.parameters() if p.requires_grad):
+            p.add_(0.05 * torch.randn(p.shape, generator=gen))
+    metadata = {"base_model": {"name": info.name, "revision": info.revision}, "model": info.to_dict(), **METADATA}
+    save_adapter(model, SPECS[kind], run_dir / "adapter", metadata)
+    return model.eval()
+
+
+def masks(model: torch.nn.Module) -> torch.Tensor:
+    image = torch.rand(1, 1, 128, 128, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        out = model(pixel_values=preprocess(image, 128), input_boxes=torch.tensor([[[20.0, 30.0, 90.0, 100.0]]]),
+                    multimask_output=False)
+    return out.pred_masks
+
+
+@pytest.fixture(scope="module")
+def lora_run(tmp_path_factory):
+    run = tmp_path_factory.mktemp("run")
+    model = make_adapter("lora", run)
+    return run, masks(model)
+
+
+@pytest.mark.parametrize("kind", SPECS)
+def test_local_round_trip_gives_identical_outputs(kind, tmp_path):
+    expected = masks(make_adapter(kind, tmp_path))
+    loaded = adapt.load_adapter(tmp_path)  # a run directory means its adapter/ folder
+    assert loaded.path == tmp_path / "adapter"
+    assert not loaded.model.training
+    assert torch.equal(masks(loaded.model), expected)
+    assert loaded.preprocessing == {"window": [-100, 240]}
+    assert loaded.label_map == {"background": 0, "liver": 1}
+    assert loaded.prompt == {"kind": "box", "jitter": 0.1}
+    assert (loaded.model_info.name, loaded.model_info.image_size) == ("tiny", 128)
+    assert not any(p.requires_grad for p in loaded.model.parameters())
+
+
+def test_model_card_header_and_body():
+    metadata = {
+        "adapter": SPECS["lora"],
+        "base_model": {"name": "facebook/sam2.1-hiera-tiny", "revision": "abc123"},
+        "model": {"name": "facebook/sam2.1-hiera-tiny", "pretrained": True, "image_size": 512},
+        **METADATA,
+    }
+    card = ModelCard(str(render_card(metadata, "me/sam2-ct-liver")))  # reparsed as the Hub would
+    data = card.data.to_dict()
+    assert data["library_name"] == "peft"
+    assert data["base_model"] == "facebook/sam2.1-hiera-tiny"
+    assert data["license"] == "cc-by-sa-4.0"
+    assert data["datasets"] == ["ct_phantom"]
+    assert data["pipeline_tag"] == "mask-generation"
+    assert {"sam2", "lora", "segmentation"} <= set(data["tags"])
+    assert data["metrics"] == ["dice", "mean_iou"]
+    results = data["model-index"][0]["results"]
+    scores = [(m["type"], m["value"]) for r in results for m in r["metrics"]]
+    assert scores == [("dice", 0.8123), ("mean_iou", 0.7001)]
+    body = card.text
+    assert "| liver | 1 |" in body and "| val/dice | 0.8123 |" in body
+    assert 'adapt.load_adapter("me/sam2-ct-liver")' in body
+    assert 'Sam2Model.from_pretrained("facebook/sam2.1-hiera-tiny", revision="abc123")' in body
+    assert "`facebook/sam2.1-hiera-tiny` @ `abc123`" in body and "| image size | 512 |" in body
+    assert "RANDOM" not in body
+
+
+def test_card_of_unknown_licence_and_random_base():
+    metadata = {"adapter": SPECS["bottleneck"], "base_model": {"name": "tiny"}, "model": {"pretrained": False},
+                "license": "Custom research licence"}
+    card = ModelCard(str(render_card(metadata, "me/x")))
+    assert card.data.license == "other" and card.data.license_name == "custom-research-licence"
+    assert card.data.library_name == "sam2-adapt" and card.data.base_model is None
+    assert "RANDOM base weights" in card.text
+
+
+def test_push_then_pull_through_local_hub(lora_run, tmp_path):
+    run, expected = lora_run
+    local = LocalHub(tmp_path / "hub")
+    before = {p.name: p.stat().st_mtime_ns for p in (run / "adapter").iterdir()}
+    info = hub.push(run, "me/sam2-demo", private=True, revision="v1", api=local)
+    assert info.commit_url == "local://me/sam2-demo@v1"
+    assert local.repos["me/sam2-demo"]["private"] is True
+    files = sorted(p.name for p in (tmp_path / "hub/me/sam2-demo/v1").iterdir())
+    assert files == ["README.md", "adapter_config.json", "adapter_model.safetensors", "sam2_adapt.json"]
+    card = ModelCard.load(tmp_path / "hub/me/sam2-demo/v1/README.md")
+    assert card.data.library_name == "peft" and "me/sam2-demo" in card.text
+    assert {p.name: p.stat().st_mtime_ns for p in (run / "adapter").iterdir()} == before, "push must not touch the run"
+
+    loaded = adapt.load_adapter("me/sam2-demo", revision="v1", api=local)
+    assert torch.equal(masks(loaded.model), expected)
+    assert loaded.label_map == METADATA["label_map"]
+    with pytest.raises(ModelNotFoundError, match="revision v2"):
+        adapt.load_adapter("me/sam2-demo", revision="v2", api=local)
+
+    copy, merged = hub.pull("me/sam2-demo", revision="v1", out_dir=tmp_path / "copy", api=local)
+    assert merged is None and (tmp_path / "copy/adapter_model.safetensors").exists()
+
+
+def test_merge_folds_lora_into_a_plain_model(lora_run, tmp_path):
+    run, expected = lora_run
+    out = hub.merge_adapter(adapt.load_adapter(run), tmp_path / "merged")
+    assert {"config.json", "model.safetensors", "sam2_adapt.json", "README.md"} <= {p.name for p in out.iterdir()}
+    model, info = load_sam2(str(out))
+    assert type(model).__name__ == "Sam2Model" and info.image_size == 128
+    torch.testing.assert_close(masks(model.eval()), expected, atol=1e-4, rtol=1e-4)
+    again = adapt.load_adapter(out)  # a merged folder loads as is, with its metadata
+    assert again.metadata["merged"] is True and again.label_map == METADATA["label_map"]
+    assert ModelCard.load(out / "README.md").data.library_name == "transformers"
+    with pytest.raises(ConfigError, match="not empty"):
+        hub.merge_adapter(adapt.load_adapter(run), out)
+
+
+def test_merge_refuses_bottleneck(tmp_path):
+    make_adapter("bottleneck", tmp_path)
+    with pytest.raises(ConfigError, match="bottleneck"):
+        hub.merge_adapter(adapt.load_adapter(tmp_path), tmp_path / "merged")
+
+
+def test_base_mismatch_is_refused(lora_run):
+    run, expected = lora_run
+    with pytest.raises(ConfigError, match="does not match the adapter's base model 'tiny'"):
+        adapt.load_adapter(run, base="facebook/sam2.1-hiera-small")
+    other = tiny_config()
+    other.vision_config.backbone_config.global_attention_blocks = [1, 3, 5]
+    with pytest.raises(ConfigError, match="global_attention_blocks"):
+        adapt.load_adapter(run, base=type(load_sam2("tiny")[0])(other))
+    same = adapt.load_adapter(run, base=load_sam2("tiny")[0])
+    assert torch.equal(masks(same.model), expected)
+
+
+def test_missing_repo_offline_says_how_to_fix(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelNotFoundError, match="hf download nobody/missing"):
+        adapt.load_adapter("nobody/missing")
+    with pytest.raises(ConfigError, match="no such directory"):
+        adapt.load_adapter("not/a/dir/anywhere")
+
+
+def test_push_refuses_offline_and_bad_repo_id(lora_run, monkeypatch):
+    run, _ = lora_run
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
+    with pytest.raises(ConfigError, match="HF_HUB_OFFLINE"):
+        hub.push(run, "me/x")
+    with pytest.raises(ConfigError, match="user/name"):
+        hub.push(run, "no-slash", api=LocalHub(Path("/nonexistent")))
+
+
+def test_cli_dry_run_writes_upload_folder(lora_run, tmp_path):
+    run, _ = lora_run
+    out = tmp_path / "upload"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    cmd = [sys.executable, "-m", "adapt.hub", "push", f"adapter={run}", "repo_id=me/demo", "dry_run=true", f"out_dir={out}"]
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "would upload" in done.stdout
+    assert ModelCard.load(out / "README.md").data.model_name == "demo"
+    assert not list(tmp_path.glob("outputs")), "the hub CLI must not create Hydra output folders"
+
+
+def test_cli_config_names_what_is_missing():
+    cfg = OmegaConf.load(CONFIG_DIR / "hub.yaml")
+    with pytest.raises(ConfigError, match="push adapter=DIR"):
+        hub.run(cfg)
+    cfg.action = "push"
+    with pytest.raises(ConfigError, match="repo_id=<user/name>"):
+        hub.run(cfg)
+    cfg.action, cfg.adapter, cfg.repo_id, cfg.dry_run = "push", "x", "me/x", True
+    with pytest.raises(ConfigError, match="out_dir=DIR"):
+        hub.run(cfg)
+    assert hub.action_argv(["hub", "pull", "repo_id=a/b"]) == ["hub", "action=pull", "repo_id=a/b"]
