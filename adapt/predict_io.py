@@ -1,0 +1,255 @@
+"""Read images for prediction and write masks back in the same format and geometry.
+
+Every reader returns a ``Scan``: pixels as a stack of 2D images ``[Z, C, H, W]`` (``Z = 1``
+for PNG/JPEG/GeoTIFF) in raw units, plus what its writer needs to put a mask into the same
+geometry -- the NIfTI header and affine, the GeoTIFF georeferencing tags, the DICOM headers
+of every slice. Within a 2D image ``x`` is the column and ``y`` the row, which for NIfTI
+means ``x`` = first voxel index ``i`` and ``y`` = ``j`` on a slice ``k`` of the last axis,
+as viewers (ITK-SNAP, 3D Slicer) display voxel coordinates.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from adapt.errors import DataError
+
+IMAGE_SUFFIXES = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".tif": "geotiff", ".tiff": "geotiff",
+                  ".nii": "nifti", ".nii.gz": "nifti", ".dcm": "dicom"}
+#: GeoTIFF tags that carry the CRS and the pixel-to-map transform (GDAL nodata is not copied:
+#: the input's nodata value would mark the mask's background as missing).
+GEO_TAGS = (33550, 33922, 34264, 34735, 34736, 34737)
+
+
+@dataclass
+class Scan:
+    """An input image and its geometry.
+
+    Attributes:
+        pixels: ``[Z, C, H, W]`` float32 in the file's own units (HU for CT).
+        kind: ``png``, ``jpeg``, ``nifti``, ``dicom`` or ``geotiff``.
+        geometry: format-specific header kept for the writer.
+        path: where it was read from.
+        slice_axis: for NIfTI, the array axis the slices were taken along.
+    """
+
+    pixels: np.ndarray
+    kind: str
+    geometry: Any
+    path: Path
+    slice_axis: int = 2
+
+    @property
+    def is_volume(self) -> bool:
+        return self.kind in ("nifti", "dicom")
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """``(Z, H, W)``: the shape a mask for this scan has."""
+        z, _, h, w = self.pixels.shape
+        return z, h, w
+
+
+def suffix(path: Path) -> str:
+    """The format suffix of a path (``.nii.gz`` counts as one)."""
+    name = path.name.lower()
+    return ".nii.gz" if name.endswith(".nii.gz") else path.suffix.lower()
+
+
+def is_dicom_series(path: Path) -> bool:
+    """A folder whose files (at least one) are DICOM: ``.dcm`` or the ``DICM`` preamble."""
+    if not path.is_dir():
+        return False
+    for f in sorted(p for p in path.iterdir() if p.is_file())[:8]:
+        if f.suffix.lower() == ".dcm":
+            return True
+        with open(f, "rb") as fh:
+            if fh.read(132)[128:] == b"DICM":
+                return True
+    return False
+
+
+def kind_of(path: Path) -> str:
+    """The format of an input path, or a ``DataError`` listing the supported ones."""
+    if is_dicom_series(path):
+        return "dicom"
+    kind = IMAGE_SUFFIXES.get(suffix(path))
+    if kind is None or kind == "dicom":
+        raise DataError(f"{path}: unsupported input; use a NIfTI (.nii/.nii.gz), a DICOM series folder, "
+                        "PNG/JPEG or GeoTIFF (.tif/.tiff)")
+    return kind
+
+
+def read_scan(path: str | Path, slice_axis: int = 2) -> Scan:
+    """Read any supported input into a ``Scan``.
+
+    Raises:
+        DataError: missing, unsupported or unreadable file (names it).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path} does not exist")
+    kind = kind_of(path)
+    try:
+        return _READERS[kind](path, slice_axis)
+    except DataError:
+        raise
+    except Exception as err:  # each library has its own error types for a corrupt file
+        raise DataError(f"{path}: cannot read it as {kind}: {type(err).__name__}: {err}") from None
+
+
+def write_mask(mask: np.ndarray, scan: Scan, path: str | Path) -> Path:
+    """Write ``mask`` ``[Z, H, W]`` (integer labels) in ``scan``'s format and geometry to ``path``."""
+    if mask.shape != scan.shape:
+        raise ValueError(f"mask shape {mask.shape} differs from the scan's {scan.shape}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    dtype = np.uint8 if mask.max(initial=0) <= 255 else np.uint16
+    _WRITERS[scan.kind](mask.astype(dtype), scan, path)
+    return path
+
+
+def mask_path(scan_kind: str, name: str) -> str:
+    """The output file name for an input name: JPEG masks become PNG (no lossy labels)."""
+    if scan_kind == "jpeg":
+        return str(Path(name).with_suffix(".png"))
+    return name
+
+
+def _read_pil(path: Path, slice_axis: int) -> Scan:
+    from PIL import Image
+
+    with Image.open(path) as img:
+        if img.mode in ("P", "RGBA", "LA", "CMYK", "1"):
+            img = img.convert("L" if img.mode in ("1", "LA") else "RGB")
+        array = np.asarray(img)
+    # 8-bit images map to [0, 1] by /255; 16-bit (medical PNG exports) by /65535.
+    max_value = 255.0 if array.dtype == np.uint8 else 65535.0
+    array = array.astype(np.float32)
+    pixels = array[None] if array.ndim == 2 else np.moveaxis(array, -1, 0)
+    return Scan(pixels[None], IMAGE_SUFFIXES[suffix(path)], {"max_value": max_value}, path)
+
+
+def _write_png(mask: np.ndarray, scan: Scan, path: Path) -> None:
+    from PIL import Image
+
+    if suffix(path) != ".png":
+        raise DataError(f"{path}: masks of PNG/JPEG inputs are written as PNG (lossless); name the output *.png")
+    Image.fromarray(mask[0]).save(path)
+
+
+def _read_nifti(path: Path, slice_axis: int) -> Scan:
+    import nibabel as nib
+
+    img = nib.load(path)
+    data = np.asarray(img.dataobj, dtype=np.float32)
+    if data.ndim == 4 and data.shape[3] == 1:
+        data = data[..., 0]
+    if data.ndim == 2:
+        data = data[..., None]
+    if data.ndim != 3:
+        raise DataError(f"{path}: a {data.ndim}D NIfTI; prediction needs one 3D volume (split 4D series first)")
+    slices = np.stack([np.take(data, k, axis=slice_axis).T for k in range(data.shape[slice_axis])])
+    return Scan(slices[:, None], "nifti", img, path, slice_axis)
+
+
+def _write_nifti(mask: np.ndarray, scan: Scan, path: Path) -> None:
+    import nibabel as nib
+
+    source = scan.geometry
+    volume = np.stack([m.T for m in mask], axis=scan.slice_axis).reshape(source.shape[:3])
+    header = source.header.copy()
+    header.set_data_dtype(mask.dtype)
+    header.set_slope_inter(1, 0)
+    out = type(source)(volume, source.affine, header)
+    out.set_qform(source.get_qform(), code=int(source.header["qform_code"]))
+    out.set_sform(source.get_sform(), code=int(source.header["sform_code"]))
+    nib.save(out, path)
+
+
+def _read_geotiff(path: Path, slice_axis: int) -> Scan:
+    import tifffile
+
+    with tifffile.TiffFile(path) as tif:
+        series = tif.series[0]
+        array = series.asarray().astype(np.float32)
+        page = tif.pages[0]
+        tags = [(t.code, t.dtype, t.count, t.value, True) for t in page.tags.values() if t.code in GEO_TAGS]
+        axes = series.axes
+    if array.ndim == 2:
+        array = array[None]
+    elif axes[-1] in "SC" and array.ndim == 3:  # interleaved bands: (H, W, bands)
+        array = np.moveaxis(array, -1, 0)
+    elif array.ndim != 3:
+        raise DataError(f"{path}: expected one 2D raster with bands, got axes {axes} shape {array.shape}")
+    return Scan(array[None], "geotiff", tags, path)
+
+
+def _write_geotiff(mask: np.ndarray, scan: Scan, path: Path) -> None:
+    import tifffile
+
+    if suffix(path) not in (".tif", ".tiff"):
+        raise DataError(f"{path}: masks of GeoTIFF inputs are GeoTIFFs; name the output *.tif")
+    tifffile.imwrite(path, mask[0], photometric="minisblack", compression="zlib", extratags=scan.geometry)
+
+
+def _read_dicom(path: Path, slice_axis: int) -> Scan:
+    import pydicom
+
+    files = [f for f in sorted(path.iterdir()) if f.is_file()]
+    datasets = [ds for ds in (pydicom.dcmread(f, force=True) for f in files) if "PixelData" in ds]
+    if not datasets:
+        raise DataError(f"{path}: no DICOM file with pixel data in this folder")
+    if len({ds.get("SeriesInstanceUID") for ds in datasets}) > 1:
+        raise DataError(f"{path}: holds more than one DICOM series; put each series in its own folder")
+    datasets.sort(key=_slice_position)
+    slices = [ds.pixel_array.astype(np.float32) * float(ds.get("RescaleSlope", 1)) + float(ds.get("RescaleIntercept", 0))
+              for ds in datasets]
+    if len({s.shape for s in slices}) > 1:
+        raise DataError(f"{path}: slices of different sizes {sorted({s.shape for s in slices})}")
+    return Scan(np.stack(slices)[:, None], "dicom", datasets, path)
+
+
+def _slice_position(ds: Any) -> float:
+    """Position along the slice normal (ImagePositionPatient . normal), else InstanceNumber."""
+    if "ImagePositionPatient" in ds and "ImageOrientationPatient" in ds:
+        row, col = np.array(ds.ImageOrientationPatient[:3], float), np.array(ds.ImageOrientationPatient[3:], float)
+        return float(np.dot(np.cross(row, col), np.array(ds.ImagePositionPatient, float)))
+    return float(ds.get("InstanceNumber", 0))
+
+
+def _write_dicom(mask: np.ndarray, scan: Scan, path: Path) -> None:
+    """A derived series: every slice's headers (geometry, patient, study) with the mask as pixels."""
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    if path.exists() and not path.is_dir():
+        raise DataError(f"{path}: the mask of a DICOM series is a series; give a folder as output")
+    path.mkdir(parents=True, exist_ok=True)
+    series_uid = generate_uid()
+    for k, (source, plane) in enumerate(zip(scan.geometry, mask)):
+        ds = copy.deepcopy(source)
+        for keyword in ("WindowCenter", "WindowWidth", "RescaleSlope", "RescaleIntercept", "RescaleType",
+                        "VOILUTSequence", "ModalityLUTSequence"):
+            if keyword in ds:
+                delattr(ds, keyword)
+        bits = 8 if plane.dtype == np.uint8 else 16
+        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = bits, bits, bits - 1, 0
+        ds.Rows, ds.Columns = plane.shape
+        ds.PixelData = np.ascontiguousarray(plane).tobytes()
+        ds.ImageType = ["DERIVED", "SECONDARY", "MASK"]
+        ds.SeriesInstanceUID, ds.SOPInstanceUID = series_uid, generate_uid()
+        ds.SeriesDescription = "sam2-adapt mask"
+        ds.SeriesNumber = int(source.get("SeriesNumber", 0) or 0) + 1000
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds.save_as(path / f"mask_{k:04d}.dcm", enforce_file_format=True)
+
+
+_READERS = {"png": _read_pil, "jpeg": _read_pil, "nifti": _read_nifti, "geotiff": _read_geotiff, "dicom": _read_dicom}
+_WRITERS = {"png": _write_png, "jpeg": _write_png, "nifti": _write_nifti, "geotiff": _write_geotiff, "dicom": _write_dicom}

@@ -1,0 +1,144 @@
+"""The prompt syntax of ``python -m adapt.predict`` and its parser.
+
+::
+
+    prompt := part (";" part)*
+    part   := "box" x0,y0,x1,y1 [slice=K]           one box (at most one)
+            | "point" x,y [label=1|0] [slice=K]     a click: 1 = object (default), 0 = not object
+            | "from_mask=" PATH [label=N]           a box per slice from a mask file (alone)
+
+Coordinates are pixels of the input image: ``x`` is the column, ``y`` the row (for NIfTI,
+``x`` = voxel index i and ``y`` = j on slice k). Boxes and points of one prompt describe one
+object on one slice; a volume needs ``slice=K`` unless ``from_mask`` gives the slices.
+``from_mask`` takes a mask of the same image (e.g. a coarse label); ``label=N`` keeps only
+that value of it. Examples: ``box 40,30,90,70 slice=12``, ``point 64,50; point 10,10 label=0``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from adapt.errors import ConfigError
+
+SYNTAX = ('prompt="box x0,y0,x1,y1 [slice=K]" | "point x,y [label=1|0] [slice=K]" (parts joined by ";") '
+          '| "from_mask=<file> [label=N]"')
+#: CLI keys whose values may hold spaces, commas or "=" (quoted for Hydra by ``quote_argv``).
+FREE_TEXT_KEYS = ("prompt", "input", "output", "adapter")
+_SAFE = re.compile(r"^[\w./:@+-]*$")
+_FROM_MASK = re.compile(r"^from_mask=(?P<path>.*?\S)(?:\s+label=(?P<label>-?\d+))?$")
+
+
+@dataclass
+class Prompt:
+    """One object's prompt in image pixels."""
+
+    box: np.ndarray | None = None
+    points: np.ndarray | None = None
+    point_labels: np.ndarray | None = None
+    slice: int | None = None
+    from_mask: Path | None = None
+    mask_label: int | None = None
+
+    def check_inside(self, width: int, height: int) -> None:
+        """Refuse coordinates outside a ``width x height`` image (a typo would give an empty mask)."""
+        xy = [] if self.box is None else [self.box[:2], self.box[2:]]
+        xy += [] if self.points is None else list(self.points)
+        for x, y in xy:
+            if not (0 <= x < width and 0 <= y < height):
+                raise ConfigError(f"prompt point ({x:g}, {y:g}) is outside the {width}x{height} image "
+                                  "(x = column 0..W-1, y = row 0..H-1)")
+
+
+def _fail(part: str, why: str) -> ConfigError:
+    return ConfigError(f"prompt part {part!r}: {why}. Syntax: {SYNTAX}")
+
+
+def _numbers(part: str, tokens: list[str], count: int) -> list[float]:
+    text = "".join(t for t in tokens if "=" not in t)
+    try:
+        values = [float(v) for v in text.split(",") if v != ""]
+    except ValueError:
+        raise _fail(part, f"{text!r} is not {count} comma-separated numbers") from None
+    if len(values) != count or not all(np.isfinite(values)):
+        raise _fail(part, f"expected {count} numbers, got {text!r}")
+    return values
+
+
+def _options(part: str, tokens: list[str], allowed: tuple[str, ...]) -> dict[str, int]:
+    options = {}
+    for token in (t for t in tokens if "=" in t):
+        key, _, value = token.partition("=")
+        if key not in allowed:
+            raise _fail(part, f"unknown option {key!r} (allowed: {', '.join(allowed)})")
+        if not value.lstrip("-").isdigit():
+            raise _fail(part, f"{key}= needs an integer, got {value!r}")
+        options[key] = int(value)
+    return options
+
+
+def parse_prompt(text: str) -> Prompt:
+    """Parse a prompt string (see the module docstring).
+
+    Raises:
+        ConfigError: the text does not follow the syntax; names the part and shows the syntax.
+    """
+    prompt, points, labels, slices = Prompt(), [], [], set()
+    parts = [p.strip() for p in str(text).split(";") if p.strip()]
+    if not parts:
+        raise ConfigError(f"prompt is empty. Syntax: {SYNTAX}")
+    for part in parts:
+        head, *tokens = part.split()
+        if head.startswith("from_mask="):
+            if len(parts) > 1:
+                raise _fail(part, "from_mask cannot be combined with boxes or points")
+            match = _FROM_MASK.match(part)
+            if not match:
+                raise _fail(part, "from_mask= needs a file")
+            prompt.from_mask = Path(match["path"])
+            prompt.mask_label = int(match["label"]) if match["label"] else None
+            return prompt
+        if head == "box":
+            if prompt.box is not None:
+                raise _fail(part, "one object takes one box")
+            x0, y0, x1, y1 = _numbers(part, tokens, 4)
+            if x1 < x0 or y1 < y0 or min(x0, y0) < 0:
+                raise _fail(part, "needs 0 <= x0 <= x1 and 0 <= y0 <= y1")
+            prompt.box = np.array([x0, y0, x1, y1], dtype=np.float32)
+            options = _options(part, tokens, ("slice",))
+        elif head == "point":
+            points.append(_numbers(part, tokens, 2))
+            options = _options(part, tokens, ("slice", "label"))
+            if options.get("label", 1) not in (0, 1):
+                raise _fail(part, "a point's label is 1 (object) or 0 (not the object)")
+            labels.append(options.get("label", 1))
+        else:
+            raise _fail(part, f"{head!r} is not a prompt kind")
+        if "slice" in options:
+            if options["slice"] < 0:
+                raise _fail(part, "slice= counts from 0")
+            slices.add(options["slice"])
+    if len(slices) > 1:
+        raise ConfigError(f"prompt parts name different slices {sorted(slices)}; one object is prompted on one slice")
+    if points:
+        prompt.points, prompt.point_labels = np.array(points, np.float32), np.array(labels, np.int64)
+    prompt.slice = slices.pop() if slices else None
+    return prompt
+
+
+def quote_argv(argv: list[str]) -> list[str]:
+    """Quote free-text values (``prompt=box 1,2,3,4 slice=5``) so Hydra reads them as strings.
+
+    Hydra would read commas as a sweep and stop at spaces and ``=``; quoting here lets users
+    write the prompt with plain shell quotes, ``prompt="box 40,30,90,70 slice=12"``.
+    """
+    out = []
+    for arg in argv:
+        key, sep, value = arg.partition("=")
+        if sep and key in FREE_TEXT_KEYS and not _SAFE.match(value) and value[:1] not in ("'", '"'):
+            arg = f"{key}='" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+        out.append(arg)
+    return out

@@ -1,0 +1,233 @@
+"""Prediction on files: masks in the input's format and geometry, prompt mapping, refusals."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import tifffile
+import torch
+from omegaconf import OmegaConf
+from PIL import Image
+
+from adapt import predict
+from adapt.adapters import apply_adapter
+from adapt.adapters.io import save_adapter
+from adapt.conf import CONFIG_DIR
+from adapt.data.synthetic import write_ct_phantoms
+from adapt.errors import ConfigError, DataError
+from adapt.models.interactive import Prediction
+from adapt.models.sam2 import load_sam2
+from adapt.prompt_syntax import parse_prompt, quote_argv
+from adapt.transforms.prompts import box_from_mask
+
+GEO_TAGS = [
+    (33550, 12, 3, (0.5, 0.5, 0.0), True),
+    (33922, 12, 6, (0.0, 0.0, 0.0, 500000.0, 4000000.0, 0.0), True),
+    (34735, 3, 16, (1, 1, 0, 3, 1024, 0, 1, 1, 1025, 0, 1, 1, 3072, 0, 1, 32633), True),
+    (34737, 2, 0, "WGS 84 / UTM zone 33N|", True),
+]
+
+
+@pytest.fixture(scope="module")
+def adapter(tmp_path_factory):
+    """A tiny decoder adapter that records a CT window and a one-class label map."""
+    out = tmp_path_factory.mktemp("adapter")
+    model, info = load_sam2("tiny")
+    spec = {"kind": "decoder", "modules": ["mask_decoder"]}
+    metadata = {"base_model": {"name": "tiny", "revision": None}, "model": info.to_dict(),
+                "preprocessing": {"window": [-100, 240]}, "label_map": {"background": 0, "liver": 6}}
+    save_adapter(apply_adapter(model, spec), spec, out, metadata)
+    return out
+
+
+@pytest.fixture
+def box_echo(monkeypatch):
+    """Replace SAM2 by a model whose mask is exactly its box prompt (in the model's grid).
+
+    What comes out then shows where the prompt landed, so the pixel -> model -> pixel mapping
+    and each format's orientation are checked exactly, independent of random weights.
+    """
+    def decode(model, embeddings, multimask, input_boxes=None, **prompts):
+        size = model.config.prompt_encoder_config.image_size
+        low = size // 4
+        x0, y0, x1, y1 = ((input_boxes[0, 0] + 0.5) * low / size - 0.5).tolist()
+        ys, xs = torch.meshgrid(torch.arange(low), torch.arange(low), indexing="ij")
+        inside = (xs >= round(x0)) & (xs <= round(x1)) & (ys >= round(y0)) & (ys <= round(y1))
+        logits = torch.where(inside, 10.0, -10.0)
+        return Prediction(logits.view(1, 1, 1, low, low), torch.ones(1, 1, 1))
+
+    monkeypatch.setattr(predict, "decode", decode)
+    monkeypatch.setattr(predict, "image_embeddings", lambda model, pixels: None)
+
+
+def config(adapter: Path, input: Path, output: Path, prompt: str, **extra):
+    cfg = OmegaConf.load(CONFIG_DIR / "predict.yaml")
+    cfg.merge_with({"adapter": str(adapter), "input": str(input), "output": str(output), "prompt": prompt, **extra})
+    return cfg
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> float:
+    return float((a & b).sum() / max((a | b).sum(), 1))
+
+
+def test_png_in_png_mask_of_same_size(adapter, tmp_path):
+    image = (np.random.default_rng(0).random((90, 140, 3)) * 255).astype(np.uint8)
+    Image.fromarray(image).save(tmp_path / "tile.png")
+    [out] = predict.run(config(adapter, tmp_path / "tile.png", tmp_path / "mask.png", "box 20,10,100,60"))
+    mask = np.asarray(Image.open(out))
+    assert mask.shape == (90, 140) and mask.dtype == np.uint8
+    assert set(np.unique(mask)) <= {0, 6}  # the adapter's only foreground label
+
+
+def test_prompt_lands_where_given_and_mask_comes_back_there(adapter, tmp_path, box_echo):
+    Image.fromarray(np.zeros((64, 256), np.uint8)).save(tmp_path / "wide.png")  # non-square: x and y scale apart
+    [out] = predict.run(config(adapter, tmp_path / "wide.png", tmp_path / "m.png", "box 40,8,199,39"))
+    truth = np.zeros((64, 256), bool)
+    truth[8:40, 40:200] = True
+    assert iou(np.asarray(Image.open(out)) > 0, truth) > 0.9
+
+
+def test_nifti_mask_keeps_shape_affine_and_spacing(adapter, tmp_path):
+    case = write_ct_phantoms(tmp_path / "ct", num_cases=1, shape=(64, 64, 12))[0]
+    source = nib.load(tmp_path / "ct" / case["image"])
+    out = tmp_path / "pred" / "mask.nii.gz"
+    predict.run(config(adapter, tmp_path / "ct" / case["image"], out, "box 10,20,40,50 slice=6"))
+    mask = nib.load(out)
+    assert mask.shape == source.shape == (64, 64, 12)
+    np.testing.assert_array_equal(mask.affine, source.affine)
+    assert mask.header.get_zooms() == source.header.get_zooms() == (0.9, 0.9, 3.0)
+    assert int(mask.header["sform_code"]) == int(source.header["sform_code"])
+    assert mask.get_data_dtype() == np.uint8
+    data = np.asarray(mask.dataobj)
+    assert set(np.unique(data)) <= {0, 6} and data[..., 6].any()  # the prompted slice is segmented
+
+
+def test_nifti_from_mask_gives_a_box_per_slice_in_the_right_orientation(adapter, tmp_path, box_echo):
+    case = write_ct_phantoms(tmp_path / "ct", num_cases=1)[0]
+    label = np.asarray(nib.load(tmp_path / "ct" / case["label"]).dataobj) == 1
+    out = tmp_path / "mask.nii"
+    predict.run(config(adapter, tmp_path / "ct" / case["image"], out, f"from_mask={tmp_path / 'ct' / case['label']} label=1"))
+    mask = np.asarray(nib.load(out).dataobj) > 0
+    covered = label.any(axis=(0, 1))
+    np.testing.assert_array_equal(mask.any(axis=(0, 1)), covered)  # nothing where the guide is empty
+    for k in np.flatnonzero(covered):  # within the low-res grid's quantisation (3 voxels here)
+        np.testing.assert_allclose(box_from_mask(mask[..., k]), box_from_mask(label[..., k]), atol=4, err_msg=f"slice {k}")
+
+
+def test_volume_prompt_propagates_from_its_slice(adapter, tmp_path, box_echo):
+    case = write_ct_phantoms(tmp_path / "ct", num_cases=1, shape=(64, 64, 9))[0]
+    out = tmp_path / "mask.nii.gz"
+    predict.run(config(adapter, tmp_path / "ct" / case["image"], out, "box 10,20,30,40 slice=4"))
+    mask = np.asarray(nib.load(out).dataobj) > 0
+    assert mask.any(axis=(0, 1)).all()  # the box echo never empties, so every slice is reached
+    assert iou(mask[..., 0], mask[..., 4]) > 0.8
+
+
+def test_geotiff_mask_keeps_crs_and_transform(adapter, tmp_path):
+    bands = (np.random.default_rng(0).random((3, 64, 80)) * 4000).astype(np.uint16)
+    tifffile.imwrite(tmp_path / "scene.tif", bands, photometric="minisblack", planarconfig="separate", extratags=GEO_TAGS)
+    [out] = predict.run(config(adapter, tmp_path / "scene.tif", tmp_path / "scene_mask.tif", "point 40,30"))
+    with tifffile.TiffFile(tmp_path / "scene.tif") as src, tifffile.TiffFile(out) as dst:
+        assert dst.pages[0].shape == (64, 80)
+        geo = dst.pages[0].geotiff_tags
+        assert geo == src.pages[0].geotiff_tags
+        assert geo["ProjectedCSTypeGeoKey"] == 32633 and geo["ModelPixelScale"] == [0.5, 0.5, 0.0]
+        assert geo["ModelTiepoint"][3:5] == [500000.0, 4000000.0]
+
+
+def test_dicom_series_mask_keeps_slice_geometry(adapter, tmp_path):
+    import pydicom
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+
+    series, uid = tmp_path / "series", generate_uid()
+    series.mkdir()
+    for k in range(4):  # files named against the slice order: sorting must use positions
+        ds = Dataset()
+        ds.file_meta = FileMetaDataset()
+        ds.file_meta.TransferSyntaxUID, ds.file_meta.MediaStorageSOPClassUID = ExplicitVRLittleEndian, CTImageStorage
+        ds.SOPClassUID, ds.SOPInstanceUID, ds.SeriesInstanceUID = CTImageStorage, generate_uid(), uid
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        ds.Modality, ds.InstanceNumber, ds.PixelSpacing = "CT", k + 1, [0.7, 0.7]
+        ds.ImagePositionPatient, ds.ImageOrientationPatient = [0.0, 0.0, 2.5 * k], [1, 0, 0, 0, 1, 0]
+        ds.Rows, ds.Columns, ds.SamplesPerPixel, ds.PhotometricInterpretation = 32, 48, 1, "MONOCHROME2"
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
+        ds.RescaleSlope, ds.RescaleIntercept = 1, -1024
+        ds.PixelData = np.full((32, 48), 1000 + k, np.int16).tobytes()
+        ds.save_as(series / f"{9 - k}.dcm", enforce_file_format=True)
+    predict.run(config(adapter, series, tmp_path / "mask_series", "box 5,5,30,20 slice=1"))
+    out = [pydicom.dcmread(f) for f in sorted((tmp_path / "mask_series").iterdir())]
+    assert [float(d.ImagePositionPatient[2]) for d in out] == [0.0, 2.5, 5.0, 7.5]
+    assert len({d.SeriesInstanceUID for d in out}) == 1 and out[0].SeriesInstanceUID != uid
+    assert all(d.pixel_array.shape == (32, 48) and list(d.PixelSpacing) == [0.7, 0.7] for d in out)
+    assert out[1].pixel_array.any() and set(np.unique(out[1].pixel_array)) <= {0, 6}
+
+
+def test_folder_to_folder_and_refusing_to_overwrite(adapter, tmp_path):
+    (tmp_path / "in").mkdir()
+    for i, suffix in enumerate(("png", "jpg")):
+        Image.fromarray(np.full((40, 50), 60 * i, np.uint8)).save(tmp_path / "in" / f"tile{i}.{suffix}")
+    written = predict.run(config(adapter, tmp_path / "in", tmp_path / "out", "box 5,5,30,30"))
+    assert [p.name for p in written] == ["tile0.png", "tile1.png"]  # JPEG masks are lossless PNGs
+    with pytest.raises(ConfigError, match=r"output exists: .*tile0.png.*overwrite=true"):
+        predict.run(config(adapter, tmp_path / "in", tmp_path / "out", "box 5,5,30,30"))
+    assert predict.run(config(adapter, tmp_path / "in", tmp_path / "out", "box 5,5,30,30", overwrite=True)) == written
+    with pytest.raises(ConfigError, match="must be a folder"):
+        predict.run(config(adapter, tmp_path / "in", tmp_path / "one.png", "box 5,5,30,30"))
+
+
+@pytest.mark.parametrize("prompt, message", [
+    ("box 10,20,60", "expected 4 numbers"),
+    ("circle 1,2", "'circle' is not a prompt kind"),
+    ("box 60,20,10,80", "x0 <= x1"),
+    ("point 1,2 label=2", "label is 1 .object. or 0"),
+    ("box 1,2,3,4 slice=1; point 2,2 slice=2", "different slices"),
+    ("from_mask=m.png; box 1,2,3,4", "cannot be combined"),
+    ("box 1,2,3,4 size=3", "unknown option 'size'"),
+])
+def test_bad_prompt_syntax_is_named(prompt, message):
+    with pytest.raises(ConfigError, match=message) as err:
+        parse_prompt(prompt)
+    assert "Syntax:" in str(err.value) or "slices" in str(err.value)
+
+
+def test_prompt_errors_that_need_the_image(adapter, tmp_path):
+    Image.fromarray(np.zeros((40, 50), np.uint8)).save(tmp_path / "a.png")
+    with pytest.raises(ConfigError, match="outside the 50x40 image"):
+        predict.run(config(adapter, tmp_path / "a.png", tmp_path / "m.png", "box 10,10,60,20"))
+    case = write_ct_phantoms(tmp_path / "ct", num_cases=1, shape=(32, 32, 4))[0]
+    with pytest.raises(ConfigError, match="add slice=K"):
+        predict.run(config(adapter, tmp_path / "ct" / case["image"], tmp_path / "m.nii.gz", "box 1,2,10,12"))
+    with pytest.raises(DataError, match="differs from the input's"):
+        predict.run(config(adapter, tmp_path / "ct" / case["image"], tmp_path / "m.nii.gz", f"from_mask={tmp_path / 'a.png'}"))
+    with pytest.raises(DataError, match="does not exist"):
+        predict.run(config(adapter, tmp_path / "missing.png", tmp_path / "m.png", "point 1,1"))
+
+
+def test_cli_quotes_the_prompt_and_writes_the_mask(adapter, tmp_path):
+    assert quote_argv(["p", "prompt=box 1,2,3,4 slice=5", "input=a.png"]) == ["p", "prompt='box 1,2,3,4 slice=5'", "input=a.png"]
+    Image.fromarray(np.zeros((40, 50), np.uint8)).save(tmp_path / "a b.png")
+    cmd = [sys.executable, "-m", "adapt.predict", f"adapter={adapter}", f"input={tmp_path / 'a b.png'}",
+           f"output={tmp_path / 'mask.png'}", "prompt=box 10,10,30,30"]
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=120,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert done.returncode == 0, done.stderr
+    assert np.asarray(Image.open(tmp_path / "mask.png")).shape == (40, 50)
+
+
+def test_cli_prints_user_errors_without_traceback(adapter, tmp_path, monkeypatch, capsys):
+    Image.fromarray(np.zeros((40, 50), np.uint8)).save(tmp_path / "a.png")
+    (tmp_path / "mask.png").write_bytes(b"taken")
+    argv = ["predict", f"adapter={adapter}", f"input={tmp_path / 'a.png'}", f"output={tmp_path / 'mask.png'}", "prompt=point 3,4"]
+    monkeypatch.setattr(sys, "argv", quote_argv(argv))
+    with pytest.raises(SystemExit) as exit_:
+        predict.main()
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "ConfigError: output exists" in err and "overwrite=true" in err and "Traceback" not in err
