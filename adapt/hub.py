@@ -58,9 +58,10 @@ def merge_adapter(loaded: LoadedAdapter, out_dir: str | Path, repo_id: str | Non
     """
     from peft import PeftModel
 
-    kind = (loaded.metadata.get("adapter") or {}).get("kind")
-    if kind == "bottleneck":
-        raise ConfigError("bottleneck adapters add layers that SAM2's weights cannot hold; share the adapter unmerged")
+    spec = loaded.metadata.get("adapter") or {}
+    if spec.get("kind") == "bottleneck" or spec.get("task_modules"):
+        added = "bottleneck layers" if spec.get("kind") == "bottleneck" else f"task modules {spec['task_modules']}"
+        raise ConfigError(f"this adapter adds {added}, which a plain transformers SAM2 cannot hold; share it unmerged")
     model = loaded.model.merge_and_unload() if isinstance(loaded.model, PeftModel) else loaded.model
     out_dir = _empty_target(Path(out_dir), overwrite)
     model.save_pretrained(out_dir)
@@ -114,7 +115,7 @@ def push(
     with tempfile.TemporaryDirectory() as tmp:
         folder = stage(adapter, repo_id, Path(tmp) / "upload", merge=merge)
         try:
-            api.create_repo(repo_id, private=private, exist_ok=True)
+            api.create_repo(repo_id, private=private or None, exist_ok=True)  # None: the account's default
             if revision and revision != "main":
                 api.create_branch(repo_id, branch=revision, exist_ok=True)
             return api.upload_folder(repo_id=repo_id, folder_path=str(folder), revision=revision,

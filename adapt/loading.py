@@ -188,19 +188,20 @@ def _load_base(metadata: dict[str, Any], base: str | nn.Module | None, checkpoin
     if isinstance(base, nn.Module):
         check_base(metadata, base)
         name = getattr(base.config, "_name_or_path", "") or _base_name(metadata)
-        info = ModelInfo(name=name, revision=None, pretrained=True, image_size=int(base.config.prompt_encoder_config.image_size), video=video)
-        return base, info
+        size = int(base.config.prompt_encoder_config.image_size)
+        return base, ModelInfo(name, None, bool(recorded.get("pretrained", True)), size, video)
     if base is not None:
         check_base(metadata, base)
     name = str(base) if base is not None else _base_name(metadata)
-    revision = (metadata.get("base_model") or {}).get("revision")
+    local = Path(name).is_dir()  # a copy of the base on disk: no Hub revision applies
+    revision = None if local else (metadata.get("base_model") or {}).get("revision")
     checkpoint = checkpoint or recorded.get("checkpoint")
     if checkpoint and not Path(checkpoint).exists():
         raise ModelNotFoundError(
             f"the adapter's base uses the checkpoint {checkpoint!r}, which is not on this machine; "
             "pass checkpoint=<path to that .pt file>"
         )
-    if not recorded.get("pretrained", True) and name != "tiny" and not checkpoint and base is None:
+    if not recorded.get("pretrained", True) and name != "tiny" and not checkpoint and not local:
         # Trained on seeded random weights of this architecture: rebuild exactly those.
         log.warning("adapter was trained on RANDOM weights of %s (offline/test run)", name)
         name = f"random:{name}"

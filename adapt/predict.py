@@ -189,11 +189,11 @@ def plan_jobs(input: str | Path, output: str | Path, prompt: Prompt, overwrite: 
         cases = sorted(p for p in source.iterdir() if (p.is_file() and _supported(p)) or is_dicom_series(p))
         if not cases:
             raise DataError(f"input={source} holds no NIfTI, DICOM series, PNG/JPEG or GeoTIFF")
-        if target.exists() and not target.is_dir() or suffix(target) in (".png", ".nii", ".nii.gz", ".tif", ".tiff"):
+        if (target.exists() and not target.is_dir()) or suffix(target) in (".png", ".nii", ".nii.gz", ".tif", ".tiff"):
             raise ConfigError(f"input={source} is a folder of cases: output must be a folder, got {target}")
         jobs = [Job(p, target / _output_name(p)) for p in cases]
     else:
-        into_dir = target.is_dir() and not is_dicom_series(source) or str(output).endswith(("/", "\\"))
+        into_dir = (target.is_dir() and not is_dicom_series(source)) or str(output).endswith(("/", "\\"))
         jobs = [Job(source, target / _output_name(source) if into_dir else target)]
     guide = prompt.from_mask
     for job in jobs:

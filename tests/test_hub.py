@@ -189,7 +189,7 @@ def test_merge_folds_lora_into_a_plain_model(lora_run, tmp_path):
 
 def test_merge_refuses_bottleneck(tmp_path):
     make_adapter("bottleneck", tmp_path)
-    with pytest.raises(ConfigError, match="bottleneck"):
+    with pytest.raises(ConfigError, match="adds bottleneck layers"):
         hub.merge_adapter(adapt.load_adapter(tmp_path), tmp_path / "merged")
 
 
@@ -203,6 +203,19 @@ def test_base_mismatch_is_refused(lora_run):
         adapt.load_adapter(run, base=type(load_sam2("tiny")[0])(other))
     same = adapt.load_adapter(run, base=load_sam2("tiny")[0])
     assert torch.equal(masks(same.model), expected)
+
+
+def test_base_from_a_local_directory_is_checked_by_architecture(lora_run, tmp_path):
+    run, expected = lora_run
+    load_sam2("tiny")[0].save_pretrained(tmp_path / "tiny-copy")  # e.g. `hf download` output offline
+    loaded = adapt.load_adapter(run, base=str(tmp_path / "tiny-copy"))
+    # from_pretrained picks SDPA attention where a constructed model runs eager: close, not bitwise.
+    torch.testing.assert_close(masks(loaded.model), expected, atol=1e-4, rtol=1e-4)
+    other = tiny_config()
+    other.mask_decoder_config.hidden_size = 16
+    type(load_sam2("tiny")[0])(other).save_pretrained(tmp_path / "other")
+    with pytest.raises(ConfigError, match="mask_decoder_hidden_size"):
+        adapt.load_adapter(run, base=str(tmp_path / "other"))
 
 
 def test_missing_repo_offline_says_how_to_fix(monkeypatch):
