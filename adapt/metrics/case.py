@@ -1,0 +1,28 @@
+"""All volume metrics of one case in one call, the row ``adapt.evaluate`` writes per case."""
+
+from __future__ import annotations
+
+from adapt.metrics.overlap import ArrayLike, as_mask, dice, iou
+from adapt.metrics.surface import Spacing, hd95, nsd
+
+
+def case_metrics(pred: ArrayLike, gt: ArrayLike, spacing: Spacing = None,
+                 tolerance_mm: float | None = None) -> dict[str, float]:
+    """Dice, IoU, HD95 and (given a tolerance) NSD of one predicted mask against its ground truth.
+
+    Args:
+        pred: predicted mask, 2D or 3D; nonzero is foreground.
+        gt: ground-truth mask of the same shape.
+        spacing: voxel size in mm per axis; None measures distances in voxels.
+        tolerance_mm: NSD tolerance; NSD is left out when None, since it has no neutral default.
+
+    Returns:
+        ``{"dice", "iou", "hd95"[, "nsd"], "gt_voxels", "pred_voxels"}``; the voxel counts make
+        an undefined HD95 (an empty side) explainable in the case table.
+    """
+    pred_t, gt_t = as_mask(pred), as_mask(gt)
+    row = {"dice": dice(pred_t, gt_t), "iou": iou(pred_t, gt_t), "hd95": hd95(pred_t, gt_t, spacing)}
+    if tolerance_mm is not None:
+        row["nsd"] = nsd(pred_t, gt_t, spacing, tolerance_mm=tolerance_mm)
+    row.update(gt_voxels=int(gt_t.sum()), pred_voxels=int(pred_t.sum()))
+    return row

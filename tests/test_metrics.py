@@ -1,0 +1,455 @@
+"""Every metric against hand-computed cases, its empty-mask convention, and MONAI/torchmetrics."""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from monai.metrics import DiceMetric, MeanIoU, compute_hausdorff_distance, compute_iou, compute_surface_dice
+from scipy.ndimage import binary_erosion
+from scipy.spatial.distance import cdist
+
+from adapt.metrics import (
+    FrameTimer,
+    boundary_map,
+    boundary_pixels,
+    boundary_precision_recall,
+    case_metrics,
+    class_iou,
+    confusion_matrix,
+    contour_accuracy_f,
+    dice,
+    dice_score,
+    fps,
+    global_accuracy,
+    hd95,
+    iou,
+    iou_score,
+    j_and_f,
+    mean_pixel_accuracy,
+    miou,
+    nsd,
+    pixel_accuracy,
+    region_similarity_j,
+    summarize,
+)
+
+nan = float("nan")
+
+
+def box(shape: tuple[int, ...], *slices: slice) -> np.ndarray:
+    """A boolean array of ``shape`` that is True inside the given slices."""
+    mask = np.zeros(shape, bool)
+    mask[slices] = True
+    return mask
+
+
+def random_masks(seed: int, shape: tuple[int, ...], p: float = 0.3) -> np.ndarray:
+    return np.random.default_rng(seed).random(shape) < p
+
+
+# ----------------------------------------------------------------------------- Dice / IoU
+
+# 4x4 by hand:      pred          gt
+#                 1 1 1 0       0 1 1 0
+#                 1 1 1 0       0 1 1 0
+#                 0 0 0 0       0 1 1 0
+#                 0 0 0 0       0 0 0 0
+# |P| = 6, |G| = 6, |P∩G| = 4 (rows 0-1, cols 1-2), |P∪G| = 8
+# Dice = 2*4 / 12 = 2/3, IoU = 4 / 8 = 1/2.
+PRED_4 = box((4, 4), slice(0, 2), slice(0, 3))
+GT_4 = box((4, 4), slice(0, 3), slice(1, 3))
+
+
+def test_dice_iou_hand_computed_4x4():
+    assert dice(PRED_4, GT_4) == pytest.approx(2 / 3)
+    assert iou(PRED_4, GT_4) == pytest.approx(1 / 2)
+    pred, gt = torch.from_numpy(PRED_4), torch.from_numpy(GT_4)
+    assert dice_score(pred, gt).item() == pytest.approx(2 / 3)
+    assert iou_score(pred, gt).item() == pytest.approx(1 / 2)
+    # uint8 label maps read from files count nonzero as foreground
+    assert dice(PRED_4.astype(np.uint8) * 255, GT_4.astype(np.uint8)) == pytest.approx(2 / 3)
+
+
+@pytest.mark.parametrize(
+    ("pred", "gt", "expected"),
+    [
+        (np.zeros((4, 4), bool), np.zeros((4, 4), bool), 1.0),  # both empty: correct "no object"
+        (np.zeros((4, 4), bool), GT_4, 0.0),  # missed object
+        (PRED_4, np.zeros((4, 4), bool), 0.0),  # false positive on an empty image
+    ],
+    ids=["both-empty", "empty-pred", "empty-gt"],
+)
+def test_dice_iou_empty_convention(pred, gt, expected):
+    for value in (dice(pred, gt), iou(pred, gt), dice_score(torch.from_numpy(pred), torch.from_numpy(gt)).item(),
+                  iou_score(torch.from_numpy(pred), torch.from_numpy(gt)).item()):
+        assert value == expected
+
+
+def test_one_pixel_objects_have_no_smoothing_bias():
+    one = box((5, 5), slice(2, 3), slice(2, 3))
+    assert dice(one, one) == 1.0 and iou(one, one) == 1.0
+    # a missed one-pixel object scores 0, not the 0.5 an eps of 1 would give
+    assert dice(box((5, 5), slice(0, 1), slice(0, 1)), one) == 0.0
+    # one pixel against two: Dice 2*1/3, IoU 1/2
+    two = box((5, 5), slice(2, 3), slice(2, 4))
+    assert dice(one, two) == pytest.approx(2 / 3) and iou(one, two) == pytest.approx(1 / 2)
+
+
+def test_batched_shapes_and_numpy_agreement():
+    pred, gt = random_masks(0, (3, 2, 16, 16)), random_masks(1, (3, 2, 16, 16))
+    gt[0, 1] = False  # an empty target among them
+    pred[0, 1] = False  # ... with an empty prediction: 1.0
+    gt[2, 0] = False  # an empty target with a non-empty prediction: 0.0
+    pred_t, gt_t = torch.from_numpy(pred), torch.from_numpy(gt)
+    d, j = dice_score(pred_t, gt_t), iou_score(pred_t, gt_t)
+    assert d.shape == j.shape == (3, 2) and d.dtype == torch.float32
+    for b, n in np.ndindex(3, 2):
+        assert d[b, n].item() == pytest.approx(dice(pred[b, n], gt[b, n]), abs=1e-6)
+        assert j[b, n].item() == pytest.approx(iou(pred[b, n], gt[b, n]), abs=1e-6)
+    assert d[0, 1] == 1.0 and d[2, 0] == 0.0
+
+
+def test_batched_3d_volumes_reduce_three_dims():
+    pred, gt = random_masks(2, (2, 4, 8, 8)), random_masks(3, (2, 4, 8, 8))
+    d = dice_score(torch.from_numpy(pred), torch.from_numpy(gt), dims=3)
+    assert d.shape == (2,)
+    assert d.tolist() == pytest.approx([dice(pred[0], gt[0]), dice(pred[1], gt[1])], abs=1e-6)
+    with pytest.raises(ValueError, match="same shape"):
+        dice_score(torch.zeros(2, 4, 4, dtype=torch.bool), torch.zeros(2, 4, 5, dtype=torch.bool))
+
+
+def test_soft_dice_and_finite_gradients_on_empty_objects():
+    # pred probabilities 0.5, 0.5 on the top row, target the top-left pixel:
+    # Dice = 2*0.5 / (1 + 1) = 0.5, IoU = 0.5 / (1 + 1 - 0.5) = 1/3
+    pred = torch.tensor([[[0.5, 0.5], [0.0, 0.0]], [[0.0, 0.0], [0.0, 0.0]]], requires_grad=True)
+    target = torch.tensor([[[1.0, 0.0], [0.0, 0.0]], [[0.0, 0.0], [0.0, 0.0]]])
+    d = dice_score(pred, target)
+    assert d.tolist() == pytest.approx([0.5, 1.0])
+    assert iou_score(pred, target)[0].item() == pytest.approx(1 / 3)
+    d.sum().backward()
+    assert torch.isfinite(pred.grad).all()
+    # half-precision inputs are scored in float32
+    assert dice_score(pred.detach().bfloat16(), target.bfloat16()).dtype == torch.float32
+
+
+def test_dice_iou_agree_with_monai_on_random_masks():
+    pred, gt = random_masks(4, (6, 1, 24, 24)), random_masks(5, (6, 1, 24, 24))
+    gt[1], pred[2], gt[3], pred[3] = False, False, False, False
+    pt, gtt = torch.from_numpy(pred).float(), torch.from_numpy(gt).float()
+    monai_dice = DiceMetric(include_background=True, reduction="none", ignore_empty=False)(pt, gtt)
+    monai_iou = MeanIoU(include_background=True, reduction="none", ignore_empty=False)(pt, gtt)
+    assert torch.allclose(dice_score(pt.bool(), gtt.bool()), monai_dice.float(), atol=1e-6)
+    assert torch.allclose(iou_score(pt.bool(), gtt.bool()), monai_iou.float(), atol=1e-6)
+    # MONAI's default (ignore_empty=True) differs only where the target is empty: nan there
+    default = DiceMetric(include_background=True, reduction="none")(pt, gtt)[:, 0]
+    assert torch.isnan(default[[1, 3]]).all()
+    assert torch.allclose(default[[0, 2, 4, 5]], monai_dice[[0, 2, 4, 5], 0])
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_batched_scores_stay_on_the_gpu_without_sync():
+    pred = torch.rand(4, 3, 64, 64, device="cuda") > 0.5
+    gt = torch.rand(4, 3, 64, 64, device="cuda") > 0.5
+    gt[0, 0] = pred[0, 0] = False
+    torch.cuda.set_sync_debug_mode("error")  # any device-to-host sync raises
+    try:
+        d, j = dice_score(pred, gt), iou_score(pred, gt)
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+    assert d.device.type == "cuda" and d[0, 0].item() == 1.0
+    assert torch.allclose(d.cpu(), dice_score(pred.cpu(), gt.cpu()))
+    assert torch.allclose(j.cpu(), iou_score(pred.cpu(), gt.cpu()))
+    assert torch.allclose(contour_accuracy_f(pred, gt).cpu(), contour_accuracy_f(pred.cpu(), gt.cpu()))
+
+
+# ----------------------------------------------------------------------------- NSD / HD95
+
+# 10x10, gt a 4x4 square at rows 2-5, cols 2-5; pred the same square one column right.
+# Edge pixels (mask minus cross erosion) are each square's ring of 12.
+# Spacing (1, 1): every ring pixel lies 0 (6 of 12) or 1 voxel (6 of 12) from the other ring,
+#   so HD95 = 1 and NSD(tol 0.5) = 12/24 = 1/2.
+# Spacing (1, 2) (a column is 2 mm): the shift is 2 mm. Pred ring -> gt ring:
+#   6 on the gt ring (0), the 2 inner pixels of pred's left column 1 mm from gt's top/bottom row,
+#   the 4 pixels of pred's right column 2 mm from gt's right column; gt -> pred mirrors it.
+#   Sorted: 0 x6, 1 x2, 2 x4 -> 95th percentile (index 10.45 of 0..11) = 2 mm; NSD(1.5 mm) = 16/24.
+# Spacing (2, 1) (a row is 2 mm): the column shift is 1 mm and nothing is farther -> HD95 = 1 mm.
+GT_SQ = box((10, 10), slice(2, 6), slice(2, 6))
+PRED_SQ = box((10, 10), slice(2, 6), slice(3, 7))
+
+
+def test_hd95_shifted_square_voxels_versus_mm():
+    assert hd95(PRED_SQ, GT_SQ) == pytest.approx(1.0)
+    assert hd95(PRED_SQ, GT_SQ, spacing=(1.0, 2.0)) == pytest.approx(2.0)
+    assert hd95(PRED_SQ, GT_SQ, spacing=(2.0, 1.0)) == pytest.approx(1.0)
+    assert hd95(GT_SQ, GT_SQ, spacing=(3.0, 0.5)) == 0.0
+
+
+def test_nsd_shifted_square_voxels_versus_mm():
+    assert nsd(PRED_SQ, GT_SQ, tolerance_mm=0.5) == pytest.approx(1 / 2)
+    assert nsd(PRED_SQ, GT_SQ, tolerance_mm=1.5) == pytest.approx(1.0)
+    assert nsd(PRED_SQ, GT_SQ, spacing=(1.0, 2.0), tolerance_mm=1.5) == pytest.approx(16 / 24)
+    assert nsd(PRED_SQ, GT_SQ, spacing=(1.0, 2.0), tolerance_mm=2.0) == pytest.approx(1.0)
+
+
+def test_one_voxel_objects_anisotropic():
+    # 2D: 3 columns apart; columns 2 mm -> 6 mm, rows 2 mm -> 3 mm
+    gt, pred = box((6, 8), slice(2, 3), slice(2, 3)), box((6, 8), slice(2, 3), slice(5, 6))
+    assert hd95(pred, gt) == pytest.approx(3.0)
+    assert hd95(pred, gt, spacing=(1.0, 2.0)) == pytest.approx(6.0)
+    assert hd95(pred, gt, spacing=(2.0, 1.0)) == pytest.approx(3.0)
+    assert nsd(pred, gt, spacing=(1.0, 2.0), tolerance_mm=5.0) == 0.0
+    assert nsd(pred, gt, spacing=(2.0, 1.0), tolerance_mm=5.0) == 1.0
+    # 3D CT-like spacing (5 mm slices, 0.7 mm in-plane): two slices apart = 10 mm, not 2
+    gt3 = box((6, 4, 4), slice(1, 2), slice(1, 2), slice(1, 2))
+    pred3 = box((6, 4, 4), slice(3, 4), slice(1, 2), slice(1, 2))
+    assert hd95(pred3, gt3, spacing=(5.0, 0.7, 0.7)) == pytest.approx(10.0)
+    assert hd95(pred3, gt3, spacing=5.0) == pytest.approx(10.0)
+    assert hd95(pred3, gt3) == pytest.approx(2.0)
+
+
+@pytest.mark.parametrize(
+    ("pred", "gt", "nsd_expected"),
+    [(np.zeros((6, 6), bool), np.zeros((6, 6), bool), nan),
+     (np.zeros((6, 6), bool), box((6, 6), slice(1, 3), slice(1, 3)), 0.0),
+     (box((6, 6), slice(1, 3), slice(1, 3)), np.zeros((6, 6), bool), 0.0)],
+    ids=["both-empty", "empty-pred", "empty-gt"],
+)
+def test_surface_empty_convention_without_warnings(pred, gt, nsd_expected):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert math.isnan(hd95(pred, gt, spacing=(1.0, 1.0)))
+        result = nsd(pred, gt, tolerance_mm=1.0)
+    assert (math.isnan(result) and math.isnan(nsd_expected)) or result == nsd_expected
+
+
+def _brute_force_surface(pred: np.ndarray, gt: np.ndarray, spacing: tuple[float, ...]):
+    """Directed edge-to-edge distances in mm, from scratch (scipy), independent of MONAI."""
+    edges = [np.argwhere(m & ~binary_erosion(m)) * np.asarray(spacing) for m in (pred, gt)]
+    d = cdist(edges[0], edges[1])
+    return d.min(1), d.min(0)
+
+
+@pytest.mark.filterwarnings("ignore:.*always_return_as_numpy:FutureWarning")  # MONAI's own internal call
+@pytest.mark.parametrize("shape,spacing", [((20, 24), (0.8, 2.5)), ((6, 12, 10), (5.0, 0.7, 0.9))])
+def test_surface_metrics_agree_with_monai_and_brute_force(shape, spacing):
+    for seed in range(3):
+        pred, gt = random_masks(10 + seed, shape, 0.4), random_masks(20 + seed, shape, 0.4)
+        a, b = torch.from_numpy(pred)[None, None].float(), torch.from_numpy(gt)[None, None].float()
+        monai_hd = compute_hausdorff_distance(a, b, include_background=True, percentile=95, spacing=list(spacing))
+        monai_nsd = compute_surface_dice(a, b, [2.0], include_background=True, spacing=list(spacing))
+        assert hd95(pred, gt, spacing) == pytest.approx(monai_hd.item(), rel=1e-5)
+        assert nsd(pred, gt, spacing, tolerance_mm=2.0) == pytest.approx(monai_nsd.item(), rel=1e-5)
+        forward, backward = _brute_force_surface(pred, gt, spacing)
+        expected_hd95 = max(np.percentile(forward, 95), np.percentile(backward, 95))
+        expected_nsd = ((forward <= 2.0).sum() + (backward <= 2.0).sum()) / (forward.size + backward.size)
+        assert hd95(pred, gt, spacing) == pytest.approx(expected_hd95, rel=1e-5)
+        assert nsd(pred, gt, spacing, tolerance_mm=2.0) == pytest.approx(expected_nsd, rel=1e-5)
+
+
+def test_surface_rejects_bad_spacing():
+    with pytest.raises(ValueError, match="spacing"):
+        hd95(PRED_SQ, GT_SQ, spacing=(1.0, 1.0, 1.0))
+    with pytest.raises(ValueError, match="spacing"):
+        nsd(PRED_SQ, GT_SQ, spacing=(1.0, 0.0), tolerance_mm=1.0)
+
+
+def test_case_metrics_row():
+    row = case_metrics(PRED_SQ, GT_SQ, spacing=(1.0, 2.0), tolerance_mm=1.5)
+    # 4x4 squares overlapping in 4x3: Dice 24/32, IoU 12/20
+    expected = {"dice": 0.75, "iou": 0.6, "hd95": 2.0, "nsd": 2 / 3, "gt_voxels": 16, "pred_voxels": 16}
+    assert row == pytest.approx(expected)
+    assert "nsd" not in case_metrics(PRED_SQ, GT_SQ)
+
+
+# ----------------------------------------------------------------------------- semantic
+
+# 4x4, 3 classes:   target        pred
+#                 0 0 1 1       0 0 0 1
+#                 0 0 1 1       0 0 1 1
+#                 2 2 2 2       2 2 1 2
+#                 2 2 2 2       2 2 2 2
+# rows = truth:  class 0 -> [4 0 0]; class 1 -> [1 3 0] (one 1 called 0); class 2 -> [0 1 7]
+# IoU: 0: 4/(4+1) = 0.8; 1: 3/(4+4-3) = 0.6; 2: 7/(8+7-7) = 0.875; mIoU = 2.275/3
+# per-class accuracy (recall): 4/4, 3/4, 7/8, mean 0.875; global 14/16 = 0.875
+TARGET_SEM = np.array([[0, 0, 1, 1], [0, 0, 1, 1], [2, 2, 2, 2], [2, 2, 2, 2]])
+PRED_SEM = np.array([[0, 0, 0, 1], [0, 0, 1, 1], [2, 2, 1, 2], [2, 2, 2, 2]])
+
+
+def test_semantic_hand_computed():
+    cm = confusion_matrix(PRED_SEM, TARGET_SEM, 3)
+    assert cm.tolist() == [[4, 0, 0], [1, 3, 0], [0, 1, 7]]
+    assert class_iou(cm).tolist() == pytest.approx([0.8, 0.6, 0.875])
+    assert miou(cm).item() == pytest.approx(2.275 / 3)
+    assert pixel_accuracy(cm).tolist() == pytest.approx([1.0, 0.75, 0.875])
+    assert mean_pixel_accuracy(cm).item() == pytest.approx(0.875)
+    assert global_accuracy(cm).item() == pytest.approx(14 / 16)
+
+
+def test_semantic_ignore_index_and_absent_classes():
+    target = TARGET_SEM.copy()
+    target[3, 3] = 255  # void: a correct class-2 pixel leaves the count
+    cm = confusion_matrix(PRED_SEM, target, 3, ignore_index=255)
+    assert cm[2].tolist() == [0, 1, 6] and global_accuracy(cm).item() == pytest.approx(13 / 15)
+    # class 3 in neither map: undefined (nan) and out of the means, which stay as above
+    cm4 = confusion_matrix(PRED_SEM, TARGET_SEM, 4)
+    assert math.isnan(class_iou(cm4)[3]) and math.isnan(pixel_accuracy(cm4)[3])
+    assert miou(cm4).item() == pytest.approx(2.275 / 3)
+    assert mean_pixel_accuracy(cm4).item() == pytest.approx(0.875)
+    # class 3 predicted but absent from the truth: IoU 0 counts, accuracy stays undefined
+    pred = PRED_SEM.copy()
+    pred[0, 0] = 3
+    cm4 = confusion_matrix(pred, TARGET_SEM, 4)
+    assert class_iou(cm4)[3] == 0.0 and math.isnan(pixel_accuracy(cm4)[3])
+    with pytest.raises(ValueError, match="labels"):
+        confusion_matrix(PRED_SEM, TARGET_SEM, 2)
+
+
+def test_semantic_agrees_with_torchmetrics_and_monai():
+    from torchmetrics.classification import MulticlassAccuracy, MulticlassJaccardIndex
+
+    rng = np.random.default_rng(7)
+    target, pred = torch.from_numpy(rng.integers(0, 4, (3, 32, 32))), torch.from_numpy(rng.integers(0, 4, (3, 32, 32)))
+    cm = confusion_matrix(pred, target, 4)
+    assert torch.allclose(class_iou(cm).float(), MulticlassJaccardIndex(4, average=None)(pred, target))
+    assert miou(cm).item() == pytest.approx(MulticlassJaccardIndex(4, average="macro")(pred, target).item(), abs=1e-6)
+    assert torch.allclose(pixel_accuracy(cm).float(), MulticlassAccuracy(4, average=None)(pred, target))
+    macro, micro = (MulticlassAccuracy(4, average=a)(pred, target).item() for a in ("macro", "micro"))
+    assert mean_pixel_accuracy(cm).item() == pytest.approx(macro, abs=1e-6)
+    assert global_accuracy(cm).item() == pytest.approx(micro, abs=1e-6)
+    # MONAI's per-image IoU on one-hot maps equals ours on that image's confusion matrix
+    one_hot = lambda x: torch.nn.functional.one_hot(x, 4).permute(0, 3, 1, 2).float()  # noqa: E731
+    monai = compute_iou(one_hot(pred), one_hot(target), include_background=True)
+    for i in range(3):
+        assert torch.allclose(class_iou(confusion_matrix(pred[i], target[i], 4)).float(), monai[i])
+
+
+# ----------------------------------------------------------------------------- DAVIS J / F
+
+# 20x20, gt a 10x10 square (rows 5-14, cols 5-14), pred shifted right by 2 (cols 7-16).
+# Boundaries are 36-pixel rings. With a radius-1 disk (the cross), a pred ring pixel matches
+# if a gt ring pixel is at distance <= 1: top and bottom rows cols 7-15 (9 + 9), and in
+# pred's left column (col 7) only rows 6 and 13, next to gt's top/bottom rows (2);
+# pred's right column (col 16) is 2 px from gt's. Precision = 20/36 = 5/9 and, mirrored,
+# recall = 5/9, so F = 5/9. With radius 2 every ring pixel matches: F = 1.
+# DAVIS's default bound_th 0.008 x diagonal (28.3 px) = 0.23 -> ceil -> 1 px.
+# J of this frame: overlap 10x8 = 80, union 120 -> 2/3.
+GT_V = box((20, 20), slice(5, 15), slice(5, 15))
+PRED_V = box((20, 20), slice(5, 15), slice(7, 17))
+
+
+def test_boundary_map_rings_and_image_border():
+    ring = boundary_map(box((8, 8), slice(2, 6), slice(2, 6)))
+    assert ring.sum() == 12 and not ring[3:5, 3:5].any() and ring[2, 2:6].all() and ring[2:6, 2].all()
+    assert boundary_map(box((8, 8), slice(3, 4), slice(3, 4))).sum() == 1  # a single pixel is its own boundary
+    assert boundary_map(np.ones((4, 4), bool)).sum() == 12  # the image edge is a boundary
+    assert boundary_pixels(480, 854) == 8 and boundary_pixels(20, 20) == 1 and boundary_pixels(20, 20, 3) == 3
+
+
+def test_contour_accuracy_shifted_square():
+    precision, recall = boundary_precision_recall(PRED_V, GT_V, bound_th=1)
+    assert precision.item() == pytest.approx(5 / 9) and recall.item() == pytest.approx(5 / 9)
+    assert contour_accuracy_f(PRED_V, GT_V, bound_th=1).item() == pytest.approx(5 / 9)
+    assert contour_accuracy_f(PRED_V, GT_V).item() == pytest.approx(5 / 9)
+    assert contour_accuracy_f(PRED_V, GT_V, bound_th=2).item() == pytest.approx(1.0)
+    assert region_similarity_j(PRED_V, GT_V).item() == pytest.approx(2 / 3)
+
+
+def test_davis_style_boundary_reproduces_seg2bmap():
+    # seg2bmap marks pixels differing from their right, lower or lower-right neighbour: for a
+    # 4x4 square (rows/cols 2-5) that is the ring of the 5x5 square rows/cols 1-5, 16 pixels,
+    # half a pixel towards the origin; the image border is not a boundary.
+    ring = boundary_map(box((8, 8), slice(2, 6), slice(2, 6)), boundary="davis")
+    assert ring.sum() == 16 and ring[1, 1:6].all() and ring[1:6, 1].all() and ring[5, 1:6].all() and ring[1:6, 5].all()
+    assert boundary_map(np.ones((4, 4), bool), boundary="davis").sum() == 0
+    # Shifted 10x10 squares: 40-pixel rings (11x11); radius 1 matches 10 + 10 along the top and
+    # bottom rows and 2 in the left column: P = R = F = 22/40; radius 2 matches all.
+    assert contour_accuracy_f(PRED_V, GT_V, bound_th=1, boundary="davis").item() == pytest.approx(22 / 40)
+    assert contour_accuracy_f(PRED_V, GT_V, bound_th=2, boundary="davis").item() == pytest.approx(1.0)
+    assert j_and_f(PRED_V[None], GT_V[None], boundary="davis").f.item() == pytest.approx(22 / 40)
+    with pytest.raises(ValueError, match="boundary"):
+        boundary_map(GT_V, boundary="outer")
+
+
+def test_contour_one_pixel_objects():
+    gt = box((20, 20), slice(10, 11), slice(10, 11))
+    assert contour_accuracy_f(box((20, 20), slice(10, 11), slice(11, 12)), gt, bound_th=1).item() == 1.0
+    assert contour_accuracy_f(box((20, 20), slice(10, 11), slice(12, 13)), gt, bound_th=1).item() == 0.0
+
+
+@pytest.mark.parametrize(
+    ("pred", "gt", "expected"),  # expected (precision, recall, F, J), DAVIS conventions
+    [(np.zeros((20, 20), bool), np.zeros((20, 20), bool), (1.0, 1.0, 1.0, 1.0)),
+     (np.zeros((20, 20), bool), GT_V, (1.0, 0.0, 0.0, 0.0)),
+     (PRED_V, np.zeros((20, 20), bool), (0.0, 1.0, 0.0, 0.0))],
+    ids=["both-empty", "empty-pred", "empty-gt"],
+)
+def test_davis_empty_convention(pred, gt, expected):
+    precision, recall = boundary_precision_recall(pred, gt)
+    got = (precision.item(), recall.item(), contour_accuracy_f(pred, gt).item(), region_similarity_j(pred, gt).item())
+    assert got == expected
+
+
+def test_j_and_f_over_frames_and_objects():
+    # frame 0 perfect (J = F = 1), frame 1 shifted (J = 2/3, F = 5/9):
+    # J-Mean 5/6, F-Mean 7/9, J&F = (15/18 + 14/18) / 2 = 29/36
+    video_pred, video_gt = np.stack([GT_V, PRED_V]), np.stack([GT_V, GT_V])
+    scores = j_and_f(video_pred, video_gt)
+    assert scores.j.tolist() == pytest.approx([1.0, 2 / 3]) and scores.f.tolist() == pytest.approx([1.0, 5 / 9])
+    assert scores.j_mean.item() == pytest.approx(5 / 6) and scores.f_mean.item() == pytest.approx(7 / 9)
+    assert scores.j_and_f.item() == pytest.approx(29 / 36)
+    # two objects at once: [objects, frames, H, W] -> per object; the second object is perfect
+    both = j_and_f(np.stack([video_pred, video_gt]), np.stack([video_gt, video_gt]))
+    assert both.j.shape == (2, 2) and both.j_and_f.tolist() == pytest.approx([29 / 36, 1.0])
+
+
+def test_davis_void_pixels_are_ignored():
+    void = np.zeros((20, 20), bool)
+    void[:, [5, 6, 15, 16]] = True  # exactly the columns where the shifted square disagrees
+    assert region_similarity_j(PRED_V, GT_V, void=void).item() == 1.0
+    assert region_similarity_j(PRED_V, GT_V).item() < 1.0
+
+
+# ----------------------------------------------------------------------------- speed
+
+def test_fps_and_frame_timer_with_a_fake_clock():
+    assert fps(30, 2.0) == 15.0
+    with pytest.raises(ValueError):
+        fps(30, 0.0)
+    ticks = iter([10.0, 12.5])
+    timer = FrameTimer(clock=lambda: next(ticks))
+    with pytest.raises(RuntimeError):
+        _ = timer.fps
+    with timer:
+        timer.count(4)
+        timer.count()
+    assert timer.frames == 5 and timer.seconds == 2.5 and timer.fps == 2.0
+
+
+# ----------------------------------------------------------------------------- summaries
+
+def test_summarize_counts_undefined_and_never_emits_nan():
+    summary = summarize({"dice": [0.5, 1.0, nan], "hd95": [nan, float("inf")], "nsd": [torch.tensor(0.25)]})
+    assert summary["dice"] == {"mean": 0.75, "std": 0.25, "median": 0.75, "min": 0.5, "max": 1.0,
+                               "count": 2, "count_undefined": 1}
+    assert summary["hd95"] == {"mean": None, "std": None, "median": None, "min": None, "max": None,
+                               "count": 0, "count_undefined": 2}
+    assert summary["nsd"]["mean"] == 0.25 and summary["nsd"]["std"] == 0.0
+    json.dumps(summary, allow_nan=False)
+
+
+def test_summarize_case_rows():
+    rows = [{"case": "liver_0", "dice": 0.5, "hd95": 4.0}, {"case": "liver_1", "dice": 0.7, "hd95": nan},
+            {"case": "liver_2", "dice": 0.9}]
+    summary = summarize(rows)
+    assert set(summary) == {"dice", "hd95"}  # the case ids are not a metric
+    assert summary["dice"]["mean"] == pytest.approx(0.7) and summary["dice"]["median"] == pytest.approx(0.7)
+    assert summary["hd95"]["count"] == 1 and summary["hd95"]["count_undefined"] == 2
+    assert summarize(rows, metrics=["dice"], ddof=1)["dice"]["std"] == pytest.approx(0.2)
+    with pytest.raises(KeyError, match="nsd"):
+        summarize(rows, metrics=["nsd"])
