@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 TASKS = {
     "segmentation": "adapt.tasks.segmentation:SegmentationTask",
     "propagation": "adapt.tasks.propagation:PropagationTask",
+    "semantic": "adapt.tasks.semantic:SemanticTask",
 }
 
 
@@ -62,7 +63,6 @@ def prepare_run_dir(cfg: DictConfig) -> Path:
 def build_trainer(cfg: DictConfig, run_dir: Path) -> L.Trainer:
     """A Lightning Trainer from the ``trainer`` group, with our logger and callbacks."""
     options = OmegaConf.to_container(cfg.trainer, resolve=True)
-    options = {k: v for k, v in options.items() if v is not None}
     if isinstance(options.get("strategy"), dict):  # e.g. FSDPStrategy with its options
         options["strategy"] = hydra.utils.instantiate(options["strategy"], _convert_="all")
     return L.Trainer(
@@ -116,7 +116,8 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     # Data first: a missing dataset is reported before minutes of model loading.
     datamodule = build_datamodule(cfg.data, image_size=cfg.model.image_size, seed=cfg.seed)
     cache["namespace"] = namespace(OmegaConf.to_container(cfg.model, resolve=True), datamodule.preprocessing)
-    task = task_class(cfg.task)(
+    task_cls = task_class(cfg.task)
+    task = task_cls(
         model=OmegaConf.to_container(cfg.model, resolve=True),
         adapter=OmegaConf.to_container(cfg.adapter, resolve=True),
         optim=OmegaConf.to_container(cfg.optim, resolve=True),
@@ -124,6 +125,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
         prompts=OmegaConf.to_container(cfg.prompts, resolve=True),
         compile=cfg.compile,
         embedding_cache=cache,
+        **task_cls.options_from_data(datamodule),
     )
     trainer = build_trainer(cfg, run_dir)
     if trainer.is_global_zero:
@@ -152,7 +154,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     if trainer.is_global_zero:
         save_adapter(
             task.model,
-            metrics["adapter"],
+            dict(task.hparams.adapter),
             run_dir / "adapter",
             metadata={
                 "base_model": {"name": task.model_info.name, "revision": task.model_info.revision},
@@ -163,6 +165,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
                 "license": getattr(datamodule.card, "license", None),
                 "preprocessing": datamodule.preprocessing,
                 "label_map": datamodule.label_map,
+                "classes": getattr(task, "classes", None),
                 "prompt": OmegaConf.to_container(cfg.data.prompt, resolve=True),
                 "metrics": after,
             },

@@ -51,9 +51,11 @@ def test_trainable_count(kind):
 
 
 def _loss(model, batch):
+    """Dice + BCE. The IoU-regression term is left out here: a random model's logits sit at
+    zero, so its IoU target (of the thresholded mask) jumps from step to step."""
     out = model(pixel_values=preprocess(batch["image"]), input_boxes=batch["boxes"], multimask_output=False)
     logits = nn.functional.interpolate(out.pred_masks[:, :, 0], size=(128, 128), mode="bilinear")
-    return segmentation_loss(logits[:, :, None], batch["label"], out.iou_scores, LossWeights())[0]
+    return segmentation_loss(logits[:, :, None], batch["label"], out.iou_scores, LossWeights(iou=0.0))[0]
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -62,7 +64,7 @@ def test_steps_lower_loss_and_touch_only_trainable_weights(kind, box_batch):
     model = apply_adapter(load_sam2("tiny")[0], KINDS[kind])
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=3e-3)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
     first = _loss(model, box_batch)
     for _ in range(6):
         optimizer.zero_grad()

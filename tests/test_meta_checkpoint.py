@@ -217,9 +217,13 @@ def test_long_key_lists_are_shortened_with_a_count(tmp_path, image_model):
 
 def test_shape_mismatch_names_the_key_and_the_fix(tmp_path, image_model):
     path = save_meta(image_model, tmp_path / "x.pt")
-    other = Sam2Model(image_config(memory_config()))  # hidden 128 instead of 32
+    config = image_config(memory_config())
+    for sub in (config.prompt_encoder_config, config.mask_decoder_config):
+        sub.hidden_size = 64
+    config.vision_config.fpn_hidden_size = 64
+    other = Sam2Model(config)  # hidden 64 instead of the tiny model's 128
     with pytest.raises(ConfigError, match=r"differ in shape.*vision_encoder\.neck\.convs\.0\.weight "
-                       r"\(32, 96, 1, 1\) in file vs \(128, 96, 1, 1\) in model.*model\.name=") as error:
+                       r"\(128, 96, 1, 1\) in file vs \(64, 96, 1, 1\) in model.*model\.name=") as error:
         load_meta_checkpoint(other, path)
     assert str(path) in str(error.value)
 

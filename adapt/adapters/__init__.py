@@ -39,16 +39,22 @@ def apply_adapter(model: nn.Module, spec: Mapping[str, Any]) -> nn.Module:
             lora/dora: ``rank``, ``alpha``, ``dropout``, ``targets``, ``modules_to_save``;
             bottleneck: ``reduction``, ``placement``, ``blocks``, ``mlp_scale``;
             decoder: ``modules`` (default ``["mask_decoder"]``); full: none.
+            Every kind also takes ``task_modules``: modules a task added to SAM2 (e.g. the
+            semantic head's class prompts) that train in full whatever the adapter.
     """
     kind, options = adapter_options(spec)
+    task_modules = list(options.pop("task_modules", None) or [])
     freeze(model)
     try:
         if kind in ("lora", "dora"):
-            return apply_lora(model, use_dora=kind == "dora", **options)
+            saved = list(options.pop("modules_to_save", None) or []) + task_modules
+            return apply_lora(model, use_dora=kind == "dora", modules_to_save=saved or None, **options)
         if kind == "bottleneck":
-            return apply_bottleneck(model, BottleneckConfig(**options))
-        if kind == "decoder":
-            return apply_partial(model, options.get("modules", ["mask_decoder"]))
-        return apply_partial(model, ["*"])
+            model = apply_bottleneck(model, BottleneckConfig(**options))
+        elif kind == "decoder":
+            model = apply_partial(model, options.get("modules", ["mask_decoder"]))
+        else:
+            model = apply_partial(model, ["*"])
     except TypeError as err:
         raise ConfigError(f"adapter={kind}: unknown option ({err})") from None
+    return apply_partial(model, task_modules) if task_modules else model

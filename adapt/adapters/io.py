@@ -23,6 +23,7 @@ from adapt.adapters.bottleneck import PEFT_TYPE as BOTTLENECK
 from adapt.adapters.partial import PEFT_TYPE as PARTIAL
 from adapt.errors import ConfigError
 from adapt.models.sam2 import freeze
+from adapt.models.semantic import ATTRIBUTE, add_class_prompts
 
 CONFIG_FILE = "adapter_config.json"
 WEIGHTS_FILE = "adapter_model.safetensors"
@@ -53,7 +54,7 @@ def save_adapter(
         model.save_pretrained(out_dir)
     else:
         peft_type = BOTTLENECK if kind == "bottleneck" else PARTIAL
-        config = {"peft_type": peft_type, **{k: v for k, v in spec.items()}}
+        config = {"peft_type": peft_type, **spec}
         (out_dir / CONFIG_FILE).write_text(json.dumps(config, indent=2))
         save_file(trainable_state_dict(model), out_dir / WEIGHTS_FILE)
     (out_dir / METADATA_FILE).write_text(json.dumps({"adapter": dict(spec), **metadata}, indent=2, default=str))
@@ -64,6 +65,13 @@ def read_metadata(adapter_dir: str | Path) -> dict[str, Any]:
     """The ``sam2_adapt.json`` of an adapter directory (empty if it was written by plain peft)."""
     path = Path(adapter_dir) / METADATA_FILE
     return json.loads(path.read_text()) if path.exists() else {}
+
+
+def restore_task_modules(base: nn.Module, adapter_dir: str | Path) -> None:
+    """Re-create modules a task added to SAM2 (the semantic head) before weights are loaded."""
+    metadata = read_metadata(adapter_dir)
+    if ATTRIBUTE in (metadata.get("adapter", {}).get("task_modules") or []) and not hasattr(base, ATTRIBUTE):
+        add_class_prompts(base, len(metadata["classes"]) + 1)
 
 
 def load_adapter_weights(base: nn.Module, adapter_dir: str | Path, trainable: bool = False) -> nn.Module:
@@ -82,6 +90,7 @@ def load_adapter_weights(base: nn.Module, adapter_dir: str | Path, trainable: bo
     if not config_path.exists():
         raise ConfigError(f"{adapter_dir} is not an adapter directory: {CONFIG_FILE} is missing")
     config = json.loads(config_path.read_text())
+    restore_task_modules(base, adapter_dir)
     if config.get("peft_type") not in (BOTTLENECK, PARTIAL):
         return PeftModel.from_pretrained(base, adapter_dir, is_trainable=trainable).eval()
     spec = {k: v for k, v in config.items() if k != "peft_type"}

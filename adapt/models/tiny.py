@@ -1,7 +1,10 @@
 """A tiny random SAM2 configuration for tests and offline smoke runs.
 
-The sizes follow transformers' own SAM2 test configuration (hidden size 12, image 128),
-so every code path of the real architecture runs in well under a second on a CPU.
+The Hiera trunk follows transformers' own SAM2 test configuration (hidden size 12, image
+128), so every code path of the real architecture runs in well under a second on a CPU.
+The prompt/decoder width is 128 with 64 memory channels: transformers fixes the memory
+cross-attention's key width at 64 and splits each object pointer into hidden/64 tokens,
+so these are the smallest sizes at which SAM2's memory runs (256/64 in the releases).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from transformers import (
 )
 
 TINY_IMAGE_SIZE = 128
+TINY_HIDDEN = 128
 
 
 def tiny_config(image_size: int = TINY_IMAGE_SIZE) -> Sam2Config:
@@ -39,13 +43,13 @@ def tiny_config(image_size: int = TINY_IMAGE_SIZE) -> Sam2Config:
         backbone_config=backbone,
         backbone_channel_list=[96, 48, 24, 12],
         backbone_feature_sizes=sizes,
-        fpn_hidden_size=32,
+        fpn_hidden_size=TINY_HIDDEN,
     )
     prompt = Sam2PromptEncoderConfig(
-        hidden_size=32, image_size=image_size, patch_size=16, mask_input_channels=8
+        hidden_size=TINY_HIDDEN, image_size=image_size, patch_size=16, mask_input_channels=8
     )
     decoder = Sam2MaskDecoderConfig(
-        hidden_size=32, mlp_dim=64, num_attention_heads=4, iou_head_hidden_dim=32
+        hidden_size=TINY_HIDDEN, mlp_dim=64, num_attention_heads=4, iou_head_hidden_dim=32
     )
     return Sam2Config(
         vision_config=vision, prompt_encoder_config=prompt, mask_decoder_config=decoder
@@ -70,7 +74,7 @@ def tiny_video_config(image_size: int = TINY_IMAGE_SIZE) -> Sam2VideoConfig:
         memory_attention_feed_forward_hidden_size=64,
         memory_attention_rope_feat_sizes=[image_size // 16] * 2,
         memory_encoder_hidden_size=hidden,
-        memory_encoder_output_channels=16,
+        memory_encoder_output_channels=64,
         mask_downsampler_embed_dim=hidden,
         memory_fuser_embed_dim=hidden,
         memory_fuser_intermediate_dim=4 * hidden,

@@ -55,6 +55,7 @@ class BaseTask(L.LightningModule):
             adapters, are unchanged); the trunk is where the time goes.
         embedding_cache: ``{"mode": "memory" | "disk", "directory", "namespace", "dtype"}``
             to compute image embeddings once per image; only valid with a frozen encoder.
+        classes: target class names, for tasks whose output depends on them.
     """
 
     video: bool = False
@@ -68,6 +69,7 @@ class BaseTask(L.LightningModule):
         prompts: Mapping[str, Any] | None = None,
         compile: bool = False,
         embedding_cache: Mapping[str, Any] | None = None,
+        classes: list[str] | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -85,11 +87,25 @@ class BaseTask(L.LightningModule):
         model, self.model_info = load_sam2(video=self.video, **options)
         if checkpointing:
             enable_gradient_checkpointing(model)
-        self.model = apply_adapter(model, self.hparams.adapter)
+        task_modules = self.prepare_model(model)
+        spec = dict(self.hparams.adapter)
+        if task_modules:
+            spec["task_modules"] = task_modules
+            self.hparams.adapter = spec  # saved with the adapter, so loading rebuilds the same model
+        self.model = apply_adapter(model, spec)
         self.embedding_cache = self._build_embedding_cache()
         if self.hparams.compile:
             for block in hiera_blocks(self.model):
                 block.compile()
+
+    def prepare_model(self, model: torch.nn.Module) -> list[str]:
+        """Add task-specific modules to SAM2 before the adapter; return their names (trained in full)."""
+        return []
+
+    @classmethod
+    def options_from_data(cls, datamodule: Any) -> dict[str, Any]:
+        """Task constructor options that come from the data (e.g. class names)."""
+        return {}
 
     def _build_embedding_cache(self) -> EmbeddingCache | None:
         """The cache of frozen-encoder outputs, or ``None`` when off or impossible.
