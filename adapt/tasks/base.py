@@ -134,6 +134,19 @@ class BaseTask(L.LightningModule):
     def configure_losses(self) -> None:
         """Subclasses set up their loss terms."""
 
+    def _step(self, batch: dict[str, Any], stage: str) -> torch.Tensor:
+        """Loss of one batch, logging ``<stage>/loss``, ``<stage>/dice``, ``<stage>/iou``."""
+        raise NotImplementedError
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        return self._step(batch, "train")
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._step(batch, "val")
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._step(batch, "test")
+
     @property
     def image_size(self) -> int:
         return self.model_info.image_size

@@ -139,12 +139,3 @@ class SegmentationTask(BaseTask):
         loss = torch.stack(losses).mean()
         self.log(f"{stage}/loss", loss, prog_bar=True, **log)
         return loss
-
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        return self._step(batch, "train")
-
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self._step(batch, "val")
-
-    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self._step(batch, "test")

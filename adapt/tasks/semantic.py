@@ -88,12 +88,3 @@ class SemanticTask(BaseTask):
         self.log(f"{stage}/dice", dice.mean(), prog_bar=stage != "train", **log)
         self.log(f"{stage}/iou", iou.mean(), **log)
         return loss
-
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        return self._step(batch, "train")
-
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self._step(batch, "val")
-
-    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self._step(batch, "test")
