@@ -12,6 +12,7 @@ and are mapped to the model's grid here; masks come back at the input's size and
 with its geometry (``adapt.predict_io``). For a volume, one box or point on one slice is
 propagated through the volume; ``from_mask`` gives a box on every slice the mask covers.
 The intensity preprocessing recorded with the adapter is applied first, as in training.
+A semantic adapter (``task=semantic``) takes no prompt and writes every class's label value.
 """
 
 from __future__ import annotations
@@ -32,10 +33,12 @@ from adapt.errors import AdaptError, ConfigError, DataError
 from adapt.hub import register_cli_config
 from adapt.loading import LoadedAdapter, load_adapter
 from adapt.model_card import label_names
-from adapt.models.interactive import decode, image_embeddings
+from adapt.models.interactive import base_model, decode, image_embeddings
+from adapt.models.semantic import ATTRIBUTE as CLASS_PROMPTS
+from adapt.models.semantic import class_logits
 from adapt.models.sam2 import preprocess
 from adapt.predict_io import Scan, is_dicom_series, kind_of, mask_path, read_scan, suffix, write_mask
-from adapt.prompt_syntax import Prompt, parse_prompt, quote_argv
+from adapt.prompt_syntax import SYNTAX, Prompt, parse_prompt, quote_argv
 from adapt.transforms.prompts import box_from_mask
 
 log = logging.getLogger(__name__)
@@ -111,6 +114,20 @@ class Predictor:
         logits = pred.low_res[0, 0, best][None, None].float()
         return (F.interpolate(logits, size=(height, width), mode="bilinear", align_corners=False)[0, 0] > 0).cpu().numpy()
 
+    @property
+    def promptless(self) -> bool:
+        """Whether the adapter carries class prompts (``task=semantic``) and needs no prompt."""
+        return hasattr(base_model(self.model), CLASS_PROMPTS)
+
+    @torch.inference_mode()
+    def classify(self, image: np.ndarray) -> np.ndarray:
+        """Class indices ``[H, W]`` (0 = background) of a semantic adapter, without a prompt."""
+        _, height, width = image.shape
+        pixels = preprocess(torch.from_numpy(image)[None].to(self.device), self.size)
+        logits = class_logits(self.model, image_embeddings(self.model, pixels)).float()
+        logits = F.interpolate(logits, size=(height, width), mode="bilinear", align_corners=False)
+        return logits[0].argmax(0).cpu().numpy()
+
 
 def propagate(predictor: Predictor, images: np.ndarray, start: int, first: np.ndarray) -> np.ndarray:
     """Follow an object from slice ``start`` through a volume, one neighbour at a time.
@@ -129,15 +146,18 @@ def propagate(predictor: Predictor, images: np.ndarray, start: int, first: np.nd
     return masks
 
 
-def predict_scan(predictor: Predictor, scan: Scan, prompt: Prompt, guide: Scan | None = None) -> np.ndarray:
-    """Boolean masks ``[Z, H, W]`` of the prompted object in ``scan``.
+def predict_scan(predictor: Predictor, scan: Scan, prompt: Prompt | None, guide: Scan | None = None) -> np.ndarray:
+    """Masks ``[Z, H, W]`` of the prompted object (boolean), or class indices without a prompt.
 
     Args:
         predictor: the adapted model.
         scan: the input.
-        prompt: a parsed prompt; ``from_mask`` prompts need ``guide``, the mask file read as a scan.
+        prompt: a parsed prompt; ``from_mask`` prompts need ``guide``, the mask file read as a
+            scan. ``None`` for a semantic adapter: every slice gets a class index map.
     """
     images = to_unit(scan, predictor.loaded.preprocessing)
+    if prompt is None:
+        return np.stack([predictor.classify(image) for image in images])
     if prompt.from_mask is not None:
         if guide is None or guide.shape != scan.shape:
             raise DataError(f"from_mask={prompt.from_mask}: shape {guide.shape if guide else None} differs "
@@ -175,7 +195,7 @@ def _output_name(path: Path) -> str:
     return mask_path(kind_of(path), path.name)
 
 
-def plan_jobs(input: str | Path, output: str | Path, prompt: Prompt, overwrite: bool = False) -> list[Job]:
+def plan_jobs(input: str | Path, output: str | Path, prompt: Prompt | None, overwrite: bool = False) -> list[Job]:
     """Pair inputs with outputs (a folder of cases maps to a folder of masks, same names).
 
     Raises:
@@ -195,7 +215,7 @@ def plan_jobs(input: str | Path, output: str | Path, prompt: Prompt, overwrite: 
     else:
         into_dir = (target.is_dir() and not is_dicom_series(source)) or str(output).endswith(("/", "\\"))
         jobs = [Job(source, target / _output_name(source) if into_dir else target)]
-    guide = prompt.from_mask
+    guide = prompt.from_mask if prompt else None
     for job in jobs:
         if guide is not None:
             job.guide = guide / job.input.name if guide.is_dir() and not is_dicom_series(guide) else guide
@@ -232,24 +252,33 @@ def foreground_value(loaded: LoadedAdapter, label: int | str | None) -> int:
     return foreground[0] if len(foreground) == 1 else 1
 
 
+def class_values(loaded: LoadedAdapter) -> np.ndarray:
+    """Label values of a semantic adapter's class indices (0 = background, then its classes)."""
+    names = label_names(loaded.label_map)
+    classes = loaded.metadata.get("classes") or []
+    return np.array([0] + [names.get(c, i) for i, c in enumerate(classes, start=1)], dtype=np.uint16)
+
+
 def run(cfg: DictConfig) -> list[Path]:
     """Predict every input of the ``configs/predict.yaml`` config; returns the written paths."""
-    for key in ("adapter", "input", "output", "prompt"):
+    for key in ("adapter", "input", "output"):
         if not cfg.get(key):
             raise ConfigError(f"{key}= is required: python -m adapt.predict adapter=<repo or dir> "
                               "input=<file|folder> output=<file|folder> prompt=\"box x0,y0,x1,y1\"")
-    prompt = parse_prompt(str(cfg.prompt))
+    prompt = parse_prompt(str(cfg.prompt)) if cfg.get("prompt") else None
     jobs = plan_jobs(cfg.input, cfg.output, prompt, overwrite=bool(cfg.overwrite))
     loaded = load_adapter(cfg.adapter, revision=cfg.get("revision"), video=False)
     predictor = Predictor(loaded, cfg.get("device", "auto"))
-    value = foreground_value(loaded, cfg.get("label"))
+    if prompt is None and not predictor.promptless:
+        raise ConfigError(f"prompt= is required: the adapter {cfg.adapter} is promptable, not semantic. {SYNTAX}")
+    values = class_values(loaded) if prompt is None else np.array([0, foreground_value(loaded, cfg.get("label"))], np.uint16)
     slice_axis = int(loaded.preprocessing.get("slice_axis", 2))
     written = []
     for job in _progress(jobs):
         scan = read_scan(job.input, slice_axis)
         guide = read_scan(job.guide, slice_axis) if job.guide else None
         masks = predict_scan(predictor, scan, prompt, guide)
-        written.append(write_mask(masks.astype(np.uint16) * value, scan, job.output))
+        written.append(write_mask(values[masks.astype(np.int64)], scan, job.output))
     return written
 
 

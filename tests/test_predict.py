@@ -197,6 +197,36 @@ def test_bad_prompt_syntax_is_named(prompt, message):
     assert "Syntax:" in str(err.value) or "slices" in str(err.value)
 
 
+def test_semantic_adapter_needs_no_prompt_and_writes_label_values(tmp_path, monkeypatch):
+    from adapt.models.semantic import ATTRIBUTE, add_class_prompts
+
+    model, info = load_sam2("tiny")
+    add_class_prompts(model, 3)
+    spec = {"kind": "decoder", "modules": ["mask_decoder"], "task_modules": [ATTRIBUTE]}
+    metadata = {"base_model": {"name": "tiny"}, "model": info.to_dict(), "task": "semantic", "classes": ["liver", "spine"],
+                "label_map": {"background": 0, "liver": 3, "spine": 7}}
+    save_adapter(apply_adapter(model, spec), spec, tmp_path / "semantic", metadata)
+    Image.fromarray(np.zeros((40, 50), np.uint8)).save(tmp_path / "a.png")
+    [out] = predict.run(config(tmp_path / "semantic", tmp_path / "a.png", tmp_path / "m.png", None))
+    assert np.asarray(Image.open(out)).shape == (40, 50) and set(np.unique(np.asarray(Image.open(out)))) <= {0, 3, 7}
+
+    def halves(model, embeddings):  # class 2 ("spine") wins on the left half, class 1 on the right
+        logits = torch.zeros(1, 3, 32, 32)
+        logits[0, 2, :, :16], logits[0, 1, :, 16:] = 5.0, 5.0
+        return logits
+
+    monkeypatch.setattr(predict, "class_logits", halves)
+    [out] = predict.run(config(tmp_path / "semantic", tmp_path / "a.png", tmp_path / "m.png", None, overwrite=True))
+    mask = np.asarray(Image.open(out))
+    assert (mask[:, :24] == 7).all() and (mask[:, 26:] == 3).all()
+
+
+def test_promptable_adapter_needs_a_prompt(adapter, tmp_path):
+    Image.fromarray(np.zeros((40, 50), np.uint8)).save(tmp_path / "a.png")
+    with pytest.raises(ConfigError, match="prompt= is required"):
+        predict.run(config(adapter, tmp_path / "a.png", tmp_path / "m.png", None))
+
+
 def test_prompt_errors_that_need_the_image(adapter, tmp_path):
     Image.fromarray(np.zeros((40, 50), np.uint8)).save(tmp_path / "a.png")
     with pytest.raises(ConfigError, match="outside the 50x40 image"):
