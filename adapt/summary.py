@@ -32,6 +32,8 @@ def print_summary(result: Mapping[str, Any], console: Console | None = None) -> 
         )
     trainable, total = result["params"]["trainable"], result["params"]["total"]
     table = Table(title="sam2-adapt run summary", show_header=False)
+    table.add_column("what", no_wrap=True)
+    table.add_column("value", overflow="fold")
     table.add_row("backbone", f"{model['name']} ({'pretrained' if model['pretrained'] else 'RANDOM weights'})")
     table.add_row("image size", str(model["image_size"]))
     table.add_row("adapter", result["adapter"]["kind"])
@@ -45,3 +47,5 @@ def print_summary(result: Mapping[str, Any], console: Console | None = None) -> 
     table.add_row("wall time", f"{result['seconds']:.1f} s")
     table.add_row("run directory", result["run_dir"])
     console.print(table)
+    # Plain and unwrapped, so it can be copied into the next command.
+    console.print(f"run written to {result['run_dir']}", soft_wrap=True, highlight=False)

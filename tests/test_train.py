@@ -20,7 +20,7 @@ from adapt.models.sam2 import load_sam2, preprocess
 register_resolvers()
 register_recipes()
 
-FAST = ["model=tiny", "trainer.max_steps=3", "data.batch_size=2", "data.val_batch_size=4", "optim.warmup_steps=1"]
+FAST = ["model=tiny", "model.image_size=128", "trainer.max_steps=3", "data.batch_size=2", "data.val_batch_size=4", "optim.warmup_steps=1"]
 
 
 def compose_cfg(tmp_path: Path, *overrides: str):

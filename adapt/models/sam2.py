@@ -276,7 +276,7 @@ def preprocess(image: torch.Tensor, image_size: int | None = None) -> torch.Tens
         raise ValueError(f"preprocess expects [B, C, H, W], got shape {tuple(image.shape)}")
     channels = image.shape[1]
     if channels == 1:
-        image = image.expand(-1, 3, -1, -1)
+        image = image.repeat(1, 3, 1, 1)
     elif channels == 2:
         image = torch.cat([image, image.mean(1, keepdim=True)], dim=1)
     elif channels > 3:
