@@ -1,0 +1,281 @@
+"""Segment a whole volume or video from prompts on a few slices, through SAM2's memory.
+
+::
+
+    result = propagate(model, volume, {42: SlicePrompt(boxes=[[120, 80, 200, 170]])})
+    result.masks            # bool [N, D, H, W] in the volume's own slice grid
+    result.forward, result.backward   # slices visited in each direction, in order
+
+A volume ``[D, H, W]`` (or ``[D, C, H, W]``, or video frames ``[T, C, H, W]``) in [0, 1] is
+resized slice by slice to SAM2's square input; prompts are given in the input's pixel grid
+(``x`` = column, ``y`` = row) and mapped to the model's. The prompted slices are decoded
+first, then SAM2 tracks forward and backward from the first prompted slice, each direction
+with its own memory (``adapt.models.tracking``), and stops in a direction once every object
+has been judged absent (object score at or below ``score_threshold``) on ``stop_after``
+consecutive slices: the organ has ended. Logits are resized back bilinearly to the input's
+in-plane size before thresholding. Frames are encoded lazily in chunks along the direction,
+so a long scan never holds more than a chunk of image features.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator, Mapping, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from adapt.errors import ConfigError, DataError
+from adapt.models.interactive import base_model
+from adapt.models.memory import FrameFeatures, FramePrompt, MemoryTracker, StepOutput, encode_frames
+from adapt.models.sam2 import preprocess
+from adapt.models.tracking import DIRECTIONS, Direction, visiting_order
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+
+
+@dataclass
+class SlicePrompt:
+    """Prompts for ``N`` objects on one slice or frame, in the input's pixel grid.
+
+    One object may be given without its leading axis (``boxes=[x0, y0, x1, y1]``). Give
+    boxes and/or points (labels 1 = object, 0 = background), or a mask, not both.
+
+    Attributes:
+        boxes: ``[N, 4]`` xyxy.
+        points: ``[N, k, 2]`` ``(x, y)``.
+        labels: ``[N, k]``; all 1 when omitted.
+        mask: ``[N, H, W]`` binary, at the input's in-plane size.
+    """
+
+    boxes: np.ndarray | Sequence | None = None
+    points: np.ndarray | Sequence | None = None
+    labels: np.ndarray | Sequence | None = None
+    mask: np.ndarray | None = None
+
+    def to_model(self, height: int, width: int, size: int, device: torch.device) -> FramePrompt:
+        """The same prompt in the model's ``size`` x ``size`` grid (pixel centres map to pixel centres)."""
+        scale = torch.tensor([size / width, size / height], device=device)
+
+        def grid(xy: np.ndarray) -> torch.Tensor:
+            return (torch.as_tensor(xy, dtype=torch.float32, device=device) + 0.5) * scale - 0.5
+
+        if self.mask is not None:
+            mask = torch.as_tensor(np.asarray(self.mask), device=device).float()
+            mask = mask[None] if mask.ndim == 2 else mask
+            if mask.shape[-2:] != (height, width):
+                raise ConfigError(f"mask prompt of shape {tuple(mask.shape[-2:])} differs from the slices' "
+                                  f"{(height, width)}")
+            # As transformers' video processor: antialiased resize, then back to binary.
+            mask = F.interpolate(mask[:, None], size=(size, size), mode="bilinear", align_corners=False,
+                                 antialias=True)[:, 0] >= 0.5
+            return FramePrompt.build(mask=mask)
+        boxes = points = labels = None
+        if self.boxes is not None:
+            boxes = grid(np.asarray(self.boxes, np.float32).reshape(-1, 2, 2)).reshape(-1, 4)
+        if self.points is not None:
+            raw = np.asarray(self.points, np.float32)
+            raw = raw[None] if raw.ndim == 2 else raw
+            points = grid(raw)
+            given = np.ones(raw.shape[:2]) if self.labels is None else np.asarray(self.labels).reshape(raw.shape[:2])
+            labels = torch.as_tensor(given, dtype=torch.long, device=device)
+        try:
+            return FramePrompt.build(boxes=boxes, points=points, labels=labels)
+        except ValueError as err:
+            raise ConfigError(f"invalid slice prompt: {err}") from None
+
+
+@dataclass
+class Propagation:
+    """The result of ``propagate``.
+
+    Attributes:
+        masks: ``bool [N, D, H, W]``, one volume per object, in the input's grid.
+        scores: object-score logits ``[D, N]`` (NaN on slices never visited).
+        prompted: the prompted slices.
+        forward: slices tracked forward, in visiting order.
+        backward: slices tracked backward, in visiting order.
+        seconds: wall time of the propagation (encoding included).
+    """
+
+    masks: np.ndarray
+    scores: np.ndarray
+    prompted: list[int]
+    forward: list[int] = field(default_factory=list)
+    backward: list[int] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def visited(self) -> list[int]:
+        """Every slice with a prediction, sorted."""
+        return sorted(self.prompted + self.forward + self.backward)
+
+    @property
+    def fps(self) -> float:
+        """Slices (frames) segmented per second."""
+        return len(self.visited) / self.seconds if self.seconds > 0 else float("nan")
+
+    def label_map(self) -> np.ndarray:
+        """Integer labels ``[D, H, W]``: object ``i`` as ``i + 1`` (later objects drawn over earlier)."""
+        out = np.zeros(self.masks.shape[1:], dtype=np.uint16 if len(self.masks) > 255 else np.uint8)
+        for i, mask in enumerate(self.masks):
+            out[mask] = i + 1
+        return out
+
+
+class _LazyFeatures:
+    """Image features on demand, encoded ``chunk`` frames at a time along the tracking direction."""
+
+    def __init__(self, model: torch.nn.Module, frames: torch.Tensor, size: int, chunk: int, device: torch.device):
+        self.model, self.frames, self.size, self.chunk, self.device = model, frames, size, max(1, chunk), device
+        self.cache: dict[int, FrameFeatures] = {}
+
+    def encode(self, indices: Sequence[int]) -> None:
+        todo = [i for i in indices if i not in self.cache]
+        if todo:
+            pixels = preprocess(self.frames[todo].to(self.device, torch.float32), self.size)
+            self.cache.update(zip(todo, encode_frames(self.model, pixels)))
+
+    def pop(self, frame: int, reverse: bool = False) -> FrameFeatures:
+        if frame not in self.cache:
+            step = -1 if reverse else 1
+            stop = max(frame - self.chunk, -1) if reverse else min(frame + self.chunk, len(self.frames))
+            self.encode(range(frame, stop, step))
+        return self.cache.pop(frame)
+
+
+@contextlib.contextmanager
+def _eval_mode(model: torch.nn.Module) -> Iterator[None]:
+    """Run in eval mode (SAM2's inference behaviour), restoring the caller's mode afterwards."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
+def _as_frames(volume: np.ndarray | torch.Tensor) -> torch.Tensor:
+    frames = torch.as_tensor(np.asarray(volume) if not isinstance(volume, torch.Tensor) else volume)
+    if frames.ndim == 3:
+        frames = frames[:, None]
+    if frames.ndim != 4:
+        raise DataError(f"propagate expects a volume [D, H, W] or frames [T, C, H, W], got shape {tuple(frames.shape)}")
+    if frames.is_floating_point() and frames.numel() and (frames.min() < -1e-3 or frames.max() > 1 + 1e-3):
+        raise DataError("propagate expects intensities in [0, 1]; window or rescale the volume first "
+                        "(e.g. adapt.predict.to_unit)")
+    return frames.float() if frames.is_floating_point() else frames.float() / 255.0
+
+
+def propagate(
+    model: torch.nn.Module,
+    volume: np.ndarray | torch.Tensor,
+    prompts: Mapping[int, SlicePrompt],
+    direction: Direction = "both",
+    stop_after: int | None = 3,
+    score_threshold: float = 0.0,
+    chunk: int = 8,
+    autocast: torch.dtype | None = None,
+    storage_dtype: torch.dtype = torch.bfloat16,
+    device: str | torch.device | None = None,
+    on_frame: Callable[[int, str], None] | None = None,
+) -> Propagation:
+    """Segment every slice of ``volume`` from prompts on a few slices, with SAM2's memory.
+
+    Args:
+        model: ``Sam2VideoModel`` (possibly with an adapter); run in eval mode, then restored.
+        volume: ``[D, H, W]`` or ``[D, C, H, W]`` in [0, 1] (uint8 frames are divided by 255).
+        prompts: slice index -> the prompt of every object there (the same objects on each).
+        direction: ``both`` (default), ``forward`` or ``backward`` from the prompted slices.
+        stop_after: stop a direction once all objects were absent on this many consecutive
+            slices; ``None`` visits every slice.
+        score_threshold: object-score logit at or below which an object counts as absent.
+        chunk: frames encoded per image-encoder batch.
+        autocast: e.g. ``torch.bfloat16`` to run under ``torch.autocast``; ``None`` = full precision.
+        storage_dtype: memory-bank dtype (bfloat16 as SAM2's predictors store it).
+        device: where to run; default the model's device.
+        on_frame: called as ``on_frame(slice, "prompt" | "forward" | "backward")`` after each
+            slice (progress bars).
+
+    Raises:
+        ConfigError: no prompt, a prompted slice outside the volume, or invalid prompts.
+        DataError: the volume's shape or intensity range is not usable.
+    """
+    frames = _as_frames(volume)
+    depth, _, height, width = frames.shape
+    if not prompts:
+        raise ConfigError("propagate needs a prompt on at least one slice")
+    bad = [k for k in prompts if not 0 <= int(k) < depth]
+    if bad:
+        raise ConfigError(f"prompted slices {bad} are outside the volume (slices 0..{depth - 1})")
+    if direction not in DIRECTIONS:
+        raise ConfigError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
+    sam = base_model(model)
+    device = torch.device(device) if device is not None else next(sam.parameters()).device
+    size = int(sam.config.image_size)
+    started = time.perf_counter()
+    cast = torch.autocast(device.type, dtype=autocast) if autocast else contextlib.nullcontext()
+    with _eval_mode(model), torch.inference_mode(), cast:
+        features = _LazyFeatures(model, frames, size, chunk, device)
+        tracker = MemoryTracker(model, depth, storage_dtype)
+        model_prompts = {int(k): p.to_model(height, width, size, device) for k, p in prompts.items()}
+        counts = {p.num_objects for p in model_prompts.values()}
+        if len(counts) > 1:
+            raise ConfigError(f"every prompted slice must carry the same objects; got counts {sorted(counts)}")
+        objects = counts.pop()
+        result = Propagation(masks=np.zeros((objects, depth, height, width), dtype=bool),
+                             scores=np.full((depth, objects), np.nan), prompted=sorted(model_prompts))
+        features.encode(result.prompted)
+        for k in result.prompted:
+            _store(result, k, tracker.prompt(k, features.pop(k), model_prompts[k]), height, width)
+            if on_frame:
+                on_frame(k, "prompt")
+        order = visiting_order(depth, result.prompted, direction)
+        for reverse, visited in ((False, result.forward), (True, result.backward)):
+            tracker.reset_tracking()
+            absent = np.zeros(objects, dtype=int)
+            for k in (t for t, r in order if r == reverse):
+                out = tracker.track(k, features.pop(k, reverse), reverse)
+                tracker.forget_beyond(k, reverse)
+                scores = _store(result, k, out, height, width)
+                visited.append(k)
+                if on_frame:
+                    on_frame(k, "backward" if reverse else "forward")
+                absent = np.where(scores <= score_threshold, absent + 1, 0)
+                if stop_after is not None and (absent >= stop_after).all():
+                    break
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def _store(result: Propagation, k: int, out: StepOutput, height: int, width: int) -> np.ndarray:
+    """Write slice ``k``'s masks (upsampled to the input grid) and scores; return the scores."""
+    logits = F.interpolate(out.low_res.float(), size=(height, width), mode="bilinear", align_corners=False)
+    result.masks[:, k] = (logits[:, 0] > 0).cpu().numpy()
+    scores = out.object_score.float()[:, 0].cpu().numpy()
+    result.scores[k] = scores
+    return scores
+
+
+def read_frames(source: str | Path | Sequence[str | Path]) -> np.ndarray:
+    """Video frames ``[T, 3, H, W]`` uint8 from a folder of images (sorted by name) or a list of files."""
+    from PIL import Image
+
+    if isinstance(source, (str, Path)):
+        folder = Path(source)
+        if not folder.is_dir():
+            raise DataError(f"{folder} is not a folder of frames")
+        paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    else:
+        paths = [Path(p) for p in source]
+    if not paths:
+        raise DataError(f"no frames ({', '.join(IMAGE_SUFFIXES)}) in {source}")
+    frames = [np.asarray(Image.open(p).convert("RGB")) for p in paths]
+    shapes = {f.shape for f in frames}
+    if len(shapes) > 1:
+        raise DataError(f"frames differ in size: {sorted(shapes)}")
+    return np.stack(frames).transpose(0, 3, 1, 2)
