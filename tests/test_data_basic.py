@@ -1,0 +1,150 @@
+"""The 3D data path: cards, case lists, geometry, alignment, splits and bad input."""
+
+from __future__ import annotations
+
+import json
+
+import nibabel as nib
+import numpy as np
+import pytest
+import yaml
+
+from adapt.data.cards import load_card
+from adapt.data.datamodule import SliceDataset, build_datamodule, split_cases
+from adapt.data.volumes import Case, list_cases
+from adapt.errors import ConfigError, DataError, DataNotFoundError
+from adapt.transforms.prompts import PromptSimulator
+
+
+def write_card(tmp_path, root, **changes):
+    card = yaml.safe_load(open("data_cards/ct_phantom.yaml"))
+    card.update({"source": {"kind": "msd", "root": str(root)}, **changes})
+    path = tmp_path / "card.yaml"
+    path.write_text(yaml.safe_dump(card))
+    return path
+
+
+def write_msd(root, cases):
+    """cases: {name: (image array, label array, affine)} written in the MSD layout."""
+    (root / "imagesTr").mkdir(parents=True, exist_ok=True)
+    (root / "labelsTr").mkdir(parents=True, exist_ok=True)
+    entries = []
+    for name, (image, label, affine, label_affine) in cases.items():
+        nib.save(nib.Nifti1Image(image, affine), root / "imagesTr" / f"{name}.nii.gz")
+        nib.save(nib.Nifti1Image(label, label_affine), root / "labelsTr" / f"{name}.nii.gz")
+        entries.append({"image": f"./imagesTr/{name}.nii.gz", "label": f"./labelsTr/{name}.nii.gz"})
+    (root / "dataset.json").write_text(json.dumps({"training": entries}))
+
+
+def test_unknown_card_key_is_named(tmp_path):
+    path = write_card(tmp_path, tmp_path, windw=[0, 1])
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) \['windw'\]"):
+        load_card(path)
+
+
+def test_unknown_card_lists_the_shipped_ones():
+    with pytest.raises(ConfigError, match="choose from .*ct_phantom"):
+        load_card("no_such_card")
+
+
+def test_bad_modality_and_target(tmp_path):
+    with pytest.raises(ConfigError, match="modality 'XRAY'"):
+        load_card(write_card(tmp_path, tmp_path, modality="XRAY"))
+    with pytest.raises(ConfigError, match="targets"):
+        load_card(write_card(tmp_path, tmp_path, targets=["kidney"]))
+
+
+def test_missing_data_names_the_path_and_the_fix(tmp_path):
+    card = load_card("msd_liver")
+    with pytest.raises(DataNotFoundError) as err:
+        list_cases(card, tmp_path / "Task03_Liver")
+    message = str(err.value)
+    assert str(tmp_path / "Task03_Liver") in message
+    assert "data.root=" in message and "python -m adapt.data download card=msd_liver" in message
+
+
+def test_a_mask_voxel_lands_where_the_affine_says(tmp_path):
+    """A volume stored with flipped x/y (LPS-like) is read in RAS: the voxel keeps its world position."""
+    shape = (12, 12, 6)
+    affine = np.array([[-2.0, 0, 0, 30], [0, -1.5, 0, 20], [0, 0, 4.0, -10], [0, 0, 0, 1]])
+    label = np.zeros(shape, np.uint8)
+    label[2, 7, 3] = 1  # world = affine @ (2, 7, 3) = (26, 9.5, 2)
+    image = (label.astype(np.int16) * 1000 - 500).astype(np.int16)
+    write_msd(tmp_path / "d", {"c0": (image, label, affine, affine), "c1": (image, label, affine, affine)})
+    card = load_card(write_card(tmp_path, tmp_path / "d", split={"val": ["c1"]}))
+    dataset = SliceDataset(card, list_cases(card, tmp_path / "d")[:1], 12, PromptSimulator(), train=False)
+    (case, index, target, value), = dataset.items
+    assert index == 3 and target == "liver"
+    sample = dataset[0]
+    canonical = nib.as_closest_canonical(nib.load(tmp_path / "d" / "labelsTr" / "c0.nii.gz"))
+    i, j, k = np.argwhere(canonical.get_fdata() > 0)[0]
+    np.testing.assert_allclose(canonical.affine @ [i, j, k, 1], [26, 9.5, 2, 1])
+    # Slices are (rows = RAS y, columns = RAS x): the mask pixel sits at the canonical indices.
+    rows, cols = np.nonzero(sample["label"][0].numpy())
+    assert rows.tolist() == [j] and cols.tolist() == [i] and (i, j) == (12 - 1 - 2, 12 - 1 - 7)
+    # image and mask stay aligned: the one bright pixel is the mask pixel
+    assert sample["image"][0, j, i] == 1.0 and sample["image"].sum() == 1.0
+
+
+def test_window_maps_hu_to_unit_range(tmp_path):
+    from adapt.data.volumes import scale_intensity
+
+    volume = np.array([-1000.0, -160.0, 40.0, 240.0, 2000.0])
+    np.testing.assert_allclose(scale_intensity(volume, {"window": [-160, 240]}), [0, 0, 0.5, 1, 1])
+
+
+def test_bad_cases_raise_or_are_skipped_and_counted(tmp_path):
+    shape, affine = (8, 8, 4), np.eye(4)
+    good = (np.zeros(shape, np.int16), np.pad(np.ones((2, 2, 2), np.uint8), 3)[:8, :8, :4], affine, affine)
+    write_msd(tmp_path / "d", {
+        "good0": good, "good1": good,
+        "shape": (np.zeros(shape, np.int16), np.zeros((8, 8, 5), np.uint8), affine, affine),
+        "affine": (np.zeros(shape, np.int16), np.zeros(shape, np.uint8), affine, np.diag([2.0, 1, 1, 1])),
+        "ids": (np.zeros(shape, np.int16), np.full(shape, 7, np.uint8), affine, affine),
+    })
+    (tmp_path / "d" / "imagesTr" / "truncated.nii.gz").write_bytes(b"\x1f\x8b not really gzip")
+    (tmp_path / "d" / "labelsTr" / "truncated.nii.gz").write_bytes(b"\x1f\x8b not really gzip")
+    manifest = json.loads((tmp_path / "d" / "dataset.json").read_text())
+    manifest["training"].append({"image": "./imagesTr/truncated.nii.gz", "label": "./labelsTr/truncated.nii.gz"})
+    manifest["training"].append({"image": "./imagesTr/missing.nii.gz", "label": "./labelsTr/missing.nii.gz"})
+    (tmp_path / "d" / "dataset.json").write_text(json.dumps(manifest))
+    card = load_card(write_card(tmp_path, tmp_path / "d"))
+    cases = {c.id: c for c in list_cases(card, tmp_path / "d")}
+    expected = {
+        "shape": r"label shape \(8, 8, 5\) differs from image",
+        "affine": "affine differs from the image's",
+        "ids": r"label ids \[7\] are not in the data card's labels",
+        "truncated": "unreadable as NIfTI",
+        "missing": "file not found",
+    }
+    for name, message in expected.items():
+        with pytest.raises(DataError, match=message) as err:
+            SliceDataset(card, [cases[name]], 16, PromptSimulator(), train=True)
+        assert name in str(err.value)
+    dataset = SliceDataset(card, list(cases.values()), 16, PromptSimulator(), train=True, skip_bad_cases=True)
+    assert sorted(dataset.bad_cases) == sorted(expected) and len(dataset) == 2  # one liver slice per good case
+
+
+def test_split_is_per_case_and_seeded():
+    cases = [Case(f"c{i}", None, None) for i in range(10)]
+    train, val = split_cases(cases, {"val": 0.3, "seed": 4})
+    assert len(val) == 3 and not {c.id for c in train} & {c.id for c in val}
+    assert split_cases(cases, {"val": 0.3, "seed": 4})[1] == val
+    assert split_cases(cases, {"val": 0.3, "seed": 5})[1] != val
+    assert [c.id for c in split_cases(cases, {"val": ["c2"]})[1]] == ["c2"]
+
+
+def test_phantom_batches_follow_the_contract():
+    dm = build_datamodule({"card": "ct_phantom", "prompt": {"kind": "box+points", "num_positive": 2}}, 64, seed=3)
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["image"].shape == (4, 1, 64, 64) and 0 <= batch["image"].min() and batch["image"].max() <= 1
+    assert batch["label"].shape == (4, 1, 64, 64) and set(batch["label"].unique().tolist()) <= {0.0, 1.0}
+    assert batch["boxes"].shape == (4, 1, 4) and batch["points"].shape == (4, 1, 2, 2)
+    for b in range(4):
+        ys, xs = np.nonzero(batch["label"][b, 0].numpy())
+        x0, y0, x1, y1 = batch["boxes"][b, 0].tolist()
+        assert x0 <= xs.min() and y0 <= ys.min() and x1 >= xs.max() and y1 >= ys.max()
+    train_cases = {c for c in dm.train_set.items for c in [c[0].id]}
+    val_cases = {c for c in dm.val_set.items for c in [c[0].id]}
+    assert train_cases and val_cases and not train_cases & val_cases
+    assert dm.preprocessing["intensity"] == {"window": [-160, 240]}
