@@ -3,9 +3,10 @@
 Every reader returns a ``Scan``: pixels as a stack of 2D images ``[Z, C, H, W]`` (``Z = 1``
 for PNG/JPEG/GeoTIFF) in raw units, plus what its writer needs to put a mask into the same
 geometry -- the NIfTI header and affine, the GeoTIFF georeferencing tags, the DICOM headers
-of every slice. Within a 2D image ``x`` is the column and ``y`` the row, which for NIfTI
-means ``x`` = first voxel index ``i`` and ``y`` = ``j`` on a slice ``k`` of the last axis,
-as viewers (ITK-SNAP, 3D Slicer) display voxel coordinates.
+of every slice. Volumes (NIfTI, DICOM series) are sliced as the data layer slices them for
+training (``adapt.data.datamodule``): in the closest canonical (RAS+) frame, along the
+card's ``slice_axis``, each plane transposed; a ``VolumeView`` maps between that stack and
+the voxel grid stored on disk, in which users give prompts.
 """
 
 from __future__ import annotations
@@ -35,24 +36,71 @@ class Scan:
         kind: ``png``, ``jpeg``, ``nifti``, ``dicom`` or ``geotiff``.
         geometry: format-specific header kept for the writer.
         path: where it was read from.
-        slice_axis: for NIfTI, the array axis the slices were taken along.
+        view: for volumes, how the stack relates to the stored voxel grid.
     """
 
     pixels: np.ndarray
     kind: str
     geometry: Any
     path: Path
-    slice_axis: int = 2
+    view: VolumeView | None = None
 
     @property
     def is_volume(self) -> bool:
-        return self.kind in ("nifti", "dicom")
+        return self.view is not None
 
     @property
     def shape(self) -> tuple[int, int, int]:
         """``(Z, H, W)``: the shape a mask for this scan has."""
         z, _, h, w = self.pixels.shape
         return z, h, w
+
+
+class VolumeView:
+    """Stored voxels ``(i, j, k)`` <-> the training stack ``[Z, H, W]`` (canonical, transposed planes).
+
+    Args:
+        affine: voxel-to-world affine of the stored volume.
+        shape: stored shape.
+        slice_axis: the canonical axis slices are taken along (the data card's).
+    """
+
+    def __init__(self, affine: np.ndarray, shape: tuple[int, ...], slice_axis: int = 2):
+        from nibabel.orientations import axcodes2ornt, io_orientation, ornt_transform
+
+        self.shape, self.slice_axis = tuple(shape[:3]), slice_axis
+        self.ornt = io_orientation(affine)  # stored axis a -> canonical axis ornt[a, 0], flipped if -1
+        self.inverse = ornt_transform(axcodes2ornt("RAS"), self.ornt)
+        # The stored axis that becomes the slice axis, and the two in-plane stored axes (x, y).
+        self.stored_slice_axis = int(np.flatnonzero(self.ornt[:, 0] == slice_axis)[0])
+        self.stored_plane_axes = tuple(a for a in range(3) if a != self.stored_slice_axis)
+
+    def to_stack(self, volume: np.ndarray) -> np.ndarray:
+        """A stored volume as the stack of 2D planes the model sees."""
+        from nibabel.orientations import apply_orientation
+
+        canonical = apply_orientation(volume, self.ornt)
+        return np.stack([np.take(canonical, z, axis=self.slice_axis).T for z in range(canonical.shape[self.slice_axis])])
+
+    def to_volume(self, stack: np.ndarray) -> np.ndarray:
+        """The inverse of ``to_stack``: planes back to the stored voxel grid."""
+        from nibabel.orientations import apply_orientation
+
+        return apply_orientation(np.stack([plane.T for plane in stack], axis=self.slice_axis), self.inverse)
+
+    def extent(self) -> tuple[int, int, int]:
+        """``(width, height, slices)`` of the stored grid as prompts address it (x, y, slice=)."""
+        return tuple(self.shape[a] for a in (*self.stored_plane_axes, self.stored_slice_axis))  # type: ignore[return-value]
+
+    def to_view(self, x: float, y: float, k: int) -> tuple[float, float, int]:
+        """A stored-grid prompt coordinate ``(x, y)`` on slice ``k`` to ``(x, y, z)`` in the stack."""
+        stored = np.zeros(3)
+        stored[[*self.stored_plane_axes, self.stored_slice_axis]] = (x, y, k)
+        canonical = np.zeros(3)
+        for a, (axis, flip) in enumerate(self.ornt.astype(int)):
+            canonical[axis] = stored[a] if flip == 1 else self.shape[a] - 1 - stored[a]
+        plane = [a for a in range(3) if a != self.slice_axis]
+        return float(canonical[plane[0]]), float(canonical[plane[1]]), int(round(canonical[self.slice_axis]))
 
 
 def suffix(path: Path) -> str:
@@ -104,7 +152,8 @@ def read_scan(path: str | Path, slice_axis: int = 2) -> Scan:
 
 
 def write_mask(mask: np.ndarray, scan: Scan, path: str | Path) -> Path:
-    """Write ``mask`` ``[Z, H, W]`` (integer labels) in ``scan``'s format and geometry to ``path``."""
+    """Write ``mask`` ``[Z, H, W]`` (integer labels, stacked as ``scan.pixels``) in ``scan``'s
+    format and geometry to ``path``."""
     if mask.shape != scan.shape:
         raise ValueError(f"mask shape {mask.shape} differs from the scan's {scan.shape}")
     path = Path(path)
@@ -154,15 +203,15 @@ def _read_nifti(path: Path, slice_axis: int) -> Scan:
         data = data[..., None]
     if data.ndim != 3:
         raise DataError(f"{path}: a {data.ndim}D NIfTI; prediction needs one 3D volume (split 4D series first)")
-    slices = np.stack([np.take(data, k, axis=slice_axis).T for k in range(data.shape[slice_axis])])
-    return Scan(slices[:, None], "nifti", img, path, slice_axis)
+    view = VolumeView(img.affine, data.shape, slice_axis)
+    return Scan(view.to_stack(data)[:, None], "nifti", img, path, view)
 
 
 def _write_nifti(mask: np.ndarray, scan: Scan, path: Path) -> None:
     import nibabel as nib
 
     source = scan.geometry
-    volume = np.stack([m.T for m in mask], axis=scan.slice_axis).reshape(source.shape[:3])
+    volume = scan.view.to_volume(mask).reshape(source.shape[:3])
     header = source.header.copy()
     header.set_data_dtype(mask.dtype)
     header.set_slope_inter(1, 0)
@@ -208,11 +257,13 @@ def _read_dicom(path: Path, slice_axis: int) -> Scan:
     if len({ds.get("SeriesInstanceUID") for ds in datasets}) > 1:
         raise DataError(f"{path}: holds more than one DICOM series; put each series in its own folder")
     datasets.sort(key=_slice_position)
-    slices = [ds.pixel_array.astype(np.float32) * float(ds.get("RescaleSlope", 1)) + float(ds.get("RescaleIntercept", 0))
+    planes = [ds.pixel_array.astype(np.float32) * float(ds.get("RescaleSlope", 1)) + float(ds.get("RescaleIntercept", 0))
               for ds in datasets]
-    if len({s.shape for s in slices}) > 1:
-        raise DataError(f"{path}: slices of different sizes {sorted({s.shape for s in slices})}")
-    return Scan(np.stack(slices)[:, None], "dicom", datasets, path)
+    if len({p.shape for p in planes}) > 1:
+        raise DataError(f"{path}: slices of different sizes {sorted({p.shape for p in planes})}")
+    volume = np.stack([p.T for p in planes], axis=2)  # stored grid (i = column, j = row, k = slice)
+    view = VolumeView(dicom_affine(datasets), volume.shape, slice_axis)
+    return Scan(view.to_stack(volume)[:, None], "dicom", datasets, path, view)
 
 
 def _slice_position(ds: Any) -> float:
@@ -223,6 +274,23 @@ def _slice_position(ds: Any) -> float:
     return float(ds.get("InstanceNumber", 0))
 
 
+def dicom_affine(datasets: list[Any]) -> np.ndarray:
+    """Voxel ``(column, row, slice)`` to RAS affine of a position-sorted series (DICOM is LPS)."""
+    first = datasets[0]
+    if "ImageOrientationPatient" not in first or "ImagePositionPatient" not in first:
+        return np.eye(4)  # no geometry recorded: treat the stored grid as canonical
+    row, col = np.array(first.ImageOrientationPatient[:3], float), np.array(first.ImageOrientationPatient[3:], float)
+    spacing = [float(v) for v in first.get("PixelSpacing", [1.0, 1.0])]
+    origin = np.array(first.ImagePositionPatient, float)
+    if len(datasets) > 1:
+        step = (np.array(datasets[-1].ImagePositionPatient, float) - origin) / (len(datasets) - 1)
+    else:
+        step = np.cross(row, col) * float(first.get("SliceThickness", 1.0) or 1.0)
+    affine = np.eye(4)
+    affine[:3, 0], affine[:3, 1], affine[:3, 2], affine[:3, 3] = row * spacing[1], col * spacing[0], step, origin
+    return np.diag([-1.0, -1.0, 1.0, 1.0]) @ affine
+
+
 def _write_dicom(mask: np.ndarray, scan: Scan, path: Path) -> None:
     """A derived series: every slice's headers (geometry, patient, study) with the mask as pixels."""
     from pydicom.uid import ExplicitVRLittleEndian, generate_uid
@@ -231,7 +299,9 @@ def _write_dicom(mask: np.ndarray, scan: Scan, path: Path) -> None:
         raise DataError(f"{path}: the mask of a DICOM series is a series; give a folder as output")
     path.mkdir(parents=True, exist_ok=True)
     series_uid = generate_uid()
-    for k, (source, plane) in enumerate(zip(scan.geometry, mask)):
+    volume = scan.view.to_volume(mask)
+    for k, source in enumerate(scan.geometry):
+        plane = np.ascontiguousarray(volume[:, :, k].T)
         ds = copy.deepcopy(source)
         for keyword in ("WindowCenter", "WindowWidth", "RescaleSlope", "RescaleIntercept", "RescaleType",
                         "VOILUTSequence", "ModalityLUTSequence"):
@@ -241,7 +311,7 @@ def _write_dicom(mask: np.ndarray, scan: Scan, path: Path) -> None:
         ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
         ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = bits, bits, bits - 1, 0
         ds.Rows, ds.Columns = plane.shape
-        ds.PixelData = np.ascontiguousarray(plane).tobytes()
+        ds.PixelData = plane.tobytes()
         ds.ImageType = ["DERIVED", "SECONDARY", "MASK"]
         ds.SeriesInstanceUID, ds.SOPInstanceUID = series_uid, generate_uid()
         ds.SeriesDescription = "sam2-adapt mask"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -15,14 +16,15 @@ import torch
 from omegaconf import OmegaConf
 from PIL import Image
 
-from adapt import predict
+from adapt import inference, predict
 from adapt.adapters import apply_adapter
 from adapt.adapters.io import save_adapter
 from adapt.conf import CONFIG_DIR
-from adapt.data.synthetic import write_ct_phantoms
+from adapt.data.synthetic import phantom_affine, write_ct_phantoms
 from adapt.errors import ConfigError, DataError
 from adapt.models.interactive import Prediction
 from adapt.models.sam2 import load_sam2
+from adapt.predict_io import VolumeView
 from adapt.prompt_syntax import parse_prompt, quote_argv
 from adapt.transforms.prompts import box_from_mask
 
@@ -62,8 +64,8 @@ def box_echo(monkeypatch):
         logits = torch.where(inside, 10.0, -10.0)
         return Prediction(logits.view(1, 1, 1, low, low), torch.ones(1, 1, 1))
 
-    monkeypatch.setattr(predict, "decode", decode)
-    monkeypatch.setattr(predict, "image_embeddings", lambda model, pixels: None)
+    monkeypatch.setattr(inference, "decode", decode)
+    monkeypatch.setattr(inference, "image_embeddings", lambda model, pixels: None)
 
 
 def config(adapter: Path, input: Path, output: Path, prompt: str, **extra):
@@ -105,7 +107,7 @@ def test_nifti_mask_keeps_shape_affine_and_spacing(adapter, tmp_path):
     assert int(mask.header["sform_code"]) == int(source.header["sform_code"])
     assert mask.get_data_dtype() == np.uint8
     data = np.asarray(mask.dataobj)
-    assert set(np.unique(data)) <= {0, 6} and data[..., 6].any()  # the prompted slice is segmented
+    assert set(np.unique(data)) <= {0, 6}  # the adapter's target value (random weights: any shape)
 
 
 def test_nifti_from_mask_gives_a_box_per_slice_in_the_right_orientation(adapter, tmp_path, box_echo):
@@ -120,13 +122,47 @@ def test_nifti_from_mask_gives_a_box_per_slice_in_the_right_orientation(adapter,
         np.testing.assert_allclose(box_from_mask(mask[..., k]), box_from_mask(label[..., k]), atol=4, err_msg=f"slice {k}")
 
 
-def test_volume_prompt_propagates_from_its_slice(adapter, tmp_path, box_echo):
-    case = write_ct_phantoms(tmp_path / "ct", num_cases=1, shape=(64, 64, 9))[0]
+def test_volume_prompt_is_read_in_the_stored_grid_and_chained_through_slices(adapter, tmp_path, box_echo):
+    case = write_ct_phantoms(tmp_path / "ct", num_cases=1, shape=(64, 64, 9))[0]  # x and y stored flipped
     out = tmp_path / "mask.nii.gz"
-    predict.run(config(adapter, tmp_path / "ct" / case["image"], out, "box 10,20,30,40 slice=4"))
+    predict.run(config(adapter, tmp_path / "ct" / case["image"], out, "box 10,20,30,40 slice=4", propagation="boxes"))
     mask = np.asarray(nib.load(out).dataobj) > 0
+    box = np.zeros((64, 64), bool)
+    box[10:31, 20:41] = True  # x = first voxel index, y = second
+    assert iou(mask[..., 4], box) > 0.8
     assert mask.any(axis=(0, 1)).all()  # the box echo never empties, so every slice is reached
     assert iou(mask[..., 0], mask[..., 4]) > 0.8
+
+
+@pytest.mark.parametrize("affine", [
+    phantom_affine(),  # flipped in-plane axes
+    np.array([[0, 0, 2.0, 5], [-1.0, 0, 0, 0], [0, 1.0, 0, 0], [0, 0, 0, 1]]),  # permuted and flipped
+])
+def test_volume_view_maps_stored_voxels_to_training_planes_and_back(affine):
+    volume = np.random.default_rng(0).random((5, 6, 7))
+    view = VolumeView(affine, volume.shape, slice_axis=2)
+    stack = view.to_stack(volume)
+    canonical = np.asarray(nib.as_closest_canonical(nib.Nifti1Image(volume, affine)).dataobj)
+    np.testing.assert_array_equal(stack[3], canonical[:, :, 3].T)  # exactly the data layer's planes
+    np.testing.assert_array_equal(view.to_volume(stack), volume)
+    width, height, depth = view.extent()
+    a_x, a_y = view.stored_plane_axes
+    for x, y, k in [(0, 0, 0), (width - 1, 1, depth - 1), (2, height - 1, 1)]:
+        stored = [0, 0, 0]
+        stored[a_x], stored[a_y], stored[view.stored_slice_axis] = x, y, k
+        vx, vy, z = view.to_view(x, y, k)
+        assert stack[z, int(vy), int(vx)] == volume[tuple(stored)]
+
+
+@pytest.mark.skipif(importlib.util.find_spec("adapt.propagation") is None, reason="memory propagation not available")
+def test_volume_prompt_propagates_with_sam2_memory(adapter, tmp_path):
+    case = write_ct_phantoms(tmp_path / "ct", num_cases=1, shape=(64, 64, 6))[0]
+    source = nib.load(tmp_path / "ct" / case["image"])
+    out = tmp_path / "mask.nii.gz"
+    predict.run(config(adapter, tmp_path / "ct" / case["image"], out, "box 10,20,40,50 slice=3", propagation="memory"))
+    mask = nib.load(out)
+    assert mask.shape == source.shape and np.array_equal(mask.affine, source.affine)
+    assert set(np.unique(np.asarray(mask.dataobj))) <= {0, 6}
 
 
 def test_geotiff_mask_keeps_crs_and_transform(adapter, tmp_path):
@@ -141,7 +177,7 @@ def test_geotiff_mask_keeps_crs_and_transform(adapter, tmp_path):
         assert geo["ModelTiepoint"][3:5] == [500000.0, 4000000.0]
 
 
-def test_dicom_series_mask_keeps_slice_geometry(adapter, tmp_path):
+def test_dicom_series_mask_keeps_slice_geometry(adapter, tmp_path, box_echo):
     import pydicom
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
@@ -161,12 +197,14 @@ def test_dicom_series_mask_keeps_slice_geometry(adapter, tmp_path):
         ds.RescaleSlope, ds.RescaleIntercept = 1, -1024
         ds.PixelData = np.full((32, 48), 1000 + k, np.int16).tobytes()
         ds.save_as(series / f"{9 - k}.dcm", enforce_file_format=True)
-    predict.run(config(adapter, series, tmp_path / "mask_series", "box 5,5,30,20 slice=1"))
+    predict.run(config(adapter, series, tmp_path / "mask_series", "box 5,5,30,20 slice=1", propagation="boxes"))
     out = [pydicom.dcmread(f) for f in sorted((tmp_path / "mask_series").iterdir())]
     assert [float(d.ImagePositionPatient[2]) for d in out] == [0.0, 2.5, 5.0, 7.5]
     assert len({d.SeriesInstanceUID for d in out}) == 1 and out[0].SeriesInstanceUID != uid
     assert all(d.pixel_array.shape == (32, 48) and list(d.PixelSpacing) == [0.7, 0.7] for d in out)
-    assert out[1].pixel_array.any() and set(np.unique(out[1].pixel_array)) <= {0, 6}
+    box = np.zeros((32, 48), bool)
+    box[5:21, 5:31] = True  # x = column, y = row of the DICOM plane
+    assert iou(out[1].pixel_array == 6, box) > 0.8
 
 
 def test_folder_to_folder_and_refusing_to_overwrite(adapter, tmp_path):
@@ -215,7 +253,7 @@ def test_semantic_adapter_needs_no_prompt_and_writes_label_values(tmp_path, monk
         logits[0, 2, :, :16], logits[0, 1, :, 16:] = 5.0, 5.0
         return logits
 
-    monkeypatch.setattr(predict, "class_logits", halves)
+    monkeypatch.setattr(inference, "class_logits", halves)
     [out] = predict.run(config(tmp_path / "semantic", tmp_path / "a.png", tmp_path / "m.png", None, overwrite=True))
     mask = np.asarray(Image.open(out))
     assert (mask[:, :24] == 7).all() and (mask[:, 26:] == 3).all()

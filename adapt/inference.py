@@ -1,0 +1,223 @@
+"""Segment a scan with a loaded adapter: intensities, prompt mapping, decoding, propagation.
+
+This is the model side of ``python -m adapt.predict`` (which owns files and the command
+line). Intensities are mapped to [0, 1] exactly as the data layer did in training
+(``adapt.data.volumes.scale_intensity`` with the recorded card settings). Prompts arrive in
+the stored pixel grid and are mapped onto the stack of planes the model sees
+(``adapt.predict_io.VolumeView``) and then onto the model's square grid; masks come back at
+the planes' size. A volume prompted on one slice is followed through the volume with
+SAM2's memory (``adapt.propagation``); ``propagation=boxes`` instead chains boxes from
+slice to slice with the image model, which needs no memory weights.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from adapt.data.volumes import scale_intensity
+from adapt.errors import AdaptError, ConfigError, DataError
+from adapt.loading import LoadedAdapter, load_adapter
+from adapt.models.interactive import base_model, decode, image_embeddings
+from adapt.models.sam2 import preprocess
+from adapt.models.semantic import ATTRIBUTE as CLASS_PROMPTS
+from adapt.models.semantic import class_logits
+from adapt.predict_io import Scan
+from adapt.prompt_syntax import Prompt
+from adapt.transforms.prompts import box_from_mask
+
+log = logging.getLogger(__name__)
+
+PROPAGATION_MODES = ("auto", "memory", "boxes")
+
+
+def to_unit(scan: Scan, preprocessing: dict[str, Any]) -> np.ndarray:
+    """Pixels ``[Z, C, H, W]`` in [0, 1] as the adapter saw them in training.
+
+    Uses the recorded ``intensity`` settings (``window`` in raw units, e.g. a CT window in HU,
+    or ``percentiles`` over the whole scan) and ``bands`` (channels to keep). Without them:
+    /255 (or /65535) for PNG/JPEG, 0.5-99.5 percentiles for volumes, 2-98 per band for GeoTIFF.
+    """
+    spec = {**preprocessing, **(preprocessing.get("intensity") or {})}
+    pixels = scan.pixels
+    if spec.get("bands") is not None:
+        bands = list(spec["bands"])
+        if max(bands) >= pixels.shape[1]:
+            raise DataError(f"{scan.path}: the adapter uses bands {bands}, the file has {pixels.shape[1]}")
+        pixels = pixels[:, bands]
+    if "window" in spec or scan.is_volume:
+        return scale_intensity(pixels, {k: spec[k] for k in ("window", "percentiles") if k in spec})
+    if scan.kind in ("png", "jpeg") and "percentiles" not in spec:
+        return np.clip(pixels / scan.geometry["max_value"], 0, 1).astype(np.float32)
+    band = {"percentiles": spec.get("percentiles", [2, 98])}
+    return np.stack([scale_intensity(pixels[:, c], band) for c in range(pixels.shape[1])], axis=1)
+
+
+class Predictor:
+    """An adapted SAM2 that segments one object per prompt in 2D planes (pixel coordinates).
+
+    Args:
+        loaded: the adapter on its image model (``load_adapter(..., video=False)``).
+        device: ``auto`` (CUDA when available), ``cpu``, ``cuda``, ...
+        propagation: ``auto`` (memory when available, else boxes), ``memory`` or ``boxes``.
+    """
+
+    def __init__(self, loaded: LoadedAdapter, device: str = "auto", propagation: str = "auto"):
+        if propagation not in PROPAGATION_MODES:
+            raise ConfigError(f"propagation={propagation!r} is not one of {PROPAGATION_MODES}")
+        self.loaded, self.propagation = loaded, propagation
+        self.device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device)
+        self.model = loaded.model.to(self.device).eval()
+        self.size = int(loaded.model_info.image_size)
+        self._video: torch.nn.Module | None = None
+
+    def _to_model(self, xy: np.ndarray, height: int, width: int) -> np.ndarray:
+        """Pixel coordinates of an ``H x W`` plane to the model's square grid (pixel centres)."""
+        scale = np.array([self.size / width, self.size / height] * (xy.shape[-1] // 2), dtype=np.float32)
+        return (xy + 0.5) * scale - 0.5
+
+    def _pixels(self, image: np.ndarray) -> torch.Tensor:
+        return preprocess(torch.from_numpy(np.ascontiguousarray(image))[None].to(self.device), self.size)
+
+    @torch.inference_mode()
+    def segment(self, image: np.ndarray, box: np.ndarray | None = None, points: np.ndarray | None = None,
+                labels: np.ndarray | None = None) -> np.ndarray:
+        """Boolean mask ``[H, W]`` of the object a box and/or points select in ``image`` ``[C, H, W]``.
+
+        A single point without a box is ambiguous: SAM2's three candidates are computed and the
+        one with the highest predicted IoU is kept.
+        """
+        _, height, width = image.shape
+        prompts: dict[str, torch.Tensor] = {}
+        if box is not None:
+            xyxy = self._to_model(np.asarray(box, np.float32), height, width)
+            prompts["input_boxes"] = torch.from_numpy(xyxy).view(1, 1, 4).to(self.device)
+        if points is not None and len(points):
+            xy = self._to_model(np.asarray(points, np.float32), height, width)
+            prompts["input_points"] = torch.from_numpy(xy).view(1, 1, -1, 2).to(self.device)
+            prompts["input_labels"] = torch.as_tensor(np.asarray(labels), dtype=torch.long).view(1, 1, -1).to(self.device)
+        multimask = box is None and points is not None and len(points) == 1
+        pred = decode(self.model, image_embeddings(self.model, self._pixels(image)), multimask=multimask, **prompts)
+        logits = pred.low_res[0, 0, int(pred.iou[0, 0].argmax())][None, None].float()
+        return (F.interpolate(logits, size=(height, width), mode="bilinear", align_corners=False)[0, 0] > 0).cpu().numpy()
+
+    @property
+    def promptless(self) -> bool:
+        """Whether the adapter carries class prompts (``task=semantic``) and needs no prompt."""
+        return hasattr(base_model(self.model), CLASS_PROMPTS)
+
+    @torch.inference_mode()
+    def classify(self, image: np.ndarray) -> np.ndarray:
+        """Class indices ``[H, W]`` (0 = background) of a semantic adapter, without a prompt."""
+        _, height, width = image.shape
+        logits = class_logits(self.model, image_embeddings(self.model, self._pixels(image))).float()
+        logits = F.interpolate(logits, size=(height, width), mode="bilinear", align_corners=False)
+        return logits[0].argmax(0).cpu().numpy()
+
+    def video_model(self) -> torch.nn.Module | None:
+        """The adapter on ``Sam2VideoModel`` for memory propagation, or ``None`` to chain boxes."""
+        if self.propagation == "boxes":
+            return None
+        if self._video is None:
+            if importlib.util.find_spec("adapt.propagation") is None:
+                if self.propagation == "memory":
+                    raise ConfigError("propagation=memory needs adapt.propagation, which this version lacks")
+                log.warning("memory propagation unavailable: following the object with slice-to-slice boxes")
+                self.propagation = "boxes"
+                return None
+            try:
+                self._video = load_adapter(self.loaded.path, video=True).model.to(self.device).eval()
+            except (AdaptError, OSError, ValueError) as err:
+                if self.propagation == "memory":
+                    raise
+                log.warning("no memory model for this adapter (%s): chaining boxes instead", err)
+                self.propagation = "boxes"
+        return self._video
+
+
+def chain_boxes(predictor: Predictor, images: np.ndarray, start: int, first: np.ndarray) -> np.ndarray:
+    """Follow an object from slice ``start``: each slice is prompted with its neighbour's mask box.
+
+    Each direction stops at the first empty mask (the object has ended).
+    """
+    masks = np.zeros((len(images), *first.shape), dtype=bool)
+    masks[start] = first
+    for step in (-1, 1):
+        k = start + step
+        while 0 <= k < len(images) and masks[k - step].any():
+            masks[k] = predictor.segment(images[k], box=box_from_mask(masks[k - step]))
+            k += step
+    return masks
+
+
+def view_prompt(scan: Scan, prompt: Prompt) -> tuple[np.ndarray | None, np.ndarray | None, int]:
+    """The prompt's box, points and plane index on the scan's stack of planes.
+
+    Raises:
+        ConfigError: slice missing for a volume (or given for 2D), or a coordinate outside the image.
+    """
+    if not scan.is_volume:
+        if prompt.slice not in (None, 0):
+            raise ConfigError(f"{scan.path} is a 2D image: slice={prompt.slice} does not apply")
+        prompt.check_inside(scan.shape[2], scan.shape[1])
+        return prompt.box, prompt.points, 0
+    width, height, depth = scan.view.extent()
+    if prompt.slice is None:
+        raise ConfigError(f"{scan.path} is a volume of {depth} slices: add slice=K to the prompt "
+                          "(e.g. prompt=\"box 40,30,90,70 slice=12\"), or use from_mask=<file>")
+    if not 0 <= prompt.slice < depth:
+        raise ConfigError(f"prompt slice={prompt.slice} is outside {scan.path} (slices 0..{depth - 1})")
+    prompt.check_inside(width, height)
+    to_view = lambda x, y: scan.view.to_view(x, y, prompt.slice)[:2]  # noqa: E731
+    box = None
+    if prompt.box is not None:
+        corners = np.array([to_view(*prompt.box[:2]), to_view(*prompt.box[2:])], np.float32)
+        box = np.concatenate([corners.min(0), corners.max(0)])
+    points = None if prompt.points is None else np.array([to_view(x, y) for x, y in prompt.points], np.float32)
+    return box, points, scan.view.to_view(0, 0, prompt.slice)[2]
+
+
+def predict_scan(predictor: Predictor, scan: Scan, prompt: Prompt | None, guide: Scan | None = None) -> np.ndarray:
+    """Masks ``[Z, H, W]`` of the prompted object (boolean), or class indices without a prompt.
+
+    Args:
+        predictor: the adapted model.
+        scan: the input.
+        prompt: a parsed prompt; ``from_mask`` prompts need ``guide``, the mask file read as a
+            scan. ``None`` for a semantic adapter: every plane gets a class index map.
+    """
+    images = to_unit(scan, predictor.loaded.preprocessing)
+    if prompt is None:
+        return np.stack([predictor.classify(image) for image in images])
+    if prompt.from_mask is not None:
+        _check_guide(scan, guide, prompt)
+        select = guide.pixels[:, 0] == prompt.mask_label if prompt.mask_label is not None else guide.pixels[:, 0] != 0
+        masks = np.zeros(scan.shape, dtype=bool)
+        for k in np.flatnonzero(select.any(axis=(1, 2))):
+            masks[k] = predictor.segment(images[k], box=box_from_mask(select[k]))
+        return masks
+    box, points, z = view_prompt(scan, prompt)
+    video = predictor.video_model() if scan.is_volume else None
+    if video is not None:
+        from adapt.propagation import SlicePrompt, propagate
+
+        slice_prompt = SlicePrompt(boxes=box, points=None if points is None else points[None],
+                                   labels=None if points is None else prompt.point_labels[None])
+        return propagate(video, images, {z: slice_prompt}, device=predictor.device).masks[0]
+    first = predictor.segment(images[z], box, points, prompt.point_labels)
+    return chain_boxes(predictor, images, z, first) if scan.is_volume else first[None]
+
+
+def _check_guide(scan: Scan, guide: Scan | None, prompt: Prompt) -> None:
+    """A from_mask file must be a mask of this very image: same grid, same placement."""
+    if guide is None or guide.shape != scan.shape:
+        raise DataError(f"from_mask={prompt.from_mask}: shape {guide.shape if guide else None} differs from "
+                        f"the input's {scan.shape} ({scan.path}); it must be a mask of the same image")
+    affines = [getattr(s.geometry, "affine", None) for s in (scan, guide)]
+    if all(a is not None for a in affines) and not np.allclose(*affines, atol=1e-3):
+        raise DataError(f"from_mask={prompt.from_mask}: its affine differs from {scan.path}'s; resample it onto the image grid")
