@@ -84,6 +84,15 @@ def _table(rows: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _predict_args(metadata: Mapping[str, Any]) -> str:
+    """Example ``adapt.predict`` arguments that fit the adapter: volume or image, prompt or not."""
+    volume = "slice_axis" in (metadata.get("preprocessing") or {})
+    files = "input=case.nii.gz output=mask.nii.gz" if volume else "input=image.png output=mask.png"
+    if metadata.get("task") == "semantic":
+        return files
+    return files + (' prompt="box 40,30,90,70 slice=12"' if volume else ' prompt="box 40,30,90,70"')
+
+
 def _usage(metadata: Mapping[str, Any], repo_id: str, merged: bool) -> str:
     """Copy-paste snippets: our loader, the predict CLI and (for LoRA/DoRA) plain peft."""
     kind = (metadata.get("adapter") or {}).get("kind")
@@ -98,8 +107,7 @@ def _usage(metadata: Mapping[str, Any], repo_id: str, merged: bool) -> str:
         "```",
         "",
         "```bash",
-        f"python -m adapt.predict adapter={repo_id} input=case.nii.gz output=mask.nii.gz \\",
-        '    prompt="box 40,30,90,70 slice=12"',
+        f"python -m adapt.predict adapter={repo_id} {_predict_args(metadata)}",
         "```",
     ]
     if merged:

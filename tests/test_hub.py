@@ -34,7 +34,7 @@ METADATA = {
     "recipe": "demo",
     "data_card": "ct_phantom",
     "license": "CC-BY-SA-4.0",
-    "preprocessing": {"window": [-100, 240]},
+    "preprocessing": {"intensity": {"window": [-100, 240]}, "slice_axis": 2},
     "label_map": {"background": 0, "liver": 1},
     "prompt": {"kind": "box", "jitter": 0.1},
     "metrics": {"val/dice": 0.8123, "val/iou": 0.7001},
@@ -107,7 +107,7 @@ def test_local_round_trip_gives_identical_outputs(kind, tmp_path):
     assert loaded.path == tmp_path / "adapter"
     assert not loaded.model.training
     assert torch.equal(masks(loaded.model), expected)
-    assert loaded.preprocessing == {"window": [-100, 240]}
+    assert loaded.preprocessing == {"intensity": {"window": [-100, 240]}, "slice_axis": 2}
     assert loaded.label_map == {"background": 0, "liver": 1}
     assert loaded.prompt == {"kind": "box", "jitter": 0.1}
     assert (loaded.model_info.name, loaded.model_info.image_size) == ("tiny", 128)
@@ -136,6 +136,7 @@ def test_model_card_header_and_body():
     body = card.text
     assert "| liver | 1 |" in body and "| val/dice | 0.8123 |" in body
     assert 'adapt.load_adapter("me/sam2-ct-liver")' in body
+    assert 'adapt.predict adapter=me/sam2-ct-liver input=case.nii.gz output=mask.nii.gz prompt="box 40,30,90,70 slice=12"' in body
     assert 'Sam2Model.from_pretrained("facebook/sam2.1-hiera-tiny", revision="abc123")' in body
     assert "`facebook/sam2.1-hiera-tiny` @ `abc123`" in body and "| image size | 512 |" in body
     assert "RANDOM" not in body
@@ -148,6 +149,7 @@ def test_card_of_unknown_licence_and_random_base():
     assert card.data.license == "other" and card.data.license_name == "custom-research-licence"
     assert card.data.library_name == "sam2-adapt" and card.data.base_model is None
     assert "RANDOM base weights" in card.text
+    assert "input=image.png output=mask.png prompt=" in card.text  # a 2D adapter gets a 2D example
 
 
 def test_push_then_pull_through_local_hub(lora_run, tmp_path):
