@@ -126,7 +126,7 @@ def test_bad_cases_raise_or_are_skipped_and_counted(tmp_path):
 
 
 def test_split_is_per_case_and_seeded():
-    cases = [Case(f"c{i}", None, None) for i in range(10)]
+    cases = [Case(f"c{i}", None, None, group=f"c{i}") for i in range(10)]
     train, val = split_cases(cases, {"val": 0.3, "seed": 4})
     assert len(val) == 3 and not {c.id for c in train} & {c.id for c in val}
     assert split_cases(cases, {"val": 0.3, "seed": 4})[1] == val

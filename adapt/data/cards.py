@@ -2,9 +2,9 @@
 
 A card (``data_cards/<name>.yaml``) says what the data is (modality, dimensions, licence,
 citation), where its files come from (``source``), what the labels mean (``labels``,
-``targets``), and how to turn voxels into model input (``intensity``, ``spacing``,
-``slice_axis``, ``split``). Unknown keys are rejected with their name, so a typo never
-silently falls back to a default.
+``targets``), and how to turn pixels into model input (``intensity``, ``spacing``,
+``slice_axis``, ``split``). Unknown keys are rejected with their name at every level, so a
+typo never silently falls back to a default. ``data_cards/README.md`` documents each field.
 """
 
 from __future__ import annotations
@@ -21,11 +21,42 @@ from adapt.errors import ConfigError
 
 MODALITIES = ("CT", "MR", "PET", "US", "XR", "endoscopy", "dermoscopy", "RGB", "multispectral", "SAR")
 SOURCE_KINDS = ("msd", "folder", "csv", "synthetic")
+GENERATORS = ("ct", "mr", "aerial")
+_COMMON_SOURCE_KEYS = {"kind", "root", "url", "md5", "access", "mask_threshold"}
+SOURCE_KEYS = {
+    "msd": _COMMON_SOURCE_KEYS | {"task"},
+    "folder": _COMMON_SOURCE_KEYS | {"images", "labels"},
+    "csv": _COMMON_SOURCE_KEYS | {"manifest"},
+    "synthetic": _COMMON_SOURCE_KEYS | {"generator", "num_cases", "seed", "shape"},
+}
+REQUIRED_SOURCE_KEYS = {"msd": set(), "folder": {"images", "labels"}, "csv": {"manifest"}, "synthetic": set()}
+INTENSITY_KEYS = {"window", "percentiles", "channels"}
+SPLIT_KEYS = {"val", "test", "seed"}
 
 
 @dataclass
 class DataCard:
-    """One dataset's facts. See ``data_cards/README.md`` for every field."""
+    """One dataset's facts. See ``data_cards/README.md`` for every field.
+
+    Attributes:
+        name: the card's stem, used in cache paths and adapter metadata.
+        title: human-readable dataset name.
+        modality: one of ``MODALITIES``.
+        dims: 3 for volumes (sliced for SAM2), 2 for images.
+        license: SPDX id or the dataset's own terms, as published.
+        citation: what users of the data must cite.
+        source: where the files are (``kind``-specific keys, see ``SOURCE_KEYS``); ``url`` and
+            ``md5`` (one or a list) for ``python -m adapt.data download``, or ``access``: how to
+            obtain data that has no public URL (named in the missing-data error).
+        labels: label name -> integer id in the label files.
+        targets: label names that become objects (each its own mask and prompt).
+        intensity: ``window`` ``[lo, hi]`` (fixed, e.g. HU) or ``percentiles`` ``[lo, hi]``
+            (per case and channel), plus ``channels`` (source channels/bands to keep, in order).
+        spacing: target voxel spacing in mm (2 values: in-plane only; 3: all axes), or null.
+        slice_axis: axis of the RAS-oriented volume that slices are taken along (2 = axial).
+        split: ``val``/``test`` as fractions of cases or explicit case-id lists, and ``seed``.
+        path: the YAML file the card was read from.
+    """
 
     name: str
     title: str
@@ -48,20 +79,92 @@ class DataCard:
             raise ConfigError(f"{where}: modality {self.modality!r} is not one of {MODALITIES}")
         if self.dims not in (2, 3):
             raise ConfigError(f"{where}: dims must be 2 or 3, got {self.dims}")
-        if self.source.get("kind") not in SOURCE_KINDS:
-            raise ConfigError(f"{where}: source.kind {self.source.get('kind')!r} is not one of {SOURCE_KINDS}")
+        if self.slice_axis not in (0, 1, 2):
+            raise ConfigError(f"{where}: slice_axis must be 0, 1 or 2, got {self.slice_axis}")
+        self._check_source(where)
+        self._check_labels(where)
+        self._check_intensity(where)
+        self._check_split(where)
+        if self.spacing is not None:
+            if self.dims == 2:
+                raise ConfigError(f"{where}: spacing applies to 3D cards (dims: 3); remove it")
+            if len(self.spacing) not in (2, 3) or any(float(s) <= 0 for s in self.spacing):
+                raise ConfigError(f"{where}: spacing must be 2 (in-plane) or 3 positive values in mm, got {self.spacing}")
+
+    def _check_source(self, where: str) -> None:
+        kind = self.source.get("kind")
+        if kind not in SOURCE_KINDS:
+            raise ConfigError(f"{where}: source.kind {kind!r} is not one of {SOURCE_KINDS}")
+        _reject_unknown(self.source, SOURCE_KEYS[kind], f"{where}: source (kind {kind})")
+        missing = sorted(REQUIRED_SOURCE_KEYS[kind] - set(self.source))
+        if missing:
+            raise ConfigError(f"{where}: source (kind {kind}) needs {missing}")
+        if kind == "synthetic" and self.source.get("generator", "ct") not in GENERATORS:
+            raise ConfigError(f"{where}: source.generator {self.source['generator']!r} is not one of {GENERATORS}")
+        urls, md5s = _as_list(self.source.get("url")), _as_list(self.source.get("md5"))
+        if md5s and len(md5s) != len(urls):
+            raise ConfigError(f"{where}: source.md5 has {len(md5s)} entries for {len(urls)} source.url entries")
+
+    def _check_labels(self, where: str) -> None:
+        ids = list(self.labels.values())
+        if len(set(ids)) != len(ids) or not all(isinstance(i, int) and i >= 0 for i in ids):
+            raise ConfigError(f"{where}: labels must map names to distinct non-negative integer ids, got {self.labels}")
         unknown = [t for t in self.targets if t not in self.labels]
         if unknown or not self.targets:
             raise ConfigError(f"{where}: targets {unknown or self.targets} must be non-empty names from labels {list(self.labels)}")
-        if self.slice_axis not in (0, 1, 2):
-            raise ConfigError(f"{where}: slice_axis must be 0, 1 or 2, got {self.slice_axis}")
+        if len(set(self.targets)) != len(self.targets):
+            raise ConfigError(f"{where}: targets {self.targets} repeat a name")
+
+    def _check_intensity(self, where: str) -> None:
+        _reject_unknown(self.intensity, INTENSITY_KEYS, f"{where}: intensity")
+        if "window" in self.intensity and "percentiles" in self.intensity:
+            raise ConfigError(f"{where}: intensity has both window and percentiles; keep one")
+        for key, bounds in (("window", None), ("percentiles", (0, 100))):
+            value = self.intensity.get(key)
+            if value is None:
+                continue
+            ok = len(value) == 2 and float(value[0]) < float(value[1])
+            if ok and bounds:
+                ok = bounds[0] <= float(value[0]) and float(value[1]) <= bounds[1]
+            if not ok:
+                raise ConfigError(f"{where}: intensity.{key} must be [low, high] with low < high"
+                                  f"{' within [0, 100]' if bounds else ''}, got {value}")
+        channels = self.intensity.get("channels")
+        if channels is not None and (len(channels) not in (1, 3) or any(int(c) < 0 for c in channels)):
+            raise ConfigError(f"{where}: intensity.channels must list 1 (grey) or 3 (RGB) source channel "
+                              f"indices, got {channels}")
+
+    def _check_split(self, where: str) -> None:
+        _reject_unknown(self.split, SPLIT_KEYS, f"{where}: split")
+        fractions = [float(self.split[k]) for k in ("val", "test") if isinstance(self.split.get(k), (int, float))]
+        if any(f < 0 or f >= 1 for f in fractions) or sum(fractions) >= 1:
+            raise ConfigError(f"{where}: split fractions val/test must be in [0, 1) and leave cases to train, "
+                              f"got {self.split}")
 
     def target_ids(self) -> dict[str, int]:
         """``{target name: label id}`` in the card's target order."""
         return {name: int(self.labels[name]) for name in self.targets}
 
+    def urls(self) -> list[tuple[str, str | None]]:
+        """``(url, md5 or None)`` for each download of the source."""
+        urls, md5s = _as_list(self.source.get("url")), _as_list(self.source.get("md5"))
+        return list(zip(urls, md5s or [None] * len(urls)))
+
     def to_dict(self) -> dict[str, Any]:
+        """The card's fields as plain data (JSON/YAML serialisable), without its file path."""
         return {k: v for k, v in dataclasses.asdict(self).items() if k != "path"}
+
+
+def _as_list(value: Any) -> list[Any]:
+    if value is None:
+        return []
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def _reject_unknown(section: Mapping[str, Any], allowed: set[str], where: str) -> None:
+    unknown = sorted(set(section) - allowed)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {unknown}; valid keys are {sorted(allowed)}")
 
 
 def card_path(name_or_path: str | Path) -> Path:
@@ -73,26 +176,42 @@ def card_path(name_or_path: str | Path) -> Path:
         return path
     candidate = CARD_DIR / f"{name_or_path}.yaml"
     if not candidate.exists():
-        known = sorted(p.stem for p in CARD_DIR.glob("*.yaml"))
-        raise ConfigError(f"data.card={name_or_path!r} is not a shipped card; choose from {known} or give a path")
+        raise ConfigError(f"data.card={name_or_path!r} is not a shipped card; choose from {shipped_cards()} "
+                          f"or give a path to a card YAML")
     return candidate
+
+
+def shipped_cards() -> list[str]:
+    """Stems of the cards in ``data_cards/``."""
+    return sorted(p.stem for p in CARD_DIR.glob("*.yaml"))
 
 
 def load_card(name_or_path: str | Path, overrides: Mapping[str, Any] | None = None) -> DataCard:
     """Read and validate a data card.
 
+    Args:
+        name_or_path: a stem in ``data_cards/`` or a path to a YAML file.
+        overrides: top-level fields replacing the file's (e.g. from a test).
+
     Raises:
         ConfigError: unknown card, unknown key (named), missing field, or an invalid value.
     """
     path = card_path(name_or_path)
-    raw = yaml.safe_load(path.read_text()) or {}
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"data card {path}: not valid YAML ({err})") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"data card {path}: expected a mapping of fields, got {type(raw).__name__}")
     raw.update(overrides or {})
     fields = {f.name for f in dataclasses.fields(DataCard)} - {"path"}
-    unknown = sorted(set(raw) - fields)
-    if unknown:
-        raise ConfigError(f"data card {path}: unknown key(s) {unknown}; valid keys are {sorted(fields)}")
+    _reject_unknown(raw, fields, f"data card {path}")
     missing = sorted(f.name for f in dataclasses.fields(DataCard)
                      if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING and f.name not in raw)
     if missing:
         raise ConfigError(f"data card {path}: missing field(s) {missing}")
+    for key in ("source", "labels", "intensity", "split"):
+        if raw.get(key) is not None and not isinstance(raw[key], dict):
+            raise ConfigError(f"data card {path}: {key} must be a mapping, got {raw[key]!r}")
+    raw["intensity"] = raw.get("intensity") or {}
     return DataCard(**raw, path=str(path))

@@ -16,6 +16,8 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+#: ``source.generator`` of a synthetic card -> the writer function in this module.
+GENERATORS = {"ct": "write_ct_phantoms", "mr": "write_mr_phantoms", "aerial": "write_aerial_tiles"}
 PHANTOM_LABELS = {"background": 0, "liver": 1, "spine": 2}
 DEFAULT_SHAPE = (96, 96, 24)
 DEFAULT_SPACING = (0.9, 0.9, 3.0)

@@ -1,118 +1,140 @@
-"""Cases of a 3D dataset: where the files are, reading them in a canonical frame, checking them.
+"""One case, preprocessed as the card says: ``load_volume(card, case) -> Volume``.
 
-Volumes are reoriented to the closest canonical (RAS+) frame with nibabel, so
-``slice_axis: 2`` always means axial slices whatever the scanner stored; intensities are
-mapped to [0, 1] as the card says (a CT window in HU or robust percentiles). Problems with
-a file — missing, unreadable, image/label grids that disagree, label ids the card does not
-know — raise a ``DataError`` that names the file, found while indexing, before training.
+A ``Volume`` is what every consumer of a case works on (slice datasets, clips of
+consecutive slices, evaluation): pixels in [0, 1] on the canonical RAS grid (resampled to
+the card's spacing when it sets one), the label map on the same grid, that grid's affine,
+and the stored grid of the source file so a predicted mask can be put back where the file
+says (``Volume.to_source``). 2D cards give a ``Volume`` too: ``[C, H, W]`` pixels already at
+the model's input side, without affines.
+
+``Case``, ``cache_root``, ``data_root`` and ``list_cases`` live in ``adapt.data.sources``;
+they are re-exported here because callers import them from this module.
 """
 
 from __future__ import annotations
 
-import json
-import os
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
 
-import nibabel as nib
 import numpy as np
+from scipy import ndimage
 
 from adapt.data.cards import DataCard
-from adapt.errors import DataError, DataNotFoundError
+from adapt.data.readers import label_plane, read_raster
+from adapt.data.sources import Case, cache_root, data_root, list_cases
+from adapt.errors import DataError
+from adapt.transforms.intensity import scale_intensity
+from adapt.transforms.pipeline import case_transforms
+
+__all__ = ["Case", "Volume", "cache_root", "check_pair", "data_root", "list_cases", "load_image",
+           "load_volume", "scale_intensity"]
 
 
-@dataclass(frozen=True)
-class Case:
-    """One image (and its label map) on disk."""
+@dataclass
+class Volume:
+    """A preprocessed case.
 
-    id: str
-    image: Path
-    label: Path
+    Attributes:
+        case: the case it came from.
+        image: ``float32`` in [0, 1]: ``[C, X, Y, Z]`` (3D, RAS) or ``[C, S, S]`` (2D, model side).
+        label: integer label ids on the image's grid: ``[X, Y, Z]`` or ``[S, S]``.
+        affine: voxel index -> RAS mm of ``image``'s grid (``None`` for 2D).
+        source_affine: the same for the grid stored in the file (``None`` for 2D).
+        source_shape: spatial shape of the stored grid.
+    """
+
+    case: Case
+    image: np.ndarray
+    label: np.ndarray
+    affine: np.ndarray | None = None
+    source_affine: np.ndarray | None = None
+    source_shape: tuple[int, ...] | None = None
+
+    @property
+    def spacing(self) -> tuple[float, ...] | None:
+        """Voxel size in mm along each axis of ``image``'s grid (3D only)."""
+        if self.affine is None:
+            return None
+        return tuple(float(v) for v in np.linalg.norm(self.affine[:3, :3], axis=0))
+
+    def to_source(self, mask: np.ndarray) -> np.ndarray:
+        """A mask (or label map) on this grid ``[X, Y, Z]`` resampled onto the file's stored grid.
+
+        Nearest neighbour through the two affines: a voxel keeps its world position, so a
+        mask written with ``source_affine`` overlays the original file. Exact for pure
+        reorientation; for resampled volumes each stored voxel takes the nearest grid voxel.
+        """
+        if self.affine is None or self.source_affine is None or self.source_shape is None:
+            raise ValueError("to_source needs a 3D volume (2D cases have no stored grid to map to)")
+        mask = np.asarray(mask)
+        if mask.shape != self.label.shape:
+            raise ValueError(f"mask shape {mask.shape} differs from the volume grid {self.label.shape}")
+        grid_from_source = np.linalg.inv(self.affine) @ self.source_affine
+        out = ndimage.affine_transform(mask, grid_from_source[:3, :3], offset=grid_from_source[:3, 3],
+                                       output_shape=tuple(self.source_shape), order=0, mode="constant", cval=0)
+        return out.astype(mask.dtype)
 
 
-def cache_root() -> Path:
-    """Where generated and downloaded datasets live (``$SAM2_ADAPT_DATA`` or ``~/.cache``)."""
-    return Path(os.environ.get("SAM2_ADAPT_DATA", Path.home() / ".cache" / "sam2-adapt" / "data"))
+def compact_labels(label: np.ndarray) -> np.ndarray:
+    """Label ids in the smallest integer type that holds them (uint8 for most datasets)."""
+    label = np.rint(np.asarray(label)).astype(np.int64)
+    return label.astype(np.uint8) if label.size == 0 or (label.min() >= 0 and label.max() < 256) else label.astype(np.int32)
 
 
-def data_root(card: DataCard, root: str | None = None) -> Path:
-    """The dataset folder: ``data.root`` if given, else the card's, else the cache."""
-    chosen = root or card.source.get("root")
-    return Path(chosen).expanduser() if chosen else cache_root() / card.name
+def load_volume(card: DataCard, case: Case, image_size: int | None = None) -> Volume:
+    """Read, validate and preprocess one case (see ``adapt.transforms.pipeline``).
 
-
-def list_cases(card: DataCard, root: Path) -> list[Case]:
-    """Cases of an MSD-layout dataset (``dataset.json`` + imagesTr/labelsTr); synthetic ones are generated.
+    Args:
+        card: the data card (channels, intensity, spacing, dims).
+        case: the case's files.
+        image_size: for 2D cards, the model input side the image is resized to.
 
     Raises:
-        DataNotFoundError: nothing at ``root``, with how to supply the data.
+        DataError: missing/unreadable file, image/label mismatch, unknown label ids, too few
+            channels or bands — the message names the file.
     """
-    if card.source["kind"] == "synthetic" and not (root / "dataset.json").exists():
-        from adapt.data.synthetic import write_ct_phantoms
-
-        write_ct_phantoms(root, num_cases=int(card.source.get("num_cases", 8)), seed=int(card.source.get("seed", 0)))
-    manifest = root / "dataset.json"
-    if not manifest.exists():
-        raise DataNotFoundError(
-            f"data card {card.name!r}: no dataset at {root} ({manifest.name} not found).\n"
-            f"Fix one of:\n  - point to an existing copy: data.root=/path/to/{card.source.get('task', card.name)}\n"
-            f"  - download it: python -m adapt.data download card={card.name}"
-        )
-    entries = json.loads(manifest.read_text()).get("training", [])
-    cases = []
-    for entry in entries:
-        image, label = root / entry["image"], root / entry["label"]
-        cases.append(Case(id=Path(entry["image"]).name.split(".")[0], image=image, label=label))
-    if not cases:
-        raise DataError(f"{manifest}: the 'training' list is empty")
-    return cases
-
-
-def _load(path: Path) -> nib.Nifti1Image:
-    if not path.exists():
-        raise DataError(f"{path}: file not found (listed in the dataset manifest)")
-    try:
-        image = nib.load(path)
-        return nib.as_closest_canonical(image)
-    except Exception as err:  # nibabel raises many types for truncated or foreign files
-        raise DataError(f"{path}: unreadable as NIfTI ({type(err).__name__}: {err})") from None
+    item = case_transforms(card, image_size)({"case": case.id, "image": case.image, "label": case.label})
+    image = np.ascontiguousarray(np.asarray(item["image"], dtype=np.float32))
+    label = compact_labels(np.asarray(item["label"])[0])
+    if card.dims == 2:
+        return Volume(case, image, label)
+    return Volume(case, image, label, affine=np.asarray(item["affine"], dtype=np.float64),
+                  source_affine=np.asarray(item["source_affine"], dtype=np.float64),
+                  source_shape=tuple(item["source_shape"]))
 
 
 def check_pair(case: Case, known_ids: set[int]) -> np.ndarray:
-    """Validate a case's image/label pair and return its label volume (canonical frame).
+    """Validate a volume's image/label pair; return the label map in the canonical (RAS) frame.
+
+    A light check for callers that need only labels; ``load_volume`` runs the full one.
 
     Raises:
-        DataError: grids differ, or the label map has ids the card does not list.
+        DataError: a file is missing or unreadable, the grids differ, or ids are unknown.
     """
-    image, label = _load(case.image), _load(case.label)
-    if image.shape[:3] != label.shape[:3]:
-        raise DataError(f"{case.label}: label shape {label.shape[:3]} differs from image {case.image} shape {image.shape[:3]}")
-    if not np.allclose(image.affine, label.affine, atol=1e-3):
-        raise DataError(f"{case.label}: affine differs from the image's ({case.image}); resample the label onto the image grid")
-    try:
-        data = np.asarray(label.dataobj).astype(np.int64)
-    except Exception as err:
-        raise DataError(f"{case.label}: cannot read voxels ({type(err).__name__}: {err})") from None
-    unknown = sorted(set(np.unique(data).tolist()) - known_ids)
+    import nibabel as nib
+
+    image, label = read_raster(case.image), read_raster(case.label)
+    if image.spatial_shape != label.spatial_shape:
+        raise DataError(f"{case.label}: label shape {label.spatial_shape} differs from image {case.image} "
+                        f"shape {image.spatial_shape}")
+    if image.affine is None or label.affine is None or not np.allclose(image.affine, label.affine, atol=1e-2):
+        raise DataError(f"{case.label}: affine differs from the image's ({case.image}); resample the label "
+                        f"onto the image grid")
+    plane = label_plane(label)
+    unknown = sorted(set(np.unique(plane).tolist()) - set(known_ids))
     if unknown:
         raise DataError(f"{case.label}: label ids {unknown} are not in the data card's labels {sorted(known_ids)}")
-    return data
-
-
-def scale_intensity(volume: np.ndarray, intensity: dict[str, Any]) -> np.ndarray:
-    """Map raw intensities to [0, 1]: a ``window: [low, high]`` (CT, HU) or ``percentiles: [lo, hi]``."""
-    if "window" in intensity:
-        low, high = intensity["window"]
-    else:
-        low, high = np.percentile(volume, intensity.get("percentiles", [0.5, 99.5]))
-    return np.clip((volume - low) / max(high - low, 1e-6), 0, 1).astype(np.float32)
+    ornt = nib.orientations.io_orientation(label.affine)
+    return nib.orientations.apply_orientation(plane, ornt)
 
 
 @lru_cache(maxsize=8)
 def load_image(path: Path, window: tuple | None, percentiles: tuple | None) -> np.ndarray:
-    """The image volume in the canonical frame, scaled to [0, 1]; the last few stay in memory."""
-    intensity = {"window": window} if window else {"percentiles": percentiles or (0.5, 99.5)}
-    volume = np.asarray(_load(path).dataobj, dtype=np.float32)
-    return scale_intensity(volume[..., 0] if volume.ndim == 4 else volume, intensity)
+    """A volume's first channel in the canonical frame, scaled to [0, 1]; the last few stay in memory."""
+    import nibabel as nib
+
+    raster = read_raster(path)
+    volume = nib.orientations.apply_orientation(raster.array[0], nib.orientations.io_orientation(raster.affine))
+    intensity = {"window": window} if window else {"percentiles": percentiles}
+    return scale_intensity(volume, intensity)

@@ -1,0 +1,194 @@
+"""File readers: NIfTI, DICOM series, PNG/JPEG/BMP, TIFF and multi-band GeoTIFF.
+
+Every reader returns a ``Raster``: a channel-first array (``[C, X, Y, Z]`` for volumes,
+``[C, H, W]`` for images) and, for volumes, the voxel-to-RAS affine in millimetres. The
+readers are ours rather than MONAI's ``LoadImage`` so that a user's broken file gives one
+``DataError`` naming the file and the problem (missing, truncated, unreadable, too few
+bands) instead of a stack trace from inside a third-party library.
+
+Conventions:
+    * volumes keep the file's voxel order; ``adapt.transforms.io`` reorients them to RAS;
+    * DICOM positions (LPS) are converted to RAS, the convention of NIfTI and MONAI;
+    * 2D images are rows x columns, so no transpose is ever needed for them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from adapt.errors import DataError
+
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+PIL_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
+TIFF_SUFFIXES = (".tif", ".tiff")
+KIND_NAMES = {"nifti": "NIfTI", "dicom": "a DICOM series", "pil": "PNG/JPEG/BMP", "tiff": "(Geo)TIFF"}
+LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+
+
+@dataclass
+class Raster:
+    """Pixels of one file, channel first, and the geometry needed to place them.
+
+    Attributes:
+        array: ``[C, X, Y, Z]`` (volume) or ``[C, H, W]`` (image).
+        affine: voxel index to RAS millimetres (volumes), ``None`` for images.
+        path: the file or folder it came from (named in every error).
+    """
+
+    array: np.ndarray
+    affine: np.ndarray | None
+    path: Path
+
+    @property
+    def spatial_shape(self) -> tuple[int, ...]:
+        return tuple(self.array.shape[1:])
+
+
+def file_kind(path: Path) -> str:
+    """``nifti``, ``dicom`` (a folder of slices), ``pil`` or ``tiff``, from the name."""
+    name = path.name.lower()
+    if path.is_dir():
+        return "dicom"
+    if name.endswith(NIFTI_SUFFIXES):
+        return "nifti"
+    if name.endswith(PIL_SUFFIXES):
+        return "pil"
+    if name.endswith(TIFF_SUFFIXES):
+        return "tiff"
+    if name.endswith(".dcm"):
+        raise DataError(f"{path}: a single DICOM file; give the folder that holds the whole series")
+    raise DataError(f"{path}: unsupported file type; use NIfTI (.nii/.nii.gz), a DICOM series folder, "
+                    f"PNG/JPEG/BMP, or (Geo)TIFF")
+
+
+def read_raster(path: str | Path) -> Raster:
+    """Read any supported file into a channel-first ``Raster``.
+
+    Raises:
+        DataError: the file is missing, of an unsupported type, truncated or unreadable.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: file not found")
+    kind = file_kind(path)
+    reader = {"nifti": _read_nifti, "dicom": _read_dicom, "pil": _read_pil, "tiff": _read_tiff}[kind]
+    try:
+        return reader(path)
+    except DataError:
+        raise
+    except Exception as err:  # every library raises its own types for truncated or foreign files
+        raise DataError(f"{path}: unreadable as {KIND_NAMES[kind]} ({type(err).__name__}: {err}); "
+                        f"re-export or re-download the file") from None
+
+
+def _read_nifti(path: Path) -> Raster:
+    import nibabel as nib
+
+    image = nib.load(path)
+    data = np.asanyarray(image.dataobj)
+    if data.ndim == 2:
+        data = data[..., None]
+    if data.ndim == 3:
+        data = data[None]
+    elif data.ndim == 4:
+        data = np.moveaxis(data, -1, 0)  # (X, Y, Z, C): MSD stores modalities last
+    else:
+        raise DataError(f"{path}: a {data.ndim}D NIfTI; expected a 3D volume or 4D channels (X, Y, Z, C)")
+    return Raster(np.ascontiguousarray(data), np.asarray(image.affine, dtype=np.float64), path)
+
+
+def _read_pil(path: Path) -> Raster:
+    from PIL import Image
+
+    with Image.open(path) as img:
+        if img.mode in ("RGBA", "LA", "CMYK", "YCbCr"):
+            img = img.convert("RGB" if img.mode != "LA" else "L")
+        array = np.asarray(img)  # a palette ('P') image stays as its indices: label maps
+    array = array[None] if array.ndim == 2 else np.moveaxis(array, -1, 0)
+    return Raster(np.ascontiguousarray(array), None, path)
+
+
+def _read_tiff(path: Path) -> Raster:
+    """TIFF and GeoTIFF: ``(H, W)``, ``(bands, H, W)`` or interleaved ``(H, W, bands)``."""
+    import tifffile
+
+    with tifffile.TiffFile(path) as tif:
+        series = tif.series[0]
+        array = series.asarray()
+        axes = series.axes
+    if array.ndim == 2:
+        array = array[None]
+    elif array.ndim == 3 and axes[-1] in "SC":
+        array = np.moveaxis(array, -1, 0)
+    elif array.ndim != 3:
+        raise DataError(f"{path}: expected one 2D raster with bands, got axes {axes} and shape {array.shape}")
+    return Raster(np.ascontiguousarray(array), None, path)
+
+
+def _read_dicom(path: Path) -> Raster:
+    """A folder holding one DICOM series, sorted along the slice normal, in HU (rescaled)."""
+    import pydicom
+
+    files = sorted(f for f in path.iterdir() if f.is_file() and not f.name.startswith("."))
+    slices = [ds for ds in (pydicom.dcmread(f, force=True) for f in files) if "PixelData" in ds]
+    if not slices:
+        raise DataError(f"{path}: no DICOM file with pixel data in this folder")
+    if len({ds.get("SeriesInstanceUID") for ds in slices}) > 1:
+        raise DataError(f"{path}: holds more than one DICOM series; put each series in its own folder")
+    for ds in slices:
+        for keyword in ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing"):
+            if keyword not in ds:
+                raise DataError(f"{path}: slice {Path(ds.filename).name} has no {keyword}; "
+                                f"the series cannot be placed in space")
+    row = np.array(slices[0].ImageOrientationPatient[:3], dtype=float)
+    col = np.array(slices[0].ImageOrientationPatient[3:], dtype=float)
+    normal = np.cross(row, col)
+    slices.sort(key=lambda ds: float(np.dot(normal, np.array(ds.ImagePositionPatient, dtype=float))))
+    planes = [ds.pixel_array.astype(np.float32) * float(ds.get("RescaleSlope", 1))
+              + float(ds.get("RescaleIntercept", 0)) for ds in slices]
+    if len({p.shape for p in planes}) > 1:
+        raise DataError(f"{path}: slices of different sizes {sorted({p.shape for p in planes})}")
+    first = np.array(slices[0].ImagePositionPatient, dtype=float)
+    if len(slices) > 1:
+        step = (np.array(slices[-1].ImagePositionPatient, dtype=float) - first) / (len(slices) - 1)
+    else:
+        step = normal * float(slices[0].get("SliceThickness", 1.0))
+    row_spacing, col_spacing = (float(v) for v in slices[0].PixelSpacing)
+    # Voxel (i, j, k) = (column, row, slice): x runs along a row, y down the columns.
+    affine = np.eye(4)
+    affine[:3, 0] = row * col_spacing
+    affine[:3, 1] = col * row_spacing
+    affine[:3, 2] = step
+    affine[:3, 3] = first
+    volume = np.stack([p.T for p in planes], axis=-1)[None]
+    return Raster(np.ascontiguousarray(volume), LPS_TO_RAS @ affine, path)
+
+
+def label_plane(raster: Raster, threshold: float | None = None) -> np.ndarray:
+    """The single-channel label map of a label file (integers).
+
+    Args:
+        raster: the label file as read.
+        threshold: for masks stored as lossy greyscale/RGB images (e.g. JPEG): pixels at or
+            above it become 1, others 0. ``None`` keeps the stored integer values.
+
+    Raises:
+        DataError: several different channels (a colour-coded label map) without a threshold.
+    """
+    array = raster.array
+    if threshold is not None:
+        return (array.max(axis=0) >= threshold).astype(np.uint8)
+    if array.shape[0] > 1:
+        if not all(np.array_equal(array[0], array[c]) for c in range(1, array.shape[0])):
+            raise DataError(f"{raster.path}: label image has {array.shape[0]} different channels; store labels as "
+                            f"one channel of integer ids, or set source.mask_threshold in the card for RGB masks")
+    plane = array[0]
+    if np.issubdtype(plane.dtype, np.floating):
+        rounded = np.rint(plane)
+        if not np.allclose(plane, rounded, atol=1e-3):
+            raise DataError(f"{raster.path}: label map has non-integer values; labels must be integer ids")
+        plane = rounded
+    return plane.astype(np.int64)

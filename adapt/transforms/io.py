@@ -1,0 +1,106 @@
+"""``LoadCased``: read a case's image and label and check that they belong together.
+
+This is the first MONAI dictionary transform of the preprocessing chain. It turns
+``{"case", "image": path, "label": path}`` into channel-first tensors (MONAI ``MetaTensor``
+with the voxel-to-RAS affine for volumes), keeping only the card's ``intensity.channels``,
+and refuses, with the file named, every mismatch a later step would silently get wrong:
+image and label grids of different shapes or affines, label ids the card does not list,
+fewer channels or bands than the card selects.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Hashable, Mapping
+
+import numpy as np
+import torch
+from monai.data import MetaTensor
+from monai.transforms import MapTransform
+
+from adapt.data.cards import DataCard
+from adapt.data.readers import Raster, label_plane, read_raster
+from adapt.errors import DataError
+
+AFFINE_TOLERANCE_MM = 1e-2
+
+
+class LoadCased(MapTransform):
+    """Read and validate one case.
+
+    Args:
+        card: the data card (dims, labels, channels, mask threshold).
+
+    Output keys: ``image`` (``[C, X, Y, Z]`` or ``[C, H, W]``), ``label`` (``[1, ...]``
+    integers), ``source_dtype`` (the image file's dtype name: 8-bit files scale by /255),
+    and for volumes ``source_affine`` / ``source_shape`` (the stored grid, to map masks back).
+    """
+
+    def __init__(self, card: DataCard) -> None:
+        super().__init__(keys=("image", "label"))
+        self.card = card
+        self.known_ids = set(card.labels.values())
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        item = dict(data)
+        image = read_raster(item["image"])
+        label = read_raster(item["label"])
+        plane = label_plane(label, self.card.source.get("mask_threshold"))
+        image_array = self._channels(image)
+        if self.card.dims == 3:
+            image_array, plane = self._check_volume(image, label, image_array, plane)
+            affine = torch.as_tensor(image.affine, dtype=torch.float64)
+            item["image"] = MetaTensor(torch.from_numpy(image_array), affine=affine)
+            item["label"] = MetaTensor(torch.from_numpy(plane[None]), affine=affine.clone())
+            item["source_affine"], item["source_shape"] = image.affine, tuple(plane.shape)
+        else:
+            image_array, plane = _as_image(image, image_array), _as_image(label, plane[None])[0]
+            if image_array.shape[1:] != plane.shape:
+                raise DataError(f"{label.path}: label size {plane.shape} differs from image {image.path} "
+                                f"size {image_array.shape[1:]}")
+            item["image"], item["label"] = torch.from_numpy(image_array), torch.from_numpy(plane[None])
+        unknown = sorted(set(np.unique(plane).tolist()) - self.known_ids)
+        if unknown:
+            raise DataError(f"{label.path}: label ids {unknown} are not in the data card's labels "
+                            f"{self.card.labels}; add them to the card or fix the label file")
+        item["source_dtype"] = str(image.array.dtype)
+        return item
+
+    def _channels(self, image: Raster) -> np.ndarray:
+        wanted = self.card.intensity.get("channels")
+        count = image.array.shape[0]
+        if wanted is None:
+            if count not in (1, 3):
+                raise DataError(f"{image.path}: {count} channels; choose 1 or 3 of them with intensity.channels "
+                                f"in the data card (e.g. [0] or [2, 1, 0])")
+            return image.array
+        if max(wanted) >= count:
+            noun = "bands" if image.affine is None else "channels"
+            raise DataError(f"{image.path}: has {count} {noun}, the data card asks for {noun} {list(wanted)} "
+                            f"(intensity.channels, 0-based); fix the card or the file")
+        return image.array[list(wanted)]
+
+    def _check_volume(self, image: Raster, label: Raster, array: np.ndarray,
+                      plane: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if image.affine is None:
+            raise DataError(f"{image.path}: a 2D image, but the data card {self.card.name!r} has dims: 3; "
+                            f"use NIfTI or DICOM volumes, or a 2D card")
+        if label.affine is None:
+            raise DataError(f"{label.path}: a 2D image as the label of volume {image.path}; use a NIfTI label map")
+        if array.shape[1:] != plane.shape:
+            raise DataError(f"{label.path}: label shape {plane.shape} differs from image {image.path} "
+                            f"shape {array.shape[1:]}; resample the label onto the image grid")
+        if not np.allclose(image.affine, label.affine, rtol=0, atol=AFFINE_TOLERANCE_MM):
+            raise DataError(f"{label.path}: affine differs from the image's ({image.path}) by more than "
+                            f"{AFFINE_TOLERANCE_MM} mm; resample the label onto the image grid "
+                            f"(image affine {np.round(image.affine, 3).tolist()}, "
+                            f"label affine {np.round(label.affine, 3).tolist()})")
+        return array, plane
+
+
+def _as_image(raster: Raster, array: np.ndarray) -> np.ndarray:
+    """2D pixels ``[C, H, W]``; a single-slice volume (e.g. a 2D NIfTI) becomes rows x columns."""
+    if raster.affine is None:
+        return array
+    if array.shape[-1] != 1:
+        raise DataError(f"{raster.path}: a volume with {array.shape[-1]} slices, but the data card has dims: 2")
+    return np.ascontiguousarray(np.swapaxes(array[..., 0], 1, 2))
