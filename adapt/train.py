@@ -113,10 +113,12 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     L.seed_everything(cfg.seed, workers=True)
     run_dir = prepare_run_dir(cfg)
     cache = resolve_embedding_cache(cfg)
-    # Data first: a missing dataset is reported before minutes of model loading.
-    datamodule = build_datamodule(cfg.data, image_size=cfg.model.image_size, seed=cfg.seed)
-    cache["namespace"] = namespace(OmegaConf.to_container(cfg.model, resolve=True), datamodule.preprocessing)
     task_cls = task_class(cfg.task)
+    # Data first: a missing dataset is reported before minutes of model loading.
+    # A task may bring its own datamodule builder (clips for task=propagation); default: slices.
+    build = getattr(task_cls, "build_datamodule", None) or build_datamodule
+    datamodule = build(cfg.data, image_size=cfg.model.image_size, seed=cfg.seed)
+    cache["namespace"] = namespace(OmegaConf.to_container(cfg.model, resolve=True), datamodule.preprocessing)
     task = task_cls(
         model=OmegaConf.to_container(cfg.model, resolve=True),
         adapter=OmegaConf.to_container(cfg.adapter, resolve=True),

@@ -136,6 +136,9 @@ class StepOutput:
         candidate_iou: their predicted IoUs ``[N, M]``.
         high_res: the selected logits at the model's input size ``[N, 1, S, S]`` (memory input).
         pointer: the object pointer ``[N, C]``.
+        decoder_candidates: the mask decoder's candidates ``[N, M, h, w]`` before SAM2 replaces
+            those of an object judged absent by ``NO_OBJ_SCORE`` (training losses supervise
+            these, so a wrong presence call does not cut the mask gradient); ``None`` = ``candidates``.
     """
 
     low_res: torch.Tensor
@@ -145,6 +148,7 @@ class StepOutput:
     candidate_iou: torch.Tensor
     high_res: torch.Tensor
     pointer: torch.Tensor
+    decoder_candidates: torch.Tensor | None = None
 
 
 def _to_maps(flat: torch.Tensor, size: list[int], batch: int) -> torch.Tensor:
@@ -285,14 +289,15 @@ class MemoryTracker:
         )
         masks, iou, tokens, score = masks[:, 0], iou[:, 0], tokens[:, 0], score[:, 0]
         appearing = score > 0  # [N, 1]; an absent object's masks are a hard "nothing", as in SAM2
-        masks = torch.where(appearing[:, :, None, None], masks, NO_OBJ_SCORE)
+        raw, masks = masks, torch.where(appearing[:, :, None, None], masks, NO_OBJ_SCORE)
         best = iou.argmax(dim=1)
         rows = torch.arange(n, device=masks.device)
         low_res = masks[rows, best].unsqueeze(1)
         keep = appearing.to(tokens.dtype)
         pointer = keep * sam.object_pointer_proj(tokens[rows, best]) + (1 - keep) * sam.no_object_pointer
         return StepOutput(low_res=low_res, iou=iou[rows, best].unsqueeze(1), object_score=score,
-                          candidates=masks, candidate_iou=iou, high_res=self._upsample(low_res), pointer=pointer)
+                          candidates=masks, candidate_iou=iou, high_res=self._upsample(low_res), pointer=pointer,
+                          decoder_candidates=raw)
 
     def _upsample(self, low_res: torch.Tensor) -> torch.Tensor:
         size = (self.sam.image_size, self.sam.image_size)

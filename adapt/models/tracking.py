@@ -58,6 +58,8 @@ class ClipOutput:
         object_score: object-presence logits ``[T, N, 1]``.
         candidates: per frame, every candidate mask ``[N, M, h, w]`` (for best-of-M losses).
         candidate_iou: per frame, their predicted IoUs ``[N, M]``.
+        decoder_candidates: per frame, the decoder's candidates before SAM2 blanks an object
+            judged absent (``StepOutput.decoder_candidates``), what training supervises.
         visited: ``[T]`` bool, prompted or tracked.
         prompted: the conditioning frames.
         order: the tracked frames as ``(frame, reverse)`` in visiting order.
@@ -68,6 +70,7 @@ class ClipOutput:
     object_score: torch.Tensor
     candidates: list[torch.Tensor | None]
     candidate_iou: list[torch.Tensor | None]
+    decoder_candidates: list[torch.Tensor | None]
     visited: torch.Tensor
     prompted: list[int]
     order: list[tuple[int, bool]]
@@ -127,10 +130,15 @@ def _collect(outputs: dict[int, StepOutput], num_frames: int, prompted: list[int
         object_score=stack(lambda o: o.object_score, NO_OBJ_SCORE),
         candidates=[outputs[t].candidates if t in outputs else None for t in range(num_frames)],
         candidate_iou=[outputs[t].candidate_iou if t in outputs else None for t in range(num_frames)],
+        decoder_candidates=[_decoder_candidates(outputs[t]) if t in outputs else None for t in range(num_frames)],
         visited=visited,
         prompted=prompted,
         order=order,
     )
+
+
+def _decoder_candidates(out: StepOutput) -> torch.Tensor:
+    return out.candidates if out.decoder_candidates is None else out.decoder_candidates
 
 
 def clip_prompts(batch: Mapping[str, Any], index: int, mask_prompts: bool = False) -> dict[int, FramePrompt]:

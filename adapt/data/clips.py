@@ -1,0 +1,307 @@
+"""Clips of consecutive slices for ``task=propagation``: SAM2's memory trained on volumes.
+
+A sample is ``K`` consecutive slices of one case along the card's slice axis (the frames of
+a short video), one target object, its mask on every frame, whether it is present on each
+frame, and a prompt on one or a few frames; the task predicts the other frames through
+SAM2's memory. Batches (default collation) follow the project's convention with a time axis:
+
+* ``image`` ``[B, K, C, S, S]`` in [0, 1]; ``label`` ``[B, K, 1, S, S]`` binary;
+* ``present`` ``[B, K, 1]`` bool; ``prompt_frames`` ``[B, K]`` bool;
+* on prompted frames (zeros elsewhere): ``boxes`` ``[B, K, 1, 4]`` and/or ``points``
+  ``[B, K, 1, k, 2]`` + ``point_labels`` ``[B, K, 1, k]`` simulated from the frame's mask by
+  the seeded ``PromptSimulator``; a ``mask`` prompt is the frame's ground truth itself
+  (``ClipDataModule.mask_prompts``; ``adapt.models.tracking.clip_prompts`` reads either);
+* ``meta``: case, first slice, target name, label id.
+
+Where clips are drawn (``require``): ``all`` keeps clips whose every frame holds the target
+(inside the organ), ``any`` also clips that run past its ends, so frames without the object
+train SAM2's object-presence head. Prompted frames are always frames that hold the target,
+chosen ``first``, ``middle`` or ``random`` among them. Training clips are every valid start
+(``stride``) with prompts that change each epoch; validation clips are a fixed, evenly
+spaced few per case with fixed prompts.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+from typing import Any, Iterator, Mapping
+
+import lightning as L
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import Dataset
+
+from adapt.data.cards import DataCard, load_card
+from adapt.data.datamodule import SegmentationDataModule, split_cases
+from adapt.data.volumes import Case, check_pair, data_root, list_cases, load_image
+from adapt.errors import ConfigError, DataError
+from adapt.transforms.prompts import PROMPT_KINDS, PromptSimulator, prompt_rng
+
+log = logging.getLogger(__name__)
+
+PROMPT_FRAME_MODES = ("first", "middle", "random")
+REQUIRE_MODES = ("all", "any")
+#: ``data.prompt.kind`` that prompts with the ground-truth mask (SAM2's mask prompt).
+MASK_PROMPT = "mask"
+#: Last key of the generator that picks ``random`` prompt frames (per-frame prompts use the frame index).
+FRAME_CHOICE_KEY = 2**31 - 1
+
+
+@dataclass(frozen=True)
+class ClipOptions:
+    """How clips are cut and prompted (the Hydra ``data.clip`` node).
+
+    Attributes:
+        length: frames per clip ``K``.
+        require: ``all`` frames hold the target, or ``any`` frame does.
+        prompt_frames: ``first``, ``middle`` or ``random`` frame(s) holding the target get the prompt.
+        num_prompt_frames: how many frames are prompted (fewer if fewer hold the target).
+        stride: step between the starts of training clips.
+        val_clips_per_case: validation clips per case and target, evenly spaced.
+    """
+
+    length: int = 8
+    require: str = "all"
+    prompt_frames: str = "first"
+    num_prompt_frames: int = 1
+    stride: int = 1
+    val_clips_per_case: int = 2
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.length >= 1, f"data.clip.length must be >= 1, got {self.length}"),
+            (self.require in REQUIRE_MODES, f"data.clip.require must be one of {REQUIRE_MODES}, got {self.require!r}"),
+            (self.prompt_frames in PROMPT_FRAME_MODES,
+             f"data.clip.prompt_frames must be one of {PROMPT_FRAME_MODES}, got {self.prompt_frames!r}"),
+            (1 <= self.num_prompt_frames <= self.length,
+             f"data.clip.num_prompt_frames must be between 1 and data.clip.length={self.length}, "
+             f"got {self.num_prompt_frames}"),
+            (self.stride >= 1, f"data.clip.stride must be >= 1, got {self.stride}"),
+            (self.val_clips_per_case >= 1, f"data.clip.val_clips_per_case must be >= 1, got {self.val_clips_per_case}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(message)
+
+
+def clip_starts(present: np.ndarray, length: int, require: str, stride: int = 1) -> np.ndarray:
+    """First slices of the clips of ``length`` frames a case offers, given where the target is.
+
+    Args:
+        present: ``[D]`` bool, the target on each slice.
+        length: frames per clip.
+        require: ``all`` frames of the clip hold the target, or ``any`` frame does.
+        stride: keep every ``stride``-th valid start.
+    """
+    present = np.asarray(present, dtype=bool)
+    if len(present) < length:
+        return np.zeros(0, dtype=int)
+    counts = np.convolve(present.astype(int), np.ones(length, dtype=int), mode="valid")
+    valid = np.flatnonzero(counts == length if require == "all" else counts > 0)
+    return valid[::stride]
+
+
+def choose_prompt_frames(present: np.ndarray, mode: str, count: int, rng: np.random.Generator) -> list[int]:
+    """The clip frames that get a prompt: ``count`` of those holding the target, sorted.
+
+    ``first``: the earliest; ``middle``: the closest to the clip's centre (earlier on ties);
+    ``random``: drawn with ``rng``.
+    """
+    candidates = np.flatnonzero(np.asarray(present, dtype=bool))
+    if len(candidates) == 0:
+        raise ValueError("a clip without the target has no frame to prompt")
+    count = min(count, len(candidates))
+    if mode == "first":
+        chosen = candidates[:count]
+    elif mode == "middle":
+        centre = (len(present) - 1) / 2
+        chosen = candidates[np.argsort(np.abs(candidates - centre), kind="stable")[:count]]
+    elif mode == "random":
+        chosen = rng.choice(candidates, size=count, replace=False)
+    else:
+        raise ConfigError(f"data.clip.prompt_frames must be one of {PROMPT_FRAME_MODES}, got {mode!r}")
+    return sorted(int(t) for t in chosen)
+
+
+def volume_planes(volume: np.ndarray, axis: int, start: int, length: int) -> np.ndarray:
+    """Slices ``start..start+length-1`` along ``axis`` of ``[X, Y, Z]`` (or ``[C, X, Y, Z]``) as ``[K, C, rows, cols]``.
+
+    Rows run along the second in-plane axis, as the slice datamodule shows a plane.
+    """
+    if volume.ndim == 3:
+        volume = volume[None]
+    block = np.take(volume, np.arange(start, start + length), axis=axis + 1)  # [C, ..K.., ...]
+    in_plane = [a + 1 for a in range(3) if a != axis]
+    return np.ascontiguousarray(block.transpose(axis + 1, 0, in_plane[1], in_plane[0]))
+
+
+@lru_cache(maxsize=4)
+def _label_volume(case: Case, known: tuple[int, ...]) -> np.ndarray:
+    """A case's validated label map (canonical frame); the last few stay in memory."""
+    return check_pair(case, set(known)).astype(np.int16)
+
+
+class ClipDataset(Dataset):
+    """Every clip (case, target, first slice) of the given cases, with simulated prompts.
+
+    Args:
+        card: the data card.
+        cases: the cases of this split.
+        image_size: side S of the square model input.
+        options: clip length, placement and prompting.
+        prompts: the prompt simulator, or ``None`` for mask prompts.
+        train: all starts and per-epoch prompts; otherwise a fixed few clips with fixed prompts.
+        seed: seeds the choice of ``random`` prompt frames (with the sample index and epoch).
+        skip_bad_cases: warn and skip a bad case instead of raising.
+    """
+
+    def __init__(self, card: DataCard, cases: list[Case], image_size: int, options: ClipOptions,
+                 prompts: PromptSimulator | None, train: bool, seed: int = 0, skip_bad_cases: bool = False) -> None:
+        self.card, self.image_size, self.options, self.prompts, self.train = card, image_size, options, prompts, train
+        self.seed = seed
+        self.epoch = 0
+        self.bad_cases: list[str] = []
+        self.short_cases: list[str] = []
+        self.known = tuple(sorted(set(card.labels.values())))
+        self.items: list[tuple[Case, int, str, int]] = []
+        axes = tuple(a for a in range(3) if a != card.slice_axis)
+        for case, label in self._labels(cases, skip_bad_cases):
+            if label.shape[card.slice_axis] < options.length:
+                self.short_cases.append(case.id)
+            for name, value in card.target_ids().items():
+                present = (label == value).any(axis=axes)
+                starts = clip_starts(present, options.length, options.require, options.stride if train else 1)
+                if not train and len(starts) > options.val_clips_per_case:
+                    keep = np.linspace(0, len(starts) - 1, options.val_clips_per_case).round().astype(int)
+                    starts = starts[np.unique(keep)]
+                self.items += [(case, int(s), name, value) for s in starts]
+        if self.short_cases:
+            log.warning("%d case(s) have fewer than %d slices and give no clip: %s", len(self.short_cases),
+                        options.length, ", ".join(self.short_cases[:5]))
+
+    def _labels(self, cases: list[Case], skip_bad_cases: bool) -> Iterator[tuple[Case, np.ndarray]]:
+        """Each case with its validated label map; a bad case raises, or is counted and skipped."""
+        for case in cases:
+            try:
+                label = _label_volume(case, self.known)
+            except DataError as err:
+                if skip_bad_cases:
+                    log.warning("skipping bad case %s: %s", case.id, err)
+                    self.bad_cases.append(case.id)
+                    continue
+                raise
+            yield case, label
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def _image(self, case: Case) -> np.ndarray:
+        window = self.card.intensity.get("window")
+        percentiles = self.card.intensity.get("percentiles")
+        return load_image(case.image, tuple(window) if window else None, tuple(percentiles) if percentiles else None)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        case, start, name, value = self.items[i]
+        k, size, axis = self.options.length, (self.image_size, self.image_size), self.card.slice_axis
+        image = torch.from_numpy(volume_planes(self._image(case), axis, start, k).astype(np.float32))
+        image = F.interpolate(image, size=size, mode="bilinear", align_corners=False)
+        mask = torch.from_numpy(volume_planes(_label_volume(case, self.known) == value, axis, start, k).astype(np.float32))
+        label = (F.interpolate(mask, size=size, mode="nearest") > 0.5).float()  # [K, 1, S, S]
+        present = label.flatten(2).any(-1)  # [K, 1]
+        key = (i, self.epoch) if self.train else (i,)
+        frames = choose_prompt_frames(present[:, 0].numpy(), self.options.prompt_frames,
+                                      self.options.num_prompt_frames, prompt_rng(self.seed, *key, FRAME_CHOICE_KEY))
+        prompt_frames = torch.zeros(k, dtype=torch.bool)
+        prompt_frames[frames] = True
+        sample = {"image": image, "label": label, "present": present, "prompt_frames": prompt_frames,
+                  "meta": {"case": case.id, "start": start, "target": name, "label_id": value}}
+        if self.prompts is not None:
+            sample.update(self._prompts(label, frames, key))
+        return sample
+
+    def _prompts(self, label: torch.Tensor, frames: list[int], key: tuple[int, ...]) -> dict[str, torch.Tensor]:
+        """Simulated prompts on the prompted frames, zeros elsewhere (``[K, 1, ...]``)."""
+        per_frame = {t: self.prompts(label[t, 0].numpy(), key=(*key, t)) for t in frames}
+        out = {}
+        for field, first in per_frame[frames[0]].items():
+            stacked = np.zeros((self.options.length, *first.shape), dtype=first.dtype)
+            for t, prompt in per_frame.items():
+                stacked[t] = prompt[field]
+            out[field] = torch.from_numpy(stacked)
+        return out
+
+
+class ClipDataModule(SegmentationDataModule):
+    """Train/val clip datasets of one card, split by case (never by slice).
+
+    The loaders (shuffled training clips with the epoch's prompts, fixed validation clips)
+    are the slice datamodule's; only the datasets differ.
+
+    Exposes what ``adapt.train`` records with the adapter: ``card``, ``label_map``,
+    ``preprocessing`` (as the slice datamodule, so ``adapt.predict`` reads volumes alike) and
+    ``num_bad_cases``; ``mask_prompts`` tells the task to prompt with the ground-truth mask.
+    """
+
+    def __init__(self, card: DataCard, root: str | None, image_size: int, options: ClipOptions, batch_size: int,
+                 val_batch_size: int, num_workers: int, prompts: PromptSimulator | None,
+                 val_prompts: PromptSimulator | None, seed: int = 0, skip_bad_cases: bool = False) -> None:
+        L.LightningDataModule.__init__(self)  # the slice datamodule's __init__ builds slices
+        if card.dims != 3:
+            raise ConfigError(f"data card {card.name!r} has dims={card.dims}: clips of slices need a 3D dataset "
+                              "(task=propagation); use task=segmentation for 2D images")
+        self.card, self.options = card, options
+        self.root = data_root(card, root)
+        train_cases, val_cases = split_cases(list_cases(card, self.root), card.split)
+        self.train_set = ClipDataset(card, train_cases, image_size, options, prompts, True, seed, skip_bad_cases)
+        self.val_set = ClipDataset(card, val_cases, image_size, options, val_prompts, False, seed + 1, skip_bad_cases)
+        for split, dataset in (("training", self.train_set), ("validation", self.val_set)):
+            if not len(dataset):
+                raise DataError(
+                    f"data card {card.name!r} ({self.root}): no {split} clip of {options.length} slices where "
+                    f"require={options.require!r} holds; lower data.clip.length or set data.clip.require=any"
+                )
+        self.mask_prompts = prompts is None
+        self.batch_size, self.val_batch_size, self.num_workers = batch_size, val_batch_size, num_workers
+        self.label_map = dict(card.labels)
+        self.num_bad_cases = len(self.train_set.bad_cases) + len(self.val_set.bad_cases)
+        self.preprocessing = {"intensity": card.intensity, "image_size": image_size, "slice_axis": card.slice_axis,
+                              "spacing": card.spacing, "channels": 1, "orientation": "RAS", "clip": asdict(options)}
+
+
+
+def build_clip_datamodule(data_cfg: Mapping[str, Any], image_size: int, seed: int) -> ClipDataModule:
+    """The clip datamodule described by the Hydra ``data`` node (``configs/data/clip.yaml``).
+
+    ``data.prompt.kind`` is a ``PromptSimulator`` kind or ``mask``; ``data.clip`` holds the
+    ``ClipOptions``. Validation prompts use ``seed + 1``, as the slice datamodule.
+    """
+    card = load_card(data_cfg["card"])
+    clip = dict(data_cfg.get("clip") or {})
+    unknown = sorted(set(clip) - set(ClipOptions.__dataclass_fields__))
+    if unknown:
+        raise ConfigError(f"data.clip: unknown option(s) {unknown}; valid: {sorted(ClipOptions.__dataclass_fields__)}")
+    prompt = dict(data_cfg.get("prompt") or {})
+    prompt.setdefault("seed", seed)
+    if prompt.get("kind", "box") == MASK_PROMPT:
+        train_prompts = val_prompts = None
+    elif prompt.get("kind", "box") not in PROMPT_KINDS:
+        raise ConfigError(f"data.prompt.kind={prompt['kind']!r} is not one of {(*PROMPT_KINDS, MASK_PROMPT)}")
+    else:
+        train_prompts = PromptSimulator(**prompt)
+        val_prompts = PromptSimulator(**{**prompt, "seed": prompt["seed"] + 1})
+    return ClipDataModule(
+        card=card,
+        root=data_cfg.get("root"),
+        image_size=image_size,
+        options=ClipOptions(**clip),
+        batch_size=int(data_cfg.get("batch_size", 1)),
+        val_batch_size=int(data_cfg.get("val_batch_size", 2)),
+        num_workers=int(data_cfg.get("num_workers", 0)),
+        prompts=train_prompts,
+        val_prompts=val_prompts,
+        seed=int(prompt["seed"]),
+        skip_bad_cases=bool(data_cfg.get("skip_bad_cases", False)),
+    )
