@@ -1,0 +1,235 @@
+"""One case through the model: prompts, batched slices, the volume reassembled, 3D metrics.
+
+A case's image and label are read with ``adapt.predict_io.read_scan``, so volumes are
+sliced exactly as the adapter saw them in training (canonical RAS, the card's slice axis)
+and the predicted stack goes back onto the stored voxel grid with the same ``VolumeView``.
+Metrics are computed there, in 3D, against the label file's own voxels and with the real
+voxel spacing (mm); a slicing or reassembly error therefore lowers the score instead of
+cancelling out.
+
+Protocols (``Protocol.prompt``):
+    box, box_jitter, point, points_k   one prompt per class on every slice where the class is
+        present, simulated from the ground truth with a seeded ``PromptSimulator`` (key: case,
+        class, slice), so two adapters evaluated with the same seed get the same prompts;
+    none    a semantic adapter's class map, no prompt;
+    auto    the semantic head's components as box prompts, refined (no ground truth used).
+With ``propagation`` the prompt is given once, on the slice where the class is largest, and
+SAM2's memory follows it through the volume (the semi-supervised video protocol).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from adapt.errors import ConfigError, DataError
+from adapt.evaluation.cases import EvalCase
+from adapt.evaluation.engine import Engine, PlanePrompts
+from adapt.inference import to_unit
+from adapt.metrics import case_metrics, confusion_matrix, dice, iou
+from adapt.predict_io import Scan, dicom_affine, mask_path, read_scan, write_mask
+from adapt.transforms.prompts import PromptSimulator
+
+PROMPTS = ("box", "box_jitter", "point", "points_k", "auto", "none")
+GT_PROMPTS = ("box", "box_jitter", "point", "points_k")
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """How each case is prompted and scored.
+
+    Attributes:
+        prompt: one of ``PROMPTS``.
+        seed: seed of every simulated prompt and click.
+        jitter: outward box noise for ``box_jitter`` (fraction of the box side).
+        num_points: positive points for ``points_k``.
+        clicks: numbers of correction clicks to score besides the first prompt (``()`` = off).
+        propagation: prompt one slice and follow it with SAM2's memory.
+        tolerance_mm: NSD tolerance.
+        min_area: smallest coarse component (pixels) that becomes a box for ``auto``.
+    """
+
+    prompt: str = "box"
+    seed: int = 0
+    jitter: float = 0.1
+    num_points: int = 3
+    clicks: tuple[int, ...] = ()
+    propagation: bool = False
+    tolerance_mm: float = 2.0
+    min_area: int = 4
+
+    def __post_init__(self) -> None:
+        if self.prompt not in PROMPTS:
+            raise ConfigError(f"prompt={self.prompt!r} is not one of {PROMPTS}")
+        if self.clicks and self.prompt not in GT_PROMPTS:
+            raise ConfigError(f"clicks need a simulated first prompt ({'|'.join(GT_PROMPTS)}), not prompt={self.prompt}")
+        if self.propagation and (self.prompt not in GT_PROMPTS or self.clicks):
+            raise ConfigError("task=propagation takes prompt=box|box_jitter|point|points_k and clicks=off")
+        if any(int(c) < 1 for c in self.clicks):
+            raise ConfigError(f"clicks={list(self.clicks)} must be positive numbers of correction clicks")
+
+    def simulator(self) -> PromptSimulator:
+        """The seeded prompt simulator of a ground-truth protocol."""
+        kinds = {"box": dict(kind="box"), "box_jitter": dict(kind="box", jitter=self.jitter),
+                 "point": dict(kind="point"), "points_k": dict(kind="points", num_positive=self.num_points)}
+        return PromptSimulator(seed=self.seed, **kinds[self.prompt])
+
+
+@dataclass
+class CaseResult:
+    """What one case gives: table rows, click scores, confusion matrix, the predicted class map."""
+
+    rows: list[dict[str, Any]]
+    clicks: dict[int, dict[str, dict[str, float]]] = field(default_factory=dict)
+    confusion: torch.Tensor | None = None
+    prediction: np.ndarray | None = None  # class indices [Z, H, W] on the scan's stack
+    scan: Scan | None = None
+
+
+def voxel_spacing(scan: Scan) -> tuple[float, ...] | None:
+    """mm per axis of the stored grid: from the affine of a volume, the pixel scale of a GeoTIFF.
+
+    ``None`` (distances in pixels) for PNG/JPEG and GeoTIFFs without a pixel scale.
+    """
+    if scan.kind == "nifti":
+        return tuple(float(z) for z in scan.geometry.header.get_zooms()[:3])
+    if scan.kind == "dicom":
+        return tuple(float(v) for v in np.linalg.norm(dicom_affine(scan.geometry)[:3, :3], axis=0))
+    if scan.kind == "geotiff":
+        scale = next((t[3] for t in scan.geometry if t[0] == 33550), None)
+        return (abs(float(scale[1])), abs(float(scale[0]))) if scale else None
+    return None
+
+
+def stored(scan: Scan, stack: np.ndarray) -> np.ndarray:
+    """A ``[Z, H, W]`` stack on the scan's stored grid (a 2D image: its single plane)."""
+    return scan.view.to_volume(stack) if scan.is_volume else stack[0]
+
+
+def stored_labels(label: Scan) -> np.ndarray:
+    """The label file's own voxels (NIfTI read as stored), independent of the slicing."""
+    if label.kind == "nifti":
+        data = np.asarray(label.geometry.dataobj)
+        return np.rint(data.reshape(data.shape[:3])).astype(np.int64)
+    return np.rint(stored(label, label.pixels[:, 0])).astype(np.int64)
+
+
+def read_case(case: EvalCase, slice_axis: int, needs_label: bool = True) -> tuple[Scan, Scan | None]:
+    """The image and (when scoring needs it) the label of a case, checked to share one grid."""
+    scan = read_scan(case.image, slice_axis)
+    if not needs_label:
+        return scan, None
+    label = read_scan(case.label, slice_axis)
+    if label.shape != scan.shape:
+        raise DataError(f"{case.label}: label shape {label.shape} differs from the image's {scan.shape} ({case.image})")
+    affines = [getattr(s.geometry, "affine", None) for s in (scan, label)]
+    if all(a is not None for a in affines) and not np.allclose(*affines, atol=1e-3):
+        raise DataError(f"{case.label}: affine differs from the image's ({case.image}); resample the label onto the image")
+    return scan, label
+
+
+def _prompts(simulator: PromptSimulator, planes: np.ndarray, key: tuple[int, ...], slices: np.ndarray) -> PlanePrompts:
+    made = [simulator(plane, key=(*key, int(z))) for plane, z in zip(planes, slices)]
+    join = lambda name: np.concatenate([m[name] for m in made]) if name in made[0] else None  # noqa: E731
+    return PlanePrompts(join("boxes"), join("points"), join("point_labels"))
+
+
+def predict_classes(engine: Engine, images: np.ndarray, truth: np.ndarray | None, values: list[int],
+                    protocol: Protocol, case_index: int, video: Any = None) -> tuple[np.ndarray, dict[int, np.ndarray]]:
+    """Class indices ``[Z, H, W]`` (``i + 1`` for ``values[i]``), and after each number of clicks.
+
+    Promptable protocols prompt each class on its own; where two predicted classes overlap the
+    earlier class keeps the voxel.
+    """
+    if protocol.prompt == "none":
+        return engine.classify(images), {}
+    if protocol.prompt == "auto":
+        return engine.auto(images, protocol.min_area), {}
+    simulator = protocol.simulator()
+    maps = {k: np.zeros(truth.shape, dtype=np.int64) for k in (0, *protocol.clicks)}
+    for index, value in enumerate(values):
+        target = truth == value
+        slices = np.flatnonzero(target.any(axis=(1, 2)))
+        if not len(slices):
+            continue
+        key = (case_index, index)
+        if protocol.propagation:
+            masks = {0: _propagate(engine, video, images, target, simulator, key)}
+        else:
+            prompts = _prompts(simulator, target[slices], key, slices)
+            keys = [(case_index * 1000 + index) * 100_000 + int(z) for z in slices]
+            found = engine.segment(images[slices], prompts, target[slices], protocol.clicks, protocol.seed, keys)
+            masks = {}
+            for k, planes in found.items():
+                masks[k] = np.zeros(truth.shape, dtype=bool)
+                masks[k][slices] = planes
+        for k, mask in masks.items():
+            maps[k][(maps[k] == 0) & mask] = index + 1
+    return maps.pop(0), maps
+
+
+def _propagate(engine: Engine, video: Any, images: np.ndarray, target: np.ndarray, simulator: PromptSimulator,
+               key: tuple[int, ...]) -> np.ndarray:
+    """Prompt the slice where the class is largest; SAM2's memory segments the rest."""
+    from adapt.propagation import SlicePrompt, propagate
+
+    z = int(target.sum(axis=(1, 2)).argmax())
+    made = simulator(target[z], key=(*key, z))
+    prompt = SlicePrompt(boxes=made.get("boxes"), points=made.get("points"), labels=made.get("point_labels"))
+    result = propagate(video, images, {z: prompt}, device=engine.device,
+                       autocast=torch.bfloat16 if engine.precision == "bf16" else None)
+    engine.model_seconds += result.seconds
+    engine.planes += len(result.visited)
+    return result.masks[0]
+
+
+def evaluate_case(engine: Engine, case: EvalCase, case_index: int, classes: dict[str, int], protocol: Protocol,
+                  slice_axis: int, video: Any = None) -> CaseResult:
+    """Predict one case and score every class in 3D on its stored grid.
+
+    Args:
+        engine: the batched model.
+        case: image and label files.
+        case_index: position in the evaluated list (part of every prompt's seed key).
+        classes: class name -> label value in the label file, in output order.
+        protocol: how to prompt and what to score.
+        slice_axis: the canonical axis the adapter was trained on.
+        video: ``Sam2VideoModel`` with the adapter, for ``protocol.propagation``.
+    """
+    start = time.perf_counter()
+    scan, label = read_case(case, slice_axis)
+    images = to_unit(scan, engine.predictor.loaded.preprocessing)
+    values = list(classes.values())
+    truth_stack = np.rint(label.pixels[:, 0]).astype(np.int64)
+    prediction, after_clicks = predict_classes(engine, images, truth_stack, values, protocol, case_index, video)
+    truth, spacing = stored_labels(label), voxel_spacing(scan)
+    predicted = stored(scan, prediction)
+    index_of = np.zeros(int(max(values + [int(truth.max())])) + 1, dtype=np.int64)
+    index_of[values] = np.arange(1, len(values) + 1)
+    confusion = confusion_matrix(predicted, index_of[np.clip(truth, 0, None)], len(values) + 1)
+    rows = []
+    for index, (name, value) in enumerate(classes.items(), start=1):
+        scores = case_metrics(predicted == index, truth == value, spacing, tolerance_mm=protocol.tolerance_mm)
+        rows.append({"case": case.id, "class": name, "dice": scores["dice"], "iou": scores["iou"], "nsd": scores["nsd"],
+                     "hd95_mm": scores["hd95"], "gt_voxels": scores["gt_voxels"], "pred_voxels": scores["pred_voxels"]})
+    clicks = {}
+    for k, stack in ({0: prediction, **after_clicks} if after_clicks else {}).items():
+        volume = predicted if k == 0 else stored(scan, stack)
+        clicks[k] = {name: {"dice": dice(volume == i, truth == v), "iou": iou(volume == i, truth == v)}
+                     for i, (name, v) in enumerate(classes.items(), start=1)}
+    seconds = time.perf_counter() - start
+    for row in rows:
+        row.update(seconds=seconds, slices=int(prediction.shape[0]), image=str(case.image), label=str(case.label))
+    return CaseResult(rows, clicks, confusion, prediction, scan)
+
+
+def save_prediction(result: CaseResult, values: list[int], folder: Path, case_id: str) -> Path:
+    """The predicted label map (card label values) in the input's format and geometry."""
+    lookup = np.array([0, *values], dtype=np.uint16)
+    name = mask_path(result.scan.kind, Path(result.scan.path).name)
+    return write_mask(lookup[result.prediction], result.scan, folder / (name if result.scan.kind != "dicom" else case_id))

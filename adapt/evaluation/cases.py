@@ -1,0 +1,71 @@
+"""The cases an evaluation runs on: a data card, its files, one split.
+
+The data layer owns case lists and splits; this module is the one place evaluation asks it
+for them, so a rename there is followed here only. Two generations of the data layer are
+supported: ``split_cases`` returning ``{"train", "val", "test"}`` (by patient) and the earlier
+one returning ``(train, val)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from adapt.data.cards import DataCard, load_card
+from adapt.errors import ConfigError, DataError
+
+SPLITS = ("train", "val", "test", "all")
+
+
+@dataclass(frozen=True)
+class EvalCase:
+    """One image and its label file, as evaluation needs them."""
+
+    id: str
+    image: Path
+    label: Path
+
+
+def _data_layer() -> tuple[Any, Any, Any]:
+    """``(data_root, list_cases, split_cases -> {split: cases})`` as the training data module uses them.
+
+    Following ``adapt.data.datamodule`` (rather than importing the listing modules directly)
+    evaluates exactly the cases training split off, whichever data layer it runs on.
+    """
+    from adapt.data import datamodule
+
+    def split_cases(cases: list[Any], split: dict[str, Any], where: str) -> dict[str, list[Any]]:
+        try:
+            sides = datamodule.split_cases(cases, split, where)
+        except TypeError:  # the train/val generation takes no ``where``
+            sides = datamodule.split_cases(cases, split)
+        if isinstance(sides, tuple):
+            return {"train": sides[0], "val": sides[1], "test": []}
+        return dict(sides)
+
+    return datamodule.data_root, datamodule.list_cases, split_cases
+
+
+def load_cases(card: str | DataCard, root: str | None, split: str) -> tuple[DataCard, list[EvalCase]]:
+    """The card and the cases of ``split`` (``all``: every case), with their files checked.
+
+    Raises:
+        ConfigError: unknown card or split, or a split with no case.
+        DataNotFoundError: the dataset is not at the root (says how to supply it).
+        DataError: a listed image or label file is missing.
+    """
+    if split not in SPLITS:
+        raise ConfigError(f"split={split!r} is not one of {SPLITS}")
+    card = card if isinstance(card, DataCard) else load_card(card)
+    data_root, list_cases, split_cases = _data_layer()
+    cases = list_cases(card, data_root(card, root))
+    chosen = cases if split == "all" else split_cases(cases, dict(card.split), f"data card {card.name}").get(split, [])
+    if not chosen:
+        raise ConfigError(f"data card {card.name!r}: split={split} holds no case (card split: {dict(card.split)}); "
+                          f"choose another split= ({', '.join(SPLITS)})")
+    for case in chosen:
+        for path in (case.image, case.label):
+            if not Path(path).exists():
+                raise DataError(f"{path}: listed for case {case.id} of data card {card.name!r} but missing")
+    return card, [EvalCase(c.id, Path(c.image), Path(c.label)) for c in chosen]

@@ -1,0 +1,216 @@
+"""Batched model calls for evaluation: many planes per forward, prompts in plane pixels.
+
+``adapt.inference.Predictor`` segments one plane per call, which suits files given by a
+user; evaluation runs every slice of every case, so this engine encodes ``batch_size``
+planes at once, decodes all their prompts in one call, optionally continues with
+correction clicks (the previous logits fed back as the mask prompt, ``click_rounds``) and
+runs under ``torch.inference_mode`` with optional bf16 autocast. It also times the model
+part alone, so throughput is the survey's FPS and not file reading.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy import ndimage
+
+from adapt.errors import ConfigError
+from adapt.inference import Predictor
+from adapt.models.interactive import Prediction, click_rounds, decode, image_embeddings
+from adapt.models.sam2 import preprocess
+from adapt.models.semantic import class_logits
+from adapt.transforms.prompts import box_from_mask
+
+PRECISIONS = ("32", "bf16")
+
+
+@dataclass
+class PlanePrompts:
+    """One object's prompt on each of ``B`` planes, in plane pixels (``x`` = column).
+
+    Attributes:
+        boxes: ``[B, 4]`` xyxy, or ``None``.
+        points: ``[B, k, 2]``, or ``None``.
+        labels: ``[B, k]`` (1 object, 0 background), with ``points``.
+    """
+
+    boxes: np.ndarray | None = None
+    points: np.ndarray | None = None
+    labels: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.boxes if self.boxes is not None else self.points)
+
+    def take(self, index: slice | np.ndarray) -> PlanePrompts:
+        """The prompts of a subset of the planes."""
+        pick = lambda a: None if a is None else a[index]  # noqa: E731
+        return PlanePrompts(pick(self.boxes), pick(self.points), pick(self.labels))
+
+
+def upsample(low_res: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Low-resolution logits ``[B, h, w]`` (or ``[B, K, h, w]``) to the planes' size, float32."""
+    squeeze = low_res.ndim == 3
+    logits = low_res[:, None] if squeeze else low_res
+    logits = F.interpolate(logits.float(), size=(height, width), mode="bilinear", align_corners=False)
+    return logits[:, 0] if squeeze else logits
+
+
+class Engine:
+    """A loaded adapter's model, run on batches of planes.
+
+    Args:
+        predictor: the adapter on its image model (device, square size, coordinate mapping).
+        batch_size: planes per forward.
+        precision: ``"32"`` or ``"bf16"`` (autocast; logits are compared in float32).
+    """
+
+    def __init__(self, predictor: Predictor, batch_size: int = 8, precision: str = "32"):
+        if str(precision) not in PRECISIONS:
+            raise ConfigError(f"precision={precision!r} is not one of {PRECISIONS}")
+        if int(batch_size) < 1:
+            raise ConfigError(f"batch_size={batch_size} must be at least 1")
+        self.predictor, self.batch_size, self.precision = predictor, int(batch_size), str(precision)
+        self.model, self.device, self.size = predictor.model, predictor.device, predictor.size
+        self.model_seconds, self.planes = 0.0, 0
+
+    @contextlib.contextmanager
+    def timed(self, planes: int) -> Iterator[None]:
+        """Inference mode, autocast and a synchronised clock around a model call on ``planes`` planes."""
+        cast = (torch.autocast(self.device.type, dtype=torch.bfloat16) if self.precision == "bf16"
+                else contextlib.nullcontext())
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        start = time.perf_counter()
+        with torch.inference_mode(), cast:
+            yield
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        self.model_seconds += time.perf_counter() - start
+        self.planes += planes
+
+    def chunks(self, count: int) -> Iterator[slice]:
+        """Consecutive index ranges of at most ``batch_size`` planes."""
+        for start in range(0, count, self.batch_size):
+            yield slice(start, min(start + self.batch_size, count))
+
+    def embed(self, images: np.ndarray) -> list[torch.Tensor]:
+        """Image embeddings of planes ``[B, C, H, W]`` in [0, 1] (call inside ``timed``)."""
+        pixels = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32)).to(self.device)
+        return image_embeddings(self.model, preprocess(pixels, self.size))
+
+    def _model_prompts(self, prompts: PlanePrompts, height: int, width: int) -> dict[str, torch.Tensor]:
+        out: dict[str, torch.Tensor] = {}
+        to_model = self.predictor._to_model
+        if prompts.boxes is not None:
+            boxes = to_model(np.asarray(prompts.boxes, np.float32), height, width)
+            out["input_boxes"] = torch.from_numpy(boxes)[:, None].to(self.device)
+        if prompts.points is not None:
+            points = to_model(np.asarray(prompts.points, np.float32), height, width)
+            out["input_points"] = torch.from_numpy(points)[:, None].to(self.device)
+            out["input_labels"] = torch.as_tensor(np.asarray(prompts.labels), dtype=torch.long)[:, None].to(self.device)
+        return out
+
+    def segment(self, images: np.ndarray, prompts: PlanePrompts, targets: np.ndarray | None = None,
+                clicks: Sequence[int] = (), seed: int = 0, keys: Sequence[int] | None = None) -> dict[int, np.ndarray]:
+        """Masks of one prompted object per plane, after 0 and each requested number of clicks.
+
+        Args:
+            images: planes ``[B, C, H, W]`` in [0, 1].
+            prompts: one prompt per plane, in plane pixels.
+            targets: ground truth ``[B, H, W]``; needed for correction clicks.
+            clicks: numbers of correction clicks to report (e.g. ``(1, 3, 5, 10)``).
+            seed: click seed; ``keys`` (one int per plane) make each plane's clicks reproducible.
+
+        Returns:
+            ``{clicks: bool [B, H, W]}``, always with ``0`` (the first prompt alone).
+        """
+        count, _, height, width = images.shape
+        rounds = max(clicks, default=0)
+        if rounds and targets is None:
+            raise ConfigError("correction clicks need the ground truth (clicks=off for label-free runs)")
+        keys = list(keys) if keys is not None else list(range(count))
+        out = {k: np.zeros((count, height, width), dtype=bool) for k in (0, *clicks)}
+        for part in self.chunks(count):
+            chunk = prompts.take(part)
+            model_prompts = self._model_prompts(chunk, height, width)
+            single_point = chunk.boxes is None and chunk.points is not None and chunk.points.shape[1] == 1
+            with self.timed(part.stop - part.start):
+                embeddings = self.embed(images[part])
+                first = decode(self.model, embeddings, multimask=single_point, **model_prompts)
+                found = {0: first}
+                if rounds:
+                    label = torch.from_numpy(np.ascontiguousarray(targets[part], dtype=np.float32))[:, None]
+                    label = F.interpolate(label.to(self.device), size=(self.size, self.size), mode="nearest")
+                    batch = {"label": label, "boxes": model_prompts.get("input_boxes"),
+                             "points": model_prompts.get("input_points"), "point_labels": model_prompts.get("input_labels")}
+                    later = click_rounds(self.model, embeddings, first, batch, rounds, seed=seed, keys=keys[part])
+                    found.update({r: later[r - 1] for r in clicks})
+                for k, pred in found.items():
+                    out[k][part] = (upsample(_best(pred), height, width) > 0).cpu().numpy()
+        return out
+
+    def classify(self, images: np.ndarray) -> np.ndarray:
+        """Class indices ``[B, H, W]`` (0 = background) from a semantic adapter's class prompts."""
+        return self.class_logits(images).argmax(1).astype(np.int64)
+
+    def class_logits(self, images: np.ndarray) -> np.ndarray:
+        """Class logits ``[B, K, H, W]`` of a semantic adapter, float32."""
+        if not self.predictor.promptless:
+            raise ConfigError("this adapter has no semantic head (task=semantic): it needs a prompt per object")
+        count, _, height, width = images.shape
+        chunks = []
+        for part in self.chunks(count):
+            with self.timed(part.stop - part.start):
+                logits = class_logits(self.model, self.embed(images[part]))
+                chunks.append(upsample(logits, height, width).cpu().numpy())
+        return np.concatenate(chunks)
+
+    def auto(self, images: np.ndarray, min_area: int = 4) -> np.ndarray:
+        """``prompt=auto``: class indices ``[B, H, W]`` with no prompt and no ground truth.
+
+        The semantic head gives a coarse class map; every connected component of every class
+        (at least ``min_area`` pixels) becomes a box prompt, and the promptable decoder
+        segments it. A pixel claimed by several refined objects takes the class of the one with
+        the highest logit; pixels no object claims are background.
+        """
+        coarse = self.classify(images)
+        count, _, height, width = images.shape
+        objects = [(b, c, box) for b in range(count) for c, box in component_boxes(coarse[b], min_area)]
+        refined = np.zeros((count, height, width), dtype=np.int64)
+        best = np.full((count, height, width), -np.inf, dtype=np.float32)
+        for start in range(0, count, self.batch_size):
+            batch = [o for o in objects if start <= o[0] < start + self.batch_size]
+            if not batch:
+                continue
+            planes = np.array([o[0] - start for o in batch])
+            prompts = self._model_prompts(PlanePrompts(boxes=np.stack([o[2] for o in batch])), height, width)
+            with self.timed(0):
+                embeddings = self.embed(images[start:start + self.batch_size])
+                picked = [e[torch.from_numpy(planes).to(e.device)] for e in embeddings]
+                logits = upsample(_best(decode(self.model, picked, multimask=False, **prompts)), height, width).cpu().numpy()
+            for (plane, cls, _), logit in zip(batch, logits):
+                wins = (logit > 0) & (logit > best[plane])
+                refined[plane][wins], best[plane][wins] = cls, logit[wins]
+        return refined
+
+
+def component_boxes(classes: np.ndarray, min_area: int = 4) -> list[tuple[int, np.ndarray]]:
+    """``(class, box)`` of every connected component of every foreground class of a 2D class map."""
+    boxes = []
+    for cls in (int(c) for c in np.unique(classes) if c > 0):
+        components, count = ndimage.label(classes == cls)
+        sizes = np.bincount(components.ravel(), minlength=count + 1)
+        boxes += [(cls, box_from_mask(components == i)) for i in range(1, count + 1) if sizes[i] >= min_area]
+    return boxes
+
+
+def _best(pred: Prediction) -> torch.Tensor:
+    """The candidate with the highest predicted IoU of each (single-object) prediction: ``[B, h, w]``."""
+    pick = pred.iou[:, 0].argmax(dim=1)
+    return pred.low_res[torch.arange(len(pick), device=pick.device), 0, pick]

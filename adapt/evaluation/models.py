@@ -1,0 +1,100 @@
+"""The models an evaluation compares: an adapter, or zero-shot SAM2 (``adapter=none``).
+
+Zero-shot SAM2 is wrapped as a ``LoadedAdapter`` without adapter weights, fed with the data
+card's intensity settings (or, when compared with an adapter, the adapter's, so that both
+see the same pixels). ``compare=none`` means the adapter's own recorded base model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from adapt.adapters.io import read_metadata
+from adapt.conf import CONFIG_DIR
+from adapt.data.cards import DataCard
+from adapt.errors import ConfigError
+from adapt.loading import LoadedAdapter, _load_base, load_adapter, resolve
+from adapt.models.sam2 import load_sam2
+
+NONE = ("none", "None", "null", "")
+
+
+@dataclass
+class ModelSpec:
+    """What to load for one run, resolved before anything heavy happens.
+
+    Attributes:
+        label: how tables and ``summary.json`` name the run.
+        path: the local adapter folder, or ``None`` for zero-shot SAM2.
+        metadata: the adapter's ``sam2_adapt.json`` (empty for zero-shot).
+        base: for zero-shot SAM2, ``{"name", "image_size", "offline_fallback"}`` or the
+            adapter metadata to rebuild the recorded base from.
+    """
+
+    label: str
+    path: Path | None
+    metadata: dict[str, Any]
+    base: dict[str, Any] | None = None
+
+    @property
+    def task(self) -> str:
+        return str(self.metadata.get("task") or "segmentation")
+
+
+def is_none(value: Any) -> bool:
+    """``adapter=none`` / ``compare=none`` (and YAML null)."""
+    return value is None or str(value) in NONE
+
+
+def model_options(model: Any, image_size: int | None) -> dict[str, Any]:
+    """``model=`` as a ``configs/model/<name>.yaml`` preset, or a model name / Hub id / directory."""
+    if is_none(model):
+        raise ConfigError("adapter=none evaluates zero-shot SAM2: name it with model= "
+                          "(tiny | sam2.1_hiera_tiny | a Hub id | a local directory)")
+    preset = CONFIG_DIR / "model" / f"{model}.yaml"
+    options = yaml.safe_load(preset.read_text()) if preset.exists() else {"name": str(model)}
+    if image_size:
+        options["image_size"] = int(image_size)
+    return {k: options.get(k) for k in ("name", "revision", "checkpoint", "image_size", "offline_fallback")}
+
+
+def resolve_spec(source: Any, revision: str | None, model: Any, image_size: int | None,
+                 base_of: ModelSpec | None = None) -> ModelSpec:
+    """Find an adapter (no weights loaded yet), or describe zero-shot SAM2.
+
+    Args:
+        source: ``adapter=`` / ``compare=``: run dir, adapter dir, Hub id, or none.
+        model: for ``adapter=none``, the model preset or name.
+        base_of: for ``compare=none``, the adapter whose recorded base is the zero-shot model.
+
+    Raises:
+        ConfigError / ModelNotFoundError: no such adapter (names it and the fix).
+    """
+    if not is_none(source):
+        path = resolve(str(source), revision)
+        return ModelSpec(str(source), path, read_metadata(path))
+    if base_of is not None and base_of.path is not None:
+        name = (base_of.metadata.get("base_model") or {}).get("name")
+        return ModelSpec(f"zero-shot {name}", None, {}, {"metadata": base_of.metadata})
+    options = model_options(model, image_size)
+    return ModelSpec(f"zero-shot {options['name']}", None, {}, options)
+
+
+def load_model(spec: ModelSpec, card: DataCard, preprocessing: dict[str, Any] | None = None,
+               video: bool = False) -> LoadedAdapter:
+    """The model of a spec, as a ``LoadedAdapter`` (zero-shot: no adapter weights)."""
+    if spec.path is not None:
+        return load_adapter(spec.path, video=video)
+    if "metadata" in spec.base:
+        model, info = _load_base(spec.base["metadata"], None, None, video)
+    else:
+        options = {k: v for k, v in spec.base.items() if v is not None}
+        options.setdefault("offline_fallback", "error")
+        model, info = load_sam2(options.pop("name"), video=video, **options)
+    preprocessing = preprocessing or {"intensity": dict(card.intensity), "slice_axis": card.slice_axis}
+    metadata = {"task": "segmentation", "base_model": {"name": info.name, "revision": info.revision}}
+    return LoadedAdapter(model.eval(), dict(preprocessing), dict(card.labels), metadata, info, Path("none"))

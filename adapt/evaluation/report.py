@@ -1,0 +1,158 @@
+"""What an evaluation writes and prints: ``cases.csv``, ``summary.json`` and a table.
+
+``cases.csv`` has one row per case and class (and per run when two adapters are compared,
+column ``run``). ``summary.json`` holds, per class, mean/std/median/min/max of every metric
+with the number of undefined values (``count_undefined``: HD95 of a case with an empty
+mask, for instance; see ``docs/metrics.md``), the dataset-level confusion-matrix scores
+(mIoU, per-class and global pixel accuracy), the Dice/IoU-versus-clicks curve and the
+throughput. It contains no ``NaN``: undefined aggregate values are ``null``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from adapt.metrics import class_iou, global_accuracy, mean_pixel_accuracy, miou, pixel_accuracy, summarize
+
+METRICS = ("dice", "iou", "nsd", "hd95_mm")
+COLUMNS = ("run", "case", "class", *METRICS, "gt_voxels", "pred_voxels", "seconds", "slices", "image", "label")
+#: The headline numbers of the printed table and the compare differences.
+HEADLINE = ("dice", "iou", "nsd", "hd95_mm")
+
+
+def _number(value: Any) -> float | None:
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def summarize_run(rows: Sequence[Mapping[str, Any]], classes: Sequence[str], confusion: torch.Tensor,
+                  clicks: Mapping[int, list[dict[str, dict[str, float]]]], planes: int, model_seconds: float,
+                  unit: str) -> dict[str, Any]:
+    """The ``summary.json`` numbers of one run.
+
+    Args:
+        rows: ``cases.csv`` rows of this run.
+        classes: class names in output order.
+        confusion: ``[C+1, C+1]`` confusion matrix over all cases (index 0 = background).
+        clicks: per number of clicks, one ``{class: {"dice", "iou"}}`` per case.
+        planes: slices (or frames) the model processed; ``model_seconds`` the time inside the model.
+        unit: ``slices/s`` or ``frames/s``.
+    """
+    per_class = {name: summarize([r for r in rows if r["class"] == name], metrics=METRICS) for name in classes}
+    names = ["background", *classes]
+    accuracy = pixel_accuracy(confusion)
+    summary: dict[str, Any] = {
+        "cases": len({r["case"] for r in rows}),
+        "classes": per_class,
+        "overall": summarize(rows, metrics=METRICS),
+        "miou": _number(miou(confusion)),
+        "class_iou": {n: _number(v) for n, v in zip(names, class_iou(confusion))},
+        "pixel_accuracy": {n: _number(v) for n, v in zip(names, accuracy)},
+        "mean_pixel_accuracy": _number(mean_pixel_accuracy(confusion)),
+        "global_accuracy": _number(global_accuracy(confusion)),
+        "throughput": {"unit": unit, "planes": int(planes), "model_seconds": model_seconds,
+                       "per_second": planes / model_seconds if model_seconds > 0 else None},
+        "undefined": {m: int(sum(s[m]["count_undefined"] for s in per_class.values())) for m in METRICS},
+    }
+    if clicks:
+        summary["clicks"] = click_curve(clicks, classes)
+    return summary
+
+
+def click_curve(clicks: Mapping[int, list[dict[str, dict[str, float]]]], classes: Sequence[str]) -> dict[str, Any]:
+    """Mean Dice and IoU after each number of correction clicks, over cases, per class and overall.
+
+    Keys are click counts as strings (JSON), ``"0"`` being the first prompt alone.
+    """
+    curve: dict[str, Any] = {}
+    for k in sorted(clicks):
+        cases = clicks[k]
+        entry: dict[str, Any] = {}
+        for metric in ("dice", "iou"):
+            by_class = {c: float(np.mean([case[c][metric] for case in cases])) for c in classes}
+            entry[metric] = float(np.mean(list(by_class.values())))
+            entry[f"{metric}_per_class"] = by_class
+        curve[str(k)] = entry
+    return curve
+
+
+def difference(main: Mapping[str, Any], other: Mapping[str, Any]) -> dict[str, dict[str, float | None]]:
+    """``main - other`` of each class's mean of the headline metrics (and mIoU, global accuracy)."""
+    out: dict[str, dict[str, float | None]] = {}
+    for name, stats in main["classes"].items():
+        theirs = other["classes"].get(name, {})
+        out[name] = {m: _diff(stats[m]["mean"], (theirs.get(m) or {}).get("mean")) for m in HEADLINE}
+    out["dataset"] = {k: _diff(main.get(k), other.get(k)) for k in ("miou", "global_accuracy")}
+    return out
+
+
+def _diff(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None else a - b
+
+
+def write_cases(rows: Sequence[Mapping[str, Any]], path: Path) -> Path:
+    """``cases.csv``: one row per run, case and class; undefined values are empty cells."""
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: ("" if isinstance(v, float) and not math.isfinite(v) else v) for k, v in row.items()})
+    return path
+
+
+def write_summary(summary: Mapping[str, Any], path: Path) -> Path:
+    """``summary.json``, refusing ``NaN`` (undefined values must already be ``null``)."""
+    path.write_text(json.dumps(summary, indent=2, allow_nan=False, default=str))
+    return path
+
+
+def _fmt(stats: Mapping[str, Any] | None, spread: bool = True) -> str:
+    if not stats or stats.get("mean") is None:
+        return "-"
+    text = f"{stats['mean']:.4f}"
+    if spread and stats.get("std") is not None:
+        text += f" ± {stats['std']:.4f}"
+    if stats.get("count_undefined"):
+        text += f" ({stats['count_undefined']} undefined)"
+    return text
+
+
+def print_table(summary: Mapping[str, Any], console: Console | None = None) -> Table:
+    """Per class and metric: mean ± std; with a comparison, the other run and the difference."""
+    console = console or Console()
+    other = summary.get("compare")
+    title = f"sam2-adapt evaluation: {summary['adapter']} on {summary['data_card']} ({summary['split']}, " \
+            f"{summary['cases']} cases, prompt={summary['protocol']['prompt']})"
+    table = Table(title=title)
+    for column in ("class", "metric", str(summary["adapter"]), *((str(other["adapter"]), "difference") if other else ())):
+        table.add_column(column, overflow="fold")
+    for name, stats in summary["classes"].items():
+        for metric in HEADLINE:
+            cells = [name, metric, _fmt(stats[metric])]
+            if other:
+                delta = other["difference"][name][metric]
+                cells += [_fmt(other["classes"].get(name, {}).get(metric)), "-" if delta is None else f"{delta:+.4f}"]
+            table.add_row(*cells)
+    for key in ("miou", "global_accuracy"):
+        value = summary.get(key)
+        cells = ["all", key, "-" if value is None else f"{value:.4f}"]
+        if other:
+            delta = other["difference"]["dataset"][key]
+            cells += ["-" if other.get(key) is None else f"{other[key]:.4f}", "-" if delta is None else f"{delta:+.4f}"]
+        table.add_row(*cells)
+    for k, entry in (summary.get("clicks") or {}).items():
+        table.add_row("all", f"dice @ {k} clicks", f"{entry['dice']:.4f}", *(("", "") if other else ()))
+    speed = summary["throughput"]
+    if speed["per_second"] is not None:
+        table.add_row("all", speed["unit"], f"{speed['per_second']:.2f}", *(("", "") if other else ()))
+    console.print(table)
+    return table

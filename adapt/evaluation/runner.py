@@ -1,0 +1,180 @@
+"""``evaluate(cfg)``: every check first, then each run over the same cases and prompts.
+
+Order matters to users: a wrong ``out``, protocol, adapter path, card, data folder or split
+is reported in seconds, before any model weight is read. Both runs of a comparison see the
+same cases with the same seeded prompts, since prompts are pure functions of (ground
+truth, seed, case, class, slice).
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+
+from adapt.data.cards import DataCard, load_card
+from adapt.errors import ConfigError
+from adapt.evaluation.case import GT_PROMPTS, Protocol, evaluate_case, save_prediction
+from adapt.evaluation.cases import EvalCase, load_cases
+from adapt.evaluation.engine import Engine
+from adapt.evaluation.models import ModelSpec, is_none, load_model, resolve_spec
+from adapt.evaluation.report import difference, print_table, summarize_run, write_cases, write_summary
+from adapt.inference import Predictor
+from adapt.model_card import label_names
+
+log = logging.getLogger(__name__)
+
+TASKS = ("segmentation", "propagation")
+
+
+def parse_clicks(value: Any) -> tuple[int, ...]:
+    """``clicks=[1,3,5,10]`` -> ``(1, 3, 5, 10)``; ``off`` / ``null`` / ``[]`` -> ``()``."""
+    if value is None or str(value).lower() in ("off", "none", "false", "0", "[]"):
+        return ()
+    values = OmegaConf.to_container(value) if not isinstance(value, (int, str)) else [value]
+    try:
+        return tuple(sorted({int(v) for v in values}))
+    except (TypeError, ValueError):
+        raise ConfigError(f"clicks={value!r}: give numbers of correction clicks, e.g. clicks=[1,3,5,10], or clicks=off") from None
+
+
+def prepare_out(out: Any, overwrite: bool) -> Path:
+    """The output folder; an existing non-empty one only with ``overwrite=true`` (then emptied)."""
+    if is_none(out):
+        raise ConfigError("out= is required: the folder cases.csv, summary.json and masks/ are written to")
+    path = Path(str(out)).expanduser()
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        if not overwrite:
+            raise ConfigError(f"out={path} exists and is not empty; choose another out= or pass overwrite=true")
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    return path
+
+
+def class_values(spec: ModelSpec, card: DataCard, prompt: str) -> dict[str, int]:
+    """Class name -> label value in the card's files, in output order.
+
+    A semantic adapter's classes without a prompt (its own order); otherwise the card's targets.
+    """
+    if prompt in ("none", "auto"):
+        classes = spec.metadata.get("classes") or []
+        if spec.task != "semantic" or not classes:
+            raise ConfigError(f"prompt={prompt} needs a semantic adapter (task=semantic); {spec.label} is promptable: "
+                              f"use prompt={'|'.join(GT_PROMPTS)}")
+        names = label_names(card.labels)
+        missing = [c for c in classes if c not in names]
+        if missing:
+            raise ConfigError(f"the adapter's classes {missing} are not labels of data card {card.name!r} {sorted(names)}")
+        return {c: int(names[c]) for c in classes}
+    return card.target_ids()
+
+
+def protocol_from(cfg: DictConfig, spec: ModelSpec) -> Protocol:
+    """The protocol of ``cfg``; clicks are dropped (and said so) where no ground-truth prompt exists."""
+    prompt = cfg.get("prompt") or ("none" if spec.task == "semantic" else "box")
+    task = str(cfg.get("task") or "segmentation")
+    if task not in TASKS:
+        raise ConfigError(f"task={task!r} is not one of {TASKS}")
+    clicks = parse_clicks(cfg.get("clicks"))
+    if clicks and (prompt not in GT_PROMPTS or task == "propagation"):
+        log.info("clicks are scored for simulated prompts on single slices only: off for prompt=%s task=%s", prompt, task)
+        clicks = ()
+    return Protocol(prompt=str(prompt), seed=int(cfg.get("seed", 0)), jitter=float(cfg.get("jitter", 0.1)),
+                    num_points=int(cfg.get("num_points", 3)), clicks=clicks, propagation=task == "propagation",
+                    tolerance_mm=float(cfg.get("nsd_tolerance_mm", 2.0)), min_area=int(cfg.get("min_area", 4)))
+
+
+def evaluate(cfg: DictConfig) -> dict[str, Any]:
+    """Run ``configs/evaluate.yaml``'s evaluation; returns the ``summary.json`` content."""
+    out = prepare_out(cfg.get("out"), bool(cfg.get("overwrite", False)))
+    main = resolve_spec(cfg.get("adapter"), cfg.get("revision"), cfg.get("model"), cfg.get("image_size"))
+    other = None
+    if cfg.get("compare") is not None:
+        if main.path is None and is_none(cfg.compare):
+            raise ConfigError("compare=none compares an adapter with its zero-shot base; adapter=none has nothing to compare")
+        other = resolve_spec(cfg.compare, None, cfg.get("model"), cfg.get("image_size"), base_of=main)
+    data = cfg.get("data") or {}
+    card_name = data.get("card") or main.metadata.get("data_card")
+    if not card_name:
+        raise ConfigError("data.card= is required (the adapter records no data card)")
+    card, cases = load_cases(load_card(card_name), data.get("root"), str(cfg.get("split", "val")))
+    protocol = protocol_from(cfg, main)
+    classes = class_values(main, card, protocol.prompt)
+    if protocol.prompt == "auto" and other is not None:
+        class_values(other, card, protocol.prompt)
+    preprocessing = main.metadata.get("preprocessing") or None
+
+    summary: dict[str, Any] = {}
+    rows: list[dict[str, Any]] = []
+    for run, spec in (("adapter", main), ("compare", other)):
+        if spec is None:
+            continue
+        run_rows, run_summary = _run(cfg, spec, card, cases, classes, protocol, preprocessing, out, run)
+        rows += run_rows
+        summary[run] = run_summary
+    result = summary["adapter"]
+    if other is not None:
+        result["compare"] = {**summary["compare"], "difference": difference(result, summary["compare"])}
+    out.mkdir(parents=True, exist_ok=True)
+    write_cases(rows, out / "cases.csv")
+    write_summary(result, out / "summary.json")
+    print_table(result)
+    print(f"evaluation written to {out}")
+    return result
+
+
+def _run(cfg: DictConfig, spec: ModelSpec, card: DataCard, cases: list[EvalCase], classes: Mapping[str, int],
+         protocol: Protocol, preprocessing: dict[str, Any] | None, out: Path, run: str) -> tuple[list[dict], dict]:
+    """One model over every case: rows, and its summary."""
+    started = time.perf_counter()
+    loaded = load_model(spec, card, preprocessing)
+    video = load_model(spec, card, preprocessing, video=True).model if protocol.propagation else None
+    predictor = Predictor(loaded, str(cfg.get("device", "auto")))
+    if video is not None:
+        video = video.to(predictor.device).eval()
+    engine = Engine(predictor, int(cfg.get("batch_size", 8)), str(cfg.get("precision", "32")))
+    slice_axis = int(loaded.preprocessing.get("slice_axis", card.slice_axis))
+    masks = out / "masks" / run
+    rows, clicks, confusion, saved = [], {}, None, {}
+    for index, case in enumerate(_progress(cases, run)):
+        result = evaluate_case(engine, case, index, dict(classes), protocol, slice_axis, video)
+        for row in result.rows:
+            row["run"] = run
+        rows += result.rows
+        confusion = result.confusion if confusion is None else confusion + result.confusion
+        for k, scores in result.clicks.items():
+            clicks.setdefault(k, []).append(scores)
+        if cfg.get("save_masks", 3):
+            saved[case.id] = save_prediction(result, list(classes.values()), masks, case.id)
+    _keep_masks(saved, rows, cfg.get("save_masks", 3))
+    unit = "frames/s" if protocol.propagation else "slices/s"
+    summary = summarize_run(rows, list(classes), confusion, clicks, engine.planes, engine.model_seconds, unit)
+    summary = {"adapter": spec.label, "adapter_path": str(spec.path) if spec.path else None,
+               "model": loaded.model_info.to_dict(), "data_card": card.name, "split": str(cfg.get("split", "val")),
+               "protocol": {**protocol.__dict__, "clicks": list(protocol.clicks), "task": str(cfg.get("task") or "segmentation")},
+               "seconds": time.perf_counter() - started, "masks": {k: str(v) for k, v in saved.items() if v.exists()},
+               **summary}
+    return rows, summary
+
+
+def _keep_masks(saved: dict[str, Path], rows: list[dict[str, Any]], keep: Any) -> None:
+    """Keep the masks of ``keep`` cases spread over the Dice ranking (worst, median, best first)."""
+    if not saved or str(keep).lower() == "all":
+        return
+    dice = {case: np.mean([r["dice"] for r in rows if r["case"] == case]) for case in saved}
+    ranked = sorted(saved, key=lambda c: dice[c])
+    count = min(int(keep), len(ranked))
+    chosen = {ranked[int(round(i))] for i in np.linspace(0, len(ranked) - 1, count)} if count else set()
+    for case, path in saved.items():
+        if case not in chosen:
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+
+
+def _progress(cases: list[EvalCase], run: str):
+    from tqdm import tqdm
+
+    return tqdm(cases, desc=f"evaluate {run}", unit="case", disable=len(cases) < 2)
