@@ -24,8 +24,8 @@ spaced few per case with fixed prompts.
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from dataclasses import asdict, dataclass
-from functools import lru_cache
 from typing import Any, Iterator, Mapping
 
 import lightning as L
@@ -35,8 +35,9 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from adapt.data.cards import DataCard, load_card
-from adapt.data.datamodule import SegmentationDataModule, split_cases
-from adapt.data.volumes import Case, check_pair, data_root, list_cases, load_image
+from adapt.data.datamodule import SegmentationDataModule
+from adapt.data.splits import split_cases
+from adapt.data.volumes import Case, Volume, data_root, list_cases, load_volume
 from adapt.errors import ConfigError, DataError
 from adapt.transforms.prompts import PROMPT_KINDS, PromptSimulator, prompt_rng
 
@@ -48,6 +49,8 @@ REQUIRE_MODES = ("all", "any")
 MASK_PROMPT = "mask"
 #: Last key of the generator that picks ``random`` prompt frames (per-frame prompts use the frame index).
 FRAME_CHOICE_KEY = 2**31 - 1
+#: Preprocessed volumes a dataset keeps in memory (clips of one case are often drawn in a row).
+VOLUME_CACHE = 4
 
 
 @dataclass(frozen=True)
@@ -138,12 +141,6 @@ def volume_planes(volume: np.ndarray, axis: int, start: int, length: int) -> np.
     return np.ascontiguousarray(block.transpose(axis + 1, 0, in_plane[1], in_plane[0]))
 
 
-@lru_cache(maxsize=4)
-def _label_volume(case: Case, known: tuple[int, ...]) -> np.ndarray:
-    """A case's validated label map (canonical frame); the last few stay in memory."""
-    return check_pair(case, set(known)).astype(np.int16)
-
-
 class ClipDataset(Dataset):
     """Every clip (case, target, first slice) of the given cases, with simulated prompts.
 
@@ -165,7 +162,7 @@ class ClipDataset(Dataset):
         self.epoch = 0
         self.bad_cases: list[str] = []
         self.short_cases: list[str] = []
-        self.known = tuple(sorted(set(card.labels.values())))
+        self._volumes: OrderedDict[str, Volume] = OrderedDict()
         self.items: list[tuple[Case, int, str, int]] = []
         axes = tuple(a for a in range(3) if a != card.slice_axis)
         for case, label in self._labels(cases, skip_bad_cases):
@@ -183,10 +180,10 @@ class ClipDataset(Dataset):
                         options.length, ", ".join(self.short_cases[:5]))
 
     def _labels(self, cases: list[Case], skip_bad_cases: bool) -> Iterator[tuple[Case, np.ndarray]]:
-        """Each case with its validated label map; a bad case raises, or is counted and skipped."""
+        """Each case with its label map on the preprocessed grid; a bad case raises, or is counted and skipped."""
         for case in cases:
             try:
-                label = _label_volume(case, self.known)
+                label = self._volume(case).label
             except DataError as err:
                 if skip_bad_cases:
                     log.warning("skipping bad case %s: %s", case.id, err)
@@ -195,20 +192,26 @@ class ClipDataset(Dataset):
                 raise
             yield case, label
 
+    def _volume(self, case: Case) -> Volume:
+        """The case as ``load_volume`` preprocesses it (card grid, intensity); the last few stay in memory."""
+        if case.id in self._volumes:
+            self._volumes.move_to_end(case.id)
+        else:
+            self._volumes[case.id] = load_volume(self.card, case)
+            while len(self._volumes) > VOLUME_CACHE:
+                self._volumes.popitem(last=False)
+        return self._volumes[case.id]
+
     def __len__(self) -> int:
         return len(self.items)
-
-    def _image(self, case: Case) -> np.ndarray:
-        window = self.card.intensity.get("window")
-        percentiles = self.card.intensity.get("percentiles")
-        return load_image(case.image, tuple(window) if window else None, tuple(percentiles) if percentiles else None)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         case, start, name, value = self.items[i]
         k, size, axis = self.options.length, (self.image_size, self.image_size), self.card.slice_axis
-        image = torch.from_numpy(volume_planes(self._image(case), axis, start, k).astype(np.float32))
+        volume = self._volume(case)
+        image = torch.from_numpy(volume_planes(volume.image, axis, start, k).astype(np.float32))
         image = F.interpolate(image, size=size, mode="bilinear", align_corners=False)
-        mask = torch.from_numpy(volume_planes(_label_volume(case, self.known) == value, axis, start, k).astype(np.float32))
+        mask = torch.from_numpy(volume_planes(volume.label == value, axis, start, k).astype(np.float32))
         label = (F.interpolate(mask, size=size, mode="nearest") > 0.5).float()  # [K, 1, S, S]
         present = label.flatten(2).any(-1)  # [K, 1]
         key = (i, self.epoch) if self.train else (i,)
@@ -254,7 +257,8 @@ class ClipDataModule(SegmentationDataModule):
                               "(task=propagation); use task=segmentation for 2D images")
         self.card, self.options = card, options
         self.root = data_root(card, root)
-        train_cases, val_cases = split_cases(list_cases(card, self.root), card.split)
+        splits = split_cases(list_cases(card, self.root), card.split, where=f"data card {card.name!r}")
+        train_cases, val_cases = splits["train"], splits["val"]
         self.train_set = ClipDataset(card, train_cases, image_size, options, prompts, True, seed, skip_bad_cases)
         self.val_set = ClipDataset(card, val_cases, image_size, options, val_prompts, False, seed + 1, skip_bad_cases)
         for split, dataset in (("training", self.train_set), ("validation", self.val_set)):

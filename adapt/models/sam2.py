@@ -202,6 +202,9 @@ def load_sam2(
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(RANDOM_INIT_SEED)
             model = model_cls(config)
+            if video:  # the image model's weights under the same seed: one base for image and video adapters
+                torch.manual_seed(RANDOM_INIT_SEED)
+                model.load_state_dict(Sam2Model(image_config).state_dict(), strict=False)
         pretrained = False
     else:
         local = Path(source).is_dir()

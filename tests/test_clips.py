@@ -1,0 +1,151 @@
+"""Clips of consecutive slices for task=propagation: where they lie, what they hold, seeded prompts."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from adapt.data.cards import load_card
+from adapt.data.clips import ClipOptions, build_clip_datamodule, choose_prompt_frames, clip_starts, volume_planes
+from adapt.data.volumes import load_volume
+from adapt.errors import ConfigError, DataError
+from adapt.transforms.prompts import box_from_mask
+
+SIZE = 96  # the phantoms' in-plane size: no resizing, so clips compare exactly with the volume
+
+
+def build(size: int = SIZE, seed: int = 0, **clip):
+    prompt = clip.pop("prompt", {"kind": "box"})
+    return build_clip_datamodule({"card": "ct_phantom", "clip": clip, "prompt": prompt}, image_size=size, seed=seed)
+
+
+@pytest.fixture(scope="module")
+def phantom_volumes():
+    """Every phantom case as ``load_volume`` gives it, by case id (the reference the clips must match)."""
+    module = build(length=4)
+    card = load_card("ct_phantom")
+    items = module.train_set.items + module.val_set.items
+    return {case.id: load_volume(card, case) for case, *_ in items}
+
+
+def test_clip_starts_by_hand():
+    present = np.array([0, 1, 1, 1, 1, 0, 0], bool)  # windows of 3 hold 2, 3, 3, 2, 1 target slices
+    assert clip_starts(present, 3, "all").tolist() == [1, 2]
+    assert clip_starts(present, 3, "any").tolist() == [0, 1, 2, 3, 4]
+    assert clip_starts(present, 3, "any", stride=2).tolist() == [0, 2, 4]
+    assert clip_starts(present, 5, "all").tolist() == []
+    assert clip_starts(present, 8, "any").tolist() == []  # the volume is shorter than a clip
+
+
+def test_prompt_frames_hold_the_target():
+    present = np.array([0, 0, 1, 1, 1, 1, 1, 0], bool)  # centre 3.5: frames 3 and 4 are nearest
+    rng = lambda: np.random.default_rng(5)  # noqa: E731
+    assert choose_prompt_frames(present, "first", 1, rng()) == [2]
+    assert choose_prompt_frames(present, "first", 2, rng()) == [2, 3]
+    assert choose_prompt_frames(present, "middle", 1, rng()) == [3]
+    assert choose_prompt_frames(present, "middle", 3, rng()) == [2, 3, 4]
+    drawn = choose_prompt_frames(present, "random", 2, rng())
+    assert drawn == choose_prompt_frames(present, "random", 2, rng()) and set(drawn) <= {2, 3, 4, 5, 6}
+    assert choose_prompt_frames(present, "random", 9, rng()) == [2, 3, 4, 5, 6]  # capped at what exists
+    with pytest.raises(ValueError, match="no frame to prompt"):
+        choose_prompt_frames(np.zeros(4, bool), "first", 1, rng())
+
+
+def test_volume_planes_follow_the_slice_axis():
+    volume = np.arange(2 * 3 * 4 * 5).reshape(2, 3, 4, 5)  # [C, X, Y, Z]
+    planes = volume_planes(volume, axis=2, start=1, length=3)
+    assert planes.shape == (3, 2, 4, 3)  # [K, C, rows=Y, cols=X]
+    assert planes[1, 0, 2, 1] == volume[0, 1, 2, 2]
+    sagittal = volume_planes(volume[0], axis=0, start=0, length=2)
+    assert sagittal.shape == (2, 1, 5, 4) and sagittal[1, 0, 3, 2] == volume[0, 1, 2, 3]
+
+
+def test_clips_lie_where_the_target_is(phantom_volumes):
+    module = build(length=4, require="all", prompt_frames="first")
+    assert module.card.name == "ct_phantom" and module.preprocessing["clip"]["length"] == 4
+    train_ids = {case.id for case, *_ in module.train_set.items}
+    assert train_ids and not train_ids & {case.id for case, *_ in module.val_set.items}  # split by case
+    for i in range(0, len(module.train_set), 7):
+        sample = module.train_set[i]
+        meta = sample["meta"]
+        volume = phantom_volumes[meta["case"]]
+        start = meta["start"]
+        liver = volume.label[:, :, start:start + 4] == 1
+        assert sample["image"].shape == (4, 1, SIZE, SIZE) and sample["label"].shape == (4, 1, SIZE, SIZE)
+        for t in range(4):
+            assert torch.equal(sample["label"][t, 0].bool(), torch.from_numpy(liver[:, :, t].T))
+            np.testing.assert_array_equal(sample["image"][t, 0].numpy(), volume.image[0, :, :, start + t].T)
+        assert sample["present"].all()  # require=all: the liver is on every frame
+        # The prompt is on the first frame, a tight box around its liver; no prompt elsewhere.
+        assert sample["prompt_frames"].tolist() == [True, False, False, False]
+        assert sample["boxes"][0, 0].tolist() == box_from_mask(liver[:, :, 0].T).tolist()
+        assert not sample["boxes"][1:].any()
+
+
+def test_clips_may_run_past_the_organ_and_are_prompted_where_it_is():
+    module = build(length=6, require="any", prompt_frames="middle", num_prompt_frames=2)
+    partial = 0
+    for i in range(len(module.train_set)):
+        sample = module.train_set[i]
+        present = sample["present"][:, 0]
+        assert torch.equal(present, sample["label"].flatten(1).any(1))
+        assert present.any() and sample["prompt_frames"].sum() == min(2, int(present.sum()))
+        assert present[sample["prompt_frames"]].all()
+        partial += int(not present.all())
+    assert partial > 0  # some clips hold slices without the liver: the presence head has work
+
+
+def test_seeded_clips_are_reproducible():
+    first = build(size=64, seed=3, length=4, prompt_frames="random", prompt={"kind": "box", "jitter": 0.2})
+    again = build(size=64, seed=3, length=4, prompt_frames="random", prompt={"kind": "box", "jitter": 0.2})
+    other = build(size=64, seed=4, length=4, prompt_frames="random", prompt={"kind": "box", "jitter": 0.2})
+    keys = ("image", "label", "prompt_frames", "boxes")
+    for i in (0, 5):
+        a, b = first.train_set[i], again.train_set[i]
+        assert all(torch.equal(a[k], b[k]) for k in keys)
+    assert any(not torch.equal(first.train_set[i]["boxes"], other.train_set[i]["boxes"]) for i in range(3))
+    # Training prompts change with the epoch; validation clips and prompts never do.
+    before = [first.train_set[i]["boxes"] for i in range(4)]
+    first.train_set.epoch = 1
+    assert any(not torch.equal(b, first.train_set[i]["boxes"]) for i, b in enumerate(before))
+    val = [first.val_set[i] for i in range(len(first.val_set))]
+    first.val_set.epoch = 5
+    assert all(torch.equal(v["boxes"], first.val_set[i]["boxes"]) for i, v in enumerate(val))
+    assert len(first.val_set) == 2 * len({case.id for case, *_ in first.val_set.items})
+
+
+def test_points_and_mask_prompts():
+    points = build(size=64, length=3, prompt={"kind": "points", "num_positive": 2, "num_negative": 1})
+    sample = points.train_set[0]
+    t = int(sample["prompt_frames"].nonzero()[0])
+    assert sample["points"].shape == (3, 1, 3, 2) and sample["point_labels"][t, 0].tolist() == [1, 1, 0]
+    x, y = sample["points"][t, 0, 0].long().tolist()
+    assert sample["label"][t, 0, y, x] == 1  # a positive click lies on the object
+    masks = build(size=64, length=3, prompt={"kind": "mask"})
+    assert masks.mask_prompts and not points.mask_prompts
+    assert not {"boxes", "points"} & set(masks.train_set[0])
+
+
+def test_collated_batch_matches_the_tracker_contract():
+    from adapt.models.tracking import clip_prompts
+
+    module = build(size=64, length=3)
+    batch = next(iter(module.val_dataloader()))
+    assert batch["image"].shape == (2, 3, 1, 64, 64) and batch["boxes"].shape == (2, 3, 1, 4)
+    prompts = clip_prompts(batch, 1)
+    t = int(batch["prompt_frames"][1].nonzero()[0])
+    assert list(prompts) == [t] and prompts[t].labels.tolist() == [[2, 3]]
+
+
+def test_bad_options_are_named():
+    with pytest.raises(ConfigError, match="data.clip: unknown option.*lenght"):
+        build(lenght=4)
+    with pytest.raises(ConfigError, match="data.clip.prompt_frames"):
+        ClipOptions(prompt_frames="last")
+    with pytest.raises(ConfigError, match="num_prompt_frames must be between 1 and data.clip.length=4"):
+        ClipOptions(length=4, num_prompt_frames=5)
+    with pytest.raises(ConfigError, match="data.prompt.kind='scribble'"):
+        build(prompt={"kind": "scribble"})
+    with pytest.raises(DataError, match="lower data.clip.length or set data.clip.require=any"):
+        build(length=30)
