@@ -10,7 +10,9 @@ import pytest
 import yaml
 
 from adapt.data.cards import load_card
-from adapt.data.datamodule import SliceDataset, build_datamodule, split_cases
+from adapt.data.cache import CaseStore
+from adapt.data.datamodule import SampleDataset, build_datamodule, index_cases
+from adapt.data.splits import split_cases
 from adapt.data.volumes import Case, list_cases
 from adapt.errors import ConfigError, DataError, DataNotFoundError
 from adapt.transforms.prompts import PromptSimulator
@@ -34,6 +36,12 @@ def write_msd(root, cases):
         nib.save(nib.Nifti1Image(label, label_affine), root / "labelsTr" / f"{name}.nii.gz")
         entries.append({"image": f"./imagesTr/{name}.nii.gz", "label": f"./labelsTr/{name}.nii.gz"})
     (root / "dataset.json").write_text(json.dumps({"training": entries}))
+
+
+def slice_dataset(card, cases, size, train=False, skip_bad_cases=False):
+    store = CaseStore(card, cases, size, "memory")
+    items, bad = index_cases(store, skip_bad_cases=skip_bad_cases)
+    return SampleDataset(store, items, size, PromptSimulator(), train), bad
 
 
 def test_unknown_card_key_is_named(tmp_path):
@@ -72,10 +80,10 @@ def test_a_mask_voxel_lands_where_the_affine_says(tmp_path):
     image = (label.astype(np.int16) * 1000 - 500).astype(np.int16)
     write_msd(tmp_path / "d", {"c0": (image, label, affine, affine), "c1": (image, label, affine, affine)})
     card = load_card(write_card(tmp_path, tmp_path / "d", split={"val": ["c1"]}))
-    dataset = SliceDataset(card, list_cases(card, tmp_path / "d")[:1], 12, PromptSimulator(), train=False)
-    (case, index, target, value), = dataset.items
-    assert index == 3 and target == "liver"
+    dataset, _ = slice_dataset(card, list_cases(card, tmp_path / "d")[:1], 12)
+    assert dataset.items.tolist() == [[0, 3, 0]]
     sample = dataset[0]
+    assert sample["meta"] == {"case": "c0", "slice": 3, "target": "liver", "label_id": 1}
     canonical = nib.as_closest_canonical(nib.load(tmp_path / "d" / "labelsTr" / "c0.nii.gz"))
     i, j, k = np.argwhere(canonical.get_fdata() > 0)[0]
     np.testing.assert_allclose(canonical.affine @ [i, j, k, 1], [26, 9.5, 2, 1])
@@ -101,6 +109,7 @@ def test_bad_cases_raise_or_are_skipped_and_counted(tmp_path):
         "shape": (np.zeros(shape, np.int16), np.zeros((8, 8, 5), np.uint8), affine, affine),
         "affine": (np.zeros(shape, np.int16), np.zeros(shape, np.uint8), affine, np.diag([2.0, 1, 1, 1])),
         "ids": (np.zeros(shape, np.int16), np.full(shape, 7, np.uint8), affine, affine),
+        "empty": (np.zeros(shape, np.int16), np.zeros(shape, np.uint8), affine, affine),
     })
     (tmp_path / "d" / "imagesTr" / "truncated.nii.gz").write_bytes(b"\x1f\x8b not really gzip")
     (tmp_path / "d" / "labelsTr" / "truncated.nii.gz").write_bytes(b"\x1f\x8b not really gzip")
@@ -116,22 +125,24 @@ def test_bad_cases_raise_or_are_skipped_and_counted(tmp_path):
         "ids": r"label ids \[7\] are not in the data card's labels",
         "truncated": "unreadable as NIfTI",
         "missing": "file not found",
+        "empty": "none of the targets",
     }
     for name, message in expected.items():
         with pytest.raises(DataError, match=message) as err:
-            SliceDataset(card, [cases[name]], 16, PromptSimulator(), train=True)
+            slice_dataset(card, [cases[name]], 16, train=True)
         assert name in str(err.value)
-    dataset = SliceDataset(card, list(cases.values()), 16, PromptSimulator(), train=True, skip_bad_cases=True)
-    assert sorted(dataset.bad_cases) == sorted(expected) and len(dataset) == 2  # one liver slice per good case
+    dataset, bad = slice_dataset(card, list(cases.values()), 16, train=True, skip_bad_cases=True)
+    assert sorted(bad) == sorted(expected) and len(dataset) == 2  # one liver slice per good case
 
 
 def test_split_is_per_case_and_seeded():
     cases = [Case(f"c{i}", None, None, group=f"c{i}") for i in range(10)]
-    train, val = split_cases(cases, {"val": 0.3, "seed": 4})
-    assert len(val) == 3 and not {c.id for c in train} & {c.id for c in val}
-    assert split_cases(cases, {"val": 0.3, "seed": 4})[1] == val
-    assert split_cases(cases, {"val": 0.3, "seed": 5})[1] != val
-    assert [c.id for c in split_cases(cases, {"val": ["c2"]})[1]] == ["c2"]
+    sides = split_cases(cases, {"val": 0.3, "seed": 4})
+    train, val = sides["train"], sides["val"]
+    assert len(val) == 3 and not {c.id for c in train} & {c.id for c in val} and not sides["test"]
+    assert split_cases(cases, {"val": 0.3, "seed": 4})["val"] == val
+    assert split_cases(cases, {"val": 0.3, "seed": 5})["val"] != val
+    assert [c.id for c in split_cases(cases, {"val": ["c2"]})["val"]] == ["c2"]
 
 
 def test_phantom_batches_follow_the_contract():
@@ -144,7 +155,7 @@ def test_phantom_batches_follow_the_contract():
         ys, xs = np.nonzero(batch["label"][b, 0].numpy())
         x0, y0, x1, y1 = batch["boxes"][b, 0].tolist()
         assert x0 <= xs.min() and y0 <= ys.min() and x1 >= xs.max() and y1 >= ys.max()
-    train_cases = {c for c in dm.train_set.items for c in [c[0].id]}
-    val_cases = {c for c in dm.val_set.items for c in [c[0].id]}
+    train_cases = {dm.train_set.store.cases[row[0]].id for row in dm.train_set.items}
+    val_cases = {dm.val_set.store.cases[row[0]].id for row in dm.val_set.items}
     assert train_cases and val_cases and not train_cases & val_cases
     assert dm.preprocessing["intensity"] == {"window": [-160, 240]}

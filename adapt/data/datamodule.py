@@ -1,9 +1,16 @@
-"""The LightningDataModule: a card's 3D cases as per-object 2D slices with simulated prompts.
+"""The LightningDataModule: a card's cases as 2D samples (images, or slices of volumes) with prompts.
 
-Batches follow the project's convention: ``image`` ``[B, C, S, S]`` in [0, 1], ``label``
-``[B, N, S, S]`` binary masks (one per object), ``boxes`` / ``points`` / ``point_labels``
-simulated from each mask with a seeded ``PromptSimulator``, and ``meta`` (case, slice,
-target, label id). Cases are split by patient, never by slice.
+Batches follow the project's convention: ``image`` ``[B, C, S, S]`` in [0, 1] (C = 1 or 3),
+``label`` ``[B, N, S, S]`` binary masks, ``boxes`` / ``points`` / ``point_labels`` simulated
+from each mask with a seeded ``PromptSimulator``, and ``meta`` (case, slice (-1 for 2D),
+target, label id). With ``data.objects=each`` a sample is one target in one slice (N = 1);
+with ``data.objects=all`` it is every target of the card, in the card's order (N = number
+of targets; the semantic task's class map), and an absent target gets a neutral prompt
+(the whole-image box, points marked -1 = padding).
+
+Every case is read and checked while indexing, before training starts; bad cases raise a
+``DataError`` naming the file, or with ``data.skip_bad_cases=true`` are warned about,
+counted (``num_bad_cases``) and left out. Cases are split by patient, never by slice.
 """
 
 from __future__ import annotations
@@ -14,119 +21,210 @@ from typing import Any, Mapping
 import lightning as L
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
+from adapt.data.cache import CaseStore
 from adapt.data.cards import DataCard, load_card
-from adapt.data.volumes import Case, check_pair, data_root, list_cases, load_image
-from adapt.errors import DataError
+from adapt.data.sources import data_root, list_cases
+from adapt.data.splits import split_cases
+from adapt.errors import ConfigError, DataError
+from adapt.transforms.augment import PairAugment
+from adapt.transforms.pipeline import resize_image, resize_label
 from adapt.transforms.prompts import PromptSimulator
+from adapt.transforms.slices import object_masks, take_plane, target_counts
+
+__all__ = ["SampleDataset", "SegmentationDataModule", "build_datamodule", "data_root", "index_cases",
+           "list_cases", "split_cases"]
 
 log = logging.getLogger(__name__)
 
-
-def split_cases(cases: list[Case], split: Mapping[str, Any]) -> tuple[list[Case], list[Case]]:
-    """Per-case train/val split: explicit ``val`` ids, or a ``val`` fraction with a ``seed``."""
-    if isinstance(split.get("val"), list):
-        wanted = set(split["val"])
-        return [c for c in cases if c.id not in wanted], [c for c in cases if c.id in wanted]
-    order = np.random.default_rng(int(split.get("seed", 0))).permutation(len(cases))
-    n_val = max(1, int(round(float(split.get("val", 0.2)) * len(cases))))
-    val = {int(i) for i in order[:n_val]}
-    return [c for i, c in enumerate(cases) if i not in val], [c for i, c in enumerate(cases) if i in val]
+OBJECT_MODES = ("each", "all")
 
 
-class SliceDataset(Dataset):
-    """Every (case, slice, target) where the target is present, as a 2D sample.
+def index_cases(store: CaseStore, objects: str = "each", empty_share: float = 0.0,
+                max_slices_per_case: int | None = None, skip_bad_cases: bool = False,
+                seed: int = 0) -> tuple[np.ndarray, list[str]]:
+    """Read and check every case of ``store``; list its samples.
 
     Args:
-        card: the data card.
-        cases: cases of this split.
+        store: the split's preprocessed cases.
+        objects: ``each`` (one sample per target and slice) or ``all`` (one per slice).
+        empty_share: share of the samples that hold no target (drawn with ``seed`` from the
+            slices/images without one); 0 keeps foreground samples only.
+        max_slices_per_case: at most this many foreground slices per case and target, evenly spaced.
+        skip_bad_cases: warn and leave a bad case out instead of raising.
+        seed: seed of the empty-sample draw.
+
+    Returns:
+        ``(items, bad_cases)``: ``int64 [n, 3]`` rows of (case position, slice (-1 for 2D),
+        target position (-1 = all targets)), and the ids of the cases left out.
+
+    Raises:
+        DataError: a bad case (file named), unless ``skip_bad_cases``.
+    """
+    card = store.card
+    ids = list(card.target_ids().values())
+    axis = card.slice_axis if card.dims == 3 else None
+    foreground: list[tuple[int, int, int]] = []
+    empty: list[tuple[int, int, int]] = []
+    bad: list[str] = []
+    for position, case in enumerate(store.cases):
+        try:
+            counts = target_counts(store.prepare(position).label, ids, axis)
+            if not counts.any() and empty_share == 0:
+                raise DataError(f"{case.label}: none of the targets {card.target_ids()} occurs in the label map; "
+                                f"fix the label file, or set data.skip_bad_cases=true (or data.empty_share>0 "
+                                f"to train on images without the target)")
+        except DataError as err:
+            if not skip_bad_cases:
+                raise
+            log.warning("skipping bad case %s: %s", case.id, err)
+            bad.append(case.id)
+            continue
+        slices = np.arange(len(counts)) if axis is not None else np.array([-1])
+        columns = [(t, counts[:, t] > 0) for t in range(len(ids))] if objects == "each" else [(-1, counts.any(1))]
+        for target, present in columns:
+            kept = slices[present]
+            if max_slices_per_case and len(kept) > max_slices_per_case:
+                kept = kept[np.linspace(0, len(kept) - 1, max_slices_per_case).round().astype(int)]
+            foreground += [(position, int(k), target) for k in kept]
+            empty += [(position, int(k), target) for k in slices[~present]]
+    wanted = int(round(empty_share / (1 - empty_share) * len(foreground))) if empty_share > 0 else 0
+    if wanted and empty:
+        chosen = np.sort(np.random.default_rng(seed).choice(len(empty), size=min(wanted, len(empty)), replace=False))
+        foreground += [empty[i] for i in chosen]
+    return np.array(sorted(foreground), dtype=np.int64).reshape(-1, 3), bad
+
+
+class SampleDataset(Dataset):
+    """2D samples of one split (see the module doc for the batch layout).
+
+    Args:
+        store: the split's preprocessed cases.
+        items: rows from ``index_cases``.
         image_size: side S of the square model input.
         prompts: the prompt simulator.
-        train: training prompts vary per epoch; validation prompts are fixed per sample.
-        skip_bad_cases: warn and skip a bad case instead of raising.
-        max_slices_per_case: keep at most this many slices per case and target (evenly spaced).
+        train: training samples draw fresh prompts (and augmentation) each time they are
+            read; validation prompts are fixed per sample.
+        augment: the pair augmenter (training only), or ``None``.
     """
 
-    def __init__(self, card: DataCard, cases: list[Case], image_size: int, prompts: PromptSimulator,
-                 train: bool, skip_bad_cases: bool = False, max_slices_per_case: int | None = None) -> None:
-        self.card, self.image_size, self.prompts, self.train = card, image_size, prompts, train
-        self.epoch = 0
-        self.bad_cases: list[str] = []
-        self.items: list[tuple[Case, int, str, int]] = []
-        targets = card.target_ids()
-        known = set(card.labels.values())
-        for case in cases:
-            try:
-                label = check_pair(case, known)
-            except DataError as err:
-                if not skip_bad_cases:
-                    raise
-                log.warning("skipping bad case %s: %s", case.id, err)
-                self.bad_cases.append(case.id)
-                continue
-            axes = tuple(a for a in range(3) if a != card.slice_axis)
-            for name, value in targets.items():
-                present = np.flatnonzero((label == value).any(axis=axes))
-                if max_slices_per_case and len(present) > max_slices_per_case:
-                    present = present[np.linspace(0, len(present) - 1, max_slices_per_case).round().astype(int)]
-                self.items += [(case, int(k), name, value) for k in present]
-        self._labels: dict[str, np.ndarray] = {}
+    def __init__(self, store: CaseStore, items: np.ndarray, image_size: int, prompts: PromptSimulator,
+                 train: bool, augment: PairAugment | None = None) -> None:
+        self.store, self.items, self.image_size, self.prompts = store, items, int(image_size), prompts
+        self.train, self.augment = train, augment if train else None
+        self.card = store.card
+        self.targets = list(self.card.target_ids().items())
 
     def __len__(self) -> int:
         return len(self.items)
 
-    def _slice(self, volume: np.ndarray, index: int) -> torch.Tensor:
-        plane = np.take(volume, index, axis=self.card.slice_axis).T  # rows = second in-plane axis
-        tensor = torch.from_numpy(np.ascontiguousarray(plane, dtype=np.float32))[None, None]
-        return tensor
-
-    def _label(self, case: Case) -> np.ndarray:
-        if case.id not in self._labels:
-            self._labels[case.id] = check_pair(case, set(self.card.labels.values())).astype(np.int16)
-        return self._labels[case.id]
+    def pixels(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Image ``[C, S, S]`` and label map ``[S, S]`` of sample ``i``, before augmentation."""
+        position, index, _ = (int(v) for v in self.items[i])
+        volume = self.store[position]
+        if self.card.dims == 3:
+            image, label = take_plane(volume.image, volume.label, self.card.slice_axis, index)
+        else:
+            image, label = np.asarray(volume.image, dtype=np.float32), np.asarray(volume.label)
+        image = resize_image(torch.from_numpy(image), self.image_size)
+        return image, resize_label(torch.from_numpy(label.astype(np.int64)), self.image_size)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
-        case, index, name, value = self.items[i]
-        window = self.card.intensity.get("window")
-        percentiles = self.card.intensity.get("percentiles")
-        volume = load_image(case.image, tuple(window) if window else None, tuple(percentiles) if percentiles else None)
-        size = (self.image_size, self.image_size)
-        image = F.interpolate(self._slice(volume, index), size=size, mode="bilinear", align_corners=False)[0]
-        mask = self._slice(self._label(case) == value, index)
-        mask = (F.interpolate(mask, size=size, mode="nearest")[0] > 0.5).float()
-        key = (i, self.epoch) if self.train else (i,)
-        prompts = {k: torch.from_numpy(v) for k, v in self.prompts(mask[0].numpy(), key=key).items()}
-        return {"image": image, "label": mask, **prompts,
-                "meta": {"case": case.id, "slice": index, "target": name, "label_id": value}}
+        position, index, target = (int(v) for v in self.items[i])
+        image, label = self.pixels(i)
+        draw = int(torch.randint(0, 2**31 - 1, ())) if self.train else 0
+        if self.augment is not None:
+            pixels, plane = self.augment(image.numpy(), label.numpy(), seed=draw)
+            image, label = torch.from_numpy(pixels), torch.from_numpy(plane)
+        chosen = self.targets if target < 0 else [self.targets[target]]
+        masks = object_masks(label, [value for _, value in chosen])
+        key = (i, draw) if self.train else (i,)
+        sample = {"image": image, "label": masks, **self._prompts(masks, key)}
+        name, value = ("all", -1) if target < 0 else chosen[0]
+        sample["meta"] = {"case": self.store.cases[position].id, "slice": index, "target": name, "label_id": value}
+        return sample
+
+    def _prompts(self, masks: torch.Tensor, key: tuple[int, ...]) -> dict[str, torch.Tensor]:
+        parts: list[dict[str, np.ndarray]] = []
+        for n, mask in enumerate(masks.numpy()):
+            parts.append(self.prompts(mask, key=key if len(masks) == 1 else (*key, n)) if mask.any()
+                         else self._neutral())
+        return {k: torch.from_numpy(np.concatenate([p[k] for p in parts])) for k in parts[0]}
+
+    def _neutral(self) -> dict[str, np.ndarray]:
+        """Prompts of an absent object: the whole image as box, padding points (label -1)."""
+        out: dict[str, np.ndarray] = {}
+        if self.prompts.kind in ("box", "box+points"):
+            out["boxes"] = np.array([[0, 0, self.image_size - 1, self.image_size - 1]], dtype=np.float32)
+        if self.prompts.num_points:
+            out["points"] = np.zeros((1, self.prompts.num_points, 2), dtype=np.float32)
+            out["point_labels"] = np.full((1, self.prompts.num_points), -1, dtype=np.int64)
+        return out
 
 
 class SegmentationDataModule(L.LightningDataModule):
-    """Train/val slice datasets of one card, split by case."""
+    """Train/val samples of one card (2D images or slices of volumes), split by case.
+
+    Args:
+        card: the data card.
+        root: where the files are (``None``: the card's root or the cache).
+        image_size: side S of the model input.
+        batch_size, val_batch_size, num_workers: loader settings.
+        prompts, val_prompts: prompt simulators of each split.
+        skip_bad_cases: warn, count and leave out bad cases instead of raising.
+        val_max_slices_per_case: validation slices per case and target (evenly spaced).
+        objects: ``each`` or ``all`` (see the module doc).
+        empty_share: share of training samples without the target.
+        augment: 2D augmentation of training samples.
+        cache: ``auto``, ``none``, ``memory`` or ``disk`` (``adapt.data.cache``).
+        cache_dir: root of disk caches.
+        seed: seed of the empty-sample draw.
+    """
 
     def __init__(self, card: DataCard, root: str | None, image_size: int, batch_size: int, val_batch_size: int,
                  num_workers: int, prompts: PromptSimulator, val_prompts: PromptSimulator,
-                 skip_bad_cases: bool, val_max_slices_per_case: int | None) -> None:
+                 skip_bad_cases: bool = False, val_max_slices_per_case: int | None = None, objects: str = "each",
+                 empty_share: float = 0.0, augment: bool = False, cache: str = "auto",
+                 cache_dir: str | None = None, seed: int = 0) -> None:
         super().__init__()
-        self.card = card
+        if objects not in OBJECT_MODES:
+            raise ConfigError(f"data.objects={objects!r} is not one of {OBJECT_MODES}")
+        if not 0 <= empty_share < 1:
+            raise ConfigError(f"data.empty_share must be in [0, 1), got {empty_share}")
+        self.card, self.image_size = card, int(image_size)
         self.root = data_root(card, root)
         cases = list_cases(card, self.root)  # raises at once when the data is missing
-        train_cases, val_cases = split_cases(cases, card.split)
-        self.train_set = SliceDataset(card, train_cases, image_size, prompts, True, skip_bad_cases)
-        self.val_set = SliceDataset(card, val_cases, image_size, val_prompts, False, skip_bad_cases, val_max_slices_per_case)
+        self.splits = split_cases(cases, card.split, f"data card {card.path or card.name}")
+        self.bad_cases: list[str] = []
+        stores = {side: CaseStore(card, self.splits[side], image_size, cache, cache_dir) for side in ("train", "val")}
+        train_items, bad = index_cases(stores["train"], objects, empty_share, None, skip_bad_cases, seed)
+        val_items, val_bad = index_cases(stores["val"], objects, empty_share, val_max_slices_per_case,
+                                         skip_bad_cases, seed)
+        self.bad_cases = bad + val_bad
+        if not len(train_items):
+            raise DataError(f"data card {card.name!r}: no training sample left at {self.root} "
+                            f"({len(self.bad_cases)} bad case(s) skipped)")
+        self.train_set = SampleDataset(stores["train"], train_items, image_size, prompts, True,
+                                       PairAugment() if augment else None)
+        self.val_set = SampleDataset(stores["val"], val_items, image_size, val_prompts, False)
         self.batch_size, self.val_batch_size, self.num_workers = batch_size, val_batch_size, num_workers
         self.label_map = dict(card.labels)
-        self.num_bad_cases = len(self.train_set.bad_cases) + len(self.val_set.bad_cases)
-        self.preprocessing = {"intensity": card.intensity, "image_size": image_size, "slice_axis": card.slice_axis,
-                              "spacing": card.spacing, "channels": 1, "orientation": "RAS"}
+        self.num_bad_cases = len(self.bad_cases)
+        channels = card.intensity.get("channels")
+        self.preprocessing = {
+            "dims": card.dims, "intensity": dict(card.intensity), "image_size": self.image_size,
+            "slice_axis": card.slice_axis, "spacing": card.spacing,
+            "channels": len(channels) if channels else int(self.train_set.pixels(0)[0].shape[0]),
+            "bands": list(channels) if channels else None,
+            "orientation": "RAS" if card.dims == 3 else None, "objects": objects,
+        }
 
     def _loader(self, dataset: Dataset, batch_size: int, shuffle: bool) -> DataLoader:
         return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=self.num_workers,
                           persistent_workers=self.num_workers > 0)
 
     def train_dataloader(self) -> DataLoader:
-        self.train_set.epoch = self.trainer.current_epoch if self.trainer else 0
         return self._loader(self.train_set, self.batch_size, shuffle=True)
 
     def val_dataloader(self) -> DataLoader:
@@ -149,4 +247,10 @@ def build_datamodule(data_cfg: Mapping[str, Any], image_size: int, seed: int) ->
         val_prompts=PromptSimulator(**{**prompt, "seed": prompt["seed"] + 1}),
         skip_bad_cases=bool(data_cfg.get("skip_bad_cases", False)),
         val_max_slices_per_case=data_cfg.get("val_max_slices_per_case"),
+        objects=str(data_cfg.get("objects", "each")),
+        empty_share=float(data_cfg.get("empty_share", 0.0)),
+        augment=bool(data_cfg.get("augment", False)),
+        cache=str(data_cfg.get("cache", "auto")),
+        cache_dir=data_cfg.get("cache_dir"),
+        seed=seed,
     )

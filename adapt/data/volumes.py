@@ -23,7 +23,7 @@ from scipy import ndimage
 from adapt.data.cards import DataCard
 from adapt.data.readers import label_plane, read_raster
 from adapt.data.sources import Case, cache_root, data_root, list_cases
-from adapt.errors import DataError
+from adapt.errors import AdaptError, DataError
 from adapt.transforms.intensity import scale_intensity
 from adapt.transforms.pipeline import case_transforms
 
@@ -94,7 +94,15 @@ def load_volume(card: DataCard, case: Case, image_size: int | None = None) -> Vo
         DataError: missing/unreadable file, image/label mismatch, unknown label ids, too few
             channels or bands — the message names the file.
     """
-    item = case_transforms(card, image_size)({"case": case.id, "image": case.image, "label": case.label})
+    try:
+        item = case_transforms(card, image_size)({"case": case.id, "image": case.image, "label": case.label})
+    except RuntimeError as err:  # MONAI's Compose wraps each step's exception; ours name the file
+        cause: BaseException | None = err
+        while cause is not None and not isinstance(cause, AdaptError):
+            cause = cause.__cause__
+        if cause is None:
+            raise
+        raise cause from None
     image = np.ascontiguousarray(np.asarray(item["image"], dtype=np.float32))
     label = compact_labels(np.asarray(item["label"])[0])
     if card.dims == 2:

@@ -1,0 +1,46 @@
+"""From a preprocessed case to 2D samples: planes, per-target presence, per-object masks.
+
+Planes of a RAS volume ``[C, X, Y, Z]`` taken along ``slice_axis`` are transposed so rows
+run along the second in-plane axis (for axial slices: rows = y, columns = x), which is how
+``adapt.predict_io`` lays out the planes it feeds the model. 2D cases are already planes.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+
+
+def in_plane_axes(slice_axis: int) -> tuple[int, int]:
+    """The two spatial axes of a volume that lie in its slices."""
+    return tuple(a for a in range(3) if a != slice_axis)  # type: ignore[return-value]
+
+
+def take_plane(image: np.ndarray, label: np.ndarray, slice_axis: int, index: int) -> tuple[np.ndarray, np.ndarray]:
+    """Slice ``index`` of ``image`` ``[C, X, Y, Z]`` and ``label`` ``[X, Y, Z]`` as ``[C, H, W]`` and ``[H, W]``."""
+    pixels = np.take(image, index, axis=slice_axis + 1)
+    plane = np.take(label, index, axis=slice_axis)
+    return (np.ascontiguousarray(np.swapaxes(pixels, 1, 2), dtype=np.float32),
+            np.ascontiguousarray(plane.T))
+
+
+def target_counts(label: np.ndarray, ids: Sequence[int], slice_axis: int | None) -> np.ndarray:
+    """Pixels of each target in each slice: ``[slices, targets]`` (a 2D label map is one slice).
+
+    Args:
+        label: ``[X, Y, Z]`` label volume or ``[H, W]`` label image.
+        ids: label id of each target.
+        slice_axis: axis of ``label`` along which slices are taken; ``None`` for 2D.
+    """
+    label = np.asarray(label)
+    if slice_axis is None:
+        return np.array([[int((label == i).sum()) for i in ids]], dtype=np.int64)
+    axes = in_plane_axes(slice_axis)
+    return np.stack([(label == i).sum(axis=axes) for i in ids], axis=1).astype(np.int64)
+
+
+def object_masks(label: torch.Tensor, ids: Sequence[int]) -> torch.Tensor:
+    """Binary float masks ``[N, H, W]``, one per label id, from a label map ``[H, W]``."""
+    return torch.stack([label == int(i) for i in ids]).float()
