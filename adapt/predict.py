@@ -12,7 +12,8 @@ This module pairs inputs with outputs, refuses to overwrite, shows progress and 
 mask with its input's geometry (``adapt.predict_io``); the model side -- intensities, prompt
 mapping, propagation through a volume from one prompted slice, ``from_mask`` boxes on every
 slice -- is ``adapt.inference``. A semantic adapter (``task=semantic``) takes no prompt and
-writes every class's label value.
+writes every class's label value; with ``prompt=auto`` each connected component of its coarse
+class map becomes a box prompt that the promptable decoder refines.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import logging
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import hydra
 import numpy as np
@@ -126,21 +127,31 @@ def run(cfg: DictConfig) -> list[Path]:
         if not cfg.get(key):
             raise ConfigError(f"{key}= is required: python -m adapt.predict adapter=<repo or dir> "
                               "input=<file|folder> output=<file|folder> prompt=\"box x0,y0,x1,y1\"")
-    prompt = parse_prompt(str(cfg.prompt)) if cfg.get("prompt") else None
+    auto = str(cfg.get("prompt") or "").strip() == "auto"
+    prompt = parse_prompt(str(cfg.prompt)) if cfg.get("prompt") and not auto else None
     jobs = plan_jobs(cfg.input, cfg.output, prompt, overwrite=bool(cfg.overwrite))
     loaded = load_adapter(cfg.adapter, revision=cfg.get("revision"), video=False)
     predictor = Predictor(loaded, cfg.get("device", "auto"), cfg.get("propagation", "auto"))
     if prompt is None and not predictor.promptless:
-        raise ConfigError(f"prompt= is required: the adapter {cfg.adapter} is promptable, not semantic. {SYNTAX}")
+        why = "prompt=auto needs a semantic adapter (task=semantic) for its coarse masks" if auto else "prompt= is required"
+        raise ConfigError(f"{why}: the adapter {cfg.adapter} is promptable, not semantic. {SYNTAX}")
     values = class_values(loaded) if prompt is None else np.array([0, foreground_value(loaded, cfg.get("label"))], np.uint16)
     slice_axis = int(loaded.preprocessing.get("slice_axis", 2))
     written = []
     for job in _progress(jobs):
         scan = read_scan(job.input, slice_axis)
         guide = read_scan(job.guide, slice_axis) if job.guide else None
-        masks = predict_scan(predictor, scan, prompt, guide)
+        masks = auto_scan(predictor, scan) if auto else predict_scan(predictor, scan, prompt, guide)
         written.append(write_mask(values[masks.astype(np.int64)], scan, job.output))
     return written
+
+
+def auto_scan(predictor: Predictor, scan: Any, batch_size: int = 8) -> np.ndarray:
+    """``prompt=auto``: class indices ``[Z, H, W]`` from the semantic head's components, each
+    refined as a box prompt by the promptable decoder (no ground truth, no user prompt)."""
+    from adapt.evaluation.engine import Engine
+
+    return Engine(predictor, batch_size).auto(to_unit(scan, predictor.loaded.preprocessing))
 
 
 def _progress(jobs: list[Job]) -> Iterator[Job]:

@@ -1,0 +1,350 @@
+"""``python -m adapt.evaluate``: reassembly on the stored grid, tables, comparisons, clicks, auto prompts."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from adapt.adapters import apply_adapter
+from adapt.adapters.io import save_adapter
+from adapt.conf import CONFIG_DIR
+from adapt.data.synthetic import write_ct_phantoms
+from adapt.errors import ConfigError, DataNotFoundError
+from adapt.evaluation import engine as engine_module
+from adapt.evaluation import evaluate, runner
+from adapt.evaluation.engine import component_boxes
+from adapt.models import interactive
+from adapt.models.interactive import Prediction
+from adapt.models.sam2 import load_sam2
+from adapt.models.semantic import ATTRIBUTE, add_class_prompts
+
+SHAPE = (40, 48, 8)  # x != y: a transposed plane cannot go unnoticed
+
+
+def train_tiny(run_dir: Path, data_root: Path, *extra: str) -> Path:
+    """A tiny LoRA run trained for two steps on the phantoms at ``data_root``."""
+    from hydra import compose, initialize_config_dir
+
+    from adapt.conf import register_recipes, register_resolvers
+    from adapt.train import train
+
+    register_resolvers()
+    register_recipes()
+    overrides = ["recipe=demo", "model=tiny", "model.image_size=128", "trainer.max_steps=2", "data.batch_size=2",
+                 "data.val_batch_size=4", "optim.warmup_steps=1", "validate_before=false",
+                 "data.val_max_slices_per_case=2", f"data.root={data_root}", f"out_dir={run_dir}", *extra]
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        train(compose("train", overrides=overrides))
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    """Small non-square phantoms and a tiny run trained on them (shared by the module)."""
+    base = tmp_path_factory.mktemp("evaluate")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SAM2_ADAPT_DATA", str(base / "cache"))
+        data = base / "phantoms"
+        write_ct_phantoms(data, num_cases=3, shape=SHAPE)
+        run = train_tiny(base / "run", data)
+        yield SimpleNamespace(base=base, data=data, run=run)
+
+
+def config(out: Path, **values) -> OmegaConf:
+    cfg = OmegaConf.load(CONFIG_DIR / "evaluate.yaml")
+    cfg.merge_with({"out": str(out), "clicks": "off", "batch_size": 4, "device": "cpu", **values})
+    return cfg
+
+
+def read_rows(path: Path) -> list[dict[str, str]]:
+    with path.open() as f:
+        return list(csv.DictReader(f))
+
+
+# --- reassembly: a perfect predictor gives perfect scores, every slice in its place -----------------
+
+
+def oblique_case(root: Path) -> None:
+    """One case whose stored axes are permuted and flipped against RAS, with anisotropic voxels.
+
+    The label differs on every slice (a box that moves and grows), so a slice put back in the
+    wrong place, or a transposed plane, changes the score.
+    """
+    shape = (12, 30, 22)  # stored (i, j, k); i becomes the slice axis in RAS
+    label = np.zeros(shape, np.uint8)
+    for i in range(2, 10):
+        label[i, 3 + i: 10 + 2 * i, 4 + (i % 3): 9 + i] = 1
+    image = np.where(label > 0, 200, -1000).astype(np.int16)
+    affine = np.array([[0.0, 0.0, -0.8, 60.0], [0.0, 1.4, 0.0, -30.0], [2.5, 0.0, 0.0, 12.0], [0, 0, 0, 1]])
+    for folder, array in (("imagesTr", image), ("labelsTr", label)):
+        (root / folder).mkdir(parents=True, exist_ok=True)
+        nib.save(nib.Nifti1Image(array, affine), root / folder / "oblique.nii.gz")
+    (root / "dataset.json").write_text(json.dumps({"training": [
+        {"image": "./imagesTr/oblique.nii.gz", "label": "./labelsTr/oblique.nii.gz"}]}))
+
+
+@pytest.fixture
+def perfect(monkeypatch):
+    """A model whose mask is its input image thresholded: with image = label it is the ground truth.
+
+    Pixels reach ``decode`` unresized, so the only thing between the label file and the scores
+    is the slicing, the batching and the reassembly under test.
+    """
+    monkeypatch.setattr(engine_module, "preprocess", lambda pixels, size: pixels)
+    monkeypatch.setattr(engine_module, "image_embeddings", lambda model, pixels: [pixels])
+
+    def decode(model, embeddings, multimask, **prompts):
+        logits = torch.where(embeddings[-1][:, :1] > 0.5, 10.0, -10.0)
+        return Prediction(logits[:, :, None], torch.ones(len(logits), 1, 1))
+
+    monkeypatch.setattr(engine_module, "decode", decode)
+
+
+def test_perfect_predictor_scores_one_and_every_slice_lands_where_it_came_from(tmp_path, perfect):
+    data = tmp_path / "oblique"
+    oblique_case(data)
+    summary = evaluate(config(tmp_path / "out", adapter="none", model="tiny", **{"data": {"card": "ct_phantom", "root": str(data)}},
+                              split="all", batch_size=3, save_masks="all"))
+    [row] = read_rows(tmp_path / "out" / "cases.csv")
+    truth = np.asarray(nib.load(data / "labelsTr" / "oblique.nii.gz").dataobj)
+    assert float(row["dice"]) == 1.0 and float(row["iou"]) == 1.0 and float(row["nsd"]) == 1.0
+    assert float(row["hd95_mm"]) == 0.0
+    assert int(row["gt_voxels"]) == int(row["pred_voxels"]) == int(truth.sum())
+    saved = nib.load(summary["masks"]["oblique"])
+    np.testing.assert_array_equal(np.asarray(saved.dataobj), truth)  # the label file's own voxel order
+    np.testing.assert_allclose(saved.affine, nib.load(data / "labelsTr" / "oblique.nii.gz").affine)
+    assert summary["throughput"]["planes"] == 8  # slices 2..9 hold the target; batches of 3
+    assert summary["miou"] == 1.0 and summary["global_accuracy"] == 1.0
+
+
+def test_a_misplaced_slice_is_caught(tmp_path, perfect, monkeypatch):
+    """The same run with planes handed back one slice off scores below 1: the test above can fail."""
+    data = tmp_path / "oblique"
+    oblique_case(data)
+    segment = engine_module.Engine.segment
+
+    def shifted(self, *args, **kwargs):
+        return {k: np.roll(v, 1, axis=0) for k, v in segment(self, *args, **kwargs).items()}
+
+    monkeypatch.setattr(engine_module.Engine, "segment", shifted)
+    evaluate(config(tmp_path / "out", adapter="none", model="tiny", **{"data": {"card": "ct_phantom", "root": str(data)}},
+                    split="all"))
+    [row] = read_rows(tmp_path / "out" / "cases.csv")
+    assert float(row["dice"]) < 0.9 and float(row["hd95_mm"]) > 0
+
+
+# --- outputs of a real (tiny) adapter ------------------------------------------------------------------
+
+
+def test_cases_csv_and_summary_hold_the_recomputed_values(env, tmp_path):
+    out = tmp_path / "eval"
+    summary = evaluate(config(out, adapter=str(env.run), split="all", save_masks="all", clicks=[1, 2],
+                              **{"data": {"root": str(env.data)}}))
+    rows = read_rows(out / "cases.csv")
+    assert [r["case"] for r in rows] == [f"phantom_{i:03d}" for i in range(3)]
+    assert {r["class"] for r in rows} == {"liver"} and {r["run"] for r in rows} == {"adapter"}
+    for key in ("dice", "iou", "nsd", "hd95_mm", "gt_voxels", "pred_voxels", "seconds", "slices"):
+        assert all(r[key] != "" for r in rows), key
+
+    # One case recomputed from the files alone: the saved mask against the label file.
+    row = rows[1]
+    label = nib.load(row["label"])
+    truth = np.asarray(label.dataobj) == 1
+    pred = np.asarray(nib.load(summary["masks"][row["case"]]).dataobj) == 1
+    assert pred.shape == truth.shape == SHAPE
+    dice = 2 * (pred & truth).sum() / (pred.sum() + truth.sum())
+    assert float(row["dice"]) == pytest.approx(dice, abs=1e-9)
+    assert int(row["gt_voxels"]) == truth.sum() and int(row["pred_voxels"]) == pred.sum()
+    from monai.metrics import compute_hausdorff_distance
+
+    hd = compute_hausdorff_distance(torch.from_numpy(pred)[None, None], torch.from_numpy(truth)[None, None],
+                                    percentile=95, spacing=[float(z) for z in label.header.get_zooms()[:3]])
+    assert float(row["hd95_mm"]) == pytest.approx(float(hd), rel=1e-5)
+
+    stored = json.loads((out / "summary.json").read_text())
+    dices = [float(r["dice"]) for r in rows]
+    liver = stored["classes"]["liver"]["dice"]
+    assert liver["mean"] == pytest.approx(np.mean(dices)) and liver["median"] == pytest.approx(np.median(dices))
+    assert liver["std"] == pytest.approx(np.std(dices)) and liver["count"] == 3
+    assert stored["undefined"] == {"dice": 0, "iou": 0, "nsd": 0, "hd95_mm": 0}
+    for key in ("miou", "global_accuracy", "mean_pixel_accuracy"):
+        assert 0 <= stored[key] <= 1
+    assert set(stored["pixel_accuracy"]) == {"background", "liver"}
+    assert stored["throughput"]["unit"] == "slices/s" and stored["throughput"]["per_second"] > 0
+    # The click curve: the first prompt alone and after each requested number of clicks.
+    assert set(stored["clicks"]) == {"0", "1", "2"}
+    assert stored["clicks"]["0"]["dice"] == pytest.approx(liver["mean"])
+    assert set(stored["clicks"]["2"]["dice_per_class"]) == {"liver"}
+
+
+def test_clicks_feed_the_previous_logits_back(env, tmp_path, monkeypatch):
+    """Every correction round gets the previous round's logits as its mask prompt, and one more click."""
+    calls = []
+    real = interactive.decode
+
+    def recording(model, embeddings, multimask, **prompts):
+        pred = real(model, embeddings, multimask, **prompts)
+        calls.append((prompts, pred))
+        return pred
+
+    monkeypatch.setattr(interactive, "decode", recording)
+    evaluate(config(tmp_path / "eval", adapter=str(env.run), clicks=[1, 3], batch_size=64, **{"data": {"root": str(env.data)}}))
+    rounds = [c for c in calls if "input_masks" in c[0]]
+    assert len(rounds) == 3  # one batch: rounds 1..3
+    for r in range(1, len(rounds)):  # (the first prediction is the engine's own decode, not recorded)
+        prompts, previous = rounds[r][0], rounds[r - 1][1]
+        torch.testing.assert_close(prompts["input_masks"], previous.low_res[:, :, 0])
+        assert prompts["input_points"].shape[2] == rounds[r - 1][0]["input_points"].shape[2] + 1
+
+
+def test_compare_runs_both_on_the_same_prompts_and_prints_the_difference(env, tmp_path, capsys):
+    summary = evaluate(config(tmp_path / "eval", adapter=str(env.run), compare="none", **{"data": {"root": str(env.data)}}))
+    printed = capsys.readouterr().out
+    assert "difference" in printed and "zero-shot tiny" in printed
+    other = summary["compare"]
+    delta = other["difference"]["liver"]["dice"]
+    assert delta == pytest.approx(summary["classes"]["liver"]["dice"]["mean"] - other["classes"]["liver"]["dice"]["mean"])
+    assert f"{delta:+.4f}" in printed
+    rows = read_rows(tmp_path / "eval" / "cases.csv")
+    assert [r["run"] for r in rows] == ["adapter", "compare"] and rows[0]["case"] == rows[1]["case"]
+    assert rows[0]["gt_voxels"] == rows[1]["gt_voxels"]
+
+
+def test_zero_shot_sam2_with_bf16_and_propagation(env, tmp_path):
+    data = {"data": {"card": "ct_phantom", "root": str(env.data)}}
+    summary = evaluate(config(tmp_path / "zs", adapter="none", model="tiny", precision="bf16", **data))
+    assert summary["adapter"] == "zero-shot tiny" and summary["model"]["name"] == "tiny"
+    assert 0 <= summary["classes"]["liver"]["dice"]["mean"] <= 1
+    memory = evaluate(config(tmp_path / "memory", adapter=str(env.run), task="propagation", **data))
+    assert memory["throughput"]["unit"] == "frames/s" and memory["throughput"]["planes"] > 0
+    assert memory["protocol"]["propagation"] is True
+
+
+# --- prompt=auto -----------------------------------------------------------------------------------------
+
+
+def semantic_adapter(path: Path) -> Path:
+    model, info = load_sam2("tiny")
+    add_class_prompts(model, 2)
+    spec = {"kind": "decoder", "modules": ["mask_decoder"], "task_modules": [ATTRIBUTE]}
+    metadata = {"base_model": {"name": "tiny"}, "model": info.to_dict(), "task": "semantic", "classes": ["liver"],
+                "label_map": {"background": 0, "liver": 1, "spine": 2}, "data_card": "ct_phantom",
+                "preprocessing": {"intensity": {"window": [-160, 240]}, "slice_axis": 2}}
+    save_adapter(apply_adapter(model, spec), spec, path, metadata)
+    return path
+
+
+def test_component_boxes_one_per_component_and_class():
+    classes = np.zeros((20, 30), np.int64)
+    classes[2:5, 3:8] = 1
+    classes[10:15, 20:29] = 1
+    classes[12, 2] = 1  # below min_area
+    classes[15:19, 1:4] = 2
+    boxes = component_boxes(classes, min_area=2)
+    assert [(c, b.tolist()) for c, b in boxes] == [(1, [3, 2, 7, 4]), (1, [20, 10, 28, 14]), (2, [1, 15, 3, 18])]
+
+
+def test_auto_prompts_refine_each_coarse_component_without_a_label_file(tmp_path, monkeypatch):
+    """Coarse masks become boxes; the decoder's answer (here: the box itself) is what is written."""
+    from adapt import predict
+
+    adapter = semantic_adapter(tmp_path / "semantic")
+    image = np.full((36, 28, 3), -1000, np.int16)
+    nib.save(nib.Nifti1Image(image, np.diag([0.8, 0.8, 2.0, 1])), tmp_path / "ct.nii.gz")
+
+    def coarse(model, embeddings):  # class 1 on two blobs of every plane
+        logits = torch.zeros(len(embeddings[-1]), 2, 32, 32)
+        logits[:, 1, 4:9, 4:10] = logits[:, 1, 20:26, 15:30] = 9.0
+        return logits
+
+    seen = []
+
+    def box_echo(model, embeddings, multimask, input_boxes=None, **prompts):
+        seen.append(input_boxes.shape[0])
+        size = model.config.prompt_encoder_config.image_size
+        ys, xs = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
+        logits = torch.stack([torch.where((xs >= b[0]) & (xs <= b[2]) & (ys >= b[1]) & (ys <= b[3]), 5.0, -5.0)
+                              for b in input_boxes[:, 0]])
+        return Prediction(logits[:, None, None], torch.ones(len(logits), 1, 1))
+
+    monkeypatch.setattr(engine_module, "class_logits", coarse)
+    monkeypatch.setattr(engine_module, "decode", box_echo)
+    cfg = OmegaConf.load(CONFIG_DIR / "predict.yaml")
+    cfg.merge_with({"adapter": str(adapter), "input": str(tmp_path / "ct.nii.gz"), "output": str(tmp_path / "m.nii.gz"),
+                    "prompt": "auto", "device": "cpu"})
+    [written] = predict.run(cfg)
+    mask = np.asarray(nib.load(written).dataobj)
+    assert mask.shape == (36, 28, 3) and set(np.unique(mask)) == {0, 1}
+    assert sum(seen) == 2 * 3  # two components on each of three slices, each refined once
+    planes = mask.transpose(2, 1, 0)  # the stored grid's slices, rows = j
+    assert all((p == planes[0]).all() for p in planes)  # the same answer on every slice
+    assert 0.05 < planes[0].mean() < 0.5
+
+
+def test_evaluate_auto_needs_no_ground_truth_for_its_prompts(env, tmp_path, monkeypatch):
+    adapter = semantic_adapter(tmp_path / "semantic")
+    monkeypatch.setattr(engine_module.Engine, "segment", lambda *a, **k: pytest.fail("auto must not use GT prompts"))
+    summary = evaluate(config(tmp_path / "auto", adapter=str(adapter), prompt="auto", clicks=[1],
+                              **{"data": {"root": str(env.data)}}))
+    assert summary["protocol"]["prompt"] == "auto" and summary["protocol"]["clicks"] == []
+    semantic = evaluate(config(tmp_path / "semantic_eval", adapter=str(adapter), **{"data": {"root": str(env.data)}}))
+    assert semantic["protocol"]["prompt"] == "none" and set(semantic["classes"]) == {"liver"}
+
+
+# --- errors, before any model is loaded ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("values, error, message", [
+    ({"adapter": "nowhere/at/all"}, ConfigError, "no such directory"),
+    ({"adapter": "none"}, ConfigError, "name it with model="),
+    ({"split": "holdout"}, ConfigError, "split='holdout' is not one of"),
+    ({"split": "test"}, ConfigError, "split=test holds no case"),
+    ({"prompt": "lasso"}, ConfigError, "prompt='lasso' is not one of"),
+    ({"prompt": "auto"}, ConfigError, "needs a semantic adapter"),
+    ({"task": "tracking"}, ConfigError, "task='tracking' is not one of"),
+    ({"clicks": "many"}, ConfigError, "clicks="),
+    ({"data": {"card": "msd_liver", "root": "{tmp}/nowhere"}}, DataNotFoundError, "data.root="),
+    ({"data": {"card": "no_such_card"}}, ConfigError, "not a shipped card"),
+    ({"out": None}, ConfigError, "out= is required"),
+])
+def test_bad_input_is_refused_before_any_model_loads(env, tmp_path, monkeypatch, values, error, message):
+    monkeypatch.setattr(runner, "load_model", lambda *a, **k: pytest.fail("a model was loaded"))
+    values = {"adapter": str(env.run), "data": {"root": str(env.data)}, **values}
+    values["data"] = {k: v.replace("{tmp}", str(tmp_path)) for k, v in values["data"].items()}
+    if values["data"].get("card") is None and values["adapter"] == "none":
+        values["data"]["card"] = "ct_phantom"
+    with pytest.raises(error, match=message):
+        evaluate(config(tmp_path / "eval", **values) if values.get("out", 1) is not None
+                 else OmegaConf.merge(config(tmp_path, **{k: v for k, v in values.items() if k != "out"}), {"out": None}))
+
+
+def test_existing_output_is_kept_unless_overwrite(env, tmp_path):
+    out = tmp_path / "eval"
+    out.mkdir()
+    (out / "cases.csv").write_text("mine")
+    with pytest.raises(ConfigError, match="overwrite=true"):
+        evaluate(config(out, adapter=str(env.run), **{"data": {"root": str(env.data)}}))
+    assert (out / "cases.csv").read_text() == "mine"
+
+
+@pytest.mark.slow
+def test_cli_prints_the_table_and_user_errors_without_traceback(env, tmp_path):
+    envvars = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONWARNINGS": "ignore", "SAM2_ADAPT_DATA": str(env.base / "cache")}
+    command = [sys.executable, "-m", "adapt.evaluate", f"adapter={env.run}", f"data.root={env.data}", "clicks=[1]"]
+    result = subprocess.run([*command, f"out={tmp_path / 'eval'}"], env=envvars, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "sam2-adapt evaluation" in result.stdout and "dice @ 1 clicks" in result.stdout
+    assert (tmp_path / "eval" / "summary.json").exists() and (tmp_path / "eval" / "cases.csv").exists()
+    again = subprocess.run([*command, f"out={tmp_path / 'eval'}"], env=envvars, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 2 and "Traceback" not in again.stderr and "overwrite=true" in again.stderr
