@@ -2,7 +2,9 @@
 
 * ``msd``: a Medical Segmentation Decathlon task folder (``dataset.json`` + ``imagesTr/`` +
   ``labelsTr/``);
-* ``folder``: an image glob and a label-path template (``{name}``, ``{stem}``, ``{parent}``);
+* ``folder``: an image glob and a label-path template (``{name}`` = file name, ``{stem}`` = name
+  without suffixes, ``{parent}`` = folder relative to the root, ``{digits}`` = the stem's
+  trailing digits, for layouts such as BTCV's ``img0001`` / ``label0001``);
 * ``csv``: a manifest with ``image`` and ``label`` columns, optional ``case`` (patient: rows
   that share it are split together) and ``split`` (``train``/``val``/``test``);
 * ``synthetic``: phantoms generated on first use (``adapt.data.synthetic``), then read as MSD.
@@ -16,6 +18,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -141,10 +144,12 @@ def _folder(card: DataCard, root: Path) -> list[Case]:
     for image, stem in zip(images, stems):
         relative = image.relative_to(root)
         try:
-            label = root / template.format(name=image.name, stem=stem, parent=relative.parent.as_posix())
+            digits = re.search(r"(\d*)$", stem).group(1)
+            label = root / template.format(name=image.name, stem=stem, parent=relative.parent.as_posix(),
+                                           digits=digits)
         except (KeyError, IndexError) as err:
             raise ConfigError(f"data card {card.path}: source.labels={template!r} uses an unknown placeholder "
-                              f"{err}; use {{name}}, {{stem}} or {{parent}}") from None
+                              f"{err}; use {{name}}, {{stem}}, {{parent}} or {{digits}}") from None
         case_id = stem if unique else _strip_suffixes(relative.as_posix())
         cases.append(Case(case_id, image, label, group=case_id))
     return cases
