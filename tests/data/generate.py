@@ -77,15 +77,10 @@ def write_msd(stem: str, root: Path, num_cases: int = 4, channels: int = 1, hu: 
     card = load_card(stem)
     ids = list(card.target_ids().values())
     extra = [v for v in card.labels.values() if v and v not in ids]  # non-target labels appear too
-    entries = []
-    for i in range(num_cases):
-        image, label = blob_volume(ids + extra, seed=i, channels=channels, hu=hu)
-        name = f"{card.source.get('task', stem).split('_')[-1].lower()}_{i:03d}.nii.gz"
-        save_nifti(root / "imagesTr" / name, image)
-        save_nifti(root / "labelsTr" / name, label)
-        entries.append({"image": f"./imagesTr/{name}", "label": f"./labelsTr/{name}"})
-    synthetic.write_manifest(root, card.title, {str(c): f"channel{c}" for c in range(channels)},
-                             dict(card.labels), entries)
+    volumes = [blob_volume(ids + extra, seed=i, channels=channels, hu=hu) for i in range(num_cases)]
+    prefix = card.source.get("task", stem).split("_")[-1].lower()
+    synthetic.write_msd_volumes(root, prefix, volumes, synthetic.phantom_affine(AFFINE_SPACING), card.title,
+                                {str(c): f"channel{c}" for c in range(channels)}, dict(card.labels))
 
 
 def write_btcv(root: Path, num_cases: int = 4) -> None:
