@@ -1,0 +1,169 @@
+"""Readers and the load/validate step on real files of every format: DICOM series, NIfTI,
+PNG/JPEG pairs and 4-band GeoTIFF; each bad input gives its own error naming the file."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import yaml
+
+from adapt.data.cards import load_card
+from adapt.data.readers import label_plane, read_raster
+from adapt.data.sources import Case, list_cases
+from adapt.data.synthetic import write_geotiff
+from adapt.data.volumes import load_volume
+from adapt.errors import ConfigError, DataError
+
+
+def load_generator():
+    """``tests/data/generate.py`` as a module (tests/ is not a package)."""
+    path = Path(__file__).parent / "data" / "generate.py"
+    spec = importlib.util.spec_from_file_location("fake_data_generate", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+generate = load_generator()
+
+
+def card_at(tmp_path, stem, **changes):
+    """A copy of a shipped card with some fields changed (sections merged, None drops a key)."""
+    card = yaml.safe_load(open(f"data_cards/{stem}.yaml"))
+    for key, value in changes.items():
+        if isinstance(value, dict) and isinstance(card.get(key), dict):
+            merged = {**card[key], **value}
+            card[key] = {k: v for k, v in merged.items() if v is not None}
+        else:
+            card[key] = value
+    path = tmp_path / f"{stem}_copy.yaml"
+    path.write_text(yaml.safe_dump(card))
+    return load_card(path)
+
+
+def test_dicom_series_geometry_and_hu(tmp_path):
+    rows, columns, slices = 10, 12, 5
+    stored = np.arange(rows * columns * slices, dtype=np.uint16).reshape(rows, columns, slices) + 1000
+    generate.write_dicom_series(tmp_path / "series", stored, spacing=(0.7, 0.8, 2.0), origin=(-120, -100, 50))
+    raster = read_raster(tmp_path / "series")
+    # voxel (i, j, k) = (column, row, slice), values rescaled to HU (intercept -1024)
+    assert raster.array.shape == (1, columns, rows, slices)
+    r, c, k = 2, 3, 1
+    assert raster.array[0, c, r, k] == float(stored[r, c, k]) - 1024
+    # LPS position = origin + c * 0.8 (along the row, +x) + r * 0.7 (down the column, +y) + k * 2 (+z); RAS flips x, y
+    lps = np.array([-120 + c * 0.8, -100 + r * 0.7, 50 + 2.0 * k])
+    np.testing.assert_allclose(raster.affine @ [c, r, k, 1], [-lps[0], -lps[1], lps[2], 1], atol=1e-6)
+    # slices were written in reverse order: sorted by position, k=0 is the lowest z
+    assert raster.array[0, 0, 0, 0] == float(stored[0, 0, 0]) - 1024
+
+
+def test_dicom_series_case_lands_in_ras(tmp_path):
+    """A DICOM series with a NIfTI label on its grid: the labelled voxel keeps its world position."""
+    stored = np.full((10, 12, 5), 1024 + 40, np.uint16)
+    generate.write_dicom_series(tmp_path / "data" / "images" / "p1", stored, spacing=(0.7, 0.8, 2.0))
+    affine = read_raster(tmp_path / "data" / "images" / "p1").affine
+    label = np.zeros((12, 10, 5), np.uint8)
+    label[3, 2, 1] = 1
+    (tmp_path / "data" / "labels").mkdir()
+    nib.save(nib.Nifti1Image(label, affine), tmp_path / "data" / "labels" / "p1.nii.gz")
+    card = card_at(tmp_path, "msd_spleen", source={"kind": "folder", "images": "images/*", "labels": "labels/{name}.nii.gz",
+                                                   "url": None, "md5": None, "task": None})
+    case, = list_cases(card, tmp_path / "data")
+    volume = load_volume(card, case)
+    (i, j, k), = np.argwhere(volume.label == 1)
+    np.testing.assert_allclose(volume.affine @ [i, j, k, 1], affine @ [3, 2, 1, 1], atol=1e-6)
+    assert np.allclose(np.diag(volume.affine)[:3], [0.8, 0.7, 2.0])  # RAS: positive steps
+    np.testing.assert_allclose(volume.image, 0.5)  # 40 HU in the -160..240 window
+
+
+def test_geotiff_band_selection_and_per_band_stretch(tmp_path):
+    bands = np.stack([np.full((8, 10), v, np.uint16) for v in (100, 200, 300, 400)])
+    bands[:, 0, :] = 0  # a dark row in every band: percentiles see two values
+    write_geotiff(tmp_path / "tile.tif", bands, origin=(500000.0, 5200000.0))
+    raster = read_raster(tmp_path / "tile.tif")
+    assert raster.array.shape == (4, 8, 10) and raster.affine is None
+    np.testing.assert_array_equal(raster.array, bands)
+    write_geotiff(tmp_path / "label.tif", (bands[0] > 0).astype(np.uint8), origin=(500000.0, 5200000.0))
+    case = Case("tile", tmp_path / "tile.tif", tmp_path / "label.tif", group="tile")
+    window = card_at(tmp_path, "aerial_phantom", intensity={"channels": [3, 0, 1], "window": [0, 400],
+                                                            "percentiles": None})
+    image = load_volume(window, case, image_size=10).image
+    assert image.shape == (3, 10, 10)
+    # NIR (400), R (100), G (200) in that order, on the fixed window
+    np.testing.assert_allclose(image[:, 5, 5], [1.0, 0.25, 0.5], atol=1e-6)
+    stretch = card_at(tmp_path, "aerial_phantom", intensity={"channels": [2], "percentiles": [0, 100]})
+    image = load_volume(stretch, case, image_size=10).image
+    assert image.shape == (1, 10, 10) and image.max() == 1.0 and image.min() == 0.0
+
+
+def test_too_few_bands_names_the_file_and_the_bands(tmp_path):
+    write_geotiff(tmp_path / "rgb.tif", np.ones((3, 8, 8), np.uint16), origin=(0.0, 0.0))
+    write_geotiff(tmp_path / "label.tif", np.ones((8, 8), np.uint8), origin=(0.0, 0.0))
+    card = card_at(tmp_path, "aerial_phantom")  # asks for band 3 (NIR)
+    with pytest.raises(DataError, match=r"rgb.tif: has 3 bands, the data card asks for bands \[3, 0, 1\]"):
+        load_volume(card, Case("rgb", tmp_path / "rgb.tif", tmp_path / "label.tif", group="rgb"), 8)
+
+
+def test_png_and_jpeg_pairs_keep_pixels_and_masks_aligned(tmp_path):
+    generate.write_dataset("kvasir_seg", tmp_path / "kvasir")
+    card = load_card("kvasir_seg")
+    case = list_cases(card, tmp_path / "kvasir")[0]
+    image, mask = generate.photo_pair(0)
+    volume = load_volume(card, case, image_size=image.shape[1])  # columns -> square side
+    assert volume.image.shape == (3, image.shape[1], image.shape[1]) and volume.image.dtype == np.float32
+    assert set(np.unique(volume.label)) == {0, 1}
+    # the object is bright red (220 / 255 = 0.86) inside the mask, dark (90 / 255) outside
+    red = volume.image[0]
+    assert red[volume.label == 1].mean() > 0.8 and red[volume.label == 0].mean() < 0.4
+
+
+def test_colour_label_without_threshold_is_refused(tmp_path):
+    from PIL import Image
+
+    Image.fromarray(np.dstack([np.zeros((4, 4), np.uint8), np.ones((4, 4), np.uint8), np.zeros((4, 4), np.uint8)])
+                    ).save(tmp_path / "rgb.png")
+    with pytest.raises(DataError, match="rgb.png: label image has 3 different channels"):
+        label_plane(read_raster(tmp_path / "rgb.png"))
+
+
+@pytest.mark.parametrize("problem", ["size", "ids", "truncated", "missing", "empty"])
+def test_each_bad_2d_input_names_the_file(tmp_path, problem):
+    from PIL import Image
+
+    folder = tmp_path / "d"
+    generate.write_dataset("isic2018", folder)
+    card = load_card("isic2018")
+    case = list_cases(card, folder)[0]
+    if problem == "size":
+        Image.fromarray(np.zeros((10, 10), np.uint8)).save(case.label)
+        expected = r"label size \(10, 10\) differs from image"
+    elif problem == "ids":
+        card = card_at(tmp_path, "isic2018", source={"mask_threshold": None})  # 0/255 read as ids: 255 unknown
+        expected = r"label ids \[255\] are not in the data card's labels"
+    elif problem == "truncated":
+        case.image.write_bytes(case.image.read_bytes()[:200])
+        expected = r"unreadable as PNG/JPEG/BMP"
+    elif problem == "missing":
+        case.label.unlink()
+        expected = "file not found"
+    else:
+        Image.fromarray(np.zeros((48, 56), np.uint8)).save(case.label)
+        from adapt.data.cache import CaseStore
+        from adapt.data.datamodule import index_cases
+
+        with pytest.raises(DataError, match="none of the targets") as err:
+            index_cases(CaseStore(card, [case], 32, "memory"))
+        assert str(case.label) in str(err.value)
+        return
+    with pytest.raises(DataError, match=expected) as err:
+        load_volume(card, case, 32)
+    assert case.id in str(err.value)
+
+
+def test_card_channels_must_be_one_or_three(tmp_path):
+    with pytest.raises(ConfigError, match="intensity.channels must list 1"):
+        card_at(tmp_path, "aerial_phantom", intensity={"channels": [0, 1]})
