@@ -31,3 +31,19 @@ def box_batch():
     image = image + 0.6 * label
     boxes = torch.tensor([[[40.0, 30.0, 89.0, 69.0]], [[20.0, 60.0, 59.0, 99.0]]])
     return {"image": image, "label": label, "boxes": boxes}
+
+
+@pytest.fixture(scope="session")
+def fake_data():
+    """``tests/data/generate.py`` as a module: fake datasets in every shipped card's layout.
+
+    Loaded from its path because ``tests/`` is not a package.
+    """
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).parent / "data" / "generate.py"
+    spec = importlib.util.spec_from_file_location("fake_data_generate", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
