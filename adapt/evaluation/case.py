@@ -224,7 +224,8 @@ def evaluate_case(engine: Engine, case: EvalCase, case_index: int, classes: dict
                      for i, (name, v) in enumerate(classes.items(), start=1)}
     seconds = time.perf_counter() - start
     for row in rows:
-        row.update(seconds=seconds, slices=int(prediction.shape[0]), image=str(case.image), label=str(case.label))
+        row.update(seconds=seconds, slices=int(prediction.shape[0]), image=str(case.image), label=str(case.label),
+                   voxel_mm3=float(np.prod(spacing)) if spacing else None)
     return CaseResult(rows, clicks, confusion, prediction, scan)
 
 

@@ -24,7 +24,8 @@ from rich.table import Table
 from adapt.metrics import class_iou, global_accuracy, mean_pixel_accuracy, miou, pixel_accuracy, summarize
 
 METRICS = ("dice", "iou", "nsd", "hd95_mm")
-COLUMNS = ("run", "case", "class", *METRICS, "gt_voxels", "pred_voxels", "seconds", "slices", "image", "label")
+COLUMNS = ("run", "case", "class", *METRICS, "gt_voxels", "pred_voxels", "voxel_mm3", "seconds", "slices", "image",
+           "label")
 #: The headline numbers of the printed table and the compare differences.
 HEADLINE = ("dice", "iou", "nsd", "hd95_mm")
 

@@ -110,10 +110,12 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
 
     summary: dict[str, Any] = {}
     rows: list[dict[str, Any]] = []
+    keep: Any = cfg.get("save_masks", 3)
     for run, spec in (("adapter", main), ("compare", other)):
         if spec is None:
             continue
-        run_rows, run_summary = _run(cfg, spec, card, cases, classes, protocol, preprocessing, out, run)
+        run_rows, run_summary = _run(cfg, spec, card, cases, classes, protocol, preprocessing, out, run, keep)
+        keep = list(run_summary["masks"])  # the compared run keeps the same cases, for side-by-side views
         rows += run_rows
         summary[run] = run_summary
     result = summary["adapter"]
@@ -128,7 +130,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
 
 
 def _run(cfg: DictConfig, spec: ModelSpec, card: DataCard, cases: list[EvalCase], classes: Mapping[str, int],
-         protocol: Protocol, preprocessing: dict[str, Any] | None, out: Path, run: str) -> tuple[list[dict], dict]:
+         protocol: Protocol, preprocessing: dict[str, Any] | None, out: Path, run: str,
+         keep: Any) -> tuple[list[dict], dict]:
     """One model over every case: rows, and its summary."""
     started = time.perf_counter()
     loaded = load_model(spec, card, preprocessing)
@@ -148,13 +151,14 @@ def _run(cfg: DictConfig, spec: ModelSpec, card: DataCard, cases: list[EvalCase]
         confusion = result.confusion if confusion is None else confusion + result.confusion
         for k, scores in result.clicks.items():
             clicks.setdefault(k, []).append(scores)
-        if cfg.get("save_masks", 3):
+        if keep:
             saved[case.id] = save_prediction(result, list(classes.values()), masks, case.id)
-    _keep_masks(saved, rows, cfg.get("save_masks", 3))
+    _keep_masks(saved, rows, keep)
     unit = "frames/s" if protocol.propagation else "slices/s"
     summary = summarize_run(rows, list(classes), confusion, clicks, engine.planes, engine.model_seconds, unit)
     summary = {"adapter": spec.label, "adapter_path": str(spec.path) if spec.path else None,
                "model": loaded.model_info.to_dict(), "data_card": card.name, "split": str(cfg.get("split", "val")),
+               "slice_axis": slice_axis, "label_values": dict(classes),
                "protocol": {**protocol.__dict__, "clicks": list(protocol.clicks), "task": str(cfg.get("task") or "segmentation")},
                "seconds": time.perf_counter() - started, "masks": {k: str(v) for k, v in saved.items() if v.exists()},
                **summary}
@@ -162,13 +166,17 @@ def _run(cfg: DictConfig, spec: ModelSpec, card: DataCard, cases: list[EvalCase]
 
 
 def _keep_masks(saved: dict[str, Path], rows: list[dict[str, Any]], keep: Any) -> None:
-    """Keep the masks of ``keep`` cases spread over the Dice ranking (worst, median, best first)."""
+    """Keep the masks of ``keep`` cases spread over the Dice ranking (worst, median and best
+    first), of every case (``all``), or of the cases listed."""
     if not saved or str(keep).lower() == "all":
         return
-    dice = {case: np.mean([r["dice"] for r in rows if r["case"] == case]) for case in saved}
-    ranked = sorted(saved, key=lambda c: dice[c])
-    count = min(int(keep), len(ranked))
-    chosen = {ranked[int(round(i))] for i in np.linspace(0, len(ranked) - 1, count)} if count else set()
+    if not isinstance(keep, (int, str)):
+        chosen = set(keep)
+    else:
+        dice = {case: np.mean([r["dice"] for r in rows if r["case"] == case]) for case in saved}
+        ranked = sorted(saved, key=lambda c: dice[c])
+        count = min(int(keep), len(ranked))
+        chosen = {ranked[int(round(i))] for i in np.linspace(0, len(ranked) - 1, count)} if count else set()
     for case, path in saved.items():
         if case not in chosen:
             shutil.rmtree(path) if path.is_dir() else path.unlink()
