@@ -65,6 +65,7 @@ class CaseStore:
 
     Attributes:
         loads: how many times a case was read from its source files (for tests and benchmarks).
+        channels: image channels of the cases prepared so far (``None`` before the first).
     """
 
     def __init__(self, card: DataCard, cases: list[Case], image_size: int | None, mode: str = "auto",
@@ -77,6 +78,7 @@ class CaseStore:
         base = Path(directory).expanduser() if directory else cache_root() / "preprocessed"
         self.directory = base / f"{card.name}-{settings_key(card, image_size)}"
         self.loads = 0
+        self.channels: int | None = None
         self._memory: dict[int, Volume] = {}
 
     def __len__(self) -> int:
@@ -84,7 +86,9 @@ class CaseStore:
 
     def _load(self, index: int) -> Volume:
         self.loads += 1
-        return load_volume(self.card, self.cases[index], self.image_size)
+        volume = load_volume(self.card, self.cases[index], self.image_size)
+        self.channels = int(volume.image.shape[0])
+        return volume
 
     def _paths(self, index: int) -> dict[str, Path]:
         case = self.cases[index]
@@ -108,7 +112,9 @@ class CaseStore:
             paths = self._paths(index)
             if not paths["geometry"].exists():
                 self._write(self._load(index), paths)
-            return self._read(index, paths)
+            volume = self._read(index, paths)
+            self.channels = int(volume.image.shape[0])
+            return volume
         return self._load(index)
 
     def __getitem__(self, index: int) -> Volume:

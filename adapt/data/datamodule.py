@@ -215,7 +215,7 @@ class SegmentationDataModule(L.LightningDataModule):
         self.preprocessing = {
             "dims": card.dims, "intensity": dict(card.intensity), "image_size": self.image_size,
             "slice_axis": card.slice_axis, "spacing": card.spacing,
-            "channels": len(channels) if channels else int(self.train_set.pixels(0)[0].shape[0]),
+            "channels": stores["train"].channels,
             "bands": list(channels) if channels else None,
             "orientation": "RAS" if card.dims == 3 else None, "objects": objects,
         }
