@@ -71,3 +71,72 @@ def test_label_channels_must_match_the_classes():
     batch["label"] = batch["label"][:, :1]
     with pytest.raises(ConfigError, match="expects 2 label channels"):
         task._step(batch, "train")
+
+
+@pytest.fixture
+def semantic_adapter(tmp_path, monkeypatch):
+    """A tiny semantic adapter with non-consecutive label ids; class 2 wins on the left half."""
+    from adapt import inference
+    from adapt.adapters import apply_adapter
+    from adapt.models.semantic import ATTRIBUTE, add_class_prompts
+
+    model, info = load_sam2("tiny")
+    add_class_prompts(model, 3)
+    spec = {"kind": "decoder", "modules": ["mask_decoder"], "task_modules": [ATTRIBUTE]}
+    metadata = {"base_model": {"name": "tiny"}, "model": info.to_dict(), "task": "semantic",
+                "classes": ["liver", "spine"], "label_map": {"background": 0, "liver": 3, "spine": 7},
+                "preprocessing": {"window": [-100, 240], "slice_axis": 2}}
+    save_adapter(apply_adapter(model, spec), spec, tmp_path / "semantic", metadata)
+
+    def halves(model, embeddings):  # one image per call, as adapt.inference classifies
+        logits = torch.zeros(1, 3, 32, 32)
+        logits[:, 2, :, :16], logits[:, 1, :, 16:] = 5.0, 5.0
+        return logits
+
+    monkeypatch.setattr(inference, "class_logits", halves)
+    return tmp_path / "semantic"
+
+
+def _predict(adapter, source, output):
+    from omegaconf import OmegaConf
+
+    from adapt import predict
+    from adapt.conf import CONFIG_DIR
+
+    cfg = OmegaConf.load(CONFIG_DIR / "predict.yaml")
+    cfg.merge_with({"adapter": str(adapter), "input": str(source), "output": str(output), "prompt": None})
+    [out] = predict.run(cfg)
+    return out
+
+
+def test_semantic_label_map_as_nifti_keeps_geometry_and_card_ids(semantic_adapter, tmp_path):
+    import nibabel as nib
+    import numpy as np
+
+    from adapt.data.synthetic import phantom_affine
+
+    affine = phantom_affine((0.8, 0.8, 2.5))
+    volume = np.random.default_rng(0).normal(0, 50, (40, 36, 5)).astype(np.int16)
+    nib.save(nib.Nifti1Image(volume, affine), tmp_path / "ct.nii.gz")
+    out = nib.load(_predict(semantic_adapter, tmp_path / "ct.nii.gz", tmp_path / "labels.nii.gz"))
+    labels = np.asarray(out.dataobj)
+    assert out.shape == volume.shape and np.allclose(out.affine, affine)
+    assert set(np.unique(labels)) == {3, 7}  # the card's ids, every slice segmented, no prompt
+    assert all(set(np.unique(labels[..., k])) == {3, 7} for k in range(volume.shape[2]))
+
+
+def test_semantic_label_map_as_geotiff_class_raster_keeps_crs(semantic_adapter, tmp_path):
+    import numpy as np
+    import tifffile
+
+    tags = [(33550, 12, 3, (0.5, 0.5, 0.0), True),
+            (33922, 12, 6, (0.0, 0.0, 0.0, 500000.0, 4000000.0, 0.0), True),
+            (34735, 3, 16, (1, 1, 0, 3, 1024, 0, 1, 1, 1025, 0, 1, 1, 3072, 0, 1, 32633), True)]
+    bands = (np.random.default_rng(0).random((3, 64, 80)) * 4000).astype(np.uint16)
+    tifffile.imwrite(tmp_path / "scene.tif", bands, photometric="minisblack", planarconfig="separate", extratags=tags)
+    out = _predict(semantic_adapter, tmp_path / "scene.tif", tmp_path / "classes.tif")
+    with tifffile.TiffFile(tmp_path / "scene.tif") as src, tifffile.TiffFile(out) as dst:
+        raster = dst.pages[0].asarray()
+        assert dst.pages[0].geotiff_tags == src.pages[0].geotiff_tags
+    assert raster.shape == (64, 80)
+    assert (raster[:, :38] == 7).all() and (raster[:, 42:] == 3).all()
