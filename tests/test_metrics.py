@@ -36,6 +36,7 @@ from adapt.metrics import (
     pixel_accuracy,
     region_similarity_j,
     summarize,
+    surface_metrics,
 )
 
 nan = float("nan")
@@ -225,6 +226,8 @@ def test_surface_empty_convention_without_warnings(pred, gt, nsd_expected):
         warnings.simplefilter("error")
         assert math.isnan(hd95(pred, gt, spacing=(1.0, 1.0)))
         result = nsd(pred, gt, tolerance_mm=1.0)
+        both = surface_metrics(pred, gt, spacing=(1.0, 1.0), tolerance_mm=1.0)
+    assert math.isnan(both["hd95"]) and (both["nsd"] == result or math.isnan(both["nsd"]) and math.isnan(result))
     assert (math.isnan(result) and math.isnan(nsd_expected)) or result == nsd_expected
 
 
@@ -250,6 +253,8 @@ def test_surface_metrics_agree_with_monai_and_brute_force(shape, spacing):
         expected_nsd = ((forward <= 2.0).sum() + (backward <= 2.0).sum()) / (forward.size + backward.size)
         assert hd95(pred, gt, spacing) == pytest.approx(expected_hd95, rel=1e-5)
         assert nsd(pred, gt, spacing, tolerance_mm=2.0) == pytest.approx(expected_nsd, rel=1e-5)
+        both = surface_metrics(pred, gt, spacing, tolerance_mm=2.0)  # one distance computation, same values
+        assert both == pytest.approx({"hd95": expected_hd95, "nsd": expected_nsd}, rel=1e-5)
 
 
 def test_surface_rejects_bad_spacing():

@@ -7,7 +7,7 @@ undefined; :func:`summarize` counts undefined values instead of averaging them.
 
 Modules, one concern each:
     overlap     Dice and IoU, batched torch (training loop) and per case (evaluation)
-    surface     NSD and HD95 in mm, via MONAI
+    surface     NSD and HD95 in mm, via MONAI (surface_metrics: both from one distance pass)
     case        all volume metrics of one case in one row
     semantic    confusion matrix, mIoU, pixel / mean pixel / global accuracy
     video       DAVIS region similarity J, contour accuracy F, J&F
@@ -28,7 +28,7 @@ from adapt.metrics.semantic import (
     miou,
     pixel_accuracy,
 )
-from adapt.metrics.surface import hd95, nsd
+from adapt.metrics.surface import hd95, nsd, surface_metrics
 from adapt.metrics.throughput import FrameTimer, fps
 from adapt.metrics.video import (
     BOUND_TH,
@@ -66,4 +66,5 @@ __all__ = [
     "pixel_accuracy",
     "region_similarity_j",
     "summarize",
+    "surface_metrics",
 ]

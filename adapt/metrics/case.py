@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from adapt.metrics.overlap import ArrayLike, as_mask, dice, iou
-from adapt.metrics.surface import Spacing, hd95, nsd
+from adapt.metrics.surface import Spacing, surface_metrics
 
 
 def case_metrics(pred: ArrayLike, gt: ArrayLike, spacing: Spacing = None,
@@ -21,8 +21,6 @@ def case_metrics(pred: ArrayLike, gt: ArrayLike, spacing: Spacing = None,
         an undefined HD95 (an empty side) explainable in the case table.
     """
     pred_t, gt_t = as_mask(pred), as_mask(gt)
-    row = {"dice": dice(pred_t, gt_t), "iou": iou(pred_t, gt_t), "hd95": hd95(pred_t, gt_t, spacing)}
-    if tolerance_mm is not None:
-        row["nsd"] = nsd(pred_t, gt_t, spacing, tolerance_mm=tolerance_mm)
+    row = {"dice": dice(pred_t, gt_t), "iou": iou(pred_t, gt_t), **surface_metrics(pred_t, gt_t, spacing, tolerance_mm)}
     row.update(gt_voxels=int(gt_t.sum()), pred_voxels=int(pred_t.sum()))
     return row
