@@ -215,6 +215,9 @@ class ClipDataset(Dataset):
         label = (F.interpolate(mask, size=size, mode="nearest") > 0.5).float()  # [K, 1, S, S]
         present = label.flatten(2).any(-1)  # [K, 1]
         key = (i, self.epoch) if self.train else (i,)
+        if not present.any():
+            raise DataError(f"{case.label}: target {name!r} on slices {start}..{start + k - 1} vanishes when resized "
+                            f"to {self.image_size} px; raise model.image_size or drop such small targets")
         frames = choose_prompt_frames(present[:, 0].numpy(), self.options.prompt_frames,
                                       self.options.num_prompt_frames, prompt_rng(self.seed, *key, FRAME_CHOICE_KEY))
         prompt_frames = torch.zeros(k, dtype=torch.bool)
