@@ -25,12 +25,14 @@ from adapt.transforms.io import LoadCased
 
 
 def resize_image(image: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:
-    """``[C, H, W]`` pixels to ``size`` (bilinear, antialiased when shrinking, pixel centres aligned)."""
+    """``[C, H, W]`` pixels in [0, 1] to ``size`` (bilinear, antialiased when shrinking, pixel centres
+    aligned); clamped, since the filter's rounding can step a hair past 1."""
     size = (size, size) if isinstance(size, int) else tuple(size)
     if tuple(image.shape[-2:]) == size:
         return image.float()
     shrink = image.shape[-2] > size[0] or image.shape[-1] > size[1]
-    return F.interpolate(image[None].float(), size=size, mode="bilinear", align_corners=False, antialias=shrink)[0]
+    resized = F.interpolate(image[None].float(), size=size, mode="bilinear", align_corners=False, antialias=shrink)
+    return resized[0].clamp_(0.0, 1.0)
 
 
 def resize_label(label: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:
