@@ -106,7 +106,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     classes = class_values(main, card, protocol.prompt)
     if protocol.prompt == "auto" and other is not None:
         class_values(other, card, protocol.prompt)
-    preprocessing = main.metadata.get("preprocessing") or None
+    # Zero-shot SAM2 compared with an adapter sees the adapter's pixels (same window, same bands).
+    preprocessing = main.metadata.get("preprocessing") or (other.metadata.get("preprocessing") if other else None)
 
     summary: dict[str, Any] = {}
     rows: list[dict[str, Any]] = []
