@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import netrc
 import os
+import random
 from pathlib import Path
 from typing import Any, Mapping
 
+import numpy as np
+import torch
 from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
 
@@ -44,16 +47,60 @@ def build_logger(spec: Mapping[str, Any], run_dir: Path, run_name: str) -> Logge
     raise ConfigError(f"logger.kind {kind!r} is not one of ['csv', 'wandb']")
 
 
+class RandomState(Callback):
+    """Saves the random generators' states in every checkpoint and restores them on resume.
+
+    Lightning restores weights, optimizer, scheduler and loop counters, but not the global
+    generators that drive the data order (a shuffling ``RandomSampler`` draws its
+    permutation from torch's generator), the training prompts and augmentation drawn per
+    sample, and dropout. With their states restored, a run resumed from a checkpoint taken
+    at the end of an epoch or validation continues exactly as the uninterrupted run (see
+    ``tests/test_scale.py``). Under DDP rank 0 writes the checkpoint, so every rank resumes
+    from rank 0's states; ranks share the seed, and Lightning's ``DistributedSampler``
+    derives the order from the seed and the epoch anyway.
+    """
+
+    def state_dict(self) -> dict[str, Any]:
+        name, keys, position, has_gauss, gauss = np.random.get_state()
+        numpy_state = (name, keys.tolist(), int(position), int(has_gauss), float(gauss))  # loadable with weights_only
+        state = {"torch": torch.get_rng_state(), "numpy": numpy_state, "python": random.getstate()}
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            state["cuda"] = torch.cuda.get_rng_state_all()
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        torch.set_rng_state(state_dict["torch"])
+        name, keys, position, has_gauss, gauss = state_dict["numpy"]
+        np.random.set_state((name, np.asarray(keys, dtype=np.uint32), position, has_gauss, gauss))
+        random.setstate(state_dict["python"])
+        if "cuda" in state_dict and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state_dict["cuda"])
+
+
+class LastCheckpoint(ModelCheckpoint):
+    """``last.ckpt``: the latest state, rewritten at every validation (or epoch end) and at the end.
+
+    Lightning's ``save_last=True`` rewrites ``last.ckpt`` only when the monitored checkpoint
+    improves, so ``ckpt_path=last`` would resume from an older state than the run reached.
+    This unmonitored checkpoint keeps one file and replaces it at every save.
+    """
+
+    def __init__(self, dirpath: Path) -> None:
+        super().__init__(dirpath=dirpath, filename="last", monitor=None, save_top_k=1, enable_version_counter=False)
+
+    def on_train_end(self, trainer: Any, pl_module: Any) -> None:
+        """Save the final state too (e.g. ``max_steps`` reached between two validations)."""
+        if not self._should_skip_saving_checkpoint(trainer):
+            self._save_topk_checkpoint(trainer, self._monitor_candidates(trainer))
+
+
 def build_callbacks(run_dir: Path) -> list[Callback]:
-    """Best and last checkpoints (trainable weights only) and the learning-rate log."""
+    """Best and last checkpoints (trainable weights only, with the generators' states) and the learning-rate log."""
+    checkpoints = run_dir / "checkpoints"
     return [
-        ModelCheckpoint(
-            dirpath=run_dir / "checkpoints",
-            filename="best-{step}",
-            monitor=MONITOR,
-            mode="max",
-            save_last=True,
-            auto_insert_metric_name=False,
-        ),
+        RandomState(),
+        ModelCheckpoint(dirpath=checkpoints, filename="best-{step}", monitor=MONITOR, mode="max",
+                        auto_insert_metric_name=False),
+        LastCheckpoint(checkpoints),
         LearningRateMonitor(logging_interval="step"),
     ]

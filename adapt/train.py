@@ -17,6 +17,7 @@ from typing import Any
 
 import hydra
 import lightning as L
+import torch
 from omegaconf import DictConfig, OmegaConf
 
 from adapt.adapters.io import save_adapter
@@ -60,9 +61,32 @@ def prepare_run_dir(cfg: DictConfig) -> Path:
     return run_dir
 
 
+def resolve_checkpoint(ckpt_path: str | None, run_dir: Path) -> str | None:
+    """The checkpoint to resume from: ``last`` is ``<run_dir>/checkpoints/last.ckpt``.
+
+    Lightning itself treats a missing ``last`` as "start from scratch" with a warning; a
+    resume that silently restarts would waste the run, so both cases stop with the fix.
+    """
+    if ckpt_path is None:
+        return None
+    path = run_dir / "checkpoints" / "last.ckpt" if str(ckpt_path) == "last" else Path(str(ckpt_path))
+    if not path.is_file():
+        where = f"ckpt_path={ckpt_path}: no checkpoint at {path}"
+        if str(ckpt_path) == "last":
+            raise ConfigError(f"{where}; resume inside the interrupted run's directory: "
+                              "hydra.run.dir=<that run dir> ckpt_path=last (checkpoints are written at each validation)")
+        raise ConfigError(f"{where}; give the path of an existing .ckpt file or ckpt_path=last")
+    return str(path)
+
+
 def build_trainer(cfg: DictConfig, run_dir: Path) -> L.Trainer:
     """A Lightning Trainer from the ``trainer`` group, with our logger and callbacks."""
     options = OmegaConf.to_container(cfg.trainer, resolve=True)
+    if str(options.get("precision")).startswith("16") and (
+        options.get("accelerator") == "cpu" or not torch.cuda.is_available()
+    ):
+        log.warning("trainer.precision=%s needs a CUDA GPU; on the CPU Lightning trains in bf16-mixed instead "
+                    "(pass trainer.precision=bf16-mixed or 32-true to choose explicitly)", options["precision"])
     if isinstance(options.get("strategy"), dict):  # e.g. FSDPStrategy with its options
         options["strategy"] = hydra.utils.instantiate(options["strategy"], _convert_="all")
     return L.Trainer(
@@ -112,6 +136,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     start = time.perf_counter()
     L.seed_everything(cfg.seed, workers=True)
     run_dir = prepare_run_dir(cfg)
+    ckpt = resolve_checkpoint(cfg.ckpt_path, run_dir)  # before minutes of loading
     cache = resolve_embedding_cache(cfg)
     task_cls = task_class(cfg.task)
     # Data first: a missing dataset is reported before minutes of model loading.
@@ -136,7 +161,6 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     log.info("trainable parameters: %s / %s (%.3f%%)", f"{trainable:,}", f"{total:,}", 100 * trainable / total)
 
     before = _validate(trainer, task, datamodule) if cfg.validate_before else {}
-    ckpt = cfg.ckpt_path
     trainer.fit(task, datamodule=datamodule, ckpt_path=ckpt)
     after = _validate(trainer, task, datamodule)
 

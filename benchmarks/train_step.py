@@ -1,90 +1,175 @@
-"""Seconds per training step of SAM2 with each adapter kind, measured side by side.
+"""Seconds per training step of SAM2 with each adapter kind, one fresh process per kind.
 
 Random weights of the chosen architecture (no download), one fixed batch with box prompts,
 AdamW over the trainable parameters, forward + Dice/BCE/IoU loss + backward + step, as the
-segmentation task trains. Prints a table; peak RSS is the process high-water mark after
-each kind (monotone, so read the increments).
+segmentation task trains. ``decoder+cache`` is the frozen-encoder fast path after its first
+epoch: the image embeddings are computed once, and every step runs the prompt encoder and
+mask decoder only. Each kind runs in its own child process, so the peak memory column is
+that kind's own high-water mark (RSS on CPU, ``max_memory_allocated`` on CUDA).
 
-    python benchmarks/train_step.py --size 1024 --batch 1 --steps 3 --kinds lora bottleneck decoder
+    python benchmarks/train_step.py --size 1024 --batch 1 --steps 3 --kinds lora bottleneck decoder decoder+cache full
+    python benchmarks/train_step.py --device cuda --precision bf16 --model sam2.1_hiera_base_plus --batch 8
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
 import resource
+import subprocess
+import sys
 import time
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
 
 from adapt.adapters import apply_adapter
 from adapt.losses import LossWeights, segmentation_loss
+from adapt.models.interactive import base_model, decode, image_embeddings
 from adapt.models.sam2 import count_parameters, load_sam2, preprocess
 
+LORA = {"kind": "lora", "rank": 8, "alpha": 16, "dropout": 0.0, "targets": ["encoder_attn", "decoder_attn"]}
 SPECS = {
-    "lora": {"kind": "lora", "rank": 8, "alpha": 16, "dropout": 0.0, "targets": ["encoder_attn", "decoder_attn"]},
-    "dora": {"kind": "dora", "rank": 8, "alpha": 16, "dropout": 0.0, "targets": ["encoder_attn", "decoder_attn"]},
+    "lora": LORA,
+    "dora": {**LORA, "kind": "dora"},
     "bottleneck": {"kind": "bottleneck"},
     "decoder": {"kind": "decoder"},
+    "decoder+cache": {"kind": "decoder"},
     "full": {"kind": "full"},
 }
 
 
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+def peak_memory_mb(device: torch.device) -> float:
+    """This process's peak memory: CUDA allocations on a GPU, resident set size on CPU."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
-def make_batch(batch: int, size: int) -> dict[str, torch.Tensor]:
+def make_batch(batch: int, size: int, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
+    """``batch`` images with one rectangle each and its box prompt (pixel coordinates)."""
     generator = torch.Generator().manual_seed(0)
     label = torch.zeros(batch, 1, size, size)
     label[:, :, size // 4 : size // 2, size // 3 : 2 * size // 3] = 1
     image = 0.3 * torch.rand(batch, 1, size, size, generator=generator) + 0.5 * label
     boxes = torch.tensor([[[size / 3, size / 4, 2 * size / 3 - 1, size / 2 - 1]]]).repeat(batch, 1, 1)
-    return {"image": image, "label": label, "boxes": boxes}
+    return {k: v.to(device) for k, v in {"image": image, "label": label, "boxes": boxes}.items()}
 
 
-def time_kind(model_name: str, kind: str, size: int, batch: int, steps: int, warmup: int) -> dict:
-    model, _ = load_sam2(f"random:{model_name}", image_size=size)
-    model = apply_adapter(model, SPECS[kind]).train()
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """bf16 autocast (as ``trainer.precision=bf16-mixed``), or nothing for full precision."""
+    if precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def build(model_name: str, kind: str, size: int, device: torch.device) -> torch.nn.Module:
+    """SAM2 with random weights of ``model_name`` and the adapter of ``kind``, in train mode."""
+    model, _ = load_sam2(model_name if model_name == "tiny" else f"random:{model_name}", image_size=size)
+    return apply_adapter(model, SPECS[kind]).to(device).train()
+
+
+def loss_of(model: torch.nn.Module, data: dict[str, torch.Tensor],
+            embeddings: list[torch.Tensor] | None = None) -> torch.Tensor:
+    """The segmentation loss of one batch; with ``embeddings`` the image encoder is skipped."""
+    if embeddings is None:
+        embeddings = image_embeddings(model, preprocess(data["image"]))
+    pred = decode(model, embeddings, multimask=False, input_boxes=data["boxes"])
+    logits = F.interpolate(pred.low_res[:, :, 0].float(), size=data["label"].shape[-2:], mode="bilinear")
+    return segmentation_loss(logits[:, :, None], data["label"], pred.iou, LossWeights())[0]
+
+
+def bare_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, data: dict[str, torch.Tensor],
+              embeddings: list[torch.Tensor] | None = None, precision: str = "32",
+              clip: float | None = None) -> float:
+    """One plain PyTorch training step (no framework): forward, loss, backward, clip, AdamW."""
+    with autocast(data["image"].device, precision):
+        loss = loss_of(model, data, embeddings)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if clip:
+        torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], clip)
+    optimizer.step()
+    return float(loss.detach())
+
+
+def timed(fn: Callable[[], Any], device: torch.device) -> float:
+    """Wall seconds of ``fn()``, waiting for queued GPU work on both sides."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - start
+
+
+def measure(args: argparse.Namespace, kind: str) -> dict[str, Any]:
+    """Time ``args.steps`` steps of ``kind`` after ``args.warmup`` warm-up steps."""
+    device = torch.device(args.device)
+    model = build(args.model, kind, args.size, device)
+    if kind.endswith("+cache"):  # the encoder-side projections are part of the cached output (as in the task)
+        sam = base_model(model)
+        for conv in (sam.mask_decoder.conv_s0, sam.mask_decoder.conv_s1):
+            conv.requires_grad_(False)
     trainable, total = count_parameters(model)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
-    data = make_batch(batch, size)
-    times = []
-    for step in range(warmup + steps):
-        start = time.perf_counter()
-        out = model(pixel_values=preprocess(data["image"]), input_boxes=data["boxes"], multimask_output=False)
-        logits = F.interpolate(out.pred_masks[:, :, 0], size=(size, size), mode="bilinear")
-        loss = segmentation_loss(logits[:, :, None], data["label"], out.iou_scores, LossWeights())[0]
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        if step >= warmup:
-            times.append(time.perf_counter() - start)
+    data = make_batch(args.batch, args.size, device)
+    embeddings = None
+    if kind.endswith("+cache"):  # what the cache holds after the first epoch
+        with torch.no_grad(), autocast(device, args.precision):
+            embeddings = [e.float() for e in image_embeddings(model, preprocess(data["image"]))]
+    times = [timed(lambda: bare_step(model, optimizer, data, embeddings, args.precision), device)
+             for _ in range(args.warmup + args.steps)][args.warmup:]
     mean = sum(times) / len(times)
     return {"kind": kind, "trainable": trainable, "total": total, "s/step": mean,
-            "samples/s": batch / mean, "peak_rss_mb": peak_rss_mb()}
+            "samples/s": args.batch / mean, "peak_mb": peak_memory_mb(device)}
 
 
-def main() -> None:
+def run_child(kind: str) -> dict[str, Any]:
+    """Measure ``kind`` in a fresh interpreter, so peak memory is that kind's alone."""
+    argv = [a for a in sys.argv[1:]]
+    result = subprocess.run([sys.executable, __file__, *argv, "--child", kind], capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"{kind} failed:\n{result.stderr[-3000:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="sam2.1_hiera_tiny")
+    parser.add_argument("--model", default="sam2.1_hiera_tiny", help="preset or hub id (random weights), or tiny")
     parser.add_argument("--size", type=int, default=1024)
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--precision", default="32", choices=["32", "bf16"])
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
-    parser.add_argument("--kinds", nargs="+", default=["lora", "bottleneck", "decoder"], choices=sorted(SPECS))
-    args = parser.parse_args()
+    parser.add_argument("--kinds", nargs="+", default=["lora", "bottleneck", "decoder", "decoder+cache", "full"],
+                        choices=list(SPECS))
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
     torch.set_num_threads(args.threads)
-    print(f"{args.model} (random weights) at {args.size}px, batch {args.batch}, "
-          f"{args.threads} threads, mean of {args.steps} steps after {args.warmup} warm-up")
-    header = f"{'kind':<11}{'trainable':>12}{'total':>13}{'%':>8}{'s/step':>9}{'samples/s':>11}{'peak RSS MB':>13}"
+    if args.child:
+        print(json.dumps(measure(args, args.child)))
+        return
+    memory = "peak CUDA MB" if args.device.startswith("cuda") else "peak RSS MB"
+    print(f"{args.model} (random weights) at {args.size}px, batch {args.batch}, {args.device}, "
+          f"precision {args.precision}, {args.threads} threads, mean of {args.steps} steps after {args.warmup} warm-up")
+    header = f"| {'kind':<13} | {'trainable':>11} | {'total':>11} | {'%':>6} | {'s/step':>7} | {'samples/s':>9} | {memory:>12} |"
     print(header)
-    print("-" * len(header))
+    print("|" + "|".join("-" * (len(cell)) for cell in header.split("|")[1:-1]) + "|")
     for kind in args.kinds:
-        row = time_kind(args.model, kind, args.size, args.batch, args.steps, args.warmup)
-        print(f"{row['kind']:<11}{row['trainable']:>12,}{row['total']:>13,}{100 * row['trainable'] / row['total']:>8.2f}"
-              f"{row['s/step']:>9.2f}{row['samples/s']:>11.3f}{row['peak_rss_mb']:>13.0f}")
+        row = run_child(kind)
+        print(f"| {row['kind']:<13} | {row['trainable']:>11,} | {row['total']:>11,} | "
+              f"{100 * row['trainable'] / row['total']:>6.2f} | {row['s/step']:>7.3f} | "
+              f"{row['samples/s']:>9.3f} | {row['peak_mb']:>12.0f} |", flush=True)
 
 
 if __name__ == "__main__":

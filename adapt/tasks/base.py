@@ -138,6 +138,15 @@ class BaseTask(L.LightningModule):
         """Loss of one batch, logging ``<stage>/loss``, ``<stage>/dice``, ``<stage>/iou``."""
         raise NotImplementedError
 
+    @staticmethod
+    def log_options(stage: str, batch_size: int) -> dict[str, Any]:
+        """``self.log`` options of every task: per step in training, per epoch always.
+
+        ``sync_dist`` averages each value over the DDP ranks (weighted equally, as the
+        ranks see equal shares), so the logged and returned metrics are the global ones.
+        """
+        return {"on_step": stage == "train", "on_epoch": True, "batch_size": batch_size, "sync_dist": True}
+
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         return self._step(batch, "train")
 

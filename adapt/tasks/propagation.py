@@ -148,7 +148,7 @@ class PropagationTask(BaseTask):
         label, present = batch["label"], batch["present"]
         clips, num_objects = label.shape[0], label.shape[2]
         size = tuple(label.shape[-2:])
-        log = dict(on_step=stage == "train", on_epoch=True, batch_size=clips * num_objects, sync_dist=stage != "train")
+        log = self.log_options(stage, clips * num_objects)
         losses, parts, scores = [], [], {k: [] for k in ("dice", "iou", "dice_frame", "iou_frame", "dice_tracked")}
         for i in range(clips):
             out = self(batch, i)

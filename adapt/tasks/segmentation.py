@@ -121,7 +121,7 @@ class SegmentationTask(BaseTask):
         truth = target > 0.5
         size = target.shape[-2:]
         objects = target.shape[0] * target.shape[1]
-        log = dict(on_step=stage == "train", on_epoch=True, batch_size=objects, sync_dist=stage != "train")
+        log = self.log_options(stage, objects)
         losses = []
         for clicks, pred in self.predictions(batch, stage).items():
             logits = self.upsample(pred, size)

@@ -75,7 +75,7 @@ class SemanticTask(BaseTask):
         ce = F.cross_entropy(logits, target)
         dice_loss = soft_dice_loss(probs, onehot)
         loss = ce + dice_loss
-        log = dict(on_step=stage == "train", on_epoch=True, batch_size=label.shape[0], sync_dist=stage != "train")
+        log = self.log_options(stage, label.shape[0])
         self.log(f"{stage}/loss", loss, prog_bar=True, **log)
         self.log(f"{stage}/loss_ce", ce, **log)
         self.log(f"{stage}/loss_dice", dice_loss, **log)

@@ -1,0 +1,294 @@
+"""Scaling a run: DDP on CPU (gloo), mixed precision, gradient accumulation, resume, SLURM launcher.
+
+The DDP and resume tests run ``python -m adapt.train`` in subprocesses through a small
+probe script (written to the test's temp dir) that adds one callback recording, per rank
+and step, the sample ids and the loss; Lightning's DDP launcher re-runs that script for
+rank 1, so both ranks are probed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from safetensors.torch import load_file
+from test_train import compose_cfg
+
+from adapt.conf import CONFIG_DIR
+from adapt.errors import ConfigError
+
+# Deterministic inputs: box prompts without jitter, no augmentation, no dropout, so the
+# only differences between runs are the ones a test is about.
+TINY = ["model=tiny", "model.image_size=128", "data.augment=false", "data.prompt.jitter=0.0", "optim.warmup_steps=1",
+        "validate_before=false", "trainer.num_sanity_val_steps=0"]
+LORA = ["adapter=lora", "adapter.dropout=0.0"]
+
+PROBE = '''
+"""Runs adapt.train with a callback that records each rank's samples and losses (tests only)."""
+import json, os, signal
+from lightning.pytorch.callbacks import Callback
+import adapt.train
+
+OUT, KILL_AT_EPOCH = os.environ["PROBE_DIR"], int(os.environ.get("KILL_AT_EPOCH", "-1"))
+
+
+class Probe(Callback):
+    def on_train_epoch_start(self, trainer, module):
+        if trainer.current_epoch == KILL_AT_EPOCH:  # a hard kill, as a preempted job gets
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        meta = batch["meta"]
+        ids = [f"{c}#{int(s)}#{t}" for c, s, t in zip(meta["case"], meta["slice"], meta["target"])]
+        row = {"rank": trainer.global_rank, "step": trainer.global_step - 1, "ids": ids, "loss": float(outputs["loss"])}
+        with open(os.path.join(OUT, f"rank{trainer.global_rank}.jsonl"), "a") as f:
+            f.write(json.dumps(row) + "\\n")
+
+
+build = adapt.train.build_callbacks
+adapt.train.build_callbacks = lambda *args, **kwargs: build(*args, **kwargs) + [Probe()]
+adapt.train.main()
+'''
+
+
+def run_probed(tmp_path: Path, name: str, *overrides: str, kill_at_epoch: int = -1, timeout: int = 240):
+    """``python -m adapt.train`` (through the probe) into ``tmp_path/name``; returns (result, run_dir, rows)."""
+    script, probe_dir, run_dir = tmp_path / "probe.py", tmp_path / f"{name}-probe", tmp_path / name
+    script.write_text(PROBE)
+    probe_dir.mkdir()
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONWARNINGS": "ignore", "PROBE_DIR": str(probe_dir),
+           "KILL_AT_EPOCH": str(kill_at_epoch), "OMP_NUM_THREADS": "1"}
+    result = subprocess.run([sys.executable, str(script), *overrides, f"hydra.run.dir={run_dir}"],
+                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=timeout)
+    rows = {int(p.stem.removeprefix("rank")): [json.loads(line) for line in p.read_text().splitlines()]
+            for p in probe_dir.glob("rank*.jsonl")}
+    return result, run_dir, rows
+
+
+# --------------------------------------------------------------------------- DDP
+
+
+@pytest.mark.slow
+def test_ddp_two_cpu_ranks_shard_the_data_and_match_one_process_with_the_global_batch(tmp_path):
+    common = [*TINY, *LORA, "trainer=ddp", "trainer.accelerator=cpu", "trainer.max_steps=2", "validate_before=true",
+              "trainer.log_every_n_steps=1",
+              "data.val_batch_size=4", "data.val_max_slices_per_case=2"]
+    ddp, ddp_dir, ranks = run_probed(tmp_path, "ddp", *common, "trainer.devices=2", "data.batch_size=2")
+    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    # Reference: one process, same sampler (DistributedSampler over one replica, same seed), batch 2 x 2.
+    one, one_dir, single = run_probed(tmp_path, "one", *common, "trainer.devices=1", "data.batch_size=4")
+    assert one.returncode == 0, one.stderr[-3000:]
+
+    assert sorted(ranks) == [0, 1] and [r["step"] for r in ranks[0]] == [r["step"] for r in ranks[1]] == [0, 1]
+    for step in (0, 1):
+        ids0, ids1 = set(ranks[0][step]["ids"]), set(ranks[1][step]["ids"])
+        assert len(ids0) == len(ids1) == 2 and not ids0 & ids1, "ranks must train on disjoint shards"
+        assert ids0 | ids1 == set(single[0][step]["ids"]), "together the ranks see the global batch"
+        # Each rank's loss is the mean over its half, so their mean is the global batch's loss; at
+        # step 1 it also shows that the all-reduced step-0 gradients gave the same weights.
+        mean = (ranks[0][step]["loss"] + ranks[1][step]["loss"]) / 2
+        assert mean == pytest.approx(single[0][step]["loss"], rel=2e-4, abs=1e-5)
+    assert ranks[0][0]["loss"] != pytest.approx(ranks[1][0]["loss"], rel=1e-3), "shards this alike prove nothing"
+
+    # Only rank 0 writes: one summary, one adapter, one metrics.json, one config.
+    assert ddp.stdout.count("run written to") == 1
+    assert (ddp_dir / "adapter" / "adapter_model.safetensors").is_file()
+    metrics, reference = (json.loads((d / "metrics.json").read_text()) for d in (ddp_dir, one_dir))
+    # Metrics are reduced across ranks: each rank validates half of the (even) validation set,
+    # and the logged value is the mean over both halves, i.e. the single process's value.
+    for stage in ("before", "after"):
+        assert metrics[stage]["val/loss"] == pytest.approx(reference[stage]["val/loss"], rel=1e-3), stage
+    logged = pd.read_csv(ddp_dir / "logs" / "metrics.csv").dropna(subset=["train/loss_step"])
+    assert logged["train/loss_step"].iloc[0] == pytest.approx(single[0][0]["loss"], rel=2e-4)
+
+
+# --------------------------------------------------------------------------- SLURM launcher
+
+
+def compose_with_hydra(*overrides: str):
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        return compose("train", overrides=list(overrides), return_hydra_config=True)
+
+
+def test_submitit_slurm_launcher_takes_its_shape_from_the_trainer():
+    import hydra
+    from hydra.plugins.launcher import Launcher
+    from hydra_plugins.hydra_submitit_launcher.config import SlurmQueueConf
+    from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher
+    from omegaconf import OmegaConf
+
+    cfg = compose_with_hydra("hydra/launcher=submitit_slurm", "recipe=demo", "trainer=ddp",
+                             "trainer.devices=4", "trainer.num_nodes=2", "hydra.launcher.partition=gpu")
+    launcher = cfg.hydra.launcher
+    assert (launcher.gpus_per_node, launcher.tasks_per_node, launcher.nodes) == (4, 4, 2)  # one task per GPU
+    assert launcher.name == "demo" and launcher.partition == "gpu" and launcher.timeout_min == 1440
+    assert launcher.submitit_folder.endswith("/.submitit/%j")
+    launcher_cls = hydra.utils.get_class(launcher._target_)
+    assert issubclass(launcher_cls, Launcher) and launcher_cls.__qualname__ == SlurmLauncher.__qualname__
+    # Every field is one the plugin knows, with the plugin's types.
+    schema = OmegaConf.merge(OmegaConf.structured(SlurmQueueConf), OmegaConf.to_container(launcher, resolve=True))
+    assert schema.gpus_per_node == 4
+
+    unset = compose_with_hydra("hydra/launcher=submitit_slurm", "trainer=ddp")  # devices: auto
+    assert unset.hydra.launcher.partition is None  # left for the user
+    with pytest.raises(Exception, match="gpus_per_node"):
+        _ = unset.hydra.launcher.gpus_per_node
+
+
+# --------------------------------------------------------------------------- precision
+
+
+def read_train_losses(run_dir: Path) -> list[float]:
+    logged = pd.read_csv(run_dir / "logs" / "metrics.csv").dropna(subset=["train/loss_step"])
+    return logged.sort_values("step")["train/loss_step"].tolist()
+
+
+def test_bf16_mixed_on_cpu_trains_and_saves_the_adapter(tmp_path):
+    from adapt.train import train
+
+    # The decoder adapter fits one fixed batch of the tiny model within a few steps; the encoder
+    # is run too (no embedding cache), so both halves of SAM2 go through bf16 autocast.
+    cfg = compose_cfg(tmp_path, *TINY, "adapter=decoder", "embedding_cache.mode=off", "trainer.accelerator=cpu",
+                      "trainer.precision=bf16-mixed", "trainer.overfit_batches=1", "trainer.max_steps=8",
+                      "trainer.log_every_n_steps=1", "data.batch_size=2", "optim.lr=3e-3", "trainer.limit_val_batches=1")
+    _, objects = train(cfg)
+    task, trainer = objects["task"], objects["trainer"]
+    assert trainer.precision == "bf16-mixed"
+    losses = read_train_losses(tmp_path)
+    assert len(losses) == 8 and all(np.isfinite(losses))
+    assert losses[-1] < 0.9 * losses[0], f"no progress on one fixed batch: {losses}"
+    weights = load_file(tmp_path / "adapter" / "adapter_model.safetensors")
+    assert weights and all(torch.isfinite(w).all() for w in weights.values())
+    assert {w.dtype for w in weights.values()} == {torch.float32}  # master weights stay float32
+
+    # The trainer's precision context really computes the encoder's matmuls in bf16.
+    dtypes = []
+    linear = next(m for n, m in task.model.named_modules() if "vision_encoder" in n and isinstance(m, torch.nn.Linear))
+    linear.register_forward_hook(lambda module, args, out: dtypes.append(out.dtype))
+    batch = next(iter(objects["datamodule"].val_dataloader()))
+    with torch.no_grad(), trainer.precision_plugin.forward_context():
+        task(batch)
+    assert dtypes and set(dtypes) == {torch.bfloat16}
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU fallback")
+def test_16_mixed_on_cpu_warns_and_trains_in_bf16(tmp_path, caplog):
+    from adapt.train import build_trainer
+
+    cfg = compose_cfg(tmp_path, "model=tiny", "trainer.accelerator=cpu", "trainer.precision=16-mixed")
+    with caplog.at_level(logging.WARNING, logger="adapt.train"):
+        trainer = build_trainer(cfg, tmp_path)
+    assert "16-mixed needs a CUDA GPU" in caplog.text
+    assert trainer.precision == "bf16-mixed"
+
+
+# --------------------------------------------------------------------------- gradient accumulation
+
+
+def accumulated_gradients(samples: list[dict], batch_size: int, accumulate: int) -> dict[str, torch.Tensor]:
+    """Gradients Lightning hands the optimizer for its first step, with the segmentation task."""
+    import lightning as L
+    from lightning.pytorch.callbacks import Callback
+    from torch.utils.data import DataLoader
+
+    from adapt.tasks.segmentation import SegmentationTask
+
+    class Grab(Callback):
+        grads: dict[str, torch.Tensor] = {}
+
+        def on_before_optimizer_step(self, trainer, module, optimizer):
+            self.grads = {n: p.grad.clone() for n, p in module.named_parameters() if p.grad is not None}
+
+    torch.manual_seed(0)
+    task = SegmentationTask(
+        model={"name": "tiny", "image_size": 128},
+        adapter={"kind": "lora", "rank": 4, "alpha": 8, "dropout": 0.0, "targets": ["encoder_attn", "decoder_attn"]},
+        optim={"lr": 1e-3, "weight_decay": 0.0, "warmup_steps": 1, "min_lr_ratio": 0.1},
+        loss={},
+    )
+    grab = Grab()
+    trainer = L.Trainer(accelerator="cpu", max_steps=1, accumulate_grad_batches=accumulate, precision="32-true",
+                        logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, callbacks=[grab])
+    trainer.fit(task, DataLoader(samples, batch_size=batch_size, shuffle=False))
+    return grab.grads
+
+
+def test_accumulating_two_batches_of_one_gives_the_gradient_of_a_batch_of_two(box_batch):
+    samples = [{k: v[i] for k, v in box_batch.items()} for i in range(2)]
+    accumulated = accumulated_gradients(samples, batch_size=1, accumulate=2)
+    whole = accumulated_gradients(samples, batch_size=2, accumulate=1)
+    single = accumulated_gradients(samples[:1], batch_size=1, accumulate=1)
+    assert accumulated.keys() == whole.keys() and len(whole) > 10
+    for name in whole:
+        torch.testing.assert_close(accumulated[name], whole[name], rtol=1e-4, atol=1e-7)
+    # ... and not the first sample's gradient alone (the check can fail).
+    assert any(not torch.allclose(single[n], whole[n], rtol=1e-2, atol=1e-6) for n in whole)
+
+
+# --------------------------------------------------------------------------- resume
+
+
+def test_ckpt_path_last_without_a_checkpoint_stops_with_the_fix(tmp_path):
+    from adapt.train import resolve_checkpoint
+
+    with pytest.raises(ConfigError, match=r"no checkpoint at .*last\.ckpt.*hydra\.run\.dir=<that run dir> ckpt_path=last"):
+        resolve_checkpoint("last", tmp_path)
+    with pytest.raises(ConfigError, match="ckpt_path=nowhere.ckpt: no checkpoint at nowhere.ckpt"):
+        resolve_checkpoint("nowhere.ckpt", tmp_path)
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "last.ckpt").write_bytes(b"")
+    assert resolve_checkpoint("last", tmp_path) == str(tmp_path / "checkpoints" / "last.ckpt")
+    assert resolve_checkpoint(None, tmp_path) is None
+
+
+@pytest.fixture
+def one_thread():
+    """One intra-op thread, as in the probed subprocesses: float sums then agree bit for bit."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.slow
+def test_a_killed_run_resumed_with_ckpt_path_last_ends_as_the_uninterrupted_run(tmp_path, one_thread):
+    from adapt.train import train
+
+    # Randomness the resume must restore: shuffled order, jittered prompts, augmentation, dropout.
+    run = [*TINY, "adapter=lora", "adapter.dropout=0.1", "data.prompt.jitter=0.1", "data.augment=true", "data.batch_size=2",
+           "trainer.max_epochs=3", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1",
+           "data.val_batch_size=2"]
+    killed, run_dir, _ = run_probed(tmp_path, "killed", *run, kill_at_epoch=2)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
+    assert ckpt["global_step"] == 4 and not (run_dir / "adapter").exists()
+    # Lean checkpoints (trainable weights only) still carry AdamW's moments and the schedule.
+    assert len(ckpt["optimizer_states"][0]["state"]) == len(ckpt["state_dict"]) > 0
+    assert ckpt["lr_schedulers"][0]["last_epoch"] == 4
+
+    resumed, _ = train(compose_cfg(run_dir, *run, "ckpt_path=last"))
+    whole_dir = tmp_path / "whole"
+    whole, _ = train(compose_cfg(whole_dir, *run))
+    assert resumed["steps"] == whole["steps"] == 6
+    a, b = load_file(run_dir / "adapter" / "adapter_model.safetensors"), load_file(whole_dir / "adapter" / "adapter_model.safetensors")
+    assert a.keys() == b.keys()
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=1e-5, atol=1e-8)
+    assert resumed["after"]["val/loss"] == pytest.approx(whole["after"]["val/loss"], rel=1e-6)
+    # The weights moved after the kill: the comparison is between two runs that trained on.
+    final_ckpt = torch.load(whole_dir / "checkpoints" / "last.ckpt", weights_only=False)
+    assert final_ckpt["global_step"] == 6, "last.ckpt is the latest state, improved or not"
+    final = final_ckpt["state_dict"]
+    assert final.keys() == ckpt["state_dict"].keys()
+    assert any(not torch.allclose(ckpt["state_dict"][n], final[n]) for n in final)
