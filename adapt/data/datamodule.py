@@ -128,7 +128,7 @@ class SampleDataset(Dataset):
         else:
             image, label = np.asarray(volume.image, dtype=np.float32), np.asarray(volume.label)
         image = resize_image(torch.from_numpy(image), self.image_size)
-        return image, resize_label(torch.from_numpy(label.astype(np.int64)), self.image_size)
+        return image, resize_label(torch.from_numpy(np.ascontiguousarray(label)), self.image_size)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         position, index, target = (int(v) for v in self.items[i])
