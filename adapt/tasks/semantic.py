@@ -11,6 +11,7 @@ Batches carry ``label`` as one binary channel per target of the card, in the car
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Mapping, Sequence
 
 import torch
@@ -22,6 +23,8 @@ from adapt.models.interactive import image_embeddings
 from adapt.models.sam2 import preprocess
 from adapt.models.semantic import ATTRIBUTE, add_class_prompts, class_logits
 from adapt.tasks.base import BaseTask
+
+log = logging.getLogger(__name__)
 
 
 def class_map(label: torch.Tensor) -> torch.Tensor:
@@ -49,6 +52,19 @@ class SemanticTask(BaseTask):
             raise ConfigError("task=semantic needs at least one target class in the data card")
         self.classes = list(classes)
         super().__init__(*args, classes=list(classes), **kwargs)
+
+    @staticmethod
+    def build_datamodule(data_cfg: Mapping[str, Any], **options: Any) -> Any:
+        """Slices with every target of the card in one sample, whatever ``data.objects`` says.
+
+        The head predicts all classes at once, so per-object samples (``objects=each``) would
+        teach it that the other organs of a slice are background.
+        """
+        from adapt.data.datamodule import build_datamodule
+
+        if data_cfg.get("objects", "all") != "all":
+            log.info("task=semantic: data.objects=all (every target of a slice in one sample)")
+        return build_datamodule({**data_cfg, "objects": "all"}, **options)
 
     @classmethod
     def options_from_data(cls, datamodule: Any) -> dict[str, Any]:
