@@ -141,6 +141,8 @@ def test_disconnected_memory_leaves_the_memory_adapter_untrained(memory_task, mo
 def test_task_options_are_checked():
     with pytest.raises(ConfigError, match="prompts.direction"):
         PropagationTask(**TASK_ARGS, prompts={"direction": "sideways"})
+    with pytest.raises(ConfigError, match="set prompts.iterations=0"):
+        PropagationTask(**TASK_ARGS, prompts={"iterations": 2})
     with pytest.raises(ConfigError, match="embedding_cache.mode=off"):
         PropagationTask(**{**TASK_ARGS, "adapter": {"kind": "decoder"}}, embedding_cache={"mode": "memory"})
     task = PropagationTask(**TASK_ARGS, prompts={"direction": "forward"}, mask_prompts=True)

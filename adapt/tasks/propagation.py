@@ -125,6 +125,9 @@ class PropagationTask(BaseTask):
         if self.embedding_cache is not None:
             raise ConfigError("task=propagation does not use the embedding cache (frames are encoded per clip); "
                               "set embedding_cache.mode=off")
+        if int(self.hparams.prompts.get("iterations", 0)):
+            raise ConfigError("prompts.iterations (correction clicks) applies to task=segmentation; "
+                              "task=propagation prompts once per clip: set prompts.iterations=0")
         direction = self.hparams.prompts.get("direction", "both")
         if direction not in DIRECTIONS:
             raise ConfigError(f"prompts.direction must be one of {DIRECTIONS}, got {direction!r}")
