@@ -5,7 +5,8 @@ AdamW over the trainable parameters, forward + Dice/BCE/IoU loss + backward + st
 segmentation task trains. ``decoder+cache`` is the frozen-encoder fast path after its first
 epoch: the image embeddings are computed once, and every step runs the prompt encoder and
 mask decoder only. Each kind runs in its own child process, so the peak memory column is
-that kind's own high-water mark (RSS on CPU, ``max_memory_allocated`` on CUDA).
+that kind's own high-water mark (RSS on CPU, ``max_memory_allocated`` on CUDA). Wall and
+process-CPU seconds are both given: on a shared machine the CPU seconds are the steadier.
 
     python benchmarks/train_step.py --size 1024 --batch 1 --steps 3 --kinds lora bottleneck decoder decoder+cache full
     python benchmarks/train_step.py --device cuda --precision bf16 --model sam2.1_hiera_base_plus --batch 8
@@ -95,15 +96,25 @@ def bare_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, data: di
     return float(loss.detach())
 
 
+def clock(device: torch.device) -> tuple[float, float]:
+    """``(wall, process CPU)`` seconds now, after queued GPU work. CPU seconds (all threads of
+    this process) are far less disturbed than wall time by other jobs on a shared machine."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter(), time.process_time()
+
+
+def wall_and_cpu(fn: Callable[[], Any], device: torch.device) -> tuple[float, float]:
+    """``(wall, CPU)`` seconds of ``fn()``."""
+    wall, cpu = clock(device)
+    fn()
+    wall_end, cpu_end = clock(device)
+    return wall_end - wall, cpu_end - cpu
+
+
 def timed(fn: Callable[[], Any], device: torch.device) -> float:
     """Wall seconds of ``fn()``, waiting for queued GPU work on both sides."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    start = time.perf_counter()
-    fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter() - start
+    return wall_and_cpu(fn, device)[0]
 
 
 def measure(args: argparse.Namespace, kind: str) -> dict[str, Any]:
@@ -121,10 +132,11 @@ def measure(args: argparse.Namespace, kind: str) -> dict[str, Any]:
     if kind.endswith("+cache"):  # what the cache holds after the first epoch
         with torch.no_grad(), autocast(device, args.precision):
             embeddings = [e.float() for e in image_embeddings(model, preprocess(data["image"]))]
-    times = [timed(lambda: bare_step(model, optimizer, data, embeddings, args.precision), device)
+    times = [wall_and_cpu(lambda: bare_step(model, optimizer, data, embeddings, args.precision), device)
              for _ in range(args.warmup + args.steps)][args.warmup:]
-    mean = sum(times) / len(times)
+    mean = sum(wall for wall, _ in times) / len(times)
     return {"kind": kind, "trainable": trainable, "total": total, "s/step": mean,
+            "cpu_s/step": sum(cpu for _, cpu in times) / len(times),
             "samples/s": args.batch / mean, "peak_mb": peak_memory_mb(device)}
 
 
@@ -162,13 +174,14 @@ def main() -> None:
     memory = "peak CUDA MB" if args.device.startswith("cuda") else "peak RSS MB"
     print(f"{args.model} (random weights) at {args.size}px, batch {args.batch}, {args.device}, "
           f"precision {args.precision}, {args.threads} threads, mean of {args.steps} steps after {args.warmup} warm-up")
-    header = f"| {'kind':<13} | {'trainable':>11} | {'total':>11} | {'%':>6} | {'s/step':>7} | {'samples/s':>9} | {memory:>12} |"
+    header = (f"| {'kind':<13} | {'trainable':>11} | {'total':>11} | {'%':>6} | {'s/step':>7} | {'CPU s/step':>10} "
+              f"| {'samples/s':>9} | {memory:>12} |")
     print(header)
     print("|" + "|".join("-" * (len(cell)) for cell in header.split("|")[1:-1]) + "|")
     for kind in args.kinds:
         row = run_child(kind)
         print(f"| {row['kind']:<13} | {row['trainable']:>11,} | {row['total']:>11,} | "
-              f"{100 * row['trainable'] / row['total']:>6.2f} | {row['s/step']:>7.3f} | "
+              f"{100 * row['trainable'] / row['total']:>6.2f} | {row['s/step']:>7.3f} | {row['cpu_s/step']:>10.3f} | "
               f"{row['samples/s']:>9.3f} | {row['peak_mb']:>12.0f} |", flush=True)
 
 
