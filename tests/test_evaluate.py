@@ -229,6 +229,10 @@ def test_zero_shot_sam2_with_bf16_and_propagation(env, tmp_path):
     memory = evaluate(config(tmp_path / "memory", adapter=str(env.run), task="propagation", **data))
     assert memory["throughput"]["unit"] == "frames/s" and memory["throughput"]["planes"] > 0
     assert memory["protocol"]["propagation"] is True
+    [row] = read_rows(tmp_path / "memory" / "cases.csv")
+    j, f = float(row["j"]), float(row["f"])
+    assert 0 <= j <= 1 and 0 <= f <= 1 and float(row["j_and_f"]) == pytest.approx((j + f) / 2)
+    assert memory["classes"]["liver"]["j_and_f"]["count"] == 1
 
 
 # --- prompt=auto -----------------------------------------------------------------------------------------

@@ -24,7 +24,9 @@ from rich.table import Table
 from adapt.metrics import class_iou, global_accuracy, mean_pixel_accuracy, miou, pixel_accuracy, summarize
 
 METRICS = ("dice", "iou", "nsd", "hd95_mm")
-COLUMNS = ("run", "case", "class", *METRICS, "gt_voxels", "pred_voxels", "voxel_mm3", "seconds", "slices", "image",
+#: DAVIS scores of ``task=propagation`` (slices as frames).
+VIDEO_METRICS = ("j", "f", "j_and_f")
+COLUMNS = ("run", "case", "class", *METRICS, *VIDEO_METRICS, "gt_voxels", "pred_voxels", "voxel_mm3", "seconds", "slices", "image",
            "label")
 #: The headline numbers of the printed table and the compare differences.
 HEADLINE = ("dice", "iou", "nsd", "hd95_mm")
@@ -48,13 +50,14 @@ def summarize_run(rows: Sequence[Mapping[str, Any]], classes: Sequence[str], con
         planes: slices (or frames) the model processed; ``model_seconds`` the time inside the model.
         unit: ``slices/s`` or ``frames/s``.
     """
-    per_class = {name: summarize([r for r in rows if r["class"] == name], metrics=METRICS) for name in classes}
+    metrics = METRICS + (VIDEO_METRICS if rows and "j_and_f" in rows[0] else ())
+    per_class = {name: summarize([r for r in rows if r["class"] == name], metrics=metrics) for name in classes}
     names = ["background", *classes]
     accuracy = pixel_accuracy(confusion)
     summary: dict[str, Any] = {
         "cases": len({r["case"] for r in rows}),
         "classes": per_class,
-        "overall": summarize(rows, metrics=METRICS),
+        "overall": summarize(rows, metrics=metrics),
         "miou": _number(miou(confusion)),
         "class_iou": {n: _number(v) for n, v in zip(names, class_iou(confusion))},
         "pixel_accuracy": {n: _number(v) for n, v in zip(names, accuracy)},
@@ -62,7 +65,7 @@ def summarize_run(rows: Sequence[Mapping[str, Any]], classes: Sequence[str], con
         "global_accuracy": _number(global_accuracy(confusion)),
         "throughput": {"unit": unit, "planes": int(planes), "model_seconds": model_seconds,
                        "per_second": planes / model_seconds if model_seconds > 0 else None},
-        "undefined": {m: int(sum(s[m]["count_undefined"] for s in per_class.values())) for m in METRICS},
+        "undefined": {m: int(sum(s[m]["count_undefined"] for s in per_class.values())) for m in metrics},
     }
     if clicks:
         summary["clicks"] = click_curve(clicks, classes)
