@@ -1,6 +1,7 @@
 """Read images for prediction and write masks back in the same format and geometry.
 
-Every reader returns a ``Scan``: pixels as a stack of 2D images ``[Z, C, H, W]`` (``Z = 1``
+Files are read by the data layer's readers (``adapt.data.readers``: the same pixels, DICOM
+ordering and affines as in training); ``read_scan`` arranges them as a ``Scan``: pixels as a stack of 2D images ``[Z, C, H, W]`` (``Z = 1``
 for PNG/JPEG/GeoTIFF) in raw units, plus what its writer needs to put a mask into the same
 geometry -- the NIfTI header and affine, the GeoTIFF georeferencing tags, the DICOM headers
 of every slice. Volumes (NIfTI, DICOM series) are sliced as the data layer slices them for
@@ -18,13 +19,14 @@ from typing import Any
 
 import numpy as np
 
+from adapt.data.readers import GEO_TAGS, dicom_affine, read_raster
 from adapt.errors import DataError
+
+__all__ = ["GEO_TAGS", "Scan", "VolumeView", "dicom_affine", "is_dicom_series", "kind_of", "mask_path",
+           "read_scan", "suffix", "write_mask"]
 
 IMAGE_SUFFIXES = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".tif": "geotiff", ".tiff": "geotiff",
                   ".nii": "nifti", ".nii.gz": "nifti", ".dcm": "dicom"}
-#: GeoTIFF tags that carry the CRS and the pixel-to-map transform (GDAL nodata is not copied:
-#: the input's nodata value would mark the mask's background as missing).
-GEO_TAGS = (33550, 33922, 34264, 34735, 34736, 34737)
 
 
 @dataclass
@@ -134,7 +136,7 @@ def kind_of(path: Path) -> str:
 
 
 def read_scan(path: str | Path, slice_axis: int = 2) -> Scan:
-    """Read any supported input into a ``Scan``.
+    """Read any supported input into a ``Scan`` (pixels ``[Z, C, H, W]`` in the file's units).
 
     Raises:
         DataError: missing, unsupported or unreadable file (names it).
@@ -143,12 +145,17 @@ def read_scan(path: str | Path, slice_axis: int = 2) -> Scan:
     if not path.exists():
         raise DataError(f"{path} does not exist")
     kind = kind_of(path)
-    try:
-        return _READERS[kind](path, slice_axis)
-    except DataError:
-        raise
-    except Exception as err:  # each library has its own error types for a corrupt file
-        raise DataError(f"{path}: cannot read it as {kind}: {type(err).__name__}: {err}") from None
+    raster = read_raster(path, as_image=True)
+    pixels = raster.array.astype(np.float32)
+    if kind in ("png", "jpeg"):
+        # 8-bit images map to [0, 1] by /255; 16-bit (medical PNG exports) by /65535.
+        max_value = 255.0 if raster.array.dtype == np.uint8 else 65535.0
+        return Scan(pixels[None], kind, {"max_value": max_value}, path)
+    if kind == "geotiff":
+        return Scan(pixels[None], kind, raster.header, path)
+    view = VolumeView(raster.affine, pixels.shape[1:], slice_axis)
+    stack = np.stack([view.to_stack(channel) for channel in pixels], axis=1)  # [Z, C, H, W]
+    return Scan(stack, kind, raster.header, path, view)
 
 
 def write_mask(mask: np.ndarray, scan: Scan, path: str | Path) -> Path:
@@ -170,41 +177,12 @@ def mask_path(scan_kind: str, name: str) -> str:
     return name
 
 
-def _read_pil(path: Path, slice_axis: int) -> Scan:
-    from PIL import Image
-
-    with Image.open(path) as img:
-        if img.mode in ("P", "RGBA", "LA", "CMYK", "1"):
-            img = img.convert("L" if img.mode in ("1", "LA") else "RGB")
-        array = np.asarray(img)
-    # 8-bit images map to [0, 1] by /255; 16-bit (medical PNG exports) by /65535.
-    max_value = 255.0 if array.dtype == np.uint8 else 65535.0
-    array = array.astype(np.float32)
-    pixels = array[None] if array.ndim == 2 else np.moveaxis(array, -1, 0)
-    return Scan(pixels[None], IMAGE_SUFFIXES[suffix(path)], {"max_value": max_value}, path)
-
-
 def _write_png(mask: np.ndarray, scan: Scan, path: Path) -> None:
     from PIL import Image
 
     if suffix(path) != ".png":
         raise DataError(f"{path}: masks of PNG/JPEG inputs are written as PNG (lossless); name the output *.png")
     Image.fromarray(mask[0]).save(path)
-
-
-def _read_nifti(path: Path, slice_axis: int) -> Scan:
-    import nibabel as nib
-
-    img = nib.load(path)
-    data = np.asarray(img.dataobj, dtype=np.float32)
-    if data.ndim == 4 and data.shape[3] == 1:
-        data = data[..., 0]
-    if data.ndim == 2:
-        data = data[..., None]
-    if data.ndim != 3:
-        raise DataError(f"{path}: a {data.ndim}D NIfTI; prediction needs one 3D volume (split 4D series first)")
-    view = VolumeView(img.affine, data.shape, slice_axis)
-    return Scan(view.to_stack(data)[:, None], "nifti", img, path, view)
 
 
 def _write_nifti(mask: np.ndarray, scan: Scan, path: Path) -> None:
@@ -221,74 +199,12 @@ def _write_nifti(mask: np.ndarray, scan: Scan, path: Path) -> None:
     nib.save(out, path)
 
 
-def _read_geotiff(path: Path, slice_axis: int) -> Scan:
-    import tifffile
-
-    with tifffile.TiffFile(path) as tif:
-        series = tif.series[0]
-        array = series.asarray().astype(np.float32)
-        page = tif.pages[0]
-        tags = [(t.code, t.dtype, t.count, t.value, True) for t in page.tags.values() if t.code in GEO_TAGS]
-        axes = series.axes
-    if array.ndim == 2:
-        array = array[None]
-    elif axes[-1] in "SC" and array.ndim == 3:  # interleaved bands: (H, W, bands)
-        array = np.moveaxis(array, -1, 0)
-    elif array.ndim != 3:
-        raise DataError(f"{path}: expected one 2D raster with bands, got axes {axes} shape {array.shape}")
-    return Scan(array[None], "geotiff", tags, path)
-
-
 def _write_geotiff(mask: np.ndarray, scan: Scan, path: Path) -> None:
     import tifffile
 
     if suffix(path) not in (".tif", ".tiff"):
         raise DataError(f"{path}: masks of GeoTIFF inputs are GeoTIFFs; name the output *.tif")
     tifffile.imwrite(path, mask[0], photometric="minisblack", compression="zlib", extratags=scan.geometry)
-
-
-def _read_dicom(path: Path, slice_axis: int) -> Scan:
-    import pydicom
-
-    files = [f for f in sorted(path.iterdir()) if f.is_file()]
-    datasets = [ds for ds in (pydicom.dcmread(f, force=True) for f in files) if "PixelData" in ds]
-    if not datasets:
-        raise DataError(f"{path}: no DICOM file with pixel data in this folder")
-    if len({ds.get("SeriesInstanceUID") for ds in datasets}) > 1:
-        raise DataError(f"{path}: holds more than one DICOM series; put each series in its own folder")
-    datasets.sort(key=_slice_position)
-    planes = [ds.pixel_array.astype(np.float32) * float(ds.get("RescaleSlope", 1)) + float(ds.get("RescaleIntercept", 0))
-              for ds in datasets]
-    if len({p.shape for p in planes}) > 1:
-        raise DataError(f"{path}: slices of different sizes {sorted({p.shape for p in planes})}")
-    volume = np.stack([p.T for p in planes], axis=2)  # stored grid (i = column, j = row, k = slice)
-    view = VolumeView(dicom_affine(datasets), volume.shape, slice_axis)
-    return Scan(view.to_stack(volume)[:, None], "dicom", datasets, path, view)
-
-
-def _slice_position(ds: Any) -> float:
-    """Position along the slice normal (ImagePositionPatient . normal), else InstanceNumber."""
-    if "ImagePositionPatient" in ds and "ImageOrientationPatient" in ds:
-        row, col = np.array(ds.ImageOrientationPatient[:3], float), np.array(ds.ImageOrientationPatient[3:], float)
-        return float(np.dot(np.cross(row, col), np.array(ds.ImagePositionPatient, float)))
-    return float(ds.get("InstanceNumber", 0))
-
-
-def dicom_affine(datasets: list[Any]) -> np.ndarray:
-    """Voxel ``(column, row, slice)`` to RAS affine of a position-sorted series (DICOM is LPS)."""
-    first = datasets[0]
-    if "ImageOrientationPatient" not in first or "ImagePositionPatient" not in first:
-        return np.eye(4)  # no geometry recorded: treat the stored grid as canonical
-    row, col = np.array(first.ImageOrientationPatient[:3], float), np.array(first.ImageOrientationPatient[3:], float)
-    spacing = [float(v) for v in first.get("PixelSpacing", [1.0, 1.0])]
-    origin = np.array(first.ImagePositionPatient, float)
-    if len(datasets) > 1:
-        step = (np.array(datasets[-1].ImagePositionPatient, float) - origin) / (len(datasets) - 1)
-    else:
-        step = np.cross(row, col) * float(first.get("SliceThickness", 1.0) or 1.0)
-    affine = np.eye(4)
-    affine[:3, 0], affine[:3, 1], affine[:3, 2], affine[:3, 3] = row * spacing[1], col * spacing[0], step, origin
-    return np.diag([-1.0, -1.0, 1.0, 1.0]) @ affine
 
 
 def _write_dicom(mask: np.ndarray, scan: Scan, path: Path) -> None:
@@ -321,5 +237,4 @@ def _write_dicom(mask: np.ndarray, scan: Scan, path: Path) -> None:
         ds.save_as(path / f"mask_{k:04d}.dcm", enforce_file_format=True)
 
 
-_READERS = {"png": _read_pil, "jpeg": _read_pil, "nifti": _read_nifti, "geotiff": _read_geotiff, "dicom": _read_dicom}
 _WRITERS = {"png": _write_png, "jpeg": _write_png, "nifti": _write_nifti, "geotiff": _write_geotiff, "dicom": _write_dicom}

@@ -97,24 +97,32 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=24)
     parser.add_argument("--model", default="sam2.1_hiera_tiny")
     parser.add_argument("--model-steps", type=int, default=2)
+    parser.add_argument("--model-batch", type=int, default=None,
+                        help="batch of the model step (default: --batch); smaller saves memory on CPU")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["SAM2_ADAPT_DATA"] = tmp
         cards = fake_data(Path(tmp), tuple(args.ct_shape), args.ct_cases, args.images)
-        print(f"model: {args.model} LoRA training step, batch {args.batch} at {args.size} px, CPU "
-              f"({torch.get_num_threads()} threads) ...", flush=True)
-        rate = model_rate(args.model, args.size, args.batch, args.model_steps)
-        print(f"model consumes {rate:.2f} samples/s\n")
-        print(f"| data | cache | workers | index+cache s | loader samples/s | loader / model |")
-        print(f"|---|---|---|---|---|---|")
+        rows = []
+        print("| data | cache | workers | index+cache s | loader samples/s |")
+        print("|---|---|---|---|---|")
         for name, data in cards.items():
             for cache in args.caches:
                 for workers in args.workers:
                     cache_dir = Path(tmp) / f"cache-{cache}-{workers}"  # each disk row starts cold
                     prepare, samples = loader_rate(data, args.size, args.batch, workers, cache, args.batches, cache_dir)
-                    print(f"| {name} | {cache} | {workers} | {prepare:.1f} | {samples:.1f} | {samples / rate:.1f}x |",
-                          flush=True)
+                    rows.append((name, cache, workers, prepare, samples))
+                    print(f"| {name} | {cache} | {workers} | {prepare:.1f} | {samples:.1f} |", flush=True)
+        model_batch = args.model_batch or args.batch
+        print(f"\nmodel: {args.model} LoRA training step, batch {model_batch} at {args.size} px, CPU "
+              f"({torch.get_num_threads()} threads) ...", flush=True)
+        rate = model_rate(args.model, args.size, model_batch, args.model_steps)
+        print(f"model consumes {rate:.3f} samples/s\n")
+        print("| data | cache | workers | loader samples/s | loader / model |")
+        print("|---|---|---|---|---|")
+        for name, cache, workers, _, samples in rows:
+            print(f"| {name} | {cache} | {workers} | {samples:.1f} | {samples / rate:.0f}x |")
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -26,6 +27,11 @@ PIL_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 TIFF_SUFFIXES = (".tif", ".tiff")
 KIND_NAMES = {"nifti": "NIfTI", "dicom": "a DICOM series", "pil": "PNG/JPEG/BMP", "tiff": "(Geo)TIFF"}
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+#: GeoTIFF tags that carry the CRS and the pixel-to-map transform (GDAL nodata is not kept:
+#: an image's nodata value would mark a mask's background as missing).
+GEO_TAGS = (33550, 33922, 34264, 34735, 34736, 34737)
+#: PIL modes converted when a file is read as an image (palette indices only mean something in labels).
+IMAGE_MODES = {"P": "RGB", "RGBA": "RGB", "CMYK": "RGB", "YCbCr": "RGB", "LA": "L", "1": "L"}
 
 
 @dataclass
@@ -36,11 +42,15 @@ class Raster:
         array: ``[C, X, Y, Z]`` (volume) or ``[C, H, W]`` (image).
         affine: voxel index to RAS millimetres (volumes), ``None`` for images.
         path: the file or folder it came from (named in every error).
+        header: what a writer needs to put a mask in the same geometry: the ``nibabel`` image
+            (NIfTI), the position-sorted ``pydicom`` datasets (DICOM), the GeoTIFF
+            georeferencing tags as tifffile ``extratags`` (TIFF), ``None`` otherwise.
     """
 
     array: np.ndarray
     affine: np.ndarray | None
     path: Path
+    header: Any = None
 
     @property
     def spatial_shape(self) -> tuple[int, ...]:
@@ -64,8 +74,13 @@ def file_kind(path: Path) -> str:
                     f"PNG/JPEG/BMP, or (Geo)TIFF")
 
 
-def read_raster(path: str | Path) -> Raster:
+def read_raster(path: str | Path, as_image: bool = False) -> Raster:
     """Read any supported file into a channel-first ``Raster``.
+
+    Args:
+        path: a file, or the folder of a DICOM series.
+        as_image: pixels to look at rather than label ids: palette, alpha, CMYK and 1-bit
+            PNG/JPEG/BMP files become RGB or grey (a label file keeps its palette indices).
 
     Raises:
         DataError: the file is missing, of an unsupported type, truncated or unreadable.
@@ -74,9 +89,10 @@ def read_raster(path: str | Path) -> Raster:
     if not path.exists():
         raise DataError(f"{path}: file not found")
     kind = file_kind(path)
-    reader = {"nifti": _read_nifti, "dicom": _read_dicom, "pil": _read_pil, "tiff": _read_tiff}[kind]
     try:
-        return reader(path)
+        if kind == "pil":
+            return _read_pil(path, as_image)
+        return {"nifti": _read_nifti, "dicom": _read_dicom, "tiff": _read_tiff}[kind](path)
     except DataError:
         raise
     except Exception as err:  # every library raises its own types for truncated or foreign files
@@ -97,16 +113,18 @@ def _read_nifti(path: Path) -> Raster:
         data = np.moveaxis(data, -1, 0)  # (X, Y, Z, C): MSD stores modalities last
     else:
         raise DataError(f"{path}: a {data.ndim}D NIfTI; expected a 3D volume or 4D channels (X, Y, Z, C)")
-    return Raster(np.ascontiguousarray(data), np.asarray(image.affine, dtype=np.float64), path)
+    return Raster(np.ascontiguousarray(data), np.asarray(image.affine, dtype=np.float64), path, image)
 
 
-def _read_pil(path: Path) -> Raster:
+def _read_pil(path: Path, as_image: bool) -> Raster:
     from PIL import Image
 
     with Image.open(path) as img:
-        if img.mode in ("RGBA", "LA", "CMYK", "YCbCr"):
+        if as_image and img.mode in IMAGE_MODES:
+            img = img.convert(IMAGE_MODES[img.mode])
+        elif img.mode in ("RGBA", "LA", "CMYK", "YCbCr"):
             img = img.convert("RGB" if img.mode != "LA" else "L")
-        array = np.asarray(img)  # a palette ('P') image stays as its indices: label maps
+        array = np.asarray(img)  # a label's palette ('P') stays as its indices
     array = array[None] if array.ndim == 2 else np.moveaxis(array, -1, 0)
     return Raster(np.ascontiguousarray(array), None, path)
 
@@ -119,13 +137,14 @@ def _read_tiff(path: Path) -> Raster:
         series = tif.series[0]
         array = series.asarray()
         axes = series.axes
+        tags = [(t.code, t.dtype, t.count, t.value, True) for t in tif.pages[0].tags.values() if t.code in GEO_TAGS]
     if array.ndim == 2:
         array = array[None]
     elif array.ndim == 3 and axes[-1] in "SC":
         array = np.moveaxis(array, -1, 0)
     elif array.ndim != 3:
         raise DataError(f"{path}: expected one 2D raster with bands, got axes {axes} and shape {array.shape}")
-    return Raster(np.ascontiguousarray(array), None, path)
+    return Raster(np.ascontiguousarray(array), None, path, tags)
 
 
 def _read_dicom(path: Path) -> Raster:
@@ -143,28 +162,38 @@ def _read_dicom(path: Path) -> Raster:
             if keyword not in ds:
                 raise DataError(f"{path}: slice {Path(ds.filename).name} has no {keyword}; "
                                 f"the series cannot be placed in space")
-    row = np.array(slices[0].ImageOrientationPatient[:3], dtype=float)
-    col = np.array(slices[0].ImageOrientationPatient[3:], dtype=float)
-    normal = np.cross(row, col)
-    slices.sort(key=lambda ds: float(np.dot(normal, np.array(ds.ImagePositionPatient, dtype=float))))
+    slices.sort(key=_slice_position)
     planes = [ds.pixel_array.astype(np.float32) * float(ds.get("RescaleSlope", 1))
               + float(ds.get("RescaleIntercept", 0)) for ds in slices]
     if len({p.shape for p in planes}) > 1:
         raise DataError(f"{path}: slices of different sizes {sorted({p.shape for p in planes})}")
-    first = np.array(slices[0].ImagePositionPatient, dtype=float)
-    if len(slices) > 1:
-        step = (np.array(slices[-1].ImagePositionPatient, dtype=float) - first) / (len(slices) - 1)
+    volume = np.stack([p.T for p in planes], axis=-1)[None]  # voxel (i, j, k) = (column, row, slice)
+    return Raster(np.ascontiguousarray(volume), dicom_affine(slices), path, slices)
+
+
+def _slice_position(ds: Any) -> float:
+    """Position along the slice normal: ``ImagePositionPatient . (row x column direction)``."""
+    row, col = np.array(ds.ImageOrientationPatient[:3], float), np.array(ds.ImageOrientationPatient[3:], float)
+    return float(np.dot(np.cross(row, col), np.array(ds.ImagePositionPatient, float)))
+
+
+def dicom_affine(datasets: list[Any]) -> np.ndarray:
+    """Voxel ``(column, row, slice)`` -> RAS mm of a position-sorted series (DICOM itself is LPS).
+
+    x runs along a row (column spacing, ``PixelSpacing[1]``), y down a column (row spacing,
+    ``PixelSpacing[0]``), z from the first slice's position to the last's.
+    """
+    first = datasets[0]
+    row, col = np.array(first.ImageOrientationPatient[:3], float), np.array(first.ImageOrientationPatient[3:], float)
+    row_spacing, col_spacing = (float(v) for v in first.PixelSpacing)
+    origin = np.array(first.ImagePositionPatient, float)
+    if len(datasets) > 1:
+        step = (np.array(datasets[-1].ImagePositionPatient, float) - origin) / (len(datasets) - 1)
     else:
-        step = normal * float(slices[0].get("SliceThickness", 1.0))
-    row_spacing, col_spacing = (float(v) for v in slices[0].PixelSpacing)
-    # Voxel (i, j, k) = (column, row, slice): x runs along a row, y down the columns.
+        step = np.cross(row, col) * float(first.get("SliceThickness", 1.0) or 1.0)
     affine = np.eye(4)
-    affine[:3, 0] = row * col_spacing
-    affine[:3, 1] = col * row_spacing
-    affine[:3, 2] = step
-    affine[:3, 3] = first
-    volume = np.stack([p.T for p in planes], axis=-1)[None]
-    return Raster(np.ascontiguousarray(volume), LPS_TO_RAS @ affine, path)
+    affine[:3, 0], affine[:3, 1], affine[:3, 2], affine[:3, 3] = row * col_spacing, col * row_spacing, step, origin
+    return LPS_TO_RAS @ affine
 
 
 def label_plane(raster: Raster, threshold: float | None = None) -> np.ndarray:

@@ -42,7 +42,7 @@ class LoadCased(MapTransform):
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         item = dict(data)
-        image = read_raster(item["image"])
+        image = read_raster(item["image"], as_image=True)
         label = read_raster(item["label"])
         plane = label_plane(label, self.card.source.get("mask_threshold"))
         image_array = self._channels(image)
