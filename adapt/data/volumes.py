@@ -14,21 +14,17 @@ they are re-exported here because callers import them from this module.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
-from pathlib import Path
 
 import numpy as np
 from scipy import ndimage
 
 from adapt.data.cards import DataCard
-from adapt.data.readers import label_plane, read_raster
 from adapt.data.sources import Case, cache_root, data_root, list_cases
-from adapt.errors import AdaptError, DataError
+from adapt.errors import AdaptError
 from adapt.transforms.intensity import scale_intensity
 from adapt.transforms.pipeline import case_transforms
 
-__all__ = ["Case", "Volume", "cache_root", "check_pair", "data_root", "list_cases", "load_image",
-           "load_volume", "scale_intensity"]
+__all__ = ["Case", "Volume", "cache_root", "data_root", "list_cases", "load_volume", "scale_intensity"]
 
 
 @dataclass
@@ -110,39 +106,3 @@ def load_volume(card: DataCard, case: Case, image_size: int | None = None) -> Vo
     return Volume(case, image, label, affine=np.asarray(item["affine"], dtype=np.float64),
                   source_affine=np.asarray(item["source_affine"], dtype=np.float64),
                   source_shape=tuple(item["source_shape"]))
-
-
-def check_pair(case: Case, known_ids: set[int]) -> np.ndarray:
-    """Validate a volume's image/label pair; return the label map in the canonical (RAS) frame.
-
-    A light check for callers that need only labels; ``load_volume`` runs the full one.
-
-    Raises:
-        DataError: a file is missing or unreadable, the grids differ, or ids are unknown.
-    """
-    import nibabel as nib
-
-    image, label = read_raster(case.image), read_raster(case.label)
-    if image.spatial_shape != label.spatial_shape:
-        raise DataError(f"{case.label}: label shape {label.spatial_shape} differs from image {case.image} "
-                        f"shape {image.spatial_shape}")
-    if image.affine is None or label.affine is None or not np.allclose(image.affine, label.affine, atol=1e-2):
-        raise DataError(f"{case.label}: affine differs from the image's ({case.image}); resample the label "
-                        f"onto the image grid")
-    plane = label_plane(label)
-    unknown = sorted(set(np.unique(plane).tolist()) - set(known_ids))
-    if unknown:
-        raise DataError(f"{case.label}: label ids {unknown} are not in the data card's labels {sorted(known_ids)}")
-    ornt = nib.orientations.io_orientation(label.affine)
-    return nib.orientations.apply_orientation(plane, ornt)
-
-
-@lru_cache(maxsize=8)
-def load_image(path: Path, window: tuple | None, percentiles: tuple | None) -> np.ndarray:
-    """A volume's first channel in the canonical frame, scaled to [0, 1]; the last few stay in memory."""
-    import nibabel as nib
-
-    raster = read_raster(path)
-    volume = nib.orientations.apply_orientation(raster.array[0], nib.orientations.io_orientation(raster.affine))
-    intensity = {"window": window} if window else {"percentiles": percentiles}
-    return scale_intensity(volume, intensity)
