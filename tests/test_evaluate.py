@@ -144,6 +144,42 @@ def test_a_misplaced_slice_is_caught(tmp_path, perfect, monkeypatch):
     assert float(row["dice"]) < 0.9 and float(row["hd95_mm"]) > 0
 
 
+@pytest.fixture
+def box_echo(monkeypatch):
+    """A model whose mask is exactly its box prompt, at the model's input size."""
+    monkeypatch.setattr(engine_module, "image_embeddings", lambda model, pixels: [pixels])
+
+    def decode(model, embeddings, multimask, input_boxes=None, **prompts):
+        size = model.config.prompt_encoder_config.image_size
+        ys, xs = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
+        logits = torch.stack([torch.where((xs >= b[0]) & (xs <= b[2]) & (ys >= b[1]) & (ys <= b[3]), 5.0, -5.0)
+                              for b in input_boxes[:, 0]])
+        return Prediction(logits[:, None, None], torch.ones(len(logits), 1, 1))
+
+    monkeypatch.setattr(engine_module, "decode", decode)
+    return decode
+
+
+def test_components_prompt_each_object_on_its_own(tmp_path, box_echo):
+    """Two rectangles per slice: one box each is exact, one box around both fills the gap between them."""
+    root = tmp_path / "two"
+    label = np.zeros((128, 128, 3), np.uint8)  # planes of the model's size: the box echo is exact
+    label[10:30, 20:50, :] = 1
+    label[70:100, 60:90, 1:] = 1
+    for folder, array in (("imagesTr", np.where(label > 0, 200, -1000).astype(np.int16)), ("labelsTr", label)):
+        (root / folder).mkdir(parents=True)
+        nib.save(nib.Nifti1Image(array, np.diag([0.7, 0.7, 3.0, 1.0])), root / folder / "two.nii.gz")
+    (root / "dataset.json").write_text(json.dumps({"training": [{"image": "./imagesTr/two.nii.gz",
+                                                                 "label": "./labelsTr/two.nii.gz"}]}))
+    data = {"data": {"card": "ct_phantom", "root": str(root)}}
+    each = evaluate(config(tmp_path / "each", adapter="none", model="tiny", split="all", components=True, batch_size=8,
+                           **data))
+    assert each["classes"]["liver"]["dice"]["mean"] == 1.0 and each["classes"]["liver"]["hd95_mm"]["mean"] == 0.0
+    assert each["throughput"]["planes"] == 3  # five objects, three planes encoded
+    joint = evaluate(config(tmp_path / "joint", adapter="none", model="tiny", split="all", **data))
+    assert joint["classes"]["liver"]["dice"]["mean"] < 0.9
+
+
 # --- outputs of a real (tiny) adapter ------------------------------------------------------------------
 
 
@@ -259,7 +295,7 @@ def test_component_boxes_one_per_component_and_class():
     assert [(c, b.tolist()) for c, b in boxes] == [(1, [3, 2, 7, 4]), (1, [20, 10, 28, 14]), (2, [1, 15, 3, 18])]
 
 
-def test_auto_prompts_refine_each_coarse_component_without_a_label_file(tmp_path, monkeypatch):
+def test_auto_prompts_refine_each_coarse_component_without_a_label_file(tmp_path, monkeypatch, box_echo):
     """Coarse masks become boxes; the decoder's answer (here: the box itself) is what is written."""
     from adapt import predict
 
@@ -274,16 +310,12 @@ def test_auto_prompts_refine_each_coarse_component_without_a_label_file(tmp_path
 
     seen = []
 
-    def box_echo(model, embeddings, multimask, input_boxes=None, **prompts):
+    def counting(model, embeddings, multimask, input_boxes=None, **prompts):
         seen.append(input_boxes.shape[0])
-        size = model.config.prompt_encoder_config.image_size
-        ys, xs = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
-        logits = torch.stack([torch.where((xs >= b[0]) & (xs <= b[2]) & (ys >= b[1]) & (ys <= b[3]), 5.0, -5.0)
-                              for b in input_boxes[:, 0]])
-        return Prediction(logits[:, None, None], torch.ones(len(logits), 1, 1))
+        return box_echo(model, embeddings, multimask, input_boxes, **prompts)
 
     monkeypatch.setattr(engine_module, "class_logits", coarse)
-    monkeypatch.setattr(engine_module, "decode", box_echo)
+    monkeypatch.setattr(engine_module, "decode", counting)
     cfg = OmegaConf.load(CONFIG_DIR / "predict.yaml")
     cfg.merge_with({"adapter": str(adapter), "input": str(tmp_path / "ct.nii.gz"), "output": str(tmp_path / "m.nii.gz"),
                     "prompt": "auto", "device": "cpu"})

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from scipy import ndimage
 
 from adapt.errors import ConfigError, DataError
 from adapt.evaluation.cases import EvalCase
@@ -52,6 +53,8 @@ class Protocol:
         propagation: prompt one slice and follow it with SAM2's memory.
         tolerance_mm: NSD tolerance.
         min_area: smallest coarse component (pixels) that becomes a box for ``auto``.
+        components: prompt every connected component of a class on a slice separately (one
+            box per building, lesion, ...) instead of one prompt per class and slice.
     """
 
     prompt: str = "box"
@@ -62,6 +65,7 @@ class Protocol:
     propagation: bool = False
     tolerance_mm: float = 2.0
     min_area: int = 4
+    components: bool = False
 
     def __post_init__(self) -> None:
         if self.prompt not in PROMPTS:
@@ -111,12 +115,20 @@ def stored(scan: Scan, stack: np.ndarray) -> np.ndarray:
     return scan.view.to_volume(stack) if scan.is_volume else stack[0]
 
 
-def stored_labels(label: Scan) -> np.ndarray:
+def label_stack(label: Scan, threshold: float | None = None) -> np.ndarray:
+    """Integer labels ``[Z, H, W]`` of a label scan; with the card's ``mask_threshold`` (masks stored
+    as lossy greyscale or RGB images), 1 where any channel reaches it, else 0."""
+    if threshold is not None:
+        return (label.pixels.max(axis=1) >= threshold).astype(np.int64)
+    return np.rint(label.pixels[:, 0]).astype(np.int64)
+
+
+def stored_labels(label: Scan, threshold: float | None = None) -> np.ndarray:
     """The label file's own voxels (NIfTI read as stored), independent of the slicing."""
-    if label.kind == "nifti":
+    if label.kind == "nifti" and threshold is None:
         data = np.asarray(label.geometry.dataobj)
         return np.rint(data.reshape(data.shape[:3])).astype(np.int64)
-    return np.rint(stored(label, label.pixels[:, 0])).astype(np.int64)
+    return stored(label, label_stack(label, threshold))
 
 
 def read_case(case: EvalCase, slice_axis: int, needs_label: bool = True) -> tuple[Scan, Scan | None]:
@@ -133,10 +145,28 @@ def read_case(case: EvalCase, slice_axis: int, needs_label: bool = True) -> tupl
     return scan, label
 
 
-def _prompts(simulator: PromptSimulator, planes: np.ndarray, key: tuple[int, ...], slices: np.ndarray) -> PlanePrompts:
-    made = [simulator(plane, key=(*key, int(z))) for plane, z in zip(planes, slices)]
+def _prompts(simulator: PromptSimulator, masks: np.ndarray, keys: list[tuple[int, ...]]) -> PlanePrompts:
+    made = [simulator(mask, key=key) for mask, key in zip(masks, keys)]
     join = lambda name: np.concatenate([m[name] for m in made]) if name in made[0] else None  # noqa: E731
     return PlanePrompts(join("boxes"), join("points"), join("point_labels"))
+
+
+def _objects(planes: np.ndarray, components: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The prompted objects of a class: each plane's mask, or each connected component of it.
+
+    Returns:
+        ``(masks [N, H, W], plane index of each, component number of each)``.
+    """
+    if not components:
+        return planes, np.arange(len(planes)), np.zeros(len(planes), dtype=np.int64)
+    masks, owners, parts = [], [], []
+    for p, plane in enumerate(planes):
+        labelled, count = ndimage.label(plane)
+        for c in range(1, count + 1):
+            masks.append(labelled == c)
+            owners.append(p)
+            parts.append(c)
+    return np.stack(masks), np.array(owners), np.array(parts)
 
 
 def predict_classes(engine: Engine, images: np.ndarray, truth: np.ndarray | None, values: list[int],
@@ -161,13 +191,15 @@ def predict_classes(engine: Engine, images: np.ndarray, truth: np.ndarray | None
         if protocol.propagation:
             masks = {0: _propagate(engine, video, images, target, simulator, key)}
         else:
-            prompts = _prompts(simulator, target[slices], key, slices)
-            keys = [(case_index * 1000 + index) * 100_000 + int(z) for z in slices]
-            found = engine.segment(images[slices], prompts, target[slices], protocol.clicks, protocol.seed, keys)
+            objects, owners, parts = _objects(target[slices], protocol.components)
+            prompt_keys = [(*key, int(z), int(p)) for z, p in zip(slices[owners], parts)]
+            prompts = _prompts(simulator, objects, prompt_keys)
+            keys = [((case_index * 1000 + index) * 100_000 + z) * 1000 + p for _, _, z, p in prompt_keys]
+            found = engine.segment(images[slices], prompts, objects, protocol.clicks, protocol.seed, keys, owners)
             masks = {}
             for k, planes in found.items():
                 masks[k] = np.zeros(truth.shape, dtype=bool)
-                masks[k][slices] = planes
+                np.logical_or.at(masks[k], slices[owners], planes)
         for k, mask in masks.items():
             maps[k][(maps[k] == 0) & mask] = index + 1
     return maps.pop(0), maps
@@ -189,7 +221,7 @@ def _propagate(engine: Engine, video: Any, images: np.ndarray, target: np.ndarra
 
 
 def evaluate_case(engine: Engine, case: EvalCase, case_index: int, classes: dict[str, int], protocol: Protocol,
-                  slice_axis: int, video: Any = None) -> CaseResult:
+                  slice_axis: int, video: Any = None, label_threshold: float | None = None) -> CaseResult:
     """Predict one case and score every class in 3D on its stored grid.
 
     Args:
@@ -200,14 +232,15 @@ def evaluate_case(engine: Engine, case: EvalCase, case_index: int, classes: dict
         protocol: how to prompt and what to score.
         slice_axis: the canonical axis the adapter was trained on.
         video: ``Sam2VideoModel`` with the adapter, for ``protocol.propagation``.
+        label_threshold: the card's ``source.mask_threshold`` for masks stored as images.
     """
     start = time.perf_counter()
     scan, label = read_case(case, slice_axis)
     images = to_unit(scan, engine.predictor.loaded.preprocessing)
     values = list(classes.values())
-    truth_stack = np.rint(label.pixels[:, 0]).astype(np.int64)
+    truth_stack = label_stack(label, label_threshold)
     prediction, after_clicks = predict_classes(engine, images, truth_stack, values, protocol, case_index, video)
-    truth, spacing = stored_labels(label), voxel_spacing(scan)
+    truth, spacing = stored_labels(label, label_threshold), voxel_spacing(scan)
     predicted = stored(scan, prediction)
     index_of = np.zeros(int(max(values + [int(truth.max())])) + 1, dtype=np.int64)
     index_of[values] = np.arange(1, len(values) + 1)

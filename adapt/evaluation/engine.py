@@ -117,20 +117,24 @@ class Engine:
         return out
 
     def segment(self, images: np.ndarray, prompts: PlanePrompts, targets: np.ndarray | None = None,
-                clicks: Sequence[int] = (), seed: int = 0, keys: Sequence[int] | None = None) -> dict[int, np.ndarray]:
-        """Masks of one prompted object per plane, after 0 and each requested number of clicks.
+                clicks: Sequence[int] = (), seed: int = 0, keys: Sequence[int] | None = None,
+                owners: np.ndarray | None = None) -> dict[int, np.ndarray]:
+        """Masks of prompted objects, after 0 and each requested number of clicks.
 
         Args:
-            images: planes ``[B, C, H, W]`` in [0, 1].
-            prompts: one prompt per plane, in plane pixels.
-            targets: ground truth ``[B, H, W]``; needed for correction clicks.
+            images: planes ``[P, C, H, W]`` in [0, 1].
+            prompts: one prompt per object, in plane pixels.
+            targets: ground truth ``[N, H, W]`` of each object; needed for correction clicks.
             clicks: numbers of correction clicks to report (e.g. ``(1, 3, 5, 10)``).
-            seed: click seed; ``keys`` (one int per plane) make each plane's clicks reproducible.
+            seed: click seed; ``keys`` (one int per object) make each object's clicks reproducible.
+            owners: the plane of each object (default: object ``i`` on plane ``i``); a plane with
+                several objects is encoded once per batch.
 
         Returns:
-            ``{clicks: bool [B, H, W]}``, always with ``0`` (the first prompt alone).
+            ``{clicks: bool [N, H, W]}``, always with ``0`` (the first prompt alone).
         """
-        count, _, height, width = images.shape
+        count, (height, width) = len(prompts), images.shape[-2:]
+        owners = np.arange(count) if owners is None else np.asarray(owners)
         rounds = max(clicks, default=0)
         if rounds and targets is None:
             raise ConfigError("correction clicks need the ground truth (clicks=off for label-free runs)")
@@ -140,8 +144,12 @@ class Engine:
             chunk = prompts.take(part)
             model_prompts = self._model_prompts(chunk, height, width)
             single_point = chunk.boxes is None and chunk.points is not None and chunk.points.shape[1] == 1
-            with self.timed(part.stop - part.start):
-                embeddings = self.embed(images[part])
+            planes, inverse = np.unique(owners[part], return_inverse=True)
+            with self.timed(len(planes)):
+                embeddings = self.embed(images[planes])
+                if len(planes) < part.stop - part.start:
+                    index = torch.from_numpy(inverse.reshape(-1)).to(self.device)
+                    embeddings = [e[index] for e in embeddings]
                 first = decode(self.model, embeddings, multimask=single_point, **model_prompts)
                 found = {0: first}
                 if rounds:

@@ -95,6 +95,8 @@ def load_model(spec: ModelSpec, card: DataCard, preprocessing: dict[str, Any] | 
         options = {k: v for k, v in spec.base.items() if v is not None}
         options.setdefault("offline_fallback", "error")
         model, info = load_sam2(options.pop("name"), video=video, **options)
-    preprocessing = preprocessing or {"intensity": dict(card.intensity), "slice_axis": card.slice_axis}
+    channels = card.intensity.get("channels")
+    preprocessing = preprocessing or {"intensity": dict(card.intensity), "slice_axis": card.slice_axis,
+                                      "bands": list(channels) if channels else None, "dims": card.dims}
     metadata = {"task": "segmentation", "base_model": {"name": info.name, "revision": info.revision}}
     return LoadedAdapter(model.eval(), dict(preprocessing), dict(card.labels), metadata, info, Path("none"))

@@ -85,7 +85,8 @@ def protocol_from(cfg: DictConfig, spec: ModelSpec) -> Protocol:
         clicks = ()
     return Protocol(prompt=str(prompt), seed=int(cfg.get("seed", 0)), jitter=float(cfg.get("jitter", 0.1)),
                     num_points=int(cfg.get("num_points", 3)), clicks=clicks, propagation=task == "propagation",
-                    tolerance_mm=float(cfg.get("nsd_tolerance_mm", 2.0)), min_area=int(cfg.get("min_area", 4)))
+                    tolerance_mm=float(cfg.get("nsd_tolerance_mm", 2.0)), min_area=int(cfg.get("min_area", 4)),
+                    components=bool(cfg.get("components", False)))
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
@@ -145,7 +146,8 @@ def _run(cfg: DictConfig, spec: ModelSpec, card: DataCard, cases: list[EvalCase]
     masks = out / "masks" / run
     rows, clicks, confusion, saved = [], {}, None, {}
     for index, case in enumerate(_progress(cases, run)):
-        result = evaluate_case(engine, case, index, dict(classes), protocol, slice_axis, video)
+        result = evaluate_case(engine, case, index, dict(classes), protocol, slice_axis, video,
+                               card.source.get("mask_threshold"))
         for row in result.rows:
             row["run"] = run
         rows += result.rows
