@@ -61,14 +61,19 @@ adapt.train.main()
 '''
 
 
-def run_probed(tmp_path: Path, name: str, *overrides: str, kill_at_epoch: int = -1, timeout: int = 240):
-    """``python -m adapt.train`` (through the probe) into ``tmp_path/name``; returns (result, run_dir, rows)."""
+def run_probed(tmp_path: Path, name: str, *overrides: str, kill_at_epoch: int = -1, timeout: int = 240,
+               launcher: tuple[str, ...] = ()):
+    """``python -m adapt.train`` (through the probe) into ``tmp_path/name``; returns (result, run_dir, rows).
+
+    ``launcher``: arguments of ``python -m torch.distributed.run`` to start the ranks with torchrun.
+    """
     script, probe_dir, run_dir = tmp_path / "probe.py", tmp_path / f"{name}-probe", tmp_path / name
     script.write_text(PROBE)
     probe_dir.mkdir()
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONWARNINGS": "ignore", "PROBE_DIR": str(probe_dir),
            "KILL_AT_EPOCH": str(kill_at_epoch), "OMP_NUM_THREADS": "1"}
-    result = subprocess.run([sys.executable, str(script), *overrides, f"hydra.run.dir={run_dir}"],
+    start = [sys.executable, "-m", "torch.distributed.run", *launcher] if launcher else [sys.executable]
+    result = subprocess.run([*start, str(script), *overrides, f"hydra.run.dir={run_dir}"],
                             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=timeout)
     rows = {int(p.stem.removeprefix("rank")): [json.loads(line) for line in p.read_text().splitlines()]
             for p in probe_dir.glob("rank*.jsonl")}
@@ -110,6 +115,19 @@ def test_ddp_two_cpu_ranks_shard_the_data_and_match_one_process_with_the_global_
         assert metrics[stage]["val/loss"] == pytest.approx(reference[stage]["val/loss"], rel=1e-3), stage
     logged = pd.read_csv(ddp_dir / "logs" / "metrics.csv").dropna(subset=["train/loss_step"])
     assert logged["train/loss_step"].iloc[0] == pytest.approx(single[0][0]["loss"], rel=2e-4)
+
+
+@pytest.mark.slow
+def test_torchrun_starts_the_ranks_and_lightning_reads_them_from_its_environment(tmp_path):
+    result, run_dir, ranks = run_probed(
+        tmp_path, "torchrun", *TINY, *LORA, "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2",
+        "trainer.max_steps=1", "data.batch_size=2", "trainer.limit_val_batches=1", "data.val_batch_size=2",
+        launcher=("--standalone", "--nproc_per_node=2"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert sorted(ranks) == [0, 1]
+    assert not set(ranks[0][0]["ids"]) & set(ranks[1][0]["ids"])
+    assert result.stdout.count("run written to") == 1 and (run_dir / "adapter" / "adapter_config.json").is_file()
+    assert not (run_dir / "train_ddp_process_1.log").exists(), "torchrun started the ranks, not Lightning"
 
 
 # --------------------------------------------------------------------------- SLURM launcher
