@@ -20,7 +20,7 @@ from adapt.adapters import apply_adapter
 from adapt.adapters.io import save_adapter
 from adapt.conf import CONFIG_DIR
 from adapt.data.synthetic import write_ct_phantoms
-from adapt.errors import ConfigError, DataNotFoundError
+from adapt.errors import ConfigError, DataNotFoundError, ModelNotFoundError
 from adapt.evaluation import engine as engine_module
 from adapt.evaluation import evaluate, runner
 from adapt.evaluation.engine import component_boxes
@@ -343,6 +343,7 @@ def test_evaluate_auto_needs_no_ground_truth_for_its_prompts(env, tmp_path, monk
 
 @pytest.mark.parametrize("values, error, message", [
     ({"adapter": "nowhere/at/all"}, ConfigError, "no such directory"),
+    ({"adapter": "someone/absent-adapter"}, ModelNotFoundError, "cannot download the adapter someone/absent-adapter"),
     ({"adapter": "none"}, ConfigError, "name it with model="),
     ({"split": "holdout"}, ConfigError, "split='holdout' is not one of"),
     ({"split": "test"}, ConfigError, "split=test holds no case"),
