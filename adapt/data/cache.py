@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -32,8 +32,6 @@ from adapt.data.cards import DataCard
 from adapt.data.sources import Case, cache_root
 from adapt.data.volumes import Volume, load_volume
 from adapt.errors import ConfigError
-
-log = logging.getLogger(__name__)
 
 CACHE_MODES = ("auto", "none", "memory", "disk")
 CACHE_FORMAT = 1  # bump when the cached content changes meaning
@@ -128,7 +126,7 @@ class CaseStore:
             geometry[2, 0, :3] = volume.source_shape
         for part, array in (("image", volume.image.astype(np.float16)), ("label", volume.label),
                             ("geometry", geometry)):  # geometry last: its presence marks a complete entry
-            tmp = paths[part].with_suffix(".tmp.npy")
+            tmp = paths[part].with_name(f"{paths[part].name}.{os.getpid()}.tmp.npy")  # ranks may write at once
             np.save(tmp, array)
             tmp.replace(paths[part])
 
