@@ -119,24 +119,29 @@ class SampleDataset(Dataset):
     def __len__(self) -> int:
         return len(self.items)
 
-    def pixels(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Image ``[C, S, S]`` and label map ``[S, S]`` of sample ``i``, before augmentation."""
+    def plane(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        """Image ``[C, H, W]`` (float32) and label map ``[H, W]`` of sample ``i`` on its own grid:
+        the slice's (3D) or the model's side (2D images are cached at it)."""
         position, index, _ = (int(v) for v in self.items[i])
         volume = self.store[position]
         if self.card.dims == 3:
-            image, label = take_plane(volume.image, volume.label, self.card.slice_axis, index)
-        else:
-            image, label = np.asarray(volume.image, dtype=np.float32), np.asarray(volume.label)
-        image = resize_image(torch.from_numpy(image), self.image_size)
-        return image, resize_label(torch.from_numpy(np.ascontiguousarray(label)), self.image_size)
+            return take_plane(volume.image, volume.label, self.card.slice_axis, index)
+        return np.asarray(volume.image, dtype=np.float32), np.array(volume.label)  # copies: the cache may be read-only
+
+    def pixels(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Image ``[C, S, S]`` and label map ``[S, S]`` of sample ``i``, before augmentation."""
+        image, label = self.plane(i)
+        return (resize_image(torch.from_numpy(image), self.image_size),
+                resize_label(torch.from_numpy(label), self.image_size))
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         position, index, target = (int(v) for v in self.items[i])
-        image, label = self.pixels(i)
         draw = int(torch.randint(0, 2**31 - 1, ())) if self.train else 0
-        if self.augment is not None:
-            pixels, plane = self.augment(image.numpy(), label.numpy(), seed=draw)
-            image, label = torch.from_numpy(pixels), torch.from_numpy(plane)
+        image, label = self.plane(i)
+        if self.augment is not None:  # on the plane's own grid: cheaper than at 1024 px, same for 2D
+            image, label = self.augment(image, label, seed=draw)
+        image = resize_image(torch.from_numpy(image), self.image_size)
+        label = resize_label(torch.from_numpy(label), self.image_size)
         chosen = self.targets if target < 0 else [self.targets[target]]
         masks = object_masks(label, [value for _, value in chosen])
         key = (i, draw) if self.train else (i,)

@@ -22,7 +22,7 @@ def default_augmentation() -> A.Compose:
         A.RandomRotate90(p=0.5),
         A.Affine(scale=(0.85, 1.15), rotate=(-15, 15), interpolation=cv2.INTER_LINEAR,
                  mask_interpolation=cv2.INTER_NEAREST, border_mode=cv2.BORDER_CONSTANT, fill=0, fill_mask=0, p=0.5),
-        A.ElasticTransform(alpha=20, sigma=5, interpolation=cv2.INTER_LINEAR,
+        A.ElasticTransform(alpha=20, sigma=5, approximate=True, interpolation=cv2.INTER_LINEAR,
                            mask_interpolation=cv2.INTER_NEAREST, p=0.2),
         A.RandomBrightnessContrast(brightness_limit=0.1, contrast_limit=0.1, p=0.5),
     ])
