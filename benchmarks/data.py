@@ -99,6 +99,8 @@ def main() -> None:
     parser.add_argument("--model-steps", type=int, default=2)
     parser.add_argument("--model-batch", type=int, default=None,
                         help="batch of the model step (default: --batch); smaller saves memory on CPU")
+    parser.add_argument("--model-rate", type=float, default=None,
+                        help="samples/s of the model measured before (skips the slow model step)")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -115,10 +117,14 @@ def main() -> None:
                     rows.append((name, cache, workers, prepare, samples))
                     print(f"| {name} | {cache} | {workers} | {prepare:.1f} | {samples:.1f} |", flush=True)
         model_batch = args.model_batch or args.batch
-        print(f"\nmodel: {args.model} LoRA training step, batch {model_batch} at {args.size} px, CPU "
-              f"({torch.get_num_threads()} threads) ...", flush=True)
-        rate = model_rate(args.model, args.size, model_batch, args.model_steps)
-        print(f"model consumes {rate:.3f} samples/s\n")
+        if args.model_rate:
+            rate = args.model_rate
+            print(f"\nmodel: {rate:.3f} samples/s (given with --model-rate)\n")
+        else:
+            print(f"\nmodel: {args.model} LoRA training step, batch {model_batch} at {args.size} px, CPU "
+                  f"({torch.get_num_threads()} threads) ...", flush=True)
+            rate = model_rate(args.model, args.size, model_batch, args.model_steps)
+            print(f"model consumes {rate:.3f} samples/s\n")
         print("| data | cache | workers | loader samples/s | loader / model |")
         print("|---|---|---|---|---|")
         for name, cache, workers, _, samples in rows:
