@@ -20,6 +20,7 @@ from torch import nn
 
 from adapt.adapters import apply_adapter
 from adapt.adapters.bottleneck import PEFT_TYPE as BOTTLENECK
+from adapt.adapters.lora import quiet_peft
 from adapt.adapters.partial import PEFT_TYPE as PARTIAL
 from adapt.errors import ConfigError
 from adapt.models.sam2 import freeze
@@ -92,7 +93,8 @@ def load_adapter_weights(base: nn.Module, adapter_dir: str | Path, trainable: bo
     config = json.loads(config_path.read_text())
     restore_task_modules(base, adapter_dir)
     if config.get("peft_type") not in (BOTTLENECK, PARTIAL):
-        return PeftModel.from_pretrained(base, adapter_dir, is_trainable=trainable).eval()
+        with quiet_peft():
+            return PeftModel.from_pretrained(base, adapter_dir, is_trainable=trainable).eval()
     spec = {k: v for k, v in config.items() if k != "peft_type"}
     model = apply_adapter(base, spec)
     weights = load_file(adapter_dir / WEIGHTS_FILE)

@@ -7,12 +7,22 @@ every model size and in image or video mode.
 
 from __future__ import annotations
 
-from typing import Sequence
+import contextlib
+import warnings
+from typing import Iterator, Sequence
 
 from peft import LoraConfig, PeftModel, get_peft_model
 from torch import nn
 
 from adapt.errors import ConfigError
+
+@contextlib.contextmanager
+def quiet_peft() -> Iterator[None]:
+    """Hide the FutureWarning peft triggers by asking transformers a deprecated question."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+        yield
+
 
 TARGET_PRESETS = {
     # Hiera trunk: fused qkv and output projection of every block (the SAMed / MedSAM2 choice).
@@ -85,6 +95,7 @@ def apply_lora(
         modules_to_save=list(modules_to_save) if modules_to_save else None,
     )
     try:
-        return get_peft_model(model, config)
+        with quiet_peft():
+            return get_peft_model(model, config)
     except ValueError as err:
         raise ConfigError(f"adapter.targets {targets!r} match no layer of this model: {err}") from None
