@@ -238,3 +238,19 @@ def test_csv_source_groups_cases_by_patient(tmp_path):
     train = {c.group for c in dm.train_set.store.cases}
     val = {c.group for c in dm.val_set.store.cases}
     assert len(train) == 2 and len(val) == 2 and not train & val
+
+
+def test_target_free_images_train_with_an_empty_share_and_never_validate(tmp_path):
+    from adapt.data.synthetic import write_aerial_tiles, write_geotiff
+    from adapt.errors import DataError
+
+    write_aerial_tiles(tmp_path / "tiles", num_cases=8)
+    for name in ("tile_000.tif", "tile_001.tif", "tile_002.tif", "tile_003.tif"):  # no building on these
+        write_geotiff(tmp_path / "tiles" / "labels" / name, np.zeros((96, 96), np.uint8), origin=(0.0, 0.0))
+    config = {"card": "aerial_phantom", "root": str(tmp_path / "tiles"), "cache": "memory"}
+    with pytest.raises(DataError, match="tile_00[0-3].tif: none of the targets"):
+        build_datamodule(config, 32, seed=0)
+    dm = build_datamodule({**config, "empty_share": 0.3}, 32, seed=0)
+    assert all(dm.val_set[i]["label"].sum() > 0 for i in range(len(dm.val_set)))
+    empty = [i for i in range(len(dm.train_set)) if dm.train_set[i]["label"].sum() == 0]
+    assert empty and len(empty) <= round(0.3 / 0.7 * (len(dm.train_set) - len(empty)))

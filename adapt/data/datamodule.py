@@ -43,7 +43,7 @@ OBJECT_MODES = ("each", "all")
 
 def index_cases(store: CaseStore, objects: str = "each", empty_share: float = 0.0,
                 max_slices_per_case: int | None = None, skip_bad_cases: bool = False,
-                seed: int = 0) -> tuple[np.ndarray, list[str]]:
+                seed: int = 0, require_target: bool | None = None) -> tuple[np.ndarray, list[str]]:
     """Read and check every case of ``store``; list its samples.
 
     Args:
@@ -54,6 +54,7 @@ def index_cases(store: CaseStore, objects: str = "each", empty_share: float = 0.
         max_slices_per_case: at most this many foreground slices per case and target, evenly spaced.
         skip_bad_cases: warn and leave a bad case out instead of raising.
         seed: seed of the empty-sample draw.
+        require_target: a case without any target is bad (default: when ``empty_share`` is 0).
 
     Returns:
         ``(items, bad_cases)``: ``int64 [n, 3]`` rows of (case position, slice (-1 for 2D),
@@ -68,10 +69,11 @@ def index_cases(store: CaseStore, objects: str = "each", empty_share: float = 0.
     foreground: list[tuple[int, int, int]] = []
     empty: list[tuple[int, int, int]] = []
     bad: list[str] = []
+    require_target = empty_share == 0 if require_target is None else require_target
     for position, case in enumerate(store.cases):
         try:
             counts = target_counts(store.prepare(position).label, ids, axis)
-            if not counts.any() and empty_share == 0:
+            if not counts.any() and require_target:
                 raise DataError(f"{case.label}: none of the targets {card.target_ids()} occurs in the label map; "
                                 f"fix the label file, or set data.skip_bad_cases=true (or data.empty_share>0 "
                                 f"to train on images without the target)")
@@ -180,11 +182,12 @@ class SegmentationDataModule(L.LightningDataModule):
         skip_bad_cases: warn, count and leave out bad cases instead of raising.
         val_max_slices_per_case: validation slices per case and target (evenly spaced).
         objects: ``each`` or ``all`` (see the module doc).
-        empty_share: share of training samples without the target.
+        empty_share: share of training samples without the target (validation has none).
         augment: 2D augmentation of training samples.
         cache: ``auto``, ``none``, ``memory`` or ``disk`` (``adapt.data.cache``).
         cache_dir: root of disk caches.
         seed: seed of the empty-sample draw.
+        require_target: a case without any target is bad (default: when ``empty_share`` is 0).
     """
 
     def __init__(self, card: DataCard, root: str | None, image_size: int, batch_size: int, val_batch_size: int,
@@ -204,8 +207,9 @@ class SegmentationDataModule(L.LightningDataModule):
         self.bad_cases: list[str] = []
         stores = {side: CaseStore(card, self.splits[side], image_size, cache, cache_dir) for side in ("train", "val")}
         train_items, bad = index_cases(stores["train"], objects, empty_share, None, skip_bad_cases, seed)
-        val_items, val_bad = index_cases(stores["val"], objects, empty_share, val_max_slices_per_case,
-                                         skip_bad_cases, seed)
+        # Validation measures segmentation of present targets: foreground samples only.
+        val_items, val_bad = index_cases(stores["val"], objects, 0.0, val_max_slices_per_case, skip_bad_cases,
+                                         seed, require_target=empty_share == 0)
         self.bad_cases = bad + val_bad
         if not len(train_items):
             raise DataError(f"data card {card.name!r}: no training sample left at {self.root} "
