@@ -167,3 +167,15 @@ def test_each_bad_2d_input_names_the_file(tmp_path, problem):
 def test_card_channels_must_be_one_or_three(tmp_path):
     with pytest.raises(ConfigError, match="intensity.channels must list 1"):
         card_at(tmp_path, "aerial_phantom", intensity={"channels": [0, 1]})
+
+
+def test_palette_png_is_rgb_as_an_image_and_indices_as_a_label(tmp_path):
+    from PIL import Image
+
+    indices = np.array([[0, 1], [2, 1]], np.uint8)
+    image = Image.fromarray(indices, mode="P")
+    image.putpalette([0, 0, 0, 255, 0, 0, 0, 0, 255] + [0] * 759)
+    image.save(tmp_path / "p.png")
+    pixels = read_raster(tmp_path / "p.png", as_image=True).array
+    assert pixels.shape == (3, 2, 2) and pixels[:, 0, 1].tolist() == [255, 0, 0] and pixels[:, 1, 0].tolist() == [0, 0, 255]
+    np.testing.assert_array_equal(label_plane(read_raster(tmp_path / "p.png")), indices)
