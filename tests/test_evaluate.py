@@ -331,7 +331,7 @@ def test_auto_prompts_refine_each_coarse_component_without_a_label_file(tmp_path
 def test_evaluate_auto_needs_no_ground_truth_for_its_prompts(env, tmp_path, monkeypatch):
     adapter = semantic_adapter(tmp_path / "semantic")
     monkeypatch.setattr(engine_module.Engine, "segment", lambda *a, **k: pytest.fail("auto must not use GT prompts"))
-    summary = evaluate(config(tmp_path / "auto", adapter=str(adapter), prompt="auto", clicks=[1],
+    summary = evaluate(config(tmp_path / "auto", adapter=str(adapter), prompt="auto", clicks=[1], min_area=64,
                               **{"data": {"root": str(env.data)}}))
     assert summary["protocol"]["prompt"] == "auto" and summary["protocol"]["clicks"] == []
     semantic = evaluate(config(tmp_path / "semantic_eval", adapter=str(adapter), **{"data": {"root": str(env.data)}}))

@@ -181,7 +181,8 @@ def predict_classes(engine: Engine, images: np.ndarray, truth: np.ndarray | None
     if protocol.prompt == "auto":
         return engine.auto(images, protocol.min_area), {}
     simulator = protocol.simulator()
-    maps = {k: np.zeros(truth.shape, dtype=np.int64) for k in (0, *protocol.clicks)}
+    dtype = np.uint8 if len(values) < 255 else np.uint16  # one class map per click count: keep them small
+    maps = {k: np.zeros(truth.shape, dtype=dtype) for k in (0, *protocol.clicks)}
     for index, value in enumerate(values):
         target = truth == value
         slices = np.flatnonzero(target.any(axis=(1, 2)))
@@ -189,19 +190,17 @@ def predict_classes(engine: Engine, images: np.ndarray, truth: np.ndarray | None
             continue
         key = (case_index, index)
         if protocol.propagation:
-            masks = {0: _propagate(engine, video, images, target, simulator, key)}
-        else:
-            objects, owners, parts = _objects(target[slices], protocol.components)
-            prompt_keys = [(*key, int(z), int(p)) for z, p in zip(slices[owners], parts)]
-            prompts = _prompts(simulator, objects, prompt_keys)
-            keys = [((case_index * 1000 + index) * 100_000 + z) * 1000 + p for _, _, z, p in prompt_keys]
-            found = engine.segment(images[slices], prompts, objects, protocol.clicks, protocol.seed, keys, owners)
-            masks = {}
-            for k, planes in found.items():
-                masks[k] = np.zeros(truth.shape, dtype=bool)
-                np.logical_or.at(masks[k], slices[owners], planes)
-        for k, mask in masks.items():
-            maps[k][(maps[k] == 0) & mask] = index + 1
+            mask = _propagate(engine, video, images, target, simulator, key)
+            maps[0][(maps[0] == 0) & mask] = index + 1
+            continue
+        objects, owners, parts = _objects(target[slices], protocol.components)
+        prompt_keys = [(*key, int(z), int(p)) for z, p in zip(slices[owners], parts)]
+        prompts = _prompts(simulator, objects, prompt_keys)
+        keys = [((case_index * 1000 + index) * 100_000 + z) * 1000 + p for _, _, z, p in prompt_keys]
+        found = engine.segment(images[slices], prompts, objects, protocol.clicks, protocol.seed, keys, owners)
+        for k, planes in found.items():
+            for z, plane in zip(slices[owners], planes):
+                maps[k][z][(maps[k][z] == 0) & plane] = index + 1
     return maps.pop(0), maps
 
 

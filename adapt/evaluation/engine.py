@@ -164,20 +164,19 @@ class Engine:
         return out
 
     def classify(self, images: np.ndarray) -> np.ndarray:
-        """Class indices ``[B, H, W]`` (0 = background) from a semantic adapter's class prompts."""
-        return self.class_logits(images).argmax(1).astype(np.int64)
+        """Class indices ``[B, H, W]`` (0 = background) from a semantic adapter's class prompts.
 
-    def class_logits(self, images: np.ndarray) -> np.ndarray:
-        """Class logits ``[B, K, H, W]`` of a semantic adapter, float32."""
+        The argmax is taken per batch, so a long scan never holds every class's logits at once.
+        """
         if not self.predictor.promptless:
             raise ConfigError("this adapter has no semantic head (task=semantic): it needs a prompt per object")
         count, _, height, width = images.shape
-        chunks = []
+        out = np.zeros((count, height, width), dtype=np.int64)
         for part in self.chunks(count):
             with self.timed(part.stop - part.start):
                 logits = class_logits(self.model, self.embed(images[part]))
-                chunks.append(upsample(logits, height, width).cpu().numpy())
-        return np.concatenate(chunks)
+                out[part] = upsample(logits, height, width).argmax(1).cpu().numpy()
+        return out
 
     def auto(self, images: np.ndarray, min_area: int = 4) -> np.ndarray:
         """``prompt=auto``: class indices ``[B, H, W]`` with no prompt and no ground truth.

@@ -43,8 +43,9 @@ def confusion_matrix(pred: ArrayLike, target: ArrayLike, num_classes: int,
     if ignore_index is not None:
         keep = target_t != ignore_index
         pred_t, target_t = pred_t[keep], target_t[keep]
-    labels = torch.cat([pred_t, target_t])
-    if labels.numel() and (labels.min() < 0 or labels.max() >= num_classes):
+    low = min(int(t.min()) for t in (pred_t, target_t)) if pred_t.numel() else 0
+    high = max(int(t.max()) for t in (pred_t, target_t)) if pred_t.numel() else 0
+    if low < 0 or high >= num_classes:
         raise ValueError(f"labels must lie in [0, {num_classes}) (or equal ignore_index={ignore_index})")
     counts = torch.bincount(target_t * num_classes + pred_t, minlength=num_classes * num_classes)
     return counts.reshape(num_classes, num_classes)
