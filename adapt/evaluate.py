@@ -14,14 +14,12 @@ Writes ``cases.csv``, ``summary.json`` and ``masks/`` into ``out`` and prints a 
 
 from __future__ import annotations
 
-import sys
 
 import hydra
 from omegaconf import DictConfig
 
-from adapt.errors import AdaptError
+from adapt.cli import register_cli_config, user_errors
 from adapt.evaluation import evaluate
-from adapt.hub import register_cli_config
 
 __all__ = ["evaluate", "main"]
 
@@ -29,11 +27,8 @@ __all__ = ["evaluate", "main"]
 @hydra.main(version_base="1.3", config_path=None, config_name=register_cli_config("evaluate"))
 def main(cfg: DictConfig) -> None:
     """Hydra entry point; user errors are printed without a traceback (exit code 2)."""
-    try:
+    with user_errors():
         evaluate(cfg)
-    except AdaptError as err:
-        print(f"\nsam2-adapt: {type(err).__name__}: {err}", file=sys.stderr)
-        sys.exit(2)
 
 
 if __name__ == "__main__":

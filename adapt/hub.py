@@ -24,11 +24,10 @@ from pathlib import Path
 from typing import Any
 
 import hydra
-from hydra.core.config_store import ConfigStore
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from adapt.adapters.io import CONFIG_FILE, METADATA_FILE, WEIGHTS_FILE, read_metadata
-from adapt.conf import CONFIG_DIR
+from adapt.cli import register_cli_config, user_errors
 from adapt.errors import AdaptError, ConfigError
 from adapt.loading import REPO_ID, LoadedAdapter, adapter_dir, check_base, default_api, load_adapter, resolve
 from adapt.model_card import render_card
@@ -173,25 +172,11 @@ def run(cfg: DictConfig) -> Any:
     return loaded
 
 
-def register_cli_config(name: str) -> str:
-    """Store ``configs/<name>.yaml`` in the ConfigStore and return its name for ``@hydra.main``.
-
-    The command-line tools take ``adapter=<path>``, but ``configs/`` also holds the training
-    group ``adapter/``; read from there, Hydra would take ``adapter=`` as a group choice. From
-    the ConfigStore (``config_path=None``) no group is in reach and every key is a plain value.
-    """
-    ConfigStore.instance().store(name=name, node=OmegaConf.load(CONFIG_DIR / f"{name}.yaml"))
-    return name
-
-
 @hydra.main(version_base="1.3", config_path=None, config_name=register_cli_config("hub"))
 def main(cfg: DictConfig) -> None:
     """Hydra entry point; user errors are printed without a traceback (exit code 2)."""
-    try:
+    with user_errors():
         run(cfg)
-    except AdaptError as err:
-        print(f"\nsam2-adapt: {type(err).__name__}: {err}", file=sys.stderr)
-        sys.exit(2)
 
 
 def action_argv(argv: list[str]) -> list[str]:

@@ -28,8 +28,8 @@ import hydra
 import numpy as np
 from omegaconf import DictConfig
 
-from adapt.errors import AdaptError, ConfigError, DataError
-from adapt.hub import register_cli_config
+from adapt.cli import register_cli_config, user_errors
+from adapt.errors import ConfigError, DataError
 from adapt.inference import Predictor, predict_scan, to_unit
 from adapt.loading import LoadedAdapter, load_adapter
 from adapt.model_card import label_names
@@ -166,12 +166,9 @@ def _progress(jobs: list[Job]) -> Iterator[Job]:
 @hydra.main(version_base="1.3", config_path=None, config_name=register_cli_config("predict"))
 def main(cfg: DictConfig) -> None:
     """Hydra entry point; user errors are printed without a traceback (exit code 2)."""
-    try:
+    with user_errors():
         for path in run(cfg):
             print(f"wrote {path}")
-    except AdaptError as err:
-        print(f"\nsam2-adapt: {type(err).__name__}: {err}", file=sys.stderr)
-        sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,6 @@ from __future__ import annotations
 import importlib
 import json
 import logging
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -22,8 +21,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from adapt.adapters.io import save_adapter
 from adapt.callbacks import build_callbacks, build_logger
+from adapt.cli import user_errors
 from adapt.conf import CONFIG_DIR, register_recipes, register_resolvers
-from adapt.errors import AdaptError, ConfigError
+from adapt.errors import ConfigError
 from adapt.models.embedding_cache import encoder_is_frozen, namespace
 from adapt.summary import print_summary
 from adapt.tasks.base import MONITOR
@@ -208,11 +208,8 @@ register_recipes()
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
 def main(cfg: DictConfig) -> float | None:
     """Hydra entry point; returns the monitored metric for sweepers."""
-    try:
+    with user_errors():
         metrics, _ = train(cfg)
-    except AdaptError as err:
-        print(f"\nsam2-adapt: {type(err).__name__}: {err}", file=sys.stderr)
-        sys.exit(2)
     return metrics["after"].get(MONITOR)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import sys
 
+from adapt.cli import USER_ERROR_STATUS, format_error
 from adapt.errors import AdaptError, ConfigError
 
 USAGE = __doc__
@@ -48,8 +49,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ready: data.card={options['card']} data.root={root}")
         return 0
     except AdaptError as err:
-        print(f"sam2-adapt: {type(err).__name__}: {err}", file=sys.stderr)
-        return 2
+        print(format_error(err), file=sys.stderr)
+        return USER_ERROR_STATUS
 
 
 if __name__ == "__main__":
