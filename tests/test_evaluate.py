@@ -349,6 +349,7 @@ def test_evaluate_auto_needs_no_ground_truth_for_its_prompts(env, tmp_path, monk
     ({"split": "test"}, ConfigError, "split=test holds no case"),
     ({"prompt": "lasso"}, ConfigError, "prompt='lasso' is not one of"),
     ({"prompt": "auto"}, ConfigError, "needs a semantic adapter"),
+    ({"adapter": "{tmp}/semantic", "compare": "none"}, ConfigError, "zero-shot tiny is promptable"),
     ({"task": "tracking"}, ConfigError, "task='tracking' is not one of"),
     ({"clicks": "many"}, ConfigError, "clicks="),
     ({"data": {"card": "msd_liver", "root": "{tmp}/nowhere"}}, DataNotFoundError, "data.root="),
@@ -359,6 +360,8 @@ def test_bad_input_is_refused_before_any_model_loads(env, tmp_path, monkeypatch,
     monkeypatch.setattr(runner, "load_model", lambda *a, **k: pytest.fail("a model was loaded"))
     values = {"adapter": str(env.run), "data": {"root": str(env.data)}, **values}
     values["data"] = {k: v.replace("{tmp}", str(tmp_path)) for k, v in values["data"].items()}
+    if values["adapter"].startswith("{tmp}"):  # a semantic adapter: prompt=none by default
+        values["adapter"] = str(semantic_adapter(tmp_path / "semantic"))
     if values["data"].get("card") is None and values["adapter"] == "none":
         values["data"]["card"] = "ct_phantom"
     with pytest.raises(error, match=message):

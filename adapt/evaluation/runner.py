@@ -105,7 +105,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     card, cases = load_cases(load_card(card_name), data.get("root"), str(cfg.get("split", "val")))
     protocol = protocol_from(cfg, main)
     classes = class_values(main, card, protocol.prompt)
-    if protocol.prompt == "auto" and other is not None:
+    if other is not None and protocol.prompt in ("auto", "none"):  # the compared model needs a semantic head too
         class_values(other, card, protocol.prompt)
     # Zero-shot SAM2 compared with an adapter sees the adapter's pixels (same window, same bands).
     preprocessing = main.metadata.get("preprocessing") or (other.metadata.get("preprocessing") if other else None)
