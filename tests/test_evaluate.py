@@ -128,6 +128,30 @@ def test_perfect_predictor_scores_one_and_every_slice_lands_where_it_came_from(t
     assert summary["miou"] == 1.0 and summary["global_accuracy"] == 1.0
 
 
+def test_perfect_predictor_on_2d_png_cases_with_thresholded_masks(tmp_path, perfect):
+    """A folder of PNGs whose masks are 0/255 images: the card's mask_threshold binarises them."""
+    from PIL import Image
+
+    for folder in ("images", "masks"):
+        (tmp_path / folder).mkdir()
+    for i in range(2):
+        mask = np.zeros((30, 44), np.uint8)
+        mask[5 + i:20, 10:30 + i] = 255
+        Image.fromarray(np.stack([mask // 255 * 230] * 3, axis=-1)).save(tmp_path / "images" / f"c{i}.png")
+        Image.fromarray(mask).save(tmp_path / "masks" / f"c{i}.png")
+    card = tmp_path / "card.yaml"
+    card.write_text(
+        "name: pngs\ntitle: t\nmodality: endoscopy\ndims: 2\nlicense: CC0-1.0\ncitation: none\n"
+        f"source: {{kind: folder, root: {tmp_path}, images: 'images/*.png', labels: 'masks/{{name}}', mask_threshold: 128}}\n"
+        "labels: {background: 0, polyp: 1}\ntargets: [polyp]\nintensity: {window: [0, 255]}\nsplit: {val: 0.5}\n")
+    summary = evaluate(config(tmp_path / "out", adapter="none", model="tiny", split="all", save_masks="all",
+                              **{"data": {"card": str(card)}}))
+    rows = read_rows(tmp_path / "out" / "cases.csv")
+    assert [float(r["dice"]) for r in rows] == [1.0, 1.0] and [float(r["hd95_mm"]) for r in rows] == [0.0, 0.0]
+    saved = np.asarray(Image.open(summary["masks"]["c1"]))
+    np.testing.assert_array_equal(saved, np.asarray(Image.open(tmp_path / "masks" / "c1.png")) // 255)
+
+
 def test_a_misplaced_slice_is_caught(tmp_path, perfect, monkeypatch):
     """The same run with planes handed back one slice off scores below 1: the test above can fail."""
     data = tmp_path / "oblique"

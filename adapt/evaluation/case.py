@@ -33,7 +33,7 @@ from adapt.evaluation.cases import EvalCase
 from adapt.evaluation.engine import Engine, PlanePrompts
 from adapt.inference import to_unit
 from adapt.metrics import case_metrics, confusion_matrix, dice, iou, j_and_f
-from adapt.predict_io import Scan, dicom_affine, mask_path, read_scan, write_mask
+from adapt.predict_io import Scan, dicom_affine, mask_path, read_scan, suffix, write_mask
 from adapt.transforms.prompts import PromptSimulator
 
 PROMPTS = ("box", "box_jitter", "point", "points_k", "auto", "none")
@@ -278,5 +278,6 @@ def video_scores(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
 def save_prediction(result: CaseResult, values: list[int], folder: Path, case_id: str) -> Path:
     """The predicted label map (card label values) in the input's format and geometry."""
     lookup = np.array([0, *values], dtype=np.uint16)
-    name = mask_path(result.scan.kind, Path(result.scan.path).name)
-    return write_mask(lookup[result.prediction], result.scan, folder / (name if result.scan.kind != "dicom" else case_id))
+    stem = case_id.replace("/", "__")  # case ids of nested folders are relative paths
+    name = stem if result.scan.kind == "dicom" else mask_path(result.scan.kind, stem + suffix(Path(result.scan.path)))
+    return write_mask(lookup[result.prediction], result.scan, folder / name)
