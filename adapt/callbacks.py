@@ -54,8 +54,9 @@ class RandomState(Callback):
     generators that drive the data order (a shuffling ``RandomSampler`` draws its
     permutation from torch's generator), the training prompts and augmentation drawn per
     sample, and dropout. With their states restored, a run resumed from a checkpoint taken
-    at the end of an epoch or validation continues exactly as the uninterrupted run (see
-    ``tests/test_scale.py``). Under DDP rank 0 writes the checkpoint, so every rank resumes
+    at the end of an epoch continues exactly as the uninterrupted run (see
+    ``tests/test_scale.py``); from the middle of an epoch the loader restarts, so the rest of
+    that epoch is drawn afresh. Under DDP rank 0 writes the checkpoint, so every rank resumes
     from rank 0's states; ranks share the seed, and Lightning's ``DistributedSampler``
     derives the order from the seed and the epoch anyway.
     """
