@@ -34,7 +34,7 @@ from adapt.data.volumes import Volume, load_volume
 from adapt.errors import ConfigError
 
 CACHE_MODES = ("auto", "none", "memory", "disk")
-CACHE_FORMAT = 1  # bump when the cached content changes meaning
+CACHE_FORMAT = 2  # bump when the cached content changes meaning
 PREPROCESSING_FIELDS = ("dims", "source", "labels", "intensity", "spacing")
 
 
@@ -57,7 +57,7 @@ class CaseStore:
     Args:
         card: the data card.
         cases: the split's cases.
-        image_size: model input side (2D images are stored at it).
+        image_size: model input side (larger 2D images are stored shrunk to fit it).
         mode: one of ``CACHE_MODES``.
         directory: root of disk caches (default ``<cache_root>/preprocessed``).
 

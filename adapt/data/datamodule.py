@@ -123,7 +123,7 @@ class SampleDataset(Dataset):
 
     def plane(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         """Image ``[C, H, W]`` (float32) and label map ``[H, W]`` of sample ``i`` on its own grid:
-        the slice's (3D) or the model's side (2D images are cached at it)."""
+        the slice's (3D) or the cached image's (2D, at most the model's side)."""
         position, index, _ = (int(v) for v in self.items[i])
         volume = self.store[position]
         if self.card.dims == 3:
@@ -140,7 +140,7 @@ class SampleDataset(Dataset):
         position, index, target = (int(v) for v in self.items[i])
         draw = int(torch.randint(0, 2**31 - 1, ())) if self.train else 0
         image, label = self.plane(i)
-        if self.augment is not None:  # on the plane's own grid: cheaper than at 1024 px, same for 2D
+        if self.augment is not None:  # on the plane's own grid: usually cheaper than at the model's side
             image, label = self.augment(image, label, seed=draw)
         image = resize_image(torch.from_numpy(image), self.image_size)
         label = resize_label(torch.from_numpy(label), self.image_size)

@@ -4,8 +4,8 @@ A ``Volume`` is what every consumer of a case works on (slice datasets, clips of
 consecutive slices, evaluation): pixels in [0, 1] on the canonical RAS grid (resampled to
 the card's spacing when it sets one), the label map on the same grid, that grid's affine,
 and the stored grid of the source file so a predicted mask can be put back where the file
-says (``Volume.to_source``). 2D cards give a ``Volume`` too: ``[C, H, W]`` pixels already at
-the model's input side, without affines.
+says (``Volume.to_source``). 2D cards give a ``Volume`` too: ``[C, H, W]`` pixels (shrunk to fit
+the model's input side when larger), without affines.
 
 ``Case``, ``cache_root``, ``data_root`` and ``list_cases`` live in ``adapt.data.sources``;
 they are re-exported here because callers import them from this module.
@@ -33,8 +33,8 @@ class Volume:
 
     Attributes:
         case: the case it came from.
-        image: ``float32`` in [0, 1]: ``[C, X, Y, Z]`` (3D, RAS) or ``[C, S, S]`` (2D, model side).
-        label: integer label ids on the image's grid: ``[X, Y, Z]`` or ``[S, S]``.
+        image: ``float32`` in [0, 1]: ``[C, X, Y, Z]`` (3D, RAS) or ``[C, H, W]`` (2D).
+        label: integer label ids on the image's grid: ``[X, Y, Z]`` or ``[H, W]``.
         affine: voxel index -> RAS mm of ``image``'s grid (``None`` for 2D).
         source_affine: the same for the grid stored in the file (``None`` for 2D).
         source_shape: spatial shape of the stored grid.
@@ -84,7 +84,7 @@ def load_volume(card: DataCard, case: Case, image_size: int | None = None) -> Vo
     Args:
         card: the data card (channels, intensity, spacing, dims).
         case: the case's files.
-        image_size: for 2D cards, the model input side the image is resized to.
+        image_size: for 2D cards, the model input side: larger images are shrunk to fit it (aspect kept).
 
     Raises:
         DataError: missing/unreadable file, image/label mismatch, unknown label ids, too few

@@ -5,9 +5,12 @@ One MONAI ``Compose`` per card, run once per case (then cached, see ``adapt.data
 * 3D: ``LoadCased`` (read, validate, keep the card's channels) -> ``Orientationd`` to RAS ->
   ``Spacingd`` to the card's ``spacing`` (optional; 2 values resample in-plane only and keep
   the spacing along ``slice_axis``) -> ``ScaleIntensityCardd``.
-* 2D: ``LoadCased`` -> ``ScaleIntensityCardd`` -> ``ResizeSquared`` to the model's input side.
+* 2D: ``LoadCased`` -> ``ScaleIntensityCardd`` -> ``ShrinkToFit`` (images larger than the
+  model's input side are shrunk, aspect kept, so the cache stays small and augmentation
+  cheap; smaller ones keep their pixels).
 
-Random steps (augmentation, slice and prompt choice) come after, per sample.
+Random steps (slice and prompt choice, augmentation on the plane's own grid) and the final
+stretch to the model's square input come after, per sample.
 """
 
 from __future__ import annotations
@@ -51,10 +54,11 @@ def resize_label(label: torch.Tensor, size: int | tuple[int, int]) -> torch.Tens
     return label[..., rows[:, None], cols[None, :]]
 
 
-class ResizeSquared(MapTransform):
-    """2D ``image`` ``[C, H, W]`` and ``label`` ``[1, H, W]`` stretched to ``side x side``.
+class ShrinkToFit(MapTransform):
+    """2D ``image`` ``[C, H, W]`` and ``label`` ``[1, H, W]`` shrunk so the longer side is at most ``side``.
 
-    Stretching (not padding) matches what inference does with a plane of any aspect ratio.
+    The aspect ratio is kept; the per-sample stretch to ``side x side`` (what inference does
+    with a plane of any shape) comes later, after augmentation.
     """
 
     def __init__(self, side: int) -> None:
@@ -63,8 +67,13 @@ class ResizeSquared(MapTransform):
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         item = dict(data)
-        item["image"] = resize_image(torch.as_tensor(np.asarray(item["image"])), self.side)
-        item["label"] = resize_label(torch.as_tensor(np.asarray(item["label"]))[0], self.side)[None]
+        image = torch.as_tensor(np.asarray(item["image"]))
+        height, width = image.shape[-2:]
+        scale = self.side / max(height, width)
+        if scale < 1:
+            size = (max(1, round(height * scale)), max(1, round(width * scale)))
+            item["image"] = resize_image(image, size)
+            item["label"] = resize_label(torch.as_tensor(np.asarray(item["label"])), size)
         return item
 
 
@@ -83,7 +92,7 @@ def case_transforms(card: DataCard, image_size: int | None = None) -> Compose:
 
     Args:
         card: the data card.
-        image_size: model input side; 2D images are resized to it here (3D slices later).
+        image_size: model input side; 2D images larger than it are shrunk here (aspect kept).
     """
     steps: list[Any] = [LoadCased(card)]
     if card.dims == 3:
@@ -94,5 +103,5 @@ def case_transforms(card: DataCard, image_size: int | None = None) -> Compose:
                                   dtype=(np.float32, np.float32)))
     steps.append(ScaleIntensityCardd(card.intensity))
     if card.dims == 2 and image_size:
-        steps.append(ResizeSquared(image_size))
+        steps.append(ShrinkToFit(image_size))
     return Compose(steps)
