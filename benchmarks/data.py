@@ -95,6 +95,7 @@ def main() -> None:
     parser.add_argument("--ct-shape", type=int, nargs=3, default=[256, 256, 48])
     parser.add_argument("--ct-cases", type=int, default=6)
     parser.add_argument("--images", type=int, default=24)
+    parser.add_argument("--data", nargs="+", default=["3d", "2d"], choices=["3d", "2d"])
     parser.add_argument("--model", default="sam2.1_hiera_tiny")
     parser.add_argument("--model-steps", type=int, default=2)
     parser.add_argument("--model-batch", type=int, default=None,
@@ -110,6 +111,8 @@ def main() -> None:
         print("| data | cache | workers | index+cache s | loader samples/s |")
         print("|---|---|---|---|---|")
         for name, data in cards.items():
+            if name[:2].lower() not in args.data:
+                continue
             for cache in args.caches:
                 for workers in args.workers:
                     cache_dir = Path(tmp) / f"cache-{cache}-{workers}"  # each disk row starts cold
