@@ -15,6 +15,7 @@ Random-weight models (no Hub access) score low on both; the numbers show the pip
 the direction of the fine-tune, not SAM2's quality.
 
     python benchmarks/propagation_vs_boxes.py --model tiny --size 128 --steps 100 --cases 4
+    python benchmarks/propagation_vs_boxes.py --steps 100 --override adapter=full optim.lr=3e-4
     python benchmarks/propagation_vs_boxes.py --model sam2.1_hiera_tiny --size 256 --steps 60
 """
 
@@ -61,6 +62,7 @@ def fine_tune(run_dir: Path, args: argparse.Namespace) -> dict:
         overrides.insert(1, "model=tiny")
     else:
         overrides.append(f"model.name={args.model}")
+    overrides += args.override
     with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
         cfg = compose("train", overrides=overrides)
     metrics, _ = train(cfg)
@@ -135,6 +137,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--steps", type=int, default=100, help="fine-tuning steps (clips of demo_3d)")
     parser.add_argument("--cases", type=int, default=4, help="held-out test phantoms")
+    parser.add_argument("--override", nargs="*", default=[], help="extra Hydra overrides, e.g. adapter=full optim.lr=3e-4")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     logging.disable(logging.WARNING)
@@ -148,7 +151,8 @@ def main() -> None:
         after_image, after_video = adapted_models(folder / "run" / "adapter")
         before = score(*base_models(args, after_image.preprocessing), volumes)
         after = score(after_image, after_video, volumes)
-    print(f"\n{args.model} (random weights unless pretrained) at {args.size}px; fine-tune: demo_3d, {args.steps} "
+    print(f"\n{args.model} (random weights unless pretrained) at {args.size}px; fine-tune: demo_3d "
+          f"{' '.join(args.override)}, {args.steps} "
           f"clip steps in {tuned:.0f} s (val/dice {metrics['after'].get('val/dice', float('nan')):.3f}); "
           f"{len(volumes)} held-out phantoms")
     header = f"| {'method':<12} | {'prompts/case':>12} | {'3D Dice before':>14} | {'3D Dice after':>13} | {'s/case':>6} |"
