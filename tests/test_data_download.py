@@ -121,3 +121,12 @@ def test_every_msd_card_carries_monai_s_url_and_md5():
         task = card.source["task"]
         assert card.urls() == [(DecathlonDataset.resource[task], DecathlonDataset.md5[task])]
     assert np.all([load_card(s).urls() == [] for s in ("btcv", "ct_phantom", "mr_phantom", "aerial_phantom")])
+
+
+def test_cards_command_lists_every_card_with_its_licence(capsys):
+    from adapt.data.cards import shipped_cards
+
+    assert main(["cards"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines] == shipped_cards()
+    assert any(line.startswith("isic2018") and "CC-BY-NC-4.0" in line for line in lines)
