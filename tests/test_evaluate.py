@@ -352,6 +352,18 @@ def test_auto_prompts_refine_each_coarse_component_without_a_label_file(tmp_path
     assert 0.05 < planes[0].mean() < 0.5
 
 
+def test_predict_auto_refuses_a_promptable_adapter(env, tmp_path):
+    from adapt import predict
+
+    nib.save(nib.Nifti1Image(np.zeros((8, 8, 2), np.int16), np.eye(4)), tmp_path / "ct.nii.gz")
+    cfg = OmegaConf.load(CONFIG_DIR / "predict.yaml")
+    cfg.merge_with({"adapter": str(env.run), "input": str(tmp_path / "ct.nii.gz"), "output": str(tmp_path / "m.nii.gz"),
+                    "prompt": "auto"})
+    with pytest.raises(ConfigError, match="prompt=auto needs a semantic adapter"):
+        predict.run(cfg)
+    assert not (tmp_path / "m.nii.gz").exists()
+
+
 def test_evaluate_auto_needs_no_ground_truth_for_its_prompts(env, tmp_path, monkeypatch):
     adapter = semantic_adapter(tmp_path / "semantic")
     monkeypatch.setattr(engine_module.Engine, "segment", lambda *a, **k: pytest.fail("auto must not use GT prompts"))
