@@ -2,7 +2,7 @@
 
 This is the model side of ``python -m adapt.predict`` (which owns files and the command
 line). Intensities are mapped to [0, 1] exactly as the data layer did in training
-(``adapt.data.volumes.scale_intensity`` with the recorded card settings). Prompts arrive in
+(``adapt.transforms.intensity.scale_channels`` with the recorded card settings). Prompts arrive in
 the stored pixel grid and are mapped onto the stack of planes the model sees
 (``adapt.predict_io.VolumeView``) and then onto the model's square grid; masks come back at
 the planes' size. A volume prompted on one slice is followed through the volume with
@@ -20,7 +20,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from adapt.data.volumes import scale_intensity
 from adapt.errors import AdaptError, ConfigError, DataError
 from adapt.loading import LoadedAdapter, load_adapter
 from adapt.models.interactive import base_model, decode, image_embeddings
@@ -29,6 +28,7 @@ from adapt.models.semantic import ATTRIBUTE as CLASS_PROMPTS
 from adapt.models.semantic import class_logits
 from adapt.predict_io import Scan
 from adapt.prompt_syntax import Prompt
+from adapt.transforms.intensity import scale_channels
 from adapt.transforms.prompts import box_from_mask
 
 log = logging.getLogger(__name__)
@@ -39,9 +39,11 @@ PROPAGATION_MODES = ("auto", "memory", "boxes")
 def to_unit(scan: Scan, preprocessing: dict[str, Any]) -> np.ndarray:
     """Pixels ``[Z, C, H, W]`` in [0, 1] as the adapter saw them in training.
 
-    Uses the recorded ``intensity`` settings (``window`` in raw units, e.g. a CT window in HU,
-    or ``percentiles`` over the whole scan) and ``bands`` (channels to keep). Without them:
-    /255 (or /65535) for PNG/JPEG, 0.5-99.5 percentiles for volumes, 2-98 per band for GeoTIFF.
+    The training path's own function does the mapping (``adapt.transforms.intensity.
+    scale_channels``) with the recorded ``intensity`` settings — a ``window`` in raw units
+    (a CT window in HU), or ``percentiles`` per channel over the whole scan — after keeping
+    the recorded ``bands``. Without settings: /255 for 8-bit files, else 0.5-99.5 percentiles
+    per channel, as in training.
     """
     spec = {**preprocessing, **(preprocessing.get("intensity") or {})}
     pixels = scan.pixels
@@ -50,12 +52,9 @@ def to_unit(scan: Scan, preprocessing: dict[str, Any]) -> np.ndarray:
         if max(bands) >= pixels.shape[1]:
             raise DataError(f"{scan.path}: the adapter uses bands {bands}, the file has {pixels.shape[1]}")
         pixels = pixels[:, bands]
-    if "window" in spec or scan.is_volume:
-        return scale_intensity(pixels, {k: spec[k] for k in ("window", "percentiles") if k in spec})
-    if scan.kind in ("png", "jpeg") and "percentiles" not in spec:
-        return np.clip(pixels / scan.geometry["max_value"], 0, 1).astype(np.float32)
-    band = {"percentiles": spec.get("percentiles", [2, 98])}
-    return np.stack([scale_intensity(pixels[:, c], band) for c in range(pixels.shape[1])], axis=1)
+    intensity = {k: spec[k] for k in ("window", "percentiles") if spec.get(k) is not None}
+    channels_first = np.moveaxis(pixels, 1, 0)  # each channel scaled over the whole scan
+    return np.ascontiguousarray(np.moveaxis(scale_channels(channels_first, intensity, scan.dtype), 0, 1))
 
 
 class Predictor:

@@ -39,6 +39,7 @@ class Scan:
         geometry: format-specific header kept for the writer.
         path: where it was read from.
         view: for volumes, how the stack relates to the stored voxel grid.
+        dtype: the file's pixel type (``uint8`` files map to [0, 1] by /255, as in training).
     """
 
     pixels: np.ndarray
@@ -46,6 +47,7 @@ class Scan:
     geometry: Any
     path: Path
     view: VolumeView | None = None
+    dtype: str = "float32"
 
     @property
     def is_volume(self) -> bool:
@@ -146,16 +148,12 @@ def read_scan(path: str | Path, slice_axis: int = 2) -> Scan:
         raise DataError(f"{path} does not exist")
     kind = kind_of(path)
     raster = read_raster(path, as_image=True)
-    pixels = raster.array.astype(np.float32)
-    if kind in ("png", "jpeg"):
-        # 8-bit images map to [0, 1] by /255; 16-bit (medical PNG exports) by /65535.
-        max_value = 255.0 if raster.array.dtype == np.uint8 else 65535.0
-        return Scan(pixels[None], kind, {"max_value": max_value}, path)
-    if kind == "geotiff":
-        return Scan(pixels[None], kind, raster.header, path)
+    pixels, dtype = raster.array.astype(np.float32), str(raster.array.dtype)
+    if kind in ("png", "jpeg", "geotiff"):
+        return Scan(pixels[None], kind, raster.header, path, dtype=dtype)
     view = VolumeView(raster.affine, pixels.shape[1:], slice_axis)
     stack = np.stack([view.to_stack(channel) for channel in pixels], axis=1)  # [Z, C, H, W]
-    return Scan(stack, kind, raster.header, path, view)
+    return Scan(stack, kind, raster.header, path, view, dtype=dtype)
 
 
 def write_mask(mask: np.ndarray, scan: Scan, path: str | Path) -> Path:
