@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
+from safetensors.torch import load_file, save_file
 
 from adapt import propagation as propagation_module
 from adapt.conf import CONFIG_DIR, register_recipes, register_resolvers
@@ -256,3 +257,24 @@ def test_cli_demo_3d_end_to_end(tmp_path):
     for name in ("metrics.json", "adapter/adapter_config.json", "adapter/adapter_model.safetensors",
                  "adapter/sam2_adapt.json"):
         assert (run_dir / name).exists(), name
+
+
+def test_a_full_video_adapter_loads_on_the_image_model(tmp_path):
+    """Weights of memory modules are left out on ``Sam2Model``; every shared weight arrives."""
+    from adapt.adapters import apply_adapter
+    from adapt.adapters.io import load_adapter_weights, save_adapter
+    from adapt.models.sam2 import load_sam2
+
+    video = apply_adapter(load_sam2("tiny", video=True)[0], {"kind": "full"})
+    with torch.no_grad():
+        for param in video.parameters():
+            param.add_(0.01)
+    save_adapter(video, {"kind": "full"}, tmp_path, metadata={})
+    image = load_adapter_weights(load_sam2("tiny")[0], tmp_path)
+    shared = dict(video.named_parameters())
+    assert all(torch.equal(p, shared[n]) for n, p in image.named_parameters())
+    weights = load_file(tmp_path / "adapter_model.safetensors")
+    weights["mask_decoder.extra.weight"] = torch.zeros(1)  # a weight of a module the image model has: still refused
+    save_file(weights, tmp_path / "adapter_model.safetensors")
+    with pytest.raises(ConfigError, match="does not fit this base model"):
+        load_adapter_weights(load_sam2("tiny")[0], tmp_path)

@@ -100,6 +100,8 @@ def load_adapter_weights(base: nn.Module, adapter_dir: str | Path, trainable: bo
     weights = load_file(adapter_dir / WEIGHTS_FILE)
     expected = set(trainable_state_dict(model))
     missing, unknown = expected - set(weights), set(weights) - expected
+    # A video model's adapter on the image model: weights of modules it lacks (memory) have no use there.
+    unknown = {k for k in unknown if hasattr(model, k.split(".")[0])}
     if missing or unknown:
         raise ConfigError(
             f"{adapter_dir / WEIGHTS_FILE} does not fit this base model: "
