@@ -101,12 +101,6 @@ def adapter_dir(path: str | Path) -> Path:
     )
 
 
-def default_api() -> Any:
-    from huggingface_hub import HfApi
-
-    return HfApi()
-
-
 def resolve(source: str | Path, revision: str | None = None, api: Any = None, local_dir: str | Path | None = None) -> Path:
     """A local adapter folder for ``source``: a path as is, a Hub repo id downloaded (or cached).
 
@@ -182,8 +176,12 @@ def check_base(metadata: dict[str, Any], base: str | nn.Module) -> None:
         )
 
 
-def _load_base(metadata: dict[str, Any], base: str | nn.Module | None, checkpoint: str | None, video: bool) -> tuple[nn.Module, ModelInfo]:
-    """The recorded base (same id, revision, image size, random seed), or ``base`` once checked."""
+def load_base(metadata: dict[str, Any], base: str | nn.Module | None = None, checkpoint: str | None = None,
+              video: bool = False) -> tuple[nn.Module, ModelInfo]:
+    """The adapter's recorded base (same id, revision, image size, random seed), or ``base`` once checked.
+
+    Also the zero-shot model an adapter is compared with (``adapt.evaluate compare=none``).
+    """
     recorded = metadata.get("model") or {}
     if isinstance(base, nn.Module):
         check_base(metadata, base)
@@ -245,7 +243,7 @@ def load_adapter(
             raise ConfigError(f"{path} is a merged model (adapter already folded in); base= does not apply")
         model, info = load_sam2(str(path), video=video)
     else:
-        base_model, info = _load_base(metadata, base, checkpoint, video)
+        base_model, info = load_base(metadata, base, checkpoint, video)
         try:
             model = load_adapter_weights(base_model, path, trainable=trainable)
         except (RuntimeError, ValueError, KeyError) as err:

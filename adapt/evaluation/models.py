@@ -17,7 +17,7 @@ from adapt.adapters.io import read_metadata
 from adapt.conf import CONFIG_DIR
 from adapt.data.cards import DataCard
 from adapt.errors import ConfigError
-from adapt.loading import LoadedAdapter, _load_base, load_adapter, resolve
+from adapt.loading import LoadedAdapter, load_adapter, load_base, resolve
 from adapt.models.sam2 import load_sam2
 
 NONE = ("none", "None", "null", "")
@@ -90,7 +90,7 @@ def load_model(spec: ModelSpec, card: DataCard, preprocessing: dict[str, Any] | 
     if spec.path is not None:
         return load_adapter(spec.path, video=video)
     if "metadata" in spec.base:
-        model, info = _load_base(spec.base["metadata"], None, None, video)
+        model, info = load_base(spec.base["metadata"], None, None, video)
     else:
         options = {k: v for k, v in spec.base.items() if v is not None}
         options.setdefault("offline_fallback", "error")
