@@ -24,7 +24,7 @@ TWO_STEPS = [
     "model=tiny", "model.image_size=64", "trainer.max_steps=2", "trainer.max_epochs=-1",
     "trainer.val_check_interval=null", "trainer.check_val_every_n_epoch=1000",
     "trainer.limit_val_batches=1", "validate_before=false", "data.batch_size=1", "data.val_batch_size=2",
-    "optim.warmup_steps=1", "embedding_cache.mode=off", "logger=csv",
+    "optim.warmup_steps=1", "embedding_cache.mode=off", "logger=csv", "data.num_workers=0",
 ]
 
 
