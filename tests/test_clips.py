@@ -115,6 +115,17 @@ def test_seeded_clips_are_reproducible():
     assert len(first.val_set) == 2 * len({case.id for case, *_ in first.val_set.items})
 
 
+def test_one_validation_clip_is_the_middle_one():
+    from adapt.data.clips import ClipDataset
+
+    module = build(size=64, length=4, require="all", val_clips_per_case=1)
+    val = module.val_set
+    every = ClipDataset(val.card, [case for case, *_ in val.items], 64, ClipOptions(length=4), None, train=True)
+    for case, start, *_ in val.items:
+        starts = [s for c, s, *_ in every.items if c.id == case.id]
+        assert start == starts[len(starts) // 2]
+
+
 def test_points_and_mask_prompts():
     points = build(size=64, length=3, prompt={"kind": "points", "num_positive": 2, "num_negative": 1})
     sample = points.train_set[0]

@@ -63,7 +63,8 @@ class ClipOptions:
         prompt_frames: ``first``, ``middle`` or ``random`` frame(s) holding the target get the prompt.
         num_prompt_frames: how many frames are prompted (fewer if fewer hold the target).
         stride: step between the starts of training clips.
-        val_clips_per_case: validation clips per case and target, evenly spaced.
+        val_clips_per_case: validation clips per case and target, at the centres of equal shares of
+            the valid starts (one clip: the middle one).
     """
 
     length: int = 8
@@ -171,9 +172,9 @@ class ClipDataset(Dataset):
             for name, value in card.target_ids().items():
                 present = (label == value).any(axis=axes)
                 starts = clip_starts(present, options.length, options.require, options.stride if train else 1)
-                if not train and len(starts) > options.val_clips_per_case:
-                    keep = np.linspace(0, len(starts) - 1, options.val_clips_per_case).round().astype(int)
-                    starts = starts[np.unique(keep)]
+                if not train and len(starts) > options.val_clips_per_case:  # centres of equal shares: 1 = middle
+                    count = options.val_clips_per_case
+                    starts = starts[((np.arange(count) + 0.5) * len(starts) / count).astype(int)]
                 self.items += [(case, int(s), name, value) for s in starts]
         if self.short_cases:
             log.warning("%d case(s) have fewer than %d slices and give no clip: %s", len(self.short_cases),
