@@ -27,7 +27,8 @@ def test_mixed_precision_steps_on_cuda_train_and_save_the_adapter(precision, tmp
         pytest.skip("this GPU has no bf16")
     cfg = compose_cfg(tmp_path, *TINY, "adapter=decoder", "embedding_cache.mode=off", "trainer.accelerator=gpu",
                       f"trainer.precision={precision}", "trainer.overfit_batches=1", "trainer.max_steps=8",
-                      "trainer.log_every_n_steps=1", "data.batch_size=2", "optim.lr=3e-3", "trainer.limit_val_batches=1")
+                      "trainer.log_every_n_steps=1", "data.batch_size=2", "optim.lr=3e-3", "trainer.limit_val_batches=1",
+                      "trainer.check_val_every_n_epoch=1000")  # one-batch epochs: validate only after fit
     _, objects = train(cfg)
     task, trainer = objects["task"], objects["trainer"]
     assert trainer.precision == precision and task.device.type == "cuda"
