@@ -271,6 +271,40 @@ def test_ckpt_path_last_without_a_checkpoint_stops_with_the_fix(tmp_path):
     assert resolve_checkpoint(None, tmp_path) is None
 
 
+def test_last_checkpoint_is_the_latest_state_even_when_the_monitored_metric_gets_worse(tmp_path):
+    import lightning as L
+    from torch.utils.data import DataLoader
+
+    from adapt.callbacks import build_callbacks
+
+    class Worsening(L.LightningModule):
+        """One weight; its validation Dice falls every epoch, so only the first is 'best'."""
+
+        def __init__(self):
+            super().__init__()
+            self.weight = torch.nn.Parameter(torch.zeros(1))
+
+        def training_step(self, batch, batch_idx):
+            return (self.weight - batch).pow(2).mean()
+
+        def validation_step(self, batch, batch_idx):
+            self.log("val/dice", 1.0 / (1 + self.current_epoch))
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    data = DataLoader(torch.ones(2, 1), batch_size=1)
+    trainer = L.Trainer(max_epochs=3, accelerator="cpu", logger=L.pytorch.loggers.CSVLogger(tmp_path),
+                        enable_progress_bar=False, enable_model_summary=False, callbacks=build_callbacks(tmp_path))
+    trainer.fit(Worsening(), data, data)
+    best = sorted(p.name for p in (tmp_path / "checkpoints").glob("best-*.ckpt"))
+    assert best == ["best-2.ckpt"]  # the first epoch's
+    last = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)
+    assert last["global_step"] == 6 and last["epoch"] == 2
+    # Lightning's own save_last=True would have left last.ckpt at step 2 here (it rewrites it
+    # only with an improved best checkpoint), and ckpt_path=last would resume 4 steps back.
+
+
 @pytest.fixture
 def one_thread():
     """One intra-op thread, as in the probed subprocesses: float sums then agree bit for bit."""
