@@ -25,8 +25,8 @@ def phantom_volumes():
     """Every phantom case as ``load_volume`` gives it, by case id (the reference the clips must match)."""
     module = build(length=4)
     card = load_card("ct_phantom")
-    items = module.train_set.items + module.val_set.items
-    return {case.id: load_volume(card, case) for case, *_ in items}
+    cases = module.train_set.store.cases + module.val_set.store.cases
+    return {case.id: load_volume(card, case) for case in cases}
 
 
 def test_clip_starts_by_hand():
@@ -64,8 +64,8 @@ def test_volume_planes_follow_the_slice_axis():
 def test_clips_lie_where_the_target_is(phantom_volumes):
     module = build(length=4, require="all", prompt_frames="first")
     assert module.card.name == "ct_phantom" and module.preprocessing["clip"]["length"] == 4
-    train_ids = {case.id for case, *_ in module.train_set.items}
-    assert train_ids and not train_ids & {case.id for case, *_ in module.val_set.items}  # split by case
+    train_ids = {case.id for case in module.train_set.store.cases}
+    assert train_ids and not train_ids & {case.id for case in module.val_set.store.cases}  # split by case
     for i in range(0, len(module.train_set), 7):
         sample = module.train_set[i]
         meta = sample["meta"]
@@ -75,7 +75,8 @@ def test_clips_lie_where_the_target_is(phantom_volumes):
         assert sample["image"].shape == (4, 1, SIZE, SIZE) and sample["label"].shape == (4, 1, SIZE, SIZE)
         for t in range(4):
             assert torch.equal(sample["label"][t, 0].bool(), torch.from_numpy(liver[:, :, t].T))
-            np.testing.assert_array_equal(sample["image"][t, 0].numpy(), volume.image[0, :, :, start + t].T)
+            # The case store keeps pixels as float16 (steps of at most 2**-11 in [0, 1]).
+            np.testing.assert_allclose(sample["image"][t, 0].numpy(), volume.image[0, :, :, start + t].T, atol=2**-11)
         assert sample["present"].all()  # require=all: the liver is on every frame
         # The prompt is on the first frame, a tight box around its liver; no prompt elsewhere.
         assert sample["prompt_frames"].tolist() == [True, False, False, False]
@@ -112,7 +113,7 @@ def test_seeded_clips_are_reproducible():
     val = [first.val_set[i] for i in range(len(first.val_set))]
     first.val_set.epoch = 5
     assert all(torch.equal(v["boxes"], first.val_set[i]["boxes"]) for i, v in enumerate(val))
-    assert len(first.val_set) == 2 * len({case.id for case, *_ in first.val_set.items})
+    assert len(first.val_set) == 2 * len({position for position, *_ in first.val_set.items})
 
 
 def test_one_validation_clip_is_the_middle_one():
@@ -120,9 +121,9 @@ def test_one_validation_clip_is_the_middle_one():
 
     module = build(size=64, length=4, require="all", val_clips_per_case=1)
     val = module.val_set
-    every = ClipDataset(val.card, [case for case, *_ in val.items], 64, ClipOptions(length=4), None, train=True)
-    for case, start, *_ in val.items:
-        starts = [s for c, s, *_ in every.items if c.id == case.id]
+    every = ClipDataset(val.store, 64, ClipOptions(length=4), None, train=True)
+    for position, start, *_ in val.items:
+        starts = [s for p, s, *_ in every.items if p == position]
         assert start == starts[len(starts) // 2]
 
 

@@ -24,7 +24,6 @@ spaced few per case with fixed prompts.
 from __future__ import annotations
 
 import logging
-from collections import OrderedDict
 from dataclasses import asdict, dataclass
 from typing import Any, Iterator, Mapping
 
@@ -34,10 +33,11 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
+from adapt.data.cache import CaseStore
 from adapt.data.cards import DataCard, load_card
 from adapt.data.datamodule import SegmentationDataModule
 from adapt.data.splits import split_cases
-from adapt.data.volumes import Case, Volume, data_root, list_cases, load_volume
+from adapt.data.volumes import data_root, list_cases
 from adapt.errors import ConfigError, DataError
 from adapt.transforms.prompts import PROMPT_KINDS, PromptSimulator, prompt_rng
 
@@ -49,8 +49,6 @@ REQUIRE_MODES = ("all", "any")
 MASK_PROMPT = "mask"
 #: Last key of the generator that picks ``random`` prompt frames (per-frame prompts use the frame index).
 FRAME_CHOICE_KEY = 2**31 - 1
-#: Preprocessed volumes a dataset keeps in memory (clips of one case are often drawn in a row).
-VOLUME_CACHE = 4
 
 
 @dataclass(frozen=True)
@@ -143,11 +141,10 @@ def volume_planes(volume: np.ndarray, axis: int, start: int, length: int) -> np.
 
 
 class ClipDataset(Dataset):
-    """Every clip (case, target, first slice) of the given cases, with simulated prompts.
+    """Every clip (case, target, first slice) of a split's cases, with simulated prompts.
 
     Args:
-        card: the data card.
-        cases: the cases of this split.
+        store: the split's preprocessed cases (``adapt.data.cache``: read and transformed once).
         image_size: side S of the square model input.
         options: clip length, placement and prompting.
         prompts: the prompt simulator, or ``None`` for mask prompts.
@@ -156,60 +153,50 @@ class ClipDataset(Dataset):
         skip_bad_cases: warn and skip a bad case instead of raising.
     """
 
-    def __init__(self, card: DataCard, cases: list[Case], image_size: int, options: ClipOptions,
-                 prompts: PromptSimulator | None, train: bool, seed: int = 0, skip_bad_cases: bool = False) -> None:
-        self.card, self.image_size, self.options, self.prompts, self.train = card, image_size, options, prompts, train
-        self.seed = seed
+    def __init__(self, store: CaseStore, image_size: int, options: ClipOptions, prompts: PromptSimulator | None,
+                 train: bool, seed: int = 0, skip_bad_cases: bool = False) -> None:
+        self.store, self.card = store, store.card
+        self.image_size, self.options, self.prompts, self.train, self.seed = image_size, options, prompts, train, seed
+        card = self.card
         self.epoch = 0
         self.bad_cases: list[str] = []
         self.short_cases: list[str] = []
-        self._volumes: OrderedDict[str, Volume] = OrderedDict()
-        self.items: list[tuple[Case, int, str, int]] = []
+        self.items: list[tuple[int, int, str, int]] = []  # (case position in the store, first slice, target, id)
         axes = tuple(a for a in range(3) if a != card.slice_axis)
-        for case, label in self._labels(cases, skip_bad_cases):
+        for position, label in self._labels(skip_bad_cases):
             if label.shape[card.slice_axis] < options.length:
-                self.short_cases.append(case.id)
+                self.short_cases.append(store.cases[position].id)
             for name, value in card.target_ids().items():
                 present = (label == value).any(axis=axes)
                 starts = clip_starts(present, options.length, options.require, options.stride if train else 1)
                 if not train and len(starts) > options.val_clips_per_case:  # centres of equal shares: 1 = middle
                     count = options.val_clips_per_case
                     starts = starts[((np.arange(count) + 0.5) * len(starts) / count).astype(int)]
-                self.items += [(case, int(s), name, value) for s in starts]
+                self.items += [(position, int(s), name, value) for s in starts]
         if self.short_cases:
             log.warning("%d case(s) have fewer than %d slices and give no clip: %s", len(self.short_cases),
                         options.length, ", ".join(self.short_cases[:5]))
 
-    def _labels(self, cases: list[Case], skip_bad_cases: bool) -> Iterator[tuple[Case, np.ndarray]]:
-        """Each case with its label map on the preprocessed grid; a bad case raises, or is counted and skipped."""
-        for case in cases:
+    def _labels(self, skip_bad_cases: bool) -> Iterator[tuple[int, np.ndarray]]:
+        """Each case's position with its label map on the preprocessed grid; a bad case raises, or is counted and skipped."""
+        for position, case in enumerate(self.store.cases):
             try:
-                label = self._volume(case).label
+                label = self.store.prepare(position).label
             except DataError as err:
                 if skip_bad_cases:
                     log.warning("skipping bad case %s: %s", case.id, err)
                     self.bad_cases.append(case.id)
                     continue
                 raise
-            yield case, label
-
-    def _volume(self, case: Case) -> Volume:
-        """The case as ``load_volume`` preprocesses it (card grid, intensity); the last few stay in memory."""
-        if case.id in self._volumes:
-            self._volumes.move_to_end(case.id)
-        else:
-            self._volumes[case.id] = load_volume(self.card, case)
-            while len(self._volumes) > VOLUME_CACHE:
-                self._volumes.popitem(last=False)
-        return self._volumes[case.id]
+            yield position, label
 
     def __len__(self) -> int:
         return len(self.items)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
-        case, start, name, value = self.items[i]
+        position, start, name, value = self.items[i]
         k, size, axis = self.options.length, (self.image_size, self.image_size), self.card.slice_axis
-        volume = self._volume(case)
+        case, volume = self.store.cases[position], self.store.prepare(position)
         image = torch.from_numpy(volume_planes(volume.image, axis, start, k).astype(np.float32))
         image = F.interpolate(image, size=size, mode="bilinear", align_corners=False)
         mask = torch.from_numpy(volume_planes(volume.label == value, axis, start, k).astype(np.float32))
@@ -254,7 +241,8 @@ class ClipDataModule(SegmentationDataModule):
 
     def __init__(self, card: DataCard, root: str | None, image_size: int, options: ClipOptions, batch_size: int,
                  val_batch_size: int, num_workers: int, prompts: PromptSimulator | None,
-                 val_prompts: PromptSimulator | None, seed: int = 0, skip_bad_cases: bool = False) -> None:
+                 val_prompts: PromptSimulator | None, seed: int = 0, skip_bad_cases: bool = False,
+                 cache: str = "auto", cache_dir: str | None = None) -> None:
         L.LightningDataModule.__init__(self)  # the slice datamodule's __init__ builds slices
         if card.dims != 3:
             raise ConfigError(f"data card {card.name!r} has dims={card.dims}: clips of slices need a 3D dataset "
@@ -263,8 +251,9 @@ class ClipDataModule(SegmentationDataModule):
         self.root = data_root(card, root)
         splits = split_cases(list_cases(card, self.root), card.split, where=f"data card {card.name!r}")
         train_cases, val_cases = splits["train"], splits["val"]
-        self.train_set = ClipDataset(card, train_cases, image_size, options, prompts, True, seed, skip_bad_cases)
-        self.val_set = ClipDataset(card, val_cases, image_size, options, val_prompts, False, seed + 1, skip_bad_cases)
+        stores = [CaseStore(card, cases, None, cache, cache_dir) for cases in (train_cases, val_cases)]
+        self.train_set = ClipDataset(stores[0], image_size, options, prompts, True, seed, skip_bad_cases)
+        self.val_set = ClipDataset(stores[1], image_size, options, val_prompts, False, seed + 1, skip_bad_cases)
         for split, dataset in (("training", self.train_set), ("validation", self.val_set)):
             if not len(dataset):
                 raise DataError(
@@ -275,8 +264,11 @@ class ClipDataModule(SegmentationDataModule):
         self.batch_size, self.val_batch_size, self.num_workers = batch_size, val_batch_size, num_workers
         self.label_map = dict(card.labels)
         self.num_bad_cases = len(self.train_set.bad_cases) + len(self.val_set.bad_cases)
-        self.preprocessing = {"intensity": card.intensity, "image_size": image_size, "slice_axis": card.slice_axis,
-                              "spacing": card.spacing, "channels": 1, "orientation": "RAS", "clip": asdict(options)}
+        channels = card.intensity.get("channels")
+        self.preprocessing = {"dims": card.dims, "intensity": dict(card.intensity), "image_size": image_size,
+                              "slice_axis": card.slice_axis, "spacing": card.spacing, "channels": stores[0].channels,
+                              "bands": list(channels) if channels else None, "orientation": "RAS",
+                              "clip": asdict(options)}
 
 
 
@@ -312,4 +304,6 @@ def build_clip_datamodule(data_cfg: Mapping[str, Any], image_size: int, seed: in
         val_prompts=val_prompts,
         seed=int(prompt["seed"]),
         skip_bad_cases=bool(data_cfg.get("skip_bad_cases", False)),
+        cache=str(data_cfg.get("cache", "auto")),
+        cache_dir=data_cfg.get("cache_dir"),
     )
