@@ -33,11 +33,11 @@ def box_batch():
     return {"image": image, "label": label, "boxes": boxes}
 
 
-@pytest.fixture(scope="session")
-def fake_data():
+def load_fake_data():
     """``tests/data/generate.py`` as a module: fake datasets in every shipped card's layout.
 
-    Loaded from its path because ``tests/`` is not a package.
+    Loaded from its path because ``tests/`` is not a package; test modules that need it at
+    import time call this (``from conftest import load_fake_data``), tests use ``fake_data``.
     """
     import importlib.util
     from pathlib import Path
@@ -47,3 +47,9 @@ def fake_data():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+@pytest.fixture(scope="session")
+def fake_data():
+    """The fake-data generator module (see ``load_fake_data``)."""
+    return load_fake_data()

@@ -4,7 +4,6 @@ end-to-end training through `python -m adapt.train` on a 2D PNG and a 3D NIfTI c
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
 import os
 import subprocess
@@ -14,13 +13,12 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from conftest import load_fake_data
 
 from adapt.data.cards import INTENSITY_KEYS, SOURCE_KEYS, DataCard, load_card, shipped_cards
 from adapt.data.datamodule import build_datamodule
 
-spec = importlib.util.spec_from_file_location("fake_data_generate", Path(__file__).parent / "data" / "generate.py")
-generate = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(generate)
+generate = load_fake_data()
 
 REQUIRED = {"msd_liver", "msd_spleen", "msd_hippocampus", "msd_prostate", "kvasir_seg", "isic2018", "loveda",
             "btcv", "ct_phantom", "mr_phantom", "aerial_phantom"}

@@ -3,13 +3,11 @@ PNG/JPEG pairs and 4-band GeoTIFF; each bad input gives its own error naming the
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import nibabel as nib
 import numpy as np
 import pytest
 import yaml
+from conftest import load_fake_data
 
 from adapt.data.cards import load_card
 from adapt.data.readers import label_plane, read_raster
@@ -18,17 +16,7 @@ from adapt.data.synthetic import write_geotiff
 from adapt.data.volumes import load_volume
 from adapt.errors import ConfigError, DataError
 
-
-def load_generator():
-    """``tests/data/generate.py`` as a module (tests/ is not a package)."""
-    path = Path(__file__).parent / "data" / "generate.py"
-    spec = importlib.util.spec_from_file_location("fake_data_generate", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-generate = load_generator()
+generate = load_fake_data()
 
 
 def card_at(tmp_path, stem, **changes):
