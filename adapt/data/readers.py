@@ -25,7 +25,8 @@ from adapt.errors import DataError
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 PIL_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 TIFF_SUFFIXES = (".tif", ".tiff")
-KIND_NAMES = {"nifti": "NIfTI", "dicom": "a DICOM series", "pil": "PNG/JPEG/BMP", "tiff": "(Geo)TIFF"}
+KIND_NAMES = {"nifti": "NIfTI", "dicom": "a DICOM series", "frames": "video frames", "pil": "PNG/JPEG/BMP",
+              "tiff": "(Geo)TIFF"}
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 #: GeoTIFF tags that carry the CRS and the pixel-to-map transform (GDAL nodata is not kept:
 #: an image's nodata value would mark a mask's background as missing).
@@ -58,10 +59,11 @@ class Raster:
 
 
 def file_kind(path: Path) -> str:
-    """``nifti``, ``dicom`` (a folder of slices), ``pil`` or ``tiff``, from the name."""
+    """``nifti``, ``dicom`` (a folder of slices), ``frames`` (a folder of PNG/JPEG video frames),
+    ``pil`` or ``tiff``, from the name."""
     name = path.name.lower()
     if path.is_dir():
-        return "dicom"
+        return "frames" if frame_files(path) else "dicom"
     if name.endswith(NIFTI_SUFFIXES):
         return "nifti"
     if name.endswith(PIL_SUFFIXES):
@@ -92,12 +94,34 @@ def read_raster(path: str | Path, as_image: bool = False) -> Raster:
     try:
         if kind == "pil":
             return _read_pil(path, as_image)
+        if kind == "frames":
+            return _read_frames(path, as_image)
         return {"nifti": _read_nifti, "dicom": _read_dicom, "tiff": _read_tiff}[kind](path)
     except DataError:
         raise
     except Exception as err:  # every library raises its own types for truncated or foreign files
         raise DataError(f"{path}: unreadable as {KIND_NAMES[kind]} ({type(err).__name__}: {err}); "
                         f"re-export or re-download the file") from None
+
+
+def frame_files(folder: Path) -> list[Path]:
+    """The PNG/JPEG/BMP frames of a video folder, in name order (``00000.jpg``, ``00001.jpg``, ...)."""
+    return sorted(f for f in folder.iterdir() if f.is_file() and f.name.lower().endswith(PIL_SUFFIXES))
+
+
+def _read_frames(path: Path, as_image: bool) -> Raster:
+    """A folder of video frames as a volume ``[C, X, Y, T]``: frame ``t`` is slice ``t`` along axis 2.
+
+    Each frame's rows and columns become ``Y`` and ``X`` (as a single-slice volume stores them),
+    so slicing along axis 2 gives back the frames exactly; the affine is the identity (pixel
+    units, one frame per unit of time), which orientation to RAS leaves unchanged.
+    """
+    frames = [_read_pil(f, as_image).array for f in frame_files(path)]
+    if len({f.shape for f in frames}) > 1:
+        raise DataError(f"{path}: frames of different sizes or channels {sorted({f.shape for f in frames})}; "
+                        "every frame of a sequence must have the same size")
+    volume = np.stack([np.swapaxes(f, 1, 2) for f in frames], axis=-1)
+    return Raster(np.ascontiguousarray(volume), np.eye(4), path)
 
 
 def _read_nifti(path: Path) -> Raster:
