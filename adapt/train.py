@@ -131,8 +131,6 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
         ``(metrics, objects)``: the ``metrics.json`` content, and the ``task``,
         ``datamodule`` and ``trainer`` for interactive use.
     """
-    from adapt.data.datamodule import build_datamodule
-
     start = time.perf_counter()
     L.seed_everything(cfg.seed, workers=True)
     run_dir = prepare_run_dir(cfg)
@@ -140,9 +138,8 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     cache = resolve_embedding_cache(cfg)
     task_cls = task_class(cfg.task)
     # Data first: a missing dataset is reported before minutes of model loading.
-    # A task may bring its own datamodule builder (clips for task=propagation); default: slices.
-    build = getattr(task_cls, "build_datamodule", None) or build_datamodule
-    datamodule = build(cfg.data, image_size=cfg.model.image_size, seed=cfg.seed)
+    # The task builds its datamodule: slices by default, clips for task=propagation.
+    datamodule = task_cls.build_datamodule(cfg.data, image_size=cfg.model.image_size, seed=cfg.seed)
     cache["namespace"] = namespace(OmegaConf.to_container(cfg.model, resolve=True), datamodule.preprocessing)
     task = task_cls(
         model=OmegaConf.to_container(cfg.model, resolve=True),

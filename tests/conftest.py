@@ -21,6 +21,26 @@ def _data_cache(tmp_path_factory, monkeypatch):
 
 
 @pytest.fixture
+def decode_calls(monkeypatch):
+    """Every mask decoding through ``adapt.models.interactive.decode``, as ``(prompts, prediction)``.
+
+    Callers that imported ``decode`` by name before the test keep the original (unrecorded).
+    """
+    from adapt.models import interactive
+
+    calls = []
+    real = interactive.decode
+
+    def recording(model, embeddings, multimask, **prompts):
+        prediction = real(model, embeddings, multimask, **prompts)
+        calls.append((prompts, prediction))
+        return prediction
+
+    monkeypatch.setattr(interactive, "decode", recording)
+    return calls
+
+
+@pytest.fixture
 def box_batch():
     """Two 128 px images with one square object each, box prompts in pixel coordinates."""
     torch.manual_seed(0)

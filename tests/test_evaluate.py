@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
@@ -9,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Iterator
 
 import nibabel as nib
 import numpy as np
@@ -24,7 +26,6 @@ from adapt.errors import ConfigError, DataNotFoundError, ModelNotFoundError
 from adapt.evaluation import engine as engine_module
 from adapt.evaluation import evaluate, runner
 from adapt.evaluation.engine import component_boxes
-from adapt.models import interactive
 from adapt.models.interactive import Prediction
 from adapt.models.sam2 import load_sam2
 from adapt.models.semantic import ATTRIBUTE, add_class_prompts
@@ -49,14 +50,21 @@ def train_tiny(run_dir: Path, data_root: Path, *extra: str) -> Path:
     return run_dir
 
 
-@pytest.fixture(scope="module")
-def env(tmp_path_factory):
-    """Small non-square phantoms and a tiny run trained on them (shared by the module)."""
-    base = tmp_path_factory.mktemp("evaluate")
+@contextlib.contextmanager
+def phantom_data(base: Path) -> Iterator[Path]:
+    """Three small non-square phantoms under ``base/phantoms``, the data cache under ``base/cache``."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("SAM2_ADAPT_DATA", str(base / "cache"))
         data = base / "phantoms"
         write_ct_phantoms(data, num_cases=3, shape=SHAPE)
+        yield data
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    """Small non-square phantoms and a tiny run trained on them (shared by the module)."""
+    base = tmp_path_factory.mktemp("evaluate")
+    with phantom_data(base) as data:
         run = train_tiny(base / "run", data)
         yield SimpleNamespace(base=base, data=data, run=run)
 
@@ -248,17 +256,9 @@ def test_cases_csv_and_summary_hold_the_recomputed_values(env, tmp_path):
     assert set(stored["clicks"]["2"]["dice_per_class"]) == {"liver"}
 
 
-def test_clicks_feed_the_previous_logits_back(env, tmp_path, monkeypatch):
+def test_clicks_feed_the_previous_logits_back(env, tmp_path, decode_calls):
     """Every correction round gets the previous round's logits as its mask prompt, and one more click."""
-    calls = []
-    real = interactive.decode
-
-    def recording(model, embeddings, multimask, **prompts):
-        pred = real(model, embeddings, multimask, **prompts)
-        calls.append((prompts, pred))
-        return pred
-
-    monkeypatch.setattr(interactive, "decode", recording)
+    calls = decode_calls
     evaluate(config(tmp_path / "eval", adapter=str(env.run), clicks=[1, 3], batch_size=64, **{"data": {"root": str(env.data)}}))
     rounds = [c for c in calls if "input_masks" in c[0]]
     assert len(rounds) == 3  # one batch: rounds 1..3

@@ -1,7 +1,6 @@
 import torch
 
 from adapt.adapters import apply_adapter
-from adapt.models import interactive
 from adapt.models.interactive import click_rounds, decode, image_embeddings
 from adapt.models.sam2 import load_sam2, preprocess
 
@@ -26,19 +25,11 @@ def test_embeddings_match_sam2_and_carry_gradients():
     torch.testing.assert_close(ours, theirs)
 
 
-def test_each_round_adds_a_click_and_feeds_back_the_previous_logits(monkeypatch):
+def test_each_round_adds_a_click_and_feeds_back_the_previous_logits(decode_calls):
     model, image, batch = _setup()
     embeddings = image_embeddings(model, preprocess(image))
-    first = decode(model, embeddings, False, input_boxes=batch["boxes"])
-    seen = []
-    original = interactive.decode
-
-    def spy(model, embeddings, multimask, **prompts):
-        out = original(model, embeddings, multimask, **prompts)
-        seen.append((prompts, out))
-        return out
-
-    monkeypatch.setattr(interactive, "decode", spy)
+    first = decode(model, embeddings, False, input_boxes=batch["boxes"])  # imported by name: not recorded
+    seen = decode_calls
     rounds = click_rounds(model, embeddings, first, batch, rounds=3, seed=1)
     assert len(rounds) == 3 and rounds[0].low_res.shape == (2, 2, 1, 32, 32)
     previous = first.low_res[:, :, 0].reshape(4, 1, 32, 32)

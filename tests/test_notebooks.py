@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import nbformat
 import pytest
 from nbclient import NotebookClient
 from omegaconf import OmegaConf
 
 from adapt.conf import CONFIG_DIR, REPO_ROOT
-from adapt.data.synthetic import write_ct_phantoms
 from adapt.evaluation import evaluate
-from test_evaluate import SHAPE, train_tiny
+from test_evaluate import phantom_data, train_tiny
 
 NOTEBOOKS = REPO_ROOT / "notebooks"
 
@@ -21,10 +18,7 @@ NOTEBOOKS = REPO_ROOT / "notebooks"
 def outputs(tmp_path_factory):
     """Two tiny runs (LoRA, decoder), the first evaluated against its zero-shot base with clicks."""
     base = tmp_path_factory.mktemp("notebooks")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("SAM2_ADAPT_DATA", str(base / "cache"))
-        data = base / "phantoms"
-        write_ct_phantoms(data, num_cases=3, shape=SHAPE)
+    with phantom_data(base) as data:
         lora = train_tiny(base / "runs" / "lora", data)
         train_tiny(base / "runs" / "decoder", data, "adapter=decoder")
         cfg = OmegaConf.load(CONFIG_DIR / "evaluate.yaml")

@@ -102,6 +102,13 @@ class BaseTask(L.LightningModule):
         """Add task-specific modules to SAM2 before the adapter; return their names (trained in full)."""
         return []
 
+    @staticmethod
+    def build_datamodule(data_cfg: Mapping[str, Any], **options: Any) -> Any:
+        """The datamodule this task trains on: per-object 2D slices; tasks override it (clips, all targets)."""
+        from adapt.data.datamodule import build_datamodule
+
+        return build_datamodule(data_cfg, **options)
+
     @classmethod
     def options_from_data(cls, datamodule: Any) -> dict[str, Any]:
         """Task constructor options that come from the data (e.g. class names)."""

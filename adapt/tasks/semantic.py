@@ -60,11 +60,9 @@ class SemanticTask(BaseTask):
         The head predicts all classes at once, so per-object samples (``objects=each``) would
         teach it that the other organs of a slice are background.
         """
-        from adapt.data.datamodule import build_datamodule
-
         if data_cfg.get("objects", "all") != "all":
             log.info("task=semantic: data.objects=all (every target of a slice in one sample)")
-        return build_datamodule({**data_cfg, "objects": "all"}, **options)
+        return BaseTask.build_datamodule({**data_cfg, "objects": "all"}, **options)
 
     @classmethod
     def options_from_data(cls, datamodule: Any) -> dict[str, Any]:
