@@ -50,15 +50,13 @@ def build_logger(spec: Mapping[str, Any], run_dir: Path, run_name: str) -> Logge
 class RandomState(Callback):
     """Saves the random generators' states in every checkpoint and restores them on resume.
 
-    Lightning restores weights, optimizer, scheduler and loop counters, but not the global
-    generators that drive the data order (a shuffling ``RandomSampler`` draws its
-    permutation from torch's generator), the training prompts and augmentation drawn per
-    sample, and dropout. With their states restored, a run resumed from a checkpoint taken
-    at the end of an epoch continues exactly as the uninterrupted run (see
-    ``tests/test_scale.py``); from the middle of an epoch the loader restarts, so the rest of
-    that epoch is drawn afresh. Under DDP rank 0 writes the checkpoint, so every rank resumes
-    from rank 0's states; ranks share the seed, and Lightning's ``DistributedSampler``
-    derives the order from the seed and the epoch anyway.
+    Lightning restores weights, optimizer, scheduler and loop counters, and the training
+    loader's place in the epoch (``adapt.data.sampling``: the data order and per-sample
+    prompts and augmentation follow from the seed and the epoch alone), but not the global
+    generators that drive dropout and anything else drawn during a step. With all of them
+    restored, a run resumed from a checkpoint, at the end of an epoch or in its middle,
+    continues exactly as the uninterrupted run (see ``tests/test_scale.py``). Under DDP rank
+    0 writes the checkpoint, so every rank resumes from rank 0's states.
     """
 
     def state_dict(self) -> dict[str, Any]:

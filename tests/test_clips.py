@@ -103,16 +103,23 @@ def test_seeded_clips_are_reproducible():
     other = build(size=64, seed=4, length=4, prompt_frames="random", prompt={"kind": "box", "jitter": 0.2})
     keys = ("image", "label", "prompt_frames", "boxes")
     for i in (0, 5):
-        a, b = first.train_set[i], again.train_set[i]
+        a, b = first.train_set[(i, 7)], again.train_set[(i, 7)]
         assert all(torch.equal(a[k], b[k]) for k in keys)
-    assert any(not torch.equal(first.train_set[i]["boxes"], other.train_set[i]["boxes"]) for i in range(3))
-    # Training prompts change with the epoch; validation clips and prompts never do.
-    before = [first.train_set[i]["boxes"] for i in range(4)]
-    first.train_set.epoch = 1
-    assert any(not torch.equal(b, first.train_set[i]["boxes"]) for i, b in enumerate(before))
+    assert any(not torch.equal(first.train_set[(i, 7)]["boxes"], other.train_set[(i, 7)]["boxes"]) for i in range(3))
+    # Training prompts change with the sample seed (EpochSampler's, new each epoch); validation
+    # clips and prompts never do.
+    before = [first.train_set[(i, 7)]["boxes"] for i in range(4)]
+    assert any(not torch.equal(b, first.train_set[(i, 8)]["boxes"]) for i, b in enumerate(before))
     val = [first.val_set[i] for i in range(len(first.val_set))]
-    first.val_set.epoch = 5
-    assert all(torch.equal(v["boxes"], first.val_set[i]["boxes"]) for i, v in enumerate(val))
+    assert all(torch.equal(v["boxes"], first.val_set[(i, 5)]["boxes"]) for i, v in enumerate(val))
+    # The loader hands out (index, seed) pairs: a new epoch gives the same clips other prompts.
+    loader = first.train_dataloader()
+    epoch0 = list(loader)
+    loader.sampler.set_epoch(1)
+    epoch1 = list(loader)
+    assert sorted(m for b in epoch0 for m in b["meta"]["start"].tolist()) == \
+        sorted(m for b in epoch1 for m in b["meta"]["start"].tolist())
+    assert not all(torch.equal(a["boxes"], b["boxes"]) for a, b in zip(epoch0, epoch1))
     assert len(first.val_set) == 2 * len({position for position, *_ in first.val_set.items})
 
 

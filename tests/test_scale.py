@@ -39,12 +39,17 @@ import json, os, signal
 from lightning.pytorch.callbacks import Callback
 import adapt.train
 
-OUT, KILL_AT_EPOCH = os.environ["PROBE_DIR"], int(os.environ.get("KILL_AT_EPOCH", "-1"))
+OUT = os.environ["PROBE_DIR"]
+KILL_AT_EPOCH, KILL_AT_STEP = int(os.environ.get("KILL_AT_EPOCH", "-1")), int(os.environ.get("KILL_AT_STEP", "-1"))
 
 
 class Probe(Callback):
     def on_train_epoch_start(self, trainer, module):
         if trainer.current_epoch == KILL_AT_EPOCH:  # a hard kill, as a preempted job gets
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx):
+        if trainer.global_step == KILL_AT_STEP:
             os.kill(os.getpid(), signal.SIGKILL)
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
@@ -61,17 +66,20 @@ adapt.train.main()
 '''
 
 
-def run_probed(tmp_path: Path, name: str, *overrides: str, kill_at_epoch: int = -1, timeout: int = 240,
-               launcher: tuple[str, ...] = ()):
-    """``python -m adapt.train`` (through the probe) into ``tmp_path/name``; returns (result, run_dir, rows).
+def run_probed(tmp_path: Path, name: str, *overrides: str, kill_at_epoch: int = -1, kill_at_step: int = -1,
+               timeout: int = 240, launcher: tuple[str, ...] = (), run_dir: Path | None = None):
+    """``python -m adapt.train`` (through the probe) into ``run_dir`` (default ``tmp_path/name``);
+    returns (result, run_dir, rows).
 
-    ``launcher``: arguments of ``python -m torch.distributed.run`` to start the ranks with torchrun.
+    ``kill_at_epoch`` / ``kill_at_step``: SIGKILL at the start of that epoch / before that
+    global step's batch. ``launcher``: arguments of ``python -m torch.distributed.run`` to
+    start the ranks with torchrun.
     """
-    script, probe_dir, run_dir = tmp_path / "probe.py", tmp_path / f"{name}-probe", tmp_path / name
+    script, probe_dir, run_dir = tmp_path / "probe.py", tmp_path / f"{name}-probe", run_dir or tmp_path / name
     script.write_text(PROBE)
     probe_dir.mkdir()
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONWARNINGS": "ignore", "PROBE_DIR": str(probe_dir),
-           "KILL_AT_EPOCH": str(kill_at_epoch), "OMP_NUM_THREADS": "1"}
+           "KILL_AT_EPOCH": str(kill_at_epoch), "KILL_AT_STEP": str(kill_at_step), "OMP_NUM_THREADS": "1"}
     start = [sys.executable, "-m", "torch.distributed.run", *launcher] if launcher else [sys.executable]
     result = subprocess.run([*start, str(script), *overrides, f"hydra.run.dir={run_dir}"],
                             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=timeout)
@@ -89,7 +97,7 @@ def test_ddp_two_cpu_ranks_shard_the_data_and_match_one_process_with_the_global_
               "trainer.log_every_n_steps=1", "data.val_batch_size=4", "data.val_max_slices_per_case=2"]
     ddp, ddp_dir, ranks = run_probed(tmp_path, "ddp", *common, "trainer.devices=2", "data.batch_size=2")
     assert ddp.returncode == 0, ddp.stderr[-3000:]
-    # Reference: one process, same sampler (DistributedSampler over one replica, same seed), batch 2 x 2.
+    # Reference: one process, same EpochSampler order (one replica, same seed), batch 2 x 2.
     one, one_dir, single = run_probed(tmp_path, "one", *common, "trainer.devices=1", "data.batch_size=4")
     assert one.returncode == 0, one.stderr[-3000:]
 
@@ -345,3 +353,36 @@ def test_a_killed_run_resumed_with_ckpt_path_last_ends_as_the_uninterrupted_run(
     final = final_ckpt["state_dict"]
     assert final.keys() == ckpt["state_dict"].keys()
     assert any(not torch.allclose(ckpt["state_dict"][n], final[n]) for n in final)
+
+
+@pytest.mark.slow
+def test_a_run_killed_mid_epoch_resumes_on_the_batches_it_had_not_trained_on(tmp_path):
+    # Two epochs of 4 batches, validated (and checkpointed) every 2 batches; killed before
+    # step 7, i.e. one batch after the checkpoint of step 6, in the middle of the second epoch.
+    run = [*TINY, "adapter=lora", "adapter.dropout=0.1", "data.prompt.jitter=0.1", "data.augment=true",
+           "data.batch_size=2", "trainer.max_epochs=2", "trainer.limit_train_batches=4", "trainer.val_check_interval=2",
+           "trainer.limit_val_batches=1", "data.val_batch_size=2"]
+    killed, run_dir, before = run_probed(tmp_path, "killed", *run, kill_at_step=7)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
+    assert ckpt["global_step"] == 6 and ckpt["epoch"] == 1
+    assert ckpt["loops"]["fit_loop"]["state_dict"]["combined_loader"] == [{"epoch": 1, "batches": 2, "batch_size": 2,
+                                                                          "ranks": 1}]
+
+    resumed, _, after = run_probed(tmp_path, "resumed", *run, "ckpt_path=last", run_dir=run_dir)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "not resumable" not in resumed.stderr
+    whole, whole_dir, reference = run_probed(tmp_path, "whole", *run)
+    assert whole.returncode == 0, whole.stderr[-3000:]
+
+    assert [r["step"] for r in reference[0]] == list(range(8))
+    # The killed run trained steps 0..6; the resumed run exactly the last two batches of the
+    # epoch, the same samples (shuffled order, jittered prompts, augmentation) and losses.
+    assert [r["step"] for r in after[0]] == [6, 7]
+    for row, expected in zip(before[0] + after[0], reference[0][:7] + reference[0][6:]):
+        assert row["ids"] == expected["ids"]
+        assert row["loss"] == pytest.approx(expected["loss"], rel=1e-6), row["step"]
+    a, b = (load_file(d / "adapter" / "adapter_model.safetensors") for d in (run_dir, whole_dir))
+    assert a.keys() == b.keys()
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=1e-5, atol=1e-8)

@@ -36,6 +36,7 @@ from torch.utils.data import Dataset
 from adapt.data.cache import CaseStore
 from adapt.data.cards import DataCard, load_card
 from adapt.data.datamodule import SegmentationDataModule
+from adapt.data.sampling import sample_key
 from adapt.data.splits import split_cases
 from adapt.data.volumes import data_root, list_cases
 from adapt.errors import ConfigError, DataError
@@ -149,7 +150,7 @@ class ClipDataset(Dataset):
         options: clip length, placement and prompting.
         prompts: the prompt simulator, or ``None`` for mask prompts.
         train: all starts and per-epoch prompts; otherwise a fixed few clips with fixed prompts.
-        seed: seeds the choice of ``random`` prompt frames (with the sample index and epoch).
+        seed: seeds the choice of ``random`` prompt frames (with the sample index and its seed).
         skip_bad_cases: warn and skip a bad case instead of raising.
     """
 
@@ -158,7 +159,6 @@ class ClipDataset(Dataset):
         self.store, self.card = store, store.card
         self.image_size, self.options, self.prompts, self.train, self.seed = image_size, options, prompts, train, seed
         card = self.card
-        self.epoch = 0
         self.bad_cases: list[str] = []
         self.short_cases: list[str] = []
         self.items: list[tuple[int, int, str, int]] = []  # (case position in the store, first slice, target, id)
@@ -193,7 +193,9 @@ class ClipDataset(Dataset):
     def __len__(self) -> int:
         return len(self.items)
 
-    def __getitem__(self, i: int) -> dict[str, Any]:
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
+        """Clip ``key``: an index, or ``(index, seed)`` from ``EpochSampler`` (the seed draws the prompts)."""
+        i, draw = sample_key(key, self.train)
         position, start, name, value = self.items[i]
         k, size, axis = self.options.length, (self.image_size, self.image_size), self.card.slice_axis
         case, volume = self.store.cases[position], self.store.prepare(position)
@@ -202,7 +204,7 @@ class ClipDataset(Dataset):
         mask = torch.from_numpy(volume_planes(volume.label == value, axis, start, k).astype(np.float32))
         label = (F.interpolate(mask, size=size, mode="nearest") > 0.5).float()  # [K, 1, S, S]
         present = label.flatten(2).any(-1)  # [K, 1]
-        key = (i, self.epoch) if self.train else (i,)
+        key = (i, draw) if self.train else (i,)
         if not present.any():
             raise DataError(f"{case.label}: target {name!r} on slices {start}..{start + k - 1} vanishes when resized "
                             f"to {self.image_size} px; raise model.image_size or drop such small targets")
@@ -261,7 +263,8 @@ class ClipDataModule(SegmentationDataModule):
                     f"require={options.require!r} holds; lower data.clip.length or set data.clip.require=any"
                 )
         self.mask_prompts = prompts is None
-        self.batch_size, self.val_batch_size, self.num_workers = batch_size, val_batch_size, num_workers
+        self.batch_size, self.val_batch_size, self.num_workers, self.seed = batch_size, val_batch_size, num_workers, seed
+        self.train_loader, self.loader_state = None, None
         self.label_map = dict(card.labels)
         self.num_bad_cases = len(self.train_set.bad_cases) + len(self.val_set.bad_cases)
         channels = card.intensity.get("channels")

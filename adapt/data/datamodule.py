@@ -26,6 +26,7 @@ from torch.utils.data import DataLoader, Dataset
 from adapt.data.cache import CaseStore
 from adapt.data.cards import DataCard, load_card
 from adapt.data.sources import data_root, list_cases
+from adapt.data.sampling import EpochSampler, ResumableLoader, sample_key
 from adapt.data.splits import split_cases
 from adapt.errors import ConfigError, DataError
 from adapt.transforms.augment import PairAugment
@@ -53,7 +54,7 @@ def index_cases(store: CaseStore, objects: str = "each", empty_share: float = 0.
             slices/images without one); 0 keeps foreground samples only.
         max_slices_per_case: at most this many foreground slices per case and target, evenly spaced.
         skip_bad_cases: warn and leave a bad case out instead of raising.
-        seed: seed of the empty-sample draw.
+        seed: seed of the empty-sample draw, the training order and the per-sample seeds.
         require_target: a case without any target is bad (default: when ``empty_share`` is 0).
 
     Returns:
@@ -136,9 +137,10 @@ class SampleDataset(Dataset):
         return (resize_image(torch.from_numpy(image), self.image_size),
                 resize_label(torch.from_numpy(label), self.image_size))
 
-    def __getitem__(self, i: int) -> dict[str, Any]:
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
+        """Sample ``key``: an index, or ``(index, seed)`` from ``EpochSampler`` (the seed draws the prompts and augmentation)."""
+        i, draw = sample_key(key, self.train)
         position, index, target = (int(v) for v in self.items[i])
-        draw = int(torch.randint(0, 2**31 - 1, ())) if self.train else 0
         image, label = self.plane(i)
         if self.augment is not None:  # on the plane's own grid: usually cheaper than at the model's side
             image, label = self.augment(image, label, seed=draw)
@@ -186,7 +188,7 @@ class SegmentationDataModule(L.LightningDataModule):
         augment: 2D augmentation of training samples.
         cache: ``auto``, ``none``, ``memory`` or ``disk`` (``adapt.data.cache``).
         cache_dir: root of disk caches.
-        seed: seed of the empty-sample draw.
+        seed: seed of the empty-sample draw, the training order and the per-sample seeds.
         require_target: a case without any target is bad (default: when ``empty_share`` is 0).
     """
 
@@ -218,6 +220,9 @@ class SegmentationDataModule(L.LightningDataModule):
                                        PairAugment() if augment else None)
         self.val_set = SampleDataset(stores["val"], val_items, image_size, val_prompts, False)
         self.batch_size, self.val_batch_size, self.num_workers = batch_size, val_batch_size, num_workers
+        self.seed = seed
+        self.train_loader: ResumableLoader | None = None
+        self.loader_state: dict[str, int] | None = None  # from a checkpoint, for the next training loader
         self.label_map = dict(card.labels)
         self.num_bad_cases = len(self.bad_cases)
         channels = card.intensity.get("channels")
@@ -229,15 +234,32 @@ class SegmentationDataModule(L.LightningDataModule):
             "orientation": "RAS" if card.dims == 3 else None, "objects": objects,
         }
 
-    def _loader(self, dataset: Dataset, batch_size: int, shuffle: bool) -> DataLoader:
-        return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=self.num_workers,
-                          persistent_workers=self.num_workers > 0)
+    def train_dataloader(self) -> ResumableLoader:
+        """Shuffled per epoch from ``seed``, sharded over the trainer's ranks, resumable mid-epoch."""
+        trainer = self.trainer
+        ranks = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+        sampler = EpochSampler(self.train_set, seed=self.seed, num_replicas=ranks[0], rank=ranks[1])
+        self.train_loader = ResumableLoader(self.train_set, sampler=sampler, batch_size=self.batch_size,
+                                            num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
+        if self.loader_state:
+            self.train_loader.load_state_dict(self.loader_state)
+        return self.train_loader
 
-    def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, self.batch_size, shuffle=True)
+    def state_dict(self) -> dict[str, Any]:
+        """The training loader's place in the epoch, saved in every checkpoint.
+
+        Lightning restores a resumable loader by itself only if the loader is built after the
+        restore; ``configure_optimizers`` builds it before (``estimated_stepping_batches``,
+        Lightning issue #20550), so the datamodule, restored first, carries the state too.
+        """
+        return {"train_loader": self.train_loader.state_dict()} if self.train_loader is not None else {}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.loader_state = state_dict.get("train_loader")
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set, self.val_batch_size, shuffle=False)
+        return DataLoader(self.val_set, batch_size=self.val_batch_size, num_workers=self.num_workers,
+                          persistent_workers=self.num_workers > 0)
 
 
 def build_datamodule(data_cfg: Mapping[str, Any], image_size: int, seed: int) -> SegmentationDataModule:
