@@ -1,4 +1,4 @@
-"""CUDA checks: mixed precision steps and DDP over GPUs. Skipped cleanly on machines without CUDA.
+"""CUDA checks: mixed precision steps, DDP and FSDP over GPUs. Skipped cleanly on machines without CUDA.
 
 Run on a GPU machine with ``python -m pytest -q -m gpu tests/test_gpu.py``.
 """
@@ -6,11 +6,13 @@ Run on a GPU machine with ``python -m pytest -q -m gpu tests/test_gpu.py``.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from test_scale import LORA, TINY, read_train_losses, run_probed
+from safetensors.torch import load_file
 from test_train import compose_cfg
 
 pytestmark = [
@@ -60,3 +62,22 @@ def test_ddp_on_two_gpus_shards_the_data_and_writes_once(tmp_path):
     assert result.stdout.count("run written to") == 1
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["steps"] == 2 and 0.0 <= metrics["after"]["val/dice"] <= 1.0
+
+
+@pytest.mark.slow
+def test_fsdp_trains_and_saves_the_same_adapter_as_one_unsharded_gpu(tmp_path):
+    """trainer=fsdp (Lightning refuses it on the CPU, so only here): the adapter rank 0 writes
+    must hold whole LoRA matrices under their peft names, as a plain run's, not shards."""
+    common = [*TINY, *LORA, "trainer.precision=32-true", "trainer.max_steps=2", "data.batch_size=2",
+              "trainer.limit_val_batches=1", "data.val_batch_size=2"]
+    devices = min(torch.cuda.device_count(), 2)
+    fsdp, fsdp_dir, _ = run_probed(tmp_path, "fsdp", *common, "trainer=fsdp", f"trainer.devices={devices}",
+                                   f"data.batch_size={2 // devices}")
+    assert fsdp.returncode == 0, fsdp.stderr[-3000:]
+    plain, plain_dir, _ = run_probed(tmp_path, "plain", *common, "trainer.accelerator=gpu", "trainer.devices=1")
+    assert plain.returncode == 0, plain.stderr[-3000:]
+    sharded, whole = (load_file(Path(d) / "adapter" / "adapter_model.safetensors") for d in (fsdp_dir, plain_dir))
+    assert sharded.keys() == whole.keys() and sharded
+    for name in whole:
+        assert sharded[name].shape == whole[name].shape, name
+        torch.testing.assert_close(sharded[name], whole[name], rtol=1e-3, atol=1e-5)

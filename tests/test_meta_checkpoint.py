@@ -18,7 +18,6 @@ from transformers.models.sam2_video.modeling_sam2_video import Sam2VideoInferenc
 
 from adapt.errors import ConfigError, ModelNotFoundError
 from adapt.models.meta_checkpoint import (
-    convert_meta_state_dict,
     load_meta_checkpoint,
     to_meta_state_dict,
 )
