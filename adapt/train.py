@@ -174,11 +174,14 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
         "seconds": time.perf_counter() - start,
         "run_dir": str(run_dir),
     }
+    # Every rank takes part: under FSDP this gathers the sharded weights (to rank 0).
+    weights = trainer.strategy.lightning_module_state_dict()
     if trainer.is_global_zero:
         save_adapter(
             task.model,
             dict(task.hparams.adapter),
             run_dir / "adapter",
+            weights={name.removeprefix("model."): value for name, value in weights.items()},
             metadata={
                 "base_model": {"name": task.model_info.name, "revision": task.model_info.revision},
                 "model": task.model_info.to_dict(),

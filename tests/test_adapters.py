@@ -2,6 +2,8 @@
 
 import pytest
 import torch
+from peft import PeftModel
+from safetensors.torch import load_file
 from torch import nn
 
 from adapt.adapters import apply_adapter
@@ -105,6 +107,41 @@ def test_save_load_round_trip_reproduces_outputs_exactly(kind, tmp_path, box_bat
     assert saved and all(torch.equal(saved[k], restored[k]) for k in saved)
     assert not any(p.requires_grad for p in loaded.parameters())
     torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
+
+
+class FSDPNamed(nn.Module):
+    """Holds a block under the attribute name FSDP gives the module it wraps."""
+
+    def __init__(self, block: nn.Module) -> None:
+        super().__init__()
+        self._fsdp_wrapped_module = block
+
+
+@pytest.mark.parametrize("kind", ["lora", "dora", "bottleneck", "decoder"])
+def test_the_adapter_is_saved_from_gathered_weights_under_plain_names(kind, tmp_path):
+    """As after an FSDP run: wrapper names in the module, whole weights only in the gathered state dict."""
+    model = apply_adapter(load_sam2("tiny")[0], KINDS[kind])
+    plain = trainable_state_dict(model)
+    base = model.get_base_model() if isinstance(model, PeftModel) else model
+    blocks = base.vision_encoder.backbone.blocks
+    for i, block in enumerate(blocks):
+        blocks[i] = FSDPNamed(block)
+    assert any("_fsdp_wrapped_module" in n for n, _ in model.named_parameters())
+    assert trainable_state_dict(model).keys() == plain.keys()
+    # The gathered weights (full state dict, plain names) differ from the rank's own parameters.
+    gathered = {name: torch.full_like(value, 0.5) for name, value in plain.items()}
+    prefix = "base_model.model." if isinstance(model, PeftModel) else ""
+    weights = {prefix + name: value for name, value in gathered.items()}
+    save_adapter(model, KINDS[kind], tmp_path, {"base_model": {"name": "tiny"}}, weights=weights)
+    # The same files as saving the unwrapped model, with the gathered values.
+    reference = apply_adapter(load_sam2("tiny")[0], KINDS[kind])
+    save_adapter(reference, KINDS[kind], tmp_path / "reference", {"base_model": {"name": "tiny"}})
+    written, expected = (load_file(d / "adapter_model.safetensors") for d in (tmp_path, tmp_path / "reference"))
+    assert written.keys() == expected.keys()
+    assert (tmp_path / "adapter_config.json").read_text() == (tmp_path / "reference" / "adapter_config.json").read_text()
+    loaded = load_adapter_weights(load_sam2("tiny")[0], tmp_path)
+    restored = dict((loaded.get_base_model() if isinstance(loaded, PeftModel) else loaded).named_parameters())
+    assert all(torch.equal(restored[name], gathered[name]) for name in plain)
 
 
 def test_adapters_start_as_the_base_model(box_batch):

@@ -18,7 +18,8 @@ from adapt.models.sam2 import freeze
 
 ADAPTER_KINDS = ("lora", "dora", "bottleneck", "decoder", "full")
 
-__all__ = ["ADAPTER_KINDS", "TARGET_PRESETS", "apply_adapter", "adapter_options"]
+__all__ = ["ADAPTER_KINDS", "TARGET_PRESETS", "apply_adapter", "adapter_options", "plain_name",
+           "trainable_parameters"]
 
 
 def adapter_options(spec: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
@@ -58,3 +59,24 @@ def apply_adapter(model: nn.Module, spec: Mapping[str, Any]) -> nn.Module:
     except TypeError as err:
         raise ConfigError(f"adapter={kind}: unknown option ({err})") from None
     return apply_partial(model, task_modules) if task_modules else model
+
+
+#: Module names that FSDP and activation checkpointing insert around wrapped blocks.
+WRAPPER_NAMES = ("_fsdp_wrapped_module.", "_checkpoint_wrapped_module.")
+
+
+def plain_name(name: str) -> str:
+    """``name`` without the wrapper modules' segments.
+
+    Under FSDP the wrapped blocks add ``_fsdp_wrapped_module.`` to the names of their
+    parameters, while full state dicts (checkpoints, the gathered weights the adapter is
+    saved from) use the plain names.
+    """
+    for wrapper in WRAPPER_NAMES:
+        name = name.replace(wrapper, "")
+    return name
+
+
+def trainable_parameters(module: nn.Module) -> dict[str, nn.Parameter]:
+    """The trainable parameters of ``module`` under their plain names."""
+    return {plain_name(n): p for n, p in module.named_parameters() if p.requires_grad}

@@ -15,10 +15,11 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from peft import PeftModel
+import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from adapt.adapters import apply_adapter
+from adapt.adapters import apply_adapter, plain_name, trainable_parameters
 from adapt.adapters.bottleneck import PEFT_TYPE as BOTTLENECK
 from adapt.adapters.lora import quiet_peft
 from adapt.adapters.partial import PEFT_TYPE as PARTIAL
@@ -31,14 +32,34 @@ WEIGHTS_FILE = "adapter_model.safetensors"
 METADATA_FILE = "sam2_adapt.json"
 
 
-def trainable_state_dict(model: nn.Module) -> dict[str, Any]:
-    """The trainable weights only, named as in the unwrapped base model."""
+def trainable_state_dict(model: nn.Module, weights: Mapping[str, torch.Tensor] | None = None) -> dict[str, Any]:
+    """The trainable weights only, named as in the unwrapped base model.
+
+    ``weights``: ``model``'s full state dict, to read the values from instead of the
+    parameters (under FSDP a rank's parameters are shards; ``adapt.train`` gathers them).
+    """
     base = model.get_base_model() if isinstance(model, PeftModel) else model
-    return {n: p.detach().cpu().contiguous() for n, p in base.named_parameters() if p.requires_grad}
+    trainable = trainable_parameters(base)
+    values = trainable if weights is None else {n: weights[n] for n in trainable}
+    return {n: v.detach().cpu().contiguous() for n, v in values.items()}
+
+
+def save_peft_from_weights(model: PeftModel, weights: Mapping[str, torch.Tensor], out_dir: Path) -> None:
+    """peft's adapter files, with the values taken from a full state dict under plain names.
+
+    peft picks the adapter's entries by the names of the model's modules, which FSDP-wrapped
+    blocks change (``…blocks.0._fsdp_wrapped_module.attn…``): it is given the weights under
+    the model's current names, and its file is rewritten under the plain ones.
+    """
+    names = [n for n, _ in model.named_parameters()] + [n for n, _ in model.named_buffers()]
+    model.save_pretrained(out_dir, state_dict={n: weights[plain_name(n)] for n in names if plain_name(n) in weights})
+    path = out_dir / WEIGHTS_FILE
+    save_file({plain_name(k): v for k, v in load_file(path).items()}, path, metadata={"format": "pt"})
 
 
 def save_adapter(
-    model: nn.Module, spec: Mapping[str, Any], out_dir: str | Path, metadata: Mapping[str, Any]
+    model: nn.Module, spec: Mapping[str, Any], out_dir: str | Path, metadata: Mapping[str, Any],
+    weights: Mapping[str, torch.Tensor] | None = None,
 ) -> Path:
     """Write the adapter of ``model`` (built by ``apply_adapter(spec)``) to ``out_dir``.
 
@@ -47,17 +68,21 @@ def save_adapter(
         spec: the adapter spec it was built with (``{"kind": ..., **options}``).
         out_dir: target directory; created if needed.
         metadata: base model, recipe, data card, preprocessing, label map, metrics.
+        weights: ``model``'s full state dict, gathered where the parameters are sharded
+            (FSDP); by default the values are read from ``model`` itself.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     kind = spec["kind"]
-    if isinstance(model, PeftModel):
+    if isinstance(model, PeftModel) and weights is None:
         model.save_pretrained(out_dir)
+    elif isinstance(model, PeftModel):
+        save_peft_from_weights(model, weights, out_dir)
     else:
         peft_type = BOTTLENECK if kind == "bottleneck" else PARTIAL
         config = {"peft_type": peft_type, **spec}
         (out_dir / CONFIG_FILE).write_text(json.dumps(config, indent=2))
-        save_file(trainable_state_dict(model), out_dir / WEIGHTS_FILE)
+        save_file(trainable_state_dict(model, weights), out_dir / WEIGHTS_FILE)
     (out_dir / METADATA_FILE).write_text(json.dumps({"adapter": dict(spec), **metadata}, indent=2, default=str))
     return out_dir
 

@@ -16,7 +16,7 @@ import lightning as L
 import torch
 from torch.optim.lr_scheduler import LambdaLR
 
-from adapt.adapters import apply_adapter
+from adapt.adapters import apply_adapter, trainable_parameters
 from adapt.errors import ConfigError
 from adapt.models.embedding_cache import EmbeddingCache
 from adapt.models.interactive import base_model
@@ -177,7 +177,8 @@ class BaseTask(L.LightningModule):
             logger.log_hyperparams({"params/trainable": trainable, "params/total": total})
 
     def trainable_names(self) -> set[str]:
-        return {f"model.{n}" for n, p in self.model.named_parameters() if p.requires_grad}
+        """Checkpoint keys of the trainable weights (plain names, also under FSDP)."""
+        return {f"model.{n}" for n in trainable_parameters(self.model)}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         keep = self.trainable_names()
