@@ -52,7 +52,9 @@ class BaseTask(L.LightningModule):
         prompts: how a task prompts beyond the data's simulated prompt (e.g. correction
             clicks: ``iterations``, ``grad``, ``seed``); each task reads what it uses.
         compile: ``torch.compile`` each Hiera block in place (names, and so checkpoints and
-            adapters, are unchanged); the trunk is where the time goes.
+            adapters, are unchanged); the trunk is where the time goes. ``True`` compiles with
+            inductor; a string names another backend (``eager``/``aot_eager`` trace the blocks
+            without generating code: a quick way to find graph breaks, and the CPU tests' choice).
         embedding_cache: ``{"mode": "memory" | "disk", "directory", "namespace", "dtype"}``
             to compute image embeddings once per image; only valid with a frozen encoder.
         classes: target class names, for tasks whose output depends on them.
@@ -67,7 +69,7 @@ class BaseTask(L.LightningModule):
         optim: Mapping[str, Any],
         loss: Mapping[str, Any],
         prompts: Mapping[str, Any] | None = None,
-        compile: bool = False,
+        compile: bool | str = False,
         embedding_cache: Mapping[str, Any] | None = None,
         classes: list[str] | None = None,
     ) -> None:
@@ -95,8 +97,21 @@ class BaseTask(L.LightningModule):
         self.model = apply_adapter(model, spec)
         self.embedding_cache = self._build_embedding_cache()
         if self.hparams.compile:
-            for block in hiera_blocks(self.model):
-                block.compile()
+            self._compile_blocks("inductor" if self.hparams.compile is True else str(self.hparams.compile))
+
+    def _compile_blocks(self, backend: str) -> None:
+        """Compile every Hiera block in place.
+
+        The blocks share one ``forward``, and dynamo keeps a bounded number of variants per
+        code object (8 by default): stages, window/global attention, training/eval each need
+        one, and past the limit the remaining blocks silently run uncompiled. The limit is
+        raised to cover every block in every mode.
+        """
+        blocks = hiera_blocks(self.model)
+        limit = torch._dynamo.config.recompile_limit
+        torch._dynamo.config.recompile_limit = max(limit, 4 * len(blocks))
+        for block in blocks:
+            block.compile(backend=backend)
 
     def prepare_model(self, model: torch.nn.Module) -> list[str]:
         """Add task-specific modules to SAM2 before the adapter; return their names (trained in full)."""
