@@ -69,9 +69,10 @@ class ResumableLoader(DataLoader):
     """A training loader whose place in the epoch is saved in Lightning's checkpoints.
 
     ``state_dict`` holds the epoch of the pass in progress, the batches handed out so far,
-    and the batch size and number of ranks they were counted in. Lightning iterates a sized loader without fetching ahead, so
-    at a checkpoint these are the batches trained on. ``load_state_dict`` (Lightning calls
-    it on resume, before the first batch) makes the next pass of that epoch skip them; a
+    and the batch size and number of ranks they were counted in. Lightning iterates a sized
+    loader without fetching ahead, so at a checkpoint these are the batches trained on.
+    ``load_state_dict`` (on resume, before the first batch: by Lightning, and by the
+    datamodule that built the loader) makes the next pass of that epoch skip them; a
     checkpoint from the end of an epoch skips nothing, since the run goes on with the next.
     """
 
