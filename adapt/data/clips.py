@@ -263,8 +263,7 @@ class ClipDataModule(SegmentationDataModule):
                     f"require={options.require!r} holds; lower data.clip.length or set data.clip.require=any"
                 )
         self.mask_prompts = prompts is None
-        self.batch_size, self.val_batch_size, self.num_workers, self.seed = batch_size, val_batch_size, num_workers, seed
-        self.train_loader, self.loader_state = None, None
+        self.set_loading(batch_size, val_batch_size, num_workers, seed)
         self.label_map = dict(card.labels)
         self.num_bad_cases = len(self.train_set.bad_cases) + len(self.val_set.bad_cases)
         channels = card.intensity.get("channels")

@@ -219,10 +219,7 @@ class SegmentationDataModule(L.LightningDataModule):
         self.train_set = SampleDataset(stores["train"], train_items, image_size, prompts, True,
                                        PairAugment() if augment else None)
         self.val_set = SampleDataset(stores["val"], val_items, image_size, val_prompts, False)
-        self.batch_size, self.val_batch_size, self.num_workers = batch_size, val_batch_size, num_workers
-        self.seed = seed
-        self.train_loader: ResumableLoader | None = None
-        self.loader_state: dict[str, int] | None = None  # from a checkpoint, for the next training loader
+        self.set_loading(batch_size, val_batch_size, num_workers, seed)
         self.label_map = dict(card.labels)
         self.num_bad_cases = len(self.bad_cases)
         channels = card.intensity.get("channels")
@@ -233,6 +230,12 @@ class SegmentationDataModule(L.LightningDataModule):
             "bands": list(channels) if channels else None,
             "orientation": "RAS" if card.dims == 3 else None, "objects": objects,
         }
+
+    def set_loading(self, batch_size: int, val_batch_size: int, num_workers: int, seed: int) -> None:
+        """The loaders' settings, and no training loader or checkpointed position yet."""
+        self.batch_size, self.val_batch_size, self.num_workers, self.seed = batch_size, val_batch_size, num_workers, seed
+        self.train_loader: ResumableLoader | None = None
+        self.loader_state: dict[str, int] | None = None  # from a checkpoint, for the next training loader
 
     def train_dataloader(self) -> ResumableLoader:
         """Shuffled per epoch from ``seed``, sharded over the trainer's ranks, resumable mid-epoch."""
