@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from test_scale import LORA, TINY, read_train_losses, run_probed
 from safetensors.torch import load_file
+from test_scale import LORA, TINY, read_train_losses, run_probed
 from test_train import compose_cfg
 
 pytestmark = [

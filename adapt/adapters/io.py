@@ -14,8 +14,8 @@ import json
 from pathlib import Path
 from typing import Any, Mapping
 
-from peft import PeftModel
 import torch
+from peft import PeftModel
 from safetensors.torch import load_file, save_file
 from torch import nn
 

@@ -106,7 +106,7 @@ class ResumableLoader(DataLoader):
 
     def load_state_dict(self, state: dict[str, int]) -> None:
         batches = int(state["batches"])
-        saved, now = (int(state.get("batch_size", 0)) or self.layout()[0], int(state.get("ranks", 1))), self.layout()
+        saved, now = (int(state["batch_size"]), int(state["ranks"])), self.layout()
         if saved != now:  # e.g. a preempted job restarted on fewer GPUs: skip the same share of the epoch
             batches = batches * saved[0] * saved[1] // (now[0] * now[1])
             log.warning("resuming with batch size %d on %d rank(s) where the checkpoint had %d on %d: the rest of "
