@@ -14,6 +14,7 @@ from typing import Any, Mapping
 
 import lightning as L
 import torch
+from torch.distributed.fsdp import FullyShardedDataParallel
 from torch.optim.lr_scheduler import LambdaLR
 
 from adapt.adapters import apply_adapter, trainable_parameters
@@ -198,6 +199,20 @@ class BaseTask(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         keep = self.trainable_names()
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in keep}
+
+    def configure_gradient_clipping(self, optimizer: torch.optim.Optimizer, gradient_clip_val: float | None = None,
+                                    gradient_clip_algorithm: str | None = None) -> None:
+        """Clip as the trainer says; a sharded model clips its own gradients.
+
+        Under FSDP each rank holds shards of the gradients, so the global norm is FSDP's to
+        compute (``clip_grad_norm_``); Lightning's FSDP precision plugin refuses norm clipping
+        and would stop ``trainer=fsdp`` at its first step with the default ``gradient_clip_val``.
+        """
+        model = self.trainer.strategy.model
+        if isinstance(model, FullyShardedDataParallel) and gradient_clip_val and gradient_clip_algorithm in (None, "norm"):
+            model.clip_grad_norm_(gradient_clip_val)
+        else:
+            super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
 
     def build_optimizer(self) -> torch.optim.Optimizer:
         """AdamW over the trainable parameters only (frozen ones get no optimizer state)."""
