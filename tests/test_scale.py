@@ -91,12 +91,24 @@ def run_probed(tmp_path: Path, name: str, *overrides: str, kill_at_epoch: int = 
 # --------------------------------------------------------------------------- DDP
 
 
+def adam_moments(checkpoint: Path) -> dict[str, dict[str, torch.Tensor]]:
+    """AdamW's moments in a Lightning checkpoint, by trainable weight name (checkpoints key them
+    by index: into the trainable weights in one process, into all the model's under FSDP)."""
+    saved = torch.load(checkpoint, weights_only=False)
+    names, state = list(saved["state_dict"]), saved["optimizer_states"][0]["state"]
+    return {name: state[key] for name, key in zip(names, sorted(state), strict=True)}
+
+
 @pytest.mark.slow
-def test_ddp_two_cpu_ranks_shard_the_data_and_match_one_process_with_the_global_batch(tmp_path):
-    common = [*TINY, *LORA, "trainer=ddp", "trainer.accelerator=cpu", "trainer.max_steps=2", "validate_before=true",
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_two_cpu_ranks_shard_the_data_and_match_one_process_with_the_global_batch(strategy, tmp_path):
+    """trainer=ddp, and trainer=fsdp (sharded weights, gathered to rank 0 for the adapter and
+    the checkpoints), against one process with the global batch."""
+    common = [*TINY, *LORA, "trainer.accelerator=cpu", "trainer.max_steps=2", "validate_before=true",
               "trainer.log_every_n_steps=1", "data.val_batch_size=4", "data.val_max_slices_per_case=2"]
-    ddp, ddp_dir, ranks = run_probed(tmp_path, "ddp", *common, "trainer.devices=2", "data.batch_size=2")
-    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    ranked, ranked_dir, ranks = run_probed(tmp_path, strategy, *common, f"trainer={strategy}", "trainer.devices=2",
+                                           "data.batch_size=2")
+    assert ranked.returncode == 0, ranked.stderr[-3000:]
     # Reference: one process, same EpochSampler order (one replica, same seed), batch 2 x 2.
     one, one_dir, single = run_probed(tmp_path, "one", *common, "trainer.devices=1", "data.batch_size=4")
     assert one.returncode == 0, one.stderr[-3000:]
@@ -107,22 +119,36 @@ def test_ddp_two_cpu_ranks_shard_the_data_and_match_one_process_with_the_global_
         assert len(ids0) == len(ids1) == 2 and not ids0 & ids1, "ranks must train on disjoint shards"
         assert ids0 | ids1 == set(single[0][step]["ids"]), "together the ranks see the global batch"
         # Each rank's loss is the mean over its half, so their mean is the global batch's loss; at
-        # step 1 it also shows that the all-reduced step-0 gradients gave the same weights.
+        # step 1 it also shows that the reduced step-0 gradients gave the same weights.
         mean = (ranks[0][step]["loss"] + ranks[1][step]["loss"]) / 2
         assert mean == pytest.approx(single[0][step]["loss"], rel=2e-4, abs=1e-5)
     assert ranks[0][0]["loss"] != pytest.approx(ranks[1][0]["loss"], rel=1e-3), "shards this alike prove nothing"
 
     # Only rank 0 writes: the adapter and metrics.json are written in the same branch that prints
     # the summary, and both ranks share stdout, so one summary means one writer.
-    assert ddp.stdout.count("run written to") == 1
-    assert (ddp_dir / "adapter" / "adapter_model.safetensors").is_file()
-    metrics, reference = (json.loads((d / "metrics.json").read_text()) for d in (ddp_dir, one_dir))
+    assert ranked.stdout.count("run written to") == 1
+    metrics, reference = (json.loads((d / "metrics.json").read_text()) for d in (ranked_dir, one_dir))
     # Metrics are reduced across ranks: each rank validates half of the (even) validation set,
     # and the logged value is the mean over both halves, i.e. the single process's value.
     for stage in ("before", "after"):
         assert metrics[stage]["val/loss"] == pytest.approx(reference[stage]["val/loss"], rel=1e-3), stage
-    logged = pd.read_csv(ddp_dir / "logs" / "metrics.csv").dropna(subset=["train/loss_step"])
+    logged = pd.read_csv(ranked_dir / "logs" / "metrics.csv").dropna(subset=["train/loss_step"])
     assert logged["train/loss_step"].iloc[0] == pytest.approx(single[0][0]["loss"], rel=2e-4)
+
+    # The adapter holds whole LoRA matrices under peft's names (not one rank's shards), the
+    # weights of the single process; the checkpoint holds the same trainable weights and AdamW
+    # moments (two tensors each, not one memory read twice).
+    adapter, expected = (load_file(d / "adapter" / "adapter_model.safetensors") for d in (ranked_dir, one_dir))
+    assert adapter.keys() == expected.keys() and any("lora_B" in name for name in expected)
+    for name, weight in expected.items():
+        torch.testing.assert_close(adapter[name], weight, rtol=1e-3, atol=2e-6, msg=name)
+    moments, expected = (adam_moments(d / "checkpoints" / "last.ckpt") for d in (ranked_dir, one_dir))
+    assert moments.keys() == expected.keys()
+    for name, state in expected.items():
+        for moment in ("exp_avg", "exp_avg_sq"):
+            scale = float(state[moment].abs().max())
+            torch.testing.assert_close(moments[name][moment], state[moment], rtol=1e-3, atol=1e-3 * scale,
+                                       msg=f"{name} {moment}")
 
 
 @pytest.mark.slow
@@ -356,18 +382,23 @@ def test_a_killed_run_resumed_with_ckpt_path_last_ends_as_the_uninterrupted_run(
 
 
 @pytest.mark.slow
-def test_a_run_killed_mid_epoch_resumes_on_the_batches_it_had_not_trained_on(tmp_path):
+@pytest.mark.parametrize("ranks", [1, 2], ids=["one_process", "fsdp_two_ranks"])
+def test_a_run_killed_mid_epoch_resumes_on_the_batches_it_had_not_trained_on(ranks, tmp_path):
     # Two epochs of 4 batches, validated (and checkpointed) every 2 batches; killed before
     # step 7, i.e. one batch after the checkpoint of step 6, in the middle of the second epoch.
-    run = [*TINY, "adapter=lora", "adapter.dropout=0.1", "data.prompt.jitter=0.1", "data.augment=true",
-           "data.batch_size=2", "trainer.max_epochs=2", "trainer.limit_train_batches=4", "trainer.val_check_interval=2",
+    # With two FSDP ranks the checkpoint is gathered from shards and resumed into shards; no
+    # dropout there, as Lightning saves rank 0's random generators only and gives them to all ranks.
+    layout = (["trainer=fsdp", "trainer.accelerator=cpu", "trainer.devices=2", "adapter.dropout=0.0"] if ranks == 2
+              else ["adapter.dropout=0.1"])
+    run = [*TINY, "adapter=lora", *layout, "data.prompt.jitter=0.1", "data.augment=true", "data.batch_size=2",
+           "trainer.max_epochs=2", "trainer.limit_train_batches=4", "trainer.val_check_interval=2",
            "trainer.limit_val_batches=1", "data.val_batch_size=2"]
     killed, run_dir, before = run_probed(tmp_path, "killed", *run, kill_at_step=7)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
     ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
     assert ckpt["global_step"] == 6 and ckpt["epoch"] == 1
     assert ckpt["loops"]["fit_loop"]["state_dict"]["combined_loader"] == [{"epoch": 1, "batches": 2, "batch_size": 2,
-                                                                          "ranks": 1}]
+                                                                          "ranks": ranks}]
 
     resumed, _, after = run_probed(tmp_path, "resumed", *run, "ckpt_path=last", run_dir=run_dir)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
@@ -375,13 +406,15 @@ def test_a_run_killed_mid_epoch_resumes_on_the_batches_it_had_not_trained_on(tmp
     whole, whole_dir, reference = run_probed(tmp_path, "whole", *run)
     assert whole.returncode == 0, whole.stderr[-3000:]
 
-    assert [r["step"] for r in reference[0]] == list(range(8))
-    # The killed run trained steps 0..6; the resumed run exactly the last two batches of the
-    # epoch, the same samples (shuffled order, jittered prompts, augmentation) and losses.
-    assert [r["step"] for r in after[0]] == [6, 7]
-    for row, expected in zip(before[0] + after[0], reference[0][:7] + reference[0][6:]):
-        assert row["ids"] == expected["ids"]
-        assert row["loss"] == pytest.approx(expected["loss"], rel=1e-6), row["step"]
+    assert sorted(reference) == list(range(ranks))
+    for rank in range(ranks):
+        assert [r["step"] for r in reference[rank]] == list(range(8))
+        # The killed run trained steps 0..6; the resumed run exactly the last two batches of the
+        # epoch, the same samples (shuffled order, jittered prompts, augmentation) and losses.
+        assert [r["step"] for r in after[rank]] == [6, 7]
+        for row, expected in zip(before[rank] + after[rank], reference[rank][:7] + reference[rank][6:]):
+            assert row["ids"] == expected["ids"]
+            assert row["loss"] == pytest.approx(expected["loss"], rel=1e-6), (rank, row["step"])
     a, b = (load_file(d / "adapter" / "adapter_model.safetensors") for d in (run_dir, whole_dir))
     assert a.keys() == b.keys()
     for name in a:

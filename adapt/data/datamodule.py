@@ -253,12 +253,16 @@ class SegmentationDataModule(L.LightningDataModule):
 
         Lightning restores a resumable loader by itself only if the loader is built after the
         restore; ``configure_optimizers`` builds it before (``estimated_stepping_batches``,
-        Lightning issue #20550), so the datamodule, restored first, carries the state too.
+        Lightning issue #20550), so the datamodule carries the state too.
         """
         return {"train_loader": self.train_loader.state_dict()} if self.train_loader is not None else {}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Keep the position for the next training loader, and give it to the current one: under
+        FSDP, Lightning restores a checkpoint after the strategy's setup, which built the loader."""
         self.loader_state = state_dict.get("train_loader")
+        if self.loader_state and self.train_loader is not None:
+            self.train_loader.load_state_dict(self.loader_state)
 
     def val_dataloader(self) -> DataLoader:
         return DataLoader(self.val_set, batch_size=self.val_batch_size, num_workers=self.num_workers,
