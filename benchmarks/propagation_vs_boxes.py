@@ -56,7 +56,7 @@ def fine_tune(run_dir: Path, args: argparse.Namespace) -> dict:
 
     register_resolvers()
     register_recipes()
-    overrides = [f"recipe=demo_3d", f"model.image_size={args.size}", f"trainer.max_steps={args.steps}",
+    overrides = ["recipe=demo_3d", f"model.image_size={args.size}", f"trainer.max_steps={args.steps}",
                  f"trainer.val_check_interval={args.steps}", "validate_before=false", f"out_dir={run_dir}"]
     if args.model == "tiny":
         overrides.insert(1, "model=tiny")

@@ -66,8 +66,8 @@ def test_ddp_on_two_gpus_shards_the_data_and_writes_once(tmp_path):
 
 @pytest.mark.slow
 def test_fsdp_trains_and_saves_the_same_adapter_as_one_unsharded_gpu(tmp_path):
-    """trainer=fsdp (Lightning refuses it on the CPU, so only here): the adapter rank 0 writes
-    must hold whole LoRA matrices under their peft names, as a plain run's, not shards."""
+    """trainer=fsdp on GPUs (tests/test_scale.py runs it on two CPU ranks): the adapter rank 0
+    writes must hold whole LoRA matrices under their peft names, as a plain run's, not shards."""
     common = [*TINY, *LORA, "trainer.precision=32-true", "trainer.max_steps=2", "data.batch_size=2",
               "trainer.limit_val_batches=1", "data.val_batch_size=2"]
     devices = min(torch.cuda.device_count(), 2)
