@@ -18,10 +18,10 @@ with Lightning's own ``FSDPStrategy``; they are mended here, nothing else:
 
 from __future__ import annotations
 
+import importlib
 from contextlib import contextmanager
 from typing import Any, Iterator
 
-import hydra
 from lightning.pytorch.strategies import FSDPStrategy as LightningFSDPStrategy
 from torch import nn
 from torch.distributed.fsdp import (
@@ -33,13 +33,26 @@ from torch.distributed.fsdp import (
 )
 from torch.optim import Optimizer
 
+from adapt.errors import ConfigError
+
 
 def module_classes(policy: Any) -> Any:
     """A list of module classes or import paths (what YAML holds) as the set of classes that
     Lightning turns into torch's ``ModuleWrapPolicy``; any other policy as given."""
-    if isinstance(policy, (list, tuple)):
-        return {hydra.utils.get_class(c) if isinstance(c, str) else c for c in policy}
-    return policy
+    if not isinstance(policy, (list, tuple)):
+        return policy
+    return {import_class(entry) if isinstance(entry, str) else entry for entry in policy}
+
+
+def import_class(path: str) -> type:
+    module, _, name = path.rpartition(".")
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, ValueError) as error:
+        raise ConfigError(
+            f"trainer.strategy.auto_wrap_policy: cannot import {path!r} ({error}); list the module classes "
+            "that FSDP shards as import paths, e.g. transformers.models.sam2.modeling_sam2.Sam2MultiScaleBlock"
+        ) from None
 
 
 class FSDPStrategy(LightningFSDPStrategy):

@@ -17,6 +17,7 @@ from typing import Any
 import hydra
 import lightning as L
 import torch
+from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf
 
 from adapt.adapters.io import save_adapter
@@ -88,7 +89,12 @@ def build_trainer(cfg: DictConfig, run_dir: Path) -> L.Trainer:
         log.warning("trainer.precision=%s needs a CUDA GPU; on the CPU Lightning trains in bf16-mixed instead "
                     "(pass trainer.precision=bf16-mixed or 32-true to choose explicitly)", options["precision"])
     if isinstance(options.get("strategy"), dict):  # e.g. FSDPStrategy with its options
-        options["strategy"] = hydra.utils.instantiate(options["strategy"], _convert_="all")
+        try:
+            options["strategy"] = hydra.utils.instantiate(options["strategy"], _convert_="all")
+        except InstantiationException as error:  # hydra wraps what the strategy raised
+            if isinstance(error.__cause__, ConfigError):
+                raise error.__cause__ from None
+            raise ConfigError(f"trainer.strategy: {error}") from None
     return L.Trainer(
         default_root_dir=run_dir,
         logger=build_logger(cfg.logger, run_dir, cfg.name),

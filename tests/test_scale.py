@@ -151,6 +151,26 @@ def test_two_cpu_ranks_shard_the_data_and_match_one_process_with_the_global_batc
                                        msg=f"{name} {moment}")
 
 
+def test_the_fsdp_config_shards_the_hiera_blocks_and_a_bad_block_class_is_named(tmp_path):
+    from torch.distributed.fsdp.wrap import ModuleWrapPolicy
+    from transformers.models.sam2.modeling_sam2 import Sam2MultiScaleBlock
+
+    from adapt.strategies import FSDPStrategy
+    from adapt.train import build_trainer
+
+    fsdp = ["trainer=fsdp", "trainer.accelerator=cpu", "trainer.devices=2"]
+    strategy = build_trainer(compose_cfg(tmp_path, *fsdp), tmp_path).strategy
+    assert isinstance(strategy, FSDPStrategy) and strategy.root_device.type == "cpu"
+    policy = strategy.kwargs["auto_wrap_policy"]  # from the YAML list of import paths
+    assert isinstance(policy, ModuleWrapPolicy) and set(policy._module_classes) == {Sam2MultiScaleBlock}
+
+    wrong = "trainer.strategy.auto_wrap_policy=[transformers.models.sam2.modeling_sam2.Sam2Block]"
+    with pytest.raises(ConfigError, match=r"^trainer\.strategy\.auto_wrap_policy: cannot import "
+                                          r"'transformers\.models\.sam2\.modeling_sam2\.Sam2Block' \(module .* has "
+                                          r"no attribute 'Sam2Block'\); .* e\.g\. .*\.Sam2MultiScaleBlock$"):
+        build_trainer(compose_cfg(tmp_path, *fsdp, wrong), tmp_path)
+
+
 @pytest.mark.slow
 def test_torchrun_starts_the_ranks_and_lightning_reads_them_from_its_environment(tmp_path):
     result, run_dir, ranks = run_probed(
