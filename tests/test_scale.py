@@ -103,9 +103,11 @@ def adam_moments(checkpoint: Path) -> dict[str, dict[str, torch.Tensor]]:
 @pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
 def test_two_cpu_ranks_shard_the_data_and_match_one_process_with_the_global_batch(strategy, tmp_path):
     """trainer=ddp, and trainer=fsdp (sharded weights, gathered to rank 0 for the adapter and
-    the checkpoints), against one process with the global batch."""
+    the checkpoints), against one process with the global batch. Every step's gradients are
+    clipped (a tiny gradient_clip_val): the norm must be the global one, not a rank's shard's."""
     common = [*TINY, *LORA, "trainer.accelerator=cpu", "trainer.max_steps=2", "validate_before=true",
-              "trainer.log_every_n_steps=1", "data.val_batch_size=4", "data.val_max_slices_per_case=2"]
+              "trainer.gradient_clip_val=1e-6", "trainer.log_every_n_steps=1", "data.val_batch_size=4",
+              "data.val_max_slices_per_case=2"]
     ranked, ranked_dir, ranks = run_probed(tmp_path, strategy, *common, f"trainer={strategy}", "trainer.devices=2",
                                            "data.batch_size=2")
     assert ranked.returncode == 0, ranked.stderr[-3000:]
