@@ -72,8 +72,8 @@ class FSDPStrategy(LightningFSDPStrategy):
             # Wrapped by an earlier stage of this trainer (validate before fit, fit before
             # validate): the blocks inside are FSDP units already, and the remaining weights
             # live in the root's flat parameter. Wrapping again would see shard-shaped views.
-            model = self._root
-        elif self.root_device.type == "cpu":
+            return self._root
+        if self.root_device.type == "cpu":
             model = FullyShardedDataParallel(
                 module=model,
                 cpu_offload=self.cpu_offload,
@@ -82,9 +82,9 @@ class FSDPStrategy(LightningFSDPStrategy):
                 device_id=self.root_device,
                 **self.kwargs,
             )
+            # Applied; Lightning would warn that a wrapped model ignores it.
+            self.kwargs.pop("auto_wrap_policy", None)
         self._root = super()._setup_model(model)
-        # Applied; Lightning would warn at every later stage that a wrapped model ignores it.
-        self.kwargs.pop("auto_wrap_policy", None)
         return self._root
 
     @property
