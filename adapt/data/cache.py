@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 from pathlib import Path
 from typing import Any
@@ -32,6 +31,7 @@ from adapt.data.cards import DataCard
 from adapt.data.sources import Case, cache_root
 from adapt.data.volumes import Volume, load_volume
 from adapt.errors import ConfigError
+from adapt.storage import write_atomically
 
 CACHE_MODES = ("auto", "none", "memory", "disk")
 CACHE_FORMAT = 2  # bump when the cached content changes meaning
@@ -126,9 +126,10 @@ class CaseStore:
             geometry[2, 0, :3] = volume.source_shape
         for part, array in (("image", volume.image.astype(np.float16)), ("label", volume.label),
                             ("geometry", geometry)):  # geometry last: its presence marks a complete entry
-            tmp = paths[part].with_name(f"{paths[part].name}.{os.getpid()}.tmp.npy")  # ranks may write at once
-            np.save(tmp, array)
-            tmp.replace(paths[part])
+            write_atomically(paths[part], lambda file, array=array: np.save(file, array),
+                             f"data.cache=disk ({self.directory})",
+                             "free some space, put the cache on a larger disk (data.cache_dir=<dir> or "
+                             "$SAM2_ADAPT_DATA), or keep cases in RAM or uncached (data.cache=memory|none)")
 
     def _read(self, index: int, paths: dict[str, Path]) -> Volume:
         geometry = np.load(paths["geometry"])

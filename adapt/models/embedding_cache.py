@@ -17,6 +17,8 @@ from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
+from adapt.storage import write_atomically
+
 #: Adapter targets that leave the image encoder untouched.
 DECODER_ONLY_TARGETS = {"decoder_attn", "memory"}
 
@@ -72,7 +74,11 @@ class EmbeddingCache:
         if self.directory is None:
             self._memory[key] = tensors
         else:
-            torch.save([t.cpu() for t in tensors], self._path(key))
+            write_atomically(self._path(key), lambda file: torch.save([t.cpu() for t in tensors], file),
+                             f"embedding_cache.mode=disk ({self.directory})",
+                             "free some space, put the cache on a larger disk (embedding_cache.directory=<dir>), "
+                             "keep embeddings in RAM (embedding_cache.mode=memory, or dtype=bfloat16 for half the "
+                             "size), or compute them every step (embedding_cache.mode=off)")
 
     def __len__(self) -> int:
         return len(self._memory) if self.directory is None else sum(1 for _ in self.directory.glob("*.pt"))
