@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import io
 import json
 import os
 import subprocess
@@ -17,6 +18,7 @@ import numpy as np
 import pytest
 import torch
 from omegaconf import OmegaConf
+from rich.console import Console
 
 from adapt.adapters import apply_adapter
 from adapt.adapters.io import save_adapter
@@ -25,7 +27,9 @@ from adapt.data.synthetic import write_ct_phantoms
 from adapt.errors import ConfigError, DataNotFoundError, ModelNotFoundError
 from adapt.evaluation import engine as engine_module
 from adapt.evaluation import evaluate, runner
+from adapt.evaluation.case import geotiff_unit
 from adapt.evaluation.engine import component_boxes
+from adapt.evaluation.report import print_table
 from adapt.models.interactive import Prediction
 from adapt.models.sam2 import load_sam2
 from adapt.models.semantic import ATTRIBUTE, add_class_prompts
@@ -127,7 +131,7 @@ def test_perfect_predictor_scores_one_and_every_slice_lands_where_it_came_from(t
     [row] = read_rows(tmp_path / "out" / "cases.csv")
     truth = np.asarray(nib.load(data / "labelsTr" / "oblique.nii.gz").dataobj)
     assert float(row["dice"]) == 1.0 and float(row["iou"]) == 1.0 and float(row["nsd"]) == 1.0
-    assert float(row["hd95_mm"]) == 0.0
+    assert float(row["hd95"]) == 0.0
     assert int(row["gt_voxels"]) == int(row["pred_voxels"]) == int(truth.sum())
     saved = nib.load(summary["masks"]["oblique"])
     np.testing.assert_array_equal(np.asarray(saved.dataobj), truth)  # the label file's own voxel order
@@ -155,9 +159,65 @@ def test_perfect_predictor_on_2d_png_cases_with_thresholded_masks(tmp_path, perf
     summary = evaluate(config(tmp_path / "out", adapter="none", model="tiny", split="all", save_masks="all",
                               **{"data": {"card": str(card)}}))
     rows = read_rows(tmp_path / "out" / "cases.csv")
-    assert [float(r["dice"]) for r in rows] == [1.0, 1.0] and [float(r["hd95_mm"]) for r in rows] == [0.0, 0.0]
+    assert [float(r["dice"]) for r in rows] == [1.0, 1.0] and [float(r["hd95"]) for r in rows] == [0.0, 0.0]
     saved = np.asarray(Image.open(summary["masks"]["c1"]))
     np.testing.assert_array_equal(saved, np.asarray(Image.open(tmp_path / "masks" / "c1.png")) // 255)
+
+
+def shifted_square_case(root: Path, suffix: str) -> np.ndarray:
+    """One 2D case whose image is its label shifted 4 pixels right: the perfect predictor then
+    misses by 4 pixels, a distance the metrics must report in the file's units."""
+    from PIL import Image
+
+    from adapt.data.synthetic import write_geotiff
+
+    label = np.zeros((40, 48), np.uint8)
+    label[10:26, 12:28] = 1
+    image = np.roll(label, 4, axis=1) * 230
+    for folder in ("images", "masks"):
+        (root / folder).mkdir(parents=True)
+    if suffix == "tif":  # EPSG:32633 (UTM, metres), 0.5 m pixels
+        write_geotiff(root / "images" / "c0.tif", np.stack([image] * 3), origin=(500000.0, 4600000.0))
+        write_geotiff(root / "masks" / "c0.tif", label, origin=(500000.0, 4600000.0))
+    else:
+        Image.fromarray(np.stack([image] * 3, axis=-1)).save(root / "images" / "c0.png")
+        Image.fromarray(label).save(root / "masks" / "c0.png")
+    (root / "card.yaml").write_text(
+        f"name: squares\ntitle: t\nmodality: RGB\ndims: 2\nlicense: CC0-1.0\ncitation: none\n"
+        f"source: {{kind: folder, root: {root}, images: 'images/*.{suffix}', labels: 'masks/{{name}}'}}\n"
+        "labels: {background: 0, building: 1}\ntargets: [building]\nintensity: {window: [0, 255]}\nsplit: {val: 0.5}\n")
+    return label
+
+
+@pytest.mark.parametrize("suffix, unit, spacing", [("png", "px", 1.0), ("tif", "m", 0.5)])
+def test_distances_are_reported_in_the_units_of_the_files(suffix, unit, spacing, tmp_path, perfect):
+    from monai.metrics import compute_hausdorff_distance
+
+    label = shifted_square_case(tmp_path / "data", suffix)
+    summary = evaluate(config(tmp_path / "out", adapter="none", model="tiny", split="all",
+                              **{"data": {"card": str(tmp_path / "data" / "card.yaml")}}))
+    [row] = read_rows(tmp_path / "out" / "cases.csv")
+    predicted = np.roll(label, 4, axis=1)
+    expected = compute_hausdorff_distance(torch.from_numpy(predicted)[None, None], torch.from_numpy(label)[None, None],
+                                          percentile=95, spacing=[spacing, spacing])
+    assert float(row["hd95"]) == pytest.approx(float(expected), rel=1e-6) and float(expected) > 0
+    assert row["unit"] == summary["distance_unit"] == unit
+    assert row["voxel_size"] == ("" if unit == "px" else str(spacing * spacing))
+    table = print_table(summary, Console(file=io.StringIO(), width=200))
+    assert f"hd95 ({unit})" in list(table.columns[1].cells)
+
+
+@pytest.mark.parametrize("keys, unit", [
+    ([1024, 0, 1, 1, 3072, 0, 1, 32633], "m"),            # projected, UTM zone 33N
+    ([1024, 0, 1, 1, 3072, 0, 1, 3857], "m"),             # Web Mercator
+    ([1024, 0, 1, 1, 3072, 0, 1, 2263, 3076, 0, 1, 9003], "US survey ft"),  # units given explicitly
+    ([1024, 0, 1, 1, 3072, 0, 1, 27700], "map units"),    # a projected CRS whose unit is not stated
+    ([1024, 0, 1, 2, 2048, 0, 1, 4326], "deg"),           # geographic (longitude, latitude)
+])
+def test_geotiff_unit_is_read_from_the_geokey_directory(keys, unit):
+    header = [1, 1, 0, len(keys) // 4]
+    assert geotiff_unit([(34735, "H", len(keys) + 4, tuple(header + keys), True)]) == unit
+    assert geotiff_unit([]) == "map units"
 
 
 def test_a_misplaced_slice_is_caught(tmp_path, perfect, monkeypatch):
@@ -173,7 +233,7 @@ def test_a_misplaced_slice_is_caught(tmp_path, perfect, monkeypatch):
     evaluate(config(tmp_path / "out", adapter="none", model="tiny", **{"data": {"card": "ct_phantom", "root": str(data)}},
                     split="all"))
     [row] = read_rows(tmp_path / "out" / "cases.csv")
-    assert float(row["dice"]) < 0.9 and float(row["hd95_mm"]) > 0
+    assert float(row["dice"]) < 0.9 and float(row["hd95"]) > 0
 
 
 @pytest.fixture
@@ -206,7 +266,7 @@ def test_components_prompt_each_object_on_its_own(tmp_path, box_echo):
     data = {"data": {"card": "ct_phantom", "root": str(root)}}
     each = evaluate(config(tmp_path / "each", adapter="none", model="tiny", split="all", components=True, batch_size=8,
                            **data))
-    assert each["classes"]["liver"]["dice"]["mean"] == 1.0 and each["classes"]["liver"]["hd95_mm"]["mean"] == 0.0
+    assert each["classes"]["liver"]["dice"]["mean"] == 1.0 and each["classes"]["liver"]["hd95"]["mean"] == 0.0
     assert each["throughput"]["planes"] == 3  # five objects, three planes encoded
     joint = evaluate(config(tmp_path / "joint", adapter="none", model="tiny", split="all", **data))
     assert joint["classes"]["liver"]["dice"]["mean"] < 0.9
@@ -222,7 +282,7 @@ def test_cases_csv_and_summary_hold_the_recomputed_values(env, tmp_path):
     rows = read_rows(out / "cases.csv")
     assert [r["case"] for r in rows] == [f"phantom_{i:03d}" for i in range(3)]
     assert {r["class"] for r in rows} == {"liver"} and {r["run"] for r in rows} == {"adapter"}
-    for key in ("dice", "iou", "nsd", "hd95_mm", "gt_voxels", "pred_voxels", "seconds", "slices"):
+    for key in ("dice", "iou", "nsd", "hd95", "gt_voxels", "pred_voxels", "seconds", "slices"):
         assert all(r[key] != "" for r in rows), key
 
     # One case recomputed from the files alone: the saved mask against the label file.
@@ -238,14 +298,14 @@ def test_cases_csv_and_summary_hold_the_recomputed_values(env, tmp_path):
 
     hd = compute_hausdorff_distance(torch.from_numpy(pred)[None, None], torch.from_numpy(truth)[None, None],
                                     percentile=95, spacing=[float(z) for z in label.header.get_zooms()[:3]])
-    assert float(row["hd95_mm"]) == pytest.approx(float(hd), rel=1e-5)
+    assert float(row["hd95"]) == pytest.approx(float(hd), rel=1e-5)
 
     stored = json.loads((out / "summary.json").read_text())
     dices = [float(r["dice"]) for r in rows]
     liver = stored["classes"]["liver"]["dice"]
     assert liver["mean"] == pytest.approx(np.mean(dices)) and liver["median"] == pytest.approx(np.median(dices))
     assert liver["std"] == pytest.approx(np.std(dices)) and liver["count"] == 3
-    assert stored["undefined"] == {"dice": 0, "iou": 0, "nsd": 0, "hd95_mm": 0}
+    assert stored["undefined"] == {"dice": 0, "iou": 0, "nsd": 0, "hd95": 0}
     for key in ("miou", "global_accuracy", "mean_pixel_accuracy"):
         assert 0 <= stored[key] <= 1
     assert set(stored["pixel_accuracy"]) == {"background", "liver"}

@@ -95,19 +95,41 @@ class CaseResult:
     scan: Scan | None = None
 
 
-def voxel_spacing(scan: Scan) -> tuple[float, ...] | None:
-    """mm per axis of the stored grid: from the affine of a volume, the pixel scale of a GeoTIFF.
+#: EPSG unit codes of GeoTIFF's ProjLinearUnitsGeoKey.
+LINEAR_UNITS = {9001: "m", 9002: "ft", 9003: "US survey ft"}
 
-    ``None`` (distances in pixels) for PNG/JPEG and GeoTIFFs without a pixel scale.
+
+def voxel_spacing(scan: Scan) -> tuple[tuple[float, ...] | None, str]:
+    """Size of a stored voxel per axis, and its unit, in which distances are reported.
+
+    mm from a volume's affine; a GeoTIFF's pixel scale in its CRS's unit (``geotiff_unit``);
+    ``(None, "px")`` for PNG/JPEG, video frames and GeoTIFFs without a pixel scale.
     """
     if scan.kind == "nifti":
-        return tuple(float(z) for z in scan.geometry.header.get_zooms()[:3])
+        return tuple(float(z) for z in scan.geometry.header.get_zooms()[:3]), "mm"
     if scan.kind == "dicom":
-        return tuple(float(v) for v in np.linalg.norm(dicom_affine(scan.geometry)[:3, :3], axis=0))
+        return tuple(float(v) for v in np.linalg.norm(dicom_affine(scan.geometry)[:3, :3], axis=0)), "mm"
     if scan.kind == "geotiff":
         scale = next((t[3] for t in scan.geometry if t[0] == 33550), None)
-        return (abs(float(scale[1])), abs(float(scale[0]))) if scale else None
-    return None
+        if scale:
+            return (abs(float(scale[1])), abs(float(scale[0]))), geotiff_unit(scan.geometry)
+    return None, "px"
+
+
+def geotiff_unit(tags: list[tuple[Any, ...]]) -> str:
+    """The unit of a GeoTIFF's pixel scale, from its GeoKey directory (tag 34735).
+
+    ``deg`` for a geographic CRS; for a projected one the ProjLinearUnitsGeoKey, or ``m`` for UTM
+    zones (EPSG 326xx/327xx) and Web Mercator (3857), which set it implicitly; else ``map units``.
+    """
+    directory = next((t[3] for t in tags if t[0] == 34735), None) or ()
+    keys = {directory[i]: directory[i + 3] for i in range(4, len(directory) - 3, 4) if directory[i + 1] == 0}
+    if keys.get(1024) == 2:  # GTModelTypeGeoKey: geographic
+        return "deg"
+    if 3076 in keys:
+        return LINEAR_UNITS.get(keys[3076], "map units")
+    epsg = keys.get(3072, 0)  # ProjectedCSTypeGeoKey
+    return "m" if 32601 <= epsg <= 32660 or 32701 <= epsg <= 32760 or epsg == 3857 else "map units"
 
 
 def stored(scan: Scan, stack: np.ndarray) -> np.ndarray:
@@ -239,7 +261,7 @@ def evaluate_case(engine: Engine, case: EvalCase, case_index: int, classes: dict
     values = list(classes.values())
     truth_stack = label_stack(label, label_threshold)
     prediction, after_clicks = predict_classes(engine, images, truth_stack, values, protocol, case_index, video)
-    truth, spacing = stored_labels(label, label_threshold), voxel_spacing(scan)
+    truth, (spacing, unit) = stored_labels(label, label_threshold), voxel_spacing(scan)
     predicted = stored(scan, prediction)
     index_of = np.zeros(int(max(values + [int(truth.max())])) + 1, dtype=np.int64)
     index_of[values] = np.arange(1, len(values) + 1)
@@ -248,7 +270,7 @@ def evaluate_case(engine: Engine, case: EvalCase, case_index: int, classes: dict
     for index, (name, value) in enumerate(classes.items(), start=1):
         scores = case_metrics(predicted == index, truth == value, spacing, tolerance_mm=protocol.tolerance_mm)
         rows.append({"case": case.id, "class": name, "dice": scores["dice"], "iou": scores["iou"], "nsd": scores["nsd"],
-                     "hd95_mm": scores["hd95"], "gt_voxels": scores["gt_voxels"], "pred_voxels": scores["pred_voxels"]})
+                     "hd95": scores["hd95"], "gt_voxels": scores["gt_voxels"], "pred_voxels": scores["pred_voxels"]})
         if protocol.propagation:
             rows[-1].update(video_scores(prediction == index, truth_stack == classes[name]))
     clicks = {}
@@ -259,7 +281,7 @@ def evaluate_case(engine: Engine, case: EvalCase, case_index: int, classes: dict
     seconds = time.perf_counter() - start
     for row in rows:
         row.update(seconds=seconds, slices=int(prediction.shape[0]), image=str(case.image), label=str(case.label),
-                   voxel_mm3=float(np.prod(spacing)) if spacing else None)
+                   unit=unit, voxel_size=float(np.prod(spacing)) if spacing else None)
     return CaseResult(rows, clicks, confusion, prediction, scan)
 
 

@@ -23,13 +23,13 @@ from rich.table import Table
 
 from adapt.metrics import class_iou, global_accuracy, mean_pixel_accuracy, miou, pixel_accuracy, summarize
 
-METRICS = ("dice", "iou", "nsd", "hd95_mm")
+METRICS = ("dice", "iou", "nsd", "hd95")
 #: DAVIS scores of ``task=propagation`` (slices as frames).
 VIDEO_METRICS = ("j", "f", "j_and_f")
-COLUMNS = ("run", "case", "class", *METRICS, *VIDEO_METRICS, "gt_voxels", "pred_voxels", "voxel_mm3", "seconds", "slices", "image",
+COLUMNS = ("run", "case", "class", *METRICS, *VIDEO_METRICS, "gt_voxels", "pred_voxels", "unit", "voxel_size", "seconds", "slices", "image",
            "label")
 #: The headline numbers of the printed table and the compare differences.
-HEADLINE = ("dice", "iou", "nsd", "hd95_mm")
+HEADLINE = ("dice", "iou", "nsd", "hd95")
 
 
 def _number(value: Any) -> float | None:
@@ -66,10 +66,18 @@ def summarize_run(rows: Sequence[Mapping[str, Any]], classes: Sequence[str], con
         "throughput": {"unit": unit, "planes": int(planes), "model_seconds": model_seconds,
                        "per_second": planes / model_seconds if model_seconds > 0 else None},
         "undefined": {m: int(sum(s[m]["count_undefined"] for s in per_class.values())) for m in metrics},
+        "distance_unit": distance_unit(rows),
     }
     if clicks:
         summary["clicks"] = click_curve(clicks, classes)
     return summary
+
+
+def distance_unit(rows: Sequence[Mapping[str, Any]]) -> str:
+    """The unit of HD95 and the NSD tolerance over the cases: ``mm``, ``px``, a GeoTIFF's CRS
+    unit, or ``mixed`` (cases in different units: their mean means little)."""
+    units = {row["unit"] for row in rows}
+    return units.pop() if len(units) == 1 else "mixed" if units else "none"
 
 
 def click_curve(clicks: Mapping[int, list[dict[str, dict[str, float]]]], classes: Sequence[str]) -> dict[str, Any]:
@@ -141,7 +149,8 @@ def print_table(summary: Mapping[str, Any], console: Console | None = None) -> T
         table.add_column(column, overflow="fold")
     for name, stats in summary["classes"].items():
         for metric in HEADLINE:
-            cells = [name, metric, _fmt(stats[metric])]
+            label = f"{metric} ({summary['distance_unit']})" if metric == "hd95" else metric
+            cells = [name, label, _fmt(stats[metric])]
             if other:
                 delta = other["difference"][name][metric]
                 cells += [_fmt(other["classes"].get(name, {}).get(metric)), "-" if delta is None else f"{delta:+.4f}"]
