@@ -1,11 +1,16 @@
 """Lightning's FSDP strategy, configurable from YAML and runnable on CPU processes too.
 
 ``trainer=fsdp`` is for GPUs, but a sharded run should be checkable on a laptop (two gloo
-processes, the tiny model) before it takes cluster hours. Four things stand in the way
-with Lightning's own ``FSDPStrategy``; they are mended here, nothing else:
+processes, the tiny model) before it takes cluster hours. What stood in the way with
+Lightning's own ``FSDPStrategy`` is mended here, nothing else. On every device:
 
 - its ``auto_wrap_policy`` takes a *set* of block classes, which YAML cannot write (a list
   reaches torch as a policy and fails with "'list' object is not callable");
+- each stage of a trainer (``adapt.train`` validates, fits, validates) wraps the model again,
+  and the second wrapping sees the root's weights as shard views; the first wrapping is kept.
+
+On the CPU:
+
 - it refuses ``accelerator=cpu``;
 - it wraps the model with the device *index* as ``device_id``, ``None`` on the CPU, and
   torch's FSDP then looks for an accelerator and stops;
@@ -14,6 +19,8 @@ with Lightning's own ``FSDPStrategy``; they are mended here, nothing else:
   segfaults on every rank but 0, and the optimizer's comes back with ``exp_avg`` aliasing
   ``exp_avg_sq`` (a checkpoint that resumes with wrong moments, silently). On the CPU both
   are gathered without offloading.
+
+Gradient clipping under FSDP is the task's (``BaseTask.configure_gradient_clipping``).
 """
 
 from __future__ import annotations
@@ -117,10 +124,3 @@ class FSDPStrategy(LightningFSDPStrategy):
         if self.global_rank == 0:
             state = FullyShardedDataParallel.rekey_optim_state_dict(state, OptimStateKeyType.PARAM_ID, self.model)
         return state
-
-    def teardown(self) -> None:
-        # Let every rank finish its collectives before the process group goes: a gloo rank
-        # that exits while another still reduces aborts ("terminate called ...").
-        if self.root_device.type == "cpu" and self.world_size > 1:
-            self.barrier("fsdp-teardown")
-        super().teardown()
