@@ -53,8 +53,9 @@ def save_peft_from_weights(model: PeftModel, weights: Mapping[str, torch.Tensor]
     """
     names = [n for n, _ in model.named_parameters()] + [n for n, _ in model.named_buffers()]
     model.save_pretrained(out_dir, state_dict={n: weights[plain_name(n)] for n in names if plain_name(n) in weights})
-    path = out_dir / WEIGHTS_FILE
-    save_file({plain_name(k): v for k, v in load_file(path).items()}, path, metadata={"format": "pt"})
+    if any(plain_name(n) != n for n in names):  # wrapped blocks: peft wrote their entries under wrapper names
+        path = out_dir / WEIGHTS_FILE
+        save_file({plain_name(k): v for k, v in load_file(path).items()}, path, metadata={"format": "pt"})
 
 
 def save_adapter(
