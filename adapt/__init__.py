@@ -9,7 +9,7 @@ __version__ = "0.1.0"
 __all__ = ["__version__", "load_adapter"]
 
 #: Public names imported on first use, so ``import adapt`` does not pull in torch/transformers.
-_LAZY = {"load_adapter": "adapt.loading", "LoadedAdapter": "adapt.loading"}
+_LAZY = {"load_adapter": "adapt.hub.loading", "LoadedAdapter": "adapt.hub.loading"}
 
 
 def __getattr__(name: str) -> Any:

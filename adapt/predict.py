@@ -7,11 +7,11 @@
     python -m adapt.predict adapter=outputs/demo/<run> input=tiles/ output=masks/ prompt="point 120,80"
     python -m adapt.predict adapter=... input=case.nii.gz output=mask.nii.gz prompt="from_mask=coarse.nii.gz"
 
-Prompts are in the input's pixel grid (``x`` = column, ``y`` = row; see ``adapt.prompt_syntax``).
+Prompts are in the input's pixel grid (``x`` = column, ``y`` = row; see ``adapt.inference.prompt_syntax``).
 This module pairs inputs with outputs, refuses to overwrite, shows progress and writes each
-mask with its input's geometry (``adapt.predict_io``); the model side -- intensities, prompt
+mask with its input's geometry (``adapt.inference.io``); the model side -- intensities, prompt
 mapping, propagation through a volume from one prompted slice, ``from_mask`` boxes on every
-slice -- is ``adapt.inference``. A semantic adapter (``task=semantic``) takes no prompt and
+slice -- is ``adapt.inference.runner``. A semantic adapter (``task=semantic``) takes no prompt and
 writes every class's label value; with ``prompt=auto`` each connected component of its coarse
 class map becomes a box prompt that the promptable decoder refines.
 """
@@ -30,11 +30,11 @@ from omegaconf import DictConfig
 
 from adapt.cli import register_cli_config, user_errors
 from adapt.errors import ConfigError, DataError
-from adapt.inference import Predictor, predict_scan, to_unit
-from adapt.loading import LoadedAdapter, load_adapter
-from adapt.model_card import label_names
-from adapt.predict_io import is_dicom_series, kind_of, mask_path, read_scan, suffix, write_mask
-from adapt.prompt_syntax import SYNTAX, Prompt, parse_prompt, quote_argv
+from adapt.inference.runner import Predictor, predict_scan, to_unit
+from adapt.hub.loading import LoadedAdapter, load_adapter
+from adapt.hub.model_card import label_names
+from adapt.inference.io import is_dicom_series, kind_of, mask_path, read_scan, suffix, write_mask
+from adapt.inference.prompt_syntax import SYNTAX, Prompt, parse_prompt, quote_argv
 
 __all__ = ["Predictor", "plan_jobs", "predict_scan", "run", "to_unit"]
 

@@ -21,12 +21,12 @@ from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf
 
 from adapt.adapters.io import save_adapter
-from adapt.callbacks import build_callbacks, build_logger
+from adapt.training.callbacks import build_callbacks, build_logger
 from adapt.cli import user_errors
 from adapt.conf import CONFIG_DIR, register_recipes, register_resolvers
 from adapt.errors import ConfigError
 from adapt.models.embedding_cache import encoder_is_frozen, namespace
-from adapt.summary import print_summary
+from adapt.training.summary import print_summary
 from adapt.tasks.base import MONITOR
 
 log = logging.getLogger(__name__)

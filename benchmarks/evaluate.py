@@ -31,7 +31,7 @@ from adapt.evaluation.case import Protocol, evaluate_case
 from adapt.evaluation.cases import EvalCase
 from adapt.evaluation.engine import Engine
 from adapt.evaluation.models import ModelSpec, load_model
-from adapt.inference import Predictor
+from adapt.inference.runner import Predictor
 
 
 def run(size: int, cases: list[EvalCase], args: argparse.Namespace) -> dict[str, float]:

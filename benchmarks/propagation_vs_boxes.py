@@ -71,7 +71,7 @@ def fine_tune(run_dir: Path, args: argparse.Namespace) -> dict:
 
 def base_models(args: argparse.Namespace, preprocessing: dict):
     """The untouched image and video models, shaped as loaded adapters (the "before" column)."""
-    from adapt.loading import LoadedAdapter
+    from adapt.hub.loading import LoadedAdapter
     from adapt.models.sam2 import load_sam2
 
     name = args.model if args.model == "tiny" else f"random:{args.model}"
@@ -81,16 +81,16 @@ def base_models(args: argparse.Namespace, preprocessing: dict):
 
 
 def adapted_models(adapter: Path):
-    from adapt.loading import load_adapter
+    from adapt.hub.loading import load_adapter
 
     return load_adapter(adapter, video=False), load_adapter(adapter, video=True).model
 
 
 def score(image_model, video_model, volumes: list) -> dict[str, dict[str, float]]:
     """Mean 3D Dice, prompts per case and seconds per case of each method over ``volumes``."""
-    from adapt.inference import Predictor
+    from adapt.inference.runner import Predictor
     from adapt.metrics import dice
-    from adapt.propagation import SlicePrompt, propagate
+    from adapt.inference.propagation import SlicePrompt, propagate
     from adapt.transforms.prompts import box_from_mask
 
     predictor = Predictor(image_model, device="cpu", propagation="boxes")

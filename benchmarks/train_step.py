@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from adapt.adapters import apply_adapter
-from adapt.losses import LossWeights, segmentation_loss
+from adapt.tasks.losses import LossWeights, segmentation_loss
 from adapt.models.interactive import base_model, decode, image_embeddings
 from adapt.models.sam2 import count_parameters, load_sam2, preprocess
 

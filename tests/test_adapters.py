@@ -9,7 +9,7 @@ from torch import nn
 from adapt.adapters import apply_adapter
 from adapt.adapters.io import load_adapter_weights, read_metadata, save_adapter, trainable_state_dict
 from adapt.errors import ConfigError
-from adapt.losses import LossWeights, segmentation_loss
+from adapt.tasks.losses import LossWeights, segmentation_loss
 from adapt.models.sam2 import count_parameters, load_sam2, preprocess
 
 KINDS = {

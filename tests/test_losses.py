@@ -1,6 +1,6 @@
 import torch
 
-from adapt.losses import (
+from adapt.tasks.losses import (
     LossWeights,
     bce_loss,
     dice_loss,

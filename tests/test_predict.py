@@ -16,7 +16,8 @@ import torch
 from omegaconf import OmegaConf
 from PIL import Image
 
-from adapt import inference, predict
+from adapt import predict
+from adapt.inference import runner as inference
 from adapt.adapters import apply_adapter
 from adapt.adapters.io import save_adapter
 from adapt.conf import CONFIG_DIR
@@ -24,8 +25,8 @@ from adapt.data.synthetic import phantom_affine, write_ct_phantoms
 from adapt.errors import ConfigError, DataError
 from adapt.models.interactive import Prediction
 from adapt.models.sam2 import load_sam2
-from adapt.predict_io import VolumeView
-from adapt.prompt_syntax import parse_prompt, quote_argv
+from adapt.inference.io import VolumeView
+from adapt.inference.prompt_syntax import parse_prompt, quote_argv
 from adapt.transforms.prompts import box_from_mask
 
 GEO_TAGS = [
@@ -154,7 +155,7 @@ def test_volume_view_maps_stored_voxels_to_training_planes_and_back(affine):
         assert stack[z, int(vy), int(vx)] == volume[tuple(stored)]
 
 
-@pytest.mark.skipif(importlib.util.find_spec("adapt.propagation") is None, reason="memory propagation not available")
+@pytest.mark.skipif(importlib.util.find_spec("adapt.inference.propagation") is None, reason="memory propagation not available")
 def test_volume_prompt_propagates_with_sam2_memory(adapter, tmp_path):
     case = write_ct_phantoms(tmp_path / "ct", num_cases=1, shape=(64, 64, 6))[0]
     source = nib.load(tmp_path / "ct" / case["image"])
@@ -312,7 +313,7 @@ def test_pixels_reach_the_model_as_in_training(stem):
     from adapt.data.datamodule import build_datamodule
     from adapt.data.sources import data_root, list_cases
     from adapt.data.volumes import load_volume
-    from adapt.predict_io import read_scan
+    from adapt.inference.io import read_scan
 
     card = load_card(stem)
     datamodule = build_datamodule({"card": stem, "cache": "none"}, image_size=64, seed=0)

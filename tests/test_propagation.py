@@ -14,7 +14,7 @@ from adapt.models.memory import FramePrompt
 from adapt.models.sam2 import preprocess
 from adapt.models.tiny import TINY_IMAGE_SIZE, tiny_video_config
 from adapt.models.tracking import track_clip
-from adapt.propagation import SlicePrompt, propagate, read_frames
+from adapt.inference.propagation import SlicePrompt, propagate, read_frames
 from adapt.transforms.prompts import box_from_mask
 
 S = TINY_IMAGE_SIZE

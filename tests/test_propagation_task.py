@@ -13,10 +13,10 @@ import torch
 from hydra import compose, initialize_config_dir
 from safetensors.torch import load_file, save_file
 
-from adapt import propagation as propagation_module
+from adapt.inference import propagation as propagation_module
 from adapt.conf import CONFIG_DIR, register_recipes, register_resolvers
 from adapt.errors import ConfigError
-from adapt.losses import LossWeights
+from adapt.tasks.losses import LossWeights
 from adapt.models.memory import MemoryTracker
 from adapt.models.tracking import ClipOutput
 from adapt.tasks.propagation import PropagationTask, clip_loss
@@ -61,7 +61,7 @@ def test_presence_term_and_absent_frames_by_hand():
     bce = [-math.log(sigmoid(2.0)), -math.log(1 - sigmoid(-1.0)), -math.log(sigmoid(0.5))]
     assert parts["presence"].item() == pytest.approx(sum(bce) / 3, rel=1e-6)
     # Mask terms on the present frames only, each as the 2D loss computes it; presence everywhere.
-    from adapt.losses import segmentation_loss
+    from adapt.tasks.losses import segmentation_loss
 
     mask_terms = [segmentation_loss(candidates[t][None], target[t][None], out.candidate_iou[t][None])[0] for t in (0, 2)]
     expected = (sum(mask_terms) + 0.5 * sum(bce)) / 3
@@ -184,7 +184,7 @@ def test_train_logs_clip_metrics_and_counts_memory_adapters(trained):
 
 
 def test_adapter_reloads_on_the_video_and_the_image_model(trained):
-    from adapt.loading import load_adapter
+    from adapt.hub.loading import load_adapter
     from adapt.models.sam2 import preprocess
 
     run_dir, _, objects = trained

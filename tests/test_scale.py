@@ -157,7 +157,7 @@ def test_the_fsdp_config_shards_the_hiera_blocks_and_a_bad_block_class_is_named(
     from torch.distributed.fsdp.wrap import ModuleWrapPolicy
     from transformers.models.sam2.modeling_sam2 import Sam2MultiScaleBlock
 
-    from adapt.strategies import FSDPStrategy
+    from adapt.training.strategies import FSDPStrategy
     from adapt.train import build_trainer
 
     fsdp = ["trainer=fsdp", "trainer.accelerator=cpu", "trainer.devices=2"]
@@ -331,7 +331,7 @@ def test_last_checkpoint_is_the_latest_state_even_when_the_monitored_metric_gets
     import lightning as L
     from torch.utils.data import DataLoader
 
-    from adapt.callbacks import build_callbacks
+    from adapt.training.callbacks import build_callbacks
 
     class Worsening(L.LightningModule):
         """One weight; its validation Dice falls every epoch, so only the first is 'best'."""

@@ -76,7 +76,7 @@ def test_label_channels_must_match_the_classes():
 @pytest.fixture
 def semantic_adapter(tmp_path, monkeypatch):
     """A tiny semantic adapter with non-consecutive label ids; class 2 wins on the left half."""
-    from adapt import inference
+    from adapt.inference import runner as inference
     from adapt.adapters import apply_adapter
     from adapt.models.semantic import ATTRIBUTE, add_class_prompts
 
@@ -88,7 +88,7 @@ def semantic_adapter(tmp_path, monkeypatch):
                 "preprocessing": {"window": [-100, 240], "slice_axis": 2}}
     save_adapter(apply_adapter(model, spec), spec, tmp_path / "semantic", metadata)
 
-    def halves(model, embeddings):  # one image per call, as adapt.inference classifies
+    def halves(model, embeddings):  # one image per call, as adapt.inference.runner classifies
         logits = torch.zeros(1, 3, 32, 32)
         logits[:, 2, :, :16], logits[:, 1, :, 16:] = 5.0, 5.0
         return logits

@@ -31,9 +31,9 @@ from scipy import ndimage
 from adapt.errors import ConfigError, DataError
 from adapt.evaluation.cases import EvalCase
 from adapt.evaluation.engine import Engine, PlanePrompts
-from adapt.inference import to_unit
+from adapt.inference.runner import to_unit
 from adapt.metrics import case_metrics, confusion_matrix, dice, iou, j_and_f
-from adapt.predict_io import Scan, dicom_affine, mask_path, read_scan, suffix, write_mask
+from adapt.inference.io import Scan, dicom_affine, mask_path, read_scan, suffix, write_mask
 from adapt.transforms.prompts import PromptSimulator
 
 PROMPTS = ("box", "box_jitter", "point", "points_k", "auto", "none")
@@ -229,7 +229,7 @@ def predict_classes(engine: Engine, images: np.ndarray, truth: np.ndarray | None
 def _propagate(engine: Engine, video: Any, images: np.ndarray, target: np.ndarray, simulator: PromptSimulator,
                key: tuple[int, ...]) -> np.ndarray:
     """Prompt the slice where the class is largest; SAM2's memory segments the rest."""
-    from adapt.propagation import SlicePrompt, propagate
+    from adapt.inference.propagation import SlicePrompt, propagate
 
     z = int(target.sum(axis=(1, 2)).argmax())
     made = simulator(target[z], key=(*key, z))

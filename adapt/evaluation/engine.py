@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from scipy import ndimage
 
 from adapt.errors import ConfigError
-from adapt.inference import Predictor
+from adapt.inference.runner import Predictor
 from adapt.models.interactive import Prediction, click_rounds, decode, image_embeddings
 from adapt.models.sam2 import preprocess
 from adapt.models.semantic import class_logits

@@ -24,8 +24,8 @@ from adapt.evaluation.cases import EvalCase, load_cases
 from adapt.evaluation.engine import Engine
 from adapt.evaluation.models import ModelSpec, is_none, load_model, resolve_spec
 from adapt.evaluation.report import difference, print_table, summarize_run, write_cases, write_summary
-from adapt.inference import Predictor
-from adapt.model_card import label_names
+from adapt.inference.runner import Predictor
+from adapt.hub.model_card import label_names
 
 log = logging.getLogger(__name__)
 

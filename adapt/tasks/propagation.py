@@ -35,7 +35,7 @@ import torch.nn.functional as F
 
 from adapt.data.clips import build_clip_datamodule
 from adapt.errors import ConfigError
-from adapt.losses import LossWeights, presence_loss, segmentation_loss
+from adapt.tasks.losses import LossWeights, presence_loss, segmentation_loss
 from adapt.metrics import dice_score, iou_score
 from adapt.models.sam2 import preprocess
 from adapt.models.tracking import DIRECTIONS, ClipOutput, clip_prompts, track_clip

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from adapt.errors import ConfigError
-from adapt.losses import LossWeights, segmentation_loss
+from adapt.tasks.losses import LossWeights, segmentation_loss
 from adapt.metrics import dice_score, iou_score
 from adapt.models.interactive import Prediction, click_rounds, decode, image_embeddings
 from adapt.models.sam2 import preprocess

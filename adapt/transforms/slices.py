@@ -2,7 +2,7 @@
 
 Planes of a RAS volume ``[C, X, Y, Z]`` taken along ``slice_axis`` are transposed so rows
 run along the second in-plane axis (for axial slices: rows = y, columns = x), which is how
-``adapt.predict_io`` lays out the planes it feeds the model. 2D cases are already planes.
+``adapt.inference.io`` lays out the planes it feeds the model. 2D cases are already planes.
 """
 
 from __future__ import annotations

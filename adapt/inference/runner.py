@@ -6,7 +6,7 @@ line). Intensities are mapped to [0, 1] exactly as the data layer did in trainin
 the stored pixel grid and are mapped onto the stack of planes the model sees
 (``adapt.predict_io.VolumeView``) and then onto the model's square grid; masks come back at
 the planes' size. A volume prompted on one slice is followed through the volume with
-SAM2's memory (``adapt.propagation``); ``propagation=boxes`` instead chains boxes from
+SAM2's memory (``adapt.inference.propagation``); ``propagation=boxes`` instead chains boxes from
 slice to slice with the image model, which needs no memory weights.
 """
 
@@ -21,13 +21,13 @@ import torch
 import torch.nn.functional as F
 
 from adapt.errors import AdaptError, ConfigError, DataError
-from adapt.loading import LoadedAdapter, load_adapter
+from adapt.hub.loading import LoadedAdapter, load_adapter
 from adapt.models.interactive import base_model, decode, image_embeddings
 from adapt.models.sam2 import preprocess
 from adapt.models.semantic import ATTRIBUTE as CLASS_PROMPTS
 from adapt.models.semantic import class_logits
-from adapt.predict_io import Scan
-from adapt.prompt_syntax import Prompt
+from adapt.inference.io import Scan
+from adapt.inference.prompt_syntax import Prompt
 from adapt.transforms.intensity import scale_channels
 from adapt.transforms.prompts import box_from_mask
 
@@ -123,9 +123,9 @@ class Predictor:
         if self.propagation == "boxes":
             return None
         if self._video is None:
-            if importlib.util.find_spec("adapt.propagation") is None:
+            if importlib.util.find_spec("adapt.inference.propagation") is None:
                 if self.propagation == "memory":
-                    raise ConfigError("propagation=memory needs adapt.propagation, which this version lacks")
+                    raise ConfigError("propagation=memory needs adapt.inference.propagation, which this version lacks")
                 log.warning("memory propagation unavailable: following the object with slice-to-slice boxes")
                 self.propagation = "boxes"
                 return None
@@ -203,7 +203,7 @@ def predict_scan(predictor: Predictor, scan: Scan, prompt: Prompt | None, guide:
     box, points, z = view_prompt(scan, prompt)
     video = predictor.video_model() if scan.is_volume else None
     if video is not None:
-        from adapt.propagation import SlicePrompt, propagate
+        from adapt.inference.propagation import SlicePrompt, propagate
 
         slice_prompt = SlicePrompt(boxes=box, points=None if points is None else points[None],
                                    labels=None if points is None else prompt.point_labels[None])

@@ -7,8 +7,8 @@
 
 What is uploaded is the adapter in peft's layout, ``sam2_adapt.json`` (base model and
 revision, data card and licence, preprocessing, label map, prompt protocol, metrics) and a
-model card generated from that file (``adapt.model_card``). Loading onto the recorded base
-lives in ``adapt.loading``. ``merge=true`` folds LoRA into the base weights and writes a
+model card generated from that file (``adapt.hub.model_card``). Loading onto the recorded base
+lives in ``adapt.hub.loading``. ``merge=true`` folds LoRA into the base weights and writes a
 plain ``transformers`` model for deployment.
 Every Hub call goes through an ``HfApi``-like client that tests replace with a local one.
 """
@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -29,8 +28,8 @@ from omegaconf import DictConfig
 from adapt.adapters.io import CONFIG_FILE, METADATA_FILE, WEIGHTS_FILE, read_metadata
 from adapt.cli import register_cli_config, user_errors
 from adapt.errors import AdaptError, ConfigError
-from adapt.loading import REPO_ID, LoadedAdapter, adapter_dir, check_base, default_api, load_adapter, resolve
-from adapt.model_card import render_card
+from adapt.hub.loading import REPO_ID, LoadedAdapter, adapter_dir, check_base, default_api, load_adapter, resolve
+from adapt.hub.model_card import render_card
 
 log = logging.getLogger(__name__)
 
@@ -184,8 +183,3 @@ def action_argv(argv: list[str]) -> list[str]:
     if len(argv) > 1 and argv[1] in ACTIONS:
         return [argv[0], f"action={argv[1]}", *argv[2:]]
     return argv
-
-
-if __name__ == "__main__":
-    sys.argv = action_argv(sys.argv)
-    main()

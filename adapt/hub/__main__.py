@@ -1,0 +1,9 @@
+"""``python -m adapt.hub push|pull``: the command line of ``adapt.hub.share``."""
+
+import sys
+
+from adapt.hub.share import action_argv, main
+
+if __name__ == "__main__":
+    sys.argv = action_argv(sys.argv)
+    main()
