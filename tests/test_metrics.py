@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 from monai.metrics import DiceMetric, MeanIoU, compute_hausdorff_distance, compute_iou, compute_surface_dice
-from scipy.ndimage import binary_erosion
+from scipy.ndimage import binary_dilation, binary_erosion, gaussian_filter
 from scipy.spatial.distance import cdist
 
 from adapt.metrics import (
@@ -38,6 +38,7 @@ from adapt.metrics import (
     summarize,
     surface_metrics,
 )
+from adapt.metrics.video import _disk
 
 nan = float("nan")
 
@@ -172,7 +173,7 @@ def test_batched_scores_stay_on_the_gpu_without_sync():
 # ----------------------------------------------------------------------------- NSD / HD95
 
 # 10x10, gt a 4x4 square at rows 2-5, cols 2-5; pred the same square one column right.
-# Edge pixels (mask minus cross erosion) are each square's ring of 12.
+# HD95 and surface="voxels" NSD use edge pixels (mask minus cross erosion): each square's ring of 12.
 # Spacing (1, 1): every ring pixel lies 0 (6 of 12) or 1 voxel (6 of 12) from the other ring,
 #   so HD95 = 1 and NSD(tol 0.5) = 12/24 = 1/2.
 # Spacing (1, 2) (a column is 2 mm): the shift is 2 mm. Pred ring -> gt ring:
@@ -180,8 +181,21 @@ def test_batched_scores_stay_on_the_gpu_without_sync():
 #   the 4 pixels of pred's right column 2 mm from gt's right column; gt -> pred mirrors it.
 #   Sorted: 0 x6, 1 x2, 2 x4 -> 95th percentile (index 10.45 of 0..11) = 2 mm; NSD(1.5 mm) = 16/24.
 # Spacing (2, 1) (a row is 2 mm): the column shift is 1 mm and nothing is farther -> HD95 = 1 mm.
+#
+# surface="decathlon" (DeepMind): surface elements sit on the 2x2 windows between pixel centres,
+# a ring of 16 windows around each square (rows 1-5 x cols 1-5 for gt, cols 2-6 for pred): 4
+# corner windows (one pixel in, a diagonal segment of length |spacing| / 2), 6 windows along the
+# rows (top and bottom, length = column spacing) and 6 along the columns (length = row spacing).
+# Spacing (1, 2): corner d = sqrt(5)/2, row segments 2, column segments 1; gt total 4d + 12 + 6.
+#   Within 1.5 mm of the other ring: top and bottom rows at cols 2-5 (distance 0: 3 row segments +
+#   1 corner each) and the column windows at rows 2 and 4 on the shifted side (1 mm to the other
+#   ring's corner windows): 2 (3*2 + d) + 2. Both rings alike: NSD = (14 + sqrt5) / (18 + 2 sqrt5)
+#   = 0.7225, against 16/24 for edge voxels (the 2 mm-long row segments weigh more).
+# Spacing (2, 1): row segments 1, column segments 2, same d; within 0.5 mm only the distance-0
+#   windows: 2 (3 + d) of 4d + 6 + 12 -> (6 + sqrt5) / (18 + 2 sqrt5) = 0.3665 against 12/24.
 GT_SQ = box((10, 10), slice(2, 6), slice(2, 6))
 PRED_SQ = box((10, 10), slice(2, 6), slice(3, 7))
+R5 = math.sqrt(5)
 
 
 def test_hd95_shifted_square_voxels_versus_mm():
@@ -191,11 +205,20 @@ def test_hd95_shifted_square_voxels_versus_mm():
     assert hd95(GT_SQ, GT_SQ, spacing=(3.0, 0.5)) == 0.0
 
 
-def test_nsd_shifted_square_voxels_versus_mm():
-    assert nsd(PRED_SQ, GT_SQ, tolerance_mm=0.5) == pytest.approx(1 / 2)
-    assert nsd(PRED_SQ, GT_SQ, tolerance_mm=1.5) == pytest.approx(1.0)
-    assert nsd(PRED_SQ, GT_SQ, spacing=(1.0, 2.0), tolerance_mm=1.5) == pytest.approx(16 / 24)
-    assert nsd(PRED_SQ, GT_SQ, spacing=(1.0, 2.0), tolerance_mm=2.0) == pytest.approx(1.0)
+@pytest.mark.parametrize(
+    ("spacing", "tolerance", "decathlon", "voxels"),
+    [(None, 0.5, 1 / 2, 1 / 2),
+     (None, 1.5, 1.0, 1.0),
+     ((1.0, 2.0), 1.5, (14 + R5) / (18 + 2 * R5), 16 / 24),
+     ((1.0, 2.0), 2.0, 1.0, 1.0),
+     ((2.0, 1.0), 0.5, (6 + R5) / (18 + 2 * R5), 12 / 24),
+     ((2.0, 1.0), 1.0, 1.0, 1.0)],
+)
+def test_nsd_shifted_square_hand_computed(spacing, tolerance, decathlon, voxels):
+    by_rule = {rule: nsd(PRED_SQ, GT_SQ, spacing, tolerance_mm=tolerance, surface=rule)
+               for rule in ("decathlon", "voxels")}
+    assert by_rule == pytest.approx({"decathlon": decathlon, "voxels": voxels}, abs=1e-6)
+    assert nsd(PRED_SQ, GT_SQ, spacing, tolerance_mm=tolerance) == by_rule["decathlon"]  # the default
 
 
 def test_one_voxel_objects_anisotropic():
@@ -204,7 +227,11 @@ def test_one_voxel_objects_anisotropic():
     assert hd95(pred, gt) == pytest.approx(3.0)
     assert hd95(pred, gt, spacing=(1.0, 2.0)) == pytest.approx(6.0)
     assert hd95(pred, gt, spacing=(2.0, 1.0)) == pytest.approx(3.0)
-    assert nsd(pred, gt, spacing=(1.0, 2.0), tolerance_mm=5.0) == 0.0
+    assert nsd(pred, gt, spacing=(1.0, 2.0), tolerance_mm=5.0, surface="voxels") == 0.0
+    assert nsd(pred, gt, spacing=(2.0, 1.0), tolerance_mm=5.0, surface="voxels") == 1.0
+    # Surface elements of a single pixel are its 4 corner windows, half a pixel either side:
+    # 2 and 3 columns (4 and 6 mm) from the other's; at 5 mm the nearer half of each is correct.
+    assert nsd(pred, gt, spacing=(1.0, 2.0), tolerance_mm=5.0) == pytest.approx(0.5)
     assert nsd(pred, gt, spacing=(2.0, 1.0), tolerance_mm=5.0) == 1.0
     # 3D CT-like spacing (5 mm slices, 0.7 mm in-plane): two slices apart = 10 mm, not 2
     gt3 = box((6, 4, 4), slice(1, 2), slice(1, 2), slice(1, 2))
@@ -214,6 +241,7 @@ def test_one_voxel_objects_anisotropic():
     assert hd95(pred3, gt3) == pytest.approx(2.0)
 
 
+@pytest.mark.parametrize("surface", ["decathlon", "voxels"])
 @pytest.mark.parametrize(
     ("pred", "gt", "nsd_expected"),
     [(np.zeros((6, 6), bool), np.zeros((6, 6), bool), nan),
@@ -221,12 +249,12 @@ def test_one_voxel_objects_anisotropic():
      (box((6, 6), slice(1, 3), slice(1, 3)), np.zeros((6, 6), bool), 0.0)],
     ids=["both-empty", "empty-pred", "empty-gt"],
 )
-def test_surface_empty_convention_without_warnings(pred, gt, nsd_expected):
+def test_surface_empty_convention_without_warnings(pred, gt, nsd_expected, surface):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert math.isnan(hd95(pred, gt, spacing=(1.0, 1.0)))
-        result = nsd(pred, gt, tolerance_mm=1.0)
-        both = surface_metrics(pred, gt, spacing=(1.0, 1.0), tolerance_mm=1.0)
+        result = nsd(pred, gt, tolerance_mm=1.0, surface=surface)
+        both = surface_metrics(pred, gt, spacing=(1.0, 1.0), tolerance_mm=1.0, surface=surface)
     assert math.isnan(both["hd95"]) and (both["nsd"] == result or math.isnan(both["nsd"]) and math.isnan(result))
     assert (math.isnan(result) and math.isnan(nsd_expected)) or result == nsd_expected
 
@@ -240,35 +268,77 @@ def _brute_force_surface(pred: np.ndarray, gt: np.ndarray, spacing: tuple[float,
 
 @pytest.mark.filterwarnings("ignore:.*always_return_as_numpy:FutureWarning")  # MONAI's own internal call
 @pytest.mark.parametrize("shape,spacing", [((20, 24), (0.8, 2.5)), ((6, 12, 10), (5.0, 0.7, 0.9))])
-def test_surface_metrics_agree_with_monai_and_brute_force(shape, spacing):
+def test_hd95_and_voxel_nsd_agree_with_monai_and_brute_force(shape, spacing):
     for seed in range(3):
         pred, gt = random_masks(10 + seed, shape, 0.4), random_masks(20 + seed, shape, 0.4)
         a, b = torch.from_numpy(pred)[None, None].float(), torch.from_numpy(gt)[None, None].float()
         monai_hd = compute_hausdorff_distance(a, b, include_background=True, percentile=95, spacing=list(spacing))
         monai_nsd = compute_surface_dice(a, b, [2.0], include_background=True, spacing=list(spacing))
+        voxel_nsd = nsd(pred, gt, spacing, tolerance_mm=2.0, surface="voxels")
         assert hd95(pred, gt, spacing) == pytest.approx(monai_hd.item(), rel=1e-5)
-        assert nsd(pred, gt, spacing, tolerance_mm=2.0) == pytest.approx(monai_nsd.item(), rel=1e-5)
+        assert voxel_nsd == pytest.approx(monai_nsd.item(), rel=1e-5)
         forward, backward = _brute_force_surface(pred, gt, spacing)
         expected_hd95 = max(np.percentile(forward, 95), np.percentile(backward, 95))
         expected_nsd = ((forward <= 2.0).sum() + (backward <= 2.0).sum()) / (forward.size + backward.size)
         assert hd95(pred, gt, spacing) == pytest.approx(expected_hd95, rel=1e-5)
-        assert nsd(pred, gt, spacing, tolerance_mm=2.0) == pytest.approx(expected_nsd, rel=1e-5)
-        both = surface_metrics(pred, gt, spacing, tolerance_mm=2.0)  # one distance computation, same values
+        assert voxel_nsd == pytest.approx(expected_nsd, rel=1e-5)
+        both = surface_metrics(pred, gt, spacing, tolerance_mm=2.0, surface="voxels")  # one distance pass
         assert both == pytest.approx({"hd95": expected_hd95, "nsd": expected_nsd}, rel=1e-5)
 
 
-def test_surface_rejects_bad_spacing():
+def smooth_blob(seed: int, shape: tuple[int, ...], level: float = 0.5) -> np.ndarray:
+    """An organ-like blob: smoothed noise above a level."""
+    return gaussian_filter(np.random.default_rng(seed).random(shape), 2.0) > level
+
+
+@pytest.mark.filterwarnings("ignore:.*always_return_as_numpy:FutureWarning")
+@pytest.mark.parametrize(
+    ("shape", "spacing", "tolerance"),
+    [((16, 28, 28), (3.0, 0.7, 0.7), 2.0), ((28, 28, 12), (0.7, 0.7, 3.0), 2.0),
+     ((12, 24, 24), (5.0, 0.8, 0.8), 1.0), ((40, 40), (0.7, 3.0), 2.0), ((12, 20, 20), None, 1.0)],
+)
+def test_nsd_default_is_monai_subvoxel_surface_dice(shape, spacing, tolerance):
+    """Default NSD = MONAI's DeepMind-equivalent compute_surface_dice(use_subvoxels=True), 2D and 3D."""
+    gaps = []
+    for seed in range(3):
+        pred, gt = smooth_blob(30 + seed, shape), smooth_blob(40 + seed, shape, 0.51)
+        if seed == 1:  # an object cut by the volume border on two sides
+            pred[:3], gt[:2], gt[..., -2:] = True, True, True
+        a, b = torch.from_numpy(pred)[None, None].float(), torch.from_numpy(gt)[None, None].float()
+        grid = None if spacing is None else list(spacing)
+        reference = compute_surface_dice(a, b, [tolerance], include_background=True, spacing=grid,
+                                         use_subvoxels=True).item()
+        voxel_reference = compute_surface_dice(a, b, [tolerance], include_background=True, spacing=grid).item()
+        ours = nsd(pred, gt, spacing, tolerance_mm=tolerance)
+        assert ours == pytest.approx(reference, abs=1e-6)
+        assert surface_metrics(pred, gt, spacing, tolerance)["nsd"] == pytest.approx(reference, abs=1e-6)
+        assert case_metrics(pred, gt, spacing, tolerance)["nsd"] == pytest.approx(reference, abs=1e-6)
+        assert nsd(pred, gt, spacing, tolerance_mm=tolerance, surface="voxels") == pytest.approx(voxel_reference,
+                                                                                                 abs=1e-6)
+        gaps.append(abs(ours - voxel_reference))
+    if spacing is not None:  # anisotropic: the definitions differ measurably (0.06-0.13 here)
+        assert max(gaps) > 0.03
+
+
+def test_surface_rejects_bad_spacing_surface_and_tolerance():
     with pytest.raises(ValueError, match="spacing"):
         hd95(PRED_SQ, GT_SQ, spacing=(1.0, 1.0, 1.0))
     with pytest.raises(ValueError, match="spacing"):
         nsd(PRED_SQ, GT_SQ, spacing=(1.0, 0.0), tolerance_mm=1.0)
+    with pytest.raises(ValueError, match="surface"):
+        nsd(PRED_SQ, GT_SQ, tolerance_mm=1.0, surface="faces")
+    with pytest.raises(ValueError, match="tolerance"):
+        nsd(PRED_SQ, GT_SQ, tolerance_mm=-1.0)
 
 
 def test_case_metrics_row():
     row = case_metrics(PRED_SQ, GT_SQ, spacing=(1.0, 2.0), tolerance_mm=1.5)
-    # 4x4 squares overlapping in 4x3: Dice 24/32, IoU 12/20
-    expected = {"dice": 0.75, "iou": 0.6, "hd95": 2.0, "nsd": 2 / 3, "gt_voxels": 16, "pred_voxels": 16}
+    # 4x4 squares overlapping in 4x3: Dice 24/32, IoU 12/20; NSD as hand-computed above
+    expected = {"dice": 0.75, "iou": 0.6, "hd95": 2.0, "nsd": (14 + R5) / (18 + 2 * R5), "gt_voxels": 16,
+                "pred_voxels": 16}
     assert row == pytest.approx(expected)
+    voxels = case_metrics(PRED_SQ, GT_SQ, spacing=(1.0, 2.0), tolerance_mm=1.5, surface="voxels")
+    assert voxels == pytest.approx({**expected, "nsd": 16 / 24})
     assert "nsd" not in case_metrics(PRED_SQ, GT_SQ)
 
 
@@ -337,56 +407,182 @@ def test_semantic_agrees_with_torchmetrics_and_monai():
 # ----------------------------------------------------------------------------- DAVIS J / F
 
 # 20x20, gt a 10x10 square (rows 5-14, cols 5-14), pred shifted right by 2 (cols 7-16).
-# Boundaries are 36-pixel rings. With a radius-1 disk (the cross), a pred ring pixel matches
-# if a gt ring pixel is at distance <= 1: top and bottom rows cols 7-15 (9 + 9), and in
+# "inner" boundaries are 36-pixel rings. With a radius-1 disk (the cross), a pred ring pixel
+# matches if a gt ring pixel is at distance <= 1: top and bottom rows cols 7-15 (9 + 9), and in
 # pred's left column (col 7) only rows 6 and 13, next to gt's top/bottom rows (2);
 # pred's right column (col 16) is 2 px from gt's. Precision = 20/36 = 5/9 and, mirrored,
 # recall = 5/9, so F = 5/9. With radius 2 every ring pixel matches: F = 1.
+# DAVIS's seg2bmap boundaries are 40-pixel rings (11x11, half a pixel up-left): radius 1
+# matches 10 + 10 along the top and bottom rows and 2 in the left column: F = 22/40.
 # DAVIS's default bound_th 0.008 x diagonal (28.3 px) = 0.23 -> ceil -> 1 px.
 # J of this frame: overlap 10x8 = 80, union 120 -> 2/3.
 GT_V = box((20, 20), slice(5, 15), slice(5, 15))
 PRED_V = box((20, 20), slice(5, 15), slice(7, 17))
 
 
-def test_boundary_map_rings_and_image_border():
-    ring = boundary_map(box((8, 8), slice(2, 6), slice(2, 6)))
+def skimage_disk(radius: int) -> np.ndarray:
+    """``skimage.morphology.disk`` if scikit-image is installed, else its documented rule."""
+    try:
+        from skimage.morphology import disk
+    except ImportError:
+        offsets = np.arange(-radius, radius + 1)
+        return offsets[:, None] ** 2 + offsets[None, :] ** 2 <= radius**2
+    return disk(radius).astype(bool)
+
+
+def davis_seg2bmap(seg: np.ndarray) -> np.ndarray:
+    """DAVIS's boundary rule as published: differs from the right, lower or lower-right neighbour
+    (False beyond the image); the last row is compared with its right neighbour only, the last
+    column with its lower one only, and the bottom-right pixel is never a boundary."""
+    seg = np.asarray(seg, bool)
+    right, down, diag = np.zeros_like(seg), np.zeros_like(seg), np.zeros_like(seg)
+    right[:, :-1], down[:-1, :], diag[:-1, :-1] = seg[:, 1:], seg[1:, :], seg[1:, 1:]
+    bmap = (seg != right) | (seg != down) | (seg != diag)
+    bmap[-1, :] = seg[-1, :] != right[-1, :]
+    bmap[:, -1] = seg[:, -1] != down[:, -1]
+    bmap[-1, -1] = False
+    return bmap
+
+
+def davis_f(pred: np.ndarray, gt: np.ndarray, bound_th: float = 0.008, void: np.ndarray | None = None) -> float:
+    """DAVIS's f_measure from its published algorithm: numpy, scipy dilation by skimage's disk."""
+    keep = np.ones(pred.shape, bool) if void is None else ~void
+    bound_pix = bound_th if bound_th >= 1 else np.ceil(bound_th * np.linalg.norm(pred.shape))
+    pred_b, gt_b = davis_seg2bmap(pred & keep), davis_seg2bmap(gt & keep)
+    footprint = skimage_disk(int(bound_pix))
+    pred_d, gt_d = binary_dilation(pred_b, footprint), binary_dilation(gt_b, footprint)
+    n_pred, n_gt = pred_b.sum(), gt_b.sum()
+    precision = 1.0 if n_pred == 0 else (pred_b & gt_d).sum() / n_pred
+    recall = 1.0 if n_gt == 0 else (gt_b & pred_d).sum() / n_gt
+    return 0.0 if precision + recall == 0 else 2 * precision * recall / (precision + recall)
+
+
+def pixels(*coords: tuple[int, int], shape=(6, 6)) -> np.ndarray:
+    out = np.zeros(shape, bool)
+    for r, c in coords:
+        out[r, c] = True
+    return out
+
+
+# Hand-made 6x6 frames and their seg2bmap boundaries, worked out pixel by pixel.
+SEG2BMAP_CASES = {
+    # 3x3 object in the bottom-right corner: the outside row above (cols 2-5) and column to the
+    # left (rows 3-5, the last row by its right neighbour); nothing along the image border.
+    "bottom-right": (box((6, 6), slice(3, 6), slice(3, 6)),
+                     pixels((2, 2), (2, 3), (2, 4), (2, 5), (3, 2), (4, 2), (5, 2))),
+    # 3x3 object in the top-left corner: its own last row and last column, inside the object.
+    "top-left": (box((6, 6), slice(0, 3), slice(0, 3)), pixels((2, 0), (2, 1), (2, 2), (0, 2), (1, 2))),
+    # rows 2-3 along the right border: row 1 cols 2-5 (col 5 by its lower neighbour), col 2
+    # rows 2-3 (right neighbour inside), the object's row 3 (lower neighbour outside, col 5 too).
+    "right-edge": (box((6, 6), slice(2, 4), slice(3, 6)),
+                   pixels((1, 2), (1, 3), (1, 4), (1, 5), (2, 2), (3, 2), (3, 3), (3, 4), (3, 5))),
+    # a full column on the left border: only the column itself (right neighbour outside), down
+    # to the last row, which is compared with its right neighbour.
+    "left-column": (box((6, 6), slice(0, 6), slice(0, 1)), pixels(*[(r, 0) for r in range(6)])),
+    "full-frame": (np.ones((6, 6), bool), np.zeros((6, 6), bool)),
+    "single-pixel": (pixels((2, 3)), pixels((1, 2), (1, 3), (2, 2), (2, 3))),
+}
+
+
+@pytest.mark.parametrize("name", list(SEG2BMAP_CASES))
+def test_default_boundary_is_davis_seg2bmap_on_hand_made_frames(name):
+    mask, expected = SEG2BMAP_CASES[name]
+    assert np.array_equal(davis_seg2bmap(mask), expected)  # the reference agrees with the hand count
+    assert np.array_equal(boundary_map(mask).numpy(), expected)
+    assert np.array_equal(boundary_map(mask, boundary="davis").numpy(), expected)
+
+
+def test_inner_boundary_rings_and_image_border():
+    ring = boundary_map(box((8, 8), slice(2, 6), slice(2, 6)), boundary="inner")
     assert ring.sum() == 12 and not ring[3:5, 3:5].any() and ring[2, 2:6].all() and ring[2:6, 2].all()
-    assert boundary_map(box((8, 8), slice(3, 4), slice(3, 4))).sum() == 1  # a single pixel is its own boundary
-    assert boundary_map(np.ones((4, 4), bool)).sum() == 12  # the image edge is a boundary
-    assert boundary_pixels(480, 854) == 8 and boundary_pixels(20, 20) == 1 and boundary_pixels(20, 20, 3) == 3
-
-
-def test_contour_accuracy_shifted_square():
-    precision, recall = boundary_precision_recall(PRED_V, GT_V, bound_th=1)
-    assert precision.item() == pytest.approx(5 / 9) and recall.item() == pytest.approx(5 / 9)
-    assert contour_accuracy_f(PRED_V, GT_V, bound_th=1).item() == pytest.approx(5 / 9)
-    assert contour_accuracy_f(PRED_V, GT_V).item() == pytest.approx(5 / 9)
-    assert contour_accuracy_f(PRED_V, GT_V, bound_th=2).item() == pytest.approx(1.0)
-    assert region_similarity_j(PRED_V, GT_V).item() == pytest.approx(2 / 3)
-
-
-def test_davis_style_boundary_reproduces_seg2bmap():
-    # seg2bmap marks pixels differing from their right, lower or lower-right neighbour: for a
-    # 4x4 square (rows/cols 2-5) that is the ring of the 5x5 square rows/cols 1-5, 16 pixels,
-    # half a pixel towards the origin; the image border is not a boundary.
-    ring = boundary_map(box((8, 8), slice(2, 6), slice(2, 6)), boundary="davis")
-    assert ring.sum() == 16 and ring[1, 1:6].all() and ring[1:6, 1].all() and ring[5, 1:6].all() and ring[1:6, 5].all()
-    assert boundary_map(np.ones((4, 4), bool), boundary="davis").sum() == 0
-    # Shifted 10x10 squares: 40-pixel rings (11x11); radius 1 matches 10 + 10 along the top and
-    # bottom rows and 2 in the left column: P = R = F = 22/40; radius 2 matches all.
-    assert contour_accuracy_f(PRED_V, GT_V, bound_th=1, boundary="davis").item() == pytest.approx(22 / 40)
-    assert contour_accuracy_f(PRED_V, GT_V, bound_th=2, boundary="davis").item() == pytest.approx(1.0)
-    assert j_and_f(PRED_V[None], GT_V[None], boundary="davis").f.item() == pytest.approx(22 / 40)
+    assert boundary_map(box((8, 8), slice(3, 4), slice(3, 4)), boundary="inner").sum() == 1
+    assert boundary_map(np.ones((4, 4), bool), boundary="inner").sum() == 12  # the image edge is a boundary
     with pytest.raises(ValueError, match="boundary"):
         boundary_map(GT_V, boundary="outer")
 
 
-def test_contour_one_pixel_objects():
-    gt = box((20, 20), slice(10, 11), slice(10, 11))
-    assert contour_accuracy_f(box((20, 20), slice(10, 11), slice(11, 12)), gt, bound_th=1).item() == 1.0
-    assert contour_accuracy_f(box((20, 20), slice(10, 11), slice(12, 13)), gt, bound_th=1).item() == 0.0
+def test_dilation_disk_equals_skimage_disk():
+    # skimage.morphology.disk(2) and disk(3), written out: offsets with dy² + dx² <= r².
+    disk2 = [[0, 0, 1, 0, 0], [0, 1, 1, 1, 0], [1, 1, 1, 1, 1], [0, 1, 1, 1, 0], [0, 0, 1, 0, 0]]
+    disk3 = [[0, 0, 0, 1, 0, 0, 0], [0, 1, 1, 1, 1, 1, 0], [0, 1, 1, 1, 1, 1, 0], [1, 1, 1, 1, 1, 1, 1],
+             [0, 1, 1, 1, 1, 1, 0], [0, 1, 1, 1, 1, 1, 0], [0, 0, 0, 1, 0, 0, 0]]
+    ours = lambda r: _disk(r, torch.device("cpu"))[0, 0].bool().numpy()  # noqa: E731
+    assert ours(0).tolist() == [[True]] and ours(1).sum() == 5
+    assert np.array_equal(ours(2), np.array(disk2, bool)) and np.array_equal(ours(3), np.array(disk3, bool))
+    for radius in range(13):
+        assert np.array_equal(ours(radius), skimage_disk(radius)), radius
 
 
+# (pred, gt, bound_th, F by DAVIS's rule, F by "inner"), hand-computed. Objects on the image border
+# are where the rules part: "inner" counts border pixels as boundary on both sides, all matched.
+#   corner: gt a 10x10 square in the top-left corner, pred 2 px right. DAVIS: gt boundary its last
+#     row and column (19 px), pred the outside column left of it (10), its last row (10) and last
+#     column (9): 29 px. At 1 px, 11 pred pixels match (8 + 1 in the shared row, 2 of the left
+#     column near gt's last row), 11 gt pixels (10 in the row, 1 of the column): F = 22/48 = 11/24.
+#     Inner: 36-pixel rings, 20 matches each way as for the middle square: 5/9.
+#   band: gt rows 0-9, pred rows 0-14, full width. DAVIS: one row each, 5 apart: 0. Inner: gt 56 px
+#     (rows 0 and 9, sides rows 1-8), pred 66; 40 matches each way (row 0, sides): F = 80/122 = 40/61.
+BORDER = {
+    "middle-1px": (PRED_V, GT_V, 1, 22 / 40, 5 / 9),
+    "middle-default": (PRED_V, GT_V, 0.008, 22 / 40, 5 / 9),
+    "middle-2px": (PRED_V, GT_V, 2, 1.0, 1.0),
+    "corner": (box((20, 20), slice(0, 10), slice(2, 12)), box((20, 20), slice(0, 10), slice(0, 10)), 1, 11 / 24, 5 / 9),
+    "band": (box((20, 20), slice(0, 15), slice(None)), box((20, 20), slice(0, 10), slice(None)), 1, 0.0, 40 / 61),
+    # one-pixel objects 2 apart: seg2bmap makes each a 2x2 block, half of each within 1 px
+    "pixel-2-apart": (box((20, 20), slice(10, 11), slice(12, 13)), box((20, 20), slice(10, 11), slice(10, 11)),
+                      1, 0.5, 0.0),
+    "pixel-1-apart": (box((20, 20), slice(10, 11), slice(11, 12)), box((20, 20), slice(10, 11), slice(10, 11)),
+                      1, 1.0, 1.0),
+}
+
+
+@pytest.mark.parametrize("name", list(BORDER))
+def test_contour_accuracy_davis_default_versus_inner(name):
+    pred, gt, bound_th, f_davis, f_inner = BORDER[name]
+    assert davis_f(pred, gt, bound_th) == pytest.approx(f_davis)  # the reference agrees with the hand count
+    assert contour_accuracy_f(pred, gt, bound_th).item() == pytest.approx(f_davis)
+    assert contour_accuracy_f(pred, gt, bound_th, boundary="inner").item() == pytest.approx(f_inner)
+
+
+def test_contour_accuracy_equals_davis_reference_on_random_frames():
+    rng = np.random.default_rng(3)
+    for shape in [(20, 20), (31, 17), (48, 85)]:
+        for seed in range(6):
+            pred, gt = smooth_blob(50 + seed, shape, 0.5 + 0.01 * seed), smooth_blob(60 + seed, shape)
+            if seed % 2:  # objects cut by every image border
+                gt[:, -3:], pred[-2:, :], gt[:2, :], pred[:, :1] = True, True, True, True
+            void = rng.random(shape) < 0.05 if seed % 3 == 0 else None
+            for bound_th in (0.008, 0.02, 0.05, 0, 1, 2, 3):
+                expected = davis_f(pred, gt, bound_th, void)
+                assert contour_accuracy_f(pred, gt, bound_th, void).item() == pytest.approx(expected, abs=1e-6)
+            assert np.array_equal(boundary_map(pred).numpy(), davis_seg2bmap(pred))
+
+
+def test_bound_th_pixels_must_be_whole_numbers():
+    for shape in [(20, 20), (480, 854), (1080, 1920), (17, 301)]:
+        for bound_th in (0.0, 0.001, 0.008, 0.05, 0.5, 0.999):
+            assert boundary_pixels(*shape, bound_th=bound_th) == int(np.ceil(bound_th * np.linalg.norm(shape)))
+    assert boundary_pixels(480, 854) == 8 and boundary_pixels(20, 20) == 1 and boundary_pixels(20, 20, 3) == 3
+    assert boundary_pixels(20, 20, 2.0) == 2
+    assert contour_accuracy_f(PRED_V, GT_V, bound_th=2.0).item() == contour_accuracy_f(PRED_V, GT_V, 2).item()
+    # DAVIS would dilate by skimage's disk(2.5), a 4x4 square anchored off centre: refused, not truncated to 2
+    for bad in (2.5, 1.5):
+        with pytest.raises(ValueError, match="whole number of pixels"):
+            contour_accuracy_f(PRED_V, GT_V, bound_th=bad)
+        with pytest.raises(ValueError, match="whole number of pixels"):
+            j_and_f(PRED_V[None], GT_V[None], bound_th=bad)
+    for bad in (-0.1, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="bound_th"):
+            boundary_pixels(20, 20, bad)
+
+
+def test_region_similarity_shifted_square():
+    assert region_similarity_j(PRED_V, GT_V).item() == pytest.approx(2 / 3)
+    precision, recall = boundary_precision_recall(PRED_V, GT_V, bound_th=1)
+    assert precision.item() == pytest.approx(22 / 40) and recall.item() == pytest.approx(22 / 40)
+
+
+@pytest.mark.parametrize("boundary", ["davis", "inner"])
 @pytest.mark.parametrize(
     ("pred", "gt", "expected"),  # expected (precision, recall, F, J), DAVIS conventions
     [(np.zeros((20, 20), bool), np.zeros((20, 20), bool), (1.0, 1.0, 1.0, 1.0)),
@@ -394,23 +590,33 @@ def test_contour_one_pixel_objects():
      (PRED_V, np.zeros((20, 20), bool), (0.0, 1.0, 0.0, 0.0))],
     ids=["both-empty", "empty-pred", "empty-gt"],
 )
-def test_davis_empty_convention(pred, gt, expected):
-    precision, recall = boundary_precision_recall(pred, gt)
-    got = (precision.item(), recall.item(), contour_accuracy_f(pred, gt).item(), region_similarity_j(pred, gt).item())
-    assert got == expected
+def test_davis_empty_convention(pred, gt, expected, boundary):
+    precision, recall = boundary_precision_recall(pred, gt, boundary=boundary)
+    f = contour_accuracy_f(pred, gt, boundary=boundary).item()
+    assert (precision.item(), recall.item(), f, region_similarity_j(pred, gt).item()) == expected
+    assert davis_f(pred, gt) == expected[2]
 
 
-def test_j_and_f_over_frames_and_objects():
-    # frame 0 perfect (J = F = 1), frame 1 shifted (J = 2/3, F = 5/9):
-    # J-Mean 5/6, F-Mean 7/9, J&F = (15/18 + 14/18) / 2 = 29/36
+@pytest.mark.parametrize(
+    ("boundary", "f_shifted", "j_and_f_value"),
+    # frame 0 perfect (J = F = 1), frame 1 shifted (J = 2/3, F as above): J-Mean 5/6,
+    # DAVIS: F-Mean (1 + 22/40) / 2 = 31/40, J&F = (5/6 + 31/40) / 2 = 193/240;
+    # inner (the old default, numbers unchanged): F-Mean 7/9, J&F = (15/18 + 14/18) / 2 = 29/36.
+    [("davis", 22 / 40, 193 / 240), ("inner", 5 / 9, 29 / 36)],
+)
+def test_j_and_f_over_frames_and_objects(boundary, f_shifted, j_and_f_value):
     video_pred, video_gt = np.stack([GT_V, PRED_V]), np.stack([GT_V, GT_V])
-    scores = j_and_f(video_pred, video_gt)
-    assert scores.j.tolist() == pytest.approx([1.0, 2 / 3]) and scores.f.tolist() == pytest.approx([1.0, 5 / 9])
-    assert scores.j_mean.item() == pytest.approx(5 / 6) and scores.f_mean.item() == pytest.approx(7 / 9)
-    assert scores.j_and_f.item() == pytest.approx(29 / 36)
+    scores = j_and_f(video_pred, video_gt, boundary=boundary)
+    assert scores.boundary == boundary
+    assert scores.j.tolist() == pytest.approx([1.0, 2 / 3]) and scores.f.tolist() == pytest.approx([1.0, f_shifted])
+    assert scores.j_mean.item() == pytest.approx(5 / 6) and scores.f_mean.item() == pytest.approx((1 + f_shifted) / 2)
+    assert scores.j_and_f.item() == pytest.approx(j_and_f_value)
     # two objects at once: [objects, frames, H, W] -> per object; the second object is perfect
-    both = j_and_f(np.stack([video_pred, video_gt]), np.stack([video_gt, video_gt]))
-    assert both.j.shape == (2, 2) and both.j_and_f.tolist() == pytest.approx([29 / 36, 1.0])
+    both = j_and_f(np.stack([video_pred, video_gt]), np.stack([video_gt, video_gt]), boundary=boundary)
+    assert both.j.shape == (2, 2) and both.j_and_f.tolist() == pytest.approx([j_and_f_value, 1.0])
+    if boundary == "davis":  # the default is DAVIS's protocol
+        default = j_and_f(video_pred, video_gt)
+        assert default.boundary == "davis" and default.j_and_f.item() == pytest.approx(j_and_f_value)
 
 
 def test_davis_void_pixels_are_ignored():
@@ -418,6 +624,7 @@ def test_davis_void_pixels_are_ignored():
     void[:, [5, 6, 15, 16]] = True  # exactly the columns where the shifted square disagrees
     assert region_similarity_j(PRED_V, GT_V, void=void).item() == 1.0
     assert region_similarity_j(PRED_V, GT_V).item() < 1.0
+    assert contour_accuracy_f(PRED_V, GT_V, 1, void).item() == pytest.approx(davis_f(PRED_V, GT_V, 1, void))
 
 
 # ----------------------------------------------------------------------------- speed

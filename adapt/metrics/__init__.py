@@ -1,13 +1,17 @@
 """Segmentation metrics: overlap, surface distance, semantic, video (DAVIS), speed, summaries.
 
-Every empty-mask convention is written down in ``docs/metrics.md``. In short: Dice, IoU
-and J are 1 when prediction and target are both empty and 0 when one is (MONAI
-``ignore_empty=False``, DAVIS); NSD and HD95 follow MONAI and are ``nan`` where
-undefined; :func:`summarize` counts undefined values instead of averaging them.
+Every metric's reference implementation, the test that shows the agreement, and its
+empty-mask convention are written down in ``docs/metrics.md``. Defaults follow the
+protocols papers report: NSD is the Decathlon / DeepMind surface Dice (area-weighted
+surface elements; ``surface="voxels"`` for MONAI's edge voxels), J/F/J&F use DAVIS's
+``seg2bmap`` boundaries (``boundary="inner"`` for the morphological rule), HD95 is
+MONAI's. Dice, IoU and J are 1 when prediction and target are both empty and 0 when one
+is (MONAI ``ignore_empty=False``, DAVIS); NSD and HD95 are ``nan`` where undefined;
+:func:`summarize` counts undefined values instead of averaging them.
 
 Modules, one concern each:
     overlap     Dice and IoU, batched torch (training loop) and per case (evaluation)
-    surface     NSD and HD95 in mm, via MONAI (surface_metrics: both from one distance pass)
+    surface     NSD (Decathlon surface Dice) and HD95 in mm, via MONAI
     case        all volume metrics of one case in one row
     semantic    confusion matrix, mIoU, pixel / mean pixel / global accuracy
     video       DAVIS region similarity J, contour accuracy F, J&F

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from adapt.metrics.overlap import ArrayLike, as_mask, dice, iou
-from adapt.metrics.surface import Spacing, surface_metrics
+from adapt.metrics.surface import Spacing, Surface, surface_metrics
 
 
 def case_metrics(pred: ArrayLike, gt: ArrayLike, spacing: Spacing = None,
-                 tolerance_mm: float | None = None) -> dict[str, float]:
+                 tolerance_mm: float | None = None, *, surface: Surface = "decathlon") -> dict[str, float]:
     """Dice, IoU, HD95 and (given a tolerance) NSD of one predicted mask against its ground truth.
 
     Args:
@@ -15,12 +15,15 @@ def case_metrics(pred: ArrayLike, gt: ArrayLike, spacing: Spacing = None,
         gt: ground-truth mask of the same shape.
         spacing: voxel size in mm per axis; None measures distances in voxels.
         tolerance_mm: NSD tolerance; NSD is left out when None, since it has no neutral default.
+        surface: NSD's surface definition: ``"decathlon"`` (DeepMind's area-weighted surface
+            elements, the default) or ``"voxels"`` (MONAI's edge voxels); see :mod:`adapt.metrics.surface`.
 
     Returns:
         ``{"dice", "iou", "hd95"[, "nsd"], "gt_voxels", "pred_voxels"}``; the voxel counts make
         an undefined HD95 (an empty side) explainable in the case table.
     """
     pred_t, gt_t = as_mask(pred), as_mask(gt)
-    row = {"dice": dice(pred_t, gt_t), "iou": iou(pred_t, gt_t), **surface_metrics(pred_t, gt_t, spacing, tolerance_mm)}
+    row = {"dice": dice(pred_t, gt_t), "iou": iou(pred_t, gt_t),
+           **surface_metrics(pred_t, gt_t, spacing, tolerance_mm, surface=surface)}
     row.update(gt_voxels=int(gt_t.sum()), pred_voxels=int(pred_t.sum()))
     return row
