@@ -37,14 +37,19 @@ def apply_adapter(model: nn.Module, spec: Mapping[str, Any]) -> nn.Module:
     Args:
         model: a SAM2 model.
         spec: ``{"kind": ..., **options}``; options per kind:
-            lora/dora: ``rank``, ``alpha``, ``dropout``, ``targets``, ``modules_to_save``;
+            lora/dora: ``rank``, ``alpha``, ``dropout``, ``targets``, ``modules_to_save``, ``blocks``;
             bottleneck: ``reduction``, ``placement``, ``blocks``, ``mlp_scale``;
             decoder: ``modules`` (default ``["mask_decoder"]``); full: none.
+            ``blocks`` (lora, dora, bottleneck) places the encoder adapters in some Hiera
+            blocks only: ``None`` = all, an int ``N`` = the last ``N``, a list = those indices.
             Every kind also takes ``task_modules``: modules a task added to SAM2 (e.g. the
             semantic head's class prompts) that train in full whatever the adapter.
     """
     kind, options = adapter_options(spec)
     task_modules = list(options.pop("task_modules", None) or [])
+    if kind in ("decoder", "full") and options.get("blocks") not in (None, [], ()):
+        raise ConfigError(f"adapter.blocks is an option of lora, dora and bottleneck; adapter={kind} adds no "
+                          "layers to the Hiera blocks (drop adapter.blocks)")
     freeze(model)
     try:
         if kind in ("lora", "dora"):

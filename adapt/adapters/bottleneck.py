@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import nn
 
+from adapt.adapters.placement import resolve_blocks
 from adapt.errors import ConfigError
 from adapt.models.sam2 import hiera_blocks
 
@@ -63,19 +64,21 @@ class BottleneckConfig:
     Attributes:
         reduction: hidden width = block width // reduction (Medical-SAM-Adapter: 4).
         placement: any of ``attn`` (serial after attention) and ``mlp`` (parallel to the MLP).
-        blocks: indices of the Hiera blocks to adapt; empty = all.
+        blocks: Hiera blocks to adapt: ``None`` or empty = all, an int ``N`` = the last ``N``,
+            a list = those indices (``adapt.adapters.placement``).
         mlp_scale: weight of the parallel adapter's output (Medical-SAM-Adapter: 0.5).
     """
 
     reduction: int = 4
     placement: list[str] = field(default_factory=lambda: list(PLACEMENTS))
-    blocks: list[int] = field(default_factory=list)
+    blocks: int | list[int] | None = None
     mlp_scale: float = 0.5
     peft_type: str = PEFT_TYPE
 
     def __post_init__(self) -> None:
         self.placement = list(self.placement)
-        self.blocks = list(self.blocks)
+        if isinstance(self.blocks, tuple):
+            self.blocks = list(self.blocks)
         bad = [p for p in self.placement if p not in PLACEMENTS]
         if bad or not self.placement:
             raise ConfigError(f"adapter.placement {self.placement} must be a non-empty subset of {PLACEMENTS}")
@@ -92,10 +95,8 @@ def apply_bottleneck(model: nn.Module, config: BottleneckConfig) -> nn.Module:
     Only the adapters are left trainable; call on a frozen model.
     """
     blocks = hiera_blocks(model)
-    chosen = config.blocks or range(len(blocks))
-    for index in chosen:
-        if not 0 <= index < len(blocks):
-            raise ConfigError(f"adapter.blocks: index {index} out of range (the trunk has {len(blocks)} blocks)")
+    chosen = resolve_blocks(config.blocks, len(blocks))
+    for index in range(len(blocks)) if chosen is None else chosen:
         block = blocks[index]
         width = block.dim_out
         hidden = max(width // config.reduction, 1)

@@ -8,13 +8,17 @@ every model size and in image or video mode.
 from __future__ import annotations
 
 import contextlib
+import re
 import warnings
 from typing import Iterator, Sequence
 
 from peft import LoraConfig, PeftModel, get_peft_model
 from torch import nn
 
+from adapt.adapters.placement import BLOCK_PREFIX, resolve_blocks, restrict_to_blocks
 from adapt.errors import ConfigError
+from adapt.models.sam2 import hiera_blocks
+
 
 @contextlib.contextmanager
 def quiet_peft() -> Iterator[None]:
@@ -73,6 +77,7 @@ def apply_lora(
     targets: str | Sequence[str] = ("encoder_attn", "decoder_attn"),
     use_dora: bool = False,
     modules_to_save: Sequence[str] | None = None,
+    blocks: int | Sequence[int] | None = None,
 ) -> PeftModel:
     """Wrap ``model`` with peft LoRA (or DoRA) on the preset layers; the rest stays frozen.
 
@@ -84,8 +89,16 @@ def apply_lora(
         targets: preset names from ``TARGET_PRESETS`` or regexes.
         use_dora: weight-decomposed LoRA (DoRA).
         modules_to_save: extra modules trained in full and saved with the adapter.
+        blocks: Hiera blocks whose layers get LoRA: ``None`` = all, an int ``N`` = the last
+            ``N``, a list = those indices (``adapt.adapters.placement``); targets outside the
+            trunk (the decoder, the memory) are not affected.
+
+    Raises:
+        ConfigError: the targets match nothing, or ``blocks`` is out of range or restricts
+            targets that have no layer in the Hiera blocks.
     """
-    regex = target_regex(targets)
+    indices = None if blocks is None else resolve_blocks(blocks, len(hiera_blocks(model)))
+    regex = restrict_to_blocks(target_regex(targets), indices)
     config = LoraConfig(
         r=rank,
         lora_alpha=alpha,
@@ -96,6 +109,10 @@ def apply_lora(
     )
     try:
         with quiet_peft():
-            return get_peft_model(model, config)
+            peft_model = get_peft_model(model, config)
     except ValueError as err:
         raise ConfigError(f"adapter.targets {targets!r} match no layer of this model: {err}") from None
+    if indices is not None and not any(re.match(f".*{BLOCK_PREFIX}", n) for n in peft_model.base_model.targeted_module_names):
+        raise ConfigError(f"adapter.blocks={blocks!r} places LoRA in Hiera blocks, but adapter.targets {targets!r} "
+                          "target no layer there; add an encoder preset (encoder_attn, encoder_mlp) or drop adapter.blocks")
+    return peft_model

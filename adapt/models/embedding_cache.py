@@ -3,9 +3,12 @@
 When nothing in SAM2's image encoder trains (``adapter=decoder``, or LoRA only in the
 decoder), the encoder — nearly all of SAM2's compute — gives the same embeddings for a
 slice at every epoch. Caching them (in memory, or on disk for datasets that do not fit)
-turns decoder tuning into a decoder-only loop after the first epoch. Entries are keyed by
-the sample's identity (case and slice) inside a namespace that hashes the model and the
-preprocessing, so a disk cache is never read by a run that would compute other embeddings.
+turns decoder tuning into a decoder-only loop after the first epoch. With adapters in the
+last Hiera blocks only (``adapter.blocks``), the same cache holds the frozen prefix's output
+instead (``adapt.models.hiera_prefix``), and each step runs the adapted blocks onwards.
+Entries are keyed by the sample's identity (case and slice) inside a namespace that hashes
+the model and the preprocessing (and the prefix's length), so a disk cache is never read by
+a run that would compute other embeddings.
 """
 
 from __future__ import annotations
@@ -33,6 +36,19 @@ def encoder_is_frozen(adapter: Mapping[str, Any]) -> bool:
         targets = [targets] if isinstance(targets, str) else list(targets)
         return bool(targets) and set(targets) <= DECODER_ONLY_TARGETS
     return False
+
+
+def frozen_prefix(adapter: Mapping[str, Any]) -> bool:
+    """Whether an adapter spec puts its encoder adapters in some Hiera blocks only (``adapter.blocks``),
+    leaving the blocks before the first one frozen."""
+    return adapter.get("kind") in ("lora", "dora", "bottleneck") and adapter.get("blocks") not in (None, [], ())
+
+
+def prefix_cache_wanted(adapter: Mapping[str, Any], mode: str, augment: bool) -> bool:
+    """Whether to cache the frozen prefix's output: asked for (``mode`` memory or disk), or ``auto``
+    with pixel augmentation already off (the cache holds un-augmented images; ``auto`` never
+    switches augmentation off for it)."""
+    return frozen_prefix(adapter) and (mode != "auto" or not augment)
 
 
 def namespace(*parts: Any) -> str:
