@@ -3,16 +3,20 @@
 A user error (``adapt.errors.AdaptError``: a missing file, a bad option, no network for a
 Hub model) is printed as one message — what is wrong, where, how to fix it — and the command
 exits with status 2, without a traceback; anything else is a bug and keeps its traceback.
+``Preflight`` checks a training config before Hydra creates or writes the run directory, so
+a refused run leaves an existing run directory exactly as it was.
 """
 
 from __future__ import annotations
 
 import contextlib
 import sys
-from typing import Iterator
+from pathlib import Path
+from typing import Any, Iterator
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import OmegaConf
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
 
 from adapt.conf import CONFIG_DIR
 from adapt.errors import AdaptError
@@ -44,3 +48,24 @@ def register_cli_config(name: str) -> str:
     """
     ConfigStore.instance().store(name=name, node=OmegaConf.load(CONFIG_DIR / f"{name}.yaml"))
     return name
+
+
+class Preflight(Callback):
+    """Hydra callback of ``adapt.train``: the config schema, the run directory and the checkpoint
+    to resume from, checked before Hydra creates the run directory or writes ``.hydra/`` into it.
+
+    Registered in ``configs/train.yaml`` (``hydra.callbacks``); ``adapt.train.train`` repeats the
+    same checks for in-process calls.
+    """
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from adapt.schema import validate
+        from adapt.train import check_run_dir, resolve_checkpoint
+        from adapt.training.checkpoints import read_checkpoint
+
+        with user_errors():
+            validate(config, "train")
+            run_dir = check_run_dir(Path(str(config.hydra.run.dir)), bool(config.overwrite), config.ckpt_path)
+            checkpoint = resolve_checkpoint(config.ckpt_path, run_dir)
+            if checkpoint:
+                read_checkpoint(checkpoint)

@@ -25,3 +25,12 @@ class DataError(AdaptError):
 
 class DataNotFoundError(DataError):
     """The data a card points to is not on disk (says where it looked and how to get it)."""
+
+
+class ArtefactError(AdaptError):
+    """A checkpoint, adapter or model file is truncated, foreign or holds non-finite numbers
+    (names the file and how to get a good one)."""
+
+
+class TrainingError(AdaptError):
+    """Training cannot go on: a non-finite loss (names the step, the cases of the batch and what to try)."""

@@ -1,44 +1,112 @@
-"""Cache files written whole or not at all, with a clear error when the disk is full.
+"""Files written whole or not at all, a clear error when the disk is full, outputs checked first.
 
-The case cache and the embedding cache are reused by later runs, and runs get killed
-(preempted jobs resume with ``ckpt_path=last``) or fill a disk: a file cut short under its
-final name would be read back by the next run as a broken entry. Each file is therefore
-written under a temporary name beside it and moved into place once complete, which also
-lets several ranks write the same entry at once.
+The case cache, the embedding cache and the training checkpoints are reused by later runs,
+and runs get killed (preempted jobs resume with ``ckpt_path=last``) or fill a disk: a file cut
+short under its final name would be read back by the next run as a broken entry. Each file is
+therefore written under a temporary name beside it, flushed, and moved into place once
+complete, which also lets several ranks write the same entry at once.
+
+A full disk reaches Python in many shapes -- ``OSError`` with ``ENOSPC`` or ``EDQUOT``, numpy's
+"N requested and M written" after a short write, torch's "PytorchStreamWriter failed writing
+file", "No space left on device" inside a library's own exception -- so ``is_disk_full``
+looks at the whole chain of an error, and every one of them becomes one message naming the
+setting that chose the place and how to free it. ``check_writable`` lets commands refuse an
+output folder they cannot write before any compute starts.
 """
 
 from __future__ import annotations
 
 import errno
 import os
+import re
 import shutil
+import tempfile
 from pathlib import Path
 from typing import BinaryIO, Callable
 
 from adapt.errors import ConfigError
+
+#: ``errno`` values of a full disk or an exhausted quota.
+DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+#: Messages of a full disk from libraries that do not keep the errno (numpy, torch, zip, h5).
+DISK_FULL_MESSAGES = re.compile(
+    r"no space left|disk quota exceeded|not enough (free )?space|\d+ requested and \d+ written"
+    r"|PytorchStreamWriter failed writing|file write failed|disk full",
+    re.IGNORECASE,
+)
+
+
+def is_disk_full(error: BaseException | None) -> bool:
+    """Whether ``error`` (or anything in its ``__cause__``/``__context__`` chain) is a full disk."""
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, OSError) and error.errno in DISK_FULL_ERRNOS:
+            return True
+        if DISK_FULL_MESSAGES.search(str(error)):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
+def disk_full_error(path: Path, setting: str, fix: str) -> ConfigError:
+    """The error of a full disk while writing ``path``: the setting, the folder, free space and the fix."""
+    try:
+        free = f"{shutil.disk_usage(path.parent).free / 2**30:.1f} GiB free"
+    except OSError:
+        free = "free space unknown"
+    return ConfigError(f"{setting}: the disk holding {path.parent} is full ({free}) while writing {path.name}; {fix}")
 
 
 def write_atomically(path: Path, write: Callable[[BinaryIO], None], setting: str, fix: str) -> None:
     """Write ``path`` through ``write(file)``; nothing is left under ``path`` unless it is complete.
 
     Args:
-        path: the file to create or replace.
+        path: the file to create or replace (an older version stays until the new one is whole).
         write: writes the content to an open binary file.
-        setting: the configuration that asked for this cache, named in the error.
+        setting: the configuration that chose this place, named in the error.
         fix: what the user can change when the disk is full.
 
     Raises:
-        ConfigError: the disk is full (the partial file is removed).
+        ConfigError: the disk is full, in any of the forms ``is_disk_full`` knows (the partial
+            file is removed).
     """
+    path = Path(path)
     temporary = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     try:
         with open(temporary, "wb") as file:
             write(file)
+            file.flush()
+            os.fsync(file.fileno())
         temporary.replace(path)
     except BaseException as error:
         temporary.unlink(missing_ok=True)
-        if isinstance(error, OSError) and error.errno == errno.ENOSPC:
-            free = shutil.disk_usage(path.parent).free / 2**30
-            raise ConfigError(f"{setting}: the disk holding {path.parent} is full ({free:.1f} GiB free) while "
-                              f"writing {path.name}; {fix}") from None
+        if is_disk_full(error):
+            raise disk_full_error(path, setting, fix) from None
         raise
+
+
+def check_writable(folder: str | Path, setting: str) -> Path:
+    """Refuse, before any compute, an output folder that cannot be created or written.
+
+    The folder itself need not exist: its nearest existing ancestor must be a writable folder.
+
+    Raises:
+        ConfigError: names the setting, the folder that blocks it and what to do.
+    """
+    folder = Path(folder).expanduser()
+    probe = folder.absolute()
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if not probe.is_dir():
+        raise ConfigError(f"{setting}={folder}: {probe} is a file, not a folder; choose another {setting}")
+    try:  # a real write: permissions, read-only mounts and root's exemptions all show
+        handle, name = tempfile.mkstemp(dir=probe, prefix=".sam2-adapt-probe-")
+        os.close(handle)
+        os.unlink(name)
+    except OSError as error:
+        raise ConfigError(f"{setting}={folder}: cannot write in {probe} ({error.strerror or error}); "
+                          f"choose a folder you can write, e.g. {setting}=<a folder in your home or project>") from None
+    return folder

@@ -25,6 +25,10 @@ from adapt.training.callbacks import build_callbacks, build_logger
 from adapt.cli import user_errors
 from adapt.conf import CONFIG_DIR, register_recipes, register_resolvers
 from adapt.errors import ConfigError
+from adapt.guards import check_weights
+from adapt.schema import validate
+from adapt.storage import check_writable
+from adapt.training.checkpoints import AtomicCheckpointIO, check_fits, read_checkpoint
 from adapt.models.embedding_cache import encoder_is_frozen, namespace
 from adapt.training.summary import print_summary
 from adapt.tasks.base import MONITOR
@@ -50,14 +54,20 @@ def task_class(name: str) -> type:
         raise ConfigError(f"task={name!r} is not available in this version ({err})") from None
 
 
-def prepare_run_dir(cfg: DictConfig) -> Path:
-    """The run directory, refusing to overwrite a finished run unless ``overwrite=true``."""
-    run_dir = Path(cfg.out_dir)
-    if (run_dir / "adapter").exists() and not cfg.overwrite and cfg.ckpt_path is None:
+def check_run_dir(run_dir: Path, overwrite: bool, ckpt_path: str | None) -> Path:
+    """Refuse, without touching it, a run directory that holds a finished run (unless
+    ``overwrite=true`` or resuming) or that cannot be written."""
+    if (run_dir / "adapter").exists() and not overwrite and ckpt_path is None:
         raise ConfigError(
             f"{run_dir} already holds a trained adapter; choose another hydra.run.dir, "
             "resume with ckpt_path=last, or pass overwrite=true"
         )
+    return check_writable(run_dir, "hydra.run.dir")
+
+
+def prepare_run_dir(cfg: DictConfig) -> Path:
+    """The run directory, refusing to overwrite a finished run unless ``overwrite=true``."""
+    run_dir = check_run_dir(Path(cfg.out_dir), cfg.overwrite, cfg.ckpt_path)
     run_dir.mkdir(parents=True, exist_ok=True)
     return run_dir
 
@@ -80,8 +90,8 @@ def resolve_checkpoint(ckpt_path: str | None, run_dir: Path) -> str | None:
     return str(path)
 
 
-def build_trainer(cfg: DictConfig, run_dir: Path) -> L.Trainer:
-    """A Lightning Trainer from the ``trainer`` group, with our logger and callbacks."""
+def build_trainer(cfg: DictConfig, run_dir: Path, resume_step: int | None = None) -> L.Trainer:
+    """A Lightning Trainer from the ``trainer`` group, with our logger, callbacks and atomic checkpoints."""
     options = OmegaConf.to_container(cfg.trainer, resolve=True)
     if str(options.get("precision")).startswith("16") and (
         options.get("accelerator") == "cpu" or not torch.cuda.is_available()
@@ -97,8 +107,9 @@ def build_trainer(cfg: DictConfig, run_dir: Path) -> L.Trainer:
             raise ConfigError(f"trainer.strategy: {error}") from None
     return L.Trainer(
         default_root_dir=run_dir,
-        logger=build_logger(cfg.logger, run_dir, cfg.name),
+        logger=build_logger(cfg.logger, run_dir, cfg.name, resume_step),
         callbacks=build_callbacks(run_dir),
+        plugins=[AtomicCheckpointIO()],
         **options,
     )
 
@@ -138,9 +149,11 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
         ``datamodule`` and ``trainer`` for interactive use.
     """
     start = time.perf_counter()
-    L.seed_everything(cfg.seed, workers=True)
+    validate(cfg, "train")
     run_dir = prepare_run_dir(cfg)
+    L.seed_everything(cfg.seed, workers=True)
     ckpt = resolve_checkpoint(cfg.ckpt_path, run_dir)  # before minutes of loading
+    resumed = read_checkpoint(ckpt) if ckpt else None
     cache = resolve_embedding_cache(cfg)
     task_cls = task_class(cfg.task)
     # Data first: a missing dataset is reported before minutes of model loading.
@@ -157,7 +170,9 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
         embedding_cache=cache,
         **task_cls.options_from_data(datamodule),
     )
-    trainer = build_trainer(cfg, run_dir)
+    if resumed is not None:
+        check_fits(resumed, ckpt, task.trainable_names())
+    trainer = build_trainer(cfg, run_dir, resumed["global_step"] if resumed else None)
     if trainer.is_global_zero:
         (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     trainable, total = task.parameter_counts()
@@ -182,6 +197,9 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     }
     # Every rank takes part: under FSDP this gathers the sharded weights (to rank 0).
     weights = trainer.strategy.lightning_module_state_dict()
+    check_weights({k: v for k, v in weights.items() if k in task.trainable_names()}, run_dir / "adapter",
+                  "the run diverged, so no adapter was written; lower optim.lr or train in full precision "
+                  "(trainer.precision=32-true), then train again or resume from an earlier checkpoint (ckpt_path=)")
     if trainer.is_global_zero:
         save_adapter(
             task.model,

@@ -30,7 +30,7 @@ import numpy as np
 from adapt.data.cards import DataCard
 from adapt.data.sources import Case, cache_root
 from adapt.data.volumes import Volume, load_volume
-from adapt.errors import ConfigError
+from adapt.errors import ConfigError, DataError
 from adapt.storage import write_atomically
 
 CACHE_MODES = ("auto", "none", "memory", "disk")
@@ -47,6 +47,8 @@ def settings_key(card: DataCard, image_size: int | None) -> str:
 
 
 def _file_stamp(path: Path) -> list[Any]:
+    if not path.exists():  # the reader's own error, so data.skip_bad_cases applies
+        raise DataError(f"{path}: file not found")
     files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
     return [[str(p), p.stat().st_size, p.stat().st_mtime_ns] for p in files]
 

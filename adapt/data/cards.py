@@ -18,6 +18,7 @@ import yaml
 
 from adapt.conf import CARD_DIR
 from adapt.errors import ConfigError
+from adapt.guards import NONFINITE_POLICIES
 
 MODALITIES = ("CT", "MR", "PET", "US", "XR", "endoscopy", "dermoscopy", "RGB", "multispectral", "SAR")
 SOURCE_KINDS = ("msd", "folder", "csv", "synthetic")
@@ -30,7 +31,9 @@ SOURCE_KEYS = {
     "synthetic": _COMMON_SOURCE_KEYS | {"generator", "num_cases", "seed", "shape"},
 }
 REQUIRED_SOURCE_KEYS = {"msd": set(), "folder": {"images", "labels"}, "csv": {"manifest"}, "synthetic": set()}
-INTENSITY_KEYS = {"window", "percentiles", "channels"}
+INTENSITY_KEYS = {"window", "percentiles", "channels", "nonfinite"}
+#: Placeholders of a ``folder`` source's ``labels`` template (see ``adapt.data.sources``).
+LABEL_PLACEHOLDERS = ("{name}", "{stem}", "{parent}", "{digits}")
 SPLIT_KEYS = {"val", "test", "seed"}
 
 
@@ -52,7 +55,8 @@ class DataCard:
         targets: label names that become objects (each its own mask and prompt).
         intensity: ``window`` ``[lo, hi]`` (fixed, e.g. HU) or ``percentiles`` ``[lo, hi]``
             (per case and channel), plus ``channels`` (source channels/bands to keep, in order).
-        spacing: target voxel spacing in mm (2 values: in-plane only; 3: all axes), or null.
+        spacing: target voxel spacing in mm (2 values: in-plane only; 3: all axes, ``null`` keeps an
+            axis' own spacing), or null.
         slice_axis: axis of the RAS-oriented volume that slices are taken along (2 = axial).
         split: ``val``/``test`` as fractions of cases or explicit case-id lists, and ``seed``.
         path: the YAML file the card was read from.
@@ -75,6 +79,7 @@ class DataCard:
 
     def __post_init__(self) -> None:
         where = f"data card {self.path or self.name}"
+        self._check_types(where)
         if self.modality not in MODALITIES:
             raise ConfigError(f"{where}: modality {self.modality!r} is not one of {MODALITIES}")
         if self.dims not in (2, 3):
@@ -88,8 +93,33 @@ class DataCard:
         if self.spacing is not None:
             if self.dims == 2:
                 raise ConfigError(f"{where}: spacing applies to 3D cards (dims: 3); remove it")
-            if len(self.spacing) not in (2, 3) or any(float(s) <= 0 for s in self.spacing):
+            if len(self.spacing) not in (2, 3) or any(s is not None and float(s) <= 0 for s in self.spacing):
                 raise ConfigError(f"{where}: spacing must be 2 (in-plane) or 3 positive values in mm, got {self.spacing}")
+
+    def _check_types(self, where: str) -> None:
+        """Each field's type, before any check that would trip over a wrong one (a string of letters
+        taken for a list of targets, a scalar spacing, a fraction written as a string)."""
+        for key in ("name", "title", "modality", "license", "citation"):
+            if not isinstance(getattr(self, key), str):
+                raise ConfigError(f"{where}: {key} must be text, got {getattr(self, key)!r}")
+        for key, example in (("dims", "3"), ("slice_axis", "2")):
+            if not _is_int(getattr(self, key)):
+                raise ConfigError(f"{where}: {key} must be an integer (e.g. {key}: {example}), got {getattr(self, key)!r}")
+        if not isinstance(self.targets, list) or not all(isinstance(t, str) for t in self.targets):
+            raise ConfigError(f"{where}: targets must be a list of label names (e.g. targets: [{self.targets}]), "
+                              f"got {self.targets!r}")
+        if self.spacing is not None and (not isinstance(self.spacing, list) or not all(s is None or _is_number(s) for s in self.spacing)):
+            raise ConfigError(f"{where}: spacing must be a list of 2 (in-plane) or 3 numbers in mm "
+                              f"(e.g. spacing: [1.5, 1.5, 3.0]) or null, got {self.spacing!r}")
+        for key in ("window", "percentiles", "channels"):
+            value = self.intensity.get(key)
+            if value is not None and (not isinstance(value, list) or not all(_is_number(v) for v in value)):
+                raise ConfigError(f"{where}: intensity.{key} must be a list of numbers, got {value!r}")
+        for key in ("val", "test"):
+            value = self.split.get(key)
+            if value is not None and not _is_number(value) and not isinstance(value, list):
+                raise ConfigError(f"{where}: split.{key} must be a fraction of the cases (a number such as 0.2, "
+                                  f"not text) or a list of case ids, got {value!r}")
 
     def _check_source(self, where: str) -> None:
         kind = self.source.get("kind")
@@ -99,6 +129,12 @@ class DataCard:
         missing = sorted(REQUIRED_SOURCE_KEYS[kind] - set(self.source))
         if missing:
             raise ConfigError(f"{where}: source (kind {kind}) needs {missing}")
+        labels = self.source.get("labels")
+        if kind == "folder" and (not isinstance(labels, str) or not any(p in labels for p in LABEL_PLACEHOLDERS)
+                                 or any(c in labels for c in "*?[")):
+            raise ConfigError(f"{where}: source.labels={labels!r} must be a path template that names each image's "
+                              f"label file with {', '.join(LABEL_PLACEHOLDERS)} (e.g. \"masks/{{stem}}.png\"), "
+                              "not a glob")
         if kind == "synthetic" and self.source.get("generator", "ct") not in GENERATORS:
             raise ConfigError(f"{where}: source.generator {self.source['generator']!r} is not one of {GENERATORS}")
         urls, md5s = _as_list(self.source.get("url")), _as_list(self.source.get("md5"))
@@ -129,6 +165,9 @@ class DataCard:
             if not ok:
                 raise ConfigError(f"{where}: intensity.{key} must be [low, high] with low < high"
                                   f"{' within [0, 100]' if bounds else ''}, got {value}")
+        if self.intensity.get("nonfinite", "error") not in NONFINITE_POLICIES:
+            raise ConfigError(f"{where}: intensity.nonfinite must be one of {NONFINITE_POLICIES} (error refuses a "
+                              f"file holding NaN/Inf; zero or min replace them), got {self.intensity['nonfinite']!r}")
         channels = self.intensity.get("channels")
         if channels is not None and (len(channels) not in (1, 3) or any(int(c) < 0 for c in channels)):
             raise ConfigError(f"{where}: intensity.channels must list 1 (grey) or 3 (RGB) source channel "
@@ -153,6 +192,14 @@ class DataCard:
     def to_dict(self) -> dict[str, Any]:
         """The card's fields as plain data (JSON/YAML serialisable), without its file path."""
         return {k: v for k, v in dataclasses.asdict(self).items() if k != "path"}
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _as_list(value: Any) -> list[Any]:

@@ -187,12 +187,42 @@ def _read_dicom(path: Path) -> Raster:
                 raise DataError(f"{path}: slice {Path(ds.filename).name} has no {keyword}; "
                                 f"the series cannot be placed in space")
     slices.sort(key=_slice_position)
+    _check_slice_steps(path, slices)
     planes = [ds.pixel_array.astype(np.float32) * float(ds.get("RescaleSlope", 1))
               + float(ds.get("RescaleIntercept", 0)) for ds in slices]
     if len({p.shape for p in planes}) > 1:
         raise DataError(f"{path}: slices of different sizes {sorted({p.shape for p in planes})}")
     volume = np.stack([p.T for p in planes], axis=-1)[None]  # voxel (i, j, k) = (column, row, slice)
     return Raster(np.ascontiguousarray(volume), dicom_affine(slices), path, slices)
+
+
+def _check_slice_steps(path: Path, slices: list[Any]) -> None:
+    """Refuse a series whose slices are not evenly spaced along the normal.
+
+    The affine steps from the first slice to the last in equal parts, so a missing file, a
+    duplicate or a change of slice distance would silently stretch the volume (and its label
+    from the full series would no longer fit). Steps may differ by 1 % (or 0.01 mm).
+    """
+    if len(slices) < 3:
+        return
+    positions = np.array([_slice_position(ds) for ds in slices])
+    steps = np.diff(positions)
+    step = float(np.median(steps))
+    tolerance = max(0.01, 0.01 * abs(step))
+    for k, gap in enumerate(steps):
+        if abs(gap - step) <= tolerance:
+            continue
+        first, second = Path(slices[k].filename).name, Path(slices[k + 1].filename).name
+        where = f"between {first} (at {positions[k]:.2f} mm) and {second} (at {positions[k + 1]:.2f} mm)"
+        if gap <= tolerance:
+            problem = f"two slices at the same position {where}: a duplicate file or two series in one folder"
+        elif abs(gap / step - round(gap / step)) * step <= tolerance:
+            problem = (f"{round(gap / step) - 1} slice(s) missing {where}: a gap of {gap:.2f} mm where the series "
+                       f"steps {step:.2f} mm")
+        else:
+            problem = f"uneven slice distance {where}: {gap:.2f} mm where the series steps {step:.2f} mm"
+        raise DataError(f"{path}: {problem}; restore the missing or extra files (or re-export the whole series), "
+                        "or convert it to NIfTI with a tool that resamples uneven series (e.g. dcm2niix)")
 
 
 def _slice_position(ds: Any) -> float:
@@ -240,6 +270,9 @@ def label_plane(raster: Raster, threshold: float | None = None) -> np.ndarray:
                             f"one channel of integer ids, or set source.mask_threshold in the card for RGB masks")
     plane = array[0]
     if np.issubdtype(plane.dtype, np.floating):
+        if not np.isfinite(plane).all():
+            raise DataError(f"{raster.path}: label map holds NaN or infinite values; labels must be integer ids "
+                            "(re-export the label file)")
         rounded = np.rint(plane)
         if not np.allclose(plane, rounded, atol=1e-3):
             raise DataError(f"{raster.path}: label map has non-integer values; labels must be integer ids")

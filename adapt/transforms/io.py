@@ -5,7 +5,8 @@ This is the first MONAI dictionary transform of the preprocessing chain. It turn
 with the voxel-to-RAS affine for volumes), keeping only the card's ``intensity.channels``,
 and refuses, with the file named, every mismatch a later step would silently get wrong:
 image and label grids of different shapes or affines, label ids the card does not list,
-fewer channels or bands than the card selects.
+fewer channels or bands than the card selects, NaN or infinite pixels (unless the card's
+``intensity.nonfinite`` says to replace them).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from monai.transforms import MapTransform
 from adapt.data.cards import DataCard
 from adapt.data.readers import Raster, label_plane, read_raster
 from adapt.errors import DataError
+from adapt.guards import finite_pixels
 
 AFFINE_TOLERANCE_MM = 1e-2
 
@@ -45,7 +47,7 @@ class LoadCased(MapTransform):
         image = read_raster(item["image"], as_image=True)
         label = read_raster(item["label"])
         plane = label_plane(label, self.card.source.get("mask_threshold"))
-        image_array = self._channels(image)
+        image_array = finite_pixels(self._channels(image), image.path, self.card.intensity.get("nonfinite", "error"))
         if self.card.dims == 3:
             image_array, plane = self._check_volume(image, label, image_array, plane)
             affine = torch.as_tensor(image.affine, dtype=torch.float64)

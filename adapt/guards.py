@@ -1,0 +1,69 @@
+"""Numbers that must be finite: input pixels, training losses and adapter weights.
+
+One NaN in a volume spreads through the loss to every trained weight, and a NaN adapter
+scores Dice 0 without a word. Each stage therefore refuses non-finite numbers where they
+enter: pixels when a case is read (or, when the data card asks, replaces them), the loss
+before it is back-propagated (``adapt.training.callbacks.FiniteLoss``), and adapter weights
+before they are written and when they are loaded.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from adapt.errors import ArtefactError, ConfigError, DataError
+
+#: ``intensity.nonfinite`` of a data card: refuse the file, or replace NaN/Inf by 0 or by the
+#: smallest finite value of the channel (the background of most scans).
+NONFINITE_POLICIES = ("error", "zero", "min")
+
+
+def finite_pixels(array: np.ndarray, path: str | Path, policy: str = "error") -> np.ndarray:
+    """``array`` (channel first) with non-finite values refused or replaced as ``policy`` says.
+
+    Raises:
+        DataError: non-finite values under ``policy=error``, or a channel with no finite value.
+        ConfigError: an unknown policy.
+    """
+    if policy not in NONFINITE_POLICIES:
+        raise ConfigError(f"intensity.nonfinite={policy!r} is not one of {NONFINITE_POLICIES}")
+    if not np.issubdtype(array.dtype, np.floating):
+        return array
+    bad = ~np.isfinite(array)
+    if not bad.any():
+        return array
+    count, where = int(bad.sum()), tuple(int(i) for i in np.argwhere(bad)[0])
+    if policy == "error":
+        raise DataError(f"{path}: {count} of {array.size} values are NaN or infinite (first at index {list(where)}); "
+                        "fix or re-export the file, or set intensity: {nonfinite: zero} (or min) in the data card "
+                        "to replace them")
+    out = np.array(array, copy=True)
+    for channel, values in enumerate(out.reshape(out.shape[0], -1) if out.ndim > 1 else out[None]):
+        finite = np.isfinite(values)
+        if not finite.any():
+            raise DataError(f"{path}: channel {channel} holds no finite value at all; fix or re-export the file")
+        values[~finite] = 0 if policy == "zero" else values[finite].min()
+    return out
+
+
+def nonfinite_weights(weights: Mapping[str, Any]) -> list[str]:
+    """Names of the tensors in ``weights`` that hold a NaN or an infinity."""
+    import torch
+
+    return [name for name, value in weights.items()
+            if torch.is_tensor(value) and value.is_floating_point() and not bool(torch.isfinite(value).all())]
+
+
+def check_weights(weights: Mapping[str, Any], where: str | Path, fix: str) -> None:
+    """Refuse weights holding NaN or infinities.
+
+    Raises:
+        ArtefactError: names the file (or run), how many tensors are poisoned, and ``fix``.
+    """
+    bad = nonfinite_weights(weights)
+    if bad:
+        raise ArtefactError(f"{where}: {len(bad)} of {len(weights)} weight tensors hold NaN or infinite values "
+                            f"(e.g. {bad[:3]}); {fix}")

@@ -1,0 +1,606 @@
+"""The typed schema of every command's config, checked once, right after Hydra composes it.
+
+Hydra rejects unknown command-line keys and unknown group choices; it does not know that
+``optim.lr`` must be positive, that ``data.batch_size=0`` cannot batch, that
+``model.image_size`` must be a multiple of 64 or that ``adapter.rank=0`` adds nothing. Left
+to the libraries, such values fail minutes later inside peft, Lightning or torch, with
+messages that blame something else. Here each config group is a dataclass whose field types
+and ``rule`` metadata (ranges, choices, multiples, custom checks) say what is valid;
+``validate(cfg, command)`` walks the composed config against it and raises one
+``ConfigError`` listing every problem with its key, its value and what is valid.
+
+It runs right after composition for ``train`` (a Hydra callback, ``adapt.cli.Preflight``,
+before Hydra creates or writes the run directory) and first thing in ``train(cfg)``,
+``evaluate(cfg)``, ``predict.run(cfg)`` and ``hub.run(cfg)``, so in-process calls get the
+same checks as the command line.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping, Union
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from adapt.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+MISSING = object()
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+PRECISIONS = ("32-true", "32", "bf16-mixed", "bf16-true", "bf16", "16-mixed", "16-true", "16", "64-true", "64",
+              "transformer-engine", "transformer-engine-float16")
+ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")
+
+
+def rule(ge: float | None = None, gt: float | None = None, le: float | None = None, lt: float | None = None,
+         choices: tuple[Any, ...] | Callable[[], tuple[Any, ...]] | None = None, multiple_of: int | None = None,
+         check: Callable[[Any], str | None] | None = None, hint: str = "") -> Any:
+    """A schema field: the bounds, choices or custom ``check`` (returns a problem or ``None``) of a value.
+
+    Bounds and choices apply to each element of a list.
+    """
+    return field(default=None, metadata={"ge": ge, "gt": gt, "le": le, "lt": lt, "choices": choices,
+                                         "multiple_of": multiple_of, "check": check, "hint": hint})
+
+
+# --------------------------------------------------------------------------- custom checks
+
+
+def _model_name(name: Any) -> str | None:
+    """A preset, ``tiny``, an existing local folder or a Hub id; a path-like name that is not there is refused."""
+    from adapt.models.sam2 import HUB_IDS
+
+    text = str(name)
+    if text in HUB_IDS or text == "tiny" or text.startswith("random:"):
+        return None
+    path = Path(text).expanduser()
+    if path.exists():
+        return None if path.is_dir() else f"{path} is a file; give the folder of a saved SAM2 (config.json + weights)"
+    if text.startswith(("/", ".", "~")) or "\\" in text or text.count("/") != 1 or not HUB_ID.match(text):
+        return (f"no such local folder, and not a Hub id (user/name); give an existing folder, a Hub id such as "
+                f"facebook/sam2.1-hiera-tiny, or a preset: model=sam2.1_hiera_tiny|tiny")
+    return None
+
+
+def _existing_file(value: Any) -> str | None:
+    path = Path(str(value)).expanduser()
+    if not path.is_file():
+        return f"no such file ({path.absolute()}); give the path of an existing file"
+    return None
+
+
+def _device(value: Any) -> str | None:
+    text = str(value)
+    if not DEVICE.match(text):
+        return "must be auto, cpu, cuda, cuda:N or mps"
+    if text.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            return "no CUDA GPU is visible here; use device=cpu (or auto)"
+        if ":" in text and int(text.split(":")[1]) >= torch.cuda.device_count():
+            return f"this machine has {torch.cuda.device_count()} CUDA device(s), numbered from 0"
+    return None
+
+
+def _accelerator(value: Any) -> str | None:
+    text = str(value)
+    if text not in ACCELERATORS:
+        return f"must be one of {list(ACCELERATORS)}"
+    if text in ("gpu", "cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            return "no CUDA GPU is visible here; use trainer.accelerator=cpu (or trainer=cpu)"
+    return None
+
+
+def _devices(value: Any) -> str | None:
+    if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and (value >= 1 or value == -1)):
+        return None
+    if isinstance(value, str) and re.fullmatch(r"-1|\d+(,\d+)*,?", value.strip()) and value.strip() != "0":
+        return None
+    if isinstance(value, (list, ListConfig)) and value and all(isinstance(v, int) and v >= 0 for v in value):
+        return None
+    return "must be auto, a number of devices >= 1 (-1: all), or a list of device indices"
+
+
+def _strategy(value: Any) -> str | None:
+    if isinstance(value, str) or (isinstance(value, (Mapping, DictConfig)) and "_target_" in value):
+        return None
+    return "must be a strategy name (auto, ddp, ...) or a mapping with _target_"
+
+
+def _interval(value: Any) -> str | None:
+    """``val_check_interval``: a fraction of an epoch in (0, 1] or a number of steps >= 1."""
+    if isinstance(value, float) and 0 < value <= 1 or isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+        return None
+    return "must be a fraction of an epoch in (0, 1] or a number of training steps >= 1"
+
+
+def _limit(value: Any) -> str | None:
+    """``limit_*_batches`` / ``overfit_batches``: null, a fraction in [0, 1] or a number of batches."""
+    if value is None or isinstance(value, float) and 0 <= value <= 1 or isinstance(value, int) and value >= 0:
+        return None
+    return "must be null, a fraction in [0, 1] or a number of batches >= 0"
+
+
+def _adapter_targets(value: Any) -> str | None:
+    if isinstance(value, str) or (isinstance(value, (list, ListConfig)) and value and all(isinstance(v, str) for v in value)):
+        return None
+    from adapt.adapters import TARGET_PRESETS
+
+    return f"must be a non-empty list of presets {sorted(TARGET_PRESETS)} or module-name regexes"
+
+
+def _blocks(value: Any) -> str | None:
+    if value is None or isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+        return None
+    if isinstance(value, (list, ListConfig)) and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value):
+        return None
+    return "must be null (every block), N >= 1 (the last N blocks) or a list of block indices >= 0"
+
+
+def _clicks(value: Any) -> str | None:
+    if value is None or str(value).lower() in ("off", "none", "false", "0", "[]"):
+        return None
+    values = list(value) if isinstance(value, (list, ListConfig)) else [value]
+    if all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in values):
+        return None
+    return "must be a list of click counts >= 1 (e.g. clicks=[1,3,5,10]) or off"
+
+
+def _save_masks(value: Any) -> str | None:
+    if str(value) == "all" or isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return None
+    if isinstance(value, (list, ListConfig)) and all(isinstance(v, str) for v in value):
+        return None
+    return "must be a number of cases >= 0, all, or a list of case ids"
+
+
+def _label(value: Any) -> str | None:
+    return None if value is None or isinstance(value, (int, str)) and not isinstance(value, bool) else \
+        "must be a label value (a number) or a label name"
+
+
+def _choices(names: str) -> Callable[[], tuple[Any, ...]]:
+    """Choices owned by another module, imported when checked (``module:NAME``)."""
+    def load() -> tuple[Any, ...]:
+        import importlib
+
+        module, attribute = names.split(":")
+        value = getattr(importlib.import_module(module), attribute)
+        return tuple(sorted(value)) if isinstance(value, (dict, set, frozenset)) else tuple(value)
+
+    return load
+
+
+# --------------------------------------------------------------------------- train
+
+
+@dataclass
+class Model:
+    name: str = rule(check=_model_name)
+    revision: str | None = rule()
+    checkpoint: str | None = rule(check=_existing_file, hint="a Meta-format .pt file")
+    image_size: int = rule(ge=64, multiple_of=64, hint="e.g. 1024 (SAM2's own), 512 or 256")
+    offline_fallback: str = rule(choices=("error", "random"))
+    gradient_checkpointing: bool = rule()
+
+
+@dataclass
+class Lora:
+    kind: str = rule(choices=("lora", "dora"))
+    rank: int = rule(ge=1, hint="e.g. 8")
+    alpha: float = rule(gt=0, hint="e.g. 2 x rank")
+    dropout: float = rule(ge=0, lt=1)
+    targets: Any = rule(check=_adapter_targets)
+    blocks: Any = rule(check=_blocks)
+    modules_to_save: list[str] | None = rule()
+    task_modules: list[str] | None = rule()
+
+
+@dataclass
+class Bottleneck:
+    kind: str = rule(choices=("bottleneck",))
+    reduction: int = rule(ge=1, hint="hidden width = block width / reduction")
+    placement: list[str] = rule(choices=("attn", "mlp"))
+    blocks: Any = rule(check=_blocks)
+    mlp_scale: float = rule(gt=0)
+    task_modules: list[str] | None = rule()
+
+
+@dataclass
+class Partial:
+    kind: str = rule(choices=("decoder", "full"))
+    modules: list[str] | None = rule()
+    blocks: Any = rule()
+    task_modules: list[str] | None = rule()
+
+
+ADAPTER_SCHEMAS = {"lora": Lora, "dora": Lora, "bottleneck": Bottleneck, "decoder": Partial, "full": Partial}
+
+
+@dataclass
+class Prompt:
+    kind: str = rule(choices=("box", "point", "points", "box+points", "mask"))
+    jitter: float = rule(ge=0, lt=1, hint="outward box noise, a fraction of the box side")
+    num_positive: int = rule(ge=0)
+    num_negative: int = rule(ge=0)
+    seed: int | None = rule()
+
+
+@dataclass
+class Clip:
+    length: int = rule(ge=1)
+    require: str = rule(choices=("all", "any"))
+    prompt_frames: str = rule(choices=("first", "middle", "random"))
+    num_prompt_frames: int = rule(ge=1)
+    stride: int = rule(ge=1)
+    val_clips_per_case: int = rule(ge=1)
+
+
+@dataclass
+class Data:
+    card: str = rule()
+    root: str | None = rule()
+    batch_size: int = rule(ge=1)
+    val_batch_size: int = rule(ge=1)
+    num_workers: int = rule(ge=0)
+    augment: bool = rule()
+    objects: str = rule(choices=("each", "all"))
+    empty_share: float = rule(ge=0, lt=1)
+    cache: str = rule(choices=("auto", "none", "memory", "disk"))
+    cache_dir: str | None = rule()
+    skip_bad_cases: bool = rule()
+    val_max_slices_per_case: int | None = rule(ge=1)
+    prompt: Prompt = rule()
+    clip: Clip | None = rule()
+
+
+@dataclass
+class Trainer:
+    accelerator: str = rule(check=_accelerator)
+    devices: Any = rule(check=_devices)
+    num_nodes: int = rule(ge=1)
+    strategy: Any = rule(check=_strategy)
+    precision: str | int = rule(choices=PRECISIONS + (16, 32, 64))
+    max_epochs: int = rule(ge=-1)
+    max_steps: int = rule(ge=-1)
+    accumulate_grad_batches: int = rule(ge=1)
+    gradient_clip_val: float | None = rule(ge=0)
+    log_every_n_steps: int = rule(ge=1)
+    val_check_interval: Any = rule(check=_interval)
+    check_val_every_n_epoch: int | None = rule(ge=1)
+    limit_train_batches: Any = rule(check=_limit)
+    limit_val_batches: Any = rule(check=_limit)
+    overfit_batches: Any = rule(check=_limit)
+    num_sanity_val_steps: int = rule(ge=-1)
+    deterministic: bool | str | None = rule()
+    benchmark: bool | None = rule()
+
+
+@dataclass
+class Logger:
+    kind: str = rule(choices=("csv", "wandb"))
+    project: str | None = rule()
+    entity: str | None = rule()
+    offline: bool | None = rule()
+    tags: list[str] | None = rule()
+
+
+@dataclass
+class Optim:
+    lr: float = rule(gt=0, hint="e.g. 1e-4")
+    weight_decay: float = rule(ge=0)
+    warmup_steps: int = rule(ge=0)
+    min_lr_ratio: float = rule(ge=0, le=1)
+
+
+@dataclass
+class EmbeddingCache:
+    mode: str = rule(choices=("auto", "off", "memory", "disk"))
+    directory: str = rule()
+    dtype: str = rule(choices=("float32", "bfloat16", "float16"))
+    namespace: str | None = rule()
+
+
+@dataclass
+class Prompts:
+    iterations: int = rule(ge=0)
+    grad: str = rule(choices=("last", "all"))
+    seed: int = rule()
+    direction: str = rule(choices=_choices("adapt.models.tracking:DIRECTIONS"))
+
+
+@dataclass
+class Loss:
+    dice: float = rule(ge=0)
+    pixel_term: float = rule(ge=0)
+    pixel: str = rule(choices=("bce", "focal"))
+    iou: float = rule(ge=0)
+    presence: float = rule(ge=0)
+
+
+@dataclass
+class Train:
+    name: str = rule()
+    task: str = rule(choices=_choices("adapt.train:TASKS"))
+    seed: int = rule()
+    validate_before: bool = rule()
+    ckpt_path: str | None = rule()
+    overwrite: bool = rule()
+    compile: bool | str = rule()
+    out_dir: str = rule()
+    model: Model = rule()
+    adapter: Any = rule()  # by kind: ADAPTER_SCHEMAS
+    data: Data = rule()
+    trainer: Trainer = rule()
+    logger: Logger = rule()
+    optim: Optim = rule()
+    embedding_cache: EmbeddingCache = rule()
+    prompts: Prompts = rule()
+    loss: Loss = rule()
+
+
+# --------------------------------------------------------------------------- evaluate, predict, hub
+
+
+@dataclass
+class EvaluateData:
+    card: str | None = rule()
+    root: str | None = rule()
+
+
+@dataclass
+class Evaluate:
+    adapter: str | None = rule()
+    revision: str | None = rule()
+    model: str | None = rule()
+    image_size: int | None = rule(ge=64, multiple_of=64)
+    compare: str | None = rule()
+    data: EvaluateData = rule()
+    split: str = rule(choices=("train", "val", "test", "all"))
+    task: str = rule(choices=("segmentation", "propagation"))
+    prompt: str | None = rule(choices=("box", "box_jitter", "point", "points_k", "auto", "none"))
+    seed: int = rule()
+    jitter: float = rule(ge=0, lt=1)
+    num_points: int = rule(ge=1)
+    components: bool = rule()
+    clicks: Any = rule(check=_clicks)
+    min_area: int = rule(ge=0)
+    nsd_tolerance_mm: float = rule(gt=0)
+    batch_size: int = rule(ge=1)
+    precision: str | int = rule(choices=("32", "bf16", 32))
+    device: str = rule(check=_device)
+    save_masks: Any = rule(check=_save_masks)
+    out: str | None = rule()
+    overwrite: bool = rule()
+
+
+@dataclass
+class Predict:
+    adapter: str | None = rule()
+    revision: str | None = rule()
+    input: str | None = rule()
+    output: str | None = rule()
+    prompt: str | None = rule()
+    label: Any = rule(check=_label)
+    overwrite: bool = rule()
+    device: str = rule(check=_device)
+    propagation: str = rule(choices=("auto", "memory", "boxes"))
+
+
+@dataclass
+class Hub:
+    action: str | None = rule(choices=("push", "pull"))
+    adapter: str | None = rule()
+    repo_id: str | None = rule(check=lambda v: None if HUB_ID.match(str(v)) else "must be of the form user/name")
+    revision: str | None = rule()
+    private: bool = rule()
+    merge: bool = rule()
+    out_dir: str | None = rule()
+    overwrite: bool = rule()
+    dry_run: bool = rule()
+    commit_message: str | None = rule()
+
+
+SCHEMAS = {"train": Train, "evaluate": Evaluate, "predict": Predict, "hub": Hub}
+#: Keys a composed config may hold beside the schema's (Hydra's own).
+HYDRA_KEYS = {"hydra", "defaults"}
+
+
+# --------------------------------------------------------------------------- the walker
+
+
+def validate(cfg: DictConfig | Mapping[str, Any], command: str) -> None:
+    """Check ``cfg`` against the schema of ``command`` (``train``, ``evaluate``, ``predict``, ``hub``).
+
+    Raises:
+        ConfigError: every problem found, one per line: key, value, what is valid.
+    """
+    problems: list[str] = []
+    _walk(cfg, SCHEMAS[command], "", problems, top=True)
+    if command == "train":
+        problems += _train_extras(cfg)
+    if problems:
+        head = "the config has a problem" if len(problems) == 1 else f"the config has {len(problems)} problems"
+        raise ConfigError(f"{head} (change it on the command line, e.g. key=value, or in the recipe):\n  - "
+                          + "\n  - ".join(problems))
+
+
+def _walk(node: Any, schema: type, prefix: str, problems: list[str], top: bool = False) -> None:
+    if not isinstance(node, (Mapping, DictConfig)):
+        problems.append(f"{prefix.rstrip('.')}={_show(node)}: must be a mapping of options")
+        return
+    hints = typing.get_type_hints(schema)
+    fields = {f.name: f for f in dataclasses.fields(schema)}
+    other_kinds = {f.name for kind in ADAPTER_SCHEMAS.values() for f in dataclasses.fields(kind)}
+    for key in node.keys():
+        if key in fields or (top and key in HYDRA_KEYS) or schema is Trainer:
+            continue
+        if schema in ADAPTER_SCHEMAS.values() and key in other_kinds:  # a recipe's options after adapter=<other kind>
+            log.warning("%s%s is an option of another adapter kind; adapter=%s ignores it", prefix, key, _get(node, "kind"))
+            continue
+        problems.append(f"{prefix}{key}: unknown key; valid keys are {sorted(fields)}")
+    if schema is Trainer:
+        problems += _trainer_keys(node, prefix)
+    for name, spec in fields.items():
+        value = _get(node, name)
+        if value is MISSING:
+            continue
+        key = f"{prefix}{name}"
+        if name == "adapter" and schema is Train:
+            kind = _get(value, "kind") if isinstance(value, (Mapping, DictConfig)) else None
+            if kind not in ADAPTER_SCHEMAS:
+                problems.append(f"adapter.kind={_show(kind)}: must be one of {sorted(ADAPTER_SCHEMAS)}")
+            else:
+                _walk(value, ADAPTER_SCHEMAS[kind], "adapter.", problems)
+            continue
+        problem = _check(value, hints[name], spec.metadata)
+        if problem == "nested":
+            _walk(value, _dataclass_of(hints[name]), f"{key}.", problems)
+        elif problem:
+            problems.append(f"{key}={_show(value)}: {problem}")
+
+
+def _get(node: Any, key: str) -> Any:
+    """``node[key]`` resolved; ``MISSING`` when absent or when it needs Hydra's runtime (``${hydra:...}``)."""
+    try:
+        if isinstance(node, DictConfig):
+            if key not in node:
+                return MISSING
+            value = node[key]
+            return OmegaConf.to_container(value, resolve=True) if isinstance(value, ListConfig) else value
+        return node.get(key, MISSING) if isinstance(node, Mapping) else MISSING
+    except Exception:  # an interpolation only Hydra's runtime can resolve: checked where it is used
+        return MISSING
+
+
+def _dataclass_of(annotation: Any) -> type | None:
+    for option in _options(annotation):
+        if dataclasses.is_dataclass(option):
+            return option
+    return None
+
+
+def _options(annotation: Any) -> tuple[Any, ...]:
+    origin = typing.get_origin(annotation)
+    if origin in (Union, types.UnionType):
+        return typing.get_args(annotation)
+    return (annotation,)
+
+
+def _check(value: Any, annotation: Any, meta: Mapping[str, Any]) -> str | None:
+    """The problem with ``value`` (``"nested"``: a section to walk), or ``None``."""
+    options = _options(annotation)
+    if value is None:
+        return None if type(None) in options or annotation is Any else "must be set (it is null)"
+    if any(dataclasses.is_dataclass(o) for o in options):
+        return "nested"
+    if annotation is not Any and not any(_is(value, o) for o in options):
+        return f"must be {' or '.join(_describe(o) for o in options if o is not type(None))}"
+    elements = list(value) if isinstance(value, (list, ListConfig)) else [value]
+    for element in elements:
+        problem = _bounds(element, meta)
+        if problem:
+            return problem
+    if meta.get("check"):
+        return meta["check"](value)
+    return None
+
+
+def _is(value: Any, kind: Any) -> bool:
+    if kind is Any:
+        return True
+    if kind is bool:
+        return isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind is str:
+        return isinstance(value, str)
+    if typing.get_origin(kind) is list:
+        (inner,) = typing.get_args(kind) or (Any,)
+        return isinstance(value, (list, ListConfig)) and all(_is(v, inner) for v in value)
+    return kind is type(None) and value is None
+
+
+def _describe(kind: Any) -> str:
+    names = {bool: "true or false", int: "an integer", float: "a number", str: "text"}
+    if kind in names:
+        return names[kind]
+    if typing.get_origin(kind) is list:
+        (inner,) = typing.get_args(kind) or (Any,)
+        return f"a list of {_describe(inner).removeprefix('an ').removeprefix('a ')} values"
+    return "null" if kind is type(None) else str(kind)
+
+
+def _bounds(value: Any, meta: Mapping[str, Any]) -> str | None:
+    hint = f" ({meta['hint']})" if meta.get("hint") else ""
+    choices = meta.get("choices")
+    if choices is not None:
+        allowed = choices() if callable(choices) else choices
+        if value not in allowed:
+            return f"must be one of {list(allowed)}{hint}"
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        for name, test, sign in (("ge", lambda a, b: a >= b, ">="), ("gt", lambda a, b: a > b, ">"),
+                                 ("le", lambda a, b: a <= b, "<="), ("lt", lambda a, b: a < b, "<")):
+            bound = meta.get(name)
+            if bound is not None and not test(value, bound):
+                return f"must be {sign} {bound}{_range(meta)}{hint}"
+        if meta.get("multiple_of") and value % meta["multiple_of"]:
+            return f"must be a multiple of {meta['multiple_of']}{hint}"
+    return None
+
+
+def _range(meta: Mapping[str, Any]) -> str:
+    low = f"[{meta['ge']}" if meta.get("ge") is not None else f"({meta['gt']}" if meta.get("gt") is not None else None
+    high = f"{meta['le']}]" if meta.get("le") is not None else f"{meta['lt']})" if meta.get("lt") is not None else None
+    return f", valid range {low}, {high}" if low and high else ""
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, (DictConfig, ListConfig)):
+        value = OmegaConf.to_container(value)
+    return repr(value) if isinstance(value, str) else str(value)
+
+
+def _trainer_keys(node: Any, prefix: str) -> list[str]:
+    """Keys under ``trainer`` must be Lightning ``Trainer`` options (it would fail on them later)."""
+    import inspect
+
+    import lightning as L
+
+    known = set(inspect.signature(L.Trainer.__init__).parameters) - {"self"}
+    ours = {"logger", "callbacks", "default_root_dir", "plugins"}  # built by adapt.train
+    problems = []
+    for key in node.keys():
+        if key in ours:
+            problems.append(f"{prefix}{key}: set by sam2-adapt itself (logger=csv|wandb; callbacks and the run dir are fixed)")
+        elif key not in known:
+            import difflib
+
+            close = difflib.get_close_matches(str(key), sorted(known), n=3)
+            problems.append(f"{prefix}{key}: not an option of Lightning's Trainer" + (f"; did you mean {close}?" if close else ""))
+    return problems
+
+
+def _train_extras(cfg: Any) -> list[str]:
+    """Rules that tie two keys together."""
+    problems = []
+    clip = _get(_get(cfg, "data"), "clip") if isinstance(_get(cfg, "data"), (Mapping, DictConfig)) else MISSING
+    if isinstance(clip, (Mapping, DictConfig)):
+        frames, length = _get(clip, "num_prompt_frames"), _get(clip, "length")
+        if isinstance(frames, int) and isinstance(length, int) and frames > length:
+            problems.append(f"data.clip.num_prompt_frames={frames}: must be <= data.clip.length ({length})")
+    return problems
