@@ -18,6 +18,18 @@ RECIPE_DIR = REPO_ROOT / "recipes"
 CARD_DIR = REPO_ROOT / "data_cards"
 
 
+def find_folder(folder: str | Path) -> Path:
+    """``folder`` as given if it exists (or is absolute), else found relative to a folder above the
+    current one: a notebook's kernel starts in ``notebooks/``, the commands ran one level up."""
+    path = Path(folder).expanduser()
+    if path.is_absolute() or path.exists():
+        return path
+    for parent in Path.cwd().resolve().parents:
+        if (parent / path).exists():
+            return parent / path
+    return path
+
+
 def recipe_names() -> list[str]:
     """Stems of the recipes shipped in ``recipes/``."""
     return sorted(p.stem for p in RECIPE_DIR.glob("*.yaml"))

@@ -21,8 +21,9 @@ from adapt.errors import ArtefactError, ConfigError, DataError
 NONFINITE_POLICIES = ("error", "zero", "min")
 
 
-def finite_pixels(array: np.ndarray, path: str | Path, policy: str = "error") -> np.ndarray:
-    """``array`` (channel first) with non-finite values refused or replaced as ``policy`` says.
+def finite_pixels(array: np.ndarray, path: str | Path, policy: str = "error", channel_axis: int = 0) -> np.ndarray:
+    """``array`` with non-finite values refused or replaced as ``policy`` says (``min``: per channel,
+    along ``channel_axis``).
 
     Raises:
         DataError: non-finite values under ``policy=error``, or a channel with no finite value.
@@ -40,13 +41,21 @@ def finite_pixels(array: np.ndarray, path: str | Path, policy: str = "error") ->
         raise DataError(f"{path}: {count} of {array.size} values are NaN or infinite (first at index {list(where)}); "
                         "fix or re-export the file, or set intensity: {nonfinite: zero} (or min) in the data card "
                         "to replace them")
-    out = np.array(array, copy=True)
-    for channel, values in enumerate(out.reshape(out.shape[0], -1) if out.ndim > 1 else out[None]):
+    out = np.moveaxis(np.array(array, copy=True), channel_axis, 0)  # a view: filled in place
+    for channel in range(out.shape[0]):
+        values = out[channel]
         finite = np.isfinite(values)
         if not finite.any():
             raise DataError(f"{path}: channel {channel} holds no finite value at all; fix or re-export the file")
         values[~finite] = 0 if policy == "zero" else values[finite].min()
-    return out
+    return np.moveaxis(out, 0, channel_axis)
+
+
+def finite_stack(pixels: np.ndarray, path: str | Path, preprocessing: Mapping[str, Any]) -> np.ndarray:
+    """A scan's ``[Z, C, H, W]`` pixels for ``predict``/``evaluate``, non-finite values handled as the
+    adapter was trained (its data card's ``intensity.nonfinite``, recorded in its preprocessing)."""
+    policy = (preprocessing.get("intensity") or {}).get("nonfinite", "error")
+    return finite_pixels(pixels, path, policy, channel_axis=1)
 
 
 def nonfinite_weights(weights: Mapping[str, Any]) -> list[str]:

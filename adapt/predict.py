@@ -35,6 +35,9 @@ from adapt.hub.loading import LoadedAdapter, load_adapter
 from adapt.hub.model_card import label_names
 from adapt.inference.io import is_dicom_series, kind_of, mask_path, read_scan, suffix, write_mask
 from adapt.inference.prompt_syntax import SYNTAX, Prompt, parse_prompt, quote_argv
+from adapt.guards import finite_stack
+from adapt.schema import validate
+from adapt.storage import check_writable
 
 __all__ = ["Predictor", "plan_jobs", "predict_scan", "run", "to_unit"]
 
@@ -86,7 +89,29 @@ def plan_jobs(input: str | Path, output: str | Path, prompt: Prompt | None, over
         raise ConfigError(f"output exists: {shown}; choose another output or pass overwrite=true")
     if any(j.output.resolve() == j.input.resolve() for j in jobs):
         raise ConfigError("output would replace the input; choose another output")
+    for job in jobs:  # before the model is loaded: a wrong format or folder is found in seconds
+        check_output(job)
     return jobs
+
+
+#: The mask formats of each input kind (a DICOM series' mask is a series: a folder).
+OUTPUT_SUFFIXES = {"nifti": (".nii", ".nii.gz"), "png": (".png",), "jpeg": (".png",), "geotiff": (".tif", ".tiff")}
+
+
+def check_output(job: Job) -> None:
+    """Refuse an output of another format than the input's mask, or in a folder that cannot be written.
+
+    Raises:
+        ConfigError: names the output, the format it must have and why.
+    """
+    kind = kind_of(job.input)
+    wanted = OUTPUT_SUFFIXES.get(kind)
+    if wanted and suffix(job.output) not in wanted:
+        raise ConfigError(f"output={job.output}: the mask of {job.input.name} ({kind}) is written in the input's "
+                          f"format and geometry, so it must end in {' or '.join(wanted)}")
+    if kind == "dicom" and suffix(job.output) in sum(OUTPUT_SUFFIXES.values(), ()):
+        raise ConfigError(f"output={job.output}: the mask of the DICOM series {job.input} is a series; give a folder")
+    check_writable(job.output.parent if wanted else job.output, "output")
 
 
 def _supported(path: Path) -> bool:
@@ -123,6 +148,7 @@ def class_values(loaded: LoadedAdapter) -> np.ndarray:
 
 def run(cfg: DictConfig) -> list[Path]:
     """Predict every input of the ``configs/predict.yaml`` config; returns the written paths."""
+    validate(cfg, "predict")
     for key in ("adapter", "input", "output"):
         if not cfg.get(key):
             raise ConfigError(f"{key}= is required: python -m adapt.predict adapter=<repo or dir> "
@@ -140,6 +166,7 @@ def run(cfg: DictConfig) -> list[Path]:
     written = []
     for job in _progress(jobs):
         scan = read_scan(job.input, slice_axis)
+        scan.pixels = finite_stack(scan.pixels, job.input, loaded.preprocessing)
         guide = read_scan(job.guide, slice_axis) if job.guide else None
         masks = auto_scan(predictor, scan) if auto else predict_scan(predictor, scan, prompt, guide)
         written.append(write_mask(values[masks.astype(np.int64)], scan, job.output))

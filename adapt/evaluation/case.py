@@ -31,6 +31,7 @@ from scipy import ndimage
 from adapt.errors import ConfigError, DataError
 from adapt.evaluation.cases import EvalCase
 from adapt.evaluation.engine import Engine, PlanePrompts
+from adapt.guards import finite_stack
 from adapt.inference.runner import to_unit
 from adapt.metrics import case_metrics, confusion_matrix, dice, iou, j_and_f
 from adapt.inference.io import Scan, dicom_affine, mask_path, read_scan, suffix, write_mask
@@ -257,6 +258,7 @@ def evaluate_case(engine: Engine, case: EvalCase, case_index: int, classes: dict
     """
     start = time.perf_counter()
     scan, label = read_case(case, slice_axis)
+    scan.pixels = finite_stack(scan.pixels, case.image, engine.predictor.loaded.preprocessing)
     images = to_unit(scan, engine.predictor.loaded.preprocessing)
     values = list(classes.values())
     truth_stack = label_stack(label, label_threshold)

@@ -68,4 +68,5 @@ def load_cases(card: str | DataCard, root: str | None, split: str) -> tuple[Data
         for path in (case.image, case.label):
             if not Path(path).exists():
                 raise DataError(f"{path}: listed for case {case.id} of data card {card.name!r} but missing")
-    return card, [EvalCase(c.id, Path(c.image), Path(c.label)) for c in chosen]
+    # Absolute: cases.csv names them, and is read from other folders (notebooks/).
+    return card, [EvalCase(c.id, Path(c.image).absolute(), Path(c.label).absolute()) for c in chosen]

@@ -26,6 +26,8 @@ from adapt.evaluation.models import ModelSpec, is_none, load_model, resolve_spec
 from adapt.evaluation.report import difference, print_table, summarize_run, write_cases, write_summary
 from adapt.inference.runner import Predictor
 from adapt.hub.model_card import label_names
+from adapt.schema import validate
+from adapt.storage import check_writable
 
 log = logging.getLogger(__name__)
 
@@ -44,15 +46,20 @@ def parse_clicks(value: Any) -> tuple[int, ...]:
 
 
 def prepare_out(out: Any, overwrite: bool) -> Path:
-    """The output folder; an existing non-empty one only with ``overwrite=true`` (then emptied)."""
+    """The output folder, checked: writable, and an existing non-empty one only with ``overwrite=true``
+    (emptied by ``clear_out`` once every other check has passed)."""
     if is_none(out):
         raise ConfigError("out= is required: the folder cases.csv, summary.json and masks/ are written to")
-    path = Path(str(out)).expanduser()
-    if path.exists() and (not path.is_dir() or any(path.iterdir())):
-        if not overwrite:
-            raise ConfigError(f"out={path} exists and is not empty; choose another out= or pass overwrite=true")
-        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    path = check_writable(Path(str(out)).expanduser(), "out")
+    if path.exists() and (not path.is_dir() or any(path.iterdir())) and not overwrite:
+        raise ConfigError(f"out={path} exists and is not empty; choose another out= or pass overwrite=true")
     return path
+
+
+def clear_out(path: Path) -> None:
+    """Empty an existing output folder (``overwrite=true``), after the checks and before the first write."""
+    if path.exists():
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
 
 
 def class_values(spec: ModelSpec, card: DataCard, prompt: str) -> dict[str, int]:
@@ -91,6 +98,7 @@ def protocol_from(cfg: DictConfig, spec: ModelSpec) -> Protocol:
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Run ``configs/evaluate.yaml``'s evaluation; returns the ``summary.json`` content."""
+    validate(cfg, "evaluate")
     out = prepare_out(cfg.get("out"), bool(cfg.get("overwrite", False)))
     main = resolve_spec(cfg.get("adapter"), cfg.get("revision"), cfg.get("model"), cfg.get("image_size"))
     other = None
@@ -110,6 +118,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     # Zero-shot SAM2 compared with an adapter sees the adapter's pixels (same window, same bands).
     preprocessing = main.metadata.get("preprocessing") or (other.metadata.get("preprocessing") if other else None)
 
+    clear_out(out)
     summary: dict[str, Any] = {}
     rows: list[dict[str, Any]] = []
     keep: Any = cfg.get("save_masks", 3)
@@ -163,7 +172,7 @@ def _run(cfg: DictConfig, spec: ModelSpec, card: DataCard, cases: list[EvalCase]
                "model": loaded.model_info.to_dict(), "data_card": card.name, "split": str(cfg.get("split", "val")),
                "slice_axis": slice_axis, "label_values": dict(classes),
                "protocol": {**protocol.__dict__, "clicks": list(protocol.clicks), "task": str(cfg.get("task") or "segmentation")},
-               "seconds": time.perf_counter() - started, "masks": {k: str(v) for k, v in saved.items() if v.exists()},
+               "seconds": time.perf_counter() - started, "masks": {k: v.relative_to(out).as_posix() for k, v in saved.items() if v.exists()},
                **summary}
     return rows, summary
 

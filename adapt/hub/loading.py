@@ -5,21 +5,25 @@ records the base model id and revision (and the image size, and whether the weig
 pretrained or seeded random ones) and ``load_adapter`` rebuilds that base itself. A base
 passed explicitly must be the same model -- same Hub id, same architecture -- or it is
 refused before any weight is touched, rather than failing later on a shape error or,
-worse, loading silently onto the wrong weights.
+worse, loading silently onto the wrong weights. A folder with broken files (truncated or
+foreign weights, broken JSON, NaN weights) is refused by name before any model is loaded.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from safetensors.torch import load_file
 from torch import nn
 
-from adapt.adapters.io import CONFIG_FILE, METADATA_FILE, load_adapter_weights, read_metadata
-from adapt.errors import ConfigError, ModelNotFoundError
+from adapt.adapters.io import CONFIG_FILE, METADATA_FILE, WEIGHTS_FILE, load_adapter_weights, read_metadata
+from adapt.errors import ArtefactError, ConfigError, ModelNotFoundError
+from adapt.guards import check_weights
 from adapt.models.sam2 import HIERA_ARCHITECTURES, HUB_IDS, ModelInfo, load_sam2, random_config
 
 log = logging.getLogger(__name__)
@@ -93,12 +97,48 @@ def adapter_dir(path: str | Path) -> Path:
     path = Path(path)
     for candidate in (path, path / "adapter"):
         merged = (candidate / METADATA_FILE).exists() and (candidate / "config.json").exists()
-        if (candidate / CONFIG_FILE).exists() or merged:
+        if (candidate / CONFIG_FILE).exists():
+            check_adapter_files(candidate)
+            return candidate
+        if merged:
             return candidate
     raise ConfigError(
         f"{path} is not an adapter: neither it nor {path / 'adapter'} holds {CONFIG_FILE}. "
         "Pass a run directory written by `python -m adapt.train` or its adapter/ folder."
     )
+
+
+def check_adapter_files(path: Path) -> None:
+    """Refuse, before any model is loaded, an adapter folder whose files are broken.
+
+    The JSON files must parse, the weights file must be there, readable as safetensors and
+    finite: a copy cut short, a file of another format or a diverged run's NaN weights would
+    otherwise fail later as "does not fit the base", or score Dice 0 without a word.
+
+    Raises:
+        ArtefactError: names the file and how to get a good copy.
+    """
+    fix = ("copy the adapter folder again from its run (<run dir>/adapter), pull it again "
+           "(python -m adapt.hub pull repo_id=<user/name> out_dir=DIR), or train it again")
+    for name in (CONFIG_FILE, METADATA_FILE):
+        if (path / name).exists():
+            try:
+                if not isinstance(json.loads((path / name).read_text()), dict):
+                    raise ValueError("not a JSON object")
+            except (ValueError, UnicodeDecodeError) as err:
+                raise ArtefactError(f"{path / name}: broken ({type(err).__name__}: {err}); {fix}") from None
+    weights = path / WEIGHTS_FILE
+    if not weights.is_file():
+        if (path / "adapter_model.bin").is_file():  # peft's older format: read by peft itself
+            return
+        raise ArtefactError(f"{weights} is missing: the folder holds the adapter's config but not its weights; {fix}")
+    try:
+        tensors = load_file(weights)
+    except Exception as err:  # safetensors raises its own error types for truncated or foreign files
+        raise ArtefactError(f"{weights}: not a readable safetensors file, it is truncated or of another format "
+                            f"({type(err).__name__}: {err}); {fix}") from None
+    check_weights(tensors, weights, "the adapter was saved from a diverged run (its outputs would be meaningless); "
+                  "train it again (lower optim.lr) or use another adapter")
 
 
 def resolve(source: str | Path, revision: str | None = None, api: Any = None, local_dir: str | Path | None = None) -> Path:

@@ -30,6 +30,8 @@ from adapt.cli import register_cli_config, user_errors
 from adapt.errors import AdaptError, ConfigError
 from adapt.hub.loading import REPO_ID, LoadedAdapter, adapter_dir, check_base, default_api, load_adapter, resolve
 from adapt.hub.model_card import render_card
+from adapt.schema import validate
+from adapt.storage import check_writable
 
 log = logging.getLogger(__name__)
 
@@ -38,10 +40,13 @@ CARD_FILE = "README.md"
 __all__ = ["LoadedAdapter", "check_base", "load_adapter", "merge_adapter", "pull", "push", "stage"]
 
 
-def _empty_target(out_dir: Path, overwrite: bool) -> Path:
-    if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
-        raise ConfigError(f"{out_dir} exists and is not empty; choose another out_dir or pass overwrite=true")
-    out_dir.mkdir(parents=True, exist_ok=True)
+def _empty_target(out_dir: Path, overwrite: bool, create: bool = True) -> Path:
+    """``out_dir``, writable and empty (or ``overwrite``); created unless ``create=False`` (a check only)."""
+    check_writable(out_dir, "out_dir")
+    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())) and not overwrite:
+        raise ConfigError(f"out_dir={out_dir} exists and is not empty; choose another out_dir or pass overwrite=true")
+    if create:
+        out_dir.mkdir(parents=True, exist_ok=True)
     return out_dir
 
 
@@ -70,16 +75,20 @@ def merge_adapter(loaded: LoadedAdapter, out_dir: str | Path, repo_id: str | Non
 
 
 def stage(adapter: str | Path, repo_id: str, out_dir: str | Path, merge: bool = False, overwrite: bool = False) -> Path:
-    """Write exactly what ``push`` uploads into ``out_dir``: adapter files (or merged model) + card."""
+    """Write exactly what ``push`` uploads into ``out_dir``: adapter files (or merged model) + card.
+
+    The adapter is loaded onto its base first, so what cannot be used is never uploaded.
+    """
     source = adapter_dir(adapter)
     metadata = read_metadata(source)
     if not metadata:
         raise ConfigError(f"{source} has no {METADATA_FILE}; push adapters written by `python -m adapt.train`")
     if not (metadata.get("model") or {}).get("pretrained", True):
         log.warning("%s was trained on RANDOM base weights; the card says so", source)
-    out_dir = Path(out_dir)
+    out_dir = _empty_target(Path(out_dir), overwrite, create=False)  # before the adapter is loaded
+    loaded = load_adapter(source)  # an adapter that does not load on its base is never uploaded
     if merge:
-        return merge_adapter(load_adapter(source), out_dir, repo_id, overwrite)
+        return merge_adapter(loaded, out_dir, repo_id, overwrite)
     out_dir = _empty_target(out_dir, overwrite)
     for name in (CONFIG_FILE, WEIGHTS_FILE, METADATA_FILE):
         if not (source / name).exists():
@@ -144,6 +153,7 @@ def pull(repo_id: str, revision: str | None = None, out_dir: str | Path | None =
 
 def run(cfg: DictConfig) -> Any:
     """Run one hub action from the ``configs/hub.yaml`` config."""
+    validate(cfg, "hub")
     if cfg.action not in ACTIONS:
         raise ConfigError(f"action={cfg.action!r}: say what to do, e.g. `python -m adapt.hub push adapter=DIR repo_id=user/name`")
     if cfg.action == "push":
