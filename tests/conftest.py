@@ -73,3 +73,16 @@ def load_fake_data():
 def fake_data():
     """The fake-data generator module (see ``load_fake_data``)."""
     return load_fake_data()
+
+
+@pytest.fixture(scope="session")
+def meta_sam2():
+    """Meta's SAM2 (``sam2==1.1.0``, its PyPI source distribution, cached) importable as ``sam2``.
+
+    See ``tests/meta_reference.py``: no torchvision, no Hydra initialisation on import. The
+    first run downloads the sdist; without network a test that needs it fails (never skips).
+    """
+    import meta_reference
+
+    with meta_reference.meta_package() as meta:
+        yield meta

@@ -323,39 +323,19 @@ def test_meta_key_names(video_model):
     assert not any(key.startswith(("vision_encoder.", "mask_decoder.", "prompt_encoder.")) for key in meta_sd)
 
 
-# --- Optional: against Meta's own modules -------------------------------------------------
-# Meta's package needs torchvision and cannot be installed next to our CPU torch, so this
-# runs only where SAM2_META_SOURCE names a checkout of facebookresearch/sam2. It proves what
-# the round trips above cannot: that each Meta tensor lands on the transformers tensor that
-# plays the same role (a consistent swap of, say, norm2 and norm3 would survive a round trip).
+# --- Against Meta's own modules ------------------------------------------------------------
+# Meta's package (sam2==1.1.0, its sdist from PyPI, cached; or a checkout named by
+# SAM2_META_SOURCE) is imported by the ``meta_sam2`` fixture (conftest.py,
+# tests/meta_reference.py) without its Hydra ``__init__`` and without torchvision. This
+# proves what the round trips above cannot: that each Meta tensor lands on the transformers
+# tensor that plays the same role (a consistent swap of, say, norm2 and norm3 would survive
+# a round trip).
 
 
 @pytest.fixture
-def meta_modules(monkeypatch):
-    """Meta's ``sam2.modeling`` imported from source, without ``sam2/__init__.py``.
-
-    The package ``__init__`` initialises Hydra globally (see DESIGN.md); an empty package
-    module pointing at the source folder gives us the modeling code without that.
-    """
-    import importlib
-    import os
-    import sys
-    import types
-    from pathlib import Path
-
-    source = os.environ.get("SAM2_META_SOURCE")
-    if not source:
-        pytest.skip("set SAM2_META_SOURCE to a facebookresearch/sam2 checkout to compare with Meta's code")
-    package = types.ModuleType("sam2")
-    package.__path__ = [str(Path(source) / "sam2")]
-    monkeypatch.setitem(sys.modules, "sam2", package)
-    if importlib.util.find_spec("iopath") is None:  # used by Hiera only to read pretrained weights
-        for name in ("iopath", "iopath.common", "iopath.common.file_io"):
-            monkeypatch.setitem(sys.modules, name, types.ModuleType(name))
-        sys.modules["iopath.common.file_io"].g_pathmgr = None
-    yield lambda name: importlib.import_module(f"sam2.modeling.{name}")
-    for name in [name for name in sys.modules if name.startswith("sam2.")]:
-        del sys.modules[name]
+def meta_modules(meta_sam2):
+    """``name -> sam2.modeling.<name>`` from Meta's source."""
+    return lambda name: meta_sam2.module(f"modeling.{name}")
 
 
 def build_meta_sam2(modules, config):
