@@ -38,6 +38,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import importlib
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -92,6 +93,9 @@ def meta_source() -> Path:
     target = cache_dir() / f"sam2-{VERSION}"
     if (target / "sam2" / "sam2_video_predictor.py").is_file():
         return target
+    if importlib.util.find_spec("setuptools") is None:
+        raise RuntimeError("reading Meta's sdist with pip needs setuptools (its build backend): "
+                           "pip install setuptools")
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
         command = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
