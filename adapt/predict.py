@@ -30,10 +30,10 @@ from omegaconf import DictConfig
 
 from adapt.cli import register_cli_config, user_errors
 from adapt.errors import ConfigError, DataError
-from adapt.inference.runner import Predictor, predict_scan, to_unit
+from adapt.inference.runner import Predictor, predict_scan
 from adapt.hub.loading import LoadedAdapter, load_adapter
 from adapt.hub.model_card import label_names
-from adapt.inference.io import is_dicom_series, kind_of, mask_path, read_scan, suffix, write_mask
+from adapt.inference.io import is_dicom_series, kind_of, mask_path, read_scan, suffix, to_unit, write_mask
 from adapt.inference.prompt_syntax import SYNTAX, Prompt, parse_prompt, quote_argv
 from adapt.guards import finite_stack
 from adapt.schema import validate
@@ -163,11 +163,12 @@ def run(cfg: DictConfig) -> list[Path]:
         raise ConfigError(f"{why}: the adapter {cfg.adapter} is promptable, not semantic. {SYNTAX}")
     values = class_values(loaded) if prompt is None else np.array([0, foreground_value(loaded, cfg.get("label"))], np.uint16)
     slice_axis = int(loaded.preprocessing.get("slice_axis", 2))
+    spacing = loaded.preprocessing.get("spacing")  # the grid the adapter was trained on
     written = []
     for job in _progress(jobs):
-        scan = read_scan(job.input, slice_axis)
+        scan = read_scan(job.input, slice_axis, spacing)
         scan.pixels = finite_stack(scan.pixels, job.input, loaded.preprocessing)
-        guide = read_scan(job.guide, slice_axis) if job.guide else None
+        guide = read_scan(job.guide, slice_axis, spacing, label=True) if job.guide else None
         masks = auto_scan(predictor, scan) if auto else predict_scan(predictor, scan, prompt, guide)
         written.append(write_mask(values[masks.astype(np.int64)], scan, job.output))
     return written

@@ -8,7 +8,7 @@ model) and after (the adapter) the fine-tune:
   by the image model (``adapt.inference.Predictor.segment``); other slices stay empty. One
   prompt per liver slice: the upper bound a user pays for with many prompts.
 * ``propagation``: one ground-truth box on the slice with the largest liver area, then SAM2's
-  memory carries it through the volume in both directions (``adapt.propagation.propagate``,
+  memory carries it through the volume in both directions (``adapt.inference.propagation.propagate``,
   early stop by object score). The standard single-prompt protocol.
 
 Random-weight models (no Hub access) score low on both; the numbers show the pipeline and

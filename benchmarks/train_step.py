@@ -28,8 +28,8 @@ import torch.nn.functional as F
 
 from adapt.adapters import apply_adapter
 from adapt.tasks.losses import LossWeights, segmentation_loss
-from adapt.models.interactive import base_model, decode, image_embeddings
-from adapt.models.sam2 import count_parameters, load_sam2, preprocess
+from adapt.models.primitives import base_model, decode, image_embeddings, preprocess
+from adapt.models.sam2 import count_parameters, load_sam2
 
 LORA = {"kind": "lora", "rank": 8, "alpha": 16, "dropout": 0.0, "targets": ["encoder_attn", "decoder_attn"]}
 SPECS = {

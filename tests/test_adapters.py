@@ -7,10 +7,16 @@ from safetensors.torch import load_file
 from torch import nn
 
 from adapt.adapters import apply_adapter
-from adapt.adapters.io import load_adapter_weights, read_metadata, save_adapter, trainable_state_dict
+from adapt.adapters.io import (
+    load_adapter_weights,
+    read_metadata,
+    save_adapter,
+    trainable_state_dict,
+)
 from adapt.errors import ConfigError
+from adapt.models.primitives import preprocess
+from adapt.models.sam2 import count_parameters, load_sam2
 from adapt.tasks.losses import LossWeights, segmentation_loss
-from adapt.models.sam2 import count_parameters, load_sam2, preprocess
 
 KINDS = {
     "lora": {"kind": "lora", "rank": 4, "alpha": 8, "dropout": 0.0, "targets": ["encoder_attn", "decoder_attn"]},

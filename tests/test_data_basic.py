@@ -39,7 +39,7 @@ def write_msd(root, cases):
 
 
 def slice_dataset(card, cases, size, train=False, skip_bad_cases=False):
-    store = CaseStore(card, cases, size, "memory")
+    store = CaseStore(card, cases, "memory")
     items, bad = index_cases(store, skip_bad_cases=skip_bad_cases)
     return SampleDataset(store, items, size, PromptSimulator(), train), bad
 
@@ -151,10 +151,13 @@ def test_phantom_batches_follow_the_contract():
     assert batch["image"].shape == (4, 1, 64, 64) and 0 <= batch["image"].min() and batch["image"].max() <= 1
     assert batch["label"].shape == (4, 1, 64, 64) and set(batch["label"].unique().tolist()) <= {0.0, 1.0}
     assert batch["boxes"].shape == (4, 1, 4) and batch["points"].shape == (4, 1, 2, 2)
+    height, width = dm.train_set.plane(0)[1].shape
+    sx, sy = 64 / width, 64 / height  # boxes are drawn on the slice's pixels and mapped as SAM2 maps them
     for b in range(4):
         ys, xs = np.nonzero(batch["label"][b, 0].numpy())
         x0, y0, x1, y1 = batch["boxes"][b, 0].tolist()
-        assert x0 <= xs.min() and y0 <= ys.min() and x1 >= xs.max() and y1 >= ys.max()
+        # In SAM2's frame pixel i covers [i, i + 1); the box spans the mask's native pixels.
+        assert x0 <= xs.min() + 0.5 and y0 <= ys.min() + 0.5 and x1 + sx > xs.max() and y1 + sy > ys.max()
     train_cases = {dm.train_set.store.cases[row[0]].id for row in dm.train_set.items}
     val_cases = {dm.val_set.store.cases[row[0]].id for row in dm.val_set.items}
     assert train_cases and val_cases and not train_cases & val_cases

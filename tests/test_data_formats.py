@@ -79,12 +79,12 @@ def test_geotiff_band_selection_and_per_band_stretch(tmp_path):
     case = Case("tile", tmp_path / "tile.tif", tmp_path / "label.tif", group="tile")
     window = card_at(tmp_path, "aerial_phantom", intensity={"channels": [3, 0, 1], "window": [0, 400],
                                                             "percentiles": None})
-    image = load_volume(window, case, image_size=10).image
-    assert image.shape == (3, 8, 10)  # fits the model side: pixels kept as they are
+    image = load_volume(window, case).image
+    assert image.shape == (3, 8, 10)  # native pixels: the one resize to the model side comes per sample
     # NIR (400), R (100), G (200) in that order, on the fixed window
     np.testing.assert_allclose(image[:, 5, 5], [1.0, 0.25, 0.5], atol=1e-6)
     stretch = card_at(tmp_path, "aerial_phantom", intensity={"channels": [2], "percentiles": [0, 100]})
-    image = load_volume(stretch, case, image_size=10).image
+    image = load_volume(stretch, case).image
     assert image.shape == (1, 8, 10) and image.max() == 1.0 and image.min() == 0.0
 
 
@@ -93,7 +93,7 @@ def test_too_few_bands_names_the_file_and_the_bands(tmp_path):
     write_geotiff(tmp_path / "label.tif", np.ones((8, 8), np.uint8), origin=(0.0, 0.0))
     card = card_at(tmp_path, "aerial_phantom")  # asks for band 3 (NIR)
     with pytest.raises(DataError, match=r"rgb.tif: has 3 bands, the data card asks for bands \[3, 0, 1\]"):
-        load_volume(card, Case("rgb", tmp_path / "rgb.tif", tmp_path / "label.tif", group="rgb"), 8)
+        load_volume(card, Case("rgb", tmp_path / "rgb.tif", tmp_path / "label.tif", group="rgb"))
 
 
 def test_png_and_jpeg_pairs_keep_pixels_and_masks_aligned(tmp_path):
@@ -101,17 +101,13 @@ def test_png_and_jpeg_pairs_keep_pixels_and_masks_aligned(tmp_path):
     card = load_card("kvasir_seg")
     case = list_cases(card, tmp_path / "kvasir")[0]
     image, mask = generate.photo_pair(0)
-    volume = load_volume(card, case, image_size=image.shape[1])  # fits: kept at 48 x 56
+    volume = load_volume(card, case)  # native size: 48 x 56
     assert volume.image.shape == (3, *image.shape[:2]) and volume.image.dtype == np.float32
     assert set(np.unique(volume.label)) == {0, 1}
     # the object is bright red (220 / 255 = 0.86) inside the mask, dark (90 / 255) outside
     red = volume.image[0]
     assert red[volume.label == 1].mean() > 0.8 and red[volume.label == 0].mean() < 0.4
     assert (volume.label == mask).mean() > 0.99  # JPEG mask thresholded back to the drawn ellipse
-    shrunk = load_volume(card, case, image_size=28)  # larger than the model side: halved, aspect kept
-    assert shrunk.image.shape == (3, 24, 28) and shrunk.label.shape == (24, 28)
-    red = shrunk.image[0]
-    assert red[shrunk.label == 1].mean() > 0.8 and red[shrunk.label == 0].mean() < 0.4
 
 
 def test_colour_label_without_threshold_is_refused(tmp_path):
@@ -149,11 +145,11 @@ def test_each_bad_2d_input_names_the_file(tmp_path, problem):
         from adapt.data.datamodule import index_cases
 
         with pytest.raises(DataError, match="none of the targets") as err:
-            index_cases(CaseStore(card, [case], 32, "memory"))
+            index_cases(CaseStore(card, [case], "memory"))
         assert str(case.label) in str(err.value)
         return
     with pytest.raises(DataError, match=expected) as err:
-        load_volume(card, case, 32)
+        load_volume(card, case)
     assert case.id in str(err.value)
 
 

@@ -101,7 +101,7 @@ def identity_dataset(tmp_path, augment=None, size=16, side=16, **changes):
         write_case(tmp_path / "d", f"c{n}", label.astype(np.int16) * 1000, label)
         names.append(f"c{n}")
     card = msd_card(tmp_path, tmp_path / "d", names, intensity={"window": [0, 1000]}, **changes)
-    store = CaseStore(card, list_cases(card, tmp_path / "d"), size, "memory")
+    store = CaseStore(card, list_cases(card, tmp_path / "d"), "memory")
     items, _ = index_cases(store)
     return SampleDataset(store, items, size, PromptSimulator(), train=augment is not None, augment=augment)
 
@@ -185,17 +185,17 @@ def test_an_epoch_reads_no_file_once_cached(tmp_path, monkeypatch):
 def test_disk_cache_notices_a_changed_file(tmp_path):
     card = load_card("ct_phantom")
     cases = list_cases(card, tmp_path / "ct")[:1]
-    first = CaseStore(card, cases, 32, "disk", tmp_path / "cache")[0]
+    first = CaseStore(card, cases, "disk", tmp_path / "cache")[0]
     image = nib.load(cases[0].image)
     nib.save(nib.Nifti1Image(np.asarray(image.dataobj) * 0 + 240, image.affine), cases[0].image)
-    second = CaseStore(card, cases, 32, "disk", tmp_path / "cache")[0]
+    second = CaseStore(card, cases, "disk", tmp_path / "cache")[0]
     assert float(np.asarray(first.image).min()) == 0.0 and np.all(np.asarray(second.image) == 1.0)
 
 
 def test_empty_share_adds_slices_without_the_target(tmp_path):
     card = load_card("ct_phantom")
     cases = list_cases(card, tmp_path / "ct")[:2]
-    store = CaseStore(card, cases, 32, "memory")
+    store = CaseStore(card, cases, "memory")
     foreground, _ = index_cases(store)
     mixed, _ = index_cases(store, empty_share=0.25, seed=1)
     empty = [row for row in mixed.tolist() if row not in foreground.tolist()]
@@ -203,7 +203,10 @@ def test_empty_share_adds_slices_without_the_target(tmp_path):
     dataset = SampleDataset(store, mixed, 32, PromptSimulator(kind="box+points"), train=False)
     sample = dataset[mixed.tolist().index(empty[0])]
     assert sample["label"].sum() == 0
-    assert sample["boxes"].tolist() == [[0, 0, 31, 31]] and sample["point_labels"].tolist() == [[-1]]
+    height, width = dataset.plane(0)[1].shape  # the box of a mask filling the plane, on the model's grid
+    expected = [[0, 0, (width - 1) * np.float32(32 / width), (height - 1) * np.float32(32 / height)]]
+    np.testing.assert_allclose(sample["boxes"].numpy(), expected, rtol=1e-6)
+    assert sample["point_labels"].tolist() == [[-1]]
 
 
 def test_objects_all_gives_one_channel_per_target_in_card_order(tmp_path):

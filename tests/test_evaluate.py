@@ -26,11 +26,12 @@ from adapt.conf import CONFIG_DIR
 from adapt.data.synthetic import write_ct_phantoms
 from adapt.errors import ConfigError, DataNotFoundError, ModelNotFoundError
 from adapt.evaluation import engine as engine_module
+from adapt.inference import runner as runner_module
 from adapt.evaluation import evaluate, runner
 from adapt.evaluation.case import geotiff_unit
 from adapt.evaluation.engine import component_boxes
 from adapt.evaluation.report import print_table
-from adapt.models.interactive import Prediction
+from adapt.models.primitives import Prediction
 from adapt.models.sam2 import load_sam2
 from adapt.models.semantic import ATTRIBUTE, add_class_prompts
 
@@ -113,8 +114,8 @@ def perfect(monkeypatch):
     Pixels reach ``decode`` unresized, so the only thing between the label file and the scores
     is the slicing, the batching and the reassembly under test.
     """
-    monkeypatch.setattr(engine_module, "preprocess", lambda pixels, size: pixels)
-    monkeypatch.setattr(engine_module, "image_embeddings", lambda model, pixels: [pixels])
+    monkeypatch.setattr(runner_module, "preprocess", lambda pixels, size: pixels)
+    monkeypatch.setattr(runner_module, "image_embeddings", lambda model, pixels: [pixels])
 
     def decode(model, embeddings, multimask, **prompts):
         logits = torch.where(embeddings[-1][:, :1] > 0.5, 10.0, -10.0)

@@ -15,13 +15,14 @@ from huggingface_hub import ModelCard
 from omegaconf import OmegaConf
 
 import adapt
-from adapt.hub import share as hub
 from adapt.adapters import apply_adapter
 from adapt.adapters.io import save_adapter
 from adapt.conf import CONFIG_DIR
 from adapt.errors import ConfigError, ModelNotFoundError
+from adapt.hub import share as hub
 from adapt.hub.model_card import render_card
-from adapt.models.sam2 import load_sam2, preprocess
+from adapt.models.primitives import preprocess
+from adapt.models.sam2 import load_sam2
 from adapt.models.tiny import tiny_config
 
 SPECS = {

@@ -1,8 +1,9 @@
 import torch
 
 from adapt.adapters import apply_adapter
-from adapt.models.interactive import click_rounds, decode, image_embeddings
-from adapt.models.sam2 import load_sam2, preprocess
+from adapt.models.interactive import click_rounds
+from adapt.models.primitives import decode, image_embeddings, preprocess
+from adapt.models.sam2 import load_sam2
 
 
 def _setup():

@@ -5,14 +5,8 @@ import torch
 
 from adapt.errors import ModelNotFoundError
 from adapt.models import sam2 as sam2_module
-from adapt.models.sam2 import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    count_parameters,
-    load_sam2,
-    preprocess,
-    random_config,
-)
+from adapt.models.primitives import IMAGENET_MEAN, IMAGENET_STD, preprocess
+from adapt.models.sam2 import count_parameters, load_sam2, random_config
 
 
 def test_tiny_model_is_reproducible_and_runs():

@@ -10,11 +10,11 @@ from transformers import Sam2VideoModel
 
 from adapt.data.synthetic import make_ct_phantom
 from adapt.errors import ConfigError, DataError
+from adapt.inference.propagation import SlicePrompt, propagate, read_frames
 from adapt.models.memory import FramePrompt
-from adapt.models.sam2 import preprocess
+from adapt.models.primitives import preprocess
 from adapt.models.tiny import TINY_IMAGE_SIZE, tiny_video_config
 from adapt.models.tracking import track_clip
-from adapt.inference.propagation import SlicePrompt, propagate, read_frames
 from adapt.transforms.prompts import box_from_mask
 
 S = TINY_IMAGE_SIZE

@@ -13,12 +13,12 @@ import torch
 from hydra import compose, initialize_config_dir
 from safetensors.torch import load_file, save_file
 
-from adapt.inference import propagation as propagation_module
 from adapt.conf import CONFIG_DIR, register_recipes, register_resolvers
 from adapt.errors import ConfigError
-from adapt.tasks.losses import LossWeights
+from adapt.inference import propagation as propagation_module
 from adapt.models.memory import MemoryTracker
 from adapt.models.tracking import ClipOutput
+from adapt.tasks.losses import LossWeights
 from adapt.tasks.propagation import PropagationTask, clip_loss
 
 register_resolvers()
@@ -185,7 +185,7 @@ def test_train_logs_clip_metrics_and_counts_memory_adapters(trained):
 
 def test_adapter_reloads_on_the_video_and_the_image_model(trained):
     from adapt.hub.loading import load_adapter
-    from adapt.models.sam2 import preprocess
+    from adapt.models.primitives import preprocess
 
     run_dir, _, objects = trained
     task = objects["task"].eval()

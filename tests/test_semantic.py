@@ -52,8 +52,7 @@ def test_semantic_head_outputs_one_channel_per_class_and_trains(kind, tmp_path):
     task.model.eval()
     save_adapter(task.model, dict(task.hparams.adapter), tmp_path, {"classes": task.classes})
     loaded = load_adapter_weights(load_sam2("tiny")[0], tmp_path)
-    from adapt.models.interactive import image_embeddings
-    from adapt.models.sam2 import preprocess
+    from adapt.models.primitives import image_embeddings, preprocess
     from adapt.models.semantic import class_logits
 
     pixels = preprocess(batch["image"])
@@ -76,8 +75,8 @@ def test_label_channels_must_match_the_classes():
 @pytest.fixture
 def semantic_adapter(tmp_path, monkeypatch):
     """A tiny semantic adapter with non-consecutive label ids; class 2 wins on the left half."""
-    from adapt.inference import runner as inference
     from adapt.adapters import apply_adapter
+    from adapt.inference import runner as inference
     from adapt.models.semantic import ATTRIBUTE, add_class_prompts
 
     model, info = load_sam2("tiny")

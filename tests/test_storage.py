@@ -55,11 +55,11 @@ def test_case_cache_on_a_full_disk_stops_and_a_later_run_builds_whole_entries(tm
     monkeypatch.setattr(np, "save", cut_short(OSError(errno.ENOSPC, "No space left on device")))
     with pytest.raises(ConfigError, match=r"^data\.cache=disk \(.*\): the disk holding .* is full .*"
                                           r"data\.cache_dir=<dir> or \$SAM2_ADAPT_DATA.*data\.cache=memory\|none\)$"):
-        CaseStore(card, cases, 32, "disk", cache)[0]
+        CaseStore(card, cases, "disk", cache)[0]
     assert [p for p in cache.rglob("*") if p.is_file()] == []  # nothing a later run could take for an entry
     monkeypatch.setattr(np, "save", save)
-    cached = CaseStore(card, cases, 32, "disk", cache)[0]
-    fresh = CaseStore(card, cases, 32, "none")[0]
+    cached = CaseStore(card, cases, "disk", cache)[0]
+    fresh = CaseStore(card, cases, "none")[0]
     np.testing.assert_array_equal(np.asarray(cached.label), fresh.label)
     assert sorted(p.name.split(".", 1)[1] for p in cache.rglob("*.npy")) == ["geometry.npy", "image.npy", "label.npy"]
 

@@ -15,7 +15,8 @@ from hydra import compose, initialize_config_dir
 from adapt.adapters import apply_adapter
 from adapt.adapters.io import load_adapter_weights, read_metadata
 from adapt.conf import CONFIG_DIR, recipe_names, register_recipes, register_resolvers
-from adapt.models.sam2 import load_sam2, preprocess
+from adapt.models.primitives import preprocess
+from adapt.models.sam2 import load_sam2
 
 register_resolvers()
 register_recipes()

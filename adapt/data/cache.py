@@ -34,15 +34,14 @@ from adapt.errors import ConfigError, DataError
 from adapt.storage import write_atomically
 
 CACHE_MODES = ("auto", "none", "memory", "disk")
-CACHE_FORMAT = 2  # bump when the cached content changes meaning
+CACHE_FORMAT = 3  # 3: 2D images at native size (no shrink-to-fit); bump when the cached content changes meaning
 PREPROCESSING_FIELDS = ("dims", "source", "labels", "intensity", "spacing")
 
 
-def settings_key(card: DataCard, image_size: int | None) -> str:
+def settings_key(card: DataCard) -> str:
     """A short hash of everything that changes a preprocessed case."""
     fields = {k: card.to_dict()[k] for k in PREPROCESSING_FIELDS}
-    payload = json.dumps({"card": fields, "image_size": image_size if card.dims == 2 else None,
-                          "format": CACHE_FORMAT}, sort_keys=True, default=str)
+    payload = json.dumps({"card": fields, "format": CACHE_FORMAT}, sort_keys=True, default=str)
     return hashlib.sha1(payload.encode()).hexdigest()[:12]
 
 
@@ -59,7 +58,6 @@ class CaseStore:
     Args:
         card: the data card.
         cases: the split's cases.
-        image_size: model input side (larger 2D images are stored shrunk to fit it).
         mode: one of ``CACHE_MODES``.
         directory: root of disk caches (default ``<cache_root>/preprocessed``).
 
@@ -68,15 +66,15 @@ class CaseStore:
         channels: image channels of the cases prepared so far (``None`` before the first).
     """
 
-    def __init__(self, card: DataCard, cases: list[Case], image_size: int | None, mode: str = "auto",
+    def __init__(self, card: DataCard, cases: list[Case], mode: str = "auto",
                  directory: str | Path | None = None) -> None:
         if mode not in CACHE_MODES:
             raise ConfigError(f"data.cache={mode!r} is not one of {CACHE_MODES}")
         if mode == "auto":
             mode = "memory" if card.source["kind"] == "synthetic" else "disk"
-        self.card, self.cases, self.image_size, self.mode = card, list(cases), image_size, mode
+        self.card, self.cases, self.mode = card, list(cases), mode
         base = Path(directory).expanduser() if directory else cache_root() / "preprocessed"
-        self.directory = base / f"{card.name}-{settings_key(card, image_size)}"
+        self.directory = base / f"{card.name}-{settings_key(card)}"
         self.loads = 0
         self.channels: int | None = None
         self._memory: dict[int, Volume] = {}
@@ -86,7 +84,7 @@ class CaseStore:
 
     def _load(self, index: int) -> Volume:
         self.loads += 1
-        volume = load_volume(self.card, self.cases[index], self.image_size)
+        volume = load_volume(self.card, self.cases[index])
         self.channels = int(volume.image.shape[0])
         return volume
 

@@ -30,7 +30,6 @@ from typing import Any, Iterator, Mapping
 import lightning as L
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from adapt.data.cache import CaseStore
@@ -40,7 +39,9 @@ from adapt.data.sampling import sample_key
 from adapt.data.splits import split_cases
 from adapt.data.volumes import data_root, list_cases
 from adapt.errors import ConfigError, DataError
+from adapt.models.primitives import resize_image, to_model_coords
 from adapt.transforms.prompts import PROMPT_KINDS, PromptSimulator, prompt_rng
+from adapt.transforms.slices import resize_label
 
 log = logging.getLogger(__name__)
 
@@ -200,9 +201,9 @@ class ClipDataset(Dataset):
         k, size, axis = self.options.length, (self.image_size, self.image_size), self.card.slice_axis
         case, volume = self.store.cases[position], self.store.prepare(position)
         image = torch.from_numpy(volume_planes(volume.image, axis, start, k).astype(np.float32))
-        image = F.interpolate(image, size=size, mode="bilinear", align_corners=False)
-        mask = torch.from_numpy(volume_planes(volume.label == value, axis, start, k).astype(np.float32))
-        label = (F.interpolate(mask, size=size, mode="nearest") > 0.5).float()  # [K, 1, S, S]
+        image = resize_image(image, size)
+        native = torch.from_numpy(volume_planes(volume.label == value, axis, start, k))  # [K, 1, H, W] bool
+        label = resize_label(native, size).float()  # [K, 1, S, S]
         present = label.flatten(2).any(-1)  # [K, 1]
         key = (i, draw) if self.train else (i,)
         if not present.any():
@@ -215,17 +216,21 @@ class ClipDataset(Dataset):
         sample = {"image": image, "label": label, "present": present, "prompt_frames": prompt_frames,
                   "meta": {"case": case.id, "start": start, "target": name, "label_id": value}}
         if self.prompts is not None:
-            sample.update(self._prompts(label, frames, key))
+            sample.update(self._prompts(native, frames, key))
         return sample
 
-    def _prompts(self, label: torch.Tensor, frames: list[int], key: tuple[int, ...]) -> dict[str, torch.Tensor]:
-        """Simulated prompts on the prompted frames, zeros elsewhere (``[K, 1, ...]``)."""
-        per_frame = {t: self.prompts(label[t, 0].numpy(), key=(*key, t)) for t in frames}
+    def _prompts(self, native: torch.Tensor, frames: list[int], key: tuple[int, ...]) -> dict[str, torch.Tensor]:
+        """Simulated prompts on the prompted frames, zeros elsewhere (``[K, 1, ...]``), drawn on the
+        slices' own pixels and mapped onto the model's grid as a user's prompt is."""
+        height, width = native.shape[-2:]
+        per_frame = {t: self.prompts(native[t, 0].numpy(), key=(*key, t)) for t in frames}
         out = {}
         for field, first in per_frame[frames[0]].items():
             stacked = np.zeros((self.options.length, *first.shape), dtype=first.dtype)
             for t, prompt in per_frame.items():
                 stacked[t] = prompt[field]
+            if field in ("boxes", "points"):
+                stacked = to_model_coords(stacked, height, width, self.image_size)
             out[field] = torch.from_numpy(stacked)
         return out
 
@@ -253,7 +258,7 @@ class ClipDataModule(SegmentationDataModule):
         self.root = data_root(card, root)
         splits = split_cases(list_cases(card, self.root), card.split, where=f"data card {card.name!r}")
         train_cases, val_cases = splits["train"], splits["val"]
-        stores = [CaseStore(card, cases, None, cache, cache_dir) for cases in (train_cases, val_cases)]
+        stores = [CaseStore(card, cases, cache, cache_dir) for cases in (train_cases, val_cases)]
         self.train_set = ClipDataset(stores[0], image_size, options, prompts, True, seed, skip_bad_cases)
         self.val_set = ClipDataset(stores[1], image_size, options, val_prompts, False, seed + 1, skip_bad_cases)
         for split, dataset in (("training", self.train_set), ("validation", self.val_set)):

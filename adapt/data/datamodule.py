@@ -29,10 +29,10 @@ from adapt.data.sources import data_root, list_cases
 from adapt.data.sampling import EpochSampler, ResumableLoader, sample_key
 from adapt.data.splits import split_cases
 from adapt.errors import ConfigError, DataError
+from adapt.models.primitives import resize_image, to_model_coords
 from adapt.transforms.augment import PairAugment
-from adapt.transforms.pipeline import resize_image, resize_label
 from adapt.transforms.prompts import PromptSimulator
-from adapt.transforms.slices import object_masks, take_plane, target_counts
+from adapt.transforms.slices import object_masks, resize_label, take_plane, target_counts
 
 __all__ = ["SampleDataset", "SegmentationDataModule", "build_datamodule", "data_root", "index_cases",
            "list_cases", "split_cases"]
@@ -144,28 +144,36 @@ class SampleDataset(Dataset):
         image, label = self.plane(i)
         if self.augment is not None:  # on the plane's own grid: usually cheaper than at the model's side
             image, label = self.augment(image, label, seed=draw)
-        image = resize_image(torch.from_numpy(image), self.image_size)
-        label = resize_label(torch.from_numpy(label), self.image_size)
         chosen = self.targets if target < 0 else [self.targets[target]]
-        masks = object_masks(label, [value for _, value in chosen])
+        values = [value for _, value in chosen]
         key = (i, draw) if self.train else (i,)
-        sample = {"image": image, "label": masks, **self._prompts(masks, key)}
+        # Prompts are drawn on the plane's own pixels and mapped as SAM2 maps a user's prompt,
+        # so training sees boxes exactly where prediction puts the same box.
+        prompts = self._prompts(object_masks(torch.from_numpy(label), values).numpy(), key, *label.shape)
+        image = resize_image(torch.from_numpy(image), self.image_size)
+        masks = object_masks(resize_label(torch.from_numpy(label), self.image_size), values)
+        sample = {"image": image, "label": masks, **prompts}
         name, value = ("all", -1) if target < 0 else chosen[0]
         sample["meta"] = {"case": self.store.cases[position].id, "slice": index, "target": name, "label_id": value}
         return sample
 
-    def _prompts(self, masks: torch.Tensor, key: tuple[int, ...]) -> dict[str, torch.Tensor]:
+    def _prompts(self, masks: np.ndarray, key: tuple[int, ...], height: int, width: int) -> dict[str, torch.Tensor]:
+        """Each object's prompts on the model's grid (an absent object: the whole plane, padding points)."""
         parts: list[dict[str, np.ndarray]] = []
-        for n, mask in enumerate(masks.numpy()):
+        for n, mask in enumerate(masks):
             parts.append(self.prompts(mask, key=key if len(masks) == 1 else (*key, n)) if mask.any()
-                         else self._neutral())
-        return {k: torch.from_numpy(np.concatenate([p[k] for p in parts])) for k in parts[0]}
+                         else self._neutral(height, width))
+        out = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+        for name in ("boxes", "points"):
+            if name in out:
+                out[name] = to_model_coords(out[name], height, width, self.image_size)
+        return {k: torch.from_numpy(v) for k, v in out.items()}
 
-    def _neutral(self) -> dict[str, np.ndarray]:
-        """Prompts of an absent object: the whole image as box, padding points (label -1)."""
+    def _neutral(self, height: int, width: int) -> dict[str, np.ndarray]:
+        """Prompts of an absent object: the whole plane as box, padding points (label -1)."""
         out: dict[str, np.ndarray] = {}
         if self.prompts.kind in ("box", "box+points"):
-            out["boxes"] = np.array([[0, 0, self.image_size - 1, self.image_size - 1]], dtype=np.float32)
+            out["boxes"] = np.array([[0, 0, width - 1, height - 1]], dtype=np.float32)
         if self.prompts.num_points:
             out["points"] = np.zeros((1, self.prompts.num_points, 2), dtype=np.float32)
             out["point_labels"] = np.full((1, self.prompts.num_points), -1, dtype=np.int64)
@@ -207,7 +215,7 @@ class SegmentationDataModule(L.LightningDataModule):
         cases = list_cases(card, self.root)  # raises at once when the data is missing
         self.splits = split_cases(cases, card.split, f"data card {card.path or card.name}")
         self.bad_cases: list[str] = []
-        stores = {side: CaseStore(card, self.splits[side], image_size, cache, cache_dir) for side in ("train", "val")}
+        stores = {side: CaseStore(card, self.splits[side], cache, cache_dir) for side in ("train", "val")}
         train_items, bad = index_cases(stores["train"], objects, empty_share, None, skip_bad_cases, seed)
         # Validation measures segmentation of present targets: foreground samples only.
         val_items, val_bad = index_cases(stores["val"], objects, 0.0, val_max_slices_per_case, skip_bad_cases,

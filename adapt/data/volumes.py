@@ -19,10 +19,10 @@ import numpy as np
 from scipy import ndimage
 
 from adapt.data.cards import DataCard
+from adapt.data.case_transforms import case_transforms
 from adapt.data.sources import Case, cache_root, data_root, list_cases
 from adapt.errors import AdaptError
 from adapt.transforms.intensity import scale_intensity
-from adapt.transforms.pipeline import case_transforms
 
 __all__ = ["Case", "Volume", "cache_root", "data_root", "list_cases", "load_volume", "scale_intensity"]
 
@@ -66,10 +66,31 @@ class Volume:
         mask = np.asarray(mask)
         if mask.shape != self.label.shape:
             raise ValueError(f"mask shape {mask.shape} differs from the volume grid {self.label.shape}")
-        grid_from_source = np.linalg.inv(self.affine) @ self.source_affine
-        out = ndimage.affine_transform(mask, grid_from_source[:3, :3], offset=grid_from_source[:3, 3],
-                                       output_shape=tuple(self.source_shape), order=0, mode="constant", cval=0)
-        return out.astype(mask.dtype)
+        return resample_nearest(mask, self.affine, self.source_affine, self.source_shape)
+
+
+def resample_nearest(volume: np.ndarray, affine: np.ndarray, target_affine: np.ndarray,
+                     target_shape: tuple[int, ...]) -> np.ndarray:
+    """``volume`` (voxel-to-world ``affine``) onto another grid by the nearest voxel of the same world point.
+
+    A pure reorientation (every target voxel lands on a voxel centre) is an exact permutation
+    and flip of the array, done without interpolation.
+    """
+    grid_from_target = np.linalg.inv(affine) @ target_affine
+    matrix, offset = grid_from_target[:3, :3], grid_from_target[:3, 3]
+    rounded = np.rint(matrix)
+    if np.allclose(matrix, rounded, atol=1e-6) and np.allclose(offset, np.rint(offset), atol=1e-4) \
+            and (np.abs(rounded).sum(axis=0) == 1).all() and (np.abs(rounded).sum(axis=1) == 1).all():
+        source_axis = np.abs(rounded).argmax(axis=0)  # target axis t reads source axis source_axis[t]
+        flips = tuple(t for t in range(3) if rounded[source_axis[t], t] < 0)
+        expected = [volume.shape[source_axis[t]] - 1 if t in flips else 0 for t in range(3)]
+        shape = tuple(volume.shape[a] for a in source_axis)
+        if shape == tuple(target_shape) and np.allclose(offset[source_axis], expected, atol=1e-4):
+            out = np.transpose(volume, source_axis)
+            return np.ascontiguousarray(np.flip(out, flips) if flips else out)
+    out = ndimage.affine_transform(volume, matrix, offset=offset, output_shape=tuple(target_shape), order=0,
+                                   mode="grid-constant", cval=0)  # grid-constant: a voxel centre a rounding error outside stays inside
+    return out.astype(volume.dtype)
 
 
 def compact_labels(label: np.ndarray) -> np.ndarray:
@@ -78,20 +99,19 @@ def compact_labels(label: np.ndarray) -> np.ndarray:
     return label.astype(np.uint8) if label.size == 0 or (label.min() >= 0 and label.max() < 256) else label.astype(np.int32)
 
 
-def load_volume(card: DataCard, case: Case, image_size: int | None = None) -> Volume:
-    """Read, validate and preprocess one case (see ``adapt.transforms.pipeline``).
+def load_volume(card: DataCard, case: Case) -> Volume:
+    """Read, validate and preprocess one case (see ``adapt.data.case_transforms``).
 
     Args:
         card: the data card (channels, intensity, spacing, dims).
         case: the case's files.
-        image_size: for 2D cards, the model input side: larger images are shrunk to fit it (aspect kept).
 
     Raises:
         DataError: missing/unreadable file, image/label mismatch, unknown label ids, too few
             channels or bands — the message names the file.
     """
     try:
-        item = case_transforms(card, image_size)({"case": case.id, "image": case.image, "label": case.label})
+        item = case_transforms(card)({"case": case.id, "image": case.image, "label": case.label})
     except RuntimeError as err:  # MONAI's Compose wraps each step's exception; ours name the file
         cause: BaseException | None = err
         while cause is not None and not isinstance(cause, AdaptError):

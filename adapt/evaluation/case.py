@@ -1,8 +1,9 @@
 """One case through the model: prompts, batched slices, the volume reassembled, 3D metrics.
 
-A case's image and label are read with ``adapt.predict_io.read_scan``, so volumes are
-sliced exactly as the adapter saw them in training (canonical RAS, the card's slice axis)
-and the predicted stack goes back onto the stored voxel grid with the same ``VolumeView``.
+A case's image and label are read with ``adapt.inference.io.read_scan``, so volumes reach
+the model exactly as the adapter saw them in training (canonical RAS, resampled to the
+adapter's spacing, the card's slice axis) and the predicted stack goes back onto the stored
+voxel grid with the same ``VolumeView``.
 Metrics are computed there, in 3D, against the label file's own voxels and with the real
 voxel spacing (mm); a slicing or reassembly error therefore lowers the score instead of
 cancelling out.
@@ -32,9 +33,8 @@ from adapt.errors import ConfigError, DataError
 from adapt.evaluation.cases import EvalCase
 from adapt.evaluation.engine import Engine, PlanePrompts
 from adapt.guards import finite_stack
-from adapt.inference.runner import to_unit
 from adapt.metrics import case_metrics, confusion_matrix, dice, iou, j_and_f
-from adapt.inference.io import Scan, dicom_affine, mask_path, read_scan, suffix, write_mask
+from adapt.inference.io import Scan, dicom_affine, mask_path, read_scan, suffix, to_unit, write_mask
 from adapt.transforms.prompts import PromptSimulator
 
 PROMPTS = ("box", "box_jitter", "point", "points_k", "auto", "none")
@@ -154,12 +154,14 @@ def stored_labels(label: Scan, threshold: float | None = None) -> np.ndarray:
     return stored(label, label_stack(label, threshold))
 
 
-def read_case(case: EvalCase, slice_axis: int, needs_label: bool = True) -> tuple[Scan, Scan | None]:
-    """The image and (when scoring needs it) the label of a case, checked to share one grid."""
-    scan = read_scan(case.image, slice_axis)
+def read_case(case: EvalCase, slice_axis: int, needs_label: bool = True,
+              spacing: Any = None) -> tuple[Scan, Scan | None]:
+    """The image and (when scoring needs it) the label of a case on the training grid (the adapter's
+    ``spacing``), checked to share one stored grid."""
+    scan = read_scan(case.image, slice_axis, spacing)
     if not needs_label:
         return scan, None
-    label = read_scan(case.label, slice_axis)
+    label = read_scan(case.label, slice_axis, spacing, label=True)
     if label.shape != scan.shape:
         raise DataError(f"{case.label}: label shape {label.shape} differs from the image's {scan.shape} ({case.image})")
     affines = [getattr(s.geometry, "affine", None) for s in (scan, label)]
@@ -257,9 +259,10 @@ def evaluate_case(engine: Engine, case: EvalCase, case_index: int, classes: dict
         label_threshold: the card's ``source.mask_threshold`` for masks stored as images.
     """
     start = time.perf_counter()
-    scan, label = read_case(case, slice_axis)
-    scan.pixels = finite_stack(scan.pixels, case.image, engine.predictor.loaded.preprocessing)
-    images = to_unit(scan, engine.predictor.loaded.preprocessing)
+    preprocessing = engine.predictor.loaded.preprocessing
+    scan, label = read_case(case, slice_axis, spacing=preprocessing.get("spacing"))
+    scan.pixels = finite_stack(scan.pixels, case.image, preprocessing)
+    images = to_unit(scan, preprocessing)
     values = list(classes.values())
     truth_stack = label_stack(label, label_threshold)
     prediction, after_clicks = predict_classes(engine, images, truth_stack, values, protocol, case_index, video)

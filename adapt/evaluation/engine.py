@@ -1,8 +1,8 @@
 """Batched model calls for evaluation: many planes per forward, prompts in plane pixels.
 
-``adapt.inference.Predictor`` segments one plane per call, which suits files given by a
-user; evaluation runs every slice of every case, so this engine encodes ``batch_size``
-planes at once, decodes all their prompts in one call, optionally continues with
+``adapt.inference.runner.Predictor`` segments one plane per call, which suits files given by
+a user; evaluation runs every slice of every case, so this engine encodes ``batch_size``
+planes at once through the same runner's ``embed``, ``model_prompts`` and ``masks``, decodes all their prompts in one call, optionally continues with
 correction clicks (the previous logits fed back as the mask prompt, ``click_rounds``) and
 runs under ``torch.inference_mode`` with optional bf16 autocast. It also times the model
 part alone, so throughput is the survey's FPS and not file reading.
@@ -17,15 +17,15 @@ from typing import Iterator, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from scipy import ndimage
 
 from adapt.errors import ConfigError
 from adapt.inference.runner import Predictor
-from adapt.models.interactive import Prediction, click_rounds, decode, image_embeddings
-from adapt.models.sam2 import preprocess
+from adapt.models.interactive import click_rounds
+from adapt.models.primitives import decode, upsample_logits
 from adapt.models.semantic import class_logits
 from adapt.transforms.prompts import box_from_mask
+from adapt.transforms.slices import resize_label
 
 PRECISIONS = ("32", "bf16")
 
@@ -51,14 +51,6 @@ class PlanePrompts:
         """The prompts of a subset of the planes."""
         pick = lambda a: None if a is None else a[index]  # noqa: E731
         return PlanePrompts(pick(self.boxes), pick(self.points), pick(self.labels))
-
-
-def upsample(low_res: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """Low-resolution logits ``[B, h, w]`` (or ``[B, K, h, w]``) to the planes' size, float32."""
-    squeeze = low_res.ndim == 3
-    logits = low_res[:, None] if squeeze else low_res
-    logits = F.interpolate(logits.float(), size=(height, width), mode="bilinear", align_corners=False)
-    return logits[:, 0] if squeeze else logits
 
 
 class Engine:
@@ -101,20 +93,10 @@ class Engine:
 
     def embed(self, images: np.ndarray) -> list[torch.Tensor]:
         """Image embeddings of planes ``[B, C, H, W]`` in [0, 1] (call inside ``timed``)."""
-        pixels = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32)).to(self.device)
-        return image_embeddings(self.model, preprocess(pixels, self.size))
+        return self.predictor.embed(images)
 
     def _model_prompts(self, prompts: PlanePrompts, height: int, width: int) -> dict[str, torch.Tensor]:
-        out: dict[str, torch.Tensor] = {}
-        to_model = self.predictor._to_model
-        if prompts.boxes is not None:
-            boxes = to_model(np.asarray(prompts.boxes, np.float32), height, width)
-            out["input_boxes"] = torch.from_numpy(boxes)[:, None].to(self.device)
-        if prompts.points is not None:
-            points = to_model(np.asarray(prompts.points, np.float32), height, width)
-            out["input_points"] = torch.from_numpy(points)[:, None].to(self.device)
-            out["input_labels"] = torch.as_tensor(np.asarray(prompts.labels), dtype=torch.long)[:, None].to(self.device)
-        return out
+        return self.predictor.model_prompts(height, width, prompts.boxes, prompts.points, prompts.labels)
 
     def segment(self, images: np.ndarray, prompts: PlanePrompts, targets: np.ndarray | None = None,
                 clicks: Sequence[int] = (), seed: int = 0, keys: Sequence[int] | None = None,
@@ -143,24 +125,23 @@ class Engine:
         for part in self.chunks(count):
             chunk = prompts.take(part)
             model_prompts = self._model_prompts(chunk, height, width)
-            single_point = chunk.boxes is None and chunk.points is not None and chunk.points.shape[1] == 1
             planes, inverse = np.unique(owners[part], return_inverse=True)
             with self.timed(len(planes)):
                 embeddings = self.embed(images[planes])
                 if len(planes) < part.stop - part.start:
                     index = torch.from_numpy(inverse.reshape(-1)).to(self.device)
                     embeddings = [e[index] for e in embeddings]
-                first = decode(self.model, embeddings, multimask=single_point, **model_prompts)
+                first = decode(self.model, embeddings, multimask=Predictor.single_point(model_prompts), **model_prompts)
                 found = {0: first}
                 if rounds:
-                    label = torch.from_numpy(np.ascontiguousarray(targets[part], dtype=np.float32))[:, None]
-                    label = F.interpolate(label.to(self.device), size=(self.size, self.size), mode="nearest")
+                    label = resize_label(torch.from_numpy(np.ascontiguousarray(targets[part])), self.size)
+                    label = label[:, None].float().to(self.device)  # as training resizes its labels
                     batch = {"label": label, "boxes": model_prompts.get("input_boxes"),
                              "points": model_prompts.get("input_points"), "point_labels": model_prompts.get("input_labels")}
                     later = click_rounds(self.model, embeddings, first, batch, rounds, seed=seed, keys=keys[part])
                     found.update({r: later[r - 1] for r in clicks})
                 for k, pred in found.items():
-                    out[k][part] = (upsample(_best(pred), height, width) > 0).cpu().numpy()
+                    out[k][part] = Predictor.masks(pred, height, width).cpu().numpy()
         return out
 
     def classify(self, images: np.ndarray) -> np.ndarray:
@@ -175,7 +156,7 @@ class Engine:
         for part in self.chunks(count):
             with self.timed(part.stop - part.start):
                 logits = class_logits(self.model, self.embed(images[part]))
-                out[part] = upsample(logits, height, width).argmax(1).cpu().numpy()
+                out[part] = upsample_logits(logits, (height, width)).argmax(1).cpu().numpy()
         return out
 
     def auto(self, images: np.ndarray, min_area: int = 4) -> np.ndarray:
@@ -200,7 +181,8 @@ class Engine:
             with self.timed(0):
                 embeddings = self.embed(images[start:start + self.batch_size])
                 picked = [e[torch.from_numpy(planes).to(e.device)] for e in embeddings]
-                logits = upsample(_best(decode(self.model, picked, multimask=False, **prompts)), height, width).cpu().numpy()
+                pred = decode(self.model, picked, multimask=False, **prompts)
+                logits = upsample_logits(pred.best()[:, 0], (height, width)).cpu().numpy()
             for (plane, cls, _), logit in zip(batch, logits):
                 wins = (logit > 0) & (logit > best[plane])
                 refined[plane][wins], best[plane][wins] = cls, logit[wins]
@@ -216,8 +198,3 @@ def component_boxes(classes: np.ndarray, min_area: int = 4) -> list[tuple[int, n
         boxes += [(cls, box_from_mask(components == i)) for i in range(1, count + 1) if sizes[i] >= min_area]
     return boxes
 
-
-def _best(pred: Prediction) -> torch.Tensor:
-    """The candidate with the highest predicted IoU of each (single-object) prediction: ``[B, h, w]``."""
-    pick = pred.iou[:, 0].argmax(dim=1)
-    return pred.low_res[torch.arange(len(pick), device=pick.device), 0, pick]

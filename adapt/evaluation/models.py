@@ -97,6 +97,7 @@ def load_model(spec: ModelSpec, card: DataCard, preprocessing: dict[str, Any] | 
         model, info = load_sam2(options.pop("name"), video=video, **options)
     channels = card.intensity.get("channels")
     preprocessing = preprocessing or {"intensity": dict(card.intensity), "slice_axis": card.slice_axis,
-                                      "bands": list(channels) if channels else None, "dims": card.dims}
+                                      "bands": list(channels) if channels else None, "dims": card.dims,
+                                      "spacing": card.spacing}
     metadata = {"task": "segmentation", "base_model": {"name": info.name, "revision": info.revision}}
     return LoadedAdapter(model.eval(), dict(preprocessing), dict(card.labels), metadata, info, Path("none"))

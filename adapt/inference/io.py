@@ -1,13 +1,15 @@
-"""Read images for prediction and write masks back in the same format and geometry.
+"""Read images for evaluation and prediction the way training reads them; write masks back.
 
 Files are read by the data layer's readers (``adapt.data.readers``: the same pixels, DICOM
-ordering and affines as in training); ``read_scan`` arranges them as a ``Scan``: pixels as a stack of 2D images ``[Z, C, H, W]`` (``Z = 1``
-for PNG/JPEG/GeoTIFF) in raw units, plus what its writer needs to put a mask into the same
-geometry -- the NIfTI header and affine, the GeoTIFF georeferencing tags, the DICOM headers
-of every slice. Volumes (NIfTI, DICOM series) are sliced as the data layer slices them for
-training (``adapt.data.datamodule``): in the closest canonical (RAS+) frame, along the
-card's ``slice_axis``, each plane transposed; a ``VolumeView`` maps between that stack and
-the voxel grid stored on disk, in which users give prompts.
+ordering and affines as in training); ``read_scan`` arranges them as a ``Scan``: pixels as a
+stack of 2D images ``[Z, C, H, W]`` (``Z = 1`` for PNG/JPEG/GeoTIFF) in raw units, plus what
+its writer needs to put a mask into the same geometry -- the NIfTI header and affine, the
+GeoTIFF georeferencing tags, the DICOM headers of every slice. Volumes (NIfTI, DICOM series)
+go through the training code's grid transforms (RAS, the adapter's ``spacing``) and are cut
+as training cuts them (along the card's ``slice_axis``, each plane transposed); a
+``VolumeView`` maps between that stack and the voxel grid stored on disk, in which users give
+prompts and in which masks are written. ``to_unit`` then scales intensities with the training
+code's function. A test feeds one case through both routes and compares the tensors.
 """
 
 from __future__ import annotations
@@ -15,15 +17,22 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+import torch
+from monai.data import MetaTensor
+from monai.transforms import Compose
+
+from adapt.data.case_transforms import grid_transforms, target_pixdim
 from adapt.data.readers import GEO_TAGS, dicom_affine, read_raster
+from adapt.data.volumes import resample_nearest
 from adapt.errors import DataError
+from adapt.transforms.intensity import scale_channels
 
 __all__ = ["GEO_TAGS", "Scan", "VolumeView", "dicom_affine", "is_dicom_series", "kind_of", "mask_path",
-           "read_scan", "suffix", "write_mask"]
+           "read_scan", "suffix", "to_training_grid", "to_unit", "write_mask"]
 
 IMAGE_SUFFIXES = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".tif": "geotiff", ".tiff": "geotiff",
                   ".nii": "nifti", ".nii.gz": "nifti", ".dcm": "dicom"}
@@ -61,50 +70,51 @@ class Scan:
 
 
 class VolumeView:
-    """Stored voxels ``(i, j, k)`` <-> the training stack ``[Z, H, W]`` (canonical, transposed planes).
+    """The stored voxel grid ``(i, j, k)`` <-> the model's stack of planes ``[Z, H, W]``.
+
+    The stack is the training grid (``adapt.data.case_transforms.grid_transforms``: RAS, resampled
+    to the adapter's spacing when it has one) cut along ``slice_axis`` into transposed planes, as
+    ``adapt.transforms.slices.take_plane`` cuts training slices. Masks go back to the stored grid
+    by the nearest grid voxel of each stored voxel's world position (exact for reorientation).
 
     Args:
-        affine: voxel-to-world affine of the stored volume.
-        shape: stored shape.
-        slice_axis: the canonical axis slices are taken along (the data card's).
+        source_affine, source_shape: the file's stored grid.
+        grid_affine, grid_shape: the training grid.
+        slice_axis: the grid axis slices are taken along (the data card's).
     """
 
-    def __init__(self, affine: np.ndarray, shape: tuple[int, ...], slice_axis: int = 2):
-        from nibabel.orientations import axcodes2ornt, io_orientation, ornt_transform
+    def __init__(self, source_affine: np.ndarray, source_shape: tuple[int, ...], grid_affine: np.ndarray,
+                 grid_shape: tuple[int, ...], slice_axis: int = 2):
+        from nibabel.orientations import io_orientation
 
-        self.shape, self.slice_axis = tuple(shape[:3]), slice_axis
-        self.ornt = io_orientation(affine)  # stored axis a -> canonical axis ornt[a, 0], flipped if -1
-        self.inverse = ornt_transform(axcodes2ornt("RAS"), self.ornt)
-        # The stored axis that becomes the slice axis, and the two in-plane stored axes (x, y).
-        self.stored_slice_axis = int(np.flatnonzero(self.ornt[:, 0] == slice_axis)[0])
+        self.source_affine, self.source_shape = np.asarray(source_affine, np.float64), tuple(source_shape[:3])
+        self.grid_affine, self.grid_shape = np.asarray(grid_affine, np.float64), tuple(grid_shape[:3])
+        self.slice_axis = slice_axis
+        ornt = io_orientation(self.source_affine)  # stored axis a -> canonical axis ornt[a, 0]
+        # The stored axis closest to the slice axis, and the two in-plane stored axes (x, y).
+        self.stored_slice_axis = int(np.flatnonzero(ornt[:, 0] == slice_axis)[0])
         self.stored_plane_axes = tuple(a for a in range(3) if a != self.stored_slice_axis)
 
-    def to_stack(self, volume: np.ndarray) -> np.ndarray:
-        """A stored volume as the stack of 2D planes the model sees."""
-        from nibabel.orientations import apply_orientation
-
-        canonical = apply_orientation(volume, self.ornt)
-        return np.stack([np.take(canonical, z, axis=self.slice_axis).T for z in range(canonical.shape[self.slice_axis])])
+    def to_stack(self, grid: np.ndarray) -> np.ndarray:
+        """A volume on the training grid ``[X, Y, Z]`` as the stack of 2D planes the model sees."""
+        return np.stack([np.take(grid, z, axis=self.slice_axis).T for z in range(grid.shape[self.slice_axis])])
 
     def to_volume(self, stack: np.ndarray) -> np.ndarray:
-        """The inverse of ``to_stack``: planes back to the stored voxel grid."""
-        from nibabel.orientations import apply_orientation
-
-        return apply_orientation(np.stack([plane.T for plane in stack], axis=self.slice_axis), self.inverse)
+        """Planes ``[Z, H, W]`` back onto the stored voxel grid (nearest grid voxel)."""
+        grid = np.stack([plane.T for plane in stack], axis=self.slice_axis)
+        return resample_nearest(grid, self.grid_affine, self.source_affine, self.source_shape)
 
     def extent(self) -> tuple[int, int, int]:
         """``(width, height, slices)`` of the stored grid as prompts address it (x, y, slice=)."""
-        return tuple(self.shape[a] for a in (*self.stored_plane_axes, self.stored_slice_axis))  # type: ignore[return-value]
+        return tuple(self.source_shape[a] for a in (*self.stored_plane_axes, self.stored_slice_axis))  # type: ignore[return-value]
 
     def to_view(self, x: float, y: float, k: int) -> tuple[float, float, int]:
         """A stored-grid prompt coordinate ``(x, y)`` on slice ``k`` to ``(x, y, z)`` in the stack."""
-        stored = np.zeros(3)
+        stored = np.ones(4)
         stored[[*self.stored_plane_axes, self.stored_slice_axis]] = (x, y, k)
-        canonical = np.zeros(3)
-        for a, (axis, flip) in enumerate(self.ornt.astype(int)):
-            canonical[axis] = stored[a] if flip == 1 else self.shape[a] - 1 - stored[a]
+        grid = np.round((np.linalg.inv(self.grid_affine) @ self.source_affine @ stored)[:3], 6)  # no float noise
         plane = [a for a in range(3) if a != self.slice_axis]
-        return float(canonical[plane[0]]), float(canonical[plane[1]]), int(round(canonical[self.slice_axis]))
+        return float(grid[plane[0]]), float(grid[plane[1]]), int(round(grid[self.slice_axis]))
 
 
 def suffix(path: Path) -> str:
@@ -137,8 +147,13 @@ def kind_of(path: Path) -> str:
     return kind
 
 
-def read_scan(path: str | Path, slice_axis: int = 2) -> Scan:
+def read_scan(path: str | Path, slice_axis: int = 2, spacing: Sequence[float | None] | None = None,
+              label: bool = False) -> Scan:
     """Read any supported input into a ``Scan`` (pixels ``[Z, C, H, W]`` in the file's units).
+
+    Volumes are put on the training grid by the training code's own transforms
+    (``grid_transforms``: RAS, then the adapter's ``spacing`` -- bilinear for images, nearest
+    for label maps) and cut into planes along ``slice_axis``.
 
     Raises:
         DataError: missing, unsupported or unreadable file (names it).
@@ -151,9 +166,45 @@ def read_scan(path: str | Path, slice_axis: int = 2) -> Scan:
     pixels, dtype = raster.array.astype(np.float32), str(raster.array.dtype)
     if kind in ("png", "jpeg", "geotiff"):
         return Scan(pixels[None], kind, raster.header, path, dtype=dtype)
-    view = VolumeView(raster.affine, pixels.shape[1:], slice_axis)
-    stack = np.stack([view.to_stack(channel) for channel in pixels], axis=1)  # [Z, C, H, W]
+    stack, view = to_training_grid(pixels, raster.affine, slice_axis, spacing, label)
     return Scan(stack, kind, raster.header, path, view, dtype=dtype)
+
+
+def to_training_grid(pixels: np.ndarray, affine: np.ndarray, slice_axis: int = 2,
+                     spacing: Sequence[float | None] | None = None,
+                     label: bool = False) -> tuple[np.ndarray, VolumeView]:
+    """A stored volume ``[C, X, Y, Z]`` as the stack ``[Z', C, H, W]`` training cuts, and the view back.
+
+    The volume goes through training's own ``grid_transforms`` (RAS, then ``spacing``: bilinear
+    for images, nearest for label maps).
+    """
+    steps = grid_transforms(("image",), ("nearest" if label else "bilinear",), target_pixdim(spacing, slice_axis))
+    item = {"image": MetaTensor(torch.from_numpy(np.asarray(pixels)), affine=torch.as_tensor(affine, dtype=torch.float64))}
+    grid = Compose(steps)(item)["image"]
+    view = VolumeView(affine, pixels.shape[1:], np.asarray(grid.affine, np.float64), grid.shape[1:], slice_axis)
+    stack = np.stack([view.to_stack(channel) for channel in grid.as_tensor().numpy()], axis=1)
+    return np.ascontiguousarray(stack, dtype=np.float32), view
+
+
+def to_unit(scan: Scan, preprocessing: Mapping[str, Any]) -> np.ndarray:
+    """Pixels ``[Z, C, H, W]`` in [0, 1] as the adapter saw them in training.
+
+    The training path's own function does the mapping (``adapt.transforms.intensity.
+    scale_channels``) with the recorded ``intensity`` settings -- a ``window`` in raw units
+    (a CT window in HU), or ``percentiles`` per channel over the whole scan -- after keeping
+    the recorded ``bands``. Without settings: /255 for 8-bit files, else 0.5-99.5 percentiles
+    per channel, as in training.
+    """
+    spec = {**preprocessing, **(preprocessing.get("intensity") or {})}
+    pixels = scan.pixels
+    if spec.get("bands") is not None:
+        bands = list(spec["bands"])
+        if max(bands) >= pixels.shape[1]:
+            raise DataError(f"{scan.path}: the adapter uses bands {bands}, the file has {pixels.shape[1]}")
+        pixels = pixels[:, bands]
+    intensity = {k: spec[k] for k in ("window", "percentiles") if spec.get(k) is not None}
+    channels_first = np.moveaxis(pixels, 1, 0)  # each channel scaled over the whole scan
+    return np.ascontiguousarray(np.moveaxis(scale_channels(channels_first, intensity, scan.dtype), 0, 1))
 
 
 def write_mask(mask: np.ndarray, scan: Scan, path: str | Path) -> Path:

@@ -27,12 +27,16 @@ from typing import Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from adapt.errors import ConfigError, DataError
-from adapt.models.interactive import base_model
-from adapt.models.memory import FrameFeatures, FramePrompt, MemoryTracker, StepOutput, encode_frames
-from adapt.models.sam2 import preprocess
+from adapt.models.memory import (
+    FrameFeatures,
+    FramePrompt,
+    MemoryTracker,
+    StepOutput,
+    encode_frames,
+)
+from adapt.models.primitives import base_model, preprocess, resize_bilinear, to_model_coords, upsample_logits
 from adapt.models.tracking import DIRECTIONS, Direction, visiting_order
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
@@ -58,11 +62,10 @@ class SlicePrompt:
     mask: np.ndarray | None = None
 
     def to_model(self, height: int, width: int, size: int, device: torch.device) -> FramePrompt:
-        """The same prompt in the model's ``size`` x ``size`` grid (pixel centres map to pixel centres)."""
-        scale = torch.tensor([size / width, size / height], device=device)
+        """The same prompt on the model's ``size`` x ``size`` grid, mapped as SAM2 maps it."""
 
         def grid(xy: np.ndarray) -> torch.Tensor:
-            return (torch.as_tensor(xy, dtype=torch.float32, device=device) + 0.5) * scale - 0.5
+            return to_model_coords(torch.as_tensor(xy, dtype=torch.float32, device=device), height, width, size)
 
         if self.mask is not None:
             mask = torch.as_tensor(np.asarray(self.mask), device=device).float()
@@ -71,8 +74,7 @@ class SlicePrompt:
                 raise ConfigError(f"mask prompt of shape {tuple(mask.shape[-2:])} differs from the slices' "
                                   f"{(height, width)}")
             # As transformers' video processor: antialiased resize, then back to binary.
-            mask = F.interpolate(mask[:, None], size=(size, size), mode="bilinear", align_corners=False,
-                                 antialias=True)[:, 0] >= 0.5
+            mask = resize_bilinear(mask, size) >= 0.5
             return FramePrompt.build(mask=mask)
         boxes = points = labels = None
         if self.boxes is not None:
@@ -254,8 +256,7 @@ def propagate(
 
 def _store(result: Propagation, k: int, out: StepOutput, height: int, width: int) -> np.ndarray:
     """Write slice ``k``'s masks (upsampled to the input grid) and scores; return the scores."""
-    logits = F.interpolate(out.low_res.float(), size=(height, width), mode="bilinear", align_corners=False)
-    result.masks[:, k] = (logits[:, 0] > 0).cpu().numpy()
+    result.masks[:, k] = (upsample_logits(out.low_res[:, 0], (height, width)) > 0).cpu().numpy()
     scores = out.object_score.float()[:, 0].cpu().numpy()
     result.scores[k] = scores
     return scores

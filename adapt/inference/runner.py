@@ -1,60 +1,41 @@
-"""Segment a scan with a loaded adapter: intensities, prompt mapping, decoding, propagation.
+"""The one model runner: a loaded adapter segments planes from prompts given in pixels.
 
-This is the model side of ``python -m adapt.predict`` (which owns files and the command
-line). Intensities are mapped to [0, 1] exactly as the data layer did in training
-(``adapt.transforms.intensity.scale_channels`` with the recorded card settings). Prompts arrive in
-the stored pixel grid and are mapped onto the stack of planes the model sees
-(``adapt.predict_io.VolumeView``) and then onto the model's square grid; masks come back at
-the planes' size. A volume prompted on one slice is followed through the volume with
+``Predictor`` runs one plane at a time (``python -m adapt.predict``); evaluation batches
+planes through the same primitives (``adapt.evaluation.engine``). Pixels reach the model as
+in training (``adapt.inference.io.read_scan`` + ``to_unit``, then ``adapt.models.primitives``);
+prompts arrive in the stored pixel grid and are mapped onto the stack of planes the model
+sees (``adapt.inference.io.VolumeView``) and then onto the model's square grid as SAM2 maps
+them; masks come back at the planes' size through ``upsample_logits``. A volume prompted on one slice is followed through the volume with
 SAM2's memory (``adapt.inference.propagation``); ``propagation=boxes`` instead chains boxes from
 slice to slice with the image model, which needs no memory weights.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import logging
-from typing import Any
-
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from adapt.errors import AdaptError, ConfigError, DataError
 from adapt.hub.loading import LoadedAdapter, load_adapter
-from adapt.models.interactive import base_model, decode, image_embeddings
-from adapt.models.sam2 import preprocess
+from adapt.inference.io import Scan, to_unit
+from adapt.inference.prompt_syntax import Prompt
+from adapt.models.primitives import (
+    Prediction,
+    base_model,
+    decode,
+    image_embeddings,
+    preprocess,
+    to_model_coords,
+    upsample_logits,
+)
 from adapt.models.semantic import ATTRIBUTE as CLASS_PROMPTS
 from adapt.models.semantic import class_logits
-from adapt.inference.io import Scan
-from adapt.inference.prompt_syntax import Prompt
-from adapt.transforms.intensity import scale_channels
 from adapt.transforms.prompts import box_from_mask
 
 log = logging.getLogger(__name__)
 
 PROPAGATION_MODES = ("auto", "memory", "boxes")
-
-
-def to_unit(scan: Scan, preprocessing: dict[str, Any]) -> np.ndarray:
-    """Pixels ``[Z, C, H, W]`` in [0, 1] as the adapter saw them in training.
-
-    The training path's own function does the mapping (``adapt.transforms.intensity.
-    scale_channels``) with the recorded ``intensity`` settings — a ``window`` in raw units
-    (a CT window in HU), or ``percentiles`` per channel over the whole scan — after keeping
-    the recorded ``bands``. Without settings: /255 for 8-bit files, else 0.5-99.5 percentiles
-    per channel, as in training.
-    """
-    spec = {**preprocessing, **(preprocessing.get("intensity") or {})}
-    pixels = scan.pixels
-    if spec.get("bands") is not None:
-        bands = list(spec["bands"])
-        if max(bands) >= pixels.shape[1]:
-            raise DataError(f"{scan.path}: the adapter uses bands {bands}, the file has {pixels.shape[1]}")
-        pixels = pixels[:, bands]
-    intensity = {k: spec[k] for k in ("window", "percentiles") if spec.get(k) is not None}
-    channels_first = np.moveaxis(pixels, 1, 0)  # each channel scaled over the whole scan
-    return np.ascontiguousarray(np.moveaxis(scale_channels(channels_first, intensity, scan.dtype), 0, 1))
 
 
 class Predictor:
@@ -75,35 +56,46 @@ class Predictor:
         self.size = int(loaded.model_info.image_size)
         self._video: torch.nn.Module | None = None
 
-    def _to_model(self, xy: np.ndarray, height: int, width: int) -> np.ndarray:
-        """Pixel coordinates of an ``H x W`` plane to the model's square grid (pixel centres)."""
-        scale = np.array([self.size / width, self.size / height] * (xy.shape[-1] // 2), dtype=np.float32)
-        return (xy + 0.5) * scale - 0.5
+    def embed(self, images: np.ndarray) -> list[torch.Tensor]:
+        """Image embeddings of planes ``[B, C, H, W]`` in [0, 1] (SAM2's resize and normalisation)."""
+        pixels = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32)).to(self.device)
+        return image_embeddings(self.model, preprocess(pixels, self.size))
 
-    def _pixels(self, image: np.ndarray) -> torch.Tensor:
-        return preprocess(torch.from_numpy(np.ascontiguousarray(image))[None].to(self.device), self.size)
+    def model_prompts(self, height: int, width: int, boxes: np.ndarray | None = None, points: np.ndarray | None = None,
+                      labels: np.ndarray | None = None) -> dict[str, torch.Tensor]:
+        """One object's prompt per plane -- ``boxes [B, 4]``, ``points [B, k, 2]`` with ``labels [B, k]``
+        in the pixels of ``H x W`` planes -- as the decoder's inputs on the model's grid."""
+        out: dict[str, torch.Tensor] = {}
+        if boxes is not None:
+            xyxy = to_model_coords(np.asarray(boxes, np.float32).reshape(-1, 4), height, width, self.size)
+            out["input_boxes"] = torch.from_numpy(xyxy)[:, None].to(self.device)
+        if points is not None and np.size(points):
+            xy = to_model_coords(np.asarray(points, np.float32), height, width, self.size)
+            out["input_points"] = torch.from_numpy(xy).reshape(len(xy), 1, -1, 2).to(self.device)
+            labels = torch.as_tensor(np.asarray(labels), dtype=torch.long)
+            out["input_labels"] = labels.reshape(len(xy), 1, -1).to(self.device)
+        return out
+
+    @staticmethod
+    def single_point(prompts: dict[str, torch.Tensor]) -> bool:
+        """A lone point is ambiguous: SAM2 then returns three candidates (the best is kept)."""
+        return "input_boxes" not in prompts and "input_points" in prompts and prompts["input_points"].shape[2] == 1
+
+    @staticmethod
+    def masks(prediction: Prediction, height: int, width: int) -> torch.Tensor:
+        """Boolean masks ``[B, H, W]`` of single-object predictions: best candidate, upsampled, > 0."""
+        return upsample_logits(prediction.best()[:, 0], (height, width)) > 0
 
     @torch.inference_mode()
     def segment(self, image: np.ndarray, box: np.ndarray | None = None, points: np.ndarray | None = None,
                 labels: np.ndarray | None = None) -> np.ndarray:
-        """Boolean mask ``[H, W]`` of the object a box and/or points select in ``image`` ``[C, H, W]``.
-
-        A single point without a box is ambiguous: SAM2's three candidates are computed and the
-        one with the highest predicted IoU is kept.
-        """
+        """Boolean mask ``[H, W]`` of the object a box and/or points select in ``image`` ``[C, H, W]``."""
         _, height, width = image.shape
-        prompts: dict[str, torch.Tensor] = {}
-        if box is not None:
-            xyxy = self._to_model(np.asarray(box, np.float32), height, width)
-            prompts["input_boxes"] = torch.from_numpy(xyxy).view(1, 1, 4).to(self.device)
-        if points is not None and len(points):
-            xy = self._to_model(np.asarray(points, np.float32), height, width)
-            prompts["input_points"] = torch.from_numpy(xy).view(1, 1, -1, 2).to(self.device)
-            prompts["input_labels"] = torch.as_tensor(np.asarray(labels), dtype=torch.long).view(1, 1, -1).to(self.device)
-        multimask = box is None and points is not None and len(points) == 1
-        pred = decode(self.model, image_embeddings(self.model, self._pixels(image)), multimask=multimask, **prompts)
-        logits = pred.low_res[0, 0, int(pred.iou[0, 0].argmax())][None, None].float()
-        return (F.interpolate(logits, size=(height, width), mode="bilinear", align_corners=False)[0, 0] > 0).cpu().numpy()
+        prompts = self.model_prompts(height, width, None if box is None else np.asarray(box)[None],
+                                     None if points is None else np.asarray(points)[None],
+                                     None if labels is None else np.asarray(labels)[None])
+        pred = decode(self.model, self.embed(image[None]), multimask=self.single_point(prompts), **prompts)
+        return self.masks(pred, height, width)[0].cpu().numpy()
 
     @property
     def promptless(self) -> bool:
@@ -114,21 +106,14 @@ class Predictor:
     def classify(self, image: np.ndarray) -> np.ndarray:
         """Class indices ``[H, W]`` (0 = background) of a semantic adapter, without a prompt."""
         _, height, width = image.shape
-        logits = class_logits(self.model, image_embeddings(self.model, self._pixels(image))).float()
-        logits = F.interpolate(logits, size=(height, width), mode="bilinear", align_corners=False)
-        return logits[0].argmax(0).cpu().numpy()
+        logits = class_logits(self.model, self.embed(image[None])).float()
+        return upsample_logits(logits, (height, width))[0].argmax(0).cpu().numpy()
 
     def video_model(self) -> torch.nn.Module | None:
         """The adapter on ``Sam2VideoModel`` for memory propagation, or ``None`` to chain boxes."""
         if self.propagation == "boxes":
             return None
         if self._video is None:
-            if importlib.util.find_spec("adapt.inference.propagation") is None:
-                if self.propagation == "memory":
-                    raise ConfigError("propagation=memory needs adapt.inference.propagation, which this version lacks")
-                log.warning("memory propagation unavailable: following the object with slice-to-slice boxes")
-                self.propagation = "boxes"
-                return None
             try:
                 self._video = load_adapter(self.loaded.path, video=True).model.to(self.device).eval()
             except (AdaptError, OSError, ValueError) as err:

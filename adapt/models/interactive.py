@@ -1,7 +1,6 @@
 """SAM2 as an interactive segmenter: image embeddings once, then prompt → mask → click rounds.
 
-``image_embeddings`` is ``Sam2Model.get_image_embeddings`` without its ``no_grad``, so
-adapters inside the image encoder train through it. ``click_rounds`` runs the iterative
+The embeddings and the decoder call are ``adapt.models.primitives``'. ``click_rounds`` runs the iterative
 correction protocol of SAM/SAM2 training: after each prediction a click goes to the
 largest error region and the previous low-resolution logits are fed back as the mask
 prompt. SAM2 takes one dense mask prompt per image, so objects are flattened to one
@@ -10,47 +9,12 @@ image-embedding copy each for the click rounds.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
-
 import numpy as np
 import torch
-import torch.nn.functional as F
-from peft import PeftModel
 
+from adapt.models.primitives import Prediction, decode, upsample_logits
 from adapt.transforms.clicks import correction_click
 from adapt.transforms.prompts import prompt_rng
-
-
-def base_model(model: torch.nn.Module) -> torch.nn.Module:
-    """The transformers model under a peft wrapper (adapter layers stay live inside it)."""
-    return model.get_base_model() if isinstance(model, PeftModel) else model
-
-
-def image_embeddings(model: torch.nn.Module, pixels: torch.Tensor) -> list[torch.Tensor]:
-    """Multi-scale image embeddings ``[B, C_l, H_l, W_l]`` for the mask decoder, with autograd."""
-    sam = base_model(model)
-    features = list(sam.get_image_features(pixels, return_dict=True).fpn_hidden_states)
-    features[-1] = features[-1] + sam.no_memory_embedding
-    batch = pixels.shape[0]
-    return [
-        f.permute(1, 2, 0).reshape(batch, -1, *size)
-        for f, size in zip(features, sam.backbone_feature_sizes)
-    ]
-
-
-@dataclass
-class Prediction:
-    """One round's output: low-res logits ``[B, N, M, h, w]`` and IoU predictions ``[B, N, M]``."""
-
-    low_res: torch.Tensor
-    iou: torch.Tensor
-
-
-def decode(model: torch.nn.Module, embeddings: list[torch.Tensor], multimask: bool, **prompts: Any) -> Prediction:
-    """Run prompt encoder + mask decoder on precomputed embeddings."""
-    out = model(image_embeddings=embeddings, multimask_output=multimask, **prompts)
-    return Prediction(out.pred_masks, out.iou_scores)
 
 
 def next_clicks(pred: torch.Tensor, target: torch.Tensor, seed: int, round_index: int, keys: list[int]) -> tuple[np.ndarray, np.ndarray]:
@@ -104,7 +68,7 @@ def click_rounds(
     previous = previous.reshape(b * n, 1, *first.low_res.shape[-2:])
     results = []
     for r in range(1, rounds + 1):
-        full = F.interpolate(previous.float(), size=size, mode="bilinear", align_corners=False)[:, 0] > 0
+        full = upsample_logits(previous[:, 0], size) > 0
         click, click_label = next_clicks(full, target.reshape(b * n, *size), seed, r, keys)
         points = torch.cat([points, torch.from_numpy(click).to(points)[:, None, None]], dim=2)
         labels = torch.cat([labels, torch.from_numpy(click_label).to(labels)[:, None, None]], dim=2)

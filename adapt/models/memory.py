@@ -31,10 +31,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
-from transformers.models.sam2_video.modeling_sam2_video import NO_OBJ_SCORE, Sam2VideoInferenceSession
+from transformers.models.sam2_video.modeling_sam2_video import (
+    NO_OBJ_SCORE,
+    Sam2VideoInferenceSession,
+)
 
-from adapt.models.interactive import base_model
+from adapt.models.primitives import base_model, resize_bilinear, upsample_logits
 
 #: Logit scale SAM2 gives a mask prompt used directly as output (sigmoid(-10) ~ 0, sigmoid(10) ~ 1).
 MASK_OUT_SCALE, MASK_OUT_BIAS = 20.0, -10.0
@@ -300,8 +302,7 @@ class MemoryTracker:
                           decoder_candidates=raw)
 
     def _upsample(self, low_res: torch.Tensor) -> torch.Tensor:
-        size = (self.sam.image_size, self.sam.image_size)
-        return F.interpolate(low_res.float(), size=size, mode="bilinear", align_corners=False).to(low_res.dtype)
+        return upsample_logits(low_res, (self.sam.image_size, self.sam.image_size)).to(low_res.dtype)
 
     def _mask_as_output(self, high_res: list[torch.Tensor], pix_feat: torch.Tensor, mask: torch.Tensor) -> StepOutput:
         """A mask prompt is the frame's output (SAM2's ``_use_mask_as_output``); the decoder gives the pointer."""
@@ -310,11 +311,9 @@ class MemoryTracker:
         mask = mask[:, None].to(pix_feat.dtype)
         size = (sam.image_size, sam.image_size)
         if mask.shape[-2:] != size:
-            mask = F.interpolate(mask.float(), size=size, mode="bilinear", align_corners=False,
-                                 antialias=True).to(pix_feat.dtype)
+            mask = resize_bilinear(mask, size).to(pix_feat.dtype)
         high = mask * MASK_OUT_SCALE + MASK_OUT_BIAS
-        low = F.interpolate(high.float(), size=sam.prompt_encoder.mask_input_size, mode="bilinear",
-                            align_corners=False, antialias=True).to(pix_feat.dtype)
+        low = resize_bilinear(high, tuple(sam.prompt_encoder.mask_input_size)).to(pix_feat.dtype)
         pointer = self._decode(high_res, pix_feat, None, None, sam.mask_downsample(mask), multimask=True).pointer
         pointer = present * pointer + (1 - present) * sam.no_object_pointer
         ones = pix_feat.new_ones(n, 1)
@@ -331,8 +330,7 @@ class MemoryTracker:
         size = tuple(4 * s for s in sam.prompt_encoder.mask_input_size)
         masks = out.high_res
         if masks.shape[-2:] != size:
-            masks = F.interpolate(masks.float(), size=size, mode="bilinear", align_corners=False,
-                                  antialias=True).to(masks.dtype)
+            masks = resize_bilinear(masks, size).to(masks.dtype)
         # Inference binarises prompted masks; training keeps the sigmoid so the memory stays differentiable.
         probs = (masks > 0).to(masks.dtype) if from_prompt and not sam.training else torch.sigmoid(masks)
         probs = probs * sam.config.sigmoid_scale_for_mem_enc + sam.config.sigmoid_bias_for_mem_enc

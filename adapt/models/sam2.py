@@ -1,4 +1,4 @@
-"""Load SAM2 from the Hub, a local directory or a tiny random config; preprocess; freeze.
+"""Load SAM2 from the Hub, a local directory or a tiny random config; freeze.
 
 SAM2 comes from ``transformers`` (``Sam2Model`` for images, ``Sam2VideoModel`` when the
 memory is needed). Both share the image model's parameter names, so an adapter trained on
@@ -18,10 +18,9 @@ from typing import Sequence
 from urllib.parse import urlparse
 
 import torch
-import torch.nn.functional as F
-from torch.utils.checkpoint import checkpoint
 from huggingface_hub import constants as hub_constants
 from huggingface_hub import try_to_load_from_cache
+from torch.utils.checkpoint import checkpoint
 from transformers import (
     Sam2Config,
     Sam2HieraDetConfig,
@@ -68,8 +67,6 @@ HIERA_ARCHITECTURES = {
 }
 
 RANDOM_INIT_SEED = 0
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 @dataclass(frozen=True)
@@ -262,34 +259,6 @@ def _missing_model_message(source: str, revision: str | None) -> str:
         "  - run an offline smoke test with `model=tiny` (random weights), or allow random "
         "weights of the same architecture with `model.offline_fallback=random`."
     )
-
-
-def preprocess(image: torch.Tensor, image_size: int | None = None) -> torch.Tensor:
-    """Images in [0, 1] to SAM2's input: 3 channels, ImageNet mean/std, square side.
-
-    Channels: 1 is repeated to RGB (grey CT/MR); 3 is kept; 2 becomes ``(c0, c1, mean)``;
-    more than 3 are averaged in three contiguous groups, a fixed parameter-free mapping
-    (choose bands in the data card to control it instead).
-
-    Args:
-        image: ``[B, C, H, W]`` float in [0, 1].
-        image_size: resize (bilinear) to this square side if the input differs.
-    """
-    if image.ndim != 4:
-        raise ValueError(f"preprocess expects [B, C, H, W], got shape {tuple(image.shape)}")
-    channels = image.shape[1]
-    if channels == 1:
-        image = image.repeat(1, 3, 1, 1)
-    elif channels == 2:
-        image = torch.cat([image, image.mean(1, keepdim=True)], dim=1)
-    elif channels > 3:
-        groups = torch.tensor_split(image, 3, dim=1)
-        image = torch.cat([g.mean(1, keepdim=True) for g in groups], dim=1)
-    if image_size is not None and image.shape[-2:] != (image_size, image_size):
-        image = F.interpolate(image, size=(image_size, image_size), mode="bilinear", align_corners=False)
-    mean = image.new_tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-    std = image.new_tensor(IMAGENET_STD).view(1, 3, 1, 1)
-    return (image - mean) / std
 
 
 def hiera_blocks(model: torch.nn.Module) -> Sequence[torch.nn.Module]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from adapt.models.interactive import base_model
+from adapt.models.primitives import base_model
 
 ATTRIBUTE = "class_prompts"
 

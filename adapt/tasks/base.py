@@ -20,7 +20,7 @@ from torch.optim.lr_scheduler import LambdaLR
 from adapt.adapters import apply_adapter, trainable_parameters
 from adapt.errors import ConfigError
 from adapt.models.embedding_cache import EmbeddingCache
-from adapt.models.interactive import base_model
+from adapt.models.primitives import base_model
 from adapt.models.sam2 import (
     ModelInfo,
     count_parameters,
@@ -49,7 +49,7 @@ class BaseTask(L.LightningModule):
             ``checkpoint``, ``image_size``, ``offline_fallback``) plus ``gradient_checkpointing``.
         adapter: the adapter spec (``{"kind": ..., **options}``).
         optim: ``lr``, ``weight_decay``, ``warmup_steps``, ``min_lr_ratio``.
-        loss: loss weights (see ``adapt.losses.LossWeights``).
+        loss: loss weights (see ``adapt.tasks.losses.LossWeights``).
         prompts: how a task prompts beyond the data's simulated prompt (e.g. correction
             clicks: ``iterations``, ``grad``, ``seed``); each task reads what it uses.
         compile: ``torch.compile`` each Hiera block in place (names, and so checkpoints and

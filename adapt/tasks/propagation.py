@@ -31,23 +31,14 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 import torch
-import torch.nn.functional as F
 
 from adapt.data.clips import build_clip_datamodule
 from adapt.errors import ConfigError
-from adapt.tasks.losses import LossWeights, presence_loss, segmentation_loss
 from adapt.metrics import dice_score, iou_score
-from adapt.models.sam2 import preprocess
+from adapt.models.primitives import preprocess, upsample_logits
 from adapt.models.tracking import DIRECTIONS, ClipOutput, clip_prompts, track_clip
 from adapt.tasks.base import BaseTask
-
-
-def _resize(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """``[..., h, w]`` logits to ``[..., *size]`` (bilinear), any number of leading dims."""
-    lead = logits.shape[:-2]
-    out = F.interpolate(logits.reshape(-1, 1, *logits.shape[-2:]).float(), size=size, mode="bilinear",
-                        align_corners=False)
-    return out.view(*lead, *size)
+from adapt.tasks.losses import LossWeights, presence_loss, segmentation_loss
 
 
 def clip_loss(
@@ -89,7 +80,7 @@ def clip_loss(
         count = int(obj.sum())
         if count == 0:
             continue
-        logits = _resize(out.decoder_candidates[t][obj], size)[None]  # [1, n, M, H, W]
+        logits = upsample_logits(out.decoder_candidates[t][obj], size)[None]  # [1, n, M, H, W]
         mask_loss, parts, _ = segmentation_loss(logits, target[t][obj][None].float(), out.candidate_iou[t][obj][None],
                                                 weights)
         total = total + mask_loss * count
@@ -159,7 +150,7 @@ class PropagationTask(BaseTask):
             losses.append(loss)
             parts.append(clip_parts)
             visited = out.visited.to(label.device)
-            pred = _resize(out.low_res[visited, :, 0], size) > 0  # [T', N, H, W]
+            pred = upsample_logits(out.low_res[visited, :, 0], size) > 0  # [T', N, H, W]
             truth = label[i][visited] > 0.5
             scores["dice"].append(dice_score(pred.transpose(0, 1), truth.transpose(0, 1), dims=3))
             scores["iou"].append(iou_score(pred.transpose(0, 1), truth.transpose(0, 1), dims=3))

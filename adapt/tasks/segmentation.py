@@ -14,13 +14,12 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 import torch
-import torch.nn.functional as F
 
 from adapt.errors import ConfigError
 from adapt.tasks.losses import LossWeights, segmentation_loss
 from adapt.metrics import dice_score, iou_score
-from adapt.models.interactive import Prediction, click_rounds, decode, image_embeddings
-from adapt.models.sam2 import preprocess
+from adapt.models.interactive import click_rounds
+from adapt.models.primitives import Prediction, decode, image_embeddings, preprocess, upsample_logits
 from adapt.tasks.base import BaseTask
 
 
@@ -86,9 +85,7 @@ class SegmentationTask(BaseTask):
     @staticmethod
     def upsample(pred: Prediction, size: tuple[int, int]) -> torch.Tensor:
         """Low-res logits ``[B, N, M, h, w]`` to ``[B, N, M, *size]``."""
-        b, n, m = pred.low_res.shape[:3]
-        logits = F.interpolate(pred.low_res.flatten(0, 2).unsqueeze(1).float(), size=size, mode="bilinear", align_corners=False)
-        return logits.view(b, n, m, *size)
+        return upsample_logits(pred.low_res, size)
 
     def forward(self, batch: Mapping[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
         """Mask logits ``[B, N, M, H, W]`` at the image's resolution and IoU predictions ``[B, N, M]``."""

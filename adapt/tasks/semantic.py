@@ -19,8 +19,7 @@ import torch.nn.functional as F
 
 from adapt.errors import ConfigError
 from adapt.metrics import dice_score, iou_score
-from adapt.models.interactive import image_embeddings
-from adapt.models.sam2 import preprocess
+from adapt.models.primitives import image_embeddings, preprocess, upsample_logits
 from adapt.models.semantic import ATTRIBUTE, add_class_prompts, class_logits
 from adapt.tasks.base import BaseTask
 
@@ -75,7 +74,7 @@ class SemanticTask(BaseTask):
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         """Class logits ``[B, K, H, W]`` (K = classes + background) at the image's resolution."""
         low_res = class_logits(self.model, image_embeddings(self.model, preprocess(image, self.image_size)))
-        return F.interpolate(low_res.float(), size=image.shape[-2:], mode="bilinear", align_corners=False)
+        return upsample_logits(low_res, image.shape[-2:])
 
     def _step(self, batch: Mapping[str, Any], stage: str) -> torch.Tensor:
         label = batch["label"]

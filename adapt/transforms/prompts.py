@@ -2,8 +2,9 @@
 
 Every function takes an explicit ``numpy.random.Generator`` so a prompt is a pure
 function of (mask, seed): the same seed gives the same prompts in training, evaluation
-and across processes. Coordinates are ``(x, y)`` in pixels of the mask's own grid,
-which is the model's input grid once the image has been resized, as SAM2 expects.
+and across processes. Coordinates are ``(x, y)`` in pixels of the mask's own grid (the
+plane's native pixels); ``adapt.models.primitives.to_model_coords`` maps them onto the
+model's grid as SAM2 maps a user's prompt.
 """
 
 from __future__ import annotations

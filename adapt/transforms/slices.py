@@ -44,3 +44,19 @@ def target_counts(label: np.ndarray, ids: Sequence[int], slice_axis: int | None)
 def object_masks(label: torch.Tensor, ids: Sequence[int]) -> torch.Tensor:
     """Binary float masks ``[N, H, W]``, one per label id, from a label map ``[H, W]``."""
     return torch.stack([label == int(i) for i in ids]).float()
+
+
+def resize_label(label: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:
+    """``[..., H, W]`` integer labels to ``size`` by the nearest pixel centre (ids never blend).
+
+    The source pixel of output pixel ``o`` is ``floor((o + 0.5) * in / out)``: PyTorch's
+    ``nearest-exact``, which lines up with bilinear ``align_corners=False`` resizing of the
+    image, done by indexing so labels keep their dtype and no float copy is made.
+    """
+    size = (size, size) if isinstance(size, int) else tuple(size)
+    height, width = label.shape[-2:]
+    if (height, width) == size:
+        return label
+    rows = ((torch.arange(size[0]) + 0.5) * (height / size[0])).floor().long().clamp_(max=height - 1)
+    cols = ((torch.arange(size[1]) + 0.5) * (width / size[1])).floor().long().clamp_(max=width - 1)
+    return label[..., rows[:, None], cols[None, :]]

@@ -1,0 +1,135 @@
+"""SAM2's forward primitives, as SAM2 itself defines them: pixels in, prompts mapped, logits out.
+
+Every path that feeds the model -- training, evaluation, prediction, propagation, export --
+goes through these functions, so an image reaches SAM2 one way only:
+
+* ``resize_image``: a plane to the model's square side with antialiased bilinear
+  interpolation (pixel centres aligned), what SAM2's image transforms do to a float image
+  (torchvision's ``Resize`` on tensors). Upsampling is plain bilinear either way.
+  ``resize_bilinear`` is the same filter for any value range (mask prompts, memory masks).
+* ``preprocess``: resize, then 3 channels, then ImageNet mean/std.
+* ``to_model_coords``: prompt coordinates of an ``H x W`` plane on the model's grid as SAM2
+  maps them, ``x * S / W`` and ``y * S / H`` (SAM2 was trained with boxes and clicks in
+  that frame; a half-pixel-centre mapping lands prompts half a model pixel off).
+* ``image_embeddings`` / ``decode``: the image encoder with autograd (``Sam2Model``'s own
+  ``get_image_embeddings`` runs under ``no_grad``) and the prompt encoder + mask decoder.
+* ``upsample_logits``: low-resolution logits back to a plane's size (bilinear), the only
+  place where logits are resized.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from peft import PeftModel
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def base_model(model: torch.nn.Module) -> torch.nn.Module:
+    """The transformers model under a peft wrapper (adapter layers stay live inside it)."""
+    return model.get_base_model() if isinstance(model, PeftModel) else model
+
+
+def resize_bilinear(values: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:
+    """Float maps ``[..., H, W]`` to ``size``: bilinear, antialiased, pixel centres aligned (as SAM2
+    resizes images and mask prompts); any value range, every leading index resized on its own."""
+    size = (size, size) if isinstance(size, int) else tuple(size)
+    if tuple(values.shape[-2:]) == size:
+        return values.float()
+    lead = values.shape[:-2]
+    flat = values.reshape(-1, 1, *values.shape[-2:]).float()
+    resized = F.interpolate(flat, size=size, mode="bilinear", align_corners=False, antialias=True)
+    return resized.reshape(*lead, *size)
+
+
+def resize_image(image: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:
+    """Pixels ``[..., H, W]`` in [0, 1] to ``size`` (``resize_bilinear``), clamped to [0, 1]: the
+    filter's rounding can step a hair (1e-7) past the ends."""
+    resized = resize_bilinear(image, size)
+    return resized if resized.shape[-2:] == image.shape[-2:] else resized.clamp_(0.0, 1.0)
+
+
+def preprocess(image: torch.Tensor, image_size: int | None = None) -> torch.Tensor:
+    """Images in [0, 1] to SAM2's input: square side, 3 channels, ImageNet mean/std.
+
+    Resizing comes first, so a batch resized by the data loader and a plane resized here
+    give the same tensor. Channels: 1 is repeated to RGB (grey CT/MR); 3 is kept; 2
+    becomes ``(c0, c1, mean)``; more than 3 are averaged in three contiguous groups, a fixed
+    parameter-free mapping (choose bands in the data card to control it instead).
+
+    Args:
+        image: ``[B, C, H, W]`` float in [0, 1].
+        image_size: the model's square side (``resize_image``); ``None`` keeps the size.
+    """
+    if image.ndim != 4:
+        raise ValueError(f"preprocess expects [B, C, H, W], got shape {tuple(image.shape)}")
+    if image_size is not None:
+        image = resize_image(image, image_size)
+    channels = image.shape[1]
+    if channels == 1:
+        image = image.repeat(1, 3, 1, 1)
+    elif channels == 2:
+        image = torch.cat([image, image.mean(1, keepdim=True)], dim=1)
+    elif channels > 3:
+        groups = torch.tensor_split(image, 3, dim=1)
+        image = torch.cat([g.mean(1, keepdim=True) for g in groups], dim=1)
+    mean = image.new_tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = image.new_tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    return (image - mean) / std
+
+
+def to_model_coords(xy: np.ndarray | torch.Tensor, height: int, width: int, size: int) -> Any:
+    """``(x, y)`` pairs (last axis: x0, y0[, x1, y1, ...]) of an ``H x W`` plane on the ``size`` grid."""
+    pairs = xy.shape[-1] // 2
+    if isinstance(xy, torch.Tensor):
+        scale = torch.tensor([size / width, size / height] * pairs, dtype=torch.float32, device=xy.device)
+        return xy.float() * scale
+    scale = np.array([size / width, size / height] * pairs, dtype=np.float32)
+    return np.asarray(xy, dtype=np.float32) * scale
+
+
+def image_embeddings(model: torch.nn.Module, pixels: torch.Tensor) -> list[torch.Tensor]:
+    """Multi-scale image embeddings ``[B, C_l, H_l, W_l]`` for the mask decoder, with autograd."""
+    sam = base_model(model)
+    features = list(sam.get_image_features(pixels, return_dict=True).fpn_hidden_states)
+    features[-1] = features[-1] + sam.no_memory_embedding
+    batch = pixels.shape[0]
+    return [
+        f.permute(1, 2, 0).reshape(batch, -1, *size)
+        for f, size in zip(features, sam.backbone_feature_sizes)
+    ]
+
+
+@dataclass
+class Prediction:
+    """One round's output: low-res logits ``[B, N, M, h, w]`` and IoU predictions ``[B, N, M]``."""
+
+    low_res: torch.Tensor
+    iou: torch.Tensor
+
+    def best(self) -> torch.Tensor:
+        """The candidate with the highest predicted IoU of each object: ``[B, N, h, w]``."""
+        pick = self.iou.argmax(dim=2)
+        index = pick[:, :, None, None, None].expand(-1, -1, 1, *self.low_res.shape[-2:])
+        return self.low_res.gather(2, index)[:, :, 0]
+
+
+def decode(model: torch.nn.Module, embeddings: list[torch.Tensor], multimask: bool, **prompts: Any) -> Prediction:
+    """Run prompt encoder + mask decoder on precomputed embeddings (prompts on the model's grid)."""
+    out = model(image_embeddings=embeddings, multimask_output=multimask, **prompts)
+    return Prediction(out.pred_masks, out.iou_scores)
+
+
+def upsample_logits(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Logits ``[..., h, w]`` to ``size`` (bilinear, pixel centres aligned), float32, as SAM2 does."""
+    lead = logits.shape[:-2]
+    flat = logits.reshape(-1, 1, *logits.shape[-2:]).float()
+    if tuple(flat.shape[-2:]) != tuple(size):
+        flat = F.interpolate(flat, size=tuple(size), mode="bilinear", align_corners=False)
+    return flat.reshape(*lead, *size)
