@@ -56,6 +56,28 @@ def test_offline_fallback_random_builds_the_architecture(monkeypatch, caplog):
     assert "RANDOM weights" in caplog.text
 
 
+@pytest.mark.parametrize("video", [False, True])
+def test_meta_checkpoint_of_a_preset_loads_offline(tmp_path, monkeypatch, caplog, video):
+    """``model.checkpoint=file.pt`` holds every weight: the preset's architecture is built here,
+    the Hub is never asked, nothing is random, and every tensor comes from the file."""
+    from adapt.models.meta_checkpoint import to_meta_state_dict
+
+    monkeypatch.setattr(sam2_module, "hub_reachable", lambda timeout=3.0: pytest.fail("the Hub was asked"))
+    source, _ = load_sam2("random:sam2.1_hiera_tiny", image_size=256, video=video)
+    generator = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for tensor in source.state_dict().values():
+            tensor.copy_(torch.randn(tensor.shape, generator=generator))
+        source.shared_image_embedding.positional_embedding.copy_(source.prompt_encoder.shared_embedding.positional_embedding)
+    torch.save({"model": to_meta_state_dict(source.state_dict())}, tmp_path / "medsam2.pt")
+    model, info = load_sam2("sam2.1_hiera_tiny", image_size=256, video=video, checkpoint=str(tmp_path / "medsam2.pt"))
+    assert info.pretrained and info.checkpoint.endswith("medsam2.pt") and info.name == "facebook/sam2.1-hiera-tiny"
+    assert "RANDOM" not in caplog.text and "cannot be downloaded" not in caplog.text
+    loaded = model.state_dict()
+    for name, tensor in source.state_dict().items():
+        assert torch.equal(loaded[name], tensor), name
+
+
 def test_local_directory_round_trip(tmp_path):
     model, _ = load_sam2("tiny")
     model.save_pretrained(tmp_path)

@@ -167,7 +167,8 @@ def load_sam2(
             holding ``config.json`` + weights saved by ``save_pretrained``.
         revision: Hub branch, tag or commit to pin.
         checkpoint: a Meta-format ``.pt`` file (MedSAM2, Medical-SAM2, ...) loaded over the
-            architecture of ``name`` through our key converter.
+            architecture of ``name`` through our key converter. For the released presets the
+            architecture is built locally, so such a file loads offline.
         image_size: input side; ``None`` keeps the checkpoint's (1024 for SAM2.1).
         video: build ``Sam2VideoModel`` (memory attention and encoder) instead of ``Sam2Model``.
         offline_fallback: ``error`` (default) stops when the weights cannot be had;
@@ -184,6 +185,9 @@ def load_sam2(
     elif source == "tiny":
         random_name = "tiny"
 
+    if random_name is None and checkpoint and source in HIERA_ARCHITECTURES:
+        # A Meta .pt holds every weight and the preset names the architecture: no Hub needed.
+        random_name = source
     if random_name is None and not Path(source).is_dir():
         if not _is_cached(source, revision) and not hub_reachable():
             if offline_fallback != "random":
@@ -220,7 +224,7 @@ def load_sam2(
     if checkpoint:
         from adapt.models.meta_checkpoint import load_meta_checkpoint
 
-        load_meta_checkpoint(model, checkpoint)
+        load_meta_checkpoint(model, checkpoint)  # strict: every weight of the model comes from the file
         pretrained = True
     info = ModelInfo(
         name=source,
