@@ -29,7 +29,7 @@ from adapt.guards import check_weights
 from adapt.schema import validate
 from adapt.storage import check_writable
 from adapt.training.checkpoints import AtomicCheckpointIO, check_fits, read_checkpoint
-from adapt.models.embedding_cache import encoder_is_frozen, namespace
+from adapt.models.embedding_cache import encoder_is_frozen, namespace, prefix_cache_wanted
 from adapt.training.summary import print_summary
 from adapt.tasks.base import MONITOR
 
@@ -122,7 +122,7 @@ def resolve_embedding_cache(cfg: DictConfig) -> dict[str, Any]:
     """
     spec = OmegaConf.to_container(cfg.embedding_cache, resolve=True)
     adapter = OmegaConf.to_container(cfg.adapter, resolve=True)
-    frozen = encoder_is_frozen(adapter)
+    frozen = encoder_is_frozen(adapter) or prefix_cache_wanted(adapter, spec["mode"], cfg.data.get("augment"))
     if spec["mode"] == "auto":
         spec["mode"] = "memory" if frozen and cfg.task == "segmentation" else "off"
     if spec["mode"] != "off":

@@ -8,7 +8,15 @@ mask decoder only. Each kind runs in its own child process, so the peak memory c
 that kind's own high-water mark (RSS on CPU, ``max_memory_allocated`` on CUDA). Wall and
 process-CPU seconds are both given: on a shared machine the CPU seconds are the steadier.
 
+``--blocks all 4`` measures the encoder adapters (lora, dora, bottleneck) in every Hiera block
+and in the last 4 (``adapter.blocks=4``); ``--prefix-cache`` adds, for each restricted row, the
+step after the first epoch of the frozen-prefix cache: the prefix's output computed once, each
+step running the adapted blocks, the neck and the decoder (``adapt.models.hiera_prefix``).
+``--rounds R`` runs every row R times, rows alternating, and reports the median round, so a
+change of the machine's load falls on every row alike.
+
     python benchmarks/train_step.py --size 1024 --batch 1 --steps 3 --kinds lora bottleneck decoder decoder+cache full
+    python benchmarks/train_step.py --size 1024 --kinds lora --blocks all 4 --prefix-cache --rounds 3
     python benchmarks/train_step.py --device cuda --precision bf16 --model sam2.1_hiera_base_plus --batch 8
 """
 
@@ -27,9 +35,10 @@ import torch
 import torch.nn.functional as F
 
 from adapt.adapters import apply_adapter
-from adapt.tasks.losses import LossWeights, segmentation_loss
+from adapt.models.hiera_prefix import encode_prefix, encode_suffix, first_trained_block
 from adapt.models.primitives import base_model, decode, image_embeddings, preprocess
 from adapt.models.sam2 import count_parameters, load_sam2
+from adapt.tasks.losses import LossWeights, segmentation_loss
 
 LORA = {"kind": "lora", "rank": 8, "alpha": 16, "dropout": 0.0, "targets": ["encoder_attn", "decoder_attn"]}
 SPECS = {
@@ -66,16 +75,29 @@ def autocast(device: torch.device, precision: str) -> contextlib.AbstractContext
     return contextlib.nullcontext()
 
 
-def build(model_name: str, kind: str, size: int, device: torch.device) -> torch.nn.Module:
-    """SAM2 with random weights of ``model_name`` and the adapter of ``kind``, in train mode."""
+def build(model_name: str, kind: str, size: int, device: torch.device, blocks: int | None = None) -> torch.nn.Module:
+    """SAM2 with random weights of ``model_name`` and the adapter of ``kind`` (in the last ``blocks``
+    Hiera blocks, if given), in train mode."""
     model, _ = load_sam2(model_name if model_name == "tiny" else f"random:{model_name}", image_size=size)
-    return apply_adapter(model, SPECS[kind]).to(device).train()
+    spec = SPECS[kind] if blocks is None else {**SPECS[kind], "blocks": blocks}
+    return apply_adapter(model, spec).to(device).train()
+
+
+def parse_row(row: str) -> tuple[str, int | None, bool]:
+    """``lora``, ``lora/last4`` or ``lora/last4+prefix`` -> ``(kind, blocks, prefix cache)``."""
+    name, prefix = row.removesuffix("+prefix"), row.endswith("+prefix")
+    kind, _, last = name.partition("/last")
+    return kind, int(last) if last else None, prefix
 
 
 def loss_of(model: torch.nn.Module, data: dict[str, torch.Tensor],
-            embeddings: list[torch.Tensor] | None = None) -> torch.Tensor:
-    """The segmentation loss of one batch; with ``embeddings`` the image encoder is skipped."""
-    if embeddings is None:
+            embeddings: list[torch.Tensor] | None = None,
+            prefix: tuple[int, list[torch.Tensor]] | None = None) -> torch.Tensor:
+    """The segmentation loss of one batch; with ``embeddings`` the image encoder is skipped, with
+    ``prefix`` (first block to run, the prefix's cached output) its frozen prefix is."""
+    if prefix is not None:
+        embeddings = encode_suffix(base_model(model), prefix[1], prefix[0])
+    elif embeddings is None:
         embeddings = image_embeddings(model, preprocess(data["image"]))
     pred = decode(model, embeddings, multimask=False, input_boxes=data["boxes"])
     logits = F.interpolate(pred.low_res[:, :, 0].float(), size=data["label"].shape[-2:], mode="bilinear")
@@ -84,10 +106,10 @@ def loss_of(model: torch.nn.Module, data: dict[str, torch.Tensor],
 
 def bare_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, data: dict[str, torch.Tensor],
               embeddings: list[torch.Tensor] | None = None, precision: str = "32",
-              clip: float | None = None) -> float:
+              clip: float | None = None, prefix: tuple[int, list[torch.Tensor]] | None = None) -> float:
     """One plain PyTorch training step (no framework): forward, loss, backward, clip, AdamW."""
     with autocast(data["image"].device, precision):
-        loss = loss_of(model, data, embeddings)
+        loss = loss_of(model, data, embeddings, prefix)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     if clip:
@@ -117,10 +139,11 @@ def timed(fn: Callable[[], Any], device: torch.device) -> float:
     return wall_and_cpu(fn, device)[0]
 
 
-def measure(args: argparse.Namespace, kind: str) -> dict[str, Any]:
-    """Time ``args.steps`` steps of ``kind`` after ``args.warmup`` warm-up steps."""
+def measure(args: argparse.Namespace, row: str) -> dict[str, Any]:
+    """Time ``args.steps`` steps of ``row`` (a kind, see ``parse_row``) after ``args.warmup`` warm-up steps."""
     device = torch.device(args.device)
-    model = build(args.model, kind, args.size, device)
+    kind, blocks, cache_prefix = parse_row(row)
+    model = build(args.model, kind, args.size, device, blocks)
     if kind.endswith("+cache"):  # the encoder-side projections are part of the cached output (as in the task)
         sam = base_model(model)
         for conv in (sam.mask_decoder.conv_s0, sam.mask_decoder.conv_s1):
@@ -128,14 +151,18 @@ def measure(args: argparse.Namespace, kind: str) -> dict[str, Any]:
     trainable, total = count_parameters(model)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     data = make_batch(args.batch, args.size, device)
-    embeddings = None
+    embeddings = prefix = None
     if kind.endswith("+cache"):  # what the cache holds after the first epoch
         with torch.no_grad(), autocast(device, args.precision):
             embeddings = [e.float() for e in image_embeddings(model, preprocess(data["image"]))]
-    times = [wall_and_cpu(lambda: bare_step(model, optimizer, data, embeddings, args.precision), device)
+    if cache_prefix:  # what the prefix cache holds after the first epoch
+        start = first_trained_block(base_model(model))
+        with torch.no_grad(), autocast(device, args.precision):
+            prefix = (start, [t.float() for t in encode_prefix(base_model(model), preprocess(data["image"]), start)])
+    times = [wall_and_cpu(lambda: bare_step(model, optimizer, data, embeddings, args.precision, prefix=prefix), device)
              for _ in range(args.warmup + args.steps)][args.warmup:]
     mean = sum(wall for wall, _ in times) / len(times)
-    return {"kind": kind, "trainable": trainable, "total": total, "s/step": mean,
+    return {"kind": row, "trainable": trainable, "total": total, "s/step": mean,
             "cpu_s/step": sum(cpu for _, cpu in times) / len(times),
             "samples/s": args.batch / mean, "peak_mb": peak_memory_mb(device)}
 
@@ -161,8 +188,33 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--kinds", nargs="+", default=["lora", "bottleneck", "decoder", "decoder+cache", "full"],
                         choices=list(SPECS))
+    parser.add_argument("--blocks", nargs="+", default=["all"],
+                        help="Hiera blocks with encoder adapters (lora, dora, bottleneck): all and/or N (the last N)")
+    parser.add_argument("--prefix-cache", action="store_true",
+                        help="also time each last-N row from a cached frozen prefix (after the cache's first epoch)")
+    parser.add_argument("--rounds", type=int, default=1, help="run every row this often, alternating; median reported")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     return parser.parse_args()
+
+
+def rows(args: argparse.Namespace) -> list[str]:
+    """The configurations to time: each kind, and each adapter kind at each ``--blocks`` value."""
+    out = []
+    for kind in args.kinds:
+        if kind not in ("lora", "dora", "bottleneck"):
+            out.append(kind)
+            continue
+        for blocks in args.blocks:
+            out.append(kind if blocks == "all" else f"{kind}/last{int(blocks)}")
+            if blocks != "all" and args.prefix_cache:
+                out.append(f"{kind}/last{int(blocks)}+prefix")
+    return out
+
+
+def median_row(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """The round with the median wall seconds per step (with its own CPU seconds and memory)."""
+    ordered = sorted(results, key=lambda r: r["s/step"])
+    return ordered[(len(ordered) - 1) // 2]
 
 
 def main() -> None:
@@ -173,14 +225,22 @@ def main() -> None:
         return
     memory = "peak CUDA MB" if args.device.startswith("cuda") else "peak RSS MB"
     print(f"{args.model} (random weights) at {args.size}px, batch {args.batch}, {args.device}, "
-          f"precision {args.precision}, {args.threads} threads, mean of {args.steps} steps after {args.warmup} warm-up")
-    header = (f"| {'kind':<13} | {'trainable':>11} | {'total':>11} | {'%':>6} | {'s/step':>7} | {'CPU s/step':>10} "
+          f"precision {args.precision}, {args.threads} threads, mean of {args.steps} steps after {args.warmup} warm-up"
+          + (f", median of {args.rounds} alternating rounds" if args.rounds > 1 else ""))
+    names = rows(args)
+    width = max(13, *(len(n) for n in names))
+    header = (f"| {'kind':<{width}} | {'trainable':>11} | {'total':>11} | {'%':>6} | {'s/step':>7} | {'CPU s/step':>10} "
               f"| {'samples/s':>9} | {memory:>12} |")
     print(header)
     print("|" + "|".join("-" * (len(cell)) for cell in header.split("|")[1:-1]) + "|")
-    for kind in args.kinds:
-        row = run_child(kind)
-        print(f"| {row['kind']:<13} | {row['trainable']:>11,} | {row['total']:>11,} | "
+    results: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
+    for _ in range(args.rounds):
+        for name in names:
+            results[name].append(run_child(name))
+            print(f"  {name}: {results[name][-1]['s/step']:.3f} s/step", file=sys.stderr, flush=True)
+    for name in names:
+        row = median_row(results[name])
+        print(f"| {row['kind']:<{width}} | {row['trainable']:>11,} | {row['total']:>11,} | "
               f"{100 * row['trainable'] / row['total']:>6.2f} | {row['s/step']:>7.3f} | {row['cpu_s/step']:>10.3f} | "
               f"{row['samples/s']:>9.3f} | {row['peak_mb']:>12.0f} |", flush=True)
 

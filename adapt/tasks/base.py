@@ -19,7 +19,8 @@ from torch.optim.lr_scheduler import LambdaLR
 
 from adapt.adapters import apply_adapter, trainable_parameters
 from adapt.errors import ConfigError
-from adapt.models.embedding_cache import EmbeddingCache
+from adapt.models.embedding_cache import EmbeddingCache, frozen_prefix, namespace
+from adapt.models.hiera_prefix import first_trained_block
 from adapt.models.primitives import base_model
 from adapt.models.sam2 import (
     ModelInfo,
@@ -57,7 +58,8 @@ class BaseTask(L.LightningModule):
             inductor; a string names another backend (``eager``/``aot_eager`` trace the blocks
             without generating code: a quick way to find graph breaks, and the CPU tests' choice).
         embedding_cache: ``{"mode": "memory" | "disk", "directory", "namespace", "dtype"}``
-            to compute image embeddings once per image; only valid with a frozen encoder.
+            to compute image embeddings once per image; only valid with a frozen encoder, or
+            with adapters in the last Hiera blocks only (then the frozen prefix is cached).
         classes: target class names, for tasks whose output depends on them.
     """
 
@@ -133,9 +135,13 @@ class BaseTask(L.LightningModule):
     def _build_embedding_cache(self) -> EmbeddingCache | None:
         """The cache of frozen-encoder outputs, or ``None`` when off or impossible.
 
-        The encoder-side projections ``conv_s0``/``conv_s1`` (stored in the mask decoder)
-        produce part of the cached embeddings, so they are frozen while caching.
+        With a frozen encoder the cache holds the image embeddings, and the encoder-side
+        projections ``conv_s0``/``conv_s1`` (stored in the mask decoder), which produce part
+        of them, are frozen while caching. With adapters in the last Hiera blocks only
+        (``adapter.blocks``) it holds the frozen prefix's output, and ``self.prefix_start`` is
+        the first block a step runs (``adapt.models.hiera_prefix``).
         """
+        self.prefix_start: int | None = None
         spec = dict(self.hparams.embedding_cache or {})
         mode = spec.get("mode", "off")
         if mode == "off":
@@ -143,16 +149,22 @@ class BaseTask(L.LightningModule):
         if mode not in ("memory", "disk"):
             raise ConfigError(f"embedding_cache.mode must be off, memory or disk, got {mode!r}")
         sam = base_model(self.model)
-        if any(p.requires_grad for p in sam.vision_encoder.parameters()):
+        name = spec.get("namespace", "default")
+        if not any(p.requires_grad for p in sam.vision_encoder.parameters()):
+            for conv in (sam.mask_decoder.conv_s0, sam.mask_decoder.conv_s1):
+                conv.requires_grad_(False)
+        elif frozen_prefix(self.hparams.adapter):
+            self.prefix_start = first_trained_block(sam)
+            name = namespace(name, "hiera_prefix", self.prefix_start)
+        else:
             raise ConfigError(
-                "embedding_cache needs a frozen image encoder, but adapter="
-                f"{self.hparams.adapter['kind']} trains it; use embedding_cache.mode=off"
+                "embedding_cache needs a frozen image encoder, or adapters in the last Hiera blocks only "
+                f"(adapter.blocks=N), but adapter={self.hparams.adapter['kind']} trains every block; "
+                "use embedding_cache.mode=off"
             )
-        for conv in (sam.mask_decoder.conv_s0, sam.mask_decoder.conv_s1):
-            conv.requires_grad_(False)
         directory = Path(spec["directory"]).expanduser() if mode == "disk" else None
         dtype = getattr(torch, str(spec.get("dtype", "float32")))
-        return EmbeddingCache(directory, spec.get("namespace", "default"), dtype)
+        return EmbeddingCache(directory, name, dtype)
 
     def configure_losses(self) -> None:
         """Subclasses set up their loss terms."""

@@ -19,7 +19,8 @@ from adapt.errors import ConfigError
 from adapt.tasks.losses import LossWeights, segmentation_loss
 from adapt.metrics import dice_score, iou_score
 from adapt.models.interactive import click_rounds
-from adapt.models.primitives import Prediction, decode, image_embeddings, preprocess, upsample_logits
+from adapt.models.hiera_prefix import encode_prefix, encode_suffix
+from adapt.models.primitives import Prediction, base_model, decode, image_embeddings, preprocess, upsample_logits
 from adapt.tasks.base import BaseTask
 
 
@@ -59,17 +60,23 @@ class SegmentationTask(BaseTask):
     def encode(self, batch: Mapping[str, Any]) -> list[torch.Tensor]:
         """Image embeddings of the batch's images (``[B, C, H, W]`` in [0, 1]).
 
-        With an embedding cache the frozen encoder runs only for images not seen before.
+        With an embedding cache the frozen encoder (or the frozen prefix of its Hiera blocks,
+        when the adapters sit in the last blocks only) runs only for images not seen before.
         """
         image = batch["image"]
         if self.embedding_cache is None:
             return image_embeddings(self.model, preprocess(image, self.image_size))
+        start = self.prefix_start
 
         def compute(indices: list[int]) -> list[torch.Tensor]:
+            pixels = preprocess(image[indices], self.image_size)
             with torch.no_grad():
-                return image_embeddings(self.model, preprocess(image[indices], self.image_size))
+                if start is None:
+                    return image_embeddings(self.model, pixels)
+                return encode_prefix(base_model(self.model), pixels, start)
 
-        return self.embedding_cache.fetch(sample_keys(batch), compute, image.device, torch.float32)
+        cached = self.embedding_cache.fetch(sample_keys(batch), compute, image.device, torch.float32)
+        return cached if start is None else encode_suffix(base_model(self.model), cached, start)
 
     def decode(self, embeddings: list[torch.Tensor], batch: Mapping[str, Any]) -> Prediction:
         """The first prediction from the batch's simulated prompts."""
