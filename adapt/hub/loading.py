@@ -141,6 +141,31 @@ def check_adapter_files(path: Path) -> None:
                   "train it again (lower optim.lr) or use another adapter")
 
 
+def check_peft_weights_fit(model: nn.Module, weights: Path) -> None:
+    """Refuse a peft adapter whose weights file does not hold the weights its config describes.
+
+    peft loads a state dict non-strictly and only warns about missing keys, so a weights file
+    of another adapter or model would leave the new LoRA layers at their initial values and
+    the adapter would silently act as the bare base.
+
+    Raises:
+        ArtefactError: names the file and how many weights are missing.
+    """
+    from peft import PeftModel, get_peft_model_state_dict
+    from safetensors import safe_open
+
+    if not isinstance(model, PeftModel) or not weights.is_file():
+        return
+    with safe_open(str(weights), framework="pt") as file:
+        stored = set(file.keys())
+    expected = set(get_peft_model_state_dict(model))
+    missing = sorted(expected - stored)
+    if missing:
+        raise ArtefactError(f"{weights} does not fit the adapter its {CONFIG_FILE} describes: {len(missing)} of "
+                            f"{len(expected)} weights are missing (e.g. {missing[:2]}); it belongs to another adapter "
+                            "or model. Copy the adapter folder again from its run, or pull it again from the Hub")
+
+
 def resolve(source: str | Path, revision: str | None = None, api: Any = None, local_dir: str | Path | None = None) -> Path:
     """A local adapter folder for ``source``: a path as is, a Hub repo id downloaded (or cached).
 
@@ -288,5 +313,6 @@ def load_adapter(
             model = load_adapter_weights(base_model, path, trainable=trainable)
         except (RuntimeError, ValueError, KeyError) as err:
             raise ConfigError(f"the adapter in {path} does not fit the base {info.name!r}: {err}") from None
+        check_peft_weights_fit(model, path / WEIGHTS_FILE)
     return LoadedAdapter(model.eval(), dict(metadata.get("preprocessing") or {}),
                          dict(metadata.get("label_map") or {}), metadata, info, path)
