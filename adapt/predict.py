@@ -157,7 +157,8 @@ def run(cfg: DictConfig) -> list[Path]:
     prompt = parse_prompt(str(cfg.prompt)) if cfg.get("prompt") and not auto else None
     jobs = plan_jobs(cfg.input, cfg.output, prompt, overwrite=bool(cfg.overwrite))
     loaded = load_adapter(cfg.adapter, revision=cfg.get("revision"), video=False)
-    predictor = Predictor(loaded, cfg.get("device", "auto"), cfg.get("propagation", "auto"))
+    predictor = Predictor(loaded, cfg.get("device", "auto"), cfg.get("propagation", "auto"),
+                          int(cfg.get("fill_hole_area", 8)))
     if prompt is None and not predictor.promptless:
         why = "prompt=auto needs a semantic adapter (task=semantic) for its coarse masks" if auto else "prompt= is required"
         raise ConfigError(f"{why}: the adapter {cfg.adapter} is promptable, not semantic. {SYNTAX}")

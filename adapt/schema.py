@@ -382,6 +382,7 @@ class Evaluate:
     precision: str | int = rule(choices=("32", "bf16", 32))
     device: str = rule(check=_device)
     save_masks: Any = rule(check=_save_masks)
+    fill_hole_area: int = rule(ge=0)
     out: str | None = rule()
     overwrite: bool = rule()
 
@@ -397,6 +398,7 @@ class Predict:
     overwrite: bool = rule()
     device: str = rule(check=_device)
     propagation: str = rule(choices=("auto", "memory", "boxes"))
+    fill_hole_area: int = rule(ge=0)
 
 
 @dataclass

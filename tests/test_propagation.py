@@ -12,6 +12,7 @@ from adapt.data.synthetic import make_ct_phantom
 from adapt.errors import ConfigError, DataError
 from adapt.inference.propagation import SlicePrompt, propagate, read_frames
 from adapt.models.memory import FramePrompt
+from adapt.models.postprocess import fill_holes, small_components
 from adapt.models.primitives import preprocess
 from adapt.models.tiny import TINY_IMAGE_SIZE, tiny_video_config
 from adapt.models.tracking import track_clip
@@ -56,13 +57,21 @@ def test_matches_the_clip_loop_on_a_square_volume(model):
     """Same numbers as ``track_clip`` in eval mode: the API is the memory loop plus resizing."""
     volume = torch.rand(5, S, S, generator=torch.Generator().manual_seed(0))
     box = np.array([[30.0, 40.0, 90.0, 100.0]], np.float32)
-    result = propagate(model, volume, {2: SlicePrompt(boxes=box)}, stop_after=None)
+    result = propagate(model, volume, {2: SlicePrompt(boxes=box)}, stop_after=None, fill_hole_area=0)
     with torch.no_grad():
         clip = track_clip(model, preprocess(volume[:, None]), {2: FramePrompt.build(boxes=torch.from_numpy(box))},
                           storage_dtype=torch.bfloat16)
     expected = torch.nn.functional.interpolate(clip.low_res[:, :, 0].float(), size=(S, S), mode="bilinear") > 0
     assert np.array_equal(result.masks[0], expected[:, 0].numpy())
     np.testing.assert_allclose(result.scores[:, 0], clip.object_score[:, 0, 0].numpy(), atol=1e-5)
+    # SAM2's hole filling (on by default): the prompted slice's output is the filled logits, upsampled.
+    filled = propagate(model, volume, {2: SlicePrompt(boxes=box)}, stop_after=None, fill_hole_area=40)
+    low = fill_holes(clip.low_res[2, :, 0].float(), 40)
+    expected = torch.nn.functional.interpolate(low[:, None], size=(S, S), mode="bilinear")[:, 0] > 0
+    assert np.array_equal(filled.masks[0, 2], expected[0].numpy())
+    holes = small_components(clip.low_res[2, :, 0] <= 0, 40)
+    assert holes.any(), "the random model's mask should have small holes for this test to mean something"
+    assert not np.array_equal(filled.masks[0, 2], result.masks[0, 2])
 
 
 def test_stops_when_the_object_is_gone(model, phantom):
@@ -79,9 +88,9 @@ def test_stops_when_the_object_is_gone(model, phantom):
 def test_prompts_map_to_the_model_grid():
     prompt = SlicePrompt(boxes=[0, 0, 99, 49], points=[[49.5, 24.5]])
     mapped = prompt.to_model(height=50, width=100, size=128, device=torch.device("cpu"))
-    # Box corners travel as points 2/3; pixel edges map to pixel edges.
+    # Box corners travel as points 2/3, mapped as SAM2 maps coordinates.
     assert mapped.labels.tolist() == [[2, 3, 1]]
-    expected = torch.tensor([[[0.14, 0.78], [126.86, 126.22], [63.5, 63.5]]])
+    expected = torch.tensor([[[0.0, 0.0], [126.72, 125.44], [63.36, 62.72]]])  # x * 128 / 100, y * 128 / 50
     torch.testing.assert_close(mapped.points, expected, atol=1e-2, rtol=0)
 
 

@@ -238,7 +238,8 @@ def _propagate(engine: Engine, video: Any, images: np.ndarray, target: np.ndarra
     made = simulator(target[z], key=(*key, z))
     prompt = SlicePrompt(boxes=made.get("boxes"), points=made.get("points"), labels=made.get("point_labels"))
     result = propagate(video, images, {z: prompt}, device=engine.device,
-                       autocast=torch.bfloat16 if engine.precision == "bf16" else None)
+                       autocast=torch.bfloat16 if engine.precision == "bf16" else None,
+                       fill_hole_area=engine.predictor.fill_hole_area)
     engine.model_seconds += result.seconds
     engine.planes += len(result.visited)
     return result.masks[0]

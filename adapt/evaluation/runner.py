@@ -147,7 +147,7 @@ def _run(cfg: DictConfig, spec: ModelSpec, card: DataCard, cases: list[EvalCase]
     started = time.perf_counter()
     loaded = load_model(spec, card, preprocessing)
     video = load_model(spec, card, preprocessing, video=True).model if protocol.propagation else None
-    predictor = Predictor(loaded, str(cfg.get("device", "auto")))
+    predictor = Predictor(loaded, str(cfg.get("device", "auto")), fill_hole_area=int(cfg.get("fill_hole_area", 8)))
     if video is not None:
         video = video.to(predictor.device).eval()
     engine = Engine(predictor, int(cfg.get("batch_size", 8)), str(cfg.get("precision", "32")))

@@ -36,6 +36,7 @@ from adapt.models.memory import (
     StepOutput,
     encode_frames,
 )
+from adapt.models.postprocess import FILL_HOLE_AREA
 from adapt.models.primitives import base_model, preprocess, resize_bilinear, to_model_coords, upsample_logits
 from adapt.models.tracking import DIRECTIONS, Direction, visiting_order
 
@@ -185,6 +186,7 @@ def propagate(
     storage_dtype: torch.dtype = torch.bfloat16,
     device: str | torch.device | None = None,
     on_frame: Callable[[int, str], None] | None = None,
+    fill_hole_area: int = FILL_HOLE_AREA,
 ) -> Propagation:
     """Segment every slice of ``volume`` from prompts on a few slices, with SAM2's memory.
 
@@ -202,6 +204,8 @@ def propagate(
         device: where to run; default the model's device.
         on_frame: called as ``on_frame(slice, "prompt" | "forward" | "backward")`` after each
             slice (progress bars).
+        fill_hole_area: background regions of at most this many low-res pixels become object,
+            as in SAM2's video predictor (default 8, its value; 0 turns it off).
 
     Raises:
         ConfigError: no prompt, a prompted slice outside the volume, or invalid prompts.
@@ -223,7 +227,7 @@ def propagate(
     cast = torch.autocast(device.type, dtype=autocast) if autocast else contextlib.nullcontext()
     with _eval_mode(model), torch.inference_mode(), cast:
         features = _LazyFeatures(model, frames, size, chunk, device)
-        tracker = MemoryTracker(model, depth, storage_dtype)
+        tracker = MemoryTracker(model, depth, storage_dtype, fill_hole_area=fill_hole_area)
         model_prompts = {int(k): p.to_model(height, width, size, device) for k, p in prompts.items()}
         counts = {p.num_objects for p in model_prompts.values()}
         if len(counts) > 1:

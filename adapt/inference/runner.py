@@ -20,6 +20,7 @@ from adapt.errors import AdaptError, ConfigError, DataError
 from adapt.hub.loading import LoadedAdapter, load_adapter
 from adapt.inference.io import Scan, to_unit
 from adapt.inference.prompt_syntax import Prompt
+from adapt.models.postprocess import FILL_HOLE_AREA
 from adapt.models.primitives import (
     Prediction,
     base_model,
@@ -45,12 +46,14 @@ class Predictor:
         loaded: the adapter on its image model (``load_adapter(..., video=False)``).
         device: ``auto`` (CUDA when available), ``cpu``, ``cuda``, ...
         propagation: ``auto`` (memory when available, else boxes), ``memory`` or ``boxes``.
+        fill_hole_area: hole filling of propagated masks (``adapt.models.postprocess``; 0 = off).
     """
 
-    def __init__(self, loaded: LoadedAdapter, device: str = "auto", propagation: str = "auto"):
+    def __init__(self, loaded: LoadedAdapter, device: str = "auto", propagation: str = "auto",
+                 fill_hole_area: int = FILL_HOLE_AREA):
         if propagation not in PROPAGATION_MODES:
             raise ConfigError(f"propagation={propagation!r} is not one of {PROPAGATION_MODES}")
-        self.loaded, self.propagation = loaded, propagation
+        self.loaded, self.propagation, self.fill_hole_area = loaded, propagation, int(fill_hole_area)
         self.device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device)
         self.model = loaded.model.to(self.device).eval()
         self.size = int(loaded.model_info.image_size)
@@ -192,7 +195,8 @@ def predict_scan(predictor: Predictor, scan: Scan, prompt: Prompt | None, guide:
 
         slice_prompt = SlicePrompt(boxes=box, points=None if points is None else points[None],
                                    labels=None if points is None else prompt.point_labels[None])
-        return propagate(video, images, {z: slice_prompt}, device=predictor.device).masks[0]
+        return propagate(video, images, {z: slice_prompt}, device=predictor.device,
+                         fill_hole_area=predictor.fill_hole_area).masks[0]
     first = predictor.segment(images[z], box, points, prompt.point_labels)
     return chain_boxes(predictor, images, z, first) if scan.is_volume else first[None]
 

@@ -28,7 +28,7 @@ every later frame, at temporal position 0.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from transformers.models.sam2_video.modeling_sam2_video import (
@@ -36,6 +36,7 @@ from transformers.models.sam2_video.modeling_sam2_video import (
     Sam2VideoInferenceSession,
 )
 
+from adapt.models.postprocess import fill_holes
 from adapt.models.primitives import base_model, resize_bilinear, upsample_logits
 
 #: Logit scale SAM2 gives a mask prompt used directly as output (sigmoid(-10) ~ 0, sigmoid(10) ~ 1).
@@ -173,11 +174,16 @@ class MemoryTracker:
         storage_dtype: dtype the memory bank stores spatial memories in; float32 for training,
             bfloat16 reproduces transformers' inference exactly.
         streaming: the total number of frames is unknown (pointer range = the config maximum).
+        fill_hole_area: fill background regions of at most this many low-res pixels in each
+            frame's output, as SAM2's video predictor does (``adapt.models.postprocess``); a
+            prompted frame is remembered with its filled mask, a tracked frame with its raw
+            one, as there. 0 (training's default) leaves the logits differentiable and as decoded.
     """
 
     def __init__(self, model: torch.nn.Module, num_frames: int, storage_dtype: torch.dtype = torch.float32,
-                 streaming: bool = False) -> None:
+                 streaming: bool = False, fill_hole_area: int = 0) -> None:
         self.sam = base_model(model)
+        self.fill_hole_area = int(fill_hole_area)
         self.num_frames = num_frames
         self.storage_dtype = storage_dtype
         self.streaming = streaming
@@ -202,6 +208,7 @@ class MemoryTracker:
             pix_feat = _to_maps(features.levels[-1] + sam.no_memory_embedding, size[-1], n)
             multimask = sam._use_multimask(True, {"point_labels": prompt.labels[:, None]})
             out = self._decode(high_res, pix_feat, prompt.points[:, None], prompt.labels[:, None], None, multimask)
+        out = self._filled(out, memory=True)
         self._remember(frame, features, out, from_prompt=True, conditioning=True)
         return out
 
@@ -221,7 +228,15 @@ class MemoryTracker:
         pix_feat = self.condition(frame, features, reverse)
         out = self._decode(high_res, pix_feat, None, None, None, sam._use_multimask(False, None))
         self._remember(frame, features, out, from_prompt=False, conditioning=False)
-        return out
+        return self._filled(out, memory=False)
+
+    def _filled(self, out: StepOutput, memory: bool) -> StepOutput:
+        """``out`` with small holes of its selected mask filled (``fill_hole_area``); with ``memory``
+        the memory input (``high_res``) is upsampled from the filled logits too."""
+        if self.fill_hole_area <= 0:
+            return out
+        low_res = fill_holes(out.low_res, self.fill_hole_area)
+        return replace(out, low_res=low_res, high_res=self._upsample(low_res) if memory else out.high_res)
 
     def reset_tracking(self) -> None:
         """Forget tracked frames, keep the prompted ones: the start of an independent direction."""

@@ -30,6 +30,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+#: SAM2's video predictor default (``build_sam2_video_predictor``): holes up to 8 low-res pixels.
+FILL_HOLE_AREA = 8
+
 #: Logit SAM2 gives a filled hole (just above the 0 threshold).
 HOLE_FILL_LOGIT = 0.1
 
