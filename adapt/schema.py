@@ -441,7 +441,7 @@ def validate(cfg: DictConfig | Mapping[str, Any], command: str) -> None:
 
 def _walk(node: Any, schema: type, prefix: str, problems: list[str], top: bool = False) -> None:
     if not isinstance(node, (Mapping, DictConfig)):
-        problems.append(f"{prefix.rstrip('.')}={_show(node)}: must be a mapping of options")
+        problems.append(f"{prefix.rstrip('.')}={_show(node)} must be a mapping of options")
         return
     hints = typing.get_type_hints(schema)
     fields = {f.name: f for f in dataclasses.fields(schema)}
@@ -463,7 +463,7 @@ def _walk(node: Any, schema: type, prefix: str, problems: list[str], top: bool =
         if name == "adapter" and schema is Train:
             kind = _get(value, "kind") if isinstance(value, (Mapping, DictConfig)) else None
             if kind not in ADAPTER_SCHEMAS:
-                problems.append(f"adapter.kind={_show(kind)}: must be one of {sorted(ADAPTER_SCHEMAS)}")
+                problems.append(f"adapter.kind={_show(kind)} is not one of {sorted(ADAPTER_SCHEMAS)}")
             else:
                 _walk(value, ADAPTER_SCHEMAS[kind], "adapter.", problems)
             continue
@@ -471,7 +471,8 @@ def _walk(node: Any, schema: type, prefix: str, problems: list[str], top: bool =
         if problem == "nested":
             _walk(value, _dataclass_of(hints[name]), f"{key}.", problems)
         elif problem:
-            problems.append(f"{key}={_show(value)}: {problem}")
+            joint = " " if problem.startswith(("must ", "is not ")) else ": "
+            problems.append(f"{key}={_show(value)}{joint}{problem}")
 
 
 def _get(node: Any, key: str) -> Any:
@@ -553,7 +554,7 @@ def _bounds(value: Any, meta: Mapping[str, Any]) -> str | None:
     if choices is not None:
         allowed = choices() if callable(choices) else choices
         if value not in allowed:
-            return f"must be one of {list(allowed)}{hint}"
+            return f"is not one of {list(allowed)}{hint}"
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         for name, test, sign in (("ge", lambda a, b: a >= b, ">="), ("gt", lambda a, b: a > b, ">"),
                                  ("le", lambda a, b: a <= b, "<="), ("lt", lambda a, b: a < b, "<")):
@@ -604,5 +605,5 @@ def _train_extras(cfg: Any) -> list[str]:
     if isinstance(clip, (Mapping, DictConfig)):
         frames, length = _get(clip, "num_prompt_frames"), _get(clip, "length")
         if isinstance(frames, int) and isinstance(length, int) and frames > length:
-            problems.append(f"data.clip.num_prompt_frames={frames}: must be <= data.clip.length ({length})")
+            problems.append(f"data.clip.num_prompt_frames={frames} must be <= data.clip.length ({length})")
     return problems

@@ -134,7 +134,7 @@ def test_perfect_predictor_scores_one_and_every_slice_lands_where_it_came_from(t
     assert float(row["dice"]) == 1.0 and float(row["iou"]) == 1.0 and float(row["nsd"]) == 1.0
     assert float(row["hd95"]) == 0.0
     assert int(row["gt_voxels"]) == int(row["pred_voxels"]) == int(truth.sum())
-    saved = nib.load(summary["masks"]["oblique"])
+    saved = nib.load(tmp_path / "out" / summary["masks"]["oblique"])
     np.testing.assert_array_equal(np.asarray(saved.dataobj), truth)  # the label file's own voxel order
     np.testing.assert_allclose(saved.affine, nib.load(data / "labelsTr" / "oblique.nii.gz").affine)
     assert summary["throughput"]["planes"] == 8  # slices 2..9 hold the target; batches of 3
@@ -161,7 +161,7 @@ def test_perfect_predictor_on_2d_png_cases_with_thresholded_masks(tmp_path, perf
                               **{"data": {"card": str(card)}}))
     rows = read_rows(tmp_path / "out" / "cases.csv")
     assert [float(r["dice"]) for r in rows] == [1.0, 1.0] and [float(r["hd95"]) for r in rows] == [0.0, 0.0]
-    saved = np.asarray(Image.open(summary["masks"]["c1"]))
+    saved = np.asarray(Image.open(tmp_path / "out" / summary["masks"]["c1"]))
     np.testing.assert_array_equal(saved, np.asarray(Image.open(tmp_path / "masks" / "c1.png")) // 255)
 
 
@@ -290,7 +290,8 @@ def test_cases_csv_and_summary_hold_the_recomputed_values(env, tmp_path):
     row = rows[1]
     label = nib.load(row["label"])
     truth = np.asarray(label.dataobj) == 1
-    pred = np.asarray(nib.load(summary["masks"][row["case"]]).dataobj) == 1
+    assert Path(row["image"]).is_absolute() and not Path(summary["masks"][row["case"]]).is_absolute()
+    pred = np.asarray(nib.load(out / summary["masks"][row["case"]]).dataobj) == 1  # relative to out=
     assert pred.shape == truth.shape == SHAPE
     dice = 2 * (pred & truth).sum() / (pred.sum() + truth.sum())
     assert float(row["dice"]) == pytest.approx(dice, abs=1e-9)
