@@ -17,12 +17,13 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
+import yaml
 from omegaconf import OmegaConf
 from rich.console import Console
 
 from adapt.adapters import apply_adapter
 from adapt.adapters.io import save_adapter
-from adapt.conf import CONFIG_DIR
+from adapt.conf import CARD_DIR, CONFIG_DIR
 from adapt.data.synthetic import write_ct_phantoms
 from adapt.errors import ConfigError, DataNotFoundError, ModelNotFoundError
 from adapt.evaluation import engine as engine_module
@@ -139,6 +140,27 @@ def test_perfect_predictor_scores_one_and_every_slice_lands_where_it_came_from(t
     np.testing.assert_allclose(saved.affine, nib.load(data / "labelsTr" / "oblique.nii.gz").affine)
     assert summary["throughput"]["planes"] == 8  # slices 2..9 hold the target; batches of 3
     assert summary["miou"] == 1.0 and summary["global_accuracy"] == 1.0
+
+
+def test_a_card_with_spacing_is_evaluated_on_its_grid_and_scored_on_the_files(tmp_path, perfect, monkeypatch):
+    """The model sees the card's grid (resampled, as in training); scores are on the label file's voxels."""
+    data = tmp_path / "oblique"
+    oblique_case(data)
+    card = yaml.safe_load(open(CARD_DIR / "ct_phantom.yaml"))
+    card.update({"name": "resampled", "spacing": [1.0, 1.0, None]})
+    (tmp_path / "resampled.yaml").write_text(yaml.safe_dump(card))
+    seen = []
+    real_embed = runner_module.Predictor.embed
+    monkeypatch.setattr(runner_module.Predictor, "embed", lambda self, images: seen.append(images.shape) or real_embed(self, images))
+    summary = evaluate(config(tmp_path / "out", adapter="none", model="tiny", split="all", batch_size=3, save_masks="all",
+                              **{"data": {"card": str(tmp_path / "resampled.yaml"), "root": str(data)}}))
+    # RAS axes: i (2.5 mm) is the slice axis, in-plane 1.4 mm and 0.8 mm voxels go to 1.0 mm
+    assert {tuple(shape[-2:]) for shape in seen} == {(round(30 * 1.4), round(22 * 0.8))}
+    [row] = read_rows(tmp_path / "out" / "cases.csv")
+    truth = nib.load(data / "labelsTr" / "oblique.nii.gz")
+    saved = nib.load(tmp_path / "out" / summary["masks"]["oblique"])
+    assert saved.shape == truth.shape and np.allclose(saved.affine, truth.affine)
+    assert float(row["dice"]) > 0.9 and int(row["gt_voxels"]) == int(np.asarray(truth.dataobj).sum())
 
 
 def test_perfect_predictor_on_2d_png_cases_with_thresholded_masks(tmp_path, perfect):

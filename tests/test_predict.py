@@ -123,6 +123,38 @@ def test_nifti_from_mask_gives_a_box_per_slice_in_the_right_orientation(adapter,
         np.testing.assert_allclose(box_from_mask(mask[..., k]), box_from_mask(label[..., k]), atol=4, err_msg=f"slice {k}")
 
 
+@pytest.fixture(scope="module")
+def resampling_adapter(tmp_path_factory):
+    """The tiny decoder adapter of a card that resamples to 1.5 mm in-plane (slices kept)."""
+    out = tmp_path_factory.mktemp("resampling-adapter")
+    model, info = load_sam2("tiny")
+    spec = {"kind": "decoder", "modules": ["mask_decoder"]}
+    metadata = {"base_model": {"name": "tiny", "revision": None}, "model": info.to_dict(),
+                "preprocessing": {"window": [-100, 240], "spacing": [1.5, 1.5, None], "slice_axis": 2},
+                "label_map": {"background": 0, "liver": 6}}
+    save_adapter(apply_adapter(model, spec), spec, out, metadata)
+    return out
+
+
+def test_an_adapter_with_spacing_predicts_on_its_grid_and_writes_on_the_files(resampling_adapter, tmp_path,
+                                                                              box_echo, monkeypatch):
+    case = write_ct_phantoms(tmp_path / "ct", num_cases=1, shape=(64, 64, 9))[0]  # 0.9 mm in-plane, flipped
+    source = nib.load(tmp_path / "ct" / case["image"])
+    seen = []
+    real_embed = inference.Predictor.embed
+    monkeypatch.setattr(inference.Predictor, "embed", lambda self, images: seen.append(images.shape) or real_embed(self, images))
+    out = tmp_path / "mask.nii.gz"
+    predict.run(config(resampling_adapter, tmp_path / "ct" / case["image"], out, "box 10,20,30,40 slice=4",
+                       propagation="boxes"))
+    side = int(np.ceil(64 * 0.9 / 1.5))  # the adapter's grid: MONAI's Spacing covers the field of view
+    assert {tuple(shape[-2:]) for shape in seen} == {(side, side)}
+    mask = nib.load(out)
+    assert mask.shape == source.shape and np.array_equal(mask.affine, source.affine)
+    box = np.zeros((64, 64), bool)
+    box[10:31, 20:41] = True  # the prompt, in the file's own voxels
+    assert iou(np.asarray(mask.dataobj)[..., 4] > 0, box) > 0.75  # within the 1.5 mm grid's quantisation
+
+
 def test_volume_prompt_is_read_in_the_stored_grid_and_chained_through_slices(adapter, tmp_path, box_echo):
     case = write_ct_phantoms(tmp_path / "ct", num_cases=1, shape=(64, 64, 9))[0]  # x and y stored flipped
     out = tmp_path / "mask.nii.gz"
