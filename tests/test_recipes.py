@@ -55,3 +55,17 @@ def test_recipe_trains_two_steps_on_fake_data_of_its_card(recipe, tmp_path, fake
     saved = read_metadata(tmp_path / "run" / "adapter")
     assert saved["recipe"] == recipe and saved["data_card"] == card.name
     assert saved["task"] == cfg.task and saved["adapter"]["kind"] == cfg.adapter.kind
+
+
+def test_the_task_group_mirrors_the_task_registry_and_brings_its_data():
+    """``configs/task/`` has one option per registered task; ``task=propagation`` selects the clip
+    data, from the command line and from a recipe, so a task cannot be paired with the wrong data."""
+    from adapt.train import TASKS
+
+    assert {path.stem for path in (CONFIG_DIR / "task").glob("*.yaml")} == set(TASKS)
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        for overrides, task, clips in ([[], "segmentation", False], [["task=propagation"], "propagation", True],
+                                       [["task=semantic"], "semantic", False], [["recipe=demo_3d"], "propagation", True],
+                                       [["recipe=ct_multiorgan"], "semantic", False]):
+            cfg = compose("train", overrides=[*overrides, "out_dir=unused"])
+            assert cfg.task == task and ("clip" in cfg.data) == clips, overrides
