@@ -157,7 +157,7 @@ def test_validation_samples_are_fixed_and_unaugmented():
 
 
 def test_an_epoch_reads_no_file_once_cached(tmp_path, monkeypatch):
-    import adapt.transforms.io as io
+    import adapt.data.load as io
 
     reads = []
     original = io.read_raster

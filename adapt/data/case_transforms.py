@@ -22,7 +22,7 @@ from monai.transforms import Compose, Orientationd, Spacingd
 
 from adapt.data.cards import DataCard
 from adapt.transforms.intensity import ScaleIntensityCardd
-from adapt.transforms.io import LoadCased
+from adapt.data.load import LoadCased
 
 
 def target_pixdim(spacing: Sequence[float | None] | None, slice_axis: int) -> tuple[float, float, float] | None:

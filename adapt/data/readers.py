@@ -7,7 +7,7 @@ readers are ours rather than MONAI's ``LoadImage`` so that a user's broken file 
 bands) instead of a stack trace from inside a third-party library.
 
 Conventions:
-    * volumes keep the file's voxel order; ``adapt.transforms.io`` reorients them to RAS;
+    * volumes keep the file's voxel order; ``adapt.data.case_transforms`` reorients them to RAS;
     * DICOM positions (LPS) are converted to RAS, the convention of NIfTI and MONAI;
     * 2D images are rows x columns, so no transpose is ever needed for them.
 """

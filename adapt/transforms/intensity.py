@@ -8,7 +8,7 @@
 * neither — 8-bit files are divided by 255; anything else gets ``[0.5, 99.5]`` percentiles.
 
 Channel/band selection (``intensity.channels``) happens when the file is read
-(``adapt.transforms.io.LoadCased``), before this step.
+(``adapt.data.load.LoadCased``), before this step.
 """
 
 from __future__ import annotations
