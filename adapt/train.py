@@ -35,7 +35,7 @@ from adapt.tasks.base import MONITOR
 
 log = logging.getLogger(__name__)
 
-#: task name -> "module:Class"; imported on use so a task's extra dependencies stay optional.
+#: task name -> "module:Class", imported on use (``configs/task/`` has one option per name).
 TASKS = {
     "segmentation": "adapt.tasks.segmentation:SegmentationTask",
     "propagation": "adapt.tasks.propagation:PropagationTask",
@@ -48,10 +48,7 @@ def task_class(name: str) -> type:
     if name not in TASKS:
         raise ConfigError(f"task={name!r} is not one of {sorted(TASKS)}")
     module, cls = TASKS[name].split(":")
-    try:
-        return getattr(importlib.import_module(module), cls)
-    except ModuleNotFoundError as err:
-        raise ConfigError(f"task={name!r} is not available in this version ({err})") from None
+    return getattr(importlib.import_module(module), cls)
 
 
 def check_run_dir(run_dir: Path, overwrite: bool, ckpt_path: str | None) -> Path:

@@ -262,7 +262,7 @@ def test_a_misplaced_slice_is_caught(tmp_path, perfect, monkeypatch):
 @pytest.fixture
 def box_echo(monkeypatch):
     """A model whose mask is exactly its box prompt, at the model's input size."""
-    monkeypatch.setattr(engine_module, "image_embeddings", lambda model, pixels: [pixels])
+    monkeypatch.setattr(runner_module, "image_embeddings", lambda model, pixels: [pixels])
 
     def decode(model, embeddings, multimask, input_boxes=None, **prompts):
         size = model.config.prompt_encoder_config.image_size

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import subprocess
 import sys
@@ -187,7 +186,6 @@ def test_volume_view_maps_stored_voxels_to_training_planes_and_back(affine):
         assert stack[z, int(vy), int(vx)] == volume[tuple(stored)]
 
 
-@pytest.mark.skipif(importlib.util.find_spec("adapt.inference.propagation") is None, reason="memory propagation not available")
 def test_volume_prompt_propagates_with_sam2_memory(adapter, tmp_path):
     case = write_ct_phantoms(tmp_path / "ct", num_cases=1, shape=(64, 64, 6))[0]
     source = nib.load(tmp_path / "ct" / case["image"])

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from adapt.data.cards import DataCard, load_card
+from adapt.data.sources import data_root, list_cases
+from adapt.data.splits import split_cases
 from adapt.errors import ConfigError, DataError
 
 SPLITS = ("train", "val", "test", "all")
@@ -27,26 +28,6 @@ class EvalCase:
     label: Path
 
 
-def _data_layer() -> tuple[Any, Any, Any]:
-    """``(data_root, list_cases, split_cases -> {split: cases})`` as the training data module uses them.
-
-    Following ``adapt.data.datamodule`` (rather than importing the listing modules directly)
-    evaluates exactly the cases training split off, whichever data layer it runs on.
-    """
-    from adapt.data import datamodule
-
-    def split_cases(cases: list[Any], split: dict[str, Any], where: str) -> dict[str, list[Any]]:
-        try:
-            sides = datamodule.split_cases(cases, split, where)
-        except TypeError:  # the train/val generation takes no ``where``
-            sides = datamodule.split_cases(cases, split)
-        if isinstance(sides, tuple):
-            return {"train": sides[0], "val": sides[1], "test": []}
-        return dict(sides)
-
-    return datamodule.data_root, datamodule.list_cases, split_cases
-
-
 def load_cases(card: str | DataCard, root: str | None, split: str) -> tuple[DataCard, list[EvalCase]]:
     """The card and the cases of ``split`` (``all``: every case), with their files checked.
 
@@ -58,8 +39,7 @@ def load_cases(card: str | DataCard, root: str | None, split: str) -> tuple[Data
     if split not in SPLITS:
         raise ConfigError(f"split={split!r} is not one of {SPLITS}")
     card = card if isinstance(card, DataCard) else load_card(card)
-    data_root, list_cases, split_cases = _data_layer()
-    cases = list_cases(card, data_root(card, root))
+    cases = list_cases(card, data_root(card, root))  # as the training data module lists and splits them
     chosen = cases if split == "all" else split_cases(cases, dict(card.split), f"data card {card.name}").get(split, [])
     if not chosen:
         raise ConfigError(f"data card {card.name!r}: split={split} holds no case (card split: {dict(card.split)}); "
