@@ -474,7 +474,7 @@ FAULTS = [
     Fault("embedding cache mode unknown", lambda e: e.train("embedding_cache.mode=always"),
           ["embedding_cache.mode='always'"]),
     Fault("click iterations negative", lambda e: e.train("prompts.iterations=-1"), ["prompts.iterations=-1"]),
-    Fault("task unknown", lambda e: e.train("task=semantics"), ["task='semantics'", "semantic"]),
+    Fault("adapter kind unknown", lambda e: e.train("adapter.kind=prefix"), ["adapter.kind='prefix'", "bottleneck"]),
     Fault("seed not a number", lambda e: e.train("seed=abc"), ["seed='abc'", "integer"]),
     Fault("warmup steps negative", lambda e: e.train("optim.warmup_steps=-5"), ["optim.warmup_steps=-5"]),
     Fault("min lr ratio above one", lambda e: e.train("optim.min_lr_ratio=2"), ["optim.min_lr_ratio=2", "[0, 1]"]),
