@@ -460,6 +460,8 @@ FAULTS = [
           ["model.name='/nonexistent/sam2'", "no such local folder"]),
     Fault("model checkpoint missing", lambda e: e.train("model.checkpoint=/nonexistent/medsam2.pt"),
           ["model.checkpoint", "/nonexistent/medsam2.pt"]),
+    Fault("model checkpoint unreadable", lambda e: e.train(f"model.checkpoint={plain_file(e, 'medsam2.pt')}"),
+          ["medsam2.pt", "Cannot read"], before_model=False, seconds=60),
     Fault("offline fallback unknown", lambda e: e.train("model.offline_fallback=download"),
           ["model.offline_fallback='download'", "error", "random"]),
     Fault("empty share one", lambda e: e.train("data.empty_share=1.0"), ["data.empty_share=1.0"]),
