@@ -138,9 +138,57 @@ def test_model_card_header_and_body():
     assert "| liver | 1 |" in body and "| val/dice | 0.8123 |" in body
     assert 'adapt.load_adapter("me/sam2-ct-liver")' in body
     assert 'adapt.predict adapter=me/sam2-ct-liver input=case.nii.gz output=mask.nii.gz prompt="box 40,30,90,70 slice=12"' in body
-    assert 'Sam2Model.from_pretrained("facebook/sam2.1-hiera-tiny", revision="abc123")' in body
+    assert 'PeftModel.from_pretrained(base, "me/sam2-ct-liver")' in body
+    assert 'Sam2Config.from_pretrained("facebook/sam2.1-hiera-tiny", revision="abc123")' in body  # trained at 512
+    assert 'Sam2Model.from_pretrained("facebook/sam2.1-hiera-tiny", revision="abc123", config=config)' in body
+    assert "config.vision_config.backbone_feature_sizes = [[128, 128], [64, 64], [32, 32]]" in body
+    at_1024 = render_card({**metadata, "model": {**metadata["model"], "image_size": 1024}}, "me/x").text
+    assert 'base = Sam2Model.from_pretrained("facebook/sam2.1-hiera-tiny", revision="abc123")' in at_1024
+    assert "Sam2Config" not in at_1024
     assert "`facebook/sam2.1-hiera-tiny` @ `abc123`" in body and "| image size | 512 |" in body
     assert "RANDOM" not in body
+
+
+def card_code(card_text: str, after: str) -> str:
+    """The first Python block of a model card after the line containing ``after``."""
+    rest = card_text[card_text.index(after):]
+    start = rest.index("```python\n") + len("```python\n")
+    return rest[start:rest.index("```", start)]
+
+
+@pytest.mark.parametrize("kind,size", [("lora", 128), ("dora", 192)])
+def test_card_plain_peft_snippet_loads_the_adapter(kind, size, tmp_path):
+    """The card's transformers + peft code, run as written (base id -> a saved copy of the base), gives
+    the model adapt.load_adapter gives; at 192 px the snippet's config edits are exercised."""
+    spec = {**SPECS["lora"], "kind": kind}
+    base, info = load_sam2("tiny", image_size=size)
+    model = apply_adapter(base, spec)
+    gen = torch.Generator().manual_seed(2)
+    with torch.no_grad():
+        for p in (p for p in model.parameters() if p.requires_grad):
+            p.add_(0.05 * torch.randn(p.shape, generator=gen))
+    metadata = {"base_model": {"name": info.name, "revision": None}, "model": info.to_dict(), **METADATA}
+    adapter = save_adapter(model, spec, tmp_path / "adapter", metadata)
+    load_sam2("tiny")[0].save_pretrained(tmp_path / "base")  # stands in for the Hub's facebook/sam2.1-hiera-*
+    shown = {**metadata, "adapter": spec, "base_model": {"name": str(tmp_path / "base")},
+             "model": {**info.to_dict(), "pretrained": True}}
+    card = render_card(shown, str(adapter))
+    assert ModelCard(str(card)).data.base_model == str(tmp_path / "base")
+    code = card_code(card.text, "Plain `transformers` + `peft`")
+    assert "import adapt" not in code and "PeftModel.from_pretrained" in code
+    scope: dict = {}
+    exec(code, scope)  # noqa: S102 - the card's own snippet
+    plain = scope["model"]
+    assert type(plain).__name__ == "PeftModel" and type(plain.get_base_model()).__name__ == "Sam2Model"
+    ours = adapt.load_adapter(adapter).model
+    image = torch.rand(1, 1, size, size, generator=torch.Generator().manual_seed(0))
+    prompts = dict(input_boxes=torch.tensor([[[20.0, 30.0, 90.0, 100.0]]]), multimask_output=False)
+    with torch.no_grad():
+        got = plain(pixel_values=preprocess(image, size), **prompts).pred_masks
+        want = ours(pixel_values=preprocess(image, size), **prompts).pred_masks
+    assert got.shape[-1] == size // 4
+    # from_pretrained picks SDPA attention where a constructed model runs eager: close, not bitwise.
+    torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
 
 
 def test_card_of_unknown_licence_and_random_base():
