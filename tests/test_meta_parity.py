@@ -32,7 +32,7 @@ from adapt.inference import propagation
 from adapt.inference.runner import Predictor
 from adapt.models import memory
 from adapt.models.postprocess import fill_holes
-from adapt.models.primitives import decode, preprocess, upsample_logits
+from adapt.models.primitives import decode, preprocess, resize_video_frames, upsample_logits
 from adapt.models.sam2 import load_sam2
 
 SEED = 0
@@ -300,15 +300,16 @@ def test_video_frames_as_meta_reads_them_at_model_size(meta_sam2, tmp_path):
     torch.testing.assert_close(ours, meta, rtol=0, atol=1e-6)
 
 
-@pytest.mark.xfail(strict=True, reason="Meta's video loader resizes uint8 frames with PIL (bicubic, antialiased, "
-                   "rounded to uint8); ours resizes float frames bilinearly, as Meta's image predictor does")
 def test_video_frames_as_meta_reads_them_resized(meta_sam2, tmp_path):
-    image = natural_image(96, 128, seed=2)
-    Image.fromarray(image).save(tmp_path / "0.jpg", quality=95)
-    meta, _, _ = meta_sam2.module("utils.misc").load_video_frames(
-        str(tmp_path), 64, offload_video_to_cpu=True, compute_device=torch.device("cpu"))
-    ours = preprocess(torch.from_numpy(propagation.read_frames(tmp_path)).float() / 255, 64)
-    torch.testing.assert_close(ours, meta, rtol=0, atol=1e-2)
+    """Video frames are resized as 8-bit images with Pillow's bicubic filter, as Meta's video loader does."""
+    for k, (height, width) in enumerate(((96, 128), (200, 150))):
+        Image.fromarray(natural_image(height, width, seed=2 + k)).save(tmp_path / f"{k}.jpg", quality=95)
+        meta, _, _ = meta_sam2.module("utils.misc").load_video_frames(
+            str(tmp_path), 64, offload_video_to_cpu=True, compute_device=torch.device("cpu"))
+        frames = torch.from_numpy(propagation.read_frames(tmp_path))
+        ours = preprocess(resize_video_frames(frames, 64), 64)
+        torch.testing.assert_close(ours, meta[: len(ours)], rtol=0, atol=1e-6)
+        (tmp_path / f"{k}.jpg").unlink()
 
 
 def test_upsampled_logits_as_meta_postprocesses_them(meta_sam2):

@@ -37,7 +37,14 @@ from adapt.models.memory import (
     encode_frames,
 )
 from adapt.models.postprocess import FILL_HOLE_AREA
-from adapt.models.primitives import base_model, preprocess, resize_bilinear, to_model_coords, upsample_logits
+from adapt.models.primitives import (
+    base_model,
+    preprocess,
+    resize_bilinear,
+    resize_video_frames,
+    to_model_coords,
+    upsample_logits,
+)
 from adapt.models.tracking import DIRECTIONS, Direction, visiting_order
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
@@ -140,7 +147,10 @@ class _LazyFeatures:
     def encode(self, indices: Sequence[int]) -> None:
         todo = [i for i in indices if i not in self.cache]
         if todo:
-            pixels = preprocess(self.frames[todo].to(self.device, torch.float32), self.size)
+            frames = self.frames[todo]
+            if frames.dtype == torch.uint8:  # a video: frames resized as SAM2's video predictor does
+                frames = resize_video_frames(frames, self.size)
+            pixels = preprocess(frames.to(self.device, torch.float32), self.size)
             self.cache.update(zip(todo, encode_frames(self.model, pixels)))
 
     def pop(self, frame: int, reverse: bool = False) -> FrameFeatures:
@@ -170,7 +180,9 @@ def _as_frames(volume: np.ndarray | torch.Tensor) -> torch.Tensor:
         raise DataError(f"propagate expects a volume [D, H, W] or frames [T, C, H, W], got shape {tuple(frames.shape)}")
     if frames.is_floating_point() and frames.numel() and (frames.min() < -1e-3 or frames.max() > 1 + 1e-3):
         raise DataError("propagate expects intensities in [0, 1]; window or rescale the volume first "
-                        "(e.g. adapt.predict.to_unit)")
+                        "(e.g. adapt.inference.io.to_unit)")
+    if frames.dtype == torch.uint8 and frames.shape[1] == 3:
+        return frames  # 8-bit RGB video: resized as 8-bit images (resize_video_frames)
     return frames.float() if frames.is_floating_point() else frames.float() / 255.0
 
 
@@ -192,7 +204,9 @@ def propagate(
 
     Args:
         model: ``Sam2VideoModel`` (possibly with an adapter); run in eval mode, then restored.
-        volume: ``[D, H, W]`` or ``[D, C, H, W]`` in [0, 1] (uint8 frames are divided by 255).
+        volume: ``[D, H, W]`` or ``[D, C, H, W]`` in [0, 1]; 8-bit RGB frames ``[T, 3, H, W]``
+            (``read_frames``) are resized as SAM2's video predictor resizes them
+            (``resize_video_frames``: Pillow bicubic on the 8-bit frame), other uint8 input / 255.
         prompts: slice index -> the prompt of every object there (the same objects on each).
         direction: ``both`` (default), ``forward`` or ``backward`` from the prompted slices.
         stop_after: stop a direction once all objects were absent on this many consecutive

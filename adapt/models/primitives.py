@@ -55,6 +55,23 @@ def resize_image(image: torch.Tensor, size: int | tuple[int, int]) -> torch.Tens
     return resized if resized.shape[-2:] == image.shape[-2:] else resized.clamp_(0.0, 1.0)
 
 
+def resize_video_frames(frames: torch.Tensor, size: int) -> torch.Tensor:
+    """8-bit RGB video frames ``[T, 3, H, W]`` to ``[T, 3, S, S]`` in [0, 1] as SAM2's video predictor
+    reads them: each frame resized as an 8-bit image with Pillow's bicubic filter, then / 255.
+
+    SAM2 resizes video frames this way (not like still images), so a video meets the memory
+    model with the pixels it was trained on.
+    """
+    from PIL import Image
+
+    if frames.dtype != torch.uint8 or frames.ndim != 4 or frames.shape[1] != 3:
+        raise ValueError(f"resize_video_frames expects uint8 RGB frames [T, 3, H, W], got {frames.dtype} "
+                         f"{tuple(frames.shape)}")
+    resized = [np.asarray(Image.fromarray(frame.permute(1, 2, 0).cpu().numpy()).resize((size, size), Image.BICUBIC))
+               for frame in frames]
+    return torch.from_numpy(np.stack(resized)).permute(0, 3, 1, 2).float() / 255.0
+
+
 def preprocess(image: torch.Tensor, image_size: int | None = None) -> torch.Tensor:
     """Images in [0, 1] to SAM2's input: square side, 3 channels, ImageNet mean/std.
 
