@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from adapt.conf import CONFIG_DIR
 from adapt.errors import AdaptError
+from adapt.storage import disk_full, is_disk_full
 
 USER_ERROR_STATUS = 2
 
@@ -31,11 +32,20 @@ def format_error(err: AdaptError) -> str:
 
 @contextlib.contextmanager
 def user_errors() -> Iterator[None]:
-    """Print a user error from the block on stderr and exit with status 2."""
+    """Print a user error from the block on stderr and exit with status 2.
+
+    A full disk met by a write that has no setting of its own to name (an adapter, a mask, a
+    summary) is a user error too: the message names the file and the folder's free space.
+    """
     try:
         yield
     except AdaptError as err:
         print(f"\n{format_error(err)}", file=sys.stderr)
+        sys.exit(USER_ERROR_STATUS)
+    except Exception as err:
+        if not is_disk_full(err):
+            raise
+        print(f"\n{format_error(disk_full(err))}", file=sys.stderr)
         sys.exit(USER_ERROR_STATUS)
 
 

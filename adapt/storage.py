@@ -58,6 +58,18 @@ def disk_full_error(path: Path, setting: str, fix: str) -> ConfigError:
     return ConfigError(f"{setting}: the disk holding {path.parent} is full ({free}) while writing {path.name}; {fix}")
 
 
+def disk_full(error: BaseException) -> ConfigError:
+    """A full disk met anywhere, as a user error naming the file being written (when known)."""
+    cause: BaseException | None = error
+    while cause is not None and not (isinstance(cause, OSError) and cause.filename):
+        cause = cause.__cause__ or cause.__context__
+    if cause is not None:
+        return disk_full_error(Path(cause.filename), "the output", "free some space, or write to another disk "
+                               "(hydra.run.dir= for training, out= for evaluate, output= for predict)")
+    return ConfigError(f"the disk is full ({type(error).__name__}: {error}); free some space, or write to another "
+                       "disk (hydra.run.dir= for training, out= for evaluate, output= for predict)")
+
+
 def write_atomically(path: Path, write: Callable[[BinaryIO], None], setting: str, fix: str) -> None:
     """Write ``path`` through ``write(file)``; nothing is left under ``path`` unless it is complete.
 

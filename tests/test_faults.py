@@ -320,6 +320,12 @@ def disk_full_in_fit(e: Env, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(checkpoints.torch, "save", save)
 
 
+def full_disk_on_mask(e: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    def write_mask(mask, scan, path):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+    monkeypatch.setattr("adapt.predict.write_mask", write_mask)
+
+
 def new_run(e: Env) -> Path:
     return e.tmp / "new-run"
 
@@ -624,6 +630,9 @@ FAULTS = [
     Fault("predict: device unknown", lambda e: e.predict(device="gpu"), ["device='gpu'", "cuda"]),
     Fault("predict: NaN in the input", lambda e: e.predict(input=str(nan_scan(e))),
           ["scan-nan.nii.gz", "NaN or infinite"], before_model=False, seconds=90, check=absent("mask.nii.gz")),
+    Fault("predict: mask on a full disk",
+          lambda e: e.predict(input=str(e.world.root / "photo.png"), output=str(e.tmp / "mask.png"), prompt="box 2,2,9,9"),
+          ["mask.png", "is full"], before_model=False, seconds=60, patches=full_disk_on_mask),
     Fault("hub push: adapter weights truncated", lambda e: e.push(adapter=str(truncated_weights(e))),
           ["adapter_model.safetensors", "truncated"], check=absent("upload")),
     Fault("hub push: adapter with NaN weights", lambda e: e.push(adapter=str(nan_adapter(e))),
