@@ -437,6 +437,10 @@ def validate(cfg: DictConfig | Mapping[str, Any], command: str) -> None:
         head = "the config has a problem" if len(problems) == 1 else f"the config has {len(problems)} problems"
         raise ConfigError(f"{head} (change it on the command line, e.g. key=value, or in the recipe):\n  - "
                           + "\n  - ".join(problems))
+    if command == "train":
+        card = _training_card(cfg)
+        if card is not None:
+            card.require_facts()  # a card drafted by `adapt.data init` names its licence and citation first
 
 
 def _walk(node: Any, schema: type, prefix: str, problems: list[str], top: bool = False) -> None:
@@ -596,6 +600,22 @@ def _trainer_keys(node: Any, prefix: str) -> list[str]:
             close = difflib.get_close_matches(str(key), sorted(known), n=3)
             problems.append(f"{prefix}{key}: not an option of Lightning's Trainer" + (f"; did you mean {close}?" if close else ""))
     return problems
+
+
+def _training_card(cfg: Any) -> Any:
+    """The data card a training config names, or ``None`` when it does not load (the data module then
+    reports why, as before any schema check existed)."""
+    from adapt.data.cards import load_card
+    from adapt.errors import AdaptError
+
+    data = _get(cfg, "data")
+    card = _get(data, "card") if isinstance(data, (Mapping, DictConfig)) else MISSING
+    if card is MISSING or card is None:
+        return None
+    try:
+        return load_card(str(card))
+    except AdaptError:
+        return None
 
 
 def _train_extras(cfg: Any) -> list[str]:

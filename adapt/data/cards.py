@@ -35,6 +35,9 @@ INTENSITY_KEYS = {"window", "percentiles", "channels", "nonfinite"}
 #: Placeholders of a ``folder`` source's ``labels`` template (see ``adapt.data.sources``).
 LABEL_PLACEHOLDERS = ("{name}", "{stem}", "{parent}", "{digits}")
 SPLIT_KEYS = {"val", "test", "seed"}
+#: What ``python -m adapt.data init`` writes for the facts no file holds; ``adapt.train`` refuses them.
+TODO_LICENSE = "TODO: the dataset's licence as published (an SPDX id such as CC-BY-4.0, or its own terms)"
+TODO_CITATION = "TODO: what users of this dataset must cite (paper or dataset reference)"
 
 
 @dataclass
@@ -179,6 +182,22 @@ class DataCard:
         if any(f < 0 or f >= 1 for f in fractions) or sum(fractions) >= 1:
             raise ConfigError(f"{where}: split fractions val/test must be in [0, 1) and leave cases to train, "
                               f"got {self.split}")
+
+    def todo_fields(self) -> list[str]:
+        """Fields still holding a TODO placeholder (``license``, ``citation``): training refuses them."""
+        return [key for key in ("license", "citation") if getattr(self, key).strip().upper().startswith("TODO")]
+
+    def require_facts(self) -> None:
+        """Refuse a card whose licence or citation is still a TODO (a card drafted by ``adapt.data init``).
+
+        Raises:
+            ConfigError: naming the card file and the fields to fill in.
+        """
+        todo = self.todo_fields()
+        if todo:
+            raise ConfigError(f"data card {self.path or self.name}: {' and '.join(todo)} still say TODO; write the "
+                              f"dataset's licence as published and what its users must cite into the card before "
+                              f"training (python -m adapt.data init leaves them for you to fill in)")
 
     def target_ids(self) -> dict[str, int]:
         """``{target name: label id}`` in the card's target order."""

@@ -208,6 +208,56 @@ def write_dicom_series(folder: str | Path, volume: np.ndarray, spacing: Sequence
     return folder
 
 
+def write_msd_folder(root: Path, num_cases: int = 4) -> Path:
+    """An MSD task folder of CT volumes (``dataset.json`` names modality CT and labels liver, tumour)."""
+    labels = {"background": 0, "liver": 1, "tumour": 2}
+    volumes = [blob_volume([1, 2], seed=i) for i in range(num_cases)]
+    synthetic.write_msd_volumes(root, "liver", volumes, synthetic.phantom_affine(AFFINE_SPACING), "Liver CT",
+                                {"0": "CT"}, labels)
+    return root
+
+
+def write_dicom_tree(root: Path, num_cases: int = 4) -> Path:
+    """A DICOM tree: ``patients/<id>/image/`` (a CT series) and ``patients/<id>/label.nii.gz`` on its grid."""
+    from adapt.data.readers import read_raster
+
+    for i in range(num_cases):
+        image, label = blob_volume([1], seed=10 + i, shape=(36, 40, 8))  # (rows, columns, slices)
+        folder = root / "patients" / f"p{i:02d}"
+        series = write_dicom_series(folder / "image", image.astype(np.int32) + 1024)
+        affine = read_raster(series).affine  # voxel (column, row, slice) -> RAS, as the reader builds it
+        nib.save(nib.Nifti1Image(np.ascontiguousarray(label.transpose(1, 0, 2)), affine), folder / "label.nii.gz")
+    return root
+
+
+def write_geotiff_tiles(root: Path, num_cases: int = 5) -> Path:
+    """GeoTIFF tiles without a manifest: ``tiles/<id>.tif`` (4 bands, uint16) + ``masks/<id>.tif`` (labels)."""
+    for name in ("tiles", "masks"):
+        (root / name).mkdir(parents=True, exist_ok=True)
+    for i in range(num_cases):
+        image, label = synthetic.make_aerial_tile(300 + i, (64, 64))
+        origin = (500000.0 + i * 32.0, 5200000.0)
+        synthetic.write_geotiff(root / "tiles" / f"area{i:02d}.tif", image, origin)
+        synthetic.write_geotiff(root / "masks" / f"area{i:02d}.tif", label, origin)
+    return root
+
+
+#: Folders in the layouts ``python -m adapt.data init`` recognises (``tests/test_data_init.py``).
+LAYOUTS: dict[str, Callable[[Path], Path]] = {
+    "msd": write_msd_folder,
+    "kvasir": lambda root: (write_kvasir(root), root / "Kvasir-SEG")[1],
+    "dicom": write_dicom_tree,
+    "geotiff": write_geotiff_tiles,
+}
+
+
+def write_layout(layout: str, root: str | Path) -> Path:
+    """A dataset in ``layout`` (one of ``LAYOUTS``) under ``root``; returns the folder to give ``init``."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    return LAYOUTS[layout](root)
+
+
 def main(argv: list[str]) -> None:
     """``generate.py OUT [stem ...]``: fake data for the given (default: every) card under OUT/<stem>."""
     out = Path(argv[0])

@@ -1,0 +1,250 @@
+"""``python -m adapt.data init <folder>``: a data card drafted from the files themselves.
+
+``init_card`` finds the layout (``adapt.data.inspect``), reads every case
+(``adapt.data.statistics``) and proposes each field from what it found:
+
+* ``dims`` from the files (volumes, DICOM series and frame folders are 3D); ``modality`` from
+  DICOM's Modality, dataset.json's, or the pixels (values down to -1000 are CT's HU);
+* ``labels`` from the values in the label files, named by dataset.json where it names them,
+  else ``background`` (0) and ``label_<value>``; ``targets`` every non-background label found;
+  masks stored as 0/255 or lossy (JPEG) images get ``mask_threshold: 128`` and one label;
+* ``intensity``: 8-bit files ``window: [0, 255]``; CT a window from the 0.5 and 99.5 HU
+  percentiles inside the labels (what nnU-Net clips CT to); anything else per-case
+  percentiles; ``channels`` when a file has neither 1 nor 3 of them;
+* ``spacing: null`` (the voxel sizes found are written beside it), ``slice_axis`` the axis of
+  the thickest voxels; ``split`` 20 % validation;
+* ``license`` and ``citation`` as explicit TODOs: ``adapt.train`` refuses the card until they are
+  filled (``DataCard.todo_fields``), because they are facts no file holds.
+
+The card is checked before ``init`` returns: it loads (``load_card``) and lists exactly the
+pairs found (``list_cases``).
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime
+import os
+import re
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import yaml
+
+from adapt.data.cards import TODO_LICENSE, TODO_CITATION, load_card
+from adapt.data.inspect import Layout, find_layout
+from adapt.data.readers import KIND_NAMES, read_raster
+from adapt.data.sources import data_root, list_cases
+from adapt.data.statistics import CaseStats, case_stats, guess_modality
+from adapt.errors import ConfigError, DataError
+
+MASK_THRESHOLD = 128
+CT_PERCENTILES = (0.5, 99.5)
+
+
+def init_card(folder: str | Path, out: str | Path | None = None, name: str | None = None,
+              overwrite: bool = False, max_cases: int | None = None) -> tuple[Path, Layout, list[CaseStats]]:
+    """Inspect ``folder`` and write a card for it (see the module doc).
+
+    Args:
+        folder: the dataset's folder.
+        out: the card file to write (default ``./<name>.yaml``).
+        name: the card's ``name`` (default: the folder's name, lower case).
+        overwrite: replace an existing ``out``.
+        max_cases: read at most this many cases for the statistics (evenly spread); all by default.
+
+    Returns:
+        ``(card path, layout, statistics of the cases read)``.
+    """
+    layout = find_layout(folder)
+    name = name or slug(layout.root.name)
+    out = Path(out or f"{name}.yaml").expanduser().absolute()
+    if out.suffix not in (".yaml", ".yml"):
+        raise ConfigError(f"init: out={out} must be a .yaml file")
+    if out.exists() and not overwrite:
+        raise ConfigError(f"init: {out} exists; choose another out= or pass overwrite=true")
+    threshold = mask_threshold([label for _, label in layout.pairs[:5]])
+    chosen = layout.pairs
+    if max_cases and len(chosen) > max_cases:
+        chosen = [chosen[int(i)] for i in np.linspace(0, len(chosen) - 1, max_cases).round()]
+    stats = [case_stats(image, label, threshold, seed=n) for n, (image, label) in enumerate(chosen)]
+    readable = [s for s in stats if not s.error]
+    if not readable:
+        raise DataError(f"init: no case under {layout.root} could be read; the first: {stats[0].error}")
+    fields, notes = propose(layout, readable, name, threshold, out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if layout.source["kind"] == "csv" and layout.csv_rows is not None:
+        manifest = out.with_name(f"{out.stem}_cases.csv")
+        with manifest.open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=["image", "label", "case"])
+            writer.writeheader()
+            writer.writerows(layout.csv_rows)
+        fields["source"]["manifest"] = os.path.relpath(manifest, layout.root)
+    out.write_text(render(fields, notes, layout, len(stats), out))
+    _verify(out, layout)
+    return out, layout, stats
+
+
+def slug(text: str) -> str:
+    """A card name: lower case letters, digits and underscores."""
+    text = re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_") or "dataset"
+    return text if text[0].isalpha() else f"d_{text}"
+
+
+def mask_threshold(labels: Sequence[Path]) -> int | None:
+    """128 for masks stored as pictures (0/255, JPEG noise, RGB copies); ``None`` for label maps of ids."""
+    for path in labels:
+        raster = read_raster(path)
+        values = np.unique(raster.array)
+        lossy = str(path).lower().endswith((".jpg", ".jpeg"))
+        coloured = raster.array.shape[0] > 1 and not all(np.array_equal(raster.array[0], c) for c in raster.array[1:])
+        if (lossy and values.max() > 1) or coloured or (len(values) > 1 and set(values.tolist()) <= {0, 255}):
+            return MASK_THRESHOLD
+    return None
+
+
+def propose(layout: Layout, stats: list[CaseStats], name: str, threshold: int | None,
+            out: Path) -> tuple[dict[str, Any], dict[str, str]]:
+    """The card's fields, and a comment per field saying where each value came from."""
+    manifest = layout.manifest or {}
+    modality, why = guess_modality(stats, _first(manifest.get("modality")))
+    dims = 3 if any(s.volume for s in stats) else 2
+    labels, found = label_names(stats, manifest.get("labels"), threshold)
+    targets = [n for n, v in labels.items() if v in found and n not in ("background", "no_data")]
+    source = {"kind": layout.source["kind"], "root": _root_for(layout.root, out)}
+    source.update({k: v for k, v in layout.source.items() if k != "kind"})
+    if threshold is not None:
+        source["mask_threshold"] = threshold
+    intensity, intensity_note = propose_intensity(stats, modality)
+    kinds = sorted({s.kind for s in stats})
+    fields: dict[str, Any] = {
+        "name": name, "title": str(manifest.get("name") or layout.root.name), "modality": modality, "dims": dims,
+        "license": TODO_LICENSE, "citation": TODO_CITATION, "source": source, "labels": labels,
+        "targets": targets or [n for n in labels if labels[n] != 0][:1], "intensity": intensity,
+    }
+    notes = {"modality": f"from {why}; check it (data_cards/README.md lists the modalities)",
+             "dims": f"{'volumes' if dims == 3 else 'images'}: {', '.join(KIND_NAMES[k] for k in kinds)}"
+                     + "".join(f", {c}" for c in sorted({s.crs for s in stats if s.crs})),
+             "labels": f"values found in the label files{' (names from dataset.json)' if manifest.get('labels') else ''}"
+                       f"{'; masks thresholded at 128' if threshold else ''}: rename them",
+             "targets": "every label found except background; keep the ones to segment",
+             "intensity": intensity_note}
+    if dims == 3:
+        fields["spacing"], notes["spacing"] = None, spacing_note(stats)
+        fields["slice_axis"], notes["slice_axis"] = slice_axis(stats)
+    fields["split"] = {"val": 0.2, "seed": 0}
+    notes["split"] = f"by case, {len(layout.pairs)} cases; list ids (val: [a, b]) to fix it"
+    return fields, notes
+
+
+def _first(modality: Any) -> str | None:
+    if isinstance(modality, dict) and modality:
+        return str(next(iter(modality.values())))
+    return str(modality) if modality else None
+
+
+def _root_for(root: Path, out: Path) -> str:
+    """The data folder as the card names it: relative to the card when one holds the other, else absolute."""
+    relative = os.path.relpath(root, out.parent)
+    return relative if not relative.startswith("..") else str(root)
+
+
+def label_names(stats: list[CaseStats], named: Any, threshold: int | None) -> tuple[dict[str, int], set[int]]:
+    """``{name: value}`` for every value found (and every value dataset.json names), and the values found."""
+    found = set().union(*(s.label_counts for s in stats))
+    known: dict[int, str] = {}
+    if isinstance(named, dict) and threshold is None:
+        for key, value in named.items():  # MSD: {"0": "background", "1": "liver"}; nnU-Net v2: {"liver": 1}
+            number, text = (key, value) if str(key).lstrip("-").isdigit() else (value, key)
+            if str(number).lstrip("-").isdigit():
+                known[int(number)] = slug(str(text)) if int(number) else "background"
+    values = sorted(found | set(known))
+    names = {v: known.get(v) or ("background" if v == 0 else f"label_{v}") for v in values if v >= 0}
+    return {n: v for v, n in names.items()}, found
+
+
+def propose_intensity(stats: list[CaseStats], modality: str) -> tuple[dict[str, Any], str]:
+    """The card's ``intensity`` section from the data, and how it was chosen."""
+    channels = max(s.channels for s in stats)
+    intensity: dict[str, Any] = {}
+    note = ""
+    if channels not in (1, 3):
+        intensity["channels"] = [0, 1, 2] if channels > 3 else [0]
+        note = f"{channels} channels/bands: pick 1 or 3 (e.g. [2, 1, 0] for B, G, R); "
+    kept = intensity.get("channels") or list(range(channels))
+    if all(s.dtype == "uint8" for s in stats):
+        intensity["window"] = [0, 255]
+        return intensity, note + "8-bit files"
+    if modality == "CT":
+        inside = [s.inside[0] for s in stats if s.inside.size] or [s.sample[0] for s in stats]
+        low, high = (float(v) for v in np.nanpercentile(np.concatenate(inside), CT_PERCENTILES))
+        low, high = 10 * np.floor(low / 10), 10 * np.ceil(high / 10)
+        if high > low:
+            intensity["window"] = [int(low), int(high)]
+            return intensity, note + "HU: 0.5-99.5 % of the voxels inside the labels, over all cases"
+    intensity["percentiles"] = [2, 98] if modality == "multispectral" else [0.5, 99.5]
+    values = np.concatenate([s.sample[kept] for s in stats if s.sample.size], axis=1)
+    found = ", ".join(f"{lo:g}..{hi:g}" for lo, hi in np.nanpercentile(values, intensity["percentiles"], axis=1).T)
+    return intensity, note + f"per case and channel (over all cases: {found})"
+
+
+def spacing_note(stats: list[CaseStats]) -> str:
+    spacings = np.array([s.spacing for s in stats if s.spacing and len(s.spacing) == 3])
+    if not len(spacings):
+        return "no voxel size in the files"
+    median = np.median(spacings, axis=0)
+    mixed = (spacings.max(axis=0) - spacings.min(axis=0) > 0.01 * median).any()
+    text = f"voxel size found (stored axes, mm): median {np.round(median, 3).tolist()}"
+    if mixed:
+        text += f", from {np.round(spacings.min(axis=0), 3).tolist()} to {np.round(spacings.max(axis=0), 3).tolist()}"
+        text += "; mixed: a list such as [1.0, 1.0] resamples every case in-plane"
+    orientations = sorted({s.orientation for s in stats if s.orientation})
+    return text + f"; stored as {'/'.join(orientations)} (read as RAS); null keeps each file's grid"
+
+
+def slice_axis(stats: list[CaseStats]) -> tuple[int, str]:
+    """The RAS axis of the thickest voxels when they are clearly thicker, else axial (2)."""
+    axes = [s.slice_spacing_axis for s in stats if s.spacing and len(s.spacing) == 3
+            and max(s.spacing) > 1.2 * sorted(s.spacing)[1]]
+    if not axes:
+        return 2, "axial (0 sagittal, 1 coronal, 2 axial); the voxels are about as thick in every direction"
+    axis = int(np.bincount(axes).argmax())
+    return axis, f"{('sagittal', 'coronal', 'axial')[axis]}: the axis of the thickest voxels (0 sagittal, 1 coronal, 2 axial)"
+
+
+def _flow(value: Any) -> str:
+    text = yaml.safe_dump(value, default_flow_style=True, width=10**6, allow_unicode=True, sort_keys=False)
+    return text.removesuffix("\n...\n").rstrip("\n")
+
+
+def render(fields: dict[str, Any], notes: dict[str, str], layout: Layout, cases: int, out: Path) -> str:
+    """The card as YAML with a header and a comment beside each proposed value."""
+    lines = [f"# Drafted by `python -m adapt.data init {layout.root}` on {datetime.date.today()}",
+             f"# from {cases} cases: {layout.description}.",
+             "# Check every value; fill in license and citation (training refuses the TODOs), then run",
+             f"#   python -m adapt.data check card={out}",
+             f"#   python -m adapt.train data.card={out}"]
+    if layout.unpaired_images or layout.unpaired_labels:
+        lines.append(f"# Left out: {len(layout.unpaired_images)} image(s) without a label, "
+                     f"{len(layout.unpaired_labels)} label(s) without an image (listed by init).")
+    for key, value in fields.items():
+        note = f"  # {notes[key]}" if key in notes else ""
+        if isinstance(value, dict) and key in ("source", "intensity"):
+            lines.append(f"{key}:{note}")
+            lines += [f"  {k}: {_flow(v)}" for k, v in value.items()]
+        else:
+            lines.append(f"{key}: {_flow(value)}{note}")
+    return "\n".join(lines) + "\n"
+
+
+def _verify(out: Path, layout: Layout) -> None:
+    """The written card loads and lists exactly the pairs found (a failure here is a bug of ``init``)."""
+    card = load_card(out)
+    cases = list_cases(card, data_root(card))
+    listed = {(Path(c.image).resolve(), Path(c.label).resolve()) for c in cases}
+    wanted = {(i.resolve(), l.resolve()) for i, l in layout.pairs}
+    if not wanted <= listed:
+        missing = sorted(str(i) for i, _ in wanted - listed)[:3]
+        raise DataError(f"init: the card written to {out} does not list every pair found (e.g. {missing}); "
+                        "please report this layout")

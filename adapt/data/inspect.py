@@ -1,0 +1,352 @@
+"""Look at a folder of scans and find its layout: which files are images, which are labels, which belong together.
+
+``find_layout(root)`` is the first half of ``python -m adapt.data init`` (the second,
+``adapt.data.card_writer``, reads the pairs and writes the card). It recognises, in order:
+
+* an MSD task folder: ``dataset.json`` with a ``training`` list (``imagesTr/`` + ``labelsTr/``);
+* a CSV list at the top of the folder with ``image`` and ``label`` columns;
+* any other tree of NIfTI files, DICOM series (a folder of slices), PNG/JPEG/BMP, (Geo)TIFF or
+  video frame folders. Each file (or series/frame folder) gets a role from the nearest part of
+  its path that names one (``images/``, ``imagesTr``, ``Input`` are images; ``masks/``,
+  ``labelsTr``, ``GroundTruth``, a ``_segmentation``/``_mask``/``_seg`` stem suffix are labels)
+  and a key: its stem without role words (``ISIC_0001_segmentation`` -> ``isic_0001``,
+  ``img0001`` -> ``0001``). Labels pair with the image of the same key, the one nearest in the
+  tree when several share it (a DICOM tree ``p1/image/`` + ``p1/label.nii.gz`` pairs by folder).
+
+The pairs become a ``folder`` source (an image glob and a label template, checked to give back
+every pair) or, when no template fits, a ``csv`` manifest listing them. Files left over are
+reported: images without a label, labels without an image.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import posixpath
+import re
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from adapt.data.readers import NIFTI_SUFFIXES, PIL_SUFFIXES, TIFF_SUFFIXES
+from adapt.data.sources import _strip_suffixes as strip_suffixes
+from adapt.errors import ConfigError, DataError
+
+LABEL_WORDS = {"label", "labels", "mask", "masks", "seg", "segs", "segmentation", "segmentations", "gt", "truth",
+               "groundtruth", "annotation", "annotations", "annot", "manual"}
+IMAGE_WORDS = {"image", "images", "img", "imgs", "input", "inputs", "jpegimages", "scan", "scans", "volume",
+               "volumes", "photo", "photos", "tiles", "frames", "rgb"}
+SKIPPED_NAMES = {"dataset.json", "thumbs.db", ".ds_store"}
+
+
+@dataclass
+class Item:
+    """One image or label: a file, a DICOM series folder or a folder of video frames."""
+
+    rel: PurePosixPath
+    kind: str  # nifti | dicom | frames | pil | tiff
+    role: str  # image | label
+    key: str
+
+
+@dataclass
+class Layout:
+    """What a folder holds, as a card's ``source`` sees it.
+
+    Attributes:
+        root: the folder inspected.
+        source: the card's ``source`` section (``root`` is added by the card writer).
+        pairs: ``(image, label)`` absolute paths of every labelled case.
+        unpaired_images: images no label belongs to.
+        unpaired_labels: labels no image belongs to.
+        manifest: ``dataset.json`` of an MSD folder (label names, modality), else ``None``.
+        description: the layout in words (printed by ``init``).
+        csv_rows: for a ``csv`` source written by ``init``: the manifest's rows.
+    """
+
+    root: Path
+    source: dict[str, Any]
+    pairs: list[tuple[Path, Path]]
+    unpaired_images: list[Path] = field(default_factory=list)
+    unpaired_labels: list[Path] = field(default_factory=list)
+    manifest: dict[str, Any] | None = None
+    description: str = ""
+    csv_rows: list[dict[str, str]] | None = None
+
+
+def find_layout(root: str | Path) -> Layout:
+    """The layout of the dataset at ``root`` (see the module doc).
+
+    Raises:
+        ConfigError: ``root`` is not a folder.
+        DataError: no image/label pair can be found (says what was found).
+    """
+    root = Path(root).expanduser().absolute()
+    if not root.is_dir():
+        raise ConfigError(f"init: {root} is not a folder; give the folder that holds the dataset")
+    if (root / "dataset.json").is_file():
+        return _msd_layout(root)
+    for manifest in sorted(root.glob("*.csv")):
+        layout = _csv_layout(root, manifest)
+        if layout is not None:
+            return layout
+    return _folder_layout(root)
+
+
+def _msd_layout(root: Path) -> Layout:
+    path = root / "dataset.json"
+    try:
+        manifest = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise DataError(f"{path}: not valid JSON ({err})") from None
+    entries = manifest.get("training") or []
+    if not entries:
+        raise DataError(f"{path}: no 'training' list of image/label pairs")
+    pairs, missing = [], []
+    for entry in entries:
+        image, label = root / entry["image"], root / entry["label"]
+        if image.exists() and label.exists():
+            pairs.append((image, label))
+        else:
+            missing.append(image)
+    listed_labels = {(root / e["label"]).resolve() for e in entries}
+    listed_images = {(root / e["image"]).resolve() for e in entries}
+    extra_labels = [p for p in _files(root / "labelsTr") if p.resolve() not in listed_labels]
+    extra_images = [p for p in _files(root / "imagesTr") if p.resolve() not in listed_images]
+    return Layout(root, {"kind": "msd"}, pairs, missing + extra_images, extra_labels, manifest,
+                  f"MSD task folder ({len(entries)} cases listed in dataset.json)")
+
+
+def _files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if not p.name.startswith(".")) if folder.is_dir() else []
+
+
+def _csv_layout(root: Path, manifest: Path) -> Layout | None:
+    with manifest.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not rows or not {"image", "label"} <= set(rows[0]):
+        return None
+    pairs, unpaired = [], []
+    for row in rows:
+        image, label = (Path(row[k]) if Path(row[k]).is_absolute() else root / row[k] for k in ("image", "label"))
+        (pairs.append((image, label)) if image.exists() and label.exists() else unpaired.append(image))
+    return Layout(root, {"kind": "csv", "manifest": manifest.name}, pairs, unpaired, [],
+                  description=f"CSV list {manifest.name} ({len(rows)} rows)")
+
+
+# --------------------------------------------------------------------------- folder trees
+
+
+def _folder_layout(root: Path) -> Layout:
+    items = scan_items(root)
+    images = [i for i in items if i.role == "image"]
+    labels = [i for i in items if i.role == "label"]
+    if not labels:
+        raise DataError(f"init: found {len(images)} image(s) under {root} but no label file: label files are "
+                        "recognised by a folder or name such as masks/, labels/, labelsTr/, *_mask, *_seg, "
+                        "*_segmentation; rename them, or list the pairs in a CSV (columns image,label) in the folder")
+    pairs, lone_images, lone_labels = pair_items(images, labels)
+    if not pairs:
+        raise DataError(f"init: {len(images)} image(s) and {len(labels)} label(s) under {root}, but no label "
+                        f"matches an image by name (e.g. {images[0].rel if images else '-'} and {labels[0].rel}); "
+                        "give labels the image's name (optionally with _mask/_seg), or list the pairs in a CSV")
+    source, description = folder_source(root, pairs, labels)
+    absolute = [(root / i.rel, root / l.rel) for i, l in pairs]
+    layout = Layout(root, source, absolute, [root / i.rel for i in lone_images], [root / l.rel for l in lone_labels],
+                    description=description)
+    if source["kind"] == "csv":
+        layout.csv_rows = [{"image": i.rel.as_posix(), "label": l.rel.as_posix(), "case": i.key} for i, l in pairs]
+    return layout
+
+
+def scan_items(root: Path) -> list[Item]:
+    """Every image or label under ``root``: files, DICOM series folders and video frame folders."""
+    items: list[Item] = []
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        here = Path(folder)
+        files = sorted(f for f in files if not f.startswith(".") and f.lower() not in SKIPPED_NAMES)
+        if here != root and _is_dicom_folder(here, files):
+            items.append(_item(here.relative_to(root), "dicom"))
+            dirs[:] = []
+            continue
+        if here != root and not dirs and _is_frame_folder(here, files):
+            items.append(_item(here.relative_to(root), "frames"))
+            continue
+        for name in files:
+            kind = _file_kind(name)
+            if kind:
+                items.append(_item((here / name).relative_to(root), kind))
+    return items
+
+
+def _file_kind(name: str) -> str | None:
+    lower = name.lower()
+    for suffixes, kind in ((NIFTI_SUFFIXES, "nifti"), (PIL_SUFFIXES, "pil"), (TIFF_SUFFIXES, "tiff")):
+        if lower.endswith(suffixes):
+            return kind
+    return None
+
+
+def _is_dicom_folder(folder: Path, files: list[str]) -> bool:
+    """A folder whose files are DICOM (``.dcm``, or the ``DICM`` marker of suffix-less files)."""
+    if not files:
+        return False
+    for name in files[:3]:
+        if name.lower().endswith(".dcm"):
+            return True
+        if "." not in name:
+            with (folder / name).open("rb") as f:
+                if f.read(132)[128:] == b"DICM":
+                    return True
+    return False
+
+
+def _is_frame_folder(folder: Path, files: list[str]) -> bool:
+    """Video frames: numbered PNG/JPEG files in a folder named for the video, not for a role."""
+    frames = [f for f in files if f.lower().endswith(PIL_SUFFIXES)]
+    if len(frames) < 2 or len(frames) != len(files) or _role_of_words(_words(folder.name)):
+        return False
+    return all(re.fullmatch(r"\d+", strip_suffixes(f)) for f in frames)
+
+
+def _item(rel: PurePosixPath | Path, kind: str) -> Item:
+    rel = PurePosixPath(Path(rel).as_posix())
+    return Item(rel, kind, role_of(rel), key_of(rel))
+
+
+def _words(text: str) -> list[str]:
+    """``labelsTr`` -> ``[labels, tr]``; ``ISIC_0001_segmentation`` -> ``[isic, 0001, segmentation]``;
+    ``GroundTruth`` -> ``[ground, truth, groundtruth]``."""
+    parts = re.findall(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|\d+", text)
+    words = [p.lower() for p in parts]
+    return words + ["".join(words[i:i + 2]) for i in range(len(words) - 1)]
+
+
+def _role_of_words(words: list[str]) -> str | None:
+    label, image = bool(LABEL_WORDS & set(words)), bool(IMAGE_WORDS & set(words))
+    return "label" if label and not image else "image" if image and not label else None
+
+
+def role_of(rel: PurePosixPath) -> str:
+    """``label`` or ``image``: from the stem's last word, else the nearest folder naming a role."""
+    stem_words = _words(strip_suffixes(rel.name))
+    if stem_words and _role_of_words(stem_words[-1:]):
+        return _role_of_words(stem_words[-1:])  # type: ignore[return-value]
+    for part in reversed(rel.parts):
+        role = _role_of_words(_words(strip_suffixes(part)))
+        if role:
+            return role
+    return "image"
+
+
+def key_of(rel: PurePosixPath) -> str:
+    """What an image and its label share: the stem's words without role words (``img0001`` -> ``0001``)."""
+    words = re.findall(r"[A-Za-z]+|\d+", strip_suffixes(rel.name))
+    kept = [w.lower() for w in words if w.lower() not in LABEL_WORDS | IMAGE_WORDS]
+    return "_".join(kept) or "_".join(w.lower() for w in words)
+
+
+def _neutral_parts(rel: PurePosixPath) -> list[str]:
+    """Path folders without role words: what an image and its label's folders have in common."""
+    return [p for p in rel.parts[:-1] if not _role_of_words(_words(p))]
+
+
+def pair_items(images: list[Item], labels: list[Item]) -> tuple[list[tuple[Item, Item]], list[Item], list[Item]]:
+    """Labels matched with images of the same key (nearest in the tree first); the leftovers of each."""
+    by_key: dict[str, list[Item]] = defaultdict(list)
+    for image in images:
+        by_key[image.key].append(image)
+    taken: set[PurePosixPath] = set()
+    pairs, lone_labels = [], []
+    for label in labels:
+        candidates = [i for i in by_key.get(label.key, []) if i.rel not in taken]
+        if not candidates:  # a per-case folder: p1/image/ (series) + p1/label.nii.gz
+            candidates = [i for i in images if i.rel not in taken and i.rel.parent == label.rel.parent
+                          and i.kind in ("dicom", "frames") and label.key in LABEL_WORDS | {""}]
+            candidates = candidates if len(candidates) == 1 else []
+        if not candidates:
+            lone_labels.append(label)
+            continue
+        shared = lambda i: len(set(_neutral_parts(i.rel)) & set(_neutral_parts(label.rel)))  # noqa: E731
+        best = max(candidates, key=lambda i: (shared(i), -len(i.rel.parts)))
+        taken.add(best.rel)
+        pairs.append((best, label))
+    pairs.sort(key=lambda p: p[0].rel.as_posix())
+    return pairs, [i for i in images if i.rel not in taken], lone_labels
+
+
+# --------------------------------------------------------------------------- templates
+
+
+def folder_source(root: Path, pairs: list[tuple[Item, Item]], labels: list[Item]) -> tuple[dict[str, Any], str]:
+    """A ``folder`` source (image glob + label template) that gives back every pair, else a ``csv`` one."""
+    images = [i.rel for i, _ in pairs]
+    wanted = {(root / i).resolve() for i in images}
+    label_paths = {(root / l.rel).resolve() for l in labels}
+    template = label_template([(i.rel, l.rel) for i, l in pairs])
+    for pattern in image_globs(images):
+        matched = {p.resolve() for p in root.glob(pattern)}
+        if template and wanted <= matched and not matched & label_paths:
+            first = pairs[0]
+            return ({"kind": "folder", "images": pattern, "labels": template},
+                    f"folder of {len(pairs)} pairs such as {first[0].rel} + {first[1].rel}")
+    return ({"kind": "csv"}, f"{len(pairs)} pairs that no image glob and label template describe; listed in a CSV")
+
+
+def image_globs(images: list[PurePosixPath]) -> list[str]:
+    """Globs matching every image, loosest first: constant folders kept, varying ones ``*``, the shared
+    suffix kept; then with the shared name prefix (``ISIC_*.jpg``), to leave out labels beside the images."""
+    depths = {len(p.parts) for p in images}
+    if len(depths) != 1:
+        return []
+    parts = []
+    for level in range(depths.pop() - 1):
+        names = {p.parts[level] for p in images}
+        parts.append(names.pop() if len(names) == 1 else "*")
+    names = [p.name for p in images]
+    suffix = os.path.commonprefix([n[::-1] for n in names])[::-1]
+    suffix = suffix[suffix.find("."):] if "." in suffix else ""
+    globs = ["/".join([*parts, f"*{suffix}"])]
+    prefix = os.path.commonprefix([n[: len(n) - len(suffix)] for n in names])
+    if prefix and not any(c in prefix for c in "*?["):
+        globs.append("/".join([*parts, f"{prefix}*{suffix}"]))
+    return globs
+
+
+def fill_template(template: str, image: PurePosixPath) -> str:
+    """The label path a template names for an image (as ``adapt.data.sources`` fills it), normalised."""
+    stem = strip_suffixes(image.name)
+    digits = re.search(r"(\d*)$", stem).group(1)  # type: ignore[union-attr]
+    return posixpath.normpath(template.format(name=image.name, stem=stem, parent=image.parent.as_posix(),
+                                              digits=digits))
+
+
+def label_template(pairs: list[tuple[PurePosixPath, PurePosixPath]]) -> str | None:
+    """A label template with placeholders (``masks/{name}``, ``{parent}/../masks/{stem}_mask.png``,
+    ``{parent}/label.nii.gz``) that names every pair's label, or ``None``."""
+    image, label = pairs[0]
+    stem = strip_suffixes(image.name)
+    digits = re.search(r"(\d*)$", stem).group(1)  # type: ignore[union-attr]
+    names = []
+    if label.name == image.name:
+        names.append("{name}")
+    if stem and stem in label.name:
+        names.append(label.name.replace(stem, "{stem}", 1))
+    if digits and digits in label.name:
+        at = label.name.rfind(digits)
+        names.append(label.name[:at] + "{digits}" + label.name[at + len(digits):])
+    names.append(label.name.replace("{", "{{").replace("}", "}}"))
+    literal = label.parent.as_posix()
+    relative = posixpath.relpath(label.parent.as_posix(), image.parent.as_posix())
+    folders = [literal, "{parent}" if relative == "." else f"{{parent}}/{relative}"]
+    for folder in folders:
+        for name in names:
+            template = name if folder in ("", ".") else f"{folder}/{name}"
+            if "{" not in template.replace("{{", "") or any(c in template for c in "*?["):
+                continue
+            if all(fill_template(template, i) == l.as_posix() for i, l in pairs):
+                return template
+    return None

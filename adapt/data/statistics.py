@@ -1,0 +1,180 @@
+"""What one case's files hold, read with the training readers: size, channels, spacing, labels, intensities.
+
+``case_stats(image, label)`` is shared by ``python -m adapt.data init`` (which proposes a card
+from the statistics of every case) and ``python -m adapt.data check`` (which tabulates and
+plots them and lists what would stop or mislead training). Files are read by
+``adapt.data.readers.read_raster`` exactly as ``LoadCased`` reads them; nothing is resampled.
+Intensities are a seeded sample of pixels (all of them, and those inside labels, per channel),
+enough for percentiles and histograms without holding a dataset in memory.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from adapt.data.readers import Raster, label_plane, read_raster
+from adapt.errors import DataError
+
+SAMPLE = 20_000
+#: DICOM Modality -> card modality.
+DICOM_MODALITIES = {"CT": "CT", "MR": "MR", "PT": "PET", "US": "US", "CR": "XR", "DX": "XR", "XA": "XR", "MG": "XR",
+                    "ES": "endoscopy", "XC": "RGB"}
+
+
+@dataclass
+class CaseStats:
+    """One case as stored.
+
+    Attributes:
+        image, label: the files (a DICOM series or frame folder is its folder).
+        kind: the image's reader (``nifti``, ``dicom``, ``frames``, ``pil``, ``tiff``).
+        shape: spatial shape of the image (``X, Y, Z`` for volumes, ``H, W`` for images).
+        label_shape: the label's.
+        channels: image channels or bands; ``dtype`` its stored type.
+        spacing: voxel size along the stored axes (mm; GeoTIFF: its pixel size) or ``None``.
+        orientation: axis codes of a volume (``LPS``, ``RAS``, ...).
+        slice_spacing_axis: the RAS axis of the largest voxel side (a volume's slice axis).
+        volume: 3D data (more than one slice).
+        label_counts: label value -> voxel count.
+        sample, inside: intensity samples ``[C, n]`` of all pixels and of labelled ones.
+        modality: DICOM ``Modality``; ``crs``: a GeoTIFF's ``EPSG:<code>``.
+        affine_matches: image and label share one grid (volumes).
+        nonfinite: NaN or infinite pixels in the image.
+        error: why the case could not be read (the other fields are then empty).
+    """
+
+    image: Path
+    label: Path
+    kind: str = ""
+    shape: tuple[int, ...] = ()
+    label_shape: tuple[int, ...] = ()
+    channels: int = 0
+    dtype: str = ""
+    spacing: tuple[float, ...] | None = None
+    orientation: str | None = None
+    slice_spacing_axis: int | None = None
+    volume: bool = False
+    label_counts: dict[int, int] = field(default_factory=dict)
+    sample: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))
+    inside: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))
+    modality: str | None = None
+    crs: str | None = None
+    affine_matches: bool = True
+    nonfinite: int = 0
+    error: str | None = None
+
+
+def case_stats(image: Path, label: Path, mask_threshold: float | None = None, seed: int = 0,
+               sample: int = SAMPLE) -> CaseStats:
+    """Read one case and describe it; a file that cannot be read gives ``error`` instead of raising."""
+    stats = CaseStats(Path(image), Path(label))
+    try:
+        raster = read_raster(image, as_image=True)
+        label_raster = read_raster(label)
+        plane = label_plane(label_raster, mask_threshold)
+    except DataError as err:
+        stats.error = str(err)
+        return stats
+    stats.kind = _kind(raster)
+    stats.channels, stats.dtype = int(raster.array.shape[0]), str(raster.array.dtype)
+    stats.shape, stats.label_shape = _spatial(raster), _spatial(label_raster, plane)
+    stats.volume = raster.affine is not None and stats.shape[-1] > 1
+    if raster.affine is not None:
+        stats.spacing, stats.orientation, stats.slice_spacing_axis = _geometry(raster.affine)
+        if label_raster.affine is not None:
+            stats.affine_matches = bool(np.allclose(raster.affine, label_raster.affine, atol=1e-2))
+    values, counts = np.unique(plane, return_counts=True)
+    stats.label_counts = {int(v): int(c) for v, c in zip(values, counts)}
+    pixels = raster.array.reshape(raster.array.shape[0], -1)
+    if np.issubdtype(pixels.dtype, np.floating):
+        finite = np.isfinite(pixels)
+        stats.nonfinite = int(finite.size - finite.sum())
+        if stats.nonfinite:
+            pixels = np.where(finite, pixels, np.nan)
+    rng = np.random.default_rng(seed)
+    chosen = rng.choice(pixels.shape[1], size=min(sample, pixels.shape[1]), replace=False)
+    stats.sample = pixels[:, np.sort(chosen)].astype(np.float32)
+    if stats.shape == stats.label_shape:  # the label map is laid out as the image's pixels
+        labelled = np.flatnonzero(plane.reshape(-1) > 0)
+        if len(labelled):
+            picked = rng.choice(labelled, size=min(sample, len(labelled)), replace=False)
+            stats.inside = pixels[:, np.sort(picked)].astype(np.float32)
+    stats.modality, stats.crs = _dicom_modality(raster), geotiff_crs(raster)
+    if stats.crs and stats.spacing is None:
+        stats.spacing = geotiff_pixel_size(raster)
+    return stats
+
+
+def _kind(raster: Raster) -> str:
+    from adapt.data.readers import file_kind
+
+    return file_kind(raster.path)
+
+
+def _spatial(raster: Raster, plane: np.ndarray | None = None) -> tuple[int, ...]:
+    return tuple(int(s) for s in (plane.shape if plane is not None else raster.array.shape[1:]))
+
+
+def _geometry(affine: np.ndarray) -> tuple[tuple[float, ...], str, int]:
+    """Voxel size along the stored axes, the axis codes, and the RAS axis of the largest voxel side."""
+    from nibabel.orientations import aff2axcodes, io_orientation
+
+    spacing = tuple(round(float(v), 4) for v in np.linalg.norm(affine[:3, :3], axis=0))
+    codes = "".join(aff2axcodes(affine))
+    ras_axis = int(io_orientation(affine)[int(np.argmax(spacing)), 0])
+    return spacing, codes, ras_axis
+
+
+def _dicom_modality(raster: Raster) -> str | None:
+    if isinstance(raster.header, list) and raster.header and hasattr(raster.header[0], "get"):
+        value = raster.header[0].get("Modality")
+        return str(value) if value else None
+    return None
+
+
+def _geokeys(raster: Raster) -> dict[int, Any]:
+    if not isinstance(raster.header, list) or not raster.header or not isinstance(raster.header[0], tuple):
+        return {}
+    directory = next((t[3] for t in raster.header if t[0] == 34735), None) or ()
+    return {directory[i]: directory[i + 3] for i in range(4, len(directory) - 3, 4) if directory[i + 1] == 0}
+
+
+def geotiff_crs(raster: Raster) -> str | None:
+    """``EPSG:<code>`` of a GeoTIFF (projected or geographic), ``None`` without one."""
+    keys = _geokeys(raster)
+    code = keys.get(3072) or keys.get(2048)
+    return f"EPSG:{code}" if code and code != 32767 else ("user-defined CRS" if keys else None)
+
+
+def geotiff_pixel_size(raster: Raster) -> tuple[float, float] | None:
+    """Pixel height and width in the CRS's unit (ModelPixelScale), ``None`` without one."""
+    scale = next((t[3] for t in raster.header if t[0] == 33550), None) if isinstance(raster.header, list) else None
+    return (abs(float(scale[1])), abs(float(scale[0]))) if scale else None
+
+
+def guess_modality(stats: list[CaseStats], manifest_modality: str | None = None) -> tuple[str, str]:
+    """A card modality and why: DICOM's Modality, dataset.json's, or the pixels (HU range -> CT)."""
+    from adapt.data.cards import MODALITIES
+
+    dicom = {s.modality for s in stats if s.modality}
+    if dicom:
+        value = sorted(dicom)[0]
+        return DICOM_MODALITIES.get(value, "CT"), f"DICOM Modality {value}"
+    if manifest_modality:
+        text = manifest_modality.upper()
+        if text in MODALITIES:
+            return text, f"dataset.json modality {manifest_modality}"
+        if any(w in text for w in ("MR", "T1", "T2", "FLAIR", "ADC", "DWI")):
+            return "MR", f"dataset.json modality {manifest_modality}"
+    readable = [s for s in stats if not s.error]
+    channels = max((s.channels for s in readable), default=1)
+    if any(s.crs for s in readable) or channels > 3:
+        return "multispectral" if channels > 3 else "RGB", "GeoTIFF bands" if channels > 3 else "GeoTIFF"
+    if any(s.volume for s in readable):
+        low = min(float(s.sample.min()) for s in readable if s.sample.size)
+        return ("CT", "values down to -1000 (HU)") if low <= -500 else ("MR", "a volume without HU values")
+    return ("RGB" if channels == 3 else "US"), "2D images (a guess: endoscopy, dermoscopy, XR, ... are modalities too)"

@@ -1,0 +1,175 @@
+"""``python -m adapt.data init`` drafts cards that train once licence and citation are filled in;
+``python -m adapt.data check`` prints, plots and names every planted problem.
+
+Datasets are written by ``tests/data/generate.py`` (``write_layout``: an MSD task folder, Kvasir-SEG's
+images/ + masks/, a DICOM series tree with NIfTI labels, GeoTIFF tiles) and by the shipped cards'
+fake-data writers (ISIC, LoveDA, BTCV layouts).
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from hydra import compose, initialize_config_dir
+from PIL import Image
+
+from adapt.conf import CONFIG_DIR, register_recipes, register_resolvers
+from adapt.data.__main__ import main
+from adapt.data.cards import load_card
+from adapt.data.card_writer import init_card
+from adapt.data.check import check_card
+from adapt.data.sources import data_root, list_cases
+from adapt.errors import ConfigError
+from test_recipes import TWO_STEPS
+
+register_resolvers()
+register_recipes()
+
+LAYOUTS = ("msd", "kvasir", "dicom", "geotiff")
+
+
+def fill_facts(card: Path) -> None:
+    """What a user does after ``init``: licence and citation, nothing else."""
+    lines = card.read_text().splitlines()
+    facts = {"license:": "license: CC0-1.0", "citation:": "citation: Test data."}
+    card.write_text("\n".join(next((v for k, v in facts.items() if line.startswith(k)), line) for line in lines) + "\n")
+    assert load_card(card).todo_fields() == []
+
+
+def compose_train(card: Path, out: Path):
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        return compose("train", overrides=[f"data.card={card}", *TWO_STEPS, f"out_dir={out}"])
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_init_writes_a_card_that_lists_every_pair(layout, tmp_path, fake_data):
+    folder = fake_data.write_layout(layout, tmp_path / "data")
+    card_path, found, stats = init_card(folder, tmp_path / "card.yaml")
+    card = load_card(card_path)
+    assert card.todo_fields() == ["license", "citation"]
+    assert len(list_cases(card, data_root(card))) == len(found.pairs) == len(stats) >= 4
+    assert not found.unpaired_images and not found.unpaired_labels
+    expected = {"msd": ("msd", 3, "CT", ["liver", "tumour"]), "kvasir": ("folder", 2, "RGB", ["label_1"]),
+                "dicom": ("folder", 3, "CT", ["label_1"]), "geotiff": ("folder", 2, "multispectral", ["label_1"])}
+    kind, dims, modality, targets = expected[layout]
+    assert (card.source["kind"], card.dims, card.modality, card.targets) == (kind, dims, modality, targets)
+    text = card_path.read_text()
+    if layout in ("msd", "dicom"):  # CT: a window in HU from the voxels inside the labels
+        low, high = card.intensity["window"]
+        assert -100 < low < high < 200
+        assert "HU" in text
+    if layout == "dicom":
+        assert "DICOM Modality CT" in text and card.source["labels"] == "{parent}/label.nii.gz"
+    if layout == "kvasir":  # 0/255 JPEG masks, 8-bit photos
+        assert card.source["mask_threshold"] == 128 and card.intensity == {"window": [0, 255]}
+        assert card.source["images"] == "images/*.jpg" and card.source["labels"] == "masks/{name}"
+    if layout == "geotiff":  # 4 bands: three chosen, per-tile percentiles; the CRS is named
+        assert card.intensity == {"channels": [0, 1, 2], "percentiles": [2, 98]} and "EPSG:32633" in text
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_init_card_trains_once_licence_and_citation_are_filled(layout, tmp_path, fake_data):
+    from adapt.train import train
+
+    folder = fake_data.write_layout(layout, tmp_path / "data")
+    card, _, _ = init_card(folder, tmp_path / "card.yaml")
+    with pytest.raises(ConfigError) as refused:
+        train(compose_train(card, tmp_path / "refused"))
+    assert str(card) in str(refused.value) and "license and citation" in str(refused.value)
+    assert not (tmp_path / "refused").exists()
+    fill_facts(card)
+    metrics, _ = train(compose_train(card, tmp_path / "run"))
+    assert metrics["steps"] == 2 and metrics["data"]["card"] == load_card(card).name
+    assert 0.0 <= metrics["after"]["val/dice"] <= 1.0
+
+
+def test_init_recognises_the_shipped_layouts(tmp_path, fake_data):
+    """ISIC's ``<id>_segmentation.png``, LoveDA's nested tiles, BTCV's img/label digits, a CSV fallback."""
+    cases = {"isic2018": ("ISIC2018_Task1-2_Training_Input/*.jpg", "ISIC2018_Task1_Training_GroundTruth/{stem}_segmentation.png"),
+             "loveda": ("*/*/images_png/*.png", "{parent}/../masks_png/{name}"),
+             "btcv": ("Training/img/*.nii.gz", "Training/label/label{digits}.nii.gz")}
+    for stem, (images, labels) in cases.items():
+        folder = fake_data.write_dataset(stem, tmp_path / stem)
+        card = load_card(init_card(folder, tmp_path / f"{stem}.yaml")[0])
+        assert (card.source["images"], card.source["labels"]) == (images, labels), stem
+    # Labels beside their images under other names than the image's: no template, a CSV list.
+    mixed = tmp_path / "mixed"
+    for i, name in enumerate(["alpha", "beta", "gamma"]):
+        image, mask = fake_data.photo_pair(i)
+        (mixed / "scans" / f"group{i}").mkdir(parents=True)
+        Image.fromarray(image).save(mixed / "scans" / f"group{i}" / f"{name}.png")
+        Image.fromarray(mask).save(mixed / "scans" / f"group{i}" / f"{name}_mask.png")
+    Image.fromarray(fake_data.photo_pair(9)[0]).save(mixed / "scans" / "extra.png")
+    card_path, layout, _ = init_card(mixed, tmp_path / "mixed.yaml")
+    card = load_card(card_path)
+    assert len(list_cases(card, data_root(card))) == 3 and [p.name for p in layout.unpaired_images] == ["extra.png"]
+
+
+def test_init_refuses_to_overwrite_and_names_a_folder_without_labels(tmp_path, fake_data):
+    folder = fake_data.write_layout("kvasir", tmp_path / "data")
+    init_card(folder, tmp_path / "card.yaml")
+    with pytest.raises(ConfigError, match="exists"):
+        init_card(folder, tmp_path / "card.yaml")
+    shutil.rmtree(folder / "masks")
+    assert main(["init", str(folder), f"out={tmp_path / 'other.yaml'}"]) == 2
+
+
+def plant_problems(folder: Path, card_path: Path) -> dict[str, str]:
+    """Break an MSD-layout dataset after its card was written: each problem and the file it names."""
+    cases = list_cases(load_card(card_path), folder)
+    volume = lambda path: nib.load(path)  # noqa: E731
+    # an image whose label went missing
+    cases[0].label.unlink()
+    # a label map without any target
+    label = volume(cases[1].label)
+    nib.save(nib.Nifti1Image(np.zeros(label.shape, np.uint8), label.affine), cases[1].label)
+    # a label value the card does not list
+    label = volume(cases[2].label)
+    data = np.asarray(label.dataobj).copy()
+    data[0, 0, 0] = 9
+    nib.save(nib.Nifti1Image(data, label.affine), cases[2].label)
+    # another voxel size (both files, so the pair still matches)
+    for path in (cases[3].image, cases[3].label):
+        image = volume(path)
+        affine = image.affine.copy()
+        affine[:3, :3] *= 1.5
+        nib.save(nib.Nifti1Image(np.asarray(image.dataobj), affine), path)
+    # a label file no image uses
+    shutil.copy(cases[3].label, folder / "labelsTr" / "orphan.nii.gz")
+    return {"unpaired image": cases[0].image.name, "empty label": cases[1].label.name,
+            "label values not in the card": cases[2].label.name, "mixed spacing": "cases",
+            "unpaired label": "orphan.nii.gz"}
+
+
+def test_check_prints_plots_and_names_each_planted_problem(tmp_path, fake_data, capsys):
+    folder = fake_data.write_msd_folder(tmp_path / "data", num_cases=5)  # a fifth, clean case beside the broken ones
+    card, _, _ = init_card(folder, tmp_path / "card.yaml")
+    clean = check_card(card)
+    assert not clean.problems, clean.problems
+    planted = plant_problems(folder, card)
+    report = check_card(card)
+    found = {p.what: p for p in report.problems}
+    for what, where in planted.items():
+        assert what in found and where in found[what].where, (what, report.problems)
+    assert {p.what for p in report.errors} == {"unpaired image", "empty label", "label values not in the card"}
+    assert "[9]" in found["label values not in the card"].detail
+
+    figure = tmp_path / "figure.png"
+    assert main(["check", f"card={card}", f"out={figure}"]) == 1  # errors: non-zero
+    printed = capsys.readouterr().out
+    assert figure.stat().st_size > 10_000
+    for text in ("cases", "spacing", "label liver = 1 (target)", "intensity channel 0", *planted):
+        assert text in printed, text
+
+
+def test_check_of_a_clean_2d_card_exits_zero(tmp_path, fake_data, capsys):
+    folder = fake_data.write_layout("geotiff", tmp_path / "data")
+    card, _, _ = init_card(folder, tmp_path / "card.yaml")
+    assert main(["check", f"card={card}", f"out={tmp_path / 'f.png'}"]) == 0
+    printed = capsys.readouterr().out
+    assert "no problem found" in printed and "EPSG:32633" in printed
