@@ -180,11 +180,24 @@ def test_bottleneck_weights_do_not_fit_another_base(tmp_path):
         ({"kind": "bottleneck", "placement": ["neck"]}, "adapter.placement"),
         ({"kind": "bottleneck", "blocks": [99]}, "index 99 out of range"),
         ({"kind": "decoder", "modules": ["decoder"]}, "'decoder' is not a submodule"),
+        ({"kind": "decoder", "modulez": ["mask_decoder"]}, "adapter=decoder: unknown option"),
+        ({"kind": "full", "rank": 4}, "adapter=full: unknown option"),
+        ({"kind": "decoder", "blocks": 2}, "adapter.blocks is an option of lora, dora and bottleneck"),
     ],
 )
 def test_bad_adapter_options_are_named(spec, message):
     with pytest.raises(ConfigError, match=message):
         apply_adapter(load_sam2("tiny")[0], spec)
+
+
+def test_the_kind_registry_mirrors_the_adapter_configs():
+    """One ``configs/adapter/<kind>.yaml`` per registered kind, and each saves in its declared layout."""
+    from adapt.adapters import KINDS, PEFT_LAYOUT
+    from adapt.conf import CONFIG_DIR
+
+    assert {path.stem for path in (CONFIG_DIR / "adapter").glob("*.yaml")} == set(KINDS)
+    assert {name for name, kind in KINDS.items() if kind.layout == PEFT_LAYOUT} == {"lora", "dora"}
+    assert {name for name, kind in KINDS.items() if kind.in_blocks} == {"lora", "dora", "bottleneck"}
 
 
 def test_memory_preset_targets_the_video_model():

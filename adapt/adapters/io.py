@@ -19,10 +19,8 @@ from peft import PeftModel
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from adapt.adapters import apply_adapter, plain_name, trainable_parameters
-from adapt.adapters.bottleneck import PEFT_TYPE as BOTTLENECK
+from adapt.adapters import KINDS, OUR_LAYOUTS, apply_adapter, plain_name, trainable_parameters
 from adapt.adapters.lora import quiet_peft
-from adapt.adapters.partial import PEFT_TYPE as PARTIAL
 from adapt.errors import ConfigError
 from adapt.models.sam2 import freeze
 from adapt.models.semantic import ATTRIBUTE, add_class_prompts
@@ -80,8 +78,7 @@ def save_adapter(
     elif isinstance(model, PeftModel):
         save_peft_from_weights(model, weights, out_dir)
     else:
-        peft_type = BOTTLENECK if kind == "bottleneck" else PARTIAL
-        config = {"peft_type": peft_type, **spec}
+        config = {"peft_type": KINDS[kind].layout, **spec}
         (out_dir / CONFIG_FILE).write_text(json.dumps(config, indent=2))
         save_file(trainable_state_dict(model, weights), out_dir / WEIGHTS_FILE)
     (out_dir / METADATA_FILE).write_text(json.dumps({"adapter": dict(spec), **metadata}, indent=2, default=str))
@@ -118,7 +115,7 @@ def load_adapter_weights(base: nn.Module, adapter_dir: str | Path, trainable: bo
         raise ConfigError(f"{adapter_dir} is not an adapter directory: {CONFIG_FILE} is missing")
     config = json.loads(config_path.read_text())
     restore_task_modules(base, adapter_dir)
-    if config.get("peft_type") not in (BOTTLENECK, PARTIAL):
+    if config.get("peft_type") not in OUR_LAYOUTS:
         with quiet_peft():
             return PeftModel.from_pretrained(base, adapter_dir, is_trainable=trainable).eval()
     spec = {k: v for k, v in config.items() if k != "peft_type"}
