@@ -8,6 +8,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+import contextlib  # noqa: E402
+
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
@@ -86,3 +88,55 @@ def meta_sam2():
 
     with meta_reference.meta_package() as meta:
         yield meta
+
+
+# --- shared helpers: test modules import these from here, never from each other -------------------
+
+#: Small non-square phantoms (x != y: a transposed plane cannot go unnoticed).
+PHANTOM_SHAPE = (40, 48, 8)
+
+
+def compose_cfg(out_dir, *overrides: str):
+    """The training config as ``python -m adapt.train <overrides>`` composes it, writing to ``out_dir``."""
+    from hydra import compose, initialize_config_dir
+
+    from adapt.conf import CONFIG_DIR, register_recipes, register_resolvers
+
+    register_resolvers()
+    register_recipes()
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        return compose("train", overrides=[*overrides, f"out_dir={out_dir}"], return_hydra_config=False)
+
+
+def tiny_task_args(adapter=None, **changes):
+    """Keyword arguments of a task on the tiny model (128 px), for tests that build a task directly."""
+    args = dict(
+        model={"name": "tiny", "image_size": 128},
+        adapter=adapter or {"kind": "lora", "rank": 4, "targets": ["decoder_attn"]},
+        optim={"lr": 1e-3, "weight_decay": 0.0, "warmup_steps": 1, "min_lr_ratio": 0.1},
+        loss={"dice": 1.0, "pixel_term": 1.0, "iou": 1.0, "pixel": "bce"},
+    )
+    return {**args, **changes}
+
+
+def train_tiny(run_dir, data_root, *extra: str):
+    """A tiny LoRA run trained for two steps on the phantoms at ``data_root``."""
+    from adapt.train import train
+
+    overrides = ["recipe=demo", "model=tiny", "model.image_size=128", "trainer.max_steps=2", "data.batch_size=2",
+                 "data.val_batch_size=4", "optim.warmup_steps=1", "validate_before=false",
+                 "data.val_max_slices_per_case=2", f"data.root={data_root}", *extra]
+    train(compose_cfg(run_dir, *overrides))
+    return run_dir
+
+
+@contextlib.contextmanager
+def phantom_data(base):
+    """Three small non-square phantoms under ``base/phantoms``, the data cache under ``base/cache``."""
+    from adapt.data.synthetic import write_ct_phantoms
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SAM2_ADAPT_DATA", str(base / "cache"))
+        data = base / "phantoms"
+        write_ct_phantoms(data, num_cases=3, shape=PHANTOM_SHAPE)
+        yield data

@@ -1,15 +1,11 @@
 import pytest
+from conftest import tiny_task_args
 import torch
 
 from adapt.errors import ConfigError
 from adapt.models.embedding_cache import EmbeddingCache, encoder_is_frozen
 
-TASK_ARGS = dict(
-    model={"name": "tiny", "image_size": 128},
-    adapter={"kind": "decoder", "modules": ["mask_decoder"]},
-    optim={"lr": 1e-3, "weight_decay": 0.0, "warmup_steps": 1, "min_lr_ratio": 0.1},
-    loss={},
-)
+TASK_ARGS = tiny_task_args({"kind": "decoder", "modules": ["mask_decoder"]}, loss={})
 
 
 @pytest.mark.parametrize(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import json
@@ -11,11 +10,11 @@ import subprocess
 import sys
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Iterator
 
 import nibabel as nib
 import numpy as np
 import pytest
+from conftest import PHANTOM_SHAPE, phantom_data, train_tiny
 import torch
 import yaml
 from omegaconf import OmegaConf
@@ -24,7 +23,6 @@ from rich.console import Console
 from adapt.adapters import apply_adapter
 from adapt.adapters.io import save_adapter
 from adapt.conf import CARD_DIR, CONFIG_DIR
-from adapt.data.synthetic import write_ct_phantoms
 from adapt.errors import ConfigError, DataNotFoundError, ModelNotFoundError
 from adapt.evaluation import engine as engine_module
 from adapt.inference import runner as runner_module
@@ -36,34 +34,6 @@ from adapt.models.primitives import Prediction
 from adapt.models.sam2 import load_sam2
 from adapt.models.semantic import ATTRIBUTE, add_class_prompts
 
-SHAPE = (40, 48, 8)  # x != y: a transposed plane cannot go unnoticed
-
-
-def train_tiny(run_dir: Path, data_root: Path, *extra: str) -> Path:
-    """A tiny LoRA run trained for two steps on the phantoms at ``data_root``."""
-    from hydra import compose, initialize_config_dir
-
-    from adapt.conf import register_recipes, register_resolvers
-    from adapt.train import train
-
-    register_resolvers()
-    register_recipes()
-    overrides = ["recipe=demo", "model=tiny", "model.image_size=128", "trainer.max_steps=2", "data.batch_size=2",
-                 "data.val_batch_size=4", "optim.warmup_steps=1", "validate_before=false",
-                 "data.val_max_slices_per_case=2", f"data.root={data_root}", f"out_dir={run_dir}", *extra]
-    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
-        train(compose("train", overrides=overrides))
-    return run_dir
-
-
-@contextlib.contextmanager
-def phantom_data(base: Path) -> Iterator[Path]:
-    """Three small non-square phantoms under ``base/phantoms``, the data cache under ``base/cache``."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("SAM2_ADAPT_DATA", str(base / "cache"))
-        data = base / "phantoms"
-        write_ct_phantoms(data, num_cases=3, shape=SHAPE)
-        yield data
 
 
 @pytest.fixture(scope="module")
@@ -314,7 +284,7 @@ def test_cases_csv_and_summary_hold_the_recomputed_values(env, tmp_path):
     truth = np.asarray(label.dataobj) == 1
     assert Path(row["image"]).is_absolute() and not Path(summary["masks"][row["case"]]).is_absolute()
     pred = np.asarray(nib.load(out / summary["masks"][row["case"]]).dataobj) == 1  # relative to out=
-    assert pred.shape == truth.shape == SHAPE
+    assert pred.shape == truth.shape == PHANTOM_SHAPE
     dice = 2 * (pred & truth).sum() / (pred.sum() + truth.sum())
     assert float(row["dice"]) == pytest.approx(dice, abs=1e-9)
     assert int(row["gt_voxels"]) == truth.sum() and int(row["pred_voxels"]) == pred.sum()

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
-from test_scale import LORA, TINY, read_train_losses, run_probed
-from test_train import compose_cfg
+from conftest import compose_cfg
+from probe_run import LORA, TINY, read_train_losses, run_probed
 
 pytestmark = [
     pytest.mark.gpu,

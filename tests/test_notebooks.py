@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import nbformat
 import pytest
+from conftest import phantom_data, train_tiny
 from nbclient import NotebookClient
 from omegaconf import OmegaConf
 
 from adapt.conf import CONFIG_DIR, REPO_ROOT
 from adapt.evaluation import evaluate
-from test_evaluate import phantom_data, train_tiny
 
 NOTEBOOKS = REPO_ROOT / "notebooks"
 

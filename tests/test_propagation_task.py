@@ -5,12 +5,11 @@ from __future__ import annotations
 import math
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import compose_cfg, tiny_task_args
 import torch
-from hydra import compose, initialize_config_dir
 from safetensors.torch import load_file, save_file
 
 from adapt.conf import CONFIG_DIR, register_recipes, register_resolvers
@@ -25,12 +24,7 @@ register_resolvers()
 register_recipes()
 
 S = 128
-TASK_ARGS = dict(
-    model={"name": "tiny", "image_size": S},
-    adapter={"kind": "lora", "rank": 4, "targets": ["memory"]},
-    optim={"lr": 1e-3, "weight_decay": 0.0, "warmup_steps": 1, "min_lr_ratio": 0.1},
-    loss={"dice": 1.0, "pixel_term": 1.0, "iou": 1.0, "pixel": "bce"},
-)
+TASK_ARGS = tiny_task_args({"kind": "lora", "rank": 4, "targets": ["memory"]})
 FAST = ["recipe=demo_3d", "model=tiny", f"model.image_size={S}", "trainer.max_steps=2", "optim.warmup_steps=1",
         "data.clip.length=3", "trainer.val_check_interval=2"]
 
@@ -152,11 +146,6 @@ def test_task_options_are_checked():
         out = task(moving_square_batch(), 0)
     assert out.order == [(1, False), (2, False)] and out.visited.all()
     assert torch.equal(out.object_score[0, :, 0], torch.tensor([10.0]))  # the mask prompt is frame 0's output
-
-
-def compose_cfg(out_dir: Path, *overrides: str):
-    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
-        return compose("train", overrides=[*overrides, f"out_dir={out_dir}"])
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,5 @@
 import pytest
+from conftest import tiny_task_args
 import torch
 
 from adapt.adapters.io import load_adapter_weights, save_adapter
@@ -6,12 +7,8 @@ from adapt.errors import ConfigError
 from adapt.models.sam2 import load_sam2
 from adapt.tasks.semantic import class_map
 
-ARGS = dict(
-    model={"name": "tiny", "image_size": 128},
-    optim={"lr": 3e-3, "weight_decay": 0.0, "warmup_steps": 1, "min_lr_ratio": 0.1},
-    loss={},
-    classes=["liver", "spine"],
-)
+ARGS = tiny_task_args(optim={"lr": 3e-3, "weight_decay": 0.0, "warmup_steps": 1, "min_lr_ratio": 0.1}, loss={},
+                      classes=["liver", "spine"])
 
 
 def _batch():
@@ -35,7 +32,7 @@ def test_semantic_head_outputs_one_channel_per_class_and_trains(kind, tmp_path):
 
     torch.manual_seed(0)
     adapter = {"kind": kind, "rank": 4} if kind == "lora" else {"kind": kind}
-    task = SemanticTask(**ARGS, adapter=adapter)
+    task = SemanticTask(**{**ARGS, "adapter": adapter})
     task.log = lambda *a, **k: None
     batch = _batch()
     assert task(batch["image"]).shape == (2, 3, 128, 128)
@@ -65,7 +62,7 @@ def test_semantic_head_outputs_one_channel_per_class_and_trains(kind, tmp_path):
 def test_label_channels_must_match_the_classes():
     from adapt.tasks.semantic import SemanticTask
 
-    task = SemanticTask(**ARGS, adapter={"kind": "decoder"})
+    task = SemanticTask(**{**ARGS, "adapter": {"kind": "decoder"}})
     batch = _batch()
     batch["label"] = batch["label"][:, :1]
     with pytest.raises(ConfigError, match="expects 2 label channels"):

@@ -1,16 +1,12 @@
 import math
 
 import pytest
+from conftest import tiny_task_args
 import torch
 
 from adapt.tasks.base import warmup_cosine
 
-TASK_ARGS = dict(
-    model={"name": "tiny", "image_size": 128},
-    adapter={"kind": "lora", "rank": 4, "targets": ["decoder_attn"]},
-    optim={"lr": 1e-3, "weight_decay": 0.0, "warmup_steps": 2, "min_lr_ratio": 0.1},
-    loss={"dice": 1.0, "pixel_term": 1.0, "iou": 1.0, "pixel": "bce"},
-)
+TASK_ARGS = tiny_task_args(optim={"lr": 1e-3, "weight_decay": 0.0, "warmup_steps": 2, "min_lr_ratio": 0.1})
 
 
 def test_warmup_then_cosine_schedule():

@@ -9,12 +9,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import compose_cfg
 import torch
-from hydra import compose, initialize_config_dir
 
 from adapt.adapters import apply_adapter
 from adapt.adapters.io import load_adapter_weights, read_metadata
-from adapt.conf import CONFIG_DIR, recipe_names, register_recipes, register_resolvers
+from adapt.conf import recipe_names, register_recipes, register_resolvers
 from adapt.models.primitives import preprocess
 from adapt.models.sam2 import load_sam2
 
@@ -22,12 +22,6 @@ register_resolvers()
 register_recipes()
 
 FAST = ["model=tiny", "model.image_size=128", "trainer.max_steps=3", "data.batch_size=2", "data.val_batch_size=4", "optim.warmup_steps=1"]
-
-
-def compose_cfg(tmp_path: Path, *overrides: str):
-    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
-        cfg = compose("train", overrides=[*overrides, f"out_dir={tmp_path}"], return_hydra_config=False)
-    return cfg
 
 
 def run_cli(*args: str, cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:
