@@ -166,6 +166,12 @@ def _save_masks(value: Any) -> str | None:
     return "must be a number of cases >= 0, all, or a list of case ids"
 
 
+def _train_cases(value: Any) -> str | None:
+    if value is None or value == "all" or isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+        return None
+    return "must be all (or null) or a number of training cases (patients) >= 1"
+
+
 def _label(value: Any) -> str | None:
     return None if value is None or isinstance(value, (int, str)) and not isinstance(value, bool) else \
         "must be a label value (a number) or a label name"
@@ -262,6 +268,7 @@ class Data:
     cache_dir: str | None = rule()
     skip_bad_cases: bool = rule()
     val_max_slices_per_case: int | None = rule(ge=1)
+    train_cases: Any = rule(check=_train_cases)
     prompt: Prompt = rule()
     clip: Clip | None = rule()
 
@@ -618,9 +625,34 @@ def _training_card(cfg: Any) -> Any:
         return None
 
 
+def _train_cases_bound(cfg: Any) -> list[str]:
+    """``data.train_cases`` <= the card's training patients (counted when the data is there: a missing
+    dataset is the data module's error, with how to get it)."""
+    from adapt.data.sources import data_root, list_cases
+    from adapt.data.splits import split_cases
+    from adapt.errors import AdaptError
+
+    data = _get(cfg, "data")
+    count = _get(data, "train_cases") if isinstance(data, (Mapping, DictConfig)) else MISSING
+    card = _training_card(cfg) if isinstance(count, int) and not isinstance(count, bool) and count >= 1 else None
+    if card is None:
+        return []
+    try:
+        root = _get(data, "root")
+        cases = split_cases(list_cases(card, data_root(card, None if root is MISSING else root)), card.split,
+                            f"data card {card.path}")["train"]
+    except AdaptError:
+        return []
+    total = len({c.group for c in cases})
+    if count > total:
+        return [f"data.train_cases={count} must be <= {total}, the number of training cases (patients) of data card "
+                f"{card.path} (or all)"]
+    return []
+
+
 def _train_extras(cfg: Any) -> list[str]:
     """Rules that tie two keys together."""
-    problems = []
+    problems = _train_cases_bound(cfg)
     clip = _get(_get(cfg, "data"), "clip") if isinstance(_get(cfg, "data"), (Mapping, DictConfig)) else MISSING
     if isinstance(clip, (Mapping, DictConfig)):
         frames, length = _get(clip, "num_prompt_frames"), _get(clip, "length")

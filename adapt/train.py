@@ -133,6 +133,16 @@ def resolve_embedding_cache(cfg: DictConfig) -> dict[str, Any]:
     return spec
 
 
+def training_cases(datamodule: Any, setting: Any) -> dict[str, Any]:
+    """How many patients the run trained and validated on, and which trained (``data.train_cases``)."""
+    splits = getattr(datamodule, "splits", None)
+    if not splits:
+        return {}
+    groups = sorted({c.group for c in splits["train"]})
+    return {"train_cases": len(groups), "val_cases": len({c.group for c in splits["val"]}),
+            "train_cases_setting": "all" if setting is None else setting, "train_case_ids": groups}
+
+
 def _validate(trainer: L.Trainer, task: L.LightningModule, datamodule: Any) -> dict[str, float]:
     results = trainer.validate(task, datamodule=datamodule, verbose=False)
     return {k: float(v) for k, v in (results[0] if results else {}).items()}
@@ -184,7 +194,8 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
         "model": task.model_info.to_dict(),
         "adapter": OmegaConf.to_container(cfg.adapter, resolve=True),
         "params": {"trainable": trainable, "total": total},
-        "data": {"card": datamodule.card.name, "bad_cases": datamodule.num_bad_cases},
+        "data": {"card": datamodule.card.name, "bad_cases": datamodule.num_bad_cases,
+                 **training_cases(datamodule, cfg.data.get("train_cases"))},
         "monitor": MONITOR,
         "before": before,
         "after": after,

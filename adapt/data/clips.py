@@ -249,14 +249,15 @@ class ClipDataModule(SegmentationDataModule):
     def __init__(self, card: DataCard, root: str | None, image_size: int, options: ClipOptions, batch_size: int,
                  val_batch_size: int, num_workers: int, prompts: PromptSimulator | None,
                  val_prompts: PromptSimulator | None, seed: int = 0, skip_bad_cases: bool = False,
-                 cache: str = "auto", cache_dir: str | None = None) -> None:
+                 cache: str = "auto", cache_dir: str | None = None, train_cases: int | str | None = None) -> None:
         L.LightningDataModule.__init__(self)  # the slice datamodule's __init__ builds slices
         if card.dims != 3:
             raise ConfigError(f"data card {card.name!r} has dims={card.dims}: clips of slices need a 3D dataset "
                               "(task=propagation); use task=segmentation for 2D images")
         self.card, self.options = card, options
         self.root = data_root(card, root)
-        splits = split_cases(list_cases(card, self.root), card.split, where=f"data card {card.name!r}")
+        splits = split_cases(list_cases(card, self.root), card.split, f"data card {card.name!r}", train_cases, seed)
+        self.splits = splits
         train_cases, val_cases = splits["train"], splits["val"]
         stores = [CaseStore(card, cases, cache, cache_dir) for cases in (train_cases, val_cases)]
         self.train_set = ClipDataset(stores[0], image_size, options, prompts, True, seed, skip_bad_cases)
@@ -313,4 +314,5 @@ def build_clip_datamodule(data_cfg: Mapping[str, Any], image_size: int, seed: in
         skip_bad_cases=bool(data_cfg.get("skip_bad_cases", False)),
         cache=str(data_cfg.get("cache", "auto")),
         cache_dir=data_cfg.get("cache_dir"),
+        train_cases=data_cfg.get("train_cases"),
     )

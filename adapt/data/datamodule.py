@@ -198,13 +198,16 @@ class SegmentationDataModule(L.LightningDataModule):
         cache_dir: root of disk caches.
         seed: seed of the empty-sample draw, the training order and the per-sample seeds.
         require_target: a case without any target is bad (default: when ``empty_share`` is 0).
+        train_cases: train on this many of the training patients (``data.train_cases``, drawn with
+            ``seed``, nested as it grows: ``adapt.data.splits.training_subset``); ``None``: all.
     """
 
     def __init__(self, card: DataCard, root: str | None, image_size: int, batch_size: int, val_batch_size: int,
                  num_workers: int, prompts: PromptSimulator, val_prompts: PromptSimulator,
                  skip_bad_cases: bool = False, val_max_slices_per_case: int | None = None, objects: str = "each",
                  empty_share: float = 0.0, augment: bool = False, cache: str = "auto",
-                 cache_dir: str | None = None, seed: int = 0) -> None:
+                 cache_dir: str | None = None, seed: int = 0,
+                 train_cases: int | str | None = None) -> None:
         super().__init__()
         if objects not in OBJECT_MODES:
             raise ConfigError(f"data.objects={objects!r} is not one of {OBJECT_MODES}")
@@ -213,7 +216,7 @@ class SegmentationDataModule(L.LightningDataModule):
         self.card, self.image_size = card, int(image_size)
         self.root = data_root(card, root)
         cases = list_cases(card, self.root)  # raises at once when the data is missing
-        self.splits = split_cases(cases, card.split, f"data card {card.path or card.name}")
+        self.splits = split_cases(cases, card.split, f"data card {card.path or card.name}", train_cases, seed)
         self.bad_cases: list[str] = []
         stores = {side: CaseStore(card, self.splits[side], cache, cache_dir) for side in ("train", "val")}
         train_items, bad = index_cases(stores["train"], objects, empty_share, None, skip_bad_cases, seed)
@@ -299,4 +302,5 @@ def build_datamodule(data_cfg: Mapping[str, Any], image_size: int, seed: int) ->
         cache=str(data_cfg.get("cache", "auto")),
         cache_dir=data_cfg.get("cache_dir"),
         seed=seed,
+        train_cases=data_cfg.get("train_cases"),
     )

@@ -16,7 +16,8 @@ from adapt.data.sources import SPLITS, Case
 from adapt.errors import ConfigError
 
 
-def split_cases(cases: list[Case], split: Mapping[str, Any], where: str = "data card") -> dict[str, list[Case]]:
+def split_cases(cases: list[Case], split: Mapping[str, Any], where: str = "data card",
+                train_cases: int | str | None = None, subset_seed: int = 0) -> dict[str, list[Case]]:
     """Assign every case to ``train``, ``val`` or ``test``.
 
     Precedence: a ``split`` given by the source (CSV column) for the cases that have one;
@@ -27,12 +28,15 @@ def split_cases(cases: list[Case], split: Mapping[str, Any], where: str = "data 
         cases: all cases of the dataset.
         split: the card's ``split`` section.
         where: names the card in errors.
+        train_cases: ``data.train_cases``: keep only this many training patients (``None`` or
+            ``all``: every one); see ``training_subset``. Validation and test are untouched.
+        subset_seed: seed of that draw.
 
     Returns:
         ``{"train": [...], "val": [...], "test": [...]}``, each in the input order.
 
     Raises:
-        ConfigError: explicit ids that match no case.
+        ConfigError: explicit ids that match no case; more training cases asked for than there are.
     """
     side: dict[str, str] = {}
     for case in cases:
@@ -66,4 +70,32 @@ def split_cases(cases: list[Case], split: Mapping[str, Any], where: str = "data 
         out[side.get(case.group, "train")].append(case)
     if not out["train"]:
         raise ConfigError(f"{where}: the split leaves no case to train on ({len(cases)} cases); lower split.val/test")
+    out["train"] = training_subset(out["train"], train_cases, subset_seed, where)
     return out
+
+
+def subset_order(cases: list[Case], seed: int) -> list[str]:
+    """The training patients (groups) in the seeded order ``data.train_cases=k`` takes the first k of.
+
+    One permutation of the sorted group names, so the k-subset is a prefix of it: the patients of
+    ``k=2`` are among those of ``k=5`` (nested), whatever else the run changes.
+    """
+    groups = sorted({c.group for c in cases})
+    return [groups[i] for i in np.random.default_rng(int(seed)).permutation(len(groups))]
+
+
+def training_subset(cases: list[Case], count: int | str | None, seed: int = 0,
+                    where: str = "data card") -> list[Case]:
+    """The cases of the first ``count`` patients of ``subset_order`` (``None``/``all``: every case).
+
+    Raises:
+        ConfigError: ``count`` is not a number >= 1 or exceeds the training patients (names ``data.train_cases``).
+    """
+    if count is None or str(count) == "all":
+        return cases
+    order = subset_order(cases, seed)
+    if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= len(order):
+        raise ConfigError(f"data.train_cases={count!r} must be all or a number of training cases (patients) from 1 "
+                          f"to {len(order)}, the training cases of {where}")
+    kept = set(order[:count])
+    return [c for c in cases if c.group in kept]
