@@ -45,7 +45,7 @@ from adapt.models.primitives import (
     to_model_coords,
     upsample_logits,
 )
-from adapt.models.tracking import DIRECTIONS, Direction, visiting_order
+from adapt.models.tracking import DIRECTIONS, Direction, follow, visiting_order
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
@@ -250,24 +250,19 @@ def propagate(
         result = Propagation(masks=np.zeros((objects, depth, height, width), dtype=bool),
                              scores=np.full((depth, objects), np.nan), prompted=sorted(model_prompts))
         features.encode(result.prompted)
-        for k in result.prompted:
-            _store(result, k, tracker.prompt(k, features.pop(k), model_prompts[k]), height, width)
-            if on_frame:
-                on_frame(k, "prompt")
+        streak = np.zeros(objects, dtype=int)  # consecutive slices each object was absent on, this direction
+        gone = lambda out: stop_after is not None and bool((streak >= stop_after).all())  # noqa: E731
         order = visiting_order(depth, result.prompted, direction)
-        for reverse, visited in ((False, result.forward), (True, result.backward)):
-            tracker.reset_tracking()
-            absent = np.zeros(objects, dtype=int)
-            for k in (t for t, r in order if r == reverse):
-                out = tracker.track(k, features.pop(k, reverse), reverse)
-                tracker.forget_beyond(k, reverse)
-                scores = _store(result, k, out, height, width)
-                visited.append(k)
-                if on_frame:
-                    on_frame(k, "backward" if reverse else "forward")
-                absent = np.where(scores <= score_threshold, absent + 1, 0)
-                if stop_after is not None and (absent >= stop_after).all():
-                    break
+        current = "prompt"
+        for k, where, out in follow(tracker, model_prompts, order, features.pop, gone):
+            scores = _store(result, k, out, height, width)
+            if where != current:
+                streak[:], current = 0, where
+            if where != "prompt":
+                (result.backward if where == "backward" else result.forward).append(k)
+                streak[:] = np.where(scores <= score_threshold, streak + 1, 0)
+            if on_frame:
+                on_frame(k, where)
     result.seconds = time.perf_counter() - started
     return result
 

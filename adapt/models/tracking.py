@@ -12,7 +12,7 @@ predictions from the far side of the prompt, which are not a slice's neighbours)
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal, Mapping, Sequence
+from typing import Any, Callable, Iterator, Literal, Mapping, Sequence
 
 import torch
 
@@ -103,14 +103,38 @@ def track_clip(
     num_frames = len(features)
     order = visiting_order(num_frames, list(prompts), direction)
     tracker = MemoryTracker(model, num_frames, storage_dtype)
-    outputs: dict[int, StepOutput] = {t: tracker.prompt(t, features[t], prompts[t]) for t in sorted(prompts)}
-    reverse_now = False
-    for frame, reverse in order:
-        if reverse != reverse_now:
-            tracker.reset_tracking()
-            reverse_now = reverse
-        outputs[frame] = tracker.track(frame, features[frame], reverse)
+    outputs = {frame: out for frame, _, out in follow(tracker, prompts, order, lambda t, reverse: features[t])}
     return _collect(outputs, num_frames, sorted(prompts), order)
+
+
+def follow(tracker: MemoryTracker, prompts: Mapping[int, FramePrompt], order: Sequence[tuple[int, bool]],
+           features_at: Callable[[int, bool], FrameFeatures],
+           stop: Callable[[StepOutput], bool] | None = None) -> Iterator[tuple[int, str, StepOutput]]:
+    """SAM2's prompt-then-track loop, the one both training clips and propagation run.
+
+    The prompted frames are decoded and remembered first; then each direction of ``order``
+    (``visiting_order``) is tracked with its own memory of tracked frames, the memories no
+    later lookup can reach being dropped as it goes. Yields ``(frame, "prompt" | "forward" |
+    "backward", output)``; ``stop(output)`` true ends the current direction (the object is gone).
+
+    Args:
+        tracker: a fresh ``MemoryTracker`` for the clip or volume.
+        prompts: frame index -> the prompt of every object on that frame.
+        order: ``(frame, reverse)`` of the unprompted frames, forward pass first.
+        features_at: the vision features of a frame (``reverse`` tells lazy encoders the direction).
+        stop: an early end of a direction, after the frame that triggers it.
+    """
+    for frame in sorted(prompts):
+        yield frame, "prompt", tracker.prompt(frame, features_at(frame, False), prompts[frame])
+    for reverse in (False, True):
+        frames = [frame for frame, backwards in order if backwards == reverse]
+        tracker.reset_tracking()
+        for frame in frames:
+            out = tracker.track(frame, features_at(frame, reverse), reverse)
+            tracker.forget_beyond(frame, reverse)
+            yield frame, "backward" if reverse else "forward", out
+            if stop is not None and stop(out):
+                break
 
 
 def _collect(outputs: dict[int, StepOutput], num_frames: int, prompted: list[int],
