@@ -710,6 +710,25 @@ def test_fault_ends_in_one_clear_message(fault, world, tmp_path, monkeypatch, re
         fault.check(env)
 
 
+@pytest.mark.parametrize("command", ["evaluate", "predict", "hub"])
+def test_every_shipped_command_config_passes_its_schema(command):
+    """A key added to configs/<command>.yaml needs its entry in adapt/schema.py (type, range, choices)."""
+    from adapt.schema import validate
+
+    validate(OmegaConf.load(CONFIG_DIR / f"{command}.yaml"), command)
+
+
+def test_every_recipe_with_every_adapter_passes_the_training_schema(tmp_path):
+    from adapt.conf import recipe_names
+    from adapt.schema import validate
+
+    for recipe in recipe_names():
+        for adapter in ("lora", "bottleneck", "decoder"):
+            with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+                validate(compose("train", overrides=[f"recipe={recipe}", f"adapter={adapter}", f"out_dir={tmp_path}"]),
+                         "train")
+
+
 def test_the_table_is_large_enough():
     assert len(FAULTS) + len(CLI) >= 60
 
