@@ -5,7 +5,7 @@ phantoms (generated with another seed, never seen in training) two ways, before 
 model) and after (the adapter) the fine-tune:
 
 * ``boxes``: every slice holding the liver gets its ground-truth box and is segmented alone
-  by the image model (``adapt.inference.Predictor.segment``); other slices stay empty. One
+  by the image model (``adapt.inference.runner.Predictor.segment``); other slices stay empty. One
   prompt per liver slice: the upper bound a user pays for with many prompts.
 * ``propagation``: one ground-truth box on the slice with the largest liver area, then SAM2's
   memory carries it through the volume in both directions (``adapt.inference.propagation.propagate``,

@@ -4,8 +4,8 @@ A ``Volume`` is what every consumer of a case works on (slice datasets, clips of
 consecutive slices, evaluation): pixels in [0, 1] on the canonical RAS grid (resampled to
 the card's spacing when it sets one), the label map on the same grid, that grid's affine,
 and the stored grid of the source file so a predicted mask can be put back where the file
-says (``Volume.to_source``). 2D cards give a ``Volume`` too: ``[C, H, W]`` pixels (shrunk to fit
-the model's input side when larger), without affines.
+says (``Volume.to_source``). 2D cards give a ``Volume`` too: ``[C, H, W]`` pixels at their
+native size (the one resize to the model's side comes per sample), without affines.
 
 ``Case``, ``cache_root``, ``data_root`` and ``list_cases`` live in ``adapt.data.sources``;
 they are re-exported here because callers import them from this module.

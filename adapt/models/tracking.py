@@ -89,7 +89,7 @@ def track_clip(
     Args:
         model: ``Sam2VideoModel`` (peft-wrapped or not); ``model.training`` selects SAM2's
             training or inference behaviour (see ``MemoryTracker``).
-        pixels: ``[T, 3, S, S]`` normalised frames (``adapt.models.sam2.preprocess``), encoded
+        pixels: ``[T, 3, S, S]`` normalised frames (``adapt.models.primitives.preprocess``), encoded
             in one batch; or ``None`` with ``features`` precomputed.
         prompts: frame index -> the prompt of every object on that frame.
         direction: ``forward``, ``backward`` or ``both`` (see ``visiting_order``).
