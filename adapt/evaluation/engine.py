@@ -2,9 +2,9 @@
 
 ``adapt.inference.runner.Predictor`` segments one plane per call, which suits files given by
 a user; evaluation runs every slice of every case, so this engine encodes ``batch_size``
-planes at once through the same runner's ``embed``, ``model_prompts`` and ``masks``, decodes all their prompts in one call, optionally continues with
-correction clicks (the previous logits fed back as the mask prompt, ``click_rounds``) and
-runs under ``torch.inference_mode`` with optional bf16 autocast. It also times the model
+planes at once through the same runner's ``embed``, ``model_prompts`` and ``masks``,
+decodes all their prompts in one call, optionally continues with correction clicks (the
+previous logits fed back as the mask prompt, ``click_rounds``) and runs under ``torch.inference_mode`` with optional bf16 autocast. It also times the model
 part alone, so throughput is the survey's FPS and not file reading.
 """
 
