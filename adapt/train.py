@@ -62,13 +62,6 @@ def check_run_dir(run_dir: Path, overwrite: bool, ckpt_path: str | None) -> Path
     return check_writable(run_dir, "hydra.run.dir")
 
 
-def prepare_run_dir(cfg: DictConfig) -> Path:
-    """The run directory, refusing to overwrite a finished run unless ``overwrite=true``."""
-    run_dir = check_run_dir(Path(cfg.out_dir), cfg.overwrite, cfg.ckpt_path)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    return run_dir
-
-
 def resolve_checkpoint(ckpt_path: str | None, run_dir: Path) -> str | None:
     """The checkpoint to resume from: ``last`` is ``<run_dir>/checkpoints/last.ckpt``.
 
@@ -157,10 +150,11 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     """
     start = time.perf_counter()
     validate(cfg, "train")
-    run_dir = prepare_run_dir(cfg)
-    L.seed_everything(cfg.seed, workers=True)
+    run_dir = check_run_dir(Path(cfg.out_dir), cfg.overwrite, cfg.ckpt_path)
     ckpt = resolve_checkpoint(cfg.ckpt_path, run_dir)  # before minutes of loading
     resumed = read_checkpoint(ckpt) if ckpt else None
+    run_dir.mkdir(parents=True, exist_ok=True)  # only once every check above has passed
+    L.seed_everything(cfg.seed, workers=True)
     cache = resolve_embedding_cache(cfg)
     task_cls = task_class(cfg.task)
     # Data first: a missing dataset is reported before minutes of model loading.
