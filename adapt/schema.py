@@ -65,8 +65,8 @@ def _model_name(name: Any) -> str | None:
     if path.exists():
         return None if path.is_dir() else f"{path} is a file; give the folder of a saved SAM2 (config.json + weights)"
     if text.startswith(("/", ".", "~")) or "\\" in text or text.count("/") != 1 or not HUB_ID.match(text):
-        return (f"no such local folder, and not a Hub id (user/name); give an existing folder, a Hub id such as "
-                f"facebook/sam2.1-hiera-tiny, or a preset: model=sam2.1_hiera_tiny|tiny")
+        return ("no such local folder, and not a Hub id (user/name); give an existing folder, a Hub id such as "
+                "facebook/sam2.1-hiera-tiny, or a preset: model=sam2.1_hiera_tiny|tiny")
     return None
 
 

@@ -21,7 +21,6 @@ import contextlib
 import errno
 import hashlib
 import io
-import json
 import os
 import shutil
 import subprocess
@@ -37,6 +36,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from conftest import load_fake_data
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from PIL import Image
@@ -45,7 +45,6 @@ from safetensors.torch import load_file, save_file
 from adapt.cli import user_errors
 from adapt.conf import CONFIG_DIR, register_recipes, register_resolvers
 from adapt.data.synthetic import phantom_affine, write_msd_volumes
-from conftest import load_fake_data
 
 register_resolvers()
 register_recipes()
