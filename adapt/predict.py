@@ -6,12 +6,14 @@
         prompt="box 40,30,90,70 slice=12"
     python -m adapt.predict adapter=outputs/demo/<run> input=tiles/ output=masks/ prompt="point 120,80"
     python -m adapt.predict adapter=... input=case.nii.gz output=mask.nii.gz prompt="from_mask=coarse.nii.gz"
+    python -m adapt.predict adapter=<export dir> backend=onnx input=image.png output=mask.png prompt="box 40,30,90,70"
 
 Prompts are in the input's pixel grid (``x`` = column, ``y`` = row; see ``adapt.inference.prompt_syntax``).
 This module pairs inputs with outputs, refuses to overwrite, shows progress and writes each
 mask with its input's geometry (``adapt.inference.io``); the model side -- intensities, prompt
 mapping, propagation through a volume from one prompted slice, ``from_mask`` boxes on every
-slice -- is ``adapt.inference.runner``. A semantic adapter (``task=semantic``) takes no prompt and
+slice -- is ``adapt.inference.runner`` (``backend=onnx``: the same runner over an export's graphs,
+``adapt.inference.onnx_backend``). A semantic adapter (``task=semantic``) takes no prompt and
 writes every class's label value; with ``prompt=auto`` each connected component of its coarse
 class map becomes a box prompt that the promptable decoder refines.
 """
@@ -30,8 +32,9 @@ from omegaconf import DictConfig
 
 from adapt.cli import register_cli_config, user_errors
 from adapt.errors import ConfigError, DataError
+from adapt.inference.onnx_backend import load_predictor
 from adapt.inference.runner import Predictor, predict_scan
-from adapt.hub.loading import LoadedAdapter, load_adapter
+from adapt.hub.loading import LoadedAdapter
 from adapt.hub.model_card import label_names
 from adapt.inference.io import is_dicom_series, kind_of, mask_path, read_scan, suffix, to_unit, write_mask
 from adapt.inference.prompt_syntax import SYNTAX, Prompt, parse_prompt, quote_argv
@@ -156,9 +159,9 @@ def run(cfg: DictConfig) -> list[Path]:
     auto = str(cfg.get("prompt") or "").strip() == "auto"
     prompt = parse_prompt(str(cfg.prompt)) if cfg.get("prompt") and not auto else None
     jobs = plan_jobs(cfg.input, cfg.output, prompt, overwrite=bool(cfg.overwrite))
-    loaded = load_adapter(cfg.adapter, revision=cfg.get("revision"), video=False)
-    predictor = Predictor(loaded, cfg.get("device", "auto"), cfg.get("propagation", "auto"),
-                          int(cfg.get("fill_hole_area", 8)))
+    predictor = load_predictor(cfg.adapter, str(cfg.get("backend") or "torch"), cfg.get("revision"),
+                               cfg.get("device", "auto"), cfg.get("propagation", "auto"), int(cfg.get("fill_hole_area", 8)))
+    loaded = predictor.loaded
     if prompt is None and not predictor.promptless:
         why = "prompt=auto needs a semantic adapter (task=semantic) for its coarse masks" if auto else "prompt= is required"
         raise ConfigError(f"{why}: the adapter {cfg.adapter} is promptable, not semantic. {SYNTAX}")

@@ -38,6 +38,7 @@ DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 PRECISIONS = ("32-true", "32", "bf16-mixed", "bf16-true", "bf16", "16-mixed", "16-true", "16", "64-true", "64",
               "transformer-engine", "transformer-engine-float16")
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")
+BACKENDS = ("torch", "onnx")  # adapt.inference.onnx_backend.BACKENDS (not imported: schema loads no model code)
 
 
 def rule(ge: float | None = None, gt: float | None = None, le: float | None = None, lt: float | None = None,
@@ -388,6 +389,7 @@ class Evaluate:
     batch_size: int = rule(ge=1)
     precision: str | int = rule(choices=("32", "bf16", 32))
     device: str = rule(check=_device)
+    backend: str = rule(choices=BACKENDS)
     save_masks: Any = rule(check=_save_masks)
     fill_hole_area: int = rule(ge=0)
     out: str | None = rule()
@@ -404,6 +406,7 @@ class Predict:
     label: Any = rule(check=_label)
     overwrite: bool = rule()
     device: str = rule(check=_device)
+    backend: str = rule(choices=BACKENDS)
     propagation: str = rule(choices=("auto", "memory", "boxes"))
     fill_hole_area: int = rule(ge=0)
 
@@ -422,7 +425,18 @@ class Hub:
     commit_message: str | None = rule()
 
 
-SCHEMAS = {"train": Train, "evaluate": Evaluate, "predict": Predict, "hub": Hub}
+@dataclass
+class Export:
+    adapter: str | None = rule()
+    revision: str | None = rule()
+    format: str = rule(choices=("onnx", "safetensors"))
+    quantize: str = rule(choices=("none", "int8"))
+    out: str | None = rule()
+    overwrite: bool = rule()
+    check: bool = rule()
+
+
+SCHEMAS = {"train": Train, "evaluate": Evaluate, "predict": Predict, "hub": Hub, "export": Export}
 #: Keys a composed config may hold beside the schema's (Hydra's own).
 HYDRA_KEYS = {"hydra", "defaults"}
 

@@ -33,12 +33,14 @@ class ModelSpec:
         metadata: the adapter's ``sam2_adapt.json`` (empty for zero-shot).
         base: for zero-shot SAM2, ``{"name", "image_size", "offline_fallback"}`` or the
             adapter metadata to rebuild the recorded base from.
+        backend: ``torch``, or ``onnx`` for an export folder (``path``) run by onnxruntime.
     """
 
     label: str
     path: Path | None
     metadata: dict[str, Any]
     base: dict[str, Any] | None = None
+    backend: str = "torch"
 
     @property
     def task(self) -> str:
@@ -63,7 +65,7 @@ def model_options(model: Any, image_size: int | None) -> dict[str, Any]:
 
 
 def resolve_spec(source: Any, revision: str | None, model: Any, image_size: int | None,
-                 base_of: ModelSpec | None = None) -> ModelSpec:
+                 base_of: ModelSpec | None = None, backend: str = "torch") -> ModelSpec:
     """Find an adapter (no weights loaded yet), or describe zero-shot SAM2.
 
     Args:
@@ -74,6 +76,8 @@ def resolve_spec(source: Any, revision: str | None, model: Any, image_size: int 
     Raises:
         ConfigError / ModelNotFoundError: no such adapter (names it and the fix).
     """
+    if backend == "onnx":
+        return onnx_spec(source)
     if not is_none(source):
         path = resolve(str(source), revision)
         return ModelSpec(str(source), path, read_metadata(path))
@@ -84,9 +88,30 @@ def resolve_spec(source: Any, revision: str | None, model: Any, image_size: int 
     return ModelSpec(f"zero-shot {options['name']}", None, {}, options)
 
 
+def onnx_spec(source: Any) -> ModelSpec:
+    """An ONNX export folder (``backend=onnx``), labelled with its quantisation.
+
+    Raises:
+        ConfigError: ``source`` is not an ONNX export (says how to make one).
+    """
+    from adapt.inference.onnx_backend import load_export
+
+    if is_none(source):
+        raise ConfigError("backend=onnx evaluates an export: adapter=<folder of python -m adapt.export format=onnx>")
+    loaded = load_export(Path(str(source)))
+    quantize = loaded.metadata["export"].get("quantize") or "none"
+    label = f"onnx{'' if quantize == 'none' else ' ' + quantize} {source}"
+    return ModelSpec(label, loaded.path, dict(loaded.metadata), backend="onnx")
+
+
 def load_model(spec: ModelSpec, card: DataCard, preprocessing: dict[str, Any] | None = None,
                video: bool = False) -> LoadedAdapter:
-    """The model of a spec, as a ``LoadedAdapter`` (zero-shot: no adapter weights)."""
+    """The model of a spec, as a ``LoadedAdapter`` (zero-shot: no adapter weights; an ONNX export:
+    no torch model, ``adapt.inference.onnx_backend.load_export``)."""
+    if spec.backend == "onnx":
+        from adapt.inference.onnx_backend import load_export
+
+        return load_export(spec.path)
     if spec.path is not None:
         return load_adapter(spec.path, video=video)
     if "metadata" in spec.base:

@@ -87,6 +87,13 @@ def protocol_from(cfg: DictConfig, spec: ModelSpec) -> Protocol:
     if task not in TASKS:
         raise ConfigError(f"task={task!r} is not one of {TASKS}")
     clicks = parse_clicks(cfg.get("clicks"))
+    if spec.backend == "onnx":
+        if task == "propagation":
+            raise ConfigError("task=propagation needs SAM2's memory model, which an ONNX export does not hold; "
+                              "evaluate the export with task=segmentation, or the adapter with backend=torch")
+        if clicks:
+            log.info("correction clicks feed logits back as a mask prompt, which the ONNX export does not take: off")
+            clicks = ()
     if clicks and (prompt not in GT_PROMPTS or task == "propagation"):
         log.info("clicks are scored for simulated prompts on single slices only: off for prompt=%s task=%s", prompt, task)
         clicks = ()
@@ -100,12 +107,14 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Run ``configs/evaluate.yaml``'s evaluation; returns the ``summary.json`` content."""
     validate(cfg, "evaluate")
     out = prepare_out(cfg.get("out"), bool(cfg.get("overwrite", False)))
-    main = resolve_spec(cfg.get("adapter"), cfg.get("revision"), cfg.get("model"), cfg.get("image_size"))
+    backend = str(cfg.get("backend") or "torch")
+    main = resolve_spec(cfg.get("adapter"), cfg.get("revision"), cfg.get("model"), cfg.get("image_size"), backend=backend)
     other = None
-    if cfg.get("compare") is not None:
-        if main.path is None and is_none(cfg.compare):
+    compare = cfg.get("compare") if cfg.get("compare") is not None or backend != "onnx" else export_source(main)
+    if compare is not None:
+        if main.path is None and is_none(compare):
             raise ConfigError("compare=none compares an adapter with its zero-shot base; adapter=none has nothing to compare")
-        other = resolve_spec(cfg.compare, None, cfg.get("model"), cfg.get("image_size"), base_of=main)
+        other = resolve_spec(compare, None, cfg.get("model"), cfg.get("image_size"), base_of=main)
     data = cfg.get("data") or {}
     card_name = data.get("card") or main.metadata.get("data_card")
     if not card_name:
@@ -140,6 +149,17 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     return result
 
 
+def export_source(spec: ModelSpec) -> str | None:
+    """The torch adapter an ONNX export was made from (the default comparison of ``backend=onnx``),
+    or ``None`` (with a warning) when that folder is gone."""
+    source = (spec.metadata.get("export") or {}).get("source")
+    if source and (Path(source).exists() or not Path(source).is_absolute()):
+        return str(source)
+    log.warning("the export's torch adapter %s is not here: the export is evaluated alone (compare=<adapter> to "
+                "put torch beside it)", source)
+    return None
+
+
 def _run(cfg: DictConfig, spec: ModelSpec, card: DataCard, cases: list[EvalCase], classes: Mapping[str, int],
          protocol: Protocol, preprocessing: dict[str, Any] | None, out: Path, run: str,
          keep: Any) -> tuple[list[dict], dict]:
@@ -147,7 +167,12 @@ def _run(cfg: DictConfig, spec: ModelSpec, card: DataCard, cases: list[EvalCase]
     started = time.perf_counter()
     loaded = load_model(spec, card, preprocessing)
     video = load_model(spec, card, preprocessing, video=True).model if protocol.propagation else None
-    predictor = Predictor(loaded, str(cfg.get("device", "auto")), fill_hole_area=int(cfg.get("fill_hole_area", 8)))
+    if spec.backend == "onnx":
+        from adapt.inference.onnx_backend import OnnxPredictor
+
+        predictor = OnnxPredictor(loaded, str(cfg.get("device", "auto")), fill_hole_area=int(cfg.get("fill_hole_area", 8)))
+    else:
+        predictor = Predictor(loaded, str(cfg.get("device", "auto")), fill_hole_area=int(cfg.get("fill_hole_area", 8)))
     if video is not None:
         video = video.to(predictor.device).eval()
     engine = Engine(predictor, int(cfg.get("batch_size", 8)), str(cfg.get("precision", "32")))
@@ -168,7 +193,8 @@ def _run(cfg: DictConfig, spec: ModelSpec, card: DataCard, cases: list[EvalCase]
     _keep_masks(saved, rows, keep)
     unit = "frames/s" if protocol.propagation else "slices/s"
     summary = summarize_run(rows, list(classes), confusion, clicks, engine.planes, engine.model_seconds, unit)
-    summary = {"adapter": spec.label, "adapter_path": str(spec.path) if spec.path else None,
+    summary = {"adapter": spec.label, "adapter_path": str(spec.path) if spec.path else None, "backend": spec.backend,
+               **({"quantize": spec.metadata["export"].get("quantize")} if spec.backend == "onnx" else {}),
                "model": loaded.model_info.to_dict(), "data_card": card.name, "split": str(cfg.get("split", "val")),
                "slice_axis": slice_axis, "label_values": dict(classes),
                "protocol": {**protocol.__dict__, "clicks": list(protocol.clicks), "task": str(cfg.get("task") or "segmentation")},

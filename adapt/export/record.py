@@ -1,0 +1,129 @@
+"""The preprocessing record of an export (``export.json``): what a runtime must do to the pixels
+and prompts before the graphs, and what the masks mean.
+
+An exported graph takes normalised pixels on the model's square grid and prompts on that grid;
+everything before that -- reading the file, the card's intensity window or percentiles,
+bands, the voxel spacing it was trained on, the slice axis -- is written here, next to the
+label map, so ``adapt.predict backend=onnx`` (and anyone reimplementing it) repeats it
+without the adapter's data card. The adapter's own ``sam2_adapt.json`` is copied beside it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Mapping
+
+from adapt.errors import ArtefactError, ConfigError
+from adapt.export import graphs
+from adapt.models.primitives import IMAGENET_MEAN, IMAGENET_STD
+
+RECORD_FILE = "export.json"
+FORMAT_VERSION = 1
+FORMATS = ("onnx", "safetensors")
+QUANTIZE = ("none", "int8")
+
+
+def build_record(metadata: Mapping[str, Any], image_size: int, format: str, source: str,
+                 quantize: str = "none", files: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The ``export.json`` content of an export of the adapter described by ``metadata``.
+
+    Args:
+        metadata: the adapter's ``sam2_adapt.json``.
+        image_size: the model's square input side ``S``.
+        format: ``onnx`` or ``safetensors``.
+        source: the adapter the export was made from (folder or Hub id), for comparisons.
+        quantize: ``none`` or ``int8`` (onnxruntime's dynamic quantisation of the weights).
+        files: the graph files, ``{"image_encoder": name, ...}`` (ONNX only).
+    """
+    import torch
+    import transformers
+
+    preprocessing = dict(metadata.get("preprocessing") or {})
+    record: dict[str, Any] = {
+        "format_version": FORMAT_VERSION,
+        "format": format,
+        "quantize": quantize,
+        "source": source,
+        "adapter": dict(metadata.get("adapter") or {}),
+        "base_model": dict(metadata.get("base_model") or {}),
+        "task": metadata.get("task", "segmentation"),
+        "image_size": int(image_size),
+        "preprocessing": preprocessing,
+        "intensity": preprocessing.get("intensity"),
+        "bands": preprocessing.get("bands"),
+        "spacing": preprocessing.get("spacing"),
+        "slice_axis": preprocessing.get("slice_axis"),
+        "channels": preprocessing.get("channels"),
+        "dims": preprocessing.get("dims"),
+        "orientation": preprocessing.get("orientation"),
+        "label_map": dict(metadata.get("label_map") or {}),
+        "targets": list(metadata.get("targets") or []),
+        "pixels": {
+            "range": "intensities mapped to [0, 1] by `intensity` (window, percentiles or bands)",
+            "resize": f"to {image_size} x {image_size}, bilinear, antialiased, pixel centres aligned "
+                      "(torch.nn.functional.interpolate(antialias=True, align_corners=False)), clamped to [0, 1]",
+            "channels": "1 -> repeated to 3; 2 -> (c0, c1, mean); 3 kept; more -> means of 3 contiguous groups",
+            "mean": list(IMAGENET_MEAN),
+            "std": list(IMAGENET_STD),
+        },
+        "prompts": {
+            "coordinates": f"x * {image_size} / W, y * {image_size} / H of the W x H plane (no half-pixel shift)",
+            "labels": dict(graphs.POINT_LABELS),
+            "order": "box corners first, then clicks; the padding point is added inside the graph",
+            "multimask": "prompt_decoder_multimask for a lone click without a box (the best of 3 by iou_scores), "
+                         "prompt_decoder otherwise",
+        },
+        "masks": f"low_res_masks are logits at {image_size // 4} x {image_size // 4}: resize to H x W "
+                 "(bilinear, align_corners=False) and threshold at 0",
+        "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
+    }
+    if format == "onnx":
+        record["graphs"] = {
+            "opset": graphs.OPSET,
+            "files": dict(files or {}),
+            "image_encoder": {"inputs": {"pixels": ["batch", 3, image_size, image_size]},
+                              "outputs": list(graphs.EMBEDDINGS)},
+            "decoder": {"inputs": [*graphs.EMBEDDINGS, "point_coords [batch, points, 2] float32",
+                                   "point_labels [batch, points] int64"],
+                        "outputs": ["low_res_masks [batch, masks, S/4, S/4]", "iou_scores [batch, masks]"]},
+        }
+    return record
+
+
+def write_record(record: Mapping[str, Any], out_dir: Path) -> Path:
+    """Write ``export.json`` into ``out_dir``."""
+    path = Path(out_dir) / RECORD_FILE
+    path.write_text(json.dumps(record, indent=2, default=str))
+    return path
+
+
+def is_export(path: str | Path) -> bool:
+    """Whether ``path`` is a folder written by ``python -m adapt.export``."""
+    return (Path(path) / RECORD_FILE).is_file()
+
+
+def read_record(path: str | Path, format: str | None = None) -> dict[str, Any]:
+    """The ``export.json`` of an export folder, checked to be ours (and of ``format`` when given).
+
+    Raises:
+        ConfigError: the folder is not an export (says how to make one).
+        ArtefactError: the record is broken or of a newer format.
+    """
+    path = Path(path)
+    if not is_export(path):
+        raise ConfigError(f"{path} is not an export folder (no {RECORD_FILE}); make one with "
+                          f"python -m adapt.export adapter=<run or adapter dir> format=onnx out={path}")
+    try:
+        record = json.loads((path / RECORD_FILE).read_text())
+    except ValueError as err:
+        raise ArtefactError(f"{path / RECORD_FILE}: broken JSON ({err}); export the adapter again") from None
+    if not isinstance(record, dict) or record.get("format") not in FORMATS:
+        raise ArtefactError(f"{path / RECORD_FILE} is not an export record of sam2-adapt; export the adapter again")
+    if int(record.get("format_version", 0)) > FORMAT_VERSION:
+        raise ArtefactError(f"{path / RECORD_FILE} was written by a newer sam2-adapt (format "
+                            f"{record['format_version']}); update sam2-adapt or export again with this version")
+    if format is not None and record["format"] != format:
+        raise ConfigError(f"{path} holds a {record['format']} export; backend=onnx needs format=onnx "
+                          f"(python -m adapt.export adapter=... format=onnx out=DIR)")
+    return record

@@ -1,0 +1,171 @@
+"""``backend=onnx``: the runner with an exported adapter's graphs in place of the torch model.
+
+``OnnxPredictor`` is a ``Predictor`` whose ``embed`` and ``decode`` run onnxruntime sessions of
+the graphs ``python -m adapt.export format=onnx`` wrote (``adapt.export.graphs``); everything
+else is the torch runner's own code: reading and intensities (``adapt.inference.io``), the
+plane stack of a volume, pixel resize and normalisation (``adapt.models.primitives.preprocess``),
+prompt mapping (``Predictor.model_prompts``), the lone-click multimask rule
+(``Predictor.single_point``), upsampling and thresholding (``Predictor.masks``), and volumes
+through ``predict_scan``. The export holds no memory model, so a volume prompted on one slice is
+followed by chaining boxes (``propagation=boxes``), and no semantic head.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import torch
+
+from adapt.adapters.io import METADATA_FILE
+from adapt.errors import ArtefactError, ConfigError
+from adapt.export import graphs
+from adapt.export.record import is_export, read_record
+from adapt.hub.loading import LoadedAdapter
+from adapt.inference.runner import Predictor
+from adapt.models.postprocess import FILL_HOLE_AREA
+from adapt.models.primitives import preprocess
+from adapt.models.sam2 import ModelInfo
+
+PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
+
+
+def load_export(path: str | Path) -> LoadedAdapter:
+    """An ONNX export folder as a ``LoadedAdapter`` without a torch model (``model=None``): its
+    preprocessing, label map and metadata, and the model's input side in ``model_info``."""
+    path = Path(path)
+    record = read_record(path, format="onnx")
+    metadata_file = path / METADATA_FILE
+    metadata = json.loads(metadata_file.read_text()) if metadata_file.is_file() else {}
+    base = record.get("base_model") or {}
+    info = ModelInfo(str(base.get("name") or "onnx"), base.get("revision"), True, int(record["image_size"]), False)
+    metadata = {**metadata, "export": {k: record.get(k) for k in ("format", "quantize", "source")}}
+    return LoadedAdapter(None, dict(record.get("preprocessing") or {}), dict(record.get("label_map") or {}),  # type: ignore[arg-type]
+                         metadata, info, path)
+
+
+def _session(file: Path, device: str, threads: int | None) -> Any:
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise ConfigError("backend=onnx needs onnxruntime: pip install -e \".[export]\"") from None
+    if not file.is_file():
+        raise ArtefactError(f"{file} is missing from the export; export the adapter again (python -m adapt.export)")
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = int(threads)
+        options.inter_op_num_threads = 1
+    kind = "cpu" if device in ("auto", "cpu") else device.split(":")[0]
+    if kind == "cuda" and PROVIDERS["cuda"] not in ort.get_available_providers():
+        raise ConfigError(f"device={device}: this onnxruntime has no CUDA provider (pip install onnxruntime-gpu), "
+                          "or use device=cpu")
+    providers = [PROVIDERS.get(kind, PROVIDERS["cpu"])] + ([PROVIDERS["cpu"]] if kind == "cuda" else [])
+    try:
+        return ort.InferenceSession(str(file), sess_options=options, providers=providers)
+    except Exception as err:  # onnxruntime raises its own types for truncated or foreign files
+        raise ArtefactError(f"{file}: onnxruntime cannot load it ({type(err).__name__}: {err}); "
+                            "export the adapter again (python -m adapt.export)") from None
+
+
+class OnnxSam2:
+    """The exported graphs behind the call convention the runner uses for SAM2's decoder
+    (``adapt.models.primitives.decode``: ``model(image_embeddings=..., multimask_output=..., **prompts)``
+    with ``pred_masks [B, 1, M, h, w]`` and ``iou_scores [B, 1, M]`` out), plus ``encode`` for pixels.
+
+    Args:
+        folder: the export folder; ``files``: its graph files by role (``export.json``).
+        device, threads: onnxruntime provider and intra-op threads.
+    """
+
+    def __init__(self, folder: Path, files: dict[str, str], device: str = "auto", threads: int | None = None):
+        names = {"image_encoder": graphs.ENCODER_FILE, "decoder": graphs.DECODER_FILE,
+                 "decoder_multimask": graphs.MULTIMASK_FILE, **files}
+        self.sessions = {key: _session(folder / name, device, threads) for key, name in names.items()}
+
+    def encode(self, pixels: torch.Tensor) -> list[torch.Tensor]:
+        """Normalised pixels ``[B, 3, S, S]`` -> the decoder's three image embeddings."""
+        outputs = self.sessions["image_encoder"].run(list(graphs.EMBEDDINGS), {"pixels": pixels.float().cpu().numpy()})
+        return [torch.from_numpy(o) for o in outputs]
+
+    def __call__(self, image_embeddings: list[torch.Tensor], multimask_output: bool, input_boxes: Any = None,
+                 input_points: Any = None, input_labels: Any = None, input_masks: Any = None, **unused: Any) -> Any:
+        if input_masks is not None:
+            raise ConfigError("mask prompts (correction clicks) are not part of the ONNX export; use backend=torch "
+                              "or clicks=off")
+        coords, labels = graphs.prompt_points(
+            {"input_boxes": input_boxes, "input_points": input_points, "input_labels": input_labels})
+        feeds = {name: e.detach().float().cpu().numpy() for name, e in zip(graphs.EMBEDDINGS, image_embeddings)}
+        feeds.update(point_coords=coords, point_labels=labels)
+        session = self.sessions["decoder_multimask" if multimask_output else "decoder"]
+        masks, iou = session.run(list(graphs.OUTPUTS), feeds)
+        return SimpleNamespace(pred_masks=torch.from_numpy(masks)[:, None], iou_scores=torch.from_numpy(iou)[:, None])
+
+
+class OnnxPredictor(Predictor):
+    """``Predictor`` over an export folder: same prompts, same masks, graphs run by onnxruntime.
+
+    ``model`` is an ``OnnxSam2``, which answers the decoder call of the runner and of the batched
+    evaluation engine (``adapt.evaluation.engine``) as ``Sam2Model`` does; ``embed`` runs the
+    encoder graph after the torch preprocessing.
+
+    Args:
+        export: the export folder (``python -m adapt.export format=onnx out=...``) or its ``load_export``.
+        device: ``auto``/``cpu`` (CPU provider) or ``cuda`` (needs ``onnxruntime-gpu``).
+        propagation: ``auto`` or ``boxes`` (the export has no memory model); ``memory`` is refused.
+        fill_hole_area: kept for the runner's interface (memory propagation only).
+        threads: onnxruntime intra-op threads (default: onnxruntime's choice).
+    """
+
+    def __init__(self, export: str | Path | LoadedAdapter, device: str = "auto", propagation: str = "auto",
+                 fill_hole_area: int = FILL_HOLE_AREA, threads: int | None = None):
+        if propagation == "memory":
+            raise ConfigError("propagation=memory needs SAM2's memory model, which an ONNX export does not hold; "
+                              "use propagation=boxes (or auto) with backend=onnx, or backend=torch")
+        loaded = export if isinstance(export, LoadedAdapter) else load_export(export)
+        record = read_record(loaded.path, format="onnx")
+        self.loaded, self.propagation, self.fill_hole_area = loaded, "boxes", int(fill_hole_area)
+        self.device, self._video = torch.device("cpu"), None
+        self.size = int(loaded.model_info.image_size)
+        self.model = OnnxSam2(loaded.path, (record.get("graphs") or {}).get("files") or {}, device, threads)
+        self.quantize = str(record.get("quantize") or "none")
+
+    def embed(self, images: np.ndarray) -> list[torch.Tensor]:
+        """Image embeddings of planes ``[B, C, H, W]`` in [0, 1]: the torch preprocessing, then the encoder graph."""
+        return self.model.encode(preprocess(torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32)), self.size))
+
+    def classify(self, image: np.ndarray) -> np.ndarray:
+        raise ConfigError("an ONNX export holds the promptable model only; a semantic adapter needs backend=torch")
+
+    def video_model(self) -> None:
+        """No memory model in an export: volumes are followed by chaining boxes."""
+        return None
+
+
+#: What runs the model: ``torch`` (the adapter on its base) or ``onnx`` (an export's graphs).
+BACKENDS = ("torch", "onnx")
+
+
+def load_predictor(adapter: str | Path, backend: str = "torch", revision: str | None = None, device: str = "auto",
+                   propagation: str = "auto", fill_hole_area: int = FILL_HOLE_AREA) -> Predictor:
+    """The runner of ``adapter`` on ``backend``: a ``Predictor`` over the adapter (torch) or an
+    ``OnnxPredictor`` over an export folder (onnx).
+
+    Raises:
+        ConfigError: an unknown backend, an ONNX export given to torch or an adapter given to onnx.
+    """
+    if backend not in BACKENDS:
+        raise ConfigError(f"backend={backend!r} is not one of {list(BACKENDS)}")
+    onnx_export = is_export(adapter) and read_record(adapter).get("format") == "onnx"
+    if backend == "onnx":
+        if not onnx_export:
+            raise ConfigError(f"backend=onnx runs an ONNX export, and adapter={adapter} is not one; make it with "
+                              f"python -m adapt.export adapter={adapter} format=onnx out=DIR, then pass adapter=DIR")
+        return OnnxPredictor(adapter, device, propagation, fill_hole_area)
+    if onnx_export:
+        raise ConfigError(f"adapter={adapter} is an ONNX export: run it with backend=onnx")
+    from adapt.hub.loading import load_adapter
+
+    return Predictor(load_adapter(adapter, revision=revision, video=False), device, propagation, fill_hole_area)
