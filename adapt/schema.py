@@ -173,6 +173,22 @@ def _train_cases(value: Any) -> str | None:
     return "must be all (or null) or a number of training cases (patients) >= 1"
 
 
+def _shift(value: Any) -> str | None:
+    from adapt.transforms.shifts import SHIFTS
+
+    names = [value] if isinstance(value, str) else list(value) if isinstance(value, (list, ListConfig)) else [0]
+    if all(isinstance(n, str) and (n in SHIFTS or n in ("all", "none")) for n in names):
+        return None
+    return f"must be null, all, or one or a list of {list(SHIFTS)}"
+
+
+def _severity(value: Any) -> str | None:
+    values = list(value) if isinstance(value, (list, ListConfig)) else [value]
+    if values and all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 5 for v in values):
+        return None
+    return "must be a severity or a list of severities from 0 (none) to 5"
+
+
 def _label(value: Any) -> str | None:
     return None if value is None or isinstance(value, (int, str)) and not isinstance(value, bool) else \
         "must be a label value (a number) or a label name"
@@ -392,6 +408,8 @@ class Evaluate:
     backend: str = rule(choices=BACKENDS)
     save_masks: Any = rule(check=_save_masks)
     fill_hole_area: int = rule(ge=0)
+    shift: Any = rule(check=_shift)
+    severity: Any = rule(check=_severity)
     out: str | None = rule()
     overwrite: bool = rule()
 

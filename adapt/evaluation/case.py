@@ -23,7 +23,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -246,7 +246,8 @@ def _propagate(engine: Engine, video: Any, images: np.ndarray, target: np.ndarra
 
 
 def evaluate_case(engine: Engine, case: EvalCase, case_index: int, classes: dict[str, int], protocol: Protocol,
-                  slice_axis: int, video: Any = None, label_threshold: float | None = None) -> CaseResult:
+                  slice_axis: int, video: Any = None, label_threshold: float | None = None,
+                  shift: Callable[[np.ndarray], np.ndarray] | None = None) -> CaseResult:
     """Predict one case and score every class in 3D on its stored grid.
 
     Args:
@@ -258,12 +259,16 @@ def evaluate_case(engine: Engine, case: EvalCase, case_index: int, classes: dict
         slice_axis: the canonical axis the adapter was trained on.
         video: ``Sam2VideoModel`` with the adapter, for ``protocol.propagation``.
         label_threshold: the card's ``source.mask_threshold`` for masks stored as images.
+        shift: a corruption of the model input (``adapt.transforms.shifts.Shift``), applied to the
+            ``[Z, C, H, W]`` pixels in [0, 1] after reading and before the model.
     """
     start = time.perf_counter()
     preprocessing = engine.predictor.loaded.preprocessing
     scan, label = read_case(case, slice_axis, spacing=preprocessing.get("spacing"))
     scan.pixels = finite_stack(scan.pixels, case.image, preprocessing)
     images = to_unit(scan, preprocessing)
+    if shift is not None:
+        images = shift(images)
     values = list(classes.values())
     truth_stack = label_stack(label, label_threshold)
     prediction, after_clicks = predict_classes(engine, images, truth_stack, values, protocol, case_index, video)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import shutil
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -23,6 +24,7 @@ from adapt.evaluation.case import GT_PROMPTS, Protocol, evaluate_case, save_pred
 from adapt.evaluation.cases import EvalCase, load_cases
 from adapt.evaluation.engine import Engine
 from adapt.evaluation.models import ModelSpec, is_none, load_model, resolve_spec
+from adapt.evaluation import robustness
 from adapt.evaluation.report import difference, print_table, summarize_run, write_cases, write_summary
 from adapt.inference.runner import Predictor
 from adapt.hub.model_card import label_names
@@ -121,6 +123,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         raise ConfigError("data.card= is required (the adapter records no data card)")
     card, cases = load_cases(load_card(card_name), data.get("root"), str(cfg.get("split", "val")))
     protocol = protocol_from(cfg, main)
+    shifts = robustness.conditions(cfg.get("shift"), cfg.get("severity"))
     classes = class_values(main, card, protocol.prompt)
     if other is not None and protocol.prompt in ("auto", "none"):  # the compared model needs a semantic head too
         class_values(other, card, protocol.prompt)
@@ -134,7 +137,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     for run, spec in (("adapter", main), ("compare", other)):
         if spec is None:
             continue
-        run_rows, run_summary = _run(cfg, spec, card, cases, classes, protocol, preprocessing, out, run, keep)
+        run_rows, run_summary = _run(cfg, spec, card, cases, classes, protocol, preprocessing, out, run, keep, shifts)
         keep = list(run_summary["masks"])  # the compared run keeps the same cases, for side-by-side views
         rows += run_rows
         summary[run] = run_summary
@@ -142,9 +145,15 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     if other is not None:
         result["compare"] = {**summary["compare"], "difference": difference(result, summary["compare"])}
     out.mkdir(parents=True, exist_ok=True)
-    write_cases(rows, out / "cases.csv")
+    write_cases([r for r in rows if "shift" not in r], out / "cases.csv")
+    if shifts:
+        labels = {run: summary[run]["adapter"] for run in ("adapter", "compare") if run in summary}
+        result["robustness"] = robustness.summarize(rows, shifts, labels, card.modality, protocol.seed)
+        robustness.write(result["robustness"], [r for r in rows if "shift" in r], out)
     write_summary(result, out / "summary.json")
     print_table(result)
+    if shifts:
+        robustness.print_table(result["robustness"])
     print(f"evaluation written to {out}")
     return result
 
@@ -162,8 +171,9 @@ def export_source(spec: ModelSpec) -> str | None:
 
 def _run(cfg: DictConfig, spec: ModelSpec, card: DataCard, cases: list[EvalCase], classes: Mapping[str, int],
          protocol: Protocol, preprocessing: dict[str, Any] | None, out: Path, run: str,
-         keep: Any) -> tuple[list[dict], dict]:
-    """One model over every case: rows, and its summary."""
+         keep: Any, shifts: list[tuple[str, int]] = ()) -> tuple[list[dict], dict]:
+    """One model over every case: rows, and its summary (of the clean cases); then every case again under
+    each ``(shift, severity)`` of ``shifts``, as rows with ``shift`` and ``severity``."""
     started = time.perf_counter()
     loaded = load_model(spec, card, preprocessing)
     video = load_model(spec, card, preprocessing, video=True).model if protocol.propagation else None
@@ -200,6 +210,12 @@ def _run(cfg: DictConfig, spec: ModelSpec, card: DataCard, cases: list[EvalCase]
                "protocol": {**protocol.__dict__, "clicks": list(protocol.clicks), "task": str(cfg.get("task") or "segmentation")},
                "seconds": time.perf_counter() - started, "masks": {k: v.relative_to(out).as_posix() for k, v in saved.items() if v.exists()},
                **summary}
+    for name, severity in shifts:
+        for index, case in enumerate(_progress(cases, f"{run} {name} {severity}")):
+            shift = robustness.shift_for(name, severity, card.modality, loaded.preprocessing, protocol.seed, index)
+            result = evaluate_case(engine, case, index, dict(classes), replace(protocol, clicks=()), slice_axis,
+                                   video, card.source.get("mask_threshold"), shift)
+            rows += [{**row, "run": run, "shift": name, "severity": severity} for row in result.rows]
     return rows, summary
 
 
