@@ -410,6 +410,8 @@ class Evaluate:
     fill_hole_area: int = rule(ge=0)
     shift: Any = rule(check=_shift)
     severity: Any = rule(check=_severity)
+    in_domain: bool | str = rule()
+    in_domain_root: str | None = rule()
     out: str | None = rule()
     overwrite: bool = rule()
 

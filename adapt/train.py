@@ -214,6 +214,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
                 "task": cfg.task,
                 "recipe": cfg.name,
                 "data_card": datamodule.card.name,
+                "targets": list(datamodule.card.targets),
                 "license": getattr(datamodule.card, "license", None),
                 "preprocessing": datamodule.preprocessing,
                 "label_map": datamodule.label_map,

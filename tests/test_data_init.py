@@ -167,9 +167,29 @@ def test_check_prints_plots_and_names_each_planted_problem(tmp_path, fake_data, 
         assert text in printed, text
 
 
-def test_check_of_a_clean_2d_card_exits_zero(tmp_path, fake_data, capsys):
+def test_check_of_a_2d_card_exits_zero_when_clean_and_names_problems_planted_later(tmp_path, fake_data, capsys):
     folder = fake_data.write_layout("geotiff", tmp_path / "data")
     card, _, _ = init_card(folder, tmp_path / "card.yaml")
     assert main(["check", f"card={card}", f"out={tmp_path / 'f.png'}"]) == 0
     printed = capsys.readouterr().out
     assert "no problem found" in printed and "EPSG:32633" in printed
+    shutil.copy(folder / "tiles" / "area00.tif", folder / "tiles" / "lonely.tif")  # no mask tile
+    tile = np.zeros((64, 64), np.uint8)
+    tile[:4] = 7
+    fake_data.synthetic.write_geotiff(folder / "masks" / "area01.tif", tile, (0.0, 0.0))  # 7 and no target
+    found = {(p.what, Path(p.where).name) for p in check_card(card).problems}
+    assert {("unpaired image", "lonely.tif"), ("label values not in the card", "area01.tif"),
+            ("empty label", "area01.tif")} <= found
+
+
+def test_init_reads_video_frame_folders_as_volumes(tmp_path, fake_data):
+    """DAVIS layout: JPEGImages/480p/<video>/00000.jpg and Annotations/480p/<video>/00000.png."""
+    for video in ("bear", "car"):
+        for t in range(3):
+            image, mask = fake_data.photo_pair(t)
+            for folder, array, suffix in (("JPEGImages", image, "jpg"), ("Annotations", mask, "png")):
+                (tmp_path / "davis" / folder / "480p" / video).mkdir(parents=True, exist_ok=True)
+                Image.fromarray(array).save(tmp_path / "davis" / folder / "480p" / video / f"{t:05d}.{suffix}")
+    card = load_card(init_card(tmp_path / "davis", tmp_path / "davis.yaml")[0])
+    assert (card.dims, card.source["images"], card.source["labels"]) == (3, "JPEGImages/480p/*", "Annotations/480p/{name}")
+    assert card.modality == "RGB" and card.intensity == {"window": [0, 255]} and card.targets == ["label_1"]

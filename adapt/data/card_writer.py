@@ -190,6 +190,8 @@ def propose_intensity(stats: list[CaseStats], modality: str) -> tuple[dict[str, 
 
 
 def spacing_note(stats: list[CaseStats]) -> str:
+    if all(s.kind == "frames" for s in stats):
+        return "video frames: pixel units, frame t is slice t along axis 2"
     spacings = np.array([s.spacing for s in stats if s.spacing and len(s.spacing) == 3])
     if not len(spacings):
         return "no voxel size in the files"
@@ -205,6 +207,8 @@ def spacing_note(stats: list[CaseStats]) -> str:
 
 def slice_axis(stats: list[CaseStats]) -> tuple[int, str]:
     """The RAS axis of the thickest voxels when they are clearly thicker, else axial (2)."""
+    if all(s.kind == "frames" for s in stats):
+        return 2, "frames are the slices along axis 2"
     axes = [s.slice_spacing_axis for s in stats if s.spacing and len(s.spacing) == 3
             and max(s.spacing) > 1.2 * sorted(s.spacing)[1]]
     if not axes:

@@ -174,6 +174,8 @@ def guess_modality(stats: list[CaseStats], manifest_modality: str | None = None)
     channels = max((s.channels for s in readable), default=1)
     if any(s.crs for s in readable) or channels > 3:
         return "multispectral" if channels > 3 else "RGB", "GeoTIFF bands" if channels > 3 else "GeoTIFF"
+    if readable and all(s.kind == "frames" for s in readable):
+        return ("RGB" if channels == 3 else "US"), "video frames (a guess: endoscopy, US, ... are modalities too)"
     if any(s.volume for s in readable):
         low = min(float(s.sample.min()) for s in readable if s.sample.size)
         return ("CT", "values down to -1000 (HU)") if low <= -500 else ("MR", "a volume without HU values")

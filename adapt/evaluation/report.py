@@ -142,8 +142,10 @@ def print_table(summary: Mapping[str, Any], console: Console | None = None) -> T
     """Per class and metric: mean ± std; with a comparison, the other run and the difference."""
     console = console or Console()
     other = summary.get("compare")
+    where = (summary.get("domain") or {}).get("kind", "none")
     title = f"sam2-adapt evaluation: {summary['adapter']} on {summary['data_card']} ({summary['split']}, " \
-            f"{summary['cases']} cases, prompt={summary['protocol']['prompt']})"
+            f"{summary['cases']} cases, prompt={summary['protocol']['prompt']}" + \
+            ("" if where == "none" else f", {where}: trained on {summary['domain']['trained_on']}") + ")"
     table = Table(title=title)
     for column in ("class", "metric", str(summary["adapter"]), *((str(other["adapter"]), "difference") if other else ())):
         table.add_column(column, overflow="fold")

@@ -24,7 +24,7 @@ from adapt.evaluation.case import GT_PROMPTS, Protocol, evaluate_case, save_pred
 from adapt.evaluation.cases import EvalCase, load_cases
 from adapt.evaluation.engine import Engine
 from adapt.evaluation.models import ModelSpec, is_none, load_model, resolve_spec
-from adapt.evaluation import robustness
+from adapt.evaluation import domain, robustness
 from adapt.evaluation.report import difference, print_table, summarize_run, write_cases, write_summary
 from adapt.inference.runner import Predictor
 from adapt.hub.model_card import label_names
@@ -79,7 +79,7 @@ def class_values(spec: ModelSpec, card: DataCard, prompt: str) -> dict[str, int]
         if missing:
             raise ConfigError(f"the adapter's classes {missing} are not labels of data card {card.name!r} {sorted(names)}")
         return {c: int(names[c]) for c in classes}
-    return card.target_ids()
+    return domain.matched_classes(spec.metadata, card)  # another card than the adapter's: its targets, by name
 
 
 def protocol_from(cfg: DictConfig, spec: ModelSpec) -> Protocol:
@@ -127,6 +127,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     classes = class_values(main, card, protocol.prompt)
     if other is not None and protocol.prompt in ("auto", "none"):  # the compared model needs a semantic head too
         class_values(other, card, protocol.prompt)
+    own = domain.in_domain_cases(main.metadata, card, classes, cfg.get("in_domain"), cfg.get("in_domain_root"),
+                                 str(cfg.get("split", "val"))) if cfg.get("in_domain") else None
     # Zero-shot SAM2 compared with an adapter sees the adapter's pixels (same window, same bands).
     preprocessing = main.metadata.get("preprocessing") or (other.metadata.get("preprocessing") if other else None)
 
@@ -142,9 +144,16 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         rows += run_rows
         summary[run] = run_summary
     result = summary["adapter"]
+    result["domain"] = domain.describe(main.metadata, card, classes)
+    if own is not None:  # the same models on the adapter's own card, for in-domain vs out-of-domain
+        inside = {run: _run(cfg, spec, own[0], own[1], own[2], protocol, preprocessing, out, run, 0)
+                  for run, spec in (("adapter", main), ("compare", other)) if spec is not None}
+        result["domain"].update(domain.side_by_side(inside, summary, own[0], str(cfg.get("split", "val"))))
     if other is not None:
         result["compare"] = {**summary["compare"], "difference": difference(result, summary["compare"])}
     out.mkdir(parents=True, exist_ok=True)
+    if own is not None:
+        write_cases([row for run_rows, _ in inside.values() for row in run_rows], out / "in_domain_cases.csv")
     write_cases([r for r in rows if "shift" not in r], out / "cases.csv")
     if shifts:
         labels = {run: summary[run]["adapter"] for run in ("adapter", "compare") if run in summary}
@@ -152,6 +161,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         robustness.write(result["robustness"], [r for r in rows if "shift" in r], out)
     write_summary(result, out / "summary.json")
     print_table(result)
+    if own is not None:
+        domain.print_table(result["domain"])
     if shifts:
         robustness.print_table(result["robustness"])
     print(f"evaluation written to {out}")
