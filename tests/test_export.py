@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -235,7 +234,7 @@ def test_evaluate_backend_onnx_puts_torch_beside(at_512, tmp_path):
 
 
 @pytest.mark.slow
-def test_cli_exports_int8_and_predict_runs_it(at_512, tmp_path):
+def test_cli_exports_int8_and_evaluate_puts_it_beside_torch(at_512, tmp_path):
     out = tmp_path / "int8"
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     done = subprocess.run([sys.executable, "-m", "adapt.export", f"adapter={at_512.adapter}", "format=onnx", "quantize=int8",
@@ -245,21 +244,22 @@ def test_cli_exports_int8_and_predict_runs_it(at_512, tmp_path):
     record = read_record(out)
     assert record["quantize"] == "int8" and record["graph_bytes"] < 0.6 * sum(
         p.stat().st_size for p in at_512.onnx.glob("*.onnx"))
-    assert 0 < record["check"]["max_logit_diff_box"] < 0.05 * record["check"]["max_abs_logit_box"]
+    # int8 weights move the logits by a few per cent of their range (the fp32 graphs: ~1e-6)
+    assert 1e-4 < record["check"]["max_logit_diff_box"] < 0.15 * record["check"]["max_abs_logit_box"]
     nodes = {n.op_type for n in onnx.load(str(out / "image_encoder.onnx")).graph.node}
-    assert "MatMulInteger" in nodes
-    png = tmp_path / "plane.png"
-    Image.fromarray((np.random.default_rng(1).random((150, 200)) * 255).astype(np.uint8)).save(png)
-    masks = []
-    for adapter, backend in ((at_512.adapter, "torch"), (out, "onnx")):
-        [path] = predict.run(predict_cfg(adapter, png, tmp_path / backend / "m.png", "box 30,40,150,120", backend=backend))
-        masks.append(np.asarray(Image.open(path)) > 0)
-    agreement = (masks[0] == masks[1]).mean()
-    assert masks[0].any() and agreement > 0.95, agreement
+    assert "MatMulInteger" in nodes and "Conv" in nodes  # linear layers int8, convolutions float
+    with phantom_data(tmp_path) as data:
+        cfg = OmegaConf.load(CONFIG_DIR / "evaluate.yaml")
+        cfg.merge_with({"adapter": str(out), "backend": "onnx", "data": {"root": str(data)}, "out": str(tmp_path / "eval"),
+                        "clicks": "off", "batch_size": 4, "device": "cpu", "save_masks": 0})
+        summary = evaluate(cfg)
+    assert summary["quantize"] == "int8" and summary["adapter"].startswith("onnx int8")
+    assert summary["compare"]["backend"] == "torch"
+    change = summary["compare"]["difference"]["liver"]
+    assert change["dice"] is not None and abs(change["dice"]) < 0.1 and abs(change["iou"]) < 0.1
     refused = subprocess.run([sys.executable, "-m", "adapt.export", f"adapter={at_512.adapter}", "format=tflite",
                               f"out={tmp_path / 'x'}"], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
-    assert refused.returncode == 2 and "format=tflite" in refused.stderr and not (tmp_path / "x").exists()
-    shutil.rmtree(out)
+    assert refused.returncode == 2 and "format='tflite' is not one of" in refused.stderr and not (tmp_path / "x").exists()
 
 
 def test_export_config_passes_its_schema_and_names_what_is_missing():
