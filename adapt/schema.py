@@ -279,6 +279,7 @@ class Data:
     val_batch_size: int = rule(ge=1)
     num_workers: int = rule(ge=0)
     augment: bool = rule()
+    device_transforms: bool = rule()
     objects: str = rule(choices=("each", "all"))
     empty_share: float = rule(ge=0, lt=1)
     cache: str = rule(choices=("auto", "none", "memory", "disk"))

@@ -147,7 +147,7 @@ def test_split_is_per_case_and_seeded():
 
 def test_phantom_batches_follow_the_contract():
     dm = build_datamodule({"card": "ct_phantom", "prompt": {"kind": "box+points", "num_positive": 2}}, 64, seed=3)
-    batch = next(iter(dm.train_dataloader()))
+    batch = dm.on_after_batch_transfer(next(iter(dm.train_dataloader())), 0)  # as the model receives it
     assert batch["image"].shape == (4, 1, 64, 64) and 0 <= batch["image"].min() and batch["image"].max() <= 1
     assert batch["label"].shape == (4, 1, 64, 64) and set(batch["label"].unique().tolist()) <= {0.0, 1.0}
     assert batch["boxes"].shape == (4, 1, 4) and batch["points"].shape == (4, 1, 2, 2)

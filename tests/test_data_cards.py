@@ -44,7 +44,7 @@ def test_card_trains_on_fake_data_in_its_layout(stem, tmp_path):
     assert card.license and card.citation and card.labels and card.targets
     root = generate.write_dataset(stem, tmp_path / stem)
     dm = build_datamodule({"card": stem, "root": str(root), "batch_size": 2, "cache": "memory"}, 32, seed=0)
-    batch = next(iter(dm.train_dataloader()))
+    batch = dm.on_after_batch_transfer(next(iter(dm.train_dataloader())), 0)  # as the model receives it
     assert batch["image"].shape[1] in (1, 3) and batch["image"].shape[2:] == (32, 32)
     assert 0 <= batch["image"].min() and batch["image"].max() <= 1 and batch["image"].std() > 0
     assert batch["label"].shape == (2, 1, 32, 32) and batch["label"].sum() > 0

@@ -15,6 +15,7 @@ import yaml
 from adapt.data.cache import CaseStore
 from adapt.data.cards import load_card
 from adapt.data.datamodule import SampleDataset, build_datamodule, index_cases
+from adapt.data.device_transforms import model_sample
 from adapt.data.sources import Case, list_cases
 from adapt.data.splits import split_cases
 from adapt.data.volumes import load_volume
@@ -150,7 +151,7 @@ def test_augmentation_moves_image_and_mask_together(tmp_path):
 def test_validation_samples_are_fixed_and_unaugmented():
     dm = build_datamodule({"card": "aerial_phantom", "augment": True, "cache": "memory"}, 64, seed=0)
     assert dm.train_set.augment is not None and dm.val_set.augment is None
-    first, again = dm.val_set[0], dm.val_set[0]
+    first, again = (model_sample(dm.val_set[0], 64) for _ in range(2))
     assert torch.equal(first["image"], again["image"]) and torch.equal(first["boxes"], again["boxes"])
     plain_image, plain_label = dm.val_set.pixels(0)
     assert torch.equal(first["image"], plain_image) and torch.equal(first["label"][0], (plain_label == 1).float())
@@ -211,7 +212,7 @@ def test_empty_share_adds_slices_without_the_target(tmp_path):
 
 def test_objects_all_gives_one_channel_per_target_in_card_order(tmp_path):
     dm = build_datamodule({"card": "mr_phantom", "objects": "all", "prompt": {"kind": "box"}}, 32, seed=0)
-    sample = dm.train_set[0]
+    sample = model_sample(dm.train_set[0], 32)
     assert sample["label"].shape == (2, 32, 32) and sample["boxes"].shape == (2, 4)
     assert sample["meta"]["target"] == "all" and sample["meta"]["label_id"] == -1
     _, label = dm.train_set.pixels(0)

@@ -1,7 +1,8 @@
 """One path for pixels: a case reaches the model identically through training and inference.
 
-The same case is read by the training data module (card -> cached volume -> slice -> resize)
-and by the reader ``adapt.predict`` and ``adapt.evaluate`` use (``read_scan`` -> ``to_unit`` ->
+The same case is read by the training data module (card -> cached volume -> slice -> resize, the
+resize done by the loader or, with ``data.device_transforms``, on the device after the batch is
+transferred) and by the reader ``adapt.predict`` and ``adapt.evaluate`` use (``read_scan`` -> ``to_unit`` ->
 the runner), and the tensors the model receives are compared for equality: the normalised
 pixels, the image embeddings and the box on the model's grid. The cases cover what made the
 routes differ before: an oblique NIfTI with anisotropic voxels and a card that resamples
@@ -97,34 +98,41 @@ def test_training_and_inference_feed_the_model_the_same_tensors(tmp_path, tiny_m
     size = SIDES.get(name, SIZE)
     card = load_card(str(card_ref))
     data = {"card": str(card_ref), "root": str(root) if root else None, "cache": "none",
-            "prompt": {"kind": "box", "jitter": 0.0}}
-    datamodule = build_datamodule(data, image_size=size, seed=0)
+            "prompt": {"kind": "box", "jitter": 0.0}, "val_batch_size": 3}
     model, info = tiny_model
-    loaded = LoadedAdapter(model, dict(datamodule.preprocessing), dict(card.labels), {}, info, Path("none"))
-    predictor = Predictor(loaded, device="cpu")
-    predictor.size = size
     cases = {case.id: case for case in list_cases(card, data_root(card, str(root) if root else None))}
     threshold = card.source.get("mask_threshold")
+    scans = {}
     checked = 0
-    for i in range(len(datamodule.val_set)):
-        sample = datamodule.val_set[i]
-        case = cases[sample["meta"]["case"]]
-        z = max(sample["meta"]["slice"], 0)
+    # Both loader layouts: planes resized by the loader, and native planes resized on the device
+    # (data.device_transforms); a batch is taken as Lightning hands it to the task.
+    for device_transforms in (False, True):
+        datamodule = build_datamodule({**data, "device_transforms": device_transforms}, image_size=size, seed=0)
+        loaded = LoadedAdapter(model, dict(datamodule.preprocessing), dict(card.labels), {}, info, Path("none"))
+        predictor = Predictor(loaded, device="cpu")
+        predictor.size = size
         spacing = datamodule.preprocessing["spacing"]
-        scan = read_scan(case.image, card.slice_axis, spacing)
-        label = read_scan(case.label, card.slice_axis, spacing, label=True)
-        plane = to_unit(scan, datamodule.preprocessing)[z]
-        trained = preprocess(sample["image"][None], size)
-        inferred = preprocess(torch.from_numpy(plane)[None], size)
-        assert trained.shape == inferred.shape == (1, 3, size, size)
-        assert torch.equal(trained, inferred), f"{name}: pixels differ on {case.id} slice {z}"
-        mask = label_stack(label, threshold)[z] == sample["meta"]["label_id"]
-        height, width = mask.shape
-        prompts = predictor.model_prompts(height, width, boxes=box_from_mask(mask)[None])
-        assert torch.equal(prompts["input_boxes"][0], sample["boxes"]), f"{name}: box differs on {case.id}"
-        np.testing.assert_array_equal(prompts["input_boxes"][0, 0].numpy(),
-                                      box_from_mask(mask) * np.array([size / width, size / height] * 2, np.float32))
-        checked += 1
+        for raw in datamodule.val_dataloader():
+            batch = datamodule.on_after_batch_transfer(raw, 0)
+            for b, case_id in enumerate(batch["meta"]["case"]):
+                case = cases[case_id]
+                z = max(int(batch["meta"]["slice"][b]), 0)
+                if case_id not in scans:
+                    scans[case_id] = (read_scan(case.image, card.slice_axis, spacing),
+                                      read_scan(case.label, card.slice_axis, spacing, label=True))
+                scan, label = scans[case_id]
+                plane = to_unit(scan, datamodule.preprocessing)[z]
+                trained = preprocess(batch["image"][b:b + 1], size)
+                inferred = preprocess(torch.from_numpy(plane)[None], size)
+                assert trained.shape == inferred.shape == (1, 3, size, size)
+                assert torch.equal(trained, inferred), f"{name}: pixels differ on {case.id} slice {z} ({device_transforms=})"
+                mask = label_stack(label, threshold)[z] == int(batch["meta"]["label_id"][b])
+                height, width = mask.shape
+                prompts = predictor.model_prompts(height, width, boxes=box_from_mask(mask)[None])
+                assert torch.equal(prompts["input_boxes"][0], batch["boxes"][b]), f"{name}: box differs on {case.id}"
+                np.testing.assert_array_equal(prompts["input_boxes"][0, 0].numpy(),
+                                              box_from_mask(mask) * np.array([size / width, size / height] * 2, np.float32))
+                checked += 1
     assert checked >= 1
     with torch.no_grad():  # the runner's embeddings equal training's on the last sample
         for ours, theirs in zip(predictor.embed(plane[None]), image_embeddings(model, trained)):

@@ -8,6 +8,11 @@ with ``data.objects=all`` it is every target of the card, in the card's order (N
 of targets; the semantic task's class map), and an absent target gets a neutral prompt
 (the whole-image box, points marked -1 = padding).
 
+With ``data.device_transforms=true`` the loader ships each sample at its own resolution instead
+(``image`` ``[C, H, W]`` in the cache's dtype, ``label`` ``[N, H, W]`` uint8, prompts already on
+the model's grid, augmentation parameters) and the datamodule's ``on_after_batch_transfer``
+turns the batch into the layout above on the training device (``adapt.data.device_transforms``).
+
 Every case is read and checked while indexing, before training starts; bad cases raise a
 ``DataError`` naming the file, or with ``data.skip_bad_cases=true`` are warned about,
 counted (``num_bad_cases``) and left out. Cases are split by patient, never by slice.
@@ -25,14 +30,15 @@ from torch.utils.data import DataLoader, Dataset
 
 from adapt.data.cache import CaseStore
 from adapt.data.cards import DataCard, load_card
+from adapt.data.device_transforms import AUGMENT, collate_native, to_model_grid
 from adapt.data.sources import data_root, list_cases
 from adapt.data.sampling import EpochSampler, ResumableLoader, sample_key
 from adapt.data.splits import split_cases
 from adapt.errors import ConfigError, DataError
 from adapt.models.primitives import resize_image, to_model_coords
-from adapt.transforms.augment import PairAugment
+from adapt.transforms.augment import PairAugment, SplitAugment
 from adapt.transforms.prompts import PromptSimulator
-from adapt.transforms.slices import object_masks, resize_label, take_plane, target_counts
+from adapt.transforms.slices import object_masks, plane_view, resize_label, take_plane, target_counts
 
 __all__ = ["SampleDataset", "SegmentationDataModule", "build_datamodule", "data_root", "index_cases",
            "list_cases", "split_cases"]
@@ -40,6 +46,10 @@ __all__ = ["SampleDataset", "SegmentationDataModule", "build_datamodule", "data_
 log = logging.getLogger(__name__)
 
 OBJECT_MODES = ("each", "all")
+#: ``data.device_transforms`` when a config does not say (``configs/data/default.yaml`` repeats it).
+DEVICE_TRANSFORMS = True
+#: Batches each loader worker prepares ahead with device transforms (small: native planes).
+NATIVE_PREFETCH = 4
 
 
 def index_cases(store: CaseStore, objects: str = "each", empty_share: float = 0.0,
@@ -109,13 +119,17 @@ class SampleDataset(Dataset):
         prompts: the prompt simulator.
         train: training samples draw fresh prompts (and augmentation) each time they are
             read; validation prompts are fixed per sample.
-        augment: the pair augmenter (training only), or ``None``.
+        augment: the augmenter (training only), or ``None``: a ``PairAugment``, or with ``native`` a
+            ``SplitAugment``.
+        native: ship the plane at its own resolution (``adapt.data.device_transforms``).
     """
 
     def __init__(self, store: CaseStore, items: np.ndarray, image_size: int, prompts: PromptSimulator,
-                 train: bool, augment: PairAugment | None = None) -> None:
+                 train: bool, augment: PairAugment | SplitAugment | None = None, native: bool = False) -> None:
         self.store, self.items, self.image_size, self.prompts = store, items, int(image_size), prompts
-        self.train, self.augment = train, augment if train else None
+        self.train, self.augment, self.native = train, augment if train else None, native
+        if self.augment is not None and isinstance(self.augment, SplitAugment) != native:
+            raise ValueError("SampleDataset: native samples take a SplitAugment, resized ones a PairAugment")
         self.card = store.card
         self.targets = list(self.card.target_ids().items())
 
@@ -139,6 +153,8 @@ class SampleDataset(Dataset):
 
     def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
         """Sample ``key``: an index, or ``(index, seed)`` from ``EpochSampler`` (the seed draws the prompts and augmentation)."""
+        if self.native:
+            return self._native(key)
         i, draw = sample_key(key, self.train)
         position, index, target = (int(v) for v in self.items[i])
         image, label = self.plane(i)
@@ -153,9 +169,42 @@ class SampleDataset(Dataset):
         image = resize_image(torch.from_numpy(image), self.image_size)
         masks = object_masks(resize_label(torch.from_numpy(label), self.image_size), values)
         sample = {"image": image, "label": masks, **prompts}
-        name, value = ("all", -1) if target < 0 else chosen[0]
-        sample["meta"] = {"case": self.store.cases[position].id, "slice": index, "target": name, "label_id": value}
+        sample["meta"] = self._meta(position, index, target)
         return sample
+
+    def _native(self, key: int | tuple[int, int]) -> dict[str, Any]:
+        """Sample ``key`` at its own resolution: ``image`` ``[C, H, W]`` in the cache's dtype, ``label``
+        ``[N, H, W]`` uint8, prompts on the model's grid (drawn as ``__getitem__`` draws them, on the
+        augmented label) and, when augmenting, ``augment`` (the device's share, ``SplitAugment``)."""
+        i, draw = sample_key(key, self.train)
+        position, index, target = (int(v) for v in self.items[i])
+        volume = self.store[position]
+        if self.card.dims == 3:
+            image, label = plane_view(volume.image, volume.label, self.card.slice_axis, index)
+        else:
+            image, label = volume.image, volume.label
+        chosen = self.targets if target < 0 else [self.targets[target]]
+        if len(chosen) == 1:  # object map: 0 = background, n + 1 = object n (distinct ids: disjoint)
+            objects = (label == chosen[0][1]).view(np.uint8)
+        else:
+            objects = np.zeros(label.shape, dtype=np.uint8 if len(chosen) < 255 else np.uint16)
+            for n, (_, value) in enumerate(chosen):
+                objects[label == value] = n + 1
+        sample: dict[str, Any] = {}
+        if self.augment is not None:
+            image, objects, params = self.augment(image, objects, seed=draw)
+            sample[AUGMENT] = torch.from_numpy(params)
+        masks = np.stack([objects == n + 1 for n in range(len(chosen))])
+        key = (i, draw) if self.train else (i,)
+        sample.update(self._prompts(masks, key, *objects.shape))
+        sample["image"] = torch.from_numpy(np.array(image, order="C"))  # a copy: the cache may be read-only
+        sample["label"] = torch.from_numpy(masks.view(np.uint8))
+        sample["meta"] = self._meta(position, index, target)
+        return sample
+
+    def _meta(self, position: int, index: int, target: int) -> dict[str, Any]:
+        name, value = ("all", -1) if target < 0 else self.targets[target]
+        return {"case": self.store.cases[position].id, "slice": index, "target": name, "label_id": value}
 
     def _prompts(self, masks: np.ndarray, key: tuple[int, ...], height: int, width: int) -> dict[str, torch.Tensor]:
         """Each object's prompts on the model's grid (an absent object: the whole plane, padding points)."""
@@ -194,6 +243,8 @@ class SegmentationDataModule(L.LightningDataModule):
         objects: ``each`` or ``all`` (see the module doc).
         empty_share: share of training samples without the target (validation has none).
         augment: 2D augmentation of training samples.
+        device_transforms: ship native planes and resize/augment them on the training device
+            (``adapt.data.device_transforms``); otherwise the loader resizes and augments.
         cache: ``auto``, ``none``, ``memory`` or ``disk`` (``adapt.data.cache``).
         cache_dir: root of disk caches.
         seed: seed of the empty-sample draw, the training order and the per-sample seeds.
@@ -202,11 +253,13 @@ class SegmentationDataModule(L.LightningDataModule):
             ``seed``, nested as it grows: ``adapt.data.splits.training_subset``); ``None``: all.
     """
 
+    native = False  # subclasses that build their own datasets (clips) ship resized samples
+
     def __init__(self, card: DataCard, root: str | None, image_size: int, batch_size: int, val_batch_size: int,
                  num_workers: int, prompts: PromptSimulator, val_prompts: PromptSimulator,
                  skip_bad_cases: bool = False, val_max_slices_per_case: int | None = None, objects: str = "each",
                  empty_share: float = 0.0, augment: bool = False, cache: str = "auto",
-                 cache_dir: str | None = None, seed: int = 0,
+                 cache_dir: str | None = None, seed: int = 0, device_transforms: bool = DEVICE_TRANSFORMS,
                  train_cases: int | str | None = None) -> None:
         super().__init__()
         if objects not in OBJECT_MODES:
@@ -227,9 +280,11 @@ class SegmentationDataModule(L.LightningDataModule):
         if not len(train_items):
             raise DataError(f"data card {card.name!r}: no training sample left at {self.root} "
                             f"({len(self.bad_cases)} bad case(s) skipped)")
-        self.train_set = SampleDataset(stores["train"], train_items, image_size, prompts, True,
-                                       PairAugment() if augment else None)
-        self.val_set = SampleDataset(stores["val"], val_items, image_size, val_prompts, False)
+        self.native = bool(device_transforms)
+        augmenter = (SplitAugment() if self.native else PairAugment()) if augment else None
+        self.train_set = SampleDataset(stores["train"], train_items, image_size, prompts, True, augmenter,
+                                       native=self.native)
+        self.val_set = SampleDataset(stores["val"], val_items, image_size, val_prompts, False, native=self.native)
         self.set_loading(batch_size, val_batch_size, num_workers, seed)
         self.label_map = dict(card.labels)
         self.num_bad_cases = len(self.bad_cases)
@@ -254,7 +309,8 @@ class SegmentationDataModule(L.LightningDataModule):
         ranks = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
         sampler = EpochSampler(self.train_set, seed=self.seed, num_replicas=ranks[0], rank=ranks[1])
         self.train_loader = ResumableLoader(self.train_set, sampler=sampler, batch_size=self.batch_size,
-                                            num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
+                                            num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
+                                            **self.loader_options())
         if self.loader_state:
             self.train_loader.load_state_dict(self.loader_state)
         return self.train_loader
@@ -277,7 +333,24 @@ class SegmentationDataModule(L.LightningDataModule):
 
     def val_dataloader(self) -> DataLoader:
         return DataLoader(self.val_set, batch_size=self.val_batch_size, num_workers=self.num_workers,
-                          persistent_workers=self.num_workers > 0)
+                          persistent_workers=self.num_workers > 0, **self.loader_options())
+
+    def loader_options(self) -> dict[str, Any]:
+        """Native batches: padded collation, pinned memory when training on CUDA, deeper prefetch."""
+        if not self.native:
+            return {}
+        trainer = self.trainer
+        device = trainer.strategy.root_device if trainer is not None else None
+        cuda = device.type == "cuda" if device is not None else torch.cuda.is_available()
+        options: dict[str, Any] = {"collate_fn": collate_native, "pin_memory": cuda}
+        if self.num_workers > 0:
+            options["prefetch_factor"] = NATIVE_PREFETCH
+        return options
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """A native batch, now on the training device, to the model's grid (``to_model_grid``);
+        Lightning calls it for every training, validation and test batch. Other batches pass."""
+        return to_model_grid(batch, self.image_size) if isinstance(batch, dict) else batch
 
 
 def build_datamodule(data_cfg: Mapping[str, Any], image_size: int, seed: int) -> SegmentationDataModule:
@@ -302,5 +375,6 @@ def build_datamodule(data_cfg: Mapping[str, Any], image_size: int, seed: int) ->
         cache=str(data_cfg.get("cache", "auto")),
         cache_dir=data_cfg.get("cache_dir"),
         seed=seed,
+        device_transforms=bool(data_cfg.get("device_transforms", DEVICE_TRANSFORMS)),
         train_cases=data_cfg.get("train_cases"),
     )

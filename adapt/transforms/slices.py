@@ -18,12 +18,18 @@ def in_plane_axes(slice_axis: int) -> tuple[int, int]:
     return tuple(a for a in range(3) if a != slice_axis)  # type: ignore[return-value]
 
 
+def plane_view(image: np.ndarray, label: np.ndarray, slice_axis: int, index: int) -> tuple[np.ndarray, np.ndarray]:
+    """Slice ``index`` of ``image`` ``[C, X, Y, Z]`` and ``label`` ``[X, Y, Z]`` as ``[C, H, W]`` and
+    ``[H, W]`` views (no copy, the volume's dtypes)."""
+    where = (slice(None),) * slice_axis + (index,)
+    return np.swapaxes(image[(slice(None), *where)], 1, 2), label[where].T
+
+
 def take_plane(image: np.ndarray, label: np.ndarray, slice_axis: int, index: int) -> tuple[np.ndarray, np.ndarray]:
-    """Slice ``index`` of ``image`` ``[C, X, Y, Z]`` and ``label`` ``[X, Y, Z]`` as ``[C, H, W]`` and ``[H, W]``."""
-    pixels = np.take(image, index, axis=slice_axis + 1)
-    plane = np.take(label, index, axis=slice_axis)
-    return (np.ascontiguousarray(np.swapaxes(pixels, 1, 2), dtype=np.float32),
-            np.ascontiguousarray(plane.T))
+    """Slice ``index`` of ``image`` ``[C, X, Y, Z]`` and ``label`` ``[X, Y, Z]`` as ``[C, H, W]`` float32
+    and ``[H, W]`` contiguous copies."""
+    pixels, plane = plane_view(image, label, slice_axis, index)
+    return np.ascontiguousarray(pixels, dtype=np.float32), np.ascontiguousarray(plane)
 
 
 def target_counts(label: np.ndarray, ids: Sequence[int], slice_axis: int | None) -> np.ndarray:
@@ -57,6 +63,7 @@ def resize_label(label: torch.Tensor, size: int | tuple[int, int]) -> torch.Tens
     height, width = label.shape[-2:]
     if (height, width) == size:
         return label
-    rows = ((torch.arange(size[0]) + 0.5) * (height / size[0])).floor().long().clamp_(max=height - 1)
-    cols = ((torch.arange(size[1]) + 0.5) * (width / size[1])).floor().long().clamp_(max=width - 1)
+    device = label.device  # on a GPU too (device transforms): the same float32 arithmetic, the same pixels
+    rows = ((torch.arange(size[0], device=device) + 0.5) * (height / size[0])).floor().long().clamp_(max=height - 1)
+    cols = ((torch.arange(size[1], device=device) + 0.5) * (width / size[1])).floor().long().clamp_(max=width - 1)
     return label[..., rows[:, None], cols[None, :]]
