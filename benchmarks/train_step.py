@@ -12,8 +12,9 @@ process-CPU seconds are both given: on a shared machine the CPU seconds are the 
 and in the last 4 (``adapter.blocks=4``); ``--prefix-cache`` adds, for each restricted row, the
 step after the first epoch of the frozen-prefix cache: the prefix's output computed once, each
 step running the adapted blocks, the neck and the decoder (``adapt.models.hiera_prefix``).
-``--rounds R`` runs every row R times, rows alternating, and reports the median round, so a
-change of the machine's load falls on every row alike.
+``--rounds R`` runs every row R times, rows alternating, and reports the median round (the
+faster middle one for even R), so a change of the machine's load falls on every row alike;
+each round's numbers go to stderr as they come.
 
     python benchmarks/train_step.py --size 1024 --batch 1 --steps 3 --kinds lora bottleneck decoder decoder+cache full
     python benchmarks/train_step.py --size 1024 --kinds lora --blocks all 4 --prefix-cache --rounds 3
@@ -212,7 +213,8 @@ def rows(args: argparse.Namespace) -> list[str]:
 
 
 def median_row(results: list[dict[str, Any]]) -> dict[str, Any]:
-    """The round with the median wall seconds per step (with its own CPU seconds and memory)."""
+    """The round with the median wall seconds per step (the faster middle one for an even count),
+    with its own CPU seconds and memory."""
     ordered = sorted(results, key=lambda r: r["s/step"])
     return ordered[(len(ordered) - 1) // 2]
 
@@ -237,7 +239,8 @@ def main() -> None:
     for _ in range(args.rounds):
         for name in names:
             results[name].append(run_child(name))
-            print(f"  {name}: {results[name][-1]['s/step']:.3f} s/step", file=sys.stderr, flush=True)
+            last = results[name][-1]
+            print(f"  {name}: {last['s/step']:.3f} s/step, {last['cpu_s/step']:.3f} CPU s/step", file=sys.stderr, flush=True)
     for name in names:
         row = median_row(results[name])
         print(f"| {row['kind']:<{width}} | {row['trainable']:>11,} | {row['total']:>11,} | "
