@@ -83,7 +83,9 @@ def test_cli_trains_on_a_card_given_by_path(stem, tmp_path):
     result = run_train(tmp_path, copy_card(tmp_path, stem), root)
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
-    assert metrics["steps"] == 2 and metrics["data"] == {"card": stem, "bad_cases": 0}
+    data = metrics["data"]
+    assert metrics["steps"] == 2 and data["card"] == stem and data["bad_cases"] == 0
+    assert data["train_cases_setting"] == "all" and data["train_cases"] == len(data["train_case_ids"]) > 0
     assert "val/dice" in metrics["after"]
     saved = json.loads((tmp_path / "run" / "adapter" / "sam2_adapt.json").read_text())
     expected_channels = 3 if stem == "loveda" else 1
