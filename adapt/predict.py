@@ -36,7 +36,7 @@ from adapt.inference.onnx_backend import load_predictor
 from adapt.inference.runner import Predictor, predict_scan
 from adapt.hub.loading import LoadedAdapter
 from adapt.hub.model_card import label_names
-from adapt.inference.io import is_dicom_series, kind_of, mask_path, read_scan, suffix, to_unit, write_mask
+from adapt.inference.io import Scan, is_dicom_series, kind_of, mask_path, read_scan, suffix, to_unit, write_mask
 from adapt.inference.prompt_syntax import SYNTAX, Prompt, parse_prompt, quote_argv
 from adapt.guards import finite_stack
 from adapt.schema import validate
@@ -165,17 +165,28 @@ def run(cfg: DictConfig) -> list[Path]:
     if prompt is None and not predictor.promptless:
         why = "prompt=auto needs a semantic adapter (task=semantic) for its coarse masks" if auto else "prompt= is required"
         raise ConfigError(f"{why}: the adapter {cfg.adapter} is promptable, not semantic. {SYNTAX}")
-    values = class_values(loaded) if prompt is None else np.array([0, foreground_value(loaded, cfg.get("label"))], np.uint16)
-    slice_axis = int(loaded.preprocessing.get("slice_axis", 2))
-    spacing = loaded.preprocessing.get("spacing")  # the grid the adapter was trained on
+    values = mask_values(loaded, prompt, cfg.get("label"))
     written = []
     for job in _progress(jobs):
-        scan = read_scan(job.input, slice_axis, spacing)
-        scan.pixels = finite_stack(scan.pixels, job.input, loaded.preprocessing)
-        guide = read_scan(job.guide, slice_axis, spacing, label=True) if job.guide else None
+        scan = read_input(job.input, loaded)
+        guide = read_input(job.guide, loaded, label=True) if job.guide else None
         masks = auto_scan(predictor, scan) if auto else predict_scan(predictor, scan, prompt, guide)
         written.append(write_mask(values[masks.astype(np.int64)], scan, job.output))
     return written
+
+
+def read_input(path: Path, loaded: LoadedAdapter, label: bool = False) -> Scan:
+    """A file as ``predict`` reads it: on the grid the adapter was trained on (its slice axis and
+    spacing), non-finite pixels refused or replaced as its card says (``adapt.app`` reads the same way)."""
+    scan = read_scan(path, int(loaded.preprocessing.get("slice_axis", 2)), loaded.preprocessing.get("spacing"), label=label)
+    if not label:
+        scan.pixels = finite_stack(scan.pixels, path, loaded.preprocessing)
+    return scan
+
+
+def mask_values(loaded: LoadedAdapter, prompt: Prompt | None, label: int | str | None = None) -> np.ndarray:
+    """The value written for each mask index: class values without a prompt, else ``[0, object value]``."""
+    return class_values(loaded) if prompt is None else np.array([0, foreground_value(loaded, label)], np.uint16)
 
 
 def auto_scan(predictor: Predictor, scan: Any, batch_size: int = 8) -> np.ndarray:

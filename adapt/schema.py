@@ -443,6 +443,7 @@ class Hub:
     out_dir: str | None = rule()
     overwrite: bool = rule()
     dry_run: bool = rule()
+    space_app: bool = rule()
     commit_message: str | None = rule()
 
 
@@ -457,7 +458,21 @@ class Export:
     check: bool = rule()
 
 
-SCHEMAS = {"train": Train, "evaluate": Evaluate, "predict": Predict, "hub": Hub, "export": Export}
+@dataclass
+class App:
+    adapter: str | None = rule()
+    revision: str | None = rule()
+    backend: str = rule(choices=BACKENDS)
+    device: str = rule(check=_device)
+    propagation: str = rule(choices=("auto", "memory", "boxes"))
+    fill_hole_area: int = rule(ge=0)
+    out_dir: str = rule()
+    host: str = rule()
+    port: int = rule(ge=1, le=65535)
+    share: bool = rule()
+
+
+SCHEMAS = {"train": Train, "evaluate": Evaluate, "predict": Predict, "hub": Hub, "export": Export, "app": App}
 #: Keys a composed config may hold beside the schema's (Hydra's own).
 HYDRA_KEYS = {"hydra", "defaults"}
 

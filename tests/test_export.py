@@ -1,15 +1,11 @@
 """``python -m adapt.export``: ONNX graphs that reproduce the torch runner, int8, a plain transformers folder,
 and ``backend=onnx`` in predict and evaluate.
 
-The adapters are tiny random SAM2s (``load_sam2("tiny", image_size=...)``) with LoRA on the encoder and
-decoder attention and the decoder's hypernetwork output layers saved in full and scaled, so the logits
-are O(1-10) like a trained model's (a random tiny SAM2's are ~1e-3, where a 1e-4 tolerance would
-say nothing).
+The adapters are tiny random SAM2s with logits O(1-10) (``tests/tiny_adapters.py``).
 """
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -23,15 +19,13 @@ import onnxruntime as ort
 import pytest
 import torch
 from conftest import phantom_data
+from tiny_adapters import BOTTLENECK, make_adapter
 from omegaconf import OmegaConf
 from PIL import Image
 
 import adapt
 from adapt import predict
-from adapt.adapters import apply_adapter
-from adapt.adapters.io import save_adapter
 from adapt.conf import CONFIG_DIR
-from adapt.data.cards import load_card
 from adapt.errors import ConfigError
 from adapt.evaluation import evaluate
 from adapt.export.build import export_adapter
@@ -39,12 +33,8 @@ from adapt.export.record import read_record
 from adapt.inference.onnx_backend import OnnxPredictor, load_predictor
 from adapt.inference.runner import Predictor
 from adapt.models.primitives import decode, preprocess
-from adapt.models.sam2 import load_sam2
 
 
-LORA = {"kind": "lora", "rank": 4, "alpha": 8, "dropout": 0.0, "targets": ["encoder_attn", "decoder_attn"],
-        "modules_to_save": [f"output_hypernetworks_mlps.{i}.proj_out" for i in range(4)]}
-BOTTLENECK = {"kind": "bottleneck", "reduction": 4, "placement": ["attn", "mlp"], "blocks": None, "mlp_scale": 0.5}
 #: Prompts of two planes (H=150, W=200), in plane pixels; ``point`` is a lone click (three candidates).
 PROMPTS = {
     "box": dict(boxes=[[30, 40, 150, 120], [10, 20, 60, 90]]),
@@ -53,25 +43,6 @@ PROMPTS = {
     "box_points": dict(boxes=[[30, 40, 150, 120], [10, 20, 60, 90]], points=[[[80, 60], [35, 45]], [[40, 50], [12, 22]]],
                        labels=[[1, 0], [1, 0]]),
 }
-
-
-def make_adapter(folder: Path, size: int, spec: dict = LORA, seed: int = 1) -> Path:
-    """A tiny adapter with non-trivial weights, recorded as trained on the phantom card."""
-    base, info = load_sam2("tiny", image_size=size)
-    model = apply_adapter(base, json.loads(json.dumps(spec)))
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, param in ((n, p) for n, p in model.named_parameters() if p.requires_grad):
-            if "modules_to_save" in name:
-                param.mul_(3000.0)  # the hypernetwork's output: logits O(1-10)
-            else:
-                param.add_(0.05 * torch.randn(param.shape, generator=gen))
-    card = load_card("ct_phantom")
-    metadata = {"base_model": {"name": info.name, "revision": None}, "model": info.to_dict(), "task": "segmentation",
-                "data_card": "ct_phantom", "label_map": dict(card.labels), "targets": ["liver"],
-                "preprocessing": {"dims": 3, "intensity": dict(card.intensity), "slice_axis": card.slice_axis,
-                                  "spacing": card.spacing, "bands": None, "image_size": size}}
-    return save_adapter(model, spec, folder, metadata)
 
 
 @pytest.fixture(scope="module")

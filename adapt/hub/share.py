@@ -74,8 +74,10 @@ def merge_adapter(loaded: LoadedAdapter, out_dir: str | Path, repo_id: str | Non
     return out_dir
 
 
-def stage(adapter: str | Path, repo_id: str, out_dir: str | Path, merge: bool = False, overwrite: bool = False) -> Path:
-    """Write exactly what ``push`` uploads into ``out_dir``: adapter files (or merged model) + card.
+def stage(adapter: str | Path, repo_id: str, out_dir: str | Path, merge: bool = False, overwrite: bool = False,
+          space_app: bool = False) -> Path:
+    """Write exactly what ``push`` uploads into ``out_dir``: adapter files (or merged model) + card,
+    and with ``space_app`` an ``app.py`` (+ ``requirements.txt``) serving ``adapt.app``'s page for it.
 
     The adapter is loaded onto its base first, so what cannot be used is never uploaded.
     """
@@ -88,13 +90,18 @@ def stage(adapter: str | Path, repo_id: str, out_dir: str | Path, merge: bool = 
     out_dir = _empty_target(Path(out_dir), overwrite, create=False)  # before the adapter is loaded
     loaded = load_adapter(source)  # an adapter that does not load on its base is never uploaded
     if merge:
-        return merge_adapter(loaded, out_dir, repo_id, overwrite)
-    out_dir = _empty_target(out_dir, overwrite)
-    for name in (CONFIG_FILE, WEIGHTS_FILE, METADATA_FILE):
-        if not (source / name).exists():
-            raise ConfigError(f"{source / name} is missing; re-save the adapter")
-        shutil.copy2(source / name, out_dir / name)
-    render_card(metadata, repo_id).save(out_dir / CARD_FILE)
+        out_dir = merge_adapter(loaded, out_dir, repo_id, overwrite)
+    else:
+        out_dir = _empty_target(out_dir, overwrite)
+        for name in (CONFIG_FILE, WEIGHTS_FILE, METADATA_FILE):
+            if not (source / name).exists():
+                raise ConfigError(f"{source / name} is missing; re-save the adapter")
+            shutil.copy2(source / name, out_dir / name)
+        render_card(metadata, repo_id).save(out_dir / CARD_FILE)
+    if space_app:
+        from adapt.app.space import write_space_app
+
+        write_space_app(out_dir, repo_id)
     return out_dir
 
 
@@ -106,6 +113,7 @@ def push(
     merge: bool = False,
     commit_message: str | None = None,
     api: Any = None,
+    space_app: bool = False,
 ) -> Any:
     """Upload an adapter (or its merged model) with its model card; returns the commit info.
 
@@ -120,7 +128,7 @@ def push(
             raise ConfigError("HF_HUB_OFFLINE=1 is set: pushing needs the network (unset it, or use dry_run=true)")
         api = default_api()
     with tempfile.TemporaryDirectory() as tmp:
-        folder = stage(adapter, repo_id, Path(tmp) / "upload", merge=merge)
+        folder = stage(adapter, repo_id, Path(tmp) / "upload", merge=merge, space_app=space_app)
         try:
             api.create_repo(repo_id, private=private or None, exist_ok=True)  # None: the account's default
             if revision and revision != "main":
@@ -162,10 +170,12 @@ def run(cfg: DictConfig) -> Any:
         if cfg.dry_run:
             if not cfg.out_dir:
                 raise ConfigError("dry_run=true writes the upload folder locally: pass out_dir=DIR")
-            folder = stage(cfg.adapter, cfg.repo_id, cfg.out_dir, merge=cfg.merge, overwrite=cfg.overwrite)
+            folder = stage(cfg.adapter, cfg.repo_id, cfg.out_dir, merge=cfg.merge, overwrite=cfg.overwrite,
+                           space_app=bool(cfg.get("space_app", False)))
             print(f"would upload {sorted(p.name for p in folder.iterdir())} from {folder} to {cfg.repo_id}")
             return folder
-        info = push(cfg.adapter, cfg.repo_id, cfg.private, cfg.revision, cfg.merge, cfg.commit_message)
+        info = push(cfg.adapter, cfg.repo_id, cfg.private, cfg.revision, cfg.merge, cfg.commit_message,
+                    space_app=bool(cfg.get("space_app", False)))
         print(f"pushed to {getattr(info, 'commit_url', None) or cfg.repo_id}")
         return info
     source = cfg.repo_id or cfg.adapter

@@ -1,0 +1,117 @@
+"""The Gradio page of ``python -m adapt.app``: open a scan, scroll its slices, draw a prompt, see
+and save the mask.
+
+The page is a thin layer over ``adapt.app.session.Session`` (one per browser tab, in
+``gr.State``); the model is loaded once, when the page is built, through the same loader as
+``adapt.predict`` (``load_predictor``: ``backend=torch`` or an ONNX export with ``backend=onnx``).
+A box is two clicks on the image (opposite corners); object and background clicks are single
+clicks; the prompt box shows the prompt in ``adapt.predict``'s syntax and may also be typed.
+Components carry ``elem_id``s (``upload``, ``slice``, ``mode``, ``view``, ``prompt``, ``segment``,
+``clear``, ``save``, ``status``, ``saved_path``) for scripts and tests.
+"""
+
+import functools
+from pathlib import Path
+from typing import Any, Callable
+
+import gradio as gr
+
+from adapt.app.session import MODES, Session
+from adapt.errors import AdaptError
+from adapt.hub.model_card import label_names
+from adapt.inference.runner import Predictor
+
+
+def _describe(predictor: Predictor) -> str:
+    loaded = predictor.loaded
+    meta = loaded.metadata
+    kind = (meta.get("adapter") or {}).get("kind", "?")
+    export = meta.get("export")
+    backend = f"ONNX ({export.get('quantize') or 'none'} quantisation)" if export else "torch"
+    random = "" if loaded.model_info.pretrained else " -- **trained on RANDOM base weights (a test adapter)**"
+    labels = ", ".join(f"{k}={v}" for k, v in label_names(loaded.label_map).items()) or "-"
+    return (f"### sam2-adapt: {loaded.path.name}\n{kind} adapter on `{loaded.model_info.name}` at "
+            f"{loaded.model_info.image_size} px, run by {backend}{random}. Data card `{meta.get('data_card', '?')}`, "
+            f"labels {labels}.\n\nOpen a NIfTI, the files of a DICOM series, a PNG/JPEG or a GeoTIFF. **Box**: click two "
+            "opposite corners; **object / background click**: one click each. *Segment* runs the adapter (a volume is "
+            "followed from the prompted slice through the whole scan); *Save mask* writes it in the input's format and "
+            "geometry, as `python -m adapt.predict` does for the same prompt.")
+
+
+def _guarded(handler: Callable[..., tuple], outputs: int) -> Callable[..., tuple]:
+    """A user's mistake (no file, a bad prompt, an unreadable file) becomes the status line -- the
+    handler's last output -- and the other outputs stay as they are."""
+    @functools.wraps(handler)  # Gradio reads the handler's signature (gr.SelectData) through __wrapped__
+    def run(*args: Any) -> tuple:
+        try:
+            return handler(*args)
+        except AdaptError as err:
+            return (*[gr.skip()] * (outputs - 1), f"error: {err}")
+    return run
+
+
+def build_page(predictor: Predictor, out_dir: str | Path) -> Any:
+    """The ``gr.Blocks`` page over ``predictor``; masks are saved under ``out_dir``."""
+    out_dir = Path(out_dir)
+
+    def session_of(session: Session | None) -> Session:
+        return session if session is not None else Session(predictor, out_dir)
+
+    def opened(files: list[str] | None, session: Session | None) -> tuple:
+        session = session_of(session)
+        session.open(files or [])
+        top = max(session.slices - 1, 0)
+        return (session, session.render(), gr.Slider(minimum=0, maximum=top, value=session.slice, step=1,
+                                                     interactive=top > 0), "",
+                f"opened {session.source.name}: {session.slices} slice(s) of {session.shown.shape[1:3]} (rows, columns)")
+
+    def scrolled(index: float, session: Session | None) -> Any:
+        return session.render(int(index)) if session is not None else None
+
+    def clicked(mode: str, index: float, session: Session | None, event: gr.SelectData) -> tuple:
+        session = session_of(session)
+        if session.shown is None:
+            raise AdaptError("open an image first")
+        text = session.click_rendered(int(event.index[0]), int(event.index[1]), mode, int(index))
+        return session, session.render(int(index)), text, f"{mode}: {text}"
+
+    def segmented(text: str, session: Session | None) -> tuple:
+        session = session_of(session)
+        status = session.segment(text)
+        return session, session.render(), gr.Slider(value=session.slice), status
+
+    def saved(session: Session | None) -> tuple:
+        path = session_of(session).save()
+        return str(path), str(path), f"saved {path}"
+
+    def cleared(session: Session | None) -> tuple:
+        session = session_of(session)
+        session.clear()
+        return session, session.render(), "", "prompt and mask cleared"
+
+    with gr.Blocks(title="sam2-adapt") as page:
+        state = gr.State(None)
+        gr.Markdown(_describe(predictor))
+        with gr.Row():
+            with gr.Column(scale=1):
+                upload = gr.File(label="Image (NIfTI, DICOM slice files, PNG/JPEG, GeoTIFF)", file_count="multiple",
+                                 elem_id="upload")
+                mode = gr.Radio(list(MODES), value="box", label="Click adds", elem_id="mode")
+                prompt = gr.Textbox(label="Prompt (adapt.predict's syntax: clicks fill it, or type it)", elem_id="prompt")
+                with gr.Row():
+                    segment = gr.Button("Segment", variant="primary", elem_id="segment")
+                    clear = gr.Button("Clear", elem_id="clear")
+                    save = gr.Button("Save mask", elem_id="save")
+                status = gr.Textbox(label="Status", interactive=False, elem_id="status")
+                saved_path = gr.Textbox(label="Saved mask", interactive=False, elem_id="saved_path")
+                saved_file = gr.File(label="Download", interactive=False, elem_id="saved_file")
+            with gr.Column(scale=2):
+                view = gr.Image(label="Slice", type="numpy", format="png", interactive=False, elem_id="view", height=560)
+                index = gr.Slider(minimum=0, maximum=1, step=1, value=0, label="Slice", elem_id="slice")
+        upload.upload(_guarded(opened, 5), [upload, state], [state, view, index, prompt, status])
+        index.change(scrolled, [index, state], view)
+        view.select(_guarded(clicked, 4), [mode, index, state], [state, view, prompt, status])
+        segment.click(_guarded(segmented, 4), [prompt, state], [state, view, index, status])
+        clear.click(_guarded(cleared, 4), [state], [state, view, prompt, status])
+        save.click(_guarded(saved, 3), [state], [saved_file, saved_path, status])
+    return page

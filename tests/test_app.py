@@ -1,0 +1,243 @@
+"""``python -m adapt.app``: the page's session saves what ``adapt.predict`` writes, and the page itself works
+in a real headless browser (Debian's chromium + chromedriver through Selenium).
+
+The browser test draws the box by clicking two corners on the shown slice (Selenium clicks at
+positions of the rendered image; the page turns them into the prompt it shows), then runs
+``adapt.predict`` with the prompt the page shows and compares the files.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import tifffile
+from conftest import load_fake_data
+from omegaconf import OmegaConf
+from PIL import Image
+from tiny_adapters import make_adapter
+
+from adapt import predict
+from adapt.app.session import Session
+from adapt.hub.share import stage
+from adapt.conf import CONFIG_DIR
+from adapt.data import synthetic
+from adapt.errors import ConfigError
+from adapt.inference.onnx_backend import load_predictor
+
+AFFINE = np.diag([0.8, 0.7, 2.5, 1.0])
+
+
+@pytest.fixture(scope="module")
+def adapter(tmp_path_factory):
+    return make_adapter(tmp_path_factory.mktemp("app") / "adapter", 256)
+
+
+def write_volume(path: Path) -> Path:
+    """A small CT-like volume whose object grows from slice to slice (no two slices alike)."""
+    data = np.full((40, 48, 5), -1000, np.int16)
+    for k in range(1, 5):
+        data[10 - k:26 + k, 12:32 + k, k] = 80
+    nib.save(nib.Nifti1Image(data, AFFINE), path)
+    return path
+
+
+def predict_file(adapter: Path, input: Path, output: Path, prompt: str) -> Path:
+    cfg = OmegaConf.load(CONFIG_DIR / "predict.yaml")
+    cfg.merge_with({"adapter": str(adapter), "input": str(input), "output": str(output), "prompt": prompt,
+                    "device": "cpu", "propagation": "boxes"})
+    [written] = predict.run(cfg)
+    return written
+
+
+def read_mask(path: Path) -> np.ndarray:
+    if path.is_dir():  # a DICOM series
+        from adapt.data.readers import read_raster
+
+        return read_raster(path, as_image=True).array
+    if path.name.endswith(".nii.gz"):
+        return np.asarray(nib.load(path).dataobj)
+    return np.asarray(Image.open(path)) if path.suffix == ".png" else tifffile.imread(path)
+
+
+def test_session_saves_what_predict_writes_in_every_format(adapter, tmp_path):
+    fake = load_fake_data()
+    volume = write_volume(tmp_path / "ct.nii.gz")
+    png = tmp_path / "photo.png"
+    Image.fromarray((np.random.default_rng(2).random((60, 80)) * 255).astype(np.uint8)).save(png)
+    tif = tmp_path / "tile.tif"
+    image, _ = synthetic.make_aerial_tile(3, (64, 64))
+    synthetic.write_geotiff(tif, image, (500000.0, 5200000.0))
+    rows, columns, slices = 36, 40, 6
+    dicom = fake.write_dicom_series(tmp_path / "series", (np.random.default_rng(3).random((rows, columns, slices)) * 200
+                                                         ).astype(np.int32) + 900)
+    session = Session(load_predictor(adapter, propagation="boxes"), tmp_path / "saved")
+    cases = [([volume], [(10, 12), (30, 34)], []), ([png], [(10, 10), (60, 45)], [(30, 30, 1)]),
+             ([tif], [(8, 8), (50, 40)], [(20, 20, 0)]), (sorted((tmp_path / "series").iterdir()), [(5, 5), (30, 28)], [])]
+    for files, corners, clicks in cases:
+        session.open(files)
+        for x, y in corners:
+            session.click(x, y, "box", session.slice)
+        for x, y, label in clicks:
+            session.click(x, y, "object click" if label else "background click", session.slice)
+        assert session.prompt.startswith("box ") and ("slice=" in session.prompt) == session.scan.is_volume
+        status = session.segment(session.prompt)
+        saved = session.save()
+        expected = predict_file(adapter, files[0] if len(files) == 1 else tmp_path / "series",
+                                tmp_path / "predicted" / saved.name, session.prompt)
+        assert saved.name == expected.name, status
+        np.testing.assert_array_equal(read_mask(saved), read_mask(expected))
+        assert session.render().dtype == np.uint8 and session.render().shape[-1] == 3
+        if files[0] == volume:
+            assert read_mask(saved).shape == (40, 48, 5) and np.allclose(nib.load(saved).affine, AFFINE)
+            assert read_mask(saved).any() and status.startswith("mask: ")
+    session.clear()
+    with pytest.raises(ConfigError, match="draw a box"):
+        session.segment("")
+
+
+def test_hub_push_space_app_adds_an_app_that_builds_the_page(adapter, tmp_path):
+    """``hub push space_app=true`` stages app.py + requirements.txt; app.py, run as written (its repo id ->
+    the local adapter folder), builds the page."""
+    folder = stage(adapter, "me/sam2-demo", tmp_path / "upload", space_app=True)
+    assert {"app.py", "requirements.txt", "README.md", "adapter_model.safetensors"} <= {p.name for p in folder.iterdir()}
+    assert "sam2-adapt[app]" in (folder / "requirements.txt").read_text()
+    text = (folder / "app.py").read_text()
+    assert 'ADAPTER = "me/sam2-demo"' in text
+    scope: dict = {"__name__": "app"}  # imported, not run: no server
+    exec(compile(text.replace("me/sam2-demo", str(adapter)), "app.py", "exec"), scope)  # noqa: S102
+    assert type(scope["demo"]).__name__ == "Blocks"
+    assert not (stage(adapter, "me/x", tmp_path / "plain") / "app.py").exists()
+
+
+def _browser() -> tuple[str, str] | None:
+    binary = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+    driver = shutil.which("chromedriver")
+    return (binary, driver) if binary and driver else None
+
+
+@pytest.fixture
+def browser():
+    """A headless chromium under Selenium. Skipped only where no browser is installed locally; in CI
+    (``CI=true``, where ``.ci/run`` installs Debian's chromium and chromium-driver) its absence fails."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.options import Options
+    from selenium.webdriver.chrome.service import Service
+
+    found = _browser()
+    if found is None:
+        message = "no chromium + chromedriver (apt-get install chromium chromium-driver)"
+        if os.environ.get("CI", "").lower() in ("true", "1"):
+            pytest.fail(f"CI must run the browser test: {message}")
+        pytest.skip(message)
+    options = Options()
+    options.binary_location = found[0]
+    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1400,1000"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(found[1]), options=options)
+    yield driver
+    driver.quit()
+
+
+@pytest.fixture
+def served(adapter, tmp_path):
+    """``python -m adapt.app`` serving the adapter on a free port (propagation by boxes, masks to tmp)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    log = (tmp_path / "app.log").open("w")
+    process = subprocess.Popen([sys.executable, "-m", "adapt.app", f"adapter={adapter}", "propagation=boxes", "device=cpu",
+                                f"out_dir={tmp_path / 'saved'}", f"port={port}"], stdout=log, stderr=subprocess.STDOUT,
+                               cwd=tmp_path, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        for _ in range(600):
+            if process.poll() is not None:
+                pytest.fail(f"the app exited: {(tmp_path / 'app.log').read_text()[-3000:]}")
+            try:
+                urllib.request.urlopen(url, timeout=2)
+                break
+            except OSError:
+                time.sleep(0.5)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(30)
+        log.close()
+
+
+@pytest.mark.slow
+def test_page_in_a_headless_browser_saves_what_predict_writes(adapter, browser, served, tmp_path):
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    volume = write_volume(tmp_path / "ct.nii.gz")
+    wait = WebDriverWait(browser, 180)
+    value = lambda css: browser.find_element(By.CSS_SELECTOR, css).get_attribute("value")  # noqa: E731
+    status = lambda: value("#status textarea")  # noqa: E731
+    source = lambda: browser.find_element(By.CSS_SELECTOR, "#view img").get_attribute("src")  # noqa: E731
+    browser.get(served)
+    wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, "#upload input[type=file]"))
+    browser.find_element(By.CSS_SELECTOR, "#upload input[type=file]").send_keys(str(volume))
+    wait.until(lambda b: status().startswith("opened"))
+    assert "5 slice(s)" in status() and value("#slice input[type=number]") == "2"
+
+    first = wait.until(lambda b: source())  # scroll two slices up and back: the slice shown changes and returns
+    browser.find_element(By.CSS_SELECTOR, "#slice input[type=range]").send_keys(Keys.ARROW_RIGHT, Keys.ARROW_RIGHT)
+    wait.until(lambda b: source() != first and value("#slice input[type=number]") == "4")
+    browser.find_element(By.CSS_SELECTOR, "#slice input[type=range]").send_keys(Keys.ARROW_LEFT, Keys.ARROW_LEFT)
+    wait.until(lambda b: source() == first)
+
+    def click(fx: float, fy: float) -> None:
+        """A click at fraction (fx, fy) of the shown image (it is scaled down to fit, centred)."""
+        image = browser.find_element(By.CSS_SELECTOR, "#view img")
+        width, height, natural_w, natural_h = browser.execute_script(
+            "const r = arguments[0].getBoundingClientRect();"
+            "return [r.width, r.height, arguments[0].naturalWidth, arguments[0].naturalHeight];", image)
+        scale = min(width / natural_w, height / natural_h, 1)
+        ActionChains(browser).move_to_element_with_offset(
+            image, int((fx - 0.5) * natural_w * scale), int((fy - 0.5) * natural_h * scale)).click().perform()
+
+    click(0.22, 0.24)  # the box: two opposite corners drawn on the image
+    wait.until(lambda b: status().startswith("box"))
+    click(0.75, 0.72)
+    wait.until(lambda b: value("#prompt textarea").startswith("box "))
+    prompt = value("#prompt textarea")
+    assert prompt.endswith("slice=2")
+    browser.find_element(By.CSS_SELECTOR, "#segment").click()
+    wait.until(lambda b: status().startswith(("mask", "error")))
+    assert status().startswith("mask: ") and "on 5 of 5 slice(s)" in status(), status()
+    wait.until(lambda b: source() != first)  # the mask is drawn over the slice
+    browser.find_element(By.CSS_SELECTOR, "#save").click()
+    wait.until(lambda b: status().startswith(("saved", "error")))
+    saved = Path(value("#saved_path textarea"))
+    assert saved == tmp_path / "saved" / "ct.nii.gz", status()
+
+    expected = predict_file(adapter, volume, tmp_path / "predicted.nii.gz", prompt)
+    np.testing.assert_array_equal(read_mask(saved), read_mask(expected))
+    assert read_mask(saved).any() and np.allclose(nib.load(saved).affine, nib.load(expected).affine)
+
+
+def test_app_config_passes_its_schema_and_names_what_is_missing(tmp_path):
+    from adapt.app.__main__ import build
+    from adapt.schema import validate
+
+    cfg = OmegaConf.load(CONFIG_DIR / "app.yaml")
+    validate(cfg, "app")
+    with pytest.raises(ConfigError, match="adapter= is required"):
+        build(cfg)
+    cfg.port, cfg.backend = 0, "tensorrt"
+    with pytest.raises(ConfigError, match="port=0 must be") as refused:
+        build(cfg)
+    assert "backend='tensorrt' is not one of" in str(refused.value)
