@@ -30,7 +30,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from adapt.data.cache import CaseStore
 from adapt.data.cards import DataCard, load_card
-from adapt.data.device_transforms import AUGMENT, collate_native, to_model_grid
+from adapt.data.device_transforms import AUGMENT, NATIVE_SIZE, collate_native, to_model_grid
 from adapt.data.sources import data_root, list_cases
 from adapt.data.sampling import EpochSampler, ResumableLoader, sample_key
 from adapt.data.splits import split_cases
@@ -350,7 +350,9 @@ class SegmentationDataModule(L.LightningDataModule):
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         """A native batch, now on the training device, to the model's grid (``to_model_grid``);
         Lightning calls it for every training, validation and test batch. Other batches pass."""
-        return to_model_grid(batch, self.image_size) if isinstance(batch, dict) else batch
+        if not isinstance(batch, dict) or NATIVE_SIZE not in batch:  # resized batches, clips: as they are
+            return batch
+        return to_model_grid(batch, self.image_size)
 
 
 def build_datamodule(data_cfg: Mapping[str, Any], image_size: int, seed: int) -> SegmentationDataModule:
