@@ -13,7 +13,7 @@ Accuracy (``--accuracy-sizes``): the phantoms of data card ``ct_phantom`` are ev
 prompts through ``adapt.evaluation`` (``evaluate_case``, the batched engine) with each backend:
 Dice and IoU against the labels, and the Dice between each backend's masks and torch's. With
 random weights the Dice against the labels says little about SAM2; the change between backends is
-the number to read. ``--adapter DIR`` evaluates a trained adapter instead (e.g. ``recipe=demo``'s).
+the number to read. ``--adapter DIR`` evaluates a trained adapter too (e.g. ``recipe=demo``'s, at its own size).
 
     python benchmarks/export.py                                   # 1024 and 512, 1 thread
     python benchmarks/export.py --sizes 512 --threads 2
@@ -135,7 +135,7 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="*", default=[1024, 512])
     parser.add_argument("--accuracy-sizes", type=int, nargs="*", default=[512])
     parser.add_argument("--model", default="sam2.1_hiera_tiny")
-    parser.add_argument("--adapter", default=None, help="a trained adapter for the accuracy table (its own size)")
+    parser.add_argument("--adapter", default=None, help="a trained adapter for the accuracy table too (its own size)")
     parser.add_argument("--frames", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--shape", type=int, nargs=3, default=[128, 128, 12], help="phantom voxels (x y z)")
@@ -149,7 +149,7 @@ def main() -> None:
         entries = write_ct_phantoms(tmp / "phantoms", num_cases=args.cases, shape=tuple(args.shape))
         cases = [EvalCase(f"case{i}", tmp / "phantoms" / e["image"], tmp / "phantoms" / e["label"])
                  for i, e in enumerate(entries)]
-        sizes = sorted(set(args.sizes) | set(args.accuracy_sizes if not args.adapter else []), reverse=True)
+        sizes = sorted(set(args.sizes) | set(args.accuracy_sizes), reverse=True)
         for size in sizes:
             adapter = random_adapter(tmp / f"adapter-{size}", args.model, size)
             made = exports(adapter, tmp / f"export-{size}")
@@ -159,7 +159,7 @@ def main() -> None:
                 entry["speed"] = speed(runners, size, args.frames)
                 results["speed"][size] = entry
                 print(f"{size}: {json.dumps(entry['speed'])}", flush=True)
-            if size in args.accuracy_sizes and not args.adapter:
+            if size in args.accuracy_sizes:
                 results["accuracy"][f"random {args.model} @{size}"] = {**accuracy(runners, cases), "exports": entry["exports"]}
         if args.adapter:
             made = exports(Path(args.adapter), tmp / "export-adapter")
