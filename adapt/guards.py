@@ -10,7 +10,7 @@ before they are written and when they are loaded.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 import numpy as np
 
@@ -51,11 +51,37 @@ def finite_pixels(array: np.ndarray, path: str | Path, policy: str = "error", ch
     return np.moveaxis(out, 0, channel_axis)
 
 
+def nonfinite_policy(preprocessing: Mapping[str, Any] | None) -> str:
+    """The ``intensity.nonfinite`` an adapter was trained with (recorded in its preprocessing)."""
+    return ((preprocessing or {}).get("intensity") or {}).get("nonfinite", "error")
+
+
 def finite_stack(pixels: np.ndarray, path: str | Path, preprocessing: Mapping[str, Any]) -> np.ndarray:
     """A scan's ``[Z, C, H, W]`` pixels for ``predict``/``evaluate``, non-finite values handled as the
     adapter was trained (its data card's ``intensity.nonfinite``, recorded in its preprocessing)."""
-    policy = (preprocessing.get("intensity") or {}).get("nonfinite", "error")
-    return finite_pixels(pixels, path, policy, channel_axis=1)
+    return finite_pixels(pixels, path, nonfinite_policy(preprocessing), channel_axis=1)
+
+
+def check_inputs_finite(paths: Iterable[str | Path], preprocessing: Mapping[str, Any] | None) -> None:
+    """Refuse, before any model is loaded, an input holding NaN/Inf that ``finite_stack`` would refuse
+    after hours of loading and predicting the inputs before it.
+
+    Only files that can hold a non-finite value are read (``can_hold_nonfinite``: a float NIfTI,
+    TIFF or DICOM, or non-finite scaling; PNG/JPEG and integer files never can), so an ordinary
+    folder of integer CT volumes or photos costs a header read per file. Nothing is checked when
+    the adapter's card replaces non-finite values (``intensity.nonfinite: zero|min``): they are
+    replaced when the file is read for the model.
+
+    Raises:
+        DataError: the first such file, as ``finite_pixels`` names it.
+    """
+    if nonfinite_policy(preprocessing) != "error":
+        return
+    from adapt.data.readers import can_hold_nonfinite, read_raster
+
+    for path in paths:
+        if can_hold_nonfinite(Path(path)):
+            finite_pixels(read_raster(path, as_image=True).array, path)
 
 
 def nonfinite_weights(weights: Mapping[str, Any]) -> list[str]:

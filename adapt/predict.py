@@ -32,13 +32,13 @@ from omegaconf import DictConfig
 
 from adapt.cli import register_cli_config, user_errors
 from adapt.errors import ConfigError, DataError
-from adapt.inference.onnx_backend import load_predictor
+from adapt.inference.onnx_backend import adapter_preprocessing, load_predictor
 from adapt.inference.runner import Predictor, predict_scan
 from adapt.hub.loading import LoadedAdapter
 from adapt.hub.model_card import label_names
 from adapt.inference.io import Scan, is_dicom_series, kind_of, mask_path, read_scan, suffix, to_unit, write_mask
 from adapt.inference.prompt_syntax import SYNTAX, Prompt, parse_prompt, quote_argv
-from adapt.guards import finite_stack
+from adapt.guards import check_inputs_finite, finite_stack
 from adapt.schema import validate
 from adapt.storage import check_writable
 
@@ -159,7 +159,9 @@ def run(cfg: DictConfig) -> list[Path]:
     auto = str(cfg.get("prompt") or "").strip() == "auto"
     prompt = parse_prompt(str(cfg.prompt)) if cfg.get("prompt") and not auto else None
     jobs = plan_jobs(cfg.input, cfg.output, prompt, overwrite=bool(cfg.overwrite))
-    predictor = load_predictor(cfg.adapter, str(cfg.get("backend") or "torch"), cfg.get("revision"),
+    backend = str(cfg.get("backend") or "torch")
+    check_inputs_finite([job.input for job in jobs], adapter_preprocessing(cfg.adapter, backend, cfg.get("revision")))
+    predictor = load_predictor(cfg.adapter, backend, cfg.get("revision"),
                                cfg.get("device", "auto"), cfg.get("propagation", "auto"), int(cfg.get("fill_hole_area", 8)))
     loaded = predictor.loaded
     if prompt is None and not predictor.promptless:

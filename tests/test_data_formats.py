@@ -10,7 +10,7 @@ import yaml
 from conftest import load_fake_data
 
 from adapt.data.cards import load_card
-from adapt.data.readers import label_plane, read_raster
+from adapt.data.readers import can_hold_nonfinite, label_plane, read_raster
 from adapt.data.sources import Case, list_cases
 from adapt.data.synthetic import write_geotiff
 from adapt.data.volumes import load_volume
@@ -168,3 +168,59 @@ def test_palette_png_is_rgb_as_an_image_and_indices_as_a_label(tmp_path):
     pixels = read_raster(tmp_path / "p.png", as_image=True).array
     assert pixels.shape == (3, 2, 2) and pixels[:, 0, 1].tolist() == [255, 0, 0] and pixels[:, 1, 0].tolist() == [0, 0, 255]
     np.testing.assert_array_equal(label_plane(read_raster(tmp_path / "p.png")), indices)
+
+
+def _nifti(dtype):
+    def write(path):
+        path = path / "scan.nii.gz"
+        nib.save(nib.Nifti1Image(np.zeros((4, 5, 3), dtype), np.eye(4)), path)
+        return path
+    return write
+
+
+def _broken_nifti(path):
+    path = path / "broken.nii.gz"
+    path.write_bytes(b"not a nifti")
+    return path
+
+
+def _tiff(dtype):
+    def write(path):
+        path = path / "tile.tif"
+        write_geotiff(path, np.zeros((3, 6, 7), dtype), origin=(500000.0, 4100000.0))
+        return path
+    return write
+
+
+def _png(path):
+    from PIL import Image
+
+    path = path / "photo.png"
+    Image.fromarray(np.zeros((6, 7, 3), np.uint8)).save(path)
+    return path
+
+
+def _dicom(slope):
+    def write(path):
+        return generate.write_dicom_series(path / "series", np.zeros((6, 7, 3), np.uint16), slope=slope)
+    return write
+
+
+NONFINITE_CAPABLE = [  # (what, writer, whether the pixels can hold NaN/Inf)
+    ("int16 NIfTI", _nifti(np.int16), False),
+    ("float32 NIfTI", _nifti(np.float32), True),
+    ("float64 NIfTI", _nifti(np.float64), True),
+    ("uint8 NIfTI", _nifti(np.uint8), False),
+    ("unreadable NIfTI", _broken_nifti, True),  # the full read names the problem
+    ("uint16 GeoTIFF", _tiff(np.uint16), False),
+    ("float32 GeoTIFF", _tiff(np.float32), True),
+    ("PNG", _png, False),
+    ("DICOM series", _dicom(1.0), False),
+    ("DICOM series with a NaN rescale slope", _dicom(float("nan")), True),
+]
+
+
+@pytest.mark.parametrize("what, write, expected", NONFINITE_CAPABLE, ids=[row[0] for row in NONFINITE_CAPABLE])
+def test_can_hold_nonfinite_reads_the_header_only(tmp_path, what, write, expected):
+    """``predict``/``evaluate`` read a file for a NaN check before the model loads only when it can hold one."""
+    assert can_hold_nonfinite(write(tmp_path)) is expected

@@ -429,6 +429,18 @@ def nan_scan(e: Env) -> Path:
     return path
 
 
+def scans_then_inf(e: Env) -> Path:
+    """A folder of three float scans; only the last one holds an infinity."""
+    folder = e.tmp / "scans"
+    folder.mkdir()
+    for k in range(3):
+        image, _ = volume(3)
+        if k == 2:
+            image[1, 2, 3] = np.inf
+        nib.save(nib.Nifti1Image(image.astype(np.float32), phantom_affine((1.0, 1.0, 3.0))), folder / f"scan-{k}.nii.gz")
+    return folder
+
+
 def memmap_write(e: Env) -> Callable[[], Any]:
     """The case cache writing an entry (``np.save`` is made to fail by ``fail_memmap``)."""
     from adapt.data.cache import CaseStore
@@ -611,7 +623,7 @@ FAULTS = [
     Fault("evaluate: cuda without a GPU", lambda e: e.evaluate(device="cuda"), ["device='cuda'", "device=cpu"],
           skip=None if NO_CUDA else "a GPU is here"),
     Fault("evaluate: NaN in a case", lambda e: e.evaluate(data={"card": str(dataset(e, nan_at))}),
-          ["case_001.nii.gz", "NaN or infinite"], before_model=False, seconds=90),
+          ["case_001.nii.gz", "NaN or infinite"]),
     Fault("predict: NIfTI input, PNG output", lambda e: e.predict(output=str(e.tmp / "mask.png")),
           ["output=", "mask.png", ".nii.gz"]),
     Fault("predict: PNG input, NIfTI output",
@@ -629,7 +641,10 @@ FAULTS = [
     Fault("predict: propagation mode unknown", lambda e: e.predict(propagation="always"), ["propagation='always'"]),
     Fault("predict: device unknown", lambda e: e.predict(device="gpu"), ["device='gpu'", "cuda"]),
     Fault("predict: NaN in the input", lambda e: e.predict(input=str(nan_scan(e))),
-          ["scan-nan.nii.gz", "NaN or infinite"], before_model=False, seconds=90, check=absent("mask.nii.gz")),
+          ["scan-nan.nii.gz", "NaN or infinite"], check=absent("mask.nii.gz")),
+    Fault("predict: Inf in the last file of a folder", lambda e: e.predict(input=str(scans_then_inf(e)),
+                                                                      output=str(e.tmp / "masks")),
+          ["scan-2.nii.gz", "NaN or infinite"], check=absent("masks")),
     Fault("predict: mask on a full disk",
           lambda e: e.predict(input=str(e.world.root / "photo.png"), output=str(e.tmp / "mask.png"), prompt="box 2,2,9,9"),
           ["mask.png", "is full"], before_model=False, seconds=60, patches=full_disk_on_mask),

@@ -104,6 +104,38 @@ def read_raster(path: str | Path, as_image: bool = False) -> Raster:
                         f"re-export or re-download the file") from None
 
 
+def can_hold_nonfinite(path: str | Path) -> bool:
+    """Whether the pixels of ``path`` may hold NaN or infinities, from its header alone: only
+    floating-point storage can (NIfTI, TIFF; nibabel drops a non-finite NIfTI scaling), or a
+    DICOM series whose rescale slope or intercept is not finite (its pixels are integers).
+    PNG/JPEG/BMP and video frames never can. An unreadable header answers ``True``, so the full read reports it.
+    """
+    path = Path(path)
+    try:
+        kind = file_kind(path)
+        if kind in ("pil", "frames"):
+            return False
+        if kind == "nifti":
+            import nibabel as nib
+
+            return bool(np.issubdtype(nib.load(path).get_data_dtype(), np.floating))
+        if kind == "tiff":
+            import tifffile
+
+            with tifffile.TiffFile(path) as tif:
+                return bool(np.issubdtype(tif.series[0].dtype, np.floating))
+        import pydicom
+
+        for file in (f for f in path.iterdir() if f.is_file() and not f.name.startswith(".")):
+            ds = pydicom.dcmread(file, force=True, stop_before_pixels=True)
+            scaling = (float(ds.get("RescaleSlope", 1)), float(ds.get("RescaleIntercept", 0)))
+            if not np.isfinite(scaling).all():
+                return True
+        return False
+    except Exception:  # a broken header: the full read names the problem
+        return True
+
+
 def frame_files(folder: Path) -> list[Path]:
     """The PNG/JPEG/BMP frames of a video folder, in name order (``00000.jpg``, ``00001.jpg``, ...)."""
     return sorted(f for f in folder.iterdir() if f.is_file() and f.name.lower().endswith(PIL_SUFFIXES))

@@ -104,6 +104,13 @@ def onnx_spec(source: Any) -> ModelSpec:
     return ModelSpec(label, loaded.path, dict(loaded.metadata), backend="onnx")
 
 
+def card_preprocessing(card: DataCard) -> dict[str, Any]:
+    """What zero-shot SAM2 is given: the card's own preprocessing, as an adapter would record it."""
+    channels = card.intensity.get("channels")
+    return {"intensity": dict(card.intensity), "slice_axis": card.slice_axis,
+            "bands": list(channels) if channels else None, "dims": card.dims, "spacing": card.spacing}
+
+
 def load_model(spec: ModelSpec, card: DataCard, preprocessing: dict[str, Any] | None = None,
                video: bool = False) -> LoadedAdapter:
     """The model of a spec, as a ``LoadedAdapter`` (zero-shot: no adapter weights; an ONNX export:
@@ -120,9 +127,6 @@ def load_model(spec: ModelSpec, card: DataCard, preprocessing: dict[str, Any] | 
         options = {k: v for k, v in spec.base.items() if v is not None}
         options.setdefault("offline_fallback", "error")
         model, info = load_sam2(options.pop("name"), video=video, **options)
-    channels = card.intensity.get("channels")
-    preprocessing = preprocessing or {"intensity": dict(card.intensity), "slice_axis": card.slice_axis,
-                                      "bands": list(channels) if channels else None, "dims": card.dims,
-                                      "spacing": card.spacing}
+    preprocessing = preprocessing or card_preprocessing(card)
     metadata = {"task": "segmentation", "base_model": {"name": info.name, "revision": info.revision}}
     return LoadedAdapter(model.eval(), dict(preprocessing), dict(card.labels), metadata, info, Path("none"))

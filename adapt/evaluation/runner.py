@@ -20,10 +20,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from adapt.data.cards import DataCard, load_card
 from adapt.errors import ConfigError
+from adapt.guards import check_inputs_finite
 from adapt.evaluation.case import GT_PROMPTS, Protocol, evaluate_case, save_prediction
 from adapt.evaluation.cases import EvalCase, load_cases
 from adapt.evaluation.engine import Engine
-from adapt.evaluation.models import ModelSpec, is_none, load_model, resolve_spec
+from adapt.evaluation.models import ModelSpec, card_preprocessing, is_none, load_model, resolve_spec
 from adapt.evaluation import domain, robustness
 from adapt.evaluation.report import difference, print_table, summarize_run, write_cases, write_summary
 from adapt.inference.runner import Predictor
@@ -131,6 +132,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
                                  str(cfg.get("split", "val"))) if cfg.get("in_domain") else None
     # Zero-shot SAM2 compared with an adapter sees the adapter's pixels (same window, same bands).
     preprocessing = main.metadata.get("preprocessing") or (other.metadata.get("preprocessing") if other else None)
+    check_inputs_finite([case.image for case in cases + (own[1] if own else [])], preprocessing or card_preprocessing(card))
 
     clear_out(out)
     summary: dict[str, Any] = {}

@@ -20,11 +20,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from adapt.adapters.io import METADATA_FILE
+from adapt.adapters.io import METADATA_FILE, read_metadata
 from adapt.errors import ArtefactError, ConfigError
 from adapt.export import graphs
 from adapt.export.record import is_export, read_record
-from adapt.hub.loading import LoadedAdapter
+from adapt.hub.loading import LoadedAdapter, resolve
 from adapt.inference.runner import Predictor
 from adapt.models.postprocess import FILL_HOLE_AREA
 from adapt.models.primitives import preprocess
@@ -148,10 +148,8 @@ class OnnxPredictor(Predictor):
 BACKENDS = ("torch", "onnx")
 
 
-def load_predictor(adapter: str | Path, backend: str = "torch", revision: str | None = None, device: str = "auto",
-                   propagation: str = "auto", fill_hole_area: int = FILL_HOLE_AREA) -> Predictor:
-    """The runner of ``adapter`` on ``backend``: a ``Predictor`` over the adapter (torch) or an
-    ``OnnxPredictor`` over an export folder (onnx).
+def check_backend(adapter: str | Path, backend: str) -> None:
+    """Refuse a backend that cannot run ``adapter``.
 
     Raises:
         ConfigError: an unknown backend, an ONNX export given to torch or an adapter given to onnx.
@@ -159,13 +157,37 @@ def load_predictor(adapter: str | Path, backend: str = "torch", revision: str | 
     if backend not in BACKENDS:
         raise ConfigError(f"backend={backend!r} is not one of {list(BACKENDS)}")
     onnx_export = is_export(adapter) and read_record(adapter).get("format") == "onnx"
-    if backend == "onnx":
-        if not onnx_export:
-            raise ConfigError(f"backend=onnx runs an ONNX export, and adapter={adapter} is not one; make it with "
-                              f"python -m adapt.export adapter={adapter} format=onnx out=DIR, then pass adapter=DIR")
-        return OnnxPredictor(adapter, device, propagation, fill_hole_area)
-    if onnx_export:
+    if backend == "onnx" and not onnx_export:
+        raise ConfigError(f"backend=onnx runs an ONNX export, and adapter={adapter} is not one; make it with "
+                          f"python -m adapt.export adapter={adapter} format=onnx out=DIR, then pass adapter=DIR")
+    if backend == "torch" and onnx_export:
         raise ConfigError(f"adapter={adapter} is an ONNX export: run it with backend=onnx")
+
+
+def adapter_preprocessing(adapter: str | Path, backend: str = "torch", revision: str | None = None) -> dict[str, Any]:
+    """The preprocessing ``adapter`` records (spacing, slice axis, intensities, ``nonfinite``),
+    read without loading any weights, so that inputs can be checked before the model loads.
+
+    Raises:
+        ConfigError / ModelNotFoundError: as ``load_predictor`` would.
+    """
+    check_backend(adapter, backend)
+    if backend == "onnx":
+        return dict(read_record(adapter).get("preprocessing") or {})
+    return dict(read_metadata(resolve(adapter, revision)).get("preprocessing") or {})
+
+
+def load_predictor(adapter: str | Path, backend: str = "torch", revision: str | None = None, device: str = "auto",
+                   propagation: str = "auto", fill_hole_area: int = FILL_HOLE_AREA) -> Predictor:
+    """The runner of ``adapter`` on ``backend``: a ``Predictor`` over the adapter (torch) or an
+    ``OnnxPredictor`` over an export folder (onnx).
+
+    Raises:
+        ConfigError: as ``check_backend``.
+    """
+    check_backend(adapter, backend)
+    if backend == "onnx":
+        return OnnxPredictor(adapter, device, propagation, fill_hole_area)
     from adapt.hub.loading import load_adapter
 
     return Predictor(load_adapter(adapter, revision=revision, video=False), device, propagation, fill_hole_area)
