@@ -303,9 +303,6 @@ def one_thread():
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=False, reason="on this machine's current packages the resumed adapter differs from the "
-                   "uninterrupted one by ~5e-6 even at commit 61ca80e, where it passed CI: under investigation, "
-                   "see the session 5 closing note")
 def test_a_killed_run_resumed_with_ckpt_path_last_ends_as_the_uninterrupted_run(tmp_path, one_thread):
     from adapt.train import train
 
