@@ -322,6 +322,51 @@ def randomize(model: nn.Module, seed: int) -> nn.Module:
                 tensor.copy_(0.2 * noise)
     return model
 
+# --- what the comparisons with Meta share (tests/test_meta_parity.py, benchmarks/vs_meta.py) --------
+
+
+def random_checkpoint(meta: MetaSam2, path: str | Path, seed: int) -> Path:
+    """Meta's hiera-tiny with random weights (``randomize``) saved as a Meta ``.pt`` at ``path``.
+
+    The object-score head's bias is raised so that the object counts as present on every frame
+    and tracking has masks to compare.
+    """
+    model = randomize(meta.build(), seed)
+    with torch.no_grad():
+        model.sam_mask_decoder.pred_obj_score_head.layers[2].bias.fill_(5.0)
+    torch.save({"model": model.state_dict()}, path)
+    return Path(path)
+
+
+def natural_image(height: int, width: int, seed: int = 0, t: int = 0) -> np.ndarray:
+    """``H x W x 3`` uint8: smooth overlapping ellipses on a tinted background, a ripple and noise.
+
+    Shapes are placed in relative coordinates (the same scene at every size); ``t`` moves
+    each shape a little along its own direction (video frames).
+    """
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:height, 0:width] / np.array([height, width])[:, None, None]
+    image = np.zeros((height, width, 3)) + rng.uniform(0.2, 0.4, 3)
+    for _ in range(12):
+        cy, cx = rng.uniform(0.1, 0.9, 2) + t * rng.uniform(-0.02, 0.02, 2)
+        ry, rx = rng.uniform(0.05, 0.25, 2)
+        angle = rng.uniform(0, np.pi)
+        dy, dx = yy - cy, xx - cx
+        u = (dx * np.cos(angle) + dy * np.sin(angle)) / rx
+        v = (-dx * np.sin(angle) + dy * np.cos(angle)) / ry
+        inside = (0.5 - 0.5 * np.tanh((u * u + v * v - 1) * 10))[..., None]  # a soft edge
+        image = image * (1 - inside) + inside * rng.uniform(0, 1, 3)
+    image += 0.03 * np.sin(40 * xx + 25 * yy)[..., None]
+    image += np.random.default_rng([seed, t]).normal(0, 0.04, image.shape)
+    return (np.clip(image, 0, 1) * 255).round().astype(np.uint8)
+
+
+def video_overrides(size: int) -> list[str]:
+    """Hydra overrides of Meta's config for input side ``size`` (the memory attention's RoPE grid follows)."""
+    grid = f"[{size // 16},{size // 16}]"
+    return [f"++model.image_size={size}", f"++model.memory_attention.layer.self_attention.feat_sizes={grid}",
+            f"++model.memory_attention.layer.cross_attention.feat_sizes={grid}"]
+
 
 def clear_cache() -> None:
     """Remove the unpacked sdist (the next ``meta_source`` downloads it again)."""

@@ -22,6 +22,7 @@ images); a mask pixel may differ from Meta's only where Meta's logit is that clo
 from __future__ import annotations
 
 import meta_reference
+from meta_reference import natural_image, video_overrides
 import numpy as np
 import pytest
 import torch
@@ -47,29 +48,6 @@ VIDEO_SIZE, VIDEO_FRAMES, FILL_HOLE_AREA = 512, 5, 8
 #: Video logits (measured: 1e-5): memories are stored in bfloat16 on both sides, and a value
 #: on a rounding boundary can land one bfloat16 step apart.
 VIDEO_ATOL = 1e-3
-
-
-def natural_image(height: int, width: int, seed: int = 0, t: int = 0) -> np.ndarray:
-    """``H x W x 3`` uint8: smooth overlapping ellipses on a tinted background, a ripple and noise.
-
-    Shapes are placed in relative coordinates (the same scene at every size); ``t`` moves
-    each shape a little along its own direction (video frames).
-    """
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:height, 0:width] / np.array([height, width])[:, None, None]
-    image = np.zeros((height, width, 3)) + rng.uniform(0.2, 0.4, 3)
-    for _ in range(12):
-        cy, cx = rng.uniform(0.1, 0.9, 2) + t * rng.uniform(-0.02, 0.02, 2)
-        ry, rx = rng.uniform(0.05, 0.25, 2)
-        angle = rng.uniform(0, np.pi)
-        dy, dx = yy - cy, xx - cx
-        u = (dx * np.cos(angle) + dy * np.sin(angle)) / rx
-        v = (-dx * np.sin(angle) + dy * np.cos(angle)) / ry
-        inside = (0.5 - 0.5 * np.tanh((u * u + v * v - 1) * 10))[..., None]  # a soft edge
-        image = image * (1 - inside) + inside * rng.uniform(0, 1, 3)
-    image += 0.03 * np.sin(40 * xx + 25 * yy)[..., None]
-    image += np.random.default_rng([seed, t]).normal(0, 0.04, image.shape)
-    return (np.clip(image, 0, 1) * 255).round().astype(np.uint8)
 
 
 def prompts(kind: str, height: int, width: int) -> dict[str, np.ndarray]:
@@ -115,12 +93,8 @@ def assert_masks_agree(ours: np.ndarray, meta_logits: np.ndarray, atol: float, w
 @pytest.fixture(scope="module")
 def checkpoint(meta_sam2, tmp_path_factory):
     """Meta's hiera-tiny with random weights, as a Meta ``.pt``."""
-    model = meta_reference.randomize(meta_sam2.build(), SEED)
-    with torch.no_grad():  # objects present on every frame, so that tracking has masks to compare
-        model.sam_mask_decoder.pred_obj_score_head.layers[2].bias.fill_(5.0)
-    path = tmp_path_factory.mktemp("meta") / "sam2.1_hiera_tiny_random.pt"
-    torch.save({"model": model.state_dict()}, path)
-    return path
+    return meta_reference.random_checkpoint(meta_sam2, tmp_path_factory.mktemp("meta") / "sam2.1_hiera_tiny_random.pt",
+                                            SEED)
 
 
 @pytest.fixture(scope="module")
@@ -211,13 +185,6 @@ def test_segment_matches_meta(case, predictor, kind, monkeypatch):
 
 
 # --- video -----------------------------------------------------------------------------------
-
-
-def video_overrides(size: int) -> list[str]:
-    """Meta's config at another input side (memory attention's RoPE grid follows)."""
-    grid = f"[{size // 16},{size // 16}]"
-    return [f"++model.image_size={size}", f"++model.memory_attention.layer.self_attention.feat_sizes={grid}",
-            f"++model.memory_attention.layer.cross_attention.feat_sizes={grid}"]
 
 
 @pytest.fixture(scope="module")

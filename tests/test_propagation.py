@@ -74,6 +74,15 @@ def test_matches_the_clip_loop_on_a_square_volume(model):
     assert not np.array_equal(filled.masks[0, 2], result.masks[0, 2])
 
 
+def test_frames_encoded_one_at_a_time_or_in_batches_give_the_same_result(model, phantom):
+    """The encoder batch (``chunk``; on a CPU one frame by default) is a speed choice only."""
+    volume, liver, k = phantom
+    prompts = {k: SlicePrompt(boxes=box_from_mask(liver[k]))}
+    single, batched = (propagate(model, volume, prompts, stop_after=None, chunk=chunk) for chunk in (None, 8))
+    assert np.array_equal(single.masks, batched.masks)
+    np.testing.assert_allclose(single.scores, batched.scores, rtol=0, atol=1e-4)
+
+
 def test_stops_when_the_object_is_gone(model, phantom):
     volume, liver, k = phantom
     # Every tracked slice scores below the threshold: two in a row end each direction.

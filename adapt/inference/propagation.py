@@ -137,6 +137,13 @@ class Propagation:
         return out
 
 
+def default_chunk(device: torch.device) -> int:
+    """Frames per image-encoder batch: 8 on a GPU, 1 on a CPU, where a batch costs more per frame
+    (hiera-tiny, 1 thread: batches of 4 took 1.2x the CPU seconds per frame at 1024 px and 1.05x
+    at 512; ``benchmarks/RESULTS.md``), as SAM2's video predictor encodes one frame at a time."""
+    return 1 if device.type == "cpu" else 8
+
+
 class _LazyFeatures:
     """Image features on demand, encoded ``chunk`` frames at a time along the tracking direction."""
 
@@ -193,7 +200,7 @@ def propagate(
     direction: Direction = "both",
     stop_after: int | None = 3,
     score_threshold: float = 0.0,
-    chunk: int = 8,
+    chunk: int | None = None,
     autocast: torch.dtype | None = None,
     storage_dtype: torch.dtype = torch.bfloat16,
     device: str | torch.device | None = None,
@@ -212,7 +219,7 @@ def propagate(
         stop_after: stop a direction once all objects were absent on this many consecutive
             slices; ``None`` visits every slice.
         score_threshold: object-score logit at or below which an object counts as absent.
-        chunk: frames encoded per image-encoder batch.
+        chunk: frames encoded per image-encoder batch; ``None`` = ``default_chunk(device)``.
         autocast: e.g. ``torch.bfloat16`` to run under ``torch.autocast``; ``None`` = full precision.
         storage_dtype: memory-bank dtype (bfloat16 as SAM2's predictors store it).
         device: where to run; default the model's device.
@@ -240,7 +247,7 @@ def propagate(
     started = time.perf_counter()
     cast = torch.autocast(device.type, dtype=autocast) if autocast else contextlib.nullcontext()
     with _eval_mode(model), torch.inference_mode(), cast:
-        features = _LazyFeatures(model, frames, size, chunk, device)
+        features = _LazyFeatures(model, frames, size, chunk or default_chunk(device), device)
         tracker = MemoryTracker(model, depth, storage_dtype, fill_hole_area=fill_hole_area)
         model_prompts = {int(k): p.to_model(height, width, size, device) for k, p in prompts.items()}
         counts = {p.num_objects for p in model_prompts.values()}

@@ -32,6 +32,7 @@ from transformers import (
 from transformers.models.sam2.modeling_sam2 import Sam2MultiScaleBlock
 
 from adapt.errors import ConfigError, ModelNotFoundError
+from adapt.models.sam2_patches import patch_sam2
 from adapt.models.tiny import tiny_config
 
 log = logging.getLogger(__name__)
@@ -226,6 +227,7 @@ def load_sam2(
 
         load_meta_checkpoint(model, checkpoint)  # strict: every weight of the model comes from the file
         pretrained = True
+    patch_sam2(model)  # per-size constants computed once (adapt.models.sam2_patches); outputs unchanged
     info = ModelInfo(
         name=source,
         revision=revision,
