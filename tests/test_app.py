@@ -78,11 +78,11 @@ def test_session_saves_what_predict_writes_in_every_format(adapter, tmp_path):
     image, _ = synthetic.make_aerial_tile(3, (64, 64))
     synthetic.write_geotiff(tif, image, (500000.0, 5200000.0))
     rows, columns, slices = 36, 40, 6
-    dicom = fake.write_dicom_series(tmp_path / "series", (np.random.default_rng(3).random((rows, columns, slices)) * 200
+    series = fake.write_dicom_series(tmp_path / "series", (np.random.default_rng(3).random((rows, columns, slices)) * 200
                                                          ).astype(np.int32) + 900)
     session = Session(load_predictor(adapter, propagation="boxes"), tmp_path / "saved")
     cases = [([volume], [(10, 12), (30, 34)], []), ([png], [(10, 10), (60, 45)], [(30, 30, 1)]),
-             ([tif], [(8, 8), (50, 40)], [(20, 20, 0)]), (sorted((tmp_path / "series").iterdir()), [(5, 5), (30, 28)], [])]
+             ([tif], [(8, 8), (50, 40)], [(20, 20, 0)]), (sorted(series.iterdir()), [(5, 5), (30, 28)], [])]
     for files, corners, clicks in cases:
         session.open(files)
         for x, y in corners:

@@ -50,7 +50,7 @@ def init(args: list[str]) -> int:
     from adapt.data.card_writer import init_card
 
     if not args or "=" in args[0]:
-        raise ConfigError(f"init needs the dataset's folder first: python -m adapt.data init <folder> [out=card.yaml]")
+        raise ConfigError("init needs the dataset's folder first: python -m adapt.data init <folder> [out=card.yaml]")
     options = _options(args[1:], {"out", "name", "overwrite", "max_cases"}, "init")
     max_cases = options.get("max_cases")
     if max_cases is not None and (not max_cases.isdigit() or int(max_cases) < 1):
