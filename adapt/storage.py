@@ -4,7 +4,8 @@ The case cache, the embedding cache and the training checkpoints are reused by l
 and runs get killed (preempted jobs resume with ``ckpt_path=last``) or fill a disk: a file cut
 short under its final name would be read back by the next run as a broken entry. Each file is
 therefore written under a temporary name beside it, flushed, and moved into place once
-complete, which also lets several ranks write the same entry at once.
+complete, which also lets several ranks write the same entry at once; a folder of files (an
+adapter) is written in a staging folder beside it and its files moved in once all are written.
 
 A full disk reaches Python in many shapes -- ``OSError`` with ``ENOSPC`` or ``EDQUOT``, numpy's
 "N requested and M written" after a short write, torch's "PytorchStreamWriter failed writing
@@ -96,6 +97,38 @@ def write_atomically(path: Path, write: Callable[[BinaryIO], None], setting: str
         if is_disk_full(error):
             raise disk_full_error(path, setting, fix) from None
         raise
+
+
+def write_folder_atomically(folder: Path, write: Callable[[Path], None], setting: str, fix: str) -> Path:
+    """Write the files of ``folder`` through ``write(staging)``; no file in ``folder`` is partial.
+
+    ``write`` fills a hidden staging folder beside ``folder`` (same disk); once it returns, each
+    file is moved into ``folder`` (``os.replace``: atomic per file, an older version of the same
+    name is replaced only then, other files of ``folder`` stay). A failure while writing -- a
+    full disk, a kill -- leaves ``folder`` as it was and removes the staging folder.
+
+    Raises:
+        ConfigError: the disk is full (as ``write_atomically``).
+    """
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=folder.parent))
+    try:
+        write(staging)
+        folder.mkdir(exist_ok=True)
+        for file in sorted(staging.rglob("*")):
+            target = folder / file.relative_to(staging)
+            if file.is_dir():
+                target.mkdir(exist_ok=True)
+            else:
+                os.replace(file, target)
+    except BaseException as error:
+        if is_disk_full(error):
+            raise disk_full_error(folder, setting, fix) from None
+        raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return folder
 
 
 def check_writable(folder: str | Path, setting: str) -> Path:

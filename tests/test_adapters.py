@@ -204,3 +204,26 @@ def test_memory_preset_targets_the_video_model():
     model = apply_adapter(load_sam2("tiny", video=True)[0], {"kind": "lora", "rank": 2, "targets": ["memory"]})
     names = [n for n, p in model.named_parameters() if p.requires_grad]
     assert names and all("memory_attention" in n or "memory_encoder" in n for n in names)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_saving_on_a_full_disk_leaves_the_previous_adapter_whole(kind, tmp_path, monkeypatch):
+    """A run that fails to write its adapter keeps the one already there loadable, for every kind."""
+    import errno
+
+    import adapt.adapters.io as io
+
+    model = apply_adapter(load_sam2("tiny")[0], KINDS[kind])
+    save_adapter(model, KINDS[kind], tmp_path / "adapter", {"base_model": {"name": "tiny"}})
+    before = {p.name: p.read_bytes() for p in (tmp_path / "adapter").iterdir()}
+
+    def full_disk(tensors, filename, *args, **kwargs):
+        open(filename, "wb").write(b"partial")
+        raise OSError(errno.ENOSPC, "No space left on device", str(filename))
+
+    monkeypatch.setattr(io, "save_file", full_disk)
+    monkeypatch.setattr("peft.peft_model.safe_save_file", full_disk)  # peft's own writer (LoRA, DoRA)
+    with pytest.raises(ConfigError, match="the adapter folder: the disk holding .* is full"):
+        save_adapter(model, KINDS[kind], tmp_path / "adapter", {"base_model": {"name": "tiny"}, "run": 2})
+    assert {p.name: p.read_bytes() for p in (tmp_path / "adapter").iterdir()} == before
+    assert [p.name for p in tmp_path.iterdir()] == ["adapter"]

@@ -320,6 +320,20 @@ def disk_full_in_fit(e: Env, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(checkpoints.torch, "save", save)
 
 
+def disk_full_on_adapter(e: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The adapter's weights file cannot be written (ours for our kinds, peft's for LoRA/DoRA)."""
+    def save_file(tensors, filename, *args, **kwargs):
+        Path(filename).write_bytes(b"partial")
+        raise OSError(errno.ENOSPC, "No space left on device", str(filename))
+    monkeypatch.setattr("adapt.adapters.io.save_file", save_file)
+    monkeypatch.setattr("peft.peft_model.safe_save_file", save_file)
+
+
+def no_adapter_written(e: Env) -> None:
+    absent("new-run/adapter", "new-run/metrics.json")(e)
+    no_leftovers("*.tmp")(e)
+
+
 def full_disk_on_mask(e: Env, monkeypatch: pytest.MonkeyPatch) -> None:
     def write_mask(mask, scan, path):
         raise OSError(errno.ENOSPC, "No space left on device", str(path))
@@ -582,6 +596,9 @@ FAULTS = [
           patches=nan_loss_unguarded),
     Fault("checkpoint on a full disk during training", lambda e: e.train(), ["checkpoints", "is full", "hydra.run.dir="],
           before_model=False, seconds=120, check=no_leftovers("*.ckpt*"), patches=disk_full_in_fit),
+    Fault("adapter on a full disk at the end of training", lambda e: e.train(),
+          ["adapter folder", "is full", "hydra.run.dir="], before_model=False, seconds=120, check=no_adapter_written,
+          patches=disk_full_on_adapter),
     # ---- full disk, in every form a write can fail with
     Fault("disk full: ENOSPC", checkpoint_write, ["last.ckpt", "is full"], check=no_leftovers("*.tmp"),
           patches=fail_writes(OSError(errno.ENOSPC, "No space left on device"))),

@@ -11,7 +11,7 @@ from adapt.data.cards import load_card
 from adapt.data.sources import list_cases
 from adapt.errors import ConfigError
 from adapt.models.embedding_cache import EmbeddingCache
-from adapt.storage import write_atomically
+from adapt.storage import write_atomically, write_folder_atomically
 
 
 def cut_short(error: BaseException):
@@ -45,6 +45,51 @@ def test_a_full_disk_names_the_setting_the_directory_and_the_fix(tmp_path):
         write_atomically(path, cut_short(OSError(errno.ENOSPC, "No space left on device")),
                          "data.cache=disk", "use another disk")
     assert list(tmp_path.iterdir()) == []
+
+
+def _folder(tmp_path):
+    folder = tmp_path / "adapter"
+    folder.mkdir()
+    (folder / "weights.bin").write_bytes(b"old weights")
+    (folder / "README.md").write_text("model card")
+    return folder
+
+
+def _contents(folder):
+    return {p.name: p.read_bytes() for p in folder.iterdir()}
+
+
+def test_a_folder_write_replaces_its_files_and_keeps_the_others(tmp_path):
+    folder = _folder(tmp_path)
+
+    def write(staging):
+        (staging / "weights.bin").write_bytes(b"new weights")
+        (staging / "config.json").write_text("{}")
+
+    assert write_folder_atomically(folder, write, "setting", "fix") == folder
+    assert _contents(folder) == {"weights.bin": b"new weights", "config.json": b"{}", "README.md": b"model card"}
+    assert [p.name for p in tmp_path.iterdir()] == ["adapter"]  # no staging folder left
+
+
+@pytest.mark.parametrize("error", [OSError(errno.ENOSPC, "No space left on device"), KeyboardInterrupt(),
+                                   RuntimeError("boom")])
+def test_a_folder_write_that_fails_half_way_leaves_the_old_folder_as_it_was(error, tmp_path):
+    folder = _folder(tmp_path)
+    before = _contents(folder)
+
+    def write(staging):
+        (staging / "config.json").write_text("{}")
+        (staging / "weights.bin").write_bytes(b"half")
+        raise error
+
+    expected = ConfigError if isinstance(error, OSError) else type(error)
+    with pytest.raises(expected) as raised:
+        write_folder_atomically(folder, write, "the adapter folder", "free some space")
+    if expected is ConfigError:
+        assert str(raised.value).startswith(f"the adapter folder: the disk holding {tmp_path} is full")
+        assert str(raised.value).endswith("while writing adapter; free some space")
+    assert _contents(folder) == before
+    assert [p.name for p in tmp_path.iterdir()] == ["adapter"]
 
 
 def test_case_cache_on_a_full_disk_stops_and_a_later_run_builds_whole_entries(tmp_path, monkeypatch):

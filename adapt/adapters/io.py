@@ -24,6 +24,7 @@ from adapt.adapters.lora import quiet_peft
 from adapt.errors import ConfigError
 from adapt.models.sam2 import freeze
 from adapt.models.semantic import ATTRIBUTE, add_class_prompts
+from adapt.storage import write_folder_atomically
 
 CONFIG_FILE = "adapter_config.json"
 WEIGHTS_FILE = "adapter_model.safetensors"
@@ -65,24 +66,25 @@ def save_adapter(
     Args:
         model: the adapted model.
         spec: the adapter spec it was built with (``{"kind": ..., **options}``).
-        out_dir: target directory; created if needed.
+        out_dir: target directory; created if needed. Its files are written whole or not at all
+            (``adapt.storage.write_folder_atomically``): a full disk leaves an older adapter there intact.
         metadata: base model, recipe, data card, preprocessing, label map, metrics.
         weights: ``model``'s full state dict, gathered where the parameters are sharded
             (FSDP); by default the values are read from ``model`` itself.
     """
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    kind = spec["kind"]
-    if isinstance(model, PeftModel) and weights is None:
-        model.save_pretrained(out_dir)
-    elif isinstance(model, PeftModel):
-        save_peft_from_weights(model, weights, out_dir)
-    else:
-        config = {"peft_type": KINDS[kind].layout, **spec}
-        (out_dir / CONFIG_FILE).write_text(json.dumps(config, indent=2))
-        save_file(trainable_state_dict(model, weights), out_dir / WEIGHTS_FILE)
-    (out_dir / METADATA_FILE).write_text(json.dumps({"adapter": dict(spec), **metadata}, indent=2, default=str))
-    return out_dir
+    def write(folder: Path) -> None:
+        if isinstance(model, PeftModel) and weights is None:
+            model.save_pretrained(folder)
+        elif isinstance(model, PeftModel):
+            save_peft_from_weights(model, weights, folder)
+        else:
+            config = {"peft_type": KINDS[spec["kind"]].layout, **spec}
+            (folder / CONFIG_FILE).write_text(json.dumps(config, indent=2))
+            save_file(trainable_state_dict(model, weights), folder / WEIGHTS_FILE)
+        (folder / METADATA_FILE).write_text(json.dumps({"adapter": dict(spec), **metadata}, indent=2, default=str))
+
+    return write_folder_atomically(Path(out_dir), write, "the adapter folder",
+                                   "free some space, or write the run to a larger disk (hydra.run.dir=<folder there>)")
 
 
 def read_metadata(adapter_dir: str | Path) -> dict[str, Any]:
