@@ -84,6 +84,21 @@ def check_inputs_finite(paths: Iterable[str | Path], preprocessing: Mapping[str,
             finite_pixels(read_raster(path, as_image=True).array, path)
 
 
+def check_labels_finite(paths: Iterable[str | Path]) -> None:
+    """Refuse, before any model is loaded, a label map holding NaN/Inf (``evaluate``'s ground truth,
+    ``predict``'s ``from_mask`` files): labels are ids, never replaced. Read as
+    ``check_inputs_finite`` reads images: only files that can hold such values.
+
+    Raises:
+        DataError: the first such file.
+    """
+    from adapt.data.readers import can_hold_nonfinite, nonfinite_label, read_raster
+
+    for path in paths:
+        if can_hold_nonfinite(Path(path)) and not np.isfinite(read_raster(path).array).all():
+            raise nonfinite_label(Path(path))
+
+
 def nonfinite_weights(weights: Mapping[str, Any]) -> list[str]:
     """Names of the tensors in ``weights`` that hold a NaN or an infinity."""
     import torch

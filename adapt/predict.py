@@ -38,7 +38,7 @@ from adapt.hub.loading import LoadedAdapter
 from adapt.hub.model_card import label_names
 from adapt.inference.io import Scan, is_dicom_series, kind_of, mask_path, read_scan, suffix, to_unit, write_mask
 from adapt.inference.prompt_syntax import SYNTAX, Prompt, parse_prompt, quote_argv
-from adapt.guards import check_inputs_finite, finite_stack
+from adapt.guards import check_inputs_finite, check_labels_finite, finite_stack
 from adapt.schema import validate
 from adapt.storage import check_writable
 
@@ -161,6 +161,7 @@ def run(cfg: DictConfig) -> list[Path]:
     jobs = plan_jobs(cfg.input, cfg.output, prompt, overwrite=bool(cfg.overwrite))
     backend = str(cfg.get("backend") or "torch")
     check_inputs_finite([job.input for job in jobs], adapter_preprocessing(cfg.adapter, backend, cfg.get("revision")))
+    check_labels_finite([job.guide for job in jobs if job.guide])
     predictor = load_predictor(cfg.adapter, backend, cfg.get("revision"),
                                cfg.get("device", "auto"), cfg.get("propagation", "auto"), int(cfg.get("fill_hole_area", 8)))
     loaded = predictor.loaded

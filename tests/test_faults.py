@@ -362,6 +362,16 @@ def nan_label_dataset(e: Env) -> Path:
     return card
 
 
+def nan_guide(e: Env) -> Path:
+    """A ``from_mask`` file of the world's scan holding one NaN."""
+    scan = nib.load(e.world.root / "scan.nii.gz")
+    mask = np.zeros(scan.shape, np.float32)
+    mask[4:9, 4:9, 3:5], mask[0, 0, 0] = 1, np.nan
+    path = e.tmp / "coarse-nan.nii.gz"
+    nib.save(nib.Nifti1Image(mask, scan.affine), path)
+    return path
+
+
 def missing_label(e: Env) -> Path:
     card = dataset(e)
     (e.tmp / "data" / "labelsTr" / "case_001.nii.gz").unlink()
@@ -641,6 +651,10 @@ FAULTS = [
           skip=None if NO_CUDA else "a GPU is here"),
     Fault("evaluate: NaN in a case", lambda e: e.evaluate(data={"card": str(dataset(e, nan_at))}),
           ["case_001.nii.gz", "NaN or infinite"]),
+    Fault("evaluate: NaN in a label map", lambda e: e.evaluate(data={"card": str(nan_label_dataset(e))}),
+          ["labelsTr/case_000.nii.gz", "NaN or infinite", "re-export the label file"]),
+    Fault("predict: NaN in the from_mask file", lambda e: e.predict(prompt=f"from_mask={nan_guide(e)}"),
+          ["coarse-nan.nii.gz", "NaN or infinite"], check=absent("mask.nii.gz")),
     Fault("predict: NIfTI input, PNG output", lambda e: e.predict(output=str(e.tmp / "mask.png")),
           ["output=", "mask.png", ".nii.gz"]),
     Fault("predict: PNG input, NIfTI output",

@@ -282,6 +282,12 @@ def dicom_affine(datasets: list[Any]) -> np.ndarray:
     return LPS_TO_RAS @ affine
 
 
+def nonfinite_label(path: Path) -> DataError:
+    """The error of a label map holding NaN or infinities (never replaced: labels are ids)."""
+    return DataError(f"{path}: label map holds NaN or infinite values; labels must be integer ids (re-export the "
+                     "label file)")
+
+
 def label_plane(raster: Raster, threshold: float | None = None) -> np.ndarray:
     """The single-channel label map of a label file (integers).
 
@@ -303,8 +309,7 @@ def label_plane(raster: Raster, threshold: float | None = None) -> np.ndarray:
     plane = array[0]
     if np.issubdtype(plane.dtype, np.floating):
         if not np.isfinite(plane).all():
-            raise DataError(f"{raster.path}: label map holds NaN or infinite values; labels must be integer ids "
-                            "(re-export the label file)")
+            raise nonfinite_label(raster.path)
         rounded = np.rint(plane)
         if not np.allclose(plane, rounded, atol=1e-3):
             raise DataError(f"{raster.path}: label map has non-integer values; labels must be integer ids")

@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from adapt.data.cards import DataCard, load_card
 from adapt.errors import ConfigError
-from adapt.guards import check_inputs_finite
+from adapt.guards import check_inputs_finite, check_labels_finite
 from adapt.evaluation.case import GT_PROMPTS, Protocol, evaluate_case, save_prediction
 from adapt.evaluation.cases import EvalCase, load_cases
 from adapt.evaluation.engine import Engine
@@ -132,7 +132,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
                                  str(cfg.get("split", "val"))) if cfg.get("in_domain") else None
     # Zero-shot SAM2 compared with an adapter sees the adapter's pixels (same window, same bands).
     preprocessing = main.metadata.get("preprocessing") or (other.metadata.get("preprocessing") if other else None)
-    check_inputs_finite([case.image for case in cases + (own[1] if own else [])], preprocessing or card_preprocessing(card))
+    every_case = cases + (own[1] if own else [])
+    check_inputs_finite([case.image for case in every_case], preprocessing or card_preprocessing(card))
+    check_labels_finite([case.label for case in every_case])
 
     clear_out(out)
     summary: dict[str, Any] = {}
