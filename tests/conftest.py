@@ -95,6 +95,14 @@ def meta_sam2():
 #: Small non-square phantoms (x != y: a transposed plane cannot go unnoticed).
 PHANTOM_SHAPE = (40, 48, 8)
 
+#: Overrides that shrink any recipe to two training steps of the tiny model at 64 px, offline.
+TWO_STEPS = [
+    "model=tiny", "model.image_size=64", "trainer.max_steps=2", "trainer.max_epochs=-1",
+    "trainer.val_check_interval=null", "trainer.check_val_every_n_epoch=1000",
+    "trainer.limit_val_batches=1", "validate_before=false", "data.batch_size=1", "data.val_batch_size=2",
+    "optim.warmup_steps=1", "embedding_cache.mode=off", "logger=csv", "data.num_workers=0",
+]
+
 
 def compose_cfg(out_dir, *overrides: str):
     """The training config as ``python -m adapt.train <overrides>`` composes it, writing to ``out_dir``."""

@@ -24,7 +24,7 @@ from adapt.data.card_writer import init_card
 from adapt.data.check import check_card
 from adapt.data.sources import data_root, list_cases
 from adapt.errors import ConfigError
-from test_recipes import TWO_STEPS
+from conftest import TWO_STEPS
 
 register_resolvers()
 register_recipes()

@@ -21,7 +21,7 @@ from adapt.data.splits import split_cases, subset_order, training_subset
 from adapt.errors import ConfigError
 from adapt.evaluation.sweep import CSV_NAME, MD_NAME, main as sweep_main
 from adapt.schema import validate
-from test_recipes import TWO_STEPS
+from conftest import TWO_STEPS
 
 register_resolvers()
 register_recipes()

@@ -16,17 +16,10 @@ from hydra import compose, initialize_config_dir
 from adapt.adapters.io import read_metadata
 from adapt.conf import CONFIG_DIR, recipe_names, register_recipes, register_resolvers
 from adapt.data.cards import load_card
+from conftest import TWO_STEPS
 
 register_resolvers()
 register_recipes()
-
-TWO_STEPS = [
-    "model=tiny", "model.image_size=64", "trainer.max_steps=2", "trainer.max_epochs=-1",
-    "trainer.val_check_interval=null", "trainer.check_val_every_n_epoch=1000",
-    "trainer.limit_val_batches=1", "validate_before=false", "data.batch_size=1", "data.val_batch_size=2",
-    "optim.warmup_steps=1", "embedding_cache.mode=off", "logger=csv", "data.num_workers=0",
-]
-
 
 def recipe_card(name: str) -> str:
     with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
