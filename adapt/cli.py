@@ -4,7 +4,9 @@ A user error (``adapt.errors.AdaptError``: a missing file, a bad option, no netw
 Hub model) is printed as one message — what is wrong, where, how to fix it — and the command
 exits with status 2, without a traceback; anything else is a bug and keeps its traceback.
 ``Preflight`` checks a training config before Hydra creates or writes the run directory, so
-a refused run leaves an existing run directory exactly as it was.
+a refused run leaves an existing run directory exactly as it was. ``command_line`` composes the
+config once before Hydra runs the command, so that Hydra's own refusals (an unknown group
+choice, a key that does not exist, a malformed override) are user errors too, not exit 1.
 """
 
 from __future__ import annotations
@@ -12,17 +14,19 @@ from __future__ import annotations
 import contextlib
 import sys
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from hydra.core.config_store import ConfigStore
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from adapt.conf import CONFIG_DIR
-from adapt.errors import AdaptError
+from adapt.errors import AdaptError, ConfigError
 from adapt.storage import disk_full, is_disk_full
 
 USER_ERROR_STATUS = 2
+#: Config name -> the module a user runs, where they differ.
+COMMANDS = {"hub": "hub push|pull"}
 
 
 def format_error(err: AdaptError) -> str:
@@ -58,6 +62,47 @@ def register_cli_config(name: str) -> str:
     """
     ConfigStore.instance().store(name=name, node=OmegaConf.load(CONFIG_DIR / f"{name}.yaml"))
     return name
+
+
+def check_composes(config_name: str, overrides: list[str], config_dir: Path | None = None) -> None:
+    """Compose ``config_name`` with ``overrides`` as Hydra will; its refusal as a ``ConfigError``.
+
+    Args:
+        config_dir: the config folder of a command whose config has groups (``adapt.train``);
+            ``None`` for a command registered with ``register_cli_config``.
+
+    Raises:
+        ConfigError: Hydra's message (it lists the valid choices of a group) and the fix.
+    """
+    from hydra import compose, initialize, initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    context = (initialize_config_dir(str(config_dir), version_base="1.3") if config_dir
+               else initialize(version_base="1.3", config_path=None))
+    try:
+        with context:
+            compose(config_name, overrides=overrides, return_hydra_config=True)
+    except (HydraException, OmegaConfBaseException) as err:
+        text = str(err).split("\nConfig search path:")[0].strip()
+        override = getattr(err, "override", None)  # a parse error names the override only sometimes
+        if override and override not in text:
+            text = f"{override}: {text}"
+        raise ConfigError(f"the command line does not compose: {text}\nFix that override as said above; "
+                          f"python -m adapt.{COMMANDS.get(config_name, config_name)} --help lists the options") from None
+
+
+def command_line(main: Callable[[], Any], config_name: str, config_dir: Path | None = None) -> None:
+    """Run a Hydra ``main`` from the command line, its overrides composed first (``check_composes``).
+
+    A command line with Hydra's own flags (``-m``, ``--cfg``, ``--help``, ...) goes to Hydra as is:
+    sweeps do not compose as one config.
+    """
+    overrides = sys.argv[1:]
+    if not any(arg.startswith("-") for arg in overrides):
+        with user_errors():
+            check_composes(config_name, overrides, config_dir)
+    main()
 
 
 class Preflight(Callback):

@@ -18,7 +18,7 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-from adapt.cli import register_cli_config, user_errors
+from adapt.cli import command_line, register_cli_config, user_errors
 from adapt.evaluation import evaluate
 
 __all__ = ["evaluate", "main"]
@@ -32,4 +32,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    command_line(main, "evaluate")

@@ -30,7 +30,7 @@ import hydra
 import numpy as np
 from omegaconf import DictConfig
 
-from adapt.cli import register_cli_config, user_errors
+from adapt.cli import command_line, register_cli_config, user_errors
 from adapt.errors import ConfigError, DataError
 from adapt.inference.onnx_backend import adapter_preprocessing, load_predictor
 from adapt.inference.runner import Predictor, predict_scan
@@ -219,4 +219,4 @@ def main(cfg: DictConfig) -> None:
 
 if __name__ == "__main__":
     sys.argv = quote_argv(sys.argv)
-    main()
+    command_line(main, "predict")

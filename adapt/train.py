@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from adapt.adapters.io import save_adapter
 from adapt.training.callbacks import build_callbacks, build_logger
-from adapt.cli import user_errors
+from adapt.cli import command_line, user_errors
 from adapt.conf import CONFIG_DIR, register_recipes, register_resolvers
 from adapt.errors import ConfigError
 from adapt.guards import check_weights
@@ -241,4 +241,4 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
-    main()
+    command_line(main, "train", CONFIG_DIR)

@@ -801,6 +801,8 @@ CLI = [
              ["already holds a trained adapter"], lambda w: finished_run(w)),
     CliFault("train: run dir unwritable", "adapt.train",
              lambda w: ["model=tiny", f"hydra.run.dir={UNWRITABLE / 'run'}"], ["hydra.run.dir", str(UNWRITABLE)]),
+    CliFault("train: unknown group choice", "adapt.train", lambda w: ["task=semantics", f"hydra.run.dir={w.cli / 'x'}"],
+             ["task", "semantic", "segmentation", "--help"], absent="x"),
     CliFault("predict: wrong output format", "adapt.predict",
              lambda w: [f"adapter={w.run}", f"input={w.root / 'scan.nii.gz'}", f"output={w.cli / 'mask.png'}",
                         "prompt=box 4,4,16,14 slice=4"], ["mask.png", ".nii.gz"]),
@@ -850,6 +852,49 @@ def test_command_line_prints_the_message_and_exits_2(row, cli_results):
     changed = sorted(p for p, stamp in cli_results.before.items() if cli_results.after.get(p) != stamp)
     assert not changed, f"changed or removed: {changed}"  # .hydra/overrides.yaml of the finished run included
     assert row.absent is None or not (cli_results.folder / row.absent).exists()
+
+
+HYDRA_REFUSALS = [  # (command's config, its config folder, command line, what the message names)
+    ("train", CONFIG_DIR, ["task=semantics"], ["Available options in 'task'", "semantic", "python -m adapt.train --help"]),
+    ("train", CONFIG_DIR, ["recipe=ct_livr"], ["recipe", "ct_liver"]),
+    ("train", CONFIG_DIR, ["optim.lrr=1e-4"], ["optim.lrr", "+optim.lrr=1e-4"]),
+    ("train", CONFIG_DIR, ["trainer.max_steps=[1,2"], ["trainer.max_steps=[1,2", "override_grammar"]),
+    ("evaluate", None, ["adapters=run"], ["adapters", "+adapters=run", "python -m adapt.evaluate --help"]),
+    ("predict", None, ["promt=auto"], ["promt", "+promt=auto"]),
+    ("hub", None, ["push", "repo=me/x"], ["repo", "python -m adapt.hub push|pull --help"]),
+    ("export", None, ["formatt=onnx"], ["formatt"]),
+]
+
+
+@pytest.mark.parametrize("config, folder, argv, names", HYDRA_REFUSALS, ids=[" ".join(r[2]) for r in HYDRA_REFUSALS])
+def test_what_hydra_refuses_is_a_user_error_before_the_command_runs(config, folder, argv, names, monkeypatch):
+    """``adapt.cli.command_line``: Hydra's composition errors exit 2 with Hydra's message, not 1."""
+    from adapt.cli import command_line, register_cli_config
+
+    if folder is None:
+        register_cli_config(config)
+    if config == "hub":
+        from adapt.hub.share import action_argv
+
+        argv = action_argv(["adapt.hub", *argv])[1:]
+    ran = []
+    monkeypatch.setattr(sys, "argv", ["adapt", *argv])
+    code, message, _ = run_user_action(lambda: command_line(lambda: ran.append(True), config, folder))
+    assert code == 2 and not ran, message
+    assert message.strip().startswith("sam2-adapt: ConfigError: the command line does not compose")
+    for name in names:
+        assert name in message, (name, message)
+
+
+def test_a_command_line_that_composes_reaches_the_command(monkeypatch):
+    from adapt.cli import command_line
+
+    ran = []
+    monkeypatch.setattr(sys, "argv", ["adapt", "recipe=demo", "adapter=bottleneck", "hydra.run.dir=/tmp/unused"])
+    command_line(lambda: ran.append(True), "train", CONFIG_DIR)
+    monkeypatch.setattr(sys, "argv", ["adapt", "-m", "data.train_cases=1,2"])  # a sweep: Hydra's own business
+    command_line(lambda: ran.append(True), "train", CONFIG_DIR)
+    assert ran == [True, True]
 
 
 # --------------------------------------------------------------------------- handled, not refused

@@ -11,7 +11,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from adapt.cli import register_cli_config, user_errors
+from adapt.cli import command_line, register_cli_config, user_errors
 from adapt.errors import ConfigError
 from adapt.inference.prompt_syntax import quote_argv
 from adapt.schema import validate
@@ -47,4 +47,4 @@ def main(cfg: DictConfig) -> None:
 
 if __name__ == "__main__":
     sys.argv = quote_argv(sys.argv)
-    main()
+    command_line(main, "app")

@@ -20,7 +20,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from adapt.cli import register_cli_config, user_errors
+from adapt.cli import command_line, register_cli_config, user_errors
 from adapt.errors import ConfigError
 from adapt.export.build import export_adapter
 from adapt.export.record import RECORD_FILE
@@ -49,4 +49,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    command_line(main, "export")

@@ -2,8 +2,9 @@
 
 import sys
 
+from adapt.cli import command_line
 from adapt.hub.share import action_argv, main
 
 if __name__ == "__main__":
     sys.argv = action_argv(sys.argv)
-    main()
+    command_line(main, "hub")
