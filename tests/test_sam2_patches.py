@@ -185,6 +185,29 @@ def test_video_mask_decoder_equal_with_autograd():
     assert torch.equal(*grads)
 
 
+@pytest.mark.parametrize("memory_frames, pointers", [(1, 0), (3, 0), (7, 16), (2, 4)])
+def test_memory_attention_equal_with_several_memory_frames_and_autograd(memory_frames, pointers):
+    """The memory attention's RoPE keys of several frames (and unrotated object pointers) as transformers."""
+    patched, _ = load_sam2("tiny", video=True)
+    assert isinstance(patched.memory_attention.layers[0].cross_attn_image, sam2_patches.LeanRoPEAttention)
+    twin = unpatched_twin(patched.eval())
+    generator = torch.Generator().manual_seed(memory_frames)
+    config = patched.config
+    side = config.memory_attention_rope_feat_sizes[0]
+    tokens, dim, kv = side * side, config.memory_attention_hidden_size, config.memory_encoder_output_channels
+    current = torch.randn(tokens, 1, dim, generator=generator, requires_grad=True)
+    position = torch.randn(tokens, 1, dim, generator=generator)
+    memory = torch.randn(memory_frames * tokens + pointers, 1, kv, generator=generator)
+    memory_position = torch.randn(memory_frames * tokens + pointers, 1, kv, generator=generator)
+    outputs = [m.memory_attention(current_vision_features=current, memory=memory,
+                                  current_vision_position_embeddings=position,
+                                  memory_posision_embeddings=memory_position, num_object_pointer_tokens=pointers)
+               for m in (patched, twin)]
+    assert torch.equal(*outputs)
+    grads = [torch.autograd.grad(out.square().sum(), current)[0] for out in outputs]
+    assert torch.equal(*grads)
+
+
 def test_saved_model_names_transformers_classes(model, tmp_path):
     """A patched model saves as the transformers model it is (config ``architectures``, weights)."""
     import json
