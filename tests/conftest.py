@@ -148,3 +148,33 @@ def phantom_data(base):
         data = base / "phantoms"
         write_ct_phantoms(data, num_cases=3, shape=PHANTOM_SHAPE)
         yield data
+
+
+# --- notebooks: run one top to bottom in a kernel, as Jupyter would ------------------------------
+
+
+def execute(name: str, env: dict[str, str], monkeypatch):
+    """``notebooks/<name>`` executed with ``env`` set (inline figures); the executed notebook."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    from adapt.conf import REPO_ROOT
+
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("MPLBACKEND", "module://matplotlib_inline.backend_inline")
+    book = nbformat.read(REPO_ROOT / "notebooks" / name, as_version=4)
+    NotebookClient(book, timeout=180, kernel_name="python3", resources={"metadata": {"path": str(REPO_ROOT)}}).execute()
+    return book
+
+
+def figures(book) -> int:
+    """How many figures the executed notebook shows."""
+    return sum("image/png" in out.get("data", {}) for cell in book.cells if cell.cell_type == "code"
+               for out in cell.get("outputs", []))
+
+
+def errors(book) -> list[str]:
+    """The exception names of the executed notebook's failed cells."""
+    return [out.get("ename", "") for cell in book.cells if cell.cell_type == "code"
+            for out in cell.get("outputs", []) if out.get("output_type") == "error"]

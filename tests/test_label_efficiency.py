@@ -21,7 +21,7 @@ from adapt.data.splits import split_cases, subset_order, training_subset
 from adapt.errors import ConfigError
 from adapt.evaluation.sweep import CSV_NAME, MD_NAME, main as sweep_main
 from adapt.schema import validate
-from conftest import TWO_STEPS
+from conftest import TWO_STEPS, errors, execute, figures
 
 register_resolvers()
 register_recipes()
@@ -81,7 +81,6 @@ def test_schema_checks_train_cases_against_the_training_patients():
 
 @pytest.mark.slow
 def test_multirun_sweep_over_cases_and_adapters_writes_one_table_and_the_notebook_plots_it(tmp_path, monkeypatch):
-    from test_notebooks import errors, execute, figures
 
     sweep = tmp_path / "sweep"
     overrides = [o for o in TWO_STEPS if not o.startswith("validate_before")]

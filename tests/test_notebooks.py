@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import nbformat
 import pytest
-from conftest import phantom_data, train_tiny
-from nbclient import NotebookClient
+from conftest import errors, execute, figures, phantom_data, train_tiny
 from omegaconf import OmegaConf
 
-from adapt.conf import CONFIG_DIR, REPO_ROOT
+from adapt.conf import CONFIG_DIR
 from adapt.evaluation import evaluate
-
-NOTEBOOKS = REPO_ROOT / "notebooks"
 
 
 @pytest.fixture(scope="module")
@@ -26,25 +22,6 @@ def outputs(tmp_path_factory):
                         "compare": "none", "clicks": [1], "split": "all", "batch_size": 16, "device": "cpu"})
         evaluate(cfg)
         yield base
-
-
-def execute(name: str, env: dict[str, str], monkeypatch) -> nbformat.NotebookNode:
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.setenv("MPLBACKEND", "module://matplotlib_inline.backend_inline")
-    book = nbformat.read(NOTEBOOKS / name, as_version=4)
-    NotebookClient(book, timeout=180, kernel_name="python3", resources={"metadata": {"path": str(REPO_ROOT)}}).execute()
-    return book
-
-
-def figures(book: nbformat.NotebookNode) -> int:
-    return sum("image/png" in out.get("data", {}) for cell in book.cells if cell.cell_type == "code"
-               for out in cell.get("outputs", []))
-
-
-def errors(book: nbformat.NotebookNode) -> list[str]:
-    return [out.get("ename", "") for cell in book.cells if cell.cell_type == "code"
-            for out in cell.get("outputs", []) if out.get("output_type") == "error"]
 
 
 @pytest.mark.slow

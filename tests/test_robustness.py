@@ -11,7 +11,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from conftest import phantom_data, train_tiny
+from conftest import errors, execute, figures, phantom_data, train_tiny
 from omegaconf import OmegaConf
 
 from adapt.conf import CONFIG_DIR, REPO_ROOT
@@ -79,7 +79,6 @@ def read(path: Path) -> list[dict[str, str]]:
 @pytest.mark.slow
 def test_every_shift_at_severity_0_equals_the_clean_evaluation_and_the_table_holds_both_runs(env, tmp_path, capsys,
                                                                                            monkeypatch):
-    from test_notebooks import errors, execute, figures
 
     out = tmp_path / "eval"
     summary = run_eval(env, out, shift="all", severity=[0, 4])
