@@ -10,7 +10,7 @@ before they are written and when they are loaded.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Iterator, Mapping
 
 import numpy as np
 
@@ -62,26 +62,32 @@ def finite_stack(pixels: np.ndarray, path: str | Path, preprocessing: Mapping[st
     return finite_pixels(pixels, path, nonfinite_policy(preprocessing), channel_axis=1)
 
 
+def _readable_for_nonfinite(paths: Iterable[str | Path]) -> Iterator[tuple[Path, np.ndarray]]:
+    """``(path, pixels)`` of each file whose header says it can hold NaN/Inf (``can_hold_nonfinite``:
+    a float NIfTI or TIFF, a DICOM series with non-finite rescaling); other files are not read."""
+    from adapt.data.readers import can_hold_nonfinite, read_raster
+
+    for path in map(Path, paths):
+        if can_hold_nonfinite(path):
+            yield path, read_raster(path, as_image=True).array
+
+
 def check_inputs_finite(paths: Iterable[str | Path], preprocessing: Mapping[str, Any] | None) -> None:
     """Refuse, before any model is loaded, an input holding NaN/Inf that ``finite_stack`` would refuse
     after hours of loading and predicting the inputs before it.
 
-    Only files that can hold a non-finite value are read (``can_hold_nonfinite``: a float NIfTI,
-    TIFF or DICOM, or non-finite scaling; PNG/JPEG and integer files never can), so an ordinary
-    folder of integer CT volumes or photos costs a header read per file. Nothing is checked when
-    the adapter's card replaces non-finite values (``intensity.nonfinite: zero|min``): they are
-    replaced when the file is read for the model.
+    Only files that can hold a non-finite value are read (``_readable_for_nonfinite``; PNG/JPEG and
+    integer files never can), so an ordinary folder of integer CT volumes or photos costs a header
+    read per file. Nothing is checked when the adapter's card replaces non-finite values
+    (``intensity.nonfinite: zero|min``): they are replaced when the file is read for the model.
 
     Raises:
         DataError: the first such file, as ``finite_pixels`` names it.
     """
     if nonfinite_policy(preprocessing) != "error":
         return
-    from adapt.data.readers import can_hold_nonfinite, read_raster
-
-    for path in paths:
-        if can_hold_nonfinite(Path(path)):
-            finite_pixels(read_raster(path, as_image=True).array, path)
+    for path, pixels in _readable_for_nonfinite(paths):
+        finite_pixels(pixels, path)
 
 
 def check_labels_finite(paths: Iterable[str | Path]) -> None:
@@ -92,11 +98,11 @@ def check_labels_finite(paths: Iterable[str | Path]) -> None:
     Raises:
         DataError: the first such file.
     """
-    from adapt.data.readers import can_hold_nonfinite, nonfinite_label, read_raster
+    from adapt.data.readers import nonfinite_label
 
-    for path in paths:
-        if can_hold_nonfinite(Path(path)) and not np.isfinite(read_raster(path).array).all():
-            raise nonfinite_label(Path(path))
+    for path, labels in _readable_for_nonfinite(paths):
+        if not np.isfinite(labels).all():
+            raise nonfinite_label(path)
 
 
 def nonfinite_weights(weights: Mapping[str, Any]) -> list[str]:
