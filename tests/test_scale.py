@@ -36,35 +36,23 @@ def adam_moments(checkpoint: Path) -> dict[str, dict[str, torch.Tensor]]:
     return {name: state[key] for name, key in zip(names, sorted(state), strict=True)}
 
 
-SHARDED = [*TINY, *LORA, "trainer.accelerator=cpu", "trainer.max_steps=2", "validate_before=true",
-           "trainer.gradient_clip_val=1e-6", "trainer.log_every_n_steps=1", "data.val_batch_size=4",
-           "data.val_max_slices_per_case=2"]
-
-
-@pytest.fixture(scope="module")
-def one_process_with_the_global_batch(tmp_path_factory):
-    """The reference of both strategies: one process, same EpochSampler order (one replica, same
-    seed), batch 2 x 2; (run dir, probe rows)."""
-    one, one_dir, single = run_probed(tmp_path_factory.mktemp("one"), "one", *SHARDED, "trainer.devices=1",
-                                      "data.batch_size=4")
-    assert one.returncode == 0, one.stderr[-3000:]
-    return one_dir, single
-
-
 @pytest.mark.slow
-@pytest.mark.parametrize("strategy", ["fsdp"])
-def test_two_cpu_ranks_shard_the_data_and_match_one_process_with_the_global_batch(strategy, tmp_path,
-                                                                                  one_process_with_the_global_batch):
+def test_two_cpu_fsdp_ranks_shard_the_data_and_match_one_process_with_the_global_batch(tmp_path):
     """trainer=fsdp (sharded weights, gathered to rank 0 for the adapter and the checkpoints)
     against one process with the global batch. Every step's gradients are clipped (a tiny
     gradient_clip_val): the norm must be the global one, not a rank's shard's. trainer=ddp shares
     the sampler, the metric reduction and the rank-0 writes tested here; its two ranks are
     started and checked (disjoint shards, one writer) by the torchrun test below, and it is not
     run a second time here to keep the suite within its time (it passed the same assertions)."""
-    ranked, ranked_dir, ranks = run_probed(tmp_path, strategy, *SHARDED, f"trainer={strategy}", "trainer.devices=2",
+    common = [*TINY, *LORA, "trainer.accelerator=cpu", "trainer.max_steps=2", "validate_before=true",
+              "trainer.gradient_clip_val=1e-6", "trainer.log_every_n_steps=1", "data.val_batch_size=4",
+              "data.val_max_slices_per_case=2"]
+    ranked, ranked_dir, ranks = run_probed(tmp_path, "fsdp", *common, "trainer=fsdp", "trainer.devices=2",
                                            "data.batch_size=2")
     assert ranked.returncode == 0, ranked.stderr[-3000:]
-    one_dir, single = one_process_with_the_global_batch
+    # Reference: one process, same EpochSampler order (one replica, same seed), batch 2 x 2.
+    one, one_dir, single = run_probed(tmp_path, "one", *common, "trainer.devices=1", "data.batch_size=4")
+    assert one.returncode == 0, one.stderr[-3000:]
 
     assert sorted(ranks) == [0, 1] and [r["step"] for r in ranks[0]] == [r["step"] for r in ranks[1]] == [0, 1]
     for step in (0, 1):
