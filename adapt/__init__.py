@@ -1,12 +1,30 @@
-"""sam2-adapt: fine-tune a frozen SAM2 with LoRA or adapter layers on your own domain."""
+"""sam2-adapt: fine-tune a frozen SAM2 with LoRA or adapter layers on your own domain.
+
+Importing ``adapt`` (which every ``python -m adapt.<command>`` does first) switches off the
+connections that libraries make on their own: albumentations' update check at import, Gradio's
+analytics, the Hugging Face Hub's telemetry. Hospital networks are often air-gapped, and a
+connection attempt is itself a leak, so nothing connects unless a command is asked to (a Hub
+model or ``hub push|pull``; ``logger=wandb``). A variable the user set is left as it is
+(README, "Offline use").
+"""
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 __version__ = "0.1.0"
 
 __all__ = ["__version__", "load_adapter"]
+
+#: Environment variables that stop a library's own connections, and the value that does.
+OFFLINE_DEFAULTS = {
+    "NO_ALBUMENTATIONS_UPDATE": "1",  # albumentations: a PyPI request at every import
+    "GRADIO_ANALYTICS_ENABLED": "False",  # Gradio: usage analytics and its version check
+    "HF_HUB_DISABLE_TELEMETRY": "1",  # huggingface_hub: telemetry beside downloads
+}
+for _name, _value in OFFLINE_DEFAULTS.items():
+    os.environ.setdefault(_name, _value)
 
 #: Public names imported on first use, so ``import adapt`` does not pull in torch/transformers.
 _LAZY = {"load_adapter": "adapt.hub.loading", "LoadedAdapter": "adapt.hub.loading"}
