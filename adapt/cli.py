@@ -7,6 +7,12 @@ exits with status 2, without a traceback; anything else is a bug and keeps its t
 a refused run leaves an existing run directory exactly as it was. ``command_line`` composes the
 config once before Hydra runs the command, so that Hydra's own refusals (an unknown group
 choice, a key that does not exist, a malformed override) are user errors too, not exit 1.
+
+That first composition is also the door: ``command_line`` checks the composed config against
+the schema, loads the data card it names and looks for the data folder before the command's
+own module imports torch, Lightning or transformers, so such a mistake is answered in about
+a second (``benchmarks/door.py``). Command modules therefore import the heavy libraries inside
+the functions that use them (each such import says ``lazy: start-up``).
 """
 
 from __future__ import annotations
@@ -64,12 +70,15 @@ def register_cli_config(name: str) -> str:
     return name
 
 
-def check_composes(config_name: str, overrides: list[str], config_dir: Path | None = None) -> None:
+def check_composes(config_name: str, overrides: list[str], config_dir: Path | None = None) -> DictConfig:
     """Compose ``config_name`` with ``overrides`` as Hydra will; its refusal as a ``ConfigError``.
 
     Args:
         config_dir: the config folder of a command whose config has groups (``adapt.train``);
             ``None`` for a command registered with ``register_cli_config``.
+
+    Returns:
+        The composed config (with its ``hydra`` node).
 
     Raises:
         ConfigError: Hydra's message (it lists the valid choices of a group) and the fix.
@@ -82,7 +91,7 @@ def check_composes(config_name: str, overrides: list[str], config_dir: Path | No
                else initialize(version_base="1.3", config_path=None))
     try:
         with context:
-            compose(config_name, overrides=overrides, return_hydra_config=True)
+            return compose(config_name, overrides=overrides, return_hydra_config=True)
     except (HydraException, OmegaConfBaseException) as err:
         text = str(err).split("\nConfig search path:")[0].strip()
         override = getattr(err, "override", None)  # a parse error names the override only sometimes
@@ -92,16 +101,76 @@ def check_composes(config_name: str, overrides: list[str], config_dir: Path | No
                           f"python -m adapt.{COMMANDS.get(config_name, config_name)} --help lists the options") from None
 
 
-def command_line(main: Callable[[], Any], config_name: str, config_dir: Path | None = None) -> None:
-    """Run a Hydra ``main`` from the command line, its overrides composed first (``check_composes``).
+def check_data(card: str | None, root: str | None = None) -> None:
+    """The door's data check: the data card ``card`` loads and its dataset folder is there.
 
-    A command line with Hydra's own flags (``-m``, ``--cfg``, ``--help``, ...) goes to Hydra as is:
-    sweeps do not compose as one config.
+    A synthetic card's phantoms are generated on first use, by the data module, not here.
+
+    Raises:
+        AdaptError: the card's own message (bad field, unknown stem), or the data folder that is
+            missing with how to supply it.
+    """
+    from adapt.data.cards import load_card
+    from adapt.data.sources import data_root, list_cases
+
+    if not card:
+        return
+    loaded = load_card(str(card))
+    if loaded.source.get("kind") != "synthetic":
+        list_cases(loaded, data_root(loaded, root))
+
+
+def door(config_name: str, overrides: list[str], config_dir: Path | None = None) -> None:
+    """Compose the command line, check it against the schema and check its data; light imports only.
+
+    Raises:
+        AdaptError: the first mistake found, as the command itself would report it.
+    """
+    from adapt.schema import SCHEMAS, validate
+
+    cfg = check_composes(config_name, overrides, config_dir)
+    if config_name in SCHEMAS:
+        validate(cfg, config_name)
+    data = cfg.get("data")
+    if config_name in ("train", "evaluate") and isinstance(data, DictConfig):
+        check_data(data.get("card"), data.get("root"))
+
+
+#: Hydra's flags that print (help, the config, its info) and exit without running the command.
+PRINT_FLAGS = ("--help", "-h", "--hydra-help", "--cfg", "-c", "--info", "-i", "--shell-completion", "-sc")
+
+
+def _print_only(main: str, config_name: str, config_dir: Path | None) -> None:
+    """Let Hydra answer a ``PRINT_FLAGS`` command line without importing the module of ``main``."""
+    import hydra
+
+    def never_called(cfg: DictConfig) -> None:
+        raise AssertionError("Hydra ran a command for a flag that only prints")
+
+    never_called.__module__ = main.split(":")[0]  # Hydra names the job after the command's module
+    config_path = str(config_dir) if config_dir else None
+    hydra.main(version_base="1.3", config_path=config_path, config_name=config_name)(never_called)()
+
+
+def command_line(main: Callable[[], Any] | str, config_name: str, config_dir: Path | None = None) -> None:
+    """Run a Hydra ``main`` from the command line, after the door (``door``) let its overrides in.
+
+    ``main`` may be given as ``"module:function"``: it is imported once the door has passed, so a
+    mistake is reported before that module's imports run. A command line with Hydra's own flags
+    (``-m``, ``--cfg``, ``--help``, ...) goes to Hydra as is: sweeps do not compose as one config.
     """
     overrides = sys.argv[1:]
     if not any(arg.startswith("-") for arg in overrides):
         with user_errors():
-            check_composes(config_name, overrides, config_dir)
+            door(config_name, overrides, config_dir)
+    if isinstance(main, str) and any(arg in PRINT_FLAGS for arg in overrides):
+        _print_only(main, config_name, config_dir)
+        return
+    if isinstance(main, str):
+        import importlib
+
+        module, name = main.split(":")
+        main = getattr(importlib.import_module(module), name)
     main()
 
 

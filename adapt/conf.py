@@ -7,6 +7,7 @@ from any working directory without a search-path plugin.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from hydra.core.config_store import ConfigStore
@@ -42,9 +43,28 @@ def register_recipes() -> None:
         store.store(group="recipe", name=path.stem, node=OmegaConf.load(path), package="_global_")
 
 
+def cuda_possible() -> bool:
+    """Whether a CUDA (or ROCm) GPU may be visible, decided without importing torch.
+
+    On Linux a GPU shows as a device node (``/dev/nvidia*``, ROCm's ``/dev/kfd``, WSL's
+    ``/dev/dxg``); macOS has no CUDA. Elsewhere only torch can tell, so the answer is yes.
+    """
+    if sys.platform == "darwin":
+        return False
+    if sys.platform.startswith("linux"):
+        return any(Path(node).exists() for node in ("/dev/nvidiactl", "/dev/nvidia0", "/dev/kfd", "/dev/dxg"))
+    return True
+
+
 def _auto_precision(preferred: str = "bf16-mixed") -> str:
-    """``preferred`` on a CUDA GPU that supports it, full precision elsewhere (CPU runs)."""
-    import torch
+    """``preferred`` on a CUDA GPU that supports it, full precision elsewhere (CPU runs).
+
+    Resolved when a training config is checked at the door, so a machine without a GPU device
+    answers without importing torch (``cuda_possible``).
+    """
+    if not cuda_possible():
+        return "32-true"
+    import torch  # lazy: start-up
 
     if not torch.cuda.is_available():
         return "32-true"

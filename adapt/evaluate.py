@@ -14,19 +14,19 @@ Writes ``cases.csv``, ``summary.json`` and ``masks/`` into ``out`` and prints a 
 
 from __future__ import annotations
 
-
 import hydra
 from omegaconf import DictConfig
 
 from adapt.cli import command_line, register_cli_config, user_errors
-from adapt.evaluation import evaluate
 
-__all__ = ["evaluate", "main"]
+__all__ = ["main"]
 
 
 @hydra.main(version_base="1.3", config_path=None, config_name=register_cli_config("evaluate"))
 def main(cfg: DictConfig) -> None:
     """Hydra entry point; user errors are printed without a traceback (exit code 2)."""
+    from adapt.evaluation import evaluate  # lazy: start-up
+
     with user_errors():
         evaluate(cfg)
 

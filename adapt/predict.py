@@ -24,7 +24,7 @@ import logging
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 import hydra
 import numpy as np
@@ -32,17 +32,28 @@ from omegaconf import DictConfig
 
 from adapt.cli import command_line, register_cli_config, user_errors
 from adapt.errors import ConfigError, DataError
-from adapt.inference.onnx_backend import adapter_preprocessing, load_predictor
-from adapt.inference.runner import Predictor, predict_scan
-from adapt.hub.loading import LoadedAdapter
-from adapt.hub.model_card import label_names
-from adapt.inference.io import Scan, is_dicom_series, kind_of, mask_path, read_scan, suffix, to_unit, write_mask
-from adapt.inference.prompt_syntax import SYNTAX, Prompt, parse_prompt, quote_argv
 from adapt.guards import check_inputs_finite, check_labels_finite, finite_stack
+from adapt.hub.model_card import label_names
+from adapt.inference.prompt_syntax import SYNTAX, Prompt, parse_prompt, quote_argv
 from adapt.schema import validate
 from adapt.storage import check_writable
 
+if TYPE_CHECKING:
+    from adapt.hub.loading import LoadedAdapter
+    from adapt.inference.io import Scan
+    from adapt.inference.runner import Predictor
+
 __all__ = ["Predictor", "plan_jobs", "predict_scan", "run", "to_unit"]
+#: Names re-exported from the model side, imported on first use (``lazy: start-up``).
+_LAZY = {"Predictor": "adapt.inference.runner", "predict_scan": "adapt.inference.runner", "to_unit": "adapt.inference.io"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'adapt.predict' has no attribute {name!r}")
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +68,8 @@ class Job:
 
 
 def _output_name(path: Path) -> str:
+    from adapt.inference.io import kind_of, mask_path  # lazy: start-up
+
     return mask_path(kind_of(path), path.name)
 
 
@@ -67,6 +80,8 @@ def plan_jobs(input: str | Path, output: str | Path, prompt: Prompt | None, over
         DataError: the input is missing or holds nothing supported.
         ConfigError: an output exists (without ``overwrite``), or a folder input has a file output.
     """
+    from adapt.inference.io import is_dicom_series, suffix  # lazy: start-up
+
     source, target = Path(input), Path(output)
     if not source.exists():
         raise DataError(f"input={source} does not exist")
@@ -107,6 +122,8 @@ def check_output(job: Job) -> None:
     Raises:
         ConfigError: names the output, the format it must have and why.
     """
+    from adapt.inference.io import kind_of, suffix  # lazy: start-up
+
     kind = kind_of(job.input)
     wanted = OUTPUT_SUFFIXES.get(kind)
     if wanted and suffix(job.output) not in wanted:
@@ -118,6 +135,8 @@ def check_output(job: Job) -> None:
 
 
 def _supported(path: Path) -> bool:
+    from adapt.inference.io import kind_of  # lazy: start-up
+
     try:
         kind_of(path)
         return True
@@ -151,6 +170,10 @@ def class_values(loaded: LoadedAdapter) -> np.ndarray:
 
 def run(cfg: DictConfig) -> list[Path]:
     """Predict every input of the ``configs/predict.yaml`` config; returns the written paths."""
+    from adapt.inference.io import write_mask  # lazy: start-up
+    from adapt.inference.onnx_backend import adapter_preprocessing, load_predictor  # lazy: start-up
+    from adapt.inference.runner import predict_scan  # lazy: start-up
+
     validate(cfg, "predict")
     for key in ("adapter", "input", "output"):
         if not cfg.get(key):
@@ -181,6 +204,8 @@ def run(cfg: DictConfig) -> list[Path]:
 def read_input(path: Path, loaded: LoadedAdapter, label: bool = False) -> Scan:
     """A file as ``predict`` reads it: on the grid the adapter was trained on (its slice axis and
     spacing), non-finite pixels refused or replaced as its card says (``adapt.app`` reads the same way)."""
+    from adapt.inference.io import read_scan  # lazy: start-up
+
     scan = read_scan(path, int(loaded.preprocessing.get("slice_axis", 2)), loaded.preprocessing.get("spacing"), label=label)
     if not label:
         scan.pixels = finite_stack(scan.pixels, path, loaded.preprocessing)
@@ -196,6 +221,7 @@ def auto_scan(predictor: Predictor, scan: Any, batch_size: int = 8) -> np.ndarra
     """``prompt=auto``: class indices ``[Z, H, W]`` from the semantic head's components, each
     refined as a box prompt by the promptable decoder (no ground truth, no user prompt)."""
     from adapt.evaluation.engine import Engine
+    from adapt.inference.io import to_unit  # lazy: start-up
 
     return Engine(predictor, batch_size).auto(to_unit(scan, predictor.loaded.preprocessing))
 

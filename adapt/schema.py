@@ -17,7 +17,10 @@ same checks as the command line.
 
 from __future__ import annotations
 
+import ast
 import dataclasses
+import functools
+import importlib.util
 import logging
 import re
 import types
@@ -57,7 +60,7 @@ def rule(ge: float | None = None, gt: float | None = None, le: float | None = No
 
 def _model_name(name: Any) -> str | None:
     """A preset, ``tiny``, an existing local folder or a Hub id; a path-like name that is not there is refused."""
-    from adapt.models.sam2 import HUB_IDS
+    from adapt.models.names import HUB_IDS
 
     text = str(name)
     if text in HUB_IDS or text == "tiny" or text.startswith("random:"):
@@ -137,7 +140,7 @@ def _limit(value: Any) -> str | None:
 def _adapter_targets(value: Any) -> str | None:
     if isinstance(value, str) or (isinstance(value, (list, ListConfig)) and value and all(isinstance(v, str) for v in value)):
         return None
-    from adapt.adapters import TARGET_PRESETS
+    from adapt.models.names import TARGET_PRESETS
 
     return f"must be a non-empty list of presets {sorted(TARGET_PRESETS)} or module-name regexes"
 
@@ -174,7 +177,7 @@ def _train_cases(value: Any) -> str | None:
 
 
 def _shift(value: Any) -> str | None:
-    from adapt.transforms.shifts import SHIFTS
+    from adapt.transforms.names import SHIFTS
 
     names = [value] if isinstance(value, str) else list(value) if isinstance(value, (list, ListConfig)) else [0]
     if all(isinstance(n, str) and (n in SHIFTS or n in ("all", "none")) for n in names):
@@ -343,7 +346,7 @@ class Prompts:
     iterations: int = rule(ge=0)
     grad: str = rule(choices=("last", "all"))
     seed: int = rule()
-    direction: str = rule(choices=_choices("adapt.models.tracking:DIRECTIONS"))
+    direction: str = rule(choices=_choices("adapt.models.names:DIRECTIONS"))
 
 
 @dataclass
@@ -358,7 +361,7 @@ class Loss:
 @dataclass
 class Train:
     name: str = rule()
-    task: str = rule(choices=_choices("adapt.train:TASKS"))
+    task: str = rule(choices=_choices("adapt.tasks:TASKS"))
     seed: int = rule()
     validate_before: bool = rule()
     ckpt_path: str | None = rule()
@@ -641,11 +644,7 @@ def _show(value: Any) -> str:
 
 def _trainer_keys(node: Any, prefix: str) -> list[str]:
     """Keys under ``trainer`` must be Lightning ``Trainer`` options (it would fail on them later)."""
-    import inspect
-
-    import lightning as L
-
-    known = set(inspect.signature(L.Trainer.__init__).parameters) - {"self"}
+    known = trainer_options()
     ours = {"logger", "callbacks", "default_root_dir", "plugins"}  # built by adapt.train
     problems = []
     for key in node.keys():
@@ -657,6 +656,28 @@ def _trainer_keys(node: Any, prefix: str) -> list[str]:
             close = difflib.get_close_matches(str(key), sorted(known), n=3)
             problems.append(f"{prefix}{key}: not an option of Lightning's Trainer" + (f"; did you mean {close}?" if close else ""))
     return problems
+
+
+@functools.lru_cache(maxsize=1)
+def trainer_options() -> frozenset[str]:
+    """The parameters of Lightning's ``Trainer``, read from its source file without importing it.
+
+    ``import lightning`` takes seconds (torch, torchmetrics); the door checks ``trainer.*`` keys
+    before that, so the signature is parsed with ``ast`` (the import is the fallback).
+    """
+    spec = importlib.util.find_spec("lightning")
+    source = Path(spec.submodule_search_locations[0]) / "pytorch" / "trainer" / "trainer.py" if spec else None
+    if source is not None and source.is_file():
+        for node in ast.walk(ast.parse(source.read_text())):
+            if isinstance(node, ast.ClassDef) and node.name == "Trainer":
+                init = next(n for n in node.body if isinstance(n, ast.FunctionDef) and n.name == "__init__")
+                arguments = init.args.args + init.args.kwonlyargs
+                return frozenset(a.arg for a in arguments) - {"self"}
+    import inspect
+
+    import lightning as L  # lazy: start-up (only where the source file is not found)
+
+    return frozenset(inspect.signature(L.Trainer.__init__).parameters) - {"self"}
 
 
 def _training_card(cfg: Any) -> Any:

@@ -12,35 +12,25 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import hydra
-import lightning as L
-import torch
 from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf
 
-from adapt.adapters.io import save_adapter
-from adapt.training.callbacks import build_callbacks, build_logger
 from adapt.cli import command_line, user_errors
 from adapt.conf import CONFIG_DIR, register_recipes, register_resolvers
 from adapt.errors import ConfigError
 from adapt.guards import check_weights
 from adapt.schema import validate
 from adapt.storage import check_writable
-from adapt.training.checkpoints import AtomicCheckpointIO, check_fits, read_checkpoint
-from adapt.models.embedding_cache import encoder_is_frozen, namespace, prefix_cache_wanted
+from adapt.tasks import MONITOR, TASKS
 from adapt.training.summary import print_summary
-from adapt.tasks.base import MONITOR
+
+if TYPE_CHECKING:
+    import lightning as L
 
 log = logging.getLogger(__name__)
-
-#: task name -> "module:Class", imported on use (``configs/task/`` has one option per name).
-TASKS = {
-    "segmentation": "adapt.tasks.segmentation:SegmentationTask",
-    "propagation": "adapt.tasks.propagation:PropagationTask",
-    "semantic": "adapt.tasks.semantic:SemanticTask",
-}
 
 
 def task_class(name: str) -> type:
@@ -82,6 +72,12 @@ def resolve_checkpoint(ckpt_path: str | None, run_dir: Path) -> str | None:
 
 def build_trainer(cfg: DictConfig, run_dir: Path, resume_step: int | None = None) -> L.Trainer:
     """A Lightning Trainer from the ``trainer`` group, with our logger, callbacks and atomic checkpoints."""
+    import lightning as L  # lazy: start-up
+    import torch  # lazy: start-up
+
+    from adapt.training.callbacks import build_callbacks, build_logger  # lazy: start-up
+    from adapt.training.checkpoints import AtomicCheckpointIO  # lazy: start-up
+
     options = OmegaConf.to_container(cfg.trainer, resolve=True)
     if str(options.get("precision")).startswith("16") and (
         options.get("accelerator") == "cpu" or not torch.cuda.is_available()
@@ -110,6 +106,8 @@ def resolve_embedding_cache(cfg: DictConfig) -> dict[str, Any]:
     Cached embeddings stand for the un-augmented image, so augmenting pixels would train on
     images the cache does not hold; the run says so instead of silently diverging.
     """
+    from adapt.models.embedding_cache import encoder_is_frozen, prefix_cache_wanted  # lazy: start-up
+
     spec = OmegaConf.to_container(cfg.embedding_cache, resolve=True)
     adapter = OmegaConf.to_container(cfg.adapter, resolve=True)
     frozen = encoder_is_frozen(adapter) or prefix_cache_wanted(adapter, spec["mode"], cfg.data.get("augment"))
@@ -148,6 +146,12 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
         ``(metrics, objects)``: the ``metrics.json`` content, and the ``task``,
         ``datamodule`` and ``trainer`` for interactive use.
     """
+    import lightning as L  # lazy: start-up
+
+    from adapt.adapters.io import save_adapter  # lazy: start-up
+    from adapt.models.embedding_cache import namespace  # lazy: start-up
+    from adapt.training.checkpoints import check_fits, read_checkpoint  # lazy: start-up
+
     start = time.perf_counter()
     validate(cfg, "train")
     run_dir = check_run_dir(Path(cfg.out_dir), cfg.overwrite, cfg.ckpt_path)

@@ -874,7 +874,7 @@ def test_what_hydra_refuses_is_a_user_error_before_the_command_runs(config, fold
     if folder is None:
         register_cli_config(config)
     if config == "hub":
-        from adapt.hub.share import action_argv
+        from adapt.hub import action_argv
 
         argv = action_argv(["adapt.hub", *argv])[1:]
     ran = []

@@ -19,6 +19,7 @@ from adapt.adapters import apply_adapter
 from adapt.adapters.io import save_adapter
 from adapt.conf import CONFIG_DIR
 from adapt.errors import ConfigError, ModelNotFoundError
+from adapt.hub import action_argv
 from adapt.hub import share as hub
 from adapt.hub.model_card import render_card
 from adapt.models.primitives import preprocess
@@ -308,4 +309,4 @@ def test_cli_config_names_what_is_missing():
     cfg.action, cfg.adapter, cfg.repo_id, cfg.dry_run = "push", "x", "me/x", True
     with pytest.raises(ConfigError, match="out_dir=DIR"):
         hub.run(cfg)
-    assert hub.action_argv(["hub", "pull", "repo_id=a/b"]) == ["hub", "action=pull", "repo_id=a/b"]
+    assert action_argv(["hub", "pull", "repo_id=a/b"]) == ["hub", "action=pull", "repo_id=a/b"]

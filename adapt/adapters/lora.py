@@ -17,6 +17,7 @@ from torch import nn
 
 from adapt.adapters.placement import BLOCK_PREFIX, resolve_blocks, restrict_to_blocks
 from adapt.errors import ConfigError
+from adapt.models.names import TARGET_PRESETS
 from adapt.models.sam2 import hiera_blocks
 
 
@@ -28,22 +29,6 @@ def quiet_peft() -> Iterator[None]:
         yield
 
 
-TARGET_PRESETS = {
-    # Hiera trunk: fused qkv and output projection of every block (the SAMed / MedSAM2 choice).
-    "encoder_attn": r"vision_encoder\.backbone\.blocks\.\d+\.attn\.(qkv|proj)",
-    "encoder_qkv": r"vision_encoder\.backbone\.blocks\.\d+\.attn\.qkv",
-    "encoder_mlp": r"vision_encoder\.backbone\.blocks\.\d+\.mlp\.(proj_in|proj_out)",
-    # Two-way transformer of the mask decoder: self, token-to-image and image-to-token attention.
-    "decoder_attn": r"mask_decoder\.transformer\.(layers\.\d+\.)?\w+\.(q_proj|k_proj|v_proj|o_proj)",
-    # SAM2's memory: attention over the memory bank and the memory fuser's pointwise layers.
-    "memory": (
-        r"memory_attention\.layers\.\d+\.(self_attn|cross_attn_image)\.(q_proj|k_proj|v_proj|o_proj)"
-        r"|memory_encoder\.memory_fuser\.layers\.\d+\.(pointwise_conv1|pointwise_conv2)"
-    ),
-}
-TARGET_PRESETS["all"] = "|".join(
-    TARGET_PRESETS[k] for k in ("encoder_attn", "encoder_mlp", "decoder_attn", "memory")
-)
 
 
 def target_regex(targets: str | Sequence[str]) -> str:

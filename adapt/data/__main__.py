@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import sys
 
-from adapt.cli import USER_ERROR_STATUS, format_error
+from adapt.cli import USER_ERROR_STATUS, check_data, format_error
 from adapt.errors import AdaptError, ConfigError
 
 USAGE = __doc__
@@ -73,11 +73,12 @@ def init(args: list[str]) -> int:
 
 def check(args: list[str]) -> int:
     """Print the statistics and the problems of a card's data; save the figure."""
-    from adapt.data.check import check_card, plot_report, print_report
-
     options = _options(args, {"card", "root", "out"}, "check")
     if "card" not in options:
         raise ConfigError("check needs card=<stem or path to a card YAML>")
+    check_data(options["card"], options.get("root"))  # the door: before the readers import torch
+    from adapt.data.check import check_card, plot_report, print_report  # lazy: start-up
+
     report = check_card(options["card"], options.get("root"))
     print_report(report)
     figure = plot_report(report, options.get("out") or f"{report.card.name}_check.png")

@@ -22,13 +22,13 @@ from omegaconf import DictConfig
 
 from adapt.cli import command_line, register_cli_config, user_errors
 from adapt.errors import ConfigError
-from adapt.export.build import export_adapter
-from adapt.export.record import RECORD_FILE
 from adapt.schema import validate
 
 
 def run(cfg: DictConfig) -> Path:
     """Export as ``configs/export.yaml`` says; returns the output folder."""
+    from adapt.export.build import export_adapter  # lazy: start-up
+
     validate(cfg, "export")
     if not cfg.get("adapter") or not cfg.get("out"):
         raise ConfigError("adapter= and out= are required: python -m adapt.export adapter=<run or adapter dir | "
@@ -40,6 +40,8 @@ def run(cfg: DictConfig) -> Path:
 @hydra.main(version_base="1.3", config_path=None, config_name=register_cli_config("export"))
 def main(cfg: DictConfig) -> None:
     """Hydra entry point; user errors are printed without a traceback (exit code 2)."""
+    from adapt.export.record import RECORD_FILE  # lazy: start-up
+
     with user_errors():
         out = run(cfg)
         record = json.loads((out / RECORD_FILE).read_text())

@@ -28,6 +28,7 @@ from omegaconf import DictConfig
 from adapt.adapters.io import CONFIG_FILE, METADATA_FILE, WEIGHTS_FILE, read_metadata
 from adapt.cli import register_cli_config, user_errors
 from adapt.errors import AdaptError, ConfigError
+from adapt.hub import ACTIONS
 from adapt.hub.loading import REPO_ID, LoadedAdapter, adapter_dir, check_base, default_api, load_adapter, resolve
 from adapt.hub.model_card import render_card
 from adapt.schema import validate
@@ -35,7 +36,6 @@ from adapt.storage import check_writable
 
 log = logging.getLogger(__name__)
 
-ACTIONS = ("push", "pull")
 CARD_FILE = "README.md"
 __all__ = ["LoadedAdapter", "check_base", "load_adapter", "merge_adapter", "pull", "push", "stage"]
 
@@ -196,10 +196,3 @@ def main(cfg: DictConfig) -> None:
     """Hydra entry point; user errors are printed without a traceback (exit code 2)."""
     with user_errors():
         run(cfg)
-
-
-def action_argv(argv: list[str]) -> list[str]:
-    """``hub push k=v`` -> ``hub action=push k=v``: the action reads like a subcommand."""
-    if len(argv) > 1 and argv[1] in ACTIONS:
-        return [argv[0], f"action={argv[1]}", *argv[2:]]
-    return argv

@@ -32,18 +32,12 @@ from transformers import (
 from transformers.models.sam2.modeling_sam2 import Sam2MultiScaleBlock
 
 from adapt.errors import ConfigError, ModelNotFoundError
+from adapt.models.names import HUB_IDS
 from adapt.models.sam2_patches import patch_sam2
 from adapt.models.tiny import tiny_config
 
 log = logging.getLogger(__name__)
 
-#: Released SAM2.1 checkpoints on the Hugging Face Hub.
-HUB_IDS = {
-    "sam2.1_hiera_tiny": "facebook/sam2.1-hiera-tiny",
-    "sam2.1_hiera_small": "facebook/sam2.1-hiera-small",
-    "sam2.1_hiera_base_plus": "facebook/sam2.1-hiera-base-plus",
-    "sam2.1_hiera_large": "facebook/sam2.1-hiera-large",
-}
 
 #: Hiera trunk of each release (Meta's sam2.1 configs), to build the same architecture with
 #: random weights when the checkpoint cannot be downloaded (offline demos, benchmarks).

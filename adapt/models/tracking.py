@@ -19,9 +19,9 @@ import torch
 from transformers.models.sam2_video.modeling_sam2_video import NO_OBJ_SCORE
 
 from adapt.models.memory import FrameFeatures, FramePrompt, MemoryTracker, StepOutput, encode_frames
+from adapt.models.names import DIRECTIONS
 
 Direction = Literal["forward", "backward", "both"]
-DIRECTIONS = ("forward", "backward", "both")
 
 
 def visiting_order(num_frames: int, prompted: Sequence[int], direction: Direction = "both") -> list[tuple[int, bool]]:

@@ -30,9 +30,6 @@ from adapt.models.sam2 import (
     load_sam2,
 )
 
-#: The metric that selects checkpoints and summarises a run; defined once, here.
-MONITOR = "val/dice"
-
 
 def warmup_cosine(step: int, warmup: int, total: int, min_ratio: float) -> float:
     """Learning-rate factor: linear warm-up to 1, then cosine decay to ``min_ratio``."""

@@ -23,7 +23,7 @@ from lightning.pytorch.loggers.logger import rank_zero_experiment
 
 from adapt.errors import ConfigError, TrainingError
 from adapt.storage import write_atomically
-from adapt.tasks.base import MONITOR
+from adapt.tasks import MONITOR
 
 
 def wandb_has_credentials() -> bool:

@@ -34,7 +34,8 @@ from typing import Any
 import numpy as np
 import torch
 
-SHIFTS = ("noise", "blur", "contrast", "gamma", "bias_field", "resolution", "motion")
+from adapt.transforms.names import SHIFTS
+
 SEVERITIES = (0, 1, 2, 3, 4, 5)
 FAMILIES = ("ct", "mr", "aerial", "other")
 #: shift -> family -> the parameter at severities 1..5 (units in ``UNITS``).
