@@ -40,8 +40,8 @@ from adapt.storage import check_writable
 
 if TYPE_CHECKING:
     from adapt.hub.loading import LoadedAdapter
-    from adapt.inference.io import Scan
-    from adapt.inference.runner import Predictor
+    from adapt.inference.io import Scan, to_unit
+    from adapt.inference.runner import Predictor, predict_scan
 
 __all__ = ["Predictor", "plan_jobs", "predict_scan", "run", "to_unit"]
 #: Names re-exported from the model side, imported on first use (``lazy: start-up``).

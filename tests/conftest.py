@@ -1,4 +1,9 @@
-"""Shared fixtures. Tests never touch the network: the Hub is switched off before imports."""
+"""Shared fixtures. Tests never touch the network: the Hub is switched off before imports.
+
+Under pytest-xdist (``-n 2``) each worker computes with one thread (torch, and the subprocesses a
+test starts, through ``OMP_NUM_THREADS``), so the workers share the cores instead of fighting
+over them; alone, a run uses two.
+"""
 
 from __future__ import annotations
 
@@ -7,13 +12,16 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+WORKER = os.environ.get("PYTEST_XDIST_WORKER")  # gw0, gw1, ... under pytest-xdist
+if WORKER:
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import contextlib  # noqa: E402
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-torch.set_num_threads(min(2, torch.get_num_threads()))
+torch.set_num_threads(1 if WORKER else min(2, torch.get_num_threads()))
 
 
 @pytest.fixture(autouse=True)

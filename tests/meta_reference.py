@@ -52,6 +52,7 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
+from filelock import FileLock  # torch's own dependency
 from torch import nn
 
 VERSION = "1.1.0"
@@ -97,36 +98,39 @@ def meta_source() -> Path:
         raise RuntimeError("reading Meta's sdist with pip needs setuptools (its build backend): "
                            "pip install setuptools")
     target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
-        command = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
-                   # pip prepares the sdist's metadata; in an isolated build it would first
-                   # try to build torch (a build requirement of sam2) from source.
-                   "--no-build-isolation", "--retries", "2", "--timeout", "20",
-                   f"sam2=={VERSION}", "-d", tmp]
-        env = {**os.environ, "SAM2_BUILD_CUDA": "0"}  # Meta's setup.py: no CUDA extension
-        run = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
-        archive = Path(tmp) / SDIST
-        if run.returncode or not archive.is_file():
-            raise RuntimeError(
-                f"cannot download Meta's sam2=={VERSION} source distribution from the package index, "
-                f"needed to compare with Meta's implementation.\n$ {' '.join(command)}\n"
-                f"{run.stdout[-2000:]}{run.stderr[-3000:]}\n"
-                "Give the tests network access to PyPI once (the unpacked sdist is cached in "
-                f"{cache_dir()}), or set SAM2_META_SOURCE to a facebookresearch/sam2 checkout."
-            )
-        digest = hashlib.sha256(archive.read_bytes()).hexdigest()
-        if digest != SDIST_SHA256:
-            raise RuntimeError(f"{SDIST} has SHA-256 {digest}, not the published {SDIST_SHA256}")
-        with tarfile.open(archive) as tar:
-            if hasattr(tarfile, "data_filter"):
-                tar.extractall(tmp, filter="data")
-            else:  # pragma: no cover - Python without extraction filters
-                tar.extractall(tmp)
-        try:
-            os.replace(Path(tmp) / f"sam2-{VERSION}", target)
-        except OSError:  # another process unpacked it first
-            if not (target / "sam2" / "sam2_video_predictor.py").is_file():
-                raise
+    with FileLock(str(target) + ".lock"):  # pytest-xdist workers: one downloads, the others wait
+        if (target / "sam2" / "sam2_video_predictor.py").is_file():
+            return target
+        with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+            command = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
+                       # pip prepares the sdist's metadata; in an isolated build it would first
+                       # try to build torch (a build requirement of sam2) from source.
+                       "--no-build-isolation", "--retries", "2", "--timeout", "20",
+                       f"sam2=={VERSION}", "-d", tmp]
+            env = {**os.environ, "SAM2_BUILD_CUDA": "0"}  # Meta's setup.py: no CUDA extension
+            run = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
+            archive = Path(tmp) / SDIST
+            if run.returncode or not archive.is_file():
+                raise RuntimeError(
+                    f"cannot download Meta's sam2=={VERSION} source distribution from the package index, "
+                    f"needed to compare with Meta's implementation.\n$ {' '.join(command)}\n"
+                    f"{run.stdout[-2000:]}{run.stderr[-3000:]}\n"
+                    "Give the tests network access to PyPI once (the unpacked sdist is cached in "
+                    f"{cache_dir()}), or set SAM2_META_SOURCE to a facebookresearch/sam2 checkout."
+                )
+            digest = hashlib.sha256(archive.read_bytes()).hexdigest()
+            if digest != SDIST_SHA256:
+                raise RuntimeError(f"{SDIST} has SHA-256 {digest}, not the published {SDIST_SHA256}")
+            with tarfile.open(archive) as tar:
+                if hasattr(tarfile, "data_filter"):
+                    tar.extractall(tmp, filter="data")
+                else:  # pragma: no cover - Python without extraction filters
+                    tar.extractall(tmp)
+            try:
+                os.replace(Path(tmp) / f"sam2-{VERSION}", target)
+            except OSError:  # another process unpacked it first
+                if not (target / "sam2" / "sam2_video_predictor.py").is_file():
+                    raise
     return target
 
 

@@ -30,7 +30,7 @@ KINDS = {
 def _decoder_attention_linears(model):
     """q/k/v/o projections of the mask decoder's two-way transformer, found by structure."""
     layers = []
-    for name, module in model.mask_decoder.transformer.named_modules():
+    for module in model.mask_decoder.transformer.modules():
         if all(hasattr(module, p) for p in ("q_proj", "k_proj", "v_proj", "o_proj")):
             layers += [getattr(module, p) for p in ("q_proj", "k_proj", "v_proj", "o_proj")]
     return layers
@@ -39,9 +39,9 @@ def _decoder_attention_linears(model):
 def expected_trainable(kind: str, model: nn.Module) -> int:
     blocks = model.vision_encoder.backbone.blocks
     if kind in ("lora", "dora"):
-        linears = [l for b in blocks for l in (b.attn.qkv, b.attn.proj)] + _decoder_attention_linears(model)
-        lora = sum(4 * (l.in_features + l.out_features) for l in linears)
-        return lora + (sum(l.out_features for l in linears) if kind == "dora" else 0)  # DoRA magnitude
+        linears = [layer for b in blocks for layer in (b.attn.qkv, b.attn.proj)] + _decoder_attention_linears(model)
+        lora = sum(4 * (layer.in_features + layer.out_features) for layer in linears)
+        return lora + (sum(layer.out_features for layer in linears) if kind == "dora" else 0)  # DoRA magnitude
     if kind == "bottleneck":
         per_adapter = lambda d, h: d * h + h + h * d + d  # noqa: E731
         return sum(2 * per_adapter(b.dim_out, b.dim_out // 4) for b in blocks)

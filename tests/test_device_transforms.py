@@ -51,8 +51,9 @@ class PlaneStore:
     __getitem__ = prepare
 
 
-def plane_datasets(store, size, augment=None, prompts=PromptSimulator(kind="box+points", jitter=0.2), train=True):
-    """The loader-resized dataset and the native one over ``store``."""
+def plane_datasets(store, size, augment=None, prompts=None, train=True):
+    """The loader-resized dataset and the native one over ``store`` (box and point prompts by default)."""
+    prompts = prompts or PromptSimulator(kind="box+points", jitter=0.2)
     items, _ = index_cases(store)
     return (SampleDataset(store, items, size, prompts, train, PairAugment() if augment else None),
             SampleDataset(store, items, size, prompts, train, augment, native=True))

@@ -337,7 +337,7 @@ def no_adapter_written(e: Env) -> None:
 def full_disk_on_mask(e: Env, monkeypatch: pytest.MonkeyPatch) -> None:
     def write_mask(mask, scan, path):
         raise OSError(errno.ENOSPC, "No space left on device", str(path))
-    monkeypatch.setattr("adapt.predict.write_mask", write_mask)
+    monkeypatch.setattr("adapt.inference.io.write_mask", write_mask)
 
 
 def new_run(e: Env) -> Path:

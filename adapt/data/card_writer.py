@@ -247,7 +247,7 @@ def _verify(out: Path, layout: Layout) -> None:
     card = load_card(out)
     cases = list_cases(card, data_root(card))
     listed = {(Path(c.image).resolve(), Path(c.label).resolve()) for c in cases}
-    wanted = {(i.resolve(), l.resolve()) for i, l in layout.pairs}
+    wanted = {(i.resolve(), lab.resolve()) for i, lab in layout.pairs}
     if not wanted <= listed:
         missing = sorted(str(i) for i, _ in wanted - listed)[:3]
         raise DataError(f"init: the card written to {out} does not list every pair found (e.g. {missing}); "

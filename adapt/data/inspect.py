@@ -153,11 +153,11 @@ def _folder_layout(root: Path) -> Layout:
                         f"matches an image by name (e.g. {images[0].rel if images else '-'} and {labels[0].rel}); "
                         "give labels the image's name (optionally with _mask/_seg), or list the pairs in a CSV")
     source, description = folder_source(root, pairs, labels)
-    absolute = [(root / i.rel, root / l.rel) for i, l in pairs]
-    layout = Layout(root, source, absolute, [root / i.rel for i in lone_images], [root / l.rel for l in lone_labels],
+    absolute = [(root / i.rel, root / lab.rel) for i, lab in pairs]
+    layout = Layout(root, source, absolute, [root / i.rel for i in lone_images], [root / lab.rel for lab in lone_labels],
                     description=description)
     if source["kind"] == "csv":
-        layout.csv_rows = [{"image": i.rel.as_posix(), "label": l.rel.as_posix(), "case": i.key} for i, l in pairs]
+        layout.csv_rows = [{"image": i.rel.as_posix(), "label": lab.rel.as_posix(), "case": i.key} for i, lab in pairs]
     return layout
 
 
@@ -270,7 +270,7 @@ def pair_items(images: list[Item], labels: list[Item]) -> tuple[list[tuple[Item,
         if not candidates:
             lone_labels.append(label)
             continue
-        shared = lambda i: len(set(_neutral_parts(i.rel)) & set(_neutral_parts(label.rel)))  # noqa: E731
+        shared = lambda i, label=label: len(set(_neutral_parts(i.rel)) & set(_neutral_parts(label.rel)))  # noqa: E731
         best = max(candidates, key=lambda i: (shared(i), -len(i.rel.parts)))
         taken.add(best.rel)
         pairs.append((best, label))
@@ -285,8 +285,8 @@ def folder_source(root: Path, pairs: list[tuple[Item, Item]], labels: list[Item]
     """A ``folder`` source (image glob + label template) that gives back every pair, else a ``csv`` one."""
     images = [i.rel for i, _ in pairs]
     wanted = {(root / i).resolve() for i in images}
-    label_paths = {(root / l.rel).resolve() for l in labels}
-    template = label_template([(i.rel, l.rel) for i, l in pairs])
+    label_paths = {(root / lab.rel).resolve() for lab in labels}
+    template = label_template([(i.rel, lab.rel) for i, lab in pairs])
     for pattern in image_globs(images):
         matched = {p.resolve() for p in root.glob(pattern)}
         if template and wanted <= matched and not matched & label_paths:
@@ -347,6 +347,6 @@ def label_template(pairs: list[tuple[PurePosixPath, PurePosixPath]]) -> str | No
             template = name if folder in ("", ".") else f"{folder}/{name}"
             if "{" not in template.replace("{{", "") or any(c in template for c in "*?["):
                 continue
-            if all(fill_template(template, i) == l.as_posix() for i, l in pairs):
+            if all(fill_template(template, i) == lab.as_posix() for i, lab in pairs):
                 return template
     return None
