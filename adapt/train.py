@@ -21,6 +21,9 @@ from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf
 
 from adapt.adapters.io import save_adapter
+from adapt.data.card_copy import CARD_FILE, RECORD_KEY, card_record, card_text
+from adapt.data.sources import list_cases
+from adapt.models.provenance import base_fingerprint
 from adapt.training.callbacks import build_callbacks, build_logger
 from adapt.cli import command_line, user_errors
 from adapt.conf import CONFIG_DIR, register_recipes, register_resolvers
@@ -214,6 +217,8 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
                 "task": cfg.task,
                 "recipe": cfg.name,
                 "data_card": datamodule.card.name,
+                RECORD_KEY: card_record(datamodule.card, datamodule.root, list_cases(datamodule.card, datamodule.root)),
+                "base_fingerprint": base_fingerprint(task.model_info),
                 "targets": list(datamodule.card.targets),
                 "license": getattr(datamodule.card, "license", None),
                 "preprocessing": datamodule.preprocessing,
@@ -222,6 +227,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
                 "prompt": OmegaConf.to_container(cfg.data.prompt, resolve=True),
                 "metrics": after,
             },
+            files={CARD_FILE: card_text(datamodule.card)},
         )
         (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
         print_summary(metrics)

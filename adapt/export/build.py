@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from adapt.adapters.io import METADATA_FILE, read_metadata
+from adapt.data.card_copy import copy_card
 from adapt.errors import ConfigError
 from adapt.export import graphs
 from adapt.export.quantize import quantize_graphs, weight_bytes
@@ -146,6 +147,7 @@ def export_adapter(adapter: str | Path, format: str = "onnx", out: str | Path = 
     record = build_record(metadata, size, format, label, quantize, {k: p.name for k, p in paths.items()})
     record["graph_bytes"] = weight_bytes(paths)
     (out / METADATA_FILE).write_text(json.dumps(metadata, indent=2, default=str))
+    copy_card(source, out)  # the data card travels with the export, as with the adapter
     write_record(record, out)
     if check:
         record["check"] = check_graphs(loaded, out)
