@@ -389,6 +389,7 @@ class EvaluateData:
 class Evaluate:
     adapter: str | None = rule()
     revision: str | None = rule()
+    allow_base_mismatch: bool = rule()
     model: str | None = rule()
     image_size: int | None = rule(ge=64, multiple_of=64)
     compare: str | None = rule()
@@ -421,6 +422,7 @@ class Evaluate:
 class Predict:
     adapter: str | None = rule()
     revision: str | None = rule()
+    allow_base_mismatch: bool = rule()
     input: str | None = rule()
     output: str | None = rule()
     prompt: str | None = rule()
@@ -451,6 +453,7 @@ class Hub:
 class Export:
     adapter: str | None = rule()
     revision: str | None = rule()
+    allow_base_mismatch: bool = rule()
     format: str = rule(choices=("onnx", "safetensors"))
     quantize: str = rule(choices=("none", "int8"))
     out: str | None = rule()
@@ -462,6 +465,7 @@ class Export:
 class App:
     adapter: str | None = rule()
     revision: str | None = rule()
+    allow_base_mismatch: bool = rule()
     backend: str = rule(choices=BACKENDS)
     device: str = rule(check=_device)
     propagation: str = rule(choices=("auto", "memory", "boxes"))

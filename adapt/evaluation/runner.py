@@ -112,12 +112,14 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     out = prepare_out(cfg.get("out"), bool(cfg.get("overwrite", False)))
     backend = str(cfg.get("backend") or "torch")
     main = resolve_spec(cfg.get("adapter"), cfg.get("revision"), cfg.get("model"), cfg.get("image_size"), backend=backend)
+    main.allow_base_mismatch = bool(cfg.get("allow_base_mismatch", False))
     other = None
     compare = cfg.get("compare") if cfg.get("compare") is not None or backend != "onnx" else export_source(main)
     if compare is not None:
         if main.path is None and is_none(compare):
             raise ConfigError("compare=none compares an adapter with its zero-shot base; adapter=none has nothing to compare")
         other = resolve_spec(compare, None, cfg.get("model"), cfg.get("image_size"), base_of=main)
+        other.allow_base_mismatch = main.allow_base_mismatch
     data = cfg.get("data") or {}
     card, root = evaluation_card(main.path, main.metadata, data.get("card"), data.get("root"))
     card, cases = load_cases(card, root, str(cfg.get("split", "val")), main.metadata)
