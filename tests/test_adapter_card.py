@@ -203,3 +203,19 @@ def test_a_base_recorded_as_another_hub_commit_is_refused():
         provenance.check_fingerprint(recorded, loaded, "x")
     provenance.check_fingerprint({**recorded, "revision": None}, loaded, "x")  # an unrecorded commit matches
     provenance.check_fingerprint(None, loaded, "x")  # older adapters: no fingerprint, no check
+
+
+@pytest.mark.parametrize("dims,line", [
+    (2, 'adapt.predict adapter=me/x input=image.png output=mask.png prompt="box 40,30,90,70"\n'),
+    (3, 'adapt.predict adapter=me/x input=case.nii.gz output=mask.nii.gz prompt="box 40,30,90,70 slice=12"\n'),
+])
+def test_model_card_usage_fits_the_adapter_and_cites_its_dataset(dims, line):
+    metadata = {"adapter": {"kind": "lora"}, "base_model": {"name": "tiny"}, "model": {"pretrained": False},
+                "task": "segmentation", "data_card": "busi", "label_map": {"background": 0, "lesion": 1},
+                "preprocessing": {"dims": dims, "intensity": {"percentiles": [0.5, 99.5]}, "slice_axis": 2}}
+    data_card = {"name": "busi", "title": "Breast ultrasound images", "modality": "US", "dims": dims,
+                 "license": "CC-BY-4.0", "citation": CITATION}
+    text = render_card(metadata, "me/x", data_card=data_card).text
+    assert line in text
+    assert "## Training data" in text and "Breast ultrasound images" in text and CITATION in text
+    assert "Data licence: `CC-BY-4.0`" in text

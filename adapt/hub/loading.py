@@ -261,7 +261,10 @@ def load_base(metadata: dict[str, Any], base: str | nn.Module | None = None, che
         check_base(metadata, base)
     name = str(base) if base is not None else _base_name(metadata)
     local = Path(name).is_dir()  # a copy of the base on disk: no Hub revision applies
-    revision = None if local else (metadata.get("base_model") or {}).get("revision")
+    fingerprint = metadata.get("base_fingerprint") or {}
+    pinned = fingerprint.get("revision") if fingerprint.get("kind") == "hub" and fingerprint.get("id") == name else None
+    # the commit trained on, where no revision was asked for: the same weights, not whatever main is now
+    revision = None if local else (metadata.get("base_model") or {}).get("revision") or pinned
     checkpoint = checkpoint or recorded.get("checkpoint")
     if checkpoint and not Path(checkpoint).exists():
         raise ModelNotFoundError(
