@@ -219,3 +219,16 @@ def test_model_card_usage_fits_the_adapter_and_cites_its_dataset(dims, line):
     assert line in text
     assert "## Training data" in text and "Breast ultrasound images" in text and CITATION in text
     assert "Data licence: `CC-BY-4.0`" in text
+
+
+def test_cases_that_changed_since_training_are_warned_about(tmp_path, caplog):
+    from adapt.data.card_copy import case_fingerprint, check_cases
+
+    case = lambda name: SimpleNamespace(image=tmp_path / "images" / name, label=tmp_path / "masks" / name)  # noqa: E731
+    trained = [case("a.png"), case("b.png")]
+    metadata = {RECORD_KEY: {"name": "busi", "cases": case_fingerprint(trained, tmp_path)}}
+    card = SimpleNamespace(name="busi")
+    check_cases(metadata, card, list(reversed(trained)), tmp_path)  # the same cases, in another order
+    assert "not those the adapter was trained on" not in caplog.text
+    check_cases(metadata, card, [*trained, case("c.png")], tmp_path)
+    assert "(3) are not those the adapter was trained on (2)" in caplog.text
