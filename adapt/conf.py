@@ -14,9 +14,14 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-CONFIG_DIR = REPO_ROOT / "configs"
-RECIPE_DIR = REPO_ROOT / "recipes"
-CARD_DIR = REPO_ROOT / "data_cards"
+#: The folders a source checkout holds beside the package; a wheel that ships them (the Space's,
+#: ``adapt.app.space``) carries them inside the package, under ``SHIPPED``.
+SHIPPED_FOLDERS = ("configs", "recipes", "data_cards")
+SHIPPED = Path(__file__).resolve().parent / "shipped"
+_ROOT = REPO_ROOT if (REPO_ROOT / "configs").is_dir() or not SHIPPED.is_dir() else SHIPPED
+CONFIG_DIR = _ROOT / "configs"
+RECIPE_DIR = _ROOT / "recipes"
+CARD_DIR = _ROOT / "data_cards"
 
 
 def find_folder(folder: str | Path) -> Path:

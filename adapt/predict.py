@@ -186,7 +186,8 @@ def run(cfg: DictConfig) -> list[Path]:
     check_inputs_finite([job.input for job in jobs], adapter_preprocessing(cfg.adapter, backend, cfg.get("revision")))
     check_labels_finite([job.guide for job in jobs if job.guide])
     predictor = load_predictor(cfg.adapter, backend, cfg.get("revision"),
-                               cfg.get("device", "auto"), cfg.get("propagation", "auto"), int(cfg.get("fill_hole_area", 8)))
+                               cfg.get("device", "auto"), cfg.get("propagation", "auto"), int(cfg.get("fill_hole_area", 8)),
+                               bool(cfg.get("allow_base_mismatch", False)))
     loaded = predictor.loaded
     if prompt is None and not predictor.promptless:
         why = "prompt=auto needs a semantic adapter (task=semantic) for its coarse masks" if auto else "prompt= is required"

@@ -392,6 +392,7 @@ class EvaluateData:
 class Evaluate:
     adapter: str | None = rule()
     revision: str | None = rule()
+    allow_base_mismatch: bool = rule()
     model: str | None = rule()
     image_size: int | None = rule(ge=64, multiple_of=64)
     compare: str | None = rule()
@@ -424,6 +425,7 @@ class Evaluate:
 class Predict:
     adapter: str | None = rule()
     revision: str | None = rule()
+    allow_base_mismatch: bool = rule()
     input: str | None = rule()
     output: str | None = rule()
     prompt: str | None = rule()
@@ -454,6 +456,7 @@ class Hub:
 class Export:
     adapter: str | None = rule()
     revision: str | None = rule()
+    allow_base_mismatch: bool = rule()
     format: str = rule(choices=("onnx", "safetensors"))
     quantize: str = rule(choices=("none", "int8"))
     out: str | None = rule()
@@ -465,6 +468,7 @@ class Export:
 class App:
     adapter: str | None = rule()
     revision: str | None = rule()
+    allow_base_mismatch: bool = rule()
     backend: str = rule(choices=BACKENDS)
     device: str = rule(check=_device)
     propagation: str = rule(choices=("auto", "memory", "boxes"))

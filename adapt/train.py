@@ -149,6 +149,9 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     import lightning as L  # lazy: start-up
 
     from adapt.adapters.io import save_adapter  # lazy: start-up
+    from adapt.data.card_copy import CARD_FILE, RECORD_KEY, card_record, card_text  # lazy: start-up
+    from adapt.data.sources import list_cases  # lazy: start-up
+    from adapt.models.provenance import base_fingerprint  # lazy: start-up
     from adapt.models.embedding_cache import namespace  # lazy: start-up
     from adapt.training.checkpoints import check_fits, read_checkpoint  # lazy: start-up
 
@@ -218,6 +221,8 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
                 "task": cfg.task,
                 "recipe": cfg.name,
                 "data_card": datamodule.card.name,
+                RECORD_KEY: card_record(datamodule.card, datamodule.root, list_cases(datamodule.card, datamodule.root)),
+                "base_fingerprint": base_fingerprint(task.model_info),
                 "targets": list(datamodule.card.targets),
                 "license": getattr(datamodule.card, "license", None),
                 "preprocessing": datamodule.preprocessing,
@@ -226,6 +231,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
                 "prompt": OmegaConf.to_container(cfg.data.prompt, resolve=True),
                 "metrics": after,
             },
+            files={CARD_FILE: card_text(datamodule.card)},
         )
         (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
         print_summary(metrics)

@@ -17,6 +17,9 @@ if WORKER:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import contextlib  # noqa: E402
+import shutil  # noqa: E402
+from pathlib import Path  # noqa: E402
+from types import SimpleNamespace  # noqa: E402
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
@@ -70,7 +73,6 @@ def load_fake_data():
     import time call this (``from conftest import load_fake_data``), tests use ``fake_data``.
     """
     import importlib.util
-    from pathlib import Path
 
     path = Path(__file__).parent / "data" / "generate.py"
     spec = importlib.util.spec_from_file_location("fake_data_generate", path)
@@ -156,6 +158,37 @@ def phantom_data(base):
         data = base / "phantoms"
         write_ct_phantoms(data, num_cases=3, shape=PHANTOM_SHAPE)
         yield data
+
+
+class LocalHub:
+    """An ``HfApi`` stand-in whose repos are folders ``root/<user>/<name>/<revision>``."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.repos: dict[str, dict] = {}
+
+    def create_repo(self, repo_id, private=None, exist_ok=False, **kw):
+        if repo_id in self.repos and not exist_ok:
+            raise RuntimeError("exists")
+        self.repos.setdefault(repo_id, {"private": private, "branches": {"main"}})
+
+    def create_branch(self, repo_id, branch, exist_ok=False, **kw):
+        self.repos[repo_id]["branches"].add(branch)
+
+    def upload_folder(self, repo_id, folder_path, revision=None, commit_message=None, **kw):
+        assert (revision or "main") in self.repos[repo_id]["branches"], "upload to a branch that was not created"
+        target = self.root / repo_id / (revision or "main")
+        shutil.copytree(folder_path, target, dirs_exist_ok=True)
+        return SimpleNamespace(commit_url=f"local://{repo_id}@{revision or 'main'}", message=commit_message)
+
+    def snapshot_download(self, repo_id, revision=None, local_dir=None, **kw):
+        path = self.root / repo_id / (revision or "main")
+        if not path.exists():
+            raise FileNotFoundError(f"{repo_id}@{revision} not on the local hub")
+        if local_dir:
+            shutil.copytree(path, local_dir, dirs_exist_ok=True)
+            return str(local_dir)
+        return str(path)
 
 
 # --- notebooks: run one top to bottom in a kernel, as Jupyter would ------------------------------

@@ -105,17 +105,37 @@ def test_session_saves_what_predict_writes_in_every_format(adapter, tmp_path):
         session.segment("")
 
 
-def test_hub_push_space_app_adds_an_app_that_builds_the_page(adapter, tmp_path):
-    """``hub push space_app=true`` stages app.py + requirements.txt; app.py, run as written (its repo id ->
-    the local adapter folder), builds the page."""
+@pytest.mark.slow
+def test_hub_push_space_app_installs_offline_and_builds_the_page(adapter, tmp_path):
+    """``hub push space_app=true`` stages app.py, sam2-adapt's wheel and a requirements.txt naming only what
+    exists: in a fresh virtual environment (system packages visible, no network) the shipped wheel installs,
+    the requirements resolve against what is installed, and app.py, imported from the wheel's sam2-adapt,
+    builds the page for the adapter beside it."""
     folder = stage(adapter, "me/sam2-demo", tmp_path / "upload", space_app=True)
-    assert {"app.py", "requirements.txt", "README.md", "adapter_model.safetensors"} <= {p.name for p in folder.iterdir()}
-    assert "sam2-adapt[app]" in (folder / "requirements.txt").read_text()
-    text = (folder / "app.py").read_text()
-    assert 'ADAPTER = "me/sam2-demo"' in text
-    scope: dict = {"__name__": "app"}  # imported, not run: no server
-    exec(compile(text.replace("me/sam2-demo", str(adapter)), "app.py", "exec"), scope)  # noqa: S102
-    assert type(scope["demo"]).__name__ == "Blocks"
+    assert {"app.py", "requirements.txt", "README.md", "adapter_model.safetensors", "wheels"} <= {p.name for p in folder.iterdir()}
+    wheel, = (folder / "wheels").glob("sam2_adapt-*.whl")
+    requirements = [line for line in (folder / "requirements.txt").read_text().splitlines() if not line.startswith("#")]
+    assert requirements[0] == f"./wheels/{wheel.name}" and any(line.startswith("gradio") for line in requirements)
+    assert not any(line.startswith("sam2-adapt") for line in requirements)  # a name no registry has
+    assert 'ADAPTER = "me/sam2-demo"' in (folder / "app.py").read_text()
+
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", str(venv)], check=True)
+    python = str(venv / "bin" / "python")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # the shipped wheel, not this checkout
+    env.update(HF_HUB_OFFLINE="1", GRADIO_ANALYTICS_ENABLED="False", PIP_NO_INDEX="1", PIP_DISABLE_PIP_VERSION_CHECK="1")
+
+    def run(*args: str) -> str:
+        result = subprocess.run([python, *args], cwd=folder, env=env, capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, result.stdout + result.stderr
+        return result.stdout
+
+    run("-m", "pip", "install", "--no-deps", "--no-index", str(wheel))
+    run("-m", "pip", "install", "--dry-run", "--no-index", "-r", "requirements.txt")
+    shown = run("-c", "import runpy, adapt; page = runpy.run_path('app.py')['demo']; "
+                      "print(type(page).__name__, adapt.__file__)")
+    kind, origin = shown.split()
+    assert kind == "Blocks" and origin.startswith(str(venv)), shown
     assert not (stage(adapter, "me/x", tmp_path / "plain") / "app.py").exists()
 
 

@@ -100,8 +100,9 @@ def test_in_domain_is_said_so_and_unmatched_cards_are_refused(env, tmp_path):
     assert summary["domain"]["kind"] == "in-domain" and summary["label_values"] == {"liver": 6}
     with pytest.raises(ConfigError, match="this evaluation is in-domain"):
         run_eval(env, tmp_path / "x", env.a, in_domain=True)
-    with pytest.raises(ConfigError, match="phantom_a"):  # recorded by name: a card of one's own is given as a path
-        run_eval(env, tmp_path / "y", env.b, in_domain=True)
+    # in_domain=true: the card the adapter carries (a card of one's own, given as a file when training)
+    both = run_eval(env, tmp_path / "y", env.b, in_domain=True)
+    assert both["domain"]["in_domain"]["card"] == "phantom_a" and both["domain"]["in_domain"]["label_values"] == {"liver": 6}
     other = yaml.safe_load(env.b.read_text())
     other.update(name="kidneys", labels={"background": 0, "kidney": 1, "spine": 2}, targets=["kidney"])
     card = tmp_path / "kidneys.yaml"

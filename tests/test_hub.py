@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 import torch
 from huggingface_hub import ModelCard
+from conftest import LocalHub
 from omegaconf import OmegaConf
 
 import adapt
@@ -41,37 +40,6 @@ METADATA = {
     "prompt": {"kind": "box", "jitter": 0.1},
     "metrics": {"val/dice": 0.8123, "val/iou": 0.7001},
 }
-
-
-class LocalHub:
-    """An ``HfApi`` stand-in whose repos are folders ``root/<user>/<name>/<revision>``."""
-
-    def __init__(self, root: Path):
-        self.root = root
-        self.repos: dict[str, dict] = {}
-
-    def create_repo(self, repo_id, private=None, exist_ok=False, **kw):
-        if repo_id in self.repos and not exist_ok:
-            raise RuntimeError("exists")
-        self.repos.setdefault(repo_id, {"private": private, "branches": {"main"}})
-
-    def create_branch(self, repo_id, branch, exist_ok=False, **kw):
-        self.repos[repo_id]["branches"].add(branch)
-
-    def upload_folder(self, repo_id, folder_path, revision=None, commit_message=None, **kw):
-        assert (revision or "main") in self.repos[repo_id]["branches"], "upload to a branch that was not created"
-        target = self.root / repo_id / (revision or "main")
-        shutil.copytree(folder_path, target, dirs_exist_ok=True)
-        return SimpleNamespace(commit_url=f"local://{repo_id}@{revision or 'main'}", message=commit_message)
-
-    def snapshot_download(self, repo_id, revision=None, local_dir=None, **kw):
-        path = self.root / repo_id / (revision or "main")
-        if not path.exists():
-            raise FileNotFoundError(f"{repo_id}@{revision} not on the local hub")
-        if local_dir:
-            shutil.copytree(path, local_dir, dirs_exist_ok=True)
-            return str(local_dir)
-        return str(path)
 
 
 def make_adapter(kind: str, run_dir: Path) -> torch.nn.Module:

@@ -4,7 +4,8 @@ An adapter directory holds ``adapter_config.json`` + ``adapter_model.safetensors
 ``README.md`` model card) exactly as peft writes them, so LoRA/DoRA adapters load with plain
 ``peft.PeftModel.from_pretrained``; our own kinds use the same two files with their own
 ``peft_type``. ``sam2_adapt.json`` beside them records what a user needs to reuse the
-adapter: base model id and revision, adapter kind, recipe, data card, preprocessing and
+adapter: base model id, revision and weights fingerprint, adapter kind, recipe, data card
+(its copy, ``data_card.yaml``, is written beside: ``adapt.data.card_copy``), preprocessing and
 label map.
 """
 
@@ -59,7 +60,7 @@ def save_peft_from_weights(model: PeftModel, weights: Mapping[str, torch.Tensor]
 
 def save_adapter(
     model: nn.Module, spec: Mapping[str, Any], out_dir: str | Path, metadata: Mapping[str, Any],
-    weights: Mapping[str, torch.Tensor] | None = None,
+    weights: Mapping[str, torch.Tensor] | None = None, files: Mapping[str, str] | None = None,
 ) -> Path:
     """Write the adapter of ``model`` (built by ``apply_adapter(spec)``) to ``out_dir``.
 
@@ -71,6 +72,7 @@ def save_adapter(
         metadata: base model, recipe, data card, preprocessing, label map, metrics.
         weights: ``model``'s full state dict, gathered where the parameters are sharded
             (FSDP); by default the values are read from ``model`` itself.
+        files: more text files to write into the folder, ``{name: content}`` (the data card's copy).
     """
     def write(folder: Path) -> None:
         if isinstance(model, PeftModel) and weights is None:
@@ -82,6 +84,8 @@ def save_adapter(
             (folder / CONFIG_FILE).write_text(json.dumps(config, indent=2))
             save_file(trainable_state_dict(model, weights), folder / WEIGHTS_FILE)
         (folder / METADATA_FILE).write_text(json.dumps({"adapter": dict(spec), **metadata}, indent=2, default=str))
+        for name, text in (files or {}).items():
+            (folder / name).write_text(text)
 
     return write_folder_atomically(Path(out_dir), write, "the adapter folder",
                                    "free some space, or write the run to a larger disk (hydra.run.dir=<folder there>)")

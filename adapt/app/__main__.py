@@ -32,7 +32,7 @@ def build(cfg: DictConfig):
     from adapt.inference.onnx_backend import load_predictor
 
     predictor = load_predictor(cfg.adapter, str(cfg.backend), cfg.get("revision"), str(cfg.device),
-                               str(cfg.propagation), int(cfg.fill_hole_area))
+                               str(cfg.propagation), int(cfg.fill_hole_area), bool(cfg.get("allow_base_mismatch", False)))
     return build_page(predictor, out_dir)
 
 

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Mapping
 
+from adapt.data.card_copy import adapter_card, check_cases
 from adapt.data.cards import DataCard, load_card
 from adapt.data.sources import data_root, list_cases
 from adapt.data.splits import split_cases
@@ -28,8 +30,28 @@ class EvalCase:
     label: Path
 
 
-def load_cases(card: str | DataCard, root: str | None, split: str) -> tuple[DataCard, list[EvalCase]]:
-    """The card and the cases of ``split`` (``all``: every case), with their files checked.
+def evaluation_card(folder: Path | None, metadata: Mapping[str, Any], card: Any, root: Any,
+                    key: str = "data.root") -> tuple[DataCard, str | None]:
+    """The card to evaluate on and its data root: ``data.card=`` when given, else the card the adapter
+    carries (``adapt.data.card_copy``, at its recorded root), else the one it names (older adapters).
+
+    Raises:
+        ConfigError: no card at all, or the carried card's data has moved and ``key`` is not set.
+    """
+    if card:
+        return load_card(card), root
+    carried = adapter_card(folder, metadata, root, key)
+    if carried is not None:
+        return carried
+    if not metadata.get("data_card"):
+        raise ConfigError("data.card= is required (the adapter records no data card)")
+    return load_card(metadata["data_card"]), root
+
+
+def load_cases(card: str | DataCard, root: str | None, split: str,
+               metadata: Mapping[str, Any] | None = None) -> tuple[DataCard, list[EvalCase]]:
+    """The card and the cases of ``split`` (``all``: every case), with their files checked; with the
+    adapter's ``metadata``, a warning when its own card's cases are not those it was trained on.
 
     Raises:
         ConfigError: unknown card or split, or a split with no case.
@@ -39,7 +61,9 @@ def load_cases(card: str | DataCard, root: str | None, split: str) -> tuple[Data
     if split not in SPLITS:
         raise ConfigError(f"split={split!r} is not one of {SPLITS}")
     card = card if isinstance(card, DataCard) else load_card(card)
-    cases = list_cases(card, data_root(card, root))  # as the training data module lists and splits them
+    folder = data_root(card, root)
+    cases = list_cases(card, folder)  # as the training data module lists and splits them
+    check_cases(metadata or {}, card, cases, folder)
     chosen = cases if split == "all" else split_cases(cases, dict(card.split), f"data card {card.name}").get(split, [])
     if not chosen:
         raise ConfigError(f"data card {card.name!r}: split={split} holds no case (card split: {dict(card.split)}); "

@@ -91,25 +91,27 @@ def describe(metadata: Mapping[str, Any], card: Any, classes: Mapping[str, int])
 
 
 def in_domain_cases(metadata: Mapping[str, Any], card: Any, classes: Mapping[str, int], choice: Any,
-                    root: str | None, split: str) -> tuple[Any, list[Any], dict[str, int]]:
+                    root: str | None, split: str, folder: Any = None) -> tuple[Any, list[Any], dict[str, int]]:
     """The adapter's own card, its cases of ``split`` and the evaluated classes' values on it (``in_domain=``).
 
-    ``choice``: ``true`` (the recorded training card, by name: a shipped card) or a card stem or path
-    (a card of your own: adapters record the card's name, not where its file was).
+    ``choice``: ``true`` (the card the adapter carries in ``folder``, at its recorded data root or
+    ``root``; for older adapters the recorded card by name) or a card stem or path.
 
     Raises:
         ConfigError: the evaluation is not out-of-domain, or the card does not name a class.
     """
     from adapt.data.cards import load_card
-    from adapt.evaluation.cases import load_cases
+    from adapt.evaluation.cases import evaluation_card, load_cases
 
     if kind(metadata, card.name) != "out-of-domain":
         raise ConfigError(f"in_domain={choice} puts an out-of-domain evaluation beside the adapter's own card; "
                           f"this evaluation is {kind(metadata, card.name)} (data card {card.name!r}); give data.card= "
                           "another card of the same structure")
     if choice is True or str(choice).lower() == "true":
-        choice = trained_on(metadata)
-    own, cases = load_cases(load_card(str(choice)), root, split)
+        own, root = evaluation_card(folder, metadata, None, root, "in_domain_root")
+    else:
+        own = load_card(str(choice))
+    own, cases = load_cases(own, root, split, metadata)
     if own.name != trained_on(metadata):
         raise ConfigError(f"in_domain={choice}: that card is {own.name!r}, the adapter was trained on "
                           f"{trained_on(metadata)!r}; give the card it was trained on")

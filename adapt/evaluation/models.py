@@ -34,6 +34,7 @@ class ModelSpec:
         base: for zero-shot SAM2, ``{"name", "image_size", "offline_fallback"}`` or the
             adapter metadata to rebuild the recorded base from.
         backend: ``torch``, or ``onnx`` for an export folder (``path``) run by onnxruntime.
+        allow_base_mismatch: load the adapter on other base weights than its own (warned loudly).
     """
 
     label: str
@@ -41,6 +42,7 @@ class ModelSpec:
     metadata: dict[str, Any]
     base: dict[str, Any] | None = None
     backend: str = "torch"
+    allow_base_mismatch: bool = False
 
     @property
     def task(self) -> str:
@@ -120,9 +122,9 @@ def load_model(spec: ModelSpec, card: DataCard, preprocessing: dict[str, Any] | 
 
         return load_export(spec.path)
     if spec.path is not None:
-        return load_adapter(spec.path, video=video)
+        return load_adapter(spec.path, video=video, allow_base_mismatch=spec.allow_base_mismatch)
     if "metadata" in spec.base:
-        model, info = load_base(spec.base["metadata"], None, None, video)
+        model, info = load_base(spec.base["metadata"], None, None, video, spec.allow_base_mismatch)
     else:
         options = {k: v for k, v in spec.base.items() if v is not None}
         options.setdefault("offline_fallback", "error")

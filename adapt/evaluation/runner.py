@@ -18,11 +18,11 @@ from typing import Any, Mapping
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from adapt.data.cards import DataCard, load_card
+from adapt.data.cards import DataCard
 from adapt.errors import ConfigError
 from adapt.guards import check_inputs_finite, check_labels_finite
 from adapt.evaluation.case import GT_PROMPTS, Protocol, evaluate_case, save_prediction
-from adapt.evaluation.cases import EvalCase, load_cases
+from adapt.evaluation.cases import EvalCase, evaluation_card, load_cases
 from adapt.evaluation.engine import Engine
 from adapt.evaluation.models import ModelSpec, card_preprocessing, is_none, load_model, resolve_spec
 from adapt.evaluation import domain, robustness
@@ -112,24 +112,24 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     out = prepare_out(cfg.get("out"), bool(cfg.get("overwrite", False)))
     backend = str(cfg.get("backend") or "torch")
     main = resolve_spec(cfg.get("adapter"), cfg.get("revision"), cfg.get("model"), cfg.get("image_size"), backend=backend)
+    main.allow_base_mismatch = bool(cfg.get("allow_base_mismatch", False))
     other = None
     compare = cfg.get("compare") if cfg.get("compare") is not None or backend != "onnx" else export_source(main)
     if compare is not None:
         if main.path is None and is_none(compare):
             raise ConfigError("compare=none compares an adapter with its zero-shot base; adapter=none has nothing to compare")
         other = resolve_spec(compare, None, cfg.get("model"), cfg.get("image_size"), base_of=main)
+        other.allow_base_mismatch = main.allow_base_mismatch
     data = cfg.get("data") or {}
-    card_name = data.get("card") or main.metadata.get("data_card")
-    if not card_name:
-        raise ConfigError("data.card= is required (the adapter records no data card)")
-    card, cases = load_cases(load_card(card_name), data.get("root"), str(cfg.get("split", "val")))
+    card, root = evaluation_card(main.path, main.metadata, data.get("card"), data.get("root"))
+    card, cases = load_cases(card, root, str(cfg.get("split", "val")), main.metadata)
     protocol = protocol_from(cfg, main)
     shifts = robustness.conditions(cfg.get("shift"), cfg.get("severity"))
     classes = class_values(main, card, protocol.prompt)
     if other is not None and protocol.prompt in ("auto", "none"):  # the compared model needs a semantic head too
         class_values(other, card, protocol.prompt)
     own = domain.in_domain_cases(main.metadata, card, classes, cfg.get("in_domain"), cfg.get("in_domain_root"),
-                                 str(cfg.get("split", "val"))) if cfg.get("in_domain") else None
+                                 str(cfg.get("split", "val")), main.path) if cfg.get("in_domain") else None
     # Zero-shot SAM2 compared with an adapter sees the adapter's pixels (same window, same bands).
     preprocessing = main.metadata.get("preprocessing") or (other.metadata.get("preprocessing") if other else None)
     every_case = cases + (own[1] if own else [])

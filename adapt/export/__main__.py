@@ -34,7 +34,7 @@ def run(cfg: DictConfig) -> Path:
         raise ConfigError("adapter= and out= are required: python -m adapt.export adapter=<run or adapter dir | "
                           "user/name> format=onnx|safetensors [quantize=int8] out=DIR")
     return export_adapter(cfg.adapter, str(cfg.format), cfg.out, str(cfg.quantize), cfg.get("revision"),
-                          bool(cfg.overwrite), bool(cfg.check))
+                          bool(cfg.overwrite), bool(cfg.check), bool(cfg.get("allow_base_mismatch", False)))
 
 
 @hydra.main(version_base="1.3", config_path=None, config_name=register_cli_config("export"))

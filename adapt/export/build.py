@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from adapt.adapters.io import METADATA_FILE, read_metadata
+from adapt.data.card_copy import copy_card
 from adapt.errors import ConfigError
 from adapt.export import graphs
 from adapt.export.quantize import quantize_graphs, weight_bytes
@@ -113,7 +114,8 @@ def check_graphs(loaded: LoadedAdapter, out: Path, seed: int = 0) -> dict[str, f
 
 
 def export_adapter(adapter: str | Path, format: str = "onnx", out: str | Path = "export", quantize: str = "none",
-                   revision: str | None = None, overwrite: bool = False, check: bool = True) -> Path:
+                   revision: str | None = None, overwrite: bool = False, check: bool = True,
+                   allow_base_mismatch: bool = False) -> Path:
     """Export an adapter (run dir, adapter folder or Hub id) merged into its base; returns ``out``.
 
     Args:
@@ -123,6 +125,7 @@ def export_adapter(adapter: str | Path, format: str = "onnx", out: str | Path = 
         quantize: ``none`` or ``int8`` (ONNX only).
         revision: Hub revision of the adapter.
         check: compare the graphs with the torch runner on a random plane and record the result.
+        allow_base_mismatch: export onto other base weights than the adapter's own (warned loudly).
     """
     source = resolve(str(adapter), revision)
     metadata = read_metadata(source)
@@ -130,7 +133,7 @@ def export_adapter(adapter: str | Path, format: str = "onnx", out: str | Path = 
         raise ConfigError(f"{source} has no {METADATA_FILE}; export adapters written by python -m adapt.train")
     check_request(format, quantize, metadata, source)
     out = prepare_out(out, overwrite)
-    loaded = load_adapter(source, video=False)
+    loaded = load_adapter(source, video=False, allow_base_mismatch=allow_base_mismatch)
     size = int(loaded.model_info.image_size)
     label = str(adapter) if not Path(str(adapter)).exists() else str(source.resolve())
     if format == "safetensors":
@@ -146,6 +149,7 @@ def export_adapter(adapter: str | Path, format: str = "onnx", out: str | Path = 
     record = build_record(metadata, size, format, label, quantize, {k: p.name for k, p in paths.items()})
     record["graph_bytes"] = weight_bytes(paths)
     (out / METADATA_FILE).write_text(json.dumps(metadata, indent=2, default=str))
+    copy_card(source, out)  # the data card travels with the export, as with the adapter
     write_record(record, out)
     if check:
         record["check"] = check_graphs(loaded, out)

@@ -5,7 +5,9 @@ An exported graph takes normalised pixels on the model's square grid and prompts
 everything before that -- reading the file, the card's intensity window or percentiles,
 bands, the voxel spacing it was trained on, the slice axis -- is written here, next to the
 label map, so ``adapt.predict backend=onnx`` (and anyone reimplementing it) repeats it
-without the adapter's data card. The adapter's own ``sam2_adapt.json`` is copied beside it.
+without the adapter's data card. The adapter's own ``sam2_adapt.json`` and its copy of the data
+card (``data_card.yaml``: evaluation reads it when ``data.card=`` is not given) are copied beside
+it; ``data_card`` here names the card, its data root and case fingerprint.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import json
 from pathlib import Path
 from typing import Any, Mapping
 
+from adapt.data.card_copy import RECORD_KEY
 from adapt.errors import ArtefactError, ConfigError
 from adapt.export import graphs
 from adapt.models.primitives import IMAGENET_MEAN, IMAGENET_STD
@@ -59,6 +62,8 @@ def build_record(metadata: Mapping[str, Any], image_size: int, format: str, sour
         "orientation": preprocessing.get("orientation"),
         "label_map": dict(metadata.get("label_map") or {}),
         "targets": list(metadata.get("targets") or []),
+        "data_card": {"name": metadata.get("data_card"), **dict(metadata.get(RECORD_KEY) or {})},
+        "base_fingerprint": metadata.get("base_fingerprint"),
         "pixels": {
             "range": "intensities mapped to [0, 1] by `intensity` (window, percentiles or bands)",
             "resize": f"to {image_size} x {image_size}, bilinear, antialiased, pixel centres aligned "

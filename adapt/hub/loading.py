@@ -24,6 +24,7 @@ from torch import nn
 from adapt.adapters.io import CONFIG_FILE, METADATA_FILE, WEIGHTS_FILE, load_adapter_weights, read_metadata
 from adapt.errors import ArtefactError, ConfigError, ModelNotFoundError
 from adapt.guards import check_weights
+from adapt.models.provenance import base_fingerprint, check_fingerprint, describe
 from adapt.models.sam2 import HIERA_ARCHITECTURES, HUB_IDS, ModelInfo, load_sam2, random_config
 
 log = logging.getLogger(__name__)
@@ -242,10 +243,13 @@ def check_base(metadata: dict[str, Any], base: str | nn.Module) -> None:
 
 
 def load_base(metadata: dict[str, Any], base: str | nn.Module | None = None, checkpoint: str | None = None,
-              video: bool = False) -> tuple[nn.Module, ModelInfo]:
+              video: bool = False, allow_base_mismatch: bool = False, where: Any = "") -> tuple[nn.Module, ModelInfo]:
     """The adapter's recorded base (same id, revision, image size, random seed), or ``base`` once checked.
 
-    Also the zero-shot model an adapter is compared with (``adapt.evaluate compare=none``).
+    Also the zero-shot model an adapter is compared with (``adapt.evaluate compare=none``). The
+    weights loaded are fingerprinted and compared with the adapter's ``base_fingerprint``
+    (``adapt.models.provenance``): other weights under the same name are refused unless
+    ``allow_base_mismatch`` (then a loud warning).
     """
     recorded = metadata.get("model") or {}
     if isinstance(base, nn.Module):
@@ -257,19 +261,24 @@ def load_base(metadata: dict[str, Any], base: str | nn.Module | None = None, che
         check_base(metadata, base)
     name = str(base) if base is not None else _base_name(metadata)
     local = Path(name).is_dir()  # a copy of the base on disk: no Hub revision applies
-    revision = None if local else (metadata.get("base_model") or {}).get("revision")
+    fingerprint = metadata.get("base_fingerprint") or {}
+    pinned = fingerprint.get("revision") if fingerprint.get("kind") == "hub" and fingerprint.get("id") == name else None
+    # the commit trained on, where no revision was asked for: the same weights, not whatever main is now
+    revision = None if local else (metadata.get("base_model") or {}).get("revision") or pinned
     checkpoint = checkpoint or recorded.get("checkpoint")
     if checkpoint and not Path(checkpoint).exists():
         raise ModelNotFoundError(
-            f"the adapter's base uses the checkpoint {checkpoint!r}, which is not on this machine; "
-            "pass checkpoint=<path to that .pt file>"
+            f"the adapter's base is {describe(metadata.get('base_fingerprint') or {'kind': 'checkpoint', 'file': checkpoint, 'architecture': name})}, "
+            f"and {checkpoint!r} is not on this machine; pass checkpoint=<path to that .pt file>"
         )
     if not recorded.get("pretrained", True) and name != "tiny" and not checkpoint and not local:
         # Trained on seeded random weights of this architecture: rebuild exactly those.
         log.warning("adapter was trained on RANDOM weights of %s (offline/test run)", name)
         name = f"random:{name}"
-    return load_sam2(name, revision=revision, checkpoint=checkpoint, image_size=recorded.get("image_size"),
-                     video=video, offline_fallback="random" if checkpoint else "error")
+    model, info = load_sam2(name, revision=revision, checkpoint=checkpoint, image_size=recorded.get("image_size"),
+                            video=video, offline_fallback="random" if checkpoint else "error")
+    check_fingerprint(metadata.get("base_fingerprint"), base_fingerprint(info), where, allow_base_mismatch)
+    return model, info
 
 
 def load_adapter(
@@ -280,6 +289,7 @@ def load_adapter(
     video: bool | None = None,
     trainable: bool = False,
     api: Any = None,
+    allow_base_mismatch: bool = False,
 ) -> LoadedAdapter:
     """Load an adapter (Hub repo id, run directory or adapter folder) onto its base model.
 
@@ -293,9 +303,11 @@ def load_adapter(
         video: load ``Sam2VideoModel``; default: as in training.
         trainable: keep the adapter weights trainable (to continue training).
         api: an ``HfApi``-like client (tests pass a local one).
+        allow_base_mismatch: load onto weights whose fingerprint differs from the recorded one
+            (warned loudly); refused otherwise.
 
     Raises:
-        ConfigError: not an adapter, or a mismatching ``base``.
+        ConfigError: not an adapter, a mismatching ``base``, or other weights than the adapter's.
         ModelNotFoundError: the adapter or its base cannot be had.
     """
     path = resolve(source, revision, api)
@@ -308,7 +320,7 @@ def load_adapter(
             raise ConfigError(f"{path} is a merged model (adapter already folded in); base= does not apply")
         model, info = load_sam2(str(path), video=video)
     else:
-        base_model, info = load_base(metadata, base, checkpoint, video)
+        base_model, info = load_base(metadata, base, checkpoint, video, allow_base_mismatch, path)
         try:
             model = load_adapter_weights(base_model, path, trainable=trainable)
         except (RuntimeError, ValueError, KeyError) as err:

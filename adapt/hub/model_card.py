@@ -1,17 +1,23 @@
 """The model card (``README.md``) shared with an adapter or a merged model on the Hub.
 
-The card is generated from the adapter's ``sam2_adapt.json`` only, so what the Hub shows
-(base model, licence, metrics, labels, preprocessing) is exactly what ``load_adapter`` and
-``python -m adapt.predict`` will use. The YAML header goes through ``huggingface_hub``'s
+The card is generated from the adapter's ``sam2_adapt.json`` and the data card it carries
+(``data_card.yaml``: the dataset's title, citation and licence), so what the Hub shows (base
+weights, licence, metrics, labels, preprocessing) is exactly what ``load_adapter`` and
+``python -m adapt.predict`` will use. ``base_model:`` names a Hub model only when the adapter was
+trained on that Hub model's weights: an adapter trained on a Meta ``.pt`` or a local folder
+under a Hub id says what it was trained on (``adapt.models.provenance``) instead. The YAML header goes through ``huggingface_hub``'s
 ``ModelCardData`` so the Hub indexes it (base-model tree, licence filter, model index).
 """
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any, Mapping
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+from adapt.models.provenance import describe
 
 #: Licence ids the Hub knows that data cards commonly carry; anything else becomes ``other``.
 HUB_LICENSES = {
@@ -53,7 +59,6 @@ def _metrics(metadata: Mapping[str, Any]) -> dict[str, float]:
 def card_data(metadata: Mapping[str, Any], repo_id: str, merged: bool = False) -> ModelCardData:
     """The card's YAML header: library, base model, tags, datasets, licence, metrics."""
     adapter = metadata.get("adapter") or {}
-    base = (metadata.get("base_model") or {}).get("name")
     card = metadata.get("data_card")
     metrics = _metrics(metadata)
     results = [
@@ -65,11 +70,10 @@ def card_data(metadata: Mapping[str, Any], repo_id: str, merged: bool = False) -
     tags = ["sam2", "sam2-adapt", "image-segmentation"]
     tags += [str(t) for t in (adapter.get("kind"), metadata.get("task"), metadata.get("modality"),
                               "merged" if merged else None) if t]
-    pretrained = (metadata.get("model") or {}).get("pretrained", True)
     return ModelCardData(
         # peft reads LoRA/DoRA folders itself; our own kinds need sam2-adapt to load.
         library_name="transformers" if merged else ("peft" if adapter.get("kind") in ("lora", "dora") else "sam2-adapt"),
-        base_model=base if pretrained and base and base != "tiny" else None,
+        base_model=hub_base(metadata),
         pipeline_tag="mask-generation",
         tags=tags,
         datasets=[card] if card else None,
@@ -86,17 +90,37 @@ def _table(rows: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _predict_args(metadata: Mapping[str, Any]) -> str:
-    """Example ``adapt.predict`` arguments that fit the adapter: volume or image, prompt or not."""
-    volume = "slice_axis" in (metadata.get("preprocessing") or {})
+def is_volume(metadata: Mapping[str, Any], data_card: Mapping[str, Any] | None = None) -> bool:
+    """Whether the adapter was trained on volumes: its preprocessing's ``dims`` (or its card's);
+    adapters that record neither are taken as volumes when they record a slice axis."""
+    preprocessing = metadata.get("preprocessing") or {}
+    dims = preprocessing.get("dims") or (data_card or {}).get("dims")
+    return int(dims) == 3 if dims else "slice_axis" in preprocessing
+
+
+def _predict_args(metadata: Mapping[str, Any], data_card: Mapping[str, Any] | None = None) -> str:
+    """Example ``adapt.predict`` arguments that fit the adapter: a NIfTI volume with ``slice=`` or a
+    PNG image, prompted or not."""
+    volume = is_volume(metadata, data_card)
     files = "input=case.nii.gz output=mask.nii.gz" if volume else "input=image.png output=mask.png"
     if metadata.get("task") == "semantic":
         return files
     return files + (' prompt="box 40,30,90,70 slice=12"' if volume else ' prompt="box 40,30,90,70"')
 
 
-def _usage(metadata: Mapping[str, Any], repo_id: str, merged: bool) -> str:
-    """Copy-paste snippets: our loader, the predict CLI and (for LoRA/DoRA) plain peft."""
+def hub_base(metadata: Mapping[str, Any]) -> str | None:
+    """The Hub model the adapter's base weights are, or ``None`` (a Meta ``.pt``, a local folder or
+    random weights loaded under a Hub id are not that Hub model)."""
+    base = (metadata.get("base_model") or {}).get("name")
+    fingerprint = metadata.get("base_fingerprint") or {}
+    model = metadata.get("model") or {}
+    if not base or base == "tiny" or not model.get("pretrained", True) or model.get("checkpoint"):
+        return None
+    return base if fingerprint.get("kind", "hub") == "hub" else None
+
+
+def _usage(metadata: Mapping[str, Any], repo_id: str, merged: bool, data_card: Mapping[str, Any] | None = None) -> str:
+    """Copy-paste snippets: our loader, the predict CLI and (for LoRA/DoRA on a Hub base) plain peft."""
     kind = (metadata.get("adapter") or {}).get("kind")
     base = metadata.get("base_model") or {}
     rev = f', revision="{base["revision"]}"' if base.get("revision") else ""
@@ -109,13 +133,13 @@ def _usage(metadata: Mapping[str, Any], repo_id: str, merged: bool) -> str:
         "```",
         "",
         "```bash",
-        f"python -m adapt.predict adapter={repo_id} {_predict_args(metadata)}",
+        f"python -m adapt.predict adapter={repo_id} {_predict_args(metadata, data_card)}",
         "```",
     ]
     if merged:
         text += ["", "```python", "from transformers import Sam2Model", "",
                  f'model = Sam2Model.from_pretrained("{repo_id}")', "```"]
-    elif kind in ("lora", "dora") and base.get("name") and (metadata.get("model") or {}).get("pretrained", True):
+    elif kind in ("lora", "dora") and hub_base(metadata):
         text += ["", "Plain `transformers` + `peft` work too (no sam2-adapt needed):", "",
                  *plain_peft_snippet(base["name"], repo_id, rev, (metadata.get("model") or {}).get("image_size"))]
     return "\n".join(text)
@@ -143,13 +167,31 @@ def plain_peft_snippet(base: str, repo_id: str, rev: str = "", image_size: int |
     return lines
 
 
-def render_card(metadata: Mapping[str, Any], repo_id: str, merged: bool = False) -> ModelCard:
+def _dataset(data_card: Mapping[str, Any] | None, metadata: Mapping[str, Any]) -> list[str]:
+    """The card's "Training data" section: the dataset, its citation and licence, as its data card says."""
+    if not data_card:
+        return []
+    lines = ["", "## Training data", "",
+             f"**{data_card.get('title') or metadata.get('data_card')}** (data card `{data_card.get('name')}`, "
+             f"{data_card.get('modality')}, {'3D volumes' if int(data_card.get('dims') or 2) == 3 else '2D images'}); "
+             "the card travels with the adapter as `data_card.yaml`."]
+    if data_card.get("license"):
+        lines += ["", f"Data licence: `{data_card['license']}`."]
+    if data_card.get("citation"):
+        lines += ["", "If you use this adapter, cite the dataset:", "", "```", str(data_card["citation"]).strip(), "```"]
+    return lines
+
+
+def render_card(metadata: Mapping[str, Any], repo_id: str, merged: bool = False,
+                data_card: Mapping[str, Any] | None = None) -> ModelCard:
     """A complete model card for the adapter (or merged model) described by ``metadata``.
 
     Args:
         metadata: the content of ``sam2_adapt.json``.
         repo_id: the Hub repository it is pushed to (used in the title and snippets).
         merged: the repository holds a full model with the adapter folded in.
+        data_card: the fields of the data card the adapter carries (``data_card.yaml``): the
+            dataset's title, citation and licence are cited from it.
     """
     adapter = dict(metadata.get("adapter") or {})
     kind = adapter.pop("kind", "?")
@@ -169,8 +211,10 @@ def render_card(metadata: Mapping[str, Any], repo_id: str, merged: bool = False)
     body += [
         "", "## Details", "",
         _table({
-            "base model": f"`{base.get('name')}`" + (f" @ `{base['revision']}`" if base.get("revision") else ""),
-            "base checkpoint": model.get("checkpoint") and f"`{model['checkpoint']}`",
+            "base model": f"`{base.get('name')}`" + (f" @ `{base['revision']}`" if base.get("revision") else "")
+                          if hub_base(metadata) or not metadata.get("base_fingerprint") else None,
+            "base weights": metadata.get("base_fingerprint") and describe(metadata["base_fingerprint"]),
+            "base checkpoint": model.get("checkpoint") and f"`{Path(model['checkpoint']).name}`",
             "image size": model.get("image_size"),
             "adapter": f"{kind} " + ", ".join(f"{k}={v}" for k, v in adapter.items()),
             "recipe": metadata.get("recipe"),
@@ -189,7 +233,8 @@ def render_card(metadata: Mapping[str, Any], repo_id: str, merged: bool = False)
     if metrics:
         body += ["", "## Validation metrics", "", "| metric | value |", "|---|---|"]
         body += [f"| {k} | {v:.4f} |" for k, v in metrics.items()]
-    body += ["", "## Usage", "", _usage(metadata, repo_id, merged)]
+    body += _dataset(data_card, metadata)
+    body += ["", "## Usage", "", _usage(metadata, repo_id, merged, data_card)]
     if metadata.get("license"):
         body += ["", "## Licence", "",
                  f"The weights were trained on data released under `{metadata['license']}`; "

@@ -5,9 +5,11 @@
     python -m adapt.hub push adapter=outputs/demo/<run> repo_id=user/sam2-ct-liver [private=true]
     python -m adapt.hub pull repo_id=user/sam2-ct-liver [revision=v1] [merge=true out_dir=DIR]
 
-What is uploaded is the adapter in peft's layout, ``sam2_adapt.json`` (base model and
-revision, data card and licence, preprocessing, label map, prompt protocol, metrics) and a
-model card generated from that file (``adapt.hub.model_card``). Loading onto the recorded base
+What is uploaded is the adapter in peft's layout, ``sam2_adapt.json`` (base model, revision and
+weights fingerprint, data card and licence, preprocessing, label map, prompt protocol, metrics),
+the adapter's copy of its data card (``data_card.yaml``) and a model card generated from both
+(``adapt.hub.model_card``). Shared files name no local path: the data root is dropped and
+absolute paths become file names (``adapt.data.card_copy.public_metadata``). Loading onto the recorded base
 lives in ``adapt.hub.loading``. ``merge=true`` folds LoRA into the base weights and writes a
 plain ``transformers`` model for deployment.
 Every Hub call goes through an ``HfApi``-like client that tests replace with a local one.
@@ -27,10 +29,12 @@ from omegaconf import DictConfig
 
 from adapt.adapters.io import CONFIG_FILE, METADATA_FILE, WEIGHTS_FILE, read_metadata
 from adapt.cli import register_cli_config, user_errors
+from adapt.data.card_copy import carried_card, copy_card, public_metadata, strip_paths
 from adapt.errors import AdaptError, ConfigError
 from adapt.hub import ACTIONS
 from adapt.hub.loading import REPO_ID, LoadedAdapter, adapter_dir, check_base, default_api, load_adapter, resolve
 from adapt.hub.model_card import render_card
+from adapt.models.provenance import describe
 from adapt.schema import validate
 from adapt.storage import check_writable
 
@@ -50,8 +54,11 @@ def _empty_target(out_dir: Path, overwrite: bool, create: bool = True) -> Path:
     return out_dir
 
 
-def merge_adapter(loaded: LoadedAdapter, out_dir: str | Path, repo_id: str | None = None, overwrite: bool = False) -> Path:
+def merge_adapter(loaded: LoadedAdapter, out_dir: str | Path, repo_id: str | None = None, overwrite: bool = False,
+                  public: bool = False) -> Path:
     """Fold the adapter into the base weights and save a plain ``transformers`` SAM2.
+
+    ``public``: the folder is to be shared (``adapt.data.card_copy.public_metadata``: no local path).
 
     The result loads with ``load_sam2(out_dir)`` or ``Sam2Model.from_pretrained``, with no peft
     at inference. ``loaded.model`` is merged in place and should not be reused.
@@ -68,9 +75,10 @@ def merge_adapter(loaded: LoadedAdapter, out_dir: str | Path, repo_id: str | Non
     model = loaded.model.merge_and_unload() if isinstance(loaded.model, PeftModel) else loaded.model
     out_dir = _empty_target(Path(out_dir), overwrite)
     model.save_pretrained(out_dir)
-    metadata = {**loaded.metadata, "merged": True}
+    metadata = {**(public_metadata(loaded.metadata) if public else loaded.metadata), "merged": True}
     (out_dir / METADATA_FILE).write_text(json.dumps(metadata, indent=2, default=str))
-    render_card(metadata, repo_id or out_dir.name, merged=True).save(out_dir / CARD_FILE)
+    copy_card(loaded.path, out_dir, public)
+    render_card(metadata, repo_id or out_dir.name, merged=True, data_card=carried_card(loaded.path)).save(out_dir / CARD_FILE)
     return out_dir
 
 
@@ -90,14 +98,19 @@ def stage(adapter: str | Path, repo_id: str, out_dir: str | Path, merge: bool = 
     out_dir = _empty_target(Path(out_dir), overwrite, create=False)  # before the adapter is loaded
     loaded = load_adapter(source)  # an adapter that does not load on its base is never uploaded
     if merge:
-        out_dir = merge_adapter(loaded, out_dir, repo_id, overwrite)
+        out_dir = merge_adapter(loaded, out_dir, repo_id, overwrite, public=True)
     else:
         out_dir = _empty_target(out_dir, overwrite)
         for name in (CONFIG_FILE, WEIGHTS_FILE, METADATA_FILE):
             if not (source / name).exists():
                 raise ConfigError(f"{source / name} is missing; re-save the adapter")
-            shutil.copy2(source / name, out_dir / name)
-        render_card(metadata, repo_id).save(out_dir / CARD_FILE)
+        shutil.copy2(source / WEIGHTS_FILE, out_dir / WEIGHTS_FILE)
+        # peft records the base's local folder (base_model_name_or_path); shared files name no local path
+        config = strip_paths(json.loads((source / CONFIG_FILE).read_text()))
+        (out_dir / CONFIG_FILE).write_text(json.dumps(config, indent=2))
+        (out_dir / METADATA_FILE).write_text(json.dumps(public_metadata(metadata), indent=2, default=str))
+        copy_card(source, out_dir, public=True)
+        render_card(public_metadata(metadata), repo_id, data_card=carried_card(source)).save(out_dir / CARD_FILE)
     if space_app:
         from adapt.app.space import write_space_app
 
@@ -184,7 +197,8 @@ def run(cfg: DictConfig) -> Any:
     loaded, merged = pull(source, cfg.revision, cfg.out_dir, cfg.merge, cfg.overwrite)
     meta = loaded.metadata
     print(f"adapter {meta.get('adapter', {}).get('kind')} at {loaded.path}\n"
-          f"base {loaded.model_info.name} (revision {loaded.model_info.revision}), image size {loaded.model_info.image_size}\n"
+          f"base {describe(meta.get('base_fingerprint')) if meta.get('base_fingerprint') else loaded.model_info.name}, "
+          f"image size {loaded.model_info.image_size}\n"
           f"labels {loaded.label_map}\npreprocessing {loaded.preprocessing}")
     if merged:
         print(f"merged model written to {merged} (load it with load_sam2({str(merged)!r}))")

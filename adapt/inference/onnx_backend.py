@@ -178,9 +178,10 @@ def adapter_preprocessing(adapter: str | Path, backend: str = "torch", revision:
 
 
 def load_predictor(adapter: str | Path, backend: str = "torch", revision: str | None = None, device: str = "auto",
-                   propagation: str = "auto", fill_hole_area: int = FILL_HOLE_AREA) -> Predictor:
+                   propagation: str = "auto", fill_hole_area: int = FILL_HOLE_AREA,
+                   allow_base_mismatch: bool = False) -> Predictor:
     """The runner of ``adapter`` on ``backend``: a ``Predictor`` over the adapter (torch) or an
-    ``OnnxPredictor`` over an export folder (onnx).
+    ``OnnxPredictor`` over an export folder (onnx). ``allow_base_mismatch``: as ``load_adapter``'s.
 
     Raises:
         ConfigError: as ``check_backend``.
@@ -190,4 +191,5 @@ def load_predictor(adapter: str | Path, backend: str = "torch", revision: str | 
         return OnnxPredictor(adapter, device, propagation, fill_hole_area)
     from adapt.hub.loading import load_adapter
 
-    return Predictor(load_adapter(adapter, revision=revision, video=False), device, propagation, fill_hole_area)
+    loaded = load_adapter(adapter, revision=revision, video=False, allow_base_mismatch=allow_base_mismatch)
+    return Predictor(loaded, device, propagation, fill_hole_area)
