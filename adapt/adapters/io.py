@@ -4,8 +4,9 @@ An adapter directory holds ``adapter_config.json`` + ``adapter_model.safetensors
 ``README.md`` model card) exactly as peft writes them, so LoRA/DoRA adapters load with plain
 ``peft.PeftModel.from_pretrained``; our own kinds use the same two files with their own
 ``peft_type``. ``sam2_adapt.json`` beside them records what a user needs to reuse the
-adapter: base model id and revision, adapter kind, recipe, data card, preprocessing and
-label map.
+adapter: base model id and revision, adapter kind, recipe, data card, preprocessing, label
+map and the card's ``mask_values`` (how its label files store each label, so that predict, the
+app and exports write masks in that encoding).
 """
 
 from __future__ import annotations

@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 
 from adapt.data.cards import DataCard, load_card
+from adapt.data.encoding import LabelEncoding
 from adapt.data.inspect import _file_kind
 from adapt.data.sources import Case, data_root, list_cases
 from adapt.data.splits import split_cases
@@ -87,7 +88,7 @@ def check_card(card: str | Path | DataCard, root: str | None = None) -> Report:
     folder = data_root(card, root)
     cases = list_cases(card, folder)
     report = Report(card, folder, split_cases(cases, card.split, f"data card {card.path or card.name}"))
-    threshold = card.source.get("mask_threshold")
+    encoding = LabelEncoding.of_card(card)
     for n, case in enumerate(cases):
         if not Path(case.image).exists():
             report.add("error", "missing image", case.image, f"case {case.id} is listed but its image is not there")
@@ -95,7 +96,7 @@ def check_card(card: str | Path | DataCard, root: str | None = None) -> Report:
         if not Path(case.label).exists():
             report.add("error", "unpaired image", case.image, f"no label at {case.label}")
             continue
-        stats = case_stats(case.image, case.label, threshold, seed=n)
+        stats = case_stats(case.image, case.label, encoding, seed=n)
         report.stats[case.id] = stats
         _case_problems(report, card, case, stats)
     _unpaired_labels(report, cases)

@@ -64,6 +64,7 @@ class Layout:
         manifest: ``dataset.json`` of an MSD folder (label names, modality), else ``None``.
         description: the layout in words (printed by ``init``).
         csv_rows: for a ``csv`` source written by ``init``: the manifest's rows.
+        notes: what ``init`` found worth saying (e.g. label files that mix encodings).
     """
 
     root: Path
@@ -74,6 +75,7 @@ class Layout:
     manifest: dict[str, Any] | None = None
     description: str = ""
     csv_rows: list[dict[str, str]] | None = None
+    notes: list[str] = field(default_factory=list)
 
 
 def find_layout(root: str | Path) -> Layout:

@@ -19,6 +19,7 @@ from monai.data import MetaTensor
 from monai.transforms import MapTransform
 
 from adapt.data.cards import DataCard
+from adapt.data.encoding import LabelEncoding
 from adapt.data.readers import Raster, label_plane, read_raster
 from adapt.errors import DataError
 from adapt.guards import finite_pixels
@@ -41,12 +42,13 @@ class LoadCased(MapTransform):
         super().__init__(keys=("image", "label"))
         self.card = card
         self.known_ids = set(card.labels.values())
+        self.encoding = LabelEncoding.of_card(card)
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         item = dict(data)
         image = read_raster(item["image"], as_image=True)
         label = read_raster(item["label"])
-        plane = label_plane(label, self.card.source.get("mask_threshold"))
+        plane = label_plane(label, self.encoding)
         image_array = finite_pixels(self._channels(image), image.path, self.card.intensity.get("nonfinite", "error"))
         if self.card.dims == 3:
             image_array, plane = self._check_volume(image, label, image_array, plane)

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from adapt.data.encoding import LabelEncoding, nonfinite_label  # noqa: F401 (nonfinite_label: re-exported)
 from adapt.errors import DataError
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
@@ -282,36 +283,20 @@ def dicom_affine(datasets: list[Any]) -> np.ndarray:
     return LPS_TO_RAS @ affine
 
 
-def nonfinite_label(path: Path) -> DataError:
-    """The error of a label map holding NaN or infinities (never replaced: labels are ids)."""
-    return DataError(f"{path}: label map holds NaN or infinite values; labels must be integer ids (re-export the "
-                     "label file)")
-
-
-def label_plane(raster: Raster, threshold: float | None = None) -> np.ndarray:
-    """The single-channel label map of a label file (integers).
+def label_plane(raster: Raster, encoding: LabelEncoding | float | None = None) -> np.ndarray:
+    """The single-channel label ids of a label file (integers), decided for this file.
 
     Args:
         raster: the label file as read.
-        threshold: for masks stored as lossy greyscale/RGB images (e.g. JPEG): pixels at or
-            above it become 1, others 0. ``None`` keeps the stored integer values.
+        encoding: how the dataset stores its labels (``LabelEncoding.of_card``: the card's
+            ``mask_values`` and ``mask_threshold``), or a bare threshold for masks stored as lossy
+            greyscale/RGB images (pixels at or above it become 1, others 0); ``None`` keeps the
+            stored integer values.
 
     Raises:
-        DataError: several different channels (a colour-coded label map) without a threshold.
+        DataError: several different channels (a colour-coded label map) without a threshold, values
+            the encoding does not know, non-finite or non-integer values.
     """
-    array = raster.array
-    if threshold is not None:
-        return (array.max(axis=0) >= threshold).astype(np.uint8)
-    if array.shape[0] > 1:
-        if not all(np.array_equal(array[0], array[c]) for c in range(1, array.shape[0])):
-            raise DataError(f"{raster.path}: label image has {array.shape[0]} different channels; store labels as "
-                            f"one channel of integer ids, or set source.mask_threshold in the card for RGB masks")
-    plane = array[0]
-    if np.issubdtype(plane.dtype, np.floating):
-        if not np.isfinite(plane).all():
-            raise nonfinite_label(raster.path)
-        rounded = np.rint(plane)
-        if not np.allclose(plane, rounded, atol=1e-3):
-            raise DataError(f"{raster.path}: label map has non-integer values; labels must be integer ids")
-        plane = rounded
-    return plane.astype(np.int64)
+    if not isinstance(encoding, LabelEncoding):
+        encoding = LabelEncoding(threshold=encoding)
+    return encoding.decode(raster.array, raster.path)

@@ -4,7 +4,8 @@ and prompts before the graphs, and what the masks mean.
 An exported graph takes normalised pixels on the model's square grid and prompts on that grid;
 everything before that -- reading the file, the card's intensity window or percentiles,
 bands, the voxel spacing it was trained on, the slice axis -- is written here, next to the
-label map, so ``adapt.predict backend=onnx`` (and anyone reimplementing it) repeats it
+label map and the card's ``mask_values`` (how its label files store each label, so masks are
+written in that encoding), so ``adapt.predict backend=onnx`` (and anyone reimplementing it) repeats it
 without the adapter's data card. The adapter's own ``sam2_adapt.json`` is copied beside it.
 """
 
@@ -58,6 +59,7 @@ def build_record(metadata: Mapping[str, Any], image_size: int, format: str, sour
         "dims": preprocessing.get("dims"),
         "orientation": preprocessing.get("orientation"),
         "label_map": dict(metadata.get("label_map") or {}),
+        "mask_values": metadata.get("mask_values"),
         "targets": list(metadata.get("targets") or []),
         "pixels": {
             "range": "intensities mapped to [0, 1] by `intensity` (window, percentiles or bands)",
