@@ -232,7 +232,11 @@ def propose_intensity(stats: list[CaseStats], modality: str) -> tuple[dict[str, 
     channels = max(s.channels for s in stats)
     intensity: dict[str, Any] = {}
     note = ""
-    if channels not in (1, 3):
+    counts = sorted({s.channels for s in stats})
+    if len(counts) > 1:  # one batch needs one channel count: the channels every file has
+        intensity["channels"] = [0, 1, 2] if min(counts) >= 3 else [0]
+        note = f"cases differ in channels ({' and '.join(map(str, counts))}): the first channel(s) of each file; "
+    elif channels not in (1, 3):
         intensity["channels"] = [0, 1, 2] if channels > 3 else [0]
         note = f"{channels} channels/bands: pick 1 or 3 (e.g. [2, 1, 0] for B, G, R); "
     kept = intensity.get("channels") or list(range(channels))

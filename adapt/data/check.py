@@ -42,7 +42,7 @@ import numpy as np
 from adapt.data.cards import DataCard, load_card
 from adapt.data.encoding import LabelEncoding
 from adapt.data.inspect import _file_kind
-from adapt.data.sources import Case, data_root, list_cases
+from adapt.data.sources import Case, data_root, link_loop, list_cases
 from adapt.data.splits import split_cases
 from adapt.data.statistics import CaseStats, case_stats
 from adapt.transforms.intensity import DEFAULT_PERCENTILES
@@ -139,7 +139,9 @@ def _unpaired_labels(report: Report, cases: list[Case]) -> None:
         if folder.resolve() == report.root.resolve():
             continue
         for path in sorted(folder.iterdir()):
-            if not path.name.startswith(".") and _file_kind(path.name) and path.resolve() not in used:
+            if link_loop(path):
+                report.add("error", "symbolic link loop", path, "the link leads back to itself; fix or remove it")
+            elif not path.name.startswith(".") and _file_kind(path.name) and path.resolve() not in used:
                 report.add("warning", "unpaired label", path, "no image of the card uses it")
 
 
@@ -152,6 +154,14 @@ def _dataset_problems(report: Report, card: DataCard) -> None:
             report.add("warning", "mixed spacing", f"{len(spacings)} cases",
                        f"voxel sizes from {np.round(spacings.min(axis=0), 3).tolist()} to "
                        f"{np.round(spacings.max(axis=0), 3).tolist()} mm; set spacing: [x, y] or [x, y, z] to resample")
+    if card.intensity.get("channels") is None:  # chosen channels make every case alike
+        by_count = Counter(s.channels for s in readable)
+        if len(by_count) > 1:
+            common = by_count.most_common(1)[0][0]
+            for s in readable:
+                if s.channels != common:
+                    report.add("error", "mixed channels", s.image, f"{s.channels} channels where {by_count[common]} "
+                               f"cases have {common}; convert the file, or set intensity.channels (e.g. [0])")
     found = set().union(*(s.label_counts for s in readable)) if readable else set()
     for name, value in card.target_ids().items():
         if readable and value not in found:

@@ -14,6 +14,7 @@ Conventions:
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ import numpy as np
 from adapt.data.encoding import LabelEncoding, nonfinite_label  # noqa: F401 (nonfinite_label: re-exported)
 from adapt.errors import DataError
 
+log = logging.getLogger(__name__)
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 PIL_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 TIFF_SUFFIXES = (".tif", ".tiff")
@@ -168,6 +170,12 @@ def _read_nifti(path: Path) -> Raster:
         data = data[None]
     elif data.ndim == 4:
         data = np.moveaxis(data, -1, 0)  # (X, Y, Z, C): MSD stores modalities last
+    elif data.ndim == 5 and data.shape[3] == 1:  # (X, Y, Z, T=1, C): a vector image with one time point
+        log.warning("%s: a 5D NIfTI %s with a time axis of 1; the time axis is dropped", path, data.shape)
+        data = np.moveaxis(data[:, :, :, 0], -1, 0)
+    elif data.ndim == 5:
+        raise DataError(f"{path}: a 5D NIfTI {data.shape} with {data.shape[3]} time points; store one time point "
+                        "per file (e.g. nibabel: image.slicer[:, :, :, t]) as a 3D volume or 4D channels (X, Y, Z, C)")
     else:
         raise DataError(f"{path}: a {data.ndim}D NIfTI; expected a 3D volume or 4D channels (X, Y, Z, C)")
     return Raster(np.ascontiguousarray(data), np.asarray(image.affine, dtype=np.float64), path, image)
