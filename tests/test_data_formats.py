@@ -119,7 +119,7 @@ def test_colour_label_without_threshold_is_refused(tmp_path):
         label_plane(read_raster(tmp_path / "rgb.png"))
 
 
-@pytest.mark.parametrize("problem", ["size", "ids", "truncated", "missing", "empty"])
+@pytest.mark.parametrize("problem", ["size", "ids", "stored", "truncated", "missing", "empty"])
 def test_each_bad_2d_input_names_the_file(tmp_path, problem):
     from PIL import Image
 
@@ -131,8 +131,12 @@ def test_each_bad_2d_input_names_the_file(tmp_path, problem):
         Image.fromarray(np.zeros((10, 10), np.uint8)).save(case.label)
         expected = r"label size \(10, 10\) differs from image"
     elif problem == "ids":
-        card = card_at(tmp_path, "isic2018", source={"mask_threshold": None})  # 0/255 read as ids: 255 unknown
+        card = card_at(tmp_path, "isic2018", source={"mask_threshold": None}, mask_values=None)  # 255 read as an id
         expected = r"label ids \[255\] are not in the data card's labels"
+    elif problem == "stored":  # a value that mask_values does not list, and no threshold to fall back on
+        card = card_at(tmp_path, "isic2018", source={"mask_threshold": None})
+        Image.fromarray(np.where(np.asarray(Image.open(case.label)) > 0, 128, 0).astype(np.uint8)).save(case.label)
+        expected = r"stores values \[128\] that data card .*isic2018_copy.yaml does not list"
     elif problem == "truncated":
         case.image.write_bytes(case.image.read_bytes()[:200])
         expected = r"unreadable as PNG/JPEG/BMP"
