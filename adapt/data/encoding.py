@@ -181,7 +181,7 @@ class LabelEncoding:
                         "masks that are not exact (JPEG), or fix the label file")
 
     def _thresholded(self, array: np.ndarray) -> np.ndarray:
-        written = {n: v[0] for n, v in self.values.items() if v}
+        written = {n: self.values[n][0] if self.values.get(n) else int(i) for n, i in self.labels.items()}
         low, high = (int(self.labels[min(written, key=written.get)]), int(self.labels[max(written, key=written.get)]))
         return np.where(array.max(axis=0) >= self.threshold, high, low).astype(np.int64)
 

@@ -163,6 +163,8 @@ def _read_nifti(path: Path) -> Raster:
     import nibabel as nib
 
     image = nib.load(path)
+    if 0 in image.shape:
+        raise DataError(f"{path}: an empty axis (shape {tuple(image.shape)}): the file holds no voxels; re-export it")
     data = np.asanyarray(image.dataobj)
     if data.ndim == 2:
         data = data[..., None]
