@@ -307,3 +307,34 @@ def test_a_symbolic_link_loop_is_named_by_init_check_and_training(tmp_path, fake
     card = load_card(tmp_path / "card.yaml")
     with pytest.raises(DataError, match="symbolic link loop"):
         list_cases(card, data_root(card))
+
+
+@pytest.mark.slow
+def test_a_0_255_folder_keeps_its_encoding_from_init_to_predict_and_evaluate(tmp_path, fake_data):
+    """init records mask_values; the trained adapter carries it; predict and evaluate's saved masks are 0/255."""
+    from omegaconf import OmegaConf
+
+    from adapt import predict
+    from adapt.adapters.io import read_metadata
+    from adapt.evaluation import evaluate
+    from adapt.train import train
+
+    pairs = write_pairs(tmp_path / "data", "images/scan_{i:02d}.png", "masks/scan_{i:02d}.png", [255] * 5, fake_data)
+    card, _, _ = init_card(tmp_path / "data", tmp_path / "card.yaml")
+    assert load_card(card).mask_values == {"background": 0, "label_1": 255}
+    fill_facts(card)
+    metrics, _ = train(compose_train(card, tmp_path / "run"))
+    adapter = Path(metrics["run_dir"]) / "adapter"
+    assert read_metadata(adapter)["mask_values"] == {"background": 0, "label_1": 255}
+    cfg = OmegaConf.load(CONFIG_DIR / "predict.yaml")
+    cfg.merge_with({"adapter": str(adapter), "input": str(pairs[0][0]), "output": str(tmp_path / "mask.png"),
+                    "prompt": "box 8,8,46,40", "device": "cpu"})
+    [written] = predict.run(cfg)
+    assert set(np.unique(np.asarray(Image.open(written))).tolist()) <= {0, 255}
+    assert np.asarray(Image.open(written)).max() == 255  # a box this size always gives some object pixels
+    cfg = OmegaConf.load(CONFIG_DIR / "evaluate.yaml")
+    cfg.merge_with({"adapter": str(adapter), "out": str(tmp_path / "eval"), "clicks": "off", "device": "cpu",
+                    "split": "all", "save_masks": "all", "data": {"card": str(card)}})
+    summary = evaluate(cfg)
+    saved = [np.asarray(Image.open(tmp_path / "eval" / path)) for path in summary["masks"].values()]
+    assert len(saved) == 5 and set(np.unique(np.concatenate([s.ravel() for s in saved])).tolist()) <= {0, 255}
