@@ -278,9 +278,7 @@ def _cases_on_disk(root, dims: int, odd: str | None):
         shape = (24, 24) if dims == 2 else (16, 16, 4)
         image, mask = rng.integers(0, 200, shape).astype(np.uint8), np.zeros(shape, np.uint8)
         mask[4:12, 4:12] = 1
-        if i == 1 and odd == "rgb":
-            image = np.stack([image] * 3, axis=-1)
-        elif i == 1 and odd == "time3":  # a 4th axis of 3: read as 3 channels
+        if i == 1 and odd in ("rgb", "time3"):  # an RGB PNG; a NIfTI whose 4th axis of 3 reads as 3 channels
             image = np.stack([image] * 3, axis=-1)
         elif i == 1 and odd in ("time1_5d", "time3_5d"):  # (X, Y, Z, T, C)
             image = np.stack([image] * (1 if odd == "time1_5d" else 3), axis=-1)[..., None]
@@ -288,10 +286,13 @@ def _cases_on_disk(root, dims: int, odd: str | None):
             image, mask = image[:, :, :0], mask[:, :, :0]
         for sub, array in (("images", image), ("masks", mask)):
             path = root / sub / f"case{i}{suffix}"
-            Image.fromarray(array).save(path) if dims == 2 else nib.save(nib.Nifti1Image(array, np.eye(4)), path)
+            if dims == 2:
+                Image.fromarray(array).save(path)
+            else:
+                nib.save(nib.Nifti1Image(array, np.eye(4)), path)
     card = {"name": "odd", "title": "odd", "modality": "US" if dims == 2 else "CT", "dims": dims,
             "license": "CC0-1.0", "citation": "x", "labels": {"background": 0, "a": 1}, "targets": ["a"],
-            "source": {"kind": "folder", "root": str(root), "images": f"images/*{suffix}", "labels": f"masks/{{name}}"},
+            "source": {"kind": "folder", "root": str(root), "images": f"images/*{suffix}", "labels": "masks/{name}"},
             "intensity": {"window": [0, 255]}, "split": {"val": 0.2, "seed": 0}}
     (root / "card.yaml").write_text(yaml.safe_dump(card))
     return root / "card.yaml"

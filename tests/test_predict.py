@@ -36,16 +36,19 @@ GEO_TAGS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def adapter(tmp_path_factory):
-    """A tiny decoder adapter that records a CT window and a one-class label map."""
-    out = tmp_path_factory.mktemp("adapter")
+def decoder_adapter(out: Path, **metadata) -> Path:
+    """A tiny decoder adapter that records a CT window, a one-class label map and ``metadata``."""
     model, info = load_sam2("tiny")
     spec = {"kind": "decoder", "modules": ["mask_decoder"]}
     metadata = {"base_model": {"name": "tiny", "revision": None}, "model": info.to_dict(),
-                "preprocessing": {"window": [-100, 240]}, "label_map": {"background": 0, "liver": 6}}
+                "preprocessing": {"window": [-100, 240]}, "label_map": {"background": 0, "liver": 6}, **metadata}
     save_adapter(apply_adapter(model, spec), spec, out, metadata)
     return out
+
+
+@pytest.fixture(scope="module")
+def adapter(tmp_path_factory):
+    return decoder_adapter(tmp_path_factory.mktemp("adapter"))
 
 
 @pytest.fixture
@@ -335,14 +338,7 @@ def test_cli_prints_user_errors_without_traceback(adapter, tmp_path, monkeypatch
 @pytest.fixture(scope="module")
 def binary_255_adapter(tmp_path_factory):
     """The ``adapter`` fixture's model, recorded as trained on a card whose label files store ``liver`` as 255."""
-    out = tmp_path_factory.mktemp("adapter255")
-    model, info = load_sam2("tiny")
-    spec = {"kind": "decoder", "modules": ["mask_decoder"]}
-    metadata = {"base_model": {"name": "tiny", "revision": None}, "model": info.to_dict(),
-                "preprocessing": {"window": [-100, 240]}, "label_map": {"background": 0, "liver": 6},
-                "mask_values": {"background": 0, "liver": 255}}
-    save_adapter(apply_adapter(model, spec), spec, out, metadata)
-    return out
+    return decoder_adapter(tmp_path_factory.mktemp("adapter255"), mask_values={"background": 0, "liver": 255})
 
 
 def _png(folder: Path) -> tuple[Path, str]:
