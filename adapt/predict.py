@@ -15,7 +15,9 @@ mapping, propagation through a volume from one prompted slice, ``from_mask`` box
 slice -- is ``adapt.inference.runner`` (``backend=onnx``: the same runner over an export's graphs,
 ``adapt.inference.onnx_backend``). A semantic adapter (``task=semantic``) takes no prompt and
 writes every class's label value; with ``prompt=auto`` each connected component of its coarse
-class map becomes a box prompt that the promptable decoder refines.
+class map becomes a box prompt that the promptable decoder refines. Masks store labels as the
+training card's label files do (its ``mask_values``, recorded in the adapter: 0/255 PNGs for a
+0/255 card; NIfTI keeps the card's values); ``mask_values=ids`` writes the label ids as they are.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import numpy as np
 from omegaconf import DictConfig
 
 from adapt.cli import command_line, register_cli_config, user_errors
+from adapt.data.encoding import LabelEncoding
 from adapt.errors import ConfigError, DataError
 from adapt.guards import check_inputs_finite, check_labels_finite, finite_stack
 from adapt.hub.model_card import label_names
@@ -192,7 +195,7 @@ def run(cfg: DictConfig) -> list[Path]:
     if prompt is None and not predictor.promptless:
         why = "prompt=auto needs a semantic adapter (task=semantic) for its coarse masks" if auto else "prompt= is required"
         raise ConfigError(f"{why}: the adapter {cfg.adapter} is promptable, not semantic. {SYNTAX}")
-    values = mask_values(loaded, prompt, cfg.get("label"))
+    values = mask_values(loaded, prompt, cfg.get("label"), str(cfg.get("mask_values") or "card"))
     written = []
     for job in _progress(jobs):
         scan = read_input(job.input, loaded)
@@ -213,9 +216,13 @@ def read_input(path: Path, loaded: LoadedAdapter, label: bool = False) -> Scan:
     return scan
 
 
-def mask_values(loaded: LoadedAdapter, prompt: Prompt | None, label: int | str | None = None) -> np.ndarray:
-    """The value written for each mask index: class values without a prompt, else ``[0, object value]``."""
-    return class_values(loaded) if prompt is None else np.array([0, foreground_value(loaded, label)], np.uint16)
+def mask_values(loaded: LoadedAdapter, prompt: Prompt | None, label: int | str | None = None,
+                encoding: str = "card") -> np.ndarray:
+    """The value written for each mask index: class values without a prompt, else ``[0, object value]``,
+    stored as the adapter's card stores labels (its ``mask_values``: a 0/255 card gets 0/255 masks)
+    unless ``encoding="ids"`` (the label ids as they are)."""
+    ids = class_values(loaded) if prompt is None else np.array([0, foreground_value(loaded, label)], np.int64)
+    return LabelEncoding.of_adapter(loaded.metadata, encoding).encode(ids)
 
 
 def auto_scan(predictor: Predictor, scan: Any, batch_size: int = 8) -> np.ndarray:

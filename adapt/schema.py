@@ -42,6 +42,7 @@ PRECISIONS = ("32-true", "32", "bf16-mixed", "bf16-true", "bf16", "16-mixed", "1
               "transformer-engine", "transformer-engine-float16")
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")
 BACKENDS = ("torch", "onnx")  # adapt.inference.onnx_backend.BACKENDS (not imported: schema loads no model code)
+MASK_VALUES = ("card", "ids")  # adapt.data.encoding.OUTPUT_CHOICES (not imported: schema loads no numpy)
 
 
 def rule(ge: float | None = None, gt: float | None = None, le: float | None = None, lt: float | None = None,
@@ -412,6 +413,7 @@ class Evaluate:
     device: str = rule(check=_device)
     backend: str = rule(choices=BACKENDS)
     save_masks: Any = rule(check=_save_masks)
+    mask_values: str = rule(choices=MASK_VALUES)
     fill_hole_area: int = rule(ge=0)
     shift: Any = rule(check=_shift)
     severity: Any = rule(check=_severity)
@@ -430,6 +432,7 @@ class Predict:
     output: str | None = rule()
     prompt: str | None = rule()
     label: Any = rule(check=_label)
+    mask_values: str = rule(choices=MASK_VALUES)
     overwrite: bool = rule()
     device: str = rule(check=_device)
     backend: str = rule(choices=BACKENDS)
@@ -474,6 +477,7 @@ class App:
     propagation: str = rule(choices=("auto", "memory", "boxes"))
     fill_hole_area: int = rule(ge=0)
     out_dir: str = rule()
+    mask_values: str = rule(choices=MASK_VALUES)
     host: str = rule()
     port: int = rule(ge=1, le=65535)
     share: bool = rule()

@@ -227,6 +227,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
                 "license": getattr(datamodule.card, "license", None),
                 "preprocessing": datamodule.preprocessing,
                 "label_map": datamodule.label_map,
+                "mask_values": datamodule.card.mask_values,
                 "classes": getattr(task, "classes", None),
                 "prompt": OmegaConf.to_container(cfg.data.prompt, resolve=True),
                 "metrics": after,

@@ -90,3 +90,37 @@ def test_cli_trains_on_a_card_given_by_path(stem, tmp_path):
     saved = json.loads((tmp_path / "run" / "adapter" / "sam2_adapt.json").read_text())
     expected_channels = 3 if stem == "loveda" else 1
     assert saved["preprocessing"]["channels"] == expected_channels and saved["preprocessing"]["dims"] == load_card(stem).dims
+
+
+@pytest.mark.parametrize("mask_values, message", [
+    ("255", r"mask_values must be a mapping"),
+    ({}, r"mask_values must map label names to the value stored"),
+    ({"tumour": 255}, r"mask_values names 'tumour', which is not in labels \['background', 'lesion'\]"),
+    ({"lesion": 256}, r"mask_values.lesion=256 is out of range for .jpg label files \(0..255\)"),
+    ({"lesion": -1}, r"mask_values.lesion=-1 is out of range"),
+    ({"lesion": "white"}, r"mask_values.lesion must be an integer or a list of integers"),
+    ({"lesion": []}, r"mask_values.lesion must be an integer or a list"),
+    ({"lesion": 0}, r"mask_values.lesion=0 is also the stored value of 'background'"),
+    ({"background": 0, "lesion": [255, 0]}, r"mask_values.lesion=0 is also the stored value of 'background'"),
+])
+def test_a_malformed_mask_values_names_the_card_file_and_the_entry(tmp_path, mask_values, message):
+    card = yaml.safe_load(open("data_cards/kvasir_seg.yaml"))
+    card["labels"] = {"background": 0, "lesion": 1}
+    card["targets"] = ["lesion"]
+    card["source"]["labels"] = "Kvasir-SEG/masks/{stem}.jpg"  # JPEG label files: 8-bit values
+    card["mask_values"] = mask_values
+    path = tmp_path / "card.yaml"
+    path.write_text(yaml.safe_dump(card))
+    from adapt.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=message) as err:
+        load_card(path)
+    assert f"data card {path}" in str(err.value)
+
+
+def test_mask_values_range_follows_the_label_files_and_may_list_several_values(tmp_path):
+    card = yaml.safe_load(open("data_cards/isic2018.yaml"))  # PNG label files: 16-bit values fit
+    card["mask_values"] = {"lesion": [65535, 1]}
+    path = tmp_path / "card.yaml"
+    path.write_text(yaml.safe_dump(card))
+    assert load_card(path).mask_values == {"lesion": [65535, 1]}

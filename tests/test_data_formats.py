@@ -119,7 +119,7 @@ def test_colour_label_without_threshold_is_refused(tmp_path):
         label_plane(read_raster(tmp_path / "rgb.png"))
 
 
-@pytest.mark.parametrize("problem", ["size", "ids", "truncated", "missing", "empty"])
+@pytest.mark.parametrize("problem", ["size", "ids", "stored", "truncated", "missing", "empty"])
 def test_each_bad_2d_input_names_the_file(tmp_path, problem):
     from PIL import Image
 
@@ -131,8 +131,12 @@ def test_each_bad_2d_input_names_the_file(tmp_path, problem):
         Image.fromarray(np.zeros((10, 10), np.uint8)).save(case.label)
         expected = r"label size \(10, 10\) differs from image"
     elif problem == "ids":
-        card = card_at(tmp_path, "isic2018", source={"mask_threshold": None})  # 0/255 read as ids: 255 unknown
+        card = card_at(tmp_path, "isic2018", source={"mask_threshold": None}, mask_values=None)  # 255 read as an id
         expected = r"label ids \[255\] are not in the data card's labels"
+    elif problem == "stored":  # a value that mask_values does not list, and no threshold to fall back on
+        card = card_at(tmp_path, "isic2018", source={"mask_threshold": None})
+        Image.fromarray(np.where(np.asarray(Image.open(case.label)) > 0, 128, 0).astype(np.uint8)).save(case.label)
+        expected = r"stores values \[128\] that data card .*isic2018_copy.yaml does not list"
     elif problem == "truncated":
         case.image.write_bytes(case.image.read_bytes()[:200])
         expected = r"unreadable as PNG/JPEG/BMP"
@@ -224,3 +228,95 @@ NONFINITE_CAPABLE = [  # (what, writer, whether the pixels can hold NaN/Inf)
 def test_can_hold_nonfinite_reads_the_header_only(tmp_path, what, write, expected):
     """``predict``/``evaluate`` read a file for a NaN check before the model loads only when it can hold one."""
     assert can_hold_nonfinite(write(tmp_path)) is expected
+
+
+def _raster(values, channels: int = 1):
+    from adapt.data.readers import Raster
+
+    plane = np.array(values).reshape(1, 1, -1)
+    return Raster(np.repeat(plane, channels, axis=0), None, "masks/m.png")
+
+
+@pytest.mark.parametrize("mask_values, threshold, stored, ids", [
+    (None, None, [0, 1, 2], [0, 1, 2]),                            # ids as they are
+    (None, 128, [0, 127, 128, 255], [0, 0, 1, 1]),                  # a bare threshold
+    ({"lesion": 255}, None, [0, 255, 0], [0, 1, 0]),                # 0/255 masks
+    ({"lesion": [255, 1]}, None, [0, 1, 255], [0, 1, 1]),           # a mixed folder: both values read
+    ({"background": 10, "lesion": 20}, None, [10, 20], [0, 1]),
+    ({"lesion": 255}, 128, [0, 3, 250], [0, 0, 1]),                 # JPEG noise: unknown values thresholded
+    ({"lesion": 255}, 128, [0, 255], [0, 1]),                       # exact files are mapped, not thresholded
+])
+def test_label_files_are_decoded_as_the_card_stores_them(mask_values, threshold, stored, ids):
+    from adapt.data.encoding import LabelEncoding
+
+    encoding = LabelEncoding({"background": 0, "lesion": 1}, {k: tuple(v) if isinstance(v, list) else (v,)
+                                                            for k, v in (mask_values or {}).items()}, threshold)
+    decoded = label_plane(_raster(stored), encoding)
+    np.testing.assert_array_equal(decoded.ravel(), ids)
+    if mask_values:  # and written back: each id gets the label's first stored value
+        first = {1: np.ravel([mask_values["lesion"]])[0], 0: mask_values.get("background", 0)}
+        np.testing.assert_array_equal(encoding.encode(decoded).ravel(), [first[i] for i in ids])
+
+
+def test_a_value_the_card_does_not_list_is_refused_with_the_file_named():
+    from adapt.data.encoding import LabelEncoding
+
+    encoding = LabelEncoding({"background": 0, "lesion": 1}, {"lesion": (255,)}, None, "data card c.yaml")
+    with pytest.raises(DataError, match=r"masks/m.png: stores values \[128\] that data card c.yaml does not list"):
+        label_plane(_raster([0, 128, 255]), encoding)
+
+
+def _cases_on_disk(root, dims: int, odd: str | None):
+    """Five image/label pairs (grey PNG or NIfTI volumes) under ``root`` and their card; case 1 made ``odd``."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    suffix = ".png" if dims == 2 else ".nii.gz"
+    for sub in ("images", "masks"):
+        (root / sub).mkdir(parents=True)
+    for i in range(5):
+        shape = (24, 24) if dims == 2 else (16, 16, 4)
+        image, mask = rng.integers(0, 200, shape).astype(np.uint8), np.zeros(shape, np.uint8)
+        mask[4:12, 4:12] = 1
+        if i == 1 and odd in ("rgb", "time3"):  # an RGB PNG; a NIfTI whose 4th axis of 3 reads as 3 channels
+            image = np.stack([image] * 3, axis=-1)
+        elif i == 1 and odd in ("time1_5d", "time3_5d"):  # (X, Y, Z, T, C)
+            image = np.stack([image] * (1 if odd == "time1_5d" else 3), axis=-1)[..., None]
+        elif i == 1 and odd == "empty":
+            image, mask = image[:, :, :0], mask[:, :, :0]
+        for sub, array in (("images", image), ("masks", mask)):
+            path = root / sub / f"case{i}{suffix}"
+            if dims == 2:
+                Image.fromarray(array).save(path)
+            else:
+                nib.save(nib.Nifti1Image(array, np.eye(4)), path)
+    card = {"name": "odd", "title": "odd", "modality": "US" if dims == 2 else "CT", "dims": dims,
+            "license": "CC0-1.0", "citation": "x", "labels": {"background": 0, "a": 1}, "targets": ["a"],
+            "source": {"kind": "folder", "root": str(root), "images": f"images/*{suffix}", "labels": "masks/{name}"},
+            "intensity": {"window": [0, 255]}, "split": {"val": 0.2, "seed": 0}}
+    (root / "card.yaml").write_text(yaml.safe_dump(card))
+    return root / "card.yaml"
+
+
+@pytest.mark.parametrize("dims, odd, message", [
+    (2, "rgb", r"cases differ in image channels: 4 have 1 \(e.g. .*\), 1 do not: .*case1.png \(3\)"),
+    (3, "time3", r"cases differ in image channels: 4 have 1 .*case1.nii.gz \(3\)"),
+    (3, "time3_5d", r"case1.nii.gz: a 5D NIfTI \(16, 16, 4, 3, 1\) with 3 time points"),
+    (3, "empty", r"case1.nii.gz: an empty axis \(shape \(16, 16, 0\)\): the file holds no voxels"),
+    (3, "time1_5d", None),  # a time axis of 1 is dropped (with a warning): an ordinary case
+])
+def test_odd_channels_and_axes_are_named_when_cases_are_indexed(tmp_path, caplog, dims, odd, message):
+    from adapt.data.datamodule import build_datamodule
+
+    card = _cases_on_disk(tmp_path / "d", dims, odd)
+    options = {"card": str(card), "batch_size": 5, "cache": "none", "val_max_slices_per_case": 1}
+    if message is None:
+        dm = build_datamodule(options, 32, seed=0)
+        assert dm.num_bad_cases == 0 and "the time axis is dropped" in caplog.text
+        return
+    with pytest.raises(DataError, match=message):
+        build_datamodule(options, 32, seed=0)
+    dm = build_datamodule({**options, "skip_bad_cases": True}, 32, seed=0)  # left out, counted; batches collate
+    assert dm.bad_cases == ["case1"]
+    batch = dm.on_after_batch_transfer(next(iter(dm.train_dataloader())), 0)
+    assert batch["image"].shape[1] == 1 and "case1" not in batch["meta"]["case"]

@@ -8,6 +8,7 @@ fake-data writers (ISIC, LoveDA, BTCV layouts).
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -23,7 +24,7 @@ from adapt.data.cards import load_card
 from adapt.data.card_writer import init_card
 from adapt.data.check import check_card
 from adapt.data.sources import data_root, list_cases
-from adapt.errors import ConfigError
+from adapt.errors import ConfigError, DataError
 from conftest import TWO_STEPS
 
 register_resolvers()
@@ -193,3 +194,147 @@ def test_init_reads_video_frame_folders_as_volumes(tmp_path, fake_data):
     card = load_card(init_card(tmp_path / "davis", tmp_path / "davis.yaml")[0])
     assert (card.dims, card.source["images"], card.source["labels"]) == (3, "JPEGImages/480p/*", "Annotations/480p/{name}")
     assert card.modality == "RGB" and card.intensity == {"window": [0, 255]} and card.targets == ["label_1"]
+
+
+def write_pairs(root: Path, image: str, label: str, scales: list[int], fake_data) -> list[tuple[Path, Path]]:
+    """``len(scales)`` photo/mask pairs at ``image``/``label`` (``{i}`` = case number), mask ``i`` stored as 0/``scales[i]``."""
+    pairs = []
+    for i, scale in enumerate(scales):
+        photo, mask = fake_data.photo_pair(i)
+        paths = (root / image.format(i=i), root / label.format(i=i))
+        for path, array in zip(paths, (photo, (mask * scale).astype(np.uint8))):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(array).save(path)
+        pairs.append(paths)
+    return pairs
+
+
+@pytest.mark.parametrize("image, label", [
+    ("images/scan_{i:02d}.png", "masks/scan_{i:02d}.png"),         # an image word in a label folder's file names
+    ("images/img_{i:03d}.png", "masks/img_{i:03d}.png"),
+    ("Images/image{i}.png", "Masks/image{i}.png"),
+    ("scans/scan_{i}.png", "labels/scan_{i}.png"),
+    ("train/image/{i}.png", "train/mask/{i}.png"),
+    ("data/images/case{i}.png", "data/masks/case{i}_mask.png"),
+    ("Input/ISIC_{i:04d}.png", "GroundTruth/ISIC_{i:04d}_segmentation.png"),
+    ("photos/p{i}_img.png", "photos/p{i}_seg.png"),                 # no role folder: the names decide
+])
+def test_init_pairs_labels_by_their_folder_before_the_words_of_their_names(tmp_path, fake_data, image, label):
+    pairs = write_pairs(tmp_path / "data", image, label, [255] * 3, fake_data)
+    card_path, layout, _ = init_card(tmp_path / "data", tmp_path / "card.yaml")
+    assert sorted(layout.pairs) == sorted(pairs)
+    assert layout.unpaired_images == [] and layout.unpaired_labels == []
+    card = load_card(card_path)
+    assert {(c.image, c.label) for c in list_cases(card, data_root(card))} == set(pairs)
+
+
+@pytest.mark.parametrize("scales, mask_values, note", [
+    ([255, 255, 255, 255], {"background": 0, "label_1": 255}, None),
+    ([1, 1, 1, 1], None, None),                                                       # ids: nothing to record
+    ([255, 255, 255, 1], {"background": 0, "label_1": [255, 1]}, "3 store the mask as 0/255, 1 as label ids"),
+    ([1, 1, 255, 1], {"background": 0, "label_1": [1, 255]}, "1 store the mask as 0/255, 3 as label ids"),
+])
+def test_init_decides_the_mask_encoding_per_file(tmp_path, fake_data, capsys, scales, mask_values, note):
+    """A folder mixing 0/1 and 0/255 masks gets one label, and every file reads with its own object."""
+    pairs = write_pairs(tmp_path / "data", "images/case{i}.png", "masks/case{i}.png", scales, fake_data)
+    assert main(["init", str(tmp_path / "data"), f"out={tmp_path / 'card.yaml'}"]) == 0
+    printed = capsys.readouterr().out
+    card = load_card(tmp_path / "card.yaml")
+    assert card.mask_values == mask_values and card.labels == {"background": 0, "label_1": 1}
+    assert "mask_threshold" not in card.source
+    assert (note in printed) if note else "mix encodings" not in printed
+    report = check_card(card)
+    assert report.errors == []
+    for (_, label), case in zip(pairs, list_cases(card, data_root(card))):
+        from adapt.data.encoding import LabelEncoding
+        from adapt.data.readers import label_plane, read_raster
+
+        stored = np.asarray(Image.open(label))
+        np.testing.assert_array_equal(label_plane(read_raster(case.label), LabelEncoding.of_card(card)), stored > 0)
+
+
+MSD_ENTRY = {"image": "./imagesTr/c0.nii.gz", "label": "./labelsTr/c0.nii.gz"}
+
+
+@pytest.mark.parametrize("manifest, message", [
+    ("{not json", "not valid JSON"),
+    ("[]", "holds a JSON list, not an object"),
+    ('{"name": "x"}', "has no 'training' key"),
+    ('{"training": []}', "'training': '\\[\\]'"),
+    ('{"training": ["./imagesTr/c0.nii.gz"]}', "training\\[0\\] is a plain path"),
+    ('{"training": [{"image": "./imagesTr/c0.nii.gz"}]}', "training\\[0\\] = .* lacks an 'image' or 'label' path"),
+    ('{"training": [{"image": "./imagesTr/gone.nii.gz", "label": "./labelsTr/gone.nii.gz"}]}',
+     "none of its 1 training entries has both files"),
+])
+def test_a_malformed_msd_dataset_json_is_named_by_init_check_and_training(tmp_path, capsys, manifest, message):
+    folder = tmp_path / "Task01_X"
+    for sub in ("imagesTr", "labelsTr"):
+        (folder / sub).mkdir(parents=True)
+        nib.save(nib.Nifti1Image(np.zeros((4, 4, 2), np.uint8), np.eye(4)), folder / sub / "c0.nii.gz")
+    (folder / "dataset.json").write_text(manifest)
+    assert main(["init", str(folder), f"out={tmp_path / 'card.yaml'}"]) == 2
+    err = capsys.readouterr().err
+    assert str(folder / "dataset.json") in err and "Traceback" not in err
+    assert re.search(message, err), err
+    if "both files" in message:  # the card lists the entry; reading the case names the missing file
+        return
+    card = tmp_path / "msd.yaml"
+    card.write_text(f"name: x\ntitle: x\nmodality: CT\ndims: 3\nlicense: CC0-1.0\ncitation: x\n"
+                    f"source: {{kind: msd, root: {folder}}}\nlabels: {{background: 0, a: 1}}\ntargets: [a]\n")
+    assert main(["check", f"card={card}", f"out={tmp_path / 'f.png'}"]) == 2
+    assert re.search(message, capsys.readouterr().err)
+    with pytest.raises(DataError, match=message):
+        list_cases(load_card(card), folder)
+
+
+@pytest.mark.parametrize("link, target", [
+    ("images/case1.png", "case1.png"),            # a link to itself
+    ("masks/case0.png", "../masks/loop.png"),    # a cycle of two links
+])
+def test_a_symbolic_link_loop_is_named_by_init_check_and_training(tmp_path, fake_data, capsys, link, target):
+    root = tmp_path / "data"
+    write_pairs(root, "images/case{i}.png", "masks/case{i}.png", [255] * 3, fake_data)
+    assert main(["init", str(root), f"out={tmp_path / 'card.yaml'}"]) == 0
+    (root / link).unlink()
+    (root / link).symlink_to(target)
+    if "loop" in target:
+        (root / "masks" / "loop.png").symlink_to("case0.png")
+    capsys.readouterr()
+    assert main(["init", str(root), f"out={tmp_path / 'again.yaml'}"]) == 2
+    assert "symbolic link loop" in capsys.readouterr().err
+    assert main(["check", f"card={tmp_path / 'card.yaml'}", f"out={tmp_path / 'f.png'}"]) == 2
+    assert f"{root / link}: a symbolic link loop" in capsys.readouterr().err
+    card = load_card(tmp_path / "card.yaml")
+    with pytest.raises(DataError, match="symbolic link loop"):
+        list_cases(card, data_root(card))
+
+
+@pytest.mark.slow
+def test_a_0_255_folder_keeps_its_encoding_from_init_to_predict_and_evaluate(tmp_path, fake_data):
+    """init records mask_values; the trained adapter carries it; predict and evaluate's saved masks are 0/255."""
+    from omegaconf import OmegaConf
+
+    from adapt import predict
+    from adapt.adapters.io import read_metadata
+    from adapt.evaluation import evaluate
+    from adapt.train import train
+
+    pairs = write_pairs(tmp_path / "data", "images/scan_{i:02d}.png", "masks/scan_{i:02d}.png", [255] * 5, fake_data)
+    card, _, _ = init_card(tmp_path / "data", tmp_path / "card.yaml")
+    assert load_card(card).mask_values == {"background": 0, "label_1": 255}
+    fill_facts(card)
+    metrics, _ = train(compose_train(card, tmp_path / "run"))
+    adapter = Path(metrics["run_dir"]) / "adapter"
+    assert read_metadata(adapter)["mask_values"] == {"background": 0, "label_1": 255}
+    cfg = OmegaConf.load(CONFIG_DIR / "predict.yaml")
+    cfg.merge_with({"adapter": str(adapter), "input": str(pairs[0][0]), "output": str(tmp_path / "mask.png"),
+                    "prompt": "box 8,8,46,40", "device": "cpu"})
+    [written] = predict.run(cfg)
+    assert set(np.unique(np.asarray(Image.open(written))).tolist()) <= {0, 255}
+    assert np.asarray(Image.open(written)).max() == 255  # a box this size always gives some object pixels
+    cfg = OmegaConf.load(CONFIG_DIR / "evaluate.yaml")
+    cfg.merge_with({"adapter": str(adapter), "out": str(tmp_path / "eval"), "clicks": "off", "device": "cpu",
+                    "split": "all", "save_masks": "all", "data": {"card": str(card)}})
+    summary = evaluate(cfg)
+    saved = [np.asarray(Image.open(tmp_path / "eval" / path)) for path in summary["masks"].values()]
+    assert len(saved) == 5 and set(np.unique(np.concatenate([s.ravel() for s in saved])).tolist()) <= {0, 255}

@@ -133,8 +133,14 @@ def test_a_card_with_spacing_is_evaluated_on_its_grid_and_scored_on_the_files(tm
     assert float(row["dice"]) > 0.9 and int(row["gt_voxels"]) == int(np.asarray(truth.dataobj).sum())
 
 
-def test_perfect_predictor_on_2d_png_cases_with_thresholded_masks(tmp_path, perfect):
-    """A folder of PNGs whose masks are 0/255 images: the card's mask_threshold binarises them."""
+@pytest.mark.parametrize("encoding, choice, saved_scale", [
+    ("source_threshold", "card", 1),                            # a bare threshold: masks saved as label ids
+    ("mask_values: {background: 0, polyp: 255}", "card", 255),  # the card's encoding: saved as its files are
+    ("mask_values: {background: 0, polyp: 255}", "ids", 1),     # mask_values=ids
+])
+def test_perfect_predictor_on_2d_png_cases_with_0_255_masks(tmp_path, perfect, encoding, choice, saved_scale):
+    """A folder of PNGs whose masks are 0/255 images, read through the card's mask_threshold or mask_values;
+    evaluate's saved masks store the labels as the card says (or as ids)."""
     from PIL import Image
 
     for folder in ("images", "masks"):
@@ -147,14 +153,16 @@ def test_perfect_predictor_on_2d_png_cases_with_thresholded_masks(tmp_path, perf
     card = tmp_path / "card.yaml"
     card.write_text(
         "name: pngs\ntitle: t\nmodality: endoscopy\ndims: 2\nlicense: CC0-1.0\ncitation: none\n"
-        f"source: {{kind: folder, root: {tmp_path}, images: 'images/*.png', labels: 'masks/{{name}}', mask_threshold: 128}}\n"
-        "labels: {background: 0, polyp: 1}\ntargets: [polyp]\nintensity: {window: [0, 255]}\nsplit: {val: 0.5}\n")
+        f"source: {{kind: folder, root: {tmp_path}, images: 'images/*.png', labels: 'masks/{{name}}'"
+        f"{', mask_threshold: 128' if encoding == 'source_threshold' else ''}}}\n"
+        "labels: {background: 0, polyp: 1}\ntargets: [polyp]\nintensity: {window: [0, 255]}\nsplit: {val: 0.5}\n"
+        + ("" if encoding == "source_threshold" else encoding + "\n"))
     summary = evaluate(config(tmp_path / "out", adapter="none", model="tiny", split="all", save_masks="all",
-                              **{"data": {"card": str(card)}}))
+                              mask_values=choice, **{"data": {"card": str(card)}}))
     rows = read_rows(tmp_path / "out" / "cases.csv")
     assert [float(r["dice"]) for r in rows] == [1.0, 1.0] and [float(r["hd95"]) for r in rows] == [0.0, 0.0]
     saved = np.asarray(Image.open(tmp_path / "out" / summary["masks"]["c1"]))
-    np.testing.assert_array_equal(saved, np.asarray(Image.open(tmp_path / "masks" / "c1.png")) // 255)
+    np.testing.assert_array_equal(saved, np.asarray(Image.open(tmp_path / "masks" / "c1.png")) // 255 * saved_scale)
 
 
 def shifted_square_case(root: Path, suffix: str) -> np.ndarray:

@@ -244,3 +244,28 @@ def test_export_config_passes_its_schema_and_names_what_is_missing():
     cfg.quantize = "int4"
     with pytest.raises(ConfigError, match="quantize='int4' is not one of"):
         run(cfg)
+
+
+@pytest.mark.parametrize("recorded_in", ["both", "export.json"])
+def test_an_export_writes_masks_in_the_cards_encoding(at_512, tmp_path, recorded_in):
+    """``export.json`` carries the card's ``mask_values`` beside the label map: predict backend=onnx writes the
+    card's 0/255 (the adapter's own ``sam2_adapt.json`` copy may be absent or older)."""
+    import json
+    import shutil
+
+    from adapt.export.record import build_record
+
+    export = shutil.copytree(at_512.onnx, tmp_path / "export")
+    metadata = json.loads((export / "sam2_adapt.json").read_text())
+    encoded = {**metadata, "mask_values": {"background": 0, "liver": 255}}
+    record = json.loads((export / "export.json").read_text())
+    record["mask_values"] = build_record(encoded, 512, "onnx", "x")["mask_values"]
+    (export / "export.json").write_text(json.dumps(record))
+    if recorded_in == "both":
+        (export / "sam2_adapt.json").write_text(json.dumps(encoded))
+    png = tmp_path / "plane.png"
+    Image.fromarray((np.random.default_rng(1).random((150, 200)) * 255).astype(np.uint8)).save(png)
+    for choice, values in (("card", {0, 255}), ("ids", {0, 1})):
+        [out] = predict.run(predict_cfg(export, png, tmp_path / choice / "m.png", "box 30,40,150,120",
+                                        backend="onnx", mask_values=choice))
+        assert set(np.unique(np.asarray(Image.open(out))).tolist()) == values

@@ -36,16 +36,19 @@ GEO_TAGS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def adapter(tmp_path_factory):
-    """A tiny decoder adapter that records a CT window and a one-class label map."""
-    out = tmp_path_factory.mktemp("adapter")
+def decoder_adapter(out: Path, **metadata) -> Path:
+    """A tiny decoder adapter that records a CT window, a one-class label map and ``metadata``."""
     model, info = load_sam2("tiny")
     spec = {"kind": "decoder", "modules": ["mask_decoder"]}
     metadata = {"base_model": {"name": "tiny", "revision": None}, "model": info.to_dict(),
-                "preprocessing": {"window": [-100, 240]}, "label_map": {"background": 0, "liver": 6}}
+                "preprocessing": {"window": [-100, 240]}, "label_map": {"background": 0, "liver": 6}, **metadata}
     save_adapter(apply_adapter(model, spec), spec, out, metadata)
     return out
+
+
+@pytest.fixture(scope="module")
+def adapter(tmp_path_factory):
+    return decoder_adapter(tmp_path_factory.mktemp("adapter"))
 
 
 @pytest.fixture
@@ -330,3 +333,54 @@ def test_cli_prints_user_errors_without_traceback(adapter, tmp_path, monkeypatch
     assert exit_.value.code == 2
     err = capsys.readouterr().err
     assert "ConfigError: output exists" in err and "overwrite=true" in err and "Traceback" not in err
+
+
+@pytest.fixture(scope="module")
+def binary_255_adapter(tmp_path_factory):
+    """The ``adapter`` fixture's model, recorded as trained on a card whose label files store ``liver`` as 255."""
+    return decoder_adapter(tmp_path_factory.mktemp("adapter255"), mask_values={"background": 0, "liver": 255})
+
+
+def _png(folder: Path) -> tuple[Path, str]:
+    Image.fromarray(np.zeros((48, 64), np.uint8)).save(folder / "scan.png")
+    return folder / "scan.png", "box 10,8,40,30"
+
+
+def _nifti(folder: Path) -> tuple[Path, str]:
+    nib.save(nib.Nifti1Image(np.zeros((32, 32, 3), np.int16), np.diag([0.8, 0.8, 2.0, 1])), folder / "scan.nii.gz")
+    return folder / "scan.nii.gz", "box 6,6,20,20 slice=1"
+
+
+def _read_mask(path: Path) -> np.ndarray:
+    return np.asarray(nib.load(path).dataobj) if path.name.endswith(".nii.gz") else np.asarray(Image.open(path))
+
+
+@pytest.mark.parametrize("write, output, choice, written", [
+    (_png, "mask.png", "card", {0, 255}),        # a 0/255 card's PNG mask is 0/255, not a black 0/1 picture
+    (_png, "mask.png", "ids", {0, 6}),           # mask_values=ids: the label id as it is
+    (_nifti, "mask.nii.gz", "card", {0, 255}),   # NIfTI keeps the card's values
+    (_nifti, "mask.nii.gz", "ids", {0, 6}),
+])
+def test_masks_are_written_in_the_cards_encoding_unless_ids_are_asked(binary_255_adapter, tmp_path, box_echo,
+                                                                      write, output, choice, written):
+    source, prompt = write(tmp_path)
+    [out] = predict.run(config(binary_255_adapter, source, tmp_path / output, prompt, mask_values=choice))
+    assert set(np.unique(_read_mask(out)).tolist()) == written
+
+
+def test_the_app_saves_masks_in_the_cards_encoding(binary_255_adapter, tmp_path, box_echo):
+    from adapt.app.session import Session
+    from adapt.inference.onnx_backend import load_predictor
+
+    source, prompt = _png(tmp_path)
+    for choice, written in (("card", {0, 255}), ("ids", {0, 6})):
+        session = Session(load_predictor(binary_255_adapter), tmp_path / choice, mask_values=choice)
+        session.open([source])
+        session.segment(prompt)
+        assert set(np.unique(_read_mask(session.save())).tolist()) == written
+
+
+def test_an_unknown_mask_values_choice_is_refused_before_the_model_loads(binary_255_adapter, tmp_path):
+    source, prompt = _png(tmp_path)
+    with pytest.raises(ConfigError, match="mask_values"):
+        predict.run(config(binary_255_adapter, source, tmp_path / "m.png", prompt, mask_values="255"))

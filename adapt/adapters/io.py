@@ -5,8 +5,9 @@ An adapter directory holds ``adapter_config.json`` + ``adapter_model.safetensors
 ``peft.PeftModel.from_pretrained``; our own kinds use the same two files with their own
 ``peft_type``. ``sam2_adapt.json`` beside them records what a user needs to reuse the
 adapter: base model id, revision and weights fingerprint, adapter kind, recipe, data card
-(its copy, ``data_card.yaml``, is written beside: ``adapt.data.card_copy``), preprocessing and
-label map.
+(its copy, ``data_card.yaml``, is written beside: ``adapt.data.card_copy``), preprocessing, label
+map and the card's ``mask_values`` (how its label files store each label, so that predict, the
+app and exports write masks in that encoding).
 """
 
 from __future__ import annotations

@@ -33,7 +33,7 @@ def build(cfg: DictConfig):
 
     predictor = load_predictor(cfg.adapter, str(cfg.backend), cfg.get("revision"), str(cfg.device),
                                str(cfg.propagation), int(cfg.fill_hole_area), bool(cfg.get("allow_base_mismatch", False)))
-    return build_page(predictor, out_dir)
+    return build_page(predictor, out_dir, str(cfg.get("mask_values") or "card"))
 
 
 @hydra.main(version_base="1.3", config_path=None, config_name=register_cli_config("app"))

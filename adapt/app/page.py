@@ -50,12 +50,13 @@ def _guarded(handler: Callable[..., tuple], outputs: int) -> Callable[..., tuple
     return run
 
 
-def build_page(predictor: Predictor, out_dir: str | Path) -> Any:
-    """The ``gr.Blocks`` page over ``predictor``; masks are saved under ``out_dir``."""
+def build_page(predictor: Predictor, out_dir: str | Path, mask_values: str = "card") -> Any:
+    """The ``gr.Blocks`` page over ``predictor``; masks are saved under ``out_dir``, storing labels as
+    ``mask_values`` says (``card``: as the adapter's card stores them; ``ids``: label ids)."""
     out_dir = Path(out_dir)
 
     def session_of(session: Session | None) -> Session:
-        return session if session is not None else Session(predictor, out_dir)
+        return session if session is not None else Session(predictor, out_dir, mask_values=mask_values)
 
     def opened(files: list[str] | None, session: Session | None) -> tuple:
         session = session_of(session)

@@ -5,7 +5,8 @@ model or reads or writes files its own way: a file is read as ``adapt.predict`` 
 (``read_input``), the prompt is the text ``adapt.predict prompt=...`` takes (``parse_prompt``),
 the mask comes from the runner (``predict_scan``: a volume prompted on one slice is followed
 through it) and is written by ``write_mask`` in the input's format and geometry with
-``predict``'s label values -- so a mask saved here equals ``predict``'s for the same prompt.
+``predict``'s label values in the card's encoding (``mask_values``) -- so a mask saved here equals
+``predict``'s for the same prompt.
 
 The page shows slices of the stored voxel grid, as prompts address it: ``x`` is the column and
 ``y`` the row of a slice (for a NIfTI volume, ``x`` = i and ``y`` = j on slice k), so a click
@@ -72,10 +73,12 @@ class Session:
     Args:
         predictor: the runner (``adapt.inference.onnx_backend.load_predictor``), shared by sessions.
         out_dir: where saved masks go (``<out_dir>/<input name as predict names it>``).
+        mask_values: ``card`` (labels stored as the adapter's card stores them, e.g. 0/255) or ``ids``.
     """
 
     predictor: Predictor
     out_dir: Path
+    mask_values: str = "card"
     scan: Scan | None = None
     source: Path | None = None
     shown: np.ndarray | None = None  # [K, rows, columns(, 3)] in [0, 1]: the stored grid's slices
@@ -168,7 +171,7 @@ class Session:
         """Write the mask as ``predict`` writes it (same values, the input's format and geometry)."""
         if self.stack_mask is None or self.scan is None or self.source is None:
             raise ConfigError("segment first: there is no mask to save")
-        values = mask_values(self.predictor.loaded, parse_prompt(self.prompt), label)
+        values = mask_values(self.predictor.loaded, parse_prompt(self.prompt), label, self.mask_values)
         name = self.source.name if self.scan.kind != "dicom" else f"{self.source.name}_mask"
         target = self.out_dir / mask_path(self.scan.kind, name)
         return write_mask(values[self.stack_mask.astype(np.int64)], self.scan, target)

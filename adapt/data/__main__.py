@@ -63,6 +63,8 @@ def init(args: list[str]) -> int:
         if paths:
             print(f"{len(paths)} {title}: " + ", ".join(str(p.relative_to(layout.root)) for p in paths[:5])
                   + (" ..." if len(paths) > 5 else ""))
+    for note in layout.notes:
+        print(note)
     unreadable = [s for s in stats if s.error]
     for s in unreadable[:5]:
         print(f"unreadable: {s.error}")

@@ -5,9 +5,14 @@
 
 * ``dims`` from the files (volumes, DICOM series and frame folders are 3D); ``modality`` from
   DICOM's Modality, dataset.json's, or the pixels (values down to -1000 are CT's HU);
-* ``labels`` from the values in the label files, named by dataset.json where it names them,
-  else ``background`` (0) and ``label_<value>``; ``targets`` every non-background label found;
-  masks stored as 0/255 or lossy (JPEG) images get ``mask_threshold: 128`` and one label;
+* ``labels`` from the label ids in the label files, named by dataset.json where it names them,
+  else ``background`` (0) and ``label_<id>``; ``targets`` every non-background label found;
+* ``mask_values``, how the files store the labels, decided per file (``file_encoding``): binary
+  masks stored as pictures (0/255) are label 1 stored as 255, so ``mask_values: {background: 0,
+  label_1: 255}`` and every mask the project writes for the card is 0/255 too; a folder mixing
+  0/1 and 0/255 files reads each file by its own values (``label_1: [255, 1]``: the dominant
+  encoding first, the one written) and ``init`` reports the mix; lossy (JPEG) or coloured masks
+  add ``mask_threshold: 128``;
 * ``intensity``: 8-bit files ``window: [0, 255]``; CT a window from the 0.5 and 99.5 HU
   percentiles inside the labels (what nnU-Net clips CT to); anything else per-case
   percentiles; ``channels`` when a file has neither 1 nor 3 of them;
@@ -26,6 +31,8 @@ import csv
 import datetime
 import os
 import re
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -33,6 +40,7 @@ import numpy as np
 import yaml
 
 from adapt.data.cards import TODO_LICENSE, TODO_CITATION, load_card
+from adapt.data.encoding import LabelEncoding, as_values
 from adapt.data.inspect import Layout, find_layout
 from adapt.data.readers import KIND_NAMES, read_raster
 from adapt.data.sources import data_root, list_cases
@@ -64,15 +72,16 @@ def init_card(folder: str | Path, out: str | Path | None = None, name: str | Non
         raise ConfigError(f"init: out={out} must be a .yaml file")
     if out.exists() and not overwrite:
         raise ConfigError(f"init: {out} exists; choose another out= or pass overwrite=true")
-    threshold = mask_threshold([label for _, label in layout.pairs[:5]])
     chosen = layout.pairs
     if max_cases and len(chosen) > max_cases:
         chosen = [chosen[int(i)] for i in np.linspace(0, len(chosen) - 1, max_cases).round()]
-    stats = [case_stats(image, label, threshold, seed=n) for n, (image, label) in enumerate(chosen)]
+    encoding = propose_encoding([label for _, label in chosen])
+    layout.notes += encoding.notes
+    stats = [case_stats(image, label, encoding.reader, seed=n) for n, (image, label) in enumerate(chosen)]
     readable = [s for s in stats if not s.error]
     if not readable:
         raise DataError(f"init: no case under {layout.root} could be read; the first: {stats[0].error}")
-    fields, notes = propose(layout, readable, name, threshold, out)
+    fields, notes = propose(layout, readable, name, encoding, out)
     out.parent.mkdir(parents=True, exist_ok=True)
     if layout.source["kind"] == "csv" and layout.csv_rows is not None:
         manifest = out.with_name(f"{out.stem}_cases.csv")
@@ -92,25 +101,74 @@ def slug(text: str) -> str:
     return text if text[0].isalpha() else f"d_{text}"
 
 
-def mask_threshold(labels: Sequence[Path]) -> int | None:
-    """128 for masks stored as pictures (0/255, JPEG noise, RGB copies); ``None`` for label maps of ids."""
-    for path in labels:
+def file_encoding(path: Path) -> str:
+    """How one label file stores its labels: ``lossy`` (JPEG noise or coloured copies of a binary
+    mask), ``0/255`` (a binary mask stored as a picture), ``empty`` (background only) or ``ids``
+    (label ids as they are); an unreadable file is ``ids`` (reading the case reports it)."""
+    try:
         raster = read_raster(path)
-        values = np.unique(raster.array)
-        lossy = str(path).lower().endswith((".jpg", ".jpeg"))
-        coloured = raster.array.shape[0] > 1 and not all(np.array_equal(raster.array[0], c) for c in raster.array[1:])
-        if (lossy and values.max() > 1) or coloured or (len(values) > 1 and set(values.tolist()) <= {0, 255}):
-            return MASK_THRESHOLD
-    return None
+    except DataError:
+        return "ids"
+    values = set(np.unique(raster.array).tolist())
+    lossy = str(path).lower().endswith((".jpg", ".jpeg")) and max(values) > 1
+    coloured = raster.array.shape[0] > 1 and not all(np.array_equal(raster.array[0], c) for c in raster.array[1:])
+    if lossy or coloured:
+        return "lossy"
+    if values <= {0}:
+        return "empty"
+    return "0/255" if values <= {0, 255} else "ids"
 
 
-def propose(layout: Layout, stats: list[CaseStats], name: str, threshold: int | None,
+@dataclass
+class ProposedEncoding:
+    """The card's ``mask_values`` and ``mask_threshold`` from the label files, the reader they make, and notes."""
+
+    mask_values: dict[str, Any] | None = None
+    threshold: int | None = None
+    counts: dict[str, int] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def reader(self) -> LabelEncoding:
+        """The encoding that reads every file the way the card will (label 1 is ``FOREGROUND``)."""
+        values = {k: as_values(v) or () for k, v in (self.mask_values or {}).items()}
+        labels = {"background": 0, FOREGROUND: 1} if values else {}
+        return LabelEncoding(labels, values, self.threshold, "init")
+
+
+#: The name ``init`` gives label 1 until the card names it (``label_names``).
+FOREGROUND = "label_1"
+
+
+def propose_encoding(labels: Sequence[Path]) -> ProposedEncoding:
+    """Decide each label file's encoding (``file_encoding``) and the card's from all of them.
+
+    Binary masks stored as pictures (0/255, or lossy) make label 1 stored as 255; files of ids that
+    hold 1 in the same folder are read by their own values too (both listed, the dominant first).
+    """
+    counts = Counter(file_encoding(p) for p in labels)
+    pictures = counts["0/255"] + counts["lossy"]
+    proposal = ProposedEncoding(counts=dict(counts))
+    if not pictures:
+        return proposal
+    stored = [255, 1] if pictures >= counts["ids"] else [1, 255]
+    proposal.mask_values = {"background": 0, FOREGROUND: stored if counts["ids"] else 255}
+    proposal.threshold = MASK_THRESHOLD if counts["lossy"] else None
+    if counts["ids"]:
+        proposal.notes.append(f"label files mix encodings: {pictures} store the mask as 0/255, {counts['ids']} as "
+                              f"label ids (0/1); each file is read by its own values, and masks are written as "
+                              f"{'0/255' if stored[0] == 255 else '0/1'} (the more common; mask_values says which)")
+    return proposal
+
+
+def propose(layout: Layout, stats: list[CaseStats], name: str, encoding: ProposedEncoding,
             out: Path) -> tuple[dict[str, Any], dict[str, str]]:
     """The card's fields, and a comment per field saying where each value came from."""
     manifest = layout.manifest or {}
     modality, why = guess_modality(stats, _first(manifest.get("modality")))
     dims = 3 if any(s.volume for s in stats) else 2
-    labels, found = label_names(stats, manifest.get("labels"), threshold)
+    threshold = encoding.threshold
+    labels, found = label_names(stats, manifest.get("labels"), encoding.mask_values is not None)
     targets = [n for n, v in labels.items() if v in found and n not in ("background", "no_data")]
     source = {"kind": layout.source["kind"], "root": _root_for(layout.root, out)}
     source.update({k: v for k, v in layout.source.items() if k != "kind"})
@@ -126,10 +184,15 @@ def propose(layout: Layout, stats: list[CaseStats], name: str, threshold: int | 
     notes = {"modality": f"from {why}; check it (data_cards/README.md lists the modalities)",
              "dims": f"{'volumes' if dims == 3 else 'images'}: {', '.join(KIND_NAMES[k] for k in kinds)}"
                      + "".join(f", {c}" for c in sorted({s.crs for s in stats if s.crs})),
-             "labels": f"values found in the label files{' (names from dataset.json)' if manifest.get('labels') else ''}"
-                       f"{'; masks thresholded at 128' if threshold else ''}: rename them",
+             "labels": f"label ids found in the label files{' (names from dataset.json)' if manifest.get('labels') else ''}"
+                       f"{'; masks thresholded at 128' if threshold else ''}: rename them (and in mask_values)",
              "targets": "every label found except background; keep the ones to segment",
              "intensity": intensity_note}
+    if encoding.mask_values is not None:
+        fields["labels"].setdefault(FOREGROUND, 1)  # a lossy mask thresholded empty everywhere still has label 1
+        fields["mask_values"] = encoding.mask_values
+        notes["mask_values"] = "how the label files store each label (" + ", ".join(
+            f"{n} files {k}" for k, n in sorted(encoding.counts.items())) + "); masks are written the same way"
     if dims == 3:
         fields["spacing"], notes["spacing"] = None, spacing_note(stats)
         fields["slice_axis"], notes["slice_axis"] = slice_axis(stats)
@@ -150,11 +213,11 @@ def _root_for(root: Path, out: Path) -> str:
     return relative if not relative.startswith("..") else str(root)
 
 
-def label_names(stats: list[CaseStats], named: Any, threshold: int | None) -> tuple[dict[str, int], set[int]]:
+def label_names(stats: list[CaseStats], named: Any, pictures: bool = False) -> tuple[dict[str, int], set[int]]:
     """``{name: value}`` for every value found (and every value dataset.json names), and the values found."""
     found = set().union(*(s.label_counts for s in stats))
     known: dict[int, str] = {}
-    if isinstance(named, dict) and threshold is None:
+    if isinstance(named, dict) and not pictures:
         for key, value in named.items():  # MSD: {"0": "background", "1": "liver"}; nnU-Net v2: {"liver": 1}
             number, text = (key, value) if str(key).lstrip("-").isdigit() else (value, key)
             if str(number).lstrip("-").isdigit():
@@ -169,7 +232,11 @@ def propose_intensity(stats: list[CaseStats], modality: str) -> tuple[dict[str, 
     channels = max(s.channels for s in stats)
     intensity: dict[str, Any] = {}
     note = ""
-    if channels not in (1, 3):
+    counts = sorted({s.channels for s in stats})
+    if len(counts) > 1:  # one batch needs one channel count: the channels every file has
+        intensity["channels"] = [0, 1, 2] if min(counts) >= 3 else [0]
+        note = f"cases differ in channels ({' and '.join(map(str, counts))}): the first channel(s) of each file; "
+    elif channels not in (1, 3):
         intensity["channels"] = [0, 1, 2] if channels > 3 else [0]
         note = f"{channels} channels/bands: pick 1 or 3 (e.g. [2, 1, 0] for B, G, R); "
     kept = intensity.get("channels") or list(range(channels))

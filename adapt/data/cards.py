@@ -17,6 +17,7 @@ from typing import Any, Mapping
 import yaml
 
 from adapt.conf import CARD_DIR
+from adapt.data.encoding import FILE_MAXIMUM, check_mask_values
 from adapt.errors import ConfigError
 from adapt.guards import NONFINITE_POLICIES
 
@@ -62,6 +63,9 @@ class DataCard:
             axis' own spacing), or null.
         slice_axis: axis of the RAS-oriented volume that slices are taken along (2 = axial).
         split: ``val``/``test`` as fractions of cases or explicit case-id lists, and ``seed``.
+        mask_values: label name -> the value (or list of values, the first written) stored in the
+            label files, e.g. ``{background: 0, lesion: 255}`` for 0/255 masks; ``None``: label ids are
+            stored as they are (``adapt.data.encoding``).
         path: the YAML file the card was read from.
     """
 
@@ -78,6 +82,7 @@ class DataCard:
     spacing: list[float] | None = None
     slice_axis: int = 2
     split: dict[str, Any] = field(default_factory=lambda: {"val": 0.2, "seed": 0})
+    mask_values: dict[str, Any] | None = None
     path: str | None = None
 
     def __post_init__(self) -> None:
@@ -91,6 +96,8 @@ class DataCard:
             raise ConfigError(f"{where}: slice_axis must be 0, 1 or 2, got {self.slice_axis}")
         self._check_source(where)
         self._check_labels(where)
+        if self.mask_values is not None:
+            check_mask_values(self.mask_values, self.labels, where, self._label_suffix())
         self._check_intensity(where)
         self._check_split(where)
         if self.spacing is not None:
@@ -153,6 +160,13 @@ class DataCard:
             raise ConfigError(f"{where}: targets {unknown or self.targets} must be non-empty names from labels {list(self.labels)}")
         if len(set(self.targets)) != len(self.targets):
             raise ConfigError(f"{where}: targets {self.targets} repeat a name")
+
+    def _label_suffix(self) -> str:
+        """The label files' suffix where the source names it (``folder``: its template; ``msd``: NIfTI)."""
+        if self.source.get("kind") in ("msd", "synthetic"):
+            return ".nii.gz"
+        template = str(self.source.get("labels") or "").lower()
+        return next((s for s in FILE_MAXIMUM if template.endswith(s)), "")
 
     def _check_intensity(self, where: str) -> None:
         _reject_unknown(self.intensity, INTENSITY_KEYS, f"{where}: intensity")
@@ -276,7 +290,7 @@ def load_card(name_or_path: str | Path, overrides: Mapping[str, Any] | None = No
                      if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING and f.name not in raw)
     if missing:
         raise ConfigError(f"data card {path}: missing field(s) {missing}")
-    for key in ("source", "labels", "intensity", "split"):
+    for key in ("source", "labels", "intensity", "split", "mask_values"):
         if raw.get(key) is not None and not isinstance(raw[key], dict):
             raise ConfigError(f"data card {path}: {key} must be a mapping, got {raw[key]!r}")
     raw["intensity"] = raw.get("intensity") or {}

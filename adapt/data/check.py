@@ -40,8 +40,9 @@ from typing import Any
 import numpy as np
 
 from adapt.data.cards import DataCard, load_card
+from adapt.data.encoding import LabelEncoding
 from adapt.data.inspect import _file_kind
-from adapt.data.sources import Case, data_root, list_cases
+from adapt.data.sources import Case, data_root, link_loop, list_cases
 from adapt.data.splits import split_cases
 from adapt.data.statistics import CaseStats, case_stats
 from adapt.transforms.intensity import DEFAULT_PERCENTILES
@@ -87,7 +88,7 @@ def check_card(card: str | Path | DataCard, root: str | None = None) -> Report:
     folder = data_root(card, root)
     cases = list_cases(card, folder)
     report = Report(card, folder, split_cases(cases, card.split, f"data card {card.path or card.name}"))
-    threshold = card.source.get("mask_threshold")
+    encoding = LabelEncoding.of_card(card)
     for n, case in enumerate(cases):
         if not Path(case.image).exists():
             report.add("error", "missing image", case.image, f"case {case.id} is listed but its image is not there")
@@ -95,7 +96,7 @@ def check_card(card: str | Path | DataCard, root: str | None = None) -> Report:
         if not Path(case.label).exists():
             report.add("error", "unpaired image", case.image, f"no label at {case.label}")
             continue
-        stats = case_stats(case.image, case.label, threshold, seed=n)
+        stats = case_stats(case.image, case.label, encoding, seed=n)
         report.stats[case.id] = stats
         _case_problems(report, card, case, stats)
     _unpaired_labels(report, cases)
@@ -138,7 +139,9 @@ def _unpaired_labels(report: Report, cases: list[Case]) -> None:
         if folder.resolve() == report.root.resolve():
             continue
         for path in sorted(folder.iterdir()):
-            if not path.name.startswith(".") and _file_kind(path.name) and path.resolve() not in used:
+            if link_loop(path):
+                report.add("error", "symbolic link loop", path, "the link leads back to itself; fix or remove it")
+            elif not path.name.startswith(".") and _file_kind(path.name) and path.resolve() not in used:
                 report.add("warning", "unpaired label", path, "no image of the card uses it")
 
 
@@ -151,6 +154,14 @@ def _dataset_problems(report: Report, card: DataCard) -> None:
             report.add("warning", "mixed spacing", f"{len(spacings)} cases",
                        f"voxel sizes from {np.round(spacings.min(axis=0), 3).tolist()} to "
                        f"{np.round(spacings.max(axis=0), 3).tolist()} mm; set spacing: [x, y] or [x, y, z] to resample")
+    if card.intensity.get("channels") is None:  # chosen channels make every case alike
+        by_count = Counter(s.channels for s in readable)
+        if len(by_count) > 1:
+            common = by_count.most_common(1)[0][0]
+            for s in readable:
+                if s.channels != common:
+                    report.add("error", "mixed channels", s.image, f"{s.channels} channels where {by_count[common]} "
+                               f"cases have {common}; convert the file, or set intensity.channels (e.g. [0])")
     found = set().union(*(s.label_counts for s in readable)) if readable else set()
     for name, value in card.target_ids().items():
         if readable and value not in found:

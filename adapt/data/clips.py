@@ -35,6 +35,7 @@ from torch.utils.data import Dataset
 from adapt.data.cache import CaseStore
 from adapt.data.cards import DataCard, load_card
 from adapt.data.datamodule import SegmentationDataModule
+from adapt.data.load import odd_channels
 from adapt.data.sampling import sample_key
 from adapt.data.splits import split_cases
 from adapt.data.volumes import data_root, list_cases
@@ -162,6 +163,7 @@ class ClipDataset(Dataset):
         card = self.card
         self.bad_cases: list[str] = []
         self.short_cases: list[str] = []
+        self.channels: dict[str, tuple[Any, int]] = {}  # case id -> (case, image channels), for odd_channels
         self.items: list[tuple[int, int, str, int]] = []  # (case position in the store, first slice, target, id)
         axes = tuple(a for a in range(3) if a != card.slice_axis)
         for position, label in self._labels(skip_bad_cases):
@@ -182,7 +184,9 @@ class ClipDataset(Dataset):
         """Each case's position with its label map on the preprocessed grid; a bad case raises, or is counted and skipped."""
         for position, case in enumerate(self.store.cases):
             try:
-                label = self.store.prepare(position).label
+                volume = self.store.prepare(position)
+                label = volume.label
+                self.channels[case.id] = (case, int(volume.image.shape[0]))
             except DataError as err:
                 if skip_bad_cases:
                     log.warning("skipping bad case %s: %s", case.id, err)
@@ -262,6 +266,10 @@ class ClipDataModule(SegmentationDataModule):
         stores = [CaseStore(card, cases, cache, cache_dir) for cases in (train_cases, val_cases)]
         self.train_set = ClipDataset(stores[0], image_size, options, prompts, True, seed, skip_bad_cases)
         self.val_set = ClipDataset(stores[1], image_size, options, val_prompts, False, seed + 1, skip_bad_cases)
+        odd = odd_channels({**self.train_set.channels, **self.val_set.channels}, skip_bad_cases)
+        for dataset in (self.train_set, self.val_set):
+            dataset.items = [item for item in dataset.items if dataset.store.cases[item[0]].id not in odd]
+            dataset.bad_cases += sorted(odd & set(dataset.channels))
         for split, dataset in (("training", self.train_set), ("validation", self.val_set)):
             if not len(dataset):
                 raise DataError(

@@ -31,6 +31,7 @@ from torch.utils.data import DataLoader, Dataset
 from adapt.data.cache import CaseStore
 from adapt.data.cards import DataCard, load_card
 from adapt.data.device_transforms import AUGMENT, NATIVE_SIZE, collate_native, to_model_grid
+from adapt.data.load import odd_channels
 from adapt.data.sources import data_root, list_cases
 from adapt.data.sampling import EpochSampler, ResumableLoader, sample_key
 from adapt.data.splits import split_cases
@@ -54,7 +55,8 @@ NATIVE_PREFETCH = 4
 
 def index_cases(store: CaseStore, objects: str = "each", empty_share: float = 0.0,
                 max_slices_per_case: int | None = None, skip_bad_cases: bool = False,
-                seed: int = 0, require_target: bool | None = None) -> tuple[np.ndarray, list[str]]:
+                seed: int = 0, require_target: bool | None = None,
+                channels: dict[str, tuple[Any, int]] | None = None) -> tuple[np.ndarray, list[str]]:
     """Read and check every case of ``store``; list its samples.
 
     Args:
@@ -66,6 +68,7 @@ def index_cases(store: CaseStore, objects: str = "each", empty_share: float = 0.
         skip_bad_cases: warn and leave a bad case out instead of raising.
         seed: seed of the empty-sample draw, the training order and the per-sample seeds.
         require_target: a case without any target is bad (default: when ``empty_share`` is 0).
+        channels: filled with case id -> ``(case, image channels)``, for ``odd_channels`` over every split.
 
     Returns:
         ``(items, bad_cases)``: ``int64 [n, 3]`` rows of (case position, slice (-1 for 2D),
@@ -83,7 +86,10 @@ def index_cases(store: CaseStore, objects: str = "each", empty_share: float = 0.
     require_target = empty_share == 0 if require_target is None else require_target
     for position, case in enumerate(store.cases):
         try:
-            counts = target_counts(store.prepare(position).label, ids, axis)
+            volume = store.prepare(position)
+            if channels is not None:
+                channels[case.id] = (case, int(volume.image.shape[0]))
+            counts = target_counts(volume.label, ids, axis)
             if not counts.any() and require_target:
                 raise DataError(f"{case.label}: none of the targets {card.target_ids()} occurs in the label map; "
                                 f"fix the label file, or set data.skip_bad_cases=true (or data.empty_share>0 "
@@ -107,6 +113,14 @@ def index_cases(store: CaseStore, objects: str = "each", empty_share: float = 0.
         chosen = np.sort(np.random.default_rng(seed).choice(len(empty), size=min(wanted, len(empty)), replace=False))
         foreground += [empty[i] for i in chosen]
     return np.array(sorted(foreground), dtype=np.int64).reshape(-1, 3), bad
+
+
+def without_cases(items: np.ndarray, store: CaseStore, ids: set[str]) -> np.ndarray:
+    """``index_cases`` rows without the samples of the cases ``ids``."""
+    if not ids or not len(items):
+        return items
+    keep = np.array([store.cases[int(position)].id not in ids for position in items[:, 0]])
+    return items[keep]
 
 
 class SampleDataset(Dataset):
@@ -272,11 +286,14 @@ class SegmentationDataModule(L.LightningDataModule):
         self.splits = split_cases(cases, card.split, f"data card {card.path or card.name}", train_cases, seed)
         self.bad_cases: list[str] = []
         stores = {side: CaseStore(card, self.splits[side], cache, cache_dir) for side in ("train", "val")}
-        train_items, bad = index_cases(stores["train"], objects, empty_share, None, skip_bad_cases, seed)
+        found: dict[str, tuple[Any, int]] = {}
+        train_items, bad = index_cases(stores["train"], objects, empty_share, None, skip_bad_cases, seed, channels=found)
         # Validation measures segmentation of present targets: foreground samples only.
         val_items, val_bad = index_cases(stores["val"], objects, 0.0, val_max_slices_per_case, skip_bad_cases,
-                                         seed, require_target=empty_share == 0)
-        self.bad_cases = bad + val_bad
+                                         seed, require_target=empty_share == 0, channels=found)
+        odd = odd_channels(found, skip_bad_cases)
+        train_items, val_items = without_cases(train_items, stores["train"], odd), without_cases(val_items, stores["val"], odd)
+        self.bad_cases = bad + val_bad + sorted(odd)
         if not len(train_items):
             raise DataError(f"data card {card.name!r}: no training sample left at {self.root} "
                             f"({len(self.bad_cases)} bad case(s) skipped)")

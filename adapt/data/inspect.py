@@ -6,9 +6,11 @@
 * an MSD task folder: ``dataset.json`` with a ``training`` list (``imagesTr/`` + ``labelsTr/``);
 * a CSV list at the top of the folder with ``image`` and ``label`` columns;
 * any other tree of NIfTI files, DICOM series (a folder of slices), PNG/JPEG/BMP, (Geo)TIFF or
-  video frame folders. Each file (or series/frame folder) gets a role from the nearest part of
-  its path that names one (``images/``, ``imagesTr``, ``Input`` are images; ``masks/``,
-  ``labelsTr``, ``GroundTruth``, a ``_segmentation``/``_mask``/``_seg`` stem suffix are labels)
+  video frame folders. Each file (or series/frame folder) gets a role (``role_of``): a
+  ``_segmentation``/``_mask``/``_seg`` stem suffix makes a label; else the nearest folder that
+  names a role decides (``images/``, ``imagesTr``, ``Input`` are images; ``masks/``,
+  ``labelsTr``, ``GroundTruth`` labels), so ``masks/scan_00.png`` is a label although its name
+  says ``scan``; else the words of the file name)
   and a key: its stem without role words (``ISIC_0001_segmentation`` -> ``isic_0001``,
   ``img0001`` -> ``0001``). Labels pair with the image of the same key, the one nearest in the
   tree when several share it (a DICOM tree ``p1/image/`` + ``p1/label.nii.gz`` pairs by folder).
@@ -32,6 +34,7 @@ from typing import Any
 
 from adapt.data.readers import NIFTI_SUFFIXES, PIL_SUFFIXES, TIFF_SUFFIXES
 from adapt.data.sources import _strip_suffixes as strip_suffixes
+from adapt.data.sources import msd_entries, refuse_link_loops
 from adapt.errors import ConfigError, DataError
 
 LABEL_WORDS = {"label", "labels", "mask", "masks", "seg", "segs", "segmentation", "segmentations", "gt", "truth",
@@ -64,6 +67,7 @@ class Layout:
         manifest: ``dataset.json`` of an MSD folder (label names, modality), else ``None``.
         description: the layout in words (printed by ``init``).
         csv_rows: for a ``csv`` source written by ``init``: the manifest's rows.
+        notes: what ``init`` found worth saying (e.g. label files that mix encodings).
     """
 
     root: Path
@@ -74,6 +78,7 @@ class Layout:
     manifest: dict[str, Any] | None = None
     description: str = ""
     csv_rows: list[dict[str, str]] | None = None
+    notes: list[str] = field(default_factory=list)
 
 
 def find_layout(root: str | Path) -> Layout:
@@ -97,30 +102,28 @@ def find_layout(root: str | Path) -> Layout:
 
 def _msd_layout(root: Path) -> Layout:
     path = root / "dataset.json"
-    try:
-        manifest = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise DataError(f"{path}: not valid JSON ({err})") from None
-    entries = manifest.get("training") or []
-    if not entries:
-        raise DataError(f"{path}: no 'training' list of image/label pairs")
-    pairs, missing = [], []
-    for entry in entries:
-        image, label = root / entry["image"], root / entry["label"]
-        if image.exists() and label.exists():
-            pairs.append((image, label))
-        else:
-            missing.append(image)
-    listed_labels = {(root / e["label"]).resolve() for e in entries}
-    listed_images = {(root / e["image"]).resolve() for e in entries}
+    entries = [(root / image, root / label) for image, label in msd_entries(path)]
+    refuse_link_loops(p for entry in entries for p in entry)
+    pairs = [(image, label) for image, label in entries if image.exists() and label.exists()]
+    if not pairs:
+        image, label = entries[0]
+        raise DataError(f"{path}: none of its {len(entries)} training entries has both files (e.g. "
+                        f"{image if not image.exists() else label} is missing); extract imagesTr/ and labelsTr/ "
+                        "beside it, or fix the paths in dataset.json")
+    missing = [image for image, label in entries if not (image.exists() and label.exists())]
+    listed_labels = {label.resolve() for _, label in entries}
+    listed_images = {image.resolve() for image, _ in entries}
     extra_labels = [p for p in _files(root / "labelsTr") if p.resolve() not in listed_labels]
     extra_images = [p for p in _files(root / "imagesTr") if p.resolve() not in listed_images]
-    return Layout(root, {"kind": "msd"}, pairs, missing + extra_images, extra_labels, manifest,
-                  f"MSD task folder ({len(entries)} cases listed in dataset.json)")
+    return Layout(root, {"kind": "msd"}, pairs, missing + extra_images, extra_labels, json.loads(path.read_text()),
+                  f"MSD task folder ({len(entries)} cases listed in dataset.json"
+                  + (f", {len(missing)} of them missing a file)" if missing else ")"))
 
 
 def _files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if not p.name.startswith(".")) if folder.is_dir() else []
+    files = sorted(p for p in folder.iterdir() if not p.name.startswith(".")) if folder.is_dir() else []
+    refuse_link_loops(files)
+    return files
 
 
 def _csv_layout(root: Path, manifest: Path) -> Layout | None:
@@ -168,6 +171,7 @@ def scan_items(root: Path) -> list[Item]:
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         here = Path(folder)
         files = sorted(f for f in files if not f.startswith(".") and f.lower() not in SKIPPED_NAMES)
+        refuse_link_loops(here / f for f in files)
         if here != root and _is_dicom_folder(here, files):
             items.append(_item(here.relative_to(root), "dicom"))
             dirs[:] = []
@@ -231,15 +235,22 @@ def _role_of_words(words: list[str]) -> str | None:
 
 
 def role_of(rel: PurePosixPath) -> str:
-    """``label`` or ``image``: from the stem's last word, else the nearest folder naming a role."""
-    stem_words = _words(strip_suffixes(rel.name))
-    if stem_words and _role_of_words(stem_words[-1:]):
-        return _role_of_words(stem_words[-1:])  # type: ignore[return-value]
-    for part in reversed(rel.parts):
-        role = _role_of_words(_words(strip_suffixes(part)))
+    """``label`` or ``image``, in this order: a label word ending the stem (``_mask``, ``_seg``,
+    ``_segmentation``: labels kept beside their images), else the nearest folder naming a role
+    (``masks/``, ``labelsTr``, ``images/``), else the words of the file name, else ``image``.
+
+    The folder decides before the name's words because label files are often named like their
+    images: ``masks/scan_00.png`` and ``masks/img_001.png`` are labels, whatever ``scan`` or ``img`` say.
+    """
+    stem = strip_suffixes(rel.name)
+    last = re.findall(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|\d+", stem)[-1:]
+    if last and last[0].lower() in LABEL_WORDS:
+        return "label"
+    for part in reversed(rel.parts[:-1]):
+        role = _role_of_words(_words(part))
         if role:
             return role
-    return "image"
+    return _role_of_words(_words(stem)) or "image"
 
 
 def key_of(rel: PurePosixPath) -> str:

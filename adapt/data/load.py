@@ -6,11 +6,18 @@ with the voxel-to-RAS affine for volumes), keeping only the card's ``intensity.c
 and refuses, with the file named, every mismatch a later step would silently get wrong:
 image and label grids of different shapes or affines, label ids the card does not list,
 fewer channels or bands than the card selects, NaN or infinite pixels (unless the card's
-``intensity.nonfinite`` says to replace them).
+``intensity.nonfinite`` says to replace them), an empty (zero-length) axis.
+
+What one case cannot show is checked across cases as they are indexed (``odd_channels``): a
+case whose image has another number of channels than the others (an RGB copy among grey
+PNGs, a NIfTI whose 4th axis holds 3 time points) would otherwise reach the batch collation as
+a tensor-size error; it is named with the files instead, before training starts.
 """
 
 from __future__ import annotations
 
+import logging
+from collections import Counter
 from typing import Any, Hashable, Mapping
 
 import numpy as np
@@ -19,11 +26,13 @@ from monai.data import MetaTensor
 from monai.transforms import MapTransform
 
 from adapt.data.cards import DataCard
+from adapt.data.encoding import LabelEncoding
 from adapt.data.readers import Raster, label_plane, read_raster
 from adapt.errors import DataError
 from adapt.guards import finite_pixels
 
 AFFINE_TOLERANCE_MM = 1e-2
+log = logging.getLogger(__name__)
 
 
 class LoadCased(MapTransform):
@@ -41,12 +50,17 @@ class LoadCased(MapTransform):
         super().__init__(keys=("image", "label"))
         self.card = card
         self.known_ids = set(card.labels.values())
+        self.encoding = LabelEncoding.of_card(card)
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         item = dict(data)
         image = read_raster(item["image"], as_image=True)
         label = read_raster(item["label"])
-        plane = label_plane(label, self.card.source.get("mask_threshold"))
+        for raster in (image, label):
+            if 0 in raster.array.shape:
+                raise DataError(f"{raster.path}: an empty axis (shape {tuple(raster.array.shape[1:])}, "
+                                f"{raster.array.shape[0]} channel(s)): the file holds no pixels; re-export it")
+        plane = label_plane(label, self.encoding)
         image_array = finite_pixels(self._channels(image), image.path, self.card.intensity.get("nonfinite", "error"))
         if self.card.dims == 3:
             image_array, plane = self._check_volume(image, label, image_array, plane)
@@ -106,3 +120,30 @@ def _as_image(raster: Raster, array: np.ndarray) -> np.ndarray:
     if array.shape[-1] != 1:
         raise DataError(f"{raster.path}: a volume with {array.shape[-1]} slices, but the data card has dims: 2")
     return np.ascontiguousarray(np.swapaxes(array[..., 0], 1, 2))
+
+
+def odd_channels(found: Mapping[str, tuple[Any, int]], skip_bad_cases: bool = False) -> set[str]:
+    """The cases whose image has another channel count than most cases (``found``: case id ->
+    ``(case, channels)`` as indexed, over every split).
+
+    Returns:
+        the ids of the odd cases, to be left out (only with ``skip_bad_cases``; they are warned about).
+
+    Raises:
+        DataError: naming the odd files, their channels and a file of the common count, with the fixes.
+    """
+    counts = Counter(channels for _, channels in found.values())
+    if len(counts) <= 1:
+        return set()
+    common = counts.most_common(1)[0][0]
+    odd = sorted(key for key, (_, channels) in found.items() if channels != common)
+    example = next(case for case, channels in found.values() if channels == common)
+    listed = ", ".join(f"{found[key][0].image} ({found[key][1]})" for key in odd[:5]) + (" ..." if len(odd) > 5 else "")
+    message = (f"cases differ in image channels: {len(found) - len(odd)} have {common} (e.g. {example.image}), "
+               f"{len(odd)} do not: {listed}. A batch needs one channel count: convert the odd files (an RGB copy "
+               "among grey images saved as greyscale; a NIfTI's 4th axis is its channels or time points), or pick "
+               "the same channels of every file with intensity.channels in the data card (e.g. [0])")
+    if not skip_bad_cases:
+        raise DataError(message + ", or set data.skip_bad_cases=true to leave them out")
+    log.warning("skipping %d case(s): %s", len(odd), message)
+    return set(odd)

@@ -14,14 +14,17 @@ Conventions:
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from adapt.data.encoding import LabelEncoding, nonfinite_label  # noqa: F401 (nonfinite_label: re-exported)
 from adapt.errors import DataError
 
+log = logging.getLogger(__name__)
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 PIL_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 TIFF_SUFFIXES = (".tif", ".tiff")
@@ -160,6 +163,8 @@ def _read_nifti(path: Path) -> Raster:
     import nibabel as nib
 
     image = nib.load(path)
+    if 0 in image.shape:
+        raise DataError(f"{path}: an empty axis (shape {tuple(image.shape)}): the file holds no voxels; re-export it")
     data = np.asanyarray(image.dataobj)
     if data.ndim == 2:
         data = data[..., None]
@@ -167,6 +172,12 @@ def _read_nifti(path: Path) -> Raster:
         data = data[None]
     elif data.ndim == 4:
         data = np.moveaxis(data, -1, 0)  # (X, Y, Z, C): MSD stores modalities last
+    elif data.ndim == 5 and data.shape[3] == 1:  # (X, Y, Z, T=1, C): a vector image with one time point
+        log.warning("%s: a 5D NIfTI %s with a time axis of 1; the time axis is dropped", path, data.shape)
+        data = np.moveaxis(data[:, :, :, 0], -1, 0)
+    elif data.ndim == 5:
+        raise DataError(f"{path}: a 5D NIfTI {data.shape} with {data.shape[3]} time points; store one time point "
+                        "per file (e.g. nibabel: image.slicer[:, :, :, t]) as a 3D volume or 4D channels (X, Y, Z, C)")
     else:
         raise DataError(f"{path}: a {data.ndim}D NIfTI; expected a 3D volume or 4D channels (X, Y, Z, C)")
     return Raster(np.ascontiguousarray(data), np.asarray(image.affine, dtype=np.float64), path, image)
@@ -282,36 +293,20 @@ def dicom_affine(datasets: list[Any]) -> np.ndarray:
     return LPS_TO_RAS @ affine
 
 
-def nonfinite_label(path: Path) -> DataError:
-    """The error of a label map holding NaN or infinities (never replaced: labels are ids)."""
-    return DataError(f"{path}: label map holds NaN or infinite values; labels must be integer ids (re-export the "
-                     "label file)")
-
-
-def label_plane(raster: Raster, threshold: float | None = None) -> np.ndarray:
-    """The single-channel label map of a label file (integers).
+def label_plane(raster: Raster, encoding: LabelEncoding | float | None = None) -> np.ndarray:
+    """The single-channel label ids of a label file (integers), decided for this file.
 
     Args:
         raster: the label file as read.
-        threshold: for masks stored as lossy greyscale/RGB images (e.g. JPEG): pixels at or
-            above it become 1, others 0. ``None`` keeps the stored integer values.
+        encoding: how the dataset stores its labels (``LabelEncoding.of_card``: the card's
+            ``mask_values`` and ``mask_threshold``), or a bare threshold for masks stored as lossy
+            greyscale/RGB images (pixels at or above it become 1, others 0); ``None`` keeps the
+            stored integer values.
 
     Raises:
-        DataError: several different channels (a colour-coded label map) without a threshold.
+        DataError: several different channels (a colour-coded label map) without a threshold, values
+            the encoding does not know, non-finite or non-integer values.
     """
-    array = raster.array
-    if threshold is not None:
-        return (array.max(axis=0) >= threshold).astype(np.uint8)
-    if array.shape[0] > 1:
-        if not all(np.array_equal(array[0], array[c]) for c in range(1, array.shape[0])):
-            raise DataError(f"{raster.path}: label image has {array.shape[0]} different channels; store labels as "
-                            f"one channel of integer ids, or set source.mask_threshold in the card for RGB masks")
-    plane = array[0]
-    if np.issubdtype(plane.dtype, np.floating):
-        if not np.isfinite(plane).all():
-            raise nonfinite_label(raster.path)
-        rounded = np.rint(plane)
-        if not np.allclose(plane, rounded, atol=1e-3):
-            raise DataError(f"{raster.path}: label map has non-integer values; labels must be integer ids")
-        plane = rounded
-    return plane.astype(np.int64)
+    if not isinstance(encoding, LabelEncoding):
+        encoding = LabelEncoding(threshold=encoding)
+    return encoding.decode(raster.array, raster.path)

@@ -16,11 +16,13 @@ that one bad case can be reported (or skipped) without hiding the others.
 from __future__ import annotations
 
 import csv
+import errno
 import json
 import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterable
 
 from adapt.data.cards import DataCard
 from adapt.errors import ConfigError, DataError, DataNotFoundError
@@ -95,6 +97,7 @@ def list_cases(card: DataCard, root: Path) -> list[Case]:
     if not root.exists():
         raise missing_data_error(card, root, "folder not found")
     cases = {"msd": _msd, "synthetic": _msd, "folder": _folder, "csv": _csv}[kind](card, root)
+    refuse_link_loops(p for c in cases for p in (c.image, c.label))
     ids = [c.id for c in cases]
     if len(set(ids)) != len(ids):
         dupes = sorted({i for i in ids if ids.count(i) > 1})
@@ -114,21 +117,45 @@ def _generate(card: DataCard, root: Path) -> None:
     writer(root, **options)
 
 
+def msd_entries(manifest: Path) -> list[tuple[str, str]]:
+    """``(image, label)`` of every entry of an MSD ``dataset.json``'s ``training`` list, as written.
+
+    Raises:
+        DataError: naming the file and what is wrong: not JSON, not an object, no or an empty
+            ``training`` list, an entry that is a plain path or lacks ``image``/``label``.
+    """
+    fix = "re-extract the dataset, or write the entries as {\"image\": \"./imagesTr/x.nii.gz\", " \
+          "\"label\": \"./labelsTr/x.nii.gz\"}"
+    try:
+        content = json.loads(manifest.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise DataError(f"{manifest}: not valid JSON ({err}); re-extract the dataset") from None
+    if not isinstance(content, dict):
+        raise DataError(f"{manifest}: holds a JSON {type(content).__name__}, not an object with a 'training' list; {fix}")
+    entries = content.get("training")
+    if not isinstance(entries, list) or not entries:
+        what = "has no 'training' key" if "training" not in content else f"has 'training': {str(entries)[:60]!r}"
+        raise DataError(f"{manifest}: {what}; it must be a non-empty list of image/label pairs; {fix}")
+    pairs = []
+    for n, entry in enumerate(entries):
+        if isinstance(entry, str):
+            raise DataError(f"{manifest}: training[{n}] is a plain path ({entry!r}); every training entry must name "
+                            f"its image and its label; {fix}")
+        if not isinstance(entry, dict) or not all(isinstance(entry.get(k), str) and entry.get(k) for k in ("image", "label")):
+            raise DataError(f"{manifest}: training[{n}] = {str(entry)[:80]} lacks an 'image' or 'label' path; {fix}")
+        pairs.append((entry["image"], entry["label"]))
+    return pairs
+
+
 def _msd(card: DataCard, root: Path) -> list[Case]:
     manifest = root / "dataset.json"
     if not manifest.exists():
         raise missing_data_error(card, root, f"{manifest.name} not found")
-    try:
-        entries = json.loads(manifest.read_text()).get("training", [])
-    except json.JSONDecodeError as err:
-        raise DataError(f"{manifest}: not valid JSON ({err}); re-extract the dataset") from None
     cases = []
-    for entry in entries:
-        image = root / entry["image"]
+    for image_name, label_name in msd_entries(manifest):
+        image = root / image_name
         case_id = _strip_suffixes(image.name)
-        cases.append(Case(case_id, image, root / entry["label"], group=case_id))
-    if not cases:
-        raise DataError(f"{manifest}: the 'training' list is empty")
+        cases.append(Case(case_id, image, root / label_name, group=case_id))
     return cases
 
 
@@ -180,6 +207,31 @@ def _csv(card: DataCard, root: Path) -> list[Case]:
     if not cases:
         raise DataError(f"{manifest}: lists no case")
     return cases
+
+
+def link_loop(path: Path) -> bool:
+    """Whether ``path`` is a symbolic link that never reaches a file (to itself, or round a cycle)."""
+    if not path.is_symlink():
+        return False
+    try:
+        path.resolve(strict=True)
+    except RuntimeError:  # Python < 3.13 names the loop this way
+        return True
+    except OSError as err:
+        return err.errno == errno.ELOOP
+    return False
+
+
+def refuse_link_loops(paths: Iterable[Path]) -> None:
+    """Refuse the first symbolic link loop among ``paths`` (it would read as a missing file, or hang a resolve).
+
+    Raises:
+        DataError: naming the link and where it points.
+    """
+    for path in paths:
+        if link_loop(Path(path)):
+            raise DataError(f"{path}: a symbolic link loop (it points to {os.readlink(path)}, which leads back to "
+                            "itself); point the link at the real file, or remove it")
 
 
 def _strip_suffixes(name: str) -> str:

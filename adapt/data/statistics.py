@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from adapt.data.encoding import LabelEncoding
 from adapt.data.readers import Raster, label_plane, read_raster
 from adapt.errors import DataError
 
@@ -68,14 +69,18 @@ class CaseStats:
     error: str | None = None
 
 
-def case_stats(image: Path, label: Path, mask_threshold: float | None = None, seed: int = 0,
+def case_stats(image: Path, label: Path, encoding: LabelEncoding | float | None = None, seed: int = 0,
                sample: int = SAMPLE) -> CaseStats:
-    """Read one case and describe it; a file that cannot be read gives ``error`` instead of raising."""
+    """Read one case and describe it; a file that cannot be read gives ``error`` instead of raising.
+
+    ``encoding``: how the label files store their ids (``adapt.data.readers.label_plane``); the
+    ``label_counts`` are of label ids.
+    """
     stats = CaseStats(Path(image), Path(label))
     try:
         raster = read_raster(image, as_image=True)
         label_raster = read_raster(label)
-        plane = label_plane(label_raster, mask_threshold)
+        plane = label_plane(label_raster, encoding)
     except DataError as err:
         stats.error = str(err)
         return stats

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
+from adapt.data.encoding import LabelEncoding
 from adapt.errors import ConfigError, DataError
 from adapt.evaluation.cases import EvalCase
 from adapt.evaluation.engine import Engine, PlanePrompts
@@ -138,20 +139,26 @@ def stored(scan: Scan, stack: np.ndarray) -> np.ndarray:
     return scan.view.to_volume(stack) if scan.is_volume else stack[0]
 
 
-def label_stack(label: Scan, threshold: float | None = None) -> np.ndarray:
-    """Integer labels ``[Z, H, W]`` of a label scan; with the card's ``mask_threshold`` (masks stored
-    as lossy greyscale or RGB images), 1 where any channel reaches it, else 0."""
-    if threshold is not None:
-        return (label.pixels.max(axis=1) >= threshold).astype(np.int64)
-    return np.rint(label.pixels[:, 0]).astype(np.int64)
+def label_stack(label: Scan, encoding: LabelEncoding | float | None = None) -> np.ndarray:
+    """Label ids ``[Z, H, W]`` of a label scan, decoded as the card stores them (``LabelEncoding``:
+    its ``mask_values`` and ``mask_threshold``; a bare number is a threshold: 1 where any channel
+    reaches it, else 0)."""
+    if not isinstance(encoding, LabelEncoding):
+        encoding = LabelEncoding(threshold=encoding)
+    if not encoding.values and encoding.threshold is None:
+        return np.rint(label.pixels[:, 0]).astype(np.int64)
+    return encoding.decode(np.moveaxis(label.pixels, 1, 0), label.path).astype(np.int64)
 
 
-def stored_labels(label: Scan, threshold: float | None = None) -> np.ndarray:
-    """The label file's own voxels (NIfTI read as stored), independent of the slicing."""
-    if label.kind == "nifti" and threshold is None:
+def stored_labels(label: Scan, encoding: LabelEncoding | float | None = None) -> np.ndarray:
+    """The label file's own voxels (NIfTI read as stored, decoded), independent of the slicing."""
+    if not isinstance(encoding, LabelEncoding):
+        encoding = LabelEncoding(threshold=encoding)
+    if label.kind == "nifti" and encoding.threshold is None:
         data = np.asarray(label.geometry.dataobj)
-        return np.rint(data.reshape(data.shape[:3])).astype(np.int64)
-    return stored(label, label_stack(label, threshold))
+        data = np.rint(data.reshape(data.shape[:3])).astype(np.int64)
+        return encoding.decode(data[None], label.path) if encoding.values else data
+    return stored(label, label_stack(label, encoding))
 
 
 def read_case(case: EvalCase, slice_axis: int, needs_label: bool = True,
@@ -246,7 +253,7 @@ def _propagate(engine: Engine, video: Any, images: np.ndarray, target: np.ndarra
 
 
 def evaluate_case(engine: Engine, case: EvalCase, case_index: int, classes: dict[str, int], protocol: Protocol,
-                  slice_axis: int, video: Any = None, label_threshold: float | None = None,
+                  slice_axis: int, video: Any = None, label_encoding: LabelEncoding | float | None = None,
                   shift: Callable[[np.ndarray], np.ndarray] | None = None) -> CaseResult:
     """Predict one case and score every class in 3D on its stored grid.
 
@@ -258,7 +265,7 @@ def evaluate_case(engine: Engine, case: EvalCase, case_index: int, classes: dict
         protocol: how to prompt and what to score.
         slice_axis: the canonical axis the adapter was trained on.
         video: ``Sam2VideoModel`` with the adapter, for ``protocol.propagation``.
-        label_threshold: the card's ``source.mask_threshold`` for masks stored as images.
+        label_encoding: how the card's label files store their ids (``LabelEncoding.of_card``).
         shift: a corruption of the model input (``adapt.transforms.shifts.Shift``), applied to the
             ``[Z, C, H, W]`` pixels in [0, 1] after reading and before the model.
     """
@@ -270,9 +277,9 @@ def evaluate_case(engine: Engine, case: EvalCase, case_index: int, classes: dict
     if shift is not None:
         images = shift(images)
     values = list(classes.values())
-    truth_stack = label_stack(label, label_threshold)
+    truth_stack = label_stack(label, label_encoding)
     prediction, after_clicks = predict_classes(engine, images, truth_stack, values, protocol, case_index, video)
-    truth, (spacing, unit) = stored_labels(label, label_threshold), voxel_spacing(scan)
+    truth, (spacing, unit) = stored_labels(label, label_encoding), voxel_spacing(scan)
     predicted = stored(scan, prediction)
     index_of = np.zeros(int(max(values + [int(truth.max())])) + 1, dtype=np.int64)
     index_of[values] = np.arange(1, len(values) + 1)
@@ -308,9 +315,10 @@ def video_scores(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
     return {"j": float(video.j_mean), "f": float(video.f_mean), "j_and_f": float(video.j_and_f)}
 
 
-def save_prediction(result: CaseResult, values: list[int], folder: Path, case_id: str) -> Path:
-    """The predicted label map (card label values) in the input's format and geometry."""
-    lookup = np.array([0, *values], dtype=np.uint16)
+def save_prediction(result: CaseResult, values: list[int], folder: Path, case_id: str,
+                    encoding: LabelEncoding | None = None) -> Path:
+    """The predicted label map (card label values, stored as ``encoding`` says) in the input's format and geometry."""
+    lookup = (encoding or LabelEncoding()).encode(np.array([0, *values], dtype=np.int64))
     stem = case_id.replace("/", "__")  # case ids of nested folders are relative paths
     name = stem if result.scan.kind == "dicom" else mask_path(result.scan.kind, stem + suffix(Path(result.scan.path)))
     return write_mask(lookup[result.prediction], result.scan, folder / name)

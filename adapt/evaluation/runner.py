@@ -19,6 +19,7 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from adapt.data.cards import DataCard
+from adapt.data.encoding import LabelEncoding
 from adapt.errors import ConfigError
 from adapt.guards import check_inputs_finite, check_labels_finite
 from adapt.evaluation.case import GT_PROMPTS, Protocol, evaluate_case, save_prediction
@@ -203,10 +204,12 @@ def _run(cfg: DictConfig, spec: ModelSpec, card: DataCard, cases: list[EvalCase]
     engine = Engine(predictor, int(cfg.get("batch_size", 8)), str(cfg.get("precision", "32")))
     slice_axis = int(loaded.preprocessing.get("slice_axis", card.slice_axis))
     masks = out / "masks" / run
+    # Saved masks sit beside the card's label files: written as they store labels unless mask_values=ids.
+    written = LabelEncoding.of_card(card) if str(cfg.get("mask_values") or "card") == "card" else LabelEncoding()
     rows, clicks, confusion, saved = [], {}, None, {}
     for index, case in enumerate(_progress(cases, run)):
         result = evaluate_case(engine, case, index, dict(classes), protocol, slice_axis, video,
-                               card.source.get("mask_threshold"))
+                               LabelEncoding.of_card(card))
         for row in result.rows:
             row["run"] = run
         rows += result.rows
@@ -214,7 +217,7 @@ def _run(cfg: DictConfig, spec: ModelSpec, card: DataCard, cases: list[EvalCase]
         for k, scores in result.clicks.items():
             clicks.setdefault(k, []).append(scores)
         if keep:
-            saved[case.id] = save_prediction(result, list(classes.values()), masks, case.id)
+            saved[case.id] = save_prediction(result, list(classes.values()), masks, case.id, written)
     _keep_masks(saved, rows, keep)
     unit = "frames/s" if protocol.propagation else "slices/s"
     summary = summarize_run(rows, list(classes), confusion, clicks, engine.planes, engine.model_seconds, unit)
@@ -229,7 +232,7 @@ def _run(cfg: DictConfig, spec: ModelSpec, card: DataCard, cases: list[EvalCase]
         for index, case in enumerate(_progress(cases, f"{run} {name} {severity}")):
             shift = robustness.shift_for(name, severity, card.modality, loaded.preprocessing, protocol.seed, index)
             result = evaluate_case(engine, case, index, dict(classes), replace(protocol, clicks=()), slice_axis,
-                                   video, card.source.get("mask_threshold"), shift)
+                                   video, LabelEncoding.of_card(card), shift)
             rows += [{**row, "run": run, "shift": name, "severity": severity} for row in result.rows]
     return rows, summary
 

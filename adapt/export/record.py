@@ -4,10 +4,11 @@ and prompts before the graphs, and what the masks mean.
 An exported graph takes normalised pixels on the model's square grid and prompts on that grid;
 everything before that -- reading the file, the card's intensity window or percentiles,
 bands, the voxel spacing it was trained on, the slice axis -- is written here, next to the
-label map, so ``adapt.predict backend=onnx`` (and anyone reimplementing it) repeats it
-without the adapter's data card. The adapter's own ``sam2_adapt.json`` and its copy of the data
-card (``data_card.yaml``: evaluation reads it when ``data.card=`` is not given) are copied beside
-it; ``data_card`` here names the card, its data root and case fingerprint.
+label map and the card's ``mask_values`` (how its label files store each label, so masks are
+written in that encoding), so ``adapt.predict backend=onnx`` (and anyone reimplementing it)
+repeats it without the adapter's data card. The adapter's own ``sam2_adapt.json`` and its copy
+of the data card (``data_card.yaml``: evaluation reads it when ``data.card=`` is not given) are
+copied beside it; ``data_card`` here names the card, its data root and case fingerprint.
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ def build_record(metadata: Mapping[str, Any], image_size: int, format: str, sour
         "dims": preprocessing.get("dims"),
         "orientation": preprocessing.get("orientation"),
         "label_map": dict(metadata.get("label_map") or {}),
+        "mask_values": metadata.get("mask_values"),
         "targets": list(metadata.get("targets") or []),
         "data_card": {"name": metadata.get("data_card"), **dict(metadata.get(RECORD_KEY) or {})},
         "base_fingerprint": metadata.get("base_fingerprint"),

@@ -43,6 +43,8 @@ def load_export(path: str | Path) -> LoadedAdapter:
     base = record.get("base_model") or {}
     info = ModelInfo(str(base.get("name") or "onnx"), base.get("revision"), True, int(record["image_size"]), False)
     metadata = {**metadata, "export": {k: record.get(k) for k in ("format", "quantize", "source")}}
+    if record.get("mask_values") and not metadata.get("mask_values"):  # the record alone says how masks are stored
+        metadata.update(mask_values=record["mask_values"], label_map=metadata.get("label_map") or record.get("label_map"))
     return LoadedAdapter(None, dict(record.get("preprocessing") or {}), dict(record.get("label_map") or {}),  # type: ignore[arg-type]
                          metadata, info, path)
 
