@@ -33,7 +33,7 @@ from adapt.data.cards import DataCard, load_card
 from adapt.data.device_transforms import AUGMENT, NATIVE_SIZE, collate_native, to_model_grid
 from adapt.data.sources import data_root, list_cases
 from adapt.data.sampling import EpochSampler, ResumableLoader, sample_key
-from adapt.data.splits import split_cases
+from adapt.data.splits import require_validation, split_cases
 from adapt.errors import ConfigError, DataError
 from adapt.models.primitives import resize_image, to_model_coords
 from adapt.transforms.augment import PairAugment, SplitAugment
@@ -269,7 +269,9 @@ class SegmentationDataModule(L.LightningDataModule):
         self.card, self.image_size = card, int(image_size)
         self.root = data_root(card, root)
         cases = list_cases(card, self.root)  # raises at once when the data is missing
-        self.splits = split_cases(cases, card.split, f"data card {card.path or card.name}", train_cases, seed)
+        where = f"data card {card.path or card.name}"
+        self.splits = split_cases(cases, card.split, where, train_cases, seed)
+        require_validation(self.splits, where)
         self.bad_cases: list[str] = []
         stores = {side: CaseStore(card, self.splits[side], cache, cache_dir) for side in ("train", "val")}
         train_items, bad = index_cases(stores["train"], objects, empty_share, None, skip_bad_cases, seed)
@@ -277,6 +279,8 @@ class SegmentationDataModule(L.LightningDataModule):
         val_items, val_bad = index_cases(stores["val"], objects, 0.0, val_max_slices_per_case, skip_bad_cases,
                                          seed, require_target=empty_share == 0)
         self.bad_cases = bad + val_bad
+        self.skipped = {"train": bad, "val": val_bad}
+        require_validation(self.splits, where, val_bad)
         if not len(train_items):
             raise DataError(f"data card {card.name!r}: no training sample left at {self.root} "
                             f"({len(self.bad_cases)} bad case(s) skipped)")

@@ -100,7 +100,7 @@ def in_domain_cases(metadata: Mapping[str, Any], card: Any, classes: Mapping[str
     Raises:
         ConfigError: the evaluation is not out-of-domain, or the card does not name a class.
     """
-    from adapt.data.cards import load_card
+    from adapt.data.cards import card_path, load_card
     from adapt.evaluation.cases import load_cases
 
     if kind(metadata, card.name) != "out-of-domain":
@@ -109,7 +109,7 @@ def in_domain_cases(metadata: Mapping[str, Any], card: Any, classes: Mapping[str
                           "another card of the same structure")
     if choice is True or str(choice).lower() == "true":
         choice = trained_on(metadata)
-    own, cases = load_cases(load_card(str(choice)), root, split)
+    own, cases = load_cases(load_card(card_path(str(choice), key="in_domain")), root, split)
     if own.name != trained_on(metadata):
         raise ConfigError(f"in_domain={choice}: that card is {own.name!r}, the adapter was trained on "
                           f"{trained_on(metadata)!r}; give the card it was trained on")
