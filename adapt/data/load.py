@@ -4,7 +4,8 @@ This is the first MONAI dictionary transform of the preprocessing chain. It turn
 ``{"case", "image": path, "label": path}`` into channel-first tensors (MONAI ``MetaTensor``
 with the voxel-to-RAS affine for volumes), keeping only the card's ``intensity.channels``,
 and refuses, with the file named, every mismatch a later step would silently get wrong:
-image and label grids of different shapes or affines, label ids the card does not list,
+image and label on different grids (shape, affine, GeoTIFF CRS and transform: ``adapt.data.geometry``),
+label ids the card does not list,
 fewer channels or bands than the card selects, NaN or infinite pixels (unless the card's
 ``intensity.nonfinite`` says to replace them).
 """
@@ -19,11 +20,10 @@ from monai.data import MetaTensor
 from monai.transforms import MapTransform
 
 from adapt.data.cards import DataCard
+from adapt.data.geometry import check_same_grid, raster_grid
 from adapt.data.readers import Raster, label_plane, read_raster
 from adapt.errors import DataError
 from adapt.guards import finite_pixels
-
-AFFINE_TOLERANCE_MM = 1e-2
 
 
 class LoadCased(MapTransform):
@@ -56,9 +56,7 @@ class LoadCased(MapTransform):
             item["source_affine"], item["source_shape"] = image.affine, tuple(plane.shape)
         else:
             image_array, plane = _as_image(image, image_array), _as_image(label, plane[None])[0]
-            if image_array.shape[1:] != plane.shape:
-                raise DataError(f"{label.path}: label size {plane.shape} differs from image {image.path} "
-                                f"size {image_array.shape[1:]}")
+            check_same_grid(raster_grid(image, image_array.shape[1:]), raster_grid(label, plane.shape))
             item["image"], item["label"] = torch.from_numpy(image_array), torch.from_numpy(plane[None])
         unknown = sorted(set(np.unique(plane).tolist()) - self.known_ids)
         if unknown:
@@ -88,14 +86,7 @@ class LoadCased(MapTransform):
                             f"use NIfTI or DICOM volumes, or a 2D card")
         if label.affine is None:
             raise DataError(f"{label.path}: a 2D image as the label of volume {image.path}; use a NIfTI label map")
-        if array.shape[1:] != plane.shape:
-            raise DataError(f"{label.path}: label shape {plane.shape} differs from image {image.path} "
-                            f"shape {array.shape[1:]}; resample the label onto the image grid")
-        if not np.allclose(image.affine, label.affine, rtol=0, atol=AFFINE_TOLERANCE_MM):
-            raise DataError(f"{label.path}: affine differs from the image's ({image.path}) by more than "
-                            f"{AFFINE_TOLERANCE_MM} mm; resample the label onto the image grid "
-                            f"(image affine {np.round(image.affine, 3).tolist()}, "
-                            f"label affine {np.round(label.affine, 3).tolist()})")
+        check_same_grid(raster_grid(image), raster_grid(label, plane.shape))
         return array, plane
 
 

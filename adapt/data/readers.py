@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from adapt.data.geometry import check_orthogonal
 from adapt.errors import DataError
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
@@ -85,7 +86,8 @@ def read_raster(path: str | Path, as_image: bool = False) -> Raster:
             PNG/JPEG/BMP files become RGB or grey (a label file keeps its palette indices).
 
     Raises:
-        DataError: the file is missing, of an unsupported type, truncated or unreadable.
+        DataError: the file is missing, of an unsupported type, truncated or unreadable, or a
+            volume's affine is sheared (``adapt.data.geometry.check_orthogonal``).
     """
     path = Path(path)
     if not path.exists():
@@ -93,15 +95,18 @@ def read_raster(path: str | Path, as_image: bool = False) -> Raster:
     kind = file_kind(path)
     try:
         if kind == "pil":
-            return _read_pil(path, as_image)
-        if kind == "frames":
-            return _read_frames(path, as_image)
-        return {"nifti": _read_nifti, "dicom": _read_dicom, "tiff": _read_tiff}[kind](path)
+            raster = _read_pil(path, as_image)
+        elif kind == "frames":
+            raster = _read_frames(path, as_image)
+        else:
+            raster = {"nifti": _read_nifti, "dicom": _read_dicom, "tiff": _read_tiff}[kind](path)
     except DataError:
         raise
     except Exception as err:  # every library raises its own types for truncated or foreign files
         raise DataError(f"{path}: unreadable as {KIND_NAMES[kind]} ({type(err).__name__}: {err}); "
                         f"re-export or re-download the file") from None
+    check_orthogonal(raster.affine, path)
+    return raster
 
 
 def can_hold_nonfinite(path: str | Path) -> bool:

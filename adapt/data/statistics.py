@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from adapt.data.geometry import check_same_grid, raster_grid
+from adapt.data.geometry import geotiff_crs as crs_of
 from adapt.data.readers import Raster, label_plane, read_raster
 from adapt.errors import DataError
 
@@ -42,7 +44,8 @@ class CaseStats:
         label_counts: label value -> voxel count.
         sample, inside: intensity samples ``[C, n]`` of all pixels and of labelled ones.
         modality: DICOM ``Modality``; ``crs``: a GeoTIFF's ``EPSG:<code>``.
-        affine_matches: image and label share one grid (volumes).
+        affine_matches: image and label share one grid (volumes: affine; GeoTIFFs: CRS and transform);
+            ``grid_problem`` says how they differ (``adapt.data.geometry.check_same_grid``).
         nonfinite: NaN or infinite pixels in the image.
         error: why the case could not be read (the other fields are then empty).
     """
@@ -64,6 +67,7 @@ class CaseStats:
     modality: str | None = None
     crs: str | None = None
     affine_matches: bool = True
+    grid_problem: str | None = None
     nonfinite: int = 0
     error: str | None = None
 
@@ -85,8 +89,11 @@ def case_stats(image: Path, label: Path, mask_threshold: float | None = None, se
     stats.volume = raster.affine is not None and stats.shape[-1] > 1
     if raster.affine is not None:
         stats.spacing, stats.orientation, stats.slice_spacing_axis = _geometry(raster.affine)
-        if label_raster.affine is not None:
-            stats.affine_matches = bool(np.allclose(raster.affine, label_raster.affine, atol=1e-2))
+    if stats.shape == stats.label_shape:  # a size mismatch is its own finding
+        try:
+            check_same_grid(raster_grid(raster), raster_grid(label_raster, plane.shape))
+        except DataError as err:
+            stats.affine_matches, stats.grid_problem = False, str(err)
     values, counts = np.unique(plane, return_counts=True)
     stats.label_counts = {int(v): int(c) for v, c in zip(values, counts)}
     pixels = raster.array.reshape(raster.array.shape[0], -1)
@@ -136,18 +143,10 @@ def _dicom_modality(raster: Raster) -> str | None:
     return None
 
 
-def _geokeys(raster: Raster) -> dict[int, Any]:
-    if not isinstance(raster.header, list) or not raster.header or not isinstance(raster.header[0], tuple):
-        return {}
-    directory = next((t[3] for t in raster.header if t[0] == 34735), None) or ()
-    return {directory[i]: directory[i + 3] for i in range(4, len(directory) - 3, 4) if directory[i + 1] == 0}
-
-
 def geotiff_crs(raster: Raster) -> str | None:
     """``EPSG:<code>`` of a GeoTIFF (projected or geographic), ``None`` without one."""
-    keys = _geokeys(raster)
-    code = keys.get(3072) or keys.get(2048)
-    return f"EPSG:{code}" if code and code != 32767 else ("user-defined CRS" if keys else None)
+    return crs_of(raster.header if isinstance(raster.header, list) and raster.header
+                  and isinstance(raster.header[0], tuple) else None)
 
 
 def geotiff_pixel_size(raster: Raster) -> tuple[float, float] | None:

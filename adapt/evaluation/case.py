@@ -29,12 +29,13 @@ import numpy as np
 import torch
 from scipy import ndimage
 
+from adapt.data.geometry import check_same_grid
 from adapt.errors import ConfigError, DataError
 from adapt.evaluation.cases import EvalCase
 from adapt.evaluation.engine import Engine, PlanePrompts
 from adapt.guards import finite_stack
 from adapt.metrics import case_metrics, confusion_matrix, dice, iou, j_and_f
-from adapt.inference.io import Scan, dicom_affine, mask_path, read_scan, suffix, to_unit, write_mask
+from adapt.inference.io import Scan, dicom_affine, mask_path, read_scan, scan_grid, suffix, to_unit, write_mask
 from adapt.transforms.prompts import PromptSimulator
 
 PROMPTS = ("box", "box_jitter", "point", "points_k", "auto", "none")
@@ -162,11 +163,7 @@ def read_case(case: EvalCase, slice_axis: int, needs_label: bool = True,
     if not needs_label:
         return scan, None
     label = read_scan(case.label, slice_axis, spacing, label=True)
-    if label.shape != scan.shape:
-        raise DataError(f"{case.label}: label shape {label.shape} differs from the image's {scan.shape} ({case.image})")
-    affines = [getattr(s.geometry, "affine", None) for s in (scan, label)]
-    if all(a is not None for a in affines) and not np.allclose(*affines, atol=1e-3):
-        raise DataError(f"{case.label}: affine differs from the image's ({case.image}); resample the label onto the image")
+    check_same_grid(scan_grid(scan), scan_grid(label))
     return scan, label
 
 

@@ -19,6 +19,8 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from adapt.data.cards import DataCard, load_card
+from adapt.data.geometry import check_grids
+from adapt.data.sources import data_root
 from adapt.errors import ConfigError
 from adapt.guards import check_inputs_finite, check_labels_finite
 from adapt.evaluation.case import GT_PROMPTS, Protocol, evaluate_case, save_prediction
@@ -30,7 +32,7 @@ from adapt.evaluation.report import difference, print_table, summarize_run, writ
 from adapt.inference.runner import Predictor
 from adapt.hub.model_card import label_names
 from adapt.schema import validate
-from adapt.storage import check_writable
+from adapt.storage import check_apart, check_writable
 
 log = logging.getLogger(__name__)
 
@@ -135,6 +137,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     every_case = cases + (own[1] if own else [])
     check_inputs_finite([case.image for case in every_case], preprocessing or card_preprocessing(card))
     check_labels_finite([case.label for case in every_case])
+    check_grids([(case.image, case.label) for case in every_case])
+    check_apart(out, "out", {"the adapter": main.path, "the compared adapter": other.path if other else None,
+                             "the data": data_root(card, data.get("root"))})
 
     clear_out(out)
     summary: dict[str, Any] = {}

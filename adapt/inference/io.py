@@ -26,6 +26,7 @@ from monai.data import MetaTensor
 from monai.transforms import Compose
 
 from adapt.data.case_transforms import grid_transforms, target_pixdim
+from adapt.data.geometry import Grid, geotiff_crs, geotiff_transform
 from adapt.data.readers import GEO_TAGS, dicom_affine, read_raster
 from adapt.data.volumes import resample_nearest
 from adapt.errors import DataError
@@ -115,6 +116,15 @@ class VolumeView:
         grid = np.round((np.linalg.inv(self.grid_affine) @ self.source_affine @ stored)[:3], 6)  # no float noise
         plane = [a for a in range(3) if a != self.slice_axis]
         return float(grid[plane[0]]), float(grid[plane[1]]), int(round(grid[self.slice_axis]))
+
+
+def scan_grid(scan: Scan) -> Grid:
+    """The stored grid of a scan (``adapt.data.geometry``): a volume's shape and affine, a GeoTIFF's
+    CRS and transform, an image's size."""
+    if scan.view is not None:
+        return Grid(scan.path, scan.view.source_shape, scan.view.source_affine)
+    tags = scan.geometry if scan.kind == "geotiff" else None
+    return Grid(scan.path, scan.shape[1:], None, geotiff_crs(tags), geotiff_transform(tags))
 
 
 def suffix(path: Path) -> str:
