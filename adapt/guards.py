@@ -77,7 +77,7 @@ def _readable_for_nonfinite(paths: Iterable[str | Path]) -> Iterator[tuple[Path,
 
     for path in map(Path, paths):
         if can_hold_nonfinite(path):
-            yield path, read_raster(path, as_image=True).array
+            yield path, read_raster(path, as_image=True).data_pixels()  # nodata (a GeoTIFF's) is no fault
 
 
 def check_inputs_finite(paths: Iterable[str | Path], preprocessing: Mapping[str, Any] | None) -> None:

@@ -36,7 +36,7 @@ from adapt.inference.onnx_backend import adapter_preprocessing, load_predictor
 from adapt.inference.runner import FROM_MASK_FIX, Predictor, predict_scan
 from adapt.hub.loading import LoadedAdapter
 from adapt.hub.model_card import label_names
-from adapt.inference.io import Scan, is_dicom_series, kind_of, mask_path, read_scan, suffix, to_unit, write_mask
+from adapt.inference.io import Scan, drop_nodata, is_dicom_series, kind_of, mask_path, read_scan, suffix, to_unit, write_mask
 from adapt.inference.prompt_syntax import SYNTAX, Prompt, parse_prompt, quote_argv
 from adapt.data.geometry import check_grids
 from adapt.guards import check_inputs_finite, check_labels_finite, finite_stack
@@ -175,7 +175,7 @@ def run(cfg: DictConfig) -> list[Path]:
     for job in _progress(jobs):
         scan = read_input(job.input, loaded)
         guide = read_input(job.guide, loaded, label=True) if job.guide else None
-        masks = auto_scan(predictor, scan) if auto else predict_scan(predictor, scan, prompt, guide)
+        masks = drop_nodata(auto_scan(predictor, scan) if auto else predict_scan(predictor, scan, prompt, guide), scan)
         written.append(write_mask(values[masks.astype(np.int64)], scan, job.output))
     return written
 

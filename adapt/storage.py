@@ -132,7 +132,8 @@ def write_folder_atomically(folder: Path, write: Callable[[Path], None], setting
     return folder
 
 
-def check_apart(out: str | Path, setting: str, inputs: Mapping[str, str | Path | None]) -> None:
+def check_apart(out: str | Path, setting: str, inputs: Mapping[str, str | Path | None],
+                hosts: Mapping[str, str | Path | None] | None = None) -> None:
     """Refuse an output folder that is, contains or lies inside one of the command's input folders.
 
     A command clears its output folder (``overwrite=true``) or moves files into it; with the
@@ -141,19 +142,23 @@ def check_apart(out: str | Path, setting: str, inputs: Mapping[str, str | Path |
 
     Args:
         out: the output folder; ``setting``: its key (``out``).
-        inputs: what each input is (``the adapter``, ``the data``) -> its folder (``None``: skipped).
+        inputs: what each input is (``the adapter``) -> its folder (``None``: skipped).
+        hosts: inputs that ``out`` may lie inside, but neither be nor contain (the data folder of an
+            evaluation: its results beside the cases delete nothing of them).
 
     Raises:
         ConfigError: names the setting, both folders and how they overlap.
     """
     target = Path(out).expanduser().resolve()
-    for what, folder in inputs.items():
+    for what, folder in {**inputs, **(hosts or {})}.items():
         if folder is None:
             continue
         source = Path(folder).expanduser().resolve()
         if target == source:
             relation = "is"
         elif source in target.parents:
+            if what in (hosts or {}):
+                continue
             relation = "lies inside"
         elif target in source.parents:
             relation = "contains"

@@ -7,7 +7,8 @@ and refuses, with the file named, every mismatch a later step would silently get
 image and label on different grids (shape, affine, GeoTIFF CRS and transform: ``adapt.data.geometry``),
 label ids the card does not list,
 fewer channels or bands than the card selects, NaN or infinite pixels (unless the card's
-``intensity.nonfinite`` says to replace them).
+``intensity.nonfinite`` says to replace them). A GeoTIFF's nodata pixels (GDAL_NODATA) are marked:
+``valid`` for the intensity step, ``NODATA_LABEL`` in the label map.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from adapt.data.geometry import check_same_grid, raster_grid
 from adapt.data.readers import Raster, label_plane, read_raster
 from adapt.errors import DataError
 from adapt.guards import finite_pixels
+from adapt.transforms.slices import NODATA_LABEL
 
 
 class LoadCased(MapTransform):
@@ -47,7 +49,9 @@ class LoadCased(MapTransform):
         image = read_raster(item["image"], as_image=True)
         label = read_raster(item["label"])
         plane = label_plane(label, self.card.source.get("mask_threshold"))
-        image_array = finite_pixels(self._channels(image), image.path, self.card.intensity.get("nonfinite", "error"))
+        valid = image.valid()
+        image_array = finite_pixels(self._channels(image, image.data_pixels()), image.path,
+                                    self.card.intensity.get("nonfinite", "error"))
         if self.card.dims == 3:
             image_array, plane = self._check_volume(image, label, image_array, plane)
             affine = torch.as_tensor(image.affine, dtype=torch.float64)
@@ -57,27 +61,31 @@ class LoadCased(MapTransform):
         else:
             image_array, plane = _as_image(image, image_array), _as_image(label, plane[None])[0]
             check_same_grid(raster_grid(image, image_array.shape[1:]), raster_grid(label, plane.shape))
+            if valid is not None and not valid.all() and valid.shape == plane.shape:
+                # No data here: kept out of the intensity statistics, the loss and the metrics.
+                item["valid"] = valid
+                plane = np.where(valid, plane, NODATA_LABEL)
             item["image"], item["label"] = torch.from_numpy(image_array), torch.from_numpy(plane[None])
-        unknown = sorted(set(np.unique(plane).tolist()) - self.known_ids)
+        unknown = sorted(set(np.unique(plane).tolist()) - self.known_ids - {NODATA_LABEL})
         if unknown:
             raise DataError(f"{label.path}: label ids {unknown} are not in the data card's labels "
                             f"{self.card.labels}; add them to the card or fix the label file")
         item["source_dtype"] = str(image.array.dtype)
         return item
 
-    def _channels(self, image: Raster) -> np.ndarray:
+    def _channels(self, image: Raster, pixels: np.ndarray) -> np.ndarray:
         wanted = self.card.intensity.get("channels")
-        count = image.array.shape[0]
+        count = pixels.shape[0]
         if wanted is None:
             if count not in (1, 3):
                 raise DataError(f"{image.path}: {count} channels; choose 1 or 3 of them with intensity.channels "
                                 f"in the data card (e.g. [0] or [2, 1, 0])")
-            return image.array
+            return pixels
         if max(wanted) >= count:
             noun = "bands" if image.affine is None else "channels"
             raise DataError(f"{image.path}: has {count} {noun}, the data card asks for {noun} {list(wanted)} "
                             f"(intensity.channels, 0-based); fix the card or the file")
-        return image.array[list(wanted)]
+        return pixels[list(wanted)]
 
     def _check_volume(self, image: Raster, label: Raster, array: np.ndarray,
                       plane: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

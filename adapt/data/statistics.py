@@ -5,7 +5,8 @@ from the statistics of every case) and ``python -m adapt.data check`` (which tab
 plots them and lists what would stop or mislead training). Files are read by
 ``adapt.data.readers.read_raster`` exactly as ``LoadCased`` reads them; nothing is resampled.
 Intensities are a seeded sample of pixels (all of them, and those inside labels, per channel),
-enough for percentiles and histograms without holding a dataset in memory.
+enough for percentiles and histograms without holding a dataset in memory; a GeoTIFF's nodata
+pixels are never sampled, so they stretch neither a proposed window nor a band's percentiles.
 """
 
 from __future__ import annotations
@@ -47,6 +48,8 @@ class CaseStats:
         affine_matches: image and label share one grid (volumes: affine; GeoTIFFs: CRS and transform);
             ``grid_problem`` says how they differ (``adapt.data.geometry.check_same_grid``).
         nonfinite: NaN or infinite pixels in the image.
+        nodata, nodata_pixels: a GeoTIFF's GDAL nodata value and how many pixels hold it (left out of
+            ``sample`` and ``inside``).
         error: why the case could not be read (the other fields are then empty).
     """
 
@@ -69,6 +72,8 @@ class CaseStats:
     affine_matches: bool = True
     grid_problem: str | None = None
     nonfinite: int = 0
+    nodata: float | None = None
+    nodata_pixels: int = 0
     error: str | None = None
 
 
@@ -97,6 +102,13 @@ def case_stats(image: Path, label: Path, mask_threshold: float | None = None, se
     values, counts = np.unique(plane, return_counts=True)
     stats.label_counts = {int(v): int(c) for v, c in zip(values, counts)}
     pixels = raster.array.reshape(raster.array.shape[0], -1)
+    valid = raster.valid()
+    if valid is not None:  # nodata: out of every intensity statistic (and so of init's window and bands)
+        stats.nodata, stats.nodata_pixels = raster.nodata, int(valid.size - valid.sum())
+        pixels = pixels[:, valid.reshape(-1)]
+        if not pixels.shape[1]:
+            stats.error = f"{image}: every pixel is nodata (GDAL_NODATA {raster.nodata:g}); the tile holds no image"
+            return stats
     if np.issubdtype(pixels.dtype, np.floating):
         finite = np.isfinite(pixels)
         stats.nonfinite = int(finite.size - finite.sum())
@@ -106,7 +118,8 @@ def case_stats(image: Path, label: Path, mask_threshold: float | None = None, se
     chosen = rng.choice(pixels.shape[1], size=min(sample, pixels.shape[1]), replace=False)
     stats.sample = pixels[:, np.sort(chosen)].astype(np.float32)
     if stats.shape == stats.label_shape:  # the label map is laid out as the image's pixels
-        labelled = np.flatnonzero(plane.reshape(-1) > 0)
+        ids = plane.reshape(-1) if valid is None else plane.reshape(-1)[valid.reshape(-1)]
+        labelled = np.flatnonzero(ids > 0)
         if len(labelled):
             picked = rng.choice(labelled, size=min(sample, len(labelled)), replace=False)
             stats.inside = pixels[:, np.sort(picked)].astype(np.float32)

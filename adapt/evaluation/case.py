@@ -35,7 +35,8 @@ from adapt.evaluation.cases import EvalCase
 from adapt.evaluation.engine import Engine, PlanePrompts
 from adapt.guards import finite_stack
 from adapt.metrics import case_metrics, confusion_matrix, dice, iou, j_and_f
-from adapt.inference.io import Scan, dicom_affine, mask_path, read_scan, scan_grid, suffix, to_unit, write_mask
+from adapt.inference.io import (Scan, dicom_affine, drop_nodata, mask_path, read_scan, scan_grid, suffix, to_unit,
+                                valid_like, write_mask)
 from adapt.transforms.prompts import PromptSimulator
 
 PROMPTS = ("box", "box_jitter", "point", "points_k", "auto", "none")
@@ -267,13 +268,19 @@ def evaluate_case(engine: Engine, case: EvalCase, case_index: int, classes: dict
     if shift is not None:
         images = shift(images)
     values = list(classes.values())
-    truth_stack = label_stack(label, label_threshold)
+    truth_stack = drop_nodata(label_stack(label, label_threshold), scan)  # nodata pixels: never scored
     prediction, after_clicks = predict_classes(engine, images, truth_stack, values, protocol, case_index, video)
-    truth, (spacing, unit) = stored_labels(label, label_threshold), voxel_spacing(scan)
+    prediction = drop_nodata(prediction, scan)
+    after_clicks = {k: drop_nodata(stack, scan) for k, stack in after_clicks.items()}
+    truth, (spacing, unit) = drop_nodata(stored_labels(label, label_threshold), scan), voxel_spacing(scan)
     predicted = stored(scan, prediction)
     index_of = np.zeros(int(max(values + [int(truth.max())])) + 1, dtype=np.int64)
     index_of[values] = np.arange(1, len(values) + 1)
-    confusion = confusion_matrix(predicted, index_of[np.clip(truth, 0, None)], len(values) + 1)
+    classes_of = index_of[np.clip(truth, 0, None)]
+    valid = valid_like(scan, truth)
+    if valid is not None:  # nodata counts in no class
+        classes_of = np.where(valid, classes_of, -1)
+    confusion = confusion_matrix(predicted, classes_of, len(values) + 1, ignore_index=-1)
     rows = []
     for index, (name, value) in enumerate(classes.items(), start=1):
         scores = case_metrics(predicted == index, truth == value, spacing, tolerance_mm=protocol.tolerance_mm)

@@ -138,8 +138,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     check_inputs_finite([case.image for case in every_case], preprocessing or card_preprocessing(card))
     check_labels_finite([case.label for case in every_case])
     check_grids([(case.image, case.label) for case in every_case])
-    check_apart(out, "out", {"the adapter": main.path, "the compared adapter": other.path if other else None,
-                             "the data": data_root(card, data.get("root"))})
+    check_apart(out, "out", {"the adapter": main.path, "the compared adapter": other.path if other else None},
+                hosts={"the data": data_root(card, data.get("root"))})
 
     clear_out(out)
     summary: dict[str, Any] = {}
