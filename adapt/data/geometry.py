@@ -218,3 +218,16 @@ def check_grids(pairs: Sequence[tuple[str | Path, str | Path]], role: str = "lab
         if image is None or label is None or (image.affine is None) != (label.affine is None):
             continue
         check_same_grid(image, label, role, fix)
+
+
+def check_headers(paths: Sequence[str | Path]) -> None:
+    """``check_orthogonal`` for NIfTI files from their headers, before any model is loaded (a DICOM
+    series is checked when it is read).
+
+    Raises:
+        DataError: the first sheared volume.
+    """
+    for path in paths:
+        grid = header_grid(path)
+        if grid is not None:
+            check_orthogonal(grid.affine, path)

@@ -19,7 +19,7 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from adapt.data.cards import DataCard, load_card
-from adapt.data.geometry import check_grids
+from adapt.data.geometry import check_grids, check_headers
 from adapt.data.sources import data_root
 from adapt.errors import ConfigError
 from adapt.guards import check_inputs_finite, check_labels_finite
@@ -137,6 +137,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     every_case = cases + (own[1] if own else [])
     check_inputs_finite([case.image for case in every_case], preprocessing or card_preprocessing(card))
     check_labels_finite([case.label for case in every_case])
+    check_headers([path for case in every_case for path in (case.image, case.label)])
     check_grids([(case.image, case.label) for case in every_case])
     check_apart(out, "out", {"the adapter": main.path, "the compared adapter": other.path if other else None},
                 hosts={"the data": data_root(card, data.get("root"))})
