@@ -5,6 +5,10 @@ scores Dice 0 without a word. Each stage therefore refuses non-finite numbers wh
 enter: pixels when a case is read (or, when the data card asks, replaces them), the loss
 before it is back-propagated (``adapt.training.callbacks.FiniteLoss``), and adapter weights
 before they are written and when they are loaded.
+
+A file given as a PyTorch checkpoint is checked the same way before anything unpickles it
+(``torch_file_problem``): a file of random bytes or of another format is "not a checkpoint",
+rather than a pickle traceback about ``weights_only``.
 """
 
 from __future__ import annotations
@@ -15,6 +19,10 @@ from typing import Any, Iterable, Iterator, Mapping
 import numpy as np
 
 from adapt.errors import ArtefactError, ConfigError, DataError
+
+#: The first bytes of a file written by ``torch.save``: a zip archive (since PyTorch 1.6) or the
+#: legacy format's pickled magic number.
+TORCH_MAGIC = (b"PK\x03\x04", b"\x80\x02\x8a\nl\xfc\x9cF\xf9 j\xa8P\x19")
 
 #: ``intensity.nonfinite`` of a data card: refuse the file, or replace NaN/Inf by 0 or by the
 #: smallest finite value of the channel (the background of most scans).
@@ -69,7 +77,7 @@ def _readable_for_nonfinite(paths: Iterable[str | Path]) -> Iterator[tuple[Path,
 
     for path in map(Path, paths):
         if can_hold_nonfinite(path):
-            yield path, read_raster(path, as_image=True).array
+            yield path, read_raster(path, as_image=True).data_pixels()  # nodata (a GeoTIFF's) is no fault
 
 
 def check_inputs_finite(paths: Iterable[str | Path], preprocessing: Mapping[str, Any] | None) -> None:
@@ -123,3 +131,29 @@ def check_weights(weights: Mapping[str, Any], where: str | Path, fix: str) -> No
     if bad:
         raise ArtefactError(f"{where}: {len(bad)} of {len(weights)} weight tensors hold NaN or infinite values "
                             f"(e.g. {bad[:3]}); {fix}")
+
+
+def torch_file_problem(path: str | Path) -> str | None:
+    """Why ``path`` cannot be a PyTorch checkpoint, from its first bytes and (for a zip) its listing;
+    ``None`` when it looks like one (its content is checked when it is read)."""
+    import zipfile
+
+    path = Path(path).expanduser()
+    try:
+        with path.open("rb") as file:
+            head = file.read(len(TORCH_MAGIC[1]))
+    except OSError as err:
+        return f"cannot be read ({err.strerror or err})"
+    if not head:
+        return "is empty"
+    if not head.startswith(TORCH_MAGIC):
+        return f"is not a checkpoint: it is neither a zip archive nor a pickle as torch.save writes (it starts with {head[:4]!r})"
+    if head.startswith(TORCH_MAGIC[0]):
+        try:
+            with zipfile.ZipFile(path) as archive:
+                names = archive.namelist()
+        except (zipfile.BadZipFile, OSError) as err:
+            return f"is not a checkpoint: a broken or truncated zip archive ({err})"
+        if not any(name.endswith("data.pkl") for name in names):
+            return f"is not a checkpoint: a zip archive without torch.save's data.pkl (it holds {names[:3]})"
+    return None

@@ -34,6 +34,7 @@ from omegaconf import DictConfig
 
 from adapt.cli import command_line, register_cli_config, user_errors
 from adapt.data.encoding import LabelEncoding
+from adapt.data.geometry import check_grids, check_headers
 from adapt.errors import ConfigError, DataError
 from adapt.guards import check_inputs_finite, check_labels_finite, finite_stack
 from adapt.hub.model_card import label_names
@@ -173,9 +174,9 @@ def class_values(loaded: LoadedAdapter) -> np.ndarray:
 
 def run(cfg: DictConfig) -> list[Path]:
     """Predict every input of the ``configs/predict.yaml`` config; returns the written paths."""
-    from adapt.inference.io import write_mask  # lazy: start-up
+    from adapt.inference.io import drop_nodata, write_mask  # lazy: start-up
     from adapt.inference.onnx_backend import adapter_preprocessing, load_predictor  # lazy: start-up
-    from adapt.inference.runner import predict_scan  # lazy: start-up
+    from adapt.inference.runner import FROM_MASK_FIX, predict_scan  # lazy: start-up
 
     validate(cfg, "predict")
     for key in ("adapter", "input", "output"):
@@ -188,6 +189,8 @@ def run(cfg: DictConfig) -> list[Path]:
     backend = str(cfg.get("backend") or "torch")
     check_inputs_finite([job.input for job in jobs], adapter_preprocessing(cfg.adapter, backend, cfg.get("revision")))
     check_labels_finite([job.guide for job in jobs if job.guide])
+    check_headers([job.input for job in jobs] + [job.guide for job in jobs if job.guide])
+    check_grids([(job.input, job.guide) for job in jobs if job.guide], role="from_mask", fix=FROM_MASK_FIX)
     predictor = load_predictor(cfg.adapter, backend, cfg.get("revision"),
                                cfg.get("device", "auto"), cfg.get("propagation", "auto"), int(cfg.get("fill_hole_area", 8)),
                                bool(cfg.get("allow_base_mismatch", False)))
@@ -200,7 +203,7 @@ def run(cfg: DictConfig) -> list[Path]:
     for job in _progress(jobs):
         scan = read_input(job.input, loaded)
         guide = read_input(job.guide, loaded, label=True) if job.guide else None
-        masks = auto_scan(predictor, scan) if auto else predict_scan(predictor, scan, prompt, guide)
+        masks = drop_nodata(auto_scan(predictor, scan) if auto else predict_scan(predictor, scan, prompt, guide), scan)
         written.append(write_mask(values[masks.astype(np.int64)], scan, job.output))
     return written
 

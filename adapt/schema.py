@@ -82,6 +82,15 @@ def _existing_file(value: Any) -> str | None:
     return None
 
 
+def _checkpoint_file(value: Any) -> str | None:
+    from adapt.guards import torch_file_problem
+
+    problem = _existing_file(value)
+    if problem is None and (problem := torch_file_problem(value)) is not None:
+        problem += "; give a Meta-format .pt file saved with torch.save (e.g. MedSAM2_latest.pt)"
+    return problem
+
+
 def _device(value: Any) -> str | None:
     text = str(value)
     if not DEVICE.match(text):
@@ -217,7 +226,7 @@ def _choices(names: str) -> Callable[[], tuple[Any, ...]]:
 class Model:
     name: str = rule(check=_model_name)
     revision: str | None = rule()
-    checkpoint: str | None = rule(check=_existing_file, hint="a Meta-format .pt file")
+    checkpoint: str | None = rule(check=_checkpoint_file, hint="a Meta-format .pt file")
     image_size: int = rule(ge=64, multiple_of=64, hint="e.g. 1024 (SAM2's own), 512 or 256")
     offline_fallback: str = rule(choices=("error", "random"))
     gradient_checkpointing: bool = rule()

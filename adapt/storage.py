@@ -12,7 +12,8 @@ A full disk reaches Python in many shapes -- ``OSError`` with ``ENOSPC`` or ``ED
 file", "No space left on device" inside a library's own exception -- so ``is_disk_full``
 looks at the whole chain of an error, and every one of them becomes one message naming the
 setting that chose the place and how to free it. ``check_writable`` lets commands refuse an
-output folder they cannot write before any compute starts.
+output folder they cannot write before any compute starts, and ``check_apart`` one that is,
+holds or lies inside their inputs (the adapter, the data), before anything there is deleted.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import re
 import shutil
 import tempfile
 from pathlib import Path
-from typing import BinaryIO, Callable
+from typing import BinaryIO, Callable, Mapping
 
 from adapt.errors import ConfigError
 
@@ -129,6 +130,42 @@ def write_folder_atomically(folder: Path, write: Callable[[Path], None], setting
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return folder
+
+
+def check_apart(out: str | Path, setting: str, inputs: Mapping[str, str | Path | None],
+                hosts: Mapping[str, str | Path | None] | None = None) -> None:
+    """Refuse an output folder that is, contains or lies inside one of the command's input folders.
+
+    A command clears its output folder (``overwrite=true``) or moves files into it; with the
+    adapter or the data there, that would replace or delete the inputs themselves. Checked
+    before anything is deleted or written.
+
+    Args:
+        out: the output folder; ``setting``: its key (``out``).
+        inputs: what each input is (``the adapter``) -> its folder (``None``: skipped).
+        hosts: inputs that ``out`` may lie inside, but neither be nor contain (the data folder of an
+            evaluation: its results beside the cases delete nothing of them).
+
+    Raises:
+        ConfigError: names the setting, both folders and how they overlap.
+    """
+    target = Path(out).expanduser().resolve()
+    for what, folder in {**inputs, **(hosts or {})}.items():
+        if folder is None:
+            continue
+        source = Path(folder).expanduser().resolve()
+        if target == source:
+            relation = "is"
+        elif source in target.parents:
+            if what in (hosts or {}):
+                continue
+            relation = "lies inside"
+        elif target in source.parents:
+            relation = "contains"
+        else:
+            continue
+        raise ConfigError(f"{setting}={out} {relation} {what} ({source}): writing there would replace or delete "
+                          f"its files; choose an {setting}= outside it")
 
 
 def check_writable(folder: str | Path, setting: str) -> Path:

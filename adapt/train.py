@@ -125,13 +125,21 @@ def resolve_embedding_cache(cfg: DictConfig) -> dict[str, Any]:
 
 
 def training_cases(datamodule: Any, setting: Any) -> dict[str, Any]:
-    """How many patients the run trained and validated on, and which trained (``data.train_cases``)."""
+    """How many patients the run trained and validated on, and which trained (``data.train_cases``).
+
+    Only the cases actually used count: those skipped as bad (``data.skip_bad_cases=true``) are
+    listed apart (``skipped_case_ids``), so a label-efficiency curve is drawn over the labelled
+    cases that trained the adapter.
+    """
     splits = getattr(datamodule, "splits", None)
     if not splits:
         return {}
-    groups = sorted({c.group for c in splits["train"]})
-    return {"train_cases": len(groups), "val_cases": len({c.group for c in splits["val"]}),
-            "train_cases_setting": "all" if setting is None else setting, "train_case_ids": groups}
+    skipped = getattr(datamodule, "skipped", None) or {}
+    used = {side: sorted({c.group for c in splits[side] if c.id not in set(skipped.get(side, ()))})
+            for side in ("train", "val")}
+    return {"train_cases": len(used["train"]), "val_cases": len(used["val"]),
+            "train_cases_setting": "all" if setting is None else setting, "train_case_ids": used["train"],
+            "skipped_case_ids": {side: sorted(ids) for side, ids in skipped.items()}}
 
 
 def _validate(trainer: L.Trainer, task: L.LightningModule, datamodule: Any) -> dict[str, float]:

@@ -219,3 +219,40 @@ def errors(book) -> list[str]:
     """The exception names of the executed notebook's failed cells."""
     return [out.get("ename", "") for cell in book.cells if cell.cell_type == "code"
             for out in cell.get("outputs", []) if out.get("output_type") == "error"]
+
+
+# --- faults: a user's mistake under the command lines' printer ------------------------------------
+
+
+class ModelLoaded(BaseException):
+    """Raised when a fault that must be found before any model is loaded loads one (not an
+    ``Exception``: no ``except Exception`` on the way can swallow it)."""
+
+
+def run_user_action(action):
+    """``action()`` under the command lines' printer (``adapt.cli.user_errors``): ``(exit status, stderr, seconds)``."""
+    import io
+    import time
+
+    from adapt.cli import user_errors
+
+    stderr = io.StringIO()
+    start = time.perf_counter()
+    code = None
+    with contextlib.redirect_stderr(stderr):
+        try:
+            with user_errors():
+                action()
+        except SystemExit as exit_:
+            code = exit_.code
+    return code, stderr.getvalue(), time.perf_counter() - start
+
+
+@pytest.fixture
+def forbid_model(monkeypatch):
+    """Any SAM2 load fails the test: its fault must be found before a model is loaded."""
+    def tripwire(*args, **kwargs):
+        raise ModelLoaded("a model was loaded before the fault was reported")
+
+    for module in ("adapt.tasks.base", "adapt.hub.loading", "adapt.evaluation.models", "adapt.models.sam2"):
+        monkeypatch.setattr(f"{module}.load_sam2", tripwire, raising=False)

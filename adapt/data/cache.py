@@ -34,7 +34,7 @@ from adapt.errors import ConfigError, DataError
 from adapt.storage import write_atomically
 
 CACHE_MODES = ("auto", "none", "memory", "disk")
-CACHE_FORMAT = 3  # 3: 2D images at native size (no shrink-to-fit); bump when the cached content changes meaning
+CACHE_FORMAT = 4  # 4: GeoTIFF nodata marked in labels; 3: 2D images at native size; bump when the content changes meaning
 PREPROCESSING_FIELDS = ("dims", "source", "labels", "intensity", "spacing")
 
 

@@ -247,16 +247,16 @@ def _reject_unknown(section: Mapping[str, Any], allowed: set[str], where: str) -
         raise ConfigError(f"{where}: unknown key(s) {unknown}; valid keys are {sorted(allowed)}")
 
 
-def card_path(name_or_path: str | Path) -> Path:
-    """A card stem in ``data_cards/`` or a path to a YAML file."""
+def card_path(name_or_path: str | Path, key: str = "data.card") -> Path:
+    """A card stem in ``data_cards/`` or a path to a YAML file; ``key`` is the setting named when neither exists."""
     path = Path(name_or_path).expanduser()
     if path.suffix in (".yaml", ".yml"):
         if not path.exists():
-            raise ConfigError(f"data.card: {path} does not exist")
+            raise ConfigError(f"{key}: {path} does not exist")
         return path
     candidate = CARD_DIR / f"{name_or_path}.yaml"
     if not candidate.exists():
-        raise ConfigError(f"data.card={name_or_path!r} is not a shipped card; choose from {shipped_cards()} "
+        raise ConfigError(f"{key}={name_or_path!r} is not a shipped card; choose from {shipped_cards()} "
                           f"or give a path to a card YAML")
     return candidate
 

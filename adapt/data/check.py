@@ -11,7 +11,7 @@ problem                        severity  why
 unpaired image                 error     an image whose label file is missing (training stops on it)
 missing image                  error     a listed image that is not there
 unreadable file                error     truncated or foreign file
-size mismatch                  error     image and label grids differ (shape or affine)
+size mismatch                  error     image and label grids differ (shape, affine, GeoTIFF CRS/transform)
 label values not in the card   error     ids the card's ``labels`` do not list
 empty label                    error     no target in the label map (training refuses it unless
                                          ``data.empty_share>0`` or ``data.skip_bad_cases=true``)
@@ -110,7 +110,7 @@ def _case_problems(report: Report, card: DataCard, case: Case, stats: CaseStats)
         return
     if stats.shape != stats.label_shape or not stats.affine_matches:
         what = f"image {stats.shape} vs label {stats.label_shape}" if stats.shape != stats.label_shape else \
-            "image and label affines differ"
+            (stats.grid_problem or "image and label grids differ").split(":", 1)[-1].strip().replace("\n", "; ")
         report.add("error", "size mismatch", case.label, what)
     if card.dims == 3 and stats.kind in ("pil", "tiff"):
         report.add("error", "wrong dimensions", case.image, "a 2D image, but the card has dims: 3")

@@ -37,7 +37,7 @@ from adapt.data.cards import DataCard, load_card
 from adapt.data.datamodule import SegmentationDataModule
 from adapt.data.load import odd_channels
 from adapt.data.sampling import sample_key
-from adapt.data.splits import split_cases
+from adapt.data.splits import require_validation, split_cases
 from adapt.data.volumes import data_root, list_cases
 from adapt.errors import ConfigError, DataError
 from adapt.models.primitives import resize_image, to_model_coords
@@ -261,6 +261,7 @@ class ClipDataModule(SegmentationDataModule):
         self.card, self.options = card, options
         self.root = data_root(card, root)
         splits = split_cases(list_cases(card, self.root), card.split, f"data card {card.name!r}", train_cases, seed)
+        require_validation(splits, f"data card {card.name!r}")
         self.splits = splits
         train_cases, val_cases = splits["train"], splits["val"]
         stores = [CaseStore(card, cases, cache, cache_dir) for cases in (train_cases, val_cases)]
@@ -280,6 +281,8 @@ class ClipDataModule(SegmentationDataModule):
         self.set_loading(batch_size, val_batch_size, num_workers, seed)
         self.label_map = dict(card.labels)
         self.num_bad_cases = len(self.train_set.bad_cases) + len(self.val_set.bad_cases)
+        self.skipped = {"train": list(self.train_set.bad_cases), "val": list(self.val_set.bad_cases)}
+        require_validation(splits, f"data card {card.name!r}", self.skipped["val"])
         channels = card.intensity.get("channels")
         self.preprocessing = {"dims": card.dims, "intensity": dict(card.intensity), "image_size": image_size,
                               "slice_axis": card.slice_axis, "spacing": card.spacing, "channels": stores[0].channels,

@@ -34,12 +34,13 @@ from adapt.data.device_transforms import AUGMENT, NATIVE_SIZE, collate_native, t
 from adapt.data.load import odd_channels
 from adapt.data.sources import data_root, list_cases
 from adapt.data.sampling import EpochSampler, ResumableLoader, sample_key
-from adapt.data.splits import split_cases
+from adapt.data.splits import require_validation, split_cases
 from adapt.errors import ConfigError, DataError
 from adapt.models.primitives import resize_image, to_model_coords
 from adapt.transforms.augment import PairAugment, SplitAugment
 from adapt.transforms.prompts import PromptSimulator
-from adapt.transforms.slices import object_masks, plane_view, resize_label, take_plane, target_counts
+from adapt.transforms.slices import (NODATA_LABEL, NODATA_MASK, mark_nodata, object_masks, plane_view, resize_label,
+                                    take_plane, target_counts)
 
 __all__ = ["SampleDataset", "SegmentationDataModule", "build_datamodule", "data_root", "index_cases",
            "list_cases", "split_cases"]
@@ -181,7 +182,8 @@ class SampleDataset(Dataset):
         # so training sees boxes exactly where prediction puts the same box.
         prompts = self._prompts(object_masks(torch.from_numpy(label), values).numpy(), key, *label.shape)
         image = resize_image(torch.from_numpy(image), self.image_size)
-        masks = object_masks(resize_label(torch.from_numpy(label), self.image_size), values)
+        resized = resize_label(torch.from_numpy(label), self.image_size)
+        masks = mark_nodata(object_masks(resized, values), resized)
         sample = {"image": image, "label": masks, **prompts}
         sample["meta"] = self._meta(position, index, target)
         return sample
@@ -201,9 +203,11 @@ class SampleDataset(Dataset):
         if len(chosen) == 1:  # object map: 0 = background, n + 1 = object n (distinct ids: disjoint)
             objects = (label == chosen[0][1]).view(np.uint8)
         else:
-            objects = np.zeros(label.shape, dtype=np.uint8 if len(chosen) < 255 else np.uint16)
+            objects = np.zeros(label.shape, dtype=np.uint8 if len(chosen) < NODATA_MASK - 1 else np.uint16)
             for n, (_, value) in enumerate(chosen):
                 objects[label == value] = n + 1
+        if label.dtype == np.uint16 and (label == NODATA_LABEL).any():  # nodata travels as its own object id
+            objects = np.where(label == NODATA_LABEL, NODATA_MASK, objects).astype(objects.dtype)
         sample: dict[str, Any] = {}
         if self.augment is not None:
             image, objects, params = self.augment(image, objects, seed=draw)
@@ -212,7 +216,10 @@ class SampleDataset(Dataset):
         key = (i, draw) if self.train else (i,)
         sample.update(self._prompts(masks, key, *objects.shape))
         sample["image"] = torch.from_numpy(np.array(image, order="C"))  # a copy: the cache may be read-only
-        sample["label"] = torch.from_numpy(masks.view(np.uint8))
+        masks = masks.view(np.uint8)
+        if objects.max(initial=0) == NODATA_MASK:
+            masks = np.where(objects == NODATA_MASK, np.uint8(NODATA_MASK), masks)
+        sample["label"] = torch.from_numpy(np.ascontiguousarray(masks))
         sample["meta"] = self._meta(position, index, target)
         return sample
 
@@ -283,7 +290,9 @@ class SegmentationDataModule(L.LightningDataModule):
         self.card, self.image_size = card, int(image_size)
         self.root = data_root(card, root)
         cases = list_cases(card, self.root)  # raises at once when the data is missing
-        self.splits = split_cases(cases, card.split, f"data card {card.path or card.name}", train_cases, seed)
+        where = f"data card {card.path or card.name}"
+        self.splits = split_cases(cases, card.split, where, train_cases, seed)
+        require_validation(self.splits, where)
         self.bad_cases: list[str] = []
         stores = {side: CaseStore(card, self.splits[side], cache, cache_dir) for side in ("train", "val")}
         found: dict[str, tuple[Any, int]] = {}
@@ -293,7 +302,10 @@ class SegmentationDataModule(L.LightningDataModule):
                                          seed, require_target=empty_share == 0, channels=found)
         odd = odd_channels(found, skip_bad_cases)
         train_items, val_items = without_cases(train_items, stores["train"], odd), without_cases(val_items, stores["val"], odd)
-        self.bad_cases = bad + val_bad + sorted(odd)
+        self.skipped = {"train": bad + sorted(odd & {c.id for c in self.splits["train"]}),
+                        "val": val_bad + sorted(odd & {c.id for c in self.splits["val"]})}
+        self.bad_cases = self.skipped["train"] + self.skipped["val"]
+        require_validation(self.splits, where, self.skipped["val"])
         if not len(train_items):
             raise DataError(f"data card {card.name!r}: no training sample left at {self.root} "
                             f"({len(self.bad_cases)} bad case(s) skipped)")

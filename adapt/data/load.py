@@ -4,9 +4,11 @@ This is the first MONAI dictionary transform of the preprocessing chain. It turn
 ``{"case", "image": path, "label": path}`` into channel-first tensors (MONAI ``MetaTensor``
 with the voxel-to-RAS affine for volumes), keeping only the card's ``intensity.channels``,
 and refuses, with the file named, every mismatch a later step would silently get wrong:
-image and label grids of different shapes or affines, label ids the card does not list,
+image and label on different grids (shape, affine, GeoTIFF CRS and transform: ``adapt.data.geometry``),
+label ids the card does not list,
 fewer channels or bands than the card selects, NaN or infinite pixels (unless the card's
-``intensity.nonfinite`` says to replace them), an empty (zero-length) axis.
+``intensity.nonfinite`` says to replace them), an empty (zero-length) axis. A GeoTIFF's nodata
+pixels (GDAL_NODATA) are marked: ``valid`` for the intensity step, ``NODATA_LABEL`` in the label map.
 
 What one case cannot show is checked across cases as they are indexed (``odd_channels``): a
 case whose image has another number of channels than the others (an RGB copy among grey
@@ -27,11 +29,12 @@ from monai.transforms import MapTransform
 
 from adapt.data.cards import DataCard
 from adapt.data.encoding import LabelEncoding
+from adapt.data.geometry import check_same_grid, raster_grid
 from adapt.data.readers import Raster, label_plane, read_raster
 from adapt.errors import DataError
 from adapt.guards import finite_pixels
+from adapt.transforms.slices import NODATA_LABEL
 
-AFFINE_TOLERANCE_MM = 1e-2
 log = logging.getLogger(__name__)
 
 
@@ -61,7 +64,9 @@ class LoadCased(MapTransform):
                 raise DataError(f"{raster.path}: an empty axis (shape {tuple(raster.array.shape[1:])}, "
                                 f"{raster.array.shape[0]} channel(s)): the file holds no pixels; re-export it")
         plane = label_plane(label, self.encoding)
-        image_array = finite_pixels(self._channels(image), image.path, self.card.intensity.get("nonfinite", "error"))
+        valid = image.valid()
+        image_array = finite_pixels(self._channels(image, image.data_pixels()), image.path,
+                                    self.card.intensity.get("nonfinite", "error"))
         if self.card.dims == 3:
             image_array, plane = self._check_volume(image, label, image_array, plane)
             affine = torch.as_tensor(image.affine, dtype=torch.float64)
@@ -70,30 +75,32 @@ class LoadCased(MapTransform):
             item["source_affine"], item["source_shape"] = image.affine, tuple(plane.shape)
         else:
             image_array, plane = _as_image(image, image_array), _as_image(label, plane[None])[0]
-            if image_array.shape[1:] != plane.shape:
-                raise DataError(f"{label.path}: label size {plane.shape} differs from image {image.path} "
-                                f"size {image_array.shape[1:]}")
+            check_same_grid(raster_grid(image, image_array.shape[1:]), raster_grid(label, plane.shape))
+            if valid is not None and not valid.all() and valid.shape == plane.shape:
+                # No data here: kept out of the intensity statistics, the loss and the metrics.
+                item["valid"] = valid
+                plane = np.where(valid, plane, NODATA_LABEL)
             item["image"], item["label"] = torch.from_numpy(image_array), torch.from_numpy(plane[None])
-        unknown = sorted(set(np.unique(plane).tolist()) - self.known_ids)
+        unknown = sorted(set(np.unique(plane).tolist()) - self.known_ids - {NODATA_LABEL})
         if unknown:
             raise DataError(f"{label.path}: label ids {unknown} are not in the data card's labels "
                             f"{self.card.labels}; add them to the card or fix the label file")
         item["source_dtype"] = str(image.array.dtype)
         return item
 
-    def _channels(self, image: Raster) -> np.ndarray:
+    def _channels(self, image: Raster, pixels: np.ndarray) -> np.ndarray:
         wanted = self.card.intensity.get("channels")
-        count = image.array.shape[0]
+        count = pixels.shape[0]
         if wanted is None:
             if count not in (1, 3):
                 raise DataError(f"{image.path}: {count} channels; choose 1 or 3 of them with intensity.channels "
                                 f"in the data card (e.g. [0] or [2, 1, 0])")
-            return image.array
+            return pixels
         if max(wanted) >= count:
             noun = "bands" if image.affine is None else "channels"
             raise DataError(f"{image.path}: has {count} {noun}, the data card asks for {noun} {list(wanted)} "
                             f"(intensity.channels, 0-based); fix the card or the file")
-        return image.array[list(wanted)]
+        return pixels[list(wanted)]
 
     def _check_volume(self, image: Raster, label: Raster, array: np.ndarray,
                       plane: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -102,14 +109,7 @@ class LoadCased(MapTransform):
                             f"use NIfTI or DICOM volumes, or a 2D card")
         if label.affine is None:
             raise DataError(f"{label.path}: a 2D image as the label of volume {image.path}; use a NIfTI label map")
-        if array.shape[1:] != plane.shape:
-            raise DataError(f"{label.path}: label shape {plane.shape} differs from image {image.path} "
-                            f"shape {array.shape[1:]}; resample the label onto the image grid")
-        if not np.allclose(image.affine, label.affine, rtol=0, atol=AFFINE_TOLERANCE_MM):
-            raise DataError(f"{label.path}: affine differs from the image's ({image.path}) by more than "
-                            f"{AFFINE_TOLERANCE_MM} mm; resample the label onto the image grid "
-                            f"(image affine {np.round(image.affine, 3).tolist()}, "
-                            f"label affine {np.round(label.affine, 3).tolist()})")
+        check_same_grid(raster_grid(image), raster_grid(label, plane.shape))
         return array, plane
 
 

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from adapt.data.encoding import LabelEncoding, nonfinite_label  # noqa: F401 (nonfinite_label: re-exported)
+from adapt.data.geometry import check_orthogonal
 from adapt.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -34,6 +35,8 @@ LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 #: GeoTIFF tags that carry the CRS and the pixel-to-map transform (GDAL nodata is not kept:
 #: an image's nodata value would mark a mask's background as missing).
 GEO_TAGS = (33550, 33922, 34264, 34735, 34736, 34737)
+#: GDAL's nodata tag: the pixel value (as text) that marks "no data" in every band.
+GDAL_NODATA = 42113
 #: PIL modes converted when a file is read as an image (palette indices only mean something in labels).
 IMAGE_MODES = {"P": "RGB", "RGBA": "RGB", "CMYK": "RGB", "YCbCr": "RGB", "LA": "L", "1": "L"}
 
@@ -49,16 +52,40 @@ class Raster:
         header: what a writer needs to put a mask in the same geometry: the ``nibabel`` image
             (NIfTI), the position-sorted ``pydicom`` datasets (DICOM), the GeoTIFF
             georeferencing tags as tifffile ``extratags`` (TIFF), ``None`` otherwise.
+        nodata: a (Geo)TIFF image's GDAL nodata value (read as an image only: a label's is ignored).
     """
 
     array: np.ndarray
     affine: np.ndarray | None
     path: Path
     header: Any = None
+    nodata: float | None = None
 
     @property
     def spatial_shape(self) -> tuple[int, ...]:
         return tuple(self.array.shape[1:])
+
+    def valid(self) -> np.ndarray | None:
+        """Pixels that hold data ``[H, W]`` (bool): not the nodata value in every band; ``None`` without a
+        nodata value (every pixel holds data)."""
+        if self.nodata is None:
+            return None
+        value, dtype = float(self.nodata), self.array.dtype
+        if np.isnan(value):
+            missing = np.isnan(self.array) if np.issubdtype(dtype, np.floating) else np.zeros(self.array.shape, bool)
+        elif np.issubdtype(dtype, np.integer) and (value != int(value) or not
+                                                    np.iinfo(dtype).min <= value <= np.iinfo(dtype).max):
+            missing = np.zeros(self.array.shape, bool)  # a value the pixels cannot hold: none is missing
+        else:
+            missing = self.array == value
+        return ~np.all(missing, axis=0)
+
+    def data_pixels(self) -> np.ndarray:
+        """``array`` with nodata pixels set to 0 (a NaN nodata value is no fault: ``valid`` marks it)."""
+        valid = self.valid()
+        if valid is None or valid.all():
+            return self.array
+        return np.where(valid, self.array, 0).astype(self.array.dtype)
 
 
 def file_kind(path: Path) -> str:
@@ -88,7 +115,8 @@ def read_raster(path: str | Path, as_image: bool = False) -> Raster:
             PNG/JPEG/BMP files become RGB or grey (a label file keeps its palette indices).
 
     Raises:
-        DataError: the file is missing, of an unsupported type, truncated or unreadable.
+        DataError: the file is missing, of an unsupported type, truncated or unreadable, or a
+            volume's affine is sheared (``adapt.data.geometry.check_orthogonal``).
     """
     path = Path(path)
     if not path.exists():
@@ -96,15 +124,20 @@ def read_raster(path: str | Path, as_image: bool = False) -> Raster:
     kind = file_kind(path)
     try:
         if kind == "pil":
-            return _read_pil(path, as_image)
-        if kind == "frames":
-            return _read_frames(path, as_image)
-        return {"nifti": _read_nifti, "dicom": _read_dicom, "tiff": _read_tiff}[kind](path)
+            raster = _read_pil(path, as_image)
+        elif kind == "frames":
+            raster = _read_frames(path, as_image)
+        elif kind == "tiff":
+            raster = _read_tiff(path, as_image)
+        else:
+            raster = {"nifti": _read_nifti, "dicom": _read_dicom}[kind](path)
     except DataError:
         raise
     except Exception as err:  # every library raises its own types for truncated or foreign files
         raise DataError(f"{path}: unreadable as {KIND_NAMES[kind]} ({type(err).__name__}: {err}); "
                         f"re-export or re-download the file") from None
+    check_orthogonal(raster.affine, path)
+    return raster
 
 
 def can_hold_nonfinite(path: str | Path) -> bool:
@@ -196,8 +229,9 @@ def _read_pil(path: Path, as_image: bool) -> Raster:
     return Raster(np.ascontiguousarray(array), None, path)
 
 
-def _read_tiff(path: Path) -> Raster:
-    """TIFF and GeoTIFF: ``(H, W)``, ``(bands, H, W)`` or interleaved ``(H, W, bands)``."""
+def _read_tiff(path: Path, as_image: bool = False) -> Raster:
+    """TIFF and GeoTIFF: ``(H, W)``, ``(bands, H, W)`` or interleaved ``(H, W, bands)``; an image keeps
+    its GDAL nodata value (``Raster.nodata``)."""
     import tifffile
 
     with tifffile.TiffFile(path) as tif:
@@ -205,13 +239,24 @@ def _read_tiff(path: Path) -> Raster:
         array = series.asarray()
         axes = series.axes
         tags = [(t.code, t.dtype, t.count, t.value, True) for t in tif.pages[0].tags.values() if t.code in GEO_TAGS]
+        nodata = tif.pages[0].tags.get(GDAL_NODATA)
+    nodata = _nodata_value(path, nodata.value) if nodata is not None and as_image else None
     if array.ndim == 2:
         array = array[None]
     elif array.ndim == 3 and axes[-1] in "SC":
         array = np.moveaxis(array, -1, 0)
     elif array.ndim != 3:
         raise DataError(f"{path}: expected one 2D raster with bands, got axes {axes} and shape {array.shape}")
-    return Raster(np.ascontiguousarray(array), None, path, tags)
+    return Raster(np.ascontiguousarray(array), None, path, tags, nodata)
+
+
+def _nodata_value(path: Path, text: Any) -> float:
+    """GDAL_NODATA's text (``"-9999"``, ``"nan"``, ``"0"``) as a number."""
+    try:
+        return float(str(text).strip().strip("\x00"))
+    except ValueError:
+        raise DataError(f"{path}: its GDAL_NODATA tag {text!r} is not a number; fix the tag (gdal_edit.py -a_nodata "
+                        "<value>) or remove it (gdal_edit.py -unsetnodata)") from None
 
 
 def _read_dicom(path: Path) -> Raster:

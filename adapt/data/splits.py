@@ -4,6 +4,10 @@ Slices of one volume, and cases of one patient (``Case.group``), always land on 
 side: a model must never be validated on a neighbour of a slice it was trained on. The
 split is a pure function of the sorted group names and the seed, so it does not depend on
 file-system order or on which other options a run uses.
+
+A dataset too small for its split -- no case left for validation, before or after bad cases
+are skipped -- is refused before training (``require_validation``): without one, no ``val/dice``
+is measured, no best checkpoint chosen, and Lightning would fail at the end of the first epoch.
 """
 
 from __future__ import annotations
@@ -99,3 +103,21 @@ def training_subset(cases: list[Case], count: int | str | None, seed: int = 0,
                           f"to {len(order)}, the training cases of {where}")
     kept = set(order[:count])
     return [c for c in cases if c.group in kept]
+
+
+def require_validation(splits: Mapping[str, list[Case]], where: str, skipped: list[str] | tuple[str, ...] = ()) -> None:
+    """Refuse a split whose validation side is empty (``skipped``: validation cases left out as bad).
+
+    Raises:
+        ConfigError: names the card, the case counts and how to get a validation case.
+    """
+    kept = [c for c in splits["val"] if c.id not in set(skipped)]
+    if kept:
+        return
+    total = sum(len(v) for v in splits.values())
+    why = (f"its {len(splits['val'])} validation case(s) were skipped as bad ({sorted(skipped)[:5]})" if skipped
+           else f"the split puts none of its {total} case(s) in validation")
+    raise ConfigError(f"{where}: no validation case: {why} ({len(splits['train'])} train, {len(splits.get('test', []))} "
+                      "test); training measures val/dice on the validation cases to choose its best checkpoint. "
+                      "Add cases, raise split.val in the card (e.g. 0.2; a dataset of one case cannot be split), "
+                      "or list validation ids (split.val: [case_id, ...])")

@@ -5,18 +5,20 @@ from the statistics of every case) and ``python -m adapt.data check`` (which tab
 plots them and lists what would stop or mislead training). Files are read by
 ``adapt.data.readers.read_raster`` exactly as ``LoadCased`` reads them; nothing is resampled.
 Intensities are a seeded sample of pixels (all of them, and those inside labels, per channel),
-enough for percentiles and histograms without holding a dataset in memory.
+enough for percentiles and histograms without holding a dataset in memory; a GeoTIFF's nodata
+pixels are never sampled, so they stretch neither a proposed window nor a band's percentiles.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from adapt.data.encoding import LabelEncoding
+from adapt.data.geometry import check_same_grid, raster_grid
+from adapt.data.geometry import geotiff_crs as crs_of
 from adapt.data.readers import Raster, label_plane, read_raster
 from adapt.errors import DataError
 
@@ -43,8 +45,11 @@ class CaseStats:
         label_counts: label value -> voxel count.
         sample, inside: intensity samples ``[C, n]`` of all pixels and of labelled ones.
         modality: DICOM ``Modality``; ``crs``: a GeoTIFF's ``EPSG:<code>``.
-        affine_matches: image and label share one grid (volumes).
+        affine_matches: image and label share one grid (volumes: affine; GeoTIFFs: CRS and transform);
+            ``grid_problem`` says how they differ (``adapt.data.geometry.check_same_grid``).
         nonfinite: NaN or infinite pixels in the image.
+        nodata, nodata_pixels: a GeoTIFF's GDAL nodata value and how many pixels hold it (left out of
+            ``sample`` and ``inside``).
         error: why the case could not be read (the other fields are then empty).
     """
 
@@ -65,7 +70,10 @@ class CaseStats:
     modality: str | None = None
     crs: str | None = None
     affine_matches: bool = True
+    grid_problem: str | None = None
     nonfinite: int = 0
+    nodata: float | None = None
+    nodata_pixels: int = 0
     error: str | None = None
 
 
@@ -90,11 +98,21 @@ def case_stats(image: Path, label: Path, encoding: LabelEncoding | float | None 
     stats.volume = raster.affine is not None and stats.shape[-1] > 1
     if raster.affine is not None:
         stats.spacing, stats.orientation, stats.slice_spacing_axis = _geometry(raster.affine)
-        if label_raster.affine is not None:
-            stats.affine_matches = bool(np.allclose(raster.affine, label_raster.affine, atol=1e-2))
+    if stats.shape == stats.label_shape:  # a size mismatch is its own finding
+        try:
+            check_same_grid(raster_grid(raster), raster_grid(label_raster, plane.shape))
+        except DataError as err:
+            stats.affine_matches, stats.grid_problem = False, str(err)
     values, counts = np.unique(plane, return_counts=True)
     stats.label_counts = {int(v): int(c) for v, c in zip(values, counts)}
     pixels = raster.array.reshape(raster.array.shape[0], -1)
+    valid = raster.valid()
+    if valid is not None:  # nodata: out of every intensity statistic (and so of init's window and bands)
+        stats.nodata, stats.nodata_pixels = raster.nodata, int(valid.size - valid.sum())
+        pixels = pixels[:, valid.reshape(-1)]
+        if not pixels.shape[1]:
+            stats.error = f"{image}: every pixel is nodata (GDAL_NODATA {raster.nodata:g}); the tile holds no image"
+            return stats
     if np.issubdtype(pixels.dtype, np.floating):
         finite = np.isfinite(pixels)
         stats.nonfinite = int(finite.size - finite.sum())
@@ -104,7 +122,8 @@ def case_stats(image: Path, label: Path, encoding: LabelEncoding | float | None 
     chosen = rng.choice(pixels.shape[1], size=min(sample, pixels.shape[1]), replace=False)
     stats.sample = pixels[:, np.sort(chosen)].astype(np.float32)
     if stats.shape == stats.label_shape:  # the label map is laid out as the image's pixels
-        labelled = np.flatnonzero(plane.reshape(-1) > 0)
+        ids = plane.reshape(-1) if valid is None else plane.reshape(-1)[valid.reshape(-1)]
+        labelled = np.flatnonzero(ids > 0)
         if len(labelled):
             picked = rng.choice(labelled, size=min(sample, len(labelled)), replace=False)
             stats.inside = pixels[:, np.sort(picked)].astype(np.float32)
@@ -141,18 +160,10 @@ def _dicom_modality(raster: Raster) -> str | None:
     return None
 
 
-def _geokeys(raster: Raster) -> dict[int, Any]:
-    if not isinstance(raster.header, list) or not raster.header or not isinstance(raster.header[0], tuple):
-        return {}
-    directory = next((t[3] for t in raster.header if t[0] == 34735), None) or ()
-    return {directory[i]: directory[i + 3] for i in range(4, len(directory) - 3, 4) if directory[i + 1] == 0}
-
-
 def geotiff_crs(raster: Raster) -> str | None:
     """``EPSG:<code>`` of a GeoTIFF (projected or geographic), ``None`` without one."""
-    keys = _geokeys(raster)
-    code = keys.get(3072) or keys.get(2048)
-    return f"EPSG:{code}" if code and code != 32767 else ("user-defined CRS" if keys else None)
+    return crs_of(raster.header if isinstance(raster.header, list) and raster.header
+                  and isinstance(raster.header[0], tuple) else None)
 
 
 def geotiff_pixel_size(raster: Raster) -> tuple[float, float] | None:

@@ -194,13 +194,15 @@ def geotiff_tags(origin: tuple[float, float], pixel_size: float, epsg: int) -> l
 
 
 def write_geotiff(path: Path, array: np.ndarray, origin: tuple[float, float], pixel_size: float = AERIAL_PIXEL_SIZE,
-                  epsg: int = AERIAL_EPSG) -> None:
-    """A band-first raster ``[C, H, W]`` (or ``[H, W]``) as a georeferenced GeoTIFF."""
+                  epsg: int = AERIAL_EPSG, nodata: float | None = None) -> None:
+    """A band-first raster ``[C, H, W]`` (or ``[H, W]``) as a georeferenced GeoTIFF (``nodata``: GDAL's tag)."""
     import tifffile
 
     planar = "separate" if array.ndim == 3 else None
-    tifffile.imwrite(path, array, photometric="minisblack", planarconfig=planar, compression="zlib",
-                     extratags=geotiff_tags(origin, pixel_size, epsg))
+    tags = geotiff_tags(origin, pixel_size, epsg)
+    if nodata is not None:
+        tags.append((42113, "s", 0, f"{nodata:g}", True))
+    tifffile.imwrite(path, array, photometric="minisblack", planarconfig=planar, compression="zlib", extratags=tags)
 
 
 def make_aerial_tile(seed: int, shape: tuple[int, int] = AERIAL_SHAPE) -> tuple[np.ndarray, np.ndarray]:

@@ -94,9 +94,12 @@ def resample_nearest(volume: np.ndarray, affine: np.ndarray, target_affine: np.n
 
 
 def compact_labels(label: np.ndarray) -> np.ndarray:
-    """Label ids in the smallest integer type that holds them (uint8 for most datasets)."""
+    """Label ids in the smallest integer type that holds them (uint8 for most datasets, uint16 with
+    nodata pixels: ``adapt.transforms.slices.NODATA_LABEL``)."""
     label = np.rint(np.asarray(label)).astype(np.int64)
-    return label.astype(np.uint8) if label.size == 0 or (label.min() >= 0 and label.max() < 256) else label.astype(np.int32)
+    if label.size == 0 or (label.min() >= 0 and label.max() < 256):
+        return label.astype(np.uint8)
+    return label.astype(np.uint16) if label.min() >= 0 and label.max() < 65536 else label.astype(np.int32)
 
 
 def load_volume(card: DataCard, case: Case) -> Volume:

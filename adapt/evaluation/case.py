@@ -30,12 +30,14 @@ import torch
 from scipy import ndimage
 
 from adapt.data.encoding import LabelEncoding
-from adapt.errors import ConfigError, DataError
+from adapt.data.geometry import check_same_grid
+from adapt.errors import ConfigError
 from adapt.evaluation.cases import EvalCase
 from adapt.evaluation.engine import Engine, PlanePrompts
 from adapt.guards import finite_stack
 from adapt.metrics import case_metrics, confusion_matrix, dice, iou, j_and_f
-from adapt.inference.io import Scan, dicom_affine, mask_path, read_scan, suffix, to_unit, write_mask
+from adapt.inference.io import (Scan, dicom_affine, drop_nodata, mask_path, read_scan, scan_grid, suffix, to_unit,
+                                valid_like, write_mask)
 from adapt.transforms.prompts import PromptSimulator
 
 PROMPTS = ("box", "box_jitter", "point", "points_k", "auto", "none")
@@ -169,11 +171,7 @@ def read_case(case: EvalCase, slice_axis: int, needs_label: bool = True,
     if not needs_label:
         return scan, None
     label = read_scan(case.label, slice_axis, spacing, label=True)
-    if label.shape != scan.shape:
-        raise DataError(f"{case.label}: label shape {label.shape} differs from the image's {scan.shape} ({case.image})")
-    affines = [getattr(s.geometry, "affine", None) for s in (scan, label)]
-    if all(a is not None for a in affines) and not np.allclose(*affines, atol=1e-3):
-        raise DataError(f"{case.label}: affine differs from the image's ({case.image}); resample the label onto the image")
+    check_same_grid(scan_grid(scan), scan_grid(label))
     return scan, label
 
 
@@ -277,13 +275,19 @@ def evaluate_case(engine: Engine, case: EvalCase, case_index: int, classes: dict
     if shift is not None:
         images = shift(images)
     values = list(classes.values())
-    truth_stack = label_stack(label, label_encoding)
+    truth_stack = drop_nodata(label_stack(label, label_encoding), scan)  # nodata pixels: never scored
     prediction, after_clicks = predict_classes(engine, images, truth_stack, values, protocol, case_index, video)
-    truth, (spacing, unit) = stored_labels(label, label_encoding), voxel_spacing(scan)
+    prediction = drop_nodata(prediction, scan)
+    after_clicks = {k: drop_nodata(stack, scan) for k, stack in after_clicks.items()}
+    truth, (spacing, unit) = drop_nodata(stored_labels(label, label_encoding), scan), voxel_spacing(scan)
     predicted = stored(scan, prediction)
     index_of = np.zeros(int(max(values + [int(truth.max())])) + 1, dtype=np.int64)
     index_of[values] = np.arange(1, len(values) + 1)
-    confusion = confusion_matrix(predicted, index_of[np.clip(truth, 0, None)], len(values) + 1)
+    classes_of = index_of[np.clip(truth, 0, None)]
+    valid = valid_like(scan, truth)
+    if valid is not None:  # nodata counts in no class
+        classes_of = np.where(valid, classes_of, -1)
+    confusion = confusion_matrix(predicted, classes_of, len(values) + 1, ignore_index=-1)
     rows = []
     for index, (name, value) in enumerate(classes.items(), start=1):
         scores = case_metrics(predicted == index, truth == value, spacing, tolerance_mm=protocol.tolerance_mm)

@@ -100,7 +100,7 @@ def in_domain_cases(metadata: Mapping[str, Any], card: Any, classes: Mapping[str
     Raises:
         ConfigError: the evaluation is not out-of-domain, or the card does not name a class.
     """
-    from adapt.data.cards import load_card
+    from adapt.data.cards import card_path, load_card
     from adapt.evaluation.cases import evaluation_card, load_cases
 
     if kind(metadata, card.name) != "out-of-domain":
@@ -110,7 +110,7 @@ def in_domain_cases(metadata: Mapping[str, Any], card: Any, classes: Mapping[str
     if choice is True or str(choice).lower() == "true":
         own, root = evaluation_card(folder, metadata, None, root, "in_domain_root")
     else:
-        own = load_card(str(choice))
+        own = load_card(card_path(str(choice), key="in_domain"))
     own, cases = load_cases(own, root, split, metadata)
     if own.name != trained_on(metadata):
         raise ConfigError(f"in_domain={choice}: that card is {own.name!r}, the adapter was trained on "

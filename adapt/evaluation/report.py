@@ -165,7 +165,11 @@ def print_table(summary: Mapping[str, Any], console: Console | None = None) -> T
             cells += ["-" if other.get(key) is None else f"{other[key]:.4f}", "-" if delta is None else f"{delta:+.4f}"]
         table.add_row(*cells)
     for k, entry in (summary.get("clicks") or {}).items():
-        table.add_row("all", f"dice @ {k} clicks", f"{entry['dice']:.4f}", *(("", "") if other else ()))
+        cells = ["all", f"dice @ {k} clicks", f"{entry['dice']:.4f}"]
+        if other:
+            theirs = ((other.get("clicks") or {}).get(k) or {}).get("dice")
+            cells += ["-", "-"] if theirs is None else [f"{theirs:.4f}", f"{entry['dice'] - theirs:+.4f}"]
+        table.add_row(*cells)
     speed = summary["throughput"]
     if speed["per_second"] is not None:
         table.add_row("all", speed["unit"], f"{speed['per_second']:.2f}", *(("", "") if other else ()))

@@ -127,6 +127,17 @@ def _show(scores: Mapping[str, Any] | None, metric: str) -> str:
     return f"{scores[metric]:.4f}" + ("" if drop is None else f" ({-100 * drop:+.1f} %)")
 
 
+#: A severity family in words, for the table's title.
+FAMILY_WORDS = {"ct": "CT", "mr": "MR", "aerial": "aerial and satellite tiles", "other": "ultrasound, X-ray, PET and photos"}
+
+
+def title(summary: Mapping[str, Any]) -> str:
+    """The robustness table's title in words: what is measured, on which scales, with which seed."""
+    return (f"Robustness to acquisition shifts: Dice and NSD under each shift and severity, mean over cases and "
+            f"classes, in brackets the change from the clean input (severities scaled for "
+            f"{FAMILY_WORDS.get(summary['family'], summary['family'])}; random shifts drawn with seed {summary['seed']})")
+
+
 def print_table(summary: Mapping[str, Any], console: Any = None) -> None:
     """Dice and NSD per shift and severity, both runs side by side, with the change from clean in %."""
     import sys
@@ -136,8 +147,7 @@ def print_table(summary: Mapping[str, Any], console: Any = None) -> None:
 
     console = console or (Console() if sys.stdout.isatty() else Console(width=200))  # logs: no folded cells
     models = summary["models"]
-    table = Table(title=f"robustness ({summary['family']} scales, seed {summary['seed']}): mean over cases and "
-                        "classes (change from clean)")
+    table = Table(title=title(summary))
     for column in ("shift", "severity", "parameter", *(f"{models[r]} {m}" for r in models for m in METRICS)):
         table.add_column(column, overflow="fold")
     for entry in summary["conditions"]:

@@ -20,6 +20,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from adapt.data.cards import DataCard
 from adapt.data.encoding import LabelEncoding
+from adapt.data.geometry import check_grids, check_headers
+from adapt.data.sources import data_root
 from adapt.errors import ConfigError
 from adapt.guards import check_inputs_finite, check_labels_finite
 from adapt.evaluation.case import GT_PROMPTS, Protocol, evaluate_case, save_prediction
@@ -31,7 +33,7 @@ from adapt.evaluation.report import difference, print_table, summarize_run, writ
 from adapt.inference.runner import Predictor
 from adapt.hub.model_card import label_names
 from adapt.schema import validate
-from adapt.storage import check_writable
+from adapt.storage import check_apart, check_writable
 
 log = logging.getLogger(__name__)
 
@@ -136,6 +138,10 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     every_case = cases + (own[1] if own else [])
     check_inputs_finite([case.image for case in every_case], preprocessing or card_preprocessing(card))
     check_labels_finite([case.label for case in every_case])
+    check_headers([path for case in every_case for path in (case.image, case.label)])
+    check_grids([(case.image, case.label) for case in every_case])
+    check_apart(out, "out", {"the adapter": main.path, "the compared adapter": other.path if other else None},
+                hosts={"the data": data_root(card, root)})
 
     clear_out(out)
     summary: dict[str, Any] = {}

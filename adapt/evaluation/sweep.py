@@ -5,7 +5,9 @@ A label-efficiency sweep is a Hydra multirun over ``data.train_cases`` (and usua
     python -m adapt.train -m recipe=demo data.train_cases=1,2,5,10,all adapter=lora,bottleneck
 
 Every run writes ``metrics.json`` (validation Dice/IoU before and after training, the training
-patients it used: ``data.train_cases``, ``data.train_case_ids``). ``collect`` finds every run under a
+patients it used: ``data.train_cases``, ``data.train_case_ids``; cases skipped as bad with
+``data.skip_bad_cases=true`` are not counted, they are listed in ``data.skipped_case_ids`` and
+the ``skipped_cases`` column). ``collect`` finds every run under a
 folder (at any depth), ``aggregate`` groups them by adapter and number of labelled cases (mean ±
 std over seeds), and ``write_tables`` writes
 
@@ -32,7 +34,7 @@ import numpy as np
 from adapt.errors import AdaptError, ConfigError
 
 CSV_NAME, MD_NAME = "label_efficiency.csv", "label_efficiency.md"
-COLUMNS = ("run", "adapter", "labelled_cases", "train_cases_setting", "val_cases", "seed", "steps",
+COLUMNS = ("run", "adapter", "labelled_cases", "train_cases_setting", "skipped_cases", "val_cases", "seed", "steps",
            "dice_before", "dice_after", "iou_after", "trainable", "card")
 
 
@@ -51,6 +53,7 @@ def describe_run(run: Path) -> dict[str, Any]:
     return {
         "run": str(run), "adapter": _adapter_label(metrics.get("adapter") or config.get("adapter") or {}),
         "labelled_cases": data.get("train_cases"), "train_cases_setting": data.get("train_cases_setting", "all"),
+        "skipped_cases": len((data.get("skipped_case_ids") or {}).get("train") or ()),
         "val_cases": data.get("val_cases"), "seed": config.get("seed"), "steps": metrics.get("steps"),
         "dice_before": (metrics.get("before") or {}).get("val/dice"),
         "dice_after": (metrics.get("after") or {}).get("val/dice"),

@@ -11,7 +11,12 @@
   (``adapt.hub.share.merge_adapter``); bottleneck adapters cannot be folded and are refused.
 
 Both write ``export.json`` (the preprocessing record: ``adapt.export.record``) and the
-adapter's ``sam2_adapt.json``.
+adapter's ``sam2_adapt.json``. An export is written whole or not at all, as adapters are: every
+file goes to a staging folder beside ``out`` (the check against torch runs there) and is moved
+in once all are written (``adapt.storage.write_folder_atomically``); a previous export's files
+are replaced only then. ``out`` must lie apart from the adapter and its run (``check_apart``),
+checked before anything is written. A propagation adapter's memory path is not exported: the
+export says so when it starts and records it (``left_out``).
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ from adapt.export.record import FORMATS, QUANTIZE, RECORD_FILE, build_record, wr
 from adapt.hub.loading import LoadedAdapter, load_adapter, resolve
 from adapt.hub.share import CARD_FILE, merge_adapter
 from adapt.models.primitives import decode
-from adapt.storage import check_writable
+from adapt.storage import check_apart, check_writable, write_folder_atomically
 
 log = logging.getLogger(__name__)
 
@@ -66,17 +71,26 @@ def check_request(format: str, quantize: str, metadata: dict[str, Any], source: 
                           "Sam2Model; export it with format=onnx (the layers are kept in the graphs)")
 
 
-def prepare_out(out: str | Path, overwrite: bool) -> Path:
-    """``out``, writable and empty -- or, with ``overwrite``, cleared of a previous export's files."""
+def prepare_out(out: str | Path, overwrite: bool, inputs: dict[str, Path | None]) -> Path:
+    """``out``, writable, apart from ``inputs`` (``adapt.storage.check_apart``) and empty -- or, with
+    ``overwrite``, holding a previous export whose files the new one replaces once it is complete."""
     out = check_writable(Path(out).expanduser(), "out")
+    check_apart(out, "out", inputs)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"out={out} is a file; give a folder")
-    if out.exists() and any(out.iterdir()):
-        if not overwrite:
-            raise ConfigError(f"out={out} exists and is not empty; choose another out= or pass overwrite=true")
-        for name in EXPORT_FILES:
-            (out / name).unlink(missing_ok=True)
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise ConfigError(f"out={out} exists and is not empty; choose another out= or pass overwrite=true")
     return out
+
+
+def left_out(metadata: dict[str, Any]) -> str | None:
+    """What an export of this adapter does not hold (``None``: nothing it was trained to use)."""
+    if metadata.get("task") != "propagation":
+        return None
+    return ("the adapter was trained with task=propagation, but an export holds the image encoder and the prompt "
+            "decoder only: SAM2's memory path (memory attention, memory encoder, object pointers) and any adapter "
+            "weights there are left out, so backend=onnx follows a volume by chaining boxes from slice to slice "
+            "(propagation=boxes); use backend=torch to propagate through memory")
 
 
 def merged_model(loaded: LoadedAdapter) -> torch.nn.Module:
@@ -132,27 +146,46 @@ def export_adapter(adapter: str | Path, format: str = "onnx", out: str | Path = 
     if not metadata:
         raise ConfigError(f"{source} has no {METADATA_FILE}; export adapters written by python -m adapt.train")
     check_request(format, quantize, metadata, source)
-    out = prepare_out(out, overwrite)
+    given = Path(str(adapter)).expanduser()
+    out = prepare_out(out, overwrite, {"the adapter": source, "the adapter's run": given if given.exists() else None})
+    note = left_out(metadata)
+    if note:
+        log.warning("export: %s", note)
     loaded = load_adapter(source, video=False, allow_base_mismatch=allow_base_mismatch)
     size = int(loaded.model_info.image_size)
-    label = str(adapter) if not Path(str(adapter)).exists() else str(source.resolve())
-    if format == "safetensors":
-        merge_adapter(loaded, out, overwrite=True)
-        write_record(build_record(metadata, size, format, label), out)
-        return out
-    loaded = dataclasses.replace(loaded, model=merged_model(loaded))
+    label = str(adapter) if not given.exists() else str(source.resolve())
+    written: set[str] = set()
+
+    def write(staging: Path) -> None:
+        if format == "safetensors":
+            merge_adapter(loaded, staging, overwrite=True)
+            write_record(build_record(metadata, size, format, label, left_out=note), staging)
+        else:
+            write_graphs(dataclasses.replace(loaded, model=merged_model(loaded)), metadata, staging, size, label,
+                         quantize, check, note)
+        copy_card(source, staging)  # the data card travels with the export, as with the adapter
+        written.update(p.name for p in staging.iterdir())
+
+    write_folder_atomically(out, write, "out", "free some space, or export to a larger disk (out=<a folder there>)")
+    for name in set(EXPORT_FILES) - written:  # a previous export's files that this one does not have
+        (out / name).unlink(missing_ok=True)
+    return out
+
+
+def write_graphs(loaded: LoadedAdapter, metadata: dict[str, Any], out: Path, size: int, label: str, quantize: str,
+                 check: bool, note: str | None) -> None:
+    """The graphs, ``sam2_adapt.json`` and ``export.json`` of an ONNX export into ``out`` (a staging folder),
+    with the check against torch recorded when ``check``."""
     if quantize == "int8":
-        with tempfile.TemporaryDirectory(dir=out.parent if out.parent.exists() else None) as tmp:
+        with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
             paths = quantize_graphs(graphs.export_graphs(loaded.model, tmp), out)
     else:
         paths = graphs.export_graphs(loaded.model, out)
-    record = build_record(metadata, size, format, label, quantize, {k: p.name for k, p in paths.items()})
+    record = build_record(metadata, size, "onnx", label, quantize, {k: p.name for k, p in paths.items()},
+                          {p.name: p.stat().st_size for p in paths.values()}, note)
     record["graph_bytes"] = weight_bytes(paths)
     (out / METADATA_FILE).write_text(json.dumps(metadata, indent=2, default=str))
-    copy_card(source, out)  # the data card travels with the export, as with the adapter
     write_record(record, out)
     if check:
         record["check"] = check_graphs(loaded, out)
         write_record(record, out)
-        log.info("export check against torch: %s", record["check"])
-    return out

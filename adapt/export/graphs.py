@@ -20,12 +20,17 @@ export computes what ``Predictor`` computes:
 The legacy TorchScript exporter (``dynamo=False``) is used: it traces transformers' SAM2 at
 torch 2.13 with dynamic batch and point axes; the wrappers are put in eval mode because the
 exporter restores the wrapper's mode afterwards (a training-mode wrapper would leave SAM2 in
-training mode, where its decoder skips the stability fallback).
+training mode, where its decoder skips the stability fallback). Its ``TracerWarning``s (Python
+branches on shapes, which are constant for SAM2's fixed input side) and its constant-folding
+notes are silenced while tracing: they describe the tracer, not the export.
 """
 
 from __future__ import annotations
 
+import contextlib
+import warnings
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -87,6 +92,15 @@ def prompt_points(prompts: dict[str, torch.Tensor]) -> tuple[np.ndarray, np.ndar
     return np.ascontiguousarray(np.concatenate(coords, 1), np.float32), np.ascontiguousarray(np.concatenate(labels, 1))
 
 
+@contextlib.contextmanager
+def quiet_tracer() -> Iterator[None]:
+    """Silence the tracer's ``TracerWarning``s and the exporter's constant-folding notes."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+        warnings.filterwarnings("ignore", message="Constant folding", category=UserWarning)
+        yield
+
+
 def export_graphs(model: nn.Module, out_dir: str | Path, opset: int = OPSET) -> dict[str, Path]:
     """Trace ``model`` (a SAM2 with its adapter merged or attached) into the three graphs.
 
@@ -101,7 +115,7 @@ def export_graphs(model: nn.Module, out_dir: str | Path, opset: int = OPSET) -> 
     batch = {"pixels": {0: "batch"}, **{name: {0: "batch"} for name in EMBEDDINGS}}
     paths = {"image_encoder": out_dir / ENCODER_FILE, "decoder": out_dir / DECODER_FILE,
              "decoder_multimask": out_dir / MULTIMASK_FILE}
-    with torch.no_grad():
+    with torch.no_grad(), quiet_tracer():
         torch.onnx.export(ImageEncoder(sam).eval(), (pixels,), str(paths["image_encoder"]), input_names=["pixels"],
                           output_names=list(EMBEDDINGS), dynamic_axes=batch, opset_version=opset, dynamo=False)
         embeddings = tuple(image_embeddings(sam, pixels))
@@ -110,7 +124,7 @@ def export_graphs(model: nn.Module, out_dir: str | Path, opset: int = OPSET) -> 
     axes = {**{name: {0: "batch"} for name in EMBEDDINGS}, "point_coords": {0: "batch", 1: "points"},
             "point_labels": {0: "batch", 1: "points"}, **{name: {0: "batch"} for name in OUTPUTS}}
     for key, multimask in (("decoder", False), ("decoder_multimask", True)):
-        with torch.no_grad():
+        with torch.no_grad(), quiet_tracer():
             torch.onnx.export(PromptDecoder(sam, multimask).eval(), (*embeddings, coords, labels), str(paths[key]),
                               input_names=[*EMBEDDINGS, *PROMPTS], output_names=list(OUTPUTS), dynamic_axes=axes,
                               opset_version=opset, dynamo=False)

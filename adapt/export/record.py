@@ -9,6 +9,8 @@ written in that encoding), so ``adapt.predict backend=onnx`` (and anyone reimple
 repeats it without the adapter's data card. The adapter's own ``sam2_adapt.json`` and its copy
 of the data card (``data_card.yaml``: evaluation reads it when ``data.card=`` is not given) are
 copied beside it; ``data_card`` here names the card, its data root and case fingerprint.
+The record lists the graph files and their sizes, so an export missing a graph, or holding one of
+another export, is called incomplete when it is read (``check_complete``), before any session loads.
 """
 
 from __future__ import annotations
@@ -29,7 +31,8 @@ QUANTIZE = ("none", "int8")
 
 
 def build_record(metadata: Mapping[str, Any], image_size: int, format: str, source: str,
-                 quantize: str = "none", files: Mapping[str, str] | None = None) -> dict[str, Any]:
+                 quantize: str = "none", files: Mapping[str, str] | None = None,
+                 sizes: Mapping[str, int] | None = None, left_out: str | None = None) -> dict[str, Any]:
     """The ``export.json`` content of an export of the adapter described by ``metadata``.
 
     Args:
@@ -39,6 +42,8 @@ def build_record(metadata: Mapping[str, Any], image_size: int, format: str, sour
         source: the adapter the export was made from (folder or Hub id), for comparisons.
         quantize: ``none`` or ``int8`` (onnxruntime's dynamic quantisation of the weights).
         files: the graph files, ``{"image_encoder": name, ...}`` (ONNX only).
+        sizes: each graph file's size in bytes, checked when the export is loaded (``check_complete``).
+        left_out: what the export does not hold of what the adapter was trained to use, in words.
     """
     import torch
     import transformers
@@ -84,11 +89,13 @@ def build_record(metadata: Mapping[str, Any], image_size: int, format: str, sour
         "masks": f"low_res_masks are logits at {image_size // 4} x {image_size // 4}: resize to H x W "
                  "(bilinear, align_corners=False) and threshold at 0",
         "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
+        "left_out": left_out,
     }
     if format == "onnx":
         record["graphs"] = {
             "opset": graphs.OPSET,
             "files": dict(files or {}),
+            "bytes": dict(sizes or {}),
             "image_encoder": {"inputs": {"pixels": ["batch", 3, image_size, image_size]},
                               "outputs": list(graphs.EMBEDDINGS)},
             "decoder": {"inputs": [*graphs.EMBEDDINGS, "point_coords [batch, points, 2] float32",
@@ -111,7 +118,8 @@ def is_export(path: str | Path) -> bool:
 
 
 def read_record(path: str | Path, format: str | None = None) -> dict[str, Any]:
-    """The ``export.json`` of an export folder, checked to be ours (and of ``format`` when given).
+    """The ``export.json`` of an export folder, checked to be ours (and of ``format`` when given) and
+    whole (``check_complete``).
 
     Raises:
         ConfigError: the folder is not an export (says how to make one).
@@ -133,4 +141,31 @@ def read_record(path: str | Path, format: str | None = None) -> dict[str, Any]:
     if format is not None and record["format"] != format:
         raise ConfigError(f"{path} holds a {record['format']} export; backend=onnx needs format=onnx "
                           f"(python -m adapt.export adapter=... format=onnx out=DIR)")
+    check_complete(path, record)
     return record
+
+
+def check_complete(path: str | Path, record: Mapping[str, Any]) -> None:
+    """Refuse an export whose files are not the ones its ``export.json`` lists: a graph missing (a copy or an
+    export cut short) or of another size (a graph of another export dropped in, a truncated copy).
+
+    Raises:
+        ArtefactError: names the export, the files and how to get a whole export.
+    """
+    path = Path(path)
+    fix = "export the adapter again (python -m adapt.export adapter=<run> format=onnx out=DIR) or copy the whole folder"
+    graphs_ = record.get("graphs") or {}
+    if record.get("format") == "onnx":
+        files = {"image_encoder": graphs.ENCODER_FILE, "decoder": graphs.DECODER_FILE,
+                 "decoder_multimask": graphs.MULTIMASK_FILE, **(graphs_.get("files") or {})}
+    else:
+        files = {"model": "model.safetensors", "config": "config.json"}
+    missing = sorted(name for name in files.values() if not (path / name).is_file())
+    if missing:
+        raise ArtefactError(f"{path}: the export is incomplete, {missing} missing (its {RECORD_FILE} lists "
+                            f"{sorted(files.values())}); {fix}")
+    for name, size in (graphs_.get("bytes") or {}).items():
+        found = (path / name).stat().st_size
+        if found != int(size):
+            raise ArtefactError(f"{path / name}: {found} bytes where {RECORD_FILE} records {size}: the graph does not "
+                                f"belong to this export (or was cut short); {fix}")

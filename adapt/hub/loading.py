@@ -25,7 +25,7 @@ from adapt.adapters.io import CONFIG_FILE, METADATA_FILE, WEIGHTS_FILE, load_ada
 from adapt.errors import ArtefactError, ConfigError, ModelNotFoundError
 from adapt.guards import check_weights
 from adapt.models.provenance import base_fingerprint, check_fingerprint, describe
-from adapt.models.sam2 import HIERA_ARCHITECTURES, HUB_IDS, ModelInfo, load_sam2, random_config
+from adapt.models.sam2 import HIERA_ARCHITECTURES, HUB_IDS, ModelInfo, load_sam2, random_config, warn_once
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +112,8 @@ def adapter_dir(path: str | Path) -> Path:
 def check_adapter_files(path: Path) -> None:
     """Refuse, before any model is loaded, an adapter folder whose files are broken.
 
-    The JSON files must parse, the weights file must be there, readable as safetensors and
+    ``sam2_adapt.json`` must be there (it is named first: nothing else can be read without it),
+    the JSON files must parse, the weights file must be there, readable as safetensors and
     finite: a copy cut short, a file of another format or a diverged run's NaN weights would
     otherwise fail later as "does not fit the base", or score Dice 0 without a word.
 
@@ -121,6 +122,9 @@ def check_adapter_files(path: Path) -> None:
     """
     fix = ("copy the adapter folder again from its run (<run dir>/adapter), pull it again "
            "(python -m adapt.hub pull repo_id=<user/name> out_dir=DIR), or train it again")
+    if not (path / METADATA_FILE).is_file():
+        raise ArtefactError(f"{path / METADATA_FILE} is missing: without it the adapter's base model, preprocessing "
+                            f"and labels are unknown (a folder written by plain peft, or a copy without it); {fix}")
     for name in (CONFIG_FILE, METADATA_FILE):
         if (path / name).exists():
             try:
@@ -273,7 +277,7 @@ def load_base(metadata: dict[str, Any], base: str | nn.Module | None = None, che
         )
     if not recorded.get("pretrained", True) and name != "tiny" and not checkpoint and not local:
         # Trained on seeded random weights of this architecture: rebuild exactly those.
-        log.warning("adapter was trained on RANDOM weights of %s (offline/test run)", name)
+        warn_once(f"adapter was trained on RANDOM weights of {name} (offline/test run)")
         name = f"random:{name}"
     model, info = load_sam2(name, revision=revision, checkpoint=checkpoint, image_size=recorded.get("image_size"),
                             video=video, offline_fallback="random" if checkpoint else "error")

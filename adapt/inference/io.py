@@ -26,12 +26,13 @@ from monai.data import MetaTensor
 from monai.transforms import Compose
 
 from adapt.data.case_transforms import grid_transforms, target_pixdim
+from adapt.data.geometry import Grid, geotiff_crs, geotiff_transform
 from adapt.data.readers import GEO_TAGS, dicom_affine, read_raster
 from adapt.data.volumes import resample_nearest
 from adapt.errors import DataError
 from adapt.transforms.intensity import scale_channels
 
-__all__ = ["GEO_TAGS", "Scan", "VolumeView", "dicom_affine", "is_dicom_series", "kind_of", "mask_path",
+__all__ = ["GEO_TAGS", "Scan", "VolumeView", "dicom_affine", "drop_nodata", "valid_like", "is_dicom_series", "kind_of", "mask_path",
            "read_scan", "suffix", "to_training_grid", "to_unit", "write_mask"]
 
 IMAGE_SUFFIXES = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".tif": "geotiff", ".tiff": "geotiff",
@@ -49,6 +50,8 @@ class Scan:
         path: where it was read from.
         view: for volumes, how the stack relates to the stored voxel grid.
         dtype: the file's pixel type (``uint8`` files map to [0, 1] by /255, as in training).
+        valid: ``[Z, H, W]`` pixels that hold data, for a GeoTIFF with nodata pixels (``None``: all do);
+            the others take no part in the intensity scaling, are never predicted and never scored.
     """
 
     pixels: np.ndarray
@@ -57,6 +60,7 @@ class Scan:
     path: Path
     view: VolumeView | None = None
     dtype: str = "float32"
+    valid: np.ndarray | None = None
 
     @property
     def is_volume(self) -> bool:
@@ -117,6 +121,15 @@ class VolumeView:
         return float(grid[plane[0]]), float(grid[plane[1]]), int(round(grid[self.slice_axis]))
 
 
+def scan_grid(scan: Scan) -> Grid:
+    """The stored grid of a scan (``adapt.data.geometry``): a volume's shape and affine, a GeoTIFF's
+    CRS and transform, an image's size."""
+    if scan.view is not None:
+        return Grid(scan.path, scan.view.source_shape, scan.view.source_affine)
+    tags = scan.geometry if scan.kind == "geotiff" else None
+    return Grid(scan.path, scan.shape[1:], None, geotiff_crs(tags), geotiff_transform(tags))
+
+
 def suffix(path: Path) -> str:
     """The format suffix of a path (``.nii.gz`` counts as one)."""
     name = path.name.lower()
@@ -163,9 +176,11 @@ def read_scan(path: str | Path, slice_axis: int = 2, spacing: Sequence[float | N
         raise DataError(f"{path} does not exist")
     kind = kind_of(path)
     raster = read_raster(path, as_image=True)
-    pixels, dtype = raster.array.astype(np.float32), str(raster.array.dtype)
+    pixels, dtype = raster.data_pixels().astype(np.float32), str(raster.array.dtype)
     if kind in ("png", "jpeg", "geotiff"):
-        return Scan(pixels[None], kind, raster.header, path, dtype=dtype)
+        valid = None if label else raster.valid()
+        return Scan(pixels[None], kind, raster.header, path, dtype=dtype,
+                    valid=None if valid is None or valid.all() else valid[None])
     stack, view = to_training_grid(pixels, raster.affine, slice_axis, spacing, label)
     return Scan(stack, kind, raster.header, path, view, dtype=dtype)
 
@@ -204,7 +219,21 @@ def to_unit(scan: Scan, preprocessing: Mapping[str, Any]) -> np.ndarray:
         pixels = pixels[:, bands]
     intensity = {k: spec[k] for k in ("window", "percentiles") if spec.get(k) is not None}
     channels_first = np.moveaxis(pixels, 1, 0)  # each channel scaled over the whole scan
-    return np.ascontiguousarray(np.moveaxis(scale_channels(channels_first, intensity, scan.dtype), 0, 1))
+    return np.ascontiguousarray(np.moveaxis(scale_channels(channels_first, intensity, scan.dtype, scan.valid), 0, 1))
+
+
+def valid_like(scan: Scan, masks: np.ndarray) -> np.ndarray | None:
+    """``scan.valid`` laid out as ``masks`` (the ``[Z, H, W]`` stack or a 2D scan's ``[H, W]`` plane);
+    ``None`` when every pixel holds data."""
+    if scan.valid is None or scan.valid.size != np.size(masks):
+        return None
+    return scan.valid.reshape(np.shape(masks))
+
+
+def drop_nodata(masks: np.ndarray, scan: Scan) -> np.ndarray:
+    """``masks`` (laid out as ``valid_like`` takes) with 0 wherever ``scan`` holds no data (a GeoTIFF's nodata)."""
+    valid = valid_like(scan, masks)
+    return masks if valid is None else np.where(valid, masks, 0).astype(np.asarray(masks).dtype)
 
 
 def write_mask(mask: np.ndarray, scan: Scan, path: str | Path) -> Path:

@@ -82,10 +82,25 @@ class OnnxSam2:
         device, threads: onnxruntime provider and intra-op threads.
     """
 
-    def __init__(self, folder: Path, files: dict[str, str], device: str = "auto", threads: int | None = None):
+    def __init__(self, folder: Path, files: dict[str, str], device: str = "auto", threads: int | None = None,
+                 size: int | None = None):
         names = {"image_encoder": graphs.ENCODER_FILE, "decoder": graphs.DECODER_FILE,
                  "decoder_multimask": graphs.MULTIMASK_FILE, **files}
         self.sessions = {key: _session(folder / name, device, threads) for key, name in names.items()}
+        if size is not None:
+            self._check_sizes(folder, names, size)
+
+    def _check_sizes(self, folder: Path, names: dict[str, str], size: int) -> None:
+        """Refuse graphs traced for another input side than ``export.json``'s ``image_size``."""
+        expected = {"image_encoder": [size, size], "decoder": [size // 4, size // 4],
+                    "decoder_multimask": [size // 4, size // 4]}
+        for key, session in self.sessions.items():
+            node = session.get_inputs()[0] if key == "image_encoder" else session.get_outputs()[0]
+            found = list(node.shape[2:])
+            if key in expected and all(isinstance(v, int) for v in found) and found != expected[key]:
+                raise ArtefactError(f"{folder / names[key]}: {node.name} is {found}, but {folder / 'export.json'} "
+                                    f"records image_size {size} ({expected[key]}): the graph belongs to another "
+                                    "export; export the adapter again (python -m adapt.export)")
 
     def encode(self, pixels: torch.Tensor) -> list[torch.Tensor]:
         """Normalised pixels ``[B, 3, S, S]`` -> the decoder's three image embeddings."""
@@ -131,7 +146,7 @@ class OnnxPredictor(Predictor):
         self.loaded, self.propagation, self.fill_hole_area = loaded, "boxes", int(fill_hole_area)
         self.device, self._video = torch.device("cpu"), None
         self.size = int(loaded.model_info.image_size)
-        self.model = OnnxSam2(loaded.path, (record.get("graphs") or {}).get("files") or {}, device, threads)
+        self.model = OnnxSam2(loaded.path, (record.get("graphs") or {}).get("files") or {}, device, threads, self.size)
         self.quantize = str(record.get("quantize") or "none")
 
     def embed(self, images: np.ndarray) -> list[torch.Tensor]:

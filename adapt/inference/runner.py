@@ -16,9 +16,10 @@ import logging
 import numpy as np
 import torch
 
+from adapt.data.geometry import check_same_grid
 from adapt.errors import AdaptError, ConfigError, DataError
 from adapt.hub.loading import LoadedAdapter, load_adapter
-from adapt.inference.io import Scan, to_unit
+from adapt.inference.io import Scan, scan_grid, to_unit
 from adapt.inference.prompt_syntax import Prompt
 from adapt.models.postprocess import FILL_HOLE_AREA
 from adapt.models.primitives import (
@@ -201,11 +202,13 @@ def predict_scan(predictor: Predictor, scan: Scan, prompt: Prompt | None, guide:
     return chain_boxes(predictor, images, z, first) if scan.is_volume else first[None]
 
 
+#: What to do about a ``from_mask`` file on another grid than its input.
+FROM_MASK_FIX = ("it must be a mask of this very image: resample it onto the image's grid (nearest neighbour), or give "
+                 "the mask that was drawn on this image")
+
+
 def _check_guide(scan: Scan, guide: Scan | None, prompt: Prompt) -> None:
     """A from_mask file must be a mask of this very image: same grid, same placement."""
-    if guide is None or guide.shape != scan.shape:
-        raise DataError(f"from_mask={prompt.from_mask}: shape {guide.shape if guide else None} differs from "
-                        f"the input's {scan.shape} ({scan.path}); it must be a mask of the same image")
-    affines = [getattr(s.geometry, "affine", None) for s in (scan, guide)]
-    if all(a is not None for a in affines) and not np.allclose(*affines, atol=1e-3):
-        raise DataError(f"from_mask={prompt.from_mask}: its affine differs from {scan.path}'s; resample it onto the image grid")
+    if guide is None:
+        raise DataError(f"from_mask={prompt.from_mask}: not readable as a mask of {scan.path}")
+    check_same_grid(scan_grid(scan), scan_grid(guide), role="from_mask", fix=FROM_MASK_FIX)

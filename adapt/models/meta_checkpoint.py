@@ -47,6 +47,7 @@ from torch import Tensor, nn
 from transformers import Sam2Model
 
 from adapt.errors import ConfigError, ModelNotFoundError
+from adapt.guards import torch_file_problem
 
 log = logging.getLogger(__name__)
 
@@ -475,6 +476,10 @@ def read_meta_checkpoint(path: str | Path) -> dict[str, Tensor]:
             f"SAM2 checkpoint {path} does not exist. Set model.checkpoint to a Meta-format .pt file "
             "(e.g. MedSAM2_latest.pt or sam2.1_hiera_tiny.pt)."
         )
+    problem = torch_file_problem(path)
+    if problem is not None:
+        raise ConfigError(f"{path} {problem}; give a Meta-format SAM2 .pt file saved with torch.save "
+                          "(e.g. MedSAM2_latest.pt or sam2.1_hiera_tiny.pt)")
     try:
         content = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError) as error:

@@ -146,6 +146,18 @@ def _is_cached(repo_id: str, revision: str | None) -> bool:
     return isinstance(path, str)
 
 
+#: Notices already given in this process (a command that loads one base twice -- image and
+#: video model, adapter and zero-shot comparison -- says so once).
+_NOTICES: set[str] = set()
+
+
+def warn_once(message: str) -> None:
+    """Log ``message`` as a warning the first time only in this process (the random-weights notices)."""
+    if message not in _NOTICES:
+        _NOTICES.add(message)
+        log.warning("%s", message)
+
+
 def load_sam2(
     name: str,
     revision: str | None = None,
@@ -187,7 +199,7 @@ def load_sam2(
         if not _is_cached(source, revision) and not hub_reachable():
             if offline_fallback != "random":
                 raise ModelNotFoundError(_missing_model_message(source, revision))
-            log.warning("%s cannot be downloaded: using RANDOM weights of its architecture", source)
+            warn_once(f"{source} cannot be downloaded: using RANDOM weights of its architecture")
             random_name = source
 
     if random_name is not None:

@@ -22,6 +22,7 @@ from adapt.models.interactive import click_rounds
 from adapt.models.hiera_prefix import encode_prefix, encode_suffix
 from adapt.models.primitives import Prediction, base_model, decode, image_embeddings, preprocess, upsample_logits
 from adapt.tasks.base import BaseTask
+from adapt.transforms.slices import split_nodata
 
 
 def sample_keys(batch: Mapping[str, Any]) -> list[str]:
@@ -121,7 +122,9 @@ class SegmentationTask(BaseTask):
         return kept
 
     def _step(self, batch: Mapping[str, Any], stage: str) -> torch.Tensor:
-        target = batch["label"]
+        target, valid = split_nodata(batch["label"])  # nodata pixels: out of the loss and the scores
+        if valid is not None:
+            batch = {**batch, "label": target}
         truth = target > 0.5
         size = target.shape[-2:]
         objects = target.shape[0] * target.shape[1]
@@ -129,11 +132,13 @@ class SegmentationTask(BaseTask):
         losses = []
         for clicks, pred in self.predictions(batch, stage).items():
             logits = self.upsample(pred, size)
-            loss, parts, best = segmentation_loss(logits, target, pred.iou, self.loss_weights)
+            loss, parts, best = segmentation_loss(logits, target, pred.iou, self.loss_weights, valid)
             losses.append(loss)
             # Training scores the supervised (best) mask; evaluation the one inference would pick.
             pick = best if stage == "train" else pred.iou.argmax(dim=2)
             mask = logits.gather(2, pick[:, :, None, None, None].expand(-1, -1, 1, *size)).squeeze(2) > 0
+            if valid is not None:
+                mask = mask & valid
             suffix = f"_click{clicks}" if clicks else ""
             self.log(f"{stage}/dice{suffix}", dice_score(mask, truth).mean(), prog_bar=not clicks and stage != "train", **log)
             self.log(f"{stage}/iou{suffix}", iou_score(mask, truth).mean(), **log)

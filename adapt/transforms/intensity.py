@@ -7,6 +7,9 @@
   dark blue one.
 * neither — 8-bit files are divided by 255; anything else gets ``[0.5, 99.5]`` percentiles.
 
+Pixels without data (a GeoTIFF's nodata value, ``valid``) take no part in the percentiles and
+become 0, whatever their stored value.
+
 Channel/band selection (``intensity.channels``) happens when the file is read
 (``adapt.data.load.LoadCased``), before this step.
 """
@@ -22,12 +25,14 @@ from monai.transforms import MapTransform
 DEFAULT_PERCENTILES = (0.5, 99.5)
 
 
-def scale_intensity(volume: np.ndarray, intensity: Mapping[str, Any]) -> np.ndarray:
+def scale_intensity(volume: np.ndarray, intensity: Mapping[str, Any], valid: np.ndarray | None = None) -> np.ndarray:
     """Map raw intensities to [0, 1] with one ``window`` or ``percentiles`` over the whole array.
 
     Args:
         volume: any array of raw values.
         intensity: ``{"window": [low, high]}`` or ``{"percentiles": [lo, hi]}`` (default 0.5-99.5).
+        valid: pixels that hold data (broadcast against ``volume``): the percentiles are theirs
+            alone, and the others become 0 (nodata is never stretched into the image).
 
     Returns:
         ``float32`` array of the same shape, clipped to [0, 1].
@@ -36,23 +41,27 @@ def scale_intensity(volume: np.ndarray, intensity: Mapping[str, Any]) -> np.ndar
     if intensity.get("window") is not None:
         low, high = (float(v) for v in intensity["window"])
     else:
-        low, high = np.percentile(volume, intensity.get("percentiles") or DEFAULT_PERCENTILES)
-    return np.clip((volume - low) / max(high - low, 1e-6), 0, 1).astype(np.float32)
+        sample = volume if valid is None else volume[np.broadcast_to(valid, volume.shape)]
+        low, high = np.percentile(sample, intensity.get("percentiles") or DEFAULT_PERCENTILES) if sample.size else (0, 1)
+    out = np.clip((volume - low) / max(high - low, 1e-6), 0, 1).astype(np.float32)
+    return out if valid is None else np.where(valid, out, np.float32(0))
 
 
-def scale_channels(image: np.ndarray, intensity: Mapping[str, Any], source_dtype: str = "float32") -> np.ndarray:
+def scale_channels(image: np.ndarray, intensity: Mapping[str, Any], source_dtype: str = "float32",
+                   valid: np.ndarray | None = None) -> np.ndarray:
     """Channel-first pixels ``[C, ...]`` to [0, 1] as the card's ``intensity`` says (see module doc).
 
     Args:
         image: raw pixels, channel first.
         intensity: the card's ``intensity`` section.
         source_dtype: dtype of the file the pixels came from (``uint8`` selects /255 by default).
+        valid: ``[...]`` pixels that hold data (a GeoTIFF's nodata is not): see ``scale_intensity``.
     """
     if intensity.get("window") is not None:
-        return scale_intensity(image, intensity)
+        return scale_intensity(image, intensity, valid)
     if intensity.get("percentiles") is None and source_dtype == "uint8":
-        return scale_intensity(image, {"window": [0, 255]})
-    return np.stack([scale_intensity(channel, intensity) for channel in np.asarray(image)])
+        return scale_intensity(image, {"window": [0, 255]}, valid)
+    return np.stack([scale_intensity(channel, intensity, valid) for channel in np.asarray(image)])
 
 
 class ScaleIntensityCardd(MapTransform):
@@ -75,5 +84,6 @@ class ScaleIntensityCardd(MapTransform):
         if getattr(image, "affine", None) is not None:
             item["affine"] = np.asarray(image.affine, dtype=np.float64)
         pixels = image.as_tensor().numpy() if hasattr(image, "as_tensor") else np.asarray(image)
-        item["image"] = torch.from_numpy(scale_channels(pixels, self.intensity, str(item.get("source_dtype", ""))))
+        item["image"] = torch.from_numpy(scale_channels(pixels, self.intensity, str(item.get("source_dtype", "")),
+                                                        item.pop("valid", None)))
         return item

@@ -3,6 +3,10 @@
 Planes of a RAS volume ``[C, X, Y, Z]`` taken along ``slice_axis`` are transposed so rows
 run along the second in-plane axis (for axial slices: rows = y, columns = x), which is how
 ``adapt.inference.io`` lays out the planes it feeds the model. 2D cases are already planes.
+
+Pixels without data (a GeoTIFF's nodata value) carry the label ``NODATA_LABEL`` in a label map
+and ``NODATA_MASK`` in every object mask of a sample; they take no part in prompts, the loss or
+the metrics (``mark_nodata``, ``split_nodata``).
 """
 
 from __future__ import annotations
@@ -11,6 +15,32 @@ from typing import Sequence
 
 import numpy as np
 import torch
+
+
+#: The label id of pixels without data (not a class: no card may use it).
+NODATA_LABEL = 65535
+#: The value of those pixels in a sample's object masks (uint8 on the loader, float on the device).
+NODATA_MASK = 255
+
+
+def mark_nodata(masks: np.ndarray | torch.Tensor, label: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
+    """``masks`` ``[N, H, W]`` with ``NODATA_MASK`` wherever ``label`` ``[H, W]`` is ``NODATA_LABEL`` (a copy
+    only when there is such a pixel)."""
+    nodata = label == NODATA_LABEL
+    if not nodata.any():
+        return masks
+    masks = masks.clone() if isinstance(masks, torch.Tensor) else masks.copy()
+    masks[:, nodata] = NODATA_MASK
+    return masks
+
+
+def split_nodata(target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """A batch's masks ``[B, N, H, W]`` as ``(masks with nodata as background, valid [B, 1, H, W])``;
+    ``valid`` is ``None`` when every pixel holds data."""
+    nodata = target[:, :1] == NODATA_MASK
+    if not bool(nodata.any()):
+        return target, None
+    return target.masked_fill(nodata, 0), ~nodata
 
 
 def in_plane_axes(slice_axis: int) -> tuple[int, int]:
