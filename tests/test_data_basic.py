@@ -162,3 +162,50 @@ def test_phantom_batches_follow_the_contract():
     val_cases = {dm.val_set.store.cases[row[0]].id for row in dm.val_set.items}
     assert train_cases and val_cases and not train_cases & val_cases
     assert dm.preprocessing["intensity"] == {"window": [-160, 240]}
+
+
+def _counting_preads(monkeypatch):
+    """Every ``os.pread`` of the disk cache, as (file name, bytes)."""
+    import adapt.data.planes as planes
+
+    reads = []
+    pread = planes.os.pread
+    monkeypatch.setattr(planes.os, "pread", lambda fd, n, offset: reads.append(n) or pread(fd, n, offset))
+    return reads
+
+
+def test_disk_cache_reads_one_plane_per_sample_and_only_indexes_at_start(tmp_path, monkeypatch):
+    card = load_card("ct_phantom")
+    cases = list_cases(card, tmp_path / "ct")[:3]
+    cached = CaseStore(card, cases, "disk", tmp_path / "cache")
+    items, _ = index_cases(cached, prepare_workers=2)  # written by two processes
+    assert cached.prepared == 3 and cached.loads == 0
+    memory = CaseStore(card, cases, "memory")
+    assert np.array_equal(index_cases(memory)[0], items)  # the samples, from the cached label counts
+    reads = _counting_preads(monkeypatch)
+    again = CaseStore(card, cases, "disk", tmp_path / "cache")
+    assert np.array_equal(index_cases(again)[0], items) and reads == [] and again.loads == 0  # indexes only
+    on_disk, in_memory = (SampleDataset(s, items, 32, PromptSimulator(), False) for s in (again, memory))
+    for i in (0, len(items) // 2, len(items) - 1):
+        reads.clear()
+        image, label = on_disk.plane(i)
+        expected_image, expected_label = in_memory.plane(i)
+        assert np.array_equal(image, expected_image) and np.array_equal(label, expected_label)  # the float16 values
+        assert len(reads) == 2 and sum(reads) <= image.size * 2 + label.size  # its own chunks, compressed
+    uncached = SampleDataset(CaseStore(card, cases, "none"), items, 32, PromptSimulator(), False)
+    assert np.abs(on_disk.plane(1)[0] - uncached.plane(1)[0]).max() <= 2 ** -11  # float16 steps in [0, 1]
+
+
+def test_disk_cache_of_an_older_layout_is_reported_and_rebuilt(tmp_path, caplog):
+    card = load_card("ct_phantom")
+    cases = list_cases(card, tmp_path / "ct")[:1]
+    old = tmp_path / "cache" / f"{card.name}-0123456789ab"
+    old.mkdir(parents=True)
+    np.save(old / "ct_0-abc.geometry.npy", np.zeros((3, 4, 4)))
+    store = CaseStore(card, cases, "disk", tmp_path / "cache")
+    assert f"data cache {old} is in an older layout" in caplog.text and "prepared again" in caplog.text
+    store[0]
+    assert store.loads == 1 and json.loads((store.directory / "layout.json").read_text()) == {"format": 4}
+    caplog.clear()
+    CaseStore(card, cases, "disk", tmp_path / "cache")[0]  # the old folder again, never the current one
+    assert caplog.text.count("older layout") == 1 and f"data cache {store.directory} " not in caplog.text

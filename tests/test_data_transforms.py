@@ -163,7 +163,8 @@ def test_an_epoch_reads_no_file_once_cached(tmp_path, monkeypatch):
     reads = []
     original = io.read_raster
     monkeypatch.setattr(io, "read_raster", lambda path, **options: reads.append(path) or original(path, **options))
-    config = {"card": "ct_phantom", "root": str(tmp_path / "ct"), "batch_size": 8}
+    # prepare_workers=1: cases are read in this process, where the reads are counted
+    config = {"card": "ct_phantom", "root": str(tmp_path / "ct"), "batch_size": 8, "prepare_workers": 1}
     list_cases(load_card("ct_phantom"), tmp_path / "ct")  # generate the files first
     for mode in ("memory", "disk"):
         reads.clear()

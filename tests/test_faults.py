@@ -458,7 +458,7 @@ def scans_then_inf(e: Env) -> Path:
 
 
 def memmap_write(e: Env) -> Callable[[], Any]:
-    """The case cache writing an entry (``np.save`` is made to fail by ``fail_memmap``)."""
+    """The case cache writing an entry (its chunks are made to fail by ``fail_memmap``)."""
     from adapt.data.cache import CaseStore
     from adapt.data.cards import load_card
     from adapt.data.sources import list_cases
@@ -469,10 +469,12 @@ def memmap_write(e: Env) -> Callable[[], Any]:
 
 
 def fail_memmap(e: Env, monkeypatch: pytest.MonkeyPatch) -> None:
-    def save(file, array, *args, **kwargs):
-        file.write(b"\x93NUMPY partial")
+    import adapt.data.planes as planes
+
+    def write(file, chunks):
+        file.write(b"partial")
         raise OSError("Not enough free space to write 26880 bytes")
-    monkeypatch.setattr(np, "save", save)
+    monkeypatch.setattr(planes, "write_chunks", write)
 
 
 FAULTS = [

@@ -320,6 +320,61 @@ def test_nsd_default_is_monai_subvoxel_surface_dice(shape, spacing, tolerance):
         assert max(gaps) > 0.03
 
 
+def _full_volume_surface(pred: np.ndarray, gt: np.ndarray, spacing: tuple[float, ...] | None, tolerance: float):
+    """HD95 and both NSDs on the whole (zero-padded) volume, with dense pairwise distances: no crop, no search."""
+    from monai.metrics.utils import get_mask_edges
+
+    scale = np.ones(pred.ndim) if spacing is None else np.asarray(spacing)
+    padded = [np.pad(m, 1) for m in (pred, gt)]  # a border of background: masks touching the edge keep their surface
+    voxels = [np.argwhere(m ^ binary_erosion(m)) * scale for m in padded]
+    pair = cdist(voxels[0], voxels[1]).astype(np.float32)
+    forward, backward = pair.min(1), pair.min(0)
+    tol = np.float32(tolerance)
+    edges_p, edges_g, area_p, area_g = (np.asarray(a) for a in get_mask_edges(
+        torch.from_numpy(padded[0]), torch.from_numpy(padded[1]), crop=False, spacing=list(scale)))
+    elements = cdist(np.argwhere(edges_p) * scale, np.argwhere(edges_g) * scale).astype(np.float32)
+    covered = area_p[edges_p][elements.min(1) <= tol].sum() + area_g[edges_g][elements.min(0) <= tol].sum()
+    return {"hd95": max(np.percentile(forward, 95), np.percentile(backward, 95)),
+            "nsd": covered / (area_p[edges_p].sum() + area_g[edges_g].sum()),
+            "nsd_voxels": ((forward <= tol).sum() + (backward <= tol).sum()) / (forward.size + backward.size)}
+
+
+def _corner_blobs(shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    pred, gt = smooth_blob(5, shape, 0.52), smooth_blob(6, shape, 0.5)
+    pred[(0,) * len(shape)], gt[(slice(None),) + (-1,) * (len(shape) - 1)] = True, True  # on the array's border
+    return pred, gt
+
+
+SURFACE_CASES = {
+    "noisy": lambda shape: (random_masks(1, shape, 0.05) | smooth_blob(2, shape), smooth_blob(3, shape)),
+    "border": _corner_blobs,
+    "specks": lambda shape: (random_masks(4, shape, 0.01), box(shape, *(slice(n // 3, n // 2) for n in shape))),
+    "one_empty": lambda shape: (np.zeros(shape, bool), smooth_blob(7, shape)),
+    "both_empty": lambda shape: (np.zeros(shape, bool), np.zeros(shape, bool)),
+}
+
+
+@pytest.mark.filterwarnings("ignore:.*always_return_as_numpy:FutureWarning")
+@pytest.mark.parametrize("case", sorted(SURFACE_CASES))
+@pytest.mark.parametrize(("shape", "spacing"), [((14, 30, 26), (2.5, 0.8, 0.8)), ((20, 18, 16), None),
+                                                ((36, 40), (0.7, 3.0)), ((24, 24, 10), (1.0, 1.0, 1.0))])
+def test_cropped_surface_metrics_equal_the_whole_volume(case, shape, spacing):
+    """The crop around prediction | truth and the searches cut at the tolerance change no value (<= 1e-6)."""
+    pred, gt = SURFACE_CASES[case](shape)
+    got = surface_metrics(pred, gt, spacing, 2.0)
+    voxel_nsd = nsd(pred, gt, spacing, tolerance_mm=2.0, surface="voxels")
+    if not (pred.any() and gt.any()):
+        expected_nsd = nan if not (pred.any() or gt.any()) else 0.0
+        assert math.isnan(got["hd95"]) and got["nsd"] == pytest.approx(expected_nsd, nan_ok=True)
+        assert voxel_nsd == pytest.approx(expected_nsd, nan_ok=True)
+        return
+    full = _full_volume_surface(pred, gt, spacing, 2.0)
+    assert got["hd95"] == pytest.approx(full["hd95"], rel=1e-6, abs=1e-6)
+    assert got["nsd"] == pytest.approx(full["nsd"], abs=1e-6)
+    assert voxel_nsd == pytest.approx(full["nsd_voxels"], abs=1e-6)
+    assert 0 < got["nsd"] < 1  # the cases are neither trivially perfect nor disjoint
+
+
 def test_surface_rejects_bad_spacing_surface_and_tolerance():
     with pytest.raises(ValueError, match="spacing"):
         hd95(PRED_SQ, GT_SQ, spacing=(1.0, 1.0, 1.0))

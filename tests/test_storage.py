@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from adapt.data import planes
 from adapt.data.cache import CaseStore
 from adapt.data.cards import load_card
 from adapt.data.sources import list_cases
@@ -96,17 +97,17 @@ def test_case_cache_on_a_full_disk_stops_and_a_later_run_builds_whole_entries(tm
     card = load_card("ct_phantom")
     cases = list_cases(card, tmp_path / "ct")[:1]
     cache = tmp_path / "cache"
-    save = np.save
-    monkeypatch.setattr(np, "save", cut_short(OSError(errno.ENOSPC, "No space left on device")))
+    write_chunks = planes.write_chunks
+    monkeypatch.setattr(planes, "write_chunks", cut_short(OSError(errno.ENOSPC, "No space left on device")))
     with pytest.raises(ConfigError, match=r"^data\.cache=disk \(.*\): the disk holding .* is full .*"
                                           r"data\.cache_dir=<dir> or \$SAM2_ADAPT_DATA.*data\.cache=memory\|none\)$"):
         CaseStore(card, cases, "disk", cache)[0]
     assert [p for p in cache.rglob("*") if p.is_file()] == []  # nothing a later run could take for an entry
-    monkeypatch.setattr(np, "save", save)
+    monkeypatch.setattr(planes, "write_chunks", write_chunks)
     cached = CaseStore(card, cases, "disk", cache)[0]
     fresh = CaseStore(card, cases, "none")[0]
     np.testing.assert_array_equal(np.asarray(cached.label), fresh.label)
-    assert sorted(p.name.split(".", 1)[1] for p in cache.rglob("*.npy")) == ["geometry.npy", "image.npy", "label.npy"]
+    assert sorted(p.name.split(".", 1)[1] for p in cache.rglob("*-*.*")) == ["index.json", "planes"]
 
 
 def test_embedding_cache_killed_mid_write_recomputes_the_entry_next_time(tmp_path, monkeypatch):

@@ -5,9 +5,12 @@ find the slices that hold each target); the store keeps that result so an epoch 
 re-reads or re-transforms a NIfTI, DICOM or image file:
 
 * ``memory``: arrays kept in the process (shared copy-on-write with forked workers);
-* ``disk``: ``.npy`` files under ``<cache_root>/preprocessed/<card>-<settings hash>/``, opened
-  memory-mapped so a slice costs a page read, and reused by later runs: the key covers the
-  card's preprocessing fields, the model input side and each source file's size and mtime;
+* ``disk``: one compressed chunk per plane under ``<cache_root>/preprocessed/<card>-<settings
+  hash>/`` (``adapt.data.planes``: a sample reads its plane's chunk, a run start reads only the
+  small per-case indexes, which hold each plane's label counts), reused by later runs: the key
+  covers the card's preprocessing fields and each source file's size and mtime. A cache in an
+  older layout (whole ``.npy`` volumes) is not read: it is reported, and the cases are
+  prepared again into the new layout;
 * ``none``: recomputed on every access (for datasets that change while training);
 * ``auto``: ``memory`` for synthetic sources, ``disk`` for real datasets (too large for RAM).
 
@@ -15,26 +18,43 @@ This plays the role of MONAI's ``CacheDataset`` / ``PersistentDataset`` at the l
 case rather than a sample: samples are slices, and a persistent dataset would unpickle the
 whole volume for each of them. Pixels are cached as float16 (values in [0, 1]; steps of at
 most 2**-11, far below 8-bit or windowed-HU resolution).
+
+Cases missing from a disk cache are prepared by ``data.prepare_workers`` processes (default:
+every core), ahead of indexing; ``python -m adapt.data prepare card=...`` does the same as a
+separate, resumable step with a progress bar.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import os
 import re
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterable
 
 import numpy as np
 
 from adapt.data.cards import DataCard
+from adapt.data.planes import ChunkedArray, read_index, write_case
 from adapt.data.sources import Case, cache_root
 from adapt.data.volumes import Volume, load_volume
 from adapt.errors import ConfigError, DataError
 from adapt.storage import write_atomically
+from adapt.transforms.slices import target_counts
+
+log = logging.getLogger(__name__)
 
 CACHE_MODES = ("auto", "none", "memory", "disk")
-CACHE_FORMAT = 4  # 4: GeoTIFF nodata marked in labels; 3: 2D images at native size; bump when the content changes meaning
+# 3: 2D images at native size (no shrink-to-fit); 4: GeoTIFF nodata marked in labels;
+# 5: one chunk per plane (adapt.data.planes). Bump when the cached content or its layout changes meaning.
+CACHE_FORMAT = 5
+LAYOUT_FILE = "layout.json"
+DISK_FIX = ("free some space, put the cache on a larger disk (data.cache_dir=<dir> or $SAM2_ADAPT_DATA), "
+            "or keep cases in RAM or uncached (data.cache=memory|none)")
 PREPROCESSING_FIELDS = ("dims", "source", "labels", "intensity", "spacing")
 
 
@@ -52,6 +72,26 @@ def _file_stamp(path: Path) -> list[Any]:
     return [[str(p), p.stat().st_size, p.stat().st_mtime_ns] for p in files]
 
 
+def older_layouts(base: Path, card: DataCard, current: Path) -> list[Path]:
+    """Cache folders of ``card`` under ``base`` written in another layout than this version's."""
+    found = []
+    for folder in sorted(base.glob(f"{card.name}-*")):
+        if folder == current or not folder.is_dir():
+            continue
+        try:
+            layout = json.loads((folder / LAYOUT_FILE).read_text()).get("format")
+        except (FileNotFoundError, ValueError, AttributeError):
+            layout = None
+        if layout != CACHE_FORMAT and (layout is not None or any(folder.glob("*.geometry.npy"))):
+            found.append(folder)
+    return found
+
+
+def default_workers() -> int:
+    """Processes that prepare cases: the cores this process may use."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 class CaseStore:
     """Preprocessed cases of one split, by position.
 
@@ -62,7 +102,9 @@ class CaseStore:
         directory: root of disk caches (default ``<cache_root>/preprocessed``).
 
     Attributes:
-        loads: how many times a case was read from its source files (for tests and benchmarks).
+        loads: how many times a case was read from its source files in this process (for tests
+            and benchmarks; cases prepared by worker processes are counted in ``prepared``).
+        prepared: cases written to the disk cache by this store's worker processes.
         channels: image channels of the cases prepared so far (``None`` before the first).
     """
 
@@ -75,9 +117,14 @@ class CaseStore:
         self.card, self.cases, self.mode = card, list(cases), mode
         base = Path(directory).expanduser() if directory else cache_root() / "preprocessed"
         self.directory = base / f"{card.name}-{settings_key(card)}"
-        self.loads = 0
+        self.loads = self.prepared = 0
         self.channels: int | None = None
         self._memory: dict[int, Volume] = {}
+        self._indexes: dict[int, dict[str, Any]] = {}
+        if mode == "disk":
+            for folder in older_layouts(base, card, self.directory):
+                log.warning("data cache %s is in an older layout and is not read; cases are prepared again into %s "
+                            "(delete the old folder to free its space)", folder, self.directory)
 
     def __len__(self) -> int:
         return len(self.cases)
@@ -88,11 +135,11 @@ class CaseStore:
         self.channels = int(volume.image.shape[0])
         return volume
 
-    def _paths(self, index: int) -> dict[str, Path]:
+    def stem(self, index: int) -> Path:
+        """Path (without suffix) of case ``index`` in the disk cache: its id and a hash of its files' stamps."""
         case = self.cases[index]
         stamp = json.dumps([case.id, _file_stamp(Path(case.image)), _file_stamp(Path(case.label))])
-        stem = f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', case.id)}-{hashlib.sha1(stamp.encode()).hexdigest()[:10]}"
-        return {part: self.directory / f"{stem}.{part}.npy" for part in ("image", "label", "geometry")}
+        return self.directory / f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', case.id)}-{hashlib.sha1(stamp.encode()).hexdigest()[:10]}"
 
     def prepare(self, index: int) -> Volume:
         """Load (or find in the cache) case ``index`` and keep it as the mode says.
@@ -107,36 +154,124 @@ class CaseStore:
                 self._memory[index] = volume
             return self._memory[index]
         if self.mode == "disk":
-            paths = self._paths(index)
-            if not paths["geometry"].exists():
-                self._write(self._load(index), paths)
-            volume = self._read(index, paths)
-            self.channels = int(volume.image.shape[0])
-            return volume
+            return self._read(index, self.index(index))
         return self._load(index)
 
     def __getitem__(self, index: int) -> Volume:
         return self.prepare(index)
 
-    def _write(self, volume: Volume, paths: dict[str, Path]) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True)
-        geometry = np.full((3, 4, 4), np.nan)
-        if volume.affine is not None:
-            geometry[0], geometry[1] = volume.affine, volume.source_affine
-            geometry[2, 0, :3] = volume.source_shape
-        for part, array in (("image", volume.image.astype(np.float16)), ("label", volume.label),
-                            ("geometry", geometry)):  # geometry last: its presence marks a complete entry
-            write_atomically(paths[part], lambda file, array=array: np.save(file, array),
-                             f"data.cache=disk ({self.directory})",
-                             "free some space, put the cache on a larger disk (data.cache_dir=<dir> or "
-                             "$SAM2_ADAPT_DATA), or keep cases in RAM or uncached (data.cache=memory|none)")
+    def index(self, index: int) -> dict[str, Any]:
+        """The disk cache's index of case ``index`` (shapes, chunks, grid, label counts), written first if missing.
 
-    def _read(self, index: int, paths: dict[str, Path]) -> Volume:
-        geometry = np.load(paths["geometry"])
-        image = np.load(paths["image"], mmap_mode="r")
-        label = np.load(paths["label"], mmap_mode="r")
-        if np.isnan(geometry[0, 0, 0]):
+        Raises:
+            DataError: the case's files are bad (nothing is cached for it).
+        """
+        if index not in self._indexes:
+            stem = self.stem(index)
+            entry = read_index(stem)
+            if entry is None:
+                entry = self._write(self._load(index), stem)
+            self._indexes[index] = entry
+            self.channels = int(entry["image"]["shape"][0])
+        return self._indexes[index]
+
+    def counts(self, index: int, ids: list[int]) -> np.ndarray:
+        """Pixels of each target id in each plane, ``[planes, targets]`` (``target_counts``); from the
+        index alone with a disk cache, so a run on a prepared cache reads no label."""
+        axis = self.card.slice_axis if self.card.dims == 3 else None
+        if self.mode != "disk":
+            return target_counts(self.prepare(index).label, ids, axis)
+        entry = self.index(index)
+        planes = len(entry["chunks"])
+        return np.stack([np.asarray(entry["counts"].get(str(i), [0] * planes), dtype=np.int64) for i in ids], axis=1) \
+            if ids else np.zeros((planes, 0), dtype=np.int64)
+
+    def image_channels(self, index: int) -> int:
+        """The image channels of case ``index``; from the index alone with a disk cache."""
+        if self.mode == "disk":
+            return int(self.index(index)["image"]["shape"][0])
+        return int(self.prepare(index).image.shape[0])
+
+    def _write(self, volume: Volume, stem: Path) -> dict[str, Any]:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        grid = {}
+        if volume.affine is not None:
+            grid = {"affine": np.asarray(volume.affine).tolist(), "source_affine": np.asarray(volume.source_affine).tolist(),
+                    "source_shape": list(volume.source_shape)}
+        axis = self.card.slice_axis if self.card.dims == 3 else None
+        entry = write_case(stem, volume.image, volume.label, axis, grid, self._atomic)
+        layout = self.directory / LAYOUT_FILE  # after a whole entry: a failed first write leaves nothing
+        if not layout.exists():
+            self._atomic(layout, lambda file: file.write(json.dumps({"format": CACHE_FORMAT}).encode()))
+        return entry
+
+    def _atomic(self, path: Path, fill: Callable[[Any], None]) -> None:
+        write_atomically(path, fill, f"data.cache=disk ({self.directory})", DISK_FIX)
+
+    def _read(self, index: int, entry: dict[str, Any]) -> Volume:
+        path = self.stem(index).with_suffix(".planes")
+        image, label = ChunkedArray(path, entry, "image"), ChunkedArray(path, entry, "label")
+        if "affine" not in entry:
             return Volume(self.cases[index], image, label)
-        shape = tuple(int(v) for v in geometry[2, 0, :3])
-        return Volume(self.cases[index], image, label, affine=geometry[0], source_affine=geometry[1],
-                      source_shape=shape)
+        return Volume(self.cases[index], image, label, affine=np.asarray(entry["affine"]),
+                      source_affine=np.asarray(entry["source_affine"]), source_shape=tuple(entry["source_shape"]))
+
+    def prepare_missing(self, positions: Iterable[int] | None = None, workers: int | None = None,
+                        progress: Callable[[int, int], None] | None = None) -> dict[int, DataError]:
+        """Write the cases of ``positions`` (default: all) that the disk cache lacks, in worker processes.
+
+        Cases are read, reoriented, resampled and scaled in ``workers`` processes (default: every
+        core); a case already cached is not read again, so an interrupted preparation resumes.
+        Other modes have nothing to write ahead (memory caches fill in the process that trains).
+
+        Args:
+            positions: the cases to prepare.
+            workers: processes (1: in this process).
+            progress: called with ``(done, total)`` after each case.
+
+        Returns:
+            ``{position: error}`` of the cases whose files are bad (nothing cached for them).
+        """
+        if self.mode != "disk":
+            return {}
+        wanted = list(range(len(self.cases)) if positions is None else positions)
+        missing = [i for i in wanted if not self._cached(i)]
+        workers = max(1, min(workers or default_workers(), len(missing)))
+        errors: dict[int, DataError] = {}
+        if progress:
+            progress(len(wanted) - len(missing), len(wanted))
+        if workers == 1:
+            results: Iterable[tuple[int, DataError | None]] = (_prepare_one(self, i) for i in missing)
+            return self._collect(results, errors, len(wanted) - len(missing), len(wanted), progress)
+        # fork: workers inherit the card and cases; they only read files and write their own entries
+        with ProcessPoolExecutor(workers, mp_context=get_context("fork")) as pool:
+            results = pool.map(_prepare_one, [self] * len(missing), missing)
+            return self._collect(results, errors, len(wanted) - len(missing), len(wanted), progress)
+
+    def _cached(self, index: int) -> bool:
+        try:
+            return read_index(self.stem(index)) is not None
+        except DataError:  # a source file is missing: the worker reports it as a bad case
+            return False
+
+    def _collect(self, results: Iterable[tuple[int, DataError | None]], errors: dict[int, DataError], done: int,
+                 total: int, progress: Callable[[int, int], None] | None) -> dict[int, DataError]:
+        for position, error in results:
+            done += 1
+            if error is None:
+                self.prepared += 1
+            else:
+                errors[position] = error
+            if progress:
+                progress(done, total)
+        return errors
+
+
+def _prepare_one(store: CaseStore, position: int) -> tuple[int, DataError | None]:
+    """Write case ``position`` into ``store``'s disk cache (in a worker process)."""
+    try:
+        stem = store.stem(position)
+        store._write(load_volume(store.card, store.cases[position]), stem)
+    except DataError as error:
+        return position, error
+    return position, None

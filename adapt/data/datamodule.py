@@ -40,7 +40,7 @@ from adapt.models.primitives import resize_image, to_model_coords
 from adapt.transforms.augment import PairAugment, SplitAugment
 from adapt.transforms.prompts import PromptSimulator
 from adapt.transforms.slices import (NODATA_LABEL, NODATA_MASK, mark_nodata, object_masks, plane_view, resize_label,
-                                    take_plane, target_counts)
+                                    take_plane)
 
 __all__ = ["SampleDataset", "SegmentationDataModule", "build_datamodule", "data_root", "index_cases",
            "list_cases", "split_cases"]
@@ -57,8 +57,12 @@ NATIVE_PREFETCH = 4
 def index_cases(store: CaseStore, objects: str = "each", empty_share: float = 0.0,
                 max_slices_per_case: int | None = None, skip_bad_cases: bool = False,
                 seed: int = 0, require_target: bool | None = None,
-                channels: dict[str, tuple[Any, int]] | None = None) -> tuple[np.ndarray, list[str]]:
+                channels: dict[str, tuple[Any, int]] | None = None,
+                prepare_workers: int | None = None) -> tuple[np.ndarray, list[str]]:
     """Read and check every case of ``store``; list its samples.
+
+    Cases missing from a disk cache are first prepared by ``prepare_workers`` processes (default:
+    every core); the samples then come from each case's cached label counts, without reading a label.
 
     Args:
         store: the split's preprocessed cases.
@@ -70,6 +74,7 @@ def index_cases(store: CaseStore, objects: str = "each", empty_share: float = 0.
         seed: seed of the empty-sample draw, the training order and the per-sample seeds.
         require_target: a case without any target is bad (default: when ``empty_share`` is 0).
         channels: filled with case id -> ``(case, image channels)``, for ``odd_channels`` over every split.
+        prepare_workers: processes that prepare missing disk-cache entries (``CaseStore.prepare_missing``).
 
     Returns:
         ``(items, bad_cases)``: ``int64 [n, 3]`` rows of (case position, slice (-1 for 2D),
@@ -85,12 +90,12 @@ def index_cases(store: CaseStore, objects: str = "each", empty_share: float = 0.
     empty: list[tuple[int, int, int]] = []
     bad: list[str] = []
     require_target = empty_share == 0 if require_target is None else require_target
+    store.prepare_missing(workers=prepare_workers)  # bad cases are reported below, in order, as before
     for position, case in enumerate(store.cases):
         try:
-            volume = store.prepare(position)
             if channels is not None:
-                channels[case.id] = (case, int(volume.image.shape[0]))
-            counts = target_counts(volume.label, ids, axis)
+                channels[case.id] = (case, store.image_channels(position))
+            counts = store.counts(position, ids)
             if not counts.any() and require_target:
                 raise DataError(f"{case.label}: none of the targets {card.target_ids()} occurs in the label map; "
                                 f"fix the label file, or set data.skip_bad_cases=true (or data.empty_share>0 "
@@ -268,6 +273,7 @@ class SegmentationDataModule(L.LightningDataModule):
             (``adapt.data.device_transforms``); otherwise the loader resizes and augments.
         cache: ``auto``, ``none``, ``memory`` or ``disk`` (``adapt.data.cache``).
         cache_dir: root of disk caches.
+        prepare_workers: processes that write cases missing from a disk cache (``None``: every core).
         seed: seed of the empty-sample draw, the training order and the per-sample seeds.
         require_target: a case without any target is bad (default: when ``empty_share`` is 0).
         train_cases: train on this many of the training patients (``data.train_cases``, drawn with
@@ -281,7 +287,7 @@ class SegmentationDataModule(L.LightningDataModule):
                  skip_bad_cases: bool = False, val_max_slices_per_case: int | None = None, objects: str = "each",
                  empty_share: float = 0.0, augment: bool = False, cache: str = "auto",
                  cache_dir: str | None = None, seed: int = 0, device_transforms: bool = DEVICE_TRANSFORMS,
-                 train_cases: int | str | None = None) -> None:
+                 train_cases: int | str | None = None, prepare_workers: int | None = None) -> None:
         super().__init__()
         if objects not in OBJECT_MODES:
             raise ConfigError(f"data.objects={objects!r} is not one of {OBJECT_MODES}")
@@ -296,10 +302,12 @@ class SegmentationDataModule(L.LightningDataModule):
         self.bad_cases: list[str] = []
         stores = {side: CaseStore(card, self.splits[side], cache, cache_dir) for side in ("train", "val")}
         found: dict[str, tuple[Any, int]] = {}
-        train_items, bad = index_cases(stores["train"], objects, empty_share, None, skip_bad_cases, seed, channels=found)
+        train_items, bad = index_cases(stores["train"], objects, empty_share, None, skip_bad_cases, seed, channels=found,
+                                       prepare_workers=prepare_workers)
         # Validation measures segmentation of present targets: foreground samples only.
         val_items, val_bad = index_cases(stores["val"], objects, 0.0, val_max_slices_per_case, skip_bad_cases,
-                                         seed, require_target=empty_share == 0, channels=found)
+                                         seed, require_target=empty_share == 0, channels=found,
+                                         prepare_workers=prepare_workers)
         odd = odd_channels(found, skip_bad_cases)
         train_items, val_items = without_cases(train_items, stores["train"], odd), without_cases(val_items, stores["val"], odd)
         self.skipped = {"train": bad + sorted(odd & {c.id for c in self.splits["train"]}),
@@ -408,4 +416,5 @@ def build_datamodule(data_cfg: Mapping[str, Any], image_size: int, seed: int) ->
         seed=seed,
         device_transforms=bool(data_cfg.get("device_transforms", DEVICE_TRANSFORMS)),
         train_cases=data_cfg.get("train_cases"),
+        prepare_workers=data_cfg.get("prepare_workers"),
     )

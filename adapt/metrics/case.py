@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from adapt.metrics.overlap import ArrayLike, as_mask, dice, iou
+from adapt.metrics.overlap import ArrayLike, as_mask, case_overlap
 from adapt.metrics.surface import Spacing, Surface, surface_metrics
 
 
@@ -23,7 +23,8 @@ def case_metrics(pred: ArrayLike, gt: ArrayLike, spacing: Spacing = None,
         an undefined HD95 (an empty side) explainable in the case table.
     """
     pred_t, gt_t = as_mask(pred), as_mask(gt)
-    row = {"dice": dice(pred_t, gt_t), "iou": iou(pred_t, gt_t),
+    overlap = case_overlap(pred_t, gt_t)
+    row = {"dice": overlap["dice"], "iou": overlap["iou"],
            **surface_metrics(pred_t, gt_t, spacing, tolerance_mm, surface=surface)}
-    row.update(gt_voxels=int(gt_t.sum()), pred_voxels=int(pred_t.sum()))
+    row.update(gt_voxels=overlap["gt_voxels"], pred_voxels=overlap["pred_voxels"])
     return row

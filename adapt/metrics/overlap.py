@@ -110,3 +110,12 @@ def iou(pred: ArrayLike, gt: ArrayLike) -> float:
     """IoU of one whole case; conventions as :func:`dice`."""
     pred_t, gt_t = as_mask(pred), as_mask(gt)
     return float(_iou(*_counts(pred_t, gt_t, pred_t.ndim), 1.0, torch.float64))
+
+
+def case_overlap(pred: ArrayLike, gt: ArrayLike) -> dict[str, float | int]:
+    """Dice, IoU and both voxel counts of one case from one counting pass (a CT volume holds ~12 M
+    voxels: counting it once instead of three times saves ~1 s per class); conventions as :func:`dice`."""
+    pred_t, gt_t = as_mask(pred), as_mask(gt)
+    counts = _counts(pred_t, gt_t, pred_t.ndim)
+    return {"dice": float(_dice(*counts, 1.0, torch.float64)), "iou": float(_iou(*counts, 1.0, torch.float64)),
+            "gt_voxels": int(counts[2]), "pred_voxels": int(counts[1])}

@@ -1,4 +1,4 @@
-"""Surface metrics in millimetres: normalised surface Dice (NSD) and HD95, via MONAI.
+"""Surface metrics in millimetres: normalised surface Dice (NSD) and HD95, equal to MONAI's.
 
 Distances are exact Euclidean distances scaled by the voxel spacing, so an anisotropic CT
 (e.g. 0.7 x 0.7 x 5 mm) is measured in mm, not in voxels.
@@ -38,17 +38,29 @@ HD95 has no finite value when one side has no surface, and any fixed penalty (th
 diagonal, 373 mm, ...) would depend on the dataset; :func:`adapt.metrics.summarize`
 therefore reports how many cases were undefined instead of averaging them away. Dice and
 NSD already score an empty prediction of a present structure as 0.
+
+How it is computed, and why not with MONAI's functions: ``get_edge_surface_distance`` builds
+the surface elements with a float convolution over the whole crop and searches the nearest
+surface point for every element to any distance. On a CT-sized volume with a noisy prediction
+(512 x 512 x 48, specks everywhere, so the crop around prediction and truth is the whole
+volume) that took ~25 s per class here, ~9 s of it in the convolution. The same neighbourhood
+codes come from byte operations on shifted views, and NSD's searches stop at the tolerance
+(a speck 100 mm from the truth only has to be found farther than 2 mm); HD95 keeps MONAI's
+full search. Coordinates, tables, trees and float32 roundings are MONAI's, so the values are
+the same (``tests/test_metrics.py`` compares with MONAI and with the previous implementation).
 """
 
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Sequence
 from typing import Literal
 
+import numpy as np
 import torch
-from monai.metrics.utils import get_edge_surface_distance
+from monai.metrics.utils import get_code_to_measure_table
+from scipy.ndimage import binary_erosion
+from scipy.spatial import KDTree
 
 from adapt.metrics.overlap import ArrayLike, as_mask, check_same_shape
 
@@ -58,6 +70,8 @@ Spacing = float | Sequence[float] | None
 #: ``"voxels"``: edge voxels counted once each (MONAI's default).
 Surface = Literal["decathlon", "voxels"]
 SURFACES = ("decathlon", "voxels")
+#: Leaf size of the KD trees (MONAI's: the same tree, so the same nearest distances).
+LEAF_SIZE = 32
 
 
 def _pair(pred: ArrayLike, gt: ArrayLike) -> tuple[torch.Tensor, torch.Tensor]:
@@ -86,21 +100,72 @@ def _check(surface: str, tolerance_mm: float | None) -> None:
         raise ValueError(f"the NSD tolerance must be a finite number >= 0, got {tolerance_mm}")
 
 
-def _distances(pred: torch.Tensor, gt: torch.Tensor, spacing: list[float] | None,
-               subvoxels: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-    """Both directed surface distances (pred -> gt, gt -> pred), with each element's area if ``subvoxels``.
+def crop_union(pred: np.ndarray, gt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Both masks on the bounding box of ``pred | gt`` grown by one voxel, zeros beyond the array.
 
-    MONAI 1.5-1.6 passes its own deprecated ``always_return_as_numpy`` argument internally
-    and warns about it on every call; the notice is not about our usage.
+    The box is MONAI's (``get_mask_edges``: ``CropForeground`` with ``margin=1``), so voxel
+    coordinates, and therefore every distance, are the ones MONAI computes; the margin keeps a
+    border of background around both masks, so no edge is lost or made by the crop.
     """
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*always_return_as_numpy.*", category=FutureWarning)
-        edges, distances, areas = get_edge_surface_distance(pred.float(), gt.float(), distance_metric="euclidean",
-                                                            spacing=spacing, use_subvoxels=subvoxels, symmetric=True)
-    to_gt, to_pred = distances
-    if not subvoxels:
-        return to_gt, to_pred, None, None
-    return to_gt, to_pred, areas[0][edges[0]], areas[1][edges[1]]
+    union = pred | gt
+    box = []
+    for axis in range(union.ndim):
+        hits = np.flatnonzero(union.any(axis=tuple(a for a in range(union.ndim) if a != axis)))
+        box.append((int(hits[0]) - 1, int(hits[-1]) + 2))
+    inside = tuple(slice(max(lo, 0), min(hi, n)) for (lo, hi), n in zip(box, union.shape))
+    pad = [(max(-lo, 0), max(hi - n, 0)) for (lo, hi), n in zip(box, union.shape)]
+    return np.pad(pred[inside], pad), np.pad(gt[inside], pad)
+
+
+def edge_voxels(mask: np.ndarray, spacing: list[float] | None) -> np.ndarray:
+    """Coordinates (mm, or voxels without a spacing) of the mask minus its erosion by a cross."""
+    points = np.argwhere(mask ^ binary_erosion(mask)).astype(np.float64)
+    if spacing is not None:
+        points *= np.asarray(spacing, dtype=np.float64)
+    return points
+
+
+def surface_elements(mask: np.ndarray, spacing: list[float] | None) -> tuple[np.ndarray, np.ndarray]:
+    """Surface elements on the grid of voxel corners: coordinates and areas (lengths in 2D).
+
+    Each corner's code is the bit pattern of the 2 x 2 (x 2) voxels around it, weighted by
+    MONAI's kernel and looked up in MONAI's table of areas (DeepMind's marching-cubes
+    table), as ``get_mask_edges(..., spacing=...)`` does with a convolution; here the code is
+    built from shifted views with byte operations, which on a 512 x 512 x 48 volume takes a
+    fraction of a second instead of ~5 s of float convolution.
+    """
+    grid = spacing if spacing is not None else [1.0] * mask.ndim
+    table, kernel = get_code_to_measure_table(grid)
+    weights = kernel.flatten().to(torch.int64).tolist()
+    inner = tuple(n - 1 for n in mask.shape)
+    code = np.zeros(inner, dtype=np.uint8)
+    for weight, offset in zip(weights, np.ndindex(*(2,) * mask.ndim)):
+        view = mask[tuple(slice(o, o + n) for o, n in zip(offset, inner))]
+        code |= view.view(np.uint8) * np.uint8(weight)
+    edges = (code != 0) & (code != len(table) - 1)
+    areas = table.cpu().numpy()[code[edges]]
+    points = np.argwhere(edges).astype(np.float64)
+    if spacing is not None:
+        points *= np.asarray(spacing, dtype=np.float64)
+    return points, areas
+
+
+def tolerance_bound(tolerance_mm: float) -> float:
+    """The search radius that finds every distance which, rounded to float32, is within the tolerance."""
+    return float(np.float32(tolerance_mm)) * (1 + 1e-6) + 1e-12
+
+
+def nearest(points: np.ndarray, targets: np.ndarray, bound: float | None = None) -> torch.Tensor:
+    """float32 distance from each point to the nearest target point (``inf`` beyond ``bound``).
+
+    A KD tree as MONAI's ``get_surface_distance`` builds it; with ``bound`` (NSD, which only
+    asks whether a distance is within the tolerance) the search stops at that radius, which
+    is what makes NSD cheap on noisy masks whose far-away specks would otherwise each need a
+    long search. Queries use every core; the result does not depend on how many.
+    """
+    options = {} if bound is None else {"distance_upper_bound": bound}
+    distances = KDTree(targets, leafsize=LEAF_SIZE).query(points, k=1, workers=-1, **options)[0]
+    return torch.from_numpy(np.asarray(distances, dtype=np.float32))
 
 
 def _nsd_from(to_gt: torch.Tensor, to_pred: torch.Tensor, area_pred: torch.Tensor | None,
@@ -158,9 +223,10 @@ def surface_metrics(pred: ArrayLike, gt: ArrayLike, spacing: Spacing = None, tol
                     *, surface: Surface = "decathlon", hd: bool = True) -> dict[str, float]:
     """HD95 and (given a tolerance) NSD of one case, each surface-distance pass done once.
 
-    The edge extraction and distance transforms are the expensive part of both metrics.
-    HD95 needs the edge-voxel distances; NSD needs them too with ``surface="voxels"`` (one
-    pass for both) and the surface-element distances with ``"decathlon"`` (a second pass).
+    The nearest-surface searches are the expensive part of both metrics. HD95 needs every
+    edge-voxel distance; NSD needs them too with ``surface="voxels"`` (one pass for both) and
+    the surface-element distances with ``"decathlon"`` (a second pass), but only up to the
+    tolerance. Both masks are first cropped to the box around their union (``crop_union``).
     Values and empty conventions equal :func:`hd95` and :func:`nsd`.
 
     Args:
@@ -183,12 +249,18 @@ def surface_metrics(pred: ArrayLike, gt: ArrayLike, spacing: Spacing = None, tol
         out["nsd"] = float("nan") if not (has_pred or has_gt) else 0.0
     if not (has_pred and has_gt):
         return out
+    pred_c, gt_c = crop_union(pred_t.cpu().numpy(), gt_t.cpu().numpy())
+    bound = None if tolerance_mm is None else tolerance_bound(tolerance_mm)
     if hd or surface == "voxels":
-        to_gt, to_pred, _, _ = _distances(pred_t, gt_t, grid, subvoxels=False)
+        pred_edges, gt_edges = edge_voxels(pred_c, grid), edge_voxels(gt_c, grid)
+        reach = None if hd else bound  # HD95 needs every distance, voxel NSD only those within the tolerance
+        to_gt, to_pred = nearest(pred_edges, gt_edges, reach), nearest(gt_edges, pred_edges, reach)
         if hd:
-            out["hd95"] = float(torch.max(torch.quantile(to_gt.float(), 0.95), torch.quantile(to_pred.float(), 0.95)))
+            out["hd95"] = float(torch.max(torch.quantile(to_gt, 0.95), torch.quantile(to_pred, 0.95)))
         if tolerance_mm is not None and surface == "voxels":
             out["nsd"] = _nsd_from(to_gt, to_pred, None, None, tolerance_mm)
     if tolerance_mm is not None and surface == "decathlon":
-        out["nsd"] = _nsd_from(*_distances(pred_t, gt_t, grid, subvoxels=True), tolerance_mm)
+        (pred_points, pred_area), (gt_points, gt_area) = surface_elements(pred_c, grid), surface_elements(gt_c, grid)
+        out["nsd"] = _nsd_from(nearest(pred_points, gt_points, bound), nearest(gt_points, pred_points, bound),
+                               torch.from_numpy(pred_area), torch.from_numpy(gt_area), tolerance_mm)
     return out
