@@ -93,15 +93,20 @@ def read_raster(path: str | Path, as_image: bool = False) -> Raster:
     kind = file_kind(path)
     try:
         if kind == "pil":
-            return _read_pil(path, as_image)
-        if kind == "frames":
-            return _read_frames(path, as_image)
-        return {"nifti": _read_nifti, "dicom": _read_dicom, "tiff": _read_tiff}[kind](path)
+            raster = _read_pil(path, as_image)
+        elif kind == "frames":
+            raster = _read_frames(path, as_image)
+        else:
+            raster = {"nifti": _read_nifti, "dicom": _read_dicom, "tiff": _read_tiff}[kind](path)
     except DataError:
         raise
     except Exception as err:  # every library raises its own types for truncated or foreign files
         raise DataError(f"{path}: unreadable as {KIND_NAMES[kind]} ({type(err).__name__}: {err}); "
                         f"re-export or re-download the file") from None
+    if raster.array.size == 0:  # a header that declares an axis of length 0: no pixel to slice or scale
+        raise DataError(f"{path}: holds no pixels (shape {tuple(raster.array.shape[1:])}, {raster.array.shape[0]} "
+                        f"channel(s)); every axis needs at least one pixel: re-export the file")
+    return raster
 
 
 def can_hold_nonfinite(path: str | Path) -> bool:
