@@ -22,6 +22,7 @@ import dataclasses
 import functools
 import importlib.util
 import logging
+import math
 import re
 import types
 import typing
@@ -258,7 +259,8 @@ class Bottleneck:
 class Partial:
     kind: str = rule(choices=("decoder", "full"))
     modules: list[str] | None = rule()
-    blocks: Any = rule()
+    blocks: Any = rule(check=lambda v: "must be null: adapter=decoder|full adds no layers to the Hiera blocks "
+                                       "(adapter.blocks is an option of lora, dora and bottleneck)")
     task_modules: list[str] | None = rule()
 
 
@@ -525,7 +527,7 @@ def _walk(node: Any, schema: type, prefix: str, problems: list[str], top: bool =
     if not isinstance(node, (Mapping, DictConfig)):
         problems.append(f"{prefix.rstrip('.')}={_show(node)} must be a mapping of options")
         return
-    hints = typing.get_type_hints(schema)
+    hints = _hints(schema)
     fields = {f.name: f for f in dataclasses.fields(schema)}
     other_kinds = {f.name for kind in ADAPTER_SCHEMAS.values() for f in dataclasses.fields(kind)}
     for key in node.keys():
@@ -544,7 +546,7 @@ def _walk(node: Any, schema: type, prefix: str, problems: list[str], top: bool =
         key = f"{prefix}{name}"
         if name == "adapter" and schema is Train:
             kind = _get(value, "kind") if isinstance(value, (Mapping, DictConfig)) else None
-            if kind not in ADAPTER_SCHEMAS:
+            if not isinstance(kind, str) or kind not in ADAPTER_SCHEMAS:
                 problems.append(f"adapter.kind={_show(kind)} is not one of {sorted(ADAPTER_SCHEMAS)}")
             else:
                 _walk(value, ADAPTER_SCHEMAS[kind], "adapter.", problems)
@@ -553,8 +555,14 @@ def _walk(node: Any, schema: type, prefix: str, problems: list[str], top: bool =
         if problem == "nested":
             _walk(value, _dataclass_of(hints[name]), f"{key}.", problems)
         elif problem:
-            joint = " " if problem.startswith(("must ", "is not ")) else ": "
+            joint = " " if problem.startswith(("must ", "is not ", "is empty")) else ": "
             problems.append(f"{key}={_show(value)}{joint}{problem}")
+
+
+@functools.lru_cache(maxsize=None)
+def _hints(schema: type) -> dict[str, Any]:
+    """A section's field types, evaluated once (``from __future__ import annotations`` makes them text)."""
+    return typing.get_type_hints(schema)
 
 
 def _get(node: Any, key: str) -> Any:
@@ -589,6 +597,10 @@ def _check(value: Any, annotation: Any, meta: Mapping[str, Any]) -> str | None:
     options = _options(annotation)
     if value is None:
         return None if type(None) in options or annotation is Any else "must be set (it is null)"
+    if isinstance(value, str) and not value.strip():  # `key=` on the command line: never a path, name or choice
+        return "is empty" + ("; give a value, or null for none" if type(None) in options else "; give a value")
+    if isinstance(value, float) and not math.isfinite(value):  # `key=inf`/`nan` pass every bound test
+        return "must be a finite number"
     if any(dataclasses.is_dataclass(o) for o in options):
         return "nested"
     if annotation is not Any and not any(_is(value, o) for o in options):

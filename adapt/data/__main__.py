@@ -13,36 +13,67 @@ Commands:
 from __future__ import annotations
 
 import logging
+import re
 import sys
+from pathlib import Path
+from typing import Any
 
 from adapt.cli import USER_ERROR_STATUS, check_data, format_error
 from adapt.errors import AdaptError, ConfigError
 
 USAGE = __doc__
-COMMANDS = ("init", "check", "download", "cards")
+#: Every command's options and the kind of value each takes (checked by ``_options`` before anything runs).
+OPTIONS = {
+    "init": {"out": "output", "name": "name", "overwrite": "flag", "max_cases": "count"},
+    "check": {"card": "card", "root": "folder", "out": "output"},
+    "download": {"card": "card", "root": "output"},
+    "cards": {},
+}
+COMMANDS = tuple(OPTIONS)
+#: Values each kind refuses (the generated fault tests give them to every option of that kind).
+OPTION_FAULTS = {"output": [""], "name": ["", "my card"], "flag": ["", "maybe"], "count": ["", "0", "-1", "abc"],
+                 "card": ["", "/nonexistent/card.yaml", "no_such_card"], "folder": ["", "/nonexistent-folder"]}
+FLAGS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 #: Exit status of ``check`` when it finds an error in the data.
 PROBLEM_STATUS = 1
 
 
-def _options(args: list[str], allowed: set[str], command: str) -> dict[str, str]:
-    options = {}
+def _options(args: list[str], command: str) -> dict[str, Any]:
+    """``key=value`` arguments of ``command``, each checked for its kind (``OPTIONS``) and converted."""
+    allowed = OPTIONS[command]
+    options: dict[str, Any] = {}
     for arg in args:
         key, sep, value = arg.partition("=")
         if not sep:
-            raise ConfigError(f"expected key=value, got {arg!r}\n{USAGE}")
+            raise ConfigError(f"{arg!r}: expected key=value ({command} takes {sorted(allowed) or 'no options'})\n{USAGE}")
         options[key.strip()] = value.strip()
-    unknown = sorted(set(options) - allowed)
+    unknown = sorted(set(options) - set(allowed))
     if unknown:
-        raise ConfigError(f"{command} takes {sorted(allowed)}; unknown: {unknown}\n{USAGE}")
-    return options
+        raise ConfigError(f"{command} takes {sorted(allowed) or 'no options'}; unknown: {unknown}\n{USAGE}")
+    return {key: _value(key, value, allowed[key]) for key, value in options.items()}
 
 
-def _flag(value: str | None, key: str) -> bool:
-    if value is None:
-        return False
-    if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
-        raise ConfigError(f"{key}={value!r} must be true or false")
-    return value.lower() in ("true", "1", "yes")
+def _value(key: str, value: str, kind: str) -> Any:
+    """``value`` of an option of ``kind`` (``OPTIONS``), or a ``ConfigError`` naming ``key=value``."""
+    if not value:
+        raise ConfigError(f"{key}= is empty; give a value (or leave {key}= out for its default)")
+    if kind == "flag":
+        if value.lower() not in FLAGS:
+            raise ConfigError(f"{key}={value!r} must be true or false")
+        return FLAGS[value.lower()]
+    if kind == "count":
+        if not value.isdigit() or int(value) < 1:
+            raise ConfigError(f"{key}={value!r} must be a number of cases >= 1")
+        return int(value)
+    if kind == "name" and not re.fullmatch(r"[A-Za-z0-9][\w.-]*", value):
+        raise ConfigError(f"{key}={value!r} must be a card name of letters, digits, '_', '-' or '.' (it names files)")
+    if kind == "card":
+        from adapt.data.cards import card_path
+
+        card_path(value)  # a stem of a shipped card or an existing YAML file, or a ConfigError naming it
+    if kind == "folder" and not Path(value).expanduser().is_dir():
+        raise ConfigError(f"{key}={value}: no such folder ({Path(value).expanduser().absolute()})")
+    return value
 
 
 def init(args: list[str]) -> int:
@@ -51,12 +82,9 @@ def init(args: list[str]) -> int:
 
     if not args or "=" in args[0]:
         raise ConfigError("init needs the dataset's folder first: python -m adapt.data init <folder> [out=card.yaml]")
-    options = _options(args[1:], {"out", "name", "overwrite", "max_cases"}, "init")
-    max_cases = options.get("max_cases")
-    if max_cases is not None and (not max_cases.isdigit() or int(max_cases) < 1):
-        raise ConfigError(f"max_cases={max_cases!r} must be a number of cases >= 1")
-    out, layout, stats = init_card(args[0], options.get("out"), options.get("name"),
-                                   _flag(options.get("overwrite"), "overwrite"), int(max_cases) if max_cases else None)
+    options = _options(args[1:], "init")
+    out, layout, stats = init_card(args[0], options.get("out"), options.get("name"), options.get("overwrite", False),
+                                   options.get("max_cases"))
     print(f"{layout.description}; read {len(stats)} case(s)")
     for title, paths in (("images without a label", layout.unpaired_images),
                          ("labels without an image", layout.unpaired_labels)):
@@ -75,7 +103,7 @@ def init(args: list[str]) -> int:
 
 def check(args: list[str]) -> int:
     """Print the statistics and the problems of a card's data; save the figure."""
-    options = _options(args, {"card", "root", "out"}, "check")
+    options = _options(args, "check")
     if "card" not in options:
         raise ConfigError("check needs card=<stem or path to a card YAML>")
     check_data(options["card"], options.get("root"))  # the door: before the readers import torch
@@ -106,12 +134,12 @@ def main(argv: list[str] | None = None) -> int:
         if argv[0] == "check":
             return check(argv[1:])
         if argv[0] == "cards":
-            _options(argv[1:], set(), "cards")
+            _options(argv[1:], "cards")
             for stem in shipped_cards():
                 card = load_card(stem)
                 print(f"{stem:18s} {card.dims}D {card.modality:14s} {card.license}")
             return 0
-        options = _options(argv[1:], {"card", "root"}, "download")
+        options = _options(argv[1:], "download")
         if "card" not in options:
             raise ConfigError(f"download takes card=<stem or path> and optional root=<folder>; got {sorted(options)}")
         root = download(load_card(options["card"]), options.get("root"))

@@ -36,6 +36,62 @@ INTENSITY_KEYS = {"window", "percentiles", "channels", "nonfinite"}
 #: Placeholders of a ``folder`` source's ``labels`` template (see ``adapt.data.sources``).
 LABEL_PLACEHOLDERS = ("{name}", "{stem}", "{parent}", "{digits}")
 SPLIT_KEYS = {"val", "test", "seed"}
+#: Fields that may be null (no spacing given; no intensity options).
+NULLABLE = {"spacing", "intensity"}
+EXAMPLES = {"dims": "3", "slice_axis": "2", "targets": "[liver]", "spacing": "[1.5, 1.5, 3.0]", "split.val": "0.2"}
+
+
+@dataclass(frozen=True)
+class FieldType:
+    """What one card field (or ``section.key``) holds: ``kind`` (``text``, ``int``, ``number``, ``texts``,
+    ``ints``, ``numbers``, ``mapping``; ``a|b`` for either), numeric bounds for each number, and choices."""
+
+    kind: str
+    low: float | None = None
+    high: float | None = None
+    choices: tuple[Any, ...] | None = None
+
+    def problem(self, value: Any) -> str | None:
+        """What is wrong with ``value``, or ``None``."""
+        if not any(_is_kind(value, kind) for kind in self.kind.split("|")):
+            return "must be " + " or ".join(KIND_WORDS[kind] for kind in self.kind.split("|"))
+        values = value if isinstance(value, list) else [value]
+        if any(isinstance(v, str) and not v.strip() for v in values) or value in ("", []):
+            return "is empty"
+        if self.choices is not None and value not in self.choices:
+            return f"must be one of {list(self.choices)}"
+        numbers = [v for v in values if _is_number(v)]
+        if any(v != v or v in (float("inf"), float("-inf")) for v in numbers):
+            return "must be finite"
+        if self.low is not None and any(v < self.low for v in numbers):
+            return f"must be >= {self.low}"
+        if self.high is not None and any(v > self.high for v in numbers):
+            return f"must be <= {self.high}"
+        return None
+
+
+KIND_WORDS = {"text": "text", "int": "an integer", "number": "a number", "texts": "a list of text",
+              "ints": "a list of integers", "numbers": "a list of numbers", "mapping": "a mapping of keys",
+              "spacings": "a list of 2 or 3 numbers in mm (null keeps an axis' own)"}
+#: Every field and section key a card may hold, with what it holds: checked first when a card is loaded
+#: (``DataCard._check_types``), and faulted row by row by ``tests/test_generated_card_faults.py``.
+FIELD_TYPES = {
+    "name": FieldType("text"), "title": FieldType("text"), "modality": FieldType("text", choices=MODALITIES),
+    "dims": FieldType("int", choices=(2, 3)), "license": FieldType("text"), "citation": FieldType("text"),
+    "source": FieldType("mapping"), "labels": FieldType("mapping"), "targets": FieldType("texts"),
+    "intensity": FieldType("mapping"), "spacing": FieldType("spacings", low=1e-6), "slice_axis": FieldType("int", choices=(0, 1, 2)),
+    "split": FieldType("mapping"),
+    "source.kind": FieldType("text", choices=SOURCE_KINDS), "source.root": FieldType("text"),
+    "source.url": FieldType("text|texts"), "source.md5": FieldType("text|texts"), "source.access": FieldType("text"),
+    "source.mask_threshold": FieldType("number", low=1e-6), "source.task": FieldType("text"),
+    "source.images": FieldType("text"), "source.labels": FieldType("text"), "source.manifest": FieldType("text"),
+    "source.generator": FieldType("text", choices=GENERATORS), "source.num_cases": FieldType("int", low=1),
+    "source.seed": FieldType("int", low=0), "source.shape": FieldType("ints", low=1),
+    "intensity.window": FieldType("numbers"), "intensity.percentiles": FieldType("numbers", low=0, high=100),
+    "intensity.channels": FieldType("ints", low=0), "intensity.nonfinite": FieldType("text", choices=NONFINITE_POLICIES),
+    "split.val": FieldType("number|texts", low=0), "split.test": FieldType("number|texts", low=0),
+    "split.seed": FieldType("int", low=0),
+}
 #: What ``python -m adapt.data init`` writes for the facts no file holds; ``adapt.train`` refuses them.
 TODO_LICENSE = "TODO: the dataset's licence as published (an SPDX id such as CC-BY-4.0, or its own terms)"
 TODO_CITATION = "TODO: what users of this dataset must cite (paper or dataset reference)"
@@ -107,29 +163,18 @@ class DataCard:
                 raise ConfigError(f"{where}: spacing must be 2 (in-plane) or 3 positive values in mm, got {self.spacing}")
 
     def _check_types(self, where: str) -> None:
-        """Each field's type, before any check that would trip over a wrong one (a string of letters
-        taken for a list of targets, a scalar spacing, a fraction written as a string)."""
-        for key in ("name", "title", "modality", "license", "citation"):
-            if not isinstance(getattr(self, key), str):
-                raise ConfigError(f"{where}: {key} must be text, got {getattr(self, key)!r}")
-        for key, example in (("dims", "3"), ("slice_axis", "2")):
-            if not _is_int(getattr(self, key)):
-                raise ConfigError(f"{where}: {key} must be an integer (e.g. {key}: {example}), got {getattr(self, key)!r}")
-        if not isinstance(self.targets, list) or not all(isinstance(t, str) for t in self.targets):
-            raise ConfigError(f"{where}: targets must be a list of label names (e.g. targets: [{self.targets}]), "
-                              f"got {self.targets!r}")
-        if self.spacing is not None and (not isinstance(self.spacing, list) or not all(s is None or _is_number(s) for s in self.spacing)):
-            raise ConfigError(f"{where}: spacing must be a list of 2 (in-plane) or 3 numbers in mm "
-                              f"(e.g. spacing: [1.5, 1.5, 3.0]) or null, got {self.spacing!r}")
-        for key in ("window", "percentiles", "channels"):
-            value = self.intensity.get(key)
-            if value is not None and (not isinstance(value, list) or not all(_is_number(v) for v in value)):
-                raise ConfigError(f"{where}: intensity.{key} must be a list of numbers, got {value!r}")
-        for key in ("val", "test"):
-            value = self.split.get(key)
-            if value is not None and not _is_number(value) and not isinstance(value, list):
-                raise ConfigError(f"{where}: split.{key} must be a fraction of the cases (a number such as 0.2, "
-                                  f"not text) or a list of case ids, got {value!r}")
+        """Each field's and section key's type, emptiness and range (``FIELD_TYPES``), before any check that
+        would trip over a wrong one (a string of letters taken for a list of targets, a scalar spacing, a
+        fraction written as a string)."""
+        for key, spec in FIELD_TYPES.items():
+            section, _, name = key.rpartition(".")
+            holder = getattr(self, section) if section else {f: getattr(self, f) for f in FIELD_TYPES if "." not in f}
+            if not isinstance(holder, Mapping) or name not in holder or holder[name] is None and (section or key in NULLABLE):
+                continue  # absent, or null where null is the default
+            problem = spec.problem(holder[name])
+            if problem:
+                example = f" (e.g. {key}: {EXAMPLES[key]})" if key in EXAMPLES else ""
+                raise ConfigError(f"{where}: {key} {problem}{example}, got {holder[name]!r}")
 
     def _check_source(self, where: str) -> None:
         kind = self.source.get("kind")
@@ -233,6 +278,15 @@ def _is_number(value: Any) -> bool:
 
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_kind(value: Any, kind: str) -> bool:
+    """Whether ``value`` is of one ``FieldType`` kind."""
+    if kind in ("texts", "ints", "numbers", "spacings"):
+        inner = {"texts": "text", "ints": "int", "numbers": "number", "spacings": "number"}[kind]
+        return isinstance(value, list) and all(_is_kind(v, inner) or kind == "spacings" and v is None for v in value)
+    return {"text": lambda v: isinstance(v, str), "int": _is_int, "number": _is_number,
+            "mapping": lambda v: isinstance(v, Mapping)}[kind](value)
 
 
 def _as_list(value: Any) -> list[Any]:

@@ -137,6 +137,9 @@ def read_raster(path: str | Path, as_image: bool = False) -> Raster:
         raise DataError(f"{path}: unreadable as {KIND_NAMES[kind]} ({type(err).__name__}: {err}); "
                         f"re-export or re-download the file") from None
     check_orthogonal(raster.affine, path)
+    if raster.array.size == 0:  # a header that declares an axis of length 0: no pixel to slice or scale
+        raise DataError(f"{path}: holds no pixels (shape {tuple(raster.array.shape[1:])}, {raster.array.shape[0]} "
+                        f"channel(s)); every axis needs at least one pixel: re-export the file")
     return raster
 
 

@@ -35,7 +35,9 @@ from adapt.transforms.intensity import scale_channels
 __all__ = ["GEO_TAGS", "Scan", "VolumeView", "dicom_affine", "drop_nodata", "valid_like", "is_dicom_series", "kind_of", "mask_path",
            "read_scan", "suffix", "to_training_grid", "to_unit", "write_mask"]
 
-IMAGE_SUFFIXES = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".tif": "geotiff", ".tiff": "geotiff",
+#: Input suffix -> kind; every suffix ``adapt.data.readers`` reads for training is here (a BMP's mask, as a
+#: JPEG's, is written as PNG).
+IMAGE_SUFFIXES = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".bmp": "jpeg", ".tif": "geotiff", ".tiff": "geotiff",
                   ".nii": "nifti", ".nii.gz": "nifti", ".dcm": "dicom"}
 
 
@@ -156,7 +158,7 @@ def kind_of(path: Path) -> str:
     kind = IMAGE_SUFFIXES.get(suffix(path))
     if kind is None or kind == "dicom":
         raise DataError(f"{path}: unsupported input; use a NIfTI (.nii/.nii.gz), a DICOM series folder, "
-                        "PNG/JPEG or GeoTIFF (.tif/.tiff)")
+                        "PNG/JPEG/BMP or GeoTIFF (.tif/.tiff)")
     return kind
 
 
@@ -249,7 +251,7 @@ def write_mask(mask: np.ndarray, scan: Scan, path: str | Path) -> Path:
 
 
 def mask_path(scan_kind: str, name: str) -> str:
-    """The output file name for an input name: JPEG masks become PNG (no lossy labels)."""
+    """The output file name for an input name: JPEG (and BMP) masks become PNG (no lossy labels)."""
     if scan_kind == "jpeg":
         return str(Path(name).with_suffix(".png"))
     return name
