@@ -55,20 +55,29 @@ def box_batch():
     return {"image": image, "label": label, "boxes": boxes}
 
 
-def load_fake_data():
-    """``tests/data/generate.py`` as a module: fake datasets in every shipped card's layout.
-
-    Loaded from its path because ``tests/`` is not a package; test modules that need it at
-    import time call this (``from conftest import load_fake_data``), tests use ``fake_data``.
-    """
+def _module_of(file: str, name: str):
+    """``tests/data/<file>`` as a module, loaded from its path because ``tests/`` is not a package."""
     import importlib.util
     from pathlib import Path
 
-    path = Path(__file__).parent / "data" / "generate.py"
-    spec = importlib.util.spec_from_file_location("fake_data_generate", path)
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).parent / "data" / file)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def load_fake_data():
+    """``tests/data/generate.py`` as a module: fake datasets in every shipped card's layout.
+
+    Test modules that need it at import time call this (``from conftest import load_fake_data``),
+    tests use ``fake_data``.
+    """
+    return _module_of("generate.py", "fake_data_generate")
+
+
+def load_user_folders():
+    """``tests/data/user_folders.py`` as a module: folders of data the way a user's own looks."""
+    return _module_of("user_folders.py", "user_folders")
 
 
 @pytest.fixture(scope="session")
@@ -153,21 +162,6 @@ def phantom_data(base):
 # --- notebooks: run one top to bottom in a kernel, as Jupyter would ------------------------------
 
 
-def execute(name: str, env: dict[str, str], monkeypatch):
-    """``notebooks/<name>`` executed with ``env`` set (inline figures); the executed notebook."""
-    import nbformat
-    from nbclient import NotebookClient
-
-    from adapt.conf import REPO_ROOT
-
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.setenv("MPLBACKEND", "module://matplotlib_inline.backend_inline")
-    book = nbformat.read(REPO_ROOT / "notebooks" / name, as_version=4)
-    NotebookClient(book, timeout=180, kernel_name="python3", resources={"metadata": {"path": str(REPO_ROOT)}}).execute()
-    return book
-
-
 def figures(book) -> int:
     """How many figures the executed notebook shows."""
     return sum("image/png" in out.get("data", {}) for cell in book.cells if cell.cell_type == "code"
@@ -178,3 +172,90 @@ def errors(book) -> list[str]:
     """The exception names of the executed notebook's failed cells."""
     return [out.get("ename", "") for cell in book.cells if cell.cell_type == "code"
             for out in cell.get("outputs", []) if out.get("output_type") == "error"]
+
+
+#: Code put around a notebook by ``execute(..., probe=True)``: before its cells, ``plt.show`` records what
+#: each figure draws (drawn first, so text has its final place); after them, the records are printed.
+FIGURE_PROBE = '''
+import json as _json
+import matplotlib.pyplot as _plt
+from matplotlib.colors import to_hex as _hex
+from matplotlib.contour import ContourSet as _ContourSet
+
+_figures, _show = [], _plt.show
+
+
+def _overlaps(boxes):
+    return any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
+
+
+def _legend(legend):
+    if legend is None:
+        return []
+    colour = lambda h: _hex(h.get_color() if hasattr(h, "get_color") else h.get_facecolor())  # noqa: E731
+    return [{"text": t.get_text(), "colour": colour(h)} for t, h in zip(legend.get_texts(), legend.legend_handles)]
+
+
+def _describe(fig):
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    axes = [ax for ax in fig.axes if ax.get_visible()]
+    boxes = [ax.get_window_extent(renderer) for ax in axes if ax.axison]
+    found = []
+    for ax in axes:
+        ticks = {name: [t for t in getattr(ax, f"get_{name}ticklabels")() if t.get_visible() and t.get_text()]
+                 for name in ("x", "y")}
+        legend = ax.get_legend()
+        found.append({
+            "title": ax.get_title(), "xlabel": ax.get_xlabel(),
+            "xticks": [t.get_text() for t in ticks["x"]],
+            "ticks_overlap": any(_overlaps([t.get_window_extent(renderer) for t in ticks[n]]) for n in ticks),
+            "contours": [_hex(c.get_edgecolor()[0]) for c in ax.collections
+                         if isinstance(c, _ContourSet) and any(len(p.vertices) for p in c.get_paths())],
+            "overlays": [_hex(im.get_cmap()(1.0)) for im in ax.get_images()[1:]],
+            "legend": _legend(legend),
+            "legend_covers_axes": legend is not None and any(
+                legend.get_window_extent(renderer).overlaps(box) for box in boxes),
+        })
+    return {"suptitle": fig._suptitle.get_text() if fig._suptitle else "", "axes": found,
+            "legend": [entry for legend in fig.legends for entry in _legend(legend)]}
+
+
+def _probing_show(*args, **kwargs):
+    _figures.extend(_describe(_plt.figure(n)) for n in _plt.get_fignums())
+    return _show(*args, **kwargs)
+
+
+_plt.show = _probing_show
+'''
+
+
+def execute(name: str, env: dict[str, str], monkeypatch, probe: bool = False):
+    """``notebooks/<name>`` executed with ``env`` set (inline figures); the executed notebook.
+
+    With ``probe``, ``book.metadata["figures"]`` says what each figure it showed draws (``FIGURE_PROBE``):
+    per axes its title, x tick labels, whether tick labels overlap, the colours of ground-truth contours
+    and of mask overlays, its legend (text, colour) and whether that legend covers an axes; and the
+    figure's own legend.
+    """
+    import json
+
+    import nbformat
+    from nbclient import NotebookClient
+
+    from adapt.conf import REPO_ROOT
+
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("MPLBACKEND", "module://matplotlib_inline.backend_inline")
+    book = nbformat.read(REPO_ROOT / "notebooks" / name, as_version=4)
+    if probe:
+        book.cells = [nbformat.v4.new_code_cell(FIGURE_PROBE), *book.cells,
+                      nbformat.v4.new_code_cell("print(_json.dumps(_figures))")]
+    NotebookClient(book, timeout=180, kernel_name="python3", resources={"metadata": {"path": str(REPO_ROOT)}}).execute()
+    if probe:
+        printed = book.cells.pop()
+        book.cells.pop(0)
+        book.metadata["figures"] = json.loads("".join(o.get("text", "") for o in printed.outputs if o.get("name") == "stdout"))
+    return book
+
