@@ -259,3 +259,84 @@ def execute(name: str, env: dict[str, str], monkeypatch, probe: bool = False):
         book.metadata["figures"] = json.loads("".join(o.get("text", "") for o in printed.outputs if o.get("name") == "stdout"))
     return book
 
+
+
+# --- the app's page in a real headless browser (Debian's chromium + chromedriver, Selenium) -----------
+
+
+def _browser() -> tuple[str, str] | None:
+    import shutil
+
+    binary = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+    driver = shutil.which("chromedriver")
+    return (binary, driver) if binary and driver else None
+
+
+@pytest.fixture
+def browser():
+    """A headless chromium under Selenium. Skipped only where no browser is installed locally; in CI
+    (``CI=true``, where ``.ci/run`` installs Debian's chromium and chromium-driver) its absence fails."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.options import Options
+    from selenium.webdriver.chrome.service import Service
+
+    found = _browser()
+    if found is None:
+        message = "no chromium + chromedriver (apt-get install chromium chromium-driver)"
+        if os.environ.get("CI", "").lower() in ("true", "1"):
+            pytest.fail(f"CI must run the browser test: {message}")
+        pytest.skip(message)
+    options = Options()
+    options.binary_location = found[0]
+    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1400,1000"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(found[1]), options=options)
+    yield driver
+    driver.quit()
+
+
+@contextlib.contextmanager
+def serve_app(arguments: list[str], cwd):
+    """``python -m adapt.app <arguments> port=<a free port>`` started in ``cwd``; yields the page's URL once
+    it answers (fails with the app's log if it exits first), and stops it."""
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    log_path = cwd / f"app-{port}.log"
+    with log_path.open("w") as log:
+        process = subprocess.Popen([sys.executable, "-m", "adapt.app", *arguments, f"port={port}"], stdout=log,
+                                   stderr=subprocess.STDOUT, cwd=cwd, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+        url = f"http://127.0.0.1:{port}/"
+        try:
+            for _ in range(600):
+                if process.poll() is not None:
+                    pytest.fail(f"the app exited: {log_path.read_text()[-3000:]}")
+                try:
+                    urllib.request.urlopen(url, timeout=2)
+                    break
+                except OSError:
+                    time.sleep(0.5)
+            yield url
+        finally:
+            process.terminate()
+            process.wait(30)
+
+
+def click_shown_image(browser, fx: float, fy: float) -> None:
+    """A click at fraction (fx, fy) of the page's shown image (it is scaled down to fit, centred)."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+
+    image = browser.find_element(By.CSS_SELECTOR, "#view img")
+    width, height, natural_w, natural_h = browser.execute_script(
+        "const r = arguments[0].getBoundingClientRect();"
+        "return [r.width, r.height, arguments[0].naturalWidth, arguments[0].naturalHeight];", image)
+    scale = min(width / natural_w, height / natural_h, 1)
+    ActionChains(browser).move_to_element_with_offset(
+        image, int((fx - 0.5) * natural_w * scale), int((fy - 0.5) * natural_h * scale)).click().perform()
