@@ -66,19 +66,28 @@ def box_batch():
     return {"image": image, "label": label, "boxes": boxes}
 
 
-def load_fake_data():
-    """``tests/data/generate.py`` as a module: fake datasets in every shipped card's layout.
-
-    Loaded from its path because ``tests/`` is not a package; test modules that need it at
-    import time call this (``from conftest import load_fake_data``), tests use ``fake_data``.
-    """
+def _module_of(file: str, name: str):
+    """``tests/data/<file>`` as a module, loaded from its path because ``tests/`` is not a package."""
     import importlib.util
 
-    path = Path(__file__).parent / "data" / "generate.py"
-    spec = importlib.util.spec_from_file_location("fake_data_generate", path)
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).parent / "data" / file)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def load_fake_data():
+    """``tests/data/generate.py`` as a module: fake datasets in every shipped card's layout.
+
+    Test modules that need it at import time call this (``from conftest import load_fake_data``),
+    tests use ``fake_data``.
+    """
+    return _module_of("generate.py", "fake_data_generate")
+
+
+def load_user_folders():
+    """``tests/data/user_folders.py`` as a module: folders of data the way a user's own looks."""
+    return _module_of("user_folders.py", "user_folders")
 
 
 @pytest.fixture(scope="session")
@@ -194,21 +203,6 @@ class LocalHub:
 # --- notebooks: run one top to bottom in a kernel, as Jupyter would ------------------------------
 
 
-def execute(name: str, env: dict[str, str], monkeypatch):
-    """``notebooks/<name>`` executed with ``env`` set (inline figures); the executed notebook."""
-    import nbformat
-    from nbclient import NotebookClient
-
-    from adapt.conf import REPO_ROOT
-
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.setenv("MPLBACKEND", "module://matplotlib_inline.backend_inline")
-    book = nbformat.read(REPO_ROOT / "notebooks" / name, as_version=4)
-    NotebookClient(book, timeout=180, kernel_name="python3", resources={"metadata": {"path": str(REPO_ROOT)}}).execute()
-    return book
-
-
 def figures(book) -> int:
     """How many figures the executed notebook shows."""
     return sum("image/png" in out.get("data", {}) for cell in book.cells if cell.cell_type == "code"
@@ -256,3 +250,169 @@ def forbid_model(monkeypatch):
 
     for module in ("adapt.tasks.base", "adapt.hub.loading", "adapt.evaluation.models", "adapt.models.sam2"):
         monkeypatch.setattr(f"{module}.load_sam2", tripwire, raising=False)
+#: Code put around a notebook by ``execute(..., probe=True)``: before its cells, ``plt.show`` records what
+#: each figure draws (drawn first, so text has its final place); after them, the records are printed.
+FIGURE_PROBE = '''
+import json as _json
+import matplotlib.pyplot as _plt
+from matplotlib.colors import to_hex as _hex
+from matplotlib.contour import ContourSet as _ContourSet
+
+_figures, _show = [], _plt.show
+
+
+def _overlaps(boxes):
+    return any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
+
+
+def _legend(legend):
+    if legend is None:
+        return []
+    colour = lambda h: _hex(h.get_color() if hasattr(h, "get_color") else h.get_facecolor())  # noqa: E731
+    return [{"text": t.get_text(), "colour": colour(h)} for t, h in zip(legend.get_texts(), legend.legend_handles)]
+
+
+def _describe(fig):
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    axes = [ax for ax in fig.axes if ax.get_visible()]
+    boxes = [ax.get_window_extent(renderer) for ax in axes if ax.axison]
+    found = []
+    for ax in axes:
+        ticks = {name: [t for t in getattr(ax, f"get_{name}ticklabels")() if t.get_visible() and t.get_text()]
+                 for name in ("x", "y")}
+        legend = ax.get_legend()
+        found.append({
+            "title": ax.get_title(), "xlabel": ax.get_xlabel(),
+            "xticks": [t.get_text() for t in ticks["x"]],
+            "ticks_overlap": any(_overlaps([t.get_window_extent(renderer) for t in ticks[n]]) for n in ticks),
+            "contours": [_hex(c.get_edgecolor()[0]) for c in ax.collections
+                         if isinstance(c, _ContourSet) and any(len(p.vertices) for p in c.get_paths())],
+            "overlays": [_hex(im.get_cmap()(1.0)) for im in ax.get_images()[1:]],
+            "legend": _legend(legend),
+            "legend_covers_axes": legend is not None and any(
+                legend.get_window_extent(renderer).overlaps(box) for box in boxes),
+        })
+    return {"suptitle": fig._suptitle.get_text() if fig._suptitle else "", "axes": found,
+            "legend": [entry for legend in fig.legends for entry in _legend(legend)]}
+
+
+def _probing_show(*args, **kwargs):
+    _figures.extend(_describe(_plt.figure(n)) for n in _plt.get_fignums())
+    return _show(*args, **kwargs)
+
+
+_plt.show = _probing_show
+'''
+
+
+def execute(name: str, env: dict[str, str], monkeypatch, probe: bool = False):
+    """``notebooks/<name>`` executed with ``env`` set (inline figures); the executed notebook.
+
+    With ``probe``, ``book.metadata["figures"]`` says what each figure it showed draws (``FIGURE_PROBE``):
+    per axes its title, x tick labels, whether tick labels overlap, the colours of ground-truth contours
+    and of mask overlays, its legend (text, colour) and whether that legend covers an axes; and the
+    figure's own legend.
+    """
+    import json
+
+    import nbformat
+    from nbclient import NotebookClient
+
+    from adapt.conf import REPO_ROOT
+
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("MPLBACKEND", "module://matplotlib_inline.backend_inline")
+    book = nbformat.read(REPO_ROOT / "notebooks" / name, as_version=4)
+    if probe:
+        book.cells = [nbformat.v4.new_code_cell(FIGURE_PROBE), *book.cells,
+                      nbformat.v4.new_code_cell("print(_json.dumps(_figures))")]
+    NotebookClient(book, timeout=180, kernel_name="python3", resources={"metadata": {"path": str(REPO_ROOT)}}).execute()
+    if probe:
+        printed = book.cells.pop()
+        book.cells.pop(0)
+        book.metadata["figures"] = json.loads("".join(o.get("text", "") for o in printed.outputs if o.get("name") == "stdout"))
+    return book
+
+
+
+# --- the app's page in a real headless browser (Debian's chromium + chromedriver, Selenium) -----------
+
+
+def _browser() -> tuple[str, str] | None:
+    import shutil
+
+    binary = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+    driver = shutil.which("chromedriver")
+    return (binary, driver) if binary and driver else None
+
+
+@pytest.fixture
+def browser():
+    """A headless chromium under Selenium. Skipped only where no browser is installed locally; in CI
+    (``CI=true``, where ``.ci/run`` installs Debian's chromium and chromium-driver) its absence fails."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.options import Options
+    from selenium.webdriver.chrome.service import Service
+
+    found = _browser()
+    if found is None:
+        message = "no chromium + chromedriver (apt-get install chromium chromium-driver)"
+        if os.environ.get("CI", "").lower() in ("true", "1"):
+            pytest.fail(f"CI must run the browser test: {message}")
+        pytest.skip(message)
+    options = Options()
+    options.binary_location = found[0]
+    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1400,1000"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(found[1]), options=options)
+    yield driver
+    driver.quit()
+
+
+@contextlib.contextmanager
+def serve_app(arguments: list[str], cwd):
+    """``python -m adapt.app <arguments> port=<a free port>`` started in ``cwd``; yields the page's URL once
+    it answers (fails with the app's log if it exits first), and stops it."""
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    log_path = cwd / f"app-{port}.log"
+    with log_path.open("w") as log:
+        process = subprocess.Popen([sys.executable, "-m", "adapt.app", *arguments, f"port={port}"], stdout=log,
+                                   stderr=subprocess.STDOUT, cwd=cwd, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+        url = f"http://127.0.0.1:{port}/"
+        try:
+            for _ in range(600):
+                if process.poll() is not None:
+                    pytest.fail(f"the app exited: {log_path.read_text()[-3000:]}")
+                try:
+                    urllib.request.urlopen(url, timeout=2)
+                    break
+                except OSError:
+                    time.sleep(0.5)
+            yield url
+        finally:
+            process.terminate()
+            process.wait(30)
+
+
+def click_shown_image(browser, fx: float, fy: float) -> None:
+    """A click at fraction (fx, fy) of the page's shown image (it is scaled down to fit, centred)."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+
+    image = browser.find_element(By.CSS_SELECTOR, "#view img")
+    width, height, natural_w, natural_h = browser.execute_script(
+        "const r = arguments[0].getBoundingClientRect();"
+        "return [r.width, r.height, arguments[0].naturalWidth, arguments[0].naturalHeight];", image)
+    scale = min(width / natural_w, height / natural_h, 1)
+    ActionChains(browser).move_to_element_with_offset(
+        image, int((fx - 0.5) * natural_w * scale), int((fy - 0.5) * natural_h * scale)).click().perform()

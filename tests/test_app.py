@@ -8,20 +8,13 @@ positions of the rendered image; the page turns them into the prompt it shows), 
 
 from __future__ import annotations
 
-import os
-import shutil
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
 import tifffile
-from conftest import load_fake_data
+from conftest import click_shown_image, load_fake_data, serve_app
 from omegaconf import OmegaConf
 from PIL import Image
 from tiny_adapters import make_adapter
@@ -139,65 +132,16 @@ def test_hub_push_space_app_installs_offline_and_builds_the_page(adapter, tmp_pa
     assert not (stage(adapter, "me/x", tmp_path / "plain") / "app.py").exists()
 
 
-def _browser() -> tuple[str, str] | None:
-    binary = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
-    driver = shutil.which("chromedriver")
-    return (binary, driver) if binary and driver else None
-
-
-@pytest.fixture
-def browser():
-    """A headless chromium under Selenium. Skipped only where no browser is installed locally; in CI
-    (``CI=true``, where ``.ci/run`` installs Debian's chromium and chromium-driver) its absence fails."""
-    from selenium import webdriver
-    from selenium.webdriver.chrome.options import Options
-    from selenium.webdriver.chrome.service import Service
-
-    found = _browser()
-    if found is None:
-        message = "no chromium + chromedriver (apt-get install chromium chromium-driver)"
-        if os.environ.get("CI", "").lower() in ("true", "1"):
-            pytest.fail(f"CI must run the browser test: {message}")
-        pytest.skip(message)
-    options = Options()
-    options.binary_location = found[0]
-    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1400,1000"):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(found[1]), options=options)
-    yield driver
-    driver.quit()
-
-
 @pytest.fixture
 def served(adapter, tmp_path):
     """``python -m adapt.app`` serving the adapter on a free port (propagation by boxes, masks to tmp)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    log = (tmp_path / "app.log").open("w")
-    process = subprocess.Popen([sys.executable, "-m", "adapt.app", f"adapter={adapter}", "propagation=boxes", "device=cpu",
-                                f"out_dir={tmp_path / 'saved'}", f"port={port}"], stdout=log, stderr=subprocess.STDOUT,
-                               cwd=tmp_path, env={**os.environ, "HF_HUB_OFFLINE": "1"})
-    url = f"http://127.0.0.1:{port}/"
-    try:
-        for _ in range(600):
-            if process.poll() is not None:
-                pytest.fail(f"the app exited: {(tmp_path / 'app.log').read_text()[-3000:]}")
-            try:
-                urllib.request.urlopen(url, timeout=2)
-                break
-            except OSError:
-                time.sleep(0.5)
+    with serve_app([f"adapter={adapter}", "propagation=boxes", "device=cpu", f"out_dir={tmp_path / 'saved'}"],
+                   tmp_path) as url:
         yield url
-    finally:
-        process.terminate()
-        process.wait(30)
-        log.close()
 
 
 @pytest.mark.slow
 def test_page_in_a_headless_browser_saves_what_predict_writes(adapter, browser, served, tmp_path):
-    from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support.ui import WebDriverWait
@@ -219,19 +163,9 @@ def test_page_in_a_headless_browser_saves_what_predict_writes(adapter, browser, 
     browser.find_element(By.CSS_SELECTOR, "#slice input[type=range]").send_keys(Keys.ARROW_LEFT, Keys.ARROW_LEFT)
     wait.until(lambda b: source() == first)
 
-    def click(fx: float, fy: float) -> None:
-        """A click at fraction (fx, fy) of the shown image (it is scaled down to fit, centred)."""
-        image = browser.find_element(By.CSS_SELECTOR, "#view img")
-        width, height, natural_w, natural_h = browser.execute_script(
-            "const r = arguments[0].getBoundingClientRect();"
-            "return [r.width, r.height, arguments[0].naturalWidth, arguments[0].naturalHeight];", image)
-        scale = min(width / natural_w, height / natural_h, 1)
-        ActionChains(browser).move_to_element_with_offset(
-            image, int((fx - 0.5) * natural_w * scale), int((fy - 0.5) * natural_h * scale)).click().perform()
-
-    click(0.22, 0.24)  # the box: two opposite corners drawn on the image
+    click_shown_image(browser, 0.22, 0.24)  # the box: two opposite corners drawn on the image
     wait.until(lambda b: status().startswith("box"))
-    click(0.75, 0.72)
+    click_shown_image(browser, 0.75, 0.72)
     wait.until(lambda b: value("#prompt textarea").startswith("box "))
     prompt = value("#prompt textarea")
     assert prompt.endswith("slice=2")

@@ -26,6 +26,7 @@ from adapt.errors import ConfigError
 from adapt.guards import check_inputs_finite, check_labels_finite
 from adapt.evaluation.case import GT_PROMPTS, Protocol, evaluate_case, save_prediction
 from adapt.evaluation.cases import EvalCase, evaluation_card, load_cases
+from adapt.evaluation.views import label_reading
 from adapt.evaluation.engine import Engine
 from adapt.evaluation.models import ModelSpec, card_preprocessing, is_none, load_model, resolve_spec
 from adapt.evaluation import domain, robustness
@@ -230,7 +231,7 @@ def _run(cfg: DictConfig, spec: ModelSpec, card: DataCard, cases: list[EvalCase]
     summary = {"adapter": spec.label, "adapter_path": str(spec.path) if spec.path else None, "backend": spec.backend,
                **({"quantize": spec.metadata["export"].get("quantize")} if spec.backend == "onnx" else {}),
                "model": loaded.model_info.to_dict(), "data_card": card.name, "split": str(cfg.get("split", "val")),
-               "slice_axis": slice_axis, "label_values": dict(classes),
+               "slice_axis": slice_axis, "label_values": dict(classes), "label_reading": label_reading(card),
                "protocol": {**protocol.__dict__, "clicks": list(protocol.clicks), "task": str(cfg.get("task") or "segmentation")},
                "seconds": time.perf_counter() - started, "masks": {k: v.relative_to(out).as_posix() for k, v in saved.items() if v.exists()},
                **summary}

@@ -1,0 +1,117 @@
+"""Folders of data the way a user's own looks, for the README journeys (``tests/test_journeys.py``).
+
+Unlike ``generate.py`` (every shipped card's exact layout), these follow no card: they are what
+a researcher has on disk before sam2-adapt has seen it, and ``python -m adapt.data init``
+writes their card.
+
+* ``write_ultrasound_folder``: grey 8-bit PNG scans with speckle and a dark lesion, ``images/`` +
+  ``masks/`` whose masks are named like their images (``masks/scan_00.png``) and store the lesion
+  as 255 (BUSI, Kvasir-SEG and most exported annotation tools do).
+* ``write_msd_style_folder``: ``dataset.json`` + ``imagesTr/`` + ``labelsTr/`` of CT-like NIfTI
+  volumes on an oblique (rotated) grid with anisotropic voxels, as a scanner writes them.
+* ``write_geotiff_folder``: 4-band GeoTIFF tiles with a projected CRS and label tiles of the same
+  names and georeferencing in a folder beside them.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+from PIL import Image
+
+from adapt.data import synthetic
+
+#: The value a binary PNG mask stores for the object.
+MASK_ON = 255
+#: Voxel sizes (mm) of the volumes: thick slices, as most clinical CT.
+VOXEL_MM = (0.9, 0.75, 3.0)
+#: EPSG code of the tiles' CRS (WGS 84 / UTM zone 32N, not the project's synthetic default).
+TILE_EPSG = 32632
+TILE_PIXEL_M = 0.3
+
+
+def ultrasound_pair(seed: int, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """A speckled grey scan (``uint8``) with one dark, slightly bright-rimmed elliptical lesion, and its
+    0/255 mask."""
+    rng = np.random.default_rng(seed)
+    rows, columns = shape
+    y, x = np.mgrid[:rows, :columns]
+    depth = 1.0 - 0.5 * y / rows  # gain falls with depth
+    tissue = 120 * depth * rng.gamma(4.0, 0.25, shape)  # speckle
+    cy, cx = rng.uniform(0.35, 0.65) * rows, rng.uniform(0.35, 0.65) * columns
+    ry, rx = rng.uniform(0.12, 0.22) * rows, rng.uniform(0.12, 0.22) * columns
+    radius = ((y - cy) / ry) ** 2 + ((x - cx) / rx) ** 2
+    lesion = radius <= 1
+    tissue[lesion] *= 0.25
+    tissue[(radius > 1) & (radius <= 1.4)] *= 1.5
+    return np.clip(tissue, 0, 255).astype(np.uint8), np.where(lesion, MASK_ON, 0).astype(np.uint8)
+
+
+def write_ultrasound_folder(root: Path, num_cases: int = 8, shape: tuple[int, int] = (72, 88)) -> Path:
+    """``root/images/scan_NN.png`` (grey) and ``root/masks/scan_NN.png`` (0/255); returns ``root``."""
+    for name in ("images", "masks"):
+        (root / name).mkdir(parents=True, exist_ok=True)
+    for i in range(num_cases):
+        image, mask = ultrasound_pair(i, shape)
+        Image.fromarray(image, mode="L").save(root / "images" / f"scan_{i:02d}.png")
+        Image.fromarray(mask, mode="L").save(root / "masks" / f"scan_{i:02d}.png")
+    return root
+
+
+def oblique_affine(spacing: tuple[float, float, float] = VOXEL_MM, degrees: float = 12.0) -> np.ndarray:
+    """Voxel -> RAS mm: anisotropic voxels on axes rotated about the slice axis and tilted (a gantry tilt)."""
+    a, b = np.deg2rad(degrees), np.deg2rad(degrees / 2)
+    about_z = np.array([[np.cos(a), -np.sin(a), 0], [np.sin(a), np.cos(a), 0], [0, 0, 1]])
+    about_x = np.array([[1, 0, 0], [0, np.cos(b), -np.sin(b)], [0, np.sin(b), np.cos(b)]])
+    affine = np.eye(4)
+    affine[:3, :3] = about_x @ about_z @ np.diag(spacing)
+    affine[:3, 3] = (-40.0, -30.0, 12.5)
+    return affine
+
+
+def ct_volume(seed: int, shape: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """A CT-like volume (``int16`` HU: air, soft tissue, an organ) and its label map (organ = 1)."""
+    rng = np.random.default_rng(seed)
+    x, y, z = np.meshgrid(*(np.arange(n, dtype=np.float32) for n in shape), indexing="ij")
+    body = ((x - shape[0] / 2) / (0.45 * shape[0])) ** 2 + ((y - shape[1] / 2) / (0.42 * shape[1])) ** 2 <= 1
+    cx, cy = rng.uniform(0.4, 0.6) * shape[0], rng.uniform(0.4, 0.6) * shape[1]
+    organ = (((x - cx) / (0.22 * shape[0])) ** 2 + ((y - cy) / (0.18 * shape[1])) ** 2
+             + ((z - shape[2] / 2) / (0.38 * shape[2])) ** 2) <= 1
+    image = np.where(body, 40.0, -1000.0) + np.where(organ, 80.0, 0.0) + rng.normal(0, 12, shape)
+    return image.astype(np.int16), organ.astype(np.uint8)
+
+
+def write_msd_style_folder(root: Path, num_cases: int = 4, shape: tuple[int, int, int] = (44, 40, 10)) -> Path:
+    """``root/dataset.json``, ``imagesTr/organ_NNN.nii.gz``, ``labelsTr/organ_NNN.nii.gz`` on an oblique,
+    anisotropic grid; returns ``root``."""
+    affine = oblique_affine()
+    for name in ("imagesTr", "labelsTr"):
+        (root / name).mkdir(parents=True, exist_ok=True)
+    training = []
+    for i in range(num_cases):
+        image, label = ct_volume(i, shape)
+        name = f"organ_{i:03d}.nii.gz"
+        nib.save(nib.Nifti1Image(image, affine), root / "imagesTr" / name)
+        nib.save(nib.Nifti1Image(label, affine), root / "labelsTr" / name)
+        training.append({"image": f"./imagesTr/{name}", "label": f"./labelsTr/{name}"})
+    manifest = {"name": "Organ", "description": "CT volumes of one organ", "tensorImageSize": "3D",
+                "modality": {"0": "CT"}, "labels": {"0": "background", "1": "organ"},
+                "numTraining": num_cases, "numTest": 0, "training": training, "test": []}
+    (root / "dataset.json").write_text(json.dumps(manifest, indent=2))
+    return root
+
+
+def write_geotiff_folder(root: Path, num_cases: int = 6, shape: tuple[int, int] = (64, 64)) -> Path:
+    """``root/tiles/field_NN.tif`` (4 bands, uint16, EPSG:32632) and ``root/labels/field_NN.tif`` (building = 1)
+    with the same georeferencing; returns ``root``."""
+    for name in ("tiles", "labels"):
+        (root / name).mkdir(parents=True, exist_ok=True)
+    for i in range(num_cases):
+        image, label = synthetic.make_aerial_tile(700 + i, shape)
+        origin = (420000.0 + i * shape[1] * TILE_PIXEL_M, 5300000.0)
+        for folder, array in (("tiles", image), ("labels", label)):
+            synthetic.write_geotiff(root / folder / f"field_{i:02d}.tif", array, origin, TILE_PIXEL_M, TILE_EPSG)
+    return root
