@@ -8,6 +8,7 @@ positions of the rendered image; the page turns them into the prompt it shows), 
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import nibabel as nib
