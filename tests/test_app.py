@@ -8,7 +8,9 @@ positions of the rendered image; the page turns them into the prompt it shows), 
 
 from __future__ import annotations
 
+import os
 import subprocess
+import sys
 from pathlib import Path
 
 import nibabel as nib
