@@ -101,8 +101,8 @@ def check_composes(config_name: str, overrides: list[str], config_dir: Path | No
                           f"python -m adapt.{COMMANDS.get(config_name, config_name)} --help lists the options") from None
 
 
-def check_data(card: str | None, root: str | None = None) -> None:
-    """The door's data check: the data card ``card`` loads and its dataset folder is there.
+def check_data(card: str | None, root: str | None = None, listed: bool = True) -> None:
+    """The door's data check: the data card ``card`` loads and (``listed``) its dataset is there.
 
     A synthetic card's phantoms are generated on first use, by the data module, not here.
 
@@ -116,7 +116,7 @@ def check_data(card: str | None, root: str | None = None) -> None:
     if not card:
         return
     loaded = load_card(str(card))
-    if loaded.source.get("kind") != "synthetic":
+    if listed and loaded.source.get("kind") != "synthetic":
         list_cases(loaded, data_root(loaded, root))
 
 
@@ -133,7 +133,8 @@ def door(config_name: str, overrides: list[str], config_dir: Path | None = None)
         validate(cfg, config_name)
     data = cfg.get("data")
     if config_name in ("train", "evaluate") and isinstance(data, DictConfig):
-        check_data(data.get("card"), data.get("root"))
+        # evaluate may take the data folder from the adapter: its own code looks for the data
+        check_data(data.get("card"), data.get("root"), listed=config_name == "train")
 
 
 #: Hydra's flags that print (help, the config, its info) and exit without running the command.
