@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import tifffile
 from conftest import click_shown_image, load_fake_data, serve_app
+from huggingface_hub import ModelCard
 from omegaconf import OmegaConf
 from PIL import Image
 from tiny_adapters import make_adapter
@@ -114,6 +115,8 @@ def test_hub_push_space_app_installs_offline_and_builds_the_page(adapter, tmp_pa
     assert requirements[0] == f"./wheels/{wheel.name}" and any(line.startswith("gradio") for line in requirements)
     assert not any(line.startswith("sam2-adapt") for line in requirements)  # a name no registry has
     assert 'ADAPTER = "me/sam2-demo"' in (folder / "app.py").read_text()
+    header = ModelCard.load(folder / "README.md").data
+    assert header.sdk == "gradio" and header.app_file == "app.py" and header.pipeline_tag == "mask-generation"
 
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", str(venv)], check=True)

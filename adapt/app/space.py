@@ -126,7 +126,7 @@ def extra_requirements(wheel: Path, extra: str = EXTRA) -> list[str]:
 
 def write_space_app(folder: str | Path, repo_id: str) -> list[Path]:
     """Write ``app.py``, sam2-adapt's wheel (``wheels/``) and ``requirements.txt`` for ``repo_id`` into
-    ``folder``; returns their paths."""
+    ``folder``, and ``sdk: gradio`` into its model card's header (what a Space reads); returns their paths."""
     folder = Path(folder)
     wheel = build_wheel(folder / WHEEL_DIR)
     app, requirements = folder / APP_FILE, folder / REQUIREMENTS_FILE
@@ -134,4 +134,11 @@ def write_space_app(folder: str | Path, repo_id: str) -> list[Path]:
     lines = ["# sam2-adapt (its wheel, shipped here: it is on no package registry) and the page's requirements",
              f"./{WHEEL_DIR}/{wheel.name}", *extra_requirements(wheel)]
     requirements.write_text("\n".join(lines) + "\n")
+    readme = folder / "README.md"
+    if readme.is_file():  # the model card's header also says how a Space runs the folder
+        from huggingface_hub import ModelCard
+
+        card = ModelCard.load(readme)
+        card.data.sdk, card.data.app_file = "gradio", APP_FILE
+        card.save(readme)
     return [app, wheel, requirements]
