@@ -240,6 +240,7 @@ def _raster(values, channels: int = 1):
 @pytest.mark.parametrize("mask_values, threshold, stored, ids", [
     (None, None, [0, 1, 2], [0, 1, 2]),                            # ids as they are
     (None, 128, [0, 127, 128, 255], [0, 0, 1, 1]),                  # a bare threshold
+    (None, 128, [0, 1, 1], [0, 1, 1]),                              # ... but a 0/1 file is not thresholded empty
     ({"lesion": 255}, None, [0, 255, 0], [0, 1, 0]),                # 0/255 masks
     ({"lesion": [255, 1]}, None, [0, 1, 255], [0, 1, 1]),           # a mixed folder: both values read
     ({"background": 10, "lesion": 20}, None, [10, 20], [0, 1]),
