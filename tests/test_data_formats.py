@@ -321,3 +321,11 @@ def test_odd_channels_and_axes_are_named_when_cases_are_indexed(tmp_path, caplog
     assert dm.bad_cases == ["case1"]
     batch = dm.on_after_batch_transfer(next(iter(dm.train_dataloader())), 0)
     assert batch["image"].shape[1] == 1 and "case1" not in batch["meta"]["case"]
+
+
+def test_a_change_of_mask_values_invalidates_the_preprocessed_cache(tmp_path):
+    from adapt.data.cache import settings_key
+
+    plain = card_at(tmp_path, "isic2018", mask_values=None)
+    assert settings_key(card_at(tmp_path, "isic2018")) != settings_key(plain)
+    assert settings_key(plain) == settings_key(card_at(tmp_path, "isic2018", mask_values=None))
