@@ -240,6 +240,7 @@ def _raster(values, channels: int = 1):
 @pytest.mark.parametrize("mask_values, threshold, stored, ids", [
     (None, None, [0, 1, 2], [0, 1, 2]),                            # ids as they are
     (None, 128, [0, 127, 128, 255], [0, 0, 1, 1]),                  # a bare threshold
+    (None, 128, [0, 1, 1], [0, 1, 1]),                              # ... but a 0/1 file is not thresholded empty
     ({"lesion": 255}, None, [0, 255, 0], [0, 1, 0]),                # 0/255 masks
     ({"lesion": [255, 1]}, None, [0, 1, 255], [0, 1, 1]),           # a mixed folder: both values read
     ({"background": 10, "lesion": 20}, None, [10, 20], [0, 1]),
@@ -320,3 +321,10 @@ def test_odd_channels_and_axes_are_named_when_cases_are_indexed(tmp_path, caplog
     assert dm.bad_cases == ["case1"]
     batch = dm.on_after_batch_transfer(next(iter(dm.train_dataloader())), 0)
     assert batch["image"].shape[1] == 1 and "case1" not in batch["meta"]["case"]
+
+
+def test_a_change_of_mask_values_invalidates_the_preprocessed_cache(tmp_path):
+    from adapt.data.cache import settings_key
+
+    plain = card_at(tmp_path, "isic2018", mask_values=None)
+    assert settings_key(card_at(tmp_path, "isic2018")) != settings_key(plain)

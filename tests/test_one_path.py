@@ -24,6 +24,7 @@ from conftest import load_fake_data
 
 from adapt.data.cards import load_card
 from adapt.data.datamodule import build_datamodule
+from adapt.data.encoding import LabelEncoding
 from adapt.data.sources import data_root, list_cases
 from adapt.evaluation.case import label_stack
 from adapt.hub.loading import LoadedAdapter
@@ -101,7 +102,7 @@ def test_training_and_inference_feed_the_model_the_same_tensors(tmp_path, tiny_m
             "prompt": {"kind": "box", "jitter": 0.0}, "val_batch_size": 3}
     model, info = tiny_model
     cases = {case.id: case for case in list_cases(card, data_root(card, str(root) if root else None))}
-    threshold = card.source.get("mask_threshold")
+    encoding = LabelEncoding.of_card(card)  # mask_values and mask_threshold, as training reads labels
     scans = {}
     checked = 0
     # Both loader layouts: planes resized by the loader, and native planes resized on the device
@@ -126,7 +127,7 @@ def test_training_and_inference_feed_the_model_the_same_tensors(tmp_path, tiny_m
                 inferred = preprocess(torch.from_numpy(plane)[None], size)
                 assert trained.shape == inferred.shape == (1, 3, size, size)
                 assert torch.equal(trained, inferred), f"{name}: pixels differ on {case.id} slice {z} ({device_transforms=})"
-                mask = label_stack(label, threshold)[z] == int(batch["meta"]["label_id"][b])
+                mask = label_stack(label, encoding)[z] == int(batch["meta"]["label_id"][b])
                 height, width = mask.shape
                 prompts = predictor.model_prompts(height, width, boxes=box_from_mask(mask)[None])
                 assert torch.equal(prompts["input_boxes"][0], batch["boxes"][b]), f"{name}: box differs on {case.id}"

@@ -61,6 +61,8 @@ PREPROCESSING_FIELDS = ("dims", "source", "labels", "intensity", "spacing")
 def settings_key(card: DataCard) -> str:
     """A short hash of everything that changes a preprocessed case."""
     fields = {k: card.to_dict()[k] for k in PREPROCESSING_FIELDS}
+    if card.mask_values:  # how label files are decoded (absent: the keys of older caches stay valid)
+        fields["mask_values"] = card.mask_values
     payload = json.dumps({"card": fields, "format": CACHE_FORMAT}, sort_keys=True, default=str)
     return hashlib.sha1(payload.encode()).hexdigest()[:12]
 

@@ -11,7 +11,9 @@ encodings: every one is read, the first is written. Labels the mapping leaves ou
 their id.
 
 ``source.mask_threshold`` still serves masks whose values are not exact (JPEG noise, coloured
-copies): a file holding values the mapping does not know is thresholded (pixels at or above it
+copies); a file of exactly 0 and 1 is read as ids rather than thresholded into background (each
+file's encoding is its own: a folder mixing 0/1 and 0/255 masks gives neither empty labels nor
+two classes). With ``mask_values``, a file holding values the mapping does not know is thresholded (pixels at or above it
 become the label written with the highest value, the rest the one written with the lowest);
 without a threshold such a file is refused with its values named.
 """
@@ -159,6 +161,8 @@ class LabelEncoding:
         """
         if not self.values:
             if self.threshold is not None:
+                if self.threshold > 1 and set(np.unique(array).tolist()) == {0, 1}:
+                    return array.max(axis=0).astype(np.uint8)  # a 0/1 file among 0/255 pictures: its own ids
                 return (array.max(axis=0) >= self.threshold).astype(np.uint8)
             return integer_plane(array, path)
         lookup = self.reading()
