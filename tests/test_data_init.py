@@ -177,7 +177,7 @@ def test_check_of_a_2d_card_exits_zero_when_clean_and_names_problems_planted_lat
     shutil.copy(folder / "tiles" / "area00.tif", folder / "tiles" / "lonely.tif")  # no mask tile
     tile = np.zeros((64, 64), np.uint8)
     tile[:4] = 7
-    fake_data.synthetic.write_geotiff(folder / "masks" / "area01.tif", tile, (0.0, 0.0))  # 7 and no target
+    fake_data.synthetic.write_geotiff(folder / "masks" / "area01.tif", tile, (500032.0, 5200000.0))  # 7, no target
     found = {(p.what, Path(p.where).name) for p in check_card(card).problems}
     assert {("unpaired image", "lonely.tif"), ("label values not in the card", "area01.tif"),
             ("empty label", "area01.tif")} <= found

@@ -259,8 +259,9 @@ def test_target_free_images_train_with_an_empty_share_and_never_validate(tmp_pat
     from adapt.errors import DataError
 
     write_aerial_tiles(tmp_path / "tiles", num_cases=8)
-    for name in ("tile_000.tif", "tile_001.tif", "tile_002.tif", "tile_003.tif"):  # no building on these
-        write_geotiff(tmp_path / "tiles" / "labels" / name, np.zeros((96, 96), np.uint8), origin=(0.0, 0.0))
+    for i in range(4):  # no building on these (the label tiles stay where their images are)
+        write_geotiff(tmp_path / "tiles" / "labels" / f"tile_{i:03d}.tif", np.zeros((96, 96), np.uint8),
+                      origin=(500000.0 + i * 96 * 0.5, 5200000.0))
     config = {"card": "aerial_phantom", "root": str(tmp_path / "tiles"), "cache": "memory"}
     with pytest.raises(DataError, match="tile_00[0-3].tif: none of the targets"):
         build_datamodule(config, 32, seed=0)
