@@ -62,7 +62,8 @@ def build_page(predictor: Predictor, out_dir: str | Path, mask_values: str = "ca
         session = session_of(session)
         session.open(files or [])
         top = max(session.slices - 1, 0)
-        return (session, session.render(), gr.Slider(minimum=0, maximum=top, value=session.slice, step=1,
+        # Gradio refuses a slider whose maximum is its minimum: a 2D image keeps 0..1, not movable.
+        return (session, session.render(), gr.Slider(minimum=0, maximum=max(top, 1), value=session.slice, step=1,
                                                      interactive=top > 0), "",
                 f"opened {session.source.name}: {session.slices} slice(s) of {session.shown.shape[1:3]} (rows, columns)")
 
