@@ -19,7 +19,15 @@ from fault_gen import fault_settings, mappings, run_entry, words
 from hypothesis import given
 from hypothesis import strategies as st
 
-from adapt.data.cards import FIELD_TYPES, INTENSITY_KEYS, NULLABLE, SOURCE_KEYS, SPLIT_KEYS, DataCard, load_card
+from adapt.data.cards import (
+    FIELD_TYPES,
+    INTENSITY_KEYS,
+    NULLABLE,
+    SOURCE_KEYS,
+    SPLIT_KEYS,
+    DataCard,
+    load_card,
+)
 from adapt.errors import ConfigError
 
 SOURCES = {"msd": {"kind": "msd", "root": ".", "task": "Task03_Liver"},

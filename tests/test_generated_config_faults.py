@@ -25,7 +25,17 @@ import sys
 from pathlib import Path
 
 import pytest
-from fault_gen import Fault, argv_of, fault_kinds, fault_of, fault_settings, names_key, render, run_entry, schema_keys
+from fault_gen import (
+    Fault,
+    argv_of,
+    fault_kinds,
+    fault_of,
+    fault_settings,
+    names_key,
+    render,
+    run_entry,
+    schema_keys,
+)
 from hydra import compose, initialize, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hypothesis import given
@@ -55,7 +65,7 @@ class ModelLoaded(BaseException):
     """A model was loaded: the fault went past the door."""
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def composed(command: str, base: tuple[str, ...]):
     """The command's config as Hydra composes it from ``base`` (cached; copied per use)."""
     if command == "train":
@@ -67,7 +77,7 @@ def composed(command: str, base: tuple[str, ...]):
         return compose(register_cli_config(command), overrides=list(base))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def resolved(command: str, base: tuple[str, ...]) -> dict:
     """``composed`` as plain data, each value resolved where it can be without Hydra's runtime (the schema
     reads a ``DictConfig`` and a mapping alike; plain data keeps thousands of checks fast)."""
@@ -182,7 +192,7 @@ def _has(cfg, dotted: str) -> bool:
 def data_faults() -> list[tuple[str, list[str], list[str]]]:
     """``(name, argv, what the message names)``: for every command of ``adapt.data.__main__.OPTIONS``,
     an unknown option, an option without ``=``; for every option, the faults of its kind."""
-    from adapt.data.__main__ import OPTIONS, OPTION_FAULTS
+    from adapt.data.__main__ import OPTION_FAULTS, OPTIONS
 
     rows = [("no command", [], ["init", "check"]), ("unknown command", ["bogus"], ["bogus"]),
             ("init: no folder", ["init"], ["folder"]), ("init: folder missing", ["init", "/nonexistent-folder"],

@@ -14,8 +14,8 @@ indexing (``build_datamodule`` on a folder card) and ``python -m adapt.data chec
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import nibabel as nib
 import numpy as np

@@ -23,7 +23,7 @@ from torch import nn
 
 from adapt.adapters import KINDS, OUR_LAYOUTS, apply_adapter, plain_name, trainable_parameters
 from adapt.adapters.lora import quiet_peft
-from adapt.errors import ConfigError
+from adapt.errors import ArtefactError, ConfigError
 from adapt.models.sam2 import freeze
 from adapt.models.semantic import ATTRIBUTE, add_class_prompts
 from adapt.storage import write_folder_atomically
@@ -93,9 +93,21 @@ def save_adapter(
 
 
 def read_metadata(adapter_dir: str | Path) -> dict[str, Any]:
-    """The ``sam2_adapt.json`` of an adapter directory (empty if it was written by plain peft)."""
+    """The ``sam2_adapt.json`` of an adapter directory (empty if it was written by plain peft).
+
+    Raises:
+        ArtefactError: the file is there but not a JSON object (cut short, of another format).
+    """
     path = Path(adapter_dir) / METADATA_FILE
-    return json.loads(path.read_text()) if path.exists() else {}
+    if not path.exists():
+        return {}
+    try:
+        metadata = json.loads(path.read_text())
+    except ValueError as err:  # JSONDecodeError and UnicodeDecodeError alike
+        raise ArtefactError(f"{path}: broken ({type(err).__name__}: {err}); copy, pull or export the folder again") from None
+    if not isinstance(metadata, dict):
+        raise ArtefactError(f"{path}: not a JSON object of sam2-adapt metadata; copy, pull or export the folder again")
+    return metadata
 
 
 def restore_task_modules(base: nn.Module, adapter_dir: str | Path) -> None:

@@ -128,8 +128,11 @@ def check_adapter_files(path: Path) -> None:
     for name in (CONFIG_FILE, METADATA_FILE):
         if (path / name).exists():
             try:
-                if not isinstance(json.loads((path / name).read_text()), dict):
+                content = json.loads((path / name).read_text())
+                if not isinstance(content, dict):
                     raise ValueError("not a JSON object")
+                if name == CONFIG_FILE and "peft_type" not in content:  # every layout names its kind there
+                    raise ValueError("no peft_type: not an adapter's config")
             except (ValueError, UnicodeDecodeError) as err:
                 raise ArtefactError(f"{path / name}: broken ({type(err).__name__}: {err}); {fix}") from None
     weights = path / WEIGHTS_FILE

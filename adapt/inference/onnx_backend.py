@@ -12,7 +12,6 @@ followed by chaining boxes (``propagation=boxes``), and no semantic head.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -20,10 +19,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from adapt.adapters.io import METADATA_FILE, read_metadata
+from adapt.adapters.io import read_metadata
 from adapt.errors import ArtefactError, ConfigError
 from adapt.export import graphs
-from adapt.export.record import is_export, read_record
+from adapt.export.record import RECORD_FILE, is_export, read_record
 from adapt.hub.loading import LoadedAdapter, resolve
 from adapt.inference.runner import Predictor
 from adapt.models.postprocess import FILL_HOLE_AREA
@@ -38,8 +37,7 @@ def load_export(path: str | Path) -> LoadedAdapter:
     preprocessing, label map and metadata, and the model's input side in ``model_info``."""
     path = Path(path)
     record = read_record(path, format="onnx")
-    metadata_file = path / METADATA_FILE
-    metadata = json.loads(metadata_file.read_text()) if metadata_file.is_file() else {}
+    metadata = read_metadata(path)
     base = record.get("base_model") or {}
     info = ModelInfo(str(base.get("name") or "onnx"), base.get("revision"), True, int(record["image_size"]), False)
     metadata = {**metadata, "export": {k: record.get(k) for k in ("format", "quantize", "source")}}
@@ -175,7 +173,7 @@ def check_backend(adapter: str | Path, backend: str) -> None:
         raise ConfigError(f"backend={backend!r} is not one of {list(BACKENDS)}")
     onnx_export = is_export(adapter) and read_record(adapter).get("format") == "onnx"
     if backend == "onnx" and not onnx_export:
-        raise ConfigError(f"backend=onnx runs an ONNX export, and adapter={adapter} is not one; make it with "
+        raise ConfigError(f"backend=onnx runs an ONNX export, and adapter={adapter} is not one (no {RECORD_FILE}); make it with "
                           f"python -m adapt.export adapter={adapter} format=onnx out=DIR, then pass adapter=DIR")
     if backend == "torch" and onnx_export:
         raise ConfigError(f"adapter={adapter} is an ONNX export: run it with backend=onnx")
