@@ -73,7 +73,7 @@ def widen(folder, out, count: int):
     rows = pd.read_csv(folder / "cases.csv")
     rng = np.random.default_rng(0)
     wide = []
-    for run, group in rows.groupby("run"):
+    for _run, group in rows.groupby("run"):
         picked = group.iloc[np.arange(count) % len(group)].copy()
         picked["case"] = [case if i < len(group) else f"{case}_{i:03d}" for i, case in enumerate(picked["case"])]
         picked["gt_voxels"] = np.round(10 ** rng.uniform(1, 4, count)).astype(int)
