@@ -29,8 +29,9 @@ torch.set_num_threads(1 if WORKER else min(2, torch.get_num_threads()))
 
 @pytest.fixture(autouse=True)
 def _data_cache(tmp_path_factory, monkeypatch):
-    """Generated datasets go to a per-session temp dir, never to the user's cache."""
+    """Generated datasets (and base-weight digests) go to a per-session temp dir, never to the user's cache."""
     monkeypatch.setenv("SAM2_ADAPT_DATA", str(tmp_path_factory.getbasetemp() / "data-cache"))
+    monkeypatch.setenv("SAM2_ADAPT_CACHE", str(tmp_path_factory.getbasetemp() / "sam2-adapt-cache"))
 
 
 @pytest.fixture

@@ -69,6 +69,7 @@ def config(out: Path, **values):
     return cfg
 
 
+@pytest.mark.slow  # a tiny run trained once for the module, then evaluated
 def test_the_adapter_folder_holds_the_card_as_written_its_root_and_case_fingerprint(env):
     adapter = env.run / "adapter"
     assert (adapter / CARD_FILE).read_text() == env.card.read_text()  # comments and every field kept
@@ -79,6 +80,7 @@ def test_the_adapter_folder_holds_the_card_as_written_its_root_and_case_fingerpr
     assert read_metadata(adapter)["base_fingerprint"] == {"kind": "random", "architecture": "tiny", "seed": 0}
 
 
+@pytest.mark.slow  # a tiny run trained once for the module, then evaluated
 def test_evaluate_uses_the_carried_card_after_the_card_file_moved(env, tmp_path):
     result = evaluate(config(tmp_path / "eval", adapter=str(env.run), split="all", shift="noise", severity=1))
     assert result["data_card"] == "my_phantoms" and result["cases"] == 3
@@ -86,6 +88,7 @@ def test_evaluate_uses_the_carried_card_after_the_card_file_moved(env, tmp_path)
     assert [(c["shift"], c["severity"]) for c in result["robustness"]["conditions"]][-1] == ("noise", 1)
 
 
+@pytest.mark.slow  # a tiny run trained once for the module, then evaluated
 def test_a_moved_data_root_names_data_root_before_any_model_loads(env, tmp_path, monkeypatch):
     moved = env.base / "elsewhere"
     shutil.move(env.data, moved)
@@ -103,6 +106,7 @@ def test_a_moved_data_root_names_data_root_before_any_model_loads(env, tmp_path,
         shutil.move(moved, env.data)
 
 
+@pytest.mark.slow  # a tiny run trained once for the module, then evaluated
 def test_hub_upload_names_no_local_path_and_a_pulled_adapter_keeps_labels_and_preprocessing(env, tmp_path):
     staged = hub.stage(env.run, "me/phantoms", tmp_path / "staged")
     for path in staged.rglob("*"):
@@ -129,6 +133,7 @@ def test_hub_upload_names_no_local_path_and_a_pulled_adapter_keeps_labels_and_pr
     assert result["data_card"] == "my_phantoms"
 
 
+@pytest.mark.slow  # a tiny run trained once for the module, then evaluated
 def test_an_export_carries_the_card(env, tmp_path):
     from adapt.export.build import export_adapter
     from adapt.export.record import read_record
