@@ -230,3 +230,20 @@ def argv_of(*args: str) -> Callable[[], None]:
         finally:
             sys.argv = saved
     return context
+
+
+# --------------------------------------------------------------------------- no model past the door
+
+
+class ModelLoaded(BaseException):
+    """Raised when a fault that must be reported before any model is loaded loads one (not an
+    ``Exception``: no ``except Exception`` on the way can swallow it)."""
+
+
+def forbid_model_loads(monkeypatch: Any) -> None:
+    """Make every SAM2 load raise ``ModelLoaded`` for the rest of the test."""
+    def tripwire(*args: Any, **kwargs: Any) -> None:
+        raise ModelLoaded("a model was loaded before the fault was reported")
+
+    for module in ("adapt.tasks.base", "adapt.hub.loading", "adapt.evaluation.models", "adapt.models.sam2"):
+        monkeypatch.setattr(f"{module}.load_sam2", tripwire, raising=False)

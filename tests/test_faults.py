@@ -38,6 +38,7 @@ import pytest
 import torch
 import yaml
 from conftest import load_fake_data
+from fault_gen import forbid_model_loads
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from PIL import Image
@@ -58,11 +59,6 @@ FAST = ["model=tiny", "trainer.max_steps=1", "data.batch_size=2", "data.val_batc
         "+trainer.enable_model_summary=false"]
 UNWRITABLE = Path("/sys/sam2-adapt-faults")  # refused even to root: a read-only kernel filesystem
 LABELS = {"background": 0, "liver": 1}
-
-
-class ModelLoaded(BaseException):
-    """Raised when a row that must fail before any model is loaded loads one (not an ``Exception``:
-    no ``except Exception`` on the way can swallow it)."""
 
 
 # --------------------------------------------------------------------------- data and the shared run
@@ -720,11 +716,7 @@ def run_user_action(action: Callable[[], Any]) -> tuple[int | None, str, float]:
 @pytest.fixture
 def forbid_model(monkeypatch):
     """Any SAM2 load fails the row: its fault must be found before a model is loaded."""
-    def tripwire(*args, **kwargs):
-        raise ModelLoaded("a model was loaded before the fault was reported")
-
-    for module in ("adapt.tasks.base", "adapt.hub.loading", "adapt.evaluation.models", "adapt.models.sam2"):
-        monkeypatch.setattr(f"{module}.load_sam2", tripwire, raising=False)
+    forbid_model_loads(monkeypatch)
 
 
 @pytest.mark.parametrize("fault", FAULTS, ids=[f.name for f in FAULTS])
