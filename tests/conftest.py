@@ -243,14 +243,21 @@ def run_user_action(action):
     return code, stderr.getvalue(), time.perf_counter() - start
 
 
-@pytest.fixture
-def forbid_model(monkeypatch):
-    """Any SAM2 load fails the test: its fault must be found before a model is loaded."""
+def forbid_model_loads(monkeypatch) -> None:
+    """Make every SAM2 load raise ``ModelLoaded`` for the rest of the test."""
     def tripwire(*args, **kwargs):
         raise ModelLoaded("a model was loaded before the fault was reported")
 
     for module in ("adapt.tasks.base", "adapt.hub.loading", "adapt.evaluation.models", "adapt.models.sam2"):
         monkeypatch.setattr(f"{module}.load_sam2", tripwire, raising=False)
+
+
+@pytest.fixture
+def forbid_model(monkeypatch):
+    """Any SAM2 load fails the test: its fault must be found before a model is loaded."""
+    forbid_model_loads(monkeypatch)
+
+
 #: Code put around a notebook by ``execute(..., probe=True)``: before its cells, ``plt.show`` records what
 #: each figure draws (drawn first, so text has its final place); after them, the records are printed.
 FIGURE_PROBE = '''

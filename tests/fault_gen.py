@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from conftest import ModelLoaded, forbid_model_loads  # noqa: F401 (one tripwire for every fault test)
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
@@ -230,3 +231,7 @@ def argv_of(*args: str) -> Callable[[], None]:
         finally:
             sys.argv = saved
     return context
+
+
+# --------------------------------------------------------------------------- no model past the door
+

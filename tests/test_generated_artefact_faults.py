@@ -71,7 +71,7 @@ def load_export_of(path: Path) -> Callable[[], Any]:
 LOADERS = {"lora": load_adapter_of, "bottleneck": load_adapter_of, "export": load_export_of}
 #: Damage that is handled, not refused: an export runs from export.json (its sam2_adapt.json is a copy
 #: of the adapter's metadata, for the record); a model card (``*.md``) only informs.
-HANDLED = {("export", "sam2_adapt.json", "delete")}
+HANDLED = {("export", "sam2_adapt.json", "delete"), ("export", "sam2_adapt.json", "json empty")}
 
 
 def damage(path: Path, how: str, data: st.DataObject) -> None:

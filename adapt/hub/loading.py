@@ -320,7 +320,8 @@ def load_adapter(
     path = resolve(source, revision, api)
     metadata = read_metadata(path)
     if not metadata:
-        raise ConfigError(f"{path} has no {METADATA_FILE}: it was not written by sam2-adapt, so its base model is unknown")
+        what = f"{path / METADATA_FILE} is empty" if (path / METADATA_FILE).exists() else f"{path} has no {METADATA_FILE}"
+        raise ConfigError(f"{what}: it was not written by sam2-adapt, so its base model is unknown")
     video = bool((metadata.get("model") or {}).get("video", False)) if video is None else video
     if not (path / CONFIG_FILE).exists():  # a merged model: the weights are the whole model
         if base is not None:
