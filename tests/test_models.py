@@ -55,7 +55,11 @@ def test_offline_fallback_random_builds_the_architecture(monkeypatch, caplog):
     model, info = load_sam2("sam2.1_hiera_tiny", image_size=256, offline_fallback="random")
     assert not info.pretrained and info.image_size == 256
     assert caplog.text.count("RANDOM weights") == 1
-    load_sam2("sam2.1_hiera_tiny", image_size=256, offline_fallback="random", video=True)  # evaluate's second load
+    # evaluate's further loads of that base (the video model, the zero-shot comparison): no second notice
+    load_sam2("sam2.1_hiera_tiny", image_size=256, offline_fallback="random", video=True)
+    from adapt.hub.loading import load_base
+
+    load_base({"base_model": {"name": info.name}, "model": {"pretrained": False, "image_size": 256}})
     assert caplog.text.count("RANDOM weights") == 1
 
 

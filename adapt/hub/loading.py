@@ -280,7 +280,8 @@ def load_base(metadata: dict[str, Any], base: str | nn.Module | None = None, che
         )
     if not recorded.get("pretrained", True) and name != "tiny" and not checkpoint and not local:
         # Trained on seeded random weights of this architecture: rebuild exactly those.
-        warn_once(f"adapter was trained on RANDOM weights of {name} (offline/test run)")
+        warn_once(f"adapter was trained on RANDOM weights of {name} (offline/test run)",
+                  f"random:{HUB_IDS.get(name, name)}")
         name = f"random:{name}"
     model, info = load_sam2(name, revision=revision, checkpoint=checkpoint, image_size=recorded.get("image_size"),
                             video=video, offline_fallback="random" if checkpoint else "error")

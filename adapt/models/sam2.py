@@ -151,10 +151,12 @@ def _is_cached(repo_id: str, revision: str | None) -> bool:
 _NOTICES: set[str] = set()
 
 
-def warn_once(message: str) -> None:
-    """Log ``message`` as a warning the first time only in this process (the random-weights notices)."""
-    if message not in _NOTICES:
-        _NOTICES.add(message)
+def warn_once(message: str, key: str | None = None) -> None:
+    """Log ``message`` as a warning the first time its ``key`` (default: the message) comes up in this
+    process: the random-weights notices, keyed by the architecture, are given once per command."""
+    key = key or message
+    if key not in _NOTICES:
+        _NOTICES.add(key)
         log.warning("%s", message)
 
 
@@ -199,7 +201,7 @@ def load_sam2(
         if not _is_cached(source, revision) and not hub_reachable():
             if offline_fallback != "random":
                 raise ModelNotFoundError(_missing_model_message(source, revision))
-            warn_once(f"{source} cannot be downloaded: using RANDOM weights of its architecture")
+            warn_once(f"{source} cannot be downloaded: using RANDOM weights of its architecture", f"random:{source}")
             random_name = source
 
     if random_name is not None:
