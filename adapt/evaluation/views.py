@@ -10,9 +10,10 @@ scored. The masks evaluation saved hold the label ids it predicted and are read 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
