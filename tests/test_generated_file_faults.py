@@ -187,7 +187,6 @@ AXES = [  # (suffix, array shape, read: the model-input shape [Z, C, H, W] or No
     (".nii", (SHAPE[0], SHAPE[1], 0), None),
     (".tif", (1, 3, 16, 20), None),  # time and bands
     (".tif", (0, 20), None),
-    (".png", (0, 20), None),
 ]
 
 
