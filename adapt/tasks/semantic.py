@@ -22,6 +22,7 @@ from adapt.metrics import dice_score, iou_score
 from adapt.models.primitives import image_embeddings, preprocess, upsample_logits
 from adapt.models.semantic import ATTRIBUTE, add_class_prompts, class_logits
 from adapt.tasks.base import BaseTask
+from adapt.transforms.slices import split_nodata
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +78,7 @@ class SemanticTask(BaseTask):
         return upsample_logits(low_res, image.shape[-2:])
 
     def _step(self, batch: Mapping[str, Any], stage: str) -> torch.Tensor:
-        label = batch["label"]
+        label, valid = split_nodata(batch["label"])  # nodata pixels: out of the loss and the scores
         if label.shape[1] != len(self.classes):
             raise ConfigError(f"task=semantic expects {len(self.classes)} label channels (one per target), "
                               f"got {label.shape[1]}; set data.objects=all")
@@ -85,7 +86,9 @@ class SemanticTask(BaseTask):
         logits = self(batch["image"])
         probs = logits.softmax(dim=1)
         onehot = F.one_hot(target, logits.shape[1]).permute(0, 3, 1, 2).float()
-        ce = F.cross_entropy(logits, target)
+        if valid is not None:
+            probs, onehot, target = probs * valid, onehot * valid, target.masked_fill(~valid[:, 0], -100)
+        ce = F.cross_entropy(logits, target, ignore_index=-100)
         dice_loss = soft_dice_loss(probs, onehot)
         loss = ce + dice_loss
         log = self.log_options(stage, label.shape[0])
@@ -93,6 +96,8 @@ class SemanticTask(BaseTask):
         self.log(f"{stage}/loss_ce", ce, **log)
         self.log(f"{stage}/loss_dice", dice_loss, **log)
         pred = F.one_hot(logits.argmax(dim=1), logits.shape[1]).permute(0, 3, 1, 2).bool()[:, 1:]
+        if valid is not None:
+            pred = pred & valid
         truth = label > 0.5
         dice, iou = dice_score(pred, truth), iou_score(pred, truth)
         for index, name in enumerate(self.classes):
