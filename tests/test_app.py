@@ -138,6 +138,19 @@ def test_hub_push_space_app_installs_offline_and_builds_the_page(adapter, tmp_pa
     assert not (stage(adapter, "me/x", tmp_path / "plain") / "app.py").exists()
 
 
+def test_page_opens_a_2d_image_with_a_fixed_slice_slider(adapter, tmp_path):
+    """A PNG has one slice: the page's upload handler opens it (Gradio refuses a 0..0 slider)."""
+    from adapt.app.page import build_page
+
+    page = build_page(load_predictor(adapter, propagation="boxes"), tmp_path / "saved")
+    [opened] = [f for f in page.fns.values() if f.name == "opened"]
+    png = tmp_path / "photo.png"
+    Image.fromarray((np.random.default_rng(0).random((40, 50)) * 255).astype(np.uint8)).save(png)
+    *_, slider, _, status = opened.fn([str(png)], None)
+    assert status == "opened photo.png: 1 slice(s) of (40, 50) (rows, columns)"
+    assert not slider.interactive
+
+
 @pytest.fixture
 def served(adapter, tmp_path):
     """``python -m adapt.app`` serving the adapter on a free port (propagation by boxes, masks to tmp)."""
