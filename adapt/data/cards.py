@@ -143,13 +143,7 @@ class DataCard:
 
     def __post_init__(self) -> None:
         where = f"data card {self.path or self.name}"
-        self._check_types(where)
-        if self.modality not in MODALITIES:
-            raise ConfigError(f"{where}: modality {self.modality!r} is not one of {MODALITIES}")
-        if self.dims not in (2, 3):
-            raise ConfigError(f"{where}: dims must be 2 or 3, got {self.dims}")
-        if self.slice_axis not in (0, 1, 2):
-            raise ConfigError(f"{where}: slice_axis must be 0, 1 or 2, got {self.slice_axis}")
+        self._check_types(where)  # types, ranges and choices of every field (FIELD_TYPES)
         self._check_source(where)
         self._check_labels(where)
         if self.mask_values is not None:
