@@ -62,7 +62,7 @@ DOORS = [
     ("adapt.app", ["port=0"], "port=0 must be >= 1"),
     ("adapt.hub", ["push", "repo_id=no-slash"], "repo_id='no-slash' must be of the form user/name"),
     ("adapt.data", ["check", "card={card}"], "dims must be one of [2, 3]"),
-    ("adapt.data", ["check", "card=msd_spleen", "root={missing}"], "no dataset at"),
+    ("adapt.data", ["check", "card=msd_spleen", "root={missing}"], "root={missing}: no such folder"),
     ("adapt.data", ["init", "{missing}"], "{missing}"),
 ]
 
