@@ -252,8 +252,11 @@ def test_unreadable_files_name_the_file(tmp_path):
     with pytest.raises(ConfigError, match=r"other\.pt holds no SAM2 state dict.*\['epoch', 'lr'\]"):
         load_meta_checkpoint(Sam2Model(tiny_config()), tmp_path / "other.pt")
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
-    with pytest.raises(ConfigError, match=r"Cannot read .*junk\.pt as a weights-only torch checkpoint"):
+    with pytest.raises(ConfigError, match=r"junk\.pt is not a checkpoint: it is neither a zip archive nor a pickle"):
         load_meta_checkpoint(Sam2Model(tiny_config()), tmp_path / "junk.pt")
+    torch.save({"model": {}, "config": type(tmp_path)("/somewhere")}, tmp_path / "pickled.pt")  # more than tensors
+    with pytest.raises(ConfigError, match=r"Cannot read .*pickled\.pt as a weights-only torch checkpoint"):
+        load_meta_checkpoint(Sam2Model(tiny_config()), tmp_path / "pickled.pt")
 
 
 def test_export_refuses_what_meta_cannot_hold(image_model):

@@ -306,7 +306,7 @@ def test_prompt_errors_that_need_the_image(adapter, tmp_path):
     case = write_ct_phantoms(tmp_path / "ct", num_cases=1, shape=(32, 32, 4))[0]
     with pytest.raises(ConfigError, match="add slice=K"):
         predict.run(config(adapter, tmp_path / "ct" / case["image"], tmp_path / "m.nii.gz", "box 1,2,10,12"))
-    with pytest.raises(DataError, match="differs from the input's"):
+    with pytest.raises(DataError, match="the from_mask does not lie on its image's grid \\(shapes differ\\)"):
         predict.run(config(adapter, tmp_path / "ct" / case["image"], tmp_path / "m.nii.gz", f"from_mask={tmp_path / 'a.png'}"))
     with pytest.raises(DataError, match="does not exist"):
         predict.run(config(adapter, tmp_path / "missing.png", tmp_path / "m.png", "point 1,1"))
