@@ -212,7 +212,8 @@ def _run(cfg: DictConfig, spec: ModelSpec, card: DataCard, cases: list[EvalCase]
     slice_axis = int(loaded.preprocessing.get("slice_axis", card.slice_axis))
     masks = out / "masks" / run
     # Saved masks sit beside the card's label files: written as they store labels unless mask_values=ids.
-    written = LabelEncoding.of_card(card) if str(cfg.get("mask_values") or "card") == "card" else LabelEncoding()
+    choice = str(cfg.get("mask_values") or "card")
+    written = LabelEncoding.of_card(card) if choice == "card" else LabelEncoding()
     rows, clicks, confusion, saved = [], {}, None, {}
     for index, case in enumerate(_progress(cases, run)):
         result = evaluate_case(engine, case, index, dict(classes), protocol, slice_axis, video,
@@ -231,7 +232,7 @@ def _run(cfg: DictConfig, spec: ModelSpec, card: DataCard, cases: list[EvalCase]
     summary = {"adapter": spec.label, "adapter_path": str(spec.path) if spec.path else None, "backend": spec.backend,
                **({"quantize": spec.metadata["export"].get("quantize")} if spec.backend == "onnx" else {}),
                "model": loaded.model_info.to_dict(), "data_card": card.name, "split": str(cfg.get("split", "val")),
-               "slice_axis": slice_axis, "label_values": dict(classes), "label_reading": label_reading(card),
+               "slice_axis": slice_axis, "label_values": dict(classes), "label_reading": label_reading(card, choice),
                "protocol": {**protocol.__dict__, "clicks": list(protocol.clicks), "task": str(cfg.get("task") or "segmentation")},
                "seconds": time.perf_counter() - started, "masks": {k: v.relative_to(out).as_posix() for k, v in saved.items() if v.exists()},
                **summary}
