@@ -7,6 +7,9 @@ Commands:
                                                    statistics table + figure, and every problem found
                                                    (exit status 1 when one is an error)
     download card=<stem or path> [root=<folder>]   fetch, md5-check and unpack a card's data
+    prepare card=<stem or path> [root=<folder>] [cache_dir=<dir>] [workers=N]
+                                                   write every case into the disk cache training reads
+                                                   (every core by default; resumes where it stopped)
     cards                                          list the shipped cards with their licence
 """
 
@@ -19,7 +22,7 @@ from adapt.cli import USER_ERROR_STATUS, format_error
 from adapt.errors import AdaptError, ConfigError
 
 USAGE = __doc__
-COMMANDS = ("init", "check", "download", "cards")
+COMMANDS = ("init", "check", "download", "cards", "prepare")
 #: Exit status of ``check`` when it finds an error in the data.
 PROBLEM_STATUS = 1
 
@@ -88,6 +91,43 @@ def check(args: list[str]) -> int:
     return 0
 
 
+def prepare(args: list[str]) -> int:
+    """Write a card's cases into the disk cache, in parallel, with a progress bar; say what it cost."""
+    import time
+
+    from tqdm import tqdm
+
+    from adapt.data.cache import CaseStore, default_workers
+    from adapt.data.cards import load_card
+    from adapt.data.sources import data_root, list_cases
+
+    options = _options(args, {"card", "root", "cache_dir", "workers"}, "prepare")
+    if "card" not in options:
+        raise ConfigError("prepare needs card=<stem or path to a card YAML>")
+    workers = options.get("workers")
+    if workers is not None and (not workers.isdigit() or int(workers) < 1):
+        raise ConfigError(f"workers={workers!r} must be a number of processes >= 1")
+    card = load_card(options["card"])
+    root = data_root(card, options.get("root"))
+    store = CaseStore(card, list_cases(card, root), "disk", options.get("cache_dir"))
+    start = time.perf_counter()
+    with tqdm(total=len(store), unit="case", desc=f"preparing {card.name}") as bar:
+        errors = store.prepare_missing(workers=int(workers) if workers else default_workers(),
+                                       progress=lambda done, total: bar.update(done - bar.n))
+    size = sum(f.stat().st_size for f in store.directory.glob("*") if f.is_file()) if store.directory.exists() else 0
+    print(f"{store.prepared} case(s) prepared, {len(store) - store.prepared - len(errors)} already cached, in "
+          f"{time.perf_counter() - start:.1f} s; cache {store.directory} holds {size / 1e6:,.1f} MB")
+    for position, error in sorted(errors.items()):
+        print(f"bad case {store.cases[position].id}: {error}")
+    if errors:
+        print(f"{len(errors)} bad case(s): training stops on them unless data.skip_bad_cases=true")
+        return PROBLEM_STATUS
+    extra = "" if options.get("root") is None else f" data.root={options['root']}"
+    extra += "" if options.get("cache_dir") is None else f" data.cache_dir={options['cache_dir']}"
+    print(f"next: python -m adapt.train data.card={options['card']}{extra} data.cache=disk")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one command; user errors print as one message and exit with status 2."""
     from adapt.data.cards import load_card, shipped_cards
@@ -102,6 +142,8 @@ def main(argv: list[str] | None = None) -> int:
             return init(argv[1:])
         if argv[0] == "check":
             return check(argv[1:])
+        if argv[0] == "prepare":
+            return prepare(argv[1:])
         if argv[0] == "cards":
             _options(argv[1:], set(), "cards")
             for stem in shipped_cards():
