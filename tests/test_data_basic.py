@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
+import torch
 import yaml
 
 from adapt.data.cards import load_card
@@ -178,7 +180,7 @@ def test_disk_cache_reads_one_plane_per_sample_and_only_indexes_at_start(tmp_pat
     card = load_card("ct_phantom")
     cases = list_cases(card, tmp_path / "ct")[:3]
     cached = CaseStore(card, cases, "disk", tmp_path / "cache")
-    items, _ = index_cases(cached, prepare_workers=2)  # written by two processes
+    items, _ = index_cases(cached, prepare_workers=2)  # 3 cases: one worker (``CASES_PER_WORKER``)
     assert cached.prepared == 3 and cached.loads == 0
     memory = CaseStore(card, cases, "memory")
     assert np.array_equal(index_cases(memory)[0], items)  # the samples, from the cached label counts
@@ -209,3 +211,31 @@ def test_disk_cache_of_an_older_layout_is_reported_and_rebuilt(tmp_path, caplog)
     caplog.clear()
     CaseStore(card, cases, "disk", tmp_path / "cache")[0]  # the old folder again, never the current one
     assert caplog.text.count("older layout") == 1 and f"data cache {store.directory} " not in caplog.text
+
+
+def test_prepare_command_fills_the_cache_resumes_and_names_bad_cases(tmp_path, capsys):
+    from adapt.data.__main__ import PROBLEM_STATUS, main
+
+    card = load_card("ct_phantom")
+    cases = list_cases(card, tmp_path / "ct")
+    args = ["prepare", "card=ct_phantom", f"root={tmp_path / 'ct'}", f"cache_dir={tmp_path / 'cache'}", "workers=2"]
+    assert main(args) == 0
+    assert f"{len(cases)} case(s) prepared, 0 already cached" in capsys.readouterr().out
+    store = CaseStore(card, cases, "disk", tmp_path / "cache")
+    index_cases(store)
+    assert store.loads == 0  # training finds every case prepared
+    Path(cases[0].label).unlink()
+    assert main(args) == PROBLEM_STATUS
+    out = capsys.readouterr().out
+    assert f"0 case(s) prepared, {len(cases) - 1} already cached" in out  # resumed: nothing read twice
+    assert f"bad case {cases[0].id}: {cases[0].label}: file not found" in out
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_disk_cache_of_2d_images_gives_the_memory_cache_samples(tmp_path, native):
+    config = {"card": "aerial_phantom", "augment": True, "cache_dir": str(tmp_path), "device_transforms": native}
+    memory, disk = (build_datamodule({**config, "cache": mode}, 64, seed=0).train_set for mode in ("memory", "disk"))
+    assert len(list(tmp_path.rglob("*.planes"))) > 0
+    for key in [(0, 7), (len(disk) - 1, 3)]:
+        a, b = memory[key], disk[key]
+        assert all(torch.equal(a[k], b[k]) for k in a if isinstance(a[k], torch.Tensor))

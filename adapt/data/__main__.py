@@ -7,6 +7,9 @@ Commands:
                                                    statistics table + figure, and every problem found
                                                    (exit status 1 when one is an error)
     download card=<stem or path> [root=<folder>]   fetch, md5-check and unpack a card's data
+    prepare card=<stem or path> [root=<folder>] [cache_dir=<dir>] [workers=N]
+                                                   write every case into the disk cache training reads
+                                                   (every core by default; resumes where it stopped)
     cards                                          list the shipped cards with their licence
 """
 
@@ -28,6 +31,7 @@ OPTIONS = {
     "check": {"card": "card", "root": "folder", "out": "output"},
     "download": {"card": "card", "root": "output"},
     "cards": {},
+    "prepare": {"card": "card", "root": "folder", "cache_dir": "output", "workers": "count"},
 }
 COMMANDS = tuple(OPTIONS)
 #: Values each kind refuses (the generated fault tests give them to every option of that kind).
@@ -63,7 +67,7 @@ def _value(key: str, value: str, kind: str) -> Any:
         return FLAGS[value.lower()]
     if kind == "count":
         if not value.isdigit() or int(value) < 1:
-            raise ConfigError(f"{key}={value!r} must be a number of cases >= 1")
+            raise ConfigError(f"{key}={value!r} must be a whole number >= 1")
         return int(value)
     if kind == "name" and not re.fullmatch(r"[A-Za-z0-9][\w.-]*", value):
         raise ConfigError(f"{key}={value!r} must be a card name of letters, digits, '_', '-' or '.' (it names files)")
@@ -119,6 +123,41 @@ def check(args: list[str]) -> int:
     return 0
 
 
+def prepare(args: list[str]) -> int:
+    """Write a card's cases into the disk cache, in parallel, with a progress bar; say what it cost."""
+    import time
+
+    from tqdm import tqdm
+
+    from adapt.data.cache import CaseStore, default_workers
+    from adapt.data.cards import load_card
+    from adapt.data.sources import data_root, list_cases
+
+    options = _options(args, "prepare")
+    if "card" not in options:
+        raise ConfigError("prepare needs card=<stem or path to a card YAML>")
+    workers = options.get("workers")
+    card = load_card(options["card"])
+    root = data_root(card, options.get("root"))
+    store = CaseStore(card, list_cases(card, root), "disk", options.get("cache_dir"))
+    start = time.perf_counter()
+    with tqdm(total=len(store), unit="case", desc=f"preparing {card.name}") as bar:
+        errors = store.prepare_missing(workers=workers or default_workers(),
+                                       progress=lambda done, total: bar.update(done - bar.n))
+    size = sum(f.stat().st_size for f in store.directory.glob("*") if f.is_file()) if store.directory.exists() else 0
+    print(f"{store.prepared} case(s) prepared, {len(store) - store.prepared - len(errors)} already cached, in "
+          f"{time.perf_counter() - start:.1f} s; cache {store.directory} holds {size / 1e6:,.1f} MB")
+    for position, error in sorted(errors.items()):
+        print(f"bad case {store.cases[position].id}: {error}")
+    if errors:
+        print(f"{len(errors)} bad case(s): training stops on them unless data.skip_bad_cases=true")
+        return PROBLEM_STATUS
+    extra = "" if options.get("root") is None else f" data.root={options['root']}"
+    extra += "" if options.get("cache_dir") is None else f" data.cache_dir={options['cache_dir']}"
+    print(f"next: python -m adapt.train data.card={options['card']}{extra} data.cache=disk")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one command; user errors print as one message and exit with status 2."""
     from adapt.data.cards import load_card, shipped_cards
@@ -133,6 +172,8 @@ def main(argv: list[str] | None = None) -> int:
             return init(argv[1:])
         if argv[0] == "check":
             return check(argv[1:])
+        if argv[0] == "prepare":
+            return prepare(argv[1:])
         if argv[0] == "cards":
             _options(argv[1:], "cards")
             for stem in shipped_cards():

@@ -53,6 +53,9 @@ CACHE_MODES = ("auto", "none", "memory", "disk")
 # 5: one chunk per plane (adapt.data.planes). Bump when the cached content or its layout changes meaning.
 CACHE_FORMAT = 5
 LAYOUT_FILE = "layout.json"
+#: A worker process is started for every this many missing cases at most: starting one (imports
+#: included) costs about as much as preparing a few CT cases.
+CASES_PER_WORKER = 4
 DISK_FIX = ("free some space, put the cache on a larger disk (data.cache_dir=<dir> or $SAM2_ADAPT_DATA), "
             "or keep cases in RAM or uncached (data.cache=memory|none)")
 PREPROCESSING_FIELDS = ("dims", "source", "labels", "intensity", "spacing")
@@ -238,15 +241,16 @@ class CaseStore:
             return {}
         wanted = list(range(len(self.cases)) if positions is None else positions)
         missing = [i for i in wanted if not self._cached(i)]
-        workers = max(1, min(workers or default_workers(), len(missing)))
+        workers = max(1, min(workers or default_workers(), len(missing) // CASES_PER_WORKER))
         errors: dict[int, DataError] = {}
         if progress:
             progress(len(wanted) - len(missing), len(wanted))
         if workers == 1:
             results: Iterable[tuple[int, DataError | None]] = (_prepare_one(self, i) for i in missing)
             return self._collect(results, errors, len(wanted) - len(missing), len(wanted), progress)
-        # fork: workers inherit the card and cases; they only read files and write their own entries
-        with ProcessPoolExecutor(workers, mp_context=get_context("fork")) as pool:
+        # spawn, not fork: a forked worker can inherit a lock held by another thread of a process
+        # that has trained or loaded before (it hung in the tests); each worker imports the data layer once
+        with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
             results = pool.map(_prepare_one, [self] * len(missing), missing)
             return self._collect(results, errors, len(wanted) - len(missing), len(wanted), progress)
 

@@ -202,8 +202,8 @@ class SampleDataset(Dataset):
         volume = self.store[position]
         if self.card.dims == 3:
             image, label = plane_view(volume.image, volume.label, self.card.slice_axis, index)
-        else:
-            image, label = volume.image, volume.label
+        else:  # a disk cache's image is read (decoded) here, a memory cache's is taken as it is
+            image, label = np.asarray(volume.image), np.asarray(volume.label)
         chosen = self.targets if target < 0 else [self.targets[target]]
         if len(chosen) == 1:  # object map: 0 = background, n + 1 = object n (distinct ids: disjoint)
             objects = (label == chosen[0][1]).view(np.uint8)

@@ -4,8 +4,8 @@ Samples are planes (slices of a volume along the card's slice axis, or whole 2D 
 the disk cache stores each case as two files:
 
 * ``<stem>.planes``: for every plane, the image chunk (``[C, a, b]`` float16, bytes shuffled
-  so the high and low bytes of the half floats compress apart, then zlib) followed by the label
-  chunk (``[a, b]`` in the label's integer type, zlib);
+  so the high and low bytes of the half floats compress apart, then zstd) followed by the label
+  chunk (``[a, b]`` in the label's integer type, zstd);
 * ``<stem>.index.json``: shapes, dtypes, the slice axis, each chunk's offset and length, the
   grid (affines), and how many pixels of each label id every plane holds, written last (its
   presence marks a complete entry).
@@ -14,22 +14,24 @@ Why: the previous layout (whole ``.npy`` volumes, slice axis last) made one memo
 plane touch every page of the case (40-50 MB read for a 0.79 MB plane with a cold page
 cache), and every run start read all labels again to find the slices holding each target. A
 plane is now one ``pread`` of its chunk (read-ahead switched off with ``POSIX_FADV_RANDOM``),
-and the start reads only the indexes, which hold the per-plane label counts. zlib at level 1
-is in the standard library; on CT it keeps the cache near the size of the gzipped source.
+and the start reads only the indexes, which hold the per-plane label counts. zstd at level 1
+compresses a 512 x 512 CT plane in ~0.7 ms (zlib at level 1: ~6.6 ms, for a slightly larger
+chunk) and decodes it in ~0.3 ms; the cache ends up about half the size of the gzipped source.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import zlib
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+import zstandard
 
-#: zlib level: 1 compresses CT planes ~2-3x at ~100 MB/s per core; higher levels gain little here.
+#: zstd level: 1 compresses CT planes ~1.8x at ~700 MB/s per core; higher levels gain little here.
 LEVEL = 1
+CODEC = "zstd"
 IMAGE_DTYPE = np.float16
 
 
@@ -44,19 +46,20 @@ def _unshuffle(data: bytes, dtype: np.dtype, shape: tuple[int, ...]) -> np.ndarr
     return np.ascontiguousarray(raw.T).view(dtype).reshape(shape)
 
 
-def _planes(array: np.ndarray, axis: int | None) -> list[np.ndarray]:
-    """The planes of ``array`` along ``axis`` (``None``: the whole array is one plane)."""
-    return [array] if axis is None else [np.take(array, i, axis=axis) for i in range(array.shape[axis])]
+def _planes(array: np.ndarray, axis: int | None) -> np.ndarray | list[np.ndarray]:
+    """The planes of ``array`` along ``axis``, each contiguous (one transposing copy; ``None``: one plane)."""
+    return [array] if axis is None else np.ascontiguousarray(np.moveaxis(array, axis, 0))
 
 
-def label_counts(label: np.ndarray, axis: int | None) -> dict[str, list[int]]:
+def label_counts(planes: np.ndarray | list[np.ndarray]) -> dict[str, list[int]]:
     """Pixels of each label id in each plane: ``{"id": [count per plane]}`` (ids that occur only)."""
-    if label.dtype == np.uint8:  # most label maps (``compact_labels``): count all 256 ids directly
-        values, codes = np.arange(256), label
+    stack = np.asarray(planes)
+    if stack.dtype == np.uint8:  # most label maps (``compact_labels``): count all 256 ids directly
+        values, codes = np.arange(256), stack
     else:
-        values, codes = np.unique(label, return_inverse=True)
-        codes = codes.reshape(label.shape)
-    table = np.stack([np.bincount(p.ravel(), minlength=len(values)) for p in _planes(codes, axis)])
+        values, codes = np.unique(stack, return_inverse=True)
+        codes = codes.reshape(stack.shape)
+    table = np.stack([np.bincount(p.ravel(), minlength=len(values)) for p in codes])
     return {str(int(values[v])): table[:, v].tolist() for v in np.flatnonzero(table.sum(0))}
 
 
@@ -81,15 +84,17 @@ def write_case(stem: Path, image: np.ndarray, label: np.ndarray, axis: int | Non
     image = np.asarray(image, dtype=IMAGE_DTYPE)
     chunks, offset, blobs = [], 0, []
     image_axis = None if axis is None else axis + 1
-    for pixels, plane in zip(_planes(image, image_axis), _planes(label, axis)):
-        parts = [zlib.compress(_shuffle(pixels), LEVEL), zlib.compress(np.ascontiguousarray(plane).tobytes(), LEVEL)]
+    compress = zstandard.ZstdCompressor(level=LEVEL).compress
+    label_planes = _planes(label, axis)
+    for pixels, plane in zip(_planes(image, image_axis), label_planes):
+        parts = [compress(_shuffle(pixels)), compress(plane.tobytes())]
         chunks.append([offset, len(parts[0]), offset + len(parts[0]), len(parts[1])])
         offset += len(parts[0]) + len(parts[1])
         blobs += parts
     write(stem.with_suffix(".planes"), lambda file: write_chunks(file, blobs))
     index = {"image": {"shape": list(image.shape), "dtype": image.dtype.str},
              "label": {"shape": list(label.shape), "dtype": label.dtype.str},
-             "axis": axis, "chunks": chunks, "counts": label_counts(label, axis), **extra}
+             "axis": axis, "codec": CODEC, "chunks": chunks, "counts": label_counts(label_planes), **extra}
     write(stem.with_suffix(".index.json"), lambda file: file.write(json.dumps(index).encode()))
     return index
 
@@ -143,7 +148,7 @@ class ChunkedArray:
             data = os.pread(fd, length, offset)
         finally:
             os.close(fd)
-        raw = zlib.decompress(data)
+        raw = zstandard.ZstdDecompressor().decompress(data)
         if self.part == "image":
             return _unshuffle(raw, self.dtype, self.plane_shape)
         return np.frombuffer(raw, dtype=self.dtype).reshape(self.plane_shape)

@@ -95,11 +95,17 @@ def resample_nearest(volume: np.ndarray, affine: np.ndarray, target_affine: np.n
 
 def compact_labels(label: np.ndarray) -> np.ndarray:
     """Label ids in the smallest integer type that holds them (uint8 for most datasets, uint16 with
-    nodata pixels: ``adapt.transforms.slices.NODATA_LABEL``)."""
-    label = np.rint(np.asarray(label)).astype(np.int64)
+    nodata pixels: ``adapt.transforms.slices.NODATA_LABEL``).
+
+    Float label maps are rounded first; integer ones are cast once, without an int64 copy of
+    the volume in between (on a 512 x 512 x 64 CT that copy cost 0.1 s and 134 MB per case).
+    """
+    label = np.asarray(label)
+    if not np.issubdtype(label.dtype, np.integer):
+        label = np.rint(label)
     if label.size == 0 or (label.min() >= 0 and label.max() < 256):
-        return label.astype(np.uint8)
-    return label.astype(np.uint16) if label.min() >= 0 and label.max() < 65536 else label.astype(np.int32)
+        return label.astype(np.uint8, copy=False)
+    return label.astype(np.uint16 if label.min() >= 0 and label.max() < 65536 else np.int32, copy=False)
 
 
 def load_volume(card: DataCard, case: Case) -> Volume:
