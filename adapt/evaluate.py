@@ -19,6 +19,7 @@ import hydra
 from omegaconf import DictConfig
 
 from adapt.cli import command_line, register_cli_config, user_errors
+from adapt.outputs import claimed
 from adapt.evaluation import evaluate
 
 __all__ = ["evaluate", "main"]
@@ -27,7 +28,7 @@ __all__ = ["evaluate", "main"]
 @hydra.main(version_base="1.3", config_path=None, config_name=register_cli_config("evaluate"))
 def main(cfg: DictConfig) -> None:
     """Hydra entry point; user errors are printed without a traceback (exit code 2)."""
-    with user_errors():
+    with user_errors(), claimed(cfg.get("out"), "out"):
         evaluate(cfg)
 
 

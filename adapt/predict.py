@@ -31,6 +31,7 @@ import numpy as np
 from omegaconf import DictConfig
 
 from adapt.cli import command_line, register_cli_config, user_errors
+from adapt.outputs import claimed
 from adapt.errors import ConfigError, DataError
 from adapt.inference.onnx_backend import adapter_preprocessing, load_predictor
 from adapt.inference.runner import Predictor, predict_scan
@@ -212,7 +213,7 @@ def _progress(jobs: list[Job]) -> Iterator[Job]:
 @hydra.main(version_base="1.3", config_path=None, config_name=register_cli_config("predict"))
 def main(cfg: DictConfig) -> None:
     """Hydra entry point; user errors are printed without a traceback (exit code 2)."""
-    with user_errors():
+    with user_errors(), claimed(cfg.get("output"), "output"):
         for path in run(cfg):
             print(f"wrote {path}")
 

@@ -17,6 +17,7 @@ import sys
 
 from adapt.cli import USER_ERROR_STATUS, format_error
 from adapt.errors import AdaptError, ConfigError
+from adapt.outputs import claimed
 
 USAGE = __doc__
 COMMANDS = ("init", "check", "download", "cards")
@@ -55,8 +56,9 @@ def init(args: list[str]) -> int:
     max_cases = options.get("max_cases")
     if max_cases is not None and (not max_cases.isdigit() or int(max_cases) < 1):
         raise ConfigError(f"max_cases={max_cases!r} must be a number of cases >= 1")
-    out, layout, stats = init_card(args[0], options.get("out"), options.get("name"),
-                                   _flag(options.get("overwrite"), "overwrite"), int(max_cases) if max_cases else None)
+    with claimed(options.get("out"), "out"):  # a card refused after it was written is removed again
+        out, layout, stats = init_card(args[0], options.get("out"), options.get("name"),
+                                       _flag(options.get("overwrite"), "overwrite"), int(max_cases) if max_cases else None)
     print(f"{layout.description}; read {len(stats)} case(s)")
     for title, paths in (("images without a label", layout.unpaired_images),
                          ("labels without an image", layout.unpaired_labels)):

@@ -21,6 +21,7 @@ import hydra
 from omegaconf import DictConfig
 
 from adapt.cli import command_line, register_cli_config, user_errors
+from adapt.outputs import claimed
 from adapt.errors import ConfigError
 from adapt.export.build import export_adapter
 from adapt.export.record import RECORD_FILE
@@ -40,7 +41,7 @@ def run(cfg: DictConfig) -> Path:
 @hydra.main(version_base="1.3", config_path=None, config_name=register_cli_config("export"))
 def main(cfg: DictConfig) -> None:
     """Hydra entry point; user errors are printed without a traceback (exit code 2)."""
-    with user_errors():
+    with user_errors(), claimed(cfg.get("out"), "out"):
         out = run(cfg)
         record = json.loads((out / RECORD_FILE).read_text())
         print(f"wrote {sorted(p.name for p in out.iterdir())} to {out}")
