@@ -132,7 +132,7 @@ def acquire(target: str | Path, setting: str) -> Lock:
     handle.seek(0)
     handle.truncate()
     handle.write(json.dumps({
-        "pid": os.getpid(), "host": socket.gethostname(), "command": " ".join(getattr(sys, "orig_argv", sys.argv)),
+        "pid": os.getpid(), "host": socket.gethostname(), "command": " ".join(" ".join(getattr(sys, "orig_argv", sys.argv)).split()),
         "since": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
     }))
     handle.flush()

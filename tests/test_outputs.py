@@ -13,7 +13,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
@@ -27,7 +26,7 @@ HOLDER = textwrap.dedent("""
     from adapt.locks import acquire
     acquire(sys.argv[1], "out")
     print("held", flush=True)
-    time.sleep(120)
+    time.sleep(900)  # killed by the test
 """)
 
 
@@ -73,14 +72,13 @@ def test_the_command_lines_refuse_a_locked_output_at_once(tmp_path, holder, modu
     (run / "checkpoints").mkdir(parents=True)
     (run / "checkpoints" / "last.ckpt").write_bytes(b"not read: the lock comes first")
     before = files_under(tmp_path)
-    started = time.perf_counter()
     result = subprocess.run([sys.executable, "-m", module, *(a.format(run=run) for a in args)], cwd=tmp_path,
-                            capture_output=True, text=True, timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+                            capture_output=True, text=True, timeout=600, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert result.returncode == 2, result.stderr[-2000:]
     assert "Traceback" not in result.stderr
     assert f"{setting}={run}" in result.stderr and f"pid {holder.pid}" in result.stderr, result.stderr[-2000:]
     assert files_under(tmp_path) == before  # no .hydra/, no train.log, the first command's lock kept
-    assert time.perf_counter() - started < 120
+    assert holder.poll() is None  # the holder was alive all along: the refusal above was the lock's
 
 
 def test_a_lock_left_by_a_killed_process_is_taken_over_with_a_note(tmp_path, capsys):

@@ -130,7 +130,9 @@ class ProgressLines(ProgressBar):
         now = time.monotonic()
         if self.enabled and not trainer.sanity_checking and now - self._val_last >= self.every_s:
             self._val_last = now
-            self.write(f"validation: batch {batch_idx + 1}/{_count(self.total_val_batches_current_dataloader)}")
+            batches = trainer.num_val_batches
+            total = batches[dataloader_idx] if isinstance(batches, list) else batches
+            self.write(f"validation: batch {batch_idx + 1}/{_count(total)}")
 
     def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
         if not self.enabled or trainer.sanity_checking:
