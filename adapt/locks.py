@@ -108,9 +108,13 @@ def acquire(target: str | Path, setting: str) -> Lock:
     path = lock_path(Path(target))
     if path in _HELD:
         return _HELD[path]
-    path.parent.mkdir(parents=True, exist_ok=True)
     while True:
-        handle = open(path, "a+", encoding="utf-8")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            handle = open(path, "a+", encoding="utf-8")  # noqa: SIM115 -- held open for the life of the lock
+        except OSError as error:
+            raise ConfigError(f"{setting}={target}: cannot write in {path.parent} ({error.strerror or error}); choose "
+                              f"a folder you can write, e.g. {setting}=<a folder in your home or project>") from None
         try:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -72,8 +72,9 @@ def test_the_command_lines_refuse_a_locked_output_at_once(tmp_path, holder, modu
     (run / "checkpoints").mkdir(parents=True)
     (run / "checkpoints" / "last.ckpt").write_bytes(b"not read: the lock comes first")
     before = files_under(tmp_path)
-    result = subprocess.run([sys.executable, "-m", module, *(a.format(run=run) for a in args)], cwd=tmp_path,
-                            capture_output=True, text=True, timeout=600, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    command = [sys.executable, "-m", module, *(a.format(run=run) for a in args)]
+    result = subprocess.run(command, check=False, cwd=tmp_path, capture_output=True, text=True, timeout=600,
+                            env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert result.returncode == 2, result.stderr[-2000:]
     assert "Traceback" not in result.stderr
     assert f"{setting}={run}" in result.stderr and f"pid {holder.pid}" in result.stderr, result.stderr[-2000:]
@@ -143,3 +144,9 @@ def test_secondary_ranks_do_not_lock(tmp_path, monkeypatch, holder):
     monkeypatch.setenv("LOCAL_RANK", "1")
     with claimed(tmp_path / "run", "hydra.run.dir") as claim:
         assert claim.lock is None
+
+
+def test_an_output_the_lock_cannot_be_written_beside_is_a_user_error():
+    with pytest.raises(ConfigError) as refused, claimed("/sys/sam2-adapt-outputs/out", "out"):
+        pass
+    assert "out=/sys/sam2-adapt-outputs/out: cannot write in /sys/sam2-adapt-outputs" in str(refused.value)

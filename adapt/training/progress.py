@@ -34,7 +34,7 @@ def total_steps(trainer: Any) -> int | None:
 
 def clock(seconds: float) -> str:
     """``75`` -> ``1:15``, ``3725`` -> ``1:02:05``."""
-    seconds = int(round(max(seconds, 0)))
+    seconds = round(max(seconds, 0))
     hours, rest = divmod(seconds, 3600)
     return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
 
@@ -142,7 +142,7 @@ class ProgressLines(ProgressBar):
         self.write(f"validation at step {trainer.global_step}: " + (" · ".join(scores) or "done"))
 
 
-def _count(value: float | int) -> str:
+def _count(value: float) -> str:
     return "?" if value == float("inf") else str(int(value))
 
 
