@@ -116,7 +116,7 @@ class ProgressLines(ProgressBar):
         if trainer.optimizers:
             parts.append(f"lr {trainer.optimizers[0].param_groups[0]['lr']:.2e}")
         if elapsed > 0:
-            parts.append(f"{self._samples / elapsed:.1f} samples/s")
+            parts.append(f"{self._samples / elapsed:.3g} samples/s")
         parts.append(f"{clock(elapsed)} elapsed")
         if total and done > 0 and step < total:
             parts.append(f"ETA {clock(elapsed / done * (total - step))}")
