@@ -830,6 +830,8 @@ CLI = [
     CliFault("export: broken adapter, new out", "adapt.export",
              lambda w: [f"adapter={w.cli / 'broken'}", f"out={w.cli / 'exported'}"], ["adapter_model.safetensors"],
              absent="exported"),
+    CliFault("app: missing adapter, new out_dir", "adapt.app",
+             lambda w: [f"adapter={w.cli / 'nothing'}", f"out_dir={w.cli / 'sessions'}"], ["nothing"], absent="sessions"),
     CliFault("data init: no such folder, new out", "adapt.data",
              lambda w: ["init", str(w.cli / "nowhere"), f"out={w.cli / 'cards' / 'x.yaml'}"], ["nowhere"],
              absent="cards"),
