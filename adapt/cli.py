@@ -177,7 +177,8 @@ def command_line(main: Callable[[], Any] | str, config_name: str, config_dir: Pa
 
 class Preflight(Callback):
     """Hydra callback of ``adapt.train``: the config schema, the run directory and the checkpoint
-    to resume from, checked before Hydra creates the run directory or writes ``.hydra/`` into it.
+    to resume from, checked before Hydra creates the run directory or writes ``.hydra/`` into it;
+    the run directory is claimed first (one writer, nothing left by a refusal: ``claimed_run_dir``).
 
     Registered in ``configs/train.yaml`` (``hydra.callbacks``); ``adapt.train.train`` repeats the
     same checks for in-process calls.
@@ -191,6 +192,15 @@ class Preflight(Callback):
         with user_errors():
             validate(config, "train")
             run_dir = check_run_dir(Path(str(config.hydra.run.dir)), bool(config.overwrite), config.ckpt_path)
-            checkpoint = resolve_checkpoint(config.ckpt_path, run_dir)
-            if checkpoint:
-                read_checkpoint(checkpoint)
+            with claimed_run_dir(run_dir):
+                checkpoint = resolve_checkpoint(config.ckpt_path, run_dir)
+                if checkpoint:
+                    read_checkpoint(checkpoint)
+
+
+def claimed_run_dir(run_dir: Path) -> contextlib.AbstractContextManager:
+    """The run folder locked before Hydra creates it or writes ``.hydra/`` into it, and handed over to
+    ``adapt.train.train``, whose refusal removes what Hydra created (``adapt.outputs``)."""
+    from adapt.outputs import RUN_FILES, claimed
+
+    return claimed(run_dir, "hydra.run.dir", RUN_FILES, hand_over=True)

@@ -18,6 +18,7 @@ import hydra
 from omegaconf import DictConfig
 
 from adapt.cli import command_line, register_cli_config, user_errors
+from adapt.outputs import claimed
 
 __all__ = ["main"]
 
@@ -27,7 +28,7 @@ def main(cfg: DictConfig) -> None:
     """Hydra entry point; user errors are printed without a traceback (exit code 2)."""
     from adapt.evaluation import evaluate  # lazy: start-up
 
-    with user_errors():
+    with user_errors(), claimed(cfg.get("out"), "out"):
         evaluate(cfg)
 
 

@@ -35,6 +35,7 @@ from omegaconf import DictConfig
 from adapt.cli import command_line, register_cli_config, user_errors
 from adapt.data.encoding import LabelEncoding
 from adapt.data.geometry import check_grids, check_headers
+from adapt.outputs import claimed
 from adapt.errors import ConfigError, DataError
 from adapt.guards import check_inputs_finite, check_labels_finite, finite_stack
 from adapt.hub.model_card import label_names
@@ -249,7 +250,7 @@ def _progress(jobs: list[Job]) -> Iterator[Job]:
 @hydra.main(version_base="1.3", config_path=None, config_name=register_cli_config("predict"))
 def main(cfg: DictConfig) -> None:
     """Hydra entry point; user errors are printed without a traceback (exit code 2)."""
-    with user_errors():
+    with user_errors(), claimed(cfg.get("output"), "output"):
         for path in run(cfg):
             print(f"wrote {path}")
 

@@ -343,7 +343,14 @@ class Optim:
     lr: float = rule(gt=0, hint="e.g. 1e-4")
     weight_decay: float = rule(ge=0)
     warmup_steps: int = rule(ge=0)
+    max_warmup_fraction: float = rule(gt=0, le=1)
     min_lr_ratio: float = rule(ge=0, le=1)
+
+
+@dataclass
+class Progress:
+    lines: bool | str = rule(check=lambda v: None if v in (True, False, "auto") else "must be auto, true or false")
+    every_s: float = rule(gt=0)
 
 
 @dataclass
@@ -387,6 +394,7 @@ class Train:
     trainer: Trainer = rule()
     logger: Logger = rule()
     optim: Optim = rule()
+    progress: Progress = rule()
     embedding_cache: EmbeddingCache = rule()
     prompts: Prompts = rule()
     loss: Loss = rule()

@@ -23,6 +23,7 @@ from adapt.conf import CONFIG_DIR, register_recipes, register_resolvers
 from adapt.errors import ConfigError
 from adapt.guards import check_weights
 from adapt.schema import validate
+from adapt.outputs import RUN_FILES, Claim, claimed
 from adapt.storage import check_writable
 from adapt.tasks import MONITOR, TASKS
 from adapt.training.summary import print_summary
@@ -77,6 +78,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path, resume_step: int | None = None
 
     from adapt.training.callbacks import build_callbacks, build_logger  # lazy: start-up
     from adapt.training.checkpoints import AtomicCheckpointIO  # lazy: start-up
+    from adapt.training.progress import progress_callback  # lazy: start-up
 
     options = OmegaConf.to_container(cfg.trainer, resolve=True)
     if str(options.get("precision")).startswith("16") and (
@@ -91,10 +93,13 @@ def build_trainer(cfg: DictConfig, run_dir: Path, resume_step: int | None = None
             if isinstance(error.__cause__, ConfigError):
                 raise error.__cause__ from None
             raise ConfigError(f"trainer.strategy: {error}") from None
+    callbacks = build_callbacks(run_dir)
+    if options.get("enable_progress_bar", True):  # lines when stdout is a file, a bar in a terminal
+        callbacks.append(progress_callback(OmegaConf.to_container(cfg.progress) if "progress" in cfg else None))
     return L.Trainer(
         default_root_dir=run_dir,
         logger=build_logger(cfg.logger, run_dir, cfg.name, resume_step),
-        callbacks=build_callbacks(run_dir),
+        callbacks=callbacks,
         plugins=[AtomicCheckpointIO()],
         **options,
     )
@@ -154,20 +159,30 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
         ``(metrics, objects)``: the ``metrics.json`` content, and the ``task``,
         ``datamodule`` and ``trainer`` for interactive use.
     """
+    from adapt.training.checkpoints import read_checkpoint  # lazy: start-up
+
+    start = time.perf_counter()
+    validate(cfg, "train")
+    run_dir = check_run_dir(Path(cfg.out_dir), cfg.overwrite, cfg.ckpt_path)
+    with claimed(run_dir, "hydra.run.dir", RUN_FILES) as output:  # one writer; a refusal leaves nothing
+        ckpt = resolve_checkpoint(cfg.ckpt_path, run_dir)  # before minutes of loading
+        resumed = read_checkpoint(ckpt) if ckpt else None
+        return _train(cfg, run_dir, ckpt, resumed, output, start)
+
+
+def _train(cfg: DictConfig, run_dir: Path, ckpt: str | None, resumed: dict[str, Any] | None, output: Claim,
+           start: float) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``train`` once the run directory is checked and claimed."""
     import lightning as L  # lazy: start-up
 
     from adapt.adapters.io import save_adapter  # lazy: start-up
     from adapt.data.card_copy import CARD_FILE, RECORD_KEY, card_record, card_text  # lazy: start-up
     from adapt.data.sources import list_cases  # lazy: start-up
-    from adapt.models.provenance import base_fingerprint  # lazy: start-up
     from adapt.models.embedding_cache import namespace  # lazy: start-up
-    from adapt.training.checkpoints import check_fits, read_checkpoint  # lazy: start-up
+    from adapt.models.provenance import base_fingerprint  # lazy: start-up
+    from adapt.training.checkpoints import check_fits  # lazy: start-up
+    from adapt.training.constraints import check_against_data  # lazy: start-up
 
-    start = time.perf_counter()
-    validate(cfg, "train")
-    run_dir = check_run_dir(Path(cfg.out_dir), cfg.overwrite, cfg.ckpt_path)
-    ckpt = resolve_checkpoint(cfg.ckpt_path, run_dir)  # before minutes of loading
-    resumed = read_checkpoint(ckpt) if ckpt else None
     run_dir.mkdir(parents=True, exist_ok=True)  # only once every check above has passed
     L.seed_everything(cfg.seed, workers=True)
     cache = resolve_embedding_cache(cfg)
@@ -175,6 +190,8 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     # Data first: a missing dataset is reported before minutes of model loading.
     # The task builds its datamodule: slices by default, clips for task=propagation.
     datamodule = task_cls.build_datamodule(cfg.data, image_size=cfg.model.image_size, seed=cfg.seed)
+    check_against_data(OmegaConf.to_container(cfg.trainer, resolve=True), len(datamodule.train_set),
+                       len(datamodule.val_set), datamodule.batch_size, datamodule.val_batch_size)
     cache["namespace"] = namespace(OmegaConf.to_container(cfg.model, resolve=True), datamodule.preprocessing)
     task = task_cls(
         model=OmegaConf.to_container(cfg.model, resolve=True),
@@ -195,6 +212,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     log.info("trainable parameters: %s / %s (%.3f%%)", f"{trainable:,}", f"{total:,}", 100 * trainable / total)
 
     before = _validate(trainer, task, datamodule) if cfg.validate_before else {}
+    output.keep()  # from here the run folder holds work to resume from: a later error leaves it
     trainer.fit(task, datamodule=datamodule, ckpt_path=ckpt)
     after = _validate(trainer, task, datamodule)
 

@@ -779,6 +779,32 @@ CLI = [
     CliFault("hub push: broken adapter", "adapt.hub",
              lambda w: ["push", f"adapter={w.cli / 'broken'}", "repo_id=me/x", "dry_run=true", f"out_dir={w.cli / 'up'}"],
              ["adapter_model.safetensors is missing"], lambda w: broken_adapter(w), absent="up"),
+    # Refused after Hydra created the run folder (the data is read in the command): nothing is left.
+    CliFault("train: missing card, default run dir", "adapt.train", lambda w: ["model=tiny", "data.card=gone.yaml"],
+             ["gone.yaml"], absent="outputs"),
+    CliFault("train: missing card, new nested run dir", "adapt.train",
+             lambda w: ["model=tiny", "data.card=gone.yaml", f"hydra.run.dir={w.cli / 'new' / 'run'}"],
+             ["gone.yaml"], absent="new"),
+    CliFault("train: resume refused, .hydra and train.log put back", "adapt.train",
+             lambda w: ["model=tiny", "data.card=gone.yaml", "ckpt_path=last", f"hydra.run.dir={w.cli / 'resumed'}"],
+             ["gone.yaml"], lambda w: resumable_run(w)),
+    CliFault("train: val_check_interval larger than an epoch", "adapt.train",
+             lambda w: [*FAST, f"data.card={w.card}", "trainer.val_check_interval=50", f"hydra.run.dir={w.cli / 'vci'}"],
+             ["trainer.val_check_interval=50", "training batches", "check_val_every_n_epoch=null"], absent="vci"),
+    CliFault("evaluate: missing card, new out", "adapt.evaluate",
+             lambda w: [f"adapter={w.run}", "data.card=gone.yaml", f"out={w.cli / 'eval' / 'x'}"], ["gone.yaml"],
+             absent="eval"),
+    CliFault("predict: bad prompt, new output folder", "adapt.predict",
+             lambda w: [f"adapter={w.run}", f"input={w.root / 'scan.nii.gz'}", f"output={w.cli / 'masks' / 'm.nii.gz'}",
+                        "prompt=box 4,4 slice=4"], ["prompt"], absent="masks"),
+    CliFault("export: broken adapter, new out", "adapt.export",
+             lambda w: [f"adapter={w.cli / 'broken'}", f"out={w.cli / 'exported'}"], ["adapter_model.safetensors"],
+             absent="exported"),
+    CliFault("app: missing adapter, new out_dir", "adapt.app",
+             lambda w: [f"adapter={w.cli / 'nothing'}", f"out_dir={w.cli / 'sessions'}"], ["nothing"], absent="sessions"),
+    CliFault("data init: no such folder, new out", "adapt.data",
+             lambda w: ["init", str(w.cli / "nowhere"), f"out={w.cli / 'cards' / 'x.yaml'}"], ["nowhere"],
+             absent="cards"),
 ]
 
 
@@ -786,6 +812,14 @@ def finished_run(w: Any) -> None:
     shutil.copytree(w.run, w.cli / "finished")
     (w.cli / "finished" / ".hydra").mkdir()
     (w.cli / "finished" / ".hydra" / "overrides.yaml").write_text("- recipe=demo\n")
+
+
+def resumable_run(w: Any) -> None:
+    """A run folder as Hydra and a killed training leave it: ``.hydra/``, ``train.log``, a last checkpoint."""
+    shutil.copytree(w.run, w.cli / "resumed")
+    (w.cli / "resumed" / ".hydra").mkdir(exist_ok=True)
+    (w.cli / "resumed" / ".hydra" / "overrides.yaml").write_text("- model=tiny\n")
+    (w.cli / "resumed" / "train.log").write_text("the first run's log\n")
 
 
 def broken_adapter(w: Any) -> None:
@@ -807,7 +841,7 @@ def cli_results(world):
     processes = {row.name: subprocess.Popen([sys.executable, "-m", row.module, *row.args(world)], cwd=world.cli, env=env,
                                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
                  for row in CLI}
-    results = {name: (p.wait(timeout=300), *p.communicate()) for name, p in processes.items()}
+    results = {name: (p.wait(timeout=600), *p.communicate()) for name, p in processes.items()}
     return SimpleNamespace(results=results, before=before, after=snapshot(world.cli, world.run),
                            seconds=time.perf_counter() - started, folder=world.cli)
 

@@ -76,6 +76,92 @@ def test_train_in_process_writes_an_adapter_that_reproduces_the_model(tmp_path):
     assert set(ckpt["state_dict"]) == trainable
 
 
+def test_a_short_run_caps_its_warm_up_and_prints_progress_lines(tmp_path, capsys, caplog):
+    """A 4-step run with the default 20 warm-up steps learns at full rate from its first step, says
+    so, and -- its output not a terminal -- prints progress lines counted in steps."""
+    import csv
+
+    from adapt.train import train
+
+    cfg = compose_cfg(tmp_path, "recipe=demo", *FAST, "trainer.max_steps=4", "optim.warmup_steps=20",
+                      "validate_before=false", "progress.every_s=0.000001", "trainer.log_every_n_steps=1")
+    with caplog.at_level("WARNING"):
+        train(cfg)
+    assert "optim.warmup_steps=20 is more than 20 % of the run's 4 optimizer steps: warm-up capped at 1" in caplog.text
+    with open(tmp_path / "logs" / "metrics.csv") as file:
+        rates = [float(row[key]) for row in csv.DictReader(file) for key in row if key.startswith("lr-") and row[key]]
+    assert rates[0] == pytest.approx(cfg.optim.lr)  # uncapped: 1/3 of it (warm-up over 3 of the 4 steps)
+    out = capsys.readouterr().out
+    lines = [line for line in out.splitlines() if line.startswith("step ")]
+    assert lines[0].startswith("step 1/4 (25 %)") and lines[-1].startswith("step 4/4 (100 %)") and "done" in lines[-1]
+    for part in ("loss ", "lr ", "samples/s", "elapsed", "ETA "):
+        assert part in lines[1], (part, lines[1])
+    assert "training: 4 optimizer steps" in out and "validation at step 4: val/dice" in out
+    assert "Epoch" not in out and "/-2" not in out
+
+
+def test_the_live_bar_counts_steps_in_a_step_based_run():
+    from types import SimpleNamespace
+
+    from adapt.training.progress import StepRichProgressBar, progress_callback
+
+    bar = StepRichProgressBar()
+    bar._trainer = SimpleNamespace(max_steps=60, max_epochs=-1, global_step=17)
+    assert bar._get_train_description(2) == "Step 17/60"
+    bar._trainer = SimpleNamespace(max_steps=-1, max_epochs=20, global_step=17)
+    assert bar._get_train_description(2).strip() == "Epoch 2/19"
+    tty = SimpleNamespace(isatty=lambda: True)
+    assert type(progress_callback({"lines": "auto"}, tty)).__name__ == "StepRichProgressBar"
+    assert type(progress_callback({"lines": "auto"}, SimpleNamespace(isatty=lambda: False))).__name__ == "ProgressLines"
+    assert type(progress_callback({"lines": True, "every_s": 5}, tty)).__name__ == "ProgressLines"
+
+
+TRAINER = {"devices": 1, "num_nodes": 1, "val_check_interval": 1.0, "check_val_every_n_epoch": 1,
+           "accumulate_grad_batches": 1, "limit_train_batches": None, "limit_val_batches": None, "overfit_batches": 0.0,
+           "max_steps": -1, "max_epochs": 20}
+CONSTRAINTS = [  # (trainer changes, train samples, val samples, what the refusal names; None: accepted)
+    ({"val_check_interval": 30}, 16, 4, ["trainer.val_check_interval=30", "8 training batches", "at most 8",
+                                         "check_val_every_n_epoch=null"]),
+    ({"val_check_interval": 8}, 16, 4, None),
+    ({"val_check_interval": 30, "check_val_every_n_epoch": None}, 16, 4, None),  # counted across epochs
+    ({"val_check_interval": 5, "devices": 2}, 16, 4, ["trainer.val_check_interval=5", "4 training batches per process"]),
+    ({"val_check_interval": 0.5, "check_val_every_n_epoch": None}, 16, 4, ["val_check_interval=0.5", "number of steps"]),
+    ({"limit_train_batches": 0.1}, 16, 4, ["trainer.limit_train_batches=0.1", "no training batch of the 8", "0.125"]),
+    ({"overfit_batches": 0.05}, 16, 4, ["trainer.overfit_batches=0.05"]),
+    ({"limit_val_batches": 0.2}, 16, 4, ["trainer.limit_val_batches=0.2", "no validation batch of 2"]),
+    ({"limit_val_batches": 0.0}, 16, 4, None),  # no validation: a choice
+    ({"accumulate_grad_batches": 9}, 16, 4, ["trainer.accumulate_grad_batches=9", "8 training batches", "at most 8"]),
+    ({"accumulate_grad_batches": 8}, 16, 4, None),
+    ({"val_check_interval": 30, "accumulate_grad_batches": 9}, 16, 4, ["2 trainer settings"]),
+]
+
+
+@pytest.mark.parametrize("changes, train_samples, val_samples, names", CONSTRAINTS,
+                         ids=[str(row[0]) for row in CONSTRAINTS])
+def test_trainer_settings_are_checked_against_the_indexed_data(changes, train_samples, val_samples, names):
+    from adapt.errors import ConfigError
+    from adapt.training.constraints import check_against_data
+
+    def check():
+        check_against_data({**TRAINER, **changes}, train_samples, val_samples, batch_size=2, val_batch_size=2)
+
+    if names is None:
+        check()
+        return
+    with pytest.raises(ConfigError) as refused:
+        check()
+    for name in names:
+        assert name in str(refused.value), (name, str(refused.value))
+
+
+def test_a_run_that_max_epochs_ends_early_says_so(caplog):
+    from adapt.training.constraints import check_against_data
+
+    with caplog.at_level("WARNING"):
+        check_against_data({**TRAINER, "max_steps": 100, "max_epochs": 2}, 16, 4, batch_size=2, val_batch_size=2)
+    assert "trainer.max_epochs=2 ends the run after about 16 optimizer steps, before trainer.max_steps=100" in caplog.text
+
+
 @pytest.mark.slow
 def test_cli_demo_end_to_end(tmp_path):
     run_dir = tmp_path / "run"

@@ -23,6 +23,7 @@ from typing import Any
 
 from adapt.cli import USER_ERROR_STATUS, check_data, format_error
 from adapt.errors import AdaptError, ConfigError
+from adapt.outputs import claimed
 
 USAGE = __doc__
 #: Every command's options and the kind of value each takes (checked by ``_options`` before anything runs).
@@ -87,8 +88,9 @@ def init(args: list[str]) -> int:
     if not args or "=" in args[0]:
         raise ConfigError("init needs the dataset's folder first: python -m adapt.data init <folder> [out=card.yaml]")
     options = _options(args[1:], "init")
-    out, layout, stats = init_card(args[0], options.get("out"), options.get("name"), options.get("overwrite", False),
-                                   options.get("max_cases"))
+    with claimed(options.get("out"), "out"):  # a card refused after it was written is removed again
+        out, layout, stats = init_card(args[0], options.get("out"), options.get("name"), options.get("overwrite", False),
+                                       options.get("max_cases"))
     print(f"{layout.description}; read {len(stats)} case(s)")
     for title, paths in (("images without a label", layout.unpaired_images),
                          ("labels without an image", layout.unpaired_labels)):

@@ -21,6 +21,7 @@ import hydra
 from omegaconf import DictConfig
 
 from adapt.cli import command_line, register_cli_config, user_errors
+from adapt.outputs import claimed
 from adapt.errors import ConfigError
 from adapt.schema import validate
 
@@ -42,7 +43,7 @@ def main(cfg: DictConfig) -> None:
     """Hydra entry point; user errors are printed without a traceback (exit code 2)."""
     from adapt.export.record import RECORD_FILE  # lazy: start-up
 
-    with user_errors():
+    with user_errors(), claimed(cfg.get("out"), "out"):
         out = run(cfg)
         record = json.loads((out / RECORD_FILE).read_text())
         print(f"wrote {sorted(p.name for p in out.iterdir())} to {out}")

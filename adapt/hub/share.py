@@ -37,6 +37,7 @@ from adapt.hub.model_card import render_card
 from adapt.models.provenance import describe
 from adapt.schema import validate
 from adapt.storage import check_writable
+from adapt.outputs import claimed
 
 log = logging.getLogger(__name__)
 
@@ -208,5 +209,5 @@ def run(cfg: DictConfig) -> Any:
 @hydra.main(version_base="1.3", config_path=None, config_name=register_cli_config("hub"))
 def main(cfg: DictConfig) -> None:
     """Hydra entry point; user errors are printed without a traceback (exit code 2)."""
-    with user_errors():
+    with user_errors(), claimed(cfg.get("out_dir"), "out_dir"):
         run(cfg)

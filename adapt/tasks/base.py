@@ -8,6 +8,7 @@ a gigabyte, and resuming loads them over the same frozen base.
 
 from __future__ import annotations
 
+import logging
 import math
 from pathlib import Path
 from typing import Any, Mapping
@@ -30,6 +31,8 @@ from adapt.models.sam2 import (
     load_sam2,
 )
 
+log = logging.getLogger(__name__)
+
 
 def warmup_cosine(step: int, warmup: int, total: int, min_ratio: float) -> float:
     """Learning-rate factor: linear warm-up to 1, then cosine decay to ``min_ratio``."""
@@ -39,6 +42,21 @@ def warmup_cosine(step: int, warmup: int, total: int, min_ratio: float) -> float
     return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
+def capped_warmup(warmup: int, total: int, max_fraction: float) -> int:
+    """The warm-up steps of a run of ``total`` optimizer steps: at most ``max_fraction`` of them.
+
+    A warm-up as long as the run (the default 20 steps in a 20-step first try) trains at a tiny
+    learning rate throughout and changes nothing; capped, a short run learns. One step of warm-up
+    is the same schedule as none, so the cap never goes below one.
+    """
+    limit = max(1, int(max_fraction * total))
+    if warmup > limit:
+        log.warning("optim.warmup_steps=%d is more than %d %% of the run's %d optimizer steps: warm-up capped at %d "
+                    "steps (optim.max_warmup_fraction=%g)", warmup, round(100 * max_fraction), total, limit, max_fraction)
+        return limit
+    return warmup
+
+
 class BaseTask(L.LightningModule):
     """Frozen SAM2 + adapter + AdamW/warm-up/cosine; subclasses define the step.
 
@@ -46,7 +64,8 @@ class BaseTask(L.LightningModule):
         model: options of ``adapt.models.sam2.load_sam2`` (``name``, ``revision``,
             ``checkpoint``, ``image_size``, ``offline_fallback``) plus ``gradient_checkpointing``.
         adapter: the adapter spec (``{"kind": ..., **options}``).
-        optim: ``lr``, ``weight_decay``, ``warmup_steps``, ``min_lr_ratio``.
+        optim: ``lr``, ``weight_decay``, ``warmup_steps`` (capped at ``max_warmup_fraction`` of the run's
+            steps), ``min_lr_ratio``.
         loss: loss weights (see ``adapt.tasks.losses.LossWeights``).
         prompts: how a task prompts beyond the data's simulated prompt (e.g. correction
             clicks: ``iterations``, ``grad``, ``seed``); each task reads what it uses.
@@ -233,7 +252,7 @@ class BaseTask(L.LightningModule):
         opt = self.hparams.optim
         optimizer = self.build_optimizer()
         total = int(self.trainer.estimated_stepping_batches)
-        warmup = min(int(opt["warmup_steps"]), max(total - 1, 0))
+        warmup = capped_warmup(int(opt["warmup_steps"]), total, float(opt.get("max_warmup_fraction", 0.2)))
         schedule = LambdaLR(
             optimizer, lambda step: warmup_cosine(step, warmup, total, float(opt["min_lr_ratio"]))
         )
