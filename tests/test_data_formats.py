@@ -303,7 +303,7 @@ def _cases_on_disk(root, dims: int, odd: str | None):
     (2, "rgb", r"cases differ in image channels: 4 have 1 \(e.g. .*\), 1 do not: .*case1.png \(3\)"),
     (3, "time3", r"cases differ in image channels: 4 have 1 .*case1.nii.gz \(3\)"),
     (3, "time3_5d", r"case1.nii.gz: a 5D NIfTI \(16, 16, 4, 3, 1\) with 3 time points"),
-    (3, "empty", r"case1.nii.gz: an empty axis \(shape \(16, 16, 0\)\): the file holds no voxels"),
+    (3, "empty", r"case1.nii.gz: an empty axis \(shape \(16, 16, 0\)\): the file holds no pixels"),
     (3, "time1_5d", None),  # a time axis of 1 is dropped (with a warning): an ordinary case
 ])
 def test_odd_channels_and_axes_are_named_when_cases_are_indexed(tmp_path, caplog, dims, odd, message):

@@ -59,10 +59,6 @@ class LoadCased(MapTransform):
         item = dict(data)
         image = read_raster(item["image"], as_image=True)
         label = read_raster(item["label"])
-        for raster in (image, label):
-            if 0 in raster.array.shape:
-                raise DataError(f"{raster.path}: an empty axis (shape {tuple(raster.array.shape[1:])}, "
-                                f"{raster.array.shape[0]} channel(s)): the file holds no pixels; re-export it")
         plane = label_plane(label, self.encoding)
         valid = image.valid()
         image_array = finite_pixels(self._channels(image, image.data_pixels()), image.path,

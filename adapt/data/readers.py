@@ -138,8 +138,8 @@ def read_raster(path: str | Path, as_image: bool = False) -> Raster:
                         f"re-export or re-download the file") from None
     check_orthogonal(raster.affine, path)
     if raster.array.size == 0:  # a header that declares an axis of length 0: no pixel to slice or scale
-        raise DataError(f"{path}: holds no pixels (shape {tuple(raster.array.shape[1:])}, {raster.array.shape[0]} "
-                        f"channel(s)); every axis needs at least one pixel: re-export the file")
+        raise DataError(f"{path}: an empty axis (shape {tuple(raster.array.shape[1:])}, {raster.array.shape[0]} "
+                        f"channel(s)): the file holds no pixels; every axis needs at least one: re-export the file")
     return raster
 
 
@@ -199,8 +199,9 @@ def _read_nifti(path: Path) -> Raster:
     import nibabel as nib
 
     image = nib.load(path)
-    if 0 in image.shape:
-        raise DataError(f"{path}: an empty axis (shape {tuple(image.shape)}): the file holds no voxels; re-export it")
+    if 0 in image.shape:  # from the header: nibabel's data of a zero-length axis loses its shape
+        raise DataError(f"{path}: an empty axis (shape {tuple(image.shape)}): the file holds no pixels; "
+                        "every axis needs at least one: re-export the file")
     data = np.asanyarray(image.dataobj)
     if data.ndim == 2:
         data = data[..., None]
