@@ -182,7 +182,8 @@ def test_every_dtype_a_format_stores_reads_to_the_same_model_input_size(suffix, 
 
 AXES = [  # (suffix, array shape, read: the model-input shape [Z, C, H, W] or None when refused)
     (".nii.gz", (*SHAPE, 1), (SHAPE[2], 1, SHAPE[1], SHAPE[0])),  # a time axis of 1: one channel
-    (".nii.gz", (*SHAPE, 1, 3), None),  # 5D: a time axis of 3 after the channels
+    (".nii.gz", (*SHAPE, 1, 3), (SHAPE[2], 3, SHAPE[1], SHAPE[0])),  # 5D (X, Y, Z, T=1, C=3): time dropped
+    (".nii.gz", (*SHAPE, 3, 1), None),  # 5D with 3 time points: refused
     (".nii.gz", (SHAPE[0], 0, SHAPE[2]), None),  # a zero-length axis
     (".nii", (SHAPE[0], SHAPE[1], 0), None),
     (".tif", (1, 3, 16, 20), None),  # time and bands
