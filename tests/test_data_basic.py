@@ -12,7 +12,7 @@ import torch
 import yaml
 
 from adapt.data.cards import load_card
-from adapt.data.cache import CaseStore
+from adapt.data.cache import CACHE_FORMAT, CaseStore
 from adapt.data.datamodule import SampleDataset, build_datamodule, index_cases
 from adapt.data.splits import split_cases
 from adapt.data.volumes import Case, list_cases
@@ -58,7 +58,7 @@ def test_unknown_card_lists_the_shipped_ones():
 
 
 def test_bad_modality_and_target(tmp_path):
-    with pytest.raises(ConfigError, match="modality 'XRAY'"):
+    with pytest.raises(ConfigError, match=r"modality must be one of \[.*\], got 'XRAY'"):
         load_card(write_card(tmp_path, tmp_path, modality="XRAY"))
     with pytest.raises(ConfigError, match="targets"):
         load_card(write_card(tmp_path, tmp_path, targets=["kidney"]))
@@ -207,7 +207,7 @@ def test_disk_cache_of_an_older_layout_is_reported_and_rebuilt(tmp_path, caplog)
     store = CaseStore(card, cases, "disk", tmp_path / "cache")
     assert f"data cache {old} is in an older layout" in caplog.text and "prepared again" in caplog.text
     store[0]
-    assert store.loads == 1 and json.loads((store.directory / "layout.json").read_text()) == {"format": 4}
+    assert store.loads == 1 and json.loads((store.directory / "layout.json").read_text()) == {"format": CACHE_FORMAT}
     caplog.clear()
     CaseStore(card, cases, "disk", tmp_path / "cache")[0]  # the old folder again, never the current one
     assert caplog.text.count("older layout") == 1 and f"data cache {store.directory} " not in caplog.text

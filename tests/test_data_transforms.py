@@ -246,6 +246,7 @@ def test_csv_source_groups_cases_by_patient(tmp_path):
     (tmp_path / "list.csv").write_text("\n".join(rows))
     card = yaml.safe_load(open("data_cards/kvasir_seg.yaml"))
     card["source"] = {"kind": "csv", "root": str(tmp_path), "manifest": "list.csv"}
+    card.pop("mask_values")  # the masks above store the label ids (0/1), not Kvasir-SEG's 0/255
     card["split"] = {"val": 0.5, "seed": 0}
     (tmp_path / "card.yaml").write_text(yaml.safe_dump(card))
     dm = build_datamodule({"card": str(tmp_path / "card.yaml"), "cache": "memory"}, 16, seed=0)

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 
+from adapt.data.cache import CaseStore
 from adapt.data.cards import load_card
 from adapt.data.datamodule import SampleDataset, build_datamodule, index_cases
 from adapt.data.device_transforms import augment_pixels, collate_native, model_sample, to_model_grid
@@ -28,27 +29,25 @@ from adapt.transforms.slices import resize_label
 KEYS = ("image", "label", "boxes", "points", "point_labels")
 
 
-class PlaneStore:
-    """2D cases held in memory (``CaseStore``'s reading interface): each image is its label map
-    (0/1), or the label plus noise, so pixels and labels can be checked against each other."""
+class PlaneStore(CaseStore):
+    """2D cases held in memory (a ``CaseStore`` whose cases are made here, not read): each image is its
+    label map (0/1), or the label plus noise, so pixels and labels can be checked against each other."""
 
     def __init__(self, shapes, dtype=np.float16, noise: float = 0.0) -> None:
-        self.card = load_card("kvasir_seg")  # dims 2, target polyp = 1
-        self.cases, self.volumes = [], []
         rng = np.random.default_rng(0)
+        cases, self.volumes = [], []
         for n, (height, width) in enumerate(shapes):
             rows, cols = np.mgrid[:height, :width]
             label = ((rows - height * 0.45) ** 2 / (height * 0.3) ** 2
                      + (cols - width * 0.55) ** 2 / (width * 0.25) ** 2 <= 1).astype(np.uint8)
             image = np.clip(label + noise * rng.normal(size=label.shape), 0, 1)[None]
             case = Case(f"p{n}", Path(f"p{n}.png"), Path(f"p{n}_mask.png"), group=f"p{n}")
-            self.cases.append(case)
+            cases.append(case)
             self.volumes.append(Volume(case, image.astype(dtype), label))
+        super().__init__(load_card("kvasir_seg"), cases, "none")  # dims 2, target polyp = 1
 
-    def prepare(self, index: int) -> Volume:
+    def _load(self, index: int) -> Volume:
         return self.volumes[index]
-
-    __getitem__ = prepare
 
 
 def plane_datasets(store, size, augment=None, prompts=None, train=True):

@@ -126,6 +126,7 @@ class CaseStore:
         self.channels: int | None = None
         self._memory: dict[int, Volume] = {}
         self._indexes: dict[int, dict[str, Any]] = {}
+        self._channels_of: dict[int, int] = {}
         if mode == "disk":
             for folder in older_layouts(base, card, self.directory):
                 log.warning("data cache %s is in an older layout and is not read; cases are prepared again into %s "
@@ -185,17 +186,22 @@ class CaseStore:
         index alone with a disk cache, so a run on a prepared cache reads no label."""
         axis = self.card.slice_axis if self.card.dims == 3 else None
         if self.mode != "disk":
-            return target_counts(self.prepare(index).label, ids, axis)
+            volume = self.prepare(index)
+            self._channels_of[index] = int(volume.image.shape[0])
+            return target_counts(volume.label, ids, axis)
         entry = self.index(index)
         planes = len(entry["chunks"])
         return np.stack([np.asarray(entry["counts"].get(str(i), [0] * planes), dtype=np.int64) for i in ids], axis=1) \
             if ids else np.zeros((planes, 0), dtype=np.int64)
 
     def image_channels(self, index: int) -> int:
-        """The image channels of case ``index``; from the index alone with a disk cache."""
+        """The image channels of case ``index``: from the index alone with a disk cache, else as ``counts``
+        saw them (an uncached case is not read twice while it is indexed)."""
         if self.mode == "disk":
             return int(self.index(index)["image"]["shape"][0])
-        return int(self.prepare(index).image.shape[0])
+        if index not in self._channels_of:
+            self._channels_of[index] = int(self.prepare(index).image.shape[0])
+        return self._channels_of[index]
 
     def _write(self, volume: Volume, stem: Path) -> dict[str, Any]:
         self.directory.mkdir(parents=True, exist_ok=True)

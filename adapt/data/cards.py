@@ -37,7 +37,7 @@ INTENSITY_KEYS = {"window", "percentiles", "channels", "nonfinite"}
 LABEL_PLACEHOLDERS = ("{name}", "{stem}", "{parent}", "{digits}")
 SPLIT_KEYS = {"val", "test", "seed"}
 #: Fields that may be null (no spacing given; no intensity options).
-NULLABLE = {"spacing", "intensity"}
+NULLABLE = {"spacing", "intensity", "mask_values"}
 EXAMPLES = {"dims": "3", "slice_axis": "2", "targets": "[liver]", "spacing": "[1.5, 1.5, 3.0]", "split.val": "0.2"}
 
 
@@ -80,7 +80,7 @@ FIELD_TYPES = {
     "dims": FieldType("int", choices=(2, 3)), "license": FieldType("text"), "citation": FieldType("text"),
     "source": FieldType("mapping"), "labels": FieldType("mapping"), "targets": FieldType("texts"),
     "intensity": FieldType("mapping"), "spacing": FieldType("spacings", low=1e-6), "slice_axis": FieldType("int", choices=(0, 1, 2)),
-    "split": FieldType("mapping"),
+    "split": FieldType("mapping"), "mask_values": FieldType("mapping"),  # its entries: encoding.check_mask_values
     "source.kind": FieldType("text", choices=SOURCE_KINDS), "source.root": FieldType("text"),
     "source.url": FieldType("text|texts"), "source.md5": FieldType("text|texts"), "source.access": FieldType("text"),
     "source.mask_threshold": FieldType("number", low=1e-6), "source.task": FieldType("text"),

@@ -93,9 +93,9 @@ def index_cases(store: CaseStore, objects: str = "each", empty_share: float = 0.
     store.prepare_missing(workers=prepare_workers)  # bad cases are reported below, in order, as before
     for position, case in enumerate(store.cases):
         try:
+            counts = store.counts(position, ids)
             if channels is not None:
                 channels[case.id] = (case, store.image_channels(position))
-            counts = store.counts(position, ids)
             if not counts.any() and require_target:
                 raise DataError(f"{case.label}: none of the targets {card.target_ids()} occurs in the label map; "
                                 f"fix the label file, or set data.skip_bad_cases=true (or data.empty_share>0 "
