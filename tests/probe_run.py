@@ -47,8 +47,9 @@ class Probe(Callback):
             f.write(json.dumps(row) + "\\n")
 
 
-build = adapt.train.build_callbacks
-adapt.train.build_callbacks = lambda *args, **kwargs: build(*args, **kwargs) + [Probe()]
+import adapt.training.callbacks  # adapt.train imports build_callbacks from here when it builds the trainer
+build = adapt.training.callbacks.build_callbacks
+adapt.training.callbacks.build_callbacks = lambda *args, **kwargs: build(*args, **kwargs) + [Probe()]
 adapt.train.main()
 '''
 

@@ -274,7 +274,7 @@ def test_hub_dry_run_publishes_the_card_and_a_model_card_that_fits(journey):
     model_card = (folder / "README.md").read_text()
     assert f"My {journey.kind.name} scans" in model_card, "the model card cites the user's dataset"
     assert "CC-BY-4.0" in model_card
-    usage = [line for line in model_card.splitlines() if "adapt.predict" in line]
+    usage = [line for line in model_card.splitlines() if line.startswith("python -m adapt.predict")]
     assert usage, model_card
     assert all(("slice=" in line) == (journey.kind.dims == 3) for line in usage), usage
     assert any(Path(journey.kind.sample).suffix in line for line in usage), usage

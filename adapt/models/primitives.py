@@ -146,7 +146,8 @@ def decode(model: torch.nn.Module, embeddings: list[torch.Tensor], multimask: bo
 def upsample_logits(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Logits ``[..., h, w]`` to ``size`` (bilinear, pixel centres aligned), float32, as SAM2 does."""
     lead = logits.shape[:-2]
-    flat = logits.reshape(-1, 1, *logits.shape[-2:]).float()
+    # [B, C, h, w] as is, the layout SAM2 interpolates (another layout may round the last bit otherwise)
+    flat = (logits if logits.ndim == 4 else logits.reshape(-1, 1, *logits.shape[-2:])).float()
     if tuple(flat.shape[-2:]) != tuple(size):
         flat = F.interpolate(flat, size=tuple(size), mode="bilinear", align_corners=False)
     return flat.reshape(*lead, *size)
