@@ -28,6 +28,20 @@ torch.set_num_threads(1 if WORKER else min(2, torch.get_num_threads()))
 
 
 @pytest.fixture(autouse=True)
+def _root_logging():
+    """The root logger's handlers as they were before the test: a command run in-process (Hydra's main)
+    adds a handler on the stream of that moment (a test's captured stderr), which is closed once the
+    test ends; a later test's warnings would print "--- Logging error ---" into what it asserts on."""
+    import logging
+
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+@pytest.fixture(autouse=True)
 def _data_cache(tmp_path_factory, monkeypatch):
     """Generated datasets (and base-weight digests) go to a per-session temp dir, never to the user's cache."""
     monkeypatch.setenv("SAM2_ADAPT_DATA", str(tmp_path_factory.getbasetemp() / "data-cache"))
