@@ -27,7 +27,7 @@ for _name, _value in OFFLINE_DEFAULTS.items():
     os.environ.setdefault(_name, _value)
 
 #: Public names imported on first use, so ``import adapt`` does not pull in torch/transformers.
-_LAZY = {"load_adapter": "adapt.hub.loading", "LoadedAdapter": "adapt.hub.loading"}
+_LAZY = {"load_adapter": "adapt.adapters.loading", "LoadedAdapter": "adapt.adapters.loading"}
 
 
 def __getattr__(name: str) -> Any:

@@ -44,7 +44,7 @@ from adapt.schema import validate
 from adapt.storage import check_writable
 
 if TYPE_CHECKING:
-    from adapt.hub.loading import LoadedAdapter
+    from adapt.adapters.loading import LoadedAdapter
     from adapt.inference.io import Scan, to_unit
     from adapt.inference.runner import Predictor, predict_scan
 
@@ -232,7 +232,7 @@ def mask_values(loaded: LoadedAdapter, prompt: Prompt | None, label: int | str |
 def auto_scan(predictor: Predictor, scan: Any, batch_size: int = 8) -> np.ndarray:
     """``prompt=auto``: class indices ``[Z, H, W]`` from the semantic head's components, each
     refined as a box prompt by the promptable decoder (no ground truth, no user prompt)."""
-    from adapt.evaluation.engine import Engine
+    from adapt.inference.engine import Engine
     from adapt.inference.io import to_unit  # lazy: start-up
 
     return Engine(predictor, batch_size).auto(to_unit(scan, predictor.loaded.preprocessing))

@@ -29,7 +29,7 @@ from adapt.data.cards import load_card
 from adapt.data.synthetic import write_ct_phantoms
 from adapt.evaluation.case import Protocol, evaluate_case
 from adapt.evaluation.cases import EvalCase
-from adapt.evaluation.engine import Engine
+from adapt.inference.engine import Engine
 from adapt.evaluation.models import ModelSpec, load_model
 from adapt.inference.runner import Predictor
 

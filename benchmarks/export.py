@@ -40,10 +40,10 @@ from adapt.data.cards import load_card
 from adapt.data.synthetic import write_ct_phantoms
 from adapt.evaluation.case import Protocol, evaluate_case
 from adapt.evaluation.cases import EvalCase
-from adapt.evaluation.engine import Engine
+from adapt.inference.engine import Engine
 from adapt.export.build import export_adapter
-from adapt.export.record import read_record
-from adapt.hub.loading import load_adapter
+from adapt.inference.record import read_record
+from adapt.adapters.loading import load_adapter
 from adapt.inference.onnx_backend import OnnxPredictor
 from adapt.inference.runner import Predictor
 from adapt.metrics import dice

@@ -71,7 +71,7 @@ def fine_tune(run_dir: Path, args: argparse.Namespace) -> dict:
 
 def base_models(args: argparse.Namespace, preprocessing: dict):
     """The untouched image and video models, shaped as loaded adapters (the "before" column)."""
-    from adapt.hub.loading import LoadedAdapter
+    from adapt.adapters.loading import LoadedAdapter
     from adapt.models.sam2 import load_sam2
 
     name = args.model if args.model == "tiny" else f"random:{args.model}"
@@ -81,7 +81,7 @@ def base_models(args: argparse.Namespace, preprocessing: dict):
 
 
 def adapted_models(adapter: Path):
-    from adapt.hub.loading import load_adapter
+    from adapt.adapters.loading import load_adapter
 
     return load_adapter(adapter, video=False), load_adapter(adapter, video=True).model
 

@@ -148,7 +148,7 @@ class Setup:
     """Both implementations on identical random weights, with the inputs of every row."""
 
     def __init__(self, meta_sam2: Any, ref: Any, args: argparse.Namespace, folder: Path) -> None:
-        from adapt.hub.loading import LoadedAdapter
+        from adapt.adapters.loading import LoadedAdapter
         from adapt.inference.runner import Predictor
         from adapt.models.sam2 import load_sam2
 

@@ -262,7 +262,7 @@ def forbid_model_loads(monkeypatch) -> None:
     def tripwire(*args, **kwargs):
         raise ModelLoaded("a model was loaded before the fault was reported")
 
-    for module in ("adapt.tasks.base", "adapt.hub.loading", "adapt.evaluation.models", "adapt.models.sam2"):
+    for module in ("adapt.tasks.base", "adapt.adapters.loading", "adapt.evaluation.models", "adapt.models.sam2"):
         monkeypatch.setattr(f"{module}.load_sam2", tripwire, raising=False)
 
 

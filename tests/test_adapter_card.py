@@ -136,7 +136,7 @@ def test_hub_upload_names_no_local_path_and_a_pulled_adapter_keeps_labels_and_pr
 @pytest.mark.slow  # a tiny run trained once for the module, then evaluated
 def test_an_export_carries_the_card(env, tmp_path):
     from adapt.export.build import export_adapter
-    from adapt.export.record import read_record
+    from adapt.inference.record import read_record
 
     out = export_adapter(env.run, out=tmp_path / "onnx", check=False)
     assert (out / CARD_FILE).read_text() == env.card.read_text()

@@ -24,11 +24,11 @@ from adapt.adapters import apply_adapter
 from adapt.adapters.io import save_adapter
 from adapt.conf import CARD_DIR, CONFIG_DIR
 from adapt.errors import ConfigError, DataNotFoundError, ModelNotFoundError
-from adapt.evaluation import engine as engine_module
+from adapt.inference import engine as engine_module
 from adapt.inference import runner as runner_module
 from adapt.evaluation import evaluate, runner
 from adapt.evaluation.case import geotiff_unit
-from adapt.evaluation.engine import component_boxes
+from adapt.inference.engine import component_boxes
 from adapt.evaluation.report import print_table
 from adapt.models.primitives import Prediction
 from adapt.models.sam2 import load_sam2

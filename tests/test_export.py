@@ -29,7 +29,7 @@ from adapt.conf import CONFIG_DIR
 from adapt.errors import ConfigError
 from adapt.evaluation import evaluate
 from adapt.export.build import export_adapter
-from adapt.export.record import read_record
+from adapt.inference.record import read_record
 from adapt.inference.onnx_backend import OnnxPredictor, load_predictor
 from adapt.inference.runner import Predictor
 from adapt.models.primitives import decode, preprocess
@@ -253,7 +253,7 @@ def test_an_export_writes_masks_in_the_cards_encoding(at_512, tmp_path, recorded
     import json
     import shutil
 
-    from adapt.export.record import build_record
+    from adapt.inference.record import build_record
 
     export = shutil.copytree(at_512.onnx, tmp_path / "export")
     metadata = json.loads((export / "sam2_adapt.json").read_text())

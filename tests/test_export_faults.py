@@ -82,7 +82,7 @@ def test_out_overlapping_the_adapter_is_refused_before_anything_is_deleted(made,
 
 
 def test_a_failed_write_leaves_no_partial_export_and_keeps_the_previous_one(made, tmp_path, monkeypatch):
-    from adapt.export import graphs
+    from adapt.inference import graphs
 
     previous = tmp_path / "previous"
     shutil.copytree(made[2], previous)

@@ -57,7 +57,7 @@ def refused(action: Callable[[], Any]) -> tuple[Any, str]:
 
 
 def load_adapter_of(path: Path) -> Callable[[], Any]:
-    from adapt.hub.loading import load_adapter
+    from adapt.adapters.loading import load_adapter
 
     return lambda: load_adapter(path)
 

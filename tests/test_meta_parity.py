@@ -28,7 +28,7 @@ import pytest
 import torch
 from PIL import Image
 
-from adapt.hub.loading import LoadedAdapter
+from adapt.adapters.loading import LoadedAdapter
 from adapt.inference import propagation
 from adapt.inference.runner import Predictor
 from adapt.models import memory

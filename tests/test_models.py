@@ -57,7 +57,7 @@ def test_offline_fallback_random_builds_the_architecture(monkeypatch, caplog):
     assert caplog.text.count("RANDOM weights") == 1
     # evaluate's further loads of that base (the video model, the zero-shot comparison): no second notice
     load_sam2("sam2.1_hiera_tiny", image_size=256, offline_fallback="random", video=True)
-    from adapt.hub.loading import load_base
+    from adapt.adapters.loading import load_base
 
     load_base({"base_model": {"name": info.name}, "model": {"pretrained": False, "image_size": 256}})
     assert caplog.text.count("RANDOM weights") == 1

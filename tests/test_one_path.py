@@ -27,7 +27,7 @@ from adapt.data.datamodule import build_datamodule
 from adapt.data.encoding import LabelEncoding
 from adapt.data.sources import data_root, list_cases
 from adapt.evaluation.case import label_stack
-from adapt.hub.loading import LoadedAdapter
+from adapt.adapters.loading import LoadedAdapter
 from adapt.inference.io import read_scan, to_unit
 from adapt.inference.runner import Predictor
 from adapt.models.primitives import image_embeddings, preprocess, to_model_coords

@@ -173,7 +173,7 @@ def test_train_logs_clip_metrics_and_counts_memory_adapters(trained):
 
 
 def test_adapter_reloads_on_the_video_and_the_image_model(trained):
-    from adapt.hub.loading import load_adapter
+    from adapt.adapters.loading import load_adapter
     from adapt.models.primitives import preprocess
 
     run_dir, _, objects = trained

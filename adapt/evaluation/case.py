@@ -33,7 +33,7 @@ from adapt.data.encoding import LabelEncoding
 from adapt.data.geometry import check_same_grid
 from adapt.errors import ConfigError
 from adapt.evaluation.cases import EvalCase
-from adapt.evaluation.engine import Engine, PlanePrompts
+from adapt.inference.engine import Engine, PlanePrompts
 from adapt.guards import finite_stack
 from adapt.metrics import case_metrics, confusion_matrix, dice, iou, j_and_f
 from adapt.inference.io import (Scan, dicom_affine, drop_nodata, mask_path, read_scan, scan_grid, suffix, to_unit,

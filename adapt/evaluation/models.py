@@ -17,7 +17,7 @@ from adapt.adapters.io import read_metadata
 from adapt.conf import CONFIG_DIR
 from adapt.data.cards import DataCard
 from adapt.errors import ConfigError
-from adapt.hub.loading import LoadedAdapter, load_adapter, load_base, resolve
+from adapt.adapters.loading import LoadedAdapter, load_adapter, load_base, resolve
 from adapt.models.sam2 import load_sam2
 
 NONE = ("none", "None", "null", "")

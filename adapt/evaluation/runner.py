@@ -27,7 +27,7 @@ from adapt.guards import check_inputs_finite, check_labels_finite
 from adapt.evaluation.case import GT_PROMPTS, Protocol, evaluate_case, save_prediction
 from adapt.evaluation.cases import EvalCase, evaluation_card, load_cases
 from adapt.evaluation.views import label_reading
-from adapt.evaluation.engine import Engine
+from adapt.inference.engine import Engine
 from adapt.evaluation.models import ModelSpec, card_preprocessing, is_none, load_model, resolve_spec
 from adapt.evaluation import domain, robustness
 from adapt.evaluation.report import difference, print_table, summarize_run, write_cases, write_summary

@@ -41,7 +41,7 @@ def run(cfg: DictConfig) -> Path:
 @hydra.main(version_base="1.3", config_path=None, config_name=register_cli_config("export"))
 def main(cfg: DictConfig) -> None:
     """Hydra entry point; user errors are printed without a traceback (exit code 2)."""
-    from adapt.export.record import RECORD_FILE  # lazy: start-up
+    from adapt.inference.record import RECORD_FILE  # lazy: start-up
 
     with user_errors(), claimed(cfg.get("out"), "out"):
         out = run(cfg)

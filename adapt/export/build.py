@@ -2,7 +2,7 @@
 
 * ``format=onnx``: LoRA/DoRA folded into the base weights (peft's ``merge_and_unload``),
   bottleneck adapters kept as the modules they are, then traced into an image-encoder graph
-  and two prompt-decoder graphs (``adapt.export.graphs``); ``quantize=int8`` stores their
+  and two prompt-decoder graphs (``adapt.inference.graphs``); ``quantize=int8`` stores their
   linear layers' weights as int8 (``adapt.export.quantize``). The export checks itself: one
   random plane with a box goes through the torch runner and through the graphs
   (``adapt.inference.onnx_backend``), and the largest logit difference is recorded.
@@ -10,7 +10,7 @@
   that ``transformers.Sam2Model.from_pretrained`` loads without sam2-adapt
   (``adapt.hub.share.merge_adapter``); bottleneck adapters cannot be folded and are refused.
 
-Both write ``export.json`` (the preprocessing record: ``adapt.export.record``) and the
+Both write ``export.json`` (the preprocessing record: ``adapt.inference.record``) and the
 adapter's ``sam2_adapt.json``. An export is written whole or not at all, as adapters are: every
 file goes to a staging folder beside ``out`` (the check against torch runs there) and is moved
 in once all are written (``adapt.storage.write_folder_atomically``); a previous export's files
@@ -34,10 +34,10 @@ import torch
 from adapt.adapters.io import METADATA_FILE, read_metadata
 from adapt.data.card_copy import copy_card
 from adapt.errors import ConfigError
-from adapt.export import graphs
+from adapt.inference import graphs
 from adapt.export.quantize import quantize_graphs, weight_bytes
-from adapt.export.record import FORMATS, QUANTIZE, RECORD_FILE, build_record, write_record
-from adapt.hub.loading import LoadedAdapter, load_adapter, resolve
+from adapt.inference.record import FORMATS, QUANTIZE, RECORD_FILE, build_record, write_record
+from adapt.adapters.loading import LoadedAdapter, load_adapter, resolve
 from adapt.hub.share import CARD_FILE, merge_adapter
 from adapt.models.primitives import decode
 from adapt.storage import check_apart, check_writable, write_folder_atomically

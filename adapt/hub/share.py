@@ -10,7 +10,7 @@ weights fingerprint, data card and licence, preprocessing, label map, prompt pro
 the adapter's copy of its data card (``data_card.yaml``) and a model card generated from both
 (``adapt.hub.model_card``). Shared files name no local path: the data root is dropped and
 absolute paths become file names (``adapt.data.card_copy.public_metadata``). Loading onto the recorded base
-lives in ``adapt.hub.loading``. ``merge=true`` folds LoRA into the base weights and writes a
+lives in ``adapt.adapters.loading``. ``merge=true`` folds LoRA into the base weights and writes a
 plain ``transformers`` model for deployment.
 Every Hub call goes through an ``HfApi``-like client that tests replace with a local one.
 """
@@ -32,7 +32,7 @@ from adapt.cli import register_cli_config, user_errors
 from adapt.data.card_copy import carried_card, copy_card, public_metadata, strip_paths
 from adapt.errors import AdaptError, ConfigError
 from adapt.hub import ACTIONS
-from adapt.hub.loading import REPO_ID, LoadedAdapter, adapter_dir, check_base, default_api, load_adapter, resolve
+from adapt.adapters.loading import REPO_ID, LoadedAdapter, adapter_dir, check_base, default_api, load_adapter, resolve
 from adapt.hub.model_card import render_card
 from adapt.models.provenance import describe
 from adapt.schema import validate

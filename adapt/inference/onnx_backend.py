@@ -1,7 +1,7 @@
 """``backend=onnx``: the runner with an exported adapter's graphs in place of the torch model.
 
 ``OnnxPredictor`` is a ``Predictor`` whose ``embed`` and ``decode`` run onnxruntime sessions of
-the graphs ``python -m adapt.export format=onnx`` wrote (``adapt.export.graphs``); everything
+the graphs ``python -m adapt.export format=onnx`` wrote (``adapt.inference.graphs``); everything
 else is the torch runner's own code: reading and intensities (``adapt.inference.io``), the
 plane stack of a volume, pixel resize and normalisation (``adapt.models.primitives.preprocess``),
 prompt mapping (``Predictor.model_prompts``), the lone-click multimask rule
@@ -21,9 +21,9 @@ import torch
 
 from adapt.adapters.io import read_metadata
 from adapt.errors import ArtefactError, ConfigError
-from adapt.export import graphs
-from adapt.export.record import RECORD_FILE, is_export, read_record
-from adapt.hub.loading import LoadedAdapter, resolve
+from adapt.inference import graphs
+from adapt.inference.record import RECORD_FILE, is_export, read_record
+from adapt.adapters.loading import LoadedAdapter, resolve
 from adapt.inference.runner import Predictor
 from adapt.models.postprocess import FILL_HOLE_AREA
 from adapt.models.primitives import preprocess
@@ -123,7 +123,7 @@ class OnnxPredictor(Predictor):
     """``Predictor`` over an export folder: same prompts, same masks, graphs run by onnxruntime.
 
     ``model`` is an ``OnnxSam2``, which answers the decoder call of the runner and of the batched
-    evaluation engine (``adapt.evaluation.engine``) as ``Sam2Model`` does; ``embed`` runs the
+    evaluation engine (``adapt.inference.engine``) as ``Sam2Model`` does; ``embed`` runs the
     encoder graph after the torch preprocessing.
 
     Args:
@@ -204,7 +204,7 @@ def load_predictor(adapter: str | Path, backend: str = "torch", revision: str | 
     check_backend(adapter, backend)
     if backend == "onnx":
         return OnnxPredictor(adapter, device, propagation, fill_hole_area)
-    from adapt.hub.loading import load_adapter
+    from adapt.adapters.loading import load_adapter
 
     loaded = load_adapter(adapter, revision=revision, video=False, allow_base_mismatch=allow_base_mismatch)
     return Predictor(loaded, device, propagation, fill_hole_area)

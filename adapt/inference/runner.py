@@ -1,7 +1,7 @@
 """The one model runner: a loaded adapter segments planes from prompts given in pixels.
 
 ``Predictor`` runs one plane at a time (``python -m adapt.predict``); evaluation batches
-planes through the same primitives (``adapt.evaluation.engine``). Pixels reach the model as
+planes through the same primitives (``adapt.inference.engine``). Pixels reach the model as
 in training (``adapt.inference.io.read_scan`` + ``to_unit``, then ``adapt.models.primitives``);
 prompts arrive in the stored pixel grid and are mapped onto the stack of planes the model
 sees (``adapt.inference.io.VolumeView``) and then onto the model's square grid as SAM2 maps
@@ -18,7 +18,7 @@ import torch
 
 from adapt.data.geometry import check_same_grid
 from adapt.errors import AdaptError, ConfigError, DataError
-from adapt.hub.loading import LoadedAdapter, load_adapter
+from adapt.adapters.loading import LoadedAdapter, load_adapter
 from adapt.inference.io import Scan, scan_grid, to_unit
 from adapt.inference.prompt_syntax import Prompt
 from adapt.models.postprocess import FILL_HOLE_AREA

@@ -21,7 +21,7 @@ from typing import Any, Mapping
 
 from adapt.data.card_copy import RECORD_KEY
 from adapt.errors import ArtefactError, ConfigError
-from adapt.export import graphs
+from adapt.inference import graphs
 from adapt.models.primitives import IMAGENET_MEAN, IMAGENET_STD
 
 RECORD_FILE = "export.json"
