@@ -24,12 +24,12 @@ from adapt.adapters import apply_adapter
 from adapt.adapters.io import save_adapter
 from adapt.conf import CARD_DIR, CONFIG_DIR
 from adapt.errors import ConfigError, DataNotFoundError, ModelNotFoundError
-from adapt.inference import engine as engine_module
-from adapt.inference import runner as runner_module
 from adapt.evaluation import evaluate, runner
 from adapt.evaluation.case import geotiff_unit
-from adapt.inference.engine import component_boxes
 from adapt.evaluation.report import print_table
+from adapt.inference import engine as engine_module
+from adapt.inference import runner as runner_module
+from adapt.inference.engine import component_boxes
 from adapt.models.primitives import Prediction
 from adapt.models.sam2 import load_sam2
 from adapt.models.semantic import ATTRIBUTE, add_class_prompts
@@ -92,7 +92,7 @@ def perfect(monkeypatch):
         logits = torch.where(embeddings[-1][:, :1] > 0.5, 10.0, -10.0)
         return Prediction(logits[:, :, None], torch.ones(len(logits), 1, 1))
 
-    monkeypatch.setattr(engine_module, "decode", decode)
+    monkeypatch.setattr(runner_module, "decode", decode)
 
 
 def test_perfect_predictor_scores_one_and_every_slice_lands_where_it_came_from(tmp_path, perfect):
@@ -249,7 +249,7 @@ def box_echo(monkeypatch):
                               for b in input_boxes[:, 0]])
         return Prediction(logits[:, None, None], torch.ones(len(logits), 1, 1))
 
-    monkeypatch.setattr(engine_module, "decode", decode)
+    monkeypatch.setattr(runner_module, "decode", decode)
     return decode
 
 
@@ -400,8 +400,8 @@ def test_auto_prompts_refine_each_coarse_component_without_a_label_file(tmp_path
         seen.append(input_boxes.shape[0])
         return box_echo(model, embeddings, multimask, input_boxes, **prompts)
 
-    monkeypatch.setattr(engine_module, "class_logits", coarse)
-    monkeypatch.setattr(engine_module, "decode", counting)
+    monkeypatch.setattr(runner_module, "class_logits", coarse)
+    monkeypatch.setattr(runner_module, "decode", counting)
     cfg = OmegaConf.load(CONFIG_DIR / "predict.yaml")
     cfg.merge_with({"adapter": str(adapter), "input": str(tmp_path / "ct.nii.gz"), "output": str(tmp_path / "m.nii.gz"),
                     "prompt": "auto", "device": "cpu"})

@@ -39,7 +39,6 @@ from adapt.export.quantize import quantize_graphs, weight_bytes
 from adapt.inference.record import FORMATS, QUANTIZE, RECORD_FILE, build_record, write_record
 from adapt.adapters.loading import LoadedAdapter, load_adapter, resolve
 from adapt.hub.share import CARD_FILE, merge_adapter
-from adapt.models.primitives import decode
 from adapt.storage import check_apart, check_writable, write_folder_atomically
 
 log = logging.getLogger(__name__)
@@ -103,7 +102,8 @@ def merged_model(loaded: LoadedAdapter) -> torch.nn.Module:
 
 def check_graphs(loaded: LoadedAdapter, out: Path, seed: int = 0) -> dict[str, float]:
     """Largest differences between the torch runner and the exported graphs on one random plane
-    with a box and with a box and two clicks (``adapt.inference.onnx_backend.OnnxPredictor``)."""
+    with a box and with a box and two clicks (``adapt.inference.onnx_backend.OnnxPredictor``): the
+    runner's logits at the decoder's own side (``Predictor.logits``, ``S/4``: nothing interpolated)."""
     from adapt.inference.onnx_backend import OnnxPredictor
     from adapt.inference.runner import Predictor
 
@@ -114,16 +114,11 @@ def check_graphs(loaded: LoadedAdapter, out: Path, seed: int = 0) -> dict[str, f
     points = np.array([[[0.45, 0.5], [0.1, 0.1]]], np.float32) * size
     labels = np.array([[1, 0]])
     found: dict[str, float] = {}
-    with torch.inference_mode():
-        embeddings = {"torch": torch_side.embed(image), "onnx": onnx_side.embed(image)}
-        for name, prompt in {"box": (box, None, None), "box_points": (box, points, labels)}.items():
-            logits = {}
-            for side, runner in (("torch", torch_side), ("onnx", onnx_side)):
-                prompts = runner.model_prompts(size, size, *prompt)
-                logits[side] = decode(runner.model, embeddings[side], multimask=runner.single_point(prompts),
-                                      **prompts).low_res.float()
-            found[f"max_logit_diff_{name}"] = float((logits["torch"] - logits["onnx"]).abs().max())
-            found[f"max_abs_logit_{name}"] = float(logits["torch"].abs().max())
+    for name, prompt in {"box": (box, None, None), "box_points": (box, points, labels)}.items():
+        logits = {side: runner.logits(image, *prompt, size=(size // 4, size // 4))
+                  for side, runner in (("torch", torch_side), ("onnx", onnx_side))}
+        found[f"max_logit_diff_{name}"] = float((logits["torch"] - logits["onnx"]).abs().max())
+        found[f"max_abs_logit_{name}"] = float(logits["torch"].abs().max())
     return found
 
 

@@ -1,11 +1,15 @@
-"""Batched model calls for evaluation: many planes per forward, prompts in plane pixels.
+"""The runner over batches of planes: many planes per forward, prompts in plane pixels.
 
 ``adapt.inference.runner.Predictor`` segments one plane per call, which suits files given by
 a user; evaluation runs every slice of every case, so this engine encodes ``batch_size``
-planes at once through the same runner's ``embed``, ``model_prompts`` and ``masks``,
-decodes all their prompts in one call, optionally continues with correction clicks (the
-previous logits fed back as the mask prompt, ``click_rounds``) and runs under ``torch.inference_mode`` with optional bf16 autocast. It also times the model
-part alone, so throughput is the survey's FPS and not file reading.
+planes at once through the same runner's ``embed``, ``model_prompts``, ``decode`` and
+``masks``, decodes all their prompts in one call, optionally continues with correction clicks
+(``Predictor.correct``) and runs under ``torch.inference_mode`` with optional bf16 autocast.
+It calls nothing of SAM2 itself: every model call is the runner's, so the ONNX backend's
+``OnnxPredictor`` runs here as it runs in ``predict``. ``prompt=auto`` (``auto``, ``auto_scan``)
+lives here because it needs batches: the semantic head's class map, each component refined as
+a box prompt. It also times the model part alone, so throughput is the survey's FPS and not
+file reading.
 """
 
 from __future__ import annotations
@@ -20,12 +24,9 @@ import torch
 from scipy import ndimage
 
 from adapt.errors import ConfigError
+from adapt.inference.io import Scan, to_unit
 from adapt.inference.runner import Predictor
-from adapt.models.interactive import click_rounds
-from adapt.models.primitives import decode, upsample_logits
-from adapt.models.semantic import class_logits
 from adapt.transforms.prompts import box_from_mask
-from adapt.transforms.slices import resize_label
 
 PRECISIONS = ("32", "bf16")
 
@@ -131,32 +132,23 @@ class Engine:
                 if len(planes) < part.stop - part.start:
                     index = torch.from_numpy(inverse.reshape(-1)).to(self.device)
                     embeddings = [e[index] for e in embeddings]
-                first = decode(self.model, embeddings, multimask=Predictor.single_point(model_prompts), **model_prompts)
+                first = self.predictor.decode(embeddings, model_prompts)
                 found = {0: first}
                 if rounds:
-                    label = resize_label(torch.from_numpy(np.ascontiguousarray(targets[part])), self.size)
-                    label = label[:, None].float().to(self.device)  # as training resizes its labels
-                    batch = {"label": label, "boxes": model_prompts.get("input_boxes"),
-                             "points": model_prompts.get("input_points"), "point_labels": model_prompts.get("input_labels")}
-                    later = click_rounds(self.model, embeddings, first, batch, rounds, seed=seed, keys=keys[part])
+                    later = self.predictor.correct(embeddings, first, model_prompts, targets[part], rounds, seed, keys[part])
                     found.update({r: later[r - 1] for r in clicks})
                 for k, pred in found.items():
                     out[k][part] = Predictor.masks(pred, height, width).cpu().numpy()
         return out
 
     def classify(self, images: np.ndarray) -> np.ndarray:
-        """Class indices ``[B, H, W]`` (0 = background) from a semantic adapter's class prompts.
-
-        The argmax is taken per batch, so a long scan never holds every class's logits at once.
-        """
-        if not self.predictor.promptless:
-            raise ConfigError("this adapter has no semantic head (task=semantic): it needs a prompt per object")
+        """Class indices ``[B, H, W]`` (0 = background) from a semantic adapter's class prompts
+        (``Predictor.classify``, a batch at a time, so a long scan never holds every class's logits at once)."""
         count, _, height, width = images.shape
         out = np.zeros((count, height, width), dtype=np.int64)
         for part in self.chunks(count):
             with self.timed(part.stop - part.start):
-                logits = class_logits(self.model, self.embed(images[part]))
-                out[part] = upsample_logits(logits, (height, width)).argmax(1).cpu().numpy()
+                out[part] = self.predictor.classify(images[part])
         return out
 
     def auto(self, images: np.ndarray, min_area: int = 4) -> np.ndarray:
@@ -181,12 +173,17 @@ class Engine:
             with self.timed(0):
                 embeddings = self.embed(images[start:start + self.batch_size])
                 picked = [e[torch.from_numpy(planes).to(e.device)] for e in embeddings]
-                pred = decode(self.model, picked, multimask=False, **prompts)
-                logits = upsample_logits(pred.best()[:, 0], (height, width)).cpu().numpy()
+                logits = self.predictor.upsampled(self.predictor.decode(picked, prompts), height, width).cpu().numpy()
             for (plane, cls, _), logit in zip(batch, logits):
                 wins = (logit > 0) & (logit > best[plane])
                 refined[plane][wins], best[plane][wins] = cls, logit[wins]
         return refined
+
+
+def auto_scan(predictor: Predictor, scan: Scan, batch_size: int = 8) -> np.ndarray:
+    """``prompt=auto`` on a scan: class indices ``[Z, H, W]`` from the semantic head's components, each
+    refined as a box prompt by the promptable decoder (no ground truth, no user prompt; ``Engine.auto``)."""
+    return Engine(predictor, batch_size).auto(to_unit(scan, predictor.loaded.preprocessing))
 
 
 def component_boxes(classes: np.ndarray, min_area: int = 4) -> list[tuple[int, np.ndarray]]:

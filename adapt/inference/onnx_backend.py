@@ -5,7 +5,7 @@ the graphs ``python -m adapt.export format=onnx`` wrote (``adapt.inference.graph
 else is the torch runner's own code: reading and intensities (``adapt.inference.io``), the
 plane stack of a volume, pixel resize and normalisation (``adapt.models.primitives.preprocess``),
 prompt mapping (``Predictor.model_prompts``), the lone-click multimask rule
-(``Predictor.single_point``), upsampling and thresholding (``Predictor.masks``), and volumes
+(``Predictor.decode``), upsampling and thresholding (``Predictor.logits``, ``masks``), and volumes
 through ``predict_scan``. The export holds no memory model, so a volume prompted on one slice is
 followed by chaining boxes (``propagation=boxes``), and no semantic head.
 """
@@ -151,7 +151,7 @@ class OnnxPredictor(Predictor):
         """Image embeddings of planes ``[B, C, H, W]`` in [0, 1]: the torch preprocessing, then the encoder graph."""
         return self.model.encode(preprocess(torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32)), self.size))
 
-    def classify(self, image: np.ndarray) -> np.ndarray:
+    def classify(self, images: np.ndarray) -> np.ndarray:
         raise ConfigError("an ONNX export holds the promptable model only; a semantic adapter needs backend=torch")
 
     def video_model(self) -> None:

@@ -1,18 +1,24 @@
 """The one model runner: a loaded adapter segments planes from prompts given in pixels.
 
-``Predictor`` runs one plane at a time (``python -m adapt.predict``); evaluation batches
-planes through the same primitives (``adapt.inference.engine``). Pixels reach the model as
+``Predictor`` is the only code outside training that calls SAM2 to predict: image embeddings
+(``embed``), the decoder (``decode``), correction clicks (``correct``), a semantic adapter's
+class prompts (``class_logits``), and logits upsampled to the planes' size (``upsampled``,
+``logits``) that ``masks`` and ``segment`` threshold at 0. ``python -m adapt.predict``, the app
+and the export's check call it plane by plane; ``adapt.inference.engine`` drives the same
+methods over batches of planes for evaluation and ``prompt=auto``. Pixels reach the model as
 in training (``adapt.inference.io.read_scan`` + ``to_unit``, then ``adapt.models.primitives``);
 prompts arrive in the stored pixel grid and are mapped onto the stack of planes the model
 sees (``adapt.inference.io.VolumeView``) and then onto the model's square grid as SAM2 maps
-them; masks come back at the planes' size through ``upsample_logits``. A volume prompted on one slice is followed through the volume with
-SAM2's memory (``adapt.inference.propagation``); ``propagation=boxes`` instead chains boxes from
+them; logits come back at the planes' size through ``upsample_logits``. A volume prompted on
+one slice is followed through the volume with SAM2's memory (``adapt.inference.propagation``); ``propagation=boxes`` instead chains boxes from
 slice to slice with the image model, which needs no memory weights.
 """
 
 from __future__ import annotations
 
 import logging
+from typing import Sequence
+
 import numpy as np
 import torch
 
@@ -21,6 +27,7 @@ from adapt.errors import AdaptError, ConfigError, DataError
 from adapt.adapters.loading import LoadedAdapter, load_adapter
 from adapt.inference.io import Scan, scan_grid, to_unit
 from adapt.inference.prompt_syntax import Prompt
+from adapt.models.interactive import click_rounds
 from adapt.models.postprocess import FILL_HOLE_AREA
 from adapt.models.primitives import (
     Prediction,
@@ -34,6 +41,7 @@ from adapt.models.primitives import (
 from adapt.models.semantic import ATTRIBUTE as CLASS_PROMPTS
 from adapt.models.semantic import class_logits
 from adapt.transforms.prompts import box_from_mask
+from adapt.transforms.slices import resize_label
 
 log = logging.getLogger(__name__)
 
@@ -85,33 +93,67 @@ class Predictor:
         """A lone point is ambiguous: SAM2 then returns three candidates (the best is kept)."""
         return "input_boxes" not in prompts and "input_points" in prompts and prompts["input_points"].shape[2] == 1
 
+    def decode(self, embeddings: list[torch.Tensor], prompts: dict[str, torch.Tensor]) -> Prediction:
+        """The prompt encoder and mask decoder on ``embeddings`` for ``prompts`` on the model's grid
+        (``model_prompts``); a lone point gets SAM2's three candidates (``single_point``)."""
+        return decode(self.model, embeddings, multimask=self.single_point(prompts), **prompts)
+
+    @staticmethod
+    def upsampled(prediction: Prediction, height: int, width: int) -> torch.Tensor:
+        """Logits ``[B, H, W]`` (float32) of single-object predictions: the best candidate, upsampled."""
+        return upsample_logits(prediction.best()[:, 0], (height, width))
+
     @staticmethod
     def masks(prediction: Prediction, height: int, width: int) -> torch.Tensor:
-        """Boolean masks ``[B, H, W]`` of single-object predictions: best candidate, upsampled, > 0."""
-        return upsample_logits(prediction.best()[:, 0], (height, width)) > 0
+        """Boolean masks ``[B, H, W]`` of single-object predictions: the ``upsampled`` logits > 0."""
+        return Predictor.upsampled(prediction, height, width) > 0
 
     @torch.inference_mode()
+    def logits(self, images: np.ndarray, boxes: np.ndarray | None = None, points: np.ndarray | None = None,
+               labels: np.ndarray | None = None, size: tuple[int, int] | None = None) -> torch.Tensor:
+        """Logits ``[B, h, w]`` (float32) of one object per plane ``[B, C, H, W]`` in [0, 1], prompted
+        as ``model_prompts`` takes it, upsampled to ``size`` (default ``H x W``: ``> 0`` is ``segment``'s
+        mask; the decoder's own ``S/4`` side gives its low-resolution logits unchanged)."""
+        _, _, height, width = images.shape
+        prompts = self.model_prompts(height, width, boxes, points, labels)
+        return self.upsampled(self.decode(self.embed(images), prompts), *(size or (height, width)))
+
     def segment(self, image: np.ndarray, box: np.ndarray | None = None, points: np.ndarray | None = None,
                 labels: np.ndarray | None = None) -> np.ndarray:
         """Boolean mask ``[H, W]`` of the object a box and/or points select in ``image`` ``[C, H, W]``."""
-        _, height, width = image.shape
-        prompts = self.model_prompts(height, width, None if box is None else np.asarray(box)[None],
-                                     None if points is None else np.asarray(points)[None],
-                                     None if labels is None else np.asarray(labels)[None])
-        pred = decode(self.model, self.embed(image[None]), multimask=self.single_point(prompts), **prompts)
-        return self.masks(pred, height, width)[0].cpu().numpy()
+        one = lambda a: None if a is None else np.asarray(a)[None]  # noqa: E731
+        return (self.logits(image[None], one(box), one(points), one(labels))[0] > 0).cpu().numpy()
+
+    def correct(self, embeddings: list[torch.Tensor], first: Prediction, prompts: dict[str, torch.Tensor],
+                targets: np.ndarray, rounds: int, seed: int = 0, keys: Sequence[int] | None = None) -> list[Prediction]:
+        """``rounds`` correction clicks after ``first`` (``adapt.models.interactive.click_rounds``: each
+        click on the largest error of the previous mask against ``targets [N, H, W]``, resized to the
+        model's side as training resizes its labels; the previous logits fed back as the mask prompt)."""
+        label = resize_label(torch.from_numpy(np.ascontiguousarray(targets)), self.size)[:, None].float().to(self.device)
+        batch = {"label": label, "boxes": prompts.get("input_boxes"), "points": prompts.get("input_points"),
+                 "point_labels": prompts.get("input_labels")}
+        return click_rounds(self.model, embeddings, first, batch, rounds, seed=seed, keys=keys)
 
     @property
     def promptless(self) -> bool:
         """Whether the adapter carries class prompts (``task=semantic``) and needs no prompt."""
         return hasattr(base_model(self.model), CLASS_PROMPTS)
 
+    def class_logits(self, embeddings: list[torch.Tensor], height: int, width: int) -> torch.Tensor:
+        """Class logits ``[B, K + 1, H, W]`` (float32; index 0 = background) of a semantic adapter's class prompts.
+
+        Raises:
+            ConfigError: the adapter has no semantic head.
+        """
+        if not self.promptless:
+            raise ConfigError("this adapter has no semantic head (task=semantic): it needs a prompt per object")
+        return upsample_logits(class_logits(self.model, embeddings), (height, width))
+
     @torch.inference_mode()
-    def classify(self, image: np.ndarray) -> np.ndarray:
-        """Class indices ``[H, W]`` (0 = background) of a semantic adapter, without a prompt."""
-        _, height, width = image.shape
-        logits = class_logits(self.model, self.embed(image[None])).float()
-        return upsample_logits(logits, (height, width))[0].argmax(0).cpu().numpy()
+    def classify(self, images: np.ndarray) -> np.ndarray:
+        """Class indices ``[B, H, W]`` (0 = background) of planes ``[B, C, H, W]``, without a prompt."""
+        _, _, height, width = images.shape
+        return self.class_logits(self.embed(images), height, width).argmax(1).cpu().numpy()
 
     def video_model(self) -> torch.nn.Module | None:
         """The adapter on ``Sam2VideoModel`` for memory propagation, or ``None`` to chain boxes."""
@@ -181,7 +223,7 @@ def predict_scan(predictor: Predictor, scan: Scan, prompt: Prompt | None, guide:
     """
     images = to_unit(scan, predictor.loaded.preprocessing)
     if prompt is None:
-        return np.stack([predictor.classify(image) for image in images])
+        return np.concatenate([predictor.classify(image[None]) for image in images])
     if prompt.from_mask is not None:
         _check_guide(scan, guide, prompt)
         select = guide.pixels[:, 0] == prompt.mask_label if prompt.mask_label is not None else guide.pixels[:, 0] != 0
