@@ -26,39 +26,20 @@ import logging
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import Iterator
 
 import hydra
 import numpy as np
 from omegaconf import DictConfig
 
 from adapt.cli import command_line, register_cli_config, user_errors
-from adapt.data.encoding import LabelEncoding
 from adapt.data.geometry import check_grids, check_headers
 from adapt.outputs import claimed
 from adapt.errors import ConfigError, DataError
-from adapt.guards import check_inputs_finite, check_labels_finite, finite_stack
-from adapt.hub.model_card import label_names
+from adapt.guards import check_inputs_finite, check_labels_finite
 from adapt.inference.prompt_syntax import SYNTAX, Prompt, parse_prompt, quote_argv
 from adapt.schema import validate
 from adapt.storage import check_writable
-
-if TYPE_CHECKING:
-    from adapt.adapters.loading import LoadedAdapter
-    from adapt.inference.io import Scan, to_unit
-    from adapt.inference.runner import Predictor, predict_scan
-
-__all__ = ["Predictor", "plan_jobs", "predict_scan", "run", "to_unit"]
-#: Names re-exported from the model side, imported on first use (``lazy: start-up``).
-_LAZY = {"Predictor": "adapt.inference.runner", "predict_scan": "adapt.inference.runner", "to_unit": "adapt.inference.io"}
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'adapt.predict' has no attribute {name!r}")
 
 log = logging.getLogger(__name__)
 
@@ -149,35 +130,13 @@ def _supported(path: Path) -> bool:
         return False
 
 
-def foreground_value(loaded: LoadedAdapter, label: int | str | None) -> int:
-    """The value written for the object: ``label`` (a name or a number), else the label of the
-    adapter's (first) target, else its only foreground label, else 1."""
-    names = label_names(loaded.label_map)
-    if label is not None:
-        if str(label).lstrip("-").isdigit():
-            return int(label)
-        if str(label) not in names:
-            raise ConfigError(f"label={label!r} is not in the adapter's label map {names}")
-        return names[str(label)]
-    targets = [t for t in loaded.metadata.get("targets") or [] if t in names]
-    if targets:
-        return names[targets[0]]
-    foreground = [v for v in names.values() if v != 0]
-    return foreground[0] if len(foreground) == 1 else 1
-
-
-def class_values(loaded: LoadedAdapter) -> np.ndarray:
-    """Label values of a semantic adapter's class indices (0 = background, then its classes)."""
-    names = label_names(loaded.label_map)
-    classes = loaded.metadata.get("classes") or []
-    return np.array([0] + [names.get(c, i) for i, c in enumerate(classes, start=1)], dtype=np.uint16)
-
-
 def run(cfg: DictConfig) -> list[Path]:
     """Predict every input of the ``configs/predict.yaml`` config; returns the written paths."""
+    from adapt.inference.engine import auto_scan  # lazy: start-up
     from adapt.inference.io import drop_nodata, write_mask  # lazy: start-up
     from adapt.inference.onnx_backend import adapter_preprocessing, load_predictor  # lazy: start-up
     from adapt.inference.runner import FROM_MASK_FIX, predict_scan  # lazy: start-up
+    from adapt.inference.user_files import mask_values, read_input  # lazy: start-up
 
     validate(cfg, "predict")
     for key in ("adapter", "input", "output"):
@@ -207,35 +166,6 @@ def run(cfg: DictConfig) -> list[Path]:
         masks = drop_nodata(auto_scan(predictor, scan) if auto else predict_scan(predictor, scan, prompt, guide), scan)
         written.append(write_mask(values[masks.astype(np.int64)], scan, job.output))
     return written
-
-
-def read_input(path: Path, loaded: LoadedAdapter, label: bool = False) -> Scan:
-    """A file as ``predict`` reads it: on the grid the adapter was trained on (its slice axis and
-    spacing), non-finite pixels refused or replaced as its card says (``adapt.app`` reads the same way)."""
-    from adapt.inference.io import read_scan  # lazy: start-up
-
-    scan = read_scan(path, int(loaded.preprocessing.get("slice_axis", 2)), loaded.preprocessing.get("spacing"), label=label)
-    if not label:
-        scan.pixels = finite_stack(scan.pixels, path, loaded.preprocessing)
-    return scan
-
-
-def mask_values(loaded: LoadedAdapter, prompt: Prompt | None, label: int | str | None = None,
-                encoding: str = "card") -> np.ndarray:
-    """The value written for each mask index: class values without a prompt, else ``[0, object value]``,
-    stored as the adapter's card stores labels (its ``mask_values``: a 0/255 card gets 0/255 masks)
-    unless ``encoding="ids"`` (the label ids as they are)."""
-    ids = class_values(loaded) if prompt is None else np.array([0, foreground_value(loaded, label)], np.int64)
-    return LabelEncoding.of_adapter(loaded.metadata, encoding).encode(ids)
-
-
-def auto_scan(predictor: Predictor, scan: Any, batch_size: int = 8) -> np.ndarray:
-    """``prompt=auto``: class indices ``[Z, H, W]`` from the semantic head's components, each
-    refined as a box prompt by the promptable decoder (no ground truth, no user prompt)."""
-    from adapt.inference.engine import Engine
-    from adapt.inference.io import to_unit  # lazy: start-up
-
-    return Engine(predictor, batch_size).auto(to_unit(scan, predictor.loaded.preprocessing))
 
 
 def _progress(jobs: list[Job]) -> Iterator[Job]:

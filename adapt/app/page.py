@@ -18,7 +18,7 @@ import gradio as gr
 
 from adapt.app.session import MODES, Session
 from adapt.errors import AdaptError
-from adapt.hub.model_card import label_names
+from adapt.data.encoding import label_names
 from adapt.inference.runner import Predictor
 
 

@@ -2,7 +2,7 @@
 
 Nothing here knows Gradio (``adapt.app.page`` wires it to the page), and nothing here runs the
 model or reads or writes files its own way: a file is read as ``adapt.predict`` reads it
-(``read_input``), the prompt is the text ``adapt.predict prompt=...`` takes (``parse_prompt``),
+(``adapt.inference.user_files.read_input``), the prompt is the text ``adapt.predict prompt=...`` takes (``parse_prompt``),
 the mask comes from the runner (``predict_scan``: a volume prompted on one slice is followed
 through it) and is written by ``write_mask`` in the input's format and geometry with
 ``predict``'s label values in the card's encoding (``mask_values``) -- so a mask saved here equals
@@ -27,7 +27,7 @@ from adapt.errors import ConfigError, DataError
 from adapt.inference.io import Scan, is_dicom_series, mask_path, to_unit, write_mask
 from adapt.inference.prompt_syntax import parse_prompt
 from adapt.inference.runner import Predictor, predict_scan
-from adapt.predict import mask_values, read_input
+from adapt.inference.user_files import mask_values, read_input
 
 MODES = ("box", "object click", "background click")
 OVERLAY = np.array([255, 40, 40], np.float32)  # mask colour, blended at ``ALPHA``

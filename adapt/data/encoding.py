@@ -36,6 +36,16 @@ FILE_MAXIMUM = {".png": 65535, ".jpg": 255, ".jpeg": 255, ".bmp": 255}
 INT32_MAX = 2**31 - 1
 
 
+def label_names(label_map: Mapping[Any, Any] | None) -> dict[str, int]:
+    """``{name: value}`` from a label map written either way round (``{"1": "liver"}`` too)."""
+    if not label_map:
+        return {}
+    items = list(label_map.items())
+    if all(str(k).lstrip("-").isdigit() and isinstance(v, str) for k, v in items):
+        return {v: int(k) for k, v in items}
+    return {str(k): int(v) for k, v in items}
+
+
 def as_values(value: Any) -> tuple[int, ...] | None:
     """A label's stored values as a tuple (one integer or a non-empty list), ``None`` when malformed."""
     values = value if isinstance(value, list) else [value]

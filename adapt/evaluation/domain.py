@@ -21,7 +21,7 @@ import logging
 from typing import Any, Mapping
 
 from adapt.errors import ConfigError
-from adapt.hub.model_card import label_names
+from adapt.data.encoding import label_names
 
 log = logging.getLogger(__name__)
 

@@ -32,7 +32,7 @@ from adapt.evaluation.models import ModelSpec, card_preprocessing, is_none, load
 from adapt.evaluation import domain, robustness
 from adapt.evaluation.report import difference, print_table, summarize_run, write_cases, write_summary
 from adapt.inference.runner import Predictor
-from adapt.hub.model_card import label_names
+from adapt.data.encoding import label_names
 from adapt.schema import validate
 from adapt.storage import check_apart, check_writable
 
