@@ -15,7 +15,8 @@ mapping, propagation through a volume from one prompted slice, ``from_mask`` box
 slice -- is ``adapt.inference.runner`` (``backend=onnx``: the same runner over an export's graphs,
 ``adapt.inference.onnx_backend``). A semantic adapter (``task=semantic``) takes no prompt and
 writes every class's label value; with ``prompt=auto`` each connected component of its coarse
-class map becomes a box prompt that the promptable decoder refines. Masks store labels as the
+class map becomes a box prompt that the promptable decoder refines (``adapt.inference.engine.auto_scan``).
+Files are read and masks valued as the app reads and values them (``adapt.inference.user_files``). Masks store labels as the
 training card's label files do (its ``mask_values``, recorded in the adapter: 0/255 PNGs for a
 0/255 card; NIfTI keeps the card's values); ``mask_values=ids`` writes the label ids as they are.
 """

@@ -4,6 +4,8 @@ Kinds: ``lora`` and ``dora`` (peft), ``bottleneck`` (ours, Medical-SAM-Adapter s
 ``decoder`` (mask decoder trained, encoder frozen) and ``full`` (everything trained). Each is
 one row of ``KINDS``: how it is applied, the file layout it saves in, and whether it places
 layers in the Hiera blocks (and so takes ``adapter.blocks``). A new kind is a new row.
+``io`` saves and reads an adapter folder; ``loading`` puts one (a run, a folder or a Hub id)
+onto the base it records.
 """
 
 from __future__ import annotations

@@ -2,8 +2,8 @@
 
 Modules, one concern each:
     cases    the cases of a card's split (through the data layer)
-    engine   batched model calls: prompted masks, correction clicks, semantic and auto prompts
-    case     one case: prompts, prediction, reassembly on the stored grid, 3D metrics
+    case     one case: prompts, prediction through the batched runner (``adapt.inference.engine``),
+             reassembly on the stored grid, 3D metrics
     models   the adapter or zero-shot SAM2 to run
     report   cases.csv, summary.json, the printed table
     runner   evaluate(cfg): checks first, then every run over the same cases and prompts

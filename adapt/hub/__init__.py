@@ -1,5 +1,5 @@
-"""Sharing adapters: push/pull/merge on the Hugging Face Hub (``share``), loading an adapter onto
-its recorded base (``loading``), and the generated model card (``model_card``).
+"""Sharing adapters: push/pull/merge on the Hugging Face Hub (``share``) and the generated model
+card (``model_card``); loading an adapter onto its recorded base is ``adapt.adapters.loading``.
 
 The actions of ``python -m adapt.hub`` live here, importable without torch: the command line is
 checked before ``share`` and its model code are imported.

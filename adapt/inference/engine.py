@@ -55,7 +55,7 @@ class PlanePrompts:
 
 
 class Engine:
-    """A loaded adapter's model, run on batches of planes.
+    """The runner on batches of planes, timed.
 
     Args:
         predictor: the adapter on its image model (device, square size, coordinate mapping).
@@ -69,7 +69,7 @@ class Engine:
         if int(batch_size) < 1:
             raise ConfigError(f"batch_size={batch_size} must be at least 1")
         self.predictor, self.batch_size, self.precision = predictor, int(batch_size), str(precision)
-        self.model, self.device, self.size = predictor.model, predictor.device, predictor.size
+        self.device = predictor.device
         self.model_seconds, self.planes = 0.0, 0
 
     @contextlib.contextmanager

@@ -122,8 +122,8 @@ class OnnxSam2:
 class OnnxPredictor(Predictor):
     """``Predictor`` over an export folder: same prompts, same masks, graphs run by onnxruntime.
 
-    ``model`` is an ``OnnxSam2``, which answers the decoder call of the runner and of the batched
-    evaluation engine (``adapt.inference.engine``) as ``Sam2Model`` does; ``embed`` runs the
+    ``model`` is an ``OnnxSam2``, which answers the runner's decoder call (``Predictor.decode``, which the
+    batched engine ``adapt.inference.engine`` uses too) as ``Sam2Model`` does; ``embed`` runs the
     encoder graph after the torch preprocessing.
 
     Args:
