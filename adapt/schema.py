@@ -419,7 +419,7 @@ class Evaluate:
     compare: str | None = rule()
     data: EvaluateData = rule()
     split: str = rule(choices=("train", "val", "test", "all"))
-    task: str = rule(choices=("segmentation", "propagation"))
+    task: str = rule(choices=_choices("adapt.tasks:EVALUATED"))
     prompt: str | None = rule(choices=("box", "box_jitter", "point", "points_k", "auto", "none"))
     seed: int = rule()
     jitter: float = rule(ge=0, lt=1)
