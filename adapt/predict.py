@@ -37,7 +37,8 @@ from adapt.data.encoding import LabelEncoding
 from adapt.data.geometry import check_grids, check_headers
 from adapt.outputs import claimed
 from adapt.errors import ConfigError, DataError
-from adapt.guards import check_inputs_finite, check_labels_finite, finite_stack
+from adapt.data.nonfinite import check_inputs_finite, check_labels_finite
+from adapt.guards import finite_stack
 from adapt.hub.model_card import label_names
 from adapt.inference.prompt_syntax import SYNTAX, Prompt, parse_prompt, quote_argv
 from adapt.schema import validate

@@ -14,6 +14,7 @@ not imports of the source and not counted, as ``lint-imports`` does not count th
 
     python benchmarks/layers.py            # this checkout
     python benchmarks/layers.py /path/to/another/checkout --markdown
+    python benchmarks/layers.py /path/to/an/older/checkout --contract .   # the old code, today's layers
 """
 
 from __future__ import annotations
@@ -202,18 +203,18 @@ def read_contract(root: Path) -> tuple[list[list[str]], list[str]]:
     return [], []
 
 
-def build_graph(root: Path = ROOT) -> Graph:
-    """The import graph of the ``adapt`` package of the checkout at ``root``."""
-    source = root
-    paths = sorted((source / PACKAGE).rglob("*.py"))
-    names = {path: module_name(path, source) for path in paths}
+def build_graph(root: Path = ROOT, contract: Path | None = None) -> Graph:
+    """The import graph of the ``adapt`` package of the checkout at ``root``, held to the layer
+    contract of ``contract`` (a checkout; default ``root`` itself)."""
+    paths = sorted((root / PACKAGE).rglob("*.py"))
+    names = {path: module_name(path, root) for path in paths}
     modules = set(names.values())
     imports: list[Import] = []
     for path, name in names.items():
         text = path.read_text()
         tree = ast.parse(text, filename=str(path))
         imports += _imports_of(tree, name, path.name == "__init__.py", text.splitlines(), modules)
-    layers, ignored = read_contract(root)
+    layers, ignored = read_contract(contract or root)
     return Graph(sorted(modules), imports, layers, ignored)
 
 
@@ -260,9 +261,11 @@ def report(graph: Graph, markdown: bool = False) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("root", nargs="?", type=Path, default=ROOT, help="a checkout (default: this one)")
+    parser.add_argument("--contract", type=Path, help="the checkout whose pyproject.toml holds the layers "
+                        "(default: the one read), to compare two versions of the code under one contract")
     parser.add_argument("--markdown", action="store_true", help="print the table as Markdown")
     args = parser.parse_args()
-    print(report(build_graph(args.root), args.markdown))
+    print(report(build_graph(args.root, args.contract), args.markdown))
 
 
 if __name__ == "__main__":
