@@ -1,62 +1,35 @@
-"""What every command line shares: its Hydra config, and how it reports a user's mistake.
+"""What every command line shares: its Hydra config, and the door it passes before it runs.
 
-A user error (``adapt.errors.AdaptError``: a missing file, a bad option, no network for a
-Hub model) is printed as one message — what is wrong, where, how to fix it — and the command
-exits with status 2, without a traceback; anything else is a bug and keeps its traceback.
-``Preflight`` checks a training config before Hydra creates or writes the run directory, so
-a refused run leaves an existing run directory exactly as it was. ``command_line`` composes the
-config once before Hydra runs the command, so that Hydra's own refusals (an unknown group
-choice, a key that does not exist, a malformed override) are user errors too, not exit 1.
+``command_line`` composes the config once before Hydra runs the command, so that Hydra's own
+refusals (an unknown group choice, a key that does not exist, a malformed override) are user
+errors too, printed as one message with exit status 2 (``adapt.exits.user_errors``), not exit 1.
 
 That first composition is also the door: ``command_line`` checks the composed config against
-the schema, loads the data card it names and looks for the data folder before the command's
-own module imports torch, Lightning or transformers, so such a mistake is answered in about
-a second (``benchmarks/door.py``). Command modules therefore import the heavy libraries inside
-the functions that use them (each such import says ``lazy: start-up``).
+the schema, loads the data card it names and looks for the data folder
+(``adapt.data.sources.check_data``) before the command's own module imports torch, Lightning or
+transformers, so such a mistake is answered in about a second (``benchmarks/door.py``). Command
+modules therefore import the heavy libraries inside the functions that use them (each such
+import says ``lazy: start-up``). The door sits below the workflows that have command lines of
+their own (``adapt.hub``, ``adapt.app``, ``adapt.export``) and above the schema and the data it
+checks; the run folder's checks of ``adapt.train`` run in its Hydra callback
+(``adapt.training.run_dir.Preflight``).
 """
 
 from __future__ import annotations
 
-import contextlib
 import sys
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 from hydra.core.config_store import ConfigStore
-from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from adapt.conf import CONFIG_DIR
-from adapt.errors import AdaptError, ConfigError
-from adapt.storage import disk_full, is_disk_full
+from adapt.errors import ConfigError
+from adapt.exits import user_errors
 
-USER_ERROR_STATUS = 2
 #: Config name -> the module a user runs, where they differ.
 COMMANDS = {"hub": "hub push|pull"}
-
-
-def format_error(err: AdaptError) -> str:
-    """``sam2-adapt: <kind>: <message>``, the one line a command prints for a user error."""
-    return f"sam2-adapt: {type(err).__name__}: {err}"
-
-
-@contextlib.contextmanager
-def user_errors() -> Iterator[None]:
-    """Print a user error from the block on stderr and exit with status 2.
-
-    A full disk met by a write that has no setting of its own to name (an adapter, a mask, a
-    summary) is a user error too: the message names the file and the folder's free space.
-    """
-    try:
-        yield
-    except AdaptError as err:
-        print(f"\n{format_error(err)}", file=sys.stderr)
-        sys.exit(USER_ERROR_STATUS)
-    except Exception as err:
-        if not is_disk_full(err):
-            raise
-        print(f"\n{format_error(disk_full(err))}", file=sys.stderr)
-        sys.exit(USER_ERROR_STATUS)
 
 
 def register_cli_config(name: str) -> str:
@@ -101,32 +74,14 @@ def check_composes(config_name: str, overrides: list[str], config_dir: Path | No
                           f"python -m adapt.{COMMANDS.get(config_name, config_name)} --help lists the options") from None
 
 
-def check_data(card: str | None, root: str | None = None, listed: bool = True) -> None:
-    """The door's data check: the data card ``card`` loads and (``listed``) its dataset is there.
-
-    A synthetic card's phantoms are generated on first use, by the data module, not here.
-
-    Raises:
-        AdaptError: the card's own message (bad field, unknown stem), or the data folder that is
-            missing with how to supply it.
-    """
-    from adapt.data.cards import load_card
-    from adapt.data.sources import data_root, list_cases
-
-    if not card:
-        return
-    loaded = load_card(str(card))
-    if listed and loaded.source.get("kind") != "synthetic":
-        list_cases(loaded, data_root(loaded, root))
-
-
 def door(config_name: str, overrides: list[str], config_dir: Path | None = None) -> None:
     """Compose the command line, check it against the schema and check its data; light imports only.
 
     Raises:
         AdaptError: the first mistake found, as the command itself would report it.
     """
-    from adapt.schema import SCHEMAS, validate
+    from adapt.data.sources import check_data  # lazy: start-up (a Hydra flag such as --help needs neither)
+    from adapt.schema import SCHEMAS, validate  # lazy: start-up
 
     cfg = check_composes(config_name, overrides, config_dir)
     if config_name in SCHEMAS:
@@ -173,34 +128,3 @@ def command_line(main: Callable[[], Any] | str, config_name: str, config_dir: Pa
         module, name = main.split(":")
         main = getattr(importlib.import_module(module), name)
     main()
-
-
-class Preflight(Callback):
-    """Hydra callback of ``adapt.train``: the config schema, the run directory and the checkpoint
-    to resume from, checked before Hydra creates the run directory or writes ``.hydra/`` into it;
-    the run directory is claimed first (one writer, nothing left by a refusal: ``claimed_run_dir``).
-
-    Registered in ``configs/train.yaml`` (``hydra.callbacks``); ``adapt.train.train`` repeats the
-    same checks for in-process calls.
-    """
-
-    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        from adapt.schema import validate
-        from adapt.train import check_run_dir, resolve_checkpoint
-        from adapt.training.checkpoints import read_checkpoint
-
-        with user_errors():
-            validate(config, "train")
-            run_dir = check_run_dir(Path(str(config.hydra.run.dir)), bool(config.overwrite), config.ckpt_path)
-            with claimed_run_dir(run_dir):
-                checkpoint = resolve_checkpoint(config.ckpt_path, run_dir)
-                if checkpoint:
-                    read_checkpoint(checkpoint)
-
-
-def claimed_run_dir(run_dir: Path) -> contextlib.AbstractContextManager:
-    """The run folder locked before Hydra creates it or writes ``.hydra/`` into it, and handed over to
-    ``adapt.train.train``, whose refusal removes what Hydra created (``adapt.outputs``)."""
-    from adapt.outputs import RUN_FILES, claimed
-
-    return claimed(run_dir, "hydra.run.dir", RUN_FILES, hand_over=True)

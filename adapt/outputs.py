@@ -14,7 +14,7 @@ A folder that existed is never removed. Work worth keeping (a training that has 
 its checkpoints to resume from) is kept: ``Claim.keep``. Any other error keeps everything for
 the bug report.
 
-``adapt.cli.Preflight`` claims the run folder before Hydra writes into it (and before it reads
+``adapt.training.run_dir.Preflight`` claims the run folder before Hydra writes into it (and before it reads
 the checkpoint to resume from, which the holder may be writing); ``train`` then enters
 ``claimed`` on the same folder and takes that claim over.
 """
@@ -138,7 +138,7 @@ def claimed(target: str | Path | None, setting: str, restore: Iterable[str] = ()
     Args:
         target: the output; ``None`` (the command writes nothing) claims nothing.
         hand_over: keep the claim after a block that ends well, for the next ``claimed`` on the
-            same target (``adapt.cli.Preflight`` hands the run folder to ``adapt.train.train``).
+            same target (``adapt.training.run_dir.Preflight`` hands the run folder to ``adapt.train.train``).
     """
     if not is_output(target):
         yield None

@@ -37,7 +37,7 @@ from adapt.cli import command_line, register_cli_config, user_errors
 from adapt.data.geometry import check_grids, check_headers
 from adapt.outputs import claimed
 from adapt.errors import ConfigError, DataError
-from adapt.guards import check_inputs_finite, check_labels_finite
+from adapt.data.nonfinite import check_inputs_finite, check_labels_finite
 from adapt.inference.prompt_syntax import SYNTAX, Prompt, parse_prompt, quote_argv
 from adapt.schema import validate
 from adapt.storage import check_writable

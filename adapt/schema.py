@@ -9,7 +9,7 @@ and ``rule`` metadata (ranges, choices, multiples, custom checks) say what is va
 ``validate(cfg, command)`` walks the composed config against it and raises one
 ``ConfigError`` listing every problem with its key, its value and what is valid.
 
-It runs right after composition for ``train`` (a Hydra callback, ``adapt.cli.Preflight``,
+It runs right after composition for ``train`` (a Hydra callback, ``adapt.training.run_dir.Preflight``,
 before Hydra creates or writes the run directory) and first thing in ``train(cfg)``,
 ``evaluate(cfg)``, ``predict.run(cfg)`` and ``hub.run(cfg)``, so in-process calls get the
 same checks as the command line.
@@ -419,7 +419,7 @@ class Evaluate:
     compare: str | None = rule()
     data: EvaluateData = rule()
     split: str = rule(choices=("train", "val", "test", "all"))
-    task: str = rule(choices=("segmentation", "propagation"))
+    task: str = rule(choices=_choices("adapt.tasks:EVALUATED"))
     prompt: str | None = rule(choices=("box", "box_jitter", "point", "points_k", "auto", "none"))
     seed: int = rule()
     jitter: float = rule(ge=0, lt=1)

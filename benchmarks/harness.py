@@ -22,7 +22,7 @@ from train_step import clock
 
 from adapt.conf import CONFIG_DIR, register_resolvers
 from adapt.tasks.segmentation import SegmentationTask
-from adapt.train import build_trainer
+from adapt.training.trainer import build_trainer
 
 register_resolvers()
 logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)  # tables only, no Trainer banners
@@ -67,7 +67,7 @@ def make_task(model: str, size: int, adapter: dict[str, Any], cache: str = "off"
 
 
 def trainer_for(device: str, precision: str, **options: Any) -> L.Trainer:
-    """``adapt.train.build_trainer`` on the default config with ``options`` as ``trainer.*`` overrides."""
+    """``adapt.training.trainer.build_trainer`` on the default config with ``options`` as ``trainer.*`` overrides."""
     overrides = {"accelerator": "gpu" if device.startswith("cuda") else "cpu", "precision": precision,
                  "limit_val_batches": 0, "enable_progress_bar": False, "enable_model_summary": False, **options}
     with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):

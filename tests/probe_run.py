@@ -47,7 +47,7 @@ class Probe(Callback):
             f.write(json.dumps(row) + "\\n")
 
 
-import adapt.training.callbacks  # adapt.train imports build_callbacks from here when it builds the trainer
+import adapt.training.callbacks  # adapt.training.trainer imports build_callbacks from here when it builds the trainer
 build = adapt.training.callbacks.build_callbacks
 adapt.training.callbacks.build_callbacks = lambda *args, **kwargs: build(*args, **kwargs) + [Probe()]
 adapt.train.main()

@@ -260,7 +260,7 @@ def test_when_the_prefix_is_cached(adapter, mode, augment, wanted):
     ],
 )
 def test_the_training_config_turns_the_prefix_cache_on(overrides, mode, augment, tmp_path):
-    from adapt.train import resolve_embedding_cache
+    from adapt.training.cache_policy import resolve_embedding_cache
 
     register_resolvers()
     register_recipes()

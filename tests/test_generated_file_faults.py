@@ -98,7 +98,8 @@ def file_of(path: Path) -> Path:
 def predict_read(path: Path) -> np.ndarray:
     """``path`` as ``adapt.predict`` reads an input: the NaN check before the model, the reader, the
     non-finite policy, the intensity scaling."""
-    from adapt.guards import check_inputs_finite, finite_stack
+    from adapt.data.nonfinite import check_inputs_finite
+    from adapt.guards import finite_stack
     from adapt.inference.io import read_scan, to_unit
 
     check_inputs_finite([path], {})

@@ -53,7 +53,7 @@ def test_recipe_trains_two_steps_on_fake_data_of_its_card(recipe, tmp_path, fake
 def test_the_task_group_mirrors_the_task_registry_and_brings_its_data():
     """``configs/task/`` has one option per registered task; ``task=propagation`` selects the clip
     data, from the command line and from a recipe, so a task cannot be paired with the wrong data."""
-    from adapt.train import TASKS
+    from adapt.tasks import TASKS
 
     assert {path.stem for path in (CONFIG_DIR / "task").glob("*.yaml")} == set(TASKS)
     with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):

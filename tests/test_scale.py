@@ -97,7 +97,7 @@ def test_the_fsdp_config_shards_the_hiera_blocks_and_a_bad_block_class_is_named(
     from transformers.models.sam2.modeling_sam2 import Sam2MultiScaleBlock
 
     from adapt.training.strategies import FSDPStrategy
-    from adapt.train import build_trainer
+    from adapt.training.trainer import build_trainer
 
     fsdp = ["trainer=fsdp", "trainer.accelerator=cpu", "trainer.devices=2"]
     strategy = build_trainer(compose_cfg(tmp_path, *fsdp), tmp_path).strategy
@@ -192,10 +192,10 @@ def test_bf16_mixed_on_cpu_trains_and_saves_the_adapter(tmp_path):
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU fallback")
 def test_16_mixed_on_cpu_warns_and_trains_in_bf16(tmp_path, caplog):
-    from adapt.train import build_trainer
+    from adapt.training.trainer import build_trainer
 
     cfg = compose_cfg(tmp_path, "model=tiny", "trainer.accelerator=cpu", "trainer.precision=16-mixed")
-    with caplog.at_level(logging.WARNING, logger="adapt.train"):
+    with caplog.at_level(logging.WARNING, logger="adapt.training.trainer"):
         trainer = build_trainer(cfg, tmp_path)
     assert "16-mixed needs a CUDA GPU" in caplog.text
     assert trainer.precision == "bf16-mixed"
@@ -249,7 +249,7 @@ def test_accumulating_two_batches_of_one_gives_the_gradient_of_a_batch_of_two(bo
 
 
 def test_ckpt_path_last_without_a_checkpoint_stops_with_the_fix(tmp_path):
-    from adapt.train import resolve_checkpoint
+    from adapt.training.checkpoints import resolve_checkpoint
 
     with pytest.raises(ConfigError, match=r"no checkpoint at .*last\.ckpt.*hydra\.run\.dir=<that run dir> ckpt_path=last"):
         resolve_checkpoint("last", tmp_path)

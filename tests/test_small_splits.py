@@ -74,7 +74,7 @@ def test_a_dataset_without_a_validation_case_is_refused_before_training(tmp_path
 def test_skipped_training_cases_are_reported_not_counted(tmp_path):
     from adapt.data.datamodule import build_datamodule
     from adapt.evaluation.sweep import describe_run
-    from adapt.train import training_cases
+    from adapt.training.record import training_cases
 
     card = dataset(tmp_path / "data", cases=5)
     val = validation_case(card)
@@ -95,6 +95,6 @@ def test_skipped_training_cases_are_reported_not_counted(tmp_path):
 
 
 def test_a_record_without_a_datamodule_split_is_empty():
-    from adapt.train import training_cases
+    from adapt.training.record import training_cases
 
     assert training_cases(SimpleNamespace(), None) == {}

@@ -6,6 +6,7 @@ torchmetrics or transformers (which take seconds). This asserts the behaviour (w
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -110,11 +111,15 @@ def test_the_light_registries_are_the_ones_the_code_uses():
     """Each name list lives once: the model code imports it from the light module."""
     from adapt.adapters import lora
     from adapt.models import names as model_names, sam2, tracking
-    from adapt.train import TASKS
+    from adapt.evaluation import runner
+    from adapt.schema import SCHEMAS
     from adapt.transforms import names as transform_names, shifts
     import adapt.tasks
 
     assert sam2.HUB_IDS is model_names.HUB_IDS and tracking.DIRECTIONS is model_names.DIRECTIONS
     assert lora.TARGET_PRESETS is model_names.TARGET_PRESETS
     assert shifts.SHIFTS is transform_names.SHIFTS
-    assert TASKS is adapt.tasks.TASKS
+    assert runner.TASKS is adapt.tasks.TASKS and runner.EVALUATED is adapt.tasks.EVALUATED
+    task_choices = {command: next(f for f in dataclasses.fields(SCHEMAS[command]) if f.name == "task").metadata["choices"]()
+                    for command in ("train", "evaluate")}
+    assert task_choices == {"train": tuple(sorted(adapt.tasks.TASKS)), "evaluate": ("segmentation", "propagation")}

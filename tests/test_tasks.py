@@ -1,4 +1,5 @@
 import math
+import re
 
 import pytest
 from conftest import tiny_task_args
@@ -57,3 +58,48 @@ def test_checkpoint_keeps_only_trainable_weights():
     kept = set(checkpoint["state_dict"])
     assert kept == {f"model.{n}" for n, p in task.model.named_parameters() if p.requires_grad}
     assert all("lora_" in k for k in kept)
+
+
+@pytest.mark.parametrize("name", ["segmentation", "propagation", "semantic"])
+def test_every_registered_task_builds_its_lightning_module(name):
+    """A row of ``adapt.tasks.TASKS`` names the class ``adapt.train`` builds for ``task=<name>``."""
+    import lightning as L
+
+    from adapt.tasks import TASKS, task_class
+
+    cls = task_class(name)
+    assert issubclass(cls, L.LightningModule)
+    assert f"{cls.__module__}:{cls.__name__}" == TASKS[name].trains
+
+
+def test_an_unknown_task_is_refused_with_the_registered_names():
+    from adapt.errors import ConfigError
+    from adapt.tasks import task_class
+
+    with pytest.raises(ConfigError, match=r"task='nope' is not one of \['propagation', 'segmentation', 'semantic'\]"):
+        task_class("nope")
+
+
+@pytest.mark.parametrize("task, backend, outcome", [
+    ("segmentation", "torch", {"propagation": False, "clicks": (1, 3)}),
+    ("propagation", "torch", {"propagation": True, "clicks": ()}),  # clicks are scored on single slices only
+    ("segmentation", "onnx", {"propagation": False, "clicks": ()}),  # the export takes no mask prompt
+    ("propagation", "onnx", "needs SAM2's memory model"),
+    ("semantic", "torch", "task='semantic' is not one of ('segmentation', 'propagation')"),
+])
+def test_the_evaluation_protocol_follows_the_task_registry(task, backend, outcome):
+    """``evaluate``'s ``task=`` takes the registry's evaluated tasks; a memory task runs propagation."""
+    from omegaconf import OmegaConf
+
+    from adapt.errors import ConfigError
+    from adapt.evaluation.models import ModelSpec
+    from adapt.evaluation.runner import protocol_from
+
+    cfg = OmegaConf.create({"task": task, "prompt": "box", "clicks": [1, 3]})
+    spec = ModelSpec(label="a", path=None, metadata={"task": "segmentation"}, backend=backend)
+    if isinstance(outcome, str):
+        with pytest.raises(ConfigError, match=re.escape(outcome)):
+            protocol_from(cfg, spec)
+        return
+    protocol = protocol_from(cfg, spec)
+    assert (protocol.propagation, protocol.clicks) == (outcome["propagation"], outcome["clicks"])

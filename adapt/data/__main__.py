@@ -21,8 +21,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from adapt.cli import USER_ERROR_STATUS, check_data, format_error
+from adapt.data.sources import check_data
 from adapt.errors import AdaptError, ConfigError
+from adapt.exits import USER_ERROR_STATUS, format_error
 from adapt.outputs import claimed
 
 USAGE = __doc__

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
-from adapt.data.cards import DataCard
+from adapt.data.cards import DataCard, load_card
 from adapt.errors import ConfigError, DataError, DataNotFoundError
 
 SPLITS = ("train", "val", "test")
@@ -103,6 +103,23 @@ def list_cases(card: DataCard, root: Path) -> list[Case]:
         dupes = sorted({i for i in ids if ids.count(i) > 1})
         raise DataError(f"{root}: case ids {dupes[:5]} occur more than once; give cases distinct file names")
     return cases
+
+
+def check_data(card: str | None, root: str | None = None, listed: bool = True) -> None:
+    """The door's data check: the data card ``card`` loads and (``listed``) its dataset is there.
+
+    Run by ``adapt.cli`` before a command imports torch, and by ``python -m adapt.data check``.
+    A synthetic card's phantoms are generated on first use, by the data module, not here.
+
+    Raises:
+        AdaptError: the card's own message (bad field, unknown stem), or the data folder that is
+            missing with how to supply it.
+    """
+    if not card:
+        return
+    loaded = load_card(str(card))
+    if listed and loaded.source.get("kind") != "synthetic":
+        list_cases(loaded, data_root(loaded, root))
 
 
 def _generate(card: DataCard, root: Path) -> None:

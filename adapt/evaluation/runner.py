@@ -23,7 +23,7 @@ from adapt.data.encoding import LabelEncoding
 from adapt.data.geometry import check_grids, check_headers
 from adapt.data.sources import data_root
 from adapt.errors import ConfigError
-from adapt.guards import check_inputs_finite, check_labels_finite
+from adapt.data.nonfinite import check_inputs_finite, check_labels_finite
 from adapt.evaluation.case import GT_PROMPTS, Protocol, evaluate_case, save_prediction
 from adapt.evaluation.cases import EvalCase, evaluation_card, load_cases
 from adapt.evaluation.views import label_reading
@@ -35,10 +35,9 @@ from adapt.inference.runner import Predictor
 from adapt.data.encoding import label_names
 from adapt.schema import validate
 from adapt.storage import check_apart, check_writable
+from adapt.tasks import EVALUATED, TASKS
 
 log = logging.getLogger(__name__)
-
-TASKS = ("segmentation", "propagation")
 
 
 def parse_clicks(value: Any) -> tuple[int, ...]:
@@ -91,21 +90,22 @@ def protocol_from(cfg: DictConfig, spec: ModelSpec) -> Protocol:
     """The protocol of ``cfg``; clicks are dropped (and said so) where no ground-truth prompt exists."""
     prompt = cfg.get("prompt") or ("none" if spec.task == "semantic" else "box")
     task = str(cfg.get("task") or "segmentation")
-    if task not in TASKS:
-        raise ConfigError(f"task={task!r} is not one of {TASKS}")
+    if task not in EVALUATED:
+        raise ConfigError(f"task={task!r} is not one of {EVALUATED}")
+    memory = TASKS[task].memory
     clicks = parse_clicks(cfg.get("clicks"))
     if spec.backend == "onnx":
-        if task == "propagation":
-            raise ConfigError("task=propagation needs SAM2's memory model, which an ONNX export does not hold; "
+        if memory:
+            raise ConfigError(f"task={task} needs SAM2's memory model, which an ONNX export does not hold; "
                               "evaluate the export with task=segmentation, or the adapter with backend=torch")
         if clicks:
             log.info("correction clicks feed logits back as a mask prompt, which the ONNX export does not take: off")
             clicks = ()
-    if clicks and (prompt not in GT_PROMPTS or task == "propagation"):
+    if clicks and (prompt not in GT_PROMPTS or memory):
         log.info("clicks are scored for simulated prompts on single slices only: off for prompt=%s task=%s", prompt, task)
         clicks = ()
     return Protocol(prompt=str(prompt), seed=int(cfg.get("seed", 0)), jitter=float(cfg.get("jitter", 0.1)),
-                    num_points=int(cfg.get("num_points", 3)), clicks=clicks, propagation=task == "propagation",
+                    num_points=int(cfg.get("num_points", 3)), clicks=clicks, propagation=memory,
                     tolerance_mm=float(cfg.get("nsd_tolerance_mm", 2.0)), min_area=int(cfg.get("min_area", 4)),
                     components=bool(cfg.get("components", False)))
 

@@ -32,6 +32,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from adapt.errors import AdaptError, ConfigError
+from adapt.exits import USER_ERROR_STATUS, format_error
 
 CSV_NAME, MD_NAME = "label_efficiency.csv", "label_efficiency.md"
 COLUMNS = ("run", "adapter", "labelled_cases", "train_cases_setting", "skipped_cases", "val_cases", "seed", "steps",
@@ -144,8 +145,6 @@ def write_tables(folder: str | Path, out: str | Path | None = None) -> tuple[Pat
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m adapt.evaluation.sweep <folder> [out=<folder>]``; user errors exit with status 2."""
-    from adapt.cli import USER_ERROR_STATUS, format_error
-
     argv = sys.argv[1:] if argv is None else argv
     try:
         options = dict(a.split("=", 1) for a in argv[1:] if "=" in a)

@@ -1,17 +1,57 @@
 """Lightning tasks: what is predicted from a batch, which loss, which metrics.
 
-This module is the task registry, importable without torch or Lightning: the config schema
-checks ``task=`` against it before the heavy libraries load (``configs/task/`` has one option
-per name), and ``adapt.train.task_class`` imports the class on use.
+This module is the task registry, importable without torch or Lightning: the door checks
+``task=`` of ``train`` and of ``evaluate`` against it before the heavy libraries load
+(``configs/task/`` has one option per trained task), and ``task_class`` imports a task's
+LightningModule only when a run builds it. One row per task says what each command supports,
+so training, evaluation and the schema read the same table instead of keeping lists of names.
 """
 
 from __future__ import annotations
 
-#: task name -> "module:Class", imported on use.
+import importlib
+from dataclasses import dataclass
+
+from adapt.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Task:
+    """What one task supports.
+
+    Attributes:
+        trains: ``"module:Class"`` of the LightningModule ``adapt.train`` builds, imported on use.
+        evaluated: ``python -m adapt.evaluate task=<name>`` has a protocol for it. A semantic
+            adapter has none of its own: it is scored under ``task=segmentation`` with
+            ``prompt=none|auto``.
+        memory: it runs through SAM2's memory (clips of consecutive slices or frames), which an
+            ONNX export does not hold.
+    """
+
+    trains: str
+    evaluated: bool
+    memory: bool = False
+
+
+#: task name -> what training and evaluation support.
 TASKS = {
-    "segmentation": "adapt.tasks.segmentation:SegmentationTask",
-    "propagation": "adapt.tasks.propagation:PropagationTask",
-    "semantic": "adapt.tasks.semantic:SemanticTask",
+    "segmentation": Task("adapt.tasks.segmentation:SegmentationTask", evaluated=True),
+    "propagation": Task("adapt.tasks.propagation:PropagationTask", evaluated=True, memory=True),
+    "semantic": Task("adapt.tasks.semantic:SemanticTask", evaluated=False),
 }
+#: The tasks ``python -m adapt.evaluate task=`` takes, in the table's order.
+EVALUATED = tuple(name for name, task in TASKS.items() if task.evaluated)
 #: The validation metric that checkpoints, sweeps and the summary follow.
 MONITOR = "val/dice"
+
+
+def task_class(name: str) -> type:
+    """The LightningModule class registered under ``name`` (its module imported now).
+
+    Raises:
+        ConfigError: ``name`` is not a task of the registry.
+    """
+    if name not in TASKS:
+        raise ConfigError(f"task={name!r} is not one of {sorted(TASKS)}")
+    module, cls = TASKS[name].trains.split(":")
+    return getattr(importlib.import_module(module), cls)

@@ -5,7 +5,8 @@ the middle leaves a truncated ``best-*.ckpt`` or ``last.ckpt`` that the next
 ``ckpt_path=last`` fails on with torch's own message. ``AtomicCheckpointIO`` (Lightning's
 ``CheckpointIO`` plugin) writes each one through ``adapt.storage.write_atomically``: under a
 temporary name, flushed, then moved into place, and a full disk becomes one message naming the
-run directory. Before a resume, ``read_checkpoint`` makes sure the file is a readable training
+run directory. Before a resume, ``resolve_checkpoint`` finds the file ``ckpt_path`` names
+(``last``: the run folder's ``last.ckpt``), ``read_checkpoint`` makes sure the file is a readable training
 checkpoint of this project with finite weights, and ``check_fits`` that it holds the weights
 of the model about to be trained (Lightning loads them non-strictly: a checkpoint of another
 adapter would otherwise be ignored without a word).
@@ -20,7 +21,7 @@ from typing import Any
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from adapt.errors import ArtefactError
+from adapt.errors import ArtefactError, ConfigError
 from adapt.guards import check_weights
 from adapt.storage import write_atomically
 
@@ -49,6 +50,24 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 def _first_line(error: BaseException) -> str:
     text = str(error).strip().splitlines()
     return f"{type(error).__name__}: {text[0] if text else ''}"
+
+
+def resolve_checkpoint(ckpt_path: str | None, run_dir: Path) -> str | None:
+    """The checkpoint to resume from: ``last`` is ``<run_dir>/checkpoints/last.ckpt``.
+
+    Lightning itself treats a missing ``last`` as "start from scratch" with a warning; a
+    resume that silently restarts would waste the run, so both cases stop with the fix.
+    """
+    if ckpt_path is None:
+        return None
+    path = run_dir / "checkpoints" / "last.ckpt" if str(ckpt_path) == "last" else Path(str(ckpt_path))
+    if not path.is_file():
+        where = f"ckpt_path={ckpt_path}: no checkpoint at {path}"
+        if str(ckpt_path) == "last":
+            raise ConfigError(f"{where}; resume inside the interrupted run's directory: "
+                              "hydra.run.dir=<that run dir> ckpt_path=last (checkpoints are written at each validation)")
+        raise ConfigError(f"{where}; give the path of an existing .ckpt file or ckpt_path=last")
+    return str(path)
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
