@@ -16,7 +16,7 @@ Rows (``ours`` / ``Meta``):
 * ``one-box predict``: an 8-bit RGB image and a box to a boolean mask at the image's size:
   ``Predictor.segment`` (the ``/ 255`` included) / ``set_image`` + ``predict(box,
   multimask_output=False)``.
-* ``decoder + upsampling``: the same box on cached embeddings: ``model_prompts`` + ``decode`` +
+* ``decoder + upsampling``: the same box on cached embeddings: ``model_prompts`` + ``Predictor.decode`` +
   ``Predictor.masks`` / ``predict`` after ``set_image``.
 * ``video, per frame``: a box on frame 0 of a folder of JPEG frames, tracked through every frame
   (reading and resizing the frames included), divided by the number of frames:
@@ -204,12 +204,10 @@ class Setup:
         return self.meta.predict(box=self.box, multimask_output=False)[0]
 
     def ours_decoder(self) -> np.ndarray:
-        from adapt.models.primitives import decode
-
         height, width = self.image.shape[:2]
         with torch.inference_mode():
             prompts = self.ours.model_prompts(height, width, boxes=self.box[None])
-            prediction = decode(self.ours.model, self.embeddings, multimask=False, **prompts)
+            prediction = self.ours.decode(self.embeddings, prompts)
             return self.ours.masks(prediction, height, width).cpu().numpy()
 
     def meta_decoder(self) -> np.ndarray:

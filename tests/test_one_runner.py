@@ -13,9 +13,14 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 
 import adapt
+from adapt.adapters.loading import LoadedAdapter
+from adapt.inference.runner import Predictor
+from adapt.models.sam2 import load_sam2
 
 PACKAGE = Path(adapt.__file__).parent
 #: Where SAM2 may be called: the runner, the training tasks and the model code itself.
@@ -87,3 +92,24 @@ def test_nothing_outside_the_runner_calls_sam2():
     assert scanned > 50  # the scan saw the package (export/, app/, evaluation/, predict.py, ...)
     assert not offenders, ("these modules call SAM2 themselves; use adapt.inference.runner.Predictor "
                            f"(embed, decode, logits, masks, classify) instead: {offenders}")
+
+
+def test_logits_come_at_the_requested_size_and_are_the_masks_before_the_threshold():
+    """``Predictor.logits``: at the planes' size ``> 0`` is the runner's mask; at the decoder's own
+    side (``S/4``) they are its best candidate's low-resolution logits, nothing interpolated."""
+    model, info = load_sam2("tiny")
+    predictor = Predictor(LoadedAdapter(model, {}, {}, {}, info, Path("none")), device="cpu")
+    images = np.random.default_rng(0).random((2, 3, 40, 52), dtype=np.float32)
+    boxes = np.array([[5, 6, 30, 28], [10, 4, 50, 36]], np.float32)
+    points, labels = np.array([[[20, 15]], [[30, 20]]], np.float32), np.array([[1], [1]])
+    with torch.inference_mode():
+        embeddings = predictor.embed(images)
+        boxed = predictor.decode(embeddings, predictor.model_prompts(40, 52, boxes))
+        clicked = predictor.decode(embeddings, predictor.model_prompts(40, 52, None, points, labels))
+    assert boxed.low_res.shape[2] == 1 and clicked.low_res.shape[2] == 3  # a lone click: SAM2's three candidates
+    logits = predictor.logits(images, boxes)
+    assert logits.shape == (2, 40, 52) and logits.dtype == torch.float32
+    assert torch.equal(logits > 0, Predictor.masks(boxed, 40, 52)) and 0 < int((logits > 0).sum()) < logits.numel()
+    low = predictor.size // 4
+    assert torch.equal(predictor.logits(images, boxes, size=(low, low)), boxed.best()[:, 0].float())
+    assert torch.equal(predictor.logits(images, None, points, labels, size=(low, low)), clicked.best()[:, 0].float())
