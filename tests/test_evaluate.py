@@ -27,7 +27,7 @@ from adapt.errors import ConfigError, DataNotFoundError, ModelNotFoundError
 from adapt.evaluation import engine as engine_module
 from adapt.inference import runner as runner_module
 from adapt.evaluation import evaluate, runner
-from adapt.evaluation.case import geotiff_unit
+from adapt.data.formats.tiff import unit as geotiff_unit
 from adapt.evaluation.engine import component_boxes
 from adapt.evaluation.report import print_table
 from adapt.models.primitives import Prediction
