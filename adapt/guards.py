@@ -3,7 +3,7 @@
 One NaN in a volume spreads through the loss to every trained weight, and a NaN adapter
 scores Dice 0 without a word. Each stage therefore refuses non-finite numbers where they
 enter: pixels when a case is read (or, when the data card asks, replaces them; the files of
-``evaluate`` and ``predict`` before a model loads, ``adapt.data.nonfinite``), the loss
+``evaluate`` and ``predict`` before a model loads, ``adapt.data.headers``), the loss
 before it is back-propagated (``adapt.training.callbacks.FiniteLoss``), and adapter weights
 before they are written and when they are loaded.
 

@@ -34,10 +34,11 @@ import numpy as np
 from omegaconf import DictConfig
 
 from adapt.cli import command_line, register_cli_config, user_errors
-from adapt.data.geometry import check_grids, check_headers
 from adapt.outputs import claimed
 from adapt.errors import ConfigError, DataError
-from adapt.data.nonfinite import check_inputs_finite, check_labels_finite
+from adapt.data.headers import check_grids, check_headers, check_inputs_finite, check_labels_finite
+from adapt.data.formats import for_path, mask_name, mask_suffixes, suffix
+from adapt.data.formats.dicom import is_series
 from adapt.inference.prompt_syntax import SYNTAX, Prompt, parse_prompt, quote_argv
 from adapt.schema import validate
 from adapt.storage import check_writable
@@ -55,9 +56,7 @@ class Job:
 
 
 def _output_name(path: Path) -> str:
-    from adapt.inference.io import kind_of, mask_path  # lazy: start-up
-
-    return mask_path(kind_of(path), path.name)
+    return mask_name(for_path(path, writable=True).name, path.name)
 
 
 def plan_jobs(input: str | Path, output: str | Path, prompt: Prompt | None, overwrite: bool = False) -> list[Job]:
@@ -67,25 +66,23 @@ def plan_jobs(input: str | Path, output: str | Path, prompt: Prompt | None, over
         DataError: the input is missing or holds nothing supported.
         ConfigError: an output exists (without ``overwrite``), or a folder input has a file output.
     """
-    from adapt.inference.io import is_dicom_series, suffix  # lazy: start-up
-
     source, target = Path(input), Path(output)
     if not source.exists():
         raise DataError(f"input={source} does not exist")
-    if source.is_dir() and not is_dicom_series(source):
-        cases = sorted(p for p in source.iterdir() if (p.is_file() and _supported(p)) or is_dicom_series(p))
+    if source.is_dir() and not is_series(source):
+        cases = sorted(p for p in source.iterdir() if (p.is_file() and _supported(p)) or is_series(p))
         if not cases:
             raise DataError(f"input={source} holds no NIfTI, DICOM series, PNG/JPEG or GeoTIFF")
-        if (target.exists() and not target.is_dir()) or suffix(target) in (".png", ".nii", ".nii.gz", ".tif", ".tiff"):
+        if (target.exists() and not target.is_dir()) or suffix(target) in mask_suffixes():
             raise ConfigError(f"input={source} is a folder of cases: output must be a folder, got {target}")
         jobs = [Job(p, target / _output_name(p)) for p in cases]
     else:
-        into_dir = (target.is_dir() and not is_dicom_series(source)) or str(output).endswith(("/", "\\"))
+        into_dir = (target.is_dir() and not is_series(source)) or str(output).endswith(("/", "\\"))
         jobs = [Job(source, target / _output_name(source) if into_dir else target)]
     guide = prompt.from_mask if prompt else None
     for job in jobs:
         if guide is not None:
-            job.guide = guide / job.input.name if guide.is_dir() and not is_dicom_series(guide) else guide
+            job.guide = guide / job.input.name if guide.is_dir() and not is_series(guide) else guide
             if not job.guide.exists():
                 raise DataError(f"from_mask: {job.guide} (the mask for {job.input.name}) does not exist")
     taken = [j.output for j in jobs if j.output.exists() and (j.output.is_file() or any(j.output.iterdir()))]
@@ -99,33 +96,26 @@ def plan_jobs(input: str | Path, output: str | Path, prompt: Prompt | None, over
     return jobs
 
 
-#: The mask formats of each input kind (a DICOM series' mask is a series: a folder).
-OUTPUT_SUFFIXES = {"nifti": (".nii", ".nii.gz"), "png": (".png",), "jpeg": (".png",), "geotiff": (".tif", ".tiff")}
-
-
 def check_output(job: Job) -> None:
     """Refuse an output of another format than the input's mask, or in a folder that cannot be written.
 
     Raises:
         ConfigError: names the output, the format it must have and why.
     """
-    from adapt.inference.io import kind_of, suffix  # lazy: start-up
-
-    kind = kind_of(job.input)
-    wanted = OUTPUT_SUFFIXES.get(kind)
+    kind = for_path(job.input, writable=True)
+    wanted = kind.mask_suffixes
     if wanted and suffix(job.output) not in wanted:
-        raise ConfigError(f"output={job.output}: the mask of {job.input.name} ({kind}) is written in the input's "
+        raise ConfigError(f"output={job.output}: the mask of {job.input.name} ({kind.name}) is written in the input's "
                           f"format and geometry, so it must end in {' or '.join(wanted)}")
-    if kind == "dicom" and suffix(job.output) in sum(OUTPUT_SUFFIXES.values(), ()):
-        raise ConfigError(f"output={job.output}: the mask of the DICOM series {job.input} is a series; give a folder")
+    if not wanted and suffix(job.output) in mask_suffixes():
+        raise ConfigError(f"output={job.output}: the mask of {kind.title} {job.input} is a folder as the input is; "
+                          "give a folder")
     check_writable(job.output.parent if wanted else job.output, "output")
 
 
 def _supported(path: Path) -> bool:
-    from adapt.inference.io import kind_of  # lazy: start-up
-
     try:
-        kind_of(path)
+        for_path(path, writable=True)
         return True
     except DataError:
         return False

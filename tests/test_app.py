@@ -58,7 +58,7 @@ def predict_file(adapter: Path, input: Path, output: Path, prompt: str) -> Path:
 
 def read_mask(path: Path) -> np.ndarray:
     if path.is_dir():  # a DICOM series
-        from adapt.data.readers import read_raster
+        from adapt.data.formats import read_raster
 
         return read_raster(path, as_image=True).array
     if path.name.endswith(".nii.gz"):

@@ -10,7 +10,8 @@ import yaml
 from conftest import load_fake_data
 
 from adapt.data.cards import load_card
-from adapt.data.readers import can_hold_nonfinite, label_plane, read_raster
+from adapt.data.formats import can_hold_nonfinite, read_raster
+from adapt.data.raster import label_plane
 from adapt.data.sources import Case, list_cases
 from adapt.data.synthetic import write_geotiff
 from adapt.data.volumes import load_volume
@@ -231,7 +232,7 @@ def test_can_hold_nonfinite_reads_the_header_only(tmp_path, what, write, expecte
 
 
 def _raster(values, channels: int = 1):
-    from adapt.data.readers import Raster
+    from adapt.data.raster import Raster
 
     plane = np.array(values).reshape(1, 1, -1)
     return Raster(np.repeat(plane, channels, axis=0), None, "masks/m.png")

@@ -247,7 +247,8 @@ def test_init_decides_the_mask_encoding_per_file(tmp_path, fake_data, capsys, sc
     assert report.errors == []
     for (_, label), case in zip(pairs, list_cases(card, data_root(card))):
         from adapt.data.encoding import LabelEncoding
-        from adapt.data.readers import label_plane, read_raster
+        from adapt.data.formats import read_raster
+        from adapt.data.raster import label_plane
 
         stored = np.asarray(Image.open(label))
         np.testing.assert_array_equal(label_plane(read_raster(case.label), LabelEncoding.of_card(card)), stored > 0)

@@ -25,7 +25,7 @@ from adapt.adapters.io import save_adapter
 from adapt.conf import CARD_DIR, CONFIG_DIR
 from adapt.errors import ConfigError, DataNotFoundError, ModelNotFoundError
 from adapt.evaluation import evaluate, runner
-from adapt.evaluation.case import geotiff_unit
+from adapt.data.formats.tiff import unit as geotiff_unit
 from adapt.evaluation.report import print_table
 from adapt.inference import engine as engine_module
 from adapt.inference import runner as runner_module

@@ -1,6 +1,6 @@
 """Generated file faults: every format the readers accept, written small and then broken.
 
-``WRITERS`` has a row for every suffix of ``adapt.data.readers`` (NIfTI, PNG/JPEG/BMP, TIFF and
+``WRITERS`` has a row for every file suffix of ``adapt.data.formats`` (NIfTI, PNG/JPEG/BMP, TIFF and
 GeoTIFF) and for DICOM series; ``test_every_readable_format_has_a_writer`` fails for a format added
 without one, so a new format is faulted by these tests the day it is read. Each generated file is
 truncated at a drawn offset, has bytes flipped in its header or its data, holds NaN/Inf, is stored in
@@ -28,7 +28,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from adapt.cli import user_errors
-from adapt.data.readers import NIFTI_SUFFIXES, PIL_SUFFIXES, TIFF_SUFFIXES
+from adapt.data.formats import FORMATS
 from adapt.data.synthetic import geotiff_tags
 
 SHAPE = (20, 16, 6)  # x, y, slices
@@ -69,7 +69,8 @@ FLOATS = {".nii", ".nii.gz", ".tif", ".tiff"}
 
 
 def test_every_readable_format_has_a_writer():
-    assert set(NIFTI_SUFFIXES) | set(PIL_SUFFIXES) | set(TIFF_SUFFIXES) | {"/dicom"} == set(WRITERS)
+    files = {s for f in FORMATS.values() if not f.folder for s in f.suffixes}
+    assert files | {"/dicom"} == set(WRITERS)
 
 
 def image(dims: int, dtype: str, seed: int = 0) -> np.ndarray:
@@ -98,7 +99,7 @@ def file_of(path: Path) -> Path:
 def predict_read(path: Path) -> np.ndarray:
     """``path`` as ``adapt.predict`` reads an input: the NaN check before the model, the reader, the
     non-finite policy, the intensity scaling."""
-    from adapt.data.nonfinite import check_inputs_finite
+    from adapt.data.headers import check_inputs_finite
     from adapt.guards import finite_stack
     from adapt.inference.io import read_scan, to_unit
 

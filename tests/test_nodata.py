@@ -15,7 +15,7 @@ import torch
 import yaml
 
 from adapt.data.cards import load_card
-from adapt.data.readers import read_raster
+from adapt.data.formats import read_raster
 from adapt.data.statistics import case_stats
 from adapt.data.synthetic import make_aerial_tile, write_geotiff
 from adapt.tasks.losses import LossWeights, segmentation_loss

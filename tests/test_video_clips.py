@@ -16,7 +16,7 @@ from PIL import Image
 from adapt.adapters.io import read_metadata
 from adapt.conf import CONFIG_DIR, register_recipes, register_resolvers
 from adapt.data.cards import load_card
-from adapt.data.readers import read_raster
+from adapt.data.formats import read_raster
 from adapt.data.sources import list_cases
 from adapt.data.volumes import load_volume
 from adapt.errors import DataError

@@ -24,7 +24,9 @@ from typing import Sequence
 import numpy as np
 
 from adapt.errors import ConfigError, DataError
-from adapt.inference.io import Scan, is_dicom_series, mask_path, to_unit, write_mask
+from adapt.data.formats import mask_name
+from adapt.data.formats.dicom import is_series
+from adapt.inference.io import Scan, to_unit, write_mask
 from adapt.inference.prompt_syntax import parse_prompt
 from adapt.inference.runner import Predictor, predict_scan
 from adapt.inference.user_files import mask_values, read_input
@@ -61,7 +63,7 @@ def gather_input(paths: Sequence[str | Path], folder: Path) -> Path:
     series.mkdir(parents=True, exist_ok=True)
     for path in paths:
         shutil.copy2(path, series / path.name)
-    if not is_dicom_series(series):
+    if not is_series(series):
         raise DataError(f"{len(paths)} files were given and they are not a DICOM series; open one image at a time")
     return series
 
@@ -173,7 +175,7 @@ class Session:
             raise ConfigError("segment first: there is no mask to save")
         values = mask_values(self.predictor.loaded, parse_prompt(self.prompt), label, self.mask_values)
         name = self.source.name if self.scan.kind != "dicom" else f"{self.source.name}_mask"
-        target = self.out_dir / mask_path(self.scan.kind, name)
+        target = self.out_dir / mask_name(self.scan.kind, name)
         return write_mask(values[self.stack_mask.astype(np.int64)], self.scan, target)
 
     def render(self, slice_index: int | None = None) -> np.ndarray | None:

@@ -42,7 +42,7 @@ import yaml
 from adapt.data.cards import TODO_LICENSE, TODO_CITATION, load_card
 from adapt.data.encoding import LabelEncoding, as_values
 from adapt.data.inspect import Layout, find_layout
-from adapt.data.readers import KIND_NAMES, read_raster
+from adapt.data.formats import FORMATS, is_lossy, read_raster
 from adapt.data.sources import data_root, list_cases
 from adapt.data.statistics import CaseStats, case_stats, guess_modality
 from adapt.errors import ConfigError, DataError
@@ -110,7 +110,7 @@ def file_encoding(path: Path) -> str:
     except DataError:
         return "ids"
     values = set(np.unique(raster.array).tolist())
-    lossy = str(path).lower().endswith((".jpg", ".jpeg")) and max(values) > 1
+    lossy = is_lossy(path.name) and max(values) > 1
     coloured = raster.array.shape[0] > 1 and not all(np.array_equal(raster.array[0], c) for c in raster.array[1:])
     if lossy or coloured:
         return "lossy"
@@ -182,7 +182,7 @@ def propose(layout: Layout, stats: list[CaseStats], name: str, encoding: Propose
         "targets": targets or [n for n in labels if labels[n] != 0][:1], "intensity": intensity,
     }
     notes = {"modality": f"from {why}; check it (data_cards/README.md lists the modalities)",
-             "dims": f"{'volumes' if dims == 3 else 'images'}: {', '.join(KIND_NAMES[k] for k in kinds)}"
+             "dims": f"{'volumes' if dims == 3 else 'images'}: {', '.join(FORMATS[k].title for k in kinds)}"
                      + "".join(f", {c}" for c in sorted({s.crs for s in stats if s.crs})),
              "labels": f"label ids found in the label files{' (names from dataset.json)' if manifest.get('labels') else ''}"
                        f"{'; masks thresholded at 128' if threshold else ''}: rename them (and in mask_values)",

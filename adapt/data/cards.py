@@ -17,7 +17,8 @@ from typing import Any, Mapping
 import yaml
 
 from adapt.conf import CARD_DIR
-from adapt.data.encoding import FILE_MAXIMUM, check_mask_values
+from adapt.data.encoding import check_mask_values
+from adapt.data.formats import FORMATS, for_name, label_maximum, suffix
 from adapt.errors import ConfigError
 from adapt.guards import NONFINITE_POLICIES
 
@@ -147,7 +148,8 @@ class DataCard:
         self._check_source(where)
         self._check_labels(where)
         if self.mask_values is not None:
-            check_mask_values(self.mask_values, self.labels, where, self._label_suffix())
+            found = self._label_suffix()
+            check_mask_values(self.mask_values, self.labels, where, found, label_maximum(found))
         self._check_intensity(where)
         self._check_split(where)
         if self.spacing is not None:
@@ -203,9 +205,9 @@ class DataCard:
     def _label_suffix(self) -> str:
         """The label files' suffix where the source names it (``folder``: its template; ``msd``: NIfTI)."""
         if self.source.get("kind") in ("msd", "synthetic"):
-            return ".nii.gz"
-        template = str(self.source.get("labels") or "").lower()
-        return next((s for s in FILE_MAXIMUM if template.endswith(s)), "")
+            return FORMATS["nifti"].suffixes[-1]
+        template = str(self.source.get("labels") or "")
+        return suffix(template) if for_name(template) else ""
 
     def _check_intensity(self, where: str) -> None:
         _reject_unknown(self.intensity, INTENSITY_KEYS, f"{where}: intensity")

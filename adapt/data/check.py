@@ -41,7 +41,7 @@ import numpy as np
 
 from adapt.data.cards import DataCard, load_card
 from adapt.data.encoding import LabelEncoding
-from adapt.data.inspect import _file_kind
+from adapt.data.formats import FORMATS, for_name
 from adapt.data.sources import Case, data_root, link_loop, list_cases
 from adapt.data.splits import split_cases
 from adapt.data.statistics import CaseStats, case_stats
@@ -112,7 +112,7 @@ def _case_problems(report: Report, card: DataCard, case: Case, stats: CaseStats)
         what = f"image {stats.shape} vs label {stats.label_shape}" if stats.shape != stats.label_shape else \
             (stats.grid_problem or "image and label grids differ").split(":", 1)[-1].strip().replace("\n", "; ")
         report.add("error", "size mismatch", case.label, what)
-    if card.dims == 3 and stats.kind in ("pil", "tiff"):
+    if card.dims == 3 and not FORMATS[stats.kind].volume:
         report.add("error", "wrong dimensions", case.image, "a 2D image, but the card has dims: 3")
     if card.dims == 2 and stats.volume:
         report.add("error", "wrong dimensions", case.image, f"a volume {stats.shape}, but the card has dims: 2")
@@ -141,7 +141,7 @@ def _unpaired_labels(report: Report, cases: list[Case]) -> None:
         for path in sorted(folder.iterdir()):
             if link_loop(path):
                 report.add("error", "symbolic link loop", path, "the link leads back to itself; fix or remove it")
-            elif not path.name.startswith(".") and _file_kind(path.name) and path.resolve() not in used:
+            elif not path.name.startswith(".") and for_name(path.name) and path.resolve() not in used:
                 report.add("warning", "unpaired label", path, "no image of the card uses it")
 
 

@@ -31,8 +31,6 @@ from adapt.errors import ConfigError, DataError
 #: Choices of the ``mask_values=`` key of predict, evaluate and the app: the adapter's card's
 #: encoding (``card``, default) or the label ids as they are (``ids``).
 OUTPUT_CHOICES = ("card", "ids")
-#: The largest value a label file of each kind can store (suffix -> maximum).
-FILE_MAXIMUM = {".png": 65535, ".jpg": 255, ".jpeg": 255, ".bmp": 255}
 INT32_MAX = 2**31 - 1
 
 
@@ -54,14 +52,16 @@ def as_values(value: Any) -> tuple[int, ...] | None:
     return tuple(values)
 
 
-def check_mask_values(mask_values: Any, labels: Mapping[str, int], where: str, label_suffix: str = "") -> None:
+def check_mask_values(mask_values: Any, labels: Mapping[str, int], where: str, label_suffix: str = "",
+                      maximum: int = INT32_MAX) -> None:
     """Refuse a malformed ``mask_values`` card field.
 
     Args:
         mask_values: the field as written in the card.
         labels: the card's ``labels`` (name -> id).
         where: ``data card <file>``, named in every message.
-        label_suffix: the label files' suffix where the card names it (``.png``): bounds the values.
+        label_suffix: the label files' suffix where the card names it (``.png``), named in a message.
+        maximum: the largest value those files store (``adapt.data.formats.label_maximum``).
 
     Raises:
         ConfigError: naming the card, ``mask_values`` and the entry at fault.
@@ -69,7 +69,6 @@ def check_mask_values(mask_values: Any, labels: Mapping[str, int], where: str, l
     if not isinstance(mask_values, dict) or not mask_values:
         raise ConfigError(f"{where}: mask_values must map label names to the value stored in the label files "
                           f"(e.g. mask_values: {{background: 0, lesion: 255}}), got {mask_values!r}")
-    maximum = FILE_MAXIMUM.get(label_suffix.lower(), INT32_MAX)
     seen: dict[int, str] = {}
     for name in labels:
         if name not in mask_values:

@@ -82,7 +82,7 @@ def _axcodes(affine: np.ndarray) -> str:
 
 
 def raster_grid(raster: Any, shape: Sequence[int] | None = None) -> Grid:
-    """The grid of an ``adapt.data.readers.Raster`` (``shape``: the label plane's, when it differs from the array's)."""
+    """The grid of an ``adapt.data.raster.Raster`` (``shape``: the label plane's, when it differs from the array's)."""
     tags = raster.header if _is_tags(raster.header) else None
     shape = tuple(int(s) for s in (shape if shape is not None else raster.array.shape[1:]))
     return Grid(Path(raster.path), shape, raster.affine, geotiff_crs(tags), geotiff_transform(tags))
@@ -174,60 +174,3 @@ def check_orthogonal(affine: np.ndarray | None, path: str | Path) -> None:
                         "the training grid (reorientation to RAS, resampling to the card's spacing) needs right "
                         "angles and would drop the shear without a word. Resample the volume and its label onto an "
                         "orthogonal grid first (e.g. dcm2niix corrects gantry tilt; SimpleITK's Resample)")
-
-
-def header_grid(path: str | Path) -> Grid | None:
-    """The grid of a NIfTI, TIFF or PNG/JPEG file from its header alone (no pixels read); ``None`` for
-    a DICOM series or frame folder, or a header that cannot be read (the full read names the problem)."""
-    path = Path(path)
-    name = path.name.lower()
-    try:
-        if path.is_dir():
-            return None
-        if name.endswith((".nii", ".nii.gz")):
-            import nibabel as nib
-
-            image = nib.load(path)
-            return Grid(path, tuple(int(s) for s in (image.shape + (1, 1))[:3]), np.asarray(image.affine, np.float64))
-        if name.endswith((".tif", ".tiff")):
-            import tifffile
-
-            with tifffile.TiffFile(path) as tif:
-                page = tif.pages[0]
-                tags = [(t.code, t.dtype, t.count, t.value, True) for t in page.tags.values()
-                        if t.code in (PIXEL_SCALE, TIEPOINT, TRANSFORMATION, GEOKEYS)]
-                return Grid(path, (int(page.imagelength), int(page.imagewidth)), None, geotiff_crs(tags),
-                            geotiff_transform(tags))
-        from PIL import Image
-
-        with Image.open(path) as img:
-            return Grid(path, (int(img.size[1]), int(img.size[0])))
-    except Exception:  # a broken header: reading the pixels reports it
-        return None
-
-
-def check_grids(pairs: Sequence[tuple[str | Path, str | Path]], role: str = "label", fix: str | None = None) -> None:
-    """``check_same_grid`` for (image, label) file pairs from their headers, before any model is loaded;
-    pairs of a volume and a 2D file (or a DICOM folder) are left to the full read.
-
-    Raises:
-        DataError: the first pair whose files lie on different grids.
-    """
-    for image_path, label_path in pairs:
-        image, label = header_grid(image_path), header_grid(label_path)
-        if image is None or label is None or (image.affine is None) != (label.affine is None):
-            continue
-        check_same_grid(image, label, role, fix)
-
-
-def check_headers(paths: Sequence[str | Path]) -> None:
-    """``check_orthogonal`` for NIfTI files from their headers, before any model is loaded (a DICOM
-    series is checked when it is read).
-
-    Raises:
-        DataError: the first sheared volume.
-    """
-    for path in paths:
-        grid = header_grid(path)
-        if grid is not None:
-            check_orthogonal(grid.affine, path)

@@ -32,8 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from adapt.data.readers import NIFTI_SUFFIXES, PIL_SUFFIXES, TIFF_SUFFIXES
-from adapt.data.sources import _strip_suffixes as strip_suffixes
+from adapt.data.formats import FORMATS, for_name, strip_suffix
+from adapt.data.formats.dicom import is_series
 from adapt.data.sources import msd_entries, refuse_link_loops
 from adapt.errors import ConfigError, DataError
 
@@ -49,7 +49,7 @@ class Item:
     """One image or label: a file, a DICOM series folder or a folder of video frames."""
 
     rel: PurePosixPath
-    kind: str  # nifti | dicom | frames | pil | tiff
+    kind: str  # a name of adapt.data.formats.FORMATS
     role: str  # image | label
     key: str
 
@@ -172,7 +172,7 @@ def scan_items(root: Path) -> list[Item]:
         here = Path(folder)
         files = sorted(f for f in files if not f.startswith(".") and f.lower() not in SKIPPED_NAMES)
         refuse_link_loops(here / f for f in files)
-        if here != root and _is_dicom_folder(here, files):
+        if here != root and files and is_series(here):
             items.append(_item(here.relative_to(root), "dicom"))
             dirs[:] = []
             continue
@@ -180,40 +180,18 @@ def scan_items(root: Path) -> list[Item]:
             items.append(_item(here.relative_to(root), "frames"))
             continue
         for name in files:
-            kind = _file_kind(name)
-            if kind:
-                items.append(_item((here / name).relative_to(root), kind))
+            found = for_name(name)
+            if found:
+                items.append(_item((here / name).relative_to(root), found.name))
     return items
-
-
-def _file_kind(name: str) -> str | None:
-    lower = name.lower()
-    for suffixes, kind in ((NIFTI_SUFFIXES, "nifti"), (PIL_SUFFIXES, "pil"), (TIFF_SUFFIXES, "tiff")):
-        if lower.endswith(suffixes):
-            return kind
-    return None
-
-
-def _is_dicom_folder(folder: Path, files: list[str]) -> bool:
-    """A folder whose files are DICOM (``.dcm``, or the ``DICM`` marker of suffix-less files)."""
-    if not files:
-        return False
-    for name in files[:3]:
-        if name.lower().endswith(".dcm"):
-            return True
-        if "." not in name:
-            with (folder / name).open("rb") as f:
-                if f.read(132)[128:] == b"DICM":
-                    return True
-    return False
 
 
 def _is_frame_folder(folder: Path, files: list[str]) -> bool:
     """Video frames: numbered PNG/JPEG files in a folder named for the video, not for a role."""
-    frames = [f for f in files if f.lower().endswith(PIL_SUFFIXES)]
+    frames = [f for f in files if f.lower().endswith(FORMATS["frames"].suffixes)]
     if len(frames) < 2 or len(frames) != len(files) or _role_of_words(_words(folder.name)):
         return False
-    return all(re.fullmatch(r"\d+", strip_suffixes(f)) for f in frames)
+    return all(re.fullmatch(r"\d+", strip_suffix(f)) for f in frames)
 
 
 def _item(rel: PurePosixPath | Path, kind: str) -> Item:
@@ -242,7 +220,7 @@ def role_of(rel: PurePosixPath) -> str:
     The folder decides before the name's words because label files are often named like their
     images: ``masks/scan_00.png`` and ``masks/img_001.png`` are labels, whatever ``scan`` or ``img`` say.
     """
-    stem = strip_suffixes(rel.name)
+    stem = strip_suffix(rel.name)
     last = re.findall(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|\d+", stem)[-1:]
     if last and last[0].lower() in LABEL_WORDS:
         return "label"
@@ -255,7 +233,7 @@ def role_of(rel: PurePosixPath) -> str:
 
 def key_of(rel: PurePosixPath) -> str:
     """What an image and its label share: the stem's words without role words (``img0001`` -> ``0001``)."""
-    words = re.findall(r"[A-Za-z]+|\d+", strip_suffixes(rel.name))
+    words = re.findall(r"[A-Za-z]+|\d+", strip_suffix(rel.name))
     kept = [w.lower() for w in words if w.lower() not in LABEL_WORDS | IMAGE_WORDS]
     return "_".join(kept) or "_".join(w.lower() for w in words)
 
@@ -329,7 +307,7 @@ def image_globs(images: list[PurePosixPath]) -> list[str]:
 
 def fill_template(template: str, image: PurePosixPath) -> str:
     """The label path a template names for an image (as ``adapt.data.sources`` fills it), normalised."""
-    stem = strip_suffixes(image.name)
+    stem = strip_suffix(image.name)
     digits = re.search(r"(\d*)$", stem).group(1)  # type: ignore[union-attr]
     return posixpath.normpath(template.format(name=image.name, stem=stem, parent=image.parent.as_posix(),
                                               digits=digits))
@@ -339,7 +317,7 @@ def label_template(pairs: list[tuple[PurePosixPath, PurePosixPath]]) -> str | No
     """A label template with placeholders (``masks/{name}``, ``{parent}/../masks/{stem}_mask.png``,
     ``{parent}/label.nii.gz``) that names every pair's label, or ``None``."""
     image, label = pairs[0]
-    stem = strip_suffixes(image.name)
+    stem = strip_suffix(image.name)
     digits = re.search(r"(\d*)$", stem).group(1)  # type: ignore[union-attr]
     names = []
     if label.name == image.name:

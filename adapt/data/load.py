@@ -30,7 +30,8 @@ from monai.transforms import MapTransform
 from adapt.data.cards import DataCard
 from adapt.data.encoding import LabelEncoding
 from adapt.data.geometry import check_same_grid, raster_grid
-from adapt.data.readers import Raster, label_plane, read_raster
+from adapt.data.formats import read_raster
+from adapt.data.raster import Raster, label_plane
 from adapt.errors import DataError
 from adapt.guards import finite_pixels
 from adapt.transforms.slices import NODATA_LABEL

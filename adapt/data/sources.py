@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Iterable
 
 from adapt.data.cards import DataCard, load_card
+from adapt.data.formats import strip_suffix
 from adapt.errors import ConfigError, DataError, DataNotFoundError
 
 SPLITS = ("train", "val", "test")
@@ -171,7 +172,7 @@ def _msd(card: DataCard, root: Path) -> list[Case]:
     cases = []
     for image_name, label_name in msd_entries(manifest):
         image = root / image_name
-        case_id = _strip_suffixes(image.name)
+        case_id = strip_suffix(image.name)
         cases.append(Case(case_id, image, root / label_name, group=case_id))
     return cases
 
@@ -182,7 +183,7 @@ def _folder(card: DataCard, root: Path) -> list[Case]:
     if not images:
         raise missing_data_error(card, root, f"no file matches source.images={pattern!r}")
     template = card.source["labels"]
-    stems = [_strip_suffixes(p.name) for p in images]
+    stems = [strip_suffix(p.name) for p in images]
     unique = len(set(stems)) == len(stems)
     cases = []
     for image, stem in zip(images, stems):
@@ -194,7 +195,7 @@ def _folder(card: DataCard, root: Path) -> list[Case]:
         except (KeyError, IndexError) as err:
             raise ConfigError(f"data card {card.path}: source.labels={template!r} uses an unknown placeholder "
                               f"{err}; use {{name}}, {{stem}}, {{parent}} or {{digits}}") from None
-        case_id = stem if unique else _strip_suffixes(relative.as_posix())
+        case_id = stem if unique else strip_suffix(relative.as_posix())
         cases.append(Case(case_id, image, label, group=case_id))
     return cases
 
@@ -218,7 +219,7 @@ def _csv(card: DataCard, root: Path) -> list[Case]:
         split = (row.get("split") or "").strip() or None
         if split is not None and split not in SPLITS:
             raise DataError(f"{manifest}, line {line}: split {split!r} is not one of {SPLITS}")
-        case_id = _strip_suffixes(image.name)
+        case_id = strip_suffix(image.name)
         group = (row.get("case") or "").strip() or case_id
         cases.append(Case(case_id, image, label, group=group, split=split))
     if not cases:
@@ -249,11 +250,3 @@ def refuse_link_loops(paths: Iterable[Path]) -> None:
         if link_loop(Path(path)):
             raise DataError(f"{path}: a symbolic link loop (it points to {os.readlink(path)}, which leads back to "
                             "itself); point the link at the real file, or remove it")
-
-
-def _strip_suffixes(name: str) -> str:
-    """``case_001.nii.gz`` -> ``case_001``; ``a/b.png`` -> ``a/b``."""
-    for suffix in (".nii.gz", ".nii", ".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm"):
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return name

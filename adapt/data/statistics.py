@@ -3,7 +3,8 @@
 ``case_stats(image, label)`` is shared by ``python -m adapt.data init`` (which proposes a card
 from the statistics of every case) and ``python -m adapt.data check`` (which tabulates and
 plots them and lists what would stop or mislead training). Files are read by
-``adapt.data.readers.read_raster`` exactly as ``LoadCased`` reads them; nothing is resampled.
+``adapt.data.formats.read_raster`` exactly as ``LoadCased`` reads them; nothing is resampled; what a
+format tells beyond pixels (DICOM's modality, a GeoTIFF's CRS and pixel size) is its ``Format.learn``.
 Intensities are a seeded sample of pixels (all of them, and those inside labels, per channel),
 enough for percentiles and histograms without holding a dataset in memory; a GeoTIFF's nodata
 pixels are never sampled, so they stretch neither a proposed window nor a band's percentiles.
@@ -17,9 +18,9 @@ from pathlib import Path
 import numpy as np
 
 from adapt.data.encoding import LabelEncoding
+from adapt.data.formats import FORMATS, for_path, read_raster
 from adapt.data.geometry import check_same_grid, raster_grid
-from adapt.data.geometry import geotiff_crs as crs_of
-from adapt.data.readers import Raster, label_plane, read_raster
+from adapt.data.raster import Raster, label_plane
 from adapt.errors import DataError
 
 SAMPLE = 20_000
@@ -34,7 +35,7 @@ class CaseStats:
 
     Attributes:
         image, label: the files (a DICOM series or frame folder is its folder).
-        kind: the image's reader (``nifti``, ``dicom``, ``frames``, ``pil``, ``tiff``).
+        kind: the image's format (a name of ``adapt.data.formats.FORMATS``).
         shape: spatial shape of the image (``X, Y, Z`` for volumes, ``H, W`` for images).
         label_shape: the label's.
         channels: image channels or bands; ``dtype`` its stored type.
@@ -81,7 +82,7 @@ def case_stats(image: Path, label: Path, encoding: LabelEncoding | float | None 
                sample: int = SAMPLE) -> CaseStats:
     """Read one case and describe it; a file that cannot be read gives ``error`` instead of raising.
 
-    ``encoding``: how the label files store their ids (``adapt.data.readers.label_plane``); the
+    ``encoding``: how the label files store their ids (``adapt.data.raster.label_plane``); the
     ``label_counts`` are of label ids.
     """
     stats = CaseStats(Path(image), Path(label))
@@ -92,7 +93,7 @@ def case_stats(image: Path, label: Path, encoding: LabelEncoding | float | None 
     except DataError as err:
         stats.error = str(err)
         return stats
-    stats.kind = _kind(raster)
+    stats.kind = for_path(raster.path).name
     stats.channels, stats.dtype = int(raster.array.shape[0]), str(raster.array.dtype)
     stats.shape, stats.label_shape = _spatial(raster), _spatial(label_raster, plane)
     stats.volume = raster.affine is not None and stats.shape[-1] > 1
@@ -127,16 +128,11 @@ def case_stats(image: Path, label: Path, encoding: LabelEncoding | float | None 
         if len(labelled):
             picked = rng.choice(labelled, size=min(sample, len(labelled)), replace=False)
             stats.inside = pixels[:, np.sort(picked)].astype(np.float32)
-    stats.modality, stats.crs = _dicom_modality(raster), geotiff_crs(raster)
-    if stats.crs and stats.spacing is None:
-        stats.spacing = geotiff_pixel_size(raster)
+    learned = FORMATS[stats.kind].learn(raster)
+    stats.modality, stats.crs = learned.get("modality"), learned.get("crs")
+    if stats.spacing is None:
+        stats.spacing = learned.get("spacing")
     return stats
-
-
-def _kind(raster: Raster) -> str:
-    from adapt.data.readers import file_kind
-
-    return file_kind(raster.path)
 
 
 def _spatial(raster: Raster, plane: np.ndarray | None = None) -> tuple[int, ...]:
@@ -151,25 +147,6 @@ def _geometry(affine: np.ndarray) -> tuple[tuple[float, ...], str, int]:
     codes = "".join(aff2axcodes(affine))
     ras_axis = int(io_orientation(affine)[int(np.argmax(spacing)), 0])
     return spacing, codes, ras_axis
-
-
-def _dicom_modality(raster: Raster) -> str | None:
-    if isinstance(raster.header, list) and raster.header and hasattr(raster.header[0], "get"):
-        value = raster.header[0].get("Modality")
-        return str(value) if value else None
-    return None
-
-
-def geotiff_crs(raster: Raster) -> str | None:
-    """``EPSG:<code>`` of a GeoTIFF (projected or geographic), ``None`` without one."""
-    return crs_of(raster.header if isinstance(raster.header, list) and raster.header
-                  and isinstance(raster.header[0], tuple) else None)
-
-
-def geotiff_pixel_size(raster: Raster) -> tuple[float, float] | None:
-    """Pixel height and width in the CRS's unit (ModelPixelScale), ``None`` without one."""
-    scale = next((t[3] for t in raster.header if t[0] == 33550), None) if isinstance(raster.header, list) else None
-    return (abs(float(scale[1])), abs(float(scale[0]))) if scale else None
 
 
 def guess_modality(stats: list[CaseStats], manifest_modality: str | None = None) -> tuple[str, str]:

@@ -36,8 +36,8 @@ from adapt.evaluation.cases import EvalCase
 from adapt.inference.engine import Engine, PlanePrompts
 from adapt.guards import finite_stack
 from adapt.metrics import case_metrics, confusion_matrix, dice, iou, j_and_f
-from adapt.inference.io import (Scan, dicom_affine, drop_nodata, mask_path, read_scan, scan_grid, suffix, to_unit,
-                                valid_like, write_mask)
+from adapt.data.formats import FORMATS, mask_name, suffix
+from adapt.inference.io import Scan, drop_nodata, read_scan, scan_grid, to_unit, valid_like, write_mask
 from adapt.transforms.prompts import PromptSimulator
 
 PROMPTS = ("box", "box_jitter", "point", "points_k", "auto", "none")
@@ -99,41 +99,11 @@ class CaseResult:
     scan: Scan | None = None
 
 
-#: EPSG unit codes of GeoTIFF's ProjLinearUnitsGeoKey.
-LINEAR_UNITS = {9001: "m", 9002: "ft", 9003: "US survey ft"}
-
-
 def voxel_spacing(scan: Scan) -> tuple[tuple[float, ...] | None, str]:
-    """Size of a stored voxel per axis, and its unit, in which distances are reported.
-
-    mm from a volume's affine; a GeoTIFF's pixel scale in its CRS's unit (``geotiff_unit``);
-    ``(None, "px")`` for PNG/JPEG, video frames and GeoTIFFs without a pixel scale.
-    """
-    if scan.kind == "nifti":
-        return tuple(float(z) for z in scan.geometry.header.get_zooms()[:3]), "mm"
-    if scan.kind == "dicom":
-        return tuple(float(v) for v in np.linalg.norm(dicom_affine(scan.geometry)[:3, :3], axis=0)), "mm"
-    if scan.kind == "geotiff":
-        scale = next((t[3] for t in scan.geometry if t[0] == 33550), None)
-        if scale:
-            return (abs(float(scale[1])), abs(float(scale[0]))), geotiff_unit(scan.geometry)
-    return None, "px"
-
-
-def geotiff_unit(tags: list[tuple[Any, ...]]) -> str:
-    """The unit of a GeoTIFF's pixel scale, from its GeoKey directory (tag 34735).
-
-    ``deg`` for a geographic CRS; for a projected one the ProjLinearUnitsGeoKey, or ``m`` for UTM
-    zones (EPSG 326xx/327xx) and Web Mercator (3857), which set it implicitly; else ``map units``.
-    """
-    directory = next((t[3] for t in tags if t[0] == 34735), None) or ()
-    keys = {directory[i]: directory[i + 3] for i in range(4, len(directory) - 3, 4) if directory[i + 1] == 0}
-    if keys.get(1024) == 2:  # GTModelTypeGeoKey: geographic
-        return "deg"
-    if 3076 in keys:
-        return LINEAR_UNITS.get(keys[3076], "map units")
-    epsg = keys.get(3072, 0)  # ProjectedCSTypeGeoKey
-    return "m" if 32601 <= epsg <= 32660 or 32701 <= epsg <= 32760 or epsg == 3857 else "map units"
+    """Size of a stored voxel per axis, and its unit, in which distances are reported: the scan's format
+    says (``Format.spacing``: mm from a volume's header, a GeoTIFF's pixel scale in its CRS's unit;
+    ``(None, "px")`` for PNG/JPEG and GeoTIFFs without a pixel scale)."""
+    return FORMATS[scan.kind].spacing(scan.geometry)
 
 
 def stored(scan: Scan, stack: np.ndarray) -> np.ndarray:
@@ -324,5 +294,5 @@ def save_prediction(result: CaseResult, values: list[int], folder: Path, case_id
     """The predicted label map (card label values, stored as ``encoding`` says) in the input's format and geometry."""
     lookup = (encoding or LabelEncoding()).encode(np.array([0, *values], dtype=np.int64))
     stem = case_id.replace("/", "__")  # case ids of nested folders are relative paths
-    name = stem if result.scan.kind == "dicom" else mask_path(result.scan.kind, stem + suffix(Path(result.scan.path)))
+    name = mask_name(result.scan.kind, stem if FORMATS[result.scan.kind].folder else stem + suffix(result.scan.path))
     return write_mask(lookup[result.prediction], result.scan, folder / name)

@@ -20,10 +20,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from adapt.data.cards import DataCard
 from adapt.data.encoding import LabelEncoding
-from adapt.data.geometry import check_grids, check_headers
+from adapt.data.headers import check_grids, check_headers, check_inputs_finite, check_labels_finite
 from adapt.data.sources import data_root
 from adapt.errors import ConfigError
-from adapt.data.nonfinite import check_inputs_finite, check_labels_finite
 from adapt.evaluation.case import GT_PROMPTS, Protocol, evaluate_case, save_prediction
 from adapt.evaluation.cases import EvalCase, evaluation_card, load_cases
 from adapt.evaluation.views import label_reading

@@ -18,6 +18,7 @@ from typing import Any, Mapping
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from adapt.data.encoding import label_names
+from adapt.data.formats import FORMATS, for_name, suffix
 from adapt.models.provenance import describe
 
 #: Licence ids the Hub knows that data cards commonly carry; anything else becomes ``other``.
@@ -89,24 +90,22 @@ def is_volume(metadata: Mapping[str, Any], data_card: Mapping[str, Any] | None =
     return int(dims) == 3 if dims else "slice_axis" in preprocessing
 
 
-#: A 2D training image's suffix -> the suffix predict writes its mask with (the input's format).
-MASK_SUFFIX = {".png": ".png", ".jpg": ".png", ".jpeg": ".png", ".bmp": ".png", ".tif": ".tif", ".tiff": ".tif"}
-
-
-def _image_suffix(data_card: Mapping[str, Any] | None) -> str:
-    """The suffix of the card's 2D images (``source.images``, e.g. ``tiles/*.tif``), ``.png`` when it names none."""
-    pattern = str(((data_card or {}).get("source") or {}).get("images") or "")
-    suffix = "." + pattern.rsplit(".", 1)[-1].lower() if "." in pattern.rsplit("/", 1)[-1] else ""
-    return suffix if suffix in MASK_SUFFIX else ".png"
+def _image_suffixes(data_card: Mapping[str, Any] | None) -> tuple[str, str]:
+    """The suffix of the card's 2D images (``source.images``, e.g. ``tiles/*.tif``) and of the masks predict
+    writes for them (their format's first mask suffix); a PNG's when the card names no 2D format."""
+    name = str(((data_card or {}).get("source") or {}).get("images") or "").rsplit("/", 1)[-1]
+    found = for_name(name)
+    if found is None or found.volume or not found.mask_suffixes:
+        found, name = FORMATS["pillow"], FORMATS["pillow"].mask_suffixes[0]
+    return suffix(name), found.mask_suffixes[0]
 
 
 def _predict_args(metadata: Mapping[str, Any], data_card: Mapping[str, Any] | None = None) -> str:
     """Example ``adapt.predict`` arguments that fit the adapter: a NIfTI volume with ``slice=``, or an
     image in the format of the card's own (PNG, JPEG, GeoTIFF), prompted or not."""
     volume = is_volume(metadata, data_card)
-    suffix = _image_suffix(data_card)
-    files = ("input=case.nii.gz output=mask.nii.gz" if volume
-             else f"input=image{suffix} output=mask{MASK_SUFFIX[suffix]}")
+    image, mask = _image_suffixes(data_card)
+    files = "input=case.nii.gz output=mask.nii.gz" if volume else f"input=image{image} output=mask{mask}"
     if metadata.get("task") == "semantic":
         return files
     return files + (' prompt="box 40,30,90,70 slice=12"' if volume else ' prompt="box 40,30,90,70"')

@@ -1,10 +1,10 @@
 """Read images for evaluation and prediction the way training reads them; write masks back.
 
-Files are read by the data layer's readers (``adapt.data.readers``: the same pixels, DICOM
-ordering and affines as in training); ``read_scan`` arranges them as a ``Scan``: pixels as a
-stack of 2D images ``[Z, C, H, W]`` (``Z = 1`` for PNG/JPEG/GeoTIFF) in raw units, plus what
-its writer needs to put a mask into the same geometry -- the NIfTI header and affine, the
-GeoTIFF georeferencing tags, the DICOM headers of every slice. Volumes (NIfTI, DICOM series)
+Files are read by the data layer's format registry (``adapt.data.formats``: the same pixels,
+DICOM ordering and affines as in training); ``read_scan`` arranges them as a ``Scan``: pixels as
+a stack of 2D images ``[Z, C, H, W]`` (``Z = 1`` for PNG/JPEG/GeoTIFF) in raw units, plus what
+its format's writer needs to put a mask into the same geometry -- the NIfTI header and affine,
+the GeoTIFF georeferencing tags, the DICOM headers of every slice. Volumes (NIfTI, DICOM series)
 go through the training code's grid transforms (RAS, the adapter's ``spacing``) and are cut
 as training cuts them (along the card's ``slice_axis``, each plane transposed); a
 ``VolumeView`` maps between that stack and the voxel grid stored on disk, in which users give
@@ -14,7 +14,6 @@ code's function. A test feeds one case through both routes and compares the tens
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -26,19 +25,14 @@ from monai.data import MetaTensor
 from monai.transforms import Compose
 
 from adapt.data.case_transforms import grid_transforms, target_pixdim
+from adapt.data.formats import FORMATS, for_path, read_raster, write_labels
 from adapt.data.geometry import Grid, geotiff_crs, geotiff_transform
-from adapt.data.readers import GEO_TAGS, dicom_affine, read_raster
 from adapt.data.volumes import resample_nearest
 from adapt.errors import DataError
 from adapt.transforms.intensity import scale_channels
 
-__all__ = ["GEO_TAGS", "Scan", "VolumeView", "dicom_affine", "drop_nodata", "valid_like", "is_dicom_series", "kind_of", "mask_path",
-           "read_scan", "suffix", "to_training_grid", "to_unit", "write_mask"]
-
-#: Input suffix -> kind; every suffix ``adapt.data.readers`` reads for training is here (a BMP's mask, as a
-#: JPEG's, is written as PNG).
-IMAGE_SUFFIXES = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".bmp": "jpeg", ".tif": "geotiff", ".tiff": "geotiff",
-                  ".nii": "nifti", ".nii.gz": "nifti", ".dcm": "dicom"}
+__all__ = ["Scan", "VolumeView", "drop_nodata", "read_scan", "scan_grid", "to_training_grid", "to_unit", "valid_like",
+           "write_mask"]
 
 
 @dataclass
@@ -47,7 +41,7 @@ class Scan:
 
     Attributes:
         pixels: ``[Z, C, H, W]`` float32 in the file's own units (HU for CT).
-        kind: ``png``, ``jpeg``, ``nifti``, ``dicom`` or ``geotiff``.
+        kind: its format's name in ``adapt.data.formats.FORMATS`` (``nifti``, ``dicom``, ``pillow``, ``tiff``).
         geometry: format-specific header kept for the writer.
         path: where it was read from.
         view: for volumes, how the stack relates to the stored voxel grid.
@@ -128,38 +122,8 @@ def scan_grid(scan: Scan) -> Grid:
     CRS and transform, an image's size."""
     if scan.view is not None:
         return Grid(scan.path, scan.view.source_shape, scan.view.source_affine)
-    tags = scan.geometry if scan.kind == "geotiff" else None
+    tags = scan.geometry if scan.kind == "tiff" else None
     return Grid(scan.path, scan.shape[1:], None, geotiff_crs(tags), geotiff_transform(tags))
-
-
-def suffix(path: Path) -> str:
-    """The format suffix of a path (``.nii.gz`` counts as one)."""
-    name = path.name.lower()
-    return ".nii.gz" if name.endswith(".nii.gz") else path.suffix.lower()
-
-
-def is_dicom_series(path: Path) -> bool:
-    """A folder whose files (at least one) are DICOM: ``.dcm`` or the ``DICM`` preamble."""
-    if not path.is_dir():
-        return False
-    for f in sorted(p for p in path.iterdir() if p.is_file())[:8]:
-        if f.suffix.lower() == ".dcm":
-            return True
-        with open(f, "rb") as fh:
-            if fh.read(132)[128:] == b"DICM":
-                return True
-    return False
-
-
-def kind_of(path: Path) -> str:
-    """The format of an input path, or a ``DataError`` listing the supported ones."""
-    if is_dicom_series(path):
-        return "dicom"
-    kind = IMAGE_SUFFIXES.get(suffix(path))
-    if kind is None or kind == "dicom":
-        raise DataError(f"{path}: unsupported input; use a NIfTI (.nii/.nii.gz), a DICOM series folder, "
-                        "PNG/JPEG/BMP or GeoTIFF (.tif/.tiff)")
-    return kind
 
 
 def read_scan(path: str | Path, slice_axis: int = 2, spacing: Sequence[float | None] | None = None,
@@ -176,10 +140,10 @@ def read_scan(path: str | Path, slice_axis: int = 2, spacing: Sequence[float | N
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path} does not exist")
-    kind = kind_of(path)
+    kind = for_path(path, writable=True).name
     raster = read_raster(path, as_image=True)
     pixels, dtype = raster.data_pixels().astype(np.float32), str(raster.array.dtype)
-    if kind in ("png", "jpeg", "geotiff"):
+    if not FORMATS[kind].volume:
         valid = None if label else raster.valid()
         return Scan(pixels[None], kind, raster.header, path, dtype=dtype,
                     valid=None if valid is None or valid.all() else valid[None])
@@ -239,82 +203,15 @@ def drop_nodata(masks: np.ndarray, scan: Scan) -> np.ndarray:
 
 
 def write_mask(mask: np.ndarray, scan: Scan, path: str | Path) -> Path:
-    """Write ``mask`` ``[Z, H, W]`` (integer labels, stacked as ``scan.pixels``) in ``scan``'s
-    format and geometry to ``path``."""
+    """Write ``mask`` ``[Z, H, W]`` (integer label values, stacked as ``scan.pixels``) in ``scan``'s
+    format and geometry to ``path`` (``adapt.data.formats.write_labels``; name it with
+    ``adapt.data.formats.mask_name``).
+
+    Raises:
+        ValueError: the mask is not of the scan's shape.
+        DataError: ``path`` is not named as a mask of the scan's format must be.
+    """
     if mask.shape != scan.shape:
         raise ValueError(f"mask shape {mask.shape} differs from the scan's {scan.shape}")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    dtype = np.uint8 if mask.max(initial=0) <= 255 else np.uint16
-    _WRITERS[scan.kind](mask.astype(dtype), scan, path)
-    return path
-
-
-def mask_path(scan_kind: str, name: str) -> str:
-    """The output file name for an input name: JPEG (and BMP) masks become PNG (no lossy labels)."""
-    if scan_kind == "jpeg":
-        return str(Path(name).with_suffix(".png"))
-    return name
-
-
-def _write_png(mask: np.ndarray, scan: Scan, path: Path) -> None:
-    from PIL import Image
-
-    if suffix(path) != ".png":
-        raise DataError(f"{path}: masks of PNG/JPEG inputs are written as PNG (lossless); name the output *.png")
-    Image.fromarray(mask[0]).save(path)
-
-
-def _write_nifti(mask: np.ndarray, scan: Scan, path: Path) -> None:
-    import nibabel as nib
-
-    source = scan.geometry
-    volume = scan.view.to_volume(mask).reshape(source.shape[:3])
-    header = source.header.copy()
-    header.set_data_dtype(mask.dtype)
-    header.set_slope_inter(1, 0)
-    out = type(source)(volume, source.affine, header)
-    out.set_qform(source.get_qform(), code=int(source.header["qform_code"]))
-    out.set_sform(source.get_sform(), code=int(source.header["sform_code"]))
-    nib.save(out, path)
-
-
-def _write_geotiff(mask: np.ndarray, scan: Scan, path: Path) -> None:
-    import tifffile
-
-    if suffix(path) not in (".tif", ".tiff"):
-        raise DataError(f"{path}: masks of GeoTIFF inputs are GeoTIFFs; name the output *.tif")
-    tifffile.imwrite(path, mask[0], photometric="minisblack", compression="zlib", extratags=scan.geometry)
-
-
-def _write_dicom(mask: np.ndarray, scan: Scan, path: Path) -> None:
-    """A derived series: every slice's headers (geometry, patient, study) with the mask as pixels."""
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
-
-    if path.exists() and not path.is_dir():
-        raise DataError(f"{path}: the mask of a DICOM series is a series; give a folder as output")
-    path.mkdir(parents=True, exist_ok=True)
-    series_uid = generate_uid()
-    volume = scan.view.to_volume(mask)
-    for k, source in enumerate(scan.geometry):
-        plane = np.ascontiguousarray(volume[:, :, k].T)
-        ds = copy.deepcopy(source)
-        for keyword in ("WindowCenter", "WindowWidth", "RescaleSlope", "RescaleIntercept", "RescaleType",
-                        "VOILUTSequence", "ModalityLUTSequence"):
-            if keyword in ds:
-                delattr(ds, keyword)
-        bits = 8 if plane.dtype == np.uint8 else 16
-        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = bits, bits, bits - 1, 0
-        ds.Rows, ds.Columns = plane.shape
-        ds.PixelData = plane.tobytes()
-        ds.ImageType = ["DERIVED", "SECONDARY", "MASK"]
-        ds.SeriesInstanceUID, ds.SOPInstanceUID = series_uid, generate_uid()
-        ds.SeriesDescription = "sam2-adapt mask"
-        ds.SeriesNumber = int(source.get("SeriesNumber", 0) or 0) + 1000
-        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        ds.save_as(path / f"mask_{k:04d}.dcm", enforce_file_format=True)
-
-
-_WRITERS = {"png": _write_png, "jpeg": _write_png, "nifti": _write_nifti, "geotiff": _write_geotiff, "dicom": _write_dicom}
+    stored = scan.view.to_volume(mask) if scan.view is not None else mask[0]
+    return write_labels(stored, scan.kind, scan.geometry, path)

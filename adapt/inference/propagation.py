@@ -28,6 +28,7 @@ from typing import Callable, Iterator, Mapping, Sequence
 import numpy as np
 import torch
 
+from adapt.data.formats import FORMATS
 from adapt.errors import ConfigError, DataError
 from adapt.models.memory import (
     FrameFeatures,
@@ -47,7 +48,8 @@ from adapt.models.primitives import (
 )
 from adapt.models.tracking import DIRECTIONS, Direction, follow, visiting_order
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+#: Frame files ``read_frames`` takes from a folder: pictures and TIFFs (each read as RGB by Pillow).
+IMAGE_SUFFIXES = FORMATS["pillow"].suffixes + FORMATS["tiff"].suffixes
 
 
 @dataclass

@@ -219,7 +219,7 @@ def write_msd_folder(root: Path, num_cases: int = 4) -> Path:
 
 def write_dicom_tree(root: Path, num_cases: int = 4) -> Path:
     """A DICOM tree: ``patients/<id>/image/`` (a CT series) and ``patients/<id>/label.nii.gz`` on its grid."""
-    from adapt.data.readers import read_raster
+    from adapt.data.formats import read_raster
 
     for i in range(num_cases):
         image, label = blob_volume([1], seed=10 + i, shape=(36, 40, 8))  # (rows, columns, slices)

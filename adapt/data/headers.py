@@ -1,23 +1,52 @@
-"""Input files refused for NaN or infinities before a model is loaded (``evaluate``, ``predict``).
+"""Checks from the headers, before any model is loaded: grids, shear and non-finite pixels.
 
-``adapt.guards.finite_stack`` refuses a scan's non-finite pixels when the runner reads it, which
-may be hours into a folder of inputs. These checks run first, over every input, and read only
-the files whose header says they can hold such values (``adapt.data.readers.can_hold_nonfinite``:
-a float NIfTI or TIFF, a DICOM series with non-finite rescaling), so an ordinary folder of
-integer volumes or photos costs a header read per file. They live with the readers, not in
-``adapt.guards``, which knows numbers and no file format.
+``predict`` and ``evaluate`` take minutes to load a model and hours to go through a folder; a
+label on another grid, a sheared volume or a NaN in the last file would be found only then. These
+checks read what the headers say (``adapt.data.formats``: each format's ``header_grid`` and
+``can_hold_nonfinite``) and read pixels only of files that can hold NaN or infinities (a float
+NIfTI or TIFF, a DICOM series with non-finite rescaling), so an ordinary folder of integer scans
+or photos costs one header read per file. They live in the data layer, beside the formats they
+ask, and refuse with ``adapt.guards.finite_pixels``'s message.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
 from adapt.data.encoding import nonfinite_label
-from adapt.data.readers import can_hold_nonfinite, read_raster
+from adapt.data.formats import can_hold_nonfinite, header_grid, read_raster
+from adapt.data.geometry import check_orthogonal, check_same_grid
 from adapt.guards import finite_pixels, nonfinite_policy
+
+
+def check_grids(pairs: Sequence[tuple[str | Path, str | Path]], role: str = "label", fix: str | None = None) -> None:
+    """``check_same_grid`` for (image, label) file pairs from their headers, before any model is loaded;
+    pairs of a volume and a 2D file (or a DICOM folder) are left to the full read.
+
+    Raises:
+        DataError: the first pair whose files lie on different grids.
+    """
+    for image_path, label_path in pairs:
+        image, label = header_grid(image_path), header_grid(label_path)
+        if image is None or label is None or (image.affine is None) != (label.affine is None):
+            continue
+        check_same_grid(image, label, role, fix)
+
+
+def check_headers(paths: Sequence[str | Path]) -> None:
+    """``check_orthogonal`` for NIfTI files from their headers, before any model is loaded (a DICOM
+    series is checked when it is read).
+
+    Raises:
+        DataError: the first sheared volume.
+    """
+    for path in paths:
+        grid = header_grid(path)
+        if grid is not None:
+            check_orthogonal(grid.affine, path)
 
 
 def _readable_for_nonfinite(paths: Iterable[str | Path]) -> Iterator[tuple[Path, np.ndarray]]:

@@ -1,0 +1,93 @@
+"""NIfTI volumes (``.nii``, ``.nii.gz``): read with nibabel, masks written with the input's header.
+
+A NIfTI stores ``(X, Y, Z)`` or ``(X, Y, Z, C)`` (MSD keeps modalities last) and its voxel-to-RAS
+affine; a 5D file with a single time point is accepted with a warning (the time axis dropped),
+several time points are refused with how to split them. A mask is written with the image's
+header (qform and sform codes kept, the data type set to the mask's, no scaling) so that viewers
+overlay it exactly. Only floating-point storage can hold NaN (nibabel drops a non-finite scaling).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from adapt.data.formats import Format
+from adapt.data.geometry import Grid
+from adapt.data.raster import Raster
+from adapt.errors import DataError
+
+log = logging.getLogger(__name__)
+
+
+def read(path: Path, as_image: bool = False) -> Raster:
+    """The volume ``[C, X, Y, Z]`` and its affine; ``header`` is the nibabel image (the writer's template)."""
+    import nibabel as nib
+
+    image = nib.load(path)
+    if 0 in image.shape:  # from the header: nibabel's data of a zero-length axis loses its shape
+        raise DataError(f"{path}: an empty axis (shape {tuple(image.shape)}): the file holds no pixels; "
+                        "every axis needs at least one: re-export the file")
+    data = np.asanyarray(image.dataobj)
+    if data.ndim == 2:
+        data = data[..., None]
+    if data.ndim == 3:
+        data = data[None]
+    elif data.ndim == 4:
+        data = np.moveaxis(data, -1, 0)  # (X, Y, Z, C): MSD stores modalities last
+    elif data.ndim == 5 and data.shape[3] == 1:  # (X, Y, Z, T=1, C): a vector image with one time point
+        log.warning("%s: a 5D NIfTI %s with a time axis of 1; the time axis is dropped", path, data.shape)
+        data = np.moveaxis(data[:, :, :, 0], -1, 0)
+    elif data.ndim == 5:
+        raise DataError(f"{path}: a 5D NIfTI {data.shape} with {data.shape[3]} time points; store one time point "
+                        "per file (e.g. nibabel: image.slicer[:, :, :, t]) as a 3D volume or 4D channels (X, Y, Z, C)")
+    else:
+        raise DataError(f"{path}: a {data.ndim}D NIfTI; expected a 3D volume or 4D channels (X, Y, Z, C)")
+    return Raster(np.ascontiguousarray(data), np.asarray(image.affine, dtype=np.float64), path, image)
+
+
+def write(labels: np.ndarray, source: Any, path: Path) -> None:
+    """``labels`` ``[X, Y, Z]`` with the header of ``source`` (the input's nibabel image)."""
+    import nibabel as nib
+
+    header = source.header.copy()
+    header.set_data_dtype(labels.dtype)
+    header.set_slope_inter(1, 0)
+    out = type(source)(labels.reshape(source.shape[:3]), source.affine, header)
+    out.set_qform(source.get_qform(), code=int(source.header["qform_code"]))
+    out.set_sform(source.get_sform(), code=int(source.header["sform_code"]))
+    nib.save(out, path)
+
+
+def spacing(source: Any) -> tuple[tuple[float, ...] | None, str]:
+    """The header's voxel size (mm) along the three stored axes."""
+    return tuple(float(z) for z in source.header.get_zooms()[:3]), "mm"
+
+
+def can_hold_nonfinite(path: Path) -> bool:
+    """Floating-point storage, from the header."""
+    import nibabel as nib
+
+    try:
+        return bool(np.issubdtype(nib.load(path).get_data_dtype(), np.floating))
+    except Exception:  # a broken header: the full read names the problem
+        return True
+
+
+def header_grid(path: Path) -> Grid | None:
+    """Shape and affine from the header."""
+    import nibabel as nib
+
+    try:
+        image = nib.load(path)
+    except Exception:  # a broken header: the full read names the problem
+        return None
+    return Grid(path, tuple(int(s) for s in (image.shape + (1, 1))[:3]), np.asarray(image.affine, np.float64))
+
+
+FORMAT = Format("nifti", "NIfTI", (".nii", ".nii.gz"), read, volume=True, write=write,
+                mask_suffixes=(".nii", ".nii.gz"), spacing=spacing, can_hold_nonfinite=can_hold_nonfinite,
+                header_grid=header_grid)
