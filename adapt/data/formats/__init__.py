@@ -6,12 +6,14 @@ that recognise it, the reader (pixels and geometry: affine, CRS and transform, n
 writer of a mask in the input's format and geometry, the voxel spacing and its unit, whether
 its pixels can hold NaN or infinities (from the header alone), the grid its header describes,
 and what ``python -m adapt.data init`` learns from it (DICOM's modality, a GeoTIFF's CRS and
-pixel size). Each module ends in one ``FORMAT`` row; ``FORMATS`` lists them, and the kind names
-(``Format.name``, the module's name) are the one vocabulary of ``Scan.kind``, ``CaseStats.kind`` and ``data check``.
+pixel size). Each module ends in one ``FORMAT`` row; ``FORMATS`` collects them by itself, and
+the kind names (``Format.name``, the module's name) are the one vocabulary of ``Scan.kind``,
+``CaseStats.kind`` and ``data check``.
 
 Before the registry, a format's knowledge was spread over eight modules with two vocabularies
 and two DICOM detectors; adding one now means one module and one row of ``tests/test_formats.py``
-(``docs/adding_a_format.md``). The registry imports no heavy library: the door
+(``docs/adding_a_format.md``; a new suffix also wants its broken-file writer in
+``tests/test_generated_file_faults.py``). The registry imports no heavy library: the door
 (``adapt.cli``) reads suffixes before torch loads, and each module imports its file library
 (nibabel, pydicom, Pillow, tifffile) only when a file is read or written.
 """
