@@ -18,7 +18,7 @@ from adapt.data.__main__ import main
 from adapt.data.datamodule import build_datamodule
 from adapt.data.planes import ChunkedArray
 from adapt.data.sampling import ResumableLoader
-from adapt.data.shards import decode_plane, read_shard_index
+from adapt.data.shards import decode_plane, read_shard_index, shard_url
 from adapt.data.streaming import worker_plan
 from adapt.errors import ConfigError
 
@@ -149,3 +149,20 @@ def test_shards_refuse_a_folder_that_holds_files_and_a_card_they_were_not_writte
         build_datamodule({"card": "ct_phantom", "shards": str(tmp_path)}, image_size=64, seed=0)
     with pytest.raises(ConfigError, match="data.empty_share=0.2 does not apply to data.shards"):
         build_datamodule({"card": "ct_phantom", "shards": str(source), "empty_share": 0.2}, image_size=64, seed=0)
+
+
+@pytest.mark.parametrize("source, url", [
+    ("/data/shards", "/data/shards/train-000000.tar"),
+    ("https://host/shards/", "https://host/shards/train-000000.tar"),
+    ("pipe:aws s3 cp s3://bucket/shards/{} -", "pipe:aws s3 cp s3://bucket/shards/train-000000.tar -"),
+])
+def test_shard_urls(source, url):
+    assert shard_url(source, "train-000000.tar") == url
+
+
+def test_shards_stream_through_a_pipe_command(shards):
+    source, _ = shards
+    local = build_datamodule({"card": "ct_phantom", "shards": str(source)}, image_size=64, seed=0)
+    piped = build_datamodule({"card": "ct_phantom", "shards": f"pipe:cat {source}/{{}}"}, image_size=64, seed=0)
+    first, again = next(iter(local.val_set)), next(iter(piped.val_set))
+    assert first["meta"] == again["meta"] and torch.equal(first["image"], again["image"])

@@ -182,9 +182,9 @@ class _OnePlane(ChunkedArray):
             raise DataError(f"shard plane of case {case['id']}: image dtype {case['image']['dtype']}, expected float16")
         chunks = [[0, 0, 0, 0] for _ in range(case["image"]["shape"][case["axis"] + 1] if case["axis"] is not None else 1)]
         super().__init__(Path(), {**case, "chunks": chunks}, part)
-        self.index, self.data = plane, data
+        self.case, self.index, self.data = case["id"], plane, data
 
     def read(self, i: int) -> bytes:
         if i != self.index:
-            raise DataError(f"plane {i} of case {self.path} is not in this shard sample (it holds plane {self.index})")
+            raise DataError(f"plane {i} of case {self.case} is not in this shard sample (it holds plane {self.index})")
         return self.data
