@@ -300,6 +300,7 @@ class Data:
     cache: str = rule(choices=("auto", "none", "memory", "disk"))
     cache_dir: str | None = rule()
     prepare_workers: int | None = rule(ge=1)
+    shards: str | None = rule()
     skip_bad_cases: bool = rule()
     val_max_slices_per_case: int | None = rule(ge=1)
     train_cases: Any = rule(check=_train_cases)

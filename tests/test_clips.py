@@ -84,6 +84,39 @@ def test_clips_lie_where_the_target_is(phantom_volumes):
         assert not sample["boxes"][1:].any()
 
 
+def test_a_disk_cached_clip_reads_its_own_planes_and_equals_the_memory_cache_clip(tmp_path, monkeypatch):
+    import os
+
+    from adapt.data.planes import ChunkedArray
+
+    memory = build(size=64, length=4)
+    disk = build_clip_datamodule({"card": "ct_phantom", "clip": {"length": 4}, "prompt": {"kind": "box"},
+                                  "cache": "disk", "cache_dir": str(tmp_path)}, image_size=64, seed=0)
+    assert disk.train_set.items == memory.train_set.items  # the clips come from the index's label counts
+    planes: list[tuple[str, int]] = []
+    sizes: list[int] = []
+    plane, pread = ChunkedArray.plane, os.pread
+
+    def counted_plane(self, i):
+        planes.append((self.part, i))
+        return plane(self, i)
+
+    def counted_pread(fd, length, offset):
+        sizes.append(length)
+        return pread(fd, length, offset)
+
+    monkeypatch.setattr(ChunkedArray, "plane", counted_plane)
+    monkeypatch.setattr(os, "pread", counted_pread)
+    for i in (0, len(disk.train_set) // 2):
+        planes.clear(), sizes.clear()
+        got, want = disk.train_set[(i, 3)], memory.train_set[(i, 3)]
+        start = got["meta"]["start"]
+        assert sorted(planes) == [(part, start + t) for part in ("image", "label") for t in range(4)]
+        assert 0 < sum(sizes) <= 4 * SIZE * SIZE * 3  # at most the 4 planes' own bytes (float16 image + uint8 label)
+        for key in ("image", "label", "present", "prompt_frames", "boxes"):
+            assert torch.equal(got[key], want[key]), key
+
+
 def test_clips_may_run_past_the_organ_and_are_prompted_where_it_is():
     module = build(length=6, require="any", prompt_frames="middle", num_prompt_frames=2)
     partial = 0

@@ -10,6 +10,9 @@ Commands:
     prepare card=<stem or path> [root=<folder>] [cache_dir=<dir>] [workers=N]
                                                    write every case into the disk cache training reads
                                                    (every core by default; resumes where it stopped)
+    shards card=<stem or path> out=<folder> [root=<folder>] [cache_dir=<dir>] [workers=N] [shard_size=N]
+                                                   prepare the cases, then write them as WebDataset tar
+                                                   shards for data.shards=<folder or URL> (several nodes)
     cards                                          list the shipped cards with their licence
 """
 
@@ -34,6 +37,8 @@ OPTIONS = {
     "download": {"card": "card", "root": "output"},
     "cards": {},
     "prepare": {"card": "card", "root": "folder", "cache_dir": "output", "workers": "count"},
+    "shards": {"card": "card", "out": "output", "root": "folder", "cache_dir": "output", "workers": "count",
+               "shard_size": "count"},
 }
 COMMANDS = tuple(OPTIONS)
 #: Values each kind refuses (the generated fault tests give them to every option of that kind).
@@ -161,6 +166,41 @@ def prepare(args: list[str]) -> int:
     return 0
 
 
+def shards(args: list[str]) -> int:
+    """Write a card's prepared cases as tar shards (``adapt.data.shards``) with a progress bar."""
+    import time
+
+    from tqdm import tqdm
+
+    from adapt.data.cards import load_card
+    from adapt.data.shards import INDEX_FILE, SHARD_SIZE, write_shards
+    from adapt.data.sources import data_root
+
+    options = _options(args, "shards")
+    missing = [key for key in ("card", "out") if key not in options]
+    if missing:
+        raise ConfigError(f"shards needs {' and '.join(f'{k}=' for k in missing)} (card=<stem or path> out=<new folder>)")
+    card = load_card(options["card"])
+    out = Path(options["out"]).expanduser()
+    start = time.perf_counter()
+    with tqdm(unit="plane", desc=f"sharding {card.name}") as bar:
+        def progress(done: int, total: int) -> None:
+            bar.total = total
+            bar.update(done - bar.n)
+
+        index = write_shards(card, data_root(card, options.get("root")), out, options.get("shard_size", SHARD_SIZE),
+                             options.get("cache_dir"), options.get("workers"), progress=progress)
+    size = sum(f.stat().st_size for f in out.glob("*.tar"))
+    counts = {split: len(entries) for split, entries in index["shards"].items()}
+    print(f"{', '.join(f'{n} {split} shard(s)' for split, n in counts.items())} ({size / 1e6:,.1f} MB) and "
+          f"{INDEX_FILE} written to {out} in {time.perf_counter() - start:.1f} s")
+    for case, error in sorted(index["bad_cases"].items()):
+        print(f"bad case {case} (left out): {error}")
+    print(f"next: python -m adapt.train data.card={options['card']} data.shards={out}  (or a URL where the folder is "
+          "served; see docs/scaling.md)")
+    return PROBLEM_STATUS if index["bad_cases"] else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one command; user errors print as one message and exit with status 2."""
     from adapt.data.cards import load_card, shipped_cards
@@ -177,6 +217,8 @@ def main(argv: list[str] | None = None) -> int:
             return check(argv[1:])
         if argv[0] == "prepare":
             return prepare(argv[1:])
+        if argv[0] == "shards":
+            return shards(argv[1:])
         if argv[0] == "cards":
             _options(argv[1:], "cards")
             for stem in shipped_cards():

@@ -36,6 +36,7 @@ from adapt.data.cache import CaseStore
 from adapt.data.cards import DataCard, load_card
 from adapt.data.datamodule import SegmentationDataModule
 from adapt.data.load import odd_channels
+from adapt.data.planes import ChunkedArray
 from adapt.data.sampling import sample_key
 from adapt.data.splits import require_validation, split_cases
 from adapt.data.volumes import data_root, list_cases
@@ -131,11 +132,17 @@ def choose_prompt_frames(present: np.ndarray, mode: str, count: int, rng: np.ran
     return sorted(int(t) for t in chosen)
 
 
-def volume_planes(volume: np.ndarray, axis: int, start: int, length: int) -> np.ndarray:
+def volume_planes(volume: np.ndarray | ChunkedArray, axis: int, start: int, length: int) -> np.ndarray:
     """Slices ``start..start+length-1`` along ``axis`` of ``[X, Y, Z]`` (or ``[C, X, Y, Z]``) as ``[K, C, rows, cols]``.
 
-    Rows run along the second in-plane axis, as the slice datamodule shows a plane.
+    Rows run along the second in-plane axis, as the slice datamodule shows a plane. A disk
+    cache's array (``ChunkedArray``, one chunk per plane) is read plane by plane: a clip reads
+    its ``K`` chunks, not the whole case.
     """
+    if isinstance(volume, ChunkedArray):
+        planes = np.stack([volume.plane(i) for i in range(start, start + length)])  # [K, (C,) a, b]
+        planes = planes[:, None] if planes.ndim == 3 else planes
+        return np.ascontiguousarray(np.swapaxes(planes, 2, 3))
     if volume.ndim == 3:
         volume = volume[None]
     block = np.take(volume, np.arange(start, start + length), axis=axis + 1)  # [C, ..K.., ...]
@@ -165,12 +172,12 @@ class ClipDataset(Dataset):
         self.short_cases: list[str] = []
         self.channels: dict[str, tuple[Any, int]] = {}  # case id -> (case, image channels), for odd_channels
         self.items: list[tuple[int, int, str, int]] = []  # (case position in the store, first slice, target, id)
-        axes = tuple(a for a in range(3) if a != card.slice_axis)
-        for position, label in self._labels(skip_bad_cases):
-            if label.shape[card.slice_axis] < options.length:
+        targets = list(card.target_ids().items())
+        for position, counts in self._counts(skip_bad_cases, [value for _, value in targets]):
+            if len(counts) < options.length:
                 self.short_cases.append(store.cases[position].id)
-            for name, value in card.target_ids().items():
-                present = (label == value).any(axis=axes)
+            for t, (name, value) in enumerate(targets):
+                present = counts[:, t] > 0
                 starts = clip_starts(present, options.length, options.require, options.stride if train else 1)
                 if not train and len(starts) > options.val_clips_per_case:  # centres of equal shares: 1 = middle
                     count = options.val_clips_per_case
@@ -180,20 +187,21 @@ class ClipDataset(Dataset):
             log.warning("%d case(s) have fewer than %d slices and give no clip: %s", len(self.short_cases),
                         options.length, ", ".join(self.short_cases[:5]))
 
-    def _labels(self, skip_bad_cases: bool) -> Iterator[tuple[int, np.ndarray]]:
-        """Each case's position with its label map on the preprocessed grid; a bad case raises, or is counted and skipped."""
+    def _counts(self, skip_bad_cases: bool, ids: list[int]) -> Iterator[tuple[int, np.ndarray]]:
+        """Each case's position with its target pixels per slice (``CaseStore.counts``: a disk cache's index
+        alone, no label decoded); a bad case raises, or is counted and skipped."""
+        self.store.prepare_missing()  # a disk cache's missing cases, on every core
         for position, case in enumerate(self.store.cases):
             try:
-                volume = self.store.prepare(position)
-                label = volume.label
-                self.channels[case.id] = (case, int(volume.image.shape[0]))
+                counts = self.store.counts(position, ids)
+                self.channels[case.id] = (case, self.store.image_channels(position))
             except DataError as err:
                 if skip_bad_cases:
                     log.warning("skipping bad case %s: %s", case.id, err)
                     self.bad_cases.append(case.id)
                     continue
                 raise
-            yield position, label
+            yield position, counts
 
     def __len__(self) -> int:
         return len(self.items)
@@ -206,7 +214,7 @@ class ClipDataset(Dataset):
         case, volume = self.store.cases[position], self.store.prepare(position)
         image = torch.from_numpy(volume_planes(volume.image, axis, start, k).astype(np.float32))
         image = resize_image(image, size)
-        native = torch.from_numpy(volume_planes(volume.label == value, axis, start, k))  # [K, 1, H, W] bool
+        native = torch.from_numpy(volume_planes(volume.label, axis, start, k) == value)  # [K, 1, H, W] bool
         label = resize_label(native, size).float()  # [K, 1, S, S]
         present = label.flatten(2).any(-1)  # [K, 1]
         key = (i, draw) if self.train else (i,)

@@ -109,9 +109,7 @@ def index_cases(store: CaseStore, objects: str = "each", empty_share: float = 0.
         slices = np.arange(len(counts)) if axis is not None else np.array([-1])
         columns = [(t, counts[:, t] > 0) for t in range(len(ids))] if objects == "each" else [(-1, counts.any(1))]
         for target, present in columns:
-            kept = slices[present]
-            if max_slices_per_case and len(kept) > max_slices_per_case:
-                kept = kept[np.linspace(0, len(kept) - 1, max_slices_per_case).round().astype(int)]
+            kept = evenly_spaced(slices[present], max_slices_per_case)
             foreground += [(position, int(k), target) for k in kept]
             empty += [(position, int(k), target) for k in slices[~present]]
     wanted = int(round(empty_share / (1 - empty_share) * len(foreground))) if empty_share > 0 else 0
@@ -119,6 +117,13 @@ def index_cases(store: CaseStore, objects: str = "each", empty_share: float = 0.
         chosen = np.sort(np.random.default_rng(seed).choice(len(empty), size=min(wanted, len(empty)), replace=False))
         foreground += [empty[i] for i in chosen]
     return np.array(sorted(foreground), dtype=np.int64).reshape(-1, 3), bad
+
+
+def evenly_spaced(slices: np.ndarray, most: int | None) -> np.ndarray:
+    """At most ``most`` of ``slices`` (sorted), evenly spaced from the first to the last; all when ``most`` is ``None``."""
+    if most and len(slices) > most:
+        return slices[np.linspace(0, len(slices) - 1, most).round().astype(int)]
+    return slices
 
 
 def without_cases(items: np.ndarray, store: CaseStore, ids: set[str]) -> np.ndarray:
@@ -393,7 +398,12 @@ class SegmentationDataModule(L.LightningDataModule):
 
 
 def build_datamodule(data_cfg: Mapping[str, Any], image_size: int, seed: int) -> SegmentationDataModule:
-    """The datamodule described by the Hydra ``data`` node (see ``configs/data/default.yaml``)."""
+    """The datamodule described by the Hydra ``data`` node (see ``configs/data/default.yaml``);
+    with ``data.shards``, samples streamed from shards (``adapt.data.streaming``)."""
+    if data_cfg.get("shards"):
+        from adapt.data.streaming import build_shard_datamodule
+
+        return build_shard_datamodule(data_cfg, image_size, seed)
     card = load_card(data_cfg["card"])
     prompt = dict(data_cfg.get("prompt") or {})
     prompt.setdefault("seed", seed)

@@ -138,17 +138,20 @@ class ChunkedArray:
     def plane_shape(self) -> tuple[int, ...]:
         return self.shape if self.axis is None else self.shape[:self.axis] + self.shape[self.axis + 1:]
 
-    def plane(self, i: int) -> np.ndarray:
-        """Plane ``i`` (the whole array for 2D), decoded from its chunk alone."""
+    def read(self, i: int) -> bytes:
+        """The compressed chunk of plane ``i``, as stored."""
         offset, length = self._chunks[i][self._column:self._column + 2]
         fd = os.open(self.path, os.O_RDONLY)
         try:
             if hasattr(os, "posix_fadvise"):  # no read-ahead: a plane is one chunk, its neighbours are not needed
                 os.posix_fadvise(fd, offset, length, os.POSIX_FADV_RANDOM)
-            data = os.pread(fd, length, offset)
+            return os.pread(fd, length, offset)
         finally:
             os.close(fd)
-        raw = zstandard.ZstdDecompressor().decompress(data)
+
+    def plane(self, i: int) -> np.ndarray:
+        """Plane ``i`` (the whole array for 2D), decoded from its chunk alone."""
+        raw = zstandard.ZstdDecompressor().decompress(self.read(i))
         if self.part == "image":
             return _unshuffle(raw, self.dtype, self.plane_shape)
         return np.frombuffer(raw, dtype=self.dtype).reshape(self.plane_shape)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import itertools
 import logging
-from typing import Any, Iterator, Sized
+from typing import Any, Callable, Iterator, Sized
 
 import numpy as np
 import torch
@@ -76,19 +76,24 @@ class ResumableLoader(DataLoader):
     checkpoint from the end of an epoch skips nothing, since the run goes on with the next.
     """
 
-    def __init__(self, dataset: Dataset, **kwargs: Any) -> None:  # sampler=EpochSampler(...) among the kwargs
+    def __init__(self, dataset: Dataset, epoch_of: Callable[[], int] | None = None, **kwargs: Any) -> None:
+        """``sampler=EpochSampler(...)`` among the kwargs; or a dataset that places itself
+        (``set_position``: a stream, ``adapt.data.streaming``) and ``epoch_of``, the current epoch."""
         # Each new iterator draws the workers' base seed from the loader's generator; its own
         # keeps that draw out of the global stream (dropout), which a resume restores exactly.
         kwargs.setdefault("generator", torch.Generator().manual_seed(getattr(kwargs.get("sampler"), "seed", 0)))
         super().__init__(dataset, **kwargs)
+        self.epoch_of = epoch_of
         self.epoch, self.batches = 0, 0
         self.resume_at: tuple[int, int] | None = None  # (epoch, batches) of a loaded checkpoint
 
     def __iter__(self) -> Iterator[Any]:  # type: ignore[override]
-        epoch = getattr(self.sampler, "epoch", 0)  # Lightning may swap in its own sampler (overfit_batches)
+        epoch = self.epoch_of() if self.epoch_of else getattr(self.sampler, "epoch", 0)  # Lightning may swap in its own sampler (overfit_batches)
         skip = self.resume_at[1] if self.resume_at is not None and self.resume_at[0] == epoch else 0
         if isinstance(self.sampler, EpochSampler):
             self.sampler.start = skip * int(self.batch_size or 1)
+        elif hasattr(self.dataset, "set_position"):
+            self.dataset.set_position(epoch, skip, int(self.batch_size or 1))
         else:
             skip = 0
         self.epoch, self.batches = epoch, skip
@@ -98,7 +103,7 @@ class ResumableLoader(DataLoader):
 
     def layout(self) -> tuple[int, int]:
         """(batch size, ranks): how many samples one batch of this loader stands for."""
-        return int(self.batch_size or 1), int(getattr(self.sampler, "num_replicas", 1))
+        return int(self.batch_size or 1), int(getattr(self.sampler, "num_replicas", getattr(self.dataset, "world", 1)))
 
     def state_dict(self) -> dict[str, int]:
         batch_size, ranks = self.layout()
