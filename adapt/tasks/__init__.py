@@ -16,7 +16,7 @@ from adapt.errors import ConfigError
 
 
 @dataclass(frozen=True)
-class Task:
+class TaskSupport:
     """What one task supports.
 
     Attributes:
@@ -35,9 +35,9 @@ class Task:
 
 #: task name -> what training and evaluation support.
 TASKS = {
-    "segmentation": Task("adapt.tasks.segmentation:SegmentationTask", evaluated=True),
-    "propagation": Task("adapt.tasks.propagation:PropagationTask", evaluated=True, memory=True),
-    "semantic": Task("adapt.tasks.semantic:SemanticTask", evaluated=False),
+    "segmentation": TaskSupport("adapt.tasks.segmentation:SegmentationTask", evaluated=True),
+    "propagation": TaskSupport("adapt.tasks.propagation:PropagationTask", evaluated=True, memory=True),
+    "semantic": TaskSupport("adapt.tasks.semantic:SemanticTask", evaluated=False),
 }
 #: The tasks ``python -m adapt.evaluate task=`` takes, in the table's order.
 EVALUATED = tuple(name for name, task in TASKS.items() if task.evaluated)
