@@ -24,7 +24,7 @@ from typing import Sequence
 import numpy as np
 
 from adapt.errors import ConfigError, DataError
-from adapt.data.formats import mask_name
+from adapt.data.formats import FORMATS, mask_name
 from adapt.data.formats.dicom import is_series
 from adapt.inference.io import Scan, to_unit, write_mask
 from adapt.inference.prompt_syntax import parse_prompt
@@ -174,7 +174,7 @@ class Session:
         if self.stack_mask is None or self.scan is None or self.source is None:
             raise ConfigError("segment first: there is no mask to save")
         values = mask_values(self.predictor.loaded, parse_prompt(self.prompt), label, self.mask_values)
-        name = self.source.name if self.scan.kind != "dicom" else f"{self.source.name}_mask"
+        name = f"{self.source.name}_mask" if FORMATS[self.scan.kind].folder else self.source.name
         target = self.out_dir / mask_name(self.scan.kind, name)
         return write_mask(values[self.stack_mask.astype(np.int64)], self.scan, target)
 

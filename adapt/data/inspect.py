@@ -254,7 +254,7 @@ def pair_items(images: list[Item], labels: list[Item]) -> tuple[list[tuple[Item,
         candidates = [i for i in by_key.get(label.key, []) if i.rel not in taken]
         if not candidates:  # a per-case folder: p1/image/ (series) + p1/label.nii.gz
             candidates = [i for i in images if i.rel not in taken and i.rel.parent == label.rel.parent
-                          and i.kind in ("dicom", "frames") and label.key in LABEL_WORDS | {""}]
+                          and FORMATS[i.kind].folder and label.key in LABEL_WORDS | {""}]
             candidates = candidates if len(candidates) == 1 else []
         if not candidates:
             lone_labels.append(label)
