@@ -32,18 +32,27 @@ from typing import Any, Callable, Mapping, Union
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from adapt.errors import ConfigError
+from adapt.data.names import CACHE_MODES, MASK_PROMPT, OBJECT_MODES, OUTPUT_CHOICES, PROMPT_FRAME_MODES, REQUIRE_MODES
+from adapt.errors import ConfigError, not_one_of
+from adapt.evaluation.names import PROMPTS, SPLITS
+from adapt.export.names import FORMATS, QUANTIZE
+from adapt.hub import ACTIONS
+from adapt.inference.names import BACKENDS, PROPAGATION_MODES
+from adapt.inference.names import PRECISIONS as EVAL_PRECISIONS
+from adapt.models.names import DIRECTIONS, EMBEDDING_CACHE_DTYPES, EMBEDDING_CACHE_MODES, OFFLINE_FALLBACKS
+from adapt.tasks import CLICK_GRAD, PIXEL_LOSSES, TASKS
+from adapt.training.names import LOGGERS
+from adapt.transforms.names import PROMPT_KINDS
 
 log = logging.getLogger(__name__)
 
 MISSING = object()
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+#: Lightning's values of ``trainer.precision`` and ``trainer.accelerator`` (its Trainer takes more forms).
 PRECISIONS = ("32-true", "32", "bf16-mixed", "bf16-true", "bf16", "16-mixed", "16-true", "16", "64-true", "64",
               "transformer-engine", "transformer-engine-float16")
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")
-BACKENDS = ("torch", "onnx")  # adapt.inference.onnx_backend.BACKENDS (not imported: schema loads no model code)
-MASK_VALUES = ("card", "ids")  # adapt.data.encoding.OUTPUT_CHOICES (not imported: schema loads no numpy)
 
 
 def rule(ge: float | None = None, gt: float | None = None, le: float | None = None, lt: float | None = None,
@@ -208,18 +217,6 @@ def _label(value: Any) -> str | None:
         "must be a label value (a number) or a label name"
 
 
-def _choices(names: str) -> Callable[[], tuple[Any, ...]]:
-    """Choices owned by another module, imported when checked (``module:NAME``)."""
-    def load() -> tuple[Any, ...]:
-        import importlib
-
-        module, attribute = names.split(":")
-        value = getattr(importlib.import_module(module), attribute)
-        return tuple(sorted(value)) if isinstance(value, (dict, set, frozenset)) else tuple(value)
-
-    return load
-
-
 # --------------------------------------------------------------------------- train
 
 
@@ -229,7 +226,7 @@ class Model:
     revision: str | None = rule()
     checkpoint: str | None = rule(check=_checkpoint_file, hint="a Meta-format .pt file")
     image_size: int = rule(ge=64, multiple_of=64, hint="e.g. 1024 (SAM2's own), 512 or 256")
-    offline_fallback: str = rule(choices=("error", "random"))
+    offline_fallback: str = rule(choices=OFFLINE_FALLBACKS)
     gradient_checkpointing: bool = rule()
 
 
@@ -269,7 +266,7 @@ ADAPTER_SCHEMAS = {"lora": Lora, "dora": Lora, "bottleneck": Bottleneck, "decode
 
 @dataclass
 class Prompt:
-    kind: str = rule(choices=("box", "point", "points", "box+points", "mask"))
+    kind: str = rule(choices=(*PROMPT_KINDS, MASK_PROMPT))
     jitter: float = rule(ge=0, lt=1, hint="outward box noise, a fraction of the box side")
     num_positive: int = rule(ge=0)
     num_negative: int = rule(ge=0)
@@ -279,8 +276,8 @@ class Prompt:
 @dataclass
 class Clip:
     length: int = rule(ge=1)
-    require: str = rule(choices=("all", "any"))
-    prompt_frames: str = rule(choices=("first", "middle", "random"))
+    require: str = rule(choices=REQUIRE_MODES)
+    prompt_frames: str = rule(choices=PROMPT_FRAME_MODES)
     num_prompt_frames: int = rule(ge=1)
     stride: int = rule(ge=1)
     val_clips_per_case: int = rule(ge=1)
@@ -295,9 +292,9 @@ class Data:
     num_workers: int = rule(ge=0)
     augment: bool = rule()
     device_transforms: bool = rule()
-    objects: str = rule(choices=("each", "all"))
+    objects: str = rule(choices=OBJECT_MODES)
     empty_share: float = rule(ge=0, lt=1)
-    cache: str = rule(choices=("auto", "none", "memory", "disk"))
+    cache: str = rule(choices=CACHE_MODES)
     cache_dir: str | None = rule()
     prepare_workers: int | None = rule(ge=1)
     skip_bad_cases: bool = rule()
@@ -331,7 +328,7 @@ class Trainer:
 
 @dataclass
 class Logger:
-    kind: str = rule(choices=("csv", "wandb"))
+    kind: str = rule(choices=LOGGERS)
     project: str | None = rule()
     entity: str | None = rule()
     offline: bool | None = rule()
@@ -355,25 +352,25 @@ class Progress:
 
 @dataclass
 class EmbeddingCache:
-    mode: str = rule(choices=("auto", "off", "memory", "disk"))
+    mode: str = rule(choices=EMBEDDING_CACHE_MODES)
     directory: str = rule()
-    dtype: str = rule(choices=("float32", "bfloat16", "float16"))
+    dtype: str = rule(choices=EMBEDDING_CACHE_DTYPES)
     namespace: str | None = rule()
 
 
 @dataclass
 class Prompts:
     iterations: int = rule(ge=0)
-    grad: str = rule(choices=("last", "all"))
+    grad: str = rule(choices=CLICK_GRAD)
     seed: int = rule()
-    direction: str = rule(choices=_choices("adapt.models.names:DIRECTIONS"))
+    direction: str = rule(choices=DIRECTIONS)
 
 
 @dataclass
 class Loss:
     dice: float = rule(ge=0)
     pixel_term: float = rule(ge=0)
-    pixel: str = rule(choices=("bce", "focal"))
+    pixel: str = rule(choices=PIXEL_LOSSES)
     iou: float = rule(ge=0)
     presence: float = rule(ge=0)
 
@@ -381,7 +378,7 @@ class Loss:
 @dataclass
 class Train:
     name: str = rule()
-    task: str = rule(choices=_choices("adapt.tasks:TASKS"))
+    task: str = rule(choices=tuple(sorted(TASKS)))
     seed: int = rule()
     validate_before: bool = rule()
     ckpt_path: str | None = rule()
@@ -418,9 +415,9 @@ class Evaluate:
     image_size: int | None = rule(ge=64, multiple_of=64)
     compare: str | None = rule()
     data: EvaluateData = rule()
-    split: str = rule(choices=("train", "val", "test", "all"))
+    split: str = rule(choices=SPLITS)
     task: str = rule(choices=("segmentation", "propagation"))
-    prompt: str | None = rule(choices=("box", "box_jitter", "point", "points_k", "auto", "none"))
+    prompt: str | None = rule(choices=PROMPTS)
     seed: int = rule()
     jitter: float = rule(ge=0, lt=1)
     num_points: int = rule(ge=1)
@@ -429,11 +426,11 @@ class Evaluate:
     min_area: int = rule(ge=0)
     nsd_tolerance_mm: float = rule(gt=0)
     batch_size: int = rule(ge=1)
-    precision: str | int = rule(choices=("32", "bf16", 32))
+    precision: str | int = rule(choices=(*EVAL_PRECISIONS, 32))
     device: str = rule(check=_device)
     backend: str = rule(choices=BACKENDS)
     save_masks: Any = rule(check=_save_masks)
-    mask_values: str = rule(choices=MASK_VALUES)
+    mask_values: str = rule(choices=OUTPUT_CHOICES)
     fill_hole_area: int = rule(ge=0)
     shift: Any = rule(check=_shift)
     severity: Any = rule(check=_severity)
@@ -452,17 +449,17 @@ class Predict:
     output: str | None = rule()
     prompt: str | None = rule()
     label: Any = rule(check=_label)
-    mask_values: str = rule(choices=MASK_VALUES)
+    mask_values: str = rule(choices=OUTPUT_CHOICES)
     overwrite: bool = rule()
     device: str = rule(check=_device)
     backend: str = rule(choices=BACKENDS)
-    propagation: str = rule(choices=("auto", "memory", "boxes"))
+    propagation: str = rule(choices=PROPAGATION_MODES)
     fill_hole_area: int = rule(ge=0)
 
 
 @dataclass
 class Hub:
-    action: str | None = rule(choices=("push", "pull"))
+    action: str | None = rule(choices=ACTIONS)
     adapter: str | None = rule()
     repo_id: str | None = rule(check=lambda v: None if HUB_ID.match(str(v)) else "must be of the form user/name")
     revision: str | None = rule()
@@ -480,8 +477,8 @@ class Export:
     adapter: str | None = rule()
     revision: str | None = rule()
     allow_base_mismatch: bool = rule()
-    format: str = rule(choices=("onnx", "safetensors"))
-    quantize: str = rule(choices=("none", "int8"))
+    format: str = rule(choices=FORMATS)
+    quantize: str = rule(choices=QUANTIZE)
     out: str | None = rule()
     overwrite: bool = rule()
     check: bool = rule()
@@ -494,10 +491,10 @@ class App:
     allow_base_mismatch: bool = rule()
     backend: str = rule(choices=BACKENDS)
     device: str = rule(check=_device)
-    propagation: str = rule(choices=("auto", "memory", "boxes"))
+    propagation: str = rule(choices=PROPAGATION_MODES)
     fill_hole_area: int = rule(ge=0)
     out_dir: str = rule()
-    mask_values: str = rule(choices=MASK_VALUES)
+    mask_values: str = rule(choices=OUTPUT_CHOICES)
     host: str = rule()
     port: int = rule(ge=1, le=65535)
     share: bool = rule()
@@ -656,7 +653,7 @@ def _bounds(value: Any, meta: Mapping[str, Any]) -> str | None:
     if choices is not None:
         allowed = choices() if callable(choices) else choices
         if value not in allowed:
-            return f"is not one of {list(allowed)}{hint}"
+            return f"{not_one_of(allowed)}{hint}"
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         for name, test, sign in (("ge", lambda a, b: a >= b, ">="), ("gt", lambda a, b: a > b, ">"),
                                  ("le", lambda a, b: a <= b, "<="), ("lt", lambda a, b: a < b, "<")):

@@ -36,6 +36,7 @@ from adapt.data.cache import CaseStore
 from adapt.data.cards import DataCard, load_card
 from adapt.data.datamodule import SegmentationDataModule
 from adapt.data.load import odd_channels
+from adapt.data.names import MASK_PROMPT, PROMPT_FRAME_MODES, REQUIRE_MODES
 from adapt.data.sampling import sample_key
 from adapt.data.splits import require_validation, split_cases
 from adapt.data.volumes import data_root, list_cases
@@ -46,10 +47,6 @@ from adapt.transforms.slices import resize_label
 
 log = logging.getLogger(__name__)
 
-PROMPT_FRAME_MODES = ("first", "middle", "random")
-REQUIRE_MODES = ("all", "any")
-#: ``data.prompt.kind`` that prompts with the ground-truth mask (SAM2's mask prompt).
-MASK_PROMPT = "mask"
 #: Last key of the generator that picks ``random`` prompt frames (per-frame prompts use the frame index).
 FRAME_CHOICE_KEY = 2**31 - 1
 

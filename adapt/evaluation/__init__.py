@@ -7,8 +7,21 @@ Modules, one concern each:
     models   the adapter or zero-shot SAM2 to run
     report   cases.csv, summary.json, the printed table
     runner   evaluate(cfg): checks first, then every run over the same cases and prompts
+    names    the protocol's choices (prompts, splits) that the config schema reads, without torch
+
+``evaluate`` is imported on first use, so ``adapt.evaluation.names`` loads without torch.
 """
 
-from adapt.evaluation.runner import evaluate
+from __future__ import annotations
+
+from typing import Any
 
 __all__ = ["evaluate"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "evaluate":
+        from adapt.evaluation.runner import evaluate  # lazy: start-up (the schema reads adapt.evaluation.names)
+
+        return evaluate
+    raise AttributeError(f"module 'adapt.evaluation' has no attribute {name!r}")

@@ -31,8 +31,9 @@ from scipy import ndimage
 
 from adapt.data.encoding import LabelEncoding
 from adapt.data.geometry import check_same_grid
-from adapt.errors import ConfigError
+from adapt.errors import ConfigError, check_choice
 from adapt.evaluation.cases import EvalCase
+from adapt.evaluation.names import GT_PROMPTS, PROMPTS
 from adapt.evaluation.engine import Engine, PlanePrompts
 from adapt.guards import finite_stack
 from adapt.metrics import case_metrics, confusion_matrix, dice, iou, j_and_f
@@ -40,8 +41,6 @@ from adapt.inference.io import (Scan, dicom_affine, drop_nodata, mask_path, read
                                 valid_like, write_mask)
 from adapt.transforms.prompts import PromptSimulator
 
-PROMPTS = ("box", "box_jitter", "point", "points_k", "auto", "none")
-GT_PROMPTS = ("box", "box_jitter", "point", "points_k")
 
 
 @dataclass(frozen=True)
@@ -72,8 +71,7 @@ class Protocol:
     components: bool = False
 
     def __post_init__(self) -> None:
-        if self.prompt not in PROMPTS:
-            raise ConfigError(f"prompt={self.prompt!r} is not one of {PROMPTS}")
+        check_choice("prompt", self.prompt, PROMPTS)
         if self.clicks and self.prompt not in GT_PROMPTS:
             raise ConfigError(f"clicks need a simulated first prompt ({'|'.join(GT_PROMPTS)}), not prompt={self.prompt}")
         if self.propagation and (self.prompt not in GT_PROMPTS or self.clicks):

@@ -16,9 +16,9 @@ from adapt.data.card_copy import adapter_card, check_cases
 from adapt.data.cards import DataCard, load_card
 from adapt.data.sources import data_root, list_cases
 from adapt.data.splits import split_cases
-from adapt.errors import ConfigError, DataError
+from adapt.evaluation.names import SPLITS
+from adapt.errors import ConfigError, DataError, check_choice
 
-SPLITS = ("train", "val", "test", "all")
 
 
 @dataclass(frozen=True)
@@ -58,8 +58,7 @@ def load_cases(card: str | DataCard, root: str | None, split: str,
         DataNotFoundError: the dataset is not at the root (says how to supply it).
         DataError: a listed image or label file is missing.
     """
-    if split not in SPLITS:
-        raise ConfigError(f"split={split!r} is not one of {SPLITS}")
+    check_choice("split", split, SPLITS)
     card = card if isinstance(card, DataCard) else load_card(card)
     folder = data_root(card, root)
     cases = list_cases(card, folder)  # as the training data module lists and splits them

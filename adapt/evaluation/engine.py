@@ -19,7 +19,8 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from adapt.errors import ConfigError
+from adapt.errors import ConfigError, check_choice
+from adapt.inference.names import PRECISIONS
 from adapt.inference.runner import Predictor
 from adapt.models.interactive import click_rounds
 from adapt.models.primitives import decode, upsample_logits
@@ -27,7 +28,6 @@ from adapt.models.semantic import class_logits
 from adapt.transforms.prompts import box_from_mask
 from adapt.transforms.slices import resize_label
 
-PRECISIONS = ("32", "bf16")
 
 
 @dataclass
@@ -63,8 +63,7 @@ class Engine:
     """
 
     def __init__(self, predictor: Predictor, batch_size: int = 8, precision: str = "32"):
-        if str(precision) not in PRECISIONS:
-            raise ConfigError(f"precision={precision!r} is not one of {PRECISIONS}")
+        check_choice("precision", str(precision), PRECISIONS)
         if int(batch_size) < 1:
             raise ConfigError(f"batch_size={batch_size} must be at least 1")
         self.predictor, self.batch_size, self.precision = predictor, int(batch_size), str(precision)

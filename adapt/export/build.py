@@ -33,10 +33,11 @@ import torch
 
 from adapt.adapters.io import METADATA_FILE, read_metadata
 from adapt.data.card_copy import copy_card
-from adapt.errors import ConfigError
+from adapt.errors import ConfigError, check_choice
 from adapt.export import graphs
 from adapt.export.quantize import quantize_graphs, weight_bytes
-from adapt.export.record import FORMATS, QUANTIZE, RECORD_FILE, build_record, write_record
+from adapt.export.names import FORMATS, QUANTIZE
+from adapt.export.record import RECORD_FILE, build_record, write_record
 from adapt.hub.loading import LoadedAdapter, load_adapter, resolve
 from adapt.hub.share import CARD_FILE, merge_adapter
 from adapt.models.primitives import decode
@@ -58,8 +59,7 @@ def check_request(format: str, quantize: str, metadata: dict[str, Any], source: 
     """
     if format not in FORMATS:
         raise ConfigError(f"format={format!r} is not one of {list(FORMATS)}")
-    if quantize not in QUANTIZE:
-        raise ConfigError(f"quantize={quantize!r} is not one of {list(QUANTIZE)}")
+    check_choice("quantize", quantize, QUANTIZE)
     if quantize != "none" and format != "onnx":
         raise ConfigError("quantize=int8 applies to ONNX graphs; use format=onnx (safetensors keeps float32 weights)")
     adapter = metadata.get("adapter") or {}

@@ -22,12 +22,11 @@ from typing import Any, Mapping
 from adapt.data.card_copy import RECORD_KEY
 from adapt.errors import ArtefactError, ConfigError
 from adapt.export import graphs
+from adapt.export.names import FORMATS
 from adapt.models.primitives import IMAGENET_MEAN, IMAGENET_STD
 
 RECORD_FILE = "export.json"
 FORMAT_VERSION = 1
-FORMATS = ("onnx", "safetensors")
-QUANTIZE = ("none", "int8")
 
 
 def build_record(metadata: Mapping[str, Any], image_size: int, format: str, source: str,

@@ -15,3 +15,7 @@ TASKS = {
 }
 #: The validation metric that checkpoints, sweeps and the summary follow.
 MONITOR = "val/dice"
+#: ``prompts.grad``: backpropagate through the last correction round only (SAM2's way) or all.
+CLICK_GRAD = ("last", "all")
+#: ``loss.pixel``: the pixel term of the loss (``adapt.tasks.losses``).
+PIXEL_LOSSES = ("bce", "focal")

@@ -8,3 +8,6 @@ from __future__ import annotations
 
 #: Acquisition shifts of the robustness evaluation (``adapt.transforms.shifts``).
 SHIFTS = ("noise", "blur", "contrast", "gamma", "bias_field", "resolution", "motion")
+
+#: ``data.prompt.kind``: prompts simulated from a mask (``adapt.transforms.prompts.PromptSimulator``).
+PROMPT_KINDS = ("box", "point", "points", "box+points")
