@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from adapt.adapters.io import METADATA_FILE, read_metadata
+from adapt.adapters.kinds import kind_of
 from adapt.data.card_copy import copy_card
 from adapt.errors import ConfigError, check_choice
 from adapt.export import graphs
@@ -57,8 +58,7 @@ def check_request(format: str, quantize: str, metadata: dict[str, Any], source: 
         ConfigError: unknown format or quantisation, int8 outside ONNX, a semantic head, or a
             bottleneck adapter for a plain transformers folder.
     """
-    if format not in FORMATS:
-        raise ConfigError(f"format={format!r} is not one of {list(FORMATS)}")
+    check_choice("format", format, FORMATS)
     check_choice("quantize", quantize, QUANTIZE)
     if quantize != "none" and format != "onnx":
         raise ConfigError("quantize=int8 applies to ONNX graphs; use format=onnx (safetensors keeps float32 weights)")
@@ -66,8 +66,9 @@ def check_request(format: str, quantize: str, metadata: dict[str, Any], source: 
     if adapter.get("task_modules") or metadata.get("task") == "semantic":
         raise ConfigError(f"{source} is a semantic adapter (class prompts, task=semantic): only promptable adapters "
                           "are exported; use it with backend=torch")
-    if format == "safetensors" and adapter.get("kind") == "bottleneck":
-        raise ConfigError(f"{source} is a bottleneck adapter: its layers cannot be folded into a plain transformers "
+    kind = kind_of(adapter)
+    if format == "safetensors" and kind is not None and not kind.merges:
+        raise ConfigError(f"{source} is a {kind.name} adapter: its layers cannot be folded into a plain transformers "
                           "Sam2Model; export it with format=onnx (the layers are kept in the graphs)")
 
 

@@ -27,6 +27,7 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig
 
+from adapt.adapters.kinds import kind_of
 from adapt.adapters.io import CONFIG_FILE, METADATA_FILE, WEIGHTS_FILE, read_metadata
 from adapt.cli import register_cli_config, user_errors
 from adapt.data.card_copy import carried_card, copy_card, public_metadata, strip_paths
@@ -70,8 +71,9 @@ def merge_adapter(loaded: LoadedAdapter, out_dir: str | Path, repo_id: str | Non
     from peft import PeftModel
 
     spec = loaded.metadata.get("adapter") or {}
-    if spec.get("kind") == "bottleneck" or spec.get("task_modules"):
-        added = "bottleneck layers" if spec.get("kind") == "bottleneck" else f"task modules {spec['task_modules']}"
+    kind = kind_of(spec)
+    if (kind is not None and not kind.merges) or spec.get("task_modules"):
+        added = f"{kind.name} layers" if kind is not None and not kind.merges else f"task modules {spec['task_modules']}"
         raise ConfigError(f"this adapter adds {added}, which a plain transformers SAM2 cannot hold; share it unmerged")
     model = loaded.model.merge_and_unload() if isinstance(loaded.model, PeftModel) else loaded.model
     out_dir = _empty_target(Path(out_dir), overwrite)
