@@ -32,6 +32,7 @@ from typing import Any, Callable, Mapping, Union
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from adapt.adapters.kinds import KINDS, PLACEMENTS, in_blocks, named, with_options
 from adapt.data.names import CACHE_MODES, MASK_PROMPT, OBJECT_MODES, OUTPUT_CHOICES, PROMPT_FRAME_MODES, REQUIRE_MODES
 from adapt.errors import ConfigError, not_one_of
 from adapt.evaluation.names import PROMPTS, SPLITS
@@ -43,6 +44,7 @@ from adapt.models.names import DIRECTIONS, EMBEDDING_CACHE_DTYPES, EMBEDDING_CAC
 from adapt.tasks import CLICK_GRAD, PIXEL_LOSSES, TASKS
 from adapt.training.names import LOGGERS
 from adapt.transforms.names import PROMPT_KINDS
+from adapt.transforms.shift_table import SHIFTS
 
 log = logging.getLogger(__name__)
 
@@ -197,8 +199,6 @@ def _train_cases(value: Any) -> str | None:
 
 
 def _shift(value: Any) -> str | None:
-    from adapt.transforms.names import SHIFTS
-
     names = [value] if isinstance(value, str) else list(value) if isinstance(value, (list, ListConfig)) else [0]
     if all(isinstance(n, str) and (n in SHIFTS or n in ("all", "none")) for n in names):
         return None
@@ -232,7 +232,7 @@ class Model:
 
 @dataclass
 class Lora:
-    kind: str = rule(choices=("lora", "dora"))
+    kind: str = rule(choices=with_options("lora"))
     rank: int = rule(ge=1, hint="e.g. 8")
     alpha: float = rule(gt=0, hint="e.g. 2 x rank")
     dropout: float = rule(ge=0, lt=1)
@@ -244,9 +244,9 @@ class Lora:
 
 @dataclass
 class Bottleneck:
-    kind: str = rule(choices=("bottleneck",))
+    kind: str = rule(choices=with_options("bottleneck"))
     reduction: int = rule(ge=1, hint="hidden width = block width / reduction")
-    placement: list[str] = rule(choices=("attn", "mlp"))
+    placement: list[str] = rule(choices=PLACEMENTS)
     blocks: Any = rule(check=_blocks)
     mlp_scale: float = rule(gt=0)
     task_modules: list[str] | None = rule()
@@ -254,14 +254,16 @@ class Bottleneck:
 
 @dataclass
 class Partial:
-    kind: str = rule(choices=("decoder", "full"))
+    kind: str = rule(choices=with_options("partial"))
     modules: list[str] | None = rule()
-    blocks: Any = rule(check=lambda v: "must be null: adapter=decoder|full adds no layers to the Hiera blocks "
-                                       "(adapter.blocks is an option of lora, dora and bottleneck)")
+    blocks: Any = rule(check=lambda v: f"must be null: adapter={'|'.join(with_options('partial'))} adds no layers to "
+                                       f"the Hiera blocks (adapter.blocks is an option of {named(in_blocks())})")
     task_modules: list[str] | None = rule()
 
 
-ADAPTER_SCHEMAS = {"lora": Lora, "dora": Lora, "bottleneck": Bottleneck, "decoder": Partial, "full": Partial}
+#: The options section that each ``Kind.options`` (``adapt.adapters.kinds``) names, by its class name in lower case.
+ADAPTER_SECTIONS = {section.__name__.lower(): section for section in (Lora, Bottleneck, Partial)}
+ADAPTER_SCHEMAS = {name: ADAPTER_SECTIONS[kind.options] for name, kind in KINDS.items()}
 
 
 @dataclass

@@ -36,7 +36,9 @@ from adapt.evaluation.cases import EvalCase
 from adapt.evaluation.names import GT_PROMPTS, PROMPTS
 from adapt.evaluation.engine import Engine, PlanePrompts
 from adapt.guards import finite_stack
-from adapt.metrics import case_metrics, confusion_matrix, dice, iou, j_and_f
+from adapt.metrics.registry import VOLUME, of_family
+from adapt.metrics import case_metrics, confusion_matrix
+from adapt.metrics.case import click_scores, video_scores
 from adapt.inference.io import (Scan, dicom_affine, drop_nodata, mask_path, read_scan, scan_grid, suffix, to_unit,
                                 valid_like, write_mask)
 from adapt.transforms.prompts import PromptSimulator
@@ -289,32 +291,19 @@ def evaluate_case(engine: Engine, case: EvalCase, case_index: int, classes: dict
     rows = []
     for index, (name, value) in enumerate(classes.items(), start=1):
         scores = case_metrics(predicted == index, truth == value, spacing, tolerance_mm=protocol.tolerance_mm)
-        rows.append({"case": case.id, "class": name, "dice": scores["dice"], "iou": scores["iou"], "nsd": scores["nsd"],
-                     "hd95": scores["hd95"], "gt_voxels": scores["gt_voxels"], "pred_voxels": scores["pred_voxels"]})
+        rows.append({"case": case.id, "class": name, **{m: scores[m] for m in of_family(VOLUME)},
+                     "gt_voxels": scores["gt_voxels"], "pred_voxels": scores["pred_voxels"]})
         if protocol.propagation:
             rows[-1].update(video_scores(prediction == index, truth_stack == classes[name]))
     clicks = {}
     for k, stack in ({0: prediction, **after_clicks} if after_clicks else {}).items():
         volume = predicted if k == 0 else stored(scan, stack)
-        clicks[k] = {name: {"dice": dice(volume == i, truth == v), "iou": iou(volume == i, truth == v)}
-                     for i, (name, v) in enumerate(classes.items(), start=1)}
+        clicks[k] = {name: click_scores(volume == i, truth == v) for i, (name, v) in enumerate(classes.items(), start=1)}
     seconds = time.perf_counter() - start
     for row in rows:
         row.update(seconds=seconds, slices=int(prediction.shape[0]), image=str(case.image), label=str(case.label),
                    unit=unit, voxel_size=float(np.prod(spacing)) if spacing else None)
     return CaseResult(rows, clicks, confusion, prediction, scan)
-
-
-def video_scores(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
-    """DAVIS J, F and J&F with the slices as frames, over the frames where either mask has the object.
-
-    Frames empty on both sides would each score 1 and reward a short object in a long scan.
-    """
-    frames = np.flatnonzero((pred | truth).any(axis=(1, 2)))
-    if not len(frames):
-        return {"j": float("nan"), "f": float("nan"), "j_and_f": float("nan")}
-    video = j_and_f(pred[frames], truth[frames])
-    return {"j": float(video.j_mean), "f": float(video.f_mean), "j_and_f": float(video.j_and_f)}
 
 
 def save_prediction(result: CaseResult, values: list[int], folder: Path, case_id: str,

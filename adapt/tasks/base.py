@@ -18,7 +18,7 @@ import torch
 from torch.distributed.fsdp import FullyShardedDataParallel
 from torch.optim.lr_scheduler import LambdaLR
 
-from adapt.adapters import apply_adapter, trainable_parameters
+from adapt.adapters.registry import apply_adapter, trainable_parameters
 from adapt.errors import ConfigError, check_choice
 from adapt.models.embedding_cache import EmbeddingCache, frozen_prefix, namespace
 from adapt.models.hiera_prefix import first_trained_block
