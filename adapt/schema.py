@@ -9,6 +9,11 @@ and ``rule`` metadata (ranges, choices, multiples, custom checks) say what is va
 ``validate(cfg, command)`` walks the composed config against it and raises one
 ``ConfigError`` listing every problem with its key, its value and what is valid.
 
+Choices are never typed here: each list lives once, in a light module of the code that implements
+it (``adapt.adapters.kinds``, ``adapt.tasks``, ``adapt.transforms.shift_table``, the ``names``
+modules of ``models``, ``transforms``, ``data``, ``inference``, ``training``, ``evaluation`` and
+``export``), so a new choice is one edit there, and the door still answers before torch loads.
+
 It runs right after composition for ``train`` (a Hydra callback, ``adapt.cli.Preflight``,
 before Hydra creates or writes the run directory) and first thing in ``train(cfg)``,
 ``evaluate(cfg)``, ``predict.run(cfg)`` and ``hub.run(cfg)``, so in-process calls get the
