@@ -34,3 +34,18 @@ class ArtefactError(AdaptError):
 
 class TrainingError(AdaptError):
     """Training cannot go on: a non-finite loss (names the step, the cases of the batch and what to try)."""
+
+
+def not_one_of(choices: tuple | list) -> str:
+    """The one wording of a value outside its choices, shared by the schema and the constructors."""
+    return f"is not one of {list(choices)}"
+
+
+def check_choice(key: str, value: object, choices: tuple | list) -> None:
+    """Refuse ``value`` unless it is one of ``choices`` (for calls that bypass the config schema).
+
+    Raises:
+        ConfigError: ``key='value' is not one of [...]``, as the schema words it.
+    """
+    if value not in choices:
+        raise ConfigError(f"{key}={value!r} {not_one_of(choices)}")

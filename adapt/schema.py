@@ -9,6 +9,12 @@ and ``rule`` metadata (ranges, choices, multiples, custom checks) say what is va
 ``validate(cfg, command)`` walks the composed config against it and raises one
 ``ConfigError`` listing every problem with its key, its value and what is valid.
 
+Choices are typed here only for the Hub command's actions (``HUB_ACTIONS``, words of the command
+line itself): every other list lives once, in a light module of the code that implements it
+(``adapt.adapters.kinds``, ``adapt.tasks``, ``adapt.transforms.shift_table``, the ``names``
+modules of ``models``, ``transforms``, ``data``, ``inference`` and ``training``), below the
+schema's layer, so a new choice is one edit there and the door still answers before torch loads.
+
 It runs right after composition for ``train`` (a Hydra callback, ``adapt.training.run_dir.Preflight``,
 before Hydra creates or writes the run directory) and first thing in ``train(cfg)``,
 ``evaluate(cfg)``, ``predict.run(cfg)`` and ``hub.run(cfg)``, so in-process calls get the
@@ -32,18 +38,26 @@ from typing import Any, Callable, Mapping, Union
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from adapt.errors import ConfigError
+from adapt.adapters.kinds import KINDS, PLACEMENTS, in_blocks, named, with_options
+from adapt.data.names import EVALUATION_SPLITS, CACHE_MODES, MASK_PROMPT, OBJECT_MODES, OUTPUT_CHOICES, PROMPT_FRAME_MODES, REQUIRE_MODES
+from adapt.errors import ConfigError, not_one_of
+from adapt.inference.names import BACKENDS, EXPORT_FORMATS, PROMPTS, PROPAGATION_MODES, QUANTIZE
+from adapt.inference.names import PRECISIONS as EVAL_PRECISIONS
+from adapt.models.names import DIRECTIONS, EMBEDDING_CACHE_DTYPES, EMBEDDING_CACHE_MODES, OFFLINE_FALLBACKS
+from adapt.tasks import CLICK_GRAD, EVALUATED, PIXEL_LOSSES, TASKS
+from adapt.training.names import LOGGERS
+from adapt.transforms.names import PROMPT_KINDS
+from adapt.transforms.shift_table import SHIFTS
 
 log = logging.getLogger(__name__)
 
 MISSING = object()
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+#: Lightning's values of ``trainer.precision`` and ``trainer.accelerator`` (its Trainer takes more forms).
 PRECISIONS = ("32-true", "32", "bf16-mixed", "bf16-true", "bf16", "16-mixed", "16-true", "16", "64-true", "64",
               "transformer-engine", "transformer-engine-float16")
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")
-BACKENDS = ("torch", "onnx")  # adapt.inference.onnx_backend.BACKENDS (not imported: schema loads no model code)
-MASK_VALUES = ("card", "ids")  # adapt.data.encoding.OUTPUT_CHOICES (not imported: schema loads no numpy)
 
 
 def rule(ge: float | None = None, gt: float | None = None, le: float | None = None, lt: float | None = None,
@@ -188,8 +202,6 @@ def _train_cases(value: Any) -> str | None:
 
 
 def _shift(value: Any) -> str | None:
-    from adapt.transforms.names import SHIFTS
-
     names = [value] if isinstance(value, str) else list(value) if isinstance(value, (list, ListConfig)) else [0]
     if all(isinstance(n, str) and (n in SHIFTS or n in ("all", "none")) for n in names):
         return None
@@ -208,18 +220,6 @@ def _label(value: Any) -> str | None:
         "must be a label value (a number) or a label name"
 
 
-def _choices(names: str) -> Callable[[], tuple[Any, ...]]:
-    """Choices owned by another module, imported when checked (``module:NAME``)."""
-    def load() -> tuple[Any, ...]:
-        import importlib
-
-        module, attribute = names.split(":")
-        value = getattr(importlib.import_module(module), attribute)
-        return tuple(sorted(value)) if isinstance(value, (dict, set, frozenset)) else tuple(value)
-
-    return load
-
-
 # --------------------------------------------------------------------------- train
 
 
@@ -229,13 +229,13 @@ class Model:
     revision: str | None = rule()
     checkpoint: str | None = rule(check=_checkpoint_file, hint="a Meta-format .pt file")
     image_size: int = rule(ge=64, multiple_of=64, hint="e.g. 1024 (SAM2's own), 512 or 256")
-    offline_fallback: str = rule(choices=("error", "random"))
+    offline_fallback: str = rule(choices=OFFLINE_FALLBACKS)
     gradient_checkpointing: bool = rule()
 
 
 @dataclass
 class Lora:
-    kind: str = rule(choices=("lora", "dora"))
+    kind: str = rule(choices=with_options("lora"))
     rank: int = rule(ge=1, hint="e.g. 8")
     alpha: float = rule(gt=0, hint="e.g. 2 x rank")
     dropout: float = rule(ge=0, lt=1)
@@ -247,9 +247,9 @@ class Lora:
 
 @dataclass
 class Bottleneck:
-    kind: str = rule(choices=("bottleneck",))
+    kind: str = rule(choices=with_options("bottleneck"))
     reduction: int = rule(ge=1, hint="hidden width = block width / reduction")
-    placement: list[str] = rule(choices=("attn", "mlp"))
+    placement: list[str] = rule(choices=PLACEMENTS)
     blocks: Any = rule(check=_blocks)
     mlp_scale: float = rule(gt=0)
     task_modules: list[str] | None = rule()
@@ -257,19 +257,21 @@ class Bottleneck:
 
 @dataclass
 class Partial:
-    kind: str = rule(choices=("decoder", "full"))
+    kind: str = rule(choices=with_options("partial"))
     modules: list[str] | None = rule()
-    blocks: Any = rule(check=lambda v: "must be null: adapter=decoder|full adds no layers to the Hiera blocks "
-                                       "(adapter.blocks is an option of lora, dora and bottleneck)")
+    blocks: Any = rule(check=lambda v: f"must be null: adapter={'|'.join(with_options('partial'))} adds no layers to "
+                                       f"the Hiera blocks (adapter.blocks is an option of {named(in_blocks())})")
     task_modules: list[str] | None = rule()
 
 
-ADAPTER_SCHEMAS = {"lora": Lora, "dora": Lora, "bottleneck": Bottleneck, "decoder": Partial, "full": Partial}
+#: The options section that each ``Kind.options`` (``adapt.adapters.kinds``) names, by its class name in lower case.
+ADAPTER_SECTIONS = {section.__name__.lower(): section for section in (Lora, Bottleneck, Partial)}
+ADAPTER_SCHEMAS = {name: ADAPTER_SECTIONS[kind.options] for name, kind in KINDS.items()}
 
 
 @dataclass
 class Prompt:
-    kind: str = rule(choices=("box", "point", "points", "box+points", "mask"))
+    kind: str = rule(choices=(*PROMPT_KINDS, MASK_PROMPT))
     jitter: float = rule(ge=0, lt=1, hint="outward box noise, a fraction of the box side")
     num_positive: int = rule(ge=0)
     num_negative: int = rule(ge=0)
@@ -279,8 +281,8 @@ class Prompt:
 @dataclass
 class Clip:
     length: int = rule(ge=1)
-    require: str = rule(choices=("all", "any"))
-    prompt_frames: str = rule(choices=("first", "middle", "random"))
+    require: str = rule(choices=REQUIRE_MODES)
+    prompt_frames: str = rule(choices=PROMPT_FRAME_MODES)
     num_prompt_frames: int = rule(ge=1)
     stride: int = rule(ge=1)
     val_clips_per_case: int = rule(ge=1)
@@ -295,9 +297,9 @@ class Data:
     num_workers: int = rule(ge=0)
     augment: bool = rule()
     device_transforms: bool = rule()
-    objects: str = rule(choices=("each", "all"))
+    objects: str = rule(choices=OBJECT_MODES)
     empty_share: float = rule(ge=0, lt=1)
-    cache: str = rule(choices=("auto", "none", "memory", "disk"))
+    cache: str = rule(choices=CACHE_MODES)
     cache_dir: str | None = rule()
     prepare_workers: int | None = rule(ge=1)
     shards: str | None = rule()
@@ -332,7 +334,7 @@ class Trainer:
 
 @dataclass
 class Logger:
-    kind: str = rule(choices=("csv", "wandb"))
+    kind: str = rule(choices=LOGGERS)
     project: str | None = rule()
     entity: str | None = rule()
     offline: bool | None = rule()
@@ -356,25 +358,25 @@ class Progress:
 
 @dataclass
 class EmbeddingCache:
-    mode: str = rule(choices=("auto", "off", "memory", "disk"))
+    mode: str = rule(choices=EMBEDDING_CACHE_MODES)
     directory: str = rule()
-    dtype: str = rule(choices=("float32", "bfloat16", "float16"))
+    dtype: str = rule(choices=EMBEDDING_CACHE_DTYPES)
     namespace: str | None = rule()
 
 
 @dataclass
 class Prompts:
     iterations: int = rule(ge=0)
-    grad: str = rule(choices=("last", "all"))
+    grad: str = rule(choices=CLICK_GRAD)
     seed: int = rule()
-    direction: str = rule(choices=_choices("adapt.models.names:DIRECTIONS"))
+    direction: str = rule(choices=DIRECTIONS)
 
 
 @dataclass
 class Loss:
     dice: float = rule(ge=0)
     pixel_term: float = rule(ge=0)
-    pixel: str = rule(choices=("bce", "focal"))
+    pixel: str = rule(choices=PIXEL_LOSSES)
     iou: float = rule(ge=0)
     presence: float = rule(ge=0)
 
@@ -382,7 +384,7 @@ class Loss:
 @dataclass
 class Train:
     name: str = rule()
-    task: str = rule(choices=_choices("adapt.tasks:TASKS"))
+    task: str = rule(choices=tuple(sorted(TASKS)))
     seed: int = rule()
     validate_before: bool = rule()
     ckpt_path: str | None = rule()
@@ -419,9 +421,9 @@ class Evaluate:
     image_size: int | None = rule(ge=64, multiple_of=64)
     compare: str | None = rule()
     data: EvaluateData = rule()
-    split: str = rule(choices=("train", "val", "test", "all"))
-    task: str = rule(choices=_choices("adapt.tasks:EVALUATED"))
-    prompt: str | None = rule(choices=("box", "box_jitter", "point", "points_k", "auto", "none"))
+    split: str = rule(choices=EVALUATION_SPLITS)
+    task: str = rule(choices=EVALUATED)
+    prompt: str | None = rule(choices=PROMPTS)
     seed: int = rule()
     jitter: float = rule(ge=0, lt=1)
     num_points: int = rule(ge=1)
@@ -430,11 +432,11 @@ class Evaluate:
     min_area: int = rule(ge=0)
     nsd_tolerance_mm: float = rule(gt=0)
     batch_size: int = rule(ge=1)
-    precision: str | int = rule(choices=("32", "bf16", 32))
+    precision: str | int = rule(choices=(*EVAL_PRECISIONS, 32))
     device: str = rule(check=_device)
     backend: str = rule(choices=BACKENDS)
     save_masks: Any = rule(check=_save_masks)
-    mask_values: str = rule(choices=MASK_VALUES)
+    mask_values: str = rule(choices=OUTPUT_CHOICES)
     fill_hole_area: int = rule(ge=0)
     shift: Any = rule(check=_shift)
     severity: Any = rule(check=_severity)
@@ -453,17 +455,23 @@ class Predict:
     output: str | None = rule()
     prompt: str | None = rule()
     label: Any = rule(check=_label)
-    mask_values: str = rule(choices=MASK_VALUES)
+    mask_values: str = rule(choices=OUTPUT_CHOICES)
     overwrite: bool = rule()
     device: str = rule(check=_device)
     backend: str = rule(choices=BACKENDS)
-    propagation: str = rule(choices=("auto", "memory", "boxes"))
+    propagation: str = rule(choices=PROPAGATION_MODES)
     fill_hole_area: int = rule(ge=0)
+
+
+#: ``python -m adapt.hub <action>``: the Hub command's actions (``adapt.hub.share.run``). The one
+#: choice list kept here: the hub package sits above the schema's layer, and these are words of
+#: the command line itself.
+HUB_ACTIONS = ("push", "pull")
 
 
 @dataclass
 class Hub:
-    action: str | None = rule(choices=("push", "pull"))
+    action: str | None = rule(choices=HUB_ACTIONS)
     adapter: str | None = rule()
     repo_id: str | None = rule(check=lambda v: None if HUB_ID.match(str(v)) else "must be of the form user/name")
     revision: str | None = rule()
@@ -481,8 +489,8 @@ class Export:
     adapter: str | None = rule()
     revision: str | None = rule()
     allow_base_mismatch: bool = rule()
-    format: str = rule(choices=("onnx", "safetensors"))
-    quantize: str = rule(choices=("none", "int8"))
+    format: str = rule(choices=EXPORT_FORMATS)
+    quantize: str = rule(choices=QUANTIZE)
     out: str | None = rule()
     overwrite: bool = rule()
     check: bool = rule()
@@ -495,10 +503,10 @@ class App:
     allow_base_mismatch: bool = rule()
     backend: str = rule(choices=BACKENDS)
     device: str = rule(check=_device)
-    propagation: str = rule(choices=("auto", "memory", "boxes"))
+    propagation: str = rule(choices=PROPAGATION_MODES)
     fill_hole_area: int = rule(ge=0)
     out_dir: str = rule()
-    mask_values: str = rule(choices=MASK_VALUES)
+    mask_values: str = rule(choices=OUTPUT_CHOICES)
     host: str = rule()
     port: int = rule(ge=1, le=65535)
     share: bool = rule()
@@ -657,7 +665,7 @@ def _bounds(value: Any, meta: Mapping[str, Any]) -> str | None:
     if choices is not None:
         allowed = choices() if callable(choices) else choices
         if value not in allowed:
-            return f"is not one of {list(allowed)}{hint}"
+            return f"{not_one_of(allowed)}{hint}"
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         for name, test, sign in (("ge", lambda a, b: a >= b, ">="), ("gt", lambda a, b: a > b, ">"),
                                  ("le", lambda a, b: a <= b, "<="), ("lt", lambda a, b: a < b, "<")):

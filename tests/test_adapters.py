@@ -174,7 +174,7 @@ def test_bottleneck_weights_do_not_fit_another_base(tmp_path):
 @pytest.mark.parametrize(
     "spec, message",
     [
-        ({"kind": "prefix"}, "adapter.kind 'prefix' is not one of"),
+        ({"kind": "prefix"}, "adapter.kind='prefix' is not one of"),
         ({"kind": "lora", "targets": ["encoder_everything"]}, "unknown preset 'encoder_everything'"),
         ({"kind": "lora", "rnk": 4}, "adapter=lora: unknown option"),
         ({"kind": "bottleneck", "placement": ["neck"]}, "adapter.placement"),
@@ -190,14 +190,51 @@ def test_bad_adapter_options_are_named(spec, message):
         apply_adapter(load_sam2("tiny")[0], spec)
 
 
-def test_the_kind_registry_mirrors_the_adapter_configs():
-    """One ``configs/adapter/<kind>.yaml`` per registered kind, and each saves in its declared layout."""
-    from adapt.adapters import KINDS, PEFT_LAYOUT
-    from adapt.conf import CONFIG_DIR
+#: What each kind declares it supports (``adapt.adapters.kinds``), written out independently.
+SUPPORTS = {  # kind: (saved by peft, takes adapter.blocks, merges into a plain Sam2Model)
+    "lora": (True, True, True),
+    "dora": (True, True, True),
+    "bottleneck": (False, True, False),
+    "decoder": (False, False, True),
+    "full": (False, False, True),
+}
 
-    assert {path.stem for path in (CONFIG_DIR / "adapter").glob("*.yaml")} == set(KINDS)
-    assert {name for name, kind in KINDS.items() if kind.layout == PEFT_LAYOUT} == {"lora", "dora"}
-    assert {name for name, kind in KINDS.items() if kind.in_blocks} == {"lora", "dora", "bottleneck"}
+
+def test_the_kind_table_mirrors_the_declarations_configs_and_schema():
+    """A kind is one declaration row, one ``configs/adapter/<kind>.yaml`` and one row of this file's
+    tables; the schema's sections and the appliers follow from the row."""
+    from adapt.adapters.kinds import KINDS as DECLARED
+    from adapt.adapters.registry import applier
+    from adapt.conf import CONFIG_DIR
+    from adapt.schema import ADAPTER_SCHEMAS
+
+    assert set(KINDS) == set(SUPPORTS) == set(DECLARED) == set(ADAPTER_SCHEMAS)
+    assert {path.stem for path in (CONFIG_DIR / "adapter").glob("*.yaml")} == set(DECLARED)
+    assert {name: (k.peft, k.in_blocks, k.merges) for name, k in DECLARED.items()} == SUPPORTS
+    assert all(callable(applier(kind)) for kind in DECLARED.values())
+
+
+def test_no_module_outside_the_adapters_names_a_kind():
+    """The schema, embedding cache, model card, share, export and sweep ask the declarations."""
+    from literals import retyped
+
+    assert retyped(tuple(KINDS), home=("adapters/",)) == []
+
+
+@pytest.mark.parametrize(("spec", "frozen"), [
+    ({"kind": "lora", "targets": ["decoder_attn", "memory"]}, True),
+    ({"kind": "dora", "targets": "decoder_attn"}, True),
+    ({"kind": "lora", "targets": ["encoder_attn", "decoder_attn"]}, False),
+    ({"kind": "decoder"}, True),
+    ({"kind": "decoder", "modules": ["mask_decoder", "vision_encoder.neck"]}, False),
+    ({"kind": "bottleneck"}, False),
+    ({"kind": "full"}, False),
+    ({"kind": "unknown"}, False),
+])
+def test_a_kind_says_whether_its_spec_leaves_the_encoder_frozen(spec, frozen):
+    from adapt.models.embedding_cache import encoder_is_frozen
+
+    assert encoder_is_frozen(spec) is frozen
 
 
 def test_memory_preset_targets_the_video_model():

@@ -113,13 +113,50 @@ def test_the_light_registries_are_the_ones_the_code_uses():
     from adapt.models import names as model_names, sam2, tracking
     from adapt.evaluation import runner
     from adapt.schema import SCHEMAS
-    from adapt.transforms import names as transform_names, shifts
+    from adapt.transforms import shift_table, shifts
     import adapt.tasks
 
     assert sam2.HUB_IDS is model_names.HUB_IDS and tracking.DIRECTIONS is model_names.DIRECTIONS
     assert lora.TARGET_PRESETS is model_names.TARGET_PRESETS
-    assert shifts.SHIFTS is transform_names.SHIFTS
+    assert shifts.SHIFTS is shift_table.SHIFTS
     assert runner.TASKS is adapt.tasks.TASKS and runner.EVALUATED is adapt.tasks.EVALUATED
-    task_choices = {command: next(f for f in dataclasses.fields(SCHEMAS[command]) if f.name == "task").metadata["choices"]()
+    task_choices = {command: next(f for f in dataclasses.fields(SCHEMAS[command]) if f.name == "task").metadata["choices"]
                     for command in ("train", "evaluate")}
     assert task_choices == {"train": tuple(sorted(adapt.tasks.TASKS)), "evaluate": ("segmentation", "propagation")}
+    assert task_choices["evaluate"] is adapt.tasks.EVALUATED
+
+
+def test_each_choice_of_the_schema_is_the_constant_its_implementation_uses():
+    """The schema's choices are the very tuples the implementing modules check against (no copy)."""
+    from adapt import schema
+    from adapt.adapters import bottleneck
+    from adapt.data import cache, clips, datamodule, encoding
+    from adapt.evaluation import case, cases
+    from adapt.export import build
+    from adapt.inference import engine, onnx_backend, runner
+    from adapt.training import callbacks
+    from adapt.transforms import names as transform_names, prompts
+
+    def choices(section, key):
+        return next(f for f in dataclasses.fields(section) if f.name == key).metadata["choices"]
+
+    pairs = [
+        (choices(schema.Predict, "backend"), onnx_backend.BACKENDS),
+        (choices(schema.Predict, "propagation"), runner.PROPAGATION_MODES),
+        (choices(schema.Predict, "mask_values"), encoding.OUTPUT_CHOICES),
+        (choices(schema.Evaluate, "prompt"), case.PROMPTS),
+        (choices(schema.Evaluate, "split"), cases.EVALUATION_SPLITS),
+        (choices(schema.Export, "quantize"), build.QUANTIZE),
+        (choices(schema.Export, "format"), build.EXPORT_FORMATS),
+        (choices(schema.Data, "cache"), cache.CACHE_MODES),
+        (choices(schema.Data, "objects"), datamodule.OBJECT_MODES),
+        (choices(schema.Clip, "require"), clips.REQUIRE_MODES),
+        (choices(schema.Clip, "prompt_frames"), clips.PROMPT_FRAME_MODES),
+        (choices(schema.Logger, "kind"), callbacks.LOGGERS),
+        (choices(schema.Bottleneck, "placement"), bottleneck.PLACEMENTS),
+    ]
+    for declared, used in pairs:
+        assert declared is used
+    assert choices(schema.Prompt, "kind") == (*prompts.PROMPT_KINDS, clips.MASK_PROMPT)
+    assert choices(schema.Evaluate, "precision") == (*engine.PRECISIONS, 32)
+    assert prompts.PROMPT_KINDS is transform_names.PROMPT_KINDS

@@ -14,16 +14,18 @@ training the adapted model computes exactly what the base model does.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
 
+from adapt.adapters.kinds import KINDS, PLACEMENTS
+from adapt.adapters.partial import with_task_modules
 from adapt.adapters.placement import resolve_blocks
 from adapt.errors import ConfigError
 from adapt.models.sam2 import hiera_blocks
 
-PLACEMENTS = ("attn", "mlp")
-PEFT_TYPE = "BOTTLENECK"
+PEFT_TYPE = KINDS["bottleneck"].layout
 
 
 class Bottleneck(nn.Module):
@@ -110,3 +112,8 @@ def apply_bottleneck(model: nn.Module, config: BottleneckConfig) -> nn.Module:
         if ".adapter_attn." in name or ".adapter_mlp." in name:
             param.requires_grad_(True)
     return model
+
+
+def apply_kind(model: nn.Module, options: dict[str, Any], task_modules: list[str]) -> nn.Module:
+    """``adapter=bottleneck``: the adapters inserted (options: ``BottleneckConfig``), plus the task's modules."""
+    return with_task_modules(apply_bottleneck(model, BottleneckConfig(**options)), task_modules)

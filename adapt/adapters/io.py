@@ -21,7 +21,7 @@ from peft import PeftModel
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from adapt.adapters import KINDS, OUR_LAYOUTS, apply_adapter, plain_name, trainable_parameters
+from adapt.adapters.registry import KINDS, OUR_LAYOUTS, apply_adapter, plain_name, trainable_parameters
 from adapt.adapters.lora import quiet_peft
 from adapt.errors import ArtefactError, ConfigError
 from adapt.models.sam2 import freeze

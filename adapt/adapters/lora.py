@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import re
 import warnings
-from typing import Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 from peft import LoraConfig, PeftModel, get_peft_model
 from torch import nn
@@ -101,3 +101,14 @@ def apply_lora(
         raise ConfigError(f"adapter.blocks={blocks!r} places LoRA in Hiera blocks, but adapter.targets {targets!r} "
                           "target no layer there; add an encoder preset (encoder_attn, encoder_mlp) or drop adapter.blocks")
     return peft_model
+
+
+def apply_kind(model: nn.Module, options: dict[str, Any], task_modules: list[str], use_dora: bool = False) -> nn.Module:
+    """``adapter=lora``: ``apply_lora`` with the options; a task's modules are saved in full (``modules_to_save``)."""
+    saved = list(options.pop("modules_to_save", None) or []) + task_modules
+    return apply_lora(model, use_dora=use_dora, modules_to_save=saved or None, **options)
+
+
+def apply_dora_kind(model: nn.Module, options: dict[str, Any], task_modules: list[str]) -> nn.Module:
+    """``adapter=dora``: LoRA with peft's weight decomposition (``use_dora=True``)."""
+    return apply_kind(model, options, task_modules, use_dora=True)

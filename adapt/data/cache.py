@@ -39,16 +39,16 @@ from typing import Any, Callable, Iterable
 import numpy as np
 
 from adapt.data.cards import DataCard
+from adapt.data.names import CACHE_MODES
 from adapt.data.planes import ChunkedArray, read_index, write_case
 from adapt.data.sources import Case, cache_root
 from adapt.data.volumes import Volume, load_volume
-from adapt.errors import ConfigError, DataError
+from adapt.errors import DataError, check_choice
 from adapt.storage import write_atomically
 from adapt.transforms.slices import target_counts
 
 log = logging.getLogger(__name__)
 
-CACHE_MODES = ("auto", "none", "memory", "disk")
 # 3: 2D images at native size (no shrink-to-fit); 4: GeoTIFF nodata marked in labels;
 # 5: one chunk per plane (adapt.data.planes). Bump when the cached content or its layout changes meaning.
 CACHE_FORMAT = 5
@@ -115,8 +115,7 @@ class CaseStore:
 
     def __init__(self, card: DataCard, cases: list[Case], mode: str = "auto",
                  directory: str | Path | None = None) -> None:
-        if mode not in CACHE_MODES:
-            raise ConfigError(f"data.cache={mode!r} is not one of {CACHE_MODES}")
+        check_choice("data.cache", mode, CACHE_MODES)
         if mode == "auto":
             mode = "memory" if card.source["kind"] == "synthetic" else "disk"
         self.card, self.cases, self.mode = card, list(cases), mode

@@ -37,20 +37,17 @@ from adapt.data.cards import DataCard, load_card
 from adapt.data.datamodule import SegmentationDataModule
 from adapt.data.load import odd_channels
 from adapt.data.planes import ChunkedArray
+from adapt.data.names import MASK_PROMPT, PROMPT_FRAME_MODES, REQUIRE_MODES
 from adapt.data.sampling import sample_key
 from adapt.data.splits import require_validation, split_cases
 from adapt.data.volumes import data_root, list_cases
-from adapt.errors import ConfigError, DataError
+from adapt.errors import ConfigError, DataError, check_choice
 from adapt.models.primitives import resize_image, to_model_coords
 from adapt.transforms.prompts import PROMPT_KINDS, PromptSimulator, prompt_rng
 from adapt.transforms.slices import resize_label
 
 log = logging.getLogger(__name__)
 
-PROMPT_FRAME_MODES = ("first", "middle", "random")
-REQUIRE_MODES = ("all", "any")
-#: ``data.prompt.kind`` that prompts with the ground-truth mask (SAM2's mask prompt).
-MASK_PROMPT = "mask"
 #: Last key of the generator that picks ``random`` prompt frames (per-frame prompts use the frame index).
 FRAME_CHOICE_KEY = 2**31 - 1
 
@@ -77,11 +74,10 @@ class ClipOptions:
     val_clips_per_case: int = 2
 
     def __post_init__(self) -> None:
+        check_choice("data.clip.require", self.require, REQUIRE_MODES)
+        check_choice("data.clip.prompt_frames", self.prompt_frames, PROMPT_FRAME_MODES)
         checks = [
             (self.length >= 1, f"data.clip.length must be >= 1, got {self.length}"),
-            (self.require in REQUIRE_MODES, f"data.clip.require must be one of {REQUIRE_MODES}, got {self.require!r}"),
-            (self.prompt_frames in PROMPT_FRAME_MODES,
-             f"data.clip.prompt_frames must be one of {PROMPT_FRAME_MODES}, got {self.prompt_frames!r}"),
             (1 <= self.num_prompt_frames <= self.length,
              f"data.clip.num_prompt_frames must be between 1 and data.clip.length={self.length}, "
              f"got {self.num_prompt_frames}"),
@@ -116,6 +112,7 @@ def choose_prompt_frames(present: np.ndarray, mode: str, count: int, rng: np.ran
     ``first``: the earliest; ``middle``: the closest to the clip's centre (earlier on ties);
     ``random``: drawn with ``rng``.
     """
+    check_choice("data.clip.prompt_frames", mode, PROMPT_FRAME_MODES)
     candidates = np.flatnonzero(np.asarray(present, dtype=bool))
     if len(candidates) == 0:
         raise ValueError("a clip without the target has no frame to prompt")
@@ -125,10 +122,8 @@ def choose_prompt_frames(present: np.ndarray, mode: str, count: int, rng: np.ran
     elif mode == "middle":
         centre = (len(present) - 1) / 2
         chosen = candidates[np.argsort(np.abs(candidates - centre), kind="stable")[:count]]
-    elif mode == "random":
+    else:  # random
         chosen = rng.choice(candidates, size=count, replace=False)
-    else:
-        raise ConfigError(f"data.clip.prompt_frames must be one of {PROMPT_FRAME_MODES}, got {mode!r}")
     return sorted(int(t) for t in chosen)
 
 
@@ -312,10 +307,9 @@ def build_clip_datamodule(data_cfg: Mapping[str, Any], image_size: int, seed: in
         raise ConfigError(f"data.clip: unknown option(s) {unknown}; valid: {sorted(ClipOptions.__dataclass_fields__)}")
     prompt = dict(data_cfg.get("prompt") or {})
     prompt.setdefault("seed", seed)
+    check_choice("data.prompt.kind", prompt.get("kind", "box"), (*PROMPT_KINDS, MASK_PROMPT))
     if prompt.get("kind", "box") == MASK_PROMPT:
         train_prompts = val_prompts = None
-    elif prompt.get("kind", "box") not in PROMPT_KINDS:
-        raise ConfigError(f"data.prompt.kind={prompt['kind']!r} is not one of {(*PROMPT_KINDS, MASK_PROMPT)}")
     else:
         train_prompts = PromptSimulator(**prompt)
         val_prompts = PromptSimulator(**{**prompt, "seed": prompt["seed"] + 1})

@@ -32,10 +32,11 @@ from adapt.data.cache import CaseStore
 from adapt.data.cards import DataCard, load_card
 from adapt.data.device_transforms import AUGMENT, NATIVE_SIZE, collate_native, to_model_grid
 from adapt.data.load import odd_channels
+from adapt.data.names import OBJECT_MODES
 from adapt.data.sources import data_root, list_cases
 from adapt.data.sampling import EpochSampler, ResumableLoader, sample_key
 from adapt.data.splits import require_validation, split_cases
-from adapt.errors import ConfigError, DataError
+from adapt.errors import ConfigError, DataError, check_choice
 from adapt.models.primitives import resize_image, to_model_coords
 from adapt.transforms.augment import PairAugment, SplitAugment
 from adapt.transforms.prompts import PromptSimulator
@@ -47,7 +48,6 @@ __all__ = ["SampleDataset", "SegmentationDataModule", "build_datamodule", "data_
 
 log = logging.getLogger(__name__)
 
-OBJECT_MODES = ("each", "all")
 #: ``data.device_transforms`` when a config does not say (``configs/data/default.yaml`` repeats it).
 DEVICE_TRANSFORMS = True
 #: Batches each loader worker prepares ahead with device transforms (small: native planes).
@@ -294,8 +294,7 @@ class SegmentationDataModule(L.LightningDataModule):
                  cache_dir: str | None = None, seed: int = 0, device_transforms: bool = DEVICE_TRANSFORMS,
                  train_cases: int | str | None = None, prepare_workers: int | None = None) -> None:
         super().__init__()
-        if objects not in OBJECT_MODES:
-            raise ConfigError(f"data.objects={objects!r} is not one of {OBJECT_MODES}")
+        check_choice("data.objects", objects, OBJECT_MODES)
         if not 0 <= empty_share < 1:
             raise ConfigError(f"data.empty_share must be in [0, 1), got {empty_share}")
         self.card, self.image_size = card, int(image_size)

@@ -26,11 +26,9 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from adapt.errors import ConfigError, DataError
+from adapt.data.names import OUTPUT_CHOICES
+from adapt.errors import ConfigError, DataError, check_choice
 
-#: Choices of the ``mask_values=`` key of predict, evaluate and the app: the adapter's card's
-#: encoding (``card``, default) or the label ids as they are (``ids``).
-OUTPUT_CHOICES = ("card", "ids")
 INT32_MAX = 2**31 - 1
 
 
@@ -144,8 +142,7 @@ class LabelEncoding:
     @classmethod
     def of_adapter(cls, metadata: Mapping[str, Any], choice: str = "card") -> "LabelEncoding":
         """The encoding an adapter (``sam2_adapt.json``) or export records; ``choice="ids"``: none."""
-        if choice not in OUTPUT_CHOICES:
-            raise ConfigError(f"mask_values={choice!r} is not one of {OUTPUT_CHOICES}")
+        check_choice("mask_values", choice, OUTPUT_CHOICES)
         recorded = metadata.get("mask_values") or {} if choice == "card" else {}
         labels = {str(k): int(v) for k, v in (metadata.get("label_map") or {}).items() if _is_int(v)}
         return cls(labels, {k: as_values(v) or () for k, v in recorded.items()}, None, "the adapter's mask_values")

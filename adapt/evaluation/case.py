@@ -31,17 +31,18 @@ from scipy import ndimage
 
 from adapt.data.encoding import LabelEncoding
 from adapt.data.geometry import check_same_grid
-from adapt.errors import ConfigError
+from adapt.errors import ConfigError, check_choice
 from adapt.evaluation.cases import EvalCase
 from adapt.inference.engine import Engine, PlanePrompts
 from adapt.guards import finite_stack
-from adapt.metrics import case_metrics, confusion_matrix, dice, iou, j_and_f
 from adapt.data.formats import FORMATS, mask_name, suffix
 from adapt.inference.io import Scan, drop_nodata, read_scan, scan_grid, to_unit, valid_like, write_mask
+from adapt.inference.names import GT_PROMPTS, PROMPTS
+from adapt.metrics.registry import VOLUME, of_family
+from adapt.metrics import case_metrics, confusion_matrix
+from adapt.metrics.case import click_scores, video_scores
 from adapt.transforms.prompts import PromptSimulator
 
-PROMPTS = ("box", "box_jitter", "point", "points_k", "auto", "none")
-GT_PROMPTS = ("box", "box_jitter", "point", "points_k")
 
 
 @dataclass(frozen=True)
@@ -72,8 +73,7 @@ class Protocol:
     components: bool = False
 
     def __post_init__(self) -> None:
-        if self.prompt not in PROMPTS:
-            raise ConfigError(f"prompt={self.prompt!r} is not one of {PROMPTS}")
+        check_choice("prompt", self.prompt, PROMPTS)
         if self.clicks and self.prompt not in GT_PROMPTS:
             raise ConfigError(f"clicks need a simulated first prompt ({'|'.join(GT_PROMPTS)}), not prompt={self.prompt}")
         if self.propagation and (self.prompt not in GT_PROMPTS or self.clicks):
@@ -261,32 +261,19 @@ def evaluate_case(engine: Engine, case: EvalCase, case_index: int, classes: dict
     rows = []
     for index, (name, value) in enumerate(classes.items(), start=1):
         scores = case_metrics(predicted == index, truth == value, spacing, tolerance_mm=protocol.tolerance_mm)
-        rows.append({"case": case.id, "class": name, "dice": scores["dice"], "iou": scores["iou"], "nsd": scores["nsd"],
-                     "hd95": scores["hd95"], "gt_voxels": scores["gt_voxels"], "pred_voxels": scores["pred_voxels"]})
+        rows.append({"case": case.id, "class": name, **{m: scores[m] for m in of_family(VOLUME)},
+                     "gt_voxels": scores["gt_voxels"], "pred_voxels": scores["pred_voxels"]})
         if protocol.propagation:
             rows[-1].update(video_scores(prediction == index, truth_stack == classes[name]))
     clicks = {}
     for k, stack in ({0: prediction, **after_clicks} if after_clicks else {}).items():
         volume = predicted if k == 0 else stored(scan, stack)
-        clicks[k] = {name: {"dice": dice(volume == i, truth == v), "iou": iou(volume == i, truth == v)}
-                     for i, (name, v) in enumerate(classes.items(), start=1)}
+        clicks[k] = {name: click_scores(volume == i, truth == v) for i, (name, v) in enumerate(classes.items(), start=1)}
     seconds = time.perf_counter() - start
     for row in rows:
         row.update(seconds=seconds, slices=int(prediction.shape[0]), image=str(case.image), label=str(case.label),
                    unit=unit, voxel_size=float(np.prod(spacing)) if spacing else None)
     return CaseResult(rows, clicks, confusion, prediction, scan)
-
-
-def video_scores(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
-    """DAVIS J, F and J&F with the slices as frames, over the frames where either mask has the object.
-
-    Frames empty on both sides would each score 1 and reward a short object in a long scan.
-    """
-    frames = np.flatnonzero((pred | truth).any(axis=(1, 2)))
-    if not len(frames):
-        return {"j": float("nan"), "f": float("nan"), "j_and_f": float("nan")}
-    video = j_and_f(pred[frames], truth[frames])
-    return {"j": float(video.j_mean), "f": float(video.f_mean), "j_and_f": float(video.j_and_f)}
 
 
 def save_prediction(result: CaseResult, values: list[int], folder: Path, case_id: str,

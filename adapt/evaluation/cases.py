@@ -16,9 +16,9 @@ from adapt.data.card_copy import adapter_card, check_cases
 from adapt.data.cards import DataCard, load_card
 from adapt.data.sources import data_root, list_cases
 from adapt.data.splits import split_cases
-from adapt.errors import ConfigError, DataError
+from adapt.data.names import EVALUATION_SPLITS
+from adapt.errors import ConfigError, DataError, check_choice
 
-SPLITS = ("train", "val", "test", "all")
 
 
 @dataclass(frozen=True)
@@ -58,8 +58,7 @@ def load_cases(card: str | DataCard, root: str | None, split: str,
         DataNotFoundError: the dataset is not at the root (says how to supply it).
         DataError: a listed image or label file is missing.
     """
-    if split not in SPLITS:
-        raise ConfigError(f"split={split!r} is not one of {SPLITS}")
+    check_choice("split", split, EVALUATION_SPLITS)
     card = card if isinstance(card, DataCard) else load_card(card)
     folder = data_root(card, root)
     cases = list_cases(card, folder)  # as the training data module lists and splits them
@@ -67,7 +66,7 @@ def load_cases(card: str | DataCard, root: str | None, split: str,
     chosen = cases if split == "all" else split_cases(cases, dict(card.split), f"data card {card.name}").get(split, [])
     if not chosen:
         raise ConfigError(f"data card {card.name!r}: split={split} holds no case (card split: {dict(card.split)}); "
-                          f"choose another split= ({', '.join(SPLITS)})")
+                          f"choose another split= ({', '.join(EVALUATION_SPLITS)})")
     for case in chosen:
         for path in (case.image, case.label):
             if not Path(path).exists():

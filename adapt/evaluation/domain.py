@@ -22,10 +22,10 @@ from typing import Any, Mapping
 
 from adapt.errors import ConfigError
 from adapt.data.encoding import label_names
+from adapt.metrics.registry import HEADLINE
 
 log = logging.getLogger(__name__)
 
-HEADLINE = ("dice", "iou", "nsd", "hd95")
 
 
 def trained_on(metadata: Mapping[str, Any]) -> str | None:

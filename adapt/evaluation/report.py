@@ -21,15 +21,15 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
+from adapt.metrics.registry import CLICKED, DISTANCE, HEADLINE, VIDEO, VOLUME, of_family
+from adapt.metrics.registry import METRICS as REGISTRY
 from adapt.metrics import class_iou, global_accuracy, mean_pixel_accuracy, miou, pixel_accuracy, summarize
 
-METRICS = ("dice", "iou", "nsd", "hd95")
+METRICS = of_family(VOLUME)
 #: DAVIS scores of ``task=propagation`` (slices as frames).
-VIDEO_METRICS = ("j", "f", "j_and_f")
+VIDEO_METRICS = of_family(VIDEO)
 COLUMNS = ("run", "case", "class", *METRICS, *VIDEO_METRICS, "gt_voxels", "pred_voxels", "unit", "voxel_size", "seconds", "slices", "image",
            "label")
-#: The headline numbers of the printed table and the compare differences.
-HEADLINE = ("dice", "iou", "nsd", "hd95")
 
 
 def _number(value: Any) -> float | None:
@@ -50,7 +50,7 @@ def summarize_run(rows: Sequence[Mapping[str, Any]], classes: Sequence[str], con
         planes: slices (or frames) the model processed; ``model_seconds`` the time inside the model.
         unit: ``slices/s`` or ``frames/s``.
     """
-    metrics = METRICS + (VIDEO_METRICS if rows and "j_and_f" in rows[0] else ())
+    metrics = METRICS + (VIDEO_METRICS if rows and all(m in rows[0] for m in VIDEO_METRICS) else ())
     per_class = {name: summarize([r for r in rows if r["class"] == name], metrics=metrics) for name in classes}
     names = ["background", *classes]
     accuracy = pixel_accuracy(confusion)
@@ -89,7 +89,7 @@ def click_curve(clicks: Mapping[int, list[dict[str, dict[str, float]]]], classes
     for k in sorted(clicks):
         cases = clicks[k]
         entry: dict[str, Any] = {}
-        for metric in ("dice", "iou"):
+        for metric in CLICKED:
             by_class = {c: float(np.mean([case[c][metric] for case in cases])) for c in classes}
             entry[metric] = float(np.mean(list(by_class.values())))
             entry[f"{metric}_per_class"] = by_class
@@ -127,12 +127,12 @@ def write_summary(summary: Mapping[str, Any], path: Path) -> Path:
     return path
 
 
-def _fmt(stats: Mapping[str, Any] | None, spread: bool = True) -> str:
+def _fmt(stats: Mapping[str, Any] | None, spread: bool = True, fmt: str = ".4f") -> str:
     if not stats or stats.get("mean") is None:
         return "-"
-    text = f"{stats['mean']:.4f}"
+    text = f"{stats['mean']:{fmt}}"
     if spread and stats.get("std") is not None:
-        text += f" ± {stats['std']:.4f}"
+        text += f" ± {stats['std']:{fmt}}"
     if stats.get("count_undefined"):
         text += f" ({stats['count_undefined']} undefined)"
     return text
@@ -151,11 +151,12 @@ def print_table(summary: Mapping[str, Any], console: Console | None = None) -> T
         table.add_column(column, overflow="fold")
     for name, stats in summary["classes"].items():
         for metric in HEADLINE:
-            label = f"{metric} ({summary['distance_unit']})" if metric == "hd95" else metric
-            cells = [name, label, _fmt(stats[metric])]
+            label = f"{metric} ({summary['distance_unit']})" if REGISTRY[metric].unit == DISTANCE else metric
+            fmt = REGISTRY[metric].fmt
+            cells = [name, label, _fmt(stats[metric], fmt=fmt)]
             if other:
                 delta = other["difference"][name][metric]
-                cells += [_fmt(other["classes"].get(name, {}).get(metric)), "-" if delta is None else f"{delta:+.4f}"]
+                cells += [_fmt(other["classes"].get(name, {}).get(metric), fmt=fmt), "-" if delta is None else f"{delta:+{fmt}}"]
             table.add_row(*cells)
     for key in ("miou", "global_accuracy"):
         value = summary.get(key)

@@ -25,11 +25,12 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 
 from adapt.errors import ConfigError
+from adapt.metrics.registry import SHIFTED
 from adapt.transforms.shifts import SEVERITIES, SHIFTS, Shift, family
 
 CLEAN = ("none", 0)
-METRICS = ("dice", "nsd")
-CSV_COLUMNS = ("shift", "severity", "parameter", "run", "model", "dice", "nsd", "dice_drop", "nsd_drop")
+METRICS = SHIFTED
+CSV_COLUMNS = ("shift", "severity", "parameter", "run", "model", *METRICS, *(f"{m}_drop" for m in METRICS))
 
 
 def _as_list(value: Any) -> list[Any]:

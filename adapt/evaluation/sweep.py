@@ -41,7 +41,7 @@ COLUMNS = ("run", "adapter", "labelled_cases", "train_cases_setting", "skipped_c
 
 def _adapter_label(adapter: dict[str, Any]) -> str:
     kind = str(adapter.get("kind", "?"))
-    return kind + (f" r={adapter['rank']}" if adapter.get("rank") and kind in ("lora", "dora") else "")
+    return kind + (f" r={adapter['rank']}" if adapter.get("rank") else "")  # kinds with a rank (LoRA's)
 
 
 def describe_run(run: Path) -> dict[str, Any]:

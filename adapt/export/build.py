@@ -32,12 +32,14 @@ import numpy as np
 import torch
 
 from adapt.adapters.io import METADATA_FILE, read_metadata
+from adapt.adapters.kinds import kind_of
 from adapt.data.card_copy import copy_card
-from adapt.errors import ConfigError
 from adapt.inference import graphs
 from adapt.export.quantize import quantize_graphs, weight_bytes
-from adapt.inference.record import FORMATS, QUANTIZE, RECORD_FILE, build_record, write_record
 from adapt.adapters.loading import LoadedAdapter, load_adapter, resolve
+from adapt.errors import ConfigError, check_choice
+from adapt.inference.names import EXPORT_FORMATS, QUANTIZE
+from adapt.inference.record import RECORD_FILE, build_record, write_record
 from adapt.hub.share import CARD_FILE, merge_adapter
 from adapt.storage import check_apart, check_writable, write_folder_atomically
 
@@ -55,18 +57,17 @@ def check_request(format: str, quantize: str, metadata: dict[str, Any], source: 
         ConfigError: unknown format or quantisation, int8 outside ONNX, a semantic head, or a
             bottleneck adapter for a plain transformers folder.
     """
-    if format not in FORMATS:
-        raise ConfigError(f"format={format!r} is not one of {list(FORMATS)}")
-    if quantize not in QUANTIZE:
-        raise ConfigError(f"quantize={quantize!r} is not one of {list(QUANTIZE)}")
+    check_choice("format", format, EXPORT_FORMATS)
+    check_choice("quantize", quantize, QUANTIZE)
     if quantize != "none" and format != "onnx":
         raise ConfigError("quantize=int8 applies to ONNX graphs; use format=onnx (safetensors keeps float32 weights)")
     adapter = metadata.get("adapter") or {}
     if adapter.get("task_modules") or metadata.get("task") == "semantic":
         raise ConfigError(f"{source} is a semantic adapter (class prompts, task=semantic): only promptable adapters "
                           "are exported; use it with backend=torch")
-    if format == "safetensors" and adapter.get("kind") == "bottleneck":
-        raise ConfigError(f"{source} is a bottleneck adapter: its layers cannot be folded into a plain transformers "
+    kind = kind_of(adapter)
+    if format == "safetensors" and kind is not None and not kind.merges:
+        raise ConfigError(f"{source} is a {kind.name} adapter: its layers cannot be folded into a plain transformers "
                           "Sam2Model; export it with format=onnx (the layers are kept in the graphs)")
 
 

@@ -27,15 +27,15 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig
 
+from adapt.adapters.kinds import kind_of
 from adapt.adapters.io import CONFIG_FILE, METADATA_FILE, WEIGHTS_FILE, read_metadata
 from adapt.cli import register_cli_config, user_errors
 from adapt.data.card_copy import carried_card, copy_card, public_metadata, strip_paths
 from adapt.errors import AdaptError, ConfigError
-from adapt.hub import ACTIONS
 from adapt.adapters.loading import REPO_ID, LoadedAdapter, adapter_dir, check_base, default_api, load_adapter, resolve
 from adapt.hub.model_card import render_card
 from adapt.models.provenance import describe
-from adapt.schema import validate
+from adapt.schema import HUB_ACTIONS, validate
 from adapt.storage import check_writable
 from adapt.outputs import claimed
 
@@ -70,8 +70,9 @@ def merge_adapter(loaded: LoadedAdapter, out_dir: str | Path, repo_id: str | Non
     from peft import PeftModel
 
     spec = loaded.metadata.get("adapter") or {}
-    if spec.get("kind") == "bottleneck" or spec.get("task_modules"):
-        added = "bottleneck layers" if spec.get("kind") == "bottleneck" else f"task modules {spec['task_modules']}"
+    kind = kind_of(spec)
+    if (kind is not None and not kind.merges) or spec.get("task_modules"):
+        added = f"{kind.name} layers" if kind is not None and not kind.merges else f"task modules {spec['task_modules']}"
         raise ConfigError(f"this adapter adds {added}, which a plain transformers SAM2 cannot hold; share it unmerged")
     model = loaded.model.merge_and_unload() if isinstance(loaded.model, PeftModel) else loaded.model
     out_dir = _empty_target(Path(out_dir), overwrite)
@@ -176,7 +177,7 @@ def pull(repo_id: str, revision: str | None = None, out_dir: str | Path | None =
 def run(cfg: DictConfig) -> Any:
     """Run one hub action from the ``configs/hub.yaml`` config."""
     validate(cfg, "hub")
-    if cfg.action not in ACTIONS:
+    if cfg.action not in HUB_ACTIONS:
         raise ConfigError(f"action={cfg.action!r}: say what to do, e.g. `python -m adapt.hub push adapter=DIR repo_id=user/name`")
     if cfg.action == "push":
         if not cfg.adapter or not cfg.repo_id:

@@ -23,12 +23,12 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from adapt.errors import ConfigError
 from adapt.inference.io import Scan, to_unit
+from adapt.errors import ConfigError, check_choice
+from adapt.inference.names import PRECISIONS
 from adapt.inference.runner import Predictor
 from adapt.transforms.prompts import box_from_mask
 
-PRECISIONS = ("32", "bf16")
 
 
 @dataclass
@@ -64,8 +64,7 @@ class Engine:
     """
 
     def __init__(self, predictor: Predictor, batch_size: int = 8, precision: str = "32"):
-        if str(precision) not in PRECISIONS:
-            raise ConfigError(f"precision={precision!r} is not one of {PRECISIONS}")
+        check_choice("precision", str(precision), PRECISIONS)
         if int(batch_size) < 1:
             raise ConfigError(f"batch_size={batch_size} must be at least 1")
         self.predictor, self.batch_size, self.precision = predictor, int(batch_size), str(precision)

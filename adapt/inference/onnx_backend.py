@@ -20,10 +20,11 @@ import numpy as np
 import torch
 
 from adapt.adapters.io import read_metadata
-from adapt.errors import ArtefactError, ConfigError
 from adapt.inference import graphs
 from adapt.inference.record import RECORD_FILE, is_export, read_record
 from adapt.adapters.loading import LoadedAdapter, resolve
+from adapt.errors import ArtefactError, ConfigError, check_choice
+from adapt.inference.names import BACKENDS
 from adapt.inference.runner import Predictor
 from adapt.models.postprocess import FILL_HOLE_AREA
 from adapt.models.primitives import preprocess
@@ -159,18 +160,13 @@ class OnnxPredictor(Predictor):
         return None
 
 
-#: What runs the model: ``torch`` (the adapter on its base) or ``onnx`` (an export's graphs).
-BACKENDS = ("torch", "onnx")
-
-
 def check_backend(adapter: str | Path, backend: str) -> None:
     """Refuse a backend that cannot run ``adapter``.
 
     Raises:
         ConfigError: an unknown backend, an ONNX export given to torch or an adapter given to onnx.
     """
-    if backend not in BACKENDS:
-        raise ConfigError(f"backend={backend!r} is not one of {list(BACKENDS)}")
+    check_choice("backend", backend, BACKENDS)
     onnx_export = is_export(adapter) and read_record(adapter).get("format") == "onnx"
     if backend == "onnx" and not onnx_export:
         raise ConfigError(f"backend=onnx runs an ONNX export, and adapter={adapter} is not one (no {RECORD_FILE}); make it with "

@@ -22,12 +22,11 @@ from typing import Any, Mapping
 from adapt.data.card_copy import RECORD_KEY
 from adapt.errors import ArtefactError, ConfigError
 from adapt.inference import graphs
+from adapt.inference.names import EXPORT_FORMATS
 from adapt.models.primitives import IMAGENET_MEAN, IMAGENET_STD
 
 RECORD_FILE = "export.json"
 FORMAT_VERSION = 1
-FORMATS = ("onnx", "safetensors")
-QUANTIZE = ("none", "int8")
 
 
 def build_record(metadata: Mapping[str, Any], image_size: int, format: str, source: str,
@@ -133,7 +132,7 @@ def read_record(path: str | Path, format: str | None = None) -> dict[str, Any]:
         record = json.loads((path / RECORD_FILE).read_text())
     except ValueError as err:
         raise ArtefactError(f"{path / RECORD_FILE}: broken JSON ({err}); export the adapter again") from None
-    if not isinstance(record, dict) or record.get("format") not in FORMATS:
+    if not isinstance(record, dict) or record.get("format") not in EXPORT_FORMATS:
         raise ArtefactError(f"{path / RECORD_FILE} is not an export record of sam2-adapt; export the adapter again")
     if int(record.get("format_version", 0)) > FORMAT_VERSION:
         raise ArtefactError(f"{path / RECORD_FILE} was written by a newer sam2-adapt (format "

@@ -23,9 +23,10 @@ import numpy as np
 import torch
 
 from adapt.data.geometry import check_same_grid
-from adapt.errors import AdaptError, ConfigError, DataError
 from adapt.adapters.loading import LoadedAdapter, load_adapter
+from adapt.errors import AdaptError, ConfigError, DataError, check_choice
 from adapt.inference.io import Scan, scan_grid, to_unit
+from adapt.inference.names import PROPAGATION_MODES
 from adapt.inference.prompt_syntax import Prompt
 from adapt.models.interactive import click_rounds
 from adapt.models.postprocess import FILL_HOLE_AREA
@@ -45,7 +46,6 @@ from adapt.transforms.slices import resize_label
 
 log = logging.getLogger(__name__)
 
-PROPAGATION_MODES = ("auto", "memory", "boxes")
 
 
 class Predictor:
@@ -60,8 +60,7 @@ class Predictor:
 
     def __init__(self, loaded: LoadedAdapter, device: str = "auto", propagation: str = "auto",
                  fill_hole_area: int = FILL_HOLE_AREA):
-        if propagation not in PROPAGATION_MODES:
-            raise ConfigError(f"propagation={propagation!r} is not one of {PROPAGATION_MODES}")
+        check_choice("propagation", propagation, PROPAGATION_MODES)
         self.loaded, self.propagation, self.fill_hole_area = loaded, propagation, int(fill_hole_area)
         self.device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device)
         self.model = loaded.model.to(self.device).eval()

@@ -17,33 +17,43 @@ Modules, one concern each:
     video       DAVIS region similarity J, contour accuracy F, J&F
     throughput  frames per second
     aggregate   summarize(): mean, std, median, count, count_undefined
+    registry    the reported metrics: direction, unit, headline, where each goes (no numpy)
 """
 
 from __future__ import annotations
 
-from adapt.metrics.aggregate import summarize
-from adapt.metrics.case import case_metrics
-from adapt.metrics.overlap import dice, dice_score, iou, iou_score
-from adapt.metrics.semantic import (
-    class_iou,
-    confusion_matrix,
-    global_accuracy,
-    mean_pixel_accuracy,
-    miou,
-    pixel_accuracy,
-)
-from adapt.metrics.surface import hd95, nsd, surface_metrics
-from adapt.metrics.throughput import FrameTimer, fps
-from adapt.metrics.video import (
-    BOUND_TH,
-    VideoScores,
-    boundary_map,
-    boundary_pixels,
-    boundary_precision_recall,
-    contour_accuracy_f,
-    j_and_f,
-    region_similarity_j,
-)
+import importlib
+from typing import Any
+
+#: Each public name -> the module that defines it, imported on first use: the table of metrics
+#: (``adapt.metrics.registry``) loads without numpy, torch or MONAI.
+_HOMES = {
+    "summarize": "aggregate",
+    "case_metrics": "case",
+    "dice": "overlap",
+    "dice_score": "overlap",
+    "iou": "overlap",
+    "iou_score": "overlap",
+    "class_iou": "semantic",
+    "confusion_matrix": "semantic",
+    "global_accuracy": "semantic",
+    "mean_pixel_accuracy": "semantic",
+    "miou": "semantic",
+    "pixel_accuracy": "semantic",
+    "hd95": "surface",
+    "nsd": "surface",
+    "surface_metrics": "surface",
+    "FrameTimer": "throughput",
+    "fps": "throughput",
+    "BOUND_TH": "video",
+    "VideoScores": "video",
+    "boundary_map": "video",
+    "boundary_pixels": "video",
+    "boundary_precision_recall": "video",
+    "contour_accuracy_f": "video",
+    "j_and_f": "video",
+    "region_similarity_j": "video",
+}
 
 __all__ = [
     "BOUND_TH",
@@ -72,3 +82,9 @@ __all__ = [
     "summarize",
     "surface_metrics",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _HOMES:
+        return getattr(importlib.import_module(f"adapt.metrics.{_HOMES[name]}"), name)  # lazy: start-up
+    raise AttributeError(f"module 'adapt.metrics' has no attribute {name!r}")

@@ -1,9 +1,13 @@
-"""All volume metrics of one case in one call, the row ``adapt.evaluate`` writes per case."""
+"""All metrics of one case in one call, the row ``adapt.evaluate`` writes per case (the names are
+``adapt.metrics.registry``'s: the volume family, the video family, the click curve's)."""
 
 from __future__ import annotations
 
-from adapt.metrics.overlap import ArrayLike, as_mask, case_overlap
+import numpy as np
+
+from adapt.metrics.overlap import ArrayLike, as_mask, case_overlap, dice, iou
 from adapt.metrics.surface import Spacing, Surface, surface_metrics
+from adapt.metrics.video import j_and_f
 
 
 def case_metrics(pred: ArrayLike, gt: ArrayLike, spacing: Spacing = None,
@@ -28,3 +32,20 @@ def case_metrics(pred: ArrayLike, gt: ArrayLike, spacing: Spacing = None,
            **surface_metrics(pred_t, gt_t, spacing, tolerance_mm, surface=surface)}
     row.update(gt_voxels=overlap["gt_voxels"], pred_voxels=overlap["pred_voxels"])
     return row
+
+
+def click_scores(pred: ArrayLike, gt: ArrayLike) -> dict[str, float]:
+    """Dice and IoU of one case after a number of correction clicks (the click curve's metrics)."""
+    return {"dice": dice(pred, gt), "iou": iou(pred, gt)}
+
+
+def video_scores(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
+    """DAVIS J, F and J&F with the slices as frames, over the frames where either mask has the object.
+
+    Frames empty on both sides would each score 1 and reward a short object in a long scan.
+    """
+    frames = np.flatnonzero((pred | truth).any(axis=(1, 2)))
+    if not len(frames):
+        return {"j": float("nan"), "f": float("nan"), "j_and_f": float("nan")}
+    video = j_and_f(pred[frames], truth[frames])
+    return {"j": float(video.j_mean), "f": float(video.f_mean), "j_and_f": float(video.j_and_f)}

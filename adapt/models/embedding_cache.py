@@ -20,28 +20,20 @@ from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
+from adapt.adapters.kinds import kind_of
 from adapt.storage import write_atomically
 
-#: Adapter targets that leave the image encoder untouched.
-DECODER_ONLY_TARGETS = {"decoder_attn", "memory"}
-
-
 def encoder_is_frozen(adapter: Mapping[str, Any]) -> bool:
-    """Whether an adapter spec trains nothing in the image encoder (decided before building it)."""
-    kind = adapter.get("kind")
-    if kind == "decoder":
-        return all(not m.startswith("vision_encoder") for m in adapter.get("modules", ["mask_decoder"]))
-    if kind in ("lora", "dora"):
-        targets = adapter.get("targets", [])
-        targets = [targets] if isinstance(targets, str) else list(targets)
-        return bool(targets) and set(targets) <= DECODER_ONLY_TARGETS
-    return False
+    """Whether an adapter spec trains nothing in the image encoder (decided before building it, by its kind)."""
+    kind = kind_of(adapter)
+    return kind is not None and kind.encoder_frozen(adapter)
 
 
 def frozen_prefix(adapter: Mapping[str, Any]) -> bool:
     """Whether an adapter spec puts its encoder adapters in some Hiera blocks only (``adapter.blocks``),
     leaving the blocks before the first one frozen."""
-    return adapter.get("kind") in ("lora", "dora", "bottleneck") and adapter.get("blocks") not in (None, [], ())
+    kind = kind_of(adapter)
+    return kind is not None and kind.in_blocks and adapter.get("blocks") not in (None, [], ())
 
 
 def prefix_cache_wanted(adapter: Mapping[str, Any], mode: str, augment: bool) -> bool:

@@ -37,3 +37,10 @@ TARGET_PRESETS["all"] = "|".join(
 
 #: Directions of tracking through a clip from its prompted frames (``prompts.direction``).
 DIRECTIONS = ("forward", "backward", "both")
+
+#: ``model.offline_fallback``: without the Hub, stop or build a random SAM2 (``adapt.models.sam2.load_sam2``).
+OFFLINE_FALLBACKS = ("error", "random")
+#: ``embedding_cache.mode``: keep the frozen encoder's output (``adapt.models.embedding_cache``).
+EMBEDDING_CACHE_MODES = ("auto", "off", "memory", "disk")
+#: ``embedding_cache.dtype``: storage type of cached embeddings (float32 reproduces uncached training).
+EMBEDDING_CACHE_DTYPES = ("float32", "bfloat16", "float16")

@@ -18,10 +18,11 @@ import torch
 from torch.distributed.fsdp import FullyShardedDataParallel
 from torch.optim.lr_scheduler import LambdaLR
 
-from adapt.adapters import apply_adapter, trainable_parameters
-from adapt.errors import ConfigError
+from adapt.adapters.registry import apply_adapter, trainable_parameters
+from adapt.errors import ConfigError, check_choice
 from adapt.models.embedding_cache import EmbeddingCache, frozen_prefix, namespace
 from adapt.models.hiera_prefix import first_trained_block
+from adapt.models.names import EMBEDDING_CACHE_MODES
 from adapt.models.primitives import base_model
 from adapt.models.sam2 import (
     ModelInfo,
@@ -162,8 +163,8 @@ class BaseTask(L.LightningModule):
         mode = spec.get("mode", "off")
         if mode == "off":
             return None
-        if mode not in ("memory", "disk"):
-            raise ConfigError(f"embedding_cache.mode must be off, memory or disk, got {mode!r}")
+        resolved = tuple(m for m in EMBEDDING_CACHE_MODES if m != "auto")  # adapt.train resolves auto
+        check_choice("embedding_cache.mode", mode, resolved)
         sam = base_model(self.model)
         name = spec.get("namespace", "default")
         if not any(p.requires_grad for p in sam.vision_encoder.parameters()):

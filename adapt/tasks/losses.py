@@ -12,6 +12,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from adapt.errors import check_choice
+from adapt.tasks import PIXEL_LOSSES
+
 
 def dice_loss(logits: torch.Tensor, target: torch.Tensor, smooth: float = 1.0,
               valid: torch.Tensor | None = None) -> torch.Tensor:
@@ -71,8 +74,7 @@ class LossWeights:
     pixel: str = "bce"
 
     def __post_init__(self) -> None:
-        if self.pixel not in ("bce", "focal"):
-            raise ValueError(f"loss.pixel must be 'bce' or 'focal', got {self.pixel!r}")
+        check_choice("loss.pixel", self.pixel, PIXEL_LOSSES)
 
 
 def segmentation_loss(

@@ -33,7 +33,7 @@ from typing import Any, Mapping
 import torch
 
 from adapt.data.clips import build_clip_datamodule
-from adapt.errors import ConfigError
+from adapt.errors import ConfigError, check_choice
 from adapt.metrics import dice_score, iou_score
 from adapt.models.primitives import preprocess, upsample_logits
 from adapt.models.tracking import DIRECTIONS, ClipOutput, clip_prompts, track_clip
@@ -120,8 +120,7 @@ class PropagationTask(BaseTask):
             raise ConfigError("prompts.iterations (correction clicks) applies to task=segmentation; "
                               "task=propagation prompts once per clip: set prompts.iterations=0")
         direction = self.hparams.prompts.get("direction", "both")
-        if direction not in DIRECTIONS:
-            raise ConfigError(f"prompts.direction must be one of {DIRECTIONS}, got {direction!r}")
+        check_choice("prompts.direction", direction, DIRECTIONS)
         self.direction = direction
 
     @classmethod

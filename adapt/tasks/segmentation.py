@@ -15,7 +15,8 @@ from typing import Any, Mapping
 
 import torch
 
-from adapt.errors import ConfigError
+from adapt.errors import ConfigError, check_choice
+from adapt.tasks import CLICK_GRAD
 from adapt.tasks.losses import LossWeights, segmentation_loss
 from adapt.metrics import dice_score, iou_score
 from adapt.models.interactive import click_rounds
@@ -45,8 +46,7 @@ class SegmentationTask(BaseTask):
     @property
     def clicks(self) -> dict[str, Any]:
         prompts = {"iterations": 0, "grad": "last", "seed": 0, **self.hparams.prompts}
-        if prompts["grad"] not in ("last", "all"):
-            raise ConfigError(f"prompts.grad must be 'last' or 'all', got {prompts['grad']!r}")
+        check_choice("prompts.grad", prompts["grad"], CLICK_GRAD)
         return {"rounds": int(prompts["iterations"]), "grad_all": prompts["grad"] == "all", "seed": int(prompts["seed"])}
 
     def configure_losses(self) -> None:

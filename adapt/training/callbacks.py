@@ -21,9 +21,10 @@ from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.loggers.logger import rank_zero_experiment
 
-from adapt.errors import ConfigError, TrainingError
+from adapt.errors import TrainingError, check_choice
 from adapt.storage import write_atomically
 from adapt.tasks import MONITOR
+from adapt.training.names import LOGGERS
 
 
 def wandb_has_credentials() -> bool:
@@ -95,20 +96,19 @@ def build_logger(spec: Mapping[str, Any], run_dir: Path, run_name: str, resume_s
     ``resume_step``: the step of the checkpoint a run resumes from; the CSV log keeps its rows up to it.
     """
     kind = spec.get("kind", "csv")
+    check_choice("logger.kind", kind, LOGGERS)
     if kind == "csv":
         return ResumableCSVLogger(run_dir, resume_step)
-    if kind == "wandb":
-        offline = spec.get("offline")
-        offline = not wandb_has_credentials() if offline is None else bool(offline)
-        return WandbLogger(
-            project=spec.get("project", "sam2-adapt"),
-            entity=spec.get("entity"),
-            name=run_name,
-            save_dir=str(run_dir),
-            offline=offline,
-            tags=list(spec.get("tags", [])),
-        )
-    raise ConfigError(f"logger.kind {kind!r} is not one of ['csv', 'wandb']")
+    offline = spec.get("offline")
+    offline = not wandb_has_credentials() if offline is None else bool(offline)
+    return WandbLogger(
+        project=spec.get("project", "sam2-adapt"),
+        entity=spec.get("entity"),
+        name=run_name,
+        save_dir=str(run_dir),
+        offline=offline,
+        tags=list(spec.get("tags", [])),
+    )
 
 
 class RandomState(Callback):

@@ -14,7 +14,8 @@ from typing import Sequence
 
 import numpy as np
 
-PROMPT_KINDS = ("box", "point", "points", "box+points")
+from adapt.transforms.names import PROMPT_KINDS
+
 
 
 def prompt_rng(seed: int, *key: int) -> np.random.Generator:

@@ -7,23 +7,9 @@ the input itself, unchanged; 1-5 scale the corruption as ``SCALES`` says, per mo
 (``family``: CT, MR, aerial = RGB/multispectral/SAR tiles, other = US, XR, PET, photos).
 Random shifts (noise, bias field) draw from a seed, so one seed gives one corruption.
 
-MONAI does the work where it has the transform:
-
-========== ====================================================== ====================================
-shift      what                                                   transform
-========== ====================================================== ====================================
-noise      additive Gaussian noise; CT: sigma in HU / window width ``RandGaussianNoise`` (fixed std)
-blur       in-plane Gaussian blur, sigma in pixels                ``GaussianSmooth`` per plane
-contrast   intensities pulled towards the image mean; aerial:     ours (two lines: no MONAI transform
-           haze, ``(1 - a) x + a * 0.9`` (atmospheric airlight)   scales contrast about the mean)
-gamma      ``x ** gamma`` within the stack's range (>1 darkens)   ``AdjustContrast``
-bias_field smooth multiplicative field (MR's coil inhomogeneity;  ``RandBiasField`` (degree 3), over
-           an illumination gradient elsewhere)                    the volume (3D) or the image
-resolution pixel size x f in-plane: down-sampled (area), then     ``Resize`` down and up
-           up-sampled (bilinear) to the original size
-motion     k-space ghosting along the rows (every 4th phase-       ours (FFT; MONAI has no motion
-           encoding line attenuated), as rigid motion in MR       transform; TorchIO's RandomGhosting)
-========== ====================================================== ====================================
+The shifts, their severity scales and what each does are the rows of
+``adapt.transforms.shift_table`` (printed in ``docs/evaluation.md``); MONAI does the work where
+it has the transform, and the functions here apply them.
 """
 
 from __future__ import annotations
@@ -34,26 +20,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from adapt.transforms.names import SHIFTS
+from adapt.transforms.shift_table import FAMILIES, SEVERITIES, SHIFTS, TABLE
 
-SEVERITIES = (0, 1, 2, 3, 4, 5)
-FAMILIES = ("ct", "mr", "aerial", "other")
 #: shift -> family -> the parameter at severities 1..5 (units in ``UNITS``).
-SCALES: dict[str, dict[str, tuple[float, ...]]] = {
-    "noise": {"ct": (10, 25, 50, 75, 100), "mr": (0.02, 0.04, 0.06, 0.08, 0.10),
-              "aerial": (0.02, 0.04, 0.06, 0.08, 0.10), "other": (0.02, 0.04, 0.06, 0.08, 0.10)},
-    "blur": {f: (0.5, 1.0, 1.5, 2.0, 3.0) for f in FAMILIES},
-    "contrast": {"ct": (0.85, 0.7, 0.55, 0.4, 0.25), "mr": (0.85, 0.7, 0.55, 0.4, 0.25),
-                 "aerial": (0.1, 0.2, 0.3, 0.4, 0.5), "other": (0.85, 0.7, 0.55, 0.4, 0.25)},
-    "gamma": {f: (1.25, 1.5, 2.0, 2.5, 3.0) for f in FAMILIES},
-    "bias_field": {"ct": (0.1, 0.2, 0.3, 0.4, 0.5), "mr": (0.2, 0.4, 0.6, 0.8, 1.0),
-                   "aerial": (0.1, 0.2, 0.3, 0.4, 0.5), "other": (0.1, 0.2, 0.3, 0.4, 0.5)},
-    "resolution": {f: (1.5, 2.0, 3.0, 4.0, 6.0) for f in FAMILIES},
-    "motion": {f: (0.2, 0.35, 0.5, 0.65, 0.8) for f in FAMILIES},
-}
-UNITS = {"noise": "sigma (CT: HU; else the [0, 1] input range)", "blur": "sigma, pixels",
-         "contrast": "contrast kept (aerial: haze share a)", "gamma": "gamma", "bias_field": "max coefficient",
-         "resolution": "pixel size factor", "motion": "ghost intensity"}
+SCALES: dict[str, dict[str, tuple[float, ...]]] = {name: spec.scales for name, spec in TABLE.items()}
+UNITS = {name: spec.unit for name, spec in TABLE.items()}
 HAZE_AIRLIGHT = 0.9
 GHOST_LINES = 4
 
@@ -172,8 +143,8 @@ def _motion(images: np.ndarray, intensity: float, shift: Shift) -> np.ndarray:
     return np.real(np.fft.ifft2(np.fft.ifftshift(spectrum, axes=(-2, -1))))
 
 
-APPLY = {"noise": _noise, "blur": _blur, "contrast": _contrast, "gamma": _gamma, "bias_field": _bias_field,
-         "resolution": _resolution, "motion": _motion}
+#: shift -> its function (``ShiftSpec.function``).
+APPLY = {name: globals()[spec.function] for name, spec in TABLE.items()}
 
 
 def scale_table() -> str:
