@@ -89,14 +89,16 @@ def run(cfg: DictConfig) -> Result:
         raise ConfigError(f"data card {card.path or card.name} holds no unlabelled case ({len(labelled)} labelled): "
                           "mark images without a label with source.unlabelled: true (python -m adapt.data init keeps "
                           "them), or give data.card= a card that has some")
+    out = Path(str(cfg.out))
+    check_out(out, labelled + unlabelled, bool(cfg.overwrite))
     kinds = {c.id: kind_of(Path(c.image)) for c in unlabelled}
     given = prompts.read_prompts(cfg.prompts, unlabelled) if cfg.get("prompts") else {}
     plans = prompts.plan(unlabelled, given, spec.task == "semantic", {k: v in ("nifti", "dicom") for k, v in kinds.items()})
-    out = Path(str(cfg.out))
-    check_out(out, labelled + unlabelled, bool(cfg.overwrite))
     exports.require({"coco" for v in kinds.values() if v in ("png", "jpeg")} | {"geojson" for v in kinds.values()
                                                                                  if v == "geotiff"})
     predictor = load_predictor(spec, card, cfg)
+    if spec.path is None and str(cfg.propagation) != "boxes" and any(p.source == "propagation" for p in plans):
+        predictor._video = load_memory_model(spec, card, predictor)  # zero-shot: the base's own memory
     calibrated = calibration.read(spec.path)
     result, coco = Result(), []
     groups = []
@@ -124,6 +126,13 @@ def load_predictor(spec: Any, card: Any, cfg: DictConfig) -> Any:
     return Predictor(loaded, str(cfg.device), str(cfg.propagation), int(cfg.fill_hole_area))
 
 
+def load_memory_model(spec: Any, card: Any, predictor: Any) -> Any:
+    """Zero-shot SAM2's video model (an adapter's is loaded by ``Predictor.video_model`` on first use)."""
+    from adapt.evaluation.models import load_model
+
+    return load_model(spec, card, video=True).model.to(predictor.device).eval()
+
+
 def segment(predictor: Any, plan: Any, card: Any) -> tuple[Any, np.ndarray, np.ndarray]:
     """The case read as ``predict`` reads it, its planes in [0, 1] and the predicted label ids ``[Z, H, W]``."""
     from adapt.data.encoding import LabelEncoding
@@ -141,7 +150,9 @@ def segment(predictor: Any, plan: Any, card: Any) -> tuple[Any, np.ndarray, np.n
     if plan.prompt.from_mask is not None:
         guide = read_input(plan.prompt.from_mask, loaded, label=True)
         guide.pixels = LabelEncoding.of_card(card).decode(np.moveaxis(guide.pixels, 1, 0), guide.path)[:, None]
-    if plan.source == "propagation" and predictor.video_model() is not None:
+    if plan.source == "propagation" and predictor.video_model() is None:
+        plan.source = "from_mask"  # propagation=boxes: a box on each labelled slice, as predict does
+    if plan.source == "propagation":
         masks = propagate_slices(predictor, images, guide, plan.prompt.mask_label)
     else:
         masks = predict_scan(predictor, scan, plan.prompt, guide)
