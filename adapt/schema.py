@@ -505,7 +505,7 @@ class App:
 
 @dataclass
 class Annotate:
-    action: str = rule(choices=("run", "calibrate"))
+    action: str = rule(choices=("run", "calibrate", "save"))
     adapter: str | None = rule()
     revision: str | None = rule()
     allow_base_mismatch: bool = rule()
@@ -520,6 +520,8 @@ class Annotate:
     device: str = rule(check=_device)
     propagation: str = rule(choices=("auto", "memory", "boxes"))
     fill_hole_area: int = rule(ge=0)
+    worklist: str | None = rule(check=_existing_file)
+    cases: str = rule()
 
 
 SCHEMAS = {"train": Train, "evaluate": Evaluate, "predict": Predict, "hub": Hub, "export": Export, "app": App,

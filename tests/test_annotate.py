@@ -4,6 +4,7 @@ decode to the same labels; the refusals; ``calibrate`` on a trained run, and the
 
 from __future__ import annotations
 
+import csv
 import json
 import subprocess
 import sys
@@ -178,3 +179,40 @@ def test_calibrate_on_a_trained_run_then_annotate_flags_with_it_and_push_carries
     assert all(isinstance(r.expected_dice, float) for r in result.rows)  # the flag comes from the calibration
     staged = stage(adapter, "user/annotated", tmp_path / "staged")
     assert (staged / CALIBRATION_FILE).read_bytes() == (adapter / CALIBRATION_FILE).read_bytes()
+
+
+@pytest.mark.slow
+def test_save_copies_reviewed_pre_annotations_into_the_label_folder_and_never_over_a_label(tmp_path):
+    from adapt.annotate.save import save
+    from adapt.data.cards import load_card
+    from adapt.data.sources import data_root, partition_cases
+
+    folder = folders.write_ultrasound_folder(tmp_path / "data", num_cases=3, unlabelled=3)
+    card = user_card(folder, tmp_path / "card.yaml")
+    (tmp_path / "prompts.csv").write_text("case,prompt\n" + "".join(f'scan_0{i},"box 20,15,60,50"\n' for i in (3, 4, 5)))
+    run(annotate_cfg("adapter=none", "model=tiny", f"data.card={card}", f"prompts={tmp_path / 'prompts.csv'}",
+                     f"out={tmp_path / 'out'}", "device=cpu"))
+    worklist = tmp_path / "out" / "worklist.csv"
+    accepted = [r["case"] for r in csv.DictReader(worklist.open()) if r["slice"] == "" and r["flag"] == "accept"]
+    assert [p.stem for p in save(worklist, "accepted")] == accepted  # cases=accepted: the flagged ones only
+    for path in (folder / "masks").glob("scan_0[345].png"):
+        path.unlink()  # start again from three unlabelled cases
+    (folder / "masks" / "scan_05.png").write_bytes(b"a label saved by hand")
+    with pytest.raises(Exception, match="scan_05.png: case scan_05 has a label already"):
+        save(worklist, "all")
+    assert not (folder / "masks" / "scan_03.png").exists()  # nothing saved when one case is refused
+    (folder / "masks" / "scan_05.png").unlink()
+    written = save(worklist, "scan_03,scan_04")
+    assert sorted(p.name for p in written) == ["scan_03.png", "scan_04.png"]  # in worklist order
+    for label in written:
+        assert label.read_bytes() == (tmp_path / "out" / "pre" / label.name).read_bytes()
+    labelled, unlabelled = partition_cases(load_card(card), data_root(load_card(card)))
+    assert len(labelled) == 5 and [c.id for c in unlabelled] == ["scan_05"]
+    with pytest.raises(Exception, match="scan_04.png: case scan_04 has a label already"):
+        save(worklist, "scan_04")
+    image = folder / "images" / "scan_05.png"
+    image.write_bytes(image.read_bytes() + b"\0")
+    with pytest.raises(Exception, match="the worklist no longer matches the data: the image of case scan_05"):
+        save(worklist, "scan_05")
+    with pytest.raises(ConfigError, match=r"cases=scan_99: \['scan_99'\] are not in"):
+        save(worklist, "scan_99")

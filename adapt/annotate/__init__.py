@@ -4,13 +4,14 @@
 case (``prompts``), pre-annotations in the input's format, uncertainty scores (``scores``), the
 worklist (``worklist``) and exports for annotation tools (``exports``).
 ``python -m adapt.annotate calibrate adapter=<run>`` fits predicted IoU to measured Dice on the
-adapter's validation split (``calibration``). This module stays light (no numpy, no torch): the
+adapter's validation split (``calibration``). ``python -m adapt.annotate save worklist=<out>/worklist.csv``
+copies reviewed pre-annotations into the label folder (``save``). This module stays light (no numpy, no torch): the
 door reads it before the command's module is imported.
 """
 
 from __future__ import annotations
 
-ACTIONS = ("run", "calibrate")
+ACTIONS = ("run", "calibrate", "save")
 #: The calibration an adapter folder carries (written by ``calibrate``, pushed with the adapter).
 CALIBRATION_FILE = "calibration.json"
 

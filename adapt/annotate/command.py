@@ -9,6 +9,8 @@ the card's label encoding (never into the label folder), scores it (``adapt.anno
 exports it (``adapt.annotate.exports``). ``out/worklist.csv`` and a printed table rank the cases.
 Without ``adapter`` (``adapter=none model=<preset>``) zero-shot SAM2 does the same.
 
+``save`` copies reviewed pre-annotations into the label folder (``adapt.annotate.save``).
+
 ``calibrate`` prompts every target of every validation slice with its tight ground-truth box, pairs
 the IoU head's prediction with the Dice measured against the label, fits the isotonic map
 (``adapt.annotate.calibration``) and writes ``calibration.json`` into the adapter folder.
@@ -30,7 +32,7 @@ from adapt.outputs import claimed
 from adapt.schema import validate
 from adapt.storage import check_writable
 
-EXPORT_FOLDERS = ("pre", "exports", "worklist.csv")
+EXPORT_FOLDERS = ("pre", "exports", "worklist.csv", "annotate.json")
 
 
 @dataclass
@@ -77,6 +79,7 @@ def check_out(out: Path, cases: list[Any], overwrite: bool) -> None:
 def run(cfg: DictConfig) -> Result:
     """Pre-annotate, score, export and rank every unlabelled case (see the module doc)."""
     from adapt.annotate import calibration, exports, prompts, worklist  # lazy: start-up
+    from adapt.annotate.save import record
     from adapt.data.sources import data_root, partition_cases
     from adapt.inference.io import kind_of
 
@@ -114,6 +117,7 @@ def run(cfg: DictConfig) -> Result:
         result.exports.append(exports.write_text(out / "exports" / "coco.json", exports.dump(document)))
     result.rows = worklist.rank(groups)
     result.worklist = worklist.write(result.rows, out)
+    record(out, card, root, unlabelled)
     return result
 
 
@@ -269,9 +273,20 @@ def print_calibration(content: dict[str, Any]) -> None:
 @hydra.main(version_base="1.3", config_path=None, config_name=register_cli_config("annotate"))
 def main(cfg: DictConfig) -> None:
     """Hydra entry point; user errors are printed without a traceback (exit code 2)."""
-    if str(cfg.get("action") or "run") == "calibrate":
+    action = str(cfg.get("action") or "run")
+    if action == "calibrate":
         with user_errors():
             print_calibration(calibrate(cfg))
+        return
+    if action == "save":
+        from adapt.annotate.save import save
+
+        with user_errors():
+            validate(cfg, "annotate")
+            if not cfg.get("worklist"):
+                raise ConfigError("save needs worklist=<out>/worklist.csv (written by python -m adapt.annotate)")
+            written = save(str(cfg.worklist), str(cfg.cases))
+            print(f"saved {len(written)} label(s): " + ", ".join(map(str, written[:5])) + (" ..." if len(written) > 5 else ""))
         return
     from adapt.annotate.worklist import print_table
 
