@@ -72,3 +72,34 @@ def test_isotonic_fit_is_monotone_cross_fitted_and_written_atomically(tmp_path):
         calibration.read(tmp_path)
     with pytest.raises(ConfigError, match="at least two masks"):
         calibration.fit([0.5], [0.5])
+
+
+#: (iou, agreement, calibration, expected flag, expected Dice)
+FLAGS = [(0.95, 0.92, None, "accept", ""), (0.95, 0.5, None, "review", ""), (0.5, 0.99, None, "review", ""),
+         (0.95, 0.1, calibration.Calibration([0.5, 1.0], [0.5, 0.95]), "accept", 0.905),
+         (0.9, 1.0, calibration.Calibration([0.5, 1.0], [0.2, 0.4]), "review", 0.36)]
+
+
+@pytest.mark.parametrize(("iou", "agreement", "fitted", "verdict", "expected"), FLAGS)
+def test_the_flag_uses_the_calibration_when_there_is_one(iou, agreement, fitted, verdict, expected):
+    from adapt.annotate.worklist import flag
+
+    assert flag(iou, agreement, fitted, 0.9) == (verdict, pytest.approx(expected) if expected != "" else "")
+
+
+def test_the_worklist_ranks_cases_by_their_worst_slice_and_lists_slices_worst_first(tmp_path):
+    from adapt.annotate import worklist
+    from adapt.annotate.scores import PlaneScore
+
+    volume = worklist.case_rows("v", "propagation", tmp_path / "v.nii.gz", tmp_path / "pre" / "v.nii.gz",
+                                [PlaneScore(3, 1, 0.95, 0.95), PlaneScore(4, 1, 0.6, 0.7)], True, None, 0.9)
+    image = worklist.case_rows("a", "prompt", tmp_path / "a.png", tmp_path / "pre" / "a.png",
+                               [PlaneScore(0, 1, 0.8, 0.9)], False, None, 0.9)
+    empty = worklist.case_rows("e", "auto", tmp_path / "e.png", tmp_path / "pre" / "e.png", [], False, None, 0.9)
+    rows = worklist.rank([image, volume, empty])
+    assert [(r.rank, r.case, r.slice, r.flag) for r in rows] == [
+        (1, "e", "", "review"), (2, "v", "", "review"), (2, "v", 4, "review"), (2, "v", 3, "accept"),
+        (3, "a", "", "review")]
+    assert [r.uncertainty for r in rows] == [1.0, 0.35, 0.35, 0.05, 0.15]
+    written = worklist.read(worklist.write(rows, tmp_path))
+    assert [r["case"] for r in written] == ["e", "v", "v", "v", "a"] and written[2]["slice"] == "4"
