@@ -216,3 +216,37 @@ def test_save_copies_reviewed_pre_annotations_into_the_label_folder_and_never_ov
         save(worklist, "scan_05")
     with pytest.raises(ConfigError, match=r"cases=scan_99: \['scan_99'\] are not in"):
         save(worklist, "scan_99")
+
+
+@pytest.mark.slow
+def test_a_semantic_adapter_prompts_itself_with_prompt_auto(tmp_path, monkeypatch):
+    """No prompts file: each unlabelled volume is prompted from the semantic head's components (``auto``)."""
+    import torch
+
+    from adapt.adapters import apply_adapter
+    from adapt.adapters.io import save_adapter
+    from adapt.evaluation import engine
+    from adapt.inference import runner as inference
+    from adapt.models.sam2 import load_sam2
+    from adapt.models.semantic import ATTRIBUTE, add_class_prompts
+
+    folder = folders.write_msd_style_folder(tmp_path / "data", num_cases=2, unlabelled=1)
+    card = user_card(folder, tmp_path / "card.yaml")
+    model, info = load_sam2("tiny")
+    add_class_prompts(model, 2)
+    spec = {"kind": "decoder", "modules": ["mask_decoder"], "task_modules": [ATTRIBUTE]}
+    metadata = {"base_model": {"name": "tiny"}, "model": info.to_dict(), "task": "semantic", "classes": ["label_1"],
+                "label_map": {"background": 0, "label_1": 1}, "preprocessing": {"window": [-100, 240], "slice_axis": 2}}
+    adapter = save_adapter(apply_adapter(model, spec), spec, tmp_path / "semantic", metadata)
+
+    def left_half(model, embeddings):  # the coarse class map: class 1 on the left half of every plane
+        logits = torch.zeros(len(embeddings[0]), 2, 32, 32)
+        logits[:, 1, :, :16] = 5.0
+        return logits
+
+    monkeypatch.setattr(inference, "class_logits", left_half)
+    monkeypatch.setattr(engine, "class_logits", left_half)
+    result = run(annotate_cfg(f"adapter={adapter}", f"data.card={card}", f"out={tmp_path / 'out'}", "device=cpu"))
+    [pre] = result.pre
+    assert pre.name == "organ_002.nii.gz" and np.allclose(nib.load(pre).affine, nib.load(folder / "imagesTs" / pre.name).affine)
+    assert {r.source for r in result.rows} == {"auto"}
