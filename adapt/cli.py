@@ -87,8 +87,8 @@ def door(config_name: str, overrides: list[str], config_dir: Path | None = None)
     if config_name in SCHEMAS:
         validate(cfg, config_name)
     data = cfg.get("data")
-    if config_name in ("train", "evaluate") and isinstance(data, DictConfig):
-        # evaluate may take the data folder from the adapter: its own code looks for the data
+    if config_name in ("train", "evaluate", "annotate") and isinstance(data, DictConfig):
+        # evaluate and annotate may take the data folder from the adapter: their own code looks for the data
         check_data(data.get("card"), data.get("root"), listed=config_name == "train")
 
 

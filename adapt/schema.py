@@ -512,7 +512,29 @@ class App:
     share: bool = rule()
 
 
-SCHEMAS = {"train": Train, "evaluate": Evaluate, "predict": Predict, "hub": Hub, "export": Export, "app": App}
+@dataclass
+class Annotate:
+    action: str = rule(choices=("run", "calibrate", "save"))
+    adapter: str | None = rule()
+    revision: str | None = rule()
+    allow_base_mismatch: bool = rule()
+    model: str | None = rule()
+    data: EvaluateData = rule()
+    prompts: str | None = rule(check=_existing_file)
+    out: str | None = rule()
+    overwrite: bool = rule()
+    accept_dice: float = rule(gt=0, le=1)
+    split: str = rule(choices=("train", "val", "test", "all"))
+    seed: int = rule()
+    device: str = rule(check=_device)
+    propagation: str = rule(choices=("auto", "memory", "boxes"))
+    fill_hole_area: int = rule(ge=0)
+    worklist: str | None = rule(check=_existing_file)
+    cases: str = rule()
+
+
+SCHEMAS = {"train": Train, "evaluate": Evaluate, "predict": Predict, "hub": Hub, "export": Export, "app": App,
+           "annotate": Annotate}
 #: Keys a composed config may hold beside the schema's (Hydra's own).
 HYDRA_KEYS = {"hydra", "defaults"}
 

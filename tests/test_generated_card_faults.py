@@ -61,7 +61,8 @@ def test_every_card_key_has_a_type():
         load_card_dict(base_card(kind), Path("/tmp"))  # the base cards themselves are valid
 
 
-WRONG = {"text": st.one_of(st.integers(), st.lists(words, min_size=1, max_size=2)),
+WRONG = {"bool": st.one_of(words, st.integers(), st.lists(words, min_size=1, max_size=2)),
+         "text": st.one_of(st.integers(), st.lists(words, min_size=1, max_size=2)),
          "int": st.one_of(words, st.floats(0.5, 9.5).filter(lambda v: v != int(v))),
          "number": st.one_of(words, mappings), "texts": st.one_of(st.integers(), mappings),
          "ints": st.one_of(words, st.lists(words, min_size=1, max_size=2)), "numbers": st.one_of(words, mappings),

@@ -53,10 +53,10 @@ register_recipes()
 COMMANDS = sorted(SCHEMAS)
 #: Where each command's entry point lives; the test below fails for a command added without a row.
 ENTRY = {"train": "adapt.train", "evaluate": "adapt.evaluate", "predict": "adapt.predict", "hub": "adapt.hub.share",
-         "export": "adapt.export.__main__", "app": "adapt.app.__main__"}
+         "export": "adapt.export.__main__", "app": "adapt.app.__main__", "annotate": "adapt.annotate.command"}
 #: The key a command writes to (a refused command must leave it absent) and the base of its command line.
 OUTPUT = {"train": "hydra.run.dir", "evaluate": "out", "predict": "output", "hub": "out_dir", "export": "out",
-          "app": "out_dir"}
+          "app": "out_dir", "annotate": "out"}
 TRAIN_BASE = ("model=tiny", "trainer.accelerator=cpu")
 KEYS = [key for command in COMMANDS for key in schema_keys(command)]
 PARSER = OverridesParser.create()

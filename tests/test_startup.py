@@ -61,6 +61,8 @@ DOORS = [
     ("adapt.predict", ["backend=tensorrt"], "backend='tensorrt' is not one of"),
     ("adapt.export", ["quantize=int4"], "quantize='int4' is not one of"),
     ("adapt.app", ["port=0"], "port=0 must be >= 1"),
+    ("adapt.annotate", ["calibrate", "accept_dice=2"], "accept_dice=2 must be <= 1"),
+    ("adapt.annotate", ["data.card={card}", "out={missing}"], "dims must be one of [2, 3]"),
     ("adapt.hub", ["push", "repo_id=no-slash"], "repo_id='no-slash' must be of the form user/name"),
     ("adapt.data", ["check", "card={card}"], "dims must be one of [2, 3]"),
     ("adapt.data", ["check", "card=msd_spleen", "root={missing}"], "root={missing}: no such folder"),
@@ -80,7 +82,7 @@ def test_a_mistake_is_reported_before_torch_imports(module, args, message, bad_c
 
 
 @pytest.mark.parametrize("module", ["adapt.train", "adapt.evaluate", "adapt.predict", "adapt.export", "adapt.app",
-                                    "adapt.hub"])
+                                    "adapt.hub", "adapt.annotate"])
 def test_help_answers_before_torch_imports(module, tmp_path):
     status, output, heavy = run_door(module, "--help", cwd=tmp_path)
     assert status == 0, output

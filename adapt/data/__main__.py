@@ -103,6 +103,9 @@ def init(args: list[str]) -> int:
         if paths:
             print(f"{len(paths)} {title}: " + ", ".join(str(p.relative_to(layout.root)) for p in paths[:5])
                   + (" ..." if len(paths) > 5 else ""))
+    if layout.unlabelled:
+        print(f"kept {len(layout.unlabelled)} image(s) without a label as unlabelled cases (source.unlabelled: true): "
+              "training, evaluation and check skip them; python -m adapt.annotate pre-annotates them")
     for note in layout.notes:
         print(note)
     unreadable = [s for s in stats if s.error]

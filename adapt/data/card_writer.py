@@ -21,8 +21,9 @@
 * ``license`` and ``citation`` as explicit TODOs: ``adapt.train`` refuses the card until they are
   filled (``DataCard.todo_fields``), because they are facts no file holds.
 
-The card is checked before ``init`` returns: it loads (``load_card``) and lists exactly the
-pairs found (``list_cases``).
+Images without a label are kept as unlabelled cases (``source.unlabelled: true``) where the source
+can list them (``adapt.data.inspect``). The card is checked before ``init`` returns: it loads
+(``load_card``) and lists exactly the pairs found (``list_cases``) and the unlabelled images kept.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ from adapt.data.cards import TODO_LICENSE, TODO_CITATION, load_card
 from adapt.data.encoding import LabelEncoding, as_values
 from adapt.data.inspect import Layout, find_layout
 from adapt.data.formats import FORMATS, is_lossy, read_raster
-from adapt.data.sources import data_root, list_cases
+from adapt.data.sources import data_root, list_cases, partition_cases
 from adapt.data.statistics import CaseStats, case_stats, guess_modality
 from adapt.errors import ConfigError, DataError
 
@@ -296,8 +297,12 @@ def render(fields: dict[str, Any], notes: dict[str, str], layout: Layout, cases:
              "# Check every value; fill in license and citation (training refuses the TODOs), then run",
              f"#   python -m adapt.data check card={out}",
              f"#   python -m adapt.train data.card={out}"]
-    if layout.unpaired_images or layout.unpaired_labels:
-        lines.append(f"# Left out: {len(layout.unpaired_images)} image(s) without a label, "
+    if layout.unlabelled:
+        lines.append(f"# Kept: {len(layout.unlabelled)} image(s) without a label, as unlabelled cases (source.unlabelled: "
+                     "true): training, evaluation and check skip them; python -m adapt.annotate pre-annotates them.")
+    left_out = len(layout.unpaired_images) - len(layout.unlabelled)
+    if left_out or layout.unpaired_labels:
+        lines.append(f"# Left out: {left_out} image(s) without a label, "
                      f"{len(layout.unpaired_labels)} label(s) without an image (listed by init).")
     for key, value in fields.items():
         note = f"  # {notes[key]}" if key in notes else ""
@@ -318,4 +323,8 @@ def _verify(out: Path, layout: Layout) -> None:
     if not wanted <= listed:
         missing = sorted(str(i) for i, _ in wanted - listed)[:3]
         raise DataError(f"init: the card written to {out} does not list every pair found (e.g. {missing}); "
+                        "please report this layout")
+    kept = {Path(c.image).resolve() for c in partition_cases(card, data_root(card))[1]}
+    if not {p.resolve() for p in layout.unlabelled} <= kept:
+        raise DataError(f"init: the card written to {out} does not list every unlabelled image kept; "
                         "please report this layout")

@@ -25,7 +25,7 @@ from adapt.guards import NONFINITE_POLICIES
 MODALITIES = ("CT", "MR", "PET", "US", "XR", "endoscopy", "dermoscopy", "RGB", "multispectral", "SAR")
 SOURCE_KINDS = ("msd", "folder", "csv", "synthetic")
 GENERATORS = ("ct", "mr", "aerial")
-_COMMON_SOURCE_KEYS = {"kind", "root", "url", "md5", "access", "mask_threshold"}
+_COMMON_SOURCE_KEYS = {"kind", "root", "url", "md5", "access", "mask_threshold", "unlabelled"}
 SOURCE_KEYS = {
     "msd": _COMMON_SOURCE_KEYS | {"task"},
     "folder": _COMMON_SOURCE_KEYS | {"images", "labels"},
@@ -71,7 +71,7 @@ class FieldType:
         return None
 
 
-KIND_WORDS = {"text": "text", "int": "an integer", "number": "a number", "texts": "a list of text",
+KIND_WORDS = {"bool": "true or false", "text": "text", "int": "an integer", "number": "a number", "texts": "a list of text",
               "ints": "a list of integers", "numbers": "a list of numbers", "mapping": "a mapping of keys",
               "spacings": "a list of 2 or 3 numbers in mm (null keeps an axis' own)"}
 #: Every field and section key a card may hold, with what it holds: checked first when a card is loaded
@@ -88,6 +88,7 @@ FIELD_TYPES = {
     "source.images": FieldType("text"), "source.labels": FieldType("text"), "source.manifest": FieldType("text"),
     "source.generator": FieldType("text", choices=GENERATORS), "source.num_cases": FieldType("int", low=1),
     "source.seed": FieldType("int", low=0), "source.shape": FieldType("ints", low=1),
+    "source.unlabelled": FieldType("bool"),
     "intensity.window": FieldType("numbers"), "intensity.percentiles": FieldType("numbers", low=0, high=100),
     "intensity.channels": FieldType("ints", low=0), "intensity.nonfinite": FieldType("text", choices=NONFINITE_POLICIES),
     "split.val": FieldType("number|texts", low=0), "split.test": FieldType("number|texts", low=0),
@@ -282,6 +283,7 @@ def _is_kind(value: Any, kind: str) -> bool:
         inner = {"texts": "text", "ints": "int", "numbers": "number", "spacings": "number"}[kind]
         return isinstance(value, list) and all(_is_kind(v, inner) or kind == "spacings" and v is None for v in value)
     return {"text": lambda v: isinstance(v, str), "int": _is_int, "number": _is_number,
+            "bool": lambda v: isinstance(v, bool),
             "mapping": lambda v: isinstance(v, Mapping)}[kind](value)
 
 

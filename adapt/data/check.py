@@ -25,6 +25,9 @@ target never found             warning   a target of the card in no label file
 no validation case             warning   the split leaves validation empty
 =============================  ========  ==============================================================
 
+A card's unlabelled images (``source.unlabelled: true``) are not checked; the statistics table says
+how many were skipped.
+
 ``print_report`` prints the statistics and the problems as tables (rich); ``plot_report`` saves
 one figure (matplotlib, Agg): cases per split, label voxels per class, spacing and size
 histograms, and the intensity histogram with the card's window (or per-case percentiles) drawn.
@@ -42,7 +45,7 @@ import numpy as np
 from adapt.data.cards import DataCard, load_card
 from adapt.data.encoding import LabelEncoding
 from adapt.data.formats import FORMATS, for_name
-from adapt.data.sources import Case, data_root, link_loop, list_cases
+from adapt.data.sources import Case, data_root, link_loop, list_cases, partition_cases, unlabelled_note
 from adapt.data.splits import split_cases
 from adapt.data.statistics import CaseStats, case_stats
 from adapt.transforms.intensity import DEFAULT_PERCENTILES
@@ -69,6 +72,7 @@ class Report:
     splits: dict[str, list[Case]]
     stats: dict[str, CaseStats] = field(default_factory=dict)
     problems: list[Problem] = field(default_factory=list)
+    unlabelled: list[Case] = field(default_factory=list)
 
     @property
     def errors(self) -> list[Problem]:
@@ -87,7 +91,8 @@ def check_card(card: str | Path | DataCard, root: str | None = None) -> Report:
     card = card if isinstance(card, DataCard) else load_card(card)
     folder = data_root(card, root)
     cases = list_cases(card, folder)
-    report = Report(card, folder, split_cases(cases, card.split, f"data card {card.path or card.name}"))
+    report = Report(card, folder, split_cases(cases, card.split, f"data card {card.path or card.name}"),
+                    unlabelled=partition_cases(card, folder)[1])
     encoding = LabelEncoding.of_card(card)
     for n, case in enumerate(cases):
         if not Path(case.image).exists():
@@ -179,6 +184,8 @@ def summary_rows(report: Report) -> list[tuple[str, str]]:
     rows = [("cases", f"{sum(len(v) for v in report.splits.values())} "
                       f"(train {len(report.splits['train'])}, val {len(report.splits['val'])}, "
                       f"test {len(report.splits['test'])})")]
+    if report.unlabelled:
+        rows.append(("unlabelled images", unlabelled_note(len(report.unlabelled), "check")))
     if not stats:
         return rows
     rows.append(("files", _counts(s.kind for s in stats)))

@@ -299,7 +299,7 @@ class SegmentationDataModule(L.LightningDataModule):
             raise ConfigError(f"data.empty_share must be in [0, 1), got {empty_share}")
         self.card, self.image_size = card, int(image_size)
         self.root = data_root(card, root)
-        cases = list_cases(card, self.root)  # raises at once when the data is missing
+        cases = list_cases(card, self.root, say="training")  # raises at once when the data is missing
         where = f"data card {card.path or card.name}"
         self.splits = split_cases(cases, card.split, where, train_cases, seed)
         require_validation(self.splits, where)

@@ -17,7 +17,9 @@
 
 The pairs become a ``folder`` source (an image glob and a label template, checked to give back
 every pair) or, when no template fits, a ``csv`` manifest listing them. Files left over are
-reported: images without a label, labels without an image.
+reported: images without a label, labels without an image. Images without a label are kept as the
+card's unlabelled cases (``source.unlabelled: true``, cases to annotate) where the source can list
+them: the image glob matches them too, a CSV row with an empty ``label``, an MSD ``test`` entry.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from typing import Any
 
 from adapt.data.formats import FORMATS, for_name, strip_suffix
 from adapt.data.formats.dicom import is_series
-from adapt.data.sources import msd_entries, refuse_link_loops
+from adapt.data.sources import _msd_test_entries, msd_entries, refuse_link_loops
 from adapt.errors import ConfigError, DataError
 
 LABEL_WORDS = {"label", "labels", "mask", "masks", "seg", "segs", "segmentation", "segmentations", "gt", "truth",
@@ -68,6 +70,7 @@ class Layout:
         description: the layout in words (printed by ``init``).
         csv_rows: for a ``csv`` source written by ``init``: the manifest's rows.
         notes: what ``init`` found worth saying (e.g. label files that mix encodings).
+        unlabelled: the images without a label the card keeps as unlabelled cases (of ``unpaired_images``).
     """
 
     root: Path
@@ -79,6 +82,7 @@ class Layout:
     description: str = ""
     csv_rows: list[dict[str, str]] | None = None
     notes: list[str] = field(default_factory=list)
+    unlabelled: list[Path] = field(default_factory=list)
 
 
 def find_layout(root: str | Path) -> Layout:
@@ -115,9 +119,13 @@ def _msd_layout(root: Path) -> Layout:
     listed_images = {image.resolve() for image, _ in entries}
     extra_labels = [p for p in _files(root / "labelsTr") if p.resolve() not in listed_labels]
     extra_images = [p for p in _files(root / "imagesTr") if p.resolve() not in listed_images]
-    return Layout(root, {"kind": "msd"}, pairs, missing + extra_images, extra_labels, json.loads(path.read_text()),
-                  f"MSD task folder ({len(entries)} cases listed in dataset.json"
-                  + (f", {len(missing)} of them missing a file)" if missing else ")"))
+    tests = [root / image for image in _msd_test_entries(path)]
+    unlabelled = [image for image in tests if image.exists()]
+    layout = Layout(root, {"kind": "msd", **({"unlabelled": True} if unlabelled else {})}, pairs,
+                    missing + extra_images + unlabelled, extra_labels, json.loads(path.read_text()),
+                    f"MSD task folder ({len(entries)} cases listed in dataset.json"
+                    + (f", {len(missing)} of them missing a file)" if missing else ")"), unlabelled=unlabelled)
+    return layout
 
 
 def _files(folder: Path) -> list[Path]:
@@ -131,12 +139,15 @@ def _csv_layout(root: Path, manifest: Path) -> Layout | None:
         rows = list(csv.DictReader(f))
     if not rows or not {"image", "label"} <= set(rows[0]):
         return None
-    pairs, unpaired = [], []
+    pairs, unpaired, unlabelled = [], [], []
     for row in rows:
         image, label = (Path(row[k]) if Path(row[k]).is_absolute() else root / row[k] for k in ("image", "label"))
+        if not (row["label"] or "").strip() and image.exists():
+            unlabelled.append(image)
         (pairs.append((image, label)) if image.exists() and label.exists() else unpaired.append(image))
-    return Layout(root, {"kind": "csv", "manifest": manifest.name}, pairs, unpaired, [],
-                  description=f"CSV list {manifest.name} ({len(rows)} rows)")
+    source = {"kind": "csv", "manifest": manifest.name, **({"unlabelled": True} if unlabelled else {})}
+    return Layout(root, source, pairs, unpaired, [], description=f"CSV list {manifest.name} ({len(rows)} rows)",
+                  unlabelled=unlabelled)
 
 
 # --------------------------------------------------------------------------- folder trees
@@ -155,12 +166,17 @@ def _folder_layout(root: Path) -> Layout:
         raise DataError(f"init: {len(images)} image(s) and {len(labels)} label(s) under {root}, but no label "
                         f"matches an image by name (e.g. {images[0].rel if images else '-'} and {labels[0].rel}); "
                         "give labels the image's name (optionally with _mask/_seg), or list the pairs in a CSV")
-    source, description = folder_source(root, pairs, labels)
+    source, description = folder_source(root, pairs, labels, lone_images)
     absolute = [(root / i.rel, root / lab.rel) for i, lab in pairs]
     layout = Layout(root, source, absolute, [root / i.rel for i in lone_images], [root / lab.rel for lab in lone_labels],
                     description=description)
     if source["kind"] == "csv":
         layout.csv_rows = [{"image": i.rel.as_posix(), "label": lab.rel.as_posix(), "case": i.key} for i, lab in pairs]
+        layout.csv_rows += [{"image": i.rel.as_posix(), "label": "", "case": i.key} for i in lone_images]
+        if lone_images:
+            source["unlabelled"] = True
+    if source.get("unlabelled"):
+        layout.unlabelled = list(layout.unpaired_images)
     return layout
 
 
@@ -270,18 +286,26 @@ def pair_items(images: list[Item], labels: list[Item]) -> tuple[list[tuple[Item,
 # --------------------------------------------------------------------------- templates
 
 
-def folder_source(root: Path, pairs: list[tuple[Item, Item]], labels: list[Item]) -> tuple[dict[str, Any], str]:
-    """A ``folder`` source (image glob + label template) that gives back every pair, else a ``csv`` one."""
+def folder_source(root: Path, pairs: list[tuple[Item, Item]], labels: list[Item],
+                  lone: list[Item] = ()) -> tuple[dict[str, Any], str]:
+    """A ``folder`` source (image glob + label template) that gives back every pair, else a ``csv`` one.
+
+    A glob that also matches the ``lone`` images (without a label) is preferred: the source then keeps
+    them as unlabelled cases (``unlabelled: true``).
+    """
     images = [i.rel for i, _ in pairs]
     wanted = {(root / i).resolve() for i in images}
     label_paths = {(root / lab.rel).resolve() for lab in labels}
     template = label_template([(i.rel, lab.rel) for i, lab in pairs])
-    for pattern in image_globs(images):
+    lone_paths = {(root / i.rel).resolve() for i in lone}
+    tries = [(p, True) for p in image_globs(images + [i.rel for i in lone])] if lone else []
+    for pattern, keeps in tries + [(p, False) for p in image_globs(images)]:
         matched = {p.resolve() for p in root.glob(pattern)}
-        if template and wanted <= matched and not matched & label_paths:
+        if template and wanted <= matched and not matched & label_paths and (not keeps or lone_paths <= matched):
             first = pairs[0]
-            return ({"kind": "folder", "images": pattern, "labels": template},
-                    f"folder of {len(pairs)} pairs such as {first[0].rel} + {first[1].rel}")
+            return ({"kind": "folder", "images": pattern, "labels": template, **({"unlabelled": True} if keeps else {})},
+                    f"folder of {len(pairs)} pairs such as {first[0].rel} + {first[1].rel}"
+                    + (f" and {len(lone)} image(s) without a label" if keeps else ""))
     return ({"kind": "csv"}, f"{len(pairs)} pairs that no image glob and label template describe; listed in a CSV")
 
 

@@ -9,6 +9,12 @@
   that share it are split together) and ``split`` (``train``/``val``/``test``);
 * ``synthetic``: phantoms generated on first use (``adapt.data.synthetic``), then read as MSD.
 
+A card with ``source.unlabelled: true`` may also hold images without a label (cases to be
+annotated): a ``folder`` image whose label file is not there, a ``csv`` row with an empty
+``label``, an MSD ``dataset.json`` ``test`` entry. ``list_cases`` leaves them out (training,
+evaluation and ``check`` use the labelled cases only); ``partition_cases`` returns both, for
+``python -m adapt.annotate``. Without the flag a missing label stays an error, found while indexing.
+
 Listing only looks at names; the files themselves are read and checked while indexing, so
 that one bad case can be reported (or skipped) without hiding the others.
 """
@@ -18,6 +24,7 @@ from __future__ import annotations
 import csv
 import errno
 import json
+import logging
 import os
 import re
 from dataclasses import dataclass
@@ -30,6 +37,8 @@ from adapt.errors import ConfigError, DataError, DataNotFoundError
 
 SPLITS = ("train", "val", "test")
 
+log = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True)
 class Case:
@@ -38,14 +47,15 @@ class Case:
     Attributes:
         id: unique name of the case (used in ``meta.case`` and error messages).
         image: path of the image file, or of the folder of a DICOM series.
-        label: path of the label map.
+        label: path of the label map; for an unlabelled case, where its label will be saved (``None``
+            when the source does not say: a ``csv`` row with an empty ``label``).
         group: the patient; cases of one group always land in the same split.
         split: an explicit split from the source (``csv`` column), else ``None``.
     """
 
     id: str
     image: Path
-    label: Path
+    label: Path | None
     group: str
     split: str | None = None
 
@@ -84,13 +94,35 @@ def missing_data_error(card: DataCard, root: Path, what: str) -> DataNotFoundErr
                              + "\n  - ".join(fixes))
 
 
-def list_cases(card: DataCard, root: Path) -> list[Case]:
-    """Every labelled case of the dataset at ``root``.
+def list_cases(card: DataCard, root: Path, say: str | None = None) -> list[Case]:
+    """Every labelled case of the dataset at ``root`` (a card's unlabelled images left out).
+
+    Args:
+        card: the data card.
+        root: its data folder.
+        say: the command that lists them (``training``, ``evaluation``): it warns how many unlabelled
+            images it leaves out.
 
     Raises:
         DataNotFoundError: nothing at ``root``, with how to supply the data.
         ConfigError: the source's manifest lacks a required column.
-        DataError: a manifest lists no case.
+        DataError: a manifest lists no case; every case of the card is unlabelled.
+    """
+    labelled, unlabelled = partition_cases(card, root)
+    if unlabelled and not labelled:
+        raise DataError(f"data card {card.path or card.name}: all {len(unlabelled)} image(s) under {root} are "
+                        "unlabelled (source.unlabelled: true); training and evaluation need labels: pre-annotate "
+                        "them (python -m adapt.annotate data.card=... out=...) and save the corrected labels first")
+    if unlabelled and say:
+        log.warning(unlabelled_note(len(unlabelled), say))
+    return labelled
+
+
+def partition_cases(card: DataCard, root: Path) -> tuple[list[Case], list[Case]]:
+    """``(labelled, unlabelled)`` cases of the dataset at ``root``; see the module doc.
+
+    Raises:
+        DataNotFoundError, ConfigError, DataError: as ``list_cases``, except for a card that is all unlabelled.
     """
     kind = card.source["kind"]
     if kind == "synthetic":
@@ -98,12 +130,21 @@ def list_cases(card: DataCard, root: Path) -> list[Case]:
     if not root.exists():
         raise missing_data_error(card, root, "folder not found")
     cases = {"msd": _msd, "synthetic": _msd, "folder": _folder, "csv": _csv}[kind](card, root)
-    refuse_link_loops(p for c in cases for p in (c.image, c.label))
+    refuse_link_loops(p for c in cases for p in (c.image, c.label) if p is not None)
     ids = [c.id for c in cases]
     if len(set(ids)) != len(ids):
         dupes = sorted({i for i in ids if ids.count(i) > 1})
         raise DataError(f"{root}: case ids {dupes[:5]} occur more than once; give cases distinct file names")
-    return cases
+    if not card.source.get("unlabelled"):
+        return cases, []
+    missing = [c for c in cases if c.label is None or not Path(c.label).exists()]
+    return [c for c in cases if c not in missing], missing
+
+
+def unlabelled_note(count: int, what: str) -> str:
+    """What a command says when it leaves a card's unlabelled images out."""
+    return (f"{count} unlabelled image(s) of the card skipped by {what} (source.unlabelled: true; "
+            "python -m adapt.annotate pre-annotates them)")
 
 
 def check_data(card: str | None, root: str | None = None, listed: bool = True) -> None:
@@ -174,7 +215,18 @@ def _msd(card: DataCard, root: Path) -> list[Case]:
         image = root / image_name
         case_id = strip_suffix(image.name)
         cases.append(Case(case_id, image, root / label_name, group=case_id))
+    if card.source.get("unlabelled"):
+        for image_name in _msd_test_entries(manifest):
+            image = root / image_name
+            case_id = strip_suffix(image.name)
+            cases.append(Case(case_id, image, root / "labelsTr" / image.name, group=case_id))
     return cases
+
+
+def _msd_test_entries(manifest: Path) -> list[str]:
+    """The image paths of an MSD ``dataset.json``'s ``test`` list (images without labels)."""
+    entries = json.loads(manifest.read_text()).get("test") or []
+    return [e if isinstance(e, str) else e.get("image", "") for e in entries if isinstance(e, (str, dict))]
 
 
 def _folder(card: DataCard, root: Path) -> list[Case]:
@@ -214,8 +266,12 @@ def _csv(card: DataCard, root: Path) -> list[Case]:
     for line, row in enumerate(rows, start=2):
         image = Path(row["image"])
         image = image if image.is_absolute() else root / image
-        label = Path(row["label"])
-        label = label if label.is_absolute() else root / label
+        text = (row["label"] or "").strip()
+        if not text and not card.source.get("unlabelled"):
+            raise DataError(f"{manifest}, line {line}: empty label; give the label file, or mark the card's "
+                            "unlabelled images with source.unlabelled: true")
+        label = Path(text) if text else None
+        label = label if label is None or label.is_absolute() else root / label
         split = (row.get("split") or "").strip() or None
         if split is not None and split not in SPLITS:
             raise DataError(f"{manifest}, line {line}: split {split!r} is not one of {SPLITS}")

@@ -61,7 +61,7 @@ def load_cases(card: str | DataCard, root: str | None, split: str,
     check_choice("split", split, EVALUATION_SPLITS)
     card = card if isinstance(card, DataCard) else load_card(card)
     folder = data_root(card, root)
-    cases = list_cases(card, folder)  # as the training data module lists and splits them
+    cases = list_cases(card, folder, say="evaluation")  # as the training data module lists and splits them
     check_cases(metadata or {}, card, cases, folder)
     chosen = cases if split == "all" else split_cases(cases, dict(card.split), f"data card {card.name}").get(split, [])
     if not chosen:

@@ -7,7 +7,8 @@
 
 What is uploaded is the adapter in peft's layout, ``sam2_adapt.json`` (base model, revision and
 weights fingerprint, data card and licence, preprocessing, label map, prompt protocol, metrics),
-the adapter's copy of its data card (``data_card.yaml``) and a model card generated from both
+the adapter's copy of its data card (``data_card.yaml``), its ``calibration.json`` when it has one
+(``python -m adapt.annotate calibrate``) and a model card generated from both
 (``adapt.hub.model_card``). Shared files name no local path: the data root is dropped and
 absolute paths become file names (``adapt.data.card_copy.public_metadata``). Loading onto the recorded base
 lives in ``adapt.adapters.loading``. ``merge=true`` folds LoRA into the base weights and writes a
@@ -28,6 +29,7 @@ import hydra
 from omegaconf import DictConfig
 
 from adapt.adapters.kinds import kind_of
+from adapt.annotate import CALIBRATION_FILE
 from adapt.adapters.io import CONFIG_FILE, METADATA_FILE, WEIGHTS_FILE, read_metadata
 from adapt.cli import register_cli_config, user_errors
 from adapt.data.card_copy import carried_card, copy_card, public_metadata, strip_paths
@@ -113,6 +115,8 @@ def stage(adapter: str | Path, repo_id: str, out_dir: str | Path, merge: bool = 
         (out_dir / METADATA_FILE).write_text(json.dumps(public_metadata(metadata), indent=2, default=str))
         copy_card(source, out_dir, public=True)
         render_card(public_metadata(metadata), repo_id, data_card=carried_card(source)).save(out_dir / CARD_FILE)
+    if (source / CALIBRATION_FILE).is_file():  # the accept/review flag's calibration (python -m adapt.annotate calibrate)
+        shutil.copy2(source / CALIBRATION_FILE, out_dir / CALIBRATION_FILE)
     if space_app:
         from adapt.app.space import write_space_app
 

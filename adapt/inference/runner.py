@@ -154,6 +154,10 @@ class Predictor:
         _, _, height, width = images.shape
         return self.class_logits(self.embed(images), height, width).argmax(1).cpu().numpy()
 
+    def use_video_model(self, model: torch.nn.Module) -> None:
+        """Propagate with ``model`` (zero-shot SAM2's own video model: there is no adapter to load it from)."""
+        self._video = model.to(self.device).eval()
+
     def video_model(self) -> torch.nn.Module | None:
         """The adapter on ``Sam2VideoModel`` for memory propagation, or ``None`` to chain boxes."""
         if self.propagation == "boxes":

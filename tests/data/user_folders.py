@@ -11,6 +11,9 @@ writes their card.
   volumes on an oblique (rotated) grid with anisotropic voxels, as a scanner writes them.
 * ``write_geotiff_folder``: 4-band GeoTIFF tiles with a projected CRS and label tiles of the same
   names and georeferencing in a folder beside them.
+
+Each takes ``unlabelled=k``: k more images without a label (cases to annotate; the hidden truth of
+each is written under ``root/../<root name>_truth/`` for tests that score pre-annotations).
 """
 
 from __future__ import annotations
@@ -50,14 +53,22 @@ def ultrasound_pair(seed: int, shape: tuple[int, int]) -> tuple[np.ndarray, np.n
     return np.clip(tissue, 0, 255).astype(np.uint8), np.where(lesion, MASK_ON, 0).astype(np.uint8)
 
 
-def write_ultrasound_folder(root: Path, num_cases: int = 8, shape: tuple[int, int] = (72, 88)) -> Path:
+def truth_folder(root: Path) -> Path:
+    """Where the hidden labels of a folder's unlabelled images are written (beside the folder, not in it)."""
+    return root.parent / f"{root.name}_truth"
+
+
+def write_ultrasound_folder(root: Path, num_cases: int = 8, shape: tuple[int, int] = (72, 88),
+                            unlabelled: int = 0) -> Path:
     """``root/images/scan_NN.png`` (grey) and ``root/masks/scan_NN.png`` (0/255); returns ``root``."""
     for name in ("images", "masks"):
         (root / name).mkdir(parents=True, exist_ok=True)
-    for i in range(num_cases):
+    for i in range(num_cases + unlabelled):
         image, mask = ultrasound_pair(i, shape)
         Image.fromarray(image, mode="L").save(root / "images" / f"scan_{i:02d}.png")
-        Image.fromarray(mask, mode="L").save(root / "masks" / f"scan_{i:02d}.png")
+        masks = root / "masks" if i < num_cases else truth_folder(root)
+        masks.mkdir(exist_ok=True)
+        Image.fromarray(mask, mode="L").save(masks / f"scan_{i:02d}.png")
     return root
 
 
@@ -84,34 +95,42 @@ def ct_volume(seed: int, shape: tuple[int, int, int]) -> tuple[np.ndarray, np.nd
     return image.astype(np.int16), organ.astype(np.uint8)
 
 
-def write_msd_style_folder(root: Path, num_cases: int = 4, shape: tuple[int, int, int] = (44, 40, 10)) -> Path:
+def write_msd_style_folder(root: Path, num_cases: int = 4, shape: tuple[int, int, int] = (44, 40, 10),
+                           unlabelled: int = 0) -> Path:
     """``root/dataset.json``, ``imagesTr/organ_NNN.nii.gz``, ``labelsTr/organ_NNN.nii.gz`` on an oblique,
-    anisotropic grid; returns ``root``."""
+    anisotropic grid (the unlabelled ones: ``imagesTs/``, the manifest's ``test`` list); returns ``root``."""
     affine = oblique_affine()
-    for name in ("imagesTr", "labelsTr"):
+    for name in ("imagesTr", "labelsTr", *(("imagesTs",) if unlabelled else ())):
         (root / name).mkdir(parents=True, exist_ok=True)
-    training = []
-    for i in range(num_cases):
+    training, test = [], []
+    for i in range(num_cases + unlabelled):
         image, label = ct_volume(i, shape)
         name = f"organ_{i:03d}.nii.gz"
-        nib.save(nib.Nifti1Image(image, affine), root / "imagesTr" / name)
-        nib.save(nib.Nifti1Image(label, affine), root / "labelsTr" / name)
-        training.append({"image": f"./imagesTr/{name}", "label": f"./labelsTr/{name}"})
+        images, labels = ("imagesTr", root / "labelsTr") if i < num_cases else ("imagesTs", truth_folder(root))
+        labels.mkdir(exist_ok=True)
+        nib.save(nib.Nifti1Image(image, affine), root / images / name)
+        nib.save(nib.Nifti1Image(label, affine), labels / name)
+        if i < num_cases:
+            training.append({"image": f"./imagesTr/{name}", "label": f"./labelsTr/{name}"})
+        else:
+            test.append(f"./imagesTs/{name}")
     manifest = {"name": "Organ", "description": "CT volumes of one organ", "tensorImageSize": "3D",
                 "modality": {"0": "CT"}, "labels": {"0": "background", "1": "organ"},
-                "numTraining": num_cases, "numTest": 0, "training": training, "test": []}
+                "numTraining": num_cases, "numTest": len(test), "training": training, "test": test}
     (root / "dataset.json").write_text(json.dumps(manifest, indent=2))
     return root
 
 
-def write_geotiff_folder(root: Path, num_cases: int = 6, shape: tuple[int, int] = (64, 64)) -> Path:
+def write_geotiff_folder(root: Path, num_cases: int = 6, shape: tuple[int, int] = (64, 64), unlabelled: int = 0) -> Path:
     """``root/tiles/field_NN.tif`` (4 bands, uint16, EPSG:32632) and ``root/labels/field_NN.tif`` (building = 1)
     with the same georeferencing; returns ``root``."""
     for name in ("tiles", "labels"):
         (root / name).mkdir(parents=True, exist_ok=True)
-    for i in range(num_cases):
+    for i in range(num_cases + unlabelled):
         image, label = synthetic.make_aerial_tile(700 + i, shape)
         origin = (420000.0 + i * shape[1] * TILE_PIXEL_M, 5300000.0)
-        for folder, array in (("tiles", image), ("labels", label)):
-            synthetic.write_geotiff(root / folder / f"field_{i:02d}.tif", array, origin, TILE_PIXEL_M, TILE_EPSG)
+        labels = root / "labels" if i < num_cases else truth_folder(root)
+        labels.mkdir(exist_ok=True)
+        for folder, array in ((root / "tiles", image), (labels, label)):
+            synthetic.write_geotiff(folder / f"field_{i:02d}.tif", array, origin, TILE_PIXEL_M, TILE_EPSG)
     return root

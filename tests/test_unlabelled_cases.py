@@ -1,0 +1,63 @@
+"""Cards with unlabelled cases (``source.unlabelled: true``): ``data init`` keeps the images without a label
+and says how many; training, evaluation and ``check`` list the labelled cases only and say what they skip."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+from conftest import load_user_folders
+
+from adapt.data.__main__ import main
+from adapt.data.card_writer import init_card
+from adapt.data.cards import load_card
+from adapt.data.check import check_card, summary_rows
+from adapt.data.sources import data_root, list_cases, partition_cases
+from adapt.errors import DataError
+
+folders = load_user_folders()
+
+#: layout -> (writer, labelled, unlabelled, source kind of the card init writes)
+LAYOUTS = {"ultrasound png": (folders.write_ultrasound_folder, 4, 2, "folder"),
+           "msd nifti": (folders.write_msd_style_folder, 3, 2, "msd"),
+           "geotiff": (folders.write_geotiff_folder, 3, 1, "folder")}
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_init_keeps_unlabelled_images_and_every_reader_skips_them(tmp_path, layout, capsys, caplog):
+    writer, labelled, unlabelled, kind = LAYOUTS[layout]
+    folder = writer(tmp_path / "data", num_cases=labelled, unlabelled=unlabelled)
+    assert main(["init", str(folder), f"out={tmp_path / 'card.yaml'}"]) == 0
+    assert f"kept {unlabelled} image(s) without a label as unlabelled cases" in capsys.readouterr().out
+    card = load_card(tmp_path / "card.yaml")
+    assert card.source["kind"] == kind and card.source["unlabelled"] is True
+    root = data_root(card)
+    with caplog.at_level(logging.WARNING):
+        cases = list_cases(card, root, say="training")
+    assert len(cases) == labelled and all(Path(c.label).exists() for c in cases)
+    assert f"{unlabelled} unlabelled image(s) of the card skipped by training" in caplog.text
+    kept, missing = partition_cases(card, root)
+    assert kept == cases and len(missing) == unlabelled
+    assert all(c.image.exists() and not c.label.exists() for c in missing)
+    report = check_card(card)
+    assert not report.errors, report.errors
+    assert ("unlabelled images", f"{unlabelled} unlabelled image(s) of the card skipped by check (source.unlabelled: "
+            "true; python -m adapt.annotate pre-annotates them)") in summary_rows(report)
+
+
+def test_a_card_without_the_flag_keeps_a_missing_label_an_error_and_an_all_unlabelled_card_is_refused(tmp_path):
+    folder = folders.write_ultrasound_folder(tmp_path / "data", num_cases=3)
+    card_path, _, _ = init_card(folder, tmp_path / "card.yaml")
+    card = load_card(card_path)
+    assert "unlabelled" not in card.source
+    (folder / "masks" / "scan_00.png").unlink()
+    assert [p.what for p in check_card(card).errors] == ["unpaired image"]
+    text = card_path.read_text().replace("source:\n", "source:\n  unlabelled: true\n")
+    card_path.write_text(text)
+    assert not check_card(load_card(card_path)).errors
+    for mask in (folder / "masks").iterdir():
+        mask.unlink()
+    with pytest.raises(DataError, match="all 3 image.s. under .* are unlabelled"):
+        list_cases(load_card(card_path), folder)
+    assert len(partition_cases(load_card(card_path), folder)[1]) == 3
