@@ -15,6 +15,12 @@ stage's own:
 * ``metrics``: Dice, IoU, NSD and HD95 of one volume against a noisy mask (random specks over the
   whole volume around a dilated truth, as a random tiny model predicts), the evaluation's work
   outside the model.
+* ``first step``: ``adapt.train`` with ``model=tiny`` (to isolate the data path) on an empty disk
+  cache: seconds from the call to the end of the first optimizer step (after imports);
+  ``first step, prepared``: the same on the cache ``prepare`` wrote.
+* ``evaluate``: ``adapt.evaluate adapter=none model=tiny`` on the validation cases (a random tiny
+  model's noisy masks): its time, and the share spent outside the model (reading cases, metrics,
+  writing masks: ``1 - model_seconds / seconds`` of ``summary.json``).
 
 Wall and CPU seconds (the stage's process and its children), peak RSS, bytes read from storage
 (``/proc/self/io`` ``read_bytes``, Linux), and the disk used by the source and the cache are
@@ -23,6 +29,7 @@ runs the stages that an older checkout has (first run, start, sample, metrics) w
 for before/after tables. The machine's load average is printed with the table.
 
     python benchmarks/scale.py --cases 4 16
+    python benchmarks/scale.py --cases 64                                # the issue's N (a quiet machine)
     python benchmarks/scale.py --cases 4 --shape 128 128 24 32          # quick
     python benchmarks/scale.py --cases 4 --code /path/to/older/checkout
 """
@@ -115,6 +122,55 @@ def datamodule(card: str, cache: str, workers: int | None) -> Any:
                              "val_max_slices_per_case": 8}, 1024, seed=0)
 
 
+#: The tiny random model for one step: the stages measure the data path, not the model.
+TINY = ["model=tiny", "model.image_size=128", "embedding_cache.mode=off", "logger=csv", "validate_before=false",
+        "trainer.max_steps=1", "trainer.max_epochs=-1", "trainer.limit_val_batches=0", "data.batch_size=4",
+        "optim.warmup_steps=1", "data.cache=disk"]
+
+
+def compose(command: str, overrides: list[str]) -> Any:
+    """``command``'s config from ``configs/`` with ``overrides``, as its command line composes it."""
+    from hydra import compose as hydra_compose, initialize_config_dir
+
+    from adapt.conf import CONFIG_DIR, register_recipes, register_resolvers
+
+    register_resolvers()
+    register_recipes()
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        return hydra_compose(command, overrides=overrides, return_hydra_config=False)
+
+
+def first_step(card: str, cache: str, out: Path, start: float) -> float:
+    """Seconds from ``start`` to the end of the first training step of ``adapt.train`` (tiny model)."""
+    import lightning as L
+
+    import adapt.training.callbacks as callbacks
+    from adapt.train import train
+
+    seen: list[float] = []
+
+    class FirstStep(L.Callback):
+        def on_train_batch_end(self, *args: Any) -> None:
+            seen.append(time.perf_counter())
+
+    build = callbacks.build_callbacks
+    callbacks.build_callbacks = lambda *args, **kwargs: build(*args, **kwargs) + [FirstStep()]
+    train(compose("train", [f"data.card={card}", f"data.cache_dir={cache}", *TINY, f"out_dir={out}"]))
+    return seen[0] - start
+
+
+def evaluate(card: str, cache: str, out: Path) -> dict[str, float]:
+    """``python -m adapt.evaluate adapter=none model=tiny`` on the validation split: the run's own seconds
+    (``summary.json``, after imports) and the share of them outside the model."""
+    done = subprocess.run([sys.executable, "-m", "adapt.evaluate", f"data.card={card}", "adapter=none", "model=tiny",
+                           f"out={out}"], capture_output=True, text=True)
+    if done.returncode:
+        raise RuntimeError(f"evaluate failed:\n{done.stderr[-3000:]}")
+    summary = json.loads((out / "summary.json").read_text())
+    model = summary["throughput"]["model_seconds"]
+    return {"eval_seconds": summary["seconds"], "outside": 1 - model / summary["seconds"]}
+
+
 def stage(name: str, options: dict[str, Any]) -> dict[str, Any]:
     """Run one stage here, imports done before the clocks start: its wall and CPU seconds, and its own numbers."""
     import nibabel as nib
@@ -124,6 +180,8 @@ def stage(name: str, options: dict[str, Any]) -> dict[str, Any]:
     from adapt.metrics import case_metrics
 
     card, cache, root = options["card"], options["cache"], Path(options["root"])
+    if name.startswith("first step"):
+        import adapt.train  # noqa: F401
     result: dict[str, Any] = {}
     if name == "metrics":
         path = sorted((root / "labelsTr").glob("*.nii.gz"))[0]
@@ -158,6 +216,10 @@ def stage(name: str, options: dict[str, Any]) -> dict[str, Any]:
     elif name == "metrics":
         row = case_metrics(pred, truth, SPACING, tolerance_mm=2.0)
         result.update(nsd=row["nsd"], hd95=row["hd95"])
+    elif name.startswith("first step"):
+        result["first_step"] = first_step(card, cache, Path(options["out"]), wall)
+    elif name == "evaluate":
+        result.update(evaluate(card, cache, Path(options["out"])))
     else:
         raise ValueError(name)
     return {**result, "seconds": time.perf_counter() - wall, "cpu": cpu_now() - cpu, "read": read_bytes() - read}
@@ -204,6 +266,12 @@ def measure(n: int, tmp: Path, side: tuple[int, int], slices: tuple[int, int], c
     results["start"] = run_stage("start", options, code)
     results["sample"] = run_stage("sample", options, code)
     results["metrics"] = run_stage("metrics", options, code)
+    if ours:
+        results["first step"] = run_stage("first step", {**options, "cache": str(cache) + "-step",
+                                                         "out": str(tmp / f"run-{n}")}, code)
+        results["first step, prepared"] = run_stage("first step, prepared", {**options, "out": str(tmp / f"run-{n}-p")},
+                                                    code)
+        results["evaluate"] = run_stage("evaluate", {**options, "out": str(tmp / f"eval-{n}")}, code)
     rows = []
     for name, r in results.items():
         per_case = name in ("prepare", "first run", "start")
@@ -217,6 +285,10 @@ def measure(n: int, tmp: Path, side: tuple[int, int], slices: tuple[int, int], c
             note = f"per volume and class (NSD {r['nsd']:.4f}, HD95 {r['hd95']:.1f} mm)"
         elif name == "first run":
             note = f"{r['read'] / 1e6:,.0f} MB read"
+        elif name.startswith("first step"):
+            note = f"{r['first_step']:.1f} s to the end of the first step (model=tiny)"
+        elif name == "evaluate":
+            note = f"{r['outside']:.0%} of {r['eval_seconds']:.1f} s outside the model (model=tiny, validation cases)"
         projected = f"{r['seconds'] / n * 1000 / 60:,.1f} min" if per_case else "-"
         rows.append([str(n), code.name if not ours else "this", name, f"{r['seconds']:.2f}", f"{r['cpu']:.2f}",
                      f"{r['rss_mb']:,.0f}", projected, note])

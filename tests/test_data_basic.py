@@ -12,7 +12,7 @@ import torch
 import yaml
 
 from adapt.data.cards import load_card
-from adapt.data.cache import CACHE_FORMAT, CaseStore
+from adapt.data.cache import CACHE_FORMAT, CaseStore, prepare_stores
 from adapt.data.datamodule import SampleDataset, build_datamodule, index_cases
 from adapt.data.splits import split_cases
 from adapt.data.volumes import Case, list_cases
@@ -174,6 +174,22 @@ def _counting_preads(monkeypatch):
     pread = planes.os.pread
     monkeypatch.setattr(planes.os, "pread", lambda fd, n, offset: reads.append(n) or pread(fd, n, offset))
     return reads
+
+
+def test_one_pool_prepares_the_missing_cases_of_both_splits_and_names_bad_ones_per_split(tmp_path):
+    import dataclasses
+
+    card = load_card("ct_phantom")
+    cases = list_cases(card, tmp_path / "ct")[:3]
+    train = CaseStore(card, cases[:2], "disk", tmp_path / "cache")
+    broken = dataclasses.replace(cases[2], id="broken", image=tmp_path / "missing.nii.gz")
+    val = CaseStore(card, [cases[2], broken], "disk", tmp_path / "cache")
+    assert train.prepare_missing([0], workers=1) == {} and train.prepared == 1
+    seen: list[tuple[int, int]] = []
+    errors = prepare_stores([(train, [0, 1]), (val, [0, 1])], workers=1, progress=lambda *p: seen.append(p))
+    assert [list(e) for e in errors] == [[], [1]] and "missing.nii.gz" in str(errors[1][1])
+    assert (train.prepared, val.prepared, train.loads, val.loads) == (2, 1, 0, 0)  # the cached case is not read again
+    assert seen == [(1, 4), (2, 4), (3, 4), (4, 4)]
 
 
 def test_disk_cache_reads_one_plane_per_sample_and_only_indexes_at_start(tmp_path, monkeypatch):

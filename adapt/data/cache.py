@@ -245,19 +245,7 @@ class CaseStore:
         if self.mode != "disk":
             return {}
         wanted = list(range(len(self.cases)) if positions is None else positions)
-        missing = [i for i in wanted if not self._cached(i)]
-        workers = max(1, min(workers or default_workers(), len(missing) // CASES_PER_WORKER))
-        errors: dict[int, DataError] = {}
-        if progress:
-            progress(len(wanted) - len(missing), len(wanted))
-        if workers == 1:
-            results: Iterable[tuple[int, DataError | None]] = (_prepare_one(self, i) for i in missing)
-            return self._collect(results, errors, len(wanted) - len(missing), len(wanted), progress)
-        # spawn, not fork: a forked worker can inherit a lock held by another thread of a process
-        # that has trained or loaded before (it hung in the tests); each worker imports the data layer once
-        with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
-            results = pool.map(_prepare_one, [self] * len(missing), missing)
-            return self._collect(results, errors, len(wanted) - len(missing), len(wanted), progress)
+        return prepare_stores([(self, wanted)], workers, progress)[0]
 
     def _cached(self, index: int) -> bool:
         try:
@@ -265,17 +253,51 @@ class CaseStore:
         except DataError:  # a source file is missing: the worker reports it as a bad case
             return False
 
-    def _collect(self, results: Iterable[tuple[int, DataError | None]], errors: dict[int, DataError], done: int,
-                 total: int, progress: Callable[[int, int], None] | None) -> dict[int, DataError]:
-        for position, error in results:
+
+def prepare_stores(wanted: list[tuple[CaseStore, list[int]]], workers: int | None = None,
+                   progress: Callable[[int, int], None] | None = None) -> list[dict[int, DataError]]:
+    """Write the cases that disk caches lack, for several stores (a run's splits) in one pool of workers.
+
+    One pool for all: starting a worker (its imports) costs about as much as preparing a few CT
+    cases, and a split with few cases (validation) would otherwise be prepared by one process
+    after the others. Stores in other modes have nothing to write ahead.
+
+    Args:
+        wanted: each store with the positions of its cases to prepare.
+        workers: processes (default: every core; 1: in this process).
+        progress: called with ``(done, total)`` after each case.
+
+    Returns:
+        Per store, ``{position: error}`` of the cases whose files are bad (nothing cached for them).
+    """
+    jobs = [(n, store, i) for n, (store, positions) in enumerate(wanted) if store.mode == "disk"
+            for i in positions if not store._cached(i)]
+    total = sum(len(positions) for store, positions in wanted if store.mode == "disk")
+    errors: list[dict[int, DataError]] = [{} for _ in wanted]
+    done = total - len(jobs)
+    if progress:
+        progress(done, total)
+
+    def collect(results: Iterable[tuple[int, DataError | None]]) -> None:
+        nonlocal done
+        for (n, store, _), (position, error) in zip(jobs, results):
             done += 1
             if error is None:
-                self.prepared += 1
+                store.prepared += 1
             else:
-                errors[position] = error
+                errors[n][position] = error
             if progress:
                 progress(done, total)
+
+    workers = max(1, min(workers or default_workers(), len(jobs) // CASES_PER_WORKER))
+    if workers == 1:
+        collect(_prepare_one(store, i) for _, store, i in jobs)
         return errors
+    # spawn, not fork: a forked worker can inherit a lock held by another thread of a process
+    # that has trained or loaded before (it hung in the tests); each worker imports the data layer once
+    with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+        collect(pool.map(_prepare_one, [store for _, store, _ in jobs], [i for *_, i in jobs]))
+    return errors
 
 
 def _prepare_one(store: CaseStore, position: int) -> tuple[int, DataError | None]:

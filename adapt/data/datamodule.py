@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from adapt.data.cache import CaseStore
+from adapt.data.cache import CaseStore, prepare_stores
 from adapt.data.cards import DataCard, load_card
 from adapt.data.device_transforms import AUGMENT, NATIVE_SIZE, collate_native, to_model_grid
 from adapt.data.load import odd_channels
@@ -305,6 +305,8 @@ class SegmentationDataModule(L.LightningDataModule):
         require_validation(self.splits, where)
         self.bad_cases: list[str] = []
         stores = {side: CaseStore(card, self.splits[side], cache, cache_dir) for side in ("train", "val")}
+        # Both splits' missing cases in one pool (bad cases are reported by index_cases, in order).
+        prepare_stores([(store, list(range(len(store)))) for store in stores.values()], prepare_workers)
         found: dict[str, tuple[Any, int]] = {}
         train_items, bad = index_cases(stores["train"], objects, empty_share, None, skip_bad_cases, seed, channels=found,
                                        prepare_workers=prepare_workers)
