@@ -243,6 +243,7 @@ class Lora:
     blocks: Any = rule(check=_blocks)
     modules_to_save: list[str] | None = rule()
     task_modules: list[str] | None = rule()
+    input_channels: str = rule(choices=_choices("adapt.models.names:INPUT_CHANNEL_MODES"))
 
 
 @dataclass
@@ -253,6 +254,7 @@ class Bottleneck:
     blocks: Any = rule(check=_blocks)
     mlp_scale: float = rule(gt=0)
     task_modules: list[str] | None = rule()
+    input_channels: str = rule(choices=_choices("adapt.models.names:INPUT_CHANNEL_MODES"))
 
 
 @dataclass
@@ -262,6 +264,7 @@ class Partial:
     blocks: Any = rule(check=lambda v: "must be null: adapter=decoder|full adds no layers to the Hiera blocks "
                                        "(adapter.blocks is an option of lora, dora and bottleneck)")
     task_modules: list[str] | None = rule()
+    input_channels: str = rule(choices=_choices("adapt.models.names:INPUT_CHANNEL_MODES"))
 
 
 ADAPTER_SCHEMAS = {"lora": Lora, "dora": Lora, "bottleneck": Bottleneck, "decoder": Partial, "full": Partial}

@@ -100,6 +100,7 @@ def apply_adapter(model: nn.Module, spec: Mapping[str, Any]) -> nn.Module:
     """
     kind, options = adapter_options(spec)
     task_modules = list(options.pop("task_modules", None) or [])
+    options.pop("input_channels", None)  # the input projection is a task module, added before (adapt.models.channels)
     blocks = options.pop("blocks", None)
     if not KINDS[kind].in_blocks and blocks not in (None, [], ()):
         raise ConfigError(f"adapter.blocks is an option of lora, dora and bottleneck; adapter={kind} adds no "

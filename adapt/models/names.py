@@ -37,3 +37,8 @@ TARGET_PRESETS["all"] = "|".join(
 
 #: Directions of tracking through a clip from its prompted frames (``prompts.direction``).
 DIRECTIONS = ("forward", "backward", "both")
+
+#: ``adapter.input_channels``: when a run learns an input projection from the card's channels to
+#: the backbone's 3 (``adapt.models.channels``): ``auto`` for other than 1 or 3 channels,
+#: ``project`` always, ``fixed`` never (the parameter-free map).
+INPUT_CHANNEL_MODES = ("auto", "project", "fixed")
