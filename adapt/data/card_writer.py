@@ -238,13 +238,14 @@ def propose_intensity(stats: list[CaseStats], modality: str, names: Any = None) 
     if len(counts) > 1:  # one batch needs one channel count: the channels every file has
         intensity["channels"] = [0, 1, 2] if min(counts) >= 3 else [0]
         note = f"cases differ in channels ({' and '.join(map(str, counts))}): the first channel(s) of each file; "
-    elif channels not in (1, 3):
-        intensity["channels"] = list(range(min(channels, MAX_CHANNELS)))
+    else:
         named = [str(names[k]) for k in sorted(names, key=int)] if isinstance(names, dict) else []
-        if len(named) == len(intensity["channels"]) and len(set(named)) == len(named):
-            intensity["channel_names"] = named
-        note = (f"{channels} channels/bands, the first {len(intensity['channels'])} kept: the adapter learns an input "
-                "projection to 3 (adapter.input_channels=auto); or pick 1 or 3 (e.g. [2, 1, 0] for B, G, R); ")
+        if channels > 1 and len(named) == channels and len(set(named)) == channels:  # MSD sequences, named
+            intensity.update(channels=list(range(channels)), channel_names=named)
+        if channels not in (1, 3):
+            intensity["channels"] = list(range(min(channels, MAX_CHANNELS)))
+            note = (f"{channels} channels/bands, the first {len(intensity['channels'])} kept: the adapter learns an "
+                    "input projection to 3 (adapter.input_channels=auto); or pick 1 or 3 (e.g. [2, 1, 0] for B, G, R); ")
     kept = intensity.get("channels") or list(range(channels))
     if all(s.dtype == "uint8" for s in stats):
         intensity["window"] = [0, 255]
