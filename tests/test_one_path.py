@@ -87,19 +87,10 @@ CASES = {
     "geotiff-bands": lambda tmp: ("aerial_phantom", None),          # 96 x 96, 4 bands, NIR-R-G
     "ct-phantom": lambda tmp: ("ct_phantom", None),                 # HU window, flipped in-plane axes
     "mr-phantom": lambda tmp: ("mr_phantom", None),                 # per-channel percentiles
-    "geotiff-4-bands-projected": lambda tmp: (all_bands_card(tmp), None),  # 4 bands -> input projection
+    "geotiff-4-bands-projected": lambda tmp: ("aerial_phantom_bands", None),  # 4 bands -> input projection
 }
 #: Cases whose model holds an input projection of the card's channels (at its initial value).
 PROJECTED = {"geotiff-4-bands-projected": 4}
-
-
-def all_bands_card(tmp_path: Path) -> Path:
-    """The aerial phantom's card with every band selected (R, G, B, NIR), for the input projection."""
-    card = yaml.safe_load(open("data_cards/aerial_phantom.yaml"))
-    card["intensity"] = {**card["intensity"], "channels": [0, 1, 2, 3]}
-    path = tmp_path / "aerial_all_bands.yaml"
-    path.write_text(yaml.safe_dump(card))
-    return path
 SIDES = {"jpeg-shrunk": 32}
 
 
