@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import pytest
 import torch
@@ -27,7 +28,8 @@ from adapt.data.readers import read_raster
 from adapt.errors import ConfigError
 from adapt.evaluation import evaluate
 from adapt.export.build import export_adapter
-from adapt.inference.onnx_backend import OnnxPredictor
+from adapt.app.session import Session
+from adapt.inference.onnx_backend import OnnxPredictor, load_predictor
 from adapt.inference.runner import Predictor
 from adapt.models.channels import ChannelProjection, check_channels, mapping_matrix, wants_projection
 from adapt.models.primitives import channel_mapping, preprocess
@@ -93,6 +95,13 @@ def train_on(card: Path, run_dir: Path, *extra: str) -> Path:
     return run_dir / "adapter"
 
 
+def predict_cfg(adapter: Path, input: Path, output: Path, prompt: str, **extra) -> OmegaConf:
+    cfg = OmegaConf.load(CONFIG_DIR / "predict.yaml")
+    cfg.merge_with({"adapter": str(adapter), "input": str(input), "output": str(output), "prompt": prompt,
+                    "device": "cpu", **extra})
+    return cfg
+
+
 def evaluate_cfg(adapter: Path, card: Path, out: Path) -> OmegaConf:
     cfg = OmegaConf.load(CONFIG_DIR / "evaluate.yaml")
     cfg.merge_with({"adapter": str(adapter), "data": {"card": str(card)}, "out": str(out), "clicks": [],
@@ -134,9 +143,15 @@ def test_training_moves_the_projection_and_the_adapter_reloads_it(tmp_path, kind
         assert torch.equal(a, b)
     assert not torch.equal(fixed_pixels, learned_pixels)  # the reloaded projection is the trained one
     assert fixed.size == SIZE
+    if kind == "bottleneck":  # a volume followed through SAM2's memory: the video model projects too
+        volume = sorted((card.parent / "imagesTr").glob("*.nii.gz"))[0]
+        x, y, z = nib.load(volume).shape[:3]
+        [written] = predict.run(predict_cfg(adapter, volume, tmp_path / "mask.nii.gz",
+                                            f"box 2,2,{y - 3},{x - 3} slice={z // 2}", propagation="memory"))
+        assert nib.load(written).shape == (x, y, z)
 
 
-def test_predict_evaluate_and_onnx_apply_the_projection(bands5, tmp_path):
+def test_predict_the_app_evaluate_and_onnx_apply_the_projection(bands5, tmp_path):
     card, adapter = bands5
     tile = sorted((card.parent / "tiles").glob("*.tif"))[0]
     outputs = {}
@@ -145,13 +160,17 @@ def test_predict_evaluate_and_onnx_apply_the_projection(bands5, tmp_path):
     assert max(v for k, v in check["check"].items() if k.startswith("max_logit_diff")) < 1e-3
     for backend, source in (("torch", adapter), ("onnx", export)):
         out = tmp_path / f"{backend}.tif"
-        cfg = OmegaConf.load(CONFIG_DIR / "predict.yaml")
-        cfg.merge_with({"adapter": str(source), "input": str(tile), "output": str(out), "backend": backend,
-                        "prompt": "box 8,8,40,40", "device": "cpu"})
-        [written] = predict.run(cfg)
+        [written] = predict.run(predict_cfg(source, tile, out, "box 8,8,40,40", backend=backend))
         outputs[backend] = read_raster(written).array
     assert outputs["torch"].shape[-2:] == (48, 48)
     assert (outputs["torch"] != outputs["onnx"]).mean() < 0.01
+    session = Session(load_predictor(adapter), tmp_path / "saved")  # the app: the same runner, the same mask
+    session.open([tile])
+    for corner in ((8, 8), (40, 40)):
+        session.click(*corner, "box")
+    session.segment(session.prompt)
+    assert session.prompt == "box 8,8,40,40" and session.render().shape[-1] == 3
+    np.testing.assert_array_equal(read_raster(session.save()).array, outputs["torch"])
     embedded = [Predictor(adapt.load_adapter(adapter), device="cpu"), OnnxPredictor(export)]
     image = np.random.default_rng(1).random((1, 5, 48, 48), dtype=np.float32)
     with torch.no_grad():
@@ -176,3 +195,20 @@ def test_another_channel_count_is_refused_with_both_counts(bands5, tmp_path):
     assert not (tmp_path / "eval").exists() or not any((tmp_path / "eval").iterdir())
     with pytest.raises(ConfigError, match="takes 5 channels, the image has 4"):
         ChannelProjection(5)(torch.zeros(1, 4, 8, 8))
+
+
+@pytest.mark.parametrize("cache, refused", [({"mode": "memory", "auto": True}, False), ({"mode": "memory"}, True)])
+def test_the_embedding_cache_gives_way_to_a_projection_unless_asked_for(cache, refused):
+    from conftest import tiny_task_args
+
+    from adapt.tasks.segmentation import SegmentationTask
+
+    args = tiny_task_args({"kind": "decoder", "input_channels": "auto"}, embedding_cache=cache, input_channels=5)
+    if refused:  # the user asked for the cache: the frozen encoder's input is trained, so it is refused by name
+        with pytest.raises(ConfigError, match="embedding_cache needs the encoder's input fixed.*5 channels"):
+            SegmentationTask(**args)
+        return
+    task = SegmentationTask(**args)  # the cache chosen by embedding_cache.mode=auto is turned off
+    assert task.embedding_cache is None
+    assert {n for n, p in task.model.named_parameters() if p.requires_grad} >= {"input_projection.delta",
+                                                                                "input_projection.bias"}

@@ -175,6 +175,10 @@ class BaseTask(L.LightningModule):
             return None
         if mode not in ("memory", "disk"):
             raise ConfigError(f"embedding_cache.mode must be off, memory or disk, got {mode!r}")
+        if input_projection(self.model) is not None and spec.get("auto"):
+            log.info("embedding cache off: this run learns an input projection of the data's %s channels, so the "
+                     "encoder's input changes as it trains", self.hparams.input_channels)
+            return None
         if input_projection(self.model) is not None:
             raise ConfigError("embedding_cache needs the encoder's input fixed, but this run learns an input projection "
                               f"of the data's {self.hparams.input_channels} channels (adapter.input_channels="
