@@ -147,7 +147,7 @@ def test_training_moves_the_projection_and_the_adapter_reloads_it(tmp_path, kind
         volume = sorted((card.parent / "imagesTr").glob("*.nii.gz"))[0]
         x, y, z = nib.load(volume).shape[:3]
         [written] = predict.run(predict_cfg(adapter, volume, tmp_path / "mask.nii.gz",
-                                            f"box 2,2,{y - 3},{x - 3} slice={z // 2}", propagation="memory"))
+                                            f"box 4,4,24,24 slice={z // 2}", propagation="memory"))
         assert nib.load(written).shape == (x, y, z)
 
 
