@@ -43,7 +43,7 @@ from adapt.data.names import EVALUATION_SPLITS, CACHE_MODES, MASK_PROMPT, OBJECT
 from adapt.errors import ConfigError, not_one_of
 from adapt.inference.names import BACKENDS, EXPORT_FORMATS, PROMPTS, PROPAGATION_MODES, QUANTIZE
 from adapt.inference.names import PRECISIONS as EVAL_PRECISIONS
-from adapt.models.names import DIRECTIONS, EMBEDDING_CACHE_DTYPES, EMBEDDING_CACHE_MODES, OFFLINE_FALLBACKS
+from adapt.models.names import DIRECTIONS, EMBEDDING_CACHE_DTYPES, EMBEDDING_CACHE_MODES, INPUT_CHANNEL_MODES, OFFLINE_FALLBACKS
 from adapt.tasks import CLICK_GRAD, EVALUATED, PIXEL_LOSSES, TASKS
 from adapt.training.names import LOGGERS
 from adapt.transforms.names import PROMPT_KINDS
@@ -243,6 +243,7 @@ class Lora:
     blocks: Any = rule(check=_blocks)
     modules_to_save: list[str] | None = rule()
     task_modules: list[str] | None = rule()
+    input_channels: str = rule(choices=INPUT_CHANNEL_MODES)
 
 
 @dataclass
@@ -253,6 +254,7 @@ class Bottleneck:
     blocks: Any = rule(check=_blocks)
     mlp_scale: float = rule(gt=0)
     task_modules: list[str] | None = rule()
+    input_channels: str = rule(choices=INPUT_CHANNEL_MODES)
 
 
 @dataclass
@@ -262,6 +264,7 @@ class Partial:
     blocks: Any = rule(check=lambda v: f"must be null: adapter={'|'.join(with_options('partial'))} adds no layers to "
                                        f"the Hiera blocks (adapter.blocks is an option of {named(in_blocks())})")
     task_modules: list[str] | None = rule()
+    input_channels: str = rule(choices=INPUT_CHANNEL_MODES)
 
 
 #: The options section that each ``Kind.options`` (``adapt.adapters.kinds``) names, by its class name in lower case.

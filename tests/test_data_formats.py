@@ -158,9 +158,20 @@ def test_each_bad_2d_input_names_the_file(tmp_path, problem):
     assert case.id in str(err.value)
 
 
-def test_card_channels_must_be_one_or_three(tmp_path):
-    with pytest.raises(ConfigError, match="intensity.channels must list 1"):
-        card_at(tmp_path, "aerial_phantom", intensity={"channels": [0, 1]})
+@pytest.mark.parametrize("intensity, message", [
+    ({"channels": list(range(17))}, r"intensity.channels must list 1 to 16 source channel indices"),
+    ({"channels": [0, 1], "channel_names": ["T2"]}, r"channel_names must name each of intensity.channels once.*2 names"),
+    ({"channels": [0, 1], "channel_names": ["T2", "T2"]}, r"channel_names must name each of intensity.channels once"),
+    ({"channels": None, "channel_names": ["T2"]}, r"channel_names must name each of intensity.channels once.*0 names"),
+])
+def test_card_channels_and_their_names_are_checked(tmp_path, intensity, message):
+    with pytest.raises(ConfigError, match=message):
+        card_at(tmp_path, "aerial_phantom", intensity=intensity)
+
+
+def test_a_card_keeps_more_than_three_channels_with_their_names(tmp_path):
+    card = card_at(tmp_path, "aerial_phantom", intensity={"channels": [0, 1, 2, 3], "channel_names": ["R", "G", "B", "NIR"]})
+    assert card.intensity["channels"] == [0, 1, 2, 3] and card.intensity["channel_names"] == ["R", "G", "B", "NIR"]
 
 
 def test_palette_png_is_rgb_as_an_image_and_indices_as_a_label(tmp_path):

@@ -68,8 +68,19 @@ def test_init_writes_a_card_that_lists_every_pair(layout, tmp_path, fake_data):
     if layout == "kvasir":  # 0/255 JPEG masks, 8-bit photos
         assert card.source["mask_threshold"] == 128 and card.intensity == {"window": [0, 255]}
         assert card.source["images"] == "images/*.jpg" and card.source["labels"] == "masks/{name}"
-    if layout == "geotiff":  # 4 bands: three chosen, per-tile percentiles; the CRS is named
-        assert card.intensity == {"channels": [0, 1, 2], "percentiles": [2, 98]} and "EPSG:32633" in text
+    if layout == "geotiff":  # 4 bands: all kept for the input projection, per-tile percentiles; the CRS is named
+        assert card.intensity == {"channels": [0, 1, 2, 3], "percentiles": [2, 98]} and "EPSG:32633" in text
+        assert "input projection" in text
+
+
+@pytest.mark.parametrize("sequences", [2, 3])
+def test_init_keeps_every_mr_sequence_with_dataset_json_names(tmp_path, fake_data, sequences):
+    fake_data.write_msd("mr_phantom", tmp_path / "data", num_cases=4, channels=sequences, hu=False)
+    card_path, _, _ = init_card(tmp_path / "data", tmp_path / "card.yaml")
+    card = load_card(card_path)
+    names = [f"channel{c}" for c in range(sequences)]
+    assert card.intensity["channels"] == list(range(sequences)) and card.intensity["channel_names"] == names
+    assert ("input projection" in card_path.read_text()) is (sequences == 2)  # 3 channels take the fixed map
 
 
 @pytest.mark.slow

@@ -149,7 +149,9 @@ LABEL_FAULTS = [  # (what, change to the base card, what the message names)
     ("spacing of one value", {"spacing": [1.0]}, ["spacing"]),
     ("labels template a glob", {"source": {**SOURCES["folder"], "labels": "masks/*.png"}}, ["source.labels"]),
     ("md5 without url", {"source": {**SOURCES["msd"], "md5": ["a", "b"], "url": "https://x/y.tar"}}, ["source.md5"]),
-    ("four channels", {"intensity": {"channels": [0, 1, 2, 3]}}, ["intensity.channels"]),
+    ("seventeen channels", {"intensity": {"channels": list(range(17))}}, ["intensity.channels"]),
+    ("channel names of another count", {"intensity": {"channels": [0, 1, 2, 3], "channel_names": ["a", "b"]}},
+     ["intensity.channel_names"]),
 ]
 
 

@@ -7,11 +7,14 @@ the runner), and the tensors the model receives are compared for equality: the n
 pixels, the image embeddings and the box on the model's grid. The cases cover what made the
 routes differ before: an oblique NIfTI with anisotropic voxels and a card that resamples
 (2- and 3-value spacing, ``null`` keeping the slice axis), 2D photos larger and smaller than
-the model's side (resize direction), and a 4-band GeoTIFF with a band selection.
+the model's side (resize direction), and a 4-band GeoTIFF with a band selection; and all four bands
+through a learned input projection at its initial value (``adapt.models.channels``), which the
+runner applies and which must give the fixed channel map's tensors and embeddings exactly.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
@@ -30,6 +33,7 @@ from adapt.evaluation.case import label_stack
 from adapt.adapters.loading import LoadedAdapter
 from adapt.inference.io import read_scan, to_unit
 from adapt.inference.runner import Predictor
+from adapt.models.channels import add_input_projection, input_projection
 from adapt.models.primitives import image_embeddings, preprocess, to_model_coords
 from adapt.models.sam2 import load_sam2
 from adapt.transforms.prompts import box_from_mask
@@ -83,7 +87,10 @@ CASES = {
     "geotiff-bands": lambda tmp: ("aerial_phantom", None),          # 96 x 96, 4 bands, NIR-R-G
     "ct-phantom": lambda tmp: ("ct_phantom", None),                 # HU window, flipped in-plane axes
     "mr-phantom": lambda tmp: ("mr_phantom", None),                 # per-channel percentiles
+    "geotiff-4-bands-projected": lambda tmp: ("aerial_phantom_bands", None),  # 4 bands -> input projection
 }
+#: Cases whose model holds an input projection of the card's channels (at its initial value).
+PROJECTED = {"geotiff-4-bands-projected": 4}
 SIDES = {"jpeg-shrunk": 32}
 
 
@@ -101,6 +108,9 @@ def test_training_and_inference_feed_the_model_the_same_tensors(tmp_path, tiny_m
     data = {"card": str(card_ref), "root": str(root) if root else None, "cache": "none",
             "prompt": {"kind": "box", "jitter": 0.0}, "val_batch_size": 3}
     model, info = tiny_model
+    if name in PROJECTED:  # the runner projects the planes; training's fixed-map tensors must equal them
+        model = copy.deepcopy(model)
+        add_input_projection(model, PROJECTED[name])
     cases = {case.id: case for case in list_cases(card, data_root(card, str(root) if root else None))}
     encoding = LabelEncoding.of_card(card)  # mask_values and mask_threshold, as training reads labels
     scans = {}
@@ -124,7 +134,7 @@ def test_training_and_inference_feed_the_model_the_same_tensors(tmp_path, tiny_m
                 scan, label = scans[case_id]
                 plane = to_unit(scan, datamodule.preprocessing)[z]
                 trained = preprocess(batch["image"][b:b + 1], size)
-                inferred = preprocess(torch.from_numpy(plane)[None], size)
+                inferred = preprocess(torch.from_numpy(plane)[None], size, input_projection(model))
                 assert trained.shape == inferred.shape == (1, 3, size, size)
                 assert torch.equal(trained, inferred), f"{name}: pixels differ on {case.id} slice {z} ({device_transforms=})"
                 mask = label_stack(label, encoding)[z] == int(batch["meta"]["label_id"][b])

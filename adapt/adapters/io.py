@@ -7,7 +7,9 @@ An adapter directory holds ``adapter_config.json`` + ``adapter_model.safetensors
 adapter: base model id, revision and weights fingerprint, adapter kind, recipe, data card
 (its copy, ``data_card.yaml``, is written beside: ``adapt.data.card_copy``), preprocessing, label
 map and the card's ``mask_values`` (how its label files store each label, so that predict, the
-app and exports write masks in that encoding).
+app and exports write masks in that encoding), and, for a model with a learned input projection,
+its channels (``input_channels``: count, the card's selection and names), from which loading
+re-creates the projection before its weights are read.
 """
 
 from __future__ import annotations
@@ -24,6 +26,9 @@ from torch import nn
 from adapt.adapters.registry import KINDS, OUR_LAYOUTS, apply_adapter, plain_name, trainable_parameters
 from adapt.adapters.lora import quiet_peft
 from adapt.errors import ArtefactError, ConfigError
+from adapt.models.channels import ATTRIBUTE as CHANNELS
+from adapt.models.channels import METADATA_KEY as CHANNELS_KEY
+from adapt.models.channels import add_input_projection, channel_record, input_projection
 from adapt.models.sam2 import freeze
 from adapt.models.semantic import ATTRIBUTE, add_class_prompts
 from adapt.storage import write_folder_atomically
@@ -75,6 +80,11 @@ def save_adapter(
             (FSDP); by default the values are read from ``model`` itself.
         files: more text files to write into the folder, ``{name: content}`` (the data card's copy).
     """
+    projection = input_projection(model)
+    if projection is not None:
+        intensity = (metadata.get("preprocessing") or {}).get("intensity") or {}
+        metadata = {**metadata, CHANNELS_KEY: channel_record(intensity, int(projection.channels))}
+
     def write(folder: Path) -> None:
         if isinstance(model, PeftModel) and weights is None:
             model.save_pretrained(folder)
@@ -111,10 +121,18 @@ def read_metadata(adapter_dir: str | Path) -> dict[str, Any]:
 
 
 def restore_task_modules(base: nn.Module, adapter_dir: str | Path) -> None:
-    """Re-create modules a task added to SAM2 (the semantic head) before weights are loaded."""
+    """Re-create modules a task added to SAM2 (the semantic head, the input projection) before weights
+    are loaded."""
     metadata = read_metadata(adapter_dir)
-    if ATTRIBUTE in (metadata.get("adapter", {}).get("task_modules") or []) and not hasattr(base, ATTRIBUTE):
+    task_modules = metadata.get("adapter", {}).get("task_modules") or []
+    if ATTRIBUTE in task_modules and not hasattr(base, ATTRIBUTE):
         add_class_prompts(base, len(metadata["classes"]) + 1)
+    if CHANNELS in task_modules and not hasattr(base, CHANNELS):
+        record = metadata.get(CHANNELS_KEY) or {}
+        if not record.get("count"):
+            raise ArtefactError(f"{Path(adapter_dir) / METADATA_FILE}: the adapter has an input projection but no "
+                                f"{CHANNELS_KEY}.count; copy, pull or export the folder again")
+        add_input_projection(base, int(record["count"]))
 
 
 def load_adapter_weights(base: nn.Module, adapter_dir: str | Path, trainable: bool = False) -> nn.Module:

@@ -47,10 +47,12 @@ def apply_adapter(model: nn.Module, spec: Mapping[str, Any]) -> nn.Module:
             ``blocks`` (lora, dora, bottleneck) places the encoder adapters in some Hiera
             blocks only: ``None`` = all, an int ``N`` = the last ``N``, a list = those indices.
             Every kind also takes ``task_modules``: modules a task added to SAM2 (e.g. the
-            semantic head's class prompts) that train in full whatever the adapter.
+            semantic head's class prompts, the input projection) that train in full whatever the
+            adapter, and ``input_channels`` (``adapt.models.channels``; the task acts on it).
     """
     kind, options = adapter_options(spec)
     task_modules = list(options.pop("task_modules", None) or [])
+    options.pop("input_channels", None)  # the input projection is a task module, added before (adapt.models.channels)
     blocks = options.pop("blocks", None)
     if not KINDS[kind].in_blocks and blocks not in (None, [], ()):
         raise ConfigError(f"adapter.blocks is an option of {named(in_blocks())}; adapter={kind} adds no "

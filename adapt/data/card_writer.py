@@ -15,7 +15,8 @@
   add ``mask_threshold: 128``;
 * ``intensity``: 8-bit files ``window: [0, 255]``; CT a window from the 0.5 and 99.5 HU
   percentiles inside the labels (what nnU-Net clips CT to); anything else per-case
-  percentiles; ``channels`` when a file has neither 1 nor 3 of them;
+  percentiles; ``channels`` when a file has neither 1 nor 3 of them (all of them, for the learned
+  input projection) and ``channel_names`` from dataset.json's ``modality``;
 * ``spacing: null`` (the voxel sizes found are written beside it), ``slice_axis`` the axis of
   the thickest voxels; ``split`` 20 % validation;
 * ``license`` and ``citation`` as explicit TODOs: ``adapt.train`` refuses the card until they are
@@ -40,7 +41,7 @@ from typing import Any, Sequence
 import numpy as np
 import yaml
 
-from adapt.data.cards import TODO_LICENSE, TODO_CITATION, load_card
+from adapt.data.cards import MAX_CHANNELS, TODO_CITATION, TODO_LICENSE, load_card
 from adapt.data.encoding import LabelEncoding, as_values
 from adapt.data.inspect import Layout, find_layout
 from adapt.data.formats import FORMATS, is_lossy, read_raster
@@ -175,7 +176,7 @@ def propose(layout: Layout, stats: list[CaseStats], name: str, encoding: Propose
     source.update({k: v for k, v in layout.source.items() if k != "kind"})
     if threshold is not None:
         source["mask_threshold"] = threshold
-    intensity, intensity_note = propose_intensity(stats, modality)
+    intensity, intensity_note = propose_intensity(stats, modality, manifest.get("modality"))
     kinds = sorted({s.kind for s in stats})
     fields: dict[str, Any] = {
         "name": name, "title": str(manifest.get("name") or layout.root.name), "modality": modality, "dims": dims,
@@ -228,8 +229,9 @@ def label_names(stats: list[CaseStats], named: Any, pictures: bool = False) -> t
     return {n: v for v, n in names.items()}, found
 
 
-def propose_intensity(stats: list[CaseStats], modality: str) -> tuple[dict[str, Any], str]:
-    """The card's ``intensity`` section from the data, and how it was chosen."""
+def propose_intensity(stats: list[CaseStats], modality: str, names: Any = None) -> tuple[dict[str, Any], str]:
+    """The card's ``intensity`` section from the data, and how it was chosen; ``names``: the channels'
+    names where the data gives them (dataset.json's ``modality``: ``{"0": "T2", "1": "ADC"}``)."""
     channels = max(s.channels for s in stats)
     intensity: dict[str, Any] = {}
     note = ""
@@ -237,9 +239,14 @@ def propose_intensity(stats: list[CaseStats], modality: str) -> tuple[dict[str, 
     if len(counts) > 1:  # one batch needs one channel count: the channels every file has
         intensity["channels"] = [0, 1, 2] if min(counts) >= 3 else [0]
         note = f"cases differ in channels ({' and '.join(map(str, counts))}): the first channel(s) of each file; "
-    elif channels not in (1, 3):
-        intensity["channels"] = [0, 1, 2] if channels > 3 else [0]
-        note = f"{channels} channels/bands: pick 1 or 3 (e.g. [2, 1, 0] for B, G, R); "
+    else:
+        named = [str(names[k]) for k in sorted(names, key=int)] if isinstance(names, dict) else []
+        if channels > 1 and len(named) == channels and len(set(named)) == channels:  # MSD sequences, named
+            intensity.update(channels=list(range(channels)), channel_names=named)
+        if channels not in (1, 3):
+            intensity["channels"] = list(range(min(channels, MAX_CHANNELS)))
+            note = (f"{channels} channels/bands, the first {len(intensity['channels'])} kept: the adapter learns an "
+                    "input projection to 3 (adapter.input_channels=auto); or pick 1 or 3 (e.g. [2, 1, 0] for B, G, R); ")
     kept = intensity.get("channels") or list(range(channels))
     if all(s.dtype == "uint8" for s in stats):
         intensity["window"] = [0, 255]

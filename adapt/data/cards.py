@@ -33,7 +33,9 @@ SOURCE_KEYS = {
     "synthetic": _COMMON_SOURCE_KEYS | {"generator", "num_cases", "seed", "shape"},
 }
 REQUIRED_SOURCE_KEYS = {"msd": set(), "folder": {"images", "labels"}, "csv": {"manifest"}, "synthetic": set()}
-INTENSITY_KEYS = {"window", "percentiles", "channels", "nonfinite"}
+INTENSITY_KEYS = {"window", "percentiles", "channels", "channel_names", "nonfinite"}
+#: Most channels or bands a card may select (Sentinel-2 has 13).
+MAX_CHANNELS = 16
 #: Placeholders of a ``folder`` source's ``labels`` template (see ``adapt.data.sources``).
 LABEL_PLACEHOLDERS = ("{name}", "{stem}", "{parent}", "{digits}")
 SPLIT_KEYS = {"val", "test", "seed"}
@@ -90,7 +92,8 @@ FIELD_TYPES = {
     "source.seed": FieldType("int", low=0), "source.shape": FieldType("ints", low=1),
     "source.unlabelled": FieldType("bool"),
     "intensity.window": FieldType("numbers"), "intensity.percentiles": FieldType("numbers", low=0, high=100),
-    "intensity.channels": FieldType("ints", low=0), "intensity.nonfinite": FieldType("text", choices=NONFINITE_POLICIES),
+    "intensity.channels": FieldType("ints", low=0), "intensity.channel_names": FieldType("texts"),
+    "intensity.nonfinite": FieldType("text", choices=NONFINITE_POLICIES),
     "split.val": FieldType("number|texts", low=0), "split.test": FieldType("number|texts", low=0),
     "split.seed": FieldType("int", low=0),
 }
@@ -116,7 +119,8 @@ class DataCard:
         labels: label name -> integer id in the label files.
         targets: label names that become objects (each its own mask and prompt).
         intensity: ``window`` ``[lo, hi]`` (fixed, e.g. HU) or ``percentiles`` ``[lo, hi]``
-            (per case and channel), plus ``channels`` (source channels/bands to keep, in order).
+            (per case and channel), plus ``channels`` (source channels/bands to keep, in order: 1 or
+            3, or up to ``MAX_CHANNELS`` for an input projection) and their ``channel_names``.
         spacing: target voxel spacing in mm (2 values: in-plane only; 3: all axes, ``null`` keeps an
             axis' own spacing), or null.
         slice_axis: axis of the RAS-oriented volume that slices are taken along (2 = axial).
@@ -228,9 +232,13 @@ class DataCard:
             raise ConfigError(f"{where}: intensity.nonfinite must be one of {NONFINITE_POLICIES} (error refuses a "
                               f"file holding NaN/Inf; zero or min replace them), got {self.intensity['nonfinite']!r}")
         channels = self.intensity.get("channels")
-        if channels is not None and (len(channels) not in (1, 3) or any(int(c) < 0 for c in channels)):
-            raise ConfigError(f"{where}: intensity.channels must list 1 (grey) or 3 (RGB) source channel "
-                              f"indices, got {channels}")
+        if channels is not None and not 1 <= len(channels) <= MAX_CHANNELS:
+            raise ConfigError(f"{where}: intensity.channels must list 1 to {MAX_CHANNELS} source channel indices "
+                              f"(1 grey, 3 RGB, others through the input projection), got {channels}")
+        names = self.intensity.get("channel_names")
+        if names is not None and (channels is None or len(names) != len(channels) or len(set(names)) != len(names)):
+            raise ConfigError(f"{where}: intensity.channel_names must name each of intensity.channels once, in "
+                              f"order ({len(channels or [])} names), got {names}")
 
     def _check_split(self, where: str) -> None:
         _reject_unknown(self.split, SPLIT_KEYS, f"{where}: split")

@@ -90,8 +90,8 @@ class LoadCased(MapTransform):
         count = pixels.shape[0]
         if wanted is None:
             if count not in (1, 3):
-                raise DataError(f"{image.path}: {count} channels; choose 1 or 3 of them with intensity.channels "
-                                f"in the data card (e.g. [0] or [2, 1, 0])")
+                raise DataError(f"{image.path}: {count} channels; choose which go in with intensity.channels "
+                                f"in the data card (e.g. [0], [2, 1, 0], or all {count} for a learned input projection)")
             return pixels
         if max(wanted) >= count:
             noun = "bands" if image.affine is None else "channels"

@@ -32,6 +32,7 @@ from adapt.evaluation import domain, robustness
 from adapt.evaluation.report import difference, print_table, summarize_run, write_cases, write_summary
 from adapt.inference.runner import Predictor
 from adapt.data.encoding import label_names
+from adapt.models.channels import check_channels
 from adapt.schema import validate
 from adapt.storage import check_apart, check_writable
 from adapt.tasks import EVALUATED, TASKS
@@ -125,6 +126,11 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         other.allow_base_mismatch = main.allow_base_mismatch
     data = cfg.get("data") or {}
     card, root = evaluation_card(main.path, main.metadata, data.get("card"), data.get("root"))
+    selected = card.intensity.get("channels")
+    for spec in (main, other):
+        if spec is not None:  # a projection trained on C channels takes C: a card selecting others is refused here
+            check_channels(spec.metadata, len(selected) if selected else None,
+                           f"data card {card.path or card.name} (intensity.channels={selected})")
     card, cases = load_cases(card, root, str(cfg.get("split", "val")), main.metadata)
     protocol = protocol_from(cfg, main)
     shifts = robustness.conditions(cfg.get("shift"), cfg.get("severity"))

@@ -8,7 +8,8 @@
   (``adapt.inference.onnx_backend``), and the largest logit difference is recorded.
 * ``format=safetensors``: a plain ``Sam2Model`` folder (``config.json`` + ``model.safetensors``)
   that ``transformers.Sam2Model.from_pretrained`` loads without sam2-adapt
-  (``adapt.hub.share.merge_adapter``); bottleneck adapters cannot be folded and are refused.
+  (``adapt.hub.share.merge_adapter``); bottleneck adapters and learned input projections
+  (``adapt.models.channels``) have no place there and are refused.
 
 Both write ``export.json`` (the preprocessing record: ``adapt.inference.record``) and the
 adapter's ``sam2_adapt.json``. An export is written whole or not at all, as adapters are: every
@@ -41,6 +42,9 @@ from adapt.errors import ConfigError, check_choice
 from adapt.inference.names import EXPORT_FORMATS, QUANTIZE
 from adapt.inference.record import RECORD_FILE, build_record, write_record
 from adapt.hub.share import CARD_FILE, merge_adapter
+from adapt.models.channels import ATTRIBUTE as CHANNELS
+from adapt.models.channels import METADATA_KEY as CHANNELS_KEY
+from adapt.models.channels import input_projection
 from adapt.storage import check_apart, check_writable, write_folder_atomically
 
 log = logging.getLogger(__name__)
@@ -62,9 +66,13 @@ def check_request(format: str, quantize: str, metadata: dict[str, Any], source: 
     if quantize != "none" and format != "onnx":
         raise ConfigError("quantize=int8 applies to ONNX graphs; use format=onnx (safetensors keeps float32 weights)")
     adapter = metadata.get("adapter") or {}
-    if adapter.get("task_modules") or metadata.get("task") == "semantic":
+    if set(adapter.get("task_modules") or []) - {CHANNELS} or metadata.get("task") == "semantic":
         raise ConfigError(f"{source} is a semantic adapter (class prompts, task=semantic): only promptable adapters "
                           "are exported; use it with backend=torch")
+    if format == "safetensors" and metadata.get(CHANNELS_KEY):
+        raise ConfigError(f"{source} learned an input projection of {metadata[CHANNELS_KEY].get('count')} channels, which "
+                          "a plain transformers Sam2Model has no place for; export it with format=onnx (the "
+                          "projection is kept in the image-encoder graph)")
     kind = kind_of(adapter)
     if format == "safetensors" and kind is not None and not kind.merges:
         raise ConfigError(f"{source} is a {kind.name} adapter: its layers cannot be folded into a plain transformers "
@@ -110,7 +118,9 @@ def check_graphs(loaded: LoadedAdapter, out: Path, seed: int = 0) -> dict[str, f
 
     torch_side, onnx_side = Predictor(loaded, device="cpu"), OnnxPredictor(out)
     size = torch_side.size
-    image = np.random.default_rng(seed).random((1, 1, size, size), dtype=np.float32)
+    projection = input_projection(loaded.model)
+    channels = 1 if projection is None else int(projection.channels)
+    image = np.random.default_rng(seed).random((1, channels, size, size), dtype=np.float32)
     box = np.array([[0.2, 0.25, 0.7, 0.8]], np.float32) * size
     points = np.array([[[0.45, 0.5], [0.1, 0.1]]], np.float32) * size
     labels = np.array([[1, 0]])

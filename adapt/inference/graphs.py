@@ -8,6 +8,9 @@ export computes what ``Predictor`` computes:
   (``adapt.models.primitives.preprocess``) -- to the three embeddings the decoder needs:
   ``high_res_feats_0 [B, C0, S/4, S/4]``, ``high_res_feats_1 [B, C1, S/8, S/8]`` and
   ``image_embed [B, C, S/16, S/16]`` (no-memory embedding added, as for a single image).
+  A model with a learned input projection (``adapt.models.channels``) takes ``image [B, C, S, S]``
+  instead -- resized, in [0, 1], the card's C channels -- and the graph holds the projection to
+  3 channels and the normalisation, so the learned weights travel with the export.
 * ``prompt_decoder.onnx`` / ``prompt_decoder_multimask.onnx``: those embeddings plus one
   object's prompt per image as ``point_coords [B, N, 2]`` (model grid, ``x * S / W``) and
   ``point_labels [B, N]`` (int64) to ``low_res_masks [B, M, S/4, S/4]`` and ``iou_scores [B, M]``.
@@ -36,13 +39,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from adapt.models.primitives import base_model, image_embeddings
+from adapt.models.channels import input_projection
+from adapt.models.primitives import base_model, image_embeddings, normalise
 
 OPSET = 17
 ENCODER_FILE = "image_encoder.onnx"
 DECODER_FILE = "prompt_decoder.onnx"
 MULTIMASK_FILE = "prompt_decoder_multimask.onnx"
 EMBEDDINGS = ("high_res_feats_0", "high_res_feats_1", "image_embed")
+#: The encoder graph's input: normalised RGB pixels, or a projection model's resized C-channel image.
+PIXELS, IMAGE = "pixels", "image"
 PROMPTS = ("point_coords", "point_labels")
 OUTPUTS = ("low_res_masks", "iou_scores")
 #: Point labels of the decoder graphs (SAM2's point embeddings).
@@ -50,13 +56,17 @@ POINT_LABELS = {"background click": 0, "object click": 1, "box top-left": 2, "bo
 
 
 class ImageEncoder(nn.Module):
-    """Normalised pixels ``[B, 3, S, S]`` -> the decoder's three image embeddings."""
+    """Normalised pixels ``[B, 3, S, S]`` -> the decoder's three image embeddings; with an input
+    projection, the resized image ``[B, C, S, S]`` in [0, 1], projected and normalised first."""
 
     def __init__(self, model: nn.Module):
         super().__init__()
         self.model = model
+        self.projection = input_projection(model)
 
     def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        if self.projection is not None:
+            pixels = normalise(self.projection(pixels))
         return tuple(image_embeddings(self.model, pixels))
 
 
@@ -111,14 +121,19 @@ def export_graphs(model: nn.Module, out_dir: str | Path, opset: int = OPSET) -> 
     size = int(sam.config.prompt_encoder_config.image_size)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    pixels = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0))
-    batch = {"pixels": {0: "batch"}, **{name: {0: "batch"} for name in EMBEDDINGS}}
+    encoder = ImageEncoder(sam).eval()
+    generator = torch.Generator().manual_seed(0)
+    if encoder.projection is None:
+        name, pixels = PIXELS, torch.randn(2, 3, size, size, generator=generator)
+    else:
+        name, pixels = IMAGE, torch.rand(2, int(encoder.projection.channels), size, size, generator=generator)
+    batch = {name: {0: "batch"}, **{name: {0: "batch"} for name in EMBEDDINGS}}
     paths = {"image_encoder": out_dir / ENCODER_FILE, "decoder": out_dir / DECODER_FILE,
              "decoder_multimask": out_dir / MULTIMASK_FILE}
     with torch.no_grad(), quiet_tracer():
-        torch.onnx.export(ImageEncoder(sam).eval(), (pixels,), str(paths["image_encoder"]), input_names=["pixels"],
+        torch.onnx.export(encoder, (pixels,), str(paths["image_encoder"]), input_names=[name],
                           output_names=list(EMBEDDINGS), dynamic_axes=batch, opset_version=opset, dynamo=False)
-        embeddings = tuple(image_embeddings(sam, pixels))
+        embeddings = encoder(pixels)
     coords = torch.tensor([[[0.1, 0.2], [0.6, 0.7], [0.4, 0.5]]]).repeat(2, 1, 1) * size
     labels = torch.tensor([[2, 3, 1]]).repeat(2, 1)
     axes = {**{name: {0: "batch"} for name in EMBEDDINGS}, "point_coords": {0: "batch", 1: "points"},

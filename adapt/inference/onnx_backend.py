@@ -27,7 +27,7 @@ from adapt.errors import ArtefactError, ConfigError, check_choice
 from adapt.inference.names import BACKENDS
 from adapt.inference.runner import Predictor
 from adapt.models.postprocess import FILL_HOLE_AREA
-from adapt.models.primitives import preprocess
+from adapt.models.primitives import preprocess, resize_image
 from adapt.models.sam2 import ModelInfo
 
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
@@ -101,9 +101,16 @@ class OnnxSam2:
                                     f"records image_size {size} ({expected[key]}): the graph belongs to another "
                                     "export; export the adapter again (python -m adapt.export)")
 
+    @property
+    def projects(self) -> bool:
+        """The encoder graph holds a learned input projection: it takes the resized C-channel image."""
+        return self.sessions["image_encoder"].get_inputs()[0].name == graphs.IMAGE
+
     def encode(self, pixels: torch.Tensor) -> list[torch.Tensor]:
-        """Normalised pixels ``[B, 3, S, S]`` -> the decoder's three image embeddings."""
-        outputs = self.sessions["image_encoder"].run(list(graphs.EMBEDDINGS), {"pixels": pixels.float().cpu().numpy()})
+        """Normalised pixels ``[B, 3, S, S]`` (or, for ``projects``, the resized image ``[B, C, S, S]``)
+        -> the decoder's three image embeddings."""
+        name = graphs.IMAGE if self.projects else graphs.PIXELS
+        outputs = self.sessions["image_encoder"].run(list(graphs.EMBEDDINGS), {name: pixels.float().cpu().numpy()})
         return [torch.from_numpy(o) for o in outputs]
 
     def __call__(self, image_embeddings: list[torch.Tensor], multimask_output: bool, input_boxes: Any = None,
@@ -149,8 +156,12 @@ class OnnxPredictor(Predictor):
         self.quantize = str(record.get("quantize") or "none")
 
     def embed(self, images: np.ndarray) -> list[torch.Tensor]:
-        """Image embeddings of planes ``[B, C, H, W]`` in [0, 1]: the torch preprocessing, then the encoder graph."""
-        return self.model.encode(preprocess(torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32)), self.size))
+        """Image embeddings of planes ``[B, C, H, W]`` in [0, 1]: the torch preprocessing, then the encoder graph
+        (which projects and normalises the resized planes itself when it holds an input projection)."""
+        planes = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))
+        if self.model.projects:
+            return self.model.encode(resize_image(planes, self.size))
+        return self.model.encode(preprocess(planes, self.size))
 
     def classify(self, images: np.ndarray) -> np.ndarray:
         raise ConfigError("an ONNX export holds the promptable model only; a semantic adapter needs backend=torch")

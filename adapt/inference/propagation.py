@@ -30,6 +30,7 @@ import torch
 
 from adapt.data.formats import FORMATS
 from adapt.errors import ConfigError, DataError
+from adapt.models.channels import input_projection
 from adapt.models.memory import (
     FrameFeatures,
     FramePrompt,
@@ -159,7 +160,7 @@ class _LazyFeatures:
             frames = self.frames[todo]
             if frames.dtype == torch.uint8:  # a video: frames resized as SAM2's video predictor does
                 frames = resize_video_frames(frames, self.size)
-            pixels = preprocess(frames.to(self.device, torch.float32), self.size)
+            pixels = preprocess(frames.to(self.device, torch.float32), self.size, input_projection(self.model))
             self.cache.update(zip(todo, encode_frames(self.model, pixels)))
 
     def pop(self, frame: int, reverse: bool = False) -> FrameFeatures:

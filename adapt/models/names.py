@@ -44,3 +44,7 @@ OFFLINE_FALLBACKS = ("error", "random")
 EMBEDDING_CACHE_MODES = ("auto", "off", "memory", "disk")
 #: ``embedding_cache.dtype``: storage type of cached embeddings (float32 reproduces uncached training).
 EMBEDDING_CACHE_DTYPES = ("float32", "bfloat16", "float16")
+#: ``adapter.input_channels``: when a run learns an input projection from the card's channels to
+#: the backbone's 3 (``adapt.models.channels``): ``auto`` for other than 1 or 3 channels,
+#: ``project`` always, ``fixed`` never (the parameter-free map).
+INPUT_CHANNEL_MODES = ("auto", "project", "fixed")

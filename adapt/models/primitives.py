@@ -7,7 +7,8 @@ goes through these functions, so an image reaches SAM2 one way only:
   interpolation (pixel centres aligned), what SAM2's image transforms do to a float image
   (torchvision's ``Resize`` on tensors). Upsampling is plain bilinear either way.
   ``resize_bilinear`` is the same filter for any value range (mask prompts, memory masks).
-* ``preprocess``: resize, then 3 channels, then ImageNet mean/std.
+* ``preprocess``: resize, then 3 channels (``channel_mapping`` or the model's learned input
+  projection), then ImageNet mean/std.
 * ``to_model_coords``: prompt coordinates of an ``H x W`` plane on the model's grid as SAM2
   maps them, ``x * S / W`` and ``y * S / H`` (SAM2 was trained with boxes and clicks in
   that frame; a half-pixel-centre mapping lands prompts half a model pixel off).
@@ -72,33 +73,47 @@ def resize_video_frames(frames: torch.Tensor, size: int) -> torch.Tensor:
     return torch.from_numpy(np.stack(resized)).permute(0, 3, 1, 2).float() / 255.0
 
 
-def preprocess(image: torch.Tensor, image_size: int | None = None) -> torch.Tensor:
+def channel_mapping(image: torch.Tensor) -> torch.Tensor:
+    """Channels ``[B, C, H, W]`` to 3, the fixed parameter-free map: 1 is repeated to RGB (grey CT/MR);
+    3 are kept; 2 become ``(c0, c1, mean)``; more than 3 are averaged in three contiguous groups.
+    A learned input projection (``adapt.models.channels``) starts from exactly this map."""
+    channels = image.shape[1]
+    if channels == 1:
+        return image.repeat(1, 3, 1, 1)
+    if channels == 2:
+        return torch.cat([image, image.mean(1, keepdim=True)], dim=1)
+    if channels > 3:
+        groups = torch.tensor_split(image, 3, dim=1)
+        return torch.cat([g.mean(1, keepdim=True) for g in groups], dim=1)
+    return image
+
+
+def normalise(image: torch.Tensor) -> torch.Tensor:
+    """RGB ``[B, 3, H, W]`` in [0, 1] to SAM2's input: ImageNet mean/std."""
+    mean = image.new_tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = image.new_tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    return (image - mean) / std
+
+
+def preprocess(image: torch.Tensor, image_size: int | None = None,
+               projection: torch.nn.Module | None = None) -> torch.Tensor:
     """Images in [0, 1] to SAM2's input: square side, 3 channels, ImageNet mean/std.
 
     Resizing comes first, so a batch resized by the data loader and a plane resized here
-    give the same tensor. Channels: 1 is repeated to RGB (grey CT/MR); 3 is kept; 2
-    becomes ``(c0, c1, mean)``; more than 3 are averaged in three contiguous groups, a fixed
-    parameter-free mapping (choose bands in the data card to control it instead).
+    give the same tensor. Channels go to 3 through ``channel_mapping``, or through the
+    model's learned input projection (``adapt.models.channels.input_projection``), which
+    starts as that same map (choose bands in the data card to control which go in).
 
     Args:
         image: ``[B, C, H, W]`` float in [0, 1].
         image_size: the model's square side (``resize_image``); ``None`` keeps the size.
+        projection: the model's input projection (C -> 3), or ``None`` for the fixed map.
     """
     if image.ndim != 4:
         raise ValueError(f"preprocess expects [B, C, H, W], got shape {tuple(image.shape)}")
     if image_size is not None:
         image = resize_image(image, image_size)
-    channels = image.shape[1]
-    if channels == 1:
-        image = image.repeat(1, 3, 1, 1)
-    elif channels == 2:
-        image = torch.cat([image, image.mean(1, keepdim=True)], dim=1)
-    elif channels > 3:
-        groups = torch.tensor_split(image, 3, dim=1)
-        image = torch.cat([g.mean(1, keepdim=True) for g in groups], dim=1)
-    mean = image.new_tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-    std = image.new_tensor(IMAGENET_STD).view(1, 3, 1, 1)
-    return (image - mean) / std
+    return normalise(channel_mapping(image) if projection is None else projection(image))
 
 
 def to_model_coords(xy: np.ndarray | torch.Tensor, height: int, width: int, size: int) -> Any:

@@ -20,6 +20,8 @@ from torch.optim.lr_scheduler import LambdaLR
 
 from adapt.adapters.registry import apply_adapter, trainable_parameters
 from adapt.errors import ConfigError, check_choice
+from adapt.models.channels import ATTRIBUTE as CHANNELS_ATTRIBUTE
+from adapt.models.channels import add_input_projection, input_projection, wants_projection
 from adapt.models.embedding_cache import EmbeddingCache, frozen_prefix, namespace
 from adapt.models.hiera_prefix import first_trained_block
 from adapt.models.names import EMBEDDING_CACHE_MODES
@@ -78,6 +80,8 @@ class BaseTask(L.LightningModule):
             to compute image embeddings once per image; only valid with a frozen encoder, or
             with adapters in the last Hiera blocks only (then the frozen prefix is cached).
         classes: target class names, for tasks whose output depends on them.
+        input_channels: the data's image channels; with ``adapter.input_channels`` they decide
+            whether the model learns an input projection to 3 channels (``adapt.models.channels``).
     """
 
     video: bool = False
@@ -92,6 +96,7 @@ class BaseTask(L.LightningModule):
         compile: bool | str = False,
         embedding_cache: Mapping[str, Any] | None = None,
         classes: list[str] | None = None,
+        input_channels: int | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -111,6 +116,10 @@ class BaseTask(L.LightningModule):
             enable_gradient_checkpointing(model)
         task_modules = self.prepare_model(model)
         spec = dict(self.hparams.adapter)
+        channels = self.hparams.get("input_channels")
+        if channels and wants_projection(str(spec.get("input_channels", "auto")), int(channels)):
+            add_input_projection(model, int(channels))
+            task_modules = [*task_modules, CHANNELS_ATTRIBUTE]
         if task_modules:
             spec["task_modules"] = task_modules
             self.hparams.adapter = spec  # saved with the adapter, so loading rebuilds the same model
@@ -146,8 +155,10 @@ class BaseTask(L.LightningModule):
 
     @classmethod
     def options_from_data(cls, datamodule: Any) -> dict[str, Any]:
-        """Task constructor options that come from the data (e.g. class names)."""
-        return {}
+        """Task constructor options that come from the data (e.g. class names; every task: the
+        image channels, which decide the input projection)."""
+        channels = (getattr(datamodule, "preprocessing", None) or {}).get("channels")
+        return {"input_channels": int(channels)} if channels else {}
 
     def _build_embedding_cache(self) -> EmbeddingCache | None:
         """The cache of frozen-encoder outputs, or ``None`` when off or impossible.
@@ -165,6 +176,15 @@ class BaseTask(L.LightningModule):
             return None
         resolved = tuple(m for m in EMBEDDING_CACHE_MODES if m != "auto")  # adapt.train resolves auto
         check_choice("embedding_cache.mode", mode, resolved)
+        if input_projection(self.model) is not None and spec.get("auto"):
+            log.info("embedding cache off: this run learns an input projection of the data's %s channels, so the "
+                     "encoder's input changes as it trains", self.hparams.input_channels)
+            return None
+        if input_projection(self.model) is not None:
+            raise ConfigError("embedding_cache needs the encoder's input fixed, but this run learns an input projection "
+                              f"of the data's {self.hparams.input_channels} channels (adapter.input_channels="
+                              f"{self.hparams.adapter.get('input_channels', 'auto')}); use embedding_cache.mode=off, or "
+                              "adapter.input_channels=fixed (the parameter-free channel map)")
         sam = base_model(self.model)
         name = spec.get("namespace", "default")
         if not any(p.requires_grad for p in sam.vision_encoder.parameters()):

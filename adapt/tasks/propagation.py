@@ -35,6 +35,7 @@ import torch
 from adapt.data.clips import build_clip_datamodule
 from adapt.errors import ConfigError, check_choice
 from adapt.metrics import dice_score, iou_score
+from adapt.models.channels import input_projection
 from adapt.models.primitives import preprocess, upsample_logits
 from adapt.models.tracking import DIRECTIONS, ClipOutput, clip_prompts, track_clip
 from adapt.tasks.base import BaseTask
@@ -125,7 +126,7 @@ class PropagationTask(BaseTask):
 
     @classmethod
     def options_from_data(cls, datamodule: Any) -> dict[str, Any]:
-        return {"mask_prompts": bool(getattr(datamodule, "mask_prompts", False))}
+        return {**super().options_from_data(datamodule), "mask_prompts": bool(getattr(datamodule, "mask_prompts", False))}
 
     def configure_losses(self) -> None:
         options = dict(self.hparams.loss)
@@ -134,7 +135,7 @@ class PropagationTask(BaseTask):
 
     def forward(self, batch: Mapping[str, Any], index: int) -> ClipOutput:
         """Track clip ``index`` of the batch from its prompted frames (``image`` ``[B, T, C, S, S]``)."""
-        pixels = preprocess(batch["image"][index], self.image_size)
+        pixels = preprocess(batch["image"][index], self.image_size, input_projection(self.model))
         return track_clip(self.model, pixels, clip_prompts(batch, index, self.mask_prompts), self.direction)
 
     def _step(self, batch: Mapping[str, Any], stage: str) -> torch.Tensor:

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 
 from adapt.errors import ConfigError
 from adapt.metrics import dice_score, iou_score
+from adapt.models.channels import input_projection
 from adapt.models.primitives import image_embeddings, preprocess, upsample_logits
 from adapt.models.semantic import ATTRIBUTE, add_class_prompts, class_logits
 from adapt.tasks.base import BaseTask
@@ -66,7 +67,7 @@ class SemanticTask(BaseTask):
 
     @classmethod
     def options_from_data(cls, datamodule: Any) -> dict[str, Any]:
-        return {"classes": list(datamodule.card.targets)}
+        return {**super().options_from_data(datamodule), "classes": list(datamodule.card.targets)}
 
     def prepare_model(self, model: torch.nn.Module) -> list[str]:
         add_class_prompts(model, len(self.classes) + 1)
@@ -74,7 +75,7 @@ class SemanticTask(BaseTask):
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         """Class logits ``[B, K, H, W]`` (K = classes + background) at the image's resolution."""
-        low_res = class_logits(self.model, image_embeddings(self.model, preprocess(image, self.image_size)))
+        low_res = class_logits(self.model, image_embeddings(self.model, preprocess(image, self.image_size, input_projection(self.model))))
         return upsample_logits(low_res, image.shape[-2:])
 
     def _step(self, batch: Mapping[str, Any], stage: str) -> torch.Tensor:

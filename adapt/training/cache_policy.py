@@ -35,6 +35,7 @@ def resolve_embedding_cache(cfg: DictConfig) -> dict[str, Any]:
     frozen = encoder_is_frozen(adapter) or prefix_cache_wanted(adapter, spec["mode"], cfg.data.get("augment"))
     if spec["mode"] == "auto":
         spec["mode"] = "memory" if frozen and cfg.task == "segmentation" else "off"
+        spec["auto"] = True  # chosen here: the task may still turn it off (a learned input projection)
     if spec["mode"] != "off":
         if not frozen:
             raise ConfigError(f"embedding_cache.mode={spec['mode']} needs a frozen image encoder; "

@@ -156,6 +156,7 @@ WRITERS: dict[str, Callable[[Path], None]] = {
     "ct_phantom": lambda root: write_synthetic("ct_phantom", root),
     "mr_phantom": lambda root: write_synthetic("mr_phantom", root),
     "aerial_phantom": lambda root: write_synthetic("aerial_phantom", root),
+    "aerial_phantom_bands": lambda root: write_synthetic("aerial_phantom_bands", root),
 }
 
 
