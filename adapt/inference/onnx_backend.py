@@ -146,10 +146,13 @@ class OnnxPredictor(Predictor):
         self.size = int(loaded.model_info.image_size)
         self.model = OnnxSam2(loaded.path, (record.get("graphs") or {}).get("files") or {}, device, threads, self.size)
         self.quantize = str(record.get("quantize") or "none")
+        pixels = dict(record.get("pixels") or {})  # the backbone's mean/std, recorded at export
+        self.stats = {key: tuple(pixels[key]) for key in ("mean", "std") if key in pixels}
 
     def embed(self, images: np.ndarray) -> list[torch.Tensor]:
         """Image embeddings of planes ``[B, C, H, W]`` in [0, 1]: the torch preprocessing, then the encoder graph."""
-        return self.model.encode(preprocess(torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32)), self.size))
+        return self.model.encode(preprocess(torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32)), self.size,
+                                         **self.stats))
 
     def classify(self, image: np.ndarray) -> np.ndarray:
         raise ConfigError("an ONNX export holds the promptable model only; a semantic adapter needs backend=torch")

@@ -39,6 +39,7 @@ from adapt.models.memory import (
 from adapt.models.postprocess import FILL_HOLE_AREA
 from adapt.models.primitives import (
     base_model,
+    pixel_stats,
     preprocess,
     resize_bilinear,
     resize_video_frames,
@@ -157,7 +158,7 @@ class _LazyFeatures:
             frames = self.frames[todo]
             if frames.dtype == torch.uint8:  # a video: frames resized as SAM2's video predictor does
                 frames = resize_video_frames(frames, self.size)
-            pixels = preprocess(frames.to(self.device, torch.float32), self.size)
+            pixels = preprocess(frames.to(self.device, torch.float32), self.size, **pixel_stats(self.model))
             self.cache.update(zip(todo, encode_frames(self.model, pixels)))
 
     def pop(self, frame: int, reverse: bool = False) -> FrameFeatures:

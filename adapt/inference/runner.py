@@ -27,6 +27,7 @@ from adapt.models.primitives import (
     base_model,
     decode,
     image_embeddings,
+    pixel_stats,
     preprocess,
     to_model_coords,
     upsample_logits,
@@ -63,7 +64,7 @@ class Predictor:
     def embed(self, images: np.ndarray) -> list[torch.Tensor]:
         """Image embeddings of planes ``[B, C, H, W]`` in [0, 1] (SAM2's resize and normalisation)."""
         pixels = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32)).to(self.device)
-        return image_embeddings(self.model, preprocess(pixels, self.size))
+        return image_embeddings(self.model, preprocess(pixels, self.size, **pixel_stats(self.model)))
 
     def model_prompts(self, height: int, width: int, boxes: np.ndarray | None = None, points: np.ndarray | None = None,
                       labels: np.ndarray | None = None) -> dict[str, torch.Tensor]:

@@ -7,7 +7,7 @@ goes through these functions, so an image reaches SAM2 one way only:
   interpolation (pixel centres aligned), what SAM2's image transforms do to a float image
   (torchvision's ``Resize`` on tensors). Upsampling is plain bilinear either way.
   ``resize_bilinear`` is the same filter for any value range (mask prompts, memory masks).
-* ``preprocess``: resize, then 3 channels, then ImageNet mean/std.
+* ``preprocess``: resize, then 3 channels, then the backbone's mean/std (``pixel_stats``).
 * ``to_model_coords``: prompt coordinates of an ``H x W`` plane on the model's grid as SAM2
   maps them, ``x * S / W`` and ``y * S / H`` (SAM2 was trained with boxes and clicks in
   that frame; a half-pixel-centre mapping lands prompts half a model pixel off).
@@ -27,8 +27,7 @@ import torch
 import torch.nn.functional as F
 from peft import PeftModel
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from adapt.models.backbones import IMAGENET_MEAN, IMAGENET_STD, backbone_of_type
 
 
 def base_model(model: torch.nn.Module) -> torch.nn.Module:
@@ -72,8 +71,17 @@ def resize_video_frames(frames: torch.Tensor, size: int) -> torch.Tensor:
     return torch.from_numpy(np.stack(resized)).permute(0, 3, 1, 2).float() / 255.0
 
 
-def preprocess(image: torch.Tensor, image_size: int | None = None) -> torch.Tensor:
-    """Images in [0, 1] to SAM2's input: square side, 3 channels, ImageNet mean/std.
+def pixel_stats(model: torch.nn.Module) -> dict[str, tuple[float, float, float]]:
+    """``mean`` and ``std`` the model's backbone normalises with (``preprocess``'s keyword arguments):
+    ImageNet's for SAM2.1 and EdgeTAM, 0.5 for the SAM 3 tracker, as their references do."""
+    row = backbone_of_type(str(getattr(base_model(model).config, "model_type", "")))
+    return {"mean": row.mean, "std": row.std}
+
+
+def preprocess(image: torch.Tensor, image_size: int | None = None, mean: tuple[float, ...] = IMAGENET_MEAN,
+               std: tuple[float, ...] = IMAGENET_STD) -> torch.Tensor:
+    """Images in [0, 1] to SAM2's input: square side, 3 channels, the backbone's mean/std (``pixel_stats``;
+    ImageNet's by default).
 
     Resizing comes first, so a batch resized by the data loader and a plane resized here
     give the same tensor. Channels: 1 is repeated to RGB (grey CT/MR); 3 is kept; 2
@@ -96,9 +104,9 @@ def preprocess(image: torch.Tensor, image_size: int | None = None) -> torch.Tens
     elif channels > 3:
         groups = torch.tensor_split(image, 3, dim=1)
         image = torch.cat([g.mean(1, keepdim=True) for g in groups], dim=1)
-    mean = image.new_tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-    std = image.new_tensor(IMAGENET_STD).view(1, 3, 1, 1)
-    return (image - mean) / std
+    shift = image.new_tensor(mean).view(1, 3, 1, 1)
+    scale = image.new_tensor(std).view(1, 3, 1, 1)
+    return (image - shift) / scale
 
 
 def to_model_coords(xy: np.ndarray | torch.Tensor, height: int, width: int, size: int) -> Any:
@@ -114,7 +122,11 @@ def to_model_coords(xy: np.ndarray | torch.Tensor, height: int, width: int, size
 def image_embeddings(model: torch.nn.Module, pixels: torch.Tensor) -> list[torch.Tensor]:
     """Multi-scale image embeddings ``[B, C_l, H_l, W_l]`` for the mask decoder, with autograd."""
     sam = base_model(model)
-    features = list(sam.get_image_features(pixels, return_dict=True).fpn_hidden_states)
+    # the levels the decoder reads: the SAM 3 tracker's ViT neck gives a fourth (scale 0.5) that
+    # its tracker drops, as Meta's does (transformers' image model adds the no-memory embedding to
+    # that level instead of the last one used)
+    levels = len(sam.backbone_feature_sizes)
+    features = list(sam.get_image_features(pixels, return_dict=True).fpn_hidden_states)[:levels]
     features[-1] = features[-1] + sam.no_memory_embedding
     batch = pixels.shape[0]
     return [

@@ -35,7 +35,7 @@ import torch
 from adapt.data.clips import build_clip_datamodule
 from adapt.errors import ConfigError
 from adapt.metrics import dice_score, iou_score
-from adapt.models.primitives import preprocess, upsample_logits
+from adapt.models.primitives import pixel_stats, preprocess, upsample_logits
 from adapt.models.tracking import DIRECTIONS, ClipOutput, clip_prompts, track_clip
 from adapt.tasks.base import BaseTask
 from adapt.tasks.losses import LossWeights, presence_loss, segmentation_loss
@@ -135,7 +135,7 @@ class PropagationTask(BaseTask):
 
     def forward(self, batch: Mapping[str, Any], index: int) -> ClipOutput:
         """Track clip ``index`` of the batch from its prompted frames (``image`` ``[B, T, C, S, S]``)."""
-        pixels = preprocess(batch["image"][index], self.image_size)
+        pixels = preprocess(batch["image"][index], self.image_size, **pixel_stats(self.model))
         return track_clip(self.model, pixels, clip_prompts(batch, index, self.mask_prompts), self.direction)
 
     def _step(self, batch: Mapping[str, Any], stage: str) -> torch.Tensor:

@@ -20,7 +20,15 @@ from adapt.tasks.losses import LossWeights, segmentation_loss
 from adapt.metrics import dice_score, iou_score
 from adapt.models.interactive import click_rounds
 from adapt.models.hiera_prefix import encode_prefix, encode_suffix
-from adapt.models.primitives import Prediction, base_model, decode, image_embeddings, preprocess, upsample_logits
+from adapt.models.primitives import (
+    Prediction,
+    base_model,
+    decode,
+    image_embeddings,
+    pixel_stats,
+    preprocess,
+    upsample_logits,
+)
 from adapt.tasks.base import BaseTask
 from adapt.transforms.slices import split_nodata
 
@@ -66,11 +74,11 @@ class SegmentationTask(BaseTask):
         """
         image = batch["image"]
         if self.embedding_cache is None:
-            return image_embeddings(self.model, preprocess(image, self.image_size))
+            return image_embeddings(self.model, preprocess(image, self.image_size, **pixel_stats(self.model)))
         start = self.prefix_start
 
         def compute(indices: list[int]) -> list[torch.Tensor]:
-            pixels = preprocess(image[indices], self.image_size)
+            pixels = preprocess(image[indices], self.image_size, **pixel_stats(self.model))
             with torch.no_grad():
                 if start is None:
                     return image_embeddings(self.model, pixels)

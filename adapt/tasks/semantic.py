@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from adapt.errors import ConfigError
 from adapt.metrics import dice_score, iou_score
-from adapt.models.primitives import image_embeddings, preprocess, upsample_logits
+from adapt.models.primitives import image_embeddings, pixel_stats, preprocess, upsample_logits
 from adapt.models.semantic import ATTRIBUTE, add_class_prompts, class_logits
 from adapt.tasks.base import BaseTask
 from adapt.transforms.slices import split_nodata
@@ -74,7 +74,7 @@ class SemanticTask(BaseTask):
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         """Class logits ``[B, K, H, W]`` (K = classes + background) at the image's resolution."""
-        low_res = class_logits(self.model, image_embeddings(self.model, preprocess(image, self.image_size)))
+        low_res = class_logits(self.model, image_embeddings(self.model, preprocess(image, self.image_size, **pixel_stats(self.model))))
         return upsample_logits(low_res, image.shape[-2:])
 
     def _step(self, batch: Mapping[str, Any], stage: str) -> torch.Tensor:
