@@ -134,7 +134,7 @@ def video_config(image: Any, tiny: bool) -> Any:
             memory.update(perceiver_resampler_num_latents=16, perceiver_resampler_num_latents_2d=16,
                           perceiver_resampler_hidden_size=64, perceiver_resampler_mlp_intermediate_size=128,
                           perceiver_resampler_num_attention_heads=2, perceiver_resampler_attention_head_dim=32,
-                          perceiver_resampler_num_layers=1)
+                          perceiver_resampler_num_layers=1, memory_attention_rope_k_sizes=[4, 4])
     return set_image_size(cls(**parts, image_size=size, **memory), size)
 
 
