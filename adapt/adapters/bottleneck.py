@@ -50,8 +50,11 @@ class Bottleneck(nn.Module):
             return self.up(self.act(self.down(x.movedim(1, -1)))).movedim(-1, 1)
         return self.up(self.act(self.down(x)))
 
-    def serial_hook(self, module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
-        """Forward hook: the adapter after ``module``, with a residual connection."""
+    def serial_hook(self, module: nn.Module, args: tuple, output: torch.Tensor | tuple) -> torch.Tensor | tuple:
+        """Forward hook: the adapter after ``module``, with a residual connection (on the first output of a
+        module that returns a tuple, as the ViT's attention returns its weights beside)."""
+        if isinstance(output, tuple):
+            return (output[0] + self(output[0]), *output[1:])
         return output + self(output)
 
 

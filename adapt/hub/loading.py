@@ -277,7 +277,7 @@ def check_backbone(metadata: dict[str, Any], base: str | Path | nn.Module) -> No
              else backbone_of(str(base)))
     if given.key != recorded.key:
         raise ConfigError(f"the adapter was trained on the {recorded.title} backbone ({_base_name(metadata)}), but the "
-                          f"base given ({getattr(getattr(base, 'config', None), '_name_or_path', None) or base}) is "
+                          f"base given ({type(base).__name__ if isinstance(base, nn.Module) else base}) is "
                           f"{given.title}: an adapter's weights only fit the backbone it was trained on. Drop base= "
                           "to load the recorded one")
 
