@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from adapt.models.backbones import BACKBONES
 from rich.console import Console
 from rich.panel import Panel
 from rich.table import Table
+
+from adapt.models.backbones import BACKBONES
 
 
 def _fmt(value: Any) -> str:
@@ -25,7 +26,7 @@ def print_summary(result: Mapping[str, Any], console: Console | None = None) -> 
     if not model["pretrained"]:
         console.print(
             Panel(
-                f"[bold]{model['name']}[/] has RANDOM weights: SAM2 was not downloaded "
+                f"[bold]{model['name']}[/] has RANDOM weights: the model was not downloaded "
                 "(offline, or model=tiny).\nThe numbers below test the pipeline, not SAM2.",
                 title="[bold red]NOT PRETRAINED",
                 border_style="red",
