@@ -200,3 +200,30 @@ def test_adapter_records_its_backbone_and_another_is_refused(key, tmp_path):
     for base in ("tiny", model_of("sam2")[0]):
         with pytest.raises(ConfigError, match=f"trained on the {title} backbone .* is SAM2.1 \\(Hiera\\)"):
             load_adapter(tmp_path / "a", base=base)
+
+
+def test_edgetam_trunk_is_timms_repvit_and_our_path_is_transformers():
+    """EdgeTAM's original code is not on the package index and installs as a package named ``sam2`` (it is a
+    fork of Meta's), which would shadow the Meta sam2 the SAM2 parity tests import. What is compared
+    instead: the trunk against timm's own RepViT-M1 with the same weights, and our image path
+    (``image_embeddings`` + ``decode``) against transformers' ``EdgeTamModel.forward`` on the same weights."""
+    import timm
+
+    model, _ = model_of("edgetam")
+    model.train()  # training mode: the trunk's batch norms keep the release's statistics all the same
+    trunk = model.vision_encoder.backbone.timm_model
+    assert not any(m.training for m in trunk.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    reference = timm.create_model("repvit_m1", pretrained=False, features_only=True, out_indices=[0, 1, 2, 3],
+                                  embed_dim=(8, 16, 32, 64), depth=(1, 1, 2, 1)).eval()
+    reference.load_state_dict(trunk.state_dict(), strict=True)
+    pixels = torch.randn(2, 3, 128, 128, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        before = {k: v.clone() for k, v in trunk.state_dict().items()}
+        for ours, theirs in zip(trunk(pixels), reference(pixels)):
+            torch.testing.assert_close(ours, theirs, rtol=0, atol=0)
+        assert all(torch.equal(v, trunk.state_dict()[k]) for k, v in before.items())  # running statistics kept
+        model.eval()
+        expected = model(pixel_values=pixels, input_boxes=BOX.expand(2, -1, -1), multimask_output=True)
+        ours = decode(model, image_embeddings(model, pixels), True, input_boxes=BOX.expand(2, -1, -1))
+    torch.testing.assert_close(ours.low_res, expected.pred_masks, rtol=0, atol=1e-6)
+    torch.testing.assert_close(ours.iou, expected.iou_scores, rtol=0, atol=1e-6)

@@ -17,6 +17,7 @@ builds a ResNet-50; the config here sets ``architecture="repvit_m1"`` explicitly
 from __future__ import annotations
 
 import re
+import types
 from typing import Any
 
 import torch
@@ -170,7 +171,8 @@ def finish(model: torch.nn.Module) -> torch.nn.Module:
 
     EdgeTAM's trunk must be the RepViT it names (the misspelt default builds a ResNet-50).
     transformers' ``EdgeTamModel`` (unlike ``Sam2Model``) does not say which module embeds its
-    input, which peft asks before wrapping; it is the trunk's first convolution.
+    input, which peft asks before wrapping; it is the trunk's first convolution. The trunk's
+    batch norms stay in evaluation mode (``_statistics_frozen``).
     """
     for module in model.modules():
         config = getattr(module, "config", None)
@@ -180,7 +182,21 @@ def finish(model: torch.nn.Module) -> torch.nn.Module:
     if backbone_of_type(_model_type(model)).key == "edgetam":
         stem = next(m for m in model.vision_encoder.backbone.modules() if isinstance(m, torch.nn.Conv2d))
         model.get_input_embeddings = lambda: stem
+        for module in model.vision_encoder.backbone.modules():
+            if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+                module.train = types.MethodType(_statistics_frozen, module)
+                module.eval()
     return model
+
+
+def _statistics_frozen(self: torch.nn.Module, mode: bool = True) -> torch.nn.Module:
+    """``train`` of the RepViT trunk's batch norms: always evaluation mode.
+
+    In training mode a batch norm normalises with the batch's statistics and overwrites its
+    running ones, so a "frozen" trunk would change under every step (and the adapter, which does
+    not hold those buffers, would not reproduce it). The release's statistics are kept instead.
+    """
+    return torch.nn.Module.train(self, False)
 
 
 __all__ = ["BACKBONES", "backbone_of_model", "finish", "model_classes", "released_image_config", "set_image_size",
