@@ -227,3 +227,18 @@ def test_edgetam_trunk_is_timms_repvit_and_our_path_is_transformers():
         ours = decode(model, image_embeddings(model, pixels), True, input_boxes=BOX.expand(2, -1, -1))
     torch.testing.assert_close(ours.low_res, expected.pred_masks, rtol=0, atol=1e-6)
     torch.testing.assert_close(ours.iou, expected.iou_scores, rtol=0, atol=1e-6)
+
+
+def test_the_guide_names_every_file_a_backbone_touches():
+    """docs/adding_a_backbone.md lists the files a new backbone touches; each exists and names every row."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    guide = (root / "docs" / "adding_a_backbone.md").read_text()
+    files = re.findall(r"^\d\. \*\*`([^`]+)`\*\*", guide, flags=re.M)
+    assert files == ["adapt/models/backbones.py", "adapt/models/families.py", "configs/model/<name>.yaml",
+                     "tests/test_backbones.py"]
+    for row in BACKBONES.values():
+        assert f"`{row.key}`" in guide and (root / "configs" / "model" / f"{row.tiny}.yaml").is_file()
+        for preset in row.hub_ids:
+            assert (root / "configs" / "model" / f"{preset}.yaml").is_file() or row.key == "sam2"
