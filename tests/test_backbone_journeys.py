@@ -156,3 +156,23 @@ def test_hub_round_trip_gives_the_same_outputs(adapter, tmp_path):
         ours = Predictor(pulled, device="cpu").embed(images)
         theirs = Predictor(original, device="cpu").embed(images)
     assert all(torch.equal(x, y) for x, y in zip(ours, theirs))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("key", list(ROWS))
+def test_train_recipe_demo_runs_on_the_backbone(key, tmp_path):
+    """``python -m adapt.train recipe=demo model=tiny_<backbone>`` in process: the recipe's 256 px is mapped
+    to a side the trunk takes, the run records its backbone and writes an adapter that loads."""
+    from conftest import compose_cfg
+
+    from adapt.train import train
+
+    row = ROWS[key]
+    with phantom_data(tmp_path) as data:
+        metrics, _ = train(compose_cfg(tmp_path / "run", "recipe=demo", f"model={row.tiny}", "trainer.max_steps=1",
+                                       "data.batch_size=2", "data.val_batch_size=4", "optim.warmup_steps=1",
+                                       "validate_before=false", "data.val_max_slices_per_case=1",
+                                       f"data.root={data}"))
+    assert metrics["model"]["backbone"] == key and metrics["model"]["image_size"] == row.fit_size(256)
+    assert metrics["model"]["requested_image_size"] == (256 if row.fit_size(256) != 256 else None)
+    assert adapt.load_adapter(tmp_path / "run" / "adapter").model_info.backbone == key
