@@ -176,3 +176,15 @@ def test_train_recipe_demo_runs_on_the_backbone(key, tmp_path):
     assert metrics["model"]["backbone"] == key and metrics["model"]["image_size"] == row.fit_size(256)
     assert metrics["model"]["requested_image_size"] == (256 if row.fit_size(256) != 256 else None)
     assert adapt.load_adapter(tmp_path / "run" / "adapter").model_info.backbone == key
+
+
+def test_a_merged_model_loads_as_its_backbone(adapter, tmp_path):
+    row, folder = adapter
+    merged = hub.merge_adapter(adapt.load_adapter(folder), tmp_path / "merged")
+    loaded, original = adapt.load_adapter(merged), adapt.load_adapter(folder)
+    assert type(loaded.model).__name__ == row.classes[0] and loaded.model_info.backbone == row.key
+    images = np.random.default_rng(1).random((1, 1, 50, 50), dtype=np.float32)
+    with torch.inference_mode():
+        ours = Predictor(loaded, device="cpu").embed(images)
+        theirs = Predictor(original, device="cpu").embed(images)
+    assert max(float((x - y).abs().max()) for x, y in zip(ours, theirs)) < 1e-4

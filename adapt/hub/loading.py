@@ -79,9 +79,9 @@ def architecture(config: Any) -> dict[str, Any]:
                                                      "intermediate_size", "global_attn_indexes")}
                  if row.key == "sam3_tracker" else {"trunk": backbone.architecture,
                                                     "model_args": dict(backbone.model_args or {})})
-        trunk = {k: list(v) if isinstance(v, tuple) else v for k, v in trunk.items()}
-        return {"backbone": row.key, **trunk, "fpn_hidden_size": config.vision_config.fpn_hidden_size,
-                "mask_decoder_hidden_size": config.mask_decoder_config.hidden_size}
+        fields = {"backbone": row.key, **trunk, "fpn_hidden_size": config.vision_config.fpn_hidden_size,
+                  "mask_decoder_hidden_size": config.mask_decoder_config.hidden_size}
+        return json.loads(json.dumps(fields))  # tuples as lists: compares equal to what a JSON file records
     return {
         "hidden_size": backbone.hidden_size,
         "blocks_per_stage": list(backbone.blocks_per_stage),
