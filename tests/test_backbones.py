@@ -242,3 +242,14 @@ def test_the_guide_names_every_file_a_backbone_touches():
         assert f"`{row.key}`" in guide and (root / "configs" / "model" / f"{row.tiny}.yaml").is_file()
         for preset in row.hub_ids:
             assert (root / "configs" / "model" / f"{preset}.yaml").is_file() or row.key == "sam2"
+
+
+def test_a_task_asked_to_cache_a_vit_prefix_is_refused_by_name():
+    from conftest import tiny_task_args
+
+    from adapt.tasks.segmentation import SegmentationTask
+
+    args = tiny_task_args({"kind": "lora", "rank": 2, "targets": ["encoder_attn"], "blocks": 2},
+                          model={"name": "tiny_sam3_tracker", "image_size": 112}, embedding_cache={"mode": "memory"})
+    with pytest.raises(ConfigError, match="offered on SAM2's Hiera only, not on SAM 3 tracker"):
+        SegmentationTask(**args)
