@@ -2,7 +2,7 @@
 
 Hydra rejects unknown command-line keys and unknown group choices; it does not know that
 ``optim.lr`` must be positive, that ``data.batch_size=0`` cannot batch, that
-``model.image_size`` must be a multiple of 64 or that ``adapter.rank=0`` adds nothing. Left
+``model.image_size`` must be a positive side or that ``adapter.rank=0`` adds nothing. Left
 to the libraries, such values fail minutes later inside peft, Lightning or torch, with
 messages that blame something else. Here each config group is a dataclass whose field types
 and ``rule`` metadata (ranges, choices, multiples, custom checks) say what is valid;
@@ -76,17 +76,17 @@ def rule(ge: float | None = None, gt: float | None = None, le: float | None = No
 
 def _model_name(name: Any) -> str | None:
     """A preset, ``tiny``, an existing local folder or a Hub id; a path-like name that is not there is refused."""
-    from adapt.models.names import HUB_IDS
+    from adapt.models.names import HUB_IDS, TINY_MODELS
 
     text = str(name)
-    if text in HUB_IDS or text == "tiny" or text.startswith("random:"):
+    if text in HUB_IDS or text in TINY_MODELS or text.startswith("random:"):
         return None
     path = Path(text).expanduser()
     if path.exists():
         return None if path.is_dir() else f"{path} is a file; give the folder of a saved SAM2 (config.json + weights)"
     if text.startswith(("/", ".", "~")) or "\\" in text or text.count("/") != 1 or not HUB_ID.match(text):
         return ("no such local folder, and not a Hub id (user/name); give an existing folder, a Hub id such as "
-                "facebook/sam2.1-hiera-tiny, or a preset: model=sam2.1_hiera_tiny|tiny")
+                f"facebook/sam2.1-hiera-tiny, or a preset: model={'|'.join([*HUB_IDS, *TINY_MODELS])}")
     return None
 
 
@@ -228,7 +228,8 @@ class Model:
     name: str = rule(check=_model_name)
     revision: str | None = rule()
     checkpoint: str | None = rule(check=_checkpoint_file, hint="a Meta-format .pt file")
-    image_size: int = rule(ge=64, multiple_of=64, hint="e.g. 1024 (SAM2's own), 512 or 256")
+    image_size: int = rule(ge=56, hint="e.g. 1024 (SAM2's own), 512 or 256; a side the backbone's trunk cannot take "
+                                       "is mapped to the nearest it can (multiples of 64; 14 for the SAM 3 tracker)")
     offline_fallback: str = rule(choices=OFFLINE_FALLBACKS)
     gradient_checkpointing: bool = rule()
 
@@ -421,7 +422,7 @@ class Evaluate:
     revision: str | None = rule()
     allow_base_mismatch: bool = rule()
     model: str | None = rule()
-    image_size: int | None = rule(ge=64, multiple_of=64)
+    image_size: int | None = rule(ge=56)
     compare: str | None = rule()
     data: EvaluateData = rule()
     split: str = rule(choices=EVALUATION_SPLITS)

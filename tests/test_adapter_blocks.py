@@ -83,7 +83,7 @@ def test_out_of_range_blocks_are_refused_with_the_valid_range(kind, blocks, mess
     [
         ({"kind": "decoder", "blocks": 4}, "adapter.blocks is an option of lora, dora and bottleneck"),
         ({"kind": "full", "blocks": [1]}, "adapter.blocks is an option of lora, dora and bottleneck"),
-        ({**LORA, "targets": ["decoder_attn"], "blocks": 4}, r"adapter\.blocks=4 places LoRA in Hiera blocks"),
+        ({**LORA, "targets": ["decoder_attn"], "blocks": 4}, r"adapter\.blocks=4 places LoRA in trunk blocks"),
     ],
 )
 def test_blocks_without_encoder_adapters_are_refused(spec, message):

@@ -24,9 +24,12 @@ LORA = {"kind": "lora", "rank": 4, "alpha": 8, "dropout": 0.0, "targets": ["enco
 BOTTLENECK = {"kind": "bottleneck", "reduction": 4, "placement": ["attn", "mlp"], "blocks": None, "mlp_scale": 0.5}
 
 
-def make_adapter(folder: Path, size: int, spec: dict = LORA, seed: int = 1) -> Path:
-    """A tiny adapter with non-trivial weights at input side ``size``, recorded as trained on ``ct_phantom``."""
-    base, info = load_sam2("tiny", image_size=size)
+def make_adapter(folder: Path, size: int, spec: dict = LORA, seed: int = 1, base: str = "tiny") -> Path:
+    """A tiny adapter with non-trivial weights at input side ``size``, recorded as trained on ``ct_phantom``.
+
+    ``base`` is a tiny config of any backbone (``tiny_sam3_tracker``, ``tiny_edgetam``).
+    """
+    base, info = load_sam2(base, image_size=size)
     model = apply_adapter(base, json.loads(json.dumps(spec)))
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():

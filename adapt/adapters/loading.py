@@ -25,6 +25,7 @@ from adapt.adapters.io import CONFIG_FILE, METADATA_FILE, WEIGHTS_FILE, load_ada
 from adapt.errors import ArtefactError, ConfigError, ModelNotFoundError
 from adapt.guards import check_weights
 from adapt.models.provenance import base_fingerprint, check_fingerprint, describe
+from adapt.models.backbones import BACKBONES, TINY_NAMES, backbone_of, backbone_of_type
 from adapt.models.sam2 import HIERA_ARCHITECTURES, HUB_IDS, ModelInfo, load_sam2, random_config, warn_once
 
 log = logging.getLogger(__name__)
@@ -66,8 +67,21 @@ class LoadedAdapter:
 
 
 def architecture(config: Any) -> dict[str, Any]:
-    """The fields of a SAM2 config that decide whether adapter weights fit (not image size)."""
+    """The fields of a model config that decide whether adapter weights fit (not image size).
+
+    SAM2's fields are as recorded since the first release; another backbone's start with its
+    ``backbone`` key, so two backbones never compare equal.
+    """
     backbone = config.vision_config.backbone_config
+    row = backbone_of_type(str(config.model_type))
+    if row.key != "sam2":
+        trunk = ({k: getattr(backbone, k) for k in ("hidden_size", "num_hidden_layers", "num_attention_heads",
+                                                     "intermediate_size", "global_attn_indexes")}
+                 if row.key == "sam3_tracker" else {"trunk": backbone.architecture,
+                                                    "model_args": dict(backbone.model_args or {})})
+        fields = {"backbone": row.key, **trunk, "fpn_hidden_size": config.vision_config.fpn_hidden_size,
+                  "mask_decoder_hidden_size": config.mask_decoder_config.hidden_size}
+        return json.loads(json.dumps(fields))  # tuples as lists: compares equal to what a JSON file records
     return {
         "hidden_size": backbone.hidden_size,
         "blocks_per_stage": list(backbone.blocks_per_stage),
@@ -84,7 +98,7 @@ def expected_architecture(metadata: dict[str, Any]) -> dict[str, Any] | None:
     if metadata.get("architecture"):
         return dict(metadata["architecture"])
     name = (metadata.get("base_model") or {}).get("name")
-    if name == "tiny" or name in HIERA_ARCHITECTURES:
+    if name in TINY_NAMES or name in HIERA_ARCHITECTURES:
         return architecture(random_config(name))
     return None
 
@@ -218,6 +232,7 @@ def check_base(metadata: dict[str, Any], base: str | nn.Module) -> None:
         ConfigError: the id or the architecture differs; says which base to use.
     """
     expected = _base_name(metadata)
+    check_backbone(metadata, base)
     if isinstance(base, (str, Path)) and not Path(base).is_dir():
         given = HUB_IDS.get(str(base), str(base)).removeprefix("random:")
         if given != expected:
@@ -249,6 +264,24 @@ def check_base(metadata: dict[str, Any], base: str | nn.Module) -> None:
         )
 
 
+def check_backbone(metadata: dict[str, Any], base: str | Path | nn.Module) -> None:
+    """Refuse a base of another backbone than the adapter's (``model.backbone`` in ``sam2_adapt.json``).
+
+    Adapters written before backbones were recorded were trained on SAM2.
+
+    Raises:
+        ConfigError: both backbones named, and how to load the right one.
+    """
+    recorded = BACKBONES.get(str((metadata.get("model") or {}).get("backbone") or "sam2"), BACKBONES["sam2"])
+    given = (backbone_of_type(str(base.config.model_type)) if isinstance(base, nn.Module)
+             else backbone_of(str(base)))
+    if given.key != recorded.key:
+        raise ConfigError(f"the adapter was trained on the {recorded.title} backbone ({_base_name(metadata)}), but the "
+                          f"base given ({type(base).__name__ if isinstance(base, nn.Module) else base}) is "
+                          f"{given.title}: an adapter's weights only fit the backbone it was trained on. Drop base= "
+                          "to load the recorded one")
+
+
 def load_base(metadata: dict[str, Any], base: str | nn.Module | None = None, checkpoint: str | None = None,
               video: bool = False, allow_base_mismatch: bool = False, where: Any = "") -> tuple[nn.Module, ModelInfo]:
     """The adapter's recorded base (same id, revision, image size, random seed), or ``base`` once checked.
@@ -278,7 +311,7 @@ def load_base(metadata: dict[str, Any], base: str | nn.Module | None = None, che
             f"the adapter's base is {describe(metadata.get('base_fingerprint') or {'kind': 'checkpoint', 'file': checkpoint, 'architecture': name})}, "
             f"and {checkpoint!r} is not on this machine; pass checkpoint=<path to that .pt file>"
         )
-    if not recorded.get("pretrained", True) and name != "tiny" and not checkpoint and not local:
+    if not recorded.get("pretrained", True) and name not in TINY_NAMES and not checkpoint and not local:
         # Trained on seeded random weights of this architecture: rebuild exactly those.
         warn_once(f"adapter was trained on RANDOM weights of {name} (offline/test run)",
                   f"random:{HUB_IDS.get(name, name)}")

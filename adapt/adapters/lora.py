@@ -2,7 +2,10 @@
 
 Presets are regular expressions over module names that are the same in ``Sam2Model`` and
 ``Sam2VideoModel`` (and in the Hub checkpoints), so a preset means the same layers on
-every model size and in image or video mode.
+every model size and in image or video mode. Each backbone has the same preset names over its
+own trunk (``Backbone.targets`` in ``adapt.models.backbones``: the SAM 3 tracker's ViT
+attention projections and MLP, EdgeTAM's RepViT squeeze-excitation and channel-mixer 1x1
+convolutions); the decoder and memory presets are the same modules everywhere.
 """
 
 from __future__ import annotations
@@ -15,8 +18,10 @@ from typing import Any, Iterator, Sequence
 from peft import LoraConfig, PeftModel, get_peft_model
 from torch import nn
 
-from adapt.adapters.placement import BLOCK_PREFIX, resolve_blocks, restrict_to_blocks
+from adapt.adapters.placement import block_prefix, resolve_blocks, restrict_to_blocks
 from adapt.errors import ConfigError
+from adapt.models.backbones import BACKBONES, Backbone
+from adapt.models.families import backbone_of_model
 from adapt.models.names import TARGET_PRESETS
 from adapt.models.sam2 import hiera_blocks
 
@@ -31,8 +36,8 @@ def quiet_peft() -> Iterator[None]:
 
 
 
-def target_regex(targets: str | Sequence[str]) -> str:
-    """One regex matching the union of the named presets (or raw regexes containing ``\\``).
+def target_regex(targets: str | Sequence[str], backbone: Backbone = BACKBONES["sam2"]) -> str:
+    """One regex matching the union of the named presets of ``backbone`` (or raw regexes containing ``\\``).
 
     Raises:
         ConfigError: a name is neither a preset nor a regex; lists the presets.
@@ -42,8 +47,8 @@ def target_regex(targets: str | Sequence[str]) -> str:
         raise ConfigError(f"adapter.targets is empty; choose from {sorted(TARGET_PRESETS)}")
     parts = []
     for name in names:
-        if name in TARGET_PRESETS:
-            parts.append(TARGET_PRESETS[name])
+        if name in backbone.targets:
+            parts.append(backbone.targets[name])
         elif "\\" in name or "(" in name:
             parts.append(name)
         else:
@@ -82,8 +87,10 @@ def apply_lora(
         ConfigError: the targets match nothing, or ``blocks`` is out of range or restricts
             targets that have no layer in the Hiera blocks.
     """
+    backbone = backbone_of_model(model)
+    prefix = block_prefix(backbone) if blocks is not None else None
     indices = None if blocks is None else resolve_blocks(blocks, len(hiera_blocks(model)))
-    regex = restrict_to_blocks(target_regex(targets), indices)
+    regex = restrict_to_blocks(target_regex(targets, backbone), indices, prefix)
     config = LoraConfig(
         r=rank,
         lora_alpha=alpha,
@@ -97,8 +104,8 @@ def apply_lora(
             peft_model = get_peft_model(model, config)
     except ValueError as err:
         raise ConfigError(f"adapter.targets {targets!r} match no layer of this model: {err}") from None
-    if indices is not None and not any(re.match(f".*{BLOCK_PREFIX}", n) for n in peft_model.base_model.targeted_module_names):
-        raise ConfigError(f"adapter.blocks={blocks!r} places LoRA in Hiera blocks, but adapter.targets {targets!r} "
+    if indices is not None and not any(re.match(f".*{prefix}", n) for n in peft_model.base_model.targeted_module_names):
+        raise ConfigError(f"adapter.blocks={blocks!r} places LoRA in trunk blocks, but adapter.targets {targets!r} "
                           "target no layer there; add an encoder preset (encoder_attn, encoder_mlp) or drop adapter.blocks")
     return peft_model
 

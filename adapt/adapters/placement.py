@@ -1,4 +1,7 @@
-"""Which Hiera blocks get adapters: ``adapter.blocks``, the same for every kind that has them.
+"""Which trunk blocks get adapters: ``adapter.blocks``, the same for every kind that has them.
+
+The blocks are SAM2's Hiera blocks, or the SAM 3 tracker's ViT layers; EdgeTAM's RepViT trunk
+refuses the option (``block_prefix``).
 
 ``adapter.blocks`` is ``null`` (or ``[]``) for every block, an int ``N`` for the last ``N``
 blocks, or a list of block indices. Adapting only the last blocks is what makes parameter-
@@ -13,13 +16,27 @@ from __future__ import annotations
 from typing import Any
 
 from adapt.errors import ConfigError
+from adapt.models.backbones import BACKBONES, Backbone
 
-#: Module names of the image encoder's Hiera blocks, as in ``Sam2Model`` and ``Sam2VideoModel``.
-BLOCK_PREFIX = r"vision_encoder\.backbone\.blocks\."
+#: Module names of the image encoder's Hiera blocks, as in ``Sam2Model`` and ``Sam2VideoModel``
+#: (other backbones: ``Backbone.block_prefix``; the SAM 3 tracker's ViT layers).
+BLOCK_PREFIX = str(BACKBONES["sam2"].block_prefix)
+
+
+def block_prefix(backbone: Backbone) -> str:
+    """The regex of ``backbone``'s trunk block names that ``adapter.blocks`` counts.
+
+    Raises:
+        ConfigError: the backbone's trunk has no blocks to choose (EdgeTAM's RepViT stages).
+    """
+    if backbone.block_prefix is None:
+        raise ConfigError(f"adapter.blocks is not offered on {backbone.title}: {backbone.trunk}. Drop adapter.blocks "
+                          "(the adapter then goes to every block)")
+    return backbone.block_prefix
 
 
 def _range_hint(total: int) -> str:
-    return (f"this model's Hiera trunk has {total} blocks: give an int N in 1..{total} (the last N blocks), "
+    return (f"this model's image trunk has {total} blocks: give an int N in 1..{total} (the last N blocks), "
             f"a list of indices in 0..{total - 1}, or null for all")
 
 
@@ -46,7 +63,7 @@ def resolve_blocks(value: Any, total: int) -> list[int] | None:
     return sorted(set(indices))
 
 
-def restrict_to_blocks(regex: str, indices: list[int] | None) -> str:
+def restrict_to_blocks(regex: str, indices: list[int] | None, prefix: str = BLOCK_PREFIX) -> str:
     """``regex`` (over module names, as peft's ``target_modules``) matching no Hiera block but ``indices``.
 
     A lookahead refuses the names of the other blocks, so every preset and every user regex is
@@ -56,4 +73,4 @@ def restrict_to_blocks(regex: str, indices: list[int] | None) -> str:
     if indices is None:
         return regex
     allowed = "|".join(str(i) for i in indices)
-    return rf"(?!(?:.*\.)?{BLOCK_PREFIX}(?!(?:{allowed})\.)\d+\.)(?:{regex})"
+    return rf"(?!(?:.*\.)?{prefix}(?!(?:{allowed})\.)\d+\.)(?:{regex})"

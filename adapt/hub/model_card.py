@@ -21,6 +21,7 @@ from adapt.data.encoding import label_names
 from adapt.data.formats import FORMATS, for_name, suffix
 from adapt.adapters.kinds import kind_of
 from adapt.metrics.registry import HUB_METRICS
+from adapt.models.backbones import BACKBONES, TINY_NAMES
 from adapt.models.provenance import describe
 
 #: Licence ids the Hub knows that data cards commonly carry; anything else becomes ``other``.
@@ -119,7 +120,7 @@ def hub_base(metadata: Mapping[str, Any]) -> str | None:
     base = (metadata.get("base_model") or {}).get("name")
     fingerprint = metadata.get("base_fingerprint") or {}
     model = metadata.get("model") or {}
-    if not base or base == "tiny" or not model.get("pretrained", True) or model.get("checkpoint"):
+    if not base or base in TINY_NAMES or not model.get("pretrained", True) or model.get("checkpoint"):
         return None
     return base if fingerprint.get("kind", "hub") == "hub" else None
 
@@ -141,10 +142,12 @@ def _usage(metadata: Mapping[str, Any], repo_id: str, merged: bool, data_card: M
         f"python -m adapt.predict adapter={repo_id} {_predict_args(metadata, data_card)}",
         "```",
     ]
+    backbone = BACKBONES.get(str((metadata.get("model") or {}).get("backbone") or "sam2"), BACKBONES["sam2"])
     if merged:
-        text += ["", "```python", "from transformers import Sam2Model", "",
-                 f'model = Sam2Model.from_pretrained("{repo_id}")', "```"]
-    elif kind is not None and kind.peft and hub_base(metadata):
+        cls = backbone.classes[1 if (metadata.get("model") or {}).get("video") else 0]
+        text += ["", "```python", f"from transformers import {cls}", "",
+                 f'model = {cls}.from_pretrained("{repo_id}")', "```"]
+    elif kind is not None and kind.peft and hub_base(metadata) and backbone.key == "sam2":  # the snippet sizes SAM2's grid
         text += ["", "Plain `transformers` + `peft` work too (no sam2-adapt needed):", "",
                  *plain_peft_snippet(base["name"], repo_id, rev, (metadata.get("model") or {}).get("image_size"))]
     return "\n".join(text)

@@ -40,7 +40,7 @@ import torch
 from torch import nn
 
 from adapt.models.channels import input_projection
-from adapt.models.primitives import base_model, image_embeddings, normalise
+from adapt.models.primitives import base_model, image_embeddings, normalise, pixel_stats
 
 OPSET = 17
 ENCODER_FILE = "image_encoder.onnx"
@@ -57,16 +57,18 @@ POINT_LABELS = {"background click": 0, "object click": 1, "box top-left": 2, "bo
 
 class ImageEncoder(nn.Module):
     """Normalised pixels ``[B, 3, S, S]`` -> the decoder's three image embeddings; with an input
-    projection, the resized image ``[B, C, S, S]`` in [0, 1], projected and normalised first."""
+    projection, the resized image ``[B, C, S, S]`` in [0, 1], projected and normalised (the backbone's
+    mean/std) first."""
 
     def __init__(self, model: nn.Module):
         super().__init__()
         self.model = model
         self.projection = input_projection(model)
+        self.stats = pixel_stats(model)
 
     def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, ...]:
         if self.projection is not None:
-            pixels = normalise(self.projection(pixels))
+            pixels = normalise(self.projection(pixels), **self.stats)
         return tuple(image_embeddings(self.model, pixels))
 
 

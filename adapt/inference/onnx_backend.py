@@ -26,6 +26,7 @@ from adapt.adapters.loading import LoadedAdapter, resolve
 from adapt.errors import ArtefactError, ConfigError, check_choice
 from adapt.inference.names import BACKENDS
 from adapt.inference.runner import Predictor
+from adapt.models.backbones import BACKBONES
 from adapt.models.postprocess import FILL_HOLE_AREA
 from adapt.models.primitives import preprocess, resize_image
 from adapt.models.sam2 import ModelInfo
@@ -82,17 +83,17 @@ class OnnxSam2:
     """
 
     def __init__(self, folder: Path, files: dict[str, str], device: str = "auto", threads: int | None = None,
-                 size: int | None = None):
+                 size: int | None = None, low_res: int | None = None):
         names = {"image_encoder": graphs.ENCODER_FILE, "decoder": graphs.DECODER_FILE,
                  "decoder_multimask": graphs.MULTIMASK_FILE, **files}
         self.sessions = {key: _session(folder / name, device, threads) for key, name in names.items()}
         if size is not None:
-            self._check_sizes(folder, names, size)
+            self._check_sizes(folder, names, size, low_res or size // 4)
 
-    def _check_sizes(self, folder: Path, names: dict[str, str], size: int) -> None:
-        """Refuse graphs traced for another input side than ``export.json``'s ``image_size``."""
-        expected = {"image_encoder": [size, size], "decoder": [size // 4, size // 4],
-                    "decoder_multimask": [size // 4, size // 4]}
+    def _check_sizes(self, folder: Path, names: dict[str, str], size: int, low: int) -> None:
+        """Refuse graphs traced for another input side than ``export.json``'s ``image_size`` (``low``: the
+        side of the decoder's logits, 4 x the backbone's embedding grid)."""
+        expected = {"image_encoder": [size, size], "decoder": [low, low], "decoder_multimask": [low, low]}
         for key, session in self.sessions.items():
             node = session.get_inputs()[0] if key == "image_encoder" else session.get_outputs()[0]
             found = list(node.shape[2:])
@@ -152,8 +153,12 @@ class OnnxPredictor(Predictor):
         self.loaded, self.propagation, self.fill_hole_area = loaded, "boxes", int(fill_hole_area)
         self.device, self._video = torch.device("cpu"), None
         self.size = int(loaded.model_info.image_size)
-        self.model = OnnxSam2(loaded.path, (record.get("graphs") or {}).get("files") or {}, device, threads, self.size)
+        backbone = BACKBONES[str((loaded.metadata.get("model") or {}).get("backbone") or "sam2")]
+        self.model = OnnxSam2(loaded.path, (record.get("graphs") or {}).get("files") or {}, device, threads, self.size,
+                              backbone.low_res_side(self.size))
         self.quantize = str(record.get("quantize") or "none")
+        pixels = dict(record.get("pixels") or {})  # the backbone's mean/std, recorded at export
+        self.stats = {key: tuple(pixels[key]) for key in ("mean", "std") if key in pixels}
 
     def embed(self, images: np.ndarray) -> list[torch.Tensor]:
         """Image embeddings of planes ``[B, C, H, W]`` in [0, 1]: the torch preprocessing, then the encoder graph
@@ -161,7 +166,7 @@ class OnnxPredictor(Predictor):
         planes = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))
         if self.model.projects:
             return self.model.encode(resize_image(planes, self.size))
-        return self.model.encode(preprocess(planes, self.size))
+        return self.model.encode(preprocess(planes, self.size, **self.stats))
 
     def classify(self, images: np.ndarray) -> np.ndarray:
         raise ConfigError("an ONNX export holds the promptable model only; a semantic adapter needs backend=torch")

@@ -30,7 +30,7 @@ import torch
 
 from adapt.data.formats import FORMATS
 from adapt.errors import ConfigError, DataError
-from adapt.models.channels import input_projection
+from adapt.models.channels import model_pixels
 from adapt.models.memory import (
     FrameFeatures,
     FramePrompt,
@@ -41,7 +41,6 @@ from adapt.models.memory import (
 from adapt.models.postprocess import FILL_HOLE_AREA
 from adapt.models.primitives import (
     base_model,
-    preprocess,
     resize_bilinear,
     resize_video_frames,
     to_model_coords,
@@ -160,7 +159,7 @@ class _LazyFeatures:
             frames = self.frames[todo]
             if frames.dtype == torch.uint8:  # a video: frames resized as SAM2's video predictor does
                 frames = resize_video_frames(frames, self.size)
-            pixels = preprocess(frames.to(self.device, torch.float32), self.size, input_projection(self.model))
+            pixels = model_pixels(self.model, frames.to(self.device, torch.float32), self.size)
             self.cache.update(zip(todo, encode_frames(self.model, pixels)))
 
     def pop(self, frame: int, reverse: bool = False) -> FrameFeatures:

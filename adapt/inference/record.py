@@ -23,7 +23,7 @@ from adapt.data.card_copy import RECORD_KEY
 from adapt.errors import ArtefactError, ConfigError
 from adapt.inference import graphs
 from adapt.inference.names import EXPORT_FORMATS
-from adapt.models.primitives import IMAGENET_MEAN, IMAGENET_STD
+from adapt.models.backbones import BACKBONES
 
 RECORD_FILE = "export.json"
 FORMAT_VERSION = 1
@@ -48,6 +48,7 @@ def build_record(metadata: Mapping[str, Any], image_size: int, format: str, sour
     import transformers
 
     preprocessing = dict(metadata.get("preprocessing") or {})
+    backbone = BACKBONES[str((metadata.get("model") or {}).get("backbone") or "sam2")]
     record: dict[str, Any] = {
         "format_version": FORMAT_VERSION,
         "format": format,
@@ -75,8 +76,8 @@ def build_record(metadata: Mapping[str, Any], image_size: int, format: str, sour
             "resize": f"to {image_size} x {image_size}, bilinear, antialiased, pixel centres aligned "
                       "(torch.nn.functional.interpolate(antialias=True, align_corners=False)), clamped to [0, 1]",
             "channels": "1 -> repeated to 3; 2 -> (c0, c1, mean); 3 kept; more -> means of 3 contiguous groups",
-            "mean": list(IMAGENET_MEAN),
-            "std": list(IMAGENET_STD),
+            "mean": list(backbone.mean),
+            "std": list(backbone.std),
         },
         "prompts": {
             "coordinates": f"x * {image_size} / W, y * {image_size} / H of the W x H plane (no half-pixel shift)",
@@ -85,7 +86,8 @@ def build_record(metadata: Mapping[str, Any], image_size: int, format: str, sour
             "multimask": "prompt_decoder_multimask for a lone click without a box (the best of 3 by iou_scores), "
                          "prompt_decoder otherwise",
         },
-        "masks": f"low_res_masks are logits at {image_size // 4} x {image_size // 4}: resize to H x W "
+        "masks": f"low_res_masks are logits at {backbone.low_res_side(image_size)} x {backbone.low_res_side(image_size)}: "
+                 "resize to H x W "
                  "(bilinear, align_corners=False) and threshold at 0",
         "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
         "left_out": left_out,

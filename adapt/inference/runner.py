@@ -29,14 +29,13 @@ from adapt.inference.io import Scan, scan_grid, to_unit
 from adapt.inference.names import PROPAGATION_MODES
 from adapt.inference.prompt_syntax import Prompt
 from adapt.models.interactive import click_rounds
-from adapt.models.channels import input_projection
+from adapt.models.channels import model_pixels
 from adapt.models.postprocess import FILL_HOLE_AREA
 from adapt.models.primitives import (
     Prediction,
     base_model,
     decode,
     image_embeddings,
-    preprocess,
     to_model_coords,
     upsample_logits,
 )
@@ -71,7 +70,7 @@ class Predictor:
     def embed(self, images: np.ndarray) -> list[torch.Tensor]:
         """Image embeddings of planes ``[B, C, H, W]`` in [0, 1] (SAM2's resize and normalisation)."""
         pixels = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32)).to(self.device)
-        return image_embeddings(self.model, preprocess(pixels, self.size, input_projection(self.model)))
+        return image_embeddings(self.model, model_pixels(self.model, pixels, self.size))
 
     def model_prompts(self, height: int, width: int, boxes: np.ndarray | None = None, points: np.ndarray | None = None,
                       labels: np.ndarray | None = None) -> dict[str, torch.Tensor]:

@@ -29,7 +29,7 @@ from torch import nn
 
 from adapt.errors import ConfigError
 from adapt.models.names import INPUT_CHANNEL_MODES
-from adapt.models.primitives import base_model, channel_mapping
+from adapt.models.primitives import base_model, channel_mapping, pixel_stats, preprocess
 
 #: The model attribute the projection lives under (a task module: trained in full, saved by name).
 ATTRIBUTE = "input_projection"
@@ -83,6 +83,12 @@ def input_projection(model: Any) -> nn.Module | None:
     if model is None or not isinstance(model, nn.Module):
         return None
     return getattr(base_model(model), ATTRIBUTE, None)
+
+
+def model_pixels(model: Any, image: torch.Tensor, image_size: int | None) -> torch.Tensor:
+    """``model``'s input from images ``[B, C, H, W]`` in [0, 1] (``preprocess``): resized, to 3 channels
+    through its input projection or the fixed map, normalised with its backbone's mean/std."""
+    return preprocess(image, image_size, input_projection(model), **pixel_stats(model))
 
 
 def wants_projection(mode: str, channels: int) -> bool:

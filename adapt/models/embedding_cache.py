@@ -21,6 +21,8 @@ from typing import Any, Callable, Mapping, Sequence
 import torch
 
 from adapt.adapters.kinds import kind_of
+from adapt.errors import ConfigError
+from adapt.models.backbones import BACKBONES, Backbone
 from adapt.storage import write_atomically
 
 def encoder_is_frozen(adapter: Mapping[str, Any]) -> bool:
@@ -36,11 +38,24 @@ def frozen_prefix(adapter: Mapping[str, Any]) -> bool:
     return kind is not None and kind.in_blocks and adapter.get("blocks") not in (None, [], ())
 
 
-def prefix_cache_wanted(adapter: Mapping[str, Any], mode: str, augment: bool) -> bool:
+def prefix_cache_wanted(adapter: Mapping[str, Any], mode: str, augment: bool, backbone: Backbone = BACKBONES["sam2"]) -> bool:
     """Whether to cache the frozen prefix's output: asked for (``mode`` memory or disk), or ``auto``
     with pixel augmentation already off (the cache holds un-augmented images; ``auto`` never
-    switches augmentation off for it)."""
-    return frozen_prefix(adapter) and (mode != "auto" or not augment)
+    switches augmentation off for it). Only SAM2's Hiera trunk has a prefix to cache
+    (``Backbone.prefix_cache``): elsewhere ``auto`` computes every step and an explicit mode is refused.
+
+    Raises:
+        ConfigError: a cache asked for on a backbone whose trunk prefix cannot be cached.
+    """
+    if not frozen_prefix(adapter):
+        return False
+    if not backbone.prefix_cache:
+        if mode not in ("auto", "off"):
+            raise ConfigError(f"embedding_cache.mode={mode} with adapter.blocks caches the trunk's frozen prefix, which "
+                              f"is offered on SAM2's Hiera only, not on {backbone.title}; use embedding_cache.mode=off "
+                              "(or auto), or train the decoder only (adapter=decoder) to cache whole embeddings")
+        return False
+    return mode != "auto" or not augment
 
 
 def namespace(*parts: Any) -> str:

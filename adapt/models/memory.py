@@ -20,6 +20,10 @@ Three steps are orchestrated here rather than called, for stated reasons:
   quantise the training signal; the storage dtype is a parameter here (bfloat16 reproduces
   transformers' inference to the last bit).
 
+The same loop drives the SAM 3 tracker's and EdgeTAM's video models (same helpers, same
+names); EdgeTAM's memory encoder is followed by its spatial perceiver, which resamples each
+memory map to latent tokens before it is stored, as ``EdgeTamVideoModel._encode_new_memory`` does.
+
 All objects of a clip are batched (batch = objects), each with its own memory, exactly as
 transformers runs them one by one. Conditioning frames are the prompted ones; they are
 decoded without memory (SAM2's "initial conditioning frames") and stay in the bank for
@@ -154,6 +158,11 @@ class StepOutput:
     decoder_candidates: torch.Tensor | None = None
 
 
+def _perceiver(sam: torch.nn.Module) -> bool:
+    """Whether the video model resamples each memory to latent tokens (EdgeTAM's spatial perceiver)."""
+    return getattr(sam, "spatial_perceiver", None) is not None
+
+
 def _to_maps(flat: torch.Tensor, size: list[int], batch: int) -> torch.Tensor:
     """``[HW, 1|N, C]`` sequence-first features to ``[N, C, H, W]`` maps."""
     return flat.expand(-1, batch, -1).permute(1, 2, 0).reshape(batch, -1, *size)
@@ -263,6 +272,8 @@ class MemoryTracker:
         device, channels = current.device, sam.hidden_dim
         entries = sam._gather_memory_frame_outputs(self.session, 0, frame, reverse)
         memory, memory_pos = sam._build_memory_attention_inputs(entries, device)
+        # EdgeTAM's attention tells its spatial memory from the pointers by this count (its memory frames)
+        spatial = {"num_spatial_memory_tokens": len(memory)} if _perceiver(sam) else {}
         offsets, pointers, max_pointers = sam._get_object_pointers(
             self.session, 0, frame, self.num_frames, device, reverse, self.streaming)
         num_pointer_tokens = 0
@@ -277,6 +288,7 @@ class MemoryTracker:
             memory=torch.cat(memory).to(current.dtype),
             memory_posision_embeddings=torch.cat(memory_pos).to(current.dtype),
             num_object_pointer_tokens=num_pointer_tokens,
+            **spatial,
         )  # [1, N, HW, C]
         height, width = sam.backbone_feature_sizes[-1]
         return fused.reshape(n, height * width, channels).transpose(1, 2).reshape(n, channels, height, width)
@@ -354,9 +366,15 @@ class MemoryTracker:
             absent = (out.object_score <= 0).to(memory.dtype)[:, :, None, None]
             memory = memory + absent * sam.occlusion_spatial_embedding_parameter[..., None, None]
         key = "cond_frame_outputs" if conditioning else "non_cond_frame_outputs"
+        if _perceiver(sam):  # EdgeTAM: the memory map is resampled to latent tokens [N, L, C], stored as such
+            memory, memory_pos = sam.spatial_perceiver(memory, memory_pos.to(masks.dtype))
+            stored, stored_pos = memory.to(self.storage_dtype), memory_pos.to(masks.dtype)
+        else:
+            stored = memory.to(self.storage_dtype).flatten(2).permute(2, 0, 1)
+            stored_pos = memory_pos.to(masks.dtype).flatten(2).permute(2, 0, 1)
         self.bank[key][frame] = {
-            "maskmem_features": memory.to(self.storage_dtype).flatten(2).permute(2, 0, 1),
-            "maskmem_pos_enc": memory_pos.to(masks.dtype).flatten(2).permute(2, 0, 1),
+            "maskmem_features": stored,
+            "maskmem_pos_enc": stored_pos,
             "object_pointer": out.pointer,
             "object_score_logits": out.object_score,
         }

@@ -8,32 +8,18 @@ import, so the LoRA target presets, names of SAM2's modules, live here too).
 
 from __future__ import annotations
 
-#: Released SAM2.1 checkpoints on the Hugging Face Hub.
-HUB_IDS = {
-    "sam2.1_hiera_tiny": "facebook/sam2.1-hiera-tiny",
-    "sam2.1_hiera_small": "facebook/sam2.1-hiera-small",
-    "sam2.1_hiera_base_plus": "facebook/sam2.1-hiera-base-plus",
-    "sam2.1_hiera_large": "facebook/sam2.1-hiera-large",
-}
+from adapt.models.backbones import BACKBONES, TINY_NAMES
+from adapt.models.backbones import HUB_IDS as BACKBONE_HUB_IDS
+
+#: Released checkpoints on the Hugging Face Hub, every backbone's (``adapt.models.backbones``),
+#: and the tiny random configs (one per backbone).
+HUB_IDS = dict(BACKBONE_HUB_IDS)
+TINY_MODELS = tuple(TINY_NAMES)
 
 #: ``adapter.targets`` presets: a name -> the regex of the SAM2 module names LoRA wraps
-#: (``adapt.adapters.lora``).
-TARGET_PRESETS = {
-    # Hiera trunk: fused qkv and output projection of every block (the SAMed / MedSAM2 choice).
-    "encoder_attn": r"vision_encoder\.backbone\.blocks\.\d+\.attn\.(qkv|proj)",
-    "encoder_qkv": r"vision_encoder\.backbone\.blocks\.\d+\.attn\.qkv",
-    "encoder_mlp": r"vision_encoder\.backbone\.blocks\.\d+\.mlp\.(proj_in|proj_out)",
-    # Two-way transformer of the mask decoder: self, token-to-image and image-to-token attention.
-    "decoder_attn": r"mask_decoder\.transformer\.(layers\.\d+\.)?\w+\.(q_proj|k_proj|v_proj|o_proj)",
-    # SAM2's memory: attention over the memory bank and the memory fuser's pointwise layers.
-    "memory": (
-        r"memory_attention\.layers\.\d+\.(self_attn|cross_attn_image)\.(q_proj|k_proj|v_proj|o_proj)"
-        r"|memory_encoder\.memory_fuser\.layers\.\d+\.(pointwise_conv1|pointwise_conv2)"
-    ),
-}
-TARGET_PRESETS["all"] = "|".join(
-    TARGET_PRESETS[k] for k in ("encoder_attn", "encoder_mlp", "decoder_attn", "memory")
-)
+#: (``adapt.adapters.lora``). Every backbone has the same preset names over its own modules
+#: (``Backbone.targets``); these are SAM2.1's.
+TARGET_PRESETS = dict(BACKBONES["sam2"].targets)
 
 #: Directions of tracking through a clip from its prompted frames (``prompts.direction``).
 DIRECTIONS = ("forward", "backward", "both")

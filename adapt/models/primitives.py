@@ -8,7 +8,7 @@ goes through these functions, so an image reaches SAM2 one way only:
   (torchvision's ``Resize`` on tensors). Upsampling is plain bilinear either way.
   ``resize_bilinear`` is the same filter for any value range (mask prompts, memory masks).
 * ``preprocess``: resize, then 3 channels (``channel_mapping`` or the model's learned input
-  projection), then ImageNet mean/std.
+  projection), then the backbone's mean/std (``pixel_stats``).
 * ``to_model_coords``: prompt coordinates of an ``H x W`` plane on the model's grid as SAM2
   maps them, ``x * S / W`` and ``y * S / H`` (SAM2 was trained with boxes and clicks in
   that frame; a half-pixel-centre mapping lands prompts half a model pixel off).
@@ -28,8 +28,7 @@ import torch
 import torch.nn.functional as F
 from peft import PeftModel
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from adapt.models.backbones import IMAGENET_MEAN, IMAGENET_STD, backbone_of_type
 
 
 def base_model(model: torch.nn.Module) -> torch.nn.Module:
@@ -88,16 +87,23 @@ def channel_mapping(image: torch.Tensor) -> torch.Tensor:
     return image
 
 
-def normalise(image: torch.Tensor) -> torch.Tensor:
-    """RGB ``[B, 3, H, W]`` in [0, 1] to SAM2's input: ImageNet mean/std."""
-    mean = image.new_tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-    std = image.new_tensor(IMAGENET_STD).view(1, 3, 1, 1)
-    return (image - mean) / std
+def normalise(image: torch.Tensor, mean: tuple[float, ...] = IMAGENET_MEAN,
+              std: tuple[float, ...] = IMAGENET_STD) -> torch.Tensor:
+    """RGB ``[B, 3, H, W]`` in [0, 1] to the backbone's input: its mean/std (``pixel_stats``; ImageNet's by default)."""
+    return (image - image.new_tensor(mean).view(1, 3, 1, 1)) / image.new_tensor(std).view(1, 3, 1, 1)
 
 
-def preprocess(image: torch.Tensor, image_size: int | None = None,
-               projection: torch.nn.Module | None = None) -> torch.Tensor:
-    """Images in [0, 1] to SAM2's input: square side, 3 channels, ImageNet mean/std.
+def pixel_stats(model: torch.nn.Module) -> dict[str, tuple[float, float, float]]:
+    """``mean`` and ``std`` the model's backbone normalises with (``preprocess``'s keyword arguments):
+    ImageNet's for SAM2.1 and EdgeTAM, 0.5 for the SAM 3 tracker, as their references do."""
+    row = backbone_of_type(str(getattr(base_model(model).config, "model_type", "")))
+    return {"mean": row.mean, "std": row.std}
+
+
+def preprocess(image: torch.Tensor, image_size: int | None = None, projection: torch.nn.Module | None = None,
+               mean: tuple[float, ...] = IMAGENET_MEAN, std: tuple[float, ...] = IMAGENET_STD) -> torch.Tensor:
+    """Images in [0, 1] to the backbone's input: square side, 3 channels, its mean/std (``pixel_stats``;
+    ImageNet's by default).
 
     Resizing comes first, so a batch resized by the data loader and a plane resized here
     give the same tensor. Channels go to 3 through ``channel_mapping``, or through the
@@ -108,12 +114,13 @@ def preprocess(image: torch.Tensor, image_size: int | None = None,
         image: ``[B, C, H, W]`` float in [0, 1].
         image_size: the model's square side (``resize_image``); ``None`` keeps the size.
         projection: the model's input projection (C -> 3), or ``None`` for the fixed map.
+        mean, std: the backbone's pixel statistics (``pixel_stats``).
     """
     if image.ndim != 4:
         raise ValueError(f"preprocess expects [B, C, H, W], got shape {tuple(image.shape)}")
     if image_size is not None:
         image = resize_image(image, image_size)
-    return normalise(channel_mapping(image) if projection is None else projection(image))
+    return normalise(channel_mapping(image) if projection is None else projection(image), mean, std)
 
 
 def to_model_coords(xy: np.ndarray | torch.Tensor, height: int, width: int, size: int) -> Any:
@@ -129,7 +136,11 @@ def to_model_coords(xy: np.ndarray | torch.Tensor, height: int, width: int, size
 def image_embeddings(model: torch.nn.Module, pixels: torch.Tensor) -> list[torch.Tensor]:
     """Multi-scale image embeddings ``[B, C_l, H_l, W_l]`` for the mask decoder, with autograd."""
     sam = base_model(model)
-    features = list(sam.get_image_features(pixels, return_dict=True).fpn_hidden_states)
+    # the levels the decoder reads: the SAM 3 tracker's ViT neck gives a fourth (scale 0.5) that
+    # its tracker drops, as Meta's does (transformers' image model adds the no-memory embedding to
+    # that level instead of the last one used)
+    levels = len(sam.backbone_feature_sizes)
+    features = list(sam.get_image_features(pixels, return_dict=True).fpn_hidden_states)[:levels]
     features[-1] = features[-1] + sam.no_memory_embedding
     batch = pixels.shape[0]
     return [

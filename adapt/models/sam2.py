@@ -1,7 +1,9 @@
-"""Load SAM2 from the Hub, a local directory or a tiny random config; freeze.
+"""Load SAM2 (or another backbone of ``adapt.models.backbones``) from the Hub, a local directory or a tiny random config; freeze.
 
 SAM2 comes from ``transformers`` (``Sam2Model`` for images, ``Sam2VideoModel`` when the
-memory is needed). Both share the image model's parameter names, so an adapter trained on
+memory is needed); the SAM 3 tracker and EdgeTAM come from their transformers classes of the
+same design (``adapt.models.families`` builds their configs). An image side the backbone's
+trunk cannot take is mapped to the nearest one it can, said in a warning and in ``ModelInfo``. Both share the image model's parameter names, so an adapter trained on
 one loads onto the other. Loading never hangs on an unreachable Hub: a model that is not in
 the local cache is checked against the Hub endpoint with a short timeout first, and a
 missing model stops the run with a ``ModelNotFoundError`` that says how to supply it.
@@ -29,9 +31,11 @@ from transformers import (
     Sam2VideoModel,
     Sam2VisionConfig,
 )
-from transformers.models.sam2.modeling_sam2 import Sam2MultiScaleBlock
+from transformers.modeling_layers import GradientCheckpointingLayer
 
 from adapt.errors import ConfigError, ModelNotFoundError
+from adapt.models.backbones import Backbone, backbone_of, backbone_of_type
+from adapt.models import families
 from adapt.models.names import HUB_IDS
 from adapt.models.sam2_patches import patch_sam2
 from adapt.models.tiny import tiny_config
@@ -74,20 +78,31 @@ class ModelInfo:
     image_size: int
     video: bool
     checkpoint: str | None = None
+    backbone: str = "sam2"
+    requested_image_size: int | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
-def random_config(name: str, image_size: int = 1024) -> Sam2Config:
-    """The architecture of a released checkpoint (or ``tiny``) with no weights attached."""
+def random_config(name: str, image_size: int | None = None) -> Sam2Config:
+    """The architecture of a released checkpoint (or a tiny config) with no weights attached.
+
+    ``image_size`` defaults to the backbone's own (its tiny config's for a tiny one).
+    """
+    row = backbone_of(name)
+    tiny = name == row.tiny
+    image_size = image_size or (row.tiny_size if tiny else row.native_size)
     if name == "tiny":
         return tiny_config(image_size)
     hub_id = HUB_IDS.get(name, name)
+    if row.key != "sam2" and (tiny or hub_id in row.hub_ids.values()):
+        config = families.tiny_image_config(row) if tiny else families.released_image_config(row)
+        return families.set_image_size(config, image_size)
     if hub_id not in HIERA_ARCHITECTURES:
         raise ConfigError(
             f"no known architecture for {name!r}; random weights are available for "
-            f"'tiny' and {sorted(HUB_IDS)}"
+            f"the tiny configs and {sorted(HUB_IDS)}"
         )
     arch = dict(HIERA_ARCHITECTURES[hub_id])
     hidden, heads = arch.pop("hidden_size"), arch.pop("num_attention_heads")
@@ -107,8 +122,11 @@ def set_image_size(config: Sam2Config | Sam2VideoConfig, image_size: int) -> Sam
     """Change the input side of a SAM2 config in place (e.g. 512 as MedSAM2 trains).
 
     Hiera's positional embedding is interpolated to the feature grid, so pretrained weights
-    load unchanged at any multiple of 64 (SAM2's total stride in the trunk and decoder).
+    load unchanged at any multiple of 64 (SAM2's total stride in the trunk and decoder). Other
+    backbones' configs are changed by ``adapt.models.families.set_image_size``.
     """
+    if backbone_of_type(config.model_type).key != "sam2":
+        return families.set_image_size(config, image_size)
     if image_size % 64:
         raise ConfigError(f"model.image_size must be a multiple of 64, got {image_size}")
     stride = config.vision_config.backbone_config.patch_stride
@@ -171,14 +189,16 @@ def load_sam2(
     """Load SAM2 weights and return the model with a description of what was loaded.
 
     Args:
-        name: ``tiny`` (random toy config), ``random:<preset or hub id>`` (architecture with
+        name: ``tiny`` / ``tiny_sam3_tracker`` / ``tiny_edgetam`` (random toy configs), ``random:<preset or hub id>`` (architecture with
             random weights), a preset key of ``HUB_IDS``, a Hub id, or a local directory
             holding ``config.json`` + weights saved by ``save_pretrained``.
         revision: Hub branch, tag or commit to pin.
         checkpoint: a Meta-format ``.pt`` file (MedSAM2, Medical-SAM2, ...) loaded over the
             architecture of ``name`` through our key converter. For the released presets the
             architecture is built locally, so such a file loads offline.
-        image_size: input side; ``None`` keeps the checkpoint's (1024 for SAM2.1).
+        image_size: input side; ``None`` keeps the checkpoint's (1024 for SAM2.1, 1008 for the SAM 3
+            tracker). A side the trunk cannot take is mapped to the nearest one (warned, and
+            ``ModelInfo.requested_image_size`` keeps the side asked for).
         video: build ``Sam2VideoModel`` (memory attention and encoder) instead of ``Sam2Model``.
         offline_fallback: ``error`` (default) stops when the weights cannot be had;
             ``random`` builds the same architecture with random weights and says so.
@@ -186,13 +206,17 @@ def load_sam2(
     Raises:
         ModelNotFoundError: weights are neither local nor downloadable, with the fix.
     """
-    model_cls, config_cls = (Sam2VideoModel, Sam2VideoConfig) if video else (Sam2Model, Sam2Config)
+    row = backbone_of(name)
+    image_cls, video_cls = (Sam2Model, Sam2VideoModel) if row.key == "sam2" else families.model_classes(row)
+    model_cls = video_cls if video else image_cls
+    config_cls = model_cls.config_class
+    requested, image_size = image_size, fit_image_size(row, image_size)
     source = HUB_IDS.get(name, name)
     random_name = None
     if source.startswith("random:"):
         source = random_name = HUB_IDS.get(source.removeprefix("random:"), source.removeprefix("random:"))
-    elif source == "tiny":
-        random_name = "tiny"
+    elif source == row.tiny:
+        random_name = source
 
     if random_name is None and checkpoint and source in HIERA_ARCHITECTURES:
         # A Meta .pt holds every weight and the preset names the architecture: no Hub needed.
@@ -205,8 +229,8 @@ def load_sam2(
             random_name = source
 
     if random_name is not None:
-        image_config = random_config(random_name, image_size or (128 if random_name == "tiny" else 1024))
-        config = _as_video_config(image_config) if video else image_config
+        image_config = random_config(random_name, image_size)
+        config = _as_video_config(image_config, tiny=random_name == row.tiny) if video else image_config
         # A fixed seed makes "random weights" one reproducible base: an adapter trained on
         # it can be re-applied to a fresh instance, as with a downloaded checkpoint.
         with torch.random.fork_rng(devices=[]):
@@ -214,7 +238,7 @@ def load_sam2(
             model = model_cls(config)
             if video:  # the image model's weights under the same seed: one base for image and video adapters
                 torch.manual_seed(RANDOM_INIT_SEED)
-                model.load_state_dict(Sam2Model(image_config).state_dict(), strict=False)
+                model.load_state_dict(image_cls(image_config).state_dict(), strict=False)
         pretrained = False
     else:
         local = Path(source).is_dir()
@@ -222,7 +246,7 @@ def load_sam2(
             config = config_cls.from_pretrained(source, revision=revision, local_files_only=local)
         except (OSError, ValueError) as err:
             raise ModelNotFoundError(
-                f"cannot read a SAM2 config from {source!r}: {err}\n"
+                f"cannot read a {row.title} config from {source!r}: {err}\n"
                 + _missing_model_message(source, revision)
             ) from None
         if image_size:
@@ -235,20 +259,38 @@ def load_sam2(
 
         load_meta_checkpoint(model, checkpoint)  # strict: every weight of the model comes from the file
         pretrained = True
-    patch_sam2(model)  # per-size constants computed once (adapt.models.sam2_patches); outputs unchanged
+    if row.key == "sam2":
+        patch_sam2(model)  # per-size constants computed once (adapt.models.sam2_patches); outputs unchanged
+    families.finish(model)
+    size = config_image_size(model.config)
     info = ModelInfo(
         name=source,
         revision=revision,
         pretrained=pretrained,
-        image_size=config_image_size(model.config),
+        image_size=size,
         video=video,
         checkpoint=str(checkpoint) if checkpoint else None,
+        backbone=row.key,
+        requested_image_size=requested if requested and requested != size else None,
     )
     return model, info
 
 
-def _as_video_config(config: Sam2Config) -> Sam2VideoConfig:
+def fit_image_size(row: Backbone, image_size: int | None) -> int | None:
+    """``image_size`` mapped to the nearest side the backbone's trunk takes, with a warning when it moves."""
+    if not image_size:
+        return image_size
+    fitted = row.fit_size(int(image_size))
+    if fitted != image_size:
+        warn_once(f"model.image_size={image_size} is not a side the {row.title} trunk takes (a multiple of "
+                  f"{row.size_multiple}): using {fitted}", f"size:{row.key}:{image_size}")
+    return fitted
+
+
+def _as_video_config(config: Sam2Config, tiny: bool = False) -> Sam2VideoConfig:
     """The memory-enabled config around an image config (same sub-configs)."""
+    if backbone_of_type(config.model_type).key != "sam2":
+        return families.video_config(config, tiny)
     if config.vision_config.fpn_hidden_size != 256:  # the tiny model: small memory too
         from adapt.models.tiny import tiny_video_config
 
@@ -276,26 +318,30 @@ def _missing_model_message(source: str, revision: str | None) -> str:
 
 
 def hiera_blocks(model: torch.nn.Module) -> Sequence[torch.nn.Module]:
-    """The Hiera blocks of a SAM2 model (image or video, wrapped or not)."""
-    for name, module in model.named_modules():
-        if name.endswith("vision_encoder.backbone.blocks") or name == "backbone.blocks":
-            return module
-    raise ConfigError("bottleneck adapters need a SAM2 Hiera image encoder; none found in the model")
+    """The blocks of a model's image trunk (Hiera blocks, SAM 3's ViT layers, EdgeTAM's RepViT blocks)."""
+    return families.trunk_blocks(model)
 
 
 def enable_gradient_checkpointing(model: torch.nn.Module) -> int:
-    """Recompute the Hiera blocks' activations in the backward pass instead of storing them.
+    """Recompute the trunk blocks' activations in the backward pass instead of storing them.
 
     ``Sam2Model`` does not declare checkpointing support to ``transformers``, but its Hiera
-    blocks are checkpointable layers; we switch them on directly (non-reentrant, so frozen
-    inputs and adapter hooks inside the blocks work). Returns how many blocks were switched.
+    blocks (and the SAM 3 tracker's ViT layers) are checkpointable layers; we switch them on
+    directly (non-reentrant, so frozen inputs and adapter hooks inside the blocks work).
+    Returns how many blocks were switched.
+
+    Raises:
+        ConfigError: the trunk has no checkpointable layers (EdgeTAM's timm RepViT).
     """
     switched = 0
-    for module in model.modules():
-        if isinstance(module, Sam2MultiScaleBlock):
+    for module in hiera_blocks(model):
+        if isinstance(module, GradientCheckpointingLayer):
             module.gradient_checkpointing = True
             module._gradient_checkpointing_func = partial(checkpoint, use_reentrant=False)
             switched += 1
+    if not switched:
+        raise ConfigError(f"model.gradient_checkpointing is not offered on {families.backbone_of_model(model).title}: "
+                          "its trunk has no checkpointable layers; drop the option")
     return switched
 
 

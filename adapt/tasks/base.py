@@ -22,7 +22,8 @@ from adapt.adapters.registry import apply_adapter, trainable_parameters
 from adapt.errors import ConfigError, check_choice
 from adapt.models.channels import ATTRIBUTE as CHANNELS_ATTRIBUTE
 from adapt.models.channels import add_input_projection, input_projection, wants_projection
-from adapt.models.embedding_cache import EmbeddingCache, frozen_prefix, namespace
+from adapt.models.embedding_cache import EmbeddingCache, frozen_prefix, namespace, prefix_cache_wanted
+from adapt.models.families import backbone_of_model
 from adapt.models.hiera_prefix import first_trained_block
 from adapt.models.names import EMBEDDING_CACHE_MODES
 from adapt.models.primitives import base_model
@@ -191,6 +192,7 @@ class BaseTask(L.LightningModule):
             for conv in (sam.mask_decoder.conv_s0, sam.mask_decoder.conv_s1):
                 conv.requires_grad_(False)
         elif frozen_prefix(self.hparams.adapter):
+            prefix_cache_wanted(self.hparams.adapter, mode, False, backbone_of_model(sam))  # refuses off Hiera
             self.prefix_start = first_trained_block(sam)
             name = namespace(name, "hiera_prefix", self.prefix_start)
         else:

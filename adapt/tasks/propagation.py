@@ -35,8 +35,8 @@ import torch
 from adapt.data.clips import build_clip_datamodule
 from adapt.errors import ConfigError, check_choice
 from adapt.metrics import dice_score, iou_score
-from adapt.models.channels import input_projection
-from adapt.models.primitives import preprocess, upsample_logits
+from adapt.models.channels import model_pixels
+from adapt.models.primitives import upsample_logits
 from adapt.models.tracking import DIRECTIONS, ClipOutput, clip_prompts, track_clip
 from adapt.tasks.base import BaseTask
 from adapt.tasks.losses import LossWeights, presence_loss, segmentation_loss
@@ -135,7 +135,7 @@ class PropagationTask(BaseTask):
 
     def forward(self, batch: Mapping[str, Any], index: int) -> ClipOutput:
         """Track clip ``index`` of the batch from its prompted frames (``image`` ``[B, T, C, S, S]``)."""
-        pixels = preprocess(batch["image"][index], self.image_size, input_projection(self.model))
+        pixels = model_pixels(self.model, batch["image"][index], self.image_size)
         return track_clip(self.model, pixels, clip_prompts(batch, index, self.mask_prompts), self.direction)
 
     def _step(self, batch: Mapping[str, Any], stage: str) -> torch.Tensor:

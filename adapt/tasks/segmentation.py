@@ -19,10 +19,16 @@ from adapt.errors import ConfigError, check_choice
 from adapt.tasks import CLICK_GRAD
 from adapt.tasks.losses import LossWeights, segmentation_loss
 from adapt.metrics import dice_score, iou_score
-from adapt.models.channels import input_projection
+from adapt.models.channels import model_pixels
 from adapt.models.interactive import click_rounds
 from adapt.models.hiera_prefix import encode_prefix, encode_suffix
-from adapt.models.primitives import Prediction, base_model, decode, image_embeddings, preprocess, upsample_logits
+from adapt.models.primitives import (
+    Prediction,
+    base_model,
+    decode,
+    image_embeddings,
+    upsample_logits,
+)
 from adapt.tasks.base import BaseTask
 from adapt.transforms.slices import split_nodata
 
@@ -67,11 +73,11 @@ class SegmentationTask(BaseTask):
         """
         image = batch["image"]
         if self.embedding_cache is None:
-            return image_embeddings(self.model, preprocess(image, self.image_size, input_projection(self.model)))
+            return image_embeddings(self.model, model_pixels(self.model, image, self.image_size))
         start = self.prefix_start
 
         def compute(indices: list[int]) -> list[torch.Tensor]:
-            pixels = preprocess(image[indices], self.image_size, input_projection(self.model))
+            pixels = model_pixels(self.model, image[indices], self.image_size)
             with torch.no_grad():
                 if start is None:
                     return image_embeddings(self.model, pixels)

@@ -19,8 +19,8 @@ import torch.nn.functional as F
 
 from adapt.errors import ConfigError
 from adapt.metrics import dice_score, iou_score
-from adapt.models.channels import input_projection
-from adapt.models.primitives import image_embeddings, preprocess, upsample_logits
+from adapt.models.channels import model_pixels
+from adapt.models.primitives import image_embeddings, upsample_logits
 from adapt.models.semantic import ATTRIBUTE, add_class_prompts, class_logits
 from adapt.tasks.base import BaseTask
 from adapt.transforms.slices import split_nodata
@@ -75,7 +75,7 @@ class SemanticTask(BaseTask):
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         """Class logits ``[B, K, H, W]`` (K = classes + background) at the image's resolution."""
-        low_res = class_logits(self.model, image_embeddings(self.model, preprocess(image, self.image_size, input_projection(self.model))))
+        low_res = class_logits(self.model, image_embeddings(self.model, model_pixels(self.model, image, self.image_size)))
         return upsample_logits(low_res, image.shape[-2:])
 
     def _step(self, batch: Mapping[str, Any], stage: str) -> torch.Tensor:

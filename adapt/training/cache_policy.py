@@ -28,11 +28,13 @@ def resolve_embedding_cache(cfg: DictConfig) -> dict[str, Any]:
     Cached embeddings stand for the un-augmented image, so augmenting pixels would train on
     images the cache does not hold; the run says so instead of silently diverging.
     """
+    from adapt.models.backbones import backbone_of  # lazy: start-up
     from adapt.models.embedding_cache import encoder_is_frozen, prefix_cache_wanted  # lazy: start-up
 
     spec = OmegaConf.to_container(cfg.embedding_cache, resolve=True)
     adapter = OmegaConf.to_container(cfg.adapter, resolve=True)
-    frozen = encoder_is_frozen(adapter) or prefix_cache_wanted(adapter, spec["mode"], cfg.data.get("augment"))
+    backbone = backbone_of(str(cfg.model.name))
+    frozen = encoder_is_frozen(adapter) or prefix_cache_wanted(adapter, spec["mode"], cfg.data.get("augment"), backbone)
     if spec["mode"] == "auto":
         spec["mode"] = "memory" if frozen and cfg.task == "segmentation" else "off"
         spec["auto"] = True  # chosen here: the task may still turn it off (a learned input projection)

@@ -8,6 +8,8 @@ from rich.console import Console
 from rich.panel import Panel
 from rich.table import Table
 
+from adapt.models.backbones import BACKBONES
+
 
 def _fmt(value: Any) -> str:
     return f"{value:.4f}" if isinstance(value, float) else ("-" if value is None else str(value))
@@ -24,7 +26,7 @@ def print_summary(result: Mapping[str, Any], console: Console | None = None) -> 
     if not model["pretrained"]:
         console.print(
             Panel(
-                f"[bold]{model['name']}[/] has RANDOM weights: SAM2 was not downloaded "
+                f"[bold]{model['name']}[/] has RANDOM weights: the model was not downloaded "
                 "(offline, or model=tiny).\nThe numbers below test the pipeline, not SAM2.",
                 title="[bold red]NOT PRETRAINED",
                 border_style="red",
@@ -34,8 +36,11 @@ def print_summary(result: Mapping[str, Any], console: Console | None = None) -> 
     table = Table(title="sam2-adapt run summary", show_header=False)
     table.add_column("what", no_wrap=True)
     table.add_column("value", overflow="fold")
-    table.add_row("backbone", f"{model['name']} ({'pretrained' if model['pretrained'] else 'RANDOM weights'})")
-    table.add_row("image size", str(model["image_size"]))
+    row = BACKBONES.get(str(model.get("backbone") or "sam2"), BACKBONES["sam2"])
+    table.add_row("backbone", f"{model['name']}: {row.title} ({'pretrained' if model['pretrained'] else 'RANDOM weights'})")
+    asked = model.get("requested_image_size")
+    moved = f" (model.image_size={asked} mapped to the nearest side its trunk takes, a multiple of {row.size_multiple})"
+    table.add_row("image size", f"{model['image_size']}{moved if asked else ''}")
     table.add_row("adapter", result["adapter"]["kind"])
     table.add_row("trainable / total", f"{trainable:,} / {total:,} ({100 * trainable / total:.2f}%)")
     table.add_row("data", f"{result['data']['card']} ({result['data']['bad_cases']} bad cases skipped)")
