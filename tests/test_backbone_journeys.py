@@ -188,3 +188,19 @@ def test_a_merged_model_loads_as_its_backbone(adapter, tmp_path):
         ours = Predictor(loaded, device="cpu").embed(images)
         theirs = Predictor(original, device="cpu").embed(images)
     assert max(float((x - y).abs().max()) for x, y in zip(ours, theirs)) < 1e-4
+
+
+def test_predict_propagates_a_volume_through_the_backbones_memory(adapter, tmp_path):
+    import nibabel as nib
+
+    from adapt.data.synthetic import write_ct_phantoms
+
+    _, folder = adapter
+    case = write_ct_phantoms(tmp_path / "ct", num_cases=1, shape=(48, 48, 4))[0]
+    cfg = OmegaConf.load(CONFIG_DIR / "predict.yaml")
+    cfg.merge_with({"adapter": str(folder), "input": str(tmp_path / "ct" / case["image"]),
+                    "output": str(tmp_path / "mask.nii.gz"), "prompt": "box 10,12,36,40 slice=1",
+                    "propagation": "memory"})
+    predict.run(cfg)
+    source, mask = nib.load(tmp_path / "ct" / case["image"]), nib.load(tmp_path / "mask.nii.gz")
+    assert mask.shape == source.shape and np.array_equal(mask.affine, source.affine)
