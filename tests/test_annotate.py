@@ -225,7 +225,6 @@ def test_a_semantic_adapter_prompts_itself_with_prompt_auto(tmp_path, monkeypatc
 
     from adapt.adapters import apply_adapter
     from adapt.adapters.io import save_adapter
-    from adapt.evaluation import engine
     from adapt.inference import runner as inference
     from adapt.models.sam2 import load_sam2
     from adapt.models.semantic import ATTRIBUTE, add_class_prompts
@@ -245,7 +244,6 @@ def test_a_semantic_adapter_prompts_itself_with_prompt_auto(tmp_path, monkeypatc
         return logits
 
     monkeypatch.setattr(inference, "class_logits", left_half)
-    monkeypatch.setattr(engine, "class_logits", left_half)
     result = run(annotate_cfg(f"adapter={adapter}", f"data.card={card}", f"out={tmp_path / 'out'}", "device=cpu"))
     [pre] = result.pre
     assert pre.name == "organ_002.nii.gz" and np.allclose(nib.load(pre).affine, nib.load(folder / "imagesTs" / pre.name).affine)

@@ -85,7 +85,7 @@ def perfect(monkeypatch):
     Pixels reach ``decode`` unresized, so the only thing between the label file and the scores
     is the slicing, the batching and the reassembly under test.
     """
-    monkeypatch.setattr(runner_module, "preprocess", lambda pixels, size: pixels)
+    monkeypatch.setattr(runner_module, "model_pixels", lambda model, pixels, size: pixels)
     monkeypatch.setattr(runner_module, "image_embeddings", lambda model, pixels: [pixels])
 
     def decode(model, embeddings, multimask, **prompts):

@@ -19,7 +19,7 @@ from adapt.data.datamodule import build_datamodule
 from adapt.data.planes import ChunkedArray
 from adapt.data.sampling import ResumableLoader
 from adapt.data.shards import decode_plane, read_shard_index, shard_url
-from adapt.data.streaming import worker_plan
+from adapt.data.streaming import build_shard_datamodule, worker_plan
 from adapt.errors import ConfigError
 
 SHARD_SIZE = 16  # the phantoms' 2 x 8 training cases of 12 planes: 6 training shards, mixed across cases
@@ -29,8 +29,8 @@ BATCH = 3
 #: batches, and of epoch 1, as (case, slice, target, image sum).
 RANK_SCRIPT = """
 import json, sys
-from adapt.data.datamodule import build_datamodule
-module = build_datamodule({"card": "ct_phantom", "shards": sys.argv[1]}, image_size=64, seed=0)
+from adapt.data.streaming import build_shard_datamodule
+module = build_shard_datamodule({"card": "ct_phantom", "shards": sys.argv[1]}, image_size=64, seed=0)
 stream = module.train_set
 def read(epoch, batches):
     stream.set_position(epoch, batches, %d)
@@ -103,7 +103,7 @@ def test_streamed_samples_are_the_plane_cache_samples(shards):
     # Whole samples, prompts included: validation (fixed prompts, 2 planes per case) sample by sample.
     cached = build_datamodule({"card": "ct_phantom", "cache": "disk", "cache_dir": str(cache),
                                "val_max_slices_per_case": 2}, image_size=64, seed=0)
-    streamed = build_datamodule({"card": "ct_phantom", "shards": str(source), "val_max_slices_per_case": 2},
+    streamed = build_shard_datamodule({"card": "ct_phantom", "shards": str(source), "val_max_slices_per_case": 2},
                                 image_size=64, seed=0)
     by_key = {(cached.val_set.store.cases[p].id, s): i for i, (p, s, _) in enumerate(cached.val_set.items.tolist())}
     count = 0
@@ -119,7 +119,7 @@ def test_streamed_samples_are_the_plane_cache_samples(shards):
 @pytest.mark.parametrize("workers", [0, 2])
 def test_a_resumed_loader_continues_the_epoch_with_any_number_of_workers(shards, workers):
     source, _ = shards
-    module = build_datamodule({"card": "ct_phantom", "shards": str(source), "batch_size": BATCH,
+    module = build_shard_datamodule({"card": "ct_phantom", "shards": str(source), "batch_size": BATCH,
                                "num_workers": workers}, image_size=64, seed=0)
     whole = [b["meta"]["slice"].tolist() for b in module.train_dataloader()]
     resumed = module.train_dataloader()
@@ -144,11 +144,11 @@ def test_shards_refuse_a_folder_that_holds_files_and_a_card_they_were_not_writte
     assert main(["shards", "card=ct_phantom", f"out={taken}"]) == 2
     assert "not an empty folder" in capsys.readouterr().err and (taken / "keep.txt").read_text() == "mine"
     with pytest.raises(ConfigError, match="holds card 'ct_phantom', not data.card='mr_phantom'"):
-        build_datamodule({"card": "mr_phantom", "shards": str(source)}, image_size=64, seed=0)
+        build_shard_datamodule({"card": "mr_phantom", "shards": str(source)}, image_size=64, seed=0)
     with pytest.raises(ConfigError, match="shards.json .*python -m adapt.data shards"):
-        build_datamodule({"card": "ct_phantom", "shards": str(tmp_path)}, image_size=64, seed=0)
+        build_shard_datamodule({"card": "ct_phantom", "shards": str(tmp_path)}, image_size=64, seed=0)
     with pytest.raises(ConfigError, match="data.empty_share=0.2 does not apply to data.shards"):
-        build_datamodule({"card": "ct_phantom", "shards": str(source), "empty_share": 0.2}, image_size=64, seed=0)
+        build_shard_datamodule({"card": "ct_phantom", "shards": str(source), "empty_share": 0.2}, image_size=64, seed=0)
 
 
 @pytest.mark.parametrize("source, url", [
@@ -162,7 +162,7 @@ def test_shard_urls(source, url):
 
 def test_shards_stream_through_a_pipe_command(shards):
     source, _ = shards
-    local = build_datamodule({"card": "ct_phantom", "shards": str(source)}, image_size=64, seed=0)
-    piped = build_datamodule({"card": "ct_phantom", "shards": f"pipe:cat {source}/{{}}"}, image_size=64, seed=0)
+    local = build_shard_datamodule({"card": "ct_phantom", "shards": str(source)}, image_size=64, seed=0)
+    piped = build_shard_datamodule({"card": "ct_phantom", "shards": f"pipe:cat {source}/{{}}"}, image_size=64, seed=0)
     first, again = next(iter(local.val_set)), next(iter(piped.val_set))
     assert first["meta"] == again["meta"] and torch.equal(first["image"], again["image"])

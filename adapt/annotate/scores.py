@@ -25,7 +25,6 @@ import numpy as np
 import torch
 
 from adapt.inference.runner import Predictor
-from adapt.models.primitives import decode
 from adapt.transforms.prompts import box_from_mask, prompt_rng
 
 JITTER = 0.1
@@ -58,7 +57,7 @@ def box_masks(predictor: Predictor, image: np.ndarray, boxes: np.ndarray) -> tup
     _, height, width = image.shape
     prompts = predictor.model_prompts(height, width, boxes)
     embeddings = [e.expand(len(boxes), *e.shape[1:]) for e in predictor.embed(image[None])]
-    prediction = decode(predictor.model, embeddings, multimask=False, **prompts)
+    prediction = predictor.decode(embeddings, prompts)  # boxes: one candidate each
     iou = prediction.iou.reshape(len(boxes), -1).max(dim=1).values.clamp(0, 1).float().cpu().numpy()
     return Predictor.masks(prediction, height, width).cpu().numpy(), iou
 

@@ -399,12 +399,9 @@ class SegmentationDataModule(L.LightningDataModule):
 
 
 def build_datamodule(data_cfg: Mapping[str, Any], image_size: int, seed: int) -> SegmentationDataModule:
-    """The datamodule described by the Hydra ``data`` node (see ``configs/data/default.yaml``);
-    with ``data.shards``, samples streamed from shards (``adapt.data.streaming``)."""
-    if data_cfg.get("shards"):
-        from adapt.data.streaming import build_shard_datamodule
-
-        return build_shard_datamodule(data_cfg, image_size, seed)
+    """The datamodule described by the Hydra ``data`` node (see ``configs/data/default.yaml``), on the
+    card's cases; ``data.shards`` streams instead (``adapt.data.streaming.build_shard_datamodule``,
+    which the task picks: ``adapt.tasks.base.BaseTask.build_datamodule``)."""
     card = load_card(data_cfg["card"])
     prompt = dict(data_cfg.get("prompt") or {})
     prompt.setdefault("seed", seed)

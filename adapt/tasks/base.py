@@ -149,7 +149,12 @@ class BaseTask(L.LightningModule):
 
     @staticmethod
     def build_datamodule(data_cfg: Mapping[str, Any], **options: Any) -> Any:
-        """The datamodule this task trains on: per-object 2D slices; tasks override it (clips, all targets)."""
+        """The datamodule this task trains on: per-object 2D slices, read from the card's cases or streamed
+        from shards (``data.shards``); tasks override it (clips, all targets)."""
+        if data_cfg.get("shards"):
+            from adapt.data.streaming import build_shard_datamodule
+
+            return build_shard_datamodule(data_cfg, **options)
         from adapt.data.datamodule import build_datamodule
 
         return build_datamodule(data_cfg, **options)
