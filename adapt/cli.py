@@ -60,8 +60,11 @@ def check_composes(config_name: str, overrides: list[str], config_dir: Path | No
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    context = (initialize_config_dir(str(config_dir), version_base="1.3") if config_dir
-               else initialize(version_base="1.3", config_path=None))
+    context = (
+        initialize_config_dir(str(config_dir), version_base="1.3")
+        if config_dir
+        else initialize(version_base="1.3", config_path=None)
+    )
     try:
         with context:
             return compose(config_name, overrides=overrides, return_hydra_config=True)
@@ -70,8 +73,10 @@ def check_composes(config_name: str, overrides: list[str], config_dir: Path | No
         override = getattr(err, "override", None)  # a parse error names the override only sometimes
         if override and override not in text:
             text = f"{override}: {text}"
-        raise ConfigError(f"the command line does not compose: {text}\nFix that override as said above; "
-                          f"python -m adapt.{COMMANDS.get(config_name, config_name)} --help lists the options") from None
+        raise ConfigError(
+            f"the command line does not compose: {text}\nFix that override as said above; "
+            f"python -m adapt.{COMMANDS.get(config_name, config_name)} --help lists the options"
+        ) from None
 
 
 def door(config_name: str, overrides: list[str], config_dir: Path | None = None) -> None:

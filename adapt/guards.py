@@ -47,9 +47,11 @@ def finite_pixels(array: np.ndarray, path: str | Path, policy: str = "error", ch
         return array
     count, where = int(bad.sum()), tuple(int(i) for i in np.argwhere(bad)[0])
     if policy == "error":
-        raise DataError(f"{path}: {count} of {array.size} values are NaN or infinite (first at index {list(where)}); "
-                        "fix or re-export the file, or set intensity: {nonfinite: zero} (or min) in the data card "
-                        "to replace them")
+        raise DataError(
+            f"{path}: {count} of {array.size} values are NaN or infinite (first at index {list(where)}); "
+            "fix or re-export the file, or set intensity: {nonfinite: zero} (or min) in the data card "
+            "to replace them"
+        )
     out = np.moveaxis(np.array(array, copy=True), channel_axis, 0)  # a view: filled in place
     for channel in range(out.shape[0]):
         values = out[channel]
@@ -75,8 +77,11 @@ def nonfinite_weights(weights: Mapping[str, Any]) -> list[str]:
     """Names of the tensors in ``weights`` that hold a NaN or an infinity."""
     import torch
 
-    return [name for name, value in weights.items()
-            if torch.is_tensor(value) and value.is_floating_point() and not bool(torch.isfinite(value).all())]
+    return [
+        name
+        for name, value in weights.items()
+        if torch.is_tensor(value) and value.is_floating_point() and not bool(torch.isfinite(value).all())
+    ]
 
 
 def check_weights(weights: Mapping[str, Any], where: str | Path, fix: str) -> None:
@@ -87,8 +92,9 @@ def check_weights(weights: Mapping[str, Any], where: str | Path, fix: str) -> No
     """
     bad = nonfinite_weights(weights)
     if bad:
-        raise ArtefactError(f"{where}: {len(bad)} of {len(weights)} weight tensors hold NaN or infinite values "
-                            f"(e.g. {bad[:3]}); {fix}")
+        raise ArtefactError(
+            f"{where}: {len(bad)} of {len(weights)} weight tensors hold NaN or infinite values (e.g. {bad[:3]}); {fix}"
+        )
 
 
 def torch_file_problem(path: str | Path) -> str | None:

@@ -55,8 +55,10 @@ def is_secondary_rank() -> bool:
 
 def describe(holder: dict) -> str:
     """``pid 123 on host h since 2026-12-06 15:20:01 UTC (python -m adapt.train ...)``."""
-    return (f"pid {holder.get('pid', '?')} on host {holder.get('host', '?')} since {holder.get('since', '?')} "
-            f"({holder.get('command', '?')})")
+    return (
+        f"pid {holder.get('pid', '?')} on host {holder.get('host', '?')} since {holder.get('since', '?')} "
+        f"({holder.get('command', '?')})"
+    )
 
 
 def _read_holder(handle) -> dict:
@@ -113,16 +115,20 @@ def acquire(target: str | Path, setting: str) -> Lock:
             path.parent.mkdir(parents=True, exist_ok=True)
             handle = open(path, "a+", encoding="utf-8")  # noqa: SIM115 -- held open for the life of the lock
         except OSError as error:
-            raise ConfigError(f"{setting}={target}: cannot write in {path.parent} ({error.strerror or error}); choose "
-                              f"a folder you can write, e.g. {setting}=<a folder in your home or project>") from None
+            raise ConfigError(
+                f"{setting}={target}: cannot write in {path.parent} ({error.strerror or error}); choose "
+                f"a folder you can write, e.g. {setting}=<a folder in your home or project>"
+            ) from None
         try:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = _read_holder(handle)
             handle.close()
-            raise BusyError(f"{setting}={target} is being written by another command: {describe(holder)}. "
-                            f"Wait for it to end, or choose another {setting}= (lock file {path}; it is released, "
-                            "or taken over, as soon as that process ends)") from None
+            raise BusyError(
+                f"{setting}={target} is being written by another command: {describe(holder)}. "
+                f"Wait for it to end, or choose another {setting}= (lock file {path}; it is released, "
+                "or taken over, as soon as that process ends)"
+            ) from None
         try:  # the file may have been removed by its releasing holder between open and flock
             if os.path.samestat(os.fstat(handle.fileno()), os.stat(path)):
                 break
@@ -131,14 +137,23 @@ def acquire(target: str | Path, setting: str) -> Lock:
         handle.close()
     stale = _read_holder(handle)
     if stale:
-        print(f"sam2-adapt: note: {setting}={target} was locked by {describe(stale)}, which has ended without "
-              "releasing it (killed?); taking the lock over", file=sys.stderr)
+        print(
+            f"sam2-adapt: note: {setting}={target} was locked by {describe(stale)}, which has ended without "
+            "releasing it (killed?); taking the lock over",
+            file=sys.stderr,
+        )
     handle.seek(0)
     handle.truncate()
-    handle.write(json.dumps({
-        "pid": os.getpid(), "host": socket.gethostname(), "command": " ".join(" ".join(getattr(sys, "orig_argv", sys.argv)).split()),
-        "since": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
-    }))
+    handle.write(
+        json.dumps(
+            {
+                "pid": os.getpid(),
+                "host": socket.gethostname(),
+                "command": " ".join(" ".join(getattr(sys, "orig_argv", sys.argv)).split()),
+                "since": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
+            }
+        )
+    )
     handle.flush()
     lock = _HELD[path] = Lock(Path(target), path, handle, setting)
     return lock

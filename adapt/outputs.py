@@ -131,8 +131,9 @@ def is_output(value: object) -> bool:
 
 
 @contextlib.contextmanager
-def claimed(target: str | Path | None, setting: str, restore: Iterable[str] = (),
-            hand_over: bool = False) -> Iterator[Claim | None]:
+def claimed(
+    target: str | Path | None, setting: str, restore: Iterable[str] = (), hand_over: bool = False
+) -> Iterator[Claim | None]:
     """``claim`` for the block: released when it ends; undone when a user error (or a full disk) ends it.
 
     Args:

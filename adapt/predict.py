@@ -105,11 +105,14 @@ def check_output(job: Job) -> None:
     kind = for_path(job.input, writable=True)
     wanted = kind.mask_suffixes
     if wanted and suffix(job.output) not in wanted:
-        raise ConfigError(f"output={job.output}: the mask of {job.input.name} ({kind.name}) is written in the input's "
-                          f"format and geometry, so it must end in {' or '.join(wanted)}")
+        raise ConfigError(
+            f"output={job.output}: the mask of {job.input.name} ({kind.name}) is written in the input's "
+            f"format and geometry, so it must end in {' or '.join(wanted)}"
+        )
     if not wanted and suffix(job.output) in mask_suffixes():
-        raise ConfigError(f"output={job.output}: the mask of {kind.title} {job.input} is a folder as the input is; "
-                          "give a folder")
+        raise ConfigError(
+            f"output={job.output}: the mask of {kind.title} {job.input} is a folder as the input is; give a folder"
+        )
     check_writable(job.output.parent if wanted else job.output, "output")
 
 
@@ -132,8 +135,10 @@ def run(cfg: DictConfig) -> list[Path]:
     validate(cfg, "predict")
     for key in ("adapter", "input", "output"):
         if not cfg.get(key):
-            raise ConfigError(f"{key}= is required: python -m adapt.predict adapter=<repo or dir> "
-                              "input=<file|folder> output=<file|folder> prompt=\"box x0,y0,x1,y1\"")
+            raise ConfigError(
+                f"{key}= is required: python -m adapt.predict adapter=<repo or dir> "
+                'input=<file|folder> output=<file|folder> prompt="box x0,y0,x1,y1"'
+            )
     auto = str(cfg.get("prompt") or "").strip() == "auto"
     prompt = parse_prompt(str(cfg.prompt)) if cfg.get("prompt") and not auto else None
     jobs = plan_jobs(cfg.input, cfg.output, prompt, overwrite=bool(cfg.overwrite))
@@ -142,12 +147,22 @@ def run(cfg: DictConfig) -> list[Path]:
     check_labels_finite([job.guide for job in jobs if job.guide])
     check_headers([job.input for job in jobs] + [job.guide for job in jobs if job.guide])
     check_grids([(job.input, job.guide) for job in jobs if job.guide], role="from_mask", fix=FROM_MASK_FIX)
-    predictor = load_predictor(cfg.adapter, backend, cfg.get("revision"),
-                               cfg.get("device", "auto"), cfg.get("propagation", "auto"), int(cfg.get("fill_hole_area", 8)),
-                               bool(cfg.get("allow_base_mismatch", False)))
+    predictor = load_predictor(
+        cfg.adapter,
+        backend,
+        cfg.get("revision"),
+        cfg.get("device", "auto"),
+        cfg.get("propagation", "auto"),
+        int(cfg.get("fill_hole_area", 8)),
+        bool(cfg.get("allow_base_mismatch", False)),
+    )
     loaded = predictor.loaded
     if prompt is None and not predictor.promptless:
-        why = "prompt=auto needs a semantic adapter (task=semantic) for its coarse masks" if auto else "prompt= is required"
+        why = (
+            "prompt=auto needs a semantic adapter (task=semantic) for its coarse masks"
+            if auto
+            else "prompt= is required"
+        )
         raise ConfigError(f"{why}: the adapter {cfg.adapter} is promptable, not semantic. {SYNTAX}")
     values = mask_values(loaded, prompt, cfg.get("label"), str(cfg.get("mask_values") or "card"))
     written = []

@@ -39,11 +39,25 @@ from typing import Any, Callable, Mapping, Union
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from adapt.adapters.kinds import KINDS, PLACEMENTS, in_blocks, named, with_options
-from adapt.data.names import EVALUATION_SPLITS, CACHE_MODES, MASK_PROMPT, OBJECT_MODES, OUTPUT_CHOICES, PROMPT_FRAME_MODES, REQUIRE_MODES
+from adapt.data.names import (
+    EVALUATION_SPLITS,
+    CACHE_MODES,
+    MASK_PROMPT,
+    OBJECT_MODES,
+    OUTPUT_CHOICES,
+    PROMPT_FRAME_MODES,
+    REQUIRE_MODES,
+)
 from adapt.errors import ConfigError, not_one_of
 from adapt.inference.names import BACKENDS, EXPORT_FORMATS, PROMPTS, PROPAGATION_MODES, QUANTIZE
 from adapt.inference.names import PRECISIONS as EVAL_PRECISIONS
-from adapt.models.names import DIRECTIONS, EMBEDDING_CACHE_DTYPES, EMBEDDING_CACHE_MODES, INPUT_CHANNEL_MODES, OFFLINE_FALLBACKS
+from adapt.models.names import (
+    DIRECTIONS,
+    EMBEDDING_CACHE_DTYPES,
+    EMBEDDING_CACHE_MODES,
+    INPUT_CHANNEL_MODES,
+    OFFLINE_FALLBACKS,
+)
 from adapt.tasks import CLICK_GRAD, EVALUATED, PIXEL_LOSSES, TASKS
 from adapt.training.names import LOGGERS
 from adapt.transforms.names import PROMPT_KINDS
@@ -55,20 +69,50 @@ MISSING = object()
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 #: Lightning's values of ``trainer.precision`` and ``trainer.accelerator`` (its Trainer takes more forms).
-PRECISIONS = ("32-true", "32", "bf16-mixed", "bf16-true", "bf16", "16-mixed", "16-true", "16", "64-true", "64",
-              "transformer-engine", "transformer-engine-float16")
+PRECISIONS = (
+    "32-true",
+    "32",
+    "bf16-mixed",
+    "bf16-true",
+    "bf16",
+    "16-mixed",
+    "16-true",
+    "16",
+    "64-true",
+    "64",
+    "transformer-engine",
+    "transformer-engine-float16",
+)
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")
 
 
-def rule(ge: float | None = None, gt: float | None = None, le: float | None = None, lt: float | None = None,
-         choices: tuple[Any, ...] | Callable[[], tuple[Any, ...]] | None = None, multiple_of: int | None = None,
-         check: Callable[[Any], str | None] | None = None, hint: str = "") -> Any:
+def rule(
+    ge: float | None = None,
+    gt: float | None = None,
+    le: float | None = None,
+    lt: float | None = None,
+    choices: tuple[Any, ...] | Callable[[], tuple[Any, ...]] | None = None,
+    multiple_of: int | None = None,
+    check: Callable[[Any], str | None] | None = None,
+    hint: str = "",
+) -> Any:
     """A schema field: the bounds, choices or custom ``check`` (returns a problem or ``None``) of a value.
 
     Bounds and choices apply to each element of a list.
     """
-    return field(default=None, metadata={"ge": ge, "gt": gt, "le": le, "lt": lt, "choices": choices,
-                                         "multiple_of": multiple_of, "check": check, "hint": hint})
+    return field(
+        default=None,
+        metadata={
+            "ge": ge,
+            "gt": gt,
+            "le": le,
+            "lt": lt,
+            "choices": choices,
+            "multiple_of": multiple_of,
+            "check": check,
+            "hint": hint,
+        },
+    )
 
 
 # --------------------------------------------------------------------------- custom checks
@@ -85,8 +129,10 @@ def _model_name(name: Any) -> str | None:
     if path.exists():
         return None if path.is_dir() else f"{path} is a file; give the folder of a saved SAM2 (config.json + weights)"
     if text.startswith(("/", ".", "~")) or "\\" in text or text.count("/") != 1 or not HUB_ID.match(text):
-        return ("no such local folder, and not a Hub id (user/name); give an existing folder, a Hub id such as "
-                f"facebook/sam2.1-hiera-tiny, or a preset: model={'|'.join([*HUB_IDS, *TINY_MODELS])}")
+        return (
+            "no such local folder, and not a Hub id (user/name); give an existing folder, a Hub id such as "
+            f"facebook/sam2.1-hiera-tiny, or a preset: model={'|'.join([*HUB_IDS, *TINY_MODELS])}"
+        )
     return None
 
 
@@ -150,7 +196,13 @@ def _strategy(value: Any) -> str | None:
 
 def _interval(value: Any) -> str | None:
     """``val_check_interval``: a fraction of an epoch in (0, 1] or a number of steps >= 1."""
-    if isinstance(value, float) and 0 < value <= 1 or isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+    if (
+        isinstance(value, float)
+        and 0 < value <= 1
+        or isinstance(value, int)
+        and not isinstance(value, bool)
+        and value >= 1
+    ):
         return None
     return "must be a fraction of an epoch in (0, 1] or a number of training steps >= 1"
 
@@ -163,7 +215,9 @@ def _limit(value: Any) -> str | None:
 
 
 def _adapter_targets(value: Any) -> str | None:
-    if isinstance(value, str) or (isinstance(value, (list, ListConfig)) and value and all(isinstance(v, str) for v in value)):
+    if isinstance(value, str) or (
+        isinstance(value, (list, ListConfig)) and value and all(isinstance(v, str) for v in value)
+    ):
         return None
     from adapt.models.names import TARGET_PRESETS
 
@@ -173,7 +227,9 @@ def _adapter_targets(value: Any) -> str | None:
 def _blocks(value: Any) -> str | None:
     if value is None or isinstance(value, int) and not isinstance(value, bool) and value >= 1:
         return None
-    if isinstance(value, (list, ListConfig)) and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value):
+    if isinstance(value, (list, ListConfig)) and all(
+        isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value
+    ):
         return None
     return "must be null (every block), N >= 1 (the last N blocks) or a list of block indices >= 0"
 
@@ -216,8 +272,11 @@ def _severity(value: Any) -> str | None:
 
 
 def _label(value: Any) -> str | None:
-    return None if value is None or isinstance(value, (int, str)) and not isinstance(value, bool) else \
-        "must be a label value (a number) or a label name"
+    return (
+        None
+        if value is None or isinstance(value, (int, str)) and not isinstance(value, bool)
+        else "must be a label value (a number) or a label name"
+    )
 
 
 # --------------------------------------------------------------------------- train
@@ -228,8 +287,11 @@ class Model:
     name: str = rule(check=_model_name)
     revision: str | None = rule()
     checkpoint: str | None = rule(check=_checkpoint_file, hint="a Meta-format .pt file")
-    image_size: int = rule(ge=56, hint="e.g. 1024 (SAM2's own), 512 or 256; a side the backbone's trunk cannot take "
-                                       "is mapped to the nearest it can (multiples of 64; 14 for the SAM 3 tracker)")
+    image_size: int = rule(
+        ge=56,
+        hint="e.g. 1024 (SAM2's own), 512 or 256; a side the backbone's trunk cannot take "
+        "is mapped to the nearest it can (multiples of 64; 14 for the SAM 3 tracker)",
+    )
     offline_fallback: str = rule(choices=OFFLINE_FALLBACKS)
     gradient_checkpointing: bool = rule()
 
@@ -262,8 +324,12 @@ class Bottleneck:
 class Partial:
     kind: str = rule(choices=with_options("partial"))
     modules: list[str] | None = rule()
-    blocks: Any = rule(check=lambda v: f"must be null: adapter={'|'.join(with_options('partial'))} adds no layers to "
-                                       f"the Hiera blocks (adapter.blocks is an option of {named(in_blocks())})")
+    blocks: Any = rule(
+        check=lambda v: (
+            f"must be null: adapter={'|'.join(with_options('partial'))} adds no layers to "
+            f"the Hiera blocks (adapter.blocks is an option of {named(in_blocks())})"
+        )
+    )
     task_modules: list[str] | None = rule()
     input_channels: str = rule(choices=INPUT_CHANNEL_MODES)
 
@@ -537,8 +603,15 @@ class Annotate:
     cases: str = rule()
 
 
-SCHEMAS = {"train": Train, "evaluate": Evaluate, "predict": Predict, "hub": Hub, "export": Export, "app": App,
-           "annotate": Annotate}
+SCHEMAS = {
+    "train": Train,
+    "evaluate": Evaluate,
+    "predict": Predict,
+    "hub": Hub,
+    "export": Export,
+    "app": App,
+    "annotate": Annotate,
+}
 #: Keys a composed config may hold beside the schema's (Hydra's own).
 HYDRA_KEYS = {"hydra", "defaults"}
 
@@ -558,8 +631,9 @@ def validate(cfg: DictConfig | Mapping[str, Any], command: str) -> None:
         problems += _train_extras(cfg)
     if problems:
         head = "the config has a problem" if len(problems) == 1 else f"the config has {len(problems)} problems"
-        raise ConfigError(f"{head} (change it on the command line, e.g. key=value, or in the recipe):\n  - "
-                          + "\n  - ".join(problems))
+        raise ConfigError(
+            f"{head} (change it on the command line, e.g. key=value, or in the recipe):\n  - " + "\n  - ".join(problems)
+        )
     if command == "train":
         card = _training_card(cfg)
         if card is not None:
@@ -577,7 +651,9 @@ def _walk(node: Any, schema: type, prefix: str, problems: list[str], top: bool =
         if key in fields or (top and key in HYDRA_KEYS) or schema is Trainer:
             continue
         if schema in ADAPTER_SCHEMAS.values() and key in other_kinds:  # a recipe's options after adapter=<other kind>
-            log.warning("%s%s is an option of another adapter kind; adapter=%s ignores it", prefix, key, _get(node, "kind"))
+            log.warning(
+                "%s%s is an option of another adapter kind; adapter=%s ignores it", prefix, key, _get(node, "kind")
+            )
             continue
         problems.append(f"{prefix}{key}: unknown key; valid keys are {sorted(fields)}")
     if schema is Trainer:
@@ -693,8 +769,12 @@ def _bounds(value: Any, meta: Mapping[str, Any]) -> str | None:
         if value not in allowed:
             return f"{not_one_of(allowed)}{hint}"
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        for name, test, sign in (("ge", lambda a, b: a >= b, ">="), ("gt", lambda a, b: a > b, ">"),
-                                 ("le", lambda a, b: a <= b, "<="), ("lt", lambda a, b: a < b, "<")):
+        for name, test, sign in (
+            ("ge", lambda a, b: a >= b, ">="),
+            ("gt", lambda a, b: a > b, ">"),
+            ("le", lambda a, b: a <= b, "<="),
+            ("lt", lambda a, b: a < b, "<"),
+        ):
             bound = meta.get(name)
             if bound is not None and not test(value, bound):
                 return f"must be {sign} {bound}{_range(meta)}{hint}"
@@ -722,12 +802,16 @@ def _trainer_keys(node: Any, prefix: str) -> list[str]:
     problems = []
     for key in node.keys():
         if key in ours:
-            problems.append(f"{prefix}{key}: set by sam2-adapt itself (logger=csv|wandb; callbacks and the run dir are fixed)")
+            problems.append(
+                f"{prefix}{key}: set by sam2-adapt itself (logger=csv|wandb; callbacks and the run dir are fixed)"
+            )
         elif key not in known:
             import difflib
 
             close = difflib.get_close_matches(str(key), sorted(known), n=3)
-            problems.append(f"{prefix}{key}: not an option of Lightning's Trainer" + (f"; did you mean {close}?" if close else ""))
+            problems.append(
+                f"{prefix}{key}: not an option of Lightning's Trainer" + (f"; did you mean {close}?" if close else "")
+            )
     return problems
 
 
@@ -783,14 +867,17 @@ def _train_cases_bound(cfg: Any) -> list[str]:
         return []
     try:
         root = _get(data, "root")
-        cases = split_cases(list_cases(card, data_root(card, None if root is MISSING else root)), card.split,
-                            f"data card {card.path}")["train"]
+        cases = split_cases(
+            list_cases(card, data_root(card, None if root is MISSING else root)), card.split, f"data card {card.path}"
+        )["train"]
     except AdaptError:
         return []
     total = len({c.group for c in cases})
     if count > total:
-        return [f"data.train_cases={count} must be <= {total}, the number of training cases (patients) of data card "
-                f"{card.path} (or all)"]
+        return [
+            f"data.train_cases={count} must be <= {total}, the number of training cases (patients) of data card "
+            f"{card.path} (or all)"
+        ]
     return []
 
 

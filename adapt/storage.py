@@ -66,10 +66,16 @@ def disk_full(error: BaseException) -> ConfigError:
     while cause is not None and not (isinstance(cause, OSError) and cause.filename):
         cause = cause.__cause__ or cause.__context__
     if cause is not None:
-        return disk_full_error(Path(cause.filename), "the output", "free some space, or write to another disk "
-                               "(hydra.run.dir= for training, out= for evaluate, output= for predict)")
-    return ConfigError(f"the disk is full ({type(error).__name__}: {error}); free some space, or write to another "
-                       "disk (hydra.run.dir= for training, out= for evaluate, output= for predict)")
+        return disk_full_error(
+            Path(cause.filename),
+            "the output",
+            "free some space, or write to another disk "
+            "(hydra.run.dir= for training, out= for evaluate, output= for predict)",
+        )
+    return ConfigError(
+        f"the disk is full ({type(error).__name__}: {error}); free some space, or write to another "
+        "disk (hydra.run.dir= for training, out= for evaluate, output= for predict)"
+    )
 
 
 def write_atomically(path: Path, write: Callable[[BinaryIO], None], setting: str, fix: str) -> None:
@@ -132,8 +138,12 @@ def write_folder_atomically(folder: Path, write: Callable[[Path], None], setting
     return folder
 
 
-def check_apart(out: str | Path, setting: str, inputs: Mapping[str, str | Path | None],
-                hosts: Mapping[str, str | Path | None] | None = None) -> None:
+def check_apart(
+    out: str | Path,
+    setting: str,
+    inputs: Mapping[str, str | Path | None],
+    hosts: Mapping[str, str | Path | None] | None = None,
+) -> None:
     """Refuse an output folder that is, contains or lies inside one of the command's input folders.
 
     A command clears its output folder (``overwrite=true``) or moves files into it; with the
@@ -164,8 +174,10 @@ def check_apart(out: str | Path, setting: str, inputs: Mapping[str, str | Path |
             relation = "contains"
         else:
             continue
-        raise ConfigError(f"{setting}={out} {relation} {what} ({source}): writing there would replace or delete "
-                          f"its files; choose an {setting}= outside it")
+        raise ConfigError(
+            f"{setting}={out} {relation} {what} ({source}): writing there would replace or delete "
+            f"its files; choose an {setting}= outside it"
+        )
 
 
 def check_writable(folder: str | Path, setting: str) -> Path:
@@ -189,6 +201,8 @@ def check_writable(folder: str | Path, setting: str) -> Path:
         os.close(handle)
         os.unlink(name)
     except OSError as error:
-        raise ConfigError(f"{setting}={folder}: cannot write in {probe} ({error.strerror or error}); "
-                          f"choose a folder you can write, e.g. {setting}=<a folder in your home or project>") from None
+        raise ConfigError(
+            f"{setting}={folder}: cannot write in {probe} ({error.strerror or error}); "
+            f"choose a folder you can write, e.g. {setting}=<a folder in your home or project>"
+        ) from None
     return folder

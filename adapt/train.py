@@ -60,8 +60,9 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
         return _train(cfg, run_dir, ckpt, resumed, output, start)
 
 
-def _train(cfg: DictConfig, run_dir: Path, ckpt: str | None, resumed: dict[str, Any] | None, output: Claim,
-           start: float) -> tuple[dict[str, Any], dict[str, Any]]:
+def _train(
+    cfg: DictConfig, run_dir: Path, ckpt: str | None, resumed: dict[str, Any] | None, output: Claim, start: float
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """``train`` once the run directory is checked and claimed."""
     import lightning as L  # lazy: start-up
 
@@ -77,8 +78,13 @@ def _train(cfg: DictConfig, run_dir: Path, ckpt: str | None, resumed: dict[str, 
     # Data first: a missing dataset is reported before minutes of model loading.
     # The task builds its datamodule: slices by default, clips for task=propagation.
     datamodule = task_cls.build_datamodule(cfg.data, image_size=cfg.model.image_size, seed=cfg.seed)
-    check_against_data(OmegaConf.to_container(cfg.trainer, resolve=True), len(datamodule.train_set),
-                       len(datamodule.val_set), datamodule.batch_size, datamodule.val_batch_size)
+    check_against_data(
+        OmegaConf.to_container(cfg.trainer, resolve=True),
+        len(datamodule.train_set),
+        len(datamodule.val_set),
+        datamodule.batch_size,
+        datamodule.val_batch_size,
+    )
     cache["namespace"] = namespace(OmegaConf.to_container(cfg.model, resolve=True), datamodule.preprocessing)
     task = task_cls(
         model=OmegaConf.to_container(cfg.model, resolve=True),
@@ -103,13 +109,24 @@ def _train(cfg: DictConfig, run_dir: Path, ckpt: str | None, resumed: dict[str, 
     trainer.fit(task, datamodule=datamodule, ckpt_path=ckpt)
     after = _validate(trainer, task, datamodule)
 
-    metrics = run_metrics(cfg, task, datamodule, trainer.global_step, {"before": before, "after": after},
-                          (trainable, total), time.perf_counter() - start, run_dir)
+    metrics = run_metrics(
+        cfg,
+        task,
+        datamodule,
+        trainer.global_step,
+        {"before": before, "after": after},
+        (trainable, total),
+        time.perf_counter() - start,
+        run_dir,
+    )
     # Every rank takes part: under FSDP this gathers the sharded weights (to rank 0).
     weights = trainer.strategy.lightning_module_state_dict()
-    check_weights({k: v for k, v in weights.items() if k in task.trainable_names()}, run_dir / "adapter",
-                  "the run diverged, so no adapter was written; lower optim.lr or train in full precision "
-                  "(trainer.precision=32-true), then train again or resume from an earlier checkpoint (ckpt_path=)")
+    check_weights(
+        {k: v for k, v in weights.items() if k in task.trainable_names()},
+        run_dir / "adapter",
+        "the run diverged, so no adapter was written; lower optim.lr or train in full precision "
+        "(trainer.precision=32-true), then train again or resume from an earlier checkpoint (ckpt_path=)",
+    )
     if trainer.is_global_zero:
         save_run(cfg, task, datamodule, weights, metrics, run_dir)
         print_summary(metrics)

@@ -62,8 +62,16 @@ def load(args: argparse.Namespace):
     return Predictor(load_model(spec, load_card("isic2018")), "cpu")
 
 
-def correct(predictor, image: np.ndarray, truth: np.ndarray, box: np.ndarray, mask: np.ndarray, target: float,
-            max_clicks: int, seed: int) -> tuple[float, int, bool]:
+def correct(
+    predictor,
+    image: np.ndarray,
+    truth: np.ndarray,
+    box: np.ndarray,
+    mask: np.ndarray,
+    target: float,
+    max_clicks: int,
+    seed: int,
+) -> tuple[float, int, bool]:
     """``(Dice, clicks, drawn by hand)`` after the oracle's correction clicks on one case."""
     from adapt.annotate.scores import dice
     from adapt.transforms.clicks import correction_click
@@ -83,8 +91,9 @@ def correct(predictor, image: np.ndarray, truth: np.ndarray, box: np.ndarray, ma
     return (score, max_clicks, False) if score >= target else (1.0, max_clicks, True)
 
 
-def simulate(order: list[int], before: np.ndarray, after: np.ndarray, clicks: np.ndarray, manual: np.ndarray,
-             target: float) -> dict[str, object]:
+def simulate(
+    order: list[int], before: np.ndarray, after: np.ndarray, clicks: np.ndarray, manual: np.ndarray, target: float
+) -> dict[str, object]:
     """Effort until the mean Dice reaches ``target`` reviewing in ``order``, and the curve of mean Dice."""
     current, curve, reached = before.copy(), [float(before.mean())], None
     spent_clicks = spent_manual = 0
@@ -129,17 +138,27 @@ def main() -> None:
         before[i] = dice(mask, truth)
         after[i], clicks[i], manual[i] = correct(predictor, image, truth, box, mask, args.target, args.max_clicks, i)
     rng = np.random.default_rng(args.seed)
-    orders = {"uncertainty": list(np.argsort(-uncertainty, kind="stable")), "random": list(rng.permutation(len(cases))),
-              "oracle": list(np.argsort(before, kind="stable")), "everything": list(range(len(cases)))}
+    orders = {
+        "uncertainty": list(np.argsort(-uncertainty, kind="stable")),
+        "random": list(rng.permutation(len(cases))),
+        "oracle": list(np.argsort(before, kind="stable")),
+        "everything": list(range(len(cases))),
+    }
     results = {name: simulate(order, before, after, clicks, manual, args.target) for name, order in orders.items()}
     results["everything"]["reached"] = results["everything"]["total"]  # every case is labelled, whatever the mean
     spearman = np.corrcoef(np.argsort(np.argsort(uncertainty)), np.argsort(np.argsort(-before)))[0, 1]
-    print(f"{len(cases)} cases {args.size}x{args.size}, model {args.adapter or args.model}, target Dice {args.target}, "
-          f"at most {args.max_clicks} clicks per case; {time.perf_counter() - started:.0f} s wall, load "
-          f"{load_before:.1f} -> {os.getloadavg()[0]:.1f}")
-    print(f"pre-annotation Dice: mean {before.mean():.3f} (min {before.min():.3f}, max {before.max():.3f}); "
-          f"rank correlation of uncertainty with 1 - Dice: {spearman:+.2f}")
-    print("\n| order | cases reviewed to reach target | clicks | drawn by hand | everything: cases / clicks / by hand |")
+    print(
+        f"{len(cases)} cases {args.size}x{args.size}, model {args.adapter or args.model}, target Dice {args.target}, "
+        f"at most {args.max_clicks} clicks per case; {time.perf_counter() - started:.0f} s wall, load "
+        f"{load_before:.1f} -> {os.getloadavg()[0]:.1f}"
+    )
+    print(
+        f"pre-annotation Dice: mean {before.mean():.3f} (min {before.min():.3f}, max {before.max():.3f}); "
+        f"rank correlation of uncertainty with 1 - Dice: {spearman:+.2f}"
+    )
+    print(
+        "\n| order | cases reviewed to reach target | clicks | drawn by hand | everything: cases / clicks / by hand |"
+    )
     print("|---|---|---|---|---|")
     for name, result in results.items():
         reached, total = result["reached"], result["total"]

@@ -27,8 +27,14 @@ def samples(count: int, size: int) -> list[dict]:
     out = []
     for index in range(count):
         image = torch.roll(base["image"][0], shifts=index * size // (4 * count), dims=-1)
-        out.append({"image": image, "label": base["label"][0], "boxes": base["boxes"][0],
-                    "meta": {"case": "bench", "slice": index}})
+        out.append(
+            {
+                "image": image,
+                "label": base["label"][0],
+                "boxes": base["boxes"][0],
+                "meta": {"case": "bench", "slice": index},
+            }
+        )
     return out
 
 
@@ -55,12 +61,18 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     data = samples(args.images, args.size)
-    tasks = {mode: make_task(args.model, args.size, SPECS["decoder"], cache=mode).to(args.device)
-             for mode in ("off", "memory")}
-    print(f"{args.model} (random weights), adapter decoder, {args.size}px, {args.images} images/epoch, batch {args.batch}, "
-          f"{args.device}, precision {args.precision}, {args.threads} threads; epochs alternate between the two")
-    print(f"| {'epoch':>5} | {'no cache s':>10} | {'cache s':>8} | {'speed-up':>8} | {'no cache CPU s':>14} "
-          f"| {'cache CPU s':>11} | {'CPU speed-up':>12} |")
+    tasks = {
+        mode: make_task(args.model, args.size, SPECS["decoder"], cache=mode).to(args.device)
+        for mode in ("off", "memory")
+    }
+    print(
+        f"{args.model} (random weights), adapter decoder, {args.size}px, {args.images} images/epoch, batch {args.batch}, "
+        f"{args.device}, precision {args.precision}, {args.threads} threads; epochs alternate between the two"
+    )
+    print(
+        f"| {'epoch':>5} | {'no cache s':>10} | {'cache s':>8} | {'speed-up':>8} | {'no cache CPU s':>14} "
+        f"| {'cache CPU s':>11} | {'CPU speed-up':>12} |"
+    )
     print("|" + "|".join("-" * n for n in (7, 12, 10, 10, 16, 13, 14)) + "|")
     later = {"wall": [], "cpu": []}
     for epoch in range(args.epochs):
@@ -70,11 +82,16 @@ def main() -> None:
         if epoch > 0:
             later["wall"].append(ratio[0])
             later["cpu"].append(ratio[1])
-        print(f"| {epoch + 1:>5} | {plain[0]:>10.2f} | {cached[0]:>8.2f} | {ratio[0]:>7.1f}x | {plain[1]:>14.2f} "
-              f"| {cached[1]:>11.2f} | {ratio[1]:>11.1f}x |", flush=True)
+        print(
+            f"| {epoch + 1:>5} | {plain[0]:>10.2f} | {cached[0]:>8.2f} | {ratio[0]:>7.1f}x | {plain[1]:>14.2f} "
+            f"| {cached[1]:>11.2f} | {ratio[1]:>11.1f}x |",
+            flush=True,
+        )
     cache = tasks["memory"].embedding_cache
-    print(f"speed-up after the first epoch (median): {median(later['wall']):.1f}x wall, {median(later['cpu']):.1f}x CPU "
-          f"(target >= 10x); cache: {cache.misses} misses, {cache.hits} hits")
+    print(
+        f"speed-up after the first epoch (median): {median(later['wall']):.1f}x wall, {median(later['cpu']):.1f}x CPU "
+        f"(target >= 10x); cache: {cache.misses} misses, {cache.hits} hits"
+    )
 
 
 if __name__ == "__main__":

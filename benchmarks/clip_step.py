@@ -40,12 +40,17 @@ def clip_batch(frames: int, size: int, device: torch.device) -> dict[str, torch.
     side, step = size // 4, max(size // (4 * frames), 1)
     for t in range(frames):
         x0, y0 = size // 4 + t * step, size // 3
-        label[0, t, 0, y0:y0 + side, x0:x0 + side] = 1
+        label[0, t, 0, y0 : y0 + side, x0 : x0 + side] = 1
         boxes[0, t, 0] = torch.tensor([x0, y0, x0 + side - 1, y0 + side - 1], dtype=torch.float32)
     prompted = torch.zeros(1, frames, dtype=torch.bool)
     prompted[0, frames // 2] = True
-    batch = {"image": image + 0.5 * label, "label": label, "present": label.flatten(3).any(-1),
-             "prompt_frames": prompted, "boxes": boxes * prompted[..., None, None]}
+    batch = {
+        "image": image + 0.5 * label,
+        "label": label,
+        "present": label.flatten(3).any(-1),
+        "prompt_frames": prompted,
+        "boxes": boxes * prompted[..., None, None],
+    }
     return {k: v.to(device) for k, v in batch.items()}
 
 
@@ -55,12 +60,16 @@ def measure(args: argparse.Namespace, size: int, adapter: str) -> dict[str, Any]
 
     device = torch.device(args.device)
     name = args.model if args.model == "tiny" else f"random:{args.model}"
-    task = PropagationTask(
-        model={"name": name, "image_size": size, "gradient_checkpointing": args.checkpointing},
-        adapter={"kind": "lora", "rank": 8, "alpha": 16, "dropout": 0.0, "targets": ADAPTERS[adapter]},
-        optim={"lr": 1e-4, "weight_decay": 0.0, "warmup_steps": 0, "min_lr_ratio": 0.1},
-        loss={"dice": 1.0, "pixel_term": 1.0, "iou": 1.0, "pixel": "bce", "presence": 1.0},
-    ).to(device).train()
+    task = (
+        PropagationTask(
+            model={"name": name, "image_size": size, "gradient_checkpointing": args.checkpointing},
+            adapter={"kind": "lora", "rank": 8, "alpha": 16, "dropout": 0.0, "targets": ADAPTERS[adapter]},
+            optim={"lr": 1e-4, "weight_decay": 0.0, "warmup_steps": 0, "min_lr_ratio": 0.1},
+            loss={"dice": 1.0, "pixel_term": 1.0, "iou": 1.0, "pixel": "bce", "presence": 1.0},
+        )
+        .to(device)
+        .train()
+    )
     trainable, total = task.parameter_counts()
     optimizer = task.build_optimizer()
     batch = clip_batch(args.frames, size, device)
@@ -71,10 +80,17 @@ def measure(args: argparse.Namespace, size: int, adapter: str) -> dict[str, Any]
         loss.backward()
         optimizer.step()
 
-    times = [timed(step, device) for _ in range(args.warmup + args.steps)][args.warmup:]
+    times = [timed(step, device) for _ in range(args.warmup + args.steps)][args.warmup :]
     mean = sum(times) / len(times)
-    return {"size": size, "adapter": adapter, "trainable": trainable, "total": total, "s/clip": mean,
-            "s/frame": mean / args.frames, "peak_mb": peak_memory_mb(device)}
+    return {
+        "size": size,
+        "adapter": adapter,
+        "trainable": trainable,
+        "total": total,
+        "s/clip": mean,
+        "s/frame": mean / args.frames,
+        "peak_mb": peak_memory_mb(device),
+    }
 
 
 def parse_args() -> argparse.Namespace:
@@ -100,24 +116,32 @@ def main() -> None:
         print(json.dumps(measure(args, int(args.row[0]), args.row[1])))
         return
     memory = "peak CUDA MB" if args.device.startswith("cuda") else "peak RSS MB"
-    print(f"{args.model} video model (random weights), clip of K={args.frames} frames, box on the middle frame, "
-          f"{args.device}, {args.threads} threads, mean of {args.steps} steps after {args.warmup} warm-up"
-          f"{', Hiera gradient checkpointing' if args.checkpointing else ''}")
-    header = (f"| {'size':>5} | {'adapter':<11} | {'trainable':>10} | {'total':>11} | {'s/clip step':>11} "
-              f"| {'s/frame':>7} | {memory:>12} |")
+    print(
+        f"{args.model} video model (random weights), clip of K={args.frames} frames, box on the middle frame, "
+        f"{args.device}, {args.threads} threads, mean of {args.steps} steps after {args.warmup} warm-up"
+        f"{', Hiera gradient checkpointing' if args.checkpointing else ''}"
+    )
+    header = (
+        f"| {'size':>5} | {'adapter':<11} | {'trainable':>10} | {'total':>11} | {'s/clip step':>11} "
+        f"| {'s/frame':>7} | {memory:>12} |"
+    )
     print(header)
     print("|" + "|".join("-" * len(cell) for cell in header.split("|")[1:-1]) + "|")
     for size in args.sizes:
         for adapter in args.adapters:
-            child = subprocess.run([sys.executable, __file__, *sys.argv[1:], "--row", str(size), adapter],
-                                   capture_output=True, text=True)
+            child = subprocess.run(
+                [sys.executable, __file__, *sys.argv[1:], "--row", str(size), adapter], capture_output=True, text=True
+            )
             if child.returncode != 0:  # e.g. out of memory: say so and go on with the other rows
                 reason = (child.stderr.strip().splitlines() or [f"exit code {child.returncode}"])[-1][:60]
                 print(f"| {size:>5} | {adapter:<11} | failed: {reason}", flush=True)
                 continue
             row = json.loads(child.stdout.strip().splitlines()[-1])
-            print(f"| {size:>5} | {adapter:<11} | {row['trainable']:>10,} | {row['total']:>11,} | "
-                  f"{row['s/clip']:>11.2f} | {row['s/frame']:>7.2f} | {row['peak_mb']:>12.0f} |", flush=True)
+            print(
+                f"| {size:>5} | {adapter:<11} | {row['trainable']:>10,} | {row['total']:>11,} | "
+                f"{row['s/clip']:>11.2f} | {row['s/frame']:>7.2f} | {row['peak_mb']:>12.0f} |",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -61,26 +61,41 @@ def fake_data(root: Path, ct_shape: tuple[int, int, int], ct_cases: int, images:
         for folder, array in (("images", image), ("masks", np.stack([mask * 255] * 3, axis=-1))):
             (root / "kvasir" / "Kvasir-SEG" / folder).mkdir(parents=True, exist_ok=True)
             Image.fromarray(array).save(root / "kvasir" / "Kvasir-SEG" / folder / f"img{i:04d}.jpg", quality=90)
-    return {"3D CT (NIfTI)": {"card": "ct_phantom", "root": str(root / "ct")},
-            "2D RGB (JPEG)": {"card": "kvasir_seg", "root": str(root / "kvasir")}}
+    return {
+        "3D CT (NIfTI)": {"card": "ct_phantom", "root": str(root / "ct")},
+        "2D RGB (JPEG)": {"card": "kvasir_seg", "root": str(root / "kvasir")},
+    }
 
 
 #: What the loader must beat: the rate a GPU node consumes (figures quoted, not measured here).
-GPU_APPETITE = ("SAM2.1-tiny inference runs ~91 frames/s on one A100 at batch 1 (Meta's figure); a node of "
-                "8 GPUs training consumes hundreds to ~1000 samples/s: the target is >= 200 samples/s per "
-                "loader process (5 processes feed 1000/s)")
+GPU_APPETITE = (
+    "SAM2.1-tiny inference runs ~91 frames/s on one A100 at batch 1 (Meta's figure); a node of "
+    "8 GPUs training consumes hundreds to ~1000 samples/s: the target is >= 200 samples/s per "
+    "loader process (5 processes feed 1000/s)"
+)
 PATHS = {"loader": False, "device": True}  # data.device_transforms of today's path and of the native one
 
 
-def build(data: dict[str, object], size: int, batch: int, workers: int, cache: str, cache_dir: Path,
-          device_transforms: bool) -> tuple[object, float]:
+def build(
+    data: dict[str, object], size: int, batch: int, workers: int, cache: str, cache_dir: Path, device_transforms: bool
+) -> tuple[object, float]:
     """``(datamodule, seconds to index and cache)`` with the defaults otherwise (augmentation on)."""
     from adapt.data.datamodule import build_datamodule
 
     start = time.perf_counter()
-    dm = build_datamodule({**data, "batch_size": batch, "num_workers": workers, "cache": cache,
-                           "cache_dir": str(cache_dir), "augment": True, "device_transforms": device_transforms},
-                          size, seed=0)
+    dm = build_datamodule(
+        {
+            **data,
+            "batch_size": batch,
+            "num_workers": workers,
+            "cache": cache,
+            "cache_dir": str(cache_dir),
+            "augment": True,
+            "device_transforms": device_transforms,
+        },
+        size,
+        seed=0,
+    )
     return dm, time.perf_counter() - start
 
 
@@ -107,7 +122,7 @@ def loader_rate(dm: object, batches: int) -> tuple[float, float, dict[str, objec
         seen += len(batch["image"])
     rates = seen / (time.perf_counter() - start), seen / (cpu_seconds() - cpu)
     if getattr(loader, "_iterator", None) is not None:  # persistent workers: stop them, or they would go on
-        loader._iterator._shutdown_workers()             # prefetching while the other path is timed
+        loader._iterator._shutdown_workers()  # prefetching while the other path is timed
     return (*rates, batch)
 
 
@@ -167,25 +182,45 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--model", default="sam2.1_hiera_tiny")
     parser.add_argument("--model-steps", type=int, default=2)
-    parser.add_argument("--model-batch", type=int, default=None,
-                        help="batch of the model step (default: --batch); smaller saves memory on CPU")
-    parser.add_argument("--model-rate", type=float, default=None,
-                        help="samples/s of the model measured before (skips the slow model step)")
+    parser.add_argument(
+        "--model-batch",
+        type=int,
+        default=None,
+        help="batch of the model step (default: --batch); smaller saves memory on CPU",
+    )
+    parser.add_argument(
+        "--model-rate",
+        type=float,
+        default=None,
+        help="samples/s of the model measured before (skips the slow model step)",
+    )
     parser.add_argument("--no-model", action="store_true", help="skip the CPU model step")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-    print(f"{load()} at the start; torch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"devices: {', '.join(devices)}")
+    print(
+        f"{load()} at the start; torch {torch.__version__}, {torch.get_num_threads()} threads, "
+        f"devices: {', '.join(devices)}"
+    )
     print(f"GPU appetite: {GPU_APPETITE}\n")
 
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["SAM2_ADAPT_DATA"] = tmp
         cards = fake_data(Path(tmp), tuple(args.ct_shape), args.ct_cases, args.images)
         rows = []
-        header = ["data", "cache", "workers", "path", "index+cache s", "loader samples/s", "per loader process",
-                  "samples per loader CPU s", "bytes/sample", *[f"device ms/batch ({d})" for d in devices]]
+        header = [
+            "data",
+            "cache",
+            "workers",
+            "path",
+            "index+cache s",
+            "loader samples/s",
+            "per loader process",
+            "samples per loader CPU s",
+            "bytes/sample",
+            *[f"device ms/batch ({d})" for d in devices],
+        ]
         print("| " + " | ".join(header) + " |")
         print("|" + "---|" * len(header))
         for name, data in cards.items():
@@ -193,9 +228,18 @@ def main() -> None:
                 continue
             for cache in args.caches:
                 for workers in args.workers:
-                    built = {path: build(data, args.size, args.batch, workers, cache,
-                                         Path(tmp) / f"cache-{cache}-{workers}-{path}", native)
-                             for path, native in PATHS.items()}  # each disk cache starts cold
+                    built = {
+                        path: build(
+                            data,
+                            args.size,
+                            args.batch,
+                            workers,
+                            cache,
+                            Path(tmp) / f"cache-{cache}-{workers}-{path}",
+                            native,
+                        )
+                        for path, native in PATHS.items()
+                    }  # each disk cache starts cold
                     rates: dict[str, list[float]] = {path: [] for path in PATHS}
                     per_cpu: dict[str, list[float]] = {path: [] for path in PATHS}
                     last: dict[str, dict[str, object]] = {}
@@ -206,20 +250,32 @@ def main() -> None:
                             per_cpu[path].append(cpu_rate)
                     for path, (dm, prepare) in built.items():
                         samples = median(rates[path])
-                        device = [device_seconds(dm, last[path], d, args.device_repeats) * 1e3 if PATHS[path] else 0.0
-                                  for d in devices]
+                        device = [
+                            device_seconds(dm, last[path], d, args.device_repeats) * 1e3 if PATHS[path] else 0.0
+                            for d in devices
+                        ]
                         rows.append((name, cache, workers, path, samples))
-                        cells = [name, cache, str(workers), path, f"{prepare:.1f}", f"{samples:.1f}",
-                                 f"{samples / max(workers, 1):.1f}", f"{median(per_cpu[path]):.1f}",
-                                 f"{shipped_bytes(last[path]):,.0f}",
-                                 *[f"{ms:.1f}" if PATHS[path] else "-" for ms in device]]
+                        cells = [
+                            name,
+                            cache,
+                            str(workers),
+                            path,
+                            f"{prepare:.1f}",
+                            f"{samples:.1f}",
+                            f"{samples / max(workers, 1):.1f}",
+                            f"{median(per_cpu[path]):.1f}",
+                            f"{shipped_bytes(last[path]):,.0f}",
+                            *[f"{ms:.1f}" if PATHS[path] else "-" for ms in device],
+                        ]
                         print("| " + " | ".join(cells) + " |", flush=True)
         print(f"\n{load()} at the end of the loader rows")
-        print("loader: resize + augmentation on the loader (data.device_transforms=false); device: native slices "
-              "out, resize + augmentation in on_after_batch_transfer (data.device_transforms=true); per loader "
-              "process = samples/s / max(workers, 1); samples per loader CPU s = what one loader process gives with a "
-              "core of its own (CPU seconds of the loader process(es), the least disturbed by other jobs); rates are "
-              "medians of the rounds")
+        print(
+            "loader: resize + augmentation on the loader (data.device_transforms=false); device: native slices "
+            "out, resize + augmentation in on_after_batch_transfer (data.device_transforms=true); per loader "
+            "process = samples/s / max(workers, 1); samples per loader CPU s = what one loader process gives with a "
+            "core of its own (CPU seconds of the loader process(es), the least disturbed by other jobs); rates are "
+            "medians of the rounds"
+        )
         if args.no_model:
             return
         model_batch = args.model_batch or args.batch
@@ -227,8 +283,11 @@ def main() -> None:
             rate = args.model_rate
             print(f"\nmodel: {rate:.3f} samples/s (given with --model-rate)\n")
         else:
-            print(f"\nmodel: {args.model} LoRA training step, batch {model_batch} at {args.size} px, CPU "
-                  f"({torch.get_num_threads()} threads) ...", flush=True)
+            print(
+                f"\nmodel: {args.model} LoRA training step, batch {model_batch} at {args.size} px, CPU "
+                f"({torch.get_num_threads()} threads) ...",
+                flush=True,
+            )
             rate = model_rate(args.model, args.size, model_batch, args.model_steps)
             print(f"model consumes {rate:.3f} samples/s\n")
         print("| data | cache | workers | path | loader samples/s | loader / CPU model |")

@@ -36,9 +36,13 @@ def one_run(extra: list[str], folder: Path) -> dict[str, float | str | int]:
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     with log.open("w") as out:
-        code = subprocess.call([sys.executable, "-m", "adapt.train", "recipe=demo", *extra, f"hydra.run.dir={run}"],
-                               cwd=folder, stdout=out, stderr=subprocess.STDOUT,
-                               env={**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"})
+        code = subprocess.call(
+            [sys.executable, "-m", "adapt.train", "recipe=demo", *extra, f"hydra.run.dir={run}"],
+            cwd=folder,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"},
+        )
     wall = time.perf_counter() - started
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if code != 0:
@@ -67,7 +71,9 @@ def main() -> None:
     parser.add_argument("extra", nargs="*", help="overrides added to recipe=demo (after --)")
     args = parser.parse_args()
     print(f"{os.cpu_count()} CPUs; overrides: {args.extra or 'none'}")
-    print("| wall | user+sys CPU | peak RSS | steps | val Dice before → after | val IoU before → after | load 1 min before → after |")
+    print(
+        "| wall | user+sys CPU | peak RSS | steps | val Dice before → after | val IoU before → after | load 1 min before → after |"
+    )
     print("|---|---|---|---|---|---|---|")
     for n in range(args.runs):
         if args.keep:
@@ -76,8 +82,11 @@ def main() -> None:
         else:
             with tempfile.TemporaryDirectory(prefix="demo-bench-") as folder:
                 row = one_run(args.extra, Path(folder))
-        print(f"| {clock(row['wall'])} | {row['cpu']:.0f} s | {row['rss_gb']:.1f} GB | {row['steps']} | {row['dice']} | "
-              f"{row['iou']} | {row['load']} |", flush=True)
+        print(
+            f"| {clock(row['wall'])} | {row['cpu']:.0f} s | {row['rss_gb']:.1f} GB | {row['steps']} | {row['dice']} | "
+            f"{row['iou']} | {row['load']} |",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -22,8 +22,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-BROKEN_CARD = ("name: broken\ntitle: t\nmodality: CT\ndims: 4\nlicense: CC0-1.0\ncitation: c\n"
-               "source: {kind: folder, root: ., images: '*.nii.gz', labels: '*.nii.gz'}\nlabels: {background: 0, x: 1}\n")
+BROKEN_CARD = (
+    "name: broken\ntitle: t\nmodality: CT\ndims: 4\nlicense: CC0-1.0\ncitation: c\n"
+    "source: {kind: folder, root: ., images: '*.nii.gz', labels: '*.nii.gz'}\nlabels: {background: 0, x: 1}\n"
+)
 
 #: (what, arguments after ``python``, expected exit status); {card}: a broken card, {missing}: no such folder.
 CASES = [
@@ -50,8 +52,9 @@ def timed(args: list[str], cwd: Path) -> tuple[float, float, int]:
     """``(wall, CPU, exit status)`` of ``python args`` run to its end."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
-    done = subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True,
-                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    done = subprocess.run(
+        [sys.executable, *args], cwd=cwd, capture_output=True, env={**os.environ, "PYTHONPATH": str(ROOT)}
+    )
     wall = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
@@ -72,8 +75,10 @@ def main() -> None:
             runs = [timed(filled, work) for _ in range(args.repeats)]
             status = runs[-1][2]
             verdict = "ok" if status == expected else f"{status} (expected {expected})"
-            print(f"{what:34s} {statistics.median(r[0] for r in runs):7.2f} "
-                  f"{statistics.median(r[1] for r in runs):6.2f}  {verdict}")
+            print(
+                f"{what:34s} {statistics.median(r[0] for r in runs):7.2f} "
+                f"{statistics.median(r[1] for r in runs):6.2f}  {verdict}"
+            )
 
 
 if __name__ == "__main__":

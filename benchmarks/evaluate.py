@@ -48,9 +48,15 @@ def run(size: int, cases: list[EvalCase], args: argparse.Namespace) -> dict[str,
     for index, case in enumerate(cases):
         evaluate_case(engine, case, index, classes, protocol, card.slice_axis)
     total = time.perf_counter() - start
-    return {"size": size, "slices": engine.planes, "model_s": engine.model_seconds, "total_s": total,
-            "model_fps": engine.planes / engine.model_seconds, "e2e_fps": engine.planes / total,
-            "outside": 1 - engine.model_seconds / total}
+    return {
+        "size": size,
+        "slices": engine.planes,
+        "model_s": engine.model_seconds,
+        "total_s": total,
+        "model_fps": engine.planes / engine.model_seconds,
+        "e2e_fps": engine.planes / total,
+        "outside": 1 - engine.model_seconds / total,
+    }
 
 
 def main() -> None:
@@ -71,13 +77,19 @@ def main() -> None:
         entries = write_ct_phantoms(Path(tmp), num_cases=args.cases + 1, shape=tuple(args.shape))
         cases = [EvalCase(f"case{i}", Path(tmp) / e["image"], Path(tmp) / e["label"]) for i, e in enumerate(entries)]
         results = [run(size, cases, args) for size in args.sizes]
-    print(f"\nevaluation throughput: {args.model} (random weights), {args.device}, precision {args.precision}, "
-          f"batch {args.batch}, {args.cases} phantoms of {tuple(args.shape)}, clicks {args.clicks or 'off'}, "
-          f"{torch.get_num_threads()} threads")
-    print(f"{'size':>6} {'slices':>7} {'model s':>9} {'total s':>9} {'model slices/s':>15} {'e2e slices/s':>13} {'outside':>8}")
+    print(
+        f"\nevaluation throughput: {args.model} (random weights), {args.device}, precision {args.precision}, "
+        f"batch {args.batch}, {args.cases} phantoms of {tuple(args.shape)}, clicks {args.clicks or 'off'}, "
+        f"{torch.get_num_threads()} threads"
+    )
+    print(
+        f"{'size':>6} {'slices':>7} {'model s':>9} {'total s':>9} {'model slices/s':>15} {'e2e slices/s':>13} {'outside':>8}"
+    )
     for r in results:
-        print(f"{r['size']:>6} {r['slices']:>7} {r['model_s']:>9.2f} {r['total_s']:>9.2f} {r['model_fps']:>15.2f} "
-              f"{r['e2e_fps']:>13.2f} {100 * r['outside']:>7.1f}%")
+        print(
+            f"{r['size']:>6} {r['slices']:>7} {r['model_s']:>9.2f} {r['total_s']:>9.2f} {r['model_fps']:>15.2f} "
+            f"{r['e2e_fps']:>13.2f} {100 * r['outside']:>7.1f}%"
+        )
 
 
 if __name__ == "__main__":

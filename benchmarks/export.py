@@ -64,10 +64,22 @@ def random_adapter(folder: Path, model: str, size: int) -> Path:
         for param in (p for p in adapted.parameters() if p.requires_grad):
             param.add_(0.02 * torch.randn(param.shape, generator=gen))
     card = load_card("ct_phantom")
-    metadata = {"base_model": {"name": info.name, "revision": None}, "model": info.to_dict(), "task": "segmentation",
-                "data_card": card.name, "label_map": dict(card.labels), "targets": list(card.targets),
-                "preprocessing": {"dims": 3, "intensity": dict(card.intensity), "slice_axis": card.slice_axis,
-                                  "spacing": card.spacing, "bands": None, "image_size": size}}
+    metadata = {
+        "base_model": {"name": info.name, "revision": None},
+        "model": info.to_dict(),
+        "task": "segmentation",
+        "data_card": card.name,
+        "label_map": dict(card.labels),
+        "targets": list(card.targets),
+        "preprocessing": {
+            "dims": 3,
+            "intensity": dict(card.intensity),
+            "slice_axis": card.slice_axis,
+            "spacing": card.spacing,
+            "bands": None,
+            "image_size": size,
+        },
+    }
     return save_adapter(adapted, LORA, folder, metadata)
 
 
@@ -78,15 +90,21 @@ def exports(adapter: Path, folder: Path) -> dict[str, Any]:
         start = time.perf_counter()
         out = export_adapter(adapter, "onnx", folder / f"onnx-{quantize}", quantize)
         record = read_record(out)
-        found[quantize] = {"dir": out, "seconds": time.perf_counter() - start, "bytes": record["graph_bytes"],
-                           "check": record["check"]}
+        found[quantize] = {
+            "dir": out,
+            "seconds": time.perf_counter() - start,
+            "bytes": record["graph_bytes"],
+            "check": record["check"],
+        }
     return found
 
 
 def predictors(adapter: Path, made: dict[str, Any], threads: int) -> dict[str, Predictor]:
-    return {"torch fp32": Predictor(load_adapter(adapter), device="cpu"),
-            "onnx fp32": OnnxPredictor(made["none"]["dir"], threads=threads),
-            "onnx int8": OnnxPredictor(made["int8"]["dir"], threads=threads)}
+    return {
+        "torch fp32": Predictor(load_adapter(adapter), device="cpu"),
+        "onnx fp32": OnnxPredictor(made["none"]["dir"], threads=threads),
+        "onnx int8": OnnxPredictor(made["int8"]["dir"], threads=threads),
+    }
 
 
 def speed(runners: dict[str, Predictor], size: int, frames: int) -> dict[str, dict[str, float]]:
@@ -103,8 +121,10 @@ def speed(runners: dict[str, Predictor], size: int, frames: int) -> dict[str, di
             runner.segment(image, box)
             spent[name][0] += time.perf_counter() - wall
             spent[name][1] += time.process_time() - cpu
-    return {name: {"fps": frames / wall, "s_per_frame": wall / frames, "cpu_s_per_frame": cpu / frames}
-            for name, (wall, cpu) in spent.items()}
+    return {
+        name: {"fps": frames / wall, "s_per_frame": wall / frames, "cpu_s_per_frame": cpu / frames}
+        for name, (wall, cpu) in spent.items()
+    }
 
 
 def accuracy(runners: dict[str, Predictor], cases: list[EvalCase]) -> dict[str, dict[str, float]]:
@@ -123,7 +143,9 @@ def accuracy(runners: dict[str, Predictor], cases: list[EvalCase]) -> dict[str, 
             scores[name]["iou"] += [r["iou"] for r in result.rows]
             reference = result.prediction if reference is None else reference
             scores[name]["agreement"].append(dice(result.prediction > 0, reference > 0))
-    return {name: {**{k: float(np.mean(v)) for k, v in s.items()}, "model_s": seconds[name]} for name, s in scores.items()}
+    return {
+        name: {**{k: float(np.mean(v)) for k, v in s.items()}, "model_s": seconds[name]} for name, s in scores.items()
+    }
 
 
 def uptime() -> str:
@@ -147,8 +169,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         entries = write_ct_phantoms(tmp / "phantoms", num_cases=args.cases, shape=tuple(args.shape))
-        cases = [EvalCase(f"case{i}", tmp / "phantoms" / e["image"], tmp / "phantoms" / e["label"])
-                 for i, e in enumerate(entries)]
+        cases = [
+            EvalCase(f"case{i}", tmp / "phantoms" / e["image"], tmp / "phantoms" / e["label"])
+            for i, e in enumerate(entries)
+        ]
         sizes = sorted(set(args.sizes) | set(args.accuracy_sizes), reverse=True)
         for size in sizes:
             adapter = random_adapter(tmp / f"adapter-{size}", args.model, size)
@@ -160,13 +184,17 @@ def main() -> None:
                 results["speed"][size] = entry
                 print(f"{size}: {json.dumps(entry['speed'])}", flush=True)
             if size in args.accuracy_sizes:
-                results["accuracy"][f"random {args.model} @{size}"] = {**accuracy(runners, cases), "exports": entry["exports"]}
+                results["accuracy"][f"random {args.model} @{size}"] = {
+                    **accuracy(runners, cases),
+                    "exports": entry["exports"],
+                }
         if args.adapter:
             made = exports(Path(args.adapter), tmp / "export-adapter")
             size = int(load_adapter(args.adapter).model_info.image_size)
-            results["accuracy"][f"{args.adapter} @{size}"] = {**accuracy(predictors(Path(args.adapter), made, args.threads), cases),
-                                                             "exports": {k: {x: v[x] for x in ("seconds", "bytes", "check")}
-                                                                         for k, v in made.items()}}
+            results["accuracy"][f"{args.adapter} @{size}"] = {
+                **accuracy(predictors(Path(args.adapter), made, args.threads), cases),
+                "exports": {k: {x: v[x] for x in ("seconds", "bytes", "check")} for k, v in made.items()},
+            }
     results["load_after"] = uptime()
     report(results, args)
     if args.json:
@@ -174,8 +202,10 @@ def main() -> None:
 
 
 def report(results: dict[str, Any], args: argparse.Namespace) -> None:
-    print(f"\nCPU, {args.threads} thread(s), {args.model} random weights, {args.frames} frames per backend "
-          f"(one box each, backends interleaved)\nload before: {results['load_before']}\nload after:  {results['load_after']}")
+    print(
+        f"\nCPU, {args.threads} thread(s), {args.model} random weights, {args.frames} frames per backend "
+        f"(one box each, backends interleaved)\nload before: {results['load_before']}\nload after:  {results['load_after']}"
+    )
     print("\n| size | backend | frames/s | s/frame | CPU s/frame | graphs MB | max logit diff vs torch (check) |")
     print("|---|---|---|---|---|---|---|")
     for size, entry in results["speed"].items():
@@ -184,7 +214,9 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> None:
             check = made.get("check") or {}
             diff = f"{check['max_logit_diff_box']:.2g} (of {check['max_abs_logit_box']:.2g})" if check else "-"
             mb = f"{made['bytes'] / 2**20:.1f}" if made else "-"
-            print(f"| {size} | {name} | {row['fps']:.3f} | {row['s_per_frame']:.2f} | {row['cpu_s_per_frame']:.2f} | {mb} | {diff} |")
+            print(
+                f"| {size} | {name} | {row['fps']:.3f} | {row['s_per_frame']:.2f} | {row['cpu_s_per_frame']:.2f} | {mb} | {diff} |"
+            )
     if results["accuracy"]:
         print(f"\nphantoms (ct_phantom, {args.cases} cases of {tuple(args.shape)}), box prompts, liver:")
         print("\n| adapter | backend | Dice | IoU | Dice vs torch's masks | model s |")
@@ -192,7 +224,9 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> None:
         for label, rows in results["accuracy"].items():
             for name in BACKENDS:
                 row = rows[name]
-                print(f"| {label} | {name} | {row['dice']:.4f} | {row['iou']:.4f} | {row['agreement']:.4f} | {row['model_s']:.1f} |")
+                print(
+                    f"| {label} | {name} | {row['dice']:.4f} | {row['iou']:.4f} | {row['agreement']:.4f} | {row['model_s']:.1f} |"
+                )
 
 
 if __name__ == "__main__":

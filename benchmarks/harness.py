@@ -39,7 +39,9 @@ class StepClock(Callback):
         self._last = self._epoch_start = (0.0, 0.0)
 
     @staticmethod
-    def _since(module: L.LightningModule, start: tuple[float, float]) -> tuple[tuple[float, float], tuple[float, float]]:
+    def _since(
+        module: L.LightningModule, start: tuple[float, float]
+    ) -> tuple[tuple[float, float], tuple[float, float]]:
         now = clock(module.device)
         return now, (now[0] - start[0], now[1] - start[1])
 
@@ -68,8 +70,14 @@ def make_task(model: str, size: int, adapter: dict[str, Any], cache: str = "off"
 
 def trainer_for(device: str, precision: str, **options: Any) -> L.Trainer:
     """``adapt.training.trainer.build_trainer`` on the default config with ``options`` as ``trainer.*`` overrides."""
-    overrides = {"accelerator": "gpu" if device.startswith("cuda") else "cpu", "precision": precision,
-                 "limit_val_batches": 0, "enable_progress_bar": False, "enable_model_summary": False, **options}
+    overrides = {
+        "accelerator": "gpu" if device.startswith("cuda") else "cpu",
+        "precision": precision,
+        "limit_val_batches": 0,
+        "enable_progress_bar": False,
+        "enable_model_summary": False,
+        **options,
+    }
     with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
         cfg = compose("train", overrides=[f"++trainer.{k}={v}" for k, v in overrides.items()] + ["out_dir=unused"])
     run_dir = Path(tempfile.mkdtemp(prefix="sam2-adapt-bench-"))

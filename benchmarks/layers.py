@@ -166,7 +166,8 @@ def _targets(node: ast.Import | ast.ImportFrom, importer: str, is_package: bool,
 
 def _is_type_checking(test: ast.expr) -> bool:
     return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
-        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
 
 
 def _imports_of(tree: ast.Module, importer: str, is_package: bool, lines: list[str], modules: set[str]) -> list[Import]:
@@ -175,7 +176,7 @@ def _imports_of(tree: ast.Module, importer: str, is_package: bool, lines: list[s
     def visit(node: ast.AST, placement: str) -> None:
         for child in ast.iter_child_nodes(node):
             if isinstance(child, (ast.Import, ast.ImportFrom)):
-                text = "\n".join(lines[child.lineno - 1: child.end_lineno])
+                text = "\n".join(lines[child.lineno - 1 : child.end_lineno])
                 for target in _targets(child, importer, is_package, modules):
                     found.append(Import(importer, target, child.lineno, placement, LAZY_MARK in text))
             elif isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
@@ -250,8 +251,10 @@ def report(graph: Graph, markdown: bool = False) -> str:
         out += [f"{k:<{width}}  {v}" for k, v in counts.items()]
     out += ["", "back edges (importer:line -> imported; placement; lazy mark; ignored by the contract):"]
     for edge in sorted(graph.back_edges(), key=lambda e: (e.importer, e.line)):
-        out.append(f"{'- ' if markdown else '  '}{edge.importer}:{edge.line} -> {edge.imported}; {edge.placement}"
-                   f"{'; lazy: start-up' if edge.lazy_mark else ''}{'; ignored' if graph.is_ignored(edge) else ''}")
+        out.append(
+            f"{'- ' if markdown else '  '}{edge.importer}:{edge.line} -> {edge.imported}; {edge.placement}"
+            f"{'; lazy: start-up' if edge.lazy_mark else ''}{'; ignored' if graph.is_ignored(edge) else ''}"
+        )
     for level in ("module", "package"):
         out += ["", f"{level} cycles:"]
         out += [f"{'- ' if markdown else '  '}{' <-> '.join(c)}" for c in graph.cycles(level)] or ["  none"]
@@ -261,8 +264,12 @@ def report(graph: Graph, markdown: bool = False) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("root", nargs="?", type=Path, default=ROOT, help="a checkout (default: this one)")
-    parser.add_argument("--contract", type=Path, help="the checkout whose pyproject.toml holds the layers "
-                        "(default: the one read), to compare two versions of the code under one contract")
+    parser.add_argument(
+        "--contract",
+        type=Path,
+        help="the checkout whose pyproject.toml holds the layers "
+        "(default: the one read), to compare two versions of the code under one contract",
+    )
     parser.add_argument("--markdown", action="store_true", help="print the table as Markdown")
     args = parser.parse_args()
     print(report(build_graph(args.root, args.contract), args.markdown))

@@ -64,17 +64,24 @@ def main() -> None:
     task = make_task(args.model, args.size, SPECS[args.kind]).to(args.device)
     data = make_batch(args.batch, args.size, args.device)
     samples = [{k: v[i].cpu() for k, v in data.items()} for i in range(args.batch)] * (args.steps + 1)
-    print(f"{args.model} (random weights), adapter {args.kind}, {args.size}px, batch {args.batch}, {args.device}, "
-          f"precision {args.precision}, {args.threads} threads; {args.rounds} rounds x {args.steps} steps, interleaved")
-    print(f"| {'round':>5} | {'framework s/step':>16} | {'bare s/step':>11} | {'overhead':>8} "
-          f"| {'framework CPU s':>15} | {'bare CPU s':>10} | {'CPU overhead':>12} |")
+    print(
+        f"{args.model} (random weights), adapter {args.kind}, {args.size}px, batch {args.batch}, {args.device}, "
+        f"precision {args.precision}, {args.threads} threads; {args.rounds} rounds x {args.steps} steps, interleaved"
+    )
+    print(
+        f"| {'round':>5} | {'framework s/step':>16} | {'bare s/step':>11} | {'overhead':>8} "
+        f"| {'framework CPU s':>15} | {'bare CPU s':>10} | {'CPU overhead':>12} |"
+    )
     print("|" + "|".join("-" * n for n in (7, 18, 13, 10, 17, 12, 14)) + "|")
     ours_all, plain_all, ratios = [], [], {"wall": [], "cpu": []}
 
     def row(label: str, ours: list, plain: list, wall_ratio: float, cpu_ratio: float) -> None:
-        print(f"| {label:>5} | {median([w for w, _ in ours]):>16.4f} | {median([w for w, _ in plain]):>11.4f} "
-              f"| {100 * (wall_ratio - 1):>+7.1f}% | {median([c for _, c in ours]):>15.4f} "
-              f"| {median([c for _, c in plain]):>10.4f} | {100 * (cpu_ratio - 1):>+11.1f}% |", flush=True)
+        print(
+            f"| {label:>5} | {median([w for w, _ in ours]):>16.4f} | {median([w for w, _ in plain]):>11.4f} "
+            f"| {100 * (wall_ratio - 1):>+7.1f}% | {median([c for _, c in ours]):>15.4f} "
+            f"| {median([c for _, c in plain]):>10.4f} | {100 * (cpu_ratio - 1):>+11.1f}% |",
+            flush=True,
+        )
 
     for index in range(args.rounds):
         ours = framework_steps(task, samples, args.batch, args.steps, args)

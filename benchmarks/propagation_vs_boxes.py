@@ -56,8 +56,14 @@ def fine_tune(run_dir: Path, args: argparse.Namespace) -> dict:
 
     register_resolvers()
     register_recipes()
-    overrides = ["recipe=demo_3d", f"model.image_size={args.size}", f"trainer.max_steps={args.steps}",
-                 f"trainer.val_check_interval={args.steps}", "validate_before=false", f"out_dir={run_dir}"]
+    overrides = [
+        "recipe=demo_3d",
+        f"model.image_size={args.size}",
+        f"trainer.max_steps={args.steps}",
+        f"trainer.val_check_interval={args.steps}",
+        "validate_before=false",
+        f"out_dir={run_dir}",
+    ]
     if args.model == "tiny":
         overrides.insert(1, "model=tiny")
     else:
@@ -137,7 +143,9 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--steps", type=int, default=100, help="fine-tuning steps (clips of demo_3d)")
     parser.add_argument("--cases", type=int, default=4, help="held-out test phantoms")
-    parser.add_argument("--override", nargs="*", default=[], help="extra Hydra overrides, e.g. adapter=full optim.lr=3e-4")
+    parser.add_argument(
+        "--override", nargs="*", default=[], help="extra Hydra overrides, e.g. adapter=full optim.lr=3e-4"
+    )
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     logging.disable(logging.WARNING)
@@ -151,16 +159,22 @@ def main() -> None:
         after_image, after_video = adapted_models(folder / "run" / "adapter")
         before = score(*base_models(args, after_image.preprocessing), volumes)
         after = score(after_image, after_video, volumes)
-    print(f"\n{args.model} (random weights unless pretrained) at {args.size}px; fine-tune: demo_3d "
-          f"{' '.join(args.override)}, {args.steps} "
-          f"clip steps in {tuned:.0f} s (val/dice {metrics['after'].get('val/dice', float('nan')):.3f}); "
-          f"{len(volumes)} held-out phantoms")
-    header = f"| {'method':<12} | {'prompts/case':>12} | {'3D Dice before':>14} | {'3D Dice after':>13} | {'s/case':>6} |"
+    print(
+        f"\n{args.model} (random weights unless pretrained) at {args.size}px; fine-tune: demo_3d "
+        f"{' '.join(args.override)}, {args.steps} "
+        f"clip steps in {tuned:.0f} s (val/dice {metrics['after'].get('val/dice', float('nan')):.3f}); "
+        f"{len(volumes)} held-out phantoms"
+    )
+    header = (
+        f"| {'method':<12} | {'prompts/case':>12} | {'3D Dice before':>14} | {'3D Dice after':>13} | {'s/case':>6} |"
+    )
     print(header)
     print("|" + "|".join("-" * len(cell) for cell in header.split("|")[1:-1]) + "|")
     for method in METHODS:
-        print(f"| {method:<12} | {after[method]['prompts']:>12.1f} | {before[method]['dice']:>14.3f} | "
-              f"{after[method]['dice']:>13.3f} | {after[method]['seconds']:>6.2f} |")
+        print(
+            f"| {method:<12} | {after[method]['prompts']:>12.1f} | {before[method]['dice']:>14.3f} | "
+            f"{after[method]['dice']:>13.3f} | {after[method]['seconds']:>6.2f} |"
+        )
 
 
 if __name__ == "__main__":

@@ -64,13 +64,15 @@ def write_cases(root: Path, count: int, side: tuple[int, int], slices: tuple[int
         (root / folder).mkdir(parents=True, exist_ok=True)
     for i in range(count):
         depth = int(rng.integers(slices[0], slices[1] + 1))
-        x, y, z = np.ogrid[:side[0], :side[1], :depth]
+        x, y, z = np.ogrid[: side[0], : side[1], :depth]
         cx, cy = side[0] / 2, side[1] / 2
         body = ((x - cx) / (0.45 * side[0])) ** 2 + ((y - cy) / (0.35 * side[1])) ** 2 < 1
-        liver = ((x - 0.6 * side[0]) / (0.15 * side[0])) ** 2 + ((y - 0.45 * side[1]) / (0.12 * side[1])) ** 2 \
-            + ((z - depth / 2) / (0.3 * depth)) ** 2 < 1
-        tumour = ((x - 0.62 * side[0]) / (0.04 * side[0])) ** 2 + ((y - 0.45 * side[1]) / (0.04 * side[1])) ** 2 \
-            + ((z - depth / 2) / (0.1 * depth)) ** 2 < 1
+        liver = ((x - 0.6 * side[0]) / (0.15 * side[0])) ** 2 + ((y - 0.45 * side[1]) / (0.12 * side[1])) ** 2 + (
+            (z - depth / 2) / (0.3 * depth)
+        ) ** 2 < 1
+        tumour = ((x - 0.62 * side[0]) / (0.04 * side[0])) ** 2 + ((y - 0.45 * side[1]) / (0.04 * side[1])) ** 2 + (
+            (z - depth / 2) / (0.1 * depth)
+        ) ** 2 < 1
         hu = np.where(body, 40.0, -1000.0) + np.where(liver, 20.0, 0.0) - np.where(tumour, 30.0, 0.0)
         image = (hu + rng.normal(0, 15, (side[0], side[1], depth))).astype(np.int16)
         label = (liver & ~tumour).astype(np.uint8) + 2 * tumour.astype(np.uint8)
@@ -81,8 +83,12 @@ def write_cases(root: Path, count: int, side: tuple[int, int], slices: tuple[int
         entries.append({"image": f"./imagesTr/{name}", "label": f"./labelsTr/{name}"})
     (root / "dataset.json").write_text(json.dumps({"training": entries}))
     card = yaml.safe_load((HERE.parent / "data_cards" / "ct_phantom.yaml").read_text())
-    card.update(name="scale_ct", source={"kind": "msd", "root": str(root)},
-                labels={"background": 0, "liver": 1, "tumour": 2}, targets=["liver", "tumour"])
+    card.update(
+        name="scale_ct",
+        source={"kind": "msd", "root": str(root)},
+        labels={"background": 0, "liver": 1, "tumour": 2},
+        targets=["liver", "tumour"],
+    )
     path = root / "card.yaml"
     path.write_text(yaml.safe_dump(card))
     return path
@@ -118,14 +124,27 @@ def cpu_now() -> float:
 def datamodule(card: str, cache: str, workers: int | None) -> Any:
     from adapt.data.datamodule import build_datamodule
 
-    return build_datamodule({"card": card, "cache": "disk", "cache_dir": cache, "prepare_workers": workers,
-                             "val_max_slices_per_case": 8}, 1024, seed=0)
+    return build_datamodule(
+        {"card": card, "cache": "disk", "cache_dir": cache, "prepare_workers": workers, "val_max_slices_per_case": 8},
+        1024,
+        seed=0,
+    )
 
 
 #: The tiny random model for one step: the stages measure the data path, not the model.
-TINY = ["model=tiny", "model.image_size=128", "embedding_cache.mode=off", "logger=csv", "validate_before=false",
-        "trainer.max_steps=1", "trainer.max_epochs=-1", "trainer.limit_val_batches=0", "data.batch_size=4",
-        "optim.warmup_steps=1", "data.cache=disk"]
+TINY = [
+    "model=tiny",
+    "model.image_size=128",
+    "embedding_cache.mode=off",
+    "logger=csv",
+    "validate_before=false",
+    "trainer.max_steps=1",
+    "trainer.max_epochs=-1",
+    "trainer.limit_val_batches=0",
+    "data.batch_size=4",
+    "optim.warmup_steps=1",
+    "data.cache=disk",
+]
 
 
 def compose(command: str, overrides: list[str]) -> Any:
@@ -162,8 +181,11 @@ def first_step(card: str, cache: str, out: Path, start: float) -> float:
 def evaluate(card: str, cache: str, out: Path) -> dict[str, float]:
     """``python -m adapt.evaluate adapter=none model=tiny`` on the validation split: the run's own seconds
     (``summary.json``, after imports) and the share of them outside the model."""
-    done = subprocess.run([sys.executable, "-m", "adapt.evaluate", f"data.card={card}", "adapter=none", "model=tiny",
-                           f"out={out}"], capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "adapt.evaluate", f"data.card={card}", "adapter=none", "model=tiny", f"out={out}"],
+        capture_output=True,
+        text=True,
+    )
     if done.returncode:
         raise RuntimeError(f"evaluate failed:\n{done.stderr[-3000:]}")
     summary = json.loads((out / "summary.json").read_text())
@@ -228,8 +250,13 @@ def stage(name: str, options: dict[str, Any]) -> dict[str, Any]:
 def run_stage(name: str, options: dict[str, Any], code: Path) -> dict[str, Any]:
     """``stage(name)`` in a fresh process with ``code`` on the path: its result and the process's peak RSS."""
     env = {**os.environ, "PYTHONPATH": str(code), "PYTHONWARNINGS": "ignore"}
-    done = subprocess.run([sys.executable, __file__, "--stage", name, json.dumps(options)], env=env,
-                          capture_output=True, text=True, cwd=code)
+    done = subprocess.run(
+        [sys.executable, __file__, "--stage", name, json.dumps(options)],
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=code,
+    )
     if done.returncode:
         raise RuntimeError(f"stage {name} failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -248,8 +275,9 @@ def folder_bytes(folder: Path, pattern: str = "*") -> int:
     return sum(p.stat().st_size for p in folder.rglob(pattern) if p.is_file())
 
 
-def measure(n: int, tmp: Path, side: tuple[int, int], slices: tuple[int, int], code: Path,
-            workers: int | None) -> list[list[str]]:
+def measure(
+    n: int, tmp: Path, side: tuple[int, int], slices: tuple[int, int], code: Path, workers: int | None
+) -> list[list[str]]:
     root = tmp / f"n{n}"
     card = write_cases(root, n, side, slices)
     source = folder_bytes(root, "*.nii.gz")
@@ -267,10 +295,12 @@ def measure(n: int, tmp: Path, side: tuple[int, int], slices: tuple[int, int], c
     results["sample"] = run_stage("sample", options, code)
     results["metrics"] = run_stage("metrics", options, code)
     if ours:
-        results["first step"] = run_stage("first step", {**options, "cache": str(cache) + "-step",
-                                                         "out": str(tmp / f"run-{n}")}, code)
-        results["first step, prepared"] = run_stage("first step, prepared", {**options, "out": str(tmp / f"run-{n}-p")},
-                                                    code)
+        results["first step"] = run_stage(
+            "first step", {**options, "cache": str(cache) + "-step", "out": str(tmp / f"run-{n}")}, code
+        )
+        results["first step, prepared"] = run_stage(
+            "first step, prepared", {**options, "out": str(tmp / f"run-{n}-p")}, code
+        )
         results["evaluate"] = run_stage("evaluate", {**options, "out": str(tmp / f"eval-{n}")}, code)
     rows = []
     for name, r in results.items():
@@ -279,8 +309,10 @@ def measure(n: int, tmp: Path, side: tuple[int, int], slices: tuple[int, int], c
         if name == "start":
             note = f"read {r['read'] / 1e6:,.1f} MB = {r['read'] / max(size, 1):.1%} of the cache"
         elif name == "sample":
-            note = (f"read {r['sample_read'] / 1e3:,.0f} kB per sample for a {r['plane'] / 1e3:,.0f} kB plane "
-                    f"({r['sample_read'] / r['plane']:.2f}x)")
+            note = (
+                f"read {r['sample_read'] / 1e3:,.0f} kB per sample for a {r['plane'] / 1e3:,.0f} kB plane "
+                f"({r['sample_read'] / r['plane']:.2f}x)"
+            )
         elif name == "metrics":
             note = f"per volume and class (NSD {r['nsd']:.4f}, HD95 {r['hd95']:.1f} mm)"
         elif name == "first run":
@@ -290,10 +322,30 @@ def measure(n: int, tmp: Path, side: tuple[int, int], slices: tuple[int, int], c
         elif name == "evaluate":
             note = f"{r['outside']:.0%} of {r['eval_seconds']:.1f} s outside the model (model=tiny, validation cases)"
         projected = f"{r['seconds'] / n * 1000 / 60:,.1f} min" if per_case else "-"
-        rows.append([str(n), code.name if not ours else "this", name, f"{r['seconds']:.2f}", f"{r['cpu']:.2f}",
-                     f"{r['rss_mb']:,.0f}", projected, note])
-    rows.append([str(n), code.name if not ours else "this", "disk", "-", "-", "-", f"{size / n * 1000 / 1e9:,.1f} GB",
-                 f"source {source / 1e6:,.1f} MB, cache {size / 1e6:,.1f} MB ({size / source:.2f}x)"])
+        rows.append(
+            [
+                str(n),
+                code.name if not ours else "this",
+                name,
+                f"{r['seconds']:.2f}",
+                f"{r['cpu']:.2f}",
+                f"{r['rss_mb']:,.0f}",
+                projected,
+                note,
+            ]
+        )
+    rows.append(
+        [
+            str(n),
+            code.name if not ours else "this",
+            "disk",
+            "-",
+            "-",
+            "-",
+            f"{size / n * 1000 / 1e9:,.1f} GB",
+            f"source {source / 1e6:,.1f} MB, cache {size / 1e6:,.1f} MB ({size / source:.2f}x)",
+        ]
+    )
     return rows
 
 
@@ -308,8 +360,10 @@ def main() -> None:
     if args.stage:
         return stage_main(*args.stage)
     load = lambda: " ".join(f"{v:.2f}" for v in os.getloadavg())  # noqa: E731
-    print(f"load average {load()} at the start; {os.cpu_count()} cores; cases {args.shape[0]} x {args.shape[1]} x "
-          f"{args.shape[2]}-{args.shape[3]} at {SPACING} mm\n")
+    print(
+        f"load average {load()} at the start; {os.cpu_count()} cores; cases {args.shape[0]} x {args.shape[1]} x "
+        f"{args.shape[2]}-{args.shape[3]} at {SPACING} mm\n"
+    )
     header = ["N", "code", "stage", "wall s", "CPU s", "peak RSS MB", "at N = 1,000", "notes"]
     print("| " + " | ".join(header) + " |\n|" + "---|" * len(header), flush=True)
     with tempfile.TemporaryDirectory(prefix="sam2-adapt-scale-") as tmp:

@@ -91,9 +91,12 @@ def parse_row(row: str) -> tuple[str, int | None, bool]:
     return kind, int(last) if last else None, prefix
 
 
-def loss_of(model: torch.nn.Module, data: dict[str, torch.Tensor],
-            embeddings: list[torch.Tensor] | None = None,
-            prefix: tuple[int, list[torch.Tensor]] | None = None) -> torch.Tensor:
+def loss_of(
+    model: torch.nn.Module,
+    data: dict[str, torch.Tensor],
+    embeddings: list[torch.Tensor] | None = None,
+    prefix: tuple[int, list[torch.Tensor]] | None = None,
+) -> torch.Tensor:
     """The segmentation loss of one batch; with ``embeddings`` the image encoder is skipped, with
     ``prefix`` (first block to run, the prefix's cached output) its frozen prefix is."""
     if prefix is not None:
@@ -105,9 +108,15 @@ def loss_of(model: torch.nn.Module, data: dict[str, torch.Tensor],
     return segmentation_loss(logits[:, :, None], data["label"], pred.iou, LossWeights())[0]
 
 
-def bare_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, data: dict[str, torch.Tensor],
-              embeddings: list[torch.Tensor] | None = None, precision: str = "32",
-              clip: float | None = None, prefix: tuple[int, list[torch.Tensor]] | None = None) -> float:
+def bare_step(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    data: dict[str, torch.Tensor],
+    embeddings: list[torch.Tensor] | None = None,
+    precision: str = "32",
+    clip: float | None = None,
+    prefix: tuple[int, list[torch.Tensor]] | None = None,
+) -> float:
     """One plain PyTorch training step (no framework): forward, loss, backward, clip, AdamW."""
     with autocast(data["image"].device, precision):
         loss = loss_of(model, data, embeddings, prefix)
@@ -160,12 +169,20 @@ def measure(args: argparse.Namespace, row: str) -> dict[str, Any]:
         start = first_trained_block(base_model(model))
         with torch.no_grad(), autocast(device, args.precision):
             prefix = (start, [t.float() for t in encode_prefix(base_model(model), preprocess(data["image"]), start)])
-    times = [wall_and_cpu(lambda: bare_step(model, optimizer, data, embeddings, args.precision, prefix=prefix), device)
-             for _ in range(args.warmup + args.steps)][args.warmup:]
+    times = [
+        wall_and_cpu(lambda: bare_step(model, optimizer, data, embeddings, args.precision, prefix=prefix), device)
+        for _ in range(args.warmup + args.steps)
+    ][args.warmup :]
     mean = sum(wall for wall, _ in times) / len(times)
-    return {"kind": row, "trainable": trainable, "total": total, "s/step": mean,
-            "cpu_s/step": sum(cpu for _, cpu in times) / len(times),
-            "samples/s": args.batch / mean, "peak_mb": peak_memory_mb(device)}
+    return {
+        "kind": row,
+        "trainable": trainable,
+        "total": total,
+        "s/step": mean,
+        "cpu_s/step": sum(cpu for _, cpu in times) / len(times),
+        "samples/s": args.batch / mean,
+        "peak_mb": peak_memory_mb(device),
+    }
 
 
 def run_child(kind: str) -> dict[str, Any]:
@@ -187,12 +204,20 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--precision", default="32", choices=["32", "bf16"])
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
-    parser.add_argument("--kinds", nargs="+", default=["lora", "bottleneck", "decoder", "decoder+cache", "full"],
-                        choices=list(SPECS))
-    parser.add_argument("--blocks", nargs="+", default=["all"],
-                        help="Hiera blocks with encoder adapters (lora, dora, bottleneck): all and/or N (the last N)")
-    parser.add_argument("--prefix-cache", action="store_true",
-                        help="also time each last-N row from a cached frozen prefix (after the cache's first epoch)")
+    parser.add_argument(
+        "--kinds", nargs="+", default=["lora", "bottleneck", "decoder", "decoder+cache", "full"], choices=list(SPECS)
+    )
+    parser.add_argument(
+        "--blocks",
+        nargs="+",
+        default=["all"],
+        help="Hiera blocks with encoder adapters (lora, dora, bottleneck): all and/or N (the last N)",
+    )
+    parser.add_argument(
+        "--prefix-cache",
+        action="store_true",
+        help="also time each last-N row from a cached frozen prefix (after the cache's first epoch)",
+    )
     parser.add_argument("--rounds", type=int, default=1, help="run every row this often, alternating; median reported")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     return parser.parse_args()
@@ -226,13 +251,17 @@ def main() -> None:
         print(json.dumps(measure(args, args.child)))
         return
     memory = "peak CUDA MB" if args.device.startswith("cuda") else "peak RSS MB"
-    print(f"{args.model} (random weights) at {args.size}px, batch {args.batch}, {args.device}, "
-          f"precision {args.precision}, {args.threads} threads, mean of {args.steps} steps after {args.warmup} warm-up"
-          + (f", median of {args.rounds} alternating rounds" if args.rounds > 1 else ""))
+    print(
+        f"{args.model} (random weights) at {args.size}px, batch {args.batch}, {args.device}, "
+        f"precision {args.precision}, {args.threads} threads, mean of {args.steps} steps after {args.warmup} warm-up"
+        + (f", median of {args.rounds} alternating rounds" if args.rounds > 1 else "")
+    )
     names = rows(args)
     width = max(13, *(len(n) for n in names))
-    header = (f"| {'kind':<{width}} | {'trainable':>11} | {'total':>11} | {'%':>6} | {'s/step':>7} | {'CPU s/step':>10} "
-              f"| {'samples/s':>9} | {memory:>12} |")
+    header = (
+        f"| {'kind':<{width}} | {'trainable':>11} | {'total':>11} | {'%':>6} | {'s/step':>7} | {'CPU s/step':>10} "
+        f"| {'samples/s':>9} | {memory:>12} |"
+    )
     print(header)
     print("|" + "|".join("-" * (len(cell)) for cell in header.split("|")[1:-1]) + "|")
     results: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
@@ -240,12 +269,19 @@ def main() -> None:
         for name in names:
             results[name].append(run_child(name))
             last = results[name][-1]
-            print(f"  {name}: {last['s/step']:.3f} s/step, {last['cpu_s/step']:.3f} CPU s/step", file=sys.stderr, flush=True)
+            print(
+                f"  {name}: {last['s/step']:.3f} s/step, {last['cpu_s/step']:.3f} CPU s/step",
+                file=sys.stderr,
+                flush=True,
+            )
     for name in names:
         row = median_row(results[name])
-        print(f"| {row['kind']:<{width}} | {row['trainable']:>11,} | {row['total']:>11,} | "
-              f"{100 * row['trainable'] / row['total']:>6.2f} | {row['s/step']:>7.3f} | {row['cpu_s/step']:>10.3f} | "
-              f"{row['samples/s']:>9.3f} | {row['peak_mb']:>12.0f} |", flush=True)
+        print(
+            f"| {row['kind']:<{width}} | {row['trainable']:>11,} | {row['total']:>11,} | "
+            f"{100 * row['trainable'] / row['total']:>6.2f} | {row['s/step']:>7.3f} | {row['cpu_s/step']:>10.3f} | "
+            f"{row['samples/s']:>9.3f} | {row['peak_mb']:>12.0f} |",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

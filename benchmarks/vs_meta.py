@@ -119,7 +119,7 @@ def interleave(row: Row, runs: dict[str, Callable[[], Any]], repeats: int, warmu
             fn()
     names = list(runs)
     for k in range(repeats):
-        for name in names[k % len(names):] + names[: k % len(names)]:
+        for name in names[k % len(names) :] + names[: k % len(names)]:
             row.times.setdefault(name, []).append(timed(runs[name], device))
     return row
 
@@ -138,9 +138,11 @@ def transformers_modules(model: torch.nn.Module) -> Iterator[None]:
 
 def as_before(model: torch.nn.Module, fn: Callable[[], Any]) -> Callable[[], Any]:
     """``fn`` run as our path was before issue 17: transformers' modules unpatched."""
+
     def run() -> Any:
         with transformers_modules(model):
             return fn()
+
     return run
 
 
@@ -156,20 +158,24 @@ class Setup:
         self.checkpoint = ref.random_checkpoint(meta_sam2, folder / "sam2.1_hiera_tiny_random.pt", SEED)
 
         image_predictor = meta_sam2.module("sam2_image_predictor").SAM2ImagePredictor
-        self.meta = image_predictor(meta_sam2.build(self.checkpoint, overrides=ref.video_overrides(args.size))
-                                    .to(self.device))
+        self.meta = image_predictor(
+            meta_sam2.build(self.checkpoint, overrides=ref.video_overrides(args.size)).to(self.device)
+        )
         # Meta's image predictor hard-codes the feature sizes of a 1024 px model.
         self.meta._bb_feat_sizes = [(args.size // stride,) * 2 for stride in (4, 8, 16)]
         ours, info = load_sam2("sam2.1_hiera_tiny", checkpoint=str(self.checkpoint), image_size=args.size)
-        loaded = LoadedAdapter(model=ours.eval(), preprocessing={}, label_map={}, metadata={}, model_info=info,
-                               path=folder)
+        loaded = LoadedAdapter(
+            model=ours.eval(), preprocessing={}, label_map={}, metadata={}, model_info=info, path=folder
+        )
         self.ours = Predictor(loaded, device=args.device)
         if args.compile:
             self.ours.model.vision_encoder.compile()
             self.meta.model.image_encoder.compile()
 
         self.image = ref.natural_image(args.height, args.width)
-        self.box = np.round([0.3 * args.width, 0.2 * args.height, 0.7 * args.width, 0.8 * args.height]).astype(np.float32)
+        self.box = np.round([0.3 * args.width, 0.2 * args.height, 0.7 * args.width, 0.8 * args.height]).astype(
+            np.float32
+        )
         unit = torch.from_numpy(self.image.transpose(2, 0, 1).astype(np.float32) / 255)[None]
         from adapt.models.primitives import preprocess
 
@@ -193,8 +199,10 @@ class Setup:
             backbone_out = model.forward_image(self.pixels)
             _, vision_feats, _, _ = model._prepare_backbone_features(backbone_out)
             vision_feats[-1] = vision_feats[-1] + model.no_mem_embed
-            return [feat.permute(1, 2, 0).view(1, -1, *size)
-                    for feat, size in zip(vision_feats[::-1], self.meta._bb_feat_sizes[::-1])][::-1]
+            return [
+                feat.permute(1, 2, 0).view(1, -1, *size)
+                for feat, size in zip(vision_feats[::-1], self.meta._bb_feat_sizes[::-1])
+            ][::-1]
 
     def ours_one_box(self) -> np.ndarray:
         return self.ours.segment(self.image.transpose(2, 0, 1) / np.float32(255), box=self.box)
@@ -226,9 +234,11 @@ class VideoSetup:
         self.frames_dir.mkdir()
         for t in range(args.frames):  # Meta reads "<frame index>.jpg"
             Image.fromarray(ref.natural_image(args.video_height, args.video_width, seed=1, t=t)).save(
-                self.frames_dir / f"{t:05d}.jpg", quality=95)
-        self.box = np.round([0.3 * args.video_width, 0.2 * args.video_height, 0.7 * args.video_width,
-                             0.8 * args.video_height]).astype(np.float32)
+                self.frames_dir / f"{t:05d}.jpg", quality=95
+            )
+        self.box = np.round(
+            [0.3 * args.video_width, 0.2 * args.video_height, 0.7 * args.video_width, 0.8 * args.video_height]
+        ).astype(np.float32)
         self.meta = meta_sam2.build(setup.checkpoint, video=True, overrides=ref.video_overrides(size)).to(self.device)
         self.ours, _ = load_sam2("sam2.1_hiera_tiny", video=True, checkpoint=str(setup.checkpoint), image_size=size)
         self.ours = self.ours.to(self.device).eval()
@@ -240,8 +250,14 @@ class VideoSetup:
         from adapt.inference import propagation
 
         frames = propagation.read_frames(self.frames_dir)
-        return propagation.propagate(self.ours, frames, {0: propagation.SlicePrompt(boxes=self.box)},
-                                     stop_after=None, device=self.device, chunk=chunk).masks
+        return propagation.propagate(
+            self.ours,
+            frames,
+            {0: propagation.SlicePrompt(boxes=self.box)},
+            stop_after=None,
+            device=self.device,
+            chunk=chunk,
+        ).masks
 
     def run_before(self) -> np.ndarray:
         """As before issue 17: transformers' modules unpatched, frames encoded 8 at a time."""
@@ -274,8 +290,17 @@ def table(rows: list[Row]) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in rows:
         ow, mw, oc, mc = row.median("ours"), row.median("meta"), row.median("ours", 1), row.median("meta", 1)
-        cells = [row.name, f"{ow:.4f}", f"{mw:.4f}", f"{ow / mw:.3f}", f"{row.paired('ours'):.3f}",
-                 f"{row.fastest('ours'):.3f}", f"{oc:.4f}", f"{mc:.4f}", f"{oc / mc:.3f}"]
+        cells = [
+            row.name,
+            f"{ow:.4f}",
+            f"{mw:.4f}",
+            f"{ow / mw:.3f}",
+            f"{row.paired('ours'):.3f}",
+            f"{row.fastest('ours'):.3f}",
+            f"{oc:.4f}",
+            f"{mc:.4f}",
+            f"{oc / mc:.3f}",
+        ]
         if before:
             bw, bc = row.median("before"), row.median("before", 1)
             cells += [f"{bw:.4f}", f"{bw / mw:.3f}", f"{bc / mc:.3f}", f"{row.paired('ours', 'before'):.3f}"]
@@ -298,15 +323,22 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
-                        help="bf16 = both under torch.autocast(bfloat16)")
+    parser.add_argument(
+        "--precision", choices=("fp32", "bf16"), default="fp32", help="bf16 = both under torch.autocast(bfloat16)"
+    )
     parser.add_argument("--compile", action="store_true", help="torch.compile both image encoders")
-    parser.add_argument("--before", action="store_true",
-                        help="also time our path as before issue 17 in the same rounds: transformers' SAM2 "
-                             "modules unpatched (adapt.models.sam2_patches.unpatch_sam2), video frames "
-                             "encoded 8 at a time")
-    parser.add_argument("--rows", default="encoder,one-box,decoder,video",
-                        help="comma-separated subset of encoder, one-box, decoder, video")
+    parser.add_argument(
+        "--before",
+        action="store_true",
+        help="also time our path as before issue 17 in the same rounds: transformers' SAM2 "
+        "modules unpatched (adapt.models.sam2_patches.unpatch_sam2), video frames "
+        "encoded 8 at a time",
+    )
+    parser.add_argument(
+        "--rows",
+        default="encoder,one-box,decoder,video",
+        help="comma-separated subset of encoder, one-box, decoder, video",
+    )
     args = parser.parse_args(argv)
     args.video_height = args.video_height or args.video_size
     args.video_width = args.video_width or args.video_size
@@ -320,16 +352,26 @@ def main(argv: list[str] | None = None) -> None:
     ref = meta_reference()
     wanted = set(args.rows.split(","))
     device = torch.device(args.device)
-    print(f"# torch {torch.__version__}, {args.threads} threads, device {args.device}, precision {args.precision}"
-          f"{', compiled encoders' if args.compile else ''}; "
-          f"load average at start {load()}\n", flush=True)
+    print(
+        f"# torch {torch.__version__}, {args.threads} threads, device {args.device}, precision {args.precision}"
+        f"{', compiled encoders' if args.compile else ''}; "
+        f"load average at start {load()}\n",
+        flush=True,
+    )
     rows: list[Row] = []
     with ref.meta_package() as meta_sam2, tempfile.TemporaryDirectory() as tmp, precision_context(args):
         setup = Setup(meta_sam2, ref, args, Path(tmp))
-        image_rows = (("encoder", f"encoder {args.size}", setup.ours_encoder, setup.meta_encoder, args.repeats),
-                      ("one-box", f"one-box predict {args.width}x{args.height}", setup.ours_one_box, setup.meta_one_box,
-                       args.repeats),
-                      ("decoder", "decoder + upsampling", setup.ours_decoder, setup.meta_decoder, args.decoder_repeats))
+        image_rows = (
+            ("encoder", f"encoder {args.size}", setup.ours_encoder, setup.meta_encoder, args.repeats),
+            (
+                "one-box",
+                f"one-box predict {args.width}x{args.height}",
+                setup.ours_one_box,
+                setup.meta_one_box,
+                args.repeats,
+            ),
+            ("decoder", "decoder + upsampling", setup.ours_decoder, setup.meta_decoder, args.decoder_repeats),
+        )
         for key, name, ours, meta, repeats in image_rows:
             if key in wanted:
                 runs = {"ours": ours, "meta": meta}

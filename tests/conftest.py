@@ -131,10 +131,20 @@ PHANTOM_SHAPE = (40, 48, 8)
 
 #: Overrides that shrink any recipe to two training steps of the tiny model at 64 px, offline.
 TWO_STEPS = [
-    "model=tiny", "model.image_size=64", "trainer.max_steps=2", "trainer.max_epochs=-1",
-    "trainer.val_check_interval=null", "trainer.check_val_every_n_epoch=1000",
-    "trainer.limit_val_batches=1", "validate_before=false", "data.batch_size=1", "data.val_batch_size=2",
-    "optim.warmup_steps=1", "embedding_cache.mode=off", "logger=csv", "data.num_workers=0",
+    "model=tiny",
+    "model.image_size=64",
+    "trainer.max_steps=2",
+    "trainer.max_epochs=-1",
+    "trainer.val_check_interval=null",
+    "trainer.check_val_every_n_epoch=1000",
+    "trainer.limit_val_batches=1",
+    "validate_before=false",
+    "data.batch_size=1",
+    "data.val_batch_size=2",
+    "optim.warmup_steps=1",
+    "embedding_cache.mode=off",
+    "logger=csv",
+    "data.num_workers=0",
 ]
 
 
@@ -165,9 +175,19 @@ def train_tiny(run_dir, data_root, *extra: str):
     """A tiny LoRA run trained for two steps on the phantoms at ``data_root``."""
     from adapt.train import train
 
-    overrides = ["recipe=demo", "model=tiny", "model.image_size=128", "trainer.max_steps=2", "data.batch_size=2",
-                 "data.val_batch_size=4", "optim.warmup_steps=1", "validate_before=false",
-                 "data.val_max_slices_per_case=2", f"data.root={data_root}", *extra]
+    overrides = [
+        "recipe=demo",
+        "model=tiny",
+        "model.image_size=128",
+        "trainer.max_steps=2",
+        "data.batch_size=2",
+        "data.val_batch_size=4",
+        "optim.warmup_steps=1",
+        "validate_before=false",
+        "data.val_max_slices_per_case=2",
+        f"data.root={data_root}",
+        *extra,
+    ]
     train(compose_cfg(run_dir, *overrides))
     return run_dir
 
@@ -220,14 +240,23 @@ class LocalHub:
 
 def figures(book) -> int:
     """How many figures the executed notebook shows."""
-    return sum("image/png" in out.get("data", {}) for cell in book.cells if cell.cell_type == "code"
-               for out in cell.get("outputs", []))
+    return sum(
+        "image/png" in out.get("data", {})
+        for cell in book.cells
+        if cell.cell_type == "code"
+        for out in cell.get("outputs", [])
+    )
 
 
 def errors(book) -> list[str]:
     """The exception names of the executed notebook's failed cells."""
-    return [out.get("ename", "") for cell in book.cells if cell.cell_type == "code"
-            for out in cell.get("outputs", []) if out.get("output_type") == "error"]
+    return [
+        out.get("ename", "")
+        for cell in book.cells
+        if cell.cell_type == "code"
+        for out in cell.get("outputs", [])
+        if out.get("output_type") == "error"
+    ]
 
 
 # --- faults: a user's mistake under the command lines' printer ------------------------------------
@@ -259,6 +288,7 @@ def run_user_action(action):
 
 def forbid_model_loads(monkeypatch) -> None:
     """Make every SAM2 load raise ``ModelLoaded`` for the rest of the test."""
+
     def tripwire(*args, **kwargs):
         raise ModelLoaded("a model was loaded before the fault was reported")
 
@@ -274,7 +304,7 @@ def forbid_model(monkeypatch):
 
 #: Code put around a notebook by ``execute(..., probe=True)``: before its cells, ``plt.show`` records what
 #: each figure draws (drawn first, so text has its final place); after them, the records are printed.
-FIGURE_PROBE = '''
+FIGURE_PROBE = """
 import json as _json
 import matplotlib.pyplot as _plt
 from matplotlib.colors import to_hex as _hex
@@ -325,7 +355,7 @@ def _probing_show(*args, **kwargs):
 
 
 _plt.show = _probing_show
-'''
+"""
 
 
 def execute(name: str, env: dict[str, str], monkeypatch, probe: bool = False):
@@ -348,15 +378,19 @@ def execute(name: str, env: dict[str, str], monkeypatch, probe: bool = False):
     monkeypatch.setenv("MPLBACKEND", "module://matplotlib_inline.backend_inline")
     book = nbformat.read(REPO_ROOT / "notebooks" / name, as_version=4)
     if probe:
-        book.cells = [nbformat.v4.new_code_cell(FIGURE_PROBE), *book.cells,
-                      nbformat.v4.new_code_cell("print(_json.dumps(_figures))")]
+        book.cells = [
+            nbformat.v4.new_code_cell(FIGURE_PROBE),
+            *book.cells,
+            nbformat.v4.new_code_cell("print(_json.dumps(_figures))"),
+        ]
     NotebookClient(book, timeout=180, kernel_name="python3", resources={"metadata": {"path": str(REPO_ROOT)}}).execute()
     if probe:
         printed = book.cells.pop()
         book.cells.pop(0)
-        book.metadata["figures"] = json.loads("".join(o.get("text", "") for o in printed.outputs if o.get("name") == "stdout"))
+        book.metadata["figures"] = json.loads(
+            "".join(o.get("text", "") for o in printed.outputs if o.get("name") == "stdout")
+        )
     return book
-
 
 
 # --- the app's page in a real headless browser (Debian's chromium + chromedriver, Selenium) -----------
@@ -408,8 +442,13 @@ def serve_app(arguments: list[str], cwd):
         port = probe.getsockname()[1]
     log_path = cwd / f"app-{port}.log"
     with log_path.open("w") as log:
-        process = subprocess.Popen([sys.executable, "-m", "adapt.app", *arguments, f"port={port}"], stdout=log,
-                                   stderr=subprocess.STDOUT, cwd=cwd, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+        process = subprocess.Popen(
+            [sys.executable, "-m", "adapt.app", *arguments, f"port={port}"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=cwd,
+            env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        )
         url = f"http://127.0.0.1:{port}/"
         try:
             for _ in range(600):
@@ -434,7 +473,10 @@ def click_shown_image(browser, fx: float, fy: float) -> None:
     image = browser.find_element(By.CSS_SELECTOR, "#view img")
     width, height, natural_w, natural_h = browser.execute_script(
         "const r = arguments[0].getBoundingClientRect();"
-        "return [r.width, r.height, arguments[0].naturalWidth, arguments[0].naturalHeight];", image)
+        "return [r.width, r.height, arguments[0].naturalWidth, arguments[0].naturalHeight];",
+        image,
+    )
     scale = min(width / natural_w, height / natural_h, 1)
     ActionChains(browser).move_to_element_with_offset(
-        image, int((fx - 0.5) * natural_w * scale), int((fy - 0.5) * natural_h * scale)).click().perform()
+        image, int((fx - 0.5) * natural_w * scale), int((fy - 0.5) * natural_h * scale)
+    ).click().perform()

@@ -33,8 +33,13 @@ RESERVED = {"true", "false", "null", "none", "nan", "inf", "yes", "no", "on", "o
 
 def fault_settings(examples: int) -> settings:
     """CI: ``examples`` drawn from fixed seeds; ``SAM2_ADAPT_FAULTS=deep``: ten times as many, random seeds."""
-    return settings(max_examples=examples * (10 if DEEP else 1), derandomize=not DEEP, deadline=None, database=None,
-                    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+    return settings(
+        max_examples=examples * (10 if DEEP else 1),
+        derandomize=not DEEP,
+        deadline=None,
+        database=None,
+        suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    )
 
 
 # --------------------------------------------------------------------------- values
@@ -199,8 +204,11 @@ def names_key(message: str, name: str) -> bool:
     """Whether one problem line of the message is about ``name`` (``  - name=...`` / ``name: ...``),
     or Hydra's refusal names it."""
     lines = [line.strip() for line in message.splitlines()]
-    return any(line.startswith((f"- {name}=", f"- {name}:", f"- {name} ")) for line in lines) or \
-        (f"'{name}'" in message or f" {name}=" in message or f"{name}:" in message) and "does not compose" in message
+    return (
+        any(line.startswith((f"- {name}=", f"- {name}:", f"- {name} ")) for line in lines)
+        or (f"'{name}'" in message or f" {name}=" in message or f"{name}:" in message)
+        and "does not compose" in message
+    )
 
 
 # --------------------------------------------------------------------------- running an entry point
@@ -222,6 +230,7 @@ def run_entry(action: Callable[[], Any]) -> tuple[Any, str]:
 
 def argv_of(*args: str) -> Callable[[], None]:
     """A context in which ``sys.argv`` is ``["adapt", *args]``."""
+
     @contextlib.contextmanager
     def context():
         saved = sys.argv
@@ -230,8 +239,8 @@ def argv_of(*args: str) -> Callable[[], None]:
             yield
         finally:
             sys.argv = saved
+
     return context
 
 
 # --------------------------------------------------------------------------- no model past the door
-

@@ -29,12 +29,23 @@ def retyped(names: set[str] | tuple[str, ...], home: tuple[str, ...], subject: s
             continue
         source = path.read_text()
         for node in ast.walk(ast.parse(source)):
-            collection = node.keys if isinstance(node, ast.Dict) else node.elts \
-                if isinstance(node, (ast.Tuple, ast.List, ast.Set)) else None
-            named = _strings(ast.Tuple(elts=[k for k in collection if k is not None]), names) \
-                if collection is not None else []
-            compared = isinstance(node, ast.Compare) and subject in (ast.get_source_segment(source, node) or "") \
+            collection = (
+                node.keys
+                if isinstance(node, ast.Dict)
+                else node.elts
+                if isinstance(node, (ast.Tuple, ast.List, ast.Set))
+                else None
+            )
+            named = (
+                _strings(ast.Tuple(elts=[k for k in collection if k is not None]), names)
+                if collection is not None
+                else []
+            )
+            compared = (
+                isinstance(node, ast.Compare)
+                and subject in (ast.get_source_segment(source, node) or "")
                 and _strings(node, names)
+            )
             if len(set(named)) >= 2 or compared:
                 found.append(f"{relative}:{node.lineno}: {ast.get_source_segment(source, node)}")
     return found

@@ -63,12 +63,22 @@ SDIST_SHA256 = "7e0ea252d43c10d853e3acfce0b5770ac683c30481bd6de311300e9d44f45b74
 TINY_CONFIG = "configs/sam2.1/sam2.1_hiera_t.yaml"
 #: Meta's modules imported while the torchvision/iopath stand-ins are in place.
 META_MODULES = (
-    "sam2.modeling.backbones.hieradet", "sam2.modeling.backbones.image_encoder",
-    "sam2.modeling.backbones.utils", "sam2.modeling.position_encoding",
-    "sam2.modeling.memory_attention", "sam2.modeling.memory_encoder", "sam2.modeling.sam2_utils",
-    "sam2.modeling.sam.transformer", "sam2.modeling.sam.prompt_encoder", "sam2.modeling.sam.mask_decoder",
-    "sam2.modeling.sam2_base", "sam2.utils.misc", "sam2.utils.transforms",
-    "sam2.sam2_image_predictor", "sam2.sam2_video_predictor", "sam2.build_sam",
+    "sam2.modeling.backbones.hieradet",
+    "sam2.modeling.backbones.image_encoder",
+    "sam2.modeling.backbones.utils",
+    "sam2.modeling.position_encoding",
+    "sam2.modeling.memory_attention",
+    "sam2.modeling.memory_encoder",
+    "sam2.modeling.sam2_utils",
+    "sam2.modeling.sam.transformer",
+    "sam2.modeling.sam.prompt_encoder",
+    "sam2.modeling.sam.mask_decoder",
+    "sam2.modeling.sam2_base",
+    "sam2.utils.misc",
+    "sam2.utils.transforms",
+    "sam2.sam2_image_predictor",
+    "sam2.sam2_video_predictor",
+    "sam2.build_sam",
 )
 
 
@@ -88,25 +98,39 @@ def meta_source() -> Path:
     if override:
         root = Path(override)
         if not (root / "sam2" / "modeling" / "sam2_base.py").is_file():
-            raise RuntimeError(f"SAM2_META_SOURCE={override} is not a facebookresearch/sam2 checkout "
-                               "(no sam2/modeling/sam2_base.py)")
+            raise RuntimeError(
+                f"SAM2_META_SOURCE={override} is not a facebookresearch/sam2 checkout (no sam2/modeling/sam2_base.py)"
+            )
         return root
     target = cache_dir() / f"sam2-{VERSION}"
     if (target / "sam2" / "sam2_video_predictor.py").is_file():
         return target
     if importlib.util.find_spec("setuptools") is None:
-        raise RuntimeError("reading Meta's sdist with pip needs setuptools (its build backend): "
-                           "pip install setuptools")
+        raise RuntimeError("reading Meta's sdist with pip needs setuptools (its build backend): pip install setuptools")
     target.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(target) + ".lock"):  # pytest-xdist workers: one downloads, the others wait
         if (target / "sam2" / "sam2_video_predictor.py").is_file():
             return target
         with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
-            command = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
-                       # pip prepares the sdist's metadata; in an isolated build it would first
-                       # try to build torch (a build requirement of sam2) from source.
-                       "--no-build-isolation", "--retries", "2", "--timeout", "20",
-                       f"sam2=={VERSION}", "-d", tmp]
+            command = [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--no-deps",
+                "--no-binary",
+                ":all:",
+                # pip prepares the sdist's metadata; in an isolated build it would first
+                # try to build torch (a build requirement of sam2) from source.
+                "--no-build-isolation",
+                "--retries",
+                "2",
+                "--timeout",
+                "20",
+                f"sam2=={VERSION}",
+                "-d",
+                tmp,
+            ]
             env = {**os.environ, "SAM2_BUILD_CUDA": "0"}  # Meta's setup.py: no CUDA extension
             run = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
             archive = Path(tmp) / SDIST
@@ -210,8 +234,10 @@ def get_connected_componnets(inputs: torch.Tensor) -> list[torch.Tensor]:
         labels[i] = np.where(mask, np.concatenate([[0], first_block + 1])[components], 0)
         counts[i] = np.where(mask, area[components], 0)
     shape = (n, 1, height, width)
-    return [torch.from_numpy(labels).reshape(shape).to(inputs.device),
-            torch.from_numpy(counts).reshape(shape).to(inputs.device)]
+    return [
+        torch.from_numpy(labels).reshape(shape).to(inputs.device),
+        torch.from_numpy(counts).reshape(shape).to(inputs.device),
+    ]
 
 
 def _module(name: str, **attributes) -> types.ModuleType:
@@ -243,8 +269,13 @@ class MetaSam2:
         """``sam2.<name>`` (e.g. ``utils.misc``)."""
         return importlib.import_module(f"sam2.{name}")
 
-    def build(self, checkpoint: str | Path | None = None, video: bool = False,
-              config: str = TINY_CONFIG, overrides: Sequence[str] = ()) -> nn.Module:
+    def build(
+        self,
+        checkpoint: str | Path | None = None,
+        video: bool = False,
+        config: str = TINY_CONFIG,
+        overrides: Sequence[str] = (),
+    ) -> nn.Module:
         """Meta's ``build_sam2`` (or ``build_sam2_video_predictor``) on CPU with Meta's own config.
 
         ``overrides`` are Hydra overrides added to Meta's own (``hydra_overrides_extra``).
@@ -259,10 +290,16 @@ class MetaSam2:
         previous = GlobalHydra.instance().hydra
         GlobalHydra.instance().clear()
         try:
-            with initialize_config_dir(config_dir=str(self.source / "sam2"), version_base="1.2"), \
-                    torch.random.fork_rng(devices=[]):
-                model = builder(config, ckpt_path=None if checkpoint is None else str(checkpoint), device="cpu",
-                                hydra_overrides_extra=list(overrides))
+            with (
+                initialize_config_dir(config_dir=str(self.source / "sam2"), version_base="1.2"),
+                torch.random.fork_rng(devices=[]),
+            ):
+                model = builder(
+                    config,
+                    ckpt_path=None if checkpoint is None else str(checkpoint),
+                    device="cpu",
+                    hydra_overrides_extra=list(overrides),
+                )
         finally:
             GlobalHydra.instance().clear()
             if previous is not None:
@@ -326,6 +363,7 @@ def randomize(model: nn.Module, seed: int) -> nn.Module:
                 tensor.copy_(0.2 * noise)
     return model
 
+
 # --- what the comparisons with Meta share (tests/test_meta_parity.py, benchmarks/vs_meta.py) --------
 
 
@@ -368,8 +406,11 @@ def natural_image(height: int, width: int, seed: int = 0, t: int = 0) -> np.ndar
 def video_overrides(size: int) -> list[str]:
     """Hydra overrides of Meta's config for input side ``size`` (the memory attention's RoPE grid follows)."""
     grid = f"[{size // 16},{size // 16}]"
-    return [f"++model.image_size={size}", f"++model.memory_attention.layer.self_attention.feat_sizes={grid}",
-            f"++model.memory_attention.layer.cross_attention.feat_sizes={grid}"]
+    return [
+        f"++model.image_size={size}",
+        f"++model.memory_attention.layer.self_attention.feat_sizes={grid}",
+        f"++model.memory_attention.layer.cross_attention.feat_sizes={grid}",
+    ]
 
 
 def clear_cache() -> None:

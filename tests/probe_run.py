@@ -16,8 +16,15 @@ import pandas as pd
 
 # Deterministic inputs: box prompts without jitter, no augmentation, no dropout, so the
 # only differences between runs are the ones a test is about.
-TINY = ["model=tiny", "model.image_size=128", "data.augment=false", "data.prompt.jitter=0.0", "optim.warmup_steps=1",
-        "validate_before=false", "trainer.num_sanity_val_steps=0"]
+TINY = [
+    "model=tiny",
+    "model.image_size=128",
+    "data.augment=false",
+    "data.prompt.jitter=0.0",
+    "optim.warmup_steps=1",
+    "validate_before=false",
+    "trainer.num_sanity_val_steps=0",
+]
 LORA = ["adapter=lora", "adapter.dropout=0.0"]
 
 PROBE = '''
@@ -54,8 +61,16 @@ adapt.train.main()
 '''
 
 
-def run_probed(tmp_path: Path, name: str, *overrides: str, kill_at_epoch: int = -1, kill_at_step: int = -1,
-               timeout: int = 240, launcher: tuple[str, ...] = (), run_dir: Path | None = None):
+def run_probed(
+    tmp_path: Path,
+    name: str,
+    *overrides: str,
+    kill_at_epoch: int = -1,
+    kill_at_step: int = -1,
+    timeout: int = 240,
+    launcher: tuple[str, ...] = (),
+    run_dir: Path | None = None,
+):
     """``python -m adapt.train`` (through the probe) into ``run_dir`` (default ``tmp_path/name``);
     returns (result, run_dir, rows).
 
@@ -66,13 +81,28 @@ def run_probed(tmp_path: Path, name: str, *overrides: str, kill_at_epoch: int = 
     script, probe_dir, run_dir = tmp_path / "probe.py", tmp_path / f"{name}-probe", run_dir or tmp_path / name
     script.write_text(PROBE)
     probe_dir.mkdir()
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONWARNINGS": "ignore", "PROBE_DIR": str(probe_dir),
-           "KILL_AT_EPOCH": str(kill_at_epoch), "KILL_AT_STEP": str(kill_at_step), "OMP_NUM_THREADS": "1"}
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "PYTHONWARNINGS": "ignore",
+        "PROBE_DIR": str(probe_dir),
+        "KILL_AT_EPOCH": str(kill_at_epoch),
+        "KILL_AT_STEP": str(kill_at_step),
+        "OMP_NUM_THREADS": "1",
+    }
     start = [sys.executable, "-m", "torch.distributed.run", *launcher] if launcher else [sys.executable]
-    result = subprocess.run([*start, str(script), *overrides, f"hydra.run.dir={run_dir}"],
-                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=timeout)
-    rows = {int(p.stem.removeprefix("rank")): [json.loads(line) for line in p.read_text().splitlines()]
-            for p in probe_dir.glob("rank*.jsonl")}
+    result = subprocess.run(
+        [*start, str(script), *overrides, f"hydra.run.dir={run_dir}"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    rows = {
+        int(p.stem.removeprefix("rank")): [json.loads(line) for line in p.read_text().splitlines()]
+        for p in probe_dir.glob("rank*.jsonl")
+    }
     return result, run_dir, rows
 
 

@@ -76,8 +76,14 @@ def command(start: str, section: str | None = None, containing: tuple[str, ...] 
         AssertionError: naming what the README lacks.
     """
     for found in commands():
-        if found.text.startswith(start) and section in (None, found.section) and all(c in found.text for c in containing):
+        if (
+            found.text.startswith(start)
+            and section in (None, found.section)
+            and all(c in found.text for c in containing)
+        ):
             return found
     where = f" in section {section!r}" if section else ""
-    raise AssertionError(f"README.md has no command starting {start!r}{where} with {list(containing)}; "
-                         "the journeys run the README's own lines")
+    raise AssertionError(
+        f"README.md has no command starting {start!r}{where} with {list(containing)}; "
+        "the journeys run the README's own lines"
+    )

@@ -36,8 +36,14 @@ from torch import nn
 
 from adapt.models.meta_checkpoint import convert_meta_state_dict
 
-MODULES = ("sam3.model.vitdet", "sam3.model.necks", "sam3.model.position_encoding", "sam3.sam.prompt_encoder",
-           "sam3.sam.mask_decoder", "sam3.sam.transformer")
+MODULES = (
+    "sam3.model.vitdet",
+    "sam3.model.necks",
+    "sam3.model.position_encoding",
+    "sam3.sam.prompt_encoder",
+    "sam3.sam.mask_decoder",
+    "sam3.sam.transformer",
+)
 
 
 def meta_sam3() -> types.SimpleNamespace:
@@ -48,8 +54,10 @@ def meta_sam3() -> types.SimpleNamespace:
     """
     spec = importlib.util.find_spec("sam3")
     if spec is None or spec.origin is None:
-        raise RuntimeError("the SAM 3 parity tests need Meta's sam3 package: pip install --no-deps sam3==0.1.4 "
-                           "iopath portalocker einops")
+        raise RuntimeError(
+            "the SAM 3 parity tests need Meta's sam3 package: pip install --no-deps sam3==0.1.4 "
+            "iopath portalocker einops"
+        )
     timm_reference.with_timm()
     if not isinstance(sys.modules.get("sam3"), types.ModuleType) or getattr(sys.modules["sam3"], "__file__", None):
         package = types.ModuleType("sam3")
@@ -63,25 +71,55 @@ def build_meta_tracker_image(size: int = 112, hidden: int = 128, seed: int = 0) 
     meta = meta_sam3()
     torch.manual_seed(seed)
     vit = meta.vitdet.ViT(
-        img_size=size, pretrain_img_size=56, patch_size=14, embed_dim=32, depth=4, num_heads=2, mlp_ratio=2.0,
-        norm_layer="LayerNorm", drop_path_rate=0.0, qkv_bias=True, use_abs_pos=True, tile_abs_pos=True,
-        global_att_blocks=(1, 3), rel_pos_blocks=(), use_rope=True, use_interp_rope=True, window_size=4,
-        pretrain_use_cls_token=True, retain_cls_token=False, ln_pre=True, ln_post=False, return_interm_layers=False,
-        bias_patch_embed=False)
-    position = meta.position_encoding.PositionEmbeddingSine(num_pos_feats=hidden, normalize=True, scale=None,
-                                                            temperature=10000)
-    neck = meta.necks.Sam3DualViTDetNeck(position_encoding=position, d_model=hidden,
-                                         scale_factors=[4.0, 2.0, 1.0, 0.5], trunk=vit, add_sam2_neck=True)
+        img_size=size,
+        pretrain_img_size=56,
+        patch_size=14,
+        embed_dim=32,
+        depth=4,
+        num_heads=2,
+        mlp_ratio=2.0,
+        norm_layer="LayerNorm",
+        drop_path_rate=0.0,
+        qkv_bias=True,
+        use_abs_pos=True,
+        tile_abs_pos=True,
+        global_att_blocks=(1, 3),
+        rel_pos_blocks=(),
+        use_rope=True,
+        use_interp_rope=True,
+        window_size=4,
+        pretrain_use_cls_token=True,
+        retain_cls_token=False,
+        ln_pre=True,
+        ln_post=False,
+        return_interm_layers=False,
+        bias_patch_embed=False,
+    )
+    position = meta.position_encoding.PositionEmbeddingSine(
+        num_pos_feats=hidden, normalize=True, scale=None, temperature=10000
+    )
+    neck = meta.necks.Sam3DualViTDetNeck(
+        position_encoding=position, d_model=hidden, scale_factors=[4.0, 2.0, 1.0, 0.5], trunk=vit, add_sam2_neck=True
+    )
     grid = size // 14
-    prompt = meta.prompt_encoder.PromptEncoder(embed_dim=hidden, image_embedding_size=(grid, grid),
-                                               input_image_size=(size, size), mask_in_chans=16)
+    prompt = meta.prompt_encoder.PromptEncoder(
+        embed_dim=hidden, image_embedding_size=(grid, grid), input_image_size=(size, size), mask_in_chans=16
+    )
     decoder = meta.mask_decoder.MaskDecoder(
         num_multimask_outputs=3,
         transformer=meta.transformer.TwoWayTransformer(depth=2, embedding_dim=hidden, mlp_dim=2048, num_heads=8),
-        transformer_dim=hidden, iou_head_depth=3, iou_head_hidden_dim=256, use_high_res_features=True,
-        iou_prediction_use_sigmoid=True, pred_obj_scores=True, pred_obj_scores_mlp=True,
-        use_multimask_token_for_obj_ptr=True, dynamic_multimask_via_stability=True,
-        dynamic_multimask_stability_delta=0.05, dynamic_multimask_stability_thresh=0.98)
+        transformer_dim=hidden,
+        iou_head_depth=3,
+        iou_head_hidden_dim=256,
+        use_high_res_features=True,
+        iou_prediction_use_sigmoid=True,
+        pred_obj_scores=True,
+        pred_obj_scores_mlp=True,
+        use_multimask_token_for_obj_ptr=True,
+        dynamic_multimask_via_stability=True,
+        dynamic_multimask_stability_delta=0.05,
+        dynamic_multimask_stability_thresh=0.98,
+    )
     model = nn.ModuleDict({"neck": neck, "prompt": prompt, "decoder": decoder})
     model.no_mem_embed = nn.Parameter(torch.zeros(1, 1, hidden))
     with torch.no_grad():  # every tensor random (Meta zero-initialises some): a wrong mapping shows
@@ -91,10 +129,20 @@ def build_meta_tracker_image(size: int = 112, hidden: int = 128, seed: int = 0) 
 
 
 #: Meta's neck convolutions (per level) -> transformers' FPN layer parts.
-NECK = {"dconv_2x2_0": "scale_layers.0", "dconv_2x2_1": "scale_layers.2", "dconv_2x2": "scale_layers.0",
-        "conv_1x1": "proj1", "conv_3x3": "proj2"}
-VIT = {"norm1": "layer_norm1", "norm2": "layer_norm2", "attn.proj": "attention.o_proj", "mlp.fc1": "mlp.fc1",
-       "mlp.fc2": "mlp.fc2"}
+NECK = {
+    "dconv_2x2_0": "scale_layers.0",
+    "dconv_2x2_1": "scale_layers.2",
+    "dconv_2x2": "scale_layers.0",
+    "conv_1x1": "proj1",
+    "conv_3x3": "proj2",
+}
+VIT = {
+    "norm1": "layer_norm1",
+    "norm2": "layer_norm2",
+    "attn.proj": "attention.o_proj",
+    "mlp.fc1": "mlp.fc1",
+    "mlp.fc2": "mlp.fc2",
+}
 
 
 def to_transformers(meta: nn.ModuleDict) -> dict[str, torch.Tensor]:
@@ -119,8 +167,12 @@ def to_transformers(meta: nn.ModuleDict) -> dict[str, torch.Tensor]:
             out[f"vision_encoder.neck.fpn_layers.{parts[1]}.{NECK[parts[2]]}.{parts[-1]}"] = value
     heads = {f"sam_prompt_encoder.{k}": v for k, v in meta["prompt"].state_dict().items()}
     # SAM 3's two-way transformer names its MLP lin1/lin2 where SAM2's has layers.0/1
-    heads.update({f"sam_mask_decoder.{k}".replace(".mlp.lin1.", ".mlp.layers.0.").replace(".mlp.lin2.", ".mlp.layers.1."): v
-                  for k, v in meta["decoder"].state_dict().items()})
+    heads.update(
+        {
+            f"sam_mask_decoder.{k}".replace(".mlp.lin1.", ".mlp.layers.0.").replace(".mlp.lin2.", ".mlp.layers.1."): v
+            for k, v in meta["decoder"].state_dict().items()
+        }
+    )
     heads["no_mem_embed"] = meta.no_mem_embed.detach()
     converted = convert_meta_state_dict(heads)
     if converted.unknown:
@@ -129,8 +181,9 @@ def to_transformers(meta: nn.ModuleDict) -> dict[str, torch.Tensor]:
     return out
 
 
-def meta_image_path(meta: nn.ModuleDict, pixels: torch.Tensor, boxes: torch.Tensor,
-                    multimask: bool) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
+def meta_image_path(
+    meta: nn.ModuleDict, pixels: torch.Tensor, boxes: torch.Tensor, multimask: bool
+) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
     """Meta's tracker on normalised ``pixels`` ``[B, 3, S, S]`` with one box per image ``[B, 4]`` (model grid).
 
     Returns:
@@ -146,7 +199,12 @@ def meta_image_path(meta: nn.ModuleDict, pixels: torch.Tensor, boxes: torch.Tens
         labels = torch.tensor([[2, 3]], dtype=torch.int32).expand(len(boxes), -1)
         sparse, dense = meta["prompt"](points=(corners, labels), boxes=None, masks=None)
         low_res, iou, _, _ = meta["decoder"](
-            image_embeddings=levels[-1], image_pe=meta["prompt"].get_dense_pe(), sparse_prompt_embeddings=sparse,
-            dense_prompt_embeddings=dense, multimask_output=multimask, repeat_image=False,
-            high_res_features=levels[:2])
+            image_embeddings=levels[-1],
+            image_pe=meta["prompt"].get_dense_pe(),
+            sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense,
+            multimask_output=multimask,
+            repeat_image=False,
+            high_res_features=levels[:2],
+        )
     return levels, low_res, iou

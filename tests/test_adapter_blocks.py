@@ -39,20 +39,34 @@ def adapted_blocks(model):
 
 
 def decoder_adapters(model):
-    return sorted(n for n in map(lambda item: item[0], model.named_parameters()) if "mask_decoder" in n and "lora_" in n)
+    return sorted(
+        n for n in map(lambda item: item[0], model.named_parameters()) if "mask_decoder" in n and "lora_" in n
+    )
 
 
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize(
     "blocks, expected",
-    [(None, list(range(TOTAL))), ([], list(range(TOTAL))), (4, [8, 9, 10, 11]), (1, [11]), (TOTAL, list(range(TOTAL))),
-     ([0, 5, 11], [0, 5, 11]), ([3, 3, 2], [2, 3])],
+    [
+        (None, list(range(TOTAL))),
+        ([], list(range(TOTAL))),
+        (4, [8, 9, 10, 11]),
+        (1, [11]),
+        (TOTAL, list(range(TOTAL))),
+        ([0, 5, 11], [0, 5, 11]),
+        ([3, 3, 2], [2, 3]),
+    ],
 )
 def test_adapters_go_into_the_chosen_blocks_only(kind, blocks, expected):
     model = apply_adapter(load_sam2("tiny")[0], {**KINDS[kind], "blocks": blocks})
     assert adapted_blocks(model) == expected
-    trained = {int(m.group(1)) for n, p in model.named_parameters() if p.requires_grad
-               for m in [re.search(r"backbone\.blocks\.(\d+)\.", n)] if m}
+    trained = {
+        int(m.group(1))
+        for n, p in model.named_parameters()
+        if p.requires_grad
+        for m in [re.search(r"backbone\.blocks\.(\d+)\.", n)]
+        if m
+    }
     assert trained == set(expected)
     if kind != "bottleneck":  # decoder-side targets are not restricted
         everywhere = apply_adapter(load_sam2("tiny")[0], KINDS[kind])

@@ -35,8 +35,12 @@ CITATION = "Doe J. et al. Phantoms of the abdomen. Journal of Tests 12 (2026)."
 def user_card(folder: Path, data: Path) -> Path:
     """``ct_phantom``'s facts as a user's own card file in ``folder``, its data root relative to it."""
     card = yaml.safe_load((CARD_DIR / "ct_phantom.yaml").read_text())
-    card.update(name="my_phantoms", citation=CITATION, license="CC-BY-4.0",
-                source={"kind": "msd", "root": str(Path("..") / data.name)})
+    card.update(
+        name="my_phantoms",
+        citation=CITATION,
+        license="CC-BY-4.0",
+        source={"kind": "msd", "root": str(Path("..") / data.name)},
+    )
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "my_phantoms.yaml"
     path.write_text("# my own card\n" + yaml.safe_dump(card, sort_keys=False))
@@ -96,11 +100,17 @@ def test_a_moved_data_root_names_data_root_before_any_model_loads(env, tmp_path,
         monkeypatch.setattr("adapt.evaluation.runner.load_model", lambda *a, **k: pytest.fail("a model was loaded"))
         with pytest.raises(ConfigError, match=r"my_phantoms.*not there any more; set data\.root="):
             evaluate(config(tmp_path / "eval", adapter=str(env.run)))
-        cli = subprocess.run([sys.executable, "-m", "adapt.evaluate", f"adapter={env.run}", f"out={tmp_path / 'cli'}"],
-                             capture_output=True, text=True, timeout=120)
+        cli = subprocess.run(
+            [sys.executable, "-m", "adapt.evaluate", f"adapter={env.run}", f"out={tmp_path / 'cli'}"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert cli.returncode == 2 and "data.root=" in cli.stderr + cli.stdout and "Traceback" not in cli.stderr
         monkeypatch.undo()
-        result = evaluate(config(tmp_path / "again", adapter=str(env.run), split="all", **{"data": {"root": str(moved)}}))
+        result = evaluate(
+            config(tmp_path / "again", adapter=str(env.run), split="all", **{"data": {"root": str(moved)}})
+        )
         assert result["cases"] == 3
     finally:
         shutil.move(moved, env.data)
@@ -128,8 +138,9 @@ def test_hub_upload_names_no_local_path_and_a_pulled_adapter_keeps_labels_and_pr
     # the pulled adapter's card is there, its data root not: evaluation asks for data.root=
     with pytest.raises(ConfigError, match=r"not recorded \(a shared adapter\); set data\.root="):
         evaluate(config(tmp_path / "eval", adapter=str(tmp_path / "pulled")))
-    result = evaluate(config(tmp_path / "eval2", adapter=str(tmp_path / "pulled"), split="all",
-                             **{"data": {"root": str(env.data)}}))
+    result = evaluate(
+        config(tmp_path / "eval2", adapter=str(tmp_path / "pulled"), split="all", **{"data": {"root": str(env.data)}})
+    )
     assert result["data_card"] == "my_phantoms"
 
 
@@ -157,7 +168,9 @@ def meta_pt(path: Path, shift: float) -> Path:
         for p in model.parameters():
             p.add_(shift)
         # one tensor in Meta's layout: the two copies of the transformers model are equal in a file
-        model.shared_image_embedding.positional_embedding.copy_(model.prompt_encoder.shared_embedding.positional_embedding)
+        model.shared_image_embedding.positional_embedding.copy_(
+            model.prompt_encoder.shared_embedding.positional_embedding
+        )
     torch.save({"model": to_meta_state_dict(model.state_dict())}, path)
     return path
 
@@ -184,7 +197,9 @@ def test_an_adapter_on_a_meta_pt_names_it_and_refuses_other_weights(tmp_path, mo
     _, info = load_sam2("tiny", checkpoint=str(trained_on))
     fingerprint = provenance.base_fingerprint(info)
     assert fingerprint["kind"] == "checkpoint" and fingerprint["file"] == "medsam2_tiny.pt"
-    metadata.update(base_fingerprint=fingerprint, model={**metadata["model"], "checkpoint": str(trained_on), "pretrained": True})
+    metadata.update(
+        base_fingerprint=fingerprint, model={**metadata["model"], "checkpoint": str(trained_on), "pretrained": True}
+    )
     (adapter / "sam2_adapt.json").write_text(json.dumps(metadata))
     # under a Hub id (the architecture it was loaded into), the card still does not claim that Hub model
     shown = {**metadata, "base_model": {"name": "facebook/sam2.1-hiera-tiny", "revision": None}}
@@ -193,8 +208,11 @@ def test_an_adapter_on_a_meta_pt_names_it_and_refuses_other_weights(tmp_path, mo
     assert "Meta checkpoint medsam2_tiny.pt" in card.text and "PeftModel" not in card.text
 
     other = meta_pt(tmp_path / "other.pt", 0.02)
-    with pytest.raises(ConfigError, match=r"trained on Meta checkpoint medsam2_tiny\.pt.*Meta checkpoint other\.pt.*"
-                                          r"allow_base_mismatch=true"):
+    with pytest.raises(
+        ConfigError,
+        match=r"trained on Meta checkpoint medsam2_tiny\.pt.*Meta checkpoint other\.pt.*"
+        r"allow_base_mismatch=true",
+    ):
         adapt.load_adapter(adapter, checkpoint=str(other))
     loaded = adapt.load_adapter(adapter, checkpoint=str(other), allow_base_mismatch=True)
     assert loaded.model is not None and "!!!" in caplog.text
@@ -210,16 +228,31 @@ def test_a_base_recorded_as_another_hub_commit_is_refused():
     provenance.check_fingerprint(None, loaded, "x")  # older adapters: no fingerprint, no check
 
 
-@pytest.mark.parametrize("dims,line", [
-    (2, 'adapt.predict adapter=me/x input=image.png output=mask.png prompt="box 40,30,90,70"\n'),
-    (3, 'adapt.predict adapter=me/x input=case.nii.gz output=mask.nii.gz prompt="box 40,30,90,70 slice=12"\n'),
-])
+@pytest.mark.parametrize(
+    "dims,line",
+    [
+        (2, 'adapt.predict adapter=me/x input=image.png output=mask.png prompt="box 40,30,90,70"\n'),
+        (3, 'adapt.predict adapter=me/x input=case.nii.gz output=mask.nii.gz prompt="box 40,30,90,70 slice=12"\n'),
+    ],
+)
 def test_model_card_usage_fits_the_adapter_and_cites_its_dataset(dims, line):
-    metadata = {"adapter": {"kind": "lora"}, "base_model": {"name": "tiny"}, "model": {"pretrained": False},
-                "task": "segmentation", "data_card": "busi", "label_map": {"background": 0, "lesion": 1},
-                "preprocessing": {"dims": dims, "intensity": {"percentiles": [0.5, 99.5]}, "slice_axis": 2}}
-    data_card = {"name": "busi", "title": "Breast ultrasound images", "modality": "US", "dims": dims,
-                 "license": "CC-BY-4.0", "citation": CITATION}
+    metadata = {
+        "adapter": {"kind": "lora"},
+        "base_model": {"name": "tiny"},
+        "model": {"pretrained": False},
+        "task": "segmentation",
+        "data_card": "busi",
+        "label_map": {"background": 0, "lesion": 1},
+        "preprocessing": {"dims": dims, "intensity": {"percentiles": [0.5, 99.5]}, "slice_axis": 2},
+    }
+    data_card = {
+        "name": "busi",
+        "title": "Breast ultrasound images",
+        "modality": "US",
+        "dims": dims,
+        "license": "CC-BY-4.0",
+        "citation": CITATION,
+    }
     text = render_card(metadata, "me/x", data_card=data_card).text
     assert line in text
     assert "## Training data" in text and "Breast ultrasound images" in text and CITATION in text

@@ -144,7 +144,9 @@ def test_the_adapter_is_saved_from_gathered_weights_under_plain_names(kind, tmp_
     save_adapter(reference, KINDS[kind], tmp_path / "reference", {"base_model": {"name": "tiny"}})
     written, expected = (load_file(d / "adapter_model.safetensors") for d in (tmp_path, tmp_path / "reference"))
     assert written.keys() == expected.keys()
-    assert (tmp_path / "adapter_config.json").read_text() == (tmp_path / "reference" / "adapter_config.json").read_text()
+    assert (tmp_path / "adapter_config.json").read_text() == (
+        tmp_path / "reference" / "adapter_config.json"
+    ).read_text()
     loaded = load_adapter_weights(load_sam2("tiny")[0], tmp_path)
     restored = dict((loaded.get_base_model() if isinstance(loaded, PeftModel) else loaded).named_parameters())
     assert all(torch.equal(restored[name], gathered[name]) for name in plain)
@@ -221,16 +223,19 @@ def test_no_module_outside_the_adapters_names_a_kind():
     assert retyped(tuple(KINDS), home=("adapters/",)) == []
 
 
-@pytest.mark.parametrize(("spec", "frozen"), [
-    ({"kind": "lora", "targets": ["decoder_attn", "memory"]}, True),
-    ({"kind": "dora", "targets": "decoder_attn"}, True),
-    ({"kind": "lora", "targets": ["encoder_attn", "decoder_attn"]}, False),
-    ({"kind": "decoder"}, True),
-    ({"kind": "decoder", "modules": ["mask_decoder", "vision_encoder.neck"]}, False),
-    ({"kind": "bottleneck"}, False),
-    ({"kind": "full"}, False),
-    ({"kind": "unknown"}, False),
-])
+@pytest.mark.parametrize(
+    ("spec", "frozen"),
+    [
+        ({"kind": "lora", "targets": ["decoder_attn", "memory"]}, True),
+        ({"kind": "dora", "targets": "decoder_attn"}, True),
+        ({"kind": "lora", "targets": ["encoder_attn", "decoder_attn"]}, False),
+        ({"kind": "decoder"}, True),
+        ({"kind": "decoder", "modules": ["mask_decoder", "vision_encoder.neck"]}, False),
+        ({"kind": "bottleneck"}, False),
+        ({"kind": "full"}, False),
+        ({"kind": "unknown"}, False),
+    ],
+)
 def test_a_kind_says_whether_its_spec_leaves_the_encoder_frozen(spec, frozen):
     from adapt.models.embedding_cache import encoder_is_frozen
 

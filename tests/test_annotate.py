@@ -34,9 +34,13 @@ def annotate_cfg(*overrides: str):
 def user_card(folder: Path, card: Path) -> Path:
     """``data init``'s card with license and citation filled in, as a user does before training."""
     init_card(folder, card)
-    card.write_text(card.read_text().replace("'TODO: the dataset''s licence as published (an SPDX id such as CC-BY-4.0, "
-                                             "or its own terms)'", "CC0-1.0")
-                    .replace("'TODO: what users of this dataset must cite (paper or dataset reference)'", "test data"))
+    card.write_text(
+        card.read_text()
+        .replace(
+            "'TODO: the dataset''s licence as published (an SPDX id such as CC-BY-4.0, or its own terms)'", "CC0-1.0"
+        )
+        .replace("'TODO: what users of this dataset must cite (paper or dataset reference)'", "test data")
+    )
     return card
 
 
@@ -50,7 +54,7 @@ def partial_label(truth: Path, out: Path, keep: int = 2) -> Path:
     data = np.asarray(image.dataobj).copy()
     middle = data.shape[2] // 2
     data[:, :, : middle - keep // 2] = 0
-    data[:, :, middle - keep // 2 + keep:] = 0
+    data[:, :, middle - keep // 2 + keep :] = 0
     nib.save(nib.Nifti1Image(data, image.affine), out)
     return out
 
@@ -58,8 +62,11 @@ def partial_label(truth: Path, out: Path, keep: int = 2) -> Path:
 #: layout -> (writer, label folder, prompts CSV lines); the images are written with 3 labelled + 2 unlabelled cases.
 LAYOUTS = {
     "png": (folders.write_ultrasound_folder, "masks", ["scan_03,box 20,15,60,50", "scan_04.png,point 40,30"]),
-    "nifti": (folders.write_msd_style_folder, "labelsTr", ["organ_003,box 12,10,32,30 slice=5",
-                                                          "organ_004,from_mask=partial.nii.gz"]),
+    "nifti": (
+        folders.write_msd_style_folder,
+        "labelsTr",
+        ["organ_003,box 12,10,32,30 slice=5", "organ_004,from_mask=partial.nii.gz"],
+    ),
     "geotiff": (folders.write_geotiff_folder, "labels", ["field_03,box 10,10,40,40", "field_04,box 5,20,30,50"]),
 }
 
@@ -72,11 +79,20 @@ def test_zero_shot_annotation_writes_pre_annotations_worklist_and_exports(tmp_pa
     card = user_card(folder, tmp_path / "card.yaml")
     if layout == "nifti":
         partial_label(folders.truth_folder(folder) / "organ_004.nii.gz", tmp_path / "partial.nii.gz")
-    (tmp_path / "prompts.csv").write_text("case,prompt\n" + "\n".join(f'{c},"{p}"' for c, p in
-                                                                     (line.split(",", 1) for line in lines)) + "\n")
+    (tmp_path / "prompts.csv").write_text(
+        "case,prompt\n" + "\n".join(f'{c},"{p}"' for c, p in (line.split(",", 1) for line in lines)) + "\n"
+    )
     before = snapshot(folder / labels)
-    result = run(annotate_cfg("adapter=none", "model=tiny", f"data.card={card}", f"prompts={tmp_path / 'prompts.csv'}",
-                              f"out={tmp_path / 'out'}", "device=cpu"))
+    result = run(
+        annotate_cfg(
+            "adapter=none",
+            "model=tiny",
+            f"data.card={card}",
+            f"prompts={tmp_path / 'prompts.csv'}",
+            f"out={tmp_path / 'out'}",
+            "device=cpu",
+        )
+    )
     assert snapshot(folder / labels) == before  # nothing written into the label folder
     images = sorted(p for p in folder.rglob("*") if p.is_file() and p.parent.name in ("images", "imagesTs", "tiles"))
     unlabelled = images[-2:] if layout != "nifti" else images
@@ -111,7 +127,9 @@ def check_exports(out: Path, layout: str, pre: list[Path]) -> None:
         nifti = exports.read_nifti(out / "exports" / "nifti" / f"{stem}.nii.gz")
         assert np.array_equal(nifti, ids), stem
         if layout == "png":
-            assert np.array_equal(exports.read_coco(json.loads((out / "exports" / "coco.json").read_text()))[path.name], ids)
+            assert np.array_equal(
+                exports.read_coco(json.loads((out / "exports" / "coco.json").read_text()))[path.name], ids
+            )
         if layout == "geotiff":
             document = json.loads((out / "exports" / "geojson" / f"{stem}.geojson").read_text())
             assert document["crs"]["properties"]["name"] == f"urn:ogc:def:crs:EPSG::{folders.TILE_EPSG}"
@@ -133,19 +151,38 @@ def refusals(folder: Path, card: Path, tmp: Path) -> dict[str, tuple[list[str], 
     (tmp / "taken" / "worklist.csv").write_text("rank\n")
     common = ["adapter=none", "model=tiny"]
     return {
-        "no unlabelled case": ([*common, f"data.card={labelled_only}", f"out={tmp / 'o1'}"], "holds no unlabelled case"),
-        "out in the label folder": ([*common, f"data.card={card}", f"out={folder / 'masks' / 'pre'}"],
-                                    "is inside the label folder"),
-        "unknown case in prompts": ([*common, f"data.card={card}", f"prompts={tmp / 'bad.csv'}", f"out={tmp / 'o2'}"],
-                                    "line 2: case 'scan_99' is not an unlabelled case"),
-        "no prompt, not semantic": ([*common, f"data.card={card}", f"out={tmp / 'o3'}"], "no prompt for the unlabelled"),
+        "no unlabelled case": (
+            [*common, f"data.card={labelled_only}", f"out={tmp / 'o1'}"],
+            "holds no unlabelled case",
+        ),
+        "out in the label folder": (
+            [*common, f"data.card={card}", f"out={folder / 'masks' / 'pre'}"],
+            "is inside the label folder",
+        ),
+        "unknown case in prompts": (
+            [*common, f"data.card={card}", f"prompts={tmp / 'bad.csv'}", f"out={tmp / 'o2'}"],
+            "line 2: case 'scan_99' is not an unlabelled case",
+        ),
+        "no prompt, not semantic": (
+            [*common, f"data.card={card}", f"out={tmp / 'o3'}"],
+            "no prompt for the unlabelled",
+        ),
         "earlier out": ([*common, f"data.card={card}", f"out={tmp / 'taken'}"], "already holds"),
         "zero-shot without a card": ([*common, f"out={tmp / 'o4'}"], "needs data.card="),
     }
 
 
-@pytest.mark.parametrize("fault", ["no unlabelled case", "out in the label folder", "unknown case in prompts",
-                                   "no prompt, not semantic", "earlier out", "zero-shot without a card"])
+@pytest.mark.parametrize(
+    "fault",
+    [
+        "no unlabelled case",
+        "out in the label folder",
+        "unknown case in prompts",
+        "no prompt, not semantic",
+        "earlier out",
+        "zero-shot without a card",
+    ],
+)
 def test_bad_input_is_refused_before_a_model_loads(png_folder, tmp_path, fault, forbid_model):
     folder, card = png_folder
     overrides, message = refusals(folder, card, tmp_path)[fault]
@@ -155,8 +192,13 @@ def test_bad_input_is_refused_before_a_model_loads(png_folder, tmp_path, fault, 
 
 
 def test_the_command_line_answers_a_bad_key_at_the_door_with_status_2(tmp_path):
-    done = subprocess.run([sys.executable, "-m", "adapt.annotate", "calibrate", "adapter=x", "accept_dice=2"],
-                          capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "adapt.annotate", "calibrate", "adapter=x", "accept_dice=2"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+    )
     assert done.returncode == 2 and "accept_dice" in done.stderr and "Traceback" not in done.stderr
 
 
@@ -166,16 +208,29 @@ def test_calibrate_on_a_trained_run_then_annotate_flags_with_it_and_push_carries
     from adapt.train import train
 
     folder, card = png_folder
-    train(compose_cfg(tmp_path / "run", f"data.card={card}", "model=tiny", "trainer.max_steps=2", "data.batch_size=2",
-                      "optim.warmup_steps=1", "validate_before=false", "data.val_max_slices_per_case=2"))
+    train(
+        compose_cfg(
+            tmp_path / "run",
+            f"data.card={card}",
+            "model=tiny",
+            "trainer.max_steps=2",
+            "data.batch_size=2",
+            "optim.warmup_steps=1",
+            "validate_before=false",
+            "data.val_max_slices_per_case=2",
+        )
+    )
     adapter = next((tmp_path / "run").rglob("adapter_config.json")).parent
     content = calibrate(annotate_cfg("action=calibrate", f"adapter={adapter}", "device=cpu"))
     assert (adapter / CALIBRATION_FILE).is_file() and content["masks"] >= 1 and content["split"] == "val"
     assert 0 <= content["ece_calibrated"] <= 1 and 0 <= content["ece_raw"] <= 1
     assert json.loads((adapter / CALIBRATION_FILE).read_text())["calibration"]["x"]
-    (tmp_path / "prompts.csv").write_text("case,prompt\nscan_10,\"box 20,15,60,50\"\nscan_11,\"box 10,10,50,40\"\n")
-    result = run(annotate_cfg(f"adapter={adapter}", f"prompts={tmp_path / 'prompts.csv'}", f"out={tmp_path / 'out'}",
-                              "device=cpu"))
+    (tmp_path / "prompts.csv").write_text('case,prompt\nscan_10,"box 20,15,60,50"\nscan_11,"box 10,10,50,40"\n')
+    result = run(
+        annotate_cfg(
+            f"adapter={adapter}", f"prompts={tmp_path / 'prompts.csv'}", f"out={tmp_path / 'out'}", "device=cpu"
+        )
+    )
     assert all(isinstance(r.expected_dice, float) for r in result.rows)  # the flag comes from the calibration
     staged = stage(adapter, "user/annotated", tmp_path / "staged")
     assert (staged / CALIBRATION_FILE).read_bytes() == (adapter / CALIBRATION_FILE).read_bytes()
@@ -189,9 +244,19 @@ def test_save_copies_reviewed_pre_annotations_into_the_label_folder_and_never_ov
 
     folder = folders.write_ultrasound_folder(tmp_path / "data", num_cases=3, unlabelled=3)
     card = user_card(folder, tmp_path / "card.yaml")
-    (tmp_path / "prompts.csv").write_text("case,prompt\n" + "".join(f'scan_0{i},"box 20,15,60,50"\n' for i in (3, 4, 5)))
-    run(annotate_cfg("adapter=none", "model=tiny", f"data.card={card}", f"prompts={tmp_path / 'prompts.csv'}",
-                     f"out={tmp_path / 'out'}", "device=cpu"))
+    (tmp_path / "prompts.csv").write_text(
+        "case,prompt\n" + "".join(f'scan_0{i},"box 20,15,60,50"\n' for i in (3, 4, 5))
+    )
+    run(
+        annotate_cfg(
+            "adapter=none",
+            "model=tiny",
+            f"data.card={card}",
+            f"prompts={tmp_path / 'prompts.csv'}",
+            f"out={tmp_path / 'out'}",
+            "device=cpu",
+        )
+    )
     worklist = tmp_path / "out" / "worklist.csv"
     accepted = [r["case"] for r in csv.DictReader(worklist.open()) if r["slice"] == "" and r["flag"] == "accept"]
     assert [p.stem for p in save(worklist, "accepted")] == accepted  # cases=accepted: the flagged ones only
@@ -234,8 +299,14 @@ def test_a_semantic_adapter_prompts_itself_with_prompt_auto(tmp_path, monkeypatc
     model, info = load_sam2("tiny")
     add_class_prompts(model, 2)
     spec = {"kind": "decoder", "modules": ["mask_decoder"], "task_modules": [ATTRIBUTE]}
-    metadata = {"base_model": {"name": "tiny"}, "model": info.to_dict(), "task": "semantic", "classes": ["label_1"],
-                "label_map": {"background": 0, "label_1": 1}, "preprocessing": {"window": [-100, 240], "slice_axis": 2}}
+    metadata = {
+        "base_model": {"name": "tiny"},
+        "model": info.to_dict(),
+        "task": "semantic",
+        "classes": ["label_1"],
+        "label_map": {"background": 0, "label_1": 1},
+        "preprocessing": {"window": [-100, 240], "slice_axis": 2},
+    }
     adapter = save_adapter(apply_adapter(model, spec), spec, tmp_path / "semantic", metadata)
 
     def left_half(model, embeddings):  # the coarse class map: class 1 on the left half of every plane
@@ -246,5 +317,7 @@ def test_a_semantic_adapter_prompts_itself_with_prompt_auto(tmp_path, monkeypatc
     monkeypatch.setattr(inference, "class_logits", left_half)
     result = run(annotate_cfg(f"adapter={adapter}", f"data.card={card}", f"out={tmp_path / 'out'}", "device=cpu"))
     [pre] = result.pre
-    assert pre.name == "organ_002.nii.gz" and np.allclose(nib.load(pre).affine, nib.load(folder / "imagesTs" / pre.name).affine)
+    assert pre.name == "organ_002.nii.gz" and np.allclose(
+        nib.load(pre).affine, nib.load(folder / "imagesTs" / pre.name).affine
+    )
     assert {r.source for r in result.rows} == {"auto"}

@@ -37,8 +37,10 @@ def test_the_readme_label_less_loop_on_a_folder_with_unlabelled_scans(tmp_path, 
     assert not (trip.data / "masks" / "scan_08.png").exists()  # nothing became a label yet
     printed = trip.readme("python -m adapt.annotate save", "Label less", **places)
     assert "saved 2 label(s)" in printed and (trip.data / "masks" / "scan_09.png").is_file()
-    assert command("python -m adapt.train", "Label less").text == command("python -m adapt.train", "Bring your own data",
-                                                                          first_try).text
+    assert (
+        command("python -m adapt.train", "Label less").text
+        == command("python -m adapt.train", "Bring your own data", first_try).text
+    )
     printed = trip.readme("python -m adapt.train", "Label less")
     assert "unlabelled image(s) of the card skipped" not in printed  # every image has a label now
     assert len(list((trip.home / "outputs").glob("*/*"))) == 2

@@ -43,15 +43,23 @@ def write_volume(path: Path) -> Path:
     """A small CT-like volume whose object grows from slice to slice (no two slices alike)."""
     data = np.full((40, 48, 5), -1000, np.int16)
     for k in range(1, 5):
-        data[10 - k:26 + k, 12:32 + k, k] = 80
+        data[10 - k : 26 + k, 12 : 32 + k, k] = 80
     nib.save(nib.Nifti1Image(data, AFFINE), path)
     return path
 
 
 def predict_file(adapter: Path, input: Path, output: Path, prompt: str) -> Path:
     cfg = OmegaConf.load(CONFIG_DIR / "predict.yaml")
-    cfg.merge_with({"adapter": str(adapter), "input": str(input), "output": str(output), "prompt": prompt,
-                    "device": "cpu", "propagation": "boxes"})
+    cfg.merge_with(
+        {
+            "adapter": str(adapter),
+            "input": str(input),
+            "output": str(output),
+            "prompt": prompt,
+            "device": "cpu",
+            "propagation": "boxes",
+        }
+    )
     [written] = predict.run(cfg)
     return written
 
@@ -75,11 +83,16 @@ def test_session_saves_what_predict_writes_in_every_format(adapter, tmp_path):
     image, _ = synthetic.make_aerial_tile(3, (64, 64))
     synthetic.write_geotiff(tif, image, (500000.0, 5200000.0))
     rows, columns, slices = 36, 40, 6
-    series = fake.write_dicom_series(tmp_path / "series", (np.random.default_rng(3).random((rows, columns, slices)) * 200
-                                                         ).astype(np.int32) + 900)
+    series = fake.write_dicom_series(
+        tmp_path / "series", (np.random.default_rng(3).random((rows, columns, slices)) * 200).astype(np.int32) + 900
+    )
     session = Session(load_predictor(adapter, propagation="boxes"), tmp_path / "saved")
-    cases = [([volume], [(10, 12), (30, 34)], []), ([png], [(10, 10), (60, 45)], [(30, 30, 1)]),
-             ([tif], [(8, 8), (50, 40)], [(20, 20, 0)]), (sorted(series.iterdir()), [(5, 5), (30, 28)], [])]
+    cases = [
+        ([volume], [(10, 12), (30, 34)], []),
+        ([png], [(10, 10), (60, 45)], [(30, 30, 1)]),
+        ([tif], [(8, 8), (50, 40)], [(20, 20, 0)]),
+        (sorted(series.iterdir()), [(5, 5), (30, 28)], []),
+    ]
     for files, corners, clicks in cases:
         session.open(files)
         for x, y in corners:
@@ -89,8 +102,12 @@ def test_session_saves_what_predict_writes_in_every_format(adapter, tmp_path):
         assert session.prompt.startswith("box ") and ("slice=" in session.prompt) == session.scan.is_volume
         status = session.segment(session.prompt)
         saved = session.save()
-        expected = predict_file(adapter, files[0] if len(files) == 1 else tmp_path / "series",
-                                tmp_path / "predicted" / saved.name, session.prompt)
+        expected = predict_file(
+            adapter,
+            files[0] if len(files) == 1 else tmp_path / "series",
+            tmp_path / "predicted" / saved.name,
+            session.prompt,
+        )
         assert saved.name == expected.name, status
         np.testing.assert_array_equal(read_mask(saved), read_mask(expected))
         assert session.render().dtype == np.uint8 and session.render().shape[-1] == 3
@@ -109,8 +126,10 @@ def test_hub_push_space_app_installs_offline_and_builds_the_page(adapter, tmp_pa
     the requirements resolve against what is installed, and app.py, imported from the wheel's sam2-adapt,
     builds the page for the adapter beside it."""
     folder = stage(adapter, "me/sam2-demo", tmp_path / "upload", space_app=True)
-    assert {"app.py", "requirements.txt", "README.md", "adapter_model.safetensors", "wheels"} <= {p.name for p in folder.iterdir()}
-    wheel, = (folder / "wheels").glob("sam2_adapt-*.whl")
+    assert {"app.py", "requirements.txt", "README.md", "adapter_model.safetensors", "wheels"} <= {
+        p.name for p in folder.iterdir()
+    }
+    (wheel,) = (folder / "wheels").glob("sam2_adapt-*.whl")
     requirements = [line for line in (folder / "requirements.txt").read_text().splitlines() if not line.startswith("#")]
     assert requirements[0] == f"./wheels/{wheel.name}" and any(line.startswith("gradio") for line in requirements)
     assert not any(line.startswith("sam2-adapt") for line in requirements)  # a name no registry has
@@ -122,7 +141,9 @@ def test_hub_push_space_app_installs_offline_and_builds_the_page(adapter, tmp_pa
     subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", str(venv)], check=True)
     python = str(venv / "bin" / "python")
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # the shipped wheel, not this checkout
-    env.update(HF_HUB_OFFLINE="1", GRADIO_ANALYTICS_ENABLED="False", PIP_NO_INDEX="1", PIP_DISABLE_PIP_VERSION_CHECK="1")
+    env.update(
+        HF_HUB_OFFLINE="1", GRADIO_ANALYTICS_ENABLED="False", PIP_NO_INDEX="1", PIP_DISABLE_PIP_VERSION_CHECK="1"
+    )
 
     def run(*args: str) -> str:
         result = subprocess.run([python, *args], cwd=folder, env=env, capture_output=True, text=True, timeout=120)
@@ -131,8 +152,9 @@ def test_hub_push_space_app_installs_offline_and_builds_the_page(adapter, tmp_pa
 
     run("-m", "pip", "install", "--no-deps", "--no-index", str(wheel))
     run("-m", "pip", "install", "--dry-run", "--no-index", "-r", "requirements.txt")
-    shown = run("-c", "import runpy, adapt; page = runpy.run_path('app.py')['demo']; "
-                      "print(type(page).__name__, adapt.__file__)")
+    shown = run(
+        "-c", "import runpy, adapt; page = runpy.run_path('app.py')['demo']; print(type(page).__name__, adapt.__file__)"
+    )
     kind, origin = shown.split()
     assert kind == "Blocks" and origin.startswith(str(venv)), shown
     assert not (stage(adapter, "me/x", tmp_path / "plain") / "app.py").exists()
@@ -154,8 +176,9 @@ def test_page_opens_a_2d_image_with_a_fixed_slice_slider(adapter, tmp_path):
 @pytest.fixture
 def served(adapter, tmp_path):
     """``python -m adapt.app`` serving the adapter on a free port (propagation by boxes, masks to tmp)."""
-    with serve_app([f"adapter={adapter}", "propagation=boxes", "device=cpu", f"out_dir={tmp_path / 'saved'}"],
-                   tmp_path) as url:
+    with serve_app(
+        [f"adapter={adapter}", "propagation=boxes", "device=cpu", f"out_dir={tmp_path / 'saved'}"], tmp_path
+    ) as url:
         yield url
 
 

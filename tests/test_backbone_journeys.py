@@ -80,8 +80,15 @@ def test_semantic_task_learns_its_classes(key):
     from adapt.tasks.semantic import SemanticTask
 
     size = ROWS[key].tiny_size
-    task = SemanticTask(**task_args(key, {"kind": "lora", "rank": 4}, classes=["liver", "spine"], loss={},
-                                    optim={"lr": 3e-3, "weight_decay": 0.0, "warmup_steps": 1, "min_lr_ratio": 0.1}))
+    task = SemanticTask(
+        **task_args(
+            key,
+            {"kind": "lora", "rank": 4},
+            classes=["liver", "spine"],
+            loss={},
+            optim={"lr": 3e-3, "weight_decay": 0.0, "warmup_steps": 1, "min_lr_ratio": 0.1},
+        )
+    )
     task.log = lambda *a, **k: None
     data = batch(size)
     data["label"] = torch.cat([data["label"], torch.flip(data["label"], dims=[-1])], dim=1)
@@ -106,8 +113,9 @@ def test_predict_and_the_app_write_the_same_mask(adapter, tmp_path):
     png = tmp_path / "photo.png"
     Image.fromarray((np.random.default_rng(2).random((60, 80)) * 255).astype(np.uint8)).save(png)
     cfg = OmegaConf.load(CONFIG_DIR / "predict.yaml")
-    cfg.merge_with({"adapter": str(folder), "input": str(png), "output": str(tmp_path / "mask.png"),
-                    "prompt": "box 10,10,60,45"})
+    cfg.merge_with(
+        {"adapter": str(folder), "input": str(png), "output": str(tmp_path / "mask.png"), "prompt": "box 10,10,60,45"}
+    )
     predict.run(cfg)
     written = np.asarray(Image.open(tmp_path / "mask.png"))
     assert written.shape == (60, 80)
@@ -124,8 +132,17 @@ def test_evaluate_scores_the_adapter_on_phantoms(adapter, tmp_path):
     _, folder = adapter
     with phantom_data(tmp_path) as data:
         cfg = OmegaConf.load(CONFIG_DIR / "evaluate.yaml")
-        cfg.merge_with({"adapter": str(folder), "data": {"root": str(data)}, "out": str(tmp_path / "eval"),
-                        "clicks": [1], "batch_size": 4, "device": "cpu", "save_masks": 0})
+        cfg.merge_with(
+            {
+                "adapter": str(folder),
+                "data": {"root": str(data)},
+                "out": str(tmp_path / "eval"),
+                "clicks": [1],
+                "batch_size": 4,
+                "device": "cpu",
+                "save_masks": 0,
+            }
+        )
         summary = evaluate(cfg)
     dice = summary["classes"]["liver"]["dice"]["mean"]
     assert 0.0 <= dice <= 1.0 and summary["protocol"]["clicks"] == [1]
@@ -169,10 +186,20 @@ def test_train_recipe_demo_runs_on_the_backbone(key, tmp_path):
 
     row = ROWS[key]
     with phantom_data(tmp_path) as data:
-        metrics, _ = train(compose_cfg(tmp_path / "run", "recipe=demo", f"model={row.tiny}", "trainer.max_steps=1",
-                                       "data.batch_size=2", "data.val_batch_size=4", "optim.warmup_steps=1",
-                                       "validate_before=false", "data.val_max_slices_per_case=1",
-                                       f"data.root={data}"))
+        metrics, _ = train(
+            compose_cfg(
+                tmp_path / "run",
+                "recipe=demo",
+                f"model={row.tiny}",
+                "trainer.max_steps=1",
+                "data.batch_size=2",
+                "data.val_batch_size=4",
+                "optim.warmup_steps=1",
+                "validate_before=false",
+                "data.val_max_slices_per_case=1",
+                f"data.root={data}",
+            )
+        )
     assert metrics["model"]["backbone"] == key and metrics["model"]["image_size"] == row.fit_size(256)
     assert metrics["model"]["requested_image_size"] == (256 if row.fit_size(256) != 256 else None)
     assert adapt.load_adapter(tmp_path / "run" / "adapter").model_info.backbone == key
@@ -198,9 +225,15 @@ def test_predict_propagates_a_volume_through_the_backbones_memory(adapter, tmp_p
     _, folder = adapter
     case = write_ct_phantoms(tmp_path / "ct", num_cases=1, shape=(48, 48, 4))[0]
     cfg = OmegaConf.load(CONFIG_DIR / "predict.yaml")
-    cfg.merge_with({"adapter": str(folder), "input": str(tmp_path / "ct" / case["image"]),
-                    "output": str(tmp_path / "mask.nii.gz"), "prompt": "box 10,12,36,40 slice=1",
-                    "propagation": "memory"})
+    cfg.merge_with(
+        {
+            "adapter": str(folder),
+            "input": str(tmp_path / "ct" / case["image"]),
+            "output": str(tmp_path / "mask.nii.gz"),
+            "prompt": "box 10,12,36,40 slice=1",
+            "propagation": "memory",
+        }
+    )
     predict.run(cfg)
     source, mask = nib.load(tmp_path / "ct" / case["image"]), nib.load(tmp_path / "mask.nii.gz")
     assert mask.shape == source.shape and np.array_equal(mask.affine, source.affine)

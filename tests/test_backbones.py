@@ -78,23 +78,41 @@ def test_edgetam_trunk_is_repvit_and_a_resnet_is_refused():
         finish(model)
 
 
-@pytest.mark.parametrize(("key", "asked", "used"), [
-    ("sam3_tracker", 256, 252), ("sam3_tracker", 120, 126), ("sam2", 100, 128), ("edgetam", 160, 192)])
+@pytest.mark.parametrize(
+    ("key", "asked", "used"),
+    [("sam3_tracker", 256, 252), ("sam3_tracker", 120, 126), ("sam2", 100, 128), ("edgetam", 160, 192)],
+)
 def test_a_side_the_trunk_cannot_take_is_mapped_and_the_summary_says_so(key, asked, used):
     model, info = model_of(key, image_size=asked)
     assert (info.image_size, info.requested_image_size) == (used, asked)
     assert model.config.prompt_encoder_config.image_size == used
     out = io.StringIO()
-    print_summary({"model": info.to_dict(), "params": {"trainable": 1, "total": 2}, "adapter": {"kind": "lora"},
-                   "data": {"card": "x", "bad_cases": 0}, "steps": 1, "before": {}, "after": {}, "seconds": 1.0,
-                   "run_dir": "r"}, Console(file=out, width=300))
+    print_summary(
+        {
+            "model": info.to_dict(),
+            "params": {"trainable": 1, "total": 2},
+            "adapter": {"kind": "lora"},
+            "data": {"card": "x", "bad_cases": 0},
+            "steps": 1,
+            "before": {},
+            "after": {},
+            "seconds": 1.0,
+            "run_dir": "r",
+        },
+        Console(file=out, width=300),
+    )
     assert f"model.image_size={asked} mapped to the nearest side" in out.getvalue()
     assert BACKBONES[key].title in out.getvalue()
 
 
-@pytest.mark.parametrize(("key", "mean", "std"), [
-    ("sam2", (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)), ("sam3_tracker", (0.5,) * 3, (0.5,) * 3),
-    ("edgetam", (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))])
+@pytest.mark.parametrize(
+    ("key", "mean", "std"),
+    [
+        ("sam2", (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+        ("sam3_tracker", (0.5,) * 3, (0.5,) * 3),
+        ("edgetam", (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+    ],
+)
 def test_pixels_are_normalised_as_the_backbones_reference_does(key, mean, std):
     stats = pixel_stats(model_of(key)[0])
     assert stats == {"mean": mean, "std": std}
@@ -146,8 +164,9 @@ def test_bottleneck_starts_as_the_base_and_then_changes_it(key):
 
 
 def test_adapter_blocks_count_vit_layers_and_are_refused_on_repvit():
-    model = apply_adapter(model_of("sam3_tracker")[0], {"kind": "lora", "rank": 2, "targets": ["encoder_attn"],
-                                                        "blocks": 2})
+    model = apply_adapter(
+        model_of("sam3_tracker")[0], {"kind": "lora", "rank": 2, "targets": ["encoder_attn"], "blocks": 2}
+    )
     layers = {int(n.split(".")[3]) for n in model.base_model.targeted_module_names}
     assert layers == {2, 3}
     for spec in ({"kind": "lora", "targets": ["encoder_attn"], "blocks": 2}, {"kind": "bottleneck", "blocks": 1}):
@@ -191,8 +210,9 @@ def test_adapter_records_its_backbone_and_another_is_refused(key, tmp_path):
     model, info = model_of(key)
     spec = {"kind": "lora", "rank": 2, "targets": ["encoder_attn", "decoder_attn"]}
     adapted = apply_adapter(model, spec)
-    save_adapter(adapted, spec, tmp_path / "a", {"base_model": {"name": info.name, "revision": None},
-                                                  "model": info.to_dict()})
+    save_adapter(
+        adapted, spec, tmp_path / "a", {"base_model": {"name": info.name, "revision": None}, "model": info.to_dict()}
+    )
     loaded = load_adapter(tmp_path / "a")
     assert loaded.model_info.backbone == key and loaded.metadata["model"]["backbone"] == key
     torch.testing.assert_close(run_decoder(loaded.model, key), run_decoder(adapted.eval(), key), rtol=0, atol=1e-6)
@@ -213,8 +233,14 @@ def test_edgetam_trunk_is_timms_repvit_and_our_path_is_transformers():
     model.train()  # training mode: the trunk's batch norms keep the release's statistics all the same
     trunk = model.vision_encoder.backbone.timm_model
     assert not any(m.training for m in trunk.modules() if isinstance(m, torch.nn.BatchNorm2d))
-    reference = timm.create_model("repvit_m1", pretrained=False, features_only=True, out_indices=[0, 1, 2, 3],
-                                  embed_dim=(8, 16, 32, 64), depth=(1, 1, 2, 1)).eval()
+    reference = timm.create_model(
+        "repvit_m1",
+        pretrained=False,
+        features_only=True,
+        out_indices=[0, 1, 2, 3],
+        embed_dim=(8, 16, 32, 64),
+        depth=(1, 1, 2, 1),
+    ).eval()
     reference.load_state_dict(trunk.state_dict(), strict=True)
     pixels = torch.randn(2, 3, 128, 128, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
@@ -236,8 +262,12 @@ def test_the_guide_names_every_file_a_backbone_touches():
     root = Path(__file__).resolve().parents[1]
     guide = (root / "docs" / "adding_a_backbone.md").read_text()
     files = re.findall(r"^\d\. \*\*`([^`]+)`\*\*", guide, flags=re.M)
-    assert files == ["adapt/models/backbones.py", "adapt/models/families.py", "configs/model/<name>.yaml",
-                     "tests/test_backbones.py"]
+    assert files == [
+        "adapt/models/backbones.py",
+        "adapt/models/families.py",
+        "configs/model/<name>.yaml",
+        "tests/test_backbones.py",
+    ]
     for row in BACKBONES.values():
         assert f"`{row.key}`" in guide and (root / "configs" / "model" / f"{row.tiny}.yaml").is_file()
         for preset in row.hub_ids:
@@ -249,7 +279,10 @@ def test_a_task_asked_to_cache_a_vit_prefix_is_refused_by_name():
 
     from adapt.tasks.segmentation import SegmentationTask
 
-    args = tiny_task_args({"kind": "lora", "rank": 2, "targets": ["encoder_attn"], "blocks": 2},
-                          model={"name": "tiny_sam3_tracker", "image_size": 112}, embedding_cache={"mode": "memory"})
+    args = tiny_task_args(
+        {"kind": "lora", "rank": 2, "targets": ["encoder_attn"], "blocks": 2},
+        model={"name": "tiny_sam3_tracker", "image_size": 112},
+        embedding_cache={"mode": "memory"},
+    )
     with pytest.raises(ConfigError, match="offered on SAM2's Hiera only, not on SAM 3 tracker"):
         SegmentationTask(**args)

@@ -71,7 +71,7 @@ def test_clips_lie_where_the_target_is(phantom_volumes):
         meta = sample["meta"]
         volume = phantom_volumes[meta["case"]]
         start = meta["start"]
-        liver = volume.label[:, :, start:start + 4] == 1
+        liver = volume.label[:, :, start : start + 4] == 1
         assert sample["image"].shape == (4, 1, SIZE, SIZE) and sample["label"].shape == (4, 1, SIZE, SIZE)
         for t in range(4):
             assert torch.equal(sample["label"][t, 0].bool(), torch.from_numpy(liver[:, :, t].T))
@@ -90,8 +90,17 @@ def test_a_disk_cached_clip_reads_its_own_planes_and_equals_the_memory_cache_cli
     from adapt.data.planes import ChunkedArray
 
     memory = build(size=64, length=4)
-    disk = build_clip_datamodule({"card": "ct_phantom", "clip": {"length": 4}, "prompt": {"kind": "box"},
-                                  "cache": "disk", "cache_dir": str(tmp_path)}, image_size=64, seed=0)
+    disk = build_clip_datamodule(
+        {
+            "card": "ct_phantom",
+            "clip": {"length": 4},
+            "prompt": {"kind": "box"},
+            "cache": "disk",
+            "cache_dir": str(tmp_path),
+        },
+        image_size=64,
+        seed=0,
+    )
     assert disk.train_set.items == memory.train_set.items  # the clips come from the index's label counts
     planes: list[tuple[str, int]] = []
     sizes: list[int] = []
@@ -150,8 +159,9 @@ def test_seeded_clips_are_reproducible():
     epoch0 = list(loader)
     loader.sampler.set_epoch(1)
     epoch1 = list(loader)
-    assert sorted(m for b in epoch0 for m in b["meta"]["start"].tolist()) == \
-        sorted(m for b in epoch1 for m in b["meta"]["start"].tolist())
+    assert sorted(m for b in epoch0 for m in b["meta"]["start"].tolist()) == sorted(
+        m for b in epoch1 for m in b["meta"]["start"].tolist()
+    )
     assert not all(torch.equal(a["boxes"], b["boxes"]) for a, b in zip(epoch0, epoch1))
     assert len(first.val_set) == 2 * len({position for position, *_ in first.val_set.items})
 

@@ -29,9 +29,19 @@ def phantom_card(folder: Path, name: str, labels: dict[str, int], targets: list[
     for path in sorted((folder / "labelsTr").glob("*.nii.gz")):
         image = nib.load(path)
         nib.save(nib.Nifti1Image(lookup[np.asarray(image.dataobj)], image.affine, image.header), path)
-    card = {"name": name, "title": f"phantoms {name}", "modality": "CT", "dims": 3, "license": "CC0-1.0",
-            "citation": "test phantoms", "source": {"kind": "msd", "root": str(folder)}, "labels": labels,
-            "targets": targets, "intensity": {"window": [-160, 240]}, "split": {"val": 0.34, "seed": 0}}
+    card = {
+        "name": name,
+        "title": f"phantoms {name}",
+        "modality": "CT",
+        "dims": 3,
+        "license": "CC0-1.0",
+        "citation": "test phantoms",
+        "source": {"kind": "msd", "root": str(folder)},
+        "labels": labels,
+        "targets": targets,
+        "intensity": {"window": [-160, 240]},
+        "split": {"val": 0.34, "seed": 0},
+    }
     path = folder.parent / f"{name}.yaml"
     path.write_text(yaml.safe_dump(card, sort_keys=False))
     return path
@@ -50,8 +60,18 @@ def env(tmp_path_factory):
 
 def run_eval(env, out: Path, card: Path, **values):
     cfg = OmegaConf.load(CONFIG_DIR / "evaluate.yaml")
-    cfg.merge_with({"adapter": str(env.run), "out": str(out), "clicks": "off", "batch_size": 8, "device": "cpu",
-                    "save_masks": "all", "data": {"card": str(card)}, **values})
+    cfg.merge_with(
+        {
+            "adapter": str(env.run),
+            "out": str(out),
+            "clicks": "off",
+            "batch_size": 8,
+            "device": "cpu",
+            "save_masks": "all",
+            "data": {"card": str(card)},
+            **values,
+        }
+    )
     return evaluate(cfg)
 
 
@@ -102,7 +122,9 @@ def test_in_domain_is_said_so_and_unmatched_cards_are_refused(env, tmp_path):
         run_eval(env, tmp_path / "x", env.a, in_domain=True)
     # in_domain=true: the card the adapter carries (a card of one's own, given as a file when training)
     both = run_eval(env, tmp_path / "y", env.b, in_domain=True)
-    assert both["domain"]["in_domain"]["card"] == "phantom_a" and both["domain"]["in_domain"]["label_values"] == {"liver": 6}
+    assert both["domain"]["in_domain"]["card"] == "phantom_a" and both["domain"]["in_domain"]["label_values"] == {
+        "liver": 6
+    }
     other = yaml.safe_load(env.b.read_text())
     other.update(name="kidneys", labels={"background": 0, "kidney": 1, "spine": 2}, targets=["kidney"])
     card = tmp_path / "kidneys.yaml"

@@ -106,13 +106,17 @@ def test_window_maps_hu_to_unit_range(tmp_path):
 def test_bad_cases_raise_or_are_skipped_and_counted(tmp_path):
     shape, affine = (8, 8, 4), np.eye(4)
     good = (np.zeros(shape, np.int16), np.pad(np.ones((2, 2, 2), np.uint8), 3)[:8, :8, :4], affine, affine)
-    write_msd(tmp_path / "d", {
-        "good0": good, "good1": good,
-        "shape": (np.zeros(shape, np.int16), np.zeros((8, 8, 5), np.uint8), affine, affine),
-        "affine": (np.zeros(shape, np.int16), np.zeros(shape, np.uint8), affine, np.diag([2.0, 1, 1, 1])),
-        "ids": (np.zeros(shape, np.int16), np.full(shape, 7, np.uint8), affine, affine),
-        "empty": (np.zeros(shape, np.int16), np.zeros(shape, np.uint8), affine, affine),
-    })
+    write_msd(
+        tmp_path / "d",
+        {
+            "good0": good,
+            "good1": good,
+            "shape": (np.zeros(shape, np.int16), np.zeros((8, 8, 5), np.uint8), affine, affine),
+            "affine": (np.zeros(shape, np.int16), np.zeros(shape, np.uint8), affine, np.diag([2.0, 1, 1, 1])),
+            "ids": (np.zeros(shape, np.int16), np.full(shape, 7, np.uint8), affine, affine),
+            "empty": (np.zeros(shape, np.int16), np.zeros(shape, np.uint8), affine, affine),
+        },
+    )
     (tmp_path / "d" / "imagesTr" / "truncated.nii.gz").write_bytes(b"\x1f\x8b not really gzip")
     (tmp_path / "d" / "labelsTr" / "truncated.nii.gz").write_bytes(b"\x1f\x8b not really gzip")
     manifest = json.loads((tmp_path / "d" / "dataset.json").read_text())
@@ -211,7 +215,7 @@ def test_disk_cache_reads_one_plane_per_sample_and_only_indexes_at_start(tmp_pat
         assert np.array_equal(image, expected_image) and np.array_equal(label, expected_label)  # the float16 values
         assert len(reads) == 2 and sum(reads) <= image.size * 2 + label.size  # its own chunks, compressed
     uncached = SampleDataset(CaseStore(card, cases, "none"), items, 32, PromptSimulator(), False)
-    assert np.abs(on_disk.plane(1)[0] - uncached.plane(1)[0]).max() <= 2 ** -11  # float16 steps in [0, 1]
+    assert np.abs(on_disk.plane(1)[0] - uncached.plane(1)[0]).max() <= 2**-11  # float16 steps in [0, 1]
 
 
 def test_disk_cache_of_an_older_layout_is_reported_and_rebuilt(tmp_path, caplog):

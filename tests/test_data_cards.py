@@ -20,8 +20,19 @@ from adapt.data.datamodule import build_datamodule
 
 generate = load_fake_data()
 
-REQUIRED = {"msd_liver", "msd_spleen", "msd_hippocampus", "msd_prostate", "kvasir_seg", "isic2018", "loveda",
-            "btcv", "ct_phantom", "mr_phantom", "aerial_phantom"}
+REQUIRED = {
+    "msd_liver",
+    "msd_spleen",
+    "msd_hippocampus",
+    "msd_prostate",
+    "kvasir_seg",
+    "isic2018",
+    "loveda",
+    "btcv",
+    "ct_phantom",
+    "mr_phantom",
+    "aerial_phantom",
+}
 
 
 def test_the_required_cards_ship_and_each_has_a_fake_data_writer():
@@ -63,11 +74,23 @@ def test_btcv_fake_data_has_every_organ_in_objects_all(tmp_path):
 
 def run_train(tmp_path, card, root, *overrides):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONWARNINGS": "ignore"}
-    args = ["model=tiny", "model.image_size=64", f"data.card={card}", f"data.root={root}", "trainer.max_steps=2",
-            "data.batch_size=2", "data.val_batch_size=2", "data.val_max_slices_per_case=1", "optim.warmup_steps=1",
-            "validate_before=false", f"hydra.run.dir={tmp_path / 'run'}", *overrides]
-    return subprocess.run([sys.executable, "-m", "adapt.train", *args], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=300)
+    args = [
+        "model=tiny",
+        "model.image_size=64",
+        f"data.card={card}",
+        f"data.root={root}",
+        "trainer.max_steps=2",
+        "data.batch_size=2",
+        "data.val_batch_size=2",
+        "data.val_max_slices_per_case=1",
+        "optim.warmup_steps=1",
+        "validate_before=false",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        *overrides,
+    ]
+    return subprocess.run(
+        [sys.executable, "-m", "adapt.train", *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
 
 
 def copy_card(tmp_path, stem):
@@ -89,20 +112,26 @@ def test_cli_trains_on_a_card_given_by_path(stem, tmp_path):
     assert "val/dice" in metrics["after"]
     saved = json.loads((tmp_path / "run" / "adapter" / "sam2_adapt.json").read_text())
     expected_channels = 3 if stem == "loveda" else 1
-    assert saved["preprocessing"]["channels"] == expected_channels and saved["preprocessing"]["dims"] == load_card(stem).dims
+    assert (
+        saved["preprocessing"]["channels"] == expected_channels
+        and saved["preprocessing"]["dims"] == load_card(stem).dims
+    )
 
 
-@pytest.mark.parametrize("mask_values, message", [
-    ("255", r"mask_values must be a mapping"),
-    ({}, r"mask_values must map label names to the value stored"),
-    ({"tumour": 255}, r"mask_values names 'tumour', which is not in labels \['background', 'lesion'\]"),
-    ({"lesion": 256}, r"mask_values.lesion=256 is out of range for .jpg label files \(0..255\)"),
-    ({"lesion": -1}, r"mask_values.lesion=-1 is out of range"),
-    ({"lesion": "white"}, r"mask_values.lesion must be an integer or a list of integers"),
-    ({"lesion": []}, r"mask_values.lesion must be an integer or a list"),
-    ({"lesion": 0}, r"mask_values.lesion=0 is also the stored value of 'background'"),
-    ({"background": 0, "lesion": [255, 0]}, r"mask_values.lesion=0 is also the stored value of 'background'"),
-])
+@pytest.mark.parametrize(
+    "mask_values, message",
+    [
+        ("255", r"mask_values must be a mapping"),
+        ({}, r"mask_values must map label names to the value stored"),
+        ({"tumour": 255}, r"mask_values names 'tumour', which is not in labels \['background', 'lesion'\]"),
+        ({"lesion": 256}, r"mask_values.lesion=256 is out of range for .jpg label files \(0..255\)"),
+        ({"lesion": -1}, r"mask_values.lesion=-1 is out of range"),
+        ({"lesion": "white"}, r"mask_values.lesion must be an integer or a list of integers"),
+        ({"lesion": []}, r"mask_values.lesion must be an integer or a list"),
+        ({"lesion": 0}, r"mask_values.lesion=0 is also the stored value of 'background'"),
+        ({"background": 0, "lesion": [255, 0]}, r"mask_values.lesion=0 is also the stored value of 'background'"),
+    ],
+)
 def test_a_malformed_mask_values_names_the_card_file_and_the_entry(tmp_path, mask_values, message):
     card = yaml.safe_load(open("data_cards/kvasir_seg.yaml"))
     card["labels"] = {"background": 0, "lesion": 1}

@@ -59,11 +59,21 @@ def test_dicom_series_case_lands_in_ras(tmp_path):
     label[3, 2, 1] = 1
     (tmp_path / "data" / "labels").mkdir()
     nib.save(nib.Nifti1Image(label, affine), tmp_path / "data" / "labels" / "p1.nii.gz")
-    card = card_at(tmp_path, "msd_spleen", source={"kind": "folder", "images": "images/*", "labels": "labels/{name}.nii.gz",
-                                                   "url": None, "md5": None, "task": None})
-    case, = list_cases(card, tmp_path / "data")
+    card = card_at(
+        tmp_path,
+        "msd_spleen",
+        source={
+            "kind": "folder",
+            "images": "images/*",
+            "labels": "labels/{name}.nii.gz",
+            "url": None,
+            "md5": None,
+            "task": None,
+        },
+    )
+    (case,) = list_cases(card, tmp_path / "data")
     volume = load_volume(card, case)
-    (i, j, k), = np.argwhere(volume.label == 1)
+    ((i, j, k),) = np.argwhere(volume.label == 1)
     np.testing.assert_allclose(volume.affine @ [i, j, k, 1], affine @ [3, 2, 1, 1], atol=1e-6)
     assert np.allclose(np.diag(volume.affine)[:3], [0.8, 0.7, 2.0])  # RAS: positive steps
     np.testing.assert_allclose(volume.image, 0.5)  # 40 HU in the -160..240 window
@@ -78,8 +88,9 @@ def test_geotiff_band_selection_and_per_band_stretch(tmp_path):
     np.testing.assert_array_equal(raster.array, bands)
     write_geotiff(tmp_path / "label.tif", (bands[0] > 0).astype(np.uint8), origin=(500000.0, 5200000.0))
     case = Case("tile", tmp_path / "tile.tif", tmp_path / "label.tif", group="tile")
-    window = card_at(tmp_path, "aerial_phantom", intensity={"channels": [3, 0, 1], "window": [0, 400],
-                                                            "percentiles": None})
+    window = card_at(
+        tmp_path, "aerial_phantom", intensity={"channels": [3, 0, 1], "window": [0, 400], "percentiles": None}
+    )
     image = load_volume(window, case).image
     assert image.shape == (3, 8, 10)  # native pixels: the one resize to the model side comes per sample
     # NIR (400), R (100), G (200) in that order, on the fixed window
@@ -114,8 +125,9 @@ def test_png_and_jpeg_pairs_keep_pixels_and_masks_aligned(tmp_path):
 def test_colour_label_without_threshold_is_refused(tmp_path):
     from PIL import Image
 
-    Image.fromarray(np.dstack([np.zeros((4, 4), np.uint8), np.ones((4, 4), np.uint8), np.zeros((4, 4), np.uint8)])
-                    ).save(tmp_path / "rgb.png")
+    Image.fromarray(
+        np.dstack([np.zeros((4, 4), np.uint8), np.ones((4, 4), np.uint8), np.zeros((4, 4), np.uint8)])
+    ).save(tmp_path / "rgb.png")
     with pytest.raises(DataError, match="rgb.png: label image has 3 different channels"):
         label_plane(read_raster(tmp_path / "rgb.png"))
 
@@ -158,19 +170,33 @@ def test_each_bad_2d_input_names_the_file(tmp_path, problem):
     assert case.id in str(err.value)
 
 
-@pytest.mark.parametrize("intensity, message", [
-    ({"channels": list(range(17))}, r"intensity.channels must list 1 to 16 source channel indices"),
-    ({"channels": [0, 1], "channel_names": ["T2"]}, r"channel_names must name each of intensity.channels once.*2 names"),
-    ({"channels": [0, 1], "channel_names": ["T2", "T2"]}, r"channel_names must name each of intensity.channels once"),
-    ({"channels": None, "channel_names": ["T2"]}, r"channel_names must name each of intensity.channels once.*0 names"),
-])
+@pytest.mark.parametrize(
+    "intensity, message",
+    [
+        ({"channels": list(range(17))}, r"intensity.channels must list 1 to 16 source channel indices"),
+        (
+            {"channels": [0, 1], "channel_names": ["T2"]},
+            r"channel_names must name each of intensity.channels once.*2 names",
+        ),
+        (
+            {"channels": [0, 1], "channel_names": ["T2", "T2"]},
+            r"channel_names must name each of intensity.channels once",
+        ),
+        (
+            {"channels": None, "channel_names": ["T2"]},
+            r"channel_names must name each of intensity.channels once.*0 names",
+        ),
+    ],
+)
 def test_card_channels_and_their_names_are_checked(tmp_path, intensity, message):
     with pytest.raises(ConfigError, match=message):
         card_at(tmp_path, "aerial_phantom", intensity=intensity)
 
 
 def test_a_card_keeps_more_than_three_channels_with_their_names(tmp_path):
-    card = card_at(tmp_path, "aerial_phantom", intensity={"channels": [0, 1, 2, 3], "channel_names": ["R", "G", "B", "NIR"]})
+    card = card_at(
+        tmp_path, "aerial_phantom", intensity={"channels": [0, 1, 2, 3], "channel_names": ["R", "G", "B", "NIR"]}
+    )
     assert card.intensity["channels"] == [0, 1, 2, 3] and card.intensity["channel_names"] == ["R", "G", "B", "NIR"]
 
 
@@ -182,7 +208,11 @@ def test_palette_png_is_rgb_as_an_image_and_indices_as_a_label(tmp_path):
     image.putpalette([0, 0, 0, 255, 0, 0, 0, 0, 255] + [0] * 759)
     image.save(tmp_path / "p.png")
     pixels = read_raster(tmp_path / "p.png", as_image=True).array
-    assert pixels.shape == (3, 2, 2) and pixels[:, 0, 1].tolist() == [255, 0, 0] and pixels[:, 1, 0].tolist() == [0, 0, 255]
+    assert (
+        pixels.shape == (3, 2, 2)
+        and pixels[:, 0, 1].tolist() == [255, 0, 0]
+        and pixels[:, 1, 0].tolist() == [0, 0, 255]
+    )
     np.testing.assert_array_equal(label_plane(read_raster(tmp_path / "p.png")), indices)
 
 
@@ -191,6 +221,7 @@ def _nifti(dtype):
         path = path / "scan.nii.gz"
         nib.save(nib.Nifti1Image(np.zeros((4, 5, 3), dtype), np.eye(4)), path)
         return path
+
     return write
 
 
@@ -205,6 +236,7 @@ def _tiff(dtype):
         path = path / "tile.tif"
         write_geotiff(path, np.zeros((3, 6, 7), dtype), origin=(500000.0, 4100000.0))
         return path
+
     return write
 
 
@@ -219,6 +251,7 @@ def _png(path):
 def _dicom(slope):
     def write(path):
         return generate.write_dicom_series(path / "series", np.zeros((6, 7, 3), np.uint16), slope=slope)
+
     return write
 
 
@@ -249,21 +282,27 @@ def _raster(values, channels: int = 1):
     return Raster(np.repeat(plane, channels, axis=0), None, "masks/m.png")
 
 
-@pytest.mark.parametrize("mask_values, threshold, stored, ids", [
-    (None, None, [0, 1, 2], [0, 1, 2]),                            # ids as they are
-    (None, 128, [0, 127, 128, 255], [0, 0, 1, 1]),                  # a bare threshold
-    (None, 128, [0, 1, 1], [0, 1, 1]),                              # ... but a 0/1 file is not thresholded empty
-    ({"lesion": 255}, None, [0, 255, 0], [0, 1, 0]),                # 0/255 masks
-    ({"lesion": [255, 1]}, None, [0, 1, 255], [0, 1, 1]),           # a mixed folder: both values read
-    ({"background": 10, "lesion": 20}, None, [10, 20], [0, 1]),
-    ({"lesion": 255}, 128, [0, 3, 250], [0, 0, 1]),                 # JPEG noise: unknown values thresholded
-    ({"lesion": 255}, 128, [0, 255], [0, 1]),                       # exact files are mapped, not thresholded
-])
+@pytest.mark.parametrize(
+    "mask_values, threshold, stored, ids",
+    [
+        (None, None, [0, 1, 2], [0, 1, 2]),  # ids as they are
+        (None, 128, [0, 127, 128, 255], [0, 0, 1, 1]),  # a bare threshold
+        (None, 128, [0, 1, 1], [0, 1, 1]),  # ... but a 0/1 file is not thresholded empty
+        ({"lesion": 255}, None, [0, 255, 0], [0, 1, 0]),  # 0/255 masks
+        ({"lesion": [255, 1]}, None, [0, 1, 255], [0, 1, 1]),  # a mixed folder: both values read
+        ({"background": 10, "lesion": 20}, None, [10, 20], [0, 1]),
+        ({"lesion": 255}, 128, [0, 3, 250], [0, 0, 1]),  # JPEG noise: unknown values thresholded
+        ({"lesion": 255}, 128, [0, 255], [0, 1]),  # exact files are mapped, not thresholded
+    ],
+)
 def test_label_files_are_decoded_as_the_card_stores_them(mask_values, threshold, stored, ids):
     from adapt.data.encoding import LabelEncoding
 
-    encoding = LabelEncoding({"background": 0, "lesion": 1}, {k: tuple(v) if isinstance(v, list) else (v,)
-                                                            for k, v in (mask_values or {}).items()}, threshold)
+    encoding = LabelEncoding(
+        {"background": 0, "lesion": 1},
+        {k: tuple(v) if isinstance(v, list) else (v,) for k, v in (mask_values or {}).items()},
+        threshold,
+    )
     decoded = label_plane(_raster(stored), encoding)
     np.testing.assert_array_equal(decoded.ravel(), ids)
     if mask_values:  # and written back: each id gets the label's first stored value
@@ -303,21 +342,33 @@ def _cases_on_disk(root, dims: int, odd: str | None):
                 Image.fromarray(array).save(path)
             else:
                 nib.save(nib.Nifti1Image(array, np.eye(4)), path)
-    card = {"name": "odd", "title": "odd", "modality": "US" if dims == 2 else "CT", "dims": dims,
-            "license": "CC0-1.0", "citation": "x", "labels": {"background": 0, "a": 1}, "targets": ["a"],
-            "source": {"kind": "folder", "root": str(root), "images": f"images/*{suffix}", "labels": "masks/{name}"},
-            "intensity": {"window": [0, 255]}, "split": {"val": 0.2, "seed": 0}}
+    card = {
+        "name": "odd",
+        "title": "odd",
+        "modality": "US" if dims == 2 else "CT",
+        "dims": dims,
+        "license": "CC0-1.0",
+        "citation": "x",
+        "labels": {"background": 0, "a": 1},
+        "targets": ["a"],
+        "source": {"kind": "folder", "root": str(root), "images": f"images/*{suffix}", "labels": "masks/{name}"},
+        "intensity": {"window": [0, 255]},
+        "split": {"val": 0.2, "seed": 0},
+    }
     (root / "card.yaml").write_text(yaml.safe_dump(card))
     return root / "card.yaml"
 
 
-@pytest.mark.parametrize("dims, odd, message", [
-    (2, "rgb", r"cases differ in image channels: 4 have 1 \(e.g. .*\), 1 do not: .*case1.png \(3\)"),
-    (3, "time3", r"cases differ in image channels: 4 have 1 .*case1.nii.gz \(3\)"),
-    (3, "time3_5d", r"case1.nii.gz: a 5D NIfTI \(16, 16, 4, 3, 1\) with 3 time points"),
-    (3, "empty", r"case1.nii.gz: an empty axis \(shape \(16, 16, 0\)\): the file holds no pixels"),
-    (3, "time1_5d", None),  # a time axis of 1 is dropped (with a warning): an ordinary case
-])
+@pytest.mark.parametrize(
+    "dims, odd, message",
+    [
+        (2, "rgb", r"cases differ in image channels: 4 have 1 \(e.g. .*\), 1 do not: .*case1.png \(3\)"),
+        (3, "time3", r"cases differ in image channels: 4 have 1 .*case1.nii.gz \(3\)"),
+        (3, "time3_5d", r"case1.nii.gz: a 5D NIfTI \(16, 16, 4, 3, 1\) with 3 time points"),
+        (3, "empty", r"case1.nii.gz: an empty axis \(shape \(16, 16, 0\)\): the file holds no pixels"),
+        (3, "time1_5d", None),  # a time axis of 1 is dropped (with a warning): an ordinary case
+    ],
+)
 def test_odd_channels_and_axes_are_named_when_cases_are_indexed(tmp_path, caplog, dims, odd, message):
     from adapt.data.datamodule import build_datamodule
 

@@ -54,8 +54,12 @@ def test_init_writes_a_card_that_lists_every_pair(layout, tmp_path, fake_data):
     assert card.todo_fields() == ["license", "citation"]
     assert len(list_cases(card, data_root(card))) == len(found.pairs) == len(stats) >= 4
     assert not found.unpaired_images and not found.unpaired_labels
-    expected = {"msd": ("msd", 3, "CT", ["liver", "tumour"]), "kvasir": ("folder", 2, "RGB", ["label_1"]),
-                "dicom": ("folder", 3, "CT", ["label_1"]), "geotiff": ("folder", 2, "multispectral", ["label_1"])}
+    expected = {
+        "msd": ("msd", 3, "CT", ["liver", "tumour"]),
+        "kvasir": ("folder", 2, "RGB", ["label_1"]),
+        "dicom": ("folder", 3, "CT", ["label_1"]),
+        "geotiff": ("folder", 2, "multispectral", ["label_1"]),
+    }
     kind, dims, modality, targets = expected[layout]
     assert (card.source["kind"], card.dims, card.modality, card.targets) == (kind, dims, modality, targets)
     text = card_path.read_text()
@@ -102,9 +106,14 @@ def test_init_card_trains_once_licence_and_citation_are_filled(layout, tmp_path,
 
 def test_init_recognises_the_shipped_layouts(tmp_path, fake_data):
     """ISIC's ``<id>_segmentation.png``, LoveDA's nested tiles, BTCV's img/label digits, a CSV fallback."""
-    cases = {"isic2018": ("ISIC2018_Task1-2_Training_Input/*.jpg", "ISIC2018_Task1_Training_GroundTruth/{stem}_segmentation.png"),
-             "loveda": ("*/*/images_png/*.png", "{parent}/../masks_png/{name}"),
-             "btcv": ("Training/img/*.nii.gz", "Training/label/label{digits}.nii.gz")}
+    cases = {
+        "isic2018": (
+            "ISIC2018_Task1-2_Training_Input/*.jpg",
+            "ISIC2018_Task1_Training_GroundTruth/{stem}_segmentation.png",
+        ),
+        "loveda": ("*/*/images_png/*.png", "{parent}/../masks_png/{name}"),
+        "btcv": ("Training/img/*.nii.gz", "Training/label/label{digits}.nii.gz"),
+    }
     for stem, (images, labels) in cases.items():
         folder = fake_data.write_dataset(stem, tmp_path / stem)
         card = load_card(init_card(folder, tmp_path / f"{stem}.yaml")[0])
@@ -153,9 +162,13 @@ def plant_problems(folder: Path, card_path: Path) -> dict[str, str]:
         nib.save(nib.Nifti1Image(np.asarray(image.dataobj), affine), path)
     # a label file no image uses
     shutil.copy(cases[3].label, folder / "labelsTr" / "orphan.nii.gz")
-    return {"unpaired image": cases[0].image.name, "empty label": cases[1].label.name,
-            "label values not in the card": cases[2].label.name, "mixed spacing": "cases",
-            "unpaired label": "orphan.nii.gz"}
+    return {
+        "unpaired image": cases[0].image.name,
+        "empty label": cases[1].label.name,
+        "label values not in the card": cases[2].label.name,
+        "mixed spacing": "cases",
+        "unpaired label": "orphan.nii.gz",
+    }
 
 
 def test_check_prints_plots_and_names_each_planted_problem(tmp_path, fake_data, capsys):
@@ -190,8 +203,11 @@ def test_check_of_a_2d_card_exits_zero_when_clean_and_names_problems_planted_lat
     tile[:4] = 7
     fake_data.synthetic.write_geotiff(folder / "masks" / "area01.tif", tile, (500032.0, 5200000.0))  # 7, no target
     found = {(p.what, Path(p.where).name) for p in check_card(card).problems}
-    assert {("unpaired image", "lonely.tif"), ("label values not in the card", "area01.tif"),
-            ("empty label", "area01.tif")} <= found
+    assert {
+        ("unpaired image", "lonely.tif"),
+        ("label values not in the card", "area01.tif"),
+        ("empty label", "area01.tif"),
+    } <= found
 
 
 def test_init_reads_video_frame_folders_as_volumes(tmp_path, fake_data):
@@ -203,7 +219,11 @@ def test_init_reads_video_frame_folders_as_volumes(tmp_path, fake_data):
                 (tmp_path / "davis" / folder / "480p" / video).mkdir(parents=True, exist_ok=True)
                 Image.fromarray(array).save(tmp_path / "davis" / folder / "480p" / video / f"{t:05d}.{suffix}")
     card = load_card(init_card(tmp_path / "davis", tmp_path / "davis.yaml")[0])
-    assert (card.dims, card.source["images"], card.source["labels"]) == (3, "JPEGImages/480p/*", "Annotations/480p/{name}")
+    assert (card.dims, card.source["images"], card.source["labels"]) == (
+        3,
+        "JPEGImages/480p/*",
+        "Annotations/480p/{name}",
+    )
     assert card.modality == "RGB" and card.intensity == {"window": [0, 255]} and card.targets == ["label_1"]
 
 
@@ -220,16 +240,19 @@ def write_pairs(root: Path, image: str, label: str, scales: list[int], fake_data
     return pairs
 
 
-@pytest.mark.parametrize("image, label", [
-    ("images/scan_{i:02d}.png", "masks/scan_{i:02d}.png"),         # an image word in a label folder's file names
-    ("images/img_{i:03d}.png", "masks/img_{i:03d}.png"),
-    ("Images/image{i}.png", "Masks/image{i}.png"),
-    ("scans/scan_{i}.png", "labels/scan_{i}.png"),
-    ("train/image/{i}.png", "train/mask/{i}.png"),
-    ("data/images/case{i}.png", "data/masks/case{i}_mask.png"),
-    ("Input/ISIC_{i:04d}.png", "GroundTruth/ISIC_{i:04d}_segmentation.png"),
-    ("photos/p{i}_img.png", "photos/p{i}_seg.png"),                 # no role folder: the names decide
-])
+@pytest.mark.parametrize(
+    "image, label",
+    [
+        ("images/scan_{i:02d}.png", "masks/scan_{i:02d}.png"),  # an image word in a label folder's file names
+        ("images/img_{i:03d}.png", "masks/img_{i:03d}.png"),
+        ("Images/image{i}.png", "Masks/image{i}.png"),
+        ("scans/scan_{i}.png", "labels/scan_{i}.png"),
+        ("train/image/{i}.png", "train/mask/{i}.png"),
+        ("data/images/case{i}.png", "data/masks/case{i}_mask.png"),
+        ("Input/ISIC_{i:04d}.png", "GroundTruth/ISIC_{i:04d}_segmentation.png"),
+        ("photos/p{i}_img.png", "photos/p{i}_seg.png"),  # no role folder: the names decide
+    ],
+)
 def test_init_pairs_labels_by_their_folder_before_the_words_of_their_names(tmp_path, fake_data, image, label):
     pairs = write_pairs(tmp_path / "data", image, label, [255] * 3, fake_data)
     card_path, layout, _ = init_card(tmp_path / "data", tmp_path / "card.yaml")
@@ -239,12 +262,15 @@ def test_init_pairs_labels_by_their_folder_before_the_words_of_their_names(tmp_p
     assert {(c.image, c.label) for c in list_cases(card, data_root(card))} == set(pairs)
 
 
-@pytest.mark.parametrize("scales, mask_values, note", [
-    ([255, 255, 255, 255], {"background": 0, "label_1": 255}, None),
-    ([1, 1, 1, 1], None, None),                                                       # ids: nothing to record
-    ([255, 255, 255, 1], {"background": 0, "label_1": [255, 1]}, "3 store the mask as 0/255, 1 as label ids"),
-    ([1, 1, 255, 1], {"background": 0, "label_1": [1, 255]}, "1 store the mask as 0/255, 3 as label ids"),
-])
+@pytest.mark.parametrize(
+    "scales, mask_values, note",
+    [
+        ([255, 255, 255, 255], {"background": 0, "label_1": 255}, None),
+        ([1, 1, 1, 1], None, None),  # ids: nothing to record
+        ([255, 255, 255, 1], {"background": 0, "label_1": [255, 1]}, "3 store the mask as 0/255, 1 as label ids"),
+        ([1, 1, 255, 1], {"background": 0, "label_1": [1, 255]}, "1 store the mask as 0/255, 3 as label ids"),
+    ],
+)
 def test_init_decides_the_mask_encoding_per_file(tmp_path, fake_data, capsys, scales, mask_values, note):
     """A folder mixing 0/1 and 0/255 masks gets one label, and every file reads with its own object."""
     pairs = write_pairs(tmp_path / "data", "images/case{i}.png", "masks/case{i}.png", scales, fake_data)
@@ -268,16 +294,21 @@ def test_init_decides_the_mask_encoding_per_file(tmp_path, fake_data, capsys, sc
 MSD_ENTRY = {"image": "./imagesTr/c0.nii.gz", "label": "./labelsTr/c0.nii.gz"}
 
 
-@pytest.mark.parametrize("manifest, message", [
-    ("{not json", "not valid JSON"),
-    ("[]", "holds a JSON list, not an object"),
-    ('{"name": "x"}', "has no 'training' key"),
-    ('{"training": []}', "'training': '\\[\\]'"),
-    ('{"training": ["./imagesTr/c0.nii.gz"]}', "training\\[0\\] is a plain path"),
-    ('{"training": [{"image": "./imagesTr/c0.nii.gz"}]}', "training\\[0\\] = .* lacks an 'image' or 'label' path"),
-    ('{"training": [{"image": "./imagesTr/gone.nii.gz", "label": "./labelsTr/gone.nii.gz"}]}',
-     "none of its 1 training entries has both files"),
-])
+@pytest.mark.parametrize(
+    "manifest, message",
+    [
+        ("{not json", "not valid JSON"),
+        ("[]", "holds a JSON list, not an object"),
+        ('{"name": "x"}', "has no 'training' key"),
+        ('{"training": []}', "'training': '\\[\\]'"),
+        ('{"training": ["./imagesTr/c0.nii.gz"]}', "training\\[0\\] is a plain path"),
+        ('{"training": [{"image": "./imagesTr/c0.nii.gz"}]}', "training\\[0\\] = .* lacks an 'image' or 'label' path"),
+        (
+            '{"training": [{"image": "./imagesTr/gone.nii.gz", "label": "./labelsTr/gone.nii.gz"}]}',
+            "none of its 1 training entries has both files",
+        ),
+    ],
+)
 def test_a_malformed_msd_dataset_json_is_named_by_init_check_and_training(tmp_path, capsys, manifest, message):
     folder = tmp_path / "Task01_X"
     for sub in ("imagesTr", "labelsTr"):
@@ -291,18 +322,23 @@ def test_a_malformed_msd_dataset_json_is_named_by_init_check_and_training(tmp_pa
     if "both files" in message:  # the card lists the entry; reading the case names the missing file
         return
     card = tmp_path / "msd.yaml"
-    card.write_text(f"name: x\ntitle: x\nmodality: CT\ndims: 3\nlicense: CC0-1.0\ncitation: x\n"
-                    f"source: {{kind: msd, root: {folder}}}\nlabels: {{background: 0, a: 1}}\ntargets: [a]\n")
+    card.write_text(
+        f"name: x\ntitle: x\nmodality: CT\ndims: 3\nlicense: CC0-1.0\ncitation: x\n"
+        f"source: {{kind: msd, root: {folder}}}\nlabels: {{background: 0, a: 1}}\ntargets: [a]\n"
+    )
     assert main(["check", f"card={card}", f"out={tmp_path / 'f.png'}"]) == 2
     assert re.search(message, capsys.readouterr().err)
     with pytest.raises(DataError, match=message):
         list_cases(load_card(card), folder)
 
 
-@pytest.mark.parametrize("link, target", [
-    ("images/case1.png", "case1.png"),            # a link to itself
-    ("masks/case0.png", "../masks/loop.png"),    # a cycle of two links
-])
+@pytest.mark.parametrize(
+    "link, target",
+    [
+        ("images/case1.png", "case1.png"),  # a link to itself
+        ("masks/case0.png", "../masks/loop.png"),  # a cycle of two links
+    ],
+)
 def test_a_symbolic_link_loop_is_named_by_init_check_and_training(tmp_path, fake_data, capsys, link, target):
     root = tmp_path / "data"
     write_pairs(root, "images/case{i}.png", "masks/case{i}.png", [255] * 3, fake_data)
@@ -339,14 +375,30 @@ def test_a_0_255_folder_keeps_its_encoding_from_init_to_predict_and_evaluate(tmp
     adapter = Path(metrics["run_dir"]) / "adapter"
     assert read_metadata(adapter)["mask_values"] == {"background": 0, "label_1": 255}
     cfg = OmegaConf.load(CONFIG_DIR / "predict.yaml")
-    cfg.merge_with({"adapter": str(adapter), "input": str(pairs[0][0]), "output": str(tmp_path / "mask.png"),
-                    "prompt": "box 8,8,46,40", "device": "cpu"})
+    cfg.merge_with(
+        {
+            "adapter": str(adapter),
+            "input": str(pairs[0][0]),
+            "output": str(tmp_path / "mask.png"),
+            "prompt": "box 8,8,46,40",
+            "device": "cpu",
+        }
+    )
     [written] = predict.run(cfg)
     assert set(np.unique(np.asarray(Image.open(written))).tolist()) <= {0, 255}
     assert np.asarray(Image.open(written)).max() == 255  # a box this size always gives some object pixels
     cfg = OmegaConf.load(CONFIG_DIR / "evaluate.yaml")
-    cfg.merge_with({"adapter": str(adapter), "out": str(tmp_path / "eval"), "clicks": "off", "device": "cpu",
-                    "split": "all", "save_masks": "all", "data": {"card": str(card)}})
+    cfg.merge_with(
+        {
+            "adapter": str(adapter),
+            "out": str(tmp_path / "eval"),
+            "clicks": "off",
+            "device": "cpu",
+            "split": "all",
+            "save_masks": "all",
+            "data": {"card": str(card)},
+        }
+    )
     summary = evaluate(cfg)
     saved = [np.asarray(Image.open(tmp_path / "eval" / path)) for path in summary["masks"].values()]
     assert len(saved) == 5 and set(np.unique(np.concatenate([s.ravel() for s in saved])).tolist()) <= {0, 255}

@@ -34,8 +34,11 @@ def write_case(root, name, image, label, affine=OBLIQUE):
 
 
 def msd_card(tmp_path, root, names, **changes):
-    (root / "dataset.json").write_text(json.dumps({"training": [
-        {"image": f"./imagesTr/{n}.nii.gz", "label": f"./labelsTr/{n}.nii.gz"} for n in names]}))
+    (root / "dataset.json").write_text(
+        json.dumps(
+            {"training": [{"image": f"./imagesTr/{n}.nii.gz", "label": f"./labelsTr/{n}.nii.gz"} for n in names]}
+        )
+    )
     card = yaml.safe_load(open("data_cards/ct_phantom.yaml"))
     card.update({"source": {"kind": "msd", "root": str(root)}, **changes})
     path = tmp_path / "card.yaml"
@@ -98,7 +101,7 @@ def identity_dataset(tmp_path, augment=None, size=16, side=16, **changes):
     f = side // 16
     for n in range(3):
         label = np.zeros((side, side, 16), np.uint8)
-        label[(3 + n) * f:12 * f, 4 * f:(11 + n) * f, 2:6 + 2 * n] = 1
+        label[(3 + n) * f : 12 * f, 4 * f : (11 + n) * f, 2 : 6 + 2 * n] = 1
         write_case(tmp_path / "d", f"c{n}", label.astype(np.int16) * 1000, label)
         names.append(f"c{n}")
     card = msd_card(tmp_path, tmp_path / "d", names, intensity={"window": [0, 1000]}, **changes)
@@ -110,8 +113,9 @@ def identity_dataset(tmp_path, augment=None, size=16, side=16, **changes):
 @pytest.mark.parametrize("slice_axis", [0, 1, 2])
 def test_slices_and_masks_stay_aligned(tmp_path, slice_axis):
     dataset = identity_dataset(tmp_path, slice_axis=slice_axis)
-    assert len(dataset) == sum(4 + 2 * n if slice_axis == 2 else 9 - n if slice_axis == 0 else 7 + n
-                               for n in range(3))  # one sample per slice holding the target
+    assert len(dataset) == sum(
+        4 + 2 * n if slice_axis == 2 else 9 - n if slice_axis == 0 else 7 + n for n in range(3)
+    )  # one sample per slice holding the target
     for i in range(len(dataset)):
         sample = dataset[i]
         assert torch.equal(sample["image"][0], sample["label"][0])
@@ -261,8 +265,11 @@ def test_target_free_images_train_with_an_empty_share_and_never_validate(tmp_pat
 
     write_aerial_tiles(tmp_path / "tiles", num_cases=8)
     for i in range(4):  # no building on these (the label tiles stay where their images are)
-        write_geotiff(tmp_path / "tiles" / "labels" / f"tile_{i:03d}.tif", np.zeros((96, 96), np.uint8),
-                      origin=(500000.0 + i * 96 * 0.5, 5200000.0))
+        write_geotiff(
+            tmp_path / "tiles" / "labels" / f"tile_{i:03d}.tif",
+            np.zeros((96, 96), np.uint8),
+            origin=(500000.0 + i * 96 * 0.5, 5200000.0),
+        )
     config = {"card": "aerial_phantom", "root": str(tmp_path / "tiles"), "cache": "memory"}
     with pytest.raises(DataError, match="tile_00[0-3].tif: none of the targets"):
         build_datamodule(config, 32, seed=0)

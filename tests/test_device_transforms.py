@@ -38,8 +38,10 @@ class PlaneStore(CaseStore):
         cases, self.volumes = [], []
         for n, (height, width) in enumerate(shapes):
             rows, cols = np.mgrid[:height, :width]
-            label = ((rows - height * 0.45) ** 2 / (height * 0.3) ** 2
-                     + (cols - width * 0.55) ** 2 / (width * 0.25) ** 2 <= 1).astype(np.uint8)
+            label = (
+                (rows - height * 0.45) ** 2 / (height * 0.3) ** 2 + (cols - width * 0.55) ** 2 / (width * 0.25) ** 2
+                <= 1
+            ).astype(np.uint8)
             image = np.clip(label + noise * rng.normal(size=label.shape), 0, 1)[None]
             case = Case(f"p{n}", Path(f"p{n}.png"), Path(f"p{n}_mask.png"), group=f"p{n}")
             cases.append(case)
@@ -54,8 +56,10 @@ def plane_datasets(store, size, augment=None, prompts=None, train=True):
     """The loader-resized dataset and the native one over ``store`` (box and point prompts by default)."""
     prompts = prompts or PromptSimulator(kind="box+points", jitter=0.2)
     items, _ = index_cases(store)
-    return (SampleDataset(store, items, size, prompts, train, PairAugment() if augment else None),
-            SampleDataset(store, items, size, prompts, train, augment, native=True))
+    return (
+        SampleDataset(store, items, size, prompts, train, PairAugment() if augment else None),
+        SampleDataset(store, items, size, prompts, train, augment, native=True),
+    )
 
 
 def assert_same(ours, theirs):
@@ -97,8 +101,9 @@ def test_objects_all_ships_one_mask_per_target():
     dm = build_datamodule({"card": "mr_phantom", "objects": "all", "cache": "memory"}, 32, seed=0)
     sample = dm.train_set[(0, 7)]
     assert sample["label"].shape[0] == 2 and sample["label"].dtype == torch.uint8
-    old = build_datamodule({"card": "mr_phantom", "objects": "all", "cache": "memory", "device_transforms": False},
-                           32, seed=0)
+    old = build_datamodule(
+        {"card": "mr_phantom", "objects": "all", "cache": "memory", "device_transforms": False}, 32, seed=0
+    )
     assert_same(model_sample(sample, 32), old.train_set[(0, 7)])
 
 
@@ -152,7 +157,8 @@ def test_augmented_label_prompts_and_image_stay_aligned(shape, size):
         ys, xs = np.nonzero(plane)
         height, width = plane.shape
         expected = np.array([xs.min(), ys.min(), xs.max(), ys.max()], np.float32) * np.array(
-            [size / width, size / height] * 2, np.float32)
+            [size / width, size / height] * 2, np.float32
+        )
         np.testing.assert_array_equal(raw["boxes"][0].numpy(), expected)  # drawn on the augmented label
         sample = model_sample(raw, size)
         image, label = sample["image"][0] > 0.5, sample["label"][0] > 0.5
@@ -166,8 +172,9 @@ def test_the_affine_on_the_device_is_the_loaders_label_warp():
     """A non-square plane rotated by the recipe's largest angle: the device's theta and the loader's
     cv2 warp of the label describe the same motion (centroids agree to a fraction of a pixel)."""
     store = PlaneStore([(60, 90)])
-    augment = SplitAugment(flip_p=0.0, rot90_p=0.0, elastic_p=0.0, photometric_p=0.0, affine_p=1.0,
-                           scale=(0.85, 0.85), rotate=(15.0, 15.0))
+    augment = SplitAugment(
+        flip_p=0.0, rot90_p=0.0, elastic_p=0.0, photometric_p=0.0, affine_p=1.0, scale=(0.85, 0.85), rotate=(15.0, 15.0)
+    )
     _, native = plane_datasets(store, 90, augment=augment, prompts=PromptSimulator(kind="box"))
     sample = model_sample(native[(0, 3)], 90)
     image, label = sample["image"][0], sample["label"][0]
@@ -198,7 +205,8 @@ def test_on_a_gpu_the_batch_is_the_cpu_batch_to_rounding():
     batch = collate_native([native[(i % 3, i)] for i in range(6)])
     cpu = to_model_grid({**batch}, 64)
     pinned = {k: v.pin_memory() if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
-    gpu = to_model_grid({k: v.cuda(non_blocking=True) if isinstance(v, torch.Tensor) else v
-                         for k, v in pinned.items()}, 64)
+    gpu = to_model_grid(
+        {k: v.cuda(non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in pinned.items()}, 64
+    )
     assert torch.equal(gpu["label"].cpu(), cpu["label"]) and torch.equal(gpu["boxes"].cpu(), cpu["boxes"])
     torch.testing.assert_close(gpu["image"].cpu(), cpu["image"], rtol=0, atol=1e-4)

@@ -35,7 +35,6 @@ from adapt.models.sam2 import load_sam2
 from adapt.models.semantic import ATTRIBUTE, add_class_prompts
 
 
-
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
     """Small non-square phantoms and a tiny run trained on them (shared by the module)."""
@@ -68,14 +67,15 @@ def oblique_case(root: Path) -> None:
     shape = (12, 30, 22)  # stored (i, j, k); i becomes the slice axis in RAS
     label = np.zeros(shape, np.uint8)
     for i in range(2, 10):
-        label[i, 3 + i: 10 + 2 * i, 4 + (i % 3): 9 + i] = 1
+        label[i, 3 + i : 10 + 2 * i, 4 + (i % 3) : 9 + i] = 1
     image = np.where(label > 0, 200, -1000).astype(np.int16)
     affine = np.array([[0.0, 0.0, -0.8, 60.0], [0.0, 1.4, 0.0, -30.0], [2.5, 0.0, 0.0, 12.0], [0, 0, 0, 1]])
     for folder, array in (("imagesTr", image), ("labelsTr", label)):
         (root / folder).mkdir(parents=True, exist_ok=True)
         nib.save(nib.Nifti1Image(array, affine), root / folder / "oblique.nii.gz")
-    (root / "dataset.json").write_text(json.dumps({"training": [
-        {"image": "./imagesTr/oblique.nii.gz", "label": "./labelsTr/oblique.nii.gz"}]}))
+    (root / "dataset.json").write_text(
+        json.dumps({"training": [{"image": "./imagesTr/oblique.nii.gz", "label": "./labelsTr/oblique.nii.gz"}]})
+    )
 
 
 @pytest.fixture
@@ -98,8 +98,17 @@ def perfect(monkeypatch):
 def test_perfect_predictor_scores_one_and_every_slice_lands_where_it_came_from(tmp_path, perfect):
     data = tmp_path / "oblique"
     oblique_case(data)
-    summary = evaluate(config(tmp_path / "out", adapter="none", model="tiny", **{"data": {"card": "ct_phantom", "root": str(data)}},
-                              split="all", batch_size=3, save_masks="all"))
+    summary = evaluate(
+        config(
+            tmp_path / "out",
+            adapter="none",
+            model="tiny",
+            **{"data": {"card": "ct_phantom", "root": str(data)}},
+            split="all",
+            batch_size=3,
+            save_masks="all",
+        )
+    )
     [row] = read_rows(tmp_path / "out" / "cases.csv")
     truth = np.asarray(nib.load(data / "labelsTr" / "oblique.nii.gz").dataobj)
     assert float(row["dice"]) == 1.0 and float(row["iou"]) == 1.0 and float(row["nsd"]) == 1.0
@@ -121,9 +130,20 @@ def test_a_card_with_spacing_is_evaluated_on_its_grid_and_scored_on_the_files(tm
     (tmp_path / "resampled.yaml").write_text(yaml.safe_dump(card))
     seen = []
     real_embed = runner_module.Predictor.embed
-    monkeypatch.setattr(runner_module.Predictor, "embed", lambda self, images: seen.append(images.shape) or real_embed(self, images))
-    summary = evaluate(config(tmp_path / "out", adapter="none", model="tiny", split="all", batch_size=3, save_masks="all",
-                              **{"data": {"card": str(tmp_path / "resampled.yaml"), "root": str(data)}}))
+    monkeypatch.setattr(
+        runner_module.Predictor, "embed", lambda self, images: seen.append(images.shape) or real_embed(self, images)
+    )
+    summary = evaluate(
+        config(
+            tmp_path / "out",
+            adapter="none",
+            model="tiny",
+            split="all",
+            batch_size=3,
+            save_masks="all",
+            **{"data": {"card": str(tmp_path / "resampled.yaml"), "root": str(data)}},
+        )
+    )
     # RAS axes: i (2.5 mm) is the slice axis, in-plane 1.4 mm and 0.8 mm voxels go to 1.0 mm
     assert {tuple(shape[-2:]) for shape in seen} == {(round(30 * 1.4), round(22 * 0.8))}
     [row] = read_rows(tmp_path / "out" / "cases.csv")
@@ -133,11 +153,14 @@ def test_a_card_with_spacing_is_evaluated_on_its_grid_and_scored_on_the_files(tm
     assert float(row["dice"]) > 0.9 and int(row["gt_voxels"]) == int(np.asarray(truth.dataobj).sum())
 
 
-@pytest.mark.parametrize("encoding, choice, saved_scale", [
-    ("source_threshold", "card", 1),                            # a bare threshold: masks saved as label ids
-    ("mask_values: {background: 0, polyp: 255}", "card", 255),  # the card's encoding: saved as its files are
-    ("mask_values: {background: 0, polyp: 255}", "ids", 1),     # mask_values=ids
-])
+@pytest.mark.parametrize(
+    "encoding, choice, saved_scale",
+    [
+        ("source_threshold", "card", 1),  # a bare threshold: masks saved as label ids
+        ("mask_values: {background: 0, polyp: 255}", "card", 255),  # the card's encoding: saved as its files are
+        ("mask_values: {background: 0, polyp: 255}", "ids", 1),  # mask_values=ids
+    ],
+)
 def test_perfect_predictor_on_2d_png_cases_with_0_255_masks(tmp_path, perfect, encoding, choice, saved_scale):
     """A folder of PNGs whose masks are 0/255 images, read through the card's mask_threshold or mask_values;
     evaluate's saved masks store the labels as the card says (or as ids)."""
@@ -147,7 +170,7 @@ def test_perfect_predictor_on_2d_png_cases_with_0_255_masks(tmp_path, perfect, e
         (tmp_path / folder).mkdir()
     for i in range(2):
         mask = np.zeros((30, 44), np.uint8)
-        mask[5 + i:20, 10:30 + i] = 255
+        mask[5 + i : 20, 10 : 30 + i] = 255
         Image.fromarray(np.stack([mask // 255 * 230] * 3, axis=-1)).save(tmp_path / "images" / f"c{i}.png")
         Image.fromarray(mask).save(tmp_path / "masks" / f"c{i}.png")
     card = tmp_path / "card.yaml"
@@ -156,9 +179,19 @@ def test_perfect_predictor_on_2d_png_cases_with_0_255_masks(tmp_path, perfect, e
         f"source: {{kind: folder, root: {tmp_path}, images: 'images/*.png', labels: 'masks/{{name}}'"
         f"{', mask_threshold: 128' if encoding == 'source_threshold' else ''}}}\n"
         "labels: {background: 0, polyp: 1}\ntargets: [polyp]\nintensity: {window: [0, 255]}\nsplit: {val: 0.5}\n"
-        + ("" if encoding == "source_threshold" else encoding + "\n"))
-    summary = evaluate(config(tmp_path / "out", adapter="none", model="tiny", split="all", save_masks="all",
-                              mask_values=choice, **{"data": {"card": str(card)}}))
+        + ("" if encoding == "source_threshold" else encoding + "\n")
+    )
+    summary = evaluate(
+        config(
+            tmp_path / "out",
+            adapter="none",
+            model="tiny",
+            split="all",
+            save_masks="all",
+            mask_values=choice,
+            **{"data": {"card": str(card)}},
+        )
+    )
     rows = read_rows(tmp_path / "out" / "cases.csv")
     assert [float(r["dice"]) for r in rows] == [1.0, 1.0] and [float(r["hd95"]) for r in rows] == [0.0, 0.0]
     saved = np.asarray(Image.open(tmp_path / "out" / summary["masks"]["c1"]))
@@ -186,7 +219,8 @@ def shifted_square_case(root: Path, suffix: str) -> np.ndarray:
     (root / "card.yaml").write_text(
         f"name: squares\ntitle: t\nmodality: RGB\ndims: 2\nlicense: CC0-1.0\ncitation: none\n"
         f"source: {{kind: folder, root: {root}, images: 'images/*.{suffix}', labels: 'masks/{{name}}'}}\n"
-        "labels: {background: 0, building: 1}\ntargets: [building]\nintensity: {window: [0, 255]}\nsplit: {val: 0.5}\n")
+        "labels: {background: 0, building: 1}\ntargets: [building]\nintensity: {window: [0, 255]}\nsplit: {val: 0.5}\n"
+    )
     return label
 
 
@@ -195,12 +229,23 @@ def test_distances_are_reported_in_the_units_of_the_files(suffix, unit, spacing,
     from monai.metrics import compute_hausdorff_distance
 
     label = shifted_square_case(tmp_path / "data", suffix)
-    summary = evaluate(config(tmp_path / "out", adapter="none", model="tiny", split="all",
-                              **{"data": {"card": str(tmp_path / "data" / "card.yaml")}}))
+    summary = evaluate(
+        config(
+            tmp_path / "out",
+            adapter="none",
+            model="tiny",
+            split="all",
+            **{"data": {"card": str(tmp_path / "data" / "card.yaml")}},
+        )
+    )
     [row] = read_rows(tmp_path / "out" / "cases.csv")
     predicted = np.roll(label, 4, axis=1)
-    expected = compute_hausdorff_distance(torch.from_numpy(predicted)[None, None], torch.from_numpy(label)[None, None],
-                                          percentile=95, spacing=[spacing, spacing])
+    expected = compute_hausdorff_distance(
+        torch.from_numpy(predicted)[None, None],
+        torch.from_numpy(label)[None, None],
+        percentile=95,
+        spacing=[spacing, spacing],
+    )
     assert float(row["hd95"]) == pytest.approx(float(expected), rel=1e-6) and float(expected) > 0
     assert row["unit"] == summary["distance_unit"] == unit
     assert row["voxel_size"] == ("" if unit == "px" else str(spacing * spacing))
@@ -208,13 +253,16 @@ def test_distances_are_reported_in_the_units_of_the_files(suffix, unit, spacing,
     assert f"hd95 ({unit})" in list(table.columns[1].cells)
 
 
-@pytest.mark.parametrize("keys, unit", [
-    ([1024, 0, 1, 1, 3072, 0, 1, 32633], "m"),            # projected, UTM zone 33N
-    ([1024, 0, 1, 1, 3072, 0, 1, 3857], "m"),             # Web Mercator
-    ([1024, 0, 1, 1, 3072, 0, 1, 2263, 3076, 0, 1, 9003], "US survey ft"),  # units given explicitly
-    ([1024, 0, 1, 1, 3072, 0, 1, 27700], "map units"),    # a projected CRS whose unit is not stated
-    ([1024, 0, 1, 2, 2048, 0, 1, 4326], "deg"),           # geographic (longitude, latitude)
-])
+@pytest.mark.parametrize(
+    "keys, unit",
+    [
+        ([1024, 0, 1, 1, 3072, 0, 1, 32633], "m"),  # projected, UTM zone 33N
+        ([1024, 0, 1, 1, 3072, 0, 1, 3857], "m"),  # Web Mercator
+        ([1024, 0, 1, 1, 3072, 0, 1, 2263, 3076, 0, 1, 9003], "US survey ft"),  # units given explicitly
+        ([1024, 0, 1, 1, 3072, 0, 1, 27700], "map units"),  # a projected CRS whose unit is not stated
+        ([1024, 0, 1, 2, 2048, 0, 1, 4326], "deg"),  # geographic (longitude, latitude)
+    ],
+)
 def test_geotiff_unit_is_read_from_the_geokey_directory(keys, unit):
     header = [1, 1, 0, len(keys) // 4]
     assert geotiff_unit([(34735, "H", len(keys) + 4, tuple(header + keys), True)]) == unit
@@ -231,8 +279,15 @@ def test_a_misplaced_slice_is_caught(tmp_path, perfect, monkeypatch):
         return {k: np.roll(v, 1, axis=0) for k, v in segment(self, *args, **kwargs).items()}
 
     monkeypatch.setattr(engine_module.Engine, "segment", shifted)
-    evaluate(config(tmp_path / "out", adapter="none", model="tiny", **{"data": {"card": "ct_phantom", "root": str(data)}},
-                    split="all"))
+    evaluate(
+        config(
+            tmp_path / "out",
+            adapter="none",
+            model="tiny",
+            **{"data": {"card": "ct_phantom", "root": str(data)}},
+            split="all",
+        )
+    )
     [row] = read_rows(tmp_path / "out" / "cases.csv")
     assert float(row["dice"]) < 0.9 and float(row["hd95"]) > 0
 
@@ -245,8 +300,12 @@ def box_echo(monkeypatch):
     def decode(model, embeddings, multimask, input_boxes=None, **prompts):
         size = model.config.prompt_encoder_config.image_size
         ys, xs = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
-        logits = torch.stack([torch.where((xs >= b[0]) & (xs <= b[2]) & (ys >= b[1]) & (ys <= b[3]), 5.0, -5.0)
-                              for b in input_boxes[:, 0]])
+        logits = torch.stack(
+            [
+                torch.where((xs >= b[0]) & (xs <= b[2]) & (ys >= b[1]) & (ys <= b[3]), 5.0, -5.0)
+                for b in input_boxes[:, 0]
+            ]
+        )
         return Prediction(logits[:, None, None], torch.ones(len(logits), 1, 1))
 
     monkeypatch.setattr(runner_module, "decode", decode)
@@ -262,11 +321,13 @@ def test_components_prompt_each_object_on_its_own(tmp_path, box_echo):
     for folder, array in (("imagesTr", np.where(label > 0, 200, -1000).astype(np.int16)), ("labelsTr", label)):
         (root / folder).mkdir(parents=True)
         nib.save(nib.Nifti1Image(array, np.diag([0.7, 0.7, 3.0, 1.0])), root / folder / "two.nii.gz")
-    (root / "dataset.json").write_text(json.dumps({"training": [{"image": "./imagesTr/two.nii.gz",
-                                                                 "label": "./labelsTr/two.nii.gz"}]}))
+    (root / "dataset.json").write_text(
+        json.dumps({"training": [{"image": "./imagesTr/two.nii.gz", "label": "./labelsTr/two.nii.gz"}]})
+    )
     data = {"data": {"card": "ct_phantom", "root": str(root)}}
-    each = evaluate(config(tmp_path / "each", adapter="none", model="tiny", split="all", components=True, batch_size=8,
-                           **data))
+    each = evaluate(
+        config(tmp_path / "each", adapter="none", model="tiny", split="all", components=True, batch_size=8, **data)
+    )
     assert each["classes"]["liver"]["dice"]["mean"] == 1.0 and each["classes"]["liver"]["hd95"]["mean"] == 0.0
     assert each["throughput"]["planes"] == 3  # five objects, three planes encoded
     joint = evaluate(config(tmp_path / "joint", adapter="none", model="tiny", split="all", **data))
@@ -278,8 +339,11 @@ def test_components_prompt_each_object_on_its_own(tmp_path, box_echo):
 
 def test_cases_csv_and_summary_hold_the_recomputed_values(env, tmp_path):
     out = tmp_path / "eval"
-    summary = evaluate(config(out, adapter=str(env.run), split="all", save_masks="all", clicks=[1, 2],
-                              **{"data": {"root": str(env.data)}}))
+    summary = evaluate(
+        config(
+            out, adapter=str(env.run), split="all", save_masks="all", clicks=[1, 2], **{"data": {"root": str(env.data)}}
+        )
+    )
     rows = read_rows(out / "cases.csv")
     assert [r["case"] for r in rows] == [f"phantom_{i:03d}" for i in range(3)]
     assert {r["class"] for r in rows} == {"liver"} and {r["run"] for r in rows} == {"adapter"}
@@ -298,8 +362,12 @@ def test_cases_csv_and_summary_hold_the_recomputed_values(env, tmp_path):
     assert int(row["gt_voxels"]) == truth.sum() and int(row["pred_voxels"]) == pred.sum()
     from monai.metrics import compute_hausdorff_distance
 
-    hd = compute_hausdorff_distance(torch.from_numpy(pred)[None, None], torch.from_numpy(truth)[None, None],
-                                    percentile=95, spacing=[float(z) for z in label.header.get_zooms()[:3]])
+    hd = compute_hausdorff_distance(
+        torch.from_numpy(pred)[None, None],
+        torch.from_numpy(truth)[None, None],
+        percentile=95,
+        spacing=[float(z) for z in label.header.get_zooms()[:3]],
+    )
     assert float(row["hd95"]) == pytest.approx(float(hd), rel=1e-5)
 
     stored = json.loads((out / "summary.json").read_text())
@@ -321,7 +389,11 @@ def test_cases_csv_and_summary_hold_the_recomputed_values(env, tmp_path):
 def test_clicks_feed_the_previous_logits_back(env, tmp_path, decode_calls):
     """Every correction round gets the previous round's logits as its mask prompt, and one more click."""
     calls = decode_calls
-    evaluate(config(tmp_path / "eval", adapter=str(env.run), clicks=[1, 3], batch_size=64, **{"data": {"root": str(env.data)}}))
+    evaluate(
+        config(
+            tmp_path / "eval", adapter=str(env.run), clicks=[1, 3], batch_size=64, **{"data": {"root": str(env.data)}}
+        )
+    )
     rounds = [c for c in calls if "input_masks" in c[0]]
     assert len(rounds) == 3  # one batch: rounds 1..3
     for r in range(1, len(rounds)):  # (the first prediction is the engine's own decode, not recorded)
@@ -331,12 +403,16 @@ def test_clicks_feed_the_previous_logits_back(env, tmp_path, decode_calls):
 
 
 def test_compare_runs_both_on_the_same_prompts_and_prints_the_difference(env, tmp_path, capsys):
-    summary = evaluate(config(tmp_path / "eval", adapter=str(env.run), compare="none", **{"data": {"root": str(env.data)}}))
+    summary = evaluate(
+        config(tmp_path / "eval", adapter=str(env.run), compare="none", **{"data": {"root": str(env.data)}})
+    )
     printed = capsys.readouterr().out
     assert "difference" in printed and "zero-shot tiny" in printed
     other = summary["compare"]
     delta = other["difference"]["liver"]["dice"]
-    assert delta == pytest.approx(summary["classes"]["liver"]["dice"]["mean"] - other["classes"]["liver"]["dice"]["mean"])
+    assert delta == pytest.approx(
+        summary["classes"]["liver"]["dice"]["mean"] - other["classes"]["liver"]["dice"]["mean"]
+    )
     assert f"{delta:+.4f}" in printed
     rows = read_rows(tmp_path / "eval" / "cases.csv")
     assert [r["run"] for r in rows] == ["adapter", "compare"] and rows[0]["case"] == rows[1]["case"]
@@ -364,9 +440,15 @@ def semantic_adapter(path: Path) -> Path:
     model, info = load_sam2("tiny")
     add_class_prompts(model, 2)
     spec = {"kind": "decoder", "modules": ["mask_decoder"], "task_modules": [ATTRIBUTE]}
-    metadata = {"base_model": {"name": "tiny"}, "model": info.to_dict(), "task": "semantic", "classes": ["liver"],
-                "label_map": {"background": 0, "liver": 1, "spine": 2}, "data_card": "ct_phantom",
-                "preprocessing": {"intensity": {"window": [-160, 240]}, "slice_axis": 2}}
+    metadata = {
+        "base_model": {"name": "tiny"},
+        "model": info.to_dict(),
+        "task": "semantic",
+        "classes": ["liver"],
+        "label_map": {"background": 0, "liver": 1, "spine": 2},
+        "data_card": "ct_phantom",
+        "preprocessing": {"intensity": {"window": [-160, 240]}, "slice_axis": 2},
+    }
     save_adapter(apply_adapter(model, spec), spec, path, metadata)
     return path
 
@@ -403,8 +485,15 @@ def test_auto_prompts_refine_each_coarse_component_without_a_label_file(tmp_path
     monkeypatch.setattr(runner_module, "class_logits", coarse)
     monkeypatch.setattr(runner_module, "decode", counting)
     cfg = OmegaConf.load(CONFIG_DIR / "predict.yaml")
-    cfg.merge_with({"adapter": str(adapter), "input": str(tmp_path / "ct.nii.gz"), "output": str(tmp_path / "m.nii.gz"),
-                    "prompt": "auto", "device": "cpu"})
+    cfg.merge_with(
+        {
+            "adapter": str(adapter),
+            "input": str(tmp_path / "ct.nii.gz"),
+            "output": str(tmp_path / "m.nii.gz"),
+            "prompt": "auto",
+            "device": "cpu",
+        }
+    )
     [written] = predict.run(cfg)
     mask = np.asarray(nib.load(written).dataobj)
     assert mask.shape == (36, 28, 3) and set(np.unique(mask)) == {0, 1}
@@ -419,8 +508,14 @@ def test_predict_auto_refuses_a_promptable_adapter(env, tmp_path):
 
     nib.save(nib.Nifti1Image(np.zeros((8, 8, 2), np.int16), np.eye(4)), tmp_path / "ct.nii.gz")
     cfg = OmegaConf.load(CONFIG_DIR / "predict.yaml")
-    cfg.merge_with({"adapter": str(env.run), "input": str(tmp_path / "ct.nii.gz"), "output": str(tmp_path / "m.nii.gz"),
-                    "prompt": "auto"})
+    cfg.merge_with(
+        {
+            "adapter": str(env.run),
+            "input": str(tmp_path / "ct.nii.gz"),
+            "output": str(tmp_path / "m.nii.gz"),
+            "prompt": "auto",
+        }
+    )
     with pytest.raises(ConfigError, match="prompt=auto needs a semantic adapter"):
         predict.run(cfg)
     assert not (tmp_path / "m.nii.gz").exists()
@@ -429,8 +524,16 @@ def test_predict_auto_refuses_a_promptable_adapter(env, tmp_path):
 def test_evaluate_auto_needs_no_ground_truth_for_its_prompts(env, tmp_path, monkeypatch):
     adapter = semantic_adapter(tmp_path / "semantic")
     monkeypatch.setattr(engine_module.Engine, "segment", lambda *a, **k: pytest.fail("auto must not use GT prompts"))
-    summary = evaluate(config(tmp_path / "auto", adapter=str(adapter), prompt="auto", clicks=[1], min_area=64,
-                              **{"data": {"root": str(env.data)}}))
+    summary = evaluate(
+        config(
+            tmp_path / "auto",
+            adapter=str(adapter),
+            prompt="auto",
+            clicks=[1],
+            min_area=64,
+            **{"data": {"root": str(env.data)}},
+        )
+    )
     assert summary["protocol"]["prompt"] == "auto" and summary["protocol"]["clicks"] == []
     semantic = evaluate(config(tmp_path / "semantic_eval", adapter=str(adapter), **{"data": {"root": str(env.data)}}))
     assert semantic["protocol"]["prompt"] == "none" and set(semantic["classes"]) == {"liver"}
@@ -439,21 +542,28 @@ def test_evaluate_auto_needs_no_ground_truth_for_its_prompts(env, tmp_path, monk
 # --- errors, before any model is loaded ---------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("values, error, message", [
-    ({"adapter": "nowhere/at/all"}, ConfigError, "no such directory"),
-    ({"adapter": "someone/absent-adapter"}, ModelNotFoundError, "cannot download the adapter someone/absent-adapter"),
-    ({"adapter": "none"}, ConfigError, "name it with model="),
-    ({"split": "holdout"}, ConfigError, "split='holdout' is not one of"),
-    ({"split": "test"}, ConfigError, "split=test holds no case"),
-    ({"prompt": "lasso"}, ConfigError, "prompt='lasso' is not one of"),
-    ({"prompt": "auto"}, ConfigError, "needs a semantic adapter"),
-    ({"adapter": "{tmp}/semantic", "compare": "none"}, ConfigError, "zero-shot tiny is promptable"),
-    ({"task": "tracking"}, ConfigError, "task='tracking' is not one of"),
-    ({"clicks": "many"}, ConfigError, "clicks="),
-    ({"data": {"card": "msd_liver", "root": "{tmp}/nowhere"}}, DataNotFoundError, "data.root="),
-    ({"data": {"card": "no_such_card"}}, ConfigError, "not a shipped card"),
-    ({"out": None}, ConfigError, "out= is required"),
-])
+@pytest.mark.parametrize(
+    "values, error, message",
+    [
+        ({"adapter": "nowhere/at/all"}, ConfigError, "no such directory"),
+        (
+            {"adapter": "someone/absent-adapter"},
+            ModelNotFoundError,
+            "cannot download the adapter someone/absent-adapter",
+        ),
+        ({"adapter": "none"}, ConfigError, "name it with model="),
+        ({"split": "holdout"}, ConfigError, "split='holdout' is not one of"),
+        ({"split": "test"}, ConfigError, "split=test holds no case"),
+        ({"prompt": "lasso"}, ConfigError, "prompt='lasso' is not one of"),
+        ({"prompt": "auto"}, ConfigError, "needs a semantic adapter"),
+        ({"adapter": "{tmp}/semantic", "compare": "none"}, ConfigError, "zero-shot tiny is promptable"),
+        ({"task": "tracking"}, ConfigError, "task='tracking' is not one of"),
+        ({"clicks": "many"}, ConfigError, "clicks="),
+        ({"data": {"card": "msd_liver", "root": "{tmp}/nowhere"}}, DataNotFoundError, "data.root="),
+        ({"data": {"card": "no_such_card"}}, ConfigError, "not a shipped card"),
+        ({"out": None}, ConfigError, "out= is required"),
+    ],
+)
 def test_bad_input_is_refused_before_any_model_loads(env, tmp_path, monkeypatch, values, error, message):
     monkeypatch.setattr(runner, "load_model", lambda *a, **k: pytest.fail("a model was loaded"))
     values = {"adapter": str(env.run), "data": {"root": str(env.data)}, **values}
@@ -463,8 +573,11 @@ def test_bad_input_is_refused_before_any_model_loads(env, tmp_path, monkeypatch,
     if values["data"].get("card") is None and values["adapter"] == "none":
         values["data"]["card"] = "ct_phantom"
     with pytest.raises(error, match=message):
-        evaluate(config(tmp_path / "eval", **values) if values.get("out", 1) is not None
-                 else OmegaConf.merge(config(tmp_path, **{k: v for k, v in values.items() if k != "out"}), {"out": None}))
+        evaluate(
+            config(tmp_path / "eval", **values)
+            if values.get("out", 1) is not None
+            else OmegaConf.merge(config(tmp_path, **{k: v for k, v in values.items() if k != "out"}), {"out": None})
+        )
 
 
 def test_existing_output_is_kept_unless_overwrite(env, tmp_path):
@@ -478,11 +591,20 @@ def test_existing_output_is_kept_unless_overwrite(env, tmp_path):
 
 @pytest.mark.slow
 def test_cli_prints_the_table_and_user_errors_without_traceback(env, tmp_path):
-    envvars = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONWARNINGS": "ignore", "SAM2_ADAPT_DATA": str(env.base / "cache")}
+    envvars = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "PYTHONWARNINGS": "ignore",
+        "SAM2_ADAPT_DATA": str(env.base / "cache"),
+    }
     command = [sys.executable, "-m", "adapt.evaluate", f"adapter={env.run}", f"data.root={env.data}", "clicks=[1]"]
-    result = subprocess.run([*command, f"out={tmp_path / 'eval'}"], env=envvars, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [*command, f"out={tmp_path / 'eval'}"], env=envvars, capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "sam2-adapt evaluation" in result.stdout and "dice @ 1 clicks" in result.stdout
     assert (tmp_path / "eval" / "summary.json").exists() and (tmp_path / "eval" / "cases.csv").exists()
-    again = subprocess.run([*command, f"out={tmp_path / 'eval'}"], env=envvars, capture_output=True, text=True, timeout=300)
+    again = subprocess.run(
+        [*command, f"out={tmp_path / 'eval'}"], env=envvars, capture_output=True, text=True, timeout=300
+    )
     assert again.returncode == 2 and "Traceback" not in again.stderr and "overwrite=true" in again.stderr

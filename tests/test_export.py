@@ -40,8 +40,11 @@ PROMPTS = {
     "box": dict(boxes=[[30, 40, 150, 120], [10, 20, 60, 90]]),
     "points": dict(points=[[[80, 60], [20, 30]], [[40, 50], [100, 20]]], labels=[[1, 0], [1, 1]]),
     "point": dict(points=[[[80, 60]], [[40, 50]]], labels=[[1], [1]]),
-    "box_points": dict(boxes=[[30, 40, 150, 120], [10, 20, 60, 90]], points=[[[80, 60], [35, 45]], [[40, 50], [12, 22]]],
-                       labels=[[1, 0], [1, 0]]),
+    "box_points": dict(
+        boxes=[[30, 40, 150, 120], [10, 20, 60, 90]],
+        points=[[[80, 60], [35, 45]], [[40, 50], [12, 22]]],
+        labels=[[1, 0], [1, 0]],
+    ),
 }
 
 
@@ -71,13 +74,18 @@ def compare_runners(adapter: Path, export: Path, height: int = 150, width: int =
             prompt = {k: np.asarray(v, np.float32 if k != "labels" else np.int64) for k, v in prompt.items()}
             prompts = torch_side.model_prompts(height, width, **prompt)
             multimask = Predictor.single_point(prompts)
-            ours, theirs = (decode(side.model, emb, multimask, **prompts) for side, emb in
-                            zip((torch_side, onnx_side), embedded))
+            ours, theirs = (
+                decode(side.model, emb, multimask, **prompts) for side, emb in zip((torch_side, onnx_side), embedded)
+            )
             masks = Predictor.masks(ours, height, width), Predictor.masks(theirs, height, width)
-            found[name] = {"max_diff": float((ours.low_res - theirs.low_res).abs().max()),
-                           "iou_diff": float((ours.iou - theirs.iou).abs().max()),
-                           "max_abs": float(ours.low_res.abs().max()), "candidates": ours.low_res.shape[2],
-                           "mask_pixels_differ": int((masks[0] != masks[1]).sum()), "mask_pixels": int(masks[0].sum())}
+            found[name] = {
+                "max_diff": float((ours.low_res - theirs.low_res).abs().max()),
+                "iou_diff": float((ours.iou - theirs.iou).abs().max()),
+                "max_abs": float(ours.low_res.abs().max()),
+                "candidates": ours.low_res.shape[2],
+                "mask_pixels_differ": int((masks[0] != masks[1]).sum()),
+                "mask_pixels": int(masks[0].sum()),
+            }
     return found
 
 
@@ -140,8 +148,14 @@ def test_safetensors_folder_loads_with_plain_transformers(at_512, tmp_path):
     image = torch.rand(1, 1, 150, 200, generator=torch.Generator().manual_seed(0))
     pixels, boxes = preprocess(image, 512), torch.tensor([[[80.0, 100.0, 400.0, 420.0]]])
     torch.save((pixels, boxes), tmp_path / "inputs.pt")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "HF_HUB_OFFLINE": "1"}, cwd=tmp_path)
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        cwd=tmp_path,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     with torch.no_grad():
         ours = adapt.load_adapter(at_512.adapter).model(pixel_values=pixels, input_boxes=boxes, multimask_output=False)
@@ -153,8 +167,16 @@ def test_safetensors_folder_loads_with_plain_transformers(at_512, tmp_path):
 
 def predict_cfg(adapter: Path, input: Path, output: Path, prompt: str, **extra) -> OmegaConf:
     cfg = OmegaConf.load(CONFIG_DIR / "predict.yaml")
-    cfg.merge_with({"adapter": str(adapter), "input": str(input), "output": str(output), "prompt": prompt,
-                    "device": "cpu", **extra})
+    cfg.merge_with(
+        {
+            "adapter": str(adapter),
+            "input": str(input),
+            "output": str(output),
+            "prompt": prompt,
+            "device": "cpu",
+            **extra,
+        }
+    )
     return cfg
 
 
@@ -167,12 +189,17 @@ def test_predict_backend_onnx_writes_what_torch_writes(at_512, tmp_path):
     data = np.full((40, 48, 5), -1000, np.int16)
     data[10:30, 12:36, 1:4] = 80
     nib.save(nib.Nifti1Image(data, np.diag([0.8, 0.7, 2.5, 1.0])), volume)
-    for case, prompt in ((png, "box 30,40,150,120; point 80,60; point 35,45 label=0"), (volume, "box 10,12,30,36 slice=2")):
+    for case, prompt in (
+        (png, "box 30,40,150,120; point 80,60; point 35,45 label=0"),
+        (volume, "box 10,12,30,36 slice=2"),
+    ):
         written = {}
         for backend in ("torch", "onnx"):
             adapter = at_512.onnx if backend == "onnx" else at_512.adapter
             output = tmp_path / backend / ("m.png" if case.suffix == ".png" else "m.nii.gz")
-            [written[backend]] = predict.run(predict_cfg(adapter, case, output, prompt, backend=backend, propagation="boxes"))
+            [written[backend]] = predict.run(
+                predict_cfg(adapter, case, output, prompt, backend=backend, propagation="boxes")
+            )
         if case.suffix == ".png":
             torch_mask, onnx_mask = (np.asarray(Image.open(p)) for p in written.values())
         else:
@@ -193,8 +220,18 @@ def test_backend_mismatches_are_named(at_512):
 def test_evaluate_backend_onnx_puts_torch_beside(at_512, tmp_path):
     with phantom_data(tmp_path) as data:
         cfg = OmegaConf.load(CONFIG_DIR / "evaluate.yaml")
-        cfg.merge_with({"adapter": str(at_512.onnx), "backend": "onnx", "data": {"root": str(data)}, "out": str(tmp_path / "eval"),
-                        "clicks": [1], "batch_size": 4, "device": "cpu", "save_masks": 0})
+        cfg.merge_with(
+            {
+                "adapter": str(at_512.onnx),
+                "backend": "onnx",
+                "data": {"root": str(data)},
+                "out": str(tmp_path / "eval"),
+                "clicks": [1],
+                "batch_size": 4,
+                "device": "cpu",
+                "save_masks": 0,
+            }
+        )
         summary = evaluate(cfg)
     assert summary["backend"] == "onnx" and summary["quantize"] == "none"
     assert summary["compare"]["backend"] == "torch" and summary["compare"]["adapter"] == str(at_512.adapter.resolve())
@@ -208,29 +245,62 @@ def test_evaluate_backend_onnx_puts_torch_beside(at_512, tmp_path):
 def test_cli_exports_int8_and_evaluate_puts_it_beside_torch(at_512, tmp_path):
     out = tmp_path / "int8"
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    done = subprocess.run([sys.executable, "-m", "adapt.export", f"adapter={at_512.adapter}", "format=onnx", "quantize=int8",
-                           f"out={out}"], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "adapt.export",
+            f"adapter={at_512.adapter}",
+            "format=onnx",
+            "quantize=int8",
+            f"out={out}",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "check against torch" in done.stdout
     record = read_record(out)
     assert record["quantize"] == "int8" and record["graph_bytes"] < 0.6 * sum(
-        p.stat().st_size for p in at_512.onnx.glob("*.onnx"))
+        p.stat().st_size for p in at_512.onnx.glob("*.onnx")
+    )
     # int8 weights move the logits by a few per cent of their range (the fp32 graphs: ~1e-6)
     assert 1e-4 < record["check"]["max_logit_diff_box"] < 0.15 * record["check"]["max_abs_logit_box"]
     nodes = {n.op_type for n in onnx.load(str(out / "image_encoder.onnx")).graph.node}
     assert "MatMulInteger" in nodes and "Conv" in nodes  # linear layers int8, convolutions float
     with phantom_data(tmp_path) as data:
         cfg = OmegaConf.load(CONFIG_DIR / "evaluate.yaml")
-        cfg.merge_with({"adapter": str(out), "backend": "onnx", "data": {"root": str(data)}, "out": str(tmp_path / "eval"),
-                        "clicks": "off", "batch_size": 4, "device": "cpu", "save_masks": 0})
+        cfg.merge_with(
+            {
+                "adapter": str(out),
+                "backend": "onnx",
+                "data": {"root": str(data)},
+                "out": str(tmp_path / "eval"),
+                "clicks": "off",
+                "batch_size": 4,
+                "device": "cpu",
+                "save_masks": 0,
+            }
+        )
         summary = evaluate(cfg)
     assert summary["quantize"] == "int8" and summary["adapter"].startswith("onnx int8")
     assert summary["compare"]["backend"] == "torch"
     change = summary["compare"]["difference"]["liver"]
     assert change["dice"] is not None and abs(change["dice"]) < 0.1 and abs(change["iou"]) < 0.1
-    refused = subprocess.run([sys.executable, "-m", "adapt.export", f"adapter={at_512.adapter}", "format=tflite",
-                              f"out={tmp_path / 'x'}"], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
-    assert refused.returncode == 2 and "format='tflite' is not one of" in refused.stderr and not (tmp_path / "x").exists()
+    refused = subprocess.run(
+        [sys.executable, "-m", "adapt.export", f"adapter={at_512.adapter}", "format=tflite", f"out={tmp_path / 'x'}"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=300,
+    )
+    assert (
+        refused.returncode == 2 and "format='tflite' is not one of" in refused.stderr and not (tmp_path / "x").exists()
+    )
 
 
 def test_export_config_passes_its_schema_and_names_what_is_missing():
@@ -266,6 +336,9 @@ def test_an_export_writes_masks_in_the_cards_encoding(at_512, tmp_path, recorded
     png = tmp_path / "plane.png"
     Image.fromarray((np.random.default_rng(1).random((150, 200)) * 255).astype(np.uint8)).save(png)
     for choice, values in (("card", {0, 255}), ("ids", {0, 1})):
-        [out] = predict.run(predict_cfg(export, png, tmp_path / choice / "m.png", "box 30,40,150,120",
-                                        backend="onnx", mask_values=choice))
+        [out] = predict.run(
+            predict_cfg(
+                export, png, tmp_path / choice / "m.png", "box 30,40,150,120", backend="onnx", mask_values=choice
+            )
+        )
         assert set(np.unique(np.asarray(Image.open(out))).tolist()) == values

@@ -34,9 +34,14 @@ def made(tmp_path_factory):
     adapter = make_adapter(base / "adapter", 128)
     metadata = json.loads((adapter / "sam2_adapt.json").read_text())
     (adapter / "sam2_adapt.json").write_text(json.dumps({**metadata, "task": "propagation"}))
-    done = subprocess.run([sys.executable, "-m", "adapt.export", f"adapter={adapter}", "format=onnx",
-                           f"out={base / 'onnx'}"], capture_output=True, text=True, cwd=base, timeout=600,
-                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    done = subprocess.run(
+        [sys.executable, "-m", "adapt.export", f"adapter={adapter}", "format=onnx", f"out={base / 'onnx'}"],
+        capture_output=True,
+        text=True,
+        cwd=base,
+        timeout=600,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return base, adapter, base / "onnx", done.stdout + done.stderr
 
@@ -133,8 +138,16 @@ def test_a_broken_export_is_named_when_loaded(made, tmp_path, forbid_model, brea
     break_(folder)
     Image.new("L", (40, 32), 90).save(tmp_path / "photo.png")
     cfg = OmegaConf.load(CONFIG_DIR / "predict.yaml")
-    cfg.merge_with({"adapter": str(folder), "backend": "onnx", "input": str(tmp_path / "photo.png"),
-                    "output": str(tmp_path / "mask.png"), "prompt": "box 2,2,20,20", "device": "cpu"})
+    cfg.merge_with(
+        {
+            "adapter": str(folder),
+            "backend": "onnx",
+            "input": str(tmp_path / "photo.png"),
+            "output": str(tmp_path / "mask.png"),
+            "prompt": "box 2,2,20,20",
+            "device": "cpu",
+        }
+    )
     code, message, _ = run_user_action(lambda: run(cfg))
     assert code == 2 and "Traceback" not in message, message
     assert all(name in message for name in names), message

@@ -24,8 +24,17 @@ from PIL import Image
 
 from adapt.data import formats
 from adapt.data.encoding import LabelEncoding
-from adapt.data.formats import (FORMATS, can_hold_nonfinite, for_name, for_path, header_grid, mask_name, read_raster,
-                                strip_suffix, write_labels)
+from adapt.data.formats import (
+    FORMATS,
+    can_hold_nonfinite,
+    for_name,
+    for_path,
+    header_grid,
+    mask_name,
+    read_raster,
+    strip_suffix,
+    write_labels,
+)
 from adapt.data.geometry import Grid, geotiff_crs, raster_grid
 from adapt.data.raster import label_plane
 from adapt.data.synthetic import write_geotiff
@@ -40,8 +49,9 @@ MASK_VALUES = LabelEncoding({"background": 0, "lesion": 1}, {"background": (0,),
 
 def same_grid(a: Grid, b: Grid) -> bool:
     """Two grids of one shape whose affines (volumes) or CRS and transform (GeoTIFFs) agree."""
-    affines = (a.affine is None and b.affine is None) or (a.affine is not None and b.affine is not None
-                                                          and np.allclose(a.affine, b.affine, atol=1e-5))
+    affines = (a.affine is None and b.affine is None) or (
+        a.affine is not None and b.affine is not None and np.allclose(a.affine, b.affine, atol=1e-5)
+    )
     return tuple(a.shape) == tuple(b.shape) and affines and (a.crs, a.transform) == (b.crs, b.transform)
 
 
@@ -60,8 +70,9 @@ def _nifti(path: Path, dtype: str = "int16", nan: bool = False) -> tuple[Path, n
 
 def _dicom(path: Path, dtype: str = "uint16", nan: bool = False) -> tuple[Path, np.ndarray]:
     stored = pixels((VOLUME[1], VOLUME[0], VOLUME[2]), "uint16")  # (rows, columns, slices)
-    series = generate.write_dicom_series(path / "series", stored, spacing=(0.7, 0.8, 2.5),
-                                         slope=float("nan") if nan else 1.0)
+    series = generate.write_dicom_series(
+        path / "series", stored, spacing=(0.7, 0.8, 2.5), slope=float("nan") if nan else 1.0
+    )
     return series, np.transpose(stored.astype(np.float32) - 1024, (1, 0, 2))[None]  # (column, row, slice), HU
 
 
@@ -186,7 +197,9 @@ def test_the_kind_is_detected_from_the_path(tmp_path, row):
     assert for_path(path).name == row.name
     for suffix in found.suffixes:
         assert strip_suffix(f"dir/Case_1{suffix.upper()}") == "dir/Case_1"
-        assert (getattr(for_name(f"x{suffix}"), "name", None) == row.name) != found.folder  # a folder's files are not it
+        assert (
+            getattr(for_name(f"x{suffix}"), "name", None) == row.name
+        ) != found.folder  # a folder's files are not it
     if found.write is None:
         with pytest.raises(DataError, match="unsupported input"):
             for_path(path, writable=True)
@@ -224,8 +237,10 @@ def test_the_registry_imports_no_file_library(tmp_path):
     import subprocess
     import sys
 
-    code = ("import sys, adapt.data.formats; print(sorted(m for m in ('torch', 'monai', 'nibabel', 'pydicom', 'PIL', "
-            "'tifffile') if m in sys.modules))")
+    code = (
+        "import sys, adapt.data.formats; print(sorted(m for m in ('torch', 'monai', 'nibabel', 'pydicom', 'PIL', "
+        "'tifffile') if m in sys.modules))"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=tmp_path)
     assert done.stdout.strip() == "[]"
 

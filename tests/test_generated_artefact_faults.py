@@ -43,16 +43,24 @@ def artefacts(tmp_path_factory):
     torch.save({"state_dict": {"adapter.weight": torch.ones(2, 2)}, "global_step": 3, "loops": {}}, root / "last.ckpt")
     model, _ = load_sam2("tiny", image_size=SIZE)
     with torch.no_grad():  # Meta's layout holds one prompt positional matrix: make transformers' two copies equal
-        model.shared_image_embedding.positional_embedding.copy_(model.prompt_encoder.shared_embedding.positional_embedding)
+        model.shared_image_embedding.positional_embedding.copy_(
+            model.prompt_encoder.shared_embedding.positional_embedding
+        )
     torch.save({"model": to_meta_state_dict(model.state_dict())}, root / "sam2.pt")
-    return {"lora": lora, "bottleneck": bottleneck, "export": Path(export), "ckpt": root / "last.ckpt",
-            "pt": root / "sam2.pt"}
+    return {
+        "lora": lora,
+        "bottleneck": bottleneck,
+        "export": Path(export),
+        "ckpt": root / "last.ckpt",
+        "pt": root / "sam2.pt",
+    }
 
 
 def refused(action: Callable[[], Any]) -> tuple[Any, str]:
     def guarded() -> None:
         with user_errors():
             action()
+
     return run_entry(guarded)
 
 
@@ -79,7 +87,7 @@ def damage(path: Path, how: str, data: st.DataObject) -> None:
     if how == "delete":
         path.unlink()
     elif how == "truncate":
-        path.write_bytes(raw[:data.draw(st.integers(0, max(0, len(raw) - 1)), label="keep")])
+        path.write_bytes(raw[: data.draw(st.integers(0, max(0, len(raw) - 1)), label="keep")])
     elif how == "random bytes":
         path.write_bytes(data.draw(st.binary(min_size=1, max_size=256), label="bytes"))
     else:
@@ -134,13 +142,17 @@ def meta_faults(pt: Path, path: Path, how: str, data: st.DataObject) -> None:
     elif how == "extra objects":
         torch.save({"model": torch.load(pt, weights_only=True)["model"], "config": Extra()}, path)
     elif how == "another architecture":
-        torch.save({"model": {"backbone.stem.conv.weight": torch.randn(8, 3, 3, 3), "head.fc.bias": torch.zeros(2)}}, path)
+        torch.save(
+            {"model": {"backbone.stem.conv.weight": torch.randn(8, 3, 3, 3), "head.fc.bias": torch.zeros(2)}}, path
+        )
     elif how == "not tensors":
         torch.save({"model": {"epoch": 3}}, path)
 
 
-@given(how=st.sampled_from(["truncate", "random bytes", "extra objects", "another architecture", "not tensors"]),
-       data=st.data())
+@given(
+    how=st.sampled_from(["truncate", "random bytes", "extra objects", "another architecture", "not tensors"]),
+    data=st.data(),
+)
 @fault_settings(6)
 def test_a_bad_meta_checkpoint_is_named(how, data, artefacts, tmp_path_factory):
     from adapt.models.sam2 import load_sam2

@@ -52,11 +52,25 @@ register_recipes()
 
 COMMANDS = sorted(SCHEMAS)
 #: Where each command's entry point lives; the test below fails for a command added without a row.
-ENTRY = {"train": "adapt.train", "evaluate": "adapt.evaluate", "predict": "adapt.predict", "hub": "adapt.hub.share",
-         "export": "adapt.export.__main__", "app": "adapt.app.__main__", "annotate": "adapt.annotate.command"}
+ENTRY = {
+    "train": "adapt.train",
+    "evaluate": "adapt.evaluate",
+    "predict": "adapt.predict",
+    "hub": "adapt.hub.share",
+    "export": "adapt.export.__main__",
+    "app": "adapt.app.__main__",
+    "annotate": "adapt.annotate.command",
+}
 #: The key a command writes to (a refused command must leave it absent) and the base of its command line.
-OUTPUT = {"train": "hydra.run.dir", "evaluate": "out", "predict": "output", "hub": "out_dir", "export": "out",
-          "app": "out_dir", "annotate": "out"}
+OUTPUT = {
+    "train": "hydra.run.dir",
+    "evaluate": "out",
+    "predict": "output",
+    "hub": "out_dir",
+    "export": "out",
+    "app": "out_dir",
+    "annotate": "out",
+}
 TRAIN_BASE = ("model=tiny", "trainer.accelerator=cpu")
 KEYS = [key for command in COMMANDS for key in schema_keys(command)]
 PARSER = OverridesParser.create()
@@ -78,6 +92,7 @@ def composed(command: str, base: tuple[str, ...]):
 def resolved(command: str, base: tuple[str, ...]) -> dict:
     """``composed`` as plain data, each value resolved where it can be without Hydra's runtime (the schema
     reads a ``DictConfig`` and a mapping alike; plain data keeps thousands of checks fast)."""
+
     def plain(node):
         if not OmegaConf.is_dict(node):
             return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_list(node) else node
@@ -154,8 +169,9 @@ def run_command(command: str, argv: list[str]):
 @pytest.mark.parametrize("command", COMMANDS)
 @given(data=st.data())
 @fault_settings(4)
-def test_a_fault_given_to_the_command_line_ends_in_exit_2_naming_the_key(command, data, tmp_path_factory, no_model,
-                                                                        monkeypatch):
+def test_a_fault_given_to_the_command_line_ends_in_exit_2_naming_the_key(
+    command, data, tmp_path_factory, no_model, monkeypatch
+):
     tmp = tmp_path_factory.mktemp(command)
     monkeypatch.chdir(tmp)
     key = data.draw(st.sampled_from([k for k in KEYS if k.command == command]), label="key")
@@ -189,9 +205,12 @@ def data_faults() -> list[tuple[str, list[str], list[str]]]:
     an unknown option, an option without ``=``; for every option, the faults of its kind."""
     from adapt.data.__main__ import OPTION_FAULTS, OPTIONS
 
-    rows = [("no command", [], ["init", "check"]), ("unknown command", ["bogus"], ["bogus"]),
-            ("init: no folder", ["init"], ["folder"]), ("init: folder missing", ["init", "/nonexistent-folder"],
-                                                       ["/nonexistent-folder"])]
+    rows = [
+        ("no command", [], ["init", "check"]),
+        ("unknown command", ["bogus"], ["bogus"]),
+        ("init: no folder", ["init"], ["folder"]),
+        ("init: folder missing", ["init", "/nonexistent-folder"], ["/nonexistent-folder"]),
+    ]
     for command, options in OPTIONS.items():
         base = {"init": ["/nonexistent-folder"], "cards": []}.get(command, ["card=ct_phantom"])
         rows.append((f"{command}: unknown option", [command, *base, "bogus=1"], ["bogus"]))
@@ -223,7 +242,11 @@ def test_data_command_faults_end_in_exit_2_naming_the_option(name, argv, names, 
 
 
 SUBPROCESS = [  # (module, argv given to it, the key named): one Hydra command with groups, one without, adapt.data
-    ("adapt.train", ["model=tiny", "optim.lr=inf", "+data.prompt.bogus_kind=1"], ["optim.lr", "data.prompt.bogus_kind"]),
+    (
+        "adapt.train",
+        ["model=tiny", "optim.lr=inf", "+data.prompt.bogus_kind=1"],
+        ["optim.lr", "data.prompt.bogus_kind"],
+    ),
     ("adapt.export", ["quantize=int4"], ["quantize"]),
     ("adapt.data", ["check", "card=ct_phantom", "bogus=1"], ["bogus"]),
 ]
@@ -232,9 +255,27 @@ SUBPROCESS = [  # (module, argv given to it, the key named): one Hydra command w
 @pytest.mark.slow
 def test_real_command_lines_exit_2_naming_the_key(tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONWARNINGS": "ignore"}
-    runs = [(module, names, subprocess.Popen([sys.executable, "-m", module, *argv, *(
-        [f"hydra.run.dir={tmp_path / 'run'}"] if module == "adapt.train" else [])], cwd=tmp_path, env=env,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)) for module, argv, names in SUBPROCESS]
+    runs = [
+        (
+            module,
+            names,
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    module,
+                    *argv,
+                    *([f"hydra.run.dir={tmp_path / 'run'}"] if module == "adapt.train" else []),
+                ],
+                cwd=tmp_path,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            ),
+        )
+        for module, argv, names in SUBPROCESS
+    ]
     for module, names, process in runs:
         out, err = process.communicate(timeout=300)
         assert process.returncode == 2, (module, out[-1000:], err[-2000:])

@@ -45,8 +45,9 @@ def _pil(path: Path, array: np.ndarray) -> None:
 def _tiff(path: Path, array: np.ndarray, geo: bool = False) -> None:
     import tifffile
 
-    tifffile.imwrite(path, array, photometric="minisblack", extratags=geotiff_tags((500000.0, 4000000.0), 0.5, 32633)
-                     if geo else ())
+    tifffile.imwrite(
+        path, array, photometric="minisblack", extratags=geotiff_tags((500000.0, 4000000.0), 0.5, 32633) if geo else ()
+    )
 
 
 def _dicom(path: Path, array: np.ndarray) -> None:
@@ -145,7 +146,7 @@ def test_a_broken_file_is_refused_by_name_or_read_whole(suffix, data, tmp_path_f
     raw = bytearray(target.read_bytes())
     how = data.draw(st.sampled_from(["truncate", "flip header", "flip data"]), label="how")
     if how == "truncate":
-        raw = raw[:data.draw(st.integers(0, len(raw) - 1), label="keep")]
+        raw = raw[: data.draw(st.integers(0, len(raw) - 1), label="keep")]
     else:
         header = min(len(raw) // 2, 352 if ".nii" in suffix else 132 if suffix == "/dicom" else 64)
         low, high = (0, header) if how == "flip header" else (header, len(raw))
@@ -202,7 +203,10 @@ def test_an_extra_or_empty_axis_is_refused_by_name_or_read_as_documented(suffix,
     except Exception:  # the library cannot write it: nothing to read
         pytest.skip(f"{suffix} cannot store shape {shape}")
     pixels = refused_or_read(path, path)
-    assert (pixels is None) == (read is None) and (read is None or pixels.shape == read), (shape, None if pixels is None else pixels.shape)
+    assert (pixels is None) == (read is None) and (read is None or pixels.shape == read), (
+        shape,
+        None if pixels is None else pixels.shape,
+    )
 
 
 # --------------------------------------------------------------------------- training's indexing and data check
@@ -216,10 +220,18 @@ def folder_dataset(root: Path, suffix: str, images: list[np.ndarray], masks: lis
         write(root / "images", suffix, im, f"case_{i}")
         write(root / "masks", suffix, mask, f"case_{i}")
     dims = 3 if suffix.startswith(".nii") else 2
-    card = {"name": "gen_files", "title": "generated", "modality": "CT" if dims == 3 else "RGB", "dims": dims,
-            "license": "CC0-1.0", "citation": "generated", "labels": {"background": 0, "object": 1},
-            "targets": ["object"], "split": {"val": 0.34, "seed": 0},
-            "source": {"kind": "folder", "root": ".", "images": f"images/*{suffix}", "labels": f"masks/{{stem}}{suffix}"}}
+    card = {
+        "name": "gen_files",
+        "title": "generated",
+        "modality": "CT" if dims == 3 else "RGB",
+        "dims": dims,
+        "license": "CC0-1.0",
+        "citation": "generated",
+        "labels": {"background": 0, "object": 1},
+        "targets": ["object"],
+        "split": {"val": 0.34, "seed": 0},
+        "source": {"kind": "folder", "root": ".", "images": f"images/*{suffix}", "labels": f"masks/{{stem}}{suffix}"},
+    }
     (root / "card.yaml").write_text(yaml.safe_dump(card))
     return root / "card.yaml"
 
@@ -227,8 +239,9 @@ def folder_dataset(root: Path, suffix: str, images: list[np.ndarray], masks: lis
 def index(card: Path, cache: Path):
     from adapt.data.datamodule import build_datamodule
 
-    return build_datamodule({"card": str(card), "cache": "memory", "cache_dir": str(cache), "augment": False},
-                            image_size=64, seed=0)
+    return build_datamodule(
+        {"card": str(card), "cache": "memory", "cache_dir": str(cache), "augment": False}, image_size=64, seed=0
+    )
 
 
 def mask_of(dims: int, value: int = 1) -> np.ndarray:
@@ -239,12 +252,21 @@ def mask_of(dims: int, value: int = 1) -> np.ndarray:
 
 
 MIXED = [  # (what, suffix, images, masks, the file the refusal must name, or None when handled)
-    ("grey and RGB cases", ".png",
-     [image(2, "uint8"), np.stack([image(2, "uint8", 1)] * 3, -1), image(2, "uint8", 2)], None, "case_1.png"),
+    (
+        "grey and RGB cases",
+        ".png",
+        [image(2, "uint8"), np.stack([image(2, "uint8", 1)] * 3, -1), image(2, "uint8", 2)],
+        None,
+        "case_1.png",
+    ),
     ("0/1 and 0/255 masks", ".png", [image(2, "uint8", i) for i in range(3)], [1, 255, 1], "case_1.png"),
-    ("a volume with a time axis of 3 among 3D ones", ".nii.gz",
-     [image(3, "int16"), np.stack([image(3, "int16", 1)] * 3, -1), image(3, "int16", 2)],
-     None, "case_1.nii.gz"),
+    (
+        "a volume with a time axis of 3 among 3D ones",
+        ".nii.gz",
+        [image(3, "int16"), np.stack([image(3, "int16", 1)] * 3, -1), image(3, "int16", 2)],
+        None,
+        "case_1.nii.gz",
+    ),
 ]
 
 
@@ -268,7 +290,7 @@ def test_a_truncated_case_is_named_by_indexing_and_by_data_check(suffix, keep, d
     card = folder_dataset(root / "data", suffix, images, [mask_of(dims)] * 3)
     broken = root / "data" / data.draw(st.sampled_from(["images", "masks"]), label="which") / f"case_1{suffix}"
     raw = broken.read_bytes()
-    broken.write_bytes(raw[:int(len(raw) * keep)])
+    broken.write_bytes(raw[: int(len(raw) * keep)])
     code, message = run_entry(lambda: _under_user_errors(lambda: index(card, root / "cache")))
     assert code == 2 and str(broken) in message and "Traceback" not in message, message[-2000:]
     code, message = run_entry(lambda: main(["check", f"card={card}", f"out={root / 'check.png'}"]))

@@ -56,12 +56,28 @@ def rescaled(affine: np.ndarray) -> np.ndarray:
 @pytest.fixture
 def volumes(tmp_path):
     """Three MSD-layout volumes and their card; case_000 is the one a test changes."""
-    write_msd_volumes(tmp_path / "data", "case", [blob(i) for i in range(3)], AFFINE, "geo_ct", {"0": "CT"},
-                      {"background": 0, "liver": 1})
-    card = {"name": "geo_ct", "title": "geometry", "modality": "CT", "dims": 3, "license": "CC0-1.0",
-            "citation": "generated", "source": {"kind": "msd", "root": str(tmp_path / "data")},
-            "labels": {"background": 0, "liver": 1}, "targets": ["liver"], "intensity": {"window": [-160, 240]},
-            "split": {"val": 0.34, "seed": 0}}
+    write_msd_volumes(
+        tmp_path / "data",
+        "case",
+        [blob(i) for i in range(3)],
+        AFFINE,
+        "geo_ct",
+        {"0": "CT"},
+        {"background": 0, "liver": 1},
+    )
+    card = {
+        "name": "geo_ct",
+        "title": "geometry",
+        "modality": "CT",
+        "dims": 3,
+        "license": "CC0-1.0",
+        "citation": "generated",
+        "source": {"kind": "msd", "root": str(tmp_path / "data")},
+        "labels": {"background": 0, "liver": 1},
+        "targets": ["liver"],
+        "intensity": {"window": [-160, 240]},
+        "split": {"val": 0.34, "seed": 0},
+    }
     (tmp_path / "card.yaml").write_text(yaml.safe_dump(card))
     return tmp_path
 
@@ -101,13 +117,19 @@ def test_a_sheared_volume_is_refused_when_read(volumes):
     case = list_cases(card, volumes / "data")[0]
     rewrite(Path(case.image), affine=sheared(AFFINE))
     rewrite(Path(case.label), affine=sheared(AFFINE))
-    with pytest.raises(DataError, match=r"case_000.nii.gz: its affine is sheared: voxel axes 0 and 2 meet at 99.46 degrees, not 90"):
+    with pytest.raises(
+        DataError, match=r"case_000.nii.gz: its affine is sheared: voxel axes 0 and 2 meet at 99.46 degrees, not 90"
+    ):
         load_volume(card, case)
     assert "sheared" in case_stats(case.image, case.label).error
 
 
-def tile_pair(root: Path, label_origin: tuple[float, float] = (500000.0, 5200000.0), label_epsg: int = 32633,
-              georeferenced: bool = True) -> Path:
+def tile_pair(
+    root: Path,
+    label_origin: tuple[float, float] = (500000.0, 5200000.0),
+    label_epsg: int = 32633,
+    georeferenced: bool = True,
+) -> Path:
     """One GeoTIFF tile and its label tile (placed as the arguments say); a 2D card over them."""
     import tifffile
 
@@ -119,11 +141,18 @@ def tile_pair(root: Path, label_origin: tuple[float, float] = (500000.0, 5200000
         write_geotiff(root / "labels" / "t.tif", label, label_origin, epsg=label_epsg)
     else:
         tifffile.imwrite(root / "labels" / "t.tif", label)
-    card = {"name": "geo_tiles", "title": "tiles", "modality": "multispectral", "dims": 2, "license": "CC0-1.0",
-            "citation": "generated", "source": {"kind": "folder", "root": str(root), "images": "images/*.tif",
-                                                "labels": "labels/{stem}.tif"},
-            "labels": {"background": 0, "building": 1}, "targets": ["building"],
-            "intensity": {"channels": [0, 1, 2], "percentiles": [1, 99]}}
+    card = {
+        "name": "geo_tiles",
+        "title": "tiles",
+        "modality": "multispectral",
+        "dims": 2,
+        "license": "CC0-1.0",
+        "citation": "generated",
+        "source": {"kind": "folder", "root": str(root), "images": "images/*.tif", "labels": "labels/{stem}.tif"},
+        "labels": {"background": 0, "building": 1},
+        "targets": ["building"],
+        "intensity": {"channels": [0, 1, 2], "percentiles": [1, 99]},
+    }
     (root / "card.yaml").write_text(yaml.safe_dump(card))
     return root / "card.yaml"
 
@@ -160,8 +189,16 @@ def evaluate_action(adapter: Path, root: Path):
     from adapt.evaluation import evaluate
 
     cfg = OmegaConf.load(CONFIG_DIR / "evaluate.yaml")
-    cfg.merge_with({"adapter": str(adapter), "data": {"card": str(root / "card.yaml")}, "out": str(root / "eval"),
-                    "split": "all", "clicks": "off", "device": "cpu"})
+    cfg.merge_with(
+        {
+            "adapter": str(adapter),
+            "data": {"card": str(root / "card.yaml")},
+            "out": str(root / "eval"),
+            "split": "all",
+            "clicks": "off",
+            "device": "cpu",
+        }
+    )
     return lambda: evaluate(cfg)
 
 
@@ -170,8 +207,15 @@ def predict_action(adapter: Path, root: Path, guide: Path | None = None):
 
     image = root / "data" / "imagesTr" / "case_000.nii.gz"
     cfg = OmegaConf.load(CONFIG_DIR / "predict.yaml")
-    cfg.merge_with({"adapter": str(adapter), "input": str(image), "output": str(root / "mask.nii.gz"),
-                    "prompt": f"from_mask={guide}" if guide else "box 4,4,14,14 slice=3", "device": "cpu"})
+    cfg.merge_with(
+        {
+            "adapter": str(adapter),
+            "input": str(image),
+            "output": str(root / "mask.nii.gz"),
+            "prompt": f"from_mask={guide}" if guide else "box 4,4,14,14 slice=3",
+            "device": "cpu",
+        }
+    )
     return lambda: run(cfg)
 
 
@@ -184,8 +228,9 @@ COMMANDS = [  # (command, how the case is broken, the file named, what is said)
 
 
 @pytest.mark.parametrize("break_, action, named, said", [r[1:] for r in COMMANDS], ids=[r[0] for r in COMMANDS])
-def test_commands_refuse_another_grid_before_the_model_loads(volumes, adapter, forbid_model, break_, action, named,
-                                                             said):
+def test_commands_refuse_another_grid_before_the_model_loads(
+    volumes, adapter, forbid_model, break_, action, named, said
+):
     case = volumes / "data"
     if break_ == "label":
         rewrite(case / "labelsTr" / "case_000.nii.gz", affine=shifted(AFFINE))

@@ -27,10 +27,21 @@ def test_mixed_precision_steps_on_cuda_train_and_save_the_adapter(precision, tmp
 
     if precision == "bf16-mixed" and not torch.cuda.is_bf16_supported():
         pytest.skip("this GPU has no bf16")
-    cfg = compose_cfg(tmp_path, *TINY, "adapter=decoder", "embedding_cache.mode=off", "trainer.accelerator=gpu",
-                      f"trainer.precision={precision}", "trainer.overfit_batches=1", "trainer.max_steps=8",
-                      "trainer.log_every_n_steps=1", "data.batch_size=2", "optim.lr=3e-3", "trainer.limit_val_batches=1",
-                      "trainer.check_val_every_n_epoch=1000")  # one-batch epochs: validate only after fit
+    cfg = compose_cfg(
+        tmp_path,
+        *TINY,
+        "adapter=decoder",
+        "embedding_cache.mode=off",
+        "trainer.accelerator=gpu",
+        f"trainer.precision={precision}",
+        "trainer.overfit_batches=1",
+        "trainer.max_steps=8",
+        "trainer.log_every_n_steps=1",
+        "data.batch_size=2",
+        "optim.lr=3e-3",
+        "trainer.limit_val_batches=1",
+        "trainer.check_val_every_n_epoch=1000",
+    )  # one-batch epochs: validate only after fit
     _, objects = train(cfg)
     task, trainer = objects["task"], objects["trainer"]
     assert trainer.precision == precision and task.device.type == "cuda"
@@ -53,8 +64,18 @@ def test_mixed_precision_steps_on_cuda_train_and_save_the_adapter(precision, tmp
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA devices")
 def test_ddp_on_two_gpus_shards_the_data_and_writes_once(tmp_path):
     result, run_dir, ranks = run_probed(
-        tmp_path, "ddp-gpu", *TINY, *LORA, "trainer=ddp", "trainer.devices=2", "trainer.precision=bf16-mixed",
-        "trainer.max_steps=2", "data.batch_size=2", "trainer.limit_val_batches=1", "data.val_batch_size=2")
+        tmp_path,
+        "ddp-gpu",
+        *TINY,
+        *LORA,
+        "trainer=ddp",
+        "trainer.devices=2",
+        "trainer.precision=bf16-mixed",
+        "trainer.max_steps=2",
+        "data.batch_size=2",
+        "trainer.limit_val_batches=1",
+        "data.val_batch_size=2",
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert sorted(ranks) == [0, 1]
     for step in (0, 1):
@@ -68,11 +89,19 @@ def test_ddp_on_two_gpus_shards_the_data_and_writes_once(tmp_path):
 def test_fsdp_trains_and_saves_the_same_adapter_as_one_unsharded_gpu(tmp_path):
     """trainer=fsdp on GPUs (tests/test_scale.py runs it on two CPU ranks): the adapter rank 0
     writes must hold whole LoRA matrices under their peft names, as a plain run's, not shards."""
-    common = [*TINY, *LORA, "trainer.precision=32-true", "trainer.max_steps=2", "data.batch_size=2",
-              "trainer.limit_val_batches=1", "data.val_batch_size=2"]
+    common = [
+        *TINY,
+        *LORA,
+        "trainer.precision=32-true",
+        "trainer.max_steps=2",
+        "data.batch_size=2",
+        "trainer.limit_val_batches=1",
+        "data.val_batch_size=2",
+    ]
     devices = min(torch.cuda.device_count(), 2)
-    fsdp, fsdp_dir, _ = run_probed(tmp_path, "fsdp", *common, "trainer=fsdp", f"trainer.devices={devices}",
-                                   f"data.batch_size={2 // devices}")
+    fsdp, fsdp_dir, _ = run_probed(
+        tmp_path, "fsdp", *common, "trainer=fsdp", f"trainer.devices={devices}", f"data.batch_size={2 // devices}"
+    )
     assert fsdp.returncode == 0, fsdp.stderr[-3000:]
     plain, plain_dir, _ = run_probed(tmp_path, "plain", *common, "trainer.accelerator=gpu", "trainer.devices=1")
     assert plain.returncode == 0, plain.stderr[-3000:]

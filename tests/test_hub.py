@@ -58,8 +58,11 @@ def make_adapter(kind: str, run_dir: Path) -> torch.nn.Module:
 def masks(model: torch.nn.Module) -> torch.Tensor:
     image = torch.rand(1, 1, 128, 128, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
-        out = model(pixel_values=preprocess(image, 128), input_boxes=torch.tensor([[[20.0, 30.0, 90.0, 100.0]]]),
-                    multimask_output=False)
+        out = model(
+            pixel_values=preprocess(image, 128),
+            input_boxes=torch.tensor([[[20.0, 30.0, 90.0, 100.0]]]),
+            multimask_output=False,
+        )
     return out.pred_masks
 
 
@@ -106,7 +109,10 @@ def test_model_card_header_and_body():
     body = card.text
     assert "| liver | 1 |" in body and "| val/dice | 0.8123 |" in body
     assert 'adapt.load_adapter("me/sam2-ct-liver")' in body
-    assert 'adapt.predict adapter=me/sam2-ct-liver input=case.nii.gz output=mask.nii.gz prompt="box 40,30,90,70 slice=12"' in body
+    assert (
+        'adapt.predict adapter=me/sam2-ct-liver input=case.nii.gz output=mask.nii.gz prompt="box 40,30,90,70 slice=12"'
+        in body
+    )
     assert 'PeftModel.from_pretrained(base, "me/sam2-ct-liver")' in body
     assert 'Sam2Config.from_pretrained("facebook/sam2.1-hiera-tiny", revision="abc123")' in body  # trained at 512
     assert 'Sam2Model.from_pretrained("facebook/sam2.1-hiera-tiny", revision="abc123", config=config)' in body
@@ -120,9 +126,9 @@ def test_model_card_header_and_body():
 
 def card_code(card_text: str, after: str) -> str:
     """The first Python block of a model card after the line containing ``after``."""
-    rest = card_text[card_text.index(after):]
+    rest = card_text[card_text.index(after) :]
     start = rest.index("```python\n") + len("```python\n")
-    return rest[start:rest.index("```", start)]
+    return rest[start : rest.index("```", start)]
 
 
 @pytest.mark.parametrize("kind,size", [("lora", 128), ("dora", 192)])
@@ -139,8 +145,12 @@ def test_card_plain_peft_snippet_loads_the_adapter(kind, size, tmp_path):
     metadata = {"base_model": {"name": info.name, "revision": None}, "model": info.to_dict(), **METADATA}
     adapter = save_adapter(model, spec, tmp_path / "adapter", metadata)
     load_sam2("tiny")[0].save_pretrained(tmp_path / "base")  # stands in for the Hub's facebook/sam2.1-hiera-*
-    shown = {**metadata, "adapter": spec, "base_model": {"name": str(tmp_path / "base")},
-             "model": {**info.to_dict(), "pretrained": True}}
+    shown = {
+        **metadata,
+        "adapter": spec,
+        "base_model": {"name": str(tmp_path / "base")},
+        "model": {**info.to_dict(), "pretrained": True},
+    }
     card = render_card(shown, str(adapter))
     assert ModelCard(str(card)).data.base_model == str(tmp_path / "base")
     code = card_code(card.text, "Plain `transformers` + `peft`")
@@ -161,8 +171,12 @@ def test_card_plain_peft_snippet_loads_the_adapter(kind, size, tmp_path):
 
 
 def test_card_of_unknown_licence_and_random_base():
-    metadata = {"adapter": SPECS["bottleneck"], "base_model": {"name": "tiny"}, "model": {"pretrained": False},
-                "license": "Custom research licence"}
+    metadata = {
+        "adapter": SPECS["bottleneck"],
+        "base_model": {"name": "tiny"},
+        "model": {"pretrained": False},
+        "license": "Custom research licence",
+    }
     card = ModelCard(str(render_card(metadata, "me/x")))
     assert card.data.license == "other" and card.data.license_name == "custom-research-licence"
     assert card.data.library_name == "sam2-adapt" and card.data.base_model is None
@@ -259,7 +273,16 @@ def test_cli_dry_run_writes_upload_folder(lora_run, tmp_path):
     run, _ = lora_run
     out = tmp_path / "upload"
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    cmd = [sys.executable, "-m", "adapt.hub", "push", f"adapter={run}", "repo_id=me/demo", "dry_run=true", f"out_dir={out}"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "adapt.hub",
+        "push",
+        f"adapter={run}",
+        "repo_id=me/demo",
+        "dry_run=true",
+        f"out_dir={out}",
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "would upload" in done.stdout

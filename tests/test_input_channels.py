@@ -48,10 +48,17 @@ def test_the_projection_at_its_initial_value_gives_todays_tensors(channels):
     assert torch.allclose(matrix.sum(1), torch.ones(3))  # each output is a mean of inputs
 
 
-@pytest.mark.parametrize("mode, channels, wanted", [
-    ("auto", 1, False), ("auto", 3, False), ("auto", 2, True), ("auto", 5, True),
-    ("project", 3, True), ("fixed", 5, False),
-])
+@pytest.mark.parametrize(
+    "mode, channels, wanted",
+    [
+        ("auto", 1, False),
+        ("auto", 3, False),
+        ("auto", 2, True),
+        ("auto", 5, True),
+        ("project", 3, True),
+        ("fixed", 5, False),
+    ],
+)
 def test_which_runs_learn_a_projection(mode, channels, wanted):
     assert wants_projection(mode, channels) is wanted
 
@@ -68,10 +75,15 @@ def write_geotiff_bands(root: Path, bands: int = 5, num_cases: int = 4) -> Path:
         synthetic.write_geotiff(root / "tiles" / f"t{i}.tif", stack, origin)
         synthetic.write_geotiff(root / "masks" / f"t{i}.tif", label, origin)
     card = yaml.safe_load(open("data_cards/aerial_phantom.yaml"))
-    card.update(name="bands5", source={"kind": "folder", "root": str(root), "images": "tiles/*.tif",
-                                      "labels": "masks/{name}"},
-                intensity={"channels": list(range(bands)), "channel_names": [f"B{b}" for b in range(bands)],
-                           "percentiles": [2, 98]})
+    card.update(
+        name="bands5",
+        source={"kind": "folder", "root": str(root), "images": "tiles/*.tif", "labels": "masks/{name}"},
+        intensity={
+            "channels": list(range(bands)),
+            "channel_names": [f"B{b}" for b in range(bands)],
+            "percentiles": [2, 98],
+        },
+    )
     (root / "card.yaml").write_text(yaml.safe_dump(card))
     return root / "card.yaml"
 
@@ -80,8 +92,11 @@ def write_mr_sequences(root: Path) -> Path:
     """MSD volumes with three sequences on the 4th axis (dataset.json names them) and a card."""
     load_fake_data().write_msd("mr_phantom", root, num_cases=3, channels=3, hu=False)
     card = yaml.safe_load(open("data_cards/mr_phantom.yaml"))
-    card.update(name="mr3", source={"kind": "msd", "root": str(root)},
-                intensity={"channels": [0, 1, 2], "channel_names": ["T2", "ADC", "DWI"], "percentiles": [0.5, 99.5]})
+    card.update(
+        name="mr3",
+        source={"kind": "msd", "root": str(root)},
+        intensity={"channels": [0, 1, 2], "channel_names": ["T2", "ADC", "DWI"], "percentiles": [0.5, 99.5]},
+    )
     (root / "card.yaml").write_text(yaml.safe_dump(card))
     return root / "card.yaml"
 
@@ -89,23 +104,54 @@ def write_mr_sequences(root: Path) -> Path:
 def train_on(card: Path, run_dir: Path, *extra: str) -> Path:
     from adapt.train import train
 
-    train(compose_cfg(run_dir, "recipe=demo", "model=tiny", f"model.image_size={SIZE}", "trainer.max_steps=3",
-                      "data.batch_size=2", "data.val_batch_size=2", "optim.warmup_steps=1", "optim.lr=0.05",
-                      "validate_before=false", "data.val_max_slices_per_case=1", f"data.card={card}", *extra))
+    train(
+        compose_cfg(
+            run_dir,
+            "recipe=demo",
+            "model=tiny",
+            f"model.image_size={SIZE}",
+            "trainer.max_steps=3",
+            "data.batch_size=2",
+            "data.val_batch_size=2",
+            "optim.warmup_steps=1",
+            "optim.lr=0.05",
+            "validate_before=false",
+            "data.val_max_slices_per_case=1",
+            f"data.card={card}",
+            *extra,
+        )
+    )
     return run_dir / "adapter"
 
 
 def predict_cfg(adapter: Path, input: Path, output: Path, prompt: str, **extra) -> OmegaConf:
     cfg = OmegaConf.load(CONFIG_DIR / "predict.yaml")
-    cfg.merge_with({"adapter": str(adapter), "input": str(input), "output": str(output), "prompt": prompt,
-                    "device": "cpu", **extra})
+    cfg.merge_with(
+        {
+            "adapter": str(adapter),
+            "input": str(input),
+            "output": str(output),
+            "prompt": prompt,
+            "device": "cpu",
+            **extra,
+        }
+    )
     return cfg
 
 
 def evaluate_cfg(adapter: Path, card: Path, out: Path) -> OmegaConf:
     cfg = OmegaConf.load(CONFIG_DIR / "evaluate.yaml")
-    cfg.merge_with({"adapter": str(adapter), "data": {"card": str(card)}, "out": str(out), "clicks": [],
-                    "batch_size": 4, "device": "cpu", "save_masks": 0})
+    cfg.merge_with(
+        {
+            "adapter": str(adapter),
+            "data": {"card": str(card)},
+            "out": str(out),
+            "clicks": [],
+            "batch_size": 4,
+            "device": "cpu",
+            "save_masks": 0,
+        }
+    )
     return cfg
 
 
@@ -123,13 +169,18 @@ def test_training_moves_the_projection_and_the_adapter_reloads_it(tmp_path, kind
         card = write_mr_sequences(tmp_path / "mr")  # take the fixed map unless asked
         adapter = train_on(card, tmp_path / "run", "adapter=bottleneck", "adapter.input_channels=project")
     weights = load_file(adapter / "adapter_model.safetensors")
-    delta = next(v for k, v in weights.items() if k.endswith("input_projection.delta")
-                 or k.endswith("input_projection.modules_to_save.default.delta"))
+    delta = next(
+        v
+        for k, v in weights.items()
+        if k.endswith("input_projection.delta") or k.endswith("input_projection.modules_to_save.default.delta")
+    )
     metadata = json.loads((adapter / "sam2_adapt.json").read_text())
     channels = 5 if kind == "lora" else 3
     assert delta.shape == (3, channels) and delta.abs().max() > 0  # trained away from today's map
     assert metadata["input_channels"]["count"] == channels
-    assert metadata["input_channels"]["names"] == ([f"B{b}" for b in range(5)] if kind == "lora" else ["T2", "ADC", "DWI"])
+    assert metadata["input_channels"]["names"] == (
+        [f"B{b}" for b in range(5)] if kind == "lora" else ["T2", "ADC", "DWI"]
+    )
     loaded = adapt.load_adapter(adapter)
     image = np.random.default_rng(0).random((1, channels, 40, 40), dtype=np.float32)
     again = adapt.load_adapter(adapter)
@@ -137,8 +188,11 @@ def test_training_moves_the_projection_and_the_adapter_reloads_it(tmp_path, kind
         first, second = Predictor(loaded, device="cpu").embed(image), Predictor(again, device="cpu").embed(image)
         fixed = Predictor(loaded, device="cpu")
         fixed_pixels = preprocess(torch.from_numpy(image), SIZE)
-        learned_pixels = preprocess(torch.from_numpy(image), SIZE, loaded.model.base_model.model.input_projection
-                                    if kind == "lora" else loaded.model.input_projection)
+        learned_pixels = preprocess(
+            torch.from_numpy(image),
+            SIZE,
+            loaded.model.base_model.model.input_projection if kind == "lora" else loaded.model.input_projection,
+        )
     for a, b in zip(first, second):
         assert torch.equal(a, b)
     assert not torch.equal(fixed_pixels, learned_pixels)  # the reloaded projection is the trained one
@@ -146,8 +200,11 @@ def test_training_moves_the_projection_and_the_adapter_reloads_it(tmp_path, kind
     if kind == "bottleneck":  # a volume followed through SAM2's memory: the video model projects too
         volume = sorted((card.parent / "imagesTr").glob("*.nii.gz"))[0]
         x, y, z = nib.load(volume).shape[:3]
-        [written] = predict.run(predict_cfg(adapter, volume, tmp_path / "mask.nii.gz",
-                                            f"box 4,4,24,24 slice={z // 2}", propagation="memory"))
+        [written] = predict.run(
+            predict_cfg(
+                adapter, volume, tmp_path / "mask.nii.gz", f"box 4,4,24,24 slice={z // 2}", propagation="memory"
+            )
+        )
         assert nib.load(written).shape == (x, y, z)
 
 
@@ -183,8 +240,11 @@ def test_predict_the_app_evaluate_and_onnx_apply_the_projection(bands5, tmp_path
 def test_another_channel_count_is_refused_with_both_counts(bands5, tmp_path):
     card, adapter = bands5
     metadata = json.loads((adapter / "sam2_adapt.json").read_text())
-    with pytest.raises(ConfigError, match=r"gives 4 channels, but the adapter's input projection was trained on 5 "
-                                          r"\(B0, B1, B2, B3, B4\)") as err:
+    with pytest.raises(
+        ConfigError,
+        match=r"gives 4 channels, but the adapter's input projection was trained on 5 "
+        r"\(B0, B1, B2, B3, B4\)",
+    ) as err:
         check_channels(metadata, 4, "data card four.yaml")
     assert "intensity.channels" in str(err.value)
     four = yaml.safe_load(card.read_text())
@@ -210,5 +270,7 @@ def test_the_embedding_cache_gives_way_to_a_projection_unless_asked_for(cache, r
         return
     task = SegmentationTask(**args)  # the cache chosen by embedding_cache.mode=auto is turned off
     assert task.embedding_cache is None
-    assert {n for n, p in task.model.named_parameters() if p.requires_grad} >= {"input_projection.delta",
-                                                                                "input_projection.bias"}
+    assert {n for n, p in task.model.named_parameters() if p.requires_grad} >= {
+        "input_projection.delta",
+        "input_projection.bias",
+    }

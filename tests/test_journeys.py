@@ -41,8 +41,10 @@ from readme_commands import command, commands
 pytestmark = pytest.mark.slow
 folders = load_user_folders()
 #: Kept short: every listed shift is the same code path (adapt.evaluation.robustness).
-FEWER_SHIFTS = {"shift=[noise,blur,contrast,gamma,bias_field,resolution,motion]": "shift=[noise,blur]",
-                "severity=[1,2,3,4,5]": "severity=[2]"}
+FEWER_SHIFTS = {
+    "shift=[noise,blur,contrast,gamma,bias_field,resolution,motion]": "shift=[noise,blur]",
+    "severity=[1,2,3,4,5]": "severity=[2]",
+}
 GEO_TAGS = (33550, 33922, 34735)  # pixel scale, tie point, GeoKey directory (the CRS)
 
 
@@ -51,8 +53,14 @@ def python_m(argv: list[str], cwd: Path, subprocess_run: bool = False) -> str:
     its output. A non-zero exit fails the test with that output."""
     assert argv[:2] == ["python", "-m"], argv
     if subprocess_run:
-        done = subprocess.run([sys.executable, *argv[1:]], cwd=cwd, capture_output=True, text=True, timeout=900,
-                              env={**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONWARNINGS": "ignore"})
+        done = subprocess.run(
+            [sys.executable, *argv[1:]],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=900,
+            env={**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONWARNINGS": "ignore"},
+        )
         assert done.returncode == 0, f"{' '.join(argv)} exited {done.returncode}:\n{done.stderr[-3000:]}"
         return done.stdout + done.stderr
     output = StringIO()
@@ -86,10 +94,10 @@ class Kind:
 
     name: str
     write: Callable[[Path], Path]
-    sample: str                                   # the file of the folder predict reads
-    output: str                                   # predict's output name (same format)
-    prompt: Callable[[Path], str]                 # the prompt for the sample, from its label file
-    label: str                                    # the sample's label file
+    sample: str  # the file of the folder predict reads
+    output: str  # predict's output name (same format)
+    prompt: Callable[[Path], str]  # the prompt for the sample, from its label file
+    label: str  # the sample's label file
     dims: int
 
 
@@ -100,12 +108,33 @@ def _volume_prompt(label: Path) -> str:
 
 
 KINDS = {
-    "png": Kind("png", folders.write_ultrasound_folder, "images/scan_00.png", "scan_00_mask.png",
-                lambda label: f"box {box_of(np.asarray(Image.open(label)))}", "masks/scan_00.png", 2),
-    "msd": Kind("msd", folders.write_msd_style_folder, "imagesTr/organ_000.nii.gz", "organ_000_mask.nii.gz",
-                _volume_prompt, "labelsTr/organ_000.nii.gz", 3),
-    "geotiff": Kind("geotiff", folders.write_geotiff_folder, "tiles/field_00.tif", "field_00_mask.tif",
-                    lambda label: f"box {box_of(tifffile.imread(label))}", "labels/field_00.tif", 2),
+    "png": Kind(
+        "png",
+        folders.write_ultrasound_folder,
+        "images/scan_00.png",
+        "scan_00_mask.png",
+        lambda label: f"box {box_of(np.asarray(Image.open(label)))}",
+        "masks/scan_00.png",
+        2,
+    ),
+    "msd": Kind(
+        "msd",
+        folders.write_msd_style_folder,
+        "imagesTr/organ_000.nii.gz",
+        "organ_000_mask.nii.gz",
+        _volume_prompt,
+        "labelsTr/organ_000.nii.gz",
+        3,
+    ),
+    "geotiff": Kind(
+        "geotiff",
+        folders.write_geotiff_folder,
+        "tiles/field_00.tif",
+        "field_00_mask.tif",
+        lambda label: f"box {box_of(tifffile.imread(label))}",
+        "labels/field_00.tif",
+        2,
+    ),
 }
 
 
@@ -122,12 +151,24 @@ class Journey:
 
     def places(self, **more: str) -> dict[str, str]:
         """README placeholder -> this journey's text."""
-        places = {"/data/busi": str(self.data), "busi.yaml": "busi.yaml", "outputs/demo/<run>": self.run,
-                  "outputs/ct_liver/<run>": self.run, "me/sam2-ct-liver": "me/sam2-ct-liver"}
+        places = {
+            "/data/busi": str(self.data),
+            "busi.yaml": "busi.yaml",
+            "outputs/demo/<run>": self.run,
+            "outputs/ct_liver/<run>": self.run,
+            "me/sam2-ct-liver": "me/sam2-ct-liver",
+        }
         return {**places, **more}
 
-    def readme(self, start: str, section: str | None = None, containing: tuple[str, ...] = (),
-               options: tuple[str, ...] = (), subprocess_run: bool = False, **more: str) -> str:
+    def readme(
+        self,
+        start: str,
+        section: str | None = None,
+        containing: tuple[str, ...] = (),
+        options: tuple[str, ...] = (),
+        subprocess_run: bool = False,
+        **more: str,
+    ) -> str:
         """The README command found by ``start`` (see ``readme_commands.command``) run in ``home``."""
         argv = command(start, section, containing).argv(self.places(**more), options)
         return python_m(argv, self.home, subprocess_run)
@@ -142,10 +183,17 @@ class Journey:
         """The README's predict line whose adapter is ``adapter_placeholder`` (the Hub id stands for the run)
         on the sample, prompted around its label (or with ``prompt``); the written file."""
         prompt = prompt or self.kind.prompt(self.data / self.kind.label)
-        self.readme("python -m adapt.predict", containing=(f"adapter={adapter_placeholder}",),
-                    **{"me/sam2-ct-liver": self.run, "case.nii.gz": str(self.data / self.kind.sample),
-                       "mask.nii.gz": output, '"box 120,80,200,170 slice=42"': f'"{prompt}"',
-                       '"box 40,30,90,70 slice=12"': f'"{prompt}"'})
+        self.readme(
+            "python -m adapt.predict",
+            containing=(f"adapter={adapter_placeholder}",),
+            **{
+                "me/sam2-ct-liver": self.run,
+                "case.nii.gz": str(self.data / self.kind.sample),
+                "mask.nii.gz": output,
+                '"box 120,80,200,170 slice=42"': f'"{prompt}"',
+                '"box 40,30,90,70 slice=12"': f'"{prompt}"',
+            },
+        )
         return self.home / output
 
 
@@ -186,9 +234,11 @@ def test_first_try_changes_dice(journey):
 
 def evaluated(journey: Journey) -> Path:
     """The quick start's evaluate line on the adapter alone (its card travelled with it): the output folder."""
+
     def run() -> Path:
         journey.readme("python -m adapt.evaluate", "Quick start (offline, minutes on a laptop CPU)")
         return journey.home / "outputs" / "evaluate" / "demo"
+
     return journey.once("evaluate", run)
 
 
@@ -255,8 +305,12 @@ def test_export_onnx_and_int8_then_predict_with_onnx(journey):
     journey.readme("python -m adapt.export", containing=("format=onnx",))
     assert (journey.home / "export" / "demo" / "image_encoder.onnx").exists()
     if journey.kind.name == "png":
-        journey.readme("python -m adapt.export", containing=("format=onnx",), options=("quantize",),
-                       **{"out=export/demo": "out=export/int8"})
+        journey.readme(
+            "python -m adapt.export",
+            containing=("format=onnx",),
+            options=("quantize",),
+            **{"out=export/demo": "out=export/int8"},
+        )
         assert json.loads((journey.home / "export" / "int8" / "export.json").read_text())["quantize"] == "int8"
     onnx_mask = journey.predict("export/demo", "onnx_" + journey.kind.output)
     if journey.kind.dims == 3:  # the export follows the volume by boxes, torch by SAM2's memory: same grid only
@@ -279,8 +333,11 @@ def test_hub_dry_run_publishes_the_card_and_a_model_card_that_fits(journey):
     assert all(("slice=" in line) == (journey.kind.dims == 3) for line in usage), usage
     assert any(Path(journey.kind.sample).suffix in line for line in usage), usage
     private = str(journey.home.parent)
-    leaked = [p.name for p in folder.rglob("*") if p.is_file() and p.suffix in (".json", ".md", ".yaml", ".py", ".txt")
-              and private in p.read_text()]
+    leaked = [
+        p.name
+        for p in folder.rglob("*")
+        if p.is_file() and p.suffix in (".json", ".md", ".yaml", ".py", ".txt") and private in p.read_text()
+    ]
     assert not leaked, f"local paths published in {leaked}"
 
 
@@ -297,7 +354,9 @@ def test_page_saves_what_predict_writes(journey, request):
     with serve_app(argv[3:], journey.home) as url:
         browser.get(url)
         wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, "#upload input[type=file]"))
-        browser.find_element(By.CSS_SELECTOR, "#upload input[type=file]").send_keys(str(journey.data / journey.kind.sample))
+        browser.find_element(By.CSS_SELECTOR, "#upload input[type=file]").send_keys(
+            str(journey.data / journey.kind.sample)
+        )
         wait.until(lambda b: value("#status textarea").startswith("opened"))
         click_shown_image(browser, 0.2, 0.2)
         wait.until(lambda b: value("#status textarea").startswith("box"))
@@ -325,9 +384,16 @@ def test_evaluate_names_data_root_when_the_data_moved(journey):
     journey.data.rename(moved)
     try:
         argv = command("python -m adapt.evaluate", "Quick start (offline, minutes on a laptop CPU)").argv(
-            journey.places(**{"outputs/evaluate/demo": "outputs/evaluate/moved"}))
-        done = subprocess.run([sys.executable, *argv[1:]], cwd=journey.home, capture_output=True, text=True,
-                              timeout=600, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+            journey.places(**{"outputs/evaluate/demo": "outputs/evaluate/moved"})
+        )
+        done = subprocess.run(
+            [sys.executable, *argv[1:]],
+            cwd=journey.home,
+            capture_output=True,
+            text=True,
+            timeout=600,
+            env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        )
     finally:
         moved.rename(journey.data)
     assert done.returncode == 2 and "data.root=" in done.stderr and "Traceback" not in done.stderr, done.stderr[-2000:]
@@ -377,12 +443,22 @@ def sweep(tmp_path_factory) -> Path:
         trip.readme("python -m adapt.data init", "Bring your own data")
         fill_in(trip.home / "busi.yaml", "Doe J. Fields (2026).")
         first_try = command("python -m adapt.train", "Bring your own data", ("busi.yaml", "model=tiny")).text
-        trip.readme("python -m adapt.train -m", "How many labels?", subprocess_run=True, **{
-            "recipe=demo": first_try.removeprefix("python -m adapt.train "), "data.train_cases=1,2,5,10,all":
-            "data.train_cases=1,all", "adapter=lora,bottleneck": "adapter=lora"})
+        trip.readme(
+            "python -m adapt.train -m",
+            "How many labels?",
+            subprocess_run=True,
+            **{
+                "recipe=demo": first_try.removeprefix("python -m adapt.train "),
+                "data.train_cases=1,2,5,10,all": "data.train_cases=1,all",
+                "adapter=lora,bottleneck": "adapter=lora",
+            },
+        )
         [folder] = (trip.home / "multirun").glob("*/*")
-        trip.readme("python -m adapt.evaluation.sweep", "How many labels?",
-                    **{"multirun/demo/<date>": str(folder.relative_to(trip.home))})
+        trip.readme(
+            "python -m adapt.evaluation.sweep",
+            "How many labels?",
+            **{"multirun/demo/<date>": str(folder.relative_to(trip.home))},
+        )
         yield folder
 
 

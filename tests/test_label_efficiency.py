@@ -28,8 +28,11 @@ register_recipes()
 
 
 def cases(count: int, per_patient: int = 1) -> list[Case]:
-    return [Case(f"c{i}_{j}", Path(f"i{i}_{j}"), Path(f"l{i}_{j}"), group=f"p{i:02d}")
-            for i in range(count) for j in range(per_patient)]
+    return [
+        Case(f"c{i}_{j}", Path(f"i{i}_{j}"), Path(f"l{i}_{j}"), group=f"p{i:02d}")
+        for i in range(count)
+        for j in range(per_patient)
+    ]
 
 
 def test_subsets_are_prefixes_of_one_seeded_permutation_of_patients():
@@ -71,9 +74,11 @@ def test_schema_checks_train_cases_against_the_training_patients():
     train = split_cases(list_cases(card, data_root(card)), card.split)["train"]
     validate(compose_train(f"data.train_cases={len(train)}"), "train")
     validate(compose_train("data.train_cases=all"), "train")
-    for value, message in ((len(train) + 1, f"must be <= {len(train)}, the number of training cases"),
-                           (0, "must be all (or null) or a number of training cases"),
-                           ("some", "must be all (or null)")):
+    for value, message in (
+        (len(train) + 1, f"must be <= {len(train)}, the number of training cases"),
+        (0, "must be all (or null) or a number of training cases"),
+        ("some", "must be all (or null)"),
+    ):
         with pytest.raises(ConfigError, match="data.train_cases") as error:
             validate(compose_train(f"data.train_cases={value}"), "train")
         assert message in str(error.value)
@@ -84,16 +89,29 @@ def test_multirun_sweep_over_cases_and_adapters_writes_one_table_and_the_noteboo
 
     sweep = tmp_path / "sweep"
     overrides = [o for o in TWO_STEPS if not o.startswith("validate_before")]
-    command = [sys.executable, "-m", "adapt.train", "-m", "recipe=demo", *overrides, "validate_before=true",
-               "data.train_cases=1,2,all", "adapter=lora,bottleneck", f"hydra.sweep.dir={sweep}"]
+    command = [
+        sys.executable,
+        "-m",
+        "adapt.train",
+        "-m",
+        "recipe=demo",
+        *overrides,
+        "validate_before=true",
+        "data.train_cases=1,2,all",
+        "adapter=lora,bottleneck",
+        f"hydra.sweep.dir={sweep}",
+    ]
     done = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, env=dict(os.environ), timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
 
     runs = [json.loads(p.read_text()) for p in sorted(sweep.glob("*/metrics.json"))]
     assert len(runs) == 6
     for kind in ("lora", "bottleneck"):
-        ids = {r["data"]["train_cases_setting"]: set(r["data"]["train_case_ids"]) for r in runs
-               if r["adapter"]["kind"] == kind}
+        ids = {
+            r["data"]["train_cases_setting"]: set(r["data"]["train_case_ids"])
+            for r in runs
+            if r["adapter"]["kind"] == kind
+        }
         assert len(ids[1]) == 1 and len(ids[2]) == 2 and ids[1] < ids[2] < ids["all"]  # nested
     assert len({r["data"]["val_cases"] for r in runs}) == 1  # validation untouched
 

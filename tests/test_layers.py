@@ -25,13 +25,15 @@ def test_no_module_of_adapt_imports_itself_through_others():
 
 
 def _package(tmp_path: Path, files: dict[str, str]) -> Path:
-    (tmp_path / "pyproject.toml").write_text(textwrap.dedent("""
+    (tmp_path / "pyproject.toml").write_text(
+        textwrap.dedent("""
         [[tool.importlinter.contracts]]
         type = "layers"
         containers = ["adapt"]
         layers = ["top", "low : base"]
         ignore_imports = ["adapt.*.known -> adapt.top"]
-    """))
+    """)
+    )
     for name, text in {"__init__.py": "", **files}.items():
         path = tmp_path / "adapt" / name
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -40,14 +42,17 @@ def _package(tmp_path: Path, files: dict[str, str]) -> Path:
 
 
 def test_the_report_finds_cycles_and_back_edges_wherever_the_import_stands(tmp_path):
-    root = _package(tmp_path, {
-        "top.py": "from adapt import low\n",
-        "low/__init__.py": "",
-        "low/known.py": "def f():\n    from adapt.top import x  # lazy: start-up\n",
-        "low/hidden.py": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import adapt.base\n",
-        "base.py": "from .low import hidden\n",
-        "low/loop.py": "def g():\n    import adapt.top\n",
-    })
+    root = _package(
+        tmp_path,
+        {
+            "top.py": "from adapt import low\n",
+            "low/__init__.py": "",
+            "low/known.py": "def f():\n    from adapt.top import x  # lazy: start-up\n",
+            "low/hidden.py": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import adapt.base\n",
+            "base.py": "from .low import hidden\n",
+            "low/loop.py": "def g():\n    import adapt.top\n",
+        },
+    )
     graph = layers.build_graph(root)
     arrows = {(e.importer, e.imported): (e.placement, e.lazy_mark) for e in graph.imports}
     assert arrows == {

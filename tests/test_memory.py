@@ -72,8 +72,9 @@ def box_and_click() -> FramePrompt:
 
 def transformers_track(model, pixels, prompts, reverse=False):
     """Low-res masks and object scores per frame from transformers' own video inference."""
-    session = Sam2VideoInferenceSession(video=pixels, video_height=S, video_width=S, dtype=torch.float32,
-                                        max_vision_features_cache_size=len(pixels))
+    session = Sam2VideoInferenceSession(
+        video=pixels, video_height=S, video_width=S, dtype=torch.float32, max_vision_features_cache_size=len(pixels)
+    )
     outputs = {}
     for frame in sorted(prompts):
         prompt = prompts[frame]
@@ -82,8 +83,11 @@ def transformers_track(model, pixels, prompts, reverse=False):
             if prompt.mask is not None:
                 session.add_mask_inputs(index, frame, prompt.mask[i][None, None].float())
             else:
-                session.add_point_inputs(index, frame, {"point_coords": prompt.points[i][None, None],
-                                                        "point_labels": prompt.labels[i][None, None]})
+                session.add_point_inputs(
+                    index,
+                    frame,
+                    {"point_coords": prompt.points[i][None, None], "point_labels": prompt.labels[i][None, None]},
+                )
         session.obj_with_new_inputs = list(range(prompt.num_objects))
         outputs[frame] = model(session, frame_idx=frame)
     for out in model.propagate_in_video_iterator(session, start_frame_idx=min(prompts), reverse=reverse):
@@ -137,8 +141,12 @@ def test_mask_prompt_both_directions_match_transformers(model, frames):
 
 def test_two_prompted_frames_and_single_clicks_match_transformers(model, frames):
     # One click is ambiguous: SAM2 decodes three candidates and keeps the best by predicted IoU.
-    clicks = {t: FramePrompt.build(points=torch.tensor([[[50.0, 50.0]], [[100.0, 20.0]]]) + t,
-                                   labels=torch.ones(2, 1, dtype=torch.long)) for t in (0, 3)}
+    clicks = {
+        t: FramePrompt.build(
+            points=torch.tensor([[[50.0, 50.0]], [[100.0, 20.0]]]) + t, labels=torch.ones(2, 1, dtype=torch.long)
+        )
+        for t in (0, 3)
+    }
     with torch.no_grad():
         ours = track_clip(model, frames, clicks, direction="forward", storage_dtype=torch.bfloat16)
     assert ours.candidates[0].shape == (2, 3, S // 4, S // 4)
@@ -147,8 +155,9 @@ def test_two_prompted_frames_and_single_clicks_match_transformers(model, frames)
 
 def test_unprompted_frames_train_memory_attention_lora(frames):
     torch.manual_seed(0)
-    model = get_peft_model(lively_video_model(), LoraConfig(
-        r=4, target_modules=r".*memory_attention.*(q_proj|k_proj|v_proj|o_proj)"))
+    model = get_peft_model(
+        lively_video_model(), LoraConfig(r=4, target_modules=r".*memory_attention.*(q_proj|k_proj|v_proj|o_proj)")
+    )
     model.train()
     pixels = frames[:3].clone().requires_grad_(True)
     out = track_clip(model, pixels, {0: box_and_click()}, direction="forward")
@@ -161,8 +170,9 @@ def test_unprompted_frames_train_memory_attention_lora(frames):
 
 
 def test_disconnected_memory_gives_no_gradient(frames, no_memory):
-    model = get_peft_model(lively_video_model(), LoraConfig(
-        r=4, target_modules=r".*memory_attention.*(q_proj|k_proj|v_proj|o_proj)"))
+    model = get_peft_model(
+        lively_video_model(), LoraConfig(r=4, target_modules=r".*memory_attention.*(q_proj|k_proj|v_proj|o_proj)")
+    )
     model.train()
     pixels = frames[:3].clone().requires_grad_(True)
     out = track_clip(model, pixels, {0: box_and_click()}, direction="forward")

@@ -38,8 +38,11 @@ NOT_CHECKPOINTS = [  # (what the file holds, how it is written, what the message
     ("text", lambda p: p.write_text("model weights go here"), "is not a checkpoint"),
     ("an empty file", lambda p: p.write_bytes(b""), "is empty"),
     ("a zip without data.pkl", zip_without_pickle, "without torch.save's data.pkl"),
-    ("a truncated checkpoint", lambda p: (torch.save({"model": {"w": torch.ones(64, 64)}}, p),
-                                          p.write_bytes(p.read_bytes()[:300])), "broken or truncated zip"),
+    (
+        "a truncated checkpoint",
+        lambda p: (torch.save({"model": {"w": torch.ones(64, 64)}}, p), p.write_bytes(p.read_bytes()[:300])),
+        "broken or truncated zip",
+    ),
 ]
 
 
@@ -71,9 +74,11 @@ def test_an_adapter_without_its_metadata_says_so_first(adapter, tmp_path, forbid
     folder = tmp_path / "copy"
     shutil.copytree(adapter, folder)
     (folder / "sam2_adapt.json").unlink()
-    values = {"predict": {"input": str(tmp_path / "scan.png"), "output": str(tmp_path / "mask.png")},
-              "evaluate": {"out": str(tmp_path / "out"), "data": {"card": "ct_phantom"}},
-              "export": {"out": str(tmp_path / "out")}}[command]
+    values = {
+        "predict": {"input": str(tmp_path / "scan.png"), "output": str(tmp_path / "mask.png")},
+        "evaluate": {"out": str(tmp_path / "out"), "data": {"card": "ct_phantom"}},
+        "export": {"out": str(tmp_path / "out")},
+    }[command]
     cfg = OmegaConf.load(CONFIG_DIR / f"{command}.yaml")
     cfg.merge_with({"adapter": str(folder), **values})
     if command == "export":
@@ -82,6 +87,7 @@ def test_an_adapter_without_its_metadata_says_so_first(adapter, tmp_path, forbid
         from adapt.evaluation import evaluate as run
     else:
         from adapt.predict import run
+
         (tmp_path / "scan.png").write_bytes(b"")  # the adapter is read before the input
     code, message, _ = run_user_action(lambda: run(cfg))
     assert code == 2 and "Traceback" not in message, message
@@ -124,12 +130,32 @@ def summary_with(clicks: dict, other_clicks: dict | None) -> dict:
     """The smallest evaluate summary ``print_table`` draws: one class, two runs, a click curve."""
     stats = {"mean": 0.5, "std": 0.1}
     classes = {"liver": {m: stats for m in ("dice", "iou", "nsd", "hd95")}}
-    other = {"adapter": "zero-shot sam2", "classes": classes, "miou": 0.4, "global_accuracy": 0.9,
-             "clicks": other_clicks, "difference": {"liver": {m: 0.0 for m in ("dice", "iou", "nsd", "hd95")},
-                                                    "dataset": {"miou": 0.0, "global_accuracy": 0.0}}}
-    return {"adapter": "lora", "data_card": "ct_phantom", "split": "val", "cases": 2, "protocol": {"prompt": "box"},
-            "domain": {"kind": "none"}, "classes": classes, "distance_unit": "mm", "miou": 0.5, "global_accuracy": 0.9,
-            "compare": other, "clicks": clicks, "throughput": {"per_second": None, "unit": "slices/s"}}
+    other = {
+        "adapter": "zero-shot sam2",
+        "classes": classes,
+        "miou": 0.4,
+        "global_accuracy": 0.9,
+        "clicks": other_clicks,
+        "difference": {
+            "liver": {m: 0.0 for m in ("dice", "iou", "nsd", "hd95")},
+            "dataset": {"miou": 0.0, "global_accuracy": 0.0},
+        },
+    }
+    return {
+        "adapter": "lora",
+        "data_card": "ct_phantom",
+        "split": "val",
+        "cases": 2,
+        "protocol": {"prompt": "box"},
+        "domain": {"kind": "none"},
+        "classes": classes,
+        "distance_unit": "mm",
+        "miou": 0.5,
+        "global_accuracy": 0.9,
+        "compare": other,
+        "clicks": clicks,
+        "throughput": {"per_second": None, "unit": "slices/s"},
+    }
 
 
 def test_the_click_rows_show_the_compared_run_and_the_difference():

@@ -100,9 +100,15 @@ def video_model():
     return random_model(Sam2VideoModel, memory_config())
 
 
-@pytest.mark.parametrize("cls, config", [
-    (Sam2Model, tiny_config), (Sam2VideoModel, tiny_video_config), (Sam2VideoModel, memory_config),
-], ids=["image", "video-tiny", "video-memory"])
+@pytest.mark.parametrize(
+    "cls, config",
+    [
+        (Sam2Model, tiny_config),
+        (Sam2VideoModel, tiny_video_config),
+        (Sam2VideoModel, memory_config),
+    ],
+    ids=["image", "video-tiny", "video-memory"],
+)
 def test_round_trip_restores_every_tensor(tmp_path, cls, config):
     original = random_model(cls, config())
     path = save_meta(original, tmp_path / "x.pt")
@@ -130,13 +136,15 @@ def test_image_model_outputs_match_with_a_box_prompt(tmp_path, image_model):
 
 def propagate(model, video):
     """Box on frame 0, then track through the clip; returns every frame's stored outputs."""
-    session = Sam2VideoInferenceSession(
-        video=video, video_height=128, video_width=128, dtype=torch.float32
+    session = Sam2VideoInferenceSession(video=video, video_height=128, video_width=128, dtype=torch.float32)
+    session.add_point_inputs(
+        session.obj_id_to_idx(1),
+        0,
+        {
+            "point_coords": BOX.reshape(1, 1, 2, 2),
+            "point_labels": torch.tensor([[[2, 3]]], dtype=torch.int32),
+        },
     )
-    session.add_point_inputs(session.obj_id_to_idx(1), 0, {
-        "point_coords": BOX.reshape(1, 1, 2, 2),
-        "point_labels": torch.tensor([[[2, 3]]], dtype=torch.int32),
-    })
     session.obj_with_new_inputs = [1]
     model(session, frame_idx=0)
     frames = [out.pred_masks for out in model.propagate_in_video_iterator(session, start_frame_idx=0)]
@@ -221,8 +229,11 @@ def test_shape_mismatch_names_the_key_and_the_fix(tmp_path, image_model):
         sub.hidden_size = 64
     config.vision_config.fpn_hidden_size = 64
     other = Sam2Model(config)  # hidden 64 instead of the tiny model's 128
-    with pytest.raises(ConfigError, match=r"differ in shape.*vision_encoder\.neck\.convs\.0\.weight "
-                       r"\(128, 96, 1, 1\) in file vs \(64, 96, 1, 1\) in model.*model\.name=") as error:
+    with pytest.raises(
+        ConfigError,
+        match=r"differ in shape.*vision_encoder\.neck\.convs\.0\.weight "
+        r"\(128, 96, 1, 1\) in file vs \(64, 96, 1, 1\) in model.*model\.name=",
+    ) as error:
         load_meta_checkpoint(other, path)
     assert str(path) in str(error.value)
 
@@ -351,61 +362,112 @@ def build_meta_sam2(modules, config):
     backbone, hidden = config.vision_config.backbone_config, config.vision_config.fpn_hidden_size
     mem, size = config.memory_encoder_output_channels, config.image_size
     trunk = hiera.Hiera(
-        embed_dim=backbone.hidden_size, num_heads=backbone.num_attention_heads,
-        stages=backbone.blocks_per_stage, global_att_blocks=backbone.global_attention_blocks,
+        embed_dim=backbone.hidden_size,
+        num_heads=backbone.num_attention_heads,
+        stages=backbone.blocks_per_stage,
+        global_att_blocks=backbone.global_attention_blocks,
         window_pos_embed_bkg_spatial_size=backbone.window_positional_embedding_background_size,
         window_spec=backbone.window_size_per_stage,
     )
     neck = encoder.FpnNeck(
-        sine(num_pos_feats=hidden), d_model=hidden, fpn_top_down_levels=[2, 3], fpn_interp_model="nearest",
+        sine(num_pos_feats=hidden),
+        d_model=hidden,
+        fpn_top_down_levels=[2, 3],
+        fpn_interp_model="nearest",
         backbone_channel_list=config.vision_config.backbone_channel_list,
     )
-    rope = dict(rope_theta=10000.0, feat_sizes=config.memory_attention_rope_feat_sizes, embedding_dim=hidden,
-                num_heads=1, downsample_rate=1, dropout=0.1)
+    rope = dict(
+        rope_theta=10000.0,
+        feat_sizes=config.memory_attention_rope_feat_sizes,
+        embedding_dim=hidden,
+        num_heads=1,
+        downsample_rate=1,
+        dropout=0.1,
+    )
     layer = attention.MemoryAttentionLayer(
-        activation="relu", d_model=hidden, dim_feedforward=config.memory_attention_feed_forward_hidden_size,
-        dropout=0.1, pos_enc_at_attn=False, pos_enc_at_cross_attn_keys=True,
+        activation="relu",
+        d_model=hidden,
+        dim_feedforward=config.memory_attention_feed_forward_hidden_size,
+        dropout=0.1,
+        pos_enc_at_attn=False,
+        pos_enc_at_cross_attn_keys=True,
         pos_enc_at_cross_attn_queries=False,
         self_attention=transformer.RoPEAttention(**rope),
         cross_attention=transformer.RoPEAttention(rope_k_repeat=True, kv_in_dim=64, **rope),
     )
-    fuser = memory.Fuser(memory.CXBlock(dim=hidden, kernel_size=7, padding=3, layer_scale_init_value=1e-6,
-                                        use_dwconv=True), num_layers=config.memory_fuser_num_layers)
+    fuser = memory.Fuser(
+        memory.CXBlock(dim=hidden, kernel_size=7, padding=3, layer_scale_init_value=1e-6, use_dwconv=True),
+        num_layers=config.memory_fuser_num_layers,
+    )
     memory_encoder = memory.MemoryEncoder(
         out_dim=mem,
         mask_downsampler=memory.MaskDownSampler(embed_dim=hidden, kernel_size=3, stride=2, padding=1),
-        fuser=fuser, position_encoding=sine(num_pos_feats=mem), in_dim=hidden,
+        fuser=fuser,
+        position_encoding=sine(num_pos_feats=mem),
+        in_dim=hidden,
     )
-    dynamic = dict(dynamic_multimask_via_stability=True, dynamic_multimask_stability_delta=0.05,
-                   dynamic_multimask_stability_thresh=0.98)
+    dynamic = dict(
+        dynamic_multimask_via_stability=True,
+        dynamic_multimask_stability_delta=0.05,
+        dynamic_multimask_stability_thresh=0.98,
+    )
     flags = dict(  # sam2.1_hiera_*.yaml, plus what build_sam_video_predictor overrides
-        sigmoid_scale_for_mem_enc=20.0, sigmoid_bias_for_mem_enc=-10.0,
+        sigmoid_scale_for_mem_enc=20.0,
+        sigmoid_bias_for_mem_enc=-10.0,
         use_mask_input_as_output_without_sam=True,
-        directly_add_no_mem_embed=True, no_obj_embed_spatial=True, use_high_res_features_in_sam=True,
-        multimask_output_in_sam=True, iou_prediction_use_sigmoid=True, use_obj_ptrs_in_encoder=True,
-        add_tpos_enc_to_obj_ptrs=True, proj_tpos_enc_in_obj_ptrs=True, use_signed_tpos_enc_to_obj_ptrs=True,
-        only_obj_ptrs_in_the_past_for_eval=True, pred_obj_scores=True, pred_obj_scores_mlp=True,
-        fixed_no_obj_ptr=True, multimask_output_for_tracking=True, use_multimask_token_for_obj_ptr=True,
-        multimask_min_pt_num=0, multimask_max_pt_num=1, use_mlp_for_obj_ptr_proj=True,
-        binarize_mask_from_pts_for_mem_enc=True, sam_mask_decoder_extra_args=dynamic,
+        directly_add_no_mem_embed=True,
+        no_obj_embed_spatial=True,
+        use_high_res_features_in_sam=True,
+        multimask_output_in_sam=True,
+        iou_prediction_use_sigmoid=True,
+        use_obj_ptrs_in_encoder=True,
+        add_tpos_enc_to_obj_ptrs=True,
+        proj_tpos_enc_in_obj_ptrs=True,
+        use_signed_tpos_enc_to_obj_ptrs=True,
+        only_obj_ptrs_in_the_past_for_eval=True,
+        pred_obj_scores=True,
+        pred_obj_scores_mlp=True,
+        fixed_no_obj_ptr=True,
+        multimask_output_for_tracking=True,
+        use_multimask_token_for_obj_ptr=True,
+        multimask_min_pt_num=0,
+        multimask_max_pt_num=1,
+        use_mlp_for_obj_ptr_proj=True,
+        binarize_mask_from_pts_for_mem_enc=True,
+        sam_mask_decoder_extra_args=dynamic,
     )
-    model = sam.SAM2Base(encoder.ImageEncoder(trunk, neck, scalp=1),
-                         attention.MemoryAttention(d_model=hidden, pos_enc_at_input=True, layer=layer,
-                                                   num_layers=config.memory_attention_num_layers),
-                         memory_encoder, num_maskmem=config.num_maskmem, image_size=size, **flags)
+    model = sam.SAM2Base(
+        encoder.ImageEncoder(trunk, neck, scalp=1),
+        attention.MemoryAttention(
+            d_model=hidden, pos_enc_at_input=True, layer=layer, num_layers=config.memory_attention_num_layers
+        ),
+        memory_encoder,
+        num_maskmem=config.num_maskmem,
+        image_size=size,
+        **flags,
+    )
     # SAM2Base hard-codes the heads' widths of the released models; rebuild them at ours.
     model.sam_prompt_encoder = prompt.PromptEncoder(
-        embed_dim=hidden, image_embedding_size=(size // 16, size // 16), input_image_size=(size, size),
+        embed_dim=hidden,
+        image_embedding_size=(size // 16, size // 16),
+        input_image_size=(size, size),
         mask_in_chans=config.prompt_encoder_config.mask_input_channels,
     )
     heads = config.mask_decoder_config
     model.sam_mask_decoder = decoder.MaskDecoder(
-        num_multimask_outputs=3, transformer_dim=hidden, iou_head_depth=3,
+        num_multimask_outputs=3,
+        transformer_dim=hidden,
+        iou_head_depth=3,
         iou_head_hidden_dim=heads.iou_head_hidden_dim,
-        transformer=transformer.TwoWayTransformer(depth=2, embedding_dim=hidden, mlp_dim=heads.mlp_dim,
-                                                  num_heads=heads.num_attention_heads),
-        use_high_res_features=True, iou_prediction_use_sigmoid=True, pred_obj_scores=True,
-        pred_obj_scores_mlp=True, use_multimask_token_for_obj_ptr=True, **dynamic,
+        transformer=transformer.TwoWayTransformer(
+            depth=2, embedding_dim=hidden, mlp_dim=heads.mlp_dim, num_heads=heads.num_attention_heads
+        ),
+        use_high_res_features=True,
+        iou_prediction_use_sigmoid=True,
+        pred_obj_scores=True,
+        pred_obj_scores_mlp=True,
+        use_multimask_token_for_obj_ptr=True,
+        **dynamic,
     )
     return model.eval()
 
@@ -432,12 +494,17 @@ def test_matches_meta_reference_implementation(tmp_path, meta_modules):
         _, feats, _, sizes = meta._prepare_backbone_features(meta.forward_image(pixels))
         feats[-1] = feats[-1] + meta.no_mem_embed
         maps = [f.permute(1, 2, 0).view(1, -1, *s) for f, s in zip(feats, sizes)]
-        sparse, dense = meta.sam_prompt_encoder(points=(BOX.reshape(1, 2, 2), torch.tensor([[2, 3]])),
-                                                boxes=None, masks=None)
+        sparse, dense = meta.sam_prompt_encoder(
+            points=(BOX.reshape(1, 2, 2), torch.tensor([[2, 3]])), boxes=None, masks=None
+        )
         masks, iou, _, objects = meta.sam_mask_decoder(
-            image_embeddings=maps[-1], image_pe=meta.sam_prompt_encoder.get_dense_pe(),
-            sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense, multimask_output=True,
-            repeat_image=False, high_res_features=maps[:-1],
+            image_embeddings=maps[-1],
+            image_pe=meta.sam_prompt_encoder.get_dense_pe(),
+            sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense,
+            multimask_output=True,
+            repeat_image=False,
+            high_res_features=maps[:-1],
         )
         out = image_model(pixel_values=pixels, input_boxes=BOX)
     torch.testing.assert_close(out.pred_masks[0], masks, **close)
@@ -450,14 +517,18 @@ def test_matches_meta_reference_implementation(tmp_path, meta_modules):
     want = []
     with torch.no_grad():
         for t in range(len(video)):
-            _, feats, pos, sizes = meta._prepare_backbone_features(meta.forward_image(video[t:t + 1]))
-            prompt = {"point_coords": BOX.reshape(1, 2, 2),
-                      "point_labels": torch.tensor([[2, 3]], dtype=torch.int32)}
+            _, feats, pos, sizes = meta._prepare_backbone_features(meta.forward_image(video[t : t + 1]))
+            prompt = {"point_coords": BOX.reshape(1, 2, 2), "point_labels": torch.tensor([[2, 3]], dtype=torch.int32)}
             step = meta.track_step(
-                frame_idx=t, is_init_cond_frame=t == 0, current_vision_feats=feats,
+                frame_idx=t,
+                is_init_cond_frame=t == 0,
+                current_vision_feats=feats,
                 current_vision_pos_embeds=pos,
-                feat_sizes=sizes, point_inputs=prompt if t == 0 else None, mask_inputs=None,
-                output_dict=history, num_frames=len(video),
+                feat_sizes=sizes,
+                point_inputs=prompt if t == 0 else None,
+                mask_inputs=None,
+                output_dict=history,
+                num_frames=len(video),
             )
             step["maskmem_features"] = step["maskmem_features"].to(torch.bfloat16)
             history["cond_frame_outputs" if t == 0 else "non_cond_frame_outputs"][t] = step
@@ -467,6 +538,4 @@ def test_matches_meta_reference_implementation(tmp_path, meta_modules):
         assert step["object_score_logits"].item() > 0
         torch.testing.assert_close(got_masks[t], step["pred_masks"], **close)
         torch.testing.assert_close(got[t]["object_pointer"].reshape(1, -1), step["obj_ptr"], **close)
-        torch.testing.assert_close(
-            got[t]["object_score_logits"].reshape(1, 1), step["object_score_logits"], **close
-        )
+        torch.testing.assert_close(got[t]["object_score_logits"].reshape(1, 1), step["object_score_logits"], **close)

@@ -72,7 +72,9 @@ def assert_logits_close(ours: torch.Tensor, meta: torch.Tensor, what: str) -> No
     ours = ours.reshape(meta.shape).float()
     atol = REL_TOL * max(1.0, float(meta.abs().max()))
     diff = float((ours - meta).abs().max())
-    assert diff <= atol, f"{what}: max |ours - Meta| = {diff:.3g} > {atol:.3g} (|Meta| max {float(meta.abs().max()):.3g})"
+    assert diff <= atol, (
+        f"{what}: max |ours - Meta| = {diff:.3g} > {atol:.3g} (|Meta| max {float(meta.abs().max()):.3g})"
+    )
 
 
 def assert_masks_agree(ours: np.ndarray, meta_logits: np.ndarray, atol: float, what: str) -> None:
@@ -93,8 +95,9 @@ def assert_masks_agree(ours: np.ndarray, meta_logits: np.ndarray, atol: float, w
 @pytest.fixture(scope="module")
 def checkpoint(meta_sam2, tmp_path_factory):
     """Meta's hiera-tiny with random weights, as a Meta ``.pt``."""
-    return meta_reference.random_checkpoint(meta_sam2, tmp_path_factory.mktemp("meta") / "sam2.1_hiera_tiny_random.pt",
-                                            SEED)
+    return meta_reference.random_checkpoint(
+        meta_sam2, tmp_path_factory.mktemp("meta") / "sam2.1_hiera_tiny_random.pt", SEED
+    )
 
 
 @pytest.fixture(scope="module")
@@ -107,8 +110,9 @@ def meta_predictor(meta_sam2, checkpoint):
 def predictor(checkpoint):
     model, info = load_sam2("sam2.1_hiera_tiny", checkpoint=str(checkpoint))
     assert info.image_size == 1024
-    loaded = LoadedAdapter(model=model.eval(), preprocessing={}, label_map={}, metadata={}, model_info=info,
-                           path=checkpoint.parent)
+    loaded = LoadedAdapter(
+        model=model.eval(), preprocessing={}, label_map={}, metadata={}, model_info=info, path=checkpoint.parent
+    )
     return Predictor(loaded, device="cpu")
 
 
@@ -130,9 +134,17 @@ def case(request, meta_predictor, predictor):
     with torch.inference_mode():
         pixels = preprocess(torch.from_numpy(unit)[None], predictor.size)
         embeddings = predictor.embed(unit[None])
-    return dict(size=request.param, height=height, width=width, unit=unit, meta=meta,
-                meta_input=meta_predictor._transforms(image), meta_features=features,
-                pixels=pixels, embeddings=embeddings)
+    return dict(
+        size=request.param,
+        height=height,
+        width=width,
+        unit=unit,
+        meta=meta,
+        meta_input=meta_predictor._transforms(image),
+        meta_features=features,
+        pixels=pixels,
+        embeddings=embeddings,
+    )
 
 
 @pytest.mark.slow
@@ -155,7 +167,9 @@ def test_logits_and_iou_match_meta(case, predictor, kind, multimask):
     meta = case["meta"][kind, multimask]
     args = ours_args(meta["args"])
     model_prompts = predictor.model_prompts(
-        case["height"], case["width"], None if args["box"] is None else args["box"][None],
+        case["height"],
+        case["width"],
+        None if args["box"] is None else args["box"][None],
         None if args["points"] is None else args["points"][None],
         None if args["labels"] is None else args["labels"][None],
     )
@@ -163,8 +177,9 @@ def test_logits_and_iou_match_meta(case, predictor, kind, multimask):
         pred = decode(predictor.model, case["embeddings"], multimask, **model_prompts)
     what = f"{case['size']} {kind} multimask={multimask}"
     assert_logits_close(pred.low_res.clamp(-32, 32), meta["low_res"], f"{what} low-res logits")
-    torch.testing.assert_close(pred.iou.reshape(-1), torch.from_numpy(meta["iou"]), rtol=0, atol=1e-5,
-                               msg=lambda m: f"{what} IoU: {m}")
+    torch.testing.assert_close(
+        pred.iou.reshape(-1), torch.from_numpy(meta["iou"]), rtol=0, atol=1e-5, msg=lambda m: f"{what} IoU: {m}"
+    )
     # Final masks: the best candidate, upsampled to the image's size, > 0 (Meta: postprocess_masks).
     masks = Predictor.masks(pred, case["height"], case["width"])[0].numpy()
     logits = meta["logits"]
@@ -214,8 +229,9 @@ def video_run(meta_sam2, checkpoint, tmp_path_factory):
                 return out
 
             patch.setattr(memory.MemoryTracker, name, recording)
-        result = propagation.propagate(model.eval(), propagation.read_frames(folder),
-                                       {0: propagation.SlicePrompt(boxes=box)}, stop_after=None)
+        result = propagation.propagate(
+            model.eval(), propagation.read_frames(folder), {0: propagation.SlicePrompt(boxes=box)}, stop_after=None
+        )
     return dict(meta_masks=meta_masks, meta_steps=meta_steps, steps=steps, result=result)
 
 
@@ -245,9 +261,13 @@ def test_video_prompt_mapped_as_meta_maps_it(meta_sam2):
     """Box corners (labels 2, 3) ahead of the clicks, scaled by ``size / W`` and ``size / H``, as
     ``SAM2VideoPredictor.add_new_points_or_box`` (the formula of ``SAM2Transforms.transform_coords``)."""
     height, width, size = 480, 640, 512
-    box, points = np.array([101.0, 57.0, 333.0, 401.0], np.float32), np.array([[[250.0, 240.0], [17.0, 3.0]]], np.float32)
-    ours = propagation.SlicePrompt(boxes=box, points=points, labels=[[1, 0]]).to_model(height, width, size,
-                                                                                      torch.device("cpu"))
+    box, points = (
+        np.array([101.0, 57.0, 333.0, 401.0], np.float32),
+        np.array([[[250.0, 240.0], [17.0, 3.0]]], np.float32),
+    )
+    ours = propagation.SlicePrompt(boxes=box, points=points, labels=[[1, 0]]).to_model(
+        height, width, size, torch.device("cpu")
+    )
     transforms = meta_sam2.module("utils.transforms").SAM2Transforms(resolution=size, mask_threshold=0.0)
     corners_then_clicks = torch.cat([torch.from_numpy(box).reshape(1, 2, 2), torch.from_numpy(points)], dim=1)
     meta = transforms.transform_coords(corners_then_clicks, normalize=True, orig_hw=(height, width))
@@ -260,7 +280,8 @@ def test_video_frames_as_meta_reads_them_at_model_size(meta_sam2, tmp_path):
     image = natural_image(64, 64, seed=2)
     Image.fromarray(image).save(tmp_path / "0.jpg", quality=95)
     meta, height, width = meta_sam2.module("utils.misc").load_video_frames(
-        str(tmp_path), 64, offload_video_to_cpu=True, compute_device=torch.device("cpu"))
+        str(tmp_path), 64, offload_video_to_cpu=True, compute_device=torch.device("cpu")
+    )
     frames = propagation.read_frames(tmp_path)
     ours = preprocess(torch.from_numpy(frames).float() / 255, 64)
     assert (height, width) == (64, 64)
@@ -272,7 +293,8 @@ def test_video_frames_as_meta_reads_them_resized(meta_sam2, tmp_path):
     for k, (height, width) in enumerate(((96, 128), (200, 150))):
         Image.fromarray(natural_image(height, width, seed=2 + k)).save(tmp_path / f"{k}.jpg", quality=95)
         meta, _, _ = meta_sam2.module("utils.misc").load_video_frames(
-            str(tmp_path), 64, offload_video_to_cpu=True, compute_device=torch.device("cpu"))
+            str(tmp_path), 64, offload_video_to_cpu=True, compute_device=torch.device("cpu")
+        )
         frames = torch.from_numpy(propagation.read_frames(tmp_path))
         ours = preprocess(resize_video_frames(frames, 64), 64)
         torch.testing.assert_close(ours, meta[: len(ours)], rtol=0, atol=1e-6)
@@ -284,5 +306,6 @@ def test_upsampled_logits_as_meta_postprocesses_them(meta_sam2):
     transforms = meta_sam2.module("utils.transforms").SAM2Transforms(resolution=1024, mask_threshold=0.0)
     low_res = torch.randn(1, 3, 256, 256, generator=torch.Generator().manual_seed(3))
     for size in ((1536, 2048), (300, 200), (256, 256)):
-        torch.testing.assert_close(upsample_logits(low_res, size), transforms.postprocess_masks(low_res, size),
-                                   rtol=0, atol=0)
+        torch.testing.assert_close(
+            upsample_logits(low_res, size), transforms.postprocess_masks(low_res, size), rtol=0, atol=0
+        )

@@ -87,8 +87,12 @@ def test_dice_iou_hand_computed_4x4():
     ids=["both-empty", "empty-pred", "empty-gt"],
 )
 def test_dice_iou_empty_convention(pred, gt, expected):
-    for value in (dice(pred, gt), iou(pred, gt), dice_score(torch.from_numpy(pred), torch.from_numpy(gt)).item(),
-                  iou_score(torch.from_numpy(pred), torch.from_numpy(gt)).item()):
+    for value in (
+        dice(pred, gt),
+        iou(pred, gt),
+        dice_score(torch.from_numpy(pred), torch.from_numpy(gt)).item(),
+        iou_score(torch.from_numpy(pred), torch.from_numpy(gt)).item(),
+    ):
         assert value == expected
 
 
@@ -207,16 +211,19 @@ def test_hd95_shifted_square_voxels_versus_mm():
 
 @pytest.mark.parametrize(
     ("spacing", "tolerance", "decathlon", "voxels"),
-    [(None, 0.5, 1 / 2, 1 / 2),
-     (None, 1.5, 1.0, 1.0),
-     ((1.0, 2.0), 1.5, (14 + R5) / (18 + 2 * R5), 16 / 24),
-     ((1.0, 2.0), 2.0, 1.0, 1.0),
-     ((2.0, 1.0), 0.5, (6 + R5) / (18 + 2 * R5), 12 / 24),
-     ((2.0, 1.0), 1.0, 1.0, 1.0)],
+    [
+        (None, 0.5, 1 / 2, 1 / 2),
+        (None, 1.5, 1.0, 1.0),
+        ((1.0, 2.0), 1.5, (14 + R5) / (18 + 2 * R5), 16 / 24),
+        ((1.0, 2.0), 2.0, 1.0, 1.0),
+        ((2.0, 1.0), 0.5, (6 + R5) / (18 + 2 * R5), 12 / 24),
+        ((2.0, 1.0), 1.0, 1.0, 1.0),
+    ],
 )
 def test_nsd_shifted_square_hand_computed(spacing, tolerance, decathlon, voxels):
-    by_rule = {rule: nsd(PRED_SQ, GT_SQ, spacing, tolerance_mm=tolerance, surface=rule)
-               for rule in ("decathlon", "voxels")}
+    by_rule = {
+        rule: nsd(PRED_SQ, GT_SQ, spacing, tolerance_mm=tolerance, surface=rule) for rule in ("decathlon", "voxels")
+    }
     assert by_rule == pytest.approx({"decathlon": decathlon, "voxels": voxels}, abs=1e-6)
     assert nsd(PRED_SQ, GT_SQ, spacing, tolerance_mm=tolerance) == by_rule["decathlon"]  # the default
 
@@ -244,9 +251,11 @@ def test_one_voxel_objects_anisotropic():
 @pytest.mark.parametrize("surface", ["decathlon", "voxels"])
 @pytest.mark.parametrize(
     ("pred", "gt", "nsd_expected"),
-    [(np.zeros((6, 6), bool), np.zeros((6, 6), bool), nan),
-     (np.zeros((6, 6), bool), box((6, 6), slice(1, 3), slice(1, 3)), 0.0),
-     (box((6, 6), slice(1, 3), slice(1, 3)), np.zeros((6, 6), bool), 0.0)],
+    [
+        (np.zeros((6, 6), bool), np.zeros((6, 6), bool), nan),
+        (np.zeros((6, 6), bool), box((6, 6), slice(1, 3), slice(1, 3)), 0.0),
+        (box((6, 6), slice(1, 3), slice(1, 3)), np.zeros((6, 6), bool), 0.0),
+    ],
     ids=["both-empty", "empty-pred", "empty-gt"],
 )
 def test_surface_empty_convention_without_warnings(pred, gt, nsd_expected, surface):
@@ -294,8 +303,13 @@ def smooth_blob(seed: int, shape: tuple[int, ...], level: float = 0.5) -> np.nda
 @pytest.mark.filterwarnings("ignore:.*always_return_as_numpy:FutureWarning")
 @pytest.mark.parametrize(
     ("shape", "spacing", "tolerance"),
-    [((16, 28, 28), (3.0, 0.7, 0.7), 2.0), ((28, 28, 12), (0.7, 0.7, 3.0), 2.0),
-     ((12, 24, 24), (5.0, 0.8, 0.8), 1.0), ((40, 40), (0.7, 3.0), 2.0), ((12, 20, 20), None, 1.0)],
+    [
+        ((16, 28, 28), (3.0, 0.7, 0.7), 2.0),
+        ((28, 28, 12), (0.7, 0.7, 3.0), 2.0),
+        ((12, 24, 24), (5.0, 0.8, 0.8), 1.0),
+        ((40, 40), (0.7, 3.0), 2.0),
+        ((12, 20, 20), None, 1.0),
+    ],
 )
 def test_nsd_default_is_monai_subvoxel_surface_dice(shape, spacing, tolerance):
     """Default NSD = MONAI's DeepMind-equivalent compute_surface_dice(use_subvoxels=True), 2D and 3D."""
@@ -306,15 +320,17 @@ def test_nsd_default_is_monai_subvoxel_surface_dice(shape, spacing, tolerance):
             pred[:3], gt[:2], gt[..., -2:] = True, True, True
         a, b = torch.from_numpy(pred)[None, None].float(), torch.from_numpy(gt)[None, None].float()
         grid = None if spacing is None else list(spacing)
-        reference = compute_surface_dice(a, b, [tolerance], include_background=True, spacing=grid,
-                                         use_subvoxels=True).item()
+        reference = compute_surface_dice(
+            a, b, [tolerance], include_background=True, spacing=grid, use_subvoxels=True
+        ).item()
         voxel_reference = compute_surface_dice(a, b, [tolerance], include_background=True, spacing=grid).item()
         ours = nsd(pred, gt, spacing, tolerance_mm=tolerance)
         assert ours == pytest.approx(reference, abs=1e-6)
         assert surface_metrics(pred, gt, spacing, tolerance)["nsd"] == pytest.approx(reference, abs=1e-6)
         assert case_metrics(pred, gt, spacing, tolerance)["nsd"] == pytest.approx(reference, abs=1e-6)
-        assert nsd(pred, gt, spacing, tolerance_mm=tolerance, surface="voxels") == pytest.approx(voxel_reference,
-                                                                                                 abs=1e-6)
+        assert nsd(pred, gt, spacing, tolerance_mm=tolerance, surface="voxels") == pytest.approx(
+            voxel_reference, abs=1e-6
+        )
         gaps.append(abs(ours - voxel_reference))
     if spacing is not None:  # anisotropic: the definitions differ measurably (0.06-0.13 here)
         assert max(gaps) > 0.03
@@ -330,13 +346,19 @@ def _full_volume_surface(pred: np.ndarray, gt: np.ndarray, spacing: tuple[float,
     pair = cdist(voxels[0], voxels[1]).astype(np.float32)
     forward, backward = pair.min(1), pair.min(0)
     tol = np.float32(tolerance)
-    edges_p, edges_g, area_p, area_g = (np.asarray(a) for a in get_mask_edges(
-        torch.from_numpy(padded[0]), torch.from_numpy(padded[1]), crop=False, spacing=list(scale)))
+    edges_p, edges_g, area_p, area_g = (
+        np.asarray(a)
+        for a in get_mask_edges(
+            torch.from_numpy(padded[0]), torch.from_numpy(padded[1]), crop=False, spacing=list(scale)
+        )
+    )
     elements = cdist(np.argwhere(edges_p) * scale, np.argwhere(edges_g) * scale).astype(np.float32)
     covered = area_p[edges_p][elements.min(1) <= tol].sum() + area_g[edges_g][elements.min(0) <= tol].sum()
-    return {"hd95": max(np.percentile(forward, 95), np.percentile(backward, 95)),
-            "nsd": covered / (area_p[edges_p].sum() + area_g[edges_g].sum()),
-            "nsd_voxels": ((forward <= tol).sum() + (backward <= tol).sum()) / (forward.size + backward.size)}
+    return {
+        "hd95": max(np.percentile(forward, 95), np.percentile(backward, 95)),
+        "nsd": covered / (area_p[edges_p].sum() + area_g[edges_g].sum()),
+        "nsd_voxels": ((forward <= tol).sum() + (backward <= tol).sum()) / (forward.size + backward.size),
+    }
 
 
 def _corner_blobs(shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
@@ -356,8 +378,10 @@ SURFACE_CASES = {
 
 @pytest.mark.filterwarnings("ignore:.*always_return_as_numpy:FutureWarning")
 @pytest.mark.parametrize("case", sorted(SURFACE_CASES))
-@pytest.mark.parametrize(("shape", "spacing"), [((14, 30, 26), (2.5, 0.8, 0.8)), ((20, 18, 16), None),
-                                                ((36, 40), (0.7, 3.0)), ((24, 24, 10), (1.0, 1.0, 1.0))])
+@pytest.mark.parametrize(
+    ("shape", "spacing"),
+    [((14, 30, 26), (2.5, 0.8, 0.8)), ((20, 18, 16), None), ((36, 40), (0.7, 3.0)), ((24, 24, 10), (1.0, 1.0, 1.0))],
+)
 def test_cropped_surface_metrics_equal_the_whole_volume(case, shape, spacing):
     """The crop around prediction | truth and the searches cut at the tolerance change no value (<= 1e-6)."""
     pred, gt = SURFACE_CASES[case](shape)
@@ -389,8 +413,14 @@ def test_surface_rejects_bad_spacing_surface_and_tolerance():
 def test_case_metrics_row():
     row = case_metrics(PRED_SQ, GT_SQ, spacing=(1.0, 2.0), tolerance_mm=1.5)
     # 4x4 squares overlapping in 4x3: Dice 24/32, IoU 12/20; NSD as hand-computed above
-    expected = {"dice": 0.75, "iou": 0.6, "hd95": 2.0, "nsd": (14 + R5) / (18 + 2 * R5), "gt_voxels": 16,
-                "pred_voxels": 16}
+    expected = {
+        "dice": 0.75,
+        "iou": 0.6,
+        "hd95": 2.0,
+        "nsd": (14 + R5) / (18 + 2 * R5),
+        "gt_voxels": 16,
+        "pred_voxels": 16,
+    }
     assert row == pytest.approx(expected)
     voxels = case_metrics(PRED_SQ, GT_SQ, spacing=(1.0, 2.0), tolerance_mm=1.5, surface="voxels")
     assert voxels == pytest.approx({**expected, "nsd": 16 / 24})
@@ -523,14 +553,18 @@ def pixels(*coords: tuple[int, int], shape=(6, 6)) -> np.ndarray:
 SEG2BMAP_CASES = {
     # 3x3 object in the bottom-right corner: the outside row above (cols 2-5) and column to the
     # left (rows 3-5, the last row by its right neighbour); nothing along the image border.
-    "bottom-right": (box((6, 6), slice(3, 6), slice(3, 6)),
-                     pixels((2, 2), (2, 3), (2, 4), (2, 5), (3, 2), (4, 2), (5, 2))),
+    "bottom-right": (
+        box((6, 6), slice(3, 6), slice(3, 6)),
+        pixels((2, 2), (2, 3), (2, 4), (2, 5), (3, 2), (4, 2), (5, 2)),
+    ),
     # 3x3 object in the top-left corner: its own last row and last column, inside the object.
     "top-left": (box((6, 6), slice(0, 3), slice(0, 3)), pixels((2, 0), (2, 1), (2, 2), (0, 2), (1, 2))),
     # rows 2-3 along the right border: row 1 cols 2-5 (col 5 by its lower neighbour), col 2
     # rows 2-3 (right neighbour inside), the object's row 3 (lower neighbour outside, col 5 too).
-    "right-edge": (box((6, 6), slice(2, 4), slice(3, 6)),
-                   pixels((1, 2), (1, 3), (1, 4), (1, 5), (2, 2), (3, 2), (3, 3), (3, 4), (3, 5))),
+    "right-edge": (
+        box((6, 6), slice(2, 4), slice(3, 6)),
+        pixels((1, 2), (1, 3), (1, 4), (1, 5), (2, 2), (3, 2), (3, 3), (3, 4), (3, 5)),
+    ),
     # a full column on the left border: only the column itself (right neighbour outside), down
     # to the last row, which is compared with its right neighbour.
     "left-column": (box((6, 6), slice(0, 6), slice(0, 1)), pixels(*[(r, 0) for r in range(6)])),
@@ -559,8 +593,15 @@ def test_inner_boundary_rings_and_image_border():
 def test_dilation_disk_equals_skimage_disk():
     # skimage.morphology.disk(2) and disk(3), written out: offsets with dy² + dx² <= r².
     disk2 = [[0, 0, 1, 0, 0], [0, 1, 1, 1, 0], [1, 1, 1, 1, 1], [0, 1, 1, 1, 0], [0, 0, 1, 0, 0]]
-    disk3 = [[0, 0, 0, 1, 0, 0, 0], [0, 1, 1, 1, 1, 1, 0], [0, 1, 1, 1, 1, 1, 0], [1, 1, 1, 1, 1, 1, 1],
-             [0, 1, 1, 1, 1, 1, 0], [0, 1, 1, 1, 1, 1, 0], [0, 0, 0, 1, 0, 0, 0]]
+    disk3 = [
+        [0, 0, 0, 1, 0, 0, 0],
+        [0, 1, 1, 1, 1, 1, 0],
+        [0, 1, 1, 1, 1, 1, 0],
+        [1, 1, 1, 1, 1, 1, 1],
+        [0, 1, 1, 1, 1, 1, 0],
+        [0, 1, 1, 1, 1, 1, 0],
+        [0, 0, 0, 1, 0, 0, 0],
+    ]
     ours = lambda r: _disk(r, torch.device("cpu"))[0, 0].bool().numpy()  # noqa: E731
     assert ours(0).tolist() == [[True]] and ours(1).sum() == 5
     assert np.array_equal(ours(2), np.array(disk2, bool)) and np.array_equal(ours(3), np.array(disk3, bool))
@@ -584,10 +625,20 @@ BORDER = {
     "corner": (box((20, 20), slice(0, 10), slice(2, 12)), box((20, 20), slice(0, 10), slice(0, 10)), 1, 11 / 24, 5 / 9),
     "band": (box((20, 20), slice(0, 15), slice(None)), box((20, 20), slice(0, 10), slice(None)), 1, 0.0, 40 / 61),
     # one-pixel objects 2 apart: seg2bmap makes each a 2x2 block, half of each within 1 px
-    "pixel-2-apart": (box((20, 20), slice(10, 11), slice(12, 13)), box((20, 20), slice(10, 11), slice(10, 11)),
-                      1, 0.5, 0.0),
-    "pixel-1-apart": (box((20, 20), slice(10, 11), slice(11, 12)), box((20, 20), slice(10, 11), slice(10, 11)),
-                      1, 1.0, 1.0),
+    "pixel-2-apart": (
+        box((20, 20), slice(10, 11), slice(12, 13)),
+        box((20, 20), slice(10, 11), slice(10, 11)),
+        1,
+        0.5,
+        0.0,
+    ),
+    "pixel-1-apart": (
+        box((20, 20), slice(10, 11), slice(11, 12)),
+        box((20, 20), slice(10, 11), slice(10, 11)),
+        1,
+        1.0,
+        1.0,
+    ),
 }
 
 
@@ -640,9 +691,11 @@ def test_region_similarity_shifted_square():
 @pytest.mark.parametrize("boundary", ["davis", "inner"])
 @pytest.mark.parametrize(
     ("pred", "gt", "expected"),  # expected (precision, recall, F, J), DAVIS conventions
-    [(np.zeros((20, 20), bool), np.zeros((20, 20), bool), (1.0, 1.0, 1.0, 1.0)),
-     (np.zeros((20, 20), bool), GT_V, (1.0, 0.0, 0.0, 0.0)),
-     (PRED_V, np.zeros((20, 20), bool), (0.0, 1.0, 0.0, 0.0))],
+    [
+        (np.zeros((20, 20), bool), np.zeros((20, 20), bool), (1.0, 1.0, 1.0, 1.0)),
+        (np.zeros((20, 20), bool), GT_V, (1.0, 0.0, 0.0, 0.0)),
+        (PRED_V, np.zeros((20, 20), bool), (0.0, 1.0, 0.0, 0.0)),
+    ],
     ids=["both-empty", "empty-pred", "empty-gt"],
 )
 def test_davis_empty_convention(pred, gt, expected, boundary):
@@ -684,6 +737,7 @@ def test_davis_void_pixels_are_ignored():
 
 # ----------------------------------------------------------------------------- speed
 
+
 def test_fps_and_frame_timer_with_a_fake_clock():
     assert fps(30, 2.0) == 15.0
     with pytest.raises(ValueError):
@@ -700,19 +754,37 @@ def test_fps_and_frame_timer_with_a_fake_clock():
 
 # ----------------------------------------------------------------------------- summaries
 
+
 def test_summarize_counts_undefined_and_never_emits_nan():
     summary = summarize({"dice": [0.5, 1.0, nan], "hd95": [nan, float("inf")], "nsd": [torch.tensor(0.25)]})
-    assert summary["dice"] == {"mean": 0.75, "std": 0.25, "median": 0.75, "min": 0.5, "max": 1.0,
-                               "count": 2, "count_undefined": 1}
-    assert summary["hd95"] == {"mean": None, "std": None, "median": None, "min": None, "max": None,
-                               "count": 0, "count_undefined": 2}
+    assert summary["dice"] == {
+        "mean": 0.75,
+        "std": 0.25,
+        "median": 0.75,
+        "min": 0.5,
+        "max": 1.0,
+        "count": 2,
+        "count_undefined": 1,
+    }
+    assert summary["hd95"] == {
+        "mean": None,
+        "std": None,
+        "median": None,
+        "min": None,
+        "max": None,
+        "count": 0,
+        "count_undefined": 2,
+    }
     assert summary["nsd"]["mean"] == 0.25 and summary["nsd"]["std"] == 0.0
     json.dumps(summary, allow_nan=False)
 
 
 def test_summarize_case_rows():
-    rows = [{"case": "liver_0", "dice": 0.5, "hd95": 4.0}, {"case": "liver_1", "dice": 0.7, "hd95": nan},
-            {"case": "liver_2", "dice": 0.9}]
+    rows = [
+        {"case": "liver_0", "dice": 0.5, "hd95": 4.0},
+        {"case": "liver_1", "dice": 0.7, "hd95": nan},
+        {"case": "liver_2", "dice": 0.9},
+    ]
     summary = summarize(rows)
     assert set(summary) == {"dice", "hd95"}  # the case ids are not a metric
     assert summary["dice"]["mean"] == pytest.approx(0.7) and summary["dice"]["median"] == pytest.approx(0.7)

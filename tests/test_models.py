@@ -15,8 +15,9 @@ def test_tiny_model_is_reproducible_and_runs():
     assert info.image_size == 128 and not info.pretrained and info.name == "tiny"
     for (name, x), y in zip(a.state_dict().items(), b.state_dict().values()):
         assert torch.equal(x, y), name
-    out = a(pixel_values=torch.zeros(1, 3, 128, 128), input_boxes=torch.tensor([[[8.0, 8, 64, 64]]]),
-            multimask_output=False)
+    out = a(
+        pixel_values=torch.zeros(1, 3, 128, 128), input_boxes=torch.tensor([[[8.0, 8, 64, 64]]]), multimask_output=False
+    )
     assert out.pred_masks.shape == (1, 1, 1, 32, 32)
 
 
@@ -75,7 +76,9 @@ def test_meta_checkpoint_of_a_preset_loads_offline(tmp_path, monkeypatch, caplog
     with torch.no_grad():
         for tensor in source.state_dict().values():
             tensor.copy_(torch.randn(tensor.shape, generator=generator))
-        source.shared_image_embedding.positional_embedding.copy_(source.prompt_encoder.shared_embedding.positional_embedding)
+        source.shared_image_embedding.positional_embedding.copy_(
+            source.prompt_encoder.shared_embedding.positional_embedding
+        )
     torch.save({"model": to_meta_state_dict(source.state_dict())}, tmp_path / "medsam2.pt")
     model, info = load_sam2("sam2.1_hiera_tiny", image_size=256, video=video, checkpoint=str(tmp_path / "medsam2.pt"))
     assert info.pretrained and info.checkpoint.endswith("medsam2.pt") and info.name == "facebook/sam2.1-hiera-tiny"

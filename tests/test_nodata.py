@@ -31,7 +31,7 @@ def edge_tile(path: Path, seed: int = 0, nodata: float | None = NODATA) -> tuple
     image, label = make_aerial_tile(seed, (48, 64))
     image[:, :, :BORDER] = NODATA
     label[:, :BORDER] = 0
-    label[20:30, BORDER - 4:BORDER + 8] = 1  # a building cut by the scene's edge: drawn into the nodata too
+    label[20:30, BORDER - 4 : BORDER + 8] = 1  # a building cut by the scene's edge: drawn into the nodata too
     origin = (500000.0 + seed * 32.0, 5200000.0)
     write_geotiff(path, image, origin, nodata=nodata)
     write_geotiff(path.parent.parent / "labels" / path.name, label, origin)
@@ -45,21 +45,32 @@ def tiles(tmp_path):
     (tmp_path / "labels").mkdir()
     for i in range(3):
         edge_tile(tmp_path / "images" / f"t{i}.tif", seed=i)
-    card = {"name": "edge_tiles", "title": "edge tiles", "modality": "multispectral", "dims": 2, "license": "CC0-1.0",
-            "citation": "generated", "source": {"kind": "folder", "root": str(tmp_path), "images": "images/*.tif",
-                                                "labels": "labels/{stem}.tif"},
-            "labels": {"background": 0, "building": 1}, "targets": ["building"],
-            "intensity": {"channels": [0, 1, 2], "percentiles": [2, 98]}, "split": {"val": 0.34, "seed": 0}}
+    card = {
+        "name": "edge_tiles",
+        "title": "edge tiles",
+        "modality": "multispectral",
+        "dims": 2,
+        "license": "CC0-1.0",
+        "citation": "generated",
+        "source": {"kind": "folder", "root": str(tmp_path), "images": "images/*.tif", "labels": "labels/{stem}.tif"},
+        "labels": {"background": 0, "building": 1},
+        "targets": ["building"],
+        "intensity": {"channels": [0, 1, 2], "percentiles": [2, 98]},
+        "split": {"val": 0.34, "seed": 0},
+    }
     (tmp_path / "card.yaml").write_text(yaml.safe_dump(card, sort_keys=False))
     return tmp_path
 
 
-@pytest.mark.parametrize("dtype, nodata, expected_valid", [
-    ("uint16", 0, 48 * (64 - BORDER)),
-    ("float32", float("nan"), 48 * (64 - BORDER)),
-    ("uint16", None, 48 * 64),  # no tag: every pixel holds data, 0 included
-    ("uint8", -9999, 48 * 64),  # a value the pixels cannot hold: none is missing
-])
+@pytest.mark.parametrize(
+    "dtype, nodata, expected_valid",
+    [
+        ("uint16", 0, 48 * (64 - BORDER)),
+        ("float32", float("nan"), 48 * (64 - BORDER)),
+        ("uint16", None, 48 * 64),  # no tag: every pixel holds data, 0 included
+        ("uint8", -9999, 48 * 64),  # a value the pixels cannot hold: none is missing
+    ],
+)
 def test_the_reader_marks_the_nodata_pixels(tmp_path, dtype, nodata, expected_valid):
     image, _ = make_aerial_tile(0, (48, 64))
     image = image.astype(dtype)
@@ -104,14 +115,24 @@ def test_training_samples_carry_nodata_to_the_loss_and_nowhere_else(tiles, devic
     from adapt.data.datamodule import build_datamodule
     from adapt.data.device_transforms import collate_native, to_model_grid
 
-    data = {"card": str(tiles / "card.yaml"), "batch_size": 2, "val_batch_size": 2, "cache": "memory",
-            "augment": False, "device_transforms": device_transforms, "num_workers": 0}
+    data = {
+        "card": str(tiles / "card.yaml"),
+        "batch_size": 2,
+        "val_batch_size": 2,
+        "cache": "memory",
+        "augment": False,
+        "device_transforms": device_transforms,
+        "num_workers": 0,
+    }
     module = build_datamodule(data, image_size=64, seed=0)
     sample = module.train_set[0]
-    batch = to_model_grid(collate_native([sample]), 64) if device_transforms else \
-        {k: v[None] for k, v in sample.items() if isinstance(v, torch.Tensor)}
+    batch = (
+        to_model_grid(collate_native([sample]), 64)
+        if device_transforms
+        else {k: v[None] for k, v in sample.items() if isinstance(v, torch.Tensor)}
+    )
     target, valid = split_nodata(batch["label"])
-    assert valid is not None and not valid[..., :BORDER].any() and valid[..., BORDER + 1:].all()
+    assert valid is not None and not valid[..., :BORDER].any() and valid[..., BORDER + 1 :].all()
     assert set(torch.unique(target).tolist()) <= {0.0, 1.0}  # the nodata marker is gone from the target
     box = sample["boxes"][0]  # drawn on the building's data pixels: inside the tile's data
     assert float(box[0]) >= BORDER - 1
@@ -160,8 +181,15 @@ def test_predict_and_evaluate_leave_nodata_out(adapter, tiles, tmp_path):
     masks = {}
     for name, source in (("tagged", tiles / "images" / "t0.tif"), ("untagged", untagged)):
         cfg = OmegaConf.load(CONFIG_DIR / "predict.yaml")
-        cfg.merge_with({"adapter": str(adapter), "input": str(source), "output": str(tmp_path / f"{name}.tif"),
-                        "prompt": "box 0,0,63,47", "device": "cpu"})
+        cfg.merge_with(
+            {
+                "adapter": str(adapter),
+                "input": str(source),
+                "output": str(tmp_path / f"{name}.tif"),
+                "prompt": "box 0,0,63,47",
+                "device": "cpu",
+            }
+        )
         run(cfg)
         masks[name] = tifffile.imread(tmp_path / f"{name}.tif")
     assert masks["untagged"][:, :BORDER].any() and not masks["tagged"][:, :BORDER].any()
@@ -171,8 +199,17 @@ def test_predict_and_evaluate_leave_nodata_out(adapter, tiles, tmp_path):
     card.update(labels={"background": 0, "liver": 1}, targets=["liver"])  # the adapter's target, by name
     (tiles / "liver.yaml").write_text(yaml.safe_dump(card))
     cfg = OmegaConf.load(CONFIG_DIR / "evaluate.yaml")
-    cfg.merge_with({"adapter": str(adapter), "data": {"card": str(tiles / "liver.yaml")}, "out": str(tmp_path / "ev"),
-                    "split": "all", "clicks": "off", "device": "cpu", "save_masks": 0})
+    cfg.merge_with(
+        {
+            "adapter": str(adapter),
+            "data": {"card": str(tiles / "liver.yaml")},
+            "out": str(tmp_path / "ev"),
+            "split": "all",
+            "clicks": "off",
+            "device": "cpu",
+            "save_masks": 0,
+        }
+    )
     evaluate(cfg)
     with (tmp_path / "ev" / "cases.csv").open() as f:
         rows = {r["case"]: r for r in csv.DictReader(f)}

@@ -25,8 +25,18 @@ def outputs(tmp_path_factory):
         lora = train_tiny(base / "runs" / "lora", data)
         train_tiny(base / "runs" / "decoder", data, "adapter=decoder")
         cfg = OmegaConf.load(CONFIG_DIR / "evaluate.yaml")
-        cfg.merge_with({"adapter": str(lora), "data": {"root": str(data)}, "out": str(lora / "eval_val"),
-                        "compare": "none", "clicks": [1], "split": "all", "batch_size": 16, "device": "cpu"})
+        cfg.merge_with(
+            {
+                "adapter": str(lora),
+                "data": {"root": str(data)},
+                "out": str(lora / "eval_val"),
+                "compare": "none",
+                "clicks": [1],
+                "split": "all",
+                "batch_size": 16,
+                "device": "cpu",
+            }
+        )
         evaluate(cfg)
         yield base
 
@@ -36,8 +46,11 @@ def test_evaluate_notebook_shows_table_box_plots_scatter_overlays_and_click_curv
     book = execute("evaluate.ipynb", {"SAM2_ADAPT_EVAL_DIRS": str(outputs / "runs" / "lora" / "eval_val")}, monkeypatch)
     assert not errors(book)
     assert figures(book) == 4  # box plots, size scatter, best/median/worst overlays, click curve
-    text = "".join(str(out.get("data", {}).get("text/plain", "")) + out.get("text", "")
-                   for cell in book.cells for out in cell.get("outputs", []))
+    text = "".join(
+        str(out.get("data", {}).get("text/plain", "")) + out.get("text", "")
+        for cell in book.cells
+        for out in cell.get("outputs", [])
+    )
     assert "zero-shot tiny" in text and "liver" in text
 
 
@@ -46,8 +59,12 @@ def test_compare_notebook_tables_runs_and_plots_dice_against_parameters(outputs,
     book = execute("compare_adapters.ipynb", {"SAM2_ADAPT_RUN_DIRS": str(outputs / "runs")}, monkeypatch)
     assert not errors(book)
     assert figures(book) == 1
-    table = next(out["data"]["text/plain"] for cell in book.cells for out in cell.get("outputs", [])
-                 if "trainable" in out.get("data", {}).get("text/plain", ""))
+    table = next(
+        out["data"]["text/plain"]
+        for cell in book.cells
+        for out in cell.get("outputs", [])
+        if "trainable" in out.get("data", {}).get("text/plain", "")
+    )
     assert "lora r=8" in table and "decoder" in table and "eval_val dice" in table
 
 
@@ -92,9 +109,20 @@ def png_evaluations(tmp_path_factory):
     card = base / "scans.yaml"
     card.write_text(PNG_CARD.format(root=data))
     cfg = OmegaConf.load(CONFIG_DIR / "evaluate.yaml")
-    cfg.merge_with({"adapter": "none", "model": "tiny", "image_size": 64, "data": {"card": str(card)},
-                    "out": str(base / "two"), "split": "all", "clicks": [1], "shift": ["noise"], "severity": [1],
-                    "device": "cpu"})
+    cfg.merge_with(
+        {
+            "adapter": "none",
+            "model": "tiny",
+            "image_size": 64,
+            "data": {"card": str(card)},
+            "out": str(base / "two"),
+            "split": "all",
+            "clicks": [1],
+            "shift": ["noise"],
+            "severity": [1],
+            "device": "cpu",
+        }
+    )
     evaluate(cfg)
     return {2: base / "two", 200: widen(base / "two", base / "wide", 200)}
 
@@ -118,5 +146,7 @@ def test_evaluate_notebook_draws_0_255_ground_truth_and_keeps_its_figures_readab
         assert panel["contours"] == [key["ground truth"]], panel
         assert panel["overlays"] == [key["prediction"]], panel
     [robustness] = [a for f in drawn for a in f["axes"] if a["title"] == "noise"]
-    assert robustness["legend"] and {e["text"] for e in robustness["legend"]} >= {f"zero-shot tiny [{png_evaluations[count].name}]"}
+    assert robustness["legend"] and {e["text"] for e in robustness["legend"]} >= {
+        f"zero-shot tiny [{png_evaluations[count].name}]"
+    }
     assert json.loads((png_evaluations[count] / "summary.json").read_text())["label_reading"]["mask_threshold"] == 128

@@ -23,15 +23,18 @@ GUARD = Path(__file__).parent / "offline_guard"
 
 def guarded_env(log: Path, **extra: str) -> dict[str, str]:
     """The environment of a guarded subprocess: the guard on, the opt-outs and Hub offline mode unset."""
-    env = {k: v for k, v in os.environ.items() if k not in OFFLINE_DEFAULTS and k not in ("HF_HUB_OFFLINE", "WANDB_MODE")}
+    env = {
+        k: v for k, v in os.environ.items() if k not in OFFLINE_DEFAULTS and k not in ("HF_HUB_OFFLINE", "WANDB_MODE")
+    }
     env.update(PYTHONPATH=os.pathsep.join([str(GUARD), str(REPO_ROOT)]), ADAPT_NETWORK_LOG=str(log), **extra)
     return env
 
 
 def guarded(args: list[str], log: Path, cwd: Path, **extra: str) -> subprocess.CompletedProcess:
     """``python <args>`` under the guard; fails the test, with the attempts, when one was made."""
-    done = subprocess.run([sys.executable, *args], cwd=cwd, env=guarded_env(log, **extra), capture_output=True,
-                          text=True, timeout=600)
+    done = subprocess.run(
+        [sys.executable, *args], cwd=cwd, env=guarded_env(log, **extra), capture_output=True, text=True, timeout=600
+    )
     attempts = log.read_text() if log.exists() else ""
     assert attempts == "", f"python {' '.join(args)} tried the network:\n{attempts}"
     assert done.returncode == 0, done.stderr[-3000:]
@@ -41,8 +44,13 @@ def guarded(args: list[str], log: Path, cwd: Path, **extra: str) -> subprocess.C
 def test_the_guard_records_albumentations_update_check_without_adapt(tmp_path):
     """The control: the guard sees the connection albumentations makes at import when nothing stops it."""
     log = tmp_path / "network.log"
-    subprocess.run([sys.executable, "-c", "import albumentations"], env=guarded_env(log), capture_output=True,
-                   timeout=300, check=True)
+    subprocess.run(
+        [sys.executable, "-c", "import albumentations"],
+        env=guarded_env(log),
+        capture_output=True,
+        timeout=300,
+        check=True,
+    )
     assert "pypi.org" in log.read_text()
 
 
@@ -61,26 +69,58 @@ def workspace(tmp_path_factory):
 
     base = tmp_path_factory.mktemp("offline")
     write_ct_phantoms(base / "phantoms", num_cases=3, shape=PHANTOM_SHAPE)
-    guarded(["-m", "adapt.train", "recipe=demo", "model=tiny", "model.image_size=64", "trainer.max_steps=2",
-             "data.batch_size=2", "data.val_batch_size=2", "optim.warmup_steps=1", "validate_before=false",
-             "data.val_max_slices_per_case=2", "data.num_workers=0", f"data.root={base / 'phantoms'}",
-             f"hydra.run.dir={base / 'run'}"], base / "network.log", base, SAM2_ADAPT_DATA=str(base / "cache"))
+    guarded(
+        [
+            "-m",
+            "adapt.train",
+            "recipe=demo",
+            "model=tiny",
+            "model.image_size=64",
+            "trainer.max_steps=2",
+            "data.batch_size=2",
+            "data.val_batch_size=2",
+            "optim.warmup_steps=1",
+            "validate_before=false",
+            "data.val_max_slices_per_case=2",
+            "data.num_workers=0",
+            f"data.root={base / 'phantoms'}",
+            f"hydra.run.dir={base / 'run'}",
+        ],
+        base / "network.log",
+        base,
+        SAM2_ADAPT_DATA=str(base / "cache"),
+    )
     return base
 
 
-APP_BUILD = ("import sys; from omegaconf import OmegaConf; from adapt.conf import CONFIG_DIR; "
-             "from adapt.app.__main__ import build; cfg = OmegaConf.load(CONFIG_DIR / 'app.yaml'); "
-             "cfg.adapter, cfg.out_dir = sys.argv[1], sys.argv[2]; build(cfg)")
+APP_BUILD = (
+    "import sys; from omegaconf import OmegaConf; from adapt.conf import CONFIG_DIR; "
+    "from adapt.app.__main__ import build; cfg = OmegaConf.load(CONFIG_DIR / 'app.yaml'); "
+    "cfg.adapter, cfg.out_dir = sys.argv[1], sys.argv[2]; build(cfg)"
+)
 COMMANDS = {
     "evaluate": ["-m", "adapt.evaluate", "adapter={run}", "data.root={data}", "out={out}/eval"],
-    "predict": ["-m", "adapt.predict", "adapter={run}", "input={image}", "output={out}/mask.nii.gz",
-                "prompt=box 10,10,30,30 slice=4"],
+    "predict": [
+        "-m",
+        "adapt.predict",
+        "adapter={run}",
+        "input={image}",
+        "output={out}/mask.nii.gz",
+        "prompt=box 10,10,30,30 slice=4",
+    ],
     "export": ["-m", "adapt.export", "adapter={run}", "format=safetensors", "out={out}/export"],
     "app page": ["-c", APP_BUILD, "{run}", "{out}/masks"],
     "data init": ["-m", "adapt.data", "init", "{data}", "out={out}/card.yaml"],
     "data check": ["-m", "adapt.data", "check", "card=ct_phantom", "root={data}", "out={out}/check.png"],
-    "hub push dry_run": ["-m", "adapt.hub", "push", "adapter={run}", "repo_id=me/sam2-offline", "dry_run=true",
-                         "out_dir={out}/hub"],
+    "hub push dry_run": [
+        "-m",
+        "adapt.hub",
+        "push",
+        "adapter={run}",
+        "repo_id=me/sam2-offline",
+        "dry_run=true",
+        "out_dir={out}/hub",
+    ],
 }
 
 

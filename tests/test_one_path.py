@@ -63,11 +63,22 @@ def oblique_nifti_card(tmp_path: Path, spacing) -> Path:
             (root / folder).mkdir(parents=True, exist_ok=True)
             nib.save(nib.Nifti1Image(array, affine), root / folder / f"c{n}.nii.gz")
         names.append(f"c{n}")
-    (root / "dataset.json").write_text(json.dumps({"training": [
-        {"image": f"./imagesTr/{n}.nii.gz", "label": f"./labelsTr/{n}.nii.gz"} for n in names]}))
+    (root / "dataset.json").write_text(
+        json.dumps(
+            {"training": [{"image": f"./imagesTr/{n}.nii.gz", "label": f"./labelsTr/{n}.nii.gz"} for n in names]}
+        )
+    )
     card = yaml.safe_load(open("data_cards/ct_phantom.yaml"))
-    card.update({"name": "oblique", "source": {"kind": "msd", "root": str(root)}, "spacing": spacing,
-                 "labels": {"background": 0, "liver": 1}, "targets": ["liver"], "split": {"val": 0.34, "seed": 0}})
+    card.update(
+        {
+            "name": "oblique",
+            "source": {"kind": "msd", "root": str(root)},
+            "spacing": spacing,
+            "labels": {"background": 0, "liver": 1},
+            "targets": ["liver"],
+            "split": {"val": 0.34, "seed": 0},
+        }
+    )
     path = tmp_path / "oblique.yaml"
     path.write_text(yaml.safe_dump(card))
     return path
@@ -82,11 +93,11 @@ CASES = {
     "nifti-oblique-spacing-3": lambda tmp: (oblique_nifti_card(tmp, [1.1, 0.9, None]), None),
     "nifti-oblique-spacing-2": lambda tmp: (oblique_nifti_card(tmp, [0.7, 0.7]), None),
     "nifti-oblique-no-spacing": lambda tmp: (oblique_nifti_card(tmp, None), None),
-    "jpeg-shrunk": lambda tmp: fake_card(tmp, "kvasir_seg"),        # 48 x 56 photos -> 32 (antialiased)
-    "png-enlarged": lambda tmp: fake_card(tmp, "isic2018"),         # -> 64 (upsampled)
-    "geotiff-bands": lambda tmp: ("aerial_phantom", None),          # 96 x 96, 4 bands, NIR-R-G
-    "ct-phantom": lambda tmp: ("ct_phantom", None),                 # HU window, flipped in-plane axes
-    "mr-phantom": lambda tmp: ("mr_phantom", None),                 # per-channel percentiles
+    "jpeg-shrunk": lambda tmp: fake_card(tmp, "kvasir_seg"),  # 48 x 56 photos -> 32 (antialiased)
+    "png-enlarged": lambda tmp: fake_card(tmp, "isic2018"),  # -> 64 (upsampled)
+    "geotiff-bands": lambda tmp: ("aerial_phantom", None),  # 96 x 96, 4 bands, NIR-R-G
+    "ct-phantom": lambda tmp: ("ct_phantom", None),  # HU window, flipped in-plane axes
+    "mr-phantom": lambda tmp: ("mr_phantom", None),  # per-channel percentiles
     "geotiff-4-bands-projected": lambda tmp: ("aerial_phantom_bands", None),  # 4 bands -> input projection
 }
 #: Cases whose model holds an input projection of the card's channels (at its initial value).
@@ -105,8 +116,13 @@ def test_training_and_inference_feed_the_model_the_same_tensors(tmp_path, tiny_m
     card_ref, root = CASES[name](tmp_path)
     size = SIDES.get(name, SIZE)
     card = load_card(str(card_ref))
-    data = {"card": str(card_ref), "root": str(root) if root else None, "cache": "none",
-            "prompt": {"kind": "box", "jitter": 0.0}, "val_batch_size": 3}
+    data = {
+        "card": str(card_ref),
+        "root": str(root) if root else None,
+        "cache": "none",
+        "prompt": {"kind": "box", "jitter": 0.0},
+        "val_batch_size": 3,
+    }
     model, info = tiny_model
     if name in PROJECTED:  # the runner projects the planes; training's fixed-map tensors must equal them
         model = copy.deepcopy(model)
@@ -129,20 +145,26 @@ def test_training_and_inference_feed_the_model_the_same_tensors(tmp_path, tiny_m
                 case = cases[case_id]
                 z = max(int(batch["meta"]["slice"][b]), 0)
                 if case_id not in scans:
-                    scans[case_id] = (read_scan(case.image, card.slice_axis, spacing),
-                                      read_scan(case.label, card.slice_axis, spacing, label=True))
+                    scans[case_id] = (
+                        read_scan(case.image, card.slice_axis, spacing),
+                        read_scan(case.label, card.slice_axis, spacing, label=True),
+                    )
                 scan, label = scans[case_id]
                 plane = to_unit(scan, datamodule.preprocessing)[z]
-                trained = preprocess(batch["image"][b:b + 1], size)
+                trained = preprocess(batch["image"][b : b + 1], size)
                 inferred = preprocess(torch.from_numpy(plane)[None], size, input_projection(model))
                 assert trained.shape == inferred.shape == (1, 3, size, size)
-                assert torch.equal(trained, inferred), f"{name}: pixels differ on {case.id} slice {z} ({device_transforms=})"
+                assert torch.equal(trained, inferred), (
+                    f"{name}: pixels differ on {case.id} slice {z} ({device_transforms=})"
+                )
                 mask = label_stack(label, encoding)[z] == int(batch["meta"]["label_id"][b])
                 height, width = mask.shape
                 prompts = predictor.model_prompts(height, width, boxes=box_from_mask(mask)[None])
                 assert torch.equal(prompts["input_boxes"][0], batch["boxes"][b]), f"{name}: box differs on {case.id}"
-                np.testing.assert_array_equal(prompts["input_boxes"][0, 0].numpy(),
-                                              box_from_mask(mask) * np.array([size / width, size / height] * 2, np.float32))
+                np.testing.assert_array_equal(
+                    prompts["input_boxes"][0, 0].numpy(),
+                    box_from_mask(mask) * np.array([size / width, size / height] * 2, np.float32),
+                )
                 checked += 1
     assert checked >= 1
     with torch.no_grad():  # the runner's embeddings equal training's on the last sample

@@ -26,9 +26,20 @@ PACKAGE = Path(adapt.__file__).parent
 #: Where SAM2 may be called: the runner, the training tasks and the model code itself.
 ALLOWED = ("inference", "tasks", "models")
 PRIMITIVES = {"decode", "upsample_logits", "click_rounds", "class_logits", "image_embeddings"}
-SUBMODULES = {"vision_encoder", "prompt_encoder", "mask_decoder", "memory_encoder", "memory_attention",
-              "shared_image_embedding", "no_memory_embedding", "obj_ptr_proj", "mask_downsample",
-              "get_image_embeddings", "get_image_features", "get_prompt_embeddings"}
+SUBMODULES = {
+    "vision_encoder",
+    "prompt_encoder",
+    "mask_decoder",
+    "memory_encoder",
+    "memory_attention",
+    "shared_image_embedding",
+    "no_memory_embedding",
+    "obj_ptr_proj",
+    "mask_downsample",
+    "get_image_embeddings",
+    "get_image_features",
+    "get_prompt_embeddings",
+}
 
 
 def model_calls(source: str) -> list[str]:
@@ -60,20 +71,25 @@ def _root(node: ast.expr) -> ast.expr:
     return node
 
 
-@pytest.mark.parametrize("source, flagged", [
-    ("from adapt.models.primitives import decode\n", ["1: decode"]),
-    ("from adapt.models.primitives import preprocess as p, upsample_logits as up\n", ["1: upsample_logits"]),
-    ("from adapt.models.interactive import click_rounds\n", ["1: click_rounds"]),
-    ("from adapt.models import semantic\nsemantic.class_logits(m, e)\n", ["2: semantic.class_logits"]),
-    ("import adapt.models.primitives\nadapt.models.primitives.image_embeddings(m, x)\n",
-     ["2: adapt.models.primitives.image_embeddings"]),
-    ("out = loaded.model.mask_decoder(**inputs)\n", ["1: .mask_decoder"]),
-    ("feats = base_model(model).vision_encoder(pixels)\n", ["1: .vision_encoder"]),
-    ("emb = model.get_image_embeddings(pixels)\n", ["1: .get_image_embeddings"]),
-    ("ids = encoding.decode(array, path)\n", []),  # a label encoding's decode is not the model's
-    ("text = archive.read(name).decode()\n", []),
-    ("from adapt.models.primitives import preprocess\nspec = {'modules': ['mask_decoder']}\n", []),
-])
+@pytest.mark.parametrize(
+    "source, flagged",
+    [
+        ("from adapt.models.primitives import decode\n", ["1: decode"]),
+        ("from adapt.models.primitives import preprocess as p, upsample_logits as up\n", ["1: upsample_logits"]),
+        ("from adapt.models.interactive import click_rounds\n", ["1: click_rounds"]),
+        ("from adapt.models import semantic\nsemantic.class_logits(m, e)\n", ["2: semantic.class_logits"]),
+        (
+            "import adapt.models.primitives\nadapt.models.primitives.image_embeddings(m, x)\n",
+            ["2: adapt.models.primitives.image_embeddings"],
+        ),
+        ("out = loaded.model.mask_decoder(**inputs)\n", ["1: .mask_decoder"]),
+        ("feats = base_model(model).vision_encoder(pixels)\n", ["1: .vision_encoder"]),
+        ("emb = model.get_image_embeddings(pixels)\n", ["1: .get_image_embeddings"]),
+        ("ids = encoding.decode(array, path)\n", []),  # a label encoding's decode is not the model's
+        ("text = archive.read(name).decode()\n", []),
+        ("from adapt.models.primitives import preprocess\nspec = {'modules': ['mask_decoder']}\n", []),
+    ],
+)
 def test_the_scan_flags_model_calls_and_nothing_else(source, flagged):
     assert model_calls(source) == flagged
 
@@ -90,8 +106,10 @@ def test_nothing_outside_the_runner_calls_sam2():
         if found:
             offenders[str(relative)] = found
     assert scanned > 50  # the scan saw the package (export/, app/, evaluation/, predict.py, ...)
-    assert not offenders, ("these modules call SAM2 themselves; use adapt.inference.runner.Predictor "
-                           f"(embed, decode, logits, masks, classify) instead: {offenders}")
+    assert not offenders, (
+        "these modules call SAM2 themselves; use adapt.inference.runner.Predictor "
+        f"(embed, decode, logits, masks, classify) instead: {offenders}"
+    )
 
 
 def test_logits_come_at_the_requested_size_and_are_the_masks_before_the_threshold():

@@ -61,20 +61,31 @@ def test_a_second_writer_is_refused_naming_the_holder(tmp_path, holder):
     assert files_under(tmp_path) == before  # nothing of the first changed, its lock included
 
 
-@pytest.mark.parametrize("module, args, setting", [
-    ("adapt.train", ["model=tiny", "hydra.run.dir={run}"], "hydra.run.dir"),
-    ("adapt.train", ["model=tiny", "ckpt_path=last", "hydra.run.dir={run}"], "hydra.run.dir"),
-    ("adapt.evaluate", ["adapter=none", "model=tiny", "out={run}"], "out"),
-    ("adapt.export", ["adapter={run}", "out={run}"], "out"),
-], ids=["train", "train resume", "evaluate", "export"])
+@pytest.mark.parametrize(
+    "module, args, setting",
+    [
+        ("adapt.train", ["model=tiny", "hydra.run.dir={run}"], "hydra.run.dir"),
+        ("adapt.train", ["model=tiny", "ckpt_path=last", "hydra.run.dir={run}"], "hydra.run.dir"),
+        ("adapt.evaluate", ["adapter=none", "model=tiny", "out={run}"], "out"),
+        ("adapt.export", ["adapter={run}", "out={run}"], "out"),
+    ],
+    ids=["train", "train resume", "evaluate", "export"],
+)
 def test_the_command_lines_refuse_a_locked_output_at_once(tmp_path, holder, module, args, setting):
     run = tmp_path / "run"
     (run / "checkpoints").mkdir(parents=True)
     (run / "checkpoints" / "last.ckpt").write_bytes(b"not read: the lock comes first")
     before = files_under(tmp_path)
     command = [sys.executable, "-m", module, *(a.format(run=run) for a in args)]
-    result = subprocess.run(command, check=False, cwd=tmp_path, capture_output=True, text=True, timeout=600,
-                            env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    result = subprocess.run(
+        command,
+        check=False,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
     assert result.returncode == 2, result.stderr[-2000:]
     assert "Traceback" not in result.stderr
     assert f"{setting}={run}" in result.stderr and f"pid {holder.pid}" in result.stderr, result.stderr[-2000:]

@@ -27,8 +27,7 @@ def scipy_components(mask: np.ndarray, connectivity: int) -> tuple[np.ndarray, n
     flat_index = np.arange(mask.size).reshape(mask.shape)
     first = np.asarray(ndimage.minimum(flat_index, components, np.arange(1, count + 1)), dtype=np.int64)
     areas = np.bincount(components.ravel(), minlength=count + 1)
-    return (np.where(mask, np.concatenate([[0], first + 1])[components], 0),
-            np.where(mask, areas[components], 0))
+    return (np.where(mask, np.concatenate([[0], first + 1])[components], 0), np.where(mask, areas[components], 0))
 
 
 def scipy_fill(logits: np.ndarray, max_area: int, connectivity: int = 8) -> np.ndarray:
@@ -101,26 +100,25 @@ def filled_pixels(logits: torch.Tensor, max_area: int, connectivity: int = 8) ->
 
 
 def test_area_at_the_limit_is_filled_one_more_is_not():
-    logits = plane(["#######",
-                    "#..#...",  # a 2x2 hole and a 3-pixel hole at the right border
-                    "#..####",
-                    "#######"])
+    logits = plane(
+        [
+            "#######",
+            "#..#...",  # a 2x2 hole and a 3-pixel hole at the right border
+            "#..####",
+            "#######",
+        ]
+    )
     assert filled_pixels(logits, 3) == [(1, 4), (1, 5), (1, 6)]
     assert filled_pixels(logits, 4) == [(1, 1), (1, 2), (1, 4), (1, 5), (1, 6), (2, 1), (2, 2)]
 
 
 def test_holes_touching_the_border_are_filled_as_meta_does():
-    logits = plane([".###",
-                    "####",
-                    "###."])
+    logits = plane([".###", "####", "###."])
     assert filled_pixels(logits, 1) == [(0, 0), (2, 3)]
 
 
 def test_diagonal_neighbours_connect_with_8_connectivity_only():
-    logits = plane(["####",
-                    "#.##",
-                    "##.#",
-                    "####"])
+    logits = plane(["####", "#.##", "##.#", "####"])
     assert filled_pixels(logits, 1, connectivity=8) == []
     assert filled_pixels(logits, 2, connectivity=8) == [(1, 1), (2, 2)]
     assert filled_pixels(logits, 1, connectivity=4) == [(1, 1), (2, 2)]
@@ -172,10 +170,9 @@ def test_matches_meta_fill_holes_in_mask_scores(meta_sam2):
 
 def test_meta_kernel_stand_in_labels_like_the_kernel(meta_sam2):
     """Labels: 1 + the flat index of the first 2x2 block's top-left pixel; counts: areas."""
-    mask = torch.tensor([[0, 0, 0, 0, 0, 0],
-                         [0, 0, 0, 1, 0, 0],
-                         [0, 0, 1, 0, 0, 1],
-                         [1, 0, 0, 0, 1, 1]], dtype=torch.uint8)[None, None]
+    mask = torch.tensor(
+        [[0, 0, 0, 0, 0, 0], [0, 0, 0, 1, 0, 0], [0, 0, 1, 0, 0, 1], [1, 0, 0, 0, 1, 1]], dtype=torch.uint8
+    )[None, None]
     labels, counts = meta_sam2.module("utils.misc").get_connected_components(mask)
     # Components: {(1,3), (2,2)} (diagonal) starts in block (0,2): index 2; {(3,0)} in block
     # (2,0): index 12; {(2,5), (3,4), (3,5)} in block (2,4): index 16.

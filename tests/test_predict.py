@@ -40,8 +40,13 @@ def decoder_adapter(out: Path, **metadata) -> Path:
     """A tiny decoder adapter that records a CT window, a one-class label map and ``metadata``."""
     model, info = load_sam2("tiny")
     spec = {"kind": "decoder", "modules": ["mask_decoder"]}
-    metadata = {"base_model": {"name": "tiny", "revision": None}, "model": info.to_dict(),
-                "preprocessing": {"window": [-100, 240]}, "label_map": {"background": 0, "liver": 6}, **metadata}
+    metadata = {
+        "base_model": {"name": "tiny", "revision": None},
+        "model": info.to_dict(),
+        "preprocessing": {"window": [-100, 240]},
+        "label_map": {"background": 0, "liver": 6},
+        **metadata,
+    }
     save_adapter(apply_adapter(model, spec), spec, out, metadata)
     return out
 
@@ -58,6 +63,7 @@ def box_echo(monkeypatch):
     What comes out then shows where the prompt landed, so the pixel -> model -> pixel mapping
     and each format's orientation are checked exactly, independent of random weights.
     """
+
     def decode(model, embeddings, multimask, input_boxes=None, **prompts):
         size = model.config.prompt_encoder_config.image_size
         low = size // 4
@@ -117,12 +123,16 @@ def test_nifti_from_mask_gives_a_box_per_slice_in_the_right_orientation(adapter,
     case = write_ct_phantoms(tmp_path / "ct", num_cases=1)[0]
     label = np.asarray(nib.load(tmp_path / "ct" / case["label"]).dataobj) == 1
     out = tmp_path / "mask.nii"
-    predict.run(config(adapter, tmp_path / "ct" / case["image"], out, f"from_mask={tmp_path / 'ct' / case['label']} label=1"))
+    predict.run(
+        config(adapter, tmp_path / "ct" / case["image"], out, f"from_mask={tmp_path / 'ct' / case['label']} label=1")
+    )
     mask = np.asarray(nib.load(out).dataobj) > 0
     covered = label.any(axis=(0, 1))
     np.testing.assert_array_equal(mask.any(axis=(0, 1)), covered)  # nothing where the guide is empty
     for k in np.flatnonzero(covered):  # within the low-res grid's quantisation (3 voxels here)
-        np.testing.assert_allclose(box_from_mask(mask[..., k]), box_from_mask(label[..., k]), atol=4, err_msg=f"slice {k}")
+        np.testing.assert_allclose(
+            box_from_mask(mask[..., k]), box_from_mask(label[..., k]), atol=4, err_msg=f"slice {k}"
+        )
 
 
 @pytest.fixture(scope="module")
@@ -131,23 +141,30 @@ def resampling_adapter(tmp_path_factory):
     out = tmp_path_factory.mktemp("resampling-adapter")
     model, info = load_sam2("tiny")
     spec = {"kind": "decoder", "modules": ["mask_decoder"]}
-    metadata = {"base_model": {"name": "tiny", "revision": None}, "model": info.to_dict(),
-                "preprocessing": {"window": [-100, 240], "spacing": [1.5, 1.5, None], "slice_axis": 2},
-                "label_map": {"background": 0, "liver": 6}}
+    metadata = {
+        "base_model": {"name": "tiny", "revision": None},
+        "model": info.to_dict(),
+        "preprocessing": {"window": [-100, 240], "spacing": [1.5, 1.5, None], "slice_axis": 2},
+        "label_map": {"background": 0, "liver": 6},
+    }
     save_adapter(apply_adapter(model, spec), spec, out, metadata)
     return out
 
 
-def test_an_adapter_with_spacing_predicts_on_its_grid_and_writes_on_the_files(resampling_adapter, tmp_path,
-                                                                              box_echo, monkeypatch):
+def test_an_adapter_with_spacing_predicts_on_its_grid_and_writes_on_the_files(
+    resampling_adapter, tmp_path, box_echo, monkeypatch
+):
     case = write_ct_phantoms(tmp_path / "ct", num_cases=1, shape=(64, 64, 9))[0]  # 0.9 mm in-plane, flipped
     source = nib.load(tmp_path / "ct" / case["image"])
     seen = []
     real_embed = inference.Predictor.embed
-    monkeypatch.setattr(inference.Predictor, "embed", lambda self, images: seen.append(images.shape) or real_embed(self, images))
+    monkeypatch.setattr(
+        inference.Predictor, "embed", lambda self, images: seen.append(images.shape) or real_embed(self, images)
+    )
     out = tmp_path / "mask.nii.gz"
-    predict.run(config(resampling_adapter, tmp_path / "ct" / case["image"], out, "box 10,20,30,40 slice=4",
-                       propagation="boxes"))
+    predict.run(
+        config(resampling_adapter, tmp_path / "ct" / case["image"], out, "box 10,20,30,40 slice=4", propagation="boxes")
+    )
     side = int(np.ceil(64 * 0.9 / 1.5))  # the adapter's grid: MONAI's Spacing covers the field of view
     assert {tuple(shape[-2:]) for shape in seen} == {(side, side)}
     mask = nib.load(out)
@@ -169,10 +186,13 @@ def test_volume_prompt_is_read_in_the_stored_grid_and_chained_through_slices(ada
     assert iou(mask[..., 0], mask[..., 4]) > 0.8
 
 
-@pytest.mark.parametrize("affine", [
-    phantom_affine(),  # flipped in-plane axes
-    np.array([[0, 0, 2.0, 5], [-1.0, 0, 0, 0], [0, 1.0, 0, 0], [0, 0, 0, 1]]),  # permuted and flipped
-])
+@pytest.mark.parametrize(
+    "affine",
+    [
+        phantom_affine(),  # flipped in-plane axes
+        np.array([[0, 0, 2.0, 5], [-1.0, 0, 0, 0], [0, 1.0, 0, 0], [0, 0, 0, 1]]),  # permuted and flipped
+    ],
+)
 def test_volume_view_maps_stored_voxels_to_training_planes_and_back(affine):
     volume = np.random.default_rng(0).random((5, 6, 7)).astype(np.float32)
     stack, view = to_training_grid(volume[None], affine, slice_axis=2)
@@ -201,7 +221,9 @@ def test_volume_prompt_propagates_with_sam2_memory(adapter, tmp_path):
 
 def test_geotiff_mask_keeps_crs_and_transform(adapter, tmp_path):
     bands = (np.random.default_rng(0).random((3, 64, 80)) * 4000).astype(np.uint16)
-    tifffile.imwrite(tmp_path / "scene.tif", bands, photometric="minisblack", planarconfig="separate", extratags=GEO_TAGS)
+    tifffile.imwrite(
+        tmp_path / "scene.tif", bands, photometric="minisblack", planarconfig="separate", extratags=GEO_TAGS
+    )
     [out] = predict.run(config(adapter, tmp_path / "scene.tif", tmp_path / "scene_mask.tif", "point 40,30"))
     with tifffile.TiffFile(tmp_path / "scene.tif") as src, tifffile.TiffFile(out) as dst:
         assert dst.pages[0].shape == (64, 80)
@@ -254,15 +276,18 @@ def test_folder_to_folder_and_refusing_to_overwrite(adapter, tmp_path):
         predict.run(config(adapter, tmp_path / "in", tmp_path / "one.png", "box 5,5,30,30"))
 
 
-@pytest.mark.parametrize("prompt, message", [
-    ("box 10,20,60", "expected 4 numbers"),
-    ("circle 1,2", "'circle' is not a prompt kind"),
-    ("box 60,20,10,80", "x0 <= x1"),
-    ("point 1,2 label=2", "label is 1 .object. or 0"),
-    ("box 1,2,3,4 slice=1; point 2,2 slice=2", "different slices"),
-    ("from_mask=m.png; box 1,2,3,4", "cannot be combined"),
-    ("box 1,2,3,4 size=3", "unknown option 'size'"),
-])
+@pytest.mark.parametrize(
+    "prompt, message",
+    [
+        ("box 10,20,60", "expected 4 numbers"),
+        ("circle 1,2", "'circle' is not a prompt kind"),
+        ("box 60,20,10,80", "x0 <= x1"),
+        ("point 1,2 label=2", "label is 1 .object. or 0"),
+        ("box 1,2,3,4 slice=1; point 2,2 slice=2", "different slices"),
+        ("from_mask=m.png; box 1,2,3,4", "cannot be combined"),
+        ("box 1,2,3,4 size=3", "unknown option 'size'"),
+    ],
+)
 def test_bad_prompt_syntax_is_named(prompt, message):
     with pytest.raises(ConfigError, match=message) as err:
         parse_prompt(prompt)
@@ -275,8 +300,13 @@ def test_semantic_adapter_needs_no_prompt_and_writes_label_values(tmp_path, monk
     model, info = load_sam2("tiny")
     add_class_prompts(model, 3)
     spec = {"kind": "decoder", "modules": ["mask_decoder"], "task_modules": [ATTRIBUTE]}
-    metadata = {"base_model": {"name": "tiny"}, "model": info.to_dict(), "task": "semantic", "classes": ["liver", "spine"],
-                "label_map": {"background": 0, "liver": 3, "spine": 7}}
+    metadata = {
+        "base_model": {"name": "tiny"},
+        "model": info.to_dict(),
+        "task": "semantic",
+        "classes": ["liver", "spine"],
+        "label_map": {"background": 0, "liver": 3, "spine": 7},
+    }
     save_adapter(apply_adapter(model, spec), spec, tmp_path / "semantic", metadata)
     Image.fromarray(np.zeros((40, 50), np.uint8)).save(tmp_path / "a.png")
     [out] = predict.run(config(tmp_path / "semantic", tmp_path / "a.png", tmp_path / "m.png", None))
@@ -307,18 +337,32 @@ def test_prompt_errors_that_need_the_image(adapter, tmp_path):
     with pytest.raises(ConfigError, match="add slice=K"):
         predict.run(config(adapter, tmp_path / "ct" / case["image"], tmp_path / "m.nii.gz", "box 1,2,10,12"))
     with pytest.raises(DataError, match="the from_mask does not lie on its image's grid \\(shapes differ\\)"):
-        predict.run(config(adapter, tmp_path / "ct" / case["image"], tmp_path / "m.nii.gz", f"from_mask={tmp_path / 'a.png'}"))
+        predict.run(
+            config(adapter, tmp_path / "ct" / case["image"], tmp_path / "m.nii.gz", f"from_mask={tmp_path / 'a.png'}")
+        )
     with pytest.raises(DataError, match="does not exist"):
         predict.run(config(adapter, tmp_path / "missing.png", tmp_path / "m.png", "point 1,1"))
 
 
 def test_cli_quotes_the_prompt_and_writes_the_mask(adapter, tmp_path):
-    assert quote_argv(["p", "prompt=box 1,2,3,4 slice=5", "input=a.png"]) == ["p", "prompt='box 1,2,3,4 slice=5'", "input=a.png"]
+    assert quote_argv(["p", "prompt=box 1,2,3,4 slice=5", "input=a.png"]) == [
+        "p",
+        "prompt='box 1,2,3,4 slice=5'",
+        "input=a.png",
+    ]
     Image.fromarray(np.zeros((40, 50), np.uint8)).save(tmp_path / "a b.png")
-    cmd = [sys.executable, "-m", "adapt.predict", f"adapter={adapter}", f"input={tmp_path / 'a b.png'}",
-           f"output={tmp_path / 'mask.png'}", "prompt=box 10,10,30,30"]
-    done = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=120,
-                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    cmd = [
+        sys.executable,
+        "-m",
+        "adapt.predict",
+        f"adapter={adapter}",
+        f"input={tmp_path / 'a b.png'}",
+        f"output={tmp_path / 'mask.png'}",
+        "prompt=box 10,10,30,30",
+    ]
+    done = subprocess.run(
+        cmd, capture_output=True, text=True, cwd=tmp_path, timeout=120, env={**os.environ, "HF_HUB_OFFLINE": "1"}
+    )
     assert done.returncode == 0, done.stderr
     assert np.asarray(Image.open(tmp_path / "mask.png")).shape == (40, 50)
 
@@ -326,7 +370,13 @@ def test_cli_quotes_the_prompt_and_writes_the_mask(adapter, tmp_path):
 def test_cli_prints_user_errors_without_traceback(adapter, tmp_path, monkeypatch, capsys):
     Image.fromarray(np.zeros((40, 50), np.uint8)).save(tmp_path / "a.png")
     (tmp_path / "mask.png").write_bytes(b"taken")
-    argv = ["predict", f"adapter={adapter}", f"input={tmp_path / 'a.png'}", f"output={tmp_path / 'mask.png'}", "prompt=point 3,4"]
+    argv = [
+        "predict",
+        f"adapter={adapter}",
+        f"input={tmp_path / 'a.png'}",
+        f"output={tmp_path / 'mask.png'}",
+        "prompt=point 3,4",
+    ]
     monkeypatch.setattr(sys, "argv", quote_argv(argv))
     with pytest.raises(SystemExit) as exit_:
         predict.main()
@@ -355,14 +405,18 @@ def _read_mask(path: Path) -> np.ndarray:
     return np.asarray(nib.load(path).dataobj) if path.name.endswith(".nii.gz") else np.asarray(Image.open(path))
 
 
-@pytest.mark.parametrize("write, output, choice, written", [
-    (_png, "mask.png", "card", {0, 255}),        # a 0/255 card's PNG mask is 0/255, not a black 0/1 picture
-    (_png, "mask.png", "ids", {0, 6}),           # mask_values=ids: the label id as it is
-    (_nifti, "mask.nii.gz", "card", {0, 255}),   # NIfTI keeps the card's values
-    (_nifti, "mask.nii.gz", "ids", {0, 6}),
-])
-def test_masks_are_written_in_the_cards_encoding_unless_ids_are_asked(binary_255_adapter, tmp_path, box_echo,
-                                                                      write, output, choice, written):
+@pytest.mark.parametrize(
+    "write, output, choice, written",
+    [
+        (_png, "mask.png", "card", {0, 255}),  # a 0/255 card's PNG mask is 0/255, not a black 0/1 picture
+        (_png, "mask.png", "ids", {0, 6}),  # mask_values=ids: the label id as it is
+        (_nifti, "mask.nii.gz", "card", {0, 255}),  # NIfTI keeps the card's values
+        (_nifti, "mask.nii.gz", "ids", {0, 6}),
+    ],
+)
+def test_masks_are_written_in_the_cards_encoding_unless_ids_are_asked(
+    binary_255_adapter, tmp_path, box_echo, write, output, choice, written
+):
     source, prompt = write(tmp_path)
     [out] = predict.run(config(binary_255_adapter, source, tmp_path / output, prompt, mask_values=choice))
     assert set(np.unique(_read_mask(out)).tolist()) == written

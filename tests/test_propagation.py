@@ -39,8 +39,13 @@ def phantom() -> tuple[np.ndarray, np.ndarray, int]:
 def test_visits_every_slice_once_in_each_direction(model, phantom):
     volume, liver, k = phantom
     seen = []
-    result = propagate(model, volume, {k: SlicePrompt(boxes=box_from_mask(liver[k]))}, stop_after=None,
-                       on_frame=lambda s, d: seen.append((s, d)))
+    result = propagate(
+        model,
+        volume,
+        {k: SlicePrompt(boxes=box_from_mask(liver[k]))},
+        stop_after=None,
+        on_frame=lambda s, d: seen.append((s, d)),
+    )
     depth = len(volume)
     assert result.masks.shape == (1, *volume.shape) and result.masks.dtype == bool
     assert result.prompted == [k]
@@ -59,8 +64,12 @@ def test_matches_the_clip_loop_on_a_square_volume(model):
     box = np.array([[30.0, 40.0, 90.0, 100.0]], np.float32)
     result = propagate(model, volume, {2: SlicePrompt(boxes=box)}, stop_after=None, fill_hole_area=0)
     with torch.no_grad():
-        clip = track_clip(model, preprocess(volume[:, None]), {2: FramePrompt.build(boxes=torch.from_numpy(box))},
-                          storage_dtype=torch.bfloat16)
+        clip = track_clip(
+            model,
+            preprocess(volume[:, None]),
+            {2: FramePrompt.build(boxes=torch.from_numpy(box))},
+            storage_dtype=torch.bfloat16,
+        )
     expected = torch.nn.functional.interpolate(clip.low_res[:, :, 0].float(), size=(S, S), mode="bilinear") > 0
     assert np.array_equal(result.masks[0], expected[:, 0].numpy())
     np.testing.assert_allclose(result.scores[:, 0], clip.object_score[:, 0, 0].numpy(), atol=1e-5)
@@ -88,7 +97,7 @@ def test_stops_when_the_object_is_gone(model, phantom):
     # Every tracked slice scores below the threshold: two in a row end each direction.
     result = propagate(model, volume, {k: SlicePrompt(mask=liver[k])}, stop_after=2, score_threshold=100.0)
     assert result.forward == [k + 1, k + 2] and result.backward == [k - 1, k - 2]
-    assert np.isnan(result.scores[k + 3:]).all() and not result.masks[0, k + 3:].any()
+    assert np.isnan(result.scores[k + 3 :]).all() and not result.masks[0, k + 3 :].any()
     # The prompted slice's output is its mask prompt, back at the input's size.
     overlap = (result.masks[0, k] & liver[k]).sum() / (result.masks[0, k] | liver[k]).sum()
     assert overlap > 0.9

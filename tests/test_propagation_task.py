@@ -25,17 +25,29 @@ register_recipes()
 
 S = 128
 TASK_ARGS = tiny_task_args({"kind": "lora", "rank": 4, "targets": ["memory"]})
-FAST = ["recipe=demo_3d", "model=tiny", f"model.image_size={S}", "trainer.max_steps=2", "optim.warmup_steps=1",
-        "data.clip.length=3", "trainer.val_check_interval=2"]
+FAST = [
+    "recipe=demo_3d",
+    "model=tiny",
+    f"model.image_size={S}",
+    "trainer.max_steps=2",
+    "optim.warmup_steps=1",
+    "data.clip.length=3",
+    "trainer.val_check_interval=2",
+]
 
 
 def fake_clip(scores: list[float], candidates: torch.Tensor) -> ClipOutput:
     """A tracked clip of one object with the given object scores and decoder candidates ``[T, 1, 1, h, w]``."""
     frames = len(scores)
     return ClipOutput(
-        low_res=candidates.clone(), iou=torch.full((frames, 1, 1), 0.5), object_score=torch.tensor(scores)[:, None, None],
-        candidates=list(candidates), candidate_iou=[torch.full((1, 1), 0.5) for _ in range(frames)],
-        decoder_candidates=list(candidates), visited=torch.ones(frames, dtype=torch.bool), prompted=[0],
+        low_res=candidates.clone(),
+        iou=torch.full((frames, 1, 1), 0.5),
+        object_score=torch.tensor(scores)[:, None, None],
+        candidates=list(candidates),
+        candidate_iou=[torch.full((1, 1), 0.5) for _ in range(frames)],
+        decoder_candidates=list(candidates),
+        visited=torch.ones(frames, dtype=torch.bool),
+        prompted=[0],
         order=[(t, False) for t in range(1, frames)],
     )
 
@@ -57,7 +69,9 @@ def test_presence_term_and_absent_frames_by_hand():
     # Mask terms on the present frames only, each as the 2D loss computes it; presence everywhere.
     from adapt.tasks.losses import segmentation_loss
 
-    mask_terms = [segmentation_loss(candidates[t][None], target[t][None], out.candidate_iou[t][None])[0] for t in (0, 2)]
+    mask_terms = [
+        segmentation_loss(candidates[t][None], target[t][None], out.candidate_iou[t][None])[0] for t in (0, 2)
+    ]
     expected = (sum(mask_terms) + 0.5 * sum(bce)) / 3
     assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
     # The absent frame's masks are not supervised: no gradient reaches them.
@@ -77,13 +91,18 @@ def moving_square_batch(frames: int = 3) -> dict:
     label = torch.zeros(1, frames, 1, S, S)
     boxes = torch.zeros(1, frames, 1, 4)
     for t in range(frames):
-        label[0, t, 0, 40:80, 30 + 8 * t:70 + 8 * t] = 1
+        label[0, t, 0, 40:80, 30 + 8 * t : 70 + 8 * t] = 1
     image = image + 0.6 * label
     boxes[0, 0, 0] = torch.tensor([30.0, 40.0, 69.0, 79.0])
     prompt_frames = torch.zeros(1, frames, dtype=torch.bool)
     prompt_frames[0, 0] = True
-    return {"image": image, "label": label, "present": label.flatten(3).any(-1), "prompt_frames": prompt_frames,
-            "boxes": boxes}
+    return {
+        "image": image,
+        "label": label,
+        "present": label.flatten(3).any(-1),
+        "prompt_frames": prompt_frames,
+        "boxes": boxes,
+    }
 
 
 def lora_grads(task: PropagationTask, part: str) -> dict[str, torch.Tensor | None]:
@@ -100,7 +119,9 @@ def memory_task() -> PropagationTask:
 
     Random initialisation leaves them at 0, which would cut the memory fuser's gradient.
     """
-    task = PropagationTask(**{**TASK_ARGS, "adapter": {"kind": "lora", "rank": 4, "targets": ["memory", "decoder_attn"]}})
+    task = PropagationTask(
+        **{**TASK_ARGS, "adapter": {"kind": "lora", "rank": 4, "targets": ["memory", "decoder_attn"]}}
+    )
     with torch.no_grad():
         for name, param in task.model.named_parameters():
             if "memory_fuser" in name and name.endswith(".scale"):
@@ -162,13 +183,22 @@ def test_train_logs_clip_metrics_and_counts_memory_adapters(trained):
     run_dir, metrics, objects = trained
     assert metrics["steps"] == 2 and metrics["adapter"]["targets"] == ["encoder_attn", "decoder_attn", "memory"]
     after = metrics["after"]
-    assert {"val/dice", "val/iou", "val/dice_frame", "val/iou_frame", "val/dice_tracked", "val/loss_presence"} <= set(after)
+    assert {"val/dice", "val/iou", "val/dice_frame", "val/iou_frame", "val/dice_tracked", "val/loss_presence"} <= set(
+        after
+    )
     assert all(0.0 <= after[k] <= 1.0 for k in ("val/dice", "val/iou", "val/dice_frame"))
     names = [n for n, p in objects["task"].model.named_parameters() if p.requires_grad]
-    memory = sum(p.numel() for n, p in objects["task"].model.named_parameters()
-                 if p.requires_grad and ("memory_attention" in n or "memory_encoder" in n))
-    assert memory > 0 and metrics["params"]["trainable"] == sum(
-        p.numel() for p in objects["task"].model.parameters() if p.requires_grad) and len(names) > 0
+    memory = sum(
+        p.numel()
+        for n, p in objects["task"].model.named_parameters()
+        if p.requires_grad and ("memory_attention" in n or "memory_encoder" in n)
+    )
+    assert (
+        memory > 0
+        and metrics["params"]["trainable"]
+        == sum(p.numel() for p in objects["task"].model.parameters() if p.requires_grad)
+        and len(names) > 0
+    )
     assert (run_dir / "adapter" / "adapter_model.safetensors").exists()
 
 
@@ -195,8 +225,11 @@ def test_adapter_reloads_on_the_video_and_the_image_model(trained):
     assert type(image.model.get_base_model()).__name__ == "Sam2Model"
     t = int(batch["prompt_frames"][0].nonzero()[0])
     with torch.no_grad():
-        single = image.model(pixel_values=preprocess(batch["image"][0, t:t + 1], S),
-                             input_boxes=batch["boxes"][0, t][None], multimask_output=False)
+        single = image.model(
+            pixel_values=preprocess(batch["image"][0, t : t + 1], S),
+            input_boxes=batch["boxes"][0, t][None],
+            multimask_output=False,
+        )
     # Sam2Model keeps the decoder's masks where the video model blanks an object judged absent.
     torch.testing.assert_close(single.pred_masks[0, :, 0], ours.decoder_candidates[t][:, 0], rtol=0, atol=1e-4)
     torch.testing.assert_close(single.object_score_logits[0], ours.object_score[t], rtol=0, atol=1e-4)
@@ -214,17 +247,28 @@ def test_predict_propagates_with_the_trained_adapter(trained, tmp_path, monkeypa
     case = write_ct_phantoms(tmp_path / "ct", num_cases=1, shape=(64, 64, 6))[0]
     calls = []
     real = propagation_module.propagate
-    monkeypatch.setattr(propagation_module, "propagate",
-                        lambda model, volume, prompts, **kw: calls.append((model, volume, prompts)) or real(
-                            model, volume, prompts, **kw))
+    monkeypatch.setattr(
+        propagation_module,
+        "propagate",
+        lambda model, volume, prompts, **kw: (
+            calls.append((model, volume, prompts)) or real(model, volume, prompts, **kw)
+        ),
+    )
     cfg = OmegaConf.load(CONFIG_DIR / "predict.yaml")
     out = tmp_path / "mask.nii.gz"
-    cfg.merge_with({"adapter": str(run_dir / "adapter"), "input": str(tmp_path / "ct" / case["image"]),
-                    "output": str(out), "prompt": "box 10,20,40,50 slice=3", "propagation": "memory"})
+    cfg.merge_with(
+        {
+            "adapter": str(run_dir / "adapter"),
+            "input": str(tmp_path / "ct" / case["image"]),
+            "output": str(out),
+            "prompt": "box 10,20,40,50 slice=3",
+            "propagation": "memory",
+        }
+    )
     predict.run(cfg)
     source, mask = nib.load(tmp_path / "ct" / case["image"]), nib.load(out)
     assert mask.shape == source.shape and np.array_equal(mask.affine, source.affine)
-    (model, volume, prompts), = calls
+    ((model, volume, prompts),) = calls
     # predict ran the trained memory: the same scores as the run's own model, not the base's.
     got = real(model, volume, prompts, stop_after=None)
     trained_scores = real(objects["task"].model, volume, prompts, stop_after=None).scores
@@ -239,13 +283,22 @@ def test_cli_demo_3d_end_to_end(tmp_path):
 
     run_dir = tmp_path / "run"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONWARNINGS": "ignore"}
-    result = subprocess.run([sys.executable, "-m", "adapt.train", *FAST, "validate_before=false",
-                             f"hydra.run.dir={run_dir}"], cwd=tmp_path,
-                            env=env, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-m", "adapt.train", *FAST, "validate_before=false", f"hydra.run.dir={run_dir}"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "val/dice before → after" in result.stdout
-    for name in ("metrics.json", "adapter/adapter_config.json", "adapter/adapter_model.safetensors",
-                 "adapter/sam2_adapt.json"):
+    for name in (
+        "metrics.json",
+        "adapter/adapter_config.json",
+        "adapter/adapter_model.safetensors",
+        "adapter/sam2_adapt.json",
+    ):
         assert (run_dir / name).exists(), name
 
 

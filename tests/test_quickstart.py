@@ -24,7 +24,9 @@ SHRINK = ["model=tiny", "trainer.max_steps=2", "validate_before=false", "data.va
 
 
 def run(*args: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
-    result = subprocess.run([sys.executable, "-m", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [sys.executable, "-m", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return result
 
@@ -32,18 +34,27 @@ def run(*args: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProce
 @pytest.mark.slow
 def test_readme_quick_start_runs_as_written(tmp_path, monkeypatch):
     readme = (REPO_ROOT / "README.md").read_text()
-    for command in ("python -m adapt.train recipe=demo",
-                    "python -m adapt.evaluate adapter=outputs/demo/<run> compare=none out=outputs/evaluate/demo",
-                    "jupyter lab notebooks/evaluate.ipynb"):
+    for command in (
+        "python -m adapt.train recipe=demo",
+        "python -m adapt.evaluate adapter=outputs/demo/<run> compare=none out=outputs/evaluate/demo",
+        "jupyter lab notebooks/evaluate.ipynb",
+    ):
         assert command in readme, command  # the test follows the README: keep both in step
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONWARNINGS": "ignore", "SAM2_ADAPT_DATA": str(tmp_path / "data")}
     env.pop("SAM2_ADAPT_EVAL_DIRS", None)
 
-    run("adapt.train", "recipe=demo", *SHRINK, cwd=tmp_path, env=env)                            # 1. fine-tune
+    run("adapt.train", "recipe=demo", *SHRINK, cwd=tmp_path, env=env)  # 1. fine-tune
     [run_dir] = sorted((tmp_path / "outputs" / "demo").iterdir())
-    run("adapt.evaluate", f"adapter=outputs/demo/{run_dir.name}", "compare=none", "out=outputs/evaluate/demo",
-        "clicks=off", cwd=tmp_path, env=env)                                                      # 2. measure
-    notebooks = tmp_path / "notebooks"                                                            # 3. look
+    run(
+        "adapt.evaluate",
+        f"adapter=outputs/demo/{run_dir.name}",
+        "compare=none",
+        "out=outputs/evaluate/demo",
+        "clicks=off",
+        cwd=tmp_path,
+        env=env,
+    )  # 2. measure
+    notebooks = tmp_path / "notebooks"  # 3. look
     notebooks.mkdir()
     shutil.copy(REPO_ROOT / "notebooks" / "evaluate.ipynb", notebooks)
     for key, value in env.items():

@@ -21,6 +21,7 @@ from conftest import TWO_STEPS
 register_resolvers()
 register_recipes()
 
+
 def recipe_card(name: str) -> str:
     with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
         return compose("train", overrides=[f"recipe={name}", "out_dir=unused"]).data.card
@@ -57,8 +58,12 @@ def test_the_task_group_mirrors_the_task_registry_and_brings_its_data():
 
     assert {path.stem for path in (CONFIG_DIR / "task").glob("*.yaml")} == set(TASKS)
     with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
-        for overrides, task, clips in ([[], "segmentation", False], [["task=propagation"], "propagation", True],
-                                       [["task=semantic"], "semantic", False], [["recipe=demo_3d"], "propagation", True],
-                                       [["recipe=ct_multiorgan"], "semantic", False]):
+        for overrides, task, clips in (
+            [[], "segmentation", False],
+            [["task=propagation"], "propagation", True],
+            [["task=semantic"], "semantic", False],
+            [["recipe=demo_3d"], "propagation", True],
+            [["recipe=ct_multiorgan"], "semantic", False],
+        ):
             cfg = compose("train", overrides=[*overrides, "out_dir=unused"])
             assert cfg.task == task and ("clip" in cfg.data) == clips, overrides

@@ -57,8 +57,10 @@ def test_the_shift_rows_are_the_functions_and_the_documented_tables():
 
     assert tuple(shifts.APPLY) == SHIFTS == tuple(TABLE)
     assert all(callable(shifts.APPLY[name]) for name in SHIFTS)
-    assert all(set(spec.scales) == set(shifts.FAMILIES) and all(len(v) == 5 for v in spec.scales.values())
-               for spec in TABLE.values())
+    assert all(
+        set(spec.scales) == set(shifts.FAMILIES) and all(len(v) == 5 for v in spec.scales.values())
+        for spec in TABLE.values()
+    )
     text = (DOCS / "evaluation.md").read_text()
     assert what_table() in text and shifts.scale_table() in text
 

@@ -66,8 +66,19 @@ def env(tmp_path_factory):
 
 def run_eval(env, out: Path, **values):
     cfg = OmegaConf.load(CONFIG_DIR / "evaluate.yaml")
-    cfg.merge_with({"adapter": str(env.run), "compare": "none", "out": str(out), "clicks": [1], "batch_size": 8,
-                    "device": "cpu", "save_masks": 0, "data": {"root": str(env.data)}, **values})
+    cfg.merge_with(
+        {
+            "adapter": str(env.run),
+            "compare": "none",
+            "out": str(out),
+            "clicks": [1],
+            "batch_size": 8,
+            "device": "cpu",
+            "save_masks": 0,
+            "data": {"root": str(env.data)},
+            **values,
+        }
+    )
     return evaluate(cfg)
 
 
@@ -77,8 +88,9 @@ def read(path: Path) -> list[dict[str, str]]:
 
 
 @pytest.mark.slow
-def test_every_shift_at_severity_0_equals_the_clean_evaluation_and_the_table_holds_both_runs(env, tmp_path, capsys,
-                                                                                           monkeypatch):
+def test_every_shift_at_severity_0_equals_the_clean_evaluation_and_the_table_holds_both_runs(
+    env, tmp_path, capsys, monkeypatch
+):
 
     out = tmp_path / "eval"
     summary = run_eval(env, out, shift="all", severity=[0, 4])
@@ -118,8 +130,10 @@ def test_every_shift_at_severity_0_equals_the_clean_evaluation_and_the_table_hol
 
 @pytest.mark.slow
 def test_the_same_seed_gives_the_same_numbers(env, tmp_path):
-    first, second = (run_eval(env, tmp_path / name, shift=["noise", "bias_field"], severity=[3], seed=7)
-                     ["robustness"]["conditions"] for name in ("a", "b"))
+    first, second = (
+        run_eval(env, tmp_path / name, shift=["noise", "bias_field"], severity=[3], seed=7)["robustness"]["conditions"]
+        for name in ("a", "b")
+    )
     assert first == second and len(first) == 3
 
 

@@ -59,8 +59,12 @@ def model():
 def test_every_kind_of_module_is_patched_and_nothing_else_changes(model):
     patched, twin = model
     kinds = {type(m) for m in patched.modules()}
-    assert {sam2_patches.CachedSinePositionEmbedding, sam2_patches.CachedPosEmbedHiera,
-            sam2_patches.LeanMultiScaleAttention, sam2_patches.LeanMaskDecoder} <= kinds
+    assert {
+        sam2_patches.CachedSinePositionEmbedding,
+        sam2_patches.CachedPosEmbedHiera,
+        sam2_patches.LeanMultiScaleAttention,
+        sam2_patches.LeanMaskDecoder,
+    } <= kinds
     assert sam2_patches.patch_sam2(patched) == 0  # already patched
     assert list(patched.state_dict()) == list(twin.state_dict())
 
@@ -86,8 +90,10 @@ def test_features_and_gradients_equal_with_autograd(model):
             backbone = m.vision_encoder.backbone
             backbone.pos_embed.requires_grad_(not frozen)
             backbone.pos_embed_window.requires_grad_(not frozen)
-        losses = [sum(f.square().mean() for f in m.get_image_features(pixels, return_dict=True).fpn_hidden_states)
-                  for m in (patched, twin)]
+        losses = [
+            sum(f.square().mean() for f in m.get_image_features(pixels, return_dict=True).fpn_hidden_states)
+            for m in (patched, twin)
+        ]
         assert torch.equal(losses[0], losses[1])
         for loss in losses:
             loss.backward()
@@ -127,8 +133,9 @@ def test_lora_adapter_stays_live_in_patched_attention(model):
     for m in (patched, twin):
         torch.manual_seed(5)
         wrapped.append(get_peft_model(m, config).eval())
-    assert torch.equal(*(w.base_model.model.vision_encoder.backbone.blocks[1].attn.qkv.lora_A["default"].weight
-                         for w in wrapped))
+    assert torch.equal(
+        *(w.base_model.model.vision_encoder.backbone.blocks[1].attn.qkv.lora_A["default"].weight for w in wrapped)
+    )
     pixels = torch.randn(1, 3, 128, 128, generator=torch.Generator().manual_seed(6))
     with torch.inference_mode():
         a, b = (w.base_model.model.get_image_features(pixels, return_dict=True).fpn_hidden_states for w in wrapped)
@@ -154,8 +161,10 @@ def test_decoding_equal_for_one_and_several_prompts_per_image(model, multimask):
     generator = torch.Generator().manual_seed(7)
     with torch.inference_mode():
         embeddings = patched.get_image_features(torch.randn(2, 3, 128, 128, generator=generator), return_dict=True)
-        maps = [f.permute(1, 2, 0).reshape(2, -1, *size)
-                for f, size in zip(embeddings.fpn_hidden_states, patched.backbone_feature_sizes)]
+        maps = [
+            f.permute(1, 2, 0).reshape(2, -1, *size)
+            for f, size in zip(embeddings.fpn_hidden_states, patched.backbone_feature_sizes)
+        ]
         for prompts in (1, 3):
             corner = torch.rand(2, prompts, 2, generator=generator) * 64
             boxes = torch.cat([corner, corner + 32], dim=-1)
@@ -169,19 +178,24 @@ def test_video_mask_decoder_equal_with_autograd():
     twin = unpatched_twin(patched.eval())
     generator = torch.Generator().manual_seed(8)
     hidden = patched.config.mask_decoder_config.hidden_size
-    inputs = {"image_embeddings": torch.randn(2, hidden, 8, 8, generator=generator),
-              "image_positional_embeddings": torch.randn(2, hidden, 8, 8, generator=generator),
-              "sparse_prompt_embeddings": torch.randn(2, 1, 3, hidden, generator=generator),
-              "dense_prompt_embeddings": torch.randn(2, hidden, 8, 8, generator=generator),
-              "multimask_output": True,
-              "high_resolution_features": [torch.randn(2, hidden // 8, 32, 32, generator=generator),
-                                           torch.randn(2, hidden // 4, 16, 16, generator=generator)]}
+    inputs = {
+        "image_embeddings": torch.randn(2, hidden, 8, 8, generator=generator),
+        "image_positional_embeddings": torch.randn(2, hidden, 8, 8, generator=generator),
+        "sparse_prompt_embeddings": torch.randn(2, 1, 3, hidden, generator=generator),
+        "dense_prompt_embeddings": torch.randn(2, hidden, 8, 8, generator=generator),
+        "multimask_output": True,
+        "high_resolution_features": [
+            torch.randn(2, hidden // 8, 32, 32, generator=generator),
+            torch.randn(2, hidden // 4, 16, 16, generator=generator),
+        ],
+    }
     inputs = {k: v.requires_grad_() if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
     outputs = [m.mask_decoder(**inputs) for m in (patched, twin)]
     for x, y in zip(*outputs):
         assert torch.equal(x, y)
-    grads = [torch.autograd.grad(out[0].square().sum() + out[1].sum(), inputs["image_embeddings"])[0]
-             for out in outputs]
+    grads = [
+        torch.autograd.grad(out[0].square().sum() + out[1].sum(), inputs["image_embeddings"])[0] for out in outputs
+    ]
     assert torch.equal(*grads)
 
 
@@ -199,10 +213,16 @@ def test_memory_attention_equal_with_several_memory_frames_and_autograd(memory_f
     position = torch.randn(tokens, 1, dim, generator=generator)
     memory = torch.randn(memory_frames * tokens + pointers, 1, kv, generator=generator)
     memory_position = torch.randn(memory_frames * tokens + pointers, 1, kv, generator=generator)
-    outputs = [m.memory_attention(current_vision_features=current, memory=memory,
-                                  current_vision_position_embeddings=position,
-                                  memory_posision_embeddings=memory_position, num_object_pointer_tokens=pointers)
-               for m in (patched, twin)]
+    outputs = [
+        m.memory_attention(
+            current_vision_features=current,
+            memory=memory,
+            current_vision_position_embeddings=position,
+            memory_posision_embeddings=memory_position,
+            num_object_pointer_tokens=pointers,
+        )
+        for m in (patched, twin)
+    ]
     assert torch.equal(*outputs)
     grads = [torch.autograd.grad(out.square().sum(), current)[0] for out in outputs]
     assert torch.equal(*grads)

@@ -51,9 +51,18 @@ def test_image_path_matches_metas_tracker(pair, shape, multimask):
     meta, ours = pair
     image = torch.rand(1, 3, *shape, generator=torch.Generator().manual_seed(1))
     pixels = preprocess(image, SIZE, **pixel_stats(ours))
-    torch.testing.assert_close(pixels, (torch.nn.functional.interpolate(
-        image, size=(SIZE, SIZE), mode="bilinear", align_corners=False, antialias=True).clamp(0, 1) - 0.5) / 0.5
-        if shape != (SIZE, SIZE) else (image - 0.5) / 0.5)  # Meta's Resize + Normalize(0.5, 0.5)
+    torch.testing.assert_close(
+        pixels,
+        (
+            torch.nn.functional.interpolate(
+                image, size=(SIZE, SIZE), mode="bilinear", align_corners=False, antialias=True
+            ).clamp(0, 1)
+            - 0.5
+        )
+        / 0.5
+        if shape != (SIZE, SIZE)
+        else (image - 0.5) / 0.5,
+    )  # Meta's Resize + Normalize(0.5, 0.5)
     box = torch.tensor([[20.0, 15.0, 80.0, 95.0]])
     levels, low_res, iou = sam3_reference.meta_image_path(meta, pixels, box, multimask)
     with torch.no_grad():

@@ -73,8 +73,13 @@ def test_a_loader_state_resumes_the_epoch_after_the_batches_handed_out():
 
 
 def test_samples_do_not_depend_on_the_number_of_workers_or_the_global_generator():
-    config = {"card": "ct_phantom", "augment": True, "prompt": {"kind": "box+points", "jitter": 0.2},
-              "batch_size": 4, "cache": "memory"}
+    config = {
+        "card": "ct_phantom",
+        "augment": True,
+        "prompt": {"kind": "box+points", "jitter": 0.2},
+        "batch_size": 4,
+        "cache": "memory",
+    }
     batches = {}
     for workers in (0, 2):
         dm = build_datamodule({**config, "num_workers": workers}, 32, seed=5)

@@ -44,11 +44,20 @@ def test_two_cpu_fsdp_ranks_shard_the_data_and_match_one_process_with_the_global
     the sampler, the metric reduction and the rank-0 writes tested here; its two ranks are
     started and checked (disjoint shards, one writer) by the torchrun test below, and it is not
     run a second time here to keep the suite within its time (it passed the same assertions)."""
-    common = [*TINY, *LORA, "trainer.accelerator=cpu", "trainer.max_steps=2", "validate_before=true",
-              "trainer.gradient_clip_val=1e-6", "trainer.log_every_n_steps=1", "data.val_batch_size=4",
-              "data.val_max_slices_per_case=2"]
-    ranked, ranked_dir, ranks = run_probed(tmp_path, "fsdp", *common, "trainer=fsdp", "trainer.devices=2",
-                                           "data.batch_size=2")
+    common = [
+        *TINY,
+        *LORA,
+        "trainer.accelerator=cpu",
+        "trainer.max_steps=2",
+        "validate_before=true",
+        "trainer.gradient_clip_val=1e-6",
+        "trainer.log_every_n_steps=1",
+        "data.val_batch_size=4",
+        "data.val_max_slices_per_case=2",
+    ]
+    ranked, ranked_dir, ranks = run_probed(
+        tmp_path, "fsdp", *common, "trainer=fsdp", "trainer.devices=2", "data.batch_size=2"
+    )
     assert ranked.returncode == 0, ranked.stderr[-3000:]
     # Reference: one process, same EpochSampler order (one replica, same seed), batch 2 x 2.
     one, one_dir, single = run_probed(tmp_path, "one", *common, "trainer.devices=1", "data.batch_size=4")
@@ -88,8 +97,9 @@ def test_two_cpu_fsdp_ranks_shard_the_data_and_match_one_process_with_the_global
     for name, state in expected.items():
         for moment in ("exp_avg", "exp_avg_sq"):
             scale = float(state[moment].abs().max())
-            torch.testing.assert_close(moments[name][moment], state[moment], rtol=1e-3, atol=1e-3 * scale,
-                                       msg=f"{name} {moment}")
+            torch.testing.assert_close(
+                moments[name][moment], state[moment], rtol=1e-3, atol=1e-3 * scale, msg=f"{name} {moment}"
+            )
 
 
 def test_the_fsdp_config_shards_the_hiera_blocks_and_a_bad_block_class_is_named(tmp_path):
@@ -106,18 +116,31 @@ def test_the_fsdp_config_shards_the_hiera_blocks_and_a_bad_block_class_is_named(
     assert isinstance(policy, ModuleWrapPolicy) and set(policy._module_classes) == {Sam2MultiScaleBlock}
 
     wrong = "trainer.strategy.auto_wrap_policy=[transformers.models.sam2.modeling_sam2.Sam2Block]"
-    with pytest.raises(ConfigError, match=r"^trainer\.strategy\.auto_wrap_policy: cannot import "
-                                          r"'transformers\.models\.sam2\.modeling_sam2\.Sam2Block' \(module .* has "
-                                          r"no attribute 'Sam2Block'\); .* e\.g\. .*\.Sam2MultiScaleBlock$"):
+    with pytest.raises(
+        ConfigError,
+        match=r"^trainer\.strategy\.auto_wrap_policy: cannot import "
+        r"'transformers\.models\.sam2\.modeling_sam2\.Sam2Block' \(module .* has "
+        r"no attribute 'Sam2Block'\); .* e\.g\. .*\.Sam2MultiScaleBlock$",
+    ):
         build_trainer(compose_cfg(tmp_path, *fsdp, wrong), tmp_path)
 
 
 @pytest.mark.slow
 def test_torchrun_starts_the_ranks_and_lightning_reads_them_from_its_environment(tmp_path):
     result, run_dir, ranks = run_probed(
-        tmp_path, "torchrun", *TINY, *LORA, "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2",
-        "trainer.max_steps=1", "data.batch_size=2", "trainer.limit_val_batches=1", "data.val_batch_size=2",
-        launcher=("--standalone", "--nproc_per_node=2"))
+        tmp_path,
+        "torchrun",
+        *TINY,
+        *LORA,
+        "trainer=ddp",
+        "trainer.accelerator=cpu",
+        "trainer.devices=2",
+        "trainer.max_steps=1",
+        "data.batch_size=2",
+        "trainer.limit_val_batches=1",
+        "data.val_batch_size=2",
+        launcher=("--standalone", "--nproc_per_node=2"),
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert sorted(ranks) == [0, 1]
     assert not set(ranks[0][0]["ids"]) & set(ranks[1][0]["ids"])
@@ -140,8 +163,14 @@ def test_submitit_slurm_launcher_takes_its_shape_from_the_trainer():
     from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher
     from omegaconf import OmegaConf
 
-    cfg = compose_with_hydra("hydra/launcher=submitit_slurm", "recipe=demo", "trainer=ddp",
-                             "trainer.devices=4", "trainer.num_nodes=2", "hydra.launcher.partition=gpu")
+    cfg = compose_with_hydra(
+        "hydra/launcher=submitit_slurm",
+        "recipe=demo",
+        "trainer=ddp",
+        "trainer.devices=4",
+        "trainer.num_nodes=2",
+        "hydra.launcher.partition=gpu",
+    )
     launcher = cfg.hydra.launcher
     assert (launcher.gpus_per_node, launcher.tasks_per_node, launcher.nodes) == (4, 4, 2)  # one task per GPU
     assert launcher.name == "demo" and launcher.partition == "gpu" and launcher.timeout_min == 1440
@@ -166,10 +195,21 @@ def test_bf16_mixed_on_cpu_trains_and_saves_the_adapter(tmp_path):
 
     # The decoder adapter fits one fixed batch of the tiny model within a few steps; the encoder
     # is run too (no embedding cache), so both halves of SAM2 go through bf16 autocast.
-    cfg = compose_cfg(tmp_path, *TINY, "adapter=decoder", "embedding_cache.mode=off", "trainer.accelerator=cpu",
-                      "trainer.precision=bf16-mixed", "trainer.overfit_batches=1", "trainer.max_steps=8",
-                      "trainer.log_every_n_steps=1", "data.batch_size=2", "optim.lr=3e-3", "trainer.limit_val_batches=1",
-                      "trainer.check_val_every_n_epoch=1000")  # one-batch epochs: validate only after fit
+    cfg = compose_cfg(
+        tmp_path,
+        *TINY,
+        "adapter=decoder",
+        "embedding_cache.mode=off",
+        "trainer.accelerator=cpu",
+        "trainer.precision=bf16-mixed",
+        "trainer.overfit_batches=1",
+        "trainer.max_steps=8",
+        "trainer.log_every_n_steps=1",
+        "data.batch_size=2",
+        "optim.lr=3e-3",
+        "trainer.limit_val_batches=1",
+        "trainer.check_val_every_n_epoch=1000",
+    )  # one-batch epochs: validate only after fit
     _, objects = train(cfg)
     task, trainer = objects["task"], objects["trainer"]
     assert trainer.precision == "bf16-mixed"
@@ -226,9 +266,17 @@ def accumulated_gradients(samples: list[dict], batch_size: int, accumulate: int)
         loss={},
     )
     grab = Grab()
-    trainer = L.Trainer(accelerator="cpu", max_steps=1, accumulate_grad_batches=accumulate, precision="32-true",
-                        logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False, callbacks=[grab])
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_steps=1,
+        accumulate_grad_batches=accumulate,
+        precision="32-true",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[grab],
+    )
     trainer.fit(task, DataLoader(samples, batch_size=batch_size, shuffle=False))
     return grab.grads
 
@@ -251,7 +299,9 @@ def test_accumulating_two_batches_of_one_gives_the_gradient_of_a_batch_of_two(bo
 def test_ckpt_path_last_without_a_checkpoint_stops_with_the_fix(tmp_path):
     from adapt.training.checkpoints import resolve_checkpoint
 
-    with pytest.raises(ConfigError, match=r"no checkpoint at .*last\.ckpt.*hydra\.run\.dir=<that run dir> ckpt_path=last"):
+    with pytest.raises(
+        ConfigError, match=r"no checkpoint at .*last\.ckpt.*hydra\.run\.dir=<that run dir> ckpt_path=last"
+    ):
         resolve_checkpoint("last", tmp_path)
     with pytest.raises(ConfigError, match="ckpt_path=nowhere.ckpt: no checkpoint at nowhere.ckpt"):
         resolve_checkpoint("nowhere.ckpt", tmp_path)
@@ -284,8 +334,14 @@ def test_last_checkpoint_is_the_latest_state_even_when_the_monitored_metric_gets
             return torch.optim.SGD(self.parameters(), lr=0.1)
 
     data = DataLoader(torch.ones(2, 1), batch_size=1)
-    trainer = L.Trainer(max_epochs=3, accelerator="cpu", logger=L.pytorch.loggers.CSVLogger(tmp_path),
-                        enable_progress_bar=False, enable_model_summary=False, callbacks=build_callbacks(tmp_path))
+    trainer = L.Trainer(
+        max_epochs=3,
+        accelerator="cpu",
+        logger=L.pytorch.loggers.CSVLogger(tmp_path),
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=build_callbacks(tmp_path),
+    )
     trainer.fit(Worsening(), data, data)
     best = sorted(p.name for p in (tmp_path / "checkpoints").glob("best-*.ckpt"))
     assert best == ["best-2.ckpt"]  # the first epoch's
@@ -309,9 +365,18 @@ def test_a_killed_run_resumed_with_ckpt_path_last_ends_as_the_uninterrupted_run(
     from adapt.train import train
 
     # Randomness the resume must restore: shuffled order, jittered prompts, augmentation, dropout.
-    run = [*TINY, "adapter=lora", "adapter.dropout=0.1", "data.prompt.jitter=0.1", "data.augment=true", "data.batch_size=2",
-           "trainer.max_epochs=3", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1",
-           "data.val_batch_size=2"]
+    run = [
+        *TINY,
+        "adapter=lora",
+        "adapter.dropout=0.1",
+        "data.prompt.jitter=0.1",
+        "data.augment=true",
+        "data.batch_size=2",
+        "trainer.max_epochs=3",
+        "trainer.limit_train_batches=2",
+        "trainer.limit_val_batches=1",
+        "data.val_batch_size=2",
+    ]
     killed, run_dir, _ = run_probed(tmp_path, "killed", *run, kill_at_epoch=2)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
     ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
@@ -324,7 +389,10 @@ def test_a_killed_run_resumed_with_ckpt_path_last_ends_as_the_uninterrupted_run(
     whole_dir = tmp_path / "whole"
     whole, _ = train(compose_cfg(whole_dir, *run))
     assert resumed["steps"] == whole["steps"] == 6
-    a, b = load_file(run_dir / "adapter" / "adapter_model.safetensors"), load_file(whole_dir / "adapter" / "adapter_model.safetensors")
+    a, b = (
+        load_file(run_dir / "adapter" / "adapter_model.safetensors"),
+        load_file(whole_dir / "adapter" / "adapter_model.safetensors"),
+    )
     assert a.keys() == b.keys()
     for name in a:
         torch.testing.assert_close(a[name], b[name], rtol=1e-5, atol=1e-8)
@@ -346,16 +414,27 @@ def test_a_run_killed_mid_epoch_resumes_on_the_batches_it_had_not_trained_on(ran
     # checkpoint holds rank 0's random generators; the ranks are seeded alike and draw alike
     # (dropout on same-shaped batches), so those are rank 1's too and its dropout resumes exactly.
     layout = ["trainer=fsdp", "trainer.accelerator=cpu", "trainer.devices=2"] if ranks == 2 else []
-    run = [*TINY, "adapter=lora", *layout, "adapter.dropout=0.1", "data.prompt.jitter=0.1", "data.augment=true",
-           "data.batch_size=2",
-           "trainer.max_epochs=2", "trainer.limit_train_batches=4", "trainer.val_check_interval=2",
-           "trainer.limit_val_batches=1", "data.val_batch_size=2"]
+    run = [
+        *TINY,
+        "adapter=lora",
+        *layout,
+        "adapter.dropout=0.1",
+        "data.prompt.jitter=0.1",
+        "data.augment=true",
+        "data.batch_size=2",
+        "trainer.max_epochs=2",
+        "trainer.limit_train_batches=4",
+        "trainer.val_check_interval=2",
+        "trainer.limit_val_batches=1",
+        "data.val_batch_size=2",
+    ]
     killed, run_dir, before = run_probed(tmp_path, "killed", *run, kill_at_step=7)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
     ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
     assert ckpt["global_step"] == 6 and ckpt["epoch"] == 1
-    assert ckpt["loops"]["fit_loop"]["state_dict"]["combined_loader"] == [{"epoch": 1, "batches": 2, "batch_size": 2,
-                                                                          "ranks": ranks}]
+    assert ckpt["loops"]["fit_loop"]["state_dict"]["combined_loader"] == [
+        {"epoch": 1, "batches": 2, "batch_size": 2, "ranks": ranks}
+    ]
 
     resumed, _, after = run_probed(tmp_path, "resumed", *run, "ckpt_path=last", run_dir=run_dir)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
@@ -392,8 +471,16 @@ def test_compiled_hiera_blocks_train_as_the_eager_ones(tmp_path):
 
     # No validation: eval mode would trace every block a second time (~45 s here) and adds no
     # check that the two training steps (forward, backward through the compiled blocks, update) miss.
-    run = [*TINY, *LORA, "trainer.accelerator=cpu", "trainer.precision=32-true", "trainer.max_steps=2",
-           "trainer.log_every_n_steps=1", "data.batch_size=2", "trainer.limit_val_batches=0"]
+    run = [
+        *TINY,
+        *LORA,
+        "trainer.accelerator=cpu",
+        "trainer.precision=32-true",
+        "trainer.max_steps=2",
+        "trainer.log_every_n_steps=1",
+        "data.batch_size=2",
+        "trainer.limit_val_batches=0",
+    ]
     train(compose_cfg(tmp_path / "eager", *run))
     counters.clear()
     _, objects = train(compose_cfg(tmp_path / "compiled", *run, "compile=eager"))

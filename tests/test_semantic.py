@@ -7,8 +7,9 @@ from adapt.errors import ConfigError
 from adapt.models.sam2 import load_sam2
 from adapt.tasks.semantic import class_map
 
-ARGS = tiny_task_args(optim={"lr": 3e-3, "weight_decay": 0.0, "warmup_steps": 1, "min_lr_ratio": 0.1}, loss={},
-                      classes=["liver", "spine"])
+ARGS = tiny_task_args(
+    optim={"lr": 3e-3, "weight_decay": 0.0, "warmup_steps": 1, "min_lr_ratio": 0.1}, loss={}, classes=["liver", "spine"]
+)
 
 
 def _batch():
@@ -79,9 +80,14 @@ def semantic_adapter(tmp_path, monkeypatch):
     model, info = load_sam2("tiny")
     add_class_prompts(model, 3)
     spec = {"kind": "decoder", "modules": ["mask_decoder"], "task_modules": [ATTRIBUTE]}
-    metadata = {"base_model": {"name": "tiny"}, "model": info.to_dict(), "task": "semantic",
-                "classes": ["liver", "spine"], "label_map": {"background": 0, "liver": 3, "spine": 7},
-                "preprocessing": {"window": [-100, 240], "slice_axis": 2}}
+    metadata = {
+        "base_model": {"name": "tiny"},
+        "model": info.to_dict(),
+        "task": "semantic",
+        "classes": ["liver", "spine"],
+        "label_map": {"background": 0, "liver": 3, "spine": 7},
+        "preprocessing": {"window": [-100, 240], "slice_axis": 2},
+    }
     save_adapter(apply_adapter(model, spec), spec, tmp_path / "semantic", metadata)
 
     def halves(model, embeddings):  # one image per call, as adapt.inference.runner classifies
@@ -125,9 +131,11 @@ def test_semantic_label_map_as_geotiff_class_raster_keeps_crs(semantic_adapter, 
     import numpy as np
     import tifffile
 
-    tags = [(33550, 12, 3, (0.5, 0.5, 0.0), True),
-            (33922, 12, 6, (0.0, 0.0, 0.0, 500000.0, 4000000.0, 0.0), True),
-            (34735, 3, 16, (1, 1, 0, 3, 1024, 0, 1, 1, 1025, 0, 1, 1, 3072, 0, 1, 32633), True)]
+    tags = [
+        (33550, 12, 3, (0.5, 0.5, 0.0), True),
+        (33922, 12, 6, (0.0, 0.0, 0.0, 500000.0, 4000000.0, 0.0), True),
+        (34735, 3, 16, (1, 1, 0, 3, 1024, 0, 1, 1, 1025, 0, 1, 1, 3072, 0, 1, 32633), True),
+    ]
     bands = (np.random.default_rng(0).random((3, 64, 80)) * 4000).astype(np.uint16)
     tifffile.imwrite(tmp_path / "scene.tif", bands, photometric="minisblack", planarconfig="separate", extratags=tags)
     out = _predict(semantic_adapter, tmp_path / "scene.tif", tmp_path / "classes.tif")

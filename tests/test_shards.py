@@ -27,7 +27,8 @@ BATCH = 3
 
 #: Run in each rank's process: the rank's samples of epoch 0, of the same epoch resumed after two
 #: batches, and of epoch 1, as (case, slice, target, image sum).
-RANK_SCRIPT = """
+RANK_SCRIPT = (
+    """
 import json, sys
 from adapt.data.streaming import build_shard_datamodule
 module = build_shard_datamodule({"card": "ct_phantom", "shards": sys.argv[1]}, image_size=64, seed=0)
@@ -37,7 +38,9 @@ def read(epoch, batches):
     return [[s["meta"]["case"], s["meta"]["slice"], s["meta"]["target"], float(s["image"].double().sum())] for s in stream]
 print(json.dumps({"world": stream.world, "rank": stream.rank, "epoch0": read(0, 0), "resumed": read(0, 2),
                   "epoch1": read(1, 0)}))
-""" % BATCH
+"""
+    % BATCH
+)
 
 
 @pytest.fixture(scope="module")
@@ -45,16 +48,26 @@ def shards(tmp_path_factory):
     """Shards of the phantom card, written by the command, and the disk cache they were written from."""
     base = tmp_path_factory.mktemp("shards")
     out, cache = base / "shards", base / "cache"
-    assert main(["shards", "card=ct_phantom", f"out={out}", f"cache_dir={cache}", f"shard_size={SHARD_SIZE}",
-                 "workers=1"]) == 0
+    assert (
+        main(["shards", "card=ct_phantom", f"out={out}", f"cache_dir={cache}", f"shard_size={SHARD_SIZE}", "workers=1"])
+        == 0
+    )
     return out, cache
 
 
 def run_ranks(source: Path, world: int) -> list[dict]:
     """Every rank of a ``world``-process job, started together as plain processes with RANK/WORLD_SIZE."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "WORLD_SIZE": str(world)}
-    procs = [subprocess.Popen([sys.executable, "-c", RANK_SCRIPT, str(source)], env={**env, "RANK": str(rank)},
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for rank in range(world)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", RANK_SCRIPT, str(source)],
+            env={**env, "RANK": str(rank)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for rank in range(world)
+    ]
     results = []
     for proc in procs:
         stdout, stderr = proc.communicate(timeout=300)
@@ -67,7 +80,9 @@ def test_two_processes_read_disjoint_shares_that_cover_every_sample_in_a_resumab
     source, cache = shards
     cached = build_datamodule({"card": "ct_phantom", "cache": "disk", "cache_dir": str(cache)}, image_size=64, seed=0)
     targets = dict(enumerate(cached.card.target_ids()))
-    expected = sorted((cached.train_set.store.cases[p].id, s, targets[t]) for p, s, t in cached.train_set.items.tolist())
+    expected = sorted(
+        (cached.train_set.store.cases[p].id, s, targets[t]) for p, s, t in cached.train_set.items.tolist()
+    )
     ranks = run_ranks(source, 2)
     assert [(r["rank"], r["world"]) for r in ranks] == [(0, 2), (1, 2)]
     shares = [[tuple(row[:3]) for row in r["epoch0"]] for r in ranks]
@@ -76,7 +91,7 @@ def test_two_processes_read_disjoint_shares_that_cover_every_sample_in_a_resumab
     assert sorted(set(shares[0]) | set(shares[1])) == expected  # the union is every sample index_cases lists
     assert len(set(shares[0]) & set(shares[1])) == 2 * per - len(expected)  # disjoint but for the padding
     for r in ranks:
-        assert r["resumed"] == r["epoch0"][2 * BATCH:]  # a resume after two batches continues the order
+        assert r["resumed"] == r["epoch0"][2 * BATCH :]  # a resume after two batches continues the order
         assert sorted(map(tuple, r["epoch1"])) != sorted(map(tuple, r["epoch0"]))  # a new epoch, new shares
     assert run_ranks(source, 2) == ranks  # same order on a re-run: seeded, not drawn
 
@@ -91,8 +106,9 @@ def test_streamed_samples_are_the_plane_cache_samples(shards):
     import webdataset
 
     name = index["shards"]["train"][0]["name"]
-    sample = next(iter(webdataset.DataPipeline(webdataset.SimpleShardList([str(source / name)]),
-                                               webdataset.tarfile_to_samples())))
+    sample = next(
+        iter(webdataset.DataPipeline(webdataset.SimpleShardList([str(source / name)]), webdataset.tarfile_to_samples()))
+    )
     meta = json.loads(sample["json"])
     position = [case.id for case in cached.train_set.store.cases].index(meta["id"])
     volume = cached.train_set.store[position]
@@ -101,10 +117,14 @@ def test_streamed_samples_are_the_plane_cache_samples(shards):
     assert np.array_equal(image.plane(meta["plane"]), volume.image.plane(meta["plane"]))
     assert np.array_equal(label.plane(meta["plane"]), volume.label.plane(meta["plane"]))
     # Whole samples, prompts included: validation (fixed prompts, 2 planes per case) sample by sample.
-    cached = build_datamodule({"card": "ct_phantom", "cache": "disk", "cache_dir": str(cache),
-                               "val_max_slices_per_case": 2}, image_size=64, seed=0)
-    streamed = build_shard_datamodule({"card": "ct_phantom", "shards": str(source), "val_max_slices_per_case": 2},
-                                image_size=64, seed=0)
+    cached = build_datamodule(
+        {"card": "ct_phantom", "cache": "disk", "cache_dir": str(cache), "val_max_slices_per_case": 2},
+        image_size=64,
+        seed=0,
+    )
+    streamed = build_shard_datamodule(
+        {"card": "ct_phantom", "shards": str(source), "val_max_slices_per_case": 2}, image_size=64, seed=0
+    )
     by_key = {(cached.val_set.store.cases[p].id, s): i for i, (p, s, _) in enumerate(cached.val_set.items.tolist())}
     count = 0
     for got in streamed.val_set:
@@ -119,8 +139,11 @@ def test_streamed_samples_are_the_plane_cache_samples(shards):
 @pytest.mark.parametrize("workers", [0, 2])
 def test_a_resumed_loader_continues_the_epoch_with_any_number_of_workers(shards, workers):
     source, _ = shards
-    module = build_shard_datamodule({"card": "ct_phantom", "shards": str(source), "batch_size": BATCH,
-                               "num_workers": workers}, image_size=64, seed=0)
+    module = build_shard_datamodule(
+        {"card": "ct_phantom", "shards": str(source), "batch_size": BATCH, "num_workers": workers},
+        image_size=64,
+        seed=0,
+    )
     whole = [b["meta"]["slice"].tolist() for b in module.train_dataloader()]
     resumed = module.train_dataloader()
     resumed.load_state_dict({"epoch": 0, "batches": 3, "batch_size": BATCH, "ranks": 1})
@@ -151,11 +174,14 @@ def test_shards_refuse_a_folder_that_holds_files_and_a_card_they_were_not_writte
         build_shard_datamodule({"card": "ct_phantom", "shards": str(source), "empty_share": 0.2}, image_size=64, seed=0)
 
 
-@pytest.mark.parametrize("source, url", [
-    ("/data/shards", "/data/shards/train-000000.tar"),
-    ("https://host/shards/", "https://host/shards/train-000000.tar"),
-    ("pipe:aws s3 cp s3://bucket/shards/{} -", "pipe:aws s3 cp s3://bucket/shards/train-000000.tar -"),
-])
+@pytest.mark.parametrize(
+    "source, url",
+    [
+        ("/data/shards", "/data/shards/train-000000.tar"),
+        ("https://host/shards/", "https://host/shards/train-000000.tar"),
+        ("pipe:aws s3 cp s3://bucket/shards/{} -", "pipe:aws s3 cp s3://bucket/shards/train-000000.tar -"),
+    ],
+)
 def test_shard_urls(source, url):
     assert shard_url(source, "train-000000.tar") == url
 

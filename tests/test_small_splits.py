@@ -15,9 +15,19 @@ from conftest import compose_cfg, run_user_action
 
 from adapt.data.synthetic import phantom_affine, write_msd_volumes
 
-FAST = ["model=tiny", "model.image_size=64", "trainer.max_steps=1", "data.batch_size=1", "data.val_batch_size=1",
-        "optim.warmup_steps=0", "validate_before=false", "data.cache=memory", "data.augment=false",
-        "trainer.accelerator=cpu", "data.num_workers=0"]
+FAST = [
+    "model=tiny",
+    "model.image_size=64",
+    "trainer.max_steps=1",
+    "data.batch_size=1",
+    "data.val_batch_size=1",
+    "optim.warmup_steps=0",
+    "validate_before=false",
+    "data.cache=memory",
+    "data.augment=false",
+    "trainer.accelerator=cpu",
+    "data.num_workers=0",
+]
 
 
 def dataset(root: Path, cases: int, missing_label: int | None = None, **split) -> Path:
@@ -27,13 +37,24 @@ def dataset(root: Path, cases: int, missing_label: int | None = None, **split) -
         label = np.zeros((16, 16, 4), np.uint8)
         label[4:10, 5:11, 1:3] = 1
         volumes.append((np.where(label > 0, 60.0, -100.0).astype(np.float32) + i, label))
-    write_msd_volumes(root, "case", volumes, phantom_affine((1.0, 1.0, 3.0)), "small", {"0": "CT"},
-                      {"background": 0, "liver": 1})
+    write_msd_volumes(
+        root, "case", volumes, phantom_affine((1.0, 1.0, 3.0)), "small", {"0": "CT"}, {"background": 0, "liver": 1}
+    )
     if missing_label is not None:
         (root / "labelsTr" / f"case_{missing_label:03d}.nii.gz").unlink()
-    card = {"name": "small", "title": "small", "modality": "CT", "dims": 3, "license": "CC0-1.0", "citation": "generated",
-            "source": {"kind": "msd", "root": str(root)}, "labels": {"background": 0, "liver": 1},
-            "targets": ["liver"], "intensity": {"window": [-160, 240]}, "split": {"val": 0.2, "seed": 0, **split}}
+    card = {
+        "name": "small",
+        "title": "small",
+        "modality": "CT",
+        "dims": 3,
+        "license": "CC0-1.0",
+        "citation": "generated",
+        "source": {"kind": "msd", "root": str(root)},
+        "labels": {"background": 0, "liver": 1},
+        "targets": ["liver"],
+        "intensity": {"window": [-160, 240]},
+        "split": {"val": 0.2, "seed": 0, **split},
+    }
     (root / "card.yaml").write_text(yaml.safe_dump(card))
     return root / "card.yaml"
 
@@ -80,16 +101,27 @@ def test_skipped_training_cases_are_reported_not_counted(tmp_path):
     val = validation_case(card)
     bad = next(f"case_{i:03d}" for i in range(5) if f"case_{i:03d}" != val)
     (tmp_path / "data" / "labelsTr" / f"{bad}.nii.gz").unlink()
-    module = build_datamodule({"card": str(card), "skip_bad_cases": True, "cache": "memory", "batch_size": 1,
-                               "val_batch_size": 1, "num_workers": 0}, image_size=64, seed=0)
+    module = build_datamodule(
+        {
+            "card": str(card),
+            "skip_bad_cases": True,
+            "cache": "memory",
+            "batch_size": 1,
+            "val_batch_size": 1,
+            "num_workers": 0,
+        },
+        image_size=64,
+        seed=0,
+    )
     record = training_cases(module, None)
     assert record["train_cases"] == 3 and bad not in record["train_case_ids"]  # 4 training cases, 1 skipped
     assert record["skipped_case_ids"] == {"train": [bad], "val": []} and record["val_cases"] == 1
 
     run = tmp_path / "run"
     run.mkdir()
-    (run / "metrics.json").write_text(json.dumps({"adapter": {"kind": "lora", "rank": 4}, "steps": 1,
-                                                  "data": {"card": "small", **record}}))
+    (run / "metrics.json").write_text(
+        json.dumps({"adapter": {"kind": "lora", "rank": 4}, "steps": 1, "data": {"card": "small", **record}})
+    )
     row = describe_run(run)
     assert row["labelled_cases"] == 3 and row["skipped_cases"] == 1
 

@@ -29,8 +29,9 @@ finally:
 
 def run_door(module: str, *args: str, cwd: Path) -> tuple[int, str, list[str]]:
     """Exit status, stdout + stderr, and the heavy modules ``python -m module args`` imported."""
-    done = subprocess.run([sys.executable, "-c", RUN_MODULE, module, *args], cwd=cwd,
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-c", RUN_MODULE, module, *args], cwd=cwd, capture_output=True, text=True, timeout=120
+    )
     output = done.stdout + done.stderr
     heavy = json.loads(output.rsplit("HEAVY=", 1)[1].splitlines()[0])
     return done.returncode, output, heavy
@@ -40,9 +41,11 @@ def run_door(module: str, *args: str, cwd: Path) -> tuple[int, str, list[str]]:
 def bad_card(tmp_path_factory) -> Path:
     """A data card with a mistake in one field (``dims: 4``)."""
     path = tmp_path_factory.mktemp("cards") / "broken.yaml"
-    path.write_text("name: broken\ntitle: t\nmodality: CT\ndims: 4\nlicense: CC0-1.0\ncitation: c\n"
-                    "source: {kind: folder, root: ., images: '*.nii.gz', labels: '*.nii.gz'}\n"
-                    "labels: {background: 0, liver: 1}\ntargets: [liver]\n")
+    path.write_text(
+        "name: broken\ntitle: t\nmodality: CT\ndims: 4\nlicense: CC0-1.0\ncitation: c\n"
+        "source: {kind: folder, root: ., images: '*.nii.gz', labels: '*.nii.gz'}\n"
+        "labels: {background: 0, liver: 1}\ntargets: [liver]\n"
+    )
     return path
 
 
@@ -81,8 +84,10 @@ def test_a_mistake_is_reported_before_torch_imports(module, args, message, bad_c
     assert heavy == [], f"{module} {args} imported {heavy} before answering"
 
 
-@pytest.mark.parametrize("module", ["adapt.train", "adapt.evaluate", "adapt.predict", "adapt.export", "adapt.app",
-                                    "adapt.hub", "adapt.annotate"])
+@pytest.mark.parametrize(
+    "module",
+    ["adapt.train", "adapt.evaluate", "adapt.predict", "adapt.export", "adapt.app", "adapt.hub", "adapt.annotate"],
+)
 def test_help_answers_before_torch_imports(module, tmp_path):
     status, output, heavy = run_door(module, "--help", cwd=tmp_path)
     assert status == 0, output
@@ -91,9 +96,11 @@ def test_help_answers_before_torch_imports(module, tmp_path):
 
 
 def test_the_door_modules_import_without_torch():
-    code = ("import sys; import adapt.schema, adapt.cli, adapt.conf, adapt.train, adapt.evaluate, adapt.predict, "
-            "adapt.tasks, adapt.models.names, adapt.transforms.names, adapt.hub; "
-            f"print([m for m in {HEAVY!r} if m in sys.modules])")
+    code = (
+        "import sys; import adapt.schema, adapt.cli, adapt.conf, adapt.train, adapt.evaluate, adapt.predict, "
+        "adapt.tasks, adapt.models.names, adapt.transforms.names, adapt.hub; "
+        f"print([m for m in {HEAVY!r} if m in sys.modules])"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
     assert done.stdout.strip() == "[]"
 
@@ -122,8 +129,10 @@ def test_the_light_registries_are_the_ones_the_code_uses():
     assert lora.TARGET_PRESETS is model_names.TARGET_PRESETS
     assert shifts.SHIFTS is shift_table.SHIFTS
     assert runner.TASKS is adapt.tasks.TASKS and runner.EVALUATED is adapt.tasks.EVALUATED
-    task_choices = {command: next(f for f in dataclasses.fields(SCHEMAS[command]) if f.name == "task").metadata["choices"]
-                    for command in ("train", "evaluate")}
+    task_choices = {
+        command: next(f for f in dataclasses.fields(SCHEMAS[command]) if f.name == "task").metadata["choices"]
+        for command in ("train", "evaluate")
+    }
     assert task_choices == {"train": tuple(sorted(adapt.tasks.TASKS)), "evaluate": ("segmentation", "propagation")}
     assert task_choices["evaluate"] is adapt.tasks.EVALUATED
 

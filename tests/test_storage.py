@@ -17,9 +17,11 @@ from adapt.storage import write_atomically, write_folder_atomically
 
 def cut_short(error: BaseException):
     """A writer that gets half way, then fails as a full disk or a killed process does."""
+
     def write(*args, **kwargs):  # np.save(file, array), torch.save(obj, file) or a writer(file)
         next(a for a in args if hasattr(a, "write")).write(b"\x93NUMPY partial")
         raise error
+
     return write
 
 
@@ -41,10 +43,14 @@ def test_an_interrupted_write_leaves_the_old_file_and_no_partial_one(error, tmp_
 
 def test_a_full_disk_names_the_setting_the_directory_and_the_fix(tmp_path):
     path = tmp_path / "entry.bin"
-    with pytest.raises(ConfigError, match=rf"^data\.cache=disk: the disk holding {tmp_path} is full "
-                                          r"\(\d+\.\d GiB free\) while writing entry\.bin; use another disk$"):
-        write_atomically(path, cut_short(OSError(errno.ENOSPC, "No space left on device")),
-                         "data.cache=disk", "use another disk")
+    with pytest.raises(
+        ConfigError,
+        match=rf"^data\.cache=disk: the disk holding {tmp_path} is full "
+        r"\(\d+\.\d GiB free\) while writing entry\.bin; use another disk$",
+    ):
+        write_atomically(
+            path, cut_short(OSError(errno.ENOSPC, "No space left on device")), "data.cache=disk", "use another disk"
+        )
     assert list(tmp_path.iterdir()) == []
 
 
@@ -72,8 +78,9 @@ def test_a_folder_write_replaces_its_files_and_keeps_the_others(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["adapter"]  # no staging folder left
 
 
-@pytest.mark.parametrize("error", [OSError(errno.ENOSPC, "No space left on device"), KeyboardInterrupt(),
-                                   RuntimeError("boom")])
+@pytest.mark.parametrize(
+    "error", [OSError(errno.ENOSPC, "No space left on device"), KeyboardInterrupt(), RuntimeError("boom")]
+)
 def test_a_folder_write_that_fails_half_way_leaves_the_old_folder_as_it_was(error, tmp_path):
     folder = _folder(tmp_path)
     before = _contents(folder)
@@ -99,8 +106,11 @@ def test_case_cache_on_a_full_disk_stops_and_a_later_run_builds_whole_entries(tm
     cache = tmp_path / "cache"
     write_chunks = planes.write_chunks
     monkeypatch.setattr(planes, "write_chunks", cut_short(OSError(errno.ENOSPC, "No space left on device")))
-    with pytest.raises(ConfigError, match=r"^data\.cache=disk \(.*\): the disk holding .* is full .*"
-                                          r"data\.cache_dir=<dir> or \$SAM2_ADAPT_DATA.*data\.cache=memory\|none\)$"):
+    with pytest.raises(
+        ConfigError,
+        match=r"^data\.cache=disk \(.*\): the disk holding .* is full .*"
+        r"data\.cache_dir=<dir> or \$SAM2_ADAPT_DATA.*data\.cache=memory\|none\)$",
+    ):
         CaseStore(card, cases, "disk", cache)[0]
     assert [p for p in cache.rglob("*") if p.is_file()] == []  # nothing a later run could take for an entry
     monkeypatch.setattr(planes, "write_chunks", write_chunks)
@@ -122,13 +132,18 @@ def test_embedding_cache_killed_mid_write_recomputes_the_entry_next_time(tmp_pat
     again = EmbeddingCache(tmp_path, "n")
     out = again.fetch(["a"], lambda rows: embeddings, torch.device("cpu"), torch.float32)
     assert again.misses == 1 and torch.equal(out[0][0], embeddings[0][0]) and len(again) == 1
-    assert torch.equal(EmbeddingCache(tmp_path, "n").fetch(["a"], None, torch.device("cpu"), torch.float32)[0],
-                       out[0])  # read back from the file, no compute
+    assert torch.equal(
+        EmbeddingCache(tmp_path, "n").fetch(["a"], None, torch.device("cpu"), torch.float32)[0], out[0]
+    )  # read back from the file, no compute
 
 
 def test_embedding_cache_on_a_full_disk_names_its_setting(tmp_path, monkeypatch):
     monkeypatch.setattr(torch, "save", cut_short(OSError(errno.ENOSPC, "No space left on device")))
-    with pytest.raises(ConfigError, match=r"^embedding_cache\.mode=disk \(.*\): .* is full .*"
-                                          r"embedding_cache\.mode=off\)$"):
-        EmbeddingCache(tmp_path, "n").fetch(["a"], lambda rows: [torch.zeros(1, 1, 2, 2)], torch.device("cpu"),
-                                            torch.float32)
+    with pytest.raises(
+        ConfigError,
+        match=r"^embedding_cache\.mode=disk \(.*\): .* is full .*"
+        r"embedding_cache\.mode=off\)$",
+    ):
+        EmbeddingCache(tmp_path, "n").fetch(
+            ["a"], lambda rows: [torch.zeros(1, 1, 2, 2)], torch.device("cpu"), torch.float32
+        )

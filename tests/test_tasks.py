@@ -44,8 +44,11 @@ def test_single_point_gets_three_candidates_and_box_gets_one(box_batch):
     assert SegmentationTask.wants_multimask(point_batch)
     logits, iou = task(point_batch)
     assert logits.shape == (2, 1, 3, 128, 128) and iou.shape == (2, 1, 3)
-    two_points = {**point_batch, "points": point_batch["points"].repeat(1, 1, 2, 1),
-                  "point_labels": torch.ones(2, 1, 2, dtype=torch.long)}
+    two_points = {
+        **point_batch,
+        "points": point_batch["points"].repeat(1, 1, 2, 1),
+        "point_labels": torch.ones(2, 1, 2, dtype=torch.long),
+    }
     assert not SegmentationTask.wants_multimask(two_points)
 
 
@@ -80,13 +83,16 @@ def test_an_unknown_task_is_refused_with_the_registered_names():
         task_class("nope")
 
 
-@pytest.mark.parametrize("task, backend, outcome", [
-    ("segmentation", "torch", {"propagation": False, "clicks": (1, 3)}),
-    ("propagation", "torch", {"propagation": True, "clicks": ()}),  # clicks are scored on single slices only
-    ("segmentation", "onnx", {"propagation": False, "clicks": ()}),  # the export takes no mask prompt
-    ("propagation", "onnx", "needs SAM2's memory model"),
-    ("semantic", "torch", "task='semantic' is not one of ('segmentation', 'propagation')"),
-])
+@pytest.mark.parametrize(
+    "task, backend, outcome",
+    [
+        ("segmentation", "torch", {"propagation": False, "clicks": (1, 3)}),
+        ("propagation", "torch", {"propagation": True, "clicks": ()}),  # clicks are scored on single slices only
+        ("segmentation", "onnx", {"propagation": False, "clicks": ()}),  # the export takes no mask prompt
+        ("propagation", "onnx", "needs SAM2's memory model"),
+        ("semantic", "torch", "task='semantic' is not one of ('segmentation', 'propagation')"),
+    ],
+)
 def test_the_evaluation_protocol_follows_the_task_registry(task, backend, outcome):
     """``evaluate``'s ``task=`` takes the registry's evaluated tasks; a memory task runs propagation."""
     from omegaconf import OmegaConf

@@ -21,14 +21,25 @@ from adapt.models.sam2 import load_sam2
 register_resolvers()
 register_recipes()
 
-FAST = ["model=tiny", "model.image_size=128", "trainer.max_steps=3", "data.batch_size=2", "data.val_batch_size=4", "optim.warmup_steps=1"]
+FAST = [
+    "model=tiny",
+    "model.image_size=128",
+    "trainer.max_steps=3",
+    "data.batch_size=2",
+    "data.val_batch_size=4",
+    "optim.warmup_steps=1",
+]
 
 
 def run_cli(*args: str, cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONWARNINGS": "ignore"}
     return subprocess.run(
-        [sys.executable, "-m", "adapt.train", *args], cwd=cwd, env=env,
-        capture_output=True, text=True, timeout=timeout,
+        [sys.executable, "-m", "adapt.train", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 
@@ -83,8 +94,16 @@ def test_a_short_run_caps_its_warm_up_and_prints_progress_lines(tmp_path, capsys
 
     from adapt.train import train
 
-    cfg = compose_cfg(tmp_path, "recipe=demo", *FAST, "trainer.max_steps=4", "optim.warmup_steps=20",
-                      "validate_before=false", "progress.every_s=0.000001", "trainer.log_every_n_steps=1")
+    cfg = compose_cfg(
+        tmp_path,
+        "recipe=demo",
+        *FAST,
+        "trainer.max_steps=4",
+        "optim.warmup_steps=20",
+        "validate_before=false",
+        "progress.every_s=0.000001",
+        "trainer.log_every_n_steps=1",
+    )
     with caplog.at_level("WARNING"):
         train(cfg)
     assert "optim.warmup_steps=20 is more than 20 % of the run's 4 optimizer steps: warm-up capped at 1" in caplog.text
@@ -116,16 +135,39 @@ def test_the_live_bar_counts_steps_in_a_step_based_run():
     assert type(progress_callback({"lines": True, "every_s": 5}, tty)).__name__ == "ProgressLines"
 
 
-TRAINER = {"devices": 1, "num_nodes": 1, "val_check_interval": 1.0, "check_val_every_n_epoch": 1,
-           "accumulate_grad_batches": 1, "limit_train_batches": None, "limit_val_batches": None, "overfit_batches": 0.0,
-           "max_steps": -1, "max_epochs": 20}
+TRAINER = {
+    "devices": 1,
+    "num_nodes": 1,
+    "val_check_interval": 1.0,
+    "check_val_every_n_epoch": 1,
+    "accumulate_grad_batches": 1,
+    "limit_train_batches": None,
+    "limit_val_batches": None,
+    "overfit_batches": 0.0,
+    "max_steps": -1,
+    "max_epochs": 20,
+}
 CONSTRAINTS = [  # (trainer changes, train samples, val samples, what the refusal names; None: accepted)
-    ({"val_check_interval": 30}, 16, 4, ["trainer.val_check_interval=30", "8 training batches", "at most 8",
-                                         "check_val_every_n_epoch=null"]),
+    (
+        {"val_check_interval": 30},
+        16,
+        4,
+        ["trainer.val_check_interval=30", "8 training batches", "at most 8", "check_val_every_n_epoch=null"],
+    ),
     ({"val_check_interval": 8}, 16, 4, None),
     ({"val_check_interval": 30, "check_val_every_n_epoch": None}, 16, 4, None),  # counted across epochs
-    ({"val_check_interval": 5, "devices": 2}, 16, 4, ["trainer.val_check_interval=5", "4 training batches per process"]),
-    ({"val_check_interval": 0.5, "check_val_every_n_epoch": None}, 16, 4, ["val_check_interval=0.5", "number of steps"]),
+    (
+        {"val_check_interval": 5, "devices": 2},
+        16,
+        4,
+        ["trainer.val_check_interval=5", "4 training batches per process"],
+    ),
+    (
+        {"val_check_interval": 0.5, "check_val_every_n_epoch": None},
+        16,
+        4,
+        ["val_check_interval=0.5", "number of steps"],
+    ),
     ({"limit_train_batches": 0.1}, 16, 4, ["trainer.limit_train_batches=0.1", "no training batch of the 8", "0.125"]),
     ({"overfit_batches": 0.05}, 16, 4, ["trainer.overfit_batches=0.05"]),
     ({"limit_val_batches": 0.2}, 16, 4, ["trainer.limit_val_batches=0.2", "no validation batch of 2"]),
@@ -136,8 +178,9 @@ CONSTRAINTS = [  # (trainer changes, train samples, val samples, what the refusa
 ]
 
 
-@pytest.mark.parametrize("changes, train_samples, val_samples, names", CONSTRAINTS,
-                         ids=[str(row[0]) for row in CONSTRAINTS])
+@pytest.mark.parametrize(
+    "changes, train_samples, val_samples, names", CONSTRAINTS, ids=[str(row[0]) for row in CONSTRAINTS]
+)
 def test_trainer_settings_are_checked_against_the_indexed_data(changes, train_samples, val_samples, names):
     from adapt.errors import ConfigError
     from adapt.training.constraints import check_against_data
@@ -159,7 +202,9 @@ def test_a_run_that_max_epochs_ends_early_says_so(caplog):
 
     with caplog.at_level("WARNING"):
         check_against_data({**TRAINER, "max_steps": 100, "max_epochs": 2}, 16, 4, batch_size=2, val_batch_size=2)
-    assert "trainer.max_epochs=2 ends the run after about 16 optimizer steps, before trainer.max_steps=100" in caplog.text
+    assert (
+        "trainer.max_epochs=2 ends the run after about 16 optimizer steps, before trainer.max_steps=100" in caplog.text
+    )
 
 
 @pytest.mark.slow
@@ -175,7 +220,9 @@ def test_cli_demo_end_to_end(tmp_path):
     # The adapter on a fresh base equals the model rebuilt from the last checkpoint.
     ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
     from_ckpt = apply_adapter(load_sam2("tiny")[0], metrics["adapter"])
-    missing = from_ckpt.load_state_dict({k.removeprefix("model."): v for k, v in ckpt["state_dict"].items()}, strict=False)
+    missing = from_ckpt.load_state_dict(
+        {k.removeprefix("model."): v for k, v in ckpt["state_dict"].items()}, strict=False
+    )
     assert not missing.unexpected_keys
     loaded = load_adapter_weights(load_sam2("tiny")[0], run_dir / "adapter")
     pixels = preprocess(torch.rand(2, 1, 128, 128))
@@ -190,8 +237,13 @@ def test_cli_demo_end_to_end(tmp_path):
 
 @pytest.mark.slow
 def test_real_recipe_without_data_stops_at_once_with_the_fix(tmp_path):
-    result = run_cli("recipe=ct_liver", f"data.root={tmp_path / 'nowhere'}", f"hydra.run.dir={tmp_path / 'run'}",
-                     cwd=tmp_path, timeout=120)
+    result = run_cli(
+        "recipe=ct_liver",
+        f"data.root={tmp_path / 'nowhere'}",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        cwd=tmp_path,
+        timeout=120,
+    )
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert "data.root=" in result.stderr and "python -m adapt.data download card=msd_liver" in result.stderr
@@ -199,8 +251,9 @@ def test_real_recipe_without_data_stops_at_once_with_the_fix(tmp_path):
 
 @pytest.mark.slow
 def test_real_recipe_offline_names_the_model_and_how_to_supply_it(tmp_path):
-    result = run_cli("recipe=ct_liver", "data.card=ct_phantom", f"hydra.run.dir={tmp_path / 'run'}",
-                     cwd=tmp_path, timeout=120)
+    result = run_cli(
+        "recipe=ct_liver", "data.card=ct_phantom", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path, timeout=120
+    )
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert "facebook/sam2.1-hiera-tiny" in result.stderr and "model.name=DIR" in result.stderr
@@ -211,8 +264,15 @@ def test_wandb_logger_runs_offline_without_a_key(tmp_path):
     run_dir = tmp_path / "run"
     env_key = os.environ.pop("WANDB_API_KEY", None)
     try:
-        result = run_cli("recipe=demo", *FAST, "trainer.max_steps=1", "validate_before=false", "logger=wandb",
-                         f"hydra.run.dir={run_dir}", cwd=tmp_path)
+        result = run_cli(
+            "recipe=demo",
+            *FAST,
+            "trainer.max_steps=1",
+            "validate_before=false",
+            "logger=wandb",
+            f"hydra.run.dir={run_dir}",
+            cwd=tmp_path,
+        )
     finally:
         if env_key:
             os.environ["WANDB_API_KEY"] = env_key

@@ -19,9 +19,11 @@ from adapt.errors import DataError
 folders = load_user_folders()
 
 #: layout -> (writer, labelled, unlabelled, source kind of the card init writes)
-LAYOUTS = {"ultrasound png": (folders.write_ultrasound_folder, 4, 2, "folder"),
-           "msd nifti": (folders.write_msd_style_folder, 3, 2, "msd"),
-           "geotiff": (folders.write_geotiff_folder, 3, 1, "folder")}
+LAYOUTS = {
+    "ultrasound png": (folders.write_ultrasound_folder, 4, 2, "folder"),
+    "msd nifti": (folders.write_msd_style_folder, 3, 2, "msd"),
+    "geotiff": (folders.write_geotiff_folder, 3, 1, "folder"),
+}
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
@@ -42,8 +44,11 @@ def test_init_keeps_unlabelled_images_and_every_reader_skips_them(tmp_path, layo
     assert all(c.image.exists() and not c.label.exists() for c in missing)
     report = check_card(card)
     assert not report.errors, report.errors
-    assert ("unlabelled images", f"{unlabelled} unlabelled image(s) of the card skipped by check (source.unlabelled: "
-            "true; python -m adapt.annotate pre-annotates them)") in summary_rows(report)
+    assert (
+        "unlabelled images",
+        f"{unlabelled} unlabelled image(s) of the card skipped by check (source.unlabelled: "
+        "true; python -m adapt.annotate pre-annotates them)",
+    ) in summary_rows(report)
 
 
 def test_a_card_without_the_flag_keeps_a_missing_label_an_error_and_an_all_unlabelled_card_is_refused(tmp_path):

@@ -23,9 +23,17 @@ import types
 import torch
 from torch import nn
 
-NAMES = ("torchvision", "torchvision.ops", "torchvision.ops.misc", "torchvision.datasets", "torchvision.transforms",
-         "torchvision.transforms.functional", "torchvision.models", "torchvision.models.feature_extraction",
-         "torchvision.utils")
+NAMES = (
+    "torchvision",
+    "torchvision.ops",
+    "torchvision.ops.misc",
+    "torchvision.datasets",
+    "torchvision.transforms",
+    "torchvision.transforms.functional",
+    "torchvision.models",
+    "torchvision.models.feature_extraction",
+    "torchvision.utils",
+)
 
 
 class _Placeholder(type):
@@ -38,6 +46,7 @@ class _Placeholder(type):
 def _missing(name: str) -> type:
     def refuse(cls, *args, **kwargs):
         raise RuntimeError(f"torchvision stand-in: {name} is not available in the tests")
+
     return _Placeholder(name, (), {"__new__": refuse, "__qualname__": name})
 
 
@@ -54,8 +63,12 @@ class FrozenBatchNorm2d(nn.Module):
     def __init__(self, num_features: int, eps: float = 1e-5) -> None:
         super().__init__()
         self.eps = eps
-        for name, init in (("weight", torch.ones), ("bias", torch.zeros), ("running_mean", torch.zeros),
-                           ("running_var", torch.ones)):
+        for name, init in (
+            ("weight", torch.ones),
+            ("bias", torch.zeros),
+            ("running_mean", torch.zeros),
+            ("running_var", torch.ones),
+        ):
             self.register_buffer(name, init(num_features))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -19,8 +19,14 @@ from adapt.adapters.io import save_adapter
 from adapt.data.cards import load_card
 from adapt.models.sam2 import load_sam2
 
-LORA = {"kind": "lora", "rank": 4, "alpha": 8, "dropout": 0.0, "targets": ["encoder_attn", "decoder_attn"],
-        "modules_to_save": [f"output_hypernetworks_mlps.{i}.proj_out" for i in range(4)]}
+LORA = {
+    "kind": "lora",
+    "rank": 4,
+    "alpha": 8,
+    "dropout": 0.0,
+    "targets": ["encoder_attn", "decoder_attn"],
+    "modules_to_save": [f"output_hypernetworks_mlps.{i}.proj_out" for i in range(4)],
+}
 BOTTLENECK = {"kind": "bottleneck", "reduction": 4, "placement": ["attn", "mlp"], "blocks": None, "mlp_scale": 0.5}
 
 
@@ -39,8 +45,20 @@ def make_adapter(folder: Path, size: int, spec: dict = LORA, seed: int = 1, base
             else:
                 param.add_(0.05 * torch.randn(param.shape, generator=gen))
     card = load_card("ct_phantom")
-    metadata = {"base_model": {"name": info.name, "revision": None}, "model": info.to_dict(), "task": "segmentation",
-                "data_card": "ct_phantom", "label_map": dict(card.labels), "targets": ["liver"],
-                "preprocessing": {"dims": 3, "intensity": dict(card.intensity), "slice_axis": card.slice_axis,
-                                  "spacing": card.spacing, "bands": None, "image_size": size}}
+    metadata = {
+        "base_model": {"name": info.name, "revision": None},
+        "model": info.to_dict(),
+        "task": "segmentation",
+        "data_card": "ct_phantom",
+        "label_map": dict(card.labels),
+        "targets": ["liver"],
+        "preprocessing": {
+            "dims": 3,
+            "intensity": dict(card.intensity),
+            "slice_axis": card.slice_axis,
+            "spacing": card.spacing,
+            "bands": None,
+            "image_size": size,
+        },
+    }
     return save_adapter(model, spec, folder, metadata)

@@ -14,8 +14,18 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-__all__ = ["ADAPTER_KINDS", "KINDS", "OUR_LAYOUTS", "PEFT_LAYOUT", "TARGET_PRESETS", "Kind", "apply_adapter",
-           "adapter_options", "plain_name", "trainable_parameters"]
+__all__ = [
+    "ADAPTER_KINDS",
+    "KINDS",
+    "OUR_LAYOUTS",
+    "PEFT_LAYOUT",
+    "TARGET_PRESETS",
+    "Kind",
+    "apply_adapter",
+    "adapter_options",
+    "plain_name",
+    "trainable_parameters",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -65,8 +65,12 @@ def save_peft_from_weights(model: PeftModel, weights: Mapping[str, torch.Tensor]
 
 
 def save_adapter(
-    model: nn.Module, spec: Mapping[str, Any], out_dir: str | Path, metadata: Mapping[str, Any],
-    weights: Mapping[str, torch.Tensor] | None = None, files: Mapping[str, str] | None = None,
+    model: nn.Module,
+    spec: Mapping[str, Any],
+    out_dir: str | Path,
+    metadata: Mapping[str, Any],
+    weights: Mapping[str, torch.Tensor] | None = None,
+    files: Mapping[str, str] | None = None,
 ) -> Path:
     """Write the adapter of ``model`` (built by ``apply_adapter(spec)``) to ``out_dir``.
 
@@ -98,8 +102,12 @@ def save_adapter(
         for name, text in (files or {}).items():
             (folder / name).write_text(text)
 
-    return write_folder_atomically(Path(out_dir), write, "the adapter folder",
-                                   "free some space, or write the run to a larger disk (hydra.run.dir=<folder there>)")
+    return write_folder_atomically(
+        Path(out_dir),
+        write,
+        "the adapter folder",
+        "free some space, or write the run to a larger disk (hydra.run.dir=<folder there>)",
+    )
 
 
 def read_metadata(adapter_dir: str | Path) -> dict[str, Any]:
@@ -114,7 +122,9 @@ def read_metadata(adapter_dir: str | Path) -> dict[str, Any]:
     try:
         metadata = json.loads(path.read_text())
     except ValueError as err:  # JSONDecodeError and UnicodeDecodeError alike
-        raise ArtefactError(f"{path}: broken ({type(err).__name__}: {err}); copy, pull or export the folder again") from None
+        raise ArtefactError(
+            f"{path}: broken ({type(err).__name__}: {err}); copy, pull or export the folder again"
+        ) from None
     if not isinstance(metadata, dict):
         raise ArtefactError(f"{path}: not a JSON object of sam2-adapt metadata; copy, pull or export the folder again")
     return metadata
@@ -130,8 +140,10 @@ def restore_task_modules(base: nn.Module, adapter_dir: str | Path) -> None:
     if CHANNELS in task_modules and not hasattr(base, CHANNELS):
         record = metadata.get(CHANNELS_KEY) or {}
         if not record.get("count"):
-            raise ArtefactError(f"{Path(adapter_dir) / METADATA_FILE}: the adapter has an input projection but no "
-                                f"{CHANNELS_KEY}.count; copy, pull or export the folder again")
+            raise ArtefactError(
+                f"{Path(adapter_dir) / METADATA_FILE}: the adapter has an input projection but no "
+                f"{CHANNELS_KEY}.count; copy, pull or export the folder again"
+            )
         add_input_projection(base, int(record["count"]))
 
 

@@ -67,17 +67,44 @@ class Kind:
         return self.layout == PEFT_LAYOUT
 
 
-KINDS: dict[str, Kind] = {kind.name: kind for kind in (
-    Kind("lora", "adapt.adapters.lora:apply_kind", PEFT_LAYOUT, "lora", in_blocks=True,
-         encoder_frozen=_decoder_side_targets),
-    Kind("dora", "adapt.adapters.lora:apply_dora_kind", PEFT_LAYOUT, "lora", in_blocks=True,
-         encoder_frozen=_decoder_side_targets),
-    Kind("bottleneck", "adapt.adapters.bottleneck:apply_kind", "BOTTLENECK", "bottleneck", in_blocks=True,
-         merges=False),
-    Kind("decoder", "adapt.adapters.partial:apply_decoder_kind", "PARTIAL", "partial", in_blocks=False,
-         encoder_frozen=_outside_encoder),
-    Kind("full", "adapt.adapters.partial:apply_full_kind", "PARTIAL", "partial", in_blocks=False),
-)}
+KINDS: dict[str, Kind] = {
+    kind.name: kind
+    for kind in (
+        Kind(
+            "lora",
+            "adapt.adapters.lora:apply_kind",
+            PEFT_LAYOUT,
+            "lora",
+            in_blocks=True,
+            encoder_frozen=_decoder_side_targets,
+        ),
+        Kind(
+            "dora",
+            "adapt.adapters.lora:apply_dora_kind",
+            PEFT_LAYOUT,
+            "lora",
+            in_blocks=True,
+            encoder_frozen=_decoder_side_targets,
+        ),
+        Kind(
+            "bottleneck",
+            "adapt.adapters.bottleneck:apply_kind",
+            "BOTTLENECK",
+            "bottleneck",
+            in_blocks=True,
+            merges=False,
+        ),
+        Kind(
+            "decoder",
+            "adapt.adapters.partial:apply_decoder_kind",
+            "PARTIAL",
+            "partial",
+            in_blocks=False,
+            encoder_frozen=_outside_encoder,
+        ),
+        Kind("full", "adapt.adapters.partial:apply_full_kind", "PARTIAL", "partial", in_blocks=False),
+    )
+}
 ADAPTER_KINDS = tuple(KINDS)
 #: ``peft_type`` values of the kinds we save ourselves.
 OUR_LAYOUTS = {kind.layout for kind in KINDS.values()} - {PEFT_LAYOUT}

@@ -75,12 +75,26 @@ def architecture(config: Any) -> dict[str, Any]:
     backbone = config.vision_config.backbone_config
     row = backbone_of_type(str(config.model_type))
     if row.key != "sam2":
-        trunk = ({k: getattr(backbone, k) for k in ("hidden_size", "num_hidden_layers", "num_attention_heads",
-                                                     "intermediate_size", "global_attn_indexes")}
-                 if row.key == "sam3_tracker" else {"trunk": backbone.architecture,
-                                                    "model_args": dict(backbone.model_args or {})})
-        fields = {"backbone": row.key, **trunk, "fpn_hidden_size": config.vision_config.fpn_hidden_size,
-                  "mask_decoder_hidden_size": config.mask_decoder_config.hidden_size}
+        trunk = (
+            {
+                k: getattr(backbone, k)
+                for k in (
+                    "hidden_size",
+                    "num_hidden_layers",
+                    "num_attention_heads",
+                    "intermediate_size",
+                    "global_attn_indexes",
+                )
+            }
+            if row.key == "sam3_tracker"
+            else {"trunk": backbone.architecture, "model_args": dict(backbone.model_args or {})}
+        )
+        fields = {
+            "backbone": row.key,
+            **trunk,
+            "fpn_hidden_size": config.vision_config.fpn_hidden_size,
+            "mask_decoder_hidden_size": config.mask_decoder_config.hidden_size,
+        }
         return json.loads(json.dumps(fields))  # tuples as lists: compares equal to what a JSON file records
     return {
         "hidden_size": backbone.hidden_size,
@@ -134,11 +148,15 @@ def check_adapter_files(path: Path) -> None:
     Raises:
         ArtefactError: names the file and how to get a good copy.
     """
-    fix = ("copy the adapter folder again from its run (<run dir>/adapter), pull it again "
-           "(python -m adapt.hub pull repo_id=<user/name> out_dir=DIR), or train it again")
+    fix = (
+        "copy the adapter folder again from its run (<run dir>/adapter), pull it again "
+        "(python -m adapt.hub pull repo_id=<user/name> out_dir=DIR), or train it again"
+    )
     if not (path / METADATA_FILE).is_file():
-        raise ArtefactError(f"{path / METADATA_FILE} is missing: without it the adapter's base model, preprocessing "
-                            f"and labels are unknown (a folder written by plain peft, or a copy without it); {fix}")
+        raise ArtefactError(
+            f"{path / METADATA_FILE} is missing: without it the adapter's base model, preprocessing "
+            f"and labels are unknown (a folder written by plain peft, or a copy without it); {fix}"
+        )
     for name in (CONFIG_FILE, METADATA_FILE):
         if (path / name).exists():
             try:
@@ -157,10 +175,16 @@ def check_adapter_files(path: Path) -> None:
     try:
         tensors = load_file(weights)
     except Exception as err:  # safetensors raises its own error types for truncated or foreign files
-        raise ArtefactError(f"{weights}: not a readable safetensors file, it is truncated or of another format "
-                            f"({type(err).__name__}: {err}); {fix}") from None
-    check_weights(tensors, weights, "the adapter was saved from a diverged run (its outputs would be meaningless); "
-                  "train it again (lower optim.lr) or use another adapter")
+        raise ArtefactError(
+            f"{weights}: not a readable safetensors file, it is truncated or of another format "
+            f"({type(err).__name__}: {err}); {fix}"
+        ) from None
+    check_weights(
+        tensors,
+        weights,
+        "the adapter was saved from a diverged run (its outputs would be meaningless); "
+        "train it again (lower optim.lr) or use another adapter",
+    )
 
 
 def check_peft_weights_fit(model: nn.Module, weights: Path) -> None:
@@ -183,12 +207,16 @@ def check_peft_weights_fit(model: nn.Module, weights: Path) -> None:
     expected = set(get_peft_model_state_dict(model))
     missing = sorted(expected - stored)
     if missing:
-        raise ArtefactError(f"{weights} does not fit the adapter its {CONFIG_FILE} describes: {len(missing)} of "
-                            f"{len(expected)} weights are missing (e.g. {missing[:2]}); it belongs to another adapter "
-                            "or model. Copy the adapter folder again from its run, or pull it again from the Hub")
+        raise ArtefactError(
+            f"{weights} does not fit the adapter its {CONFIG_FILE} describes: {len(missing)} of "
+            f"{len(expected)} weights are missing (e.g. {missing[:2]}); it belongs to another adapter "
+            "or model. Copy the adapter folder again from its run, or pull it again from the Hub"
+        )
 
 
-def resolve(source: str | Path, revision: str | None = None, api: Any = None, local_dir: str | Path | None = None) -> Path:
+def resolve(
+    source: str | Path, revision: str | None = None, api: Any = None, local_dir: str | Path | None = None
+) -> Path:
     """A local adapter folder for ``source``: a path as is, a Hub repo id downloaded (or cached).
 
     Raises:
@@ -273,17 +301,24 @@ def check_backbone(metadata: dict[str, Any], base: str | Path | nn.Module) -> No
         ConfigError: both backbones named, and how to load the right one.
     """
     recorded = BACKBONES.get(str((metadata.get("model") or {}).get("backbone") or "sam2"), BACKBONES["sam2"])
-    given = (backbone_of_type(str(base.config.model_type)) if isinstance(base, nn.Module)
-             else backbone_of(str(base)))
+    given = backbone_of_type(str(base.config.model_type)) if isinstance(base, nn.Module) else backbone_of(str(base))
     if given.key != recorded.key:
-        raise ConfigError(f"the adapter was trained on the {recorded.title} backbone ({_base_name(metadata)}), but the "
-                          f"base given ({type(base).__name__ if isinstance(base, nn.Module) else base}) is "
-                          f"{given.title}: an adapter's weights only fit the backbone it was trained on. Drop base= "
-                          "to load the recorded one")
+        raise ConfigError(
+            f"the adapter was trained on the {recorded.title} backbone ({_base_name(metadata)}), but the "
+            f"base given ({type(base).__name__ if isinstance(base, nn.Module) else base}) is "
+            f"{given.title}: an adapter's weights only fit the backbone it was trained on. Drop base= "
+            "to load the recorded one"
+        )
 
 
-def load_base(metadata: dict[str, Any], base: str | nn.Module | None = None, checkpoint: str | None = None,
-              video: bool = False, allow_base_mismatch: bool = False, where: Any = "") -> tuple[nn.Module, ModelInfo]:
+def load_base(
+    metadata: dict[str, Any],
+    base: str | nn.Module | None = None,
+    checkpoint: str | None = None,
+    video: bool = False,
+    allow_base_mismatch: bool = False,
+    where: Any = "",
+) -> tuple[nn.Module, ModelInfo]:
     """The adapter's recorded base (same id, revision, image size, random seed), or ``base`` once checked.
 
     Also the zero-shot model an adapter is compared with (``adapt.evaluate compare=none``). The
@@ -313,11 +348,18 @@ def load_base(metadata: dict[str, Any], base: str | nn.Module | None = None, che
         )
     if not recorded.get("pretrained", True) and name not in TINY_NAMES and not checkpoint and not local:
         # Trained on seeded random weights of this architecture: rebuild exactly those.
-        warn_once(f"adapter was trained on RANDOM weights of {name} (offline/test run)",
-                  f"random:{HUB_IDS.get(name, name)}")
+        warn_once(
+            f"adapter was trained on RANDOM weights of {name} (offline/test run)", f"random:{HUB_IDS.get(name, name)}"
+        )
         name = f"random:{name}"
-    model, info = load_sam2(name, revision=revision, checkpoint=checkpoint, image_size=recorded.get("image_size"),
-                            video=video, offline_fallback="random" if checkpoint else "error")
+    model, info = load_sam2(
+        name,
+        revision=revision,
+        checkpoint=checkpoint,
+        image_size=recorded.get("image_size"),
+        video=video,
+        offline_fallback="random" if checkpoint else "error",
+    )
     check_fingerprint(metadata.get("base_fingerprint"), base_fingerprint(info), where, allow_base_mismatch)
     return model, info
 
@@ -354,7 +396,9 @@ def load_adapter(
     path = resolve(source, revision, api)
     metadata = read_metadata(path)
     if not metadata:
-        what = f"{path / METADATA_FILE} is empty" if (path / METADATA_FILE).exists() else f"{path} has no {METADATA_FILE}"
+        what = (
+            f"{path / METADATA_FILE} is empty" if (path / METADATA_FILE).exists() else f"{path} has no {METADATA_FILE}"
+        )
         raise ConfigError(f"{what}: it was not written by sam2-adapt, so its base model is unknown")
     video = bool((metadata.get("model") or {}).get("video", False)) if video is None else video
     if not (path / CONFIG_FILE).exists():  # a merged model: the weights are the whole model
@@ -368,5 +412,11 @@ def load_adapter(
         except (RuntimeError, ValueError, KeyError) as err:
             raise ConfigError(f"the adapter in {path} does not fit the base {info.name!r}: {err}") from None
         check_peft_weights_fit(model, path / WEIGHTS_FILE)
-    return LoadedAdapter(model.eval(), dict(metadata.get("preprocessing") or {}),
-                         dict(metadata.get("label_map") or {}), metadata, info, path)
+    return LoadedAdapter(
+        model.eval(),
+        dict(metadata.get("preprocessing") or {}),
+        dict(metadata.get("label_map") or {}),
+        metadata,
+        info,
+        path,
+    )

@@ -34,8 +34,6 @@ def quiet_peft() -> Iterator[None]:
         yield
 
 
-
-
 def target_regex(targets: str | Sequence[str], backbone: Backbone = BACKBONES["sam2"]) -> str:
     """One regex matching the union of the named presets of ``backbone`` (or raw regexes containing ``\\``).
 
@@ -105,8 +103,10 @@ def apply_lora(
     except ValueError as err:
         raise ConfigError(f"adapter.targets {targets!r} match no layer of this model: {err}") from None
     if indices is not None and not any(re.match(f".*{prefix}", n) for n in peft_model.base_model.targeted_module_names):
-        raise ConfigError(f"adapter.blocks={blocks!r} places LoRA in trunk blocks, but adapter.targets {targets!r} "
-                          "target no layer there; add an encoder preset (encoder_attn, encoder_mlp) or drop adapter.blocks")
+        raise ConfigError(
+            f"adapter.blocks={blocks!r} places LoRA in trunk blocks, but adapter.targets {targets!r} "
+            "target no layer there; add an encoder preset (encoder_attn, encoder_mlp) or drop adapter.blocks"
+        )
     return peft_model
 
 

@@ -30,14 +30,18 @@ def block_prefix(backbone: Backbone) -> str:
         ConfigError: the backbone's trunk has no blocks to choose (EdgeTAM's RepViT stages).
     """
     if backbone.block_prefix is None:
-        raise ConfigError(f"adapter.blocks is not offered on {backbone.title}: {backbone.trunk}. Drop adapter.blocks "
-                          "(the adapter then goes to every block)")
+        raise ConfigError(
+            f"adapter.blocks is not offered on {backbone.title}: {backbone.trunk}. Drop adapter.blocks "
+            "(the adapter then goes to every block)"
+        )
     return backbone.block_prefix
 
 
 def _range_hint(total: int) -> str:
-    return (f"this model's image trunk has {total} blocks: give an int N in 1..{total} (the last N blocks), "
-            f"a list of indices in 0..{total - 1}, or null for all")
+    return (
+        f"this model's image trunk has {total} blocks: give an int N in 1..{total} (the last N blocks), "
+        f"a list of indices in 0..{total - 1}, or null for all"
+    )
 
 
 def resolve_blocks(value: Any, total: int) -> list[int] | None:

@@ -17,8 +17,18 @@ from adapt.errors import ConfigError, check_choice
 from adapt.models.names import TARGET_PRESETS
 from adapt.models.sam2 import freeze
 
-__all__ = ["ADAPTER_KINDS", "KINDS", "OUR_LAYOUTS", "PEFT_LAYOUT", "TARGET_PRESETS", "Kind", "apply_adapter",
-           "adapter_options", "plain_name", "trainable_parameters"]
+__all__ = [
+    "ADAPTER_KINDS",
+    "KINDS",
+    "OUR_LAYOUTS",
+    "PEFT_LAYOUT",
+    "TARGET_PRESETS",
+    "Kind",
+    "apply_adapter",
+    "adapter_options",
+    "plain_name",
+    "trainable_parameters",
+]
 
 
 def applier(kind: Kind) -> Callable[[nn.Module, dict[str, Any], list[str]], nn.Module]:
@@ -55,8 +65,10 @@ def apply_adapter(model: nn.Module, spec: Mapping[str, Any]) -> nn.Module:
     options.pop("input_channels", None)  # the input projection is a task module, added before (adapt.models.channels)
     blocks = options.pop("blocks", None)
     if not KINDS[kind].in_blocks and blocks not in (None, [], ()):
-        raise ConfigError(f"adapter.blocks is an option of {named(in_blocks())}; adapter={kind} adds no "
-                          "layers to the Hiera blocks (drop adapter.blocks)")
+        raise ConfigError(
+            f"adapter.blocks is an option of {named(in_blocks())}; adapter={kind} adds no "
+            "layers to the Hiera blocks (drop adapter.blocks)"
+        )
     if KINDS[kind].in_blocks:
         options["blocks"] = blocks
     freeze(model)

@@ -51,7 +51,9 @@ def fit(predicted: Sequence[float], measured: Sequence[float]) -> Calibration:
     """
     x, y = np.asarray(predicted, dtype=float), np.asarray(measured, dtype=float)
     if x.shape != y.shape or x.size < 2:
-        raise ConfigError(f"calibration needs at least two masks with a predicted IoU and a measured Dice; got {x.size}")
+        raise ConfigError(
+            f"calibration needs at least two masks with a predicted IoU and a measured Dice; got {x.size}"
+        )
     order = np.argsort(x, kind="stable")
     blocks: list[list[float]] = []  # [sum y, count, sum x]
     for xi, yi in zip(x[order], y[order]):
@@ -94,11 +96,19 @@ def report(predicted: Sequence[float], measured: Sequence[float], threshold: flo
     accepted = calibrated >= threshold
     raw_accepted = x >= threshold
     share = lambda flags: float((y[flags] >= threshold).mean()) if flags.any() else None  # noqa: E731
-    return {"calibration": asdict(fit(x, y)), "masks": int(x.size), "threshold": float(threshold),
-            "ece_raw": expected_calibration_error(x, y), "ece_calibrated": expected_calibration_error(calibrated, y),
-            "accepted": int(accepted.sum()), "accept_precision": share(accepted),
-            "accepted_raw": int(raw_accepted.sum()), "accept_precision_raw": share(raw_accepted),
-            "mean_dice": float(y.mean()), "mean_predicted_iou": float(x.mean())}
+    return {
+        "calibration": asdict(fit(x, y)),
+        "masks": int(x.size),
+        "threshold": float(threshold),
+        "ece_raw": expected_calibration_error(x, y),
+        "ece_calibrated": expected_calibration_error(calibrated, y),
+        "accepted": int(accepted.sum()),
+        "accept_precision": share(accepted),
+        "accepted_raw": int(raw_accepted.sum()),
+        "accept_precision_raw": share(raw_accepted),
+        "mean_dice": float(y.mean()),
+        "mean_predicted_iou": float(x.mean()),
+    }
 
 
 def write(folder: Path, content: dict[str, Any]) -> Path:
@@ -118,5 +128,7 @@ def read(folder: Path | None) -> Calibration | None:
         content = json.loads(path.read_text())["calibration"]
         return Calibration([float(v) for v in content["x"]], [float(v) for v in content["y"]])
     except (ValueError, KeyError, TypeError) as err:
-        raise ConfigError(f"{path}: not a calibration written by python -m adapt.annotate calibrate ({err}); "
-                          "run calibrate again, or delete the file") from None
+        raise ConfigError(
+            f"{path}: not a calibration written by python -m adapt.annotate calibrate ({err}); "
+            "run calibrate again, or delete the file"
+        ) from None

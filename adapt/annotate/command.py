@@ -83,11 +83,15 @@ def check_out(out: Path, cases: list[Any], overwrite: bool) -> None:
     resolved = out.resolve()
     for folder in label_folders:
         if resolved == folder or folder in resolved.parents:
-            raise ConfigError(f"out={out} is inside the label folder {folder}: pre-annotations must not become labels "
-                              "before a person saves them; choose an out= outside the dataset's label folders")
+            raise ConfigError(
+                f"out={out} is inside the label folder {folder}: pre-annotations must not become labels "
+                "before a person saves them; choose an out= outside the dataset's label folders"
+            )
     taken = [out / name for name in EXPORT_FOLDERS if (out / name).exists()]
     if taken and not overwrite:
-        raise ConfigError(f"out={out} already holds {[p.name for p in taken]}; choose another out= or pass overwrite=true")
+        raise ConfigError(
+            f"out={out} already holds {[p.name for p in taken]}; choose another out= or pass overwrite=true"
+        )
     check_writable(out, "out")
 
 
@@ -100,15 +104,19 @@ def run(cfg: DictConfig) -> Result:
     spec, card, root = model_and_card(cfg)
     labelled, unlabelled = partition_cases(card, data_root(card, root))
     if not unlabelled:
-        raise ConfigError(f"data card {card.path or card.name} holds no unlabelled case ({len(labelled)} labelled): "
-                          "mark images without a label with source.unlabelled: true (python -m adapt.data init keeps "
-                          "them), or give data.card= a card that has some")
+        raise ConfigError(
+            f"data card {card.path or card.name} holds no unlabelled case ({len(labelled)} labelled): "
+            "mark images without a label with source.unlabelled: true (python -m adapt.data init keeps "
+            "them), or give data.card= a card that has some"
+        )
     out = Path(str(cfg.out))
     check_out(out, labelled + unlabelled, bool(cfg.overwrite))
     kinds = {c.id: for_path(Path(c.image)).name for c in unlabelled}
     given = prompts.read_prompts(cfg.prompts, unlabelled) if cfg.get("prompts") else {}
     plans = prompts.plan(unlabelled, given, spec.task == "semantic", {k: FORMATS[v].volume for k, v in kinds.items()})
-    exports.require({"coco" for v in kinds.values() if v == "pillow"} | {"geojson" for v in kinds.values() if v == "tiff"})
+    exports.require(
+        {"coco" for v in kinds.values() if v == "pillow"} | {"geojson" for v in kinds.values() if v == "tiff"}
+    )
     predictor = load_predictor(spec, card, cfg)
     if spec.path is None and str(cfg.propagation) != "boxes" and any(p.source == "propagation" for p in plans):
         predictor.use_video_model(load_memory_model(spec, card))  # zero-shot: the base's own memory
@@ -119,8 +127,18 @@ def run(cfg: DictConfig) -> Result:
         scan, images, ids = segment(predictor, plan, card)
         written, planes = save_and_score(predictor, plan, scan, images, ids, card, out, int(cfg.seed))
         result.pre.append(written)
-        groups.append(worklist.case_rows(plan.case.id, plan.source, Path(plan.case.image), written, planes,
-                                         scan.is_volume, calibrated, float(cfg.accept_dice)))
+        groups.append(
+            worklist.case_rows(
+                plan.case.id,
+                plan.source,
+                Path(plan.case.image),
+                written,
+                planes,
+                scan.is_volume,
+                calibrated,
+                float(cfg.accept_dice),
+            )
+        )
         result.exports += export_case(plan, scan, ids, written, card, out, coco)
     if coco:
         document = exports.coco_document(coco, card.labels)
@@ -175,14 +193,16 @@ def propagate_slices(predictor: Any, images: np.ndarray, guide: Any, value: int 
     if not len(slices):
         raise ConfigError(f"from_mask={guide.path}: no labelled slice to propagate from")
     prompts = {int(z): SlicePrompt(mask=given[z][None]) for z in slices}
-    masks = propagate(predictor.video_model(), images, prompts, device=predictor.device,
-                      fill_hole_area=predictor.fill_hole_area).masks[0]
+    masks = propagate(
+        predictor.video_model(), images, prompts, device=predictor.device, fill_hole_area=predictor.fill_hole_area
+    ).masks[0]
     masks[slices] = given[slices]
     return masks
 
 
-def save_and_score(predictor: Any, plan: Any, scan: Any, images: np.ndarray, ids: np.ndarray, card: Any, out: Path,
-                   seed: int) -> tuple[Path, list[Any]]:
+def save_and_score(
+    predictor: Any, plan: Any, scan: Any, images: np.ndarray, ids: np.ndarray, card: Any, out: Path, seed: int
+) -> tuple[Path, list[Any]]:
     """``out/pre/<name>`` in the card's label encoding, and the scores of its planes."""
 
     path = out / "pre" / mask_name(scan.kind, Path(plan.case.image).name)
@@ -190,8 +210,9 @@ def save_and_score(predictor: Any, plan: Any, scan: Any, images: np.ndarray, ids
     return written, plane_scores(predictor, images, ids, seed)
 
 
-def export_case(plan: Any, scan: Any, ids: np.ndarray, written: Path, card: Any, out: Path,
-                coco: list[tuple[str, np.ndarray]]) -> list[Path]:
+def export_case(
+    plan: Any, scan: Any, ids: np.ndarray, written: Path, card: Any, out: Path, coco: list[tuple[str, np.ndarray]]
+) -> list[Path]:
     """The case's label map for Slicer/ITK-SNAP, its polygons for QGIS; 2D masks queued for ``coco.json``."""
 
     stem = strip_suffix(Path(plan.case.image).name)
@@ -224,7 +245,9 @@ def calibrate(cfg: DictConfig) -> dict[str, Any]:
     targets = sorted(set(card.target_ids().values()))
     predicted, measured = [], []
     for case in _progress(cases):
-        scan, label = read_case(case, int(loaded.preprocessing.get("slice_axis", 2)), True, loaded.preprocessing.get("spacing"))
+        scan, label = read_case(
+            case, int(loaded.preprocessing.get("slice_axis", 2)), True, loaded.preprocessing.get("spacing")
+        )
         images, ids = to_unit(scan, loaded.preprocessing), label_stack(label, encoding)
         for z in range(len(ids)):
             truths = [ids[z] == t for t in targets if (ids[z] == t).any()]
@@ -247,15 +270,17 @@ def _progress(items: list[Any]) -> Any:
 def print_calibration(content: dict[str, Any]) -> None:
     """The calibration report in a few lines."""
     precision = lambda v: "no mask accepted" if v is None else f"{v:.1%}"  # noqa: E731
-    print(f"calibration on the {content['split']} split of {content['card']}: {content['masks']} masks in "
-          f"{content['cases']} case(s); mean Dice {content['mean_dice']:.3f}, mean predicted IoU "
-          f"{content['mean_predicted_iou']:.3f}\n"
-          f"expected calibration error: {content['ece_raw']:.3f} (IoU head) -> {content['ece_calibrated']:.3f} "
-          f"(calibrated, cross-fitted)\n"
-          f"accept (expected Dice >= {content['threshold']}): {content['accepted']} masks, "
-          f"{precision(content['accept_precision'])} of them really at or above it "
-          f"(IoU head alone: {content['accepted_raw']} masks, {precision(content['accept_precision_raw'])})\n"
-          f"wrote {content['path']}")
+    print(
+        f"calibration on the {content['split']} split of {content['card']}: {content['masks']} masks in "
+        f"{content['cases']} case(s); mean Dice {content['mean_dice']:.3f}, mean predicted IoU "
+        f"{content['mean_predicted_iou']:.3f}\n"
+        f"expected calibration error: {content['ece_raw']:.3f} (IoU head) -> {content['ece_calibrated']:.3f} "
+        f"(calibrated, cross-fitted)\n"
+        f"accept (expected Dice >= {content['threshold']}): {content['accepted']} masks, "
+        f"{precision(content['accept_precision'])} of them really at or above it "
+        f"(IoU head alone: {content['accepted_raw']} masks, {precision(content['accept_precision_raw'])})\n"
+        f"wrote {content['path']}"
+    )
 
 
 @hydra.main(version_base="1.3", config_path=None, config_name=register_cli_config("annotate"))
@@ -267,17 +292,22 @@ def main(cfg: DictConfig) -> None:
             print_calibration(calibrate(cfg))
         return
     if action == "save":
-
         with user_errors():
             validate(cfg, "annotate")
             if not cfg.get("worklist"):
                 raise ConfigError("save needs worklist=<out>/worklist.csv (written by python -m adapt.annotate)")
             written = save(str(cfg.worklist), str(cfg.cases))
-            print(f"saved {len(written)} label(s): " + ", ".join(map(str, written[:5])) + (" ..." if len(written) > 5 else ""))
+            print(
+                f"saved {len(written)} label(s): "
+                + ", ".join(map(str, written[:5]))
+                + (" ..." if len(written) > 5 else "")
+            )
         return
 
     with user_errors(), claimed(cfg.get("out"), "out"):
         result = run(cfg)
         worklist.print_table(result.rows)
-        print(f"wrote {len(result.pre)} pre-annotation(s) under {Path(str(cfg.out)) / 'pre'}, "
-              f"{len(result.exports)} export(s) under {Path(str(cfg.out)) / 'exports'}, and {result.worklist}")
+        print(
+            f"wrote {len(result.pre)} pre-annotation(s) under {Path(str(cfg.out)) / 'pre'}, "
+            f"{len(result.exports)} export(s) under {Path(str(cfg.out)) / 'exports'}, and {result.worklist}"
+        )

@@ -38,8 +38,10 @@ def require(kinds: set[str]) -> None:
     """
     missing = sorted(NEEDS[k] for k in kinds if k in NEEDS and importlib.util.find_spec(NEEDS[k]) is None)
     if missing:
-        raise ConfigError(f"the annotation-tool exports need {missing}: pip install \"sam2-adapt[annotate]\" "
-                          "(or leave those inputs out)")
+        raise ConfigError(
+            f'the annotation-tool exports need {missing}: pip install "sam2-adapt[annotate]" '
+            "(or leave those inputs out)"
+        )
 
 
 def write_text(path: Path, text: str) -> Path:
@@ -83,19 +85,31 @@ def coco_annotations(labels: np.ndarray, image_id: int, first_id: int) -> list[d
     out = []
     for value in (int(v) for v in np.unique(labels) if v != 0):
         encoded = rle.encode(np.asfortranarray(labels == value, dtype=np.uint8))
-        out.append({"id": first_id + len(out), "image_id": image_id, "category_id": value, "iscrowd": 0,
-                    "segmentation": {"size": encoded["size"], "counts": encoded["counts"].decode("ascii")},
-                    "area": int(rle.area(encoded)), "bbox": [float(v) for v in rle.toBbox(encoded)]})
+        out.append(
+            {
+                "id": first_id + len(out),
+                "image_id": image_id,
+                "category_id": value,
+                "iscrowd": 0,
+                "segmentation": {"size": encoded["size"], "counts": encoded["counts"].decode("ascii")},
+                "area": int(rle.area(encoded)),
+                "bbox": [float(v) for v in rle.toBbox(encoded)],
+            }
+        )
     return out
 
 
 def coco_document(images: list[tuple[str, np.ndarray]], label_map: Mapping[str, int]) -> dict[str, Any]:
     """A COCO document of ``(file name, label ids [H, W])`` images and the card's labels as categories."""
-    document: dict[str, Any] = {"images": [], "annotations": [],
-                                "categories": [{"id": int(v), "name": k} for k, v in label_map.items() if int(v) != 0]}
+    document: dict[str, Any] = {
+        "images": [],
+        "annotations": [],
+        "categories": [{"id": int(v), "name": k} for k, v in label_map.items() if int(v) != 0],
+    }
     for n, (name, labels) in enumerate(images, start=1):
-        document["images"].append({"id": n, "file_name": name, "height": int(labels.shape[0]),
-                                   "width": int(labels.shape[1])})
+        document["images"].append(
+            {"id": n, "file_name": name, "height": int(labels.shape[0]), "width": int(labels.shape[1])}
+        )
         document["annotations"] += coco_annotations(labels, n, len(document["annotations"]) + 1)
     return document
 
@@ -126,12 +140,20 @@ def geojson_document(values: np.ndarray, like: Path, label_map: Mapping[str, int
     with rasterio.open(like) as source:
         transform, crs = source.transform, source.crs
     values = np.asarray(values, dtype=np.int32)
-    found = [{"type": "Feature", "geometry": geometry, "properties": {"value": int(value),
-                                                                      "label": names.get(int(value), str(int(value)))}}
-             for geometry, value in features.shapes(values, mask=values != 0, transform=transform)]
+    found = [
+        {
+            "type": "Feature",
+            "geometry": geometry,
+            "properties": {"value": int(value), "label": names.get(int(value), str(int(value)))},
+        }
+        for geometry, value in features.shapes(values, mask=values != 0, transform=transform)
+    ]
     document: dict[str, Any] = {"type": "FeatureCollection", "features": found}
     if crs is not None:
-        document["crs"] = {"type": "name", "properties": {"name": f"urn:ogc:def:crs:{crs.to_string().replace(':', '::')}"}}
+        document["crs"] = {
+            "type": "name",
+            "properties": {"name": f"urn:ogc:def:crs:{crs.to_string().replace(':', '::')}"},
+        }
     return document
 
 

@@ -47,19 +47,25 @@ def read_prompts(path: str | Path, cases: Sequence[Case]) -> dict[str, Prompt]:
     """
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"prompts={path}: no such file; write a CSV with columns case,prompt (prompt as in "
-                          f"python -m adapt.predict: {SYNTAX})")
+        raise ConfigError(
+            f"prompts={path}: no such file; write a CSV with columns case,prompt (prompt as in "
+            f"python -m adapt.predict: {SYNTAX})"
+        )
     with path.open(newline="") as f:
         rows = list(csv.DictReader(f))
     if not rows or not {"case", "prompt"} <= set(rows[0]):
-        raise ConfigError(f"prompts={path}: needs the columns case,prompt; found {sorted(rows[0]) if rows else 'no row'}")
+        raise ConfigError(
+            f"prompts={path}: needs the columns case,prompt; found {sorted(rows[0]) if rows else 'no row'}"
+        )
     ids = {c.id: c.id for c in cases} | {Path(c.image).name: c.id for c in cases}
     out = {}
     for line, row in enumerate(rows, start=2):
         name = (row["case"] or "").strip()
         if name not in ids:
-            raise ConfigError(f"prompts={path}, line {line}: case {name!r} is not an unlabelled case of the card "
-                              f"(those are: {sorted(c.id for c in cases)[:8]})")
+            raise ConfigError(
+                f"prompts={path}, line {line}: case {name!r} is not an unlabelled case of the card "
+                f"(those are: {sorted(c.id for c in cases)[:8]})"
+            )
         try:
             prompt = parse_prompt(row["prompt"] or "")
         except ConfigError as err:
@@ -88,7 +94,9 @@ def plan(cases: Sequence[Case], prompts: dict[str, Prompt], semantic: bool, volu
         else:
             plans.append(CasePlan(case, "prompt", prompt))
     if missing:
-        raise ConfigError(f"no prompt for the unlabelled case(s) {missing[:8]}{' ...' if len(missing) > 8 else ''}: "
-                          "the model is promptable, not semantic. Give prompts=<csv with columns case,prompt> "
-                          f"({SYNTAX}), or an adapter trained with task=semantic (prompt=auto)")
+        raise ConfigError(
+            f"no prompt for the unlabelled case(s) {missing[:8]}{' ...' if len(missing) > 8 else ''}: "
+            "the model is promptable, not semantic. Give prompts=<csv with columns case,prompt> "
+            f"({SYNTAX}), or an adapter trained with task=semantic (prompt=auto)"
+        )
     return plans

@@ -36,9 +36,18 @@ def fingerprint(path: Path) -> list[int]:
 
 def record(out: Path, card: Any, root: str | None, cases: list[Any]) -> Path:
     """``annotate.json``: what ``save`` needs to find the labels' places and to see that the data has not changed."""
-    content = {"card": str(card.path) if card.path else card.name, "root": root,
-               "cases": {c.id: {"image": str(c.image), "label": None if c.label is None else str(c.label),
-                                "fingerprint": fingerprint(c.image)} for c in cases}}
+    content = {
+        "card": str(card.path) if card.path else card.name,
+        "root": root,
+        "cases": {
+            c.id: {
+                "image": str(c.image),
+                "label": None if c.label is None else str(c.label),
+                "fingerprint": fingerprint(c.image),
+            }
+            for c in cases
+        },
+    }
     path = Path(out) / RECORD_FILE
     text = json.dumps(content, indent=2).encode()
     write_atomically(path, lambda f: f.write(text), "out", "free space in out=")
@@ -68,33 +77,45 @@ def save(worklist: str | Path, cases: str = "accepted") -> list[Path]:
     """
     worklist = Path(worklist)
     if not worklist.is_file() or not (worklist.parent / RECORD_FILE).is_file():
-        raise ConfigError(f"worklist={worklist}: no worklist.csv with its {RECORD_FILE} there; give the worklist.csv "
-                          "that python -m adapt.annotate wrote")
+        raise ConfigError(
+            f"worklist={worklist}: no worklist.csv with its {RECORD_FILE} there; give the worklist.csv "
+            "that python -m adapt.annotate wrote"
+        )
     recorded = json.loads((worklist.parent / RECORD_FILE).read_text())["cases"]
     plans = []
     for row in chosen(read(worklist), str(cases), worklist):
         facts = recorded.get(row["case"])
         image = Path(row["image"])
         if facts is None or not image.exists() or fingerprint(image) != facts["fingerprint"]:
-            raise DataError(f"{worklist}: the worklist no longer matches the data: the image of case {row['case']} "
-                            f"({image}) is gone or changed since it was pre-annotated; run python -m adapt.annotate again")
+            raise DataError(
+                f"{worklist}: the worklist no longer matches the data: the image of case {row['case']} "
+                f"({image}) is gone or changed since it was pre-annotated; run python -m adapt.annotate again"
+            )
         if facts["label"] is None:
-            raise ConfigError(f"case {row['case']}: its card names no label path (a csv row with an empty label); "
-                              "write the label's path into the manifest's label column, then save again")
+            raise ConfigError(
+                f"case {row['case']}: its card names no label path (a csv row with an empty label); "
+                "write the label's path into the manifest's label column, then save again"
+            )
         label, pre = Path(facts["label"]), Path(row["pre"])
         if label.exists():
-            raise DataError(f"{label}: case {row['case']} has a label already (saved since the worklist was made); "
-                            "it is kept: leave the case out (cases=id,id) or remove that label yourself")
+            raise DataError(
+                f"{label}: case {row['case']} has a label already (saved since the worklist was made); "
+                "it is kept: leave the case out (cases=id,id) or remove that label yourself"
+            )
         if not pre.is_file():
-            raise DataError(f"{pre}: the pre-annotation of case {row['case']} is missing (a DICOM series is saved "
-                            "by hand: copy its folder)")
+            raise DataError(
+                f"{pre}: the pre-annotation of case {row['case']} is missing (a DICOM series is saved "
+                "by hand: copy its folder)"
+            )
         plans.append((pre, label))
     for folder in sorted({label.parent for _, label in plans}):
         check_writable(folder, "the label folder")
     written = []
     for pre, label in plans:
         label.parent.mkdir(parents=True, exist_ok=True)
-        write_atomically(label, lambda f, pre=pre: _copy(pre, f), "the label folder", "free space in the dataset's folder")
+        write_atomically(
+            label, lambda f, pre=pre: _copy(pre, f), "the label folder", "free space in the dataset's folder"
+        )
         written.append(label)
     return written
 

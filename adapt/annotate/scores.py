@@ -62,8 +62,14 @@ def box_masks(predictor: Predictor, image: np.ndarray, boxes: np.ndarray) -> tup
     return Predictor.masks(prediction, height, width).cpu().numpy(), iou
 
 
-def object_scores(predictor: Predictor, image: np.ndarray, mask: np.ndarray, seed: int = 0,
-                  jitter: float = JITTER, jitters: int = JITTERS) -> tuple[float, float]:
+def object_scores(
+    predictor: Predictor,
+    image: np.ndarray,
+    mask: np.ndarray,
+    seed: int = 0,
+    jitter: float = JITTER,
+    jitters: int = JITTERS,
+) -> tuple[float, float]:
     """``(iou, agreement)`` of one object's mask ``[H, W]`` on its plane ``image`` ``[C, H, W]``."""
     rng = prompt_rng(seed)
     boxes = np.stack([box_from_mask(mask)] + [box_from_mask(mask, jitter, rng) for _ in range(jitters)])
@@ -77,6 +83,7 @@ def plane_scores(predictor: Predictor, images: np.ndarray, labels: np.ndarray, s
     for z in np.flatnonzero(labels.reshape(len(labels), -1).any(axis=1)):
         values = [v for v in np.unique(labels[z]) if v != 0]
         found = [object_scores(predictor, images[z], labels[z] == v, seed=seed + int(z)) for v in values]
-        out.append(PlaneScore(int(z), len(found), float(np.mean([f[0] for f in found])),
-                              float(np.mean([f[1] for f in found]))))
+        out.append(
+            PlaneScore(int(z), len(found), float(np.mean([f[0] for f in found])), float(np.mean([f[1] for f in found])))
+        )
     return out

@@ -52,15 +52,35 @@ def flag(iou: float, agreement: float, calibration: Calibration | None, accept_d
     return ("accept" if iou >= accept_dice and agreement >= accept_dice else "review"), ""
 
 
-def case_rows(case: str, source: str, image: Path, pre: Path, planes: Sequence[PlaneScore], volume: bool,
-              calibration: Calibration | None, accept_dice: float) -> list[Row]:
+def case_rows(
+    case: str,
+    source: str,
+    image: Path,
+    pre: Path,
+    planes: Sequence[PlaneScore],
+    volume: bool,
+    calibration: Calibration | None,
+    accept_dice: float,
+) -> list[Row]:
     """The case's row (its most uncertain plane) and, for a volume, a row per scored slice."""
+
     def row(plane: PlaneScore | None, where: int | str) -> Row:
         if plane is None:
             return Row(0, case, where, source, 0.0, 0.0, 1.0, "", "review", str(image), str(pre))
         verdict, expected = flag(plane.iou, plane.agreement, calibration, accept_dice)
-        return Row(0, case, where, source, round(plane.iou, 4), round(plane.agreement, 4), round(plane.uncertainty, 4),
-                   expected, verdict, str(image), str(pre))
+        return Row(
+            0,
+            case,
+            where,
+            source,
+            round(plane.iou, 4),
+            round(plane.agreement, 4),
+            round(plane.uncertainty, 4),
+            expected,
+            verdict,
+            str(image),
+            str(pre),
+        )
 
     ordered = sorted(planes, key=lambda p: -p.uncertainty)
     head = row(ordered[0] if ordered else None, "")
@@ -112,6 +132,15 @@ def print_table(rows: list[Row], limit: int = 30) -> None:
             worst.setdefault(r.case, r.slice)  # slices come most uncertain first
     for r in cases[:limit]:
         first = worst.get(r.case, "")
-        table.add_row(str(r.rank), r.case, r.source, f"{r.iou:.3f}", f"{r.agreement:.3f}", f"{r.uncertainty:.3f}",
-                      str(r.expected_dice), r.flag, str(first))
+        table.add_row(
+            str(r.rank),
+            r.case,
+            r.source,
+            f"{r.iou:.3f}",
+            f"{r.agreement:.3f}",
+            f"{r.uncertainty:.3f}",
+            str(r.expected_dice),
+            r.flag,
+            str(first),
+        )
     console.print(table)

@@ -31,8 +31,10 @@ def check_port(host: str, port: int) -> None:
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except socket.gaierror as err:
-        raise ConfigError(f"host={host}: not an address of this machine ({err.strerror}); use host=127.0.0.1 "
-                          "(this machine) or host=0.0.0.0 (every network)") from None
+        raise ConfigError(
+            f"host={host}: not an address of this machine ({err.strerror}); use host=127.0.0.1 "
+            "(this machine) or host=0.0.0.0 (every network)"
+        ) from None
     family, kind, proto, _, address = infos[0]
     with socket.socket(family, kind, proto) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server does: TIME_WAIT is no conflict
@@ -40,29 +42,42 @@ def check_port(host: str, port: int) -> None:
             probe.bind(address)
         except OSError as err:
             if err.errno == errno.EADDRINUSE:
-                raise ConfigError(f"port={port}: already in use on {host} (another server, perhaps an earlier "
-                                  f"python -m adapt.app, listens there); stop it or choose another port, e.g. "
-                                  f"port={port + 1}") from None
-            raise ConfigError(f"host={host} port={port}: cannot listen there ({err.strerror or err}); choose "
-                              "another port= (1024 or above without root) or host=127.0.0.1") from None
+                raise ConfigError(
+                    f"port={port}: already in use on {host} (another server, perhaps an earlier "
+                    f"python -m adapt.app, listens there); stop it or choose another port, e.g. "
+                    f"port={port + 1}"
+                ) from None
+            raise ConfigError(
+                f"host={host} port={port}: cannot listen there ({err.strerror or err}); choose "
+                "another port= (1024 or above without root) or host=127.0.0.1"
+            ) from None
 
 
 def build(cfg: DictConfig):
     """The page for ``configs/app.yaml``'s config (model loaded), not yet served."""
     validate(cfg, "app")
     if not cfg.get("adapter"):
-        raise ConfigError("adapter= is required: python -m adapt.app adapter=<run or adapter dir | user/name | "
-                          "ONNX export dir backend=onnx>")
+        raise ConfigError(
+            "adapter= is required: python -m adapt.app adapter=<run or adapter dir | user/name | "
+            "ONNX export dir backend=onnx>"
+        )
     out_dir = check_writable(Path(str(cfg.out_dir)).expanduser(), "out_dir")
     check_port(str(cfg.host), int(cfg.port))
     try:
         from adapt.app.page import build_page
     except ImportError as err:
-        raise ConfigError(f"the page needs Gradio ({err}): pip install -e \".[app]\"") from None
+        raise ConfigError(f'the page needs Gradio ({err}): pip install -e ".[app]"') from None
     from adapt.inference.onnx_backend import load_predictor
 
-    predictor = load_predictor(cfg.adapter, str(cfg.backend), cfg.get("revision"), str(cfg.device),
-                               str(cfg.propagation), int(cfg.fill_hole_area), bool(cfg.get("allow_base_mismatch", False)))
+    predictor = load_predictor(
+        cfg.adapter,
+        str(cfg.backend),
+        cfg.get("revision"),
+        str(cfg.device),
+        str(cfg.propagation),
+        int(cfg.fill_hole_area),
+        bool(cfg.get("allow_base_mismatch", False)),
+    )
     return build_page(predictor, out_dir, str(cfg.get("mask_values") or "card"))
 
 
@@ -75,8 +90,9 @@ def main(cfg: DictConfig) -> None:
         try:
             page.launch(server_name=str(cfg.host), server_port=int(cfg.port), share=bool(cfg.share), quiet=True)
         except OSError as err:  # taken between the check and the launch
-            raise ConfigError(f"port={cfg.port} on {cfg.host}: the server could not listen there ({err}); "
-                              "choose another port=") from None
+            raise ConfigError(
+                f"port={cfg.port} on {cfg.host}: the server could not listen there ({err}); choose another port="
+            ) from None
 
 
 if __name__ == "__main__":

@@ -30,23 +30,27 @@ def _describe(predictor: Predictor) -> str:
     backend = f"ONNX ({export.get('quantize') or 'none'} quantisation)" if export else "torch"
     random = "" if loaded.model_info.pretrained else " -- **trained on RANDOM base weights (a test adapter)**"
     labels = ", ".join(f"{k}={v}" for k, v in label_names(loaded.label_map).items()) or "-"
-    return (f"### sam2-adapt: {loaded.path.name}\n{kind} adapter on `{loaded.model_info.name}` at "
-            f"{loaded.model_info.image_size} px, run by {backend}{random}. Data card `{meta.get('data_card', '?')}`, "
-            f"labels {labels}.\n\nOpen a NIfTI, the files of a DICOM series, a PNG/JPEG or a GeoTIFF. **Box**: click two "
-            "opposite corners; **object / background click**: one click each. *Segment* runs the adapter (a volume is "
-            "followed from the prompted slice through the whole scan); *Save mask* writes it in the input's format and "
-            "geometry, as `python -m adapt.predict` does for the same prompt.")
+    return (
+        f"### sam2-adapt: {loaded.path.name}\n{kind} adapter on `{loaded.model_info.name}` at "
+        f"{loaded.model_info.image_size} px, run by {backend}{random}. Data card `{meta.get('data_card', '?')}`, "
+        f"labels {labels}.\n\nOpen a NIfTI, the files of a DICOM series, a PNG/JPEG or a GeoTIFF. **Box**: click two "
+        "opposite corners; **object / background click**: one click each. *Segment* runs the adapter (a volume is "
+        "followed from the prompted slice through the whole scan); *Save mask* writes it in the input's format and "
+        "geometry, as `python -m adapt.predict` does for the same prompt."
+    )
 
 
 def _guarded(handler: Callable[..., tuple], outputs: int) -> Callable[..., tuple]:
     """A user's mistake (no file, a bad prompt, an unreadable file) becomes the status line -- the
     handler's last output -- and the other outputs stay as they are."""
+
     @functools.wraps(handler)  # Gradio reads the handler's signature (gr.SelectData) through __wrapped__
     def run(*args: Any) -> tuple:
         try:
             return handler(*args)
         except AdaptError as err:
             return (*[gr.skip()] * (outputs - 1), f"error: {err}")
+
     return run
 
 
@@ -63,9 +67,13 @@ def build_page(predictor: Predictor, out_dir: str | Path, mask_values: str = "ca
         session.open(files or [])
         top = max(session.slices - 1, 0)
         # Gradio refuses a slider whose maximum is its minimum: a 2D image keeps 0..1, not movable.
-        return (session, session.render(), gr.Slider(minimum=0, maximum=max(top, 1), value=session.slice, step=1,
-                                                     interactive=top > 0), "",
-                f"opened {session.source.name}: {session.slices} slice(s) of {session.shown.shape[1:3]} (rows, columns)")
+        return (
+            session,
+            session.render(),
+            gr.Slider(minimum=0, maximum=max(top, 1), value=session.slice, step=1, interactive=top > 0),
+            "",
+            f"opened {session.source.name}: {session.slices} slice(s) of {session.shown.shape[1:3]} (rows, columns)",
+        )
 
     def scrolled(index: float, session: Session | None) -> Any:
         return session.render(int(index)) if session is not None else None
@@ -96,10 +104,13 @@ def build_page(predictor: Predictor, out_dir: str | Path, mask_values: str = "ca
         gr.Markdown(_describe(predictor))
         with gr.Row():
             with gr.Column(scale=1):
-                upload = gr.File(label="Image (NIfTI, DICOM slice files, PNG/JPEG, GeoTIFF)", file_count="multiple",
-                                 elem_id="upload")
+                upload = gr.File(
+                    label="Image (NIfTI, DICOM slice files, PNG/JPEG, GeoTIFF)", file_count="multiple", elem_id="upload"
+                )
                 mode = gr.Radio(list(MODES), value="box", label="Click adds", elem_id="mode")
-                prompt = gr.Textbox(label="Prompt (adapt.predict's syntax: clicks fill it, or type it)", elem_id="prompt")
+                prompt = gr.Textbox(
+                    label="Prompt (adapt.predict's syntax: clicks fill it, or type it)", elem_id="prompt"
+                )
                 with gr.Row():
                     segment = gr.Button("Segment", variant="primary", elem_id="segment")
                     clear = gr.Button("Clear", elem_id="clear")
@@ -108,7 +119,9 @@ def build_page(predictor: Predictor, out_dir: str | Path, mask_values: str = "ca
                 saved_path = gr.Textbox(label="Saved mask", interactive=False, elem_id="saved_path")
                 saved_file = gr.File(label="Download", interactive=False, elem_id="saved_file")
             with gr.Column(scale=2):
-                view = gr.Image(label="Slice", type="numpy", format="png", interactive=False, elem_id="view", height=560)
+                view = gr.Image(
+                    label="Slice", type="numpy", format="png", interactive=False, elem_id="view", height=560
+                )
                 index = gr.Slider(minimum=0, maximum=1, step=1, value=0, label="Slice", elem_id="slice")
         upload.upload(_guarded(opened, 5), [upload, state], [state, view, index, prompt, status])
         index.change(scrolled, [index, state], view)

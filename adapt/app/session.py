@@ -200,10 +200,10 @@ class Session:
         if len(self.corners) == 2:
             (x0, y0), (x1, y1) = self.corners
             x0, x1, y0, y1 = min(x0, x1), max(x0, x1), min(y0, y1), max(y0, y1)
-            rgb[y0:y1 + 1, [x0, x1]] = (255, 220, 0)
-            rgb[[y0, y1], x0:x1 + 1] = (255, 220, 0)
+            rgb[y0 : y1 + 1, [x0, x1]] = (255, 220, 0)
+            rgb[[y0, y1], x0 : x1 + 1] = (255, 220, 0)
         for x, y in self.corners[:1] if len(self.corners) == 1 else []:
             rgb[y, x] = (255, 220, 0)
         for x, y, label in self.points:
             colour = (40, 220, 40) if label else (60, 120, 255)
-            rgb[max(y - 1, 0):min(y + 2, height), max(x - 1, 0):min(x + 2, width)] = colour
+            rgb[max(y - 1, 0) : min(y + 2, height), max(x - 1, 0) : min(x + 2, width)] = colour

@@ -70,9 +70,11 @@ def project_root() -> Path:
     """
     root = Path(adapt.__file__).resolve().parent.parent
     if not (root / "pyproject.toml").is_file():
-        raise ConfigError(f"space_app=true ships sam2-adapt's wheel, built from its source tree, and {root} holds none "
-                          "(sam2-adapt is installed from a wheel): run the push from a checkout installed with "
-                          "pip install -e \".[app]\"")
+        raise ConfigError(
+            f"space_app=true ships sam2-adapt's wheel, built from its source tree, and {root} holds none "
+            "(sam2-adapt is installed from a wheel): run the push from a checkout installed with "
+            'pip install -e ".[app]"'
+        )
     return root
 
 
@@ -96,14 +98,27 @@ def build_wheel(out_dir: str | Path) -> Path:
         for name in SHIPPED_FOLDERS:  # configs, recipes, data cards: inside the package (adapt.conf.SHIPPED)
             shutil.copytree(root / name, source / "adapt" / SHIPPED.name / name)
         built = Path(tmp) / "dist"
-        command = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index",
-                   "--quiet", "--wheel-dir", str(built), str(source)]
+        command = [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-index",
+            "--quiet",
+            "--wheel-dir",
+            str(built),
+            str(source),
+        ]
         result = subprocess.run(command, capture_output=True, text=True)
         wheels = sorted(built.glob("*.whl"))
         if result.returncode != 0 or len(wheels) != 1:
             tail = "\n".join((result.stderr or result.stdout).strip().splitlines()[-5:])
-            raise ConfigError(f"space_app=true: building sam2-adapt's wheel from {root} failed ({tail}); "
-                              "pip install setuptools wheel, or push without space_app=true")
+            raise ConfigError(
+                f"space_app=true: building sam2-adapt's wheel from {root} failed ({tail}); "
+                "pip install setuptools wheel, or push without space_app=true"
+            )
         return Path(shutil.copy2(wheels[0], out_dir / wheels[0].name))
 
 
@@ -117,8 +132,11 @@ def extra_requirements(wheel: Path, extra: str = EXTRA) -> list[str]:
     lines = []
     for text in metadata.get_all("Requires-Dist") or []:
         requirement = Requirement(text)
-        if requirement.marker is not None and requirement.marker.evaluate({"extra": extra}) \
-                and not requirement.marker.evaluate({"extra": ""}):
+        if (
+            requirement.marker is not None
+            and requirement.marker.evaluate({"extra": extra})
+            and not requirement.marker.evaluate({"extra": ""})
+        ):
             requirement.marker = None
             lines.append(str(requirement))
     return lines
@@ -131,8 +149,11 @@ def write_space_app(folder: str | Path, repo_id: str) -> list[Path]:
     wheel = build_wheel(folder / WHEEL_DIR)
     app, requirements = folder / APP_FILE, folder / REQUIREMENTS_FILE
     app.write_text(space_app(repo_id))
-    lines = ["# sam2-adapt (its wheel, shipped here: it is on no package registry) and the page's requirements",
-             f"./{WHEEL_DIR}/{wheel.name}", *extra_requirements(wheel)]
+    lines = [
+        "# sam2-adapt (its wheel, shipped here: it is on no package registry) and the page's requirements",
+        f"./{WHEEL_DIR}/{wheel.name}",
+        *extra_requirements(wheel),
+    ]
     requirements.write_text("\n".join(lines) + "\n")
     readme = folder / "README.md"
     if readme.is_file():  # the model card's header also says how a Space runs the folder

@@ -37,13 +37,25 @@ OPTIONS = {
     "download": {"card": "card", "root": "output"},
     "cards": {},
     "prepare": {"card": "card", "root": "folder", "cache_dir": "output", "workers": "count"},
-    "shards": {"card": "card", "out": "output", "root": "folder", "cache_dir": "output", "workers": "count",
-               "shard_size": "count"},
+    "shards": {
+        "card": "card",
+        "out": "output",
+        "root": "folder",
+        "cache_dir": "output",
+        "workers": "count",
+        "shard_size": "count",
+    },
 }
 COMMANDS = tuple(OPTIONS)
 #: Values each kind refuses (the generated fault tests give them to every option of that kind).
-OPTION_FAULTS = {"output": [""], "name": ["", "my card"], "flag": ["", "maybe"], "count": ["", "0", "-1", "abc"],
-                 "card": ["", "/nonexistent/card.yaml", "no_such_card"], "folder": ["", "/nonexistent-folder"]}
+OPTION_FAULTS = {
+    "output": [""],
+    "name": ["", "my card"],
+    "flag": ["", "maybe"],
+    "count": ["", "0", "-1", "abc"],
+    "card": ["", "/nonexistent/card.yaml", "no_such_card"],
+    "folder": ["", "/nonexistent-folder"],
+}
 FLAGS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 #: Exit status of ``check`` when it finds an error in the data.
 PROBLEM_STATUS = 1
@@ -56,7 +68,9 @@ def _options(args: list[str], command: str) -> dict[str, Any]:
     for arg in args:
         key, sep, value = arg.partition("=")
         if not sep:
-            raise ConfigError(f"{arg!r}: expected key=value ({command} takes {sorted(allowed) or 'no options'})\n{USAGE}")
+            raise ConfigError(
+                f"{arg!r}: expected key=value ({command} takes {sorted(allowed) or 'no options'})\n{USAGE}"
+            )
         options[key.strip()] = value.strip()
     unknown = sorted(set(options) - set(allowed))
     if unknown:
@@ -95,24 +109,34 @@ def init(args: list[str]) -> int:
         raise ConfigError("init needs the dataset's folder first: python -m adapt.data init <folder> [out=card.yaml]")
     options = _options(args[1:], "init")
     with claimed(options.get("out"), "out"):  # a card refused after it was written is removed again
-        out, layout, stats = init_card(args[0], options.get("out"), options.get("name"), options.get("overwrite", False),
-                                       options.get("max_cases"))
+        out, layout, stats = init_card(
+            args[0], options.get("out"), options.get("name"), options.get("overwrite", False), options.get("max_cases")
+        )
     print(f"{layout.description}; read {len(stats)} case(s)")
-    for title, paths in (("images without a label", layout.unpaired_images),
-                         ("labels without an image", layout.unpaired_labels)):
+    for title, paths in (
+        ("images without a label", layout.unpaired_images),
+        ("labels without an image", layout.unpaired_labels),
+    ):
         if paths:
-            print(f"{len(paths)} {title}: " + ", ".join(str(p.relative_to(layout.root)) for p in paths[:5])
-                  + (" ..." if len(paths) > 5 else ""))
+            print(
+                f"{len(paths)} {title}: "
+                + ", ".join(str(p.relative_to(layout.root)) for p in paths[:5])
+                + (" ..." if len(paths) > 5 else "")
+            )
     if layout.unlabelled:
-        print(f"kept {len(layout.unlabelled)} image(s) without a label as unlabelled cases (source.unlabelled: true): "
-              "training, evaluation and check skip them; python -m adapt.annotate pre-annotates them")
+        print(
+            f"kept {len(layout.unlabelled)} image(s) without a label as unlabelled cases (source.unlabelled: true): "
+            "training, evaluation and check skip them; python -m adapt.annotate pre-annotates them"
+        )
     for note in layout.notes:
         print(note)
     unreadable = [s for s in stats if s.error]
     for s in unreadable[:5]:
         print(f"unreadable: {s.error}")
-    print(f"card written to {out}\nnext: fill in license and citation, then\n"
-          f"  python -m adapt.data check card={out}\n  python -m adapt.train data.card={out}")
+    print(
+        f"card written to {out}\nnext: fill in license and citation, then\n"
+        f"  python -m adapt.data check card={out}\n  python -m adapt.train data.card={out}"
+    )
     return 0
 
 
@@ -153,11 +177,14 @@ def prepare(args: list[str]) -> int:
     store = CaseStore(card, list_cases(card, root), "disk", options.get("cache_dir"))
     start = time.perf_counter()
     with tqdm(total=len(store), unit="case", desc=f"preparing {card.name}") as bar:
-        errors = store.prepare_missing(workers=workers or default_workers(),
-                                       progress=lambda done, total: bar.update(done - bar.n))
+        errors = store.prepare_missing(
+            workers=workers or default_workers(), progress=lambda done, total: bar.update(done - bar.n)
+        )
     size = sum(f.stat().st_size for f in store.directory.glob("*") if f.is_file()) if store.directory.exists() else 0
-    print(f"{store.prepared} case(s) prepared, {len(store) - store.prepared - len(errors)} already cached, in "
-          f"{time.perf_counter() - start:.1f} s; cache {store.directory} holds {size / 1e6:,.1f} MB")
+    print(
+        f"{store.prepared} case(s) prepared, {len(store) - store.prepared - len(errors)} already cached, in "
+        f"{time.perf_counter() - start:.1f} s; cache {store.directory} holds {size / 1e6:,.1f} MB"
+    )
     for position, error in sorted(errors.items()):
         print(f"bad case {store.cases[position].id}: {error}")
     if errors:
@@ -182,25 +209,39 @@ def shards(args: list[str]) -> int:
     options = _options(args, "shards")
     missing = [key for key in ("card", "out") if key not in options]
     if missing:
-        raise ConfigError(f"shards needs {' and '.join(f'{k}=' for k in missing)} (card=<stem or path> out=<new folder>)")
+        raise ConfigError(
+            f"shards needs {' and '.join(f'{k}=' for k in missing)} (card=<stem or path> out=<new folder>)"
+        )
     card = load_card(options["card"])
     out = Path(options["out"]).expanduser()
     start = time.perf_counter()
     with tqdm(unit="plane", desc=f"sharding {card.name}") as bar:
+
         def progress(done: int, total: int) -> None:
             bar.total = total
             bar.update(done - bar.n)
 
-        index = write_shards(card, data_root(card, options.get("root")), out, options.get("shard_size", SHARD_SIZE),
-                             options.get("cache_dir"), options.get("workers"), progress=progress)
+        index = write_shards(
+            card,
+            data_root(card, options.get("root")),
+            out,
+            options.get("shard_size", SHARD_SIZE),
+            options.get("cache_dir"),
+            options.get("workers"),
+            progress=progress,
+        )
     size = sum(f.stat().st_size for f in out.glob("*.tar"))
     counts = {split: len(entries) for split, entries in index["shards"].items()}
-    print(f"{', '.join(f'{n} {split} shard(s)' for split, n in counts.items())} ({size / 1e6:,.1f} MB) and "
-          f"{INDEX_FILE} written to {out} in {time.perf_counter() - start:.1f} s")
+    print(
+        f"{', '.join(f'{n} {split} shard(s)' for split, n in counts.items())} ({size / 1e6:,.1f} MB) and "
+        f"{INDEX_FILE} written to {out} in {time.perf_counter() - start:.1f} s"
+    )
     for case, error in sorted(index["bad_cases"].items()):
         print(f"bad case {case} (left out): {error}")
-    print(f"next: python -m adapt.train data.card={options['card']} data.shards={out}  (or a URL where the folder is "
-          "served; see docs/scaling.md)")
+    print(
+        f"next: python -m adapt.train data.card={options['card']} data.shards={out}  (or a URL where the folder is "
+        "served; see docs/scaling.md)"
+    )
     return PROBLEM_STATUS if index["bad_cases"] else 0
 
 

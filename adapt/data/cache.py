@@ -56,8 +56,10 @@ LAYOUT_FILE = "layout.json"
 #: A worker process is started for every this many missing cases at most: starting one (imports
 #: included) costs about as much as preparing a few CT cases.
 CASES_PER_WORKER = 4
-DISK_FIX = ("free some space, put the cache on a larger disk (data.cache_dir=<dir> or $SAM2_ADAPT_DATA), "
-            "or keep cases in RAM or uncached (data.cache=memory|none)")
+DISK_FIX = (
+    "free some space, put the cache on a larger disk (data.cache_dir=<dir> or $SAM2_ADAPT_DATA), "
+    "or keep cases in RAM or uncached (data.cache=memory|none)"
+)
 PREPROCESSING_FIELDS = ("dims", "source", "labels", "intensity", "spacing")
 
 
@@ -113,8 +115,9 @@ class CaseStore:
         channels: image channels of the cases prepared so far (``None`` before the first).
     """
 
-    def __init__(self, card: DataCard, cases: list[Case], mode: str = "auto",
-                 directory: str | Path | None = None) -> None:
+    def __init__(
+        self, card: DataCard, cases: list[Case], mode: str = "auto", directory: str | Path | None = None
+    ) -> None:
         check_choice("data.cache", mode, CACHE_MODES)
         if mode == "auto":
             mode = "memory" if card.source["kind"] == "synthetic" else "disk"
@@ -128,8 +131,12 @@ class CaseStore:
         self._channels_of: dict[int, int] = {}
         if mode == "disk":
             for folder in older_layouts(base, card, self.directory):
-                log.warning("data cache %s is in an older layout and is not read; cases are prepared again into %s "
-                            "(delete the old folder to free its space)", folder, self.directory)
+                log.warning(
+                    "data cache %s is in an older layout and is not read; cases are prepared again into %s "
+                    "(delete the old folder to free its space)",
+                    folder,
+                    self.directory,
+                )
 
     def __len__(self) -> int:
         return len(self.cases)
@@ -144,7 +151,10 @@ class CaseStore:
         """Path (without suffix) of case ``index`` in the disk cache: its id and a hash of its files' stamps."""
         case = self.cases[index]
         stamp = json.dumps([case.id, _file_stamp(Path(case.image)), _file_stamp(Path(case.label))])
-        return self.directory / f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', case.id)}-{hashlib.sha1(stamp.encode()).hexdigest()[:10]}"
+        return (
+            self.directory
+            / f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', case.id)}-{hashlib.sha1(stamp.encode()).hexdigest()[:10]}"
+        )
 
     def prepare(self, index: int) -> Volume:
         """Load (or find in the cache) case ``index`` and keep it as the mode says.
@@ -190,8 +200,11 @@ class CaseStore:
             return target_counts(volume.label, ids, axis)
         entry = self.index(index)
         planes = len(entry["chunks"])
-        return np.stack([np.asarray(entry["counts"].get(str(i), [0] * planes), dtype=np.int64) for i in ids], axis=1) \
-            if ids else np.zeros((planes, 0), dtype=np.int64)
+        return (
+            np.stack([np.asarray(entry["counts"].get(str(i), [0] * planes), dtype=np.int64) for i in ids], axis=1)
+            if ids
+            else np.zeros((planes, 0), dtype=np.int64)
+        )
 
     def image_channels(self, index: int) -> int:
         """The image channels of case ``index``: from the index alone with a disk cache, else as ``counts``
@@ -206,8 +219,11 @@ class CaseStore:
         self.directory.mkdir(parents=True, exist_ok=True)
         grid = {}
         if volume.affine is not None:
-            grid = {"affine": np.asarray(volume.affine).tolist(), "source_affine": np.asarray(volume.source_affine).tolist(),
-                    "source_shape": list(volume.source_shape)}
+            grid = {
+                "affine": np.asarray(volume.affine).tolist(),
+                "source_affine": np.asarray(volume.source_affine).tolist(),
+                "source_shape": list(volume.source_shape),
+            }
         axis = self.card.slice_axis if self.card.dims == 3 else None
         entry = write_case(stem, volume.image, volume.label, axis, grid, self._atomic)
         layout = self.directory / LAYOUT_FILE  # after a whole entry: a failed first write leaves nothing
@@ -223,11 +239,21 @@ class CaseStore:
         image, label = ChunkedArray(path, entry, "image"), ChunkedArray(path, entry, "label")
         if "affine" not in entry:
             return Volume(self.cases[index], image, label)
-        return Volume(self.cases[index], image, label, affine=np.asarray(entry["affine"]),
-                      source_affine=np.asarray(entry["source_affine"]), source_shape=tuple(entry["source_shape"]))
+        return Volume(
+            self.cases[index],
+            image,
+            label,
+            affine=np.asarray(entry["affine"]),
+            source_affine=np.asarray(entry["source_affine"]),
+            source_shape=tuple(entry["source_shape"]),
+        )
 
-    def prepare_missing(self, positions: Iterable[int] | None = None, workers: int | None = None,
-                        progress: Callable[[int, int], None] | None = None) -> dict[int, DataError]:
+    def prepare_missing(
+        self,
+        positions: Iterable[int] | None = None,
+        workers: int | None = None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> dict[int, DataError]:
         """Write the cases of ``positions`` (default: all) that the disk cache lacks, in worker processes.
 
         Cases are read, reoriented, resampled and scaled in ``workers`` processes (default: every
@@ -254,8 +280,11 @@ class CaseStore:
             return False
 
 
-def prepare_stores(wanted: list[tuple[CaseStore, list[int]]], workers: int | None = None,
-                   progress: Callable[[int, int], None] | None = None) -> list[dict[int, DataError]]:
+def prepare_stores(
+    wanted: list[tuple[CaseStore, list[int]]],
+    workers: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[dict[int, DataError]]:
     """Write the cases that disk caches lack, for several stores (a run's splits) in one pool of workers.
 
     One pool for all: starting a worker (its imports) costs about as much as preparing a few CT
@@ -270,8 +299,13 @@ def prepare_stores(wanted: list[tuple[CaseStore, list[int]]], workers: int | Non
     Returns:
         Per store, ``{position: error}`` of the cases whose files are bad (nothing cached for them).
     """
-    jobs = [(n, store, i) for n, (store, positions) in enumerate(wanted) if store.mode == "disk"
-            for i in positions if not store._cached(i)]
+    jobs = [
+        (n, store, i)
+        for n, (store, positions) in enumerate(wanted)
+        if store.mode == "disk"
+        for i in positions
+        if not store._cached(i)
+    ]
     total = sum(len(positions) for store, positions in wanted if store.mode == "disk")
     errors: list[dict[int, DataError]] = [{} for _ in wanted]
     done = total - len(jobs)

@@ -46,8 +46,13 @@ def case_fingerprint(cases: Iterable[Any], root: str | Path) -> dict[str, Any]:
 def card_record(card: Any, root: str | Path, cases: Iterable[Any]) -> dict[str, Any]:
     """What ``sam2_adapt.json`` records of the training card (its copy is ``CARD_FILE``)."""
     shipped = bool(card.path) and Path(card.path).resolve().parent == CARD_DIR.resolve()
-    return {"name": card.name, "file": CARD_FILE, "shipped": shipped, "root": str(Path(root).expanduser().resolve()),
-            "cases": case_fingerprint(cases, root)}
+    return {
+        "name": card.name,
+        "file": CARD_FILE,
+        "shipped": shipped,
+        "root": str(Path(root).expanduser().resolve()),
+        "cases": case_fingerprint(cases, root),
+    }
 
 
 def card_text(card: Any) -> str:
@@ -57,8 +62,9 @@ def card_text(card: Any) -> str:
     return yaml.safe_dump(card.to_dict(), sort_keys=False)
 
 
-def adapter_card(folder: str | Path | None, metadata: Mapping[str, Any], root: Any = None,
-                 key: str = "data.root") -> tuple[Any, str | None] | None:
+def adapter_card(
+    folder: str | Path | None, metadata: Mapping[str, Any], root: Any = None, key: str = "data.root"
+) -> tuple[Any, str | None] | None:
     """The card an adapter carries and the data root to read it at; ``None`` when it carries none
     (adapters written before cards travelled: their card is found by name as before).
 
@@ -89,20 +95,27 @@ def adapter_card(folder: str | Path | None, metadata: Mapping[str, Any], root: A
     if record.get("shipped"):
         return card, None  # where a shipped card's data is looked for by default, as when named
     where = f"was at {recorded}, which is not there any more" if recorded else "is not recorded (a shared adapter)"
-    raise ConfigError(f"the data of the adapter's card {card.name!r} ({path}) {where}; set {key}=<the folder that "
-                      f"holds its {record.get('cases', {}).get('count', '?')} cases now>")
+    raise ConfigError(
+        f"the data of the adapter's card {card.name!r} ({path}) {where}; set {key}=<the folder that "
+        f"holds its {record.get('cases', {}).get('count', '?')} cases now>"
+    )
 
 
 def check_cases(metadata: Mapping[str, Any], card: Any, cases: Iterable[Any], root: str | Path) -> None:
     """Warn when the cases found for the adapter's own card are not those it was trained on."""
-    recorded = (metadata.get(RECORD_KEY) or {})
+    recorded = metadata.get(RECORD_KEY) or {}
     if recorded.get("name") != card.name or not recorded.get("cases"):
         return
     now = case_fingerprint(cases, root)
     if now != recorded["cases"]:
-        log.warning("the cases of data card %r at %s (%d) are not those the adapter was trained on (%d): files were "
-                    "added, removed or renamed since; its scores are not comparable with the training run's",
-                    card.name, root, now["count"], recorded["cases"].get("count"))
+        log.warning(
+            "the cases of data card %r at %s (%d) are not those the adapter was trained on (%d): files were "
+            "added, removed or renamed since; its scores are not comparable with the training run's",
+            card.name,
+            root,
+            now["count"],
+            recorded["cases"].get("count"),
+        )
 
 
 def _is_local_path(value: str) -> bool:

@@ -53,8 +53,13 @@ MASK_THRESHOLD = 128
 CT_PERCENTILES = (0.5, 99.5)
 
 
-def init_card(folder: str | Path, out: str | Path | None = None, name: str | None = None,
-              overwrite: bool = False, max_cases: int | None = None) -> tuple[Path, Layout, list[CaseStats]]:
+def init_card(
+    folder: str | Path,
+    out: str | Path | None = None,
+    name: str | None = None,
+    overwrite: bool = False,
+    max_cases: int | None = None,
+) -> tuple[Path, Layout, list[CaseStats]]:
     """Inspect ``folder`` and write a card for it (see the module doc).
 
     Args:
@@ -157,14 +162,17 @@ def propose_encoding(labels: Sequence[Path]) -> ProposedEncoding:
     proposal.mask_values = {"background": 0, FOREGROUND: stored if counts["ids"] else 255}
     proposal.threshold = MASK_THRESHOLD if counts["lossy"] else None
     if counts["ids"]:
-        proposal.notes.append(f"label files mix encodings: {pictures} store the mask as 0/255, {counts['ids']} as "
-                              f"label ids (0/1); each file is read by its own values, and masks are written as "
-                              f"{'0/255' if stored[0] == 255 else '0/1'} (the more common; mask_values says which)")
+        proposal.notes.append(
+            f"label files mix encodings: {pictures} store the mask as 0/255, {counts['ids']} as "
+            f"label ids (0/1); each file is read by its own values, and masks are written as "
+            f"{'0/255' if stored[0] == 255 else '0/1'} (the more common; mask_values says which)"
+        )
     return proposal
 
 
-def propose(layout: Layout, stats: list[CaseStats], name: str, encoding: ProposedEncoding,
-            out: Path) -> tuple[dict[str, Any], dict[str, str]]:
+def propose(
+    layout: Layout, stats: list[CaseStats], name: str, encoding: ProposedEncoding, out: Path
+) -> tuple[dict[str, Any], dict[str, str]]:
     """The card's fields, and a comment per field saying where each value came from."""
     manifest = layout.manifest or {}
     modality, why = guess_modality(stats, _first(manifest.get("modality")))
@@ -179,22 +187,34 @@ def propose(layout: Layout, stats: list[CaseStats], name: str, encoding: Propose
     intensity, intensity_note = propose_intensity(stats, modality, manifest.get("modality"))
     kinds = sorted({s.kind for s in stats})
     fields: dict[str, Any] = {
-        "name": name, "title": str(manifest.get("name") or layout.root.name), "modality": modality, "dims": dims,
-        "license": TODO_LICENSE, "citation": TODO_CITATION, "source": source, "labels": labels,
-        "targets": targets or [n for n in labels if labels[n] != 0][:1], "intensity": intensity,
+        "name": name,
+        "title": str(manifest.get("name") or layout.root.name),
+        "modality": modality,
+        "dims": dims,
+        "license": TODO_LICENSE,
+        "citation": TODO_CITATION,
+        "source": source,
+        "labels": labels,
+        "targets": targets or [n for n in labels if labels[n] != 0][:1],
+        "intensity": intensity,
     }
-    notes = {"modality": f"from {why}; check it (data_cards/README.md lists the modalities)",
-             "dims": f"{'volumes' if dims == 3 else 'images'}: {', '.join(FORMATS[k].title for k in kinds)}"
-                     + "".join(f", {c}" for c in sorted({s.crs for s in stats if s.crs})),
-             "labels": f"label ids found in the label files{' (names from dataset.json)' if manifest.get('labels') else ''}"
-                       f"{'; masks thresholded at 128' if threshold else ''}: rename them (and in mask_values)",
-             "targets": "every label found except background; keep the ones to segment",
-             "intensity": intensity_note}
+    notes = {
+        "modality": f"from {why}; check it (data_cards/README.md lists the modalities)",
+        "dims": f"{'volumes' if dims == 3 else 'images'}: {', '.join(FORMATS[k].title for k in kinds)}"
+        + "".join(f", {c}" for c in sorted({s.crs for s in stats if s.crs})),
+        "labels": f"label ids found in the label files{' (names from dataset.json)' if manifest.get('labels') else ''}"
+        f"{'; masks thresholded at 128' if threshold else ''}: rename them (and in mask_values)",
+        "targets": "every label found except background; keep the ones to segment",
+        "intensity": intensity_note,
+    }
     if encoding.mask_values is not None:
         fields["labels"].setdefault(FOREGROUND, 1)  # a lossy mask thresholded empty everywhere still has label 1
         fields["mask_values"] = encoding.mask_values
-        notes["mask_values"] = "how the label files store each label (" + ", ".join(
-            f"{n} files {k}" for k, n in sorted(encoding.counts.items())) + "); masks are written the same way"
+        notes["mask_values"] = (
+            "how the label files store each label ("
+            + ", ".join(f"{n} files {k}" for k, n in sorted(encoding.counts.items()))
+            + "); masks are written the same way"
+        )
     if dims == 3:
         fields["spacing"], notes["spacing"] = None, spacing_note(stats)
         fields["slice_axis"], notes["slice_axis"] = slice_axis(stats)
@@ -245,8 +265,10 @@ def propose_intensity(stats: list[CaseStats], modality: str, names: Any = None) 
             intensity.update(channels=list(range(channels)), channel_names=named)
         if channels not in (1, 3):
             intensity["channels"] = list(range(min(channels, MAX_CHANNELS)))
-            note = (f"{channels} channels/bands, the first {len(intensity['channels'])} kept: the adapter learns an "
-                    "input projection to 3 (adapter.input_channels=auto); or pick 1 or 3 (e.g. [2, 1, 0] for B, G, R); ")
+            note = (
+                f"{channels} channels/bands, the first {len(intensity['channels'])} kept: the adapter learns an "
+                "input projection to 3 (adapter.input_channels=auto); or pick 1 or 3 (e.g. [2, 1, 0] for B, G, R); "
+            )
     kept = intensity.get("channels") or list(range(channels))
     if all(s.dtype == "uint8" for s in stats):
         intensity["window"] = [0, 255]
@@ -284,12 +306,18 @@ def slice_axis(stats: list[CaseStats]) -> tuple[int, str]:
     """The RAS axis of the thickest voxels when they are clearly thicker, else axial (2)."""
     if all(s.kind == "frames" for s in stats):
         return 2, "frames are the slices along axis 2"
-    axes = [s.slice_spacing_axis for s in stats if s.spacing and len(s.spacing) == 3
-            and max(s.spacing) > 1.2 * sorted(s.spacing)[1]]
+    axes = [
+        s.slice_spacing_axis
+        for s in stats
+        if s.spacing and len(s.spacing) == 3 and max(s.spacing) > 1.2 * sorted(s.spacing)[1]
+    ]
     if not axes:
         return 2, "axial (0 sagittal, 1 coronal, 2 axial); the voxels are about as thick in every direction"
     axis = int(np.bincount(axes).argmax())
-    return axis, f"{('sagittal', 'coronal', 'axial')[axis]}: the axis of the thickest voxels (0 sagittal, 1 coronal, 2 axial)"
+    return (
+        axis,
+        f"{('sagittal', 'coronal', 'axial')[axis]}: the axis of the thickest voxels (0 sagittal, 1 coronal, 2 axial)",
+    )
 
 
 def _flow(value: Any) -> str:
@@ -299,18 +327,24 @@ def _flow(value: Any) -> str:
 
 def render(fields: dict[str, Any], notes: dict[str, str], layout: Layout, cases: int, out: Path) -> str:
     """The card as YAML with a header and a comment beside each proposed value."""
-    lines = [f"# Drafted by `python -m adapt.data init {layout.root}` on {datetime.date.today()}",
-             f"# from {cases} cases: {layout.description}.",
-             "# Check every value; fill in license and citation (training refuses the TODOs), then run",
-             f"#   python -m adapt.data check card={out}",
-             f"#   python -m adapt.train data.card={out}"]
+    lines = [
+        f"# Drafted by `python -m adapt.data init {layout.root}` on {datetime.date.today()}",
+        f"# from {cases} cases: {layout.description}.",
+        "# Check every value; fill in license and citation (training refuses the TODOs), then run",
+        f"#   python -m adapt.data check card={out}",
+        f"#   python -m adapt.train data.card={out}",
+    ]
     if layout.unlabelled:
-        lines.append(f"# Kept: {len(layout.unlabelled)} image(s) without a label, as unlabelled cases (source.unlabelled: "
-                     "true): training, evaluation and check skip them; python -m adapt.annotate pre-annotates them.")
+        lines.append(
+            f"# Kept: {len(layout.unlabelled)} image(s) without a label, as unlabelled cases (source.unlabelled: "
+            "true): training, evaluation and check skip them; python -m adapt.annotate pre-annotates them."
+        )
     left_out = len(layout.unpaired_images) - len(layout.unlabelled)
     if left_out or layout.unpaired_labels:
-        lines.append(f"# Left out: {left_out} image(s) without a label, "
-                     f"{len(layout.unpaired_labels)} label(s) without an image (listed by init).")
+        lines.append(
+            f"# Left out: {left_out} image(s) without a label, "
+            f"{len(layout.unpaired_labels)} label(s) without an image (listed by init)."
+        )
     for key, value in fields.items():
         note = f"  # {notes[key]}" if key in notes else ""
         if isinstance(value, dict) and key in ("source", "intensity"):
@@ -329,9 +363,12 @@ def _verify(out: Path, layout: Layout) -> None:
     wanted = {(i.resolve(), lab.resolve()) for i, lab in layout.pairs}
     if not wanted <= listed:
         missing = sorted(str(i) for i, _ in wanted - listed)[:3]
-        raise DataError(f"init: the card written to {out} does not list every pair found (e.g. {missing}); "
-                        "please report this layout")
+        raise DataError(
+            f"init: the card written to {out} does not list every pair found (e.g. {missing}); "
+            "please report this layout"
+        )
     kept = {Path(c.image).resolve() for c in partition_cases(card, data_root(card))[1]}
     if not {p.resolve() for p in layout.unlabelled} <= kept:
-        raise DataError(f"init: the card written to {out} does not list every unlabelled image kept; "
-                        "please report this layout")
+        raise DataError(
+            f"init: the card written to {out} does not list every unlabelled image kept; please report this layout"
+        )

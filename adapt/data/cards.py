@@ -73,28 +73,56 @@ class FieldType:
         return None
 
 
-KIND_WORDS = {"bool": "true or false", "text": "text", "int": "an integer", "number": "a number", "texts": "a list of text",
-              "ints": "a list of integers", "numbers": "a list of numbers", "mapping": "a mapping of keys",
-              "spacings": "a list of 2 or 3 numbers in mm (null keeps an axis' own)"}
+KIND_WORDS = {
+    "bool": "true or false",
+    "text": "text",
+    "int": "an integer",
+    "number": "a number",
+    "texts": "a list of text",
+    "ints": "a list of integers",
+    "numbers": "a list of numbers",
+    "mapping": "a mapping of keys",
+    "spacings": "a list of 2 or 3 numbers in mm (null keeps an axis' own)",
+}
 #: Every field and section key a card may hold, with what it holds: checked first when a card is loaded
 #: (``DataCard._check_types``), and faulted row by row by ``tests/test_generated_card_faults.py``.
 FIELD_TYPES = {
-    "name": FieldType("text"), "title": FieldType("text"), "modality": FieldType("text", choices=MODALITIES),
-    "dims": FieldType("int", choices=(2, 3)), "license": FieldType("text"), "citation": FieldType("text"),
-    "source": FieldType("mapping"), "labels": FieldType("mapping"), "targets": FieldType("texts"),
-    "intensity": FieldType("mapping"), "spacing": FieldType("spacings", low=1e-6), "slice_axis": FieldType("int", choices=(0, 1, 2)),
-    "split": FieldType("mapping"), "mask_values": FieldType("mapping"),  # its entries: encoding.check_mask_values
-    "source.kind": FieldType("text", choices=SOURCE_KINDS), "source.root": FieldType("text"),
-    "source.url": FieldType("text|texts"), "source.md5": FieldType("text|texts"), "source.access": FieldType("text"),
-    "source.mask_threshold": FieldType("number", low=1e-6), "source.task": FieldType("text"),
-    "source.images": FieldType("text"), "source.labels": FieldType("text"), "source.manifest": FieldType("text"),
-    "source.generator": FieldType("text", choices=GENERATORS), "source.num_cases": FieldType("int", low=1),
-    "source.seed": FieldType("int", low=0), "source.shape": FieldType("ints", low=1),
+    "name": FieldType("text"),
+    "title": FieldType("text"),
+    "modality": FieldType("text", choices=MODALITIES),
+    "dims": FieldType("int", choices=(2, 3)),
+    "license": FieldType("text"),
+    "citation": FieldType("text"),
+    "source": FieldType("mapping"),
+    "labels": FieldType("mapping"),
+    "targets": FieldType("texts"),
+    "intensity": FieldType("mapping"),
+    "spacing": FieldType("spacings", low=1e-6),
+    "slice_axis": FieldType("int", choices=(0, 1, 2)),
+    "split": FieldType("mapping"),
+    "mask_values": FieldType("mapping"),  # its entries: encoding.check_mask_values
+    "source.kind": FieldType("text", choices=SOURCE_KINDS),
+    "source.root": FieldType("text"),
+    "source.url": FieldType("text|texts"),
+    "source.md5": FieldType("text|texts"),
+    "source.access": FieldType("text"),
+    "source.mask_threshold": FieldType("number", low=1e-6),
+    "source.task": FieldType("text"),
+    "source.images": FieldType("text"),
+    "source.labels": FieldType("text"),
+    "source.manifest": FieldType("text"),
+    "source.generator": FieldType("text", choices=GENERATORS),
+    "source.num_cases": FieldType("int", low=1),
+    "source.seed": FieldType("int", low=0),
+    "source.shape": FieldType("ints", low=1),
     "source.unlabelled": FieldType("bool"),
-    "intensity.window": FieldType("numbers"), "intensity.percentiles": FieldType("numbers", low=0, high=100),
-    "intensity.channels": FieldType("ints", low=0), "intensity.channel_names": FieldType("texts"),
+    "intensity.window": FieldType("numbers"),
+    "intensity.percentiles": FieldType("numbers", low=0, high=100),
+    "intensity.channels": FieldType("ints", low=0),
+    "intensity.channel_names": FieldType("texts"),
     "intensity.nonfinite": FieldType("text", choices=NONFINITE_POLICIES),
-    "split.val": FieldType("number|texts", low=0), "split.test": FieldType("number|texts", low=0),
+    "split.val": FieldType("number|texts", low=0),
+    "split.test": FieldType("number|texts", low=0),
     "split.seed": FieldType("int", low=0),
 }
 #: What ``python -m adapt.data init`` writes for the facts no file holds; ``adapt.train`` refuses them.
@@ -161,7 +189,9 @@ class DataCard:
             if self.dims == 2:
                 raise ConfigError(f"{where}: spacing applies to 3D cards (dims: 3); remove it")
             if len(self.spacing) not in (2, 3) or any(s is not None and float(s) <= 0 for s in self.spacing):
-                raise ConfigError(f"{where}: spacing must be 2 (in-plane) or 3 positive values in mm, got {self.spacing}")
+                raise ConfigError(
+                    f"{where}: spacing must be 2 (in-plane) or 3 positive values in mm, got {self.spacing}"
+                )
 
     def _check_types(self, where: str) -> None:
         """Each field's and section key's type, emptiness and range (``FIELD_TYPES``), before any check that
@@ -170,7 +200,12 @@ class DataCard:
         for key, spec in FIELD_TYPES.items():
             section, _, name = key.rpartition(".")
             holder = getattr(self, section) if section else {f: getattr(self, f) for f in FIELD_TYPES if "." not in f}
-            if not isinstance(holder, Mapping) or name not in holder or holder[name] is None and (section or key in NULLABLE):
+            if (
+                not isinstance(holder, Mapping)
+                or name not in holder
+                or holder[name] is None
+                and (section or key in NULLABLE)
+            ):
                 continue  # absent, or null where null is the default
             problem = spec.problem(holder[name])
             if problem:
@@ -186,11 +221,16 @@ class DataCard:
         if missing:
             raise ConfigError(f"{where}: source (kind {kind}) needs {missing}")
         labels = self.source.get("labels")
-        if kind == "folder" and (not isinstance(labels, str) or not any(p in labels for p in LABEL_PLACEHOLDERS)
-                                 or any(c in labels for c in "*?[")):
-            raise ConfigError(f"{where}: source.labels={labels!r} must be a path template that names each image's "
-                              f"label file with {', '.join(LABEL_PLACEHOLDERS)} (e.g. \"masks/{{stem}}.png\"), "
-                              "not a glob")
+        if kind == "folder" and (
+            not isinstance(labels, str)
+            or not any(p in labels for p in LABEL_PLACEHOLDERS)
+            or any(c in labels for c in "*?[")
+        ):
+            raise ConfigError(
+                f"{where}: source.labels={labels!r} must be a path template that names each image's "
+                f'label file with {", ".join(LABEL_PLACEHOLDERS)} (e.g. "masks/{{stem}}.png"), '
+                "not a glob"
+            )
         if kind == "synthetic" and self.source.get("generator", "ct") not in GENERATORS:
             raise ConfigError(f"{where}: source.generator {self.source['generator']!r} is not one of {GENERATORS}")
         urls, md5s = _as_list(self.source.get("url")), _as_list(self.source.get("md5"))
@@ -203,7 +243,9 @@ class DataCard:
             raise ConfigError(f"{where}: labels must map names to distinct non-negative integer ids, got {self.labels}")
         unknown = [t for t in self.targets if t not in self.labels]
         if unknown or not self.targets:
-            raise ConfigError(f"{where}: targets {unknown or self.targets} must be non-empty names from labels {list(self.labels)}")
+            raise ConfigError(
+                f"{where}: targets {unknown or self.targets} must be non-empty names from labels {list(self.labels)}"
+            )
         if len(set(self.targets)) != len(self.targets):
             raise ConfigError(f"{where}: targets {self.targets} repeat a name")
 
@@ -226,26 +268,35 @@ class DataCard:
             if ok and bounds:
                 ok = bounds[0] <= float(value[0]) and float(value[1]) <= bounds[1]
             if not ok:
-                raise ConfigError(f"{where}: intensity.{key} must be [low, high] with low < high"
-                                  f"{' within [0, 100]' if bounds else ''}, got {value}")
+                raise ConfigError(
+                    f"{where}: intensity.{key} must be [low, high] with low < high"
+                    f"{' within [0, 100]' if bounds else ''}, got {value}"
+                )
         if self.intensity.get("nonfinite", "error") not in NONFINITE_POLICIES:
-            raise ConfigError(f"{where}: intensity.nonfinite must be one of {NONFINITE_POLICIES} (error refuses a "
-                              f"file holding NaN/Inf; zero or min replace them), got {self.intensity['nonfinite']!r}")
+            raise ConfigError(
+                f"{where}: intensity.nonfinite must be one of {NONFINITE_POLICIES} (error refuses a "
+                f"file holding NaN/Inf; zero or min replace them), got {self.intensity['nonfinite']!r}"
+            )
         channels = self.intensity.get("channels")
         if channels is not None and not 1 <= len(channels) <= MAX_CHANNELS:
-            raise ConfigError(f"{where}: intensity.channels must list 1 to {MAX_CHANNELS} source channel indices "
-                              f"(1 grey, 3 RGB, others through the input projection), got {channels}")
+            raise ConfigError(
+                f"{where}: intensity.channels must list 1 to {MAX_CHANNELS} source channel indices "
+                f"(1 grey, 3 RGB, others through the input projection), got {channels}"
+            )
         names = self.intensity.get("channel_names")
         if names is not None and (channels is None or len(names) != len(channels) or len(set(names)) != len(names)):
-            raise ConfigError(f"{where}: intensity.channel_names must name each of intensity.channels once, in "
-                              f"order ({len(channels or [])} names), got {names}")
+            raise ConfigError(
+                f"{where}: intensity.channel_names must name each of intensity.channels once, in "
+                f"order ({len(channels or [])} names), got {names}"
+            )
 
     def _check_split(self, where: str) -> None:
         _reject_unknown(self.split, SPLIT_KEYS, f"{where}: split")
         fractions = [float(self.split[k]) for k in ("val", "test") if isinstance(self.split.get(k), (int, float))]
         if any(f < 0 or f >= 1 for f in fractions) or sum(fractions) >= 1:
-            raise ConfigError(f"{where}: split fractions val/test must be in [0, 1) and leave cases to train, "
-                              f"got {self.split}")
+            raise ConfigError(
+                f"{where}: split fractions val/test must be in [0, 1) and leave cases to train, got {self.split}"
+            )
 
     def todo_fields(self) -> list[str]:
         """Fields still holding a TODO placeholder (``license``, ``citation``): training refuses them."""
@@ -259,9 +310,11 @@ class DataCard:
         """
         todo = self.todo_fields()
         if todo:
-            raise ConfigError(f"data card {self.path or self.name}: {' and '.join(todo)} still say TODO; write the "
-                              f"dataset's licence as published and what its users must cite into the card before "
-                              f"training (python -m adapt.data init leaves them for you to fill in)")
+            raise ConfigError(
+                f"data card {self.path or self.name}: {' and '.join(todo)} still say TODO; write the "
+                f"dataset's licence as published and what its users must cite into the card before "
+                f"training (python -m adapt.data init leaves them for you to fill in)"
+            )
 
     def target_ids(self) -> dict[str, int]:
         """``{target name: label id}`` in the card's target order."""
@@ -290,9 +343,13 @@ def _is_kind(value: Any, kind: str) -> bool:
     if kind in ("texts", "ints", "numbers", "spacings"):
         inner = {"texts": "text", "ints": "int", "numbers": "number", "spacings": "number"}[kind]
         return isinstance(value, list) and all(_is_kind(v, inner) or kind == "spacings" and v is None for v in value)
-    return {"text": lambda v: isinstance(v, str), "int": _is_int, "number": _is_number,
-            "bool": lambda v: isinstance(v, bool),
-            "mapping": lambda v: isinstance(v, Mapping)}[kind](value)
+    return {
+        "text": lambda v: isinstance(v, str),
+        "int": _is_int,
+        "number": _is_number,
+        "bool": lambda v: isinstance(v, bool),
+        "mapping": lambda v: isinstance(v, Mapping),
+    }[kind](value)
 
 
 def _as_list(value: Any) -> list[Any]:
@@ -316,8 +373,9 @@ def card_path(name_or_path: str | Path, key: str = "data.card") -> Path:
         return path
     candidate = CARD_DIR / f"{name_or_path}.yaml"
     if not candidate.exists():
-        raise ConfigError(f"{key}={name_or_path!r} is not a shipped card; choose from {shipped_cards()} "
-                          f"or give a path to a card YAML")
+        raise ConfigError(
+            f"{key}={name_or_path!r} is not a shipped card; choose from {shipped_cards()} or give a path to a card YAML"
+        )
     return candidate
 
 
@@ -346,8 +404,11 @@ def load_card(name_or_path: str | Path, overrides: Mapping[str, Any] | None = No
     raw.update(overrides or {})
     fields = {f.name for f in dataclasses.fields(DataCard)} - {"path"}
     _reject_unknown(raw, fields, f"data card {path}")
-    missing = sorted(f.name for f in dataclasses.fields(DataCard)
-                     if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING and f.name not in raw)
+    missing = sorted(
+        f.name
+        for f in dataclasses.fields(DataCard)
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING and f.name not in raw
+    )
     if missing:
         raise ConfigError(f"data card {path}: missing field(s) {missing}")
     for key in ("source", "labels", "intensity", "split", "mask_values"):

@@ -46,8 +46,9 @@ def grid_transforms(keys: Sequence[str], modes: Sequence[str], pixdim: Sequence[
     """
     steps: list[Any] = [Orientationd(keys=keys, axcodes="RAS", labels=(("L", "R"), ("P", "A"), ("I", "S")))]
     if pixdim is not None:
-        steps.append(Spacingd(keys=keys, pixdim=tuple(pixdim), mode=tuple(modes),
-                              dtype=tuple(np.float32 for _ in keys)))
+        steps.append(
+            Spacingd(keys=keys, pixdim=tuple(pixdim), mode=tuple(modes), dtype=tuple(np.float32 for _ in keys))
+        )
     return steps
 
 
@@ -59,6 +60,8 @@ def case_transforms(card: DataCard) -> Compose:
     """
     steps: list[Any] = [LoadCased(card)]
     if card.dims == 3:
-        steps += grid_transforms(("image", "label"), ("bilinear", "nearest"), target_pixdim(card.spacing, card.slice_axis))
+        steps += grid_transforms(
+            ("image", "label"), ("bilinear", "nearest"), target_pixdim(card.spacing, card.slice_axis)
+        )
     steps.append(ScaleIntensityCardd(card.intensity))
     return Compose(steps)

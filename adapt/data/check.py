@@ -91,8 +91,12 @@ def check_card(card: str | Path | DataCard, root: str | None = None) -> Report:
     card = card if isinstance(card, DataCard) else load_card(card)
     folder = data_root(card, root)
     cases = list_cases(card, folder)
-    report = Report(card, folder, split_cases(cases, card.split, f"data card {card.path or card.name}"),
-                    unlabelled=partition_cases(card, folder)[1])
+    report = Report(
+        card,
+        folder,
+        split_cases(cases, card.split, f"data card {card.path or card.name}"),
+        unlabelled=partition_cases(card, folder)[1],
+    )
     encoding = LabelEncoding.of_card(card)
     for n, case in enumerate(cases):
         if not Path(case.image).exists():
@@ -114,8 +118,11 @@ def _case_problems(report: Report, card: DataCard, case: Case, stats: CaseStats)
         report.add("error", "unreadable file", case.id, stats.error)
         return
     if stats.shape != stats.label_shape or not stats.affine_matches:
-        what = f"image {stats.shape} vs label {stats.label_shape}" if stats.shape != stats.label_shape else \
-            (stats.grid_problem or "image and label grids differ").split(":", 1)[-1].strip().replace("\n", "; ")
+        what = (
+            f"image {stats.shape} vs label {stats.label_shape}"
+            if stats.shape != stats.label_shape
+            else (stats.grid_problem or "image and label grids differ").split(":", 1)[-1].strip().replace("\n", "; ")
+        )
         report.add("error", "size mismatch", case.label, what)
     if card.dims == 3 and not FORMATS[stats.kind].volume:
         report.add("error", "wrong dimensions", case.image, "a 2D image, but the card has dims: 3")
@@ -125,16 +132,25 @@ def _case_problems(report: Report, card: DataCard, case: Case, stats: CaseStats)
     if (wanted is None and stats.channels not in (1, 3)) or (wanted and max(wanted) >= stats.channels):
         report.add("error", "channels", case.image, f"{stats.channels} channels; intensity.channels={wanted}")
     if stats.nonfinite and card.intensity.get("nonfinite", "error") == "error":
-        report.add("error", "non-finite pixels", case.image, f"{stats.nonfinite} NaN/Inf pixels "
-                   "(intensity.nonfinite: zero or min replaces them)")
+        report.add(
+            "error",
+            "non-finite pixels",
+            case.image,
+            f"{stats.nonfinite} NaN/Inf pixels (intensity.nonfinite: zero or min replaces them)",
+        )
     unknown = sorted(set(stats.label_counts) - set(card.labels.values()))
     if unknown:
         report.add("error", "label values not in the card", case.label, f"values {unknown}; card labels {card.labels}")
     targets = set(card.target_ids().values())
     if not targets & {v for v, c in stats.label_counts.items() if c}:
         kind = "all background" if set(stats.label_counts) <= {0} else f"values {sorted(stats.label_counts)}"
-        report.add("error", "empty label", case.label, f"no target {card.targets} ({kind}); training refuses it "
-                   "unless data.empty_share>0 or data.skip_bad_cases=true")
+        report.add(
+            "error",
+            "empty label",
+            case.label,
+            f"no target {card.targets} ({kind}); training refuses it "
+            "unless data.empty_share>0 or data.skip_bad_cases=true",
+        )
 
 
 def _unpaired_labels(report: Report, cases: list[Case]) -> None:
@@ -156,17 +172,26 @@ def _dataset_problems(report: Report, card: DataCard) -> None:
     if card.dims == 3 and card.spacing is None and len(spacings) > 1:
         spread = spacings.max(axis=0) - spacings.min(axis=0)
         if (spread > 0.01 * np.median(spacings, axis=0)).any():
-            report.add("warning", "mixed spacing", f"{len(spacings)} cases",
-                       f"voxel sizes from {np.round(spacings.min(axis=0), 3).tolist()} to "
-                       f"{np.round(spacings.max(axis=0), 3).tolist()} mm; set spacing: [x, y] or [x, y, z] to resample")
+            report.add(
+                "warning",
+                "mixed spacing",
+                f"{len(spacings)} cases",
+                f"voxel sizes from {np.round(spacings.min(axis=0), 3).tolist()} to "
+                f"{np.round(spacings.max(axis=0), 3).tolist()} mm; set spacing: [x, y] or [x, y, z] to resample",
+            )
     if card.intensity.get("channels") is None:  # chosen channels make every case alike
         by_count = Counter(s.channels for s in readable)
         if len(by_count) > 1:
             common = by_count.most_common(1)[0][0]
             for s in readable:
                 if s.channels != common:
-                    report.add("error", "mixed channels", s.image, f"{s.channels} channels where {by_count[common]} "
-                               f"cases have {common}; convert the file, or set intensity.channels (e.g. [0])")
+                    report.add(
+                        "error",
+                        "mixed channels",
+                        s.image,
+                        f"{s.channels} channels where {by_count[common]} "
+                        f"cases have {common}; convert the file, or set intensity.channels (e.g. [0])",
+                    )
     found = set().union(*(s.label_counts for s in readable)) if readable else set()
     for name, value in card.target_ids().items():
         if readable and value not in found:
@@ -181,23 +206,36 @@ def _dataset_problems(report: Report, card: DataCard) -> None:
 def summary_rows(report: Report) -> list[tuple[str, str]]:
     """The statistics as ``(quantity, value)`` rows."""
     stats = [s for s in report.stats.values() if not s.error]
-    rows = [("cases", f"{sum(len(v) for v in report.splits.values())} "
-                      f"(train {len(report.splits['train'])}, val {len(report.splits['val'])}, "
-                      f"test {len(report.splits['test'])})")]
+    rows = [
+        (
+            "cases",
+            f"{sum(len(v) for v in report.splits.values())} "
+            f"(train {len(report.splits['train'])}, val {len(report.splits['val'])}, "
+            f"test {len(report.splits['test'])})",
+        )
+    ]
     if report.unlabelled:
         rows.append(("unlabelled images", unlabelled_note(len(report.unlabelled), "check")))
     if not stats:
         return rows
     rows.append(("files", _counts(s.kind for s in stats)))
     shapes = np.array([s.shape for s in stats if len(s.shape) == len(stats[0].shape)])
-    rows.append(("size (min / median / max)", " / ".join(str(np.percentile(shapes, q, axis=0).astype(int).tolist())
-                                                         for q in (0, 50, 100))))
+    rows.append(
+        (
+            "size (min / median / max)",
+            " / ".join(str(np.percentile(shapes, q, axis=0).astype(int).tolist()) for q in (0, 50, 100)),
+        )
+    )
     rows.append(("channels, dtype", f"{_counts(s.channels for s in stats)}; {_counts(s.dtype for s in stats)}"))
     spacings = [s.spacing for s in stats if s.spacing]
     if spacings and len({len(s) for s in spacings}) == 1:
         array = np.array(spacings)
-        rows.append(("spacing (min / median / max)", " / ".join(str(np.round(np.percentile(array, q, axis=0), 3).tolist())
-                                                                for q in (0, 50, 100))))
+        rows.append(
+            (
+                "spacing (min / median / max)",
+                " / ".join(str(np.round(np.percentile(array, q, axis=0), 3).tolist()) for q in (0, 50, 100)),
+            )
+        )
     for key, title in (("orientation", "orientation"), ("modality", "DICOM Modality"), ("crs", "CRS")):
         values = [getattr(s, key) for s in stats if getattr(s, key)]
         if values:
@@ -267,8 +305,14 @@ def plot_report(report: Report, path: str | Path) -> Path:
     axes[1, 2].axis("off")
     lines = [f"{p.severity}: {p.what} - {Path(p.where).name}" for p in report.problems[:14]]
     more = len(report.problems) - len(lines)
-    axes[1, 2].text(0, 1, "\n".join(lines + ([f"... and {more} more"] if more > 0 else [])) or "no problem found",
-                    va="top", family="monospace", fontsize=8)
+    axes[1, 2].text(
+        0,
+        1,
+        "\n".join(lines + ([f"... and {more} more"] if more > 0 else [])) or "no problem found",
+        va="top",
+        family="monospace",
+        fontsize=8,
+    )
     axes[1, 2].set_title("problems")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

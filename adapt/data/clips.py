@@ -78,9 +78,11 @@ class ClipOptions:
         check_choice("data.clip.prompt_frames", self.prompt_frames, PROMPT_FRAME_MODES)
         checks = [
             (self.length >= 1, f"data.clip.length must be >= 1, got {self.length}"),
-            (1 <= self.num_prompt_frames <= self.length,
-             f"data.clip.num_prompt_frames must be between 1 and data.clip.length={self.length}, "
-             f"got {self.num_prompt_frames}"),
+            (
+                1 <= self.num_prompt_frames <= self.length,
+                f"data.clip.num_prompt_frames must be between 1 and data.clip.length={self.length}, "
+                f"got {self.num_prompt_frames}",
+            ),
             (self.stride >= 1, f"data.clip.stride must be >= 1, got {self.stride}"),
             (self.val_clips_per_case >= 1, f"data.clip.val_clips_per_case must be >= 1, got {self.val_clips_per_case}"),
         ]
@@ -158,8 +160,16 @@ class ClipDataset(Dataset):
         skip_bad_cases: warn and skip a bad case instead of raising.
     """
 
-    def __init__(self, store: CaseStore, image_size: int, options: ClipOptions, prompts: PromptSimulator | None,
-                 train: bool, seed: int = 0, skip_bad_cases: bool = False) -> None:
+    def __init__(
+        self,
+        store: CaseStore,
+        image_size: int,
+        options: ClipOptions,
+        prompts: PromptSimulator | None,
+        train: bool,
+        seed: int = 0,
+        skip_bad_cases: bool = False,
+    ) -> None:
         self.store, self.card = store, store.card
         self.image_size, self.options, self.prompts, self.train, self.seed = image_size, options, prompts, train, seed
         card = self.card
@@ -179,8 +189,12 @@ class ClipDataset(Dataset):
                     starts = starts[((np.arange(count) + 0.5) * len(starts) / count).astype(int)]
                 self.items += [(position, int(s), name, value) for s in starts]
         if self.short_cases:
-            log.warning("%d case(s) have fewer than %d slices and give no clip: %s", len(self.short_cases),
-                        options.length, ", ".join(self.short_cases[:5]))
+            log.warning(
+                "%d case(s) have fewer than %d slices and give no clip: %s",
+                len(self.short_cases),
+                options.length,
+                ", ".join(self.short_cases[:5]),
+            )
 
     def _counts(self, skip_bad_cases: bool, ids: list[int]) -> Iterator[tuple[int, np.ndarray]]:
         """Each case's position with its target pixels per slice (``CaseStore.counts``: a disk cache's index
@@ -214,14 +228,25 @@ class ClipDataset(Dataset):
         present = label.flatten(2).any(-1)  # [K, 1]
         key = (i, draw) if self.train else (i,)
         if not present.any():
-            raise DataError(f"{case.label}: target {name!r} on slices {start}..{start + k - 1} vanishes when resized "
-                            f"to {self.image_size} px; raise model.image_size or drop such small targets")
-        frames = choose_prompt_frames(present[:, 0].numpy(), self.options.prompt_frames,
-                                      self.options.num_prompt_frames, prompt_rng(self.seed, *key, FRAME_CHOICE_KEY))
+            raise DataError(
+                f"{case.label}: target {name!r} on slices {start}..{start + k - 1} vanishes when resized "
+                f"to {self.image_size} px; raise model.image_size or drop such small targets"
+            )
+        frames = choose_prompt_frames(
+            present[:, 0].numpy(),
+            self.options.prompt_frames,
+            self.options.num_prompt_frames,
+            prompt_rng(self.seed, *key, FRAME_CHOICE_KEY),
+        )
         prompt_frames = torch.zeros(k, dtype=torch.bool)
         prompt_frames[frames] = True
-        sample = {"image": image, "label": label, "present": present, "prompt_frames": prompt_frames,
-                  "meta": {"case": case.id, "start": start, "target": name, "label_id": value}}
+        sample = {
+            "image": image,
+            "label": label,
+            "present": present,
+            "prompt_frames": prompt_frames,
+            "meta": {"case": case.id, "start": start, "target": name, "label_id": value},
+        }
         if self.prompts is not None:
             sample.update(self._prompts(native, frames, key))
         return sample
@@ -253,14 +278,29 @@ class ClipDataModule(SegmentationDataModule):
     ``num_bad_cases``; ``mask_prompts`` tells the task to prompt with the ground-truth mask.
     """
 
-    def __init__(self, card: DataCard, root: str | None, image_size: int, options: ClipOptions, batch_size: int,
-                 val_batch_size: int, num_workers: int, prompts: PromptSimulator | None,
-                 val_prompts: PromptSimulator | None, seed: int = 0, skip_bad_cases: bool = False,
-                 cache: str = "auto", cache_dir: str | None = None, train_cases: int | str | None = None) -> None:
+    def __init__(
+        self,
+        card: DataCard,
+        root: str | None,
+        image_size: int,
+        options: ClipOptions,
+        batch_size: int,
+        val_batch_size: int,
+        num_workers: int,
+        prompts: PromptSimulator | None,
+        val_prompts: PromptSimulator | None,
+        seed: int = 0,
+        skip_bad_cases: bool = False,
+        cache: str = "auto",
+        cache_dir: str | None = None,
+        train_cases: int | str | None = None,
+    ) -> None:
         L.LightningDataModule.__init__(self)  # the slice datamodule's __init__ builds slices
         if card.dims != 3:
-            raise ConfigError(f"data card {card.name!r} has dims={card.dims}: clips of slices need a 3D dataset "
-                              "(task=propagation); use task=segmentation for 2D images")
+            raise ConfigError(
+                f"data card {card.name!r} has dims={card.dims}: clips of slices need a 3D dataset "
+                "(task=propagation); use task=segmentation for 2D images"
+            )
         self.card, self.options = card, options
         self.root = data_root(card, root)
         splits = split_cases(list_cases(card, self.root), card.split, f"data card {card.name!r}", train_cases, seed)
@@ -287,11 +327,17 @@ class ClipDataModule(SegmentationDataModule):
         self.skipped = {"train": list(self.train_set.bad_cases), "val": list(self.val_set.bad_cases)}
         require_validation(splits, f"data card {card.name!r}", self.skipped["val"])
         channels = card.intensity.get("channels")
-        self.preprocessing = {"dims": card.dims, "intensity": dict(card.intensity), "image_size": image_size,
-                              "slice_axis": card.slice_axis, "spacing": card.spacing, "channels": stores[0].channels,
-                              "bands": list(channels) if channels else None, "orientation": "RAS",
-                              "clip": asdict(options)}
-
+        self.preprocessing = {
+            "dims": card.dims,
+            "intensity": dict(card.intensity),
+            "image_size": image_size,
+            "slice_axis": card.slice_axis,
+            "spacing": card.spacing,
+            "channels": stores[0].channels,
+            "bands": list(channels) if channels else None,
+            "orientation": "RAS",
+            "clip": asdict(options),
+        }
 
 
 def build_clip_datamodule(data_cfg: Mapping[str, Any], image_size: int, seed: int) -> ClipDataModule:

@@ -40,11 +40,25 @@ from adapt.errors import ConfigError, DataError, check_choice
 from adapt.models.primitives import resize_image, to_model_coords
 from adapt.transforms.augment import PairAugment, SplitAugment
 from adapt.transforms.prompts import PromptSimulator
-from adapt.transforms.slices import (NODATA_LABEL, NODATA_MASK, mark_nodata, object_masks, plane_view, resize_label,
-                                    take_plane)
+from adapt.transforms.slices import (
+    NODATA_LABEL,
+    NODATA_MASK,
+    mark_nodata,
+    object_masks,
+    plane_view,
+    resize_label,
+    take_plane,
+)
 
-__all__ = ["SampleDataset", "SegmentationDataModule", "build_datamodule", "data_root", "index_cases",
-           "list_cases", "split_cases"]
+__all__ = [
+    "SampleDataset",
+    "SegmentationDataModule",
+    "build_datamodule",
+    "data_root",
+    "index_cases",
+    "list_cases",
+    "split_cases",
+]
 
 log = logging.getLogger(__name__)
 
@@ -54,11 +68,17 @@ DEVICE_TRANSFORMS = True
 NATIVE_PREFETCH = 4
 
 
-def index_cases(store: CaseStore, objects: str = "each", empty_share: float = 0.0,
-                max_slices_per_case: int | None = None, skip_bad_cases: bool = False,
-                seed: int = 0, require_target: bool | None = None,
-                channels: dict[str, tuple[Any, int]] | None = None,
-                prepare_workers: int | None = None) -> tuple[np.ndarray, list[str]]:
+def index_cases(
+    store: CaseStore,
+    objects: str = "each",
+    empty_share: float = 0.0,
+    max_slices_per_case: int | None = None,
+    skip_bad_cases: bool = False,
+    seed: int = 0,
+    require_target: bool | None = None,
+    channels: dict[str, tuple[Any, int]] | None = None,
+    prepare_workers: int | None = None,
+) -> tuple[np.ndarray, list[str]]:
     """Read and check every case of ``store``; list its samples.
 
     Cases missing from a disk cache are first prepared by ``prepare_workers`` processes (default:
@@ -97,9 +117,11 @@ def index_cases(store: CaseStore, objects: str = "each", empty_share: float = 0.
             if channels is not None:
                 channels[case.id] = (case, store.image_channels(position))
             if not counts.any() and require_target:
-                raise DataError(f"{case.label}: none of the targets {card.target_ids()} occurs in the label map; "
-                                f"fix the label file, or set data.skip_bad_cases=true (or data.empty_share>0 "
-                                f"to train on images without the target)")
+                raise DataError(
+                    f"{case.label}: none of the targets {card.target_ids()} occurs in the label map; "
+                    f"fix the label file, or set data.skip_bad_cases=true (or data.empty_share>0 "
+                    f"to train on images without the target)"
+                )
         except DataError as err:
             if not skip_bad_cases:
                 raise
@@ -149,8 +171,16 @@ class SampleDataset(Dataset):
         native: ship the plane at its own resolution (``adapt.data.device_transforms``).
     """
 
-    def __init__(self, store: CaseStore, items: np.ndarray, image_size: int, prompts: PromptSimulator,
-                 train: bool, augment: PairAugment | SplitAugment | None = None, native: bool = False) -> None:
+    def __init__(
+        self,
+        store: CaseStore,
+        items: np.ndarray,
+        image_size: int,
+        prompts: PromptSimulator,
+        train: bool,
+        augment: PairAugment | SplitAugment | None = None,
+        native: bool = False,
+    ) -> None:
         self.store, self.items, self.image_size, self.prompts = store, items, int(image_size), prompts
         self.train, self.augment, self.native = train, augment if train else None, native
         if self.augment is not None and isinstance(self.augment, SplitAugment) != native:
@@ -173,8 +203,10 @@ class SampleDataset(Dataset):
     def pixels(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Image ``[C, S, S]`` and label map ``[S, S]`` of sample ``i``, before augmentation."""
         image, label = self.plane(i)
-        return (resize_image(torch.from_numpy(image), self.image_size),
-                resize_label(torch.from_numpy(label), self.image_size))
+        return (
+            resize_image(torch.from_numpy(image), self.image_size),
+            resize_label(torch.from_numpy(label), self.image_size),
+        )
 
     def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
         """Sample ``key``: an index, or ``(index, seed)`` from ``EpochSampler`` (the seed draws the prompts and augmentation)."""
@@ -241,8 +273,11 @@ class SampleDataset(Dataset):
         """Each object's prompts on the model's grid (an absent object: the whole plane, padding points)."""
         parts: list[dict[str, np.ndarray]] = []
         for n, mask in enumerate(masks):
-            parts.append(self.prompts(mask, key=key if len(masks) == 1 else (*key, n)) if mask.any()
-                         else self._neutral(height, width))
+            parts.append(
+                self.prompts(mask, key=key if len(masks) == 1 else (*key, n))
+                if mask.any()
+                else self._neutral(height, width)
+            )
         out = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
         for name in ("boxes", "points"):
             if name in out:
@@ -287,12 +322,28 @@ class SegmentationDataModule(L.LightningDataModule):
 
     native = False  # subclasses that build their own datasets (clips) ship resized samples
 
-    def __init__(self, card: DataCard, root: str | None, image_size: int, batch_size: int, val_batch_size: int,
-                 num_workers: int, prompts: PromptSimulator, val_prompts: PromptSimulator,
-                 skip_bad_cases: bool = False, val_max_slices_per_case: int | None = None, objects: str = "each",
-                 empty_share: float = 0.0, augment: bool = False, cache: str = "auto",
-                 cache_dir: str | None = None, seed: int = 0, device_transforms: bool = DEVICE_TRANSFORMS,
-                 train_cases: int | str | None = None, prepare_workers: int | None = None) -> None:
+    def __init__(
+        self,
+        card: DataCard,
+        root: str | None,
+        image_size: int,
+        batch_size: int,
+        val_batch_size: int,
+        num_workers: int,
+        prompts: PromptSimulator,
+        val_prompts: PromptSimulator,
+        skip_bad_cases: bool = False,
+        val_max_slices_per_case: int | None = None,
+        objects: str = "each",
+        empty_share: float = 0.0,
+        augment: bool = False,
+        cache: str = "auto",
+        cache_dir: str | None = None,
+        seed: int = 0,
+        device_transforms: bool = DEVICE_TRANSFORMS,
+        train_cases: int | str | None = None,
+        prepare_workers: int | None = None,
+    ) -> None:
         super().__init__()
         check_choice("data.objects", objects, OBJECT_MODES)
         if not 0 <= empty_share < 1:
@@ -308,41 +359,74 @@ class SegmentationDataModule(L.LightningDataModule):
         # Both splits' missing cases in one pool (bad cases are reported by index_cases, in order).
         prepare_stores([(store, list(range(len(store)))) for store in stores.values()], prepare_workers)
         found: dict[str, tuple[Any, int]] = {}
-        train_items, bad = index_cases(stores["train"], objects, empty_share, None, skip_bad_cases, seed, channels=found,
-                                       prepare_workers=prepare_workers)
+        train_items, bad = index_cases(
+            stores["train"],
+            objects,
+            empty_share,
+            None,
+            skip_bad_cases,
+            seed,
+            channels=found,
+            prepare_workers=prepare_workers,
+        )
         # Validation measures segmentation of present targets: foreground samples only.
-        val_items, val_bad = index_cases(stores["val"], objects, 0.0, val_max_slices_per_case, skip_bad_cases,
-                                         seed, require_target=empty_share == 0, channels=found,
-                                         prepare_workers=prepare_workers)
+        val_items, val_bad = index_cases(
+            stores["val"],
+            objects,
+            0.0,
+            val_max_slices_per_case,
+            skip_bad_cases,
+            seed,
+            require_target=empty_share == 0,
+            channels=found,
+            prepare_workers=prepare_workers,
+        )
         odd = odd_channels(found, skip_bad_cases)
-        train_items, val_items = without_cases(train_items, stores["train"], odd), without_cases(val_items, stores["val"], odd)
-        self.skipped = {"train": bad + sorted(odd & {c.id for c in self.splits["train"]}),
-                        "val": val_bad + sorted(odd & {c.id for c in self.splits["val"]})}
+        train_items, val_items = (
+            without_cases(train_items, stores["train"], odd),
+            without_cases(val_items, stores["val"], odd),
+        )
+        self.skipped = {
+            "train": bad + sorted(odd & {c.id for c in self.splits["train"]}),
+            "val": val_bad + sorted(odd & {c.id for c in self.splits["val"]}),
+        }
         self.bad_cases = self.skipped["train"] + self.skipped["val"]
         require_validation(self.splits, where, self.skipped["val"])
         if not len(train_items):
-            raise DataError(f"data card {card.name!r}: no training sample left at {self.root} "
-                            f"({len(self.bad_cases)} bad case(s) skipped)")
+            raise DataError(
+                f"data card {card.name!r}: no training sample left at {self.root} "
+                f"({len(self.bad_cases)} bad case(s) skipped)"
+            )
         self.native = bool(device_transforms)
         augmenter = (SplitAugment() if self.native else PairAugment()) if augment else None
-        self.train_set = SampleDataset(stores["train"], train_items, image_size, prompts, True, augmenter,
-                                       native=self.native)
+        self.train_set = SampleDataset(
+            stores["train"], train_items, image_size, prompts, True, augmenter, native=self.native
+        )
         self.val_set = SampleDataset(stores["val"], val_items, image_size, val_prompts, False, native=self.native)
         self.set_loading(batch_size, val_batch_size, num_workers, seed)
         self.label_map = dict(card.labels)
         self.num_bad_cases = len(self.bad_cases)
         channels = card.intensity.get("channels")
         self.preprocessing = {
-            "dims": card.dims, "intensity": dict(card.intensity), "image_size": self.image_size,
-            "slice_axis": card.slice_axis, "spacing": card.spacing,
+            "dims": card.dims,
+            "intensity": dict(card.intensity),
+            "image_size": self.image_size,
+            "slice_axis": card.slice_axis,
+            "spacing": card.spacing,
             "channels": stores["train"].channels,
             "bands": list(channels) if channels else None,
-            "orientation": "RAS" if card.dims == 3 else None, "objects": objects,
+            "orientation": "RAS" if card.dims == 3 else None,
+            "objects": objects,
         }
 
     def set_loading(self, batch_size: int, val_batch_size: int, num_workers: int, seed: int) -> None:
         """The loaders' settings, and no training loader or checkpointed position yet."""
-        self.batch_size, self.val_batch_size, self.num_workers, self.seed = batch_size, val_batch_size, num_workers, seed
+        self.batch_size, self.val_batch_size, self.num_workers, self.seed = (
+            batch_size,
+            val_batch_size,
+            num_workers,
+            seed,
+        )
         self.train_loader: ResumableLoader | None = None
         self.loader_state: dict[str, int] | None = None  # from a checkpoint, for the next training loader
 
@@ -351,9 +435,14 @@ class SegmentationDataModule(L.LightningDataModule):
         trainer = self.trainer
         ranks = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
         sampler = EpochSampler(self.train_set, seed=self.seed, num_replicas=ranks[0], rank=ranks[1])
-        self.train_loader = ResumableLoader(self.train_set, sampler=sampler, batch_size=self.batch_size,
-                                            num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
-                                            **self.loader_options())
+        self.train_loader = ResumableLoader(
+            self.train_set,
+            sampler=sampler,
+            batch_size=self.batch_size,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            **self.loader_options(),
+        )
         if self.loader_state:
             self.train_loader.load_state_dict(self.loader_state)
         return self.train_loader
@@ -375,8 +464,13 @@ class SegmentationDataModule(L.LightningDataModule):
             self.train_loader.load_state_dict(self.loader_state)
 
     def val_dataloader(self) -> DataLoader:
-        return DataLoader(self.val_set, batch_size=self.val_batch_size, num_workers=self.num_workers,
-                          persistent_workers=self.num_workers > 0, **self.loader_options())
+        return DataLoader(
+            self.val_set,
+            batch_size=self.val_batch_size,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            **self.loader_options(),
+        )
 
     def loader_options(self) -> dict[str, Any]:
         """Native batches: padded collation, pinned memory when training on CUDA, deeper prefetch."""

@@ -69,13 +69,22 @@ def download(card: DataCard, root: str | Path | None = None, progress: bool = Tr
             archive = staging / archive_name(url)
             log.info("downloading %s -> %s", url, archive)
             try:
-                download_and_extract(url, filepath=archive, output_dir=unpacked, hash_val=md5,
-                                     hash_type="md5", has_base=False, progress=progress)
+                download_and_extract(
+                    url,
+                    filepath=archive,
+                    output_dir=unpacked,
+                    hash_val=md5,
+                    hash_type="md5",
+                    has_base=False,
+                    progress=progress,
+                )
             except Exception as err:  # MONAI raises RuntimeError/HashCheckError/URLError/ValueError
                 check = f" (expected md5 {md5})" if md5 and "hash" in str(err).lower() else ""
-                raise DataError(f"data card {card.name!r}: downloading {url} failed{check}: "
-                                f"{type(err).__name__}: {err}. Nothing was written to {root}; "
-                                f"run the download again, or fetch the file yourself and use data.root=") from None
+                raise DataError(
+                    f"data card {card.name!r}: downloading {url} failed{check}: "
+                    f"{type(err).__name__}: {err}. Nothing was written to {root}; "
+                    f"run the download again, or fetch the file yourself and use data.root="
+                ) from None
             archive.unlink()
         _move_into(_content_root(card, unpacked), root)
     finally:

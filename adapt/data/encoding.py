@@ -50,8 +50,9 @@ def as_values(value: Any) -> tuple[int, ...] | None:
     return tuple(values)
 
 
-def check_mask_values(mask_values: Any, labels: Mapping[str, int], where: str, label_suffix: str = "",
-                      maximum: int = INT32_MAX) -> None:
+def check_mask_values(
+    mask_values: Any, labels: Mapping[str, int], where: str, label_suffix: str = "", maximum: int = INT32_MAX
+) -> None:
     """Refuse a malformed ``mask_values`` card field.
 
     Args:
@@ -65,8 +66,10 @@ def check_mask_values(mask_values: Any, labels: Mapping[str, int], where: str, l
         ConfigError: naming the card, ``mask_values`` and the entry at fault.
     """
     if not isinstance(mask_values, dict) or not mask_values:
-        raise ConfigError(f"{where}: mask_values must map label names to the value stored in the label files "
-                          f"(e.g. mask_values: {{background: 0, lesion: 255}}), got {mask_values!r}")
+        raise ConfigError(
+            f"{where}: mask_values must map label names to the value stored in the label files "
+            f"(e.g. mask_values: {{background: 0, lesion: 255}}), got {mask_values!r}"
+        )
     seen: dict[int, str] = {}
     for name in labels:
         if name not in mask_values:
@@ -76,23 +79,28 @@ def check_mask_values(mask_values: Any, labels: Mapping[str, int], where: str, l
             raise ConfigError(f"{where}: mask_values names {name!r}, which is not in labels {list(labels)}")
         values = as_values(value)
         if values is None:
-            raise ConfigError(f"{where}: mask_values.{name} must be an integer or a list of integers "
-                              f"(the first is written), got {value!r}")
+            raise ConfigError(
+                f"{where}: mask_values.{name} must be an integer or a list of integers "
+                f"(the first is written), got {value!r}"
+            )
         for v in values:
             if not 0 <= v <= maximum:
                 kind = f"{label_suffix} label files" if label_suffix else "label files"
                 raise ConfigError(f"{where}: mask_values.{name}={v} is out of range for {kind} (0..{maximum})")
             if v in seen:
-                raise ConfigError(f"{where}: mask_values.{name}={v} is also the stored value of {seen[v]!r}; "
-                                  "each stored value must mean one label (labels left out of mask_values are "
-                                  "stored as their id)")
+                raise ConfigError(
+                    f"{where}: mask_values.{name}={v} is also the stored value of {seen[v]!r}; "
+                    "each stored value must mean one label (labels left out of mask_values are "
+                    "stored as their id)"
+                )
             seen[v] = name
 
 
 def nonfinite_label(path: Path | str) -> DataError:
     """The error of a label map holding NaN or infinities (never replaced: labels are ids)."""
-    return DataError(f"{path}: label map holds NaN or infinite values; labels must be integer ids (re-export the "
-                     "label file)")
+    return DataError(
+        f"{path}: label map holds NaN or infinite values; labels must be integer ids (re-export the label file)"
+    )
 
 
 def integer_plane(array: np.ndarray, path: Path | str) -> np.ndarray:
@@ -102,8 +110,10 @@ def integer_plane(array: np.ndarray, path: Path | str) -> np.ndarray:
         DataError: different channels (a colour-coded map), non-finite or non-integer values.
     """
     if array.shape[0] > 1 and not all(np.array_equal(array[0], array[c]) for c in range(1, array.shape[0])):
-        raise DataError(f"{path}: label image has {array.shape[0]} different channels; store labels as "
-                        f"one channel of integer ids, or set source.mask_threshold in the card for RGB masks")
+        raise DataError(
+            f"{path}: label image has {array.shape[0]} different channels; store labels as "
+            f"one channel of integer ids, or set source.mask_threshold in the card for RGB masks"
+        )
     plane = array[0]
     if np.issubdtype(plane.dtype, np.floating):
         if not np.isfinite(plane).all():
@@ -136,8 +146,7 @@ class LabelEncoding:
     def of_card(cls, card: Any) -> "LabelEncoding":
         """The encoding a ``DataCard`` declares."""
         values = {k: as_values(v) or () for k, v in (card.mask_values or {}).items()}
-        return cls(dict(card.labels), values, card.source.get("mask_threshold"),
-                   f"data card {card.path or card.name}")
+        return cls(dict(card.labels), values, card.source.get("mask_threshold"), f"data card {card.path or card.name}")
 
     @classmethod
     def of_adapter(cls, metadata: Mapping[str, Any], choice: str = "card") -> "LabelEncoding":
@@ -185,10 +194,12 @@ class LabelEncoding:
             return np.array([lookup[k] for k in keys.tolist()], dtype=np.int64)[np.searchsorted(keys, plane)]
         if self.threshold is not None:
             return self._thresholded(array)
-        raise DataError(f"{path}: stores values {unknown[:8]} that {self.where} does not list (mask_values "
-                        f"{ {n: list(v) for n, v in self.values.items()} }, reading {sorted(lookup)}); add them to "
-                        "mask_values (a list per label, e.g. lesion: [255, 1]), set source.mask_threshold for "
-                        "masks that are not exact (JPEG), or fix the label file")
+        raise DataError(
+            f"{path}: stores values {unknown[:8]} that {self.where} does not list (mask_values "
+            f"{ {n: list(v) for n, v in self.values.items()} }, reading {sorted(lookup)}); add them to "
+            "mask_values (a list per label, e.g. lesion: [255, 1]), set source.mask_threshold for "
+            "masks that are not exact (JPEG), or fix the label file"
+        )
 
     def _thresholded(self, array: np.ndarray) -> np.ndarray:
         written = {n: self.values[n][0] if self.values.get(n) else int(i) for n, i in self.labels.items()}

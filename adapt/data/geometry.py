@@ -63,11 +63,15 @@ class Grid:
         text = f"{self.path}: shape {tuple(self.shape)}"
         if self.affine is not None:
             spacing = np.linalg.norm(self.affine[:3, :3], axis=0)
-            text += f", spacing {_round(spacing)} mm, origin {_round(self.affine[:3, 3])} mm, axes {_axcodes(self.affine)}"
+            text += (
+                f", spacing {_round(spacing)} mm, origin {_round(self.affine[:3, 3])} mm, axes {_axcodes(self.affine)}"
+            )
         elif self.transform is not None:
             x0, dxc, dxr, y0, dyc, dyr = self.transform
-            text += f", CRS {self.crs or 'none'}, pixel size {_round([np.hypot(dxc, dyc), np.hypot(dxr, dyr)])}, " \
-                    f"origin {_round([x0, y0])}"
+            text += (
+                f", CRS {self.crs or 'none'}, pixel size {_round([np.hypot(dxc, dyc), np.hypot(dxr, dyr)])}, "
+                f"origin {_round([x0, y0])}"
+            )
         return text
 
 
@@ -130,9 +134,11 @@ def check_same_grid(image: Grid, label: Grid, role: str = "label", fix: str | No
     Raises:
         DataError: different shapes, affines (volumes) or CRS/transforms (GeoTIFFs, when both have one).
     """
-    fix = fix or (f"resample the {role} onto the image's grid (nearest neighbour, e.g. SimpleITK's Resample or "
-                  f"MONAI's ResampleToMatch; for GeoTIFFs gdalwarp with the image's CRS and extent), or pair it with "
-                  f"the image it was drawn on")
+    fix = fix or (
+        f"resample the {role} onto the image's grid (nearest neighbour, e.g. SimpleITK's Resample or "
+        f"MONAI's ResampleToMatch; for GeoTIFFs gdalwarp with the image's CRS and extent), or pair it with "
+        f"the image it was drawn on"
+    )
     problem = None
     if tuple(image.shape) != tuple(label.shape):
         problem = "shapes differ"
@@ -147,8 +153,10 @@ def check_same_grid(image: Grid, label: Grid, role: str = "label", fix: str | No
             if not np.allclose(image.transform, label.transform, rtol=0, atol=GEO_TOLERANCE_PIXELS * pixel):
                 problem = "the pixel-to-map transforms differ (another origin or pixel size)"
     if problem:
-        raise DataError(f"{label.path}: the {role} does not lie on its image's grid ({problem}):\n"
-                        f"  image  {image.describe()}\n  {role:<6} {label.describe()}\n{fix}")
+        raise DataError(
+            f"{label.path}: the {role} does not lie on its image's grid ({problem}):\n"
+            f"  image  {image.describe()}\n  {role:<6} {label.describe()}\n{fix}"
+        )
 
 
 def check_orthogonal(affine: np.ndarray | None, path: str | Path) -> None:
@@ -162,15 +170,21 @@ def check_orthogonal(affine: np.ndarray | None, path: str | Path) -> None:
     axes = np.asarray(affine, dtype=np.float64)[:3, :3]
     norms = np.linalg.norm(axes, axis=0)
     if not np.all(norms > 0):
-        raise DataError(f"{path}: its affine has a voxel axis of length 0 ({_round(norms)} mm); the header is broken, "
-                        "re-export the volume")
+        raise DataError(
+            f"{path}: its affine has a voxel axis of length 0 ({_round(norms)} mm); the header is broken, "
+            "re-export the volume"
+        )
     unit = axes / norms
-    angles = {(a, b): float(np.degrees(np.arccos(np.clip(unit[:, a] @ unit[:, b], -1, 1))))
-              for a, b in ((0, 1), (0, 2), (1, 2))}
+    angles = {
+        (a, b): float(np.degrees(np.arccos(np.clip(unit[:, a] @ unit[:, b], -1, 1))))
+        for a, b in ((0, 1), (0, 2), (1, 2))
+    }
     worst = max(angles, key=lambda k: abs(angles[k] - 90))
     if abs(angles[worst] - 90) > SHEAR_TOLERANCE_DEGREES:
-        raise DataError(f"{path}: its affine is sheared: voxel axes {worst[0]} and {worst[1]} meet at "
-                        f"{angles[worst]:.2f} degrees, not 90 (a CT series with gantry tilt, or a resampled header); "
-                        "the training grid (reorientation to RAS, resampling to the card's spacing) needs right "
-                        "angles and would drop the shear without a word. Resample the volume and its label onto an "
-                        "orthogonal grid first (e.g. dcm2niix corrects gantry tilt; SimpleITK's Resample)")
+        raise DataError(
+            f"{path}: its affine is sheared: voxel axes {worst[0]} and {worst[1]} meet at "
+            f"{angles[worst]:.2f} degrees, not 90 (a CT series with gantry tilt, or a resampled header); "
+            "the training grid (reorientation to RAS, resampling to the card's spacing) needs right "
+            "angles and would drop the shear without a word. Resample the volume and its label onto an "
+            "orthogonal grid first (e.g. dcm2niix corrects gantry tilt; SimpleITK's Resample)"
+        )

@@ -39,10 +39,41 @@ from adapt.data.formats.dicom import is_series
 from adapt.data.sources import _msd_test_entries, msd_entries, refuse_link_loops
 from adapt.errors import ConfigError, DataError
 
-LABEL_WORDS = {"label", "labels", "mask", "masks", "seg", "segs", "segmentation", "segmentations", "gt", "truth",
-               "groundtruth", "annotation", "annotations", "annot", "manual"}
-IMAGE_WORDS = {"image", "images", "img", "imgs", "input", "inputs", "jpegimages", "scan", "scans", "volume",
-               "volumes", "photo", "photos", "tiles", "frames", "rgb"}
+LABEL_WORDS = {
+    "label",
+    "labels",
+    "mask",
+    "masks",
+    "seg",
+    "segs",
+    "segmentation",
+    "segmentations",
+    "gt",
+    "truth",
+    "groundtruth",
+    "annotation",
+    "annotations",
+    "annot",
+    "manual",
+}
+IMAGE_WORDS = {
+    "image",
+    "images",
+    "img",
+    "imgs",
+    "input",
+    "inputs",
+    "jpegimages",
+    "scan",
+    "scans",
+    "volume",
+    "volumes",
+    "photo",
+    "photos",
+    "tiles",
+    "frames",
+    "rgb",
+}
 SKIPPED_NAMES = {"dataset.json", "thumbs.db", ".ds_store"}
 
 
@@ -111,9 +142,11 @@ def _msd_layout(root: Path) -> Layout:
     pairs = [(image, label) for image, label in entries if image.exists() and label.exists()]
     if not pairs:
         image, label = entries[0]
-        raise DataError(f"{path}: none of its {len(entries)} training entries has both files (e.g. "
-                        f"{image if not image.exists() else label} is missing); extract imagesTr/ and labelsTr/ "
-                        "beside it, or fix the paths in dataset.json")
+        raise DataError(
+            f"{path}: none of its {len(entries)} training entries has both files (e.g. "
+            f"{image if not image.exists() else label} is missing); extract imagesTr/ and labelsTr/ "
+            "beside it, or fix the paths in dataset.json"
+        )
     missing = [image for image, label in entries if not (image.exists() and label.exists())]
     listed_labels = {label.resolve() for _, label in entries}
     listed_images = {image.resolve() for image, _ in entries}
@@ -121,10 +154,17 @@ def _msd_layout(root: Path) -> Layout:
     extra_images = [p for p in _files(root / "imagesTr") if p.resolve() not in listed_images]
     tests = [root / image for image in _msd_test_entries(path)]
     unlabelled = [image for image in tests if image.exists()]
-    layout = Layout(root, {"kind": "msd", **({"unlabelled": True} if unlabelled else {})}, pairs,
-                    missing + extra_images + unlabelled, extra_labels, json.loads(path.read_text()),
-                    f"MSD task folder ({len(entries)} cases listed in dataset.json"
-                    + (f", {len(missing)} of them missing a file)" if missing else ")"), unlabelled=unlabelled)
+    layout = Layout(
+        root,
+        {"kind": "msd", **({"unlabelled": True} if unlabelled else {})},
+        pairs,
+        missing + extra_images + unlabelled,
+        extra_labels,
+        json.loads(path.read_text()),
+        f"MSD task folder ({len(entries)} cases listed in dataset.json"
+        + (f", {len(missing)} of them missing a file)" if missing else ")"),
+        unlabelled=unlabelled,
+    )
     return layout
 
 
@@ -146,8 +186,15 @@ def _csv_layout(root: Path, manifest: Path) -> Layout | None:
             unlabelled.append(image)
         (pairs.append((image, label)) if image.exists() and label.exists() else unpaired.append(image))
     source = {"kind": "csv", "manifest": manifest.name, **({"unlabelled": True} if unlabelled else {})}
-    return Layout(root, source, pairs, unpaired, [], description=f"CSV list {manifest.name} ({len(rows)} rows)",
-                  unlabelled=unlabelled)
+    return Layout(
+        root,
+        source,
+        pairs,
+        unpaired,
+        [],
+        description=f"CSV list {manifest.name} ({len(rows)} rows)",
+        unlabelled=unlabelled,
+    )
 
 
 # --------------------------------------------------------------------------- folder trees
@@ -158,18 +205,28 @@ def _folder_layout(root: Path) -> Layout:
     images = [i for i in items if i.role == "image"]
     labels = [i for i in items if i.role == "label"]
     if not labels:
-        raise DataError(f"init: found {len(images)} image(s) under {root} but no label file: label files are "
-                        "recognised by a folder or name such as masks/, labels/, labelsTr/, *_mask, *_seg, "
-                        "*_segmentation; rename them, or list the pairs in a CSV (columns image,label) in the folder")
+        raise DataError(
+            f"init: found {len(images)} image(s) under {root} but no label file: label files are "
+            "recognised by a folder or name such as masks/, labels/, labelsTr/, *_mask, *_seg, "
+            "*_segmentation; rename them, or list the pairs in a CSV (columns image,label) in the folder"
+        )
     pairs, lone_images, lone_labels = pair_items(images, labels)
     if not pairs:
-        raise DataError(f"init: {len(images)} image(s) and {len(labels)} label(s) under {root}, but no label "
-                        f"matches an image by name (e.g. {images[0].rel if images else '-'} and {labels[0].rel}); "
-                        "give labels the image's name (optionally with _mask/_seg), or list the pairs in a CSV")
+        raise DataError(
+            f"init: {len(images)} image(s) and {len(labels)} label(s) under {root}, but no label "
+            f"matches an image by name (e.g. {images[0].rel if images else '-'} and {labels[0].rel}); "
+            "give labels the image's name (optionally with _mask/_seg), or list the pairs in a CSV"
+        )
     source, description = folder_source(root, pairs, labels, lone_images)
     absolute = [(root / i.rel, root / lab.rel) for i, lab in pairs]
-    layout = Layout(root, source, absolute, [root / i.rel for i in lone_images], [root / lab.rel for lab in lone_labels],
-                    description=description)
+    layout = Layout(
+        root,
+        source,
+        absolute,
+        [root / i.rel for i in lone_images],
+        [root / lab.rel for lab in lone_labels],
+        description=description,
+    )
     if source["kind"] == "csv":
         layout.csv_rows = [{"image": i.rel.as_posix(), "label": lab.rel.as_posix(), "case": i.key} for i, lab in pairs]
         layout.csv_rows += [{"image": i.rel.as_posix(), "label": "", "case": i.key} for i in lone_images]
@@ -220,7 +277,7 @@ def _words(text: str) -> list[str]:
     ``GroundTruth`` -> ``[ground, truth, groundtruth]``."""
     parts = re.findall(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|\d+", text)
     words = [p.lower() for p in parts]
-    return words + ["".join(words[i:i + 2]) for i in range(len(words) - 1)]
+    return words + ["".join(words[i : i + 2]) for i in range(len(words) - 1)]
 
 
 def _role_of_words(words: list[str]) -> str | None:
@@ -269,8 +326,14 @@ def pair_items(images: list[Item], labels: list[Item]) -> tuple[list[tuple[Item,
     for label in labels:
         candidates = [i for i in by_key.get(label.key, []) if i.rel not in taken]
         if not candidates:  # a per-case folder: p1/image/ (series) + p1/label.nii.gz
-            candidates = [i for i in images if i.rel not in taken and i.rel.parent == label.rel.parent
-                          and FORMATS[i.kind].folder and label.key in LABEL_WORDS | {""}]
+            candidates = [
+                i
+                for i in images
+                if i.rel not in taken
+                and i.rel.parent == label.rel.parent
+                and FORMATS[i.kind].folder
+                and label.key in LABEL_WORDS | {""}
+            ]
             candidates = candidates if len(candidates) == 1 else []
         if not candidates:
             lone_labels.append(label)
@@ -286,8 +349,9 @@ def pair_items(images: list[Item], labels: list[Item]) -> tuple[list[tuple[Item,
 # --------------------------------------------------------------------------- templates
 
 
-def folder_source(root: Path, pairs: list[tuple[Item, Item]], labels: list[Item],
-                  lone: list[Item] = ()) -> tuple[dict[str, Any], str]:
+def folder_source(
+    root: Path, pairs: list[tuple[Item, Item]], labels: list[Item], lone: list[Item] = ()
+) -> tuple[dict[str, Any], str]:
     """A ``folder`` source (image glob + label template) that gives back every pair, else a ``csv`` one.
 
     A glob that also matches the ``lone`` images (without a label) is preferred: the source then keeps
@@ -303,9 +367,11 @@ def folder_source(root: Path, pairs: list[tuple[Item, Item]], labels: list[Item]
         matched = {p.resolve() for p in root.glob(pattern)}
         if template and wanted <= matched and not matched & label_paths and (not keeps or lone_paths <= matched):
             first = pairs[0]
-            return ({"kind": "folder", "images": pattern, "labels": template, **({"unlabelled": True} if keeps else {})},
-                    f"folder of {len(pairs)} pairs such as {first[0].rel} + {first[1].rel}"
-                    + (f" and {len(lone)} image(s) without a label" if keeps else ""))
+            return (
+                {"kind": "folder", "images": pattern, "labels": template, **({"unlabelled": True} if keeps else {})},
+                f"folder of {len(pairs)} pairs such as {first[0].rel} + {first[1].rel}"
+                + (f" and {len(lone)} image(s) without a label" if keeps else ""),
+            )
     return ({"kind": "csv"}, f"{len(pairs)} pairs that no image glob and label template describe; listed in a CSV")
 
 
@@ -321,7 +387,7 @@ def image_globs(images: list[PurePosixPath]) -> list[str]:
         parts.append(names.pop() if len(names) == 1 else "*")
     names = [p.name for p in images]
     suffix = os.path.commonprefix([n[::-1] for n in names])[::-1]
-    suffix = suffix[suffix.find("."):] if "." in suffix else ""
+    suffix = suffix[suffix.find(".") :] if "." in suffix else ""
     globs = ["/".join([*parts, f"*{suffix}"])]
     prefix = os.path.commonprefix([n[: len(n) - len(suffix)] for n in names])
     if prefix and not any(c in prefix for c in "*?["):
@@ -333,8 +399,9 @@ def fill_template(template: str, image: PurePosixPath) -> str:
     """The label path a template names for an image (as ``adapt.data.sources`` fills it), normalised."""
     stem = strip_suffix(image.name)
     digits = re.search(r"(\d*)$", stem).group(1)  # type: ignore[union-attr]
-    return posixpath.normpath(template.format(name=image.name, stem=stem, parent=image.parent.as_posix(),
-                                              digits=digits))
+    return posixpath.normpath(
+        template.format(name=image.name, stem=stem, parent=image.parent.as_posix(), digits=digits)
+    )
 
 
 def label_template(pairs: list[tuple[PurePosixPath, PurePosixPath]]) -> str | None:
@@ -350,7 +417,7 @@ def label_template(pairs: list[tuple[PurePosixPath, PurePosixPath]]) -> str | No
         names.append(label.name.replace(stem, "{stem}", 1))
     if digits and digits in label.name:
         at = label.name.rfind(digits)
-        names.append(label.name[:at] + "{digits}" + label.name[at + len(digits):])
+        names.append(label.name[:at] + "{digits}" + label.name[at + len(digits) :])
     names.append(label.name.replace("{", "{{").replace("}", "}}"))
     literal = label.parent.as_posix()
     relative = posixpath.relpath(label.parent.as_posix(), image.parent.as_posix())

@@ -62,8 +62,9 @@ class LoadCased(MapTransform):
         label = read_raster(item["label"])
         plane = label_plane(label, self.encoding)
         valid = image.valid()
-        image_array = finite_pixels(self._channels(image, image.data_pixels()), image.path,
-                                    self.card.intensity.get("nonfinite", "error"))
+        image_array = finite_pixels(
+            self._channels(image, image.data_pixels()), image.path, self.card.intensity.get("nonfinite", "error")
+        )
         if self.card.dims == 3:
             image_array, plane = self._check_volume(image, label, image_array, plane)
             affine = torch.as_tensor(image.affine, dtype=torch.float64)
@@ -80,8 +81,10 @@ class LoadCased(MapTransform):
             item["image"], item["label"] = torch.from_numpy(image_array), torch.from_numpy(plane[None])
         unknown = sorted(set(np.unique(plane).tolist()) - self.known_ids - {NODATA_LABEL})
         if unknown:
-            raise DataError(f"{label.path}: label ids {unknown} are not in the data card's labels "
-                            f"{self.card.labels}; add them to the card or fix the label file")
+            raise DataError(
+                f"{label.path}: label ids {unknown} are not in the data card's labels "
+                f"{self.card.labels}; add them to the card or fix the label file"
+            )
         item["source_dtype"] = str(image.array.dtype)
         return item
 
@@ -90,20 +93,27 @@ class LoadCased(MapTransform):
         count = pixels.shape[0]
         if wanted is None:
             if count not in (1, 3):
-                raise DataError(f"{image.path}: {count} channels; choose which go in with intensity.channels "
-                                f"in the data card (e.g. [0], [2, 1, 0], or all {count} for a learned input projection)")
+                raise DataError(
+                    f"{image.path}: {count} channels; choose which go in with intensity.channels "
+                    f"in the data card (e.g. [0], [2, 1, 0], or all {count} for a learned input projection)"
+                )
             return pixels
         if max(wanted) >= count:
             noun = "bands" if image.affine is None else "channels"
-            raise DataError(f"{image.path}: has {count} {noun}, the data card asks for {noun} {list(wanted)} "
-                            f"(intensity.channels, 0-based); fix the card or the file")
+            raise DataError(
+                f"{image.path}: has {count} {noun}, the data card asks for {noun} {list(wanted)} "
+                f"(intensity.channels, 0-based); fix the card or the file"
+            )
         return pixels[list(wanted)]
 
-    def _check_volume(self, image: Raster, label: Raster, array: np.ndarray,
-                      plane: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _check_volume(
+        self, image: Raster, label: Raster, array: np.ndarray, plane: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
         if image.affine is None:
-            raise DataError(f"{image.path}: a 2D image, but the data card {self.card.name!r} has dims: 3; "
-                            f"use NIfTI or DICOM volumes, or a 2D card")
+            raise DataError(
+                f"{image.path}: a 2D image, but the data card {self.card.name!r} has dims: 3; "
+                f"use NIfTI or DICOM volumes, or a 2D card"
+            )
         if label.affine is None:
             raise DataError(f"{label.path}: a 2D image as the label of volume {image.path}; use a NIfTI label map")
         check_same_grid(raster_grid(image), raster_grid(label, plane.shape))
@@ -136,10 +146,12 @@ def odd_channels(found: Mapping[str, tuple[Any, int]], skip_bad_cases: bool = Fa
     odd = sorted(key for key, (_, channels) in found.items() if channels != common)
     example = next(case for case, channels in found.values() if channels == common)
     listed = ", ".join(f"{found[key][0].image} ({found[key][1]})" for key in odd[:5]) + (" ..." if len(odd) > 5 else "")
-    message = (f"cases differ in image channels: {len(found) - len(odd)} have {common} (e.g. {example.image}), "
-               f"{len(odd)} do not: {listed}. A batch needs one channel count: convert the odd files (an RGB copy "
-               "among grey images saved as greyscale; a NIfTI's 4th axis is its channels or time points), or pick "
-               "the same channels of every file with intensity.channels in the data card (e.g. [0])")
+    message = (
+        f"cases differ in image channels: {len(found) - len(odd)} have {common} (e.g. {example.image}), "
+        f"{len(odd)} do not: {listed}. A batch needs one channel count: convert the odd files (an RGB copy "
+        "among grey images saved as greyscale; a NIfTI's 4th axis is its channels or time points), or pick "
+        "the same channels of every file with intensity.channels in the data card (e.g. [0])"
+    )
     if not skip_bad_cases:
         raise DataError(message + ", or set data.skip_bad_cases=true to leave them out")
     log.warning("skipping %d case(s): %s", len(odd), message)

@@ -69,8 +69,14 @@ def write_chunks(file: Any, chunks: list[bytes]) -> None:
         file.write(chunk)
 
 
-def write_case(stem: Path, image: np.ndarray, label: np.ndarray, axis: int | None, extra: dict[str, Any],
-               write: Callable[[Path, Callable[[Any], None]], None]) -> dict[str, Any]:
+def write_case(
+    stem: Path,
+    image: np.ndarray,
+    label: np.ndarray,
+    axis: int | None,
+    extra: dict[str, Any],
+    write: Callable[[Path, Callable[[Any], None]], None],
+) -> dict[str, Any]:
     """Write ``<stem>.planes`` and then ``<stem>.index.json``; return the index.
 
     Args:
@@ -92,9 +98,15 @@ def write_case(stem: Path, image: np.ndarray, label: np.ndarray, axis: int | Non
         offset += len(parts[0]) + len(parts[1])
         blobs += parts
     write(stem.with_suffix(".planes"), lambda file: write_chunks(file, blobs))
-    index = {"image": {"shape": list(image.shape), "dtype": image.dtype.str},
-             "label": {"shape": list(label.shape), "dtype": label.dtype.str},
-             "axis": axis, "codec": CODEC, "chunks": chunks, "counts": label_counts(label_planes), **extra}
+    index = {
+        "image": {"shape": list(image.shape), "dtype": image.dtype.str},
+        "label": {"shape": list(label.shape), "dtype": label.dtype.str},
+        "axis": axis,
+        "codec": CODEC,
+        "chunks": chunks,
+        "counts": label_counts(label_planes),
+        **extra,
+    }
     write(stem.with_suffix(".index.json"), lambda file: file.write(json.dumps(index).encode()))
     return index
 
@@ -136,11 +148,11 @@ class ChunkedArray:
 
     @property
     def plane_shape(self) -> tuple[int, ...]:
-        return self.shape if self.axis is None else self.shape[:self.axis] + self.shape[self.axis + 1:]
+        return self.shape if self.axis is None else self.shape[: self.axis] + self.shape[self.axis + 1 :]
 
     def read(self, i: int) -> bytes:
         """The compressed chunk of plane ``i``, as stored."""
-        offset, length = self._chunks[i][self._column:self._column + 2]
+        offset, length = self._chunks[i][self._column : self._column + 2]
         fd = os.open(self.path, os.O_RDONLY)
         try:
             if hasattr(os, "posix_fadvise"):  # no read-ahead: a plane is one chunk, its neighbours are not needed
@@ -158,8 +170,12 @@ class ChunkedArray:
 
     def __getitem__(self, key: Any) -> np.ndarray:
         key = key if isinstance(key, tuple) else (key,)
-        if self.axis is not None and len(key) == self.axis + 1 and isinstance(key[-1], (int, np.integer)) \
-                and all(k == slice(None) for k in key[:-1]):
+        if (
+            self.axis is not None
+            and len(key) == self.axis + 1
+            and isinstance(key[-1], (int, np.integer))
+            and all(k == slice(None) for k in key[:-1])
+        ):
             return self.plane(int(key[-1]) % self.shape[self.axis])
         return np.asarray(self)[key]
 

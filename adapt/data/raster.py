@@ -50,8 +50,9 @@ class Raster:
         value, dtype = float(self.nodata), self.array.dtype
         if np.isnan(value):
             missing = np.isnan(self.array) if np.issubdtype(dtype, np.floating) else np.zeros(self.array.shape, bool)
-        elif np.issubdtype(dtype, np.integer) and (value != int(value) or not
-                                                    np.iinfo(dtype).min <= value <= np.iinfo(dtype).max):
+        elif np.issubdtype(dtype, np.integer) and (
+            value != int(value) or not np.iinfo(dtype).min <= value <= np.iinfo(dtype).max
+        ):
             missing = np.zeros(self.array.shape, bool)  # a value the pixels cannot hold: none is missing
         else:
             missing = self.array == value

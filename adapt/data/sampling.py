@@ -50,8 +50,9 @@ class EpochSampler(DistributedSampler):
     skips the first samples of this rank's share (set by ``ResumableLoader``).
     """
 
-    def __init__(self, dataset: Sized, seed: int = 0, num_replicas: int = 1, rank: int = 0,
-                 shuffle: bool = True) -> None:
+    def __init__(
+        self, dataset: Sized, seed: int = 0, num_replicas: int = 1, rank: int = 0, shuffle: bool = True
+    ) -> None:
         super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed)  # type: ignore[arg-type]
         self.start = 0
 
@@ -88,7 +89,9 @@ class ResumableLoader(DataLoader):
         self.resume_at: tuple[int, int] | None = None  # (epoch, batches) of a loaded checkpoint
 
     def __iter__(self) -> Iterator[Any]:  # type: ignore[override]
-        epoch = self.epoch_of() if self.epoch_of else getattr(self.sampler, "epoch", 0)  # Lightning may swap in its own sampler (overfit_batches)
+        epoch = (
+            self.epoch_of() if self.epoch_of else getattr(self.sampler, "epoch", 0)
+        )  # Lightning may swap in its own sampler (overfit_batches)
         skip = self.resume_at[1] if self.resume_at is not None and self.resume_at[0] == epoch else 0
         if isinstance(self.sampler, EpochSampler):
             self.sampler.start = skip * int(self.batch_size or 1)
@@ -114,9 +117,14 @@ class ResumableLoader(DataLoader):
         saved, now = (int(state["batch_size"]), int(state["ranks"])), self.layout()
         if saved != now:  # e.g. a preempted job restarted on fewer GPUs: skip the same share of the epoch
             batches = batches * saved[0] * saved[1] // (now[0] * now[1])
-            log.warning("resuming with batch size %d on %d rank(s) where the checkpoint had %d on %d: the rest of "
-                        "epoch %d skips the same share of it (%d batches), but not exactly the same samples",
-                        *now, *saved, int(state["epoch"]), batches)
+            log.warning(
+                "resuming with batch size %d on %d rank(s) where the checkpoint had %d on %d: the rest of "
+                "epoch %d skips the same share of it (%d batches), but not exactly the same samples",
+                *now,
+                *saved,
+                int(state["epoch"]),
+                batches,
+            )
         self.resume_at = (int(state["epoch"]), batches)
         if isinstance(self.sampler, DistributedSampler):  # Lightning sets it too, but after its first iter()
             self.sampler.set_epoch(self.resume_at[0])

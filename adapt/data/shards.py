@@ -78,9 +78,16 @@ def read_shard_index(source: str) -> dict[str, Any]:
     return index
 
 
-def write_shards(card: DataCard, root: Path, out: Path, shard_size: int = SHARD_SIZE, cache_dir: str | None = None,
-                 workers: int | None = None, seed: int = 0,
-                 progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+def write_shards(
+    card: DataCard,
+    root: Path,
+    out: Path,
+    shard_size: int = SHARD_SIZE,
+    cache_dir: str | None = None,
+    workers: int | None = None,
+    seed: int = 0,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict[str, Any]:
     """Prepare the card's cases into the disk cache, then write its planes as shards under ``out``.
 
     Args:
@@ -108,10 +115,20 @@ def write_shards(card: DataCard, root: Path, out: Path, shard_size: int = SHARD_
         errors = store.prepare_missing(workers=workers)
         bad.update({store.cases[position].id: str(error) for position, error in errors.items()})
     out.mkdir(parents=True, exist_ok=True)
-    index: dict[str, Any] = {"format": SHARD_FORMAT, "card": card.name, "slice_axis": card.slice_axis if card.dims == 3 else None,
-                             "cases": {}, "shards": {}, "bad_cases": bad}
-    total = sum(len(store.index(p)["chunks"]) for store in stores.values() for p in range(len(store))
-                if store.cases[p].id not in bad)
+    index: dict[str, Any] = {
+        "format": SHARD_FORMAT,
+        "card": card.name,
+        "slice_axis": card.slice_axis if card.dims == 3 else None,
+        "cases": {},
+        "shards": {},
+        "bad_cases": bad,
+    }
+    total = sum(
+        len(store.index(p)["chunks"])
+        for store in stores.values()
+        for p in range(len(store))
+        if store.cases[p].id not in bad
+    )
     written = 0
     for split, store in stores.items():
         good = [p for p in range(len(store)) if store.cases[p].id not in bad]
@@ -120,11 +137,12 @@ def write_shards(card: DataCard, root: Path, out: Path, shard_size: int = SHARD_
         order = np.random.default_rng([seed, SPLITS.index(split)]).permutation(len(planes))
         index["shards"][split] = []
         for number, first in enumerate(range(0, len(planes), shard_size)):
-            chosen = [planes[k] for k in order[first:first + shard_size]]
+            chosen = [planes[k] for k in order[first : first + shard_size]]
             name = f"{split}-{number:06d}.tar"
             _write_tar(out / name, (_member(store, good[n], n, plane) for n, plane in chosen))
-            index["shards"][split].append({"name": name, "planes": [[n, plane, _ids(store, good[n], plane)]
-                                                                    for n, plane in chosen]})
+            index["shards"][split].append(
+                {"name": name, "planes": [[n, plane, _ids(store, good[n], plane)] for n, plane in chosen]}
+            )
             written += len(chosen)
             if progress:
                 progress(written, total)
@@ -134,8 +152,13 @@ def write_shards(card: DataCard, root: Path, out: Path, shard_size: int = SHARD_
 
 def _case_entry(store: CaseStore, position: int) -> dict[str, Any]:
     entry = store.index(position)
-    return {"id": store.cases[position].id, "image": entry["image"], "label": entry["label"], "axis": entry["axis"],
-            **{k: entry[k] for k in ("affine", "source_affine", "source_shape") if k in entry}}
+    return {
+        "id": store.cases[position].id,
+        "image": entry["image"],
+        "label": entry["label"],
+        "axis": entry["axis"],
+        **{k: entry[k] for k in ("affine", "source_affine", "source_shape") if k in entry},
+    }
 
 
 def _ids(store: CaseStore, position: int, plane: int) -> list[int]:
@@ -170,8 +193,10 @@ def decode_plane(case: dict[str, Any], sample: dict[str, Any]) -> tuple[ChunkedA
     """The image and label of a case whose one plane is ``sample``'s (a streamed tar member group),
     as the disk cache's ``ChunkedArray``: indexing that plane decodes it exactly as the cache does."""
     meta = json.loads(sample["json"])
-    return (_OnePlane(case, "image", meta["plane"], sample[PARTS[0]]),
-            _OnePlane(case, "label", meta["plane"], sample[PARTS[1]]))
+    return (
+        _OnePlane(case, "image", meta["plane"], sample[PARTS[0]]),
+        _OnePlane(case, "label", meta["plane"], sample[PARTS[1]]),
+    )
 
 
 class _OnePlane(ChunkedArray):
@@ -180,7 +205,9 @@ class _OnePlane(ChunkedArray):
     def __init__(self, case: dict[str, Any], part: str, plane: int, data: bytes) -> None:
         if part == "image" and np.dtype(case["image"]["dtype"]) != IMAGE_DTYPE:
             raise DataError(f"shard plane of case {case['id']}: image dtype {case['image']['dtype']}, expected float16")
-        chunks = [[0, 0, 0, 0] for _ in range(case["image"]["shape"][case["axis"] + 1] if case["axis"] is not None else 1)]
+        chunks = [
+            [0, 0, 0, 0] for _ in range(case["image"]["shape"][case["axis"] + 1] if case["axis"] is not None else 1)
+        ]
         super().__init__(Path(), {**case, "chunks": chunks}, part)
         self.case, self.index, self.data = case["id"], plane, data
 

@@ -90,8 +90,9 @@ def missing_data_error(card: DataCard, root: Path, what: str) -> DataNotFoundErr
         fixes.append(f"get it (no public download URL): {card.source['access']}")
     else:
         fixes.append(f"this dataset has no public download URL; obtain it as its card ({card.path}) describes")
-    return DataNotFoundError(f"data card {card.name!r}: no dataset at {root} ({what}).\nFix one of:\n  - "
-                             + "\n  - ".join(fixes))
+    return DataNotFoundError(
+        f"data card {card.name!r}: no dataset at {root} ({what}).\nFix one of:\n  - " + "\n  - ".join(fixes)
+    )
 
 
 def list_cases(card: DataCard, root: Path, say: str | None = None) -> list[Case]:
@@ -110,9 +111,11 @@ def list_cases(card: DataCard, root: Path, say: str | None = None) -> list[Case]
     """
     labelled, unlabelled = partition_cases(card, root)
     if unlabelled and not labelled:
-        raise DataError(f"data card {card.path or card.name}: all {len(unlabelled)} image(s) under {root} are "
-                        "unlabelled (source.unlabelled: true); training and evaluation need labels: pre-annotate "
-                        "them (python -m adapt.annotate data.card=... out=...) and save the corrected labels first")
+        raise DataError(
+            f"data card {card.path or card.name}: all {len(unlabelled)} image(s) under {root} are "
+            "unlabelled (source.unlabelled: true); training and evaluation need labels: pre-annotate "
+            "them (python -m adapt.annotate data.card=... out=...) and save the corrected labels first"
+        )
     if unlabelled and say:
         log.warning(unlabelled_note(len(unlabelled), say))
     return labelled
@@ -143,8 +146,10 @@ def partition_cases(card: DataCard, root: Path) -> tuple[list[Case], list[Case]]
 
 def unlabelled_note(count: int, what: str) -> str:
     """What a command says when it leaves a card's unlabelled images out."""
-    return (f"{count} unlabelled image(s) of the card skipped by {what} (source.unlabelled: true; "
-            "python -m adapt.annotate pre-annotates them)")
+    return (
+        f"{count} unlabelled image(s) of the card skipped by {what} (source.unlabelled: true; "
+        "python -m adapt.annotate pre-annotates them)"
+    )
 
 
 def check_data(card: str | None, root: str | None = None, listed: bool = True) -> None:
@@ -183,14 +188,18 @@ def msd_entries(manifest: Path) -> list[tuple[str, str]]:
         DataError: naming the file and what is wrong: not JSON, not an object, no or an empty
             ``training`` list, an entry that is a plain path or lacks ``image``/``label``.
     """
-    fix = "re-extract the dataset, or write the entries as {\"image\": \"./imagesTr/x.nii.gz\", " \
-          "\"label\": \"./labelsTr/x.nii.gz\"}"
+    fix = (
+        're-extract the dataset, or write the entries as {"image": "./imagesTr/x.nii.gz", '
+        '"label": "./labelsTr/x.nii.gz"}'
+    )
     try:
         content = json.loads(manifest.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise DataError(f"{manifest}: not valid JSON ({err}); re-extract the dataset") from None
     if not isinstance(content, dict):
-        raise DataError(f"{manifest}: holds a JSON {type(content).__name__}, not an object with a 'training' list; {fix}")
+        raise DataError(
+            f"{manifest}: holds a JSON {type(content).__name__}, not an object with a 'training' list; {fix}"
+        )
     entries = content.get("training")
     if not isinstance(entries, list) or not entries:
         what = "has no 'training' key" if "training" not in content else f"has 'training': {str(entries)[:60]!r}"
@@ -198,9 +207,13 @@ def msd_entries(manifest: Path) -> list[tuple[str, str]]:
     pairs = []
     for n, entry in enumerate(entries):
         if isinstance(entry, str):
-            raise DataError(f"{manifest}: training[{n}] is a plain path ({entry!r}); every training entry must name "
-                            f"its image and its label; {fix}")
-        if not isinstance(entry, dict) or not all(isinstance(entry.get(k), str) and entry.get(k) for k in ("image", "label")):
+            raise DataError(
+                f"{manifest}: training[{n}] is a plain path ({entry!r}); every training entry must name "
+                f"its image and its label; {fix}"
+            )
+        if not isinstance(entry, dict) or not all(
+            isinstance(entry.get(k), str) and entry.get(k) for k in ("image", "label")
+        ):
             raise DataError(f"{manifest}: training[{n}] = {str(entry)[:80]} lacks an 'image' or 'label' path; {fix}")
         pairs.append((entry["image"], entry["label"]))
     return pairs
@@ -242,11 +255,12 @@ def _folder(card: DataCard, root: Path) -> list[Case]:
         relative = image.relative_to(root)
         try:
             digits = re.search(r"(\d*)$", stem).group(1)
-            label = root / template.format(name=image.name, stem=stem, parent=relative.parent.as_posix(),
-                                           digits=digits)
+            label = root / template.format(name=image.name, stem=stem, parent=relative.parent.as_posix(), digits=digits)
         except (KeyError, IndexError) as err:
-            raise ConfigError(f"data card {card.path}: source.labels={template!r} uses an unknown placeholder "
-                              f"{err}; use {{name}}, {{stem}}, {{parent}} or {{digits}}") from None
+            raise ConfigError(
+                f"data card {card.path}: source.labels={template!r} uses an unknown placeholder "
+                f"{err}; use {{name}}, {{stem}}, {{parent}} or {{digits}}"
+            ) from None
         case_id = stem if unique else strip_suffix(relative.as_posix())
         cases.append(Case(case_id, image, label, group=case_id))
     return cases
@@ -260,16 +274,19 @@ def _csv(card: DataCard, root: Path) -> list[Case]:
         rows = list(csv.DictReader(f))
     columns = set(rows[0]) if rows else set()
     if not {"image", "label"} <= columns:
-        raise ConfigError(f"{manifest}: needs columns 'image' and 'label' (optional 'case', 'split'); "
-                          f"found {sorted(columns)}")
+        raise ConfigError(
+            f"{manifest}: needs columns 'image' and 'label' (optional 'case', 'split'); found {sorted(columns)}"
+        )
     cases = []
     for line, row in enumerate(rows, start=2):
         image = Path(row["image"])
         image = image if image.is_absolute() else root / image
         text = (row["label"] or "").strip()
         if not text and not card.source.get("unlabelled"):
-            raise DataError(f"{manifest}, line {line}: empty label; give the label file, or mark the card's "
-                            "unlabelled images with source.unlabelled: true")
+            raise DataError(
+                f"{manifest}, line {line}: empty label; give the label file, or mark the card's "
+                "unlabelled images with source.unlabelled: true"
+            )
         label = Path(text) if text else None
         label = label if label is None or label.is_absolute() else root / label
         split = (row.get("split") or "").strip() or None
@@ -304,5 +321,7 @@ def refuse_link_loops(paths: Iterable[Path]) -> None:
     """
     for path in paths:
         if link_loop(Path(path)):
-            raise DataError(f"{path}: a symbolic link loop (it points to {os.readlink(path)}, which leads back to "
-                            "itself); point the link at the real file, or remove it")
+            raise DataError(
+                f"{path}: a symbolic link loop (it points to {os.readlink(path)}, which leads back to "
+                "itself); point the link at the real file, or remove it"
+            )

@@ -20,8 +20,13 @@ from adapt.data.sources import SPLITS, Case
 from adapt.errors import ConfigError
 
 
-def split_cases(cases: list[Case], split: Mapping[str, Any], where: str = "data card",
-                train_cases: int | str | None = None, subset_seed: int = 0) -> dict[str, list[Case]]:
+def split_cases(
+    cases: list[Case],
+    split: Mapping[str, Any],
+    where: str = "data card",
+    train_cases: int | str | None = None,
+    subset_seed: int = 0,
+) -> dict[str, list[Case]]:
     """Assign every case to ``train``, ``val`` or ``test``.
 
     Precedence: a ``split`` given by the source (CSV column) for the cases that have one;
@@ -66,7 +71,7 @@ def split_cases(cases: list[Case], split: Mapping[str, Any], where: str = "data 
             count = int(round(fraction * len(free)))
             if fraction > 0 and count == 0 and len(free) - start > 1:
                 count = 1  # a requested split is never silently empty
-            for group in order[start:start + count]:
+            for group in order[start : start + count]:
                 side[group] = name
             start += count
     out: dict[str, list[Case]] = {name: [] for name in SPLITS}
@@ -88,8 +93,7 @@ def subset_order(cases: list[Case], seed: int) -> list[str]:
     return [groups[i] for i in np.random.default_rng(int(seed)).permutation(len(groups))]
 
 
-def training_subset(cases: list[Case], count: int | str | None, seed: int = 0,
-                    where: str = "data card") -> list[Case]:
+def training_subset(cases: list[Case], count: int | str | None, seed: int = 0, where: str = "data card") -> list[Case]:
     """The cases of the first ``count`` patients of ``subset_order`` (``None``/``all``: every case).
 
     Raises:
@@ -99,8 +103,10 @@ def training_subset(cases: list[Case], count: int | str | None, seed: int = 0,
         return cases
     order = subset_order(cases, seed)
     if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= len(order):
-        raise ConfigError(f"data.train_cases={count!r} must be all or a number of training cases (patients) from 1 "
-                          f"to {len(order)}, the training cases of {where}")
+        raise ConfigError(
+            f"data.train_cases={count!r} must be all or a number of training cases (patients) from 1 "
+            f"to {len(order)}, the training cases of {where}"
+        )
     kept = set(order[:count])
     return [c for c in cases if c.group in kept]
 
@@ -115,9 +121,14 @@ def require_validation(splits: Mapping[str, list[Case]], where: str, skipped: li
     if kept:
         return
     total = sum(len(v) for v in splits.values())
-    why = (f"its {len(splits['val'])} validation case(s) were skipped as bad ({sorted(skipped)[:5]})" if skipped
-           else f"the split puts none of its {total} case(s) in validation")
-    raise ConfigError(f"{where}: no validation case: {why} ({len(splits['train'])} train, {len(splits.get('test', []))} "
-                      "test); training measures val/dice on the validation cases to choose its best checkpoint. "
-                      "Add cases, raise split.val in the card (e.g. 0.2; a dataset of one case cannot be split), "
-                      "or list validation ids (split.val: [case_id, ...])")
+    why = (
+        f"its {len(splits['val'])} validation case(s) were skipped as bad ({sorted(skipped)[:5]})"
+        if skipped
+        else f"the split puts none of its {total} case(s) in validation"
+    )
+    raise ConfigError(
+        f"{where}: no validation case: {why} ({len(splits['train'])} train, {len(splits.get('test', []))} "
+        "test); training measures val/dice on the validation cases to choose its best checkpoint. "
+        "Add cases, raise split.val in the card (e.g. 0.2; a dataset of one case cannot be split), "
+        "or list validation ids (split.val: [case_id, ...])"
+    )

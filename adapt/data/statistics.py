@@ -25,8 +25,18 @@ from adapt.errors import DataError
 
 SAMPLE = 20_000
 #: DICOM Modality -> card modality.
-DICOM_MODALITIES = {"CT": "CT", "MR": "MR", "PT": "PET", "US": "US", "CR": "XR", "DX": "XR", "XA": "XR", "MG": "XR",
-                    "ES": "endoscopy", "XC": "RGB"}
+DICOM_MODALITIES = {
+    "CT": "CT",
+    "MR": "MR",
+    "PT": "PET",
+    "US": "US",
+    "CR": "XR",
+    "DX": "XR",
+    "XA": "XR",
+    "MG": "XR",
+    "ES": "endoscopy",
+    "XC": "RGB",
+}
 
 
 @dataclass
@@ -78,8 +88,9 @@ class CaseStats:
     error: str | None = None
 
 
-def case_stats(image: Path, label: Path, encoding: LabelEncoding | float | None = None, seed: int = 0,
-               sample: int = SAMPLE) -> CaseStats:
+def case_stats(
+    image: Path, label: Path, encoding: LabelEncoding | float | None = None, seed: int = 0, sample: int = SAMPLE
+) -> CaseStats:
     """Read one case and describe it; a file that cannot be read gives ``error`` instead of raising.
 
     ``encoding``: how the label files store their ids (``adapt.data.raster.label_plane``); the

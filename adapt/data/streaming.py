@@ -105,10 +105,21 @@ class ShardStream(IterableDataset):
         max_slices_per_case: at most this many planes per case and target, evenly spaced (validation).
     """
 
-    def __init__(self, source: str, index: dict[str, Any], split: str, card: DataCard, image_size: int,
-                 prompts: PromptSimulator, objects: str = "each", seed: int = 0, shuffle: bool = True,
-                 augment: PairAugment | SplitAugment | None = None, native: bool = False,
-                 max_slices_per_case: int | None = None) -> None:
+    def __init__(
+        self,
+        source: str,
+        index: dict[str, Any],
+        split: str,
+        card: DataCard,
+        image_size: int,
+        prompts: PromptSimulator,
+        objects: str = "each",
+        seed: int = 0,
+        shuffle: bool = True,
+        augment: PairAugment | SplitAugment | None = None,
+        native: bool = False,
+        max_slices_per_case: int | None = None,
+    ) -> None:
         self.source, self.split, self.seed, self.shuffle = source, split, seed, shuffle
         self.shards = index["shards"][split]
         self.store = _StreamStore(card, index["cases"][split], source)
@@ -117,7 +128,7 @@ class ShardStream(IterableDataset):
         for s, shard in enumerate(self.shards):
             for k, (case, plane, present) in enumerate(shard["planes"]):
                 hits = [t for t, value in enumerate(targets) if value in present]
-                for t in (hits if objects == "each" else [-1] * bool(hits)):
+                for t in hits if objects == "each" else [-1] * bool(hits):
                     found.setdefault((case, t), []).append((plane, s, k))
         kept = set()
         for planes in found.values():  # data.val_max_slices_per_case, as index_cases keeps them
@@ -143,8 +154,11 @@ class ShardStream(IterableDataset):
         count = len(self.rows)
         if not count:
             return np.zeros(0, dtype=np.int64)
-        shards = np.random.default_rng([self.seed, self.epoch]).permutation(len(self.runs)) if self.shuffle \
+        shards = (
+            np.random.default_rng([self.seed, self.epoch]).permutation(len(self.runs))
+            if self.shuffle
             else np.arange(len(self.runs))
+        )
         order = np.concatenate([self.runs[s] for s in shards])
         return order[(self.rank * len(self) + np.arange(len(self))) % count]
 
@@ -154,7 +168,7 @@ class ShardStream(IterableDataset):
         parts = np.array_split(self.rank_order(), workers)
         skips, turn = worker_plan([len(p) for p in parts], self.batch_size, self.start_batches)
         part = (worker + turn) % workers
-        rows = parts[part][skips[part] * self.batch_size:]
+        rows = parts[part][skips[part] * self.batch_size :]
         seeds = np.random.default_rng([self.seed, self.epoch]).integers(0, SAMPLE_SEEDS, len(self.rows))
         for row, sample in self._planes(rows):
             shard, _, target = (int(v) for v in self.rows[row])
@@ -194,28 +208,58 @@ class ShardDataModule(SegmentationDataModule):
         val_max_slices_per_case: validation planes per case and target (evenly spaced).
     """
 
-    def __init__(self, card: DataCard, source: str, root: str | None, image_size: int, batch_size: int,
-                 val_batch_size: int, num_workers: int, prompts: PromptSimulator, val_prompts: PromptSimulator,
-                 objects: str = "each", augment: bool = False, seed: int = 0,
-                 device_transforms: bool = DEVICE_TRANSFORMS, val_max_slices_per_case: int | None = None) -> None:
+    def __init__(
+        self,
+        card: DataCard,
+        source: str,
+        root: str | None,
+        image_size: int,
+        batch_size: int,
+        val_batch_size: int,
+        num_workers: int,
+        prompts: PromptSimulator,
+        val_prompts: PromptSimulator,
+        objects: str = "each",
+        augment: bool = False,
+        seed: int = 0,
+        device_transforms: bool = DEVICE_TRANSFORMS,
+        val_max_slices_per_case: int | None = None,
+    ) -> None:
         super(SegmentationDataModule, self).__init__()
         if objects not in OBJECT_MODES:
             raise ConfigError(f"data.objects={objects!r} is not one of {OBJECT_MODES}")
         index = read_shard_index(source)
         if index["card"] != card.name:
-            raise ConfigError(f"data.shards={source} holds card {index['card']!r}, not data.card={card.name!r}; "
-                              f"give the card the shards were written from")
+            raise ConfigError(
+                f"data.shards={source} holds card {index['card']!r}, not data.card={card.name!r}; "
+                f"give the card the shards were written from"
+            )
         self.card, self.image_size, self.source, self.root = card, int(image_size), source, data_root(card, root)
         self.native = bool(device_transforms)
         augmenter = (SplitAugment() if self.native else PairAugment()) if augment else None
-        self.train_set = ShardStream(source, index, "train", card, image_size, prompts, objects, seed, True, augmenter,
-                                     self.native)
-        self.val_set = ShardStream(source, index, "val", card, image_size, val_prompts, objects, seed, False,
-                                   None, self.native, val_max_slices_per_case)
+        self.train_set = ShardStream(
+            source, index, "train", card, image_size, prompts, objects, seed, True, augmenter, self.native
+        )
+        self.val_set = ShardStream(
+            source,
+            index,
+            "val",
+            card,
+            image_size,
+            val_prompts,
+            objects,
+            seed,
+            False,
+            None,
+            self.native,
+            val_max_slices_per_case,
+        )
         for split, stream in zip(SPLITS, (self.train_set, self.val_set)):
             if not len(stream.rows):
-                raise ConfigError(f"data.shards={source}: no {split} sample in the shards; write them from a card "
-                                  f"with {split} cases holding a target")
+                raise ConfigError(
+                    f"data.shards={source}: no {split} sample in the shards; write them from a card "
+                    f"with {split} cases holding a target"
+                )
         self.set_loading(batch_size, val_batch_size, num_workers, seed)
         self.label_map = dict(card.labels)
         self.bad_cases = sorted(index["bad_cases"])
@@ -224,10 +268,15 @@ class ShardDataModule(SegmentationDataModule):
         channels = card.intensity.get("channels")
         first = index["cases"]["train"][0]
         self.preprocessing = {
-            "dims": card.dims, "intensity": dict(card.intensity), "image_size": self.image_size,
-            "slice_axis": card.slice_axis, "spacing": card.spacing, "channels": int(first["image"]["shape"][0]),
+            "dims": card.dims,
+            "intensity": dict(card.intensity),
+            "image_size": self.image_size,
+            "slice_axis": card.slice_axis,
+            "spacing": card.spacing,
+            "channels": int(first["image"]["shape"][0]),
             "bands": list(channels) if channels else None,
-            "orientation": "RAS" if card.dims == 3 else None, "objects": objects,
+            "orientation": "RAS" if card.dims == 3 else None,
+            "objects": objects,
         }
 
     def _place(self, stream: ShardStream) -> None:
@@ -239,33 +288,47 @@ class ShardDataModule(SegmentationDataModule):
         """This rank's share of the shuffled shards, resumable mid-epoch (workers restart each epoch,
         so that they see the new epoch's order)."""
         self._place(self.train_set)
-        self.train_loader = ResumableLoader(self.train_set, batch_size=self.batch_size, num_workers=self.num_workers,
-                                            epoch_of=lambda: self.trainer.current_epoch if self.trainer else 0,
-                                            **self.loader_options())
+        self.train_loader = ResumableLoader(
+            self.train_set,
+            batch_size=self.batch_size,
+            num_workers=self.num_workers,
+            epoch_of=lambda: self.trainer.current_epoch if self.trainer else 0,
+            **self.loader_options(),
+        )
         if self.loader_state:
             self.train_loader.load_state_dict(self.loader_state)
         return self.train_loader
 
     def val_dataloader(self) -> DataLoader:
         self._place(self.val_set)
-        return DataLoader(self.val_set, batch_size=self.val_batch_size, num_workers=self.num_workers,
-                          **self.loader_options())
+        return DataLoader(
+            self.val_set, batch_size=self.val_batch_size, num_workers=self.num_workers, **self.loader_options()
+        )
 
 
 def build_shard_datamodule(data_cfg: Mapping[str, Any], image_size: int, seed: int) -> ShardDataModule:
     """The datamodule of ``data.shards`` (see ``build_datamodule`` for the other keys)."""
     for key, default in (("empty_share", 0.0), ("train_cases", None)):
         if data_cfg.get(key, default) not in (default, "all"):
-            raise ConfigError(f"data.{key}={data_cfg[key]} does not apply to data.shards (every foreground plane "
-                              f"of the shards is a sample); leave data.{key} at {default}")
+            raise ConfigError(
+                f"data.{key}={data_cfg[key]} does not apply to data.shards (every foreground plane "
+                f"of the shards is a sample); leave data.{key} at {default}"
+            )
     prompt = dict(data_cfg.get("prompt") or {})
     prompt.setdefault("seed", seed)
     return ShardDataModule(
-        card=load_card(data_cfg["card"]), source=str(data_cfg["shards"]), root=data_cfg.get("root"),
-        image_size=image_size, batch_size=int(data_cfg.get("batch_size", 4)),
-        val_batch_size=int(data_cfg.get("val_batch_size", 8)), num_workers=int(data_cfg.get("num_workers", 0)),
-        prompts=PromptSimulator(**prompt), val_prompts=PromptSimulator(**{**prompt, "seed": prompt["seed"] + 1}),
-        objects=str(data_cfg.get("objects", "each")), augment=bool(data_cfg.get("augment", False)), seed=seed,
+        card=load_card(data_cfg["card"]),
+        source=str(data_cfg["shards"]),
+        root=data_cfg.get("root"),
+        image_size=image_size,
+        batch_size=int(data_cfg.get("batch_size", 4)),
+        val_batch_size=int(data_cfg.get("val_batch_size", 8)),
+        num_workers=int(data_cfg.get("num_workers", 0)),
+        prompts=PromptSimulator(**prompt),
+        val_prompts=PromptSimulator(**{**prompt, "seed": prompt["seed"] + 1}),
+        objects=str(data_cfg.get("objects", "each")),
+        augment=bool(data_cfg.get("augment", False)),
+        seed=seed,
         device_transforms=bool(data_cfg.get("device_transforms", DEVICE_TRANSFORMS)),
         val_max_slices_per_case=data_cfg.get("val_max_slices_per_case"),
     )

@@ -69,8 +69,9 @@ class Volume:
         return resample_nearest(mask, self.affine, self.source_affine, self.source_shape)
 
 
-def resample_nearest(volume: np.ndarray, affine: np.ndarray, target_affine: np.ndarray,
-                     target_shape: tuple[int, ...]) -> np.ndarray:
+def resample_nearest(
+    volume: np.ndarray, affine: np.ndarray, target_affine: np.ndarray, target_shape: tuple[int, ...]
+) -> np.ndarray:
     """``volume`` (voxel-to-world ``affine``) onto another grid by the nearest voxel of the same world point.
 
     A pure reorientation (every target voxel lands on a voxel centre) is an exact permutation
@@ -79,8 +80,12 @@ def resample_nearest(volume: np.ndarray, affine: np.ndarray, target_affine: np.n
     grid_from_target = np.linalg.inv(affine) @ target_affine
     matrix, offset = grid_from_target[:3, :3], grid_from_target[:3, 3]
     rounded = np.rint(matrix)
-    if np.allclose(matrix, rounded, atol=1e-6) and np.allclose(offset, np.rint(offset), atol=1e-4) \
-            and (np.abs(rounded).sum(axis=0) == 1).all() and (np.abs(rounded).sum(axis=1) == 1).all():
+    if (
+        np.allclose(matrix, rounded, atol=1e-6)
+        and np.allclose(offset, np.rint(offset), atol=1e-4)
+        and (np.abs(rounded).sum(axis=0) == 1).all()
+        and (np.abs(rounded).sum(axis=1) == 1).all()
+    ):
         source_axis = np.abs(rounded).argmax(axis=0)  # target axis t reads source axis source_axis[t]
         flips = tuple(t for t in range(3) if rounded[source_axis[t], t] < 0)
         expected = [volume.shape[source_axis[t]] - 1 if t in flips else 0 for t in range(3)]
@@ -88,8 +93,9 @@ def resample_nearest(volume: np.ndarray, affine: np.ndarray, target_affine: np.n
         if shape == tuple(target_shape) and np.allclose(offset[source_axis], expected, atol=1e-4):
             out = np.transpose(volume, source_axis)
             return np.ascontiguousarray(np.flip(out, flips) if flips else out)
-    out = ndimage.affine_transform(volume, matrix, offset=offset, output_shape=tuple(target_shape), order=0,
-                                   mode="grid-constant", cval=0)  # grid-constant: a voxel centre a rounding error outside stays inside
+    out = ndimage.affine_transform(
+        volume, matrix, offset=offset, output_shape=tuple(target_shape), order=0, mode="grid-constant", cval=0
+    )  # grid-constant: a voxel centre a rounding error outside stays inside
     return out.astype(volume.dtype)
 
 
@@ -132,6 +138,11 @@ def load_volume(card: DataCard, case: Case) -> Volume:
     label = compact_labels(np.asarray(item["label"])[0])
     if card.dims == 2:
         return Volume(case, image, label)
-    return Volume(case, image, label, affine=np.asarray(item["affine"], dtype=np.float64),
-                  source_affine=np.asarray(item["source_affine"], dtype=np.float64),
-                  source_shape=tuple(item["source_shape"]))
+    return Volume(
+        case,
+        image,
+        label,
+        affine=np.asarray(item["affine"], dtype=np.float64),
+        source_affine=np.asarray(item["source_affine"], dtype=np.float64),
+        source_shape=tuple(item["source_shape"]),
+    )

@@ -22,7 +22,8 @@ __all__ = ["evaluate"]
 
 def __getattr__(name: str) -> Any:
     if name == "evaluate":
-        from adapt.evaluation.runner import evaluate  # lazy: start-up (a module of the package loads without the runner)
+        # a module of the package loads without the runner
+        from adapt.evaluation.runner import evaluate  # lazy: start-up
 
         return evaluate
     raise AttributeError(f"module 'adapt.evaluation' has no attribute {name!r}")

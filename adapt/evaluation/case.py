@@ -44,7 +44,6 @@ from adapt.metrics.case import click_scores, video_scores
 from adapt.transforms.prompts import PromptSimulator
 
 
-
 @dataclass(frozen=True)
 class Protocol:
     """How each case is prompted and scored.
@@ -75,7 +74,9 @@ class Protocol:
     def __post_init__(self) -> None:
         check_choice("prompt", self.prompt, PROMPTS)
         if self.clicks and self.prompt not in GT_PROMPTS:
-            raise ConfigError(f"clicks need a simulated first prompt ({'|'.join(GT_PROMPTS)}), not prompt={self.prompt}")
+            raise ConfigError(
+                f"clicks need a simulated first prompt ({'|'.join(GT_PROMPTS)}), not prompt={self.prompt}"
+            )
         if self.propagation and (self.prompt not in GT_PROMPTS or self.clicks):
             raise ConfigError("task=propagation takes prompt=box|box_jitter|point|points_k and clicks=off")
         if any(int(c) < 1 for c in self.clicks):
@@ -83,8 +84,12 @@ class Protocol:
 
     def simulator(self) -> PromptSimulator:
         """The seeded prompt simulator of a ground-truth protocol."""
-        kinds = {"box": dict(kind="box"), "box_jitter": dict(kind="box", jitter=self.jitter),
-                 "point": dict(kind="point"), "points_k": dict(kind="points", num_positive=self.num_points)}
+        kinds = {
+            "box": dict(kind="box"),
+            "box_jitter": dict(kind="box", jitter=self.jitter),
+            "point": dict(kind="point"),
+            "points_k": dict(kind="points", num_positive=self.num_points),
+        }
         return PromptSimulator(seed=self.seed, **kinds[self.prompt])
 
 
@@ -133,8 +138,9 @@ def stored_labels(label: Scan, encoding: LabelEncoding | float | None = None) ->
     return stored(label, label_stack(label, encoding))
 
 
-def read_case(case: EvalCase, slice_axis: int, needs_label: bool = True,
-              spacing: Any = None) -> tuple[Scan, Scan | None]:
+def read_case(
+    case: EvalCase, slice_axis: int, needs_label: bool = True, spacing: Any = None
+) -> tuple[Scan, Scan | None]:
     """The image and (when scoring needs it) the label of a case on the training grid (the adapter's
     ``spacing``), checked to share one stored grid."""
     scan = read_scan(case.image, slice_axis, spacing)
@@ -169,8 +175,15 @@ def _objects(planes: np.ndarray, components: bool) -> tuple[np.ndarray, np.ndarr
     return np.stack(masks), np.array(owners), np.array(parts)
 
 
-def predict_classes(engine: Engine, images: np.ndarray, truth: np.ndarray | None, values: list[int],
-                    protocol: Protocol, case_index: int, video: Any = None) -> tuple[np.ndarray, dict[int, np.ndarray]]:
+def predict_classes(
+    engine: Engine,
+    images: np.ndarray,
+    truth: np.ndarray | None,
+    values: list[int],
+    protocol: Protocol,
+    case_index: int,
+    video: Any = None,
+) -> tuple[np.ndarray, dict[int, np.ndarray]]:
     """Class indices ``[Z, H, W]`` (``i + 1`` for ``values[i]``), and after each number of clicks.
 
     Promptable protocols prompt each class on its own; where two predicted classes overlap the
@@ -204,25 +217,39 @@ def predict_classes(engine: Engine, images: np.ndarray, truth: np.ndarray | None
     return maps.pop(0), maps
 
 
-def _propagate(engine: Engine, video: Any, images: np.ndarray, target: np.ndarray, simulator: PromptSimulator,
-               key: tuple[int, ...]) -> np.ndarray:
+def _propagate(
+    engine: Engine, video: Any, images: np.ndarray, target: np.ndarray, simulator: PromptSimulator, key: tuple[int, ...]
+) -> np.ndarray:
     """Prompt the slice where the class is largest; SAM2's memory segments the rest."""
     from adapt.inference.propagation import SlicePrompt, propagate
 
     z = int(target.sum(axis=(1, 2)).argmax())
     made = simulator(target[z], key=(*key, z))
     prompt = SlicePrompt(boxes=made.get("boxes"), points=made.get("points"), labels=made.get("point_labels"))
-    result = propagate(video, images, {z: prompt}, device=engine.device,
-                       autocast=torch.bfloat16 if engine.precision == "bf16" else None,
-                       fill_hole_area=engine.predictor.fill_hole_area)
+    result = propagate(
+        video,
+        images,
+        {z: prompt},
+        device=engine.device,
+        autocast=torch.bfloat16 if engine.precision == "bf16" else None,
+        fill_hole_area=engine.predictor.fill_hole_area,
+    )
     engine.model_seconds += result.seconds
     engine.planes += len(result.visited)
     return result.masks[0]
 
 
-def evaluate_case(engine: Engine, case: EvalCase, case_index: int, classes: dict[str, int], protocol: Protocol,
-                  slice_axis: int, video: Any = None, label_encoding: LabelEncoding | float | None = None,
-                  shift: Callable[[np.ndarray], np.ndarray] | None = None) -> CaseResult:
+def evaluate_case(
+    engine: Engine,
+    case: EvalCase,
+    case_index: int,
+    classes: dict[str, int],
+    protocol: Protocol,
+    slice_axis: int,
+    video: Any = None,
+    label_encoding: LabelEncoding | float | None = None,
+    shift: Callable[[np.ndarray], np.ndarray] | None = None,
+) -> CaseResult:
     """Predict one case and score every class in 3D on its stored grid.
 
     Args:
@@ -261,23 +288,39 @@ def evaluate_case(engine: Engine, case: EvalCase, case_index: int, classes: dict
     rows = []
     for index, (name, value) in enumerate(classes.items(), start=1):
         scores = case_metrics(predicted == index, truth == value, spacing, tolerance_mm=protocol.tolerance_mm)
-        rows.append({"case": case.id, "class": name, **{m: scores[m] for m in of_family(VOLUME)},
-                     "gt_voxels": scores["gt_voxels"], "pred_voxels": scores["pred_voxels"]})
+        rows.append(
+            {
+                "case": case.id,
+                "class": name,
+                **{m: scores[m] for m in of_family(VOLUME)},
+                "gt_voxels": scores["gt_voxels"],
+                "pred_voxels": scores["pred_voxels"],
+            }
+        )
         if protocol.propagation:
             rows[-1].update(video_scores(prediction == index, truth_stack == classes[name]))
     clicks = {}
     for k, stack in ({0: prediction, **after_clicks} if after_clicks else {}).items():
         volume = predicted if k == 0 else stored(scan, stack)
-        clicks[k] = {name: click_scores(volume == i, truth == v) for i, (name, v) in enumerate(classes.items(), start=1)}
+        clicks[k] = {
+            name: click_scores(volume == i, truth == v) for i, (name, v) in enumerate(classes.items(), start=1)
+        }
     seconds = time.perf_counter() - start
     for row in rows:
-        row.update(seconds=seconds, slices=int(prediction.shape[0]), image=str(case.image), label=str(case.label),
-                   unit=unit, voxel_size=float(np.prod(spacing)) if spacing else None)
+        row.update(
+            seconds=seconds,
+            slices=int(prediction.shape[0]),
+            image=str(case.image),
+            label=str(case.label),
+            unit=unit,
+            voxel_size=float(np.prod(spacing)) if spacing else None,
+        )
     return CaseResult(rows, clicks, confusion, prediction, scan)
 
 
-def save_prediction(result: CaseResult, values: list[int], folder: Path, case_id: str,
-                    encoding: LabelEncoding | None = None) -> Path:
+def save_prediction(
+    result: CaseResult, values: list[int], folder: Path, case_id: str, encoding: LabelEncoding | None = None
+) -> Path:
     """The predicted label map (card label values, stored as ``encoding`` says) in the input's format and geometry."""
     lookup = (encoding or LabelEncoding()).encode(np.array([0, *values], dtype=np.int64))
     stem = case_id.replace("/", "__")  # case ids of nested folders are relative paths

@@ -20,7 +20,6 @@ from adapt.data.names import EVALUATION_SPLITS
 from adapt.errors import ConfigError, DataError, check_choice
 
 
-
 @dataclass(frozen=True)
 class EvalCase:
     """One image and its label file, as evaluation needs them."""
@@ -30,8 +29,9 @@ class EvalCase:
     label: Path
 
 
-def evaluation_card(folder: Path | None, metadata: Mapping[str, Any], card: Any, root: Any,
-                    key: str = "data.root") -> tuple[DataCard, str | None]:
+def evaluation_card(
+    folder: Path | None, metadata: Mapping[str, Any], card: Any, root: Any, key: str = "data.root"
+) -> tuple[DataCard, str | None]:
     """The card to evaluate on and its data root: ``data.card=`` when given, else the card the adapter
     carries (``adapt.data.card_copy``, at its recorded root), else the one it names (older adapters).
 
@@ -48,8 +48,9 @@ def evaluation_card(folder: Path | None, metadata: Mapping[str, Any], card: Any,
     return load_card(metadata["data_card"]), root
 
 
-def load_cases(card: str | DataCard, root: str | None, split: str,
-               metadata: Mapping[str, Any] | None = None) -> tuple[DataCard, list[EvalCase]]:
+def load_cases(
+    card: str | DataCard, root: str | None, split: str, metadata: Mapping[str, Any] | None = None
+) -> tuple[DataCard, list[EvalCase]]:
     """The card and the cases of ``split`` (``all``: every case), with their files checked; with the
     adapter's ``metadata``, a warning when its own card's cases are not those it was trained on.
 
@@ -65,8 +66,10 @@ def load_cases(card: str | DataCard, root: str | None, split: str,
     check_cases(metadata or {}, card, cases, folder)
     chosen = cases if split == "all" else split_cases(cases, dict(card.split), f"data card {card.name}").get(split, [])
     if not chosen:
-        raise ConfigError(f"data card {card.name!r}: split={split} holds no case (card split: {dict(card.split)}); "
-                          f"choose another split= ({', '.join(EVALUATION_SPLITS)})")
+        raise ConfigError(
+            f"data card {card.name!r}: split={split} holds no case (card split: {dict(card.split)}); "
+            f"choose another split= ({', '.join(EVALUATION_SPLITS)})"
+        )
     for case in chosen:
         for path in (case.image, case.label):
             if not Path(path).exists():

@@ -57,8 +57,10 @@ def is_none(value: Any) -> bool:
 def model_options(model: Any, image_size: int | None) -> dict[str, Any]:
     """``model=`` as a ``configs/model/<name>.yaml`` preset, or a model name / Hub id / directory."""
     if is_none(model):
-        raise ConfigError("adapter=none evaluates zero-shot SAM2: name it with model= "
-                          "(tiny | sam2.1_hiera_tiny | a Hub id | a local directory)")
+        raise ConfigError(
+            "adapter=none evaluates zero-shot SAM2: name it with model= "
+            "(tiny | sam2.1_hiera_tiny | a Hub id | a local directory)"
+        )
     preset = CONFIG_DIR / "model" / f"{model}.yaml"
     options = yaml.safe_load(preset.read_text()) if preset.exists() else {"name": str(model)}
     if image_size:
@@ -66,8 +68,14 @@ def model_options(model: Any, image_size: int | None) -> dict[str, Any]:
     return {k: options.get(k) for k in ("name", "revision", "checkpoint", "image_size", "offline_fallback")}
 
 
-def resolve_spec(source: Any, revision: str | None, model: Any, image_size: int | None,
-                 base_of: ModelSpec | None = None, backend: str = "torch") -> ModelSpec:
+def resolve_spec(
+    source: Any,
+    revision: str | None,
+    model: Any,
+    image_size: int | None,
+    base_of: ModelSpec | None = None,
+    backend: str = "torch",
+) -> ModelSpec:
     """Find an adapter (no weights loaded yet), or describe zero-shot SAM2.
 
     Args:
@@ -109,12 +117,18 @@ def onnx_spec(source: Any) -> ModelSpec:
 def card_preprocessing(card: DataCard) -> dict[str, Any]:
     """What zero-shot SAM2 is given: the card's own preprocessing, as an adapter would record it."""
     channels = card.intensity.get("channels")
-    return {"intensity": dict(card.intensity), "slice_axis": card.slice_axis,
-            "bands": list(channels) if channels else None, "dims": card.dims, "spacing": card.spacing}
+    return {
+        "intensity": dict(card.intensity),
+        "slice_axis": card.slice_axis,
+        "bands": list(channels) if channels else None,
+        "dims": card.dims,
+        "spacing": card.spacing,
+    }
 
 
-def load_model(spec: ModelSpec, card: DataCard, preprocessing: dict[str, Any] | None = None,
-               video: bool = False) -> LoadedAdapter:
+def load_model(
+    spec: ModelSpec, card: DataCard, preprocessing: dict[str, Any] | None = None, video: bool = False
+) -> LoadedAdapter:
     """The model of a spec, as a ``LoadedAdapter`` (zero-shot: no adapter weights; an ONNX export:
     no torch model, ``adapt.inference.onnx_backend.load_export``)."""
     if spec.backend == "onnx":

@@ -28,8 +28,21 @@ from adapt.metrics import class_iou, global_accuracy, mean_pixel_accuracy, miou,
 METRICS = of_family(VOLUME)
 #: DAVIS scores of ``task=propagation`` (slices as frames).
 VIDEO_METRICS = of_family(VIDEO)
-COLUMNS = ("run", "case", "class", *METRICS, *VIDEO_METRICS, "gt_voxels", "pred_voxels", "unit", "voxel_size", "seconds", "slices", "image",
-           "label")
+COLUMNS = (
+    "run",
+    "case",
+    "class",
+    *METRICS,
+    *VIDEO_METRICS,
+    "gt_voxels",
+    "pred_voxels",
+    "unit",
+    "voxel_size",
+    "seconds",
+    "slices",
+    "image",
+    "label",
+)
 
 
 def _number(value: Any) -> float | None:
@@ -37,9 +50,15 @@ def _number(value: Any) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def summarize_run(rows: Sequence[Mapping[str, Any]], classes: Sequence[str], confusion: torch.Tensor,
-                  clicks: Mapping[int, list[dict[str, dict[str, float]]]], planes: int, model_seconds: float,
-                  unit: str) -> dict[str, Any]:
+def summarize_run(
+    rows: Sequence[Mapping[str, Any]],
+    classes: Sequence[str],
+    confusion: torch.Tensor,
+    clicks: Mapping[int, list[dict[str, dict[str, float]]]],
+    planes: int,
+    model_seconds: float,
+    unit: str,
+) -> dict[str, Any]:
     """The ``summary.json`` numbers of one run.
 
     Args:
@@ -63,8 +82,12 @@ def summarize_run(rows: Sequence[Mapping[str, Any]], classes: Sequence[str], con
         "pixel_accuracy": {n: _number(v) for n, v in zip(names, accuracy)},
         "mean_pixel_accuracy": _number(mean_pixel_accuracy(confusion)),
         "global_accuracy": _number(global_accuracy(confusion)),
-        "throughput": {"unit": unit, "planes": int(planes), "model_seconds": model_seconds,
-                       "per_second": planes / model_seconds if model_seconds > 0 else None},
+        "throughput": {
+            "unit": unit,
+            "planes": int(planes),
+            "model_seconds": model_seconds,
+            "per_second": planes / model_seconds if model_seconds > 0 else None,
+        },
         "undefined": {m: int(sum(s[m]["count_undefined"] for s in per_class.values())) for m in metrics},
         "distance_unit": distance_unit(rows),
     }
@@ -143,11 +166,19 @@ def print_table(summary: Mapping[str, Any], console: Console | None = None) -> T
     console = console or Console()
     other = summary.get("compare")
     where = (summary.get("domain") or {}).get("kind", "none")
-    title = f"sam2-adapt evaluation: {summary['adapter']} on {summary['data_card']} ({summary['split']}, " \
-            f"{summary['cases']} cases, prompt={summary['protocol']['prompt']}" + \
-            ("" if where == "none" else f", {where}: trained on {summary['domain']['trained_on']}") + ")"
+    title = (
+        f"sam2-adapt evaluation: {summary['adapter']} on {summary['data_card']} ({summary['split']}, "
+        f"{summary['cases']} cases, prompt={summary['protocol']['prompt']}"
+        + ("" if where == "none" else f", {where}: trained on {summary['domain']['trained_on']}")
+        + ")"
+    )
     table = Table(title=title)
-    for column in ("class", "metric", str(summary["adapter"]), *((str(other["adapter"]), "difference") if other else ())):
+    for column in (
+        "class",
+        "metric",
+        str(summary["adapter"]),
+        *((str(other["adapter"]), "difference") if other else ()),
+    ):
         table.add_column(column, overflow="fold")
     for name, stats in summary["classes"].items():
         for metric in HEADLINE:
@@ -156,7 +187,10 @@ def print_table(summary: Mapping[str, Any], console: Console | None = None) -> T
             cells = [name, label, _fmt(stats[metric], fmt=fmt)]
             if other:
                 delta = other["difference"][name][metric]
-                cells += [_fmt(other["classes"].get(name, {}).get(metric), fmt=fmt), "-" if delta is None else f"{delta:+{fmt}}"]
+                cells += [
+                    _fmt(other["classes"].get(name, {}).get(metric), fmt=fmt),
+                    "-" if delta is None else f"{delta:+{fmt}}",
+                ]
             table.add_row(*cells)
     for key in ("miou", "global_accuracy"):
         value = summary.get(key)

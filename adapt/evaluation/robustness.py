@@ -61,13 +61,19 @@ def conditions(shift: Any, severity: Any) -> list[tuple[str, int]]:
     return [(name, int(level)) for name in dict.fromkeys(names) for level in sorted(set(levels))]
 
 
-def shift_for(name: str, severity: int, modality: str, preprocessing: Mapping[str, Any], seed: int,
-              case_index: int) -> Shift:
+def shift_for(
+    name: str, severity: int, modality: str, preprocessing: Mapping[str, Any], seed: int, case_index: int
+) -> Shift:
     """The corruption of one case: its modality's scale, the adapter's window, a seed of (seed, case, condition)."""
     window = (preprocessing.get("intensity") or {}).get("window")
     state = np.random.SeedSequence([int(seed), int(case_index), SHIFTS.index(name), int(severity)])
-    return Shift(name, int(severity), family(modality), int(state.generate_state(1)[0]),
-                 tuple(float(v) for v in window) if window else None)
+    return Shift(
+        name,
+        int(severity),
+        family(modality),
+        int(state.generate_state(1)[0]),
+        tuple(float(v) for v in window) if window else None,
+    )
 
 
 def _mean(rows: Sequence[Mapping[str, Any]], metric: str) -> float | None:
@@ -81,8 +87,13 @@ def _drop(clean: float | None, shifted: float | None) -> float | None:
     return (clean - shifted) / clean
 
 
-def summarize(rows: Iterable[Mapping[str, Any]], pairs: Sequence[tuple[str, int]], labels: Mapping[str, str],
-              modality: str, seed: int) -> dict[str, Any]:
+def summarize(
+    rows: Iterable[Mapping[str, Any]],
+    pairs: Sequence[tuple[str, int]],
+    labels: Mapping[str, str],
+    modality: str,
+    seed: int,
+) -> dict[str, Any]:
     """Per condition (clean first) and run: mean Dice and NSD over cases and classes, and the relative drop."""
     rows = list(rows)
     by: dict[tuple[str, str, int], list[Mapping[str, Any]]] = {}
@@ -92,8 +103,11 @@ def summarize(rows: Iterable[Mapping[str, Any]], pairs: Sequence[tuple[str, int]
     runs = [run for run in ("adapter", "compare") if run in labels]
     table = []
     for name, severity in [CLEAN, *pairs]:
-        entry: dict[str, Any] = {"shift": name, "severity": severity,
-                                 "parameter": Shift(name, severity, family(modality)).parameter if name in SHIFTS else None}
+        entry: dict[str, Any] = {
+            "shift": name,
+            "severity": severity,
+            "parameter": Shift(name, severity, family(modality)).parameter if name in SHIFTS else None,
+        }
         for run in runs:
             scores = {m: _mean(by.get((run, name, severity), []), m) for m in METRICS}
             clean = {m: _mean(by.get((run, *CLEAN), []), m) for m in METRICS}
@@ -112,8 +126,16 @@ def write(summary: Mapping[str, Any], shifted_rows: Sequence[Mapping[str, Any]],
         for entry in summary["conditions"]:
             for run, model in summary["models"].items():
                 scores = entry.get(run) or {}
-                writer.writerow({"shift": entry["shift"], "severity": entry["severity"], "parameter": entry["parameter"],
-                                 "run": run, "model": model, **{k: _cell(scores.get(k)) for k in CSV_COLUMNS[5:]}})
+                writer.writerow(
+                    {
+                        "shift": entry["shift"],
+                        "severity": entry["severity"],
+                        "parameter": entry["parameter"],
+                        "run": run,
+                        "model": model,
+                        **{k: _cell(scores.get(k)) for k in CSV_COLUMNS[5:]},
+                    }
+                )
     write_cases(shifted_rows, out / "robustness_cases.csv", ("shift", "severity", *COLUMNS))
 
 
@@ -129,14 +151,21 @@ def _show(scores: Mapping[str, Any] | None, metric: str) -> str:
 
 
 #: A severity family in words, for the table's title.
-FAMILY_WORDS = {"ct": "CT", "mr": "MR", "aerial": "aerial and satellite tiles", "other": "ultrasound, X-ray, PET and photos"}
+FAMILY_WORDS = {
+    "ct": "CT",
+    "mr": "MR",
+    "aerial": "aerial and satellite tiles",
+    "other": "ultrasound, X-ray, PET and photos",
+}
 
 
 def title(summary: Mapping[str, Any]) -> str:
     """The robustness table's title in words: what is measured, on which scales, with which seed."""
-    return (f"Robustness to acquisition shifts: Dice and NSD under each shift and severity, mean over cases and "
-            f"classes, in brackets the change from the clean input (severities scaled for "
-            f"{FAMILY_WORDS.get(summary['family'], summary['family'])}; random shifts drawn with seed {summary['seed']})")
+    return (
+        f"Robustness to acquisition shifts: Dice and NSD under each shift and severity, mean over cases and "
+        f"classes, in brackets the change from the clean input (severities scaled for "
+        f"{FAMILY_WORDS.get(summary['family'], summary['family'])}; random shifts drawn with seed {summary['seed']})"
+    )
 
 
 def print_table(summary: Mapping[str, Any], console: Any = None) -> None:
@@ -153,6 +182,10 @@ def print_table(summary: Mapping[str, Any], console: Any = None) -> None:
         table.add_column(column, overflow="fold")
     for entry in summary["conditions"]:
         parameter = "-" if entry["parameter"] is None else f"{entry['parameter']:g}"
-        table.add_row(entry["shift"], str(entry["severity"]), parameter,
-                      *(_show(entry.get(r), m) for r in models for m in METRICS))
+        table.add_row(
+            entry["shift"],
+            str(entry["severity"]),
+            parameter,
+            *(_show(entry.get(r), m) for r in models for m in METRICS),
+        )
     console.print(table)

@@ -48,7 +48,9 @@ def parse_clicks(value: Any) -> tuple[int, ...]:
     try:
         return tuple(sorted({int(v) for v in values}))
     except (TypeError, ValueError):
-        raise ConfigError(f"clicks={value!r}: give numbers of correction clicks, e.g. clicks=[1,3,5,10], or clicks=off") from None
+        raise ConfigError(
+            f"clicks={value!r}: give numbers of correction clicks, e.g. clicks=[1,3,5,10], or clicks=off"
+        ) from None
 
 
 def prepare_out(out: Any, overwrite: bool) -> Path:
@@ -76,12 +78,16 @@ def class_values(spec: ModelSpec, card: DataCard, prompt: str) -> dict[str, int]
     if prompt in ("none", "auto"):
         classes = spec.metadata.get("classes") or []
         if spec.task != "semantic" or not classes:
-            raise ConfigError(f"prompt={prompt} needs a semantic adapter (task=semantic); {spec.label} is promptable: "
-                              f"use prompt={'|'.join(GT_PROMPTS)}")
+            raise ConfigError(
+                f"prompt={prompt} needs a semantic adapter (task=semantic); {spec.label} is promptable: "
+                f"use prompt={'|'.join(GT_PROMPTS)}"
+            )
         names = label_names(card.labels)
         missing = [c for c in classes if c not in names]
         if missing:
-            raise ConfigError(f"the adapter's classes {missing} are not labels of data card {card.name!r} {sorted(names)}")
+            raise ConfigError(
+                f"the adapter's classes {missing} are not labels of data card {card.name!r} {sorted(names)}"
+            )
         return {c: int(names[c]) for c in classes}
     return domain.matched_classes(spec.metadata, card)  # another card than the adapter's: its targets, by name
 
@@ -96,18 +102,29 @@ def protocol_from(cfg: DictConfig, spec: ModelSpec) -> Protocol:
     clicks = parse_clicks(cfg.get("clicks"))
     if spec.backend == "onnx":
         if memory:
-            raise ConfigError(f"task={task} needs SAM2's memory model, which an ONNX export does not hold; "
-                              "evaluate the export with task=segmentation, or the adapter with backend=torch")
+            raise ConfigError(
+                f"task={task} needs SAM2's memory model, which an ONNX export does not hold; "
+                "evaluate the export with task=segmentation, or the adapter with backend=torch"
+            )
         if clicks:
             log.info("correction clicks feed logits back as a mask prompt, which the ONNX export does not take: off")
             clicks = ()
     if clicks and (prompt not in GT_PROMPTS or memory):
-        log.info("clicks are scored for simulated prompts on single slices only: off for prompt=%s task=%s", prompt, task)
+        log.info(
+            "clicks are scored for simulated prompts on single slices only: off for prompt=%s task=%s", prompt, task
+        )
         clicks = ()
-    return Protocol(prompt=str(prompt), seed=int(cfg.get("seed", 0)), jitter=float(cfg.get("jitter", 0.1)),
-                    num_points=int(cfg.get("num_points", 3)), clicks=clicks, propagation=memory,
-                    tolerance_mm=float(cfg.get("nsd_tolerance_mm", 2.0)), min_area=int(cfg.get("min_area", 4)),
-                    components=bool(cfg.get("components", False)))
+    return Protocol(
+        prompt=str(prompt),
+        seed=int(cfg.get("seed", 0)),
+        jitter=float(cfg.get("jitter", 0.1)),
+        num_points=int(cfg.get("num_points", 3)),
+        clicks=clicks,
+        propagation=memory,
+        tolerance_mm=float(cfg.get("nsd_tolerance_mm", 2.0)),
+        min_area=int(cfg.get("min_area", 4)),
+        components=bool(cfg.get("components", False)),
+    )
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
@@ -115,13 +132,17 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     validate(cfg, "evaluate")
     out = prepare_out(cfg.get("out"), bool(cfg.get("overwrite", False)))
     backend = str(cfg.get("backend") or "torch")
-    main = resolve_spec(cfg.get("adapter"), cfg.get("revision"), cfg.get("model"), cfg.get("image_size"), backend=backend)
+    main = resolve_spec(
+        cfg.get("adapter"), cfg.get("revision"), cfg.get("model"), cfg.get("image_size"), backend=backend
+    )
     main.allow_base_mismatch = bool(cfg.get("allow_base_mismatch", False))
     other = None
     compare = cfg.get("compare") if cfg.get("compare") is not None or backend != "onnx" else export_source(main)
     if compare is not None:
         if main.path is None and is_none(compare):
-            raise ConfigError("compare=none compares an adapter with its zero-shot base; adapter=none has nothing to compare")
+            raise ConfigError(
+                "compare=none compares an adapter with its zero-shot base; adapter=none has nothing to compare"
+            )
         other = resolve_spec(compare, None, cfg.get("model"), cfg.get("image_size"), base_of=main)
         other.allow_base_mismatch = main.allow_base_mismatch
     data = cfg.get("data") or {}
@@ -129,16 +150,30 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     selected = card.intensity.get("channels")
     for spec in (main, other):
         if spec is not None:  # a projection trained on C channels takes C: a card selecting others is refused here
-            check_channels(spec.metadata, len(selected) if selected else None,
-                           f"data card {card.path or card.name} (intensity.channels={selected})")
+            check_channels(
+                spec.metadata,
+                len(selected) if selected else None,
+                f"data card {card.path or card.name} (intensity.channels={selected})",
+            )
     card, cases = load_cases(card, root, str(cfg.get("split", "val")), main.metadata)
     protocol = protocol_from(cfg, main)
     shifts = robustness.conditions(cfg.get("shift"), cfg.get("severity"))
     classes = class_values(main, card, protocol.prompt)
     if other is not None and protocol.prompt in ("auto", "none"):  # the compared model needs a semantic head too
         class_values(other, card, protocol.prompt)
-    own = domain.in_domain_cases(main.metadata, card, classes, cfg.get("in_domain"), cfg.get("in_domain_root"),
-                                 str(cfg.get("split", "val")), main.path) if cfg.get("in_domain") else None
+    own = (
+        domain.in_domain_cases(
+            main.metadata,
+            card,
+            classes,
+            cfg.get("in_domain"),
+            cfg.get("in_domain_root"),
+            str(cfg.get("split", "val")),
+            main.path,
+        )
+        if cfg.get("in_domain")
+        else None
+    )
     # Zero-shot SAM2 compared with an adapter sees the adapter's pixels (same window, same bands).
     preprocessing = main.metadata.get("preprocessing") or (other.metadata.get("preprocessing") if other else None)
     every_case = cases + (own[1] if own else [])
@@ -146,8 +181,12 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     check_labels_finite([case.label for case in every_case])
     check_headers([path for case in every_case for path in (case.image, case.label)])
     check_grids([(case.image, case.label) for case in every_case])
-    check_apart(out, "out", {"the adapter": main.path, "the compared adapter": other.path if other else None},
-                hosts={"the data": data_root(card, root)})
+    check_apart(
+        out,
+        "out",
+        {"the adapter": main.path, "the compared adapter": other.path if other else None},
+        hosts={"the data": data_root(card, root)},
+    )
 
     clear_out(out)
     summary: dict[str, Any] = {}
@@ -163,8 +202,11 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     result = summary["adapter"]
     result["domain"] = domain.describe(main.metadata, card, classes)
     if own is not None:  # the same models on the adapter's own card, for in-domain vs out-of-domain
-        inside = {run: _run(cfg, spec, own[0], own[1], own[2], protocol, preprocessing, out, run, 0)
-                  for run, spec in (("adapter", main), ("compare", other)) if spec is not None}
+        inside = {
+            run: _run(cfg, spec, own[0], own[1], own[2], protocol, preprocessing, out, run, 0)
+            for run, spec in (("adapter", main), ("compare", other))
+            if spec is not None
+        }
         result["domain"].update(domain.side_by_side(inside, summary, own[0], str(cfg.get("split", "val"))))
     if other is not None:
         result["compare"] = {**summary["compare"], "difference": difference(result, summary["compare"])}
@@ -192,14 +234,27 @@ def export_source(spec: ModelSpec) -> str | None:
     source = (spec.metadata.get("export") or {}).get("source")
     if source and (Path(source).exists() or not Path(source).is_absolute()):
         return str(source)
-    log.warning("the export's torch adapter %s is not here: the export is evaluated alone (compare=<adapter> to "
-                "put torch beside it)", source)
+    log.warning(
+        "the export's torch adapter %s is not here: the export is evaluated alone (compare=<adapter> to "
+        "put torch beside it)",
+        source,
+    )
     return None
 
 
-def _run(cfg: DictConfig, spec: ModelSpec, card: DataCard, cases: list[EvalCase], classes: Mapping[str, int],
-         protocol: Protocol, preprocessing: dict[str, Any] | None, out: Path, run: str,
-         keep: Any, shifts: list[tuple[str, int]] = ()) -> tuple[list[dict], dict]:
+def _run(
+    cfg: DictConfig,
+    spec: ModelSpec,
+    card: DataCard,
+    cases: list[EvalCase],
+    classes: Mapping[str, int],
+    protocol: Protocol,
+    preprocessing: dict[str, Any] | None,
+    out: Path,
+    run: str,
+    keep: Any,
+    shifts: list[tuple[str, int]] = (),
+) -> tuple[list[dict], dict]:
     """One model over every case: rows, and its summary (of the clean cases); then every case again under
     each ``(shift, severity)`` of ``shifts``, as rows with ``shift`` and ``severity``."""
     started = time.perf_counter()
@@ -208,7 +263,9 @@ def _run(cfg: DictConfig, spec: ModelSpec, card: DataCard, cases: list[EvalCase]
     if spec.backend == "onnx":
         from adapt.inference.onnx_backend import OnnxPredictor
 
-        predictor = OnnxPredictor(loaded, str(cfg.get("device", "auto")), fill_hole_area=int(cfg.get("fill_hole_area", 8)))
+        predictor = OnnxPredictor(
+            loaded, str(cfg.get("device", "auto")), fill_hole_area=int(cfg.get("fill_hole_area", 8))
+        )
     else:
         predictor = Predictor(loaded, str(cfg.get("device", "auto")), fill_hole_area=int(cfg.get("fill_hole_area", 8)))
     if video is not None:
@@ -221,8 +278,9 @@ def _run(cfg: DictConfig, spec: ModelSpec, card: DataCard, cases: list[EvalCase]
     written = LabelEncoding.of_card(card) if choice == "card" else LabelEncoding()
     rows, clicks, confusion, saved = [], {}, None, {}
     for index, case in enumerate(_progress(cases, run)):
-        result = evaluate_case(engine, case, index, dict(classes), protocol, slice_axis, video,
-                               LabelEncoding.of_card(card))
+        result = evaluate_case(
+            engine, case, index, dict(classes), protocol, slice_axis, video, LabelEncoding.of_card(card)
+        )
         for row in result.rows:
             row["run"] = run
         rows += result.rows
@@ -234,18 +292,40 @@ def _run(cfg: DictConfig, spec: ModelSpec, card: DataCard, cases: list[EvalCase]
     _keep_masks(saved, rows, keep)
     unit = "frames/s" if protocol.propagation else "slices/s"
     summary = summarize_run(rows, list(classes), confusion, clicks, engine.planes, engine.model_seconds, unit)
-    summary = {"adapter": spec.label, "adapter_path": str(spec.path) if spec.path else None, "backend": spec.backend,
-               **({"quantize": spec.metadata["export"].get("quantize")} if spec.backend == "onnx" else {}),
-               "model": loaded.model_info.to_dict(), "data_card": card.name, "split": str(cfg.get("split", "val")),
-               "slice_axis": slice_axis, "label_values": dict(classes), "label_reading": label_reading(card, choice),
-               "protocol": {**protocol.__dict__, "clicks": list(protocol.clicks), "task": str(cfg.get("task") or "segmentation")},
-               "seconds": time.perf_counter() - started, "masks": {k: v.relative_to(out).as_posix() for k, v in saved.items() if v.exists()},
-               **summary}
+    summary = {
+        "adapter": spec.label,
+        "adapter_path": str(spec.path) if spec.path else None,
+        "backend": spec.backend,
+        **({"quantize": spec.metadata["export"].get("quantize")} if spec.backend == "onnx" else {}),
+        "model": loaded.model_info.to_dict(),
+        "data_card": card.name,
+        "split": str(cfg.get("split", "val")),
+        "slice_axis": slice_axis,
+        "label_values": dict(classes),
+        "label_reading": label_reading(card, choice),
+        "protocol": {
+            **protocol.__dict__,
+            "clicks": list(protocol.clicks),
+            "task": str(cfg.get("task") or "segmentation"),
+        },
+        "seconds": time.perf_counter() - started,
+        "masks": {k: v.relative_to(out).as_posix() for k, v in saved.items() if v.exists()},
+        **summary,
+    }
     for name, severity in shifts:
         for index, case in enumerate(_progress(cases, f"{run} {name} {severity}")):
             shift = robustness.shift_for(name, severity, card.modality, loaded.preprocessing, protocol.seed, index)
-            result = evaluate_case(engine, case, index, dict(classes), replace(protocol, clicks=()), slice_axis,
-                                   video, LabelEncoding.of_card(card), shift)
+            result = evaluate_case(
+                engine,
+                case,
+                index,
+                dict(classes),
+                replace(protocol, clicks=()),
+                slice_axis,
+                video,
+                LabelEncoding.of_card(card),
+                shift,
+            )
             rows += [{**row, "run": run, "shift": name, "severity": severity} for row in result.rows]
     return rows, summary
 

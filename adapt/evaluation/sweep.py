@@ -35,8 +35,21 @@ from adapt.errors import AdaptError, ConfigError
 from adapt.exits import USER_ERROR_STATUS, format_error
 
 CSV_NAME, MD_NAME = "label_efficiency.csv", "label_efficiency.md"
-COLUMNS = ("run", "adapter", "labelled_cases", "train_cases_setting", "skipped_cases", "val_cases", "seed", "steps",
-           "dice_before", "dice_after", "iou_after", "trainable", "card")
+COLUMNS = (
+    "run",
+    "adapter",
+    "labelled_cases",
+    "train_cases_setting",
+    "skipped_cases",
+    "val_cases",
+    "seed",
+    "steps",
+    "dice_before",
+    "dice_after",
+    "iou_after",
+    "trainable",
+    "card",
+)
 
 
 def _adapter_label(adapter: dict[str, Any]) -> str:
@@ -52,14 +65,19 @@ def describe_run(run: Path) -> dict[str, Any]:
     config = yaml.safe_load((run / "config.yaml").read_text()) if (run / "config.yaml").exists() else {}
     data = metrics.get("data") or {}
     return {
-        "run": str(run), "adapter": _adapter_label(metrics.get("adapter") or config.get("adapter") or {}),
-        "labelled_cases": data.get("train_cases"), "train_cases_setting": data.get("train_cases_setting", "all"),
+        "run": str(run),
+        "adapter": _adapter_label(metrics.get("adapter") or config.get("adapter") or {}),
+        "labelled_cases": data.get("train_cases"),
+        "train_cases_setting": data.get("train_cases_setting", "all"),
         "skipped_cases": len((data.get("skipped_case_ids") or {}).get("train") or ()),
-        "val_cases": data.get("val_cases"), "seed": config.get("seed"), "steps": metrics.get("steps"),
+        "val_cases": data.get("val_cases"),
+        "seed": config.get("seed"),
+        "steps": metrics.get("steps"),
         "dice_before": (metrics.get("before") or {}).get("val/dice"),
         "dice_after": (metrics.get("after") or {}).get("val/dice"),
         "iou_after": (metrics.get("after") or {}).get("val/iou"),
-        "trainable": (metrics.get("params") or {}).get("trainable"), "card": data.get("card"),
+        "trainable": (metrics.get("params") or {}).get("trainable"),
+        "card": data.get("card"),
     }
 
 
@@ -72,13 +90,17 @@ def collect(folder: str | Path) -> list[dict[str, Any]]:
     folder = Path(folder).expanduser()
     runs = sorted(p.parent for p in folder.rglob("metrics.json")) if folder.is_dir() else []
     if not runs:
-        raise ConfigError(f"{folder}: no training run (metrics.json) in this folder or below; give the folder of a "
-                          "sweep, e.g. multirun/demo/<date>")
+        raise ConfigError(
+            f"{folder}: no training run (metrics.json) in this folder or below; give the folder of a "
+            "sweep, e.g. multirun/demo/<date>"
+        )
     rows = [describe_run(run) for run in runs]
     cards = sorted({str(r["card"]) for r in rows})
     if len(cards) > 1:
-        raise ConfigError(f"{folder}: runs on different data cards {cards}; a label-efficiency table compares runs "
-                          "validated on the same cases")
+        raise ConfigError(
+            f"{folder}: runs on different data cards {cards}; a label-efficiency table compares runs "
+            "validated on the same cases"
+        )
     return sorted(rows, key=lambda r: (r["adapter"], r["labelled_cases"] or 0, str(r["seed"])))
 
 
@@ -98,11 +120,24 @@ def aggregate(rows: list[dict[str, Any]]) -> dict[str, Any]:
     for (adapter, cases), members in sorted(groups.items()):
         dice, dice_std, runs = _mean_std([m["dice_after"] for m in members])
         iou, _, _ = _mean_std([m["iou_after"] for m in members])
-        cells.append({"adapter": adapter, "labelled_cases": cases, "dice": dice, "dice_std": dice_std, "iou": iou,
-                      "runs": runs, "setting": members[0]["train_cases_setting"]})
+        cells.append(
+            {
+                "adapter": adapter,
+                "labelled_cases": cases,
+                "dice": dice,
+                "dice_std": dice_std,
+                "iou": iou,
+                "runs": runs,
+                "setting": members[0]["train_cases_setting"],
+            }
+        )
     zero, zero_std, zero_runs = _mean_std([r["dice_before"] for r in rows])
-    return {"cells": cells, "zero_shot": {"dice": zero, "dice_std": zero_std, "runs": zero_runs},
-            "card": rows[0]["card"] if rows else None, "val_cases": rows[0]["val_cases"] if rows else None}
+    return {
+        "cells": cells,
+        "zero_shot": {"dice": zero, "dice_std": zero_std, "runs": zero_runs},
+        "card": rows[0]["card"] if rows else None,
+        "val_cases": rows[0]["val_cases"] if rows else None,
+    }
 
 
 def _cell(mean: float | None, std: float | None, runs: int) -> str:
@@ -116,13 +151,18 @@ def markdown(summary: dict[str, Any]) -> str:
     adapters = sorted({c["adapter"] for c in summary["cells"]})
     counts = sorted({c["labelled_cases"] for c in summary["cells"]})
     by = {(c["adapter"], c["labelled_cases"]): c for c in summary["cells"]}
-    lines = [f"Validation Dice on data card `{summary['card']}` ({summary['val_cases']} validation cases), "
-             "mean ± std over runs (number of runs when more than one).", "",
-             "| labelled cases | " + " | ".join(adapters) + " |", "|---:|" + "---:|" * len(adapters)]
+    lines = [
+        f"Validation Dice on data card `{summary['card']}` ({summary['val_cases']} validation cases), "
+        "mean ± std over runs (number of runs when more than one).",
+        "",
+        "| labelled cases | " + " | ".join(adapters) + " |",
+        "|---:|" + "---:|" * len(adapters),
+    ]
     for count in counts:
         cells = [by.get((a, count)) for a in adapters]
-        lines.append(f"| {count} | " + " | ".join(_cell(c["dice"], c["dice_std"], c["runs"]) if c else "-"
-                                                     for c in cells) + " |")
+        lines.append(
+            f"| {count} | " + " | ".join(_cell(c["dice"], c["dice_std"], c["runs"]) if c else "-" for c in cells) + " |"
+        )
     zero = summary["zero_shot"]
     lines.append("| 0 (zero-shot) | " + " | ".join(_cell(zero["dice"], zero["dice_std"], 1) for _ in adapters) + " |")
     return "\n".join(lines) + "\n"

@@ -41,8 +41,12 @@ class CaseView:
 def label_reading(card: Any, written: str = "card") -> dict[str, Any]:
     """How a card's label files are read, and how evaluation wrote its masks (``written``: the
     ``mask_values=`` choice), as ``summary.json["label_reading"]`` records it."""
-    return {"labels": dict(card.labels), "mask_values": card.mask_values, "mask_threshold": card.source.get("mask_threshold"),
-            "masks_written": written}
+    return {
+        "labels": dict(card.labels),
+        "mask_values": card.mask_values,
+        "mask_threshold": card.source.get("mask_threshold"),
+        "masks_written": written,
+    }
 
 
 def _encodings(reading: Mapping[str, Any]) -> tuple[LabelEncoding, LabelEncoding]:

@@ -32,10 +32,20 @@ def run(cfg: DictConfig) -> Path:
 
     validate(cfg, "export")
     if not cfg.get("adapter") or not cfg.get("out"):
-        raise ConfigError("adapter= and out= are required: python -m adapt.export adapter=<run or adapter dir | "
-                          "user/name> format=onnx|safetensors [quantize=int8] out=DIR")
-    return export_adapter(cfg.adapter, str(cfg.format), cfg.out, str(cfg.quantize), cfg.get("revision"),
-                          bool(cfg.overwrite), bool(cfg.check), bool(cfg.get("allow_base_mismatch", False)))
+        raise ConfigError(
+            "adapter= and out= are required: python -m adapt.export adapter=<run or adapter dir | "
+            "user/name> format=onnx|safetensors [quantize=int8] out=DIR"
+        )
+    return export_adapter(
+        cfg.adapter,
+        str(cfg.format),
+        cfg.out,
+        str(cfg.quantize),
+        cfg.get("revision"),
+        bool(cfg.overwrite),
+        bool(cfg.check),
+        bool(cfg.get("allow_base_mismatch", False)),
+    )
 
 
 @hydra.main(version_base="1.3", config_path=None, config_name=register_cli_config("export"))
@@ -48,7 +58,10 @@ def main(cfg: DictConfig) -> None:
         record = json.loads((out / RECORD_FILE).read_text())
         print(f"wrote {sorted(p.name for p in out.iterdir())} to {out}")
         if record.get("check"):
-            print("check against torch (one random plane): " + ", ".join(f"{k}={v:.3g}" for k, v in record["check"].items()))
+            print(
+                "check against torch (one random plane): "
+                + ", ".join(f"{k}={v:.3g}" for k, v in record["check"].items())
+            )
 
 
 if __name__ == "__main__":

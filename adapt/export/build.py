@@ -50,8 +50,16 @@ from adapt.storage import check_apart, check_writable, write_folder_atomically
 log = logging.getLogger(__name__)
 
 #: Files an export owns in ``out`` (replaced with ``overwrite=true``).
-EXPORT_FILES = (graphs.ENCODER_FILE, graphs.DECODER_FILE, graphs.MULTIMASK_FILE, RECORD_FILE, METADATA_FILE,
-                "config.json", "model.safetensors", CARD_FILE)
+EXPORT_FILES = (
+    graphs.ENCODER_FILE,
+    graphs.DECODER_FILE,
+    graphs.MULTIMASK_FILE,
+    RECORD_FILE,
+    METADATA_FILE,
+    "config.json",
+    "model.safetensors",
+    CARD_FILE,
+)
 
 
 def check_request(format: str, quantize: str, metadata: dict[str, Any], source: Path) -> None:
@@ -67,16 +75,22 @@ def check_request(format: str, quantize: str, metadata: dict[str, Any], source: 
         raise ConfigError("quantize=int8 applies to ONNX graphs; use format=onnx (safetensors keeps float32 weights)")
     adapter = metadata.get("adapter") or {}
     if set(adapter.get("task_modules") or []) - {CHANNELS} or metadata.get("task") == "semantic":
-        raise ConfigError(f"{source} is a semantic adapter (class prompts, task=semantic): only promptable adapters "
-                          "are exported; use it with backend=torch")
+        raise ConfigError(
+            f"{source} is a semantic adapter (class prompts, task=semantic): only promptable adapters "
+            "are exported; use it with backend=torch"
+        )
     if format == "safetensors" and metadata.get(CHANNELS_KEY):
-        raise ConfigError(f"{source} learned an input projection of {metadata[CHANNELS_KEY].get('count')} channels, which "
-                          "a plain transformers Sam2Model has no place for; export it with format=onnx (the "
-                          "projection is kept in the image-encoder graph)")
+        raise ConfigError(
+            f"{source} learned an input projection of {metadata[CHANNELS_KEY].get('count')} channels, which "
+            "a plain transformers Sam2Model has no place for; export it with format=onnx (the "
+            "projection is kept in the image-encoder graph)"
+        )
     kind = kind_of(adapter)
     if format == "safetensors" and kind is not None and not kind.merges:
-        raise ConfigError(f"{source} is a {kind.name} adapter: its layers cannot be folded into a plain transformers "
-                          "Sam2Model; export it with format=onnx (the layers are kept in the graphs)")
+        raise ConfigError(
+            f"{source} is a {kind.name} adapter: its layers cannot be folded into a plain transformers "
+            "Sam2Model; export it with format=onnx (the layers are kept in the graphs)"
+        )
 
 
 def prepare_out(out: str | Path, overwrite: bool, inputs: dict[str, Path | None]) -> Path:
@@ -95,10 +109,12 @@ def left_out(metadata: dict[str, Any]) -> str | None:
     """What an export of this adapter does not hold (``None``: nothing it was trained to use)."""
     if metadata.get("task") != "propagation":
         return None
-    return ("the adapter was trained with task=propagation, but an export holds the image encoder and the prompt "
-            "decoder only: SAM2's memory path (memory attention, memory encoder, object pointers) and any adapter "
-            "weights there are left out, so backend=onnx follows a volume by chaining boxes from slice to slice "
-            "(propagation=boxes); use backend=torch to propagate through memory")
+    return (
+        "the adapter was trained with task=propagation, but an export holds the image encoder and the prompt "
+        "decoder only: SAM2's memory path (memory attention, memory encoder, object pointers) and any adapter "
+        "weights there are left out, so backend=onnx follows a volume by chaining boxes from slice to slice "
+        "(propagation=boxes); use backend=torch to propagate through memory"
+    )
 
 
 def merged_model(loaded: LoadedAdapter) -> torch.nn.Module:
@@ -126,16 +142,25 @@ def check_graphs(loaded: LoadedAdapter, out: Path, seed: int = 0) -> dict[str, f
     labels = np.array([[1, 0]])
     found: dict[str, float] = {}
     for name, prompt in {"box": (box, None, None), "box_points": (box, points, labels)}.items():
-        logits = {side: runner.logits(image, *prompt, size=(size // 4, size // 4))
-                  for side, runner in (("torch", torch_side), ("onnx", onnx_side))}
+        logits = {
+            side: runner.logits(image, *prompt, size=(size // 4, size // 4))
+            for side, runner in (("torch", torch_side), ("onnx", onnx_side))
+        }
         found[f"max_logit_diff_{name}"] = float((logits["torch"] - logits["onnx"]).abs().max())
         found[f"max_abs_logit_{name}"] = float(logits["torch"].abs().max())
     return found
 
 
-def export_adapter(adapter: str | Path, format: str = "onnx", out: str | Path = "export", quantize: str = "none",
-                   revision: str | None = None, overwrite: bool = False, check: bool = True,
-                   allow_base_mismatch: bool = False) -> Path:
+def export_adapter(
+    adapter: str | Path,
+    format: str = "onnx",
+    out: str | Path = "export",
+    quantize: str = "none",
+    revision: str | None = None,
+    overwrite: bool = False,
+    check: bool = True,
+    allow_base_mismatch: bool = False,
+) -> Path:
     """Export an adapter (run dir, adapter folder or Hub id) merged into its base; returns ``out``.
 
     Args:
@@ -167,8 +192,16 @@ def export_adapter(adapter: str | Path, format: str = "onnx", out: str | Path = 
             merge_adapter(loaded, staging, overwrite=True)
             write_record(build_record(metadata, size, format, label, left_out=note), staging)
         else:
-            write_graphs(dataclasses.replace(loaded, model=merged_model(loaded)), metadata, staging, size, label,
-                         quantize, check, note)
+            write_graphs(
+                dataclasses.replace(loaded, model=merged_model(loaded)),
+                metadata,
+                staging,
+                size,
+                label,
+                quantize,
+                check,
+                note,
+            )
         copy_card(source, staging)  # the data card travels with the export, as with the adapter
         written.update(p.name for p in staging.iterdir())
 
@@ -178,8 +211,16 @@ def export_adapter(adapter: str | Path, format: str = "onnx", out: str | Path = 
     return out
 
 
-def write_graphs(loaded: LoadedAdapter, metadata: dict[str, Any], out: Path, size: int, label: str, quantize: str,
-                 check: bool, note: str | None) -> None:
+def write_graphs(
+    loaded: LoadedAdapter,
+    metadata: dict[str, Any],
+    out: Path,
+    size: int,
+    label: str,
+    quantize: str,
+    check: bool,
+    note: str | None,
+) -> None:
     """The graphs, ``sam2_adapt.json`` and ``export.json`` of an ONNX export into ``out`` (a staging folder),
     with the check against torch recorded when ``check``."""
     if quantize == "int8":
@@ -187,8 +228,16 @@ def write_graphs(loaded: LoadedAdapter, metadata: dict[str, Any], out: Path, siz
             paths = quantize_graphs(graphs.export_graphs(loaded.model, tmp), out)
     else:
         paths = graphs.export_graphs(loaded.model, out)
-    record = build_record(metadata, size, "onnx", label, quantize, {k: p.name for k, p in paths.items()},
-                          {p.name: p.stat().st_size for p in paths.values()}, note)
+    record = build_record(
+        metadata,
+        size,
+        "onnx",
+        label,
+        quantize,
+        {k: p.name for k, p in paths.items()},
+        {p.name: p.stat().st_size for p in paths.values()},
+        note,
+    )
     record["graph_bytes"] = weight_bytes(paths)
     (out / METADATA_FILE).write_text(json.dumps(metadata, indent=2, default=str))
     write_record(record, out)

@@ -45,7 +45,7 @@ def quantize_graph(source: str | Path, target: str | Path, operators: Sequence[s
     try:
         from onnxruntime.quantization import QuantType, quantize_dynamic
     except ImportError:
-        raise ConfigError("quantize=int8 needs onnxruntime: pip install -e \".[export]\"") from None
+        raise ConfigError('quantize=int8 needs onnxruntime: pip install -e ".[export]"') from None
     with _quiet_root_logger():
         quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8, op_types_to_quantize=list(operators))
     return Path(target)

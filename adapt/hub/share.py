@@ -57,8 +57,13 @@ def _empty_target(out_dir: Path, overwrite: bool, create: bool = True) -> Path:
     return out_dir
 
 
-def merge_adapter(loaded: LoadedAdapter, out_dir: str | Path, repo_id: str | None = None, overwrite: bool = False,
-                  public: bool = False) -> Path:
+def merge_adapter(
+    loaded: LoadedAdapter,
+    out_dir: str | Path,
+    repo_id: str | None = None,
+    overwrite: bool = False,
+    public: bool = False,
+) -> Path:
     """Fold the adapter into the base weights and save a plain ``transformers`` SAM2.
 
     ``public``: the folder is to be shared (``adapt.data.card_copy.public_metadata``: no local path).
@@ -74,7 +79,9 @@ def merge_adapter(loaded: LoadedAdapter, out_dir: str | Path, repo_id: str | Non
     spec = loaded.metadata.get("adapter") or {}
     kind = kind_of(spec)
     if (kind is not None and not kind.merges) or spec.get("task_modules"):
-        added = f"{kind.name} layers" if kind is not None and not kind.merges else f"task modules {spec['task_modules']}"
+        added = (
+            f"{kind.name} layers" if kind is not None and not kind.merges else f"task modules {spec['task_modules']}"
+        )
         raise ConfigError(f"this adapter adds {added}, which a plain transformers SAM2 cannot hold; share it unmerged")
     model = loaded.model.merge_and_unload() if isinstance(loaded.model, PeftModel) else loaded.model
     out_dir = _empty_target(Path(out_dir), overwrite)
@@ -82,12 +89,20 @@ def merge_adapter(loaded: LoadedAdapter, out_dir: str | Path, repo_id: str | Non
     metadata = {**(public_metadata(loaded.metadata) if public else loaded.metadata), "merged": True}
     (out_dir / METADATA_FILE).write_text(json.dumps(metadata, indent=2, default=str))
     copy_card(loaded.path, out_dir, public)
-    render_card(metadata, repo_id or out_dir.name, merged=True, data_card=carried_card(loaded.path)).save(out_dir / CARD_FILE)
+    render_card(metadata, repo_id or out_dir.name, merged=True, data_card=carried_card(loaded.path)).save(
+        out_dir / CARD_FILE
+    )
     return out_dir
 
 
-def stage(adapter: str | Path, repo_id: str, out_dir: str | Path, merge: bool = False, overwrite: bool = False,
-          space_app: bool = False) -> Path:
+def stage(
+    adapter: str | Path,
+    repo_id: str,
+    out_dir: str | Path,
+    merge: bool = False,
+    overwrite: bool = False,
+    space_app: bool = False,
+) -> Path:
     """Write exactly what ``push`` uploads into ``out_dir``: adapter files (or merged model) + card,
     and with ``space_app`` an ``app.py`` (+ ``requirements.txt``) serving ``adapt.app``'s page for it.
 
@@ -115,7 +130,9 @@ def stage(adapter: str | Path, repo_id: str, out_dir: str | Path, merge: bool = 
         (out_dir / METADATA_FILE).write_text(json.dumps(public_metadata(metadata), indent=2, default=str))
         copy_card(source, out_dir, public=True)
         render_card(public_metadata(metadata), repo_id, data_card=carried_card(source)).save(out_dir / CARD_FILE)
-    if (source / CALIBRATION_FILE).is_file():  # the accept/review flag's calibration (python -m adapt.annotate calibrate)
+    if (
+        source / CALIBRATION_FILE
+    ).is_file():  # the accept/review flag's calibration (python -m adapt.annotate calibrate)
         shutil.copy2(source / CALIBRATION_FILE, out_dir / CALIBRATION_FILE)
     if space_app:
         from adapt.app.space import write_space_app
@@ -152,8 +169,12 @@ def push(
             api.create_repo(repo_id, private=private or None, exist_ok=True)  # None: the account's default
             if revision and revision != "main":
                 api.create_branch(repo_id, branch=revision, exist_ok=True)
-            return api.upload_folder(repo_id=repo_id, folder_path=str(folder), revision=revision,
-                                     commit_message=commit_message or f"Upload sam2-adapt {'merged model' if merge else 'adapter'}")
+            return api.upload_folder(
+                repo_id=repo_id,
+                folder_path=str(folder),
+                revision=revision,
+                commit_message=commit_message or f"Upload sam2-adapt {'merged model' if merge else 'adapter'}",
+            )
         except Exception as err:  # HTTP 401/403/404 and connection errors alike
             if isinstance(err, AdaptError):
                 raise
@@ -163,8 +184,14 @@ def push(
             ) from None
 
 
-def pull(repo_id: str, revision: str | None = None, out_dir: str | Path | None = None, merge: bool = False,
-         overwrite: bool = False, api: Any = None) -> tuple[LoadedAdapter, Path | None]:
+def pull(
+    repo_id: str,
+    revision: str | None = None,
+    out_dir: str | Path | None = None,
+    merge: bool = False,
+    overwrite: bool = False,
+    api: Any = None,
+) -> tuple[LoadedAdapter, Path | None]:
     """Download an adapter, load it onto its base (checking they fit) and optionally merge it.
 
     Returns:
@@ -174,7 +201,11 @@ def pull(repo_id: str, revision: str | None = None, out_dir: str | Path | None =
     if out_dir is not None and not merge:
         local = _empty_target(Path(out_dir), overwrite)
     loaded = load_adapter(resolve(repo_id, revision, api, local_dir=local))
-    merged = merge_adapter(loaded, out_dir or f"{Path(str(repo_id)).name}-merged", str(repo_id), overwrite) if merge else None
+    merged = (
+        merge_adapter(loaded, out_dir or f"{Path(str(repo_id)).name}-merged", str(repo_id), overwrite)
+        if merge
+        else None
+    )
     return loaded, merged
 
 
@@ -182,19 +213,34 @@ def run(cfg: DictConfig) -> Any:
     """Run one hub action from the ``configs/hub.yaml`` config."""
     validate(cfg, "hub")
     if cfg.action not in HUB_ACTIONS:
-        raise ConfigError(f"action={cfg.action!r}: say what to do, e.g. `python -m adapt.hub push adapter=DIR repo_id=user/name`")
+        raise ConfigError(
+            f"action={cfg.action!r}: say what to do, e.g. `python -m adapt.hub push adapter=DIR repo_id=user/name`"
+        )
     if cfg.action == "push":
         if not cfg.adapter or not cfg.repo_id:
             raise ConfigError("push needs adapter=<run or adapter dir> and repo_id=<user/name>")
         if cfg.dry_run:
             if not cfg.out_dir:
                 raise ConfigError("dry_run=true writes the upload folder locally: pass out_dir=DIR")
-            folder = stage(cfg.adapter, cfg.repo_id, cfg.out_dir, merge=cfg.merge, overwrite=cfg.overwrite,
-                           space_app=bool(cfg.get("space_app", False)))
+            folder = stage(
+                cfg.adapter,
+                cfg.repo_id,
+                cfg.out_dir,
+                merge=cfg.merge,
+                overwrite=cfg.overwrite,
+                space_app=bool(cfg.get("space_app", False)),
+            )
             print(f"would upload {sorted(p.name for p in folder.iterdir())} from {folder} to {cfg.repo_id}")
             return folder
-        info = push(cfg.adapter, cfg.repo_id, cfg.private, cfg.revision, cfg.merge, cfg.commit_message,
-                    space_app=bool(cfg.get("space_app", False)))
+        info = push(
+            cfg.adapter,
+            cfg.repo_id,
+            cfg.private,
+            cfg.revision,
+            cfg.merge,
+            cfg.commit_message,
+            space_app=bool(cfg.get("space_app", False)),
+        )
         print(f"pushed to {getattr(info, 'commit_url', None) or cfg.repo_id}")
         return info
     source = cfg.repo_id or cfg.adapter
@@ -202,10 +248,12 @@ def run(cfg: DictConfig) -> Any:
         raise ConfigError("pull needs repo_id=<user/name> (or adapter=<dir>)")
     loaded, merged = pull(source, cfg.revision, cfg.out_dir, cfg.merge, cfg.overwrite)
     meta = loaded.metadata
-    print(f"adapter {meta.get('adapter', {}).get('kind')} at {loaded.path}\n"
-          f"base {describe(meta.get('base_fingerprint')) if meta.get('base_fingerprint') else loaded.model_info.name}, "
-          f"image size {loaded.model_info.image_size}\n"
-          f"labels {loaded.label_map}\npreprocessing {loaded.preprocessing}")
+    print(
+        f"adapter {meta.get('adapter', {}).get('kind')} at {loaded.path}\n"
+        f"base {describe(meta.get('base_fingerprint')) if meta.get('base_fingerprint') else loaded.model_info.name}, "
+        f"image size {loaded.model_info.image_size}\n"
+        f"labels {loaded.label_map}\npreprocessing {loaded.preprocessing}"
+    )
     if merged:
         print(f"merged model written to {merged} (load it with load_sam2({str(merged)!r}))")
     return loaded

@@ -30,7 +30,6 @@ from adapt.inference.runner import Predictor
 from adapt.transforms.prompts import box_from_mask
 
 
-
 @dataclass
 class PlanePrompts:
     """One object's prompt on each of ``B`` planes, in plane pixels (``x`` = column).
@@ -74,8 +73,11 @@ class Engine:
     @contextlib.contextmanager
     def timed(self, planes: int) -> Iterator[None]:
         """Inference mode, autocast and a synchronised clock around a model call on ``planes`` planes."""
-        cast = (torch.autocast(self.device.type, dtype=torch.bfloat16) if self.precision == "bf16"
-                else contextlib.nullcontext())
+        cast = (
+            torch.autocast(self.device.type, dtype=torch.bfloat16)
+            if self.precision == "bf16"
+            else contextlib.nullcontext()
+        )
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         start = time.perf_counter()
@@ -98,9 +100,16 @@ class Engine:
     def _model_prompts(self, prompts: PlanePrompts, height: int, width: int) -> dict[str, torch.Tensor]:
         return self.predictor.model_prompts(height, width, prompts.boxes, prompts.points, prompts.labels)
 
-    def segment(self, images: np.ndarray, prompts: PlanePrompts, targets: np.ndarray | None = None,
-                clicks: Sequence[int] = (), seed: int = 0, keys: Sequence[int] | None = None,
-                owners: np.ndarray | None = None) -> dict[int, np.ndarray]:
+    def segment(
+        self,
+        images: np.ndarray,
+        prompts: PlanePrompts,
+        targets: np.ndarray | None = None,
+        clicks: Sequence[int] = (),
+        seed: int = 0,
+        keys: Sequence[int] | None = None,
+        owners: np.ndarray | None = None,
+    ) -> dict[int, np.ndarray]:
         """Masks of prompted objects, after 0 and each requested number of clicks.
 
         Args:
@@ -134,7 +143,9 @@ class Engine:
                 first = self.predictor.decode(embeddings, model_prompts)
                 found = {0: first}
                 if rounds:
-                    later = self.predictor.correct(embeddings, first, model_prompts, targets[part], rounds, seed, keys[part])
+                    later = self.predictor.correct(
+                        embeddings, first, model_prompts, targets[part], rounds, seed, keys[part]
+                    )
                     found.update({r: later[r - 1] for r in clicks})
                 for k, pred in found.items():
                     out[k][part] = Predictor.masks(pred, height, width).cpu().numpy()
@@ -170,7 +181,7 @@ class Engine:
             planes = np.array([o[0] - start for o in batch])
             prompts = self._model_prompts(PlanePrompts(boxes=np.stack([o[2] for o in batch])), height, width)
             with self.timed(0):
-                embeddings = self.embed(images[start:start + self.batch_size])
+                embeddings = self.embed(images[start : start + self.batch_size])
                 picked = [e[torch.from_numpy(planes).to(e.device)] for e in embeddings]
                 logits = self.predictor.upsampled(self.predictor.decode(picked, prompts), height, width).cpu().numpy()
             for (plane, cls, _), logit in zip(batch, logits):
@@ -193,4 +204,3 @@ def component_boxes(classes: np.ndarray, min_area: int = 4) -> list[tuple[int, n
         sizes = np.bincount(components.ravel(), minlength=count + 1)
         boxes += [(cls, box_from_mask(components == i)) for i in range(1, count + 1) if sizes[i] >= min_area]
     return boxes
-

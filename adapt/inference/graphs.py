@@ -79,10 +79,20 @@ class PromptDecoder(nn.Module):
         super().__init__()
         self.model, self.multimask = model, multimask
 
-    def forward(self, feats_0: torch.Tensor, feats_1: torch.Tensor, embed: torch.Tensor,
-                coords: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        out = self.model(image_embeddings=[feats_0, feats_1, embed], input_points=coords[:, None],
-                         input_labels=labels[:, None], multimask_output=self.multimask)
+    def forward(
+        self,
+        feats_0: torch.Tensor,
+        feats_1: torch.Tensor,
+        embed: torch.Tensor,
+        coords: torch.Tensor,
+        labels: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        out = self.model(
+            image_embeddings=[feats_0, feats_1, embed],
+            input_points=coords[:, None],
+            input_labels=labels[:, None],
+            multimask_output=self.multimask,
+        )
         return out.pred_masks[:, 0], out.iou_scores[:, 0]
 
 
@@ -130,19 +140,41 @@ def export_graphs(model: nn.Module, out_dir: str | Path, opset: int = OPSET) -> 
     else:
         name, pixels = IMAGE, torch.rand(2, int(encoder.projection.channels), size, size, generator=generator)
     batch = {name: {0: "batch"}, **{name: {0: "batch"} for name in EMBEDDINGS}}
-    paths = {"image_encoder": out_dir / ENCODER_FILE, "decoder": out_dir / DECODER_FILE,
-             "decoder_multimask": out_dir / MULTIMASK_FILE}
+    paths = {
+        "image_encoder": out_dir / ENCODER_FILE,
+        "decoder": out_dir / DECODER_FILE,
+        "decoder_multimask": out_dir / MULTIMASK_FILE,
+    }
     with torch.no_grad(), quiet_tracer():
-        torch.onnx.export(encoder, (pixels,), str(paths["image_encoder"]), input_names=[name],
-                          output_names=list(EMBEDDINGS), dynamic_axes=batch, opset_version=opset, dynamo=False)
+        torch.onnx.export(
+            encoder,
+            (pixels,),
+            str(paths["image_encoder"]),
+            input_names=[name],
+            output_names=list(EMBEDDINGS),
+            dynamic_axes=batch,
+            opset_version=opset,
+            dynamo=False,
+        )
         embeddings = encoder(pixels)
     coords = torch.tensor([[[0.1, 0.2], [0.6, 0.7], [0.4, 0.5]]]).repeat(2, 1, 1) * size
     labels = torch.tensor([[2, 3, 1]]).repeat(2, 1)
-    axes = {**{name: {0: "batch"} for name in EMBEDDINGS}, "point_coords": {0: "batch", 1: "points"},
-            "point_labels": {0: "batch", 1: "points"}, **{name: {0: "batch"} for name in OUTPUTS}}
+    axes = {
+        **{name: {0: "batch"} for name in EMBEDDINGS},
+        "point_coords": {0: "batch", 1: "points"},
+        "point_labels": {0: "batch", 1: "points"},
+        **{name: {0: "batch"} for name in OUTPUTS},
+    }
     for key, multimask in (("decoder", False), ("decoder_multimask", True)):
         with torch.no_grad(), quiet_tracer():
-            torch.onnx.export(PromptDecoder(sam, multimask).eval(), (*embeddings, coords, labels), str(paths[key]),
-                              input_names=[*EMBEDDINGS, *PROMPTS], output_names=list(OUTPUTS), dynamic_axes=axes,
-                              opset_version=opset, dynamo=False)
+            torch.onnx.export(
+                PromptDecoder(sam, multimask).eval(),
+                (*embeddings, coords, labels),
+                str(paths[key]),
+                input_names=[*EMBEDDINGS, *PROMPTS],
+                output_names=list(OUTPUTS),
+                dynamic_axes=axes,
+                opset_version=opset,
+                dynamo=False,
+            )
     return paths

@@ -31,8 +31,17 @@ from adapt.data.volumes import resample_nearest
 from adapt.errors import DataError
 from adapt.transforms.intensity import scale_channels
 
-__all__ = ["Scan", "VolumeView", "drop_nodata", "read_scan", "scan_grid", "to_training_grid", "to_unit", "valid_like",
-           "write_mask"]
+__all__ = [
+    "Scan",
+    "VolumeView",
+    "drop_nodata",
+    "read_scan",
+    "scan_grid",
+    "to_training_grid",
+    "to_unit",
+    "valid_like",
+    "write_mask",
+]
 
 
 @dataclass
@@ -83,8 +92,14 @@ class VolumeView:
         slice_axis: the grid axis slices are taken along (the data card's).
     """
 
-    def __init__(self, source_affine: np.ndarray, source_shape: tuple[int, ...], grid_affine: np.ndarray,
-                 grid_shape: tuple[int, ...], slice_axis: int = 2):
+    def __init__(
+        self,
+        source_affine: np.ndarray,
+        source_shape: tuple[int, ...],
+        grid_affine: np.ndarray,
+        grid_shape: tuple[int, ...],
+        slice_axis: int = 2,
+    ):
         from nibabel.orientations import io_orientation
 
         self.source_affine, self.source_shape = np.asarray(source_affine, np.float64), tuple(source_shape[:3])
@@ -126,8 +141,9 @@ def scan_grid(scan: Scan) -> Grid:
     return Grid(scan.path, scan.shape[1:], None, geotiff_crs(tags), geotiff_transform(tags))
 
 
-def read_scan(path: str | Path, slice_axis: int = 2, spacing: Sequence[float | None] | None = None,
-              label: bool = False) -> Scan:
+def read_scan(
+    path: str | Path, slice_axis: int = 2, spacing: Sequence[float | None] | None = None, label: bool = False
+) -> Scan:
     """Read any supported input into a ``Scan`` (pixels ``[Z, C, H, W]`` in the file's units).
 
     Volumes are put on the training grid by the training code's own transforms
@@ -145,22 +161,34 @@ def read_scan(path: str | Path, slice_axis: int = 2, spacing: Sequence[float | N
     pixels, dtype = raster.data_pixels().astype(np.float32), str(raster.array.dtype)
     if not FORMATS[kind].volume:
         valid = None if label else raster.valid()
-        return Scan(pixels[None], kind, raster.header, path, dtype=dtype,
-                    valid=None if valid is None or valid.all() else valid[None])
+        return Scan(
+            pixels[None],
+            kind,
+            raster.header,
+            path,
+            dtype=dtype,
+            valid=None if valid is None or valid.all() else valid[None],
+        )
     stack, view = to_training_grid(pixels, raster.affine, slice_axis, spacing, label)
     return Scan(stack, kind, raster.header, path, view, dtype=dtype)
 
 
-def to_training_grid(pixels: np.ndarray, affine: np.ndarray, slice_axis: int = 2,
-                     spacing: Sequence[float | None] | None = None,
-                     label: bool = False) -> tuple[np.ndarray, VolumeView]:
+def to_training_grid(
+    pixels: np.ndarray,
+    affine: np.ndarray,
+    slice_axis: int = 2,
+    spacing: Sequence[float | None] | None = None,
+    label: bool = False,
+) -> tuple[np.ndarray, VolumeView]:
     """A stored volume ``[C, X, Y, Z]`` as the stack ``[Z', C, H, W]`` training cuts, and the view back.
 
     The volume goes through training's own ``grid_transforms`` (RAS, then ``spacing``: bilinear
     for images, nearest for label maps).
     """
     steps = grid_transforms(("image",), ("nearest" if label else "bilinear",), target_pixdim(spacing, slice_axis))
-    item = {"image": MetaTensor(torch.from_numpy(np.asarray(pixels)), affine=torch.as_tensor(affine, dtype=torch.float64))}
+    item = {
+        "image": MetaTensor(torch.from_numpy(np.asarray(pixels)), affine=torch.as_tensor(affine, dtype=torch.float64))
+    }
     grid = Compose(steps)(item)["image"]
     view = VolumeView(affine, pixels.shape[1:], np.asarray(grid.affine, np.float64), grid.shape[1:], slice_axis)
     stack = np.stack([view.to_stack(channel) for channel in grid.as_tensor().numpy()], axis=1)

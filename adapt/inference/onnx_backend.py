@@ -44,16 +44,24 @@ def load_export(path: str | Path) -> LoadedAdapter:
     info = ModelInfo(str(base.get("name") or "onnx"), base.get("revision"), True, int(record["image_size"]), False)
     metadata = {**metadata, "export": {k: record.get(k) for k in ("format", "quantize", "source")}}
     if record.get("mask_values") and not metadata.get("mask_values"):  # the record alone says how masks are stored
-        metadata.update(mask_values=record["mask_values"], label_map=metadata.get("label_map") or record.get("label_map"))
-    return LoadedAdapter(None, dict(record.get("preprocessing") or {}), dict(record.get("label_map") or {}),  # type: ignore[arg-type]
-                         metadata, info, path)
+        metadata.update(
+            mask_values=record["mask_values"], label_map=metadata.get("label_map") or record.get("label_map")
+        )
+    return LoadedAdapter(
+        None,
+        dict(record.get("preprocessing") or {}),
+        dict(record.get("label_map") or {}),  # type: ignore[arg-type]
+        metadata,
+        info,
+        path,
+    )
 
 
 def _session(file: Path, device: str, threads: int | None) -> Any:
     try:
         import onnxruntime as ort
     except ImportError:
-        raise ConfigError("backend=onnx needs onnxruntime: pip install -e \".[export]\"") from None
+        raise ConfigError('backend=onnx needs onnxruntime: pip install -e ".[export]"') from None
     if not file.is_file():
         raise ArtefactError(f"{file} is missing from the export; export the adapter again (python -m adapt.export)")
     options = ort.SessionOptions()
@@ -62,14 +70,17 @@ def _session(file: Path, device: str, threads: int | None) -> Any:
         options.inter_op_num_threads = 1
     kind = "cpu" if device in ("auto", "cpu") else device.split(":")[0]
     if kind == "cuda" and PROVIDERS["cuda"] not in ort.get_available_providers():
-        raise ConfigError(f"device={device}: this onnxruntime has no CUDA provider (pip install onnxruntime-gpu), "
-                          "or use device=cpu")
+        raise ConfigError(
+            f"device={device}: this onnxruntime has no CUDA provider (pip install onnxruntime-gpu), or use device=cpu"
+        )
     providers = [PROVIDERS.get(kind, PROVIDERS["cpu"])] + ([PROVIDERS["cpu"]] if kind == "cuda" else [])
     try:
         return ort.InferenceSession(str(file), sess_options=options, providers=providers)
     except Exception as err:  # onnxruntime raises its own types for truncated or foreign files
-        raise ArtefactError(f"{file}: onnxruntime cannot load it ({type(err).__name__}: {err}); "
-                            "export the adapter again (python -m adapt.export)") from None
+        raise ArtefactError(
+            f"{file}: onnxruntime cannot load it ({type(err).__name__}: {err}); "
+            "export the adapter again (python -m adapt.export)"
+        ) from None
 
 
 class OnnxSam2:
@@ -82,10 +93,21 @@ class OnnxSam2:
         device, threads: onnxruntime provider and intra-op threads.
     """
 
-    def __init__(self, folder: Path, files: dict[str, str], device: str = "auto", threads: int | None = None,
-                 size: int | None = None, low_res: int | None = None):
-        names = {"image_encoder": graphs.ENCODER_FILE, "decoder": graphs.DECODER_FILE,
-                 "decoder_multimask": graphs.MULTIMASK_FILE, **files}
+    def __init__(
+        self,
+        folder: Path,
+        files: dict[str, str],
+        device: str = "auto",
+        threads: int | None = None,
+        size: int | None = None,
+        low_res: int | None = None,
+    ):
+        names = {
+            "image_encoder": graphs.ENCODER_FILE,
+            "decoder": graphs.DECODER_FILE,
+            "decoder_multimask": graphs.MULTIMASK_FILE,
+            **files,
+        }
         self.sessions = {key: _session(folder / name, device, threads) for key, name in names.items()}
         if size is not None:
             self._check_sizes(folder, names, size, low_res or size // 4)
@@ -98,9 +120,11 @@ class OnnxSam2:
             node = session.get_inputs()[0] if key == "image_encoder" else session.get_outputs()[0]
             found = list(node.shape[2:])
             if key in expected and all(isinstance(v, int) for v in found) and found != expected[key]:
-                raise ArtefactError(f"{folder / names[key]}: {node.name} is {found}, but {folder / 'export.json'} "
-                                    f"records image_size {size} ({expected[key]}): the graph belongs to another "
-                                    "export; export the adapter again (python -m adapt.export)")
+                raise ArtefactError(
+                    f"{folder / names[key]}: {node.name} is {found}, but {folder / 'export.json'} "
+                    f"records image_size {size} ({expected[key]}): the graph belongs to another "
+                    "export; export the adapter again (python -m adapt.export)"
+                )
 
     @property
     def projects(self) -> bool:
@@ -114,13 +138,23 @@ class OnnxSam2:
         outputs = self.sessions["image_encoder"].run(list(graphs.EMBEDDINGS), {name: pixels.float().cpu().numpy()})
         return [torch.from_numpy(o) for o in outputs]
 
-    def __call__(self, image_embeddings: list[torch.Tensor], multimask_output: bool, input_boxes: Any = None,
-                 input_points: Any = None, input_labels: Any = None, input_masks: Any = None, **unused: Any) -> Any:
+    def __call__(
+        self,
+        image_embeddings: list[torch.Tensor],
+        multimask_output: bool,
+        input_boxes: Any = None,
+        input_points: Any = None,
+        input_labels: Any = None,
+        input_masks: Any = None,
+        **unused: Any,
+    ) -> Any:
         if input_masks is not None:
-            raise ConfigError("mask prompts (correction clicks) are not part of the ONNX export; use backend=torch "
-                              "or clicks=off")
+            raise ConfigError(
+                "mask prompts (correction clicks) are not part of the ONNX export; use backend=torch or clicks=off"
+            )
         coords, labels = graphs.prompt_points(
-            {"input_boxes": input_boxes, "input_points": input_points, "input_labels": input_labels})
+            {"input_boxes": input_boxes, "input_points": input_points, "input_labels": input_labels}
+        )
         feeds = {name: e.detach().float().cpu().numpy() for name, e in zip(graphs.EMBEDDINGS, image_embeddings)}
         feeds.update(point_coords=coords, point_labels=labels)
         session = self.sessions["decoder_multimask" if multimask_output else "decoder"]
@@ -143,19 +177,33 @@ class OnnxPredictor(Predictor):
         threads: onnxruntime intra-op threads (default: onnxruntime's choice).
     """
 
-    def __init__(self, export: str | Path | LoadedAdapter, device: str = "auto", propagation: str = "auto",
-                 fill_hole_area: int = FILL_HOLE_AREA, threads: int | None = None):
+    def __init__(
+        self,
+        export: str | Path | LoadedAdapter,
+        device: str = "auto",
+        propagation: str = "auto",
+        fill_hole_area: int = FILL_HOLE_AREA,
+        threads: int | None = None,
+    ):
         if propagation == "memory":
-            raise ConfigError("propagation=memory needs SAM2's memory model, which an ONNX export does not hold; "
-                              "use propagation=boxes (or auto) with backend=onnx, or backend=torch")
+            raise ConfigError(
+                "propagation=memory needs SAM2's memory model, which an ONNX export does not hold; "
+                "use propagation=boxes (or auto) with backend=onnx, or backend=torch"
+            )
         loaded = export if isinstance(export, LoadedAdapter) else load_export(export)
         record = read_record(loaded.path, format="onnx")
         self.loaded, self.propagation, self.fill_hole_area = loaded, "boxes", int(fill_hole_area)
         self.device, self._video = torch.device("cpu"), None
         self.size = int(loaded.model_info.image_size)
         backbone = BACKBONES[str((loaded.metadata.get("model") or {}).get("backbone") or "sam2")]
-        self.model = OnnxSam2(loaded.path, (record.get("graphs") or {}).get("files") or {}, device, threads, self.size,
-                              backbone.low_res_side(self.size))
+        self.model = OnnxSam2(
+            loaded.path,
+            (record.get("graphs") or {}).get("files") or {},
+            device,
+            threads,
+            self.size,
+            backbone.low_res_side(self.size),
+        )
         self.quantize = str(record.get("quantize") or "none")
         pixels = dict(record.get("pixels") or {})  # the backbone's mean/std, recorded at export
         self.stats = {key: tuple(pixels[key]) for key in ("mean", "std") if key in pixels}
@@ -185,8 +233,10 @@ def check_backend(adapter: str | Path, backend: str) -> None:
     check_choice("backend", backend, BACKENDS)
     onnx_export = is_export(adapter) and read_record(adapter).get("format") == "onnx"
     if backend == "onnx" and not onnx_export:
-        raise ConfigError(f"backend=onnx runs an ONNX export, and adapter={adapter} is not one (no {RECORD_FILE}); make it with "
-                          f"python -m adapt.export adapter={adapter} format=onnx out=DIR, then pass adapter=DIR")
+        raise ConfigError(
+            f"backend=onnx runs an ONNX export, and adapter={adapter} is not one (no {RECORD_FILE}); make it with "
+            f"python -m adapt.export adapter={adapter} format=onnx out=DIR, then pass adapter=DIR"
+        )
     if backend == "torch" and onnx_export:
         raise ConfigError(f"adapter={adapter} is an ONNX export: run it with backend=onnx")
 
@@ -204,9 +254,15 @@ def adapter_preprocessing(adapter: str | Path, backend: str = "torch", revision:
     return dict(read_metadata(resolve(adapter, revision)).get("preprocessing") or {})
 
 
-def load_predictor(adapter: str | Path, backend: str = "torch", revision: str | None = None, device: str = "auto",
-                   propagation: str = "auto", fill_hole_area: int = FILL_HOLE_AREA,
-                   allow_base_mismatch: bool = False) -> Predictor:
+def load_predictor(
+    adapter: str | Path,
+    backend: str = "torch",
+    revision: str | None = None,
+    device: str = "auto",
+    propagation: str = "auto",
+    fill_hole_area: int = FILL_HOLE_AREA,
+    allow_base_mismatch: bool = False,
+) -> Predictor:
     """The runner of ``adapter`` on ``backend``: a ``Predictor`` over the adapter (torch) or an
     ``OnnxPredictor`` over an export folder (onnx). ``allow_base_mismatch``: as ``load_adapter``'s.
 

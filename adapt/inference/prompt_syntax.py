@@ -24,8 +24,10 @@ import numpy as np
 
 from adapt.errors import ConfigError
 
-SYNTAX = ('prompt="box x0,y0,x1,y1 [slice=K]" | "point x,y [label=1|0] [slice=K]" (parts joined by ";") '
-          '| "from_mask=<file> [label=N]"')
+SYNTAX = (
+    'prompt="box x0,y0,x1,y1 [slice=K]" | "point x,y [label=1|0] [slice=K]" (parts joined by ";") '
+    '| "from_mask=<file> [label=N]"'
+)
 #: CLI keys whose values may hold spaces, commas or "=" (quoted for Hydra by ``quote_argv``).
 FREE_TEXT_KEYS = ("prompt", "input", "output", "adapter")
 _SAFE = re.compile(r"^[\w./:@+-]*$")
@@ -49,8 +51,10 @@ class Prompt:
         xy += [] if self.points is None else list(self.points)
         for x, y in xy:
             if not (0 <= x < width and 0 <= y < height):
-                raise ConfigError(f"prompt point ({x:g}, {y:g}) is outside the {width}x{height} image "
-                                  "(x = column 0..W-1, y = row 0..H-1)")
+                raise ConfigError(
+                    f"prompt point ({x:g}, {y:g}) is outside the {width}x{height} image "
+                    "(x = column 0..W-1, y = row 0..H-1)"
+                )
 
 
 def _fail(part: str, why: str) -> ConfigError:

@@ -81,8 +81,9 @@ class SlicePrompt:
             mask = torch.as_tensor(np.asarray(self.mask), device=device).float()
             mask = mask[None] if mask.ndim == 2 else mask
             if mask.shape[-2:] != (height, width):
-                raise ConfigError(f"mask prompt of shape {tuple(mask.shape[-2:])} differs from the slices' "
-                                  f"{(height, width)}")
+                raise ConfigError(
+                    f"mask prompt of shape {tuple(mask.shape[-2:])} differs from the slices' {(height, width)}"
+                )
             # As transformers' video processor: antialiased resize, then back to binary.
             mask = resize_bilinear(mask, size) >= 0.5
             return FramePrompt.build(mask=mask)
@@ -188,8 +189,10 @@ def _as_frames(volume: np.ndarray | torch.Tensor) -> torch.Tensor:
     if frames.ndim != 4:
         raise DataError(f"propagate expects a volume [D, H, W] or frames [T, C, H, W], got shape {tuple(frames.shape)}")
     if frames.is_floating_point() and frames.numel() and (frames.min() < -1e-3 or frames.max() > 1 + 1e-3):
-        raise DataError("propagate expects intensities in [0, 1]; window or rescale the volume first "
-                        "(e.g. adapt.inference.io.to_unit)")
+        raise DataError(
+            "propagate expects intensities in [0, 1]; window or rescale the volume first "
+            "(e.g. adapt.inference.io.to_unit)"
+        )
     if frames.dtype == torch.uint8 and frames.shape[1] == 3:
         return frames  # 8-bit RGB video: resized as 8-bit images (resize_video_frames)
     return frames.float() if frames.is_floating_point() else frames.float() / 255.0
@@ -256,8 +259,11 @@ def propagate(
         if len(counts) > 1:
             raise ConfigError(f"every prompted slice must carry the same objects; got counts {sorted(counts)}")
         objects = counts.pop()
-        result = Propagation(masks=np.zeros((objects, depth, height, width), dtype=bool),
-                             scores=np.full((depth, objects), np.nan), prompted=sorted(model_prompts))
+        result = Propagation(
+            masks=np.zeros((objects, depth, height, width), dtype=bool),
+            scores=np.full((depth, objects), np.nan),
+            prompted=sorted(model_prompts),
+        )
         features.encode(result.prompted)
         streak = np.zeros(objects, dtype=int)  # consecutive slices each object was absent on, this direction
         gone = lambda out: stop_after is not None and bool((streak >= stop_after).all())  # noqa: E731

@@ -29,9 +29,16 @@ RECORD_FILE = "export.json"
 FORMAT_VERSION = 1
 
 
-def build_record(metadata: Mapping[str, Any], image_size: int, format: str, source: str,
-                 quantize: str = "none", files: Mapping[str, str] | None = None,
-                 sizes: Mapping[str, int] | None = None, left_out: str | None = None) -> dict[str, Any]:
+def build_record(
+    metadata: Mapping[str, Any],
+    image_size: int,
+    format: str,
+    source: str,
+    quantize: str = "none",
+    files: Mapping[str, str] | None = None,
+    sizes: Mapping[str, int] | None = None,
+    left_out: str | None = None,
+) -> dict[str, Any]:
     """The ``export.json`` content of an export of the adapter described by ``metadata``.
 
     Args:
@@ -74,7 +81,7 @@ def build_record(metadata: Mapping[str, Any], image_size: int, format: str, sour
         "pixels": {
             "range": "intensities mapped to [0, 1] by `intensity` (window, percentiles or bands)",
             "resize": f"to {image_size} x {image_size}, bilinear, antialiased, pixel centres aligned "
-                      "(torch.nn.functional.interpolate(antialias=True, align_corners=False)), clamped to [0, 1]",
+            "(torch.nn.functional.interpolate(antialias=True, align_corners=False)), clamped to [0, 1]",
             "channels": "1 -> repeated to 3; 2 -> (c0, c1, mean); 3 kept; more -> means of 3 contiguous groups",
             "mean": list(backbone.mean),
             "std": list(backbone.std),
@@ -84,11 +91,11 @@ def build_record(metadata: Mapping[str, Any], image_size: int, format: str, sour
             "labels": dict(graphs.POINT_LABELS),
             "order": "box corners first, then clicks; the padding point is added inside the graph",
             "multimask": "prompt_decoder_multimask for a lone click without a box (the best of 3 by iou_scores), "
-                         "prompt_decoder otherwise",
+            "prompt_decoder otherwise",
         },
         "masks": f"low_res_masks are logits at {backbone.low_res_side(image_size)} x {backbone.low_res_side(image_size)}: "
-                 "resize to H x W "
-                 "(bilinear, align_corners=False) and threshold at 0",
+        "resize to H x W "
+        "(bilinear, align_corners=False) and threshold at 0",
         "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
         "left_out": left_out,
     }
@@ -97,11 +104,18 @@ def build_record(metadata: Mapping[str, Any], image_size: int, format: str, sour
             "opset": graphs.OPSET,
             "files": dict(files or {}),
             "bytes": dict(sizes or {}),
-            "image_encoder": {"inputs": {"pixels": ["batch", 3, image_size, image_size]},
-                              "outputs": list(graphs.EMBEDDINGS)},
-            "decoder": {"inputs": [*graphs.EMBEDDINGS, "point_coords [batch, points, 2] float32",
-                                   "point_labels [batch, points] int64"],
-                        "outputs": ["low_res_masks [batch, masks, S/4, S/4]", "iou_scores [batch, masks]"]},
+            "image_encoder": {
+                "inputs": {"pixels": ["batch", 3, image_size, image_size]},
+                "outputs": list(graphs.EMBEDDINGS),
+            },
+            "decoder": {
+                "inputs": [
+                    *graphs.EMBEDDINGS,
+                    "point_coords [batch, points, 2] float32",
+                    "point_labels [batch, points] int64",
+                ],
+                "outputs": ["low_res_masks [batch, masks, S/4, S/4]", "iou_scores [batch, masks]"],
+            },
         }
     return record
 
@@ -128,8 +142,10 @@ def read_record(path: str | Path, format: str | None = None) -> dict[str, Any]:
     """
     path = Path(path)
     if not is_export(path):
-        raise ConfigError(f"{path} is not an export folder (no {RECORD_FILE}); make one with "
-                          f"python -m adapt.export adapter=<run or adapter dir> format=onnx out={path}")
+        raise ConfigError(
+            f"{path} is not an export folder (no {RECORD_FILE}); make one with "
+            f"python -m adapt.export adapter=<run or adapter dir> format=onnx out={path}"
+        )
     try:
         record = json.loads((path / RECORD_FILE).read_text())
     except ValueError as err:
@@ -137,11 +153,15 @@ def read_record(path: str | Path, format: str | None = None) -> dict[str, Any]:
     if not isinstance(record, dict) or record.get("format") not in EXPORT_FORMATS:
         raise ArtefactError(f"{path / RECORD_FILE} is not an export record of sam2-adapt; export the adapter again")
     if int(record.get("format_version", 0)) > FORMAT_VERSION:
-        raise ArtefactError(f"{path / RECORD_FILE} was written by a newer sam2-adapt (format "
-                            f"{record['format_version']}); update sam2-adapt or export again with this version")
+        raise ArtefactError(
+            f"{path / RECORD_FILE} was written by a newer sam2-adapt (format "
+            f"{record['format_version']}); update sam2-adapt or export again with this version"
+        )
     if format is not None and record["format"] != format:
-        raise ConfigError(f"{path} holds a {record['format']} export; backend=onnx needs format=onnx "
-                          f"(python -m adapt.export adapter=... format=onnx out=DIR)")
+        raise ConfigError(
+            f"{path} holds a {record['format']} export; backend=onnx needs format=onnx "
+            f"(python -m adapt.export adapter=... format=onnx out=DIR)"
+        )
     check_complete(path, record)
     return record
 
@@ -157,16 +177,24 @@ def check_complete(path: str | Path, record: Mapping[str, Any]) -> None:
     fix = "export the adapter again (python -m adapt.export adapter=<run> format=onnx out=DIR) or copy the whole folder"
     graphs_ = record.get("graphs") or {}
     if record.get("format") == "onnx":
-        files = {"image_encoder": graphs.ENCODER_FILE, "decoder": graphs.DECODER_FILE,
-                 "decoder_multimask": graphs.MULTIMASK_FILE, **(graphs_.get("files") or {})}
+        files = {
+            "image_encoder": graphs.ENCODER_FILE,
+            "decoder": graphs.DECODER_FILE,
+            "decoder_multimask": graphs.MULTIMASK_FILE,
+            **(graphs_.get("files") or {}),
+        }
     else:
         files = {"model": "model.safetensors", "config": "config.json"}
     missing = sorted(name for name in files.values() if not (path / name).is_file())
     if missing:
-        raise ArtefactError(f"{path}: the export is incomplete, {missing} missing (its {RECORD_FILE} lists "
-                            f"{sorted(files.values())}); {fix}")
+        raise ArtefactError(
+            f"{path}: the export is incomplete, {missing} missing (its {RECORD_FILE} lists "
+            f"{sorted(files.values())}); {fix}"
+        )
     for name, size in (graphs_.get("bytes") or {}).items():
         found = (path / name).stat().st_size
         if found != int(size):
-            raise ArtefactError(f"{path / name}: {found} bytes where {RECORD_FILE} records {size}: the graph does not "
-                                f"belong to this export (or was cut short); {fix}")
+            raise ArtefactError(
+                f"{path / name}: {found} bytes where {RECORD_FILE} records {size}: the graph does not "
+                f"belong to this export (or was cut short); {fix}"
+            )

@@ -47,7 +47,6 @@ from adapt.transforms.slices import resize_label
 log = logging.getLogger(__name__)
 
 
-
 class Predictor:
     """An adapted SAM2 that segments one object per prompt in 2D planes (pixel coordinates).
 
@@ -58,8 +57,13 @@ class Predictor:
         fill_hole_area: hole filling of propagated masks (``adapt.models.postprocess``; 0 = off).
     """
 
-    def __init__(self, loaded: LoadedAdapter, device: str = "auto", propagation: str = "auto",
-                 fill_hole_area: int = FILL_HOLE_AREA):
+    def __init__(
+        self,
+        loaded: LoadedAdapter,
+        device: str = "auto",
+        propagation: str = "auto",
+        fill_hole_area: int = FILL_HOLE_AREA,
+    ):
         check_choice("propagation", propagation, PROPAGATION_MODES)
         self.loaded, self.propagation, self.fill_hole_area = loaded, propagation, int(fill_hole_area)
         self.device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device)
@@ -72,8 +76,14 @@ class Predictor:
         pixels = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32)).to(self.device)
         return image_embeddings(self.model, model_pixels(self.model, pixels, self.size))
 
-    def model_prompts(self, height: int, width: int, boxes: np.ndarray | None = None, points: np.ndarray | None = None,
-                      labels: np.ndarray | None = None) -> dict[str, torch.Tensor]:
+    def model_prompts(
+        self,
+        height: int,
+        width: int,
+        boxes: np.ndarray | None = None,
+        points: np.ndarray | None = None,
+        labels: np.ndarray | None = None,
+    ) -> dict[str, torch.Tensor]:
         """One object's prompt per plane -- ``boxes [B, 4]``, ``points [B, k, 2]`` with ``labels [B, k]``
         in the pixels of ``H x W`` planes -- as the decoder's inputs on the model's grid."""
         out: dict[str, torch.Tensor] = {}
@@ -108,8 +118,14 @@ class Predictor:
         return Predictor.upsampled(prediction, height, width) > 0
 
     @torch.inference_mode()
-    def logits(self, images: np.ndarray, boxes: np.ndarray | None = None, points: np.ndarray | None = None,
-               labels: np.ndarray | None = None, size: tuple[int, int] | None = None) -> torch.Tensor:
+    def logits(
+        self,
+        images: np.ndarray,
+        boxes: np.ndarray | None = None,
+        points: np.ndarray | None = None,
+        labels: np.ndarray | None = None,
+        size: tuple[int, int] | None = None,
+    ) -> torch.Tensor:
         """Logits ``[B, h, w]`` (float32) of one object per plane ``[B, C, H, W]`` in [0, 1], prompted
         as ``model_prompts`` takes it, upsampled to ``size`` (default ``H x W``: ``> 0`` is ``segment``'s
         mask; the decoder's own ``S/4`` side gives its low-resolution logits unchanged)."""
@@ -117,20 +133,39 @@ class Predictor:
         prompts = self.model_prompts(height, width, boxes, points, labels)
         return self.upsampled(self.decode(self.embed(images), prompts), *(size or (height, width)))
 
-    def segment(self, image: np.ndarray, box: np.ndarray | None = None, points: np.ndarray | None = None,
-                labels: np.ndarray | None = None) -> np.ndarray:
+    def segment(
+        self,
+        image: np.ndarray,
+        box: np.ndarray | None = None,
+        points: np.ndarray | None = None,
+        labels: np.ndarray | None = None,
+    ) -> np.ndarray:
         """Boolean mask ``[H, W]`` of the object a box and/or points select in ``image`` ``[C, H, W]``."""
         one = lambda a: None if a is None else np.asarray(a)[None]  # noqa: E731
         return (self.logits(image[None], one(box), one(points), one(labels))[0] > 0).cpu().numpy()
 
-    def correct(self, embeddings: list[torch.Tensor], first: Prediction, prompts: dict[str, torch.Tensor],
-                targets: np.ndarray, rounds: int, seed: int = 0, keys: Sequence[int] | None = None) -> list[Prediction]:
+    def correct(
+        self,
+        embeddings: list[torch.Tensor],
+        first: Prediction,
+        prompts: dict[str, torch.Tensor],
+        targets: np.ndarray,
+        rounds: int,
+        seed: int = 0,
+        keys: Sequence[int] | None = None,
+    ) -> list[Prediction]:
         """``rounds`` correction clicks after ``first`` (``adapt.models.interactive.click_rounds``: each
         click on the largest error of the previous mask against ``targets [N, H, W]``, resized to the
         model's side as training resizes its labels; the previous logits fed back as the mask prompt)."""
-        label = resize_label(torch.from_numpy(np.ascontiguousarray(targets)), self.size)[:, None].float().to(self.device)
-        batch = {"label": label, "boxes": prompts.get("input_boxes"), "points": prompts.get("input_points"),
-                 "point_labels": prompts.get("input_labels")}
+        label = (
+            resize_label(torch.from_numpy(np.ascontiguousarray(targets)), self.size)[:, None].float().to(self.device)
+        )
+        batch = {
+            "label": label,
+            "boxes": prompts.get("input_boxes"),
+            "points": prompts.get("input_points"),
+            "point_labels": prompts.get("input_labels"),
+        }
         return click_rounds(self.model, embeddings, first, batch, rounds, seed=seed, keys=keys)
 
     @property
@@ -201,8 +236,10 @@ def view_prompt(scan: Scan, prompt: Prompt) -> tuple[np.ndarray | None, np.ndarr
         return prompt.box, prompt.points, 0
     width, height, depth = scan.view.extent()
     if prompt.slice is None:
-        raise ConfigError(f"{scan.path} is a volume of {depth} slices: add slice=K to the prompt "
-                          "(e.g. prompt=\"box 40,30,90,70 slice=12\"), or use from_mask=<file>")
+        raise ConfigError(
+            f"{scan.path} is a volume of {depth} slices: add slice=K to the prompt "
+            '(e.g. prompt="box 40,30,90,70 slice=12"), or use from_mask=<file>'
+        )
     if not 0 <= prompt.slice < depth:
         raise ConfigError(f"prompt slice={prompt.slice} is outside {scan.path} (slices 0..{depth - 1})")
     prompt.check_inside(width, height)
@@ -239,17 +276,23 @@ def predict_scan(predictor: Predictor, scan: Scan, prompt: Prompt | None, guide:
     if video is not None:
         from adapt.inference.propagation import SlicePrompt, propagate
 
-        slice_prompt = SlicePrompt(boxes=box, points=None if points is None else points[None],
-                                   labels=None if points is None else prompt.point_labels[None])
-        return propagate(video, images, {z: slice_prompt}, device=predictor.device,
-                         fill_hole_area=predictor.fill_hole_area).masks[0]
+        slice_prompt = SlicePrompt(
+            boxes=box,
+            points=None if points is None else points[None],
+            labels=None if points is None else prompt.point_labels[None],
+        )
+        return propagate(
+            video, images, {z: slice_prompt}, device=predictor.device, fill_hole_area=predictor.fill_hole_area
+        ).masks[0]
     first = predictor.segment(images[z], box, points, prompt.point_labels)
     return chain_boxes(predictor, images, z, first) if scan.is_volume else first[None]
 
 
 #: What to do about a ``from_mask`` file on another grid than its input.
-FROM_MASK_FIX = ("it must be a mask of this very image: resample it onto the image's grid (nearest neighbour), or give "
-                 "the mask that was drawn on this image")
+FROM_MASK_FIX = (
+    "it must be a mask of this very image: resample it onto the image's grid (nearest neighbour), or give "
+    "the mask that was drawn on this image"
+)
 
 
 def _check_guide(scan: Scan, guide: Scan | None, prompt: Prompt) -> None:

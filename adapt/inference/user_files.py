@@ -25,7 +25,9 @@ from adapt.inference.prompt_syntax import Prompt
 
 def read_input(path: Path, loaded: LoadedAdapter, label: bool = False) -> Scan:
     """A file on the grid ``loaded`` was trained on; ``label``: a mask (no intensity checks)."""
-    scan = read_scan(path, int(loaded.preprocessing.get("slice_axis", 2)), loaded.preprocessing.get("spacing"), label=label)
+    scan = read_scan(
+        path, int(loaded.preprocessing.get("slice_axis", 2)), loaded.preprocessing.get("spacing"), label=label
+    )
     if not label:
         scan.pixels = finite_stack(scan.pixels, path, loaded.preprocessing)
     return scan
@@ -59,8 +61,9 @@ def class_values(loaded: LoadedAdapter) -> np.ndarray:
     return np.array([0] + [names.get(c, i) for i, c in enumerate(classes, start=1)], dtype=np.uint16)
 
 
-def mask_values(loaded: LoadedAdapter, prompt: Prompt | None, label: int | str | None = None,
-                encoding: str = "card") -> np.ndarray:
+def mask_values(
+    loaded: LoadedAdapter, prompt: Prompt | None, label: int | str | None = None, encoding: str = "card"
+) -> np.ndarray:
     """The value written for each mask index: class values without a prompt, else ``[0, object value]``,
     stored as the adapter's card stores labels (its ``mask_values``) unless ``encoding="ids"``."""
     ids = class_values(loaded) if prompt is None else np.array([0, foreground_value(loaded, label)], np.int64)

@@ -30,8 +30,9 @@ def _number(value: Any) -> float | None:
     return None
 
 
-def _columns(values: Mapping[str, Iterable[Any]] | Sequence[Mapping[str, Any]],
-             metrics: Sequence[str] | None) -> dict[str, list[Any]]:
+def _columns(
+    values: Mapping[str, Iterable[Any]] | Sequence[Mapping[str, Any]], metrics: Sequence[str] | None
+) -> dict[str, list[Any]]:
     """Columns from either ``{metric: values}`` or rows ``[{metric: value, ...}, ...]``."""
     if isinstance(values, Mapping):
         columns = {str(k): list(v) for k, v in values.items()}
@@ -48,8 +49,11 @@ def _columns(values: Mapping[str, Iterable[Any]] | Sequence[Mapping[str, Any]],
     return {k: v for k, v in columns.items() if any(_number(x) is not None for x in v)}
 
 
-def summarize(values: Mapping[str, Iterable[Any]] | Sequence[Mapping[str, Any]],
-              metrics: Sequence[str] | None = None, ddof: int = 0) -> dict[str, Stats]:
+def summarize(
+    values: Mapping[str, Iterable[Any]] | Sequence[Mapping[str, Any]],
+    metrics: Sequence[str] | None = None,
+    ddof: int = 0,
+) -> dict[str, Stats]:
     """Mean, std, median, min, max, count and count_undefined of each metric.
 
     Undefined entries (``nan``, ``±inf``, ``None``, a row without the metric) are left
@@ -72,8 +76,12 @@ def summarize(values: Mapping[str, Iterable[Any]] | Sequence[Mapping[str, Any]],
         defined = np.array([x for x in numbers_ if x is not None and math.isfinite(x)], dtype=np.float64)
         stats: Stats = dict.fromkeys(("mean", "std", "median", "min", "max"))
         if defined.size:
-            stats.update(mean=float(defined.mean()), median=float(np.median(defined)),
-                         min=float(defined.min()), max=float(defined.max()))
+            stats.update(
+                mean=float(defined.mean()),
+                median=float(np.median(defined)),
+                min=float(defined.min()),
+                max=float(defined.max()),
+            )
         if defined.size > ddof:
             stats["std"] = float(defined.std(ddof=ddof))
         stats.update(count=int(defined.size), count_undefined=len(column) - int(defined.size))

@@ -10,8 +10,14 @@ from adapt.metrics.surface import Spacing, Surface, surface_metrics
 from adapt.metrics.video import j_and_f
 
 
-def case_metrics(pred: ArrayLike, gt: ArrayLike, spacing: Spacing = None,
-                 tolerance_mm: float | None = None, *, surface: Surface = "decathlon") -> dict[str, float]:
+def case_metrics(
+    pred: ArrayLike,
+    gt: ArrayLike,
+    spacing: Spacing = None,
+    tolerance_mm: float | None = None,
+    *,
+    surface: Surface = "decathlon",
+) -> dict[str, float]:
     """Dice, IoU, HD95 and (given a tolerance) NSD of one predicted mask against its ground truth.
 
     Args:
@@ -28,8 +34,11 @@ def case_metrics(pred: ArrayLike, gt: ArrayLike, spacing: Spacing = None,
     """
     pred_t, gt_t = as_mask(pred), as_mask(gt)
     overlap = case_overlap(pred_t, gt_t)
-    row = {"dice": overlap["dice"], "iou": overlap["iou"],
-           **surface_metrics(pred_t, gt_t, spacing, tolerance_mm, surface=surface)}
+    row = {
+        "dice": overlap["dice"],
+        "iou": overlap["iou"],
+        **surface_metrics(pred_t, gt_t, spacing, tolerance_mm, surface=surface),
+    }
     row.update(gt_voxels=overlap["gt_voxels"], pred_voxels=overlap["pred_voxels"])
     return row
 

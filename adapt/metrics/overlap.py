@@ -64,13 +64,15 @@ def safe_divide(num: torch.Tensor, den: torch.Tensor, empty: float, dtype: torch
     return torch.where(defined, num / torch.where(defined, den, torch.ones_like(den)), torch.full_like(den, empty))
 
 
-def _dice(inter: torch.Tensor, size_pred: torch.Tensor, size_target: torch.Tensor, empty: float,
-          dtype: torch.dtype) -> torch.Tensor:
+def _dice(
+    inter: torch.Tensor, size_pred: torch.Tensor, size_target: torch.Tensor, empty: float, dtype: torch.dtype
+) -> torch.Tensor:
     return safe_divide(2 * inter, size_pred + size_target, empty, dtype)
 
 
-def _iou(inter: torch.Tensor, size_pred: torch.Tensor, size_target: torch.Tensor, empty: float,
-         dtype: torch.dtype) -> torch.Tensor:
+def _iou(
+    inter: torch.Tensor, size_pred: torch.Tensor, size_target: torch.Tensor, empty: float, dtype: torch.dtype
+) -> torch.Tensor:
     return safe_divide(inter, size_pred + size_target - inter, empty, dtype)
 
 
@@ -117,5 +119,9 @@ def case_overlap(pred: ArrayLike, gt: ArrayLike) -> dict[str, float | int]:
     voxels: counting it once instead of three times saves ~1 s per class); conventions as :func:`dice`."""
     pred_t, gt_t = as_mask(pred), as_mask(gt)
     counts = _counts(pred_t, gt_t, pred_t.ndim)
-    return {"dice": float(_dice(*counts, 1.0, torch.float64)), "iou": float(_iou(*counts, 1.0, torch.float64)),
-            "gt_voxels": int(counts[2]), "pred_voxels": int(counts[1])}
+    return {
+        "dice": float(_dice(*counts, 1.0, torch.float64)),
+        "iou": float(_iou(*counts, 1.0, torch.float64)),
+        "gt_voxels": int(counts[2]),
+        "pred_voxels": int(counts[1]),
+    }

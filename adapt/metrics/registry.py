@@ -48,15 +48,18 @@ class Metric:
     fmt: str = ".4f"
 
 
-METRICS: dict[str, Metric] = {metric.name: metric for metric in (
-    Metric("dice", True, headline=True, clicks=True, shifted=True, hub_name="dice"),
-    Metric("iou", True, headline=True, clicks=True, hub_name="mean_iou"),
-    Metric("nsd", True, headline=True, shifted=True),
-    Metric("hd95", False, headline=True, unit=DISTANCE),
-    Metric("j", True, family=VIDEO),
-    Metric("f", True, family=VIDEO),
-    Metric("j_and_f", True, family=VIDEO),
-)}
+METRICS: dict[str, Metric] = {
+    metric.name: metric
+    for metric in (
+        Metric("dice", True, headline=True, clicks=True, shifted=True, hub_name="dice"),
+        Metric("iou", True, headline=True, clicks=True, hub_name="mean_iou"),
+        Metric("nsd", True, headline=True, shifted=True),
+        Metric("hd95", False, headline=True, unit=DISTANCE),
+        Metric("j", True, family=VIDEO),
+        Metric("f", True, family=VIDEO),
+        Metric("j_and_f", True, family=VIDEO),
+    )
+}
 
 
 def of_family(family: str) -> tuple[str, ...]:

@@ -21,8 +21,9 @@ import torch
 from adapt.metrics.overlap import ArrayLike, as_tensor, check_same_shape, safe_divide
 
 
-def confusion_matrix(pred: ArrayLike, target: ArrayLike, num_classes: int,
-                     ignore_index: int | None = None) -> torch.Tensor:
+def confusion_matrix(
+    pred: ArrayLike, target: ArrayLike, num_classes: int, ignore_index: int | None = None
+) -> torch.Tensor:
     """Counts of (true class, predicted class) pairs over all pixels.
 
     Args:

@@ -168,8 +168,13 @@ def nearest(points: np.ndarray, targets: np.ndarray, bound: float | None = None)
     return torch.from_numpy(np.asarray(distances, dtype=np.float32))
 
 
-def _nsd_from(to_gt: torch.Tensor, to_pred: torch.Tensor, area_pred: torch.Tensor | None,
-              area_gt: torch.Tensor | None, tolerance_mm: float) -> float:
+def _nsd_from(
+    to_gt: torch.Tensor,
+    to_pred: torch.Tensor,
+    area_pred: torch.Tensor | None,
+    area_gt: torch.Tensor | None,
+    tolerance_mm: float,
+) -> float:
     """Share of both surfaces within the tolerance: by area if areas are given, else by count."""
     if area_pred is None or area_gt is None:
         correct = (to_gt <= tolerance_mm).sum() + (to_pred <= tolerance_mm).sum()
@@ -178,8 +183,9 @@ def _nsd_from(to_gt: torch.Tensor, to_pred: torch.Tensor, area_pred: torch.Tenso
     return float(correct / (area_pred.sum() + area_gt.sum()))
 
 
-def nsd(pred: ArrayLike, gt: ArrayLike, spacing: Spacing = None, *, tolerance_mm: float,
-        surface: Surface = "decathlon") -> float:
+def nsd(
+    pred: ArrayLike, gt: ArrayLike, spacing: Spacing = None, *, tolerance_mm: float, surface: Surface = "decathlon"
+) -> float:
     """Normalised surface Dice: the share of both surfaces within ``tolerance_mm`` of the other.
 
     Args:
@@ -219,8 +225,15 @@ def hd95(pred: ArrayLike, gt: ArrayLike, spacing: Spacing = None) -> float:
     return surface_metrics(pred, gt, spacing)["hd95"]
 
 
-def surface_metrics(pred: ArrayLike, gt: ArrayLike, spacing: Spacing = None, tolerance_mm: float | None = None,
-                    *, surface: Surface = "decathlon", hd: bool = True) -> dict[str, float]:
+def surface_metrics(
+    pred: ArrayLike,
+    gt: ArrayLike,
+    spacing: Spacing = None,
+    tolerance_mm: float | None = None,
+    *,
+    surface: Surface = "decathlon",
+    hd: bool = True,
+) -> dict[str, float]:
     """HD95 and (given a tolerance) NSD of one case, each surface-distance pass done once.
 
     The nearest-surface searches are the expensive part of both metrics. HD95 needs every
@@ -261,6 +274,11 @@ def surface_metrics(pred: ArrayLike, gt: ArrayLike, spacing: Spacing = None, tol
             out["nsd"] = _nsd_from(to_gt, to_pred, None, None, tolerance_mm)
     if tolerance_mm is not None and surface == "decathlon":
         (pred_points, pred_area), (gt_points, gt_area) = surface_elements(pred_c, grid), surface_elements(gt_c, grid)
-        out["nsd"] = _nsd_from(nearest(pred_points, gt_points, bound), nearest(gt_points, pred_points, bound),
-                               torch.from_numpy(pred_area), torch.from_numpy(gt_area), tolerance_mm)
+        out["nsd"] = _nsd_from(
+            nearest(pred_points, gt_points, bound),
+            nearest(gt_points, pred_points, bound),
+            torch.from_numpy(pred_area),
+            torch.from_numpy(gt_area),
+            tolerance_mm,
+        )
     return out

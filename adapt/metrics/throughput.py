@@ -41,8 +41,9 @@ class FrameTimer:
         clock: seconds as a float; ``time.perf_counter`` unless a test needs a fake one.
     """
 
-    def __init__(self, device: torch.device | str | None = None,
-                 clock: Callable[[], float] = time.perf_counter) -> None:
+    def __init__(
+        self, device: torch.device | str | None = None, clock: Callable[[], float] = time.perf_counter
+    ) -> None:
         self.device = torch.device(device) if device is not None else None
         self.clock = clock
         self.frames = 0
@@ -62,8 +63,9 @@ class FrameTimer:
         self._start = self.clock()
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self._sync()
         self.seconds = self.clock() - self._start
 

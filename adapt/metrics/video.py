@@ -77,7 +77,8 @@ def boundary_pixels(height: int, width: int, bound_th: float = BOUND_TH) -> int:
                 f"bound_th={bound_th}: a pixel tolerance >= 1 must be a whole number of pixels. DAVIS's code "
                 f"passes it to skimage's disk({bound_th}), an even-sized square footprint that OpenCV anchors off "
                 f"centre, not a disk; use {math.floor(bound_th)} or {math.ceil(bound_th)} pixels, or a fraction "
-                "of the diagonal below 1")
+                "of the diagonal below 1"
+            )
         return int(bound_th)
     # sqrt of the exact integer sum, as numpy's norm of the shape: no rounding apart at integer products
     return math.ceil(bound_th * math.sqrt(height * height + width * width))
@@ -86,8 +87,13 @@ def boundary_pixels(height: int, width: int, bound_th: float = BOUND_TH) -> int:
 def _inner_boundary(mask: torch.Tensor) -> torch.Tensor:
     """Object pixels with a 4-neighbour outside the object or the image (mask minus its erosion)."""
     padded = F.pad(mask, (1, 1, 1, 1), value=False)
-    eroded = (padded[..., 1:-1, 1:-1] & padded[..., :-2, 1:-1] & padded[..., 2:, 1:-1]
-              & padded[..., 1:-1, :-2] & padded[..., 1:-1, 2:])
+    eroded = (
+        padded[..., 1:-1, 1:-1]
+        & padded[..., :-2, 1:-1]
+        & padded[..., 2:, 1:-1]
+        & padded[..., 1:-1, :-2]
+        & padded[..., 1:-1, 2:]
+    )
     return mask & ~eroded
 
 
@@ -158,9 +164,13 @@ def region_similarity_j(pred: ArrayLike, gt: ArrayLike, void: ArrayLike | None =
     return iou_score(pred_t, gt_t, dims=2, empty=1.0)
 
 
-def boundary_precision_recall(pred: ArrayLike, gt: ArrayLike, bound_th: float = BOUND_TH,
-                              void: ArrayLike | None = None,
-                              boundary: Boundary = "davis") -> tuple[torch.Tensor, torch.Tensor]:
+def boundary_precision_recall(
+    pred: ArrayLike,
+    gt: ArrayLike,
+    bound_th: float = BOUND_TH,
+    void: ArrayLike | None = None,
+    boundary: Boundary = "davis",
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Boundary precision and recall per frame of masks ``[..., H, W]`` (see the module docstring).
 
     Arguments as :func:`contour_accuracy_f`; a side with no boundary has ratio 1 (DAVIS).
@@ -176,8 +186,13 @@ def boundary_precision_recall(pred: ArrayLike, gt: ArrayLike, bound_th: float = 
     return precision, recall
 
 
-def contour_accuracy_f(pred: ArrayLike, gt: ArrayLike, bound_th: float = BOUND_TH,
-                       void: ArrayLike | None = None, boundary: Boundary = "davis") -> torch.Tensor:
+def contour_accuracy_f(
+    pred: ArrayLike,
+    gt: ArrayLike,
+    bound_th: float = BOUND_TH,
+    void: ArrayLike | None = None,
+    boundary: Boundary = "davis",
+) -> torch.Tensor:
     """DAVIS F: the harmonic mean of boundary precision and recall per frame, 0 if both are 0.
 
     Args:
@@ -228,13 +243,21 @@ class VideoScores:
         return (self.j_mean + self.f_mean) / 2
 
 
-def j_and_f(pred: ArrayLike, gt: ArrayLike, bound_th: float = BOUND_TH,
-            void: ArrayLike | None = None, boundary: Boundary = "davis") -> VideoScores:
+def j_and_f(
+    pred: ArrayLike,
+    gt: ArrayLike,
+    bound_th: float = BOUND_TH,
+    void: ArrayLike | None = None,
+    boundary: Boundary = "davis",
+) -> VideoScores:
     """J and F of every frame of masks ``[..., T, H, W]`` (e.g. ``[objects, frames, H, W]``).
 
     A dataset's J&F is the mean over all objects of all sequences of
     :attr:`VideoScores.j_mean`, and likewise for F, then their average, as DAVIS reports it.
     The defaults are DAVIS's protocol; arguments as :func:`contour_accuracy_f`.
     """
-    return VideoScores(j=region_similarity_j(pred, gt, void),
-                       f=contour_accuracy_f(pred, gt, bound_th, void, boundary), boundary=boundary)
+    return VideoScores(
+        j=region_similarity_j(pred, gt, void),
+        f=contour_accuracy_f(pred, gt, bound_th, void, boundary),
+        boundary=boundary,
+    )

@@ -31,8 +31,13 @@ MEMORY = (
 
 
 def _presets(encoder_attn: str, encoder_qkv: str, encoder_mlp: str) -> dict[str, str]:
-    presets = {"encoder_attn": encoder_attn, "encoder_qkv": encoder_qkv, "encoder_mlp": encoder_mlp,
-               "decoder_attn": DECODER_ATTN, "memory": MEMORY}
+    presets = {
+        "encoder_attn": encoder_attn,
+        "encoder_qkv": encoder_qkv,
+        "encoder_mlp": encoder_mlp,
+        "decoder_attn": DECODER_ATTN,
+        "memory": MEMORY,
+    }
     presets["all"] = "|".join(presets[k] for k in ("encoder_attn", "encoder_mlp", "decoder_attn", "memory"))
     return presets
 
@@ -100,58 +105,96 @@ class Backbone:
         return max(step, ((2 * size + step) // (2 * step)) * step)
 
 
-SAM2_MEMORY = ("memory_attention", "memory_encoder", "mask_downsample", "object_pointer_proj",
-               "temporal_positional_encoding_projection_layer")
+SAM2_MEMORY = (
+    "memory_attention",
+    "memory_encoder",
+    "mask_downsample",
+    "object_pointer_proj",
+    "temporal_positional_encoding_projection_layer",
+)
 
 BACKBONES: dict[str, Backbone] = {
     "sam2": Backbone(
-        key="sam2", title="SAM2.1 (Hiera)",
-        hub_ids={"sam2.1_hiera_tiny": "facebook/sam2.1-hiera-tiny", "sam2.1_hiera_small": "facebook/sam2.1-hiera-small",
-                 "sam2.1_hiera_base_plus": "facebook/sam2.1-hiera-base-plus",
-                 "sam2.1_hiera_large": "facebook/sam2.1-hiera-large"},
-        tiny="tiny", model_types=("sam2", "sam2_video"), classes=("Sam2Model", "Sam2VideoModel"),
-        native_size=1024, tiny_size=128, size_multiple=64,
-        targets=_presets(r"vision_encoder\.backbone\.blocks\.\d+\.attn\.(qkv|proj)",
-                         r"vision_encoder\.backbone\.blocks\.\d+\.attn\.qkv",
-                         r"vision_encoder\.backbone\.blocks\.\d+\.mlp\.(proj_in|proj_out)"),
-        block_prefix=r"vision_encoder\.backbone\.blocks\.", bottleneck=("attn", "mlp", True), prefix_cache=True,
+        key="sam2",
+        title="SAM2.1 (Hiera)",
+        hub_ids={
+            "sam2.1_hiera_tiny": "facebook/sam2.1-hiera-tiny",
+            "sam2.1_hiera_small": "facebook/sam2.1-hiera-small",
+            "sam2.1_hiera_base_plus": "facebook/sam2.1-hiera-base-plus",
+            "sam2.1_hiera_large": "facebook/sam2.1-hiera-large",
+        },
+        tiny="tiny",
+        model_types=("sam2", "sam2_video"),
+        classes=("Sam2Model", "Sam2VideoModel"),
+        native_size=1024,
+        tiny_size=128,
+        size_multiple=64,
+        targets=_presets(
+            r"vision_encoder\.backbone\.blocks\.\d+\.attn\.(qkv|proj)",
+            r"vision_encoder\.backbone\.blocks\.\d+\.attn\.qkv",
+            r"vision_encoder\.backbone\.blocks\.\d+\.mlp\.(proj_in|proj_out)",
+        ),
+        block_prefix=r"vision_encoder\.backbone\.blocks\.",
+        bottleneck=("attn", "mlp", True),
+        prefix_cache=True,
         memory_modules=SAM2_MEMORY,
         trunk="Hiera (multi-scale windowed attention); LoRA takes the fused qkv and output projections of "
-              "every block, the bottleneck adapter sits after each block's attention and beside its MLP",
+        "every block, the bottleneck adapter sits after each block's attention and beside its MLP",
     ),
     "sam3_tracker": Backbone(
-        key="sam3_tracker", title="SAM 3 tracker (ViT, patch 14)",
+        key="sam3_tracker",
+        title="SAM 3 tracker (ViT, patch 14)",
         hub_ids={"sam3_tracker": "facebook/sam3"},
-        tiny="tiny_sam3_tracker", model_types=("sam3_tracker", "sam3_tracker_video"),
+        tiny="tiny_sam3_tracker",
+        model_types=("sam3_tracker", "sam3_tracker_video"),
         classes=("Sam3TrackerModel", "Sam3TrackerVideoModel"),
-        native_size=1008, tiny_size=112, size_multiple=14, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5),
-        targets=_presets(r"vision_encoder\.backbone\.layers\.\d+\.attention\.(q_proj|k_proj|v_proj|o_proj)",
-                         r"vision_encoder\.backbone\.layers\.\d+\.attention\.(q_proj|k_proj|v_proj)",
-                         r"vision_encoder\.backbone\.layers\.\d+\.mlp\.(fc1|fc2)"),
-        block_prefix=r"vision_encoder\.backbone\.layers\.", bottleneck=("attention", "mlp", True), prefix_cache=False,
+        native_size=1008,
+        tiny_size=112,
+        size_multiple=14,
+        mean=(0.5, 0.5, 0.5),
+        std=(0.5, 0.5, 0.5),
+        targets=_presets(
+            r"vision_encoder\.backbone\.layers\.\d+\.attention\.(q_proj|k_proj|v_proj|o_proj)",
+            r"vision_encoder\.backbone\.layers\.\d+\.attention\.(q_proj|k_proj|v_proj)",
+            r"vision_encoder\.backbone\.layers\.\d+\.mlp\.(fc1|fc2)",
+        ),
+        block_prefix=r"vision_encoder\.backbone\.layers\.",
+        bottleneck=("attention", "mlp", True),
+        prefix_cache=False,
         memory_modules=SAM2_MEMORY,
         trunk="a plain ViT (windowed and global attention, rotary positions, patch 14); LoRA takes the query, "
-              "key, value and output projections of every layer, the bottleneck adapter sits after each "
-              "layer's attention and beside its MLP",
-        notes=("the side must be a multiple of the patch size 14: another is mapped to the nearest one",
-               "the ViT's fourth FPN level (scale 0.5) is not used by the tracker, as in Meta's SAM 3"),
+        "key, value and output projections of every layer, the bottleneck adapter sits after each "
+        "layer's attention and beside its MLP",
+        notes=(
+            "the side must be a multiple of the patch size 14: another is mapped to the nearest one",
+            "the ViT's fourth FPN level (scale 0.5) is not used by the tracker, as in Meta's SAM 3",
+        ),
     ),
     "edgetam": Backbone(
-        key="edgetam", title="EdgeTAM (RepViT)",
+        key="edgetam",
+        title="EdgeTAM (RepViT)",
         hub_ids={"edgetam": "yonigozlan/EdgeTAM-hf"},
-        tiny="tiny_edgetam", model_types=("edgetam", "edgetam_video"), classes=("EdgeTamModel", "EdgeTamVideoModel"),
-        native_size=1024, tiny_size=128, size_multiple=64,
-        targets=_presets(r"vision_encoder\.backbone\.timm_model\.stages_\d+\.blocks\.\d+\.se\.(fc1|fc2)",
-                         r"vision_encoder\.backbone\.timm_model\.stages_\d+\.blocks\.\d+\.se\.fc1",
-                         r"vision_encoder\.backbone\.timm_model\.stages_\d+\.blocks\.\d+\.channel_mixer\.conv[12]\.c"),
-        block_prefix=None, bottleneck=("token_mixer", "channel_mixer", False), prefix_cache=False,
+        tiny="tiny_edgetam",
+        model_types=("edgetam", "edgetam_video"),
+        classes=("EdgeTamModel", "EdgeTamVideoModel"),
+        native_size=1024,
+        tiny_size=128,
+        size_multiple=64,
+        targets=_presets(
+            r"vision_encoder\.backbone\.timm_model\.stages_\d+\.blocks\.\d+\.se\.(fc1|fc2)",
+            r"vision_encoder\.backbone\.timm_model\.stages_\d+\.blocks\.\d+\.se\.fc1",
+            r"vision_encoder\.backbone\.timm_model\.stages_\d+\.blocks\.\d+\.channel_mixer\.conv[12]\.c",
+        ),
+        block_prefix=None,
+        bottleneck=("token_mixer", "channel_mixer", False),
+        prefix_cache=False,
         memory_modules=SAM2_MEMORY + ("spatial_perceiver",),
         extra="edgetam",
         trunk="RepViT (convolutional, from timm; no attention): LoRA's encoder_attn takes the 1x1 convolutions "
-              "of each block's squeeze-excitation (the channel attention), encoder_mlp the 1x1 convolutions of "
-              "its channel mixer; the bottleneck adapter (1x1 down/up over channels) sits after each block's "
-              "depthwise token mixer and beside its channel mixer. adapter.blocks and the frozen-prefix cache "
-              "are not offered: the trunk is four stages of unevenly sized blocks",
+        "of each block's squeeze-excitation (the channel attention), encoder_mlp the 1x1 convolutions of "
+        "its channel mixer; the bottleneck adapter (1x1 down/up over channels) sits after each block's "
+        "depthwise token mixer and beside its channel mixer. adapter.blocks and the frozen-prefix cache "
+        "are not offered: the trunk is four stages of unevenly sized blocks",
     ),
 }
 

@@ -64,9 +64,11 @@ class ChannelProjection(nn.Module):
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         if image.shape[1] != self.channels:
-            raise ConfigError(f"the adapter's input projection takes {self.channels} channels, the image has "
-                              f"{image.shape[1]}: use a data card (intensity.channels) that selects {self.channels} "
-                              "channels, as in training, or train an adapter on this card")
+            raise ConfigError(
+                f"the adapter's input projection takes {self.channels} channels, the image has "
+                f"{image.shape[1]}: use a data card (intensity.channels) that selects {self.channels} "
+                "channels, as in training, or train an adapter on this card"
+            )
         learned = torch.einsum("oc,bchw->bohw", self.delta.to(image.dtype), image)
         return channel_mapping(image) + learned + self.bias.to(image.dtype).view(1, 3, 1, 1)
 
@@ -104,8 +106,11 @@ def wants_projection(mode: str, channels: int) -> bool:
 
 def channel_record(intensity: Mapping[str, Any], channels: int) -> dict[str, Any]:
     """What ``sam2_adapt.json`` records of a projection: its input count, and the card's selection and names."""
-    return {"count": int(channels), "source": list(intensity.get("channels") or []) or None,
-            "names": list(intensity.get("channel_names") or []) or None}
+    return {
+        "count": int(channels),
+        "source": list(intensity.get("channels") or []) or None,
+        "names": list(intensity.get("channel_names") or []) or None,
+    }
 
 
 def check_channels(metadata: Mapping[str, Any], channels: int | None, where: str) -> None:
@@ -124,6 +129,8 @@ def check_channels(metadata: Mapping[str, Any], channels: int | None, where: str
         return
     names = f" ({', '.join(map(str, record['names']))})" if record.get("names") else ""
     source = f"intensity.channels={record['source']}" if record.get("source") else "all of its channels"
-    raise ConfigError(f"{where} gives {channels} channels, but the adapter's input projection was trained on "
-                      f"{record['count']}{names}, {source} of its card: select those {record['count']} channels in "
-                      f"the data card (intensity.channels), or train an adapter on this card")
+    raise ConfigError(
+        f"{where} gives {channels} channels, but the adapter's input projection was trained on "
+        f"{record['count']}{names}, {source} of its card: select those {record['count']} channels in "
+        f"the data card (intensity.channels), or train an adapter on this card"
+    )

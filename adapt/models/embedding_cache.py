@@ -25,6 +25,7 @@ from adapt.errors import ConfigError
 from adapt.models.backbones import BACKBONES, Backbone
 from adapt.storage import write_atomically
 
+
 def encoder_is_frozen(adapter: Mapping[str, Any]) -> bool:
     """Whether an adapter spec trains nothing in the image encoder (decided before building it, by its kind)."""
     kind = kind_of(adapter)
@@ -38,7 +39,9 @@ def frozen_prefix(adapter: Mapping[str, Any]) -> bool:
     return kind is not None and kind.in_blocks and adapter.get("blocks") not in (None, [], ())
 
 
-def prefix_cache_wanted(adapter: Mapping[str, Any], mode: str, augment: bool, backbone: Backbone = BACKBONES["sam2"]) -> bool:
+def prefix_cache_wanted(
+    adapter: Mapping[str, Any], mode: str, augment: bool, backbone: Backbone = BACKBONES["sam2"]
+) -> bool:
     """Whether to cache the frozen prefix's output: asked for (``mode`` memory or disk), or ``auto``
     with pixel augmentation already off (the cache holds un-augmented images; ``auto`` never
     switches augmentation off for it). Only SAM2's Hiera trunk has a prefix to cache
@@ -51,9 +54,11 @@ def prefix_cache_wanted(adapter: Mapping[str, Any], mode: str, augment: bool, ba
         return False
     if not backbone.prefix_cache:
         if mode not in ("auto", "off"):
-            raise ConfigError(f"embedding_cache.mode={mode} with adapter.blocks caches the trunk's frozen prefix, which "
-                              f"is offered on SAM2's Hiera only, not on {backbone.title}; use embedding_cache.mode=off "
-                              "(or auto), or train the decoder only (adapter=decoder) to cache whole embeddings")
+            raise ConfigError(
+                f"embedding_cache.mode={mode} with adapter.blocks caches the trunk's frozen prefix, which "
+                f"is offered on SAM2's Hiera only, not on {backbone.title}; use embedding_cache.mode=off "
+                "(or auto), or train the decoder only (adapter=decoder) to cache whole embeddings"
+            )
         return False
     return mode != "auto" or not augment
 
@@ -73,8 +78,9 @@ class EmbeddingCache:
         dtype: storage dtype; float32 reproduces uncached training exactly, bfloat16 halves memory.
     """
 
-    def __init__(self, directory: str | Path | None = None, namespace: str = "default",
-                 dtype: torch.dtype = torch.float32) -> None:
+    def __init__(
+        self, directory: str | Path | None = None, namespace: str = "default", dtype: torch.dtype = torch.float32
+    ) -> None:
         self.directory = Path(directory) / namespace if directory is not None else None
         if self.directory is not None:
             self.directory.mkdir(parents=True, exist_ok=True)
@@ -97,17 +103,25 @@ class EmbeddingCache:
         if self.directory is None:
             self._memory[key] = tensors
         else:
-            write_atomically(self._path(key), lambda file: torch.save([t.cpu() for t in tensors], file),
-                             f"embedding_cache.mode=disk ({self.directory})",
-                             "free some space, put the cache on a larger disk (embedding_cache.directory=<dir>), "
-                             "keep embeddings in RAM (embedding_cache.mode=memory, or dtype=bfloat16 for half the "
-                             "size), or compute them every step (embedding_cache.mode=off)")
+            write_atomically(
+                self._path(key),
+                lambda file: torch.save([t.cpu() for t in tensors], file),
+                f"embedding_cache.mode=disk ({self.directory})",
+                "free some space, put the cache on a larger disk (embedding_cache.directory=<dir>), "
+                "keep embeddings in RAM (embedding_cache.mode=memory, or dtype=bfloat16 for half the "
+                "size), or compute them every step (embedding_cache.mode=off)",
+            )
 
     def __len__(self) -> int:
         return len(self._memory) if self.directory is None else sum(1 for _ in self.directory.glob("*.pt"))
 
-    def fetch(self, keys: Sequence[str], compute: Callable[[list[int]], list[torch.Tensor]],
-              device: torch.device, dtype: torch.dtype) -> list[torch.Tensor]:
+    def fetch(
+        self,
+        keys: Sequence[str],
+        compute: Callable[[list[int]], list[torch.Tensor]],
+        device: torch.device,
+        dtype: torch.dtype,
+    ) -> list[torch.Tensor]:
         """Embeddings for ``keys``, computing (``compute(indices)``) only those not cached yet.
 
         Args:

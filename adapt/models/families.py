@@ -43,8 +43,10 @@ def require_timm() -> None:
     try:
         import timm  # noqa: F401
     except ImportError as err:
-        raise ConfigError(f"EdgeTAM's RepViT trunk comes from timm, which cannot be imported ({err}). Install the "
-                          "extra: pip install 'sam2-adapt[edgetam]' (timm needs torchvision)") from None
+        raise ConfigError(
+            f"EdgeTAM's RepViT trunk comes from timm, which cannot be imported ({err}). Install the "
+            "extra: pip install 'sam2-adapt[edgetam]' (timm needs torchvision)"
+        ) from None
 
 
 def _timm_trunk(embed_dim: tuple[int, ...] | None = None, depth: tuple[int, ...] | None = None) -> Any:
@@ -57,24 +59,37 @@ def _timm_trunk(embed_dim: tuple[int, ...] | None = None, depth: tuple[int, ...]
 
 
 def _decoder_configs(hidden: int, size: int, patch: int) -> dict[str, dict]:
-    return {"prompt_encoder_config": dict(hidden_size=hidden, image_size=size, patch_size=patch, mask_input_channels=8),
-            "mask_decoder_config": dict(hidden_size=hidden, mlp_dim=64, num_attention_heads=4, iou_head_hidden_dim=32)}
+    return {
+        "prompt_encoder_config": dict(hidden_size=hidden, image_size=size, patch_size=patch, mask_input_channels=8),
+        "mask_decoder_config": dict(hidden_size=hidden, mlp_dim=64, num_attention_heads=4, iou_head_hidden_dim=32),
+    }
 
 
 def tiny_image_config(row: Backbone) -> Any:
     """The tiny random config of a SAM 3 tracker or EdgeTAM (SAM2's is ``adapt.models.tiny``)."""
     size = row.tiny_size
     if row.key == "sam3_tracker":
-        vit = dict(model_type="sam3_vit_model", hidden_size=32, intermediate_size=64, num_hidden_layers=4,
-                   num_attention_heads=2, image_size=size, patch_size=14, window_size=4, global_attn_indexes=[1, 3],
-                   pretrain_image_size=56)
+        vit = dict(
+            model_type="sam3_vit_model",
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=4,
+            num_attention_heads=2,
+            image_size=size,
+            patch_size=14,
+            window_size=4,
+            global_attn_indexes=[1, 3],
+            pretrain_image_size=56,
+        )
         vision = dict(model_type="sam3_vision_model", backbone_config=vit, fpn_hidden_size=TINY_HIDDEN)
         config = transformers.Sam3TrackerConfig(vision_config=vision, **_decoder_configs(TINY_HIDDEN, size, 14))
     elif row.key == "edgetam":
         require_timm()
         vision = transformers.EdgeTamVisionConfig(
-            backbone_config=_timm_trunk((8, 16, 32, 64), (1, 1, 2, 1)), backbone_channel_list=[64, 32, 16, 8],
-            fpn_hidden_size=TINY_HIDDEN)
+            backbone_config=_timm_trunk((8, 16, 32, 64), (1, 1, 2, 1)),
+            backbone_channel_list=[64, 32, 16, 8],
+            fpn_hidden_size=TINY_HIDDEN,
+        )
         config = transformers.EdgeTamConfig(vision_config=vision, **_decoder_configs(TINY_HIDDEN, size, 16))
     else:
         raise ConfigError(f"no tiny config for backbone {row.key!r} here (SAM2's is adapt.models.tiny)")
@@ -87,7 +102,9 @@ def released_image_config(row: Backbone) -> Any:
         config = transformers.Sam3TrackerConfig()
     elif row.key == "edgetam":
         require_timm()
-        config = transformers.EdgeTamConfig(vision_config=transformers.EdgeTamVisionConfig(backbone_config=_timm_trunk()))
+        config = transformers.EdgeTamConfig(
+            vision_config=transformers.EdgeTamVisionConfig(backbone_config=_timm_trunk())
+        )
     else:
         raise ConfigError(f"backbone {row.key!r} is built by adapt.models.sam2")
     return set_image_size(config, row.native_size)
@@ -126,16 +143,27 @@ def video_config(image: Any, tiny: bool) -> Any:
     cls = getattr(transformers, row.classes[1].replace("Model", "Config"))
     memory: dict[str, Any] = {}
     if tiny:
-        memory = dict(memory_attention_hidden_size=TINY_HIDDEN, memory_attention_num_layers=2,
-                      memory_encoder_hidden_size=TINY_HIDDEN, memory_encoder_output_channels=64,
-                      mask_downsampler_embed_dim=TINY_HIDDEN, memory_fuser_embed_dim=TINY_HIDDEN,
-                      memory_fuser_intermediate_dim=4 * TINY_HIDDEN)
+        memory = dict(
+            memory_attention_hidden_size=TINY_HIDDEN,
+            memory_attention_num_layers=2,
+            memory_encoder_hidden_size=TINY_HIDDEN,
+            memory_encoder_output_channels=64,
+            mask_downsampler_embed_dim=TINY_HIDDEN,
+            memory_fuser_embed_dim=TINY_HIDDEN,
+            memory_fuser_intermediate_dim=4 * TINY_HIDDEN,
+        )
         memory["memory_attention_" + ("mlp_hidden_size" if row.key == "edgetam" else "feed_forward_hidden_size")] = 64
         if row.key == "edgetam":
-            memory.update(perceiver_resampler_num_latents=16, perceiver_resampler_num_latents_2d=16,
-                          perceiver_resampler_hidden_size=64, perceiver_resampler_mlp_intermediate_size=128,
-                          perceiver_resampler_num_attention_heads=2, perceiver_resampler_attention_head_dim=32,
-                          perceiver_resampler_num_layers=1, memory_attention_rope_k_sizes=[4, 4])
+            memory.update(
+                perceiver_resampler_num_latents=16,
+                perceiver_resampler_num_latents_2d=16,
+                perceiver_resampler_hidden_size=64,
+                perceiver_resampler_mlp_intermediate_size=128,
+                perceiver_resampler_num_attention_heads=2,
+                perceiver_resampler_attention_head_dim=32,
+                perceiver_resampler_num_layers=1,
+                memory_attention_rope_k_sizes=[4, 4],
+            )
     return set_image_size(cls(**parts, image_size=size, **memory), size)
 
 
@@ -177,8 +205,10 @@ def finish(model: torch.nn.Module) -> torch.nn.Module:
     for module in model.modules():
         config = getattr(module, "config", None)
         if getattr(config, "model_type", None) == "timm_wrapper" and config.architecture != EDGETAM_TRUNK:
-            raise ConfigError(f"EdgeTAM's trunk must be timm's {EDGETAM_TRUNK}, but the config builds "
-                              f"{config.architecture!r}; set vision_config.backbone_config.architecture")
+            raise ConfigError(
+                f"EdgeTAM's trunk must be timm's {EDGETAM_TRUNK}, but the config builds "
+                f"{config.architecture!r}; set vision_config.backbone_config.architecture"
+            )
     if backbone_of_type(_model_type(model)).key == "edgetam":
         stem = next(m for m in model.vision_encoder.backbone.modules() if isinstance(m, torch.nn.Conv2d))
         model.get_input_embeddings = lambda: stem
@@ -199,5 +229,14 @@ def _statistics_frozen(self: torch.nn.Module, mode: bool = True) -> torch.nn.Mod
     return torch.nn.Module.train(self, False)
 
 
-__all__ = ["BACKBONES", "backbone_of_model", "finish", "model_classes", "released_image_config", "set_image_size",
-           "tiny_image_config", "trunk_blocks", "video_config"]
+__all__ = [
+    "BACKBONES",
+    "backbone_of_model",
+    "finish",
+    "model_classes",
+    "released_image_config",
+    "set_image_size",
+    "tiny_image_config",
+    "trunk_blocks",
+    "video_config",
+]

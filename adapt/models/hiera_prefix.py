@@ -75,7 +75,7 @@ def encode_suffix(sam: torch.nn.Module, state: list[torch.Tensor], start: int) -
         hidden = backbone.blocks[index](hidden)
         if index in backbone.stage_ends:
             stages.append(hidden)
-    features = list(vision.neck(tuple(stages))[0][-vision.num_feature_levels:][::-1])
+    features = list(vision.neck(tuple(stages))[0][-vision.num_feature_levels :][::-1])
     features[0] = sam.mask_decoder.conv_s0(features[0])
     features[1] = sam.mask_decoder.conv_s1(features[1])
     features[-1] = features[-1] + sam.no_memory_embedding.view(1, -1, 1, 1)

@@ -17,7 +17,9 @@ from adapt.transforms.clicks import correction_click
 from adapt.transforms.prompts import prompt_rng
 
 
-def next_clicks(pred: torch.Tensor, target: torch.Tensor, seed: int, round_index: int, keys: list[int]) -> tuple[np.ndarray, np.ndarray]:
+def next_clicks(
+    pred: torch.Tensor, target: torch.Tensor, seed: int, round_index: int, keys: list[int]
+) -> tuple[np.ndarray, np.ndarray]:
     """One correction click per object from full-resolution masks ``[K, H, W]``.
 
     A perfect object gets a padding point (label -10, ignored by SAM2's prompt encoder).
@@ -61,8 +63,14 @@ def click_rounds(
     box = batch.get("boxes")
     points = batch.get("points")
     labels = batch.get("point_labels")
-    points = points.reshape(b * n, 1, -1, 2) if points is not None else torch.zeros(b * n, 1, 0, 2, device=target.device)
-    labels = labels.reshape(b * n, 1, -1) if labels is not None else torch.zeros(b * n, 1, 0, dtype=torch.long, device=target.device)
+    points = (
+        points.reshape(b * n, 1, -1, 2) if points is not None else torch.zeros(b * n, 1, 0, 2, device=target.device)
+    )
+    labels = (
+        labels.reshape(b * n, 1, -1)
+        if labels is not None
+        else torch.zeros(b * n, 1, 0, dtype=torch.long, device=target.device)
+    )
     best = first.iou.argmax(dim=2)
     previous = first.low_res.gather(2, best[:, :, None, None, None].expand(-1, -1, 1, *first.low_res.shape[-2:]))
     previous = previous.reshape(b * n, 1, *first.low_res.shape[-2:])
@@ -74,8 +82,11 @@ def click_rounds(
         labels = torch.cat([labels, torch.from_numpy(click_label).to(labels)[:, None, None]], dim=2)
         track = grad_all or r == rounds
         with torch.set_grad_enabled(track and torch.is_grad_enabled()):
-            prompts = {"input_points": points, "input_labels": labels,
-                       "input_masks": previous if track else previous.detach()}
+            prompts = {
+                "input_points": points,
+                "input_labels": labels,
+                "input_masks": previous if track else previous.detach(),
+            }
             if box is not None:
                 prompts["input_boxes"] = box.reshape(b * n, 1, 4)
             pred = decode(model, flat_embeddings, multimask=False, **prompts)

@@ -69,8 +69,9 @@ def encode_frames(model: torch.nn.Module, pixels: torch.Tensor) -> list[FrameFea
     """Vision features of ``pixels`` ``[T, 3, S, S]`` (normalised), batched over frames, with autograd."""
     out = base_model(model).get_image_features(pixels, return_dict=True)
     return [
-        FrameFeatures([f[:, t : t + 1] for f in out.fpn_hidden_states],
-                      [p[:, t : t + 1] for p in out.fpn_position_encoding])
+        FrameFeatures(
+            [f[:, t : t + 1] for f in out.fpn_hidden_states], [p[:, t : t + 1] for p in out.fpn_position_encoding]
+        )
         for t in range(pixels.shape[0])
     ]
 
@@ -118,8 +119,9 @@ class FramePrompt:
             part_labels.append(torch.tensor(BOX_CORNER_LABELS, device=boxes.device).expand(len(boxes), 2))
         if points is not None:
             if points.ndim != 3 or labels.shape != points.shape[:2]:
-                raise ValueError(f"points must be [N, k, 2] with labels [N, k], got {tuple(points.shape)} "
-                                 f"and {tuple(labels.shape)}")
+                raise ValueError(
+                    f"points must be [N, k, 2] with labels [N, k], got {tuple(points.shape)} and {tuple(labels.shape)}"
+                )
             parts.append(points.float())
             part_labels.append(labels)
         if not parts:
@@ -189,8 +191,14 @@ class MemoryTracker:
             one, as there. 0 (training's default) leaves the logits differentiable and as decoded.
     """
 
-    def __init__(self, model: torch.nn.Module, num_frames: int, storage_dtype: torch.dtype = torch.float32,
-                 streaming: bool = False, fill_hole_area: int = 0) -> None:
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        num_frames: int,
+        storage_dtype: torch.dtype = torch.float32,
+        streaming: bool = False,
+        fill_hole_area: int = 0,
+    ) -> None:
         self.sam = base_model(model)
         self.fill_hole_area = int(fill_hole_area)
         self.num_frames = num_frames
@@ -275,7 +283,8 @@ class MemoryTracker:
         # EdgeTAM's attention tells its spatial memory from the pointers by this count (its memory frames)
         spatial = {"num_spatial_memory_tokens": len(memory)} if _perceiver(sam) else {}
         offsets, pointers, max_pointers = sam._get_object_pointers(
-            self.session, 0, frame, self.num_frames, device, reverse, self.streaming)
+            self.session, 0, frame, self.num_frames, device, reverse, self.streaming
+        )
         num_pointer_tokens = 0
         if pointers:
             tokens, tokens_pos = sam._process_object_pointers(offsets, pointers, max_pointers, n, channels, device)
@@ -299,15 +308,23 @@ class MemoryTracker:
         elif count != self.num_objects:
             raise ValueError(f"every prompted frame must carry the same objects: {count} vs {self.num_objects}")
 
-    def _decode(self, high_res: list[torch.Tensor], pix_feat: torch.Tensor, points: torch.Tensor | None,
-                labels: torch.Tensor | None, mask_input: torch.Tensor | None, multimask: bool) -> StepOutput:
+    def _decode(
+        self,
+        high_res: list[torch.Tensor],
+        pix_feat: torch.Tensor,
+        points: torch.Tensor | None,
+        labels: torch.Tensor | None,
+        mask_input: torch.Tensor | None,
+        multimask: bool,
+    ) -> StepOutput:
         """Prompt encoder + mask decoder on ``N`` objects, then SAM2's best-mask and pointer logic."""
         sam, n = self.sam, pix_feat.shape[0]
         if points is None:  # no click: one "not a point" token, as SAM2 pads
             points = pix_feat.new_zeros(n, 1, 1, 2)
             labels = -torch.ones(n, 1, 1, dtype=torch.long, device=pix_feat.device)
-        sparse, dense = sam.prompt_encoder(input_points=points, input_labels=labels, input_boxes=None,
-                                           input_masks=mask_input)
+        sparse, dense = sam.prompt_encoder(
+            input_points=points, input_labels=labels, input_boxes=None, input_masks=mask_input
+        )
         masks, iou, tokens, score = sam.mask_decoder(
             image_embeddings=pix_feat,
             image_positional_embeddings=sam.get_image_wide_positional_embeddings().repeat(n, 1, 1, 1),
@@ -324,9 +341,16 @@ class MemoryTracker:
         low_res = masks[rows, best].unsqueeze(1)
         keep = appearing.to(tokens.dtype)
         pointer = keep * sam.object_pointer_proj(tokens[rows, best]) + (1 - keep) * sam.no_object_pointer
-        return StepOutput(low_res=low_res, iou=iou[rows, best].unsqueeze(1), object_score=score,
-                          candidates=masks, candidate_iou=iou, high_res=self._upsample(low_res), pointer=pointer,
-                          decoder_candidates=raw)
+        return StepOutput(
+            low_res=low_res,
+            iou=iou[rows, best].unsqueeze(1),
+            object_score=score,
+            candidates=masks,
+            candidate_iou=iou,
+            high_res=self._upsample(low_res),
+            pointer=pointer,
+            decoder_candidates=raw,
+        )
 
     def _upsample(self, low_res: torch.Tensor) -> torch.Tensor:
         return upsample_logits(low_res, (self.sam.image_size, self.sam.image_size)).to(low_res.dtype)
@@ -344,11 +368,19 @@ class MemoryTracker:
         pointer = self._decode(high_res, pix_feat, None, None, sam.mask_downsample(mask), multimask=True).pointer
         pointer = present * pointer + (1 - present) * sam.no_object_pointer
         ones = pix_feat.new_ones(n, 1)
-        return StepOutput(low_res=low, iou=ones, object_score=MASK_OUT_SCALE * present + MASK_OUT_BIAS,
-                          candidates=low, candidate_iou=ones, high_res=high, pointer=pointer)
+        return StepOutput(
+            low_res=low,
+            iou=ones,
+            object_score=MASK_OUT_SCALE * present + MASK_OUT_BIAS,
+            candidates=low,
+            candidate_iou=ones,
+            high_res=high,
+            pointer=pointer,
+        )
 
-    def _remember(self, frame: int, features: FrameFeatures, out: StepOutput, from_prompt: bool,
-                  conditioning: bool) -> None:
+    def _remember(
+        self, frame: int, features: FrameFeatures, out: StepOutput, from_prompt: bool, conditioning: bool
+    ) -> None:
         """Encode the frame with its predicted mask into a spatial memory and store it with the pointer."""
         sam, n = self.sam, self.num_objects
         if sam.num_maskmem == 0:

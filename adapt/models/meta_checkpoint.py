@@ -131,9 +131,7 @@ class _Rename(_Rule):
         return self._move(sd, self.hf, self.meta)
 
 
-def _grouped(
-    sd: Mapping[str, Tensor], template: _Template, varying: str
-) -> Iterator[list[tuple[str, dict[str, str]]]]:
+def _grouped(sd: Mapping[str, Tensor], template: _Template, varying: str) -> Iterator[list[tuple[str, dict[str, str]]]]:
     """Matches of ``template`` grouped by every placeholder except ``varying`` and ``p``.
 
     A group is one module instance (e.g. one block's MLP), whose depth must be read from
@@ -237,9 +235,7 @@ class _Stacked(_Rule):
         if self.hf not in sd:
             return []
         rows = sd[self.hf].split(1)
-        return [
-            _Moved(self.meta.format({"k": str(k)}), row.clone(), (self.hf,)) for k, row in enumerate(rows)
-        ]
+        return [_Moved(self.meta.format({"k": str(k)}), row.clone(), (self.hf,)) for k, row in enumerate(rows)]
 
 
 class _Shared(_Rule):
@@ -314,9 +310,17 @@ def _build_rules() -> list[_Rule]:
         _Stacked(f"{prompt}.point_embeddings.{{k}}.weight", f"{hf_prompt}.point_embed.weight"),
         _Rename(f"{prompt}.not_a_point_embed.weight", f"{hf_prompt}.not_a_point_embed.weight"),
         _Rename(f"{prompt}.no_mask_embed.weight", f"{hf_prompt}.no_mask_embed.weight"),
-        *_modules(f"{prompt}.mask_downscaling", f"{hf_prompt}.mask_embed", {
-            "0": "conv1", "1": "layer_norm1", "3": "conv2", "4": "layer_norm2", "6": "conv3",
-        }),
+        *_modules(
+            f"{prompt}.mask_downscaling",
+            f"{hf_prompt}.mask_embed",
+            {
+                "0": "conv1",
+                "1": "layer_norm1",
+                "3": "conv2",
+                "4": "layer_norm2",
+                "6": "conv3",
+            },
+        ),
         # Mask decoder: two-way transformer, tokens, upscaling, heads.
         *_attention(f"{layer}.self_attn", f"{hf_layer}.self_attn"),
         *_attention(f"{layer}.cross_attn_token_to_image", f"{hf_layer}.cross_attn_token_to_image"),
@@ -327,18 +331,28 @@ def _build_rules() -> list[_Rule]:
             f"{decoder}.transformer.final_attn_token_to_image",
             f"{hf_decoder}.transformer.final_attn_token_to_image",
         ),
-        *_modules(f"{decoder}.transformer", f"{hf_decoder}.transformer", {
-            "norm_final_attn": "layer_norm_final_attn",
-        }),
-        *[_Rename(f"{decoder}.{t}.weight", f"{hf_decoder}.{t}.weight")
-          for t in ("iou_token", "mask_tokens", "obj_score_token")],
-        *_modules(decoder, hf_decoder, {
-            "output_upscaling.0": "upscale_conv1",
-            "output_upscaling.1": "upscale_layer_norm",
-            "output_upscaling.3": "upscale_conv2",
-            "conv_s0": "conv_s0",
-            "conv_s1": "conv_s1",
-        }),
+        *_modules(
+            f"{decoder}.transformer",
+            f"{hf_decoder}.transformer",
+            {
+                "norm_final_attn": "layer_norm_final_attn",
+            },
+        ),
+        *[
+            _Rename(f"{decoder}.{t}.weight", f"{hf_decoder}.{t}.weight")
+            for t in ("iou_token", "mask_tokens", "obj_score_token")
+        ],
+        *_modules(
+            decoder,
+            hf_decoder,
+            {
+                "output_upscaling.0": "upscale_conv1",
+                "output_upscaling.1": "upscale_layer_norm",
+                "output_upscaling.3": "upscale_conv2",
+                "conv_s0": "conv_s0",
+                "conv_s1": "conv_s1",
+            },
+        ),
         _Mlp(f"{decoder}.output_hypernetworks_mlps.{{i}}", f"{hf_decoder}.output_hypernetworks_mlps.{{i}}"),
         _Mlp(f"{decoder}.iou_prediction_head", f"{hf_decoder}.iou_prediction_head"),
         _Mlp(f"{decoder}.pred_obj_score_head", f"{hf_decoder}.pred_obj_score_head"),
@@ -359,14 +373,25 @@ def _build_rules() -> list[_Rule]:
         *_modules("memory_attention", "memory_attention", {"norm": "layer_norm"}),
         # Memory encoder.
         _MaskDownsampler("memory_encoder.mask_downsampler.encoder", "memory_encoder.mask_downsampler"),
-        *_modules("memory_encoder", "memory_encoder", {
-            "pix_feat_proj": "feature_projection", "out_proj": "projection",
-        }),
+        *_modules(
+            "memory_encoder",
+            "memory_encoder",
+            {
+                "pix_feat_proj": "feature_projection",
+                "out_proj": "projection",
+            },
+        ),
         _Rename(f"{fuser}.gamma", f"{hf_fuser}.scale"),
-        *_modules(fuser, hf_fuser, {
-            "dwconv": "depthwise_conv", "norm": "layer_norm",
-            "pwconv1": "pointwise_conv1", "pwconv2": "pointwise_conv2",
-        }),
+        *_modules(
+            fuser,
+            hf_fuser,
+            {
+                "dwconv": "depthwise_conv",
+                "norm": "layer_norm",
+                "pwconv1": "pointwise_conv1",
+                "pwconv2": "pointwise_conv2",
+            },
+        ),
     ]
 
 
@@ -425,7 +450,7 @@ def convert_meta_state_dict(
         The converted state dict and the lists of keys that did not map.
     """
     if meta_sd and all(key.startswith(_DDP_PREFIX) for key in meta_sd):
-        meta_sd = {key[len(_DDP_PREFIX):]: value for key, value in meta_sd.items()}
+        meta_sd = {key[len(_DDP_PREFIX) :]: value for key, value in meta_sd.items()}
     produced, unknown = _apply(meta_sd, to_hf=True)
     renamed = len(meta_sd) - len(unknown)
     if target_keys is None:
@@ -478,8 +503,10 @@ def read_meta_checkpoint(path: str | Path) -> dict[str, Tensor]:
         )
     problem = torch_file_problem(path)
     if problem is not None:
-        raise ConfigError(f"{path} {problem}; give a Meta-format SAM2 .pt file saved with torch.save "
-                          "(e.g. MedSAM2_latest.pt or sam2.1_hiera_tiny.pt)")
+        raise ConfigError(
+            f"{path} {problem}; give a Meta-format SAM2 .pt file saved with torch.save "
+            "(e.g. MedSAM2_latest.pt or sam2.1_hiera_tiny.pt)"
+        )
     try:
         content = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError) as error:
@@ -529,7 +556,8 @@ def load_meta_checkpoint(model: nn.Module, path: str | Path, strict: bool = True
     kind = type(model).__name__
     mismatched = [
         f"{key} {tuple(value.shape)} in file vs {tuple(own[key].shape)} in model"
-        for key, value in result.state_dict.items() if value.shape != own[key].shape
+        for key, value in result.state_dict.items()
+        if value.shape != own[key].shape
     ]
     if mismatched:
         raise ConfigError(
@@ -557,8 +585,7 @@ def load_meta_checkpoint(model: nn.Module, path: str | Path, strict: bool = True
             raise ConfigError(message)
         warnings.warn(message, stacklevel=2)
     if image_only and result.unused:
-        log.info("%s: %d key(s) not used by the image model: %s", path, len(result.unused),
-                 _families(result.unused))
+        log.info("%s: %d key(s) not used by the image model: %s", path, len(result.unused), _families(result.unused))
     model.load_state_dict(result.state_dict, strict=False)
     log.info("Loaded %d tensors from Meta checkpoint %s into %s", len(result.state_dict), path, kind)
     return result

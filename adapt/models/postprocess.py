@@ -103,8 +103,9 @@ def connected_components(mask: torch.Tensor, connectivity: int = 8) -> tuple[tor
     """
     planes = _planes(mask, connectivity)
     if planes.numel() == 0:
-        return torch.zeros(mask.shape, dtype=torch.long, device=mask.device), \
-            torch.zeros(mask.shape, dtype=torch.long, device=mask.device)
+        return torch.zeros(mask.shape, dtype=torch.long, device=mask.device), torch.zeros(
+            mask.shape, dtype=torch.long, device=mask.device
+        )
     labels = _labels(planes, connectivity, None)
     areas = torch.where(planes, _per_component(labels, torch.ones_like(labels)), 0)
     return torch.where(planes, labels.long() + 1, 0).view(mask.shape), areas.view(mask.shape)

@@ -65,10 +65,13 @@ def resize_video_frames(frames: torch.Tensor, size: int) -> torch.Tensor:
     from PIL import Image
 
     if frames.dtype != torch.uint8 or frames.ndim != 4 or frames.shape[1] != 3:
-        raise ValueError(f"resize_video_frames expects uint8 RGB frames [T, 3, H, W], got {frames.dtype} "
-                         f"{tuple(frames.shape)}")
-    resized = [np.asarray(Image.fromarray(frame.permute(1, 2, 0).cpu().numpy()).resize((size, size), Image.BICUBIC))
-               for frame in frames]
+        raise ValueError(
+            f"resize_video_frames expects uint8 RGB frames [T, 3, H, W], got {frames.dtype} {tuple(frames.shape)}"
+        )
+    resized = [
+        np.asarray(Image.fromarray(frame.permute(1, 2, 0).cpu().numpy()).resize((size, size), Image.BICUBIC))
+        for frame in frames
+    ]
     return torch.from_numpy(np.stack(resized)).permute(0, 3, 1, 2).float() / 255.0
 
 
@@ -87,8 +90,9 @@ def channel_mapping(image: torch.Tensor) -> torch.Tensor:
     return image
 
 
-def normalise(image: torch.Tensor, mean: tuple[float, ...] = IMAGENET_MEAN,
-              std: tuple[float, ...] = IMAGENET_STD) -> torch.Tensor:
+def normalise(
+    image: torch.Tensor, mean: tuple[float, ...] = IMAGENET_MEAN, std: tuple[float, ...] = IMAGENET_STD
+) -> torch.Tensor:
     """RGB ``[B, 3, H, W]`` in [0, 1] to the backbone's input: its mean/std (``pixel_stats``; ImageNet's by default)."""
     return (image - image.new_tensor(mean).view(1, 3, 1, 1)) / image.new_tensor(std).view(1, 3, 1, 1)
 
@@ -100,8 +104,13 @@ def pixel_stats(model: torch.nn.Module) -> dict[str, tuple[float, float, float]]
     return {"mean": row.mean, "std": row.std}
 
 
-def preprocess(image: torch.Tensor, image_size: int | None = None, projection: torch.nn.Module | None = None,
-               mean: tuple[float, ...] = IMAGENET_MEAN, std: tuple[float, ...] = IMAGENET_STD) -> torch.Tensor:
+def preprocess(
+    image: torch.Tensor,
+    image_size: int | None = None,
+    projection: torch.nn.Module | None = None,
+    mean: tuple[float, ...] = IMAGENET_MEAN,
+    std: tuple[float, ...] = IMAGENET_STD,
+) -> torch.Tensor:
     """Images in [0, 1] to the backbone's input: square side, 3 channels, its mean/std (``pixel_stats``;
     ImageNet's by default).
 
@@ -143,10 +152,7 @@ def image_embeddings(model: torch.nn.Module, pixels: torch.Tensor) -> list[torch
     features = list(sam.get_image_features(pixels, return_dict=True).fpn_hidden_states)[:levels]
     features[-1] = features[-1] + sam.no_memory_embedding
     batch = pixels.shape[0]
-    return [
-        f.permute(1, 2, 0).reshape(batch, -1, *size)
-        for f, size in zip(features, sam.backbone_feature_sizes)
-    ]
+    return [f.permute(1, 2, 0).reshape(batch, -1, *size) for f, size in zip(features, sam.backbone_feature_sizes)]
 
 
 @dataclass

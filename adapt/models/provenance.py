@@ -35,14 +35,21 @@ CACHE_FILE = "base_fingerprints.json"
 #: Weight files of a local model folder (``save_pretrained``'s, sharded or not).
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 #: The fields that decide whether two fingerprints name the same weights, per kind.
-IDENTITY = {"hub": ("id", "revision"), "checkpoint": ("sha256",), "folder": ("sha256",),
-            "random": ("architecture", "seed")}
+IDENTITY = {
+    "hub": ("id", "revision"),
+    "checkpoint": ("sha256",),
+    "folder": ("sha256",),
+    "random": ("architecture", "seed"),
+}
 OVERRIDE = "allow_base_mismatch=true"
 
 
 def cache_file() -> Path:
     """The digest cache: ``$SAM2_ADAPT_CACHE/base_fingerprints.json`` (default ``~/.cache/sam2-adapt``)."""
-    root = os.environ.get("SAM2_ADAPT_CACHE") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "sam2-adapt"
+    root = (
+        os.environ.get("SAM2_ADAPT_CACHE")
+        or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "sam2-adapt"
+    )
     return Path(root).expanduser() / CACHE_FILE
 
 
@@ -74,7 +81,9 @@ def file_sha256(path: str | Path) -> str:
     try:
         store.parent.mkdir(parents=True, exist_ok=True)
         text = json.dumps(cache, indent=1, sort_keys=True).encode()
-        write_atomically(store, lambda f: f.write(text), "SAM2_ADAPT_CACHE", "point SAM2_ADAPT_CACHE to a writable folder")
+        write_atomically(
+            store, lambda f: f.write(text), "SAM2_ADAPT_CACHE", "point SAM2_ADAPT_CACHE to a writable folder"
+        )
     except (OSError, ConfigError) as err:  # a read-only or full cache only costs a second hash later
         log.debug("base fingerprint cache %s not written: %s", store, err)
     return cache[key]
@@ -109,8 +118,12 @@ def base_fingerprint(info: Any) -> dict[str, Any]:
     from adapt.models.sam2 import RANDOM_INIT_SEED
 
     if info.checkpoint:
-        return {"kind": "checkpoint", "file": Path(info.checkpoint).name, "architecture": info.name,
-                "sha256": file_sha256(info.checkpoint)}
+        return {
+            "kind": "checkpoint",
+            "file": Path(info.checkpoint).name,
+            "architecture": info.name,
+            "sha256": file_sha256(info.checkpoint),
+        }
     if not info.pretrained:
         return {"kind": "random", "architecture": info.name, "seed": RANDOM_INIT_SEED}
     if Path(info.name).is_dir():
@@ -126,8 +139,10 @@ def describe(fingerprint: Mapping[str, Any] | None) -> str:
     if kind == "hub":
         return f"Hub model {fingerprint.get('id')} @ {fingerprint.get('revision') or 'an unrecorded commit'}"
     if kind == "checkpoint":
-        return (f"Meta checkpoint {fingerprint.get('file')} (sha256 {str(fingerprint.get('sha256'))[:16]}…) "
-                f"in the architecture of {fingerprint.get('architecture')}")
+        return (
+            f"Meta checkpoint {fingerprint.get('file')} (sha256 {str(fingerprint.get('sha256'))[:16]}…) "
+            f"in the architecture of {fingerprint.get('architecture')}"
+        )
     if kind == "folder":
         return f"local model folder {fingerprint.get('name')} (sha256 {str(fingerprint.get('sha256'))[:16]}…)"
     return f"RANDOM weights of {fingerprint.get('architecture')} (seed {fingerprint.get('seed')})"
@@ -141,8 +156,9 @@ def same_weights(recorded: Mapping[str, Any], loaded: Mapping[str, Any]) -> bool
     return all((k == "revision" and recorded.get(k) is None) or recorded.get(k) == loaded.get(k) for k in fields)
 
 
-def check_fingerprint(recorded: Mapping[str, Any] | None, loaded: Mapping[str, Any], where: Any,
-                      allow_mismatch: bool = False) -> None:
+def check_fingerprint(
+    recorded: Mapping[str, Any] | None, loaded: Mapping[str, Any], where: Any, allow_mismatch: bool = False
+) -> None:
     """Refuse (or, with ``allow_mismatch``, warn loudly) when ``loaded`` are not the weights of ``recorded``.
 
     Adapters written before fingerprints were recorded (``recorded`` empty) pass.
@@ -152,12 +168,14 @@ def check_fingerprint(recorded: Mapping[str, Any] | None, loaded: Mapping[str, A
     """
     if not recorded or same_weights(recorded, loaded):
         return
-    message = (f"the adapter {where} was trained on {describe(recorded)}, but the base loaded now is "
-               f"{describe(loaded)}")
+    message = f"the adapter {where} was trained on {describe(recorded)}, but the base loaded now is {describe(loaded)}"
     if allow_mismatch:
-        log.warning("!!! %s; loading it anyway (%s): its outputs are not those it was validated with !!!",
-                    message, OVERRIDE)
+        log.warning(
+            "!!! %s; loading it anyway (%s): its outputs are not those it was validated with !!!", message, OVERRIDE
+        )
         return
-    raise ConfigError(f"{message}. An adapter only works on the weights it was trained on: load those (the same "
-                      f"checkpoint= file, model folder or Hub revision), or pass {OVERRIDE} to load it on these "
-                      "weights anyway")
+    raise ConfigError(
+        f"{message}. An adapter only works on the weights it was trained on: load those (the same "
+        f"checkpoint= file, model folder or Hub revision), or pass {OVERRIDE} to load it on these "
+        "weights anyway"
+    )

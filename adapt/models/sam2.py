@@ -47,20 +47,32 @@ log = logging.getLogger(__name__)
 #: random weights when the checkpoint cannot be downloaded (offline demos, benchmarks).
 HIERA_ARCHITECTURES = {
     "facebook/sam2.1-hiera-tiny": dict(
-        hidden_size=96, num_attention_heads=1, blocks_per_stage=[1, 2, 7, 2],
-        global_attention_blocks=[5, 7, 9], window_positional_embedding_background_size=[7, 7],
+        hidden_size=96,
+        num_attention_heads=1,
+        blocks_per_stage=[1, 2, 7, 2],
+        global_attention_blocks=[5, 7, 9],
+        window_positional_embedding_background_size=[7, 7],
     ),
     "facebook/sam2.1-hiera-small": dict(
-        hidden_size=96, num_attention_heads=1, blocks_per_stage=[1, 2, 11, 2],
-        global_attention_blocks=[7, 10, 13], window_positional_embedding_background_size=[7, 7],
+        hidden_size=96,
+        num_attention_heads=1,
+        blocks_per_stage=[1, 2, 11, 2],
+        global_attention_blocks=[7, 10, 13],
+        window_positional_embedding_background_size=[7, 7],
     ),
     "facebook/sam2.1-hiera-base-plus": dict(
-        hidden_size=112, num_attention_heads=2, blocks_per_stage=[2, 3, 16, 3],
-        global_attention_blocks=[12, 16, 20], window_positional_embedding_background_size=[14, 14],
+        hidden_size=112,
+        num_attention_heads=2,
+        blocks_per_stage=[2, 3, 16, 3],
+        global_attention_blocks=[12, 16, 20],
+        window_positional_embedding_background_size=[14, 14],
     ),
     "facebook/sam2.1-hiera-large": dict(
-        hidden_size=144, num_attention_heads=2, blocks_per_stage=[2, 6, 36, 4],
-        global_attention_blocks=[23, 33, 43], window_positional_embedding_background_size=[7, 7],
+        hidden_size=144,
+        num_attention_heads=2,
+        blocks_per_stage=[2, 6, 36, 4],
+        global_attention_blocks=[23, 33, 43],
+        window_positional_embedding_background_size=[7, 7],
         window_size_per_stage=[8, 4, 16, 8],
     ),
 }
@@ -132,9 +144,7 @@ def set_image_size(config: Sam2Config | Sam2VideoConfig, image_size: int) -> Sam
     stride = config.vision_config.backbone_config.patch_stride
     stride = stride[0] if isinstance(stride, (list, tuple)) else stride
     config.vision_config.backbone_config.image_size = [image_size, image_size]
-    config.vision_config.backbone_feature_sizes = [
-        [image_size // (stride * 2**i)] * 2 for i in range(3)
-    ]
+    config.vision_config.backbone_feature_sizes = [[image_size // (stride * 2**i)] * 2 for i in range(3)]
     config.prompt_encoder_config.image_size = image_size
     if isinstance(config, Sam2VideoConfig):
         config.image_size = image_size
@@ -246,8 +256,7 @@ def load_sam2(
             config = config_cls.from_pretrained(source, revision=revision, local_files_only=local)
         except (OSError, ValueError) as err:
             raise ModelNotFoundError(
-                f"cannot read a {row.title} config from {source!r}: {err}\n"
-                + _missing_model_message(source, revision)
+                f"cannot read a {row.title} config from {source!r}: {err}\n" + _missing_model_message(source, revision)
             ) from None
         if image_size:
             set_image_size(config, image_size)
@@ -282,8 +291,11 @@ def fit_image_size(row: Backbone, image_size: int | None) -> int | None:
         return image_size
     fitted = row.fit_size(int(image_size))
     if fitted != image_size:
-        warn_once(f"model.image_size={image_size} is not a side the {row.title} trunk takes (a multiple of "
-                  f"{row.size_multiple}): using {fitted}", f"size:{row.key}:{image_size}")
+        warn_once(
+            f"model.image_size={image_size} is not a side the {row.title} trunk takes (a multiple of "
+            f"{row.size_multiple}): using {fitted}",
+            f"size:{row.key}:{image_size}",
+        )
     return fitted
 
 
@@ -340,8 +352,10 @@ def enable_gradient_checkpointing(model: torch.nn.Module) -> int:
             module._gradient_checkpointing_func = partial(checkpoint, use_reentrant=False)
             switched += 1
     if not switched:
-        raise ConfigError(f"model.gradient_checkpointing is not offered on {families.backbone_of_model(model).title}: "
-                          "its trunk has no checkpointable layers; drop the option")
+        raise ConfigError(
+            f"model.gradient_checkpointing is not offered on {families.backbone_of_model(model).title}: "
+            "its trunk has no checkpointable layers; drop the option"
+        )
     return switched
 
 

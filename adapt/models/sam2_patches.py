@@ -85,8 +85,9 @@ class CachedSinePositionEmbedding(Sam2SinePositionEmbedding):
 
     _cache: dict
 
-    def forward(self, shape: torch.Size, device: torch.device | str, dtype: torch.dtype,
-                mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, shape: torch.Size, device: torch.device | str, dtype: torch.dtype, mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
         if mask is not None or _compiling():
             return super().forward(shape, device, dtype, mask)
         key = (int(shape[-2]), int(shape[-1]), torch.device(device), dtype)
@@ -125,18 +126,34 @@ class LeanMultiScaleAttention(Sam2MultiScaleAttention):
             query = do_pool(query.reshape(batch_size, height, width, -1), self.query_stride)
             height, width = query.shape[1:3]
             query = query.reshape(batch_size, height * width, self.num_attention_heads, -1)
-        attention: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(self.config._attn_implementation,
-                                                                   eager_attention_forward)
-        output, _ = attention(self, query.transpose(1, 2), key.transpose(1, 2), value.transpose(1, 2),
-                              attention_mask=None, is_causal=self.is_causal, scaling=self.scale, **kwargs)
+        attention: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
+            self.config._attn_implementation, eager_attention_forward
+        )
+        output, _ = attention(
+            self,
+            query.transpose(1, 2),
+            key.transpose(1, 2),
+            value.transpose(1, 2),
+            attention_mask=None,
+            is_causal=self.is_causal,
+            scaling=self.scale,
+            **kwargs,
+        )
         return self.proj(output.reshape(batch_size, height, width, -1))
 
 
-def _lean_mask_decoder_forward(self, image_embeddings: torch.Tensor, image_positional_embeddings: torch.Tensor,
-                               sparse_prompt_embeddings: torch.Tensor, dense_prompt_embeddings: torch.Tensor,
-                               multimask_output: bool, high_resolution_features: list[torch.Tensor],
-                               attention_similarity: torch.Tensor | None = None,
-                               target_embedding: torch.Tensor | None = None, **kwargs):
+def _lean_mask_decoder_forward(
+    self,
+    image_embeddings: torch.Tensor,
+    image_positional_embeddings: torch.Tensor,
+    sparse_prompt_embeddings: torch.Tensor,
+    dense_prompt_embeddings: torch.Tensor,
+    multimask_output: bool,
+    high_resolution_features: list[torch.Tensor],
+    attention_similarity: torch.Tensor | None = None,
+    target_embedding: torch.Tensor | None = None,
+    **kwargs,
+):
     """``Sam2MaskDecoder.forward`` (and the video model's identical copy) without copying the image
     embedding, its positional encoding and the two high-resolution maps once per prompt when
     there is one prompt per image (``repeat_interleave(1)`` copies them: ~16 MB at 1024 px)."""
@@ -155,9 +172,13 @@ def _lean_mask_decoder_forward(self, image_embeddings: torch.Tensor, image_posit
 
     image_embeddings = per_prompt(image_embeddings + dense_prompt_embeddings)
     point_embeddings, image_embeddings = self.transformer(
-        point_embeddings=point_embeddings, image_embeddings=image_embeddings,
+        point_embeddings=point_embeddings,
+        image_embeddings=image_embeddings,
         image_positional_embeddings=per_prompt(image_positional_embeddings),
-        attention_similarity=attention_similarity, target_embedding=target_embedding, **kwargs)
+        attention_similarity=attention_similarity,
+        target_embedding=target_embedding,
+        **kwargs,
+    )
     iou_token_out = point_embeddings[:, :, 1, :]
     mask_tokens_out = point_embeddings[:, :, 2 : (2 + self.num_mask_tokens), :]
 
@@ -166,8 +187,9 @@ def _lean_mask_decoder_forward(self, image_embeddings: torch.Tensor, image_posit
     upscaled_embedding = self.upscale_conv1(image_embeddings) + feat_s1
     upscaled_embedding = self.activation(self.upscale_layer_norm(upscaled_embedding))
     upscaled_embedding = self.activation(self.upscale_conv2(upscaled_embedding) + feat_s0)
-    hyper_in = torch.stack([mlp(mask_tokens_out[:, :, i, :]) for i, mlp in enumerate(self.output_hypernetworks_mlps)],
-                           dim=2)
+    hyper_in = torch.stack(
+        [mlp(mask_tokens_out[:, :, i, :]) for i, mlp in enumerate(self.output_hypernetworks_mlps)], dim=2
+    )
     _, num_channels, height, width = upscaled_embedding.shape
     upscaled_embedding = upscaled_embedding.view(batch_size, point_batch_size, num_channels, height * width)
     masks = (hyper_in @ upscaled_embedding).view(batch_size, point_batch_size, -1, height, width)
@@ -198,16 +220,23 @@ class LeanVideoMaskDecoder(Sam2VideoMaskDecoder):
     forward = _lean_mask_decoder_forward
 
 
-def _rope_2d(query: torch.Tensor, key: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, repeat_freqs_k: bool,
-             num_k_exclude_rope: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _rope_2d(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    cos: torch.Tensor,
+    sin: torch.Tensor,
+    repeat_freqs_k: bool,
+    num_k_exclude_rope: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``apply_rotary_pos_emb_2d`` without repeating ``cos``/``sin`` once per memory frame: the keys of
     ``r`` frames are viewed as ``[..., r, positions, dim]`` and rotated by broadcasting (the same
     products, so the same numbers; ~40 % of the op at 512 px with 7 memory frames)."""
     positions = query.shape[-2]
     rotated = key.shape[-2] - num_k_exclude_rope
     if not repeat_freqs_k or rotated == positions or rotated == 0 or rotated % positions:
-        return apply_rotary_pos_emb_2d(query, key, cos, sin, repeat_freqs_k=repeat_freqs_k,
-                                       num_k_exclude_rope=num_k_exclude_rope)
+        return apply_rotary_pos_emb_2d(
+            query, key, cos, sin, repeat_freqs_k=repeat_freqs_k, num_k_exclude_rope=num_k_exclude_rope
+        )
     q = query.float()
     q = q * cos + rotate_pairwise(q) * sin
     k = key[..., :rotated, :].float().unflatten(-2, (rotated // positions, positions))
@@ -218,8 +247,15 @@ def _rope_2d(query: torch.Tensor, key: torch.Tensor, cos: torch.Tensor, sin: tor
 class LeanRoPEAttention(Sam2VideoRoPEAttention):
     """The memory attention's RoPE attention, its keys rotated by ``_rope_2d``."""
 
-    def forward(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
-                position_embeddings: tuple[torch.Tensor, torch.Tensor], num_k_exclude_rope: int = 0, **kwargs):
+    def forward(
+        self,
+        query: torch.Tensor,
+        key: torch.Tensor,
+        value: torch.Tensor,
+        position_embeddings: tuple[torch.Tensor, torch.Tensor],
+        num_k_exclude_rope: int = 0,
+        **kwargs,
+    ):
         batch_size, point_batch_size = query.shape[:2]
         new_shape = (batch_size * point_batch_size, -1, self.num_attention_heads, self.head_dim)
         query = self.q_proj(query).view(*new_shape).transpose(1, 2)
@@ -227,11 +263,20 @@ class LeanRoPEAttention(Sam2VideoRoPEAttention):
         value = self.v_proj(value).view(*new_shape).transpose(1, 2)
         cos, sin = position_embeddings
         query, key = _rope_2d(query, key, cos, sin, self.rope_k_repeat, num_k_exclude_rope)
-        attention: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(self.config._attn_implementation,
-                                                                   eager_attention_forward)
-        output, weights = attention(self, query, key, value, attention_mask=None,
-                                    dropout=0.0 if not self.training else self.dropout_p, scaling=self.scaling,
-                                    is_causal=self.is_causal, **kwargs)
+        attention: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
+            self.config._attn_implementation, eager_attention_forward
+        )
+        output, weights = attention(
+            self,
+            query,
+            key,
+            value,
+            attention_mask=None,
+            dropout=0.0 if not self.training else self.dropout_p,
+            scaling=self.scaling,
+            is_causal=self.is_causal,
+            **kwargs,
+        )
         output = output.reshape(batch_size, point_batch_size, -1, self.num_attention_heads * self.head_dim).contiguous()
         return self.o_proj(output), weights
 

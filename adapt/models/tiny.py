@@ -48,12 +48,8 @@ def tiny_config(image_size: int = TINY_IMAGE_SIZE) -> Sam2Config:
     prompt = Sam2PromptEncoderConfig(
         hidden_size=TINY_HIDDEN, image_size=image_size, patch_size=16, mask_input_channels=8
     )
-    decoder = Sam2MaskDecoderConfig(
-        hidden_size=TINY_HIDDEN, mlp_dim=64, num_attention_heads=4, iou_head_hidden_dim=32
-    )
-    return Sam2Config(
-        vision_config=vision, prompt_encoder_config=prompt, mask_decoder_config=decoder
-    )
+    decoder = Sam2MaskDecoderConfig(hidden_size=TINY_HIDDEN, mlp_dim=64, num_attention_heads=4, iou_head_hidden_dim=32)
+    return Sam2Config(vision_config=vision, prompt_encoder_config=prompt, mask_decoder_config=decoder)
 
 
 def tiny_video_config(image_size: int = TINY_IMAGE_SIZE) -> Sam2VideoConfig:

@@ -107,9 +107,13 @@ def track_clip(
     return _collect(outputs, num_frames, sorted(prompts), order)
 
 
-def follow(tracker: MemoryTracker, prompts: Mapping[int, FramePrompt], order: Sequence[tuple[int, bool]],
-           features_at: Callable[[int, bool], FrameFeatures],
-           stop: Callable[[StepOutput], bool] | None = None) -> Iterator[tuple[int, str, StepOutput]]:
+def follow(
+    tracker: MemoryTracker,
+    prompts: Mapping[int, FramePrompt],
+    order: Sequence[tuple[int, bool]],
+    features_at: Callable[[int, bool], FrameFeatures],
+    stop: Callable[[StepOutput], bool] | None = None,
+) -> Iterator[tuple[int, str, StepOutput]]:
     """SAM2's prompt-then-track loop, the one both training clips and propagation run.
 
     The prompted frames are decoded and remembered first; then each direction of ``order``
@@ -137,8 +141,9 @@ def follow(tracker: MemoryTracker, prompts: Mapping[int, FramePrompt], order: Se
                 break
 
 
-def _collect(outputs: dict[int, StepOutput], num_frames: int, prompted: list[int],
-             order: list[tuple[int, bool]]) -> ClipOutput:
+def _collect(
+    outputs: dict[int, StepOutput], num_frames: int, prompted: list[int], order: list[tuple[int, bool]]
+) -> ClipOutput:
     """Stack per-frame outputs along time, filling unvisited frames with "absent"."""
     ref = next(iter(outputs.values()))
 

@@ -55,6 +55,8 @@ def task_class(name: str) -> type:
         raise ConfigError(f"task={name!r} is not one of {sorted(TASKS)}")
     module, cls = TASKS[name].trains.split(":")
     return getattr(importlib.import_module(module), cls)
+
+
 #: ``prompts.grad``: backpropagate through the last correction round only (SAM2's way) or all.
 CLICK_GRAD = ("last", "all")
 #: ``loss.pixel``: the pixel term of the loss (``adapt.tasks.losses``).

@@ -55,8 +55,15 @@ def capped_warmup(warmup: int, total: int, max_fraction: float) -> int:
     """
     limit = max(1, int(max_fraction * total))
     if warmup > limit:
-        log.warning("optim.warmup_steps=%d is more than %d %% of the run's %d optimizer steps: warm-up capped at %d "
-                    "steps (optim.max_warmup_fraction=%g)", warmup, round(100 * max_fraction), total, limit, max_fraction)
+        log.warning(
+            "optim.warmup_steps=%d is more than %d %% of the run's %d optimizer steps: warm-up capped at %d "
+            "steps (optim.max_warmup_fraction=%g)",
+            warmup,
+            round(100 * max_fraction),
+            total,
+            limit,
+            max_fraction,
+        )
         return limit
     return warmup
 
@@ -183,14 +190,19 @@ class BaseTask(L.LightningModule):
         resolved = tuple(m for m in EMBEDDING_CACHE_MODES if m != "auto")  # adapt.train resolves auto
         check_choice("embedding_cache.mode", mode, resolved)
         if input_projection(self.model) is not None and spec.get("auto"):
-            log.info("embedding cache off: this run learns an input projection of the data's %s channels, so the "
-                     "encoder's input changes as it trains", self.hparams.input_channels)
+            log.info(
+                "embedding cache off: this run learns an input projection of the data's %s channels, so the "
+                "encoder's input changes as it trains",
+                self.hparams.input_channels,
+            )
             return None
         if input_projection(self.model) is not None:
-            raise ConfigError("embedding_cache needs the encoder's input fixed, but this run learns an input projection "
-                              f"of the data's {self.hparams.input_channels} channels (adapter.input_channels="
-                              f"{self.hparams.adapter.get('input_channels', 'auto')}); use embedding_cache.mode=off, or "
-                              "adapter.input_channels=fixed (the parameter-free channel map)")
+            raise ConfigError(
+                "embedding_cache needs the encoder's input fixed, but this run learns an input projection "
+                f"of the data's {self.hparams.input_channels} channels (adapter.input_channels="
+                f"{self.hparams.adapter.get('input_channels', 'auto')}); use embedding_cache.mode=off, or "
+                "adapter.input_channels=fixed (the parameter-free channel map)"
+            )
         sam = base_model(self.model)
         name = spec.get("namespace", "default")
         if not any(p.requires_grad for p in sam.vision_encoder.parameters()):
@@ -256,8 +268,12 @@ class BaseTask(L.LightningModule):
         keep = self.trainable_names()
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in keep}
 
-    def configure_gradient_clipping(self, optimizer: torch.optim.Optimizer, gradient_clip_val: float | None = None,
-                                    gradient_clip_algorithm: str | None = None) -> None:
+    def configure_gradient_clipping(
+        self,
+        optimizer: torch.optim.Optimizer,
+        gradient_clip_val: float | None = None,
+        gradient_clip_algorithm: str | None = None,
+    ) -> None:
         """Clip as the trainer says; a sharded model clips its own gradients.
 
         Under FSDP each rank holds shards of the gradients, so the global norm is FSDP's to
@@ -265,7 +281,11 @@ class BaseTask(L.LightningModule):
         and would stop ``trainer=fsdp`` at its first step with the default ``gradient_clip_val``.
         """
         model = self.trainer.strategy.model
-        if isinstance(model, FullyShardedDataParallel) and gradient_clip_val and gradient_clip_algorithm in (None, "norm"):
+        if (
+            isinstance(model, FullyShardedDataParallel)
+            and gradient_clip_val
+            and gradient_clip_algorithm in (None, "norm")
+        ):
             model.clip_grad_norm_(gradient_clip_val)
         else:
             super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
@@ -281,7 +301,5 @@ class BaseTask(L.LightningModule):
         optimizer = self.build_optimizer()
         total = int(self.trainer.estimated_stepping_batches)
         warmup = capped_warmup(int(opt["warmup_steps"]), total, float(opt.get("max_warmup_fraction", 0.2)))
-        schedule = LambdaLR(
-            optimizer, lambda step: warmup_cosine(step, warmup, total, float(opt["min_lr_ratio"]))
-        )
+        schedule = LambdaLR(optimizer, lambda step: warmup_cosine(step, warmup, total, float(opt["min_lr_ratio"])))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}

@@ -16,8 +16,9 @@ from adapt.errors import check_choice
 from adapt.tasks import PIXEL_LOSSES
 
 
-def dice_loss(logits: torch.Tensor, target: torch.Tensor, smooth: float = 1.0,
-              valid: torch.Tensor | None = None) -> torch.Tensor:
+def dice_loss(
+    logits: torch.Tensor, target: torch.Tensor, smooth: float = 1.0, valid: torch.Tensor | None = None
+) -> torch.Tensor:
     """Soft Dice loss per object: ``1 - (2|p·t| + s) / (|p| + |t| + s)`` with ``p = sigmoid`` (over ``valid`` pixels)."""
     prob = logits.sigmoid()
     prob = (prob if valid is None else prob * valid).flatten(-2)
@@ -40,7 +41,10 @@ def bce_loss(logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor | N
 
 
 def focal_loss(
-    logits: torch.Tensor, target: torch.Tensor, alpha: float = 0.25, gamma: float = 2.0,
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    alpha: float = 0.25,
+    gamma: float = 2.0,
     valid: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Sigmoid focal loss (Lin et al. 2017) per object, averaged over (``valid``) pixels."""

@@ -82,8 +82,9 @@ def clip_loss(
         if count == 0:
             continue
         logits = upsample_logits(out.decoder_candidates[t][obj], size)[None]  # [1, n, M, H, W]
-        mask_loss, parts, _ = segmentation_loss(logits, target[t][obj][None].float(), out.candidate_iou[t][obj][None],
-                                                weights)
+        mask_loss, parts, _ = segmentation_loss(
+            logits, target[t][obj][None].float(), out.candidate_iou[t][obj][None], weights
+        )
         total = total + mask_loss * count
         for name, value in parts.items():
             sums[name] = sums.get(name, 0) + value * count
@@ -115,18 +116,25 @@ class PropagationTask(BaseTask):
         super().__init__(*args, **kwargs)
         self.mask_prompts = mask_prompts
         if self.embedding_cache is not None:
-            raise ConfigError("task=propagation does not use the embedding cache (frames are encoded per clip); "
-                              "set embedding_cache.mode=off")
+            raise ConfigError(
+                "task=propagation does not use the embedding cache (frames are encoded per clip); "
+                "set embedding_cache.mode=off"
+            )
         if int(self.hparams.prompts.get("iterations", 0)):
-            raise ConfigError("prompts.iterations (correction clicks) applies to task=segmentation; "
-                              "task=propagation prompts once per clip: set prompts.iterations=0")
+            raise ConfigError(
+                "prompts.iterations (correction clicks) applies to task=segmentation; "
+                "task=propagation prompts once per clip: set prompts.iterations=0"
+            )
         direction = self.hparams.prompts.get("direction", "both")
         check_choice("prompts.direction", direction, DIRECTIONS)
         self.direction = direction
 
     @classmethod
     def options_from_data(cls, datamodule: Any) -> dict[str, Any]:
-        return {**super().options_from_data(datamodule), "mask_prompts": bool(getattr(datamodule, "mask_prompts", False))}
+        return {
+            **super().options_from_data(datamodule),
+            "mask_prompts": bool(getattr(datamodule, "mask_prompts", False)),
+        }
 
     def configure_losses(self) -> None:
         options = dict(self.hparams.loss)
@@ -166,5 +174,7 @@ class PropagationTask(BaseTask):
             self.log(f"{stage}/loss_{name}", torch.stack([p[name] for p in parts if name in p]).mean(), **log)
         for name, values in scores.items():
             if values:
-                self.log(f"{stage}/{name}", torch.cat(values).mean(), prog_bar=name == "dice" and stage != "train", **log)
+                self.log(
+                    f"{stage}/{name}", torch.cat(values).mean(), prog_bar=name == "dice" and stage != "train", **log
+                )
         return loss

@@ -37,8 +37,10 @@ def sample_keys(batch: Mapping[str, Any]) -> list[str]:
     """``case#slice`` per sample: what identifies an image for the embedding cache."""
     meta = batch.get("meta") or {}
     if "case" not in meta or "slice" not in meta:
-        raise ConfigError("the embedding cache needs meta.case and meta.slice in every batch; "
-                          "set embedding_cache.mode=off for this data")
+        raise ConfigError(
+            "the embedding cache needs meta.case and meta.slice in every batch; "
+            "set embedding_cache.mode=off for this data"
+        )
     return [f"{case}#{int(index)}" for case, index in zip(meta["case"], meta["slice"])]
 
 
@@ -54,7 +56,11 @@ class SegmentationTask(BaseTask):
     def clicks(self) -> dict[str, Any]:
         prompts = {"iterations": 0, "grad": "last", "seed": 0, **self.hparams.prompts}
         check_choice("prompts.grad", prompts["grad"], CLICK_GRAD)
-        return {"rounds": int(prompts["iterations"]), "grad_all": prompts["grad"] == "all", "seed": int(prompts["seed"])}
+        return {
+            "rounds": int(prompts["iterations"]),
+            "grad_all": prompts["grad"] == "all",
+            "seed": int(prompts["seed"]),
+        }
 
     def configure_losses(self) -> None:
         self.loss_weights = LossWeights(**self.hparams.loss)
@@ -121,8 +127,16 @@ class SegmentationTask(BaseTask):
         b, n = batch["label"].shape[:2]
         offset = (self.global_step if stage == "train" else 0) * b * n
         keys = [offset + i for i in range(b * n)]
-        later = click_rounds(self.model, embeddings, first, batch, rounds, seed=int(self.clicks["seed"]),
-                             grad_all=bool(self.clicks["grad_all"]), keys=keys)
+        later = click_rounds(
+            self.model,
+            embeddings,
+            first,
+            batch,
+            rounds,
+            seed=int(self.clicks["seed"]),
+            grad_all=bool(self.clicks["grad_all"]),
+            keys=keys,
+        )
         kept = {0: first, **{r: p for r, p in enumerate(later, start=1)}}
         if stage == "train" and not self.clicks["grad_all"]:
             kept = {0: first, rounds: later[-1]}
@@ -147,7 +161,9 @@ class SegmentationTask(BaseTask):
             if valid is not None:
                 mask = mask & valid
             suffix = f"_click{clicks}" if clicks else ""
-            self.log(f"{stage}/dice{suffix}", dice_score(mask, truth).mean(), prog_bar=not clicks and stage != "train", **log)
+            self.log(
+                f"{stage}/dice{suffix}", dice_score(mask, truth).mean(), prog_bar=not clicks and stage != "train", **log
+            )
             self.log(f"{stage}/iou{suffix}", iou_score(mask, truth).mean(), **log)
             if not clicks:
                 for name, value in parts.items():

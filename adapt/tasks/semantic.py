@@ -75,14 +75,18 @@ class SemanticTask(BaseTask):
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         """Class logits ``[B, K, H, W]`` (K = classes + background) at the image's resolution."""
-        low_res = class_logits(self.model, image_embeddings(self.model, model_pixels(self.model, image, self.image_size)))
+        low_res = class_logits(
+            self.model, image_embeddings(self.model, model_pixels(self.model, image, self.image_size))
+        )
         return upsample_logits(low_res, image.shape[-2:])
 
     def _step(self, batch: Mapping[str, Any], stage: str) -> torch.Tensor:
         label, valid = split_nodata(batch["label"])  # nodata pixels: out of the loss and the scores
         if label.shape[1] != len(self.classes):
-            raise ConfigError(f"task=semantic expects {len(self.classes)} label channels (one per target), "
-                              f"got {label.shape[1]}; set data.objects=all")
+            raise ConfigError(
+                f"task=semantic expects {len(self.classes)} label channels (one per target), "
+                f"got {label.shape[1]}; set data.objects=all"
+            )
         target = class_map(label)
         logits = self(batch["image"])
         probs = logits.softmax(dim=1)

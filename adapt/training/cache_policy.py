@@ -40,10 +40,10 @@ def resolve_embedding_cache(cfg: DictConfig) -> dict[str, Any]:
         spec["auto"] = True  # chosen here: the task may still turn it off (a learned input projection)
     if spec["mode"] != "off":
         if not frozen:
-            raise ConfigError(f"embedding_cache.mode={spec['mode']} needs a frozen image encoder; "
-                              f"adapter={adapter['kind']} trains it")
+            raise ConfigError(
+                f"embedding_cache.mode={spec['mode']} needs a frozen image encoder; adapter={adapter['kind']} trains it"
+            )
         if cfg.data.get("augment"):
-            log.warning("frozen encoder: image embeddings are cached (%s), so pixel augmentation is OFF",
-                        spec["mode"])
+            log.warning("frozen encoder: image embeddings are cached (%s), so pixel augmentation is OFF", spec["mode"])
             cfg.data.augment = False
     return spec

@@ -62,8 +62,12 @@ class _ResumedCSVWriter(ExperimentWriter):
         writer = csv.DictWriter(buffer, fieldnames=keys)
         writer.writeheader()
         writer.writerows(rows)
-        write_atomically(path, lambda file: file.write(buffer.getvalue().encode()), f"logger (CSV in {path.parent})",
-                         "free some space, or write the run to a larger disk: hydra.run.dir=<folder there>")
+        write_atomically(
+            path,
+            lambda file: file.write(buffer.getvalue().encode()),
+            f"logger (CSV in {path.parent})",
+            "free some space, or write the run to a larger disk: hydra.run.dir=<folder there>",
+        )
         self.metrics_keys = sorted(keys)
 
 
@@ -192,8 +196,9 @@ def build_callbacks(run_dir: Path) -> list[Callback]:
     return [
         FiniteLoss(),
         RandomState(),
-        ModelCheckpoint(dirpath=checkpoints, filename="best-{step}", monitor=MONITOR, mode="max",
-                        auto_insert_metric_name=False),
+        ModelCheckpoint(
+            dirpath=checkpoints, filename="best-{step}", monitor=MONITOR, mode="max", auto_insert_metric_name=False
+        ),
         LastCheckpoint(checkpoints),
         LearningRateMonitor(logging_interval="step"),
     ]

@@ -25,8 +25,10 @@ from adapt.errors import ArtefactError, ConfigError
 from adapt.guards import check_weights
 from adapt.storage import write_atomically
 
-RESUME_FIX = ("resume from another checkpoint of that run (ckpt_path=<run dir>/checkpoints/best-<step>.ckpt), "
-              "or start afresh without ckpt_path in a new run directory")
+RESUME_FIX = (
+    "resume from another checkpoint of that run (ckpt_path=<run dir>/checkpoints/best-<step>.ckpt), "
+    "or start afresh without ckpt_path in a new run directory"
+)
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -37,14 +39,20 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             raise TypeError(f"{type(self).__name__} takes no storage_options")
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        write_atomically(path, lambda file: torch.save(checkpoint, file), f"hydra.run.dir (checkpoints in {path.parent})",
-                         "free some space, or write the run to a larger disk: hydra.run.dir=<folder there>")
+        write_atomically(
+            path,
+            lambda file: torch.save(checkpoint, file),
+            f"hydra.run.dir (checkpoints in {path.parent})",
+            "free some space, or write the run to a larger disk: hydra.run.dir=<folder there>",
+        )
 
     def load_checkpoint(self, path: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
         try:
             return super().load_checkpoint(path, *args, **kwargs)
         except Exception as error:  # torch's pickle and zip errors name neither the file nor the fix
-            raise ArtefactError(f"{path}: cannot be read as a checkpoint ({_first_line(error)}); {RESUME_FIX}") from None
+            raise ArtefactError(
+                f"{path}: cannot be read as a checkpoint ({_first_line(error)}); {RESUME_FIX}"
+            ) from None
 
 
 def _first_line(error: BaseException) -> str:
@@ -64,8 +72,10 @@ def resolve_checkpoint(ckpt_path: str | None, run_dir: Path) -> str | None:
     if not path.is_file():
         where = f"ckpt_path={ckpt_path}: no checkpoint at {path}"
         if str(ckpt_path) == "last":
-            raise ConfigError(f"{where}; resume inside the interrupted run's directory: "
-                              "hydra.run.dir=<that run dir> ckpt_path=last (checkpoints are written at each validation)")
+            raise ConfigError(
+                f"{where}; resume inside the interrupted run's directory: "
+                "hydra.run.dir=<that run dir> ckpt_path=last (checkpoints are written at each validation)"
+            )
         raise ConfigError(f"{where}; give the path of an existing .ckpt file or ckpt_path=last")
     return str(path)
 
@@ -82,13 +92,19 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=False, mmap=zipfile.is_zipfile(path))
     except Exception as error:
-        raise ArtefactError(f"ckpt_path: {path} cannot be read as a checkpoint, it is truncated or not a torch file "
-                            f"({_first_line(error)}); {RESUME_FIX}") from None
+        raise ArtefactError(
+            f"ckpt_path: {path} cannot be read as a checkpoint, it is truncated or not a torch file "
+            f"({_first_line(error)}); {RESUME_FIX}"
+        ) from None
     if not isinstance(checkpoint, dict) or not {"state_dict", "global_step", "loops"} <= set(checkpoint):
-        raise ArtefactError(f"ckpt_path: {path} is a torch file but not a training checkpoint written by "
-                            "`python -m adapt.train` (no state_dict, global_step and loop state); a Meta-format SAM2 "
-                            f"checkpoint is loaded with model.checkpoint=<file> instead. Otherwise {RESUME_FIX}")
-    check_weights(checkpoint["state_dict"], f"ckpt_path: {path}", f"the run had diverged before it was saved; {RESUME_FIX}")
+        raise ArtefactError(
+            f"ckpt_path: {path} is a torch file but not a training checkpoint written by "
+            "`python -m adapt.train` (no state_dict, global_step and loop state); a Meta-format SAM2 "
+            f"checkpoint is loaded with model.checkpoint=<file> instead. Otherwise {RESUME_FIX}"
+        )
+    check_weights(
+        checkpoint["state_dict"], f"ckpt_path: {path}", f"the run had diverged before it was saved; {RESUME_FIX}"
+    )
     return checkpoint
 
 

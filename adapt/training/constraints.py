@@ -48,8 +48,9 @@ def epoch_batches(samples: int, batch_size: int, ranks: int) -> int:
     return math.ceil(math.ceil(samples / ranks) / batch_size)
 
 
-def check_against_data(trainer: Mapping[str, Any], train_samples: int, val_samples: int, batch_size: int,
-                       val_batch_size: int) -> None:
+def check_against_data(
+    trainer: Mapping[str, Any], train_samples: int, val_samples: int, batch_size: int, val_batch_size: int
+) -> None:
     """Refuse trainer settings that the indexed data cannot honour.
 
     Args:
@@ -65,39 +66,60 @@ def check_against_data(trainer: Mapping[str, Any], train_samples: int, val_sampl
     full = epoch_batches(train_samples, batch_size, ranks)
     data = f"{train_samples} training samples in batches of data.batch_size={batch_size}"
     overfit = trainer.get("overfit_batches") or 0
-    limit_key, limit = ("overfit_batches", overfit) if overfit else ("limit_train_batches", trainer.get("limit_train_batches"))
+    limit_key, limit = (
+        ("overfit_batches", overfit) if overfit else ("limit_train_batches", trainer.get("limit_train_batches"))
+    )
     batches = limited(full, limit)
     problems = []
     if batches == 0 and limit:
-        problems.append(f"trainer.{limit_key}={limit} leaves no training batch of the {full} an epoch has{where} "
-                        f"({data}); use at least {1 / full:.3g} or a number of batches")
+        problems.append(
+            f"trainer.{limit_key}={limit} leaves no training batch of the {full} an epoch has{where} "
+            f"({data}); use at least {1 / full:.3g} or a number of batches"
+        )
     val_limit = trainer.get("limit_val_batches")
     val_full = epoch_batches(val_samples, val_batch_size, ranks) if val_samples else 0
     if isinstance(val_limit, float) and val_limit > 0 and val_full and limited(val_full, val_limit) == 0:
-        problems.append(f"trainer.limit_val_batches={val_limit} leaves no validation batch of {val_full}{where} "
-                        f"({val_samples} validation samples, data.val_batch_size={val_batch_size}); "
-                        f"use at least {1 / val_full:.3g}, a number of batches, or 0 for no validation")
+        problems.append(
+            f"trainer.limit_val_batches={val_limit} leaves no validation batch of {val_full}{where} "
+            f"({val_samples} validation samples, data.val_batch_size={val_batch_size}); "
+            f"use at least {1 / val_full:.3g}, a number of batches, or 0 for no validation"
+        )
     interval, every_epoch = trainer.get("val_check_interval"), trainer.get("check_val_every_n_epoch")
-    if isinstance(interval, int) and not isinstance(interval, bool) and every_epoch is not None and batches \
-            and interval > batches:
-        problems.append(f"trainer.val_check_interval={interval} is larger than an epoch: {batches} training "
-                        f"batches{where} ({data}); give at most {batches}, a fraction of an epoch (e.g. 0.5), or "
-                        "trainer.check_val_every_n_epoch=null to count the interval in steps across epochs")
+    if (
+        isinstance(interval, int)
+        and not isinstance(interval, bool)
+        and every_epoch is not None
+        and batches
+        and interval > batches
+    ):
+        problems.append(
+            f"trainer.val_check_interval={interval} is larger than an epoch: {batches} training "
+            f"batches{where} ({data}); give at most {batches}, a fraction of an epoch (e.g. 0.5), or "
+            "trainer.check_val_every_n_epoch=null to count the interval in steps across epochs"
+        )
     if isinstance(interval, float) and every_epoch is None:
-        problems.append(f"trainer.val_check_interval={interval} is a fraction of an epoch, but "
-                        "trainer.check_val_every_n_epoch=null counts the interval in steps; give a number of "
-                        f"steps (e.g. trainer.val_check_interval={max(1, int(interval * batches))}) or "
-                        "trainer.check_val_every_n_epoch=1")
+        problems.append(
+            f"trainer.val_check_interval={interval} is a fraction of an epoch, but "
+            "trainer.check_val_every_n_epoch=null counts the interval in steps; give a number of "
+            f"steps (e.g. trainer.val_check_interval={max(1, int(interval * batches))}) or "
+            "trainer.check_val_every_n_epoch=1"
+        )
     accumulate = int(trainer.get("accumulate_grad_batches") or 1)
     if batches and accumulate > batches:
-        problems.append(f"trainer.accumulate_grad_batches={accumulate} is larger than an epoch: {batches} "
-                        f"training batches{where} ({data}), so each optimizer step would average one epoch, not "
-                        f"{accumulate} batches; give at most {batches}, or lower data.batch_size")
+        problems.append(
+            f"trainer.accumulate_grad_batches={accumulate} is larger than an epoch: {batches} "
+            f"training batches{where} ({data}), so each optimizer step would average one epoch, not "
+            f"{accumulate} batches; give at most {batches}, or lower data.batch_size"
+        )
     if problems:
-        head = "a trainer setting does not fit the data" if len(problems) == 1 else \
-            f"{len(problems)} trainer settings do not fit the data"
-        raise ConfigError(f"{head} (change it on the command line, e.g. key=value, or in the recipe):\n  - "
-                          + "\n  - ".join(problems))
+        head = (
+            "a trainer setting does not fit the data"
+            if len(problems) == 1
+            else f"{len(problems)} trainer settings do not fit the data"
+        )
+        raise ConfigError(
+            f"{head} (change it on the command line, e.g. key=value, or in the recipe):\n  - " + "\n  - ".join(problems)
+        )
     _say_early_stop(trainer, batches, accumulate)
 
 
@@ -108,6 +130,11 @@ def _say_early_stop(trainer: Mapping[str, Any], batches: int, accumulate: int) -
         return
     reachable = max_epochs * math.ceil(batches / accumulate)
     if reachable < max_steps:
-        log.warning("trainer.max_epochs=%d ends the run after about %d optimizer steps, before trainer.max_steps=%d "
-                    "(an epoch is %d batches); pass trainer.max_epochs=-1 to train by steps alone",
-                    max_epochs, reachable, max_steps, batches)
+        log.warning(
+            "trainer.max_epochs=%d ends the run after about %d optimizer steps, before trainer.max_steps=%d "
+            "(an epoch is %d batches); pass trainer.max_epochs=-1 to train by steps alone",
+            max_epochs,
+            reachable,
+            max_steps,
+            batches,
+        )

@@ -50,7 +50,9 @@ class StepRichProgressBar(RichProgressBar):
     def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
         super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
         if step_based(trainer) and self.progress is not None and self.train_progress_bar_id is not None:
-            self.progress.update(self.train_progress_bar_id, description=self._get_train_description(trainer.current_epoch))
+            self.progress.update(
+                self.train_progress_bar_id, description=self._get_train_description(trainer.current_epoch)
+            )
 
 
 class ProgressLines(ProgressBar):
@@ -87,8 +89,10 @@ class ProgressLines(ProgressBar):
         self._samples = 0
         if self.enabled:
             total = total_steps(trainer)
-            self.write(f"training: {total if total is not None else 'an unknown number of'} optimizer steps; "
-                       f"a progress line every {self.every_s:g} s")
+            self.write(
+                f"training: {total if total is not None else 'an unknown number of'} optimizer steps; "
+                f"a progress line every {self.every_s:g} s"
+            )
 
     def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
         self._samples += batch_size(batch)
@@ -108,8 +112,11 @@ class ProgressLines(ProgressBar):
         done = step - self._first_step
         parts = [f"step {step}/{total} ({100 * step / max(total, 1):.0f} %)" if total else f"step {step}"]
         if not step_based(trainer):
-            parts.append(f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}"
-                         if trainer.max_epochs not in (None, -1) else f"epoch {trainer.current_epoch + 1}")
+            parts.append(
+                f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}"
+                if trainer.max_epochs not in (None, -1)
+                else f"epoch {trainer.current_epoch + 1}"
+            )
         loss = metric(trainer.callback_metrics, "train/loss_step", "train/loss")
         if loss is not None:
             parts.append(f"loss {loss:.4f}")
@@ -125,8 +132,9 @@ class ProgressLines(ProgressBar):
     def on_validation_start(self, trainer: Any, pl_module: Any) -> None:
         self._val_last = time.monotonic()
 
-    def on_validation_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int,
-                                dataloader_idx: int = 0) -> None:
+    def on_validation_batch_end(
+        self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
         now = time.monotonic()
         if self.enabled and not trainer.sanity_checking and now - self._val_last >= self.every_s:
             self._val_last = now
@@ -137,8 +145,11 @@ class ProgressLines(ProgressBar):
     def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
         if not self.enabled or trainer.sanity_checking:
             return
-        scores = [f"{key} {value:.4f}" for key in ("val/dice", "val/iou", "val/loss")
-                  if (value := metric(trainer.callback_metrics, key)) is not None]
+        scores = [
+            f"{key} {value:.4f}"
+            for key in ("val/dice", "val/iou", "val/loss")
+            if (value := metric(trainer.callback_metrics, key)) is not None
+        ]
         self.write(f"validation at step {trainer.global_step}: " + (" · ".join(scores) or "done"))
 
 

@@ -36,15 +36,29 @@ def training_cases(datamodule: Any, setting: Any) -> dict[str, Any]:
     if not splits:
         return {}
     skipped = getattr(datamodule, "skipped", None) or {}
-    used = {side: sorted({c.group for c in splits[side] if c.id not in set(skipped.get(side, ()))})
-            for side in ("train", "val")}
-    return {"train_cases": len(used["train"]), "val_cases": len(used["val"]),
-            "train_cases_setting": "all" if setting is None else setting, "train_case_ids": used["train"],
-            "skipped_case_ids": {side: sorted(ids) for side, ids in skipped.items()}}
+    used = {
+        side: sorted({c.group for c in splits[side] if c.id not in set(skipped.get(side, ()))})
+        for side in ("train", "val")
+    }
+    return {
+        "train_cases": len(used["train"]),
+        "val_cases": len(used["val"]),
+        "train_cases_setting": "all" if setting is None else setting,
+        "train_case_ids": used["train"],
+        "skipped_case_ids": {side: sorted(ids) for side, ids in skipped.items()},
+    }
 
 
-def run_metrics(cfg: DictConfig, task: Any, datamodule: Any, steps: int, scores: Mapping[str, dict[str, float]],
-                params: tuple[int, int], seconds: float, run_dir: Path) -> dict[str, Any]:
+def run_metrics(
+    cfg: DictConfig,
+    task: Any,
+    datamodule: Any,
+    steps: int,
+    scores: Mapping[str, dict[str, float]],
+    params: tuple[int, int],
+    seconds: float,
+    run_dir: Path,
+) -> dict[str, Any]:
     """The content of ``metrics.json`` (``scores``: the validation metrics ``before`` and ``after``)."""
     trainable, total = params
     return {
@@ -52,8 +66,11 @@ def run_metrics(cfg: DictConfig, task: Any, datamodule: Any, steps: int, scores:
         "model": task.model_info.to_dict(),
         "adapter": OmegaConf.to_container(cfg.adapter, resolve=True),
         "params": {"trainable": trainable, "total": total},
-        "data": {"card": datamodule.card.name, "bad_cases": datamodule.num_bad_cases,
-                 **training_cases(datamodule, cfg.data.get("train_cases"))},
+        "data": {
+            "card": datamodule.card.name,
+            "bad_cases": datamodule.num_bad_cases,
+            **training_cases(datamodule, cfg.data.get("train_cases")),
+        },
         "monitor": MONITOR,
         "before": scores["before"],
         "after": scores["after"],
@@ -63,8 +80,9 @@ def run_metrics(cfg: DictConfig, task: Any, datamodule: Any, steps: int, scores:
     }
 
 
-def save_run(cfg: DictConfig, task: Any, datamodule: Any, weights: Mapping[str, Any], metrics: Mapping[str, Any],
-             run_dir: Path) -> None:
+def save_run(
+    cfg: DictConfig, task: Any, datamodule: Any, weights: Mapping[str, Any], metrics: Mapping[str, Any], run_dir: Path
+) -> None:
     """Write the adapter (``weights``: the task's full state dict, gathered) and ``metrics.json``."""
     card = datamodule.card
     save_adapter(

@@ -102,7 +102,8 @@ class FSDPStrategy(LightningFSDPStrategy):
     def _full_state_dict_in_place(self) -> Iterator[None]:
         """Lightning's full-state-dict context (gathered on rank 0), without offloading."""
         with FullyShardedDataParallel.state_dict_type(
-            self.model, StateDictType.FULL_STATE_DICT,
+            self.model,
+            StateDictType.FULL_STATE_DICT,
             FullStateDictConfig(offload_to_cpu=False, rank0_only=True),
             FullOptimStateDictConfig(offload_to_cpu=False, rank0_only=True),
         ):

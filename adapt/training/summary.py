@@ -37,7 +37,9 @@ def print_summary(result: Mapping[str, Any], console: Console | None = None) -> 
     table.add_column("what", no_wrap=True)
     table.add_column("value", overflow="fold")
     row = BACKBONES.get(str(model.get("backbone") or "sam2"), BACKBONES["sam2"])
-    table.add_row("backbone", f"{model['name']}: {row.title} ({'pretrained' if model['pretrained'] else 'RANDOM weights'})")
+    table.add_row(
+        "backbone", f"{model['name']}: {row.title} ({'pretrained' if model['pretrained'] else 'RANDOM weights'})"
+    )
     asked = model.get("requested_image_size")
     moved = f" (model.image_size={asked} mapped to the nearest side its trunk takes, a multiple of {row.size_multiple})"
     table.add_row("image size", f"{model['image_size']}{moved if asked else ''}")

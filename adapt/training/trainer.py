@@ -42,8 +42,11 @@ def build_trainer(cfg: DictConfig, run_dir: Path, resume_step: int | None = None
     if str(options.get("precision")).startswith("16") and (
         options.get("accelerator") == "cpu" or not torch.cuda.is_available()
     ):
-        log.warning("trainer.precision=%s needs a CUDA GPU; on the CPU Lightning trains in bf16-mixed instead "
-                    "(pass trainer.precision=bf16-mixed or 32-true to choose explicitly)", options["precision"])
+        log.warning(
+            "trainer.precision=%s needs a CUDA GPU; on the CPU Lightning trains in bf16-mixed instead "
+            "(pass trainer.precision=bf16-mixed or 32-true to choose explicitly)",
+            options["precision"],
+        )
     if isinstance(options.get("strategy"), dict):  # e.g. FSDPStrategy with its options
         try:
             options["strategy"] = hydra.utils.instantiate(options["strategy"], _convert_="all")

@@ -30,34 +30,56 @@ import numpy as np
 
 #: The default recipe: mild enough for anatomy, strong enough to matter on small datasets.
 RECIPE = {
-    "flip_p": 0.5,                  # horizontal and vertical flips, each
-    "rot90_p": 0.5,                 # a turn by k * 90 degrees, k uniform in 0..3
-    "affine_p": 0.5, "scale": (0.85, 1.15), "rotate": (-15.0, 15.0),  # about the plane's centre, in its pixels
-    "elastic_p": 0.2, "elastic_alpha": 20.0, "elastic_sigma": 5.0,
-    "photometric_p": 0.5, "brightness": 0.1, "contrast": 0.1,          # image * (1 + c) + b
+    "flip_p": 0.5,  # horizontal and vertical flips, each
+    "rot90_p": 0.5,  # a turn by k * 90 degrees, k uniform in 0..3
+    "affine_p": 0.5,
+    "scale": (0.85, 1.15),
+    "rotate": (-15.0, 15.0),  # about the plane's centre, in its pixels
+    "elastic_p": 0.2,
+    "elastic_alpha": 20.0,
+    "elastic_sigma": 5.0,
+    "photometric_p": 0.5,
+    "brightness": 0.1,
+    "contrast": 0.1,  # image * (1 + c) + b
 }
 
 
 def default_augmentation() -> A.Compose:
     """``RECIPE`` as an albumentations pipeline (``PairAugment``'s default)."""
     r = RECIPE
-    return A.Compose([
-        A.HorizontalFlip(p=r["flip_p"]),
-        A.VerticalFlip(p=r["flip_p"]),
-        A.RandomRotate90(p=r["rot90_p"]),
-        A.Affine(scale=r["scale"], rotate=r["rotate"], interpolation=cv2.INTER_LINEAR,
-                 mask_interpolation=cv2.INTER_NEAREST, border_mode=cv2.BORDER_CONSTANT, fill=0, fill_mask=0,
-                 p=r["affine_p"]),
-        elastic(p=r["elastic_p"]),
-        A.RandomBrightnessContrast(brightness_limit=r["brightness"], contrast_limit=r["contrast"],
-                                   p=r["photometric_p"]),
-    ])
+    return A.Compose(
+        [
+            A.HorizontalFlip(p=r["flip_p"]),
+            A.VerticalFlip(p=r["flip_p"]),
+            A.RandomRotate90(p=r["rot90_p"]),
+            A.Affine(
+                scale=r["scale"],
+                rotate=r["rotate"],
+                interpolation=cv2.INTER_LINEAR,
+                mask_interpolation=cv2.INTER_NEAREST,
+                border_mode=cv2.BORDER_CONSTANT,
+                fill=0,
+                fill_mask=0,
+                p=r["affine_p"],
+            ),
+            elastic(p=r["elastic_p"]),
+            A.RandomBrightnessContrast(
+                brightness_limit=r["brightness"], contrast_limit=r["contrast"], p=r["photometric_p"]
+            ),
+        ]
+    )
 
 
 def elastic(p: float) -> A.ElasticTransform:
     """The recipe's elastic warp (bilinear image, nearest label)."""
-    return A.ElasticTransform(alpha=RECIPE["elastic_alpha"], sigma=RECIPE["elastic_sigma"], approximate=True,
-                              interpolation=cv2.INTER_LINEAR, mask_interpolation=cv2.INTER_NEAREST, p=p)
+    return A.ElasticTransform(
+        alpha=RECIPE["elastic_alpha"],
+        sigma=RECIPE["elastic_sigma"],
+        approximate=True,
+        interpolation=cv2.INTER_LINEAR,
+        mask_interpolation=cv2.INTER_NEAREST,
+        p=p,
+    )
 
 
 class PairAugment:
@@ -73,8 +95,9 @@ class PairAugment:
     def __call__(self, image: np.ndarray, label: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
         """The augmented pair, same shapes and dtypes; the same ``seed`` gives the same result."""
         self.transform.set_random_seed(int(seed))
-        out = self.transform(image=np.ascontiguousarray(np.moveaxis(image, 0, -1), dtype=np.float32),
-                             mask=np.ascontiguousarray(label))
+        out = self.transform(
+            image=np.ascontiguousarray(np.moveaxis(image, 0, -1), dtype=np.float32), mask=np.ascontiguousarray(label)
+        )
         pixels = out["image"]
         pixels = pixels[..., None] if pixels.ndim == 2 else pixels
         augmented = np.clip(np.moveaxis(pixels, -1, 0), 0.0, 1.0).astype(np.float32)
@@ -119,11 +142,16 @@ class SplitAugment:
         u = np.random.default_rng([int(seed), SPLIT_KEY]).random(14)
         lerp = lambda v, bounds: bounds[0] + v * (bounds[1] - bounds[0])  # noqa: E731
         return {
-            "hflip": u[0] < self.flip_p, "vflip": u[1] < self.flip_p,
+            "hflip": u[0] < self.flip_p,
+            "vflip": u[1] < self.flip_p,
             "turns": int(u[3] * 4) if u[2] < self.rot90_p else 0,
-            "affine": u[4] < self.affine_p, "scale": lerp(u[5], self.scale), "angle": lerp(u[6], self.rotate),
-            "elastic": u[7] < self.elastic_p, "elastic_seed": int(u[8] * 2**31),
-            "photometric": u[9] < self.photometric_p, "gain": 1 + lerp(u[10], (-self.contrast, self.contrast)),
+            "affine": u[4] < self.affine_p,
+            "scale": lerp(u[5], self.scale),
+            "angle": lerp(u[6], self.rotate),
+            "elastic": u[7] < self.elastic_p,
+            "elastic_seed": int(u[8] * 2**31),
+            "photometric": u[9] < self.photometric_p,
+            "gain": 1 + lerp(u[10], (-self.contrast, self.contrast)),
             "offset": lerp(u[11], (-self.brightness, self.brightness)),
             "gamma": lerp(u[13], self.gamma) if u[12] < self.gamma_p else 1.0,
         }
@@ -151,8 +179,10 @@ class SplitAugment:
         if d["elastic"]:
             warp = self._elastic()
             warp.set_random_seed(d["elastic_seed"])
-            out = warp(image=np.ascontiguousarray(np.moveaxis(image, 0, -1), dtype=np.float32),
-                       mask=np.ascontiguousarray(objects))
+            out = warp(
+                image=np.ascontiguousarray(np.moveaxis(image, 0, -1), dtype=np.float32),
+                mask=np.ascontiguousarray(objects),
+            )
             pixels = out["image"][..., None] if out["image"].ndim == 2 else out["image"]
             image, objects = np.clip(np.moveaxis(pixels, -1, 0), 0, 1).astype(image.dtype), out["mask"]
         params = IDENTITY.copy()
@@ -161,9 +191,14 @@ class SplitAugment:
             inverse = rotation(-d["angle"]) / d["scale"]  # output pixel -> source pixel, about the centre
             centre = np.array([(width - 1) / 2, (height - 1) / 2])
             matrix = np.concatenate([inverse, (centre - inverse @ centre)[:, None]], axis=1)
-            objects = cv2.warpAffine(np.ascontiguousarray(objects), matrix, (width, height),
-                                     flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP,
-                                     borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+            objects = cv2.warpAffine(
+                np.ascontiguousarray(objects),
+                matrix,
+                (width, height),
+                flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP,
+                borderMode=cv2.BORDER_CONSTANT,
+                borderValue=0,
+            )
             half = np.array([width / 2, height / 2])  # normalised -> centred pixel coordinates
             params[:6] = np.concatenate([inverse * half[None, :] / half[:, None], np.zeros((2, 1))], axis=1).ravel()
         if d["photometric"]:

@@ -38,9 +38,7 @@ def largest_error_region(pred: np.ndarray, target: np.ndarray) -> tuple[np.ndarr
     return best, best_label
 
 
-def correction_click(
-    pred: np.ndarray, target: np.ndarray, rng: np.random.Generator
-) -> tuple[np.ndarray, int] | None:
+def correction_click(pred: np.ndarray, target: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, int] | None:
     """The next corrective click ``((x, y), label)``, or ``None`` when nothing is wrong.
 
     The click is at a point of maximal distance to the region's border; among equally

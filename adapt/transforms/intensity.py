@@ -42,13 +42,16 @@ def scale_intensity(volume: np.ndarray, intensity: Mapping[str, Any], valid: np.
         low, high = (float(v) for v in intensity["window"])
     else:
         sample = volume if valid is None else volume[np.broadcast_to(valid, volume.shape)]
-        low, high = np.percentile(sample, intensity.get("percentiles") or DEFAULT_PERCENTILES) if sample.size else (0, 1)
+        low, high = (
+            np.percentile(sample, intensity.get("percentiles") or DEFAULT_PERCENTILES) if sample.size else (0, 1)
+        )
     out = np.clip((volume - low) / max(high - low, 1e-6), 0, 1).astype(np.float32)
     return out if valid is None else np.where(valid, out, np.float32(0))
 
 
-def scale_channels(image: np.ndarray, intensity: Mapping[str, Any], source_dtype: str = "float32",
-                   valid: np.ndarray | None = None) -> np.ndarray:
+def scale_channels(
+    image: np.ndarray, intensity: Mapping[str, Any], source_dtype: str = "float32", valid: np.ndarray | None = None
+) -> np.ndarray:
     """Channel-first pixels ``[C, ...]`` to [0, 1] as the card's ``intensity`` says (see module doc).
 
     Args:
@@ -84,6 +87,7 @@ class ScaleIntensityCardd(MapTransform):
         if getattr(image, "affine", None) is not None:
             item["affine"] = np.asarray(image.affine, dtype=np.float64)
         pixels = image.as_tensor().numpy() if hasattr(image, "as_tensor") else np.asarray(image)
-        item["image"] = torch.from_numpy(scale_channels(pixels, self.intensity, str(item.get("source_dtype", "")),
-                                                        item.pop("valid", None)))
+        item["image"] = torch.from_numpy(
+            scale_channels(pixels, self.intensity, str(item.get("source_dtype", "")), item.pop("valid", None))
+        )
         return item

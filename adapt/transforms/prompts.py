@@ -17,15 +17,12 @@ import numpy as np
 from adapt.transforms.names import PROMPT_KINDS
 
 
-
 def prompt_rng(seed: int, *key: int) -> np.random.Generator:
     """A generator that depends only on ``seed`` and an integer key (e.g. sample index, epoch)."""
     return np.random.default_rng([int(seed), *(int(k) for k in key)])
 
 
-def box_from_mask(
-    mask: np.ndarray, jitter: float = 0.0, rng: np.random.Generator | None = None
-) -> np.ndarray:
+def box_from_mask(mask: np.ndarray, jitter: float = 0.0, rng: np.random.Generator | None = None) -> np.ndarray:
     """Tight box ``[x0, y0, x1, y1]`` around a 2D mask, optionally jittered outwards.
 
     The jitter moves each side by up to ``jitter`` times the box side, outwards only, so the

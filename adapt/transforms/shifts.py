@@ -118,8 +118,9 @@ def _bias_field(images: np.ndarray, coefficient: float, shift: Shift) -> np.ndar
 
     field = RandBiasField(degree=3, coeff_range=(-coefficient, coefficient), prob=1.0)
     field.set_random_state(seed=shift.seed)
-    ones = np.ones((1, *images.shape[2:], images.shape[0]) if images.shape[0] > 1 else (1, *images.shape[2:]),
-                   np.float32)
+    ones = np.ones(
+        (1, *images.shape[2:], images.shape[0]) if images.shape[0] > 1 else (1, *images.shape[2:]), np.float32
+    )
     gain = np.asarray(field(ones, randomize=True))[0]  # the field itself: one smooth gain over the volume
     gain = np.moveaxis(gain, -1, 0) if images.shape[0] > 1 else gain[None]
     return images * gain[:, None]

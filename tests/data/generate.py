@@ -37,8 +37,9 @@ VOLUME_SHAPE = (40, 36, 12)
 IMAGE_SHAPE = (48, 56)  # rows, columns: not square, so a transpose bug shows
 
 
-def blob_volume(ids: Sequence[int], seed: int, shape: tuple[int, int, int] = VOLUME_SHAPE,
-                channels: int = 1, hu: bool = True) -> tuple[np.ndarray, np.ndarray]:
+def blob_volume(
+    ids: Sequence[int], seed: int, shape: tuple[int, int, int] = VOLUME_SHAPE, channels: int = 1, hu: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
     """A volume with one ellipsoid per label id (each a distinct intensity) and its label map.
 
     Returns:
@@ -79,8 +80,15 @@ def write_msd(stem: str, root: Path, num_cases: int = 4, channels: int = 1, hu: 
     extra = [v for v in card.labels.values() if v and v not in ids]  # non-target labels appear too
     volumes = [blob_volume(ids + extra, seed=i, channels=channels, hu=hu) for i in range(num_cases)]
     prefix = card.source.get("task", stem).split("_")[-1].lower()
-    synthetic.write_msd_volumes(root, prefix, volumes, synthetic.phantom_affine(AFFINE_SPACING), card.title,
-                                {str(c): f"channel{c}" for c in range(channels)}, dict(card.labels))
+    synthetic.write_msd_volumes(
+        root,
+        prefix,
+        volumes,
+        synthetic.phantom_affine(AFFINE_SPACING),
+        card.title,
+        {str(c): f"channel{c}" for c in range(channels)},
+        dict(card.labels),
+    )
 
 
 def write_btcv(root: Path, num_cases: int = 4) -> None:
@@ -170,9 +178,14 @@ def write_dataset(stem: str, root: str | Path) -> Path:
     return root
 
 
-def write_dicom_series(folder: str | Path, volume: np.ndarray, spacing: Sequence[float] = (0.7, 0.7, 2.0),
-                       origin: Sequence[float] = (-120.0, -100.0, 50.0), slope: float = 1.0,
-                       intercept: float = -1024.0) -> Path:
+def write_dicom_series(
+    folder: str | Path,
+    volume: np.ndarray,
+    spacing: Sequence[float] = (0.7, 0.7, 2.0),
+    origin: Sequence[float] = (-120.0, -100.0, 50.0),
+    slope: float = 1.0,
+    intercept: float = -1024.0,
+) -> Path:
     """A single-frame CT DICOM series of ``volume`` ``(rows, columns, slices)`` (stored values).
 
     Slices are axial (ImageOrientationPatient ``1,0,0,0,1,0``: rows run along patient +x (L),
@@ -213,8 +226,9 @@ def write_msd_folder(root: Path, num_cases: int = 4) -> Path:
     """An MSD task folder of CT volumes (``dataset.json`` names modality CT and labels liver, tumour)."""
     labels = {"background": 0, "liver": 1, "tumour": 2}
     volumes = [blob_volume([1, 2], seed=i) for i in range(num_cases)]
-    synthetic.write_msd_volumes(root, "liver", volumes, synthetic.phantom_affine(AFFINE_SPACING), "Liver CT",
-                                {"0": "CT"}, labels)
+    synthetic.write_msd_volumes(
+        root, "liver", volumes, synthetic.phantom_affine(AFFINE_SPACING), "Liver CT", {"0": "CT"}, labels
+    )
     return root
 
 

@@ -58,8 +58,9 @@ def truth_folder(root: Path) -> Path:
     return root.parent / f"{root.name}_truth"
 
 
-def write_ultrasound_folder(root: Path, num_cases: int = 8, shape: tuple[int, int] = (72, 88),
-                            unlabelled: int = 0) -> Path:
+def write_ultrasound_folder(
+    root: Path, num_cases: int = 8, shape: tuple[int, int] = (72, 88), unlabelled: int = 0
+) -> Path:
     """``root/images/scan_NN.png`` (grey) and ``root/masks/scan_NN.png`` (0/255); returns ``root``."""
     for name in ("images", "masks"):
         (root / name).mkdir(parents=True, exist_ok=True)
@@ -89,14 +90,18 @@ def ct_volume(seed: int, shape: tuple[int, int, int]) -> tuple[np.ndarray, np.nd
     x, y, z = np.meshgrid(*(np.arange(n, dtype=np.float32) for n in shape), indexing="ij")
     body = ((x - shape[0] / 2) / (0.45 * shape[0])) ** 2 + ((y - shape[1] / 2) / (0.42 * shape[1])) ** 2 <= 1
     cx, cy = rng.uniform(0.4, 0.6) * shape[0], rng.uniform(0.4, 0.6) * shape[1]
-    organ = (((x - cx) / (0.22 * shape[0])) ** 2 + ((y - cy) / (0.18 * shape[1])) ** 2
-             + ((z - shape[2] / 2) / (0.38 * shape[2])) ** 2) <= 1
+    organ = (
+        ((x - cx) / (0.22 * shape[0])) ** 2
+        + ((y - cy) / (0.18 * shape[1])) ** 2
+        + ((z - shape[2] / 2) / (0.38 * shape[2])) ** 2
+    ) <= 1
     image = np.where(body, 40.0, -1000.0) + np.where(organ, 80.0, 0.0) + rng.normal(0, 12, shape)
     return image.astype(np.int16), organ.astype(np.uint8)
 
 
-def write_msd_style_folder(root: Path, num_cases: int = 4, shape: tuple[int, int, int] = (44, 40, 10),
-                           unlabelled: int = 0) -> Path:
+def write_msd_style_folder(
+    root: Path, num_cases: int = 4, shape: tuple[int, int, int] = (44, 40, 10), unlabelled: int = 0
+) -> Path:
     """``root/dataset.json``, ``imagesTr/organ_NNN.nii.gz``, ``labelsTr/organ_NNN.nii.gz`` on an oblique,
     anisotropic grid (the unlabelled ones: ``imagesTs/``, the manifest's ``test`` list); returns ``root``."""
     affine = oblique_affine()
@@ -114,14 +119,24 @@ def write_msd_style_folder(root: Path, num_cases: int = 4, shape: tuple[int, int
             training.append({"image": f"./imagesTr/{name}", "label": f"./labelsTr/{name}"})
         else:
             test.append(f"./imagesTs/{name}")
-    manifest = {"name": "Organ", "description": "CT volumes of one organ", "tensorImageSize": "3D",
-                "modality": {"0": "CT"}, "labels": {"0": "background", "1": "organ"},
-                "numTraining": num_cases, "numTest": len(test), "training": training, "test": test}
+    manifest = {
+        "name": "Organ",
+        "description": "CT volumes of one organ",
+        "tensorImageSize": "3D",
+        "modality": {"0": "CT"},
+        "labels": {"0": "background", "1": "organ"},
+        "numTraining": num_cases,
+        "numTest": len(test),
+        "training": training,
+        "test": test,
+    }
     (root / "dataset.json").write_text(json.dumps(manifest, indent=2))
     return root
 
 
-def write_geotiff_folder(root: Path, num_cases: int = 6, shape: tuple[int, int] = (64, 64), unlabelled: int = 0) -> Path:
+def write_geotiff_folder(
+    root: Path, num_cases: int = 6, shape: tuple[int, int] = (64, 64), unlabelled: int = 0
+) -> Path:
     """``root/tiles/field_NN.tif`` (4 bands, uint16, EPSG:32632) and ``root/labels/field_NN.tif`` (building = 1)
     with the same georeferencing; returns ``root``."""
     for name in ("tiles", "labels"):

@@ -166,12 +166,15 @@ def read_raster(path: str | Path, as_image: bool = False) -> Raster:
     except DataError:
         raise
     except Exception as err:  # every library raises its own types for truncated or foreign files
-        raise DataError(f"{path}: unreadable as {found.title} ({type(err).__name__}: {err}); "
-                        f"re-export or re-download the file") from None
+        raise DataError(
+            f"{path}: unreadable as {found.title} ({type(err).__name__}: {err}); re-export or re-download the file"
+        ) from None
     check_orthogonal(raster.affine, path)
     if raster.array.size == 0:  # a header that declares an axis of length 0: no pixel to slice or scale
-        raise DataError(f"{path}: an empty axis (shape {tuple(raster.array.shape[1:])}, {raster.array.shape[0]} "
-                        f"channel(s)): the file holds no pixels; every axis needs at least one: re-export the file")
+        raise DataError(
+            f"{path}: an empty axis (shape {tuple(raster.array.shape[1:])}, {raster.array.shape[0]} "
+            f"channel(s)): the file holds no pixels; every axis needs at least one: re-export the file"
+        )
     return raster
 
 
@@ -219,8 +222,10 @@ def write_labels(labels: np.ndarray, kind: str, header: Any, path: str | Path) -
     if found.write is None:
         raise DataError(f"{path}: masks are not written as {found.title}")
     if found.mask_suffixes and suffix(path) not in found.mask_suffixes:
-        raise DataError(f"{path}: masks of {found.title} inputs are written as {found.title} "
-                        f"({'/'.join(found.mask_suffixes)}); name the output *{found.mask_suffixes[0]}")
+        raise DataError(
+            f"{path}: masks of {found.title} inputs are written as {found.title} "
+            f"({'/'.join(found.mask_suffixes)}); name the output *{found.mask_suffixes[0]}"
+        )
     if not found.mask_suffixes and path.exists() and not path.is_dir():
         raise DataError(f"{path}: the mask of {found.title} is a folder; give a folder as output")
     path.parent.mkdir(parents=True, exist_ok=True)

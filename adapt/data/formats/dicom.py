@@ -59,12 +59,15 @@ def read(path: Path, as_image: bool = False) -> Raster:
     for ds in slices:
         for keyword in ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing"):
             if keyword not in ds:
-                raise DataError(f"{path}: slice {Path(ds.filename).name} has no {keyword}; "
-                                f"the series cannot be placed in space")
+                raise DataError(
+                    f"{path}: slice {Path(ds.filename).name} has no {keyword}; the series cannot be placed in space"
+                )
     slices.sort(key=_slice_position)
     _check_slice_steps(path, slices)
-    planes = [ds.pixel_array.astype(np.float32) * float(ds.get("RescaleSlope", 1))
-              + float(ds.get("RescaleIntercept", 0)) for ds in slices]
+    planes = [
+        ds.pixel_array.astype(np.float32) * float(ds.get("RescaleSlope", 1)) + float(ds.get("RescaleIntercept", 0))
+        for ds in slices
+    ]
     if len({p.shape for p in planes}) > 1:
         raise DataError(f"{path}: slices of different sizes {sorted({p.shape for p in planes})}")
     volume = np.stack([p.T for p in planes], axis=-1)[None]  # voxel (i, j, k) = (column, row, slice)
@@ -92,12 +95,16 @@ def _check_slice_steps(path: Path, slices: list[Any]) -> None:
         if gap <= tolerance:
             problem = f"two slices at the same position {where}: a duplicate file or two series in one folder"
         elif abs(gap / step - round(gap / step)) * step <= tolerance:
-            problem = (f"{round(gap / step) - 1} slice(s) missing {where}: a gap of {gap:.2f} mm where the series "
-                       f"steps {step:.2f} mm")
+            problem = (
+                f"{round(gap / step) - 1} slice(s) missing {where}: a gap of {gap:.2f} mm where the series "
+                f"steps {step:.2f} mm"
+            )
         else:
             problem = f"uneven slice distance {where}: {gap:.2f} mm where the series steps {step:.2f} mm"
-        raise DataError(f"{path}: {problem}; restore the missing or extra files (or re-export the whole series), "
-                        "or convert it to NIfTI with a tool that resamples uneven series (e.g. dcm2niix)")
+        raise DataError(
+            f"{path}: {problem}; restore the missing or extra files (or re-export the whole series), "
+            "or convert it to NIfTI with a tool that resamples uneven series (e.g. dcm2niix)"
+        )
 
 
 def _slice_position(ds: Any) -> float:
@@ -135,8 +142,15 @@ def write(labels: np.ndarray, slices: list[Any], path: Path) -> None:
     for k, source in enumerate(slices):
         plane = np.ascontiguousarray(labels[:, :, k].T)
         ds = copy.deepcopy(source)
-        for keyword in ("WindowCenter", "WindowWidth", "RescaleSlope", "RescaleIntercept", "RescaleType",
-                        "VOILUTSequence", "ModalityLUTSequence"):
+        for keyword in (
+            "WindowCenter",
+            "WindowWidth",
+            "RescaleSlope",
+            "RescaleIntercept",
+            "RescaleType",
+            "VOILUTSequence",
+            "ModalityLUTSequence",
+        ):
             if keyword in ds:
                 delattr(ds, keyword)
         bits = 8 if plane.dtype == np.uint8 else 16
@@ -179,5 +193,16 @@ def learn(raster: Raster) -> dict[str, Any]:
     return {"modality": str(value) if value else None}
 
 
-FORMAT = Format("dicom", "a DICOM series", SUFFIXES, read, folder=True, holds=is_series, volume=True, write=write,
-                spacing=spacing, can_hold_nonfinite=can_hold_nonfinite, learn=learn)
+FORMAT = Format(
+    "dicom",
+    "a DICOM series",
+    SUFFIXES,
+    read,
+    folder=True,
+    holds=is_series,
+    volume=True,
+    write=write,
+    spacing=spacing,
+    can_hold_nonfinite=can_hold_nonfinite,
+    learn=learn,
+)

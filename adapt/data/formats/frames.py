@@ -32,8 +32,10 @@ def read(path: Path, as_image: bool = False) -> Raster:
     """The frames stacked along the last axis; every frame must have one size."""
     frames = [pillow.read(f, as_image).array for f in frame_files(path)]
     if len({f.shape for f in frames}) > 1:
-        raise DataError(f"{path}: frames of different sizes or channels {sorted({f.shape for f in frames})}; "
-                        "every frame of a sequence must have the same size")
+        raise DataError(
+            f"{path}: frames of different sizes or channels {sorted({f.shape for f in frames})}; "
+            "every frame of a sequence must have the same size"
+        )
     volume = np.stack([np.swapaxes(f, 1, 2) for f in frames], axis=-1)
     return Raster(np.ascontiguousarray(volume), np.eye(4), path)
 

@@ -29,8 +29,10 @@ def read(path: Path, as_image: bool = False) -> Raster:
 
     image = nib.load(path)
     if 0 in image.shape:  # from the header: nibabel's data of a zero-length axis loses its shape
-        raise DataError(f"{path}: an empty axis (shape {tuple(image.shape)}): the file holds no pixels; "
-                        "every axis needs at least one: re-export the file")
+        raise DataError(
+            f"{path}: an empty axis (shape {tuple(image.shape)}): the file holds no pixels; "
+            "every axis needs at least one: re-export the file"
+        )
     data = np.asanyarray(image.dataobj)
     if data.ndim == 2:
         data = data[..., None]
@@ -42,8 +44,10 @@ def read(path: Path, as_image: bool = False) -> Raster:
         log.warning("%s: a 5D NIfTI %s with a time axis of 1; the time axis is dropped", path, data.shape)
         data = np.moveaxis(data[:, :, :, 0], -1, 0)
     elif data.ndim == 5:
-        raise DataError(f"{path}: a 5D NIfTI {data.shape} with {data.shape[3]} time points; store one time point "
-                        "per file (e.g. nibabel: image.slicer[:, :, :, t]) as a 3D volume or 4D channels (X, Y, Z, C)")
+        raise DataError(
+            f"{path}: a 5D NIfTI {data.shape} with {data.shape[3]} time points; store one time point "
+            "per file (e.g. nibabel: image.slicer[:, :, :, t]) as a 3D volume or 4D channels (X, Y, Z, C)"
+        )
     else:
         raise DataError(f"{path}: a {data.ndim}D NIfTI; expected a 3D volume or 4D channels (X, Y, Z, C)")
     return Raster(np.ascontiguousarray(data), np.asarray(image.affine, dtype=np.float64), path, image)
@@ -88,6 +92,15 @@ def header_grid(path: Path) -> Grid | None:
     return Grid(path, tuple(int(s) for s in (image.shape + (1, 1))[:3]), np.asarray(image.affine, np.float64))
 
 
-FORMAT = Format("nifti", "NIfTI", (".nii", ".nii.gz"), read, volume=True, write=write,
-                mask_suffixes=(".nii", ".nii.gz"), spacing=spacing, can_hold_nonfinite=can_hold_nonfinite,
-                header_grid=header_grid)
+FORMAT = Format(
+    "nifti",
+    "NIfTI",
+    (".nii", ".nii.gz"),
+    read,
+    volume=True,
+    write=write,
+    mask_suffixes=(".nii", ".nii.gz"),
+    spacing=spacing,
+    can_hold_nonfinite=can_hold_nonfinite,
+    header_grid=header_grid,
+)

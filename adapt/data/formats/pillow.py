@@ -55,6 +55,14 @@ def header_grid(path: Path) -> Grid | None:
         return None
 
 
-FORMAT = Format("pillow", "PNG/JPEG/BMP", SUFFIXES, read, write=write, mask_suffixes=(".png",),
-                header_grid=header_grid, label_maximum={".png": 65535, ".jpg": 255, ".jpeg": 255, ".bmp": 255},
-                lossy=(".jpg", ".jpeg"))
+FORMAT = Format(
+    "pillow",
+    "PNG/JPEG/BMP",
+    SUFFIXES,
+    read,
+    write=write,
+    mask_suffixes=(".png",),
+    header_grid=header_grid,
+    label_maximum={".png": 65535, ".jpg": 255, ".jpeg": 255, ".bmp": 255},
+    lossy=(".jpg", ".jpeg"),
+)

@@ -60,8 +60,10 @@ def _nodata_value(path: Path, text: Any) -> float:
     try:
         return float(str(text).strip().strip("\x00"))
     except ValueError:
-        raise DataError(f"{path}: its GDAL_NODATA tag {text!r} is not a number; fix the tag (gdal_edit.py -a_nodata "
-                        "<value>) or remove it (gdal_edit.py -unsetnodata)") from None
+        raise DataError(
+            f"{path}: its GDAL_NODATA tag {text!r} is not a number; fix the tag (gdal_edit.py -a_nodata "
+            "<value>) or remove it (gdal_edit.py -unsetnodata)"
+        ) from None
 
 
 def write(labels: np.ndarray, tags: Any, path: Path) -> None:
@@ -117,8 +119,9 @@ def header_grid(path: Path) -> Grid | None:
         with tifffile.TiffFile(path) as tif:
             page = tif.pages[0]
             tags = geo_tags(page, (PIXEL_SCALE, TIEPOINT, TRANSFORMATION, GEOKEYS))
-            return Grid(path, (int(page.imagelength), int(page.imagewidth)), None, geotiff_crs(tags),
-                        geotiff_transform(tags))
+            return Grid(
+                path, (int(page.imagelength), int(page.imagewidth)), None, geotiff_crs(tags), geotiff_transform(tags)
+            )
     except Exception:  # a broken header: the full read names the problem
         return None
 
@@ -129,5 +132,15 @@ def learn(raster: Raster) -> dict[str, Any]:
     return {"crs": crs, "spacing": pixel_size(raster.header) if crs else None}
 
 
-FORMAT = Format("tiff", "(Geo)TIFF", SUFFIXES, read, write=write, mask_suffixes=(".tif", ".tiff"), spacing=spacing,
-                can_hold_nonfinite=can_hold_nonfinite, header_grid=header_grid, learn=learn)
+FORMAT = Format(
+    "tiff",
+    "(Geo)TIFF",
+    SUFFIXES,
+    read,
+    write=write,
+    mask_suffixes=(".tif", ".tiff"),
+    spacing=spacing,
+    can_hold_nonfinite=can_hold_nonfinite,
+    header_grid=header_grid,
+    learn=learn,
+)
