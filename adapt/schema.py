@@ -48,15 +48,18 @@ from adapt.data.names import (
     PROMPT_FRAME_MODES,
     REQUIRE_MODES,
 )
-from adapt.errors import ConfigError, not_one_of
+from adapt.errors import AdaptError, ConfigError, not_one_of
 from adapt.inference.names import BACKENDS, EXPORT_FORMATS, PROMPTS, PROPAGATION_MODES, QUANTIZE
 from adapt.inference.names import PRECISIONS as EVAL_PRECISIONS
 from adapt.models.names import (
     DIRECTIONS,
     EMBEDDING_CACHE_DTYPES,
     EMBEDDING_CACHE_MODES,
+    HUB_IDS,
     INPUT_CHANNEL_MODES,
     OFFLINE_FALLBACKS,
+    TARGET_PRESETS,
+    TINY_MODELS,
 )
 from adapt.tasks import CLICK_GRAD, EVALUATED, PIXEL_LOSSES, TASKS
 from adapt.training.names import LOGGERS
@@ -120,7 +123,6 @@ def rule(
 
 def _model_name(name: Any) -> str | None:
     """A preset, ``tiny``, an existing local folder or a Hub id; a path-like name that is not there is refused."""
-    from adapt.models.names import HUB_IDS, TINY_MODELS
 
     text = str(name)
     if text in HUB_IDS or text in TINY_MODELS or text.startswith("random:"):
@@ -144,7 +146,7 @@ def _existing_file(value: Any) -> str | None:
 
 
 def _checkpoint_file(value: Any) -> str | None:
-    from adapt.guards import torch_file_problem
+    from adapt.guards import torch_file_problem  # lazy: start-up
 
     problem = _existing_file(value)
     if problem is None and (problem := torch_file_problem(value)) is not None:
@@ -219,7 +221,6 @@ def _adapter_targets(value: Any) -> str | None:
         isinstance(value, (list, ListConfig)) and value and all(isinstance(v, str) for v in value)
     ):
         return None
-    from adapt.models.names import TARGET_PRESETS
 
     return f"must be a non-empty list of presets {sorted(TARGET_PRESETS)} or module-name regexes"
 
@@ -840,8 +841,7 @@ def trainer_options() -> frozenset[str]:
 def _training_card(cfg: Any) -> Any:
     """The data card a training config names, or ``None`` when it does not load (the data module then
     reports why, as before any schema check existed)."""
-    from adapt.data.cards import load_card
-    from adapt.errors import AdaptError
+    from adapt.data.cards import load_card  # lazy: start-up
 
     data = _get(cfg, "data")
     card = _get(data, "card") if isinstance(data, (Mapping, DictConfig)) else MISSING
@@ -856,9 +856,8 @@ def _training_card(cfg: Any) -> Any:
 def _train_cases_bound(cfg: Any) -> list[str]:
     """``data.train_cases`` <= the card's training patients (counted when the data is there: a missing
     dataset is the data module's error, with how to get it)."""
-    from adapt.data.sources import data_root, list_cases
-    from adapt.data.splits import split_cases
-    from adapt.errors import AdaptError
+    from adapt.data.sources import data_root, list_cases  # lazy: start-up
+    from adapt.data.splits import split_cases  # lazy: start-up
 
     data = _get(cfg, "data")
     count = _get(data, "train_cases") if isinstance(data, (Mapping, DictConfig)) else MISSING

@@ -24,6 +24,15 @@ def test_no_module_of_adapt_imports_itself_through_others():
     assert graph.cycles("module") == []
 
 
+def test_every_import_inside_a_function_is_marked_lazy_for_start_up():
+    """An import inside a function hides a dependency from the reader: it is allowed only where it keeps a
+    command's start-up light, and then its line says so (``lazy: start-up``)."""
+    graph = layers.build_graph(ROOT)
+    inside = [edge for edge in graph.imports if edge.placement != "module"]
+    assert inside, "the graph reader sees imports inside functions"
+    assert [f"{e.importer}:{e.line} -> {e.imported}" for e in inside if not e.lazy_mark] == []
+
+
 def _package(tmp_path: Path, files: dict[str, str]) -> Path:
     (tmp_path / "pyproject.toml").write_text(
         textwrap.dedent("""

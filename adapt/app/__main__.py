@@ -64,10 +64,10 @@ def build(cfg: DictConfig):
     out_dir = check_writable(Path(str(cfg.out_dir)).expanduser(), "out_dir")
     check_port(str(cfg.host), int(cfg.port))
     try:
-        from adapt.app.page import build_page
+        from adapt.app.page import build_page  # lazy: start-up
     except ImportError as err:
         raise ConfigError(f'the page needs Gradio ({err}): pip install -e ".[app]"') from None
-    from adapt.inference.onnx_backend import load_predictor
+    from adapt.inference.onnx_backend import load_predictor  # lazy: start-up
 
     predictor = load_predictor(
         cfg.adapter,

@@ -93,7 +93,7 @@ def _value(key: str, value: str, kind: str) -> Any:
     if kind == "name" and not re.fullmatch(r"[A-Za-z0-9][\w.-]*", value):
         raise ConfigError(f"{key}={value!r} must be a card name of letters, digits, '_', '-' or '.' (it names files)")
     if kind == "card":
-        from adapt.data.cards import card_path
+        from adapt.data.cards import card_path  # lazy: start-up
 
         card_path(value)  # a stem of a shipped card or an existing YAML file, or a ConfigError naming it
     if kind == "folder" and not Path(value).expanduser().is_dir():
@@ -103,7 +103,7 @@ def _value(key: str, value: str, kind: str) -> Any:
 
 def init(args: list[str]) -> int:
     """Draft a card from a folder and say what was found."""
-    from adapt.data.card_writer import init_card
+    from adapt.data.card_writer import init_card  # lazy: start-up
 
     if not args or "=" in args[0]:
         raise ConfigError("init needs the dataset's folder first: python -m adapt.data init <folder> [out=card.yaml]")
@@ -164,9 +164,9 @@ def prepare(args: list[str]) -> int:
 
     from tqdm import tqdm
 
-    from adapt.data.cache import CaseStore, default_workers
-    from adapt.data.cards import load_card
-    from adapt.data.sources import data_root, list_cases
+    from adapt.data.cache import CaseStore, default_workers  # lazy: start-up
+    from adapt.data.cards import load_card  # lazy: start-up
+    from adapt.data.sources import data_root, list_cases  # lazy: start-up
 
     options = _options(args, "prepare")
     if "card" not in options:
@@ -202,9 +202,9 @@ def shards(args: list[str]) -> int:
 
     from tqdm import tqdm
 
-    from adapt.data.cards import load_card
-    from adapt.data.shards import INDEX_FILE, SHARD_SIZE, write_shards
-    from adapt.data.sources import data_root
+    from adapt.data.cards import load_card  # lazy: start-up
+    from adapt.data.shards import INDEX_FILE, SHARD_SIZE, write_shards  # lazy: start-up
+    from adapt.data.sources import data_root  # lazy: start-up
 
     options = _options(args, "shards")
     missing = [key for key in ("card", "out") if key not in options]
@@ -247,8 +247,8 @@ def shards(args: list[str]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Run one command; user errors print as one message and exit with status 2."""
-    from adapt.data.cards import load_card, shipped_cards
-    from adapt.data.download import download
+    from adapt.data.cards import load_card, shipped_cards  # lazy: start-up
+    from adapt.data.download import download  # lazy: start-up
 
     argv = sys.argv[1:] if argv is None else argv
     logging.basicConfig(level=logging.INFO, format="%(message)s")

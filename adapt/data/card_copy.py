@@ -24,6 +24,7 @@ import yaml
 
 from adapt.conf import CARD_DIR
 from adapt.errors import ConfigError
+from adapt.data.cards import load_card
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +79,6 @@ def adapter_card(
         ConfigError: the recorded data root is not there and ``key`` is not set (exit 2, before
             any model loads), or the copy is broken.
     """
-    from adapt.data.cards import load_card
 
     record = metadata.get(RECORD_KEY) or {}
     path = Path(folder) / CARD_FILE if folder is not None else None

@@ -172,7 +172,7 @@ def check_data(card: str | None, root: str | None = None, listed: bool = True) -
 def _generate(card: DataCard, root: Path) -> None:
     if (root / "dataset.json").exists():
         return
-    from adapt.data import synthetic
+    from adapt.data import synthetic  # lazy: start-up
 
     writer = getattr(synthetic, synthetic.GENERATORS[card.source.get("generator", "ct")])
     options = {k: card.source[k] for k in ("num_cases", "seed") if k in card.source}

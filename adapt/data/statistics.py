@@ -22,6 +22,7 @@ from adapt.data.formats import FORMATS, for_path, read_raster
 from adapt.data.geometry import check_same_grid, raster_grid
 from adapt.data.raster import Raster, label_plane
 from adapt.errors import DataError
+from adapt.data.cards import MODALITIES
 
 SAMPLE = 20_000
 #: DICOM Modality -> card modality.
@@ -162,7 +163,6 @@ def _geometry(affine: np.ndarray) -> tuple[tuple[float, ...], str, int]:
 
 def guess_modality(stats: list[CaseStats], manifest_modality: str | None = None) -> tuple[str, str]:
     """A card modality and why: DICOM's Modality, dataset.json's, or the pixels (HU range -> CT)."""
-    from adapt.data.cards import MODALITIES
 
     dicom = {s.modality for s in stats if s.modality}
     if dicom:

@@ -42,6 +42,7 @@ from adapt.metrics.registry import VOLUME, of_family
 from adapt.metrics import case_metrics, confusion_matrix
 from adapt.metrics.case import click_scores, video_scores
 from adapt.transforms.prompts import PromptSimulator
+from adapt.inference.propagation import SlicePrompt, propagate
 
 
 @dataclass(frozen=True)
@@ -221,7 +222,6 @@ def _propagate(
     engine: Engine, video: Any, images: np.ndarray, target: np.ndarray, simulator: PromptSimulator, key: tuple[int, ...]
 ) -> np.ndarray:
     """Prompt the slice where the class is largest; SAM2's memory segments the rest."""
-    from adapt.inference.propagation import SlicePrompt, propagate
 
     z = int(target.sum(axis=(1, 2)).argmax())
     made = simulator(target[z], key=(*key, z))

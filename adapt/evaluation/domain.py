@@ -23,6 +23,9 @@ from typing import Any, Mapping
 from adapt.errors import ConfigError
 from adapt.data.encoding import label_names
 from adapt.metrics.registry import HEADLINE
+from adapt.evaluation.cases import evaluation_card, load_cases
+from adapt.data.cards import load_card
+from adapt.data.cards import card_path
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +44,6 @@ def trained_targets(metadata: Mapping[str, Any]) -> dict[str, int]:
     labels = label_names(metadata.get("label_map"))
     targets = metadata.get("targets")
     if not targets and trained_on(metadata):
-        from adapt.data.cards import load_card
-
         try:
             targets = load_card(trained_on(metadata)).targets
         except ConfigError:
@@ -113,8 +114,6 @@ def in_domain_cases(
     Raises:
         ConfigError: the evaluation is not out-of-domain, or the card does not name a class.
     """
-    from adapt.data.cards import card_path, load_card
-    from adapt.evaluation.cases import evaluation_card, load_cases
 
     if kind(metadata, card.name) != "out-of-domain":
         raise ConfigError(

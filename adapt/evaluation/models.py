@@ -19,6 +19,7 @@ from adapt.data.cards import DataCard
 from adapt.errors import ConfigError
 from adapt.adapters.loading import LoadedAdapter, load_adapter, load_base, resolve
 from adapt.models.sam2 import load_sam2
+from adapt.inference.onnx_backend import load_export
 
 NONE = ("none", "None", "null", "")
 
@@ -104,7 +105,6 @@ def onnx_spec(source: Any) -> ModelSpec:
     Raises:
         ConfigError: ``source`` is not an ONNX export (says how to make one).
     """
-    from adapt.inference.onnx_backend import load_export
 
     if is_none(source):
         raise ConfigError("backend=onnx evaluates an export: adapter=<folder of python -m adapt.export format=onnx>")
@@ -132,8 +132,6 @@ def load_model(
     """The model of a spec, as a ``LoadedAdapter`` (zero-shot: no adapter weights; an ONNX export:
     no torch model, ``adapt.inference.onnx_backend.load_export``)."""
     if spec.backend == "onnx":
-        from adapt.inference.onnx_backend import load_export
-
         return load_export(spec.path)
     if spec.path is not None:
         return load_adapter(spec.path, video=video, allow_base_mismatch=spec.allow_base_mismatch)

@@ -27,6 +27,7 @@ import numpy as np
 from adapt.errors import ConfigError
 from adapt.metrics.registry import SHIFTED
 from adapt.transforms.shifts import SEVERITIES, SHIFTS, Shift, family
+from adapt.evaluation.report import COLUMNS, write_cases
 
 CLEAN = ("none", 0)
 METRICS = SHIFTED
@@ -118,7 +119,6 @@ def summarize(
 
 def write(summary: Mapping[str, Any], shifted_rows: Sequence[Mapping[str, Any]], out: Path) -> None:
     """``robustness.csv`` (one row per condition and run) and ``robustness_cases.csv``."""
-    from adapt.evaluation.report import COLUMNS, write_cases
 
     with (out / "robustness.csv").open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS)

@@ -36,6 +36,7 @@ from adapt.models.channels import check_channels
 from adapt.schema import validate
 from adapt.storage import check_apart, check_writable
 from adapt.tasks import EVALUATED, TASKS
+from adapt.inference.onnx_backend import OnnxPredictor
 
 log = logging.getLogger(__name__)
 
@@ -261,8 +262,6 @@ def _run(
     loaded = load_model(spec, card, preprocessing)
     video = load_model(spec, card, preprocessing, video=True).model if protocol.propagation else None
     if spec.backend == "onnx":
-        from adapt.inference.onnx_backend import OnnxPredictor
-
         predictor = OnnxPredictor(
             loaded, str(cfg.get("device", "auto")), fill_hole_area=int(cfg.get("fill_hole_area", 8))
         )

@@ -46,6 +46,8 @@ from adapt.models.channels import ATTRIBUTE as CHANNELS
 from adapt.models.channels import METADATA_KEY as CHANNELS_KEY
 from adapt.models.channels import input_projection
 from adapt.storage import check_apart, check_writable, write_folder_atomically
+from adapt.inference.runner import Predictor
+from adapt.inference.onnx_backend import OnnxPredictor
 
 log = logging.getLogger(__name__)
 
@@ -129,8 +131,6 @@ def check_graphs(loaded: LoadedAdapter, out: Path, seed: int = 0) -> dict[str, f
     """Largest differences between the torch runner and the exported graphs on one random plane
     with a box and with a box and two clicks (``adapt.inference.onnx_backend.OnnxPredictor``): the
     runner's logits at the decoder's own side (``Predictor.logits``, ``S/4``: nothing interpolated)."""
-    from adapt.inference.onnx_backend import OnnxPredictor
-    from adapt.inference.runner import Predictor
 
     torch_side, onnx_side = Predictor(loaded, device="cpu"), OnnxPredictor(out)
     size = torch_side.size

@@ -40,6 +40,7 @@ from adapt.models.provenance import describe
 from adapt.schema import HUB_ACTIONS, validate
 from adapt.storage import check_writable
 from adapt.outputs import claimed
+from adapt.app.space import write_space_app
 
 log = logging.getLogger(__name__)
 
@@ -135,8 +136,6 @@ def stage(
     ).is_file():  # the accept/review flag's calibration (python -m adapt.annotate calibrate)
         shutil.copy2(source / CALIBRATION_FILE, out_dir / CALIBRATION_FILE)
     if space_app:
-        from adapt.app.space import write_space_app
-
         write_space_app(out_dir, repo_id)
     return out_dir
 

@@ -30,6 +30,7 @@ from adapt.models.backbones import BACKBONES
 from adapt.models.postprocess import FILL_HOLE_AREA
 from adapt.models.primitives import preprocess, resize_image
 from adapt.models.sam2 import ModelInfo
+from adapt.adapters.loading import load_adapter
 
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 
@@ -272,7 +273,6 @@ def load_predictor(
     check_backend(adapter, backend)
     if backend == "onnx":
         return OnnxPredictor(adapter, device, propagation, fill_hole_area)
-    from adapt.adapters.loading import load_adapter
 
     loaded = load_adapter(adapter, revision=revision, video=False, allow_base_mismatch=allow_base_mismatch)
     return Predictor(loaded, device, propagation, fill_hole_area)

@@ -43,6 +43,7 @@ from adapt.models.semantic import ATTRIBUTE as CLASS_PROMPTS
 from adapt.models.semantic import class_logits
 from adapt.transforms.prompts import box_from_mask
 from adapt.transforms.slices import resize_label
+from adapt.inference.propagation import SlicePrompt, propagate
 
 log = logging.getLogger(__name__)
 
@@ -274,8 +275,6 @@ def predict_scan(predictor: Predictor, scan: Scan, prompt: Prompt | None, guide:
     box, points, z = view_prompt(scan, prompt)
     video = predictor.video_model() if scan.is_volume else None
     if video is not None:
-        from adapt.inference.propagation import SlicePrompt, propagate
-
         slice_prompt = SlicePrompt(
             boxes=box,
             points=None if points is None else points[None],

@@ -28,6 +28,8 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from adapt.errors import ConfigError
+from adapt.storage import write_atomically
+from adapt.models.sam2 import RANDOM_INIT_SEED
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +65,6 @@ def _read_cache(path: Path) -> dict[str, Any]:
 
 def file_sha256(path: str | Path) -> str:
     """The SHA-256 of one file, computed once per (path, size, modification time) and cached."""
-    from adapt.storage import write_atomically
 
     path = Path(path).resolve()
     stat = path.stat()
@@ -115,7 +116,6 @@ def base_fingerprint(info: Any) -> dict[str, Any]:
     Args:
         info: ``adapt.models.sam2.ModelInfo`` (name, revision, pretrained, checkpoint).
     """
-    from adapt.models.sam2 import RANDOM_INIT_SEED
 
     if info.checkpoint:
         return {

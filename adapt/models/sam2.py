@@ -39,6 +39,8 @@ from adapt.models import families
 from adapt.models.names import HUB_IDS
 from adapt.models.sam2_patches import patch_sam2
 from adapt.models.tiny import tiny_config
+from adapt.models.tiny import tiny_video_config
+from adapt.models.meta_checkpoint import load_meta_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -264,8 +266,6 @@ def load_sam2(
         pretrained = True
 
     if checkpoint:
-        from adapt.models.meta_checkpoint import load_meta_checkpoint
-
         load_meta_checkpoint(model, checkpoint)  # strict: every weight of the model comes from the file
         pretrained = True
     if row.key == "sam2":
@@ -304,8 +304,6 @@ def _as_video_config(config: Sam2Config, tiny: bool = False) -> Sam2VideoConfig:
     if backbone_of_type(config.model_type).key != "sam2":
         return families.video_config(config, tiny)
     if config.vision_config.fpn_hidden_size != 256:  # the tiny model: small memory too
-        from adapt.models.tiny import tiny_video_config
-
         return tiny_video_config(config_image_size(config))
     video = Sam2VideoConfig(
         vision_config=config.vision_config.to_dict(),

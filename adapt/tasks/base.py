@@ -34,6 +34,8 @@ from adapt.models.sam2 import (
     hiera_blocks,
     load_sam2,
 )
+from adapt.data.streaming import build_shard_datamodule
+from adapt.data.datamodule import build_datamodule
 
 log = logging.getLogger(__name__)
 
@@ -159,10 +161,7 @@ class BaseTask(L.LightningModule):
         """The datamodule this task trains on: per-object 2D slices, read from the card's cases or streamed
         from shards (``data.shards``); tasks override it (clips, all targets)."""
         if data_cfg.get("shards"):
-            from adapt.data.streaming import build_shard_datamodule
-
             return build_shard_datamodule(data_cfg, **options)
-        from adapt.data.datamodule import build_datamodule
 
         return build_datamodule(data_cfg, **options)
 
