@@ -23,7 +23,7 @@ timm_reference.with_timm()
 from adapt.adapters import apply_adapter  # noqa: E402
 from adapt.adapters.io import save_adapter  # noqa: E402
 from adapt.errors import ConfigError  # noqa: E402
-from adapt.hub.loading import load_adapter  # noqa: E402
+from adapt.adapters.loading import load_adapter  # noqa: E402
 from adapt.models.backbones import BACKBONES, backbone_of  # noqa: E402
 from adapt.models.embedding_cache import prefix_cache_wanted  # noqa: E402
 from adapt.models.families import finish, released_image_config  # noqa: E402
