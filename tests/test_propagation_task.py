@@ -15,6 +15,7 @@ from safetensors.torch import load_file, save_file
 from adapt.conf import CONFIG_DIR, register_recipes, register_resolvers
 from adapt.errors import ConfigError
 from adapt.inference import propagation as propagation_module
+from adapt.inference import runner as runner_module
 from adapt.models.memory import MemoryTracker
 from adapt.models.tracking import ClipOutput
 from adapt.tasks.losses import LossWeights
@@ -247,8 +248,8 @@ def test_predict_propagates_with_the_trained_adapter(trained, tmp_path, monkeypa
     case = write_ct_phantoms(tmp_path / "ct", num_cases=1, shape=(64, 64, 6))[0]
     calls = []
     real = propagation_module.propagate
-    monkeypatch.setattr(
-        propagation_module,
+    monkeypatch.setattr(  # where predict's runner looks it up
+        runner_module,
         "propagate",
         lambda model, volume, prompts, **kw: (
             calls.append((model, volume, prompts)) or real(model, volume, prompts, **kw)
