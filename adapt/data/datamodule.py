@@ -492,31 +492,38 @@ class SegmentationDataModule(L.LightningDataModule):
         return to_model_grid(batch, self.image_size)
 
 
+def loader_options(data_cfg: Mapping[str, Any], image_size: int, seed: int) -> dict[str, Any]:
+    """The keyword arguments of the ``data`` node that every datamodule takes, the cases' and the
+    shards' (``adapt.data.streaming``): card, grid, batches, workers, prompts, objects, augmentation."""
+    prompt = dict(data_cfg.get("prompt") or {})
+    prompt.setdefault("seed", seed)
+    return {
+        "card": load_card(data_cfg["card"]),
+        "root": data_cfg.get("root"),
+        "image_size": image_size,
+        "batch_size": int(data_cfg.get("batch_size", 4)),
+        "val_batch_size": int(data_cfg.get("val_batch_size", 8)),
+        "num_workers": int(data_cfg.get("num_workers", 0)),
+        "prompts": PromptSimulator(**prompt),
+        "val_prompts": PromptSimulator(**{**prompt, "seed": prompt["seed"] + 1}),
+        "val_max_slices_per_case": data_cfg.get("val_max_slices_per_case"),
+        "objects": str(data_cfg.get("objects", "each")),
+        "augment": bool(data_cfg.get("augment", False)),
+        "seed": seed,
+        "device_transforms": bool(data_cfg.get("device_transforms", DEVICE_TRANSFORMS)),
+    }
+
+
 def build_datamodule(data_cfg: Mapping[str, Any], image_size: int, seed: int) -> SegmentationDataModule:
     """The datamodule described by the Hydra ``data`` node (see ``configs/data/default.yaml``), on the
     card's cases; ``data.shards`` streams instead (``adapt.data.streaming.build_shard_datamodule``,
     which the task picks: ``adapt.tasks.base.BaseTask.build_datamodule``)."""
-    card = load_card(data_cfg["card"])
-    prompt = dict(data_cfg.get("prompt") or {})
-    prompt.setdefault("seed", seed)
     return SegmentationDataModule(
-        card=card,
-        root=data_cfg.get("root"),
-        image_size=image_size,
-        batch_size=int(data_cfg.get("batch_size", 4)),
-        val_batch_size=int(data_cfg.get("val_batch_size", 8)),
-        num_workers=int(data_cfg.get("num_workers", 0)),
-        prompts=PromptSimulator(**prompt),
-        val_prompts=PromptSimulator(**{**prompt, "seed": prompt["seed"] + 1}),
+        **loader_options(data_cfg, image_size, seed),
         skip_bad_cases=bool(data_cfg.get("skip_bad_cases", False)),
-        val_max_slices_per_case=data_cfg.get("val_max_slices_per_case"),
-        objects=str(data_cfg.get("objects", "each")),
         empty_share=float(data_cfg.get("empty_share", 0.0)),
-        augment=bool(data_cfg.get("augment", False)),
         cache=str(data_cfg.get("cache", "auto")),
         cache_dir=data_cfg.get("cache_dir"),
-        seed=seed,
-        device_transforms=bool(data_cfg.get("device_transforms", DEVICE_TRANSFORMS)),
         train_cases=data_cfg.get("train_cases"),
         prepare_workers=data_cfg.get("prepare_workers"),
     )

@@ -34,8 +34,15 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from adapt.data.cards import DataCard, load_card
-from adapt.data.datamodule import DEVICE_TRANSFORMS, OBJECT_MODES, SampleDataset, SegmentationDataModule, evenly_spaced
+from adapt.data.cards import DataCard
+from adapt.data.datamodule import (
+    DEVICE_TRANSFORMS,
+    OBJECT_MODES,
+    SampleDataset,
+    SegmentationDataModule,
+    evenly_spaced,
+    loader_options,
+)
 from adapt.data.sampling import SAMPLE_SEEDS, ResumableLoader
 from adapt.data.shards import SPLITS, decode_plane, read_shard_index, shard_url, webdataset
 from adapt.data.sources import Case, data_root
@@ -314,21 +321,4 @@ def build_shard_datamodule(data_cfg: Mapping[str, Any], image_size: int, seed: i
                 f"data.{key}={data_cfg[key]} does not apply to data.shards (every foreground plane "
                 f"of the shards is a sample); leave data.{key} at {default}"
             )
-    prompt = dict(data_cfg.get("prompt") or {})
-    prompt.setdefault("seed", seed)
-    return ShardDataModule(
-        card=load_card(data_cfg["card"]),
-        source=str(data_cfg["shards"]),
-        root=data_cfg.get("root"),
-        image_size=image_size,
-        batch_size=int(data_cfg.get("batch_size", 4)),
-        val_batch_size=int(data_cfg.get("val_batch_size", 8)),
-        num_workers=int(data_cfg.get("num_workers", 0)),
-        prompts=PromptSimulator(**prompt),
-        val_prompts=PromptSimulator(**{**prompt, "seed": prompt["seed"] + 1}),
-        objects=str(data_cfg.get("objects", "each")),
-        augment=bool(data_cfg.get("augment", False)),
-        seed=seed,
-        device_transforms=bool(data_cfg.get("device_transforms", DEVICE_TRANSFORMS)),
-        val_max_slices_per_case=data_cfg.get("val_max_slices_per_case"),
-    )
+    return ShardDataModule(**loader_options(data_cfg, image_size, seed), source=str(data_cfg["shards"]))
