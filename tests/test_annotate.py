@@ -22,6 +22,7 @@ from adapt.conf import CONFIG_DIR
 from adapt.data.card_writer import init_card
 from adapt.data.formats import read_raster
 from adapt.errors import ConfigError
+from tiny_adapters import make_semantic_adapter
 
 folders = load_user_folders()
 
@@ -288,26 +289,16 @@ def test_a_semantic_adapter_prompts_itself_with_prompt_auto(tmp_path, monkeypatc
     """No prompts file: each unlabelled volume is prompted from the semantic head's components (``auto``)."""
     import torch
 
-    from adapt.adapters import apply_adapter
-    from adapt.adapters.io import save_adapter
     from adapt.inference import runner as inference
-    from adapt.models.sam2 import load_sam2
-    from adapt.models.semantic import ATTRIBUTE, add_class_prompts
 
     folder = folders.write_msd_style_folder(tmp_path / "data", num_cases=2, unlabelled=1)
     card = user_card(folder, tmp_path / "card.yaml")
-    model, info = load_sam2("tiny")
-    add_class_prompts(model, 2)
-    spec = {"kind": "decoder", "modules": ["mask_decoder"], "task_modules": [ATTRIBUTE]}
-    metadata = {
-        "base_model": {"name": "tiny"},
-        "model": info.to_dict(),
-        "task": "semantic",
-        "classes": ["label_1"],
-        "label_map": {"background": 0, "label_1": 1},
-        "preprocessing": {"window": [-100, 240], "slice_axis": 2},
-    }
-    adapter = save_adapter(apply_adapter(model, spec), spec, tmp_path / "semantic", metadata)
+    adapter = make_semantic_adapter(
+        tmp_path / "semantic",
+        ["label_1"],
+        {"background": 0, "label_1": 1},
+        {"window": [-100, 240], "slice_axis": 2},
+    )
 
     def left_half(model, embeddings):  # the coarse class map: class 1 on the left half of every plane
         logits = torch.zeros(len(embeddings[0]), 2, 32, 32)

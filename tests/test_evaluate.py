@@ -20,8 +20,6 @@ import yaml
 from omegaconf import OmegaConf
 from rich.console import Console
 
-from adapt.adapters import apply_adapter
-from adapt.adapters.io import save_adapter
 from adapt.conf import CARD_DIR, CONFIG_DIR
 from adapt.errors import ConfigError, DataNotFoundError, ModelNotFoundError
 from adapt.evaluation import evaluate, runner
@@ -31,8 +29,7 @@ from adapt.inference import engine as engine_module
 from adapt.inference import runner as runner_module
 from adapt.inference.engine import component_boxes
 from adapt.models.primitives import Prediction
-from adapt.models.sam2 import load_sam2
-from adapt.models.semantic import ATTRIBUTE, add_class_prompts
+from tiny_adapters import make_semantic_adapter
 
 
 @pytest.fixture(scope="module")
@@ -437,20 +434,13 @@ def test_zero_shot_sam2_with_bf16_and_propagation(env, tmp_path):
 
 
 def semantic_adapter(path: Path) -> Path:
-    model, info = load_sam2("tiny")
-    add_class_prompts(model, 2)
-    spec = {"kind": "decoder", "modules": ["mask_decoder"], "task_modules": [ATTRIBUTE]}
-    metadata = {
-        "base_model": {"name": "tiny"},
-        "model": info.to_dict(),
-        "task": "semantic",
-        "classes": ["liver"],
-        "label_map": {"background": 0, "liver": 1, "spine": 2},
-        "data_card": "ct_phantom",
-        "preprocessing": {"intensity": {"window": [-160, 240]}, "slice_axis": 2},
-    }
-    save_adapter(apply_adapter(model, spec), spec, path, metadata)
-    return path
+    return make_semantic_adapter(
+        path,
+        ["liver"],
+        {"background": 0, "liver": 1, "spine": 2},
+        {"intensity": {"window": [-160, 240]}, "slice_axis": 2},
+        data_card="ct_phantom",
+    )
 
 
 def test_component_boxes_one_per_component_and_class():

@@ -18,6 +18,7 @@ from adapt.adapters import apply_adapter
 from adapt.adapters.io import save_adapter
 from adapt.data.cards import load_card
 from adapt.models.sam2 import load_sam2
+from adapt.models.semantic import ATTRIBUTE, add_class_prompts
 
 LORA = {
     "kind": "lora",
@@ -62,3 +63,23 @@ def make_adapter(folder: Path, size: int, spec: dict = LORA, seed: int = 1, base
         },
     }
     return save_adapter(model, spec, folder, metadata)
+
+
+def make_semantic_adapter(
+    folder: Path, classes: list[str], label_map: dict[str, int], preprocessing: dict, **metadata
+) -> Path:
+    """A tiny semantic adapter (two class prompts, the decoder trained) as ``task=semantic`` saves it:
+    its class head at its initial weights, for tests that replace ``class_logits``."""
+    model, info = load_sam2("tiny")
+    add_class_prompts(model, 2)
+    spec = {"kind": "decoder", "modules": ["mask_decoder"], "task_modules": [ATTRIBUTE]}
+    record = {
+        "base_model": {"name": "tiny"},
+        "model": info.to_dict(),
+        "task": "semantic",
+        "classes": classes,
+        "label_map": label_map,
+        **metadata,
+        "preprocessing": preprocessing,
+    }
+    return save_adapter(apply_adapter(model, spec), spec, folder, record)
