@@ -380,6 +380,18 @@ def random_checkpoint(meta: MetaSam2, path: str | Path, seed: int) -> Path:
     return Path(path)
 
 
+def assert_masks_agree(ours: np.ndarray, meta_logits: np.ndarray, atol: float, what: str) -> None:
+    """Masks equal wherever Meta's logit is farther than ``atol`` from the threshold 0."""
+    meta = meta_logits > 0
+    differ = ours != meta
+    decided = differ & (np.abs(meta_logits) > atol)
+    dice = 2 * (ours & meta).sum() / max(1, ours.sum() + meta.sum())
+    assert not decided.any(), (
+        f"{what}: {int(differ.sum())} of {differ.size} pixels differ from Meta's mask (Dice {dice:.5f}), "
+        f"{int(decided.sum())} where |Meta's logit| > {atol:.2g} (up to {float(np.abs(meta_logits[decided]).max()):.3g})"
+    )
+
+
 def natural_image(height: int, width: int, seed: int = 0, t: int = 0) -> np.ndarray:
     """``H x W x 3`` uint8: smooth overlapping ellipses on a tinted background, a ripple and noise.
 

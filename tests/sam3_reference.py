@@ -52,55 +52,78 @@ def meta_sam3() -> types.SimpleNamespace:
     Raises:
         RuntimeError: the package is not installed (``pip install --no-deps sam3``, the dev extra).
     """
-    spec = importlib.util.find_spec("sam3")
-    if spec is None or spec.origin is None:
-        raise RuntimeError(
-            "the SAM 3 parity tests need Meta's sam3 package: pip install --no-deps sam3==0.1.4 "
-            "iopath portalocker einops"
-        )
-    timm_reference.with_timm()
-    if not isinstance(sys.modules.get("sam3"), types.ModuleType) or getattr(sys.modules["sam3"], "__file__", None):
+    current = sys.modules.get("sam3")
+    if current is None or getattr(current, "__file__", None):  # not yet the empty package made here
+        spec = importlib.util.find_spec("sam3")
+        if spec is None or spec.origin is None:
+            raise RuntimeError(
+                "the SAM 3 parity tests need Meta's sam3 package: pip install --no-deps sam3==0.1.4 "
+                "iopath portalocker einops"
+            )
         package = types.ModuleType("sam3")
         package.__path__ = [str(Path(spec.origin).parent)]
         sys.modules["sam3"] = package
+    timm_reference.with_timm()
     return types.SimpleNamespace(**{name.rsplit(".", 1)[1]: importlib.import_module(name) for name in MODULES})
 
 
-def build_meta_tracker_image(size: int = 112, hidden: int = 128, seed: int = 0) -> nn.ModuleDict:
-    """Meta's ViT + neck + SAM heads of the tracker at a small size, random weights (module docstring)."""
-    meta = meta_sam3()
-    torch.manual_seed(seed)
+#: The ViT of the small reference; ``RELEASED_VIT`` is Meta's ``_create_vit_backbone`` (SAM 3 as released).
+SMALL_VIT = dict(
+    pretrain_img_size=56, embed_dim=32, depth=4, num_heads=2, mlp_ratio=2.0, window_size=4, global_att_blocks=(1, 3)
+)
+RELEASED_VIT = dict(
+    pretrain_img_size=336,
+    embed_dim=1024,
+    depth=32,
+    num_heads=16,
+    mlp_ratio=4.625,
+    window_size=24,
+    global_att_blocks=(7, 15, 23, 31),
+)
+
+
+def build_meta_neck(meta: types.SimpleNamespace, size: int, hidden: int, vit: dict | None = None) -> nn.Module:
+    """Meta's ViT and dual ViTDet neck (with the SAM2-style convolutions), Meta's arguments; ``vit``: its sizes."""
     vit = meta.vitdet.ViT(
         img_size=size,
-        pretrain_img_size=56,
         patch_size=14,
-        embed_dim=32,
-        depth=4,
-        num_heads=2,
-        mlp_ratio=2.0,
         norm_layer="LayerNorm",
         drop_path_rate=0.0,
         qkv_bias=True,
         use_abs_pos=True,
         tile_abs_pos=True,
-        global_att_blocks=(1, 3),
         rel_pos_blocks=(),
         use_rope=True,
         use_interp_rope=True,
-        window_size=4,
         pretrain_use_cls_token=True,
         retain_cls_token=False,
         ln_pre=True,
         ln_post=False,
         return_interm_layers=False,
         bias_patch_embed=False,
+        **(vit or SMALL_VIT),
     )
     position = meta.position_encoding.PositionEmbeddingSine(
         num_pos_feats=hidden, normalize=True, scale=None, temperature=10000
     )
-    neck = meta.necks.Sam3DualViTDetNeck(
+    return meta.necks.Sam3DualViTDetNeck(
         position_encoding=position, d_model=hidden, scale_factors=[4.0, 2.0, 1.0, 0.5], trunk=vit, add_sam2_neck=True
     )
+
+
+def randomize(model: nn.Module) -> nn.Module:
+    """Every tensor of ``model`` drawn from N(0, 0.2) (Meta zero-initialises some): a wrong mapping shows."""
+    with torch.no_grad():
+        for param in model.parameters():
+            param.normal_(0.0, 0.2)
+    return model.eval()
+
+
+def build_meta_tracker_image(size: int = 112, hidden: int = 128, seed: int = 0) -> nn.ModuleDict:
+    """Meta's ViT + neck + SAM heads of the tracker at a small size, random weights (module docstring)."""
+    meta = meta_sam3()
+    torch.manual_seed(seed)
+    neck = build_meta_neck(meta, size, hidden)
     grid = size // 14
     prompt = meta.prompt_encoder.PromptEncoder(
         embed_dim=hidden, image_embedding_size=(grid, grid), input_image_size=(size, size), mask_in_chans=16
@@ -122,10 +145,7 @@ def build_meta_tracker_image(size: int = 112, hidden: int = 128, seed: int = 0) 
     )
     model = nn.ModuleDict({"neck": neck, "prompt": prompt, "decoder": decoder})
     model.no_mem_embed = nn.Parameter(torch.zeros(1, 1, hidden))
-    with torch.no_grad():  # every tensor random (Meta zero-initialises some): a wrong mapping shows
-        for param in model.parameters():
-            param.normal_(0.0, 0.2)
-    return model.eval()
+    return randomize(model)
 
 
 #: Meta's neck convolutions (per level) -> transformers' FPN layer parts.
@@ -147,9 +167,17 @@ VIT = {
 
 def to_transformers(meta: nn.ModuleDict) -> dict[str, torch.Tensor]:
     """Meta's weights (``build_meta_tracker_image``) under transformers' ``Sam3TrackerModel`` names."""
+    heads = {f"sam_prompt_encoder.{k}": v for k, v in meta["prompt"].state_dict().items()}
+    heads.update({f"sam_mask_decoder.{k}": v for k, v in meta["decoder"].state_dict().items()})
+    heads["no_mem_embed"] = meta.no_mem_embed.detach()
+    return {**neck_to_transformers(meta["neck"].state_dict()), **heads_to_transformers(heads)}
+
+
+def neck_to_transformers(neck: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Meta's ViT and neck weights (``Sam3DualViTDetNeck``'s state dict) under transformers' vision encoder names."""
     out: dict[str, torch.Tensor] = {}
     backbone = "vision_encoder.backbone"
-    for key, value in meta["neck"].state_dict().items():
+    for key, value in neck.items():
         parts = key.split(".")
         if key == "trunk.pos_embed":
             out[f"{backbone}.embeddings.position_embeddings"] = value[:, 1:]  # without the class token's
@@ -165,20 +193,22 @@ def to_transformers(meta: nn.ModuleDict) -> dict[str, torch.Tensor]:
             out[f"{backbone}.layers.{parts[2]}.{VIT[inner]}.{parts[-1]}"] = value
         elif key.startswith("sam2_convs."):
             out[f"vision_encoder.neck.fpn_layers.{parts[1]}.{NECK[parts[2]]}.{parts[-1]}"] = value
-    heads = {f"sam_prompt_encoder.{k}": v for k, v in meta["prompt"].state_dict().items()}
-    # SAM 3's two-way transformer names its MLP lin1/lin2 where SAM2's has layers.0/1
-    heads.update(
-        {
-            f"sam_mask_decoder.{k}".replace(".mlp.lin1.", ".mlp.layers.0.").replace(".mlp.lin2.", ".mlp.layers.1."): v
-            for k, v in meta["decoder"].state_dict().items()
-        }
-    )
-    heads["no_mem_embed"] = meta.no_mem_embed.detach()
-    converted = convert_meta_state_dict(heads)
+    return out
+
+
+def heads_to_transformers(heads: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Meta's tracker weights outside the image encoder, under SAM2's Meta names, through the project's converter.
+
+    SAM 3 keeps SAM2's names for the prompt encoder, mask decoder and memory parameters, except
+    that its two-way transformer names its MLP ``lin1``/``lin2`` where SAM2's has ``layers.0/1``.
+    """
+    renamed = {
+        k.replace(".mlp.lin1.", ".mlp.layers.0.").replace(".mlp.lin2.", ".mlp.layers.1."): v for k, v in heads.items()
+    }
+    converted = convert_meta_state_dict(renamed)
     if converted.unknown:
         raise AssertionError(f"Meta keys without a transformers name: {converted.unknown}")
-    out.update(converted.state_dict)
-    return out
+    return converted.state_dict
 
 
 def meta_image_path(

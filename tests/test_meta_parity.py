@@ -22,7 +22,7 @@ images); a mask pixel may differ from Meta's only where Meta's logit is that clo
 from __future__ import annotations
 
 import meta_reference
-from meta_reference import natural_image, video_overrides
+from meta_reference import assert_masks_agree, natural_image, video_overrides
 import numpy as np
 import pytest
 import torch
@@ -74,18 +74,6 @@ def assert_logits_close(ours: torch.Tensor, meta: torch.Tensor, what: str) -> No
     diff = float((ours - meta).abs().max())
     assert diff <= atol, (
         f"{what}: max |ours - Meta| = {diff:.3g} > {atol:.3g} (|Meta| max {float(meta.abs().max()):.3g})"
-    )
-
-
-def assert_masks_agree(ours: np.ndarray, meta_logits: np.ndarray, atol: float, what: str) -> None:
-    """Masks equal wherever Meta's logit is farther than ``atol`` from the threshold 0."""
-    meta = meta_logits > 0
-    differ = ours != meta
-    decided = differ & (np.abs(meta_logits) > atol)
-    dice = 2 * (ours & meta).sum() / max(1, ours.sum() + meta.sum())
-    assert not decided.any(), (
-        f"{what}: {int(differ.sum())} of {differ.size} pixels differ from Meta's mask (Dice {dice:.5f}), "
-        f"{int(decided.sum())} where |Meta's logit| > {atol:.2g} (up to {float(np.abs(meta_logits[decided]).max()):.3g})"
     )
 
 

@@ -386,13 +386,14 @@ class MemoryTracker:
         if sam.num_maskmem == 0:
             return
         pix_feat = _to_maps(features.levels[-1], sam.backbone_feature_sizes[-1], n)
-        size = tuple(4 * s for s in sam.prompt_encoder.mask_input_size)
         masks = out.high_res
-        if masks.shape[-2:] != size:
-            masks = resize_bilinear(masks, size).to(masks.dtype)
         # Inference binarises prompted masks; training keeps the sigmoid so the memory stays differentiable.
         probs = (masks > 0).to(masks.dtype) if from_prompt and not sam.training else torch.sigmoid(masks)
         probs = probs * sam.config.sigmoid_scale_for_mem_enc + sam.config.sigmoid_bias_for_mem_enc
+        size = tuple(4 * s for s in sam.prompt_encoder.mask_input_size)
+        if probs.shape[-2:] != size:  # the SAM 3 tracker: 16 x its patch grid (1152) from its side (1008)
+            # after the sigmoid, as Meta's mask downsampler resizes (transformers resizes the logits before it)
+            probs = resize_bilinear(probs, size).to(masks.dtype)
         memory, memory_pos = sam.memory_encoder(pix_feat, probs)
         if sam.occlusion_spatial_embedding_parameter is not None:
             absent = (out.object_score <= 0).to(memory.dtype)[:, :, None, None]
