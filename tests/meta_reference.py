@@ -336,7 +336,7 @@ def meta_package(source: Path | None = None) -> Iterator[MetaSam2]:
             del sys.modules[name]
 
 
-def randomize(model: nn.Module, seed: int) -> nn.Module:
+def randomize(model: nn.Module, seed: int, parameters_only: bool = False) -> nn.Module:
     """Draw every tensor of ``model``'s state dict at random (seeded), in place.
 
     Scaled so that activations stay of order one through the whole network, as trained
@@ -345,11 +345,13 @@ def randomize(model: nn.Module, seed: int) -> nn.Module:
     encoder's random-Fourier matrix ``N(0, 1)`` (as Meta draws it), embeddings and tokens
     ``N(0, 0.2)``. (``randn * 0.2`` everywhere would give hiera-tiny features of ~100 and
     logits clamped at +-32: masks without borders to compare.) Meta's state dict holds
-    each tensor once, so any draw is a valid checkpoint.
+    each tensor once, so any draw is a valid checkpoint. ``parameters_only`` leaves buffers
+    (e.g. the rotary frequencies of Meta's SAM 3 ViT) as built.
     """
     generator = torch.Generator().manual_seed(seed)
+    tensors = model.named_parameters() if parameters_only else model.state_dict().items()
     with torch.no_grad():
-        for name, tensor in model.state_dict().items():
+        for name, tensor in tensors:
             noise = torch.randn(tensor.shape, generator=generator)
             if name.endswith("positional_encoding_gaussian_matrix"):
                 tensor.copy_(noise)

@@ -39,10 +39,19 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Iterator
 
+import meta_reference
+import numpy as np
 import pytest
 import sam3_reference
 import torch
+import transformers
 from torch import nn
+
+from adapt.inference import propagation
+from adapt.models import memory
+from adapt.models.backbones import BACKBONES
+from adapt.models.families import released_image_config, tiny_image_config, video_config
+from adapt.models.primitives import pixel_stats, preprocess, resize_video_frames
 
 TRACKER_MODULES = (
     "sam3.model.memory",
@@ -63,6 +72,9 @@ class Dims:
     feed_forward: int
     vit: dict = field(default_factory=lambda: dict(sam3_reference.SMALL_VIT))
     memory_channels: int = 64
+    #: weights drawn as ``meta_reference.randomize`` draws them (activations of order one through a
+    #: deep network) instead of N(0, 0.2) everywhere, which would overflow 32 ViT blocks
+    fan_in: bool = False
 
     @property
     def grid(self) -> int:
@@ -70,7 +82,9 @@ class Dims:
 
 
 SMALL = Dims(size=112, hidden=128, memory_layers=2, feed_forward=64)
-RELEASED = Dims(size=1008, hidden=256, memory_layers=4, feed_forward=2048, vit=dict(sam3_reference.RELEASED_VIT))
+RELEASED = Dims(
+    size=1008, hidden=256, memory_layers=4, feed_forward=2048, vit=dict(sam3_reference.RELEASED_VIT), fan_in=True
+)
 
 
 def _refuse(name: str):
@@ -203,6 +217,8 @@ def build_meta_tracker_video(dims: Dims = SMALL, seed: int = 0) -> nn.Module:
             use_memory_selection=False,
         )
     tracker.bf16_context.__exit__(None, None, None)
+    if dims.fan_in:
+        return meta_reference.randomize(tracker, seed, parameters_only=True).eval()
     return sam3_reference.randomize(tracker)
 
 
@@ -224,6 +240,67 @@ def to_transformers_video(tracker: nn.Module) -> dict[str, torch.Tensor]:
     return {**sam3_reference.neck_to_transformers(neck), **sam3_reference.heads_to_transformers(heads)}
 
 
+def our_config(dims: Dims) -> transformers.Sam3TrackerVideoConfig:
+    """transformers' config of the same tracker: the project's released or tiny SAM 3 tracker config."""
+    row = BACKBONES["sam3_tracker"]
+    if dims.fan_in:
+        return video_config(released_image_config(row), tiny=False)
+    image = tiny_image_config(row)  # Meta's tracker fixes these decoder sizes
+    image.mask_decoder_config.mlp_dim, image.mask_decoder_config.num_attention_heads = 2048, 8
+    image.mask_decoder_config.iou_head_hidden_dim, image.prompt_encoder_config.mask_input_channels = 256, 16
+    return video_config(image, tiny=True)
+
+
+def build_pair(dims: Dims = SMALL, seed: int = 0) -> tuple[nn.Module, nn.Module]:
+    """Meta's tracker and transformers' ``Sam3TrackerVideoModel`` holding the same random weights.
+
+    The object-score head's bias is raised so that the object counts as present on every frame
+    and tracking has masks to compare.
+    """
+    tracker = build_meta_tracker_video(dims, seed)
+    with torch.no_grad():
+        tracker.sam_mask_decoder.pred_obj_score_head.layers[2].bias.fill_(5.0)
+    model = transformers.Sam3TrackerVideoModel(our_config(dims)).eval()
+    model.load_state_dict(to_transformers_video(tracker), strict=True)
+    return tracker, model
+
+
+def moving_video(frames: int, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """8-bit RGB frames ``[T, 3, H, W]`` of moving shapes (``meta_reference.natural_image``) and a box on frame 0."""
+    video = np.stack([meta_reference.natural_image(height, width, seed=1, t=t) for t in range(frames)])
+    box = torch.tensor([0.3 * width, 0.2 * height, 0.7 * width, 0.8 * height]).round()
+    return torch.from_numpy(video).permute(0, 3, 1, 2).contiguous(), box
+
+
+def track_both(tracker: nn.Module, model: nn.Module, frames: torch.Tensor, box: torch.Tensor) -> dict:
+    """A box on frame 0 tracked forward by Meta's tracker (``meta_track``) and by our ``propagate``.
+
+    Both get the same normalised pixels: ours resized as our video path resizes frames.
+
+    Returns:
+        ``meta`` / ``meta_video`` (``meta_track``), ``steps`` (frame -> our ``StepOutput``),
+        ``memories`` (frame -> what our loop stored) and ``result`` (``propagate``'s).
+    """
+    size, (height, width) = int(model.config.image_size), frames.shape[-2:]
+    pixels = preprocess(resize_video_frames(frames, size), size, **pixel_stats(model)).to(model.device)
+    meta_steps, meta_video = meta_track(tracker, pixels, box, height, width)
+    steps, memories = {}, {}
+    with pytest.MonkeyPatch.context() as patch:
+        for name, key in (("prompt", "cond_frame_outputs"), ("track", "non_cond_frame_outputs")):
+            original = getattr(memory.MemoryTracker, name)
+
+            def recording(self, frame, *args, _original=original, _key=key, **kwargs):
+                steps[frame] = out = _original(self, frame, *args, **kwargs)
+                memories[frame] = self.bank[_key][frame]
+                return out
+
+            patch.setattr(memory.MemoryTracker, name, recording)
+        result = propagation.propagate(
+            model, frames, {0: propagation.SlicePrompt(boxes=box.numpy())}, "forward", None, fill_hole_area=0
+        )
+    return dict(meta=meta_steps, meta_video=meta_video, steps=steps, memories=memories, result=result)
+
+
 def meta_track(
     tracker: nn.Module, pixels: torch.Tensor, box: torch.Tensor, height: int, width: int
 ) -> tuple[dict[int, dict], dict[int, torch.Tensor]]:
@@ -237,9 +314,10 @@ def meta_track(
         bfloat16 ``maskmem_features``), and frame -> logits at the video's size ``[H, W]``.
     """
     scale = torch.tensor([width, height, width, height], dtype=torch.float32)
-    with on_cpu(), torch.inference_mode():
+    cpu = pixels.device.type == "cpu"
+    with on_cpu() if cpu else contextlib.nullcontext(), torch.inference_mode():
         state = tracker.init_state(
-            video_height=height, video_width=width, num_frames=len(pixels), offload_state_to_cpu=True
+            video_height=height, video_width=width, num_frames=len(pixels), offload_state_to_cpu=cpu
         )
         state["images"] = pixels
         tracker.add_new_points_or_box(state, frame_idx=0, obj_id=1, box=box / scale)

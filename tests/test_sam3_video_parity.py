@@ -30,18 +30,10 @@ the interactive predictor builds), which transformers does not implement.
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import sam3_video_reference
 import torch
-import transformers
-from meta_reference import assert_masks_agree, natural_image
-
-from adapt.inference import propagation
-from adapt.models import memory
-from adapt.models.backbones import BACKBONES
-from adapt.models.families import tiny_image_config, video_config
-from adapt.models.primitives import pixel_stats, preprocess, resize_video_frames
+from meta_reference import assert_masks_agree
 
 SIZE, FRAMES, HEIGHT, WIDTH = sam3_video_reference.SMALL.size, 4, 96, 128
 #: Low-res logits, absolute (measured at most 1.6e-3; the other order of resizing gives 5e-3 and more).
@@ -50,36 +42,9 @@ VIDEO_ATOL = 3e-3
 
 @pytest.fixture(scope="module")
 def runs():
-    tracker = sam3_video_reference.build_meta_tracker_video(sam3_video_reference.SMALL)
-    with torch.no_grad():  # the object counts as present on every frame: masks to compare
-        tracker.sam_mask_decoder.pred_obj_score_head.layers[2].bias.fill_(5.0)
-    config = tiny_image_config(BACKBONES["sam3_tracker"])  # Meta's tracker fixes these decoder sizes
-    config.mask_decoder_config.mlp_dim, config.mask_decoder_config.num_attention_heads = 2048, 8
-    config.mask_decoder_config.iou_head_hidden_dim, config.prompt_encoder_config.mask_input_channels = 256, 16
-    model = transformers.Sam3TrackerVideoModel(video_config(config, tiny=True)).eval()
-    model.load_state_dict(sam3_video_reference.to_transformers_video(tracker), strict=True)
-
-    frames = torch.from_numpy(np.stack([natural_image(HEIGHT, WIDTH, seed=1, t=t) for t in range(FRAMES)]))
-    frames = frames.permute(0, 3, 1, 2).contiguous()
-    box = torch.tensor([0.3 * WIDTH, 0.2 * HEIGHT, 0.7 * WIDTH, 0.8 * HEIGHT]).round()
-    pixels = preprocess(resize_video_frames(frames, SIZE), SIZE, **pixel_stats(model))
-    meta_steps, meta_video = sam3_video_reference.meta_track(tracker, pixels, box, HEIGHT, WIDTH)
-
-    steps, bank = {}, {}
-    with pytest.MonkeyPatch.context() as patch:
-        for name, key in (("prompt", "cond_frame_outputs"), ("track", "non_cond_frame_outputs")):
-            original = getattr(memory.MemoryTracker, name)
-
-            def recording(self, frame, *args, _original=original, _key=key, **kwargs):
-                steps[frame] = out = _original(self, frame, *args, **kwargs)
-                bank[frame] = self.bank[_key][frame]
-                return out
-
-            patch.setattr(memory.MemoryTracker, name, recording)
-        result = propagation.propagate(
-            model, frames, {0: propagation.SlicePrompt(boxes=box.numpy())}, "forward", None, fill_hole_area=0
-        )
-    return dict(meta=meta_steps, meta_video=meta_video, steps=steps, bank=bank, result=result)
+    tracker, model = sam3_video_reference.build_pair(sam3_video_reference.SMALL)
+    frames, box = sam3_video_reference.moving_video(FRAMES, HEIGHT, WIDTH)
+    return sam3_video_reference.track_both(tracker, model, frames, box)
 
 
 def test_video_tracking_matches_metas_tracker(runs):
@@ -91,7 +56,7 @@ def test_video_tracking_matches_metas_tracker(runs):
         assert diff <= VIDEO_ATOL, f"frame {t}: low-res logits differ from Meta's by up to {diff:.3g}"
         torch.testing.assert_close(ours.object_score.float(), meta["object_score_logits"], rtol=0, atol=1e-4)
         assert float(meta["object_score_logits"]) > 0 and 0.05 < float((meta["pred_masks"] > 0).float().mean()) < 0.95
-        stored = runs["bank"][t]["maskmem_features"].float()  # [HW, 1, C], bfloat16 as Meta's [1, C, h, w]
+        stored = runs["memories"][t]["maskmem_features"].float()  # [HW, 1, C], bfloat16 as Meta's [1, C, h, w]
         theirs = meta["maskmem_features"].float().flatten(2).permute(2, 0, 1)
         step = float(theirs.abs().max()) * 2**-8  # half of bfloat16's spacing at the largest magnitude
         assert float((stored - theirs).abs().max()) <= 2 * step, f"frame {t}: memory differs from Meta's"

@@ -23,6 +23,11 @@ Three steps are orchestrated here rather than called, for stated reasons:
 The same loop drives the SAM 3 tracker's and EdgeTAM's video models (same helpers, same
 names); EdgeTAM's memory encoder is followed by its spatial perceiver, which resamples each
 memory map to latent tokens before it is stored, as ``EdgeTamVideoModel._encode_new_memory`` does.
+The SAM 3 tracker's memory encoder takes its mask at 16 x the patch grid (1152 at side 1008):
+the mask is resized there after the sigmoid (or binarisation) and scaling, as Meta's mask
+downsampler does; transformers' ``Sam3TrackerVideoModel`` resizes the logits before them, which
+``tests/test_sam3_video_parity.py`` tells apart from Meta's tracker (SAM2 and EdgeTAM take the
+mask at their side: no resize).
 
 All objects of a clip are batched (batch = objects), each with its own memory, exactly as
 transformers runs them one by one. Conditioning frames are the prompted ones; they are
