@@ -72,8 +72,8 @@ class Dims:
     feed_forward: int
     vit: dict = field(default_factory=lambda: dict(sam3_reference.SMALL_VIT))
     memory_channels: int = 64
-    #: weights drawn as ``meta_reference.randomize`` draws them (activations of order one through a
-    #: deep network) instead of N(0, 0.2) everywhere, which would overflow 32 ViT blocks
+    #: weights drawn as ``meta_reference.randomize`` draws them, scaled by fan-in so that
+    #: activations stay of order one through 32 ViT blocks, instead of N(0, 0.2) everywhere
     fan_in: bool = False
 
     @property

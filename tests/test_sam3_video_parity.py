@@ -22,10 +22,13 @@ downsampler does, gave 5e-3 to 7e-3 on the tracked frames; ``VIDEO_ATOL`` sits b
 Stood in at test time only (``sam3_video_reference``): ``Tensor.cuda``/``Tensor.pin_memory`` (Meta
 moves memories and pointer positions to CUDA unconditionally), the triton distance transform and
 the training collator (imported, used only to sample correction clicks in training), torchvision's
-``RoIAlign`` (the detector's). Not compared: Meta's frame loader, which rounds pixels to float16
-(about 5e-4 of the [-1, 1] range; both sides get our float32 pixels here), and Meta's
-memory selection of the full SAM 3 video model (``use_memory_selection``, off in the tracker that
-the interactive predictor builds), which transformers does not implement.
+``RoIAlign`` (the detector's). Not compared: Meta's frame loader (``sam3.model.io_utils``, which
+imports torchvision and rounds pixels to float16, about 5e-4 of the [-1, 1] range; both sides get
+our float32 pixels here); the memory selection of Meta's full SAM 3 video model
+(``use_memory_selection``, off in the tracker its interactive predictor builds), which transformers
+does not implement; and hole filling: Meta's tracker fills none (``fill_hole_area=0``), its full video
+model fills regions of 16 pixels at the video's size, and ``propagate`` fills 8 low-res pixels by
+default for every backbone (SAM2's value), so the comparison runs ours with ``fill_hole_area=0``.
 """
 
 from __future__ import annotations
