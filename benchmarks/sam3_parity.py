@@ -5,9 +5,9 @@ script runs it at the small size or at SAM 3 as released (``--released``: the Vi
 at side 1008, decoder width 256, 4 memory-attention layers; Meta's tracker with its image encoder),
 which does not fit the test suite's time: on this project's 2-core CPU machine (shared, load 10-16)
 ``--released --frames 2`` took 189 s to build both models and 874 s to track, 4.8 GB resident;
-on a GPU (``--device cuda``) it should take seconds (not measured here). Both models hold the same random weights (the released size draws
-them scaled by fan-in, ``meta_reference.randomize``, so that activations stay of order one
-through 32 blocks); a box on frame 0 of a video of moving shapes is tracked forward by Meta's demo
+on a GPU (``--device cuda``) it should take seconds (not measured here). Both models hold the
+same random weights (the released size draws them scaled by fan-in, ``meta_reference.randomize``,
+so that activations stay of order one through 32 blocks); a box on frame 0 of a video of moving shapes is tracked forward by Meta's demo
 API and by ``adapt.inference.propagation.propagate``; per frame it prints the largest absolute
 difference of the low-res logits and the largest logit, the object scores' difference, the
 stored memories' difference, and the share of mask pixels that disagree where Meta's logit is
@@ -36,7 +36,7 @@ import sam3_video_reference  # noqa: E402
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "--released", action="store_true", help="SAM 3 as released (474 M parameters in Meta's full model)"
+        "--released", action="store_true", help="SAM 3 as released: side 1008, ViT-L (466 M parameters in ours)"
     )
     parser.add_argument("--frames", type=int, default=4)
     parser.add_argument("--height", type=int, default=96)
