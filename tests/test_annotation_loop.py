@@ -16,6 +16,7 @@ import pytest
 from conftest import click_shown_image, compose_cfg, serve_app
 from omegaconf import OmegaConf
 from PIL import Image
+from readme_commands import command
 from test_annotate import annotate_cfg, folders, snapshot, user_card
 from tiny_adapters import make_adapter
 
@@ -207,7 +208,9 @@ def test_the_loop_in_a_headless_browser(annotated, browser, tmp_path):
     worklist, masks, adapter = annotated
     loop = Loop.open(worklist)
     first, second = loop.rows
-    arguments = [f"adapter={adapter}", f"worklist={worklist}", "device=cpu", f"out_dir={tmp_path / 'saved'}"]
+    readme = command("python -m adapt.app", "Label less")  # the README's step 3, as written
+    places = {"outputs/busi/<run>": str(adapter), "round1/worklist.csv": str(worklist)}
+    arguments = [*readme.argv(places)[3:], "device=cpu", f"out_dir={tmp_path / 'saved'}"]
     try:
         with serve_app(arguments, tmp_path) as url:
             wait = WebDriverWait(browser, 30)
