@@ -18,6 +18,7 @@ from omegaconf import OmegaConf
 from PIL import Image
 from readme_commands import command
 from test_annotate import annotate_cfg, folders, snapshot, user_card
+from test_app import write_volume
 from tiny_adapters import make_adapter
 
 from adapt.adapters.io import read_metadata
@@ -26,7 +27,7 @@ from adapt.annotate.command import run
 from adapt.annotate.save import save
 from adapt.app import retrain
 from adapt.app.annotation import Loop
-from adapt.app.session import Session
+from adapt.app.session import Session, stored_planes
 from adapt.conf import CONFIG_DIR
 from adapt.errors import ConfigError
 from adapt.inference.onnx_backend import load_predictor
@@ -99,6 +100,20 @@ def test_each_case_opens_with_its_pre_annotation_is_accepted_or_corrected_into_t
     assert stored.any() and loop.remaining() == 0 and loop.step(1) == second  # held at the worklist's end
     with pytest.raises(Exception, match=f"case {second['case']} has a label already"):
         save(loop.worklist, second["case"])  # the command and the page: one implementation
+
+
+def test_a_volumes_label_file_is_shown_on_the_slices_where_it_lies(predictor, tmp_path):
+    """A NIfTI label (anisotropic voxels), written as the page writes a mask, read back as the shown mask equals the
+    mask it was written from, slice by slice: the stored grid's axes as the page shows them."""
+    session = Session(predictor, tmp_path)
+    session.open([write_volume(tmp_path / "ct.nii.gz")])
+    session.prompt = "box 10,12,30,34 slice=2"  # the mask: random voxels of the scan's stack, as segment leaves it
+    session.stack_mask = np.random.default_rng(0).random(session.scan.shape) > 0.7
+    session.mask = stored_planes(session.stack_mask.astype(np.uint8), session.scan).astype(bool)
+    written, shown = session.save(), session.mask.copy()
+    assert session.show_labels(written) == int(shown.sum()) > 0
+    np.testing.assert_array_equal(session.mask, shown)
+    assert session.prompt == "" and session.stack_mask is None  # a label shown is no prompt's mask
 
 
 def _change_image(loop: Loop, masks: Path, monkeypatch):

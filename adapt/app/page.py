@@ -7,7 +7,10 @@ The page is a thin layer over ``adapt.app.session.Session`` (one per browser tab
 A box is two clicks on the image (opposite corners); object and background clicks are single
 clicks; the prompt box shows the prompt in ``adapt.predict``'s syntax and may also be typed.
 Components carry ``elem_id``s (``upload``, ``slice``, ``mode``, ``view``, ``prompt``, ``segment``,
-``clear``, ``save``, ``status``, ``saved_path``) for scripts and tests.
+``clear``, ``save``, ``status``, ``saved_path``) for scripts and tests. With a worklist
+(``python -m adapt.app ... worklist=<out>/worklist.csv``) the page adds the annotation loop
+(``loop_panel`` over ``adapt.app.annotation.Loop``): ``worklist``, ``previous``, ``next``, ``accept``,
+``save_label``, ``retrain`` and ``retrain_command``; the first case opens when the page loads.
 """
 
 import functools
