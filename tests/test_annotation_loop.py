@@ -30,6 +30,7 @@ from adapt.app.annotation import Loop
 from adapt.app.session import Session, stored_planes
 from adapt.conf import CONFIG_DIR
 from adapt.errors import ConfigError
+from adapt.schema import validate
 from adapt.inference.onnx_backend import load_predictor
 
 BOX = "box 20,15,60,50"
@@ -208,6 +209,7 @@ def test_the_retrain_command_repeats_the_adapters_settings_so_its_warm_start_fit
             assert argv[3:-2] == expected
             continue
         cfg = compose_cfg(tmp_path / "new", *overrides)
+        validate(cfg, "train")  # the door's schema lets it through
         assert mismatches(metadata, cfg.model.name, OmegaConf.to_container(cfg.adapter), cfg.task) == []
         assert cfg.data.card == loop.record["card"]
     assert retrain.shown(argv).startswith("python -m adapt.train recipe=demo model=tiny init_adapter=")
@@ -226,6 +228,7 @@ def test_the_loop_in_a_headless_browser(annotated, browser, tmp_path):
     readme = command("python -m adapt.app", "Label less")  # the README's step 3, as written
     places = {"outputs/busi/<run>": str(adapter), "round1/worklist.csv": str(worklist)}
     arguments = [*readme.argv(places)[3:], "device=cpu", f"out_dir={tmp_path / 'saved'}"]
+    retrain_pid = None
     try:
         with serve_app(arguments, tmp_path) as url:
             wait = WebDriverWait(browser, 30)
@@ -255,11 +258,13 @@ def test_the_loop_in_a_headless_browser(annotated, browser, tmp_path):
             click("retrain")
             wait.until(lambda b: status().startswith(("retrain started", "error")))
             started = status()
-            assert value("#retrain_command textarea").startswith("python -m adapt.train ") and "init_adapter=" in value(
-                "#retrain_command textarea"
-            )
-            os.kill(int(started.split("pid ")[1].split(")")[0]), signal.SIGTERM)  # the retrain this test started
+            if started.startswith("retrain started"):
+                retrain_pid = int(started.split("pid ")[1].split(")")[0])
+            shown = value("#retrain_command textarea")
+            assert shown.startswith("python -m adapt.train ") and f"init_adapter={adapter}" in shown, started
             assert Path(started.split("its log: ")[1].split(";")[0]).parent == worklist.parent
     finally:
+        if retrain_pid is not None:
+            os.kill(retrain_pid, signal.SIGTERM)  # the retrain this test started (its own session)
         for row in loop.rows:
             loop.label_path(row["case"]).unlink(missing_ok=True)

@@ -15,7 +15,7 @@ Components carry ``elem_id``s (``upload``, ``slice``, ``mode``, ``view``, ``prom
 
 import functools
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import gradio as gr
 
@@ -148,19 +148,19 @@ def build_page(
         clear.click(_guarded(cleared, 4), [state], [state, view, prompt, status])
         save.click(_guarded(saved, 3), [state], [saved_file, saved_path, status])
         if worklist is not None:
-            loop_panel(
-                page,
-                predictor,
-                Path(worklist),
-                source or str(predictor.loaded.path),
-                session_of,
-                state,
-                view,
-                index,
-                prompt,
-                status,
-            )
+            shared = Shared(state, view, index, prompt, status)
+            loop_panel(page, predictor, Path(worklist), source or str(predictor.loaded.path), session_of, shared)
     return page
+
+
+class Shared(NamedTuple):
+    """The page's components the annotation loop updates too."""
+
+    state: Any
+    view: Any
+    index: Any
+    prompt: Any
+    status: Any
 
 
 def loop_panel(
@@ -169,15 +169,12 @@ def loop_panel(
     worklist: Path,
     source: str,
     session_of: Callable[[Session | None], Session],
-    state: Any,
-    view: Any,
-    index: Any,
-    prompt: Any,
-    status: Any,
+    shared: Shared,
 ) -> None:
     """The annotation loop's part of the page (inside its ``gr.Blocks``): the worklist, stepping through its
     cases, accepting or saving a label, and the retrain. Elem ids: ``worklist``, ``previous``, ``next``,
     ``accept``, ``save_label``, ``retrain``, ``retrain_command``."""
+    state, status = shared.state, shared.status
     running: dict[str, Any] = {}  # the retrain this page started (one at a time)
 
     def shown(by: int, session: Session | None, loop: Loop | None) -> tuple:
@@ -232,7 +229,7 @@ def loop_panel(
     command = gr.Textbox(
         label="Retrain command (copy it to run it elsewhere)", interactive=False, elem_id="retrain_command"
     )
-    outputs = [state, loop, view, index, prompt, table, status]
+    outputs = [state, loop, shared.view, shared.index, shared.prompt, table, status]
     previous.click(_guarded(previous_case, len(outputs)), [state, loop], outputs)
     following.click(_guarded(next_case, len(outputs)), [state, loop], outputs)
     accept.click(_guarded(accepted, 3), [loop], [loop, table, status])

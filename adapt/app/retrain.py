@@ -98,5 +98,6 @@ def start(argv: list[str], out: Path, cwd: Path | None = None) -> tuple[subproce
     except OSError as err:
         raise ConfigError(f"{log}: the retrain's log cannot be written ({err.strerror}); make {out} writable") from None
     with handle:
-        process = subprocess.Popen(argv, stdout=handle, stderr=subprocess.STDOUT, cwd=cwd)
+        # its own session: the run goes on when the page is stopped (Ctrl+C reaches the page's group only)
+        process = subprocess.Popen(argv, stdout=handle, stderr=subprocess.STDOUT, cwd=cwd, start_new_session=True)
     return process, log
