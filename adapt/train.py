@@ -54,8 +54,8 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     start = time.perf_counter()
     validate(cfg, "train")
     run_dir = check_run_dir(Path(cfg.out_dir), cfg.overwrite, cfg.ckpt_path)
-    init = _init_adapter(cfg)  # a warm start that does not fit is refused before data and model load
     with claimed(run_dir, "hydra.run.dir", RUN_FILES) as output:  # one writer; a refusal leaves nothing
+        init = _init_adapter(cfg)  # a warm start that does not fit is refused before data and model load
         ckpt = resolve_checkpoint(cfg.ckpt_path, run_dir)  # before minutes of loading
         resumed = read_checkpoint(ckpt) if ckpt else None
         return _train(cfg, run_dir, ckpt, resumed, output, start, init)

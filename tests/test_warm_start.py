@@ -19,6 +19,7 @@ from tiny_adapters import BOTTLENECK, LORA, make_adapter
 
 from adapt.adapters.io import WEIGHTS_FILE, read_metadata, trainable_state_dict
 from adapt.adapters.warm_start import load_init_weights, resolve_init
+from adapt.data.card_copy import public_metadata
 from adapt.errors import ConfigError
 
 #: kind -> (its spec, the task model's weights as the adapter file names them)
@@ -68,8 +69,10 @@ def test_a_warm_started_run_is_a_new_run_that_records_where_it_started(source, t
     metrics, _ = train(
         compose_cfg(run, *overrides, "optim.lr=1e-30", "validate_before=false", f"init_adapter={source}")
     )
-    assert metrics["steps"] == 1 and metrics["initialised_from"]["source"] == str(source)
-    assert read_metadata(run / "adapter")["initialised_from"]["path"] == str(source)
+    assert metrics["steps"] == 1 and metrics["initialised_from"]["source"] == str(source.resolve())
+    recorded = read_metadata(run / "adapter")
+    assert recorded["initialised_from"]["path"] == str(source.resolve())
+    assert public_metadata(recorded)["initialised_from"]["path"] == source.name  # no local path on the Hub
     assert json.loads((run / "metrics.json").read_text())["initialised_from"]["source"] == str(source)
     saved, stored = load_file(run / "adapter" / WEIGHTS_FILE), load_file(source / WEIGHTS_FILE)
     assert set(saved) == set(stored)

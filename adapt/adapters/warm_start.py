@@ -45,11 +45,13 @@ class InitAdapter:
     metadata: dict[str, Any]
 
     def record(self) -> dict[str, Any]:
-        """What the new run records of it (``initialised_from``)."""
+        """What the new run records of it (``initialised_from``): a local source as an absolute path, which a
+        shared copy of the adapter reduces to its folder's name (``adapt.data.card_copy.public_metadata``)."""
         meta = self.metadata
+        local = Path(self.source).expanduser().exists()
         return {
-            "source": self.source,
-            "path": str(self.path),
+            "source": str(Path(self.source).expanduser().resolve()) if local else self.source,
+            "path": str(self.path.resolve()),
             "recipe": meta.get("recipe"),
             "data_card": meta.get("data_card"),
             "metrics": meta.get("metrics"),
@@ -98,7 +100,7 @@ def resolve_init(source: str, model: str, adapter: Mapping[str, Any], task: str)
     if found:
         raise ConfigError(
             f"init_adapter={source} does not fit this run ({'; '.join(found)}: the adapter's vs the run's): "
-            "its weights only start a run of the same backbone, base, task and adapter shape. Train with the "
+            "its weights only start a run of the same backbone, base, task and adapter options. Train with the "
             f"adapter's settings (those of its run: {path / 'sam2_adapt.json'}), or drop init_adapter= to "
             "start from scratch"
         )
