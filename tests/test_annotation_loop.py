@@ -142,7 +142,7 @@ def _read_only(loop: Loop, masks: Path, monkeypatch):
 #: fault -> (how it is made, the page's handler that saves (Accept, Save label), what the status line says)
 FAULTS = {
     "the worklist no longer matches the data": (_change_image, "accepted", "the worklist no longer matches the data"),
-    "a label exists": (_label_exists, "saved_label", "has a label already"),
+    "a label exists": (_label_exists, "accepted", "has a label already"),
     "a read-only label folder": (_read_only, "saved_label", "cannot write in"),
 }
 
