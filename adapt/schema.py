@@ -459,6 +459,7 @@ class Train:
     seed: int = rule()
     validate_before: bool = rule()
     ckpt_path: str | None = rule()
+    init_adapter: str | None = rule()
     overwrite: bool = rule()
     compile: bool | str = rule()
     out_dir: str = rule()
@@ -581,6 +582,7 @@ class App:
     host: str = rule()
     port: int = rule(ge=1, le=65535)
     share: bool = rule()
+    worklist: str | None = rule(check=_existing_file)
 
 
 @dataclass

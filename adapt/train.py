@@ -55,13 +55,30 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     validate(cfg, "train")
     run_dir = check_run_dir(Path(cfg.out_dir), cfg.overwrite, cfg.ckpt_path)
     with claimed(run_dir, "hydra.run.dir", RUN_FILES) as output:  # one writer; a refusal leaves nothing
+        init = _init_adapter(cfg)  # a warm start that does not fit is refused before data and model load
         ckpt = resolve_checkpoint(cfg.ckpt_path, run_dir)  # before minutes of loading
         resumed = read_checkpoint(ckpt) if ckpt else None
-        return _train(cfg, run_dir, ckpt, resumed, output, start)
+        return _train(cfg, run_dir, ckpt, resumed, output, start, init)
+
+
+def _init_adapter(cfg: DictConfig) -> Any:
+    """``init_adapter=``'s adapter, checked against the run's model, adapter and task (or ``None``)."""
+    if not cfg.get("init_adapter"):
+        return None
+    from adapt.adapters.warm_start import resolve_init  # lazy: start-up
+
+    adapter = OmegaConf.to_container(cfg.adapter, resolve=True)
+    return resolve_init(str(cfg.init_adapter), str(cfg.model.name), adapter, str(cfg.task))
 
 
 def _train(
-    cfg: DictConfig, run_dir: Path, ckpt: str | None, resumed: dict[str, Any] | None, output: Claim, start: float
+    cfg: DictConfig,
+    run_dir: Path,
+    ckpt: str | None,
+    resumed: dict[str, Any] | None,
+    output: Claim,
+    start: float,
+    init: Any = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """``train`` once the run directory is checked and claimed."""
     import lightning as L  # lazy: start-up
@@ -96,6 +113,11 @@ def _train(
         embedding_cache=cache,
         **task_cls.options_from_data(datamodule),
     )
+    if init is not None:  # a new run from the adapter's weights (a resume's checkpoint replaces them below)
+        from adapt.adapters.warm_start import load_init_weights  # lazy: start-up
+
+        load_init_weights(task.model, init, task.model_info)
+        log.info("adapter weights initialised from %s (%s)", init.source, init.path)
     if resumed is not None:
         check_fits(resumed, ckpt, task.trainable_names())
     trainer = build_trainer(cfg, run_dir, resumed["global_step"] if resumed else None)
@@ -118,6 +140,7 @@ def _train(
         (trainable, total),
         time.perf_counter() - start,
         run_dir,
+        init.record() if init is not None else None,
     )
     # Every rank takes part: under FSDP this gathers the sharded weights (to rank 0).
     weights = trainer.strategy.lightning_module_state_dict()

@@ -471,6 +471,7 @@ def click_shown_image(browser, fx: float, fy: float) -> None:
     from selenium.webdriver.common.by import By
 
     image = browser.find_element(By.CSS_SELECTOR, "#view img")
+    browser.execute_script("arguments[0].scrollIntoView({block: 'center'});", image)  # all of it on the screen
     width, height, natural_w, natural_h = browser.execute_script(
         "const r = arguments[0].getBoundingClientRect();"
         "return [r.width, r.height, arguments[0].naturalWidth, arguments[0].naturalHeight];",

@@ -1,10 +1,13 @@
 """The README's "Label less" loop, run as written on a user's PNG folder with unlabelled scans: ``data init`` keeps
 them, the first try trains, ``calibrate`` writes the calibration, ``annotate`` pre-annotates and ranks, ``save``
-turns the reviewed masks into labels, and training again sees the enlarged label set."""
+turns the reviewed masks into labels (the page's loop, the README's step 3: ``tests/test_annotation_loop.py``), and
+the retrain, warm-started from the first adapter (``init_adapter=``), sees the enlarged label set."""
 
 from __future__ import annotations
 
 import csv
+import json
+from pathlib import Path
 
 import pytest
 from conftest import load_user_folders
@@ -19,7 +22,11 @@ def test_the_readme_label_less_loop_on_a_folder_with_unlabelled_scans(tmp_path, 
     monkeypatch.setenv("SAM2_ADAPT_DATA", str(tmp_path / "cache"))
     trip = Journey(KINDS["png"], tmp_path / "home", folders.write_ultrasound_folder(tmp_path / "my_data", unlabelled=2))
     trip.home.mkdir()
-    printed = trip.readme("python -m adapt.data init", "Bring your own data")
+    assert (
+        command("python -m adapt.data init", "Label less").text
+        == command("python -m adapt.data init", "Bring your own data").text
+    )
+    printed = trip.readme("python -m adapt.data init", "Label less")
     assert "kept 2 image(s) without a label as unlabelled cases" in printed
     fill_in(trip.home / "busi.yaml", "Doe J. My scans (2026).")
     first_try = ("busi.yaml", "model=tiny")
@@ -37,10 +44,11 @@ def test_the_readme_label_less_loop_on_a_folder_with_unlabelled_scans(tmp_path, 
     assert not (trip.data / "masks" / "scan_08.png").exists()  # nothing became a label yet
     printed = trip.readme("python -m adapt.annotate save", "Label less", **places)
     assert "saved 2 label(s)" in printed and (trip.data / "masks" / "scan_09.png").is_file()
-    assert (
-        command("python -m adapt.train", "Label less").text
-        == command("python -m adapt.train", "Bring your own data", first_try).text
+    assert command("python -m adapt.train", "Label less").text.startswith(
+        command("python -m adapt.train", "Bring your own data", first_try).text + " init_adapter="
     )
-    printed = trip.readme("python -m adapt.train", "Label less")
+    printed = trip.readme("python -m adapt.train", "Label less", **places)
     assert "unlabelled image(s) of the card skipped" not in printed  # every image has a label now
-    assert len(list((trip.home / "outputs").glob("*/*"))) == 2
+    [second] = set((trip.home / "outputs").glob("*/*")) - {run}
+    started = json.loads((second / "metrics.json").read_text())["initialised_from"]["source"]
+    assert Path(started) == (trip.home / places["outputs/busi/<run>"]).resolve()

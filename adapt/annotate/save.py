@@ -11,6 +11,10 @@ chosen case passes, and an existing label is never replaced:
 * a case labelled since (its label file exists) is refused, naming the file;
 * a label folder that cannot be written is refused before anything is written.
 
+``save_labels`` does the checks and the writes for any masks given per case: ``save`` gives the
+pre-annotations, the app's annotation loop (``adapt.app.annotation``) a case's mask as accepted or
+corrected there, so both refuse the same things with the same messages.
+
 Then the card lists the saved cases as labelled; ``python -m adapt.train`` trains on the enlarged set.
 """
 
@@ -76,45 +80,83 @@ def save(worklist: str | Path, cases: str = "accepted") -> list[Path]:
         DataError: the data changed since the worklist was made, or a label exists already.
     """
     worklist = Path(worklist)
+    read_record(worklist)
+    rows = chosen(read(worklist), str(cases), worklist)
+    return save_labels(worklist, {row["case"]: Path(row["pre"]) for row in rows})
+
+
+def read_record(worklist: str | Path) -> dict[str, Any]:
+    """The ``annotate.json`` beside a worklist: its card, data root and each case's image, label path and
+    fingerprint.
+
+    Raises:
+        ConfigError: no worklist, or no record beside it.
+    """
+    worklist = Path(worklist)
     if not worklist.is_file() or not (worklist.parent / RECORD_FILE).is_file():
         raise ConfigError(
             f"worklist={worklist}: no worklist.csv with its {RECORD_FILE} there; give the worklist.csv "
             "that python -m adapt.annotate wrote"
         )
-    recorded = json.loads((worklist.parent / RECORD_FILE).read_text())["cases"]
+    return json.loads((worklist.parent / RECORD_FILE).read_text())
+
+
+def label_target(worklist: Path, case: str, image: Path, recorded: dict[str, Any]) -> Path:
+    """The label path of ``case``, once its image is as it was pre-annotated and it has no label yet.
+
+    Raises:
+        DataError: the image changed or is gone, or a label exists already.
+        ConfigError: the card names no label path for the case.
+    """
+    facts = recorded["cases"].get(case)
+    if facts is None or not image.exists() or fingerprint(image) != facts["fingerprint"]:
+        raise DataError(
+            f"{worklist}: the worklist no longer matches the data: the image of case {case} "
+            f"({image}) is gone or changed since it was pre-annotated; run python -m adapt.annotate again"
+        )
+    if facts["label"] is None:
+        raise ConfigError(
+            f"case {case}: its card names no label path (a csv row with an empty label); "
+            "write the label's path into the manifest's label column, then save again"
+        )
+    label = Path(facts["label"])
+    if label.exists():
+        raise DataError(
+            f"{label}: case {case} has a label already (saved since the worklist was made); "
+            "it is kept: leave the case out (cases=id,id) or remove that label yourself"
+        )
+    return label
+
+
+def save_labels(worklist: str | Path, files: dict[str, Path]) -> list[Path]:
+    """Copy each case's file (its pre-annotation, or a mask corrected in the app, in the image's format) to
+    the case's label path: every case checked first (``label_target``, the label folders writable), then each
+    label written whole; returns the labels written, in the order of ``files``.
+
+    Raises:
+        ConfigError: a case not in the worklist, an unwritable label folder.
+        DataError: the data changed since the worklist was made, a label exists already, a file is missing.
+    """
+    worklist = Path(worklist)
+    recorded = read_record(worklist)
+    images = {r["case"]: Path(r["image"]) for r in read(worklist) if r["slice"] == ""}
     plans = []
-    for row in chosen(read(worklist), str(cases), worklist):
-        facts = recorded.get(row["case"])
-        image = Path(row["image"])
-        if facts is None or not image.exists() or fingerprint(image) != facts["fingerprint"]:
+    for case, source in files.items():
+        if case not in images:
+            raise ConfigError(f"case {case} is not in {worklist}")
+        label = label_target(worklist, case, images[case], recorded)
+        if not Path(source).is_file():
             raise DataError(
-                f"{worklist}: the worklist no longer matches the data: the image of case {row['case']} "
-                f"({image}) is gone or changed since it was pre-annotated; run python -m adapt.annotate again"
+                f"{source}: the mask of case {case} is missing (a DICOM series is saved by hand: copy its folder)"
             )
-        if facts["label"] is None:
-            raise ConfigError(
-                f"case {row['case']}: its card names no label path (a csv row with an empty label); "
-                "write the label's path into the manifest's label column, then save again"
-            )
-        label, pre = Path(facts["label"]), Path(row["pre"])
-        if label.exists():
-            raise DataError(
-                f"{label}: case {row['case']} has a label already (saved since the worklist was made); "
-                "it is kept: leave the case out (cases=id,id) or remove that label yourself"
-            )
-        if not pre.is_file():
-            raise DataError(
-                f"{pre}: the pre-annotation of case {row['case']} is missing (a DICOM series is saved "
-                "by hand: copy its folder)"
-            )
-        plans.append((pre, label))
+        plans.append((Path(source), label))
     for folder in sorted({label.parent for _, label in plans}):
         check_writable(folder, "the label folder")
     written = []
-    for pre, label in plans:
+    for source, label in plans:
         label.parent.mkdir(parents=True, exist_ok=True)
         write_atomically(
-            label, lambda f, pre=pre: _copy(pre, f), "the label folder", "free space in the dataset's folder"
+            label, lambda f, source=source: _copy(source, f), "the label folder", "free space in the dataset's folder"
         )
         written.append(label)
     return written

@@ -1,7 +1,9 @@
-"""``python -m adapt.app adapter=<run | adapter dir | Hub id | ONNX export> [backend=onnx] [port=7860]``
+"""``python -m adapt.app adapter=<run | adapter dir | Hub id | ONNX export> [backend=onnx] [port=7860] [worklist=]``
 
 Loads the adapter once (as ``adapt.predict`` does), serves the page of ``adapt.app.page`` and
-saves masks under ``out_dir`` (default ``./masks``). ``host=0.0.0.0`` serves other machines;
+saves masks under ``out_dir`` (default ``./masks``). ``worklist=<out>/worklist.csv`` (of
+``python -m adapt.annotate``) adds the annotation loop (``adapt.app.annotation``): its cases in order,
+their pre-annotations accepted or corrected and saved as labels, and a retrain. ``host=0.0.0.0`` serves other machines;
 ``share=true`` asks Gradio for a public link. The address is tried first (``check_port``): a port in
 use or a host that cannot be bound ends in one message naming ``port=``/``host=`` before the model
 loads, not in a server traceback after it.
@@ -62,6 +64,10 @@ def build(cfg: DictConfig):
             "ONNX export dir backend=onnx>"
         )
     out_dir = check_writable(Path(str(cfg.out_dir)).expanduser(), "out_dir")
+    if cfg.get("worklist"):
+        from adapt.app.annotation import Loop  # lazy: start-up
+
+        Loop.open(str(cfg.worklist))  # a worklist without its record is refused before the model loads
     check_port(str(cfg.host), int(cfg.port))
     try:
         from adapt.app.page import build_page  # lazy: start-up
@@ -78,7 +84,7 @@ def build(cfg: DictConfig):
         int(cfg.fill_hole_area),
         bool(cfg.get("allow_base_mismatch", False)),
     )
-    return build_page(predictor, out_dir, str(cfg.get("mask_values") or "card"))
+    return build_page(predictor, out_dir, str(cfg.get("mask_values") or "card"), cfg.get("worklist"), str(cfg.adapter))
 
 
 @hydra.main(version_base="1.3", config_path=None, config_name=register_cli_config("app"))

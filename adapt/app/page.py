@@ -7,15 +7,20 @@ The page is a thin layer over ``adapt.app.session.Session`` (one per browser tab
 A box is two clicks on the image (opposite corners); object and background clicks are single
 clicks; the prompt box shows the prompt in ``adapt.predict``'s syntax and may also be typed.
 Components carry ``elem_id``s (``upload``, ``slice``, ``mode``, ``view``, ``prompt``, ``segment``,
-``clear``, ``save``, ``status``, ``saved_path``) for scripts and tests.
+``clear``, ``save``, ``status``, ``saved_path``) for scripts and tests. With a worklist
+(``python -m adapt.app ... worklist=<out>/worklist.csv``) the page adds the annotation loop
+(``loop_panel`` over ``adapt.app.annotation.Loop``): ``worklist``, ``previous``, ``next``, ``accept``,
+``save_label``, ``retrain`` and ``retrain_command``; the first case opens when the page loads.
 """
 
 import functools
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import gradio as gr
 
+from adapt.app import retrain
+from adapt.app.annotation import COLUMNS, Loop
 from adapt.app.session import MODES, Session
 from adapt.errors import AdaptError
 from adapt.data.encoding import label_names
@@ -54,9 +59,24 @@ def _guarded(handler: Callable[..., tuple], outputs: int) -> Callable[..., tuple
     return run
 
 
-def build_page(predictor: Predictor, out_dir: str | Path, mask_values: str = "card") -> Any:
+def _slider(session: Session) -> Any:
+    """The slice slider of the open scan. Gradio refuses a slider whose maximum is its minimum: a 2D image
+    keeps 0..1, not movable."""
+    top = max(session.slices - 1, 0)
+    return gr.Slider(minimum=0, maximum=max(top, 1), value=session.slice, step=1, interactive=top > 0)
+
+
+def build_page(
+    predictor: Predictor,
+    out_dir: str | Path,
+    mask_values: str = "card",
+    worklist: str | Path | None = None,
+    source: str | None = None,
+) -> Any:
     """The ``gr.Blocks`` page over ``predictor``; masks are saved under ``out_dir``, storing labels as
-    ``mask_values`` says (``card``: as the adapter's card stores them; ``ids``: label ids)."""
+    ``mask_values`` says (``card``: as the adapter's card stores them; ``ids``: label ids). With a
+    ``worklist`` (``python -m adapt.annotate``'s) the page also runs the annotation loop
+    (``adapt.app.annotation``) and its retrain from ``source`` (the adapter as the user named it)."""
     out_dir = Path(out_dir)
 
     def session_of(session: Session | None) -> Session:
@@ -65,12 +85,10 @@ def build_page(predictor: Predictor, out_dir: str | Path, mask_values: str = "ca
     def opened(files: list[str] | None, session: Session | None) -> tuple:
         session = session_of(session)
         session.open(files or [])
-        top = max(session.slices - 1, 0)
-        # Gradio refuses a slider whose maximum is its minimum: a 2D image keeps 0..1, not movable.
         return (
             session,
             session.render(),
-            gr.Slider(minimum=0, maximum=max(top, 1), value=session.slice, step=1, interactive=top > 0),
+            _slider(session),
             "",
             f"opened {session.source.name}: {session.slices} slice(s) of {session.shown.shape[1:3]} (rows, columns)",
         )
@@ -129,4 +147,92 @@ def build_page(predictor: Predictor, out_dir: str | Path, mask_values: str = "ca
         segment.click(_guarded(segmented, 4), [prompt, state], [state, view, index, status])
         clear.click(_guarded(cleared, 4), [state], [state, view, prompt, status])
         save.click(_guarded(saved, 3), [state], [saved_file, saved_path, status])
+        if worklist is not None:
+            shared = Shared(state, view, index, prompt, status)
+            loop_panel(page, predictor, Path(worklist), source or str(predictor.loaded.path), session_of, shared)
     return page
+
+
+class Shared(NamedTuple):
+    """The page's components the annotation loop updates too."""
+
+    state: Any
+    view: Any
+    index: Any
+    prompt: Any
+    status: Any
+
+
+def loop_panel(
+    page: Any,
+    predictor: Predictor,
+    worklist: Path,
+    source: str,
+    session_of: Callable[[Session | None], Session],
+    shared: Shared,
+) -> None:
+    """The annotation loop's part of the page (inside its ``gr.Blocks``): the worklist, stepping through its
+    cases, accepting or saving a label, and the retrain. Elem ids: ``worklist``, ``previous``, ``next``,
+    ``accept``, ``save_label``, ``retrain``, ``retrain_command``."""
+    state, status = shared.state, shared.status
+    running: dict[str, Any] = {}  # the retrain this page started (one at a time)
+
+    def shown(by: int, session: Session | None, loop: Loop | None) -> tuple:
+        session, loop = session_of(session), loop or Loop.open(worklist)
+        loop.step(by)
+        text = loop.show(session)
+        return session, loop, session.render(), _slider(session), "", loop.table(), text
+
+    def first_case(session: Session | None, loop: Loop | None) -> tuple:
+        return shown(0, session, loop)
+
+    def previous_case(session: Session | None, loop: Loop | None) -> tuple:
+        return shown(-1, session, loop)
+
+    def next_case(session: Session | None, loop: Loop | None) -> tuple:
+        return shown(1, session, loop)
+
+    def accepted(loop: Loop | None) -> tuple:
+        loop = loop or Loop.open(worklist)
+        label = loop.accept()
+        return loop, loop.table(), loop.status(label)
+
+    def saved_label(session: Session | None, loop: Loop | None) -> tuple:
+        loop = loop or Loop.open(worklist)
+        label = loop.save_corrected(session_of(session))
+        return loop, loop.table(), loop.status(label)
+
+    def retrained(loop: Loop | None) -> tuple:
+        loop = loop or Loop.open(worklist)
+        earlier = running.get("process")
+        if earlier is not None and earlier.poll() is None:
+            raise AdaptError(f"a retrain is running (pid {earlier.pid}); its log is {running['log']}")
+        loaded = predictor.loaded
+        argv = retrain.command(source, loaded.path, loaded.metadata, loop.record)
+        running["process"], running["log"] = retrain.start(argv, loop.out)
+        return (
+            retrain.shown(argv),
+            f"retrain started (pid {running['process'].pid}), its log: {running['log']}; when it ends, open the "
+            "app on its run (adapter=outputs/<name>/<run>)",
+        )
+
+    loop = gr.State(None)
+    with gr.Row():
+        previous = gr.Button("Previous case", elem_id="previous")
+        following = gr.Button("Next case", elem_id="next")
+        accept = gr.Button("Accept pre-annotation", variant="primary", elem_id="accept")
+        save_label = gr.Button("Save label", elem_id="save_label")
+        retrain_button = gr.Button("Retrain", elem_id="retrain")
+    table = gr.Dataframe(
+        headers=[*COLUMNS, "state"], interactive=False, label=f"Worklist: {worklist}", elem_id="worklist"
+    )
+    command = gr.Textbox(
+        label="Retrain command (copy it to run it elsewhere)", interactive=False, elem_id="retrain_command"
+    )
+    outputs = [state, loop, shared.view, shared.index, shared.prompt, table, status]
+    previous.click(_guarded(previous_case, len(outputs)), [state, loop], outputs)
+    following.click(_guarded(next_case, len(outputs)), [state, loop], outputs)
+    accept.click(_guarded(accepted, 3), [loop], [loop, table, status])
+    save_label.click(_guarded(saved_label, 3), [state, loop], [loop, table, status])
+    retrain_button.click(_guarded(retrained, 2), [loop], [command, status])
+    page.load(_guarded(first_case, len(outputs)), [state, loop], outputs)

@@ -24,7 +24,8 @@ from typing import Sequence
 import numpy as np
 
 from adapt.errors import ConfigError, DataError
-from adapt.data.formats import FORMATS, mask_name
+from adapt.data.encoding import LabelEncoding
+from adapt.data.formats import FORMATS, mask_name, read_raster
 from adapt.data.formats.dicom import is_series
 from adapt.inference.io import Scan, to_unit, write_mask
 from adapt.inference.prompt_syntax import parse_prompt
@@ -169,14 +170,49 @@ class Session:
         covered = int(self.mask.any(axis=(1, 2)).sum())
         return f"mask: {int(self.mask.sum())} pixels on {covered} of {self.slices} slice(s)"
 
-    def save(self, label: int | str | None = None) -> Path:
-        """Write the mask as ``predict`` writes it (same values, the input's format and geometry)."""
+    def save(
+        self, label: int | str | None = None, folder: Path | None = None, encoding: LabelEncoding | None = None
+    ) -> Path:
+        """Write the mask as ``predict`` writes it (same values, the input's format and geometry) into
+        ``folder`` (default ``out_dir``); ``encoding``: a dataset card's label encoding in place of
+        ``mask_values`` (the annotation loop writes labels as the card's files store them)."""
         if self.stack_mask is None or self.scan is None or self.source is None:
             raise ConfigError("segment first: there is no mask to save")
-        values = mask_values(self.predictor.loaded, parse_prompt(self.prompt), label, self.mask_values)
+        prompt = parse_prompt(self.prompt)
+        if encoding is None:
+            values = mask_values(self.predictor.loaded, prompt, label, self.mask_values)
+        else:
+            values = encoding.encode(mask_values(self.predictor.loaded, prompt, label, "ids"))
         name = f"{self.source.name}_mask" if FORMATS[self.scan.kind].folder else self.source.name
-        target = self.out_dir / mask_name(self.scan.kind, name)
+        target = Path(folder or self.out_dir) / mask_name(self.scan.kind, name)
         return write_mask(values[self.stack_mask.astype(np.int64)], self.scan, target)
+
+    def show_labels(self, path: Path) -> int:
+        """Show a label file of the open scan (a pre-annotation: its non-zero pixels) as the mask, without a
+        prompt; returns the pixels it covers. The file is on the scan's stored grid, as the mask is shown.
+
+        Raises:
+            DataError: no scan is open, or the file's grid is not the scan's.
+        """
+        if self.scan is None or self.shown is None:
+            raise DataError("open an image first")
+        stored = read_raster(path).array[0] != 0
+        if self.scan.is_volume:
+            x_axis, y_axis = self.scan.view.stored_plane_axes
+            stored = np.transpose(stored, (self.scan.view.stored_slice_axis, y_axis, x_axis))
+        else:
+            stored = stored[None]
+        if stored.shape != self.shown.shape[:3]:
+            raise DataError(
+                f"{path}: {stored.shape[1:]} pixels on {len(stored)} slice(s), but its image "
+                f"{self.source} has {self.shown.shape[1:3]} on {self.slices}; run python -m adapt.annotate again"
+            )
+        self.clear()
+        self.mask = stored
+        covered = np.flatnonzero(stored.any(axis=(1, 2)))
+        if len(covered):
+            self.slice = int(covered[len(covered) // 2])
+        return int(stored.sum())
 
     def render(self, slice_index: int | None = None) -> np.ndarray | None:
         """Slice ``slice_index`` as RGB ``uint8`` with the mask blended in red, the box and the clicks drawn,

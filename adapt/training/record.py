@@ -58,8 +58,10 @@ def run_metrics(
     params: tuple[int, int],
     seconds: float,
     run_dir: Path,
+    initialised_from: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The content of ``metrics.json`` (``scores``: the validation metrics ``before`` and ``after``)."""
+    """The content of ``metrics.json`` (``scores``: the validation metrics ``before`` and ``after``;
+    ``initialised_from``: the adapter a warm start began from, ``adapt.adapters.warm_start``)."""
     trainable, total = params
     return {
         "name": cfg.name,
@@ -77,6 +79,7 @@ def run_metrics(
         "steps": steps,
         "seconds": seconds,
         "run_dir": str(run_dir),
+        "initialised_from": dict(initialised_from) if initialised_from else None,
     }
 
 
@@ -106,6 +109,7 @@ def save_run(
             "classes": getattr(task, "classes", None),
             "prompt": OmegaConf.to_container(cfg.data.prompt, resolve=True),
             "metrics": metrics["after"],
+            "initialised_from": metrics.get("initialised_from"),
         },
         files={CARD_FILE: card_text(card)},
     )

@@ -44,6 +44,8 @@ def print_summary(result: Mapping[str, Any], console: Console | None = None) -> 
     moved = f" (model.image_size={asked} mapped to the nearest side its trunk takes, a multiple of {row.size_multiple})"
     table.add_row("image size", f"{model['image_size']}{moved if asked else ''}")
     table.add_row("adapter", result["adapter"]["kind"])
+    if result.get("initialised_from"):
+        table.add_row("initialised from", str(result["initialised_from"]["source"]))
     table.add_row("trainable / total", f"{trainable:,} / {total:,} ({100 * trainable / total:.2f}%)")
     table.add_row("data", f"{result['data']['card']} ({result['data']['bad_cases']} bad cases skipped)")
     table.add_row("steps", str(result["steps"]))
