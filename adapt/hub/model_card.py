@@ -22,6 +22,7 @@ from adapt.data.formats import FORMATS, for_name, suffix
 from adapt.adapters.kinds import kind_of
 from adapt.metrics.registry import HUB_METRICS
 from adapt.models.backbones import BACKBONES, TINY_NAMES
+from adapt.models.channels import mapping_text, taken_channels
 from adapt.models.provenance import describe
 
 #: Licence ids the Hub knows that data cards commonly carry; anything else becomes ``other``.
@@ -211,6 +212,26 @@ def plain_peft_snippet(base: str, repo_id: str, rev: str = "", image_size: int |
     return lines
 
 
+def _channels(metadata: Mapping[str, Any]) -> list[str]:
+    """The card's "Input channels" section: how many channels an image must have, which, by name, and how
+    they become the model's 3 (a learned input projection saved with the adapter, or the fixed map)."""
+    taken = taken_channels(metadata)
+    if not taken:
+        return []
+    count, names = taken["count"], taken["names"]
+    which = f"{count}" + (f" ({', '.join(map(str, names))})" if names else "")
+    if taken["source"]:
+        which += f", channels {', '.join(map(str, taken['source']))} of each file (`intensity.channels`)"
+    fixed = mapping_text(count, names)
+    how = (
+        f"a **learned** input projection {count} → 3, trained and saved with the adapter (it started as the "
+        f"fixed map: {fixed})"
+        if taken["learned"]
+        else f"the **fixed** channel map, nothing learned: {fixed}"
+    )
+    return ["", "## Input channels", "", _table({"channels per image": which, "to the model's 3": how})]
+
+
 def _dataset(data_card: Mapping[str, Any] | None, metadata: Mapping[str, Any]) -> list[str]:
     """The card's "Training data" section: the dataset, its citation and licence, as its data card says."""
     if not data_card:
@@ -284,6 +305,7 @@ def render_card(
             }
         ),
     ]
+    body += _channels(metadata)
     if labels:
         body += ["", "## Labels", "", "| name | value |", "|---|---|"] + [f"| {k} | {v} |" for k, v in labels.items()]
     if metadata.get("preprocessing"):
