@@ -111,17 +111,17 @@ def clocks(device: torch.device) -> tuple[float, float]:
 
 
 class Timed:
-    """Calls of ``fn`` with their ``(wall, CPU)`` seconds kept in ``calls``."""
+    """Calls of ``fn`` with their ``(wall, CPU)`` seconds kept in ``calls``, and the last call's output."""
 
     def __init__(self, fn: Callable[..., Any], device: torch.device) -> None:
-        self.fn, self.device, self.calls = fn, device, []
+        self.fn, self.device, self.calls, self.last = fn, device, [], None
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         wall, cpu = clocks(self.device)
-        out = self.fn(*args, **kwargs)
+        self.last = self.fn(*args, **kwargs)
         end = clocks(self.device)
         self.calls.append((end[0] - wall, end[1] - cpu))
-        return out
+        return self.last
 
     def median(self) -> tuple[float, float]:
         """The call with the median wall seconds (the faster middle one of an even count)."""
@@ -143,8 +143,9 @@ def image_path(preset: str, args: argparse.Namespace, device: torch.device) -> d
     """The image model: parameters, predict and its encoder part, decode, peak memory, LoRA r=8's share.
 
     The first ``predict`` warms up (per-size constants, the allocator) and is dropped, unless it took
-    longer than ``--single-above`` seconds: then it is the one measurement (the warm-up is a small
-    part of such a call, and repeating it would take minutes on a CPU).
+    more than ``--single-above`` CPU seconds: then it is the one measurement (the warm-up is a small
+    part of such a call, and repeating it would take minutes on a CPU). ``decode`` runs on the
+    embeddings of the last ``predict``.
     """
     from adapt.adapters import apply_adapter
     from adapt.adapters.loading import LoadedAdapter
@@ -160,18 +161,17 @@ def image_path(preset: str, args: argparse.Namespace, device: torch.device) -> d
     planes, box = scene(info.image_size, 1)
     with torch.inference_mode():
         predict(planes[0], box=box)
-        single = predict.calls[0][0] > args.single_above
+        single = predict.calls[0][1] > args.single_above
         if not single:
             predict.calls.clear(), encoder.calls.clear()
             for _ in range(args.repeats):
                 predict(planes[0], box=box)
-        embeddings = predictor.embed(planes)
+        embeddings = encoder.last
         prompts = predictor.model_prompts(info.image_size, info.image_size, boxes=box[None])
         decode = Timed(predictor.decode, device)
         for _ in range(max(3, args.repeats)):
             decode(embeddings, prompts)
     peak = memory.peak()
-    encoder.calls.pop()  # the embeddings decode ran on
     trainable, total = count_parameters(apply_adapter(model, LORA))
     return {
         "side": info.image_size,
@@ -244,7 +244,7 @@ def parse_args() -> argparse.Namespace:
         "--single-above",
         type=float,
         default=20.0,
-        help="a row whose first predict takes longer (s) is timed by that call alone",
+        help="a row whose first predict takes more CPU seconds is timed by that call alone",
     )
     parser.add_argument("--frames", type=int, default=3, help="video frames (at least 2): 1 prompted, the rest tracked")
     parser.add_argument("--image-size", type=int, default=None, help="one side for every row (default: each native)")
@@ -255,19 +255,19 @@ def parse_args() -> argparse.Namespace:
 
 HEADER = (
     "| backbone | side | params | LoRA r=8 trainable | encoder s | encoder CPU s | predict s | decode ms "
-    "| video s/frame | video CPU s/frame | peak {mem} predict | peak {mem} video |"
+    "| video s/frame | video CPU s/frame | peak {mem} predict | peak {mem} video | load |"
 )
 
 
 def table_row(r: dict[str, Any], repeats: int) -> str:
     """One Markdown row; ``*`` marks the times of a row measured by one call (``--single-above``)."""
     if "error" in r:
-        return f"| {r['preset']} | {r['error']} |" + " |" * 10
+        return f"| {r['preset']} | {r['error']} |" + " |" * 10 + f" {r['load']} |"
     one = "*" if r["calls"] < repeats else ""
     return (
         f"| {r['preset']} | {r['side']} | {r['params'] / 1e6:.1f} M | {r['lora']:,} ({100 * r['lora_share']:.2f} %) "
         f"| {r['encoder']:.3f}{one} | {r['encoder_cpu']:.3f}{one} | {r['predict']:.3f}{one} | {1000 * r['decode']:.1f} "
-        f"| {r['video']:.3f} | {r['video_cpu']:.3f} | {r['peak_image']:.0f} | {r['peak_video']:.0f} |"
+        f"| {r['video']:.3f} | {r['video_cpu']:.3f} | {r['peak_image']:.0f} | {r['peak_video']:.0f} | {r['load']} |"
     )
 
 
@@ -284,7 +284,7 @@ def main() -> None:
     print(
         f"RANDOM WEIGHTS of the released architectures (nothing downloaded; speed and memory only): "
         f"{args.device}, {args.threads} threads, median of {args.repeats} predict calls after a warm-up "
-        f"(* one call: the first took over {args.single_above:g} s), video: mean of {args.frames - 1} tracked "
+        f"(* one call: the first took over {args.single_above:g} CPU s), video: mean of {args.frames - 1} tracked "
         f"frames, torch {torch.__version__}",
         flush=True,
     )
@@ -293,12 +293,14 @@ def main() -> None:
     print("|" + "|".join("---" for _ in header.split("|")[1:-1]) + "|", flush=True)
     notes = []
     for preset in args.sizes:
-        result = run_child(preset)
+        before = os.getloadavg()[0]
+        result = {**run_child(preset), "load": f"{before:.1f} → {os.getloadavg()[0]:.1f}"}
         print(table_row(result, args.repeats), flush=True)
         if result.get("note"):
             notes.append(f"{preset}: {result['note']}")
     for note in notes:
         print(f"note: {note}")
+    print("load: the 1-minute load average before and after the row, on", os.cpu_count(), "CPUs")
     print("backbones: " + "; ".join(f"{p} = {backbone_of(p).title}" for p in args.sizes))
     print(
         f"{time.perf_counter() - started:.0f} s in all; load average {load:.1f} before, {os.getloadavg()[0]:.1f} after"
