@@ -2,8 +2,10 @@
 
 The card is generated from the adapter's ``sam2_adapt.json`` and the data card it carries
 (``data_card.yaml``: the dataset's title, citation and licence), so what the Hub shows (base
-weights, licence, metrics, labels, preprocessing) is exactly what ``load_adapter`` and
-``python -m adapt.predict`` will use. ``base_model:`` names a Hub model only when the adapter was
+weights, licence, metrics, labels, input channels, preprocessing) is exactly what ``load_adapter``
+and ``python -m adapt.predict`` will use. A user with a 4-band tile or a two-sequence MR needs to
+know which channels, in which order, the adapter takes and whether it learned its way from them to
+the model's 3 (``adapt.models.channels``): the "Input channels" section says so, by the card's names. ``base_model:`` names a Hub model only when the adapter was
 trained on that Hub model's weights: an adapter trained on a Meta ``.pt`` or a local folder
 under a Hub id says what it was trained on (``adapt.models.provenance``) instead. The YAML header goes through ``huggingface_hub``'s
 ``ModelCardData`` so the Hub indexes it (base-model tree, licence filter, model index).
