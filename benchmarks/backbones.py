@@ -182,6 +182,7 @@ def image_path(preset: str, args: argparse.Namespace, device: torch.device) -> d
         "encoder_cpu": encoder.median()[1],
         "predict": predict.median()[0],
         "decode": decode.median()[0],
+        "decode_cpu": decode.median()[1],
         "calls": len(predict.calls),
         "peak_image": peak,
     }
@@ -254,7 +255,7 @@ def parse_args() -> argparse.Namespace:
 
 
 HEADER = (
-    "| backbone | side | params | LoRA r=8 trainable | encoder s | encoder CPU s | predict s | decode ms "
+    "| backbone | side | params | LoRA r=8 trainable | encoder s | encoder CPU s | predict s | decode ms | decode CPU ms "
     "| video s/frame | video CPU s/frame | peak {mem} predict | peak {mem} video | load |"
 )
 
@@ -262,11 +263,11 @@ HEADER = (
 def table_row(r: dict[str, Any], repeats: int) -> str:
     """One Markdown row; ``*`` marks the times of a row measured by one call (``--single-above``)."""
     if "error" in r:
-        return f"| {r['preset']} | {r['error']} |" + " |" * 10 + f" {r['load']} |"
+        return f"| {r['preset']} | {r['error']} |" + " |" * 11 + f" {r['load']} |"
     one = "*" if r["calls"] < repeats else ""
     return (
         f"| {r['preset']} | {r['side']} | {r['params'] / 1e6:.1f} M | {r['lora']:,} ({100 * r['lora_share']:.2f} %) "
-        f"| {r['encoder']:.3f}{one} | {r['encoder_cpu']:.3f}{one} | {r['predict']:.3f}{one} | {1000 * r['decode']:.1f} "
+        f"| {r['encoder']:.3f}{one} | {r['encoder_cpu']:.3f}{one} | {r['predict']:.3f}{one} | {1000 * r['decode']:.1f} | {1000 * r['decode_cpu']:.1f} "
         f"| {r['video']:.3f} | {r['video_cpu']:.3f} | {r['peak_image']:.0f} | {r['peak_video']:.0f} | {r['load']} |"
     )
 

@@ -71,7 +71,7 @@ BANDS = ["R", "G", "B", "NIR"]
 
 
 def write_user_bands(root: Path, num_cases: int = 4) -> Path:
-    """A user's folder of 4-band GeoTIFF tiles (R, G, B, NIR; uint16) with masks beside them, and nothing else."""
+    """A user's folder: 4-band GeoTIFF tiles (R, G, B, NIR; uint16) in tiles/, their masks in masks/, no card."""
     for folder in ("tiles", "masks"):
         (root / folder).mkdir(parents=True, exist_ok=True)
     for i in range(num_cases):
