@@ -51,6 +51,8 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from train_step import clock
+
 from adapt.models.backbones import HUB_IDS, backbone_of
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -103,13 +105,6 @@ class Memory:
         return self._status("VmHWM") - self.start
 
 
-def clocks(device: torch.device) -> tuple[float, float]:
-    """``(wall, process CPU)`` seconds now, after queued GPU work."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter(), time.process_time()
-
-
 class Timed:
     """Calls of ``fn`` with their ``(wall, CPU)`` seconds kept in ``calls``, and the last call's output."""
 
@@ -117,9 +112,9 @@ class Timed:
         self.fn, self.device, self.calls, self.last = fn, device, [], None
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        wall, cpu = clocks(self.device)
+        wall, cpu = clock(self.device)
         self.last = self.fn(*args, **kwargs)
-        end = clocks(self.device)
+        end = clock(self.device)
         self.calls.append((end[0] - wall, end[1] - cpu))
         return self.last
 
@@ -200,7 +195,7 @@ def video_path(preset: str, args: argparse.Namespace, device: torch.device) -> d
     stamps: list[tuple[float, float]] = []
 
     def stamp(_frame: int, _where: str) -> None:
-        stamps.append(clocks(device))
+        stamps.append(clock(device))
 
     propagate(model, planes, {0: SlicePrompt(boxes=box)}, direction="forward", stop_after=None, on_frame=stamp)
     wall, cpu = np.diff(np.array(stamps), axis=0).mean(axis=0)  # the first stamp ends the prompted frame
@@ -251,7 +246,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--image-size", type=int, default=None, help="one side for every row (default: each native)")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--child", help=argparse.SUPPRESS)
-    return parser.parse_args()
+    args = parser.parse_args()
+    if args.frames < 2 or args.repeats < 1:
+        parser.error("--frames needs at least 2 (one prompted, one tracked) and --repeats at least 1")
+    return args
 
 
 HEADER = (
