@@ -28,7 +28,7 @@ installed (a CPU-only torch), timm is imported behind the tests' stand-in for it
 (``tests/timm_reference.py``, loaded by path: test code, not part of ``adapt``; RepViT uses none
 of torchvision's code) and the table says so. Without timm the row reads "needs timm".
 
-    python benchmarks/backbones.py --threads 1                           # every row, CPU
+    python benchmarks/backbones.py --threads 1 --repeats 1 --frames 3    # every row, CPU (RESULTS.md; ~13 min loaded)
     python benchmarks/backbones.py --sizes sam2.1_hiera_tiny edgetam --repeats 3
     python benchmarks/backbones.py --device cuda --repeats 10 --frames 8
 """
