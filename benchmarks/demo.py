@@ -1,4 +1,4 @@
-"""``python -m adapt.train recipe=demo`` end to end: wall seconds, CPU seconds, peak memory, Dice.
+"""``python -m adapt.train recipe=demo`` (or another recipe) end to end: wall seconds, CPU seconds, peak memory, Dice.
 
 The quick start promises a demo of a few minutes on a 2-core CPU. Each run here is the
 command a user types (a subprocess, its own run folder, its output to a file as in a batch
@@ -11,6 +11,7 @@ terminal) say where the time went; pass ``--keep DIR`` to keep the run folder an
 
     python benchmarks/demo.py --runs 1                     # the recipe as the README runs it
     python benchmarks/demo.py --runs 1 -- data.augment=false   # extra overrides after --
+    python benchmarks/demo.py --recipe demo_bands              # the 4-band recipe (input projection 4 -> 3)
 """
 
 from __future__ import annotations
@@ -28,8 +29,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def one_run(extra: list[str], folder: Path) -> dict[str, float | str | int]:
-    """One demo run in ``folder``; its timings, memory, Dice and the load around it."""
+def one_run(recipe: str, extra: list[str], folder: Path) -> dict[str, float | str | int]:
+    """One run of ``recipe`` in ``folder``; its timings, memory, Dice and the load around it."""
     run = folder / "run"
     log = folder / "train.log.txt"
     load_before = os.getloadavg()[0]
@@ -37,7 +38,7 @@ def one_run(extra: list[str], folder: Path) -> dict[str, float | str | int]:
     started = time.perf_counter()
     with log.open("w") as out:
         code = subprocess.call(
-            [sys.executable, "-m", "adapt.train", "recipe=demo", *extra, f"hydra.run.dir={run}"],
+            [sys.executable, "-m", "adapt.train", f"recipe={recipe}", *extra, f"hydra.run.dir={run}"],
             cwd=folder,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -46,7 +47,7 @@ def one_run(extra: list[str], folder: Path) -> dict[str, float | str | int]:
     wall = time.perf_counter() - started
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if code != 0:
-        raise SystemExit(f"the demo failed (exit {code}); its output: {log}")
+        raise SystemExit(f"recipe={recipe} failed (exit {code}); its output: {log}")
     metrics = json.loads((run / "metrics.json").read_text())
     return {
         "wall": wall,
@@ -66,11 +67,12 @@ def clock(seconds: float) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--recipe", default="demo", help="the recipe to run (demo, demo_3d, demo_bands, ...)")
     parser.add_argument("--runs", type=int, default=1, help="runs, one after the other")
     parser.add_argument("--keep", type=Path, help="write the runs here (kept) instead of a temporary folder")
-    parser.add_argument("extra", nargs="*", help="overrides added to recipe=demo (after --)")
+    parser.add_argument("extra", nargs="*", help="overrides added to the recipe (after --)")
     args = parser.parse_args()
-    print(f"{os.cpu_count()} CPUs; overrides: {args.extra or 'none'}")
+    print(f"{os.cpu_count()} CPUs; recipe={args.recipe}; overrides: {args.extra or 'none'}")
     print(
         "| wall | user+sys CPU | peak RSS | steps | val Dice before → after | val IoU before → after | load 1 min before → after |"
     )
@@ -78,10 +80,10 @@ def main() -> None:
     for n in range(args.runs):
         if args.keep:
             (args.keep / str(n)).mkdir(parents=True)
-            row = one_run(args.extra, args.keep / str(n))
+            row = one_run(args.recipe, args.extra, args.keep / str(n))
         else:
             with tempfile.TemporaryDirectory(prefix="demo-bench-") as folder:
-                row = one_run(args.extra, Path(folder))
+                row = one_run(args.recipe, args.extra, Path(folder))
         print(
             f"| {clock(row['wall'])} | {row['cpu']:.0f} s | {row['rss_gb']:.1f} GB | {row['steps']} | {row['dice']} | "
             f"{row['iou']} | {row['load']} |",

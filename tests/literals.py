@@ -28,6 +28,8 @@ def retyped(names: set[str] | tuple[str, ...], home: tuple[str, ...], subject: s
         if relative.startswith(home):
             continue
         source = path.read_text()
+        if not any(name in source for name in names):  # no constant can equal a name the text lacks
+            continue
         for node in ast.walk(ast.parse(source)):
             collection = (
                 node.keys

@@ -272,6 +272,12 @@ def test_the_guide_names_every_file_a_backbone_touches():
         assert f"`{row.key}`" in guide and (root / "configs" / "model" / f"{row.tiny}.yaml").is_file()
         for preset in row.hub_ids:
             assert (root / "configs" / "model" / f"{preset}.yaml").is_file() or row.key == "sam2"
+    # and no other module branches on a backbone: one that did would be a file the guide does not name
+    from literals import retyped
+
+    others = set(BACKBONES) - {"sam2"}  # SAM2's own path (adapt.models.sam2) is the default, not a branch
+    homes = tuple(f.removeprefix("adapt/") for f in files if f.startswith("adapt/"))
+    assert retyped(others, homes, subject="") == []
 
 
 def test_a_task_asked_to_cache_a_vit_prefix_is_refused_by_name():

@@ -301,3 +301,51 @@ def test_cli_config_names_what_is_missing():
     with pytest.raises(ConfigError, match="out_dir=DIR"):
         hub.run(cfg)
     assert action_argv(["hub", "pull", "repo_id=a/b"]) == ["hub", "action=pull", "repo_id=a/b"]
+
+
+#: What ``sam2_adapt.json`` records of the channels -> the model card's two lines (``None``: no section).
+CHANNEL_CARDS = {
+    "learned, four named bands": (
+        {
+            "input_channels": {"count": 4, "source": [0, 1, 2, 3], "names": ["R", "G", "B", "NIR"]},
+            "preprocessing": {"channels": 4, "bands": [0, 1, 2, 3]},
+        },
+        "| channels per image | 4 (R, G, B, NIR), channels 0, 1, 2, 3 of each file (`intensity.channels`) |",
+        "| to the model's 3 | a **learned** input projection 4 → 3, trained and saved with the adapter (it started "
+        "as the fixed map: model input 1 = mean(R, G), 2 = B, 3 = NIR) |",
+    ),
+    "learned, every channel of the file, unnamed": (
+        {"input_channels": {"count": 2, "source": None, "names": None}},
+        "| channels per image | 2 |",
+        "| to the model's 3 | a **learned** input projection 2 → 3, trained and saved with the adapter (it started "
+        "as the fixed map: model input 1 = channel 0, 2 = channel 1, 3 = mean(channel 0, channel 1)) |",
+    ),
+    "fixed, grey CT": (
+        {"preprocessing": {"channels": 1, "bands": None, "intensity": {"window": [-100, 240]}}},
+        "| channels per image | 1 |",
+        "| to the model's 3 | the **fixed** channel map, nothing learned: model input 1 = channel 0, 2 = channel 0, "
+        "3 = channel 0 |",
+    ),
+    "fixed, three named MR sequences": (
+        {
+            "preprocessing": {
+                "channels": 3,
+                "bands": [0, 1, 2],
+                "intensity": {"channels": [0, 1, 2], "channel_names": ["T2", "ADC", "DWI"]},
+            }
+        },
+        "| channels per image | 3 (T2, ADC, DWI), channels 0, 1, 2 of each file (`intensity.channels`) |",
+        "| to the model's 3 | the **fixed** channel map, nothing learned: model input 1 = T2, 2 = ADC, 3 = DWI |",
+    ),
+    "an adapter from before channels were recorded": ({}, None, None),
+}
+
+
+@pytest.mark.parametrize("recorded, count, mapping", CHANNEL_CARDS.values(), ids=list(CHANNEL_CARDS))
+def test_model_card_names_the_input_channels_and_how_they_reach_the_model(recorded, count, mapping):
+    text = render_card({**METADATA, "adapter": SPECS["lora"], **recorded}, "me/x").text
+    if count is None:
+        assert "## Input channels" not in text
+        return
+    section = text[text.index("## Input channels") :].split("\n## ")[0]
+    assert section.splitlines()[2:] == ["| | |", "|---|---|", count, mapping]

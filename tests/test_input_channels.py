@@ -1,9 +1,11 @@
 """More than three channels: the learned input projection (``adapt.models.channels``).
 
 The projection starts as the fixed channel map every model without one sees, bit for bit;
-a tiny run on a 5-band GeoTIFF folder and on 3-sequence MSD volumes changes it, saves it
-with the adapter and reloads it with equal outputs; predict, evaluate and the ONNX export
-apply it; a card selecting another number of channels is refused by name.
+a tiny run changes it, saves it with the adapter and reloads it with equal outputs, on 3-sequence
+MSD volumes and on a user's folder of 4-band GeoTIFF tiles that walks the whole journey (``data
+init`` drafts its card, ``recipe=demo_bands`` trains, the model card names the bands, predict, the
+app, evaluate and the ONNX export apply the projection); a card selecting another number of channels
+is refused by name.
 """
 
 from __future__ import annotations
@@ -24,10 +26,12 @@ import adapt
 from adapt import predict
 from adapt.conf import CONFIG_DIR
 from adapt.data import synthetic
+from adapt.data.__main__ import main as data_command
 from adapt.data.formats import read_raster
 from adapt.errors import ConfigError
 from adapt.evaluation import evaluate
 from adapt.export.build import export_adapter
+from adapt.hub.model_card import render_card
 from adapt.app.session import Session
 from adapt.inference.onnx_backend import OnnxPredictor, load_predictor
 from adapt.inference.runner import Predictor
@@ -63,29 +67,30 @@ def test_which_runs_learn_a_projection(mode, channels, wanted):
     assert wants_projection(mode, channels) is wanted
 
 
-def write_geotiff_bands(root: Path, bands: int = 5, num_cases: int = 4) -> Path:
-    """``tiles/t<i>.tif`` with ``bands`` bands (the aerial phantom's 4 and a copy of NIR, ...) and a card."""
+BANDS = ["R", "G", "B", "NIR"]
+
+
+def write_user_bands(root: Path, num_cases: int = 4) -> Path:
+    """A user's folder: 4-band GeoTIFF tiles (R, G, B, NIR; uint16) in tiles/, their masks in masks/, no card."""
     for folder in ("tiles", "masks"):
         (root / folder).mkdir(parents=True, exist_ok=True)
     for i in range(num_cases):
         image, label = synthetic.make_aerial_tile(50 + i, (48, 48))
-        extra = [np.roll(image[3], k, axis=0) for k in range(1, bands - 3)]
-        stack = np.concatenate([image, *(e[None] for e in extra)])[:bands]
         origin = (500000.0 + 24 * i, 5200000.0)
-        synthetic.write_geotiff(root / "tiles" / f"t{i}.tif", stack, origin)
+        synthetic.write_geotiff(root / "tiles" / f"t{i}.tif", image, origin)
         synthetic.write_geotiff(root / "masks" / f"t{i}.tif", label, origin)
-    card = yaml.safe_load(open("data_cards/aerial_phantom.yaml"))
-    card.update(
-        name="bands5",
-        source={"kind": "folder", "root": str(root), "images": "tiles/*.tif", "labels": "masks/{name}"},
-        intensity={
-            "channels": list(range(bands)),
-            "channel_names": [f"B{b}" for b in range(bands)],
-            "percentiles": [2, 98],
-        },
-    )
-    (root / "card.yaml").write_text(yaml.safe_dump(card))
-    return root / "card.yaml"
+    return root
+
+
+def init_user_card(folder: Path, card: Path) -> Path:
+    """``python -m adapt.data init`` on the folder, then what the user adds: licence, citation, band names."""
+    assert data_command(["init", str(folder), f"out={card}"]) == 0
+    drafted = yaml.safe_load(card.read_text())
+    assert drafted["intensity"] == {"channels": [0, 1, 2, 3], "percentiles": [2, 98]}  # every band kept
+    drafted.update(license="CC0-1.0", citation="Test tiles.")
+    drafted["intensity"]["channel_names"] = BANDS
+    card.write_text(yaml.safe_dump(drafted))
+    return card
 
 
 def write_mr_sequences(root: Path) -> Path:
@@ -101,13 +106,13 @@ def write_mr_sequences(root: Path) -> Path:
     return root / "card.yaml"
 
 
-def train_on(card: Path, run_dir: Path, *extra: str) -> Path:
+def train_on(card: Path, run_dir: Path, *extra: str, recipe: str = "demo") -> Path:
     from adapt.train import train
 
     train(
         compose_cfg(
             run_dir,
-            "recipe=demo",
+            f"recipe={recipe}",
             "model=tiny",
             f"model.image_size={SIZE}",
             "trainer.max_steps=3",
@@ -156,15 +161,16 @@ def evaluate_cfg(adapter: Path, card: Path, out: Path) -> OmegaConf:
 
 
 @pytest.fixture(scope="module")
-def bands5(tmp_path_factory):
-    base = tmp_path_factory.mktemp("bands5")
-    card = write_geotiff_bands(base / "data")
-    return card, train_on(card, base / "run")
+def bands4(tmp_path_factory):
+    """The journey of a multispectral user: their folder, ``data init``, ``recipe=demo_bands`` on the tiny model."""
+    base = tmp_path_factory.mktemp("bands4")
+    card = init_user_card(write_user_bands(base / "data"), base / "data" / "card.yaml")
+    return card, train_on(card, base / "run", recipe="demo_bands")
 
 
 @pytest.mark.parametrize("kind", ["lora", "bottleneck"])
-def test_training_moves_the_projection_and_the_adapter_reloads_it(tmp_path, kind, bands5):
-    card, adapter = bands5 if kind == "lora" else (None, None)
+def test_training_moves_the_projection_and_the_adapter_reloads_it(tmp_path, kind, bands4):
+    card, adapter = bands4 if kind == "lora" else (None, None)
     if kind != "lora":  # the 3-sequence MR volumes, with our own adapter kind's file layout; 3 channels
         card = write_mr_sequences(tmp_path / "mr")  # take the fixed map unless asked
         adapter = train_on(card, tmp_path / "run", "adapter=bottleneck", "adapter.input_channels=project")
@@ -175,11 +181,21 @@ def test_training_moves_the_projection_and_the_adapter_reloads_it(tmp_path, kind
         if k.endswith("input_projection.delta") or k.endswith("input_projection.modules_to_save.default.delta")
     )
     metadata = json.loads((adapter / "sam2_adapt.json").read_text())
-    channels = 5 if kind == "lora" else 3
+    channels = 4 if kind == "lora" else 3
     assert delta.shape == (3, channels) and delta.abs().max() > 0  # trained away from today's map
     assert metadata["input_channels"]["count"] == channels
-    assert metadata["input_channels"]["names"] == (
-        [f"B{b}" for b in range(5)] if kind == "lora" else ["T2", "ADC", "DWI"]
+    names = BANDS if kind == "lora" else ["T2", "ADC", "DWI"]
+    assert metadata["input_channels"]["names"] == names
+    card_text = render_card(metadata, "me/x").text  # the model card says what goes in, by name
+    assert (
+        f"| channels per image | {channels} ({', '.join(names)}), channels {', '.join(map(str, range(channels)))} "
+        in (card_text)
+    )
+    fixed = "mean(R, G), 2 = B, 3 = NIR" if kind == "lora" else "T2, 2 = ADC, 3 = DWI"
+    assert (
+        f"a **learned** input projection {channels} → 3, trained and saved with the adapter (it started as "
+        in (card_text)
+        and f"fixed map: model input 1 = {fixed})" in card_text
     )
     loaded = adapt.load_adapter(adapter)
     image = np.random.default_rng(0).random((1, channels, 40, 40), dtype=np.float32)
@@ -208,8 +224,8 @@ def test_training_moves_the_projection_and_the_adapter_reloads_it(tmp_path, kind
         assert nib.load(written).shape == (x, y, z)
 
 
-def test_predict_the_app_evaluate_and_onnx_apply_the_projection(bands5, tmp_path):
-    card, adapter = bands5
+def test_predict_the_app_evaluate_and_onnx_apply_the_projection(bands4, tmp_path):
+    card, adapter = bands4
     tile = sorted((card.parent / "tiles").glob("*.tif"))[0]
     outputs = {}
     export = export_adapter(adapter, "onnx", tmp_path / "onnx")
@@ -229,32 +245,31 @@ def test_predict_the_app_evaluate_and_onnx_apply_the_projection(bands5, tmp_path
     assert session.prompt == "box 8,8,40,40" and session.render().shape[-1] == 3
     np.testing.assert_array_equal(read_raster(session.save()).array, outputs["torch"])
     embedded = [Predictor(adapt.load_adapter(adapter), device="cpu"), OnnxPredictor(export)]
-    image = np.random.default_rng(1).random((1, 5, 48, 48), dtype=np.float32)
+    image = np.random.default_rng(1).random((1, 4, 48, 48), dtype=np.float32)
     with torch.no_grad():
         ours, theirs = (runner.embed(image) for runner in embedded)
     assert max(float((a - b).abs().max()) for a, b in zip(ours, theirs)) < 1e-3
     summary = evaluate(evaluate_cfg(adapter, card, tmp_path / "eval"))
-    assert 0 <= summary["classes"]["building"]["dice"]["mean"] <= 1
+    assert 0 <= summary["classes"]["label_1"]["dice"]["mean"] <= 1
 
 
-def test_another_channel_count_is_refused_with_both_counts(bands5, tmp_path):
-    card, adapter = bands5
+def test_another_channel_count_is_refused_with_both_counts(bands4, tmp_path):
+    card, adapter = bands4
     metadata = json.loads((adapter / "sam2_adapt.json").read_text())
     with pytest.raises(
         ConfigError,
-        match=r"gives 4 channels, but the adapter's input projection was trained on 5 "
-        r"\(B0, B1, B2, B3, B4\)",
+        match=r"gives 3 channels, but the adapter's input projection was trained on 4 \(R, G, B, NIR\)",
     ) as err:
-        check_channels(metadata, 4, "data card four.yaml")
+        check_channels(metadata, 3, "data card three.yaml")
     assert "intensity.channels" in str(err.value)
-    four = yaml.safe_load(card.read_text())
-    four["intensity"] = {"channels": [0, 1, 2, 3], "percentiles": [2, 98]}
-    (tmp_path / "four.yaml").write_text(yaml.safe_dump(four))
-    with pytest.raises(ConfigError, match="gives 4 channels.*trained on 5"):
-        evaluate(evaluate_cfg(adapter, tmp_path / "four.yaml", tmp_path / "eval"))
+    three = yaml.safe_load(card.read_text())
+    three["intensity"] = {"channels": [0, 1, 2], "percentiles": [2, 98]}
+    (tmp_path / "three.yaml").write_text(yaml.safe_dump(three))
+    with pytest.raises(ConfigError, match="gives 3 channels.*trained on 4"):
+        evaluate(evaluate_cfg(adapter, tmp_path / "three.yaml", tmp_path / "eval"))
     assert not (tmp_path / "eval").exists() or not any((tmp_path / "eval").iterdir())
-    with pytest.raises(ConfigError, match="takes 5 channels, the image has 4"):
-        ChannelProjection(5)(torch.zeros(1, 4, 8, 8))
+    with pytest.raises(ConfigError, match="takes 4 channels, the image has 3"):
+        ChannelProjection(4)(torch.zeros(1, 3, 8, 8))
 
 
 @pytest.mark.parametrize("cache, refused", [({"mode": "memory", "auto": True}, False), ({"mode": "memory"}, True)])

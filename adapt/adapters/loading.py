@@ -26,6 +26,7 @@ from adapt.errors import ArtefactError, ConfigError, ModelNotFoundError
 from adapt.guards import check_weights
 from adapt.models.provenance import base_fingerprint, check_fingerprint, describe
 from adapt.models.backbones import BACKBONES, TINY_NAMES, backbone_of, backbone_of_type
+from adapt.models.families import trunk_fields
 from adapt.models.sam2 import HIERA_ARCHITECTURES, HUB_IDS, ModelInfo, load_sam2, random_config, warn_once
 
 log = logging.getLogger(__name__)
@@ -75,23 +76,9 @@ def architecture(config: Any) -> dict[str, Any]:
     backbone = config.vision_config.backbone_config
     row = backbone_of_type(str(config.model_type))
     if row.key != "sam2":
-        trunk = (
-            {
-                k: getattr(backbone, k)
-                for k in (
-                    "hidden_size",
-                    "num_hidden_layers",
-                    "num_attention_heads",
-                    "intermediate_size",
-                    "global_attn_indexes",
-                )
-            }
-            if row.key == "sam3_tracker"
-            else {"trunk": backbone.architecture, "model_args": dict(backbone.model_args or {})}
-        )
         fields = {
             "backbone": row.key,
-            **trunk,
+            **trunk_fields(config),
             "fpn_hidden_size": config.vision_config.fpn_hidden_size,
             "mask_decoder_hidden_size": config.mask_decoder_config.hidden_size,
         }

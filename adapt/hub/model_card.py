@@ -2,8 +2,10 @@
 
 The card is generated from the adapter's ``sam2_adapt.json`` and the data card it carries
 (``data_card.yaml``: the dataset's title, citation and licence), so what the Hub shows (base
-weights, licence, metrics, labels, preprocessing) is exactly what ``load_adapter`` and
-``python -m adapt.predict`` will use. ``base_model:`` names a Hub model only when the adapter was
+weights, licence, metrics, labels, input channels, preprocessing) is exactly what ``load_adapter``
+and ``python -m adapt.predict`` will use. A user with a 4-band tile or a two-sequence MR needs to
+know which channels, in which order, the adapter takes and whether it learned its way from them to
+the model's 3 (``adapt.models.channels``): the "Input channels" section says so, by the card's names. ``base_model:`` names a Hub model only when the adapter was
 trained on that Hub model's weights: an adapter trained on a Meta ``.pt`` or a local folder
 under a Hub id says what it was trained on (``adapt.models.provenance``) instead. The YAML header goes through ``huggingface_hub``'s
 ``ModelCardData`` so the Hub indexes it (base-model tree, licence filter, model index).
@@ -22,6 +24,7 @@ from adapt.data.formats import FORMATS, for_name, suffix
 from adapt.adapters.kinds import kind_of
 from adapt.metrics.registry import HUB_METRICS
 from adapt.models.backbones import BACKBONES, TINY_NAMES
+from adapt.models.channels import mapping_text, taken_channels
 from adapt.models.provenance import describe
 
 #: Licence ids the Hub knows that data cards commonly carry; anything else becomes ``other``.
@@ -211,6 +214,26 @@ def plain_peft_snippet(base: str, repo_id: str, rev: str = "", image_size: int |
     return lines
 
 
+def _channels(metadata: Mapping[str, Any]) -> list[str]:
+    """The card's "Input channels" section: how many channels an image must have, which, by name, and how
+    they become the model's 3 (a learned input projection saved with the adapter, or the fixed map)."""
+    taken = taken_channels(metadata)
+    if not taken:
+        return []
+    count, names = taken["count"], taken["names"]
+    which = f"{count}" + (f" ({', '.join(map(str, names))})" if names else "")
+    if taken["source"]:
+        which += f", channels {', '.join(map(str, taken['source']))} of each file (`intensity.channels`)"
+    fixed = mapping_text(count, names)
+    how = (
+        f"a **learned** input projection {count} → 3, trained and saved with the adapter (it started as the "
+        f"fixed map: {fixed})"
+        if taken["learned"]
+        else f"the **fixed** channel map, nothing learned: {fixed}"
+    )
+    return ["", "## Input channels", "", _table({"channels per image": which, "to the model's 3": how})]
+
+
 def _dataset(data_card: Mapping[str, Any] | None, metadata: Mapping[str, Any]) -> list[str]:
     """The card's "Training data" section: the dataset, its citation and licence, as its data card says."""
     if not data_card:
@@ -284,6 +307,7 @@ def render_card(
             }
         ),
     ]
+    body += _channels(metadata)
     if labels:
         body += ["", "## Labels", "", "| name | value |", "|---|---|"] + [f"| {k} | {v} |" for k, v in labels.items()]
     if metadata.get("preprocessing"):

@@ -56,6 +56,7 @@ class Backbone:
         native_size: the side its released checkpoints were trained at.
         tiny_size: the side of its tiny config.
         size_multiple: every side it takes is a multiple of this (its trunk's total stride).
+        patch: pixels per cell of the decoder's image-embedding grid (16; the SAM 3 ViT's patch, 14).
         mean: per-channel mean its reference normalises with (after scaling to [0, 1]).
         std: per-channel standard deviation, likewise.
         targets: ``adapter.targets`` presets -> regex over its module names (peft).
@@ -89,11 +90,7 @@ class Backbone:
     std: tuple[float, float, float] = IMAGENET_STD
     extra: str | None = None
     notes: tuple[str, ...] = field(default_factory=tuple)
-
-    @property
-    def patch(self) -> int:
-        """Pixels per cell of the decoder's image-embedding grid (16; the SAM 3 ViT's patch, 14)."""
-        return 14 if self.key == "sam3_tracker" else 16
+    patch: int = 16
 
     def low_res_side(self, size: int) -> int:
         """The side of the mask decoder's low-resolution logits at input side ``size`` (4 x the grid)."""
@@ -151,6 +148,7 @@ BACKBONES: dict[str, Backbone] = {
         native_size=1008,
         tiny_size=112,
         size_multiple=14,
+        patch=14,
         mean=(0.5, 0.5, 0.5),
         std=(0.5, 0.5, 0.5),
         targets=_presets(

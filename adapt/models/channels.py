@@ -113,6 +113,44 @@ def channel_record(intensity: Mapping[str, Any], channels: int) -> dict[str, Any
     }
 
 
+def taken_channels(metadata: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The channels an adapter takes, read from its ``sam2_adapt.json``, or ``None`` where it records none.
+
+    Returns:
+        ``count`` (channels per image), ``names`` (the card's ``channel_names``, or ``None``), ``source``
+        (which channels of each file, or ``None`` for all) and ``learned``: whether they reach the
+        model's 3 through a learned input projection (``METADATA_KEY``) or the fixed channel map.
+    """
+    record = metadata.get(METADATA_KEY)
+    if record:
+        return {
+            "count": int(record["count"]),
+            "names": record.get("names"),
+            "source": record.get("source"),
+            "learned": True,
+        }
+    preprocessing = metadata.get("preprocessing") or {}
+    intensity = preprocessing.get("intensity") or {}
+    if not preprocessing.get("channels"):
+        return None
+    return {
+        "count": int(preprocessing["channels"]),
+        "names": intensity.get("channel_names"),
+        "source": preprocessing.get("bands") or intensity.get("channels"),
+        "learned": False,
+    }
+
+
+def mapping_text(count: int, names: list[str] | None = None) -> str:
+    """The fixed channel map in words, from its matrix: each of the model's 3 inputs from which channels."""
+    names = [str(n) for n in names] if names and len(names) == count else [f"channel {c}" for c in range(count)]
+    inputs = []
+    for i, row in enumerate(mapping_matrix(count).tolist(), 1):
+        used = [names[c] for c, weight in enumerate(row) if weight]
+        inputs.append(f"{i} = {used[0] if len(used) == 1 else 'mean(' + ', '.join(used) + ')'}")
+    return "model input " + ", ".join(inputs)
+
+
 def check_channels(metadata: Mapping[str, Any], channels: int | None, where: str) -> None:
     """Refuse images of another channel count than the adapter's input projection was trained on.
 

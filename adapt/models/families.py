@@ -167,6 +167,23 @@ def video_config(image: Any, tiny: bool) -> Any:
     return set_image_size(cls(**parts, image_size=size, **memory), size)
 
 
+def trunk_fields(config: Any) -> dict[str, Any]:
+    """The fields of a SAM 3 tracker's or EdgeTAM's image trunk that decide whether adapter weights fit
+    (``adapt.adapters.loading.architecture``): the ViT's sizes, or the timm model and its arguments.
+
+    Raises:
+        ConfigError: a backbone this function does not know yet (a new row must say what its trunk is).
+    """
+    row = backbone_of_type(config.model_type)
+    trunk = config.vision_config.backbone_config
+    if row.key == "sam3_tracker":
+        names = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "global_attn_indexes")
+        return {k: getattr(trunk, k) for k in names}
+    if row.key == "edgetam":
+        return {"trunk": trunk.architecture, "model_args": dict(trunk.model_args or {})}
+    raise ConfigError(f"no trunk fields for backbone {row.key!r}: add them to adapt.models.families.trunk_fields")
+
+
 def trunk_blocks(model: torch.nn.Module) -> list[torch.nn.Module]:
     """The blocks of a model's image trunk, in order: Hiera blocks, ViT layers or RepViT blocks."""
     row = backbone_of_type(_model_type(model))
@@ -238,5 +255,6 @@ __all__ = [
     "set_image_size",
     "tiny_image_config",
     "trunk_blocks",
+    "trunk_fields",
     "video_config",
 ]
