@@ -196,12 +196,13 @@ class CaseStore:
             self.preparation.wait(self, index)
 
     def write(self, index: int) -> dict[str, Any]:
-        """Read case ``index`` from its files and write it into the disk cache; its index.
+        """Read case ``index`` from its files and write it into the disk cache; its index (what a
+        preparing worker does: counted in ``prepared`` by the caller, not in ``loads``).
 
         Raises:
             DataError: the case's files are bad (nothing is cached for it).
         """
-        return self._write(self._load(index), self.stem(index))
+        return self._write(load_volume(self.card, self.cases[index]), self.stem(index))
 
     def summary(self, index: int) -> dict[str, Any]:
         """``{"counts", "planes", "channels"}`` of case ``index``: from the disk cache's index, or with
@@ -233,7 +234,7 @@ class CaseStore:
             entry = read_index(stem)
             if entry is None:
                 self.wait(index)  # being written in the background; else (or in a loader worker) written here
-                entry = read_index(stem) or self.write(index)
+                entry = read_index(stem) or self._write(self._load(index), stem)
             self._indexes[index] = entry
             self.channels = int(entry["image"]["shape"][0])
         return self._indexes[index]

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from adapt.data.background import Preparation, first_use_order
+from adapt.data.background import Preparation, default_workers, first_use_order
 from adapt.data.cache import EARLY_START_CASES, CaseStore, missing_cases, prepare_stores
 from adapt.data.cards import DataCard, load_card
 from adapt.data.device_transforms import AUGMENT, NATIVE_SIZE, collate_native, to_model_grid
@@ -328,8 +328,9 @@ class SegmentationDataModule(L.LightningDataModule):
         train_cases: train on this many of the training patients (``data.train_cases``, drawn with
             ``seed``, nested as it grows: ``adapt.data.splits.training_subset``); ``None``: all.
         early_start: with a disk cache missing at least ``EARLY_START_CASES`` cases, index them from
-            their labels and prepare them while training runs (not with ``skip_bad_cases``, whose
-            samples are known only once every case is read).
+            their labels and prepare them in worker processes while training runs (not with
+            ``skip_bad_cases``, whose samples are known only once every case is read, nor with one
+            ``prepare_workers``, which prepares in this process).
     """
 
     native = False  # subclasses that build their own datasets (clips) ship resized samples
@@ -370,7 +371,12 @@ class SegmentationDataModule(L.LightningDataModule):
         require_validation(self.splits, where)
         self.bad_cases: list[str] = []
         stores = {side: CaseStore(card, self.splits[side], cache, cache_dir) for side in ("train", "val")}
-        early = early_start and not skip_bad_cases and missing_cases(stores.values()) >= EARLY_START_CASES
+        early = (
+            early_start
+            and not skip_bad_cases
+            and (prepare_workers or default_workers()) > 1  # 1: every case is prepared in this process
+            and missing_cases(stores.values()) >= EARLY_START_CASES
+        )
         for store in stores.values():
             store.early = early
         # Workers start now, importing while this process reads the labels.
