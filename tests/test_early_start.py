@@ -36,13 +36,17 @@ SHAPE = (40, 48, 8)
 
 
 class HeldBack(Executor):
-    """Runs each submitted call only when the test releases it (``release``), in the caller's thread."""
+    """Runs each submitted call only when the test releases it (``release``), in the caller's thread; a
+    call counts as taken by a worker at once (it cannot be cancelled and written by the waiting process)."""
 
-    def __init__(self) -> None:
+    def __init__(self, taken: bool = True) -> None:
         self.calls: list[tuple[Future, object, tuple]] = []
+        self.taken = taken
 
     def submit(self, fn, *args, **kwargs):  # type: ignore[override]
         future: Future = Future()
+        if self.taken:
+            future.set_running_or_notify_cancel()
         self.calls.append((future, fn, args))
         return future
 
@@ -51,8 +55,7 @@ class HeldBack(Executor):
         future.set_result(fn(*args))
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
-        for future, _, _ in self.calls:
-            future.cancel()
+        pass
 
 
 @pytest.fixture
@@ -112,6 +115,17 @@ def test_a_sample_of_a_case_not_yet_written_waits_for_it_and_equals_the_prepared
         if isinstance(value, torch.Tensor):
             assert torch.equal(got[0][key], value), key
     assert got[0]["meta"] == expected["meta"]
+
+
+def test_a_case_no_worker_has_taken_is_written_by_the_process_that_waits(phantoms, tmp_path):
+    card, cases = phantoms
+    store = _early_store(card, cases[:1], tmp_path / "cache")
+    items, _ = index_cases(store)
+    preparation = Preparation(executor=HeldBack(taken=False))  # workers still starting: nothing taken
+    preparation.submit([(store, 0)])
+    assert not store._cached(0) and len(preparation) == 1
+    sample = SampleDataset(store, items, 32, PromptSimulator(), False, native=True)[0]
+    assert store._cached(0) and len(preparation) == 0 and sample["image"].shape[0] == 1
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,9 @@ the cache in worker processes, in the order training needs them (``first_use_ord
 cases of the first batches, then the validation cases, then the others in the order the first
 epoch reaches them. A sample whose case is not written yet waits for it (``CaseStore.wait``):
 
-* in the training process (``data.num_workers=0``), where the dataset reads the case;
+* in the training process (``data.num_workers=0``), where the dataset reads the case; if no
+  worker has taken the case yet (at the start they are still importing), this process, which
+  would only wait, writes it itself;
 * in the training sampler (``adapt.data.sampling.EpochSampler``'s ``gate``), which runs in the
   training process also when loader workers read the samples, so a worker is only ever handed
   samples of written cases.
@@ -99,9 +101,13 @@ class Preparation:
         Raises:
             DataError: the case could not be prepared (its files named), or its worker died.
         """
-        future = self._futures.get((id(store), position))
+        key = (id(store), position)
+        future = self._futures.get(key)
         if future is None or os.getpid() != self._owner:
             return
+        if future.cancel():  # no worker has taken it yet (they may still be starting): write it here
+            self._futures[key] = future = Future()
+            future.set_result(prepare_case(store, position))
         case = store.cases[position]
         try:
             _, error = future.result()

@@ -77,7 +77,7 @@ class LoadCased(MapTransform):
             if valid is not None and not valid.all() and valid.shape == plane.shape:
                 # No data here: kept out of the intensity statistics, the loss and the metrics.
                 item["valid"] = valid
-                plane = np.where(valid, plane, NODATA_LABEL)
+                plane = np.where(valid, plane.astype(np.int64, copy=False), NODATA_LABEL)  # uint8 ids cannot hold it
             item["image"], item["label"] = torch.from_numpy(image_array), torch.from_numpy(plane[None])
         check_label_ids(plane, label.path, self.card)
         item["source_dtype"] = str(image.array.dtype)
