@@ -28,6 +28,7 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+import threading
 import weakref
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from multiprocessing import get_context
@@ -65,7 +66,10 @@ class Preparation:
 
     The workers start (and import the data layer, seconds each) when this object is made, so
     that they are ready by the time the label pass has listed the samples and ``submit`` gives
-    them the cases.
+    them the cases. Cases are handed to the workers one per free worker, not queued in the pool
+    ahead: a case no worker holds yet stays here, and the process that waits for it (which would
+    only wait) writes it itself; at the start, while the workers still import, that is how the
+    first batches' cases get written.
 
     Args:
         workers: processes (default: every core).
@@ -77,37 +81,69 @@ class Preparation:
         count = max(1, workers or default_workers())
         self._executor, self._owner = executor or process_pool(count), os.getpid()
         self._futures: dict[tuple[int, int], Future] = {}
-        # Cancel what is queued when the run ends or its datamodule is dropped (an error while indexing).
-        self._finalizer = weakref.finalize(self, self._executor.shutdown, wait=False, cancel_futures=True)
+        self._queue: dict[tuple[int, int], tuple[Any, int]] = {}  # not handed out yet, in order
+        self._free, self._lock = count, threading.RLock()  # reentrant: a done callback may run in _feed
+        # Drop what is not started when the run ends or its datamodule is dropped (an error while indexing).
+        self._finalizer = weakref.finalize(self, _stop, self._executor, self._queue)
         if executor is None:
+            self._free = 0
             for _ in range(count):
-                self._executor.submit(importlib.import_module, "adapt.data.cache")
+                self._executor.submit(importlib.import_module, "adapt.data.cache").add_done_callback(self._release)
 
     def submit(self, jobs: Sequence[tuple[Any, int]]) -> None:
         """Write these cases, in this order: ``(store, position)``, a store being an
         ``adapt.data.cache.CaseStore`` (which then waits here for them)."""
-        for store, position in jobs:
-            self._futures[(id(store), position)] = self._executor.submit(prepare_case, store, position)
-            store.preparation = self
+        with self._lock:
+            for store, position in jobs:
+                self._queue[(id(store), position)] = (store, position)
+                store.preparation = self
+        self._feed()
+
+    def _feed(self) -> None:
+        """Hand the next queued cases to the free workers."""
+        with self._lock:
+            while self._free > 0 and self._queue and self._finalizer.alive:
+                key = next(iter(self._queue))
+                store, position = self._queue.pop(key)
+                self._free -= 1
+                self._futures[key] = self._executor.submit(prepare_case, store, position)
+                self._futures[key].add_done_callback(self._release)
+
+    def _release(self, _: Future) -> None:
+        with self._lock:
+            self._free += 1
+        self._feed()
 
     def __len__(self) -> int:
-        """Cases not written yet (running or queued)."""
-        return sum(not future.done() for future in self._futures.values())
+        """Cases not written yet (queued, or being written)."""
+        with self._lock:
+            return len(self._queue) + sum(not future.done() for future in self._futures.values())
 
     def wait(self, store: Any, position: int) -> None:
         """Return once case ``position`` of ``store`` is in its cache (at once if it is not one of the jobs,
-        or in another process than the one that started the jobs).
+        or in another process than the one that started the jobs); a case no worker holds yet is written
+        here.
 
         Raises:
             DataError: the case could not be prepared (its files named), or its worker died.
         """
-        key = (id(store), position)
-        future = self._futures.get(key)
-        if future is None or os.getpid() != self._owner:
+        if os.getpid() != self._owner:
             return
-        if future.cancel():  # no worker has taken it yet (they may still be starting): write it here
-            self._futures[key] = future = Future()
-            future.set_result(prepare_case(store, position))
+        key = (id(store), position)
+        with self._lock:
+            mine = self._queue.pop(key, None) is not None
+            future = self._futures.get(key)
+            mine = mine or (future is not None and future.cancel())  # not started: this process writes it
+            if mine:
+                self._futures[key] = future = Future()
+        if future is None:
+            return
+        if mine:
+            try:
+                future.set_result(prepare_case(store, position))
+            except BaseException as err:  # not a data fault (interrupted...): the next wait raises it too
+                future.set_exception(err)
+                raise
         case = store.cases[position]
         try:
             _, error = future.result()
@@ -121,8 +157,13 @@ class Preparation:
             raise DataError(f"case {case.id} could not be prepared: {error}")
 
     def close(self) -> None:
-        """Cancel the cases not started; those being written finish in their workers (whole entries)."""
+        """Drop the cases not started; those being written finish in their workers (whole entries)."""
         self._finalizer()
+
+
+def _stop(executor: Executor, queue: dict) -> None:
+    queue.clear()
+    executor.shutdown(wait=False, cancel_futures=True)
 
 
 def first_use_order(train: Iterable[int], val: Iterable[int], lead: int) -> list[tuple[str, int]]:
