@@ -458,8 +458,9 @@ class SegmentationDataModule(L.LightningDataModule):
         log.info("training starts while %d case(s) are prepared in the background", len(jobs))
 
     def teardown(self, stage: str) -> None:
-        """Stop the background preparation (cases not started are left for the next run)."""
-        if self.preparation is not None:
+        """Stop the background preparation when training ends (cases not started are left for the next
+        run); not after the validation a run does before it trains (``validate_before``)."""
+        if self.preparation is not None and stage == "fit":
             self.preparation.close()
 
     def set_loading(self, batch_size: int, val_batch_size: int, num_workers: int, seed: int) -> None:
