@@ -178,7 +178,10 @@ def test_the_datamodule_starts_early_with_the_order_and_batches_of_a_prepared_ru
     for got, expected in zip(*(list(zip(range(2), loader)) for loader in loaders)):
         assert got[1]["meta"]["case"] == expected[1]["meta"]["case"]
         assert all(torch.equal(got[1][k], v) for k, v in expected[1].items() if isinstance(v, torch.Tensor))
+    early.teardown("validate")  # the validation before training: the preparation goes on
+    assert early.preparation._finalizer.alive
     early.teardown("fit")
+    assert not early.preparation._finalizer.alive
 
 
 def test_cases_are_prepared_in_the_order_training_reads_them():
