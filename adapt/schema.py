@@ -373,6 +373,7 @@ class Data:
     cache: str = rule(choices=CACHE_MODES)
     cache_dir: str | None = rule()
     prepare_workers: int | None = rule(ge=1)
+    early_start: bool = rule()
     shards: str | None = rule()
     skip_bad_cases: bool = rule()
     val_max_slices_per_case: int | None = rule(ge=1)

@@ -7,7 +7,8 @@ stage's own:
 
 * ``prepare``: ``python -m adapt.data prepare`` (worker processes; the cache training reads);
 * ``first run``: a training datamodule built on an empty disk cache (what happens before the
-  first step when nothing was prepared);
+  first step when nothing was prepared: with the early start, the label pass; the cases are then
+  written in the background);
 * ``start``: the same on the prepared cache, its files evicted from the page cache first
   (``posix_fadvise(DONTNEED)`` on the cache's own files): bytes read from storage;
 * ``sample``: training samples read with the cache evicted before each: bytes read per sample
@@ -16,7 +17,8 @@ stage's own:
   whole volume around a dilated truth, as a random tiny model predicts), the evaluation's work
   outside the model.
 * ``first step``: ``adapt.train`` with ``model=tiny`` (to isolate the data path) on an empty disk
-  cache: seconds from the call to the end of the first optimizer step (after imports);
+  cache: seconds from the call to the end of the first optimizer step (after imports; with the
+  early start, ``data.early_start``, the label pass and the cases of the first batches);
   ``first step, prepared``: the same on the cache ``prepare`` wrote.
 * ``evaluate``: ``adapt.evaluate adapter=none model=tiny`` on the validation cases (a random tiny
   model's noisy masks): its time, and the share spent outside the model (reading cases, metrics,

@@ -295,6 +295,40 @@ def test_hd95_and_voxel_nsd_agree_with_monai_and_brute_force(shape, spacing):
         assert both == pytest.approx({"hd95": expected_hd95, "nsd": expected_nsd}, rel=1e-5)
 
 
+@pytest.mark.filterwarnings("ignore:.*always_return_as_numpy:FutureWarning")
+@pytest.mark.parametrize(
+    ("shape", "spacing", "specks"),
+    [((40, 40, 12), (0.8, 0.8, 2.5), 0.02), ((30, 36, 16), (3.0, 0.7, 0.7), 0.2), ((60, 50), None, 0.05)],
+)
+def test_hd95_searches_only_the_points_at_its_ranks_and_equals_the_full_search(monkeypatch, shape, spacing, specks):
+    """``nearest_quantile`` (HD95 of noisy masks): the same float as the full search and as MONAI, from a
+    search of fewer points (forced on small masks: no minimum of points, small cells)."""
+    import adapt.metrics.surface as surface
+
+    monkeypatch.setattr(surface, "FEW_POINTS", 0)
+    monkeypatch.setattr(surface, "CELL_MM", 2.0)
+    searched = []
+    full_search = surface.nearest
+    monkeypatch.setattr(
+        surface, "nearest", lambda p, t, bound=None: searched.append(len(p)) or full_search(p, t, bound)
+    )
+    for seed in range(2):
+        gt = smooth_blob(50 + seed, shape, 0.55)
+        pred = binary_dilation(gt, iterations=1) | (np.random.default_rng(seed).random(shape) < specks)
+        grid = None if spacing is None else list(spacing)
+        pred_edges, gt_edges = (surface.edge_voxels(m, grid) for m in surface.crop_union(pred, gt))
+        expected = max(
+            float(torch.quantile(full_search(pred_edges, gt_edges), 0.95)),
+            float(torch.quantile(full_search(gt_edges, pred_edges), 0.95)),
+        )
+        searched.clear()
+        assert hd95(pred, gt, spacing) == expected  # exactly: the searched points' distances are the full search's
+        assert sum(searched) < len(pred_edges) + len(gt_edges)  # and not every point was searched
+        a, b = torch.from_numpy(pred)[None, None].float(), torch.from_numpy(gt)[None, None].float()
+        monai_hd = compute_hausdorff_distance(a, b, include_background=True, percentile=95, spacing=grid)
+        assert expected == pytest.approx(monai_hd.item(), rel=1e-6)
+
+
 def smooth_blob(seed: int, shape: tuple[int, ...], level: float = 0.5) -> np.ndarray:
     """An organ-like blob: smoothed noise above a level."""
     return gaussian_filter(np.random.default_rng(seed).random(shape), 2.0) > level

@@ -21,7 +21,10 @@ most 2**-11, far below 8-bit or windowed-HU resolution).
 
 Cases missing from a disk cache are prepared by ``data.prepare_workers`` processes (default:
 every core), ahead of indexing; ``python -m adapt.data prepare card=...`` does the same as a
-separate, resumable step with a progress bar.
+separate, resumable step with a progress bar. A training run starts early instead
+(``CaseStore.early``): the missing volumes are indexed from their label maps and image headers
+(``adapt.data.label_index``) and written by the workers while training runs
+(``adapt.data.background``); a sample waits for its case only if the case is not written yet.
 """
 
 from __future__ import annotations
@@ -29,16 +32,15 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import re
-from concurrent.futures import ProcessPoolExecutor
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
 import numpy as np
 
+from adapt.data.background import Preparation, default_workers, prepare_case, process_pool
 from adapt.data.cards import DataCard
+from adapt.data.label_index import can_summarize, label_summary
 from adapt.data.names import CACHE_MODES
 from adapt.data.planes import ChunkedArray, read_index, write_case
 from adapt.data.sources import Case, cache_root
@@ -56,6 +58,9 @@ LAYOUT_FILE = "layout.json"
 #: A worker process is started for every this many missing cases at most: starting one (imports
 #: included) costs about as much as preparing a few CT cases.
 CASES_PER_WORKER = 4
+#: A run starts early (``CaseStore.early``) when at least this many cases are missing from its disk
+#: cache: fewer are prepared before the start, in this process, sooner than a worker would start.
+EARLY_START_CASES = 2 * CASES_PER_WORKER
 DISK_FIX = (
     "free some space, put the cache on a larger disk (data.cache_dir=<dir> or $SAM2_ADAPT_DATA), "
     "or keep cases in RAM or uncached (data.cache=memory|none)"
@@ -94,11 +99,6 @@ def older_layouts(base: Path, card: DataCard, current: Path) -> list[Path]:
     return found
 
 
-def default_workers() -> int:
-    """Processes that prepare cases: the cores this process may use."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-
-
 class CaseStore:
     """Preprocessed cases of one split, by position.
 
@@ -113,6 +113,9 @@ class CaseStore:
             and benchmarks; cases prepared by worker processes are counted in ``prepared``).
         prepared: cases written to the disk cache by this store's worker processes.
         channels: image channels of the cases prepared so far (``None`` before the first).
+        early: index the cases missing from the disk cache from their labels (``label_summary``) instead
+            of preparing them first; ``preparation`` (an ``adapt.data.background.Preparation``) then
+            writes them while training runs, and reading one waits for it (``wait``).
     """
 
     def __init__(
@@ -129,6 +132,9 @@ class CaseStore:
         self._memory: dict[int, Volume] = {}
         self._indexes: dict[int, dict[str, Any]] = {}
         self._channels_of: dict[int, int] = {}
+        self._summaries: dict[int, dict[str, Any]] = {}
+        self.early = False
+        self.preparation: Preparation | None = None
         if mode == "disk":
             for folder in older_layouts(base, card, self.directory):
                 log.warning(
@@ -140,6 +146,13 @@ class CaseStore:
 
     def __len__(self) -> int:
         return len(self.cases)
+
+    def __getstate__(self) -> dict[str, Any]:
+        """What crosses into a worker process: not the pool, nor the label summaries and indexes (a
+        preparing worker needs neither; a loader worker reads indexes from the disk as it goes)."""
+        state = dict(self.__dict__)
+        state.update(preparation=None, _summaries={}, _indexes={})
+        return state
 
     def _load(self, index: int) -> Volume:
         self.loads += 1
@@ -172,6 +185,41 @@ class CaseStore:
             return self._read(index, self.index(index))
         return self._load(index)
 
+    def wait(self, index: int) -> None:
+        """Return once case ``index`` is in the disk cache if the background preparation is writing it
+        (in the process that started it; at once otherwise).
+
+        Raises:
+            DataError: the case could not be prepared (``Preparation.wait``).
+        """
+        if self.preparation is not None:
+            self.preparation.wait(self, index)
+
+    def write(self, index: int) -> dict[str, Any]:
+        """Read case ``index`` from its files and write it into the disk cache; its index (what a
+        preparing worker does: counted in ``prepared`` by the caller, not in ``loads``).
+
+        Raises:
+            DataError: the case's files are bad (nothing is cached for it).
+        """
+        return self._write(load_volume(self.card, self.cases[index]), self.stem(index))
+
+    def summary(self, index: int) -> dict[str, Any]:
+        """``{"counts", "planes", "channels"}`` of case ``index``: from the disk cache's index, or with
+        ``early`` and the case not written yet, from its label map and header (``label_summary``)."""
+        if index in self._summaries:
+            return self._summaries[index]
+        if index not in self._indexes and self.deferred(index) and not self._cached(index):
+            self._summaries[index] = label_summary(self.card, self.cases[index])
+            self.channels = self._summaries[index]["channels"]
+            return self._summaries[index]
+        entry = self.index(index)
+        return {"counts": entry["counts"], "planes": len(entry["chunks"]), "channels": entry["image"]["shape"][0]}
+
+    def unwritten(self) -> list[int]:
+        """The cases indexed from their labels (``early``), which the disk cache does not hold yet."""
+        return sorted(self._summaries)
+
     def __getitem__(self, index: int) -> Volume:
         return self.prepare(index)
 
@@ -185,7 +233,8 @@ class CaseStore:
             stem = self.stem(index)
             entry = read_index(stem)
             if entry is None:
-                entry = self._write(self._load(index), stem)
+                self.wait(index)  # being written in the background; else (or in a loader worker) written here
+                entry = read_index(stem) or self._write(self._load(index), stem)
             self._indexes[index] = entry
             self.channels = int(entry["image"]["shape"][0])
         return self._indexes[index]
@@ -198,8 +247,8 @@ class CaseStore:
             volume = self.prepare(index)
             self._channels_of[index] = int(volume.image.shape[0])
             return target_counts(volume.label, ids, axis)
-        entry = self.index(index)
-        planes = len(entry["chunks"])
+        entry = self.summary(index)
+        planes = entry["planes"]
         return (
             np.stack([np.asarray(entry["counts"].get(str(i), [0] * planes), dtype=np.int64) for i in ids], axis=1)
             if ids
@@ -210,7 +259,7 @@ class CaseStore:
         """The image channels of case ``index``: from the index alone with a disk cache, else as ``counts``
         saw them (an uncached case is not read twice while it is indexed)."""
         if self.mode == "disk":
-            return int(self.index(index)["image"]["shape"][0])
+            return int(self.summary(index)["channels"])
         if index not in self._channels_of:
             self._channels_of[index] = int(self.prepare(index).image.shape[0])
         return self._channels_of[index]
@@ -273,11 +322,20 @@ class CaseStore:
         wanted = list(range(len(self.cases)) if positions is None else positions)
         return prepare_stores([(self, wanted)], workers, progress)[0]
 
+    def deferred(self, index: int) -> bool:
+        """Whether case ``index`` is left to the background (``early``) rather than prepared before indexing."""
+        return self.early and self.mode == "disk" and can_summarize(self.card, self.cases[index])
+
     def _cached(self, index: int) -> bool:
         try:
             return read_index(self.stem(index)) is not None
         except DataError:  # a source file is missing: the worker reports it as a bad case
             return False
+
+
+def missing_cases(stores: Iterable[CaseStore]) -> int:
+    """How many cases the disk caches of ``stores`` do not hold yet."""
+    return sum(not store._cached(i) for store in stores if store.mode == "disk" for i in range(len(store)))
 
 
 def prepare_stores(
@@ -304,7 +362,7 @@ def prepare_stores(
         for n, (store, positions) in enumerate(wanted)
         if store.mode == "disk"
         for i in positions
-        if not store._cached(i)
+        if not store._cached(i) and not store.deferred(i)
     ]
     total = sum(len(positions) for store, positions in wanted if store.mode == "disk")
     errors: list[dict[int, DataError]] = [{} for _ in wanted]
@@ -325,20 +383,8 @@ def prepare_stores(
 
     workers = max(1, min(workers or default_workers(), len(jobs) // CASES_PER_WORKER))
     if workers == 1:
-        collect(_prepare_one(store, i) for _, store, i in jobs)
+        collect(prepare_case(store, i) for _, store, i in jobs)
         return errors
-    # spawn, not fork: a forked worker can inherit a lock held by another thread of a process
-    # that has trained or loaded before (it hung in the tests); each worker imports the data layer once
-    with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
-        collect(pool.map(_prepare_one, [store for _, store, _ in jobs], [i for *_, i in jobs]))
+    with process_pool(workers) as pool:
+        collect(pool.map(prepare_case, [store for _, store, _ in jobs], [i for *_, i in jobs]))
     return errors
-
-
-def _prepare_one(store: CaseStore, position: int) -> tuple[int, DataError | None]:
-    """Write case ``position`` into ``store``'s disk cache (in a worker process)."""
-    try:
-        stem = store.stem(position)
-        store._write(load_volume(store.card, store.cases[position]), stem)
-    except DataError as error:
-        return position, error
-    return position, None

@@ -16,6 +16,10 @@ turns the batch into the layout above on the training device (``adapt.data.devic
 Every case is read and checked while indexing, before training starts; bad cases raise a
 ``DataError`` naming the file, or with ``data.skip_bad_cases=true`` are warned about,
 counted (``num_bad_cases``) and left out. Cases are split by patient, never by slice.
+With ``data.early_start=true`` (the default) and a disk cache that lacks many volumes, only their
+label maps and image headers are read before training starts (``adapt.data.label_index``); the
+images are prepared by worker processes while it runs (``adapt.data.background``), and a fault
+that only the image shows is raised, naming the case, when a sample first asks for it.
 """
 
 from __future__ import annotations
@@ -28,7 +32,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from adapt.data.cache import CaseStore, prepare_stores
+from adapt.data.background import Preparation, default_workers, first_use_order
+from adapt.data.cache import EARLY_START_CASES, CaseStore, missing_cases, prepare_stores
 from adapt.data.cards import DataCard, load_card
 from adapt.data.device_transforms import AUGMENT, NATIVE_SIZE, collate_native, to_model_grid
 from adapt.data.load import odd_channels
@@ -191,6 +196,10 @@ class SampleDataset(Dataset):
     def __len__(self) -> int:
         return len(self.items)
 
+    def wait(self, i: int) -> None:
+        """Return once sample ``i``'s case is in the cache (``CaseStore.wait``; the early start)."""
+        self.store.wait(int(self.items[i][0]))
+
     def plane(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         """Image ``[C, H, W]`` (float32) and label map ``[H, W]`` of sample ``i`` on its own grid:
         the slice's (3D) or the cached image's (2D, at most the model's side)."""
@@ -318,9 +327,14 @@ class SegmentationDataModule(L.LightningDataModule):
         require_target: a case without any target is bad (default: when ``empty_share`` is 0).
         train_cases: train on this many of the training patients (``data.train_cases``, drawn with
             ``seed``, nested as it grows: ``adapt.data.splits.training_subset``); ``None``: all.
+        early_start: with a disk cache missing at least ``EARLY_START_CASES`` cases, index them from
+            their labels and prepare them in worker processes while training runs (not with
+            ``skip_bad_cases``, whose samples are known only once every case is read, nor with one
+            ``prepare_workers``, which prepares in this process).
     """
 
     native = False  # subclasses that build their own datasets (clips) ship resized samples
+    preparation: Preparation | None = None  # the early start's background preparation (slices only)
 
     def __init__(
         self,
@@ -343,6 +357,7 @@ class SegmentationDataModule(L.LightningDataModule):
         device_transforms: bool = DEVICE_TRANSFORMS,
         train_cases: int | str | None = None,
         prepare_workers: int | None = None,
+        early_start: bool = True,
     ) -> None:
         super().__init__()
         check_choice("data.objects", objects, OBJECT_MODES)
@@ -356,6 +371,16 @@ class SegmentationDataModule(L.LightningDataModule):
         require_validation(self.splits, where)
         self.bad_cases: list[str] = []
         stores = {side: CaseStore(card, self.splits[side], cache, cache_dir) for side in ("train", "val")}
+        early = (
+            early_start
+            and not skip_bad_cases
+            and (prepare_workers or default_workers()) > 1  # 1: every case is prepared in this process
+            and missing_cases(stores.values()) >= EARLY_START_CASES
+        )
+        for store in stores.values():
+            store.early = early
+        # Workers start now, importing while this process reads the labels.
+        self.preparation = Preparation(prepare_workers) if early else None
         # Both splits' missing cases in one pool (bad cases are reported by index_cases, in order).
         prepare_stores([(store, list(range(len(store)))) for store in stores.values()], prepare_workers)
         found: dict[str, tuple[Any, int]] = {}
@@ -404,6 +429,8 @@ class SegmentationDataModule(L.LightningDataModule):
         )
         self.val_set = SampleDataset(stores["val"], val_items, image_size, val_prompts, False, native=self.native)
         self.set_loading(batch_size, val_batch_size, num_workers, seed)
+        if self.preparation is not None:
+            self.prepare_in_background(stores)
         self.label_map = dict(card.labels)
         self.num_bad_cases = len(self.bad_cases)
         channels = card.intensity.get("channels")
@@ -418,6 +445,23 @@ class SegmentationDataModule(L.LightningDataModule):
             "orientation": "RAS" if card.dims == 3 else None,
             "objects": objects,
         }
+
+    def prepare_in_background(self, stores: dict[str, CaseStore]) -> None:
+        """Start writing the cases indexed from their labels, in the order training reads them
+        (``first_use_order``: the first epoch's order as one rank sees it, from ``seed``)."""
+        unwritten = {side: set(store.unwritten()) for side, store in stores.items()}
+        first = [int(self.train_set.items[i][0]) for i, _ in EpochSampler(self.train_set, seed=self.seed)]
+        lead = len(set(first[: 2 * self.batch_size]))  # the cases of the first two batches
+        order = first_use_order(first, self.val_set.items[:, 0], lead)
+        jobs = [(stores[side], p) for side, p in order if p in unwritten[side]]
+        self.preparation.submit(jobs)
+        log.info("training starts while %d case(s) are prepared in the background", len(jobs))
+
+    def teardown(self, stage: str) -> None:
+        """Stop the background preparation when training ends (cases not started are left for the next
+        run); not after the validation a run does before it trains (``validate_before``)."""
+        if self.preparation is not None and stage == "fit":
+            self.preparation.close()
 
     def set_loading(self, batch_size: int, val_batch_size: int, num_workers: int, seed: int) -> None:
         """The loaders' settings, and no training loader or checkpointed position yet."""
@@ -434,7 +478,8 @@ class SegmentationDataModule(L.LightningDataModule):
         """Shuffled per epoch from ``seed``, sharded over the trainer's ranks, resumable mid-epoch."""
         trainer = self.trainer
         ranks = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
-        sampler = EpochSampler(self.train_set, seed=self.seed, num_replicas=ranks[0], rank=ranks[1])
+        gate = self.train_set.wait if self.preparation is not None else None
+        sampler = EpochSampler(self.train_set, seed=self.seed, num_replicas=ranks[0], rank=ranks[1], gate=gate)
         self.train_loader = ResumableLoader(
             self.train_set,
             sampler=sampler,
@@ -526,4 +571,5 @@ def build_datamodule(data_cfg: Mapping[str, Any], image_size: int, seed: int) ->
         cache_dir=data_cfg.get("cache_dir"),
         train_cases=data_cfg.get("train_cases"),
         prepare_workers=data_cfg.get("prepare_workers"),
+        early_start=bool(data_cfg.get("early_start", True)),
     )

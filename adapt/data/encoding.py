@@ -103,6 +103,26 @@ def nonfinite_label(path: Path | str) -> DataError:
     )
 
 
+#: Integer types a label plane keeps as read (those torch and MONAI's resampling take); others become int64.
+KEPT_INTEGERS = tuple(np.dtype(t) for t in (np.uint8, np.int8, np.int16, np.int32, np.int64))
+
+
+#: Up to this many candidate ids, ``present_ids`` compares values; above, ``np.unique`` is cheaper.
+FEW_IDS = 24
+
+
+def present_ids(array: np.ndarray) -> np.ndarray:
+    """The distinct values of an integer label array, ascending.
+
+    A uint8 map with few ids (most datasets) is compared with each value up to its maximum: on a
+    512 x 512 x 56 volume ~10 ms per value, where ``np.unique`` hashes every voxel (~250 ms) and
+    ``np.bincount`` first copies the volume to int64.
+    """
+    if array.dtype == np.uint8 and array.size and (top := int(array.max())) < FEW_IDS:
+        return np.array([v for v in range(top + 1) if (array == v).any()], dtype=np.uint8)
+    return np.unique(array)
+
+
 def integer_plane(array: np.ndarray, path: Path | str) -> np.ndarray:
     """The single-channel integer map of a label file's channel-first ``array``.
 
@@ -122,6 +142,10 @@ def integer_plane(array: np.ndarray, path: Path | str) -> np.ndarray:
         if not np.allclose(plane, rounded, atol=1e-3):
             raise DataError(f"{path}: label map has non-integer values; labels must be integer ids")
         plane = rounded
+    if (
+        plane.dtype in KEPT_INTEGERS and plane.flags.writeable
+    ):  # no int64 copy (8x the bytes of a uint8 label volume): ids are unchanged
+        return plane
     return plane.astype(np.int64)
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from pathlib import Path
 from typing import Any, Hashable, Mapping
 
 import numpy as np
@@ -28,7 +29,7 @@ from monai.data import MetaTensor
 from monai.transforms import MapTransform
 
 from adapt.data.cards import DataCard
-from adapt.data.encoding import LabelEncoding
+from adapt.data.encoding import LabelEncoding, present_ids
 from adapt.data.geometry import check_same_grid, raster_grid
 from adapt.data.formats import read_raster
 from adapt.data.raster import Raster, label_plane
@@ -53,7 +54,6 @@ class LoadCased(MapTransform):
     def __init__(self, card: DataCard) -> None:
         super().__init__(keys=("image", "label"))
         self.card = card
-        self.known_ids = set(card.labels.values())
         self.encoding = LabelEncoding.of_card(card)
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
@@ -77,34 +77,15 @@ class LoadCased(MapTransform):
             if valid is not None and not valid.all() and valid.shape == plane.shape:
                 # No data here: kept out of the intensity statistics, the loss and the metrics.
                 item["valid"] = valid
-                plane = np.where(valid, plane, NODATA_LABEL)
+                plane = np.where(valid, plane.astype(np.int64, copy=False), NODATA_LABEL)  # uint8 ids cannot hold it
             item["image"], item["label"] = torch.from_numpy(image_array), torch.from_numpy(plane[None])
-        unknown = sorted(set(np.unique(plane).tolist()) - self.known_ids - {NODATA_LABEL})
-        if unknown:
-            raise DataError(
-                f"{label.path}: label ids {unknown} are not in the data card's labels "
-                f"{self.card.labels}; add them to the card or fix the label file"
-            )
+        check_label_ids(plane, label.path, self.card)
         item["source_dtype"] = str(image.array.dtype)
         return item
 
     def _channels(self, image: Raster, pixels: np.ndarray) -> np.ndarray:
-        wanted = self.card.intensity.get("channels")
-        count = pixels.shape[0]
-        if wanted is None:
-            if count not in (1, 3):
-                raise DataError(
-                    f"{image.path}: {count} channels; choose which go in with intensity.channels "
-                    f"in the data card (e.g. [0], [2, 1, 0], or all {count} for a learned input projection)"
-                )
-            return pixels
-        if max(wanted) >= count:
-            noun = "bands" if image.affine is None else "channels"
-            raise DataError(
-                f"{image.path}: has {count} {noun}, the data card asks for {noun} {list(wanted)} "
-                f"(intensity.channels, 0-based); fix the card or the file"
-            )
-        return pixels[list(wanted)]
+        wanted = chosen_channels(self.card, pixels.shape[0], image.path, volume=image.affine is not None)
+        return pixels if wanted is None else pixels[wanted]
 
     def _check_volume(
         self, image: Raster, label: Raster, array: np.ndarray, plane: np.ndarray
@@ -118,6 +99,45 @@ class LoadCased(MapTransform):
             raise DataError(f"{label.path}: a 2D image as the label of volume {image.path}; use a NIfTI label map")
         check_same_grid(raster_grid(image), raster_grid(label, plane.shape))
         return array, plane
+
+
+def chosen_channels(card: DataCard, count: int, path: Path | str, volume: bool = True) -> list[int] | None:
+    """The channels of an image of ``count`` channels that go in (the card's ``intensity.channels``;
+    ``None``: all of them); also what the label-only pass of an early start (``adapt.data.label_index``)
+    checks against a header.
+
+    Raises:
+        DataError: no channel choice for an image of neither 1 nor 3 channels, or a choice the file lacks.
+    """
+    wanted = card.intensity.get("channels")
+    if wanted is None:
+        if count not in (1, 3):
+            raise DataError(
+                f"{path}: {count} channels; choose which go in with intensity.channels "
+                f"in the data card (e.g. [0], [2, 1, 0], or all {count} for a learned input projection)"
+            )
+        return None
+    if max(wanted) >= count:
+        noun = "channels" if volume else "bands"
+        raise DataError(
+            f"{path}: has {count} {noun}, the data card asks for {noun} {list(wanted)} "
+            f"(intensity.channels, 0-based); fix the card or the file"
+        )
+    return list(wanted)
+
+
+def check_label_ids(plane: np.ndarray, path: Path | str, card: DataCard) -> None:
+    """Refuse label ids the card does not list (nodata aside).
+
+    Raises:
+        DataError: naming the file, the ids and the card's labels.
+    """
+    unknown = sorted(set(present_ids(plane).tolist()) - set(card.labels.values()) - {NODATA_LABEL})
+    if unknown:
+        raise DataError(
+            f"{path}: label ids {unknown} are not in the data card's labels "
+            f"{card.labels}; add them to the card or fix the label file"
+        )
 
 
 def _as_image(raster: Raster, array: np.ndarray) -> np.ndarray:

@@ -29,6 +29,8 @@ from typing import Any, Callable
 import numpy as np
 import zstandard
 
+from adapt.data.encoding import present_ids
+
 #: zstd level: 1 compresses CT planes ~1.8x at ~700 MB/s per core; higher levels gain little here.
 LEVEL = 1
 CODEC = "zstd"
@@ -46,21 +48,20 @@ def _unshuffle(data: bytes, dtype: np.dtype, shape: tuple[int, ...]) -> np.ndarr
     return np.ascontiguousarray(raw.T).view(dtype).reshape(shape)
 
 
-def _planes(array: np.ndarray, axis: int | None) -> np.ndarray | list[np.ndarray]:
+def split_planes(array: np.ndarray, axis: int | None) -> np.ndarray | list[np.ndarray]:
     """The planes of ``array`` along ``axis``, each contiguous (one transposing copy; ``None``: one plane)."""
     return [array] if axis is None else np.ascontiguousarray(np.moveaxis(array, axis, 0))
 
 
-def label_counts(planes: np.ndarray | list[np.ndarray]) -> dict[str, list[int]]:
-    """Pixels of each label id in each plane: ``{"id": [count per plane]}`` (ids that occur only)."""
-    stack = np.asarray(planes)
-    if stack.dtype == np.uint8:  # most label maps (``compact_labels``): count all 256 ids directly
-        values, codes = np.arange(256), stack
-    else:
-        values, codes = np.unique(stack, return_inverse=True)
-        codes = codes.reshape(stack.shape)
-    table = np.stack([np.bincount(p.ravel(), minlength=len(values)) for p in codes])
-    return {str(int(values[v])): table[:, v].tolist() for v in np.flatnonzero(table.sum(0))}
+def label_counts(label: np.ndarray, axis: int | None) -> dict[str, list[int]]:
+    """Pixels of each label id in each plane along ``axis`` (``None``: the array is one plane):
+    ``{"id": [count per plane]}``, ids that occur only, ascending.
+
+    One comparison of the volume per id that occurs (a handful), not a histogram per plane: on a
+    512 x 512 x 56 label map that is ~5x faster, and it needs no transposed copy of the volume.
+    """
+    others = tuple(a for a in range(label.ndim) if a != axis)
+    return {str(int(v)): np.atleast_1d(np.count_nonzero(label == v, axis=others)).tolist() for v in present_ids(label)}
 
 
 def write_chunks(file: Any, chunks: list[bytes]) -> None:
@@ -91,8 +92,7 @@ def write_case(
     chunks, offset, blobs = [], 0, []
     image_axis = None if axis is None else axis + 1
     compress = zstandard.ZstdCompressor(level=LEVEL).compress
-    label_planes = _planes(label, axis)
-    for pixels, plane in zip(_planes(image, image_axis), label_planes):
+    for pixels, plane in zip(split_planes(image, image_axis), split_planes(label, axis)):
         parts = [compress(_shuffle(pixels)), compress(plane.tobytes())]
         chunks.append([offset, len(parts[0]), offset + len(parts[0]), len(parts[1])])
         offset += len(parts[0]) + len(parts[1])
@@ -104,7 +104,7 @@ def write_case(
         "axis": axis,
         "codec": CODEC,
         "chunks": chunks,
-        "counts": label_counts(label_planes),
+        "counts": label_counts(label, axis),
         **extra,
     }
     write(stem.with_suffix(".index.json"), lambda file: file.write(json.dumps(index).encode()))

@@ -47,14 +47,23 @@ class EpochSampler(DistributedSampler):
     The order is ``DistributedSampler``'s (a permutation seeded by ``seed + epoch``, padded
     to a multiple of the ranks, every ``num_replicas``-th index from ``rank``); the seeds
     come from ``(seed, epoch)`` and index, so a sample is the same on any rank. ``start``
-    skips the first samples of this rank's share (set by ``ResumableLoader``).
+    skips the first samples of this rank's share (set by ``ResumableLoader``). ``gate(index)``, when
+    given, is called before each index is handed out, in the process that iterates the loader (the
+    early start waits there for the sample's case: ``adapt.data.background``); it changes no order.
     """
 
     def __init__(
-        self, dataset: Sized, seed: int = 0, num_replicas: int = 1, rank: int = 0, shuffle: bool = True
+        self,
+        dataset: Sized,
+        seed: int = 0,
+        num_replicas: int = 1,
+        rank: int = 0,
+        shuffle: bool = True,
+        gate: Callable[[int], None] | None = None,
     ) -> None:
         super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed)  # type: ignore[arg-type]
         self.start = 0
+        self.gate = gate
 
     def sample_seeds(self) -> np.ndarray:
         """One seed per sample of the whole dataset for this epoch."""
@@ -63,6 +72,8 @@ class EpochSampler(DistributedSampler):
     def __iter__(self) -> Iterator[tuple[int, int]]:  # type: ignore[override]
         seeds = self.sample_seeds()
         for index in itertools.islice(super().__iter__(), self.start, None):
+            if self.gate is not None:
+                self.gate(index)
             yield index, int(seeds[index])
 
 

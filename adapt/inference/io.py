@@ -112,7 +112,9 @@ class VolumeView:
 
     def to_stack(self, grid: np.ndarray) -> np.ndarray:
         """A volume on the training grid ``[X, Y, Z]`` as the stack of 2D planes the model sees."""
-        return np.stack([np.take(grid, z, axis=self.slice_axis).T for z in range(grid.shape[self.slice_axis])])
+        # Plane z is ``np.take(grid, z, axis).T``; one strided copy of the whole volume (``np.take`` made the
+        # volume C-contiguous first, on every call: a full copy per plane for a volume in a file's layout).
+        return np.ascontiguousarray(np.moveaxis(grid, self.slice_axis, 0).transpose(0, 2, 1))
 
     def to_volume(self, stack: np.ndarray) -> np.ndarray:
         """Planes ``[Z, H, W]`` back onto the stored voxel grid (nearest grid voxel)."""

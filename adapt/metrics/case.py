@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from adapt.metrics.overlap import ArrayLike, as_mask, case_overlap, dice, iou
+from adapt.metrics.overlap import ArrayLike, as_mask, case_overlap
 from adapt.metrics.surface import Spacing, Surface, surface_metrics
 from adapt.metrics.video import j_and_f
 
@@ -44,8 +44,10 @@ def case_metrics(
 
 
 def click_scores(pred: ArrayLike, gt: ArrayLike) -> dict[str, float]:
-    """Dice and IoU of one case after a number of correction clicks (the click curve's metrics)."""
-    return {"dice": dice(pred, gt), "iou": iou(pred, gt)}
+    """Dice and IoU of one case after a number of correction clicks (the click curve's metrics), from one
+    counting pass (``case_overlap``: the same values as ``dice`` and ``iou``)."""
+    overlap = case_overlap(pred, gt)
+    return {"dice": overlap["dice"], "iou": overlap["iou"]}
 
 
 def video_scores(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:

@@ -43,7 +43,8 @@ def confusion_matrix(
     pred_t, target_t = pred_t.reshape(-1).long(), target_t.reshape(-1).long().to(pred_t.device)
     if ignore_index is not None:
         keep = target_t != ignore_index
-        pred_t, target_t = pred_t[keep], target_t[keep]
+        if not bool(keep.all()):  # no copy of every pixel when none is ignored (most volumes)
+            pred_t, target_t = pred_t[keep], target_t[keep]
     low = min(int(t.min()) for t in (pred_t, target_t)) if pred_t.numel() else 0
     high = max(int(t.max()) for t in (pred_t, target_t)) if pred_t.numel() else 0
     if low < 0 or high >= num_classes:

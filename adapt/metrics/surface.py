@@ -59,7 +59,7 @@ from typing import Literal
 import numpy as np
 import torch
 from monai.metrics.utils import get_code_to_measure_table
-from scipy.ndimage import binary_erosion
+from scipy.ndimage import binary_erosion, distance_transform_edt
 from scipy.spatial import KDTree
 
 from adapt.metrics.overlap import ArrayLike, as_mask, check_same_shape
@@ -168,6 +168,53 @@ def nearest(points: np.ndarray, targets: np.ndarray, bound: float | None = None)
     return torch.from_numpy(np.asarray(distances, dtype=np.float32))
 
 
+#: Side of the coarse cells that bound nearest distances (``nearest_quantile``), in mm (voxels without a spacing).
+CELL_MM = 6.0
+#: Below this many query points, ``nearest_quantile`` searches them all.
+FEW_POINTS = 20_000
+
+
+def nearest_quantile(points: np.ndarray, targets: np.ndarray, q: float, spacing: list[float] | None) -> torch.Tensor:
+    """``torch.quantile(nearest(points, targets), q)``, searching only the points that can be at its ranks.
+
+    HD95 of a noisy mask asks for the 95th percentile of ~10^5-10^6 nearest-surface distances, and
+    a full search of each was most of ``evaluate``'s time outside the model. The percentile reads two
+    order statistics only. Every point gets bounds from a coarse grid: the distance from its cell's
+    centre to the nearest cell holding a target (``distance_transform_edt`` on cells of ~``CELL_MM``),
+    +- the two cells' half diagonals. A point whose upper bound lies below the lower bound of the
+    lower rank's statistic is certainly below it, one whose lower bound lies above the upper bound of
+    the upper rank's statistic is certainly above it; only the others are searched, each exactly as
+    ``nearest`` searches it (the same tree, the same float32 value), so the result is the same number.
+    """
+    n = len(points)
+    if n < FEW_POINTS:
+        return torch.quantile(nearest(points, targets), q)
+    grid = np.asarray(spacing if spacing is not None else [1.0] * points.shape[1], dtype=np.float64)
+    cell = grid * np.maximum(1, np.round(CELL_MM / grid))
+    origin = np.minimum(points.min(0), targets.min(0))
+    point_cells = np.floor((points - origin) / cell).astype(np.int64)
+    target_cells = np.floor((targets - origin) / cell).astype(np.int64)
+    shape = np.maximum(point_cells.max(0), target_cells.max(0)) + 1
+    empty = np.ones(tuple(shape), dtype=bool)
+    empty[tuple(target_cells.T)] = False
+    coarse = distance_transform_edt(empty, sampling=cell)[tuple(point_cells.T)]
+    slack = float(np.linalg.norm(cell)) * (1 + 1e-6) + 1e-6  # two half diagonals, and float noise
+    lower, upper = np.maximum(coarse - slack, 0.0), coarse + slack
+    rank = q * (n - 1)
+    lo, hi = int(math.floor(rank)), min(int(math.floor(rank)) + 1, n - 1)
+    floor_lo, ceiling_hi = np.partition(lower, lo)[lo], np.partition(upper, hi)[hi]
+    below = upper < floor_lo
+    candidates = ~below & (lower <= ceiling_hi)
+    reach = upper[candidates].max()  # a candidate's nearest target lies within its upper bound
+    box = (points[candidates].min(0) - reach, points[candidates].max(0) + reach)
+    near = targets[np.all((targets >= box[0]) & (targets <= box[1]), axis=1)]
+    found = torch.sort(nearest(points[candidates], near)).values
+    skipped = int(below.sum())
+    values = torch.empty(n, dtype=torch.float32)
+    values[: lo + 1], values[lo + 1 :] = found[lo - skipped], found[hi - skipped]
+    return torch.quantile(values, q)
+
+
 def _nsd_from(
     to_gt: torch.Tensor,
     to_pred: torch.Tensor,
@@ -266,11 +313,15 @@ def surface_metrics(
     bound = None if tolerance_mm is None else tolerance_bound(tolerance_mm)
     if hd or surface == "voxels":
         pred_edges, gt_edges = edge_voxels(pred_c, grid), edge_voxels(gt_c, grid)
-        reach = None if hd else bound  # HD95 needs every distance, voxel NSD only those within the tolerance
-        to_gt, to_pred = nearest(pred_edges, gt_edges, reach), nearest(gt_edges, pred_edges, reach)
-        if hd:
-            out["hd95"] = float(torch.max(torch.quantile(to_gt, 0.95), torch.quantile(to_pred, 0.95)))
-        if tolerance_mm is not None and surface == "voxels":
+        if hd:  # the two order statistics of each direction (``nearest_quantile``)
+            out["hd95"] = float(
+                torch.max(
+                    nearest_quantile(pred_edges, gt_edges, 0.95, grid),
+                    nearest_quantile(gt_edges, pred_edges, 0.95, grid),
+                )
+            )
+        if tolerance_mm is not None and surface == "voxels":  # only the distances within the tolerance
+            to_gt, to_pred = nearest(pred_edges, gt_edges, bound), nearest(gt_edges, pred_edges, bound)
             out["nsd"] = _nsd_from(to_gt, to_pred, None, None, tolerance_mm)
     if tolerance_mm is not None and surface == "decathlon":
         (pred_points, pred_area), (gt_points, gt_area) = surface_elements(pred_c, grid), surface_elements(gt_c, grid)

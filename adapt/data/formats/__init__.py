@@ -53,6 +53,8 @@ class Format:
         spacing: ``header -> (spacing per stored axis or None, unit)``, in which distances are reported.
         can_hold_nonfinite: ``path -> bool`` from the header alone (``True`` for an unreadable header).
         header_grid: ``path -> Grid | None`` from the header alone (``None``: only a full read tells).
+        header_channels: ``path -> int | None``: the image channels the file stores, from the header alone
+            (``None``: only a full read tells; such cases are prepared before training starts).
         learn: ``raster -> {CaseStats field: value}``: what ``data init`` learns beyond pixels.
         label_maximum: the largest value a label file of each suffix stores (bounds ``mask_values``).
         lossy: suffixes whose pixels are approximate (a binary mask is thresholded, not read as ids).
@@ -70,6 +72,7 @@ class Format:
     spacing: Callable[[Any], tuple[tuple[float, ...] | None, str]] = lambda header: (None, "px")
     can_hold_nonfinite: Callable[[Path], bool] = lambda path: False
     header_grid: Callable[[Path], Grid | None] = lambda path: None
+    header_channels: Callable[[Path], int | None] = lambda path: None
     learn: Callable[[Raster], dict[str, Any]] = lambda raster: {}
     label_maximum: dict[str, int] = field(default_factory=dict)
     lossy: tuple[str, ...] = ()
@@ -194,6 +197,14 @@ def header_grid(path: str | Path) -> Grid | None:
     path = Path(path)
     found = None if path.is_dir() else for_name(path.name)
     return found.header_grid(path) if found else None
+
+
+def header_channels(path: str | Path) -> int | None:
+    """The channels an image file stores, from its header alone; ``None`` for a folder format, a file of
+    no known format, a format whose header does not say, or a header that cannot be read."""
+    path = Path(path)
+    found = None if path.is_dir() else for_name(path.name)
+    return found.header_channels(path) if found else None
 
 
 def mask_name(kind: str, name: str) -> str:

@@ -34,6 +34,8 @@ def read(path: Path, as_image: bool = False) -> Raster:
             "every axis needs at least one: re-export the file"
         )
     data = np.asanyarray(image.dataobj)
+    if isinstance(data, np.memmap):  # an uncompressed file that nibabel maps: into memory, in its own layout
+        data = np.array(data, order="K")
     if data.ndim == 2:
         data = data[..., None]
     if data.ndim == 3:
@@ -50,7 +52,9 @@ def read(path: Path, as_image: bool = False) -> Raster:
         )
     else:
         raise DataError(f"{path}: a {data.ndim}D NIfTI; expected a 3D volume or 4D channels (X, Y, Z, C)")
-    return Raster(np.ascontiguousarray(data), np.asarray(image.affine, dtype=np.float64), path, image)
+    # In the file's own (Fortran) layout: a C-order copy transposed every voxel, the costliest step of
+    # reading a gzipped label map; the readers downstream take any strides.
+    return Raster(data, np.asarray(image.affine, dtype=np.float64), path, image)
 
 
 def write(labels: np.ndarray, source: Any, path: Path) -> None:
@@ -92,6 +96,22 @@ def header_grid(path: Path) -> Grid | None:
     return Grid(path, tuple(int(s) for s in (image.shape + (1, 1))[:3]), np.asarray(image.affine, np.float64))
 
 
+def header_channels(path: Path) -> int | None:
+    """Channels from the header: the 4th axis (MSD's modalities), the 5th of a single time point; ``None``
+    for shapes ``read`` refuses or a broken header (the full read names the problem)."""
+    import nibabel as nib
+
+    try:
+        shape = tuple(nib.load(path).shape)
+    except Exception:
+        return None
+    if len(shape) <= 3:
+        return 1
+    if len(shape) == 4 or (len(shape) == 5 and shape[3] == 1):
+        return int(shape[-1])
+    return None
+
+
 FORMAT = Format(
     "nifti",
     "NIfTI",
@@ -103,4 +123,5 @@ FORMAT = Format(
     spacing=spacing,
     can_hold_nonfinite=can_hold_nonfinite,
     header_grid=header_grid,
+    header_channels=header_channels,
 )
