@@ -348,7 +348,9 @@ def test_page_saves_what_predict_writes(journey, request):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    argv = command("python -m adapt.app").argv(journey.places())
+    argv = command("python -m adapt.app", "Deploy: ONNX, int8, a plain transformers folder, a page").argv(
+        journey.places()
+    )
     wait = WebDriverWait(browser, 180)
     value = lambda css: browser.find_element(By.CSS_SELECTOR, css).get_attribute("value")  # noqa: E731
     with serve_app(argv[3:], journey.home) as url:
