@@ -27,11 +27,11 @@ from __future__ import annotations
 
 import importlib
 import logging
+import multiprocessing
 import os
 import threading
 import weakref
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
-from multiprocessing import get_context
 from typing import Any, Iterable, Sequence
 
 from adapt.errors import DataError
@@ -44,11 +44,25 @@ def default_workers() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
+#: What the fork server imports once, so that each worker it forks starts with the data layer loaded.
+PRELOAD = ["adapt.data.cache"]
+
+
 def process_pool(workers: int) -> ProcessPoolExecutor:
-    """Worker processes that prepare cases. Spawned, not forked: a forked worker can inherit a lock
-    held by another thread of a process that has trained or loaded before (it hung in the tests);
-    each worker imports the data layer once."""
-    return ProcessPoolExecutor(workers, mp_context=get_context("spawn"))
+    """Worker processes that prepare cases, forked by a fork server that imported the data layer once.
+
+    Not forked from this process: a forked worker can inherit a lock held by another thread of a
+    process that has trained or loaded before (it hung in the tests). Not spawned either: a spawned
+    worker imports the data layer itself (torch and MONAI, 4-8 CPU seconds each), for every pool. The
+    fork server is a clean single-threaded process started with the first pool; it imports
+    ``PRELOAD`` once and forks every later worker, so a notebook or a test session that builds many
+    datamodules pays the imports once. Where there is no fork server (Windows), workers are spawned.
+    """
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(PRELOAD)
+    return ProcessPoolExecutor(workers, mp_context=context)
 
 
 def prepare_case(store: Any, position: int) -> tuple[int, DataError | None]:
