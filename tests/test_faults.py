@@ -1233,6 +1233,7 @@ def cli_results(world):
     )
 
 
+@pytest.mark.slow  # command lines in subprocesses
 @pytest.mark.parametrize("row", CLI, ids=[r.name for r in CLI])
 def test_command_line_prints_the_message_and_exits_2(row, cli_results):
     code, out, err = cli_results.results[row.name]

@@ -269,6 +269,7 @@ def test_push_refuses_offline_and_bad_repo_id(lora_run, monkeypatch):
         hub.push(run, "no-slash", api=LocalHub(Path("/nonexistent")))
 
 
+@pytest.mark.slow  # command lines in subprocesses
 def test_cli_dry_run_writes_upload_folder(lora_run, tmp_path):
     run, _ = lora_run
     out = tmp_path / "upload"

@@ -54,6 +54,7 @@ def test_the_guard_records_albumentations_update_check_without_adapt(tmp_path):
     assert "pypi.org" in log.read_text()
 
 
+@pytest.mark.slow  # command lines in subprocesses
 def test_import_adapt_stops_it_and_keeps_a_users_setting(tmp_path):
     log = tmp_path / "network.log"
     code = "import os, adapt, albumentations; print(os.environ['NO_ALBUMENTATIONS_UPDATE'], os.environ['GRADIO_ANALYTICS_ENABLED'])"

@@ -61,6 +61,7 @@ def test_a_second_writer_is_refused_naming_the_holder(tmp_path, holder):
     assert files_under(tmp_path) == before  # nothing of the first changed, its lock included
 
 
+@pytest.mark.slow  # command lines in subprocesses
 @pytest.mark.parametrize(
     "module, args, setting",
     [

@@ -344,6 +344,7 @@ def test_prompt_errors_that_need_the_image(adapter, tmp_path):
         predict.run(config(adapter, tmp_path / "missing.png", tmp_path / "m.png", "point 1,1"))
 
 
+@pytest.mark.slow  # command lines in subprocesses
 def test_cli_quotes_the_prompt_and_writes_the_mask(adapter, tmp_path):
     assert quote_argv(["p", "prompt=box 1,2,3,4 slice=5", "input=a.png"]) == [
         "p",

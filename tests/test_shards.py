@@ -76,6 +76,7 @@ def run_ranks(source: Path, world: int) -> list[dict]:
     return results
 
 
+@pytest.mark.slow  # two rank processes, each importing the data layer
 def test_two_processes_read_disjoint_shares_that_cover_every_sample_in_a_resumable_order(shards, tmp_path):
     source, cache = shards
     cached = build_datamodule({"card": "ct_phantom", "cache": "disk", "cache_dir": str(cache)}, image_size=64, seed=0)
