@@ -12,6 +12,8 @@ import torch
 import yaml
 
 from adapt.data.cards import load_card
+import adapt.data.cache
+from adapt.data.background import process_pool
 from adapt.data.cache import CACHE_FORMAT, CaseStore, prepare_stores
 from adapt.data.datamodule import SampleDataset, build_datamodule, index_cases
 from adapt.data.splits import split_cases
@@ -259,3 +261,19 @@ def test_disk_cache_of_2d_images_gives_the_memory_cache_samples(tmp_path, native
     for key in [(0, 7), (len(disk) - 1, 3)]:
         a, b = memory[key], disk[key]
         assert all(torch.equal(a[k], b[k]) for k in a if isinstance(a[k], torch.Tensor))
+
+
+#: Evaluated in a case-preparing worker: the code it runs, its folder, a variable of its environment.
+WORKER_VIEW = "(__import__('adapt.data.cache').data.cache.__file__, __import__('os').getcwd(), __import__('os').environ.get('SAM2_ADAPT_PROBE'))"
+
+
+def test_case_workers_run_this_processes_code_in_its_current_folder_and_environment(tmp_path, monkeypatch):
+    # The fork server keeps what it started with; each pool's workers take the parent's as it is now.
+    for step in ("first", "second"):
+        folder = tmp_path / step
+        folder.mkdir()
+        monkeypatch.chdir(folder)
+        monkeypatch.setenv("SAM2_ADAPT_PROBE", step)
+        with process_pool(1) as pool:
+            seen = pool.submit(eval, WORKER_VIEW).result(timeout=120)
+        assert seen == (adapt.data.cache.__file__, str(folder.resolve()), step)

@@ -28,7 +28,9 @@ from __future__ import annotations
 import importlib
 import logging
 import multiprocessing
+import multiprocessing.forkserver
 import os
+import sys
 import threading
 import weakref
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
@@ -44,6 +46,8 @@ def default_workers() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
+#: The folder that holds the ``adapt`` package this module belongs to.
+PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 #: What the fork server imports once, so that each worker it forks starts with the data layer loaded.
 PRELOAD = ["adapt.data.cache"]
 
@@ -56,13 +60,49 @@ def process_pool(workers: int) -> ProcessPoolExecutor:
     worker imports the data layer itself (torch and MONAI, 4-8 CPU seconds each), for every pool. The
     fork server is a clean single-threaded process started with the first pool; it imports
     ``PRELOAD`` once and forks every later worker, so a notebook or a test session that builds many
-    datamodules pays the imports once. Where there is no fork server (Windows), workers are spawned.
+    datamodules pays the imports once. The server keeps the working directory and environment of its
+    start, so each worker takes this process's current ones first (``_as_parent``), as a spawned
+    worker would. Where there is no fork server (Windows), workers are spawned.
     """
     if "forkserver" not in multiprocessing.get_all_start_methods():
         return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(PRELOAD)
-    return ProcessPoolExecutor(workers, mp_context=context)
+    cwd = os.getcwd()
+    # The folder holding this very ``adapt`` first, so workers run the code this process runs; '' and
+    # other relative entries are read from the working directory, as this process reads them now.
+    search = [PACKAGE_PARENT, *(os.path.join(cwd, entry) for entry in sys.path)]
+    start_fork_server(search)
+    return ProcessPoolExecutor(
+        workers, mp_context=context, initializer=_as_parent, initargs=(cwd, dict(os.environ), search)
+    )
+
+
+def start_fork_server(search: list[str]) -> None:
+    """Start the fork server (if it is not running) importing from ``search`` first.
+
+    The server imports ``PRELOAD`` with its own import path (Python 3.11 ignores the one
+    ``multiprocessing`` hands it), so ``search`` goes in through ``PYTHONPATH`` while it starts:
+    otherwise '' would be read from the working directory of that moment, which may hold no ``adapt``
+    or another copy (an installed one), and the workers would run other code than this process.
+    """
+    saved = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = os.pathsep.join(search)
+    try:
+        multiprocessing.forkserver.ensure_running()
+    finally:
+        if saved is None:
+            del os.environ["PYTHONPATH"]
+        else:
+            os.environ["PYTHONPATH"] = saved
+
+
+def _as_parent(cwd: str, environ: dict[str, str], search: list[str]) -> None:
+    """Run a forked worker in the parent's working directory, environment and import path."""
+    os.chdir(cwd)
+    os.environ.clear()
+    os.environ.update(environ)
+    sys.path[:] = search
 
 
 def prepare_case(store: Any, position: int) -> tuple[int, DataError | None]:
