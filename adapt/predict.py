@@ -153,7 +153,7 @@ def run(cfg: DictConfig) -> list[Path]:
         cfg.get("revision"),
         cfg.get("device", "auto"),
         cfg.get("propagation", "auto"),
-        int(cfg.get("fill_hole_area", 8)),
+        cfg.get("fill_hole_area"),
         bool(cfg.get("allow_base_mismatch", False)),
     )
     loaded = predictor.loaded

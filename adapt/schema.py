@@ -510,7 +510,7 @@ class Evaluate:
     backend: str = rule(choices=BACKENDS)
     save_masks: Any = rule(check=_save_masks)
     mask_values: str = rule(choices=OUTPUT_CHOICES)
-    fill_hole_area: int = rule(ge=0)
+    fill_hole_area: int | None = rule(ge=0)
     shift: Any = rule(check=_shift)
     severity: Any = rule(check=_severity)
     in_domain: bool | str = rule()
@@ -533,7 +533,7 @@ class Predict:
     device: str = rule(check=_device)
     backend: str = rule(choices=BACKENDS)
     propagation: str = rule(choices=PROPAGATION_MODES)
-    fill_hole_area: int = rule(ge=0)
+    fill_hole_area: int | None = rule(ge=0)
 
 
 #: ``python -m adapt.hub <action>``: the Hub command's actions (``adapt.hub.share.run``). The one
@@ -577,7 +577,7 @@ class App:
     backend: str = rule(choices=BACKENDS)
     device: str = rule(check=_device)
     propagation: str = rule(choices=PROPAGATION_MODES)
-    fill_hole_area: int = rule(ge=0)
+    fill_hole_area: int | None = rule(ge=0)
     out_dir: str = rule()
     mask_values: str = rule(choices=OUTPUT_CHOICES)
     host: str = rule()
@@ -602,7 +602,7 @@ class Annotate:
     seed: int = rule()
     device: str = rule(check=_device)
     propagation: str = rule(choices=("auto", "memory", "boxes"))
-    fill_hole_area: int = rule(ge=0)
+    fill_hole_area: int | None = rule(ge=0)
     worklist: str | None = rule(check=_existing_file)
     cases: str = rule()
 

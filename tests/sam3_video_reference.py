@@ -49,7 +49,7 @@ from torch import nn
 
 from adapt.inference import propagation
 from adapt.models import memory
-from adapt.models.backbones import BACKBONES
+from adapt.models.backbones import BACKBONES, holes_filled
 from adapt.models.families import released_image_config, tiny_image_config, video_config
 from adapt.models.primitives import pixel_stats, preprocess, resize_video_frames
 
@@ -296,7 +296,12 @@ def track_both(tracker: nn.Module, model: nn.Module, frames: torch.Tensor, box: 
 
             patch.setattr(memory.MemoryTracker, name, recording)
         result = propagation.propagate(
-            model, frames, {0: propagation.SlicePrompt(boxes=box.numpy())}, "forward", None, fill_hole_area=0
+            model,
+            frames,
+            {0: propagation.SlicePrompt(boxes=box.numpy())},
+            "forward",
+            None,
+            fill_hole_area=holes_filled(None, "sam3_tracker"),  # the commands' default
         )
     return dict(meta=meta_steps, meta_video=meta_video, steps=steps, memories=memories, result=result)
 

@@ -32,6 +32,7 @@ from adapt.adapters.loading import LoadedAdapter
 from adapt.inference import propagation
 from adapt.inference.runner import Predictor
 from adapt.models import memory
+from adapt.models.backbones import BACKBONES
 from adapt.models.postprocess import fill_holes
 from adapt.models.primitives import decode, preprocess, resize_video_frames, upsample_logits
 from adapt.models.sam2 import load_sam2
@@ -199,7 +200,7 @@ def video_run(meta_sam2, checkpoint, tmp_path_factory):
     box = np.round([0.3 * VIDEO_SIZE, 0.2 * VIDEO_SIZE, 0.7 * VIDEO_SIZE, 0.8 * VIDEO_SIZE]).astype(np.float32)
 
     meta = meta_sam2.build(checkpoint, video=True, overrides=video_overrides(VIDEO_SIZE))
-    assert meta.fill_hole_area == FILL_HOLE_AREA and meta.binarize_mask_from_pts_for_mem_enc
+    assert meta.fill_hole_area == BACKBONES["sam2"].fill_hole_area and meta.binarize_mask_from_pts_for_mem_enc
     state = meta.init_state(video_path=str(folder))
     meta.add_new_points_or_box(state, frame_idx=0, obj_id=1, box=box)
     meta_masks = {t: masks[0, 0].numpy() for t, _, masks in meta.propagate_in_video(state)}

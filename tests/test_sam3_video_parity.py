@@ -26,9 +26,9 @@ the training collator (imported, used only to sample correction clicks in traini
 imports torchvision and rounds pixels to float16, about 5e-4 of the [-1, 1] range; both sides get
 our float32 pixels here); the memory selection of Meta's full SAM 3 video model
 (``use_memory_selection``, off in the tracker its interactive predictor builds), which transformers
-does not implement; and hole filling: Meta's tracker fills none (``fill_hole_area=0``), its full video
-model fills regions of 16 pixels at the video's size, and ``propagate`` fills 8 low-res pixels by
-default for every backbone (SAM2's value), so the comparison runs ours with ``fill_hole_area=0``.
+does not implement. Hole filling is compared as the commands default it (``fill_hole_area=null``:
+the backbone row's value, 0 for the SAM 3 tracker, as Meta's ``build_tracker`` builds it; Meta's full
+SAM 3 video model, not compared, fills regions of 16 pixels at the video's size).
 """
 
 from __future__ import annotations

@@ -153,7 +153,7 @@ def load_predictor(spec: Any, card: Any, cfg: DictConfig) -> Any:
     """The runner on the adapter (or zero-shot SAM2 with the card's preprocessing)."""
 
     loaded = load_model(spec, card)
-    return Predictor(loaded, str(cfg.device), str(cfg.propagation), int(cfg.fill_hole_area))
+    return Predictor(loaded, str(cfg.device), str(cfg.propagation), cfg.fill_hole_area)
 
 
 def load_memory_model(spec: Any, card: Any) -> Any:

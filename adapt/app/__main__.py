@@ -81,7 +81,7 @@ def build(cfg: DictConfig):
         cfg.get("revision"),
         str(cfg.device),
         str(cfg.propagation),
-        int(cfg.fill_hole_area),
+        cfg.fill_hole_area,
         bool(cfg.get("allow_base_mismatch", False)),
     )
     return build_page(predictor, out_dir, str(cfg.get("mask_values") or "card"), cfg.get("worklist"), str(cfg.adapter))

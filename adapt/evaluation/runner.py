@@ -262,11 +262,9 @@ def _run(
     loaded = load_model(spec, card, preprocessing)
     video = load_model(spec, card, preprocessing, video=True).model if protocol.propagation else None
     if spec.backend == "onnx":
-        predictor = OnnxPredictor(
-            loaded, str(cfg.get("device", "auto")), fill_hole_area=int(cfg.get("fill_hole_area", 8))
-        )
+        predictor = OnnxPredictor(loaded, str(cfg.get("device", "auto")), fill_hole_area=cfg.get("fill_hole_area"))
     else:
-        predictor = Predictor(loaded, str(cfg.get("device", "auto")), fill_hole_area=int(cfg.get("fill_hole_area", 8)))
+        predictor = Predictor(loaded, str(cfg.get("device", "auto")), fill_hole_area=cfg.get("fill_hole_area"))
     if video is not None:
         video = video.to(predictor.device).eval()
     engine = Engine(predictor, int(cfg.get("batch_size", 8)), str(cfg.get("precision", "32")))

@@ -26,8 +26,7 @@ from adapt.adapters.loading import LoadedAdapter, resolve
 from adapt.errors import ArtefactError, ConfigError, check_choice
 from adapt.inference.names import BACKENDS
 from adapt.inference.runner import Predictor
-from adapt.models.backbones import BACKBONES
-from adapt.models.postprocess import FILL_HOLE_AREA
+from adapt.models.backbones import BACKBONES, holes_filled
 from adapt.models.primitives import preprocess, resize_image
 from adapt.models.sam2 import ModelInfo
 from adapt.adapters.loading import load_adapter
@@ -183,7 +182,7 @@ class OnnxPredictor(Predictor):
         export: str | Path | LoadedAdapter,
         device: str = "auto",
         propagation: str = "auto",
-        fill_hole_area: int = FILL_HOLE_AREA,
+        fill_hole_area: int | None = None,
         threads: int | None = None,
     ):
         if propagation == "memory":
@@ -193,10 +192,11 @@ class OnnxPredictor(Predictor):
             )
         loaded = export if isinstance(export, LoadedAdapter) else load_export(export)
         record = read_record(loaded.path, format="onnx")
-        self.loaded, self.propagation, self.fill_hole_area = loaded, "boxes", int(fill_hole_area)
+        backbone = BACKBONES[str((loaded.metadata.get("model") or {}).get("backbone") or "sam2")]
+        self.loaded, self.propagation = loaded, "boxes"
+        self.fill_hole_area = holes_filled(fill_hole_area, backbone.key)
         self.device, self._video = torch.device("cpu"), None
         self.size = int(loaded.model_info.image_size)
-        backbone = BACKBONES[str((loaded.metadata.get("model") or {}).get("backbone") or "sam2")]
         self.model = OnnxSam2(
             loaded.path,
             (record.get("graphs") or {}).get("files") or {},
@@ -261,7 +261,7 @@ def load_predictor(
     revision: str | None = None,
     device: str = "auto",
     propagation: str = "auto",
-    fill_hole_area: int = FILL_HOLE_AREA,
+    fill_hole_area: int | None = None,
     allow_base_mismatch: bool = False,
 ) -> Predictor:
     """The runner of ``adapter`` on ``backend``: a ``Predictor`` over the adapter (torch) or an

@@ -30,7 +30,7 @@ from adapt.inference.names import PROPAGATION_MODES
 from adapt.inference.prompt_syntax import Prompt
 from adapt.models.interactive import click_rounds
 from adapt.models.channels import model_pixels
-from adapt.models.postprocess import FILL_HOLE_AREA
+from adapt.models.backbones import holes_filled
 from adapt.models.primitives import (
     Prediction,
     base_model,
@@ -55,7 +55,8 @@ class Predictor:
         loaded: the adapter on its image model (``load_adapter(..., video=False)``).
         device: ``auto`` (CUDA when available), ``cpu``, ``cuda``, ...
         propagation: ``auto`` (memory when available, else boxes), ``memory`` or ``boxes``.
-        fill_hole_area: hole filling of propagated masks (``adapt.models.postprocess``; 0 = off).
+        fill_hole_area: hole filling of propagated masks (``adapt.models.postprocess``; 0 = off; ``None``:
+            the backbone's reference value, ``Backbone.fill_hole_area``).
     """
 
     def __init__(
@@ -63,10 +64,11 @@ class Predictor:
         loaded: LoadedAdapter,
         device: str = "auto",
         propagation: str = "auto",
-        fill_hole_area: int = FILL_HOLE_AREA,
+        fill_hole_area: int | None = None,
     ):
         check_choice("propagation", propagation, PROPAGATION_MODES)
-        self.loaded, self.propagation, self.fill_hole_area = loaded, propagation, int(fill_hole_area)
+        self.loaded, self.propagation = loaded, propagation
+        self.fill_hole_area = holes_filled(fill_hole_area, loaded.model_info.backbone)
         self.device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device)
         self.model = loaded.model.to(self.device).eval()
         self.size = int(loaded.model_info.image_size)

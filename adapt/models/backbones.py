@@ -69,6 +69,9 @@ class Backbone:
         memory_modules: its video model's memory modules (attention over memory, memory encoder, ...).
         extra: the package extra it needs beyond the core install (``pip install sam2-adapt[extra]``).
         trunk: the trunk in words, with what LoRA and the bottleneck adapter take in it.
+        fill_hole_area: holes (background regions of at most this many low-res pixels) its reference
+            video predictor fills in propagated masks: SAM2's and EdgeTAM's 8, the SAM 3 tracker's 0
+            (Meta's ``build_tracker``); ``fill_hole_area=null`` (the commands' default) takes it.
     """
 
     key: str
@@ -91,6 +94,7 @@ class Backbone:
     extra: str | None = None
     notes: tuple[str, ...] = field(default_factory=tuple)
     patch: int = 16
+    fill_hole_area: int = 8
 
     def low_res_side(self, size: int) -> int:
         """The side of the mask decoder's low-resolution logits at input side ``size`` (4 x the grid)."""
@@ -160,6 +164,7 @@ BACKBONES: dict[str, Backbone] = {
         bottleneck=("attention", "mlp", True),
         prefix_cache=False,
         memory_modules=SAM2_MEMORY,
+        fill_hole_area=0,
         trunk="a plain ViT (windowed and global attention, rotary positions, patch 14); LoRA takes the query, "
         "key, value and output projections of every layer, the bottleneck adapter sits after each "
         "layer's attention and beside its MLP",
@@ -233,3 +238,9 @@ def backbone_of_type(model_type: str) -> Backbone:
         if model_type in row.model_types:
             return row
     return BACKBONES["sam2"]
+
+
+def holes_filled(value: int | None, backbone: str) -> int:
+    """The hole area propagated masks get: ``value``, or where it is ``None`` (the commands' default,
+    ``fill_hole_area=null``) the area ``backbone``'s reference video predictor fills."""
+    return int(BACKBONES[backbone].fill_hole_area if value is None else value)
