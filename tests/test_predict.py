@@ -295,19 +295,9 @@ def test_bad_prompt_syntax_is_named(prompt, message):
 
 
 def test_semantic_adapter_needs_no_prompt_and_writes_label_values(tmp_path, monkeypatch):
-    from adapt.models.semantic import ATTRIBUTE, add_class_prompts
+    from tiny_adapters import make_semantic_adapter
 
-    model, info = load_sam2("tiny")
-    add_class_prompts(model, 3)
-    spec = {"kind": "decoder", "modules": ["mask_decoder"], "task_modules": [ATTRIBUTE]}
-    metadata = {
-        "base_model": {"name": "tiny"},
-        "model": info.to_dict(),
-        "task": "semantic",
-        "classes": ["liver", "spine"],
-        "label_map": {"background": 0, "liver": 3, "spine": 7},
-    }
-    save_adapter(apply_adapter(model, spec), spec, tmp_path / "semantic", metadata)
+    make_semantic_adapter(tmp_path / "semantic", ["liver", "spine"], {"background": 0, "liver": 3, "spine": 7}, {})
     Image.fromarray(np.zeros((40, 50), np.uint8)).save(tmp_path / "a.png")
     [out] = predict.run(config(tmp_path / "semantic", tmp_path / "a.png", tmp_path / "m.png", None))
     assert np.asarray(Image.open(out)).shape == (40, 50) and set(np.unique(np.asarray(Image.open(out)))) <= {0, 3, 7}

@@ -73,22 +73,16 @@ def test_label_channels_must_match_the_classes():
 @pytest.fixture
 def semantic_adapter(tmp_path, monkeypatch):
     """A tiny semantic adapter with non-consecutive label ids; class 2 wins on the left half."""
-    from adapt.adapters import apply_adapter
-    from adapt.inference import runner as inference
-    from adapt.models.semantic import ATTRIBUTE, add_class_prompts
+    from tiny_adapters import make_semantic_adapter
 
-    model, info = load_sam2("tiny")
-    add_class_prompts(model, 3)
-    spec = {"kind": "decoder", "modules": ["mask_decoder"], "task_modules": [ATTRIBUTE]}
-    metadata = {
-        "base_model": {"name": "tiny"},
-        "model": info.to_dict(),
-        "task": "semantic",
-        "classes": ["liver", "spine"],
-        "label_map": {"background": 0, "liver": 3, "spine": 7},
-        "preprocessing": {"window": [-100, 240], "slice_axis": 2},
-    }
-    save_adapter(apply_adapter(model, spec), spec, tmp_path / "semantic", metadata)
+    from adapt.inference import runner as inference
+
+    make_semantic_adapter(
+        tmp_path / "semantic",
+        ["liver", "spine"],
+        {"background": 0, "liver": 3, "spine": 7},
+        {"window": [-100, 240], "slice_axis": 2},
+    )
 
     def halves(model, embeddings):  # one image per call, as adapt.inference.runner classifies
         logits = torch.zeros(1, 3, 32, 32)

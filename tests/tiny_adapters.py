@@ -68,10 +68,11 @@ def make_adapter(folder: Path, size: int, spec: dict = LORA, seed: int = 1, base
 def make_semantic_adapter(
     folder: Path, classes: list[str], label_map: dict[str, int], preprocessing: dict, **metadata
 ) -> Path:
-    """A tiny semantic adapter (two class prompts, the decoder trained) as ``task=semantic`` saves it:
-    its class head at its initial weights, for tests that replace ``class_logits``."""
+    """A tiny semantic adapter (a class prompt per class and background, the decoder trained) as
+    ``task=semantic`` saves it: its class head at its initial weights, for tests that replace
+    ``class_logits``."""
     model, info = load_sam2("tiny")
-    add_class_prompts(model, 2)
+    add_class_prompts(model, len(classes) + 1)
     spec = {"kind": "decoder", "modules": ["mask_decoder"], "task_modules": [ATTRIBUTE]}
     record = {
         "base_model": {"name": "tiny"},
