@@ -48,8 +48,10 @@ def default_workers() -> int:
 
 #: The folder that holds the ``adapt`` package this module belongs to.
 PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+#: The module a case-preparing worker runs (``CaseStore.write`` and all it reads with).
+DATA_LAYER = "adapt.data.cache"
 #: What the fork server imports once, so that each worker it forks starts with the data layer loaded.
-PRELOAD = ["adapt.data.cache"]
+PRELOAD = [DATA_LAYER]
 
 
 def process_pool(workers: int) -> ProcessPoolExecutor:
@@ -118,9 +120,10 @@ def prepare_case(store: Any, position: int) -> tuple[int, DataError | None]:
 class Preparation:
     """Cases being written into their disk caches in the background.
 
-    The workers start (and import the data layer, seconds each) when this object is made, so
-    that they are ready by the time the label pass has listed the samples and ``submit`` gives
-    them the cases. Cases are handed to the workers one per free worker, not queued in the pool
+    The workers start when this object is made (the first pool of a process also starts the fork
+    server, which imports the data layer: seconds), so that they are ready by the time the label
+    pass has listed the samples and ``submit`` gives them the cases; each counts as free once it
+    has run its first call. Cases are handed to the workers one per free worker, not queued in the pool
     ahead: a case no worker holds yet stays here, and the process that waits for it (which would
     only wait) writes it itself; at the start, while the workers still import, that is how the
     first batches' cases get written.
@@ -142,7 +145,7 @@ class Preparation:
         if executor is None:
             self._free = 0
             for _ in range(count):
-                self._executor.submit(importlib.import_module, "adapt.data.cache").add_done_callback(self._release)
+                self._executor.submit(importlib.import_module, DATA_LAYER).add_done_callback(self._release)
 
     def submit(self, jobs: Sequence[tuple[Any, int]]) -> None:
         """Write these cases, in this order: ``(store, position)``, a store being an
