@@ -370,6 +370,66 @@ def test_nsd_default_is_monai_subvoxel_surface_dice(shape, spacing, tolerance):
         assert max(gaps) > 0.03
 
 
+@pytest.mark.parametrize(
+    ("spacing", "tolerance"),
+    [
+        ((0.8, 0.8, 2.5), 2.0),  # the issue's CT: 21 neighbours, none across slices
+        ((1.0, 1.0, 1.0), 1.0),  # distances exactly at the tolerance
+        ((1.0, 1.0, 1.0), 2.0),
+        ((0.8, 0.8, 2.5), 1.6),  # two in-plane voxels: 0.8 * 2 at the tolerance, as float32
+        ((3.0, 0.7, 0.7), 2.1),
+        ((0.7, 0.7, 3.0), 0.0),  # only the same point
+        (None, 1.5),
+        ((0.5, 0.5), 1.5),
+    ],
+)
+def test_nsd_looks_up_the_grid_and_decides_as_the_kd_trees(monkeypatch, spacing, tolerance):
+    """``within_tolerance`` (the grid's neighbours within the tolerance) gives each point the answer of the
+    KD-tree search it replaced, distances at the tolerance included; NSD is the same float both ways (the
+    trees forced with ``MAX_OFFSETS = 0``), and the same as MONAI's."""
+    import adapt.metrics.surface as surface
+
+    ndim = 2 if spacing is not None and len(spacing) == 2 else 3
+    shape = (30, 34) if ndim == 2 else (14, 18, 9)
+    grid = None if spacing is None else list(spacing)
+    for seed in range(3):
+        points, targets = random_masks(60 + seed, shape, 0.05), random_masks(70 + seed, shape, 0.05)
+        found = surface.within_tolerance(points, targets, grid, tolerance)
+        bound = surface.tolerance_bound(tolerance)
+        distances = surface.nearest(surface.coordinates(points, grid), surface.coordinates(targets, grid), bound)
+        np.testing.assert_array_equal(found, (distances <= tolerance).numpy())
+        assert 0 < found.sum() < len(found) or tolerance == 0.0
+    pred, gt = smooth_blob(80, shape, 0.55), smooth_blob(81, shape, 0.5)
+    on_grid = (
+        nsd(pred, gt, spacing, tolerance_mm=tolerance),
+        nsd(pred, gt, spacing, tolerance_mm=tolerance, surface="voxels"),
+    )
+    monkeypatch.setattr(surface, "MAX_OFFSETS", 0)
+    assert (
+        nsd(pred, gt, spacing, tolerance_mm=tolerance),
+        nsd(pred, gt, spacing, tolerance_mm=tolerance, surface="voxels"),
+    ) == on_grid
+    if tolerance > 0:
+        a, b = torch.from_numpy(pred)[None, None].float(), torch.from_numpy(gt)[None, None].float()
+        reference = compute_surface_dice(a, b, [tolerance], include_background=True, spacing=grid, use_subvoxels=True)
+        assert on_grid[0] == pytest.approx(reference.item(), abs=1e-6)
+
+
+@pytest.mark.parametrize("spacing", [(0.8, 0.8, 2.5), (3.0, 0.7, 0.9)])
+def test_surface_metrics_do_not_depend_on_the_memory_layout(spacing):
+    """A NIfTI file's Fortran-order masks (measured as their C-order transpose with the spacing reversed),
+    flipped views and transposed arrays give the C-order values: HD95 the same float, NSD within float32
+    summation order."""
+    pred = smooth_blob(90, (30, 26, 12), 0.55) | random_masks(91, (30, 26, 12), 0.02)
+    gt = smooth_blob(92, (30, 26, 12), 0.5)
+    expected = surface_metrics(pred, gt, spacing, 2.0)
+    for p, g in ((np.asfortranarray(pred), np.asfortranarray(gt)), (pred[::-1, ::-1], gt[::-1, ::-1])):
+        found = surface_metrics(p, g, spacing, 2.0)
+        assert found["hd95"] == expected["hd95"] and found["nsd"] == pytest.approx(expected["nsd"], abs=1e-6)
+    transposed = surface_metrics(pred.transpose(2, 0, 1), gt.transpose(2, 0, 1), (spacing[2], *spacing[:2]), 2.0)
+    assert transposed == pytest.approx(expected, abs=1e-6)
+
+
 def _full_volume_surface(pred: np.ndarray, gt: np.ndarray, spacing: tuple[float, ...] | None, tolerance: float):
     """HD95 and both NSDs on the whole (zero-padded) volume, with dense pairwise distances: no crop, no search."""
     from monai.metrics.utils import get_mask_edges
@@ -521,6 +581,44 @@ def test_semantic_agrees_with_torchmetrics_and_monai():
     monai = compute_iou(one_hot(pred), one_hot(target), include_background=True)
     for i in range(3):
         assert torch.allclose(class_iou(confusion_matrix(pred[i], target[i], 4)).float(), monai[i])
+
+
+@pytest.mark.parametrize("classes", [2, 3, 16, 17, 300])
+def test_confusion_matrix_of_numpy_arrays_counts_as_the_tensor_path(classes):
+    """Numpy inputs are counted in their own layout with the narrowest pair code (uint8 up to 16 classes):
+    the same matrix as the int64 tensor path, for C-order, Fortran-order and flipped arrays, with ignored
+    pixels, and float inputs truncated as ``long()`` truncates them."""
+    rng = np.random.default_rng(classes)
+    pred = rng.integers(0, classes, (9, 10, 11)).astype(np.uint8 if classes < 256 else np.int32)
+    target = rng.integers(-1, classes, (9, 10, 11)).astype(np.int16)
+    expected = confusion_matrix(torch.from_numpy(pred.astype(np.int64)), torch.from_numpy(target), classes, -1)
+    assert int(expected.sum()) == int((target != -1).sum())
+    for p, t in (
+        (pred, target),
+        (np.asfortranarray(pred), np.asfortranarray(target)),
+        (pred[::-1, :, ::-1], target[::-1, :, ::-1]),
+        (pred.T, target.T),
+    ):
+        assert torch.equal(confusion_matrix(p, t, classes, ignore_index=-1), expected)
+    floats = pred.astype(np.float32) + 0.4
+    assert torch.equal(confusion_matrix(floats, target, classes, ignore_index=-1), expected)
+    with pytest.raises(ValueError, match=f"labels must lie in \\[0, {classes - 1}\\)"):
+        confusion_matrix(pred, target, classes - 1, ignore_index=-1)
+
+
+def test_class_overlaps_equal_each_class_counted_alone():
+    """Dice, IoU and counts of every class from one confusion matrix equal ``case_overlap`` of that class's
+    masks, an empty class included (1.0: nothing to find, nothing found)."""
+    from adapt.metrics import class_overlaps
+    from adapt.metrics.overlap import case_overlap
+
+    rng = np.random.default_rng(3)
+    pred, target = rng.integers(0, 3, (6, 20, 20)), rng.integers(0, 3, (6, 20, 20))
+    pred[pred == 2], target[target == 2] = 1, 1  # class 2 absent from both
+    overlaps = class_overlaps(confusion_matrix(pred, target, 4))
+    for index in range(4):
+        assert overlaps[index] == case_overlap(pred == index, target == index)
+    assert overlaps[2] == {"dice": 1.0, "iou": 1.0, "gt_voxels": 0, "pred_voxels": 0}
 
 
 # ----------------------------------------------------------------------------- DAVIS J / F

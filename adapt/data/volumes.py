@@ -70,12 +70,18 @@ class Volume:
 
 
 def resample_nearest(
-    volume: np.ndarray, affine: np.ndarray, target_affine: np.ndarray, target_shape: tuple[int, ...]
+    volume: np.ndarray,
+    affine: np.ndarray,
+    target_affine: np.ndarray,
+    target_shape: tuple[int, ...],
+    copy: bool = True,
 ) -> np.ndarray:
     """``volume`` (voxel-to-world ``affine``) onto another grid by the nearest voxel of the same world point.
 
     A pure reorientation (every target voxel lands on a voxel centre) is an exact permutation
-    and flip of the array, done without interpolation.
+    and flip of the array, done without interpolation; with ``copy=False`` it comes back as a view
+    of ``volume`` (any strides, negative ones for flips), which saves a transposing copy of the
+    volume (~0.1 s for a CT's label map) where the caller only reads it.
     """
     grid_from_target = np.linalg.inv(affine) @ target_affine
     matrix, offset = grid_from_target[:3, :3], grid_from_target[:3, 3]
@@ -92,7 +98,8 @@ def resample_nearest(
         shape = tuple(volume.shape[a] for a in source_axis)
         if shape == tuple(target_shape) and np.allclose(offset[source_axis], expected, atol=1e-4):
             out = np.transpose(volume, source_axis)
-            return np.ascontiguousarray(np.flip(out, flips) if flips else out)
+            out = np.flip(out, flips) if flips else out
+            return np.ascontiguousarray(out) if copy else out
     out = ndimage.affine_transform(
         volume, matrix, offset=offset, output_shape=tuple(target_shape), order=0, mode="grid-constant", cval=0
     )  # grid-constant: a voxel centre a rounding error outside stays inside

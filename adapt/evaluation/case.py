@@ -31,6 +31,7 @@ from scipy import ndimage
 
 from adapt.data.encoding import LabelEncoding
 from adapt.data.geometry import check_same_grid
+from adapt.data.volumes import compact_labels
 from adapt.errors import ConfigError, check_choice
 from adapt.evaluation.cases import EvalCase
 from adapt.inference.engine import Engine, PlanePrompts
@@ -38,9 +39,9 @@ from adapt.guards import finite_stack
 from adapt.data.formats import FORMATS, mask_name, suffix
 from adapt.inference.io import Scan, drop_nodata, read_scan, scan_grid, to_unit, valid_like, write_mask
 from adapt.inference.names import GT_PROMPTS, PROMPTS
-from adapt.metrics.registry import VOLUME, of_family
-from adapt.metrics import case_metrics, confusion_matrix
-from adapt.metrics.case import click_scores, video_scores
+from adapt.metrics.registry import CLICKED, VOLUME, of_family
+from adapt.metrics import class_overlaps, confusion_matrix, surface_metrics
+from adapt.metrics.case import video_scores
 from adapt.transforms.prompts import PromptSimulator
 from adapt.inference.propagation import SlicePrompt, propagate
 
@@ -120,25 +121,24 @@ def stored(scan: Scan, stack: np.ndarray) -> np.ndarray:
 def label_stack(label: Scan, encoding: LabelEncoding | float | None = None) -> np.ndarray:
     """Label ids ``[Z, H, W]`` of a label scan, decoded as the card stores them (``LabelEncoding``:
     its ``mask_values`` and ``mask_threshold``; a bare number is a threshold: 1 where any channel
-    reaches it, else 0)."""
+    reaches it, else 0), in the smallest integer type that holds them (``compact_labels``: a CT's
+    label stack as int64 was 8x the bytes, and every comparison with it 8x the time)."""
     if not isinstance(encoding, LabelEncoding):
         encoding = LabelEncoding(threshold=encoding)
     if not encoding.values and encoding.threshold is None:
-        return np.rint(label.pixels[:, 0]).astype(np.int64)
-    return encoding.decode(np.moveaxis(label.pixels, 1, 0), label.path).astype(np.int64)
+        return compact_labels(label.pixels[:, 0])
+    return compact_labels(encoding.decode(np.moveaxis(label.pixels, 1, 0), label.path))
 
 
 def stored_labels(label: Scan, encoding: LabelEncoding | float | None = None) -> np.ndarray:
-    """The label file's own voxels (NIfTI read as stored, decoded), independent of the slicing."""
+    """The label file's own voxels, decoded, independent of the slicing: a volume's array as read
+    (``Scan.stored``, not read a second time, in the file's layout: ``VolumeView.to_volume`` puts the
+    prediction in the same one), a 2D file's single plane."""
     if not isinstance(encoding, LabelEncoding):
         encoding = LabelEncoding(threshold=encoding)
-    if label.kind == "nifti" and encoding.threshold is None:
-        data = np.asarray(label.geometry.dataobj)
-        # C order, as the prediction on the stored grid is: every comparison and count of the two then
-        # walks both in step (a Fortran-order file against a C-order mask made each ~10x slower)
-        data = np.rint(data.reshape(data.shape[:3])).astype(np.int64, order="C")
-        return encoding.decode(data[None], label.path) if encoding.values else data
-    return stored(label, label_stack(label, encoding))
+    if label.stored is None:
+        return stored(label, label_stack(label, encoding))
+    return compact_labels(encoding.decode(label.stored, label.path))
 
 
 def read_case(
@@ -241,6 +241,137 @@ def _propagate(
     return result.masks[0]
 
 
+@dataclass
+class CaseInput:
+    """One case read and made ready for the model, and what its scoring needs of the files.
+
+    Attributes:
+        case: its files.
+        scan: the image (``Scan``: geometry, the view back to the stored grid).
+        label: the label file (``Scan.stored``: its own voxels, scored against).
+        images: ``[Z, C, H, W]`` model input in [0, 1] (shifted, for a robustness run).
+        truth: label ids ``[Z, H, W]`` on the stack (nodata 0), from which prompts are simulated.
+        seconds: spent reading it.
+    """
+
+    case: EvalCase
+    scan: Scan
+    label: Scan
+    images: np.ndarray
+    truth: np.ndarray
+    seconds: float
+
+
+def read_input(
+    case: EvalCase,
+    slice_axis: int,
+    preprocessing: dict[str, Any],
+    label_encoding: LabelEncoding | float | None = None,
+    shift: Callable[[np.ndarray], np.ndarray] | None = None,
+) -> CaseInput:
+    """Read a case as the adapter saw its training cases (``preprocessing``: spacing, non-finite policy,
+    intensity), ``shift`` applied to the ``[Z, C, H, W]`` pixels in [0, 1]. Needs no model, so
+    ``adapt.evaluation.pipeline`` reads the next case while the model works on this one."""
+    start = time.perf_counter()
+    scan, label = read_case(case, slice_axis, spacing=preprocessing.get("spacing"))
+    scan.pixels = finite_stack(scan.pixels, case.image, preprocessing)
+    images = to_unit(scan, preprocessing)
+    if shift is not None:
+        images = shift(images)
+    truth = drop_nodata(label_stack(label, label_encoding), scan)  # nodata pixels: never scored
+    return CaseInput(case, scan, label, images, truth, time.perf_counter() - start)
+
+
+@dataclass
+class CasePrediction:
+    """The model's answer for one case: class indices ``[Z, H, W]`` on the stack (nodata 0), the same
+    after each number of correction clicks, and the seconds it took (model and prompts)."""
+
+    classes: np.ndarray
+    after_clicks: dict[int, np.ndarray]
+    seconds: float
+
+
+def predict_input(
+    engine: Engine,
+    inputs: CaseInput,
+    values: list[int],
+    protocol: Protocol,
+    case_index: int,
+    video: Any = None,
+) -> CasePrediction:
+    """The model's class map of one read case (``predict_classes``), nodata pixels dropped."""
+    start = time.perf_counter()
+    prediction, after_clicks = predict_classes(engine, inputs.images, inputs.truth, values, protocol, case_index, video)
+    after_clicks = {k: drop_nodata(stack, inputs.scan) for k, stack in after_clicks.items()}
+    return CasePrediction(drop_nodata(prediction, inputs.scan), after_clicks, time.perf_counter() - start)
+
+
+def class_indices(truth: np.ndarray, values: list[int], valid: np.ndarray | None) -> np.ndarray:
+    """Output class ``i + 1`` where ``truth`` holds ``values[i]``, 0 elsewhere, -1 where no data is
+    (a GeoTIFF's nodata: counted in no class); int16, in ``truth``'s layout."""
+    classes = np.zeros_like(truth, dtype=np.int16)
+    for index, value in enumerate(values, start=1):
+        classes[truth == value] = index
+    if valid is not None:
+        classes[~valid] = -1
+    return classes
+
+
+def score_case(
+    inputs: CaseInput,
+    prediction: CasePrediction,
+    classes: dict[str, int],
+    protocol: Protocol,
+    label_encoding: LabelEncoding | float | None = None,
+) -> CaseResult:
+    """Score a predicted case in 3D on its stored grid against the label file's own voxels.
+
+    Dice, IoU and the voxel counts of every class come from one confusion matrix of the case (one
+    counting pass over the volume, not two comparisons and a count per class), the surface metrics
+    from each class's masks; the click curve from one confusion matrix per number of clicks. Needs no
+    model, so ``adapt.evaluation.pipeline`` scores a case while the model works on the next.
+    """
+    start = time.perf_counter()
+    scan, values = inputs.scan, list(classes.values())
+    truth, (spacing, unit) = drop_nodata(stored_labels(inputs.label, label_encoding), scan), voxel_spacing(scan)
+    truth_classes = class_indices(truth, values, valid_like(scan, truth))
+    predicted = stored(scan, prediction.classes)
+    confusion = confusion_matrix(predicted, truth_classes, len(values) + 1, ignore_index=-1)
+    overlaps = class_overlaps(confusion)
+    rows = []
+    for index, name in enumerate(classes, start=1):
+        distances = surface_metrics(predicted == index, truth_classes == index, spacing, protocol.tolerance_mm)
+        scores = {**overlaps[index], **distances}
+        rows.append(
+            {
+                "case": inputs.case.id,
+                "class": name,
+                **{m: scores[m] for m in of_family(VOLUME)},
+                "gt_voxels": scores["gt_voxels"],
+                "pred_voxels": scores["pred_voxels"],
+            }
+        )
+        if protocol.propagation:
+            rows[-1].update(video_scores(prediction.classes == index, inputs.truth == classes[name]))
+    clicks = {}
+    for k, stack in ({0: prediction.classes, **prediction.after_clicks} if prediction.after_clicks else {}).items():
+        volume = predicted if k == 0 else stored(scan, stack)
+        overlaps = class_overlaps(confusion_matrix(volume, truth_classes, len(values) + 1, ignore_index=-1))
+        clicks[k] = {name: {m: overlaps[i][m] for m in CLICKED} for i, name in enumerate(classes, start=1)}
+    seconds = inputs.seconds + prediction.seconds + time.perf_counter() - start
+    for row in rows:
+        row.update(
+            seconds=seconds,
+            slices=int(prediction.classes.shape[0]),
+            image=str(inputs.case.image),
+            label=str(inputs.case.label),
+            unit=unit,
+            voxel_size=float(np.prod(spacing)) if spacing else None,
+        )
+    return CaseResult(rows, clicks, confusion, prediction.classes, scan)
+
+
 def evaluate_case(
     engine: Engine,
     case: EvalCase,
@@ -252,7 +383,8 @@ def evaluate_case(
     label_encoding: LabelEncoding | float | None = None,
     shift: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> CaseResult:
-    """Predict one case and score every class in 3D on its stored grid.
+    """Read, predict and score one case, one step after the other (``adapt.evaluation.pipeline`` overlaps
+    the steps of consecutive cases).
 
     Args:
         engine: the batched model.
@@ -266,65 +398,16 @@ def evaluate_case(
         shift: a corruption of the model input (``adapt.transforms.shifts.Shift``), applied to the
             ``[Z, C, H, W]`` pixels in [0, 1] after reading and before the model.
     """
-    start = time.perf_counter()
-    preprocessing = engine.predictor.loaded.preprocessing
-    scan, label = read_case(case, slice_axis, spacing=preprocessing.get("spacing"))
-    scan.pixels = finite_stack(scan.pixels, case.image, preprocessing)
-    images = to_unit(scan, preprocessing)
-    if shift is not None:
-        images = shift(images)
-    values = list(classes.values())
-    truth_stack = drop_nodata(label_stack(label, label_encoding), scan)  # nodata pixels: never scored
-    prediction, after_clicks = predict_classes(engine, images, truth_stack, values, protocol, case_index, video)
-    prediction = drop_nodata(prediction, scan)
-    after_clicks = {k: drop_nodata(stack, scan) for k, stack in after_clicks.items()}
-    truth, (spacing, unit) = drop_nodata(stored_labels(label, label_encoding), scan), voxel_spacing(scan)
-    predicted = stored(scan, prediction)
-    index_of = np.zeros(int(max(values + [int(truth.max())])) + 1, dtype=np.int64)
-    index_of[values] = np.arange(1, len(values) + 1)
-    classes_of = index_of[np.clip(truth, 0, None)]
-    valid = valid_like(scan, truth)
-    if valid is not None:  # nodata counts in no class
-        classes_of = np.where(valid, classes_of, -1)
-    confusion = confusion_matrix(predicted, classes_of, len(values) + 1, ignore_index=-1)
-    rows = []
-    for index, (name, value) in enumerate(classes.items(), start=1):
-        scores = case_metrics(predicted == index, truth == value, spacing, tolerance_mm=protocol.tolerance_mm)
-        rows.append(
-            {
-                "case": case.id,
-                "class": name,
-                **{m: scores[m] for m in of_family(VOLUME)},
-                "gt_voxels": scores["gt_voxels"],
-                "pred_voxels": scores["pred_voxels"],
-            }
-        )
-        if protocol.propagation:
-            rows[-1].update(video_scores(prediction == index, truth_stack == classes[name]))
-    clicks = {}
-    for k, stack in ({0: prediction, **after_clicks} if after_clicks else {}).items():
-        volume = predicted if k == 0 else stored(scan, stack)
-        clicks[k] = {
-            name: click_scores(volume == i, truth == v) for i, (name, v) in enumerate(classes.items(), start=1)
-        }
-    seconds = time.perf_counter() - start
-    for row in rows:
-        row.update(
-            seconds=seconds,
-            slices=int(prediction.shape[0]),
-            image=str(case.image),
-            label=str(case.label),
-            unit=unit,
-            voxel_size=float(np.prod(spacing)) if spacing else None,
-        )
-    return CaseResult(rows, clicks, confusion, prediction, scan)
+    inputs = read_input(case, slice_axis, engine.predictor.loaded.preprocessing, label_encoding, shift)
+    prediction = predict_input(engine, inputs, list(classes.values()), protocol, case_index, video)
+    return score_case(inputs, prediction, classes, protocol, label_encoding)
 
 
 def save_prediction(
     result: CaseResult, values: list[int], folder: Path, case_id: str, encoding: LabelEncoding | None = None
 ) -> Path:
     """The predicted label map (card label values, stored as ``encoding`` says) in the input's format and geometry."""
-    lookup = (encoding or LabelEncoding()).encode(np.array([0, *values], dtype=np.int64))
+    lookup = compact_labels((encoding or LabelEncoding()).encode(np.array([0, *values], dtype=np.int64)))
     stem = case_id.replace("/", "__")  # case ids of nested folders are relative paths
     name = mask_name(result.scan.kind, stem if FORMATS[result.scan.kind].folder else stem + suffix(result.scan.path))
     return write_mask(lookup[result.prediction], result.scan, folder / name)

@@ -8,12 +8,13 @@ truth, seed, case, class, slice).
 
 from __future__ import annotations
 
+import functools
 import logging
 import shutil
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
@@ -23,8 +24,9 @@ from adapt.data.encoding import LabelEncoding
 from adapt.data.headers import check_grids, check_headers, check_inputs_finite, check_labels_finite
 from adapt.data.sources import data_root
 from adapt.errors import ConfigError
-from adapt.evaluation.case import GT_PROMPTS, Protocol, evaluate_case, save_prediction
+from adapt.evaluation.case import GT_PROMPTS, CaseResult, Protocol, save_prediction
 from adapt.evaluation.cases import EvalCase, evaluation_card, load_cases
+from adapt.evaluation.pipeline import evaluate_cases
 from adapt.evaluation.views import label_reading
 from adapt.inference.engine import Engine
 from adapt.evaluation.models import ModelSpec, card_preprocessing, is_none, load_model, resolve_spec
@@ -274,18 +276,21 @@ def _run(
     choice = str(cfg.get("mask_values") or "card")
     written = LabelEncoding.of_card(card) if choice == "card" else LabelEncoding()
     rows, clicks, confusion, saved = [], {}, None, {}
-    for index, case in enumerate(_progress(cases, run)):
-        result = evaluate_case(
-            engine, case, index, dict(classes), protocol, slice_axis, video, LabelEncoding.of_card(card)
-        )
+    encoding = LabelEncoding.of_card(card)
+
+    def save(case: EvalCase, result: CaseResult) -> None:
+        saved[case.id] = save_prediction(result, list(classes.values()), masks, case.id, written)
+
+    results = evaluate_cases(
+        engine, cases, dict(classes), protocol, slice_axis, video, encoding, finish=save if keep else None
+    )
+    for result in _progress(results, cases, run):
         for row in result.rows:
             row["run"] = run
         rows += result.rows
         confusion = result.confusion if confusion is None else confusion + result.confusion
         for k, scores in result.clicks.items():
             clicks.setdefault(k, []).append(scores)
-        if keep:
-            saved[case.id] = save_prediction(result, list(classes.values()), masks, case.id, written)
     _keep_masks(saved, rows, keep)
     unit = "frames/s" if protocol.propagation else "slices/s"
     summary = summarize_run(rows, list(classes), confusion, clicks, engine.planes, engine.model_seconds, unit)
@@ -310,19 +315,12 @@ def _run(
         **summary,
     }
     for name, severity in shifts:
-        for index, case in enumerate(_progress(cases, f"{run} {name} {severity}")):
-            shift = robustness.shift_for(name, severity, card.modality, loaded.preprocessing, protocol.seed, index)
-            result = evaluate_case(
-                engine,
-                case,
-                index,
-                dict(classes),
-                replace(protocol, clicks=()),
-                slice_axis,
-                video,
-                LabelEncoding.of_card(card),
-                shift,
-            )
+        shift_of = functools.partial(
+            robustness.shift_for, name, severity, card.modality, loaded.preprocessing, protocol.seed
+        )
+        shifted = replace(protocol, clicks=())
+        results = evaluate_cases(engine, cases, dict(classes), shifted, slice_axis, video, encoding, shift_of)
+        for result in _progress(results, cases, f"{run} {name} {severity}"):
             rows += [{**row, "run": run, "shift": name, "severity": severity} for row in result.rows]
     return rows, summary
 
@@ -344,7 +342,7 @@ def _keep_masks(saved: dict[str, Path], rows: list[dict[str, Any]], keep: Any) -
             shutil.rmtree(path) if path.is_dir() else path.unlink()
 
 
-def _progress(cases: list[EvalCase], run: str):
+def _progress(results: Iterator[CaseResult], cases: list[EvalCase], run: str) -> Iterator[CaseResult]:
     from tqdm import tqdm
 
-    return tqdm(cases, desc=f"evaluate {run}", unit="case", disable=len(cases) < 2)
+    return tqdm(results, total=len(cases), desc=f"evaluate {run}", unit="case", disable=len(cases) < 2)

@@ -57,6 +57,9 @@ class Scan:
         dtype: the file's pixel type (``uint8`` files map to [0, 1] by /255, as in training).
         valid: ``[Z, H, W]`` pixels that hold data, for a GeoTIFF with nodata pixels (``None``: all do);
             the others take no part in the intensity scaling, are never predicted and never scored.
+        stored: a label volume's array as its file stores it (channel-first ``[C, X, Y, Z]``, the file's
+            type and layout), kept so that scoring reads the file's own voxels without reading it twice
+            (``None`` for images and 2D files).
     """
 
     pixels: np.ndarray
@@ -66,6 +69,7 @@ class Scan:
     view: VolumeView | None = None
     dtype: str = "float32"
     valid: np.ndarray | None = None
+    stored: np.ndarray | None = None
 
     @property
     def is_volume(self) -> bool:
@@ -117,9 +121,14 @@ class VolumeView:
         return np.ascontiguousarray(np.moveaxis(grid, self.slice_axis, 0).transpose(0, 2, 1))
 
     def to_volume(self, stack: np.ndarray) -> np.ndarray:
-        """Planes ``[Z, H, W]`` back onto the stored voxel grid (nearest grid voxel)."""
-        grid = np.stack([plane.T for plane in stack], axis=self.slice_axis)
-        return resample_nearest(grid, self.grid_affine, self.source_affine, self.source_shape)
+        """Planes ``[Z, H, W]`` back onto the stored voxel grid (nearest grid voxel).
+
+        A pure reorientation comes back as a view of ``stack`` (no copy; any strides): for a file
+        stored as RAS, the stack's C order is the file's own Fortran order, so the view and the file's
+        label map are compared, counted and written walking memory in step.
+        """
+        grid = np.moveaxis(np.swapaxes(stack, 1, 2), 0, self.slice_axis)  # a view: plane z is ``stack[z].T``
+        return resample_nearest(grid, self.grid_affine, self.source_affine, self.source_shape, copy=False)
 
     def extent(self) -> tuple[int, int, int]:
         """``(width, height, slices)`` of the stored grid as prompts address it (x, y, slice=)."""
@@ -172,7 +181,7 @@ def read_scan(
             valid=None if valid is None or valid.all() else valid[None],
         )
     stack, view = to_training_grid(pixels, raster.affine, slice_axis, spacing, label)
-    return Scan(stack, kind, raster.header, path, view, dtype=dtype)
+    return Scan(stack, kind, raster.header, path, view, dtype=dtype, stored=raster.array if label else None)
 
 
 def to_training_grid(

@@ -74,15 +74,17 @@ def safe_divide(num: torch.Tensor, den: torch.Tensor, empty: float, dtype: torch
     return torch.where(defined, num / torch.where(defined, den, torch.ones_like(den)), torch.full_like(den, empty))
 
 
-def _dice(
+def dice_from_counts(
     inter: torch.Tensor, size_pred: torch.Tensor, size_target: torch.Tensor, empty: float, dtype: torch.dtype
 ) -> torch.Tensor:
+    """Dice of counted masks (the one formula of every Dice here); ``empty`` where both are empty."""
     return safe_divide(2 * inter, size_pred + size_target, empty, dtype)
 
 
-def _iou(
+def iou_from_counts(
     inter: torch.Tensor, size_pred: torch.Tensor, size_target: torch.Tensor, empty: float, dtype: torch.dtype
 ) -> torch.Tensor:
+    """IoU of counted masks (the one formula of every IoU here); ``empty`` where both are empty."""
     return safe_divide(inter, size_pred + size_target - inter, empty, dtype)
 
 
@@ -100,12 +102,12 @@ def dice_score(pred: torch.Tensor, target: torch.Tensor, dims: int = 2, empty: f
         Tensor of shape ``pred.shape[:-dims]`` on ``pred``'s device, float32 (float64 for
         float64 input).
     """
-    return _dice(*_counts(pred, target, dims), empty, _compute_dtype(pred))
+    return dice_from_counts(*_counts(pred, target, dims), empty, _compute_dtype(pred))
 
 
 def iou_score(pred: torch.Tensor, target: torch.Tensor, dims: int = 2, empty: float = 1.0) -> torch.Tensor:
     """IoU / Jaccard ``|P∩T| / |P∪T|`` per object, batched; arguments as :func:`dice_score`."""
-    return _iou(*_counts(pred, target, dims), empty, _compute_dtype(pred))
+    return iou_from_counts(*_counts(pred, target, dims), empty, _compute_dtype(pred))
 
 
 def dice(pred: ArrayLike, gt: ArrayLike) -> float:
@@ -115,13 +117,13 @@ def dice(pred: ArrayLike, gt: ArrayLike) -> float:
     cancels. Both empty gives 1.0, one empty 0.0, as :func:`dice_score`.
     """
     pred_t, gt_t = as_mask(pred), as_mask(gt)
-    return float(_dice(*_counts(pred_t, gt_t, pred_t.ndim), 1.0, torch.float64))
+    return float(dice_from_counts(*_counts(pred_t, gt_t, pred_t.ndim), 1.0, torch.float64))
 
 
 def iou(pred: ArrayLike, gt: ArrayLike) -> float:
     """IoU of one whole case; conventions as :func:`dice`."""
     pred_t, gt_t = as_mask(pred), as_mask(gt)
-    return float(_iou(*_counts(pred_t, gt_t, pred_t.ndim), 1.0, torch.float64))
+    return float(iou_from_counts(*_counts(pred_t, gt_t, pred_t.ndim), 1.0, torch.float64))
 
 
 def case_overlap(pred: ArrayLike, gt: ArrayLike) -> dict[str, float | int]:
@@ -130,8 +132,8 @@ def case_overlap(pred: ArrayLike, gt: ArrayLike) -> dict[str, float | int]:
     pred_t, gt_t = as_mask(pred), as_mask(gt)
     counts = _counts(pred_t, gt_t, pred_t.ndim)
     return {
-        "dice": float(_dice(*counts, 1.0, torch.float64)),
-        "iou": float(_iou(*counts, 1.0, torch.float64)),
+        "dice": float(dice_from_counts(*counts, 1.0, torch.float64)),
+        "iou": float(iou_from_counts(*counts, 1.0, torch.float64)),
         "gt_voxels": int(counts[2]),
         "pred_voxels": int(counts[1]),
     }

@@ -16,15 +16,20 @@ matrix with no counted pixel at all makes the means ``nan``.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
-from adapt.metrics.overlap import ArrayLike, as_tensor, check_same_shape, safe_divide
+from adapt.metrics.overlap import ArrayLike, as_tensor, check_same_shape, dice_from_counts, iou_from_counts, safe_divide
 
 
 def confusion_matrix(
     pred: ArrayLike, target: ArrayLike, num_classes: int, ignore_index: int | None = None
 ) -> torch.Tensor:
     """Counts of (true class, predicted class) pairs over all pixels.
+
+    Numpy arrays are counted in their own memory layout (a label map in a NIfTI file's Fortran
+    order is not transposed) with a pair code of 16 bits where the classes allow it: on a CT volume
+    ~20 ms, against ~0.2 s through int64 codes.
 
     Args:
         pred: predicted class indices, any shape (e.g. ``logits.argmax(1)``).
@@ -33,11 +38,13 @@ def confusion_matrix(
         ignore_index: a target value (e.g. 255 for void) whose pixels are not counted.
 
     Returns:
-        int64 tensor ``[C, C]`` on ``pred``'s device; rows are ground truth, columns prediction.
+        int64 tensor ``[C, C]`` (on ``pred``'s device for tensors); rows are ground truth, columns prediction.
 
     Raises:
         ValueError: shapes differ or a label lies outside ``[0, C)``.
     """
+    if isinstance(pred, np.ndarray) and isinstance(target, np.ndarray):
+        return _numpy_confusion(pred, target, num_classes, ignore_index)
     pred_t, target_t = as_tensor(pred), as_tensor(target)
     check_same_shape(pred_t, target_t)
     pred_t, target_t = pred_t.reshape(-1).long(), target_t.reshape(-1).long().to(pred_t.device)
@@ -45,12 +52,50 @@ def confusion_matrix(
         keep = target_t != ignore_index
         if not bool(keep.all()):  # no copy of every pixel when none is ignored (most volumes)
             pred_t, target_t = pred_t[keep], target_t[keep]
-    low = min(int(t.min()) for t in (pred_t, target_t)) if pred_t.numel() else 0
-    high = max(int(t.max()) for t in (pred_t, target_t)) if pred_t.numel() else 0
-    if low < 0 or high >= num_classes:
-        raise ValueError(f"labels must lie in [0, {num_classes}) (or equal ignore_index={ignore_index})")
+    _check_range(pred_t, target_t, num_classes, ignore_index)
     counts = torch.bincount(target_t * num_classes + pred_t, minlength=num_classes * num_classes)
     return counts.reshape(num_classes, num_classes)
+
+
+def _check_range(pred: ArrayLike, target: ArrayLike, num_classes: int, ignore_index: int | None) -> None:
+    """Every (kept) label in ``[0, C)``."""
+    if not (pred.numel() if isinstance(pred, torch.Tensor) else pred.size):
+        return
+    low, high = min(int(t.min()) for t in (pred, target)), max(int(t.max()) for t in (pred, target))
+    if low < 0 or high >= num_classes:
+        raise ValueError(f"labels must lie in [0, {num_classes}) (or equal ignore_index={ignore_index})")
+
+
+def _numpy_confusion(pred: np.ndarray, target: np.ndarray, num_classes: int, ignore_index: int | None) -> torch.Tensor:
+    """``confusion_matrix`` of two numpy arrays, in their memory layout."""
+    check_same_shape(pred, target)
+    pred, target = np.asarray(pred), np.asarray(target)
+    if ignore_index is not None:
+        keep = target != ignore_index
+        if not keep.all():
+            pred, target = pred[keep], target[keep]
+    _check_range(pred, target, num_classes, ignore_index)
+    pairs = num_classes * num_classes  # the smallest code type that holds every pair: bytes to count
+    code_type = next(t for t in (np.uint8, np.int16, np.int32, np.int64) if pairs - 1 <= np.iinfo(t).max)
+    # in the inputs' layout; float inputs are truncated, as the tensor path's ``long()`` does
+    code = target.astype(code_type, copy=False) * code_type(num_classes) + pred.astype(code_type, copy=False)
+    counts = torch.bincount(torch.from_numpy(np.ravel(code, order="K")), minlength=num_classes * num_classes)
+    return counts.reshape(num_classes, num_classes)
+
+
+def class_overlaps(confusion: torch.Tensor) -> list[dict[str, float | int]]:
+    """Dice, IoU and both voxel counts of each class from a case's confusion matrix (row ``i``: the class
+    of index ``i``), with ``case_overlap``'s formulas and empty conventions (1.0 when both sides are empty),
+    so the values equal ``case_overlap(pred == i, target == i)``."""
+    tp, predicted, truth = confusion.diagonal(), confusion.sum(0), confusion.sum(1)
+    dice, iou = (
+        dice_from_counts(tp, predicted, truth, 1.0, torch.float64),
+        iou_from_counts(tp, predicted, truth, 1.0, torch.float64),
+    )
+    return [
+        {"dice": float(d), "iou": float(j), "gt_voxels": int(t), "pred_voxels": int(p)}
+        for d, j, t, p in zip(dice, iou, truth, predicted)
+    ]
 
 
 def _divide(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:

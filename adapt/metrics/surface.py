@@ -100,6 +100,23 @@ def _check(surface: str, tolerance_mm: float | None) -> None:
         raise ValueError(f"the NSD tolerance must be a finite number >= 0, got {tolerance_mm}")
 
 
+def in_memory_order(
+    pred: np.ndarray, gt: np.ndarray, spacing: list[float] | None
+) -> tuple[np.ndarray, np.ndarray, list[float] | None]:
+    """Both masks with their axes in memory order (views) and the spacing to match, when both are laid
+    out alike: a NIfTI file's Fortran-order volume becomes its C-contiguous transpose.
+
+    Distances and surface areas do not depend on the order of the axes, while every pass below (crop,
+    erosion, neighbourhood codes, coordinates) walks memory in order only on C-order arrays: a
+    transposing copy of a CT-sized mask costs ~0.1 s, and each pass over one in the wrong order more.
+    """
+    order = np.argsort([-abs(s) for s in pred.strides], kind="stable")
+    same = np.array_equal(order, np.argsort([-abs(s) for s in gt.strides], kind="stable"))
+    if not same or np.array_equal(order, np.arange(pred.ndim)):
+        return pred, gt, spacing
+    return pred.transpose(order), gt.transpose(order), None if spacing is None else [spacing[a] for a in order]
+
+
 def crop_union(pred: np.ndarray, gt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Both masks on the bounding box of ``pred | gt`` grown by one voxel, zeros beyond the array.
 
@@ -117,16 +134,27 @@ def crop_union(pred: np.ndarray, gt: np.ndarray) -> tuple[np.ndarray, np.ndarray
     return np.pad(pred[inside], pad), np.pad(gt[inside], pad)
 
 
-def edge_voxels(mask: np.ndarray, spacing: list[float] | None) -> np.ndarray:
-    """Coordinates (mm, or voxels without a spacing) of the mask minus its erosion by a cross."""
-    points = np.argwhere(mask ^ binary_erosion(mask)).astype(np.float64)
+def coordinates(grid: np.ndarray, spacing: list[float] | None) -> np.ndarray:
+    """Coordinates (mm, or voxels without a spacing) of the True cells of ``grid``, in C order."""
+    points = np.argwhere(grid).astype(np.float64)
     if spacing is not None:
         points *= np.asarray(spacing, dtype=np.float64)
     return points
 
 
-def surface_elements(mask: np.ndarray, spacing: list[float] | None) -> tuple[np.ndarray, np.ndarray]:
-    """Surface elements on the grid of voxel corners: coordinates and areas (lengths in 2D).
+def edge_grid(mask: np.ndarray) -> np.ndarray:
+    """The edge voxels of a mask: the mask minus its erosion by a cross."""
+    return mask ^ binary_erosion(mask)
+
+
+def edge_voxels(mask: np.ndarray, spacing: list[float] | None) -> np.ndarray:
+    """Coordinates (mm, or voxels without a spacing) of the mask minus its erosion by a cross."""
+    return coordinates(edge_grid(mask), spacing)
+
+
+def element_grid(mask: np.ndarray, spacing: list[float] | None) -> tuple[np.ndarray, np.ndarray]:
+    """Surface elements on the grid of voxel corners: where they are (a boolean grid, one cell less per
+    axis than ``mask``) and their areas (lengths in 2D), in C order of the grid's True cells.
 
     Each corner's code is the bit pattern of the 2 x 2 (x 2) voxels around it, weighted by
     MONAI's kernel and looked up in MONAI's table of areas (DeepMind's marching-cubes
@@ -143,11 +171,55 @@ def surface_elements(mask: np.ndarray, spacing: list[float] | None) -> tuple[np.
         view = mask[tuple(slice(o, o + n) for o, n in zip(offset, inner))]
         code |= view.view(np.uint8) * np.uint8(weight)
     edges = (code != 0) & (code != len(table) - 1)
-    areas = table.cpu().numpy()[code[edges]]
-    points = np.argwhere(edges).astype(np.float64)
-    if spacing is not None:
-        points *= np.asarray(spacing, dtype=np.float64)
-    return points, areas
+    return edges, table.cpu().numpy()[code[edges]]
+
+
+def surface_elements(mask: np.ndarray, spacing: list[float] | None) -> tuple[np.ndarray, np.ndarray]:
+    """Surface elements on the grid of voxel corners: coordinates and areas (``element_grid``)."""
+    edges, areas = element_grid(mask, spacing)
+    return coordinates(edges, spacing), areas
+
+
+#: The most neighbours within the NSD tolerance that ``within_tolerance`` looks up on the grid; a wider
+#: tolerance (in voxels) is searched with KD trees.
+MAX_OFFSETS = 343
+
+
+def tolerance_offsets(spacing: list[float] | None, ndim: int, tolerance_mm: float) -> np.ndarray:
+    """Every grid offset whose length (mm), rounded to float32 as the searched distances are, is within
+    the tolerance: the neighbourhood that decides NSD."""
+    grid = np.asarray(spacing if spacing is not None else [1.0] * ndim, dtype=np.float64)
+    reach = np.floor(tolerance_bound(tolerance_mm) / grid).astype(np.int64)
+    steps = np.stack(np.meshgrid(*[np.arange(-r, r + 1) for r in reach], indexing="ij"), -1).reshape(-1, ndim)
+    lengths = np.sqrt(((steps * grid) ** 2).sum(axis=1)).astype(np.float32)
+    return steps[lengths <= np.float32(tolerance_mm)]
+
+
+def within_tolerance(
+    points: np.ndarray, targets: np.ndarray, spacing: list[float] | None, tolerance_mm: float
+) -> np.ndarray:
+    """For each True cell of the boolean grid ``points`` (C order), whether a True cell of ``targets`` (the
+    same grid) lies within the tolerance.
+
+    NSD asks only this, not the distance. Both sets lie on one grid, so the answer is a look-up of the
+    target grid at each point's neighbours within the tolerance (``tolerance_offsets``: 21 of them for
+    2 mm at 0.8 x 0.8 x 2.5 mm), which on a noisy CT mask is several times faster than building KD
+    trees over both surfaces and searching them; the decision is the trees' (lengths rounded to
+    float32, as ``nearest`` returns them). Wider neighbourhoods go to the trees (``nearest``).
+    """
+    offsets = tolerance_offsets(spacing, points.ndim, tolerance_mm)
+    if len(offsets) > MAX_OFFSETS:
+        bound = tolerance_bound(tolerance_mm)
+        return (nearest(coordinates(points, spacing), coordinates(targets, spacing), bound) <= tolerance_mm).numpy()
+    reach = np.abs(offsets).max(axis=0) if len(offsets) else np.zeros(points.ndim, dtype=np.int64)
+    padded = np.pad(targets, [(int(r), int(r)) for r in reach]).ravel()
+    shape = tuple(n + 2 * int(r) for n, r in zip(targets.shape, reach))
+    strides = np.array([int(np.prod(shape[a + 1 :])) for a in range(len(shape))], dtype=np.int64)
+    flat = (np.argwhere(points) + reach) @ strides
+    found = np.zeros(len(flat), dtype=bool)
+    for step in offsets @ strides:
+        found |= padded[flat + step]
+    return found
 
 
 def tolerance_bound(tolerance_mm: float) -> float:
@@ -216,17 +288,17 @@ def nearest_quantile(points: np.ndarray, targets: np.ndarray, q: float, spacing:
 
 
 def _nsd_from(
-    to_gt: torch.Tensor,
-    to_pred: torch.Tensor,
-    area_pred: torch.Tensor | None,
-    area_gt: torch.Tensor | None,
-    tolerance_mm: float,
+    pred_near: np.ndarray,
+    gt_near: np.ndarray,
+    area_pred: np.ndarray | None = None,
+    area_gt: np.ndarray | None = None,
 ) -> float:
-    """Share of both surfaces within the tolerance: by area if areas are given, else by count."""
+    """Share of both surfaces within the tolerance of the other (``*_near``: each element's answer): by
+    area if areas are given (float32 sums, as MONAI's), else by count."""
     if area_pred is None or area_gt is None:
-        correct = (to_gt <= tolerance_mm).sum() + (to_pred <= tolerance_mm).sum()
-        return float(correct / (len(to_gt) + len(to_pred)))
-    correct = area_pred[to_gt <= tolerance_mm].sum() + area_gt[to_pred <= tolerance_mm].sum()
+        return float((np.count_nonzero(pred_near) + np.count_nonzero(gt_near)) / (len(pred_near) + len(gt_near)))
+    area_pred, area_gt = torch.from_numpy(area_pred), torch.from_numpy(area_gt)
+    correct = area_pred[torch.from_numpy(pred_near)].sum() + area_gt[torch.from_numpy(gt_near)].sum()
     return float(correct / (area_pred.sum() + area_gt.sum()))
 
 
@@ -309,27 +381,29 @@ def surface_metrics(
         out["nsd"] = float("nan") if not (has_pred or has_gt) else 0.0
     if not (has_pred and has_gt):
         return out
-    pred_c, gt_c = crop_union(pred_t.cpu().numpy(), gt_t.cpu().numpy())
-    bound = None if tolerance_mm is None else tolerance_bound(tolerance_mm)
+    pred_n, gt_n, grid = in_memory_order(pred_t.cpu().numpy(), gt_t.cpu().numpy(), grid)
+    pred_c, gt_c = crop_union(pred_n, gt_n)
     if hd or surface == "voxels":
-        pred_edges, gt_edges = edge_voxels(pred_c, grid), edge_voxels(gt_c, grid)
+        pred_edges, gt_edges = edge_grid(pred_c), edge_grid(gt_c)
         if hd:  # the two order statistics of each direction (``nearest_quantile``)
+            pred_points, gt_points = coordinates(pred_edges, grid), coordinates(gt_edges, grid)
             out["hd95"] = float(
                 torch.max(
-                    nearest_quantile(pred_edges, gt_edges, 0.95, grid),
-                    nearest_quantile(gt_edges, pred_edges, 0.95, grid),
+                    nearest_quantile(pred_points, gt_points, 0.95, grid),
+                    nearest_quantile(gt_points, pred_points, 0.95, grid),
                 )
             )
-        if tolerance_mm is not None and surface == "voxels":  # only the distances within the tolerance
-            to_gt, to_pred = nearest(pred_edges, gt_edges, bound), nearest(gt_edges, pred_edges, bound)
-            out["nsd"] = _nsd_from(to_gt, to_pred, None, None, tolerance_mm)
+        if tolerance_mm is not None and surface == "voxels":
+            out["nsd"] = _nsd_from(
+                within_tolerance(pred_edges, gt_edges, grid, tolerance_mm),
+                within_tolerance(gt_edges, pred_edges, grid, tolerance_mm),
+            )
     if tolerance_mm is not None and surface == "decathlon":
-        (pred_points, pred_area), (gt_points, gt_area) = surface_elements(pred_c, grid), surface_elements(gt_c, grid)
+        (pred_elements, pred_area), (gt_elements, gt_area) = element_grid(pred_c, grid), element_grid(gt_c, grid)
         out["nsd"] = _nsd_from(
-            nearest(pred_points, gt_points, bound),
-            nearest(gt_points, pred_points, bound),
-            torch.from_numpy(pred_area),
-            torch.from_numpy(gt_area),
-            tolerance_mm,
+            within_tolerance(pred_elements, gt_elements, grid, tolerance_mm),
+            within_tolerance(gt_elements, pred_elements, grid, tolerance_mm),
+            pred_area,
+            gt_area,
         )
     return out

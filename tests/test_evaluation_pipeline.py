@@ -1,0 +1,199 @@
+"""Evaluation as a pipeline (``adapt.evaluation.pipeline``): the next case read and the last one scored
+beside the model, with the serial path's values; label files read once, in their own layout."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import threading
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from adapt.data.cards import load_card
+from adapt.errors import DataError
+from adapt.evaluation import pipeline
+from adapt.evaluation.case import Protocol, evaluate_case, read_case, stored_labels
+from adapt.evaluation.cases import EvalCase
+from adapt.evaluation.models import load_model, resolve_spec
+from adapt.inference.engine import Engine
+from adapt.inference.io import read_scan
+from adapt.inference.runner import Predictor
+
+CLASSES = {"liver": 1, "tumour": 2}
+
+
+def write_case(root: Path, name: str, seed: int, affine: np.ndarray, shape=(28, 24, 9)) -> EvalCase:
+    """A CT-like case with a liver and a tumour that change from slice to slice, and a noisy edge."""
+    rng = np.random.default_rng(seed)
+    label = np.zeros(shape, np.uint8)
+    for k in range(1, shape[2] - 1):
+        label[4 + k % 3 : 20 + k % 4, 3 : 15 + k, k] = 1
+        label[8 : 11 + k % 2, 6 : 9 + k % 3, k] = 2
+    label[rng.random(shape) < 0.01] = 1
+    image = np.where(label > 0, 60 + 40 * label, -900).astype(np.int16) + rng.integers(-20, 20, shape).astype(np.int16)
+    case = EvalCase(name, root / "imagesTr" / f"{name}.nii.gz", root / "labelsTr" / f"{name}.nii.gz")
+    for path, array in ((case.image, image), (case.label, label)):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        nib.save(nib.Nifti1Image(array, affine), path)
+    return case
+
+
+RAS = np.diag([0.8, 0.8, 2.5, 1.0])
+LPS = np.array([[-0.8, 0, 0, 20.0], [0, -0.8, 0, 18.0], [0, 0, 2.5, -4.0], [0, 0, 0, 1]])  # DICOM-like: x, y flipped
+SAGITTAL = np.array([[0, 0, 0.8, 0], [2.5, 0, 0, 0], [0, 0.8, 0, 0], [0, 0, 0, 1]])  # stored axes permuted
+
+
+@pytest.fixture(scope="module")
+def engine():
+    card = load_card("ct_phantom")
+    loaded = load_model(resolve_spec("none", None, "tiny", None), card)
+    return Engine(Predictor(loaded, "cpu"), batch_size=4)
+
+
+@pytest.fixture
+def cases(tmp_path):
+    return [write_case(tmp_path, f"case_{i}", i, affine) for i, affine in enumerate((RAS, LPS, SAGITTAL, RAS))]
+
+
+def comparable(result) -> dict:
+    """A result without its clock."""
+    rows = [{k: v for k, v in row.items() if k != "seconds"} for row in result.rows]
+    return {"rows": rows, "clicks": result.clicks, "confusion": result.confusion.tolist()}
+
+
+def test_the_pipeline_gives_the_serial_values_in_case_order(engine, cases):
+    """Reading and scoring beside the model: every row, click score and confusion matrix equals reading,
+    predicting and scoring one case after the other, whatever the stored orientation; the results come
+    back in case order and ``finish`` runs on each once, off the model's thread."""
+    protocol = Protocol(clicks=(1, 2))
+    serial = [evaluate_case(engine, case, i, CLASSES, protocol, 2) for i, case in enumerate(cases)]
+    finished = []
+
+    def finish(case, result):
+        finished.append((case.id, threading.current_thread() is not threading.main_thread()))
+
+    piped = list(pipeline.evaluate_cases(engine, cases, CLASSES, protocol, 2, finish=finish))
+    assert [r.rows[0]["case"] for r in piped] == [c.id for c in cases]
+    assert [comparable(r) for r in piped] == [comparable(r) for r in serial]
+    assert finished == [(c.id, True) for c in cases]
+    assert {row["class"] for r in piped for row in r.rows} == set(CLASSES)
+    dice = [row["dice"] for r in piped for row in r.rows]
+    assert all(0 <= d <= 1 for d in dice) and any(0 < d < 1 for d in dice)  # a random model's masks, scored
+
+
+def test_a_broken_case_stops_the_pipeline_at_its_turn_and_names_its_file(engine, cases):
+    """A truncated label file in the middle: the cases before it come back, then its error (naming it)."""
+    broken = cases[2].label
+    broken.write_bytes(gzip.compress(b"not a nifti"))
+    results = pipeline.evaluate_cases(engine, cases, CLASSES, Protocol(), 2)
+    assert [next(results).rows[0]["case"] for _ in range(2)] == ["case_0", "case_1"]
+    with pytest.raises(DataError, match=str(broken.name)):
+        next(results)
+
+
+def test_shifts_are_seeded_by_the_case_index_in_the_pipeline(engine, cases):
+    """A robustness run through the pipeline: case ``i`` gets ``shift_of(i)``, as the serial call would."""
+    from adapt.evaluation.robustness import shift_for
+
+    protocol = Protocol()
+    shift_of = lambda i: shift_for("noise", 3, "CT", {}, 0, i)  # noqa: E731
+    piped = list(pipeline.evaluate_cases(engine, cases[:2], CLASSES, protocol, 2, shift_of=shift_of))
+    serial = [evaluate_case(engine, c, i, CLASSES, protocol, 2, shift=shift_of(i)) for i, c in enumerate(cases[:2])]
+    assert [comparable(r) for r in piped] == [comparable(r) for r in serial]
+
+
+@pytest.mark.parametrize("affine", [RAS, LPS, SAGITTAL], ids=["ras", "lps", "sagittal"])
+def test_a_label_file_is_read_once_and_scored_in_its_own_voxels_and_layout(tmp_path, monkeypatch, affine):
+    """``stored_labels`` is the file's own array (no second read, compact ids, the file's memory layout),
+    and the prediction put back on the stored grid is a view laid out like it."""
+    case = write_case(tmp_path, "one", 0, affine)
+    loads = []
+    real_load = nib.load
+    monkeypatch.setattr(nib, "load", lambda path, *a, **k: loads.append(Path(path)) or real_load(path, *a, **k))
+    scan, label = read_case(case, 2)
+    ids = stored_labels(label)
+    assert loads == [case.image, case.label]
+    monkeypatch.undo()
+    on_disk = np.asarray(nib.load(case.label).dataobj)
+    np.testing.assert_array_equal(ids, on_disk)
+    assert ids.dtype == np.uint8 and ids.flags.f_contiguous  # a NIfTI's Fortran order, not transposed
+    stack = read_scan(case.label, 2, label=True).pixels[:, 0].astype(np.uint8)
+    back = scan.view.to_volume(stack)
+    np.testing.assert_array_equal(back, on_disk)
+    assert np.shares_memory(back, stack)  # a reorientation is a view, no copy
+    if affine is RAS:
+        assert sorted(back.strides) == sorted(ids.strides) and back.strides == ids.strides
+
+
+def test_a_resampled_grid_is_scored_on_the_label_files_own_voxels(tmp_path):
+    """With an adapter spacing the stack is resampled; the truth scored is still the file's own voxels."""
+    case = write_case(tmp_path, "one", 0, RAS)
+    scan, label = read_case(case, 2, spacing=(1.6, 1.6, None))
+    assert scan.shape[1:] != (24, 28)  # resampled in-plane
+    np.testing.assert_array_equal(stored_labels(label), np.asarray(nib.load(case.label).dataobj))
+    assert scan.view.to_volume(np.zeros(scan.shape, np.uint8)).shape == (28, 24, 9)
+
+
+def test_evaluate_summary_is_unchanged_by_the_pipeline(engine, cases, tmp_path, monkeypatch):
+    """The command through the pipeline and through a serial executor: the same cases.csv values and
+    summary (a thread that runs nothing beside the model)."""
+    from concurrent.futures import Future
+
+    from omegaconf import OmegaConf
+
+    from adapt.conf import CONFIG_DIR
+    from adapt.evaluation import evaluate
+
+    root = tmp_path / "data"
+    for i, affine in enumerate((RAS, LPS, SAGITTAL)):
+        write_case(root, f"case_{i}", i, affine)
+    (root / "dataset.json").write_text(
+        json.dumps(
+            {
+                "training": [
+                    {"image": f"./imagesTr/case_{i}.nii.gz", "label": f"./labelsTr/case_{i}.nii.gz"} for i in range(3)
+                ]
+            }
+        )
+    )
+
+    def run(out: Path) -> tuple[dict, str]:
+        cfg = OmegaConf.load(CONFIG_DIR / "evaluate.yaml")
+        cfg.merge_with(
+            {
+                "out": str(out),
+                "adapter": "none",
+                "model": "tiny",
+                "device": "cpu",
+                "split": "all",
+                "clicks": [1],
+                "save_masks": 1,
+                "data": {"card": "ct_phantom", "root": str(root)},
+            }
+        )
+        summary = evaluate(cfg)
+        text = (out / "cases.csv").read_text().splitlines()
+        seconds = text[0].split(",").index("seconds")
+        rows = [",".join(v for i, v in enumerate(line.split(",")) if i != seconds) for line in text]
+        return {k: v for k, v in summary.items() if k not in ("seconds", "throughput")}, "\n".join(rows)
+
+    piped = run(tmp_path / "piped")
+
+    class Serial:
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def submit(self, fn, *args):
+            future = Future()
+            future.set_result(fn(*args))
+            return future
+
+        def shutdown(self, **kwargs):
+            pass
+
+    monkeypatch.setattr(pipeline, "ThreadPoolExecutor", Serial)
+    assert run(tmp_path / "serial") == piped
+    assert len(piped[0]["masks"]) == 1 and (tmp_path / "piped" / next(iter(piped[0]["masks"].values()))).exists()
