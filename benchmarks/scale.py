@@ -27,13 +27,14 @@ stage's own:
 Wall and CPU seconds (the stage's process and its children), peak RSS, bytes read from storage
 (``/proc/self/io`` ``read_bytes``, Linux), and the disk used by the source and the cache are
 reported, with each stage projected to N = 1,000 (per-case cost x 1,000). ``--code <checkout>``
-runs the stages that an older checkout has (first run, start, sample, metrics) with that code,
-for before/after tables. The machine's load average is printed with the table.
+runs the stages that an older checkout has (first run, start, sample, metrics, evaluate) with that
+code, for before/after tables. The machine's load average is printed with the table.
 
     python benchmarks/scale.py --cases 4 16
     python benchmarks/scale.py --cases 64                                # the issue's N (a quiet machine)
     python benchmarks/scale.py --cases 4 --shape 128 128 24 32          # quick
     python benchmarks/scale.py --cases 4 --code /path/to/older/checkout
+    python benchmarks/scale.py --cases 4 16 64 --cases-root ~/scale-cases  # keep the cases for the next run
 """
 
 from __future__ import annotations
@@ -56,7 +57,12 @@ SPACING = (0.8, 0.8, 2.5)
 
 
 def write_cases(root: Path, count: int, side: tuple[int, int], slices: tuple[int, int], seed: int = 0) -> Path:
-    """``count`` CT-like cases in the MSD layout under ``root``; returns the card written for them."""
+    """``count`` CT-like cases in the MSD layout under ``root``; returns the card written for them.
+
+    Case ``i`` is the same for every ``count`` above ``i`` (one seeded sequence), so the first N cases of
+    a larger set are the set of N; a case whose two files exist is kept (its numbers still drawn), so a
+    folder written once serves later runs (``--cases-root``: writing 64 cases takes ~9 min on 2 cores).
+    """
     import nibabel as nib
     import yaml
 
@@ -80,8 +86,9 @@ def write_cases(root: Path, count: int, side: tuple[int, int], slices: tuple[int
         label = (liver & ~tumour).astype(np.uint8) + 2 * tumour.astype(np.uint8)
         affine = np.diag([*SPACING, 1.0])
         name = f"ct_{i:04d}.nii.gz"
-        nib.save(nib.Nifti1Image(image, affine), root / "imagesTr" / name)
-        nib.save(nib.Nifti1Image(label, affine), root / "labelsTr" / name)
+        if not all((root / folder / name).exists() for folder in ("imagesTr", "labelsTr")):
+            nib.save(nib.Nifti1Image(image, affine), root / "imagesTr" / name)
+            nib.save(nib.Nifti1Image(label, affine), root / "labelsTr" / name)
         entries.append({"image": f"./imagesTr/{name}", "label": f"./labelsTr/{name}"})
     (root / "dataset.json").write_text(json.dumps({"training": entries}))
     card = yaml.safe_load((HERE.parent / "data_cards" / "ct_phantom.yaml").read_text())
@@ -278,9 +285,15 @@ def folder_bytes(folder: Path, pattern: str = "*") -> int:
 
 
 def measure(
-    n: int, tmp: Path, side: tuple[int, int], slices: tuple[int, int], code: Path, workers: int | None
+    n: int,
+    tmp: Path,
+    side: tuple[int, int],
+    slices: tuple[int, int],
+    code: Path,
+    workers: int | None,
+    cases_root: Path | None = None,
 ) -> list[list[str]]:
-    root = tmp / f"n{n}"
+    root = (cases_root or tmp) / f"n{n}"
     card = write_cases(root, n, side, slices)
     source = folder_bytes(root, "*.nii.gz")
     cache = tmp / f"cache-{n}-{code.name}"
@@ -303,7 +316,7 @@ def measure(
         results["first step, prepared"] = run_stage(
             "first step, prepared", {**options, "out": str(tmp / f"run-{n}-p")}, code
         )
-        results["evaluate"] = run_stage("evaluate", {**options, "out": str(tmp / f"eval-{n}")}, code)
+    results["evaluate"] = run_stage("evaluate", {**options, "out": str(tmp / f"eval-{n}-{code.name}")}, code)
     rows = []
     for name, r in results.items():
         per_case = name in ("prepare", "first run", "start")
@@ -357,6 +370,9 @@ def main() -> None:
     parser.add_argument("--shape", type=int, nargs=4, default=[512, 512, 48, 64], metavar=("X", "Y", "Z_MIN", "Z_MAX"))
     parser.add_argument("--workers", type=int, default=None, help="data.prepare_workers (default: every core)")
     parser.add_argument("--code", type=Path, nargs="*", default=[], help="older checkouts to run the same stages with")
+    parser.add_argument(
+        "--cases-root", type=Path, help="write the cases under this folder and keep them for later runs"
+    )
     parser.add_argument("--stage", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.stage:
@@ -371,7 +387,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="sam2-adapt-scale-") as tmp:
         for n in args.cases:
             for code in [HERE.parent, *[c.resolve() for c in args.code]]:
-                for row in measure(n, Path(tmp), tuple(args.shape[:2]), tuple(args.shape[2:]), code, args.workers):
+                shape = tuple(args.shape[:2]), tuple(args.shape[2:])
+                for row in measure(n, Path(tmp), *shape, code, args.workers, args.cases_root):
                     print("| " + " | ".join(row) + " |", flush=True)
     print(f"\nload average {load()} at the end")
 
