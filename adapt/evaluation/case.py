@@ -324,6 +324,7 @@ def score_case(
     classes: dict[str, int],
     protocol: Protocol,
     label_encoding: LabelEncoding | float | None = None,
+    map_classes: Callable[[Callable[[int], dict], range], Any] = map,
 ) -> CaseResult:
     """Score a predicted case in 3D on its stored grid against the label file's own voxels.
 
@@ -331,6 +332,8 @@ def score_case(
     counting pass over the volume, not two comparisons and a count per class), the surface metrics
     from each class's masks; the click curve from one confusion matrix per number of clicks. Needs no
     model, so ``adapt.evaluation.pipeline`` scores a case while the model works on the next.
+    ``map_classes`` computes the classes' surface metrics (``map``: one after the other; the pipeline's
+    last case, with the model done, two threads beside each other).
     """
     start = time.perf_counter()
     scan, values = inputs.scan, list(classes.values())
@@ -339,10 +342,15 @@ def score_case(
     predicted = stored(scan, prediction.classes)
     confusion = confusion_matrix(predicted, truth_classes, len(values) + 1, ignore_index=-1)
     overlaps = class_overlaps(confusion)
+    distances = list(
+        map_classes(
+            lambda index: surface_metrics(predicted == index, truth_classes == index, spacing, protocol.tolerance_mm),
+            range(1, len(classes) + 1),
+        )
+    )
     rows = []
     for index, name in enumerate(classes, start=1):
-        distances = surface_metrics(predicted == index, truth_classes == index, spacing, protocol.tolerance_mm)
-        scores = {**overlaps[index], **distances}
+        scores = {**overlaps[index], **distances[index - 1]}
         rows.append(
             {
                 "case": inputs.case.id,

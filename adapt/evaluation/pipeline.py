@@ -6,7 +6,9 @@ surface distances, the saved mask) need no model. Done one after the other, they
 quarters of ``evaluate``'s time with a small model on 512 x 512 x 48-64 volumes. numpy,
 scipy.ndimage, zlib and torch release the GIL in their loops, so one background thread runs them
 beside the model's thread. That thread takes its work in order (read case ``i + 1``, then score
-case ``i - 1``), so at most three cases are held at once, whatever the dataset's size.
+case ``i - 1``), so at most three cases are held at once, whatever the dataset's size. The last
+case has no model work beside it: the model's thread scores it, its classes split between the two
+threads.
 
 The results come back in case order and equal the serial ``evaluate_case``'s: a case's prompts
 and clicks are seeded by its index, not by when its work runs.
@@ -60,8 +62,8 @@ def evaluate_cases(
         shift = shift_of(index) if shift_of is not None else None
         return read_input(cases[index], slice_axis, preprocessing, label_encoding, shift)
 
-    def score(inputs: Any, prediction: Any) -> CaseResult:
-        result = score_case(inputs, prediction, classes, protocol, label_encoding)
+    def score(inputs: Any, prediction: Any, map_classes: Callable = map) -> CaseResult:
+        result = score_case(inputs, prediction, classes, protocol, label_encoding, map_classes)
         if finish is not None:
             finish(inputs.case, result)
         return result
@@ -76,12 +78,25 @@ def evaluate_cases(
                 if scoring is not None:
                     yield scoring.result()
                 raise
-            if index + 1 < len(cases):
+            last = index + 1 == len(cases)
+            if not last:
                 reading = pool.submit(read, index + 1)
             prediction = predict_input(engine, inputs, values, protocol, index, video)
             if scoring is not None:
                 yield scoring.result()
-            scoring: Future = pool.submit(score, inputs, prediction)
-        yield scoring.result()
+            scoring = None if last else pool.submit(score, inputs, prediction)
+        yield score(inputs, prediction, shared_map(pool))
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+def shared_map(pool: ThreadPoolExecutor) -> Callable:
+    """``map`` that computes the first item in this thread and the others in ``pool``'s: a thread that
+    would wait for the pool works beside it."""
+
+    def run(function: Callable, items: Any) -> list:
+        items = list(items)
+        others: list[Future] = [pool.submit(function, item) for item in items[1:]]
+        return [function(item) for item in items[:1]] + [future.result() for future in others]
+
+    return run
