@@ -48,7 +48,8 @@ def evaluate_cases(
         engine, classes, protocol, slice_axis, video, label_encoding: as ``evaluate_case`` takes them.
         cases: the cases; case ``i`` is prompted with index ``i``.
         shift_of: the corruption of case ``i`` (``adapt.evaluation.robustness.shift_for``).
-        finish: run on each result in the background thread after scoring (writing its mask).
+        finish: run on each result right after its scoring, in the thread that scored it (the
+            background thread; the caller's for the last case), e.g. to write its mask.
 
     Raises:
         Whatever reading, predicting or scoring a case raises, after the results of the cases before
