@@ -50,6 +50,26 @@ def test_dicom_series_geometry_and_hu(tmp_path):
     assert raster.array[0, 0, 0, 0] == float(stored[0, 0, 0]) - 1024
 
 
+def test_dicom_series_grid_from_the_slices_headers_is_the_full_reads(tmp_path):
+    """``header_grid`` of a series (slices written in reverse order, oblique spacing) equals the grid of the
+    full read, from headers alone; a series the full read refuses has no header grid (the read names it)."""
+    from adapt.data.formats import header_channels, header_grid
+    from adapt.data.geometry import raster_grid
+
+    stored = np.arange(10 * 12 * 5, dtype=np.uint16).reshape(10, 12, 5)
+    series = generate.write_dicom_series(tmp_path / "series", stored, spacing=(0.7, 0.8, 2.0), origin=(-120, -100, 50))
+    raster, grid = read_raster(series), header_grid(series)
+    full = raster_grid(raster, raster.array.shape[1:])
+    assert grid.shape == full.shape == (12, 10, 5)
+    np.testing.assert_array_equal(grid.affine, full.affine)
+    assert header_channels(series) == 1
+    (series / "slice002.dcm").unlink()  # a missing slice: the full read refuses the series
+    with pytest.raises(DataError, match="missing"):
+        read_raster(series)
+    assert header_grid(series) is None and header_channels(series) is None
+    assert header_grid(tmp_path / "series" / "slice001.dcm") is None  # one file of a series is not a grid
+
+
 def test_dicom_series_case_lands_in_ras(tmp_path):
     """A DICOM series with a NIfTI label on its grid: the labelled voxel keeps its world position."""
     stored = np.full((10, 12, 5), 1024 + 40, np.uint16)

@@ -83,6 +83,35 @@ def test_label_pass_lists_what_the_prepared_index_holds(phantoms, tmp_path, chan
         assert len(summary["counts"]) > 1  # background and the organs: a test that can fail
 
 
+def test_a_dicom_series_is_listed_from_its_slices_headers_and_its_label(tmp_path, monkeypatch):
+    """A DICOM series (with a NIfTI label on its grid) is indexed by the label pass as NIfTI cases are: the
+    grid from the slices' headers (no pixel data read), the same counts as its prepared index."""
+    import pydicom
+
+    from conftest import load_fake_data
+    from adapt.data.label_index import can_summarize
+    from adapt.data.sources import Case
+
+    root = load_fake_data().write_dicom_tree(tmp_path / "dicom", num_cases=2)
+    card = load_card("ct_phantom")
+    cases = [Case(p.name, p / "image", p / "label.nii.gz", p.name) for p in sorted((root / "patients").iterdir())]
+    store = CaseStore(card, cases, "disk", tmp_path / "cache")
+    read_pixels = []
+    real = pydicom.dataset.Dataset.pixel_array
+    monkeypatch.setattr(
+        pydicom.dataset.Dataset, "pixel_array", property(lambda ds: read_pixels.append(1) or real.fget(ds))
+    )
+    for position, case in enumerate(cases):
+        read_pixels.clear()
+        assert can_summarize(card, case)
+        summary = label_summary(card, case)
+        assert not read_pixels  # the label pass decodes no slice
+        entry = store.write(position)
+        assert read_pixels  # preparing it does (the spy sees reads)
+        assert summary == {"counts": entry["counts"], "planes": len(entry["chunks"]), "channels": 1}
+        assert len(summary["counts"]) > 1
+
+
 def _early_store(card, cases, folder):
     store = CaseStore(card, cases, "disk", folder)
     store.early = True

@@ -24,7 +24,8 @@ from adapt.guards import finite_pixels, nonfinite_policy
 
 def check_grids(pairs: Sequence[tuple[str | Path, str | Path]], role: str = "label", fix: str | None = None) -> None:
     """``check_same_grid`` for (image, label) file pairs from their headers, before any model is loaded;
-    pairs of a volume and a 2D file (or a DICOM folder) are left to the full read.
+    pairs of a volume and a 2D file, and files whose headers do not tell a grid (a DICOM series the
+    full read would refuse, which names the problem), are left to the full read.
 
     Raises:
         DataError: the first pair whose files lie on different grids.
@@ -37,8 +38,8 @@ def check_grids(pairs: Sequence[tuple[str | Path, str | Path]], role: str = "lab
 
 
 def check_headers(paths: Sequence[str | Path]) -> None:
-    """``check_orthogonal`` for NIfTI files from their headers, before any model is loaded (a DICOM
-    series is checked when it is read).
+    """``check_orthogonal`` for volumes from their headers (a NIfTI's, a DICOM series' slices'), before any
+    model is loaded.
 
     Raises:
         DataError: the first sheared volume.

@@ -11,9 +11,11 @@ samples, and lets worker processes prepare the images in the background
 (``adapt.data.background``): training starts once the cases of its first batches are written.
 
 The counts equal those preparation stores in the case's index (the same decoding, the same
-``grid_transforms``, ``label_counts`` over the same planes; ``tests/test_early_start.py``). A
-case whose image format does not tell its channels from the header (``header_channels``: DICOM
-series, 2D pictures) has no summary here and is prepared before the start, as before.
+``grid_transforms``, ``label_counts`` over the same planes; ``tests/test_early_start.py``). The
+image's grid and channels come from its headers (``header_grid``, ``header_channels``: a NIfTI's
+header, a DICOM series' slice headers with the pixel data unread). A case whose headers do not tell
+them (2D pictures; a DICOM series the full read would refuse) has no summary here and is prepared
+before the start, as before.
 """
 
 from __future__ import annotations

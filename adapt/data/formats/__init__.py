@@ -191,20 +191,27 @@ def can_hold_nonfinite(path: str | Path) -> bool:
         return True
 
 
+def _format_of(path: Path) -> Format | None:
+    """The format of a file or folder (``for_path``), ``None`` for one of no known format."""
+    try:
+        return for_path(path)
+    except DataError:
+        return None
+
+
 def header_grid(path: str | Path) -> Grid | None:
-    """The grid a file's header describes (no pixels read); ``None`` for a folder format, a file of no
-    known format or a header that cannot be read (the full read names the problem)."""
-    path = Path(path)
-    found = None if path.is_dir() else for_name(path.name)
-    return found.header_grid(path) if found else None
+    """The grid a file's (or a DICOM series' slices') headers describe, no pixels read; ``None`` for a
+    format whose headers do not say (video frames), a path of no known format or headers that cannot be
+    read (the full read names the problem)."""
+    found = _format_of(Path(path))
+    return found.header_grid(Path(path)) if found else None
 
 
 def header_channels(path: str | Path) -> int | None:
-    """The channels an image file stores, from its header alone; ``None`` for a folder format, a file of
-    no known format, a format whose header does not say, or a header that cannot be read."""
-    path = Path(path)
-    found = None if path.is_dir() else for_name(path.name)
-    return found.header_channels(path) if found else None
+    """The channels an image stores, from its headers alone; ``None`` for a format whose headers do not say,
+    a path of no known format, or headers that cannot be read."""
+    found = _format_of(Path(path))
+    return found.header_channels(Path(path)) if found else None
 
 
 def mask_name(kind: str, name: str) -> str:

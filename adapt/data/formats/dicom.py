@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from adapt.data.formats import Format
+from adapt.data.geometry import Grid
 from adapt.data.raster import Raster
 from adapt.errors import DataError
 
@@ -45,13 +46,14 @@ def is_series(folder: Path) -> bool:
     return False
 
 
-def read(path: Path, as_image: bool = False) -> Raster:
-    """A folder holding one DICOM series, sorted along the slice normal, in HU (rescaled); ``header`` is the
-    position-sorted datasets (the writer's templates)."""
-    import pydicom
+def series(path: Path, datasets: list[Any]) -> list[Any]:
+    """The slices of a series folder's datasets, as ``read`` takes them: those with pixel data, of one
+    series, placed in space, sorted along the slice normal, evenly spaced.
 
-    files = slice_files(path)
-    slices = [ds for ds in (pydicom.dcmread(f, force=True) for f in files) if "PixelData" in ds]
+    Raises:
+        DataError: no slice, several series, a slice that cannot be placed, uneven slices (names the file).
+    """
+    slices = [ds for ds in datasets if "PixelData" in ds]
     if not slices:
         raise DataError(f"{path}: no DICOM file with pixel data in this folder")
     if len({ds.get("SeriesInstanceUID") for ds in slices}) > 1:
@@ -64,6 +66,15 @@ def read(path: Path, as_image: bool = False) -> Raster:
                 )
     slices.sort(key=_slice_position)
     _check_slice_steps(path, slices)
+    return slices
+
+
+def read(path: Path, as_image: bool = False) -> Raster:
+    """A folder holding one DICOM series, sorted along the slice normal, in HU (rescaled); ``header`` is the
+    position-sorted datasets (the writer's templates)."""
+    import pydicom
+
+    slices = series(path, [pydicom.dcmread(f, force=True) for f in slice_files(path)])
     planes = [
         ds.pixel_array.astype(np.float32) * float(ds.get("RescaleSlope", 1)) + float(ds.get("RescaleIntercept", 0))
         for ds in slices
@@ -167,6 +178,34 @@ def write(labels: np.ndarray, slices: list[Any], path: Path) -> None:
         ds.save_as(path / f"mask_{k:04d}.dcm", enforce_file_format=True)
 
 
+def header_series(path: Path) -> list[Any] | None:
+    """The slices ``read`` would take, from their headers alone (pixel data deferred: not read), or
+    ``None`` where ``read`` would refuse the folder or its slices differ in size or are not one grey
+    channel (the full read names the problem)."""
+    import pydicom
+
+    try:
+        slices = series(path, [pydicom.dcmread(f, force=True, defer_size="1 KB") for f in slice_files(path)])
+        sizes = {(int(ds.Rows), int(ds.Columns), int(ds.get("SamplesPerPixel", 1))) for ds in slices}
+    except Exception:
+        return None
+    return slices if len(sizes) == 1 and next(iter(sizes))[2] == 1 else None
+
+
+def header_grid(path: Path) -> Grid | None:
+    """The grid ``read`` gives, ``(columns, rows, slices)`` and ``dicom_affine``, from the slices' headers:
+    a DICOM case can then be listed from its label before its pixels are read (the early start)."""
+    slices = header_series(path)
+    if slices is None:
+        return None
+    return Grid(path, (int(slices[0].Columns), int(slices[0].Rows), len(slices)), dicom_affine(slices))
+
+
+def header_channels(path: Path) -> int | None:
+    """One channel for a series ``read`` takes (grey slices), from the headers; ``None`` otherwise."""
+    return None if header_series(path) is None else 1
+
+
 def spacing(slices: list[Any]) -> tuple[tuple[float, ...] | None, str]:
     """Voxel size (mm) along the stored axes, from the series' affine."""
     return tuple(float(v) for v in np.linalg.norm(dicom_affine(slices)[:3, :3], axis=0)), "mm"
@@ -204,5 +243,7 @@ FORMAT = Format(
     write=write,
     spacing=spacing,
     can_hold_nonfinite=can_hold_nonfinite,
+    header_grid=header_grid,
+    header_channels=header_channels,
     learn=learn,
 )
