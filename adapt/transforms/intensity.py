@@ -45,9 +45,9 @@ def scale_intensity(volume: np.ndarray, intensity: Mapping[str, Any], valid: np.
         low, high = (
             np.percentile(sample, intensity.get("percentiles") or DEFAULT_PERCENTILES) if sample.size else (0, 1)
         )
-    out = volume - np.float32(low)  # one new array, then in place: a CT volume is ~60 MB per pass
-    out /= np.float32(max(high - low, 1e-6))
-    np.clip(out, 0, 1, out=out)
+    out = volume - low  # one new array, then in place (a CT volume is ~60 MB per pass); float64 with percentiles
+    out /= max(high - low, 1e-6)
+    out = np.clip(out, 0, 1, out=out).astype(np.float32, copy=False)
     return out if valid is None else np.where(valid, out, np.float32(0))
 
 
