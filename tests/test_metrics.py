@@ -316,7 +316,7 @@ def test_hd95_searches_only_the_points_at_its_ranks_and_equals_the_full_search(m
         gt = smooth_blob(50 + seed, shape, 0.55)
         pred = binary_dilation(gt, iterations=1) | (np.random.default_rng(seed).random(shape) < specks)
         grid = None if spacing is None else list(spacing)
-        pred_edges, gt_edges = (surface.edge_voxels(m, grid) for m in surface.crop_union(pred, gt))
+        pred_edges, gt_edges = (surface.coordinates(surface.edge_grid(m), grid) for m in surface.crop_union(pred, gt))
         expected = max(
             float(torch.quantile(full_search(pred_edges, gt_edges), 0.95)),
             float(torch.quantile(full_search(gt_edges, pred_edges), 0.95)),

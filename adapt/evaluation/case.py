@@ -39,9 +39,9 @@ from adapt.guards import finite_stack
 from adapt.data.formats import FORMATS, mask_name, suffix
 from adapt.inference.io import Scan, drop_nodata, read_scan, scan_grid, to_unit, valid_like, write_mask
 from adapt.inference.names import GT_PROMPTS, PROMPTS
-from adapt.metrics.registry import CLICKED, VOLUME, of_family
-from adapt.metrics import class_overlaps, confusion_matrix, surface_metrics
-from adapt.metrics.case import video_scores
+from adapt.metrics.registry import VOLUME, of_family
+from adapt.metrics import case_metrics, class_overlaps, confusion_matrix
+from adapt.metrics.case import clicked, video_scores
 from adapt.transforms.prompts import PromptSimulator
 from adapt.inference.propagation import SlicePrompt, propagate
 
@@ -332,25 +332,27 @@ def score_case(
     counting pass over the volume, not two comparisons and a count per class), the surface metrics
     from each class's masks; the click curve from one confusion matrix per number of clicks. Needs no
     model, so ``adapt.evaluation.pipeline`` scores a case while the model works on the next.
-    ``map_classes`` computes the classes' surface metrics (``map``: one after the other; the pipeline's
-    last case, with the model done, two threads beside each other).
+    ``map_classes`` computes the classes' rows (``map``: one after the other; the pipeline's last case,
+    with the model done, two threads beside each other).
     """
     start = time.perf_counter()
     scan, values = inputs.scan, list(classes.values())
-    truth, (spacing, unit) = drop_nodata(stored_labels(inputs.label, label_encoding), scan), voxel_spacing(scan)
-    truth_classes = class_indices(truth, values, valid_like(scan, truth))
+    truth, (spacing, unit) = stored_labels(inputs.label, label_encoding), voxel_spacing(scan)
+    truth_classes = class_indices(truth, values, valid_like(scan, truth))  # nodata: -1, in no class
     predicted = stored(scan, prediction.classes)
     confusion = confusion_matrix(predicted, truth_classes, len(values) + 1, ignore_index=-1)
     overlaps = class_overlaps(confusion)
-    distances = list(
+    scored = list(
         map_classes(
-            lambda index: surface_metrics(predicted == index, truth_classes == index, spacing, protocol.tolerance_mm),
+            lambda index: case_metrics(
+                predicted == index, truth_classes == index, spacing, protocol.tolerance_mm, overlap=overlaps[index]
+            ),
             range(1, len(classes) + 1),
         )
     )
     rows = []
     for index, name in enumerate(classes, start=1):
-        scores = {**overlaps[index], **distances[index - 1]}
+        scores = scored[index - 1]
         rows.append(
             {
                 "case": inputs.case.id,
@@ -366,7 +368,7 @@ def score_case(
     for k, stack in ({0: prediction.classes, **prediction.after_clicks} if prediction.after_clicks else {}).items():
         volume = predicted if k == 0 else stored(scan, stack)
         overlaps = class_overlaps(confusion_matrix(volume, truth_classes, len(values) + 1, ignore_index=-1))
-        clicks[k] = {name: {m: overlaps[i][m] for m in CLICKED} for i, name in enumerate(classes, start=1)}
+        clicks[k] = {name: clicked(overlaps[i]) for i, name in enumerate(classes, start=1)}
     seconds = inputs.seconds + prediction.seconds + time.perf_counter() - start
     for row in rows:
         row.update(

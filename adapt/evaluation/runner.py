@@ -274,9 +274,9 @@ def _run(
     masks = out / "masks" / run
     # Saved masks sit beside the card's label files: written as they store labels unless mask_values=ids.
     choice = str(cfg.get("mask_values") or "card")
-    written = LabelEncoding.of_card(card) if choice == "card" else LabelEncoding()
-    rows, clicks, confusion, saved = [], {}, None, {}
     encoding = LabelEncoding.of_card(card)
+    written = encoding if choice == "card" else LabelEncoding()
+    rows, clicks, confusion, saved = [], {}, None, {}
 
     def save(case: EvalCase, result: CaseResult) -> None:
         saved[case.id] = save_prediction(result, list(classes.values()), masks, case.id, written)

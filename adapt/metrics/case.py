@@ -3,9 +3,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 
 from adapt.metrics.overlap import ArrayLike, as_mask, case_overlap
+from adapt.metrics.registry import CLICKED
 from adapt.metrics.surface import Spacing, Surface, surface_metrics
 from adapt.metrics.video import j_and_f
 
@@ -17,6 +20,7 @@ def case_metrics(
     tolerance_mm: float | None = None,
     *,
     surface: Surface = "decathlon",
+    overlap: Mapping[str, float | int] | None = None,
 ) -> dict[str, float]:
     """Dice, IoU, HD95 and (given a tolerance) NSD of one predicted mask against its ground truth.
 
@@ -27,13 +31,15 @@ def case_metrics(
         tolerance_mm: NSD tolerance; NSD is left out when None, since it has no neutral default.
         surface: NSD's surface definition: ``"decathlon"`` (DeepMind's area-weighted surface
             elements, the default) or ``"voxels"`` (MONAI's edge voxels); see :mod:`adapt.metrics.surface`.
+        overlap: the case's Dice, IoU and voxel counts when they are already counted (``class_overlaps`` of
+            its confusion matrix, the same values): not counted again.
 
     Returns:
         ``{"dice", "iou", "hd95"[, "nsd"], "gt_voxels", "pred_voxels"}``; the voxel counts make
         an undefined HD95 (an empty side) explainable in the case table.
     """
     pred_t, gt_t = as_mask(pred), as_mask(gt)
-    overlap = case_overlap(pred_t, gt_t)
+    overlap = case_overlap(pred_t, gt_t) if overlap is None else overlap
     row = {
         "dice": overlap["dice"],
         "iou": overlap["iou"],
@@ -46,8 +52,12 @@ def case_metrics(
 def click_scores(pred: ArrayLike, gt: ArrayLike) -> dict[str, float]:
     """Dice and IoU of one case after a number of correction clicks (the click curve's metrics), from one
     counting pass (``case_overlap``: the same values as ``dice`` and ``iou``)."""
-    overlap = case_overlap(pred, gt)
-    return {"dice": overlap["dice"], "iou": overlap["iou"]}
+    return clicked(case_overlap(pred, gt))
+
+
+def clicked(overlap: Mapping[str, float | int]) -> dict[str, float]:
+    """The click curve's metrics (``registry.CLICKED``) of a counted case (``case_overlap``, ``class_overlaps``)."""
+    return {name: overlap[name] for name in CLICKED}
 
 
 def video_scores(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:

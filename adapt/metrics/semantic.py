@@ -28,8 +28,8 @@ def confusion_matrix(
     """Counts of (true class, predicted class) pairs over all pixels.
 
     Numpy arrays are counted in their own memory layout (a label map in a NIfTI file's Fortran
-    order is not transposed) with a pair code of 16 bits where the classes allow it: on a CT volume
-    ~20 ms, against ~0.2 s through int64 codes.
+    order is not transposed) with pair codes of the fewest bytes the classes allow, over the pixels
+    that are not background on both sides: on a CT volume ~20 ms, against ~0.2 s through int64 codes.
 
     Args:
         pred: predicted class indices, any shape (e.g. ``logits.argmax(1)``).
@@ -69,7 +69,6 @@ def _check_range(pred: ArrayLike, target: ArrayLike, num_classes: int, ignore_in
 def _numpy_confusion(pred: np.ndarray, target: np.ndarray, num_classes: int, ignore_index: int | None) -> torch.Tensor:
     """``confusion_matrix`` of two numpy arrays, in their memory layout."""
     check_same_shape(pred, target)
-    pred, target = np.asarray(pred), np.asarray(target)
     if ignore_index is not None:
         keep = target != ignore_index
         if not keep.all():

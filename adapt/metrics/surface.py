@@ -147,11 +147,6 @@ def edge_grid(mask: np.ndarray) -> np.ndarray:
     return mask ^ binary_erosion(mask)
 
 
-def edge_voxels(mask: np.ndarray, spacing: list[float] | None) -> np.ndarray:
-    """Coordinates (mm, or voxels without a spacing) of the mask minus its erosion by a cross."""
-    return coordinates(edge_grid(mask), spacing)
-
-
 def element_grid(mask: np.ndarray, spacing: list[float] | None) -> tuple[np.ndarray, np.ndarray]:
     """Surface elements on the grid of voxel corners: where they are (a boolean grid, one cell less per
     axis than ``mask``) and their areas (lengths in 2D), in C order of the grid's True cells.
@@ -172,12 +167,6 @@ def element_grid(mask: np.ndarray, spacing: list[float] | None) -> tuple[np.ndar
         code |= view.view(np.uint8) * np.uint8(weight)
     edges = (code != 0) & (code != len(table) - 1)
     return edges, table.cpu().numpy()[code[edges]]
-
-
-def surface_elements(mask: np.ndarray, spacing: list[float] | None) -> tuple[np.ndarray, np.ndarray]:
-    """Surface elements on the grid of voxel corners: coordinates and areas (``element_grid``)."""
-    edges, areas = element_grid(mask, spacing)
-    return coordinates(edges, spacing), areas
 
 
 #: The most neighbours within the NSD tolerance that ``within_tolerance`` looks up on the grid; a wider
