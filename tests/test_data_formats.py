@@ -50,19 +50,27 @@ def test_dicom_series_geometry_and_hu(tmp_path):
     assert raster.array[0, 0, 0, 0] == float(stored[0, 0, 0]) - 1024
 
 
-def test_dicom_series_grid_from_the_slices_headers_is_the_full_reads(tmp_path):
+def test_dicom_series_grid_from_the_slices_headers_is_the_full_reads(tmp_path, monkeypatch):
     """``header_grid`` of a series (slices written in reverse order, oblique spacing) equals the grid of the
-    full read, from headers alone; a series the full read refuses has no header grid (the read names it)."""
+    full read, from headers alone, each slice parsed once while the folder is unchanged; a series the full
+    read refuses has no header grid (the read names it)."""
+    import pydicom
+
     from adapt.data.formats import header_channels, header_grid
     from adapt.data.geometry import raster_grid
 
     stored = np.arange(10 * 12 * 5, dtype=np.uint16).reshape(10, 12, 5)
     series = generate.write_dicom_series(tmp_path / "series", stored, spacing=(0.7, 0.8, 2.0), origin=(-120, -100, 50))
-    raster, grid = read_raster(series), header_grid(series)
+    raster = read_raster(series)
+    parsed = []
+    real = pydicom.dcmread
+    monkeypatch.setattr(pydicom, "dcmread", lambda *a, **k: parsed.append(a[0]) or real(*a, **k))
+    grid = header_grid(series)
     full = raster_grid(raster, raster.array.shape[1:])
     assert grid.shape == full.shape == (12, 10, 5)
     np.testing.assert_array_equal(grid.affine, full.affine)
-    assert header_channels(series) == 1
+    assert header_channels(series) == 1 and header_grid(series).shape == grid.shape
+    assert len(parsed) == 5  # one parse of each slice for the three questions
     (series / "slice002.dcm").unlink()  # a missing slice: the full read refuses the series
     with pytest.raises(DataError, match="missing"):
         read_raster(series)

@@ -11,6 +11,7 @@ Pixels are integers: only a non-finite rescale slope or intercept can make them 
 from __future__ import annotations
 
 import copy
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -181,15 +182,31 @@ def write(labels: np.ndarray, slices: list[Any], path: Path) -> None:
 def header_series(path: Path) -> list[Any] | None:
     """The slices ``read`` would take, from their headers alone (pixel data deferred: not read), or
     ``None`` where ``read`` would refuse the folder or its slices differ in size or are not one grey
-    channel (the full read names the problem)."""
+    channel (the full read names the problem).
+
+    A folder's headers are parsed once for each state of its files (names, sizes, times): the early
+    start's label pass asks a case's channels and then its grid, ``evaluate``'s checks its grid twice,
+    and each parse reads every slice file.
+    """
+    try:
+        state = tuple((f.name, stat.st_size, stat.st_mtime_ns) for f in slice_files(path) for stat in [f.stat()])
+    except OSError:
+        return None
+    slices = _parsed_series(path, state)
+    return None if slices is None else list(slices)
+
+
+@functools.lru_cache(maxsize=16)
+def _parsed_series(path: Path, state: tuple) -> tuple[Any, ...] | None:
+    """``header_series`` of ``path`` in the file ``state`` (the cache key)."""
     import pydicom
 
     try:
-        slices = series(path, [pydicom.dcmread(f, force=True, defer_size="1 KB") for f in slice_files(path)])
+        slices = series(path, [pydicom.dcmread(path / name, force=True, defer_size="1 KB") for name, *_ in state])
         sizes = {(int(ds.Rows), int(ds.Columns), int(ds.get("SamplesPerPixel", 1))) for ds in slices}
     except Exception:
         return None
-    return slices if len(sizes) == 1 and next(iter(sizes))[2] == 1 else None
+    return tuple(slices) if len(sizes) == 1 and next(iter(sizes))[2] == 1 else None
 
 
 def header_grid(path: Path) -> Grid | None:
