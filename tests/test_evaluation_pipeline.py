@@ -14,6 +14,7 @@ import pytest
 
 from adapt.data.cards import load_card
 from adapt.errors import DataError
+from adapt.evaluation import case as case_module
 from adapt.evaluation import pipeline
 from adapt.evaluation.case import Protocol, evaluate_case, read_case, stored_labels
 from adapt.evaluation.cases import EvalCase
@@ -84,6 +85,45 @@ def test_the_pipeline_gives_the_serial_values_in_case_order(engine, cases):
     assert {row["class"] for r in piped for row in r.rows} == set(CLASSES)
     dice = [row["dice"] for r in piped for row in r.rows]
     assert all(0 <= d <= 1 for d in dice) and any(0 < d < 1 for d in dice)  # a random model's masks, scored
+
+
+@pytest.mark.parametrize("waiting", [pipeline.WAITING_MASKS, 0], ids=["early", "none-waiting"])
+def test_the_last_cases_classes_are_measured_while_the_model_predicts_the_next(engine, cases, monkeypatch, waiting):
+    """The last case's first class is measured by the pool while the model works on its second (its
+    ``segment`` call waits until that measurement has started), the second by the model's thread once
+    the model is done; the earlier cases' classes in the pool. With no mask allowed to wait
+    (``WAITING_MASKS = 0``) nothing starts early and the case's scoring splits both classes. The values
+    are the serial path's either way."""
+    monkeypatch.setattr(pipeline, "WAITING_MASKS", waiting)
+    protocol = Protocol()
+    serial = [evaluate_case(engine, case, i, CLASSES, protocol, 2) for i, case in enumerate(cases)]
+    started, measured, segments = threading.Event(), [], []
+    last_segment = sum(len(set(np.unique(nib.load(c.label).dataobj)) & set(CLASSES.values())) for c in cases)
+    measure, segment = pipeline.class_surfaces, engine.segment
+
+    def spy_measure(inputs, mask, index, protocol):
+        if inputs.case.id == cases[-1].id and index == 1:
+            started.set()
+        measured.append((inputs.case.id, index, threading.current_thread() is threading.main_thread()))
+        return measure(inputs, mask, index, protocol)
+
+    def spy_segment(*args, **kwargs):
+        segments.append(started.wait(timeout=30) if len(segments) + 1 == last_segment and waiting else None)
+        return segment(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "class_surfaces", spy_measure)
+    monkeypatch.setattr(case_module, "class_surfaces", spy_measure)
+    monkeypatch.setattr(engine, "segment", spy_segment)
+    piped = list(pipeline.evaluate_cases(engine, cases, CLASSES, protocol, 2))
+    assert [comparable(r) for r in piped] == [comparable(r) for r in serial]
+    assert len(segments) == last_segment and segments[-1] is (True if waiting else None)
+    earlier = [(c.id, index, False) for c in cases[:-1] for index in (1, 2)]
+    last = (
+        [(cases[-1].id, 1, False), (cases[-1].id, 2, True)]
+        if waiting
+        else [(cases[-1].id, 1, True), (cases[-1].id, 2, False)]
+    )
+    assert sorted(measured) == sorted(earlier + last)
 
 
 def test_a_broken_case_stops_the_pipeline_at_its_turn_and_names_its_file(engine, cases):

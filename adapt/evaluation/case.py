@@ -21,6 +21,8 @@ SAM2's memory follows it through the volume (the semi-supervised video protocol)
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -40,7 +42,7 @@ from adapt.data.formats import FORMATS, mask_name, suffix
 from adapt.inference.io import Scan, drop_nodata, read_scan, scan_grid, to_unit, valid_like, write_mask
 from adapt.inference.names import GT_PROMPTS, PROMPTS
 from adapt.metrics.registry import VOLUME, of_family
-from adapt.metrics import case_metrics, class_overlaps, confusion_matrix
+from adapt.metrics import case_row, class_overlaps, confusion_matrix, surface_metrics
 from adapt.metrics.case import clicked, video_scores
 from adapt.transforms.prompts import PromptSimulator
 from adapt.inference.propagation import SlicePrompt, propagate
@@ -186,11 +188,13 @@ def predict_classes(
     protocol: Protocol,
     case_index: int,
     video: Any = None,
+    on_class: Callable[[int, np.ndarray], None] | None = None,
 ) -> tuple[np.ndarray, dict[int, np.ndarray]]:
     """Class indices ``[Z, H, W]`` (``i + 1`` for ``values[i]``), and after each number of clicks.
 
     Promptable protocols prompt each class on its own; where two predicted classes overlap the
-    earlier class keeps the voxel.
+    earlier class keeps the voxel, so class ``i + 1``'s voxels are final once the model is done with
+    it: ``on_class(i + 1, classes)`` is called then (later classes only write voxels that hold 0).
     """
     if protocol.prompt == "none":
         return engine.classify(images), {}
@@ -208,15 +212,17 @@ def predict_classes(
         if protocol.propagation:
             mask = _propagate(engine, video, images, target, simulator, key)
             maps[0][(maps[0] == 0) & mask] = index + 1
-            continue
-        objects, owners, parts = _objects(target[slices], protocol.components)
-        prompt_keys = [(*key, int(z), int(p)) for z, p in zip(slices[owners], parts)]
-        prompts = _prompts(simulator, objects, prompt_keys)
-        keys = [((case_index * 1000 + index) * 100_000 + z) * 1000 + p for _, _, z, p in prompt_keys]
-        found = engine.segment(images[slices], prompts, objects, protocol.clicks, protocol.seed, keys, owners)
-        for k, planes in found.items():
-            for z, plane in zip(slices[owners], planes):
-                maps[k][z][(maps[k][z] == 0) & plane] = index + 1
+        else:
+            objects, owners, parts = _objects(target[slices], protocol.components)
+            prompt_keys = [(*key, int(z), int(p)) for z, p in zip(slices[owners], parts)]
+            prompts = _prompts(simulator, objects, prompt_keys)
+            keys = [((case_index * 1000 + index) * 100_000 + z) * 1000 + p for _, _, z, p in prompt_keys]
+            found = engine.segment(images[slices], prompts, objects, protocol.clicks, protocol.seed, keys, owners)
+            for k, planes in found.items():
+                for z, plane in zip(slices[owners], planes):
+                    maps[k][z][(maps[k][z] == 0) & plane] = index + 1
+        if on_class is not None:
+            on_class(index + 1, maps[0])
     return maps.pop(0), maps
 
 
@@ -251,6 +257,8 @@ class CaseInput:
         label: the label file (``Scan.stored``: its own voxels, scored against).
         images: ``[Z, C, H, W]`` model input in [0, 1] (shifted, for a robustness run).
         truth: label ids ``[Z, H, W]`` on the stack (nodata 0), from which prompts are simulated.
+        truth_classes: the label file's own voxels as output class indices (``class_indices``; -1 where no
+            data is), what the prediction is scored against.
         seconds: spent reading it.
     """
 
@@ -259,6 +267,7 @@ class CaseInput:
     label: Scan
     images: np.ndarray
     truth: np.ndarray
+    truth_classes: np.ndarray
     seconds: float
 
 
@@ -268,10 +277,12 @@ def read_input(
     preprocessing: dict[str, Any],
     label_encoding: LabelEncoding | float | None = None,
     shift: Callable[[np.ndarray], np.ndarray] | None = None,
+    values: list[int] = (),
 ) -> CaseInput:
     """Read a case as the adapter saw its training cases (``preprocessing``: spacing, non-finite policy,
-    intensity), ``shift`` applied to the ``[Z, C, H, W]`` pixels in [0, 1]. Needs no model, so
-    ``adapt.evaluation.pipeline`` reads the next case while the model works on this one."""
+    intensity), ``shift`` applied to the ``[Z, C, H, W]`` pixels in [0, 1], and its truth as the indices
+    of the classes whose label ``values`` are scored. Needs no model, so ``adapt.evaluation.pipeline``
+    reads the next case while the model works on this one."""
     start = time.perf_counter()
     scan, label = read_case(case, slice_axis, spacing=preprocessing.get("spacing"))
     scan.pixels = finite_stack(scan.pixels, case.image, preprocessing)
@@ -279,7 +290,9 @@ def read_input(
     if shift is not None:
         images = shift(images)
     truth = drop_nodata(label_stack(label, label_encoding), scan)  # nodata pixels: never scored
-    return CaseInput(case, scan, label, images, truth, time.perf_counter() - start)
+    stored_truth = stored_labels(label, label_encoding)
+    truth_classes = class_indices(stored_truth, list(values), valid_like(scan, stored_truth))
+    return CaseInput(case, scan, label, images, truth, truth_classes, time.perf_counter() - start)
 
 
 @dataclass
@@ -299,10 +312,17 @@ def predict_input(
     protocol: Protocol,
     case_index: int,
     video: Any = None,
+    on_class: Callable[[int, np.ndarray], None] | None = None,
 ) -> CasePrediction:
-    """The model's class map of one read case (``predict_classes``), nodata pixels dropped."""
+    """The model's class map of one read case (``predict_classes``), nodata pixels dropped; ``on_class(i,
+    mask)`` is given class ``i``'s final ``[Z, H, W]`` mask as soon as the model is done with it."""
     start = time.perf_counter()
-    prediction, after_clicks = predict_classes(engine, inputs.images, inputs.truth, values, protocol, case_index, video)
+    done = (
+        None if on_class is None else lambda index, classes: on_class(index, drop_nodata(classes == index, inputs.scan))
+    )
+    prediction, after_clicks = predict_classes(
+        engine, inputs.images, inputs.truth, values, protocol, case_index, video, done
+    )
     after_clicks = {k: drop_nodata(stack, inputs.scan) for k, stack in after_clicks.items()}
     return CasePrediction(drop_nodata(prediction, inputs.scan), after_clicks, time.perf_counter() - start)
 
@@ -318,41 +338,46 @@ def class_indices(truth: np.ndarray, values: list[int], valid: np.ndarray | None
     return classes
 
 
+def class_surfaces(inputs: CaseInput, mask: np.ndarray, index: int, protocol: Protocol) -> dict[str, float]:
+    """HD95 and NSD (``surface_metrics``) of class ``index``'s predicted ``mask`` on the stored grid (a mask
+    on the stack goes there with ``stored``) against the label file's voxels of that class, in the grid's
+    units."""
+    spacing, _ = voxel_spacing(inputs.scan)
+    return surface_metrics(mask, inputs.truth_classes == index, spacing, protocol.tolerance_mm)
+
+
 def score_case(
     inputs: CaseInput,
     prediction: CasePrediction,
     classes: dict[str, int],
     protocol: Protocol,
-    label_encoding: LabelEncoding | float | None = None,
-    map_classes: Callable[[Callable[[int], dict], range], Any] = map,
+    map_classes: Callable[[Callable[[int], dict], list[int]], Any] = map,
+    surfaces: Mapping[int, Future] | None = None,
 ) -> CaseResult:
     """Score a predicted case in 3D on its stored grid against the label file's own voxels.
 
     Dice, IoU and the voxel counts of every class come from one confusion matrix of the case (one
     counting pass over the volume, not two comparisons and a count per class), the surface metrics
-    from each class's masks; the click curve from one confusion matrix per number of clicks. Needs no
-    model, so ``adapt.evaluation.pipeline`` scores a case while the model works on the next.
-    ``map_classes`` computes the classes' rows (``map``: one after the other; the pipeline's last case,
-    with the model done, two threads beside each other).
+    from each class's masks (``class_surfaces``); the click curve from one confusion matrix per number
+    of clicks. Needs no model, so ``adapt.evaluation.pipeline`` scores a case while the model works on
+    the next. ``surfaces`` holds the classes whose surface metrics are already under way (started
+    when the model was done with them); ``map_classes`` measures the others (``map``: one after the
+    other; the pipeline's last case, with the model done, two threads beside each other).
     """
     start = time.perf_counter()
-    scan, values = inputs.scan, list(classes.values())
-    truth, (spacing, unit) = stored_labels(inputs.label, label_encoding), voxel_spacing(scan)
-    truth_classes = class_indices(truth, values, valid_like(scan, truth))  # nodata: -1, in no class
+    scan, values, surfaces = inputs.scan, list(classes.values()), surfaces or {}
+    spacing, unit = voxel_spacing(scan)
     predicted = stored(scan, prediction.classes)
-    confusion = confusion_matrix(predicted, truth_classes, len(values) + 1, ignore_index=-1)
+    confusion = confusion_matrix(predicted, inputs.truth_classes, len(values) + 1, ignore_index=-1)
     overlaps = class_overlaps(confusion)
-    scored = list(
-        map_classes(
-            lambda index: case_metrics(
-                predicted == index, truth_classes == index, spacing, protocol.tolerance_mm, overlap=overlaps[index]
-            ),
-            range(1, len(classes) + 1),
-        )
+    pending = [index for index in range(1, len(classes) + 1) if index not in surfaces]
+    measured = dict(
+        zip(pending, map_classes(lambda index: class_surfaces(inputs, predicted == index, index, protocol), pending))
     )
     rows = []
     for index, name in enumerate(classes, start=1):
-        scores = scored[index - 1]
+        surface = measured[index] if index in measured else surfaces[index].result()
+        scores = case_row(overlaps[index], surface)
         rows.append(
             {
                 "case": inputs.case.id,
@@ -366,9 +391,12 @@ def score_case(
             rows[-1].update(video_scores(prediction.classes == index, inputs.truth == classes[name]))
     clicks = {}
     for k, stack in ({0: prediction.classes, **prediction.after_clicks} if prediction.after_clicks else {}).items():
-        volume = predicted if k == 0 else stored(scan, stack)
-        overlaps = class_overlaps(confusion_matrix(volume, truth_classes, len(values) + 1, ignore_index=-1))
-        clicks[k] = {name: clicked(overlaps[i]) for i, name in enumerate(classes, start=1)}
+        counted = (
+            confusion
+            if k == 0
+            else confusion_matrix(stored(scan, stack), inputs.truth_classes, len(values) + 1, ignore_index=-1)
+        )
+        clicks[k] = {name: clicked(overlap) for name, overlap in zip(classes, class_overlaps(counted)[1:])}
     seconds = inputs.seconds + prediction.seconds + time.perf_counter() - start
     for row in rows:
         row.update(
@@ -408,9 +436,10 @@ def evaluate_case(
         shift: a corruption of the model input (``adapt.transforms.shifts.Shift``), applied to the
             ``[Z, C, H, W]`` pixels in [0, 1] after reading and before the model.
     """
-    inputs = read_input(case, slice_axis, engine.predictor.loaded.preprocessing, label_encoding, shift)
-    prediction = predict_input(engine, inputs, list(classes.values()), protocol, case_index, video)
-    return score_case(inputs, prediction, classes, protocol, label_encoding)
+    values = list(classes.values())
+    inputs = read_input(case, slice_axis, engine.predictor.loaded.preprocessing, label_encoding, shift, values)
+    prediction = predict_input(engine, inputs, values, protocol, case_index, video)
+    return score_case(inputs, prediction, classes, protocol)
 
 
 def save_prediction(

@@ -7,7 +7,9 @@ quarters of ``evaluate``'s time with a small model on 512 x 512 x 48-64 volumes.
 scipy.ndimage, zlib and torch release the GIL in their loops, so one background thread runs them
 beside the model's thread. That thread takes its work in order (read case ``i + 1``, then score
 case ``i - 1``), so at most three cases are held at once, whatever the dataset's size. The last
-case has no model work beside it: the model's thread scores it, its classes split between the two
+case has no model work beside it: each of its classes but the last is measured in the background as
+soon as the model is done with it (a class's voxels are final then), while the model predicts the
+next; the model's thread then scores the case, the classes still to measure split between the two
 threads.
 
 The results come back in case order and equal the serial ``evaluate_case``'s: a case's prompts
@@ -23,7 +25,16 @@ from typing import Any
 import numpy as np
 
 from adapt.data.encoding import LabelEncoding
-from adapt.evaluation.case import CaseResult, Protocol, predict_input, read_input, score_case
+from adapt.evaluation.case import (
+    CaseInput,
+    CaseResult,
+    Protocol,
+    class_surfaces,
+    predict_input,
+    read_input,
+    score_case,
+    stored,
+)
 from adapt.evaluation.cases import EvalCase
 from adapt.inference.engine import Engine
 
@@ -61,10 +72,10 @@ def evaluate_cases(
 
     def read(index: int) -> Any:
         shift = shift_of(index) if shift_of is not None else None
-        return read_input(cases[index], slice_axis, preprocessing, label_encoding, shift)
+        return read_input(cases[index], slice_axis, preprocessing, label_encoding, shift, values)
 
-    def score(inputs: Any, prediction: Any, map_classes: Callable = map) -> CaseResult:
-        result = score_case(inputs, prediction, classes, protocol, label_encoding, map_classes)
+    def score(inputs: Any, prediction: Any, map_classes: Callable = map, surfaces: Any = None) -> CaseResult:
+        result = score_case(inputs, prediction, classes, protocol, map_classes, surfaces)
         if finish is not None:
             finish(inputs.case, result)
         return result
@@ -82,13 +93,34 @@ def evaluate_cases(
             last = index + 1 == len(cases)
             if not last:
                 reading = pool.submit(read, index + 1)
-            prediction = predict_input(engine, inputs, values, protocol, index, video)
+            early: dict[int, Future] = {}
+            on_class = measure_early(pool, inputs, protocol, len(values), early) if last else None
+            prediction = predict_input(engine, inputs, values, protocol, index, video, on_class)
             if scoring is not None:
                 yield scoring.result()
             scoring = None if last else pool.submit(score, inputs, prediction)
-        yield score(inputs, prediction, shared_map(pool))
+        yield score(inputs, prediction, shared_map(pool), early)
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+#: The most class masks waiting for ``measure_early``'s thread; a class beyond them is measured with the case.
+WAITING_MASKS = 2
+
+
+def measure_early(
+    pool: ThreadPoolExecutor, inputs: CaseInput, protocol: Protocol, last_class: int, started: dict[int, Future]
+) -> Callable[[int, np.ndarray], None]:
+    """``predict_input``'s ``on_class``: class ``i``'s surface metrics (``class_surfaces``) started in ``pool``
+    into ``started[i]``, beside the model's work on the next class. Not the last class (the model is done
+    then: the case's scoring splits it between the threads), nor while ``WAITING_MASKS`` wait: each holds
+    a volume-sized mask, and a dataset of a hundred classes would hold them all."""
+
+    def on_class(index: int, mask: np.ndarray) -> None:
+        if index != last_class and sum(not future.done() for future in started.values()) < WAITING_MASKS:
+            started[index] = pool.submit(class_surfaces, inputs, stored(inputs.scan, mask), index, protocol)
+
+    return on_class
 
 
 def shared_map(pool: ThreadPoolExecutor) -> Callable:

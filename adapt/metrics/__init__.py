@@ -30,6 +30,7 @@ from typing import Any
 _HOMES = {
     "summarize": "aggregate",
     "case_metrics": "case",
+    "case_row": "case",
     "dice": "overlap",
     "dice_score": "overlap",
     "iou": "overlap",
@@ -64,6 +65,7 @@ __all__ = [
     "boundary_pixels",
     "boundary_precision_recall",
     "case_metrics",
+    "case_row",
     "class_iou",
     "class_overlaps",
     "confusion_matrix",

@@ -40,13 +40,20 @@ def case_metrics(
     """
     pred_t, gt_t = as_mask(pred), as_mask(gt)
     overlap = case_overlap(pred_t, gt_t) if overlap is None else overlap
-    row = {
+    return case_row(overlap, surface_metrics(pred_t, gt_t, spacing, tolerance_mm, surface=surface))
+
+
+def case_row(overlap: Mapping[str, float | int], surfaces: Mapping[str, float]) -> dict[str, float]:
+    """``case_metrics``' row of a case whose overlap (``case_overlap``, ``class_overlaps``) and surface metrics
+    (``surface_metrics``) were measured apart: evaluation measures a class's surfaces as soon as the model
+    is done with it, and counts the overlaps of every class at once."""
+    return {
         "dice": overlap["dice"],
         "iou": overlap["iou"],
-        **surface_metrics(pred_t, gt_t, spacing, tolerance_mm, surface=surface),
+        **surfaces,
+        "gt_voxels": overlap["gt_voxels"],
+        "pred_voxels": overlap["pred_voxels"],
     }
-    row.update(gt_voxels=overlap["gt_voxels"], pred_voxels=overlap["pred_voxels"])
-    return row
 
 
 def click_scores(pred: ArrayLike, gt: ArrayLike) -> dict[str, float]:
