@@ -150,7 +150,8 @@ def test_shifts_are_seeded_by_the_case_index_in_the_pipeline(engine, cases):
 @pytest.mark.parametrize("affine", [RAS, LPS, SAGITTAL], ids=["ras", "lps", "sagittal"])
 def test_a_label_file_is_read_once_and_scored_in_its_own_voxels_and_layout(tmp_path, monkeypatch, affine):
     """``stored_labels`` is the file's own array (no second read, compact ids, the file's memory layout),
-    and the prediction put back on the stored grid is a view laid out like it."""
+    the stack of ids keeps the file's integer type, and the prediction put back on the stored grid is a
+    view laid out like it."""
     case = write_case(tmp_path, "one", 0, affine)
     loads = []
     real_load = nib.load
@@ -162,7 +163,9 @@ def test_a_label_file_is_read_once_and_scored_in_its_own_voxels_and_layout(tmp_p
     on_disk = np.asarray(nib.load(case.label).dataobj)
     np.testing.assert_array_equal(ids, on_disk)
     assert ids.dtype == np.uint8 and ids.flags.f_contiguous  # a NIfTI's Fortran order, not transposed
-    stack = read_scan(case.label, 2, label=True).pixels[:, 0].astype(np.uint8)
+    assert label.pixels.dtype == np.uint8  # ids stay integers on the stack (float32 was 4x the bytes)
+    np.testing.assert_array_equal(scan.view.to_volume(label.pixels[:, 0]), on_disk)
+    stack = read_scan(case.label, 2, label=True).pixels[:, 0].copy()
     back = scan.view.to_volume(stack)
     np.testing.assert_array_equal(back, on_disk)
     assert np.shares_memory(back, stack)  # a reorientation is a view, no copy

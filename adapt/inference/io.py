@@ -49,7 +49,8 @@ class Scan:
     """An input image and its geometry.
 
     Attributes:
-        pixels: ``[Z, C, H, W]`` float32 in the file's own units (HU for CT).
+        pixels: ``[Z, C, H, W]`` in the file's own units (HU for CT): float32; a label file's integer
+            ids in their own type.
         kind: its format's name in ``adapt.data.formats.FORMATS`` (``nifti``, ``dicom``, ``pillow``, ``tiff``).
         geometry: format-specific header kept for the writer.
         path: where it was read from.
@@ -155,7 +156,8 @@ def scan_grid(scan: Scan) -> Grid:
 def read_scan(
     path: str | Path, slice_axis: int = 2, spacing: Sequence[float | None] | None = None, label: bool = False
 ) -> Scan:
-    """Read any supported input into a ``Scan`` (pixels ``[Z, C, H, W]`` in the file's units).
+    """Read any supported input into a ``Scan`` (pixels ``[Z, C, H, W]`` in the file's units; a label
+    file's integer ids as stored).
 
     Volumes are put on the training grid by the training code's own transforms
     (``grid_transforms``: RAS, then the adapter's ``spacing`` -- bilinear for images, nearest
@@ -169,7 +171,9 @@ def read_scan(
         raise DataError(f"{path} does not exist")
     kind = for_path(path, writable=True).name
     raster = read_raster(path, as_image=True)
-    pixels, dtype = raster.data_pixels().astype(np.float32), str(raster.array.dtype)
+    pixels, dtype = raster.data_pixels(), str(raster.array.dtype)
+    # Label ids stay integers (a CT's label map as float32 was 4x its bytes, and rounded back to ids).
+    pixels = pixels if label and np.issubdtype(pixels.dtype, np.integer) else pixels.astype(np.float32)
     if not FORMATS[kind].volume:
         valid = None if label else raster.valid()
         return Scan(
@@ -203,7 +207,7 @@ def to_training_grid(
     grid = Compose(steps)(item)["image"]
     view = VolumeView(affine, pixels.shape[1:], np.asarray(grid.affine, np.float64), grid.shape[1:], slice_axis)
     stack = np.stack([view.to_stack(channel) for channel in grid.as_tensor().numpy()], axis=1)
-    return np.ascontiguousarray(stack, dtype=np.float32), view
+    return np.ascontiguousarray(stack, dtype=stack.dtype if label else np.float32), view
 
 
 def to_unit(scan: Scan, preprocessing: Mapping[str, Any]) -> np.ndarray:
