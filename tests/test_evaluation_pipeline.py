@@ -88,27 +88,30 @@ def test_the_pipeline_gives_the_serial_values_in_case_order(engine, cases):
 
 
 @pytest.mark.parametrize("waiting", [pipeline.WAITING_MASKS, 0], ids=["early", "none-waiting"])
-def test_the_last_cases_classes_are_measured_while_the_model_predicts_the_next(engine, cases, monkeypatch, waiting):
-    """The last case's first class is measured by the pool while the model works on its second (its
-    ``segment`` call waits until that measurement has started), the second by the model's thread once
-    the model is done; the earlier cases' classes in the pool. With no mask allowed to wait
-    (``WAITING_MASKS = 0``) nothing starts early and the case's scoring splits both classes. The values
-    are the serial path's either way."""
+def test_a_class_is_measured_while_the_model_works_on_the_planes_after_it(engine, cases, monkeypatch, waiting):
+    """The last case's tumour ends on plane 3, its liver on plane 7: the tumour is measured by the pool while
+    the model works on the later planes (the last ``segment`` call waits until that measurement has
+    started), the liver by the model's thread once the model is done; the earlier cases' classes in the
+    pool. With no mask allowed to wait (``WAITING_MASKS = 0``) nothing starts early and the case's scoring
+    splits both classes. The values are the serial path's either way."""
     monkeypatch.setattr(pipeline, "WAITING_MASKS", waiting)
+    label = nib.load(cases[-1].label)
+    ids = np.asarray(label.dataobj).copy()
+    ids[:, :, 4:][ids[:, :, 4:] == 2] = 1
+    nib.save(nib.Nifti1Image(ids, label.affine), cases[-1].label)
     protocol = Protocol()
     serial = [evaluate_case(engine, case, i, CLASSES, protocol, 2) for i, case in enumerate(cases)]
     started, measured, segments = threading.Event(), [], []
-    last_segment = sum(len(set(np.unique(nib.load(c.label).dataobj)) & set(CLASSES.values())) for c in cases)
     measure, segment = pipeline.class_surfaces, engine.segment
 
     def spy_measure(inputs, mask, index, protocol):
-        if inputs.case.id == cases[-1].id and index == 1:
+        if inputs.case.id == cases[-1].id and index == 2:
             started.set()
         measured.append((inputs.case.id, index, threading.current_thread() is threading.main_thread()))
         return measure(inputs, mask, index, protocol)
 
     def spy_segment(*args, **kwargs):
-        segments.append(started.wait(timeout=30) if len(segments) + 1 == last_segment and waiting else None)
+        segments.append(started.is_set() or (bool(waiting) and started.wait(timeout=30)))
         return segment(*args, **kwargs)
 
     monkeypatch.setattr(pipeline, "class_surfaces", spy_measure)
@@ -116,14 +119,27 @@ def test_the_last_cases_classes_are_measured_while_the_model_predicts_the_next(e
     monkeypatch.setattr(engine, "segment", spy_segment)
     piped = list(pipeline.evaluate_cases(engine, cases, CLASSES, protocol, 2))
     assert [comparable(r) for r in piped] == [comparable(r) for r in serial]
-    assert len(segments) == last_segment and segments[-1] is (True if waiting else None)
+    assert segments[-1] is bool(waiting)  # with early measuring, the tumour's began before the model's last batch
     earlier = [(c.id, index, False) for c in cases[:-1] for index in (1, 2)]
     last = (
-        [(cases[-1].id, 1, False), (cases[-1].id, 2, True)]
+        [(cases[-1].id, 2, False), (cases[-1].id, 1, True)]
         if waiting
         else [(cases[-1].id, 1, True), (cases[-1].id, 2, False)]
     )
     assert sorted(measured) == sorted(earlier + last)
+
+
+def test_a_planes_image_is_encoded_once_for_all_its_classes(engine, cases, monkeypatch):
+    """Liver and tumour share most planes: the model encodes each plane once per case (a batch holds every
+    class's objects of its planes), where class after class encoded the shared planes twice."""
+    encoded = []
+    embed = engine.predictor.embed
+    monkeypatch.setattr(engine.predictor, "embed", lambda images: encoded.append(len(images)) or embed(images))
+    case = cases[0]
+    evaluate_case(engine, case, 0, CLASSES, Protocol(clicks=(1,)), 2)
+    ids = np.asarray(nib.load(case.label).dataobj)
+    planes = np.flatnonzero(np.isin(ids, list(CLASSES.values())).any(axis=(0, 1)))
+    assert sum(encoded) == len(planes) and max(encoded) <= engine.batch_size
 
 
 def test_a_broken_case_stops_the_pipeline_at_its_turn_and_names_its_file(engine, cases):

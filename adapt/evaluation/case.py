@@ -162,22 +162,13 @@ def _prompts(simulator: PromptSimulator, masks: np.ndarray, keys: list[tuple[int
     return PlanePrompts(join("boxes"), join("points"), join("point_labels"))
 
 
-def _objects(planes: np.ndarray, components: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The prompted objects of a class: each plane's mask, or each connected component of it.
-
-    Returns:
-        ``(masks [N, H, W], plane index of each, component number of each)``.
-    """
+def _plane_objects(plane: np.ndarray, components: bool) -> list[tuple[int, np.ndarray]]:
+    """The prompted objects of a class on one plane: ``(0, its mask)``, or each connected component
+    ``(number, mask)``."""
     if not components:
-        return planes, np.arange(len(planes)), np.zeros(len(planes), dtype=np.int64)
-    masks, owners, parts = [], [], []
-    for p, plane in enumerate(planes):
-        labelled, count = ndimage.label(plane)
-        for c in range(1, count + 1):
-            masks.append(labelled == c)
-            owners.append(p)
-            parts.append(c)
-    return np.stack(masks), np.array(owners), np.array(parts)
+        return [(0, plane)]
+    labelled, count = ndimage.label(plane)
+    return [(c, labelled == c) for c in range(1, count + 1)]
 
 
 def predict_classes(
@@ -193,37 +184,78 @@ def predict_classes(
     """Class indices ``[Z, H, W]`` (``i + 1`` for ``values[i]``), and after each number of clicks.
 
     Promptable protocols prompt each class on its own; where two predicted classes overlap the
-    earlier class keeps the voxel, so class ``i + 1``'s voxels are final once the model is done with
-    it: ``on_class(i + 1, classes)`` is called then (later classes only write voxels that hold 0).
+    earlier class keeps the voxel. A class's voxels are final once the model is past its last plane:
+    while the model still has planes to do, ``on_class(i + 1, classes)`` is called then (later classes
+    only write voxels that hold 0), so its scoring can start beside the model.
     """
     if protocol.prompt == "none":
         return engine.classify(images), {}
     if protocol.prompt == "auto":
         return engine.auto(images, protocol.min_area), {}
-    simulator = protocol.simulator()
     dtype = np.uint8 if len(values) < 255 else np.uint16  # one class map per click count: keep them small
     maps = {k: np.zeros(truth.shape, dtype=dtype) for k in (0, *protocol.clicks)}
-    for index, value in enumerate(values):
-        target = truth == value
-        slices = np.flatnonzero(target.any(axis=(1, 2)))
-        if not len(slices):
-            continue
-        key = (case_index, index)
-        if protocol.propagation:
-            mask = _propagate(engine, video, images, target, simulator, key)
+    present = np.stack([(truth == value).any(axis=(1, 2)) for value in values])  # [class, plane]
+    tell = on_class or (lambda index, classes: None)
+    if protocol.propagation:
+        found, simulator = np.flatnonzero(present.any(axis=1)), protocol.simulator()
+        for index in found:
+            mask = _propagate(engine, video, images, truth == values[index], simulator, (case_index, int(index)))
             maps[0][(maps[0] == 0) & mask] = index + 1
-        else:
-            objects, owners, parts = _objects(target[slices], protocol.components)
-            prompt_keys = [(*key, int(z), int(p)) for z, p in zip(slices[owners], parts)]
-            prompts = _prompts(simulator, objects, prompt_keys)
-            keys = [((case_index * 1000 + index) * 100_000 + z) * 1000 + p for _, _, z, p in prompt_keys]
-            found = engine.segment(images[slices], prompts, objects, protocol.clicks, protocol.seed, keys, owners)
-            for k, planes in found.items():
-                for z, plane in zip(slices[owners], planes):
-                    maps[k][z][(maps[k][z] == 0) & plane] = index + 1
-        if on_class is not None:
-            on_class(index + 1, maps[0])
+            if index != found[-1]:
+                tell(index + 1, maps[0])
+    else:
+        _segment_planes(engine, images, truth, values, protocol, case_index, present, maps, tell)
     return maps.pop(0), maps
+
+
+def _segment_planes(
+    engine: Engine,
+    images: np.ndarray,
+    truth: np.ndarray,
+    values: list[int],
+    protocol: Protocol,
+    case_index: int,
+    present: np.ndarray,
+    maps: dict[int, np.ndarray],
+    tell: Callable[[int, np.ndarray], None],
+) -> None:
+    """Every class prompted on each plane where it is, the planes in order and a plane's objects of all
+    classes in one batch: a plane's image is encoded once, not once per class (the image encoder is
+    most of SAM2's work; a multi-organ CT has several classes on most planes). Each batch holds at most
+    ``engine.batch_size`` objects, a plane's objects never split unless they alone are more. Results are
+    written plane by plane in class order, so each voxel is decided as if class after class had been
+    predicted; prompts and clicks are seeded by (case, class, plane, component), not by the batch."""
+    simulator, last = protocol.simulator(), [int(np.flatnonzero(p)[-1]) if p.any() else -1 for p in present]
+    batch: list[tuple[int, int, int, np.ndarray]] = []  # (plane, class index, component, mask)
+
+    def run(more_to_do: bool) -> None:
+        planes, owners = np.unique([z for z, *_ in batch], return_inverse=True)
+        keys = [(case_index, index, z, part) for z, index, part, _ in batch]
+        masks = np.stack([mask for *_, mask in batch])
+        clicks = [((c * 1000 + index) * 100_000 + z) * 1000 + part for c, index, z, part in keys]
+        prompts = _prompts(simulator, masks, keys)
+        found = engine.segment(
+            images[planes], prompts, masks, protocol.clicks, protocol.seed, clicks, owners.reshape(-1)
+        )
+        for k, predicted in found.items():
+            for (z, index, _, _), plane in zip(batch, predicted):
+                maps[k][z][(maps[k][z] == 0) & plane] = index + 1
+        for index, end in enumerate(last):
+            if more_to_do and planes[0] <= end <= planes[-1]:
+                tell(index + 1, maps[0])
+        batch.clear()
+
+    for z in np.flatnonzero(present.any(axis=0)):
+        objects = [
+            (int(z), index, part, mask)
+            for index in np.flatnonzero(present[:, z])
+            for part, mask in _plane_objects(truth[z] == values[index], protocol.components)
+        ]
+        if batch and len(batch) + len(objects) > engine.batch_size:
+            run(more_to_do=True)
+        batch += objects
+    if batch:
+        run(more_to_do=False)
 
 
 def _propagate(

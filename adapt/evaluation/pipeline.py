@@ -7,10 +7,9 @@ quarters of ``evaluate``'s time with a small model on 512 x 512 x 48-64 volumes.
 scipy.ndimage, zlib and torch release the GIL in their loops, so one background thread runs them
 beside the model's thread. That thread takes its work in order (read case ``i + 1``, then score
 case ``i - 1``), so at most three cases are held at once, whatever the dataset's size. The last
-case has no model work beside it: each of its classes but the last is measured in the background as
-soon as the model is done with it (a class's voxels are final then), while the model predicts the
-next; the model's thread then scores the case, the classes still to measure split between the two
-threads.
+case has no next case beside it: each of its classes whose last plane the model has passed is measured
+in the background (its voxels are final then) while the model works on the planes after it; the
+model's thread then scores the case, the classes still to measure split between the two threads.
 
 The results come back in case order and equal the serial ``evaluate_case``'s: a case's prompts
 and clicks are seeded by its index, not by when its work runs.
@@ -94,7 +93,7 @@ def evaluate_cases(
             if not last:
                 reading = pool.submit(read, index + 1)
             early: dict[int, Future] = {}
-            on_class = measure_early(pool, inputs, protocol, len(values), early) if last else None
+            on_class = measure_early(pool, inputs, protocol, early) if last else None
             prediction = predict_input(engine, inputs, values, protocol, index, video, on_class)
             if scoring is not None:
                 yield scoring.result()
@@ -109,15 +108,15 @@ WAITING_MASKS = 2
 
 
 def measure_early(
-    pool: ThreadPoolExecutor, inputs: CaseInput, protocol: Protocol, last_class: int, started: dict[int, Future]
+    pool: ThreadPoolExecutor, inputs: CaseInput, protocol: Protocol, started: dict[int, Future]
 ) -> Callable[[int, np.ndarray], None]:
     """``predict_input``'s ``on_class``: class ``i``'s surface metrics (``class_surfaces``) started in ``pool``
-    into ``started[i]``, beside the model's work on the next class. Not the last class (the model is done
-    then: the case's scoring splits it between the threads), nor while ``WAITING_MASKS`` wait: each holds
-    a volume-sized mask, and a dataset of a hundred classes would hold them all."""
+    into ``started[i]``, beside the model's work on the planes after its last. Not while ``WAITING_MASKS``
+    wait: each holds a volume-sized mask, and a dataset of a hundred classes would hold them all (a class
+    left out is measured with the case)."""
 
     def on_class(index: int, mask: np.ndarray) -> None:
-        if index != last_class and sum(not future.done() for future in started.values()) < WAITING_MASKS:
+        if sum(not future.done() for future in started.values()) < WAITING_MASKS:
             started[index] = pool.submit(class_surfaces, inputs, stored(inputs.scan, mask), index, protocol)
 
     return on_class
