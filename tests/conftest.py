@@ -465,6 +465,27 @@ def serve_app(arguments: list[str], cwd):
             process.wait(30)
 
 
+def read_mask(path: Path):
+    """The stored values of a mask predict or the page wrote: a DICOM series (a folder), NIfTI, GeoTIFF or PNG."""
+    import numpy as np
+
+    if path.is_dir():
+        from adapt.data.formats import read_raster
+
+        return read_raster(path).array[0]
+    if path.name.endswith(".nii.gz"):
+        import nibabel as nib
+
+        return np.asarray(nib.load(path).dataobj)
+    if path.suffix == ".tif":
+        import tifffile
+
+        return tifffile.imread(path)
+    from PIL import Image
+
+    return np.asarray(Image.open(path))
+
+
 def click_shown_image(browser, fx: float, fy: float) -> None:
     """A click at fraction (fx, fy) of the page's shown image (it is scaled down to fit, centred)."""
     from selenium.webdriver.common.action_chains import ActionChains

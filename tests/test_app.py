@@ -15,9 +15,9 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import pydicom
 import pytest
-import tifffile
-from conftest import click_shown_image, load_fake_data, serve_app
+from conftest import click_shown_image, load_user_folders, read_mask, serve_app
 from huggingface_hub import ModelCard
 from omegaconf import OmegaConf
 from PIL import Image
@@ -64,18 +64,8 @@ def predict_file(adapter: Path, input: Path, output: Path, prompt: str) -> Path:
     return written
 
 
-def read_mask(path: Path) -> np.ndarray:
-    if path.is_dir():  # a DICOM series
-        from adapt.data.formats import read_raster
-
-        return read_raster(path, as_image=True).array
-    if path.name.endswith(".nii.gz"):
-        return np.asarray(nib.load(path).dataobj)
-    return np.asarray(Image.open(path)) if path.suffix == ".png" else tifffile.imread(path)
-
-
 def test_session_saves_what_predict_writes_in_every_format(adapter, tmp_path):
-    fake = load_fake_data()
+    folders = load_user_folders()
     volume = write_volume(tmp_path / "ct.nii.gz")
     png = tmp_path / "photo.png"
     Image.fromarray((np.random.default_rng(2).random((60, 80)) * 255).astype(np.uint8)).save(png)
@@ -83,7 +73,7 @@ def test_session_saves_what_predict_writes_in_every_format(adapter, tmp_path):
     image, _ = synthetic.make_aerial_tile(3, (64, 64))
     synthetic.write_geotiff(tif, image, (500000.0, 5200000.0))
     rows, columns, slices = 36, 40, 6
-    series = fake.write_dicom_series(
+    series = folders.write_dicom_series(
         tmp_path / "series", (np.random.default_rng(3).random((rows, columns, slices)) * 200).astype(np.int32) + 900
     )
     session = Session(load_predictor(adapter, propagation="boxes"), tmp_path / "saved")
@@ -171,6 +161,37 @@ def test_page_opens_a_2d_image_with_a_fixed_slice_slider(adapter, tmp_path):
     *_, slider, _, status = opened.fn([str(png)], None)
     assert status == "opened photo.png: 1 slice(s) of (40, 50) (rows, columns)"
     assert not slider.interactive
+
+
+def test_page_saves_each_dicom_series_under_its_own_name_and_offers_a_zip(adapter, tmp_path):
+    """Slice files uploaded through the page have no folder name: each series is named by its UID, so two
+    series saved in one session keep two masks (both were ``series_mask`` before), and the download is a zip
+    of the mask series (Gradio cannot serve the folder: saving failed after writing it)."""
+    import zipfile
+
+    from adapt.app.page import build_page
+
+    page = build_page(load_predictor(adapter, propagation="boxes"), tmp_path / "saved")
+    handlers = {f.name: f.fn for f in page.fns.values() if f.name in ("opened", "segmented", "saved")}
+    folders = load_user_folders()
+    session, saved = None, []
+    for seed in (0, 1):
+        stored = (np.random.default_rng(seed).random((30, 34, 4 + seed)) * 300).astype(np.int32) + 900
+        series = folders.write_dicom_series(tmp_path / f"upload{seed}", stored)
+        uid = pydicom.dcmread(next(series.iterdir())).SeriesInstanceUID
+        session, *_, status = handlers["opened"]([str(f) for f in sorted(series.iterdir())], session)
+        assert status.startswith(f"opened {uid}: {4 + seed} slice(s)"), status
+        session, *_, status = handlers["segmented"]("box 4,4,28,24 slice=1", session)
+        download, path, status = handlers["saved"](session)
+        assert status == f"saved {path}" and Path(path) == tmp_path / "saved" / f"{uid}_mask"
+        with zipfile.ZipFile(download) as archive:
+            assert sorted(n for n in archive.namelist() if not n.endswith("/")) == sorted(
+                f"{uid}_mask/{f.name}" for f in Path(path).iterdir()
+            )
+        saved.append((Path(path), read_mask(Path(path))))
+    for path, mask in saved:  # the first series' mask is still there, as it was saved
+        np.testing.assert_array_equal(read_mask(path), mask)
+    assert [m.shape for _, m in saved] == [(34, 30, 4), (34, 30, 5)]
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import yaml
-from conftest import load_fake_data
+from conftest import load_fake_data, load_user_folders
 
 from adapt.data.cards import load_card
 from adapt.data.formats import can_hold_nonfinite, read_raster
@@ -18,6 +18,7 @@ from adapt.data.volumes import load_volume
 from adapt.errors import ConfigError, DataError
 
 generate = load_fake_data()
+folders = load_user_folders()
 
 
 def card_at(tmp_path, stem, **changes):
@@ -37,7 +38,7 @@ def card_at(tmp_path, stem, **changes):
 def test_dicom_series_geometry_and_hu(tmp_path):
     rows, columns, slices = 10, 12, 5
     stored = np.arange(rows * columns * slices, dtype=np.uint16).reshape(rows, columns, slices) + 1000
-    generate.write_dicom_series(tmp_path / "series", stored, spacing=(0.7, 0.8, 2.0), origin=(-120, -100, 50))
+    folders.write_dicom_series(tmp_path / "series", stored, spacing=(0.7, 0.8, 2.0), origin=(-120, -100, 50))
     raster = read_raster(tmp_path / "series")
     # voxel (i, j, k) = (column, row, slice), values rescaled to HU (intercept -1024)
     assert raster.array.shape == (1, columns, rows, slices)
@@ -60,7 +61,7 @@ def test_dicom_series_grid_from_the_slices_headers_is_the_full_reads(tmp_path, m
     from adapt.data.geometry import raster_grid
 
     stored = np.arange(10 * 12 * 5, dtype=np.uint16).reshape(10, 12, 5)
-    series = generate.write_dicom_series(tmp_path / "series", stored, spacing=(0.7, 0.8, 2.0), origin=(-120, -100, 50))
+    series = folders.write_dicom_series(tmp_path / "series", stored, spacing=(0.7, 0.8, 2.0), origin=(-120, -100, 50))
     raster = read_raster(series)
     parsed = []
     real = pydicom.dcmread
@@ -81,7 +82,7 @@ def test_dicom_series_grid_from_the_slices_headers_is_the_full_reads(tmp_path, m
 def test_dicom_series_case_lands_in_ras(tmp_path):
     """A DICOM series with a NIfTI label on its grid: the labelled voxel keeps its world position."""
     stored = np.full((10, 12, 5), 1024 + 40, np.uint16)
-    generate.write_dicom_series(tmp_path / "data" / "images" / "p1", stored, spacing=(0.7, 0.8, 2.0))
+    folders.write_dicom_series(tmp_path / "data" / "images" / "p1", stored, spacing=(0.7, 0.8, 2.0))
     affine = read_raster(tmp_path / "data" / "images" / "p1").affine
     label = np.zeros((12, 10, 5), np.uint8)
     label[3, 2, 1] = 1
@@ -278,7 +279,7 @@ def _png(path):
 
 def _dicom(slope):
     def write(path):
-        return generate.write_dicom_series(path / "series", np.zeros((6, 7, 3), np.uint16), slope=slope)
+        return folders.write_dicom_series(path / "series", np.zeros((6, 7, 3), np.uint16), slope=slope)
 
     return write
 

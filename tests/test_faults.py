@@ -35,7 +35,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from conftest import load_fake_data, run_user_action
+from conftest import load_user_folders, run_user_action
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from PIL import Image
@@ -263,10 +263,10 @@ def nan_weights(path: Path) -> Path:
 
 def dicom_dataset(e: Env, drop: int | None = 4, duplicate: bool = False) -> Path:
     """A folder card of DICOM series (one folder per case) whose slices have a gap or a duplicate."""
-    generate = load_fake_data()
+    folders = load_user_folders()
     root = e.tmp / "dicom"
     for case in range(3):
-        series = generate.write_dicom_series(
+        series = folders.write_dicom_series(
             root / "series" / f"case{case}", np.full((16, 12, 7), 1000 + case), spacing=(1.0, 1.0, 3.0)
         )
         files = sorted(series.iterdir())

@@ -19,7 +19,7 @@ from typing import Callable
 import nibabel as nib
 import numpy as np
 import pytest
-from conftest import load_fake_data
+from conftest import load_user_folders
 from PIL import Image
 
 from adapt.data import formats
@@ -40,7 +40,7 @@ from adapt.data.raster import label_plane
 from adapt.data.synthetic import write_geotiff
 from adapt.errors import DataError
 
-generate = load_fake_data()
+folders = load_user_folders()
 #: A 2D sample's (H, W) and a volume's stored (X, Y, Z).
 PLANE, VOLUME = (6, 8), (8, 6, 4)
 AFFINE = np.array([[0.0, -0.8, 0.0, 40.0], [0.7, 0.0, 0.0, -20.0], [0.0, 0.0, 2.5, 10.0], [0.0, 0.0, 0.0, 1.0]])
@@ -70,7 +70,7 @@ def _nifti(path: Path, dtype: str = "int16", nan: bool = False) -> tuple[Path, n
 
 def _dicom(path: Path, dtype: str = "uint16", nan: bool = False) -> tuple[Path, np.ndarray]:
     stored = pixels((VOLUME[1], VOLUME[0], VOLUME[2]), "uint16")  # (rows, columns, slices)
-    series = generate.write_dicom_series(
+    series = folders.write_dicom_series(
         path / "series", stored, spacing=(0.7, 0.8, 2.5), slope=float("nan") if nan else 1.0
     )
     return series, np.transpose(stored.astype(np.float32) - 1024, (1, 0, 2))[None]  # (column, row, slice), HU

@@ -21,7 +21,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import yaml
-from conftest import load_fake_data
+from conftest import load_user_folders
 from fault_gen import fault_settings, run_entry
 from hypothesis import given
 from hypothesis import strategies as st
@@ -51,7 +51,7 @@ def _tiff(path: Path, array: np.ndarray, geo: bool = False) -> None:
 
 
 def _dicom(path: Path, array: np.ndarray) -> None:
-    load_fake_data().write_dicom_series(path, array.astype(np.uint16), spacing=(1.0, 1.0, 3.0))
+    load_user_folders().write_dicom_series(path, array.astype(np.uint16), spacing=(1.0, 1.0, 3.0))
 
 
 #: suffix -> (writer, dimensions of its array, dtypes it stores); "/dicom" is a series folder.

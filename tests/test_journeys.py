@@ -10,6 +10,9 @@ citation as a user would, trains with the README's first try, then moves the car
 adapter must carry it) and goes on: evaluate (quick start, robustness, propagation for volumes),
 the notebook, predict, ONNX export and predict, the page in a headless browser, a Hub dry run and
 its model card. The joints between features are what breaks for a new user; these tests walk them.
+The folders (``KINDS``): ultrasound PNGs, an MSD-style NIfTI task, a hospital's DICOM export (one CT
+series per patient, NIfTI labels) and GeoTIFF tiles; a step that does not apply to one says why
+(``Kind.skips``).
 
 Commands run in-process (``runpy``, as ``python -m`` runs them) in the journey's folder; ``data
 init``, ``data check``, the page and the sweep run as subprocesses to prove the command lines.
@@ -34,7 +37,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import tifffile
-from conftest import click_shown_image, errors, execute, load_user_folders, serve_app
+from conftest import click_shown_image, errors, execute, load_user_folders, read_mask, serve_app
 from PIL import Image
 from readme_commands import command, commands
 
@@ -90,7 +93,8 @@ def box_of(mask: np.ndarray) -> str:
 
 @dataclass
 class Kind:
-    """What differs between the journeys: the user's folder, the file predict gets, and its prompt."""
+    """What differs between the journeys: the user's folder, the file (or DICOM series folder) predict gets,
+    its prompt, what the masks and the model card show, and the steps that do not apply (``walks``)."""
 
     name: str
     write: Callable[[Path], Path]
@@ -99,6 +103,42 @@ class Kind:
     prompt: Callable[[Path], str]  # the prompt for the sample, from its label file
     label: str  # the sample's label file
     dims: int
+    usage: str  # the input the model card's predict line shows
+    mask_on: int = 1  # the value predict's masks store for the object (the card's mask_values)
+    skips: dict[str, str] = field(default_factory=dict)  # step -> why it does not apply to this kind
+
+    def walks(self, step: str) -> None:
+        """Skip the calling test where ``step`` does not apply to this kind (``skips`` says why)."""
+        if step in self.skips:
+            pytest.skip(self.skips[step])
+
+
+def volume_grid(path: Path) -> tuple[tuple[int, ...], np.ndarray]:
+    """A volume's voxel grid, ``(shape, voxel -> RAS affine)``: a NIfTI file's header, or a DICOM series
+    (a folder) as the project's reader places it."""
+    if path.is_dir():
+        from adapt.data.formats import read_raster
+
+        raster = read_raster(path)
+        return raster.array.shape[1:], raster.affine
+    image = nib.load(path)
+    return image.shape, image.affine
+
+
+def assert_same_grid(path: Path, reference: Path) -> None:
+    (shape, affine), (wanted_shape, wanted_affine) = volume_grid(path), volume_grid(reference)
+    assert shape == wanted_shape and np.allclose(affine, wanted_affine, atol=1e-4), (
+        path,
+        affine,
+        reference,
+        wanted_affine,
+    )
+
+
+#: Why a step is left out (``Kind.skips``).
+FLAT = "propagation follows an object through a volume"
+SHIFTS_IN_2D = "journeys score shifts on 2D files (the cheapest); the code path is the same"
+ONE_MOVE = "one journey (GeoTIFF: the message comes before any model is loaded) moves its data folder"
 
 
 def _volume_prompt(label: Path) -> str:
@@ -116,6 +156,9 @@ KINDS = {
         lambda label: f"box {box_of(np.asarray(Image.open(label)))}",
         "masks/scan_00.png",
         2,
+        "input=image.png",
+        mask_on=255,
+        skips={"propagation": FLAT, "data moved": ONE_MOVE},
     ),
     "msd": Kind(
         "msd",
@@ -125,6 +168,24 @@ KINDS = {
         _volume_prompt,
         "labelsTr/organ_000.nii.gz",
         3,
+        "input=case.nii.gz",
+        skips={
+            "robustness": SHIFTS_IN_2D,
+            "page": "the page's NIfTI volumes (slice scrolling, propagation) are tested in test_app; the DICOM "
+            "journey opens a volume (a series' slice files) on the page",
+            "data moved": ONE_MOVE,
+        },
+    ),
+    "dicom": Kind(
+        "dicom",
+        folders.write_dicom_folder,
+        "dicom/patient_00",
+        "patient_00_mask",  # a series' mask is a series: a folder
+        _volume_prompt,
+        "segmentations/patient_00.nii.gz",
+        3,
+        "input=case.nii.gz",  # any volume format predicts; a card's series folders name no format to show
+        skips={"robustness": SHIFTS_IN_2D, "data moved": ONE_MOVE},
     ),
     "geotiff": Kind(
         "geotiff",
@@ -134,6 +195,8 @@ KINDS = {
         lambda label: f"box {box_of(tifffile.imread(label))}",
         "labels/field_00.tif",
         2,
+        "input=image.tif",
+        skips={"propagation": FLAT},
     ),
 }
 
@@ -252,8 +315,7 @@ def test_evaluate_uses_the_adapters_own_card_after_the_card_file_moved(journey):
 
 
 def test_evaluate_under_shift(journey):
-    if journey.kind.dims == 3:
-        pytest.skip("one journey scores shifts (2D: the cheapest); the code path is the same")
+    journey.kind.walks("robustness")
     journey.readme("python -m adapt.evaluate", "Robustness", **FEWER_SHIFTS)
     table = (journey.home / "eval" / "robust" / "robustness.csv").read_text()
     for condition in ("noise,2", "blur,2"):
@@ -261,8 +323,7 @@ def test_evaluate_under_shift(journey):
 
 
 def test_evaluate_propagation_through_memory(journey):
-    if journey.kind.dims != 3:
-        pytest.skip("propagation follows an object through a volume")
+    journey.kind.walks("propagation")
     journey.readme("python -m adapt.evaluate", containing=("task=propagation",))
     summary = json.loads((journey.home / "eval" / "memory" / "summary.json").read_text())
     assert summary["protocol"]["propagation"] and summary["throughput"]["unit"] == "frames/s"
@@ -282,20 +343,21 @@ def predicted(journey: Journey) -> Path:
 
 
 def test_predict_writes_masks_in_the_cards_encoding_and_the_inputs_geometry(journey):
-    mask, source = predicted(journey), journey.data / journey.kind.sample
-    label = journey.data / journey.kind.label
-    if journey.kind.name == "png":
-        values = np.unique(np.asarray(Image.open(mask)))
-        assert set(values.tolist()) == {0, 255}, f"{mask}: values {values}; the card's masks store 0/255"
-    elif journey.kind.name == "msd":
-        written, image = nib.load(mask), nib.load(source)
-        assert written.shape == image.shape and np.allclose(written.affine, image.affine, atol=1e-4)
-        assert set(np.unique(np.asarray(written.dataobj)).tolist()) <= {0, 1}  # the first try's tiny model may miss
+    """The mask stores the card's values (0/255 for the PNG folder) on the input's grid: a volume's (NIfTI
+    or DICOM series) shape and affine are the input's and its label file's, a GeoTIFF keeps its tags."""
+    kind = journey.kind
+    mask, source, label = predicted(journey), journey.data / kind.sample, journey.data / kind.label
+    values = set(np.unique(read_mask(mask)).tolist())
+    if kind.dims == 3:
+        assert values <= {0, kind.mask_on}, values  # the first try's tiny model may miss
+        assert_same_grid(mask, source)
+        assert_same_grid(mask, label)  # the label was written on the grid the series' headers describe
     else:
+        assert values == {0, kind.mask_on}, f"{mask}: values {values}; the card's masks store 0/{kind.mask_on}"
+    if kind.name == "geotiff":
         with tifffile.TiffFile(mask) as written, tifffile.TiffFile(label) as truth:
             for tag in GEO_TAGS:
                 assert written.pages[0].tags[tag].value == truth.pages[0].tags[tag].value, tag
-            assert set(np.unique(written.asarray()).tolist()) == {0, 1}
 
 
 def test_export_onnx_and_int8_then_predict_with_onnx(journey):
@@ -314,12 +376,11 @@ def test_export_onnx_and_int8_then_predict_with_onnx(journey):
         assert json.loads((journey.home / "export" / "int8" / "export.json").read_text())["quantize"] == "int8"
     onnx_mask = journey.predict("export/demo", "onnx_" + journey.kind.output)
     if journey.kind.dims == 3:  # the export follows the volume by boxes, torch by SAM2's memory: same grid only
-        written, torch_mask = nib.load(onnx_mask), nib.load(predicted(journey))
-        assert written.shape == torch_mask.shape and np.allclose(written.affine, torch_mask.affine)
+        assert_same_grid(onnx_mask, predicted(journey))
+        assert set(np.unique(read_mask(onnx_mask)).tolist()) <= {0, journey.kind.mask_on}
         return
-    read = tifffile.imread if journey.kind.name == "geotiff" else (lambda p: np.asarray(Image.open(p)))
-    torch_mask = read(predicted(journey))
-    assert (read(onnx_mask) == torch_mask).mean() >= 0.99 and torch_mask.any()
+    torch_mask = read_mask(predicted(journey))
+    assert (read_mask(onnx_mask) == torch_mask).mean() >= 0.99 and torch_mask.any()
 
 
 def test_hub_dry_run_publishes_the_card_and_a_model_card_that_fits(journey):
@@ -331,7 +392,7 @@ def test_hub_dry_run_publishes_the_card_and_a_model_card_that_fits(journey):
     usage = [line for line in model_card.splitlines() if line.startswith("python -m adapt.predict")]
     assert usage, model_card
     assert all(("slice=" in line) == (journey.kind.dims == 3) for line in usage), usage
-    assert any(Path(journey.kind.sample).suffix in line for line in usage), usage
+    assert any(journey.kind.usage in line for line in usage), usage
     private = str(journey.home.parent)
     leaked = [
         p.name
@@ -342,8 +403,9 @@ def test_hub_dry_run_publishes_the_card_and_a_model_card_that_fits(journey):
 
 
 def test_page_saves_what_predict_writes(journey, request):
-    if journey.kind.dims == 3:
-        pytest.skip("the page's volumes (slice scrolling, propagation) are tested in test_app; journeys open 2D files")
+    """The README's page opens the sample (a series: its slice files, as a browser uploads them), a box drawn
+    on the shown (middle) slice segments it, and the saved mask is what predict writes for that prompt."""
+    journey.kind.walks("page")
     browser = request.getfixturevalue("browser")
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
@@ -356,9 +418,9 @@ def test_page_saves_what_predict_writes(journey, request):
     with serve_app(argv[3:], journey.home) as url:
         browser.get(url)
         wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, "#upload input[type=file]"))
-        browser.find_element(By.CSS_SELECTOR, "#upload input[type=file]").send_keys(
-            str(journey.data / journey.kind.sample)
-        )
+        sample = journey.data / journey.kind.sample
+        files = sorted(sample.iterdir()) if sample.is_dir() else [sample]
+        browser.find_element(By.CSS_SELECTOR, "#upload input[type=file]").send_keys("\n".join(map(str, files)))
         wait.until(lambda b: value("#status textarea").startswith("opened"))
         click_shown_image(browser, 0.2, 0.2)
         wait.until(lambda b: value("#status textarea").startswith("box"))
@@ -372,16 +434,16 @@ def test_page_saves_what_predict_writes(journey, request):
         saved = journey.home / value("#saved_path textarea")  # out_dir=masks: relative to the app's folder
     assert saved.exists(), value("#status textarea")
     expected = journey.predict("me/sam2-ct-liver", "page_" + journey.kind.output, prompt)
-    read = tifffile.imread if journey.kind.name == "geotiff" else (lambda path: np.asarray(Image.open(path)))
-    np.testing.assert_array_equal(read(saved), read(expected))
-    assert set(np.unique(read(saved)).tolist()) <= ({0, 255} if journey.kind.name == "png" else {0, 1})
+    np.testing.assert_array_equal(read_mask(saved), read_mask(expected))
+    if journey.kind.dims == 3:
+        assert_same_grid(saved, journey.data / journey.kind.sample)
+    assert set(np.unique(read_mask(saved)).tolist()) <= {0, journey.kind.mask_on}
 
 
 def test_evaluate_names_data_root_when_the_data_moved(journey):
     """Last: the user's data folder moves (and comes back): evaluate says which key points to it (one
     journey, the cheapest: the message comes before any model is loaded)."""
-    if journey.kind.name != "geotiff":
-        pytest.skip("one journey moves its data folder")
+    journey.kind.walks("data moved")
     moved = journey.data.with_name("my_data_moved")
     journey.data.rename(moved)
     try:

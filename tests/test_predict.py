@@ -14,6 +14,7 @@ import tifffile
 import torch
 from omegaconf import OmegaConf
 from PIL import Image
+from conftest import read_mask
 
 from adapt import predict
 from adapt.adapters import apply_adapter
@@ -392,10 +393,6 @@ def _nifti(folder: Path) -> tuple[Path, str]:
     return folder / "scan.nii.gz", "box 6,6,20,20 slice=1"
 
 
-def _read_mask(path: Path) -> np.ndarray:
-    return np.asarray(nib.load(path).dataobj) if path.name.endswith(".nii.gz") else np.asarray(Image.open(path))
-
-
 @pytest.mark.parametrize(
     "write, output, choice, written",
     [
@@ -410,7 +407,7 @@ def test_masks_are_written_in_the_cards_encoding_unless_ids_are_asked(
 ):
     source, prompt = write(tmp_path)
     [out] = predict.run(config(binary_255_adapter, source, tmp_path / output, prompt, mask_values=choice))
-    assert set(np.unique(_read_mask(out)).tolist()) == written
+    assert set(np.unique(read_mask(out)).tolist()) == written
 
 
 def test_the_app_saves_masks_in_the_cards_encoding(binary_255_adapter, tmp_path, box_echo):
@@ -422,7 +419,7 @@ def test_the_app_saves_masks_in_the_cards_encoding(binary_255_adapter, tmp_path,
         session = Session(load_predictor(binary_255_adapter), tmp_path / choice, mask_values=choice)
         session.open([source])
         session.segment(prompt)
-        assert set(np.unique(_read_mask(session.save())).tolist()) == written
+        assert set(np.unique(read_mask(session.save())).tolist()) == written
 
 
 def test_an_unknown_mask_values_choice_is_refused_before_the_model_loads(binary_255_adapter, tmp_path):

@@ -109,8 +109,9 @@ def build_page(
         return session, session.render(), gr.Slider(value=session.slice), status
 
     def saved(session: Session | None) -> tuple:
-        path = session_of(session).save()
-        return str(path), str(path), f"saved {path}"
+        session = session_of(session)
+        path = session.save()
+        return str(session.download(path)), str(path), f"saved {path}"
 
     def cleared(session: Session | None) -> tuple:
         session = session_of(session)

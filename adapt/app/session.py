@@ -26,7 +26,7 @@ import numpy as np
 from adapt.errors import ConfigError, DataError
 from adapt.data.encoding import LabelEncoding
 from adapt.data.formats import FORMATS, mask_name, read_raster
-from adapt.data.formats.dicom import is_series
+from adapt.data.formats.dicom import is_series, series_name
 from adapt.inference.io import Scan, to_unit, write_mask
 from adapt.inference.prompt_syntax import parse_prompt
 from adapt.inference.runner import Predictor, predict_scan
@@ -52,7 +52,8 @@ def stored_planes(stack: np.ndarray, scan: Scan) -> np.ndarray:
 
 def gather_input(paths: Sequence[str | Path], folder: Path) -> Path:
     """The file to read from uploaded ``paths``: one file as it is; several (a DICOM series' slices)
-    copied into one folder, which ``read_scan`` reads as a series."""
+    copied into one folder named after the series (``series_name``: the upload has no folder name, and
+    the saved mask is named after it), which ``read_scan`` reads as a series."""
     paths = [Path(p) for p in paths]
     if not paths:
         raise DataError("no file was given; open a NIfTI, a DICOM series (its slice files), a PNG/JPEG or a GeoTIFF")
@@ -66,7 +67,7 @@ def gather_input(paths: Sequence[str | Path], folder: Path) -> Path:
         shutil.copy2(path, series / path.name)
     if not is_series(series):
         raise DataError(f"{len(paths)} files were given and they are not a DICOM series; open one image at a time")
-    return series
+    return series.rename(folder / series_name(series))
 
 
 @dataclass
@@ -186,6 +187,13 @@ class Session:
         name = f"{self.source.name}_mask" if FORMATS[self.scan.kind].folder else self.source.name
         target = Path(folder or self.out_dir) / mask_name(self.scan.kind, name)
         return write_mask(values[self.stack_mask.astype(np.int64)], self.scan, target)
+
+    def download(self, saved: Path) -> Path:
+        """The one file a browser downloads for a saved mask: the file itself, or for a DICOM series' mask
+        (a folder) a zip of that folder, made in the session's work folder (a page serves files, not folders)."""
+        if not saved.is_dir():
+            return saved
+        return Path(shutil.make_archive(str(self.work / saved.name), "zip", saved.parent, saved.name))
 
     def show_labels(self, path: Path) -> int:
         """Show a label file of the open scan (a pre-annotation: its non-zero pixels) as the mask, without a

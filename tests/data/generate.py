@@ -5,8 +5,8 @@
 (``dataset.json`` + NIfTI with a non-identity affine and anisotropic spacing; 4D two-channel
 volumes for Task05 Prostate), BTCV's ``Training/img`` + ``Training/label``, Kvasir-SEG JPEG
 pairs, ISIC 2018 JPEG + PNG masks, LoveDA PNG tiles, and the synthetic cards' own generators
-(4-band GeoTIFF with a CRS for ``aerial_phantom``). ``write_dicom_series`` writes a DICOM
-series (pydicom) for the reader tests.
+(4-band GeoTIFF with a CRS for ``aerial_phantom``). DICOM series are written by
+``user_folders.write_dicom_series`` (beside this file), the one DICOM writer of the tests.
 
 From a test::
 
@@ -31,6 +31,9 @@ from PIL import Image
 
 from adapt.data import synthetic
 from adapt.data.cards import load_card, shipped_cards
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/data is no package: user_folders.py is beside
+from user_folders import write_dicom_series  # noqa: E402
 
 AFFINE_SPACING = (0.8, 0.8, 2.5)
 VOLUME_SHAPE = (40, 36, 12)
@@ -176,50 +179,6 @@ def write_dataset(stem: str, root: str | Path) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     WRITERS[stem](root)
     return root
-
-
-def write_dicom_series(
-    folder: str | Path,
-    volume: np.ndarray,
-    spacing: Sequence[float] = (0.7, 0.7, 2.0),
-    origin: Sequence[float] = (-120.0, -100.0, 50.0),
-    slope: float = 1.0,
-    intercept: float = -1024.0,
-) -> Path:
-    """A single-frame CT DICOM series of ``volume`` ``(rows, columns, slices)`` (stored values).
-
-    Slices are axial (ImageOrientationPatient ``1,0,0,0,1,0``: rows run along patient +x (L),
-    columns down +y (P), in LPS) with ``ImagePositionPatient`` stepping along +z, and written
-    in reverse order so a reader must sort them by position.
-    """
-    import pydicom
-    from pydicom.dataset import FileDataset, FileMetaDataset
-    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
-
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    series, study = generate_uid(), generate_uid()
-    rows, columns, slices = volume.shape
-    for k in reversed(range(slices)):
-        meta = FileMetaDataset()
-        meta.MediaStorageSOPClassUID = CTImageStorage
-        meta.MediaStorageSOPInstanceUID = generate_uid()
-        meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        ds = FileDataset(str(folder / f"slice{k:03d}.dcm"), {}, file_meta=meta, preamble=b"\0" * 128)
-        ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, meta.MediaStorageSOPInstanceUID
-        ds.Modality, ds.SeriesInstanceUID, ds.StudyInstanceUID = "CT", series, study
-        ds.Rows, ds.Columns = rows, columns
-        ds.PixelSpacing = [float(spacing[0]), float(spacing[1])]  # row spacing, column spacing
-        ds.SliceThickness = float(spacing[2])
-        ds.ImageOrientationPatient = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
-        ds.ImagePositionPatient = [float(origin[0]), float(origin[1]), float(origin[2]) + k * float(spacing[2])]
-        ds.InstanceNumber = k + 1
-        ds.RescaleSlope, ds.RescaleIntercept = slope, intercept
-        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
-        ds.PixelData = np.ascontiguousarray(volume[:, :, k].astype(np.uint16)).tobytes()
-        pydicom.dcmwrite(folder / f"slice{k:03d}.dcm", ds, enforce_file_format=True)
-    return folder
 
 
 def write_msd_folder(root: Path, num_cases: int = 4) -> Path:

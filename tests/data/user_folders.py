@@ -11,6 +11,10 @@ writes their card.
   volumes on an oblique (rotated) grid with anisotropic voxels, as a scanner writes them.
 * ``write_geotiff_folder``: 4-band GeoTIFF tiles with a projected CRS and label tiles of the same
   names and georeferencing in a folder beside them.
+* ``write_dicom_folder``: a hospital export, one CT series per patient (``dicom/patient_NN/``, slice
+  files without a suffix, numbered in another order than their positions, on the oblique grid of the
+  NIfTI volumes) and the segmentation tool's NIfTI label of each (``segmentations/patient_NN.nii.gz``).
+  Its series are written by ``write_dicom_series``, the tests' one DICOM writer.
 
 Each takes ``unlabelled=k``: k more images without a label (cases to annotate; the hidden truth of
 each is written under ``root/../<root name>_truth/`` for tests that score pre-annotations).
@@ -19,6 +23,7 @@ each is written under ``root/../<root name>_truth/`` for tests that score pre-an
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import nibabel as nib
@@ -34,6 +39,8 @@ VOXEL_MM = (0.9, 0.75, 3.0)
 #: EPSG code of the tiles' CRS (WGS 84 / UTM zone 32N, not the project's synthetic default).
 TILE_EPSG = 32632
 TILE_PIXEL_M = 0.3
+#: DICOM positions are LPS, NIfTI's RAS: x and y change sign (the matrix is its own inverse).
+LPS_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
 
 def ultrasound_pair(seed: int, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
@@ -148,4 +155,79 @@ def write_geotiff_folder(
         labels.mkdir(exist_ok=True)
         for folder, array in ((root / "tiles", image), (labels, label)):
             synthetic.write_geotiff(folder / f"field_{i:02d}.tif", array, origin, TILE_PIXEL_M, TILE_EPSG)
+    return root
+
+
+def write_dicom_series(
+    folder: str | Path,
+    volume: np.ndarray,
+    spacing: Sequence[float] = (0.7, 0.7, 2.0),
+    origin: Sequence[float] = (-120.0, -100.0, 50.0),
+    slope: float = 1.0,
+    intercept: float = -1024.0,
+    affine: np.ndarray | None = None,
+    names: Sequence[str] | None = None,
+) -> Path:
+    """A single-frame CT DICOM series of ``volume`` ``(rows, columns, slices)`` (stored values); returns ``folder``.
+
+    The grid is ``affine`` (voxel ``(column, row, slice)`` -> RAS mm, as a NIfTI label of the series
+    stores it), else axial: ImageOrientationPatient ``1,0,0,0,1,0`` (rows run along patient +x (L),
+    columns down +y (P), in LPS), ``spacing`` (row, column, slice) and the first slice at ``origin``
+    (LPS), stepping along +z. Slice ``k`` is the file ``names[k]`` (``slice{k:03d}.dcm`` by default);
+    the files are written in reverse order, so a reader must sort them by position.
+    """
+    import pydicom
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+
+    if affine is None:
+        axial = np.diag([float(spacing[1]), float(spacing[0]), float(spacing[2]), 1.0])
+        axial[:3, 3] = [float(v) for v in origin]
+        affine = LPS_RAS @ axial
+    lps = LPS_RAS @ affine
+    column_spacing, row_spacing, thickness = np.linalg.norm(lps[:3, :3], axis=0)
+    orientation = [*(lps[:3, 0] / column_spacing), *(lps[:3, 1] / row_spacing)]
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    series, study = generate_uid(), generate_uid()
+    rows, columns, slices = volume.shape
+    names = names or [f"slice{k:03d}.dcm" for k in range(slices)]
+    for k in reversed(range(slices)):
+        meta = FileMetaDataset()
+        meta.MediaStorageSOPClassUID = CTImageStorage
+        meta.MediaStorageSOPInstanceUID = generate_uid()
+        meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds = FileDataset(str(folder / names[k]), {}, file_meta=meta, preamble=b"\0" * 128)
+        ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, meta.MediaStorageSOPInstanceUID
+        ds.Modality, ds.SeriesInstanceUID, ds.StudyInstanceUID = "CT", series, study
+        ds.Rows, ds.Columns = rows, columns
+        ds.PixelSpacing = [float(row_spacing), float(column_spacing)]
+        ds.SliceThickness = float(thickness)
+        ds.ImageOrientationPatient = [round(float(v), 8) for v in orientation]
+        ds.ImagePositionPatient = [round(float(v), 6) for v in lps[:3, 3] + k * lps[:3, 2]]
+        ds.InstanceNumber = k + 1
+        ds.RescaleSlope, ds.RescaleIntercept = slope, intercept
+        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
+        ds.PixelData = np.ascontiguousarray(volume[:, :, k].astype(np.uint16)).tobytes()
+        pydicom.dcmwrite(folder / names[k], ds, enforce_file_format=True)
+    return folder
+
+
+def write_dicom_folder(
+    root: Path, num_cases: int = 4, shape: tuple[int, int, int] = (48, 44, 12), unlabelled: int = 0
+) -> Path:
+    """``root/dicom/patient_NN/IM_*`` (one CT series each, HU stored with intercept -1024, the files numbered
+    in a shuffled order) and ``root/segmentations/patient_NN.nii.gz`` (organ = 1) on the series' oblique,
+    anisotropic grid ``shape`` = (columns, rows, slices); returns ``root``."""
+    affine = oblique_affine()
+    for i in range(num_cases + unlabelled):
+        image, label = ct_volume(i, shape)
+        labels = root / "segmentations" if i < num_cases else truth_folder(root)
+        labels.mkdir(parents=True, exist_ok=True)
+        order = np.random.default_rng(100 + i).permutation(shape[2]) + 1
+        stored = np.clip(image.astype(np.int32) + 1024, 0, None).transpose(1, 0, 2)  # (rows, columns, slices)
+        names = [f"IM_{n:04d}" for n in order]
+        write_dicom_series(root / "dicom" / f"patient_{i:02d}", stored, affine=affine, names=names)
+        nib.save(nib.Nifti1Image(label, affine), labels / f"patient_{i:02d}.nii.gz")
     return root

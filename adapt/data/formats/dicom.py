@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import re
 from pathlib import Path
 from typing import Any
 
@@ -207,6 +208,16 @@ def _parsed_series(path: Path, state: tuple) -> tuple[Any, ...] | None:
     except Exception:
         return None
     return tuple(slices) if len(sizes) == 1 and next(iter(sizes))[2] == 1 else None
+
+
+def series_name(path: Path) -> str:
+    """A folder name for the series in ``path``: its SeriesInstanceUID (digits and dots), the one name no
+    other series shares -- slice files uploaded without their folder (a browser sends files) have no other
+    name, and a mask named after it never replaces another series' mask. ``path``'s own name where the
+    headers give none (the full read names the problem)."""
+    slices = header_series(path)
+    uid = str(slices[0].get("SeriesInstanceUID") or "") if slices else ""
+    return uid if re.fullmatch(r"\d[\d.]*", uid) else path.name
 
 
 def header_grid(path: Path) -> Grid | None:
