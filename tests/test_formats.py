@@ -152,6 +152,23 @@ def test_a_sample_reads_back_with_its_values_and_geometry(tmp_path, row):
     assert same_grid(grid, raster_grid(raster)) if row.header_grid else grid is None
 
 
+def test_a_dicom_mask_series_replaces_a_longer_one_written_to_its_folder_whole(tmp_path):
+    """``predict overwrite=true`` into the mask folder of a longer series: the earlier series' extra slices
+    go (the folder would hold two series), the new mask reads back, files the writer did not name stay."""
+    out = tmp_path / "out" / mask_name("dicom", "series")
+    for slices in (5, 3):
+        series = folders.write_dicom_series(tmp_path / f"series{slices}", np.zeros((6, 7, slices), np.uint16))
+        raster = read_raster(series, as_image=True)
+        ids = (np.arange(6 * 7 * slices) % 3).reshape(raster.array.shape[1:]).astype(np.uint8)
+        write_labels(ids, "dicom", raster.header, out)
+        if slices == 5:
+            (out / "notes.txt").write_text("the user's own file")
+    assert sorted(p.name for p in out.iterdir()) == ["mask_0000.dcm", "mask_0001.dcm", "mask_0002.dcm", "notes.txt"]
+    written = read_raster(out)
+    np.testing.assert_array_equal(written.array[0], ids)
+    assert same_grid(raster_grid(written), raster_grid(raster))
+
+
 @pytest.mark.parametrize("row", ROWS, ids=IDS)
 def test_a_mask_is_written_in_the_inputs_format_geometry_and_mask_values(tmp_path, row):
     path, _ = row.write(tmp_path)

@@ -145,12 +145,20 @@ def dicom_affine(datasets: list[Any]) -> np.ndarray:
     return LPS_TO_RAS @ affine
 
 
+#: The slice files of a mask series this writer names (``mask_0000.dcm``, ...).
+MASK_SLICE = re.compile(r"mask_\d{4,}\.dcm")
+
+
 def write(labels: np.ndarray, slices: list[Any], path: Path) -> None:
     """A derived series in the folder ``path``: every slice's headers (geometry, patient, study) with the
-    mask ``[X, Y, Z]`` as pixels, a new series UID and number."""
+    mask ``[X, Y, Z]`` as pixels, a new series UID and number. It replaces a mask series written there
+    before as a whole: the slices of a longer one would stay beside it, and the folder hold two series."""
     from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
     path.mkdir(parents=True, exist_ok=True)
+    names = [f"mask_{k:04d}.dcm" for k in range(len(slices))]
+    for stale in set(p.name for p in path.iterdir() if MASK_SLICE.fullmatch(p.name)) - set(names):
+        (path / stale).unlink()
     series_uid = generate_uid()
     for k, source in enumerate(slices):
         plane = np.ascontiguousarray(labels[:, :, k].T)
@@ -177,7 +185,7 @@ def write(labels: np.ndarray, slices: list[Any], path: Path) -> None:
         ds.SeriesNumber = int(source.get("SeriesNumber", 0) or 0) + 1000
         ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
         ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        ds.save_as(path / f"mask_{k:04d}.dcm", enforce_file_format=True)
+        ds.save_as(path / names[k], enforce_file_format=True)
 
 
 def header_series(path: Path) -> list[Any] | None:
