@@ -130,3 +130,32 @@ def test_cards_command_lists_every_card_with_its_licence(capsys):
     lines = capsys.readouterr().out.splitlines()
     assert [line.split()[0] for line in lines] == shipped_cards()
     assert any(line.startswith("isic2018") and "CC-BY-NC-4.0" in line for line in lines)
+
+
+def test_an_nnunet_archive_unpacks_into_its_dataset_folder_in_the_cache(tmp_path, server, monkeypatch, capsys):
+    """``source.dataset`` names the default folder (cache) and the missing-data fix; the archive's one top folder
+    becomes the root, as an MSD task's does."""
+    from conftest import load_user_folders
+
+    www, base = server
+    load_user_folders().write_nnunet_folder(
+        tmp_path / "src" / "Dataset099_Fake", num_cases=2, shape=(16, 12), file_ending=".png"
+    )
+    with tarfile.open(www / "Dataset099_Fake.tar", mode="w") as tar:
+        tar.add(tmp_path / "src" / "Dataset099_Fake", arcname="Dataset099_Fake")
+    card = yaml.safe_load(card_file(tmp_path, "x").read_text())
+    card["source"] = {"kind": "nnunet", "dataset": "Dataset099_Fake", "url": f"{base}/Dataset099_Fake.tar"}
+    card["labels"], card["targets"], card["dims"] = {"background": 0, "lesion": 1}, ["lesion"], 2
+    card.pop("spacing", None)
+    path = tmp_path / "fake_nnunet.yaml"
+    path.write_text(yaml.safe_dump(card))
+    monkeypatch.setenv("SAM2_ADAPT_DATA", str(tmp_path / "cache"))
+    with pytest.raises(DataNotFoundError, match="data.root=/path/to/Dataset099_Fake"):
+        list_cases(load_card(path), tmp_path / "cache" / "Dataset099_Fake")
+    assert main(["download", f"card={path}"]) == 0
+    root = tmp_path / "cache" / "Dataset099_Fake"
+    assert f"data.root={root}" in capsys.readouterr().out and (root / "dataset.json").is_file()
+    assert [(c.id, c.image.name, c.label.name) for c in list_cases(load_card(path), root)] == [
+        ("liver_000", "liver_000_0000.png", "liver_000.png"),
+        ("liver_001", "liver_001_0000.png", "liver_001.png"),
+    ]

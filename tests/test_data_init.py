@@ -2,7 +2,7 @@
 ``python -m adapt.data check`` prints, plots and names every planted problem.
 
 Datasets are written by ``tests/data/generate.py`` (``write_layout``: an MSD task folder, Kvasir-SEG's
-images/ + masks/, a DICOM series tree with NIfTI labels, GeoTIFF tiles) and by the shipped cards'
+images/ + masks/, a DICOM series tree with NIfTI labels, GeoTIFF tiles, an nnU-Net v2 dataset) and by the shipped cards'
 fake-data writers (ISIC, LoveDA, BTCV layouts).
 """
 
@@ -30,7 +30,7 @@ from conftest import TWO_STEPS
 register_resolvers()
 register_recipes()
 
-LAYOUTS = ("msd", "kvasir", "dicom", "geotiff")
+LAYOUTS = ("msd", "kvasir", "dicom", "geotiff", "nnunet")
 
 
 def fill_facts(card: Path) -> None:
@@ -59,11 +59,12 @@ def test_init_writes_a_card_that_lists_every_pair(layout, tmp_path, fake_data):
         "kvasir": ("folder", 2, "RGB", ["label_1"]),
         "dicom": ("folder", 3, "CT", ["label_1"]),
         "geotiff": ("folder", 2, "multispectral", ["label_1"]),
+        "nnunet": ("nnunet", 3, "CT", ["liver", "tumor"]),
     }
     kind, dims, modality, targets = expected[layout]
     assert (card.source["kind"], card.dims, card.modality, card.targets) == (kind, dims, modality, targets)
     text = card_path.read_text()
-    if layout in ("msd", "dicom"):  # CT: a window in HU from the voxels inside the labels
+    if layout in ("msd", "dicom", "nnunet"):  # CT: a window in HU from the voxels inside the labels
         low, high = card.intensity["window"]
         assert -100 < low < high < 200
         assert "HU" in text

@@ -32,6 +32,7 @@ from adapt.errors import ConfigError
 
 SOURCES = {
     "msd": {"kind": "msd", "root": ".", "task": "Task03_Liver"},
+    "nnunet": {"kind": "nnunet", "root": ".", "dataset": "Dataset003_Liver"},
     "folder": {"kind": "folder", "root": ".", "images": "images/*.png", "labels": "masks/{stem}.png"},
     "csv": {"kind": "csv", "root": ".", "manifest": "cases.csv"},
     "synthetic": {"kind": "synthetic", "generator": "ct", "num_cases": 4, "seed": 0, "shape": [32, 32, 8]},

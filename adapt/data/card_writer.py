@@ -4,7 +4,9 @@
 (``adapt.data.statistics``) and proposes each field from what it found:
 
 * ``dims`` from the files (volumes, DICOM series and frame folders are 3D); ``modality`` from
-  DICOM's Modality, dataset.json's, or the pixels (values down to -1000 are CT's HU);
+  DICOM's Modality, dataset.json's (MSD's ``modality``, nnU-Net v2's ``channel_names["0"]``: ``CT``;
+  ``MRI``, ``T1``, ``T2``, ``FLAIR``, ``ADC``, ``DWI`` are MR), or the pixels (values down to -1000 are
+  CT's HU);
 * ``labels`` from the label ids in the label files, named by dataset.json where it names them,
   else ``background`` (0) and ``label_<id>``; ``targets`` every non-background label found;
 * ``mask_values``, how the files store the labels, decided per file (``file_encoding``): binary
@@ -175,7 +177,8 @@ def propose(
 ) -> tuple[dict[str, Any], dict[str, str]]:
     """The card's fields, and a comment per field saying where each value came from."""
     manifest = layout.manifest or {}
-    modality, why = guess_modality(stats, _first(manifest.get("modality")))
+    channels = manifest.get("modality") or manifest.get("channel_names")  # MSD's, nnU-Net v2's
+    modality, why = guess_modality(stats, _first(channels))
     dims = 3 if any(s.volume for s in stats) else 2
     threshold = encoding.threshold
     labels, found = label_names(stats, manifest.get("labels"), encoding.mask_values is not None)
@@ -184,7 +187,7 @@ def propose(
     source.update({k: v for k, v in layout.source.items() if k != "kind"})
     if threshold is not None:
         source["mask_threshold"] = threshold
-    intensity, intensity_note = propose_intensity(stats, modality, manifest.get("modality"))
+    intensity, intensity_note = propose_intensity(stats, modality, channels)
     kinds = sorted({s.kind for s in stats})
     fields: dict[str, Any] = {
         "name": name,

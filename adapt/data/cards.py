@@ -23,16 +23,23 @@ from adapt.errors import ConfigError
 from adapt.guards import NONFINITE_POLICIES
 
 MODALITIES = ("CT", "MR", "PET", "US", "XR", "endoscopy", "dermoscopy", "RGB", "multispectral", "SAR")
-SOURCE_KINDS = ("msd", "folder", "csv", "synthetic")
+SOURCE_KINDS = ("msd", "nnunet", "folder", "csv", "synthetic")
 GENERATORS = ("ct", "mr", "aerial")
 _COMMON_SOURCE_KEYS = {"kind", "root", "url", "md5", "access", "mask_threshold", "unlabelled"}
 SOURCE_KEYS = {
     "msd": _COMMON_SOURCE_KEYS | {"task"},
+    "nnunet": _COMMON_SOURCE_KEYS | {"dataset"},
     "folder": _COMMON_SOURCE_KEYS | {"images", "labels"},
     "csv": _COMMON_SOURCE_KEYS | {"manifest"},
     "synthetic": _COMMON_SOURCE_KEYS | {"generator", "num_cases", "seed", "shape"},
 }
-REQUIRED_SOURCE_KEYS = {"msd": set(), "folder": {"images", "labels"}, "csv": {"manifest"}, "synthetic": set()}
+REQUIRED_SOURCE_KEYS = {
+    "msd": set(),
+    "nnunet": set(),
+    "folder": {"images", "labels"},
+    "csv": {"manifest"},
+    "synthetic": set(),
+}
 INTENSITY_KEYS = {"window", "percentiles", "channels", "channel_names", "nonfinite"}
 #: Most channels or bands a card may select (Sentinel-2 has 13).
 MAX_CHANNELS = 16
@@ -108,6 +115,7 @@ FIELD_TYPES = {
     "source.access": FieldType("text"),
     "source.mask_threshold": FieldType("number", low=1e-6),
     "source.task": FieldType("text"),
+    "source.dataset": FieldType("text"),
     "source.images": FieldType("text"),
     "source.labels": FieldType("text"),
     "source.manifest": FieldType("text"),

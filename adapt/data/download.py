@@ -6,8 +6,8 @@ folder next to the destination, moved into place only once every archive of the 
 been fetched, verified and unpacked, so a wrong checksum or a broken transfer leaves
 nothing half-extracted behind.
 
-Destinations follow the cards: an MSD task is unpacked so that ``root`` *is* the task folder
-(``dataset.json`` at its top, as ``data.root=/path/to/Task09_Spleen`` expects); other cards
+Destinations follow the cards: an MSD task or an nnU-Net dataset is unpacked so that ``root`` *is*
+its folder (``dataset.json`` at its top, as ``data.root=/path/to/Task09_Spleen`` expects); other cards
 keep their archives' own folders under ``root``, which is what their globs name.
 """
 
@@ -93,9 +93,10 @@ def download(card: DataCard, root: str | Path | None = None, progress: bool = Tr
 
 
 def _content_root(card: DataCard, unpacked: Path) -> Path:
-    """The folder whose entries become ``root``'s: an MSD tar's single task folder, else the unpacked tree."""
+    """The folder whose entries become ``root``'s: an MSD or nnU-Net archive's single dataset folder, else the
+    unpacked tree."""
     entries = [p for p in unpacked.iterdir() if not p.name.startswith(".")]
-    if card.source["kind"] == "msd" and len(entries) == 1 and entries[0].is_dir():
+    if card.source["kind"] in ("msd", "nnunet") and len(entries) == 1 and entries[0].is_dir():
         return entries[0]
     return unpacked
 

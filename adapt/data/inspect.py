@@ -3,6 +3,10 @@
 ``find_layout(root)`` is the first half of ``python -m adapt.data init`` (the second,
 ``adapt.data.card_writer``, reads the pairs and writes the card). It recognises, in order:
 
+* an nnU-Net v2 raw dataset: ``dataset.json`` with ``channel_names`` and ``file_ending`` and no
+  ``training`` list; ``imagesTr/{case}_0000{file_ending}`` pairs with ``labelsTr/{case}{file_ending}``
+  (``adapt.data.nnunet``: the channel suffix is stripped there only, never in other trees, where
+  ``_0000`` is a case number);
 * an MSD task folder: ``dataset.json`` with a ``training`` list (``imagesTr/`` + ``labelsTr/``);
 * a CSV list at the top of the folder with ``image`` and ``label`` columns;
 * any other tree of NIfTI files, DICOM series (a folder of slices), PNG/JPEG/BMP, (Geo)TIFF or
@@ -19,7 +23,8 @@ The pairs become a ``folder`` source (an image glob and a label template, checke
 every pair) or, when no template fits, a ``csv`` manifest listing them. Files left over are
 reported: images without a label, labels without an image. Images without a label are kept as the
 card's unlabelled cases (``source.unlabelled: true``, cases to annotate) where the source can list
-them: the image glob matches them too, a CSV row with an empty ``label``, an MSD ``test`` entry.
+them: the image glob matches them too, a CSV row with an empty ``label``, an MSD ``test`` entry, an
+nnU-Net ``imagesTs/`` image or ``imagesTr/`` image without its label.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from typing import Any
 
 from adapt.data.formats import FORMATS, for_name, strip_suffix
 from adapt.data.formats.dicom import is_series
+from adapt.data.nnunet import read_dataset, recognises
 from adapt.data.sources import _msd_test_entries, msd_entries, refuse_link_loops
 from adapt.errors import ConfigError, DataError
 
@@ -127,12 +133,51 @@ def find_layout(root: str | Path) -> Layout:
     if not root.is_dir():
         raise ConfigError(f"init: {root} is not a folder; give the folder that holds the dataset")
     if (root / "dataset.json").is_file():
-        return _msd_layout(root)
+        content = _peek(root / "dataset.json")
+        return _nnunet_layout(root, content) if recognises(content) else _msd_layout(root)
     for manifest in sorted(root.glob("*.csv")):
         layout = _csv_layout(root, manifest)
         if layout is not None:
             return layout
     return _folder_layout(root)
+
+
+def _peek(manifest: Path) -> Any:
+    """A ``dataset.json``'s content, ``None`` when it is not JSON (the MSD reader then names the fault)."""
+    try:
+        return json.loads(manifest.read_text())
+    except ValueError:
+        return None
+
+
+def _nnunet_layout(root: Path, content: dict[str, Any]) -> Layout:
+    dataset = read_dataset(root, content)
+    refuse_link_loops(p for c in dataset.cases for p in (c.image, c.label))
+    missing = dataset.unlabelled_training
+    if len(missing) == sum(not c.test for c in dataset.cases):
+        raise dataset.missing_label_error()
+    pairs = [(c.image, c.label) for c in dataset.cases if c.label.exists()]
+    unlabelled = [c.image for c in dataset.cases if not c.label.exists()]
+    tests = sum(c.test for c in dataset.cases)
+    layout = Layout(
+        root,
+        {"kind": "nnunet", **({"unlabelled": True} if unlabelled or tests else {})},
+        pairs,
+        unlabelled,
+        dataset.extra_labels,
+        content,
+        f"nnU-Net v2 dataset ({len(dataset.cases) - tests} cases in imagesTr"
+        + (f", {tests} in imagesTs" if tests else "")
+        + f", file_ending {dataset.file_ending})",
+        notes=list(dataset.notes),
+        unlabelled=unlabelled,
+    )
+    if missing:
+        layout.notes.append(
+            f"{len(missing)} imagesTr image(s) without their label (e.g. labelsTr/{missing[0].label.name}) kept as "
+            "cases to annotate (source.unlabelled: true)"
+        )
+    return layout
 
 
 def _msd_layout(root: Path) -> Layout:

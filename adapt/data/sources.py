@@ -2,6 +2,8 @@
 
 * ``msd``: a Medical Segmentation Decathlon task folder (``dataset.json`` + ``imagesTr/`` +
   ``labelsTr/``);
+* ``nnunet``: an nnU-Net v2 raw dataset (``dataset.json`` with ``channel_names`` and ``file_ending``,
+  ``imagesTr/{case}_0000{file_ending}`` + ``labelsTr/{case}{file_ending}``; ``adapt.data.nnunet``);
 * ``folder``: an image glob and a label-path template (``{name}`` = file name, ``{stem}`` = name
   without suffixes, ``{parent}`` = folder relative to the root, ``{digits}`` = the stem's
   trailing digits, for layouts such as BTCV's ``img0001`` / ``label0001``);
@@ -11,7 +13,8 @@
 
 A card with ``source.unlabelled: true`` may also hold images without a label (cases to be
 annotated): a ``folder`` image whose label file is not there, a ``csv`` row with an empty
-``label``, an MSD ``dataset.json`` ``test`` entry. ``list_cases`` leaves them out (training,
+``label``, an MSD ``dataset.json`` ``test`` entry, an nnU-Net ``imagesTs/`` image or ``imagesTr/`` image
+without its ``labelsTr/`` file. ``list_cases`` leaves them out (training,
 evaluation and ``check`` use the labelled cases only); ``partition_cases`` returns both, for
 ``python -m adapt.annotate``. Without the flag a missing label stays an error, found while indexing.
 
@@ -33,6 +36,7 @@ from typing import Iterable
 
 from adapt.data.cards import DataCard, load_card
 from adapt.data.formats import strip_suffix
+from adapt.data.nnunet import read_dataset
 from adapt.errors import ConfigError, DataError, DataNotFoundError
 
 SPLITS = ("train", "val", "test")
@@ -77,13 +81,17 @@ def data_root(card: DataCard, root: str | Path | None = None) -> Path:
     if chosen:
         path = Path(chosen).expanduser()
         return path if path.is_absolute() or not card.path else Path(card.path).parent / path
-    default = card.source.get("task", card.name) if card.source["kind"] == "msd" else card.name
-    return cache_root() / default
+    return cache_root() / folder_name(card)
+
+
+def folder_name(card: DataCard) -> str:
+    """The dataset folder's usual name: an MSD ``task`` or nnU-Net ``dataset`` (``Dataset001_Liver``), else the card's."""
+    return card.source.get("task") or card.source.get("dataset") or card.name
 
 
 def missing_data_error(card: DataCard, root: Path, what: str) -> DataNotFoundError:
     """The error for data that is not there, with both ways to supply it."""
-    fixes = [f"point to an existing copy: data.root=/path/to/{card.source.get('task', card.name)}"]
+    fixes = [f"point to an existing copy: data.root=/path/to/{folder_name(card)}"]
     if card.urls():
         fixes.append(f"download it: python -m adapt.data download card={card.name}")
     elif card.source.get("access"):
@@ -132,7 +140,7 @@ def partition_cases(card: DataCard, root: Path) -> tuple[list[Case], list[Case]]
         _generate(card, root)
     if not root.exists():
         raise missing_data_error(card, root, "folder not found")
-    cases = {"msd": _msd, "synthetic": _msd, "folder": _folder, "csv": _csv}[kind](card, root)
+    cases = {"msd": _msd, "synthetic": _msd, "nnunet": _nnunet, "folder": _folder, "csv": _csv}[kind](card, root)
     refuse_link_loops(p for c in cases for p in (c.image, c.label) if p is not None)
     ids = [c.id for c in cases]
     if len(set(ids)) != len(ids):
@@ -181,6 +189,21 @@ def _generate(card: DataCard, root: Path) -> None:
     writer(root, **options)
 
 
+def read_manifest(manifest: Path, wanted: str) -> dict:
+    """A ``dataset.json`` parsed; ``wanted`` says, in the error, what it should hold and how to fix it.
+
+    Raises:
+        DataError: naming the file: not JSON, or not a JSON object.
+    """
+    try:
+        content = json.loads(manifest.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise DataError(f"{manifest}: not valid JSON ({err}); re-extract the dataset") from None
+    if not isinstance(content, dict):
+        raise DataError(f"{manifest}: holds a JSON {type(content).__name__}, not {wanted}")
+    return content
+
+
 def msd_entries(manifest: Path) -> list[tuple[str, str]]:
     """``(image, label)`` of every entry of an MSD ``dataset.json``'s ``training`` list, as written.
 
@@ -192,14 +215,7 @@ def msd_entries(manifest: Path) -> list[tuple[str, str]]:
         're-extract the dataset, or write the entries as {"image": "./imagesTr/x.nii.gz", '
         '"label": "./labelsTr/x.nii.gz"}'
     )
-    try:
-        content = json.loads(manifest.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise DataError(f"{manifest}: not valid JSON ({err}); re-extract the dataset") from None
-    if not isinstance(content, dict):
-        raise DataError(
-            f"{manifest}: holds a JSON {type(content).__name__}, not an object with a 'training' list; {fix}"
-        )
+    content = read_manifest(manifest, f"an object with a 'training' list; {fix}")
     entries = content.get("training")
     if not isinstance(entries, list) or not entries:
         what = "has no 'training' key" if "training" not in content else f"has 'training': {str(entries)[:60]!r}"
@@ -240,6 +256,21 @@ def _msd_test_entries(manifest: Path) -> list[str]:
     """The image paths of an MSD ``dataset.json``'s ``test`` list (images without labels)."""
     entries = json.loads(manifest.read_text()).get("test") or []
     return [e if isinstance(e, str) else e.get("image", "") for e in entries if isinstance(e, (str, dict))]
+
+
+def _nnunet(card: DataCard, root: Path) -> list[Case]:
+    """``imagesTr`` cases (and, for a card with ``source.unlabelled: true``, ``imagesTs`` ones); an ``imagesTr``
+    image without its label is refused unless the card keeps unlabelled cases."""
+    manifest = root / "dataset.json"
+    if not manifest.exists():
+        raise missing_data_error(card, root, f"{manifest.name} not found")
+    dataset = read_dataset(root, read_manifest(manifest, "an nnU-Net v2 dataset.json object; re-extract the dataset"))
+    for note in dataset.notes:
+        log.warning(note)
+    unlabelled = card.source.get("unlabelled")
+    if dataset.unlabelled_training and not unlabelled:
+        raise dataset.missing_label_error()
+    return [Case(c.id, c.image, c.label, group=c.id) for c in dataset.cases if unlabelled or not c.test]
 
 
 def _folder(card: DataCard, root: Path) -> list[Case]:

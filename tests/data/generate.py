@@ -33,7 +33,7 @@ from adapt.data import synthetic
 from adapt.data.cards import load_card, shipped_cards
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/data is no package: user_folders.py is beside
-from user_folders import write_dicom_series  # noqa: E402
+from user_folders import write_dicom_series, write_nnunet_folder  # noqa: E402
 
 AFFINE_SPACING = (0.8, 0.8, 2.5)
 VOLUME_SHAPE = (40, 36, 12)
@@ -222,6 +222,7 @@ LAYOUTS: dict[str, Callable[[Path], Path]] = {
     "kvasir": lambda root: (write_kvasir(root), root / "Kvasir-SEG")[1],
     "dicom": write_dicom_tree,
     "geotiff": write_geotiff_tiles,
+    "nnunet": lambda root: write_nnunet_folder(root / "Dataset001_Liver", num_cases=4),
 }
 
 

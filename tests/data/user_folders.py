@@ -9,6 +9,10 @@ writes their card.
   as 255 (BUSI, Kvasir-SEG and most exported annotation tools do).
 * ``write_msd_style_folder``: ``dataset.json`` + ``imagesTr/`` + ``labelsTr/`` of CT-like NIfTI
   volumes on an oblique (rotated) grid with anisotropic voxels, as a scanner writes them.
+* ``write_nnunet_folder``: an nnU-Net v2 raw dataset (``dataset.json`` with ``channel_names``,
+  ``labels`` as name -> id and ``file_ending``; ``imagesTr/{case}_0000{ending}``, ``labelsTr/{case}{ending}``,
+  ``imagesTs/``): CT-like NIfTI volumes on the oblique grid with a liver and a tumour in it, or grey
+  PNG scans (``file_ending: .png``) whose labels store ids (0/1) as nnU-Net's 2D datasets do.
 * ``write_geotiff_folder``: 4-band GeoTIFF tiles with a projected CRS and label tiles of the same
   names and georeferencing in a folder beside them.
 * ``write_dicom_folder``: a hospital export, one CT series per patient (``dicom/patient_NN/``, slice
@@ -136,6 +140,47 @@ def write_msd_style_folder(
         "numTest": len(test),
         "training": training,
         "test": test,
+    }
+    (root / "dataset.json").write_text(json.dumps(manifest, indent=2))
+    return root
+
+
+def write_nnunet_folder(
+    root: Path,
+    num_cases: int = 6,
+    shape: tuple[int, ...] = (40, 36, 10),
+    unlabelled: int = 0,
+    file_ending: str = ".nii.gz",
+    num_training: int | None = None,
+) -> Path:
+    """``root/dataset.json``, ``imagesTr/liver_NNN_0000{ending}``, ``labelsTr/liver_NNN{ending}`` (the unlabelled
+    ones: ``imagesTs/``, their truth beside the folder); ``numTraining`` is ``num_training`` when given (a stale
+    count), else the cases written. Volumes (``.nii.gz``): liver 1 and a tumour 2 inside it; PNGs: lesion 1."""
+    volumes = file_ending == ".nii.gz"
+    for name in ("imagesTr", "labelsTr", *(("imagesTs",) if unlabelled else ())):
+        (root / name).mkdir(parents=True, exist_ok=True)
+    for i in range(num_cases + unlabelled):
+        images, labels = ("imagesTr", root / "labelsTr") if i < num_cases else ("imagesTs", truth_folder(root))
+        labels.mkdir(exist_ok=True)
+        case = f"liver_{i:03d}"
+        if volumes:
+            image, label = ct_volume(i, shape)
+            tumour = np.argwhere(label == 1).mean(axis=0).round().astype(int)  # the organ's centre, inside it
+            low, high = np.maximum(tumour - 2, 0), tumour + 3
+            label[low[0] : high[0], low[1] : high[1], low[2] : high[2]] = 2
+            image[label == 2] -= 60
+            nib.save(nib.Nifti1Image(image, oblique_affine()), root / images / f"{case}_0000.nii.gz")
+            nib.save(nib.Nifti1Image(label, oblique_affine()), labels / f"{case}.nii.gz")
+        else:
+            image, mask = ultrasound_pair(i, shape)
+            Image.fromarray(image, mode="L").save(root / images / f"{case}_0000{file_ending}")
+            Image.fromarray((mask > 0).astype(np.uint8), mode="L").save(labels / f"{case}{file_ending}")
+    manifest = {
+        "channel_names": {"0": "CT" if volumes else "ultrasound"},
+        "labels": {"background": 0, "liver": 1, "tumor": 2} if volumes else {"background": 0, "lesion": 1},
+        "numTraining": num_cases if num_training is None else num_training,
+        "file_ending": file_ending,
+        "name": "Liver" if volumes else "Lesions",
     }
     (root / "dataset.json").write_text(json.dumps(manifest, indent=2))
     return root
