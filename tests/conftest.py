@@ -487,17 +487,23 @@ def read_mask(path: Path):
 
 
 def click_shown_image(browser, fx: float, fy: float) -> None:
-    """A click at fraction (fx, fy) of the page's shown image (it is scaled down to fit, centred)."""
+    """A click at fraction (fx, fy) of the page's shown image (it is scaled down to fit, centred), once the
+    browser has decoded and laid it out (the status line can say "opened" a moment before: no size yet)."""
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
 
+    measure = (
+        "const r = arguments[0].getBoundingClientRect();"
+        "return [r.width, r.height, arguments[0].naturalWidth, arguments[0].naturalHeight];"
+    )
     image = browser.find_element(By.CSS_SELECTOR, "#view img")
     browser.execute_script("arguments[0].scrollIntoView({block: 'center'});", image)  # all of it on the screen
-    width, height, natural_w, natural_h = browser.execute_script(
-        "const r = arguments[0].getBoundingClientRect();"
-        "return [r.width, r.height, arguments[0].naturalWidth, arguments[0].naturalHeight];",
-        image,
+    WebDriverWait(browser, 60).until(
+        lambda b: all(b.execute_script(measure, b.find_element(By.CSS_SELECTOR, "#view img")))
     )
+    image = browser.find_element(By.CSS_SELECTOR, "#view img")
+    width, height, natural_w, natural_h = browser.execute_script(measure, image)
     scale = min(width / natural_w, height / natural_h, 1)
     ActionChains(browser).move_to_element_with_offset(
         image, int((fx - 0.5) * natural_w * scale), int((fy - 0.5) * natural_h * scale)

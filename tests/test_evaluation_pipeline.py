@@ -101,8 +101,12 @@ def test_a_class_is_measured_while_the_model_works_on_the_planes_after_it(engine
     nib.save(nib.Nifti1Image(ids, label.affine), cases[-1].label)
     protocol = Protocol()
     serial = [evaluate_case(engine, case, i, CLASSES, protocol, 2) for i, case in enumerate(cases)]
-    started, measured, segments = threading.Event(), [], []
-    measure, segment = pipeline.class_surfaces, engine.segment
+    started, told, measured, segments = threading.Event(), threading.Event(), [], []
+    measure, segment, measure_early = pipeline.class_surfaces, engine.segment, pipeline.measure_early
+
+    def spy_early(*args):
+        on_class = measure_early(*args)
+        return lambda index, mask: on_class(index, mask) or told.set()  # the last case's tumour is done
 
     def spy_measure(inputs, mask, index, protocol):
         if inputs.case.id == cases[-1].id and index == 2:
@@ -110,13 +114,14 @@ def test_a_class_is_measured_while_the_model_works_on_the_planes_after_it(engine
         measured.append((inputs.case.id, index, threading.current_thread() is threading.main_thread()))
         return measure(inputs, mask, index, protocol)
 
-    def spy_segment(*args, **kwargs):
-        segments.append(started.is_set() or (bool(waiting) and started.wait(timeout=30)))
+    def spy_segment(*args, **kwargs):  # the batches after the tumour's last plane wait for its measurement
+        segments.append(started.wait(timeout=30 if waiting else 0) if told.is_set() else None)
         return segment(*args, **kwargs)
 
     monkeypatch.setattr(pipeline, "class_surfaces", spy_measure)
     monkeypatch.setattr(case_module, "class_surfaces", spy_measure)
     monkeypatch.setattr(engine, "segment", spy_segment)
+    monkeypatch.setattr(pipeline, "measure_early", spy_early)
     piped = list(pipeline.evaluate_cases(engine, cases, CLASSES, protocol, 2))
     assert [comparable(r) for r in piped] == [comparable(r) for r in serial]
     assert segments[-1] is bool(waiting)  # with early measuring, the tumour's began before the model's last batch
