@@ -489,6 +489,7 @@ def read_mask(path: Path):
 def click_shown_image(browser, fx: float, fy: float) -> None:
     """A click at fraction (fx, fy) of the page's shown image (it is scaled down to fit, centred), once the
     browser has decoded and laid it out (the status line can say "opened" a moment before: no size yet)."""
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
@@ -497,10 +498,11 @@ def click_shown_image(browser, fx: float, fy: float) -> None:
         "const r = arguments[0].getBoundingClientRect();"
         "return [r.width, r.height, arguments[0].naturalWidth, arguments[0].naturalHeight];"
     )
-    image = browser.find_element(By.CSS_SELECTOR, "#view img")
-    browser.execute_script("arguments[0].scrollIntoView({block: 'center'});", image)  # all of it on the screen
-    WebDriverWait(browser, 60).until(
-        lambda b: all(b.execute_script(measure, b.find_element(By.CSS_SELECTOR, "#view img")))
+    # Each look scrolls the image it finds to the centre: the page loads its image lazily, so one that a later
+    # layout moved off the (headless) screen, or a new image in its place, is never fetched.
+    look = "arguments[0].scrollIntoView({block: 'center'});" + measure
+    WebDriverWait(browser, 60, ignored_exceptions=(StaleElementReferenceException,)).until(
+        lambda b: all(b.execute_script(look, b.find_element(By.CSS_SELECTOR, "#view img")))
     )
     image = browser.find_element(By.CSS_SELECTOR, "#view img")
     width, height, natural_w, natural_h = browser.execute_script(measure, image)

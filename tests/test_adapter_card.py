@@ -229,13 +229,18 @@ def test_a_base_recorded_as_another_hub_commit_is_refused():
 
 
 @pytest.mark.parametrize(
-    "dims,line",
+    "dims,images,line",
     [
-        (2, 'adapt.predict adapter=me/x input=image.png output=mask.png prompt="box 40,30,90,70"\n'),
-        (3, 'adapt.predict adapter=me/x input=case.nii.gz output=mask.nii.gz prompt="box 40,30,90,70 slice=12"\n'),
+        (2, None, 'adapt.predict adapter=me/x input=image.png output=mask.png prompt="box 40,30,90,70"\n'),
+        (2, "photos/*.jpg", 'input=image.jpg output=mask.png prompt="box 40,30,90,70"\n'),
+        (2, "tiles/*.tif", 'input=image.tif output=mask.tif prompt="box 40,30,90,70"\n'),
+        (3, None, 'adapter=me/x input=case.nii.gz output=mask.nii.gz prompt="box 40,30,90,70 slice=12"\n'),
+        (3, "volumes/*.nii", 'input=case.nii output=mask.nii prompt="box 40,30,90,70 slice=12"\n'),
+        # a folder per case in a volume card: DICOM series, whose mask predict writes as a series (a folder)
+        (3, "dicom/*", 'input=series/ output=series_mask/ prompt="box 40,30,90,70 slice=12"\n'),
     ],
 )
-def test_model_card_usage_fits_the_adapter_and_cites_its_dataset(dims, line):
+def test_model_card_usage_fits_the_adapter_and_cites_its_dataset(dims, images, line):
     metadata = {
         "adapter": {"kind": "lora"},
         "base_model": {"name": "tiny"},
@@ -252,6 +257,7 @@ def test_model_card_usage_fits_the_adapter_and_cites_its_dataset(dims, line):
         "dims": dims,
         "license": "CC-BY-4.0",
         "citation": CITATION,
+        **({"source": {"kind": "folder", "images": images, "labels": "masks/{stem}.png"}} if images else {}),
     }
     text = render_card(metadata, "me/x", data_card=data_card).text
     assert line in text

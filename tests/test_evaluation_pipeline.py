@@ -91,7 +91,7 @@ def test_the_pipeline_gives_the_serial_values_in_case_order(engine, cases):
 def test_a_class_is_measured_while_the_model_works_on_the_planes_after_it(engine, cases, monkeypatch, waiting):
     """The last case's tumour ends on plane 3, its liver on plane 7: the tumour is measured by the pool while
     the model works on the later planes (the last ``segment`` call waits until that measurement has
-    started), the liver by the model's thread once the model is done; the earlier cases' classes in the
+    started), the liver by the model's thread once the model is done, its halves on both threads; the earlier cases' classes in the
     pool. With no mask allowed to wait (``WAITING_MASKS = 0``) nothing starts early and the case's scoring
     splits both classes. The values are the serial path's either way."""
     monkeypatch.setattr(pipeline, "WAITING_MASKS", waiting)
@@ -101,18 +101,19 @@ def test_a_class_is_measured_while_the_model_works_on_the_planes_after_it(engine
     nib.save(nib.Nifti1Image(ids, label.affine), cases[-1].label)
     protocol = Protocol()
     serial = [evaluate_case(engine, case, i, CLASSES, protocol, 2) for i, case in enumerate(cases)]
-    started, told, measured, segments = threading.Event(), threading.Event(), [], []
+    started, told, measured, segments, spreads = threading.Event(), threading.Event(), [], [], []
     measure, segment, measure_early = pipeline.class_surfaces, engine.segment, pipeline.measure_early
 
     def spy_early(*args):
         on_class = measure_early(*args)
         return lambda index, mask: on_class(index, mask) or told.set()  # the last case's tumour is done
 
-    def spy_measure(inputs, mask, index, protocol):
+    def spy_measure(inputs, mask, index, protocol, spread=map):
         if inputs.case.id == cases[-1].id and index == 2:
             started.set()
         measured.append((inputs.case.id, index, threading.current_thread() is threading.main_thread()))
-        return measure(inputs, mask, index, protocol)
+        spreads.append(spread is not map)
+        return measure(inputs, mask, index, protocol, spread)
 
     def spy_segment(*args, **kwargs):  # the batches after the tumour's last plane wait for its measurement
         segments.append(started.wait(timeout=30 if waiting else 0) if told.is_set() else None)
@@ -132,6 +133,9 @@ def test_a_class_is_measured_while_the_model_works_on_the_planes_after_it(engine
         else [(cases[-1].id, 1, True), (cases[-1].id, 2, False)]
     )
     assert sorted(measured) == sorted(earlier + last)
+    # the liver, left alone to measure once the model is done, has both threads: its two halves beside each other
+    halves = [where for where, spread in zip(measured, spreads) if spread]
+    assert halves == ([(cases[-1].id, 1, True)] if waiting else [])
 
 
 def test_a_planes_image_is_encoded_once_for_all_its_classes(engine, cases, monkeypatch):

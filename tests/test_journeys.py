@@ -188,7 +188,7 @@ KINDS = {
         _volume_prompt,
         "segmentations/patient_00.nii.gz",
         3,
-        "input=case.nii.gz",  # any volume format predicts; a card's series folders name no format to show
+        "input=series/ output=series_mask/",  # a series' mask is a series: a folder
         skips={"robustness": SHIFTS_IN_2D, "data moved": ONE_MOVE},
         known_bugs={
             "page": "open: after a series' slice files are uploaded and the status says 'opened', the shown "

@@ -430,6 +430,27 @@ def test_surface_metrics_do_not_depend_on_the_memory_layout(spacing):
     assert transposed == pytest.approx(expected, abs=1e-6)
 
 
+@pytest.mark.parametrize("surface_kind", ["decathlon", "voxels"])
+def test_surface_metrics_spread_over_threads_equal_one_after_the_other(surface_kind):
+    """Both masks' surfaces and both directions' searches run beside each other (``spread``, as evaluate's last
+    case does): the same floats as one after the other, and each half ran in its own call of ``spread``."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    pred = smooth_blob(93, (34, 30, 14), 0.55) | random_masks(94, (34, 30, 14), 0.03)
+    gt = smooth_blob(95, (34, 30, 14), 0.5)
+    calls = []
+    with ThreadPoolExecutor(2) as pool:
+
+        def spread(function, items):
+            items = list(items)
+            calls.append(len(items))
+            return list(pool.map(function, items))
+
+        both = surface_metrics(pred, gt, (0.8, 0.8, 2.5), 2.0, surface=surface_kind, spread=spread)
+    assert both == surface_metrics(pred, gt, (0.8, 0.8, 2.5), 2.0, surface=surface_kind)
+    assert calls == [2, 2] and 0 < both["nsd"] < 1 and both["hd95"] > 0
+
+
 def _full_volume_surface(pred: np.ndarray, gt: np.ndarray, spacing: tuple[float, ...] | None, tolerance: float):
     """HD95 and both NSDs on the whole (zero-padded) volume, with dense pairwise distances: no crop, no search."""
     from monai.metrics.utils import get_mask_edges

@@ -143,7 +143,9 @@ def build_page(
                 )
                 index = gr.Slider(minimum=0, maximum=1, step=1, value=0, label="Slice", elem_id="slice")
         upload.upload(_guarded(opened, 5), [upload, state], [state, view, index, prompt, status])
-        index.change(scrolled, [index, state], view)
+        # the user's scrolling only: each update of the slider by a handler comes with its own render (``.change``
+        # rendered the same slice a second time after every open and segment)
+        index.input(scrolled, [index, state], view, trigger_mode="always_last")
         view.select(_guarded(clicked, 4), [mode, index, state], [state, view, prompt, status])
         segment.click(_guarded(segmented, 4), [prompt, state], [state, view, index, status])
         clear.click(_guarded(cleared, 4), [state], [state, view, prompt, status])

@@ -43,6 +43,7 @@ from adapt.inference.io import Scan, drop_nodata, read_scan, scan_grid, to_unit,
 from adapt.inference.names import GT_PROMPTS, PROMPTS
 from adapt.metrics.registry import VOLUME, of_family
 from adapt.metrics import case_row, class_overlaps, confusion_matrix, surface_metrics
+from adapt.metrics.surface import Spread
 from adapt.metrics.case import clicked, video_scores
 from adapt.transforms.prompts import PromptSimulator
 from adapt.inference.propagation import SlicePrompt, propagate
@@ -370,12 +371,14 @@ def class_indices(truth: np.ndarray, values: list[int], valid: np.ndarray | None
     return classes
 
 
-def class_surfaces(inputs: CaseInput, mask: np.ndarray, index: int, protocol: Protocol) -> dict[str, float]:
-    """HD95 and NSD (``surface_metrics``) of class ``index``'s predicted ``mask`` on the stored grid (a mask
-    on the stack goes there with ``stored``) against the label file's voxels of that class, in the grid's
-    units."""
+def class_surfaces(
+    inputs: CaseInput, mask: np.ndarray, index: int, protocol: Protocol, spread: Spread = map
+) -> dict[str, float]:
+    """HD95 and NSD (``surface_metrics``, its halves run by ``spread``) of class ``index``'s predicted
+    ``mask`` on the stored grid (a mask on the stack goes there with ``stored``) against the label file's
+    voxels of that class, in the grid's units."""
     spacing, _ = voxel_spacing(inputs.scan)
-    return surface_metrics(mask, inputs.truth_classes == index, spacing, protocol.tolerance_mm)
+    return surface_metrics(mask, inputs.truth_classes == index, spacing, protocol.tolerance_mm, spread=spread)
 
 
 def score_case(
@@ -383,7 +386,7 @@ def score_case(
     prediction: CasePrediction,
     classes: dict[str, int],
     protocol: Protocol,
-    map_classes: Callable[[Callable[[int], dict], list[int]], Any] = map,
+    spread: Spread = map,
     surfaces: Mapping[int, Future] | None = None,
 ) -> CaseResult:
     """Score a predicted case in 3D on its stored grid against the label file's own voxels.
@@ -393,8 +396,9 @@ def score_case(
     from each class's masks (``class_surfaces``); the click curve from one confusion matrix per number
     of clicks. Needs no model, so ``adapt.evaluation.pipeline`` scores a case while the model works on
     the next. ``surfaces`` holds the classes whose surface metrics are already under way (started
-    when the model was done with them); ``map_classes`` measures the others (``map``: one after the
-    other; the pipeline's last case, with the model done, two threads beside each other).
+    when the model was done with them); ``spread`` measures the others (``map``: one after the other;
+    the pipeline's last case, with the model done, two threads beside each other: the classes, or the two
+    halves of a single class's work).
     """
     start = time.perf_counter()
     scan, values, surfaces = inputs.scan, list(classes.values()), surfaces or {}
@@ -403,9 +407,11 @@ def score_case(
     confusion = confusion_matrix(predicted, inputs.truth_classes, len(values) + 1, ignore_index=-1)
     overlaps = class_overlaps(confusion)
     pending = [index for index in range(1, len(classes) + 1) if index not in surfaces]
-    measured = dict(
-        zip(pending, map_classes(lambda index: class_surfaces(inputs, predicted == index, index, protocol), pending))
-    )
+    if len(pending) == 1:
+        measured = {pending[0]: class_surfaces(inputs, predicted == pending[0], pending[0], protocol, spread)}
+    else:
+        measure = lambda index: class_surfaces(inputs, predicted == index, index, protocol)  # noqa: E731
+        measured = dict(zip(pending, spread(measure, pending)))
     rows = []
     for index, name in enumerate(classes, start=1):
         surface = measured[index] if index in measured else surfaces[index].result()

@@ -9,7 +9,8 @@ beside the model's thread. That thread takes its work in order (read case ``i + 
 case ``i - 1``), so at most three cases are held at once, whatever the dataset's size. The last
 case has no next case beside it: each of its classes whose last plane the model has passed is measured
 in the background (its voxels are final then) while the model works on the planes after it; the
-model's thread then scores the case, the classes still to measure split between the two threads.
+model's thread then scores the case, the classes still to measure (or a single one's two halves) split
+between the two threads.
 
 The results come back in case order and equal the serial ``evaluate_case``'s: a case's prompts
 and clicks are seeded by its index, not by when its work runs.
@@ -73,8 +74,8 @@ def evaluate_cases(
         shift = shift_of(index) if shift_of is not None else None
         return read_input(cases[index], slice_axis, preprocessing, label_encoding, shift, values)
 
-    def score(inputs: Any, prediction: Any, map_classes: Callable = map, surfaces: Any = None) -> CaseResult:
-        result = score_case(inputs, prediction, classes, protocol, map_classes, surfaces)
+    def score(inputs: Any, prediction: Any, spread: Callable = map, surfaces: Any = None) -> CaseResult:
+        result = score_case(inputs, prediction, classes, protocol, spread, surfaces)
         if finish is not None:
             finish(inputs.case, result)
         return result

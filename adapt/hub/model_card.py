@@ -117,22 +117,29 @@ def is_volume(metadata: Mapping[str, Any], data_card: Mapping[str, Any] | None =
     return int(dims) == 3 if dims else "slice_axis" in preprocessing
 
 
-def _image_suffixes(data_card: Mapping[str, Any] | None) -> tuple[str, str]:
-    """The suffix of the card's 2D images (``source.images``, e.g. ``tiles/*.tif``) and of the masks predict
-    writes for them (their format's first mask suffix); a PNG's when the card names no 2D format."""
+def _example_files(data_card: Mapping[str, Any] | None, volume: bool) -> str:
+    """``input=... output=...`` for the adapter's predict line, in the format of the card's own images
+    (``source.images``, e.g. ``tiles/*.tif``, ``dicom/*``) and the mask predict writes for it: a volume
+    file's mask in its format, a DICOM series' (a folder) as a folder, a 2D image's as its format's
+    first mask suffix; NIfTI (volumes) or PNG (2D) when the card names no format of its kind."""
     name = str(((data_card or {}).get("source") or {}).get("images") or "").rsplit("/", 1)[-1]
     found = for_name(name)
+    if volume:
+        if name and found is None:  # a folder item of a volume card: a series
+            return "input=series/ output=series_mask/"
+        ending = suffix(name) if found is not None and found.volume and found.mask_suffixes else ".nii.gz"
+        return f"input=case{ending} output=mask{ending}"
     if found is None or found.volume or not found.mask_suffixes:
         found, name = FORMATS["pillow"], FORMATS["pillow"].mask_suffixes[0]
-    return suffix(name), found.mask_suffixes[0]
+    return f"input=image{suffix(name)} output=mask{found.mask_suffixes[0]}"
 
 
 def _predict_args(metadata: Mapping[str, Any], data_card: Mapping[str, Any] | None = None) -> str:
-    """Example ``adapt.predict`` arguments that fit the adapter: a NIfTI volume with ``slice=``, or an
-    image in the format of the card's own (PNG, JPEG, GeoTIFF), prompted or not."""
+    """Example ``adapt.predict`` arguments that fit the adapter: a volume (NIfTI file or DICOM series, as
+    its card's) with ``slice=``, or an image in the format of the card's own (PNG, JPEG, GeoTIFF),
+    prompted or not."""
     volume = is_volume(metadata, data_card)
-    image, mask = _image_suffixes(data_card)
-    files = "input=case.nii.gz output=mask.nii.gz" if volume else f"input=image{image} output=mask{mask}"
+    files = _example_files(data_card, volume)
     if metadata.get("task") == "semantic":
         return files
     return files + (' prompt="box 40,30,90,70 slice=12"' if volume else ' prompt="box 40,30,90,70"')
