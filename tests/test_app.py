@@ -234,7 +234,7 @@ def test_page_in_a_headless_browser_saves_what_predict_writes(adapter, browser, 
     assert prompt.endswith("slice=2")
     browser.find_element(By.CSS_SELECTOR, "#segment").click()
     wait.until(lambda b: status().startswith(("mask", "error")))
-    assert status().startswith("mask: ") and "on 5 of 5 slice(s)" in status(), status()
+    assert status().startswith("mask: ") and "on 5 of 5 slice(s)" in status(), (status(), prompt)
     wait.until(lambda b: source() != first)  # the mask is drawn over the slice
     browser.find_element(By.CSS_SELECTOR, "#save").click()
     wait.until(lambda b: status().startswith(("saved", "error")))

@@ -190,10 +190,6 @@ KINDS = {
         3,
         "input=series/ output=series_mask/",  # a series' mask is a series: a folder
         skips={"robustness": SHIFTS_IN_2D, "data moved": ONE_MOVE},
-        known_bugs={
-            "page": "open: after a series' slice files are uploaded and the status says 'opened', the shown "
-            "slice's image sometimes never loads in headless chromium (naturalWidth 0 for 60 s; 2 of 6 runs)"
-        },
     ),
     "geotiff": Kind(
         "geotiff",

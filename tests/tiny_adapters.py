@@ -34,10 +34,14 @@ BOTTLENECK = {"kind": "bottleneck", "reduction": 4, "placement": ["attn", "mlp"]
 def make_adapter(folder: Path, size: int, spec: dict = LORA, seed: int = 1, base: str = "tiny") -> Path:
     """A tiny adapter with non-trivial weights at input side ``size``, recorded as trained on ``ct_phantom``.
 
-    ``base`` is a tiny config of any backbone (``tiny_sam3_tracker``, ``tiny_edgetam``).
+    ``base`` is a tiny config of any backbone (``tiny_sam3_tracker``, ``tiny_edgetam``). The adapter's own
+    initial weights (LoRA's A) are drawn from ``seed`` too, not from the global generator: the same adapter
+    whatever ran before in the process (a test that expects a mask of it must not depend on the test order).
     """
-    base, info = load_sam2(base, image_size=size)
-    model = apply_adapter(base, json.loads(json.dumps(spec)))
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        base, info = load_sam2(base, image_size=size)
+        model = apply_adapter(base, json.loads(json.dumps(spec)))
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, param in ((n, p) for n, p in model.named_parameters() if p.requires_grad):
