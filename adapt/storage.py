@@ -180,13 +180,14 @@ def check_apart(
         )
 
 
-def check_writable(folder: str | Path, setting: str) -> Path:
-    """Refuse, before any compute, an output folder that cannot be created or written.
+def check_folder_place(folder: str | Path, setting: str) -> Path:
+    """Refuse a folder that is, or would lie inside, a file; its nearest existing ancestor.
 
-    The folder itself need not exist: its nearest existing ancestor must be a writable folder.
+    Writes nothing: a cache that is complete may be read from a read-only place, but no folder can
+    exist where a file is (``NotADirectoryError`` deep inside a reader otherwise).
 
     Raises:
-        ConfigError: names the setting, the folder that blocks it and what to do.
+        ConfigError: names the setting, the file in the way and what to do.
     """
     folder = Path(folder).expanduser()
     probe = folder.absolute()
@@ -196,13 +197,31 @@ def check_writable(folder: str | Path, setting: str) -> Path:
         probe = probe.parent
     if not probe.is_dir():
         raise ConfigError(f"{setting}={folder}: {probe} is a file, not a folder; choose another {setting}")
+    return probe
+
+
+def check_writable(folder: str | Path, setting: str, value: str | Path | None = None) -> Path:
+    """Refuse, before any compute, an output folder that cannot be created or written.
+
+    The folder itself need not exist: its nearest existing ancestor must be a writable folder.
+
+    Args:
+        folder: the folder to write in; ``setting``: the key that chose it; ``value``: the key's value
+            when the folder lies below it (a cache's own subfolder), else ``folder``.
+
+    Raises:
+        ConfigError: names the setting, the folder that blocks it and what to do.
+    """
+    folder = Path(folder).expanduser()
+    shown = folder if value is None else value
+    probe = check_folder_place(folder, setting)
     try:  # a real write: permissions, read-only mounts and root's exemptions all show
         handle, name = tempfile.mkstemp(dir=probe, prefix=".sam2-adapt-probe-")
         os.close(handle)
         os.unlink(name)
     except OSError as error:
         raise ConfigError(
-            f"{setting}={folder}: cannot write in {probe} ({error.strerror or error}); "
+            f"{setting}={shown}: cannot write in {probe} ({error.strerror or error}); "
             f"choose a folder you can write, e.g. {setting}=<a folder in your home or project>"
         ) from None
     return folder

@@ -20,7 +20,7 @@ from adapt.data.planes import ChunkedArray
 from adapt.data.sampling import ResumableLoader
 from adapt.data.shards import decode_plane, read_shard_index, shard_url
 from adapt.data.streaming import build_shard_datamodule, worker_plan
-from adapt.errors import ConfigError
+from adapt.errors import ConfigError, DataError
 
 SHARD_SIZE = 16  # the phantoms' 2 x 8 training cases of 12 planes: 6 training shards, mixed across cases
 BATCH = 3
@@ -193,3 +193,65 @@ def test_shards_stream_through_a_pipe_command(shards):
     piped = build_shard_datamodule({"card": "ct_phantom", "shards": f"pipe:cat {source}/{{}}"}, image_size=64, seed=0)
     first, again = next(iter(local.val_set)), next(iter(piped.val_set))
     assert first["meta"] == again["meta"] and torch.equal(first["image"], again["image"])
+
+
+def _cut(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[:3000])
+
+
+def _zero_members(path: Path) -> None:
+    """Zeros over the shard's members after the first, the size kept (a disk or copy that lost blocks)."""
+    data = bytearray(path.read_bytes())
+    data[2048:-2048] = bytes(len(data) - 4096)
+    path.write_bytes(bytes(data))
+
+
+#: (name, what is done to a copy of the shards, the card given, the error and what its message says)
+SHARD_FAULTS = [
+    ("a shard missing", lambda d: (d / "train-000001.tar").unlink(), None, ConfigError, r"train-000001.tar is missing"),
+    ("a shard cut short", lambda d: _cut(d / "train-000001.tar"), None, ConfigError, r"holds 3000 bytes, \d+ written"),
+    ("a shard damaged", lambda d: _zero_members(d / "train-000000.tar"), None, DataError, r"train-000000.tar: "),
+    ("an older index", lambda d: _older(d), None, ConfigError, r"not a shard index of format 2"),
+    ("the card's window changed", None, {"window": [-100, 200]}, ConfigError, r"before its preprocessing changed"),
+    (
+        "the card's labels changed",
+        None,
+        {"labels": {"background": 0, "liver": 1, "bone": 2}},
+        ConfigError,
+        r"labels \{'background': 0, 'liver': 1, 'spine': 2\} then",
+    ),
+]
+
+
+def _older(folder: Path) -> None:
+    index = json.loads((folder / "shards.json").read_text())
+    (folder / "shards.json").write_text(json.dumps({**index, "format": 1}))
+
+
+@pytest.mark.parametrize("name, damage, change, error, says", SHARD_FAULTS, ids=[f[0] for f in SHARD_FAULTS])
+def test_shards_that_do_not_match_their_index_or_card_are_named_before_or_as_they_are_read(
+    name, damage, change, error, says, shards, tmp_path
+):
+    import shutil
+
+    import yaml
+
+    source, _ = shards
+    copy = tmp_path / "shards"
+    shutil.copytree(source, copy)
+    if damage:
+        damage(copy)
+    card = "ct_phantom"
+    if change:
+        from adapt.data.cards import card_path
+
+        fields = yaml.safe_load(Path(card_path("ct_phantom")).read_text())
+        fields["intensity"].update({k: v for k, v in change.items() if k == "window"})
+        fields.update({k: v for k, v in change.items() if k == "labels"})
+        card = str(tmp_path / "ct_phantom.yaml")
+        Path(card).write_text(yaml.safe_dump(fields))
+    with pytest.raises(error, match=says) as raised:
+        module = build_shard_datamodule({"card": card, "shards": str(copy)}, image_size=64, seed=0)
+        for _ in module.train_set:
+            pass
+    assert "shards" in str(raised.value)  # the fix: copy or write the shards again

@@ -28,28 +28,32 @@ from adapt.data.sources import check_data
 from adapt.errors import AdaptError, ConfigError
 from adapt.exits import USER_ERROR_STATUS, format_error
 from adapt.outputs import claimed
+from adapt.storage import check_writable
 
 USAGE = __doc__
 #: Every command's options and the kind of value each takes (checked by ``_options`` before anything runs).
 OPTIONS = {
     "init": {"out": "output", "name": "name", "overwrite": "flag", "max_cases": "count"},
     "check": {"card": "card", "root": "folder", "out": "output"},
-    "download": {"card": "card", "root": "output"},
+    "download": {"card": "card", "root": "output folder"},
     "cards": {},
-    "prepare": {"card": "card", "root": "folder", "cache_dir": "output", "workers": "count"},
+    "prepare": {"card": "card", "root": "folder", "cache_dir": "output folder", "workers": "count"},
     "shards": {
         "card": "card",
-        "out": "output",
+        "out": "output folder",
         "root": "folder",
-        "cache_dir": "output",
+        "cache_dir": "output folder",
         "workers": "count",
         "shard_size": "count",
     },
 }
 COMMANDS = tuple(OPTIONS)
-#: Values each kind refuses (the generated fault tests give them to every option of that kind).
+#: Values each kind refuses (the generated fault tests give them to every option of that kind): an
+#: ``output`` is a file the command writes, an ``output folder`` a folder it creates or writes in
+#: (``/dev/null`` is a file; nothing can be created inside it).
 OPTION_FAULTS = {
-    "output": [""],
+    "output": ["", "/dev/null/out.png", "/"],
+    "output folder": ["", "/dev/null", "/dev/null/out"],
     "name": ["", "my card"],
     "flag": ["", "maybe"],
     "count": ["", "0", "-1", "abc"],
@@ -98,6 +102,13 @@ def _value(key: str, value: str, kind: str) -> Any:
         card_path(value)  # a stem of a shipped card or an existing YAML file, or a ConfigError naming it
     if kind == "folder" and not Path(value).expanduser().is_dir():
         raise ConfigError(f"{key}={value}: no such folder ({Path(value).expanduser().absolute()})")
+    if kind == "output":  # checked before the work whose result it holds
+        path = Path(value).expanduser()
+        if path.is_dir():
+            raise ConfigError(f"{key}={value}: is a folder; name the file to write, e.g. {key}={path / 'out'}")
+        check_writable(path.parent, key, value)
+    if kind == "output folder":
+        check_writable(value, key)
     return value
 
 
@@ -215,7 +226,8 @@ def shards(args: list[str]) -> int:
     card = load_card(options["card"])
     out = Path(options["out"]).expanduser()
     start = time.perf_counter()
-    with tqdm(unit="plane", desc=f"sharding {card.name}") as bar:
+    # one writer per folder; a refusal after the folder was made removes it again
+    with claimed(str(out), "out"), tqdm(unit="plane", desc=f"sharding {card.name}") as bar:
 
         def progress(done: int, total: int) -> None:
             bar.total = total

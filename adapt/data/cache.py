@@ -46,7 +46,7 @@ from adapt.data.planes import ChunkedArray, read_index, write_case
 from adapt.data.sources import Case, cache_root
 from adapt.data.volumes import Volume, load_volume
 from adapt.errors import DataError, check_choice
-from adapt.storage import write_atomically
+from adapt.storage import check_folder_place, check_writable, write_atomically
 from adapt.transforms.slices import target_counts
 
 log = logging.getLogger(__name__)
@@ -127,6 +127,8 @@ class CaseStore:
         self.card, self.cases, self.mode = card, list(cases), mode
         base = Path(directory).expanduser() if directory else cache_root() / "preprocessed"
         self.directory = base / f"{card.name}-{settings_key(card)}"
+        #: The setting that chose ``directory``, as errors name it.
+        self.setting = ("data.cache_dir", base) if directory else ("SAM2_ADAPT_DATA", cache_root())
         self.loads = self.prepared = 0
         self.channels: int | None = None
         self._memory: dict[int, Volume] = {}
@@ -136,6 +138,7 @@ class CaseStore:
         self.early = False
         self.preparation: Preparation | None = None
         if mode == "disk":
+            check_folder_place(self.setting[1], self.setting[0])  # before a path inside a file is read
             for folder in older_layouts(base, card, self.directory):
                 log.warning(
                     "data cache %s is in an older layout and is not read; cases are prepared again into %s "
@@ -280,6 +283,16 @@ class CaseStore:
             self._atomic(layout, lambda file: file.write(json.dumps({"format": CACHE_FORMAT}).encode()))
         return entry
 
+    def check_writable(self) -> None:
+        """Refuse, before a case is read, a disk cache that cannot be written (a read-only folder or
+        mount); a complete cache is only read, so this runs when cases are missing from it.
+
+        Raises:
+            ConfigError: naming the setting that chose the place (``data.cache_dir``, ``$SAM2_ADAPT_DATA``).
+        """
+        setting, base = self.setting
+        check_writable(self.directory, setting, base)
+
     def _atomic(self, path: Path, fill: Callable[[Any], None]) -> None:
         write_atomically(path, fill, f"data.cache=disk ({self.directory})", DISK_FIX)
 
@@ -364,6 +377,9 @@ def prepare_stores(
         for i in positions
         if not store._cached(i) and not store.deferred(i)
     ]
+    for store, positions in wanted:  # once per store, before the first case is read
+        if store.mode == "disk" and any(not store._cached(i) for i in positions):
+            store.check_writable()
     total = sum(len(positions) for store, positions in wanted if store.mode == "disk")
     errors: list[dict[int, DataError]] = [{} for _ in wanted]
     done = total - len(jobs)

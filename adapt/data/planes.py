@@ -30,6 +30,7 @@ import numpy as np
 import zstandard
 
 from adapt.data.encoding import present_ids
+from adapt.errors import DataError
 
 #: zstd level: 1 compresses CT planes ~1.8x at ~700 MB/s per core; higher levels gain little here.
 LEVEL = 1
@@ -162,11 +163,33 @@ class ChunkedArray:
             os.close(fd)
 
     def plane(self, i: int) -> np.ndarray:
-        """Plane ``i`` (the whole array for 2D), decoded from its chunk alone."""
-        raw = zstandard.ZstdDecompressor().decompress(self.read(i))
-        if self.part == "image":
-            return _unshuffle(raw, self.dtype, self.plane_shape)
-        return np.frombuffer(raw, dtype=self.dtype).reshape(self.plane_shape)
+        """Plane ``i`` (the whole array for 2D), decoded from its chunk alone.
+
+        Raises:
+            DataError: the chunk does not decode to the plane its index describes (a file changed or
+                damaged after it was written), naming the file and how to write it again.
+        """
+        try:
+            raw = zstandard.ZstdDecompressor().decompress(self.read(i))
+            if self.part == "image":
+                return _unshuffle(raw, self.dtype, self.plane_shape)
+            return np.frombuffer(raw, dtype=self.dtype).reshape(self.plane_shape)
+        except (zstandard.ZstdError, ValueError) as err:
+            raise DataError(
+                f"{self.where()}: plane {i} of the {self.part} does not decode ({err}); the file was damaged "
+                f"after it was written: {self.fix()}"
+            ) from None
+
+    def where(self) -> str:
+        """The file the chunks come from, as errors name it."""
+        return str(self.path)
+
+    def fix(self) -> str:
+        """How to replace a damaged file (``plane``'s error)."""
+        return (
+            f"delete {self.path.with_suffix('.index.json').name} beside it (the case is prepared again), or "
+            "the whole cache folder"
+        )
 
     def __getitem__(self, key: Any) -> np.ndarray:
         key = key if isinstance(key, tuple) else (key,)

@@ -7,7 +7,9 @@ very chunks of the per-plane disk cache, ``adapt.data.planes``; ``<key>.json``: 
 plane), so a streamed sample decodes to the same tensors as one read from the cache.
 ``shards.json`` holds what a rank needs before it reads a byte of a shard: each case's shapes
 and grid, and for every shard the planes it holds with the label ids present on each (the
-samples follow from them, as ``index_cases`` finds them in the cache's label counts).
+samples follow from them, as ``index_cases`` finds them in the cache's label counts), and what
+``check_shards`` compares before a shard is read: the card's preprocessing key (``settings_key``) and
+labels, and each shard's size (a copy cut short, a card edited since the shards were written).
 
 Why shards: a node reading a per-case cache from object storage would issue one request per
 plane; a shard is one sequential read of many planes, and WebDataset (installs without
@@ -26,19 +28,23 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from adapt.data.cache import CaseStore
+from adapt.data.cache import CaseStore, settings_key
 from adapt.data.cards import DataCard
 from adapt.data.planes import ChunkedArray, IMAGE_DTYPE
 from adapt.data.sources import list_cases
 from adapt.data.splits import split_cases
 from adapt.errors import ConfigError, DataError
 
-SHARD_FORMAT = 1
+#: 2: the card's preprocessing key and each shard's size recorded (checked before training reads a shard).
+SHARD_FORMAT = 2
 INDEX_FILE = "shards.json"
 SPLITS = ("train", "val")
 #: Planes per shard: ~100-200 MB of compressed CT planes, WebDataset's advice for object storage.
 SHARD_SIZE = 512
 PARTS = ("image.zst", "label.zst")
+SHARD_FIX = (
+    "copy the shard folder again, or write the shards again (python -m adapt.data shards card=... out=<new folder>)"
+)
 
 
 def webdataset() -> Any:
@@ -74,8 +80,44 @@ def read_shard_index(source: str) -> dict[str, Any]:
     except (OSError, ValueError) as err:
         raise ConfigError(f"data.shards={source}: cannot read {url} ({err}); {fix}") from None
     if not isinstance(index, dict) or index.get("format") != SHARD_FORMAT:
-        raise ConfigError(f"data.shards={source}: {url} is not a shard index of format {SHARD_FORMAT}; {fix}")
+        raise ConfigError(
+            f"data.shards={source}: {url} is not a shard index of format {SHARD_FORMAT} (written by another "
+            f"version, or not by sam2-adapt); {fix}"
+        )
     return index
+
+
+def check_shards(source: str, index: dict[str, Any], card: DataCard) -> None:
+    """Refuse, before a shard is read, shards of another card or preprocessing, and local shard files
+    that are missing or of another size than written (cut short by a copy, replaced).
+
+    Raises:
+        ConfigError: naming ``data.shards``, what differs (both values) and the fix.
+    """
+    again = f"write them again: python -m adapt.data shards card={card.path or card.name} out=<new folder>"
+    if index["card"] != card.name:
+        raise ConfigError(
+            f"data.shards={source} holds card {index['card']!r}, not data.card={card.name!r}; "
+            f"give the card the shards were written from, or {again}"
+        )
+    if index.get("settings") != settings_key(card):
+        then, now = index.get("labels"), dict(card.labels)
+        what = f"labels {then} then, {now} now" if then != now else "its dims, source, intensity or spacing"
+        raise ConfigError(
+            f"data.shards={source}: written from card {card.name!r} as it was before its preprocessing changed "
+            f"({what}): training on them would learn from pixels or labels the card no longer describes; {again}"
+        )
+    if "://" in source or source.startswith("pipe:") or "{}" in source:
+        return  # remote: read as streamed
+    for shard in (entry for split in SPLITS for entry in index["shards"].get(split, [])):
+        path = Path(shard_url(source, shard["name"]))
+        size = path.stat().st_size if path.is_file() else None
+        if size != shard["bytes"]:
+            state = "is missing" if size is None else f"holds {size} bytes, {shard['bytes']} written"
+            raise ConfigError(
+                f"data.shards={source}: {path} {state} (cut short or replaced since {INDEX_FILE} was written); "
+                f"copy the shard folder again, or {again}"
+            )
 
 
 def write_shards(
@@ -118,6 +160,8 @@ def write_shards(
     index: dict[str, Any] = {
         "format": SHARD_FORMAT,
         "card": card.name,
+        "settings": settings_key(card),
+        "labels": dict(card.labels),
         "slice_axis": card.slice_axis if card.dims == 3 else None,
         "cases": {},
         "shards": {},
@@ -141,7 +185,11 @@ def write_shards(
             name = f"{split}-{number:06d}.tar"
             _write_tar(out / name, (_member(store, good[n], n, plane) for n, plane in chosen))
             index["shards"][split].append(
-                {"name": name, "planes": [[n, plane, _ids(store, good[n], plane)] for n, plane in chosen]}
+                {
+                    "name": name,
+                    "bytes": (out / name).stat().st_size,
+                    "planes": [[n, plane, _ids(store, good[n], plane)] for n, plane in chosen],
+                }
             )
             written += len(chosen)
             if progress:
@@ -191,25 +239,42 @@ def _write_tar(path: Path, members: Iterator[dict[str, Any]]) -> None:
 
 def decode_plane(case: dict[str, Any], sample: dict[str, Any]) -> tuple[ChunkedArray, ChunkedArray]:
     """The image and label of a case whose one plane is ``sample``'s (a streamed tar member group),
-    as the disk cache's ``ChunkedArray``: indexing that plane decodes it exactly as the cache does."""
-    meta = json.loads(sample["json"])
-    return (
-        _OnePlane(case, "image", meta["plane"], sample[PARTS[0]]),
-        _OnePlane(case, "label", meta["plane"], sample[PARTS[1]]),
-    )
+    as the disk cache's ``ChunkedArray``: indexing that plane decodes it exactly as the cache does.
+
+    Raises:
+        DataError: the member group lacks a part or its ``json`` (a damaged shard), naming the shard.
+    """
+    url = sample.get("__url__", "a shard")
+    try:
+        meta = json.loads(sample["json"])
+        image, label = (
+            _OnePlane(case, part, meta["plane"], sample[key], url) for part, key in zip(("image", "label"), PARTS)
+        )
+    except (KeyError, ValueError, TypeError) as err:
+        raise DataError(
+            f"{url}: sample {sample.get('__key__')!r} is incomplete or damaged ({type(err).__name__}: {err}); "
+            f"{SHARD_FIX}"
+        ) from None
+    return image, label
 
 
 class _OnePlane(ChunkedArray):
     """A ``ChunkedArray`` holding one plane's chunk in memory (the rest of the case is not there)."""
 
-    def __init__(self, case: dict[str, Any], part: str, plane: int, data: bytes) -> None:
+    def __init__(self, case: dict[str, Any], part: str, plane: int, data: bytes, url: str = "a shard") -> None:
         if part == "image" and np.dtype(case["image"]["dtype"]) != IMAGE_DTYPE:
             raise DataError(f"shard plane of case {case['id']}: image dtype {case['image']['dtype']}, expected float16")
         chunks = [
             [0, 0, 0, 0] for _ in range(case["image"]["shape"][case["axis"] + 1] if case["axis"] is not None else 1)
         ]
         super().__init__(Path(), {**case, "chunks": chunks}, part)
-        self.case, self.index, self.data = case["id"], plane, data
+        self.case, self.index, self.data, self.url = case["id"], plane, data, url
+
+    def where(self) -> str:
+        return f"{self.url} (case {self.case})"
+
+    def fix(self) -> str:
+        return SHARD_FIX
 
     def read(self, i: int) -> bytes:
         if i != self.index:

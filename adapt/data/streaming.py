@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 import os
+import tarfile
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
@@ -44,10 +45,10 @@ from adapt.data.datamodule import (
     loader_options,
 )
 from adapt.data.sampling import SAMPLE_SEEDS, ResumableLoader
-from adapt.data.shards import SPLITS, decode_plane, read_shard_index, shard_url, webdataset
+from adapt.data.shards import SHARD_FIX, SPLITS, check_shards, decode_plane, read_shard_index, shard_url, webdataset
 from adapt.data.sources import Case, data_root
 from adapt.data.volumes import Volume
-from adapt.errors import ConfigError
+from adapt.errors import ConfigError, DataError
 from adapt.transforms.augment import PairAugment, SplitAugment
 from adapt.transforms.prompts import PromptSimulator
 
@@ -200,9 +201,24 @@ class ShardStream(IterableDataset):
             k, sample = -1, None
             for row, plane in zip(wanted, planes):
                 while k < plane:  # past the planes this rank does not need: read, not decoded
-                    sample, k = next(stream), k + 1
+                    sample, k = _next_sample(stream, url, k + 1), k + 1
                 yield int(row), sample  # type: ignore[misc]
             i = end
+
+
+def _next_sample(stream: Iterator[dict[str, Any]], url: str, number: int) -> dict[str, Any]:
+    """Sample ``number`` of the shard at ``url``, read from ``stream``.
+
+    Raises:
+        DataError: the shard ends before it (cut short) or is not a readable tar file, naming it.
+    """
+    try:
+        return next(stream)
+    except StopIteration:
+        problem = f"ends before its sample {number} (shards.json lists more: it was cut short)"
+    except (OSError, tarfile.TarError, ValueError) as err:
+        problem = f"is not a readable tar shard ({type(err).__name__}: {err})"
+    raise DataError(f"{url}: {problem}; {SHARD_FIX}")
 
 
 class ShardDataModule(SegmentationDataModule):
@@ -236,11 +252,7 @@ class ShardDataModule(SegmentationDataModule):
         if objects not in OBJECT_MODES:
             raise ConfigError(f"data.objects={objects!r} is not one of {OBJECT_MODES}")
         index = read_shard_index(source)
-        if index["card"] != card.name:
-            raise ConfigError(
-                f"data.shards={source} holds card {index['card']!r}, not data.card={card.name!r}; "
-                f"give the card the shards were written from"
-            )
+        check_shards(source, index, card)
         self.card, self.image_size, self.source, self.root = card, int(image_size), source, data_root(card, root)
         self.native = bool(device_transforms)
         augmenter = (SplitAugment() if self.native else PairAugment()) if augment else None
