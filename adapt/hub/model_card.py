@@ -127,7 +127,8 @@ def _example_files(data_card: Mapping[str, Any] | None, volume: bool) -> str:
     if volume:
         if name and found is None:  # a folder item of a volume card: a series
             return "input=series/ output=series_mask/"
-        ending = suffix(name) if found is not None and found.volume and found.mask_suffixes else ".nii.gz"
+        nifti = FORMATS["nifti"].suffixes[-1]  # compressed NIfTI, as volume datasets ship
+        ending = suffix(name) if found is not None and found.volume and found.mask_suffixes else nifti
         return f"input=case{ending} output=mask{ending}"
     if found is None or found.volume or not found.mask_suffixes:
         found, name = FORMATS["pillow"], FORMATS["pillow"].mask_suffixes[0]
