@@ -6,6 +6,7 @@ from __future__ import annotations
 import nibabel as nib
 import numpy as np
 import pytest
+import torch
 import yaml
 from conftest import load_fake_data, load_user_folders
 
@@ -149,6 +150,30 @@ def test_png_and_jpeg_pairs_keep_pixels_and_masks_aligned(tmp_path):
     red = volume.image[0]
     assert red[volume.label == 1].mean() > 0.8 and red[volume.label == 0].mean() < 0.4
     assert (volume.label == mask).mean() > 0.99  # JPEG mask thresholded back to the drawn ellipse
+
+
+def test_a_grayscale_png_pair_reaches_torch_as_writable_arrays(tmp_path, monkeypatch):
+    """A decoded PNG (``np.asarray`` of a PIL image) is read-only; torch warns once per process when handed
+    one (shared memory it may not write), so every array the loader gives ``torch.from_numpy`` is writable,
+    and the pixels and ids are the files'."""
+    from PIL import Image
+
+    from adapt.data import load
+    from adapt.data.card_writer import init_card
+
+    folder = folders.write_ultrasound_folder(tmp_path / "scans", num_cases=2)
+    card = load_card(init_card(folder, tmp_path / "scans.yaml")[0])
+    handed = []
+    from_numpy = torch.from_numpy
+    monkeypatch.setattr(
+        load.torch, "from_numpy", lambda array: handed.append(array.flags.writeable) or from_numpy(array)
+    )
+    case = list_cases(card, folder)[0]
+    item = load.LoadCased(card)({"image": case.image, "label": case.label})
+    assert handed and all(handed), handed
+    pixels, ids = np.asarray(Image.open(case.image)), np.asarray(Image.open(case.label))
+    assert item["image"].shape[-2:] == pixels.shape[:2]
+    assert set(np.unique(item["label"].numpy())) == {0, 1} and (item["label"][0].numpy() == (ids > 0)).all()
 
 
 def test_colour_label_without_threshold_is_refused(tmp_path):

@@ -78,7 +78,9 @@ class LoadCased(MapTransform):
                 # No data here: kept out of the intensity statistics, the loss and the metrics.
                 item["valid"] = valid
                 plane = np.where(valid, plane.astype(np.int64, copy=False), NODATA_LABEL)  # uint8 ids cannot hold it
-            item["image"], item["label"] = torch.from_numpy(image_array), torch.from_numpy(plane[None])
+            # a decoded PNG (``np.asarray`` of a PIL image) is read-only, which torch warns about: copied then
+            writable = lambda array: torch.from_numpy(np.require(array, requirements="W"))  # noqa: E731
+            item["image"], item["label"] = writable(image_array), writable(plane[None])
         check_label_ids(plane, label.path, self.card)
         item["source_dtype"] = str(image.array.dtype)
         return item
