@@ -234,6 +234,23 @@ def test_numtraining_that_disagrees_with_the_files_is_a_warning_naming_the_numbe
     assert note in caplog.text
 
 
+def test_init_names_label_ids_that_dataset_json_leaves_out(tmp_path, capsys):
+    """dataset.json names liver (1) only, the files hold a tumour (2) too: the card keeps it as ``label_2``
+    (a target), and init says which ids the manifest missed, on the console and in the card's comment."""
+    root = folders.write_nnunet_folder(tmp_path / "Dataset003_Liver", num_cases=2, shape=(24, 20, 6))
+    edit(root, labels={"background": 0, "liver": 1})
+    card_path = tmp_path / "liver.yaml"
+    assert main(["init", str(root), f"out={card_path}"]) == 0
+    missing = f"label id(s) [2] are in the label files but not in {root / 'dataset.json'}'s labels"
+    assert f"{missing}; the card calls them label_2: rename them" in capsys.readouterr().out
+    assert missing in card_path.read_text()
+    card = load_card(card_path)
+    assert (card.labels, card.targets) == ({"background": 0, "liver": 1, "label_2": 2}, ["liver", "label_2"])
+    edit(root, labels={"background": 0, "liver": 1, "tumor": 2})  # named: nothing to say
+    assert main(["init", str(root), f"out={tmp_path / 'named.yaml'}"]) == 0
+    assert "label id(s)" not in capsys.readouterr().out + (tmp_path / "named.yaml").read_text()
+
+
 def test_a_2d_nnunet_dataset_goes_through_init_and_check(tmp_path, capsys):
     root = folders.write_nnunet_folder(tmp_path / "Dataset002_Lesions", num_cases=4, shape=(48, 56), file_ending=".png")
     card_path = tmp_path / "lesions.yaml"

@@ -210,6 +210,12 @@ def propose(
         "targets": "every label found except background; keep the ones to segment",
         "intensity": intensity_note,
     }
+    named = manifest.get("labels") if encoding.mask_values is None else None
+    unnamed = sorted(v for v in found if v > 0 and named and labels.get(f"label_{v}") == v)
+    if unnamed:  # a manifest that missed a structure, or label files with ids they should not hold
+        missing = f"label id(s) {unnamed} are in the label files but not in {layout.root / 'dataset.json'}'s labels"
+        notes["labels"] += f"; {missing}: name them here, or fix the files"
+        layout.notes.append(f"{missing}; the card calls them {', '.join(f'label_{v}' for v in unnamed)}: rename them")
     if encoding.mask_values is not None:
         fields["labels"].setdefault(FOREGROUND, 1)  # a lossy mask thresholded empty everywhere still has label 1
         fields["mask_values"] = encoding.mask_values
