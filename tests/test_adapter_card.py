@@ -237,7 +237,7 @@ def test_a_base_recorded_as_another_hub_commit_is_refused():
         (3, None, 'adapter=me/x input=case.nii.gz output=mask.nii.gz prompt="box 40,30,90,70 slice=12"\n'),
         (3, "volumes/*.nii", 'input=case.nii output=mask.nii prompt="box 40,30,90,70 slice=12"\n'),
         # a folder per case in a volume card: DICOM series, whose mask predict writes as a series (a folder)
-        (3, "dicom/*", 'input=series/ output=series_mask/ prompt="box 40,30,90,70 slice=12"\n'),
+        (3, "dicom/*", 'input=series_folder output=mask_folder prompt="box 40,30,90,70 slice=12"\n'),
     ],
 )
 def test_model_card_usage_fits_the_adapter_and_cites_its_dataset(dims, images, line):

@@ -24,6 +24,7 @@ import json
 import os
 import re
 import runpy
+import shlex
 import shutil
 import subprocess
 import sys
@@ -188,7 +189,7 @@ KINDS = {
         _volume_prompt,
         "segmentations/patient_00.nii.gz",
         3,
-        "input=series/ output=series_mask/",  # a series' mask is a series: a folder
+        "input=series_folder output=mask_folder",  # a series' mask is a series: a folder
         skips={"robustness": SHIFTS_IN_2D, "data moved": ONE_MOVE},
     ),
     "geotiff": Kind(
@@ -396,7 +397,18 @@ def test_hub_dry_run_publishes_the_card_and_a_model_card_that_fits(journey):
     usage = [line for line in model_card.splitlines() if line.startswith("python -m adapt.predict")]
     assert usage, model_card
     assert all(("slice=" in line) == (journey.kind.dims == 3) for line in usage), usage
-    assert any(journey.kind.usage in line for line in usage), usage
+    [line] = [line for line in usage if journey.kind.usage in line]
+    # the model card's line runs as shown: the user's run for the Hub id, their sample for the example input
+    words = {word.split("=", 1)[0]: word for word in shlex.split(line)[3:]}
+    label = journey.data / journey.kind.label
+    shown = words["output"].split("=", 1)[1]
+    python_m(
+        ["python", "-m", "adapt.predict", f"adapter={journey.run}", f"input={journey.data / journey.kind.sample}"]
+        + [words["output"], f"prompt={journey.kind.prompt(label)}"],
+        journey.home,
+    )
+    written = read_mask(journey.home / shown)
+    assert written.shape == read_mask(predicted(journey)).shape and set(np.unique(written)) <= {0, journey.kind.mask_on}
     private = str(journey.home.parent)
     leaked = [
         p.name

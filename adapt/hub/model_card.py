@@ -126,7 +126,7 @@ def _example_files(data_card: Mapping[str, Any] | None, volume: bool) -> str:
     found = for_name(name)
     if volume:
         if name and found is None:  # a folder item of a volume card: a series
-            return "input=series/ output=series_mask/"
+            return "input=series_folder output=mask_folder"
         nifti = FORMATS["nifti"].suffixes[-1]  # compressed NIfTI, as volume datasets ship
         ending = suffix(name) if found is not None and found.volume and found.mask_suffixes else nifti
         return f"input=case{ending} output=mask{ending}"
