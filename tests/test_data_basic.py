@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import nibabel as nib
@@ -251,6 +252,12 @@ def test_prepare_command_fills_the_cache_resumes_and_names_bad_cases(tmp_path, c
     out = capsys.readouterr().out
     assert f"0 case(s) prepared, {len(cases) - 1} already cached" in out  # resumed: nothing read twice
     assert f"bad case {cases[0].id}: {cases[0].label}: file not found" in out
+    size = float(re.search(r"holds ([\d.,]+) MB", out).group(1).replace(",", ""))
+    (store.directory / f"{cases[1].id}.image.planes.4242.tmp").write_bytes(b"0" * 3_000_000)  # a killed writer's
+    assert main(args) == PROBLEM_STATUS
+    out = capsys.readouterr().out
+    assert f"holds {size:,.1f} MB" in out, out  # not counted in the cache's size, and named
+    assert "1 unfinished file(s) (*.tmp, 3.0 MB) of a preparation that was killed" in out
 
 
 @pytest.mark.parametrize("native", [True, False])

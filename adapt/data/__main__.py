@@ -191,11 +191,18 @@ def prepare(args: list[str]) -> int:
         errors = store.prepare_missing(
             workers=workers or default_workers(), progress=lambda done, total: bar.update(done - bar.n)
         )
-    size = sum(f.stat().st_size for f in store.directory.glob("*") if f.is_file()) if store.directory.exists() else 0
+    files = [f for f in store.directory.glob("*") if f.is_file()] if store.directory.exists() else []
+    left = [f for f in files if f.suffix == ".tmp"]  # a write cut short (a killed process): not the cache's
+    size = sum(f.stat().st_size for f in files if f not in left)
     print(
         f"{store.prepared} case(s) prepared, {len(store) - store.prepared - len(errors)} already cached, in "
         f"{time.perf_counter() - start:.1f} s; cache {store.directory} holds {size / 1e6:,.1f} MB"
     )
+    if left:
+        print(
+            f"{len(left)} unfinished file(s) (*.tmp, {sum(f.stat().st_size for f in left) / 1e6:,.1f} MB) of a "
+            "preparation that was killed: delete them once no preparation writes to this cache"
+        )
     for position, error in sorted(errors.items()):
         print(f"bad case {store.cases[position].id}: {error}")
     if errors:
