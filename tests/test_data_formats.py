@@ -36,10 +36,13 @@ def card_at(tmp_path, stem, **changes):
     return load_card(path)
 
 
-def test_dicom_series_geometry_and_hu(tmp_path):
+@pytest.mark.parametrize("signed", [False, True], ids=["uint16", "int16 below zero"])
+def test_dicom_series_geometry_and_hu(tmp_path, signed):
     rows, columns, slices = 10, 12, 5
-    stored = np.arange(rows * columns * slices, dtype=np.uint16).reshape(rows, columns, slices) + 1000
-    folders.write_dicom_series(tmp_path / "series", stored, spacing=(0.7, 0.8, 2.0), origin=(-120, -100, 50))
+    stored = np.arange(rows * columns * slices).reshape(rows, columns, slices) + (-300 if signed else 1000)
+    folders.write_dicom_series(
+        tmp_path / "series", stored, spacing=(0.7, 0.8, 2.0), origin=(-120, -100, 50), signed=signed
+    )
     raster = read_raster(tmp_path / "series")
     # voxel (i, j, k) = (column, row, slice), values rescaled to HU (intercept -1024)
     assert raster.array.shape == (1, columns, rows, slices)

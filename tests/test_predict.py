@@ -14,7 +14,7 @@ import tifffile
 import torch
 from omegaconf import OmegaConf
 from PIL import Image
-from conftest import read_mask
+from conftest import load_user_folders, read_mask
 
 from adapt import predict
 from adapt.adapters import apply_adapter
@@ -50,6 +50,9 @@ def decoder_adapter(out: Path, **metadata) -> Path:
     }
     save_adapter(apply_adapter(model, spec), spec, out, metadata)
     return out
+
+
+folders = load_user_folders()
 
 
 @pytest.fixture(scope="module")
@@ -236,24 +239,13 @@ def test_geotiff_mask_keeps_crs_and_transform(adapter, tmp_path):
 
 def test_dicom_series_mask_keeps_slice_geometry(adapter, tmp_path, box_echo):
     import pydicom
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
-    series, uid = tmp_path / "series", generate_uid()
-    series.mkdir()
-    for k in range(4):  # files named against the slice order: sorting must use positions
-        ds = Dataset()
-        ds.file_meta = FileMetaDataset()
-        ds.file_meta.TransferSyntaxUID, ds.file_meta.MediaStorageSOPClassUID = ExplicitVRLittleEndian, CTImageStorage
-        ds.SOPClassUID, ds.SOPInstanceUID, ds.SeriesInstanceUID = CTImageStorage, generate_uid(), uid
-        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-        ds.Modality, ds.InstanceNumber, ds.PixelSpacing = "CT", k + 1, [0.7, 0.7]
-        ds.ImagePositionPatient, ds.ImageOrientationPatient = [0.0, 0.0, 2.5 * k], [1, 0, 0, 0, 1, 0]
-        ds.Rows, ds.Columns, ds.SamplesPerPixel, ds.PhotometricInterpretation = 32, 48, 1, "MONOCHROME2"
-        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
-        ds.RescaleSlope, ds.RescaleIntercept = 1, -1024
-        ds.PixelData = np.full((32, 48), 1000 + k, np.int16).tobytes()
-        ds.save_as(series / f"{9 - k}.dcm", enforce_file_format=True)
+    stored = np.stack([np.full((32, 48), 1000 + k, np.int16) for k in range(4)], axis=-1)
+    names = [f"{9 - k}.dcm" for k in range(4)]  # files named against the slice order: sorting must use positions
+    series = folders.write_dicom_series(
+        tmp_path / "series", stored, spacing=(0.7, 0.7, 2.5), origin=(0.0, 0.0, 0.0), names=names, signed=True
+    )
+    uid = pydicom.dcmread(series / names[0]).SeriesInstanceUID
     predict.run(config(adapter, series, tmp_path / "mask_series", "box 5,5,30,20 slice=1", propagation="boxes"))
     out = [pydicom.dcmread(f) for f in sorted((tmp_path / "mask_series").iterdir())]
     assert [float(d.ImagePositionPatient[2]) for d in out] == [0.0, 2.5, 5.0, 7.5]

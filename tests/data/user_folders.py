@@ -212,8 +212,10 @@ def write_dicom_series(
     intercept: float = -1024.0,
     affine: np.ndarray | None = None,
     names: Sequence[str] | None = None,
+    signed: bool = False,
 ) -> Path:
-    """A single-frame CT DICOM series of ``volume`` ``(rows, columns, slices)`` (stored values); returns ``folder``.
+    """A single-frame CT DICOM series of ``volume`` ``(rows, columns, slices)`` (stored values, as int16 with
+    ``signed``: PixelRepresentation 1, else uint16); returns ``folder``.
 
     The grid is ``affine`` (voxel ``(column, row, slice)`` -> RAS mm, as a NIfTI label of the series
     stores it), else axial: ImageOrientationPatient ``1,0,0,0,1,0`` (rows run along patient +x (L),
@@ -253,8 +255,8 @@ def write_dicom_series(
         ds.InstanceNumber = k + 1
         ds.RescaleSlope, ds.RescaleIntercept = slope, intercept
         ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
-        ds.PixelData = np.ascontiguousarray(volume[:, :, k].astype(np.uint16)).tobytes()
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, int(signed)
+        ds.PixelData = np.ascontiguousarray(volume[:, :, k].astype(np.int16 if signed else np.uint16)).tobytes()
         pydicom.dcmwrite(folder / names[k], ds, enforce_file_format=True)
     return folder
 
