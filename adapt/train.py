@@ -102,6 +102,12 @@ def _train(
         datamodule.batch_size,
         datamodule.val_batch_size,
     )
+    if init is not None:  # the data's channels are known now; the model is not loaded yet
+        from adapt.adapters.warm_start import check_channels  # lazy: start-up
+
+        check_channels(
+            init, OmegaConf.to_container(cfg.adapter, resolve=True), datamodule.preprocessing.get("channels")
+        )
     cache["namespace"] = namespace(OmegaConf.to_container(cfg.model, resolve=True), datamodule.preprocessing)
     task = task_cls(
         model=OmegaConf.to_container(cfg.model, resolve=True),

@@ -27,6 +27,7 @@ from adapt.adapters.io import WEIGHTS_FILE, read_metadata, trainable_state_dict
 from adapt.adapters.loading import resolve
 from adapt.errors import ConfigError
 from adapt.models.backbones import BACKBONES, backbone_of
+from adapt.models.channels import taken_channels, wants_projection
 from adapt.models.names import HUB_IDS
 from adapt.models.provenance import base_fingerprint, check_fingerprint
 
@@ -107,6 +108,29 @@ def resolve_init(source: str, model: str, adapter: Mapping[str, Any], task: str)
     return InitAdapter(str(source), path, metadata)
 
 
+def check_channels(init: InitAdapter, adapter: Mapping[str, Any], channels: int | None) -> None:
+    """Refuse, before the model loads, a source whose input (channels per image, and a learned projection
+    or none) is not the run's: the card's channels decide that (``adapt.models.channels``), so an adapter
+    of 1-channel CT cannot start a run on 4-band tiles, nor the reverse.
+
+    Raises:
+        ConfigError: both channel counts named, and the fix.
+    """
+    taken = taken_channels(init.metadata)
+    if taken is None or not channels:
+        return
+    learned = wants_projection(str(adapter.get("input_channels", "auto")), int(channels))
+    if (taken["count"], taken["learned"]) == (int(channels), learned):
+        return
+    described = lambda count, projected: f"{count} channel(s){' through a learned projection' if projected else ''}"  # noqa: E731
+    raise ConfigError(
+        f"init_adapter={init.source} does not fit this run (input: {described(taken['count'], taken['learned'])} "
+        f"vs {described(channels, learned)}: the adapter's vs the run's data card): its weights start a run on "
+        f"images of its own channels. Give data.card= a card of those images, or drop init_adapter= to start "
+        "from scratch"
+    )
+
+
 def load_init_weights(model: nn.Module, init: InitAdapter, model_info: Any = None) -> int:
     """Copy ``init``'s weights into ``model`` (the task's adapted model, built from the same spec); returns
     how many tensors were set. The base weights must be those the source was trained on.
@@ -131,6 +155,10 @@ def load_init_weights(model: nn.Module, init: InitAdapter, model_info: Any = Non
                 model.load_state_dict(weights, strict=False)
     except RuntimeError as err:  # a shape that differs
         raise ConfigError(f"{where} does not fit this run's adapter: {err}") from None
+    except KeyError as err:  # peft: a weight of the run's adapter the file lacks
+        raise ConfigError(
+            f"{where} does not fit this run's adapter: it lacks {err}; train with the adapter's settings"
+        ) from None
     if missing or unknown:
         raise ConfigError(
             f"{where} does not fit this run's adapter: {len(missing)} trainable weight(s) missing "

@@ -4,7 +4,7 @@
 the adapter's own card unless ``data.card=``), decides each case's prompt before any model is
 loaded (``adapt.annotate.prompts``), then for each case: reads it as ``predict`` does, segments it
 (``predict``'s runner: prompts, ``prompt=auto`` for a semantic adapter, or a partial label's slices
-propagated through SAM2's memory), writes ``out/pre/<image name>`` in the image's format, geometry and
+propagated through SAM2's memory), writes ``out/pre/<image name>`` in the image's format (a DICOM series': its label's, NIfTI), geometry and
 the card's label encoding (never into the label folder), scores it (``adapt.annotate.scores``) and
 exports it (``adapt.annotate.exports``). ``out/worklist.csv`` and a printed table rank the cases.
 Without ``adapter`` (``adapter=none model=<preset>``) zero-shot SAM2 does the same.
@@ -29,11 +29,11 @@ from omegaconf import DictConfig
 from tqdm import tqdm
 
 from adapt.annotate import calibration, exports, prompts, worklist
-from adapt.annotate.save import record, save
+from adapt.annotate.save import pre_name, record, save
 from adapt.annotate.scores import box_masks, dice, plane_scores
 from adapt.cli import register_cli_config, user_errors
 from adapt.data.encoding import LabelEncoding
-from adapt.data.formats import FORMATS, for_path, mask_name, strip_suffix
+from adapt.data.formats import FORMATS, for_path, strip_suffix
 from adapt.data.sources import data_root, partition_cases
 from adapt.errors import ConfigError
 from adapt.evaluation.case import label_stack, read_case
@@ -205,7 +205,7 @@ def save_and_score(
 ) -> tuple[Path, list[Any]]:
     """``out/pre/<name>`` in the card's label encoding, and the scores of its planes."""
 
-    path = out / "pre" / mask_name(scan.kind, Path(plan.case.image).name)
+    path = out / "pre" / pre_name(Path(plan.case.image), plan.case.label, scan.kind)
     written = write_mask(LabelEncoding.of_card(card).encode(ids), scan, path)
     return written, plane_scores(predictor, images, ids, seed)
 

@@ -23,6 +23,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from adapt.data.formats import write_labels
+from adapt.data.formats.nifti import empty_header
 from adapt.errors import ConfigError
 from adapt.storage import write_atomically
 
@@ -55,16 +57,9 @@ def write_text(path: Path, text: str) -> Path:
 
 def write_nifti(labels: np.ndarray, affine: np.ndarray | None, path: Path) -> Path:
     """Label ids ``[X, Y, Z]`` (or a 2D ``[H, W]`` image's, stored as ``[W, H, 1]``) as a NIfTI label map."""
-    import nibabel as nib
-
     volume = labels if labels.ndim == 3 else np.asarray(labels).T[:, :, None]
-    dtype = np.uint8 if volume.max(initial=0) <= 255 else np.uint16
-    image = nib.Nifti1Image(np.ascontiguousarray(volume, dtype=dtype), np.eye(4) if affine is None else affine)
-    image.set_qform(image.affine, code=1)
-    image.set_sform(image.affine, code=1)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    nib.save(image, path)
-    return path
+    header = empty_header(volume.shape, np.eye(4) if affine is None else affine)
+    return write_labels(np.ascontiguousarray(volume), "nifti", header, path)
 
 
 def read_nifti(path: Path) -> np.ndarray:

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from adapt.annotate.worklist import read
+from adapt.data.formats import FORMATS, for_name, mask_name, strip_suffix, suffix
 from adapt.errors import ConfigError, DataError
 from adapt.storage import check_writable, write_atomically
 
@@ -33,15 +34,30 @@ RECORD_FILE = "annotate.json"
 
 
 def fingerprint(path: Path) -> list[int]:
-    """``[size, mtime_ns]`` of an image (a DICOM series: of its folder)."""
-    stat = Path(path).stat()
-    return [int(stat.st_size), int(stat.st_mtime_ns)]
+    """``[size, mtime_ns]`` of an image; of a DICOM series (a folder) its files' total size and newest time,
+    then their number: a slice rewritten in place changes its file, not the folder's own size or time."""
+    path = Path(path)
+    if not path.is_dir():
+        stat = path.stat()
+        return [int(stat.st_size), int(stat.st_mtime_ns)]
+    stats = [f.stat() for f in sorted(path.iterdir()) if f.is_file()]
+    return [sum(s.st_size for s in stats), max((s.st_mtime_ns for s in stats), default=0), len(stats)]
+
+
+def pre_name(image: Path, label: Path | None, kind: str) -> str:
+    """The file name of a case's pre-annotation (and of a mask corrected in the app): in the format of the
+    label file the card names for the case, so that saving it is a copy (a DICOM series' label is a NIfTI
+    file), else as ``predict`` names a mask of the image (``adapt.data.formats.mask_name``)."""
+    wanted = None if label is None else for_name(Path(label).name)
+    if wanted is not None and wanted is not FORMATS[kind] and FORMATS[kind].volume and wanted.volume:
+        return strip_suffix(Path(image).name) + suffix(label)
+    return mask_name(kind, Path(image).name)
 
 
 def record(out: Path, card: Any, root: str | None, cases: list[Any]) -> Path:
     """``annotate.json``: what ``save`` needs to find the labels' places and to see that the data has not changed."""
     content = {
-        "card": str(card.path) if card.path else card.name,
+        "card": str(Path(card.path).resolve()) if card.path else card.name,  # read from any folder
         "root": root,
         "cases": {
             c.id: {
@@ -147,7 +163,13 @@ def save_labels(worklist: str | Path, files: dict[str, Path]) -> list[Path]:
         label = label_target(worklist, case, images[case], recorded)
         if not Path(source).is_file():
             raise DataError(
-                f"{source}: the mask of case {case} is missing (a DICOM series is saved by hand: copy its folder)"
+                f"{source}: the mask of case {case} is missing or not a file (its label {label} is one file); "
+                "run python -m adapt.annotate again"
+            )
+        if for_name(Path(source).name) is not for_name(label.name):
+            raise DataError(
+                f"{source}: the mask of case {case} is not in the format of its label {label}; "
+                f"save it as *{suffix(label)} (python -m adapt.annotate writes it so)"
             )
         plans.append((Path(source), label))
     for folder in sorted({label.parent for _, label in plans}):

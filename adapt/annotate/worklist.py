@@ -5,7 +5,8 @@ volume, cases most uncertain first, slices most uncertain first within their cas
 ``rank``, ``case``, ``slice``, ``source`` (where the prompt came from, ``adapt.annotate.prompts``),
 ``iou`` (IoU head), ``agreement`` (under prompt jitter), ``uncertainty`` (``adapt.annotate.scores``),
 ``expected_dice`` (the adapter's calibration of ``iou``; empty without one), ``flag`` (``accept`` or
-``review``), ``image`` and ``pre`` (the pre-annotation). A case row carries its most uncertain
+``review``), ``image`` and ``pre`` (the pre-annotation), both absolute: the app and ``save`` read the
+worklist from any folder. A case row carries its most uncertain
 slice's scores; an empty pre-annotation is ``review`` with uncertainty 1.
 
 The flag: with the adapter's ``calibration.json``, ``accept`` when the expected Dice is at least
@@ -66,7 +67,19 @@ def case_rows(
 
     def row(plane: PlaneScore | None, where: int | str) -> Row:
         if plane is None:
-            return Row(0, case, where, source, 0.0, 0.0, 1.0, "", "review", str(image), str(pre))
+            return Row(
+                0,
+                case,
+                where,
+                source,
+                0.0,
+                0.0,
+                1.0,
+                "",
+                "review",
+                str(Path(image).resolve()),
+                str(Path(pre).resolve()),
+            )
         verdict, expected = flag(plane.iou, plane.agreement, calibration, accept_dice)
         return Row(
             0,
@@ -78,8 +91,8 @@ def case_rows(
             round(plane.uncertainty, 4),
             expected,
             verdict,
-            str(image),
-            str(pre),
+            str(Path(image).resolve()),
+            str(Path(pre).resolve()),
         )
 
     ordered = sorted(planes, key=lambda p: -p.uncertainty)

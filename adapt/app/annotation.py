@@ -7,7 +7,7 @@ box and clicks (``adapt.app.session.Session``: the runner, a volume followed thr
 way the label is saved into the dataset's label folder by ``adapt.annotate.save.save_labels``, the
 code of ``annotate save``: the same checks (the image unchanged since the worklist was made, no label
 there yet, the folder writable), the same messages, each label written whole. A corrected mask is
-written first into the session's own folder in the image's format and geometry, with the label
+written first into the session's own folder in its label's format (``pre_name``) and the image's geometry, with the label
 values as the dataset card's files store them, then copied as a pre-annotation is.
 
 Nothing here knows Gradio (``adapt.app.page`` wires it); the loop's state is one ``Loop`` per tab.
@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from adapt.annotate.save import read_record, save_labels
+from adapt.annotate.save import pre_name, read_record, save_labels
 from adapt.annotate.worklist import read
 from adapt.app.session import Session
 from adapt.data.cards import load_card
@@ -116,7 +116,8 @@ class Loop:
         if session.source is None or Path(session.source) != Path(row["image"]):
             raise ConfigError(f"the image open is not case {row['case']}'s; step to the case again (next/previous)")
         card = load_card(self.record["card"])
-        written = session.save(folder=session.work / "labels", encoding=LabelEncoding.of_card(card))
+        name = pre_name(Path(row["image"]), self.label_path(row["case"]), session.scan.kind)
+        written = session.save(folder=session.work / "labels", encoding=LabelEncoding.of_card(card), name=name)
         return self._saved(save_labels(self.worklist, {row["case"]: written}))
 
     def _saved(self, written: list[Path]) -> Path:

@@ -172,11 +172,16 @@ class Session:
         return f"mask: {int(self.mask.sum())} pixels on {covered} of {self.slices} slice(s)"
 
     def save(
-        self, label: int | str | None = None, folder: Path | None = None, encoding: LabelEncoding | None = None
+        self,
+        label: int | str | None = None,
+        folder: Path | None = None,
+        encoding: LabelEncoding | None = None,
+        name: str | None = None,
     ) -> Path:
         """Write the mask as ``predict`` writes it (same values, the input's format and geometry) into
         ``folder`` (default ``out_dir``); ``encoding``: a dataset card's label encoding in place of
-        ``mask_values`` (the annotation loop writes labels as the card's files store them)."""
+        ``mask_values`` (the annotation loop writes labels as the card's files store them); ``name``: the
+        file's name in place of ``predict``'s (the annotation loop's names the label's format)."""
         if self.stack_mask is None or self.scan is None or self.source is None:
             raise ConfigError("segment first: there is no mask to save")
         prompt = parse_prompt(self.prompt)
@@ -184,8 +189,10 @@ class Session:
             values = mask_values(self.predictor.loaded, prompt, label, self.mask_values)
         else:
             values = encoding.encode(mask_values(self.predictor.loaded, prompt, label, "ids"))
-        name = f"{self.source.name}_mask" if FORMATS[self.scan.kind].folder else self.source.name
-        target = Path(folder or self.out_dir) / mask_name(self.scan.kind, name)
+        if name is None:
+            stem = f"{self.source.name}_mask" if FORMATS[self.scan.kind].folder else self.source.name
+            name = mask_name(self.scan.kind, stem)
+        target = Path(folder or self.out_dir) / name
         return write_mask(values[self.stack_mask.astype(np.int64)], self.scan, target)
 
     def download(self, saved: Path) -> Path:

@@ -25,7 +25,8 @@ from monai.data import MetaTensor
 from monai.transforms import Compose
 
 from adapt.data.case_transforms import grid_transforms, target_pixdim
-from adapt.data.formats import FORMATS, for_path, read_raster, write_labels
+from adapt.data.formats import FORMATS, for_name, for_path, read_raster, write_labels
+from adapt.data.formats.nifti import empty_header as nifti_header
 from adapt.data.geometry import Grid, geotiff_crs, geotiff_transform
 from adapt.data.volumes import resample_nearest
 from adapt.errors import DataError
@@ -248,7 +249,9 @@ def drop_nodata(masks: np.ndarray, scan: Scan) -> np.ndarray:
 def write_mask(mask: np.ndarray, scan: Scan, path: str | Path) -> Path:
     """Write ``mask`` ``[Z, H, W]`` (integer label values, stacked as ``scan.pixels``) in ``scan``'s
     format and geometry to ``path`` (``adapt.data.formats.write_labels``; name it with
-    ``adapt.data.formats.mask_name``).
+    ``adapt.data.formats.mask_name``). A volume's mask named ``*.nii.gz``/``*.nii`` is written as NIfTI on
+    the volume's stored grid whatever the volume's own format: the label maps of DICOM series are NIfTI
+    files (segmentation tools save them so, and a dataset card names them so).
 
     Raises:
         ValueError: the mask is not of the scan's shape.
@@ -257,4 +260,7 @@ def write_mask(mask: np.ndarray, scan: Scan, path: str | Path) -> Path:
     if mask.shape != scan.shape:
         raise ValueError(f"mask shape {mask.shape} differs from the scan's {scan.shape}")
     stored = scan.view.to_volume(mask) if scan.view is not None else mask[0]
-    return write_labels(stored, scan.kind, scan.geometry, path)
+    kind, header = scan.kind, scan.geometry
+    if scan.view is not None and kind != "nifti" and for_name(Path(path).name) is FORMATS["nifti"]:
+        kind, header = "nifti", nifti_header(scan.view.source_shape, scan.view.source_affine)
+    return write_labels(stored, kind, header, path)

@@ -70,6 +70,17 @@ def write(labels: np.ndarray, source: Any, path: Path) -> None:
     nib.save(out, path)
 
 
+def empty_header(shape: tuple[int, ...], affine: np.ndarray) -> Any:
+    """A header for ``write`` of a volume read from another format (a DICOM series): its stored ``shape``
+    and voxel -> RAS ``affine``, as qform and sform (scanner coordinates), so a viewer overlays the mask."""
+    import nibabel as nib
+
+    image = nib.Nifti1Image(np.zeros(tuple(shape[:3]), np.uint8), np.asarray(affine, np.float64))
+    image.set_qform(image.affine, code=1)
+    image.set_sform(image.affine, code=1)
+    return image
+
+
 def spacing(source: Any) -> tuple[tuple[float, ...] | None, str]:
     """The header's voxel size (mm) along the three stored axes."""
     return tuple(float(z) for z in source.header.get_zooms()[:3]), "mm"
