@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -226,6 +227,12 @@ def test_calibrate_on_a_trained_run_then_annotate_flags_with_it_and_push_carries
     assert (adapter / CALIBRATION_FILE).is_file() and content["masks"] >= 1 and content["split"] == "val"
     assert 0 <= content["ece_calibrated"] <= 1 and 0 <= content["ece_raw"] <= 1
     assert json.loads((adapter / CALIBRATION_FILE).read_text())["calibration"]["x"]
+    written = (adapter / CALIBRATION_FILE).read_bytes()
+    one = card.with_name("one_val.yaml")  # beside the card: its source.root is relative
+    one.write_text(re.sub(r"(?m)^split: .*$", "split: {val: [scan_00], seed: 0}", card.read_text()))
+    with pytest.raises(ConfigError, match=r"holds 1 labelled object\(s\) in 1 case\(s\); .* \(split=train\)"):
+        calibrate(annotate_cfg("action=calibrate", f"adapter={adapter}", f"data.card={one}", "device=cpu"))
+    assert (adapter / CALIBRATION_FILE).read_bytes() == written  # the earlier calibration is kept
     (tmp_path / "prompts.csv").write_text('case,prompt\nscan_10,"box 20,15,60,50"\nscan_11,"box 10,10,50,40"\n')
     result = run(
         annotate_cfg(

@@ -256,6 +256,14 @@ def calibrate(cfg: DictConfig) -> dict[str, Any]:
             masks, iou = box_masks(predictor, images[z], np.stack([box_from_mask(t) for t in truths]))
             predicted += iou.tolist()
             measured += [dice(m, t) for m, t in zip(masks, truths)]
+    if len(predicted) < 2:  # an isotonic fit of one point says nothing
+        other = "train" if str(cfg.split) == "val" else "val"
+        raise ConfigError(
+            f"calibrate: the {cfg.split} split of card {card.name!r} holds {len(predicted)} labelled object(s) "
+            f"in {len(cases)} case(s); the calibration needs at least two. Measure another split (split={other}), "
+            "give the card more validation cases (its split: val), or go on without calibrate: the worklist "
+            f"then flags by the rule '{calibration.DEFAULT_RULE}'"
+        )
     content = calibration.report(predicted, measured, float(cfg.accept_dice))
     content.update(split=str(cfg.split), cases=len(cases), card=card.name)
     content["path"] = str(calibration.write(spec.path, content))
