@@ -370,16 +370,16 @@ def prepare_stores(
     Returns:
         Per store, ``{position: error}`` of the cases whose files are bad (nothing cached for them).
     """
-    jobs = [
+    missing = [
         (n, store, i)
         for n, (store, positions) in enumerate(wanted)
         if store.mode == "disk"
         for i in positions
-        if not store._cached(i) and not store.deferred(i)
+        if not store._cached(i)
     ]
-    for store, positions in wanted:  # once per store, before the first case is read
-        if store.mode == "disk" and any(not store._cached(i) for i in positions):
-            store.check_writable()
+    for store in {id(store): store for _, store, _ in missing}.values():  # before the first case is read
+        store.check_writable()
+    jobs = [(n, store, i) for n, store, i in missing if not store.deferred(i)]
     total = sum(len(positions) for store, positions in wanted if store.mode == "disk")
     errors: list[dict[int, DataError]] = [{} for _ in wanted]
     done = total - len(jobs)
