@@ -141,6 +141,19 @@ def test_init_refuses_to_overwrite_and_names_a_folder_without_labels(tmp_path, f
     assert main(["init", str(folder), f"out={tmp_path / 'other.yaml'}"]) == 2
 
 
+def test_init_names_label_folders_of_one_file_per_structure(tmp_path, fake_data):
+    """TotalSegmentator keeps ``s0000/ct.nii.gz`` and one file per structure in ``s0000/segmentations/``:
+    nothing pairs by name, and the error says to merge a case's files into one label map."""
+    for case in ("s0000", "s0001"):
+        write_pairs(tmp_path / "data", case + "/ct.png", case + "/segmentations/liver.png", [255], fake_data)
+        write_pairs(tmp_path / "data", case + "/ct.png", case + "/segmentations/spleen.png", [255], fake_data)
+    with pytest.raises(DataError) as raised:
+        init_card(tmp_path / "data", tmp_path / "card.yaml")
+    message = str(raised.value)
+    assert "segmentations holds 2 label files (liver.png, spleen.png)" in message
+    assert "merge a case's files into one label map" in message and not (tmp_path / "card.yaml").exists()
+
+
 def plant_problems(folder: Path, card_path: Path) -> dict[str, str]:
     """Break an MSD-layout dataset after its card was written: each problem and the file it names."""
     cases = list_cases(load_card(card_path), folder)
@@ -252,6 +265,9 @@ def write_pairs(root: Path, image: str, label: str, scales: list[int], fake_data
         ("data/images/case{i}.png", "data/masks/case{i}_mask.png"),
         ("Input/ISIC_{i:04d}.png", "GroundTruth/ISIC_{i:04d}_segmentation.png"),
         ("photos/p{i}_img.png", "photos/p{i}_seg.png"),  # no role folder: the names decide
+        ("case_{i:05d}/imaging.png", "case_{i:05d}/segmentation.png"),  # KiTS: a folder per case, roles as names
+        ("train/{i}_sat.jpg", "train/{i}_mask.png"),  # DeepGlobe: satellite tile and its mask side by side
+        ("images/{i}.png", "manual/{i}.gif"),  # GIF masks (retina datasets), read by Pillow
     ],
 )
 def test_init_pairs_labels_by_their_folder_before_the_words_of_their_names(tmp_path, fake_data, image, label):

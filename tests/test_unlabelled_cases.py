@@ -66,3 +66,30 @@ def test_a_card_without_the_flag_keeps_a_missing_label_an_error_and_an_all_unlab
     with pytest.raises(DataError, match="all 3 image.s. under .* are unlabelled"):
         list_cases(load_card(card_path), folder)
     assert len(partition_cases(load_card(card_path), folder)[1]) == 3
+
+
+def test_check_names_no_unlabelled_image_beside_labels_an_unpaired_label(tmp_path):
+    """ACDC keeps each patient's frames, their ``_gt`` labels and an unlabelled cine in one folder: the cine
+    is a case to annotate, not a label file no image uses."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for patient in range(1, 5):
+        folder = tmp_path / "data" / f"patient{patient:03d}"
+        folder.mkdir(parents=True)
+        for frame in (1, 12):
+            mask = np.zeros((32, 32), np.uint8)
+            mask[8 + patient : 20, 6 + frame % 5 : 22] = 1
+            Image.fromarray((rng.random((32, 32)) * 255).astype(np.uint8)).save(
+                folder / f"p{patient}_frame{frame:02d}.png"
+            )
+            Image.fromarray(mask).save(folder / f"p{patient}_frame{frame:02d}_gt.png")
+        Image.fromarray((rng.random((32, 32)) * 255).astype(np.uint8)).save(folder / f"p{patient}_cine.png")
+    card_path, layout, _ = init_card(tmp_path / "data", tmp_path / "card.yaml")
+    assert len(layout.pairs) == 8 and sorted(p.name for p in layout.unlabelled) == [
+        f"p{i}_cine.png" for i in range(1, 5)
+    ]
+    report = check_card(load_card(card_path))
+    assert not [p for p in report.problems if p.what == "unpaired label"], report.problems
+    assert len(report.unlabelled) == 4

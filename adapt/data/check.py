@@ -108,7 +108,7 @@ def check_card(card: str | Path | DataCard, root: str | None = None) -> Report:
         stats = case_stats(case.image, case.label, encoding, seed=n)
         report.stats[case.id] = stats
         _case_problems(report, card, case, stats)
-    _unpaired_labels(report, cases)
+    _unpaired_labels(report, cases, report.unlabelled)
     _dataset_problems(report, card)
     return report
 
@@ -153,9 +153,10 @@ def _case_problems(report: Report, card: DataCard, case: Case, stats: CaseStats)
         )
 
 
-def _unpaired_labels(report: Report, cases: list[Case]) -> None:
-    """Files in the label folders that no case uses (and that are no case's image)."""
-    used = {Path(c.label).resolve() for c in cases} | {Path(c.image).resolve() for c in cases}
+def _unpaired_labels(report: Report, cases: list[Case], unlabelled: list[Case]) -> None:
+    """Files in the label folders that no case uses (and that are no case's image, an unlabelled one's too:
+    a per-case folder holds images and labels side by side)."""
+    used = {Path(c.label).resolve() for c in cases} | {Path(c.image).resolve() for c in [*cases, *unlabelled]}
     for folder in sorted({Path(c.label).parent for c in cases if Path(c.label).parent.is_dir()}):
         if folder.resolve() == report.root.resolve():
             continue

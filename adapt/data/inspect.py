@@ -9,7 +9,7 @@
   ``_0000`` is a case number);
 * an MSD task folder: ``dataset.json`` with a ``training`` list (``imagesTr/`` + ``labelsTr/``);
 * a CSV list at the top of the folder with ``image`` and ``label`` columns;
-* any other tree of NIfTI files, DICOM series (a folder of slices), PNG/JPEG/BMP, (Geo)TIFF or
+* any other tree of NIfTI files, DICOM series (a folder of slices), PNG/JPEG/BMP/GIF, (Geo)TIFF or
   video frame folders. Each file (or series/frame folder) gets a role (``role_of``): a
   ``_segmentation``/``_mask``/``_seg`` stem suffix makes a label; else the nearest folder that
   names a role decides (``images/``, ``imagesTr``, ``Input`` are images; ``masks/``,
@@ -79,6 +79,10 @@ IMAGE_WORDS = {
     "tiles",
     "frames",
     "rgb",
+    "imaging",
+    "ct",
+    "sat",
+    "satellite",
 }
 SKIPPED_NAMES = {"dataset.json", "thumbs.db", ".ds_store"}
 
@@ -260,7 +264,8 @@ def _folder_layout(root: Path) -> Layout:
         raise DataError(
             f"init: {len(images)} image(s) and {len(labels)} label(s) under {root}, but no label "
             f"matches an image by name (e.g. {images[0].rel if images else '-'} and {labels[0].rel}); "
-            "give labels the image's name (optionally with _mask/_seg), or list the pairs in a CSV"
+            f"{_structure_files(labels, len(images))}give labels the image's name (optionally with _mask/_seg), or list the "
+            "pairs in a CSV"
         )
     source, description = folder_source(root, pairs, labels, lone_images)
     absolute = [(root / i.rel, root / lab.rel) for i, lab in pairs]
@@ -280,6 +285,23 @@ def _folder_layout(root: Path) -> Layout:
     if source.get("unlabelled"):
         layout.unlabelled = list(layout.unpaired_images)
     return layout
+
+
+def _structure_files(labels: list[Item], images: int) -> str:
+    """The hint for label folders of one file per structure (``s0000/segmentations/liver.nii.gz``,
+    ``spleen.nii.gz``, as TotalSegmentator ships them: more labels than ``images``): a case is read with
+    one label map."""
+    folders = defaultdict(list)
+    for label in labels:
+        folders[label.rel.parent].append(label.rel.name)
+    folder, names = max(folders.items(), key=lambda item: len(item[1]))
+    if len(names) < 2 or len(labels) <= images:
+        return ""
+    return (
+        f"{folder} holds {len(names)} label files ({', '.join(sorted(names)[:3])}{', ...' if len(names) > 3 else ''}): "
+        "if each is one structure, merge a case's files into one label map (ids 1, 2, ...; e.g. with nibabel) "
+        "beside its image first, as this project reads one label file per case; otherwise "
+    )
 
 
 def scan_items(root: Path) -> list[Item]:
@@ -370,14 +392,11 @@ def pair_items(images: list[Item], labels: list[Item]) -> tuple[list[tuple[Item,
     pairs, lone_labels = [], []
     for label in labels:
         candidates = [i for i in by_key.get(label.key, []) if i.rel not in taken]
-        if not candidates:  # a per-case folder: p1/image/ (series) + p1/label.nii.gz
+        if not candidates:  # a per-case folder: p1/image/ (a series) or case_1/imaging.nii.gz + a label named by role
             candidates = [
                 i
                 for i in images
-                if i.rel not in taken
-                and i.rel.parent == label.rel.parent
-                and FORMATS[i.kind].folder
-                and label.key in LABEL_WORDS | {""}
+                if i.rel not in taken and i.rel.parent == label.rel.parent and label.key in LABEL_WORDS | {""}
             ]
             candidates = candidates if len(candidates) == 1 else []
         if not candidates:

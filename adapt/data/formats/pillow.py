@@ -1,4 +1,4 @@
-"""PNG, JPEG and BMP pictures, read with Pillow; masks written as PNG.
+"""PNG, JPEG, BMP and GIF pictures, read with Pillow (a GIF's first frame); masks written as PNG.
 
 A picture is rows x columns (no transpose ever), grey or RGB. Read as an image, palette, alpha,
 CMYK and 1-bit files become RGB or grey; read as a label, a palette file keeps its indices (they
@@ -18,7 +18,7 @@ from adapt.data.formats import Format
 from adapt.data.geometry import Grid
 from adapt.data.raster import Raster
 
-SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
+SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 #: PIL modes converted when a file is read as an image (palette indices only mean something in labels).
 IMAGE_MODES = {"P": "RGB", "RGBA": "RGB", "CMYK": "RGB", "YCbCr": "RGB", "LA": "L", "1": "L"}
 
@@ -57,12 +57,12 @@ def header_grid(path: Path) -> Grid | None:
 
 FORMAT = Format(
     "pillow",
-    "PNG/JPEG/BMP",
+    "PNG/JPEG/BMP/GIF",
     SUFFIXES,
     read,
     write=write,
     mask_suffixes=(".png",),
     header_grid=header_grid,
-    label_maximum={".png": 65535, ".jpg": 255, ".jpeg": 255, ".bmp": 255},
+    label_maximum={".png": 65535, ".jpg": 255, ".jpeg": 255, ".bmp": 255, ".gif": 255},
     lossy=(".jpg", ".jpeg"),
 )
