@@ -289,3 +289,36 @@ def test_the_embedding_cache_gives_way_to_a_projection_unless_asked_for(cache, r
         "input_projection.delta",
         "input_projection.bias",
     }
+
+
+@pytest.mark.parametrize(
+    "channels, trained, refused",
+    [
+        (5, 1, True),  # a 4D cine: its 5 frames read as channels, for a grey adapter
+        (4, 3, True),  # a 4-band tile for an RGB adapter whose card kept 3 bands
+        (1, 4, True),
+        (3, 1, False),  # RGB for a grey adapter: another domain, the same layout
+        (1, 3, False),
+        (4, 4, False),
+        (5, None, False),  # an adapter from before preprocessing.channels was recorded
+    ],
+)
+def test_inference_refuses_a_scan_of_another_channel_count_than_the_adapter_trained_on(channels, trained, refused):
+    from adapt.errors import DataError
+    from adapt.inference.io import Scan, to_unit
+
+    scan = Scan(
+        np.linspace(0, 1, channels * 2 * 4 * 4, dtype=np.float32).reshape(2, channels, 4, 4),
+        "nifti",
+        None,
+        Path("cine_4d.nii.gz"),
+    )
+    preprocessing = {"intensity": {"window": [0, 1]}, "channels": trained}
+    if not refused:
+        assert to_unit(scan, preprocessing).shape == (2, channels, 4, 4)
+        return
+    with pytest.raises(DataError) as raised:
+        to_unit(scan, preprocessing)
+    message = str(raised.value)
+    assert message.startswith("cine_4d.nii.gz:") and f"{channels} channel(s)" in message
+    assert f"trained on images of {trained}" in message and "pass one 3D volume" in message

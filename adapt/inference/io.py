@@ -227,9 +227,29 @@ def to_unit(scan: Scan, preprocessing: Mapping[str, Any]) -> np.ndarray:
         if max(bands) >= pixels.shape[1]:
             raise DataError(f"{scan.path}: the adapter uses bands {bands}, the file has {pixels.shape[1]}")
         pixels = pixels[:, bands]
+    check_channel_count(scan.path, pixels.shape[1], preprocessing.get("channels"))
     intensity = {k: spec[k] for k in ("window", "percentiles") if spec.get(k) is not None}
     channels_first = np.moveaxis(pixels, 1, 0)  # each channel scaled over the whole scan
     return np.ascontiguousarray(np.moveaxis(scale_channels(channels_first, intensity, scan.dtype, scan.valid), 0, 1))
+
+
+def check_channel_count(path: Path, channels: int, trained: int | None) -> None:
+    """Refuse a scan of another channel count than the adapter's training images (``preprocessing.channels``,
+    after its ``bands``): the fixed channel map takes any count, so a 4D cine (its frames read as channels)
+    or a 4-band tile would reach a grey-trained model as a blend it never saw. Grey and RGB pass either way
+    (a grey picture is what an RGB one of equal channels is; an RGB input to a grey adapter is a change of
+    domain, not of layout).
+
+    Raises:
+        DataError: naming the file, both counts and the fix.
+    """
+    if not trained or channels == int(trained) or {channels, int(trained)} == {1, 3}:
+        return
+    raise DataError(
+        f"{path}: {channels} channel(s), but the adapter was trained on images of {trained} (its "
+        "preprocessing.channels); give a file of that many channels (a volume's 4th axis -- time frames, "
+        "echoes, sequences -- is read as channels: pass one 3D volume), or use an adapter trained on such files"
+    )
 
 
 def valid_like(scan: Scan, masks: np.ndarray) -> np.ndarray | None:
