@@ -93,3 +93,31 @@ def test_check_names_no_unlabelled_image_beside_labels_an_unpaired_label(tmp_pat
     report = check_card(load_card(card_path))
     assert not [p for p in report.problems if p.what == "unpaired label"], report.problems
     assert len(report.unlabelled) == 4
+
+
+def test_init_notes_unlabelled_volumes_of_another_channel_count(tmp_path, capsys):
+    """A 4D cine beside 3D frames (ACDC) is kept as a case to annotate; ``init`` says an adapter of the card
+    will refuse it, from its header alone."""
+    import nibabel as nib
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    for case in range(1, 5):
+        folder = tmp_path / "data" / f"patient{case}"
+        folder.mkdir(parents=True)
+        label = np.zeros((24, 24, 6), np.uint8)
+        label[6 : 14 + case, 8:18, 1:5] = 1
+        nib.save(nib.Nifti1Image(rng.normal(size=(24, 24, 6)).astype(np.float32), np.eye(4)), folder / "frame01.nii.gz")
+        nib.save(nib.Nifti1Image(label, np.eye(4)), folder / "frame01_gt.nii.gz")
+        nib.save(
+            nib.Nifti1Image(rng.normal(size=(24, 24, 6, 5)).astype(np.float32), np.eye(4)), folder / "cine_4d.nii.gz"
+        )
+    assert main(["init", str(tmp_path / "data"), f"out={tmp_path / 'card.yaml'}"]) == 0
+    out = capsys.readouterr().out
+    assert "kept 4 image(s) without a label as unlabelled cases" in out
+    assert "4 unlabelled image(s) store 5 channel(s) where the labelled cases have 1" in out
+    assert "cine_4d.nii.gz" in out and "move them out of the folder" in out
+    card = load_card(tmp_path / "card.yaml")  # same-named files in per-case folders: the paths name the cases
+    labelled, unlabelled = partition_cases(card, data_root(card))
+    assert sorted(c.id for c in labelled) == [f"patient{i}/frame01" for i in range(1, 5)]
+    assert sorted(c.id for c in unlabelled) == [f"patient{i}/cine_4d" for i in range(1, 5)]

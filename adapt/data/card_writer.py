@@ -46,7 +46,7 @@ import yaml
 from adapt.data.cards import MAX_CHANNELS, TODO_CITATION, TODO_LICENSE, load_card
 from adapt.data.encoding import LabelEncoding, as_values
 from adapt.data.inspect import Layout, find_layout
-from adapt.data.formats import FORMATS, is_lossy, read_raster
+from adapt.data.formats import FORMATS, header_channels, is_lossy, read_raster
 from adapt.data.sources import data_root, list_cases, partition_cases
 from adapt.data.statistics import CaseStats, case_stats, guess_modality
 from adapt.errors import ConfigError, DataError
@@ -90,6 +90,7 @@ def init_card(
     readable = [s for s in stats if not s.error]
     if not readable:
         raise DataError(f"init: no case under {layout.root} could be read; the first: {stats[0].error}")
+    layout.notes += unlabelled_channel_notes(layout.unlabelled, readable)
     fields, notes = propose(layout, readable, name, encoding, out)
     out.parent.mkdir(parents=True, exist_ok=True)
     if layout.source["kind"] == "csv" and layout.csv_rows is not None:
@@ -102,6 +103,24 @@ def init_card(
     out.write_text(render(fields, notes, layout, len(stats), out))
     _verify(out, layout)
     return out, layout, stats
+
+
+def unlabelled_channel_notes(unlabelled: Sequence[Path], stats: list[CaseStats]) -> list[str]:
+    """A note on the unlabelled images (not read, their headers only) that store another channel count than
+    the labelled cases: an ACDC folder's ``*_4d.nii.gz`` cine (its frames read as channels) is kept as a case
+    to annotate, and an adapter trained on the card refuses it (``adapt.inference.io.check_channel_count``)."""
+    counts = Counter(s.channels for s in stats)
+    if not unlabelled or not counts:
+        return []
+    usual = counts.most_common(1)[0][0]
+    odd = [p for p in unlabelled if (c := header_channels(p)) is not None and c != usual and {c, usual} != {1, 3}]
+    if not odd:
+        return []
+    return [
+        f"{len(odd)} unlabelled image(s) store {header_channels(odd[0])} channel(s) where the labelled cases have "
+        f"{usual} (e.g. {odd[0]}; a volume's 4th axis -- time frames, echoes -- is read as channels): an adapter "
+        "trained on this card refuses them; move them out of the folder (or drop their rows from a CSV manifest)"
+    ]
 
 
 def slug(text: str) -> str:

@@ -278,8 +278,13 @@ def _folder_layout(root: Path) -> Layout:
         description=description,
     )
     if source["kind"] == "csv":
-        layout.csv_rows = [{"image": i.rel.as_posix(), "label": lab.rel.as_posix(), "case": i.key} for i, lab in pairs]
-        layout.csv_rows += [{"image": i.rel.as_posix(), "label": "", "case": i.key} for i in lone_images]
+        rows = [(i, lab.rel.as_posix()) for i, lab in pairs] + [(i, "") for i in lone_images]
+        keys = [i.key for i, _ in rows]
+        unique = len(set(keys)) == len(keys)  # else the path names the case, as a folder source does
+        layout.csv_rows = [
+            {"image": i.rel.as_posix(), "label": label, "case": i.key if unique else strip_suffix(i.rel.as_posix())}
+            for i, label in rows
+        ]
         if lone_images:
             source["unlabelled"] = True
     if source.get("unlabelled"):

@@ -31,7 +31,7 @@ import logging
 import os
 import re
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Iterable
 
 from adapt.data.cards import DataCard, load_card
@@ -280,9 +280,8 @@ def _folder(card: DataCard, root: Path) -> list[Case]:
         raise missing_data_error(card, root, f"no file matches source.images={pattern!r}")
     template = card.source["labels"]
     stems = [strip_suffix(p.name) for p in images]
-    unique = len(set(stems)) == len(stems)
     cases = []
-    for image, stem in zip(images, stems):
+    for image, stem, case_id in zip(images, stems, case_ids([p.relative_to(root).as_posix() for p in images])):
         relative = image.relative_to(root)
         try:
             digits = re.search(r"(\d*)$", stem).group(1)
@@ -292,9 +291,15 @@ def _folder(card: DataCard, root: Path) -> list[Case]:
                 f"data card {card.path}: source.labels={template!r} uses an unknown placeholder "
                 f"{err}; use {{name}}, {{stem}}, {{parent}} or {{digits}}"
             ) from None
-        case_id = stem if unique else strip_suffix(relative.as_posix())
         cases.append(Case(case_id, image, label, group=case_id))
     return cases
+
+
+def case_ids(images: list[str]) -> list[str]:
+    """The case ids of images named by these paths: their file names without suffixes where those are
+    unique, else the paths without suffixes (``case_00000/imaging``: per-case folders of same-named files)."""
+    stems = [strip_suffix(PurePosixPath(p).name) for p in images]
+    return stems if len(set(stems)) == len(stems) else [strip_suffix(p) for p in images]
 
 
 def _csv(card: DataCard, root: Path) -> list[Case]:
@@ -309,6 +314,7 @@ def _csv(card: DataCard, root: Path) -> list[Case]:
             f"{manifest}: needs columns 'image' and 'label' (optional 'case', 'split'); found {sorted(columns)}"
         )
     cases = []
+    ids = case_ids([Path(row["image"]).as_posix() for row in rows])
     for line, row in enumerate(rows, start=2):
         image = Path(row["image"])
         image = image if image.is_absolute() else root / image
@@ -323,9 +329,8 @@ def _csv(card: DataCard, root: Path) -> list[Case]:
         split = (row.get("split") or "").strip() or None
         if split is not None and split not in SPLITS:
             raise DataError(f"{manifest}, line {line}: split {split!r} is not one of {SPLITS}")
-        case_id = strip_suffix(image.name)
-        group = (row.get("case") or "").strip() or case_id
-        cases.append(Case(case_id, image, label, group=group, split=split))
+        group = (row.get("case") or "").strip() or ids[line - 2]
+        cases.append(Case(ids[line - 2], image, label, group=group, split=split))
     if not cases:
         raise DataError(f"{manifest}: lists no case")
     return cases
