@@ -79,6 +79,8 @@ IMAGE_WORDS = {
     "tiles",
     "frames",
     "rgb",
+    "sat",
+    "satellite",
 }
 SKIPPED_NAMES = {"dataset.json", "thumbs.db", ".ds_store"}
 
