@@ -13,8 +13,11 @@
   masks stored as pictures (0/255) are label 1 stored as 255, so ``mask_values: {background: 0,
   label_1: 255}`` and every mask the project writes for the card is 0/255 too; a folder mixing
   0/1 and 0/255 files reads each file by its own values (``label_1: [255, 1]``: the dominant
-  encoding first, the one written) and ``init`` reports the mix; lossy (JPEG) or coloured masks
-  add ``mask_threshold: 128``;
+  encoding first, the one written) and ``init`` reports the mix; lossy (JPEG) masks, and coloured ones
+  of more colours than classes, add ``mask_threshold: 128``; colour-coded maps (channels that differ,
+  each pixel one of at most ``MAX_COLOURS`` exact colours over the folder, not JPEG) get one label per
+  colour (``colour_encoding``: black is ``background``) and their colours as ``mask_values``, so a
+  red-on-black copy of a binary mask is an exact two-label card;
 * ``intensity``: 8-bit files ``window: [0, 255]``; CT a window from the 0.5 and 99.5 HU
   percentiles inside the labels (what nnU-Net clips CT to); anything else per-case
   percentiles; ``channels`` when a file has neither 1 nor 3 of them (all of them, for the learned

@@ -247,8 +247,10 @@ def integer_plane(array: np.ndarray, path: Path | str) -> np.ndarray:
     """
     if array.shape[0] > 1 and not all(np.array_equal(array[0], array[c]) for c in range(1, array.shape[0])):
         raise DataError(
-            f"{path}: label image has {array.shape[0]} different channels; store labels as "
-            f"one channel of integer ids, or set source.mask_threshold in the card for RGB masks"
+            f"{path}: label image has {array.shape[0]} different channels; a colour-coded map (one colour per "
+            'class) needs its colours in the card\'s mask_values (e.g. urban: "#00ffff"; python -m adapt.data '
+            "init proposes them), a coloured copy of a binary mask source.mask_threshold; else store labels as "
+            "one channel of integer ids"
         )
     plane = array[0]
     if np.issubdtype(plane.dtype, np.floating):
