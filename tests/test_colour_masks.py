@@ -148,6 +148,25 @@ def test_a_colour_mask_is_refused_for_a_format_of_one_value_per_voxel(tmp_path):
     assert not (tmp_path / "mask.nii.gz").exists()
 
 
+def test_write_mask_takes_an_rgb_stack_for_pictures_and_refuses_it_for_volumes(tmp_path):
+    import nibabel as nib
+
+    from adapt.inference.io import read_scan, write_mask
+
+    Image.fromarray(np.zeros((4, 5, 3), np.uint8)).save(tmp_path / "tile.jpg")
+    picture = read_scan(tmp_path / "tile.jpg")
+    ids = np.zeros(picture.shape, np.int64)
+    ids[0, 1, 2] = 1
+    written = write_mask(encoding(CARD_COLOURS).encode(ids), picture, tmp_path / "tile.png")
+    assert np.asarray(Image.open(written))[1, 2].tolist() == list(URBAN)
+    with pytest.raises(ValueError, match="differs from the scan's"):
+        write_mask(np.zeros((*picture.shape, 4), np.uint8), picture, tmp_path / "tile.png")
+    nib.save(nib.Nifti1Image(np.zeros((6, 5, 4), np.int16), np.eye(4)), tmp_path / "ct.nii.gz")
+    volume = read_scan(tmp_path / "ct.nii.gz")
+    with pytest.raises(DataError, match=r"mask\.nii\.gz: the card's mask_values are colours \(#rrggbb\), but NIfTI"):
+        write_mask(np.zeros((*volume.shape, 3), np.uint8), volume, tmp_path / "mask.nii.gz")
+
+
 # --- the card ---------------------------------------------------------------------------------------
 
 
@@ -227,6 +246,14 @@ def test_init_proposes_one_label_per_colour_with_black_as_background(tmp_path):
     counts = stats[0].label_counts
     assert counts[2] == int((first == URBAN).all(-1).sum()) and counts[0] == 32
     assert main(["check", f"card={card_path}", f"out={tmp_path / 'check.png'}"]) == 0
+    # training reads the case through the same decode: agriculture 1, urban 2, water 3, black 0
+    from adapt.data.load import LoadCased
+
+    image = tmp_path / "dg" / "train" / "100694_sat.jpg"
+    label = LoadCased(card)({"image": str(image), "label": str(image).replace("_sat.jpg", "_mask.png")})["label"]
+    colour_ids = {AGRICULTURE: 1, URBAN: 2, WATER: 3, (0, 0, 0): 0}
+    expected = np.array([[colour_ids[tuple(c)] for c in row] for row in first.tolist()])
+    assert label.shape == (1, 64, 64) and label[0].tolist() == expected.tolist()
 
 
 @pytest.mark.parametrize(
@@ -280,12 +307,10 @@ def test_init_keeps_the_threshold_for_masks_of_more_colours_than_classes(tmp_pat
 def test_a_colour_coded_folder_from_init_to_evaluate_and_predict(tmp_path):
     """init -> check -> train (2 steps, tiny model) -> evaluate's saved masks and predict's mask are RGB PNGs
     in the card's colours, read back by the card to ids."""
-    from omegaconf import OmegaConf
-    from test_data_init import compose_train, fill_facts
+    from test_data_init import compose_train, evaluate_config, fill_facts, predict_config
 
     from adapt import predict
     from adapt.adapters.io import read_metadata
-    from adapt.conf import CONFIG_DIR
     from adapt.data.__main__ import main
     from adapt.evaluation import evaluate
     from adapt.train import train
@@ -296,47 +321,24 @@ def test_a_colour_coded_folder_from_init_to_evaluate_and_predict(tmp_path):
     assert main(["check", f"card={card_path}", f"out={tmp_path / 'check.png'}"]) == 0
     fill_facts(card_path)
     card = load_card(card_path)
-    code, colours = (
-        LabelEncoding.of_card(card),
-        {tuple(int(v[i : i + 2], 16) for i in (1, 3, 5)) for v in card.mask_values.values()},
-    )
+    code = LabelEncoding.of_card(card)
+    colours = {tuple(int(v[i : i + 2], 16) for i in (1, 3, 5)) for v in card.mask_values.values()}
     metrics, _ = train(compose_train(card_path, tmp_path / "run"))
     adapter = Path(metrics["run_dir"]) / "adapter"
     assert read_metadata(adapter)["mask_values"] == card.mask_values
 
-    cfg = OmegaConf.load(CONFIG_DIR / "evaluate.yaml")
-    cfg.merge_with(
-        {
-            "adapter": str(adapter),
-            "out": str(tmp_path / "eval"),
-            "clicks": "off",
-            "device": "cpu",
-            "split": "all",
-            "save_masks": "all",
-            "data": {"card": str(card_path)},
-        }
-    )
-    summary = evaluate(cfg)
+    summary = evaluate(evaluate_config(adapter, card_path, tmp_path / "eval"))
     assert len(summary["masks"]) == 6
+    shown: set[tuple[int, ...]] = set()
     for saved in summary["masks"].values():
         with Image.open(tmp_path / "eval" / saved) as picture:
             assert picture.format == "PNG" and picture.mode == "RGB"
             pixels = np.asarray(picture)
-        assert {tuple(c) for c in pixels.reshape(-1, 3).tolist()} <= colours
+        shown |= {tuple(c) for c in pixels.reshape(-1, 3).tolist()}
         assert set(np.unique(code.decode(np.moveaxis(pixels, -1, 0), saved)).tolist()) <= set(card.labels.values())
+    assert shown <= colours and len(shown) > 1  # the card's colours, a label besides the black of no label
 
-    cfg = OmegaConf.load(CONFIG_DIR / "predict.yaml")
-    cfg.merge_with(
-        {
-            "adapter": str(adapter),
-            "input": str(pairs[0][0]),
-            "output": str(tmp_path / "mask.png"),
-            "prompt": "box 8,8,46,40",
-            "label": "label_2",
-            "device": "cpu",
-        }
-    )
-    [written] = predict.run(cfg)
+    [written] = predict.run(predict_config(adapter, pairs[0][0], tmp_path / "mask.png", label="label_2"))
     with Image.open(written) as picture:
         assert picture.mode == "RGB"
         pixels = np.asarray(picture)

@@ -49,7 +49,7 @@ import yaml
 from adapt.data.cards import MAX_CHANNELS, TODO_CITATION, TODO_LICENSE, load_card
 from adapt.data.encoding import MAX_COLOURS, LabelEncoding, colour_text, exact_colours
 from adapt.data.inspect import Layout, find_layout
-from adapt.data.formats import FORMATS, is_lossy, read_raster
+from adapt.data.formats import FORMATS, for_path, is_lossy, read_raster
 from adapt.data.sources import data_root, list_cases, partition_cases
 from adapt.data.statistics import CaseStats, case_stats, guess_modality
 from adapt.errors import ConfigError, DataError
@@ -126,7 +126,8 @@ def file_encoding(path: Path) -> tuple[str, Counter[int]]:
         raster = read_raster(path)
     except DataError:
         return "ids", Counter()
-    colours = None if is_lossy(path.name) else exact_colours(raster.array)
+    pictures = for_path(path).colours and not is_lossy(path.name)  # never a label volume's voxels packed
+    colours = exact_colours(raster.array) if pictures else None
     coloured = raster.array.shape[0] > 1 and not all(np.array_equal(raster.array[0], c) for c in raster.array[1:])
     if coloured:
         return ("colours" if colours is not None else "lossy"), colours or Counter()
