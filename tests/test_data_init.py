@@ -41,6 +41,43 @@ def fill_facts(card: Path) -> None:
     assert load_card(card).todo_fields() == []
 
 
+def predict_config(adapter: Path, image: Path, output: Path, **more):
+    """``python -m adapt.predict`` on one image with a box on its object, on the CPU (``more``: other keys)."""
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.load(CONFIG_DIR / "predict.yaml")
+    cfg.merge_with(
+        {
+            "adapter": str(adapter),
+            "input": str(image),
+            "output": str(output),
+            "prompt": "box 8,8,46,40",
+            "device": "cpu",
+        }
+    )
+    cfg.merge_with(more)
+    return cfg
+
+
+def evaluate_config(adapter: Path, card: Path, out: Path):
+    """``python -m adapt.evaluate`` on every case of ``card`` without clicks, every predicted mask kept."""
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.load(CONFIG_DIR / "evaluate.yaml")
+    cfg.merge_with(
+        {
+            "adapter": str(adapter),
+            "out": str(out),
+            "clicks": "off",
+            "device": "cpu",
+            "split": "all",
+            "save_masks": "all",
+            "data": {"card": str(card)},
+        }
+    )
+    return cfg
+
+
 def compose_train(card: Path, out: Path):
     with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
         return compose("train", overrides=[f"data.card={card}", *TWO_STEPS, f"out_dir={out}"])
@@ -377,8 +414,6 @@ def test_a_symbolic_link_loop_is_named_by_init_check_and_training(tmp_path, fake
 @pytest.mark.slow
 def test_a_0_255_folder_keeps_its_encoding_from_init_to_predict_and_evaluate(tmp_path, fake_data):
     """init records mask_values; the trained adapter carries it; predict and evaluate's saved masks are 0/255."""
-    from omegaconf import OmegaConf
-
     from adapt import predict
     from adapt.adapters.io import read_metadata
     from adapt.evaluation import evaluate
@@ -391,31 +426,9 @@ def test_a_0_255_folder_keeps_its_encoding_from_init_to_predict_and_evaluate(tmp
     metrics, _ = train(compose_train(card, tmp_path / "run"))
     adapter = Path(metrics["run_dir"]) / "adapter"
     assert read_metadata(adapter)["mask_values"] == {"background": 0, "label_1": 255}
-    cfg = OmegaConf.load(CONFIG_DIR / "predict.yaml")
-    cfg.merge_with(
-        {
-            "adapter": str(adapter),
-            "input": str(pairs[0][0]),
-            "output": str(tmp_path / "mask.png"),
-            "prompt": "box 8,8,46,40",
-            "device": "cpu",
-        }
-    )
-    [written] = predict.run(cfg)
+    [written] = predict.run(predict_config(adapter, pairs[0][0], tmp_path / "mask.png"))
     assert set(np.unique(np.asarray(Image.open(written))).tolist()) <= {0, 255}
     assert np.asarray(Image.open(written)).max() == 255  # a box this size always gives some object pixels
-    cfg = OmegaConf.load(CONFIG_DIR / "evaluate.yaml")
-    cfg.merge_with(
-        {
-            "adapter": str(adapter),
-            "out": str(tmp_path / "eval"),
-            "clicks": "off",
-            "device": "cpu",
-            "split": "all",
-            "save_masks": "all",
-            "data": {"card": str(card)},
-        }
-    )
-    summary = evaluate(cfg)
+    summary = evaluate(evaluate_config(adapter, card, tmp_path / "eval"))
     saved = [np.asarray(Image.open(tmp_path / "eval" / path)) for path in summary["masks"].values()]
     assert len(saved) == 5 and set(np.unique(np.concatenate([s.ravel() for s in saved])).tolist()) <= {0, 255}

@@ -203,15 +203,15 @@ class Session:
         return Path(shutil.make_archive(str(self.work / saved.name), "zip", saved.parent, saved.name))
 
     def show_labels(self, path: Path) -> int:
-        """Show a label file of the open scan (a pre-annotation: its non-zero pixels) as the mask, without a
-        prompt; returns the pixels it covers. The file is on the scan's stored grid, as the mask is shown.
+        """Show a label file of the open scan (a pre-annotation: its non-zero pixels, non-black ones in a colour
+        card's RGB masks) as the mask, without a prompt; returns the pixels it covers. The file is on the scan's stored grid, as the mask is shown.
 
         Raises:
             DataError: no scan is open, or the file's grid is not the scan's.
         """
         if self.scan is None or self.shown is None:
             raise DataError("open an image first")
-        stored = read_raster(path).array[0] != 0
+        stored = read_raster(path).array.any(axis=0)
         if self.scan.is_volume:
             x_axis, y_axis = self.scan.view.stored_plane_axes
             stored = np.transpose(stored, (self.scan.view.stored_slice_axis, y_axis, x_axis))

@@ -13,8 +13,11 @@
   masks stored as pictures (0/255) are label 1 stored as 255, so ``mask_values: {background: 0,
   label_1: 255}`` and every mask the project writes for the card is 0/255 too; a folder mixing
   0/1 and 0/255 files reads each file by its own values (``label_1: [255, 1]``: the dominant
-  encoding first, the one written) and ``init`` reports the mix; lossy (JPEG) or coloured masks
-  add ``mask_threshold: 128``;
+  encoding first, the one written) and ``init`` reports the mix; lossy (JPEG) masks, and coloured ones
+  of more colours than classes, add ``mask_threshold: 128``; colour-coded maps (channels that differ,
+  each pixel one of at most ``MAX_COLOURS`` exact colours over the folder, not JPEG) get one label per
+  colour (``colour_encoding``: black is ``background``) and their colours as ``mask_values``, so a
+  red-on-black copy of a binary mask is an exact two-label card;
 * ``intensity``: 8-bit files ``window: [0, 255]``; CT a window from the 0.5 and 99.5 HU
   percentiles inside the labels (what nnU-Net clips CT to); anything else per-case
   percentiles; ``channels`` when a file has neither 1 nor 3 of them (all of them, for the learned
@@ -44,9 +47,9 @@ import numpy as np
 import yaml
 
 from adapt.data.cards import MAX_CHANNELS, TODO_CITATION, TODO_LICENSE, load_card
-from adapt.data.encoding import LabelEncoding, as_values
+from adapt.data.encoding import MAX_COLOURS, LabelEncoding, colour_text, exact_colours
 from adapt.data.inspect import Layout, find_layout
-from adapt.data.formats import FORMATS, header_channels, is_lossy, read_raster
+from adapt.data.formats import FORMATS, for_path, header_channels, is_lossy, read_raster
 from adapt.data.sources import data_root, list_cases, partition_cases
 from adapt.data.statistics import CaseStats, case_stats, guess_modality
 from adapt.errors import ConfigError, DataError
@@ -129,39 +132,48 @@ def slug(text: str) -> str:
     return text if text[0].isalpha() else f"d_{text}"
 
 
-def file_encoding(path: Path) -> str:
-    """How one label file stores its labels: ``lossy`` (JPEG noise or coloured copies of a binary
-    mask), ``0/255`` (a binary mask stored as a picture), ``empty`` (background only) or ``ids``
-    (label ids as they are); an unreadable file is ``ids`` (reading the case reports it)."""
+def file_encoding(path: Path) -> tuple[str, Counter[int]]:
+    """How one label file stores its labels, and its pixels per exact colour (``exact_colours``: empty for a
+    file of more colours, a JPEG or one that is not 8-bit).
+
+    The kind is ``colours`` (channels that differ, each pixel one of a few exact colours: a colour-coded
+    map), ``lossy`` (JPEG noise, or channels that differ in more colours than classes), ``0/255`` (a binary
+    mask stored as a picture), ``empty`` (background only) or ``ids`` (label ids as they are); an unreadable
+    file is ``ids`` (reading the case reports it).
+    """
     try:
         raster = read_raster(path)
     except DataError:
-        return "ids"
-    values = set(np.unique(raster.array).tolist())
-    lossy = is_lossy(path.name) and max(values) > 1
+        return "ids", Counter()
+    pictures = for_path(path).colours and not is_lossy(path.name)  # never a label volume's voxels packed
+    colours = exact_colours(raster.array) if pictures else None
     coloured = raster.array.shape[0] > 1 and not all(np.array_equal(raster.array[0], c) for c in raster.array[1:])
-    if lossy or coloured:
-        return "lossy"
+    if coloured:
+        return ("colours" if colours is not None else "lossy"), colours or Counter()
+    values = set(np.unique(raster.array).tolist())
+    if is_lossy(path.name) and max(values) > 1:
+        return "lossy", Counter()
     if values <= {0}:
-        return "empty"
-    return "0/255" if values <= {0, 255} else "ids"
+        return "empty", colours or Counter()
+    return ("0/255" if values <= {0, 255} else "ids"), colours or Counter()
 
 
 @dataclass
 class ProposedEncoding:
-    """The card's ``mask_values`` and ``mask_threshold`` from the label files, the reader they make, and notes."""
+    """The card's ``mask_values`` and ``mask_threshold`` from the label files, the reader they make, and notes;
+    ``labels``: the label map the encoding implies (a colour-coded folder's: one label per colour)."""
 
     mask_values: dict[str, Any] | None = None
     threshold: int | None = None
     counts: dict[str, int] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    labels: dict[str, int] = field(default_factory=dict)
 
     @property
     def reader(self) -> LabelEncoding:
         """The encoding that reads every file the way the card will (label 1 is ``FOREGROUND``)."""
-        values = {k: as_values(v) or () for k, v in (self.mask_values or {}).items()}
-        labels = {"background": 0, FOREGROUND: 1} if values else {}
-        return LabelEncoding(labels, values, self.threshold, "init")
+        labels = self.labels or ({"background": 0, FOREGROUND: 1} if self.mask_values else {})
+        return LabelEncoding.declared(labels, self.mask_values, self.threshold, "init")
 
 
 #: The name ``init`` gives label 1 until the card names it (``label_names``).
@@ -171,17 +183,22 @@ FOREGROUND = "label_1"
 def propose_encoding(labels: Sequence[Path]) -> ProposedEncoding:
     """Decide each label file's encoding (``file_encoding``) and the card's from all of them.
 
-    Binary masks stored as pictures (0/255, or lossy) make label 1 stored as 255; files of ids that
-    hold 1 in the same folder are read by their own values too (both listed, the dominant first).
+    A folder of colour-coded maps (``colour_encoding``) gets one label per colour. Binary masks stored as
+    pictures (0/255, or lossy) make label 1 stored as 255; files of ids that hold 1 in the same folder are
+    read by their own values too (both listed, the dominant first).
     """
-    counts = Counter(file_encoding(p) for p in labels)
-    pictures = counts["0/255"] + counts["lossy"]
+    files = [file_encoding(p) for p in labels]
+    counts = Counter(kind for kind, _ in files)
+    colours = sum((found for _, found in files), Counter())
+    if counts["colours"] and not counts["lossy"] and len(colours) <= MAX_COLOURS:
+        return colour_encoding(colours, dict(counts))
+    pictures = counts["0/255"] + counts["lossy"] + counts["colours"]
     proposal = ProposedEncoding(counts=dict(counts))
     if not pictures:
         return proposal
     stored = [255, 1] if pictures >= counts["ids"] else [1, 255]
     proposal.mask_values = {"background": 0, FOREGROUND: stored if counts["ids"] else 255}
-    proposal.threshold = MASK_THRESHOLD if counts["lossy"] else None
+    proposal.threshold = MASK_THRESHOLD if counts["lossy"] or counts["colours"] else None
     if counts["ids"]:
         proposal.notes.append(
             f"label files mix encodings: {pictures} store the mask as 0/255, {counts['ids']} as "
@@ -189,6 +206,21 @@ def propose_encoding(labels: Sequence[Path]) -> ProposedEncoding:
             f"{'0/255' if stored[0] == 255 else '0/1'} (the more common; mask_values says which)"
         )
     return proposal
+
+
+def colour_encoding(colours: Counter[int], counts: dict[str, int]) -> ProposedEncoding:
+    """One label per colour of a colour-coded folder: ``background`` for black where present, then
+    ``label_1``, ``label_2``, ... from the most pixels to the fewest (ids from 1, so that 0 stays
+    background: a mask the project writes stores an unlabelled pixel as black)."""
+    ordered = sorted((c for c in colours if c != 0), key=lambda c: (-colours[c], c))
+    labels = {"background": 0} if 0 in colours else {}
+    labels.update({f"label_{n}": n for n in range(1, len(ordered) + 1)})
+    packed = ([0] if 0 in colours else []) + ordered
+    mask_values = {name: colour_text(c) for name, c in zip(labels, packed)}
+    total = sum(colours.values())
+    shares = ", ".join(f"{n} {v} ({100 * colours[c] / total:.3g} %)" for (n, v), c in zip(mask_values.items(), packed))
+    note = f"colour-coded label files: {len(packed)} colours, one label each ({shares})"
+    return ProposedEncoding(mask_values, None, counts, [note], labels)
 
 
 def propose(
@@ -201,6 +233,8 @@ def propose(
     dims = 3 if any(s.volume for s in stats) else 2
     threshold = encoding.threshold
     labels, found = label_names(stats, manifest.get("labels"), encoding.mask_values is not None)
+    implied = {**labels, **encoding.reader.labels}  # every label mask_values names, found in a file or not
+    labels = dict(sorted(implied.items(), key=lambda item: item[1]))
     targets = [n for n, v in labels.items() if v in found and n not in ("background", "no_data")]
     source = {"kind": layout.source["kind"], "root": _root_for(layout.root, out)}
     source.update({k: v for k, v in layout.source.items() if k != "kind"})
@@ -224,8 +258,12 @@ def propose(
         "modality": f"from {why}; check it (data_cards/README.md lists the modalities)",
         "dims": f"{'volumes' if dims == 3 else 'images'}: {', '.join(FORMATS[k].title for k in kinds)}"
         + "".join(f", {c}" for c in sorted({s.crs for s in stats if s.crs})),
-        "labels": f"label ids found in the label files{' (names from dataset.json)' if manifest.get('labels') else ''}"
-        f"{'; masks thresholded at 128' if threshold else ''}: rename them (and in mask_values)",
+        "labels": (
+            f"one per colour of the label files ({', '.join(f'{n} {v}' for n, v in encoding.mask_values.items())})"
+            if encoding.reader.colours
+            else f"label ids found in the label files{' (names from dataset.json)' if manifest.get('labels') else ''}"
+        )
+        + f"{'; masks thresholded at 128' if threshold else ''}: rename them (and in mask_values)",
         "targets": "every label found except background; keep the ones to segment",
         "intensity": intensity_note,
     }
@@ -236,7 +274,6 @@ def propose(
         notes["labels"] += f"; {missing}: name them here, or fix the files"
         layout.notes.append(f"{missing}; the card calls them {', '.join(f'label_{v}' for v in unnamed)}: rename them")
     if encoding.mask_values is not None:
-        fields["labels"].setdefault(FOREGROUND, 1)  # a lossy mask thresholded empty everywhere still has label 1
         fields["mask_values"] = encoding.mask_values
         notes["mask_values"] = (
             "how the label files store each label ("

@@ -18,7 +18,7 @@ import yaml
 
 from adapt.conf import CARD_DIR
 from adapt.data.encoding import check_mask_values
-from adapt.data.formats import FORMATS, for_name, label_maximum, suffix
+from adapt.data.formats import FORMATS, for_name, label_maximum, stores_colours, suffix
 from adapt.errors import ConfigError
 from adapt.guards import NONFINITE_POLICIES
 
@@ -162,8 +162,9 @@ class DataCard:
         slice_axis: axis of the RAS-oriented volume that slices are taken along (2 = axial).
         split: ``val``/``test`` as fractions of cases or explicit case-id lists, and ``seed``.
         mask_values: label name -> the value (or list of values, the first written) stored in the
-            label files, e.g. ``{background: 0, lesion: 255}`` for 0/255 masks; ``None``: label ids are
-            stored as they are (``adapt.data.encoding``).
+            label files, e.g. ``{background: 0, lesion: 255}`` for 0/255 masks, or colours for colour-coded
+            maps (``{background: "#000000", urban: "#00ffff"}``); ``None``: label ids are stored as they are
+            (``adapt.data.encoding``).
         path: the YAML file the card was read from.
     """
 
@@ -190,7 +191,7 @@ class DataCard:
         self._check_labels(where)
         if self.mask_values is not None:
             found = self._label_suffix()
-            check_mask_values(self.mask_values, self.labels, where, found, label_maximum(found))
+            check_mask_values(self.mask_values, self.labels, where, found, label_maximum(found), self._colours(found))
         self._check_intensity(where)
         self._check_split(where)
         if self.spacing is not None:
@@ -256,6 +257,10 @@ class DataCard:
             )
         if len(set(self.targets)) != len(self.targets):
             raise ConfigError(f"{where}: targets {self.targets} repeat a name")
+
+    def _colours(self, label_suffix: str) -> bool:
+        """Whether the label files can store colours: 2D pictures (PNG, TIFF), not label volumes."""
+        return self.dims == 2 and stores_colours(label_suffix)
 
     def _label_suffix(self) -> str:
         """The label files' suffix where the source names it (``folder``: its template; ``msd``: NIfTI)."""

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from adapt.data.encoding import LabelEncoding, as_values
+from adapt.data.encoding import LabelEncoding
 from adapt.evaluation.case import label_stack, read_case
 from adapt.evaluation.cases import EvalCase
 from adapt.inference.io import read_scan
@@ -52,9 +52,13 @@ def label_reading(card: Any, written: str = "card") -> dict[str, Any]:
 def _encodings(reading: Mapping[str, Any]) -> tuple[LabelEncoding, LabelEncoding]:
     """The encodings of the ground-truth files and of the saved masks that ``reading`` records."""
     labels = {str(k): int(v) for k, v in (reading.get("labels") or {}).items()}
-    values = {str(k): as_values(v) or () for k, v in (reading.get("mask_values") or {}).items()}
-    truth = LabelEncoding(labels, values, reading.get("mask_threshold"), "summary.json label_reading")
-    saved = LabelEncoding(labels, values) if reading.get("masks_written", "card") == "card" else LabelEncoding()
+    where, values = "summary.json label_reading", reading.get("mask_values")
+    truth = LabelEncoding.declared(labels, values, reading.get("mask_threshold"), where)
+    saved = (
+        LabelEncoding.declared(labels, values, None, where)
+        if reading.get("masks_written", "card") == "card"
+        else LabelEncoding()
+    )
     return truth, saved
 
 

@@ -25,7 +25,7 @@ from monai.data import MetaTensor
 from monai.transforms import Compose
 
 from adapt.data.case_transforms import grid_transforms, target_pixdim
-from adapt.data.formats import FORMATS, for_name, for_path, read_raster, write_labels
+from adapt.data.formats import FORMATS, check_colours, for_name, for_path, read_raster, write_labels
 from adapt.data.formats.nifti import empty_header as nifti_header
 from adapt.data.geometry import Grid, geotiff_crs, geotiff_transform
 from adapt.data.volumes import resample_nearest
@@ -267,20 +267,24 @@ def drop_nodata(masks: np.ndarray, scan: Scan) -> np.ndarray:
 
 
 def write_mask(mask: np.ndarray, scan: Scan, path: str | Path) -> Path:
-    """Write ``mask`` ``[Z, H, W]`` (integer label values, stacked as ``scan.pixels``) in ``scan``'s
-    format and geometry to ``path`` (``adapt.data.formats.write_labels``; name it with
-    ``adapt.data.formats.mask_name``). A volume's mask named ``*.nii.gz``/``*.nii`` is written as NIfTI on
-    the volume's stored grid whatever the volume's own format: the label maps of DICOM series are NIfTI
-    files (segmentation tools save them so, and a dataset card names them so).
+    """Write ``mask`` ``[Z, H, W]`` (integer label values, stacked as ``scan.pixels``; ``[Z, H, W, 3]``: the
+    RGB mask of a colour card, ``LabelEncoding.encode``) in ``scan``'s format and geometry to ``path``
+    (``adapt.data.formats.write_labels``; name it with ``adapt.data.formats.mask_name``). A volume's mask
+    named ``*.nii.gz``/``*.nii`` is written as NIfTI on the volume's stored grid whatever the volume's own
+    format: the label maps of DICOM series are NIfTI files (segmentation tools save them so, and a dataset
+    card names them so).
 
     Raises:
         ValueError: the mask is not of the scan's shape.
-        DataError: ``path`` is not named as a mask of the scan's format must be.
+        DataError: ``path`` is not named as a mask of the scan's format must be, or colours for a volume.
     """
-    if mask.shape != scan.shape:
+    colours = mask.shape == (*scan.shape, 3)
+    if mask.shape != scan.shape and not colours:
         raise ValueError(f"mask shape {mask.shape} differs from the scan's {scan.shape}")
-    stored = scan.view.to_volume(mask) if scan.view is not None else mask[0]
     kind, header = scan.kind, scan.geometry
     if scan.view is not None and kind != "nifti" and for_name(Path(path).name) is FORMATS["nifti"]:
         kind, header = "nifti", nifti_header(scan.view.source_shape, scan.view.source_affine)
-    return write_labels(stored, kind, header, path)
+    if colours and scan.view is not None:  # a volume's label file holds one value per voxel
+        check_colours(kind, path)
+    stored = scan.view.to_volume(mask) if scan.view is not None else mask[0]
+    return write_labels(stored, kind, header, path, colours)

@@ -58,6 +58,8 @@ class Format:
         learn: ``raster -> {CaseStats field: value}``: what ``data init`` learns beyond pixels.
         label_maximum: the largest value a label file of each suffix stores (bounds ``mask_values``).
         lossy: suffixes whose pixels are approximate (a binary mask is thresholded, not read as ids).
+        colours: its label files can store colours (RGB pictures: a card's ``mask_values`` may be
+            ``#rrggbb``, and ``write`` takes ``[H, W, 3]`` uint8 masks).
     """
 
     name: str
@@ -76,6 +78,7 @@ class Format:
     learn: Callable[[Raster], dict[str, Any]] = lambda raster: {}
     label_maximum: dict[str, int] = field(default_factory=dict)
     lossy: tuple[str, ...] = ()
+    colours: bool = False
 
     def usage(self) -> str:
         """How a user supplies it: ``NIfTI (.nii/.nii.gz)``, ``a DICOM series (a folder of .dcm files)``."""
@@ -228,17 +231,20 @@ def mask_suffixes() -> tuple[str, ...]:
     return tuple(s for f in FORMATS.values() for s in f.mask_suffixes)
 
 
-def write_labels(labels: np.ndarray, kind: str, header: Any, path: str | Path) -> Path:
+def write_labels(labels: np.ndarray, kind: str, header: Any, path: str | Path, colours: bool = False) -> Path:
     """Write integer label values on the stored grid (``[X, Y, Z]``, ``[H, W]``) as a ``kind`` file in the
-    geometry ``header`` describes; stored as uint8 when every value fits, else uint16.
+    geometry ``header`` describes; stored as uint8 when every value fits, else uint16. ``colours``: ``labels``
+    are an RGB mask ``[H, W, 3]`` (``LabelEncoding.encode`` of a colour card), stored as an RGB picture.
 
     Raises:
-        DataError: ``path`` is not named as a mask of this format must be (``*.png`` for a JPEG's mask), or
-            a file where a folder must be written (a DICOM series' mask).
+        DataError: ``path`` is not named as a mask of this format must be (``*.png`` for a JPEG's mask), a
+            file where a folder must be written (a DICOM series' mask), or colours for a format without them.
     """
     found, path = FORMATS[kind], Path(path)
     if found.write is None:
         raise DataError(f"{path}: masks are not written as {found.title}")
+    if colours:
+        check_colours(kind, path)
     if found.mask_suffixes and suffix(path) not in found.mask_suffixes:
         raise DataError(
             f"{path}: masks of {found.title} inputs are written as {found.title} "
@@ -247,9 +253,26 @@ def write_labels(labels: np.ndarray, kind: str, header: Any, path: str | Path) -
     if not found.mask_suffixes and path.exists() and not path.is_dir():
         raise DataError(f"{path}: the mask of {found.title} is a folder; give a folder as output")
     path.parent.mkdir(parents=True, exist_ok=True)
-    dtype = np.uint8 if labels.max(initial=0) <= 255 else np.uint16
+    dtype = np.uint8 if colours or labels.max(initial=0) <= 255 else np.uint16
     found.write(np.asarray(labels).astype(dtype), header, path)
     return path
+
+
+def check_colours(kind: str, path: str | Path) -> None:
+    """Refuse a colour mask (a card whose ``mask_values`` are colours) for a format that stores one value per
+    pixel (``Format.colours``), naming the file and the ways on."""
+    if not FORMATS[kind].colours:
+        raise DataError(
+            f"{path}: the card's mask_values are colours (#rrggbb), but {FORMATS[kind].title} masks store one "
+            "value per pixel; predict on PNG or TIFF images, or pass mask_values=ids to write label ids"
+        )
+
+
+def stores_colours(name: str) -> bool:
+    """Whether label files named ``name`` can store colours (``True`` for a name of no known format: the
+    card does not say, so reading its files tells)."""
+    found = for_name(name)
+    return found is None or found.colours
 
 
 def label_maximum(name: str) -> int:

@@ -4,7 +4,8 @@ A picture is rows x columns (no transpose ever), grey or RGB. Read as an image, 
 CMYK and 1-bit files become RGB or grey; read as a label, a palette file keeps its indices (they
 are the label ids). A mask is always a PNG: JPEG and BMP inputs get ``<name>.png``, because a lossy
 mask would not hold label values exactly. The pixels are integers, so never NaN; JPEG's are
-approximate (``lossy``: a binary JPEG mask is thresholded, not read as ids).
+approximate (``lossy``: a binary JPEG mask is thresholded, not read as ids). Colour-coded label maps are
+RGB PNGs (``colours``).
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ def read(path: Path, as_image: bool = False) -> Raster:
 
 
 def write(labels: np.ndarray, header: Any, path: Path) -> None:
-    """A PNG of ``labels`` ``[H, W]`` (8 or 16 bit)."""
+    """A PNG of ``labels`` ``[H, W]`` (8 or 16 bit), or an RGB PNG of a colour mask ``[H, W, 3]``."""
     from PIL import Image
 
     Image.fromarray(labels).save(path)
@@ -65,4 +66,5 @@ FORMAT = Format(
     header_grid=header_grid,
     label_maximum={".png": 65535, ".jpg": 255, ".jpeg": 255, ".bmp": 255, ".gif": 255},
     lossy=(".jpg", ".jpeg"),
+    colours=True,
 )

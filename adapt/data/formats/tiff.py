@@ -67,10 +67,12 @@ def _nodata_value(path: Path, text: Any) -> float:
 
 
 def write(labels: np.ndarray, tags: Any, path: Path) -> None:
-    """``labels`` ``[H, W]`` as a zlib-compressed TIFF carrying the input's georeferencing tags."""
+    """``labels`` ``[H, W]`` (or a colour mask ``[H, W, 3]``, as RGB) as a zlib-compressed TIFF carrying the
+    input's georeferencing tags."""
     import tifffile
 
-    tifffile.imwrite(path, labels, photometric="minisblack", compression="zlib", extratags=tags or [])
+    photometric = "rgb" if labels.ndim == 3 else "minisblack"
+    tifffile.imwrite(path, labels, photometric=photometric, compression="zlib", extratags=tags or [])
 
 
 def unit(tags: list[tuple[Any, ...]]) -> str:
@@ -143,4 +145,5 @@ FORMAT = Format(
     can_hold_nonfinite=can_hold_nonfinite,
     header_grid=header_grid,
     learn=learn,
+    colours=True,
 )
