@@ -272,3 +272,22 @@ def test_a_tiff_mask_keeps_plain_tiffs_plain(tmp_path):
     raster = read_raster(tmp_path / "plain.tif")
     out = write_labels(np.ones(PLANE, np.uint8), "tiff", raster.header, tmp_path / "mask.tif")
     assert raster.header == [] and read_raster(out).header == []
+
+
+def test_inference_reads_a_palette_label_as_its_indices_as_training_does(tmp_path):
+    """A VOC-style palette PNG stores label ids as palette indices: evaluation's reading (``read_scan``) keeps
+    them as training's (``read_raster``) does, where reading it as an image made it RGB."""
+    from PIL import Image
+
+    from adapt.data.formats import read_raster
+    from adapt.inference.io import read_scan
+
+    ids = np.zeros((8, 10), np.uint8)
+    ids[2:5, 3:7], ids[6:, :2] = 1, 2
+    picture = Image.fromarray(ids, mode="P")
+    picture.putpalette([0, 0, 0, 128, 0, 0, 0, 128, 0] + [0] * 759)
+    picture.save(tmp_path / "pal.png")
+    scan = read_scan(tmp_path / "pal.png", label=True)
+    assert scan.pixels.shape == (1, 1, 8, 10)
+    np.testing.assert_array_equal(scan.pixels[0, 0], ids)
+    np.testing.assert_array_equal(scan.pixels[0, 0], read_raster(tmp_path / "pal.png").array[0])

@@ -171,8 +171,10 @@ def read_scan(
     if not path.exists():
         raise DataError(f"{path} does not exist")
     kind = for_path(path, writable=True).name
-    raster = read_raster(path, as_image=True)
-    pixels, dtype = raster.data_pixels(), str(raster.array.dtype)
+    # A label file is read as training reads it (``adapt.data.load.LoadCased``): a palette PNG keeps its
+    # indices (as an image it would become RGB), and nodata is the image's to mark, not the label's.
+    raster = read_raster(path, as_image=not label)
+    pixels, dtype = raster.array if label else raster.data_pixels(), str(raster.array.dtype)
     # Label ids stay integers (a CT's label map as float32 was 4x its bytes, and rounded back to ids).
     pixels = pixels if label and np.issubdtype(pixels.dtype, np.integer) else pixels.astype(np.float32)
     if not FORMATS[kind].volume:
