@@ -68,7 +68,8 @@ def _init_adapter(cfg: DictConfig) -> Any:
     from adapt.adapters.warm_start import resolve_init  # lazy: start-up
 
     adapter = OmegaConf.to_container(cfg.adapter, resolve=True)
-    return resolve_init(str(cfg.init_adapter), str(cfg.model.name), adapter, str(cfg.task))
+    size = cfg.model.get("image_size")
+    return resolve_init(str(cfg.init_adapter), str(cfg.model.name), adapter, str(cfg.task), size and int(size))
 
 
 def _train(

@@ -4,6 +4,7 @@ tensors the per-plane cache gives."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import subprocess
@@ -173,6 +174,43 @@ def test_shards_refuse_a_folder_that_holds_files_and_a_card_they_were_not_writte
         build_shard_datamodule({"card": "ct_phantom", "shards": str(tmp_path)}, image_size=64, seed=0)
     with pytest.raises(ConfigError, match="data.empty_share=0.2 does not apply to data.shards"):
         build_shard_datamodule({"card": "ct_phantom", "shards": str(source), "empty_share": 0.2}, image_size=64, seed=0)
+
+
+#: what stops a run after its first shard -> the exit status of ``main`` (None: the error goes on up)
+FAILURES = {
+    "a full disk": (OSError(errno.ENOSPC, "No space left on device"), 2),
+    "an interruption": (KeyboardInterrupt(), None),
+    "a fault of the code": (RuntimeError("boom"), None),
+}
+
+
+@pytest.mark.parametrize("failure", FAILURES)
+def test_a_failed_shards_run_leaves_the_folder_it_was_given_as_it_was(shards, tmp_path, monkeypatch, capsys, failure):
+    import adapt.data.shards as module
+
+    _, cache = shards
+    error, status = FAILURES[failure]
+    real, calls = module._member, []
+
+    def member(*args):
+        calls.append(1)
+        if len(calls) > SHARD_SIZE:  # the first shard is whole, the second under way
+            raise error
+        return real(*args)
+
+    monkeypatch.setattr(module, "_member", member)
+    out = tmp_path / "given"
+    out.mkdir()
+    argv = ["shards", "card=ct_phantom", f"out={out}", f"cache_dir={cache}", f"shard_size={SHARD_SIZE}", "workers=1"]
+    if status is None:
+        with pytest.raises(type(error)):
+            main(argv)
+    else:
+        assert main(argv) == status
+        assert f"out: the disk holding {out} is full" in capsys.readouterr().err
+    assert len(calls) == SHARD_SIZE + 1 and out.is_dir() and list(out.iterdir()) == []  # no shard, no .part
+    monkeypatch.setattr(module, "_member", real)
+    assert main(argv) == 0 and (out / "shards.json").is_file()  # the rerun starts over in the same folder
 
 
 @pytest.mark.parametrize(

@@ -87,6 +87,7 @@ MISMATCHES = {
     "adapter kind": ("adapter=bottleneck", "adapter.kind: lora vs bottleneck"),
     "task": ("task=semantic", "task: segmentation vs semantic"),
     "backbone": ("model=tiny_sam3_tracker", "backbone: SAM2.1 (Hiera) vs SAM 3"),
+    "image size": ("model.image_size=256", "model.image_size: 128 vs 256"),
 }
 
 
@@ -100,3 +101,22 @@ def test_a_source_that_does_not_fit_is_refused_before_data_and_model_load(source
         train(cfg)
     assert message in str(refused.value) and "drop init_adapter=" in str(refused.value)
     assert not (tmp_path / "run").exists()
+
+
+#: what init_adapter= names instead of an adapter -> what the refusal adds
+NOT_ADAPTERS = {
+    "an empty folder": (lambda tmp: (tmp / "empty").mkdir() or tmp / "empty", "takes an adapter to start a new run"),
+    "a checkpoint file": (lambda tmp: (tmp / "last.ckpt").write_bytes(b"x") and tmp / "last.ckpt", "ckpt_path="),
+}
+
+
+@pytest.mark.parametrize("given", NOT_ADAPTERS)
+def test_init_adapter_naming_no_adapter_is_refused_naming_the_key(tmp_path, given, forbid_model):
+    from adapt.train import train
+
+    make, fix = NOT_ADAPTERS[given]
+    path = make(tmp_path)
+    with pytest.raises(ConfigError) as refused:
+        train(compose_cfg(tmp_path / "run", "model=tiny", f"init_adapter={path}"))
+    assert str(refused.value).startswith(f"init_adapter={path}: ") and fix in str(refused.value)
+    assert "is not an adapter" in str(refused.value) and not (tmp_path / "run").exists()

@@ -64,13 +64,26 @@ def _base_id(name: Any) -> str:
     return HUB_IDS.get(text, text)
 
 
-def mismatches(metadata: Mapping[str, Any], model: str, adapter: Mapping[str, Any], task: str) -> list[str]:
-    """What differs between an adapter's record and a run's config, each as ``key: source's vs run's``."""
+def mismatches(
+    metadata: Mapping[str, Any], model: str, adapter: Mapping[str, Any], task: str, image_size: int | None = None
+) -> list[str]:
+    """What differs between an adapter's record and a run's config, each as ``key: source's vs run's``.
+
+    ``image_size`` (the run's ``model.image_size``; ``None``: not compared) is compared as the trunk takes it
+    (``Backbone.fit_size``). No weight's shape depends on it (the trunk's position embeddings are interpolated
+    to the grid), so the weights would load; but what an adapter learnt is tied to the scale objects had in
+    its tokens: at another side each object spans another number of them, and a warm start would begin from
+    an adapter tuned for features it no longer sees. The loop retrains with the adapter's own settings
+    (``adapt.app.retrain`` repeats ``model.image_size``), so another side is a forgotten override: refused.
+    """
     found = []
     recorded = BACKBONES.get(str((metadata.get("model") or {}).get("backbone") or "sam2"), BACKBONES["sam2"])
     given = backbone_of(model)
     if recorded.key != given.key:
         found.append(f"backbone: {recorded.title} vs {given.title}")
+    side = (metadata.get("model") or {}).get("image_size")
+    if side and image_size and recorded.key == given.key and int(side) != given.fit_size(int(image_size)):
+        found.append(f"model.image_size: {side} vs {image_size}")
     base = (metadata.get("base_model") or {}).get("name")
     local = Path(str(model)).is_dir() or Path(str(base)).is_dir()
     if base and not local and _base_id(base) != _base_id(model):
@@ -86,22 +99,32 @@ def mismatches(metadata: Mapping[str, Any], model: str, adapter: Mapping[str, An
     return found
 
 
-def resolve_init(source: str, model: str, adapter: Mapping[str, Any], task: str) -> InitAdapter:
-    """The adapter ``init_adapter=`` names, checked against the run's ``model.name``, ``adapter`` and ``task``.
+def resolve_init(
+    source: str, model: str, adapter: Mapping[str, Any], task: str, image_size: int | None = None
+) -> InitAdapter:
+    """The adapter ``init_adapter=`` names, checked against the run's ``model.name``, ``adapter``, ``task`` and
+    ``model.image_size`` (``mismatches``).
 
     Raises:
-        ConfigError: not an adapter, or it differs from the run: both values named, and the fix.
+        ConfigError: not an adapter (a checkpoint file is pointed to ``ckpt_path=``), or it differs from the
+            run: both values named, and the fix.
         ModelNotFoundError: a Hub id that cannot be had.
     """
-    path = resolve(source)
+    try:
+        path = resolve(source)
+    except ConfigError as err:
+        resume = " (a checkpoint continues its own run: ckpt_path=)" if Path(source).is_file() else ""
+        raise ConfigError(
+            f"init_adapter={source}: {err} init_adapter= takes an adapter to start a new run from{resume}"
+        ) from None
     metadata = read_metadata(path)
     if not metadata:
         raise ConfigError(f"init_adapter={source}: {path} has no sam2_adapt.json; give a run or adapter of sam2-adapt")
-    found = mismatches(metadata, model, adapter, task)
+    found = mismatches(metadata, model, adapter, task, image_size)
     if found:
         raise ConfigError(
             f"init_adapter={source} does not fit this run ({'; '.join(found)}: the adapter's vs the run's): "
-            "its weights only start a run of the same backbone, base, task and adapter options. Train with the "
+            "its weights only start a run of the same backbone, base, image size, task and adapter options. Train with the "
             f"adapter's settings (those of its run: {path / 'sam2_adapt.json'}), or drop init_adapter= to "
             "start from scratch"
         )

@@ -8,9 +8,9 @@ import sys
 
 from adapt.annotate import action_argv
 from adapt.cli import command_line, register_cli_config
-from adapt.inference.prompt_syntax import quote_argv
+from adapt.inference.prompt_syntax import FREE_TEXT_KEYS, quote_argv
 
 if __name__ == "__main__":
-    sys.argv = quote_argv(action_argv(sys.argv))
+    sys.argv = quote_argv(action_argv(sys.argv), (*FREE_TEXT_KEYS, "cases"))  # save cases=id,id: one string
     register_cli_config("annotate")
     command_line("adapt.annotate.command:main", "annotate")

@@ -112,7 +112,8 @@ def run(cfg: DictConfig) -> Result:
     out = Path(str(cfg.out))
     check_out(out, labelled + unlabelled, bool(cfg.overwrite))
     kinds = {c.id: for_path(Path(c.image)).name for c in unlabelled}
-    given = prompts.read_prompts(cfg.prompts, unlabelled) if cfg.get("prompts") else {}
+    axis = int(((spec.metadata or {}).get("preprocessing") or {}).get("slice_axis", card.slice_axis))  # the runner's
+    given = prompts.read_prompts(cfg.prompts, unlabelled, axis) if cfg.get("prompts") else {}
     plans = prompts.plan(unlabelled, given, spec.task == "semantic", {k: FORMATS[v].volume for k, v in kinds.items()})
     exports.require(
         {"coco" for v in kinds.values() if v == "pillow"} | {"geojson" for v in kinds.values() if v == "tiff"}

@@ -17,13 +17,15 @@ the source of every case.
 
 from __future__ import annotations
 
-import csv
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+from adapt.data.formats import header_grid
 from adapt.data.sources import Case
+from adapt.data.tables import read_rows
 from adapt.errors import ConfigError
+from adapt.inference.io import VolumeView
 from adapt.inference.prompt_syntax import SYNTAX, Prompt, parse_prompt
 
 SOURCES = ("prompt", "from_mask", "propagation", "auto")
@@ -38,44 +40,68 @@ class CasePlan:
     prompt: Prompt | None = None
 
 
-def read_prompts(path: str | Path, cases: Sequence[Case]) -> dict[str, Prompt]:
-    """Case id -> parsed prompt from a ``case,prompt`` CSV (a case may also be named by its image's file name).
+def read_prompts(path: str | Path, cases: Sequence[Case], slice_axis: int = 2) -> dict[str, Prompt]:
+    """Case id -> parsed prompt from a ``case,prompt`` CSV (a case may also be named by its image's file name),
+    each checked against its image's header (``check_on_image``) before a model is loaded.
 
     Raises:
-        ConfigError: the file is missing or lacks the columns, a row names no unlabelled case, a prompt
-            does not parse (the row is named), or a ``from_mask`` file is missing.
+        ConfigError: the file is missing or lacks the columns (``adapt.data.tables.read_rows``), a row names no
+            unlabelled case or a case named on an earlier row, a prompt does not parse or does not fit its image
+            (the row is named), or a ``from_mask`` file is missing.
     """
     path = Path(path)
+    fix = f"write a CSV with columns case,prompt, one row per case (prompt as in python -m adapt.predict: {SYNTAX})"
     if not path.is_file():
-        raise ConfigError(
-            f"prompts={path}: no such file; write a CSV with columns case,prompt (prompt as in "
-            f"python -m adapt.predict: {SYNTAX})"
-        )
-    with path.open(newline="") as f:
-        rows = list(csv.DictReader(f))
-    if not rows or not {"case", "prompt"} <= set(rows[0]):
-        raise ConfigError(
-            f"prompts={path}: needs the columns case,prompt; found {sorted(rows[0]) if rows else 'no row'}"
-        )
-    ids = {c.id: c.id for c in cases} | {Path(c.image).name: c.id for c in cases}
-    out = {}
+        raise ConfigError(f"prompts={path}: no such file; {fix}")
+    rows = read_rows(path, ("case", "prompt"), f"prompts={path}", fix)
+    if not rows:
+        raise ConfigError(f"prompts={path}: holds no prompt row; {fix}")
+    ids = {c.id: c for c in cases} | {Path(c.image).name: c for c in cases}
+    out, lines = {}, {}
     for line, row in enumerate(rows, start=2):
-        name = (row["case"] or "").strip()
+        name = row["case"]
         if name not in ids:
             raise ConfigError(
                 f"prompts={path}, line {line}: case {name!r} is not an unlabelled case of the card "
                 f"(those are: {sorted(c.id for c in cases)[:8]})"
             )
+        case = ids[name]
+        if case.id in lines:
+            raise ConfigError(
+                f"prompts={path}, lines {lines[case.id]} and {line}: case {case.id} is prompted twice; keep one row "
+                'per case (the boxes and points of its object in one prompt, joined by ";")'
+            )
+        lines[case.id] = line
         try:
-            prompt = parse_prompt(row["prompt"] or "")
+            prompt = parse_prompt(row["prompt"])
+            check_on_image(prompt, Path(case.image), slice_axis)
         except ConfigError as err:
-            raise ConfigError(f"prompts={path}, line {line} (case {name}): {err}") from None
+            raise ConfigError(f"prompts={path}, line {line} (case {case.id}): {err}") from None
         if prompt.from_mask is not None:
             prompt.from_mask = prompt.from_mask if prompt.from_mask.is_absolute() else path.parent / prompt.from_mask
             if not prompt.from_mask.exists():
                 raise ConfigError(f"prompts={path}, line {line}: from_mask file {prompt.from_mask} does not exist")
-        out[ids[name]] = prompt
+        out[case.id] = prompt
     return out
+
+
+def check_on_image(prompt: Prompt, image: Path, slice_axis: int) -> None:
+    """``Prompt.check_fits`` on what the image's header says (a volume's extent as the runner addresses it:
+    ``VolumeView.extent``, slices along ``slice_axis``), so a slice or a box outside it is named before minutes
+    of model loading. A ``from_mask`` prompt, or a file whose header tells no grid, is left to the runner.
+
+    Raises:
+        ConfigError: the prompt does not fit the image.
+    """
+    grid = None if prompt.from_mask is not None else header_grid(image)
+    if grid is None:
+        return
+    if grid.affine is None or len(grid.shape) < 3:
+        height, width = grid.shape[:2]
+        prompt.check_fits(image, width, height, None)
+    else:
+        shape = tuple(grid.shape[:3])
+        prompt.check_fits(image, *VolumeView(grid.affine, shape, grid.affine, shape, slice_axis).extent())
 
 
 def plan(cases: Sequence[Case], prompts: dict[str, Prompt], semantic: bool, volume: dict[str, bool]) -> list[CasePlan]:

@@ -25,8 +25,13 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from adapt.annotate.worklist import read
-from adapt.data.formats import FORMATS, for_name, mask_name, strip_suffix, suffix
+from adapt.data.cards import load_card
+from adapt.data.encoding import LabelEncoding
+from adapt.data.formats import FORMATS, for_name, mask_name, read_raster, strip_suffix, suffix
+from adapt.data.headers import check_grids
 from adapt.errors import ConfigError, DataError
 from adapt.storage import check_writable, write_atomically
 
@@ -77,8 +82,16 @@ def record(out: Path, card: Any, root: str | None, cases: list[Any]) -> Path:
 def chosen(rows: list[dict[str, str]], cases: str, worklist: Path) -> list[dict[str, str]]:
     """The worklist's case rows that ``cases=`` selects (``accepted``, ``all`` or ids joined by commas)."""
     heads = [r for r in rows if r["slice"] == ""]
+    if not heads:
+        raise ConfigError(f"worklist={worklist}: it lists no case; run python -m adapt.annotate again")
     if cases == "accepted":
-        return [r for r in heads if r["flag"] == "accept"]
+        found = [r for r in heads if r["flag"] == "accept"]
+        if not found:
+            raise ConfigError(
+                f"cases=accepted: none of the {len(heads)} case(s) of {worklist} is flagged accept; save the ones "
+                "you reviewed by id (cases=id,id) or every case (cases=all)"
+            )
+        return found
     if cases == "all":
         return heads
     wanted = [c.strip() for c in cases.split(",") if c.strip()]
@@ -114,7 +127,18 @@ def read_record(worklist: str | Path) -> dict[str, Any]:
             f"worklist={worklist}: no worklist.csv with its {RECORD_FILE} there; give the worklist.csv "
             "that python -m adapt.annotate wrote"
         )
-    return json.loads((worklist.parent / RECORD_FILE).read_text())
+    path = worklist.parent / RECORD_FILE
+    try:
+        record = json.loads(path.read_text())
+    except ValueError as err:
+        record = f"{type(err).__name__}: {err}"
+    if not isinstance(record, dict) or not isinstance(record.get("cases"), dict) or "card" not in record:
+        why = record if isinstance(record, str) else "no card and cases in it"
+        raise ConfigError(
+            f"{path}: not the record python -m adapt.annotate writes beside worklist={worklist} ({why}); "
+            "run python -m adapt.annotate again (out=<new folder>)"
+        )
+    return record
 
 
 def label_target(worklist: Path, case: str, image: Path, recorded: dict[str, Any]) -> Path:
@@ -156,6 +180,7 @@ def save_labels(worklist: str | Path, files: dict[str, Path]) -> list[Path]:
     worklist = Path(worklist)
     recorded = read_record(worklist)
     images = {r["case"]: Path(r["image"]) for r in read(worklist) if r["slice"] == ""}
+    encoding = None  # the card's, read once a mask is to be checked
     plans = []
     for case, source in files.items():
         if case not in images:
@@ -171,6 +196,8 @@ def save_labels(worklist: str | Path, files: dict[str, Path]) -> list[Path]:
                 f"{source}: the mask of case {case} is not in the format of its label {label}; "
                 f"save it as *{suffix(label)} (python -m adapt.annotate writes it so)"
             )
+        encoding = encoding or LabelEncoding.of_card(load_card(recorded["card"]))
+        check_mask(Path(source), images[case], encoding, case)
         plans.append((Path(source), label))
     for folder in sorted({label.parent for _, label in plans}):
         check_writable(folder, "the label folder")
@@ -182,6 +209,28 @@ def save_labels(worklist: str | Path, files: dict[str, Path]) -> list[Path]:
         )
         written.append(label)
     return written
+
+
+def check_mask(source: Path, image: Path, encoding: LabelEncoding, case: str) -> None:
+    """Refuse a mask that would become a label training cannot use: a file that does not read (cut short, or
+    saved as something else by an annotation tool), one on another grid than its image, or one holding values
+    the card's labels do not list. Training would stop on it (or learn from it) only hours later.
+
+    Raises:
+        DataError: naming the mask, the case, what is wrong and the fix.
+    """
+    fix = f"correct the mask of case {case} in your tool (the image's grid, the card's label values) and save again"
+    try:
+        ids = encoding.decode(read_raster(source).array, source)
+        check_grids([(image, source)], "mask", fix)
+    except DataError as err:
+        raise DataError(f"case {case}: its mask cannot become its label: {err}") from None
+    unknown = sorted(set(np.unique(ids).tolist()) - set(encoding.labels.values()))
+    if unknown:
+        raise DataError(
+            f"{source}: the mask of case {case} holds label id(s) {unknown} that {encoding.where} does not list "
+            f"({dict(encoding.labels)}); {fix}"
+        )
 
 
 def _copy(source: Path, target: Any) -> None:

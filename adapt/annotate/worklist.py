@@ -24,8 +24,12 @@ from typing import Sequence
 from adapt.annotate.calibration import Calibration
 from adapt.annotate.exports import write_text
 from adapt.annotate.scores import PlaneScore
+from adapt.data.tables import read_rows
+from adapt.errors import ConfigError
 
 WORKLIST_FILE = "worklist.csv"
+#: A mask's flag: ``accept`` (``save cases=accepted`` saves it) or ``review``.
+FLAGS = ("accept", "review")
 
 
 @dataclass
@@ -122,9 +126,18 @@ def write(rows: list[Row], folder: Path) -> Path:
 
 
 def read(path: Path) -> list[dict[str, str]]:
-    """The rows of a worklist as written."""
-    with Path(path).open(newline="") as f:
-        return list(csv.DictReader(f))
+    """The rows of a worklist, as written or as edited by hand in a spreadsheet (``adapt.data.tables``).
+
+    Raises:
+        ConfigError: a column of ``Row`` missing, or a flag other than ``accept``/``review`` (a typo would leave
+            the case out of ``cases=accepted`` without a word); the file, the line and the fix named.
+    """
+    fix = "put the worklist back as python -m adapt.annotate wrote it, or run that again"
+    rows = read_rows(path, [f.name for f in fields(Row)], f"worklist={path}", fix)
+    for line, row in enumerate(rows, start=2):
+        if row["flag"] not in FLAGS:
+            raise ConfigError(f"worklist={path}, line {line}: flag {row['flag']!r} is not one of {FLAGS}; {fix}")
+    return rows
 
 
 def print_table(rows: list[Row], limit: int = 30) -> None:

@@ -34,6 +34,7 @@ from adapt.data.planes import ChunkedArray, IMAGE_DTYPE
 from adapt.data.sources import list_cases
 from adapt.data.splits import split_cases
 from adapt.errors import ConfigError, DataError
+from adapt.storage import disk_full_error, is_disk_full
 
 #: 2: the card's preprocessing key and each shard's size recorded (checked before training reads a shard).
 SHARD_FORMAT = 2
@@ -146,7 +147,8 @@ def write_shards(
         The index written to ``out/shards.json`` (``bad_cases``: ids left out, with their errors).
 
     Raises:
-        ConfigError: ``out`` holds files already (nothing is overwritten).
+        ConfigError: ``out`` holds files already (nothing is overwritten), or its disk filled up. A run that
+            fails while writing removes the shards it wrote: ``out`` is left as it was, and a rerun starts over.
     """
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ConfigError(f"out={out}: not an empty folder; give a new or empty folder (shards are never overwritten)")
@@ -167,6 +169,29 @@ def write_shards(
         "shards": {},
         "bad_cases": bad,
     }
+    try:
+        _write_splits(out, stores, bad, index, shard_size, seed, progress)
+    except BaseException as error:  # a failed run leaves out= as it found it: no shard without its index
+        for name in (s["name"] for entries in index["shards"].values() for s in entries):
+            (out / name).unlink(missing_ok=True)
+        for part in out.glob("*.tar.part"):
+            part.unlink()
+        if is_disk_full(error):
+            raise disk_full_error(out / "its shards", "out", "free space there, or give out= on another disk") from None
+        raise
+    return index
+
+
+def _write_splits(
+    out: Path,
+    stores: dict[str, CaseStore],
+    bad: dict[str, str],
+    index: dict[str, Any],
+    shard_size: int,
+    seed: int,
+    progress: Callable[[int, int], None] | None,
+) -> None:
+    """The shards of every split, then ``shards.json`` (``index`` filled in as they are written)."""
     total = sum(
         len(store.index(p)["chunks"])
         for store in stores.values()
@@ -195,7 +220,6 @@ def write_shards(
             if progress:
                 progress(written, total)
     (out / INDEX_FILE).write_text(json.dumps(index))  # last: its presence marks complete shards
-    return index
 
 
 def _case_entry(store: CaseStore, position: int) -> dict[str, Any]:

@@ -24,7 +24,6 @@ that one bad case can be reported (or skipped) without hiding the others.
 
 from __future__ import annotations
 
-import csv
 import errno
 import json
 import logging
@@ -37,6 +36,7 @@ from typing import Iterable
 from adapt.data.cards import DataCard, load_card
 from adapt.data.formats import strip_suffix
 from adapt.data.nnunet import read_dataset
+from adapt.data.tables import read_rows
 from adapt.errors import ConfigError, DataError, DataNotFoundError
 
 SPLITS = ("train", "val", "test")
@@ -306,19 +306,15 @@ def _csv(card: DataCard, root: Path) -> list[Case]:
     manifest = root / card.source["manifest"]
     if not manifest.exists():
         raise missing_data_error(card, root, f"manifest {card.source['manifest']} not found")
-    with manifest.open(newline="") as f:
-        rows = list(csv.DictReader(f))
-    columns = set(rows[0]) if rows else set()
-    if not {"image", "label"} <= columns:
-        raise ConfigError(
-            f"{manifest}: needs columns 'image' and 'label' (optional 'case', 'split'); found {sorted(columns)}"
-        )
+    rows = read_rows(
+        manifest, ("image", "label"), str(manifest), "a manifest's columns are image,label (optional: case, split)"
+    )
     cases = []
     ids = case_ids([Path(row["image"]).as_posix() for row in rows])
     for line, row in enumerate(rows, start=2):
         image = Path(row["image"])
         image = image if image.is_absolute() else root / image
-        text = (row["label"] or "").strip()
+        text = row["label"]
         if not text and not card.source.get("unlabelled"):
             raise DataError(
                 f"{manifest}, line {line}: empty label; give the label file, or mark the card's "

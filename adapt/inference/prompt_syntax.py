@@ -56,6 +56,26 @@ class Prompt:
                     "(x = column 0..W-1, y = row 0..H-1)"
                 )
 
+    def check_fits(self, path: str | Path, width: int, height: int, depth: int | None) -> None:
+        """Refuse a prompt that does not fit the image ``path`` of ``width x height`` (and ``depth`` slices for a
+        volume, ``None`` for a 2D image): a missing or extra ``slice=``, a slice or coordinate outside it.
+        ``predict``'s runner asks it of the scan it read; ``annotate`` of each image's header before a model loads.
+
+        Raises:
+            ConfigError: naming the image, the value and its range.
+        """
+        if depth is None:
+            if self.slice not in (None, 0):
+                raise ConfigError(f"{path} is a 2D image: slice={self.slice} does not apply")
+        elif self.slice is None:
+            raise ConfigError(
+                f"{path} is a volume of {depth} slices: add slice=K to the prompt "
+                '(e.g. prompt="box 40,30,90,70 slice=12"), or use from_mask=<file>'
+            )
+        elif not 0 <= self.slice < depth:
+            raise ConfigError(f"prompt slice={self.slice} is outside {path} (slices 0..{depth - 1})")
+        self.check_inside(width, height)
+
 
 def _fail(part: str, why: str) -> ConfigError:
     return ConfigError(f"prompt part {part!r}: {why}. Syntax: {SYNTAX}")
@@ -133,8 +153,8 @@ def parse_prompt(text: str) -> Prompt:
     return prompt
 
 
-def quote_argv(argv: list[str]) -> list[str]:
-    """Quote free-text values (``prompt=box 1,2,3,4 slice=5``) so Hydra reads them as strings.
+def quote_argv(argv: list[str], keys: tuple[str, ...] = FREE_TEXT_KEYS) -> list[str]:
+    """Quote free-text values (``prompt=box 1,2,3,4 slice=5``) of ``keys`` so Hydra reads them as strings.
 
     Hydra would read commas as a sweep and stop at spaces and ``=``; quoting here lets users
     write the prompt with plain shell quotes, ``prompt="box 40,30,90,70 slice=12"``.
@@ -142,7 +162,7 @@ def quote_argv(argv: list[str]) -> list[str]:
     out = []
     for arg in argv:
         key, sep, value = arg.partition("=")
-        if sep and key in FREE_TEXT_KEYS and not _SAFE.match(value) and value[:1] not in ("'", '"'):
+        if sep and key in keys and not _SAFE.match(value) and value[:1] not in ("'", '"'):
             arg = f"{key}='" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
         out.append(arg)
     return out

@@ -233,19 +233,9 @@ def view_prompt(scan: Scan, prompt: Prompt) -> tuple[np.ndarray | None, np.ndarr
         ConfigError: slice missing for a volume (or given for 2D), or a coordinate outside the image.
     """
     if not scan.is_volume:
-        if prompt.slice not in (None, 0):
-            raise ConfigError(f"{scan.path} is a 2D image: slice={prompt.slice} does not apply")
-        prompt.check_inside(scan.shape[2], scan.shape[1])
+        prompt.check_fits(scan.path, scan.shape[2], scan.shape[1], None)
         return prompt.box, prompt.points, 0
-    width, height, depth = scan.view.extent()
-    if prompt.slice is None:
-        raise ConfigError(
-            f"{scan.path} is a volume of {depth} slices: add slice=K to the prompt "
-            '(e.g. prompt="box 40,30,90,70 slice=12"), or use from_mask=<file>'
-        )
-    if not 0 <= prompt.slice < depth:
-        raise ConfigError(f"prompt slice={prompt.slice} is outside {scan.path} (slices 0..{depth - 1})")
-    prompt.check_inside(width, height)
+    prompt.check_fits(scan.path, *scan.view.extent())
     to_view = lambda x, y: scan.view.to_view(x, y, prompt.slice)[:2]  # noqa: E731
     box = None
     if prompt.box is not None:
