@@ -168,6 +168,11 @@ def test_shards_refuse_a_folder_that_holds_files_and_a_card_they_were_not_writte
     (taken / "keep.txt").write_text("mine")
     assert main(["shards", "card=ct_phantom", f"out={taken}"]) == 2
     assert "not an empty folder" in capsys.readouterr().err and (taken / "keep.txt").read_text() == "mine"
+    killed = tmp_path / "killed"  # a run killed outright (no cleanup): shards, no index
+    killed.mkdir()
+    (killed / "train-000000.tar").write_bytes(b"x")
+    assert main(["shards", "card=ct_phantom", f"out={killed}"]) == 2
+    assert "shards without shards.json, a run that was killed: remove it" in capsys.readouterr().err
     with pytest.raises(ConfigError, match="holds card 'ct_phantom', not data.card='mr_phantom'"):
         build_shard_datamodule({"card": "mr_phantom", "shards": str(source)}, image_size=64, seed=0)
     with pytest.raises(ConfigError, match="shards.json .*python -m adapt.data shards"):

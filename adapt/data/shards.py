@@ -151,7 +151,11 @@ def write_shards(
             fails while writing removes the shards it wrote: ``out`` is left as it was, and a rerun starts over.
     """
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise ConfigError(f"out={out}: not an empty folder; give a new or empty folder (shards are never overwritten)")
+        killed = out.is_dir() and not (out / "shards.json").exists() and any(out.glob("*.tar*"))
+        why = "; it holds shards without shards.json, a run that was killed: remove it and run again" if killed else ""
+        raise ConfigError(
+            f"out={out}: not an empty folder{why}; give a new or empty folder (shards are never overwritten)"
+        )
     splits = split_cases(list_cases(card, root), card.split, f"data card {card.name!r}")
     stores = {split: CaseStore(card, splits[split], "disk", cache_dir) for split in SPLITS}
     bad: dict[str, str] = {}

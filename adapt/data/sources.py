@@ -311,7 +311,7 @@ def _csv(card: DataCard, root: Path) -> list[Case]:
     )
     cases = []
     ids = case_ids([Path(row["image"]).as_posix() for row in rows])
-    for line, row in enumerate(rows, start=2):
+    for line, (row, case_id) in enumerate(zip(rows, ids), start=2):
         image = Path(row["image"])
         image = image if image.is_absolute() else root / image
         text = row["label"]
@@ -325,8 +325,8 @@ def _csv(card: DataCard, root: Path) -> list[Case]:
         split = (row.get("split") or "").strip() or None
         if split is not None and split not in SPLITS:
             raise DataError(f"{manifest}, line {line}: split {split!r} is not one of {SPLITS}")
-        group = (row.get("case") or "").strip() or ids[line - 2]
-        cases.append(Case(ids[line - 2], image, label, group=group, split=split))
+        group = (row.get("case") or "").strip() or case_id
+        cases.append(Case(case_id, image, label, group=group, split=split))
     if not cases:
         raise DataError(f"{manifest}: lists no case")
     return cases
