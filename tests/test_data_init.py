@@ -432,3 +432,20 @@ def test_a_0_255_folder_keeps_its_encoding_from_init_to_predict_and_evaluate(tmp
     summary = evaluate(evaluate_config(adapter, card, tmp_path / "eval"))
     saved = [np.asarray(Image.open(tmp_path / "eval" / path)) for path in summary["masks"].values()]
     assert len(saved) == 5 and set(np.unique(np.concatenate([s.ravel() for s in saved])).tolist()) <= {0, 255}
+
+
+@pytest.mark.parametrize(
+    "header, separator, encoding",
+    [("image,label", ",", "utf-8"), ("image;label", ";", "utf-8-sig"), (" image\t label ", "\t", "utf-8")],
+)
+def test_init_reads_a_manifest_as_a_spreadsheet_saves_it(tmp_path, fake_data, header, separator, encoding):
+    """A CSV list at the top of the folder, saved by Excel (byte-order mark, ``;`` in European locales) or
+    typed by hand: init and the card read the same pairs; a table of other columns is not a manifest."""
+    pairs = write_pairs(tmp_path / "data", "scans/s{i}.png", "truth/t{i}.png", [255] * 4, fake_data)
+    rows = [separator.join(str(p.relative_to(tmp_path / "data")) for p in pair) for pair in pairs]
+    (tmp_path / "data" / "list.csv").write_text("\n".join([header, *rows]) + "\n", encoding=encoding)
+    (tmp_path / "data" / "a_patients.csv").write_text("patient,age\np1,54\n")  # sorted first, not a manifest
+    card_path, layout, _ = init_card(tmp_path / "data", tmp_path / "card.yaml")
+    assert layout.source["kind"] == "csv" and layout.source["manifest"] == "list.csv"
+    card = load_card(card_path)
+    assert sorted((c.image, c.label) for c in list_cases(card, data_root(card))) == sorted(pairs)

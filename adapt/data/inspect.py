@@ -29,7 +29,6 @@ nnU-Net ``imagesTs/`` image or ``imagesTr/`` image without its label.
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import posixpath
@@ -42,7 +41,8 @@ from typing import Any
 from adapt.data.formats import FORMATS, for_name, strip_suffix
 from adapt.data.formats.dicom import is_series
 from adapt.data.nnunet import read_dataset, recognises
-from adapt.data.sources import _msd_test_entries, msd_entries, refuse_link_loops
+from adapt.data.sources import MANIFEST_FIX, _msd_test_entries, msd_entries, refuse_link_loops
+from adapt.data.tables import columns_of, read_rows
 from adapt.errors import ConfigError, DataError
 
 LABEL_WORDS = {
@@ -224,9 +224,10 @@ def _files(folder: Path) -> list[Path]:
 
 
 def _csv_layout(root: Path, manifest: Path) -> Layout | None:
-    with manifest.open(newline="") as f:
-        rows = list(csv.DictReader(f))
-    if not rows or not {"image", "label"} <= set(rows[0]):
+    if not {"image", "label"} <= set(columns_of(manifest)):
+        return None  # another table beside the files (metadata, a spreadsheet of patients)
+    rows = read_rows(manifest, ("image", "label"), str(manifest), MANIFEST_FIX)
+    if not rows:
         return None
     pairs, unpaired, unlabelled = [], [], []
     for row in rows:

@@ -302,13 +302,15 @@ def case_ids(images: list[str]) -> list[str]:
     return stems if len(set(stems)) == len(stems) else [strip_suffix(p) for p in images]
 
 
+#: How a ``csv`` source's manifest is written (named when it is not).
+MANIFEST_FIX = "a manifest's columns are image,label (optional: case, split)"
+
+
 def _csv(card: DataCard, root: Path) -> list[Case]:
     manifest = root / card.source["manifest"]
     if not manifest.exists():
         raise missing_data_error(card, root, f"manifest {card.source['manifest']} not found")
-    rows = read_rows(
-        manifest, ("image", "label"), str(manifest), "a manifest's columns are image,label (optional: case, split)"
-    )
+    rows = read_rows(manifest, ("image", "label"), str(manifest), MANIFEST_FIX)
     cases = []
     ids = case_ids([Path(row["image"]).as_posix() for row in rows])
     for line, (row, case_id) in enumerate(zip(rows, ids), start=2):

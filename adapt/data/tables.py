@@ -37,14 +37,9 @@ def read_rows(path: str | Path, required: Iterable[str], where: str, fix: str) -
     """
     required = tuple(required)
     try:
-        text = Path(path).read_text(encoding="utf-8-sig")
+        reader, columns, separator = _reader(path)
     except UnicodeDecodeError:
         raise ConfigError(f"{where}: not a text (UTF-8) CSV file; {fix}") from None
-    lines = text.splitlines()
-    header = next((line for line in lines if line.strip()), "")
-    separator = next((s for s in SEPARATORS if s in header), ",")
-    reader = csv.DictReader(lines, delimiter=separator)
-    columns = [name.strip() for name in reader.fieldnames or []]
     missing = [c for c in required if c not in columns]
     if missing:
         found = f"found {columns}" if columns else "the file is empty"
@@ -58,3 +53,21 @@ def read_rows(path: str | Path, required: Iterable[str], where: str, fix: str) -
             )
         rows.append({name: (value or "").strip() for name, value in zip(columns, row.values())})
     return rows
+
+
+def columns_of(path: str | Path) -> list[str]:
+    """The column names of the CSV ``path`` as ``read_rows`` reads them (``[]`` for a file that is not
+    text): whether a CSV found in a dataset folder is a manifest, before it is read as one."""
+    try:
+        return _reader(path)[1]
+    except UnicodeDecodeError:
+        return []
+
+
+def _reader(path: str | Path) -> tuple[csv.DictReader, list[str], str]:
+    """A reader of the file's rows, its stripped column names, and the separator found on its header line."""
+    lines = Path(path).read_text(encoding="utf-8-sig").splitlines()
+    header = next((line for line in lines if line.strip()), "")
+    separator = next((s for s in SEPARATORS if s in header), ",")
+    reader = csv.DictReader(lines, delimiter=separator)
+    return reader, [name.strip() for name in reader.fieldnames or []], separator
