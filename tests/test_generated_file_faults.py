@@ -62,6 +62,7 @@ WRITERS: dict[str, tuple[Callable[[Path, np.ndarray], None], int, tuple[str, ...
     ".jpg": (_pil, 2, ("uint8",)),
     ".jpeg": (_pil, 2, ("uint8",)),
     ".bmp": (_pil, 2, ("uint8",)),
+    ".gif": (_pil, 2, ("uint8",)),
     ".tif": (lambda p, a: _tiff(p, a, geo=True), 2, ("uint8", "uint16", "int16", "float32", "float64")),
     ".tiff": (_tiff, 2, ("uint8", "uint16", "float32")),
     "/dicom": (_dicom, 3, ("uint16",)),
