@@ -37,7 +37,7 @@ from adapt.cli import command_line, register_cli_config, user_errors
 from adapt.outputs import claimed
 from adapt.errors import ConfigError, DataError
 from adapt.data.headers import check_grids, check_headers, check_inputs_finite, check_labels_finite
-from adapt.data.formats import for_path, mask_name, mask_suffixes, suffix
+from adapt.data.formats import for_path, header_channels, mask_name, mask_suffixes, suffix
 from adapt.data.formats.dicom import is_series
 from adapt.inference.prompt_syntax import SYNTAX, Prompt, parse_prompt, quote_argv
 from adapt.schema import validate
@@ -85,15 +85,34 @@ def plan_jobs(input: str | Path, output: str | Path, prompt: Prompt | None, over
             job.guide = guide / job.input.name if guide.is_dir() and not is_series(guide) else guide
             if not job.guide.exists():
                 raise DataError(f"from_mask: {job.guide} (the mask for {job.input.name}) does not exist")
+    replaced = [j.input for j in jobs if j.output.resolve() == j.input.resolve()]
+    if replaced:  # before the overwrite rule: overwrite=true does not allow this either
+        raise ConfigError(f"output={output} would replace the input {replaced[0]}; choose another output")
+    _check_distinct(jobs, output)
     taken = [j.output for j in jobs if j.output.exists() and (j.output.is_file() or any(j.output.iterdir()))]
     if taken and not overwrite:
         shown = ", ".join(map(str, taken[:3])) + (f" and {len(taken) - 3} more" if len(taken) > 3 else "")
         raise ConfigError(f"output exists: {shown}; choose another output or pass overwrite=true")
-    if any(j.output.resolve() == j.input.resolve() for j in jobs):
-        raise ConfigError("output would replace the input; choose another output")
     for job in jobs:  # before the model is loaded: a wrong format or folder is found in seconds
         check_output(job)
     return jobs
+
+
+def _check_distinct(jobs: list[Job], output: str | Path) -> None:
+    """Refuse two inputs whose masks get one name (``a.png`` and ``a.jpg``: both masks are ``a.png``), which
+    would keep only the last one written.
+
+    Raises:
+        ConfigError: names both inputs and the mask file.
+    """
+    first: dict[Path, Path] = {}
+    for job in jobs:
+        other = first.setdefault(job.output.resolve(), job.input)
+        if other != job.input:
+            raise ConfigError(
+                f"output={output}: the masks of {other.name} and {job.input.name} would both be written to "
+                f"{job.output} (one would be lost); rename one of the inputs, or predict them into separate outputs"
+            )
 
 
 def check_output(job: Job) -> None:
@@ -130,7 +149,7 @@ def run(cfg: DictConfig) -> list[Path]:
     from adapt.inference.io import drop_nodata, write_mask  # lazy: start-up
     from adapt.inference.onnx_backend import adapter_preprocessing, load_predictor  # lazy: start-up
     from adapt.inference.runner import FROM_MASK_FIX, predict_scan  # lazy: start-up
-    from adapt.inference.user_files import mask_values, read_input  # lazy: start-up
+    from adapt.inference.user_files import check_input_channels, mask_values, read_input  # lazy: start-up
 
     validate(cfg, "predict")
     for key in ("adapter", "input", "output"):
@@ -143,7 +162,10 @@ def run(cfg: DictConfig) -> list[Path]:
     prompt = parse_prompt(str(cfg.prompt)) if cfg.get("prompt") and not auto else None
     jobs = plan_jobs(cfg.input, cfg.output, prompt, overwrite=bool(cfg.overwrite))
     backend = str(cfg.get("backend") or "torch")
-    check_inputs_finite([job.input for job in jobs], adapter_preprocessing(cfg.adapter, backend, cfg.get("revision")))
+    preprocessing = adapter_preprocessing(cfg.adapter, backend, cfg.get("revision"))
+    for job in jobs:  # from the headers, before the model loads (read_input checks the pixels again)
+        check_input_channels(job.input, header_channels(job.input), preprocessing)
+    check_inputs_finite([job.input for job in jobs], preprocessing)
     check_labels_finite([job.guide for job in jobs if job.guide])
     check_headers([job.input for job in jobs] + [job.guide for job in jobs if job.guide])
     check_grids([(job.input, job.guide) for job in jobs if job.guide], role="from_mask", fix=FROM_MASK_FIX)

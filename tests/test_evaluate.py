@@ -535,7 +535,8 @@ def test_evaluate_auto_needs_no_ground_truth_for_its_prompts(env, tmp_path, monk
 @pytest.mark.parametrize(
     "values, error, message",
     [
-        ({"adapter": "nowhere/at/all"}, ConfigError, "no such directory"),
+        ({"adapter": "nowhere/at/all"}, ConfigError, "adapter='nowhere/at/all': no such directory"),
+        ({"compare": "nowhere/at/all"}, ConfigError, "compare='nowhere/at/all': no such directory"),  # its own key
         (
             {"adapter": "someone/absent-adapter"},
             ModelNotFoundError,

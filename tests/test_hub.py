@@ -304,6 +304,30 @@ def test_cli_config_names_what_is_missing():
     assert action_argv(["hub", "pull", "repo_id=a/b"]) == ["hub", "action=pull", "repo_id=a/b"]
 
 
+@pytest.mark.parametrize(
+    "argv, names",
+    [
+        (
+            ["publish", "adapter=x"],
+            ["action='publish'", "['push', 'pull']"],
+        ),  # a mistyped action, named with the choices
+        (["puhs", "adapter=x", "repo_id=me/x"], ["action='puhs'", "['push', 'pull']"]),
+    ],
+)
+def test_a_mistyped_action_is_refused_by_name_before_the_command_runs(argv, names, monkeypatch):
+    from conftest import run_user_action
+
+    from adapt.cli import command_line, register_cli_config
+
+    register_cli_config("hub")
+    ran = []
+    monkeypatch.setattr(sys, "argv", action_argv(["adapt.hub", *argv]))
+    code, message, _ = run_user_action(lambda: command_line(lambda: ran.append(True), "hub"))
+    assert code == 2 and not ran, message
+    assert all(name in message for name in names), message
+    assert action_argv(["hub", "--help"]) == ["hub", "--help"]  # a flag stays a flag
+
+
 #: What ``sam2_adapt.json`` records of the channels -> the model card's two lines (``None``: no section).
 CHANNEL_CARDS = {
     "learned, four named bands": (

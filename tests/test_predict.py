@@ -269,6 +269,132 @@ def test_folder_to_folder_and_refusing_to_overwrite(adapter, tmp_path):
         predict.run(config(adapter, tmp_path / "in", tmp_path / "one.png", "box 5,5,30,30"))
 
 
+def write_inputs(folder: Path, kind: str) -> Path:
+    """One input of ``kind`` in ``folder`` (a fault of the table below); returns what ``input=`` names."""
+    folder.mkdir()
+    grey = np.zeros((40, 50), np.uint8)
+    if kind == "png+jpg":  # two files whose masks share a name
+        Image.fromarray(grey).save(folder / "a.png")
+        Image.fromarray(grey).save(folder / "a.jpg")
+        return folder
+    if kind == "4-band tif":
+        tifffile.imwrite(folder / "tile.tif", np.zeros((4, 40, 50), np.uint16))
+        return folder / "tile.tif"
+    if kind == "2-channel nifti":
+        nib.save(nib.Nifti1Image(np.zeros((40, 50, 6, 2), np.int16), np.eye(4)), folder / "ct.nii.gz")
+        return folder / "ct.nii.gz"
+    Image.fromarray(grey).save(folder / "a.png")
+    return folder / "a.png"
+
+
+#: Faults of inputs and outputs refused before the model loads: (input kind, output (``=``: the input itself),
+#: prompt, extra options, error, what the message must name).
+IO_FAULTS = {
+    "two inputs, one mask name": ("png+jpg", "masks", "box 1,1,9,9", {}, ConfigError, ["a.jpg", "a.png", "rename"]),
+    "output is the input, overwrite=true": (
+        "png",
+        "=",
+        "box 1,1,9,9",
+        {"overwrite": True},
+        ConfigError,
+        ["replace the input", "a.png"],
+    ),
+    "4 bands to a 1-channel adapter": (
+        "4-band tif",
+        "m.tif",
+        "box 1,1,9,9",
+        {},
+        DataError,
+        ["tile.tif", "4 channel(s)", "trained on images of 1", "preprocessing.channels", "adapter trained on"],
+    ),
+    "2 channels to a 1-channel adapter": (
+        "2-channel nifti",
+        "m.nii.gz",
+        "box 1,1,9,9 slice=2",
+        {},
+        DataError,
+        ["ct.nii.gz", "2 channel(s)", "trained on images of 1", "preprocessing.channels"],
+    ),
+}
+
+
+@pytest.fixture(scope="module")
+def grey_adapter(tmp_path_factory):
+    """A decoder adapter recorded as trained on 1-channel images (as every trained adapter records them)."""
+    return decoder_adapter(tmp_path_factory.mktemp("grey"), preprocessing={"window": [-100, 240], "channels": 1})
+
+
+@pytest.mark.parametrize("kind, output, prompt, extra, error, names", IO_FAULTS.values(), ids=list(IO_FAULTS))
+def test_input_and_output_faults_are_refused_before_the_model_loads(
+    grey_adapter, tmp_path, monkeypatch, kind, output, prompt, extra, error, names
+):
+    from conftest import forbid_model_loads
+
+    source = write_inputs(tmp_path / "in", kind)
+    target = source if output == "=" else tmp_path / output
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    forbid_model_loads(monkeypatch)
+    with pytest.raises(error) as refused:
+        predict.run(config(grey_adapter, source, target, prompt, **extra))
+    assert all(name in str(refused.value) for name in names), str(refused.value)
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before  # nothing written or changed
+
+
+def test_a_grey_or_colour_picture_fits_a_1_channel_adapter(grey_adapter, tmp_path):
+    """The fixed channel map makes the same picture of a grey file and of its RGB copy: neither is refused."""
+    grey = (np.arange(40 * 50).reshape(40, 50) % 200).astype(np.uint8)
+    Image.fromarray(grey).convert("RGB").save(tmp_path / "rgb.png")
+    Image.fromarray(grey).save(tmp_path / "grey.png")
+    masks = [
+        predict.run(config(grey_adapter, tmp_path / f"{n}.png", tmp_path / f"m_{n}.png", "box 5,5,30,30"))[0]
+        for n in ("grey", "rgb")
+    ]
+    assert np.array_equal(read_mask(masks[0]), read_mask(masks[1]))
+
+
+def test_an_adapter_recording_no_slice_axis_reads_a_picture(tmp_path):
+    """A 2D adapter's ``sam2_adapt.json`` may hold ``slice_axis: null`` (written by hand or by another tool)."""
+    adapter = decoder_adapter(tmp_path / "flat", preprocessing={"window": [0, 255], "slice_axis": None})
+    Image.fromarray(np.zeros((40, 50), np.uint8)).save(tmp_path / "a.png")
+    [out] = predict.run(config(adapter, tmp_path / "a.png", tmp_path / "m.png", "box 5,5,30,30"))
+    assert read_mask(out).shape == (40, 50)
+
+
+@pytest.mark.parametrize(
+    "name, mode, channels",
+    [
+        ("l.png", "L", 1),
+        ("rgb.png", "RGB", 3),
+        ("rgba.png", "RGBA", 3),
+        ("p.png", "P", 3),
+        ("la.png", "LA", 1),
+        ("i16.png", "I;16", 1),
+    ],
+)
+def test_header_channels_of_a_picture_are_those_it_is_read_with(tmp_path, name, mode, channels):
+    from adapt.data.formats import header_channels, read_raster
+
+    Image.new(mode, (7, 5)).save(tmp_path / name)
+    assert header_channels(tmp_path / name) == channels == read_raster(tmp_path / name, as_image=True).array.shape[0]
+
+
+@pytest.mark.parametrize(
+    "shape, axes", [((5, 7), None), ((4, 5, 7), None), ((5, 7, 3), "rgb"), ((5, 7, 6), "interleaved")]
+)
+def test_header_channels_of_a_tiff_are_those_it_is_read_with(tmp_path, shape, axes):
+    from adapt.data.formats import header_channels, read_raster
+
+    kwargs = (
+        {"photometric": "rgb"}
+        if axes == "rgb"
+        else {"planarconfig": "contig", "photometric": "minisblack"}
+        if axes
+        else {}
+    )
+    tifffile.imwrite(tmp_path / "t.tif", np.zeros(shape, np.uint16), **kwargs)
+    assert header_channels(tmp_path / "t.tif") == read_raster(tmp_path / "t.tif", as_image=True).array.shape[0]
+
+
 @pytest.mark.parametrize(
     "prompt, message",
     [

@@ -202,9 +202,14 @@ def check_peft_weights_fit(model: nn.Module, weights: Path) -> None:
 
 
 def resolve(
-    source: str | Path, revision: str | None = None, api: Any = None, local_dir: str | Path | None = None
+    source: str | Path,
+    revision: str | None = None,
+    api: Any = None,
+    local_dir: str | Path | None = None,
+    key: str = "adapter",
 ) -> Path:
-    """A local adapter folder for ``source``: a path as is, a Hub repo id downloaded (or cached).
+    """A local adapter folder for ``source``: a path as is, a Hub repo id downloaded (or cached). ``key``: the
+    option that gave it (``compare=`` names another adapter than ``adapter=``), named in the errors.
 
     Raises:
         ModelNotFoundError: the repo is neither cached nor downloadable (offline, private, typo).
@@ -214,7 +219,7 @@ def resolve(
         return adapter_dir(source)
     source = str(source)
     if not REPO_ID.match(source):
-        raise ConfigError(f"adapter={source!r}: no such directory, and not a Hub repo id of the form user/name")
+        raise ConfigError(f"{key}={source!r}: no such directory, and not a Hub repo id of the form user/name")
     api = api or default_api()
     try:
         path = api.snapshot_download(repo_id=source, revision=revision, local_dir=local_dir)

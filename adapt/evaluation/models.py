@@ -76,11 +76,12 @@ def resolve_spec(
     image_size: int | None,
     base_of: ModelSpec | None = None,
     backend: str = "torch",
+    key: str = "adapter",
 ) -> ModelSpec:
     """Find an adapter (no weights loaded yet), or describe zero-shot SAM2.
 
     Args:
-        source: ``adapter=`` / ``compare=``: run dir, adapter dir, Hub id, or none.
+        source: ``adapter=`` / ``compare=`` (``key``, named in the errors): run dir, adapter dir, Hub id, or none.
         model: for ``adapter=none``, the model preset or name.
         base_of: for ``compare=none``, the adapter whose recorded base is the zero-shot model.
 
@@ -90,7 +91,7 @@ def resolve_spec(
     if backend == "onnx":
         return onnx_spec(source)
     if not is_none(source):
-        path = resolve(str(source), revision)
+        path = resolve(str(source), revision, key=key)
         return ModelSpec(str(source), path, read_metadata(path))
     if base_of is not None and base_of.path is not None:
         name = (base_of.metadata.get("base_model") or {}).get("name")

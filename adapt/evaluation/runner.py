@@ -146,7 +146,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             raise ConfigError(
                 "compare=none compares an adapter with its zero-shot base; adapter=none has nothing to compare"
             )
-        other = resolve_spec(compare, None, cfg.get("model"), cfg.get("image_size"), base_of=main)
+        other = resolve_spec(compare, None, cfg.get("model"), cfg.get("image_size"), base_of=main, key="compare")
         other.allow_base_mismatch = main.allow_base_mismatch
     data = cfg.get("data") or {}
     card, root = evaluation_card(main.path, main.metadata, data.get("card"), data.get("root"))

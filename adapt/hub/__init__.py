@@ -7,11 +7,12 @@ schema's (``adapt.schema.HUB_ACTIONS``), checked before ``share`` and its model 
 
 from __future__ import annotations
 
-from adapt.schema import HUB_ACTIONS
-
 
 def action_argv(argv: list[str]) -> list[str]:
-    """``hub push k=v`` -> ``hub action=push k=v``: the action reads like a subcommand."""
-    if len(argv) > 1 and argv[1] in HUB_ACTIONS:
+    """``hub push k=v`` -> ``hub action=push k=v``: the action reads like a subcommand. Any first bare word
+    becomes the action (``hub publish`` -> ``action=publish``), so that the schema refuses a mistyped one by
+    name with its choices ``HUB_ACTIONS``, rather than Hydra as an override without ``=``; flags (``--help``)
+    stay as they are."""
+    if len(argv) > 1 and "=" not in argv[1] and not argv[1].startswith("-"):
         return [argv[0], f"action={argv[1]}", *argv[2:]]
     return argv

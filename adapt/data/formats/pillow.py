@@ -56,6 +56,17 @@ def header_grid(path: Path) -> Grid | None:
         return None
 
 
+def header_channels(path: Path) -> int | None:
+    """The channels the picture is read with as an image (its mode after ``IMAGE_MODES``), from the header."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            return Image.getmodebands(IMAGE_MODES.get(img.mode, img.mode))
+    except Exception:  # a broken header: the full read names the problem
+        return None
+
+
 FORMAT = Format(
     "pillow",
     "PNG/JPEG/BMP/GIF",
@@ -64,6 +75,7 @@ FORMAT = Format(
     write=write,
     mask_suffixes=(".png",),
     header_grid=header_grid,
+    header_channels=header_channels,
     label_maximum={".png": 65535, ".jpg": 255, ".jpeg": 255, ".bmp": 255, ".gif": 255},
     lossy=(".jpg", ".jpeg"),
     colours=True,

@@ -46,13 +46,34 @@ def read(path: Path, as_image: bool = False) -> Raster:
         tags = geo_tags(tif.pages[0])
         nodata = tif.pages[0].tags.get(GDAL_NODATA)
     nodata = _nodata_value(path, nodata.value) if nodata is not None and as_image else None
-    if array.ndim == 2:
-        array = array[None]
-    elif array.ndim == 3 and axes[-1] in "SC":
-        array = np.moveaxis(array, -1, 0)
-    elif array.ndim != 3:
+    bands = _band_axis(array.shape, axes)
+    if bands is None:
         raise DataError(f"{path}: expected one 2D raster with bands, got axes {axes} and shape {array.shape}")
+    array = array[None] if array.ndim == 2 else np.moveaxis(array, bands, 0)
     return Raster(np.ascontiguousarray(array), None, path, tags, nodata)
+
+
+def _band_axis(shape: tuple[int, ...], axes: str) -> int | None:
+    """The axis of the bands in a series of ``shape`` and ``axes`` (0 for a single band, -1 interleaved);
+    ``None`` for anything but one 2D raster."""
+    if len(shape) == 2:
+        return 0
+    if len(shape) == 3:
+        return -1 if axes[-1] in "SC" else 0
+    return None
+
+
+def header_channels(path: Path) -> int | None:
+    """The bands of the first series, from its tags."""
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            shape, axes = tuple(tif.series[0].shape), tif.series[0].axes
+    except Exception:  # a broken header: the full read names the problem
+        return None
+    axis = _band_axis(shape, axes)
+    return None if axis is None else (1 if len(shape) == 2 else int(shape[axis]))
 
 
 def _nodata_value(path: Path, text: Any) -> float:
@@ -144,6 +165,7 @@ FORMAT = Format(
     spacing=spacing,
     can_hold_nonfinite=can_hold_nonfinite,
     header_grid=header_grid,
+    header_channels=header_channels,
     learn=learn,
     colours=True,
 )
