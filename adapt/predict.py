@@ -146,10 +146,10 @@ def _supported(path: Path) -> bool:
 def run(cfg: DictConfig) -> list[Path]:
     """Predict every input of the ``configs/predict.yaml`` config; returns the written paths."""
     from adapt.inference.engine import auto_scan  # lazy: start-up
-    from adapt.inference.io import drop_nodata, write_mask  # lazy: start-up
+    from adapt.inference.io import check_channel_count, drop_nodata, write_mask  # lazy: start-up
     from adapt.inference.onnx_backend import adapter_preprocessing, load_predictor  # lazy: start-up
     from adapt.inference.runner import FROM_MASK_FIX, predict_scan  # lazy: start-up
-    from adapt.inference.user_files import check_input_channels, mask_values, read_input  # lazy: start-up
+    from adapt.inference.user_files import mask_values, read_input  # lazy: start-up
 
     validate(cfg, "predict")
     for key in ("adapter", "input", "output"):
@@ -163,8 +163,9 @@ def run(cfg: DictConfig) -> list[Path]:
     jobs = plan_jobs(cfg.input, cfg.output, prompt, overwrite=bool(cfg.overwrite))
     backend = str(cfg.get("backend") or "torch")
     preprocessing = adapter_preprocessing(cfg.adapter, backend, cfg.get("revision"))
-    for job in jobs:  # from the headers, before the model loads (read_input checks the pixels again)
-        check_input_channels(job.input, header_channels(job.input), preprocessing)
+    for job in jobs:  # from the headers, before the model loads (to_unit checks the pixels again)
+        if (found := header_channels(job.input)) is not None:
+            check_channel_count(job.input, found, preprocessing)
     check_inputs_finite([job.input for job in jobs], preprocessing)
     check_labels_finite([job.guide for job in jobs if job.guide])
     check_headers([job.input for job in jobs] + [job.guide for job in jobs if job.guide])

@@ -223,28 +223,32 @@ def to_unit(scan: Scan, preprocessing: Mapping[str, Any]) -> np.ndarray:
     per channel, as in training.
     """
     spec = {**preprocessing, **(preprocessing.get("intensity") or {})}
-    pixels = scan.pixels
-    if spec.get("bands") is not None:
-        bands = list(spec["bands"])
-        if max(bands) >= pixels.shape[1]:
-            raise DataError(f"{scan.path}: the adapter uses bands {bands}, the file has {pixels.shape[1]}")
-        pixels = pixels[:, bands]
-    check_channel_count(scan.path, pixels.shape[1], preprocessing.get("channels"))
+    check_channel_count(scan.path, scan.pixels.shape[1], preprocessing)
+    bands = preprocessing.get("bands")
+    pixels = scan.pixels if bands is None else scan.pixels[:, list(bands)]
     intensity = {k: spec[k] for k in ("window", "percentiles") if spec.get(k) is not None}
     channels_first = np.moveaxis(pixels, 1, 0)  # each channel scaled over the whole scan
     return np.ascontiguousarray(np.moveaxis(scale_channels(channels_first, intensity, scan.dtype, scan.valid), 0, 1))
 
 
-def check_channel_count(path: Path, channels: int, trained: int | None) -> None:
-    """Refuse a scan of another channel count than the adapter's training images (``preprocessing.channels``,
-    after its ``bands``): the fixed channel map takes any count, so a 4D cine (its frames read as channels)
-    or a 4-band tile would reach a grey-trained model as a blend it never saw. Grey and RGB pass either way
-    (a grey picture is what an RGB one of equal channels is; an RGB input to a grey adapter is a change of
-    domain, not of layout).
+def check_channel_count(path: Path, found: int, preprocessing: Mapping[str, Any]) -> None:
+    """Refuse a file of ``found`` channels that the adapter (its ``preprocessing``) cannot take: fewer than its
+    ``bands`` need, or, after them, another count than its training images had (``channels``). The fixed
+    channel map takes any count, so a 4D cine (its frames read as channels) or a 4-band tile would reach a
+    grey-trained model as a blend it never saw. Grey and RGB pass either way (a grey picture is what an RGB
+    one of equal channels is; an RGB input to a grey adapter is a change of domain, not of layout).
+    ``to_unit`` checks the pixels read; ``predict`` the headers' count, before the model loads.
 
     Raises:
-        DataError: naming the file, both counts and the fix.
+        DataError: naming the file, both counts, the adapter's field and the fix.
     """
+    bands, trained = preprocessing.get("bands"), preprocessing.get("channels")
+    if bands and max(bands) >= found:
+        raise DataError(
+            f"{path}: {found} channel(s), but the adapter takes bands {list(bands)} of each file (its "
+            "preprocessing.bands); give a file of those bands, or use an adapter trained on such files"
+        )
+    channels = len(bands) if bands else found
     if not trained or channels == int(trained) or {channels, int(trained)} == {1, 3}:
         return
     raise DataError(

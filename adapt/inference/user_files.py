@@ -4,8 +4,8 @@
 the same way, so a mask saved in the app equals ``predict``'s for the same prompt: the file is
 read on the grid the adapter was trained on (its slice axis and spacing, ``read_scan``), with
 non-finite pixels refused or replaced as its card says (``adapt.guards.finite_stack``) and a file of
-other channels than the adapter's refused, from its headers before the model loads (``check_input_channels``,
-as ``adapt.inference.io.to_unit`` refuses the pixels); each
+other channels than the adapter's refused (``adapt.inference.io.check_channel_count``: ``predict`` asks it
+of the headers before the model loads, ``to_unit`` of the pixels); each
 mask index is written as a label value of the adapter's label map -- the object's value for a
 prompted object, every class's value for a semantic adapter -- in the encoding of the card's
 label files (``mask_values``: a 0/255 card gets 0/255 masks) unless the label ids are asked for.
@@ -19,9 +19,9 @@ import numpy as np
 
 from adapt.adapters.loading import LoadedAdapter
 from adapt.data.encoding import LabelEncoding, label_names
-from adapt.errors import ConfigError, DataError
+from adapt.errors import ConfigError
 from adapt.guards import finite_stack
-from adapt.inference.io import Scan, check_channel_count, read_scan
+from adapt.inference.io import Scan, read_scan
 from adapt.inference.prompt_syntax import Prompt
 
 
@@ -32,25 +32,6 @@ def read_input(path: Path, loaded: LoadedAdapter, label: bool = False) -> Scan:
     if not label:
         scan.pixels = finite_stack(scan.pixels, path, loaded.preprocessing)
     return scan
-
-
-def check_input_channels(path: Path, found: int | None, preprocessing: dict) -> None:
-    """Before the model loads, the refusal ``adapt.inference.io.to_unit`` makes on the pixels read: a file of
-    other channels than the adapter was trained on (its ``preprocessing``: ``bands`` taken from each file, then
-    ``channels``), from ``found``, the channels its headers give (``None``: unknown, left to the read).
-
-    Raises:
-        DataError: names the file, both counts, the adapter's ``preprocessing`` field and the fix.
-    """
-    if found is None:
-        return
-    bands = preprocessing.get("bands")
-    if bands and max(bands) >= found:
-        raise DataError(
-            f"{path}: {found} channel(s), but the adapter takes bands {list(bands)} of each file (its "
-            "preprocessing.bands); give a file of those bands, or use an adapter trained on such files"
-        )
-    check_channel_count(path, len(bands) if bands else found, preprocessing.get("channels"))
 
 
 def foreground_value(loaded: LoadedAdapter, label: int | str | None) -> int:
