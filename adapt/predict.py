@@ -149,7 +149,7 @@ def run(cfg: DictConfig) -> list[Path]:
     from adapt.inference.io import check_channel_count, drop_nodata, write_mask  # lazy: start-up
     from adapt.inference.onnx_backend import adapter_preprocessing, load_predictor  # lazy: start-up
     from adapt.inference.runner import FROM_MASK_FIX, predict_scan  # lazy: start-up
-    from adapt.inference.user_files import mask_values, read_input  # lazy: start-up
+    from adapt.inference.user_files import check_prompt_fits, mask_values, read_input, slice_axis_of  # lazy: start-up
 
     validate(cfg, "predict")
     for key in ("adapter", "input", "output"):
@@ -166,6 +166,8 @@ def run(cfg: DictConfig) -> list[Path]:
     for job in jobs:  # from the headers, before the model loads (to_unit checks the pixels again)
         if (found := header_channels(job.input)) is not None:
             check_channel_count(job.input, found, preprocessing)
+        if prompt is not None and job.guide is None:
+            check_prompt_fits(prompt, job.input, slice_axis_of(preprocessing))
     check_inputs_finite([job.input for job in jobs], preprocessing)
     check_labels_finite([job.guide for job in jobs if job.guide])
     check_headers([job.input for job in jobs] + [job.guide for job in jobs if job.guide])

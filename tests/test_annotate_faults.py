@@ -74,7 +74,7 @@ PROMPT_FILES = {
     "a point past the volume's plane": (
         "volumes",
         H + 'organ_004,"point 22,40 slice=5"\n',
-        "(22, 40) is outside the 44x40",
+        "(22, 40) is outside",  # the file named, then its plane: 44x40
     ),
     "Excel's byte-order mark": ("pngs", "\ufeffcase,prompt\n" + GOOD, None),
     "a European separator": ("pngs", "case;prompt\nscan_08;box 20,15,60,50\nscan_09;point 44,36\n", None),

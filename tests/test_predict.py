@@ -283,6 +283,9 @@ def write_inputs(folder: Path, kind: str) -> Path:
     if kind == "2-channel nifti":
         nib.save(nib.Nifti1Image(np.zeros((40, 50, 6, 2), np.int16), np.eye(4)), folder / "ct.nii.gz")
         return folder / "ct.nii.gz"
+    if kind == "nifti":
+        nib.save(nib.Nifti1Image(np.zeros((40, 50, 6), np.int16), np.eye(4)), folder / "ct.nii.gz")
+        return folder / "ct.nii.gz"
     Image.fromarray(grey).save(folder / "a.png")
     return folder / "a.png"
 
@@ -315,6 +318,10 @@ IO_FAULTS = {
         DataError,
         ["ct.nii.gz", "2 channel(s)", "trained on images of 1", "preprocessing.channels"],
     ),
+    "box outside the picture": ("png", "m.png", "box 10,10,60,30", {}, ConfigError, ["a.png", "60", "50"]),
+    "slice past the volume": ("nifti", "m.nii.gz", "box 1,1,9,9 slice=6", {}, ConfigError, ["slice=6", "0..5"]),
+    "no slice for a volume": ("nifti", "m.nii.gz", "box 1,1,9,9", {}, ConfigError, ["ct.nii.gz", "add slice=K"]),
+    "a slice for a picture": ("png", "m.png", "box 1,1,9,9 slice=3", {}, ConfigError, ["a.png", "2D image"]),
 }
 
 
@@ -440,7 +447,7 @@ def test_promptable_adapter_needs_a_prompt(adapter, tmp_path):
 
 def test_prompt_errors_that_need_the_image(adapter, tmp_path):
     Image.fromarray(np.zeros((40, 50), np.uint8)).save(tmp_path / "a.png")
-    with pytest.raises(ConfigError, match="outside the 50x40 image"):
+    with pytest.raises(ConfigError, match="outside .*a.png, 50x40"):
         predict.run(config(adapter, tmp_path / "a.png", tmp_path / "m.png", "box 10,10,60,20"))
     case = write_ct_phantoms(tmp_path / "ct", num_cases=1, shape=(32, 32, 4))[0]
     with pytest.raises(ConfigError, match="add slice=K"):

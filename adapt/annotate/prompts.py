@@ -21,12 +21,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from adapt.data.formats import header_grid
 from adapt.data.sources import Case
 from adapt.data.tables import read_rows
 from adapt.errors import ConfigError
-from adapt.inference.io import VolumeView
 from adapt.inference.prompt_syntax import SYNTAX, Prompt, parse_prompt
+from adapt.inference.user_files import check_prompt_fits
 
 SOURCES = ("prompt", "from_mask", "propagation", "auto")
 
@@ -42,7 +41,7 @@ class CasePlan:
 
 def read_prompts(path: str | Path, cases: Sequence[Case], slice_axis: int = 2) -> dict[str, Prompt]:
     """Case id -> parsed prompt from a ``case,prompt`` CSV (a case may also be named by its image's file name),
-    each checked against its image's header (``check_on_image``) before a model is loaded.
+    each checked against its image's header (``adapt.inference.user_files.check_prompt_fits``) before a model is loaded.
 
     Raises:
         ConfigError: the file is missing or lacks the columns (``adapt.data.tables.read_rows``), a row names no
@@ -74,7 +73,7 @@ def read_prompts(path: str | Path, cases: Sequence[Case], slice_axis: int = 2) -
         lines[case.id] = line
         try:
             prompt = parse_prompt(row["prompt"])
-            check_on_image(prompt, Path(case.image), slice_axis)
+            check_prompt_fits(prompt, Path(case.image), slice_axis)
         except ConfigError as err:
             raise ConfigError(f"prompts={path}, line {line} (case {case.id}): {err}") from None
         if prompt.from_mask is not None:
@@ -83,25 +82,6 @@ def read_prompts(path: str | Path, cases: Sequence[Case], slice_axis: int = 2) -
                 raise ConfigError(f"prompts={path}, line {line}: from_mask file {prompt.from_mask} does not exist")
         out[case.id] = prompt
     return out
-
-
-def check_on_image(prompt: Prompt, image: Path, slice_axis: int) -> None:
-    """``Prompt.check_fits`` on what the image's header says (a volume's extent as the runner addresses it:
-    ``VolumeView.extent``, slices along ``slice_axis``), so a slice or a box outside it is named before minutes
-    of model loading. A ``from_mask`` prompt, or a file whose header tells no grid, is left to the runner.
-
-    Raises:
-        ConfigError: the prompt does not fit the image.
-    """
-    grid = None if prompt.from_mask is not None else header_grid(image)
-    if grid is None:
-        return
-    if grid.affine is None or len(grid.shape) < 3:
-        height, width = grid.shape[:2]
-        prompt.check_fits(image, width, height, None)
-    else:
-        shape = tuple(grid.shape[:3])
-        prompt.check_fits(image, *VolumeView(grid.affine, shape, grid.affine, shape, slice_axis).extent())
 
 
 def plan(cases: Sequence[Case], prompts: dict[str, Prompt], semantic: bool, volume: dict[str, bool]) -> list[CasePlan]:

@@ -45,14 +45,14 @@ class Prompt:
     from_mask: Path | None = None
     mask_label: int | None = None
 
-    def check_inside(self, width: int, height: int) -> None:
-        """Refuse coordinates outside a ``width x height`` image (a typo would give an empty mask)."""
+    def check_inside(self, width: int, height: int, path: str | Path = "the image") -> None:
+        """Refuse coordinates outside a ``width x height`` image ``path`` (a typo would give an empty mask)."""
         xy = [] if self.box is None else [self.box[:2], self.box[2:]]
         xy += [] if self.points is None else list(self.points)
         for x, y in xy:
             if not (0 <= x < width and 0 <= y < height):
                 raise ConfigError(
-                    f"prompt point ({x:g}, {y:g}) is outside the {width}x{height} image "
+                    f"prompt point ({x:g}, {y:g}) is outside {path}, {width}x{height} "
                     "(x = column 0..W-1, y = row 0..H-1)"
                 )
 
@@ -74,7 +74,7 @@ class Prompt:
             )
         elif not 0 <= self.slice < depth:
             raise ConfigError(f"prompt slice={self.slice} is outside {path} (slices 0..{depth - 1})")
-        self.check_inside(width, height)
+        self.check_inside(width, height, path)
 
 
 def _fail(part: str, why: str) -> ConfigError:

@@ -21,17 +21,42 @@ from adapt.adapters.loading import LoadedAdapter
 from adapt.data.encoding import LabelEncoding, label_names
 from adapt.errors import ConfigError
 from adapt.guards import finite_stack
-from adapt.inference.io import Scan, read_scan
+from adapt.data.formats import header_grid
+from adapt.inference.io import Scan, VolumeView, read_scan
 from adapt.inference.prompt_syntax import Prompt
 
 
 def read_input(path: Path, loaded: LoadedAdapter, label: bool = False) -> Scan:
     """A file on the grid ``loaded`` was trained on; ``label``: a mask (no intensity checks)."""
-    axis = loaded.preprocessing.get("slice_axis")  # null in a 2D adapter's record: any axis reads a picture
-    scan = read_scan(path, 2 if axis is None else int(axis), loaded.preprocessing.get("spacing"), label=label)
+    scan = read_scan(path, slice_axis_of(loaded.preprocessing), loaded.preprocessing.get("spacing"), label=label)
     if not label:
         scan.pixels = finite_stack(scan.pixels, path, loaded.preprocessing)
     return scan
+
+
+def slice_axis_of(preprocessing: dict) -> int:
+    """The axis an adapter's volumes are cut along; null in a 2D adapter's record, where any axis reads a picture."""
+    axis = preprocessing.get("slice_axis")
+    return 2 if axis is None else int(axis)
+
+
+def check_prompt_fits(prompt: Prompt, image: Path, slice_axis: int) -> None:
+    """``Prompt.check_fits`` on what the image's header says (a volume's extent as the runner addresses it:
+    ``VolumeView.extent``, slices along ``slice_axis``), so a slice or a box outside it is named before minutes
+    of model loading (``predict`` and ``annotate`` ask it of each input). A ``from_mask`` prompt, or a file whose header tells no grid, is left to the runner.
+
+    Raises:
+        ConfigError: the prompt does not fit the image.
+    """
+    grid = None if prompt.from_mask is not None else header_grid(image)
+    if grid is None:
+        return
+    if grid.affine is None or len(grid.shape) < 3:
+        height, width = grid.shape[:2]
+        prompt.check_fits(image, width, height, None)
+    else:
+        shape = tuple(grid.shape[:3])
+        prompt.check_fits(image, *VolumeView(grid.affine, shape, grid.affine, shape, slice_axis).extent())
 
 
 def foreground_value(loaded: LoadedAdapter, label: int | str | None) -> int:
