@@ -176,6 +176,9 @@ def test_init_refuses_to_overwrite_and_names_a_folder_without_labels(tmp_path, f
         init_card(folder, tmp_path / "card.yaml")
     shutil.rmtree(folder / "masks")
     assert main(["init", str(folder), f"out={tmp_path / 'other.yaml'}"]) == 2
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="no image or label file under .*empty \\(files read: .*NIfTI"):
+        init_card(tmp_path / "empty", tmp_path / "empty.yaml")
 
 
 def test_init_names_label_folders_of_one_file_per_structure(tmp_path, fake_data):

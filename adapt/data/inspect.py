@@ -254,6 +254,9 @@ def _folder_layout(root: Path) -> Layout:
     items = scan_items(root)
     images = [i for i in items if i.role == "image"]
     labels = [i for i in items if i.role == "label"]
+    if not items:
+        formats = ", ".join(f.title for f in FORMATS.values())
+        raise DataError(f"init: no image or label file under {root} (files read: {formats}); give the dataset's folder")
     if not labels:
         raise DataError(
             f"init: found {len(images)} image(s) under {root} but no label file: label files are "
