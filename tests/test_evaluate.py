@@ -266,6 +266,26 @@ def test_geotiff_unit_is_read_from_the_geokey_directory(keys, unit):
     assert geotiff_unit([]) == "map units"
 
 
+@pytest.mark.parametrize(
+    "latitude, metres",  # lengths of a degree of latitude and longitude on WGS84 (geodesic tables, to the metre)
+    [(0.0, (110574, 111320)), (45.0, (111132, 78847)), (-60.0, (111412, 55800))],
+)
+def test_a_geographic_tiles_degrees_become_metres_at_its_latitude(latitude, metres):
+    """EPSG:4326 tiles (SpaceNet) scale pixels in degrees: distances and the NSD tolerance are in metres."""
+    from adapt.data.formats.tiff import spacing
+
+    keys = [1, 1, 0, 2, 1024, 0, 1, 2, 2048, 0, 1, 4326]
+    tags = [
+        (33550, "d", 3, (2e-5, 1e-5, 0.0), True),  # pixel scale: x (longitude), y (latitude)
+        (33922, "d", 6, (0.0, 0.0, 0.0, -115.3, latitude, 0.0), True),
+        (34735, "H", len(keys), tuple(keys), True),
+    ]
+    (height, width), unit = spacing(tags)
+    assert unit == "m"
+    assert height == pytest.approx(1e-5 * metres[0], abs=1e-5) and width == pytest.approx(2e-5 * metres[1], abs=2e-5)
+    assert spacing([tags[0], tags[2]]) == (None, "px")  # degrees without a place on Earth: pixels
+
+
 def test_a_misplaced_slice_is_caught(tmp_path, perfect, monkeypatch):
     """The same run with planes handed back one slice off scores below 1: the test above can fail."""
     data = tmp_path / "oblique"

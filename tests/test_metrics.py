@@ -415,6 +415,38 @@ def test_nsd_looks_up_the_grid_and_decides_as_the_kd_trees(monkeypatch, spacing,
         assert on_grid[0] == pytest.approx(reference.item(), abs=1e-6)
 
 
+@pytest.mark.parametrize(
+    ("shape", "spacing", "tolerance"),
+    [
+        ((14, 18, 9), (1.0, 1.0, 1.0), 12.0),  # past the grid along z: the neighbourhood stops at its edge
+        ((40, 40), (1e-5, 1e-5), 2.0),  # a geographic tile's degrees against a tolerance of 2: 2e5 cells
+        ((10, 34), (1.0, 4.0), 12.0),  # the grid cut to 9 cells along the first axis, looked up without trees
+    ],
+)
+def test_a_tolerance_wider_than_the_grid_searches_no_farther_and_equals_monai(monkeypatch, shape, spacing, tolerance):
+    """A tolerance reaching past the grid asks for no neighbour outside it (``tolerance_reach``): the answer is
+    the trees' and MONAI's, where the unbounded neighbourhood of a geographic tile was 10^10 offsets."""
+    import adapt.metrics.surface as surface
+
+    pred, gt = smooth_blob(90, shape, 0.55), smooth_blob(91, shape, 0.5)
+    points, targets = random_masks(92, shape, 0.05), random_masks(93, shape, 0.05)
+    assert np.all(surface.tolerance_reach(list(spacing), shape, tolerance) <= np.array(shape) - 1)
+    found = surface.within_tolerance(points, targets, list(spacing), tolerance)
+    bound = surface.tolerance_bound(tolerance)
+    distances = surface.nearest(
+        surface.coordinates(points, list(spacing)), surface.coordinates(targets, list(spacing)), bound
+    )
+    np.testing.assert_array_equal(found, (distances <= tolerance).numpy())
+    ours = nsd(pred, gt, spacing, tolerance_mm=tolerance)
+    a, b = torch.from_numpy(pred)[None, None].float(), torch.from_numpy(gt)[None, None].float()
+    reference = compute_surface_dice(
+        a, b, [tolerance], include_background=True, spacing=list(spacing), use_subvoxels=True
+    )
+    assert ours == pytest.approx(reference.item(), abs=1e-6)
+    monkeypatch.setattr(surface, "MAX_OFFSETS", 0)
+    assert nsd(pred, gt, spacing, tolerance_mm=tolerance) == ours
+
+
 @pytest.mark.parametrize("spacing", [(0.8, 0.8, 2.5), (3.0, 0.7, 0.9)])
 def test_surface_metrics_do_not_depend_on_the_memory_layout(spacing):
     """A NIfTI file's Fortran-order masks (measured as their C-order transpose with the spacing reversed),

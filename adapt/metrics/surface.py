@@ -174,11 +174,20 @@ def element_grid(mask: np.ndarray, spacing: list[float] | None) -> tuple[np.ndar
 MAX_OFFSETS = 343
 
 
-def tolerance_offsets(spacing: list[float] | None, ndim: int, tolerance_mm: float) -> np.ndarray:
+def tolerance_reach(spacing: list[float] | None, shape: Sequence[int], tolerance_mm: float) -> np.ndarray:
+    """How many cells the tolerance reaches along each axis of a grid of ``shape``: never past the grid, where
+    no cell is to be found (a tile whose pixels are tiny in the tolerance's unit would otherwise ask for a
+    neighbourhood of billions of offsets)."""
+    grid = np.asarray(spacing if spacing is not None else [1.0] * len(shape), dtype=np.float64)
+    return np.minimum(np.floor(tolerance_bound(tolerance_mm) / grid), np.asarray(shape) - 1).astype(np.int64)
+
+
+def tolerance_offsets(spacing: list[float] | None, shape: Sequence[int], tolerance_mm: float) -> np.ndarray:
     """Every grid offset whose length (mm), rounded to float32 as the searched distances are, is within
-    the tolerance: the neighbourhood that decides NSD."""
-    grid = np.asarray(spacing if spacing is not None else [1.0] * ndim, dtype=np.float64)
-    reach = np.floor(tolerance_bound(tolerance_mm) / grid).astype(np.int64)
+    the tolerance: the neighbourhood that decides NSD on a grid of ``shape``."""
+    grid = np.asarray(spacing if spacing is not None else [1.0] * len(shape), dtype=np.float64)
+    reach = tolerance_reach(spacing, shape, tolerance_mm)
+    ndim = len(shape)
     steps = np.stack(np.meshgrid(*[np.arange(-r, r + 1) for r in reach], indexing="ij"), -1).reshape(-1, ndim)
     lengths = np.sqrt(((steps * grid) ** 2).sum(axis=1)).astype(np.float32)
     return steps[lengths <= np.float32(tolerance_mm)]
@@ -196,8 +205,9 @@ def within_tolerance(
     trees over both surfaces and searching them; the decision is the trees' (lengths rounded to
     float32, as ``nearest`` returns them). Wider neighbourhoods go to the trees (``nearest``).
     """
-    offsets = tolerance_offsets(spacing, points.ndim, tolerance_mm)
-    if len(offsets) > MAX_OFFSETS:
+    wide = np.prod(2 * tolerance_reach(spacing, points.shape, tolerance_mm) + 1) > 8 * MAX_OFFSETS
+    offsets = None if wide else tolerance_offsets(spacing, points.shape, tolerance_mm)
+    if offsets is None or len(offsets) > MAX_OFFSETS:
         bound = tolerance_bound(tolerance_mm)
         return (nearest(coordinates(points, spacing), coordinates(targets, spacing), bound) <= tolerance_mm).numpy()
     reach = np.abs(offsets).max(axis=0) if len(offsets) else np.zeros(points.ndim, dtype=np.int64)

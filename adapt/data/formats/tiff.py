@@ -118,9 +118,34 @@ def pixel_size(tags: Any) -> tuple[float, float] | None:
 
 
 def spacing(tags: Any) -> tuple[tuple[float, ...] | None, str]:
-    """The pixel size in the CRS's unit; ``(None, "px")`` without a pixel scale."""
-    size = pixel_size(tags)
-    return (size, unit(tags)) if size else (None, "px")
+    """The pixel size in the CRS's unit, metres for a geographic CRS; ``(None, "px")`` without a pixel scale.
+
+    A geographic CRS (EPSG:4326, as SpaceNet's tiles) scales pixels in degrees, and a distance in degrees
+    is no length (a degree of longitude shrinks with latitude) nor of the scale of an NSD tolerance: 2 "deg"
+    would cover the tile and ask a search of 10^5 pixels either way. Its pixel size becomes metres at the
+    tile's top latitude (``degree_lengths``): across a tile of a few kilometres the length of a degree
+    changes by far less than 0.1 %.
+    """
+    size, found = pixel_size(tags), unit(tags)
+    if not size:
+        return None, "px"
+    if found != "deg":
+        return size, found
+    transform = geotiff_transform(tags)
+    latitude = transform[3] if transform else None
+    if latitude is None or not -90 <= latitude <= 90:
+        return None, "px"  # not degrees of the Earth after all: distances in pixels
+    per_latitude, per_longitude = degree_lengths(latitude)
+    return (size[0] * per_latitude, size[1] * per_longitude), "m"
+
+
+def degree_lengths(latitude: float) -> tuple[float, float]:
+    """Metres in a degree of latitude and of longitude at ``latitude`` on the WGS84 ellipsoid (the series
+    expansions of the meridian and parallel arcs, exact to ~1 cm)."""
+    phi = np.radians(latitude)
+    per_latitude = 111132.92 - 559.82 * np.cos(2 * phi) + 1.175 * np.cos(4 * phi) - 0.0023 * np.cos(6 * phi)
+    per_longitude = 111412.84 * np.cos(phi) - 93.5 * np.cos(3 * phi) + 0.118 * np.cos(5 * phi)
+    return float(per_latitude), float(per_longitude)
 
 
 def can_hold_nonfinite(path: Path) -> bool:
