@@ -308,6 +308,14 @@ def write_pairs(root: Path, image: str, label: str, scales: list[int], fake_data
         ("case_{i:05d}/imaging.png", "case_{i:05d}/segmentation.png"),  # KiTS: a folder per case, roles as names
         ("train/{i}_sat.jpg", "train/{i}_mask.png"),  # DeepGlobe: satellite tile and its mask side by side
         ("images/{i}.png", "manual/{i}.gif"),  # GIF masks (retina datasets), read by Pillow
+        ("training/images/{i}_training.png", "training/1st_manual/{i}_manual1.gif"),  # DRIVE: split word, annotator 1
+        (
+            "Dataset_BUSI_with_GT/benign/benign ({i}).png",
+            "Dataset_BUSI_with_GT/benign/benign ({i})_mask.png",
+        ),  # GT folder
+        ("CVC-ClinicDB/Original/{i}.tif", "CVC-ClinicDB/Ground Truth/{i}.tif"),  # a space in the label folder
+        ("top/top_mosaic_area{i}.png", "gts_for_participants/top_mosaic_area{i}.png"),  # ISPRS: "gts", names alike
+        ("RGB-PanSharpen/RGB-PanSharpen_AOI_2_img{i}.png", "masks/mask_AOI_2_img{i}.png"),  # SpaceNet: folder prefix
     ],
 )
 def test_init_pairs_labels_by_their_folder_before_the_words_of_their_names(tmp_path, fake_data, image, label):
@@ -317,6 +325,89 @@ def test_init_pairs_labels_by_their_folder_before_the_words_of_their_names(tmp_p
     assert layout.unpaired_images == [] and layout.unpaired_labels == []
     card = load_card(card_path)
     assert {(c.image, c.label) for c in list_cases(card, data_root(card))} == set(pairs)
+
+
+def test_init_names_second_labels_of_an_image_and_pairs_each_class_folder_apart(tmp_path, fake_data):
+    """BUSI: ``benign/benign (2).png`` with ``_mask.png`` and a second ``_mask_1.png``, numbers repeated in each
+    class folder; DRIVE keeps a field-of-view ``mask/21_training_mask.gif`` beside ``1st_manual/``. Each image
+    pairs with its own first label, and the other label is named with the fix, never paired elsewhere."""
+    root = tmp_path / "data"
+    pairs = []
+    for kind in ("benign", "malignant"):
+        name = f"Dataset_BUSI_with_GT/{kind}/{kind} ({{i}})"
+        pairs += write_pairs(root, name + ".png", name + "_mask.png", [255] * 3, fake_data)
+    second = root / "Dataset_BUSI_with_GT/benign/benign (1)_mask_1.png"
+    shutil.copy(pairs[1][1], second)
+    _, layout, _ = init_card(root, tmp_path / "card.yaml")
+    assert sorted(layout.pairs) == sorted(pairs) and layout.unpaired_labels == [second]
+    [note] = [n for n in layout.notes if "left out" in n]
+    assert "benign (1)_mask_1.png beside the kept Dataset_BUSI_with_GT/benign/benign (1)_mask.png" in note
+    assert "merge them into the kept one" in note
+
+    drive = tmp_path / "drive"
+    pairs = write_pairs(
+        drive, "training/images/2{i}_training.png", "training/1st_manual/2{i}_manual1.gif", [255] * 3, fake_data
+    )
+    fov = write_pairs(
+        drive, "training/images/2{i}_training.png", "training/mask/2{i}_training_mask.gif", [255] * 3, fake_data
+    )
+    _, layout, _ = init_card(drive, tmp_path / "drive.yaml")
+    assert sorted(layout.pairs) == sorted(pairs) and sorted(layout.unpaired_labels) == sorted(m for _, m in fov)
+    assert any("3 label file(s) left out" in n and "move the one that is not a label out" in n for n in layout.notes)
+
+
+def write_volume_case(root: Path, images: list[str], label: str, i: int, fake_data) -> tuple[list[Path], Path]:
+    """Case ``i`` of a volume layout: each of ``images`` a NIfTI file (a DICOM series where it ends in ``/``),
+    ``label`` a NIfTI label map on the first image's grid."""
+    from adapt.data.formats import read_raster
+
+    volume, labels = fake_data.blob_volume([1, 2], seed=i, shape=(12, 10, 4))
+    paths = [root / name.format(i=i) for name in images]
+    for path in paths:
+        if images[0].endswith("/"):
+            fake_data.write_dicom_series(path, volume.astype(np.int32) + 1024)
+        else:
+            fake_data.save_nifti(path, volume)
+    path = root / label.format(i=i)
+    if images[0].endswith("/"):  # the series' voxels are (column, row, slice)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        nib.save(nib.Nifti1Image(labels.transpose(1, 0, 2).copy(), read_raster(paths[0]).affine), path)
+    else:
+        fake_data.save_nifti(path, labels)
+    return paths, path
+
+
+BRATS = "BraTS2021_{i:05d}/BraTS2021_{i:05d}"
+
+
+@pytest.mark.parametrize(
+    "images, label, refusal",
+    [
+        (["LIDC-{i:04d}/01-01-2000-CT/3000-{i}/"], "LIDC-{i:04d}/label.nii.gz", None),  # a series two folders down
+        (["patient{i:04d}/patient{i:04d}_2CH_ED.nii.gz"], "patient{i:04d}/patient{i:04d}_2CH_ED_gt.nii.gz", None),
+        (
+            [f"{BRATS}_{sequence}.nii.gz" for sequence in ("flair", "t1", "t1ce", "t2")],
+            f"{BRATS}_seg.nii.gz",
+            "BraTS2021_00000 holds 4 images named like its label BraTS2021_00000_seg.nii.gz (BraTS2021_00000_flair.nii.gz, "
+            "BraTS2021_00000_t1.nii.gz, BraTS2021_00000_t1ce.nii.gz, BraTS2021_00000_t2.nii.gz), one per sequence",
+        ),
+    ],
+)
+def test_init_pairs_volume_layouts_or_says_to_stack_one_file_per_channel(tmp_path, fake_data, images, label, refusal):
+    """Volumes kept in a folder per case: a DICOM series under its patient's label, CAMUS-like ``_gt`` beside its
+    image, and BraTS' one file per MR sequence, which init refuses (never a ``_t1`` paired as the only channel)."""
+    cases = [write_volume_case(tmp_path / "data", images, label, i, fake_data) for i in range(3)]
+    if refusal:
+        with pytest.raises(DataError) as raised:
+            init_card(tmp_path / "data", tmp_path / "card.yaml")
+        assert refusal in str(raised.value) and "stack each case's files into one file" in str(raised.value)
+        assert not (tmp_path / "card.yaml").exists()
+        return
+    card_path, layout, _ = init_card(tmp_path / "data", tmp_path / "card.yaml")
+    assert sorted(layout.pairs) == sorted((paths[0], lab) for paths, lab in cases)
+    card = load_card(card_path)
+    assert card.dims == 3 and card.targets == ["label_1", "label_2"]
+    assert check_card(card_path).errors == []
 
 
 @pytest.mark.parametrize(

@@ -15,9 +15,17 @@
   names a role decides (``images/``, ``imagesTr``, ``Input`` are images; ``masks/``,
   ``labelsTr``, ``GroundTruth`` labels), so ``masks/scan_00.png`` is a label although its name
   says ``scan``; else the words of the file name)
-  and a key: its stem without role words (``ISIC_0001_segmentation`` -> ``isic_0001``,
-  ``img0001`` -> ``0001``). Labels pair with the image of the same key, the one nearest in the
-  tree when several share it (a DICOM tree ``p1/image/`` + ``p1/label.nii.gz`` pairs by folder).
+  and a key: its stem without role words, split words and an annotator's number
+  (``ISIC_0001_segmentation`` -> ``isic_0001``, ``img0001`` -> ``0001``, ``21_training`` and
+  ``21_manual1`` -> ``21``). A file beside a label of its name plus a label word is that label's image,
+  whatever its folder says (``Dataset_BUSI_with_GT/benign/benign (1).png`` beside ``benign (1)_mask.png``).
+  Labels pair with the image of the same key, the one nearest in the tree when several share it;
+  where no image has its key, with the one image whose key without the folder's name is the label's
+  (``MUL-PanSharpen/MUL-PanSharpen_AOI_2_img1`` + ``masks/mask_AOI_2_img1``); a label named by its
+  role alone with the only image under its folder (``p1/label.nii.gz`` + the series ``p1/study/series/``).
+  A second label of a paired image is left out and named; a case folder of one image file per
+  channel (BraTS' ``_t1``, ``_t2`` beside ``_seg``) is refused with the fix (stack them), never
+  paired as if one sequence were the image.
 
 The pairs become a ``folder`` source (an image glob and a label template, checked to give back
 every pair) or, when no template fits, a ``csv`` manifest listing them. Files left over are
@@ -55,6 +63,7 @@ LABEL_WORDS = {
     "segmentation",
     "segmentations",
     "gt",
+    "gts",
     "truth",
     "groundtruth",
     "annotation",
@@ -84,6 +93,8 @@ IMAGE_WORDS = {
     "sat",
     "satellite",
 }
+#: Words naming a split, not a case: DRIVE's ``21_training.tif`` pairs with ``21_manual1.gif``.
+SPLIT_WORDS = {"train", "training", "test", "testing", "val", "valid", "validation"}
 SKIPPED_NAMES = {"dataset.json", "thumbs.db", ".ds_store"}
 
 
@@ -95,6 +106,7 @@ class Item:
     kind: str  # a name of adapt.data.formats.FORMATS
     role: str  # image | label
     key: str
+    bare: str = ""  # key_of(rel, bare=True)
 
 
 @dataclass
@@ -251,7 +263,7 @@ def _csv_layout(root: Path, manifest: Path) -> Layout | None:
 
 
 def _folder_layout(root: Path) -> Layout:
-    items = scan_items(root)
+    items = images_beside_their_labels(scan_items(root))
     images = [i for i in items if i.role == "image"]
     labels = [i for i in items if i.role == "label"]
     if not items:
@@ -264,12 +276,17 @@ def _folder_layout(root: Path) -> Layout:
             "*_segmentation; rename them, or list the pairs in a CSV (columns image,label) in the folder"
         )
     pairs, lone_images, lone_labels = pair_items(images, labels)
+    channels = _channel_files(lone_images, lone_labels)
     if not pairs:
         raise DataError(
             f"init: {len(images)} image(s) and {len(labels)} label(s) under {root}, but no label "
             f"matches an image by name (e.g. {images[0].rel if images else '-'} and {labels[0].rel}); "
-            f"{_structure_files(labels, len(images))}give labels the image's name (optionally with _mask/_seg), or list the "
-            "pairs in a CSV"
+            + (
+                f"{channels}, or list one image per case in a CSV"
+                if channels
+                else f"{_structure_files(labels, len(images))}give labels the image's name (optionally with "
+                "_mask/_seg), or list the pairs in a CSV"
+            )
         )
     source, description = folder_source(root, pairs, labels, lone_images)
     absolute = [(root / i.rel, root / lab.rel) for i, lab in pairs]
@@ -281,6 +298,8 @@ def _folder_layout(root: Path) -> Layout:
         [root / lab.rel for lab in lone_labels],
         description=description,
     )
+    layout.notes += [channels] if channels else []
+    layout.notes += _second_labels(pairs, lone_labels)
     if source["kind"] == "csv":
         rows = [(i, lab.rel.as_posix()) for i, lab in pairs] + [(i, "") for i in lone_images]
         keys = [i.key for i, _ in rows]
@@ -294,6 +313,57 @@ def _folder_layout(root: Path) -> Layout:
     if source.get("unlabelled"):
         layout.unlabelled = list(layout.unpaired_images)
     return layout
+
+
+def images_beside_their_labels(items: list[Item]) -> list[Item]:
+    """A file beside a label of its name plus a label word (``benign (1).png`` beside ``benign (1)_mask.png``)
+    is that label's image, even in a folder whose name reads as a label folder (``Dataset_BUSI_with_GT/``):
+    the label word of one name says which of the two is the label."""
+    marked = {(i.rel.parent, i.key) for i in items if marked_label(strip_suffix(i.rel.name))}
+    return [
+        Item(i.rel, i.kind, "image", i.key, i.bare)
+        if i.role == "label" and (i.rel.parent, i.key) in marked and not marked_label(strip_suffix(i.rel.name))
+        else i
+        for i in items
+    ]
+
+
+def _channel_files(lone_images: list[Item], lone_labels: list[Item]) -> str:
+    """The refusal for a case folder of one file per channel (BraTS' ``BraTS2021_00000_t1.nii.gz``,
+    ``_t1ce``, ``_t2``, ``_flair`` beside ``_seg.nii.gz``): images named like a label plus one word each.
+    None of them is the case's image alone, so none is paired; the fix stacks them."""
+    for label in lone_labels:
+        siblings = sorted(
+            i.rel.name for i in lone_images if i.rel.parent == label.rel.parent and i.key.startswith(label.key + "_")
+        )
+        if len(siblings) >= 2:
+            return (
+                f"{label.rel.parent} holds {len(siblings)} images named like its label {label.rel.name} "
+                f"({', '.join(siblings[:4])}{', ...' if len(siblings) > 4 else ''}), one per sequence or band: this "
+                "project reads one image file per case, with its channels inside it, so none was paired; stack "
+                f"each case's files into one file (a 4D NIfTI with the channels last, the same order in every case, "
+                "e.g. with nibabel) named like the label without its label word"
+            )
+    return ""
+
+
+def _second_labels(pairs: list[tuple[Item, Item]], lone_labels: list[Item]) -> list[str]:
+    """A note on labels left out because their image already has one (BUSI's ``benign (4)_mask_1.png`` beside
+    ``benign (4)_mask.png``; DRIVE's ``mask/21_training_mask.gif`` field of view beside ``1st_manual/``)."""
+    paired = {image.key: label for image, label in pairs} | {image.bare: label for image, label in pairs}
+    second = [
+        (lab, paired[lab.key] if lab.key in paired else paired[lab.bare])
+        for lab in lone_labels
+        if {lab.key, lab.bare} & paired.keys()
+    ]
+    if not second:
+        return []
+    label, kept = second[0]
+    return [
+        f"{len(second)} label file(s) left out because their image has another label (e.g. {label.rel} beside the "
+        f"kept {kept.rel}): this project reads one label file per case; merge them into the kept one (e.g. their "
+        "union, with numpy) if both outline objects, or move the one that is not a label out of the folder"
+    ]
 
 
 def _structure_files(labels: list[Item], images: int) -> str:
@@ -345,7 +415,7 @@ def _is_frame_folder(folder: Path, files: list[str]) -> bool:
 
 def _item(rel: PurePosixPath | Path, kind: str) -> Item:
     rel = PurePosixPath(Path(rel).as_posix())
-    return Item(rel, kind, role_of(rel), key_of(rel))
+    return Item(rel, kind, role_of(rel), key_of(rel), key_of(rel, bare=True))
 
 
 def _words(text: str) -> list[str]:
@@ -370,8 +440,7 @@ def role_of(rel: PurePosixPath) -> str:
     images: ``masks/scan_00.png`` and ``masks/img_001.png`` are labels, whatever ``scan`` or ``img`` say.
     """
     stem = strip_suffix(rel.name)
-    last = re.findall(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|\d+", stem)[-1:]
-    if last and last[0].lower() in LABEL_WORDS:
+    if marked_label(stem):
         return "label"
     for part in reversed(rel.parts[:-1]):
         role = _role_of_words(_words(part))
@@ -380,11 +449,39 @@ def role_of(rel: PurePosixPath) -> str:
     return _role_of_words(_words(stem)) or "image"
 
 
-def key_of(rel: PurePosixPath) -> str:
-    """What an image and its label share: the stem's words without role words (``img0001`` -> ``0001``)."""
-    words = re.findall(r"[A-Za-z]+|\d+", strip_suffix(rel.name))
-    kept = [w.lower() for w in words if w.lower() not in LABEL_WORDS | IMAGE_WORDS]
-    return "_".join(kept) or "_".join(w.lower() for w in words)
+def _name_words(stem: str) -> list[str]:
+    """``21_manual1`` -> ``[21, manual]``: the stem's words, less an annotator's number after a label word
+    that is not the first (``_manual1``, ``_mask_1``: the first or second annotator's outline of one image;
+    ``label0001`` keeps its case number)."""
+    words = re.findall(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|\d+", stem)
+    if len(words) > 2 and words[-1].isdigit() and words[-2].lower() in LABEL_WORDS:
+        words = words[:-1]
+    return words
+
+
+def marked_label(stem: str) -> bool:
+    """A label word ends the stem (``_mask``, ``_seg``, ``_segmentation``, ``_manual1``, ``_mask_1``): a label
+    kept beside its image, whatever its folder says."""
+    words = _name_words(stem)
+    return bool(words) and words[-1].lower() in LABEL_WORDS
+
+
+def key_of(rel: PurePosixPath, bare: bool = False) -> str:
+    """What an image and its label share: the stem's words without role words (``img0001`` -> ``0001``),
+    split words (``21_training`` -> ``21``) and an annotator's number (``21_manual1`` -> ``21``).
+
+    ``bare``: also without the name of its folder where the stem starts with it, the key tried when the
+    full keys match nothing (``RGB-PanSharpen/RGB-PanSharpen_AOI_2_img1`` pairs with
+    ``masks/mask_AOI_2_img1``; ``top/top_mosaic_area1`` keeps ``top`` first, as its label
+    ``gts/top_mosaic_area1`` does). A folder of case numbers (``BraTS2021_00000/``) is never removed: it names the case.
+    """
+    stem = strip_suffix(rel.name)
+    folder = rel.parent.name
+    if bare and folder and not re.search(r"\d", folder) and stem.lower().startswith(folder.lower()):
+        stem = stem[len(folder) :] or stem
+    words = [w.lower() for w in re.findall(r"[A-Za-z]+|\d+", " ".join(_name_words(stem)))]
+    kept = [w for w in words if w not in LABEL_WORDS | IMAGE_WORDS | SPLIT_WORDS]
+    return "_".join(kept) or "_".join(words)
 
 
 def _neutral_parts(rel: PurePosixPath) -> list[str]:
@@ -395,17 +492,27 @@ def _neutral_parts(rel: PurePosixPath) -> list[str]:
 def pair_items(images: list[Item], labels: list[Item]) -> tuple[list[tuple[Item, Item]], list[Item], list[Item]]:
     """Labels matched with images of the same key (nearest in the tree first); the leftovers of each."""
     by_key: dict[str, list[Item]] = defaultdict(list)
+    by_bare: dict[str, list[Item]] = defaultdict(list)
     for image in images:
         by_key[image.key].append(image)
+        by_bare[image.bare].append(image)
     taken: set[PurePosixPath] = set()
     pairs, lone_labels = [], []
     for label in labels:
-        candidates = [i for i in by_key.get(label.key, []) if i.rel not in taken]
-        if not candidates:  # a per-case folder: p1/image/ (a series) or case_1/imaging.nii.gz + a label named by role
+        same = by_key.get(label.key, [])
+        candidates = [i for i in same if i.rel not in taken]
+        if not same:  # keys without the folder's name: only where they name one image (benign/benign (2).png is "2")
+            bare = [i for i in by_bare.get(label.bare, []) if i.rel not in taken]
+            candidates = bare if len(bare) == 1 else []
+        if (
+            not candidates
+        ):  # a per-case folder: p1/study/series/ (DICOM) or case_1/imaging.nii.gz + a label named by role
             candidates = [
                 i
                 for i in images
-                if i.rel not in taken and i.rel.parent == label.rel.parent and label.key in LABEL_WORDS | {""}
+                if i.rel not in taken
+                and i.rel.parts[: len(label.rel.parts) - 1] == label.rel.parts[:-1]
+                and label.key in LABEL_WORDS | {""}
             ]
             candidates = candidates if len(candidates) == 1 else []
         if not candidates:
