@@ -123,6 +123,24 @@ def test_nifti_mask_keeps_shape_affine_and_spacing(adapter, tmp_path):
     assert set(np.unique(data)) <= {0, 6}  # the adapter's target value (random weights: any shape)
 
 
+@pytest.mark.parametrize("shape", [(40, 36), (40, 36, 1)])
+def test_a_one_slice_nifti_is_prompted_without_a_slice(adapter, tmp_path, box_echo, shape):
+    """A 2D NIfTI (CAMUS' frames, either shape) is a volume of one slice: ``box x0,y0,x1,y1`` prompts it, as
+    ``slice=0`` does, and the box comes back where it was given."""
+    nib.save(nib.Nifti1Image(np.zeros(shape, np.int16), np.diag([0.3, 0.3, 1.0, 1.0])), tmp_path / "frame.nii.gz")
+    masks = [
+        predict.run(config(adapter, tmp_path / "frame.nii.gz", tmp_path / f"m{n}.nii.gz", prompt, propagation="boxes"))[
+            0
+        ]
+        for n, prompt in enumerate(["box 4,6,20,30", "box 4,6,20,30 slice=0"])
+    ]
+    first, second = (np.asarray(nib.load(m).dataobj).reshape(40, 36) > 0 for m in masks)
+    np.testing.assert_array_equal(first, second)
+    box = np.zeros((40, 36), bool)
+    box[4:21, 6:31] = True  # x = first voxel index, y = second
+    assert iou(first, box) > 0.8
+
+
 def test_nifti_from_mask_gives_a_box_per_slice_in_the_right_orientation(adapter, tmp_path, box_echo):
     case = write_ct_phantoms(tmp_path / "ct", num_cases=1)[0]
     label = np.asarray(nib.load(tmp_path / "ct" / case["label"]).dataobj) == 1

@@ -58,7 +58,8 @@ class Prompt:
 
     def check_fits(self, path: str | Path, width: int, height: int, depth: int | None) -> None:
         """Refuse a prompt that does not fit the image ``path`` of ``width x height`` (and ``depth`` slices for a
-        volume, ``None`` for a 2D image): a missing or extra ``slice=``, a slice or coordinate outside it.
+        volume, ``None`` for a 2D image): a missing or extra ``slice=``, a slice or coordinate outside it. A volume
+        of one slice (a 2D NIfTI, as CAMUS' frames) is prompted without ``slice=``: ``on_slice`` gives 0.
         ``predict``'s runner asks it of the scan it read; ``annotate`` of each image's header before a model loads.
 
         Raises:
@@ -67,14 +68,19 @@ class Prompt:
         if depth is None:
             if self.slice not in (None, 0):
                 raise ConfigError(f"{path} is a 2D image: slice={self.slice} does not apply")
-        elif self.slice is None:
+        elif self.slice is None and depth != 1:  # a one-slice volume (a 2D NIfTI) needs none
             raise ConfigError(
                 f"{path} is a volume of {depth} slices: add slice=K to the prompt "
                 '(e.g. prompt="box 40,30,90,70 slice=12"), or use from_mask=<file>'
             )
-        elif not 0 <= self.slice < depth:
+        elif not 0 <= on_slice(self) < depth:
             raise ConfigError(f"prompt slice={self.slice} is outside {path} (slices 0..{depth - 1})")
         self.check_inside(width, height, path)
+
+
+def on_slice(prompt: Prompt) -> int:
+    """The slice a checked prompt addresses on a volume: its ``slice=``, else the only slice of a one-slice volume."""
+    return 0 if prompt.slice is None else int(prompt.slice)
 
 
 def _fail(part: str, why: str) -> ConfigError:

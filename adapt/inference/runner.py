@@ -27,7 +27,7 @@ from adapt.adapters.loading import LoadedAdapter, load_adapter
 from adapt.errors import AdaptError, ConfigError, DataError, check_choice
 from adapt.inference.io import Scan, scan_grid, to_unit
 from adapt.inference.names import PROPAGATION_MODES
-from adapt.inference.prompt_syntax import Prompt
+from adapt.inference.prompt_syntax import Prompt, on_slice
 from adapt.models.interactive import click_rounds
 from adapt.models.channels import model_pixels
 from adapt.models.backbones import holes_filled
@@ -236,13 +236,14 @@ def view_prompt(scan: Scan, prompt: Prompt) -> tuple[np.ndarray | None, np.ndarr
         prompt.check_fits(scan.path, scan.shape[2], scan.shape[1], None)
         return prompt.box, prompt.points, 0
     prompt.check_fits(scan.path, *scan.view.extent())
-    to_view = lambda x, y: scan.view.to_view(x, y, prompt.slice)[:2]  # noqa: E731
+    k = on_slice(prompt)
+    to_view = lambda x, y: scan.view.to_view(x, y, k)[:2]  # noqa: E731
     box = None
     if prompt.box is not None:
         corners = np.array([to_view(*prompt.box[:2]), to_view(*prompt.box[2:])], np.float32)
         box = np.concatenate([corners.min(0), corners.max(0)])
     points = None if prompt.points is None else np.array([to_view(x, y) for x, y in prompt.points], np.float32)
-    return box, points, scan.view.to_view(0, 0, prompt.slice)[2]
+    return box, points, scan.view.to_view(0, 0, k)[2]
 
 
 def predict_scan(predictor: Predictor, scan: Scan, prompt: Prompt | None, guide: Scan | None = None) -> np.ndarray:
