@@ -883,9 +883,59 @@ def _train_cases_bound(cfg: Any) -> list[str]:
     return []
 
 
+#: Options that only a task through SAM2's memory (``TaskSupport.memory``) reads: a recipe of such a task with
+#: ``task=`` of another would otherwise fail on them after the data loads, or drop them without a word.
+MEMORY_TASK_KEYS = ("loss.presence", "prompts.direction", "data.clip")
+
+
+def _task_fits(cfg: Any) -> list[str]:
+    """The options and the data card against ``task=``: memory options (``MEMORY_TASK_KEYS``, the
+    ``memory`` LoRA preset) with a task that has no memory, correction clicks with one that has, and a
+    task through memory on a 2D card."""
+    task = _get(cfg, "task")
+    if not isinstance(task, str) or task not in TASKS:
+        return []  # the walker named it
+    problems = []
+    memory = TASKS[task].memory
+    if not memory:
+        for key in MEMORY_TASK_KEYS:
+            section, name = key.split(".")
+            node = _get(cfg, section)
+            if isinstance(node, (Mapping, DictConfig)) and _get(node, name) is not MISSING:
+                problems.append(
+                    f"{key} is an option of task=propagation (SAM2's memory), which task={task} does not read "
+                    f"(a recipe of task=propagation?): choose task=propagation, or drop it with ~{key}"
+                )
+        targets = (
+            _get(_get(cfg, "adapter"), "targets")
+            if isinstance(_get(cfg, "adapter"), (Mapping, DictConfig))
+            else MISSING
+        )
+        if isinstance(targets, list) and "memory" in targets:
+            problems.append(
+                f"adapter.targets={targets} holds memory, but task={task} builds SAM2's image model, which has no "
+                "memory layers: choose task=propagation, or leave memory out of adapter.targets"
+            )
+    iterations = (
+        _get(_get(cfg, "prompts"), "iterations") if isinstance(_get(cfg, "prompts"), (Mapping, DictConfig)) else 0
+    )
+    if memory and isinstance(iterations, int) and iterations > 0:
+        problems.append(
+            f"prompts.iterations={iterations} (correction clicks) applies to task=segmentation; task={task} "
+            "prompts once per clip: set prompts.iterations=0"
+        )
+    card = _training_card(cfg) if memory else None
+    try:
+        if card is not None:
+            card.require_volumes(f"task={task}")
+    except ConfigError as err:
+        problems.append(str(err))
+    return problems
+
+
 def _train_extras(cfg: Any) -> list[str]:
     """Rules that tie two keys together."""
-    problems = _train_cases_bound(cfg)
+    problems = _train_cases_bound(cfg) + _task_fits(cfg)
     clip = _get(_get(cfg, "data"), "clip") if isinstance(_get(cfg, "data"), (Mapping, DictConfig)) else MISSING
     if isinstance(clip, (Mapping, DictConfig)):
         frames, length = _get(clip, "num_prompt_frames"), _get(clip, "length")

@@ -106,7 +106,7 @@ def test_each_case_opens_with_its_pre_annotation_is_accepted_or_corrected_into_t
 def test_a_volumes_label_file_is_shown_on_the_slices_where_it_lies(predictor, tmp_path):
     """A NIfTI label (anisotropic voxels), written as the page writes a mask, read back as the shown mask equals the
     mask it was written from, slice by slice: the stored grid's axes as the page shows them."""
-    session = Session(predictor, tmp_path)
+    session = Session(predictor, tmp_path / "saved")  # not the scan's folder: the mask is named as the scan is
     session.open([write_volume(tmp_path / "ct.nii.gz")])
     session.prompt = "box 10,12,30,34 slice=2"  # the mask: random voxels of the scan's stack, as segment leaves it
     session.stack_mask = np.random.default_rng(0).random(session.scan.shape) > 0.7

@@ -28,7 +28,7 @@ from adapt.app.session import Session
 from adapt.hub.share import stage
 from adapt.conf import CONFIG_DIR
 from adapt.data import synthetic
-from adapt.errors import ConfigError
+from adapt.errors import ConfigError, DataError
 from adapt.inference.onnx_backend import load_predictor
 
 AFFINE = np.diag([0.8, 0.7, 2.5, 1.0])
@@ -107,6 +107,38 @@ def test_session_saves_what_predict_writes_in_every_format(adapter, tmp_path):
     session.clear()
     with pytest.raises(ConfigError, match="draw a box"):
         session.segment("")
+
+
+@pytest.mark.parametrize(
+    "x, y, slice_index",
+    [(80, 10, None), (-1, 10, None), (10, 60, None), (10, -2, None), (10, 10, 1)],
+    ids=["right of it", "left of it", "below it", "above it", "past the last slice"],
+)
+def test_session_refuses_a_click_outside_the_image(adapter, tmp_path, x, y, slice_index):
+    png = tmp_path / "photo.png"
+    Image.fromarray(np.zeros((60, 80), np.uint8)).save(png)
+    session = Session(load_predictor(adapter, propagation="boxes"), tmp_path / "saved")
+    session.open([png])
+    with pytest.raises(ConfigError, match=rf"outside {png}, 80x60 on 1 slice\(s\) \(x = column 0..79, y = row 0..59"):
+        session.click(x, y, "box", slice_index)
+    assert session.prompt == "" and session.render().shape == (360, 480, 3)
+
+
+def test_session_saves_over_its_own_mask_but_never_over_another_file(adapter, tmp_path):
+    png = tmp_path / "photo.png"
+    Image.fromarray((np.random.default_rng(4).random((60, 80)) * 255).astype(np.uint8)).save(png)
+    session = Session(load_predictor(adapter, propagation="boxes"), tmp_path / "saved")
+    session.open([png])
+    session.segment("box 10,10,60,45")
+    saved = session.save()
+    session.segment("box 20,20,50,40")
+    assert session.save() == saved  # the page's own mask, saved again
+    labels = tmp_path / "masks"
+    labels.mkdir()
+    (labels / saved.name).write_bytes(b"a label drawn by hand")
+    with pytest.raises(DataError, match=rf"{labels / saved.name} exists and was not saved by this page"):
+        session.save(folder=labels)
+    assert (labels / saved.name).read_bytes() == b"a label drawn by hand"
 
 
 @pytest.mark.slow

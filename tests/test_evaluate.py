@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +15,7 @@ from types import SimpleNamespace
 import nibabel as nib
 import numpy as np
 import pytest
-from conftest import PHANTOM_SHAPE, phantom_data, train_tiny
+from conftest import PHANTOM_SHAPE, load_user_folders, phantom_data, train_tiny
 import torch
 import yaml
 from omegaconf import OmegaConf
@@ -434,6 +435,56 @@ def test_compare_runs_both_on_the_same_prompts_and_prints_the_difference(env, tm
     rows = read_rows(tmp_path / "eval" / "cases.csv")
     assert [r["run"] for r in rows] == ["adapter", "compare"] and rows[0]["case"] == rows[1]["case"]
     assert rows[0]["gt_voxels"] == rows[1]["gt_voxels"]
+
+
+def other_classes(run: Path, folder: Path) -> Path:
+    """A copy of ``run``'s adapter recorded as trained on another card, whose only target is ``lesion``."""
+    adapter = Path(shutil.copytree(run / "adapter", folder))
+    record = json.loads((adapter / "sam2_adapt.json").read_text())
+    record.update(data_card="lesions", label_map={"background": 0, "lesion": 1}, targets=["lesion"])
+    (adapter / "sam2_adapt.json").write_text(json.dumps(record))
+    return adapter
+
+
+def scans_card(folder: Path) -> Path:
+    """A user's 2D card of grey PNG scans (``dims: 2``) whose target is the adapter's ``liver``."""
+    root = load_user_folders().write_ultrasound_folder(folder / "scans", num_cases=3, shape=(40, 48))
+    card = folder / "scans.yaml"
+    card.write_text(
+        f"name: scans\ntitle: scans\nmodality: US\ndims: 2\nlicense: CC0-1.0\ncitation: none\n"
+        f"source: {{kind: folder, root: {root}, images: 'images/*.png', labels: 'masks/{{name}}'}}\n"
+        "labels: {background: 0, liver: 1}\nmask_values: {background: 0, liver: 255}\ntargets: [liver]\n"
+        "intensity: {window: [0, 255]}\nsplit: {val: 0.34, seed: 0}\n"
+    )
+    return card
+
+
+@pytest.mark.parametrize(
+    "values, expected",
+    [
+        (
+            lambda env, tmp: {"model": "tiny_sam3_tracker"},
+            r"model=tiny_sam3_tracker: applies to adapter=none \(zero-shot SAM2\); adapter=.* runs on the base model",
+        ),
+        (lambda env, tmp: {"image_size": 512}, "image_size=512: applies to adapter=none"),
+        (
+            lambda env, tmp: {"compare": str(other_classes(env.run, tmp / "other"))},
+            r"trained on \['lesion'\] of data card 'lesions'.*data card 'ct_phantom' names none of them",
+        ),
+        (
+            lambda env, tmp: {"task": "propagation", "data": {"card": str(scans_card(tmp))}},
+            r"data card .*scans.yaml has dims=2: task=propagation follows an object .* use task=segmentation",
+        ),
+    ],
+    ids=["model= with an adapter", "image_size= with an adapter", "compare= of other classes", "propagation on 2D"],
+)
+def test_options_the_adapter_cannot_take_are_refused_before_a_model_loads(
+    env, tmp_path, forbid_model, values, expected
+):
+    chosen = {"adapter": str(env.run), "data": {"root": str(env.data)}, **values(env, tmp_path)}
+    with pytest.raises(ConfigError, match=expected):
+        evaluate(config(tmp_path / "eval", **chosen))
+    assert not (tmp_path / "eval").exists()
 
 
 def test_zero_shot_sam2_with_bf16_and_propagation(env, tmp_path):

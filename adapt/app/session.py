@@ -93,6 +93,7 @@ class Session:
     points: list[tuple[int, int, int]] = field(default_factory=list)
     slice: int = 0
     work: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="sam2-adapt-app-")))
+    written: set[Path] = field(default_factory=set)  # saved by this session: saving again replaces them
 
     @property
     def slices(self) -> int:
@@ -132,6 +133,16 @@ class Session:
         """
         if mode not in MODES:
             raise ConfigError(f"mode={mode!r} is not one of {MODES}")
+        if self.shown is None:
+            raise DataError("open an image first")
+        rows, columns = self.shown.shape[1:3]
+        last = self.slices - 1
+        if not (0 <= int(x) < columns and 0 <= int(y) < rows) or not 0 <= int(slice_index or 0) <= last:
+            raise ConfigError(
+                f"click at x={x}, y={y} on slice {slice_index}: outside {self.source}, {columns}x{rows} on "
+                f"{self.slices} slice(s) (x = column 0..{columns - 1}, y = row 0..{rows - 1}, slice 0..{last}); "
+                "click inside the image"
+            )
         if slice_index is not None and int(slice_index) != self.slice:
             self.slice = int(slice_index)
             self.corners, self.points = [], []  # a prompt lives on one slice
@@ -193,7 +204,14 @@ class Session:
             stem = f"{self.source.name}_mask" if FORMATS[self.scan.kind].folder else self.source.name
             name = mask_name(self.scan.kind, stem)
         target = Path(folder or self.out_dir) / name
-        return write_mask(values[self.stack_mask.astype(np.int64)], self.scan, target)
+        if target.exists() and target not in self.written:  # another run's mask, or a label: never replaced
+            raise DataError(
+                f"{target} exists and was not saved by this page (an earlier session's mask, or a label); move it "
+                "away to save this mask there, or start the page with another out_dir="
+            )
+        saved = write_mask(values[self.stack_mask.astype(np.int64)], self.scan, target)
+        self.written.add(saved)
+        return saved
 
     def download(self, saved: Path) -> Path:
         """The one file a browser downloads for a saved mask: the file itself, or for a DICOM series' mask

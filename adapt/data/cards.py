@@ -329,6 +329,19 @@ class DataCard:
                 f"training (python -m adapt.data init leaves them for you to fill in)"
             )
 
+    def require_volumes(self, what: str) -> None:
+        """Refuse a 2D card for ``what`` (``task=propagation``), which follows objects through slices.
+
+        Raises:
+            ConfigError: naming the card file, its ``dims`` and the task to use instead.
+        """
+        if self.dims != 3:
+            raise ConfigError(
+                f"data card {self.path or self.name} has dims={self.dims}: {what} follows an object through the "
+                "slices of a volume (or the frames of a video), which 2D images do not have; use "
+                "task=segmentation for 2D images"
+            )
+
     def target_ids(self) -> dict[str, int]:
         """``{target name: label id}`` in the card's target order."""
         return {name: int(self.labels[name]) for name in self.targets}

@@ -296,11 +296,7 @@ class ClipDataModule(SegmentationDataModule):
         train_cases: int | str | None = None,
     ) -> None:
         L.LightningDataModule.__init__(self)  # the slice datamodule's __init__ builds slices
-        if card.dims != 3:
-            raise ConfigError(
-                f"data card {card.name!r} has dims={card.dims}: clips of slices need a 3D dataset "
-                "(task=propagation); use task=segmentation for 2D images"
-            )
+        card.require_volumes("task=propagation")
         self.card, self.options = card, options
         self.root = data_root(card, root)
         splits = split_cases(list_cases(card, self.root), card.split, f"data card {card.name!r}", train_cases, seed)

@@ -140,6 +140,17 @@ def index_cases(
             foreground += [(position, int(k), target) for k in kept]
             empty += [(position, int(k), target) for k in slices[~present]]
     wanted = int(round(empty_share / (1 - empty_share) * len(foreground))) if empty_share > 0 else 0
+    if wanted > len(empty):  # the share asked for is not there: say so rather than train on less without a word
+        log.warning(
+            "data.empty_share=%s asks for %d samples without a target beside the %d with one, but the cases of "
+            "data card %s hold only %d; training uses those: lower data.empty_share, or add %s without the target",
+            empty_share,
+            wanted,
+            len(foreground),
+            card.path or card.name,
+            len(empty),
+            "images" if axis is None else "slices",
+        )
     if wanted and empty:
         chosen = np.sort(np.random.default_rng(seed).choice(len(empty), size=min(wanted, len(empty)), replace=False))
         foreground += [empty[i] for i in chosen]

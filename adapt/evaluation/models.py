@@ -91,6 +91,14 @@ def resolve_spec(
     if backend == "onnx":
         return onnx_spec(source)
     if not is_none(source):
+        given = {name: value for name, value in (("model", model), ("image_size", image_size)) if value is not None}
+        if given and key == "adapter":  # an adapter runs on the base it records: the option would be ignored
+            options = " ".join(f"{name}={value}" for name, value in given.items())
+            raise ConfigError(
+                f"{options}: applies to adapter=none (zero-shot SAM2); adapter={source} runs on the base model "
+                f"and image size it was trained with: drop {' and '.join(f'{n}=' for n in given)}, or evaluate "
+                "zero-shot with adapter=none"
+            )
         path = resolve(str(source), revision, key=key)
         return ModelSpec(str(source), path, read_metadata(path))
     if base_of is not None and base_of.path is not None:

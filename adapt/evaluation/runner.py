@@ -160,9 +160,11 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             )
     card, cases = load_cases(card, root, str(cfg.get("split", "val")), main.metadata)
     protocol = protocol_from(cfg, main)
+    if protocol.propagation:
+        card.require_volumes(f"task={cfg.get('task')}")
     shifts = robustness.conditions(cfg.get("shift"), cfg.get("severity"))
     classes = class_values(main, card, protocol.prompt)
-    if other is not None and protocol.prompt in ("auto", "none"):  # the compared model needs a semantic head too
+    if other is not None:  # the compared model segments the same classes: a semantic head, or targets of the card
         class_values(other, card, protocol.prompt)
     own = (
         domain.in_domain_cases(

@@ -104,6 +104,19 @@ def collect(folder: str | Path) -> list[dict[str, Any]]:
     return sorted(rows, key=lambda r: (r["adapter"], r["labelled_cases"] or 0, str(r["seed"])))
 
 
+def unfinished(folder: str | Path) -> list[str]:
+    """The sweep's jobs under ``folder`` that wrote no ``metrics.json`` (failed, killed or still running),
+    each as ``<folder> (<its overrides>)``: Hydra writes ``.hydra/overrides.yaml`` when a job starts."""
+    import yaml
+
+    jobs = sorted(p.parent.parent for p in Path(folder).expanduser().rglob(".hydra/overrides.yaml"))
+    return [
+        f"{job} ({' '.join(map(str, yaml.safe_load((job / '.hydra' / 'overrides.yaml').read_text()) or []))})"
+        for job in jobs
+        if not (job / "metrics.json").exists()
+    ]
+
+
 def _mean_std(values: Sequence[float | None]) -> tuple[float | None, float | None, int]:
     kept = [float(v) for v in values if v is not None and math.isfinite(float(v))]
     if not kept:
@@ -165,6 +178,14 @@ def markdown(summary: dict[str, Any]) -> str:
         )
     zero = summary["zero_shot"]
     lines.append("| 0 (zero-shot) | " + " | ".join(_cell(zero["dice"], zero["dice_std"], 1) for _ in adapters) + " |")
+    missing = summary.get("unfinished") or []
+    if missing:  # a failed job would otherwise be a row that is simply not there
+        lines += [
+            "",
+            f"Not in the table: {len(missing)} run(s) without metrics.json (failed, killed or still "
+            "running; see each one's train.log):",
+            *(f"- {job}" for job in missing),
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -178,7 +199,7 @@ def write_tables(folder: str | Path, out: str | Path | None = None) -> tuple[Pat
         writer = csv.DictWriter(f, fieldnames=COLUMNS)
         writer.writeheader()
         writer.writerows(rows)
-    summary = aggregate(rows)
+    summary = {**aggregate(rows), "unfinished": unfinished(folder)}
     (out / MD_NAME).write_text(markdown(summary))
     return out / CSV_NAME, out / MD_NAME, summary
 

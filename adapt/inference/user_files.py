@@ -64,14 +64,17 @@ def foreground_value(loaded: LoadedAdapter, label: int | str | None) -> int:
     adapter's (first) target, else its only foreground label, else 1.
 
     Raises:
-        ConfigError: ``label`` names no label of the adapter's label map.
+        ConfigError: ``label`` is no label (name or id) of the adapter's label map: a mask of a value the
+            card does not list could not be read back as a label.
     """
     names = label_names(loaded.label_map)
     if label is not None:
-        if str(label).lstrip("-").isdigit():
+        if str(label).lstrip("-").isdigit() and (not names or int(label) in names.values()):
             return int(label)
         if str(label) not in names:
-            raise ConfigError(f"label={label!r} is not in the adapter's label map {names}")
+            raise ConfigError(
+                f"label={label!r} is not in the adapter's label map {names}; give one of its names or ids"
+            )
         return names[str(label)]
     targets = [t for t in loaded.metadata.get("targets") or [] if t in names]
     if targets:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from adapt.errors import ConfigError
 from adapt.exits import user_errors
@@ -27,14 +27,39 @@ from adapt.storage import check_writable
 
 
 def check_run_dir(run_dir: Path, overwrite: bool, ckpt_path: str | None) -> Path:
-    """Refuse, without touching it, a run directory that holds a finished run (unless
-    ``overwrite=true`` or resuming) or that cannot be written."""
-    if (run_dir / "adapter").exists() and not overwrite and ckpt_path is None:
-        raise ConfigError(
-            f"{run_dir} already holds a trained adapter; choose another hydra.run.dir, "
-            "resume with ckpt_path=last, or pass overwrite=true"
+    """Refuse, without touching it, a run directory that holds a finished run or the checkpoints of
+    an interrupted one (unless ``overwrite=true`` or resuming: a new run would replace them), or that
+    cannot be written."""
+    if not overwrite and ckpt_path is None:
+        held = (
+            "a trained adapter"
+            if (run_dir / "adapter").exists()
+            else "the checkpoints of an interrupted run"
+            if any((run_dir / "checkpoints").glob("*.ckpt"))
+            else None
         )
+        if held:
+            raise ConfigError(
+                f"{run_dir} already holds {held}; choose another hydra.run.dir, "
+                "resume with ckpt_path=last, or pass overwrite=true"
+            )
     return check_writable(run_dir, "hydra.run.dir")
+
+
+#: ``out_dir`` of ``configs/train.yaml``: the run folder is Hydra's.
+HYDRA_OUT_DIR = "${hydra:runtime.output_dir}"
+
+
+def check_out_dir(config: DictConfig) -> None:
+    """Refuse ``out_dir=`` on the command line: the run would be written there, but Hydra's log, the run
+    folder checks and ``ckpt_path=last`` go by ``hydra.run.dir``."""
+    value = OmegaConf.select(config, "out_dir", throw_on_resolution_failure=False)
+    raw = config._get_node("out_dir")._value() if "out_dir" in config else HYDRA_OUT_DIR
+    if raw != HYDRA_OUT_DIR:
+        raise ConfigError(
+            f"out_dir={value}: the run folder of adapt.train is hydra.run.dir (its log, the checks of the "
+            f"folder and ckpt_path=last go by it); write hydra.run.dir={value} instead"
+        )
 
 
 def claimed_run_dir(run_dir: Path) -> contextlib.AbstractContextManager:
@@ -57,6 +82,7 @@ class Preflight(Callback):
 
         with user_errors():
             validate(config, "train")
+            check_out_dir(config)
             run_dir = check_run_dir(Path(str(config.hydra.run.dir)), bool(config.overwrite), config.ckpt_path)
             with claimed_run_dir(run_dir):
                 checkpoint = resolve_checkpoint(config.ckpt_path, run_dir)
