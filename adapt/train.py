@@ -27,6 +27,7 @@ from adapt.outputs import RUN_FILES, Claim, claimed
 from adapt.schema import validate
 from adapt.tasks import MONITOR, task_class
 from adapt.training.cache_policy import resolve_embedding_cache
+from adapt.storage import check_writable
 from adapt.training.run_dir import check_run_dir
 from adapt.training.summary import print_summary
 from adapt.training.trainer import build_trainer
@@ -53,8 +54,9 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
 
     start = time.perf_counter()
     validate(cfg, "train")
-    run_dir = check_run_dir(Path(cfg.out_dir), cfg.overwrite, cfg.ckpt_path)
+    run_dir = check_writable(Path(cfg.out_dir), "hydra.run.dir")
     with claimed(run_dir, "hydra.run.dir", RUN_FILES) as output:  # one writer; a refusal leaves nothing
+        check_run_dir(run_dir, cfg.overwrite, cfg.ckpt_path)
         init = _init_adapter(cfg)  # a warm start that does not fit is refused before data and model load
         ckpt = resolve_checkpoint(cfg.ckpt_path, run_dir)  # before minutes of loading
         resumed = read_checkpoint(ckpt) if ckpt else None

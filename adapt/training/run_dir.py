@@ -29,7 +29,8 @@ from adapt.storage import check_writable
 def check_run_dir(run_dir: Path, overwrite: bool, ckpt_path: str | None) -> Path:
     """Refuse, without touching it, a run directory that holds a finished run or the checkpoints of
     an interrupted one (unless ``overwrite=true`` or resuming: a new run would replace them), or that
-    cannot be written."""
+    cannot be written. Asked with the folder's lock held (``claimed``): a running training's
+    checkpoints are its lock's to refuse, naming the holder, not an interrupted run's."""
     if not overwrite and ckpt_path is None:
         held = (
             "a trained adapter"
@@ -83,8 +84,9 @@ class Preflight(Callback):
         with user_errors():
             validate(config, "train")
             check_out_dir(config)
-            run_dir = check_run_dir(Path(str(config.hydra.run.dir)), bool(config.overwrite), config.ckpt_path)
-            with claimed_run_dir(run_dir):
+            run_dir = check_writable(Path(str(config.hydra.run.dir)), "hydra.run.dir")
+            with claimed_run_dir(run_dir):  # the lock first: checkpoints there may be another run's, still writing
+                check_run_dir(run_dir, bool(config.overwrite), config.ckpt_path)
                 checkpoint = resolve_checkpoint(config.ckpt_path, run_dir)
                 if checkpoint:
                     read_checkpoint(checkpoint)

@@ -203,6 +203,15 @@ def write_geotiff_folder(
     return root
 
 
+def unique_uid() -> str:
+    """A random DICOM UID of a fixed length (the ``2.25`` root of UUID-derived UIDs, 38 digits without a
+    leading zero): pydicom's ``generate_uid`` varies in length, and so would a series' file sizes between
+    two writes of the same volume (the generated file-fault tests cut files at drawn byte offsets)."""
+    import secrets
+
+    return f"2.25.{10**37 + secrets.randbelow(9 * 10**37)}"
+
+
 def write_dicom_series(
     folder: str | Path,
     volume: np.ndarray,
@@ -225,7 +234,7 @@ def write_dicom_series(
     """
     import pydicom
     from pydicom.dataset import FileDataset, FileMetaDataset
-    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
 
     if affine is None:
         axial = np.diag([float(spacing[1]), float(spacing[0]), float(spacing[2]), 1.0])
@@ -236,13 +245,13 @@ def write_dicom_series(
     orientation = [*(lps[:3, 0] / column_spacing), *(lps[:3, 1] / row_spacing)]
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    series, study = generate_uid(), generate_uid()
+    series, study = unique_uid(), unique_uid()
     rows, columns, slices = volume.shape
     names = names or [f"slice{k:03d}.dcm" for k in range(slices)]
     for k in reversed(range(slices)):
         meta = FileMetaDataset()
         meta.MediaStorageSOPClassUID = CTImageStorage
-        meta.MediaStorageSOPInstanceUID = generate_uid()
+        meta.MediaStorageSOPInstanceUID = unique_uid()
         meta.TransferSyntaxUID = ExplicitVRLittleEndian
         ds = FileDataset(str(folder / names[k]), {}, file_meta=meta, preamble=b"\0" * 128)
         ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, meta.MediaStorageSOPInstanceUID
