@@ -933,9 +933,30 @@ def _task_fits(cfg: Any) -> list[str]:
     return problems
 
 
+def _backbone_packages(cfg: Any) -> list[str]:
+    """The packages ``model.name``'s backbone needs beyond the core install (EdgeTAM's timm), looked for
+    without importing them: a missing one is named before the data and the model load, not after."""
+    model = _get(cfg, "model")
+    name = _get(model, "name") if isinstance(model, (Mapping, DictConfig)) else MISSING
+    if not isinstance(name, str):
+        return []
+    from adapt.models.backbones import backbone_of  # lazy: reads a local model folder's config.json
+
+    row = backbone_of(name)
+    missing = [p for p in row.packages if importlib.util.find_spec(p) is None]
+    return (
+        [
+            f"model.name={name}: {row.title} needs {', '.join(missing)}, which is not installed; "
+            f"pip install 'sam2-adapt[{row.extra}]'"
+        ]
+        if missing
+        else []
+    )
+
+
 def _train_extras(cfg: Any) -> list[str]:
     """Rules that tie two keys together."""
-    problems = _train_cases_bound(cfg) + _task_fits(cfg)
+    problems = _train_cases_bound(cfg) + _task_fits(cfg) + _backbone_packages(cfg)
     clip = _get(_get(cfg, "data"), "clip") if isinstance(_get(cfg, "data"), (Mapping, DictConfig)) else MISSING
     if isinstance(clip, (Mapping, DictConfig)):
         frames, length = _get(clip, "num_prompt_frames"), _get(clip, "length")

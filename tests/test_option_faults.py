@@ -160,3 +160,21 @@ def test_label_names_a_label_of_the_adapter(label, expected):
     else:
         with pytest.raises(ConfigError, match=expected):
             foreground_value(loaded, label)
+
+
+def test_a_backbone_whose_extra_is_not_installed_is_named_when_the_training_is_composed(tmp_path, monkeypatch):
+    """EdgeTAM's trunk comes from timm (the ``edgetam`` extra): without it the training is refused at the door,
+    naming the package and the install line, not after the data and the model were read."""
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "timm" else real(name, *a))
+    with pytest.raises(
+        ConfigError,
+        match=r"model.name=tiny_edgetam: EdgeTAM \(RepViT\) needs timm, which is not "
+        r"installed; pip install 'sam2-adapt\[edgetam\]'",
+    ):
+        validate(compose_cfg(tmp_path / "run", "model=tiny_edgetam", "adapter=bottleneck"), "train")
+    validate(compose_cfg(tmp_path / "run", "model=tiny"), "train")  # SAM2 needs nothing more
+    monkeypatch.setattr(importlib.util, "find_spec", real)
+    validate(compose_cfg(tmp_path / "run", "model=tiny_edgetam", "adapter=bottleneck"), "train")

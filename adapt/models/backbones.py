@@ -68,6 +68,7 @@ class Backbone:
         prefix_cache: whether the frozen prefix of its trunk can be cached (``adapt.models.hiera_prefix``).
         memory_modules: its video model's memory modules (attention over memory, memory encoder, ...).
         extra: the package extra it needs beyond the core install (``pip install sam2-adapt[extra]``).
+        packages: the import names that extra brings, looked for when a training is composed.
         trunk: the trunk in words, with what LoRA and the bottleneck adapter take in it.
         fill_hole_area: holes (background regions of at most this many low-res pixels) its reference
             video predictor fills in propagated masks: SAM2's and EdgeTAM's 8, the SAM 3 tracker's 0
@@ -92,6 +93,7 @@ class Backbone:
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
     extra: str | None = None
+    packages: tuple[str, ...] = ()
     notes: tuple[str, ...] = field(default_factory=tuple)
     patch: int = 16
     fill_hole_area: int = 8
@@ -193,6 +195,7 @@ BACKBONES: dict[str, Backbone] = {
         prefix_cache=False,
         memory_modules=SAM2_MEMORY + ("spatial_perceiver",),
         extra="edgetam",
+        packages=("timm",),
         trunk="RepViT (convolutional, from timm; no attention): LoRA's encoder_attn takes the 1x1 convolutions "
         "of each block's squeeze-excitation (the channel attention), encoder_mlp the 1x1 convolutions of "
         "its channel mixer; the bottleneck adapter (1x1 down/up over channels) sits after each block's "
