@@ -51,6 +51,7 @@ from adapt.data.names import (
 from adapt.errors import AdaptError, ConfigError, not_one_of
 from adapt.inference.names import BACKENDS, EXPORT_FORMATS, PROMPTS, PROPAGATION_MODES, QUANTIZE
 from adapt.inference.names import PRECISIONS as EVAL_PRECISIONS
+from adapt.models.backbones import backbone_of
 from adapt.models.names import (
     DIRECTIONS,
     EMBEDDING_CACHE_DTYPES,
@@ -940,8 +941,6 @@ def _backbone_packages(cfg: Any) -> list[str]:
     name = _get(model, "name") if isinstance(model, (Mapping, DictConfig)) else MISSING
     if not isinstance(name, str):
         return []
-    from adapt.models.backbones import backbone_of  # lazy: reads a local model folder's config.json
-
     row = backbone_of(name)
     missing = [p for p in row.packages if importlib.util.find_spec(p) is None]
     return (
