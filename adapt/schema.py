@@ -690,7 +690,8 @@ def _hints(schema: type) -> dict[str, Any]:
 
 
 def _get(node: Any, key: str) -> Any:
-    """``node[key]`` resolved; ``MISSING`` when absent or when it needs Hydra's runtime (``${hydra:...}``)."""
+    """``node[key]`` resolved; ``MISSING`` when absent, when ``node`` is no section (so ``_get(_get(cfg, "a"),
+    "b")`` reads ``a.b`` whatever ``a`` holds), or when it needs Hydra's runtime (``${hydra:...}``)."""
     try:
         if isinstance(node, DictConfig):
             if key not in node:
@@ -901,25 +902,18 @@ def _task_fits(cfg: Any) -> list[str]:
     if not memory:
         for key in MEMORY_TASK_KEYS:
             section, name = key.split(".")
-            node = _get(cfg, section)
-            if isinstance(node, (Mapping, DictConfig)) and _get(node, name) is not MISSING:
+            if _get(_get(cfg, section), name) is not MISSING:
                 problems.append(
                     f"{key} is an option of task=propagation (SAM2's memory), which task={task} does not read "
                     f"(a recipe of task=propagation?): choose task=propagation, or drop it with ~{key}"
                 )
-        targets = (
-            _get(_get(cfg, "adapter"), "targets")
-            if isinstance(_get(cfg, "adapter"), (Mapping, DictConfig))
-            else MISSING
-        )
+        targets = _get(_get(cfg, "adapter"), "targets")
         if isinstance(targets, list) and "memory" in targets:
             problems.append(
                 f"adapter.targets={targets} holds memory, but task={task} builds SAM2's image model, which has no "
                 "memory layers: choose task=propagation, or leave memory out of adapter.targets"
             )
-    iterations = (
-        _get(_get(cfg, "prompts"), "iterations") if isinstance(_get(cfg, "prompts"), (Mapping, DictConfig)) else 0
-    )
+    iterations = _get(_get(cfg, "prompts"), "iterations")
     if memory and isinstance(iterations, int) and iterations > 0:
         problems.append(
             f"prompts.iterations={iterations} (correction clicks) applies to task=segmentation; task={task} "
@@ -937,8 +931,7 @@ def _task_fits(cfg: Any) -> list[str]:
 def _backbone_packages(cfg: Any) -> list[str]:
     """The packages ``model.name``'s backbone needs beyond the core install (EdgeTAM's timm), looked for
     without importing them: a missing one is named before the data and the model load, not after."""
-    model = _get(cfg, "model")
-    name = _get(model, "name") if isinstance(model, (Mapping, DictConfig)) else MISSING
+    name = _get(_get(cfg, "model"), "name")  # MISSING where model is no section
     if not isinstance(name, str):
         return []
     row = backbone_of(name)
@@ -956,7 +949,7 @@ def _backbone_packages(cfg: Any) -> list[str]:
 def _train_extras(cfg: Any) -> list[str]:
     """Rules that tie two keys together."""
     problems = _train_cases_bound(cfg) + _task_fits(cfg) + _backbone_packages(cfg)
-    clip = _get(_get(cfg, "data"), "clip") if isinstance(_get(cfg, "data"), (Mapping, DictConfig)) else MISSING
+    clip = _get(_get(cfg, "data"), "clip")
     if isinstance(clip, (Mapping, DictConfig)):
         frames, length = _get(clip, "num_prompt_frames"), _get(clip, "length")
         if isinstance(frames, int) and isinstance(length, int) and frames > length:

@@ -47,7 +47,7 @@ import numpy as np
 import yaml
 
 from adapt.data.cards import MAX_CHANNELS, TODO_CITATION, TODO_LICENSE, load_card
-from adapt.data.encoding import MAX_COLOURS, LabelEncoding, colour_text, exact_colours
+from adapt.data.encoding import MAX_COLOURS, LabelEncoding, channels_differ, colour_text, exact_colours
 from adapt.data.inspect import Layout, find_layout
 from adapt.data.formats import FORMATS, for_path, header_channels, is_lossy, read_raster
 from adapt.data.sources import data_root, list_cases, partition_cases
@@ -116,12 +116,13 @@ def unlabelled_channel_notes(unlabelled: Sequence[Path], stats: list[CaseStats])
     if not unlabelled or not counts:
         return []
     usual = counts.most_common(1)[0][0]
-    odd = [p for p in unlabelled if (c := header_channels(p)) is not None and c != usual and {c, usual} != {1, 3}]
+    found = [(p, header_channels(p)) for p in unlabelled]
+    odd = [(p, c) for p, c in found if c is not None and c != usual and {c, usual} != {1, 3}]
     if not odd:
         return []
     return [
-        f"{len(odd)} unlabelled image(s) store {header_channels(odd[0])} channel(s) where the labelled cases have "
-        f"{usual} (e.g. {odd[0]}; a volume's 4th axis -- time frames, echoes -- is read as channels): an adapter "
+        f"{len(odd)} unlabelled image(s) store {odd[0][1]} channel(s) where the labelled cases have "
+        f"{usual} (e.g. {odd[0][0]}; a volume's 4th axis -- time frames, echoes -- is read as channels): an adapter "
         "trained on this card refuses them; move them out of the folder (or drop their rows from a CSV manifest)"
     ]
 
@@ -147,8 +148,7 @@ def file_encoding(path: Path) -> tuple[str, Counter[int]]:
         return "ids", Counter()
     pictures = for_path(path).colours and not is_lossy(path.name)  # never a label volume's voxels packed
     colours = exact_colours(raster.array) if pictures else None
-    coloured = raster.array.shape[0] > 1 and not all(np.array_equal(raster.array[0], c) for c in raster.array[1:])
-    if coloured:
+    if channels_differ(raster.array):
         return ("colours" if colours is not None else "lossy"), colours or Counter()
     values = set(np.unique(raster.array).tolist())
     if is_lossy(path.name) and max(values) > 1:

@@ -239,13 +239,18 @@ def present_ids(array: np.ndarray) -> np.ndarray:
     return np.unique(array)
 
 
+def channels_differ(array: np.ndarray) -> bool:
+    """Whether a channel-first label array's channels differ: a coloured picture, not a grey one stored as RGB."""
+    return array.shape[0] > 1 and not all(np.array_equal(array[0], channel) for channel in array[1:])
+
+
 def integer_plane(array: np.ndarray, path: Path | str) -> np.ndarray:
     """The single-channel integer map of a label file's channel-first ``array``.
 
     Raises:
         DataError: different channels (a colour-coded map), non-finite or non-integer values.
     """
-    if array.shape[0] > 1 and not all(np.array_equal(array[0], array[c]) for c in range(1, array.shape[0])):
+    if channels_differ(array):
         raise DataError(
             f"{path}: label image has {array.shape[0]} different channels; a colour-coded map (one colour per "
             'class) needs its colours in the card\'s mask_values (e.g. urban: "#00ffff"; python -m adapt.data '

@@ -49,7 +49,7 @@ from typing import Any
 from adapt.data.formats import FORMATS, for_name, strip_suffix
 from adapt.data.formats.dicom import is_series
 from adapt.data.nnunet import read_dataset, recognises
-from adapt.data.sources import MANIFEST_FIX, _msd_test_entries, msd_entries, refuse_link_loops
+from adapt.data.sources import MANIFEST_FIX, _msd_test_entries, case_ids, msd_entries, refuse_link_loops
 from adapt.data.tables import columns_of, read_rows
 from adapt.errors import ConfigError, DataError
 
@@ -302,11 +302,9 @@ def _folder_layout(root: Path) -> Layout:
     layout.notes += _second_labels(pairs, lone_labels)
     if source["kind"] == "csv":
         rows = [(i, lab.rel.as_posix()) for i, lab in pairs] + [(i, "") for i in lone_images]
-        keys = [i.key for i, _ in rows]
-        unique = len(set(keys)) == len(keys)  # else the path names the case, as a folder source does
+        groups = case_ids([i.rel.as_posix() for i, _ in rows], [i.key for i, _ in rows])  # keys, else paths
         layout.csv_rows = [
-            {"image": i.rel.as_posix(), "label": label, "case": i.key if unique else strip_suffix(i.rel.as_posix())}
-            for i, label in rows
+            {"image": i.rel.as_posix(), "label": label, "case": group} for (i, label), group in zip(rows, groups)
         ]
         if lone_images:
             source["unlabelled"] = True

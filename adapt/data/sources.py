@@ -295,11 +295,12 @@ def _folder(card: DataCard, root: Path) -> list[Case]:
     return cases
 
 
-def case_ids(images: list[str]) -> list[str]:
-    """The case ids of images named by these paths: their file names without suffixes where those are
-    unique, else the paths without suffixes (``case_00000/imaging``: per-case folders of same-named files)."""
-    stems = [strip_suffix(PurePosixPath(p).name) for p in images]
-    return stems if len(set(stems)) == len(stems) else [strip_suffix(p) for p in images]
+def case_ids(images: list[str], names: list[str] | None = None) -> list[str]:
+    """The case ids of images named by these paths: their ``names`` (default: the file names without suffixes)
+    where those are unique, else the paths without suffixes (``case_00000/imaging``: per-case folders of
+    same-named files)."""
+    names = [strip_suffix(PurePosixPath(p).name) for p in images] if names is None else names
+    return names if len(set(names)) == len(names) else [strip_suffix(p) for p in images]
 
 
 #: How a ``csv`` source's manifest is written (named when it is not).

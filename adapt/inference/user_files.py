@@ -43,7 +43,8 @@ def slice_axis_of(preprocessing: dict) -> int:
 def check_prompt_fits(prompt: Prompt, image: Path, slice_axis: int) -> None:
     """``Prompt.check_fits`` on what the image's header says (a volume's extent as the runner addresses it:
     ``VolumeView.extent``, slices along ``slice_axis``), so a slice or a box outside it is named before minutes
-    of model loading (``predict`` and ``annotate`` ask it of each input). A ``from_mask`` prompt, or a file whose header tells no grid, is left to the runner.
+    of model loading (``predict`` and ``annotate`` ask it of each input). A ``from_mask`` prompt, or a file
+    whose header tells no grid, is left to the runner.
 
     Raises:
         ConfigError: the prompt does not fit the image.
