@@ -416,6 +416,39 @@ def test_nsd_looks_up_the_grid_and_decides_as_the_kd_trees(monkeypatch, spacing,
 
 
 @pytest.mark.parametrize(
+    ("shape", "spacing", "box"),
+    [
+        ((14, 18, 9), [0.8, 0.8, 2.5], (slice(0, 3), slice(5, 9), slice(0, 9))),  # on the border, one side
+        ((14, 18, 9), [2.5, 0.8, 0.8], (slice(6, 8), slice(15, 18), slice(4, 5))),  # the far corner
+        ((30, 34), [1.0, 1.0], (slice(10, 14), slice(0, 2))),
+        ((30, 34), None, (slice(0, 0), slice(0, 0))),  # no target at all
+    ],
+)
+def test_targets_in_a_corner_are_looked_up_in_their_box_and_edges_equal_scipys(shape, spacing, box):
+    """Targets gathered in one box (a liver beside a noisy prediction over the whole grid) are looked up in
+    that box grown by the reach: every point, inside it, beyond it or on the grid's border, gets the trees'
+    answer. Edges and coordinates equal scipy's erosion and numpy's ``argwhere`` on masks touching the border."""
+    import adapt.metrics.surface as surface
+
+    points = random_masks(101, shape, 0.3)
+    targets = np.zeros(shape, dtype=bool)
+    targets[box] = random_masks(102, shape, 0.5)[box]
+    for tolerance in (0.0, 1.0, 2.0, 3.5):
+        found = surface.within_tolerance(points, targets, spacing, tolerance)
+        distances = surface.nearest(
+            surface.coordinates(points, spacing),
+            surface.coordinates(targets, spacing),
+            surface.tolerance_bound(tolerance),
+        )
+        np.testing.assert_array_equal(found, (distances <= tolerance).numpy())
+        assert found.any() == targets.any()
+    for mask in (points, targets, np.ones(shape, dtype=bool)):
+        np.testing.assert_array_equal(surface.edge_grid(mask), mask & ~binary_erosion(mask))
+        scale = np.ones(len(shape)) if spacing is None else np.asarray(spacing)
+        np.testing.assert_array_equal(surface.coordinates(mask, spacing), np.argwhere(mask) * scale)
+
+
+@pytest.mark.parametrize(
     ("shape", "spacing", "tolerance"),
     [
         ((14, 18, 9), (1.0, 1.0, 1.0), 12.0),  # past the grid along z: the neighbourhood stops at its edge

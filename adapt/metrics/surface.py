@@ -59,7 +59,7 @@ from typing import Any, Literal, NamedTuple
 import numpy as np
 import torch
 from monai.metrics.utils import get_code_to_measure_table
-from scipy.ndimage import binary_erosion, distance_transform_edt
+from scipy.ndimage import distance_transform_edt
 from scipy.spatial import KDTree
 
 from adapt.metrics.overlap import ArrayLike, as_mask, check_same_shape
@@ -117,6 +117,17 @@ def in_memory_order(
     return pred.transpose(order), gt.transpose(order), None if spacing is None else [spacing[a] for a in order]
 
 
+def bounding_box(grid: np.ndarray) -> list[tuple[int, int]] | None:
+    """First and last index of the True cells of ``grid`` along each axis, or ``None`` when it has none."""
+    box = []
+    for axis in range(grid.ndim):
+        hits = np.flatnonzero(grid.any(axis=tuple(a for a in range(grid.ndim) if a != axis)))
+        if not len(hits):
+            return None
+        box.append((int(hits[0]), int(hits[-1])))
+    return box
+
+
 def crop_union(pred: np.ndarray, gt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Both masks on the bounding box of ``pred | gt`` grown by one voxel, zeros beyond the array.
 
@@ -124,27 +135,44 @@ def crop_union(pred: np.ndarray, gt: np.ndarray) -> tuple[np.ndarray, np.ndarray
     coordinates, and therefore every distance, are the ones MONAI computes; the margin keeps a
     border of background around both masks, so no edge is lost or made by the crop.
     """
-    union = pred | gt
-    box = []
-    for axis in range(union.ndim):
-        hits = np.flatnonzero(union.any(axis=tuple(a for a in range(union.ndim) if a != axis)))
-        box.append((int(hits[0]) - 1, int(hits[-1]) + 2))
-    inside = tuple(slice(max(lo, 0), min(hi, n)) for (lo, hi), n in zip(box, union.shape))
-    pad = [(max(-lo, 0), max(hi - n, 0)) for (lo, hi), n in zip(box, union.shape)]
+    box = [(lo - 1, hi + 2) for lo, hi in bounding_box(pred | gt)]
+    inside = tuple(slice(max(lo, 0), min(hi, n)) for (lo, hi), n in zip(box, pred.shape))
+    pad = [(max(-lo, 0), max(hi - n, 0)) for (lo, hi), n in zip(box, pred.shape)]
     return np.pad(pred[inside], pad), np.pad(gt[inside], pad)
 
 
 def coordinates(grid: np.ndarray, spacing: list[float] | None) -> np.ndarray:
-    """Coordinates (mm, or voxels without a spacing) of the True cells of ``grid``, in C order."""
-    points = np.argwhere(grid).astype(np.float64)
+    """Coordinates (mm, or voxels without a spacing) of the True cells of ``grid``, in C order.
+
+    ``np.argwhere`` stacks its index arrays through a generic transpose (~0.1-0.2 s for a noisy CT
+    mask's edges); one flat search and its unravelled axes written column by column give the same
+    numbers in a fraction of that."""
+    cells = np.unravel_index(np.flatnonzero(grid), grid.shape)
+    points = np.empty((len(cells[0]), grid.ndim), dtype=np.float64)
+    for axis, along in enumerate(cells):
+        points[:, axis] = along
     if spacing is not None:
         points *= np.asarray(spacing, dtype=np.float64)
     return points
 
 
 def edge_grid(mask: np.ndarray) -> np.ndarray:
-    """The edge voxels of a mask: the mask minus its erosion by a cross."""
-    return mask ^ binary_erosion(mask)
+    """The edge voxels of a mask: the mask minus its erosion by a cross (``binary_erosion``'s, beyond the
+    array is background), the erosion made of byte operations on shifted views (scipy's generic
+    erosion took ~0.05 s per CT-sized mask, most of a noisy class's surface)."""
+    kept = mask.copy()
+    for axis in range(mask.ndim):
+        after, before = _along(mask.ndim, axis, slice(1, None)), _along(mask.ndim, axis, slice(None, -1))
+        kept[after] &= mask[before]
+        kept[before] &= mask[after]
+        kept[_along(mask.ndim, axis, 0)] = False
+        kept[_along(mask.ndim, axis, -1)] = False
+    return mask ^ kept
+
+
+def _along(ndim: int, axis: int, index: int | slice) -> tuple:
+    """An index that takes ``index`` along ``axis`` and everything along the others."""
+    return tuple(index if a == axis else slice(None) for a in range(ndim))
 
 
 def element_grid(mask: np.ndarray, spacing: list[float] | None) -> tuple[np.ndarray, np.ndarray]:
@@ -211,13 +239,27 @@ def within_tolerance(
         bound = tolerance_bound(tolerance_mm)
         return (nearest(coordinates(points, spacing), coordinates(targets, spacing), bound) <= tolerance_mm).numpy()
     reach = np.abs(offsets).max(axis=0) if len(offsets) else np.zeros(points.ndim, dtype=np.int64)
-    padded = np.pad(targets, [(int(r), int(r)) for r in reach]).ravel()
-    shape = tuple(n + 2 * int(r) for n, r in zip(targets.shape, reach))
-    strides = np.array([int(np.prod(shape[a + 1 :])) for a in range(len(shape))], dtype=np.int64)
-    flat = (np.argwhere(points) + reach) @ strides
-    found = np.zeros(len(flat), dtype=bool)
+    cells = np.unravel_index(np.flatnonzero(points), points.shape)
+    found = np.zeros(len(cells[0]), dtype=bool)
+    box = bounding_box(targets)
+    if box is None:
+        return found
+    # Only points within reach of the targets' box can find one; the box, grown by twice the reach and
+    # zeros beyond the targets, is what they look up (a liver's box, not a noisy CT mask's whole grid).
+    first, last = np.array([lo for lo, _ in box]), np.array([hi for _, hi in box])
+    inside = np.ones(len(found), dtype=bool)
+    for axis, along in enumerate(cells):
+        inside &= (along >= first[axis] - reach[axis]) & (along <= last[axis] + reach[axis])
+    region = np.zeros(tuple(last - first + 1 + 4 * reach), dtype=bool)
+    region[tuple(slice(2 * r, 2 * r + hi - lo + 1) for r, (lo, hi) in zip(reach, box))] = targets[
+        tuple(slice(lo, hi + 1) for lo, hi in box)
+    ]
+    strides = np.array([int(np.prod(region.shape[a + 1 :])) for a in range(region.ndim)], dtype=np.int64)
+    flat = sum((along[inside] - (first[axis] - 2 * reach[axis])) * strides[axis] for axis, along in enumerate(cells))
+    near, region = np.zeros(len(flat), dtype=bool), region.ravel()
     for step in offsets @ strides:
-        found |= padded[flat + step]
+        near |= region[flat + step]
+    found[inside] = near
     return found
 
 
