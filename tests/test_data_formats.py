@@ -448,3 +448,49 @@ def test_a_change_of_mask_values_invalidates_the_preprocessed_cache(tmp_path):
 
     plain = card_at(tmp_path, "isic2018", mask_values=None)
     assert settings_key(card_at(tmp_path, "isic2018")) != settings_key(plain)
+
+
+def _gz_with_members(path, raw: bytes, members: int) -> None:
+    """``raw`` gzipped as ``members`` concatenated gzip members (what ``cat a.gz b.gz`` makes)."""
+    import gzip
+
+    cuts = np.linspace(0, len(raw), members + 1).astype(int)
+    path.write_bytes(b"".join(gzip.compress(raw[a:b], compresslevel=1) for a, b in zip(cuts[:-1], cuts[1:])))
+
+
+@pytest.mark.parametrize(
+    ("dtype", "slope", "inter", "members"),
+    [
+        ("<i2", 1.0, 0.0, 1),  # a CT as most tools write it
+        ("<i2", 0.5, -1024.0, 1),  # scaled: nibabel's float result
+        (">i2", 1.0, 0.0, 1),  # big-endian storage
+        ("<u2", 2.0, 10.0, 3),  # an MR's unsigned voxels, as three concatenated gzip members
+        ("<f4", 1.0, 0.0, 2),
+    ],
+)
+def test_a_gzipped_nifti_is_decompressed_here_into_nibabels_array(tmp_path, dtype, slope, inter, members):
+    """The voxels of a ``.nii.gz`` decompressed into one buffer (``nifti.gunzip``) are nibabel's own array,
+    scaling, byte order and concatenated gzip members included; a cut file names itself and the bytes it lacks,
+    and damaged compressed voxels fail the gzip checksum (nibabel, reading no further than the voxels, returned
+    them)."""
+    rng = np.random.default_rng(0)
+    volume = (rng.normal(100, 400, (21, 17, 5))).astype(dtype)
+    image = nib.Nifti1Image(volume, np.diag([0.8, 0.8, 2.5, 1.0]))
+    image.header.set_slope_inter(slope, inter)
+    plain = tmp_path / "ct.nii"
+    nib.save(image, plain)
+    path = tmp_path / "ct.nii.gz"
+    _gz_with_members(path, plain.read_bytes(), members)
+    expected = np.asanyarray(nib.load(plain).dataobj)
+    found = read_raster(path).array[0]
+    assert found.dtype == expected.dtype and found.flags.f_contiguous
+    np.testing.assert_array_equal(found, expected)
+
+    cut = tmp_path / "cut.nii.gz"
+    _gz_with_members(cut, plain.read_bytes()[: len(plain.read_bytes()) - 300], 1)
+    with pytest.raises(DataError, match=r"cut\.nii\.gz: the file ends after .* of the .* bytes of voxels"):
+        read_raster(cut)
+    broken = tmp_path / "broken.nii.gz"
+    broken.write_bytes(path.read_bytes()[:400] + bytes(200) + path.read_bytes()[600:])
+    with pytest.raises(DataError, match=r"broken\.nii\.gz: the compressed data is damaged"):
+        read_raster(broken)

@@ -201,7 +201,7 @@ def predict_classes(
         found, simulator = np.flatnonzero(present.any(axis=1)), protocol.simulator()
         for index in found:
             mask = _propagate(engine, video, images, truth == values[index], simulator, (case_index, int(index)))
-            maps[0][(maps[0] == 0) & mask] = index + 1
+            claim(maps[0], mask, index + 1)
             if index != found[-1]:
                 tell(index + 1, maps[0])
     else:
@@ -240,7 +240,7 @@ def _segment_planes(
         )
         for k, predicted in found.items():
             for (z, index, _, _), plane in zip(batch, predicted):
-                maps[k][z][(maps[k][z] == 0) & plane] = index + 1
+                claim(maps[k][z], plane, index + 1)
         for index, end in enumerate(last):
             if more_to_do and planes[0] <= end <= planes[-1]:
                 tell(index + 1, maps[0])
@@ -257,6 +257,13 @@ def _segment_planes(
         batch += objects
     if batch:
         run(more_to_do=False)
+
+
+def claim(classes: np.ndarray, mask: np.ndarray, index: int) -> None:
+    """Class ``index`` written into ``classes`` where ``mask`` is and no earlier class is: an addition of the
+    masked index (one pass; a boolean-indexed assignment per object was ~5x the time, and 5 click counts of
+    every object of a CT made it most of the evaluation's work between model calls)."""
+    classes += ((classes == 0) & mask) * classes.dtype.type(index)
 
 
 def _propagate(

@@ -175,9 +175,9 @@ def read_scan(
     # indices (as an image it would become RGB), and nodata is the image's to mark, not the label's.
     raster = read_raster(path, as_image=not label)
     pixels, dtype = raster.array if label else raster.data_pixels(), str(raster.array.dtype)
-    # Label ids stay integers (a CT's label map as float32 was 4x its bytes, and rounded back to ids).
-    pixels = pixels if label and np.issubdtype(pixels.dtype, np.integer) else pixels.astype(np.float32)
     if not FORMATS[kind].volume:
+        # Label ids stay integers (a CT's label map as float32 was 4x its bytes, and rounded back to ids).
+        pixels = pixels if label and np.issubdtype(pixels.dtype, np.integer) else pixels.astype(np.float32)
         valid = None if label else raster.valid()
         return Scan(
             pixels[None],
@@ -189,6 +189,12 @@ def read_scan(
         )
     stack, view = to_training_grid(pixels, raster.affine, slice_axis, spacing, label)
     return Scan(stack, kind, raster.header, path, view, dtype=dtype, stored=raster.array if label else None)
+
+
+#: Image types reoriented as stored when nothing is resampled (flips are exact in any type, and an int16 CT
+#: is half its float32 bytes); the stack converts them to float32 in the copy it makes anyway. Others
+#: (uint16, big-endian) are not tensors torch can flip, and resampling takes float32.
+KEPT_TYPES = tuple(np.dtype(t) for t in (np.uint8, np.int8, np.int16, np.int32, np.float32))
 
 
 def to_training_grid(
@@ -203,14 +209,22 @@ def to_training_grid(
     The volume goes through training's own ``grid_transforms`` (RAS, then ``spacing``: bilinear
     for images, nearest for label maps).
     """
-    steps = grid_transforms(("image",), ("nearest" if label else "bilinear",), target_pixdim(spacing, slice_axis))
+    pixdim = target_pixdim(spacing, slice_axis)
+    if label:  # label ids stay integers (a CT's label map as float32 was 4x its bytes, and rounded back to ids)
+        pixels = pixels if np.issubdtype(pixels.dtype, np.integer) else pixels.astype(np.float32)
+    elif pixdim is not None or np.dtype(pixels.dtype) not in KEPT_TYPES:
+        pixels = pixels.astype(np.float32)
+    steps = grid_transforms(("image",), ("nearest" if label else "bilinear",), pixdim)
     item = {
         "image": MetaTensor(torch.from_numpy(np.asarray(pixels)), affine=torch.as_tensor(affine, dtype=torch.float64))
     }
     grid = Compose(steps)(item)["image"]
     view = VolumeView(affine, pixels.shape[1:], np.asarray(grid.affine, np.float64), grid.shape[1:], slice_axis)
-    stack = np.stack([view.to_stack(channel) for channel in grid.as_tensor().numpy()], axis=1)
-    return np.ascontiguousarray(stack, dtype=stack.dtype if label else np.float32), view
+    planes = [view.to_stack(channel) for channel in grid.as_tensor().numpy()]
+    stack = np.empty((len(planes[0]), len(planes), *planes[0].shape[1:]), planes[0].dtype if label else np.float32)
+    for index, channel in enumerate(planes):  # one copy, converting as it goes
+        stack[:, index] = channel
+    return stack, view
 
 
 def to_unit(scan: Scan, preprocessing: Mapping[str, Any]) -> np.ndarray:

@@ -5,11 +5,18 @@ affine; a 5D file with a single time point is accepted with a warning (the time 
 several time points are refused with how to split them. A mask is written with the image's
 header (qform and sform codes kept, the data type set to the mask's, no scaling) so that viewers
 overlay it exactly. Only floating-point storage can hold NaN (nibabel drops a non-finite scaling).
+
+A gzipped file's voxels are decompressed here, into one numpy buffer, with Intel's ISA-L when it is
+installed (``isal``, ~2.5x zlib's speed) and zlib otherwise: nibabel's own route (``GzipFile`` into a
+``bytearray``) took ~0.17 s for a 512 x 512 x 63 CT against ~0.065 s, and its chunks and buffer were
+fresh memory, which on a virtual machine costs as much again the first time it is touched. The header,
+the scaling and every other file stay nibabel's.
 """
 
 from __future__ import annotations
 
 import logging
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +29,14 @@ from adapt.errors import DataError
 
 log = logging.getLogger(__name__)
 
+try:  # ISA-L's inflate, zlib's interface
+    from isal import isal_zlib as inflate
+except ImportError:  # pragma: no cover - isal is a dependency; zlib does the same, slower
+    inflate = zlib
+
+#: Compressed bytes read, and decompressed bytes made, per step: a few MB of transient memory per file.
+STEP = 1 << 22
+
 
 def read(path: Path, as_image: bool = False) -> Raster:
     """The volume ``[C, X, Y, Z]`` and its affine; ``header`` is the nibabel image (the writer's template)."""
@@ -33,7 +48,7 @@ def read(path: Path, as_image: bool = False) -> Raster:
             f"{path}: an empty axis (shape {tuple(image.shape)}): the file holds no pixels; "
             "every axis needs at least one: re-export the file"
         )
-    data = np.asanyarray(image.dataobj)
+    data = _voxels(image, path)
     if isinstance(data, np.memmap):  # an uncompressed file that nibabel maps: into memory, in its own layout
         data = np.array(data, order="K")
     if data.ndim == 2:
@@ -55,6 +70,62 @@ def read(path: Path, as_image: bool = False) -> Raster:
     # In the file's own (Fortran) layout: a C-order copy transposed every voxel, the costliest step of
     # reading a gzipped label map; the readers downstream take any strides.
     return Raster(data, np.asarray(image.affine, dtype=np.float64), path, image)
+
+
+def _voxels(image: Any, path: Path) -> np.ndarray:
+    """``np.asanyarray(image.dataobj)``: the stored voxels, scaled as the header says; a gzipped file's
+    decompressed by ``gunzip``."""
+    from nibabel.arrayproxy import ArrayProxy
+    from nibabel.volumeutils import apply_read_scaling
+
+    proxy = image.dataobj
+    if type(proxy) is not ArrayProxy or not str(path).lower().endswith(".gz"):
+        return np.asanyarray(proxy)
+    size = int(np.prod(proxy.shape)) * proxy.dtype.itemsize
+    try:
+        raw = gunzip(path, proxy.offset + size)
+    except (zlib.error, inflate.error) as error:
+        raise DataError(
+            f"{path}: the compressed data is damaged ({error}; its header reads, its voxels do not): "
+            "copy or re-export the file"
+        ) from error
+    if len(raw) < proxy.offset + size:
+        raise DataError(
+            f"{path}: the file ends after {max(len(raw) - proxy.offset, 0)} of the {size} bytes of voxels its "
+            "header announces (an interrupted copy or download?): copy or re-export it"
+        )
+    voxels = np.ndarray(proxy.shape, dtype=proxy.dtype, buffer=raw, offset=proxy.offset, order=proxy.order)
+    return apply_read_scaling(voxels, proxy.slope, proxy.inter)
+
+
+def gunzip(path: Path, size: int) -> np.ndarray:
+    """The first ``size`` bytes of gzip file ``path`` (fewer if it ends sooner), decompressed into one buffer
+    (concatenated gzip members continue one another, as ``gzip`` reads them). The member holding the last
+    byte is read to its end, so its checksum is verified: damaged voxels are refused, not returned.
+
+    Raises:
+        zlib.error / isal_zlib.error: the bytes are not gzip data, or fail the checksum.
+    """
+    out, filled = np.empty(size, dtype=np.uint8), 0
+    stream, pending = inflate.decompressobj(31), b""
+    with open(path, "rb") as file:
+        while filled < size:
+            if stream.eof:  # the next member
+                stream, pending = inflate.decompressobj(31), stream.unused_data
+            pending = pending or file.read(STEP)
+            if not pending:
+                break
+            piece = stream.decompress(pending, min(size - filled, STEP))
+            pending = stream.unconsumed_tail
+            out[filled : filled + len(piece)] = np.frombuffer(piece, dtype=np.uint8)
+            filled += len(piece)
+        while filled == size and not stream.eof:  # on to the member's end (what follows is dropped), and its checksum
+            pending = pending or file.read(STEP)
+            if not pending:
+                break
+            stream.decompress(pending, STEP)
+            pending = stream.unconsumed_tail
+    return out[:filled]
 
 
 def write(labels: np.ndarray, source: Any, path: Path) -> None:
