@@ -369,8 +369,9 @@ def predict_input(
 
 def class_indices(truth: np.ndarray, values: list[int], valid: np.ndarray | None) -> np.ndarray:
     """Output class ``i + 1`` where ``truth`` holds ``values[i]``, 0 elsewhere, -1 where no data is
-    (a GeoTIFF's nodata: counted in no class); int16, in ``truth``'s layout."""
-    classes = np.zeros_like(truth, dtype=np.int16)
+    (a GeoTIFF's nodata: counted in no class); int8 (int16 from 127 classes on: a CT's copy is half the
+    bytes), in ``truth``'s layout."""
+    classes = np.zeros_like(truth, dtype=np.int8 if len(values) < 127 else np.int16)
     for index, value in enumerate(values, start=1):
         classes[truth == value] = index
     if valid is not None:

@@ -50,7 +50,8 @@ class Scan:
     """An input image and its geometry.
 
     Attributes:
-        pixels: ``[Z, C, H, W]`` in the file's own units (HU for CT): float32; a label file's integer
+        pixels: ``[Z, C, H, W]`` in the file's own units (HU for CT): float32, or a volume's own type where
+            nothing was resampled and torch can flip it (``KEPT_TYPES``: an int16 CT); a label file's integer
             ids in their own type.
         kind: its format's name in ``adapt.data.formats.FORMATS`` (``nifti``, ``dicom``, ``pillow``, ``tiff``).
         geometry: format-specific header kept for the writer.
@@ -191,9 +192,9 @@ def read_scan(
     return Scan(stack, kind, raster.header, path, view, dtype=dtype, stored=raster.array if label else None)
 
 
-#: Image types reoriented as stored when nothing is resampled (flips are exact in any type, and an int16 CT
-#: is half its float32 bytes); the stack converts them to float32 in the copy it makes anyway. Others
-#: (uint16, big-endian) are not tensors torch can flip, and resampling takes float32.
+#: Image types kept as stored when nothing is resampled: reorienting and stacking move values (exact in any
+#: type), and an int16 CT is half its float32 bytes (``to_unit`` makes the float32 model input in one pass).
+#: Others (uint16, big-endian) are not tensors torch can flip, and resampling takes float32.
 KEPT_TYPES = tuple(np.dtype(t) for t in (np.uint8, np.int8, np.int16, np.int32, np.float32))
 
 
@@ -220,11 +221,7 @@ def to_training_grid(
     }
     grid = Compose(steps)(item)["image"]
     view = VolumeView(affine, pixels.shape[1:], np.asarray(grid.affine, np.float64), grid.shape[1:], slice_axis)
-    planes = [view.to_stack(channel) for channel in grid.as_tensor().numpy()]
-    stack = np.empty((len(planes[0]), len(planes), *planes[0].shape[1:]), planes[0].dtype if label else np.float32)
-    for index, channel in enumerate(planes):  # one copy, converting as it goes
-        stack[:, index] = channel
-    return stack, view
+    return np.stack([view.to_stack(channel) for channel in grid.as_tensor().numpy()], axis=1), view
 
 
 def to_unit(scan: Scan, preprocessing: Mapping[str, Any]) -> np.ndarray:

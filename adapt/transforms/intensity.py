@@ -37,15 +37,17 @@ def scale_intensity(volume: np.ndarray, intensity: Mapping[str, Any], valid: np.
     Returns:
         ``float32`` array of the same shape, clipped to [0, 1].
     """
-    volume = np.asarray(volume, dtype=np.float32)
     if intensity.get("window") is not None:
         low, high = (float(v) for v in intensity["window"])
     else:
+        volume = np.asarray(volume, dtype=np.float32)
         sample = volume if valid is None else volume[np.broadcast_to(valid, volume.shape)]
         low, high = (
             np.percentile(sample, intensity.get("percentiles") or DEFAULT_PERCENTILES) if sample.size else (0, 1)
         )
-    out = volume - low  # one new array, then in place (a CT volume is ~60 MB per pass); float64 with percentiles
+    # One new array, then in place (a CT volume is ~60 MB per pass): an int16 CT goes to float32 in the
+    # subtraction itself, the values of ``float32(volume) - low``; float64 with percentiles.
+    out = np.subtract(volume, low, dtype=np.result_type(np.float32, low))
     out /= max(high - low, 1e-6)
     out = np.clip(out, 0, 1, out=out).astype(np.float32, copy=False)
     return out if valid is None else np.where(valid, out, np.float32(0))
