@@ -488,9 +488,11 @@ def test_a_gzipped_nifti_is_decompressed_here_into_nibabels_array(tmp_path, dtyp
 
     cut = tmp_path / "cut.nii.gz"
     _gz_with_members(cut, plain.read_bytes()[: len(plain.read_bytes()) - 300], 1)
-    with pytest.raises(DataError, match=r"cut\.nii\.gz: the file ends after .* of the .* bytes of voxels"):
+    with pytest.raises(
+        DataError, match=r"cut\.nii\.gz: unreadable as NIfTI: the file ends after .* of the .* bytes of voxels"
+    ):
         read_raster(cut)
     broken = tmp_path / "broken.nii.gz"
     broken.write_bytes(path.read_bytes()[:400] + bytes(200) + path.read_bytes()[600:])
-    with pytest.raises(DataError, match=r"broken\.nii\.gz: the compressed data is damaged"):
+    with pytest.raises(DataError, match=r"broken\.nii\.gz: unreadable as NIfTI: the compressed data is damaged"):
         read_raster(broken)

@@ -86,13 +86,13 @@ def _voxels(image: Any, path: Path) -> np.ndarray:
         raw = gunzip(path, proxy.offset + size)
     except (zlib.error, inflate.error) as error:
         raise DataError(
-            f"{path}: the compressed data is damaged ({error}; its header reads, its voxels do not): "
-            "copy or re-export the file"
+            f"{path}: unreadable as NIfTI: the compressed data is damaged ({error}; its header reads, its voxels "
+            "do not): copy or re-export the file"
         ) from error
     if len(raw) < proxy.offset + size:
         raise DataError(
-            f"{path}: the file ends after {max(len(raw) - proxy.offset, 0)} of the {size} bytes of voxels its "
-            "header announces (an interrupted copy or download?): copy or re-export it"
+            f"{path}: unreadable as NIfTI: the file ends after {max(len(raw) - proxy.offset, 0)} of the {size} bytes of "
+            "voxels its header announces (an interrupted copy or download?): copy or re-export it"
         )
     voxels = np.ndarray(proxy.shape, dtype=proxy.dtype, buffer=raw, offset=proxy.offset, order=proxy.order)
     return apply_read_scaling(voxels, proxy.slope, proxy.inter)
