@@ -43,7 +43,7 @@ from adapt.inference.engine import auto_scan
 from adapt.inference.io import drop_nodata, to_unit, write_mask
 from adapt.inference.propagation import SlicePrompt, propagate
 from adapt.inference.runner import Predictor, predict_scan
-from adapt.inference.user_files import class_values, foreground_value, read_input
+from adapt.inference.user_files import class_values, foreground_value, read_input, slice_axis_of
 from adapt.outputs import claimed
 from adapt.schema import validate
 from adapt.storage import check_writable
@@ -112,7 +112,7 @@ def run(cfg: DictConfig) -> Result:
     out = Path(str(cfg.out))
     check_out(out, labelled + unlabelled, bool(cfg.overwrite))
     kinds = {c.id: for_path(Path(c.image)).name for c in unlabelled}
-    axis = int(((spec.metadata or {}).get("preprocessing") or {}).get("slice_axis", card.slice_axis))  # the runner's
+    axis = slice_axis_of((spec.metadata or {}).get("preprocessing") or {}, card.slice_axis)  # the runner's
     given = prompts.read_prompts(cfg.prompts, unlabelled, axis) if cfg.get("prompts") else {}
     plans = prompts.plan(unlabelled, given, spec.task == "semantic", {k: FORMATS[v].volume for k, v in kinds.items()})
     exports.require(
@@ -246,9 +246,7 @@ def calibrate(cfg: DictConfig) -> dict[str, Any]:
     targets = sorted(set(card.target_ids().values()))
     predicted, measured = [], []
     for case in _progress(cases):
-        scan, label = read_case(
-            case, int(loaded.preprocessing.get("slice_axis", 2)), True, loaded.preprocessing.get("spacing")
-        )
+        scan, label = read_case(case, slice_axis_of(loaded.preprocessing), True, loaded.preprocessing.get("spacing"))
         images, ids = to_unit(scan, loaded.preprocessing), label_stack(label, encoding)
         for z in range(len(ids)):
             truths = [ids[z] == t for t in targets if (ids[z] == t).any()]

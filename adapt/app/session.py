@@ -125,6 +125,11 @@ class Session:
         """Forget the prompt and the mask."""
         self.corners, self.points, self.prompt, self.mask, self.stack_mask = [], [], "", None, None
 
+    def _check_open(self) -> None:
+        """Refuse what needs an image before one is open (``open`` sets the scan and its shown planes together)."""
+        if self.scan is None or self.shown is None:
+            raise DataError("open an image first")
+
     def click(self, x: int, y: int, mode: str, slice_index: int | None = None) -> str:
         """Add a click at column ``x``, row ``y`` of the shown slice; returns the prompt text.
 
@@ -133,8 +138,7 @@ class Session:
         """
         if mode not in MODES:
             raise ConfigError(f"mode={mode!r} is not one of {MODES}")
-        if self.shown is None:
-            raise DataError("open an image first")
+        self._check_open()
         rows, columns = self.shown.shape[1:3]
         last = self.slices - 1
         if not (0 <= int(x) < columns and 0 <= int(y) < rows) or not 0 <= int(slice_index or 0) <= last:
@@ -166,8 +170,7 @@ class Session:
 
     def segment(self, prompt: str | None = None) -> str:
         """Run the runner on the prompt text (the page's, which the user may have typed); returns a status line."""
-        if self.scan is None:
-            raise DataError("open an image first")
+        self._check_open()
         text = (prompt if prompt is not None else self.prompt).strip()
         if not text:
             raise ConfigError("draw a box (two clicks) or add a click first, or type a prompt such as box 10,12,30,36")
@@ -222,13 +225,13 @@ class Session:
 
     def show_labels(self, path: Path) -> int:
         """Show a label file of the open scan (a pre-annotation: its non-zero pixels, non-black ones in a colour
-        card's RGB masks) as the mask, without a prompt; returns the pixels it covers. The file is on the scan's stored grid, as the mask is shown.
+        card's RGB masks) as the mask, without a prompt; returns the pixels it covers. The file is on the scan's
+        stored grid, as the mask is shown.
 
         Raises:
             DataError: no scan is open, or the file's grid is not the scan's.
         """
-        if self.scan is None or self.shown is None:
-            raise DataError("open an image first")
+        self._check_open()
         stored = read_raster(path).array.any(axis=0)
         if self.scan.is_volume:
             x_axis, y_axis = self.scan.view.stored_plane_axes

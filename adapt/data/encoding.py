@@ -185,8 +185,8 @@ def _check_colour_card(
     """A colour card's own rules (see the module doc): valid ``#rrggbb`` strings, no integers beside
     them, every label listed, and label files that can store colours."""
     for name, value in mask_values.items():
-        bad = [v for v in (value if isinstance(value, list) else [value]) if not isinstance(v, int)]
-        bad = [v for v in bad if not (isinstance(v, str) and COLOUR.fullmatch(v))]
+        listed = value if isinstance(value, list) else [value]
+        bad = [v for v in listed if not isinstance(v, int) and not (isinstance(v, str) and COLOUR.fullmatch(v))]
         if bad:
             raise ConfigError(
                 f'{where}: mask_values.{name}: {bad[0]!r} is not a colour; write colours as "#rrggbb" '

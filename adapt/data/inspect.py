@@ -502,9 +502,8 @@ def pair_items(images: list[Item], labels: list[Item]) -> tuple[list[tuple[Item,
         if not same:  # keys without the folder's name: only where they name one image (benign/benign (2).png is "2")
             bare = [i for i in by_bare.get(label.bare, []) if i.rel not in taken]
             candidates = bare if len(bare) == 1 else []
-        if (
-            not candidates
-        ):  # a per-case folder: p1/study/series/ (DICOM) or case_1/imaging.nii.gz + a label named by role
+        # A per-case folder: p1/study/series/ (DICOM) or case_1/imaging.nii.gz beside a label named by its role.
+        if not candidates:
             candidates = [
                 i
                 for i in images

@@ -33,6 +33,7 @@ from adapt.evaluation.models import ModelSpec, card_preprocessing, is_none, load
 from adapt.evaluation import domain, robustness
 from adapt.evaluation.report import difference, print_table, summarize_run, write_cases, write_summary
 from adapt.inference.runner import Predictor
+from adapt.inference.user_files import slice_axis_of
 from adapt.data.encoding import label_names
 from adapt.models.channels import check_channels
 from adapt.schema import validate
@@ -272,7 +273,7 @@ def _run(
     if video is not None:
         video = video.to(predictor.device).eval()
     engine = Engine(predictor, int(cfg.get("batch_size", 8)), str(cfg.get("precision", "32")))
-    slice_axis = int(loaded.preprocessing.get("slice_axis", card.slice_axis))
+    slice_axis = slice_axis_of(loaded.preprocessing, card.slice_axis)
     masks = out / "masks" / run
     # Saved masks sit beside the card's label files: written as they store labels unless mask_values=ids.
     choice = str(cfg.get("mask_values") or "card")

@@ -34,10 +34,11 @@ def read_input(path: Path, loaded: LoadedAdapter, label: bool = False) -> Scan:
     return scan
 
 
-def slice_axis_of(preprocessing: dict) -> int:
-    """The axis an adapter's volumes are cut along; null in a 2D adapter's record, where any axis reads a picture."""
+def slice_axis_of(preprocessing: dict, default: int = 2) -> int:
+    """The axis an adapter's volumes are cut along; ``default`` where its record has none (null in a 2D adapter's
+    record, where any axis reads a picture)."""
     axis = preprocessing.get("slice_axis")
-    return 2 if axis is None else int(axis)
+    return default if axis is None else int(axis)
 
 
 def check_prompt_fits(prompt: Prompt, image: Path, slice_axis: int) -> None:

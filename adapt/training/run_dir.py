@@ -28,9 +28,10 @@ from adapt.storage import check_writable
 
 def check_run_dir(run_dir: Path, overwrite: bool, ckpt_path: str | None) -> Path:
     """Refuse, without touching it, a run directory that holds a finished run or the checkpoints of
-    an interrupted one (unless ``overwrite=true`` or resuming: a new run would replace them), or that
-    cannot be written. Asked with the folder's lock held (``claimed``): a running training's
-    checkpoints are its lock's to refuse, naming the holder, not an interrupted run's."""
+    an interrupted one (unless ``overwrite=true`` or resuming: a new run would replace them); returns it.
+    Asked with the folder's lock held (``claimed``): a running training's checkpoints are its lock's to
+    refuse, naming the holder, not an interrupted run's. Whether it can be written is asked before the
+    lock is taken (``check_writable``, by both callers)."""
     if not overwrite and ckpt_path is None:
         held = (
             "a trained adapter"
@@ -44,7 +45,7 @@ def check_run_dir(run_dir: Path, overwrite: bool, ckpt_path: str | None) -> Path
                 f"{run_dir} already holds {held}; choose another hydra.run.dir, "
                 "resume with ckpt_path=last, or pass overwrite=true"
             )
-    return check_writable(run_dir, "hydra.run.dir")
+    return run_dir
 
 
 #: ``out_dir`` of ``configs/train.yaml``: the run folder is Hydra's.
