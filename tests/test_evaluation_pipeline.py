@@ -18,10 +18,12 @@ from adapt.evaluation import case as case_module
 from adapt.evaluation import pipeline
 from adapt.evaluation.case import Protocol, evaluate_case, read_case, stored_labels
 from adapt.evaluation.cases import EvalCase
+from adapt.evaluation.streaming import PlanesAhead
 from adapt.evaluation.models import load_model, resolve_spec
 from adapt.inference.engine import Engine
 from adapt.inference.io import read_scan
 from adapt.inference.runner import Predictor
+from adapt.metrics.streamed import SurfaceStream
 
 CLASSES = {"liver": 1, "tumour": 2}
 
@@ -91,9 +93,10 @@ def test_the_pipeline_gives_the_serial_values_in_case_order(engine, cases):
 def test_a_class_is_measured_while_the_model_works_on_the_planes_after_it(engine, cases, monkeypatch, waiting):
     """The last case's tumour ends on plane 3, its liver on plane 7: the tumour is measured by the pool while
     the model works on the later planes (the last ``segment`` call waits until that measurement has
-    started), the liver by the model's thread once the model is done, its halves on both threads; the earlier cases' classes in the
-    pool. With no mask allowed to wait (``WAITING_MASKS = 0``) nothing starts early and the case's scoring
-    splits both classes. The values are the serial path's either way."""
+    started), the liver plane by plane (``test_the_last_cases_planes_are_scored_as_the_model_passes_them``);
+    the earlier cases' classes in the pool. With no mask allowed to wait (``WAITING_MASKS = 0``) nothing
+    starts early and the tumour is measured once the model is done, its halves on both threads. The values
+    are the serial path's either way."""
     monkeypatch.setattr(pipeline, "WAITING_MASKS", waiting)
     label = nib.load(cases[-1].label)
     ids = np.asarray(label.dataobj).copy()
@@ -127,15 +130,11 @@ def test_a_class_is_measured_while_the_model_works_on_the_planes_after_it(engine
     assert [comparable(r) for r in piped] == [comparable(r) for r in serial]
     assert segments[-1] is bool(waiting)  # with early measuring, the tumour's began before the model's last batch
     earlier = [(c.id, index, False) for c in cases[:-1] for index in (1, 2)]
-    last = (
-        [(cases[-1].id, 2, False), (cases[-1].id, 1, True)]
-        if waiting
-        else [(cases[-1].id, 1, True), (cases[-1].id, 2, False)]
-    )
+    last = [(cases[-1].id, 2, not waiting)]  # the liver is measured by its SurfaceStream
     assert sorted(measured) == sorted(earlier + last)
-    # the liver, left alone to measure once the model is done, has both threads: its two halves beside each other
+    # the tumour, left to measure once the model is done, has both threads: its two halves beside each other
     halves = [where for where, spread in zip(measured, spreads) if spread]
-    assert halves == ([(cases[-1].id, 1, True)] if waiting else [])
+    assert halves == ([] if waiting else [(cases[-1].id, 2, True)])
 
 
 def test_a_planes_image_is_encoded_once_for_all_its_classes(engine, cases, monkeypatch):
@@ -267,3 +266,49 @@ def test_evaluate_summary_is_unchanged_by_the_pipeline(engine, cases, tmp_path, 
     monkeypatch.setattr(pipeline, "ThreadPoolExecutor", Serial)
     assert run(tmp_path / "serial") == piped
     assert len(piped[0]["masks"]) == 1 and (tmp_path / "piped" / next(iter(piped[0]["masks"].values()))).exists()
+
+
+def test_the_last_cases_planes_are_scored_as_the_model_passes_them(engine, cases, monkeypatch):
+    """The last case (stored RAS: its planes are the label file's outermost axis in memory): its confusion
+    matrices (every click count) and the surface metrics of the liver, the class that ends last, are counted
+    in the pool while the model still has batches to do (``PlanesAhead``), each plane once it is final; what
+    is left is counted once the model is done. The values are the serial path's, to the last bit."""
+    protocol = Protocol(clicks=(1, 2))
+    serial = [evaluate_case(engine, case, i, CLASSES, protocol, 2) for i, case in enumerate(cases)]
+    segments, advances, counted = [], [], []
+    segment, advance, count = engine.segment, SurfaceStream.advance, PlanesAhead._count
+
+    def spy_advance(self, final):
+        advances.append((len(segments), final.copy(), threading.current_thread() is threading.main_thread()))
+        return advance(self, final)
+
+    monkeypatch.setattr(engine, "segment", lambda *a, **k: segments.append(1) or segment(*a, **k))
+    monkeypatch.setattr(SurfaceStream, "advance", spy_advance)
+    monkeypatch.setattr(PlanesAhead, "_count", lambda self, stop: counted.append(stop) or count(self, stop))
+    piped = list(pipeline.evaluate_cases(engine, cases, CLASSES, protocol, 2))
+    assert [comparable(r) for r in piped] == [comparable(r) for r in serial]
+    in_pool = [(calls, final) for calls, final, main in advances if not main]
+    assert in_pool and in_pool[0][0] < len(segments)  # before the model's last batch
+    assert any(final.any() and not final.all() for _, final in in_pool)  # some planes final, not all
+    assert advances[-1][1].all() and advances[-1][2]  # the rest once the model is done, by its thread
+    assert counted[-1] == 9 and len(counted) > 2  # confusions counted batch by batch, then the last planes
+
+
+@pytest.mark.parametrize("change", ["propagation", "resampled", "sagittal", "semantic"])
+def test_scoring_ahead_only_where_planes_decompose_it(tmp_path, change):
+    """``PlanesAhead.of`` declines a stack resampled from the stored grid, planes that are not the label
+    file's outermost axis, and protocols not prompted plane by plane: those cases are scored after the
+    model, as before."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from adapt.evaluation.case import read_input
+
+    affine = SAGITTAL if change == "sagittal" else RAS
+    case = write_case(tmp_path, "one", 0, affine)
+    spacing = {"spacing": [1.6, 1.6, None]} if change == "resampled" else {}
+    inputs = read_input(case, 2, spacing, values=list(CLASSES.values()))
+    protocol = {"propagation": Protocol(propagation=True), "semantic": Protocol(prompt="none")}.get(change, Protocol())
+    with ThreadPoolExecutor(1) as pool:
+        assert PlanesAhead.of(pool, inputs, list(CLASSES.values()), protocol) is None
+        plain = read_input(write_case(tmp_path, "two", 0, RAS), 2, {}, values=list(CLASSES.values()))
+        assert PlanesAhead.of(pool, plain, list(CLASSES.values()), Protocol()) is not None

@@ -83,27 +83,44 @@ def resample_nearest(
     of ``volume`` (any strides, negative ones for flips), which saves a transposing copy of the
     volume (~0.1 s for a CT's label map) where the caller only reads it.
     """
+    axes = reorientation(volume.shape, affine, target_affine, target_shape)
+    if axes is not None:
+        source_axis, flips = axes
+        out = np.transpose(volume, source_axis)
+        out = np.flip(out, flips) if flips else out
+        return np.ascontiguousarray(out) if copy else out
+    grid_from_target = np.linalg.inv(affine) @ target_affine
+    matrix, offset = grid_from_target[:3, :3], grid_from_target[:3, 3]
+    out = ndimage.affine_transform(
+        volume, matrix, offset=offset, output_shape=tuple(target_shape), order=0, mode="grid-constant", cval=0
+    )  # grid-constant: a voxel centre a rounding error outside stays inside
+    return out.astype(volume.dtype)
+
+
+def reorientation(
+    shape: tuple[int, ...], affine: np.ndarray, target_affine: np.ndarray, target_shape: tuple[int, ...]
+) -> tuple[tuple[int, ...], tuple[int, ...]] | None:
+    """How a grid of ``shape`` lands on the target grid when every target voxel sits on one of its voxel
+    centres: the source axis each target axis reads and the target axes that run backwards (a transpose and
+    a flip); ``None`` when the target grid needs resampling."""
     grid_from_target = np.linalg.inv(affine) @ target_affine
     matrix, offset = grid_from_target[:3, :3], grid_from_target[:3, 3]
     rounded = np.rint(matrix)
-    if (
+    if not (
         np.allclose(matrix, rounded, atol=1e-6)
         and np.allclose(offset, np.rint(offset), atol=1e-4)
         and (np.abs(rounded).sum(axis=0) == 1).all()
         and (np.abs(rounded).sum(axis=1) == 1).all()
     ):
-        source_axis = np.abs(rounded).argmax(axis=0)  # target axis t reads source axis source_axis[t]
-        flips = tuple(t for t in range(3) if rounded[source_axis[t], t] < 0)
-        expected = [volume.shape[source_axis[t]] - 1 if t in flips else 0 for t in range(3)]
-        shape = tuple(volume.shape[a] for a in source_axis)
-        if shape == tuple(target_shape) and np.allclose(offset[source_axis], expected, atol=1e-4):
-            out = np.transpose(volume, source_axis)
-            out = np.flip(out, flips) if flips else out
-            return np.ascontiguousarray(out) if copy else out
-    out = ndimage.affine_transform(
-        volume, matrix, offset=offset, output_shape=tuple(target_shape), order=0, mode="grid-constant", cval=0
-    )  # grid-constant: a voxel centre a rounding error outside stays inside
-    return out.astype(volume.dtype)
+        return None
+    source_axis = tuple(int(a) for a in np.abs(rounded).argmax(axis=0))  # target axis t reads source axis [t]
+    flips = tuple(t for t in range(3) if rounded[source_axis[t], t] < 0)
+    expected = [shape[source_axis[t]] - 1 if t in flips else 0 for t in range(3)]
+    if tuple(shape[a] for a in source_axis) != tuple(target_shape) or not np.allclose(
+        offset[list(source_axis)], expected, atol=1e-4
+    ):
+        return None
+    return source_axis, flips
 
 
 def compact_labels(label: np.ndarray) -> np.ndarray:

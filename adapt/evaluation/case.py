@@ -181,13 +181,16 @@ def predict_classes(
     case_index: int,
     video: Any = None,
     on_class: Callable[[int, np.ndarray], None] | None = None,
+    on_planes: PlanesDone | None = None,
 ) -> tuple[np.ndarray, dict[int, np.ndarray]]:
     """Class indices ``[Z, H, W]`` (``i + 1`` for ``values[i]``), and after each number of clicks.
 
     Promptable protocols prompt each class on its own; where two predicted classes overlap the
     earlier class keeps the voxel. A class's voxels are final once the model is past its last plane:
     while the model still has planes to do, ``on_class(i + 1, classes)`` is called then (later classes
-    only write voxels that hold 0), so its scoring can start beside the model.
+    only write voxels that hold 0), so its scoring can start beside the model. Planes prompted plane by
+    plane are final once the model is past them: ``on_planes(stop, maps)`` says so of planes ``[0, stop)``
+    of the class maps ``{clicks: [Z, H, W]}`` (``0``: the first prompt's) as they are being written.
     """
     if protocol.prompt == "none":
         return engine.classify(images), {}
@@ -195,7 +198,7 @@ def predict_classes(
         return engine.auto(images, protocol.min_area), {}
     dtype = np.uint8 if len(values) < 255 else np.uint16  # one class map per click count: keep them small
     maps = {k: np.zeros(truth.shape, dtype=dtype) for k in (0, *protocol.clicks)}
-    present = np.stack([(truth == value).any(axis=(1, 2)) for value in values])  # [class, plane]
+    present = class_planes(truth, values)
     tell = on_class or (lambda index, classes: None)
     if protocol.propagation:
         found, simulator = np.flatnonzero(present.any(axis=1)), protocol.simulator()
@@ -205,8 +208,17 @@ def predict_classes(
             if index != found[-1]:
                 tell(index + 1, maps[0])
     else:
-        _segment_planes(engine, images, truth, values, protocol, case_index, present, maps, tell)
+        _segment_planes(engine, images, truth, values, protocol, case_index, present, maps, tell, on_planes)
     return maps.pop(0), maps
+
+
+#: ``on_planes(stop, maps)``: planes ``[0, stop)`` of the class maps ``{clicks: [Z, H, W]}`` are final.
+PlanesDone = Callable[[int, dict[int, np.ndarray]], None]
+
+
+def class_planes(truth: np.ndarray, values: list[int]) -> np.ndarray:
+    """Where each class is: ``[class, plane]`` booleans of a ``[Z, H, W]`` label stack."""
+    return np.stack([(truth == value).any(axis=(1, 2)) for value in values])
 
 
 def _segment_planes(
@@ -219,6 +231,7 @@ def _segment_planes(
     present: np.ndarray,
     maps: dict[int, np.ndarray],
     tell: Callable[[int, np.ndarray], None],
+    on_planes: PlanesDone | None = None,
 ) -> None:
     """Every class prompted on each plane where it is, the planes in order and a plane's objects of all
     classes in one batch: a plane's image is encoded once, not once per class (the image encoder is
@@ -244,6 +257,8 @@ def _segment_planes(
         for index, end in enumerate(last):
             if more_to_do and planes[0] <= end <= planes[-1]:
                 tell(index + 1, maps[0])
+        if more_to_do and on_planes is not None:
+            on_planes(int(planes[-1]) + 1, maps)  # a plane's objects are never split between batches
         batch.clear()
 
     for z in np.flatnonzero(present.any(axis=0)):
@@ -353,15 +368,17 @@ def predict_input(
     case_index: int,
     video: Any = None,
     on_class: Callable[[int, np.ndarray], None] | None = None,
+    on_planes: PlanesDone | None = None,
 ) -> CasePrediction:
     """The model's class map of one read case (``predict_classes``), nodata pixels dropped; ``on_class(i,
-    mask)`` is given class ``i``'s final ``[Z, H, W]`` mask as soon as the model is done with it."""
+    mask)`` is given class ``i``'s final ``[Z, H, W]`` mask as soon as the model is done with it, and
+    ``on_planes`` is ``predict_classes``' (the maps as written: nodata not dropped)."""
     start = time.perf_counter()
     done = (
         None if on_class is None else lambda index, classes: on_class(index, drop_nodata(classes == index, inputs.scan))
     )
     prediction, after_clicks = predict_classes(
-        engine, inputs.images, inputs.truth, values, protocol, case_index, video, done
+        engine, inputs.images, inputs.truth, values, protocol, case_index, video, done, on_planes
     )
     after_clicks = {k: drop_nodata(stack, inputs.scan) for k, stack in after_clicks.items()}
     return CasePrediction(drop_nodata(prediction, inputs.scan), after_clicks, time.perf_counter() - start)
@@ -396,6 +413,7 @@ def score_case(
     protocol: Protocol,
     spread: Spread = map,
     surfaces: Mapping[int, Future] | None = None,
+    confusions: Mapping[int, torch.Tensor] | None = None,
 ) -> CaseResult:
     """Score a predicted case in 3D on its stored grid against the label file's own voxels.
 
@@ -406,13 +424,21 @@ def score_case(
     the next. ``surfaces`` holds the classes whose surface metrics are already under way (started
     when the model was done with them); ``spread`` measures the others (``map``: one after the other;
     the pipeline's last case, with the model done, two threads beside each other: the classes, or the two
-    halves of a single class's work).
+    halves of a single class's work). ``confusions`` holds the confusion matrices already counted, by number
+    of clicks (``adapt.evaluation.streaming``: plane by plane as the model passed them).
     """
     start = time.perf_counter()
     scan, values, surfaces = inputs.scan, list(classes.values()), surfaces or {}
     spacing, unit = voxel_spacing(scan)
     predicted = stored(scan, prediction.classes)
-    confusion = confusion_matrix(predicted, inputs.truth_classes, len(values) + 1, ignore_index=-1)
+    confusions = confusions or {}
+
+    def counted(k: int, stack: np.ndarray) -> torch.Tensor:
+        if k in confusions:
+            return confusions[k]
+        return confusion_matrix(stored(scan, stack), inputs.truth_classes, len(values) + 1, ignore_index=-1)
+
+    confusion = counted(0, prediction.classes)
     overlaps = class_overlaps(confusion)
     pending = [index for index in range(1, len(classes) + 1) if index not in surfaces]
     if len(pending) == 1:
@@ -437,12 +463,8 @@ def score_case(
             rows[-1].update(video_scores(prediction.classes == index, inputs.truth == classes[name]))
     clicks = {}
     for k, stack in ({0: prediction.classes, **prediction.after_clicks} if prediction.after_clicks else {}).items():
-        counted = (
-            confusion
-            if k == 0
-            else confusion_matrix(stored(scan, stack), inputs.truth_classes, len(values) + 1, ignore_index=-1)
-        )
-        clicks[k] = {name: clicked(overlap) for name, overlap in zip(classes, class_overlaps(counted)[1:])}
+        overlaps_k = overlaps if k == 0 else class_overlaps(counted(k, stack))
+        clicks[k] = {name: clicked(overlap) for name, overlap in zip(classes, overlaps_k[1:])}
     seconds = inputs.seconds + prediction.seconds + time.perf_counter() - start
     for row in rows:
         row.update(

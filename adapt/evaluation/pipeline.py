@@ -8,9 +8,10 @@ scipy.ndimage, zlib and torch release the GIL in their loops, so one background 
 beside the model's thread. That thread takes its work in order (read case ``i + 1``, then score
 case ``i - 1``), so at most three cases are held at once, whatever the dataset's size. The last
 case has no next case beside it: each of its classes whose last plane the model has passed is measured
-in the background (its voxels are final then) while the model works on the planes after it; the
-model's thread then scores the case, the classes still to measure (or a single one's two halves) split
-between the two threads.
+in the background (its voxels are final then) while the model works on the planes after it, and the
+planes the model has passed are counted and measured for the classes that end last
+(``adapt.evaluation.streaming.PlanesAhead``); the model's thread then scores the case, the classes still
+to measure (or a single one's two halves) split between the two threads.
 
 The results come back in case order and equal the serial ``evaluate_case``'s: a case's prompts
 and clicks are seeded by its index, not by when its work runs.
@@ -36,6 +37,7 @@ from adapt.evaluation.case import (
     stored,
 )
 from adapt.evaluation.cases import EvalCase
+from adapt.evaluation.streaming import PlanesAhead
 from adapt.inference.engine import Engine
 
 #: A case's input corruption by its index (a robustness run), or ``None`` for every clean case.
@@ -74,8 +76,10 @@ def evaluate_cases(
         shift = shift_of(index) if shift_of is not None else None
         return read_input(cases[index], slice_axis, preprocessing, label_encoding, shift, values)
 
-    def score(inputs: Any, prediction: Any, spread: Callable = map, surfaces: Any = None) -> CaseResult:
-        result = score_case(inputs, prediction, classes, protocol, spread, surfaces)
+    def score(
+        inputs: Any, prediction: Any, spread: Callable = map, surfaces: Any = None, confusions: Any = None
+    ) -> CaseResult:
+        result = score_case(inputs, prediction, classes, protocol, spread, surfaces, confusions)
         if finish is not None:
             finish(inputs.case, result)
         return result
@@ -95,11 +99,17 @@ def evaluate_cases(
                 reading = pool.submit(read, index + 1)
             early: dict[int, Future] = {}
             on_class = measure_early(pool, inputs, protocol, early) if last else None
-            prediction = predict_input(engine, inputs, values, protocol, index, video, on_class)
+            ahead = PlanesAhead.of(pool, inputs, values, protocol) if last else None
+            on_planes = ahead.planes_done if ahead is not None else None
+            prediction = predict_input(engine, inputs, values, protocol, index, video, on_class, on_planes)
             if scoring is not None:
                 yield scoring.result()
             scoring = None if last else pool.submit(score, inputs, prediction)
-        yield score(inputs, prediction, shared_map(pool), early)
+        confusions: dict = {}
+        if ahead is not None:
+            confusions, measured = ahead.finish({0: prediction.classes, **prediction.after_clicks})
+            early.update({index: _done(surfaces) for index, surfaces in measured.items()})
+        yield score(inputs, prediction, shared_map(pool), early, confusions)
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
 
@@ -121,6 +131,13 @@ def measure_early(
             started[index] = pool.submit(class_surfaces, inputs, stored(inputs.scan, mask), index, protocol)
 
     return on_class
+
+
+def _done(value: Any) -> Future:
+    """A future that holds ``value`` already."""
+    future: Future = Future()
+    future.set_result(value)
+    return future
 
 
 def shared_map(pool: ThreadPoolExecutor) -> Callable:

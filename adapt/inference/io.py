@@ -28,7 +28,7 @@ from adapt.data.case_transforms import grid_transforms, target_pixdim
 from adapt.data.formats import FORMATS, check_colours, for_name, for_path, read_raster, write_labels
 from adapt.data.formats.nifti import empty_header as nifti_header
 from adapt.data.geometry import Grid, geotiff_crs, geotiff_transform
-from adapt.data.volumes import resample_nearest
+from adapt.data.volumes import reorientation, resample_nearest
 from adapt.errors import DataError
 from adapt.transforms.intensity import scale_channels
 
@@ -132,6 +132,17 @@ class VolumeView:
         """
         grid = np.moveaxis(np.swapaxes(stack, 1, 2), 0, self.slice_axis)  # a view: plane z is ``stack[z].T``
         return resample_nearest(grid, self.grid_affine, self.source_affine, self.source_shape, copy=False)
+
+    def stack_axis(self) -> tuple[int, bool] | None:
+        """The stored axis the stack's planes run along, and whether plane ``z`` is stored index ``n - 1 - z``
+        (the stack runs backwards); ``None`` when the stack is resampled, its planes then not the stored
+        grid's."""
+        axes = reorientation(self.grid_shape, self.grid_affine, self.source_affine, self.source_shape)
+        if axes is None:
+            return None
+        source_axis, flips = axes
+        stored_axis = source_axis.index(self.slice_axis)
+        return stored_axis, stored_axis in flips
 
     def extent(self) -> tuple[int, int, int]:
         """``(width, height, slices)`` of the stored grid as prompts address it (x, y, slice=)."""

@@ -233,34 +233,72 @@ def within_tolerance(
     trees over both surfaces and searching them; the decision is the trees' (lengths rounded to
     float32, as ``nearest`` returns them). Wider neighbourhoods go to the trees (``nearest``).
     """
-    wide = np.prod(2 * tolerance_reach(spacing, points.shape, tolerance_mm) + 1) > 8 * MAX_OFFSETS
-    offsets = None if wide else tolerance_offsets(spacing, points.shape, tolerance_mm)
-    if offsets is None or len(offsets) > MAX_OFFSETS:
+    offsets = grid_offsets(spacing, points.shape, tolerance_mm)
+    if offsets is None:
         bound = tolerance_bound(tolerance_mm)
         return (nearest(coordinates(points, spacing), coordinates(targets, spacing), bound) <= tolerance_mm).numpy()
-    reach = np.abs(offsets).max(axis=0) if len(offsets) else np.zeros(points.ndim, dtype=np.int64)
-    cells = np.unravel_index(np.flatnonzero(points), points.shape)
+    return near_targets(np.unravel_index(np.flatnonzero(points), points.shape), targets, offsets)
+
+
+def grid_offsets(spacing: list[float] | None, shape: Sequence[int], tolerance_mm: float) -> np.ndarray | None:
+    """``tolerance_offsets``, or ``None`` where they are more than ``MAX_OFFSETS`` (searched with trees)."""
+    if np.prod(2 * tolerance_reach(spacing, shape, tolerance_mm) + 1) > 8 * MAX_OFFSETS:
+        return None
+    offsets = tolerance_offsets(spacing, shape, tolerance_mm)
+    return None if len(offsets) > MAX_OFFSETS else offsets
+
+
+def near_targets(
+    cells: tuple[np.ndarray, ...], targets: np.ndarray, offsets: np.ndarray, box: list[tuple[int, int]] | None = None
+) -> np.ndarray:
+    """Whether each cell (index arrays, one per axis of ``targets``) has a True cell of ``targets`` at one of
+    ``offsets`` from it (``box``: the targets' ``bounding_box``, when known)."""
     found = np.zeros(len(cells[0]), dtype=bool)
-    box = bounding_box(targets)
-    if box is None:
-        return found
-    # Only points within reach of the targets' box can find one; the box, grown by twice the reach and
-    # zeros beyond the targets, is what they look up (a liver's box, not a noisy CT mask's whole grid).
-    first, last = np.array([lo for lo, _ in box]), np.array([hi for _, hi in box])
-    inside = np.ones(len(found), dtype=bool)
-    for axis, along in enumerate(cells):
-        inside &= (along >= first[axis] - reach[axis]) & (along <= last[axis] + reach[axis])
-    region = np.zeros(tuple(last - first + 1 + 4 * reach), dtype=bool)
-    region[tuple(slice(2 * r, 2 * r + hi - lo + 1) for r, (lo, hi) in zip(reach, box))] = targets[
-        tuple(slice(lo, hi + 1) for lo, hi in box)
-    ]
-    strides = np.array([int(np.prod(region.shape[a + 1 :])) for a in range(region.ndim)], dtype=np.int64)
-    flat = sum((along[inside] - (first[axis] - 2 * reach[axis])) * strides[axis] for axis, along in enumerate(cells))
-    near, region = np.zeros(len(flat), dtype=bool), region.ravel()
-    for step in offsets @ strides:
-        near |= region[flat + step]
-    found[inside] = near
+    lookup = Lookup.of(cells, targets, offsets, box)
+    if lookup is not None:
+        near = np.zeros(len(lookup.flat), dtype=bool)
+        for step in offsets @ lookup.strides:
+            near |= lookup.region[lookup.flat + step]
+        found[lookup.inside] = near
     return found
+
+
+class Lookup(NamedTuple):
+    """Cells ready to look up a target grid at offsets from them: only cells within the offsets' reach of the
+    targets' box can find one (``inside``); the box, grown by twice the reach with zeros beyond the targets,
+    is what they look up (``region``, flat, ``strides`` per axis; ``flat``: each inside cell's index in it).
+    A liver's box, not a noisy CT mask's whole grid."""
+
+    region: np.ndarray
+    strides: np.ndarray
+    flat: np.ndarray
+    inside: np.ndarray
+
+    @classmethod
+    def of(
+        cls,
+        cells: tuple[np.ndarray, ...],
+        targets: np.ndarray,
+        offsets: np.ndarray,
+        box: list[tuple[int, int]] | None = None,
+    ) -> Lookup | None:
+        """The look-up, or ``None`` where ``targets`` has no True cell."""
+        box = bounding_box(targets) if box is None else box
+        if box is None:
+            return None
+        reach = np.abs(offsets).max(axis=0) if len(offsets) else np.zeros(targets.ndim, dtype=np.int64)
+        first, last = np.array([lo for lo, _ in box]), np.array([hi for _, hi in box])
+        inside = np.ones(len(cells[0]), dtype=bool)
+        for axis, along in enumerate(cells):
+            inside &= (along >= first[axis] - reach[axis]) & (along <= last[axis] + reach[axis])
+        region = np.zeros(tuple(last - first + 1 + 4 * reach), dtype=bool)
+        region[tuple(slice(2 * r, 2 * r + hi - lo + 1) for r, (lo, hi) in zip(reach, box))] = targets[
+            tuple(slice(lo, hi + 1) for lo, hi in box)
+        ]
+        strides = np.array([int(np.prod(region.shape[a + 1 :])) for a in range(region.ndim)], dtype=np.int64)
+        start = first - 2 * reach
+        flat = sum((along[inside] - start[axis]) * strides[axis] for axis, along in enumerate(cells))
+        return cls(region.ravel(), strides, np.asarray(flat, dtype=np.int64), inside)
 
 
 def tolerance_bound(tolerance_mm: float) -> float:
@@ -268,8 +306,9 @@ def tolerance_bound(tolerance_mm: float) -> float:
     return float(np.float32(tolerance_mm)) * (1 + 1e-6) + 1e-12
 
 
-def nearest(points: np.ndarray, targets: np.ndarray, bound: float | None = None) -> torch.Tensor:
-    """float32 distance from each point to the nearest target point (``inf`` beyond ``bound``).
+def nearest(points: np.ndarray, targets: np.ndarray | KDTree, bound: float | None = None) -> torch.Tensor:
+    """float32 distance from each point to the nearest target point (``inf`` beyond ``bound``; ``targets``
+    may be their tree already built).
 
     A KD tree as MONAI's ``get_surface_distance`` builds it; with ``bound`` (NSD, which only
     asks whether a distance is within the tolerance) the search stops at that radius, which
@@ -277,7 +316,8 @@ def nearest(points: np.ndarray, targets: np.ndarray, bound: float | None = None)
     long search. Queries use every core; the result does not depend on how many.
     """
     options = {} if bound is None else {"distance_upper_bound": bound}
-    distances = KDTree(targets, leafsize=LEAF_SIZE).query(points, k=1, workers=-1, **options)[0]
+    tree = targets if isinstance(targets, KDTree) else KDTree(targets, leafsize=LEAF_SIZE)
+    distances = tree.query(points, k=1, workers=-1, **options)[0]
     return torch.from_numpy(np.asarray(distances, dtype=np.float32))
 
 
@@ -292,18 +332,28 @@ def nearest_quantile(points: np.ndarray, targets: np.ndarray, q: float, spacing:
 
     HD95 of a noisy mask asks for the 95th percentile of ~10^5-10^6 nearest-surface distances, and
     a full search of each was most of ``evaluate``'s time outside the model. The percentile reads two
-    order statistics only. Every point gets bounds from a coarse grid: the distance from its cell's
-    centre to the nearest cell holding a target (``distance_transform_edt`` on cells of ~``CELL_MM``),
-    +- the two cells' half diagonals. A point whose upper bound lies below the lower bound of the
-    lower rank's statistic is certainly below it, one whose lower bound lies above the upper bound of
-    the upper rank's statistic is certainly above it; only the others are searched, each exactly as
+    order statistics only. Every point gets bounds from a coarse grid (``coarse_bounds``) and only the
+    points that can be at the two ranks are searched (``quantile_from_bounds``), each exactly as
     ``nearest`` searches it (the same tree, the same float32 value), so the result is the same number.
     """
-    n = len(points)
-    if n < FEW_POINTS:
+    if len(points) < FEW_POINTS:
         return torch.quantile(nearest(points, targets), q)
     grid = np.asarray(spacing if spacing is not None else [1.0] * points.shape[1], dtype=np.float64)
     cell = grid * np.maximum(1, np.round(CELL_MM / grid))
+    lower, upper = coarse_bounds(points, targets, cell)
+
+    def search(candidates: np.ndarray) -> torch.Tensor:
+        reach = upper[candidates].max()  # a candidate's nearest target lies within its upper bound
+        box = (points[candidates].min(0) - reach, points[candidates].max(0) + reach)
+        return nearest(points[candidates], targets[np.all((targets >= box[0]) & (targets <= box[1]), axis=1)])
+
+    return quantile_from_bounds(lower, upper, q, search)
+
+
+def coarse_bounds(points: np.ndarray, targets: np.ndarray, cell: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Lower and upper bounds of each point's nearest-target distance: the distance from its cell's centre to
+    the nearest cell holding a target (``distance_transform_edt`` on cells of side ``cell``), -+ the two
+    cells' half diagonals."""
     origin = np.minimum(points.min(0), targets.min(0))
     point_cells = np.floor((points - origin) / cell).astype(np.int64)
     target_cells = np.floor((targets - origin) / cell).astype(np.int64)
@@ -311,24 +361,38 @@ def nearest_quantile(points: np.ndarray, targets: np.ndarray, q: float, spacing:
     empty = np.ones(tuple(shape), dtype=bool)
     empty[tuple(target_cells.T)] = False
     coarse = distance_transform_edt(empty, sampling=cell)[tuple(point_cells.T)]
-    slack = float(np.linalg.norm(cell)) * (1 + 1e-6) + 1e-6  # two half diagonals, and float noise
-    lower, upper = np.maximum(coarse - slack, 0.0), coarse + slack
+    return bounded(coarse, cell)
+
+
+def bounded(coarse: np.ndarray, cell: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The bounds of distances measured between cell centres: -+ two half diagonals of ``cell``, and float noise."""
+    slack = float(np.linalg.norm(cell)) * (1 + 1e-6) + 1e-6
+    return np.maximum(coarse - slack, 0.0), coarse + slack
+
+
+def quantile_from_bounds(
+    lower: np.ndarray, upper: np.ndarray, q: float, search: Callable[[np.ndarray], torch.Tensor]
+) -> torch.Tensor:
+    """The ``q`` quantile of distances known within ``[lower, upper]``, of which ``search(candidates)`` gives
+    the exact float32 values of the points a boolean mask picks.
+
+    A point whose upper bound lies below the lower bound of the lower rank's statistic is certainly below
+    it, one whose lower bound lies above the upper bound of the upper rank's statistic is certainly above
+    it; only the others are searched."""
+    n = len(lower)
     rank = q * (n - 1)
     lo, hi = int(math.floor(rank)), min(int(math.floor(rank)) + 1, n - 1)
     floor_lo, ceiling_hi = np.partition(lower, lo)[lo], np.partition(upper, hi)[hi]
     below = upper < floor_lo
     candidates = ~below & (lower <= ceiling_hi)
-    reach = upper[candidates].max()  # a candidate's nearest target lies within its upper bound
-    box = (points[candidates].min(0) - reach, points[candidates].max(0) + reach)
-    near = targets[np.all((targets >= box[0]) & (targets <= box[1]), axis=1)]
-    found = torch.sort(nearest(points[candidates], near)).values
+    found = torch.sort(search(candidates)).values
     skipped = int(below.sum())
     values = torch.empty(n, dtype=torch.float32)
     values[: lo + 1], values[lo + 1 :] = found[lo - skipped], found[hi - skipped]
     return torch.quantile(values, q)
 
 
-def _nsd_from(
+def nsd_from_answers(
     pred_near: np.ndarray,
     gt_near: np.ndarray,
     area_pred: np.ndarray | None = None,
@@ -473,7 +537,7 @@ def surface_metrics(
     if hd:  # the larger of the two directions' 95th percentiles (``nearest_quantile``)
         out["hd95"] = float(torch.max(pred_q, gt_q))
     if voxels:
-        out["nsd"] = _nsd_from(pred_near, gt_near)
+        out["nsd"] = nsd_from_answers(pred_near, gt_near)
     if decathlon:
-        out["nsd"] = _nsd_from(pred_near, gt_near, pred_side.areas, gt_side.areas)
+        out["nsd"] = nsd_from_answers(pred_near, gt_near, pred_side.areas, gt_side.areas)
     return out
