@@ -151,7 +151,10 @@ def test_streamable_says_which_grids_are_measured_plane_by_plane():
         SurfaceStream(truth, (0.8, 0.8, 2.5), 2.0, 0, lambda a, b: truth[a:b])
 
 
-def test_first_hits_are_the_nearest_target_within_the_offsets():
+def test_first_hits_are_the_nearest_target_within_the_offsets(monkeypatch):
+    """The first offset that finds a target is the nearest (exact distances, ties kept together when the
+    offsets are cut at ``NEAR_OFFSETS``), ``inf`` for a cell with none within the offsets."""
+    monkeypatch.setattr(streamed, "NEAR_OFFSETS", 60)
     rng = np.random.default_rng(8)
     targets = rng.random((14, 16, 9)) < 0.02
     spacing = [0.8, 0.8, 2.5]
@@ -161,9 +164,9 @@ def test_first_hits_are_the_nearest_target_within_the_offsets():
     found = first_hits(cells, targets, offsets, lengths)
     points = np.stack(cells, axis=1) * spacing
     exact = KDTree(np.argwhere(targets) * spacing).query(points)[0]
-    reached = exact <= lengths[-1]
+    reached, beyond = exact < lengths[-1] * (1 - 1e-9), exact > lengths[-1] * (1 + 1e-9)  # not the last bit
     np.testing.assert_allclose(found[reached], exact[reached], rtol=1e-12)
-    assert np.isinf(found[~reached]).all() and reached.any() and (~reached).any()
+    assert np.isinf(found[beyond]).all() and reached.sum() > 50 and beyond.sum() > 10
 
 
 def test_truth_edges_beyond_the_offsets_are_searched_in_a_tree_of_the_predictions_near_them(monkeypatch):

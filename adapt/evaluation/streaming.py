@@ -120,4 +120,6 @@ class PlanesAhead:
             future.result()
         self.maps = maps
         self._count(len(self.counted))
-        return self.confusions, {index: stream.result() for index, stream in self.streams.items()}
+        measured = {index: stream.result() for index, stream in self.streams.items()}
+        self.streams, self.maps = {}, {}  # each stream's mask reads this object's maps: free both now
+        return self.confusions, measured

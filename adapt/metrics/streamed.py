@@ -36,7 +36,6 @@ from scipy.spatial import KDTree
 
 from adapt.metrics.surface import (
     LEAF_SIZE,
-    MAX_OFFSETS,
     Lookup,
     nsd_from_answers,
     bounded,
@@ -55,8 +54,9 @@ from adapt.metrics.surface import (
 #: ``surface.CELL_MM`` (the grid is built before the model, beside it), so fewer edges are searched at the end.
 STREAM_CELL_MM = 3.0
 #: The nearest offsets at which a truth edge looks for a predicted edge on the grid (``first_hits``), and
-#: the farthest (mm) they may reach.
-NEAR_OFFSETS, NEAR_MM = MAX_OFFSETS, 10.0
+#: the farthest (mm) they may reach: a random model's noisy liver has HD95 ~10 mm from the truth's side,
+#: and an edge left without a hit may have to be searched in a tree of ~10^5 predicted edges at the end.
+NEAR_OFFSETS, NEAR_MM = 4096, 15.0
 
 
 def streamable(truth: np.ndarray, spacing: Sequence[float] | None, tolerance_mm: float | None, axis: int) -> bool:
@@ -156,16 +156,13 @@ class SurfaceStream:
         self.elements_done = np.zeros(self.shape[0] + 1, dtype=bool)
         self.truth_done = np.zeros(self.shape[0], dtype=bool)  # planes whose truth edges looked up the nearest
         self.has_pred = False
-        # Predicted edges: where, their coordinates and bounds; elements: where, their areas and NSD answers.
-        self.edges = np.zeros(self.shape, dtype=bool)
-        self.edge_box: list[tuple[int, int]] | None = None
+        # Predicted edges: their coordinates and bounds; elements: their areas and NSD answers.
         self.points: list[np.ndarray] = []
         self.bounds: list[tuple[np.ndarray, np.ndarray]] = []
-        self.elements = np.zeros(corners, dtype=bool)
-        self.element_box: list[tuple[int, int]] | None = None
         self.areas: dict[int, np.ndarray] = {}  # by first corner plane: summed in plane order, as the whole grid's
         self.near: dict[int, np.ndarray] = {}
         self._truth_side()
+        self.truth = None  # the truth's side is measured: its mask is not needed again
 
     def _truth_side(self) -> None:
         """The truth's edges (cells, coordinates, tree, the coarse grid of distances to them) and elements."""
@@ -176,12 +173,21 @@ class SurfaceStream:
         corner = np.array([lo - 1 for lo, _ in box])  # of the box grown by one voxel (``crop_union``'s)
         cropped, _ = crop_union(self.truth, self.truth)
         cells = np.stack(np.unravel_index(np.flatnonzero(edge_grid(cropped)), cropped.shape), axis=1) + corner
-        self.truth_cells = tuple(cells.T)  # in C order: plane by plane
         self.truth_planes = np.searchsorted(cells[:, 0], np.arange(self.shape[0] + 1))  # plane p: [p], [p + 1]
         self.truth_points = cells * np.asarray(self.grid)
         self.near_offsets, self.near_lengths = nearest_offsets(self.grid, self.shape)
         self.near_reach = int(np.abs(self.near_offsets[:, 0]).max())
         self.truth_found = np.full(len(cells), np.inf)  # distance to the nearest predicted edge on the grid
+        # The predicted edges and elements that the truth's look-ups can reach are kept on grids around the
+        # truth's box (a liver's, not a CT's), in their coordinates: cell - origin.
+        reach = np.maximum(np.abs(self.near_offsets).max(0), np.abs(self.offsets).max(0)) + 2
+        self.origin = np.maximum(corner + 1 - reach, 0)
+        end = np.minimum(np.array([hi for _, hi in box]) + 1 + reach, np.asarray(self.shape) + 1)
+        self.edges = np.zeros(tuple(np.minimum(end, self.shape) - self.origin), dtype=bool)
+        self.elements = np.zeros(tuple(end - self.origin), dtype=bool)
+        self.edge_box: list[tuple[int, int]] | None = None
+        self.element_box: list[tuple[int, int]] | None = None
+        self.truth_cells = tuple((cells - self.origin).T)  # in C order: plane by plane
         self.truth_tree = KDTree(self.truth_points, leafsize=LEAF_SIZE)
         self.cell_voxels = np.maximum(1, np.round(STREAM_CELL_MM / np.asarray(self.grid))).astype(np.int64)
         empty = np.ones(tuple(-(-np.asarray(self.shape) // self.cell_voxels)), dtype=bool)
@@ -190,10 +196,11 @@ class SurfaceStream:
         self.coarse = distance_transform_edt(empty, sampling=self.cell)
         # Elements: the cropped grid's corner c' is corner c' + the box's first voxel.
         found, self.truth_areas = element_grid(cropped, self.grid)
+        first = corner + 1 - self.origin
         self.truth_elements = np.zeros(self.elements.shape, dtype=bool)
-        self.truth_elements[tuple(slice(c + 1, c + 1 + n) for c, n in zip(corner, found.shape))] = found
+        self.truth_elements[tuple(slice(c, c + n) for c, n in zip(first, found.shape))] = found
         inner = np.unravel_index(np.flatnonzero(found), found.shape)
-        self.truth_element_cells = tuple(along + c + 1 for along, c in zip(inner, corner))
+        self.truth_element_cells = tuple(along + c for along, c in zip(inner, first))
         self.truth_element_box = bounding_box(self.truth_elements)
 
     def _planes(self, a: int, b: int) -> np.ndarray:
@@ -244,20 +251,23 @@ class SurfaceStream:
         window[:, 1:-1, 1:-1] = context[:, y0 : y1 + 1, x0 : x1 + 1]
         edge = edge_grid(window)[1:-1]
         cells = np.stack(np.unravel_index(np.flatnonzero(edge), edge.shape), axis=1) + np.array([a, y0 - 1, x0 - 1])
-        self.edges[tuple(cells.T)] = True
-        self.edge_box = _union(self.edge_box, list(zip(cells.min(0).tolist(), cells.max(0).tolist())))
+        near = _within(cells - self.origin, self.edges.shape)
+        if len(near):
+            self.edges[tuple(near.T)] = True
+            self.edge_box = _union(self.edge_box, list(zip(near.min(0).tolist(), near.max(0).tolist())))
         self.points.append(cells * np.asarray(self.grid))
         self.bounds.append(bounded(self.coarse[tuple((cells // self.cell_voxels).T)], self.cell))
 
     def _truth_edges(self, a: int, b: int) -> None:
         """The nearest predicted edge of each truth edge on planes ``[a, b)``, on the grid (``first_hits``)."""
         start, stop = self.truth_planes[a], self.truth_planes[b]
-        if start == stop:
+        if start == stop or self.edge_box is None:
             return
-        lo, hi = max(a - self.near_reach, 0), min(b + self.near_reach, self.shape[0])
+        a, b = a - self.origin[0], b - self.origin[0]  # on the grid around the truth
+        lo, hi = max(a - self.near_reach, 0), min(b + self.near_reach, self.edges.shape[0])
         cells = (self.truth_cells[0][start:stop] - lo, *(c[start:stop] for c in self.truth_cells[1:]))
         edges = self.edges[lo:hi]
-        box = None if self.edge_box is None else bounding_box(edges)
+        box = bounding_box(edges)
         if box is not None:
             self.truth_found[start:stop] = first_hits(cells, edges, self.near_offsets, self.near_lengths, box)
 
@@ -274,11 +284,13 @@ class SurfaceStream:
         if not len(areas):
             return
         inner = np.unravel_index(np.flatnonzero(found), found.shape)
-        cells = (inner[0] + a, inner[1] + y0, inner[2] + x0)
-        self.elements[cells] = True
-        self.element_box = _union(self.element_box, [(int(c.min()), int(c.max())) for c in cells])
+        cells = np.stack(inner, axis=1) + np.array([a, y0, x0]) - self.origin  # on the grid around the truth
+        near = _within(cells, self.elements.shape)
+        if len(near):
+            self.elements[tuple(near.T)] = True
+            self.element_box = _union(self.element_box, list(zip(near.min(0).tolist(), near.max(0).tolist())))
         self.areas[a] = areas
-        self.near[a] = near_targets(cells, self.truth_elements, self.offsets, self.truth_element_box)
+        self.near[a] = near_targets(tuple(cells.T), self.truth_elements, self.offsets, self.truth_element_box)
 
     def result(self) -> dict[str, float]:
         """``{"hd95", "nsd"}`` of the whole prediction (every plane final), as ``surface_metrics`` gives them."""
@@ -327,6 +339,11 @@ def true_runs(flags: np.ndarray) -> list[tuple[int, int]]:
     """The ``[start, stop)`` of each run of True in a boolean vector."""
     edges = np.flatnonzero(np.diff(np.concatenate([[0], flags.astype(np.int8), [0]])))
     return list(zip(edges[::2].tolist(), edges[1::2].tolist()))
+
+
+def _within(cells: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """The cells (rows) that lie on a grid of ``shape``."""
+    return cells[np.all((cells >= 0) & (cells < np.asarray(shape)), axis=1)]
 
 
 def _union(box: list[tuple[int, int]] | None, other: list[tuple[int, int]]) -> list[tuple[int, int]]:
