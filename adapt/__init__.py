@@ -6,6 +6,14 @@ analytics, the Hugging Face Hub's telemetry. Hospital networks are often air-gap
 connection attempt is itself a leak, so nothing connects unless a command is asked to (a Hub
 model or ``hub push|pull``; ``logger=wandb``). A variable the user set is left as it is
 (README, "Offline use").
+
+It also asks numpy not to request transparent huge pages for its arrays (``NUMPY_MADVISE_HUGEPAGE=0``).
+numpy advises the kernel to back every array of 4 MB or more with 2 MB pages; where the kernel's
+``transparent_hugepage/defrag`` is ``madvise`` (Ubuntu's default), such a page fault first compacts
+memory, and on a machine whose memory is fragmented (a page cache full of scans) allocating a CT's
+62 MB float32 input took 0.13-0.49 s instead of 0.027 s with ordinary pages. Every command allocates
+volume-sized arrays case after case: ``evaluate`` of one validation CT spent ~1 s of its ~3.5 s so
+(``benchmarks/RESULTS.md``). Set the variable to 1 to keep numpy's default.
 """
 
 from __future__ import annotations
@@ -23,7 +31,9 @@ OFFLINE_DEFAULTS = {
     "GRADIO_ANALYTICS_ENABLED": "False",  # Gradio: usage analytics and its version check
     "HF_HUB_DISABLE_TELEMETRY": "1",  # huggingface_hub: telemetry beside downloads
 }
-for _name, _value in OFFLINE_DEFAULTS.items():
+#: numpy's transparent huge pages off (read when numpy is imported; see the module docstring).
+MEMORY_DEFAULTS = {"NUMPY_MADVISE_HUGEPAGE": "0"}
+for _name, _value in {**OFFLINE_DEFAULTS, **MEMORY_DEFAULTS}.items():
     os.environ.setdefault(_name, _value)
 
 #: Public names imported on first use, so ``import adapt`` does not pull in torch/transformers.

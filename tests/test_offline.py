@@ -132,3 +132,16 @@ def test_a_command_connects_nowhere(command, workspace, tmp_path):
     image = sorted((data / "imagesTr").glob("*.nii.gz"))[0]
     args = [a.format(run=workspace / "run", data=data, image=image, out=tmp_path) for a in COMMANDS[command]]
     guarded(args, tmp_path / "network.log", tmp_path, SAM2_ADAPT_DATA=str(workspace / "cache"), MPLBACKEND="Agg")
+
+
+@pytest.mark.parametrize(("users", "expected"), [(None, "False"), ("1", "True")], ids=["default", "user-set"])
+def test_commands_ask_numpy_for_ordinary_pages_unless_the_user_says_otherwise(users, expected):
+    """``import adapt`` before numpy: numpy no longer advises huge pages for its arrays (a compaction stall
+    per 2 MB on kernels that defragment on demand); a value the user set is kept."""
+    env = {k: v for k, v in os.environ.items() if k != "NUMPY_MADVISE_HUGEPAGE"}
+    if users is not None:
+        env["NUMPY_MADVISE_HUGEPAGE"] = users
+    code = "import adapt, numpy; print(numpy._core.multiarray._get_madvise_hugepage())"
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == expected
