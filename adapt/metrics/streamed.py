@@ -101,13 +101,16 @@ def first_hits(
     if lookup is None:
         return distances
     found, todo, flat = np.full(len(lookup.flat), np.inf), np.arange(len(lookup.flat)), lookup.flat
-    for step, length in zip(offsets @ lookup.strides, lengths):
-        hit = lookup.region[flat + step]
-        if hit.any():
-            found[todo[hit]] = length
-            todo, flat = todo[~hit], flat[~hit]
-            if not len(todo):
-                break
+    steps, start, size = offsets @ lookup.strides, 0, 8
+    # Offsets in chunks that grow as the cells left without a hit get fewer: one look-up per cell and
+    # offset as one step per offset would do, in ~20 numpy calls instead of thousands (this runs beside
+    # the model, and a Python loop per offset held the interpreter from it).
+    while start < len(steps) and len(todo):
+        hits = lookup.region[flat[:, None] + steps[None, start : start + size]]
+        hit = hits.any(axis=1)
+        found[todo[hit]] = lengths[start + hits[hit].argmax(axis=1)]  # the first in a chunk is the nearest
+        todo, flat = todo[~hit], flat[~hit]
+        start, size = start + size, min(2 * size, 512)
     distances[lookup.inside] = found
     return distances
 
