@@ -18,6 +18,7 @@ model is done is the last batch's planes and HD95's final search. The values are
 
 from __future__ import annotations
 
+import functools
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
@@ -28,8 +29,8 @@ from adapt.inference.names import GT_PROMPTS
 from adapt.metrics import confusion_matrix
 from adapt.metrics.streamed import SurfaceStream, true_runs, streamable
 
-#: The most classes measured plane by plane (each holds two grids of the volume's size); the classes that
-#: end on the last planes beyond them are measured once the model is done.
+#: The most classes measured plane by plane (each holds grids around its truth and the coordinates of its
+#: predicted edges); the classes that end on the last planes beyond them are measured once the model is done.
 STREAMED_CLASSES = 2
 
 
@@ -78,8 +79,12 @@ class PlanesAhead:
         spacing, _ = voxel_spacing(self.inputs.scan)
         for index in last[:STREAMED_CLASSES]:
             truth = self.inputs.truth_classes == index
-            mask = lambda a, b, index=index: self._slab(stored(self.inputs.scan, self.maps[0]), a, b) == index  # noqa: E731
+            mask = functools.partial(self._class_planes, index)
             self.streams[index] = SurfaceStream(truth, spacing, self.protocol.tolerance_mm, self.axis, mask)
+
+    def _class_planes(self, index: int, a: int, b: int) -> np.ndarray:
+        """Class ``index``'s predicted mask on stored planes ``[a, b)`` (final ones: ``SurfaceStream`` asks)."""
+        return self._slab(stored(self.inputs.scan, self.maps[0]), a, b) == index
 
     def _slab(self, volume: np.ndarray, a: int, b: int) -> np.ndarray:
         """Planes ``[a, b)`` along the stack's stored axis of a volume on the stored grid (a view)."""

@@ -229,11 +229,9 @@ class SurfaceStream:
         self.elements_done |= elements
         if self.has_truth:
             # A truth edge's offsets reach ``near_reach`` planes to either side: those must have their edges.
-            r, done = (
-                self.near_reach,
-                np.concatenate([[True] * self.near_reach, self.edges_done, [True] * self.near_reach]),
-            )
-            window = np.lib.stride_tricks.sliding_window_view(done, 2 * r + 1).all(axis=1)
+            beside = [True] * self.near_reach  # beyond the volume: no edges to wait for
+            done = np.concatenate([beside, self.edges_done, beside])
+            window = np.lib.stride_tricks.sliding_window_view(done, 2 * self.near_reach + 1).all(axis=1)
             for a, b in true_runs(window & ~self.truth_done):
                 self._truth_edges(a, b)
             self.truth_done |= window
