@@ -268,11 +268,15 @@ def test_evaluate_summary_is_unchanged_by_the_pipeline(engine, cases, tmp_path, 
     assert len(piped[0]["masks"]) == 1 and (tmp_path / "piped" / next(iter(piped[0]["masks"].values()))).exists()
 
 
-def test_the_last_cases_planes_are_scored_as_the_model_passes_them(engine, cases, monkeypatch):
-    """The last case (stored RAS: its planes are the label file's outermost axis in memory): its confusion
-    matrices (every click count) and the surface metrics of the liver, the class that ends last, are counted
-    in the pool while the model still has batches to do (``PlanesAhead``), each plane once it is final; what
-    is left is counted once the model is done. The values are the serial path's, to the last bit."""
+@pytest.mark.parametrize("last", ["ras", "slices-stored-backwards"])
+def test_the_last_cases_planes_are_scored_as_the_model_passes_them(engine, cases, monkeypatch, tmp_path, last):
+    """The last case (its planes the label file's outermost axis in memory; stored RAS, or with its slices
+    stored top to bottom so the stack runs backwards along them): its confusion matrices (every click count)
+    and the surface metrics of the liver, the class that ends last, are counted in the pool while the model
+    still has batches to do (``PlanesAhead``), each plane once it is final; what is left is counted once the
+    model is done. The values are the serial path's, to the last bit."""
+    if last != "ras":
+        cases[-1] = write_case(tmp_path / "backwards", "case_3", 3, np.diag([0.8, 0.8, -2.5, 1.0]))
     protocol = Protocol(clicks=(1, 2))
     serial = [evaluate_case(engine, case, i, CLASSES, protocol, 2) for i, case in enumerate(cases)]
     segments, advances, counted = [], [], []
@@ -292,6 +296,8 @@ def test_the_last_cases_planes_are_scored_as_the_model_passes_them(engine, cases
     assert any(final.any() and not final.all() for _, final in in_pool)  # some planes final, not all
     assert advances[-1][1].all() and advances[-1][2]  # the rest once the model is done, by its thread
     assert counted[-1] == 9 and len(counted) > 2  # confusions counted batch by batch, then the last planes
+    first = next(final for _, final in in_pool if final.any())  # stored planes: the stack's first, in order
+    assert first[-1] if last != "ras" else first[0]
 
 
 @pytest.mark.parametrize("change", ["propagation", "resampled", "sagittal", "semantic"])

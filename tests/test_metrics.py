@@ -493,6 +493,14 @@ def test_surface_metrics_do_not_depend_on_the_memory_layout(spacing):
         assert found["hd95"] == expected["hd95"] and found["nsd"] == pytest.approx(expected["nsd"], abs=1e-6)
     transposed = surface_metrics(pred.transpose(2, 0, 1), gt.transpose(2, 0, 1), (spacing[2], *spacing[:2]), 2.0)
     assert transposed == pytest.approx(expected, abs=1e-6)
+    # A flipped view of a Fortran-order mask (a prediction put back on a file stored top to bottom) against
+    # the file's Fortran-order truth: the same float as the mask copied in the file's layout.
+    in_file = np.asfortranarray(pred)
+    flipped = np.flip(np.asfortranarray(np.flip(pred, 2)), 2)
+    assert flipped.strides[2] < 0 and np.array_equal(flipped, in_file)
+    assert surface_metrics(flipped, np.asfortranarray(gt), spacing, 2.0) == surface_metrics(
+        in_file, np.asfortranarray(gt), spacing, 2.0
+    )
 
 
 @pytest.mark.parametrize("surface_kind", ["decathlon", "voxels"])

@@ -21,11 +21,13 @@ ArrayLike = np.ndarray | torch.Tensor
 def as_tensor(array: ArrayLike) -> torch.Tensor:
     """A tensor as is; a numpy array (or list) as a CPU tensor sharing its memory where it can: in its
     own layout (a volume in a NIfTI file's Fortran order is not copied), copied only where torch cannot
-    take the strides (a flipped view)."""
+    take the strides (a flipped view), and then in the same order of axes in memory (a flipped view of a
+    Fortran-order volume stays Fortran-ordered: the surface metrics walk it, and sum its elements, as the
+    unflipped volume's)."""
     if isinstance(array, torch.Tensor):
         return array
     array = np.asarray(array)
-    return torch.from_numpy(array if min(array.strides, default=0) >= 0 else np.ascontiguousarray(array))
+    return torch.from_numpy(array if min(array.strides, default=0) >= 0 else np.copy(array, order="K"))
 
 
 def as_mask(array: ArrayLike) -> torch.Tensor:
