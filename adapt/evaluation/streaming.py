@@ -42,9 +42,16 @@ class PlanesAhead:
     Build it with ``PlanesAhead.of``, which says ``None`` where planes do not decompose the scoring.
     """
 
-    def __init__(self, pool: ThreadPoolExecutor, inputs: CaseInput, values: list[int], protocol: Protocol):
+    def __init__(
+        self,
+        pool: ThreadPoolExecutor,
+        inputs: CaseInput,
+        values: list[int],
+        protocol: Protocol,
+        along: tuple[int, bool],
+    ):
         self.pool, self.inputs, self.values, self.protocol = pool, inputs, values, protocol
-        self.axis, self.backwards = inputs.scan.view.stack_axis()
+        self.axis, self.backwards = along  # ``VolumeView.stack_axis``
         self.counted = np.zeros(len(inputs.truth), dtype=bool)  # stack planes whose confusions are counted
         self.confusions: dict[int, torch.Tensor] = {}
         self.maps: dict[int, np.ndarray] = {}
@@ -60,14 +67,12 @@ class PlanesAhead:
         (propagation, semantic, auto), planes that are not the label file's outermost axis in memory, or an
         NSD tolerance wider than the grid look-ups (``streamable``)."""
         scan = inputs.scan
-        if not (scan.is_volume and scan.valid is None and scan.view.stack_axis() is not None):
+        if not (scan.is_volume and scan.valid is None) or protocol.prompt not in GT_PROMPTS or protocol.propagation:
             return None
-        if protocol.prompt not in GT_PROMPTS or protocol.propagation:
+        along, (spacing, _) = scan.view.stack_axis(), voxel_spacing(scan)
+        if along is None or not streamable(inputs.truth_classes, spacing, protocol.tolerance_mm, along[0]):
             return None
-        spacing, _ = voxel_spacing(scan)
-        if not streamable(inputs.truth_classes, spacing, protocol.tolerance_mm, scan.view.stack_axis()[0]):
-            return None
-        return cls(pool, inputs, values, protocol)
+        return cls(pool, inputs, values, protocol, along)
 
     def _start(self) -> None:
         """Where the model writes (planes without a class are never prompted: final from the start), and a

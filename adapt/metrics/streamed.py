@@ -46,6 +46,7 @@ from adapt.metrics.surface import (
     grid_offsets,
     near_targets,
     nearest,
+    nearest_within,
     quantile_from_bounds,
     tolerance_offsets,
 )
@@ -245,17 +246,12 @@ class SurfaceStream:
         self.has_pred = True
         if not self.has_truth:
             return
-        (y0, y1), (x0, x1) = box[1], box[2]
-        # One voxel of background around the box. Zeros beyond the volume's planes erode its first and
-        # last planes as ``edge_grid``'s border does; the planes around the slab only erode it.
-        window = np.zeros((b - a + 2, y1 - y0 + 3, x1 - x0 + 3), dtype=bool)
-        window[:, 1:-1, 1:-1] = context[:, y0 : y1 + 1, x0 : x1 + 1]
+        # Zeros beyond the volume's planes erode its first and last planes as ``edge_grid``'s border does;
+        # the planes around the slab only erode it.
+        window, y0, x0 = _framed(context, box)
         edge = edge_grid(window)[1:-1]
         cells = np.stack(np.unravel_index(np.flatnonzero(edge), edge.shape), axis=1) + np.array([a, y0 - 1, x0 - 1])
-        near = _within(cells - self.origin, self.edges.shape)
-        if len(near):
-            self.edges[tuple(near.T)] = True
-            self.edge_box = _union(self.edge_box, list(zip(near.min(0).tolist(), near.max(0).tolist())))
+        self.edge_box = _marked(self.edges, self.edge_box, cells - self.origin)
         self.points.append(cells * np.asarray(self.grid))
         self.bounds.append(bounded(self.coarse[tuple((cells // self.cell_voxels).T)], self.cell))
 
@@ -278,18 +274,13 @@ class SurfaceStream:
         box = bounding_box(voxels) if self.has_truth else None
         if box is None:  # no prediction here, or no truth: NSD is 0 whatever the elements
             return
-        (y0, y1), (x0, x1) = box[1], box[2]
-        window = np.zeros((b - a + 1, y1 - y0 + 3, x1 - x0 + 3), dtype=bool)
-        window[:, 1:-1, 1:-1] = voxels[:, y0 : y1 + 1, x0 : x1 + 1]
+        window, y0, x0 = _framed(voxels, box)
         found, areas = element_grid(window, self.grid)
         if not len(areas):
             return
         inner = np.unravel_index(np.flatnonzero(found), found.shape)
         cells = np.stack(inner, axis=1) + np.array([a, y0, x0]) - self.origin  # on the grid around the truth
-        near = _within(cells, self.elements.shape)
-        if len(near):
-            self.elements[tuple(near.T)] = True
-            self.element_box = _union(self.element_box, list(zip(near.min(0).tolist(), near.max(0).tolist())))
+        self.element_box = _marked(self.elements, self.element_box, cells)
         self.areas[a] = areas
         self.near[a] = near_targets(tuple(cells.T), self.truth_elements, self.offsets, self.truth_element_box)
 
@@ -331,9 +322,7 @@ def nearest_among(queries: np.ndarray, points: np.ndarray) -> torch.Tensor:
     """``nearest(queries, points)`` with a tree of only the points that can be nearest: within the reach
     that a sample of them already gives every query (a noisy CT mask has ~10^6 edge points)."""
     sample = points[:: max(1, len(points) // 4096)]
-    reach = float(np.max(KDTree(sample, leafsize=LEAF_SIZE).query(queries, k=1)[0]))
-    box = (queries.min(0) - reach, queries.max(0) + reach)
-    return nearest(queries, points[np.all((points >= box[0]) & (points <= box[1]), axis=1)])
+    return nearest_within(queries, points, float(np.max(KDTree(sample, leafsize=LEAF_SIZE).query(queries, k=1)[0])))
 
 
 def true_runs(flags: np.ndarray) -> list[tuple[int, int]]:
@@ -342,9 +331,22 @@ def true_runs(flags: np.ndarray) -> list[tuple[int, int]]:
     return list(zip(edges[::2].tolist(), edges[1::2].tolist()))
 
 
-def _within(cells: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-    """The cells (rows) that lie on a grid of ``shape``."""
-    return cells[np.all((cells >= 0) & (cells < np.asarray(shape)), axis=1)]
+def _framed(planes: np.ndarray, box: list[tuple[int, int]]) -> tuple[np.ndarray, int, int]:
+    """``planes`` cut to the in-plane part of ``box`` with one cell of background around it (no edge or
+    element is lost or made there), and the box's first row and column."""
+    (y0, y1), (x0, x1) = box[1], box[2]
+    window = np.zeros((len(planes), y1 - y0 + 3, x1 - x0 + 3), dtype=bool)
+    window[:, 1:-1, 1:-1] = planes[:, y0 : y1 + 1, x0 : x1 + 1]
+    return window, y0, x0
+
+
+def _marked(grid: np.ndarray, box: list[tuple[int, int]] | None, cells: np.ndarray) -> list[tuple[int, int]] | None:
+    """The cells (rows) that lie on ``grid`` set there; ``box`` grown by them."""
+    cells = cells[np.all((cells >= 0) & (cells < np.asarray(grid.shape)), axis=1)]
+    if not len(cells):
+        return box
+    grid[tuple(cells.T)] = True
+    return _union(box, list(zip(cells.min(0).tolist(), cells.max(0).tolist())))
 
 
 def _union(box: list[tuple[int, int]] | None, other: list[tuple[int, int]]) -> list[tuple[int, int]]:

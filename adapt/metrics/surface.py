@@ -343,11 +343,17 @@ def nearest_quantile(points: np.ndarray, targets: np.ndarray, q: float, spacing:
     lower, upper = coarse_bounds(points, targets, cell)
 
     def search(candidates: np.ndarray) -> torch.Tensor:
-        reach = upper[candidates].max()  # a candidate's nearest target lies within its upper bound
-        box = (points[candidates].min(0) - reach, points[candidates].max(0) + reach)
-        return nearest(points[candidates], targets[np.all((targets >= box[0]) & (targets <= box[1]), axis=1)])
+        # a candidate's nearest target lies within its upper bound
+        return nearest_within(points[candidates], targets, upper[candidates].max())
 
     return quantile_from_bounds(lower, upper, q, search)
+
+
+def nearest_within(points: np.ndarray, targets: np.ndarray, reach: float) -> torch.Tensor:
+    """``nearest(points, targets)`` where every point's nearest target is known to lie within ``reach``: the
+    tree holds only the targets within reach of the points' box."""
+    box = (points.min(0) - reach, points.max(0) + reach)
+    return nearest(points, targets[np.all((targets >= box[0]) & (targets <= box[1]), axis=1)])
 
 
 def coarse_bounds(points: np.ndarray, targets: np.ndarray, cell: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
